@@ -1,0 +1,12 @@
+//! BOOTX64.EFI: reads the Bulkhead manifest, the hypervisor and its modules from the
+//! ESP, sets a GOP mode, exits boot services and jumps to the hypervisor.
+#![cfg_attr(target_os = "uefi", no_std, no_main)]
+
+#[cfg(target_os = "uefi")]
+mod loader;
+
+#[cfg(not(target_os = "uefi"))]
+fn main() {
+    eprintln!("BOOTX64.EFI runs under UEFI firmware; build the image with `cargo xtask image`.");
+    std::process::exit(2);
+}

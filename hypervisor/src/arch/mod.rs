@@ -1,0 +1,2 @@
+//! Architecture-specific code. Only x86-64 today.
+pub mod x86;

@@ -1,0 +1,84 @@
+//! Thin wrappers over privileged instructions. Instructions whose misuse can break
+//! memory safety or the machine stay `unsafe`; harmless reads are safe.
+
+use core::arch::asm;
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+/// The port must belong to a device the hypervisor owns, and the write must not break
+/// an invariant another part of the hypervisor relies on.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller guarantees the port write is sound.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Writes a word to an I/O port.
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller guarantees the port write is sound.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Writes a dword to an I/O port.
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller guarantees the port write is sound.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Reads a byte from an I/O port.
+///
+/// # Safety
+/// Reads can have side effects on devices (e.g. clear status); the port must be one the
+/// hypervisor owns.
+pub unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: the caller guarantees the port read is sound.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
+/// Reads a dword from an I/O port.
+///
+/// # Safety
+/// As for [`inb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: the caller guarantees the port read is sound.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects and is allowed at CPL 0.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Halts the CPU forever with interrupts off.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// The initial local APIC id of the executing CPU (CPUID.1:EBX[31:24]).
+pub fn apic_id() -> u32 {
+    core::arch::x86_64::__cpuid(1).ebx >> 24
+}

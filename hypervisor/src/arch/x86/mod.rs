@@ -1,0 +1,4 @@
+//! x86-64 primitives: the few instructions the hypervisor needs, CPU tables and
+//! feature detection.
+pub mod cpu;
+pub mod instr;

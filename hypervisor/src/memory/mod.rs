@@ -1,0 +1,1 @@
+//! Physical memory: the frame allocator, the hypervisor's page tables.

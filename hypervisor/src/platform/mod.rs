@@ -1,0 +1,2 @@
+//! The machine around the CPU: firmware tables, PCI, power control, the framebuffer.
+pub mod qemu;
