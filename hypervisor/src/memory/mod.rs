@@ -1,1 +1,3 @@
-//! Physical memory: the frame allocator, the hypervisor's page tables.
+//! Physical memory: typed addresses, the frame allocator, the hypervisor's page tables.
+pub mod addr;
+pub mod frames;
