@@ -1,1 +1,9 @@
+//! Bulkhead's host tooling: building the bare-metal crates, packing the bootable USB
+//! image, finding and running QEMU. The `cargo xtask` CLI (`src/bin/xtask.rs`) and the
+//! integration tests (`tests/`) are both thin layers over this library.
 
+pub mod build;
+pub mod disk;
+pub mod host_tools;
+pub mod layout;
+pub mod qemu;

@@ -1,1 +1,191 @@
-fn main() {}
+//! `cargo xtask`: build Bulkhead's USB image, boot it in QEMU, and more.
+//! Run `cargo xtask --help` for the commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use images::qemu::{BootMedium, Display, Iommu, MachineConfig};
+use images::{build, disk, host_tools, layout};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run and test Bulkhead, the bare-metal client hypervisor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the hypervisor and the UEFI loader and write the bootable USB image.
+    ///
+    /// The image is a GPT disk with a FAT32 EFI System Partition. Write it to a stick
+    /// with `sudo dd if=target/bulkhead-usb.img of=/dev/sdX bs=4M conv=fsync`.
+    Image(ImageArgs),
+    /// Build the image and boot it in QEMU (q35, AMD SVM with nested paging, OVMF).
+    ///
+    /// Opens a window when a display is available, otherwise runs headless with the
+    /// serial console on this terminal. Quit with Ctrl-A X in the terminal (or close
+    /// the window).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// Where to write the image.
+    #[arg(long, default_value_os_t = layout::default_image_path())]
+    out: PathBuf,
+    /// Force a screen mode, e.g. 1280x800 (default: the largest up to 1920x1080).
+    #[arg(long, value_parser = parse_mode)]
+    gop: Option<(u32, u32)>,
+    /// Options passed to the hypervisor (e.g. `log=debug`).
+    #[arg(long, default_value = "")]
+    cmdline: String,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// Guest RAM of the emulated laptop, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Number of CPUs of the emulated laptop.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// IOMMU of the emulated laptop.
+    #[arg(long, value_enum, default_value_t = IommuArg::Intel)]
+    iommu: IommuArg,
+    /// Boot from a USB stick on xHCI instead of a SATA disk.
+    #[arg(long)]
+    usb: bool,
+    /// Never open a window, even when a display is available.
+    #[arg(long)]
+    headless: bool,
+    /// Boot the existing image without rebuilding it.
+    #[arg(long)]
+    no_build: bool,
+    /// Extra arguments passed to QEMU verbatim (after `--`).
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IommuArg {
+    None,
+    Intel,
+    Amd,
+}
+
+fn parse_mode(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or("expected WIDTHxHEIGHT, e.g. 1280x800")?;
+    let w = w.parse().map_err(|_| format!("bad width {w:?}"))?;
+    let h = h.parse().map_err(|_| format!("bad height {h:?}"))?;
+    Ok((w, h))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Image(args) => image(&args).map(|_| ()),
+        Cmd::Run(args) => run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn image(args: &ImageArgs) -> Result<PathBuf, String> {
+    let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
+    let spec = disk::ImageSpec {
+        loader_efi: artifacts.loader_efi,
+        hypervisor_elf: artifacts.hypervisor_elf,
+        modules: Vec::new(),
+        gop_mode: args.gop,
+        cmdline: args.cmdline.clone(),
+    };
+    eprintln!("     Writing {}", args.out.display());
+    let bytes = disk::write_image(&spec, &args.out).map_err(|e| e.to_string())?;
+    eprintln!(
+        "    Finished USB image, {} MiB: {}",
+        bytes >> 20,
+        args.out.display()
+    );
+    Ok(args.out.clone())
+}
+
+fn run(args: &RunArgs) -> Result<(), String> {
+    let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
+    let image_path = if args.no_build {
+        if !args.image.out.is_file() {
+            return Err(format!(
+                "{} does not exist; run without --no-build",
+                args.image.out.display()
+            ));
+        }
+        args.image.out.clone()
+    } else {
+        image(&args.image)?
+    };
+    let vars = layout::target_dir().join("run-ovmf-vars.fd");
+    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| {
+        format!(
+            "cannot copy the OVMF variable store to {}: {e}",
+            vars.display()
+        )
+    })?;
+    let has_display =
+        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let mut config = MachineConfig::new(&image_path, &ovmf, vars);
+    config.memory_mib = args.memory;
+    config.cpus = args.cpus;
+    config.iommu = match args.iommu {
+        IommuArg::None => Iommu::None,
+        IommuArg::Intel => Iommu::Intel,
+        IommuArg::Amd => Iommu::Amd,
+    };
+    config.medium = if args.usb {
+        BootMedium::UsbStick
+    } else {
+        BootMedium::Disk
+    };
+    config.display = if has_display && !args.headless {
+        Display::Window
+    } else {
+        Display::Headless
+    };
+    config.extra_args = args.qemu_args.clone();
+    eprintln!(
+        "     Booting in QEMU ({}): serial console below; quit with Ctrl-A X{}",
+        if config.display == Display::Window {
+            "window"
+        } else {
+            "headless"
+        },
+        if config.display == Display::Window {
+            " or close the window"
+        } else {
+            ""
+        }
+    );
+    let status = config
+        .command(&qemu)
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+    match status.code() {
+        Some(0) | Some(images::qemu::EXIT_SUCCESS) => Ok(()),
+        Some(images::qemu::EXIT_FAILURE) => {
+            Err("the hypervisor reported a failure (see the log above)".into())
+        }
+        _ => Err(format!("QEMU exited with {status}")),
+    }
+}

@@ -1,0 +1,74 @@
+//! Building the bare-metal crates for their targets. A plain `cargo build` on the host
+//! only builds stubs of these (per-package targets are unstable), so the image builder
+//! invokes cargo once per target.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::layout;
+
+pub const HYPERVISOR_TARGET: &str = "x86_64-unknown-none";
+pub const LOADER_TARGET: &str = "x86_64-unknown-uefi";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("could not start cargo ({0}); is the Rust toolchain installed? See README.md")]
+    Spawn(std::io::Error),
+    #[error(
+        "building {package} for {target} failed (see the compiler output above).\n\
+         If the error says the target is not installed, run: rustup target add {target}"
+    )]
+    Failed {
+        package: &'static str,
+        target: &'static str,
+    },
+}
+
+/// Paths of the freshly built bare-metal binaries.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub hypervisor_elf: PathBuf,
+    pub loader_efi: PathBuf,
+}
+
+/// Builds the hypervisor and the UEFI loader (release profile: debug builds of the
+/// hypervisor are far too slow under emulation).
+pub fn build_bare_metal() -> Result<Artifacts, BuildError> {
+    build_package("hypervisor", HYPERVISOR_TARGET)?;
+    build_package("firmware", LOADER_TARGET)?;
+    let target = layout::target_dir();
+    Ok(Artifacts {
+        hypervisor_elf: target
+            .join(HYPERVISOR_TARGET)
+            .join("release")
+            .join("hypervisor"),
+        loader_efi: target
+            .join(LOADER_TARGET)
+            .join("release")
+            .join("firmware.efi"),
+    })
+}
+
+fn build_package(package: &'static str, target: &'static str) -> Result<(), BuildError> {
+    eprintln!("    Building {package} for {target}");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(layout::workspace_root())
+        .args([
+            "build",
+            "--release",
+            "--package",
+            package,
+            "--target",
+            target,
+        ])
+        // RUSTFLAGS would replace the per-target flags in .cargo/config.toml.
+        .env_remove("RUSTFLAGS")
+        .status()
+        .map_err(BuildError::Spawn)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Failed { package, target })
+    }
+}
