@@ -1,9 +1,11 @@
 //! The boot sequence of the bootstrap CPU, from the loader's handoff to the ready marker.
 
-use bulkhead_abi::BootInfo;
-use log::{LevelFilter, error, info};
+use bulkhead_abi::{BootInfo, MemoryKind, MemoryRegion};
+use log::{error, info, warn};
 
-use crate::arch::x86::{cpu, instr};
+use crate::arch::x86::{cpu, gdt, idt, instr};
+use crate::cmdline::{self, ThenAction};
+use crate::memory::{paging, phys};
 use crate::platform::qemu;
 
 /// Printed when the hypervisor has brought the machine up; test harnesses wait for it.
@@ -11,19 +13,125 @@ pub const READY_MARKER: &str = "BULKHEAD READY";
 
 /// Called from `_start` with the physical address of the loader's `BootInfo`.
 pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
-    crate::logging::init(LevelFilter::Info);
+    crate::logging::init(log::LevelFilter::Info);
     info!(target: "boot", "{} {} starting", crate::PRODUCT, crate::VERSION);
     // SAFETY: the loader passes the physical address of a BootInfo in loader memory, which
     // is identity mapped and never reused; the magic/version check below catches a
     // mismatched loader before any other field is trusted.
     let boot_info: &BootInfo = unsafe { &*(boot_info_addr as *const BootInfo) };
     if !boot_info.is_valid() {
-        error!(target: "boot", "bad BootInfo at {boot_info_addr:#x} (loader and hypervisor versions differ?)");
-        qemu::exit(qemu::ExitCode::Failure);
-        instr::halt_forever();
+        fatal(format_args!(
+            "bad BootInfo at {boot_info_addr:#x}: the loader and hypervisor versions differ"
+        ));
     }
+    let (options, unknown) = cmdline::parse(boot_info.cmdline());
+    log::set_max_level(options.log_level);
+    for word in unknown {
+        warn!(target: "boot", "ignoring unknown option {word:?}");
+    }
+
+    gdt::init();
+    idt::init();
+    x86_64::instructions::interrupts::int3();
+    info!(target: "boot", "cpu tables loaded (GDT, TSS with IST stacks, IDT)");
+
+    // SAFETY: the loader wrote `len` MemoryRegions at `addr` in loader memory, which the
+    // hypervisor never frees; the slice is only read.
+    let map: &[MemoryRegion] = unsafe {
+        core::slice::from_raw_parts(
+            boot_info.memory_map.addr as *const MemoryRegion,
+            boot_info.memory_map.len as usize,
+        )
+    };
+    let ram = installed_ram(map);
+    let reserved = reserved_ranges(boot_info);
+    phys::init(map, &reserved);
+    let top = map
+        .iter()
+        .map(MemoryRegion::end)
+        .max()
+        .unwrap_or(0)
+        .max(1 << 32);
+    let fb_range = reserved[0];
+    if let Err(e) = paging::switch_to_own_tables(top, &[fb_range]) {
+        fatal(format_args!(
+            "cannot build the hypervisor's page tables: {e:?}"
+        ));
+    }
+    let reclaimed = phys::reclaim_boot_services(map, &reserved);
+    info!(
+        target: "memory",
+        "{} MiB RAM, {} MiB free after reclaiming {} MiB of boot-services memory; own page tables active (W^X)",
+        ram >> 20,
+        phys::free_bytes() >> 20,
+        reclaimed >> 20
+    );
+
     let cpu = cpu::identify();
     info!(target: "boot", "cpu: {} {:?}, virtualisation: {}", cpu.vendor, cpu.brand, cpu.virt.label());
-    info!(target: "boot", "{READY_MARKER}");
+    if let cpu::VirtSupport::Svm {
+        nrip_save,
+        decode_assists,
+        vmcb_clean,
+        flush_by_asid,
+        asids,
+        ..
+    } = cpu.virt
+    {
+        info!(
+            target: "svm",
+            "features: nrip_save={nrip_save} decode_assists={decode_assists} vmcb_clean={vmcb_clean} flush_by_asid={flush_by_asid} asids={asids}"
+        );
+    }
+
+    let boot_ms = boot_info
+        .tsc_handoff
+        .saturating_sub(boot_info.tsc_loader_start);
+    info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
+    match options.then {
+        ThenAction::Run => {}
+        ThenAction::Exit => qemu::exit(qemu::ExitCode::Success),
+        ThenAction::Shutdown | ThenAction::Reset => {
+            warn!(target: "boot", "power control is not wired up yet")
+        }
+    }
+    instr::halt_forever()
+}
+
+/// RAM the machine has, whatever currently uses it.
+fn installed_ram(map: &[MemoryRegion]) -> u64 {
+    map.iter()
+        .filter(|r| {
+            matches!(
+                r.kind,
+                MemoryKind::Usable
+                    | MemoryKind::BootServices
+                    | MemoryKind::Loader
+                    | MemoryKind::Hypervisor
+                    | MemoryKind::AcpiReclaimable
+                    | MemoryKind::AcpiNvs
+                    | MemoryKind::RuntimeServices
+            )
+        })
+        .map(|r| r.len)
+        .sum()
+}
+
+/// Physical ranges the frame allocator must never hand out even if the map calls them
+/// usable. Index 0 is the framebuffer.
+fn reserved_ranges(boot_info: &BootInfo) -> [(u64, u64); 2] {
+    let fb = &boot_info.framebuffer;
+    let fb_range = if boot_info.framebuffer_present != 0 {
+        (fb.base, fb.base + fb.size)
+    } else {
+        (0, 0)
+    };
+    let image = boot_info.hypervisor_image;
+    [fb_range, (image.addr, image.addr + image.len)]
+}
+
+fn fatal(message: core::fmt::Arguments<'_>) -> ! {
+    error!(target: "boot", "{message}");
+    qemu::exit(qemu::ExitCode::Failure);
     instr::halt_forever()
 }

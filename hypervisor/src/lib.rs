@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod arch;
 pub mod boot;
+pub mod cmdline;
 pub mod heap;
 pub mod logging;
 pub mod memory;

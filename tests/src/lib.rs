@@ -1,1 +1,9 @@
+//! Bulkhead's QEMU test harness: builds the USB image once per test binary, boots it in
+//! a QEMU machine, follows the serial console marker by marker, talks QMP, and keeps
+//! the logs of a failed run under `target/test-logs/`.
 
+pub mod image;
+pub mod machine;
+pub mod screen;
+
+pub use machine::{Machine, Outcome};

@@ -1,4 +1,6 @@
 //! x86-64 primitives: the few instructions the hypervisor needs, CPU tables and
 //! feature detection.
 pub mod cpu;
+pub mod gdt;
+pub mod idt;
 pub mod instr;

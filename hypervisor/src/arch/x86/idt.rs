@@ -1,0 +1,245 @@
+//! The IDT. Every exception vector has a small assembly stub that saves all registers
+//! into a [`TrapFrame`] and calls [`handle_trap`]; an exception in the hypervisor is a
+//! hypervisor bug, so the handler dumps the full state and stops the machine. The
+//! breakpoint and NMI vectors are recoverable.
+
+use core::arch::naked_asm;
+use core::fmt;
+
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::structures::idt::InterruptDescriptorTable;
+
+use super::gdt;
+
+/// Register state at a trap, in the order the common stub pushes it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    // Pushed by the CPU (SDM Vol. 3 §6.14.2, 64-bit interrupt stack frame).
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, vector) == 15 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) == 17 * 8);
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor segment overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved 15",
+    "#MF x87 error",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD error",
+    "#VE virtualization",
+    "#CP control protection",
+    "reserved 22",
+    "reserved 23",
+    "reserved 24",
+    "reserved 25",
+    "reserved 26",
+    "reserved 27",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security",
+    "reserved 31",
+];
+
+impl fmt::Display for TrapFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = EXCEPTION_NAMES
+            .get(self.vector as usize)
+            .copied()
+            .unwrap_or("interrupt");
+        writeln!(
+            f,
+            "{name} (vector {}) error={:#x}",
+            self.vector, self.error_code
+        )?;
+        writeln!(
+            f,
+            "rip={:#018x} cs={:#x} rflags={:#x} rsp={:#018x} ss={:#x}",
+            self.rip, self.cs, self.rflags, self.rsp, self.ss
+        )?;
+        writeln!(
+            f,
+            "rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
+            self.rax, self.rbx, self.rcx, self.rdx
+        )?;
+        writeln!(
+            f,
+            "rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}",
+            self.rsi, self.rdi, self.rbp, self.r8
+        )?;
+        writeln!(
+            f,
+            "r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}",
+            self.r9, self.r10, self.r11, self.r12
+        )?;
+        write!(
+            f,
+            "r13={:#018x} r14={:#018x} r15={:#018x}",
+            self.r13, self.r14, self.r15
+        )
+    }
+}
+
+/// Saves the general-purpose registers, calls `handle_trap(&mut TrapFrame)`, restores
+/// them, drops vector and error code, and returns from the interrupt.
+#[unsafe(naked)]
+extern "sysv64" fn trap_common() {
+    naked_asm!(
+        "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+        "mov rdi, rsp",
+        "cld",
+        "call {handler}",
+        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+        "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+        "add rsp, 16",
+        "iretq",
+        handler = sym handle_trap,
+    )
+}
+
+/// Entry stubs: vectors with a CPU-pushed error code push only the vector; the others
+/// push a zero error code first so every frame has the same shape.
+macro_rules! stub {
+    ($name:ident, $vector:literal, error_code) => {
+        #[unsafe(naked)]
+        extern "sysv64" fn $name() {
+            naked_asm!(concat!("push ", $vector), "jmp {common}", common = sym trap_common)
+        }
+    };
+    ($name:ident, $vector:literal) => {
+        #[unsafe(naked)]
+        extern "sysv64" fn $name() {
+            naked_asm!("push 0", concat!("push ", $vector), "jmp {common}", common = sym trap_common)
+        }
+    };
+}
+
+stub!(stub_de, 0);
+stub!(stub_db, 1);
+stub!(stub_nmi, 2);
+stub!(stub_bp, 3);
+stub!(stub_of, 4);
+stub!(stub_br, 5);
+stub!(stub_ud, 6);
+stub!(stub_nm, 7);
+stub!(stub_df, 8, error_code);
+stub!(stub_ts, 10, error_code);
+stub!(stub_np, 11, error_code);
+stub!(stub_ss, 12, error_code);
+stub!(stub_gp, 13, error_code);
+stub!(stub_pf, 14, error_code);
+stub!(stub_mf, 16);
+stub!(stub_ac, 17, error_code);
+stub!(stub_mc, 18);
+stub!(stub_xm, 19);
+stub!(stub_ve, 20);
+stub!(stub_cp, 21, error_code);
+stub!(stub_hv, 28);
+stub!(stub_vc, 29, error_code);
+stub!(stub_sx, 30, error_code);
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+fn addr(f: extern "sysv64" fn()) -> VirtAddr {
+    VirtAddr::new(f as usize as u64)
+}
+
+/// Builds and loads the IDT on the boot CPU.
+pub fn init() {
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        // SAFETY (for every set_handler_addr below): each address is one of the stubs
+        // above, which preserve all registers and end in iretq after the shared handler;
+        // their frame layout matches the vector's error-code behaviour.
+        unsafe {
+            idt.divide_error.set_handler_addr(addr(stub_de));
+            idt.debug.set_handler_addr(addr(stub_db));
+            idt.non_maskable_interrupt
+                .set_handler_addr(addr(stub_nmi))
+                .set_stack_index(gdt::IST_NMI);
+            idt.breakpoint.set_handler_addr(addr(stub_bp));
+            idt.overflow.set_handler_addr(addr(stub_of));
+            idt.bound_range_exceeded.set_handler_addr(addr(stub_br));
+            idt.invalid_opcode.set_handler_addr(addr(stub_ud));
+            idt.device_not_available.set_handler_addr(addr(stub_nm));
+            idt.double_fault
+                .set_handler_addr(addr(stub_df))
+                .set_stack_index(gdt::IST_DOUBLE_FAULT);
+            idt.invalid_tss.set_handler_addr(addr(stub_ts));
+            idt.segment_not_present.set_handler_addr(addr(stub_np));
+            idt.stack_segment_fault.set_handler_addr(addr(stub_ss));
+            idt.general_protection_fault.set_handler_addr(addr(stub_gp));
+            idt.page_fault.set_handler_addr(addr(stub_pf));
+            idt.x87_floating_point.set_handler_addr(addr(stub_mf));
+            idt.alignment_check.set_handler_addr(addr(stub_ac));
+            idt.machine_check
+                .set_handler_addr(addr(stub_mc))
+                .set_stack_index(gdt::IST_MACHINE_CHECK);
+            idt.simd_floating_point.set_handler_addr(addr(stub_xm));
+            idt.virtualization.set_handler_addr(addr(stub_ve));
+            idt.cp_protection_exception.set_handler_addr(addr(stub_cp));
+            idt.hv_injection_exception.set_handler_addr(addr(stub_hv));
+            idt.vmm_communication_exception
+                .set_handler_addr(addr(stub_vc));
+            idt.security_exception.set_handler_addr(addr(stub_sx));
+        }
+        idt
+    });
+    idt.load();
+}
+
+extern "sysv64" fn handle_trap(frame: &mut TrapFrame) {
+    match frame.vector {
+        3 => log::info!(target: "idt", "breakpoint at {:#x}", frame.rip),
+        2 => log::warn!(target: "idt", "NMI at {:#x}", frame.rip),
+        _ => {
+            let cr2 = x86_64::registers::control::Cr2::read_raw();
+            crate::logging::write_raw(format_args!(
+                "\nBULKHEAD EXCEPTION in the hypervisor on cpu{}: {frame}\ncr2={cr2:#x}\n",
+                super::instr::apic_id()
+            ));
+            crate::platform::qemu::exit(crate::platform::qemu::ExitCode::Failure);
+            super::instr::halt_forever();
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Hypervisor options from the boot manifest's `cmdline`, e.g. `log=debug then=exit`.
+#![forbid(unsafe_code)]
+
+use log::LevelFilter;
+
+/// What to do once the machine is up (test images use the non-default ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThenAction {
+    /// Keep running (the product).
+    Run,
+    /// Report success to a test harness through isa-debug-exit.
+    Exit,
+    /// Power the machine off through ACPI.
+    Shutdown,
+    /// Reset the machine.
+    Reset,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub log_level: LevelFilter,
+    pub then: ThenAction,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            log_level: LevelFilter::Info,
+            then: ThenAction::Run,
+        }
+    }
+}
+
+/// Parses the options; unknown words are returned so they can be logged, never fatal.
+pub fn parse(text: &str) -> (Options, heapless::Vec<&str, 8>) {
+    let mut options = Options::default();
+    let mut unknown = heapless::Vec::new();
+    for word in text.split_whitespace() {
+        let known = match word.split_once('=') {
+            Some(("log", level)) => level.parse().map(|l| options.log_level = l).is_ok(),
+            Some(("then", "run")) => set(&mut options.then, ThenAction::Run),
+            Some(("then", "exit")) => set(&mut options.then, ThenAction::Exit),
+            Some(("then", "shutdown")) => set(&mut options.then, ThenAction::Shutdown),
+            Some(("then", "reset")) => set(&mut options.then, ThenAction::Reset),
+            _ => false,
+        };
+        if !known {
+            let _ = unknown.push(word);
+        }
+    }
+    (options, unknown)
+}
+
+fn set(slot: &mut ThenAction, value: ThenAction) -> bool {
+    *slot = value;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_options_and_reports_the_rest() {
+        let (o, unknown) = parse("log=debug then=shutdown bogus log=loud");
+        assert_eq!(o.log_level, LevelFilter::Debug);
+        assert_eq!(o.then, ThenAction::Shutdown);
+        assert_eq!(unknown.as_slice(), &["bogus", "log=loud"]);
+    }
+
+    #[test]
+    fn empty_cmdline_runs_the_product() {
+        assert_eq!(parse("").0, Options::default());
+    }
+}

@@ -1,0 +1,156 @@
+//! The hypervisor's own page tables, replacing the firmware's: an identity map of all
+//! physical memory that is writable but never executable, with the hypervisor image
+//! mapped by section: text read+execute, rodata read-only, data read+write. No page is
+//! both writable and executable, and page 0 is unmapped to catch null pointers.
+
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+use x86_64::structures::paging::mapper::{MapToError, Mapper};
+use x86_64::structures::paging::{
+    OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size2MiB, Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::addr::{LARGE_PAGE_SIZE, PAGE_SIZE};
+use super::phys::{self, GlobalFrames};
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __data_end: u8;
+}
+
+/// The hypervisor image's sections, from the linker script.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLayout {
+    pub text: (u64, u64),
+    pub rodata: (u64, u64),
+    pub data: (u64, u64),
+}
+
+pub fn image_layout() -> ImageLayout {
+    let a = |s: &u8| s as *const u8 as u64;
+    // SAFETY: the linker script defines these symbols; only their addresses are used.
+    unsafe {
+        ImageLayout {
+            text: (a(&__text_start), a(&__text_end)),
+            rodata: (a(&__rodata_start), a(&__rodata_end)),
+            data: (a(&__data_start), a(&__data_end)),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum PagingError {
+    OutOfMemory,
+    AlreadyMapped(u64),
+}
+
+impl<S: x86_64::structures::paging::PageSize> From<MapToError<S>> for PagingError {
+    fn from(e: MapToError<S>) -> Self {
+        match e {
+            MapToError::FrameAllocationFailed => PagingError::OutOfMemory,
+            MapToError::ParentEntryHugePage | MapToError::PageAlreadyMapped(_) => {
+                PagingError::AlreadyMapped(0)
+            }
+        }
+    }
+}
+
+/// Builds the tables and switches CR3 to them. `top` is the end of physical memory to
+/// map (everything below is identity mapped); `extra` are MMIO ranges above it.
+pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), PagingError> {
+    let mut frames = GlobalFrames;
+    let l4_pa = phys::alloc_contiguous(PAGE_SIZE, PAGE_SIZE).ok_or(PagingError::OutOfMemory)?;
+    // SAFETY: the frame was just allocated and zeroed; the offset-0 view is valid because
+    // both the firmware's tables and ours identity-map RAM.
+    let l4 = unsafe { &mut *(l4_pa.raw() as *mut PageTable) };
+    // SAFETY: physical memory is identity mapped (offset 0) by the active tables.
+    let mut mapper = unsafe { OffsetPageTable::new(l4, VirtAddr::new(0)) };
+    let image = image_layout();
+    let image_2m = (
+        image.text.0 & !(LARGE_PAGE_SIZE - 1),
+        image.data.1.next_multiple_of(LARGE_PAGE_SIZE),
+    );
+    let rw = F::PRESENT | F::WRITABLE | F::NO_EXECUTE;
+
+    // First 2 MiB in 4 KiB pages, leaving page 0 out.
+    for pa in (PAGE_SIZE..LARGE_PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+        map_4k(&mut mapper, &mut frames, pa, rw)?;
+    }
+    let mut ranges = heapless::Vec::<(u64, u64), 16>::new();
+    let _ = ranges.push((LARGE_PAGE_SIZE, top));
+    for &r in extra {
+        let _ = ranges.push((
+            r.0 & !(LARGE_PAGE_SIZE - 1),
+            r.1.next_multiple_of(LARGE_PAGE_SIZE),
+        ));
+    }
+    for (start, end) in ranges {
+        let mut pa = start;
+        while pa < end {
+            if (image_2m.0..image_2m.1).contains(&pa) {
+                pa += LARGE_PAGE_SIZE;
+                continue;
+            }
+            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(pa));
+            if mapper.translate_page(page).is_err() {
+                let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(pa));
+                // SAFETY: identity mapping of physical memory into tables not yet active.
+                unsafe {
+                    mapper.map_to_with_table_flags(
+                        page,
+                        frame,
+                        rw,
+                        F::PRESENT | F::WRITABLE,
+                        &mut frames,
+                    )
+                }?
+                .ignore();
+            }
+            pa += LARGE_PAGE_SIZE;
+        }
+    }
+    // The image's 2 MiB window, in 4 KiB pages with per-section permissions.
+    for pa in (image_2m.0..image_2m.1).step_by(PAGE_SIZE as usize) {
+        let in_range = |r: (u64, u64)| (r.0..r.1).contains(&pa);
+        let flags = if in_range(image.text) {
+            F::PRESENT
+        } else if in_range(image.rodata) {
+            F::PRESENT | F::NO_EXECUTE
+        } else {
+            rw
+        };
+        map_4k(&mut mapper, &mut frames, pa, flags)?;
+    }
+
+    // SAFETY: NXE must be on before tables with NX bits are live; WP makes ring 0 honour
+    // read-only pages. The new tables map everything currently in use (this code, the
+    // stack in .bss, the BootInfo and the framebuffer) at the same addresses.
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE));
+        Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
+        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(l4_pa.raw()));
+        Cr3::write(frame, Cr3Flags::empty());
+    }
+    Ok(())
+}
+
+fn map_4k(
+    mapper: &mut OffsetPageTable<'_>,
+    frames: &mut GlobalFrames,
+    pa: u64,
+    flags: F,
+) -> Result<(), PagingError> {
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(pa));
+    let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(pa));
+    // SAFETY: identity mapping into tables that are not active yet.
+    unsafe {
+        mapper.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, frames)
+    }?
+    .ignore();
+    Ok(())
+}

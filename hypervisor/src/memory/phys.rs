@@ -1,0 +1,93 @@
+//! The hypervisor's physical frame allocator: the free ranges of the memory map behind a
+//! lock. Every frame handed out is zeroed, so memory freed by a destroyed VM never leaks
+//! into the next user.
+
+use bulkhead_abi::{MemoryKind, MemoryRegion};
+use spin::Mutex;
+use x86_64::PhysAddr;
+use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};
+
+use super::addr::{HostPhysAddr, PAGE_SIZE};
+use super::direct_map;
+use super::frames::{FrameSource, Table};
+use super::ranges::FreeRanges;
+
+static FREE: Mutex<FreeRanges> = Mutex::new(FreeRanges::new());
+
+/// Memory below 1 MiB stays reserved: legacy BIOS areas and, later, the AP trampoline.
+const LOW_MEMORY_END: u64 = 0x10_0000;
+
+/// Seeds the allocator with the usable RAM of the memory map, minus `reserved` ranges
+/// (the framebuffer, anything the firmware left that we still read). Boot-services
+/// memory is added later by [`reclaim_boot_services`], once nothing lives there.
+pub fn init(map: &[MemoryRegion], reserved: &[(u64, u64)]) {
+    let mut free = FREE.lock();
+    for region in map.iter().filter(|r| r.kind == MemoryKind::Usable) {
+        free.add(region.start, region.end());
+    }
+    free.remove(0, LOW_MEMORY_END);
+    for &(start, end) in reserved {
+        free.remove(start, end);
+    }
+}
+
+/// Adds UEFI boot-services memory (the loader's stack, pool and page tables) once the
+/// hypervisor runs on its own page tables and stack.
+pub fn reclaim_boot_services(map: &[MemoryRegion], reserved: &[(u64, u64)]) -> u64 {
+    let mut free = FREE.lock();
+    let before = free.free_bytes();
+    for region in map.iter().filter(|r| r.kind == MemoryKind::BootServices) {
+        free.add(region.start, region.end());
+    }
+    free.remove(0, LOW_MEMORY_END);
+    for &(start, end) in reserved {
+        free.remove(start, end);
+    }
+    free.free_bytes() - before
+}
+
+pub fn free_bytes() -> u64 {
+    FREE.lock().free_bytes()
+}
+
+/// Zeroed, physically contiguous memory (for guest RAM, framebuffers, big tables).
+pub fn alloc_contiguous(bytes: u64, align: u64) -> Option<HostPhysAddr> {
+    let pa = FREE.lock().take(bytes, align)?;
+    // SAFETY: the range was just taken from the free set, so we own it, and all RAM
+    // is mapped writable in the direct map.
+    unsafe { direct_map::zero(pa, bytes as usize) };
+    Some(pa)
+}
+
+/// Returns memory from [`alloc_contiguous`]. It is zeroed again before reuse.
+pub fn free_contiguous(pa: HostPhysAddr, bytes: u64) {
+    FREE.lock().add(pa.raw(), pa.raw() + bytes);
+}
+
+/// The global allocator as a [`FrameSource`] for page-table builders.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlobalFrames;
+
+impl FrameSource for GlobalFrames {
+    fn alloc_zeroed(&mut self) -> Option<HostPhysAddr> {
+        alloc_contiguous(PAGE_SIZE, PAGE_SIZE)
+    }
+
+    fn free(&mut self, frame: HostPhysAddr) {
+        free_contiguous(frame, PAGE_SIZE);
+    }
+
+    fn table_mut(&mut self, frame: HostPhysAddr) -> &mut Table {
+        // SAFETY: `frame` came from this allocator and is owned by the table builder
+        // that holds `&mut self`.
+        unsafe { direct_map::table_mut(frame) }
+    }
+}
+
+// SAFETY: every frame returned is unused, page-aligned RAM taken out of the free set.
+unsafe impl FrameAllocator<Size4KiB> for GlobalFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        let pa = self.alloc_zeroed()?;
+        PhysFrame::from_start_address(PhysAddr::new(pa.raw())).ok()
+    }
+}

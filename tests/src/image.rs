@@ -1,0 +1,46 @@
+//! The image under test: built once per test binary, then copied per scenario so a
+//! scenario can change its manifest or corrupt a file without affecting the others.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use images::disk::{self, ImageSpec};
+use images::{build, layout};
+
+/// The bare-metal binaries, built once per test binary.
+fn artifacts() -> &'static build::Artifacts {
+    static ARTIFACTS: OnceLock<build::Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| build::build_bare_metal().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Writes a fresh image for one scenario and returns its path.
+pub fn build_scenario_image(scenario: &str, cmdline: &str) -> PathBuf {
+    let artifacts = artifacts();
+    let spec = ImageSpec {
+        loader_efi: artifacts.loader_efi.clone(),
+        hypervisor_elf: artifacts.hypervisor_elf.clone(),
+        modules: Vec::new(),
+        gop_mode: Some((1280, 800)),
+        cmdline: cmdline.into(),
+    };
+    let out = scenario_dir(scenario).join("usb.img");
+    disk::write_image(&spec, &out).unwrap_or_else(|e| panic!("building the test image: {e}"));
+    out
+}
+
+/// A clean per-scenario directory under `target/test-logs/`.
+pub fn scenario_dir(scenario: &str) -> PathBuf {
+    let dir = layout::target_dir().join("test-logs").join(scenario);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating the test log directory");
+    dir
+}
+
+/// Replaces a file on the image's ESP.
+pub fn overwrite(image: &Path, esp_path: &str, data: &[u8]) {
+    disk::overwrite_esp_file(image, esp_path, data).expect("rewriting a file on the test image");
+}
+
+pub fn read(image: &Path, esp_path: &str) -> Vec<u8> {
+    disk::read_esp_file(image, esp_path).expect("reading a file from the test image")
+}

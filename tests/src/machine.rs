@@ -1,0 +1,259 @@
+//! One QEMU machine under test. Serial goes to a file that [`Machine::expect`] follows;
+//! QEMU is killed when the `Machine` is dropped; logs stay in the scenario directory
+//! (under `target/test-logs/`) and are removed only when the test passed.
+
+use std::io::Read as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use images::host_tools;
+use images::qemu::{MachineConfig, Serial};
+use qapi::qmp;
+
+/// Lines that mean the run is broken, whatever comes later.
+const FATAL_PATTERNS: &[&str] = &["BULKHEAD PANIC", "EXCEPTION", "BULKHEAD LOADER ERROR"];
+
+/// One QEMU at a time: TCG is CPU-hungry and the machines have two cores.
+static ONE_QEMU: Mutex<()> = Mutex::new(());
+
+/// How a machine ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// QEMU exited with this status (33 = hypervisor reported success, 35 = failure,
+    /// 0 = the machine powered off or reset under -no-reboot).
+    Exited(i32),
+    TimedOut,
+}
+
+pub struct Machine {
+    name: String,
+    dir: PathBuf,
+    child: Child,
+    serial_path: PathBuf,
+    /// How much of the serial log `expect` has consumed.
+    cursor: usize,
+    qmp: Option<qapi::Qmp<qapi::Stream<std::io::BufReader<UnixStream>, UnixStream>>>,
+    qmp_path: PathBuf,
+    fatal_allowed: Vec<&'static str>,
+    passed: bool,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Machine {
+    /// Boots `image` with the configuration `tune` makes. `name` names the log directory.
+    pub fn boot(name: &str, image: &Path, tune: impl FnOnce(&mut MachineConfig)) -> Machine {
+        let guard = ONE_QEMU
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().unwrap_or_else(|e| panic!("{e}"));
+        let dir = image
+            .parent()
+            .expect("image lives in its scenario directory")
+            .to_path_buf();
+        let vars = dir.join("ovmf-vars.fd");
+        std::fs::copy(&ovmf.vars_template, &vars).expect("copying the OVMF variable store");
+        let serial_path = dir.join("serial.log");
+        let qmp_path = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_path);
+        let mut config = MachineConfig::new(image, &ovmf, vars);
+        config.serial = Serial::File(serial_path.clone());
+        config.qmp_socket = Some(qmp_path.clone());
+        tune(&mut config);
+        let mut command = config.command(&qemu);
+        std::fs::write(dir.join("qemu-command.txt"), format!("{command:?}\n")).ok();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(
+                std::fs::File::create(dir.join("qemu-stdout.log")).expect("creating the QEMU log"),
+            )
+            .stderr(
+                std::fs::File::create(dir.join("qemu-stderr.log")).expect("creating the QEMU log"),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", qemu.display()));
+        Machine {
+            name: name.into(),
+            dir,
+            child,
+            serial_path,
+            cursor: 0,
+            qmp: None,
+            qmp_path,
+            fatal_allowed: Vec::new(),
+            passed: false,
+            _one_at_a_time: guard,
+        }
+    }
+
+    /// Lets a normally fatal pattern through (for tests that provoke it).
+    pub fn allow(&mut self, pattern: &'static str) {
+        self.fatal_allowed.push(pattern);
+    }
+
+    /// Everything the machine printed on serial so far.
+    pub fn serial(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.serial_path) {
+            let mut bytes = Vec::new();
+            let _ = f.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    }
+
+    /// Waits until `marker` appears after everything matched so far and returns the
+    /// line that holds it. Fails at once on a fatal pattern or when QEMU exits.
+    pub fn expect(&mut self, marker: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.serial();
+            let fresh = &text[self.cursor.min(text.len())..];
+            if let Some(pos) = fresh.find(marker) {
+                let line_start = fresh[..pos].rfind('\n').map_or(0, |i| i + 1);
+                let line_end = fresh[pos..].find('\n').map_or(fresh.len(), |i| pos + i);
+                let line = fresh[line_start..line_end].trim_end().to_string();
+                self.check_fatal(&fresh[..line_end]);
+                self.cursor += line_end;
+                return line;
+            }
+            self.check_fatal(fresh);
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // The marker may have been written just before exit.
+                let text = self.serial();
+                if text[self.cursor.min(text.len())..].contains(marker) {
+                    continue;
+                }
+                self.fail(&format!(
+                    "QEMU exited ({status}) before {marker:?} appeared"
+                ));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "timed out after {timeout:?} waiting for {marker:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn check_fatal(&self, text: &str) {
+        for pattern in FATAL_PATTERNS {
+            if text.contains(pattern) && !self.fatal_allowed.contains(pattern) {
+                self.fail(&format!("serial shows {pattern:?}"));
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Outcome {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Keep QMP drained so shutdown events are recorded.
+            if let Some(qmp) = self.qmp.as_mut() {
+                let _ = qmp.nop();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code().map_or(Outcome::TimedOut, Outcome::Exited);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Outcome::TimedOut;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn qmp(&mut self) -> &mut qapi::Qmp<qapi::Stream<std::io::BufReader<UnixStream>, UnixStream>> {
+        if self.qmp.is_none() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let stream = loop {
+                match UnixStream::connect(&self.qmp_path) {
+                    Ok(stream) => break stream,
+                    Err(e) if Instant::now() > deadline => self.fail(&format!("QMP socket: {e}")),
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            };
+            let reader = stream.try_clone().expect("cloning the QMP socket");
+            let mut qmp =
+                qapi::Qmp::new(qapi::Stream::new(std::io::BufReader::new(reader), stream));
+            if let Err(e) = qmp.handshake() {
+                self.fail(&format!("QMP handshake: {e}"));
+            }
+            self.qmp = Some(qmp);
+        }
+        self.qmp.as_mut().expect("just connected")
+    }
+
+    /// Connects QMP early so that later events (shutdown, reset) are seen.
+    pub fn connect_qmp(&mut self) {
+        self.qmp();
+    }
+
+    /// Takes a screendump of the primary display and decodes it.
+    pub fn screendump(&mut self, name: &str) -> crate::screen::Screenshot {
+        let path = self.dir.join(format!("{name}.png"));
+        let command = qmp::screendump {
+            filename: path.display().to_string(),
+            device: None,
+            head: None,
+            format: Some(qmp::ImageFormat::png),
+        };
+        if let Err(e) = self.qmp().execute(&command) {
+            self.fail(&format!("QMP screendump: {e}"));
+        }
+        crate::screen::Screenshot::load(&path)
+            .unwrap_or_else(|e| self.fail(&format!("reading {name}.png: {e}")))
+    }
+
+    /// The reason QEMU gave for each SHUTDOWN event seen on QMP (e.g. "guest-shutdown",
+    /// "guest-reset").
+    pub fn shutdown_reasons(&mut self) -> Vec<String> {
+        let Some(qmp) = self.qmp.as_mut() else {
+            return Vec::new();
+        };
+        qmp.events()
+            .filter_map(|event| match event {
+                qmp::Event::SHUTDOWN { data, .. } => Some(format!("{:?}", data.reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Marks the scenario as passed: its logs are removed when the machine drops.
+    pub fn pass(mut self) {
+        self.passed = true;
+    }
+
+    /// Fails the test, pointing at the kept logs.
+    pub fn fail(&self, why: &str) -> ! {
+        let serial = self.serial();
+        let tail: Vec<&str> = serial
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        panic!(
+            "[{}] {why}\n--- last serial lines ---\n{}\n--- logs kept in {} ---",
+            self.name,
+            tail.join("\n"),
+            self.dir.display()
+        );
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if self.passed && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
