@@ -62,10 +62,7 @@ impl core::fmt::Display for ElfError {
             ElfError::NoLoadSegments => f.write_str("has no loadable segments"),
             ElfError::TooManySegments => f.write_str("has more than 16 loadable segments"),
             ElfError::SegmentOutsideFile { index } => {
-                write!(
-                    f,
-                    "segment {index} points past the end of the file (truncated?)"
-                )
+                write!(f, "segment {index} points past the end of the file (truncated?)")
             }
             ElfError::SegmentOutsideWindow { index } => {
                 write!(f, "segment {index} lies outside 1 MiB..4 GiB")
@@ -115,17 +112,11 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
         return Err(ElfError::NoLoadSegments);
     }
     segments.sort_unstable_by_key(|s| s.phys);
-    if segments
-        .windows(2)
-        .any(|w| w[0].phys + w[0].mem_size > w[1].phys)
-    {
+    if segments.windows(2).any(|w| w[0].phys + w[0].mem_size > w[1].phys) {
         return Err(ElfError::SegmentsOverlap);
     }
     let entry = elf.header.pt2.entry_point();
-    if !segments
-        .iter()
-        .any(|s| (s.phys..s.phys + s.mem_size).contains(&entry))
-    {
+    if !segments.iter().any(|s| (s.phys..s.phys + s.mem_size).contains(&entry)) {
         return Err(ElfError::EntryOutsideSegments(entry));
     }
     let first = segments[0];
@@ -143,13 +134,7 @@ mod tests {
     use super::*;
 
     /// A minimal ELF64 executable with the given PT_LOAD (phys, offset, filesz, memsz).
-    fn elf(
-        machine: u16,
-        kind: u16,
-        entry: u64,
-        loads: &[(u64, u64, u64, u64)],
-        len: usize,
-    ) -> Vec<u8> {
+    fn elf(machine: u16, kind: u16, entry: u64, loads: &[(u64, u64, u64, u64)], len: usize) -> Vec<u8> {
         let mut b = vec![0u8; len.max(64 + 56 * loads.len())];
         b[..4].copy_from_slice(b"\x7fELF");
         b[4] = 2; // 64-bit
@@ -184,10 +169,7 @@ mod tests {
             X86_64,
             EXEC,
             0x400_0000,
-            &[
-                (0x400_0000, 0x1000, 0x100, 0x100),
-                (0x400_2000, 0x1100, 0x10, 0x3000),
-            ],
+            &[(0x400_0000, 0x1000, 0x100, 0x100), (0x400_2000, 0x1100, 0x10, 0x3000)],
             0x2000,
         );
         let plan = plan(&bytes).unwrap();
@@ -199,70 +181,28 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_foreign_files() {
-        assert!(matches!(
-            plan(b"MZ this is a PE file"),
-            Err(ElfError::NotElf(_))
-        ));
-        let arm = elf(
-            183,
-            EXEC,
-            0x400_0000,
-            &[(0x400_0000, 0x1000, 0x10, 0x10)],
-            0x2000,
-        );
+        assert!(matches!(plan(b"MZ this is a PE file"), Err(ElfError::NotElf(_))));
+        let arm = elf(183, EXEC, 0x400_0000, &[(0x400_0000, 0x1000, 0x10, 0x10)], 0x2000);
         assert_eq!(plan(&arm), Err(ElfError::NotX86_64));
-        let pie = elf(
-            X86_64,
-            3,
-            0x400_0000,
-            &[(0x400_0000, 0x1000, 0x10, 0x10)],
-            0x2000,
-        );
+        let pie = elf(X86_64, 3, 0x400_0000, &[(0x400_0000, 0x1000, 0x10, 0x10)], 0x2000);
         assert_eq!(plan(&pie), Err(ElfError::NotExecutable));
     }
 
     #[test]
     fn rejects_truncated_overlapping_and_misplaced_segments() {
-        let truncated = elf(
-            X86_64,
-            EXEC,
-            0x400_0000,
-            &[(0x400_0000, 0x1000, 0x2000, 0x2000)],
-            0x1800,
-        );
-        assert_eq!(
-            plan(&truncated),
-            Err(ElfError::SegmentOutsideFile { index: 0 })
-        );
-        let low = elf(
-            X86_64,
-            EXEC,
-            0x1000,
-            &[(0x1000, 0x1000, 0x10, 0x10)],
-            0x2000,
-        );
+        let truncated = elf(X86_64, EXEC, 0x400_0000, &[(0x400_0000, 0x1000, 0x2000, 0x2000)], 0x1800);
+        assert_eq!(plan(&truncated), Err(ElfError::SegmentOutsideFile { index: 0 }));
+        let low = elf(X86_64, EXEC, 0x1000, &[(0x1000, 0x1000, 0x10, 0x10)], 0x2000);
         assert_eq!(plan(&low), Err(ElfError::SegmentOutsideWindow { index: 0 }));
         let overlap = elf(
             X86_64,
             EXEC,
             0x400_0000,
-            &[
-                (0x400_0000, 0x1000, 0x10, 0x2000),
-                (0x400_1000, 0x1000, 0x10, 0x10),
-            ],
+            &[(0x400_0000, 0x1000, 0x10, 0x2000), (0x400_1000, 0x1000, 0x10, 0x10)],
             0x2000,
         );
         assert_eq!(plan(&overlap), Err(ElfError::SegmentsOverlap));
-        let bad_entry = elf(
-            X86_64,
-            EXEC,
-            0x500_0000,
-            &[(0x400_0000, 0x1000, 0x10, 0x10)],
-            0x2000,
-        );
-        assert_eq!(
-            plan(&bad_entry),
-            Err(ElfError::EntryOutsideSegments(0x500_0000))
-        );
+        let bad_entry = elf(X86_64, EXEC, 0x500_0000, &[(0x400_0000, 0x1000, 0x10, 0x10)], 0x2000);
+        assert_eq!(plan(&bad_entry), Err(ElfError::EntryOutsideSegments(0x500_0000)));
     }
 }

@@ -33,22 +33,12 @@ mod tests {
     use super::*;
 
     fn m(index: u32, width: u32, height: u32) -> Candidate {
-        Candidate {
-            index,
-            width,
-            height,
-        }
+        Candidate { index, width, height }
     }
 
     #[test]
     fn picks_largest_mode_within_1080p() {
-        let modes = [
-            m(0, 640, 480),
-            m(1, 1280, 800),
-            m(2, 2560, 1600),
-            m(3, 1920, 1080),
-            m(4, 1024, 768),
-        ];
+        let modes = [m(0, 640, 480), m(1, 1280, 800), m(2, 2560, 1600), m(3, 1920, 1080), m(4, 1024, 768)];
         assert_eq!(choose(&modes, None), Some(m(3, 1920, 1080)));
     }
 

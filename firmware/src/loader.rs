@@ -10,8 +10,7 @@ use core::ptr::NonNull;
 
 use bulkhead_abi::manifest::{self, Entry};
 use bulkhead_abi::{
-    BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo, FramebufferInfo, MemoryRegion, Module, PhysSlice,
-    PixelFormat,
+    BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo, FramebufferInfo, MemoryRegion, Module, PhysSlice, PixelFormat,
 };
 use firmware::elf::{self, PAGE};
 use firmware::gop::{self, Candidate};
@@ -62,45 +61,35 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
     let mut hypervisor_path = None;
     let mut wanted_mode = None;
     let mut cmdline = "";
-    let mut module_entries: Vec<(&str, &str)> = Vec::new();
+    let mut module_entries: Vec<(&str, manifest::FileRef<'_>)> = Vec::new();
     for entry in manifest::entries(manifest_text) {
         match entry.map_err(|e| alloc::format!("{MANIFEST_PATH}: {e}"))? {
             Entry::Hypervisor(path) => hypervisor_path = Some(path),
             Entry::Gop { width, height } => wanted_mode = Some((width, height)),
             Entry::Cmdline(text) => cmdline = text,
-            Entry::Module { name, path } => module_entries.push((name, path)),
+            Entry::Module { name, file } => module_entries.push((name, file)),
         }
     }
-    let hypervisor_path = hypervisor_path
-        .ok_or_else(|| alloc::format!("{MANIFEST_PATH} names no `hypervisor = ...`"))?;
+    let hypervisor_path =
+        hypervisor_path.ok_or_else(|| alloc::format!("{MANIFEST_PATH} names no `hypervisor = ...`"))?;
     if module_entries.len() > MAX_MODULES {
-        return Err(alloc::format!(
-            "{MANIFEST_PATH} lists more than {MAX_MODULES} modules"
-        ));
+        return Err(alloc::format!("{MANIFEST_PATH} lists more than {MAX_MODULES} modules"));
     }
 
-    let image = read_file(&mut fs, hypervisor_path)?;
-    let plan =
-        elf::plan(&image).map_err(|e| alloc::format!("{hypervisor_path} is unusable: {e}"))?;
-    load_segments(&image, &plan)
-        .map_err(|e| alloc::format!("cannot load {hypervisor_path}: {e}"))?;
-    println!(
-        "loaded {hypervisor_path}: {} KiB at {:#x}",
-        image.len() / 1024,
-        plan.span_start
-    );
+    let image = read_verified(&mut fs, &hypervisor_path)?;
+    let hypervisor_path = hypervisor_path.path;
+    let plan = elf::plan(&image).map_err(|e| alloc::format!("{hypervisor_path} is unusable: {e}"))?;
+    load_segments(&image, &plan).map_err(|e| alloc::format!("cannot load {hypervisor_path}: {e}"))?;
+    println!("loaded {hypervisor_path}: {} KiB at {:#x}", image.len() / 1024, plan.span_start);
     drop(image);
 
     let mut modules = Vec::with_capacity(module_entries.len());
-    for (name, path) in &module_entries {
-        let bytes = read_file(&mut fs, path)?;
+    for (name, file) in &module_entries {
+        let bytes = read_verified(&mut fs, file)?;
+        let path = file.path;
         let addr = copy_to_pages(&bytes, uefi_type::BULKHEAD_DATA)
             .map_err(|e| alloc::format!("no memory for module {path}: {e:?}"))?;
-        modules.push(Module {
-            name: Module::encode_name(name),
-            addr,
-            len: bytes.len() as u64,
-        });
+        modules.push(Module { name: Module::encode_name(name), addr, len: bytes.len() as u64 });
         println!("module {name}: {path}, {} KiB", bytes.len() / 1024);
     }
     let modules_addr = copy_to_pages(as_bytes(&modules), uefi_type::BULKHEAD_DATA)
@@ -137,30 +126,37 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
         framebuffer_present: u32::from(framebuffer.is_some()),
         _reserved: 0,
         rsdp,
-        modules: PhysSlice {
-            addr: modules_addr,
-            len: modules.len() as u64,
-        },
-        hypervisor_image: PhysSlice {
-            addr: plan.span_start,
-            len: plan.span_end - plan.span_start,
-        },
+        modules: PhysSlice { addr: modules_addr, len: modules.len() as u64 },
+        hypervisor_image: PhysSlice { addr: plan.span_start, len: plan.span_end - plan.span_start },
         tsc_loader_start,
         tsc_handoff: 0,
         cmdline: cmdline_bytes,
     };
     println!("starting the hypervisor");
-    Ok(Handoff {
-        entry: plan.entry,
-        boot_info,
-        regions,
-    })
+    Ok(Handoff { entry: plan.entry, boot_info, regions })
 }
 
 fn read_file(fs: &mut FileSystem, path: &str) -> Result<Vec<u8>, String> {
     let path16 = CString16::try_from(path).map_err(|_| alloc::format!("bad path {path}"))?;
-    fs.read(path16.as_ref())
-        .map_err(|e| alloc::format!("cannot read {path} from the boot partition: {e}"))
+    fs.read(path16.as_ref()).map_err(|e| alloc::format!("cannot read {path} from the boot partition: {e}"))
+}
+
+/// Reads a file and checks it against the manifest's digest, so a damaged stick is
+/// reported instead of running whatever bytes are left.
+fn read_verified(fs: &mut FileSystem, file: &manifest::FileRef<'_>) -> Result<Vec<u8>, String> {
+    let bytes = read_file(fs, file.path)?;
+    if let Some(expected) = file.sha256 {
+        use sha2::Digest;
+        let actual: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+        if actual != expected {
+            return Err(alloc::format!(
+                "{} is corrupt: its SHA-256 does not match the manifest (damaged or truncated copy, {} bytes read)",
+                file.path,
+                bytes.len()
+            ));
+        }
+    }
+    Ok(bytes)
 }
 
 fn load_segments(image: &[u8], plan: &elf::LoadPlan) -> Result<(), String> {
@@ -169,14 +165,7 @@ fn load_segments(image: &[u8], plan: &elf::LoadPlan) -> Result<(), String> {
         MemoryType::custom(uefi_type::BULKHEAD_IMAGE),
         plan.pages(),
     )
-    .map_err(|e| {
-        alloc::format!(
-            "memory {:#x}..{:#x} is taken ({:?})",
-            plan.span_start,
-            plan.span_end,
-            e.status()
-        )
-    })?;
+    .map_err(|e| alloc::format!("memory {:#x}..{:#x} is taken ({:?})", plan.span_start, plan.span_end, e.status()))?;
     let span_len = (plan.span_end - plan.span_start) as usize;
     // SAFETY: we own the freshly allocated span of `span_len` bytes at `base`.
     let span = unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), span_len) };
@@ -184,8 +173,7 @@ fn load_segments(image: &[u8], plan: &elf::LoadPlan) -> Result<(), String> {
     for seg in &plan.segments {
         let at = (seg.phys - plan.span_start) as usize;
         let from = seg.file_offset as usize;
-        span[at..at + seg.file_size as usize]
-            .copy_from_slice(&image[from..from + seg.file_size as usize]);
+        span[at..at + seg.file_size as usize].copy_from_slice(&image[from..from + seg.file_size as usize]);
     }
     Ok(())
 }
@@ -203,29 +191,21 @@ fn copy_to_pages(bytes: &[u8], ty: u32) -> uefi::Result<u64> {
 fn alloc_static<T: Copy>(count: usize) -> Result<&'static mut [T], String> {
     let bytes = core::mem::size_of::<T>() * count;
     let pages = bytes.div_ceil(PAGE as usize).max(1);
-    let ptr: NonNull<u8> = boot::allocate_pages(
-        AllocateType::AnyPages,
-        MemoryType::custom(uefi_type::BULKHEAD_DATA),
-        pages,
-    )
-    .map_err(|e| alloc::format!("out of memory for the boot handoff: {e:?}"))?;
+    let ptr: NonNull<u8> =
+        boot::allocate_pages(AllocateType::AnyPages, MemoryType::custom(uefi_type::BULKHEAD_DATA), pages)
+            .map_err(|e| alloc::format!("out of memory for the boot handoff: {e:?}"))?;
     // SAFETY: fresh page-aligned allocation of ≥ `bytes` bytes, zeroed before use; T is
     // a plain-data repr(C) type for which all-zero bytes are overwritten before reads.
     unsafe {
         core::ptr::write_bytes(ptr.as_ptr(), 0, pages * PAGE as usize);
-        Ok(core::slice::from_raw_parts_mut(
-            ptr.as_ptr().cast::<T>(),
-            count,
-        ))
+        Ok(core::slice::from_raw_parts_mut(ptr.as_ptr().cast::<T>(), count))
     }
 }
 
 fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
     // SAFETY: T is a repr(C) plain-data type without padding-dependent invariants;
     // reading its bytes is fine.
-    unsafe {
-        core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), core::mem::size_of_val(values))
-    }
+    unsafe { core::slice::from_raw_parts(values.as_ptr().cast::<u8>(), core::mem::size_of_val(values)) }
 }
 
 fn set_gop_mode(wanted: Option<(u32, u32)>) -> Option<FramebufferInfo> {
@@ -235,35 +215,20 @@ fn set_gop_mode(wanted: Option<(u32, u32)>) -> Option<FramebufferInfo> {
     let candidates: Vec<Candidate> = modes
         .iter()
         .enumerate()
-        .filter(|(_, m)| {
-            matches!(
-                m.info().pixel_format(),
-                GopPixelFormat::Rgb | GopPixelFormat::Bgr
-            )
-        })
+        .filter(|(_, m)| matches!(m.info().pixel_format(), GopPixelFormat::Rgb | GopPixelFormat::Bgr))
         .map(|(i, m)| {
             let (w, h) = m.info().resolution();
-            Candidate {
-                index: i as u32,
-                width: w as u32,
-                height: h as u32,
-            }
+            Candidate { index: i as u32, width: w as u32, height: h as u32 }
         })
         .collect();
     let choice = gop::choose(&candidates, wanted)?;
     if let Some((w, h)) = wanted
         && (choice.width, choice.height) != (w, h)
     {
-        println!(
-            "GOP mode {w}x{h} is not offered; using {}x{}",
-            choice.width, choice.height
-        );
+        println!("GOP mode {w}x{h} is not offered; using {}x{}", choice.width, choice.height);
     }
     if gop.set_mode(&modes[choice.index as usize]).is_err() {
-        println!(
-            "GOP refused mode {}x{}; keeping the current one",
-            choice.width, choice.height
-        );
+        println!("GOP refused mode {}x{}; keeping the current one", choice.width, choice.height);
     }
     let info = gop.current_mode_info();
     let format = match info.pixel_format() {
@@ -285,35 +250,18 @@ fn set_gop_mode(wanted: Option<(u32, u32)>) -> Option<FramebufferInfo> {
 
 fn find_rsdp() -> u64 {
     uefi::system::with_config_table(|entries| {
-        let find = |guid| {
-            entries
-                .iter()
-                .find(|e| e.guid == guid)
-                .map(|e| e.address as u64)
-        };
-        find(ConfigTableEntry::ACPI2_GUID)
-            .or_else(|| find(ConfigTableEntry::ACPI_GUID))
-            .unwrap_or(0)
+        let find = |guid| entries.iter().find(|e| e.guid == guid).map(|e| e.address as u64);
+        find(ConfigTableEntry::ACPI2_GUID).or_else(|| find(ConfigTableEntry::ACPI_GUID)).unwrap_or(0)
     })
 }
 
 fn jump(handoff: Handoff) -> ! {
-    let Handoff {
-        entry,
-        boot_info,
-        regions,
-    } = handoff;
+    let Handoff { entry, boot_info, regions } = handoff;
     // SAFETY: nothing from boot services is used after this point: the BootInfo and the
     // region buffer were allocated before, and we do not return to the firmware.
     let map = unsafe { boot::exit_boot_services(None) };
-    let used = memory_map::condense(
-        map.entries().map(|d| (d.phys_start, d.page_count, d.ty.0)),
-        regions,
-    );
-    boot_info.memory_map = PhysSlice {
-        addr: regions.as_ptr() as u64,
-        len: used as u64,
-    };
+    let used = memory_map::condense(map.entries().map(|d| (d.phys_start, d.page_count, d.ty.0)), regions);
+    boot_info.memory_map = PhysSlice { addr: regions.as_ptr() as u64, len: used as u64 };
     boot_info.tsc_handoff = rdtsc();
     let boot_info_addr = boot_info as *mut BootInfo as u64;
     // SAFETY: `entry` lies inside the validated, loaded hypervisor image; the hypervisor
@@ -330,9 +278,7 @@ fn fail(message: &str) -> Status {
     let _ = write!(line, "BULKHEAD LOADER ERROR: {message}");
     println!();
     println!("{line}");
-    println!(
-        "The USB image is damaged or incomplete. Rebuild it with `cargo xtask image` and write it again."
-    );
+    println!("The USB image is damaged or incomplete. Rebuild it with `cargo xtask image` and write it again.");
     println!("Press any key to return to the firmware boot menu.");
     let _ = uefi::system::with_stdin(|stdin| {
         let event = stdin.wait_for_key_event()?;

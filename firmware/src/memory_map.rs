@@ -32,9 +32,7 @@ pub fn classify(uefi_type: u32) -> MemoryKind {
         CONVENTIONAL => MemoryKind::Usable,
         // The loader's own code and pool data (its stack lives in boot-services memory)
         // are dead once the hypervisor runs.
-        LOADER_CODE | LOADER_DATA | BOOT_SERVICES_CODE | BOOT_SERVICES_DATA => {
-            MemoryKind::BootServices
-        }
+        LOADER_CODE | LOADER_DATA | BOOT_SERVICES_CODE | BOOT_SERVICES_DATA => MemoryKind::BootServices,
         BULKHEAD_IMAGE => MemoryKind::Hypervisor,
         BULKHEAD_DATA => MemoryKind::Loader,
         RUNTIME_SERVICES_CODE | RUNTIME_SERVICES_DATA => MemoryKind::RuntimeServices,
@@ -56,12 +54,7 @@ pub fn condense(input: impl Iterator<Item = (u64, u64, u32)>, out: &mut [MemoryR
         if pages == 0 || n == out.len() {
             continue;
         }
-        out[n] = MemoryRegion {
-            start,
-            len: pages.saturating_mul(4096),
-            kind: classify(ty),
-            _reserved: 0,
-        };
+        out[n] = MemoryRegion { start, len: pages.saturating_mul(4096), kind: classify(ty), _reserved: 0 };
         n += 1;
     }
     let used = &mut out[..n];
@@ -98,12 +91,7 @@ mod tests {
             (0xfee0_0000, 1, MMIO),
             (0x20_0000, 0, CONVENTIONAL),
         ];
-        let mut out = [MemoryRegion {
-            start: 0,
-            len: 0,
-            kind: MemoryKind::Reserved,
-            _reserved: 0,
-        }; 8];
+        let mut out = [MemoryRegion { start: 0, len: 0, kind: MemoryKind::Reserved, _reserved: 0 }; 8];
         let n = condense(input.into_iter(), &mut out);
         let got: Vec<_> = out[..n].iter().map(|r| (r.start, r.len, r.kind)).collect();
         assert_eq!(

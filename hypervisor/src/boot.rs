@@ -20,9 +20,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     // mismatched loader before any other field is trusted.
     let boot_info: &BootInfo = unsafe { &*(boot_info_addr as *const BootInfo) };
     if !boot_info.is_valid() {
-        fatal(format_args!(
-            "bad BootInfo at {boot_info_addr:#x}: the loader and hypervisor versions differ"
-        ));
+        fatal(format_args!("bad BootInfo at {boot_info_addr:#x}: the loader and hypervisor versions differ"));
     }
     let (options, unknown) = cmdline::parse(boot_info.cmdline());
     log::set_max_level(options.log_level);
@@ -38,25 +36,15 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     // SAFETY: the loader wrote `len` MemoryRegions at `addr` in loader memory, which the
     // hypervisor never frees; the slice is only read.
     let map: &[MemoryRegion] = unsafe {
-        core::slice::from_raw_parts(
-            boot_info.memory_map.addr as *const MemoryRegion,
-            boot_info.memory_map.len as usize,
-        )
+        core::slice::from_raw_parts(boot_info.memory_map.addr as *const MemoryRegion, boot_info.memory_map.len as usize)
     };
     let ram = installed_ram(map);
     let reserved = reserved_ranges(boot_info);
     phys::init(map, &reserved);
-    let top = map
-        .iter()
-        .map(MemoryRegion::end)
-        .max()
-        .unwrap_or(0)
-        .max(1 << 32);
+    let top = map.iter().map(MemoryRegion::end).max().unwrap_or(0).max(1 << 32);
     let fb_range = reserved[0];
     if let Err(e) = paging::switch_to_own_tables(top, &[fb_range]) {
-        fatal(format_args!(
-            "cannot build the hypervisor's page tables: {e:?}"
-        ));
+        fatal(format_args!("cannot build the hypervisor's page tables: {e:?}"));
     }
     let reclaimed = phys::reclaim_boot_services(map, &reserved);
     info!(
@@ -69,24 +57,14 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
 
     let cpu = cpu::identify();
     info!(target: "boot", "cpu: {} {:?}, virtualisation: {}", cpu.vendor, cpu.brand, cpu.virt.label());
-    if let cpu::VirtSupport::Svm {
-        nrip_save,
-        decode_assists,
-        vmcb_clean,
-        flush_by_asid,
-        asids,
-        ..
-    } = cpu.virt
-    {
+    if let cpu::VirtSupport::Svm { nrip_save, decode_assists, vmcb_clean, flush_by_asid, asids, .. } = cpu.virt {
         info!(
             target: "svm",
             "features: nrip_save={nrip_save} decode_assists={decode_assists} vmcb_clean={vmcb_clean} flush_by_asid={flush_by_asid} asids={asids}"
         );
     }
 
-    let boot_ms = boot_info
-        .tsc_handoff
-        .saturating_sub(boot_info.tsc_loader_start);
+    let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
     match options.then {
         ThenAction::Run => {}
@@ -121,11 +99,7 @@ fn installed_ram(map: &[MemoryRegion]) -> u64 {
 /// usable. Index 0 is the framebuffer.
 fn reserved_ranges(boot_info: &BootInfo) -> [(u64, u64); 2] {
     let fb = &boot_info.framebuffer;
-    let fb_range = if boot_info.framebuffer_present != 0 {
-        (fb.base, fb.base + fb.size)
-    } else {
-        (0, 0)
-    };
+    let fb_range = if boot_info.framebuffer_present != 0 { (fb.base, fb.base + fb.size) } else { (0, 0) };
     let image = boot_info.hypervisor_image;
     [fb_range, (image.addr, image.addr + image.len)]
 }

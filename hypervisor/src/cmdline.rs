@@ -24,10 +24,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            log_level: LevelFilter::Info,
-            then: ThenAction::Run,
-        }
+        Options { log_level: LevelFilter::Info, then: ThenAction::Run }
     }
 }
 

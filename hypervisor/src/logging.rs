@@ -13,20 +13,16 @@ struct SerialLogger {
     port: Mutex<Option<Uart16550<PioBackend>>>,
 }
 
-static LOGGER: SerialLogger = SerialLogger {
-    port: Mutex::new(None),
-};
+static LOGGER: SerialLogger = SerialLogger { port: Mutex::new(None) };
 
 /// Sets up COM1 and installs the logger. A laptop without a UART just logs nowhere.
 pub fn init(level: LevelFilter) {
     // SAFETY: COM1's eight ports belong to the hypervisor for its whole lifetime; no
     // guest is given direct access to them.
-    let uart = unsafe { Uart16550::new_port(COM1) }
-        .ok()
-        .and_then(|mut uart| {
-            uart.init(uart_16550::Config::default()).ok()?;
-            Some(uart)
-        });
+    let uart = unsafe { Uart16550::new_port(COM1) }.ok().and_then(|mut uart| {
+        uart.init(uart_16550::Config::default()).ok()?;
+        Some(uart)
+    });
     *LOGGER.port.lock() = uart;
     // A second call (e.g. after a panic during early boot) keeps the first logger.
     let _ = log::set_logger(&LOGGER);

@@ -6,11 +6,7 @@ use crate::platform::qemu;
 
 pub fn report(info: &core::panic::PanicInfo<'_>) -> ! {
     x86_64::instructions::interrupts::disable();
-    crate::logging::write_raw(format_args!(
-        "\nBULKHEAD PANIC on cpu{}: {}\n",
-        instr::apic_id(),
-        info
-    ));
+    crate::logging::write_raw(format_args!("\nBULKHEAD PANIC on cpu{}: {}\n", instr::apic_id(), info));
     qemu::exit(qemu::ExitCode::Failure);
     instr::halt_forever()
 }

@@ -18,10 +18,7 @@ pub enum BuildError {
         "building {package} for {target} failed (see the compiler output above).\n\
          If the error says the target is not installed, run: rustup target add {target}"
     )]
-    Failed {
-        package: &'static str,
-        target: &'static str,
-    },
+    Failed { package: &'static str, target: &'static str },
 }
 
 /// Paths of the freshly built bare-metal binaries.
@@ -38,14 +35,8 @@ pub fn build_bare_metal() -> Result<Artifacts, BuildError> {
     build_package("firmware", LOADER_TARGET)?;
     let target = layout::target_dir();
     Ok(Artifacts {
-        hypervisor_elf: target
-            .join(HYPERVISOR_TARGET)
-            .join("release")
-            .join("hypervisor"),
-        loader_efi: target
-            .join(LOADER_TARGET)
-            .join("release")
-            .join("firmware.efi"),
+        hypervisor_elf: target.join(HYPERVISOR_TARGET).join("release").join("hypervisor"),
+        loader_efi: target.join(LOADER_TARGET).join("release").join("firmware.efi"),
     })
 }
 
@@ -54,21 +45,10 @@ fn build_package(package: &'static str, target: &'static str) -> Result<(), Buil
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(layout::workspace_root())
-        .args([
-            "build",
-            "--release",
-            "--package",
-            package,
-            "--target",
-            target,
-        ])
+        .args(["build", "--release", "--package", package, "--target", target])
         // RUSTFLAGS would replace the per-target flags in .cargo/config.toml.
         .env_remove("RUSTFLAGS")
         .status()
         .map_err(BuildError::Spawn)?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(BuildError::Failed { package, target })
-    }
+    if status.success() { Ok(()) } else { Err(BuildError::Failed { package, target }) }
 }

@@ -59,17 +59,16 @@ pub enum DiskError {
     Write { path: PathBuf, source: io::Error },
     #[error("partitioning failed: {0}")]
     Gpt(String),
-    #[error(
-        "module name {0:?} is empty, longer than 32 bytes, or has characters other than a-z, 0-9, '-' and '_'"
-    )]
+    #[error("module name {0:?} is empty, longer than 32 bytes, or has characters other than a-z, 0-9, '-' and '_'")]
     BadModuleName(String),
 }
 
 impl ImageSpec {
-    /// The boot manifest text the loader reads.
-    pub fn manifest(&self) -> String {
+    /// The boot manifest text the loader reads; every file carries its SHA-256.
+    pub fn manifest(&self) -> Result<String, DiskError> {
         let mut text = String::from("# Bulkhead boot manifest, written by `cargo xtask image`.\n");
-        text += &format!("hypervisor = {}\n", to_uefi_path(layout::ESP_HYPERVISOR));
+        let hv = FileSource::Host(self.hypervisor_elf.clone()).read()?;
+        text += &format!("hypervisor = {} sha256:{}\n", to_uefi_path(layout::ESP_HYPERVISOR), sha256_hex(&hv));
         if let Some((w, h)) = self.gop_mode {
             text += &format!("gop = {w}x{h}\n");
         }
@@ -77,46 +76,35 @@ impl ImageSpec {
             text += &format!("cmdline = {}\n", self.cmdline);
         }
         for module in &self.modules {
-            text += &format!(
-                "module {} = {}\n",
-                module.name,
-                to_uefi_path(&module_esp_path(&module.name))
-            );
+            let digest = sha256_hex(&module.source.read()?);
+            text +=
+                &format!("module {} = {} sha256:{digest}\n", module.name, to_uefi_path(&module_esp_path(&module.name)));
         }
-        text
+        Ok(text)
     }
 
     fn files(&self) -> Result<Vec<EspFile>, DiskError> {
         let mut files = vec![
-            EspFile {
-                esp_path: layout::ESP_LOADER.into(),
-                source: FileSource::Host(self.loader_efi.clone()),
-            },
-            EspFile {
-                esp_path: layout::ESP_HYPERVISOR.into(),
-                source: FileSource::Host(self.hypervisor_elf.clone()),
-            },
-            EspFile {
-                esp_path: layout::ESP_MANIFEST.into(),
-                source: FileSource::Bytes(self.manifest().into_bytes()),
-            },
+            EspFile { esp_path: layout::ESP_LOADER.into(), source: FileSource::Host(self.loader_efi.clone()) },
+            EspFile { esp_path: layout::ESP_HYPERVISOR.into(), source: FileSource::Host(self.hypervisor_elf.clone()) },
+            EspFile { esp_path: layout::ESP_MANIFEST.into(), source: FileSource::Bytes(self.manifest()?.into_bytes()) },
         ];
         for module in &self.modules {
             let valid = !module.name.is_empty()
                 && module.name.len() <= 32
-                && module.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
+                && module.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
             if !valid {
                 return Err(DiskError::BadModuleName(module.name.clone()));
             }
-            files.push(EspFile {
-                esp_path: module_esp_path(&module.name),
-                source: module.source.clone(),
-            });
+            files.push(EspFile { esp_path: module_esp_path(&module.name), source: module.source.clone() });
         }
         Ok(files)
     }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn module_esp_path(name: &str) -> String {
@@ -131,10 +119,9 @@ impl FileSource {
     fn read(&self) -> Result<Vec<u8>, DiskError> {
         match self {
             FileSource::Bytes(bytes) => Ok(bytes.clone()),
-            FileSource::Host(path) => std::fs::read(path).map_err(|source| DiskError::ReadInput {
-                path: path.clone(),
-                source,
-            }),
+            FileSource::Host(path) => {
+                std::fs::read(path).map_err(|source| DiskError::ReadInput { path: path.clone(), source })
+            }
         }
     }
 }
@@ -142,26 +129,15 @@ impl FileSource {
 /// Writes the image to `out`. The image is assembled in a temporary file next to `out`
 /// and renamed into place, so a failed build never leaves a half-written image behind.
 pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<u64, DiskError> {
-    let files: Vec<(String, Vec<u8>)> = spec
-        .files()?
-        .into_iter()
-        .map(|f| Ok((f.esp_path, f.source.read()?)))
-        .collect::<Result<_, DiskError>>()?;
+    let files: Vec<(String, Vec<u8>)> =
+        spec.files()?.into_iter().map(|f| Ok((f.esp_path, f.source.read()?))).collect::<Result<_, DiskError>>()?;
     let payload: u64 = files.iter().map(|(_, data)| data.len() as u64).sum();
-    let esp_bytes = (payload + payload / 8 + ESP_SLACK_BYTES)
-        .max(MIN_ESP_BYTES)
-        .next_multiple_of(1024 * 1024);
+    let esp_bytes = (payload + payload / 8 + ESP_SLACK_BYTES).max(MIN_ESP_BYTES).next_multiple_of(1024 * 1024);
     let disk_bytes = esp_bytes + 2 * GPT_OVERHEAD;
 
     let dir = out.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| DiskError::Write {
-        path: dir.into(),
-        source,
-    })?;
-    let werr = |source| DiskError::Write {
-        path: out.to_path_buf(),
-        source,
-    };
+    std::fs::create_dir_all(dir).map_err(|source| DiskError::Write { path: dir.into(), source })?;
+    let werr = |source| DiskError::Write { path: out.to_path_buf(), source };
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(werr)?;
     let mut file = tmp.reopen().map_err(werr)?;
     file.set_len(disk_bytes).map_err(werr)?;
@@ -176,9 +152,7 @@ pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<u64, DiskError> {
 /// Writes a protective MBR and a GPT with a single ESP; returns its byte range.
 fn partition(file: &mut File, disk_bytes: u64, esp_bytes: u64) -> Result<(u64, u64), DiskError> {
     let gpt_err = |e: &dyn std::fmt::Display| DiskError::Gpt(e.to_string());
-    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
-        u32::try_from(disk_bytes / SECTOR - 1).unwrap_or(u32::MAX),
-    );
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(disk_bytes / SECTOR - 1).unwrap_or(u32::MAX));
     mbr.overwrite_lba0(file).map_err(|e| gpt_err(&e))?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
@@ -186,19 +160,9 @@ fn partition(file: &mut File, disk_bytes: u64, esp_bytes: u64) -> Result<(u64, u
         .create_from_device(&mut *file, None)
         .map_err(|e| gpt_err(&e))?;
     let id = disk
-        .add_partition(
-            "EFI System",
-            esp_bytes,
-            gpt::partition_types::EFI,
-            0,
-            Some(2048),
-        )
+        .add_partition("EFI System", esp_bytes, gpt::partition_types::EFI, 0, Some(2048))
         .map_err(|e| gpt_err(&e))?;
-    let part = disk
-        .partitions()
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| DiskError::Gpt("ESP vanished".into()))?;
+    let part = disk.partitions().get(&id).cloned().ok_or_else(|| DiskError::Gpt("ESP vanished".into()))?;
     let lb = gpt::disk::LogicalBlockSize::Lb512;
     let start = part.bytes_start(lb).map_err(|e| gpt_err(&e))?;
     let len = part.bytes_len(lb).map_err(|e| gpt_err(&e))?;
@@ -206,13 +170,8 @@ fn partition(file: &mut File, disk_bytes: u64, esp_bytes: u64) -> Result<(u64, u
     Ok((start, len))
 }
 
-fn format_and_fill<T: Read + Write + Seek>(
-    esp: &mut T,
-    files: &[(String, Vec<u8>)],
-) -> io::Result<()> {
-    let options = fatfs::FormatVolumeOptions::new()
-        .fat_type(fatfs::FatType::Fat32)
-        .volume_label(*b"BULKHEAD   ");
+fn format_and_fill<T: Read + Write + Seek>(esp: &mut T, files: &[(String, Vec<u8>)]) -> io::Result<()> {
+    let options = fatfs::FormatVolumeOptions::new().fat_type(fatfs::FatType::Fat32).volume_label(*b"BULKHEAD   ");
     fatfs::format_volume(&mut *esp, options)?;
     esp.seek(SeekFrom::Start(0))?;
     let fs = fatfs::FileSystem::new(&mut *esp, fatfs::FsOptions::new())?;
@@ -220,9 +179,7 @@ fn format_and_fill<T: Read + Write + Seek>(
     for (path, data) in files {
         let mut dir = root.clone();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let (name, dirs) = parts
-            .split_last()
-            .ok_or_else(|| io::Error::other("empty ESP path"))?;
+        let (name, dirs) = parts.split_last().ok_or_else(|| io::Error::other("empty ESP path"))?;
         for d in dirs {
             dir = match dir.open_dir(d) {
                 Ok(existing) => existing,
@@ -250,9 +207,7 @@ pub fn read_esp_file(image: &Path, esp_path: &str) -> io::Result<Vec<u8>> {
 /// Replaces a file on the ESP of an existing image (tests use it to corrupt files).
 pub fn overwrite_esp_file(image: &Path, esp_path: &str, data: &[u8]) -> io::Result<()> {
     with_esp(image, |fs| {
-        let mut f = fs
-            .root_dir()
-            .create_file(esp_path.trim_start_matches('/'))?;
+        let mut f = fs.root_dir().create_file(esp_path.trim_start_matches('/'))?;
         f.truncate()?;
         f.write_all(data)?;
         f.flush()
@@ -263,10 +218,7 @@ fn with_esp<R>(
     image: &Path,
     body: impl FnOnce(&fatfs::FileSystem<&mut StreamSlice<File>>) -> io::Result<R>,
 ) -> io::Result<R> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(image)?;
     let disk = gpt::GptConfig::new()
         .writable(false)
         .open_from_device(&mut file)
@@ -300,10 +252,7 @@ mod tests {
         ImageSpec {
             loader_efi: loader,
             hypervisor_elf: hv,
-            modules: vec![BootModule {
-                name: "checks".into(),
-                source: FileSource::Bytes(b"payload".to_vec()),
-            }],
+            modules: vec![BootModule { name: "checks".into(), source: FileSource::Bytes(b"payload".to_vec()) }],
             gop_mode: Some((1280, 800)),
             cmdline: "log=debug".into(),
         }
@@ -316,33 +265,25 @@ mod tests {
         let spec = spec(dir.path());
         write_image(&spec, &out).unwrap();
 
-        assert_eq!(
-            read_esp_file(&out, layout::ESP_LOADER).unwrap(),
-            b"MZ fake loader"
-        );
-        assert_eq!(
-            read_esp_file(&out, layout::ESP_HYPERVISOR).unwrap(),
-            vec![0x7f; 100_000]
-        );
-        assert_eq!(
-            read_esp_file(&out, "/bulkhead/modules/checks").unwrap(),
-            b"payload"
-        );
-        let manifest =
-            String::from_utf8(read_esp_file(&out, layout::ESP_MANIFEST).unwrap()).unwrap();
+        assert_eq!(read_esp_file(&out, layout::ESP_LOADER).unwrap(), b"MZ fake loader");
+        assert_eq!(read_esp_file(&out, layout::ESP_HYPERVISOR).unwrap(), vec![0x7f; 100_000]);
+        assert_eq!(read_esp_file(&out, "/bulkhead/modules/checks").unwrap(), b"payload");
+        let manifest = String::from_utf8(read_esp_file(&out, layout::ESP_MANIFEST).unwrap()).unwrap();
         // The loader's own parser must accept what we wrote.
-        let entries: Vec<_> = bulkhead_abi::manifest::entries(&manifest)
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let entries: Vec<_> = bulkhead_abi::manifest::entries(&manifest).collect::<Result<_, _>>().unwrap();
         use bulkhead_abi::manifest::Entry;
-        assert!(entries.contains(&Entry::Hypervisor("\\bulkhead\\hypervisor.elf")));
-        assert!(entries.contains(&Entry::Gop {
-            width: 1280,
-            height: 800
-        }));
+        use sha2::Digest;
+        let hv_digest: [u8; 32] = sha2::Sha256::digest(vec![0x7f; 100_000]).into();
+        let payload_digest: [u8; 32] = sha2::Sha256::digest(b"payload").into();
+        use bulkhead_abi::manifest::FileRef;
+        assert!(
+            entries
+                .contains(&Entry::Hypervisor(FileRef { path: "\\bulkhead\\hypervisor.elf", sha256: Some(hv_digest) }))
+        );
+        assert!(entries.contains(&Entry::Gop { width: 1280, height: 800 }));
         assert!(entries.contains(&Entry::Module {
             name: "checks",
-            path: "\\bulkhead\\modules\\checks"
+            file: FileRef { path: "\\bulkhead\\modules\\checks", sha256: Some(payload_digest) }
         }));
 
         // Protective MBR signature and GPT header where firmware looks for them.
@@ -357,10 +298,7 @@ mod tests {
         let out = dir.path().join("usb.img");
         write_image(&spec(dir.path()), &out).unwrap();
         overwrite_esp_file(&out, layout::ESP_HYPERVISOR, b"garbage").unwrap();
-        assert_eq!(
-            read_esp_file(&out, layout::ESP_HYPERVISOR).unwrap(),
-            b"garbage"
-        );
+        assert_eq!(read_esp_file(&out, layout::ESP_HYPERVISOR).unwrap(), b"garbage");
     }
 
     #[test]
@@ -378,9 +316,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = spec(dir.path());
         spec.modules[0].name = "Bad Name".into();
-        assert!(matches!(
-            write_image(&spec, &dir.path().join("x.img")),
-            Err(DiskError::BadModuleName(_))
-        ));
+        assert!(matches!(write_image(&spec, &dir.path().join("x.img")), Err(DiskError::BadModuleName(_))));
     }
 }

@@ -22,48 +22,25 @@ pub enum ToolError {
 
 /// Known OVMF locations: Debian/Ubuntu (4M and 2M variants), Fedora, Arch.
 const OVMF_CANDIDATES: &[(&str, &str)] = &[
-    (
-        "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        "/usr/share/OVMF/OVMF_VARS_4M.fd",
-    ),
-    (
-        "/usr/share/OVMF/OVMF_CODE.fd",
-        "/usr/share/OVMF/OVMF_VARS.fd",
-    ),
-    (
-        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
-        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
-    ),
-    (
-        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
-        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
-    ),
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+    ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
 ];
 
 pub fn find_ovmf() -> Option<Ovmf> {
-    if let (Some(code), Some(vars)) = (
-        std::env::var_os("BULKHEAD_OVMF_CODE"),
-        std::env::var_os("BULKHEAD_OVMF_VARS"),
-    ) {
-        return Some(Ovmf {
-            code: code.into(),
-            vars_template: vars.into(),
-        });
+    if let (Some(code), Some(vars)) = (std::env::var_os("BULKHEAD_OVMF_CODE"), std::env::var_os("BULKHEAD_OVMF_VARS")) {
+        return Some(Ovmf { code: code.into(), vars_template: vars.into() });
     }
     OVMF_CANDIDATES
         .iter()
         .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
-        .map(|(code, vars)| Ovmf {
-            code: code.into(),
-            vars_template: vars.into(),
-        })
+        .map(|(code, vars)| Ovmf { code: code.into(), vars_template: vars.into() })
 }
 
 pub fn find_qemu() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(QEMU))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(QEMU)).find(|p| p.is_file())
 }
 
 const APT_FIX: &str = "sudo apt-get update && sudo apt-get install -y qemu-system-x86 ovmf";
@@ -85,20 +62,13 @@ pub fn ensure_qemu_and_ovmf() -> Result<(PathBuf, Ovmf), ToolError> {
                 .is_ok_and(|s| s.success())
         };
         if !(ok(&["update", "-q"]) && ok(&["install", "-y", "-q", "qemu-system-x86", "ovmf"])) {
-            return Err(ToolError::InstallFailed {
-                what,
-                fix: APT_FIX.into(),
-            });
+            return Err(ToolError::InstallFailed { what, fix: APT_FIX.into() });
         }
     }
-    let qemu = find_qemu().ok_or_else(|| ToolError::Missing {
-        what: "QEMU (qemu-system-x86_64)",
-        fix: install_hint(),
-    })?;
-    let ovmf = find_ovmf().ok_or_else(|| ToolError::Missing {
-        what: "OVMF (UEFI firmware for QEMU)",
-        fix: install_hint(),
-    })?;
+    let qemu =
+        find_qemu().ok_or_else(|| ToolError::Missing { what: "QEMU (qemu-system-x86_64)", fix: install_hint() })?;
+    let ovmf =
+        find_ovmf().ok_or_else(|| ToolError::Missing { what: "OVMF (UEFI firmware for QEMU)", fix: install_hint() })?;
     Ok((qemu, ovmf))
 }
 
@@ -109,15 +79,10 @@ fn install_hint() -> String {
     } else if os.contains("ID=arch") {
         "sudo pacman -S qemu-system-x86 edk2-ovmf".into()
     } else {
-        format!(
-            "{APT_FIX}\n(or point BULKHEAD_OVMF_CODE and BULKHEAD_OVMF_VARS at your OVMF files)"
-        )
+        format!("{APT_FIX}\n(or point BULKHEAD_OVMF_CODE and BULKHEAD_OVMF_VARS at your OVMF files)")
     }
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }

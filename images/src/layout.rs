@@ -11,10 +11,7 @@ pub const ESP_MODULE_DIR: &str = "/bulkhead/modules";
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     // images/ sits directly under the root.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("images/ has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("images/ has a parent directory").to_path_buf()
 }
 
 /// Cargo's target directory, honouring CARGO_TARGET_DIR.
@@ -22,11 +19,7 @@ pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
+            if dir.is_absolute() { dir } else { workspace_root().join(dir) }
         }
         None => workspace_root().join("target"),
     }

@@ -83,42 +83,13 @@ impl MachineConfig {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&[
-            "-nodefaults",
-            "-no-reboot",
-            "-machine",
-            "q35",
-            "-cpu",
-            CPU_MODEL,
-        ]);
-        push(&[
-            "-m",
-            &format!("{}M", self.memory_mib),
-            "-smp",
-            &self.cpus.to_string(),
-        ]);
-        push(&[
-            "-drive",
-            &format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                self.ovmf_code.display()
-            ),
-        ]);
-        push(&[
-            "-drive",
-            &format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                self.ovmf_vars.display()
-            ),
-        ]);
+        push(&["-nodefaults", "-no-reboot", "-machine", "q35", "-cpu", CPU_MODEL]);
+        push(&["-m", &format!("{}M", self.memory_mib), "-smp", &self.cpus.to_string()]);
+        push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", self.ovmf_code.display())]);
+        push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", self.ovmf_vars.display())]);
         let image = format!("format=raw,file={},if=none,id=usbimg", self.image.display());
         match self.medium {
-            BootMedium::Disk => push(&[
-                "-drive",
-                &image,
-                "-device",
-                "ide-hd,drive=usbimg,bootindex=0",
-            ]),
+            BootMedium::Disk => push(&["-drive", &image, "-device", "ide-hd,drive=usbimg,bootindex=0"]),
             BootMedium::UsbStick => push(&[
                 "-device",
                 "qemu-xhci,id=xhci",
@@ -145,10 +116,7 @@ impl MachineConfig {
         }
         push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if let Some(sock) = &self.qmp_socket {
-            push(&[
-                "-qmp",
-                &format!("unix:{},server=on,wait=off", sock.display()),
-            ]);
+            push(&["-qmp", &format!("unix:{},server=on,wait=off", sock.display())]);
         }
         if self.icount {
             push(&["-icount", "shift=0,sleep=off"]);
@@ -173,10 +141,7 @@ mod tests {
     use super::*;
 
     fn config() -> MachineConfig {
-        let ovmf = Ovmf {
-            code: "/fw/CODE.fd".into(),
-            vars_template: "/fw/VARS.fd".into(),
-        };
+        let ovmf = Ovmf { code: "/fw/CODE.fd".into(), vars_template: "/fw/VARS.fd".into() };
         MachineConfig::new(Path::new("/t/usb.img"), &ovmf, "/t/vars.fd".into())
     }
 

@@ -1,4 +1,5 @@
 //! Bulkhead's QEMU test harness: builds the USB image once per test binary, boots it in
+#![allow(missing_debug_implementations)]
 //! a QEMU machine, follows the serial console marker by marker, talks QMP, and keeps
 //! the logs of a failed run under `target/test-logs/`.
 

@@ -45,14 +45,9 @@ pub struct Machine {
 impl Machine {
     /// Boots `image` with the configuration `tune` makes. `name` names the log directory.
     pub fn boot(name: &str, image: &Path, tune: impl FnOnce(&mut MachineConfig)) -> Machine {
-        let guard = ONE_QEMU
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = ONE_QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().unwrap_or_else(|e| panic!("{e}"));
-        let dir = image
-            .parent()
-            .expect("image lives in its scenario directory")
-            .to_path_buf();
+        let dir = image.parent().expect("image lives in its scenario directory").to_path_buf();
         let vars = dir.join("ovmf-vars.fd");
         std::fs::copy(&ovmf.vars_template, &vars).expect("copying the OVMF variable store");
         let serial_path = dir.join("serial.log");
@@ -66,12 +61,8 @@ impl Machine {
         std::fs::write(dir.join("qemu-command.txt"), format!("{command:?}\n")).ok();
         let child = command
             .stdin(Stdio::null())
-            .stdout(
-                std::fs::File::create(dir.join("qemu-stdout.log")).expect("creating the QEMU log"),
-            )
-            .stderr(
-                std::fs::File::create(dir.join("qemu-stderr.log")).expect("creating the QEMU log"),
-            )
+            .stdout(std::fs::File::create(dir.join("qemu-stdout.log")).expect("creating the QEMU log"))
+            .stderr(std::fs::File::create(dir.join("qemu-stderr.log")).expect("creating the QEMU log"))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", qemu.display()));
         Machine {
@@ -126,14 +117,10 @@ impl Machine {
                 if text[self.cursor.min(text.len())..].contains(marker) {
                     continue;
                 }
-                self.fail(&format!(
-                    "QEMU exited ({status}) before {marker:?} appeared"
-                ));
+                self.fail(&format!("QEMU exited ({status}) before {marker:?} appeared"));
             }
             if Instant::now() > deadline {
-                self.fail(&format!(
-                    "timed out after {timeout:?} waiting for {marker:?}"
-                ));
+                self.fail(&format!("timed out after {timeout:?} waiting for {marker:?}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -178,8 +165,7 @@ impl Machine {
                 }
             };
             let reader = stream.try_clone().expect("cloning the QMP socket");
-            let mut qmp =
-                qapi::Qmp::new(qapi::Stream::new(std::io::BufReader::new(reader), stream));
+            let mut qmp = qapi::Qmp::new(qapi::Stream::new(std::io::BufReader::new(reader), stream));
             if let Err(e) = qmp.handshake() {
                 self.fail(&format!("QMP handshake: {e}"));
             }
@@ -205,8 +191,7 @@ impl Machine {
         if let Err(e) = self.qmp().execute(&command) {
             self.fail(&format!("QMP screendump: {e}"));
         }
-        crate::screen::Screenshot::load(&path)
-            .unwrap_or_else(|e| self.fail(&format!("reading {name}.png: {e}")))
+        crate::screen::Screenshot::load(&path).unwrap_or_else(|e| self.fail(&format!("reading {name}.png: {e}")))
     }
 
     /// The reason QEMU gave for each SHUTDOWN event seen on QMP (e.g. "guest-shutdown",
@@ -231,14 +216,7 @@ impl Machine {
     /// Fails the test, pointing at the kept logs.
     pub fn fail(&self, why: &str) -> ! {
         let serial = self.serial();
-        let tail: Vec<&str> = serial
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail: Vec<&str> = serial.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
         panic!(
             "[{}] {why}\n--- last serial lines ---\n{}\n--- logs kept in {} ---",
             self.name,

@@ -22,11 +22,7 @@ impl Screenshot {
             .chunks_exact(channels)
             .flat_map(|px| [px[0], px[1.min(channels - 1)], px[2.min(channels - 1)]])
             .collect();
-        Ok(Screenshot {
-            width: info.width,
-            height: info.height,
-            rgb,
-        })
+        Ok(Screenshot { width: info.width, height: info.height, rgb })
     }
 
     pub fn pixel(&self, x: u32, y: u32) -> (u8, u8, u8) {

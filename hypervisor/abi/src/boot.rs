@@ -93,11 +93,7 @@ pub struct Module {
 
 impl Module {
     pub fn name(&self) -> &str {
-        let end = self
-            .name
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.name.len());
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
         core::str::from_utf8(&self.name[..end]).unwrap_or("<non-utf8>")
     }
 
@@ -152,11 +148,7 @@ impl BootInfo {
     }
 
     pub fn cmdline(&self) -> &str {
-        let end = self
-            .cmdline
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.cmdline.len());
+        let end = self.cmdline.iter().position(|&b| b == 0).unwrap_or(self.cmdline.len());
         core::str::from_utf8(&self.cmdline[..end]).unwrap_or("")
     }
 }
@@ -175,18 +167,10 @@ mod tests {
 
     #[test]
     fn module_names_round_trip_and_truncate_on_char_boundary() {
-        let m = Module {
-            name: Module::encode_name("payload-checks"),
-            addr: 0,
-            len: 0,
-        };
+        let m = Module { name: Module::encode_name("payload-checks"), addr: 0, len: 0 };
         assert_eq!(m.name(), "payload-checks");
         let long = "é".repeat(20); // 40 bytes; 16 chars fit in 32 bytes
-        let m = Module {
-            name: Module::encode_name(&long),
-            addr: 0,
-            len: 0,
-        };
+        let m = Module { name: Module::encode_name(&long), addr: 0, len: 0 };
         assert_eq!(m.name(), "é".repeat(16));
     }
 

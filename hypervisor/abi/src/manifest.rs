@@ -4,19 +4,29 @@
 //!
 //! ```text
 //! # comment
-//! hypervisor = \bulkhead\hypervisor.elf
+//! hypervisor = \bulkhead\hypervisor.elf sha256:<64 hex digits>
 //! gop = 1280x800            # optional; default: the largest mode up to 1920x1080
 //! cmdline = log=debug       # optional; passed to the hypervisor
-//! module checks = \bulkhead\modules\checks.elf
+//! module checks = \bulkhead\modules\checks.elf sha256:<64 hex digits>
 //! ```
+//!
+//! The optional `sha256:` after a path lets the loader refuse a corrupt or truncated
+//! copy before it runs anything from it.
 
 /// One meaningful line of the manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry<'a> {
-    Hypervisor(&'a str),
+    Hypervisor(FileRef<'a>),
     Gop { width: u32, height: u32 },
     Cmdline(&'a str),
-    Module { name: &'a str, path: &'a str },
+    Module { name: &'a str, file: FileRef<'a> },
+}
+
+/// A file on the ESP, with the digest it must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileRef<'a> {
+    pub path: &'a str,
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Why a manifest line was rejected; carries the 1-based line number.
@@ -29,11 +39,7 @@ pub struct ParseError<'a> {
 
 impl core::fmt::Display for ParseError<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "manifest line {}: {} (\"{}\")",
-            self.line, self.reason, self.text
-        )
+        write!(f, "manifest line {}: {} (\"{}\")", self.line, self.reason, self.text)
     }
 }
 
@@ -42,9 +48,7 @@ pub const MAX_MODULE_NAME: usize = 32;
 
 /// Iterates the entries of a manifest, skipping blank lines and comments.
 pub fn entries(text: &str) -> impl Iterator<Item = Result<Entry<'_>, ParseError<'_>>> {
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, raw)| parse_line(i + 1, raw).transpose())
+    text.lines().enumerate().filter_map(|(i, raw)| parse_line(i + 1, raw).transpose())
 }
 
 fn parse_line(line: usize, raw: &str) -> Result<Option<Entry<'_>>, ParseError<'_>> {
@@ -52,31 +56,17 @@ fn parse_line(line: usize, raw: &str) -> Result<Option<Entry<'_>>, ParseError<'_
     if text.is_empty() {
         return Ok(None);
     }
-    let err = |reason| ParseError {
-        line,
-        text: raw.trim(),
-        reason,
-    };
+    let err = |reason| ParseError { line, text: raw.trim(), reason };
     let (key, value) = text.split_once('=').ok_or(err("expected `key = value`"))?;
     let (key, value) = (key.trim(), value.trim());
     let mut words = key.split_whitespace();
     let entry = match (words.next(), words.next(), words.next()) {
-        (Some("hypervisor"), None, _) => {
-            Entry::Hypervisor(non_empty(value).ok_or(err("empty path"))?)
-        }
+        (Some("hypervisor"), None, _) => Entry::Hypervisor(file_ref(value).map_err(err)?),
         (Some("cmdline"), None, _) => Entry::Cmdline(value),
         (Some("gop"), None, _) => {
-            let (w, h) = value
-                .split_once('x')
-                .ok_or(err("gop must be WIDTHxHEIGHT"))?;
-            let width = w
-                .trim()
-                .parse()
-                .map_err(|_| err("gop width is not a number"))?;
-            let height = h
-                .trim()
-                .parse()
-                .map_err(|_| err("gop height is not a number"))?;
+            let (w, h) = value.split_once('x').ok_or(err("gop must be WIDTHxHEIGHT"))?;
+            let width = w.trim().parse().map_err(|_| err("gop width is not a number"))?;
+            let height = h.trim().parse().map_err(|_| err("gop height is not a number"))?;
             if width == 0 || height == 0 {
                 return Err(err("gop size must be non-zero"));
             }
@@ -86,18 +76,38 @@ fn parse_line(line: usize, raw: &str) -> Result<Option<Entry<'_>>, ParseError<'_
             if name.len() > MAX_MODULE_NAME {
                 return Err(err("module name longer than 32 bytes"));
             }
-            Entry::Module {
-                name,
-                path: non_empty(value).ok_or(err("empty path"))?,
-            }
+            Entry::Module { name, file: file_ref(value).map_err(err)? }
         }
         _ => return Err(err("unknown key")),
     };
     Ok(Some(entry))
 }
 
-fn non_empty(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
+fn file_ref(value: &str) -> Result<FileRef<'_>, &'static str> {
+    let mut words = value.split_whitespace();
+    let path = words.next().ok_or("empty path")?;
+    let sha256 = match words.next() {
+        None => None,
+        Some(word) => {
+            let hex = word.strip_prefix("sha256:").ok_or("expected `sha256:<hex>` after the path")?;
+            Some(parse_digest(hex).ok_or("sha256 must be 64 hex digits")?)
+        }
+    };
+    if words.next().is_some() {
+        return Err("unexpected text after the digest");
+    }
+    Ok(FileRef { path, sha256 })
+}
+
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -106,21 +116,17 @@ mod tests {
 
     #[test]
     fn parses_every_entry_kind_and_skips_comments() {
-        let text = "# Bulkhead\nhypervisor = \\bulkhead\\hypervisor.elf\n\n gop = 1280x800 # small\ncmdline = log=debug\nmodule checks = \\m\\checks.elf\n";
+        let text = "# Bulkhead\nhypervisor = \\bulkhead\\hypervisor.elf\n\n gop = 1280x800 # small\ncmdline = log=debug\nmodule checks = \\m\\checks.elf sha256:{}\n";
+        let text = text.replace("{}", &"ab".repeat(32));
+        let text = text.as_str();
         let got: Vec<_> = entries(text).collect::<Result<_, _>>().unwrap();
         assert_eq!(
             got,
             vec![
-                Entry::Hypervisor("\\bulkhead\\hypervisor.elf"),
-                Entry::Gop {
-                    width: 1280,
-                    height: 800
-                },
+                Entry::Hypervisor(FileRef { path: "\\bulkhead\\hypervisor.elf", sha256: None }),
+                Entry::Gop { width: 1280, height: 800 },
                 Entry::Cmdline("log=debug"),
-                Entry::Module {
-                    name: "checks",
-                    path: "\\m\\checks.elf"
-                },
+                Entry::Module { name: "checks", file: FileRef { path: "\\m\\checks.elf", sha256: Some([0xab; 32]) } },
             ]
         );
     }
@@ -140,5 +146,7 @@ mod tests {
         let long = format!("module {} = x", "n".repeat(33));
         assert!(entries(&long).next().unwrap().is_err());
         assert!(entries("gop = 0x600").next().unwrap().is_err());
+        assert!(entries("hypervisor = x sha256:1234").next().unwrap().is_err());
+        assert!(entries("hypervisor = x md5:00").next().unwrap().is_err());
     }
 }

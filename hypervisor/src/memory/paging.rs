@@ -53,9 +53,7 @@ impl<S: x86_64::structures::paging::PageSize> From<MapToError<S>> for PagingErro
     fn from(e: MapToError<S>) -> Self {
         match e {
             MapToError::FrameAllocationFailed => PagingError::OutOfMemory,
-            MapToError::ParentEntryHugePage | MapToError::PageAlreadyMapped(_) => {
-                PagingError::AlreadyMapped(0)
-            }
+            MapToError::ParentEntryHugePage | MapToError::PageAlreadyMapped(_) => PagingError::AlreadyMapped(0),
         }
     }
 }
@@ -71,10 +69,7 @@ pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), Paging
     // SAFETY: physical memory is identity mapped (offset 0) by the active tables.
     let mut mapper = unsafe { OffsetPageTable::new(l4, VirtAddr::new(0)) };
     let image = image_layout();
-    let image_2m = (
-        image.text.0 & !(LARGE_PAGE_SIZE - 1),
-        image.data.1.next_multiple_of(LARGE_PAGE_SIZE),
-    );
+    let image_2m = (image.text.0 & !(LARGE_PAGE_SIZE - 1), image.data.1.next_multiple_of(LARGE_PAGE_SIZE));
     let rw = F::PRESENT | F::WRITABLE | F::NO_EXECUTE;
 
     // First 2 MiB in 4 KiB pages, leaving page 0 out.
@@ -84,10 +79,7 @@ pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), Paging
     let mut ranges = heapless::Vec::<(u64, u64), 16>::new();
     let _ = ranges.push((LARGE_PAGE_SIZE, top));
     for &r in extra {
-        let _ = ranges.push((
-            r.0 & !(LARGE_PAGE_SIZE - 1),
-            r.1.next_multiple_of(LARGE_PAGE_SIZE),
-        ));
+        let _ = ranges.push((r.0 & !(LARGE_PAGE_SIZE - 1), r.1.next_multiple_of(LARGE_PAGE_SIZE)));
     }
     for (start, end) in ranges {
         let mut pa = start;
@@ -100,16 +92,8 @@ pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), Paging
             if mapper.translate_page(page).is_err() {
                 let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(pa));
                 // SAFETY: identity mapping of physical memory into tables not yet active.
-                unsafe {
-                    mapper.map_to_with_table_flags(
-                        page,
-                        frame,
-                        rw,
-                        F::PRESENT | F::WRITABLE,
-                        &mut frames,
-                    )
-                }?
-                .ignore();
+                unsafe { mapper.map_to_with_table_flags(page, frame, rw, F::PRESENT | F::WRITABLE, &mut frames) }?
+                    .ignore();
             }
             pa += LARGE_PAGE_SIZE;
         }
@@ -139,18 +123,10 @@ pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), Paging
     Ok(())
 }
 
-fn map_4k(
-    mapper: &mut OffsetPageTable<'_>,
-    frames: &mut GlobalFrames,
-    pa: u64,
-    flags: F,
-) -> Result<(), PagingError> {
+fn map_4k(mapper: &mut OffsetPageTable<'_>, frames: &mut GlobalFrames, pa: u64, flags: F) -> Result<(), PagingError> {
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(pa));
     let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(pa));
     // SAFETY: identity mapping into tables that are not active yet.
-    unsafe {
-        mapper.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, frames)
-    }?
-    .ignore();
+    unsafe { mapper.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, frames) }?.ignore();
     Ok(())
 }

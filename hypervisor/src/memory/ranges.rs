@@ -33,10 +33,7 @@ pub struct FreeRanges {
 
 impl FreeRanges {
     pub const fn new() -> Self {
-        FreeRanges {
-            ranges: Vec::new(),
-            dropped_bytes: 0,
-        }
+        FreeRanges { ranges: Vec::new(), dropped_bytes: 0 }
     }
 
     /// Adds [start, end), shrunk to whole pages. Overlaps with existing ranges must not
@@ -47,11 +44,7 @@ impl FreeRanges {
         if end <= start {
             return;
         }
-        let pos = self
-            .ranges
-            .iter()
-            .position(|r| r.start > start)
-            .unwrap_or(self.ranges.len());
+        let pos = self.ranges.iter().position(|r| r.start > start).unwrap_or(self.ranges.len());
         if pos > 0 && self.ranges[pos - 1].end == start {
             self.ranges[pos - 1].end = end;
             self.merge_at(pos - 1);
@@ -85,14 +78,8 @@ impl FreeRanges {
                 i += 1;
                 continue;
             }
-            let left = Range {
-                start: r.start,
-                end: start.max(r.start),
-            };
-            let right = Range {
-                start: end.min(r.end),
-                end: r.end,
-            };
+            let left = Range { start: r.start, end: start.max(r.start) };
+            let right = Range { start: end.min(r.end), end: r.end };
             self.ranges.remove(i);
             if !right.is_empty() && self.ranges.insert(i, right).is_err() {
                 self.dropped_bytes += right.len();
@@ -153,21 +140,9 @@ mod tests {
         f.add(0x1000, 0x3000);
         f.add(0x5000, 0x8000);
         f.add(0x3000, 0x5000);
-        assert_eq!(
-            f.ranges(),
-            &[Range {
-                start: 0x1000,
-                end: 0x8000
-            }]
-        );
+        assert_eq!(f.ranges(), &[Range { start: 0x1000, end: 0x8000 }]);
         f.add(0x10_0800, 0x10_2fff);
-        assert_eq!(
-            f.ranges()[1],
-            Range {
-                start: 0x10_1000,
-                end: 0x10_2000
-            }
-        );
+        assert_eq!(f.ranges()[1], Range { start: 0x10_1000, end: 0x10_2000 });
     }
 
     #[test]
@@ -176,19 +151,7 @@ mod tests {
         f.add(0x0, 0x10_0000);
         f.remove(0x4000, 0x6000);
         f.remove(0x0, 0x1000);
-        assert_eq!(
-            f.ranges(),
-            &[
-                Range {
-                    start: 0x1000,
-                    end: 0x4000
-                },
-                Range {
-                    start: 0x6000,
-                    end: 0x10_0000
-                }
-            ]
-        );
+        assert_eq!(f.ranges(), &[Range { start: 0x1000, end: 0x4000 }, Range { start: 0x6000, end: 0x10_0000 }]);
         assert_eq!(f.free_bytes(), 0x10_0000 - 0x3000);
     }
 
@@ -202,13 +165,7 @@ mod tests {
         assert_eq!(big.raw(), 0x100_0000);
         let page = f.take(0x1000, 0x1000).unwrap();
         assert_eq!(page.raw(), 0x12f_f000);
-        assert_eq!(
-            f.ranges().last(),
-            Some(&Range {
-                start: 0x120_0000,
-                end: 0x12f_f000
-            })
-        );
+        assert_eq!(f.ranges().last(), Some(&Range { start: 0x120_0000, end: 0x12f_f000 }));
     }
 
     #[test]

@@ -9,10 +9,7 @@ use images::qemu::{BootMedium, Display, Iommu, MachineConfig};
 use images::{build, disk, host_tools, layout};
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Build, run and test Bulkhead, the bare-metal client hypervisor"
-)]
+#[command(name = "cargo xtask", about = "Build, run and test Bulkhead, the bare-metal client hypervisor")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -81,9 +78,7 @@ enum IommuArg {
 }
 
 fn parse_mode(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s
-        .split_once('x')
-        .ok_or("expected WIDTHxHEIGHT, e.g. 1280x800")?;
+    let (w, h) = s.split_once('x').ok_or("expected WIDTHxHEIGHT, e.g. 1280x800")?;
     let w = w.parse().map_err(|_| format!("bad width {w:?}"))?;
     let h = h.parse().map_err(|_| format!("bad height {h:?}"))?;
     Ok((w, h))
@@ -115,11 +110,7 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
     };
     eprintln!("     Writing {}", args.out.display());
     let bytes = disk::write_image(&spec, &args.out).map_err(|e| e.to_string())?;
-    eprintln!(
-        "    Finished USB image, {} MiB: {}",
-        bytes >> 20,
-        args.out.display()
-    );
+    eprintln!("    Finished USB image, {} MiB: {}", bytes >> 20, args.out.display());
     Ok(args.out.clone())
 }
 
@@ -127,24 +118,16 @@ fn run(args: &RunArgs) -> Result<(), String> {
     let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
     let image_path = if args.no_build {
         if !args.image.out.is_file() {
-            return Err(format!(
-                "{} does not exist; run without --no-build",
-                args.image.out.display()
-            ));
+            return Err(format!("{} does not exist; run without --no-build", args.image.out.display()));
         }
         args.image.out.clone()
     } else {
         image(&args.image)?
     };
     let vars = layout::target_dir().join("run-ovmf-vars.fd");
-    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| {
-        format!(
-            "cannot copy the OVMF variable store to {}: {e}",
-            vars.display()
-        )
-    })?;
-    let has_display =
-        std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    std::fs::copy(&ovmf.vars_template, &vars)
+        .map_err(|e| format!("cannot copy the OVMF variable store to {}: {e}", vars.display()))?;
+    let has_display = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     let mut config = MachineConfig::new(&image_path, &ovmf, vars);
     config.memory_mib = args.memory;
     config.cpus = args.cpus;
@@ -153,39 +136,18 @@ fn run(args: &RunArgs) -> Result<(), String> {
         IommuArg::Intel => Iommu::Intel,
         IommuArg::Amd => Iommu::Amd,
     };
-    config.medium = if args.usb {
-        BootMedium::UsbStick
-    } else {
-        BootMedium::Disk
-    };
-    config.display = if has_display && !args.headless {
-        Display::Window
-    } else {
-        Display::Headless
-    };
+    config.medium = if args.usb { BootMedium::UsbStick } else { BootMedium::Disk };
+    config.display = if has_display && !args.headless { Display::Window } else { Display::Headless };
     config.extra_args = args.qemu_args.clone();
     eprintln!(
         "     Booting in QEMU ({}): serial console below; quit with Ctrl-A X{}",
-        if config.display == Display::Window {
-            "window"
-        } else {
-            "headless"
-        },
-        if config.display == Display::Window {
-            " or close the window"
-        } else {
-            ""
-        }
+        if config.display == Display::Window { "window" } else { "headless" },
+        if config.display == Display::Window { " or close the window" } else { "" }
     );
-    let status = config
-        .command(&qemu)
-        .status()
-        .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+    let status = config.command(&qemu).status().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
     match status.code() {
         Some(0) | Some(images::qemu::EXIT_SUCCESS) => Ok(()),
-        Some(images::qemu::EXIT_FAILURE) => {
-            Err("the hypervisor reported a failure (see the log above)".into())
-        }
+        Some(images::qemu::EXIT_FAILURE) => Err("the hypervisor reported a failure (see the log above)".into()),
         _ => Err(format!("QEMU exited with {status}")),
     }
 }

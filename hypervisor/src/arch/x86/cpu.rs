@@ -40,17 +40,9 @@ impl VirtSupport {
 
 pub fn identify() -> CpuInfo {
     let cpuid = CpuId::new();
-    let vendor = cpuid
-        .get_vendor_info()
-        .map(|v| truncated(v.as_str()))
-        .unwrap_or_default();
-    let brand = cpuid
-        .get_processor_brand_string()
-        .map(|b| truncated(b.as_str().trim()))
-        .unwrap_or_default();
-    let svm = cpuid
-        .get_extended_processor_and_feature_identifiers()
-        .is_some_and(|f| f.has_svm());
+    let vendor = cpuid.get_vendor_info().map(|v| truncated(v.as_str())).unwrap_or_default();
+    let brand = cpuid.get_processor_brand_string().map(|b| truncated(b.as_str().trim())).unwrap_or_default();
+    let svm = cpuid.get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_svm());
     let vmx = cpuid.get_feature_info().is_some_and(|f| f.has_vmx());
     let virt = if svm {
         let info = cpuid.get_svm_info();
@@ -67,11 +59,7 @@ pub fn identify() -> CpuInfo {
     } else {
         VirtSupport::None
     };
-    CpuInfo {
-        vendor,
-        brand,
-        virt,
-    }
+    CpuInfo { vendor, brand, virt }
 }
 
 /// Copies as much of `s` as fits, on a character boundary.

@@ -35,15 +35,11 @@ static TABLES: Once<Tables> = Once::new();
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (slot, index) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
-            .into_iter()
-            .enumerate()
-        {
+        for (slot, index) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
             // Only the address is taken; the stacks are used solely by the CPU on IST
             // switches.
             let base = (&raw const IST_STACKS) as u64 + (slot * IST_STACK_BYTES) as u64;
-            tss.interrupt_stack_table[usize::from(index)] =
-                VirtAddr::new(base + IST_STACK_BYTES as u64);
+            tss.interrupt_stack_table[usize::from(index)] = VirtAddr::new(base + IST_STACK_BYTES as u64);
         }
         tss
     });
@@ -52,12 +48,7 @@ pub fn init() {
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         let tss = gdt.append(Descriptor::tss_segment(tss));
-        Tables {
-            gdt,
-            code,
-            data,
-            tss,
-        }
+        Tables { gdt, code, data, tss }
     });
     tables.gdt.load();
     // SAFETY: the selectors index descriptors of the GDT just loaded, which lives in a

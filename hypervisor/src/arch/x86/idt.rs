@@ -82,40 +82,17 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 impl fmt::Display for TrapFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = EXCEPTION_NAMES
-            .get(self.vector as usize)
-            .copied()
-            .unwrap_or("interrupt");
-        writeln!(
-            f,
-            "{name} (vector {}) error={:#x}",
-            self.vector, self.error_code
-        )?;
+        let name = EXCEPTION_NAMES.get(self.vector as usize).copied().unwrap_or("interrupt");
+        writeln!(f, "{name} (vector {}) error={:#x}", self.vector, self.error_code)?;
         writeln!(
             f,
             "rip={:#018x} cs={:#x} rflags={:#x} rsp={:#018x} ss={:#x}",
             self.rip, self.cs, self.rflags, self.rsp, self.ss
         )?;
-        writeln!(
-            f,
-            "rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
-            self.rax, self.rbx, self.rcx, self.rdx
-        )?;
-        writeln!(
-            f,
-            "rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}",
-            self.rsi, self.rdi, self.rbp, self.r8
-        )?;
-        writeln!(
-            f,
-            "r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}",
-            self.r9, self.r10, self.r11, self.r12
-        )?;
-        write!(
-            f,
-            "r13={:#018x} r14={:#018x} r15={:#018x}",
-            self.r13, self.r14, self.r15
-        )
+        writeln!(f, "rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", self.rax, self.rbx, self.rcx, self.rdx)?;
+        writeln!(f, "rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", self.rsi, self.rdi, self.rbp, self.r8)?;
+        writeln!(f, "r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}", self.r9, self.r10, self.r11, self.r12)?;
+        write!(f, "r13={:#018x} r14={:#018x} r15={:#018x}", self.r13, self.r14, self.r15)
     }
 }
 
@@ -194,17 +171,13 @@ pub fn init() {
         unsafe {
             idt.divide_error.set_handler_addr(addr(stub_de));
             idt.debug.set_handler_addr(addr(stub_db));
-            idt.non_maskable_interrupt
-                .set_handler_addr(addr(stub_nmi))
-                .set_stack_index(gdt::IST_NMI);
+            idt.non_maskable_interrupt.set_handler_addr(addr(stub_nmi)).set_stack_index(gdt::IST_NMI);
             idt.breakpoint.set_handler_addr(addr(stub_bp));
             idt.overflow.set_handler_addr(addr(stub_of));
             idt.bound_range_exceeded.set_handler_addr(addr(stub_br));
             idt.invalid_opcode.set_handler_addr(addr(stub_ud));
             idt.device_not_available.set_handler_addr(addr(stub_nm));
-            idt.double_fault
-                .set_handler_addr(addr(stub_df))
-                .set_stack_index(gdt::IST_DOUBLE_FAULT);
+            idt.double_fault.set_handler_addr(addr(stub_df)).set_stack_index(gdt::IST_DOUBLE_FAULT);
             idt.invalid_tss.set_handler_addr(addr(stub_ts));
             idt.segment_not_present.set_handler_addr(addr(stub_np));
             idt.stack_segment_fault.set_handler_addr(addr(stub_ss));
@@ -212,15 +185,12 @@ pub fn init() {
             idt.page_fault.set_handler_addr(addr(stub_pf));
             idt.x87_floating_point.set_handler_addr(addr(stub_mf));
             idt.alignment_check.set_handler_addr(addr(stub_ac));
-            idt.machine_check
-                .set_handler_addr(addr(stub_mc))
-                .set_stack_index(gdt::IST_MACHINE_CHECK);
+            idt.machine_check.set_handler_addr(addr(stub_mc)).set_stack_index(gdt::IST_MACHINE_CHECK);
             idt.simd_floating_point.set_handler_addr(addr(stub_xm));
             idt.virtualization.set_handler_addr(addr(stub_ve));
             idt.cp_protection_exception.set_handler_addr(addr(stub_cp));
             idt.hv_injection_exception.set_handler_addr(addr(stub_hv));
-            idt.vmm_communication_exception
-                .set_handler_addr(addr(stub_vc));
+            idt.vmm_communication_exception.set_handler_addr(addr(stub_vc));
             idt.security_exception.set_handler_addr(addr(stub_sx));
         }
         idt

@@ -10,9 +10,7 @@ use core::arch::asm;
 /// an invariant another part of the hypervisor relies on.
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller guarantees the port write is sound.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
 }
 
 /// Writes a word to an I/O port.
@@ -21,9 +19,7 @@ pub unsafe fn outb(port: u16, value: u8) {
 /// As for [`outb`].
 pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller guarantees the port write is sound.
-    unsafe {
-        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) }
 }
 
 /// Writes a dword to an I/O port.
@@ -32,9 +28,7 @@ pub unsafe fn outw(port: u16, value: u16) {
 /// As for [`outb`].
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller guarantees the port write is sound.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
 }
 
 /// Reads a byte from an I/O port.
@@ -45,9 +39,7 @@ pub unsafe fn outl(port: u16, value: u32) {
 pub unsafe fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller guarantees the port read is sound.
-    unsafe {
-        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) }
     value
 }
 
@@ -58,9 +50,7 @@ pub unsafe fn inb(port: u16) -> u8 {
 pub unsafe fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: the caller guarantees the port read is sound.
-    unsafe {
-        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) }
     value
 }
 

@@ -1,0 +1,85 @@
+//! The real USB image boots under QEMU (TCG with SVM+NPT, q35, OVMF) across the machine
+//! shapes a laptop fleet has: plain disk and USB stick on xHCI, 512 MiB and 4 GiB, one
+//! and four CPUs, no IOMMU, Intel VT-d and AMD-Vi. Each scenario boots once and checks
+//! everything it can on that boot.
+
+use std::time::Duration;
+
+use images::qemu::{BootMedium, Iommu};
+use tests::{Machine, Outcome, image};
+
+/// OVMF plus the loader under TCG take a few seconds; generous for loaded CI machines.
+const BOOT: Duration = Duration::from_secs(120);
+const STEP: Duration = Duration::from_secs(30);
+
+#[test]
+fn boots_from_a_disk_with_512_mib_one_cpu_and_no_iommu() {
+    let img = image::build_scenario_image("boot-disk-512m", "then=exit");
+    let mut m = Machine::boot("boot-disk-512m", &img, |c| {
+        c.memory_mib = 512;
+        c.cpus = 1;
+        c.iommu = Iommu::None;
+        c.medium = BootMedium::Disk;
+    });
+    m.expect("Bulkhead loader", BOOT);
+    m.expect("Bulkhead 0.1.0 starting", STEP);
+    m.expect("breakpoint at", STEP);
+    let memory = m.expect("MiB RAM", STEP);
+    let mib: u64 = memory.split("] ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!((480..=512).contains(&mib), "512 MiB machine reported {mib} MiB: {memory}");
+    assert!(memory.contains("W^X"), "{memory}");
+    m.expect("virtualisation: AMD SVM with nested paging", STEP);
+    m.expect("nrip_save=false", STEP);
+    m.expect("BULKHEAD READY", STEP);
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(images::qemu::EXIT_SUCCESS));
+    m.pass();
+}
+
+#[test]
+fn boots_from_a_usb_stick_on_xhci_with_4_gib_four_cpus_and_vt_d() {
+    let img = image::build_scenario_image("boot-usb-4g-vtd", "then=exit");
+    let mut m = Machine::boot("boot-usb-4g-vtd", &img, |c| {
+        c.memory_mib = 4096;
+        c.cpus = 4;
+        c.iommu = Iommu::Intel;
+        c.medium = BootMedium::UsbStick;
+    });
+    m.expect("Bulkhead loader", BOOT);
+    let memory = m.expect("MiB RAM", STEP);
+    let mib: u64 = memory.split("] ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!((3900..=4096).contains(&mib), "4 GiB machine reported {mib} MiB: {memory}");
+    m.expect("BULKHEAD READY", STEP);
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(images::qemu::EXIT_SUCCESS));
+    m.pass();
+}
+
+#[test]
+fn boots_with_amd_vi_and_two_cpus() {
+    let img = image::build_scenario_image("boot-disk-amdvi", "then=exit");
+    let mut m = Machine::boot("boot-disk-amdvi", &img, |c| {
+        c.memory_mib = 1024;
+        c.cpus = 2;
+        c.iommu = Iommu::Amd;
+    });
+    m.expect("Bulkhead loader", BOOT);
+    m.expect("BULKHEAD READY", BOOT);
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(images::qemu::EXIT_SUCCESS));
+    m.pass();
+}
+
+#[test]
+fn corrupt_hypervisor_elf_gives_a_clear_loader_error() {
+    let img = image::build_scenario_image("boot-corrupt-elf", "then=exit");
+    // Keep the ELF header intact but cut the file short, the way a failed copy does.
+    let elf = image::read(&img, images::layout::ESP_HYPERVISOR);
+    image::overwrite(&img, images::layout::ESP_HYPERVISOR, &elf[..elf.len() / 3]);
+    let mut m = Machine::boot("boot-corrupt-elf", &img, |c| c.memory_mib = 512);
+    m.allow("BULKHEAD LOADER ERROR");
+    let line = m.expect("BULKHEAD LOADER ERROR", BOOT);
+    assert!(line.contains("hypervisor.elf is corrupt"), "{line}");
+    assert!(line.contains("damaged or truncated copy"), "the message should say why: {line}");
+    m.expect("Rebuild it with `cargo xtask image`", STEP);
+    let serial = m.serial();
+    assert!(!serial.contains("Bulkhead 0.1.0 starting"), "the hypervisor must not have been entered");
+    m.pass();
+}
