@@ -282,7 +282,7 @@ fn fail(message: &str) -> Status {
     println!("Press any key to return to the firmware boot menu.");
     let _ = uefi::system::with_stdin(|stdin| {
         let event = stdin.wait_for_key_event()?;
-        boot::wait_for_event(&mut [event]).map_err(|e| e.to_err_without_payload())?;
+        boot::wait_for_event(&[event]).map_err(|e| e.to_err_without_payload())?;
         stdin.read_key().map(|_| ())
     });
     Status::LOAD_ERROR

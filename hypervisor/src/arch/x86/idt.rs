@@ -165,9 +165,9 @@ fn addr(f: extern "sysv64" fn()) -> VirtAddr {
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
-        // SAFETY (for every set_handler_addr below): each address is one of the stubs
-        // above, which preserve all registers and end in iretq after the shared handler;
-        // their frame layout matches the vector's error-code behaviour.
+        // SAFETY: each address is one of the stubs above, which preserve all registers
+        // and end in iretq after the shared handler; each stub's frame layout matches its
+        // vector's error-code behaviour, and the IST indices exist in the TSS.
         unsafe {
             idt.divide_error.set_handler_addr(addr(stub_de));
             idt.debug.set_handler_addr(addr(stub_db));
