@@ -42,3 +42,7 @@ pub struct VmInfo {
 pub const ABI_VERSION: u32 = 1;
 
 const _: () = assert!(core::mem::size_of::<VmInfo>() == 48);
+
+/// Self-test facility: inject external-interrupt vector RBX (32..=255) into the calling
+/// VM as soon as it can take it. A VM can only interrupt itself.
+pub const RAISE_INTERRUPT: u64 = 16;

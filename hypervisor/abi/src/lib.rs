@@ -8,5 +8,6 @@
 pub mod boot;
 pub mod hypercall;
 pub mod manifest;
+pub mod payload;
 
 pub use boot::*;
