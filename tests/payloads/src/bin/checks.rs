@@ -63,13 +63,17 @@ mod checks {
             rdmsr(LSTAR)
         };
         check("msr_allowed_roundtrip", back == value, format_args!("read {back:#x}"));
-        // SAFETY (both): the hypervisor must refuse these with #GP, which expect_fault
-        // catches and skips (rdmsr/wrmsr are 2 bytes).
-        let denied_read = traps::expect_fault(13, 2, || unsafe {
-            rdmsr(VM_HSAVE_PA);
+        // The hypervisor must refuse these with #GP, which expect_fault catches and skips
+        // (rdmsr/wrmsr are 2 bytes).
+        let denied_read = traps::expect_fault(13, 2, || {
+            // SAFETY: a refused read faults and is skipped; it has no side effect.
+            let _ = unsafe { rdmsr(VM_HSAVE_PA) };
         });
         check("msr_denied_read_gp", denied_read, format_args!("no #GP"));
-        let denied_write = traps::expect_fault(13, 2, || unsafe { wrmsr(VM_HSAVE_PA, 0x1000) });
+        let denied_write = traps::expect_fault(13, 2, || {
+            // SAFETY: the write is refused with #GP and skipped.
+            unsafe { wrmsr(VM_HSAVE_PA, 0x1000) }
+        });
         check("msr_denied_write_gp", denied_write, format_args!("no #GP"));
     }
 
@@ -89,7 +93,7 @@ mod checks {
 
     fn mmio_checks() {
         let base = SCRATCH_MMIO as *mut u8;
-        // SAFETY (whole function): SCRATCH_MMIO is a 4 KiB device window the hypervisor
+        // SAFETY: SCRATCH_MMIO is a 4 KiB device window the hypervisor
         // emulates for this VM; every access below stays inside it or in local buffers.
         unsafe {
             let r32: u32;
