@@ -3,7 +3,7 @@
 use bulkhead_abi::{BootInfo, MemoryKind, MemoryRegion};
 use log::{error, info, warn};
 
-use crate::arch::x86::{cpu, gdt, idt, instr};
+use crate::arch::x86::{cpu, gdt, idt, instr, lapic, tsc};
 use crate::cmdline::{self, ThenAction};
 use crate::memory::{paging, phys};
 use crate::platform::qemu;
@@ -64,6 +64,18 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         );
     }
 
+    let tsc_per_ms = tsc::ticks_per_ms();
+    let x2apic = lapic::init(tsc_per_ms);
+    let timer_ok = timer_self_test();
+    info!(
+        target: "lapic",
+        "{} mode, TSC {} MHz, timer {} ticks/ms, timer interrupt {}",
+        if x2apic { "x2APIC" } else { "xAPIC" },
+        tsc_per_ms / 1000,
+        lapic::ticks_per_ms(),
+        if timer_ok { "works" } else { "did NOT arrive" }
+    );
+
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
     match options.then {
@@ -74,6 +86,20 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         }
     }
     instr::halt_forever()
+}
+
+/// Arms a 1 ms one-shot and halts until it fires: proves the interrupt path (LAPIC,
+/// IDT, EOI) before any VM depends on it for preemption.
+fn timer_self_test() -> bool {
+    use core::sync::atomic::Ordering;
+    idt::TIMER_FIRED.store(false, Ordering::Release);
+    lapic::arm_oneshot_us(1000);
+    let start = instr::rdtsc();
+    while !idt::TIMER_FIRED.load(Ordering::Acquire) && instr::rdtsc().wrapping_sub(start) < 10_000_000_000 {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
+    idt::TIMER_FIRED.swap(false, Ordering::AcqRel)
 }
 
 /// RAM the machine has, whatever currently uses it.

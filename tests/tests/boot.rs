@@ -30,6 +30,7 @@ fn boots_from_a_disk_with_512_mib_one_cpu_and_no_iommu() {
     assert!(memory.contains("W^X"), "{memory}");
     m.expect("virtualisation: AMD SVM with nested paging", STEP);
     m.expect("nrip_save=false", STEP);
+    m.expect("timer interrupt works", STEP);
     m.expect("BULKHEAD READY", STEP);
     assert_eq!(m.wait_exit(STEP), Outcome::Exited(images::qemu::EXIT_SUCCESS));
     m.pass();

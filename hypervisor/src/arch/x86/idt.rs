@@ -5,12 +5,16 @@
 
 use core::arch::naked_asm;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
-use super::gdt;
+use super::{gdt, lapic};
+
+/// Set by the preemption timer's interrupt; the scheduler takes it.
+pub static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
 
 /// Register state at a trap, in the order the common stub pushes it.
 #[repr(C)]
@@ -154,6 +158,8 @@ stub!(stub_cp, 21, error_code);
 stub!(stub_hv, 28);
 stub!(stub_vc, 29, error_code);
 stub!(stub_sx, 30, error_code);
+stub!(stub_timer, 0x20);
+stub!(stub_spurious, 0xff);
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
@@ -192,6 +198,8 @@ pub fn init() {
             idt.hv_injection_exception.set_handler_addr(addr(stub_hv));
             idt.vmm_communication_exception.set_handler_addr(addr(stub_vc));
             idt.security_exception.set_handler_addr(addr(stub_sx));
+            idt[lapic::TIMER_VECTOR].set_handler_addr(addr(stub_timer));
+            idt[lapic::SPURIOUS_VECTOR].set_handler_addr(addr(stub_spurious));
         }
         idt
     });
@@ -200,6 +208,11 @@ pub fn init() {
 
 extern "sysv64" fn handle_trap(frame: &mut TrapFrame) {
     match frame.vector {
+        v if v == u64::from(lapic::TIMER_VECTOR) => {
+            TIMER_FIRED.store(true, Ordering::Release);
+            lapic::eoi();
+        }
+        v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
         3 => log::info!(target: "idt", "breakpoint at {:#x}", frame.rip),
         2 => log::warn!(target: "idt", "NMI at {:#x}", frame.rip),
         _ => {

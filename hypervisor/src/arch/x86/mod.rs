@@ -4,3 +4,5 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod instr;
+pub mod lapic;
+pub mod tsc;

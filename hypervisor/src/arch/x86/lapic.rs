@@ -1,0 +1,113 @@
+//! The boot CPU's local APIC (Intel SDM Vol. 3 ch. 11, AMD APM Vol. 2 ch. 16): used in
+//! x2APIC mode when the CPU has it, otherwise through the xAPIC MMIO page. The
+//! hypervisor uses it for the preemption timer that time-slices VMs and for EOIs.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use x86_64::registers::model_specific::Msr;
+
+use super::instr;
+
+const IA32_APIC_BASE: u32 = 0x1B;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const XAPIC_DEFAULT_BASE: u64 = 0xFEE0_0000;
+
+/// Register offsets in the xAPIC page; the x2APIC MSR is 0x800 + offset / 16.
+mod reg {
+    pub const ID: u32 = 0x20;
+    pub const EOI: u32 = 0xB0;
+    pub const SPURIOUS: u32 = 0xF0;
+    pub const LVT_TIMER: u32 = 0x320;
+    pub const TIMER_INITIAL: u32 = 0x380;
+    pub const TIMER_CURRENT: u32 = 0x390;
+    pub const TIMER_DIVIDE: u32 = 0x3E0;
+}
+
+/// Vector of the hypervisor's preemption timer.
+pub const TIMER_VECTOR: u8 = 0x20;
+/// Spurious-interrupt vector (SDM 11.9: low nibble all ones on older CPUs).
+pub const SPURIOUS_VECTOR: u8 = 0xFF;
+
+static X2APIC: AtomicBool = AtomicBool::new(false);
+static XAPIC_BASE: AtomicU64 = AtomicU64::new(XAPIC_DEFAULT_BASE);
+/// LAPIC timer ticks per millisecond (divide-by-16), measured at init.
+static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+
+fn read(offset: u32) -> u32 {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is enabled, so the 0x800.. MSRs exist; reads have no side
+        // effects for the registers used here.
+        unsafe { Msr::new(0x800 + offset / 16).read() as u32 }
+    } else {
+        let addr = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(offset);
+        // SAFETY: the xAPIC page is identity mapped and belongs to the hypervisor.
+        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+}
+
+fn write(offset: u32, value: u32) {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: as in `read`; the hypervisor owns the local APIC.
+        unsafe { Msr::new(0x800 + offset / 16).write(u64::from(value)) }
+    } else {
+        let addr = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(offset);
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
+    }
+}
+
+/// Enables the local APIC (x2APIC where available) and measures its timer against the
+/// TSC. Returns whether x2APIC mode is in use.
+pub fn init(tsc_per_ms: u64) -> bool {
+    let x2 = core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
+    let mut base_msr = Msr::new(IA32_APIC_BASE);
+    // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; we only set the enable bits.
+    unsafe {
+        let base = base_msr.read();
+        XAPIC_BASE.store(base & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
+        let mut new = base | APIC_BASE_ENABLE;
+        if x2 {
+            new |= APIC_BASE_X2APIC;
+        }
+        base_msr.write(new);
+    }
+    X2APIC.store(x2, Ordering::Relaxed);
+    write(reg::SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
+    write(reg::TIMER_DIVIDE, 0b0011); // divide by 16
+    // Measure: let the timer count down for ~10 ms of TSC time.
+    write(reg::LVT_TIMER, 1 << 16 | u32::from(TIMER_VECTOR)); // masked
+    write(reg::TIMER_INITIAL, u32::MAX);
+    let start = instr::rdtsc();
+    while instr::rdtsc().wrapping_sub(start) < tsc_per_ms.saturating_mul(10) {
+        core::hint::spin_loop();
+    }
+    let elapsed = u64::from(u32::MAX - read(reg::TIMER_CURRENT));
+    write(reg::TIMER_INITIAL, 0);
+    TICKS_PER_MS.store((elapsed / 10).max(1), Ordering::Relaxed);
+    x2
+}
+
+pub fn id() -> u32 {
+    let raw = read(reg::ID);
+    if X2APIC.load(Ordering::Relaxed) { raw } else { raw >> 24 }
+}
+
+pub fn ticks_per_ms() -> u64 {
+    TICKS_PER_MS.load(Ordering::Relaxed)
+}
+
+/// Arms a one-shot timer interrupt after `micros` microseconds.
+pub fn arm_oneshot_us(micros: u64) {
+    let ticks = (ticks_per_ms().saturating_mul(micros) / 1000).clamp(1, u64::from(u32::MAX));
+    write(reg::LVT_TIMER, u32::from(TIMER_VECTOR));
+    write(reg::TIMER_INITIAL, ticks as u32);
+}
+
+pub fn disarm() {
+    write(reg::TIMER_INITIAL, 0);
+}
+
+pub fn eoi() {
+    write(reg::EOI, 0);
+}
