@@ -5,4 +5,5 @@
 
 pub mod arch;
 pub mod exit;
+pub mod insn;
 pub mod regs;
