@@ -4,6 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod cpuid;
+pub mod dispatch;
 pub mod exit;
 pub mod insn;
+pub mod msr;
 pub mod regs;

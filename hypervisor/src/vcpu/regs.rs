@@ -317,6 +317,8 @@ pub trait RegisterFile {
     fn rflags(&self) -> u64;
     fn set_rflags(&mut self, value: u64);
     fn control(&self) -> ControlRegs;
+    /// Sets CR2 (before injecting a #PF).
+    fn set_cr2(&mut self, value: u64);
     fn segment(&self, seg: SegReg) -> Segment;
     /// Current privilege level.
     fn cpl(&self) -> u8;
@@ -410,6 +412,9 @@ impl RegisterFile for FakeRegs {
     }
     fn control(&self) -> ControlRegs {
         self.control
+    }
+    fn set_cr2(&mut self, value: u64) {
+        self.control.cr2 = value
     }
     fn segment(&self, seg: SegReg) -> Segment {
         self.segs[Self::seg_index(seg)]
