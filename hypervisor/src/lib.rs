@@ -9,12 +9,14 @@ extern crate alloc;
 pub mod arch;
 pub mod boot;
 pub mod cmdline;
+pub mod devices;
 pub mod heap;
 pub mod logging;
 pub mod memory;
 pub mod panic;
 pub mod platform;
 pub mod switcher;
+pub mod vcpu;
 
 /// Product name and version shown on the boot screen and in the log banner.
 pub const PRODUCT: &str = "Bulkhead";

@@ -2,6 +2,8 @@
 pub mod addr;
 pub mod direct_map;
 pub mod frames;
+pub mod guest;
 pub mod paging;
 pub mod phys;
 pub mod ranges;
+pub mod stage2;

@@ -1,0 +1,5 @@
+//! Device models the hypervisor offers to guests, and the buses that route port and
+//! MMIO accesses to them.
+#![forbid(unsafe_code)]
+
+pub mod bus;

@@ -1,0 +1,453 @@
+//! Nested (stage-2) page tables: GPA → HPA with guest permissions.
+//!
+//! AMD NPT uses the ordinary long-mode 4-level format (APM Vol. 2 15.25.5): every guest
+//! access is treated as a user access, so USER must be set at every level, and the
+//! permissions of all levels are combined, so non-leaf entries grant everything
+//! (PRESENT | WRITABLE | USER) and the leaf carries the region's rights (WRITABLE, NX).
+//! Leaves are 2 MiB where GPA and HPA are both 2 MiB-aligned and at least 2 MiB remain,
+//! 4 KiB otherwise. The builder is generic over [`FrameSource`], so it runs on the host
+//! against a fake in tests. Intel EPT would plug in a different entry encoding.
+#![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use super::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
+use super::frames::FrameSource;
+use super::guest::{GuestMemoryMap, Perms};
+
+/// Long-mode page-table entry bits (APM Vol. 2 5.3.3, Figure 5-18 to 5-24).
+pub mod entry {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITABLE: u64 = 1 << 1;
+    pub const USER: u64 = 1 << 2;
+    pub const ACCESSED: u64 = 1 << 5;
+    pub const DIRTY: u64 = 1 << 6;
+    /// Page size: a 2 MiB leaf in a PDE, 1 GiB in a PDPTE.
+    pub const HUGE: u64 = 1 << 7;
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// Physical address bits 51:12.
+    pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+    /// Permissions of intermediate entries.
+    pub const TABLE: u64 = PRESENT | WRITABLE | USER;
+}
+
+/// Guest-physical addresses above this are not translatable with 4-level tables.
+pub const GPA_LIMIT: u64 = 1 << 48;
+/// Host-physical addresses must fit the entry's address field.
+pub const HPA_LIMIT: u64 = 1 << 52;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NptError {
+    /// The frame source is exhausted.
+    OutOfFrames,
+    /// Addresses or length are not 4 KiB-aligned, or the length is 0.
+    Misaligned,
+    /// The range exceeds the 48-bit GPA space or the 52-bit HPA space.
+    OutOfRange,
+    /// Part of the range is already mapped.
+    AlreadyMapped { gpa: GuestPhysAddr },
+    /// Stage-2 tables cannot express a region without read permission.
+    NotReadable,
+}
+
+/// A successful [`NestedPageTable::translate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub hpa: HostPhysAddr,
+    pub writable: bool,
+    pub executable: bool,
+    pub page_size: u64,
+}
+
+/// A nested page table owning its table frames (not the frames it maps).
+#[derive(Debug)]
+pub struct NestedPageTable {
+    root: HostPhysAddr,
+}
+
+/// Index of `gpa` in the table at `level` (4 = PML4 … 1 = PT).
+fn index(gpa: u64, level: u32) -> usize {
+    let shift = 12u32.wrapping_add(9u32.wrapping_mul(level.wrapping_sub(1)));
+    ((gpa >> shift) & 0x1ff) as usize
+}
+
+impl NestedPageTable {
+    pub fn new<F: FrameSource>(frames: &mut F) -> Result<Self, NptError> {
+        let root = frames.alloc_zeroed().ok_or(NptError::OutOfFrames)?;
+        log::debug!(target: "npt", "new nested page table, root {root}");
+        Ok(NestedPageTable { root })
+    }
+
+    /// The value for nCR3 / the EPT pointer's address field.
+    pub fn root(&self) -> HostPhysAddr {
+        self.root
+    }
+
+    /// Maps every region of `map`.
+    pub fn map_all<F: FrameSource>(
+        &mut self,
+        frames: &mut F,
+        map: &GuestMemoryMap,
+    ) -> Result<(), NptError> {
+        for r in map.regions() {
+            self.map_range(frames, r.gpa(), r.hpa(), r.len_bytes(), r.perms())?;
+        }
+        Ok(())
+    }
+
+    /// Maps `[gpa, gpa + len_bytes)` to `[hpa, ...)`. On error the part already mapped
+    /// stays mapped (the caller tears the table down).
+    pub fn map_range<F: FrameSource>(
+        &mut self,
+        frames: &mut F,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        len_bytes: u64,
+        perms: Perms,
+    ) -> Result<(), NptError> {
+        if !perms.read {
+            return Err(NptError::NotReadable);
+        }
+        if !gpa.is_aligned(PAGE_SIZE)
+            || !hpa.is_aligned(PAGE_SIZE)
+            || !len_bytes.is_multiple_of(PAGE_SIZE)
+        {
+            return Err(NptError::Misaligned);
+        }
+        if len_bytes == 0 {
+            return Err(NptError::Misaligned);
+        }
+        let gpa_end = gpa
+            .raw()
+            .checked_add(len_bytes)
+            .ok_or(NptError::OutOfRange)?;
+        let hpa_end = hpa
+            .raw()
+            .checked_add(len_bytes)
+            .ok_or(NptError::OutOfRange)?;
+        if gpa_end > GPA_LIMIT || hpa_end > HPA_LIMIT {
+            return Err(NptError::OutOfRange);
+        }
+        let mut leaf_flags = entry::PRESENT | entry::USER;
+        if perms.write {
+            leaf_flags |= entry::WRITABLE;
+        }
+        if !perms.exec {
+            leaf_flags |= entry::NO_EXECUTE;
+        }
+        let (mut g, mut h) = (gpa.raw(), hpa.raw());
+        let (mut large, mut small) = (0u64, 0u64);
+        while g < gpa_end {
+            let remaining = gpa_end.wrapping_sub(g);
+            let step = if g % LARGE_PAGE_SIZE == 0
+                && h % LARGE_PAGE_SIZE == 0
+                && remaining >= LARGE_PAGE_SIZE
+            {
+                self.set_leaf(frames, g, 2, h | leaf_flags | entry::HUGE)?;
+                large = large.wrapping_add(1);
+                LARGE_PAGE_SIZE
+            } else {
+                self.set_leaf(frames, g, 1, h | leaf_flags)?;
+                small = small.wrapping_add(1);
+                PAGE_SIZE
+            };
+            g = g.wrapping_add(step);
+            h = h.wrapping_add(step);
+        }
+        log::debug!(target: "npt", "mapped {gpa}+{len_bytes:#x} -> {hpa} ({large} x 2M, {small} x 4K)");
+        Ok(())
+    }
+
+    /// Writes a leaf at `level` (1 = 4 KiB, 2 = 2 MiB), creating tables on the way.
+    fn set_leaf<F: FrameSource>(
+        &mut self,
+        frames: &mut F,
+        gpa: u64,
+        level: u32,
+        value: u64,
+    ) -> Result<(), NptError> {
+        let already = NptError::AlreadyMapped {
+            gpa: GuestPhysAddr::new(gpa),
+        };
+        let mut table = self.root;
+        let mut lvl = 4u32;
+        while lvl > level {
+            let idx = index(gpa, lvl);
+            let current = *frames
+                .table_mut(table)
+                .get(idx)
+                .ok_or(NptError::OutOfRange)?;
+            table = if current & entry::PRESENT == 0 {
+                let next = frames.alloc_zeroed().ok_or(NptError::OutOfFrames)?;
+                if let Some(slot) = frames.table_mut(table).get_mut(idx) {
+                    *slot = next.raw() | entry::TABLE;
+                }
+                next
+            } else if current & entry::HUGE != 0 {
+                return Err(already);
+            } else {
+                HostPhysAddr::new(current & entry::ADDR_MASK)
+            };
+            lvl = lvl.wrapping_sub(1);
+        }
+        let slot = frames
+            .table_mut(table)
+            .get_mut(index(gpa, level))
+            .ok_or(NptError::OutOfRange)?;
+        if *slot & entry::PRESENT != 0 {
+            return Err(already);
+        }
+        *slot = value;
+        Ok(())
+    }
+
+    /// Walks the table like the MMU would.
+    pub fn translate<F: FrameSource>(
+        &self,
+        frames: &mut F,
+        gpa: GuestPhysAddr,
+    ) -> Option<Translation> {
+        if gpa.raw() >= GPA_LIMIT {
+            return None;
+        }
+        let mut table = self.root;
+        let mut writable = true;
+        let mut executable = true;
+        for level in (1..=4u32).rev() {
+            let e = *frames.table_mut(table).get(index(gpa.raw(), level))?;
+            if e & entry::PRESENT == 0 || e & entry::USER == 0 {
+                return None;
+            }
+            writable &= e & entry::WRITABLE != 0;
+            executable &= e & entry::NO_EXECUTE == 0;
+            let leaf = level == 1 || (e & entry::HUGE != 0 && level <= 3);
+            if leaf {
+                let page_size =
+                    1u64 << 12u32.wrapping_add(9u32.wrapping_mul(level.wrapping_sub(1)));
+                let base = e & entry::ADDR_MASK & !(page_size.wrapping_sub(1));
+                let off = gpa.raw() & page_size.wrapping_sub(1);
+                return Some(Translation {
+                    hpa: HostPhysAddr::new(base | off),
+                    writable,
+                    executable,
+                    page_size,
+                });
+            }
+            table = HostPhysAddr::new(e & entry::ADDR_MASK);
+        }
+        None
+    }
+
+    /// Returns every table frame to `frames`.
+    pub fn destroy<F: FrameSource>(self, frames: &mut F) {
+        let freed = free_table(frames, self.root, 4);
+        log::debug!(target: "npt", "nested page table {} freed ({freed} frames)", self.root);
+    }
+}
+
+/// Frees the subtree below `table` (at `level`) and the table itself; returns the
+/// number of frames freed.
+fn free_table<F: FrameSource>(frames: &mut F, table: HostPhysAddr, level: u32) -> usize {
+    let mut freed = 1usize;
+    if level > 1 {
+        let children: heapless::Vec<HostPhysAddr, 512> = frames
+            .table_mut(table)
+            .iter()
+            .filter(|e| **e & entry::PRESENT != 0 && **e & entry::HUGE == 0)
+            .map(|e| HostPhysAddr::new(*e & entry::ADDR_MASK))
+            .collect();
+        for child in children {
+            freed = freed.wrapping_add(free_table(frames, child, level.wrapping_sub(1)));
+        }
+    }
+    frames.free(table);
+    freed
+}
+
+/// A [`FrameSource`] over boxed, 4 KiB-aligned tables, for host tests. Frame `n` has
+/// the fake physical address `base + n * 4096`; it can be told to fail after a number
+/// of allocations.
+#[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::expect_used
+)]
+pub(crate) mod fake {
+    use super::*;
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+
+    #[repr(C, align(4096))]
+    pub struct Page(pub [u64; 512]);
+
+    pub struct FakeFrames {
+        pub base: u64,
+        pub pages: Vec<Option<Box<Page>>>,
+        pub free_list: Vec<usize>,
+        pub allocated: usize,
+        pub limit: usize,
+    }
+
+    impl FakeFrames {
+        pub fn new() -> Self {
+            FakeFrames {
+                base: 0x100_0000,
+                pages: Vec::new(),
+                free_list: Vec::new(),
+                allocated: 0,
+                limit: usize::MAX,
+            }
+        }
+        pub fn live(&self) -> usize {
+            self.pages.iter().filter(|p| p.is_some()).count()
+        }
+        fn slot(&self, frame: HostPhysAddr) -> usize {
+            ((frame.raw() - self.base) / PAGE_SIZE) as usize
+        }
+    }
+
+    impl FrameSource for FakeFrames {
+        fn alloc_zeroed(&mut self) -> Option<HostPhysAddr> {
+            if self.allocated >= self.limit {
+                return None;
+            }
+            self.allocated += 1;
+            let slot = self.free_list.pop().unwrap_or(self.pages.len());
+            if slot == self.pages.len() {
+                self.pages.push(None);
+            }
+            self.pages[slot] = Some(Box::new(Page([0; 512])));
+            Some(HostPhysAddr::new(self.base + slot as u64 * PAGE_SIZE))
+        }
+        fn free(&mut self, frame: HostPhysAddr) {
+            let slot = self.slot(frame);
+            assert!(self.pages[slot].take().is_some(), "double free of {frame}");
+            self.free_list.push(slot);
+        }
+        fn table_mut(&mut self, frame: HostPhysAddr) -> &mut [u64; 512] {
+            let slot = self.slot(frame);
+            &mut self.pages[slot].as_mut().expect("live frame").0
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::fake::FakeFrames;
+    use super::*;
+    use crate::memory::guest::GuestRegion;
+    use alloc::vec;
+
+    const MIB: u64 = 1 << 20;
+
+    fn g(x: u64) -> GuestPhysAddr {
+        GuestPhysAddr::new(x)
+    }
+    fn h(x: u64) -> HostPhysAddr {
+        HostPhysAddr::new(x)
+    }
+
+    #[test]
+    fn aligned_ranges_use_2m_pages() {
+        let mut f = FakeFrames::new();
+        let mut npt = NestedPageTable::new(&mut f).unwrap();
+        npt.map_range(&mut f, g(0), h(16 * MIB), 8 * MIB, Perms::RWX)
+            .unwrap();
+        // PML4 + PDPT + PD only.
+        assert_eq!(f.live(), 3);
+        let t = npt.translate(&mut f, g(0x20_1234)).unwrap();
+        assert_eq!(t.hpa, h(16 * MIB + 0x20_1234));
+        assert_eq!(t.page_size, LARGE_PAGE_SIZE);
+        assert!(t.writable && t.executable);
+        assert_eq!(npt.translate(&mut f, g(8 * MIB)), None);
+        // USER + WRITABLE + PRESENT at every level.
+        let pml4e = f.table_mut(npt.root())[0];
+        assert_eq!(pml4e & 0x7, 0x7);
+    }
+
+    #[test]
+    fn misaligned_parts_fall_back_to_4k() {
+        let mut f = FakeFrames::new();
+        let mut npt = NestedPageTable::new(&mut f).unwrap();
+        // GPA 1M..5M -> HPA 33M..37M: 1M of 4K pages, one 2M page (2M..4M), 1M of 4K.
+        npt.map_range(&mut f, g(MIB), h(33 * MIB), 4 * MIB, Perms::RW)
+            .unwrap();
+        let a = npt.translate(&mut f, g(MIB + 0x5000)).unwrap();
+        assert_eq!((a.hpa, a.page_size), (h(33 * MIB + 0x5000), PAGE_SIZE));
+        let b = npt.translate(&mut f, g(3 * MIB)).unwrap();
+        assert_eq!((b.hpa, b.page_size), (h(35 * MIB), LARGE_PAGE_SIZE));
+        let c = npt.translate(&mut f, g(4 * MIB + 0xfff)).unwrap();
+        assert_eq!((c.hpa, c.page_size), (h(36 * MIB + 0xfff), PAGE_SIZE));
+        assert!(!c.executable && c.writable);
+        // HPA not 2M-aligned relative to GPA: all 4K.
+        let mut npt2 = NestedPageTable::new(&mut f).unwrap();
+        npt2.map_range(&mut f, g(0), h(0x1000), 2 * MIB, Perms::R)
+            .unwrap();
+        let d = npt2.translate(&mut f, g(0x1f_f000)).unwrap();
+        assert_eq!(
+            (d.hpa, d.page_size, d.writable),
+            (h(0x20_0000), PAGE_SIZE, false)
+        );
+    }
+
+    #[test]
+    fn map_all_regions_and_teardown_returns_every_frame() {
+        let mut f = FakeFrames::new();
+        let map = GuestMemoryMap::new(vec![
+            GuestRegion::new(g(0), h(64 * MIB), 4 * MIB, Perms::RWX).unwrap(),
+            GuestRegion::new(g(0xfff0_0000), h(0x7000_0000), MIB, Perms::RX).unwrap(),
+            GuestRegion::new(g(1 << 40), h(128 * MIB), 0x3000, Perms::RW).unwrap(),
+        ])
+        .unwrap();
+        let mut npt = NestedPageTable::new(&mut f).unwrap();
+        npt.map_all(&mut f, &map).unwrap();
+        assert_eq!(
+            npt.translate(&mut f, g(0xfff0_1008)).unwrap().hpa,
+            h(0x7000_1008)
+        );
+        assert!(!npt.translate(&mut f, g(0xfff0_1008)).unwrap().writable);
+        assert_eq!(
+            npt.translate(&mut f, g((1 << 40) + 0x2004)).unwrap().hpa,
+            h(128 * MIB + 0x2004)
+        );
+        assert!(f.live() > 3);
+        npt.destroy(&mut f);
+        assert_eq!(f.live(), 0);
+    }
+
+    #[test]
+    fn errors_are_reported_not_panicked() {
+        let mut f = FakeFrames::new();
+        let mut npt = NestedPageTable::new(&mut f).unwrap();
+        assert_eq!(
+            npt.map_range(&mut f, g(0x800), h(0), 0x1000, Perms::RW),
+            Err(NptError::Misaligned)
+        );
+        assert_eq!(
+            npt.map_range(&mut f, g(GPA_LIMIT - 0x1000), h(0), 0x2000, Perms::RW),
+            Err(NptError::OutOfRange)
+        );
+        let no_read = Perms {
+            read: false,
+            ..Perms::RW
+        };
+        assert_eq!(
+            npt.map_range(&mut f, g(0), h(0), 0x1000, no_read),
+            Err(NptError::NotReadable)
+        );
+        npt.map_range(&mut f, g(0), h(0), 2 * MIB, Perms::RW)
+            .unwrap();
+        assert_eq!(
+            npt.map_range(&mut f, g(0x1000), h(0), 0x1000, Perms::RW),
+            Err(NptError::AlreadyMapped { gpa: g(0x1000) })
+        );
+        f.limit = f.allocated;
+        assert_eq!(
+            npt.map_range(&mut f, g(1 << 39), h(0), 0x1000, Perms::RW),
+            Err(NptError::OutOfFrames)
+        );
+        npt.destroy(&mut f);
+        assert_eq!(f.live(), 0);
+    }
+}

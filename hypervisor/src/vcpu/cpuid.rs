@@ -1,0 +1,301 @@
+//! What a guest sees through CPUID. The host's values pass through, minus what the
+//! hypervisor does not virtualise, plus the hypervisor leaves at 0x4000_0000.
+//!
+//! Choices (each one keeps an unmodified Linux on a path the hypervisor handles):
+//! - **Virtualisation** is hidden: VMX (1:ECX[5]), SMX (1:ECX[6]), SVM (8000_0001:ECX[2])
+//!   and leaf 8000_000A. No nested virtualisation.
+//! - **Hypervisor present** (1:ECX[31]) is set and 0x4000_0000 carries the signature
+//!   "Bulkhead\0\0\0\0" in EBX:ECX:EDX; 0x4000_0001 EAX is the hypercall ABI version.
+//! - **MONITOR/MWAIT** (1:ECX[3], leaf 5, 8000_0001:ECX[29] MONITORX) and **WAITPKG**
+//!   (7:ECX[5]) are hidden: idle goes through HLT, which exits.
+//! - **Performance monitoring** is hidden: PDCM (1:ECX[15]), DS/DTES64, leaf 0xA, AMD
+//!   core/NB/LLC counter extensions and IBS, LWP. No PMU virtualisation.
+//! - **Thermal and power management** (1:EDX TM/ACPI/PBE, 1:ECX EST/TM2, leaf 6,
+//!   8000_0007 except invariant TSC) are hidden.
+//! - **Machine check** (1:EDX MCE/MCA) is hidden: the MCG MSRs are not modelled.
+//! - **x2APIC and TSC-deadline** (1:ECX[21], [24]) are hidden until the local APIC model
+//!   handles the x2APIC MSR range.
+//! - **Speculation-control MSRs** (7:EDX[26,27,29,30,31], 8000_0008:EBX[12,14,15,24,25])
+//!   are hidden until SPEC_CTRL is context-switched; ARCH_CAPABILITIES likewise.
+//! - **RDPID** (7:ECX[22]) is hidden because it reads TSC_AUX without an exit; RDTSCP
+//!   is intercepted and emulated.
+//! - **SGX, TSX (HLE/RTM), Intel PT, PQM/PQE, PKS, AMX** are hidden.
+//! - **XSAVE**: only user state components x87|SSE|AVX|AVX-512 (XCR0 bits 0-2, 5-7) are
+//!   offered; XSAVES/IA32_XSS supervisor states and AMX tiles are hidden (leaf 0xD).
+#![forbid(unsafe_code)]
+
+/// The four result registers of CPUID.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuidResult {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Where raw CPUID values come from (the host CPU, or a table in tests).
+pub trait CpuidSource {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult;
+}
+
+/// The executing CPU.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCpuid;
+
+impl CpuidSource for HostCpuid {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        CpuidResult {
+            eax: r.eax,
+            ebx: r.ebx,
+            ecx: r.ecx,
+            edx: r.edx,
+        }
+    }
+}
+
+pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
+pub const HYPERVISOR_MAX_LEAF: u32 = 0x4000_0001;
+/// "Bulkhead" padded to 12 bytes, as EBX, ECX, EDX.
+pub const SIGNATURE: [u32; 3] = [
+    u32::from_le_bytes(*b"Bulk"),
+    u32::from_le_bytes(*b"head"),
+    0,
+];
+
+/// XCR0 components offered to guests: x87, SSE, AVX, AVX-512 opmask/ZMM_Hi256/Hi16_ZMM.
+pub const GUEST_XCR0_ALLOWED: u64 = 0b1110_0111;
+
+fn bits(list: &[u32]) -> u32 {
+    list.iter().fold(0, |acc, b| acc | (1u32 << (b & 31)))
+}
+
+/// Per-VM CPUID settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuidPolicy {
+    /// XCR0 bits the host supports (CPUID 0xD.0 EDX:EAX) intersected with
+    /// [`GUEST_XCR0_ALLOWED`]; computed by [`CpuidPolicy::new`].
+    pub xcr0_mask: u64,
+    /// Hypercall ABI version reported in 0x4000_0001.EAX.
+    pub abi_version: u32,
+}
+
+impl CpuidPolicy {
+    pub fn new(source: &(impl CpuidSource + ?Sized)) -> CpuidPolicy {
+        let d = source.cpuid(0xd, 0);
+        let host = u64::from(d.eax) | (u64::from(d.edx) << 32);
+        CpuidPolicy {
+            xcr0_mask: (host & GUEST_XCR0_ALLOWED) | 1,
+            abi_version: bulkhead_abi::hypercall::ABI_VERSION,
+        }
+    }
+
+    /// The guest's view of CPUID `leaf`/`subleaf`, given the vCPU's APIC id.
+    pub fn filter(
+        &self,
+        source: &(impl CpuidSource + ?Sized),
+        leaf: u32,
+        subleaf: u32,
+        apic_id: u8,
+    ) -> CpuidResult {
+        if (HYPERVISOR_LEAF..0x4001_0000).contains(&leaf) {
+            return self.hypervisor_leaf(leaf);
+        }
+        let mut r = source.cpuid(leaf, subleaf);
+        match leaf {
+            1 => {
+                r.ebx = (r.ebx & 0x00ff_ffff) | (u32::from(apic_id) << 24);
+                r.ecx &= !bits(&[3, 5, 6, 7, 8, 15, 18, 21, 24]);
+                r.ecx |= 1 << 31;
+                // DS, ACPI, TM, PBE; MCE, MCA.
+                r.edx &= !bits(&[7, 14, 21, 22, 29, 31]);
+            }
+            5 | 6 | 0xa => r = CpuidResult::default(),
+            7 if subleaf == 0 => {
+                // SGX, HLE, RTM, PQM, PQE, Intel PT.
+                r.ebx &= !bits(&[2, 4, 11, 12, 15, 25]);
+                // WAITPKG, RDPID, SGX_LC, PKS.
+                r.ecx &= !bits(&[5, 22, 30, 31]);
+                // AMX (22, 24, 25), spec-ctrl (26, 27, 29, 30, 31).
+                r.edx &= !bits(&[22, 24, 25, 26, 27, 29, 30, 31]);
+            }
+            7 => r = CpuidResult::default(),
+            0xd => match subleaf {
+                0 => {
+                    r.eax &= self.xcr0_mask as u32;
+                    r.edx &= (self.xcr0_mask >> 32) as u32;
+                }
+                // XSAVEOPT, XSAVEC, XGETBV1 stay; XSAVES (bit 3) and XSS go.
+                1 => {
+                    r.eax &= !bits(&[3]);
+                    r.ecx = 0;
+                    r.edx = 0;
+                }
+                n if n < 64 && self.xcr0_mask & (1u64 << n) != 0 => {}
+                _ => r = CpuidResult::default(),
+            },
+            0x1d | 0x1e => r = CpuidResult::default(),
+            0x8000_0001 => {
+                // SVM, IBS, SKINIT, WDT, LWP, perf counters (core, NB, TSC, LLC), MONITORX.
+                r.ecx &= !bits(&[2, 10, 12, 13, 15, 23, 24, 27, 28, 29]);
+            }
+            0x8000_0007 => {
+                r = CpuidResult {
+                    edx: r.edx & (1 << 8),
+                    ..CpuidResult::default()
+                };
+            }
+            0x8000_0008 => r.ebx &= !bits(&[12, 14, 15, 24, 25]),
+            0x8000_000a => r = CpuidResult::default(),
+            _ => {}
+        }
+        r
+    }
+
+    fn hypervisor_leaf(&self, leaf: u32) -> CpuidResult {
+        match leaf {
+            HYPERVISOR_LEAF => CpuidResult {
+                eax: HYPERVISOR_MAX_LEAF,
+                ebx: SIGNATURE[0],
+                ecx: SIGNATURE[1],
+                edx: SIGNATURE[2],
+            },
+            HYPERVISOR_MAX_LEAF => CpuidResult {
+                eax: self.abi_version,
+                ..CpuidResult::default()
+            },
+            _ => CpuidResult::default(),
+        }
+    }
+}
+
+/// A table-driven CPUID source for tests.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct FakeCpuid(pub std::collections::HashMap<(u32, u32), CpuidResult>);
+
+#[cfg(test)]
+impl CpuidSource for FakeCpuid {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
+        self.0.get(&(leaf, subleaf)).copied().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+impl FakeCpuid {
+    /// Every feature bit set, with host XCR0 support for x87|SSE|AVX|AMX.
+    pub fn all_ones() -> FakeCpuid {
+        let ones = CpuidResult {
+            eax: u32::MAX,
+            ebx: u32::MAX,
+            ecx: u32::MAX,
+            edx: u32::MAX,
+        };
+        let mut m = std::collections::HashMap::new();
+        for leaf in [
+            1,
+            5,
+            6,
+            7,
+            0xa,
+            0x8000_0001,
+            0x8000_0007,
+            0x8000_0008,
+            0x8000_000a,
+        ] {
+            m.insert((leaf, 0), ones);
+        }
+        m.insert((7, 1), ones);
+        m.insert(
+            (0xd, 0),
+            CpuidResult {
+                eax: 0x6_0007,
+                ebx: 0x340,
+                ecx: 0x2b00,
+                edx: 0,
+            },
+        );
+        m.insert((0xd, 1), ones);
+        m.insert(
+            (0xd, 2),
+            CpuidResult {
+                eax: 0x100,
+                ebx: 0x240,
+                ..CpuidResult::default()
+            },
+        );
+        m.insert(
+            (0xd, 17),
+            CpuidResult {
+                eax: 0x40,
+                ebx: 0xac0,
+                ..CpuidResult::default()
+            },
+        );
+        FakeCpuid(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> (FakeCpuid, CpuidPolicy) {
+        let src = FakeCpuid::all_ones();
+        let p = CpuidPolicy::new(&src);
+        (src, p)
+    }
+
+    #[test]
+    fn virtualisation_is_hidden_and_hypervisor_bit_set() {
+        let (src, p) = policy();
+        let l1 = p.filter(&src, 1, 0, 3);
+        assert_eq!(l1.ecx & (1 << 5), 0, "VMX");
+        assert_ne!(l1.ecx & (1 << 31), 0, "hypervisor present");
+        assert_eq!(l1.ecx & (1 << 3), 0, "MONITOR");
+        assert_eq!(l1.ecx & (1 << 21), 0, "x2APIC");
+        assert_eq!(l1.edx & (1 << 7), 0, "MCE");
+        assert_eq!(l1.ebx >> 24, 3, "APIC id");
+        assert_eq!(l1.ebx & 0xff_ffff, 0xff_ffff);
+        let ext = p.filter(&src, 0x8000_0001, 0, 0);
+        assert_eq!(ext.ecx & (1 << 2), 0, "SVM");
+        assert_eq!(ext.ecx & (1 << 29), 0, "MONITORX");
+        assert_eq!(p.filter(&src, 0x8000_000a, 0, 0), CpuidResult::default());
+        assert_eq!(p.filter(&src, 5, 0, 0), CpuidResult::default());
+        assert_eq!(p.filter(&src, 0xa, 0, 0), CpuidResult::default());
+        assert_eq!(p.filter(&src, 0x8000_0007, 0, 0).edx, 1 << 8);
+    }
+
+    #[test]
+    fn signature_leaf() {
+        let (src, p) = policy();
+        let r = p.filter(&src, HYPERVISOR_LEAF, 0, 0);
+        assert_eq!(r.eax, HYPERVISOR_MAX_LEAF);
+        let mut sig = [0u8; 12];
+        sig[..4].copy_from_slice(&r.ebx.to_le_bytes());
+        sig[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+        sig[8..].copy_from_slice(&r.edx.to_le_bytes());
+        assert_eq!(&sig, b"Bulkhead\0\0\0\0");
+        assert_eq!(
+            p.filter(&src, HYPERVISOR_MAX_LEAF, 0, 0).eax,
+            bulkhead_abi::hypercall::ABI_VERSION
+        );
+        assert_eq!(p.filter(&src, 0x4000_0100, 0, 0), CpuidResult::default());
+    }
+
+    #[test]
+    fn leaf7_and_xsave() {
+        let (src, p) = policy();
+        let l7 = p.filter(&src, 7, 0, 0);
+        assert_eq!(l7.ecx & (1 << 22), 0, "RDPID");
+        assert_eq!(l7.edx & (1 << 26), 0, "IBRS");
+        assert_eq!(l7.edx & (1 << 24), 0, "AMX-TILE");
+        assert_ne!(l7.ebx & (1 << 5), 0, "AVX2 passes through");
+        // AMX (bits 17/18) is dropped from XCR0; x87|SSE|AVX stay.
+        assert_eq!(p.xcr0_mask, 0x7);
+        assert_eq!(p.filter(&src, 0xd, 0, 0).eax, 0x7);
+        assert_eq!(p.filter(&src, 0xd, 1, 0).eax & (1 << 3), 0, "XSAVES");
+        assert_eq!(p.filter(&src, 0xd, 2, 0).eax, 0x100);
+        assert_eq!(p.filter(&src, 0xd, 17, 0), CpuidResult::default());
+    }
+}

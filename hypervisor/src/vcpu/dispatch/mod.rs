@@ -1,0 +1,288 @@
+//! The exit decision function: given a decoded exit, the guest's registers and the
+//! VM's devices and policies, decide what happens next. Pure: no hardware access, so
+//! every path is unit-tested with a fake register file and synthetic exits.
+//!
+//! Guest input never panics here: unknown things end in an injected fault, a stopped
+//! VM with a logged reason and register dump, or all-ones reads from empty buses.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+use crate::devices::bus::{MmioBus, PortBus};
+use crate::memory::guest::GuestMemoryAccess;
+use crate::vcpu::cpuid::{CpuidPolicy, CpuidSource};
+use crate::vcpu::exit::{
+    Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector,
+};
+use crate::vcpu::insn::{self, Op, RegOperand, walk};
+use crate::vcpu::msr::MsrState;
+use crate::vcpu::regs::{Gpr, RegisterFile};
+
+mod emulate;
+mod hypercall;
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::panic
+)]
+mod tests;
+
+/// Who the VM is, for hypercalls that report it.
+#[derive(Debug, Clone, Copy)]
+pub struct VmIdentity<'a> {
+    pub id: u32,
+    pub name: &'a str,
+    pub memory_bytes: u64,
+}
+
+/// Where the guest's console hypercall output goes.
+pub trait GuestConsole {
+    fn write(&mut self, vm: u32, bytes: &[u8]);
+}
+
+/// Everything exit decisions may consult or act on, besides the registers.
+pub struct VmEnv<'a> {
+    pub vm: VmIdentity<'a>,
+    /// The vCPU's APIC id (reported in CPUID.1:EBX[31:24]).
+    pub apic_id: u8,
+    pub cpuid_policy: &'a CpuidPolicy,
+    pub cpuid: &'a dyn CpuidSource,
+    pub msrs: &'a mut MsrState,
+    pub ports: &'a mut dyn PortBus,
+    pub mmio: &'a mut dyn MmioBus,
+    pub memory: &'a mut dyn GuestMemoryAccess,
+    pub console: &'a mut dyn GuestConsole,
+    /// The host TSC at the exit.
+    pub host_tsc: u64,
+}
+
+impl core::fmt::Debug for VmEnv<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VmEnv")
+            .field("vm", &self.vm)
+            .field("apic_id", &self.apic_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decides what to do about `exit`. Register results (CPUID, RDMSR, IN, MMIO loads,
+/// hypercall returns) are written to `regs`; moving RIP and injecting events are left
+/// to the returned action.
+pub fn decide(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
+    match exit.reason {
+        ExitReason::Cpuid => handle_cpuid(exit, regs, env),
+        ExitReason::MsrRead { msr } => handle_rdmsr(exit, msr, regs, env),
+        ExitReason::MsrWrite { msr, value } => handle_wrmsr(exit, msr, value, regs, env),
+        ExitReason::Io(io) if io.string => emulate::handle_string_io(exit, &io, regs, env),
+        ExitReason::Io(io) => handle_io(exit, &io, regs, env),
+        ExitReason::NestedPageFault { gpa, info } => {
+            emulate::handle_npf(exit, gpa, info, regs, env)
+        }
+        ExitReason::Hlt => ExitAction::Halt(next_rip(exit, regs, env, &[Op::Hlt], 1)),
+        ExitReason::Hypercall => hypercall::handle_hypercall(exit, regs, env),
+        ExitReason::ExternalInterrupt | ExitReason::Nmi | ExitReason::InterruptWindow => {
+            ExitAction::Resume
+        }
+        ExitReason::Shutdown => {
+            log::error!(target: "vcpu", "vm{} triple fault; registers: {:?}", env.vm.id, regs.snapshot());
+            ExitAction::Stop(StopReason::TripleFault)
+        }
+        ExitReason::Exception {
+            vector,
+            error_code,
+            fault_address,
+        } => handle_exception(vector, error_code, fault_address, regs, env),
+        ExitReason::Xsetbv => handle_xsetbv(exit, regs, env),
+        ExitReason::Rdtsc | ExitReason::Rdtscp => handle_rdtsc(exit, regs, env),
+        ExitReason::Pause => ExitAction::Yield(next_rip(exit, regs, env, &[Op::Pause], 2)),
+        // Guest RAM is write-back and coherent; with non-coherent DMA from an assigned
+        // device a real WBINVD would be needed here.
+        ExitReason::Wbinvd => ExitAction::Advance(next_rip(exit, regs, env, &[Op::Wbinvd], 2)),
+        ExitReason::VirtualizationInstruction => ExitAction::inject_ud(),
+        ExitReason::InvalidGuestState { raw } => {
+            log::error!(target: "vcpu", "vm{} entry failed (exit code {raw:#x}); registers: {:?}", env.vm.id, regs.snapshot());
+            ExitAction::Stop(StopReason::InvalidGuestState { raw })
+        }
+        ExitReason::Unknown(raw) => {
+            let dump = regs.snapshot();
+            log::error!(target: "vcpu", "vm{} unhandled exit {raw:#x}; registers: {dump:?}", env.vm.id);
+            ExitAction::Stop(StopReason::UnhandledExit { raw, regs: dump })
+        }
+    }
+}
+
+/// Where RIP goes after the intercepted instruction: the CPU's report if it made one,
+/// else the decoded length of the instruction at RIP (prefixes included), else
+/// `fallback` (the length without prefixes).
+fn next_rip(
+    exit: &Exit,
+    regs: &impl RegisterFile,
+    env: &VmEnv<'_>,
+    expected: &[Op],
+    fallback: u8,
+) -> NextRip {
+    if let Some(rip) = exit.next_rip {
+        return NextRip::To(rip);
+    }
+    match decode_at_rip(exit, regs, env) {
+        Some(i) if expected.contains(&i.op) => NextRip::By(i.len),
+        other => {
+            log::warn!(target: "vcpu", "rip {:#x}: expected {expected:?}, decoded {:?}; assuming {fallback} bytes",
+                regs.rip(), other.map(|i| i.op));
+            NextRip::By(fallback)
+        }
+    }
+}
+
+/// Decodes the instruction at RIP from the CPU-provided bytes or by fetching it.
+fn decode_at_rip(
+    exit: &Exit,
+    regs: &impl RegisterFile,
+    env: &VmEnv<'_>,
+) -> Option<insn::Instruction> {
+    let fetched;
+    let bytes = if exit.insn.is_empty() {
+        fetched = walk::fetch(regs, &*env.memory).ok()?;
+        fetched.as_slice()
+    } else {
+        exit.insn.as_slice()
+    };
+    insn::decode(bytes, regs.mode()).ok()
+}
+
+fn set_edx_eax(regs: &mut impl RegisterFile, value: u64) {
+    regs.set_gpr(Gpr::Rax, value & 0xffff_ffff);
+    regs.set_gpr(Gpr::Rdx, value >> 32);
+}
+
+fn handle_cpuid(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
+    let leaf = regs.gpr(Gpr::Rax) as u32;
+    let subleaf = regs.gpr(Gpr::Rcx) as u32;
+    let r = env
+        .cpuid_policy
+        .filter(env.cpuid, leaf, subleaf, env.apic_id);
+    regs.set_gpr(Gpr::Rax, u64::from(r.eax));
+    regs.set_gpr(Gpr::Rbx, u64::from(r.ebx));
+    regs.set_gpr(Gpr::Rcx, u64::from(r.ecx));
+    regs.set_gpr(Gpr::Rdx, u64::from(r.edx));
+    ExitAction::Advance(next_rip(exit, regs, env, &[Op::Cpuid], 2))
+}
+
+fn handle_rdmsr(
+    exit: &Exit,
+    msr: u32,
+    regs: &mut impl RegisterFile,
+    env: &mut VmEnv<'_>,
+) -> ExitAction {
+    match env.msrs.read(msr, regs, env.host_tsc) {
+        Ok(v) => {
+            set_edx_eax(regs, v);
+            ExitAction::Advance(next_rip(exit, regs, env, &[Op::Rdmsr], 2))
+        }
+        Err(_) => {
+            log::debug!(target: "vcpu", "vm{} rdmsr {msr:#x}: #GP", env.vm.id);
+            ExitAction::inject_gp()
+        }
+    }
+}
+
+fn handle_wrmsr(
+    exit: &Exit,
+    msr: u32,
+    value: u64,
+    regs: &mut impl RegisterFile,
+    env: &mut VmEnv<'_>,
+) -> ExitAction {
+    match env.msrs.write(msr, value, regs, env.host_tsc) {
+        Ok(()) => ExitAction::Advance(next_rip(exit, regs, env, &[Op::Wrmsr], 2)),
+        Err(_) => {
+            log::debug!(target: "vcpu", "vm{} wrmsr {msr:#x} <- {value:#x}: #GP", env.vm.id);
+            ExitAction::inject_gp()
+        }
+    }
+}
+
+fn handle_io(
+    exit: &Exit,
+    io: &IoExit,
+    regs: &mut impl RegisterFile,
+    env: &mut VmEnv<'_>,
+) -> ExitAction {
+    let acc = RegOperand {
+        gpr: Gpr::Rax,
+        size: io.size,
+        high_byte: false,
+    };
+    match io.direction {
+        IoDirection::Out => {
+            let value = insn::read_reg(regs, &acc) as u32;
+            env.ports.write(io.port, io.size, value);
+        }
+        IoDirection::In => {
+            let value = env.ports.read(io.port, io.size);
+            insn::write_reg(regs, &acc, u64::from(value));
+        }
+    }
+    ExitAction::Advance(next_rip(exit, regs, env, &[Op::In, Op::Out], 1))
+}
+
+fn handle_exception(
+    vec: u8,
+    error_code: Option<u32>,
+    fault_address: u64,
+    regs: &mut impl RegisterFile,
+    env: &mut VmEnv<'_>,
+) -> ExitAction {
+    if vec == vector::MC {
+        log::error!(target: "vcpu", "vm{} machine check; registers: {:?}", env.vm.id, regs.snapshot());
+        return ExitAction::Stop(StopReason::UnhandledExit {
+            raw: u64::from(vec),
+            regs: regs.snapshot(),
+        });
+    }
+    if vec == vector::PF {
+        regs.set_cr2(fault_address);
+    }
+    // Intercepted for observation only: reflect it back.
+    ExitAction::Inject(Event::exception(vec, error_code))
+}
+
+/// XSETBV (APM Vol. 3): XCR0 only, CPL 0, bit 0 set, AVX needs SSE, AVX-512 needs all
+/// three of its components and AVX, nothing outside the offered mask.
+fn handle_xsetbv(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
+    if regs.control().cr4 & (1 << 18) == 0 {
+        return ExitAction::inject_ud();
+    }
+    let index = regs.gpr(Gpr::Rcx) as u32;
+    let value = (regs.gpr(Gpr::Rdx) << 32) | (regs.gpr(Gpr::Rax) & 0xffff_ffff);
+    let avx512 = value & 0xe0;
+    let valid = regs.cpl() == 0
+        && index == 0
+        && value & 1 != 0
+        && value & !env.cpuid_policy.xcr0_mask == 0
+        && (value & 4 == 0 || value & 2 != 0)
+        && (avx512 == 0 || (avx512 == 0xe0 && value & 4 != 0));
+    if !valid {
+        return ExitAction::inject_gp();
+    }
+    regs.set_xcr0(value);
+    ExitAction::Advance(next_rip(exit, regs, env, &[Op::Xsetbv], 3))
+}
+
+fn handle_rdtsc(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
+    let tsc = env.host_tsc.wrapping_add(regs.tsc_offset());
+    set_edx_eax(regs, tsc);
+    if exit.reason == ExitReason::Rdtscp {
+        regs.set_gpr(Gpr::Rcx, env.msrs.tsc_aux & 0xffff_ffff);
+        ExitAction::Advance(next_rip(exit, regs, env, &[Op::Rdtscp], 3))
+    } else {
+        ExitAction::Advance(next_rip(exit, regs, env, &[Op::Rdtsc], 2))
+    }
+}

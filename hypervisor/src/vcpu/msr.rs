@@ -1,0 +1,264 @@
+//! MSR policy for intercepted RDMSR/WRMSR. An allow-list: MSRs listed here are read or
+//! written as described; every other MSR raises #GP(0) in the guest, which is what
+//! hardware does for MSRs it does not implement (Linux probes with `rdmsr_safe`).
+//!
+//! | MSR | Treatment |
+//! |---|---|
+//! | EFER | vendor state; guest sees SVME clear, may set SCE/LME/NXE only |
+//! | STAR, LSTAR, CSTAR, SFMASK, FS/GS/KernelGS base, SYSENTER_* | vendor state (normally passed through by the permission bitmap; handled here when intercepted) |
+//! | PAT | vendor state (the VMCB's G_PAT); values with reserved memory types → #GP |
+//! | TSC | reads host TSC + offset; writes move the offset |
+//! | TSC_AUX | stored here (RDTSCP is intercepted and returns it; RDPID is hidden) |
+//! | APIC_BASE | stored; only the enable/x2APIC bits may change, base stays 0xFEE0_0000 |
+//! | MTRRcap, MTRRdefType | synthesised: no variable or fixed ranges, default type WB; writes are ignored |
+//! | MISC_ENABLE | synthesised (fast strings); writes ignored |
+//! | FEATURE_CONTROL | reads as locked with VMX off; writes #GP |
+//! | BIOS_SIGN_ID (microcode revision) | reads 0; writes ignored |
+//! | HWCR | reads 0; writes ignored |
+//! | VM_CR | reads SVMDIS so SVM looks disabled by firmware; writes #GP |
+#![forbid(unsafe_code)]
+
+use crate::vcpu::regs::{RegisterFile, VendorMsr, cr};
+
+pub mod index {
+    pub const TSC: u32 = 0x10;
+    pub const APIC_BASE: u32 = 0x1b;
+    pub const FEATURE_CONTROL: u32 = 0x3a;
+    pub const BIOS_SIGN_ID: u32 = 0x8b;
+    pub const MTRR_CAP: u32 = 0xfe;
+    pub const SYSENTER_CS: u32 = 0x174;
+    pub const SYSENTER_ESP: u32 = 0x175;
+    pub const SYSENTER_EIP: u32 = 0x176;
+    pub const MISC_ENABLE: u32 = 0x1a0;
+    pub const PAT: u32 = 0x277;
+    pub const MTRR_DEF_TYPE: u32 = 0x2ff;
+    pub const EFER: u32 = 0xc000_0080;
+    pub const STAR: u32 = 0xc000_0081;
+    pub const LSTAR: u32 = 0xc000_0082;
+    pub const CSTAR: u32 = 0xc000_0083;
+    pub const SFMASK: u32 = 0xc000_0084;
+    pub const FS_BASE: u32 = 0xc000_0100;
+    pub const GS_BASE: u32 = 0xc000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub const TSC_AUX: u32 = 0xc000_0103;
+    pub const HWCR: u32 = 0xc001_0015;
+    pub const VM_CR: u32 = 0xc001_0114;
+    pub const VM_HSAVE_PA: u32 = 0xc001_0117;
+}
+
+/// The guest-visible MSR state that is not vendor-held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsrState {
+    pub apic_base: u64,
+    pub tsc_aux: u64,
+}
+
+/// The default APIC base, with the BSP flag on vCPU 0.
+pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0000;
+const APIC_ENABLE: u64 = 1 << 11;
+const APIC_X2APIC: u64 = 1 << 10;
+const APIC_BSP: u64 = 1 << 8;
+/// MTRRdefType: E (enabled) = 1, default type 6 (WB).
+const MTRR_DEF_TYPE_VALUE: u64 = (1 << 11) | 6;
+/// EFER bits a guest may set (SCE, LME, NXE); LMA is read-only (set by the CPU).
+const EFER_WRITABLE: u64 = cr::EFER_SCE | cr::EFER_LME | cr::EFER_NXE;
+
+/// The MSR access must raise #GP(0) in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsrFault;
+
+impl MsrState {
+    pub fn new(bsp: bool) -> MsrState {
+        MsrState {
+            apic_base: APIC_BASE_DEFAULT | APIC_ENABLE | if bsp { APIC_BSP } else { 0 },
+            tsc_aux: 0,
+        }
+    }
+
+    fn vendor(msr: u32) -> Option<VendorMsr> {
+        use index::*;
+        Some(match msr {
+            EFER => VendorMsr::Efer,
+            STAR => VendorMsr::Star,
+            LSTAR => VendorMsr::Lstar,
+            CSTAR => VendorMsr::Cstar,
+            SFMASK => VendorMsr::Sfmask,
+            FS_BASE => VendorMsr::FsBase,
+            GS_BASE => VendorMsr::GsBase,
+            KERNEL_GS_BASE => VendorMsr::KernelGsBase,
+            SYSENTER_CS => VendorMsr::SysenterCs,
+            SYSENTER_ESP => VendorMsr::SysenterEsp,
+            SYSENTER_EIP => VendorMsr::SysenterEip,
+            PAT => VendorMsr::Pat,
+            _ => return None,
+        })
+    }
+
+    /// RDMSR. `host_tsc` is the host's TSC at the time of the exit.
+    pub fn read(&self, msr: u32, regs: &impl RegisterFile, host_tsc: u64) -> Result<u64, MsrFault> {
+        use index::*;
+        if let Some(v) = Self::vendor(msr) {
+            return Ok(regs.msr(v));
+        }
+        Ok(match msr {
+            TSC => host_tsc.wrapping_add(regs.tsc_offset()),
+            TSC_AUX => self.tsc_aux,
+            APIC_BASE => self.apic_base,
+            MTRR_CAP => 0,
+            MTRR_DEF_TYPE => MTRR_DEF_TYPE_VALUE,
+            MISC_ENABLE => 1,
+            FEATURE_CONTROL => 1,
+            BIOS_SIGN_ID | HWCR => 0,
+            VM_CR => 1 << 4,
+            _ => return Err(MsrFault),
+        })
+    }
+
+    /// WRMSR.
+    pub fn write(
+        &mut self,
+        msr: u32,
+        value: u64,
+        regs: &mut impl RegisterFile,
+        host_tsc: u64,
+    ) -> Result<(), MsrFault> {
+        use index::*;
+        match msr {
+            EFER => {
+                if value & !(EFER_WRITABLE | cr::EFER_LMA) != 0 {
+                    return Err(MsrFault);
+                }
+                let lma = regs.msr(VendorMsr::Efer) & cr::EFER_LMA;
+                regs.set_msr(VendorMsr::Efer, (value & EFER_WRITABLE) | lma);
+            }
+            PAT => {
+                let valid = value
+                    .to_le_bytes()
+                    .iter()
+                    .all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7));
+                if !valid {
+                    return Err(MsrFault);
+                }
+                regs.set_msr(VendorMsr::Pat, value);
+            }
+            FS_BASE | GS_BASE | KERNEL_GS_BASE | LSTAR | CSTAR | SYSENTER_ESP | SYSENTER_EIP => {
+                if !is_canonical(value) {
+                    return Err(MsrFault);
+                }
+                if let Some(v) = Self::vendor(msr) {
+                    regs.set_msr(v, value);
+                }
+            }
+            STAR | SFMASK | SYSENTER_CS => {
+                if let Some(v) = Self::vendor(msr) {
+                    regs.set_msr(v, value);
+                }
+            }
+            TSC => regs.set_tsc_offset(value.wrapping_sub(host_tsc)),
+            TSC_AUX => {
+                if value >> 32 != 0 {
+                    return Err(MsrFault);
+                }
+                self.tsc_aux = value;
+            }
+            APIC_BASE => {
+                let fixed = APIC_BASE_DEFAULT | APIC_BSP;
+                let changeable = APIC_ENABLE | APIC_X2APIC;
+                if value & !(fixed | changeable) != 0 || value & fixed != self.apic_base & fixed {
+                    return Err(MsrFault);
+                }
+                self.apic_base = value;
+            }
+            MTRR_DEF_TYPE | MISC_ENABLE | BIOS_SIGN_ID | HWCR => {
+                log::debug!(target: "vcpu", "ignoring write of {value:#x} to MSR {msr:#x}");
+            }
+            _ => return Err(MsrFault),
+        }
+        Ok(())
+    }
+}
+
+fn is_canonical(v: u64) -> bool {
+    let top = (v as i64) >> 47;
+    top == 0 || top == -1
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::index::*;
+    use super::*;
+    use crate::vcpu::regs::FakeRegs;
+
+    #[test]
+    fn unknown_msrs_fault() {
+        let mut s = MsrState::new(true);
+        let mut r = FakeRegs::long_mode(0);
+        assert_eq!(s.read(0x48, &r, 0), Err(MsrFault));
+        assert_eq!(s.read(VM_HSAVE_PA, &r, 0), Err(MsrFault));
+        assert_eq!(s.read(0x800, &r, 0), Err(MsrFault));
+        assert_eq!(s.write(0xc001_0117, 0x1000, &mut r, 0), Err(MsrFault));
+        assert_eq!(s.write(FEATURE_CONTROL, 5, &mut r, 0), Err(MsrFault));
+        assert_eq!(s.write(VM_CR, 0, &mut r, 0), Err(MsrFault));
+    }
+
+    #[test]
+    fn efer_hides_svme_and_rejects_reserved_bits() {
+        let mut s = MsrState::new(true);
+        let mut r = FakeRegs::long_mode(0);
+        r.set_msr(VendorMsr::Efer, cr::EFER_LMA | cr::EFER_LME);
+        s.write(
+            EFER,
+            cr::EFER_LME | cr::EFER_SCE | cr::EFER_NXE | cr::EFER_LMA,
+            &mut r,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            r.msr(VendorMsr::Efer),
+            cr::EFER_LME | cr::EFER_SCE | cr::EFER_NXE | cr::EFER_LMA
+        );
+        assert_eq!(s.write(EFER, cr::EFER_SVME, &mut r, 0), Err(MsrFault));
+        assert_eq!(s.write(EFER, 1 << 20, &mut r, 0), Err(MsrFault));
+    }
+
+    #[test]
+    fn tsc_reads_and_writes_go_through_the_offset() {
+        let mut s = MsrState::new(true);
+        let mut r = FakeRegs::long_mode(0);
+        s.write(TSC, 1000, &mut r, 5000).unwrap();
+        assert_eq!(r.tsc_offset(), 1000u64.wrapping_sub(5000));
+        assert_eq!(s.read(TSC, &r, 6000).unwrap(), 2000);
+        s.write(TSC_AUX, 7, &mut r, 0).unwrap();
+        assert_eq!(s.read(TSC_AUX, &r, 0).unwrap(), 7);
+        assert_eq!(s.write(TSC_AUX, 1 << 32, &mut r, 0), Err(MsrFault));
+    }
+
+    #[test]
+    fn apic_base_and_synthesised_msrs() {
+        let mut s = MsrState::new(true);
+        let mut r = FakeRegs::long_mode(0);
+        assert_eq!(s.read(APIC_BASE, &r, 0).unwrap(), 0xfee0_0900);
+        s.write(APIC_BASE, 0xfee0_0100, &mut r, 0).unwrap();
+        assert_eq!(s.write(APIC_BASE, 0xfed0_0900, &mut r, 0), Err(MsrFault));
+        assert_eq!(s.write(APIC_BASE, 0xfee0_0800, &mut r, 0), Err(MsrFault));
+        assert_eq!(MsrState::new(false).apic_base, 0xfee0_0800);
+        assert_eq!(s.read(MTRR_CAP, &r, 0).unwrap(), 0);
+        assert_eq!(s.read(MTRR_DEF_TYPE, &r, 0).unwrap(), 0x806);
+        s.write(MTRR_DEF_TYPE, 0, &mut r, 0).unwrap();
+        assert_eq!(s.read(MTRR_DEF_TYPE, &r, 0).unwrap(), 0x806);
+        assert_eq!(s.read(VM_CR, &r, 0).unwrap(), 0x10);
+    }
+
+    #[test]
+    fn pat_and_canonical_checks() {
+        let mut s = MsrState::new(true);
+        let mut r = FakeRegs::long_mode(0);
+        s.write(PAT, 0x0007_0406_0007_0406, &mut r, 0).unwrap();
+        assert_eq!(s.read(PAT, &r, 0).unwrap(), 0x0007_0406_0007_0406);
+        assert_eq!(s.write(PAT, 0x02, &mut r, 0), Err(MsrFault));
+        assert_eq!(s.write(LSTAR, 0x8000_0000_0000, &mut r, 0), Err(MsrFault));
+        s.write(LSTAR, 0xffff_ffff_8100_0000, &mut r, 0).unwrap();
+        assert_eq!(s.read(LSTAR, &r, 0).unwrap(), 0xffff_ffff_8100_0000);
+    }
+}
