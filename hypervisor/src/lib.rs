@@ -13,6 +13,7 @@ pub mod logging;
 pub mod memory;
 pub mod panic;
 pub mod platform;
+pub mod vm;
 
 /// Product name and version shown on the boot screen and in the log banner.
 pub const PRODUCT: &str = "Bulkhead";
