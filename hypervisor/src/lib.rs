@@ -17,6 +17,7 @@ pub mod panic;
 pub mod platform;
 pub mod switcher;
 pub mod vcpu;
+pub mod vm;
 
 /// Product name and version shown on the boot screen and in the log banner.
 pub const PRODUCT: &str = "Bulkhead";

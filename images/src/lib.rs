@@ -7,3 +7,4 @@ pub mod disk;
 pub mod host_tools;
 pub mod layout;
 pub mod qemu;
+pub mod guest;

@@ -1,0 +1,2 @@
+//! Virtual machines: lifecycle, and how a guest operating system is put into memory.
+pub mod linux;

@@ -1,0 +1,172 @@
+//! The guest's initramfs: static busybox, an `/init` script and the kernel modules the
+//! VM needs, as a gzip-compressed newc archive.
+
+use std::io::Write;
+
+use super::cpio;
+use super::modules::LoadableModule;
+
+/// Printed on the consoles once the guest's userspace is up; tests wait for it.
+pub const READY_MARKER: &str = "BULKHEAD-GUEST-READY";
+
+/// Applets that `/init` uses before `busybox --install` has run, plus the everyday ones.
+const APPLETS: &[&str] = &[
+    "sh", "ash", "mount", "umount", "mkdir", "echo", "cat", "uname", "insmod", "rmmod", "lsmod",
+    "modprobe", "setsid", "cttyhack", "sleep", "poweroff", "reboot", "halt", "sync", "ls", "ps",
+    "dmesg", "ip", "ifconfig", "ln", "rm", "cp", "mv", "grep", "sed", "vi", "free", "top", "kill",
+];
+
+/// What goes into the archive.
+#[derive(Debug)]
+pub struct InitramfsSpec<'a> {
+    pub busybox: &'a [u8],
+    pub kernel_release: &'a str,
+    /// In load order, dependencies first.
+    pub modules: &'a [LoadableModule],
+}
+
+/// The `/init` script. PID 1 is a shell: it cannot be killed by signals it does not
+/// trap, so `poweroff`/`reboot` without `-f` (which signal PID 1) are trapped here.
+pub fn init_script(kernel_release: &str, modules: &[LoadableModule]) -> String {
+    let mut s = String::from(
+        r#"#!/bin/sh
+# Bulkhead guest init. PATH lists only the busybox applets.
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /tmp /run
+mount -t devpts devpts /dev/pts
+/bin/busybox --install -s /bin
+
+# Say it on the kernel console; also on ttyS0 when that is not already the console.
+say() {
+	echo "$*" > /dev/console
+	case "$(cat /sys/class/tty/console/active 2>/dev/null)" in
+	*ttyS0*) ;;
+	*) [ -c /dev/ttyS0 ] && echo "$*" > /dev/ttyS0 2>/dev/null ;;
+	esac
+}
+
+"#,
+    );
+    for m in modules {
+        s.push_str(&format!(
+            "insmod /{path} || say \"bulkhead: failed to load {name}\"\n",
+            path = m.path,
+            name = m.name
+        ));
+    }
+    s.push_str(&format!(
+        r#"
+[ "$(uname -r)" = "{kernel_release}" ] || say "bulkhead: initramfs was built for {kernel_release}"
+say "bulkhead: Linux $(uname -r) on $(uname -m)"
+say "{READY_MARKER}"
+
+# A shell on each terminal, restarted when it exits. setsid makes the inner sh a session
+# leader, so opening the tty makes it the controlling terminal: job control works.
+respawn() {{
+	while :; do
+		# No UART (or no VT) behind the node: stop instead of retrying forever.
+		{{ : <"$1"; }} 2>/dev/null || return
+		setsid sh -c "exec sh -l <$1 >$1 2>&1"
+		sleep 1
+	done
+}}
+respawn /dev/ttyS0 &
+respawn /dev/tty1 &
+
+trap 'sync; poweroff -f' USR1 USR2
+trap 'sync; reboot -f' TERM INT
+while :; do
+	sleep 3600 &
+	wait $!
+done
+"#
+    ));
+    s
+}
+
+/// Builds the uncompressed newc archive.
+pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
+    let mut w = cpio::Writer::new();
+    for dir in [
+        "bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root",
+    ] {
+        w.dir(dir);
+    }
+    // The kernel opens /dev/console for init before /init can mount devtmpfs.
+    w.char_dev("dev/console", 0o600, 5, 1);
+    w.file("bin/busybox", 0o755, spec.busybox);
+    for applet in APPLETS {
+        w.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    w.file(
+        "etc/profile",
+        0o644,
+        b"export PS1='bulkhead-guest:\\w\\$ '\n",
+    );
+    w.file(
+        "init",
+        0o755,
+        init_script(spec.kernel_release, spec.modules).as_bytes(),
+    );
+    for m in spec.modules {
+        w.file(&m.path, 0o644, &m.data);
+    }
+    w.finish()
+}
+
+/// The archive, gzip-compressed as the kernel expects by default.
+pub fn build(spec: &InitramfsSpec<'_>) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&archive(spec))
+        .and_then(|()| gz.finish())
+        .expect("writing to memory cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn archive_has_init_busybox_applets_and_modules() {
+        let module = LoadableModule {
+            name: "virtio_net".into(),
+            path: "lib/modules/6.1.0-56-cloud-amd64/kernel/drivers/net/virtio_net.ko".into(),
+            data: b"\x7fELF".to_vec(),
+        };
+        let spec = InitramfsSpec {
+            busybox: b"\x7fELFbusybox",
+            kernel_release: "6.1.0-56-cloud-amd64",
+            modules: std::slice::from_ref(&module),
+        };
+        let gz = build(&spec);
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut raw)
+            .unwrap();
+        let entries = cpio::parse(&raw).unwrap();
+        let get = |n: &str| {
+            entries
+                .iter()
+                .find(|e| e.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        assert_eq!(get("init").mode, cpio::S_IFREG | 0o755);
+        let init = String::from_utf8(get("init").data.clone()).unwrap();
+        assert!(init.starts_with("#!/bin/sh\n"));
+        assert!(init.contains(READY_MARKER));
+        assert!(init.contains(&format!("insmod /{}", module.path)));
+        assert_eq!(get("bin/sh").data, b"busybox");
+        assert_eq!(get("dev/console").rdev, (5, 1));
+        assert_eq!(get(&module.path).data, module.data);
+        // Every directory precedes its contents.
+        for (i, e) in entries.iter().enumerate() {
+            if let Some((parent, _)) = e.name.rsplit_once('/') {
+                assert!(entries[..i].iter().any(|d| d.name == parent), "{}", e.name);
+            }
+        }
+    }
+}
