@@ -1,2 +1,15 @@
-//! Bulkhead's user interface, drawn with embedded-graphics against any `DrawTarget`.
+//! Bulkhead's user interface, drawn with embedded-graphics against any
+//! `DrawTarget<Color = Rgb888>`: the boot screen, the trust strip, the VM overview,
+//! notifications and the safe-mode screen.
+//!
+//! Everything here is pure drawing and pure layout, so it runs the same on the GOP
+//! framebuffer and in host tests (`tests/golden.rs` compares whole screens with PNGs).
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod framebuffer;
+pub mod scale;
+pub mod text;
+
+pub use framebuffer::{FramebufferError, LinearFb, PixelOrder};
+pub use scale::Scale;
