@@ -167,10 +167,10 @@ impl DrawTarget for LinearFb<'_> {
         I: IntoIterator<Item = Pixel<Self::Color>>,
     {
         for Pixel(point, colour) in pixels {
-            if let Some(index) = self.index_of(point) {
-                if let Some(word) = self.pixels.get_mut(index) {
-                    *word = self.order.encode(colour);
-                }
+            if let Some(index) = self.index_of(point)
+                && let Some(word) = self.pixels.get_mut(index)
+            {
+                *word = self.order.encode(colour);
             }
         }
         Ok(())

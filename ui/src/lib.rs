@@ -7,9 +7,14 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod boot_screen;
 pub mod framebuffer;
+pub mod icons;
+pub mod palette;
 pub mod scale;
 pub mod text;
+pub mod text_buf;
 
 pub use framebuffer::{FramebufferError, LinearFb, PixelOrder};
 pub use scale::Scale;
+pub use text_buf::TextBuf;
