@@ -9,7 +9,7 @@ use embedded_graphics::{
     primitives::{Arc, Circle, Line, PrimitiveStyle, Rectangle, RoundedRectangle},
 };
 
-/// A padlock: a filled body under a round shackle.
+/// A padlock: a rounded body under a round shackle.
 pub fn draw_lock<D>(
     target: &mut D,
     top_left: Point,
@@ -21,31 +21,30 @@ where
 {
     let unit = |n: u32| (size * n / 16) as i32;
     let stroke = (size / 8).max(2);
-    let shackle_width = size * 8 / 16;
-    let shackle_left = top_left.x + unit(4);
-    // Shackle: a half circle on top of two short legs.
+    let shackle = PrimitiveStyle::with_stroke(colour, stroke);
+    // The shackle's centre line: a half circle whose legs run down into the body.
+    let diameter = size * 8 / 16;
+    let left = top_left.x + unit(4);
+    let right = left + diameter as i32 - 1;
+    let arc_top = top_left.y + (stroke / 2) as i32;
     Arc::new(
-        Point::new(shackle_left, top_left.y + unit(1)),
-        shackle_width,
+        Point::new(left, arc_top),
+        diameter,
         180.0.deg(),
         180.0.deg(),
     )
-    .into_styled(PrimitiveStyle::with_stroke(colour, stroke))
+    .into_styled(shackle)
     .draw(target)?;
-    let leg_top = top_left.y + unit(1) + (shackle_width / 2) as i32;
-    let leg_bottom = top_left.y + unit(8);
-    let half_stroke = (stroke / 2) as i32;
-    for x in [
-        shackle_left + half_stroke,
-        shackle_left + shackle_width as i32 - 1 - half_stroke,
-    ] {
-        Line::new(Point::new(x, leg_top), Point::new(x, leg_bottom))
-            .into_styled(PrimitiveStyle::with_stroke(colour, stroke))
+    let leg_top = arc_top + (diameter / 2) as i32;
+    let body_top = top_left.y + unit(7);
+    for x in [left, right] {
+        Line::new(Point::new(x, leg_top), Point::new(x, body_top))
+            .into_styled(shackle)
             .draw(target)?;
     }
     let body = Rectangle::new(
-        Point::new(top_left.x + unit(2), top_left.y + unit(7)),
-        Size::new(size * 12 / 16, size * 9 / 16),
+        Point::new(top_left.x + unit(2), body_top),
+        Size::new(size * 12 / 16, size - unit(7) as u32),
     );
     RoundedRectangle::with_equal_corners(body, Size::new(stroke, stroke))
         .into_styled(PrimitiveStyle::with_fill(colour))
@@ -80,7 +79,7 @@ where
         let style = if up {
             PrimitiveStyle::with_fill(colour)
         } else {
-            PrimitiveStyle::with_stroke(colour, 1)
+            PrimitiveStyle::with_stroke(colour, (size / 15).max(1))
         };
         bar.into_styled(style).draw(target)?;
     }

@@ -12,6 +12,7 @@ pub mod framebuffer;
 pub mod icons;
 pub mod palette;
 pub mod scale;
+pub mod strip;
 pub mod text;
 pub mod text_buf;
 
