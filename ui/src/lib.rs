@@ -10,11 +10,13 @@
 pub mod boot_screen;
 pub mod framebuffer;
 pub mod icons;
+pub mod overview;
 pub mod palette;
 pub mod scale;
 pub mod strip;
 pub mod text;
 pub mod text_buf;
+pub mod thumbnail;
 
 pub use framebuffer::{FramebufferError, LinearFb, PixelOrder};
 pub use scale::Scale;

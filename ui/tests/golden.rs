@@ -3,11 +3,15 @@
 
 mod support;
 
+use embedded_graphics::{pixelcolor::Rgb888, prelude::Size};
 use support::{Canvas, check_golden};
 use ui::{
+    PixelOrder, Scale,
     boot_screen::{self, BootScreen},
+    overview::{self, Overview, Tile, VmState},
     palette,
     strip::{self, Strip},
+    thumbnail::Thumbnail,
 };
 
 /// 1280x800 (13" WXGA) and 1920x1080 (full HD), both at scale 1, and 2560x1600 at 2.
@@ -38,35 +42,29 @@ fn boot_screen() {
 
 /// A stand-in for a guest's desktop: a diagonal gradient in `tint` with two windows.
 fn fake_desktop(width: u32, height: u32, tint: [u8; 3]) -> Vec<u32> {
-    let mut pixels = Vec::with_capacity(width as usize * height as usize);
-    for y in 0..height {
-        for x in 0..width {
-            let t = x * 128 / width.max(1) + y * 127 / height.max(1);
-            let shade = |c: u8| (c as u32 * (128 + t) / 512) as u8;
-            let in_window = |left: u32, top: u32, w: u32, h: u32| {
-                x >= width * left / 100
-                    && x < width * (left + w) / 100
-                    && y >= height * top / 100
-                    && y < height * (top + h) / 100
-            };
-            let rgb = if in_window(10, 15, 45, 50) {
-                if y < height * 15 / 100 + height / 25 {
-                    [60, 64, 72]
-                } else {
-                    [236, 238, 242]
-                }
-            } else if in_window(50, 40, 38, 45) {
-                if y < height * 40 / 100 + height / 25 {
-                    [40, 44, 52]
-                } else {
-                    [24, 26, 32]
-                }
-            } else {
-                tint.map(shade)
-            };
-            pixels.push(u32::from_le_bytes([rgb[0], rgb[1], rgb[2], 0]));
+    let (w, h) = (width as usize, height as usize);
+    let mut pixels = vec![0u32; w * h];
+    for (y, row) in pixels.chunks_exact_mut(w).enumerate() {
+        let row_shade = 128 + y * 127 / h;
+        for (x, pixel) in row.iter_mut().enumerate() {
+            let shade = row_shade + x * 128 / w;
+            let r = tint[0] as usize * shade / 512;
+            let g = tint[1] as usize * shade / 512;
+            let b = tint[2] as usize * shade / 512;
+            *pixel = (r | g << 8 | b << 16) as u32;
         }
     }
+    // Two windows, in percent of the screen: a light one and a dark one over it.
+    let mut window = |left: usize, top: usize, ww: usize, wh: usize, title: u32, body: u32| {
+        let (x0, x1) = (w * left / 100, w * (left + ww) / 100);
+        let (y0, y1) = (h * top / 100, h * (top + wh) / 100);
+        for y in y0..y1 {
+            let colour = if y < y0 + h / 25 { title } else { body };
+            pixels[y * w + x0..y * w + x1].fill(colour);
+        }
+    };
+    window(10, 15, 45, 50, 0x48_40_3c, 0xf2_ee_ec);
+    window(50, 40, 38, 45, 0x34_2c_28, 0x20_1a_18);
     pixels
 }
 
@@ -98,5 +96,104 @@ fn trust_strip() {
             strip::draw(&mut canvas.target(), strip).unwrap();
             check_golden(&name(&format!("strip-{vm}"), screen), &canvas);
         }
+    }
+}
+
+/// Overview tiles with thumbnails shrunk from fake desktops, as the switcher would.
+/// The overview's guests: name, label, trust colour, state and desktop tint.
+const GUESTS: [(&str, &str, Rgb888, VmState, [u8; 3]); 4] = [
+    (
+        "Corporate",
+        "secure · VPN only",
+        palette::TRUST_RED,
+        VmState::Running,
+        [70, 110, 200],
+    ),
+    (
+        "Personal",
+        "untrusted",
+        palette::TRUST_GREEN,
+        VmState::Crashed,
+        [200, 120, 60],
+    ),
+    (
+        "Banking",
+        "isolated · no USB",
+        palette::TRUST_BLUE,
+        VmState::Running,
+        [60, 160, 150],
+    ),
+    (
+        "Lab",
+        "disposable",
+        palette::TRUST_AMBER,
+        VmState::Stopped,
+        [120, 120, 120],
+    ),
+];
+
+/// Guests run at their own resolution; 1280x800 here.
+const GUEST_SIZE: (u32, u32) = (1280, 800);
+
+fn overview_screen(screen: (u32, u32), desktops: &[Vec<u32>], selected: usize) -> Canvas {
+    let count = desktops.len();
+    let size = Size::new(screen.0, screen.1);
+    let grid = overview::layout(size, count, Scale::for_screen(size));
+    let thumb = grid.thumbnail_size;
+    let vms = GUESTS;
+    let (guest_w, guest_h) = GUEST_SIZE;
+    let pictures: Vec<Vec<u32>> = desktops
+        .iter()
+        .map(|desktop| {
+            let mut small = vec![0; (thumb.width * thumb.height) as usize];
+            let (w, h) = (thumb.width, thumb.height);
+            ui::thumbnail::downscale(desktop, guest_w, guest_h, guest_w, &mut small, w, h).unwrap();
+            small
+        })
+        .collect();
+    let tiles: Vec<Tile> = vms
+        .iter()
+        .zip(&pictures)
+        .map(|(vm, picture)| Tile {
+            name: vm.0,
+            label: vm.1,
+            trust_colour: vm.2,
+            state: vm.3,
+            // The stopped VM has no picture: the tile shows a placeholder.
+            thumbnail: (vm.3 != VmState::Stopped).then_some(Thumbnail {
+                pixels: picture,
+                width: thumb.width,
+                height: thumb.height,
+                order: PixelOrder::Rgb,
+            }),
+        })
+        .collect();
+    let mut canvas = Canvas::new(screen.0, screen.1);
+    overview::draw(
+        &mut canvas.target(),
+        &Overview {
+            tiles: &tiles,
+            selected,
+        },
+    )
+    .unwrap();
+    canvas
+}
+
+#[test]
+fn overview_with_two_and_four_vms() {
+    let desktops: Vec<Vec<u32>> = GUESTS
+        .iter()
+        .map(|guest| fake_desktop(GUEST_SIZE.0, GUEST_SIZE.1, guest.4))
+        .collect();
+    for screen in SCREENS {
+        check_golden(
+            &name("overview-2", screen),
+            &overview_screen(screen, &desktops[..2], 0),
+        );
+        check_golden(
+            &name("overview-4", screen),
+            &overview_screen(screen, &desktops, 3),
+        );
     }
 }

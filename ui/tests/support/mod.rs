@@ -39,13 +39,12 @@ impl Canvas {
     }
 
     fn to_rgb_bytes(&self) -> Vec<u8> {
-        self.pixels
-            .iter()
-            .flat_map(|word| {
-                let [r, g, b, _] = word.to_le_bytes();
-                [r, g, b]
-            })
-            .collect()
+        // A plain loop: iterator adapters are slow in the unoptimised test build.
+        let mut rgb = vec![0; self.pixels.len() * 3];
+        for (out, word) in rgb.chunks_exact_mut(3).zip(&self.pixels) {
+            out.copy_from_slice(&word.to_le_bytes()[..3]);
+        }
+        rgb
     }
 }
 
@@ -56,7 +55,10 @@ fn golden_dir() -> PathBuf {
 fn actual_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        .unwrap_or_else(|| {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().unwrap_or(manifest).join("target")
+        });
     target.join("ui-golden-actual")
 }
 
