@@ -10,8 +10,10 @@
 pub mod boot_screen;
 pub mod framebuffer;
 pub mod icons;
+pub mod notification;
 pub mod overview;
 pub mod palette;
+pub mod safe_mode;
 pub mod scale;
 pub mod strip;
 pub mod text;

@@ -8,8 +8,10 @@ use support::{Canvas, check_golden};
 use ui::{
     PixelOrder, Scale,
     boot_screen::{self, BootScreen},
+    notification::{self, Notification, Severity},
     overview::{self, Overview, Tile, VmState},
     palette,
+    safe_mode::{self, SafeMode},
     strip::{self, Strip},
     thumbnail::Thumbnail,
 };
@@ -195,5 +197,42 @@ fn overview_with_two_and_four_vms() {
             &name("overview-4", screen),
             &overview_screen(screen, &desktops, 3),
         );
+    }
+}
+
+#[test]
+fn notification_over_a_desktop() {
+    let crash = Notification {
+        message: "Personal crashed: triple fault",
+        severity: Severity::Error,
+    };
+    let restart = Notification {
+        message: "The network service restarted. Desktops keep their connections.",
+        severity: Severity::Warning,
+    };
+    for screen in SCREENS {
+        for (kind, note) in [("error", &crash), ("warning", &restart)] {
+            let mut canvas = Canvas::new(screen.0, screen.1);
+            canvas.pixels = fake_desktop(screen.0, screen.1, [70, 110, 200]);
+            notification::draw(&mut canvas.target(), note).unwrap();
+            check_golden(&name(&format!("notification-{kind}"), screen), &canvas);
+        }
+    }
+}
+
+#[test]
+fn safe_mode_screen() {
+    let screen_text = SafeMode {
+        title: "Safe mode: the policy could not be verified",
+        reason: "The policy bundle on this device is signed with a key that this \
+                 image does not trust (key id 3f9c 21ab). No virtual machine has been \
+                 started, and no device has been handed to a guest.",
+        hint: "Restart the laptop to try again. If this screen comes back, contact \
+               your IT department and quote the reason above.",
+    };
+    for screen in SCREENS {
+        let mut canvas = Canvas::new(screen.0, screen.1);
+        safe_mode::draw(&mut canvas.target(), &screen_text).unwrap();
+        check_golden(&name("safe-mode", screen), &canvas);
     }
 }
