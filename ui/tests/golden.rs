@@ -49,7 +49,8 @@ fn fake_desktop(width: u32, height: u32, tint: [u8; 3]) -> Vec<u32> {
     for (y, row) in pixels.chunks_exact_mut(w).enumerate() {
         let row_shade = 128 + y * 127 / h;
         for (x, pixel) in row.iter_mut().enumerate() {
-            let shade = row_shade + x * 128 / w;
+            // Coarse steps keep the PNGs small.
+            let shade = (row_shade + x * 128 / w) & !7;
             let r = tint[0] as usize * shade / 512;
             let g = tint[1] as usize * shade / 512;
             let b = tint[2] as usize * shade / 512;
@@ -234,5 +235,65 @@ fn safe_mode_screen() {
         let mut canvas = Canvas::new(screen.0, screen.1);
         safe_mode::draw(&mut canvas.target(), &screen_text).unwrap();
         check_golden(&name("safe-mode", screen), &canvas);
+    }
+}
+
+/// What the QEMU screendump check relies on: background corners, a solid accent
+/// header and text-coloured pixels in the text block, in either GOP pixel order.
+#[test]
+fn boot_screen_palette_contract() {
+    use embedded_graphics::prelude::{Point, PointsIter};
+    use ui::LinearFb;
+
+    let info = BootScreen {
+        product: "Bulkhead",
+        version: "0.1.0",
+        cpu_vendor: "GenuineIntel",
+        virtualization: "Intel VT-x with EPT",
+        memory_bytes: 8 << 30,
+        pci_devices: 23,
+        iommu: "Intel VT-d",
+        status: "Starting",
+    };
+    for (width, height) in [
+        (1280, 800),
+        (1920, 1080),
+        (2560, 1600),
+        (1024, 768),
+        (800, 600),
+    ] {
+        for order in [PixelOrder::Rgb, PixelOrder::Bgr] {
+            // A stride wider than the screen, as GOP often reports.
+            let stride = width + 64;
+            let mut pixels = vec![0u32; (stride * height) as usize];
+            let mut fb = LinearFb::new(&mut pixels, width, height, stride, order).unwrap();
+            boot_screen::draw(&mut fb, &info).unwrap();
+            let size = Size::new(width, height);
+            let (w, h) = (width as i32, height as i32);
+            for corner in [
+                Point::new(0, 0),
+                Point::new(w - 1, 0),
+                Point::new(0, h - 1),
+                Point::new(w - 1, h - 1),
+            ] {
+                assert_eq!(
+                    fb.pixel(corner),
+                    Some(boot_screen::BOOT_BACKGROUND),
+                    "{size:?} {order:?}"
+                );
+            }
+            let header = boot_screen::header_rect(size);
+            assert!(
+                header
+                    .points()
+                    .all(|p| fb.pixel(p) == Some(boot_screen::BOOT_ACCENT))
+            );
+            let text = boot_screen::text_rect(size);
+            let text_pixels = text
+                .points()
+                .filter(|&p| fb.pixel(p) == Some(boot_screen::BOOT_TEXT))
+                .count();
+            assert!(text_pixels > 300, "{size:?}: {text_pixels} text pixels");
+        }
     }
 }
