@@ -287,6 +287,28 @@ mod tests {
     }
 
     #[test]
+    fn characters_the_fonts_lack_are_skipped_not_fatal() {
+        use crate::{LinearFb, PixelOrder};
+        let mut buf = vec![0u32; 200 * 50];
+        let mut fb = LinearFb::new(&mut buf, 200, 50, 200, PixelOrder::Rgb).unwrap();
+        let odd = "Ω 😀 \u{0} \u{FFFF} 中文 tab\tend";
+        for role in [
+            TextRole::Caption,
+            TextRole::Body,
+            TextRole::Strong,
+            TextRole::Heading,
+            TextRole::Title,
+        ] {
+            for factor in 1..=4 {
+                let s = style(role, Scale::new(factor), Rgb888::new(255, 255, 255));
+                draw(&mut fb, odd, Point::new(-5, 10), Anchor::CENTER, &s).unwrap();
+                draw_fitted(&mut fb, odd, Point::zero(), Baseline::Top, 30, &s).unwrap();
+                assert!(wrap(odd, 10, &s).count() > 0);
+            }
+        }
+    }
+
+    #[test]
     fn wrap_always_progresses_even_with_no_room() {
         let s = body();
         let lines: Vec<&str> = wrap("héllo wörld", 0, &s).collect();

@@ -25,6 +25,8 @@ pub(super) const BORDER: u32 = 4;
 /// Space inside the caption, around the two lines of text.
 pub(super) const CAPTION_PADDING: u32 = 10;
 const CAPTION_LINE_GAP: u32 = 2;
+/// Tiles past this many are not laid out (the policy allows far fewer VMs).
+pub const MAX_TILES: usize = 64;
 
 /// The grid for one screen size and tile count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,7 @@ pub struct Layout {
 /// How many columns `count` tiles take: the smallest square grid that holds them
 /// (2 → 2x1, 3 and 4 → 2x2, 5 and 6 → 3x2, up to 9 → 3x3).
 pub fn columns_for(count: usize) -> u32 {
+    let count = count.min(MAX_TILES);
     let mut columns = 1u32;
     while (columns as usize) * (columns as usize) < count {
         columns += 1;
@@ -74,8 +77,9 @@ pub(super) fn hint_band(scale: Scale) -> u32 {
     scale.px(HEADING_GAP) + caption + scale.px(BOTTOM_MARGIN)
 }
 
-/// Lays out `count` tiles on a screen of `screen` pixels.
+/// Lays out `count` tiles (at most [`MAX_TILES`]) on a screen of `screen` pixels.
 pub fn layout(screen: Size, count: usize, scale: Scale) -> Layout {
+    let count = count.min(MAX_TILES);
     let px = |n| scale.px(n);
     let top = heading_band(scale);
     let content = Rectangle::new(
@@ -270,6 +274,9 @@ mod tests {
         assert_eq!(l.thumbnail(5), None);
         let tiny = layout(Size::new(10, 10), 4, Scale::ONE);
         assert_eq!(tiny.tiles().count(), 4);
+        let many = layout(Size::new(1280, 800), usize::MAX, Scale::ONE);
+        assert_eq!(many.len(), MAX_TILES);
+        assert_eq!(columns_for(usize::MAX), 8);
         let empty = layout(Size::zero(), 0, Scale::ONE);
         assert!(empty.is_empty());
         assert_eq!(empty.tiles().count(), 0);

@@ -21,7 +21,7 @@ use embedded_graphics::{
     text::Baseline,
 };
 
-pub use layout::{Layout, columns_for, layout};
+pub use layout::{Layout, MAX_TILES, columns_for, layout};
 pub use selection::{Direction, Selection};
 
 use crate::{
