@@ -1,0 +1,295 @@
+//! The screen the hypervisor shows while it takes over the machine: product name,
+//! version, what it found (CPU, virtualization, memory, PCI, IOMMU) and a status line.
+//!
+//! The palette and the header position are public and fixed, so that an integration
+//! test can recognise the real screen in a screendump:
+//! - the four corners are [`BOOT_BACKGROUND`];
+//! - [`header_rect`] is a solid block of [`BOOT_ACCENT`] with nothing drawn over it;
+//! - [`text_rect`] holds the hardware summary, whose values are drawn in [`BOOT_TEXT`].
+
+use core::fmt::Write;
+
+use embedded_graphics::{
+    Drawable,
+    pixelcolor::Rgb888,
+    prelude::{DrawTarget, Point, Primitive, Size},
+    primitives::{PrimitiveStyle, Rectangle},
+    text::Baseline,
+};
+
+use crate::{
+    Scale,
+    text::{self, TextRole},
+    text_buf::TextBuf,
+};
+
+/// The whole screen behind the card (dark navy).
+pub const BOOT_BACKGROUND: Rgb888 = Rgb888::new(0x0F, 0x17, 0x2A);
+/// The card that holds the text (a lighter navy).
+pub const BOOT_PANEL: Rgb888 = Rgb888::new(0x1A, 0x25, 0x3C);
+/// The header bar on top of the card (teal), solid.
+pub const BOOT_ACCENT: Rgb888 = Rgb888::new(0x14, 0xB8, 0xA6);
+/// The product name and the hardware values (near white).
+pub const BOOT_TEXT: Rgb888 = Rgb888::new(0xF1, 0xF5, 0xF9);
+/// Field names and the version (grey blue).
+pub const BOOT_MUTED_TEXT: Rgb888 = Rgb888::new(0x94, 0xA3, 0xB8);
+/// The status line, in a lighter tint of the accent so it reads on the card.
+pub const BOOT_STATUS_TEXT: Rgb888 = Rgb888::new(0x5E, 0xEA, 0xD4);
+
+/// What the boot screen reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootScreen<'a> {
+    pub product: &'a str,
+    pub version: &'a str,
+    pub cpu_vendor: &'a str,
+    pub virtualization: &'a str,
+    pub memory_bytes: u64,
+    pub pci_devices: usize,
+    pub iommu: &'a str,
+    pub status: &'a str,
+}
+
+/// Card geometry in base pixels (multiplied by the screen's [`Scale`]).
+const CARD_MAX_WIDTH: u32 = 720;
+const SCREEN_MARGIN: u32 = 32;
+const HEADER_HEIGHT: u32 = 56;
+const PADDING: u32 = 40;
+const GAP: u32 = 20;
+const LABEL_COLUMN: u32 = 170;
+const INFO_LINES: u32 = 5;
+
+/// Where everything sits for one screen size.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    scale: Scale,
+    card: Rectangle,
+    header: Rectangle,
+    title_top: i32,
+    version_top: i32,
+    rule_top: i32,
+    info: Rectangle,
+    info_line_height: u32,
+    status_top: i32,
+    content_left: i32,
+    content_width: u32,
+}
+
+impl Layout {
+    fn new(size: Size) -> Layout {
+        let scale = Scale::for_screen(size);
+        let px = |n| scale.px(n);
+        let line = |role| text::line_height(&text::style(role, scale, BOOT_TEXT));
+
+        let card_width = px(CARD_MAX_WIDTH).min(size.width.saturating_sub(2 * px(SCREEN_MARGIN)));
+        let info_line_height = line(TextRole::Body) + px(8);
+        let info_height = info_line_height * INFO_LINES;
+        let body_height = px(PADDING)
+            + line(TextRole::Title)
+            + line(TextRole::Body)
+            + px(GAP) * 2
+            + info_height
+            + px(GAP)
+            + line(TextRole::Body)
+            + px(PADDING);
+        let card_height = px(HEADER_HEIGHT) + body_height;
+
+        let left = (size.width.saturating_sub(card_width) / 2) as i32;
+        // Slightly above centre: optical centre of a screen.
+        let top = (size.height.saturating_sub(card_height) * 9 / 20) as i32;
+        let card = Rectangle::new(Point::new(left, top), Size::new(card_width, card_height));
+        let header = Rectangle::new(card.top_left, Size::new(card_width, px(HEADER_HEIGHT)));
+
+        let content_left = left + px(PADDING) as i32;
+        let content_width = card_width.saturating_sub(2 * px(PADDING));
+        let title_top = top + (px(HEADER_HEIGHT) + px(PADDING)) as i32;
+        let version_top = title_top + line(TextRole::Title) as i32;
+        let rule_top = version_top + (line(TextRole::Body) + px(GAP)) as i32;
+        let info_top = rule_top + px(GAP) as i32;
+        let info = Rectangle::new(
+            Point::new(content_left, info_top),
+            Size::new(content_width, info_height),
+        );
+        let status_top = info_top + (info_height + px(GAP)) as i32;
+        Layout {
+            scale,
+            card,
+            header,
+            title_top,
+            version_top,
+            rule_top,
+            info,
+            info_line_height,
+            status_top,
+            content_left,
+            content_width,
+        }
+    }
+}
+
+/// The solid accent bar across the top of the card on a screen of `size`.
+pub fn header_rect(size: Size) -> Rectangle {
+    Layout::new(size).header
+}
+
+/// The block of "CPU:" … "IOMMU:" lines on a screen of `size`; the values in it are
+/// drawn in [`BOOT_TEXT`].
+pub fn text_rect(size: Size) -> Rectangle {
+    Layout::new(size).info
+}
+
+/// Draws the whole boot screen over `target`.
+pub fn draw<D>(target: &mut D, screen: &BootScreen<'_>) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = Rgb888>,
+{
+    let layout = Layout::new(target.bounding_box().size);
+    let scale = layout.scale;
+    target.clear(BOOT_BACKGROUND)?;
+    target.fill_solid(&layout.card, BOOT_PANEL)?;
+    target.fill_solid(&layout.header, BOOT_ACCENT)?;
+
+    let left = layout.content_left;
+    let width = layout.content_width;
+    let title = text::style(TextRole::Title, scale, BOOT_TEXT);
+    text::draw_fitted(
+        target,
+        screen.product,
+        Point::new(left, layout.title_top),
+        Baseline::Top,
+        width,
+        &title,
+    )?;
+    let muted = text::style(TextRole::Body, scale, BOOT_MUTED_TEXT);
+    let mut version = TextBuf::<64>::new();
+    let _ = write!(version, "Version {}", screen.version);
+    text::draw_fitted(
+        target,
+        version.as_str(),
+        Point::new(left, layout.version_top),
+        Baseline::Top,
+        width,
+        &muted,
+    )?;
+
+    Rectangle::new(
+        Point::new(left, layout.rule_top),
+        Size::new(width, scale.px(1)),
+    )
+    .into_styled(PrimitiveStyle::with_fill(crate::palette::mix(
+        BOOT_PANEL,
+        BOOT_MUTED_TEXT,
+        60,
+    )))
+    .draw(target)?;
+
+    let mut memory = TextBuf::<32>::new();
+    format_memory(screen.memory_bytes, &mut memory);
+    let mut pci = TextBuf::<24>::new();
+    let _ = write!(pci, "{}", screen.pci_devices);
+    let rows: [(&str, &str); INFO_LINES as usize] = [
+        ("CPU:", screen.cpu_vendor),
+        ("Virtualization:", screen.virtualization),
+        ("Memory:", memory.as_str()),
+        ("PCI devices:", pci.as_str()),
+        ("IOMMU:", screen.iommu),
+    ];
+    let value_style = text::style(TextRole::Body, scale, BOOT_TEXT);
+    let label_width = scale.px(LABEL_COLUMN);
+    let value_left = left + label_width as i32;
+    let value_width = width.saturating_sub(label_width);
+    for (row, (label, value)) in rows.iter().enumerate() {
+        let top = layout.info.top_left.y + (row as u32 * layout.info_line_height) as i32;
+        text::draw_fitted(
+            target,
+            label,
+            Point::new(left, top),
+            Baseline::Top,
+            label_width,
+            &muted,
+        )?;
+        text::draw_fitted(
+            target,
+            value,
+            Point::new(value_left, top),
+            Baseline::Top,
+            value_width,
+            &value_style,
+        )?;
+    }
+
+    let status = text::style(TextRole::Body, scale, BOOT_STATUS_TEXT);
+    text::draw_fitted(
+        target,
+        screen.status,
+        Point::new(left, layout.status_top),
+        Baseline::Top,
+        width,
+        &status,
+    )?;
+    Ok(())
+}
+
+/// "512 MiB" below a GiB, "16 GiB" or "1.5 GiB" above; one decimal, rounded down, so
+/// the screen never claims memory that is not there.
+pub fn format_memory<const N: usize>(bytes: u64, out: &mut TextBuf<N>) {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    let _ = if bytes >= GIB {
+        let tenths = (bytes as u128 * 10 / GIB as u128) as u64;
+        if tenths.is_multiple_of(10) {
+            write!(out, "{} GiB", tenths / 10)
+        } else {
+            write!(out, "{}.{} GiB", tenths / 10, tenths % 10)
+        }
+    } else if bytes >= MIB {
+        write!(out, "{} MiB", bytes / MIB)
+    } else if bytes >= KIB {
+        write!(out, "{} KiB", bytes / KIB)
+    } else {
+        write!(out, "{bytes} bytes")
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(bytes: u64) -> String {
+        let mut out = TextBuf::<32>::new();
+        format_memory(bytes, &mut out);
+        out.as_str().to_owned()
+    }
+
+    #[test]
+    fn memory_uses_the_largest_sensible_unit() {
+        assert_eq!(memory(512 << 20), "512 MiB");
+        assert_eq!(memory(16 << 30), "16 GiB");
+        assert_eq!(memory(3 << 29), "1.5 GiB");
+        assert_eq!(memory((2 << 30) - 1), "1.9 GiB");
+        assert_eq!(memory(1023 << 20), "1023 MiB");
+        assert_eq!(memory(640 << 10), "640 KiB");
+        assert_eq!(memory(12), "12 bytes");
+        assert_eq!(memory(u64::MAX), "17179869183.9 GiB");
+    }
+
+    #[test]
+    fn header_sits_inside_the_screen_away_from_the_corners() {
+        for size in [
+            Size::new(1280, 800),
+            Size::new(1920, 1080),
+            Size::new(2560, 1600),
+            Size::new(800, 600),
+        ] {
+            let header = header_rect(size);
+            let screen = Rectangle::new(Point::zero(), size);
+            assert_eq!(screen.intersection(&header), header, "{size:?}");
+            assert!(header.size.width >= size.width / 3, "{size:?}");
+            assert!(header.size.height >= 40, "{size:?}");
+            assert!(!header.contains(Point::zero()));
+            let text = text_rect(size);
+            assert!(text.top_left.y > header.bottom_right().unwrap().y);
+            assert_eq!(screen.intersection(&text), text, "{size:?}");
+        }
+    }
+}
