@@ -4,7 +4,7 @@
 
 pub mod build;
 pub mod disk;
+pub mod guest;
 pub mod host_tools;
 pub mod layout;
 pub mod qemu;
-pub mod guest;

@@ -105,10 +105,7 @@ impl Layout {
         let version_top = title_top + line(TextRole::Title) as i32;
         let rule_top = version_top + (line(TextRole::Body) + px(GAP)) as i32;
         let info_top = rule_top + px(GAP) as i32;
-        let info = Rectangle::new(
-            Point::new(content_left, info_top),
-            Size::new(content_width, info_height),
-        );
+        let info = Rectangle::new(Point::new(content_left, info_top), Size::new(content_width, info_height));
         let status_top = info_top + (info_height + px(GAP)) as i32;
         Layout {
             scale,
@@ -151,36 +148,15 @@ where
     let left = layout.content_left;
     let width = layout.content_width;
     let title = text::style(TextRole::Title, scale, BOOT_TEXT);
-    text::draw_fitted(
-        target,
-        screen.product,
-        Point::new(left, layout.title_top),
-        Baseline::Top,
-        width,
-        &title,
-    )?;
+    text::draw_fitted(target, screen.product, Point::new(left, layout.title_top), Baseline::Top, width, &title)?;
     let muted = text::style(TextRole::Body, scale, BOOT_MUTED_TEXT);
     let mut version = TextBuf::<64>::new();
     let _ = write!(version, "Version {}", screen.version);
-    text::draw_fitted(
-        target,
-        version.as_str(),
-        Point::new(left, layout.version_top),
-        Baseline::Top,
-        width,
-        &muted,
-    )?;
+    text::draw_fitted(target, version.as_str(), Point::new(left, layout.version_top), Baseline::Top, width, &muted)?;
 
-    Rectangle::new(
-        Point::new(left, layout.rule_top),
-        Size::new(width, scale.px(1)),
-    )
-    .into_styled(PrimitiveStyle::with_fill(crate::palette::mix(
-        BOOT_PANEL,
-        BOOT_MUTED_TEXT,
-        60,
-    )))
-    .draw(target)?;
+    Rectangle::new(Point::new(left, layout.rule_top), Size::new(width, scale.px(1)))
+        .into_styled(PrimitiveStyle::with_fill(crate::palette::mix(BOOT_PANEL, BOOT_MUTED_TEXT, 60)))
+        .draw(target)?;
 
     let mut memory = TextBuf::<32>::new();
     format_memory(screen.memory_bytes, &mut memory);
@@ -199,33 +175,12 @@ where
     let value_width = width.saturating_sub(label_width);
     for (row, (label, value)) in rows.iter().enumerate() {
         let top = layout.info.top_left.y + (row as u32 * layout.info_line_height) as i32;
-        text::draw_fitted(
-            target,
-            label,
-            Point::new(left, top),
-            Baseline::Top,
-            label_width,
-            &muted,
-        )?;
-        text::draw_fitted(
-            target,
-            value,
-            Point::new(value_left, top),
-            Baseline::Top,
-            value_width,
-            &value_style,
-        )?;
+        text::draw_fitted(target, label, Point::new(left, top), Baseline::Top, label_width, &muted)?;
+        text::draw_fitted(target, value, Point::new(value_left, top), Baseline::Top, value_width, &value_style)?;
     }
 
     let status = text::style(TextRole::Body, scale, BOOT_STATUS_TEXT);
-    text::draw_fitted(
-        target,
-        screen.status,
-        Point::new(left, layout.status_top),
-        Baseline::Top,
-        width,
-        &status,
-    )?;
+    text::draw_fitted(target, screen.status, Point::new(left, layout.status_top), Baseline::Top, width, &status)?;
     Ok(())
 }
 
@@ -275,12 +230,7 @@ mod tests {
 
     #[test]
     fn header_sits_inside_the_screen_away_from_the_corners() {
-        for size in [
-            Size::new(1280, 800),
-            Size::new(1920, 1080),
-            Size::new(2560, 1600),
-            Size::new(800, 600),
-        ] {
+        for size in [Size::new(1280, 800), Size::new(1920, 1080), Size::new(2560, 1600), Size::new(800, 600)] {
             let header = header_rect(size);
             let screen = Rectangle::new(Point::zero(), size);
             assert_eq!(screen.intersection(&header), header, "{size:?}");

@@ -76,18 +76,9 @@ impl<'a> LinearFb<'a> {
         }
         let needed = Self::required_len(width, height, stride);
         if pixels.len() < needed {
-            return Err(FramebufferError::BufferTooSmall {
-                needed,
-                len: pixels.len(),
-            });
+            return Err(FramebufferError::BufferTooSmall { needed, len: pixels.len() });
         }
-        Ok(Self {
-            pixels,
-            width,
-            height,
-            stride,
-            order,
-        })
+        Ok(Self { pixels, width, height, stride, order })
     }
 
     /// How many `u32`s a buffer of this geometry needs: the last line may stop at `width`.
@@ -285,10 +276,7 @@ mod tests {
         let mut short = [0u32; 12];
         assert_eq!(
             LinearFb::new(&mut short, 3, 3, 5, PixelOrder::Rgb).unwrap_err(),
-            FramebufferError::BufferTooSmall {
-                needed: 13,
-                len: 12
-            }
+            FramebufferError::BufferTooSmall { needed: 13, len: 12 }
         );
     }
 
@@ -297,10 +285,7 @@ mod tests {
         let mut buf = [0u32; 64];
         assert_eq!(
             LinearFb::new(&mut buf, 8, 2, 4, PixelOrder::Rgb).unwrap_err(),
-            FramebufferError::StrideBelowWidth {
-                width: 8,
-                stride: 4
-            }
+            FramebufferError::StrideBelowWidth { width: 8, stride: 4 }
         );
     }
 
@@ -334,8 +319,7 @@ mod tests {
         }
         let far_away = Rectangle::new(Point::new(100, 100), Size::new(5, 5));
         fb.fill_solid(&far_away, RED).unwrap();
-        fb.fill_solid(&Rectangle::new(Point::zero(), Size::zero()), RED)
-            .unwrap();
+        fb.fill_solid(&Rectangle::new(Point::zero(), Size::zero()), RED).unwrap();
     }
 
     #[test]

@@ -10,12 +10,7 @@ use embedded_graphics::{
 };
 
 /// A padlock: a rounded body under a round shackle.
-pub fn draw_lock<D>(
-    target: &mut D,
-    top_left: Point,
-    size: u32,
-    colour: Rgb888,
-) -> Result<(), D::Error>
+pub fn draw_lock<D>(target: &mut D, top_left: Point, size: u32, colour: Rgb888) -> Result<(), D::Error>
 where
     D: DrawTarget<Color = Rgb888>,
 {
@@ -27,25 +22,14 @@ where
     let left = top_left.x + unit(4);
     let right = left + diameter as i32 - 1;
     let arc_top = top_left.y + (stroke / 2) as i32;
-    Arc::new(
-        Point::new(left, arc_top),
-        diameter,
-        180.0.deg(),
-        180.0.deg(),
-    )
-    .into_styled(shackle)
-    .draw(target)?;
+    Arc::new(Point::new(left, arc_top), diameter, 180.0.deg(), 180.0.deg()).into_styled(shackle).draw(target)?;
     let leg_top = arc_top + (diameter / 2) as i32;
     let body_top = top_left.y + unit(7);
     for x in [left, right] {
-        Line::new(Point::new(x, leg_top), Point::new(x, body_top))
-            .into_styled(shackle)
-            .draw(target)?;
+        Line::new(Point::new(x, leg_top), Point::new(x, body_top)).into_styled(shackle).draw(target)?;
     }
-    let body = Rectangle::new(
-        Point::new(top_left.x + unit(2), body_top),
-        Size::new(size * 12 / 16, size - unit(7) as u32),
-    );
+    let body =
+        Rectangle::new(Point::new(top_left.x + unit(2), body_top), Size::new(size * 12 / 16, size - unit(7) as u32));
     RoundedRectangle::with_equal_corners(body, Size::new(stroke, stroke))
         .into_styled(PrimitiveStyle::with_fill(colour))
         .draw(target)
@@ -53,13 +37,7 @@ where
 
 /// Four signal bars rising left to right; filled when the network is up, outlined and
 /// crossed out when it is down.
-pub fn draw_network<D>(
-    target: &mut D,
-    top_left: Point,
-    size: u32,
-    colour: Rgb888,
-    up: bool,
-) -> Result<(), D::Error>
+pub fn draw_network<D>(target: &mut D, top_left: Point, size: u32, colour: Rgb888, up: bool) -> Result<(), D::Error>
 where
     D: DrawTarget<Color = Rgb888>,
 {
@@ -70,10 +48,7 @@ where
     for i in 0..bars {
         let height = size * (i + 1) / bars;
         let bar = Rectangle::new(
-            Point::new(
-                top_left.x + (i * (bar_width + gap)) as i32,
-                bottom - height as i32,
-            ),
+            Point::new(top_left.x + (i * (bar_width + gap)) as i32, bottom - height as i32),
             Size::new(bar_width, height),
         );
         let style = if up {
@@ -98,16 +73,9 @@ where
 }
 
 /// A filled dot, e.g. the state light on an overview tile.
-pub fn draw_dot<D>(
-    target: &mut D,
-    centre: Point,
-    diameter: u32,
-    colour: Rgb888,
-) -> Result<(), D::Error>
+pub fn draw_dot<D>(target: &mut D, centre: Point, diameter: u32, colour: Rgb888) -> Result<(), D::Error>
 where
     D: DrawTarget<Color = Rgb888>,
 {
-    Circle::with_center(centre, diameter)
-        .into_styled(PrimitiveStyle::with_fill(colour))
-        .draw(target)
+    Circle::with_center(centre, diameter).into_styled(PrimitiveStyle::with_fill(colour)).draw(target)
 }

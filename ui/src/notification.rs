@@ -60,22 +60,15 @@ const MAX_LINES: usize = 4;
 /// The toast's box on a screen of `screen` pixels at `scale` (so the caller knows
 /// what to redraw when it goes away).
 pub fn rect(screen: Size, scale: Scale, notification: &Notification<'_>) -> Rectangle {
-    let width = scale
-        .px(WIDTH)
-        .min(screen.width.saturating_sub(2 * scale.px(MARGIN)));
+    let width = scale.px(WIDTH).min(screen.width.saturating_sub(2 * scale.px(MARGIN)));
     let style = text::style(TextRole::Body, scale, palette::TEXT);
-    let lines = text::wrap(notification.message, text_width(width, scale), &style)
-        .take(MAX_LINES)
-        .count() as u32;
+    let lines = text::wrap(notification.message, text_width(width, scale), &style).take(MAX_LINES).count() as u32;
     let text_height = lines * text::line_height(&style);
     let height = 2 * scale.px(PADDING) + text_height.max(scale.px(ICON));
     let right = screen.width.saturating_sub(scale.px(MARGIN));
     let bottom = screen.height.saturating_sub(scale.px(MARGIN));
     Rectangle::new(
-        Point::new(
-            right.saturating_sub(width) as i32,
-            bottom.saturating_sub(height) as i32,
-        ),
+        Point::new(right.saturating_sub(width) as i32, bottom.saturating_sub(height) as i32),
         Size::new(width, height),
     )
 }
@@ -127,37 +120,19 @@ where
 
     let padding = scale.px(PADDING) as i32;
     let icon = scale.px(ICON);
-    let icon_centre =
-        body.top_left + Point::new(padding + (icon / 2) as i32, padding + (icon / 2) as i32);
+    let icon_centre = body.top_left + Point::new(padding + (icon / 2) as i32, padding + (icon / 2) as i32);
     icons::draw_dot(target, icon_centre, icon, colour)?;
     let glyph = text::style(TextRole::Strong, scale, contrasting_text(colour));
-    text::draw(
-        target,
-        notification.severity.glyph(),
-        icon_centre,
-        Anchor::CENTER,
-        &glyph,
-    )?;
+    text::draw(target, notification.severity.glyph(), icon_centre, Anchor::CENTER, &glyph)?;
 
     let style = text::style(TextRole::Body, scale, palette::TEXT);
     let line_height = text::line_height(&style) as i32;
-    let lines = text::wrap(
-        notification.message,
-        text_width(area.size.width, scale),
-        &style,
-    )
-    .take(MAX_LINES);
+    let lines = text::wrap(notification.message, text_width(area.size.width, scale), &style).take(MAX_LINES);
     let left = body.top_left.x + 2 * padding + icon as i32;
     // A single line sits level with the icon; more lines start at the top.
     let mut top = body.top_left.y + padding + (icon as i32 - line_height).max(0) / 2;
     for line in lines {
-        text::draw(
-            target,
-            line,
-            Point::new(left, top),
-            Anchor::TOP_LEFT,
-            &style,
-        )?;
+        text::draw(target, line, Point::new(left, top), Anchor::TOP_LEFT, &style)?;
         top += line_height;
     }
     Ok(())
@@ -170,10 +145,7 @@ mod tests {
     #[test]
     fn toast_sits_in_the_bottom_right_corner() {
         let screen = Size::new(1920, 1080);
-        let note = Notification {
-            message: "Personal crashed: triple fault",
-            severity: Severity::Error,
-        };
+        let note = Notification { message: "Personal crashed: triple fault", severity: Severity::Error };
         let r = rect(screen, Scale::ONE, &note);
         let bottom_right = r.bottom_right().unwrap();
         assert_eq!(bottom_right, Point::new(1920 - 24 - 1, 1080 - 24 - 1));
@@ -183,10 +155,7 @@ mod tests {
     #[test]
     fn long_messages_grow_the_box_up_to_a_limit() {
         let screen = Size::new(1280, 800);
-        let short = Notification {
-            message: "Saved",
-            severity: Severity::Info,
-        };
+        let short = Notification { message: "Saved", severity: Severity::Info };
         let long = Notification {
             message: "The networking service VM stopped responding and was restarted; \
                       desktops keep their links but may see a short pause in traffic, \
@@ -201,10 +170,7 @@ mod tests {
 
     #[test]
     fn tiny_screens_do_not_panic() {
-        let note = Notification {
-            message: "x",
-            severity: Severity::Info,
-        };
+        let note = Notification { message: "x", severity: Severity::Info };
         let r = rect(Size::new(10, 10), Scale::ONE, &note);
         assert!(r.size.width == 0);
     }

@@ -39,11 +39,7 @@ pub fn luma(colour: Rgb888) -> u8 {
 /// The threshold sits above mid-grey because saturated reds, greens and blues (the
 /// usual trust colours) read better with white text.
 pub fn contrasting_text(background: Rgb888) -> Rgb888 {
-    if luma(background) > 150 {
-        TEXT_DARK
-    } else {
-        Rgb888::WHITE
-    }
+    if luma(background) > 150 { TEXT_DARK } else { Rgb888::WHITE }
 }
 
 /// `from` moved towards `to` by `amount`/255.
@@ -52,11 +48,7 @@ pub fn mix(from: Rgb888, to: Rgb888, amount: u8) -> Rgb888 {
         let (a, b, t) = (a as u32, b as u32, amount as u32);
         ((a * (255 - t) + b * t + 127) / 255) as u8
     };
-    Rgb888::new(
-        channel(from.r(), to.r()),
-        channel(from.g(), to.g()),
-        channel(from.b(), to.b()),
-    )
+    Rgb888::new(channel(from.r(), to.r()), channel(from.g(), to.g()), channel(from.b(), to.b()))
 }
 
 /// A darker shade of `colour` (`amount`/255 of the way to black).

@@ -41,10 +41,7 @@ const HEADING_GAP: u32 = 8;
 /// The red bar with the title, across the top of a screen of `size`.
 pub fn header_rect(size: Size) -> Rectangle {
     let scale = Scale::for_screen(size);
-    Rectangle::new(
-        Point::zero(),
-        Size::new(size.width, scale.px(HEADER_HEIGHT).min(size.height)),
-    )
+    Rectangle::new(Point::zero(), Size::new(size.width, scale.px(HEADER_HEIGHT).min(size.height)))
 }
 
 /// Draws the whole safe-mode screen over `target`.
@@ -59,16 +56,10 @@ where
     target.fill_solid(&header, SAFE_MODE_HEADER)?;
 
     // One text column, centred, as wide as reads comfortably.
-    let column_width = scale
-        .px(MAX_TEXT_WIDTH)
-        .min(size.width.saturating_sub(2 * scale.px(SIDE_MARGIN)));
+    let column_width = scale.px(MAX_TEXT_WIDTH).min(size.width.saturating_sub(2 * scale.px(SIDE_MARGIN)));
     let left = (size.width.saturating_sub(column_width) / 2) as i32;
 
-    let title = text::style(
-        TextRole::Heading,
-        scale,
-        palette::contrasting_text(SAFE_MODE_HEADER),
-    );
+    let title = text::style(TextRole::Heading, scale, palette::contrasting_text(SAFE_MODE_HEADER));
     let header_middle = (header.size.height / 2) as i32;
     text::draw_fitted(
         target,
@@ -81,10 +72,7 @@ where
 
     let bottom = size.height as i32 - scale.offset(SIDE_MARGIN as i32);
     let mut top = header.size.height as i32 + scale.offset(SECTION_GAP as i32 + 8);
-    let sections = [
-        ("What happened", screen.reason, SAFE_MODE_TEXT),
-        ("What to do", screen.hint, SAFE_MODE_TEXT),
-    ];
+    let sections = [("What happened", screen.reason, SAFE_MODE_TEXT), ("What to do", screen.hint, SAFE_MODE_TEXT)];
     for (heading, body, colour) in sections {
         if body.is_empty() {
             continue;
@@ -95,26 +83,14 @@ where
         if top + body_line > bottom {
             break;
         }
-        text::draw(
-            target,
-            heading,
-            Point::new(left, top),
-            Anchor::TOP_LEFT,
-            &heading_style,
-        )?;
+        text::draw(target, heading, Point::new(left, top), Anchor::TOP_LEFT, &heading_style)?;
         top += text::line_height(&heading_style) as i32 + scale.offset(HEADING_GAP as i32);
         for line in text::wrap(body, column_width, &body_style) {
             // Leave out what does not fit rather than draw off the screen.
             if top + body_line > bottom {
                 break;
             }
-            text::draw(
-                target,
-                line,
-                Point::new(left, top),
-                Anchor::TOP_LEFT,
-                &body_style,
-            )?;
+            text::draw(target, line, Point::new(left, top), Anchor::TOP_LEFT, &body_style)?;
             top += body_line;
         }
         top += scale.offset(SECTION_GAP as i32);
@@ -133,24 +109,14 @@ mod tests {
         let mut buf = vec![0u32; (w * h) as usize];
         let mut fb = LinearFb::new(&mut buf, w, h, w, PixelOrder::Rgb).unwrap();
         let long = "word ".repeat(400);
-        let screen = SafeMode {
-            title: "Safe mode",
-            reason: &long,
-            hint: &long,
-        };
+        let screen = SafeMode { title: "Safe mode", reason: &long, hint: &long };
         draw(&mut fb, &screen).unwrap();
         assert_eq!(fb.pixel(Point::new(0, 0)), Some(SAFE_MODE_HEADER));
-        assert_eq!(
-            fb.pixel(Point::new(w as i32 - 1, h as i32 - 1)),
-            Some(SAFE_MODE_BACKGROUND)
-        );
+        assert_eq!(fb.pixel(Point::new(w as i32 - 1, h as i32 - 1)), Some(SAFE_MODE_BACKGROUND));
         // The bottom margin stays clear even with far too much text.
         for y in h - 40..h {
             for x in 0..w {
-                assert_eq!(
-                    fb.pixel(Point::new(x as i32, y as i32)),
-                    Some(SAFE_MODE_BACKGROUND)
-                );
+                assert_eq!(fb.pixel(Point::new(x as i32, y as i32)), Some(SAFE_MODE_BACKGROUND));
             }
         }
     }

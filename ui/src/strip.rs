@@ -76,10 +76,7 @@ where
     let edge_height = scale.px(1);
     let edge_top = bar.top_left.y + (bar.size.height - edge_height) as i32;
     target.fill_solid(
-        &Rectangle::new(
-            Point::new(bar.top_left.x, edge_top),
-            Size::new(bar.size.width, edge_height),
-        ),
+        &Rectangle::new(Point::new(bar.top_left.x, edge_top), Size::new(bar.size.width, edge_height)),
         edge,
     )?;
 
@@ -91,24 +88,12 @@ where
     let _ = write!(clock, "{:02}:{:02}", strip.clock.0, strip.clock.1);
     let bold = text::style(TextRole::Strong, scale, foreground);
     let clock_width = text::width(clock.as_str(), &bold) as i32;
-    text::draw(
-        target,
-        clock.as_str(),
-        Point::new(right, middle),
-        Anchor::MIDDLE_RIGHT,
-        &bold,
-    )?;
+    text::draw(target, clock.as_str(), Point::new(right, middle), Anchor::MIDDLE_RIGHT, &bold)?;
 
     let icon = scale.px(ICON_SIZE);
     let icon_top = middle - (icon / 2) as i32;
     let mut icon_left = right - clock_width - scale.offset(ICON_GAP as i32) - icon as i32;
-    icons::draw_network(
-        target,
-        Point::new(icon_left, icon_top),
-        icon,
-        foreground,
-        strip.network_up,
-    )?;
+    icons::draw_network(target, Point::new(icon_left, icon_top), icon, foreground, strip.network_up)?;
     if strip.secure {
         icon_left -= scale.offset(ICON_GAP as i32 / 2) + icon as i32;
         icons::draw_lock(target, Point::new(icon_left, icon_top), icon, foreground)?;
@@ -117,31 +102,13 @@ where
     // Left side: name, then label, shortened to stay clear of the icons.
     let left = bar.top_left.x + scale.offset(PADDING as i32);
     let room = (icon_left - scale.offset(ICON_GAP as i32) - left).max(0) as u32;
-    let next = text::draw_fitted(
-        target,
-        strip.vm_name,
-        Point::new(left, middle),
-        Baseline::Middle,
-        room,
-        &bold,
-    )?;
+    let next = text::draw_fitted(target, strip.vm_name, Point::new(left, middle), Baseline::Middle, room, &bold)?;
     let used = (next.x - left).max(0) as u32;
-    let regular = text::style(
-        TextRole::Body,
-        scale,
-        palette::mix(foreground, strip.trust_colour, 40),
-    );
+    let regular = text::style(TextRole::Body, scale, palette::mix(foreground, strip.trust_colour, 40));
     if !strip.label.is_empty() && used + text::width(SEPARATOR, &regular) < room {
         let after_separator = text::draw(target, SEPARATOR, next, Anchor::MIDDLE_LEFT, &regular)?;
         let label_room = room.saturating_sub((after_separator.x - left).max(0) as u32);
-        text::draw_fitted(
-            target,
-            strip.label,
-            after_separator,
-            Baseline::Middle,
-            label_room,
-            &regular,
-        )?;
+        text::draw_fitted(target, strip.label, after_separator, Baseline::Middle, label_room, &regular)?;
     }
     Ok(())
 }
@@ -177,11 +144,7 @@ mod tests {
             for x in 0..w as i32 {
                 let colour = fb.pixel(Point::new(x, y)).unwrap();
                 if y >= STRIP_HEIGHT as i32 {
-                    assert_eq!(
-                        colour,
-                        Rgb888::new(0, 0, 0),
-                        "drew below the strip at ({x},{y})"
-                    );
+                    assert_eq!(colour, Rgb888::new(0, 0, 0), "drew below the strip at ({x},{y})");
                 } else if colour == contrasting_text(TRUST_RED) {
                     text_pixels += 1;
                 }

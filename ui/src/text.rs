@@ -74,10 +74,7 @@ impl Anchor {
     pub const TOP_CENTER: Anchor = Anchor::new(Alignment::Center, Baseline::Top);
 
     pub const fn new(alignment: Alignment, baseline: Baseline) -> Anchor {
-        Anchor {
-            alignment,
-            baseline,
-        }
+        Anchor { alignment, baseline }
     }
 }
 
@@ -103,21 +100,14 @@ pub fn draw<D>(
 where
     D: DrawTarget<Color = Rgb888>,
 {
-    let text_style = TextStyleBuilder::new()
-        .alignment(anchor.alignment)
-        .baseline(anchor.baseline)
-        .build();
+    let text_style = TextStyleBuilder::new().alignment(anchor.alignment).baseline(anchor.baseline).build();
     Text::with_text_style(text, position, style.clone(), text_style).draw(target)
 }
 
 const ELLIPSIS: &str = "...";
 
 /// The longest prefix of `text` (on a character boundary) no wider than `max_width`.
-fn longest_prefix_within<'t>(
-    text: &'t str,
-    max_width: u32,
-    style: &U8g2TextStyle<Rgb888>,
-) -> &'t str {
+fn longest_prefix_within<'t>(text: &'t str, max_width: u32, style: &U8g2TextStyle<Rgb888>) -> &'t str {
     let mut fitting = "";
     for (index, ch) in text.char_indices() {
         let candidate = &text[..index + ch.len_utf8()];
@@ -171,11 +161,7 @@ pub struct WrappedLines<'t> {
 
 /// The lines of `text` wrapped to `max_width` in `style`.
 pub fn wrap<'t>(text: &'t str, max_width: u32, style: &U8g2TextStyle<Rgb888>) -> WrappedLines<'t> {
-    WrappedLines {
-        rest: Some(text),
-        max_width,
-        style: style.clone(),
-    }
+    WrappedLines { rest: Some(text), max_width, style: style.clone() }
 }
 
 impl<'t> Iterator for WrappedLines<'t> {
@@ -292,13 +278,7 @@ mod tests {
         let mut buf = vec![0u32; 200 * 50];
         let mut fb = LinearFb::new(&mut buf, 200, 50, 200, PixelOrder::Rgb).unwrap();
         let odd = "Ω 😀 \u{0} \u{FFFF} 中文 tab\tend";
-        for role in [
-            TextRole::Caption,
-            TextRole::Body,
-            TextRole::Strong,
-            TextRole::Heading,
-            TextRole::Title,
-        ] {
+        for role in [TextRole::Caption, TextRole::Body, TextRole::Strong, TextRole::Heading, TextRole::Title] {
             for factor in 1..=4 {
                 let s = style(role, Scale::new(factor), Rgb888::new(255, 255, 255));
                 draw(&mut fb, odd, Point::new(-5, 10), Anchor::CENTER, &s).unwrap();

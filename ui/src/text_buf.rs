@@ -11,10 +11,7 @@ pub struct TextBuf<const N: usize> {
 
 impl<const N: usize> TextBuf<N> {
     pub const fn new() -> Self {
-        Self {
-            bytes: [0; N],
-            len: 0,
-        }
+        Self { bytes: [0; N], len: 0 }
     }
 
     pub fn as_str(&self) -> &str {

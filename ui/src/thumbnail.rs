@@ -110,12 +110,7 @@ impl Thumbnail<'_> {
 
     /// Draws the picture centred in `area`, cut to `area`. With `dim` set it is
     /// darkened, for a VM that no longer runs.
-    pub fn draw_centred<D>(
-        &self,
-        target: &mut D,
-        area: &Rectangle,
-        dim: bool,
-    ) -> Result<(), D::Error>
+    pub fn draw_centred<D>(&self, target: &mut D, area: &Rectangle, dim: bool) -> Result<(), D::Error>
     where
         D: DrawTarget<Color = Rgb888>,
     {
@@ -141,11 +136,7 @@ impl Thumbnail<'_> {
             .flat_map(|y| &self.pixels[y * width + first_x..y * width + first_x + w])
             .map(move |&word| {
                 let colour = order.decode(word);
-                if dim {
-                    palette::darken(colour, 150)
-                } else {
-                    colour
-                }
+                if dim { palette::darken(colour, 150) } else { colour }
             });
         target.fill_contiguous(&visible, colours)
     }
@@ -181,10 +172,7 @@ mod tests {
 
     #[test]
     fn channels_are_averaged_independently() {
-        let src = [
-            u32::from_le_bytes([255, 0, 10, 0]),
-            u32::from_le_bytes([0, 255, 20, 255]),
-        ];
+        let src = [u32::from_le_bytes([255, 0, 10, 0]), u32::from_le_bytes([0, 255, 20, 255])];
         let mut dst = [0u32; 1];
         downscale(&src, 2, 1, 2, &mut dst, 1, 1).unwrap();
         assert_eq!(dst[0].to_le_bytes(), [128, 128, 15, 128]);
@@ -211,52 +199,26 @@ mod tests {
     fn bad_geometry_is_an_error_not_a_panic() {
         let src = [0u32; 8];
         let mut dst = [0u32; 4];
-        assert_eq!(
-            downscale(&src, 0, 1, 1, &mut dst, 1, 1),
-            Err(DownscaleError::EmptyImage)
-        );
-        assert_eq!(
-            downscale(&src, 4, 2, 3, &mut dst, 1, 1),
-            Err(DownscaleError::StrideBelowWidth)
-        );
-        assert_eq!(
-            downscale(&src, 4, 3, 4, &mut dst, 1, 1),
-            Err(DownscaleError::SourceTooSmall)
-        );
-        assert_eq!(
-            downscale(&src, 4, 2, 4, &mut dst, 3, 2),
-            Err(DownscaleError::DestinationTooSmall)
-        );
+        assert_eq!(downscale(&src, 0, 1, 1, &mut dst, 1, 1), Err(DownscaleError::EmptyImage));
+        assert_eq!(downscale(&src, 4, 2, 3, &mut dst, 1, 1), Err(DownscaleError::StrideBelowWidth));
+        assert_eq!(downscale(&src, 4, 3, 4, &mut dst, 1, 1), Err(DownscaleError::SourceTooSmall));
+        assert_eq!(downscale(&src, 4, 2, 4, &mut dst, 3, 2), Err(DownscaleError::DestinationTooSmall));
         // The last line may stop at the width.
         assert_eq!(downscale(&src, 2, 2, 6, &mut dst, 2, 2), Ok(()));
     }
 
     #[test]
     fn fit_within_keeps_the_aspect_ratio() {
-        assert_eq!(
-            fit_within(Size::new(1920, 1080), Size::new(320, 320)),
-            Size::new(320, 180)
-        );
-        assert_eq!(
-            fit_within(Size::new(1280, 800), Size::new(400, 200)),
-            Size::new(320, 200)
-        );
-        assert_eq!(
-            fit_within(Size::new(0, 800), Size::new(400, 200)),
-            Size::zero()
-        );
+        assert_eq!(fit_within(Size::new(1920, 1080), Size::new(320, 320)), Size::new(320, 180));
+        assert_eq!(fit_within(Size::new(1280, 800), Size::new(400, 200)), Size::new(320, 200));
+        assert_eq!(fit_within(Size::new(0, 800), Size::new(400, 200)), Size::zero());
     }
 
     #[test]
     fn a_thumbnail_is_centred_and_cut_to_its_area() {
         use crate::LinearFb;
         let pixels = [PixelOrder::Rgb.encode(Rgb888::new(9, 9, 9)); 16];
-        let thumbnail = Thumbnail {
-            pixels: &pixels,
-            width: 4,
-            height: 4,
-            order: PixelOrder::Rgb,
-        };
+        let thumbnail = Thumbnail { pixels: &pixels, width: 4, height: 4, order: PixelOrder::Rgb };
         let mut buf = [0u32; 6 * 6];
         let mut fb = LinearFb::new(&mut buf, 6, 6, 6, PixelOrder::Rgb).unwrap();
         // A 2x6 area: only the middle two columns of the picture show, rows 0..4 shifted by 1.
@@ -265,11 +227,7 @@ mod tests {
         for y in 0..6 {
             for x in 0..6 {
                 let inside = (2..4).contains(&x) && (1..5).contains(&y);
-                let expected = if inside {
-                    Rgb888::new(9, 9, 9)
-                } else {
-                    Rgb888::new(0, 0, 0)
-                };
+                let expected = if inside { Rgb888::new(9, 9, 9) } else { Rgb888::new(0, 0, 0) };
                 assert_eq!(fb.pixel(Point::new(x, y)), Some(expected), "({x},{y})");
             }
         }

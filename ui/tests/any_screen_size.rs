@@ -12,17 +12,8 @@ use ui::{
     thumbnail::Thumbnail,
 };
 
-const SIZES: [(u32, u32); 9] = [
-    (0, 0),
-    (1, 1),
-    (7, 3),
-    (64, 48),
-    (320, 200),
-    (640, 480),
-    (1024, 768),
-    (3840, 2160),
-    (5000, 90),
-];
+const SIZES: [(u32, u32); 9] =
+    [(0, 0), (1, 1), (7, 3), (64, 48), (320, 200), (640, 480), (1024, 768), (3840, 2160), (5000, 90)];
 
 fn each_screen(mut draw: impl FnMut(&mut LinearFb<'_>)) {
     for (width, height) in SIZES {
@@ -50,11 +41,7 @@ fn boot_and_safe_mode() {
             status: LONG,
         };
         boot_screen::draw(fb, &info).unwrap();
-        let screen = SafeMode {
-            title: LONG,
-            reason: LONG,
-            hint: "",
-        };
+        let screen = SafeMode { title: LONG, reason: LONG, hint: "" };
         safe_mode::draw(fb, &screen).unwrap();
     });
 }
@@ -72,14 +59,7 @@ fn strip_and_notification() {
         };
         strip::draw(fb, &strip).unwrap();
         for severity in [Severity::Info, Severity::Warning, Severity::Error] {
-            notification::draw(
-                fb,
-                &Notification {
-                    message: LONG,
-                    severity,
-                },
-            )
-            .unwrap();
+            notification::draw(fb, &Notification { message: LONG, severity }).unwrap();
         }
     });
 }
@@ -87,32 +67,12 @@ fn strip_and_notification() {
 #[test]
 fn overview_with_odd_tiles() {
     let picture = vec![0x00ff_8000u32; 50 * 30];
-    let good = Thumbnail {
-        pixels: &picture,
-        width: 50,
-        height: 30,
-        order: PixelOrder::Rgb,
-    };
+    let good = Thumbnail { pixels: &picture, width: 50, height: 30, order: PixelOrder::Rgb };
     // Claims more pixels than it has: must be ignored, not read past the end.
-    let short = Thumbnail {
-        pixels: &picture[..10],
-        width: 50,
-        height: 30,
-        order: PixelOrder::Rgb,
-    };
-    let huge = Thumbnail {
-        pixels: &picture,
-        width: 5,
-        height: 300,
-        order: PixelOrder::Rgb,
-    };
-    let tile = |thumbnail, state| Tile {
-        name: LONG,
-        label: LONG,
-        trust_colour: Rgb888::new(10, 200, 10),
-        state,
-        thumbnail,
-    };
+    let short = Thumbnail { pixels: &picture[..10], width: 50, height: 30, order: PixelOrder::Rgb };
+    let huge = Thumbnail { pixels: &picture, width: 5, height: 300, order: PixelOrder::Rgb };
+    let tile =
+        |thumbnail, state| Tile { name: LONG, label: LONG, trust_colour: Rgb888::new(10, 200, 10), state, thumbnail };
     let tiles: Vec<Tile> = (0..70)
         .map(|i| match i % 4 {
             0 => tile(Some(good), VmState::Running),
@@ -124,14 +84,7 @@ fn overview_with_odd_tiles() {
     each_screen(|fb| {
         for count in [0, 1, 2, 3, 5, 9, 70] {
             for selected in [0, count / 2, usize::MAX] {
-                overview::draw(
-                    fb,
-                    &Overview {
-                        tiles: &tiles[..count],
-                        selected,
-                    },
-                )
-                .unwrap();
+                overview::draw(fb, &Overview { tiles: &tiles[..count], selected }).unwrap();
             }
         }
     });

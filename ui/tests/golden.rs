@@ -90,10 +90,7 @@ fn trust_strip() {
         secure: false,
     };
     for screen in SCREENS {
-        for (vm, strip, tint) in [
-            ("corporate", &corporate, [70, 110, 200]),
-            ("personal", &personal, [200, 120, 60]),
-        ] {
+        for (vm, strip, tint) in [("corporate", &corporate, [70, 110, 200]), ("personal", &personal, [200, 120, 60])] {
             let mut canvas = Canvas::new(screen.0, screen.1);
             canvas.pixels = fake_desktop(screen.0, screen.1, tint);
             strip::draw(&mut canvas.target(), strip).unwrap();
@@ -105,34 +102,10 @@ fn trust_strip() {
 /// Overview tiles with thumbnails shrunk from fake desktops, as the switcher would.
 /// The overview's guests: name, label, trust colour, state and desktop tint.
 const GUESTS: [(&str, &str, Rgb888, VmState, [u8; 3]); 4] = [
-    (
-        "Corporate",
-        "secure · VPN only",
-        palette::TRUST_RED,
-        VmState::Running,
-        [70, 110, 200],
-    ),
-    (
-        "Personal",
-        "untrusted",
-        palette::TRUST_GREEN,
-        VmState::Crashed,
-        [200, 120, 60],
-    ),
-    (
-        "Banking",
-        "isolated · no USB",
-        palette::TRUST_BLUE,
-        VmState::Running,
-        [60, 160, 150],
-    ),
-    (
-        "Lab",
-        "disposable",
-        palette::TRUST_AMBER,
-        VmState::Stopped,
-        [120, 120, 120],
-    ),
+    ("Corporate", "secure · VPN only", palette::TRUST_RED, VmState::Running, [70, 110, 200]),
+    ("Personal", "untrusted", palette::TRUST_GREEN, VmState::Crashed, [200, 120, 60]),
+    ("Banking", "isolated · no USB", palette::TRUST_BLUE, VmState::Running, [60, 160, 150]),
+    ("Lab", "disposable", palette::TRUST_AMBER, VmState::Stopped, [120, 120, 120]),
 ];
 
 /// Guests run at their own resolution; 1280x800 here.
@@ -172,41 +145,23 @@ fn overview_screen(screen: (u32, u32), desktops: &[Vec<u32>], selected: usize) -
         })
         .collect();
     let mut canvas = Canvas::new(screen.0, screen.1);
-    overview::draw(
-        &mut canvas.target(),
-        &Overview {
-            tiles: &tiles,
-            selected,
-        },
-    )
-    .unwrap();
+    overview::draw(&mut canvas.target(), &Overview { tiles: &tiles, selected }).unwrap();
     canvas
 }
 
 #[test]
 fn overview_with_two_and_four_vms() {
-    let desktops: Vec<Vec<u32>> = GUESTS
-        .iter()
-        .map(|guest| fake_desktop(GUEST_SIZE.0, GUEST_SIZE.1, guest.4))
-        .collect();
+    let desktops: Vec<Vec<u32>> =
+        GUESTS.iter().map(|guest| fake_desktop(GUEST_SIZE.0, GUEST_SIZE.1, guest.4)).collect();
     for screen in SCREENS {
-        check_golden(
-            &name("overview-2", screen),
-            &overview_screen(screen, &desktops[..2], 0),
-        );
-        check_golden(
-            &name("overview-4", screen),
-            &overview_screen(screen, &desktops, 3),
-        );
+        check_golden(&name("overview-2", screen), &overview_screen(screen, &desktops[..2], 0));
+        check_golden(&name("overview-4", screen), &overview_screen(screen, &desktops, 3));
     }
 }
 
 #[test]
 fn notification_over_a_desktop() {
-    let crash = Notification {
-        message: "Personal crashed: triple fault",
-        severity: Severity::Error,
-    };
+    let crash = Notification { message: "Personal crashed: triple fault", severity: Severity::Error };
     let restart = Notification {
         message: "The network service restarted. Desktops keep their connections.",
         severity: Severity::Warning,
@@ -255,13 +210,7 @@ fn boot_screen_palette_contract() {
         iommu: "Intel VT-d",
         status: "Starting",
     };
-    for (width, height) in [
-        (1280, 800),
-        (1920, 1080),
-        (2560, 1600),
-        (1024, 768),
-        (800, 600),
-    ] {
+    for (width, height) in [(1280, 800), (1920, 1080), (2560, 1600), (1024, 768), (800, 600)] {
         for order in [PixelOrder::Rgb, PixelOrder::Bgr] {
             // A stride wider than the screen, as GOP often reports.
             let stride = width + 64;
@@ -270,29 +219,13 @@ fn boot_screen_palette_contract() {
             boot_screen::draw(&mut fb, &info).unwrap();
             let size = Size::new(width, height);
             let (w, h) = (width as i32, height as i32);
-            for corner in [
-                Point::new(0, 0),
-                Point::new(w - 1, 0),
-                Point::new(0, h - 1),
-                Point::new(w - 1, h - 1),
-            ] {
-                assert_eq!(
-                    fb.pixel(corner),
-                    Some(boot_screen::BOOT_BACKGROUND),
-                    "{size:?} {order:?}"
-                );
+            for corner in [Point::new(0, 0), Point::new(w - 1, 0), Point::new(0, h - 1), Point::new(w - 1, h - 1)] {
+                assert_eq!(fb.pixel(corner), Some(boot_screen::BOOT_BACKGROUND), "{size:?} {order:?}");
             }
             let header = boot_screen::header_rect(size);
-            assert!(
-                header
-                    .points()
-                    .all(|p| fb.pixel(p) == Some(boot_screen::BOOT_ACCENT))
-            );
+            assert!(header.points().all(|p| fb.pixel(p) == Some(boot_screen::BOOT_ACCENT)));
             let text = boot_screen::text_rect(size);
-            let text_pixels = text
-                .points()
-                .filter(|&p| fb.pixel(p) == Some(boot_screen::BOOT_TEXT))
-                .count();
+            let text_pixels = text.points().filter(|&p| fb.pixel(p) == Some(boot_screen::BOOT_TEXT)).count();
             assert!(text_pixels > 300, "{size:?}: {text_pixels} text pixels");
         }
     }

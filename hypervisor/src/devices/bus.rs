@@ -5,11 +5,7 @@
 //! Accesses nobody claims behave like an empty slot on a PC: reads return all-ones,
 //! writes are dropped. They are logged with a rate limit (at counts 1, 2, 4, 8, ...).
 #![forbid(unsafe_code)]
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::arithmetic_side_effects
-)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -100,10 +96,7 @@ impl<D: ?Sized> core::fmt::Debug for DeviceBus<D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("DeviceBus")
             .field("name", &self.name)
-            .field(
-                "ranges",
-                &self.entries.iter().map(|e| e.0).collect::<Vec<_>>(),
-            )
+            .field("ranges", &self.entries.iter().map(|e| e.0).collect::<Vec<_>>())
             .field("unclaimed", &self.unclaimed)
             .finish()
     }
@@ -114,11 +107,7 @@ pub type MemBus = DeviceBus<dyn MmioDevice>;
 
 impl<D: ?Sized> DeviceBus<D> {
     pub const fn new(name: &'static str) -> Self {
-        DeviceBus {
-            entries: Vec::new(),
-            unclaimed: 0,
-            name,
-        }
+        DeviceBus { entries: Vec::new(), unclaimed: 0, name }
     }
 
     /// Registers `device` for `range`; rejects overlaps.
@@ -128,9 +117,7 @@ impl<D: ?Sized> DeviceBus<D> {
             if let Some((existing, _)) = self.entries.get(neighbour)
                 && existing.overlaps(&range)
             {
-                return Err(BusError::Overlap {
-                    existing: *existing,
-                });
+                return Err(BusError::Overlap { existing: *existing });
             }
         }
         self.entries.insert(pos, (range, device));
@@ -141,16 +128,12 @@ impl<D: ?Sized> DeviceBus<D> {
     fn find(&mut self, addr: u64, len: u64) -> Option<(&mut D, u64)> {
         let pos = self.entries.partition_point(|(r, _)| r.start <= addr);
         let (range, dev) = self.entries.get_mut(pos.checked_sub(1)?)?;
-        range
-            .contains(addr, len)
-            .then(|| (&mut **dev, addr.wrapping_sub(range.start)))
+        range.contains(addr, len).then(|| (&mut **dev, addr.wrapping_sub(range.start)))
     }
 
     fn claims_addr(&self, addr: u64) -> bool {
         let pos = self.entries.partition_point(|(r, _)| r.start <= addr);
-        pos.checked_sub(1)
-            .and_then(|i| self.entries.get(i))
-            .is_some_and(|(r, _)| r.contains(addr, 1))
+        pos.checked_sub(1).and_then(|i| self.entries.get(i)).is_some_and(|(r, _)| r.contains(addr, 1))
     }
 
     fn note_unclaimed(&mut self, what: &str, addr: u64, size: AccessSize) {
@@ -174,14 +157,8 @@ impl<D: ?Sized> DeviceBus<D> {
 
 impl PioBus {
     /// Registers a port device for `[first, first + count)`.
-    pub fn insert_ports(
-        &mut self,
-        first: u16,
-        count: u16,
-        device: Box<dyn PortDevice>,
-    ) -> Result<(), BusError> {
-        let range =
-            BusRange::new(u64::from(first), u64::from(count)).ok_or(BusError::OutOfRange)?;
+    pub fn insert_ports(&mut self, first: u16, count: u16, device: Box<dyn PortDevice>) -> Result<(), BusError> {
+        let range = BusRange::new(u64::from(first), u64::from(count)).ok_or(BusError::OutOfRange)?;
         if range.end > 0x1_0000 {
             return Err(BusError::OutOfRange);
         }
@@ -232,11 +209,7 @@ impl MmioBus for MemBus {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::rc::Rc;
@@ -250,9 +223,7 @@ mod tests {
             0x9abc_def0 + u32::from(offset)
         }
         fn write(&mut self, offset: u16, size: AccessSize, value: u32) {
-            self.0
-                .borrow_mut()
-                .push((u64::from(offset), size.bytes(), u64::from(value)));
+            self.0.borrow_mut().push((u64::from(offset), size.bytes(), u64::from(value)));
         }
     }
 
@@ -279,26 +250,17 @@ mod tests {
     fn overlaps_are_rejected() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let mut bus = PioBus::new("pio");
-        bus.insert_ports(0x3f8, 8, Box::new(Probe(log.clone())))
-            .unwrap();
-        bus.insert_ports(0x2f8, 8, Box::new(Probe(log.clone())))
-            .unwrap();
+        bus.insert_ports(0x3f8, 8, Box::new(Probe(log.clone()))).unwrap();
+        bus.insert_ports(0x2f8, 8, Box::new(Probe(log.clone()))).unwrap();
         assert_eq!(
             bus.insert_ports(0x3f0, 9, Box::new(Probe(log.clone()))),
-            Err(BusError::Overlap {
-                existing: BusRange::new(0x3f8, 8).unwrap()
-            })
+            Err(BusError::Overlap { existing: BusRange::new(0x3f8, 8).unwrap() })
         );
         assert_eq!(
             bus.insert_ports(0x3ff, 1, Box::new(Probe(log.clone()))),
-            Err(BusError::Overlap {
-                existing: BusRange::new(0x3f8, 8).unwrap()
-            })
+            Err(BusError::Overlap { existing: BusRange::new(0x3f8, 8).unwrap() })
         );
-        assert_eq!(
-            bus.insert_ports(0xfff0, 0x20, Box::new(Probe(log.clone()))),
-            Err(BusError::OutOfRange)
-        );
+        assert_eq!(bus.insert_ports(0xfff0, 0x20, Box::new(Probe(log.clone()))), Err(BusError::OutOfRange));
         // Adjacent is fine.
         bus.insert_ports(0x400, 4, Box::new(Probe(log))).unwrap();
     }
@@ -307,8 +269,7 @@ mod tests {
     fn ports_route_by_offset_and_unknown_reads_are_all_ones() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let mut bus = PioBus::new("pio");
-        bus.insert_ports(0x3f8, 8, Box::new(Probe(log.clone())))
-            .unwrap();
+        bus.insert_ports(0x3f8, 8, Box::new(Probe(log.clone()))).unwrap();
         assert_eq!(bus.read(0x3fd, AccessSize::Byte), 0xf5);
         bus.write(0x3f8, AccessSize::Byte, 0x141);
         assert_eq!(log.borrow()[0], (0, 1, 0x41));
@@ -326,20 +287,13 @@ mod tests {
     fn mmio_routes_and_claims() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let mut bus = MemBus::new("mmio");
-        bus.insert(
-            BusRange::new(0xfee0_0000, 0x1000).unwrap(),
-            Box::new(Probe(log.clone())),
-        )
-        .unwrap();
+        bus.insert(BusRange::new(0xfee0_0000, 0x1000).unwrap(), Box::new(Probe(log.clone()))).unwrap();
         let gpa = GuestPhysAddr::new(0xfee0_0030);
         assert!(bus.claims(gpa));
         assert!(!bus.claims(GuestPhysAddr::new(0xfee0_1000)));
         assert_eq!(bus.read(gpa, AccessSize::Dword), 0x9abc_df20);
         bus.write(gpa, AccessSize::Word, 0xdead_beef);
         assert_eq!(log.borrow()[0], (0x30, 2, 0xbeef));
-        assert_eq!(
-            bus.read(GuestPhysAddr::new(0xdead_0000), AccessSize::Qword),
-            u64::MAX
-        );
+        assert_eq!(bus.read(GuestPhysAddr::new(0xdead_0000), AccessSize::Qword), u64::MAX);
     }
 }

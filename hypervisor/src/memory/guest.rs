@@ -6,11 +6,7 @@
 //! guest. Raw host access (a direct map on bare metal, a `Vec` in tests) sits behind
 //! [`HostMemory`], which only ever sees host-physical ranges the map vouched for.
 #![forbid(unsafe_code)]
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::arithmetic_side_effects
-)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
 use alloc::vec::Vec;
 
@@ -25,26 +21,10 @@ pub struct Perms {
 }
 
 impl Perms {
-    pub const RWX: Perms = Perms {
-        read: true,
-        write: true,
-        exec: true,
-    };
-    pub const RW: Perms = Perms {
-        read: true,
-        write: true,
-        exec: false,
-    };
-    pub const RX: Perms = Perms {
-        read: true,
-        write: false,
-        exec: true,
-    };
-    pub const R: Perms = Perms {
-        read: true,
-        write: false,
-        exec: false,
-    };
+    pub const RWX: Perms = Perms { read: true, write: true, exec: true };
+    pub const RW: Perms = Perms { read: true, write: true, exec: false };
+    pub const RX: Perms = Perms { read: true, write: false, exec: true };
+    pub const R: Perms = Perms { read: true, write: false, exec: false };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,16 +63,10 @@ impl GuestRegion {
             && hpa.is_aligned(PAGE_SIZE)
             && len_bytes != 0
             && len_bytes.is_multiple_of(PAGE_SIZE);
-        if !aligned || gpa.checked_add(len_bytes).is_none() || hpa.checked_add(len_bytes).is_none()
-        {
+        if !aligned || gpa.checked_add(len_bytes).is_none() || hpa.checked_add(len_bytes).is_none() {
             return Err(GuestMemoryError::BadRegion { gpa });
         }
-        Ok(GuestRegion {
-            gpa,
-            hpa,
-            len_bytes,
-            perms,
-        })
+        Ok(GuestRegion { gpa, hpa, len_bytes, perms })
     }
     pub fn gpa(&self) -> GuestPhysAddr {
         self.gpa
@@ -149,27 +123,18 @@ impl GuestMemoryMap {
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.regions
-            .iter()
-            .fold(0u64, |acc, r| acc.saturating_add(r.len_bytes))
+        self.regions.iter().fold(0u64, |acc, r| acc.saturating_add(r.len_bytes))
     }
 
     /// The host range for `[gpa, gpa + len)` if it lies inside one region.
     fn host_range(&self, gpa: GuestPhysAddr, len: usize) -> Result<HostPhysAddr, GuestMemoryError> {
-        let region = self
-            .region(gpa)
-            .ok_or(GuestMemoryError::NotMapped { gpa })?;
+        let region = self.region(gpa).ok_or(GuestMemoryError::NotMapped { gpa })?;
         let offset = gpa.raw().wrapping_sub(region.gpa.raw());
-        let end = offset
-            .checked_add(len as u64)
-            .ok_or(GuestMemoryError::CrossesRegion { gpa, len })?;
+        let end = offset.checked_add(len as u64).ok_or(GuestMemoryError::CrossesRegion { gpa, len })?;
         if end > region.len_bytes {
             return Err(GuestMemoryError::CrossesRegion { gpa, len });
         }
-        region
-            .hpa
-            .checked_add(offset)
-            .ok_or(GuestMemoryError::NotMapped { gpa })
+        region.hpa.checked_add(offset).ok_or(GuestMemoryError::NotMapped { gpa })
     }
 }
 
@@ -218,14 +183,9 @@ pub trait GuestMemoryAccess {
 }
 
 /// Reads one little-endian value.
-pub fn read_obj<T: Pod>(
-    mem: &(impl GuestMemoryAccess + ?Sized),
-    gpa: GuestPhysAddr,
-) -> Result<T, GuestMemoryError> {
+pub fn read_obj<T: Pod>(mem: &(impl GuestMemoryAccess + ?Sized), gpa: GuestPhysAddr) -> Result<T, GuestMemoryError> {
     let mut buf = [0u8; 16];
-    let bytes = buf
-        .get_mut(..T::SIZE)
-        .ok_or(GuestMemoryError::CrossesRegion { gpa, len: T::SIZE })?;
+    let bytes = buf.get_mut(..T::SIZE).ok_or(GuestMemoryError::CrossesRegion { gpa, len: T::SIZE })?;
     mem.read_bytes(gpa, bytes)?;
     T::from_le(bytes).ok_or(GuestMemoryError::CrossesRegion { gpa, len: T::SIZE })
 }
@@ -237,9 +197,7 @@ pub fn write_obj<T: Pod>(
     value: T,
 ) -> Result<(), GuestMemoryError> {
     let mut buf = [0u8; 16];
-    let bytes = buf
-        .get_mut(..T::SIZE)
-        .ok_or(GuestMemoryError::CrossesRegion { gpa, len: T::SIZE })?;
+    let bytes = buf.get_mut(..T::SIZE).ok_or(GuestMemoryError::CrossesRegion { gpa, len: T::SIZE })?;
     value.to_le(bytes);
     mem.write_bytes(gpa, bytes)
 }
@@ -266,20 +224,12 @@ impl<'a, H: HostMemory> GuestMemory<'a, H> {
 impl<H: HostMemory> GuestMemoryAccess for GuestMemory<'_, H> {
     fn read_bytes(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), GuestMemoryError> {
         let hpa = self.map.host_range(gpa, buf.len())?;
-        if self.host.read(hpa, buf) {
-            Ok(())
-        } else {
-            Err(GuestMemoryError::HostAccess { hpa })
-        }
+        if self.host.read(hpa, buf) { Ok(()) } else { Err(GuestMemoryError::HostAccess { hpa }) }
     }
 
     fn write_bytes(&mut self, gpa: GuestPhysAddr, data: &[u8]) -> Result<(), GuestMemoryError> {
         let hpa = self.map.host_range(gpa, data.len())?;
-        if self.host.write(hpa, data) {
-            Ok(())
-        } else {
-            Err(GuestMemoryError::HostAccess { hpa })
-        }
+        if self.host.write(hpa, data) { Ok(()) } else { Err(GuestMemoryError::HostAccess { hpa }) }
     }
 
     fn is_ram(&self, gpa: GuestPhysAddr) -> bool {
@@ -296,10 +246,7 @@ pub struct VecHostMemory {
 
 impl VecHostMemory {
     pub fn new(base: HostPhysAddr, len: usize) -> Self {
-        VecHostMemory {
-            base,
-            bytes: alloc::vec![0; len],
-        }
+        VecHostMemory { base, bytes: alloc::vec![0; len] }
     }
 
     fn range(&self, hpa: HostPhysAddr, len: usize) -> Option<core::ops::Range<usize>> {
@@ -335,11 +282,7 @@ impl HostMemory for VecHostMemory {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::vec;
@@ -370,10 +313,7 @@ mod tests {
             GuestRegion::new(gpa(0), hpa(0), 0x2000, Perms::RW).unwrap(),
             GuestRegion::new(gpa(0x1000), hpa(0x8000), 0x1000, Perms::RW).unwrap(),
         ]);
-        assert_eq!(
-            overlapping,
-            Err(GuestMemoryError::Overlap { gpa: gpa(0x1000) })
-        );
+        assert_eq!(overlapping, Err(GuestMemoryError::Overlap { gpa: gpa(0x1000) }));
     }
 
     #[test]
@@ -392,10 +332,7 @@ mod tests {
         let map = two_regions();
         let mut mem = GuestMemory::new(&map, VecHostMemory::new(hpa(0x10000), 0x3000));
         write_obj(&mut mem, gpa(0x1ff8), 0x1122_3344_5566_7788u64).unwrap();
-        assert_eq!(
-            read_obj::<u64>(&mem, gpa(0x1ff8)).unwrap(),
-            0x1122_3344_5566_7788
-        );
+        assert_eq!(read_obj::<u64>(&mem, gpa(0x1ff8)).unwrap(), 0x1122_3344_5566_7788);
         assert_eq!(read_obj::<u16>(&mem, gpa(0x1ffa)).unwrap(), 0x5566);
         write_obj(&mut mem, gpa(0x4000), 0xabu8).unwrap();
         assert_eq!(mem.host().bytes[0x2000], 0xab);
@@ -407,15 +344,9 @@ mod tests {
         let mut mem = GuestMemory::new(&map, VecHostMemory::new(hpa(0x10000), 0x3000));
         assert_eq!(
             read_obj::<u64>(&mem, gpa(0x1ffc)),
-            Err(GuestMemoryError::CrossesRegion {
-                gpa: gpa(0x1ffc),
-                len: 8
-            })
+            Err(GuestMemoryError::CrossesRegion { gpa: gpa(0x1ffc), len: 8 })
         );
-        assert_eq!(
-            read_obj::<u32>(&mem, gpa(0x3000)),
-            Err(GuestMemoryError::NotMapped { gpa: gpa(0x3000) })
-        );
+        assert_eq!(read_obj::<u32>(&mem, gpa(0x3000)), Err(GuestMemoryError::NotMapped { gpa: gpa(0x3000) }));
         assert!(mem.write_bytes(gpa(u64::MAX), &[1, 2]).is_err());
         assert!(mem.read_bytes(gpa(0x4fff), &mut [0; 2]).is_err());
         assert!(mem.is_ram(gpa(0x4fff)));
@@ -427,9 +358,6 @@ mod tests {
         let map = two_regions();
         // Backend too small for the second region.
         let mem = GuestMemory::new(&map, VecHostMemory::new(hpa(0x10000), 0x2000));
-        assert_eq!(
-            read_obj::<u8>(&mem, gpa(0x4000)),
-            Err(GuestMemoryError::HostAccess { hpa: hpa(0x12000) })
-        );
+        assert_eq!(read_obj::<u8>(&mem, gpa(0x4000)), Err(GuestMemoryError::HostAccess { hpa: hpa(0x12000) }));
     }
 }

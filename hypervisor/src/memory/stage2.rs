@@ -83,11 +83,7 @@ impl NestedPageTable {
     }
 
     /// Maps every region of `map`.
-    pub fn map_all<F: FrameSource>(
-        &mut self,
-        frames: &mut F,
-        map: &GuestMemoryMap,
-    ) -> Result<(), NptError> {
+    pub fn map_all<F: FrameSource>(&mut self, frames: &mut F, map: &GuestMemoryMap) -> Result<(), NptError> {
         for r in map.regions() {
             self.map_range(frames, r.gpa(), r.hpa(), r.len_bytes(), r.perms())?;
         }
@@ -107,23 +103,14 @@ impl NestedPageTable {
         if !perms.read {
             return Err(NptError::NotReadable);
         }
-        if !gpa.is_aligned(PAGE_SIZE)
-            || !hpa.is_aligned(PAGE_SIZE)
-            || !len_bytes.is_multiple_of(PAGE_SIZE)
-        {
+        if !gpa.is_aligned(PAGE_SIZE) || !hpa.is_aligned(PAGE_SIZE) || !len_bytes.is_multiple_of(PAGE_SIZE) {
             return Err(NptError::Misaligned);
         }
         if len_bytes == 0 {
             return Err(NptError::Misaligned);
         }
-        let gpa_end = gpa
-            .raw()
-            .checked_add(len_bytes)
-            .ok_or(NptError::OutOfRange)?;
-        let hpa_end = hpa
-            .raw()
-            .checked_add(len_bytes)
-            .ok_or(NptError::OutOfRange)?;
+        let gpa_end = gpa.raw().checked_add(len_bytes).ok_or(NptError::OutOfRange)?;
+        let hpa_end = hpa.raw().checked_add(len_bytes).ok_or(NptError::OutOfRange)?;
         if gpa_end > GPA_LIMIT || hpa_end > HPA_LIMIT {
             return Err(NptError::OutOfRange);
         }
@@ -138,10 +125,7 @@ impl NestedPageTable {
         let (mut large, mut small) = (0u64, 0u64);
         while g < gpa_end {
             let remaining = gpa_end.wrapping_sub(g);
-            let step = if g % LARGE_PAGE_SIZE == 0
-                && h % LARGE_PAGE_SIZE == 0
-                && remaining >= LARGE_PAGE_SIZE
-            {
+            let step = if g % LARGE_PAGE_SIZE == 0 && h % LARGE_PAGE_SIZE == 0 && remaining >= LARGE_PAGE_SIZE {
                 self.set_leaf(frames, g, 2, h | leaf_flags | entry::HUGE)?;
                 large = large.wrapping_add(1);
                 LARGE_PAGE_SIZE
@@ -158,24 +142,13 @@ impl NestedPageTable {
     }
 
     /// Writes a leaf at `level` (1 = 4 KiB, 2 = 2 MiB), creating tables on the way.
-    fn set_leaf<F: FrameSource>(
-        &mut self,
-        frames: &mut F,
-        gpa: u64,
-        level: u32,
-        value: u64,
-    ) -> Result<(), NptError> {
-        let already = NptError::AlreadyMapped {
-            gpa: GuestPhysAddr::new(gpa),
-        };
+    fn set_leaf<F: FrameSource>(&mut self, frames: &mut F, gpa: u64, level: u32, value: u64) -> Result<(), NptError> {
+        let already = NptError::AlreadyMapped { gpa: GuestPhysAddr::new(gpa) };
         let mut table = self.root;
         let mut lvl = 4u32;
         while lvl > level {
             let idx = index(gpa, lvl);
-            let current = *frames
-                .table_mut(table)
-                .get(idx)
-                .ok_or(NptError::OutOfRange)?;
+            let current = *frames.table_mut(table).get(idx).ok_or(NptError::OutOfRange)?;
             table = if current & entry::PRESENT == 0 {
                 let next = frames.alloc_zeroed().ok_or(NptError::OutOfFrames)?;
                 if let Some(slot) = frames.table_mut(table).get_mut(idx) {
@@ -189,10 +162,7 @@ impl NestedPageTable {
             };
             lvl = lvl.wrapping_sub(1);
         }
-        let slot = frames
-            .table_mut(table)
-            .get_mut(index(gpa, level))
-            .ok_or(NptError::OutOfRange)?;
+        let slot = frames.table_mut(table).get_mut(index(gpa, level)).ok_or(NptError::OutOfRange)?;
         if *slot & entry::PRESENT != 0 {
             return Err(already);
         }
@@ -201,11 +171,7 @@ impl NestedPageTable {
     }
 
     /// Walks the table like the MMU would.
-    pub fn translate<F: FrameSource>(
-        &self,
-        frames: &mut F,
-        gpa: GuestPhysAddr,
-    ) -> Option<Translation> {
+    pub fn translate<F: FrameSource>(&self, frames: &mut F, gpa: GuestPhysAddr) -> Option<Translation> {
         if gpa.raw() >= GPA_LIMIT {
             return None;
         }
@@ -221,16 +187,10 @@ impl NestedPageTable {
             executable &= e & entry::NO_EXECUTE == 0;
             let leaf = level == 1 || (e & entry::HUGE != 0 && level <= 3);
             if leaf {
-                let page_size =
-                    1u64 << 12u32.wrapping_add(9u32.wrapping_mul(level.wrapping_sub(1)));
+                let page_size = 1u64 << 12u32.wrapping_add(9u32.wrapping_mul(level.wrapping_sub(1)));
                 let base = e & entry::ADDR_MASK & !(page_size.wrapping_sub(1));
                 let off = gpa.raw() & page_size.wrapping_sub(1);
-                return Some(Translation {
-                    hpa: HostPhysAddr::new(base | off),
-                    writable,
-                    executable,
-                    page_size,
-                });
+                return Some(Translation { hpa: HostPhysAddr::new(base | off), writable, executable, page_size });
             }
             table = HostPhysAddr::new(e & entry::ADDR_MASK);
         }
@@ -267,11 +227,7 @@ fn free_table<F: FrameSource>(frames: &mut F, table: HostPhysAddr, level: u32) -
 /// the fake physical address `base + n * 4096`; it can be told to fail after a number
 /// of allocations.
 #[cfg(test)]
-#[allow(
-    clippy::arithmetic_side_effects,
-    clippy::indexing_slicing,
-    clippy::expect_used
-)]
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::expect_used)]
 pub(crate) mod fake {
     use super::*;
     use alloc::boxed::Box;
@@ -290,13 +246,7 @@ pub(crate) mod fake {
 
     impl FakeFrames {
         pub fn new() -> Self {
-            FakeFrames {
-                base: 0x100_0000,
-                pages: Vec::new(),
-                free_list: Vec::new(),
-                allocated: 0,
-                limit: usize::MAX,
-            }
+            FakeFrames { base: 0x100_0000, pages: Vec::new(), free_list: Vec::new(), allocated: 0, limit: usize::MAX }
         }
         pub fn live(&self) -> usize {
             self.pages.iter().filter(|p| p.is_some()).count()
@@ -352,8 +302,7 @@ mod tests {
     fn aligned_ranges_use_2m_pages() {
         let mut f = FakeFrames::new();
         let mut npt = NestedPageTable::new(&mut f).unwrap();
-        npt.map_range(&mut f, g(0), h(16 * MIB), 8 * MIB, Perms::RWX)
-            .unwrap();
+        npt.map_range(&mut f, g(0), h(16 * MIB), 8 * MIB, Perms::RWX).unwrap();
         // PML4 + PDPT + PD only.
         assert_eq!(f.live(), 3);
         let t = npt.translate(&mut f, g(0x20_1234)).unwrap();
@@ -371,8 +320,7 @@ mod tests {
         let mut f = FakeFrames::new();
         let mut npt = NestedPageTable::new(&mut f).unwrap();
         // GPA 1M..5M -> HPA 33M..37M: 1M of 4K pages, one 2M page (2M..4M), 1M of 4K.
-        npt.map_range(&mut f, g(MIB), h(33 * MIB), 4 * MIB, Perms::RW)
-            .unwrap();
+        npt.map_range(&mut f, g(MIB), h(33 * MIB), 4 * MIB, Perms::RW).unwrap();
         let a = npt.translate(&mut f, g(MIB + 0x5000)).unwrap();
         assert_eq!((a.hpa, a.page_size), (h(33 * MIB + 0x5000), PAGE_SIZE));
         let b = npt.translate(&mut f, g(3 * MIB)).unwrap();
@@ -382,13 +330,9 @@ mod tests {
         assert!(!c.executable && c.writable);
         // HPA not 2M-aligned relative to GPA: all 4K.
         let mut npt2 = NestedPageTable::new(&mut f).unwrap();
-        npt2.map_range(&mut f, g(0), h(0x1000), 2 * MIB, Perms::R)
-            .unwrap();
+        npt2.map_range(&mut f, g(0), h(0x1000), 2 * MIB, Perms::R).unwrap();
         let d = npt2.translate(&mut f, g(0x1f_f000)).unwrap();
-        assert_eq!(
-            (d.hpa, d.page_size, d.writable),
-            (h(0x20_0000), PAGE_SIZE, false)
-        );
+        assert_eq!((d.hpa, d.page_size, d.writable), (h(0x20_0000), PAGE_SIZE, false));
     }
 
     #[test]
@@ -402,15 +346,9 @@ mod tests {
         .unwrap();
         let mut npt = NestedPageTable::new(&mut f).unwrap();
         npt.map_all(&mut f, &map).unwrap();
-        assert_eq!(
-            npt.translate(&mut f, g(0xfff0_1008)).unwrap().hpa,
-            h(0x7000_1008)
-        );
+        assert_eq!(npt.translate(&mut f, g(0xfff0_1008)).unwrap().hpa, h(0x7000_1008));
         assert!(!npt.translate(&mut f, g(0xfff0_1008)).unwrap().writable);
-        assert_eq!(
-            npt.translate(&mut f, g((1 << 40) + 0x2004)).unwrap().hpa,
-            h(128 * MIB + 0x2004)
-        );
+        assert_eq!(npt.translate(&mut f, g((1 << 40) + 0x2004)).unwrap().hpa, h(128 * MIB + 0x2004));
         assert!(f.live() > 3);
         npt.destroy(&mut f);
         assert_eq!(f.live(), 0);
@@ -420,33 +358,17 @@ mod tests {
     fn errors_are_reported_not_panicked() {
         let mut f = FakeFrames::new();
         let mut npt = NestedPageTable::new(&mut f).unwrap();
-        assert_eq!(
-            npt.map_range(&mut f, g(0x800), h(0), 0x1000, Perms::RW),
-            Err(NptError::Misaligned)
-        );
-        assert_eq!(
-            npt.map_range(&mut f, g(GPA_LIMIT - 0x1000), h(0), 0x2000, Perms::RW),
-            Err(NptError::OutOfRange)
-        );
-        let no_read = Perms {
-            read: false,
-            ..Perms::RW
-        };
-        assert_eq!(
-            npt.map_range(&mut f, g(0), h(0), 0x1000, no_read),
-            Err(NptError::NotReadable)
-        );
-        npt.map_range(&mut f, g(0), h(0), 2 * MIB, Perms::RW)
-            .unwrap();
+        assert_eq!(npt.map_range(&mut f, g(0x800), h(0), 0x1000, Perms::RW), Err(NptError::Misaligned));
+        assert_eq!(npt.map_range(&mut f, g(GPA_LIMIT - 0x1000), h(0), 0x2000, Perms::RW), Err(NptError::OutOfRange));
+        let no_read = Perms { read: false, ..Perms::RW };
+        assert_eq!(npt.map_range(&mut f, g(0), h(0), 0x1000, no_read), Err(NptError::NotReadable));
+        npt.map_range(&mut f, g(0), h(0), 2 * MIB, Perms::RW).unwrap();
         assert_eq!(
             npt.map_range(&mut f, g(0x1000), h(0), 0x1000, Perms::RW),
             Err(NptError::AlreadyMapped { gpa: g(0x1000) })
         );
         f.limit = f.allocated;
-        assert_eq!(
-            npt.map_range(&mut f, g(1 << 39), h(0), 0x1000, Perms::RW),
-            Err(NptError::OutOfFrames)
-        );
+        assert_eq!(npt.map_range(&mut f, g(1 << 39), h(0), 0x1000, Perms::RW), Err(NptError::OutOfFrames));
         npt.destroy(&mut f);
         assert_eq!(f.live(), 0);
     }

@@ -68,10 +68,7 @@ pub trait Arch {
     /// Turns virtualisation on for the executing CPU. `frames` provides the per-CPU
     /// pages the processor needs (e.g. the SVM host save area), which stay allocated
     /// for as long as virtualisation is on.
-    fn enable_cpu<F: FrameSource>(
-        features: &Self::Features,
-        frames: &mut F,
-    ) -> Result<(), Self::Error>;
+    fn enable_cpu<F: FrameSource>(features: &Self::Features, frames: &mut F) -> Result<(), Self::Error>;
 
     /// Creates a vCPU in the given initial state.
     fn create_vcpu<F: FrameSource>(

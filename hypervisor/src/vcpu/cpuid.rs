@@ -45,23 +45,14 @@ pub struct HostCpuid;
 impl CpuidSource for HostCpuid {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
         let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-        CpuidResult {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
-        }
+        CpuidResult { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
     }
 }
 
 pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
 pub const HYPERVISOR_MAX_LEAF: u32 = 0x4000_0001;
 /// "Bulkhead" padded to 12 bytes, as EBX, ECX, EDX.
-pub const SIGNATURE: [u32; 3] = [
-    u32::from_le_bytes(*b"Bulk"),
-    u32::from_le_bytes(*b"head"),
-    0,
-];
+pub const SIGNATURE: [u32; 3] = [u32::from_le_bytes(*b"Bulk"), u32::from_le_bytes(*b"head"), 0];
 
 /// XCR0 components offered to guests: x87, SSE, AVX, AVX-512 opmask/ZMM_Hi256/Hi16_ZMM.
 pub const GUEST_XCR0_ALLOWED: u64 = 0b1110_0111;
@@ -84,20 +75,11 @@ impl CpuidPolicy {
     pub fn new(source: &(impl CpuidSource + ?Sized)) -> CpuidPolicy {
         let d = source.cpuid(0xd, 0);
         let host = u64::from(d.eax) | (u64::from(d.edx) << 32);
-        CpuidPolicy {
-            xcr0_mask: (host & GUEST_XCR0_ALLOWED) | 1,
-            abi_version: bulkhead_abi::hypercall::ABI_VERSION,
-        }
+        CpuidPolicy { xcr0_mask: (host & GUEST_XCR0_ALLOWED) | 1, abi_version: bulkhead_abi::hypercall::ABI_VERSION }
     }
 
     /// The guest's view of CPUID `leaf`/`subleaf`, given the vCPU's APIC id.
-    pub fn filter(
-        &self,
-        source: &(impl CpuidSource + ?Sized),
-        leaf: u32,
-        subleaf: u32,
-        apic_id: u8,
-    ) -> CpuidResult {
+    pub fn filter(&self, source: &(impl CpuidSource + ?Sized), leaf: u32, subleaf: u32, apic_id: u8) -> CpuidResult {
         if (HYPERVISOR_LEAF..0x4001_0000).contains(&leaf) {
             return self.hypervisor_leaf(leaf);
         }
@@ -140,10 +122,7 @@ impl CpuidPolicy {
                 r.ecx &= !bits(&[2, 10, 12, 13, 15, 23, 24, 27, 28, 29]);
             }
             0x8000_0007 => {
-                r = CpuidResult {
-                    edx: r.edx & (1 << 8),
-                    ..CpuidResult::default()
-                };
+                r = CpuidResult { edx: r.edx & (1 << 8), ..CpuidResult::default() };
             }
             0x8000_0008 => r.ebx &= !bits(&[12, 14, 15, 24, 25]),
             0x8000_000a => r = CpuidResult::default(),
@@ -154,16 +133,10 @@ impl CpuidPolicy {
 
     fn hypervisor_leaf(&self, leaf: u32) -> CpuidResult {
         match leaf {
-            HYPERVISOR_LEAF => CpuidResult {
-                eax: HYPERVISOR_MAX_LEAF,
-                ebx: SIGNATURE[0],
-                ecx: SIGNATURE[1],
-                edx: SIGNATURE[2],
-            },
-            HYPERVISOR_MAX_LEAF => CpuidResult {
-                eax: self.abi_version,
-                ..CpuidResult::default()
-            },
+            HYPERVISOR_LEAF => {
+                CpuidResult { eax: HYPERVISOR_MAX_LEAF, ebx: SIGNATURE[0], ecx: SIGNATURE[1], edx: SIGNATURE[2] }
+            }
+            HYPERVISOR_MAX_LEAF => CpuidResult { eax: self.abi_version, ..CpuidResult::default() },
             _ => CpuidResult::default(),
         }
     }
@@ -185,53 +158,16 @@ impl CpuidSource for FakeCpuid {
 impl FakeCpuid {
     /// Every feature bit set, with host XCR0 support for x87|SSE|AVX|AMX.
     pub fn all_ones() -> FakeCpuid {
-        let ones = CpuidResult {
-            eax: u32::MAX,
-            ebx: u32::MAX,
-            ecx: u32::MAX,
-            edx: u32::MAX,
-        };
+        let ones = CpuidResult { eax: u32::MAX, ebx: u32::MAX, ecx: u32::MAX, edx: u32::MAX };
         let mut m = std::collections::HashMap::new();
-        for leaf in [
-            1,
-            5,
-            6,
-            7,
-            0xa,
-            0x8000_0001,
-            0x8000_0007,
-            0x8000_0008,
-            0x8000_000a,
-        ] {
+        for leaf in [1, 5, 6, 7, 0xa, 0x8000_0001, 0x8000_0007, 0x8000_0008, 0x8000_000a] {
             m.insert((leaf, 0), ones);
         }
         m.insert((7, 1), ones);
-        m.insert(
-            (0xd, 0),
-            CpuidResult {
-                eax: 0x6_0007,
-                ebx: 0x340,
-                ecx: 0x2b00,
-                edx: 0,
-            },
-        );
+        m.insert((0xd, 0), CpuidResult { eax: 0x6_0007, ebx: 0x340, ecx: 0x2b00, edx: 0 });
         m.insert((0xd, 1), ones);
-        m.insert(
-            (0xd, 2),
-            CpuidResult {
-                eax: 0x100,
-                ebx: 0x240,
-                ..CpuidResult::default()
-            },
-        );
-        m.insert(
-            (0xd, 17),
-            CpuidResult {
-                eax: 0x40,
-                ebx: 0xac0,
-                ..CpuidResult::default()
-            },
-        );
+        m.insert((0xd, 2), CpuidResult { eax: 0x100, ebx: 0x240, ..CpuidResult::default() });
+        m.insert((0xd, 17), CpuidResult { eax: 0x40, ebx: 0xac0, ..CpuidResult::default() });
         FakeCpuid(m)
     }
 }
@@ -276,10 +212,7 @@ mod tests {
         sig[4..8].copy_from_slice(&r.ecx.to_le_bytes());
         sig[8..].copy_from_slice(&r.edx.to_le_bytes());
         assert_eq!(&sig, b"Bulkhead\0\0\0\0");
-        assert_eq!(
-            p.filter(&src, HYPERVISOR_MAX_LEAF, 0, 0).eax,
-            bulkhead_abi::hypercall::ABI_VERSION
-        );
+        assert_eq!(p.filter(&src, HYPERVISOR_MAX_LEAF, 0, 0).eax, bulkhead_abi::hypercall::ABI_VERSION);
         assert_eq!(p.filter(&src, 0x4000_0100, 0, 0), CpuidResult::default());
     }
 

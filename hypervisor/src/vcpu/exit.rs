@@ -114,11 +114,7 @@ pub mod vector {
 
 impl Event {
     pub const fn exception(vector: u8, error_code: Option<u32>) -> Event {
-        Event {
-            kind: EventKind::Exception,
-            vector,
-            error_code,
-        }
+        Event { kind: EventKind::Exception, vector, error_code }
     }
     pub const fn gp(error_code: u32) -> Event {
         Event::exception(vector::GP, Some(error_code))
@@ -130,11 +126,7 @@ impl Event {
         Event::exception(vector::PF, Some(error_code))
     }
     pub const fn interrupt(vector: u8) -> Event {
-        Event {
-            kind: EventKind::ExternalInterrupt,
-            vector,
-            error_code: None,
-        }
+        Event { kind: EventKind::ExternalInterrupt, vector, error_code: None }
     }
 
     /// Whether exception `vector` pushes an error code (APM Vol. 2 8.2, Table 8-1).
@@ -230,14 +222,7 @@ pub struct Exit {
 
 impl Exit {
     pub const fn new(reason: ExitReason) -> Exit {
-        Exit {
-            reason,
-            next_rip: None,
-            insn: InsnBytes {
-                len: 0,
-                bytes: [0; 15],
-            },
-        }
+        Exit { reason, next_rip: None, insn: InsnBytes { len: 0, bytes: [0; 15] } }
     }
 }
 
@@ -348,13 +333,7 @@ mod tests {
 
     #[test]
     fn flow_of_actions() {
-        assert_eq!(
-            Flow::of(&ExitAction::Halt(NextRip::By(1))),
-            Flow::WaitForInterrupt
-        );
-        assert_eq!(
-            Flow::of(&ExitAction::Stop(StopReason::TripleFault)),
-            Flow::Stop(StopReason::TripleFault)
-        );
+        assert_eq!(Flow::of(&ExitAction::Halt(NextRip::By(1))), Flow::WaitForInterrupt);
+        assert_eq!(Flow::of(&ExitAction::Stop(StopReason::TripleFault)), Flow::Stop(StopReason::TripleFault));
     }
 }

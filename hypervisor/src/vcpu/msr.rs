@@ -69,10 +69,7 @@ pub struct MsrFault;
 
 impl MsrState {
     pub fn new(bsp: bool) -> MsrState {
-        MsrState {
-            apic_base: APIC_BASE_DEFAULT | APIC_ENABLE | if bsp { APIC_BSP } else { 0 },
-            tsc_aux: 0,
-        }
+        MsrState { apic_base: APIC_BASE_DEFAULT | APIC_ENABLE | if bsp { APIC_BSP } else { 0 }, tsc_aux: 0 }
     }
 
     fn vendor(msr: u32) -> Option<VendorMsr> {
@@ -115,13 +112,7 @@ impl MsrState {
     }
 
     /// WRMSR.
-    pub fn write(
-        &mut self,
-        msr: u32,
-        value: u64,
-        regs: &mut impl RegisterFile,
-        host_tsc: u64,
-    ) -> Result<(), MsrFault> {
+    pub fn write(&mut self, msr: u32, value: u64, regs: &mut impl RegisterFile, host_tsc: u64) -> Result<(), MsrFault> {
         use index::*;
         match msr {
             EFER => {
@@ -132,10 +123,7 @@ impl MsrState {
                 regs.set_msr(VendorMsr::Efer, (value & EFER_WRITABLE) | lma);
             }
             PAT => {
-                let valid = value
-                    .to_le_bytes()
-                    .iter()
-                    .all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7));
+                let valid = value.to_le_bytes().iter().all(|t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7));
                 if !valid {
                     return Err(MsrFault);
                 }
@@ -207,17 +195,8 @@ mod tests {
         let mut s = MsrState::new(true);
         let mut r = FakeRegs::long_mode(0);
         r.set_msr(VendorMsr::Efer, cr::EFER_LMA | cr::EFER_LME);
-        s.write(
-            EFER,
-            cr::EFER_LME | cr::EFER_SCE | cr::EFER_NXE | cr::EFER_LMA,
-            &mut r,
-            0,
-        )
-        .unwrap();
-        assert_eq!(
-            r.msr(VendorMsr::Efer),
-            cr::EFER_LME | cr::EFER_SCE | cr::EFER_NXE | cr::EFER_LMA
-        );
+        s.write(EFER, cr::EFER_LME | cr::EFER_SCE | cr::EFER_NXE | cr::EFER_LMA, &mut r, 0).unwrap();
+        assert_eq!(r.msr(VendorMsr::Efer), cr::EFER_LME | cr::EFER_SCE | cr::EFER_NXE | cr::EFER_LMA);
         assert_eq!(s.write(EFER, cr::EFER_SVME, &mut r, 0), Err(MsrFault));
         assert_eq!(s.write(EFER, 1 << 20, &mut r, 0), Err(MsrFault));
     }

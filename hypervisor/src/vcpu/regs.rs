@@ -59,10 +59,8 @@ impl Gpr {
     }
 
     pub const fn name(self) -> &'static str {
-        [
-            "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11",
-            "r12", "r13", "r14", "r15",
-        ][self as usize]
+        ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]
+            [self as usize]
     }
 }
 
@@ -370,10 +368,7 @@ impl FakeRegs {
         let mut segs = [Segment::default(); 6];
         segs[1].attrib = 0x29b; // present code, L=1
         FakeRegs {
-            regs: GuestRegisters {
-                rflags: 0x2,
-                ..GuestRegisters::default()
-            },
+            regs: GuestRegisters { rflags: 0x2, ..GuestRegisters::default() },
             control: ControlRegs {
                 cr0: cr::CR0_PE | cr::CR0_PG,
                 cr2: 0,
@@ -461,14 +456,8 @@ mod tests {
 
     #[test]
     fn cpu_mode_from_state() {
-        let long = Segment {
-            attrib: 0x29b,
-            ..Segment::default()
-        };
-        let compat32 = Segment {
-            attrib: 0x49b,
-            ..Segment::default()
-        };
+        let long = Segment { attrib: 0x29b, ..Segment::default() };
+        let compat32 = Segment { attrib: 0x49b, ..Segment::default() };
         let lma = cr::EFER_LMA | cr::EFER_LME;
         assert_eq!(CpuMode::from_state(0x10, 0, &long), CpuMode::Real);
         assert_eq!(CpuMode::from_state(1, lma, &long), CpuMode::Long64);
@@ -478,10 +467,7 @@ mod tests {
 
     #[test]
     fn dump_names_registers() {
-        let r = GuestRegisters {
-            r13: 0xdead,
-            ..GuestRegisters::default()
-        };
+        let r = GuestRegisters { r13: 0xdead, ..GuestRegisters::default() };
         let text = format!("{r:?}");
         assert!(text.contains("r13=0x000000000000dead"));
     }

@@ -13,10 +13,7 @@ pub struct Stanza<'a> {
 
 impl<'a> Stanza<'a> {
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
+        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 }
 
@@ -73,9 +70,7 @@ pub fn clearsigned_body(text: &str) -> Result<String, String> {
     // Armour headers ("Hash: SHA256") end at the first empty line.
     let body_start = rest.find("\n\n").ok_or("signed message has no body")? + 2;
     let body = &rest[body_start..];
-    let end = body
-        .find(SIG)
-        .ok_or("signed message has no signature block")?;
+    let end = body.find(SIG).ok_or("signed message has no signature block")?;
     let mut out = String::with_capacity(end);
     for line in body[..end].lines() {
         // RFC 4880 §7.1: lines starting with '-' are escaped as "- ".
@@ -110,8 +105,7 @@ impl Release {
         let mut files = Vec::new();
         for line in sums.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let mut parts = line.split_whitespace();
-            let (Some(sha), Some(size), Some(path), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
+            let (Some(sha), Some(size), Some(path), None) = (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 return Err(format!("bad SHA256 line `{line}`"));
             };
@@ -119,20 +113,14 @@ impl Release {
             if !is_sha256(sha) {
                 return Err(format!("bad SHA256 digest in `{line}`"));
             }
-            files.push(ReleaseFile {
-                path: path.to_owned(),
-                size,
-                sha256: sha.to_ascii_lowercase(),
-            });
+            files.push(ReleaseFile { path: path.to_owned(), size, sha256: sha.to_ascii_lowercase() });
         }
         let field = |n: &str| stanza.get(n).unwrap_or_default().to_owned();
         Ok(Release {
             suite: field("Suite"),
             codename: field("Codename"),
             date: field("Date"),
-            acquire_by_hash: stanza
-                .get("Acquire-By-Hash")
-                .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+            acquire_by_hash: stanza.get("Acquire-By-Hash").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
             files,
         })
     }
@@ -188,20 +176,11 @@ pub fn parse_relations(field: &str) -> Result<Vec<Vec<Relation>>, String> {
             let alt = alt.split(['[', '<']).next().unwrap_or_default().trim();
             let (name, constraint) = match alt.split_once('(') {
                 Some((name, rest)) => {
-                    let inner = rest
-                        .strip_suffix(')')
-                        .ok_or_else(|| format!("unclosed `(` in `{alt}`"))?
-                        .trim();
-                    let (op, ver) = [
-                        (">=", Op::Ge),
-                        ("<=", Op::Le),
-                        (">>", Op::Gt),
-                        ("<<", Op::Lt),
-                        ("=", Op::Eq),
-                    ]
-                    .into_iter()
-                    .find_map(|(s, op)| inner.strip_prefix(s).map(|v| (op, v.trim())))
-                    .ok_or_else(|| format!("bad version constraint in `{alt}`"))?;
+                    let inner = rest.strip_suffix(')').ok_or_else(|| format!("unclosed `(` in `{alt}`"))?.trim();
+                    let (op, ver) = [(">=", Op::Ge), ("<=", Op::Le), (">>", Op::Gt), ("<<", Op::Lt), ("=", Op::Eq)]
+                        .into_iter()
+                        .find_map(|(s, op)| inner.strip_prefix(s).map(|v| (op, v.trim())))
+                        .ok_or_else(|| format!("bad version constraint in `{alt}`"))?;
                     if ver.is_empty() {
                         return Err(format!("empty version in `{alt}`"));
                     }
@@ -214,10 +193,7 @@ pub fn parse_relations(field: &str) -> Result<Vec<Vec<Relation>>, String> {
             if name.is_empty() {
                 return Err(format!("empty package name in `{group}`"));
             }
-            alts.push(Relation {
-                name: name.to_owned(),
-                constraint,
-            });
+            alts.push(Relation { name: name.to_owned(), constraint });
         }
         groups.push(alts);
     }
@@ -261,7 +237,9 @@ mod tests {
 
     #[test]
     fn parses_relations() {
-        let g = parse_relations("linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2), a:any | b (>= 1.0) [amd64], c <!nocheck>").unwrap();
+        let g =
+            parse_relations("linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2), a:any | b (>= 1.0) [amd64], c <!nocheck>")
+                .unwrap();
         assert_eq!(g.len(), 3);
         assert_eq!(g[0][0].name, "linux-image-6.1.0-56-cloud-amd64");
         assert_eq!(g[0][0].constraint, Some((Op::Eq, "6.1.192-2".into())));

@@ -35,11 +35,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Writer {
-            out: Vec::new(),
-            next_ino: 1,
-            dirs: HashSet::new(),
-        }
+        Writer { out: Vec::new(), next_ino: 1, dirs: HashSet::new() }
     }
 
     pub fn dir(&mut self, path: &str) {
@@ -132,9 +128,7 @@ pub fn parse(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
         if !at.is_multiple_of(4) {
             return Err(format!("entry at {at} is not 4-byte aligned"));
         }
-        let header = bytes
-            .get(..HEADER_LEN)
-            .ok_or_else(|| format!("truncated header at {at}"))?;
+        let header = bytes.get(..HEADER_LEN).ok_or_else(|| format!("truncated header at {at}"))?;
         if &header[..6] != MAGIC {
             return Err(format!("bad magic at {at}"));
         }
@@ -142,8 +136,7 @@ pub fn parse(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
         for (i, f) in fields.iter_mut().enumerate() {
             let hex = &header[6 + i * 8..14 + i * 8];
             let hex = std::str::from_utf8(hex).map_err(|_| format!("non-ASCII field at {at}"))?;
-            *f = u32::from_str_radix(hex, 16)
-                .map_err(|_| format!("bad hex field {hex:?} at {at}"))?;
+            *f = u32::from_str_radix(hex, 16).map_err(|_| format!("bad hex field {hex:?} at {at}"))?;
         }
         let (mode, filesize, namesize) = (fields[1], fields[6] as usize, fields[11] as usize);
         let name_end = HEADER_LEN + namesize;
@@ -158,24 +151,15 @@ pub fn parse(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
         if nul != [0] {
             return Err(format!("name at {at} is not NUL-terminated"));
         }
-        let pad_ok = bytes[name_end..data_start]
-            .iter()
-            .chain(&bytes[data_end..next])
-            .all(|&b| b == 0);
+        let pad_ok = bytes[name_end..data_start].iter().chain(&bytes[data_end..next]).all(|&b| b == 0);
         if !pad_ok {
             return Err(format!("non-zero padding in entry at {at}"));
         }
-        let name =
-            String::from_utf8(name.to_vec()).map_err(|_| format!("non-UTF-8 name at {at}"))?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| format!("non-UTF-8 name at {at}"))?;
         if name == TRAILER {
             return Ok(entries);
         }
-        entries.push(Entry {
-            name,
-            mode,
-            rdev: (fields[9], fields[10]),
-            data: bytes[data_start..data_end].to_vec(),
-        });
+        entries.push(Entry { name, mode, rdev: (fields[9], fields[10]), data: bytes[data_start..data_end].to_vec() });
         bytes = &bytes[next..];
     }
 }
@@ -196,19 +180,10 @@ mod tests {
         assert_eq!(bytes.len() % 4, 0);
         let e = parse(&bytes).unwrap();
         let names: Vec<_> = e.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "init"]
-        );
+        assert_eq!(names, ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "init"]);
         assert_eq!(e[0].mode, S_IFDIR | 0o755);
-        assert_eq!(
-            (e[1].mode, e[1].data.as_slice()),
-            (S_IFREG | 0o755, &b"\x7fELF12345"[..])
-        );
-        assert_eq!(
-            (e[2].mode, e[2].data.as_slice()),
-            (S_IFLNK | 0o777, &b"busybox"[..])
-        );
+        assert_eq!((e[1].mode, e[1].data.as_slice()), (S_IFREG | 0o755, &b"\x7fELF12345"[..]));
+        assert_eq!((e[2].mode, e[2].data.as_slice()), (S_IFLNK | 0o777, &b"busybox"[..]));
         assert_eq!((e[4].mode, e[4].rdev), (S_IFCHR | 0o600, (5, 1)));
     }
 

@@ -15,10 +15,7 @@ pub fn for_each_file<R: Read>(
     origin: &Path,
     mut visit: impl FnMut(&str, &mut dyn Read) -> Result<(), GuestError>,
 ) -> Result<(), GuestError> {
-    let bad = |reason: String| GuestError::BadDeb {
-        path: origin.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| GuestError::BadDeb { path: origin.to_owned(), reason };
     let mut archive = ar::Archive::new(deb);
     let mut seen_binary = false;
     while let Some(member) = archive.next_entry() {
@@ -26,9 +23,7 @@ pub fn for_each_file<R: Read>(
         let id = String::from_utf8_lossy(member.header().identifier()).into_owned();
         if id == "debian-binary" {
             let mut v = String::new();
-            member
-                .read_to_string(&mut v)
-                .map_err(|e| bad(format!("debian-binary: {e}")))?;
+            member.read_to_string(&mut v).map_err(|e| bad(format!("debian-binary: {e}")))?;
             if !v.starts_with("2.") {
                 return Err(bad(format!("unsupported format version {:?}", v.trim())));
             }
@@ -59,8 +54,7 @@ pub fn for_each_file<R: Read>(
                 continue;
             }
             let raw = entry.path().map_err(|e| bad(format!("{id}: {e}")))?;
-            let path =
-                safe_relative(&raw).ok_or_else(|| bad(format!("unsafe path {}", raw.display())))?;
+            let path = safe_relative(&raw).ok_or_else(|| bad(format!("unsafe path {}", raw.display())))?;
             visit(&path, &mut entry)?;
         }
         return Ok(());
@@ -84,11 +78,7 @@ fn safe_relative(path: &Path) -> Option<String> {
 /// Extracts the files for which `select` returns a destination (relative) into `dest`,
 /// unless `dest` already exists. Work happens in a temporary directory that is renamed
 /// into place at the end, so `dest` is either absent or complete.
-pub fn extract_once(
-    deb: &Path,
-    dest: &Path,
-    select: impl Fn(&str) -> Option<String>,
-) -> Result<(), GuestError> {
+pub fn extract_once(deb: &Path, dest: &Path, select: impl Fn(&str) -> Option<String>) -> Result<(), GuestError> {
     if dest.is_dir() {
         return Ok(());
     }
@@ -106,10 +96,8 @@ pub fn extract_once(
                 fs::create_dir_all(dir).map_err(GuestError::io(dir))?;
             }
             let mut f = fs::File::create(&out).map_err(GuestError::io(&out))?;
-            io::copy(reader, &mut f).map_err(|e| GuestError::BadDeb {
-                path: deb.to_owned(),
-                reason: format!("{path}: {e}"),
-            })?;
+            io::copy(reader, &mut f)
+                .map_err(|e| GuestError::BadDeb { path: deb.to_owned(), reason: format!("{path}: {e}") })?;
             count += 1;
             Ok(())
         })?;
@@ -151,11 +139,9 @@ pub(crate) mod tests {
         let data_gz = gz.finish().unwrap();
 
         let mut ar = ar::Builder::new(Vec::new());
-        for (name, body) in [
-            ("debian-binary", b"2.0\n".to_vec()),
-            ("control.tar.gz", Vec::new()),
-            ("data.tar.gz", data_gz),
-        ] {
+        for (name, body) in
+            [("debian-binary", b"2.0\n".to_vec()), ("control.tar.gz", Vec::new()), ("data.tar.gz", data_gz)]
+        {
             let header = ar::Header::new(name.as_bytes().to_vec(), body.len() as u64);
             ar.append(&header, body.as_slice()).unwrap();
         }
@@ -182,11 +168,7 @@ pub(crate) mod tests {
         let err = for_each_file(&b"not an ar archive"[..], Path::new("g.deb"), |_, _| Ok(()));
         assert!(matches!(err, Err(GuestError::BadDeb { .. })));
         let mut ar = ar::Builder::new(Vec::new());
-        ar.append(
-            &ar::Header::new(b"debian-binary".to_vec(), 4),
-            &b"2.0\n"[..],
-        )
-        .unwrap();
+        ar.append(&ar::Header::new(b"debian-binary".to_vec(), 4), &b"2.0\n"[..]).unwrap();
         let only_header = ar.into_inner().unwrap();
         let err = for_each_file(only_header.as_slice(), Path::new("h.deb"), |_, _| Ok(()));
         assert!(err.unwrap_err().to_string().contains("no data.tar"));
@@ -194,10 +176,7 @@ pub(crate) mod tests {
 
     #[test]
     fn safe_paths_only() {
-        assert_eq!(
-            safe_relative(Path::new("./lib/modules/x.ko")).as_deref(),
-            Some("lib/modules/x.ko")
-        );
+        assert_eq!(safe_relative(Path::new("./lib/modules/x.ko")).as_deref(), Some("lib/modules/x.ko"));
         assert_eq!(safe_relative(Path::new("../etc/passwd")), None);
         assert_eq!(safe_relative(Path::new("/etc/passwd")), None);
         assert_eq!(safe_relative(Path::new(".")), None);
@@ -208,16 +187,9 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("bulkhead-deb-{}", std::process::id()));
         let deb_path = dir.join("t.deb");
         fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            &deb_path,
-            synthetic_deb(&[("./boot/vmlinuz-1", b"k"), ("./etc/x", b"e")]),
-        )
-        .unwrap();
+        fs::write(&deb_path, synthetic_deb(&[("./boot/vmlinuz-1", b"k"), ("./etc/x", b"e")])).unwrap();
         let dest = dir.join("out");
-        extract_once(&deb_path, &dest, |p| {
-            p.starts_with("boot/").then(|| p.to_owned())
-        })
-        .unwrap();
+        extract_once(&deb_path, &dest, |p| p.starts_with("boot/").then(|| p.to_owned())).unwrap();
         assert_eq!(fs::read(dest.join("boot/vmlinuz-1")).unwrap(), b"k");
         assert!(!dest.join("etc/x").exists());
         // A second call finds the complete directory and leaves it alone.

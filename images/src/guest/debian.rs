@@ -30,17 +30,12 @@ impl Sources {
     /// bookworm, bookworm-updates and bookworm-security on deb.debian.org. Kernel
     /// security updates land in bookworm-security, so it must be included.
     pub fn bookworm() -> Self {
-        Self::with_mirror(
-            "http://deb.debian.org/debian",
-            "http://deb.debian.org/debian-security",
-        )
+        Self::with_mirror("http://deb.debian.org/debian", "http://deb.debian.org/debian-security")
     }
 
     pub fn with_mirror(debian: &str, security: &str) -> Self {
-        let suite = |base: &str, name: &str| Suite {
-            base_url: base.trim_end_matches('/').to_owned(),
-            name: name.to_owned(),
-        };
+        let suite =
+            |base: &str, name: &str| Suite { base_url: base.trim_end_matches('/').to_owned(), name: name.to_owned() };
         Sources {
             suites: vec![
                 suite(debian, "bookworm"),
@@ -94,19 +89,13 @@ impl Archive {
         for (i, suite) in sources.suites.iter().enumerate() {
             let release = load_release(&fetcher, suite, freshness)?;
             let text = load_index(&fetcher, sources, suite, &release)?;
-            let n = universe
-                .add_index(i, &text, keep)
-                .map_err(|reason| GuestError::BadIndex {
-                    what: format!("{} {}", suite.base_url, suite.name),
-                    reason,
-                })?;
+            let n = universe.add_index(i, &text, keep).map_err(|reason| GuestError::BadIndex {
+                what: format!("{} {}", suite.base_url, suite.name),
+                reason,
+            })?;
             log::debug!(target: "guest", "{}: {n} packages of interest", suite.name);
         }
-        Ok(Archive {
-            fetcher,
-            sources: sources.clone(),
-            universe,
-        })
+        Ok(Archive { fetcher, sources: sources.clone(), universe })
     }
 
     /// The verified .deb of `entry`, from the cache or the mirror.
@@ -114,10 +103,7 @@ impl Archive {
         let base = entry.filename.rsplit('/').next().unwrap_or(&entry.filename);
         let dir = self.fetcher.cache_dir.join("downloads");
         let path = dir.join(format!("{}_{base}", &entry.sha256[..16]));
-        let expect = Expect {
-            sha256: &entry.sha256,
-            size: entry.size,
-        };
+        let expect = Expect { sha256: &entry.sha256, size: entry.size };
         if fetch::cached_ok(&path, expect)? {
             return Ok(path);
         }
@@ -130,35 +116,16 @@ impl Archive {
 }
 
 fn release_path(cache: &Path, suite: &Suite) -> PathBuf {
-    let site: String = (suite
-        .base_url
-        .split_once("://")
-        .map_or(&*suite.base_url, |(_, r)| r))
-    .chars()
-    .map(|c| {
-        if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-            c
-        } else {
-            '_'
-        }
-    })
-    .collect();
-    cache
-        .join("dists")
-        .join(site)
-        .join(&suite.name)
-        .join("InRelease")
+    let site: String = (suite.base_url.split_once("://").map_or(&*suite.base_url, |(_, r)| r))
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .collect();
+    cache.join("dists").join(site).join(&suite.name).join("InRelease")
 }
 
-fn load_release(
-    fetcher: &Fetcher,
-    suite: &Suite,
-    freshness: Freshness,
-) -> Result<Release, GuestError> {
+fn load_release(fetcher: &Fetcher, suite: &Suite, freshness: Freshness) -> Result<Release, GuestError> {
     let path = release_path(&fetcher.cache_dir, suite);
-    let cached = fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| Release::parse(&t).ok());
+    let cached = fs::read_to_string(&path).ok().and_then(|t| Release::parse(&t).ok());
     if let (Freshness::PreferCache, Some(release)) = (freshness, &cached) {
         log::info!(target: "guest", "{}: cached index of {}", suite.name, release.date);
         return Ok(release.clone());
@@ -176,18 +143,12 @@ fn load_release(
         Err(e) => return Err(e),
     };
     let text = String::from_utf8_lossy(&bytes);
-    let release = Release::parse(&text).map_err(|reason| GuestError::BadRelease {
-        url: url.clone(),
-        reason,
-    })?;
+    let release = Release::parse(&text).map_err(|reason| GuestError::BadRelease { url: url.clone(), reason })?;
     // A validly signed Release of another suite must not stand in for this one.
     if release.codename != suite.name && release.suite != suite.name {
         return Err(GuestError::BadRelease {
             url,
-            reason: format!(
-                "it describes suite {} ({}), not {}",
-                release.suite, release.codename, suite.name
-            ),
+            reason: format!("it describes suite {} ({}), not {}", release.suite, release.codename, suite.name),
         });
     }
     check_signature(&url, &bytes)?;
@@ -205,11 +166,7 @@ fn check_signature(url: &str, bytes: &[u8]) -> Result<(), GuestError> {
     }
     let tmp = std::env::temp_dir().join(format!("bulkhead-inrelease-{}", std::process::id()));
     fs::write(&tmp, bytes).map_err(GuestError::io(&tmp))?;
-    let out = Command::new("gpgv")
-        .arg("--keyring")
-        .arg(KEYRING)
-        .arg(&tmp)
-        .output();
+    let out = Command::new("gpgv").arg("--keyring").arg(KEYRING).arg(&tmp).output();
     let _ = fs::remove_file(&tmp);
     match out {
         Ok(out) if out.status.success() => {
@@ -218,10 +175,7 @@ fn check_signature(url: &str, bytes: &[u8]) -> Result<(), GuestError> {
         }
         Ok(out) => Err(GuestError::BadRelease {
             url: url.to_owned(),
-            reason: format!(
-                "bad signature (gpgv with {KEYRING}): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            reason: format!("bad signature (gpgv with {KEYRING}): {}", String::from_utf8_lossy(&out.stderr).trim()),
         }),
         Err(e) => {
             log::warn!(target: "guest", "gpgv not available ({e}); InRelease signature not checked");
@@ -230,12 +184,7 @@ fn check_signature(url: &str, bytes: &[u8]) -> Result<(), GuestError> {
     }
 }
 
-fn load_index(
-    fetcher: &Fetcher,
-    sources: &Sources,
-    suite: &Suite,
-    release: &Release,
-) -> Result<String, GuestError> {
+fn load_index(fetcher: &Fetcher, sources: &Sources, suite: &Suite, release: &Release) -> Result<String, GuestError> {
     let dir = format!("{}/binary-{}", sources.component, sources.arch);
     let entry = ["Packages.xz", "Packages.gz", "Packages"]
         .iter()
@@ -245,15 +194,8 @@ fn load_index(
             reason: format!("it lists no {dir}/Packages index"),
         })?;
     let file_name = entry.path.rsplit('/').next().unwrap_or("Packages");
-    let path = fetcher.cache_dir.join("indices").join(format!(
-        "{}-{}-{file_name}",
-        suite.name,
-        &entry.sha256[..16]
-    ));
-    let expect = Expect {
-        sha256: &entry.sha256,
-        size: entry.size,
-    };
+    let path = fetcher.cache_dir.join("indices").join(format!("{}-{}-{file_name}", suite.name, &entry.sha256[..16]));
+    let expect = Expect { sha256: &entry.sha256, size: entry.size };
     if !fetch::cached_ok(&path, expect)? {
         let dists = format!("{}/dists/{}", suite.base_url, suite.name);
         // by-hash URLs cannot change under us between reading InRelease and the index.
@@ -268,10 +210,7 @@ fn load_index(
     }
     let file = fs::File::open(&path).map_err(GuestError::io(&path))?;
     let mut text = String::new();
-    let bad = |e: std::io::Error| GuestError::BadIndex {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    };
+    let bad = |e: std::io::Error| GuestError::BadIndex { what: path.display().to_string(), reason: e.to_string() };
     let reader = std::io::BufReader::new(file);
     match file_name {
         "Packages.xz" => lzma_rust2::XzReader::new(reader, true).read_to_string(&mut text),

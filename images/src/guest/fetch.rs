@@ -31,10 +31,7 @@ impl Fetcher {
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .user_agent(concat!("bulkhead-images/", env!("CARGO_PKG_VERSION")))
             .build();
-        Fetcher {
-            agent: config.into(),
-            cache_dir: cache_dir.to_owned(),
-        }
+        Fetcher { agent: config.into(), cache_dir: cache_dir.to_owned() }
     }
 
     /// Fetches a small file (a Release file) into memory.
@@ -95,20 +92,13 @@ impl Fetcher {
     fn call(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, GuestError> {
         log::debug!(target: "guest", "GET {url}");
         self.agent.get(url).call().map_err(|e| match e {
-            ureq::Error::StatusCode(status) => GuestError::Http {
-                url: url.to_owned(),
-                status,
-            },
+            ureq::Error::StatusCode(status) => GuestError::Http { url: url.to_owned(), status },
             other => self.unreachable(url, other.to_string()),
         })
     }
 
     fn unreachable(&self, url: &str, reason: String) -> GuestError {
-        GuestError::MirrorUnreachable {
-            url: url.to_owned(),
-            cache_dir: self.cache_dir.clone(),
-            reason,
-        }
+        GuestError::MirrorUnreachable { url: url.to_owned(), cache_dir: self.cache_dir.clone(), reason }
     }
 }
 
@@ -143,10 +133,7 @@ pub fn cached_ok(path: &Path, expect: Expect<'_>) -> Result<bool, GuestError> {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => {
-            return Err(GuestError::Io {
-                path: path.to_owned(),
-                source: e,
-            });
+            return Err(GuestError::Io { path: path.to_owned(), source: e });
         }
     };
     let mut hasher = Sha256::new();
@@ -213,14 +200,7 @@ struct Progress<'a> {
 impl<'a> Progress<'a> {
     fn new(label: &'a str, total: u64) -> Self {
         let now = Instant::now();
-        Progress {
-            label,
-            total,
-            tty: io::stderr().is_terminal(),
-            last: now,
-            last_quarter: 0,
-            started: now,
-        }
+        Progress { label, total, tty: io::stderr().is_terminal(), last: now, last_quarter: 0, started: now }
     }
 
     fn update(&mut self, done: u64) {
@@ -228,32 +208,18 @@ impl<'a> Progress<'a> {
         if self.tty {
             if self.last.elapsed() >= Duration::from_millis(200) {
                 self.last = Instant::now();
-                eprint!(
-                    "\r  {}: {} / {} ({pct}%)   ",
-                    self.label,
-                    mib(done),
-                    mib(self.total)
-                );
+                eprint!("\r  {}: {} / {} ({pct}%)   ", self.label, mib(done), mib(self.total));
             }
         } else if pct / 25 > self.last_quarter && pct < 100 {
             self.last_quarter = pct / 25;
-            eprintln!(
-                "  {}: {} / {} ({pct}%)",
-                self.label,
-                mib(done),
-                mib(self.total)
-            );
+            eprintln!("  {}: {} / {} ({pct}%)", self.label, mib(done), mib(self.total));
         }
     }
 
     fn finish(&self, done: u64) {
         let secs = self.started.elapsed().as_secs_f64();
         let end = if self.tty { "\r" } else { "" };
-        eprintln!(
-            "{end}  {}: {} in {secs:.1} s          ",
-            self.label,
-            mib(done)
-        );
+        eprintln!("{end}  {}: {} in {secs:.1} s          ", self.label, mib(done));
     }
 }
 
@@ -269,41 +235,12 @@ mod tests {
     fn rejects_checksum_and_size_mismatch() {
         let data = b"hello";
         let good = sha256_hex(data);
-        assert_eq!(
-            good,
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
-        verify_bytes(
-            "x",
-            data,
-            Expect {
-                sha256: &good,
-                size: 5,
-            },
-        )
-        .unwrap();
+        assert_eq!(good, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        verify_bytes("x", data, Expect { sha256: &good, size: 5 }).unwrap();
         let bad = "00".repeat(32);
-        let err = verify_bytes(
-            "x",
-            data,
-            Expect {
-                sha256: &bad,
-                size: 5,
-            },
-        )
-        .unwrap_err();
+        let err = verify_bytes("x", data, Expect { sha256: &bad, size: 5 }).unwrap_err();
         assert!(matches!(err, GuestError::ChecksumMismatch { .. }), "{err}");
-        assert!(
-            verify_bytes(
-                "x",
-                data,
-                Expect {
-                    sha256: &good,
-                    size: 6
-                }
-            )
-            .is_err()
-        );
+        assert!(verify_bytes("x", data, Expect { sha256: &good, size: 6 }).is_err());
     }
 
     #[test]
@@ -312,38 +249,11 @@ mod tests {
         let path = dir.join("f.deb");
         write_atomic(&path, b"hello").unwrap();
         let good = sha256_hex(b"hello");
-        assert!(
-            cached_ok(
-                &path,
-                Expect {
-                    sha256: &good,
-                    size: 5
-                }
-            )
-            .unwrap()
-        );
+        assert!(cached_ok(&path, Expect { sha256: &good, size: 5 }).unwrap());
         let bad = "11".repeat(32);
-        assert!(
-            !cached_ok(
-                &path,
-                Expect {
-                    sha256: &bad,
-                    size: 5
-                }
-            )
-            .unwrap()
-        );
+        assert!(!cached_ok(&path, Expect { sha256: &bad, size: 5 }).unwrap());
         assert!(!path.exists(), "a mismatching cached file must be removed");
-        assert!(
-            !cached_ok(
-                &path,
-                Expect {
-                    sha256: &good,
-                    size: 5
-                }
-            )
-            .unwrap()
-        );
+        assert!(!cached_ok(&path, Expect { sha256: &good, size: 5 }).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

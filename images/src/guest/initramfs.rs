@@ -11,9 +11,9 @@ pub const READY_MARKER: &str = "BULKHEAD-GUEST-READY";
 
 /// Applets that `/init` uses before `busybox --install` has run, plus the everyday ones.
 const APPLETS: &[&str] = &[
-    "sh", "ash", "mount", "umount", "mkdir", "echo", "cat", "uname", "insmod", "rmmod", "lsmod",
-    "modprobe", "setsid", "cttyhack", "sleep", "poweroff", "reboot", "halt", "sync", "ls", "ps",
-    "dmesg", "ip", "ifconfig", "ln", "rm", "cp", "mv", "grep", "sed", "vi", "free", "top", "kill",
+    "sh", "ash", "mount", "umount", "mkdir", "echo", "cat", "uname", "insmod", "rmmod", "lsmod", "modprobe", "setsid",
+    "cttyhack", "sleep", "poweroff", "reboot", "halt", "sync", "ls", "ps", "dmesg", "ip", "ifconfig", "ln", "rm", "cp",
+    "mv", "grep", "sed", "vi", "free", "top", "kill",
 ];
 
 /// What goes into the archive.
@@ -90,9 +90,7 @@ done
 /// Builds the uncompressed newc archive.
 pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
     let mut w = cpio::Writer::new();
-    for dir in [
-        "bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root",
-    ] {
+    for dir in ["bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root"] {
         w.dir(dir);
     }
     // The kernel opens /dev/console for init before /init can mount devtmpfs.
@@ -101,16 +99,8 @@ pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
     for applet in APPLETS {
         w.symlink(&format!("bin/{applet}"), "busybox");
     }
-    w.file(
-        "etc/profile",
-        0o644,
-        b"export PS1='bulkhead-guest:\\w\\$ '\n",
-    );
-    w.file(
-        "init",
-        0o755,
-        init_script(spec.kernel_release, spec.modules).as_bytes(),
-    );
+    w.file("etc/profile", 0o644, b"export PS1='bulkhead-guest:\\w\\$ '\n");
+    w.file("init", 0o755, init_script(spec.kernel_release, spec.modules).as_bytes());
     for m in spec.modules {
         w.file(&m.path, 0o644, &m.data);
     }
@@ -120,9 +110,7 @@ pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
 /// The archive, gzip-compressed as the kernel expects by default.
 pub fn build(spec: &InitramfsSpec<'_>) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&archive(spec))
-        .and_then(|()| gz.finish())
-        .expect("writing to memory cannot fail")
+    gz.write_all(&archive(spec)).and_then(|()| gz.finish()).expect("writing to memory cannot fail")
 }
 
 #[cfg(test)]
@@ -144,16 +132,9 @@ mod tests {
         };
         let gz = build(&spec);
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(gz.as_slice())
-            .read_to_end(&mut raw)
-            .unwrap();
+        flate2::read::GzDecoder::new(gz.as_slice()).read_to_end(&mut raw).unwrap();
         let entries = cpio::parse(&raw).unwrap();
-        let get = |n: &str| {
-            entries
-                .iter()
-                .find(|e| e.name == n)
-                .unwrap_or_else(|| panic!("{n}"))
-        };
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap_or_else(|| panic!("{n}"));
         assert_eq!(get("init").mode, cpio::S_IFREG | 0o755);
         let init = String::from_utf8(get("init").data.clone()).unwrap();
         assert!(init.starts_with("#!/bin/sh\n"));

@@ -37,12 +37,7 @@ fn live_cloud_guest() {
 #[test]
 #[ignore = "downloads ~70 MB from the Debian mirror"]
 fn live_generic_guest() {
-    let image = build_linux_guest(
-        &default_cache_dir(),
-        Flavour::Generic,
-        &["e1000e", "virtio_net"],
-    )
-    .unwrap();
+    let image = build_linux_guest(&default_cache_dir(), Flavour::Generic, &["e1000e", "virtio_net"]).unwrap();
     report(&image);
     assert!(image.kernel_version.ends_with("-amd64"));
 }
@@ -55,16 +50,7 @@ fn live_cloud_guest_boots_in_qemu() {
     let image = build_linux_guest(&default_cache_dir(), Flavour::Cloud, CLOUD_MODULES).unwrap();
     let started = Instant::now();
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35",
-            "-m",
-            "256M",
-            "-nographic",
-            "-no-reboot",
-            "-monitor",
-            "none",
-        ])
+        .args(["-machine", "q35", "-m", "256M", "-nographic", "-no-reboot", "-monitor", "none"])
         .arg("-kernel")
         .arg(&image.kernel_path)
         .arg("-initrd")
@@ -102,10 +88,7 @@ fn live_cloud_guest_boots_in_qemu() {
         // The shell starts right after the marker; give it a moment, then ask.
         std::thread::sleep(Duration::from_secs(2));
         stdin.write_all(b"echo \"UNAME=$(uname -r)\"\n").unwrap();
-        answered = wait_for(
-            &format!("UNAME={}", image.kernel_version),
-            Duration::from_secs(60),
-        );
+        answered = wait_for(&format!("UNAME={}", image.kernel_version), Duration::from_secs(60));
         let _ = stdin.write_all(b"poweroff\n");
     }
     let exited = (0..30).any(|_| {
@@ -122,11 +105,7 @@ fn live_cloud_guest_boots_in_qemu() {
         "ready marker after {:.1} s, shell answered after {:.1} s, poweroff {}",
         ready.as_secs_f64(),
         answered.as_secs_f64(),
-        if exited {
-            "worked"
-        } else {
-            "did not stop QEMU"
-        }
+        if exited { "worked" } else { "did not stop QEMU" }
     );
     assert!(exited, "poweroff did not stop the VM");
 }

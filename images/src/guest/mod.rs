@@ -73,9 +73,8 @@ pub struct GuestOptions {
 
 /// `target/guest-cache` of this workspace (or of `CARGO_TARGET_DIR`).
 pub fn default_cache_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     target.join("guest-cache")
 }
 
@@ -86,11 +85,7 @@ fn workspace_root() -> PathBuf {
 
 /// Builds a guest from the default sources (bookworm, -updates, -security on
 /// deb.debian.org), preferring the cache.
-pub fn build_linux_guest(
-    cache_dir: &Path,
-    flavour: Flavour,
-    extra_modules: &[&str],
-) -> Result<GuestImage, GuestError> {
+pub fn build_linux_guest(cache_dir: &Path, flavour: Flavour, extra_modules: &[&str]) -> Result<GuestImage, GuestError> {
     build_linux_guest_with(cache_dir, flavour, extra_modules, &GuestOptions::default())
 }
 
@@ -101,24 +96,12 @@ pub fn build_linux_guest_with(
     options: &GuestOptions,
 ) -> Result<GuestImage, GuestError> {
     fs::create_dir_all(cache_dir).map_err(GuestError::io(cache_dir))?;
-    match attempt(
-        cache_dir,
-        flavour,
-        extra_modules,
-        options,
-        options.freshness,
-    ) {
+    match attempt(cache_dir, flavour, extra_modules, options, options.freshness) {
         // The cached index names a file the mirror has since dropped (old security
         // kernels go away): look at the current index once.
         Err(e) if e.is_stale() && options.freshness == Freshness::PreferCache => {
             log::warn!(target: "guest", "{e}; refreshing the package indices");
-            attempt(
-                cache_dir,
-                flavour,
-                extra_modules,
-                options,
-                Freshness::Refresh,
-            )
+            attempt(cache_dir, flavour, extra_modules, options, Freshness::Refresh)
         }
         other => other,
     }
@@ -143,15 +126,8 @@ fn attempt(
             reason: format!("{} is not a kernel image package name", kernel.name),
         })?
         .to_owned();
-    let steps: Vec<_> = chain
-        .iter()
-        .map(|p| format!("{} {}", p.name, p.version))
-        .collect();
-    eprintln!(
-        "guest: {} (from {})",
-        steps.join(" -> "),
-        universe.suites[kernel.suite]
-    );
+    let steps: Vec<_> = chain.iter().map(|p| format!("{} {}", p.name, p.version)).collect();
+    eprintln!("guest: {} (from {})", steps.join(" -> "), universe.suites[kernel.suite]);
     let busybox = universe.newest_named("busybox-static")?;
     eprintln!("guest: busybox-static {}", busybox.version);
 
@@ -162,10 +138,7 @@ fn attempt(
     }
     let kernel_path = kernel_dir.join(format!("boot/vmlinuz-{release}"));
     if !kernel_path.is_file() {
-        return Err(GuestError::MissingFile {
-            package: kernel.name.clone(),
-            what: format!("/boot/vmlinuz-{release}"),
-        });
+        return Err(GuestError::MissingFile { package: kernel.name.clone(), what: format!("/boot/vmlinuz-{release}") });
     }
     let tree = modules::ModuleTree::open(&kernel_dir.join("lib/modules").join(&release), &release)?;
     log::debug!(target: "guest", "{release}: {} loadable modules", tree.len());
@@ -179,15 +152,10 @@ fn attempt(
         })?;
     }
     let bb_path = bb_dir.join("busybox");
-    let busybox_bin = fs::read(&bb_path).map_err(|_| GuestError::MissingFile {
-        package: busybox.name.clone(),
-        what: "/bin/busybox".into(),
-    })?;
+    let busybox_bin = fs::read(&bb_path)
+        .map_err(|_| GuestError::MissingFile { package: busybox.name.clone(), what: "/bin/busybox".into() })?;
     if !busybox_bin.starts_with(b"\x7fELF") {
-        return Err(GuestError::BadDeb {
-            path: bb_path,
-            reason: "busybox is not an ELF executable".into(),
-        });
+        return Err(GuestError::BadDeb { path: bb_path, reason: "busybox is not an ELF executable".into() });
     }
 
     let image = initramfs::build(&initramfs::InitramfsSpec {
@@ -196,9 +164,7 @@ fn attempt(
         modules: &loadable,
     });
     let digest = fetch::sha256_hex(&image);
-    let initramfs_path = cache
-        .join("out")
-        .join(format!("initramfs-{release}-{}.cpio.gz", &digest[..16]));
+    let initramfs_path = cache.join("out").join(format!("initramfs-{release}-{}.cpio.gz", &digest[..16]));
     if !initramfs_path.is_file() {
         fetch::write_atomic(&initramfs_path, &image)?;
     }
@@ -207,11 +173,7 @@ fn attempt(
         "guest: initramfs {} ({} KiB, modules: {})",
         initramfs_path.display(),
         image.len() / 1024,
-        if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(" ")
-        }
+        if names.is_empty() { "none".into() } else { names.join(" ") }
     );
     Ok(GuestImage {
         kernel_path,
@@ -239,10 +201,7 @@ mod tests {
 
     #[test]
     fn kernel_file_selection() {
-        assert_eq!(
-            select_kernel_files("boot/vmlinuz-6.1.0-56-amd64").as_deref(),
-            Some("boot/vmlinuz-6.1.0-56-amd64")
-        );
+        assert_eq!(select_kernel_files("boot/vmlinuz-6.1.0-56-amd64").as_deref(), Some("boot/vmlinuz-6.1.0-56-amd64"));
         assert_eq!(
             select_kernel_files("usr/lib/modules/6.1/kernel/a.ko").as_deref(),
             Some("lib/modules/6.1/kernel/a.ko")
@@ -253,23 +212,16 @@ mod tests {
 
     #[test]
     fn unreachable_mirror_with_empty_cache_names_both() {
-        let cache =
-            std::env::temp_dir().join(format!("bulkhead-empty-cache-{}", std::process::id()));
+        let cache = std::env::temp_dir().join(format!("bulkhead-empty-cache-{}", std::process::id()));
         // A closed port on the loopback: refused at once, no traffic leaves the machine.
         let options = GuestOptions {
-            sources: Sources::with_mirror(
-                "http://127.0.0.1:9/debian",
-                "http://127.0.0.1:9/debian-security",
-            ),
+            sources: Sources::with_mirror("http://127.0.0.1:9/debian", "http://127.0.0.1:9/debian-security"),
             freshness: Freshness::PreferCache,
         };
         let err = build_linux_guest_with(&cache, Flavour::Cloud, &[], &options).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, GuestError::MirrorUnreachable { .. }), "{msg}");
-        assert!(
-            msg.contains("http://127.0.0.1:9/debian/dists/bookworm/InRelease"),
-            "{msg}"
-        );
+        assert!(msg.contains("http://127.0.0.1:9/debian/dists/bookworm/InRelease"), "{msg}");
         assert!(msg.contains(&cache.display().to_string()), "{msg}");
         fs::remove_dir_all(&cache).unwrap();
     }

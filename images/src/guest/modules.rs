@@ -35,10 +35,7 @@ pub fn normalise(name: &str) -> String {
 
 fn name_of(file: &str) -> Option<String> {
     let base = file.rsplit('/').next()?;
-    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .find_map(|ext| base.strip_suffix(ext))
-        .map(normalise)
+    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().find_map(|ext| base.strip_suffix(ext)).map(normalise)
 }
 
 impl ModuleTree {
@@ -51,20 +48,13 @@ impl ModuleTree {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel.is_empty() => break,
                 Err(e) => {
-                    return Err(GuestError::Io {
-                        path: dir,
-                        source: e,
-                    });
+                    return Err(GuestError::Io { path: dir, source: e });
                 }
             };
             for entry in entries {
                 let entry = entry.map_err(GuestError::io(&dir))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let child = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
+                let child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
                 let kind = entry.file_type().map_err(GuestError::io(entry.path()))?;
                 if kind.is_dir() {
                     stack.push(child);
@@ -73,17 +63,9 @@ impl ModuleTree {
                 }
             }
         }
-        let builtin = fs::read_to_string(root.join("modules.builtin"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(name_of)
-            .collect();
-        Ok(ModuleTree {
-            root: root.to_owned(),
-            release: release.to_owned(),
-            files,
-            builtin,
-        })
+        let builtin =
+            fs::read_to_string(root.join("modules.builtin")).unwrap_or_default().lines().filter_map(name_of).collect();
+        Ok(ModuleTree { root: root.to_owned(), release: release.to_owned(), files, builtin })
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {
@@ -127,34 +109,21 @@ impl ModuleTree {
             state.insert(name.to_owned(), true);
             return Ok(());
         }
-        let rel = self
-            .files
-            .get(name)
-            .ok_or_else(|| GuestError::ModuleNotFound {
-                name: name.to_owned(),
-                kernel_version: self.release.clone(),
-            })?;
+        let rel = self.files.get(name).ok_or_else(|| GuestError::ModuleNotFound {
+            name: name.to_owned(),
+            kernel_version: self.release.clone(),
+        })?;
         state.insert(name.to_owned(), false);
         let path = self.root.join(rel);
         let data = read_module(&path)?;
-        for dep in modinfo(&data, "depends").map_err(|reason| GuestError::BadModule {
-            path: path.clone(),
-            reason,
-        })? {
+        for dep in modinfo(&data, "depends").map_err(|reason| GuestError::BadModule { path: path.clone(), reason })? {
             for dep in dep.split(',').filter(|d| !d.is_empty()) {
                 self.visit(&normalise(dep), state, order)?;
             }
         }
         state.insert(name.to_owned(), true);
-        let rel = rel
-            .trim_end_matches(".xz")
-            .trim_end_matches(".zst")
-            .trim_end_matches(".gz");
-        order.push(LoadableModule {
-            name: name.to_owned(),
-            path: format!("lib/modules/{}/{rel}", self.release),
-            data,
-        });
+        let rel = rel.trim_end_matches(".xz").trim_end_matches(".zst").trim_end_matches(".gz");
+        order.push(LoadableModule { name: name.to_owned(), path: format!("lib/modules/{}/{rel}", self.release), data });
         Ok(())
     }
 }
@@ -177,15 +146,9 @@ fn read_module(path: &Path) -> Result<Vec<u8>, GuestError> {
         out = raw;
         Ok(0)
     };
-    result.map_err(|e| GuestError::BadModule {
-        path: path.to_owned(),
-        reason: format!("cannot decompress: {e}"),
-    })?;
+    result.map_err(|e| GuestError::BadModule { path: path.to_owned(), reason: format!("cannot decompress: {e}") })?;
     if !out.starts_with(b"\x7fELF") {
-        return Err(GuestError::BadModule {
-            path: path.to_owned(),
-            reason: "not an ELF object".into(),
-        });
+        return Err(GuestError::BadModule { path: path.to_owned(), reason: "not an ELF object".into() });
     }
     Ok(out)
 }
@@ -210,16 +173,12 @@ fn section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, String> 
     };
     let u32_at = |o: usize| -> Result<u32, String> {
         let b = elf.get(o..o + 4).ok_or("truncated ELF")?;
-        Ok(u32::from_le_bytes(
-            b.try_into().map_err(|_| "truncated ELF")?,
-        ))
+        Ok(u32::from_le_bytes(b.try_into().map_err(|_| "truncated ELF")?))
     };
     let u64_at = |o: usize| -> Result<usize, String> {
         let b = elf.get(o..o + 8).ok_or("truncated ELF")?;
-        usize::try_from(u64::from_le_bytes(
-            b.try_into().map_err(|_| "truncated ELF")?,
-        ))
-        .map_err(|_| "offset too large".to_owned())
+        usize::try_from(u64::from_le_bytes(b.try_into().map_err(|_| "truncated ELF")?))
+            .map_err(|_| "offset too large".to_owned())
     };
     if !elf.starts_with(b"\x7fELF\x02\x01") {
         return Err("not a little-endian ELF64 object".into());
@@ -232,9 +191,7 @@ fn section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, String> 
         return Err("bad section header size".into());
     }
     let header = |i: usize| -> Result<(usize, &'a [u8]), String> {
-        let h = shoff
-            .checked_add(i.checked_mul(shentsize).ok_or("overflow")?)
-            .ok_or("overflow")?;
+        let h = shoff.checked_add(i.checked_mul(shentsize).ok_or("overflow")?).ok_or("overflow")?;
         let name = u32_at(h)? as usize;
         let (off, size) = (u64_at(h + 0x18)?, u64_at(h + 0x20)?);
         let end = off.checked_add(size).ok_or("overflow")?;
@@ -299,9 +256,8 @@ mod tests {
         let root = std::env::temp_dir().join(format!("bulkhead-mods-{}", std::process::id()));
         let k = root.join("kernel/drivers");
         fs::create_dir_all(&k).unwrap();
-        let write = |name: &str, deps: &str| {
-            fs::write(k.join(name), fake_module(&format!("depends={deps}\0"))).unwrap()
-        };
+        let write =
+            |name: &str, deps: &str| fs::write(k.join(name), fake_module(&format!("depends={deps}\0"))).unwrap();
         write("virtio-net.ko", "net_failover,virtio_ring");
         write("net_failover.ko", "failover");
         write("failover.ko", "");
@@ -311,14 +267,8 @@ mod tests {
         assert_eq!(tree.len(), 4);
         let order = tree.resolve(&["virtio_net", "i8042", "failover"]).unwrap();
         let names: Vec<_> = order.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["failover", "net_failover", "virtio_ring", "virtio_net"]
-        );
-        assert_eq!(
-            order[3].path,
-            "lib/modules/6.1.0-test/kernel/drivers/virtio-net.ko"
-        );
+        assert_eq!(names, ["failover", "net_failover", "virtio_ring", "virtio_net"]);
+        assert_eq!(order[3].path, "lib/modules/6.1.0-test/kernel/drivers/virtio-net.ko");
         let err = tree.resolve(&["nope"]).unwrap_err();
         assert!(matches!(err, GuestError::ModuleNotFound { .. }), "{err}");
         write("a.ko", "b");

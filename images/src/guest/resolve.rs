@@ -29,20 +29,12 @@ pub struct Universe {
 
 impl Universe {
     pub fn new(suites: Vec<String>) -> Self {
-        Universe {
-            suites,
-            by_name: HashMap::new(),
-        }
+        Universe { suites, by_name: HashMap::new() }
     }
 
     /// Adds the stanzas of one Packages index whose name passes `keep` (the full main
     /// index has ~60k packages; only a few matter here).
-    pub fn add_index(
-        &mut self,
-        suite: usize,
-        text: &str,
-        keep: impl Fn(&str) -> bool,
-    ) -> Result<usize, String> {
+    pub fn add_index(&mut self, suite: usize, text: &str, keep: impl Fn(&str) -> bool) -> Result<usize, String> {
         let mut added = 0;
         for stanza in control::stanzas(text) {
             let stanza = stanza?;
@@ -52,11 +44,7 @@ impl Universe {
             if !keep(name) {
                 continue;
             }
-            let field = |f: &str| {
-                stanza
-                    .get(f)
-                    .ok_or_else(|| format!("package {name} has no {f} field"))
-            };
+            let field = |f: &str| stanza.get(f).ok_or_else(|| format!("package {name} has no {f} field"));
             let sha256 = field("SHA256")?.to_ascii_lowercase();
             if !control::is_sha256(&sha256) {
                 return Err(format!("package {name} has a malformed SHA256"));
@@ -70,16 +58,11 @@ impl Universe {
                 version: field("Version")?.to_owned(),
                 depends: stanza.get("Depends").unwrap_or_default().to_owned(),
                 filename: filename.to_owned(),
-                size: field("Size")?
-                    .parse()
-                    .map_err(|_| format!("package {name} has a malformed Size"))?,
+                size: field("Size")?.parse().map_err(|_| format!("package {name} has a malformed Size"))?,
                 sha256,
                 suite,
             };
-            self.by_name
-                .entry(entry.name.clone())
-                .or_default()
-                .push(entry);
+            self.by_name.entry(entry.name.clone()).or_default().push(entry);
             added += 1;
         }
         Ok(added)
@@ -96,24 +79,15 @@ impl Universe {
     }
 
     pub fn newest_named(&self, name: &str) -> Result<&PackageEntry, GuestError> {
-        let rel = Relation {
-            name: name.to_owned(),
-            constraint: None,
-        };
+        let rel = Relation { name: name.to_owned(), constraint: None };
         self.newest(&rel)
-            .ok_or_else(|| GuestError::PackageNotFound {
-                name: name.to_owned(),
-                suites: self.suites.clone(),
-            })
+            .ok_or_else(|| GuestError::PackageNotFound { name: name.to_owned(), suites: self.suites.clone() })
     }
 
     /// Follows a kernel metapackage through `Depends:` to the package that ships
     /// `/boot/vmlinuz-*`. Returns the chain, metapackage first, concrete package last.
     pub fn resolve_kernel(&self, meta: &str) -> Result<Vec<&PackageEntry>, GuestError> {
-        let bad = |reason: String| GuestError::BadMetapackage {
-            name: meta.to_owned(),
-            reason,
-        };
+        let bad = |reason: String| GuestError::BadMetapackage { name: meta.to_owned(), reason };
         let mut chain = vec![self.newest_named(meta)?];
         // Debian's chain is one step; allow a few in case a transitional package appears.
         for _ in 0..4 {
@@ -123,10 +97,8 @@ impl Universe {
             }
             let groups = control::parse_relations(&current.depends)
                 .map_err(|e| bad(format!("{} Depends: {e}", current.name)))?;
-            let group = groups
-                .iter()
-                .find(|g| g.iter().any(|r| r.name.starts_with("linux-image-")))
-                .ok_or_else(|| {
+            let group =
+                groups.iter().find(|g| g.iter().any(|r| r.name.starts_with("linux-image-"))).ok_or_else(|| {
                     bad(format!(
                         "{} {} depends on no linux-image package (Depends: {})",
                         current.name, current.version, current.depends
@@ -137,11 +109,7 @@ impl Universe {
                     "{} {} depends on {}, which no suite offers",
                     current.name,
                     current.version,
-                    group
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" | ")
+                    group.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | ")
                 ))
             })?;
             chain.push(next);
@@ -153,16 +121,14 @@ impl Universe {
 /// `linux-image-6.1.0-56-cloud-amd64` (or `-unsigned`) ships a kernel; the flavour
 /// metapackages (`linux-image-cloud-amd64`) do not.
 pub fn is_concrete_kernel(name: &str) -> bool {
-    name.strip_prefix("linux-image-")
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    name.strip_prefix("linux-image-").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// The kernel release (`uname -r`) a concrete kernel package installs.
 pub fn kernel_release(package: &str) -> Option<&str> {
     let rest = package.strip_prefix("linux-image-")?;
     let rest = rest.strip_suffix("-unsigned").unwrap_or(rest);
-    rest.starts_with(|c: char| c.is_ascii_digit())
-        .then_some(rest)
+    rest.starts_with(|c: char| c.is_ascii_digit()).then_some(rest)
 }
 
 #[cfg(test)]
@@ -182,43 +148,18 @@ pub(crate) mod tests {
     /// newer metapackage, pointing at a newer ABI.
     pub(crate) fn fixture() -> Universe {
         let main = [
-            stanza(
-                "linux-image-cloud-amd64",
-                "6.1.176-1",
-                "linux-image-6.1.0-50-cloud-amd64 (= 6.1.176-1)",
-                1,
-            ),
-            stanza(
-                "linux-image-6.1.0-50-cloud-amd64",
-                "6.1.176-1",
-                "kmod, linux-base (>= 4.3~)",
-                2,
-            ),
-            stanza(
-                "linux-image-amd64",
-                "6.1.176-1",
-                "linux-image-6.1.0-50-amd64 (= 6.1.176-1)",
-                3,
-            ),
+            stanza("linux-image-cloud-amd64", "6.1.176-1", "linux-image-6.1.0-50-cloud-amd64 (= 6.1.176-1)", 1),
+            stanza("linux-image-6.1.0-50-cloud-amd64", "6.1.176-1", "kmod, linux-base (>= 4.3~)", 2),
+            stanza("linux-image-amd64", "6.1.176-1", "linux-image-6.1.0-50-amd64 (= 6.1.176-1)", 3),
             stanza("linux-image-6.1.0-50-amd64", "6.1.176-1", "kmod", 4),
             stanza("busybox-static", "1:1.35.0-4+b1", "", 5),
             stanza("hello", "2.10-3", "libc6", 6),
         ]
         .concat();
         let security = [
-            stanza(
-                "linux-image-cloud-amd64",
-                "6.1.192-2",
-                "linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)",
-                7,
-            ),
+            stanza("linux-image-cloud-amd64", "6.1.192-2", "linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)", 7),
             stanza("linux-image-6.1.0-56-cloud-amd64", "6.1.192-2", "kmod", 8),
-            stanza(
-                "linux-image-amd64",
-                "6.1.192-2",
-                "linux-image-6.1.0-57-amd64 (= 6.1.192-2)",
-                9,
-            ),
+            stanza("linux-image-amd64", "6.1.192-2", "linux-image-6.1.0-57-amd64 (= 6.1.192-2)", 9),
         ]
         .concat();
         let mut u = Universe::new(vec!["bookworm".into(), "bookworm-security".into()]);
@@ -243,20 +184,11 @@ pub(crate) mod tests {
     #[test]
     fn missing_dependency_is_explained() {
         let u = fixture();
-        let err = u
-            .resolve_kernel("linux-image-amd64")
-            .unwrap_err()
-            .to_string();
+        let err = u.resolve_kernel("linux-image-amd64").unwrap_err().to_string();
         assert!(err.contains("linux-image-6.1.0-57-amd64"), "{err}");
-        let err = u
-            .resolve_kernel("linux-image-nope")
-            .unwrap_err()
-            .to_string();
+        let err = u.resolve_kernel("linux-image-nope").unwrap_err().to_string();
         assert!(err.contains("bookworm-security"), "{err}");
-        assert_eq!(
-            u.newest_named("busybox-static").unwrap().version,
-            "1:1.35.0-4+b1"
-        );
+        assert_eq!(u.newest_named("busybox-static").unwrap().version, "1:1.35.0-4+b1");
     }
 
     #[test]
@@ -264,15 +196,10 @@ pub(crate) mod tests {
         let mut u = Universe::new(vec!["x".into()]);
         let bad_sha = "Package: a\nVersion: 1\nFilename: pool/a.deb\nSize: 1\nSHA256: abc\n";
         assert!(u.add_index(0, bad_sha, |_| true).is_err());
-        let unsafe_path = format!(
-            "Package: a\nVersion: 1\nFilename: ../etc/a.deb\nSize: 1\nSHA256: {}\n",
-            "0".repeat(64)
-        );
+        let unsafe_path =
+            format!("Package: a\nVersion: 1\nFilename: ../etc/a.deb\nSize: 1\nSHA256: {}\n", "0".repeat(64));
         assert!(u.add_index(0, &unsafe_path, |_| true).is_err());
         assert!(!is_concrete_kernel("linux-image-cloud-amd64"));
-        assert_eq!(
-            kernel_release("linux-image-6.1.0-56-amd64-unsigned"),
-            Some("6.1.0-56-amd64")
-        );
+        assert_eq!(kernel_release("linux-image-6.1.0-56-amd64-unsigned"), Some("6.1.0-56-amd64"));
     }
 }

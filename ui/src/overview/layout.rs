@@ -59,10 +59,7 @@ pub fn columns_for(count: usize) -> u32 {
 /// Height of the caption under a thumbnail.
 pub(super) fn caption_height(scale: Scale) -> u32 {
     let line = |role| text::line_height(&text::style(role, scale, Rgb888::new(0, 0, 0)));
-    2 * scale.px(CAPTION_PADDING)
-        + line(TextRole::Strong)
-        + scale.px(CAPTION_LINE_GAP)
-        + line(TextRole::Caption)
+    2 * scale.px(CAPTION_PADDING) + line(TextRole::Strong) + scale.px(CAPTION_LINE_GAP) + line(TextRole::Caption)
 }
 
 /// Space above the grid for the heading.
@@ -96,48 +93,25 @@ pub fn layout(screen: Size, count: usize, scale: Scale) -> Layout {
     let caption = caption_height(scale);
 
     // As wide as the columns allow, then narrower if the rows do not fit.
-    let width_limit =
-        (content.size.width.saturating_sub(gap * (columns - 1)) / columns).min(px(MAX_TILE_WIDTH));
+    let width_limit = (content.size.width.saturating_sub(gap * (columns - 1)) / columns).min(px(MAX_TILE_WIDTH));
     let tile_height_limit = content.size.height.saturating_sub(gap * (rows - 1)) / rows;
     let thumb_height_limit = tile_height_limit.saturating_sub(border + caption);
     let aspect = |h: u32| {
-        if screen.height == 0 {
-            0
-        } else {
-            (h as u64 * screen.width as u64 / screen.height as u64) as u32
-        }
+        if screen.height == 0 { 0 } else { (h as u64 * screen.width as u64 / screen.height as u64) as u32 }
     };
-    let thumb_width = width_limit
-        .saturating_sub(2 * border)
-        .min(aspect(thumb_height_limit));
-    let thumb_height = if screen.width == 0 {
-        0
-    } else {
-        (thumb_width as u64 * screen.height as u64 / screen.width as u64) as u32
-    };
+    let thumb_width = width_limit.saturating_sub(2 * border).min(aspect(thumb_height_limit));
+    let thumb_height =
+        if screen.width == 0 { 0 } else { (thumb_width as u64 * screen.height as u64 / screen.width as u64) as u32 };
     let thumbnail_size = Size::new(thumb_width, thumb_height);
     let tile_size = Size::new(thumb_width + 2 * border, border + thumb_height + caption);
 
-    let grid = Size::new(
-        columns * tile_size.width + (columns - 1) * gap,
-        rows * tile_size.height + (rows - 1) * gap,
-    );
+    let grid = Size::new(columns * tile_size.width + (columns - 1) * gap, rows * tile_size.height + (rows - 1) * gap);
     let origin = content.top_left
         + Point::new(
             (content.size.width.saturating_sub(grid.width) / 2) as i32,
             (content.size.height.saturating_sub(grid.height) / 2) as i32,
         );
-    Layout {
-        columns,
-        rows,
-        tile_size,
-        thumbnail_size,
-        content,
-        origin,
-        gap,
-        count,
-        scale,
-    }
+    Layout { columns, rows, tile_size, thumbnail_size, content, origin, gap, count, scale }
 }
 
 impl Layout {
@@ -148,10 +122,7 @@ impl Layout {
         }
         let column = (index % self.columns as usize) as i32;
         let row = (index / self.columns as usize) as i32;
-        let step = Point::new(
-            (self.tile_size.width + self.gap) as i32,
-            (self.tile_size.height + self.gap) as i32,
-        );
+        let step = Point::new((self.tile_size.width + self.gap) as i32, (self.tile_size.height + self.gap) as i32);
         let top_left = self.origin + Point::new(column * step.x, row * step.y);
         Some(Rectangle::new(top_left, self.tile_size))
     }
@@ -166,10 +137,7 @@ impl Layout {
     pub fn thumbnail(&self, index: usize) -> Option<Rectangle> {
         let tile = self.tile(index)?;
         let border = self.scale.px(BORDER) as i32;
-        Some(Rectangle::new(
-            tile.top_left + Point::new(border, border),
-            self.thumbnail_size,
-        ))
+        Some(Rectangle::new(tile.top_left + Point::new(border, border), self.thumbnail_size))
     }
 
     pub fn len(&self) -> usize {
@@ -185,12 +153,8 @@ impl Layout {
 mod tests {
     use super::*;
 
-    const SCREENS: [Size; 4] = [
-        Size::new(1280, 800),
-        Size::new(1920, 1080),
-        Size::new(2560, 1600),
-        Size::new(1366, 768),
-    ];
+    const SCREENS: [Size; 4] =
+        [Size::new(1280, 800), Size::new(1920, 1080), Size::new(2560, 1600), Size::new(1366, 768)];
 
     #[test]
     fn grid_shapes() {
@@ -217,17 +181,10 @@ mod tests {
                 let tiles: Vec<Rectangle> = l.tiles().collect();
                 assert_eq!(tiles.len(), count);
                 for (i, a) in tiles.iter().enumerate() {
-                    assert_eq!(
-                        l.content.intersection(a),
-                        *a,
-                        "{screen:?} n={count} tile {i} outside"
-                    );
+                    assert_eq!(l.content.intersection(a), *a, "{screen:?} n={count} tile {i} outside");
                     assert!(a.size.width > 0 && a.size.height > 0);
                     for b in &tiles[i + 1..] {
-                        assert!(
-                            a.intersection(b).is_zero_sized(),
-                            "{screen:?} n={count} overlap"
-                        );
+                        assert!(a.intersection(b).is_zero_sized(), "{screen:?} n={count} overlap");
                     }
                 }
             }
@@ -239,14 +196,8 @@ mod tests {
         for screen in SCREENS {
             let l = layout(screen, 4, Scale::for_screen(screen));
             let t = l.thumbnail_size;
-            let (lhs, rhs) = (
-                t.width as i64 * screen.height as i64,
-                t.height as i64 * screen.width as i64,
-            );
-            assert!(
-                (lhs - rhs).abs() <= screen.width as i64,
-                "{screen:?}: {t:?}"
-            );
+            let (lhs, rhs) = (t.width as i64 * screen.height as i64, t.height as i64 * screen.width as i64);
+            assert!((lhs - rhs).abs() <= screen.width as i64, "{screen:?}: {t:?}");
             let tile = l.tile(3).unwrap();
             let thumb = l.thumbnail(3).unwrap();
             assert_eq!(tile.intersection(&thumb), thumb);
@@ -260,10 +211,7 @@ mod tests {
         let last = l.tile(1).unwrap();
         let left_gap = first.top_left.x;
         let right_gap = 1920 - (last.top_left.x + last.size.width as i32);
-        assert!(
-            (left_gap - right_gap).abs() <= 1,
-            "{left_gap} vs {right_gap}"
-        );
+        assert!((left_gap - right_gap).abs() <= 1, "{left_gap} vs {right_gap}");
         assert_eq!(first.size.width, MAX_TILE_WIDTH);
     }
 

@@ -78,11 +78,7 @@ pub struct Overview<'a> {
 
 const HEADING: &str = "Virtual machines";
 /// Key and what it does, shown under the grid.
-const HINTS: [(&str, &str); 3] = [
-    ("Arrow keys", "choose"),
-    ("Enter", "switch"),
-    ("Esc", "back"),
-];
+const HINTS: [(&str, &str); 3] = [("Arrow keys", "choose"), ("Enter", "switch"), ("Esc", "back")];
 const EMPTY: &str = "No virtual machines are configured";
 /// Distance between a tile and its selection ring, and the ring's width (base pixels).
 const RING_OFFSET: u32 = 5;
@@ -102,41 +98,20 @@ where
     let centre_x = (screen.width / 2) as i32;
     let heading = text::style(TextRole::Heading, scale, palette::TEXT);
     let heading_top = scale.px(layout::TOP_MARGIN) as i32;
-    text::draw(
-        target,
-        HEADING,
-        Point::new(centre_x, heading_top),
-        Anchor::TOP_CENTER,
-        &heading,
-    )?;
-    let hints_middle = grid.content.top_left.y
-        + grid.content.size.height as i32
-        + (layout::hint_band(scale) / 2) as i32;
+    text::draw(target, HEADING, Point::new(centre_x, heading_top), Anchor::TOP_CENTER, &heading)?;
+    let hints_middle =
+        grid.content.top_left.y + grid.content.size.height as i32 + (layout::hint_band(scale) / 2) as i32;
     draw_hints(target, Point::new(centre_x, hints_middle), scale)?;
 
     if overview.tiles.is_empty() {
         let body = text::style(TextRole::Body, scale, palette::TEXT_MUTED);
         let middle = (screen.height / 2) as i32;
-        return text::draw(
-            target,
-            EMPTY,
-            Point::new(centre_x, middle),
-            Anchor::CENTER,
-            &body,
-        )
-        .map(|_| ());
+        return text::draw(target, EMPTY, Point::new(centre_x, middle), Anchor::CENTER, &body).map(|_| ());
     }
 
     for (index, tile) in overview.tiles.iter().enumerate() {
         if let (Some(area), Some(thumbnail_area)) = (grid.tile(index), grid.thumbnail(index)) {
-            draw_tile(
-                target,
-                tile,
-                area,
-                thumbnail_area,
-                index == overview.selected,
-                scale,
-            )?;
+            draw_tile(target, tile, area, thumbnail_area, index == overview.selected, scale)?;
         }
     }
     Ok(())
@@ -152,10 +127,7 @@ where
     let action = text::style(TextRole::Caption, scale, palette::TEXT_MUTED);
     let word_gap = scale.px(6);
     let hint_gap = scale.px(28);
-    let total: u32 = HINTS
-        .iter()
-        .map(|(k, a)| text::width(k, &key) + word_gap + text::width(a, &action))
-        .sum::<u32>()
+    let total: u32 = HINTS.iter().map(|(k, a)| text::width(k, &key) + word_gap + text::width(a, &action)).sum::<u32>()
         + hint_gap * (HINTS.len() as u32 - 1);
     let mut pen = Point::new(centre.x - (total / 2) as i32, centre.y);
     for (k, a) in HINTS {
@@ -218,32 +190,13 @@ where
 
     let badge = state_badge_rect(tile.state, area, name_top, name_height, scale);
     let text_room = (badge.top_left.x - left - scale.offset(8)).max(0) as u32;
-    text::draw_fitted(
-        target,
-        tile.name,
-        Point::new(left, name_top),
-        Baseline::Top,
-        text_room,
-        &name_style,
-    )?;
+    text::draw_fitted(target, tile.name, Point::new(left, name_top), Baseline::Top, text_room, &name_style)?;
     let label_room = area.size.width.saturating_sub(2 * (padding + border));
-    text::draw_fitted(
-        target,
-        tile.label,
-        Point::new(left, label_top),
-        Baseline::Top,
-        label_room,
-        &label_style,
-    )?;
+    text::draw_fitted(target, tile.label, Point::new(left, label_top), Baseline::Top, label_room, &label_style)?;
     draw_state_badge(target, tile.state, badge, scale)
 }
 
-fn draw_thumbnail<D>(
-    target: &mut D,
-    tile: &Tile<'_>,
-    area: Rectangle,
-    scale: Scale,
-) -> Result<(), D::Error>
+fn draw_thumbnail<D>(target: &mut D, tile: &Tile<'_>, area: Rectangle, scale: Scale) -> Result<(), D::Error>
 where
     D: DrawTarget<Color = Rgb888>,
 {
@@ -254,11 +207,7 @@ where
         Some(thumbnail) if thumbnail.is_complete() => thumbnail.draw_centred(target, &area, dim)?,
         _ => {
             let style = text::style(TextRole::Body, scale, palette::TEXT_MUTED);
-            let message = if tile.state == VmState::Running {
-                "No display"
-            } else {
-                tile.state.name()
-            };
+            let message = if tile.state == VmState::Running { "No display" } else { tile.state.name() };
             text::draw(target, message, area.center(), Anchor::CENTER, &style)?;
         }
     }
@@ -266,41 +215,23 @@ where
 }
 
 /// The pill that says Running / Stopped / Crashed, right-aligned on the name line.
-fn state_badge_rect(
-    state: VmState,
-    tile: Rectangle,
-    name_top: i32,
-    name_height: u32,
-    scale: Scale,
-) -> Rectangle {
+fn state_badge_rect(state: VmState, tile: Rectangle, name_top: i32, name_height: u32, scale: Scale) -> Rectangle {
     let style = text::style(TextRole::Caption, scale, palette::TEXT);
     let width = text::width(state.name(), &style) + scale.px(20);
     let height = text::line_height(&style) + scale.px(4);
-    let right = tile.top_left.x + tile.size.width as i32
-        - scale.offset((layout::BORDER + layout::CAPTION_PADDING) as i32);
+    let right =
+        tile.top_left.x + tile.size.width as i32 - scale.offset((layout::BORDER + layout::CAPTION_PADDING) as i32);
     let top = name_top + (name_height as i32 - height as i32) / 2;
-    Rectangle::new(
-        Point::new(right - width as i32, top),
-        Size::new(width, height),
-    )
+    Rectangle::new(Point::new(right - width as i32, top), Size::new(width, height))
 }
 
-fn draw_state_badge<D>(
-    target: &mut D,
-    state: VmState,
-    badge: Rectangle,
-    scale: Scale,
-) -> Result<(), D::Error>
+fn draw_state_badge<D>(target: &mut D, state: VmState, badge: Rectangle, scale: Scale) -> Result<(), D::Error>
 where
     D: DrawTarget<Color = Rgb888>,
 {
     let radius = badge.size.height / 2;
     RoundedRectangle::with_equal_corners(badge, Size::new(radius, radius))
-        .into_styled(
-            PrimitiveStyleBuilder::new()
-                .fill_color(state.colour())
-                .build(),
-        )
+        .into_styled(PrimitiveStyleBuilder::new().fill_color(state.colour()).build())
         .draw(target)?;
     let style = text::style(TextRole::Caption, scale, contrasting_text(state.colour()));
     text::draw(target, state.name(), badge.center(), Anchor::CENTER, &style).map(|_| ())

@@ -26,19 +26,12 @@ impl Selection {
     /// The first of `count` tiles in a grid of `columns` columns (as
     /// [`super::Layout::columns`] says).
     pub fn new(count: usize, columns: u32) -> Selection {
-        Selection {
-            index: 0,
-            count,
-            columns: (columns as usize).max(1),
-        }
+        Selection { index: 0, count, columns: (columns as usize).max(1) }
     }
 
     /// The same grid with tile `index` selected (clamped to the last tile).
     pub fn with_index(self, index: usize) -> Selection {
-        Selection {
-            index: index.min(self.count.saturating_sub(1)),
-            ..self
-        }
+        Selection { index: index.min(self.count.saturating_sub(1)), ..self }
     }
 
     pub fn index(&self) -> usize {
@@ -60,11 +53,7 @@ impl Selection {
         let row_len = (self.count - row_start).min(self.columns);
         let rows = self.count.div_ceil(self.columns);
         // Rows that have a tile in this column: all but possibly the last.
-        let column_len = if (rows - 1) * self.columns + column < self.count {
-            rows
-        } else {
-            rows - 1
-        };
+        let column_len = if (rows - 1) * self.columns + column < self.count { rows } else { rows - 1 };
         let index = match direction {
             Direction::Right => row_start + (column + 1) % row_len,
             Direction::Left => row_start + (column + row_len - 1) % row_len,
@@ -97,11 +86,7 @@ mod tests {
     use super::*;
 
     fn after(count: usize, columns: u32, start: usize, keys: &[Direction]) -> usize {
-        keys.iter()
-            .fold(Selection::new(count, columns).with_index(start), |s, &k| {
-                s.moved(k)
-            })
-            .index()
+        keys.iter().fold(Selection::new(count, columns).with_index(start), |s, &k| s.moved(k)).index()
     }
 
     #[test]

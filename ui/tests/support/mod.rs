@@ -26,16 +26,12 @@ pub struct Canvas {
 
 impl Canvas {
     pub fn new(width: u32, height: u32) -> Canvas {
-        Canvas {
-            pixels: vec![0; width as usize * height as usize],
-            size: Size::new(width, height),
-        }
+        Canvas { pixels: vec![0; width as usize * height as usize], size: Size::new(width, height) }
     }
 
     pub fn target(&mut self) -> LinearFb<'_> {
         let Size { width, height } = self.size;
-        LinearFb::new(&mut self.pixels, width, height, width, PixelOrder::Rgb)
-            .expect("canvas geometry is consistent")
+        LinearFb::new(&mut self.pixels, width, height, width, PixelOrder::Rgb).expect("canvas geometry is consistent")
     }
 
     fn to_rgb_bytes(&self) -> Vec<u8> {
@@ -53,12 +49,10 @@ fn golden_dir() -> PathBuf {
 }
 
 fn actual_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest.parent().unwrap_or(manifest).join("target")
-        });
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        manifest.parent().unwrap_or(manifest).join("target")
+    });
     target.join("ui-golden-actual")
 }
 
@@ -90,10 +84,7 @@ fn read_png(path: &Path) -> Option<(Size, Vec<u8>)> {
     buf.truncate(info.buffer_size());
     let rgb = match info.color_type {
         png::ColorType::Rgb => buf,
-        png::ColorType::Rgba => buf
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect(),
+        png::ColorType::Rgba => buf.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
         other => panic!("{}: unexpected colour type {other:?}", path.display()),
     };
     Some((Size::new(info.width, info.height), rgb))
@@ -104,13 +95,7 @@ fn diff_image(expected: &[u8], actual: &[u8]) -> Vec<u8> {
     expected
         .chunks_exact(3)
         .zip(actual.chunks_exact(3))
-        .flat_map(|(e, a)| {
-            if e == a {
-                [e[0], e[1], e[2]].map(|c| 192 + c / 4)
-            } else {
-                [255, 0, 255]
-            }
-        })
+        .flat_map(|(e, a)| if e == a { [e[0], e[1], e[2]].map(|c| 192 + c / 4) } else { [255, 0, 255] })
         .collect()
 }
 
@@ -149,11 +134,7 @@ pub fn check_golden(name: &str, canvas: &Canvas) {
         );
     }
     if expected != actual {
-        let changed = expected
-            .chunks_exact(3)
-            .zip(actual.chunks_exact(3))
-            .filter(|(e, a)| e != a)
-            .count();
+        let changed = expected.chunks_exact(3).zip(actual.chunks_exact(3)).filter(|(e, a)| e != a).count();
         write_png(&actual_path, canvas.size, &actual);
         write_png(&diff_path, canvas.size, &diff_image(&expected, &actual));
         panic!(

@@ -6,9 +6,7 @@
 
 use super::{VmEnv, decode_at_rip};
 use crate::memory::addr::GuestPhysAddr;
-use crate::vcpu::exit::{
-    AccessSize, Event, Exit, ExitAction, IoDirection, IoExit, NextRip, NpfInfo, StopReason,
-};
+use crate::vcpu::exit::{AccessSize, Event, Exit, ExitAction, IoDirection, IoExit, NextRip, NpfInfo, StopReason};
 use crate::vcpu::insn::walk::{self, Access, WalkError};
 use crate::vcpu::insn::{self, Instruction, MemOperand, Op, Operand, RegOperand, alu};
 use crate::vcpu::regs::{Gpr, RegisterFile, rflags};
@@ -24,30 +22,14 @@ fn after(exit: &Exit, i: &Instruction) -> NextRip {
 }
 
 fn emulation_failed(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> ExitAction {
-    let bytes = if exit.insn.is_empty() {
-        walk::fetch(regs, &*env.memory).unwrap_or_default()
-    } else {
-        exit.insn
-    };
+    let bytes = if exit.insn.is_empty() { walk::fetch(regs, &*env.memory).unwrap_or_default() } else { exit.insn };
     log::error!(target: "vcpu", "vm{} cannot emulate {:02x?} for {:?}; registers: {:?}",
         env.vm.id, bytes.as_slice(), exit.reason, regs.snapshot());
-    ExitAction::Stop(StopReason::EmulationFailed {
-        rip: regs.rip(),
-        insn: bytes,
-    })
+    ExitAction::Stop(StopReason::EmulationFailed { rip: regs.rip(), insn: bytes })
 }
 
-fn translate(
-    regs: &mut impl RegisterFile,
-    env: &VmEnv<'_>,
-    la: u64,
-    write: bool,
-) -> Emulated<GuestPhysAddr> {
-    let access = Access {
-        write,
-        user: regs.cpl() == 3,
-        fetch: false,
-    };
+fn translate(regs: &mut impl RegisterFile, env: &VmEnv<'_>, la: u64, write: bool) -> Emulated<GuestPhysAddr> {
+    let access = Access { write, user: regs.cpl() == 3, fetch: false };
     walk::translate(regs, &*env.memory, la, access).map_err(|e| match e {
         WalkError::PageFault(pf) => {
             regs.set_cr2(pf.address);
@@ -56,10 +38,7 @@ fn translate(
         WalkError::NonCanonical => ExitAction::inject_gp(),
         WalkError::TableNotInMemory(gpa) => ExitAction::Stop(StopReason::NestedPageFault {
             gpa,
-            info: NpfInfo {
-                in_guest_walk: true,
-                ..NpfInfo::default()
-            },
+            info: NpfInfo { in_guest_walk: true, ..NpfInfo::default() },
         }),
         WalkError::UnsupportedMode => ExitAction::Stop(StopReason::UnsupportedPagingMode),
     })
@@ -96,12 +75,7 @@ fn in_one_page(la: u64, size: AccessSize) -> bool {
     (la & 0xfff).wrapping_add(u64::from(size.bytes())) <= 0x1000
 }
 
-fn read_linear(
-    regs: &mut impl RegisterFile,
-    env: &mut VmEnv<'_>,
-    la: u64,
-    size: AccessSize,
-) -> Emulated<u64> {
+fn read_linear(regs: &mut impl RegisterFile, env: &mut VmEnv<'_>, la: u64, size: AccessSize) -> Emulated<u64> {
     if in_one_page(la, size) {
         let gpa = translate(regs, env, la, false)?;
         return Ok(read_phys(env, gpa, size));
@@ -142,20 +116,12 @@ fn write_linear(
 fn step_index(regs: &mut impl RegisterFile, gpr: Gpr, size: AccessSize, asize: AccessSize) {
     let old = regs.gpr(gpr);
     let delta = u64::from(size.bytes());
-    let moved = if regs.rflags() & rflags::DF != 0 {
-        old.wrapping_sub(delta)
-    } else {
-        old.wrapping_add(delta)
-    };
+    let moved = if regs.rflags() & rflags::DF != 0 { old.wrapping_sub(delta) } else { old.wrapping_add(delta) };
     set_at_address_size(regs, gpr, moved, asize);
 }
 
 fn set_at_address_size(regs: &mut impl RegisterFile, gpr: Gpr, value: u64, asize: AccessSize) {
-    let r = RegOperand {
-        gpr,
-        size: asize,
-        high_byte: false,
-    };
+    let r = RegOperand { gpr, size: asize, high_byte: false };
     insn::write_reg(regs, &r, value);
 }
 
@@ -168,11 +134,7 @@ fn string_operand(op: &Operand) -> Option<MemOperand> {
 
 /// Elements left for a REP instruction (1 without REP).
 fn rep_count(regs: &impl RegisterFile, rep: bool, asize: AccessSize) -> u64 {
-    if rep {
-        regs.gpr(Gpr::Rcx) & asize.mask()
-    } else {
-        1
-    }
+    if rep { regs.gpr(Gpr::Rcx) & asize.mask() } else { 1 }
 }
 
 /// Finishes a string instruction: decrement RCX per element, and either continue the
@@ -193,8 +155,7 @@ pub(super) fn handle_string_io(
     regs: &mut impl RegisterFile,
     env: &mut VmEnv<'_>,
 ) -> ExitAction {
-    let Some(i) = decode_at_rip(exit, regs, env).filter(|i| matches!(i.op, Op::Ins | Op::Outs))
-    else {
+    let Some(i) = decode_at_rip(exit, regs, env).filter(|i| matches!(i.op, Op::Ins | Op::Outs)) else {
         return emulation_failed(exit, regs, env);
     };
     let (mem, index) = match io.direction {
@@ -209,8 +170,9 @@ pub(super) fn handle_string_io(
     for _ in 0..count {
         let la = insn::linear_address(&mem, asize, regs, 0);
         let result = match io.direction {
-            IoDirection::Out => read_linear(regs, env, la, io.size)
-                .map(|v| env.ports.write(io.port, io.size, v as u32)),
+            IoDirection::Out => {
+                read_linear(regs, env, la, io.size).map(|v| env.ports.write(io.port, io.size, v as u32))
+            }
             IoDirection::In => translate(regs, env, la, true).and_then(|_| {
                 let v = env.ports.read(io.port, io.size);
                 write_linear(regs, env, la, io.size, u64::from(v))
@@ -292,11 +254,7 @@ fn emulate_mmio(
             env.mmio.write(gpa, m.size, insn::read_reg(regs, r));
             insn::write_reg(regs, r, old);
         }
-        (
-            Op::Add | Op::Or | Op::Adc | Op::Sbb | Op::And | Op::Sub | Op::Xor | Op::Cmp | Op::Test,
-            dst,
-            src,
-        ) => {
+        (Op::Add | Op::Or | Op::Adc | Op::Sbb | Op::And | Op::Sub | Op::Xor | Op::Cmp | Op::Test, dst, src) => {
             let (mem_is_dst, m, other) = match (dst, src) {
                 (Operand::Mem(m), o) => (true, m, o),
                 (o, Operand::Mem(m)) => (false, m, o),
@@ -320,20 +278,11 @@ fn emulate_mmio(
 }
 
 /// MOVS/STOS/LODS touching MMIO, element by element through the page walker.
-fn string_memory(
-    exit: &Exit,
-    i: &Instruction,
-    regs: &mut impl RegisterFile,
-    env: &mut VmEnv<'_>,
-) -> ExitAction {
+fn string_memory(exit: &Exit, i: &Instruction, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
     let rep = i.rep != insn::Rep::None;
     let asize = i.address_size;
     let size = i.operand_size;
-    let acc = RegOperand {
-        gpr: Gpr::Rax,
-        size,
-        high_byte: false,
-    };
+    let acc = RegOperand { gpr: Gpr::Rax, size, high_byte: false };
     let count = rep_count(regs, rep, asize).min(MAX_ITERATIONS);
     for _ in 0..count {
         let src = string_operand(&i.src).map(|m| insn::linear_address(&m, asize, regs, 0));

@@ -31,11 +31,7 @@ fn vm_info_bytes(env: &VmEnv<'_>) -> [u8; 48] {
     out
 }
 
-pub(super) fn handle_hypercall(
-    exit: &Exit,
-    regs: &mut impl RegisterFile,
-    env: &mut VmEnv<'_>,
-) -> ExitAction {
+pub(super) fn handle_hypercall(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
     if regs.cpl() != 0 {
         return ExitAction::inject_ud();
     }
@@ -51,10 +47,7 @@ pub(super) fn handle_hypercall(
         }
         abi::VM_INFO => {
             let info = vm_info_bytes(env);
-            env.memory
-                .write_bytes(GuestPhysAddr::new(arg0), &info)
-                .map(|()| 0)
-                .map_err(|_| Error::BadAddress)
+            env.memory.write_bytes(GuestPhysAddr::new(arg0), &info).map(|()| 0).map_err(|_| Error::BadAddress)
         }
         abi::SHUTDOWN => {
             log::info!(target: "vcpu", "vm{} shuts down with status {arg0:#x}", env.vm.id);
@@ -78,9 +71,7 @@ fn console_write(env: &mut VmEnv<'_>, gpa: u64, len: u64) -> Result<u64, Error> 
         return Err(Error::TooLong);
     }
     let mut buf = vec![0u8; len as usize];
-    env.memory
-        .read_bytes(GuestPhysAddr::new(gpa), &mut buf)
-        .map_err(|_| Error::BadAddress)?;
+    env.memory.read_bytes(GuestPhysAddr::new(gpa), &mut buf).map_err(|_| Error::BadAddress)?;
     env.console.write(env.vm.id, &buf);
     Ok(len)
 }

@@ -16,9 +16,7 @@
 use crate::devices::bus::{MmioBus, PortBus};
 use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::cpuid::{CpuidPolicy, CpuidSource};
-use crate::vcpu::exit::{
-    Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector,
-};
+use crate::vcpu::exit::{Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector};
 use crate::vcpu::insn::{self, Op, RegOperand, walk};
 use crate::vcpu::msr::MsrState;
 use crate::vcpu::regs::{Gpr, RegisterFile};
@@ -26,12 +24,7 @@ use crate::vcpu::regs::{Gpr, RegisterFile};
 mod emulate;
 mod hypercall;
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::panic)]
 mod tests;
 
 /// Who the VM is, for hypercalls that report it.
@@ -65,10 +58,7 @@ pub struct VmEnv<'a> {
 
 impl core::fmt::Debug for VmEnv<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("VmEnv")
-            .field("vm", &self.vm)
-            .field("apic_id", &self.apic_id)
-            .finish_non_exhaustive()
+        f.debug_struct("VmEnv").field("vm", &self.vm).field("apic_id", &self.apic_id).finish_non_exhaustive()
     }
 }
 
@@ -82,23 +72,17 @@ pub fn decide(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) ->
         ExitReason::MsrWrite { msr, value } => handle_wrmsr(exit, msr, value, regs, env),
         ExitReason::Io(io) if io.string => emulate::handle_string_io(exit, &io, regs, env),
         ExitReason::Io(io) => handle_io(exit, &io, regs, env),
-        ExitReason::NestedPageFault { gpa, info } => {
-            emulate::handle_npf(exit, gpa, info, regs, env)
-        }
+        ExitReason::NestedPageFault { gpa, info } => emulate::handle_npf(exit, gpa, info, regs, env),
         ExitReason::Hlt => ExitAction::Halt(next_rip(exit, regs, env, &[Op::Hlt], 1)),
         ExitReason::Hypercall => hypercall::handle_hypercall(exit, regs, env),
-        ExitReason::ExternalInterrupt | ExitReason::Nmi | ExitReason::InterruptWindow => {
-            ExitAction::Resume
-        }
+        ExitReason::ExternalInterrupt | ExitReason::Nmi | ExitReason::InterruptWindow => ExitAction::Resume,
         ExitReason::Shutdown => {
             log::error!(target: "vcpu", "vm{} triple fault; registers: {:?}", env.vm.id, regs.snapshot());
             ExitAction::Stop(StopReason::TripleFault)
         }
-        ExitReason::Exception {
-            vector,
-            error_code,
-            fault_address,
-        } => handle_exception(vector, error_code, fault_address, regs, env),
+        ExitReason::Exception { vector, error_code, fault_address } => {
+            handle_exception(vector, error_code, fault_address, regs, env)
+        }
         ExitReason::Xsetbv => handle_xsetbv(exit, regs, env),
         ExitReason::Rdtsc | ExitReason::Rdtscp => handle_rdtsc(exit, regs, env),
         ExitReason::Pause => ExitAction::Yield(next_rip(exit, regs, env, &[Op::Pause], 2)),
@@ -121,13 +105,7 @@ pub fn decide(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) ->
 /// Where RIP goes after the intercepted instruction: the CPU's report if it made one,
 /// else the decoded length of the instruction at RIP (prefixes included), else
 /// `fallback` (the length without prefixes).
-fn next_rip(
-    exit: &Exit,
-    regs: &impl RegisterFile,
-    env: &VmEnv<'_>,
-    expected: &[Op],
-    fallback: u8,
-) -> NextRip {
+fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[Op], fallback: u8) -> NextRip {
     if let Some(rip) = exit.next_rip {
         return NextRip::To(rip);
     }
@@ -142,11 +120,7 @@ fn next_rip(
 }
 
 /// Decodes the instruction at RIP from the CPU-provided bytes or by fetching it.
-fn decode_at_rip(
-    exit: &Exit,
-    regs: &impl RegisterFile,
-    env: &VmEnv<'_>,
-) -> Option<insn::Instruction> {
+fn decode_at_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> Option<insn::Instruction> {
     let fetched;
     let bytes = if exit.insn.is_empty() {
         fetched = walk::fetch(regs, &*env.memory).ok()?;
@@ -165,9 +139,7 @@ fn set_edx_eax(regs: &mut impl RegisterFile, value: u64) {
 fn handle_cpuid(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
     let leaf = regs.gpr(Gpr::Rax) as u32;
     let subleaf = regs.gpr(Gpr::Rcx) as u32;
-    let r = env
-        .cpuid_policy
-        .filter(env.cpuid, leaf, subleaf, env.apic_id);
+    let r = env.cpuid_policy.filter(env.cpuid, leaf, subleaf, env.apic_id);
     regs.set_gpr(Gpr::Rax, u64::from(r.eax));
     regs.set_gpr(Gpr::Rbx, u64::from(r.ebx));
     regs.set_gpr(Gpr::Rcx, u64::from(r.ecx));
@@ -175,12 +147,7 @@ fn handle_cpuid(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) 
     ExitAction::Advance(next_rip(exit, regs, env, &[Op::Cpuid], 2))
 }
 
-fn handle_rdmsr(
-    exit: &Exit,
-    msr: u32,
-    regs: &mut impl RegisterFile,
-    env: &mut VmEnv<'_>,
-) -> ExitAction {
+fn handle_rdmsr(exit: &Exit, msr: u32, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
     match env.msrs.read(msr, regs, env.host_tsc) {
         Ok(v) => {
             set_edx_eax(regs, v);
@@ -193,13 +160,7 @@ fn handle_rdmsr(
     }
 }
 
-fn handle_wrmsr(
-    exit: &Exit,
-    msr: u32,
-    value: u64,
-    regs: &mut impl RegisterFile,
-    env: &mut VmEnv<'_>,
-) -> ExitAction {
+fn handle_wrmsr(exit: &Exit, msr: u32, value: u64, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
     match env.msrs.write(msr, value, regs, env.host_tsc) {
         Ok(()) => ExitAction::Advance(next_rip(exit, regs, env, &[Op::Wrmsr], 2)),
         Err(_) => {
@@ -209,17 +170,8 @@ fn handle_wrmsr(
     }
 }
 
-fn handle_io(
-    exit: &Exit,
-    io: &IoExit,
-    regs: &mut impl RegisterFile,
-    env: &mut VmEnv<'_>,
-) -> ExitAction {
-    let acc = RegOperand {
-        gpr: Gpr::Rax,
-        size: io.size,
-        high_byte: false,
-    };
+fn handle_io(exit: &Exit, io: &IoExit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
+    let acc = RegOperand { gpr: Gpr::Rax, size: io.size, high_byte: false };
     match io.direction {
         IoDirection::Out => {
             let value = insn::read_reg(regs, &acc) as u32;
@@ -242,10 +194,7 @@ fn handle_exception(
 ) -> ExitAction {
     if vec == vector::MC {
         log::error!(target: "vcpu", "vm{} machine check; registers: {:?}", env.vm.id, regs.snapshot());
-        return ExitAction::Stop(StopReason::UnhandledExit {
-            raw: u64::from(vec),
-            regs: regs.snapshot(),
-        });
+        return ExitAction::Stop(StopReason::UnhandledExit { raw: u64::from(vec), regs: regs.snapshot() });
     }
     if vec == vector::PF {
         regs.set_cr2(fault_address);

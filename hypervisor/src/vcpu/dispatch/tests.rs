@@ -1,9 +1,7 @@
 use super::*;
 use crate::devices::bus::{BusRange, MemBus, MmioDevice, PioBus, PortDevice};
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr};
-use crate::memory::guest::{
-    GuestMemory, GuestMemoryMap, GuestRegion, Perms, VecHostMemory, write_obj,
-};
+use crate::memory::guest::{GuestMemory, GuestMemoryMap, GuestRegion, Perms, VecHostMemory, write_obj};
 use crate::vcpu::cpuid::FakeCpuid;
 use crate::vcpu::exit::{AccessSize, InsnBytes, NpfInfo};
 use crate::vcpu::regs::{FakeRegs, rflags};
@@ -23,9 +21,7 @@ impl PortDevice for Recorder {
         0x5566_7788 >> (8 * u32::from(offset))
     }
     fn write(&mut self, offset: u16, size: AccessSize, value: u32) {
-        self.0
-            .borrow_mut()
-            .push((u64::from(offset), size.bytes(), u64::from(value)));
+        self.0.borrow_mut().push((u64::from(offset), size.bytes(), u64::from(value)));
     }
 }
 
@@ -68,13 +64,7 @@ impl Harness {
     /// a serial-like port device at 0x3f8 and an MMIO device at 0xfee00000.
     fn new() -> Harness {
         let map = GuestMemoryMap::new(vec![
-            GuestRegion::new(
-                GuestPhysAddr::new(0),
-                HostPhysAddr::new(0),
-                0x1_0000,
-                Perms::RWX,
-            )
-            .unwrap(),
+            GuestRegion::new(GuestPhysAddr::new(0), HostPhysAddr::new(0), 0x1_0000, Perms::RWX).unwrap(),
         ])
         .unwrap();
         let mut host = VecHostMemory::new(HostPhysAddr::new(0), 0x1_0000);
@@ -95,15 +85,9 @@ impl Harness {
         let port_log = Log::default();
         let mmio_log = Log::default();
         let mut ports = PioBus::new("pio");
-        ports
-            .insert_ports(0x3f8, 8, Box::new(Recorder(port_log.clone())))
-            .unwrap();
+        ports.insert_ports(0x3f8, 8, Box::new(Recorder(port_log.clone()))).unwrap();
         let mut mmio = MemBus::new("mmio");
-        mmio.insert(
-            BusRange::new(MMIO_BASE, 0x1000).unwrap(),
-            Box::new(Recorder(mmio_log.clone())),
-        )
-        .unwrap();
+        mmio.insert(BusRange::new(MMIO_BASE, 0x1000).unwrap(), Box::new(Recorder(mmio_log.clone()))).unwrap();
         let mut regs = FakeRegs::long_mode(0x1000);
         regs.regs.rip = CODE;
         Harness {
@@ -136,11 +120,7 @@ impl Harness {
     fn run_exit(&mut self, exit: Exit) -> ExitAction {
         let mut mem = GuestMemory::new(&self.map, &mut self.host);
         let mut env = VmEnv {
-            vm: VmIdentity {
-                id: 7,
-                name: "corporate",
-                memory_bytes: 0x1_0000,
-            },
+            vm: VmIdentity { id: 7, name: "corporate", memory_bytes: 0x1_0000 },
             apic_id: 2,
             cpuid_policy: &self.policy,
             cpuid: &self.cpuid,
@@ -175,88 +155,50 @@ fn cpuid_is_filtered_and_rip_advances_by_decoded_length() {
     let mut h = Harness::new();
     h.code(&[0x0f, 0xa2]);
     h.regs.regs.rax = 1;
-    assert_eq!(
-        h.run(ExitReason::Cpuid),
-        ExitAction::Advance(NextRip::By(2))
-    );
+    assert_eq!(h.run(ExitReason::Cpuid), ExitAction::Advance(NextRip::By(2)));
     assert_eq!(h.regs.regs.rcx & (1 << 31), 1 << 31);
     assert_eq!(h.regs.regs.rcx & (1 << 5), 0);
     assert_eq!(h.regs.regs.rbx >> 24, 2);
     // A prefixed CPUID is 3 bytes.
     h.code(&[0x48, 0x0f, 0xa2]);
     h.regs.regs.rax = 0x4000_0000;
-    assert_eq!(
-        h.run(ExitReason::Cpuid),
-        ExitAction::Advance(NextRip::By(3))
-    );
+    assert_eq!(h.run(ExitReason::Cpuid), ExitAction::Advance(NextRip::By(3)));
     assert_eq!(h.regs.regs.rbx, u64::from(u32::from_le_bytes(*b"Bulk")));
     // With NRIP save the CPU's value wins.
-    let exit = Exit {
-        next_rip: Some(0x9000),
-        ..Exit::new(ExitReason::Cpuid)
-    };
+    let exit = Exit { next_rip: Some(0x9000), ..Exit::new(ExitReason::Cpuid) };
     assert_eq!(h.run_exit(exit), ExitAction::Advance(NextRip::To(0x9000)));
     // Unreadable code: fall back to the plain length.
     h.regs.regs.rip = 0xdead_0000;
-    assert_eq!(
-        h.run(ExitReason::Cpuid),
-        ExitAction::Advance(NextRip::By(2))
-    );
+    assert_eq!(h.run(ExitReason::Cpuid), ExitAction::Advance(NextRip::By(2)));
 }
 
 #[test]
 fn msrs() {
     let mut h = Harness::new();
     h.code(&[0x0f, 0x32]);
-    assert_eq!(
-        h.run(ExitReason::MsrRead { msr: 0x1234 }),
-        ExitAction::inject_gp()
-    );
-    assert_eq!(
-        h.run(ExitReason::MsrRead { msr: 0x1b }),
-        ExitAction::Advance(NextRip::By(2))
-    );
+    assert_eq!(h.run(ExitReason::MsrRead { msr: 0x1234 }), ExitAction::inject_gp());
+    assert_eq!(h.run(ExitReason::MsrRead { msr: 0x1b }), ExitAction::Advance(NextRip::By(2)));
     assert_eq!((h.regs.regs.rax, h.regs.regs.rdx), (0xfee0_0900, 0));
     h.code(&[0x0f, 0x30]);
-    assert_eq!(
-        h.run(ExitReason::MsrWrite {
-            msr: 0x10,
-            value: 3_000_000
-        }),
-        ExitAction::Advance(NextRip::By(2))
-    );
+    assert_eq!(h.run(ExitReason::MsrWrite { msr: 0x10, value: 3_000_000 }), ExitAction::Advance(NextRip::By(2)));
     assert_eq!(h.regs.tsc_offset, 2_000_000);
-    assert_eq!(
-        h.run(ExitReason::MsrWrite {
-            msr: 0xc001_0117,
-            value: 0
-        }),
-        ExitAction::inject_gp()
-    );
+    assert_eq!(h.run(ExitReason::MsrWrite { msr: 0xc001_0117, value: 0 }), ExitAction::inject_gp());
 }
 
 #[test]
 fn fatal_exits_stop_the_vm() {
     let mut h = Harness::new();
     h.regs.regs.r13 = 0xfeed;
-    assert_eq!(
-        h.run(ExitReason::Shutdown),
-        ExitAction::Stop(StopReason::TripleFault)
-    );
+    assert_eq!(h.run(ExitReason::Shutdown), ExitAction::Stop(StopReason::TripleFault));
     assert_eq!(
         h.run(ExitReason::InvalidGuestState { raw: 0xffff_ffff }),
         ExitAction::Stop(StopReason::InvalidGuestState { raw: 0xffff_ffff })
     );
-    let ExitAction::Stop(StopReason::UnhandledExit { raw, regs }) =
-        h.run(ExitReason::Unknown(0x8e))
-    else {
+    let ExitAction::Stop(StopReason::UnhandledExit { raw, regs }) = h.run(ExitReason::Unknown(0x8e)) else {
         panic!("unknown exit must stop the VM");
     };
     assert_eq!((raw, regs.r13, regs.rip), (0x8e, 0xfeed, CODE));
-    assert_eq!(
-        h.run(ExitReason::VirtualizationInstruction),
-        ExitAction::inject_ud()
-    );
+    assert_eq!(h.run(ExitReason::VirtualizationInstruction), ExitAction::inject_ud());
     assert_eq!(h.run(ExitReason::ExternalInterrupt), ExitAction::Resume);
 }
 
@@ -267,19 +209,11 @@ fn hlt_pause_and_exceptions() {
     assert_eq!(h.run(ExitReason::Hlt), ExitAction::Halt(NextRip::By(1)));
     h.code(&[0xf3, 0x90]);
     assert_eq!(h.run(ExitReason::Pause), ExitAction::Yield(NextRip::By(2)));
-    let pf = h.run(ExitReason::Exception {
-        vector: 14,
-        error_code: Some(2),
-        fault_address: 0x1234,
-    });
+    let pf = h.run(ExitReason::Exception { vector: 14, error_code: Some(2), fault_address: 0x1234 });
     assert_eq!(pf, ExitAction::Inject(Event::page_fault(2)));
     assert_eq!(h.regs.control.cr2, 0x1234);
     assert!(matches!(
-        h.run(ExitReason::Exception {
-            vector: 18,
-            error_code: None,
-            fault_address: 0
-        }),
+        h.run(ExitReason::Exception { vector: 18, error_code: None, fault_address: 0 }),
         ExitAction::Stop(_)
     ));
 }
@@ -292,14 +226,8 @@ fn hypercalls() {
     h.regs.regs.rax = bulkhead_abi::hypercall::CONSOLE_WRITE;
     h.regs.regs.rbx = 0x6000;
     h.regs.regs.rcx = 5;
-    assert_eq!(
-        h.run(ExitReason::Hypercall),
-        ExitAction::Advance(NextRip::By(3))
-    );
-    assert_eq!(
-        (h.console.0.as_slice(), h.regs.regs.rax),
-        (&b"hello"[..], 5)
-    );
+    assert_eq!(h.run(ExitReason::Hypercall), ExitAction::Advance(NextRip::By(3)));
+    assert_eq!((h.console.0.as_slice(), h.regs.regs.rax), (&b"hello"[..], 5));
     // Bad address, too long, unknown call.
     h.regs.regs.rax = bulkhead_abi::hypercall::CONSOLE_WRITE;
     h.regs.regs.rbx = 0xffff_fff0;
@@ -323,10 +251,7 @@ fn hypercalls() {
     // Shutdown and user-mode callers.
     h.regs.regs.rax = bulkhead_abi::hypercall::SHUTDOWN;
     h.regs.regs.rbx = 3;
-    assert_eq!(
-        h.run(ExitReason::Hypercall),
-        ExitAction::Stop(StopReason::GuestShutdown { status: 3 })
-    );
+    assert_eq!(h.run(ExitReason::Hypercall), ExitAction::Stop(StopReason::GuestShutdown { status: 3 }));
     h.regs.cpl = 3;
     assert_eq!(h.run(ExitReason::Hypercall), ExitAction::inject_ud());
 }
@@ -334,35 +259,23 @@ fn hypercalls() {
 use bulkhead_abi::hypercall::Error;
 
 fn io(port: u16, size: AccessSize, direction: IoDirection, string: bool, rep: bool) -> ExitReason {
-    ExitReason::Io(IoExit {
-        port,
-        size,
-        direction,
-        string,
-        rep,
-    })
+    ExitReason::Io(IoExit { port, size, direction, string, rep })
 }
 
 #[test]
 fn port_io_routes_to_devices_and_unknown_reads_all_ones() {
     let mut h = Harness::new();
     h.regs.regs.rax = 0x1234_5641;
-    let exit = Exit {
-        next_rip: Some(CODE + 1),
-        ..Exit::new(io(0x3f8, AccessSize::Byte, IoDirection::Out, false, false))
-    };
+    let exit =
+        Exit { next_rip: Some(CODE + 1), ..Exit::new(io(0x3f8, AccessSize::Byte, IoDirection::Out, false, false)) };
     assert_eq!(h.run_exit(exit), ExitAction::Advance(NextRip::To(CODE + 1)));
     assert_eq!(h.port_log.borrow()[0], (0, 1, 0x41));
-    let exit = Exit {
-        next_rip: Some(CODE + 2),
-        ..Exit::new(io(0x80, AccessSize::Byte, IoDirection::In, false, false))
-    };
+    let exit =
+        Exit { next_rip: Some(CODE + 2), ..Exit::new(io(0x80, AccessSize::Byte, IoDirection::In, false, false)) };
     h.run_exit(exit);
     assert_eq!(h.regs.regs.rax, 0x1234_56ff);
-    let exit = Exit {
-        next_rip: Some(CODE + 2),
-        ..Exit::new(io(0x3f9, AccessSize::Word, IoDirection::In, false, false))
-    };
+    let exit =
+        Exit { next_rip: Some(CODE + 2), ..Exit::new(io(0x3f9, AccessSize::Word, IoDirection::In, false, false)) };
     h.run_exit(exit);
     assert_eq!(h.regs.regs.rax, 0x1234_6677);
 }
@@ -375,10 +288,8 @@ fn rep_outsb_is_emulated_in_one_exit() {
     h.regs.regs.rsi = 0x6000;
     h.regs.regs.rcx = 5;
     h.regs.regs.rdx = 0x3f8;
-    let exit = Exit {
-        next_rip: Some(CODE + 2),
-        ..Exit::new(io(0x3f8, AccessSize::Byte, IoDirection::Out, true, true))
-    };
+    let exit =
+        Exit { next_rip: Some(CODE + 2), ..Exit::new(io(0x3f8, AccessSize::Byte, IoDirection::Out, true, true)) };
     assert_eq!(h.run_exit(exit), ExitAction::Advance(NextRip::To(CODE + 2)));
     let sent: Vec<u8> = h.port_log.borrow().iter().map(|e| e.2 as u8).collect();
     assert_eq!(sent, b"bulk!");
@@ -388,10 +299,7 @@ fn rep_outsb_is_emulated_in_one_exit() {
     h.regs.regs.rdi = 0x6100;
     h.regs.regs.rcx = 2;
     h.regs.regs.rflags |= rflags::DF;
-    let exit = Exit {
-        next_rip: Some(CODE + 3),
-        ..Exit::new(io(0x3f8, AccessSize::Word, IoDirection::In, true, true))
-    };
+    let exit = Exit { next_rip: Some(CODE + 3), ..Exit::new(io(0x3f8, AccessSize::Word, IoDirection::In, true, true)) };
     assert_eq!(h.run_exit(exit), ExitAction::Advance(NextRip::To(CODE + 3)));
     assert_eq!(h.peek::<u16>(0x6100), 0x7788);
     assert_eq!(h.peek::<u16>(0x60fe), 0x7788);
@@ -400,10 +308,8 @@ fn rep_outsb_is_emulated_in_one_exit() {
     h.code(&[0x6e]);
     h.regs.regs.rsi = 0x20_0000;
     h.regs.regs.rflags &= !rflags::DF;
-    let exit = Exit {
-        next_rip: Some(CODE + 1),
-        ..Exit::new(io(0x3f8, AccessSize::Byte, IoDirection::Out, true, false))
-    };
+    let exit =
+        Exit { next_rip: Some(CODE + 1), ..Exit::new(io(0x3f8, AccessSize::Byte, IoDirection::Out, true, false)) };
     assert_eq!(h.run_exit(exit), ExitAction::Inject(Event::page_fault(0)));
     assert_eq!(h.regs.control.cr2, 0x20_0000);
 }
@@ -411,12 +317,7 @@ fn rep_outsb_is_emulated_in_one_exit() {
 fn npf(gpa: u64, write: bool) -> ExitReason {
     ExitReason::NestedPageFault {
         gpa: GuestPhysAddr::new(gpa),
-        info: NpfInfo {
-            write,
-            user: true,
-            final_address: true,
-            ..NpfInfo::default()
-        },
+        info: NpfInfo { write, user: true, final_address: true, ..NpfInfo::default() },
     }
 }
 
@@ -427,10 +328,7 @@ fn mmio_loads_and_stores() {
     h.code(&[0x89, 0x37]);
     h.regs.regs.rsi = 0xdead_beef_cafe_f00d;
     h.regs.regs.rdi = 0x1_0030;
-    assert_eq!(
-        h.run(npf(MMIO_BASE + 0x30, true)),
-        ExitAction::Advance(NextRip::By(2))
-    );
+    assert_eq!(h.run(npf(MMIO_BASE + 0x30, true)), ExitAction::Advance(NextRip::By(2)));
     assert_eq!(h.mmio_log.borrow()[0], (0x30, 4, 0xcafe_f00d));
     // mov eax, [rdi+0x30] zero-extends into RAX.
     h.code(&[0x8b, 0x47, 0x30]);
@@ -447,10 +345,7 @@ fn mmio_loads_and_stores() {
     assert_eq!(h.regs.regs.rcx, 0x7788);
     // mov dword [rdi], imm32
     h.code(&[0xc7, 0x07, 0x01, 0x00, 0x00, 0x80]);
-    assert_eq!(
-        h.run(npf(MMIO_BASE, true)),
-        ExitAction::Advance(NextRip::By(6))
-    );
+    assert_eq!(h.run(npf(MMIO_BASE, true)), ExitAction::Advance(NextRip::By(6)));
     assert_eq!(h.mmio_log.borrow()[1], (0, 4, 0x8000_0001));
 }
 
@@ -481,41 +376,25 @@ fn mmio_holes_and_bad_faults() {
     // A load from a hole in the memory map reads all-ones.
     h.code(&[0x8b, 0x07]);
     h.regs.regs.rax = 0;
-    assert_eq!(
-        h.run(npf(0xc000_0000, false)),
-        ExitAction::Advance(NextRip::By(2))
-    );
+    assert_eq!(h.run(npf(0xc000_0000, false)), ExitAction::Advance(NextRip::By(2)));
     assert_eq!(h.regs.regs.rax, 0xffff_ffff);
     // A fault on RAM is not MMIO.
-    assert!(matches!(
-        h.run(npf(0x5000, true)),
-        ExitAction::Stop(StopReason::NestedPageFault { .. })
-    ));
+    assert!(matches!(h.run(npf(0x5000, true)), ExitAction::Stop(StopReason::NestedPageFault { .. })));
     // A fault in the guest's own page-table walk stops the VM.
     let walk_fault = ExitReason::NestedPageFault {
         gpa: GuestPhysAddr::new(0xc000_0000),
-        info: NpfInfo {
-            in_guest_walk: true,
-            ..NpfInfo::default()
-        },
+        info: NpfInfo { in_guest_walk: true, ..NpfInfo::default() },
     };
     assert!(matches!(h.run(walk_fault), ExitAction::Stop(_)));
     // An instruction the emulator does not model stops the VM with its bytes.
     h.code(&[0x0f, 0xc3, 0x07]); // movnti [rdi], eax
-    let ExitAction::Stop(StopReason::EmulationFailed { rip, insn }) = h.run(npf(MMIO_BASE, true))
-    else {
+    let ExitAction::Stop(StopReason::EmulationFailed { rip, insn }) = h.run(npf(MMIO_BASE, true)) else {
         panic!("expected EmulationFailed");
     };
-    assert_eq!(
-        (rip, &insn.as_slice()[..3]),
-        (CODE, &[0x0f, 0xc3, 0x07][..])
-    );
+    assert_eq!((rip, &insn.as_slice()[..3]), (CODE, &[0x0f, 0xc3, 0x07][..]));
     // Decode-assist bytes are used when present (no fetch needed).
     h.regs.regs.rip = 0xdead_0000;
-    let exit = Exit {
-        insn: InsnBytes::new(&[0x89, 0x07, 0x90]),
-        ..Exit::new(npf(MMIO_BASE + 8, true))
-    };
+    let exit = Exit { insn: InsnBytes::new(&[0x89, 0x07, 0x90]), ..Exit::new(npf(MMIO_BASE + 8, true)) };
     assert_eq!(h.run_exit(exit), ExitAction::Advance(NextRip::By(2)));
 }
 
@@ -526,10 +405,7 @@ fn rep_stos_to_mmio() {
     h.regs.regs.rdi = 0x1_0000;
     h.regs.regs.rcx = 3;
     h.regs.regs.rax = 0xabcd;
-    assert_eq!(
-        h.run(npf(MMIO_BASE, true)),
-        ExitAction::Advance(NextRip::By(2))
-    );
+    assert_eq!(h.run(npf(MMIO_BASE, true)), ExitAction::Advance(NextRip::By(2)));
     let log = h.mmio_log.borrow();
     assert_eq!(log.len(), 3);
     assert_eq!(log[2], (8, 4, 0xabcd));
@@ -543,17 +419,10 @@ fn xsetbv_validation() {
     assert_eq!(h.run(ExitReason::Xsetbv), ExitAction::inject_ud());
     h.regs.control.cr4 |= 1 << 18;
     h.regs.regs.rax = 0x7;
-    assert_eq!(
-        h.run(ExitReason::Xsetbv),
-        ExitAction::Advance(NextRip::By(3))
-    );
+    assert_eq!(h.run(ExitReason::Xsetbv), ExitAction::Advance(NextRip::By(3)));
     assert_eq!(h.regs.xcr0, 7);
     for bad in [0x6, 0x5, 1 << 17, 0x3 | 0xe0] {
         h.regs.regs.rax = bad;
-        assert_eq!(
-            h.run(ExitReason::Xsetbv),
-            ExitAction::inject_gp(),
-            "{bad:#x}"
-        );
+        assert_eq!(h.run(ExitReason::Xsetbv), ExitAction::inject_gp(), "{bad:#x}");
     }
 }

@@ -70,67 +70,37 @@ mod tests {
     use crate::vcpu::regs::rflags::*;
 
     fn flags(op: Op, d: u64, s: u64, size: AccessSize, fin: u64) -> (Option<u64>, u64) {
-        let r = alu(op, d, s, size, fin).unwrap_or(AluResult {
-            value: None,
-            rflags: u64::MAX,
-        });
+        let r = alu(op, d, s, size, fin).unwrap_or(AluResult { value: None, rflags: u64::MAX });
         (r.value, r.rflags & STATUS)
     }
 
     #[test]
     fn add_sets_carry_overflow_and_zero() {
-        assert_eq!(
-            flags(Op::Add, 0xff, 1, AccessSize::Byte, 0),
-            (Some(0), CF | ZF | PF | AF)
-        );
-        assert_eq!(
-            flags(Op::Add, 0x7fff_ffff, 1, AccessSize::Dword, 0),
-            (Some(0x8000_0000), OF | SF | PF | AF)
-        );
+        assert_eq!(flags(Op::Add, 0xff, 1, AccessSize::Byte, 0), (Some(0), CF | ZF | PF | AF));
+        assert_eq!(flags(Op::Add, 0x7fff_ffff, 1, AccessSize::Dword, 0), (Some(0x8000_0000), OF | SF | PF | AF));
         assert_eq!(flags(Op::Adc, 1, 1, AccessSize::Word, CF), (Some(3), PF));
     }
 
     #[test]
     fn sub_and_cmp_borrow() {
-        assert_eq!(
-            flags(Op::Sub, 0, 1, AccessSize::Qword, 0),
-            (Some(u64::MAX), CF | SF | PF | AF)
-        );
+        assert_eq!(flags(Op::Sub, 0, 1, AccessSize::Qword, 0), (Some(u64::MAX), CF | SF | PF | AF));
         assert_eq!(flags(Op::Cmp, 5, 5, AccessSize::Dword, 0), (None, ZF | PF));
-        assert_eq!(
-            flags(Op::Cmp, 0x80, 1, AccessSize::Byte, 0),
-            (None, OF | AF)
-        );
-        assert_eq!(
-            flags(Op::Sbb, 5, 4, AccessSize::Byte, CF),
-            (Some(0), ZF | PF)
-        );
+        assert_eq!(flags(Op::Cmp, 0x80, 1, AccessSize::Byte, 0), (None, OF | AF));
+        assert_eq!(flags(Op::Sbb, 5, 4, AccessSize::Byte, CF), (Some(0), ZF | PF));
     }
 
     #[test]
     fn logic_ops_clear_cf_of() {
-        assert_eq!(
-            flags(Op::And, 0xf0, 0x0f, AccessSize::Byte, CF | OF),
-            (Some(0), ZF | PF)
-        );
-        assert_eq!(
-            flags(Op::Or, 0x80, 1, AccessSize::Byte, 0),
-            (Some(0x81), SF | PF)
-        );
+        assert_eq!(flags(Op::And, 0xf0, 0x0f, AccessSize::Byte, CF | OF), (Some(0), ZF | PF));
+        assert_eq!(flags(Op::Or, 0x80, 1, AccessSize::Byte, 0), (Some(0x81), SF | PF));
         assert_eq!(flags(Op::Xor, 3, 1, AccessSize::Word, 0), (Some(2), 0));
-        assert_eq!(
-            flags(Op::Test, 0x8000, 0x8000, AccessSize::Word, 0),
-            (None, SF | PF)
-        );
+        assert_eq!(flags(Op::Test, 0x8000, 0x8000, AccessSize::Word, 0), (None, SF | PF));
         assert!(alu(Op::Mov, 0, 0, AccessSize::Byte, 0).is_none());
     }
 
     #[test]
     fn non_status_flags_are_kept() {
-        let r = alu(Op::Add, 1, 1, AccessSize::Byte, IF | DF | 2).unwrap_or(AluResult {
-            value: None,
-            rflags: 0,
-        });
+        let r = alu(Op::Add, 1, 1, AccessSize::Byte, IF | DF | 2).unwrap_or(AluResult { value: None, rflags: 0 });
         assert_eq!(r.rflags, IF | DF | 2);
     }
 }

@@ -56,10 +56,7 @@ impl Cursor<'_> {
         if self.pos >= MAX_INSN_LEN {
             return Err(DecodeError::TooLong);
         }
-        self.bytes
-            .get(self.pos)
-            .copied()
-            .ok_or(DecodeError::Truncated)
+        self.bytes.get(self.pos).copied().ok_or(DecodeError::Truncated)
     }
     fn next(&mut self) -> Result<u8, DecodeError> {
         let b = self.peek()?;
@@ -131,17 +128,9 @@ impl Ctx {
     fn reg(&self, index: u8, size: AccessSize) -> RegOperand {
         let index = index & 0xf;
         if size == AccessSize::Byte && self.p.rex.is_none() && (4..8).contains(&index) {
-            RegOperand {
-                gpr: Gpr::from_index(index.wrapping_sub(4)),
-                size,
-                high_byte: true,
-            }
+            RegOperand { gpr: Gpr::from_index(index.wrapping_sub(4)), size, high_byte: true }
         } else {
-            RegOperand {
-                gpr: Gpr::from_index(index),
-                size,
-                high_byte: false,
-            }
+            RegOperand { gpr: Gpr::from_index(index), size, high_byte: false }
         }
     }
 
@@ -162,15 +151,8 @@ impl Ctx {
         if self.address_size() == AccessSize::Word {
             return Ok((reg, Operand::Mem(self.modrm16(c, md, rm, size)?)));
         }
-        let mut mem = MemOperand {
-            segment: SegReg::Ds,
-            base: None,
-            index: None,
-            scale: 1,
-            disp: 0,
-            rip_relative: false,
-            size,
-        };
+        let mut mem =
+            MemOperand { segment: SegReg::Ds, base: None, index: None, scale: 1, disp: 0, rip_relative: false, size };
         let mut disp_len = match md {
             1 => 1,
             2 => 4,
@@ -202,13 +184,7 @@ impl Ctx {
     }
 
     /// 16-bit addressing forms (APM Vol. 3 Table A-?; SDM Vol. 2 Table 2-1).
-    fn modrm16(
-        &self,
-        c: &mut Cursor<'_>,
-        md: u8,
-        rm: u8,
-        size: AccessSize,
-    ) -> Result<MemOperand, DecodeError> {
+    fn modrm16(&self, c: &mut Cursor<'_>, md: u8, rm: u8, size: AccessSize) -> Result<MemOperand, DecodeError> {
         let (base, index) = match rm {
             0 => (Some(Gpr::Rbx), Some(Gpr::Rsi)),
             1 => (Some(Gpr::Rbx), Some(Gpr::Rdi)),
@@ -276,22 +252,10 @@ fn sized(op: Operand, size: AccessSize) -> Operand {
     }
 }
 
-const ALU_OPS: [Op; 8] = [
-    Op::Add,
-    Op::Or,
-    Op::Adc,
-    Op::Sbb,
-    Op::And,
-    Op::Sub,
-    Op::Xor,
-    Op::Cmp,
-];
+const ALU_OPS: [Op; 8] = [Op::Add, Op::Or, Op::Adc, Op::Sbb, Op::And, Op::Sub, Op::Xor, Op::Cmp];
 
 fn alu_op(index: u8) -> Op {
-    ALU_OPS
-        .get(usize::from(index & 7))
-        .copied()
-        .unwrap_or(Op::Add)
+    ALU_OPS.get(usize::from(index & 7)).copied().unwrap_or(Op::Add)
 }
 
 /// Decodes one instruction from `bytes` as the CPU would in `mode`.
@@ -356,11 +320,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
                 }
                 _ => {
                     insn.dst = Operand::Reg(ctx.reg(0, size));
-                    let len = if size == AccessSize::Byte {
-                        1
-                    } else {
-                        ctx.iz_len(size)
-                    };
+                    let len = if size == AccessSize::Byte { 1 } else { ctx.iz_len(size) };
                     insn.src = ctx.imm(&mut c, len, size)?;
                 }
             }
@@ -375,11 +335,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
             insn.src = ctx.imm(&mut c, len, size)?;
         }
         0x84..=0x8b => {
-            let size = if opcode & 1 == 0 {
-                AccessSize::Byte
-            } else {
-                os
-            };
+            let size = if opcode & 1 == 0 { AccessSize::Byte } else { os };
             insn.operand_size = size;
             let (reg, rm) = ctx.modrm(&mut c, size)?;
             let r = Operand::Reg(ctx.reg(reg, size));
@@ -390,19 +346,9 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
                 _ => (Op::Mov, r, rm),
             };
         }
-        0x90 => {
-            insn.op = if p.rep == Some(Rep::Rep) {
-                Op::Pause
-            } else {
-                Op::Nop
-            }
-        }
+        0x90 => insn.op = if p.rep == Some(Rep::Rep) { Op::Pause } else { Op::Nop },
         0xa0..=0xa3 => {
-            let size = if opcode & 1 == 0 {
-                AccessSize::Byte
-            } else {
-                os
-            };
+            let size = if opcode & 1 == 0 { AccessSize::Byte } else { os };
             insn.operand_size = size;
             let addr_len = insn.address_size.bytes();
             let moffs = Operand::Mem(MemOperand {
@@ -416,11 +362,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
             });
             let acc = Operand::Reg(ctx.reg(0, size));
             insn.op = Op::Mov;
-            (insn.dst, insn.src) = if opcode < 0xa2 {
-                (acc, moffs)
-            } else {
-                (moffs, acc)
-            };
+            (insn.dst, insn.src) = if opcode < 0xa2 { (acc, moffs) } else { (moffs, acc) };
         }
         0xa4..=0xa5 | 0xaa..=0xad | 0x6c..=0x6f => {
             let size = match opcode & 1 {
@@ -446,11 +388,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
             insn.operand_size = size;
             insn.op = Op::Test;
             insn.dst = Operand::Reg(ctx.reg(0, size));
-            let len = if size == AccessSize::Byte {
-                1
-            } else {
-                ctx.iz_len(size)
-            };
+            let len = if size == AccessSize::Byte { 1 } else { ctx.iz_len(size) };
             insn.src = ctx.imm(&mut c, len, size)?;
         }
         0xb0..=0xbf => {
@@ -465,17 +403,11 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
             insn.operand_size = size;
             let (reg, rm) = ctx.modrm(&mut c, size)?;
             if reg & 7 != 0 {
-                return Err(DecodeError::Unsupported {
-                    opcode: u16::from(opcode),
-                });
+                return Err(DecodeError::Unsupported { opcode: u16::from(opcode) });
             }
             insn.op = Op::Mov;
             insn.dst = rm;
-            let len = if size == AccessSize::Byte {
-                1
-            } else {
-                ctx.iz_len(size)
-            };
+            let len = if size == AccessSize::Byte { 1 } else { ctx.iz_len(size) };
             insn.src = ctx.imm(&mut c, len, size)?;
         }
         0xe4..=0xe7 | 0xec..=0xef => {
@@ -491,11 +423,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
                 Operand::Reg(ctx.reg(Gpr::Rdx.index(), AccessSize::Word))
             };
             let acc = Operand::Reg(ctx.reg(0, size));
-            (insn.op, insn.dst, insn.src) = if opcode & 2 == 0 {
-                (Op::In, acc, port)
-            } else {
-                (Op::Out, port, acc)
-            };
+            (insn.op, insn.dst, insn.src) = if opcode & 2 == 0 { (Op::In, acc, port) } else { (Op::Out, port, acc) };
         }
         0xf4 => insn.op = Op::Hlt,
         0xf6 | 0xf7 => {
@@ -503,23 +431,15 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
             insn.operand_size = size;
             let (reg, rm) = ctx.modrm(&mut c, size)?;
             if reg & 6 != 0 {
-                return Err(DecodeError::Unsupported {
-                    opcode: u16::from(opcode),
-                });
+                return Err(DecodeError::Unsupported { opcode: u16::from(opcode) });
             }
             insn.op = Op::Test;
             insn.dst = rm;
-            let len = if size == AccessSize::Byte {
-                1
-            } else {
-                ctx.iz_len(size)
-            };
+            let len = if size == AccessSize::Byte { 1 } else { ctx.iz_len(size) };
             insn.src = ctx.imm(&mut c, len, size)?;
         }
         _ => {
-            return Err(DecodeError::Unsupported {
-                opcode: u16::from(opcode),
-            });
+            return Err(DecodeError::Unsupported { opcode: u16::from(opcode) });
         }
     }
     insn.len = u8::try_from(c.pos).map_err(|_| DecodeError::TooLong)?;
@@ -531,9 +451,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
 
 fn decode_0f(ctx: &Ctx, c: &mut Cursor<'_>, insn: &mut Instruction) -> Result<(), DecodeError> {
     let op2 = c.next()?;
-    let unsupported = DecodeError::Unsupported {
-        opcode: 0x0f00 | u16::from(op2),
-    };
+    let unsupported = DecodeError::Unsupported { opcode: 0x0f00 | u16::from(op2) };
     insn.op = match op2 {
         0x01 => match c.next()? {
             0xc1 => Op::Vmcall,
@@ -550,11 +468,7 @@ fn decode_0f(ctx: &Ctx, c: &mut Cursor<'_>, insn: &mut Instruction) -> Result<()
         0x32 => Op::Rdmsr,
         0xa2 => Op::Cpuid,
         0xb6 | 0xb7 | 0xbe | 0xbf => {
-            let src_size = if op2 & 1 == 0 {
-                AccessSize::Byte
-            } else {
-                AccessSize::Word
-            };
+            let src_size = if op2 & 1 == 0 { AccessSize::Byte } else { AccessSize::Word };
             let (reg, rm) = ctx.modrm(c, src_size)?;
             insn.dst = Operand::Reg(ctx.reg(reg, insn.operand_size));
             insn.src = rm;

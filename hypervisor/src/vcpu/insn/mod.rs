@@ -135,12 +135,7 @@ impl Instruction {
 }
 
 /// The offset part of a memory operand's address (before the segment base).
-pub fn effective_address(
-    m: &MemOperand,
-    address_size: AccessSize,
-    regs: &impl RegisterFile,
-    next_rip: u64,
-) -> u64 {
+pub fn effective_address(m: &MemOperand, address_size: AccessSize, regs: &impl RegisterFile, next_rip: u64) -> u64 {
     let mut ea = m.disp as u64;
     if m.rip_relative {
         ea = ea.wrapping_add(next_rip);
@@ -156,37 +151,22 @@ pub fn effective_address(
 
 /// The linear address of a memory operand. In 64-bit mode only FS and GS have a base.
 /// Segment limits and types are not checked.
-pub fn linear_address(
-    m: &MemOperand,
-    address_size: AccessSize,
-    regs: &impl RegisterFile,
-    next_rip: u64,
-) -> u64 {
+pub fn linear_address(m: &MemOperand, address_size: AccessSize, regs: &impl RegisterFile, next_rip: u64) -> u64 {
     let ea = effective_address(m, address_size, regs, next_rip);
     let mode = regs.mode();
     let base = match (mode, m.segment) {
-        (CpuMode::Long64, SegReg::Fs | SegReg::Gs) | (CpuMode::Real, _) => {
-            regs.segment(m.segment).base
-        }
+        (CpuMode::Long64, SegReg::Fs | SegReg::Gs) | (CpuMode::Real, _) => regs.segment(m.segment).base,
         (CpuMode::Long64, _) => 0,
         _ => regs.segment(m.segment).base,
     };
     let la = base.wrapping_add(ea);
-    if mode == CpuMode::Long64 {
-        la
-    } else {
-        la & 0xffff_ffff
-    }
+    if mode == CpuMode::Long64 { la } else { la & 0xffff_ffff }
 }
 
 /// Reads a register operand (zero-extended).
 pub fn read_reg(regs: &impl RegisterFile, r: &RegOperand) -> u64 {
     let v = regs.gpr(r.gpr);
-    if r.high_byte {
-        (v >> 8) & 0xff
-    } else {
-        v & r.size.mask()
-    }
+    if r.high_byte { (v >> 8) & 0xff } else { v & r.size.mask() }
 }
 
 /// Writes a register operand with x86 semantics: 32-bit writes zero the upper half,
@@ -210,10 +190,5 @@ pub fn sign_extend(value: u64, size: AccessSize) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    clippy::panic
-)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::panic)]
 mod tests;

@@ -17,23 +17,11 @@ fn d64(bytes: &[u8]) -> Instruction {
 }
 
 fn reg(gpr: Gpr, size: AccessSize) -> Operand {
-    Operand::Reg(RegOperand {
-        gpr,
-        size,
-        high_byte: false,
-    })
+    Operand::Reg(RegOperand { gpr, size, high_byte: false })
 }
 
 fn mem(base: Option<Gpr>, disp: i64, size: AccessSize) -> Operand {
-    Operand::Mem(MemOperand {
-        segment: SegReg::Ds,
-        base,
-        index: None,
-        scale: 1,
-        disp,
-        rip_relative: false,
-        size,
-    })
+    Operand::Mem(MemOperand { segment: SegReg::Ds, base, index: None, scale: 1, disp, rip_relative: false, size })
 }
 
 #[test]
@@ -79,26 +67,13 @@ fn mov_forms_linux_uses_for_mmio() {
     let i = d64(&[0x4d, 0x8b, 0x4c, 0xcc, 0xf8]);
     assert_eq!(i.dst, reg(Gpr::R9, AccessSize::Qword));
     let Operand::Mem(m) = i.src else { panic!() };
-    assert_eq!(
-        (m.base, m.index, m.scale, m.disp),
-        (Some(Gpr::R12), Some(Gpr::Rcx), 8, -8)
-    );
+    assert_eq!((m.base, m.index, m.scale, m.disp), (Some(Gpr::R12), Some(Gpr::Rcx), 8, -8));
     // mov byte [rax], dl ; mov dh, [rax] (high byte without REX)
     assert_eq!(d64(&[0x88, 0x10]).src, reg(Gpr::Rdx, AccessSize::Byte));
     let hi = d64(&[0x8a, 0x30]).dst;
-    assert_eq!(
-        hi,
-        Operand::Reg(RegOperand {
-            gpr: Gpr::Rdx,
-            size: AccessSize::Byte,
-            high_byte: true
-        })
-    );
+    assert_eq!(hi, Operand::Reg(RegOperand { gpr: Gpr::Rdx, size: AccessSize::Byte, high_byte: true }));
     // With REX, reg 6 is SIL.
-    assert_eq!(
-        d64(&[0x40, 0x8a, 0x30]).dst,
-        reg(Gpr::Rsi, AccessSize::Byte)
-    );
+    assert_eq!(d64(&[0x40, 0x8a, 0x30]).dst, reg(Gpr::Rsi, AccessSize::Byte));
     // mov word [rbx], ax (66 prefix)
     let i = d64(&[0x66, 0x89, 0x03]);
     assert_eq!((i.operand_size, i.len), (AccessSize::Word, 3));
@@ -153,10 +128,7 @@ fn alu_movzx_xchg_and_strings() {
     assert_eq!((i.op, i.operand_size), (Op::Movsx, AccessSize::Qword));
     // rep stosd, rep movsb
     let i = d64(&[0xf3, 0xab]);
-    assert_eq!(
-        (i.op, i.rep, i.operand_size),
-        (Op::Stos, Rep::Rep, AccessSize::Dword)
-    );
+    assert_eq!((i.op, i.rep, i.operand_size), (Op::Stos, Rep::Rep, AccessSize::Dword));
     let i = d64(&[0xf3, 0xa4]);
     let Operand::Mem(dst) = i.dst else { panic!() };
     let Operand::Mem(src) = i.src else { panic!() };
@@ -182,19 +154,13 @@ fn sixteen_and_thirty_two_bit_modes() {
     let i = decode(&[0x89, 0x40, 0x04], CpuMode::Real).unwrap();
     assert_eq!(i.operand_size, AccessSize::Word);
     let Operand::Mem(m) = i.dst else { panic!() };
-    assert_eq!(
-        (m.base, m.index, m.disp),
-        (Some(Gpr::Rbx), Some(Gpr::Rsi), 4)
-    );
+    assert_eq!((m.base, m.index, m.disp), (Some(Gpr::Rbx), Some(Gpr::Rsi), 4));
     let i = decode(&[0x66, 0x89, 0x06, 0x34, 0x12], CpuMode::Real).unwrap();
     assert_eq!((i.operand_size, i.len), (AccessSize::Dword, 5));
     assert_eq!(i.dst, mem(None, 0x1234, AccessSize::Dword));
     // 32-bit: mov eax, [0xfee00020] is absolute, not RIP-relative; 40 is INC, not REX.
     let i = decode(&[0x8b, 0x05, 0x20, 0x00, 0xe0, 0xfe], CpuMode::Protected32).unwrap();
-    assert_eq!(
-        i.src,
-        mem(None, 0xfee0_0020u32 as i32 as i64, AccessSize::Dword)
-    );
+    assert_eq!(i.src, mem(None, 0xfee0_0020u32 as i32 as i64, AccessSize::Dword));
     assert!(decode(&[0x40], CpuMode::Protected32).is_err());
     // [bp+2] defaults to SS.
     let i = decode(&[0x8b, 0x46, 0x02], CpuMode::Real).unwrap();
@@ -204,22 +170,10 @@ fn sixteen_and_thirty_two_bit_modes() {
 #[test]
 fn errors_not_panics() {
     assert_eq!(decode(&[], CpuMode::Long64), Err(DecodeError::Truncated));
-    assert_eq!(
-        decode(&[0x0f], CpuMode::Long64),
-        Err(DecodeError::Truncated)
-    );
-    assert_eq!(
-        decode(&[0x89], CpuMode::Long64),
-        Err(DecodeError::Truncated)
-    );
-    assert_eq!(
-        decode(&[0xc7, 0x00, 1, 2], CpuMode::Long64),
-        Err(DecodeError::Truncated)
-    );
-    assert_eq!(
-        decode(&[0x66; 20], CpuMode::Long64),
-        Err(DecodeError::TooLong)
-    );
+    assert_eq!(decode(&[0x0f], CpuMode::Long64), Err(DecodeError::Truncated));
+    assert_eq!(decode(&[0x89], CpuMode::Long64), Err(DecodeError::Truncated));
+    assert_eq!(decode(&[0xc7, 0x00, 1, 2], CpuMode::Long64), Err(DecodeError::Truncated));
+    assert_eq!(decode(&[0x66; 20], CpuMode::Long64), Err(DecodeError::TooLong));
     let mut long = [0x66u8; 16];
     long[13] = 0x0f;
     long[14] = 0xa2;
@@ -229,10 +183,7 @@ fn errors_not_panics() {
     long[14] = 0x0f;
     long[15] = 0xa2;
     assert_eq!(decode(&long, CpuMode::Long64), Err(DecodeError::TooLong));
-    assert!(matches!(
-        decode(&[0xcc], CpuMode::Long64),
-        Err(DecodeError::Unsupported { opcode: 0xcc })
-    ));
+    assert!(matches!(decode(&[0xcc], CpuMode::Long64), Err(DecodeError::Unsupported { opcode: 0xcc })));
 }
 
 #[test]
@@ -244,32 +195,18 @@ fn operand_helpers() {
     let m = *i.mem_operand().unwrap();
     assert_eq!(effective_address(&m, i.address_size, &r, 0), 0x101c);
     r.segs[SegReg::Fs as usize].base = 0x7000_0000;
-    let fs = MemOperand {
-        segment: SegReg::Fs,
-        ..m
-    };
+    let fs = MemOperand { segment: SegReg::Fs, ..m };
     assert_eq!(linear_address(&fs, i.address_size, &r, 0), 0x7000_101c);
-    let ds = MemOperand {
-        segment: SegReg::Ds,
-        ..m
-    };
+    let ds = MemOperand { segment: SegReg::Ds, ..m };
     r.segs[SegReg::Ds as usize].base = 0x5000;
     assert_eq!(linear_address(&ds, i.address_size, &r, 0), 0x101c);
     // Register write semantics.
     r.regs.rax = u64::MAX;
-    let ah = RegOperand {
-        gpr: Gpr::Rax,
-        size: AccessSize::Byte,
-        high_byte: true,
-    };
+    let ah = RegOperand { gpr: Gpr::Rax, size: AccessSize::Byte, high_byte: true };
     write_reg(&mut r, &ah, 0x12);
     assert_eq!(r.regs.rax, 0xffff_ffff_ffff_12ff);
     assert_eq!(read_reg(&r, &ah), 0x12);
-    let eax = RegOperand {
-        gpr: Gpr::Rax,
-        size: AccessSize::Dword,
-        high_byte: false,
-    };
+    let eax = RegOperand { gpr: Gpr::Rax, size: AccessSize::Dword, high_byte: false };
     write_reg(&mut r, &eax, 0x1_2345_6789);
     assert_eq!(r.regs.rax, 0x2345_6789);
     assert_eq!(sign_extend(0x80, AccessSize::Byte), 0xffff_ffff_ffff_ff80);
@@ -290,12 +227,7 @@ fn walker_memory() -> HashMap<u64, u64> {
     m
 }
 
-fn w(
-    m: &HashMap<u64, u64>,
-    gva: u64,
-    access: Access,
-    ctl: PagingControls,
-) -> Result<u64, WalkError> {
+fn w(m: &HashMap<u64, u64>, gva: u64, access: Access, ctl: PagingControls) -> Result<u64, WalkError> {
     // Addresses below 64 KiB are RAM (absent entries read as 0); above is a hole.
     let read = |gpa: GuestPhysAddr| match m.get(&gpa.raw()) {
         Some(v) => Some(*v),
@@ -307,10 +239,7 @@ fn w(
 #[test]
 fn walker_translates_4k_2m_1g() {
     let m = walker_memory();
-    let ctl = PagingControls {
-        nx_enabled: true,
-        ..PagingControls::default()
-    };
+    let ctl = PagingControls { nx_enabled: true, ..PagingControls::default() };
     let read = Access::default();
     assert_eq!(w(&m, 0x5123, read, ctl), Ok(0x9123));
     assert_eq!(w(&m, 0x20_1234, read, ctl), Ok(0x60_1234));
@@ -320,73 +249,26 @@ fn walker_translates_4k_2m_1g() {
 #[test]
 fn walker_reports_fault_codes() {
     let m = walker_memory();
-    let ctl = PagingControls {
-        nx_enabled: true,
-        write_protect: true,
-        smep: false,
-    };
-    let pfault = |address, error_code| {
-        Err(WalkError::PageFault(PageFault {
-            address,
-            error_code,
-        }))
-    };
+    let ctl = PagingControls { nx_enabled: true, write_protect: true, smep: false };
+    let pfault = |address, error_code| Err(WalkError::PageFault(PageFault { address, error_code }));
     // Not present.
     assert_eq!(w(&m, 0x7000, Access::default(), ctl), pfault(0x7000, 0));
     // Supervisor write to read-only page with CR0.WP.
-    let write = Access {
-        write: true,
-        ..Access::default()
-    };
-    assert_eq!(
-        w(&m, 0x5000, write, ctl),
-        pfault(0x5000, pf::PRESENT | pf::WRITE)
-    );
+    let write = Access { write: true, ..Access::default() };
+    assert_eq!(w(&m, 0x5000, write, ctl), pfault(0x5000, pf::PRESENT | pf::WRITE));
     // ...allowed without WP.
-    assert_eq!(
-        w(
-            &m,
-            0x5000,
-            write,
-            PagingControls {
-                write_protect: false,
-                ..ctl
-            }
-        ),
-        Ok(0x9000)
-    );
+    assert_eq!(w(&m, 0x5000, write, PagingControls { write_protect: false, ..ctl }), Ok(0x9000));
     // User access to the supervisor 1G page.
-    let user = Access {
-        user: true,
-        ..Access::default()
-    };
-    assert_eq!(
-        w(&m, 0x4000_0000, user, ctl),
-        pfault(0x4000_0000, pf::PRESENT | pf::USER)
-    );
+    let user = Access { user: true, ..Access::default() };
+    assert_eq!(w(&m, 0x4000_0000, user, ctl), pfault(0x4000_0000, pf::PRESENT | pf::USER));
     // Fetch from NX page.
-    let fetch = Access {
-        fetch: true,
-        ..Access::default()
-    };
-    assert_eq!(
-        w(&m, 0x6000, fetch, ctl),
-        pfault(0x6000, pf::PRESENT | pf::FETCH)
-    );
+    let fetch = Access { fetch: true, ..Access::default() };
+    assert_eq!(w(&m, 0x6000, fetch, ctl), pfault(0x6000, pf::PRESENT | pf::FETCH));
     // NX bit set while EFER.NXE = 0 is reserved.
-    let no_nx = PagingControls {
-        nx_enabled: false,
-        ..ctl
-    };
-    assert_eq!(
-        w(&m, 0x6000, Access::default(), no_nx),
-        pfault(0x6000, pf::PRESENT | pf::RESERVED)
-    );
+    let no_nx = PagingControls { nx_enabled: false, ..ctl };
+    assert_eq!(w(&m, 0x6000, Access::default(), no_nx), pfault(0x6000, pf::PRESENT | pf::RESERVED));
     // Non-canonical, and tables outside memory.
-    assert_eq!(
-        w(&m, 0x8000_0000_0000, Access::default(), ctl),
-        Err(WalkError::NonCanonical)
-    );
+    assert_eq!(w(&m, 0x8000_0000_0000, Access::default(), ctl), Err(WalkError::NonCanonical));
     let mut broken = m.clone();
     broken.insert(0x1000 + 8, 0xdead_0000 | 0x7);
     assert_eq!(
@@ -399,13 +281,7 @@ fn walker_reports_fault_codes() {
 /// page 0xf000 is left unmapped.
 fn paged_guest() -> (GuestMemoryMap, VecHostMemory) {
     let map = GuestMemoryMap::new(vec![
-        GuestRegion::new(
-            GuestPhysAddr::new(0),
-            HostPhysAddr::new(0),
-            0x1_0000,
-            Perms::RWX,
-        )
-        .unwrap(),
+        GuestRegion::new(GuestPhysAddr::new(0), HostPhysAddr::new(0), 0x1_0000, Perms::RWX).unwrap(),
     ])
     .unwrap();
     let host = VecHostMemory::new(HostPhysAddr::new(0), 0x1_0000);
@@ -442,10 +318,7 @@ fn fetch_across_pages_and_truncation() {
     assert_eq!(fetch(&regs, &mem).unwrap().as_slice()[..2], [0x0f, 0xa2]);
     regs.control.cr0 = 1 | (1 << 31);
     regs.control.efer = 0;
-    assert_eq!(
-        translate(&regs, &mem, 0, Access::default()),
-        Err(WalkError::UnsupportedMode)
-    );
+    assert_eq!(translate(&regs, &mem, 0, Access::default()), Err(WalkError::UnsupportedMode));
 }
 
 /// xorshift64*, deterministic.
@@ -462,15 +335,8 @@ impl Rng {
 #[test]
 fn random_bytes_never_panic_and_lengths_are_sane() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let prefixes = [
-        0x66u8, 0x67, 0xf3, 0xf2, 0x48, 0x4c, 0x41, 0x0f, 0x64, 0x26, 0x89, 0x8b,
-    ];
-    let modes = [
-        CpuMode::Long64,
-        CpuMode::Protected32,
-        CpuMode::Protected16,
-        CpuMode::Real,
-    ];
+    let prefixes = [0x66u8, 0x67, 0xf3, 0xf2, 0x48, 0x4c, 0x41, 0x0f, 0x64, 0x26, 0x89, 0x8b];
+    let modes = [CpuMode::Long64, CpuMode::Protected32, CpuMode::Protected16, CpuMode::Real];
     let mut ok = 0u32;
     for _ in 0..200_000 {
         let mut buf = [0u8; 16];
@@ -478,20 +344,11 @@ fn random_bytes_never_panic_and_lengths_are_sane() {
         for b in buf.iter_mut().take(len) {
             let r = rng.next();
             // Bias towards prefixes and interesting opcodes.
-            *b = if r & 3 == 0 {
-                prefixes[(r >> 8) as usize % prefixes.len()]
-            } else {
-                (r >> 16) as u8
-            };
+            *b = if r & 3 == 0 { prefixes[(r >> 8) as usize % prefixes.len()] } else { (r >> 16) as u8 };
         }
         let mode = modes[(rng.next() % 4) as usize];
         if let Ok(i) = decode(&buf[..len], mode) {
-            assert!(
-                (1..=15).contains(&i.len),
-                "{:02x?} -> {}",
-                &buf[..len],
-                i.len
-            );
+            assert!((1..=15).contains(&i.len), "{:02x?} -> {}", &buf[..len], i.len);
             assert!(usize::from(i.len) <= len);
             ok += 1;
         }

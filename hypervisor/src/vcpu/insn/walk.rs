@@ -96,12 +96,7 @@ pub fn walk(
     if access.fetch && (ctl.nx_enabled || ctl.smep) {
         code |= pf::FETCH;
     }
-    let fault = |extra: u32| {
-        WalkError::PageFault(PageFault {
-            address: gva,
-            error_code: code | extra,
-        })
-    };
+    let fault = |extra: u32| WalkError::PageFault(PageFault { address: gva, error_code: code | extra });
     let mut table = cr3 & ADDR_MASK;
     let (mut writable, mut user, mut executable) = (true, true, true);
     for level in (1..=4u32).rev() {
@@ -156,30 +151,17 @@ pub fn translate(
         nx_enabled: c.efer & cr::EFER_NXE != 0,
         smep: c.cr4 & cr::CR4_SMEP != 0,
     };
-    walk(c.cr3, linear, access, ctl, |gpa| {
-        read_obj::<u64>(mem, gpa).ok()
-    })
+    walk(c.cr3, linear, access, ctl, |gpa| read_obj::<u64>(mem, gpa).ok())
 }
 
 /// Fetches up to 15 instruction bytes at CS:RIP. Stops early at a page that does not
 /// translate or is not RAM (the decoder then reports a truncated instruction if the
 /// bytes are needed); fails only if not even the first byte can be fetched.
-pub fn fetch(
-    regs: &impl RegisterFile,
-    mem: &(impl GuestMemoryAccess + ?Sized),
-) -> Result<InsnBytes, WalkError> {
+pub fn fetch(regs: &impl RegisterFile, mem: &(impl GuestMemoryAccess + ?Sized)) -> Result<InsnBytes, WalkError> {
     let mode = regs.mode();
-    let cs_base = if mode == CpuMode::Long64 {
-        0
-    } else {
-        regs.segment(SegReg::Cs).base
-    };
+    let cs_base = if mode == CpuMode::Long64 { 0 } else { regs.segment(SegReg::Cs).base };
     let start = cs_base.wrapping_add(regs.rip() & mode.ip_mask());
-    let access = Access {
-        fetch: true,
-        user: regs.cpl() == 3,
-        write: false,
-    };
+    let access = Access { fetch: true, user: regs.cpl() == 3, write: false };
     let mut buf = [0u8; MAX_INSN_LEN];
     let mut got = 0usize;
     while got < MAX_INSN_LEN {

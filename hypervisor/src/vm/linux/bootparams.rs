@@ -5,9 +5,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::{offset_of, size_of};
 
-use super::bzimage::{
-    BzImage, CAN_USE_HEAP, LOADED_HIGH, PROTOCOL_ACPI_RSDP, SETUP_HEADER_OFFSET, SetupHeader,
-};
+use super::bzimage::{BzImage, CAN_USE_HEAP, LOADED_HIGH, PROTOCOL_ACPI_RSDP, SETUP_HEADER_OFFSET, SetupHeader};
 use super::error::LinuxBootError;
 use super::le::{Le, le_fields};
 use crate::memory::addr::GuestPhysAddr;
@@ -121,11 +119,7 @@ pub enum E820Type {
 
 impl BootE820Entry {
     pub fn new(addr: GuestPhysAddr, size: u64, typ: E820Type) -> Self {
-        BootE820Entry {
-            addr: addr.raw(),
-            size,
-            typ: typ as u32,
-        }
+        BootE820Entry { addr: addr.raw(), size, typ: typ as u32 }
     }
 
     fn end(&self) -> u64 {
@@ -171,11 +165,11 @@ pub struct BootParams {
     _pad6: [u8; 1],                  // 0x1f0
     pub hdr: SetupHeader,            // 0x1f1
     _pad7: [u8; 0x290 - 0x1f1 - size_of::<SetupHeader>()],
-    _edd_mbr_sig_buffer: [u32; 16], // 0x290
+    _edd_mbr_sig_buffer: [u32; 16],                             // 0x290
     pub e820_table: [BootE820Entry; E820_MAX_ENTRIES_ZEROPAGE], // 0x2d0
-    _pad8: [u8; 48],                // 0xcd0
-    _eddbuf: [u8; 6 * 82],          // 0xd00
-    _pad9: [u8; 276],               // 0xeec
+    _pad8: [u8; 48],                                            // 0xcd0
+    _eddbuf: [u8; 6 * 82],                                      // 0xd00
+    _pad9: [u8; 276],                                           // 0xeec
 }
 
 impl core::fmt::Debug for BootParams {
@@ -290,10 +284,7 @@ pub fn normalise_e820(entries: &[BootE820Entry]) -> Result<Vec<BootE820Entry>, L
         }
         if let Some(last) = out.last_mut() {
             if e.addr < last.end() {
-                return Err(LinuxBootError::OverlappingE820 {
-                    first: last.addr,
-                    second: e.addr,
-                });
+                return Err(LinuxBootError::OverlappingE820 { first: last.addr, second: e.addr });
             }
             if e.addr == last.end() && e.typ == last.typ {
                 last.size += e.size;
@@ -324,10 +315,7 @@ pub struct BootParamsInput<'a> {
 const HEAP_END_PTR: u16 = 0xfe00;
 
 /// Builds the 4 KiB zero page.
-pub fn build_boot_params(
-    kernel: &BzImage<'_>,
-    input: &BootParamsInput<'_>,
-) -> Result<Vec<u8>, LinuxBootError> {
+pub fn build_boot_params(kernel: &BzImage<'_>, input: &BootParamsInput<'_>) -> Result<Vec<u8>, LinuxBootError> {
     let mut page = vec![0u8; BOOT_PARAMS_SIZE];
     let e820 = normalise_e820(input.e820)?;
     let version = kernel.header.version;
@@ -353,15 +341,13 @@ pub fn build_boot_params(
         ((initrd_size >> 32) as u32).write(&mut page, offset_of!(BootParams, ext_ramdisk_size));
     }
     if let Some(fb) = input.framebuffer {
-        fb.screen_info()?
-            .write_le(&mut page[offset_of!(BootParams, screen_info)..]);
+        fb.screen_info()?.write_le(&mut page[offset_of!(BootParams, screen_info)..]);
     }
     if let Some(rsdp) = input.acpi_rsdp {
         if version < PROTOCOL_ACPI_RSDP {
             return Err(LinuxBootError::RsdpNeedsProtocol214 { version });
         }
-        rsdp.raw()
-            .write(&mut page, offset_of!(BootParams, acpi_rsdp_addr));
+        rsdp.raw().write(&mut page, offset_of!(BootParams, acpi_rsdp_addr));
     }
     (e820.len() as u8).write(&mut page, offset_of!(BootParams, e820_entries));
     let table = offset_of!(BootParams, e820_table);

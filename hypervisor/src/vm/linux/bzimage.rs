@@ -148,25 +148,16 @@ pub struct BzImage<'a> {
 impl<'a> BzImage<'a> {
     pub fn parse(image: &'a [u8]) -> Result<Self, LinuxBootError> {
         let end = SETUP_HEADER_OFFSET + size_of::<SetupHeader>();
-        let raw = image
-            .get(SETUP_HEADER_OFFSET..end)
-            .ok_or(LinuxBootError::TooSmall { len: image.len() })?;
+        let raw = image.get(SETUP_HEADER_OFFSET..end).ok_or(LinuxBootError::TooSmall { len: image.len() })?;
         let header = SetupHeader::read_le(raw);
         if header.boot_flag != BOOT_FLAG {
-            return Err(LinuxBootError::NoBootFlag {
-                found: header.boot_flag,
-            });
+            return Err(LinuxBootError::NoBootFlag { found: header.boot_flag });
         }
         if header.header != HDRS_MAGIC {
-            return Err(LinuxBootError::NotBzImage {
-                magic: header.header,
-            });
+            return Err(LinuxBootError::NotBzImage { magic: header.header });
         }
         if header.version < MIN_PROTOCOL {
-            return Err(LinuxBootError::ProtocolTooOld {
-                version: header.version,
-                needed: MIN_PROTOCOL,
-            });
+            return Err(LinuxBootError::ProtocolTooOld { version: header.version, needed: MIN_PROTOCOL });
         }
         if header.loadflags & LOADED_HIGH == 0 {
             return Err(LinuxBootError::NotLoadedHigh);
@@ -175,21 +166,14 @@ impl<'a> BzImage<'a> {
             return Err(LinuxBootError::No64BitEntry);
         }
         // The jump at 0x200 is a short jmp; its displacement byte ends the header.
-        let header_len = (0x202 + usize::from(u8::read(image, 0x201)) - SETUP_HEADER_OFFSET)
-            .min(size_of::<SetupHeader>());
-        let sects = if header.setup_sects == 0 {
-            4
-        } else {
-            header.setup_sects
-        };
+        let header_len =
+            (0x202 + usize::from(u8::read(image, 0x201)) - SETUP_HEADER_OFFSET).min(size_of::<SetupHeader>());
+        let sects = if header.setup_sects == 0 { 4 } else { header.setup_sects };
         let setup_size = (usize::from(sects) + 1) * 512;
         let payload = u64::from(header.syssize) * 16;
         let needed = setup_size as u64 + payload;
         if image.len() < setup_size || (image.len() as u64) < needed {
-            return Err(LinuxBootError::Truncated {
-                needed,
-                len: image.len() as u64,
-            });
+            return Err(LinuxBootError::Truncated { needed, len: image.len() as u64 });
         }
         let alignment = header.kernel_alignment;
         if !alignment.is_power_of_two() {
@@ -197,17 +181,9 @@ impl<'a> BzImage<'a> {
         }
         let kernel_len = (image.len() - setup_size) as u64;
         if u64::from(header.init_size) < kernel_len {
-            return Err(LinuxBootError::BadInitSize {
-                init_size: header.init_size,
-                payload: kernel_len,
-            });
+            return Err(LinuxBootError::BadInitSize { init_size: header.init_size, payload: kernel_len });
         }
-        Ok(BzImage {
-            image,
-            header,
-            header_len,
-            setup_size,
-        })
+        Ok(BzImage { image, header, header_len, setup_size })
     }
 
     /// The protected-mode kernel: what is loaded at the load address.
@@ -219,9 +195,7 @@ impl<'a> BzImage<'a> {
     /// protocol than the image speaks) stay zero.
     pub fn header_bytes(&self) -> &'a [u8] {
         let start = SETUP_HEADER_OFFSET;
-        self.image
-            .get(start..start + self.header_len)
-            .unwrap_or_default()
+        self.image.get(start..start + self.header_len).unwrap_or_default()
     }
 
     pub fn setup_size(&self) -> usize {
@@ -326,30 +300,15 @@ pub(crate) mod tests {
             BzImage::parse(&img).unwrap_err()
         };
         use LinuxBootError::*;
-        assert_eq!(
-            BzImage::parse(&good[..0x200]).unwrap_err(),
-            TooSmall { len: 0x200 }
-        );
+        assert_eq!(BzImage::parse(&good[..0x200]).unwrap_err(), TooSmall { len: 0x200 });
         assert_eq!(with(&|h| h.boot_flag = 0), NoBootFlag { found: 0 });
-        assert!(matches!(
-            with(&|h| h.header = 0x464c_457f),
-            NotBzImage { .. }
-        ));
-        assert!(matches!(
-            with(&|h| h.version = 0x020b),
-            ProtocolTooOld {
-                version: 0x020b,
-                ..
-            }
-        ));
+        assert!(matches!(with(&|h| h.header = 0x464c_457f), NotBzImage { .. }));
+        assert!(matches!(with(&|h| h.version = 0x020b), ProtocolTooOld { version: 0x020b, .. }));
         assert_eq!(with(&|h| h.loadflags = 0), NotLoadedHigh);
         assert_eq!(with(&|h| h.xloadflags = 0), No64BitEntry);
         assert!(matches!(with(&|h| h.syssize = 0x1000), Truncated { .. }));
         assert!(matches!(with(&|h| h.setup_sects = 200), Truncated { .. }));
-        assert_eq!(
-            with(&|h| h.kernel_alignment = 0x3000),
-            BadAlignment { alignment: 0x3000 }
-        );
+        assert_eq!(with(&|h| h.kernel_alignment = 0x3000), BadAlignment { alignment: 0x3000 });
         assert!(matches!(with(&|h| h.init_size = 0x100), BadInitSize { .. }));
         // Any prefix of a good image fails cleanly, never panics.
         for len in (0..good.len()).step_by(97) {

@@ -77,10 +77,7 @@ impl fmt::Display for LinuxBootError {
             NoBootFlag { found } => {
                 write!(f, "boot flag is {found:#06x}, not 0xaa55: not a bzImage")
             }
-            NotBzImage { magic } => write!(
-                f,
-                "no HdrS magic (found {magic:#010x}): not a bzImage (a vmlinux ELF?)"
-            ),
+            NotBzImage { magic } => write!(f, "no HdrS magic (found {magic:#010x}): not a bzImage (a vmlinux ELF?)"),
             ProtocolTooOld { version, needed } => write!(
                 f,
                 "boot protocol {}.{:02} is older than the {}.{:02} needed for 64-bit entry",
@@ -92,18 +89,14 @@ impl fmt::Display for LinuxBootError {
             NotLoadedHigh => write!(f, "zImage (not loaded high) is not supported"),
             No64BitEntry => write!(f, "kernel has no 64-bit entry point (XLF_KERNEL_64 clear)"),
             Truncated { needed, len } => {
-                write!(
-                    f,
-                    "image is truncated: header needs {needed} bytes, file has {len}"
-                )
+                write!(f, "image is truncated: header needs {needed} bytes, file has {len}")
             }
             BadAlignment { alignment } => {
                 write!(f, "kernel_alignment {alignment:#x} is not a power of two")
             }
-            BadInitSize { init_size, payload } => write!(
-                f,
-                "init_size {init_size:#x} is smaller than the {payload:#x}-byte kernel"
-            ),
+            BadInitSize { init_size, payload } => {
+                write!(f, "init_size {init_size:#x} is smaller than the {payload:#x}-byte kernel")
+            }
             CmdlineTooLong { len, max } => {
                 write!(f, "command line of {len} bytes exceeds the kernel's {max}")
             }
@@ -114,25 +107,16 @@ impl fmt::Display for LinuxBootError {
             OverlappingE820 { first, second } => {
                 write!(f, "e820 entries at {first:#x} and {second:#x} overlap")
             }
-            NotEnoughMemory {
-                what,
-                needed,
-                available,
-            } => write!(
-                f,
-                "not enough guest memory for the {what}: needs {needed:#x} bytes, {available:#x} available"
-            ),
-            NotInRam { what, addr, len } => write!(
-                f,
-                "{what} at {addr:#x}+{len:#x} is not in RAM according to the e820 map"
-            ),
+            NotEnoughMemory { what, needed, available } => {
+                write!(f, "not enough guest memory for the {what}: needs {needed:#x} bytes, {available:#x} available")
+            }
+            NotInRam { what, addr, len } => {
+                write!(f, "{what} at {addr:#x}+{len:#x} is not in RAM according to the e820 map")
+            }
             BadFramebuffer(why) => write!(f, "framebuffer: {why}"),
-            RsdpNeedsProtocol214 { version } => write!(
-                f,
-                "acpi_rsdp_addr needs boot protocol 2.14, kernel has {}.{:02}",
-                version >> 8,
-                version & 0xff
-            ),
+            RsdpNeedsProtocol214 { version } => {
+                write!(f, "acpi_rsdp_addr needs boot protocol 2.14, kernel has {}.{:02}", version >> 8, version & 0xff)
+            }
         }
     }
 }

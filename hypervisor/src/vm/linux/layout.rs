@@ -7,9 +7,7 @@ use alloc::borrow::Cow;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::bootparams::{
-    BootE820Entry, BootParamsInput, E820Type, Framebuffer, build_boot_params, normalise_e820,
-};
+use super::bootparams::{BootE820Entry, BootParamsInput, E820Type, Framebuffer, build_boot_params, normalise_e820};
 use super::bzimage::BzImage;
 use super::error::LinuxBootError;
 use crate::memory::addr::{GuestPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
@@ -79,10 +77,7 @@ pub fn plan_layout(
 ) -> Result<LinuxLayout, LinuxBootError> {
     let max = kernel.cmdline_max().min(CMDLINE_LIMIT - CMDLINE_ADDR - 1);
     if cmdline_len > max {
-        return Err(LinuxBootError::CmdlineTooLong {
-            len: cmdline_len,
-            max,
-        });
+        return Err(LinuxBootError::CmdlineTooLong { len: cmdline_len, max });
     }
     let align = u64::from(kernel.header.kernel_alignment).max(PAGE_SIZE);
     let pref = kernel.header.pref_address;
@@ -95,25 +90,19 @@ pub fn plan_layout(
     let kernel_end = load.saturating_add(kernel.init_size());
     let usable = mem_size.min(IDENTITY_MAP_SIZE);
     if kernel_end > usable {
-        return Err(LinuxBootError::NotEnoughMemory {
-            what: "kernel",
-            needed: kernel_end,
-            available: usable,
-        });
+        return Err(LinuxBootError::NotEnoughMemory { what: "kernel", needed: kernel_end, available: usable });
     }
     let mut initrd = 0;
     if initrd_len != 0 {
         let limit = usable.min(u64::from(kernel.header.initrd_addr_max) + 1);
         let floor = kernel_end.next_multiple_of(PAGE_SIZE);
-        initrd = limit
-            .checked_sub(initrd_len)
-            .map(|a| a & !(PAGE_SIZE - 1))
-            .filter(|&a| a >= floor)
-            .ok_or(LinuxBootError::NotEnoughMemory {
+        initrd = limit.checked_sub(initrd_len).map(|a| a & !(PAGE_SIZE - 1)).filter(|&a| a >= floor).ok_or(
+            LinuxBootError::NotEnoughMemory {
                 what: "initrd",
                 needed: initrd_len,
                 available: limit.saturating_sub(floor),
-            })?;
+            },
+        )?;
     }
     Ok(LinuxLayout {
         gdt: GuestPhysAddr::new(GDT_ADDR),
@@ -146,11 +135,7 @@ impl Segment {
     pub fn limit(&self) -> u32 {
         let d = self.descriptor;
         let raw = ((d & 0xffff) | (((d >> 48) & 0xf) << 16)) as u32;
-        if d & (1 << 55) != 0 {
-            (raw << 12) | 0xfff
-        } else {
-            raw
-        }
+        if d & (1 << 55) != 0 { (raw << 12) | 0xfff } else { raw }
     }
 
     /// VMCB segment attributes: access byte in 7:0, flags nibble in 11:8 (AMD APM Vol. 2,
@@ -220,39 +205,21 @@ pub struct BootRequest<'a> {
 
 /// Plans a complete boot. The kernel and initrd are borrowed, not copied.
 pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxBootError> {
-    let cmdline_len = req
-        .cmdline
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(req.cmdline.len());
-    let layout = plan_layout(
-        req.mem_size,
-        &req.kernel,
-        req.initrd.len() as u64,
-        cmdline_len as u64,
-    )?;
+    let cmdline_len = req.cmdline.iter().position(|&b| b == 0).unwrap_or(req.cmdline.len());
+    let layout = plan_layout(req.mem_size, &req.kernel, req.initrd.len() as u64, cmdline_len as u64)?;
     let e820 = normalise_e820(req.e820)?;
     let ram = |what: &'static str, addr: u64, len: u64| {
-        let inside = e820.iter().any(|e| {
-            e.typ == E820Type::Ram as u32
-                && e.addr <= addr
-                && addr.saturating_add(len) <= e.addr + e.size
-        });
-        if inside {
-            Ok(())
-        } else {
-            Err(LinuxBootError::NotInRam { what, addr, len })
-        }
+        let inside = e820
+            .iter()
+            .any(|e| e.typ == E820Type::Ram as u32 && e.addr <= addr && addr.saturating_add(len) <= e.addr + e.size);
+        if inside { Ok(()) } else { Err(LinuxBootError::NotInRam { what, addr, len }) }
     };
     if let Some(fb) = req.framebuffer {
         let (start, end) = (fb.base.raw(), fb.base.raw().saturating_add(fb.size()));
-        let overlaps_ram = e820
-            .iter()
-            .any(|e| e.typ == E820Type::Ram as u32 && e.addr < end && start < e.addr + e.size);
+        let overlaps_ram =
+            e820.iter().any(|e| e.typ == E820Type::Ram as u32 && e.addr < end && start < e.addr + e.size);
         if overlaps_ram {
-            return Err(LinuxBootError::BadFramebuffer(
-                "it is RAM in the e820 map; mark it reserved",
-            ));
+            return Err(LinuxBootError::BadFramebuffer("it is RAM in the e820 map; mark it reserved"));
         }
     }
     let boot_params = build_boot_params(
@@ -267,18 +234,11 @@ pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxB
     )?;
     let mut cmdline = req.cmdline[..cmdline_len].to_vec();
     cmdline.push(0);
-    let gdt: Vec<u8> = [0, 0, CODE64_DESCRIPTOR, DATA_DESCRIPTOR]
-        .iter()
-        .flat_map(|d| d.to_le_bytes())
-        .collect();
+    let gdt: Vec<u8> = [0, 0, CODE64_DESCRIPTOR, DATA_DESCRIPTOR].iter().flat_map(|d| d.to_le_bytes()).collect();
 
     let mut writes = vec![
         write(layout.gdt, "GDT", Cow::Owned(gdt)),
-        write(
-            layout.page_tables,
-            "identity page tables",
-            Cow::Owned(identity_page_tables(layout.page_tables)),
-        ),
+        write(layout.page_tables, "identity page tables", Cow::Owned(identity_page_tables(layout.page_tables))),
         write(layout.boot_params, "zero page", Cow::Owned(boot_params)),
         write(layout.cmdline, "command line", Cow::Owned(cmdline)),
         write(layout.kernel, "kernel", Cow::Borrowed(req.kernel.kernel())),
@@ -289,17 +249,10 @@ pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxB
     for w in &writes {
         ram(w.what, w.gpa.raw(), w.data.len() as u64)?;
     }
-    ram(
-        "kernel (init_size)",
-        layout.kernel.raw(),
-        req.kernel.init_size(),
-    )?;
+    ram("kernel (init_size)", layout.kernel.raw(), req.kernel.init_size())?;
     ram("boot stack", layout.stack_top.raw() - PAGE_SIZE, PAGE_SIZE)?;
 
-    let data = Segment {
-        selector: BOOT_DS,
-        descriptor: DATA_DESCRIPTOR,
-    };
+    let data = Segment { selector: BOOT_DS, descriptor: DATA_DESCRIPTOR };
     let entry = EntryState {
         rip: layout.entry.raw(),
         rsi: layout.boot_params.raw(),
@@ -309,19 +262,12 @@ pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxB
         cr3: layout.page_tables.raw(),
         cr4: CR4_PAE,
         efer: EFER_LME | EFER_LMA,
-        cs: Segment {
-            selector: BOOT_CS,
-            descriptor: CODE64_DESCRIPTOR,
-        },
+        cs: Segment { selector: BOOT_CS, descriptor: CODE64_DESCRIPTOR },
         data,
         gdt_base: layout.gdt.raw(),
         gdt_limit: 4 * 8 - 1,
     };
-    Ok(BootPlan {
-        layout,
-        writes,
-        entry,
-    })
+    Ok(BootPlan { layout, writes, entry })
 }
 
 fn write<'a>(gpa: GuestPhysAddr, what: &'static str, data: Cow<'a, [u8]>) -> MemoryWrite<'a> {

@@ -14,12 +14,9 @@ mod le;
 mod tests;
 
 pub use bootparams::{
-    BootE820Entry, BootParams, BootParamsInput, E820Type, Framebuffer, PixelLayout, ScreenInfo,
-    build_boot_params, normalise_e820,
+    BootE820Entry, BootParams, BootParamsInput, E820Type, Framebuffer, PixelLayout, ScreenInfo, build_boot_params,
+    normalise_e820,
 };
 pub use bzimage::{BzImage, SetupHeader};
 pub use error::LinuxBootError;
-pub use layout::{
-    BootPlan, BootRequest, EntryState, LinuxLayout, MemoryWrite, Segment, build_boot_plan,
-    plan_layout,
-};
+pub use layout::{BootPlan, BootRequest, EntryState, LinuxLayout, MemoryWrite, Segment, build_boot_plan, plan_layout};

@@ -59,15 +59,9 @@ fn zero_page_carries_header_e820_cmdline_initrd_fb_rsdp() {
     assert_eq!(page.len(), BOOT_PARAMS_SIZE);
     let hdr = SetupHeader::read_le(&page[SETUP_HEADER_OFFSET..]);
     assert_eq!(hdr.type_of_loader, 0xff);
-    assert_eq!(
-        hdr.loadflags & (LOADED_HIGH | CAN_USE_HEAP),
-        LOADED_HIGH | CAN_USE_HEAP
-    );
+    assert_eq!(hdr.loadflags & (LOADED_HIGH | CAN_USE_HEAP), LOADED_HIGH | CAN_USE_HEAP);
     assert_eq!({ hdr.cmd_line_ptr }, 0x2_0000);
-    assert_eq!(
-        ({ hdr.ramdisk_image }, { hdr.ramdisk_size }),
-        (0x0f00_0000, 0x12_3456)
-    );
+    assert_eq!(({ hdr.ramdisk_image }, { hdr.ramdisk_size }), (0x0f00_0000, 0x12_3456));
     // Copied from the image.
     assert_eq!({ hdr.pref_address }, 0x100_0000);
     assert_eq!({ hdr.xloadflags } & XLF_KERNEL_64, XLF_KERNEL_64);
@@ -78,22 +72,12 @@ fn zero_page_carries_header_e820_cmdline_initrd_fb_rsdp() {
     assert_eq!(u32_at(&page, 0x2d0 + 20 + 16), E820Type::Reserved as u32);
     let si = ScreenInfo::read_le(&page);
     assert_eq!(si.orig_video_is_vga, 0x70);
-    assert_eq!(
-        ({ si.lfb_width }, { si.lfb_height }, { si.lfb_depth }),
-        (1280, 800, 32)
-    );
+    assert_eq!(({ si.lfb_width }, { si.lfb_height }, { si.lfb_depth }), (1280, 800, 32));
     assert_eq!(({ si.lfb_base }, { si.ext_lfb_base }), (0x2000_0000, 1));
     assert_eq!({ si.lfb_size }, 1280 * 4 * 800);
     assert_eq!({ si.lfb_linelength }, 5120);
-    assert_eq!(
-        (si.red_pos, si.green_pos, si.blue_pos, si.rsvd_pos),
-        (16, 8, 0, 24)
-    );
-    assert_eq!(
-        { si.capabilities } & 0b10,
-        0b10,
-        "VIDEO_CAPABILITY_64BIT_BASE"
-    );
+    assert_eq!((si.red_pos, si.green_pos, si.blue_pos, si.rsvd_pos), (16, 8, 0, 24));
+    assert_eq!({ si.capabilities } & 0b10, 0b10, "VIDEO_CAPABILITY_64BIT_BASE");
     assert_eq!(page[offset_of!(BootParams, screen_info) + 0x0f], 0x70);
 }
 
@@ -103,37 +87,18 @@ fn e820_is_sorted_merged_and_checked() {
     let out = normalise_e820(&[ram(0x2000, 0x1000), ram(0, 0x1000), ram(0x1000, 0x1000)]).unwrap();
     assert_eq!(out, [ram(0, 0x3000)]);
     let err = normalise_e820(&[ram(0, 0x2000), ram(0x1000, 0x1000)]).unwrap_err();
-    assert_eq!(
-        err,
-        LinuxBootError::OverlappingE820 {
-            first: 0,
-            second: 0x1000
-        }
-    );
+    assert_eq!(err, LinuxBootError::OverlappingE820 { first: 0, second: 0x1000 });
     assert!(normalise_e820(&[ram(0x1000, 0)]).is_err());
-    let many: Vec<_> = (0..129u64)
-        .map(|i| BootE820Entry::new(gpa(i * 0x2000), 0x1000, E820Type::Ram))
-        .collect();
-    assert_eq!(
-        normalise_e820(&many).unwrap_err(),
-        LinuxBootError::TooManyE820Entries { count: 129 }
-    );
+    let many: Vec<_> = (0..129u64).map(|i| BootE820Entry::new(gpa(i * 0x2000), 0x1000, E820Type::Ram)).collect();
+    assert_eq!(normalise_e820(&many).unwrap_err(), LinuxBootError::TooManyE820Entries { count: 129 });
 }
 
 #[test]
 fn framebuffer_and_rsdp_are_validated() {
-    let fb = |w, h, stride| Framebuffer {
-        base: gpa(0xc000_0000),
-        width: w,
-        height: h,
-        stride,
-        layout: PixelLayout::Rgbx,
-    };
+    let fb =
+        |w, h, stride| Framebuffer { base: gpa(0xc000_0000), width: w, height: h, stride, layout: PixelLayout::Rgbx };
     let si = fb(640, 480, 2560).screen_info().unwrap();
-    assert_eq!(
-        (si.red_pos, si.blue_pos, { si.capabilities } & 0b10),
-        (0, 16, 0)
-    );
+    assert_eq!((si.red_pos, si.blue_pos, { si.capabilities } & 0b10), (0, 16, 0));
     assert!(fb(640, 480, 2000).screen_info().is_err());
     assert!(fb(70000, 480, 280_000).screen_info().is_err());
     assert!(fb(0, 480, 2560).screen_info().is_err());
@@ -147,10 +112,7 @@ fn framebuffer_and_rsdp_are_validated() {
         framebuffer: None,
         acpi_rsdp: Some(gpa(0xe_0000)),
     };
-    assert_eq!(
-        build_boot_params(&bz, &input).unwrap_err(),
-        LinuxBootError::RsdpNeedsProtocol214 { version: 0x020d }
-    );
+    assert_eq!(build_boot_params(&bz, &input).unwrap_err(), LinuxBootError::RsdpNeedsProtocol214 { version: 0x020d });
 }
 
 #[test]
@@ -165,18 +127,12 @@ fn layout_places_kernel_at_pref_and_initrd_high() {
     // initrd_addr_max caps it in a big guest.
     let l = plan_layout(3 << 30, &bz, MIB, 0).unwrap();
     assert_eq!(l.initrd.raw() + MIB, 0x8000_0000);
-    assert!(matches!(
-        plan_layout(17 * MIB, &bz, 0, 0),
-        Err(LinuxBootError::NotEnoughMemory { what: "kernel", .. })
-    ));
+    assert!(matches!(plan_layout(17 * MIB, &bz, 0, 0), Err(LinuxBootError::NotEnoughMemory { what: "kernel", .. })));
     assert!(matches!(
         plan_layout(32 * MIB, &bz, 30 * MIB, 0),
         Err(LinuxBootError::NotEnoughMemory { what: "initrd", .. })
     ));
-    assert!(matches!(
-        plan_layout(256 * MIB, &bz, 0, 4096),
-        Err(LinuxBootError::CmdlineTooLong { max: 2047, .. })
-    ));
+    assert!(matches!(plan_layout(256 * MIB, &bz, 0, 4096), Err(LinuxBootError::CmdlineTooLong { max: 2047, .. })));
 }
 
 #[test]
@@ -197,10 +153,7 @@ fn boot_plan_writes_everything_into_ram_and_sets_long_mode() {
     let plan = build_boot_plan(&req).unwrap();
     let find = |what: &str| plan.writes.iter().find(|w| w.what == what).unwrap();
     assert_eq!(find("kernel").data.as_ref(), bz.kernel());
-    assert_eq!(
-        find("command line").data.as_ref(),
-        b"console=ttyS0 panic=-1\0"
-    );
+    assert_eq!(find("command line").data.as_ref(), b"console=ttyS0 panic=-1\0");
     assert_eq!(find("initrd").gpa, plan.layout.initrd);
     let zp = &find("zero page").data;
     assert_eq!(u32_at(zp, 0x228), 0x2_0000);
@@ -208,10 +161,7 @@ fn boot_plan_writes_everything_into_ram_and_sets_long_mode() {
     let e = plan.entry;
     assert_eq!((e.rip, e.rsi), (0x100_0200, 0x7000));
     assert_eq!(e.cr0 & 0x8000_0001, 0x8000_0001);
-    assert_eq!(
-        (e.cr4 & 0x20, e.efer & 0x500, e.rflags & 0x200),
-        (0x20, 0x500, 0)
-    );
+    assert_eq!((e.cr4 & 0x20, e.efer & 0x500, e.rflags & 0x200), (0x20, 0x500, 0));
     assert_eq!((e.cs.selector, e.data.selector), (BOOT_CS, BOOT_DS));
     assert_eq!((e.cs.base(), e.cs.limit()), (0, 0xffff_ffff));
     assert_eq!(e.cs.vmcb_attributes(), 0xa9b);
@@ -225,10 +175,7 @@ fn boot_plan_writes_everything_into_ram_and_sets_long_mode() {
     let pt = &find("identity page tables").data;
     assert_eq!(u64_at(pt, 0), 0x2000 | 3);
     assert_eq!(u64_at(pt, 4096 + 3 * 8), 0x6000 | 3);
-    assert_eq!(
-        u64_at(pt, 5 * 4096 + 511 * 8),
-        ((3 << 30) + 511 * (2 * MIB)) | 0x83
-    );
+    assert_eq!(u64_at(pt, 5 * 4096 + 511 * 8), ((3 << 30) + 511 * (2 * MIB)) | 0x83);
     assert_eq!(e.cr3, 0x1000);
 
     // A hole in RAM under the initrd is caught.
@@ -236,52 +183,29 @@ fn boot_plan_writes_everything_into_ram_and_sets_long_mode() {
         BootE820Entry::new(gpa(0), 64 * MIB, E820Type::Ram),
         BootE820Entry::new(gpa(64 * MIB), 64 * MIB, E820Type::Reserved),
     ];
-    let err = build_boot_plan(&BootRequest {
-        e820: &holed,
-        ..req
-    })
-    .unwrap_err();
-    assert!(
-        matches!(err, LinuxBootError::NotInRam { what: "initrd", .. }),
-        "{err}"
-    );
+    let err = build_boot_plan(&BootRequest { e820: &holed, ..req }).unwrap_err();
+    assert!(matches!(err, LinuxBootError::NotInRam { what: "initrd", .. }), "{err}");
     // A framebuffer must not be RAM.
-    let fb = Framebuffer {
-        base: gpa(100 * MIB),
-        width: 64,
-        height: 64,
-        stride: 256,
-        layout: PixelLayout::Bgrx,
-    };
-    let err = build_boot_plan(&BootRequest {
-        framebuffer: Some(fb),
-        ..req
-    })
-    .unwrap_err();
+    let fb = Framebuffer { base: gpa(100 * MIB), width: 64, height: 64, stride: 256, layout: PixelLayout::Bgrx };
+    let err = build_boot_plan(&BootRequest { framebuffer: Some(fb), ..req }).unwrap_err();
     assert!(matches!(err, LinuxBootError::BadFramebuffer(_)), "{err}");
 }
 
 /// Debian's kernel from the guest image cache (`cargo test -p images -- --ignored
 /// live_cloud_guest` fills it), or `BULKHEAD_BZIMAGE`.
 fn real_bzimage() -> Option<(std::path::PathBuf, Vec<u8>)> {
-    let path = std::env::var_os("BULKHEAD_BZIMAGE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            let extracted = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/guest-cache/extracted");
-            let mut found: Vec<_> = std::fs::read_dir(extracted)
-                .ok()?
-                .filter_map(|e| std::fs::read_dir(e.ok()?.path().join("boot")).ok())
-                .flatten()
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-                })
-                .collect();
-            found.sort();
-            found.pop()
-        })?;
+    let path = std::env::var_os("BULKHEAD_BZIMAGE").map(std::path::PathBuf::from).or_else(|| {
+        let extracted = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guest-cache/extracted");
+        let mut found: Vec<_> = std::fs::read_dir(extracted)
+            .ok()?
+            .filter_map(|e| std::fs::read_dir(e.ok()?.path().join("boot")).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+            .collect();
+        found.sort();
+        found.pop()
+    })?;
     let bytes = std::fs::read(&path).ok()?;
     Some((path, bytes))
 }
