@@ -104,7 +104,14 @@ pub fn extract_once(deb: &Path, dest: &Path, select: impl Fn(&str) -> Option<Str
         if count == 0 {
             fs::create_dir_all(&tmp).map_err(GuestError::io(&tmp))?;
         }
-        fs::rename(&tmp, dest).map_err(GuestError::io(dest))
+        match fs::rename(&tmp, dest) {
+            // Another build finished the same extraction first; its copy is as good.
+            Err(_) if dest.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            other => other.map_err(GuestError::io(dest)),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);

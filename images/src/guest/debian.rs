@@ -24,6 +24,9 @@ pub struct Sources {
     pub suites: Vec<Suite>,
     pub component: String,
     pub arch: String,
+    /// Keyring for InRelease signatures (checked with gpgv when the host has it);
+    /// `None` skips the check and relies on the checksums alone.
+    pub keyring: Option<PathBuf>,
 }
 
 impl Sources {
@@ -44,6 +47,7 @@ impl Sources {
             ],
             component: "main".into(),
             arch: "amd64".into(),
+            keyring: Some(PathBuf::from(DEBIAN_KEYRING)),
         }
     }
 }
@@ -66,7 +70,7 @@ pub enum Freshness {
     Refresh,
 }
 
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 #[derive(Debug)]
 pub struct Archive {
@@ -87,7 +91,7 @@ impl Archive {
         let names = sources.suites.iter().map(|s| s.name.clone()).collect();
         let mut universe = Universe::new(names);
         for (i, suite) in sources.suites.iter().enumerate() {
-            let release = load_release(&fetcher, suite, freshness)?;
+            let release = load_release(&fetcher, suite, sources.keyring.as_deref(), freshness)?;
             let text = load_index(&fetcher, sources, suite, &release)?;
             let n = universe.add_index(i, &text, keep).map_err(|reason| GuestError::BadIndex {
                 what: format!("{} {}", suite.base_url, suite.name),
@@ -123,7 +127,12 @@ fn release_path(cache: &Path, suite: &Suite) -> PathBuf {
     cache.join("dists").join(site).join(&suite.name).join("InRelease")
 }
 
-fn load_release(fetcher: &Fetcher, suite: &Suite, freshness: Freshness) -> Result<Release, GuestError> {
+fn load_release(
+    fetcher: &Fetcher,
+    suite: &Suite,
+    keyring: Option<&Path>,
+    freshness: Freshness,
+) -> Result<Release, GuestError> {
     let path = release_path(&fetcher.cache_dir, suite);
     let cached = fs::read_to_string(&path).ok().and_then(|t| Release::parse(&t).ok());
     if let (Freshness::PreferCache, Some(release)) = (freshness, &cached) {
@@ -151,23 +160,29 @@ fn load_release(fetcher: &Fetcher, suite: &Suite, freshness: Freshness) -> Resul
             reason: format!("it describes suite {} ({}), not {}", release.suite, release.codename, suite.name),
         });
     }
-    check_signature(&url, &bytes)?;
-    fetch::write_atomic(&path, &bytes)?;
+    let tmp = fetch::temp_path(&path);
+    fetch::write_atomic(&tmp, &bytes)?;
+    let checked =
+        check_signature(&url, &tmp, keyring).and_then(|()| fs::rename(&tmp, &path).map_err(GuestError::io(&path)));
+    if checked.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    checked?;
     log::info!(target: "guest", "{}: index of {}", suite.name, release.date);
     Ok(release)
 }
 
 /// Checks the InRelease signature with gpgv and Debian's keyring when the host has
 /// both; the Packages and .deb checksums are verified either way.
-fn check_signature(url: &str, bytes: &[u8]) -> Result<(), GuestError> {
-    if !Path::new(KEYRING).exists() {
-        log::warn!(target: "guest", "{KEYRING} is missing; InRelease signature not checked");
+fn check_signature(url: &str, file: &Path, keyring: Option<&Path>) -> Result<(), GuestError> {
+    let Some(keyring) = keyring else {
+        return Ok(());
+    };
+    if !keyring.exists() {
+        log::warn!(target: "guest", "{} is missing; InRelease signature not checked", keyring.display());
         return Ok(());
     }
-    let tmp = std::env::temp_dir().join(format!("bulkhead-inrelease-{}", std::process::id()));
-    fs::write(&tmp, bytes).map_err(GuestError::io(&tmp))?;
-    let out = Command::new("gpgv").arg("--keyring").arg(KEYRING).arg(&tmp).output();
-    let _ = fs::remove_file(&tmp);
+    let out = Command::new("gpgv").arg("--keyring").arg(keyring).arg(file).output();
     match out {
         Ok(out) if out.status.success() => {
             log::debug!(target: "guest", "InRelease signature good: {url}");
@@ -175,7 +190,11 @@ fn check_signature(url: &str, bytes: &[u8]) -> Result<(), GuestError> {
         }
         Ok(out) => Err(GuestError::BadRelease {
             url: url.to_owned(),
-            reason: format!("bad signature (gpgv with {KEYRING}): {}", String::from_utf8_lossy(&out.stderr).trim()),
+            reason: format!(
+                "bad signature (gpgv with {}): {}",
+                keyring.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         }),
         Err(e) => {
             log::warn!(target: "guest", "gpgv not available ({e}); InRelease signature not checked");

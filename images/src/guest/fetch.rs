@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -173,9 +174,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GuestError> {
     result.map_err(GuestError::io(path))
 }
 
+/// A sibling name no other process or thread uses, so that concurrent builds sharing a
+/// cache never write into each other's temporary files.
 pub fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".part-{}", std::process::id()));
+    name.push(format!(".part-{}-{n}", std::process::id()));
     path.with_file_name(name)
 }
 

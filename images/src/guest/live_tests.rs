@@ -34,6 +34,27 @@ fn live_cloud_guest() {
     assert!(image.kernel_version.ends_with("-cloud-amd64"));
 }
 
+/// Fetches current Release files (checking their signatures with gpgv) and resolves
+/// both flavours without downloading kernels.
+#[test]
+#[ignore = "talks to the Debian mirror"]
+fn live_refresh_and_resolve() {
+    let keep = |n: &str| n.starts_with("linux-image-") || n == "busybox-static";
+    let archive = debian::Archive::open(&default_cache_dir(), &Sources::bookworm(), Freshness::Refresh, keep).unwrap();
+    for flavour in [Flavour::Cloud, Flavour::Generic] {
+        let chain = archive.universe.resolve_kernel(flavour.metapackage()).unwrap();
+        let k = chain.last().unwrap();
+        eprintln!(
+            "{} -> {} {} ({} bytes, {})",
+            flavour.metapackage(),
+            k.name,
+            k.version,
+            k.size,
+            archive.universe.suites[k.suite]
+        );
+    }
+}
+
 #[test]
 #[ignore = "downloads ~70 MB from the Debian mirror"]
 fn live_generic_guest() {

@@ -22,6 +22,8 @@ mod resolve;
 mod version;
 
 #[cfg(test)]
+mod archive_tests;
+#[cfg(test)]
 mod live_tests;
 
 use std::fs;

@@ -211,7 +211,7 @@ fn section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, String> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal ELF64 with a section-name table and a `.modinfo` section.

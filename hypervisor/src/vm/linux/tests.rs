@@ -195,7 +195,10 @@ fn boot_plan_writes_everything_into_ram_and_sets_long_mode() {
 /// live_cloud_guest` fills it), or `BULKHEAD_BZIMAGE`.
 fn real_bzimage() -> Option<(std::path::PathBuf, Vec<u8>)> {
     let path = std::env::var_os("BULKHEAD_BZIMAGE").map(std::path::PathBuf::from).or_else(|| {
-        let extracted = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guest-cache/extracted");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let extracted = target.join("guest-cache/extracted");
         let mut found: Vec<_> = std::fs::read_dir(extracted)
             .ok()?
             .filter_map(|e| std::fs::read_dir(e.ok()?.path().join("boot")).ok())
