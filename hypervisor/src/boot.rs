@@ -6,7 +6,7 @@ use log::{error, info, warn};
 use crate::arch::x86::{cpu, gdt, idt, instr, lapic, tsc};
 use crate::cmdline::{self, ThenAction};
 use crate::memory::{paging, phys};
-use crate::platform::qemu;
+use crate::platform::{qemu, screen};
 
 /// Printed when the hypervisor has brought the machine up; test harnesses wait for it.
 pub const READY_MARKER: &str = "BULKHEAD READY";
@@ -75,6 +75,26 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         lapic::ticks_per_ms(),
         if timer_ok { "works" } else { "did NOT arrive" }
     );
+
+    let screen = screen::init(boot_info);
+    let virt_label = cpu.virt.label();
+    let drawn = screen::with_target(|fb| {
+        ui::boot_screen::draw(
+            fb,
+            &ui::boot_screen::BootScreen {
+                product: crate::PRODUCT,
+                version: crate::VERSION,
+                cpu_vendor: cpu.vendor.as_str(),
+                virtualization: virt_label,
+                memory_bytes: ram,
+                pci_devices: 0,
+                iommu: "not probed",
+                status: "Starting virtual machines",
+            },
+        )
+    });
+    info!(target: "screen", "boot screen {}", if drawn.is_some() { "drawn" } else { "skipped: no framebuffer" });
+    let _ = screen;
 
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);

@@ -1,6 +1,7 @@
 //! One QEMU machine under test. Serial goes to a file that [`Machine::expect`] follows;
 //! QEMU is killed when the `Machine` is dropped; logs stay in the scenario directory
-//! (under `target/test-logs/`) and are removed only when the test passed.
+//! (under `target/test-logs/`) and are removed only when the test passed (set
+//! `BULKHEAD_KEEP_LOGS=1` to keep them anyway).
 
 use std::io::Read as _;
 use std::os::unix::net::UnixStream;
@@ -230,7 +231,8 @@ impl Drop for Machine {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if self.passed && !std::thread::panicking() {
+        let keep = std::env::var_os("BULKHEAD_KEEP_LOGS").is_some();
+        if self.passed && !keep && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }

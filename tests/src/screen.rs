@@ -41,3 +41,21 @@ impl Screenshot {
         n
     }
 }
+
+impl Screenshot {
+    /// Pixels of exactly `colour` inside an embedded-graphics rectangle.
+    pub fn count_in(
+        &self,
+        rect: embedded_graphics::primitives::Rectangle,
+        colour: embedded_graphics::pixelcolor::Rgb888,
+    ) -> usize {
+        use embedded_graphics::prelude::RgbColor;
+        let (x, y) = (rect.top_left.x.max(0) as u32, rect.top_left.y.max(0) as u32);
+        self.count(x, y, rect.size.width, rect.size.height, (colour.r(), colour.g(), colour.b()))
+    }
+
+    pub fn is(&self, x: u32, y: u32, colour: embedded_graphics::pixelcolor::Rgb888) -> bool {
+        use embedded_graphics::prelude::RgbColor;
+        self.pixel(x, y) == (colour.r(), colour.g(), colour.b())
+    }
+}

@@ -14,7 +14,7 @@ const STEP: Duration = Duration::from_secs(30);
 
 #[test]
 fn boots_from_a_disk_with_512_mib_one_cpu_and_no_iommu() {
-    let img = image::build_scenario_image("boot-disk-512m", "then=exit");
+    let img = image::build_scenario_image("boot-disk-512m", "then=run");
     let mut m = Machine::boot("boot-disk-512m", &img, |c| {
         c.memory_mib = 512;
         c.cpus = 1;
@@ -31,9 +31,28 @@ fn boots_from_a_disk_with_512_mib_one_cpu_and_no_iommu() {
     m.expect("virtualisation: AMD SVM with nested paging", STEP);
     m.expect("nrip_save=false", STEP);
     m.expect("timer interrupt works", STEP);
+    m.expect("boot screen drawn", STEP);
     m.expect("BULKHEAD READY", STEP);
-    assert_eq!(m.wait_exit(STEP), Outcome::Exited(images::qemu::EXIT_SUCCESS));
+    check_boot_screen(&m.screendump("boot-screen"));
     m.pass();
+}
+
+/// The boot screen as a person sees it: the product's background in every corner, the
+/// solid accent header, and light text in the hardware summary.
+fn check_boot_screen(shot: &tests::screen::Screenshot) {
+    use embedded_graphics::prelude::Size;
+    use ui::boot_screen::{BOOT_ACCENT, BOOT_BACKGROUND, BOOT_TEXT, header_rect, text_rect};
+    assert_eq!((shot.width, shot.height), (1280, 800), "the manifest asked for 1280x800");
+    let size = Size::new(shot.width, shot.height);
+    for (x, y) in [(0, 0), (shot.width - 1, 0), (0, shot.height - 1), (shot.width - 1, shot.height - 1)] {
+        assert!(shot.is(x, y, BOOT_BACKGROUND), "corner ({x},{y}) is {:?}", shot.pixel(x, y));
+    }
+    let header = header_rect(size);
+    let area = (header.size.width * header.size.height) as usize;
+    let accent = shot.count_in(header, BOOT_ACCENT);
+    assert!(accent * 10 >= area * 9, "header is {accent}/{area} accent pixels");
+    let text = shot.count_in(text_rect(size), BOOT_TEXT);
+    assert!(text > 500, "only {text} text pixels in the hardware summary");
 }
 
 #[test]

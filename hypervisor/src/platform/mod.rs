@@ -1,2 +1,3 @@
 //! The machine around the CPU: firmware tables, PCI, power control, the framebuffer.
 pub mod qemu;
+pub mod screen;
