@@ -28,6 +28,15 @@ pub struct Artifacts {
     pub loader_efi: PathBuf,
 }
 
+/// The self-test payloads (tiny guest kernels in `tests/payloads`).
+pub const PAYLOADS: &[&str] = &["checks", "triple-fault", "attack"];
+
+/// Builds the self-test payloads and returns the directory holding their ELF files.
+pub fn build_payloads() -> Result<PathBuf, BuildError> {
+    build_package("payloads", HYPERVISOR_TARGET)?;
+    Ok(layout::target_dir().join(HYPERVISOR_TARGET).join("release"))
+}
+
 /// Builds the hypervisor and the UEFI loader (release profile: debug builds of the
 /// hypervisor are far too slow under emulation).
 pub fn build_bare_metal() -> Result<Artifacts, BuildError> {

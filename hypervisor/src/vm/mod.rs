@@ -1,2 +1,4 @@
-//! Virtual machines: lifecycle, and how a guest operating system is put into memory.
+//! Virtual machines: configuration, lifecycle, and how a guest operating system is put
+//! into memory.
+pub mod config;
 pub mod linux;

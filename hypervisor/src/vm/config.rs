@@ -1,0 +1,210 @@
+//! The static VM configuration (boot module `vms`): which VMs to create, from which boot
+//! module, with how much memory, under which trust label, and what to do when one stops.
+//! IT's signed policy will produce the same structure; this text form is what the image
+//! builder writes today.
+//!
+//! ```text
+//! # name      key=value ...
+//! vm corporate image=linux-cloud memory=384M label="CORPORATE · secure" colour=#c0392b restart=always
+//! vm checks    image=checks memory=16M kind=payload restart=never
+//! ```
+#![forbid(unsafe_code)]
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// How a VM's boot module is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A bare-metal ELF payload (self-tests, the service VM).
+    Payload,
+    /// A Linux bzImage (with an `initrd` module).
+    Linux,
+}
+
+/// What to do when a VM stops on its own (crash, triple fault, guest shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Never,
+    /// Restart after a crash up to N times.
+    Times(u32),
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub name: String,
+    pub kind: Kind,
+    pub image: String,
+    pub initrd: Option<String>,
+    pub cmdline: String,
+    pub memory_bytes: u64,
+    pub label: String,
+    /// Trust colour as 0xRRGGBB.
+    pub colour: u32,
+    pub restart: Restart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "VM configuration line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Smallest and largest VM sizes the hypervisor accepts.
+pub const MIN_MEMORY: u64 = 2 * 1024 * 1024;
+pub const MAX_MEMORY: u64 = 64 * 1024 * 1024 * 1024;
+pub const MAX_VMS: usize = 16;
+
+pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
+    let mut vms: Vec<VmConfig> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let err = |reason: &str| ConfigError { line, reason: reason.into() };
+        let words = split_words(raw).map_err(|r| err(r))?;
+        let Some((first, rest)) = words.split_first() else { continue };
+        if first != "vm" {
+            return Err(err("lines start with `vm NAME`"));
+        }
+        let (name, pairs) = rest.split_first().ok_or_else(|| err("missing VM name"))?;
+        if name.is_empty() || name.len() > 31 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(err("VM names are 1-31 letters, digits or '-'"));
+        }
+        if vms.iter().any(|v| v.name == *name) {
+            return Err(err("duplicate VM name"));
+        }
+        let mut vm = VmConfig {
+            name: name.clone(),
+            kind: Kind::Payload,
+            image: String::new(),
+            initrd: None,
+            cmdline: String::new(),
+            memory_bytes: 0,
+            label: name.clone(),
+            colour: 0x7f8c8d,
+            restart: Restart::Never,
+        };
+        for pair in pairs {
+            let (key, value) = pair.split_once('=').ok_or_else(|| err("expected key=value"))?;
+            match key {
+                "image" => vm.image = value.into(),
+                "initrd" => vm.initrd = Some(value.into()),
+                "cmdline" => vm.cmdline = value.into(),
+                "label" => vm.label = value.into(),
+                "memory" => vm.memory_bytes = parse_size(value).ok_or_else(|| err("memory is like 256M or 1G"))?,
+                "colour" | "color" => {
+                    vm.colour = value
+                        .strip_prefix('#')
+                        .filter(|h| h.len() == 6)
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| err("colour is like #c0392b"))?
+                }
+                "kind" => {
+                    vm.kind = match value {
+                        "payload" => Kind::Payload,
+                        "linux" => Kind::Linux,
+                        _ => return Err(err("kind is payload or linux")),
+                    }
+                }
+                "restart" => {
+                    vm.restart = match value {
+                        "never" => Restart::Never,
+                        "always" => Restart::Always,
+                        n => Restart::Times(n.parse().map_err(|_| err("restart is never, always or a count"))?),
+                    }
+                }
+                _ => return Err(err("unknown key (image, initrd, cmdline, label, memory, colour, kind, restart)")),
+            }
+        }
+        if vm.image.is_empty() {
+            return Err(err("image= is required"));
+        }
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&vm.memory_bytes) || vm.memory_bytes % (2 * 1024 * 1024) != 0 {
+            return Err(err("memory must be a multiple of 2M between 2M and 64G"));
+        }
+        if vms.len() == MAX_VMS {
+            return Err(err("too many VMs"));
+        }
+        vms.push(vm);
+    }
+    Ok(vms)
+}
+
+/// Splits on whitespace, keeping `"quoted strings"` (after `=`) together.
+fn split_words(raw: &str) -> Result<Vec<String>, &'static str> {
+    let text = match raw.find('#') {
+        // A '#' inside a value (colour=#...) is not a comment.
+        Some(i) if i == 0 || raw[..i].ends_with(char::is_whitespace) => &raw[..i],
+        _ => raw,
+    };
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !current.is_empty() {
+                    words.push(core::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote");
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    Ok(words)
+}
+
+fn parse_size(value: &str) -> Option<u64> {
+    let (digits, unit) = value.split_at(value.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit {
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_fleet() {
+        let text = "# desktops\nvm corporate kind=linux image=linux initrd=initrd memory=384M label=\"CORPORATE · secure\" colour=#c0392b restart=always\n\nvm checks image=checks memory=16M restart=2 # self-test\n";
+        let vms = parse(text).unwrap();
+        assert_eq!(vms.len(), 2);
+        assert_eq!(vms[0].label, "CORPORATE · secure");
+        assert_eq!(vms[0].colour, 0xc0392b);
+        assert_eq!(vms[0].kind, Kind::Linux);
+        assert_eq!(vms[0].memory_bytes, 384 << 20);
+        assert_eq!(vms[0].restart, Restart::Always);
+        assert_eq!(vms[1].restart, Restart::Times(2));
+        assert_eq!(vms[1].label, "checks");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let e = parse("vm a image=x memory=16M\nvm a image=y memory=16M").unwrap_err();
+        assert_eq!((e.line, e.reason.as_str()), (2, "duplicate VM name"));
+        assert!(parse("vm b memory=16M").unwrap_err().reason.contains("image="));
+        assert!(parse("vm b image=x memory=3M").unwrap_err().reason.contains("multiple of 2M"));
+        assert!(parse("vm b image=x memory=99999999999G").is_err());
+        assert!(parse("vm b image=x memory=16M label=\"open").is_err());
+        assert!(parse("vm bad_name image=x memory=16M").is_err());
+        assert!(parse("vm c image=x memory=16M colour=red").is_err());
+    }
+}
