@@ -1,2 +1,3 @@
 //! Architecture-specific code. Only x86-64 today.
+pub mod svm;
 pub mod x86;

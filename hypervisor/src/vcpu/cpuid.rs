@@ -124,7 +124,8 @@ impl CpuidPolicy {
             0x8000_0007 => {
                 r = CpuidResult { edx: r.edx & (1 << 8), ..CpuidResult::default() };
             }
-            0x8000_0008 => r.ebx &= !bits(&[12, 14, 15, 24, 25]),
+            // RDPRU (4), IBPB, IBRS, STIBP, SSBD, VIRT_SSBD.
+            0x8000_0008 => r.ebx &= !bits(&[4, 12, 14, 15, 24, 25]),
             0x8000_000a => r = CpuidResult::default(),
             _ => {}
         }

@@ -174,8 +174,9 @@ pub enum ExitReason {
     Rdtscp,
     Pause,
     Wbinvd,
-    /// The guest executed a virtualisation instruction (VMRUN, VMLOAD, CLGI, ...).
-    VirtualizationInstruction,
+    /// The guest executed an instruction it is not offered: the virtualisation
+    /// instructions (VMRUN, VMLOAD, CLGI, ...), MONITOR/MWAIT, RDPRU. It gets #UD.
+    UnsupportedInstruction,
     /// The processor refused to enter the guest (inconsistent VMCB/VMCS).
     InvalidGuestState {
         raw: u64,

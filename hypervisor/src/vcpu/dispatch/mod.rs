@@ -89,7 +89,7 @@ pub fn decide(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) ->
         // Guest RAM is write-back and coherent; with non-coherent DMA from an assigned
         // device a real WBINVD would be needed here.
         ExitReason::Wbinvd => ExitAction::Advance(next_rip(exit, regs, env, &[Op::Wbinvd], 2)),
-        ExitReason::VirtualizationInstruction => ExitAction::inject_ud(),
+        ExitReason::UnsupportedInstruction => ExitAction::inject_ud(),
         ExitReason::InvalidGuestState { raw } => {
             log::error!(target: "vcpu", "vm{} entry failed (exit code {raw:#x}); registers: {:?}", env.vm.id, regs.snapshot());
             ExitAction::Stop(StopReason::InvalidGuestState { raw })

@@ -1,0 +1,130 @@
+//! The SVM and extended-state instructions (AMD APM Vol. 3). Each one can break the
+//! machine if misused, so each is `unsafe` with its contract spelled out.
+
+use core::arch::asm;
+
+use crate::memory::addr::HostPhysAddr;
+
+/// VMLOAD: loads FS, GS, TR, LDTR (with hidden state), KernelGsBase, STAR, LSTAR,
+/// CSTAR, SFMASK and SYSENTER_* from the VMCB at `vmcb`.
+///
+/// # Safety
+/// EFER.SVME must be set, `vmcb` must be a 4 KiB-aligned page holding valid state,
+/// and nothing may depend on the current FS/GS/TR/LDTR/syscall MSRs until they are
+/// restored.
+pub unsafe fn vmload(vmcb: HostPhysAddr) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("vmload rax", in("rax") vmcb.raw(), options(nostack, preserves_flags)) }
+}
+
+/// VMSAVE: the counterpart of [`vmload`], storing that state into the VMCB.
+///
+/// # Safety
+/// EFER.SVME must be set and `vmcb` must be a 4 KiB-aligned page the hypervisor owns
+/// exclusively.
+pub unsafe fn vmsave(vmcb: HostPhysAddr) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("vmsave rax", in("rax") vmcb.raw(), options(nostack, preserves_flags)) }
+}
+
+/// STGI: sets the global interrupt flag.
+///
+/// # Safety
+/// EFER.SVME must be set; pending interrupts and NMIs are delivered afterwards, so host
+/// handlers must be ready.
+pub unsafe fn stgi() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("stgi", options(nomem, nostack, preserves_flags)) }
+}
+
+/// CLGI: clears the global interrupt flag.
+///
+/// # Safety
+/// EFER.SVME must be set; interrupts, NMIs and SMIs stay held until STGI.
+pub unsafe fn clgi() {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("clgi", options(nomem, nostack, preserves_flags)) }
+}
+
+/// INVLPGA: invalidates the TLB mapping of guest virtual address `gva` in `asid`.
+///
+/// # Safety
+/// EFER.SVME must be set.
+pub unsafe fn invlpga(gva: u64, asid: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("invlpga rax, ecx", in("rax") gva, in("ecx") asid, options(nostack, preserves_flags))
+    }
+}
+
+/// XGETBV(0): the current XCR0. Requires CR4.OSXSAVE (else #UD).
+///
+/// # Safety
+/// CR4.OSXSAVE must be set.
+pub unsafe fn xcr0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// XSETBV(0): sets XCR0.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set and `value` must be a valid XCR0 for this CPU (bit 0 set,
+/// only supported components, AVX only with SSE); the hypervisor itself never uses
+/// extended state, so any valid value is sound for it.
+pub unsafe fn set_xcr0(value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// XSAVE64 of the components in `mask` (ANDed with XCR0) to `area`.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set; `area` must be 64-byte aligned, writable, and large enough
+/// for every component in `mask & XCR0` (CPUID 0xD).
+pub unsafe fn xsave(area: *mut u8, mask: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("xsave64 [{}]", in(reg) area, in("eax") mask as u32, in("edx") (mask >> 32) as u32,
+            options(nostack, preserves_flags))
+    }
+}
+
+/// XRSTOR64 of the components in `mask` from `area`.
+///
+/// # Safety
+/// As for [`xsave`]; additionally `area` must hold a valid XSAVE image (an all-zero
+/// image is valid and means "initial state").
+pub unsafe fn xrstor(area: *const u8, mask: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("xrstor64 [{}]", in(reg) area, in("eax") mask as u32, in("edx") (mask >> 32) as u32,
+            options(nostack, preserves_flags))
+    }
+}
+
+/// FXSAVE64 to a 512-byte, 16-byte aligned `area`.
+///
+/// # Safety
+/// CR4.OSFXSR must be set and `area` must be a writable, 16-byte aligned 512-byte
+/// region.
+pub unsafe fn fxsave(area: *mut u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area, options(nostack, preserves_flags)) }
+}
+
+/// FXRSTOR64 from a 512-byte, 16-byte aligned `area`.
+///
+/// # Safety
+/// As for [`fxsave`]; `area` must hold a valid image (MXCSR reserved bits clear).
+pub unsafe fn fxrstor(area: *const u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags)) }
+}

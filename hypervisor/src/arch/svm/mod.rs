@@ -1,0 +1,65 @@
+//! AMD SVM (AMD-V) backend: VMCB layout, exit decoding, permission maps, enabling,
+//! the world switch, and the [`Svm`] implementation of the arch-neutral `Arch` trait.
+//!
+//! Works with every optional SVM feature absent (the QEMU TCG case: no NRIP save, no
+//! decode assists, no clean bits, no flush-by-ASID); nested paging is required.
+
+pub mod bitmaps;
+pub mod enable;
+pub mod entry;
+pub mod exit;
+pub mod instr;
+pub mod vcpu;
+pub mod vmcb;
+
+pub use enable::{SvmError, SvmFeatures};
+pub use vcpu::{SvmRegs, SvmVcpu};
+
+use crate::memory::frames::FrameSource;
+use crate::vcpu::arch::{Arch, VcpuConfig};
+use crate::vcpu::cpuid::HostCpuid;
+use crate::vcpu::exit::{Exit, ExitAction, Flow};
+
+/// The SVM backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Svm;
+
+impl Arch for Svm {
+    const NAME: &'static str = "svm";
+    type Features = SvmFeatures;
+    type Vcpu = SvmVcpu;
+    type Regs<'a> = SvmRegs<'a>;
+    type Error = SvmError;
+
+    fn probe() -> Option<SvmFeatures> {
+        SvmFeatures::from_cpuid(&HostCpuid)
+    }
+
+    fn enable_cpu<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<(), SvmError> {
+        enable::enable(features, frames).map(|_| ())
+    }
+
+    fn create_vcpu<F: FrameSource>(
+        features: &SvmFeatures,
+        config: &VcpuConfig,
+        frames: &mut F,
+    ) -> Result<SvmVcpu, SvmError> {
+        SvmVcpu::new(features, config, frames)
+    }
+
+    fn destroy_vcpu<F: FrameSource>(vcpu: SvmVcpu, frames: &mut F) {
+        vcpu.destroy(frames)
+    }
+
+    fn run(vcpu: &mut SvmVcpu) -> Exit {
+        vcpu.run()
+    }
+
+    fn regs(vcpu: &mut SvmVcpu) -> SvmRegs<'_> {
+        vcpu.regs_view()
+    }
+
+    fn apply(vcpu: &mut SvmVcpu, action: &ExitAction) -> Flow {
+        vcpu.apply(action)
+    }
+}

@@ -1,0 +1,514 @@
+//! One SVM vCPU: its VMCB, host save page, guest GPRs and extended-state area; VMCB
+//! setup (`setup_vmcb`), the run step around the world switch, and applying exit
+//! actions in VMCB terms.
+//!
+//! Conservative choices, because QEMU cannot validate the optimisations (svm-spike):
+//! VMCB clean bits are always 0, TLB_CONTROL flushes everything on the first run and
+//! whenever [`SvmVcpu::request_tlb_flush`] is called, and EVENTINJ is written as a
+//! whole 64-bit value on every entry.
+
+use core::ptr::NonNull;
+
+use super::enable::{self, SvmError, SvmFeatures};
+use super::entry::svm_run;
+use super::exit::{self, RawExit, code};
+use super::instr;
+use super::vmcb::{
+    InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state,
+    intercept_exception, nested_ctl, tlb_control,
+};
+use crate::memory::addr::HostPhysAddr;
+use crate::memory::frames::FrameSource;
+use crate::vcpu::arch::{InitialState, VcpuConfig};
+use crate::vcpu::exit::{Exit, ExitAction, ExitReason, Flow, NextRip, vector};
+use crate::vcpu::regs::{
+    ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr,
+};
+
+/// Power-on PAT (APM Vol. 2 7.8.2).
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+/// Extended-state area: one frame.
+const XSAVE_AREA_BYTES: u32 = 4096;
+
+/// Fills a zeroed VMCB for a new vCPU and sets the GPRs of its initial state.
+pub fn setup_vmcb(
+    vmcb: &mut Vmcb,
+    regs: &mut GuestRegisters,
+    features: &SvmFeatures,
+    config: &VcpuConfig,
+) -> Result<(), SvmError> {
+    if config.tag == 0 || (features.asids != 0 && config.tag >= features.asids) {
+        return Err(SvmError::BadConfig);
+    }
+    let c = &mut vmcb.control;
+    c.intercept_exceptions = intercept_exception(vector::MC);
+    c.intercept_misc1 = (InterceptMisc1::INTR
+        | InterceptMisc1::NMI
+        | InterceptMisc1::SMI
+        | InterceptMisc1::CPUID
+        | InterceptMisc1::INVD
+        | InterceptMisc1::HLT
+        | InterceptMisc1::INVLPGA
+        | InterceptMisc1::IOIO_PROT
+        | InterceptMisc1::MSR_PROT
+        | InterceptMisc1::SHUTDOWN)
+        .bits();
+    c.intercept_misc2 = (InterceptMisc2::VMRUN
+        | InterceptMisc2::VMMCALL
+        | InterceptMisc2::VMLOAD
+        | InterceptMisc2::VMSAVE
+        | InterceptMisc2::STGI
+        | InterceptMisc2::CLGI
+        | InterceptMisc2::SKINIT
+        | InterceptMisc2::RDTSCP
+        | InterceptMisc2::WBINVD
+        | InterceptMisc2::MONITOR
+        | InterceptMisc2::MWAIT
+        | InterceptMisc2::MWAIT_ARMED
+        | InterceptMisc2::XSETBV
+        | InterceptMisc2::RDPRU)
+        .bits();
+    c.iopm_base_pa = config.io_bitmap.raw();
+    c.msrpm_base_pa = config.msr_bitmap.raw();
+    c.guest_asid = config.tag;
+    c.tlb_control = tlb_control::FLUSH_ALL;
+    c.int_ctl = int_ctl::V_INTR_MASKING;
+    c.nested_ctl = nested_ctl::NP_ENABLE;
+    c.ncr3 = config.stage2_root.raw();
+    c.vmcb_clean = 0;
+    c.event_inj = 0;
+
+    let s = &mut vmcb.save;
+    s.g_pat = PAT_DEFAULT;
+    s.dr6 = 0xffff_0ff0;
+    s.dr7 = 0x400;
+    *regs = GuestRegisters {
+        rflags: 0x2,
+        ..GuestRegisters::default()
+    };
+    match config.initial {
+        InitialState::Reset => {
+            let data = VmcbSegment {
+                selector: 0,
+                attrib: 0x93,
+                limit: 0xffff,
+                base: 0,
+            };
+            (s.es, s.ss, s.ds, s.fs, s.gs) = (data, data, data, data, data);
+            s.cs = VmcbSegment {
+                selector: 0xf000,
+                attrib: 0x9b,
+                limit: 0xffff,
+                base: 0xffff_0000,
+            };
+            s.gdtr = VmcbSegment {
+                limit: 0xffff,
+                ..VmcbSegment::default()
+            };
+            s.idtr = s.gdtr;
+            s.ldtr = VmcbSegment {
+                attrib: 0x82,
+                limit: 0xffff,
+                ..VmcbSegment::default()
+            };
+            s.tr = VmcbSegment {
+                attrib: 0x83,
+                limit: 0xffff,
+                ..VmcbSegment::default()
+            };
+            // CD | NW | ET (APM Vol. 2 Table 14-1).
+            s.cr0 = 0x6000_0010;
+            s.efer = cr::EFER_SVME;
+            regs.rip = 0xfff0;
+            // Family/model/stepping in EDX after reset; 0 is acceptable to firmware.
+            regs.rdx = 0;
+        }
+        InitialState::Long64 { rip, rsp, cr3, rsi } => {
+            let data = VmcbSegment {
+                selector: 0x18,
+                attrib: 0xc93,
+                limit: 0xffff_ffff,
+                base: 0,
+            };
+            (s.es, s.ss, s.ds, s.fs, s.gs) = (data, data, data, data, data);
+            s.cs = VmcbSegment {
+                selector: 0x10,
+                attrib: 0xa9b,
+                limit: 0xffff_ffff,
+                base: 0,
+            };
+            s.ldtr = VmcbSegment {
+                attrib: 0x82,
+                ..VmcbSegment::default()
+            };
+            s.tr = VmcbSegment {
+                attrib: 0x8b,
+                limit: 0x67,
+                ..VmcbSegment::default()
+            };
+            // PE | MP | ET | NE | WP | PG.
+            s.cr0 = 0x8005_0033;
+            s.cr3 = cr3;
+            s.cr4 = cr::CR4_PAE;
+            s.efer = cr::EFER_SVME | cr::EFER_LME | cr::EFER_LMA | cr::EFER_NXE;
+            regs.rip = rip;
+            regs.rsp = rsp;
+            regs.rsi = rsi;
+        }
+    }
+    Ok(())
+}
+
+/// A vCPU. Its frames come from a [`FrameSource`] whose `table_mut` view of a frame is
+/// a stable, 4 KiB-aligned mapping for as long as the frame is allocated.
+#[derive(Debug)]
+pub struct SvmVcpu {
+    vmcb: NonNull<Vmcb>,
+    vmcb_pa: HostPhysAddr,
+    host_save_pa: HostPhysAddr,
+    xsave: NonNull<u8>,
+    xsave_pa: HostPhysAddr,
+    regs: GuestRegisters,
+    xcr0: u64,
+    features: SvmFeatures,
+    /// EXITINTINFO of the last exit if its valid bit was set: re-injected on entry.
+    pending_event: u64,
+}
+
+/// A frame's mapping as a pointer to `T`, checked for 4 KiB alignment.
+fn frame_ptr<T, F: FrameSource>(frames: &mut F, pa: HostPhysAddr) -> Result<NonNull<T>, SvmError> {
+    let ptr = frames.table_mut(pa).as_mut_ptr().cast::<T>();
+    if !(ptr as usize).is_multiple_of(4096) {
+        return Err(SvmError::MisalignedFrame);
+    }
+    NonNull::new(ptr).ok_or(SvmError::MisalignedFrame)
+}
+
+impl SvmVcpu {
+    pub fn new<F: FrameSource>(
+        features: &SvmFeatures,
+        config: &VcpuConfig,
+        frames: &mut F,
+    ) -> Result<SvmVcpu, SvmError> {
+        if features.xsave_bytes > XSAVE_AREA_BYTES {
+            return Err(SvmError::XsaveAreaTooLarge);
+        }
+        let mut got: heapless::Vec<HostPhysAddr, 3> = heapless::Vec::new();
+        let result = Self::build(features, config, frames, &mut got);
+        if result.is_err() {
+            for pa in got {
+                frames.free(pa);
+            }
+        }
+        result
+    }
+
+    fn build<F: FrameSource>(
+        features: &SvmFeatures,
+        config: &VcpuConfig,
+        frames: &mut F,
+        got: &mut heapless::Vec<HostPhysAddr, 3>,
+    ) -> Result<SvmVcpu, SvmError> {
+        for _ in 0..3 {
+            let pa = frames.alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
+            got.push(pa).map_err(|_| SvmError::OutOfFrames)?;
+        }
+        let [vmcb_pa, host_save_pa, xsave_pa] = [got[0], got[1], got[2]];
+        let vmcb = frame_ptr::<Vmcb, F>(frames, vmcb_pa)?;
+        let xsave = frame_ptr::<u8, F>(frames, xsave_pa)?;
+        let mut vcpu = SvmVcpu {
+            vmcb,
+            vmcb_pa,
+            host_save_pa,
+            xsave,
+            xsave_pa,
+            regs: GuestRegisters::default(),
+            xcr0: 1,
+            features: *features,
+            pending_event: 0,
+        };
+        // Initial x87/SSE control words for the FXSAVE path (the XSAVE path starts from
+        // the init state because XSTATE_BV = 0): FCW = 0x37F, MXCSR = 0x1F80.
+        let area = frames.table_mut(xsave_pa);
+        area[0] = 0x37f;
+        area[3] = 0x1f80;
+        let (vmcb, regs) = vcpu.parts();
+        setup_vmcb(vmcb, regs, features, config)?;
+        log::debug!(target: "svm", "vcpu created: VMCB {vmcb_pa}, ASID {}", config.tag);
+        Ok(vcpu)
+    }
+
+    /// Returns the vCPU's frames.
+    pub fn destroy<F: FrameSource>(self, frames: &mut F) {
+        for pa in [self.vmcb_pa, self.host_save_pa, self.xsave_pa] {
+            frames.free(pa);
+        }
+    }
+
+    pub fn vmcb(&self) -> &Vmcb {
+        // SAFETY: `vmcb` points at a 4 KiB-aligned frame this vCPU owns exclusively
+        // (allocated in `new`, freed only by `destroy`, which consumes the vCPU); the
+        // frame was zeroed, and every bit pattern is a valid `Vmcb` (integers only).
+        unsafe { self.vmcb.as_ref() }
+    }
+
+    fn parts(&mut self) -> (&mut Vmcb, &mut GuestRegisters) {
+        // SAFETY: as in `vmcb`; `&mut self` makes this the only reference.
+        (unsafe { self.vmcb.as_mut() }, &mut self.regs)
+    }
+
+    pub fn vmcb_mut(&mut self) -> &mut Vmcb {
+        self.parts().0
+    }
+
+    pub fn registers(&self) -> &GuestRegisters {
+        &self.regs
+    }
+
+    /// Flush this guest's TLB entries on the next entry (after changing its stage-2
+    /// tables).
+    pub fn request_tlb_flush(&mut self) {
+        let flush = if self.features.flush_by_asid {
+            tlb_control::FLUSH_GUEST
+        } else {
+            tlb_control::FLUSH_ALL
+        };
+        self.vmcb_mut().control.tlb_control = flush;
+    }
+
+    /// Enters the guest and returns the decoded exit. Host interrupts that caused an
+    /// INTR exit are still pending (IF = 0): the caller opens a window for them.
+    pub fn run(&mut self) -> Exit {
+        if !enable::is_enabled() {
+            log::error!(target: "svm", "run without EFER.SVME on this CPU");
+            return Exit::new(ExitReason::InvalidGuestState { raw: code::INVALID });
+        }
+        let (vmcb, regs) = self.parts();
+        vmcb.save.rax = regs.rax;
+        vmcb.save.rsp = regs.rsp;
+        vmcb.save.rip = regs.rip;
+        vmcb.save.rflags = regs.rflags;
+        let area = self.xsave.as_ptr();
+        let guest_xcr0 = self.xcr0;
+        let xsave = self.features.xsave;
+        let host_xcr0 = if xsave {
+            // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE.
+            let host = unsafe { instr::xcr0() };
+            // SAFETY: `guest_xcr0` was validated by the XSETBV handler against the
+            // offered components (or is the initial x87-only value); the hypervisor
+            // has no extended state of its own, so changing XCR0 is invisible to it.
+            unsafe { instr::set_xcr0(guest_xcr0) };
+            // SAFETY: `area` is this vCPU's own 4 KiB-aligned frame, large enough for
+            // every offered component (`new` checked `xsave_bytes`), holding either
+            // zeroes (the init state) or the image saved after the previous run.
+            unsafe { instr::xrstor(area, guest_xcr0) };
+            host
+        } else {
+            // SAFETY: `enable` set CR4.OSFXSR; `area` is this vCPU's 4 KiB-aligned
+            // frame holding a valid image (initialised in `new`, then saved below).
+            unsafe { instr::fxrstor(area) };
+            0
+        };
+        // SAFETY: SVME is set (checked above) and `enable` set VM_HSAVE_PA on this CPU;
+        // the VMCB was built by `setup_vmcb` and intercepts VMRUN; the VMCB and host
+        // save frames belong to this vCPU alone and are 4 KiB-aligned; `self.regs` is
+        // a valid, exclusively borrowed register block.
+        unsafe {
+            svm_run(
+                self.vmcb_pa.raw(),
+                &raw mut self.regs,
+                self.host_save_pa.raw(),
+            )
+        };
+        if xsave {
+            // SAFETY: as for XRSTOR above; XCR0 still holds the guest's value.
+            unsafe { instr::xsave(area, guest_xcr0) };
+            // SAFETY: `host_xcr0` is the value read from this CPU before the run.
+            unsafe { instr::set_xcr0(host_xcr0) };
+        } else {
+            // SAFETY: as for FXRSTOR above.
+            unsafe { instr::fxsave(area) };
+        }
+        self.after_exit()
+    }
+
+    /// Bookkeeping after #VMEXIT (separate from `run` so it is testable).
+    fn after_exit(&mut self) -> Exit {
+        let (nrip, assists) = (self.features.nrip_save, self.features.decode_assists);
+        let (vmcb, regs) = self.parts();
+        regs.rax = vmcb.save.rax;
+        regs.rsp = vmcb.save.rsp;
+        regs.rip = vmcb.save.rip;
+        regs.rflags = vmcb.save.rflags;
+        let c = &mut vmcb.control;
+        c.tlb_control = tlb_control::DO_NOTHING;
+        c.event_inj = 0;
+        let raw = RawExit::from_vmcb(vmcb, regs.rcx, regs.rdx, nrip, assists);
+        let c = &mut vmcb.control;
+        if raw.code == code::VINTR {
+            c.int_ctl &= !(int_ctl::V_IRQ | int_ctl::V_INTR_VECTOR_MASK);
+            c.intercept_misc1 &= !InterceptMisc1::VINTR.bits();
+        }
+        self.pending_event = if raw.int_info & event::VALID != 0 {
+            raw.int_info
+        } else {
+            0
+        };
+        exit::decode(&raw)
+    }
+
+    /// Carries out `action` in the VMCB (see `Arch::apply`).
+    pub fn apply(&mut self, action: &ExitAction) -> Flow {
+        let pending = self.pending_event;
+        let mode = self.regs_view().mode();
+        let (vmcb, regs) = self.parts();
+        match action {
+            ExitAction::Advance(next) | ExitAction::Yield(next) | ExitAction::Halt(next) => {
+                regs.rip = match *next {
+                    NextRip::By(n) => regs.rip.wrapping_add(u64::from(n)) & mode.ip_mask(),
+                    NextRip::To(rip) => rip,
+                };
+                vmcb.control.int_state &= !int_state::INTERRUPT_SHADOW;
+            }
+            ExitAction::Inject(e) => vmcb.control.event_inj = encode_event(e),
+            ExitAction::Resume | ExitAction::Stop(_) => {}
+        }
+        if pending != 0 {
+            // An event was being delivered when the exit happened: deliver it again
+            // (APM 15.7.2). An exit during event delivery is not an instruction
+            // intercept, so a decided injection here would be unusual.
+            if let ExitAction::Inject(e) = action {
+                log::warn!(target: "svm", "dropping injection of {e:?}: re-injecting {pending:#x}");
+            }
+            vmcb.control.event_inj = pending;
+            self.pending_event = 0;
+        }
+        Flow::of(action)
+    }
+
+    /// The register view used by decision code.
+    pub fn regs_view(&mut self) -> SvmRegs<'_> {
+        SvmRegs { vcpu: self }
+    }
+}
+
+/// [`RegisterFile`] over a vCPU: GPRs, RIP and RFLAGS from the register block (synced
+/// with the VMCB around each run), everything else from the VMCB.
+#[derive(Debug)]
+pub struct SvmRegs<'a> {
+    vcpu: &'a mut SvmVcpu,
+}
+
+impl SvmRegs<'_> {
+    fn vmcb(&self) -> &Vmcb {
+        self.vcpu.vmcb()
+    }
+    fn vmcb_mut(&mut self) -> &mut Vmcb {
+        self.vcpu.vmcb_mut()
+    }
+}
+
+impl RegisterFile for SvmRegs<'_> {
+    fn gpr(&self, r: Gpr) -> u64 {
+        self.vcpu.regs.get(r)
+    }
+    fn set_gpr(&mut self, r: Gpr, value: u64) {
+        self.vcpu.regs.set(r, value)
+    }
+    fn rip(&self) -> u64 {
+        self.vcpu.regs.rip
+    }
+    fn rflags(&self) -> u64 {
+        self.vcpu.regs.rflags
+    }
+    fn set_rflags(&mut self, value: u64) {
+        // Bit 1 is always set.
+        self.vcpu.regs.rflags = value | 2;
+    }
+    fn control(&self) -> ControlRegs {
+        let s = &self.vmcb().save;
+        ControlRegs {
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        }
+    }
+    fn set_cr2(&mut self, value: u64) {
+        self.vmcb_mut().save.cr2 = value;
+    }
+    fn segment(&self, seg: SegReg) -> Segment {
+        let s = &self.vmcb().save;
+        Segment::from(match seg {
+            SegReg::Es => s.es,
+            SegReg::Cs => s.cs,
+            SegReg::Ss => s.ss,
+            SegReg::Ds => s.ds,
+            SegReg::Fs => s.fs,
+            SegReg::Gs => s.gs,
+        })
+    }
+    fn cpl(&self) -> u8 {
+        self.vmcb().save.cpl
+    }
+    fn msr(&self, msr: VendorMsr) -> u64 {
+        let s = &self.vmcb().save;
+        match msr {
+            VendorMsr::Efer => s.efer & !cr::EFER_SVME,
+            VendorMsr::Star => s.star,
+            VendorMsr::Lstar => s.lstar,
+            VendorMsr::Cstar => s.cstar,
+            VendorMsr::Sfmask => s.sfmask,
+            VendorMsr::FsBase => s.fs.base,
+            VendorMsr::GsBase => s.gs.base,
+            VendorMsr::KernelGsBase => s.kernel_gs_base,
+            VendorMsr::SysenterCs => s.sysenter_cs,
+            VendorMsr::SysenterEsp => s.sysenter_esp,
+            VendorMsr::SysenterEip => s.sysenter_eip,
+            VendorMsr::Pat => s.g_pat,
+        }
+    }
+    fn set_msr(&mut self, msr: VendorMsr, value: u64) {
+        let s = &mut self.vmcb_mut().save;
+        let slot = match msr {
+            // SVME must stay set while the guest runs (VMRUN consistency check).
+            VendorMsr::Efer => {
+                s.efer = value | cr::EFER_SVME;
+                return;
+            }
+            VendorMsr::Star => &mut s.star,
+            VendorMsr::Lstar => &mut s.lstar,
+            VendorMsr::Cstar => &mut s.cstar,
+            VendorMsr::Sfmask => &mut s.sfmask,
+            VendorMsr::FsBase => &mut s.fs.base,
+            VendorMsr::GsBase => &mut s.gs.base,
+            VendorMsr::KernelGsBase => &mut s.kernel_gs_base,
+            VendorMsr::SysenterCs => &mut s.sysenter_cs,
+            VendorMsr::SysenterEsp => &mut s.sysenter_esp,
+            VendorMsr::SysenterEip => &mut s.sysenter_eip,
+            VendorMsr::Pat => &mut s.g_pat,
+        };
+        *slot = value;
+    }
+    fn tsc_offset(&self) -> u64 {
+        self.vmcb().control.tsc_offset
+    }
+    fn set_tsc_offset(&mut self, value: u64) {
+        self.vmcb_mut().control.tsc_offset = value;
+    }
+    fn xcr0(&self) -> u64 {
+        self.vcpu.xcr0
+    }
+    fn set_xcr0(&mut self, value: u64) {
+        self.vcpu.xcr0 = value;
+    }
+    fn mode(&self) -> CpuMode {
+        let s = &self.vmcb().save;
+        CpuMode::from_state(s.cr0, s.efer, &Segment::from(s.cs))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests;

@@ -1,0 +1,166 @@
+//! Host tests of vCPU setup, register access and action application (everything but
+//! the world switch itself).
+
+use super::*;
+use crate::memory::stage2::fake::FakeFrames;
+use crate::vcpu::exit::{Event, StopReason};
+
+fn features() -> SvmFeatures {
+    SvmFeatures {
+        npt: true,
+        asids: 16,
+        ..SvmFeatures::default()
+    }
+}
+
+fn config(initial: InitialState) -> VcpuConfig {
+    VcpuConfig {
+        tag: 1,
+        stage2_root: HostPhysAddr::new(0x1234_5000),
+        io_bitmap: HostPhysAddr::new(0x10_0000),
+        msr_bitmap: HostPhysAddr::new(0x10_3000),
+        initial,
+    }
+}
+
+const LONG: InitialState = InitialState::Long64 {
+    rip: 0x10_0000,
+    rsp: 0x8_0000,
+    cr3: 0x9000,
+    rsi: 0x7000,
+};
+
+#[test]
+fn vmcb_setup_long_mode() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    let c = v.vmcb().control;
+    assert_ne!(c.intercept_misc2 & InterceptMisc2::VMRUN.bits(), 0);
+    assert_ne!(c.intercept_misc1 & InterceptMisc1::INTR.bits(), 0);
+    assert_ne!(c.intercept_misc1 & InterceptMisc1::SHUTDOWN.bits(), 0);
+    assert_eq!(c.int_ctl & int_ctl::V_INTR_MASKING, int_ctl::V_INTR_MASKING);
+    assert_eq!((c.nested_ctl, c.ncr3, c.guest_asid), (1, 0x1234_5000, 1));
+    assert_eq!((c.iopm_base_pa, c.msrpm_base_pa), (0x10_0000, 0x10_3000));
+    assert_eq!(c.tlb_control, tlb_control::FLUSH_ALL);
+    let s = v.vmcb().save;
+    assert_eq!(s.efer & cr::EFER_SVME, cr::EFER_SVME);
+    assert_eq!((s.cr3, s.cs.attrib), (0x9000, 0xa9b));
+    assert_eq!(v.registers().rip, 0x10_0000);
+    let r = v.regs_view();
+    assert_eq!(r.mode(), CpuMode::Long64);
+    assert_eq!(r.gpr(Gpr::Rsi), 0x7000);
+    // The guest does not see SVME; writes cannot clear it.
+    assert_eq!(r.msr(VendorMsr::Efer) & cr::EFER_SVME, 0);
+    let mut r = v.regs_view();
+    r.set_msr(VendorMsr::Efer, cr::EFER_LME);
+    assert_eq!(v.vmcb().save.efer, cr::EFER_LME | cr::EFER_SVME);
+    // Three frames: VMCB, host save, extended state.
+    assert_eq!(frames.live(), 3);
+    v.destroy(&mut frames);
+    assert_eq!(frames.live(), 0);
+}
+
+#[test]
+fn vmcb_setup_reset_state() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(InitialState::Reset), &mut frames).unwrap();
+    let s = v.vmcb().save;
+    assert_eq!((s.cs.selector, s.cs.base), (0xf000, 0xffff_0000));
+    assert_eq!(v.registers().rip, 0xfff0);
+    assert_eq!(v.regs_view().mode(), CpuMode::Real);
+    v.destroy(&mut frames);
+}
+
+#[test]
+fn bad_configs_and_exhaustion_leak_nothing() {
+    let mut frames = FakeFrames::new();
+    let mut bad = config(LONG);
+    bad.tag = 0;
+    assert_eq!(
+        SvmVcpu::new(&features(), &bad, &mut frames).err(),
+        Some(SvmError::BadConfig)
+    );
+    bad.tag = 16;
+    assert!(SvmVcpu::new(&features(), &bad, &mut frames).is_err());
+    frames.limit = frames.allocated + 2;
+    assert_eq!(
+        SvmVcpu::new(&features(), &config(LONG), &mut frames).err(),
+        Some(SvmError::OutOfFrames)
+    );
+    let big = SvmFeatures {
+        xsave_bytes: 8192,
+        ..features()
+    };
+    assert_eq!(
+        SvmVcpu::new(&big, &config(LONG), &mut frames).err(),
+        Some(SvmError::XsaveAreaTooLarge)
+    );
+    assert_eq!(frames.live(), 0);
+}
+
+#[test]
+fn apply_advances_injects_and_reinjects() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    v.vmcb_mut().control.int_state = int_state::INTERRUPT_SHADOW;
+    assert_eq!(
+        v.apply(&ExitAction::Advance(NextRip::By(3))),
+        Flow::Continue
+    );
+    assert_eq!(v.registers().rip, 0x10_0003);
+    assert_eq!(v.vmcb().control.int_state, 0);
+    assert_eq!(
+        v.apply(&ExitAction::Halt(NextRip::To(0x20_0000))),
+        Flow::WaitForInterrupt
+    );
+    assert_eq!(v.registers().rip, 0x20_0000);
+    v.apply(&ExitAction::Inject(Event::gp(0)));
+    assert_eq!(v.vmcb().control.event_inj, 0x8000_0b0d);
+    assert_eq!(
+        v.apply(&ExitAction::Stop(StopReason::TripleFault)),
+        Flow::Stop(StopReason::TripleFault)
+    );
+
+    // Simulate an exit during delivery of vector 0x30 (NPF while vectoring).
+    {
+        let c = &mut v.vmcb_mut().control;
+        c.exit_code = code::NPF;
+        c.exit_info1 = 0x1_0000_0006;
+        c.exit_info2 = 0xfee0_0000;
+        c.exit_int_info = 0x8000_0030 | (0x1234 << 32);
+        c.event_inj = 0x8000_0b0d;
+    }
+    v.vmcb_mut().save.rip = 0x30_0000;
+    let exit = v.after_exit();
+    assert!(matches!(exit.reason, ExitReason::NestedPageFault { .. }));
+    assert_eq!(v.registers().rip, 0x30_0000);
+    assert_eq!(v.vmcb().control.event_inj, 0, "EVENTINJ cleared as a whole");
+    v.apply(&ExitAction::Resume);
+    assert_eq!(v.vmcb().control.event_inj, 0x1234_8000_0030);
+    // Stale error code with the valid bit clear is not re-injected.
+    v.vmcb_mut().control.exit_int_info = 0x1234_0000_0000;
+    v.after_exit();
+    v.vmcb_mut().control.event_inj = 0;
+    v.apply(&ExitAction::Resume);
+    assert_eq!(v.vmcb().control.event_inj, 0);
+    v.destroy(&mut frames);
+}
+
+#[test]
+fn vintr_exit_clears_the_window_request() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    {
+        let c = &mut v.vmcb_mut().control;
+        c.int_ctl |= int_ctl::virtual_interrupt(0x41, 0xf);
+        c.intercept_misc1 |= InterceptMisc1::VINTR.bits();
+        c.exit_code = code::VINTR;
+    }
+    assert_eq!(v.after_exit().reason, ExitReason::InterruptWindow);
+    let c = v.vmcb().control;
+    assert_eq!(c.int_ctl & int_ctl::V_IRQ, 0);
+    assert_eq!(c.intercept_misc1 & InterceptMisc1::VINTR.bits(), 0);
+    v.request_tlb_flush();
+    assert_eq!(v.vmcb().control.tlb_control, tlb_control::FLUSH_ALL);
+    v.destroy(&mut frames);
+}
