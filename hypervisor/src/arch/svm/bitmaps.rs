@@ -40,9 +40,7 @@ impl Default for IoPermissionMap {
 
 impl IoPermissionMap {
     pub const fn intercept_all() -> Self {
-        IoPermissionMap {
-            bits: [0xff; IOPM_BYTES],
-        }
+        IoPermissionMap { bits: [0xff; IOPM_BYTES] }
     }
 
     fn set(&mut self, bit: usize, value: bool) {
@@ -57,29 +55,19 @@ impl IoPermissionMap {
     }
 
     fn get(&self, bit: usize) -> bool {
-        self.bits
-            .get(bit / 8)
-            .is_some_and(|b| b & (1u8 << (bit % 8)) != 0)
+        self.bits.get(bit / 8).is_some_and(|b| b & (1u8 << (bit % 8)) != 0)
     }
 
     /// Intercepts ports `[first, first + count)` (clamped at 0xFFFF).
     pub fn intercept(&mut self, first: u16, count: u16) {
-        for p in u32::from(first)
-            ..u32::from(first)
-                .saturating_add(u32::from(count))
-                .min(0x1_0000)
-        {
+        for p in u32::from(first)..u32::from(first).saturating_add(u32::from(count)).min(0x1_0000) {
             self.set(p as usize, true);
         }
     }
 
     /// Lets the guest access ports `[first, first + count)` directly.
     pub fn allow(&mut self, first: u16, count: u16) {
-        for p in u32::from(first)
-            ..u32::from(first)
-                .saturating_add(u32::from(count))
-                .min(0x1_0000)
-        {
+        for p in u32::from(first)..u32::from(first).saturating_add(u32::from(count)).min(0x1_0000) {
             self.set(p as usize, false);
         }
     }
@@ -126,9 +114,7 @@ const MSRS_PER_RANGE: u32 = 0x2000;
 
 impl MsrPermissionMap {
     pub const fn intercept_all() -> Self {
-        MsrPermissionMap {
-            bits: [0xff; MSRPM_BYTES],
-        }
+        MsrPermissionMap { bits: [0xff; MSRPM_BYTES] }
     }
 
     /// The bit index for `msr`/`access`, or `None` if the MSR is outside every range.
@@ -136,12 +122,7 @@ impl MsrPermissionMap {
         MSR_RANGES.iter().find_map(|&(base, offset)| {
             let n = msr.checked_sub(base).filter(|n| *n < MSRS_PER_RANGE)?;
             let write = usize::from(access == MsrAccess::Write);
-            Some(
-                offset
-                    .wrapping_mul(8)
-                    .wrapping_add((n as usize).wrapping_mul(2))
-                    .wrapping_add(write),
-            )
+            Some(offset.wrapping_mul(8).wrapping_add((n as usize).wrapping_mul(2)).wrapping_add(write))
         })
     }
 
@@ -181,11 +162,8 @@ impl MsrPermissionMap {
     }
 
     pub fn is_intercepted(&self, msr: u32, access: MsrAccess) -> bool {
-        Self::bit_index(msr, access).is_none_or(|bit| {
-            self.bits
-                .get(bit / 8)
-                .is_none_or(|b| b & (1u8 << (bit % 8)) != 0)
-        })
+        Self::bit_index(msr, access)
+            .is_none_or(|bit| self.bits.get(bit / 8).is_none_or(|b| b & (1u8 << (bit % 8)) != 0))
     }
 
     pub fn as_bytes(&self) -> &[u8; MSRPM_BYTES] {
@@ -198,18 +176,9 @@ impl MsrPermissionMap {
     pub fn standard() -> Self {
         use crate::vcpu::msr::index::*;
         let mut m = Self::intercept_all();
-        for msr in [
-            FS_BASE,
-            GS_BASE,
-            KERNEL_GS_BASE,
-            STAR,
-            LSTAR,
-            CSTAR,
-            SFMASK,
-            SYSENTER_CS,
-            SYSENTER_ESP,
-            SYSENTER_EIP,
-        ] {
+        for msr in
+            [FS_BASE, GS_BASE, KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP]
+        {
             m.allow_rw(msr);
         }
         m
@@ -253,36 +222,17 @@ mod tests {
         assert_eq!(MsrPermissionMap::bit_index(0, MsrAccess::Read), Some(0));
         assert_eq!(MsrPermissionMap::bit_index(0, MsrAccess::Write), Some(1));
         // MSR 0x1FFF: last two bits of byte 0x7FF.
-        assert_eq!(
-            MsrPermissionMap::bit_index(0x1fff, MsrAccess::Write),
-            Some(0x7ff * 8 + 7)
-        );
+        assert_eq!(MsrPermissionMap::bit_index(0x1fff, MsrAccess::Write), Some(0x7ff * 8 + 7));
         // EFER (C000_0080): byte 0x800 + 0x80*2/8 = 0x820, bits 0/1.
-        assert_eq!(
-            MsrPermissionMap::bit_index(0xc000_0080, MsrAccess::Read),
-            Some(0x820 * 8)
-        );
+        assert_eq!(MsrPermissionMap::bit_index(0xc000_0080, MsrAccess::Read), Some(0x820 * 8));
         // C000_1FFF: byte 0xFFF bit 7 for write.
-        assert_eq!(
-            MsrPermissionMap::bit_index(0xc000_1fff, MsrAccess::Write),
-            Some(0xfff * 8 + 7)
-        );
+        assert_eq!(MsrPermissionMap::bit_index(0xc000_1fff, MsrAccess::Write), Some(0xfff * 8 + 7));
         // VM_HSAVE_PA (C001_0117): byte 0x1000 + 0x117*2/8 = 0x1045, bits 6/7.
-        assert_eq!(
-            MsrPermissionMap::bit_index(0xc001_0117, MsrAccess::Read),
-            Some(0x1045 * 8 + 6)
-        );
-        assert_eq!(
-            MsrPermissionMap::bit_index(0xc001_1fff, MsrAccess::Write),
-            Some(0x17ff * 8 + 7)
-        );
+        assert_eq!(MsrPermissionMap::bit_index(0xc001_0117, MsrAccess::Read), Some(0x1045 * 8 + 6));
+        assert_eq!(MsrPermissionMap::bit_index(0xc001_1fff, MsrAccess::Write), Some(0x17ff * 8 + 7));
         // Outside the ranges.
         for msr in [0x2000, 0xbfff_ffff, 0xc000_2000, 0xc001_2000, 0xffff_ffff] {
-            assert_eq!(
-                MsrPermissionMap::bit_index(msr, MsrAccess::Read),
-                None,
-                "{msr:#x}"
-            );
+            assert_eq!(MsrPermissionMap::bit_index(msr, MsrAccess::Read), None, "{msr:#x}");
         }
     }
 

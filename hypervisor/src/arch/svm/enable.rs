@@ -126,10 +126,7 @@ const EFER_SVME: u64 = 1 << 12;
 /// Turns SVM on for the executing CPU: checks VM_CR.SVMDIS, sets EFER.SVME, points
 /// VM_HSAVE_PA at a fresh frame, and enables the CR4 bits guest extended-state
 /// switching needs (OSFXSR, OSXMMEXCPT, OSXSAVE). Returns the host save area.
-pub fn enable<F: FrameSource>(
-    features: &SvmFeatures,
-    frames: &mut F,
-) -> Result<HostPhysAddr, SvmError> {
+pub fn enable<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<HostPhysAddr, SvmError> {
     if !features.npt {
         return Err(SvmError::NoNestedPaging);
     }

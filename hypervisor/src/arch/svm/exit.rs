@@ -5,9 +5,7 @@
 
 use super::vmcb::Vmcb;
 use crate::memory::addr::GuestPhysAddr;
-use crate::vcpu::exit::{
-    AccessSize, Event, Exit, ExitReason, InsnBytes, IoDirection, IoExit, NpfInfo,
-};
+use crate::vcpu::exit::{AccessSize, Event, Exit, ExitReason, InsnBytes, IoDirection, IoExit, NpfInfo};
 
 /// EXITCODE values (APM Vol. 2 Table C-1).
 pub mod code {
@@ -150,11 +148,7 @@ fn decode_ioio(info1: u64) -> Option<IoExit> {
     Some(IoExit {
         port: (info1 >> ioio::PORT_SHIFT) as u16,
         size,
-        direction: if info1 & ioio::TYPE_IN != 0 {
-            IoDirection::In
-        } else {
-            IoDirection::Out
-        },
+        direction: if info1 & ioio::TYPE_IN != 0 { IoDirection::In } else { IoDirection::Out },
         string: info1 & ioio::STRING != 0,
         rep: info1 & ioio::REP != 0,
     })
@@ -202,10 +196,7 @@ pub fn decode_exit(raw: &RawExit) -> ExitReason {
             let msr = raw.rcx as u32;
             match raw.info1 {
                 0 => ExitReason::MsrRead { msr },
-                1 => ExitReason::MsrWrite {
-                    msr,
-                    value: (raw.rdx << 32) | (raw.rax & 0xffff_ffff),
-                },
+                1 => ExitReason::MsrWrite { msr, value: (raw.rdx << 32) | (raw.rax & 0xffff_ffff) },
                 _ => ExitReason::Unknown(c),
             }
         }
@@ -223,10 +214,7 @@ pub fn decode_exit(raw: &RawExit) -> ExitReason {
         | code::MWAIT_CONDITIONAL
         | code::RDPRU => ExitReason::UnsupportedInstruction,
         code::XSETBV => ExitReason::Xsetbv,
-        code::NPF => ExitReason::NestedPageFault {
-            gpa: GuestPhysAddr::new(raw.info2),
-            info: decode_npf(raw.info1),
-        },
+        code::NPF => ExitReason::NestedPageFault { gpa: GuestPhysAddr::new(raw.info2), info: decode_npf(raw.info1) },
         _ => ExitReason::Unknown(c),
     }
 }
@@ -240,11 +228,7 @@ pub fn decode(raw: &RawExit) -> Exit {
         ExitReason::NestedPageFault { .. } | ExitReason::Exception { .. } => None,
         _ => raw.next_rip.filter(|&rip| rip != 0),
     };
-    Exit {
-        reason,
-        next_rip,
-        insn: raw.insn,
-    }
+    Exit { reason, next_rip, insn: raw.insn }
 }
 
 #[cfg(test)]
@@ -252,21 +236,13 @@ mod tests {
     use super::*;
 
     fn raw(code: u64, info1: u64, info2: u64) -> RawExit {
-        RawExit {
-            code,
-            info1,
-            info2,
-            ..RawExit::default()
-        }
+        RawExit { code, info1, info2, ..RawExit::default() }
     }
 
     #[test]
     fn invalid_checks_low_32_bits() {
         for c in [0xffff_ffff, u64::MAX, u64::MAX - 1] {
-            assert_eq!(
-                decode_exit(&raw(c, 0, 0)),
-                ExitReason::InvalidGuestState { raw: c }
-            );
+            assert_eq!(decode_exit(&raw(c, 0, 0)), ExitReason::InvalidGuestState { raw: c });
         }
     }
 
@@ -285,21 +261,11 @@ mod tests {
             })
         );
         assert_eq!(e.next_rip, Some(0x1234));
-        let ExitReason::Io(rep) = decode_exit(&raw(code::IOIO, 0x03f8_001c, 0)) else {
-            unreachable!()
-        };
+        let ExitReason::Io(rep) = decode_exit(&raw(code::IOIO, 0x03f8_001c, 0)) else { unreachable!() };
         assert!(rep.string && rep.rep);
-        let ExitReason::Io(inl) = decode_exit(&raw(code::IOIO, 0x0cfc_0041, 0)) else {
-            unreachable!()
-        };
-        assert_eq!(
-            (inl.port, inl.size, inl.direction),
-            (0xcfc, AccessSize::Dword, IoDirection::In)
-        );
-        assert_eq!(
-            decode_exit(&raw(code::IOIO, 0x80_0000, 0)),
-            ExitReason::Unknown(code::IOIO)
-        );
+        let ExitReason::Io(inl) = decode_exit(&raw(code::IOIO, 0x0cfc_0041, 0)) else { unreachable!() };
+        assert_eq!((inl.port, inl.size, inl.direction), (0xcfc, AccessSize::Dword, IoDirection::In));
+        assert_eq!(decode_exit(&raw(code::IOIO, 0x80_0000, 0)), ExitReason::Unknown(code::IOIO));
     }
 
     #[test]
@@ -310,13 +276,7 @@ mod tests {
         r.info1 = 1;
         r.rax = 0xdead_beef_0000_0d01;
         r.rdx = 0x1;
-        assert_eq!(
-            decode_exit(&r),
-            ExitReason::MsrWrite {
-                msr: 0xc000_0080,
-                value: 0x1_0000_0d01
-            }
-        );
+        assert_eq!(decode_exit(&r), ExitReason::MsrWrite { msr: 0xc000_0080, value: 0x1_0000_0d01 });
         r.info1 = 7;
         assert_eq!(decode_exit(&r), ExitReason::Unknown(code::MSR));
     }
@@ -329,16 +289,10 @@ mod tests {
             e,
             ExitReason::NestedPageFault {
                 gpa: GuestPhysAddr::new(0x80_0000),
-                info: NpfInfo {
-                    user: true,
-                    final_address: true,
-                    ..NpfInfo::default()
-                }
+                info: NpfInfo { user: true, final_address: true, ..NpfInfo::default() }
             }
         );
-        let ExitReason::NestedPageFault { info, .. } =
-            decode_exit(&raw(code::NPF, 0x2_0000_0007, 0))
-        else {
+        let ExitReason::NestedPageFault { info, .. } = decode_exit(&raw(code::NPF, 0x2_0000_0007, 0)) else {
             unreachable!()
         };
         assert!(info.present && info.write && info.in_guest_walk && !info.final_address);
@@ -348,52 +302,23 @@ mod tests {
     fn simple_exits_and_hints() {
         assert_eq!(decode_exit(&raw(code::CPUID, 0, 0)), ExitReason::Cpuid);
         assert_eq!(decode_exit(&raw(code::HLT, 0, 0)), ExitReason::Hlt);
-        assert_eq!(
-            decode_exit(&raw(code::VMMCALL, 0, 0)),
-            ExitReason::Hypercall
-        );
-        assert_eq!(
-            decode_exit(&raw(code::INTR, 0, 0)),
-            ExitReason::ExternalInterrupt
-        );
+        assert_eq!(decode_exit(&raw(code::VMMCALL, 0, 0)), ExitReason::Hypercall);
+        assert_eq!(decode_exit(&raw(code::INTR, 0, 0)), ExitReason::ExternalInterrupt);
         assert_eq!(decode_exit(&raw(code::NMI, 0, 0)), ExitReason::Nmi);
-        assert_eq!(
-            decode_exit(&raw(code::SHUTDOWN, 0, 0)),
-            ExitReason::Shutdown
-        );
-        assert_eq!(
-            decode_exit(&raw(code::VINTR, 0, 0)),
-            ExitReason::InterruptWindow
-        );
-        assert_eq!(
-            decode_exit(&raw(code::VMRUN, 0, 0)),
-            ExitReason::UnsupportedInstruction
-        );
-        assert_eq!(
-            decode_exit(&raw(code::MWAIT, 0, 0)),
-            ExitReason::UnsupportedInstruction
-        );
+        assert_eq!(decode_exit(&raw(code::SHUTDOWN, 0, 0)), ExitReason::Shutdown);
+        assert_eq!(decode_exit(&raw(code::VINTR, 0, 0)), ExitReason::InterruptWindow);
+        assert_eq!(decode_exit(&raw(code::VMRUN, 0, 0)), ExitReason::UnsupportedInstruction);
+        assert_eq!(decode_exit(&raw(code::MWAIT, 0, 0)), ExitReason::UnsupportedInstruction);
         assert_eq!(decode_exit(&raw(0x3ff, 0, 0)), ExitReason::Unknown(0x3ff));
-        assert_eq!(
-            decode_exit(&raw(code::CR0_WRITE, 0, 0)),
-            ExitReason::Unknown(0x10)
-        );
+        assert_eq!(decode_exit(&raw(code::CR0_WRITE, 0, 0)), ExitReason::Unknown(0x10));
         // #GP with error code; #UD without; #PF with CR2.
         assert_eq!(
             decode_exit(&raw(code::EXCEPTION_BASE + 14, 2, 0xdead)),
-            ExitReason::Exception {
-                vector: 14,
-                error_code: Some(2),
-                fault_address: 0xdead
-            }
+            ExitReason::Exception { vector: 14, error_code: Some(2), fault_address: 0xdead }
         );
         assert_eq!(
             decode_exit(&raw(code::EXCEPTION_BASE + 6, 0, 0)),
-            ExitReason::Exception {
-                vector: 6,
-                error_code: None,
-                fault_address: 0
-            }
+            ExitReason::Exception { vector: 6, error_code: None, fault_address: 0 }
         );
         // NRIP: used when present and non-zero.
         let mut r = raw(code::CPUID, 0, 0);

@@ -52,9 +52,7 @@ pub unsafe fn clgi() {
 /// EFER.SVME must be set.
 pub unsafe fn invlpga(gva: u64, asid: u32) {
     // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("invlpga rax, ecx", in("rax") gva, in("ecx") asid, options(nostack, preserves_flags))
-    }
+    unsafe { asm!("invlpga rax, ecx", in("rax") gva, in("ecx") asid, options(nostack, preserves_flags)) }
 }
 
 /// XGETBV(0): the current XCR0. Requires CR4.OSXSAVE (else #UD).
@@ -64,9 +62,7 @@ pub unsafe fn invlpga(gva: u64, asid: u32) {
 pub unsafe fn xcr0() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
     (u64::from(hi) << 32) | u64::from(lo)
 }
 

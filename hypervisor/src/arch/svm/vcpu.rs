@@ -14,16 +14,14 @@ use super::entry::svm_run;
 use super::exit::{self, RawExit, code};
 use super::instr;
 use super::vmcb::{
-    InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state,
-    intercept_exception, nested_ctl, tlb_control,
+    InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state, intercept_exception,
+    nested_ctl, tlb_control,
 };
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
 use crate::vcpu::arch::{InitialState, VcpuConfig};
 use crate::vcpu::exit::{Exit, ExitAction, ExitReason, Flow, NextRip, vector};
-use crate::vcpu::regs::{
-    ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr,
-};
+use crate::vcpu::regs::{ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr};
 
 /// Power-on PAT (APM Vol. 2 7.8.2).
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
@@ -82,40 +80,16 @@ pub fn setup_vmcb(
     s.g_pat = PAT_DEFAULT;
     s.dr6 = 0xffff_0ff0;
     s.dr7 = 0x400;
-    *regs = GuestRegisters {
-        rflags: 0x2,
-        ..GuestRegisters::default()
-    };
+    *regs = GuestRegisters { rflags: 0x2, ..GuestRegisters::default() };
     match config.initial {
         InitialState::Reset => {
-            let data = VmcbSegment {
-                selector: 0,
-                attrib: 0x93,
-                limit: 0xffff,
-                base: 0,
-            };
+            let data = VmcbSegment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
             (s.es, s.ss, s.ds, s.fs, s.gs) = (data, data, data, data, data);
-            s.cs = VmcbSegment {
-                selector: 0xf000,
-                attrib: 0x9b,
-                limit: 0xffff,
-                base: 0xffff_0000,
-            };
-            s.gdtr = VmcbSegment {
-                limit: 0xffff,
-                ..VmcbSegment::default()
-            };
+            s.cs = VmcbSegment { selector: 0xf000, attrib: 0x9b, limit: 0xffff, base: 0xffff_0000 };
+            s.gdtr = VmcbSegment { limit: 0xffff, ..VmcbSegment::default() };
             s.idtr = s.gdtr;
-            s.ldtr = VmcbSegment {
-                attrib: 0x82,
-                limit: 0xffff,
-                ..VmcbSegment::default()
-            };
-            s.tr = VmcbSegment {
-                attrib: 0x83,
-                limit: 0xffff,
-                ..VmcbSegment::default()
-            };
+            s.ldtr = VmcbSegment { attrib: 0x82, limit: 0xffff, ..VmcbSegment::default() };
+            s.tr = VmcbSegment { attrib: 0x83, limit: 0xffff, ..VmcbSegment::default() };
             // CD | NW | ET (APM Vol. 2 Table 14-1).
             s.cr0 = 0x6000_0010;
             s.efer = cr::EFER_SVME;
@@ -124,28 +98,11 @@ pub fn setup_vmcb(
             regs.rdx = 0;
         }
         InitialState::Long64 { rip, rsp, cr3, rsi } => {
-            let data = VmcbSegment {
-                selector: 0x18,
-                attrib: 0xc93,
-                limit: 0xffff_ffff,
-                base: 0,
-            };
+            let data = VmcbSegment { selector: 0x18, attrib: 0xc93, limit: 0xffff_ffff, base: 0 };
             (s.es, s.ss, s.ds, s.fs, s.gs) = (data, data, data, data, data);
-            s.cs = VmcbSegment {
-                selector: 0x10,
-                attrib: 0xa9b,
-                limit: 0xffff_ffff,
-                base: 0,
-            };
-            s.ldtr = VmcbSegment {
-                attrib: 0x82,
-                ..VmcbSegment::default()
-            };
-            s.tr = VmcbSegment {
-                attrib: 0x8b,
-                limit: 0x67,
-                ..VmcbSegment::default()
-            };
+            s.cs = VmcbSegment { selector: 0x10, attrib: 0xa9b, limit: 0xffff_ffff, base: 0 };
+            s.ldtr = VmcbSegment { attrib: 0x82, ..VmcbSegment::default() };
+            s.tr = VmcbSegment { attrib: 0x8b, limit: 0x67, ..VmcbSegment::default() };
             // PE | MP | ET | NE | WP | PG.
             s.cr0 = 0x8005_0033;
             s.cr3 = cr3;
@@ -268,11 +225,7 @@ impl SvmVcpu {
     /// Flush this guest's TLB entries on the next entry (after changing its stage-2
     /// tables).
     pub fn request_tlb_flush(&mut self) {
-        let flush = if self.features.flush_by_asid {
-            tlb_control::FLUSH_GUEST
-        } else {
-            tlb_control::FLUSH_ALL
-        };
+        let flush = if self.features.flush_by_asid { tlb_control::FLUSH_GUEST } else { tlb_control::FLUSH_ALL };
         self.vmcb_mut().control.tlb_control = flush;
     }
 
@@ -313,13 +266,7 @@ impl SvmVcpu {
         // the VMCB was built by `setup_vmcb` and intercepts VMRUN; the VMCB and host
         // save frames belong to this vCPU alone and are 4 KiB-aligned; `self.regs` is
         // a valid, exclusively borrowed register block.
-        unsafe {
-            svm_run(
-                self.vmcb_pa.raw(),
-                &raw mut self.regs,
-                self.host_save_pa.raw(),
-            )
-        };
+        unsafe { svm_run(self.vmcb_pa.raw(), &raw mut self.regs, self.host_save_pa.raw()) };
         if xsave {
             // SAFETY: as for XRSTOR above; XCR0 still holds the guest's value.
             unsafe { instr::xsave(area, guest_xcr0) };
@@ -349,11 +296,7 @@ impl SvmVcpu {
             c.int_ctl &= !(int_ctl::V_IRQ | int_ctl::V_INTR_VECTOR_MASK);
             c.intercept_misc1 &= !InterceptMisc1::VINTR.bits();
         }
-        self.pending_event = if raw.int_info & event::VALID != 0 {
-            raw.int_info
-        } else {
-            0
-        };
+        self.pending_event = if raw.int_info & event::VALID != 0 { raw.int_info } else { 0 };
         exit::decode(&raw)
     }
 
@@ -427,13 +370,7 @@ impl RegisterFile for SvmRegs<'_> {
     }
     fn control(&self) -> ControlRegs {
         let s = &self.vmcb().save;
-        ControlRegs {
-            cr0: s.cr0,
-            cr2: s.cr2,
-            cr3: s.cr3,
-            cr4: s.cr4,
-            efer: s.efer,
-        }
+        ControlRegs { cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4, efer: s.efer }
     }
     fn set_cr2(&mut self, value: u64) {
         self.vmcb_mut().save.cr2 = value;

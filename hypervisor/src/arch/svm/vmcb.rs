@@ -292,12 +292,7 @@ const _: () = {
     assert!(offset_of!(Vmcb, save) == 0x400);
 };
 
-const ZERO_SEGMENT: VmcbSegment = VmcbSegment {
-    selector: 0,
-    attrib: 0,
-    limit: 0,
-    base: 0,
-};
+const ZERO_SEGMENT: VmcbSegment = VmcbSegment { selector: 0, attrib: 0, limit: 0, base: 0 };
 
 impl Vmcb {
     /// An all-zero VMCB.
@@ -520,10 +515,7 @@ pub mod int_ctl {
 
     /// A pending virtual interrupt: V_IRQ, priority, vector, ignoring V_TPR.
     pub const fn virtual_interrupt(vector: u8, priority: u8) -> u64 {
-        V_IRQ
-            | V_IGN_TPR
-            | (((priority & 0xf) as u64) << V_INTR_PRIO_SHIFT)
-            | ((vector as u64) << V_INTR_VECTOR_SHIFT)
+        V_IRQ | V_IGN_TPR | (((priority & 0xf) as u64) << V_INTR_PRIO_SHIFT) | ((vector as u64) << V_INTR_VECTOR_SHIFT)
     }
 }
 
@@ -579,26 +571,13 @@ pub const fn decode_event(raw: u64) -> Option<Event> {
         event::TYPE_SOFT_INT => EventKind::SoftwareInterrupt,
         _ => EventKind::ExternalInterrupt,
     };
-    let error_code = if raw & event::EV != 0 {
-        Some((raw >> event::ERROR_CODE_SHIFT) as u32)
-    } else {
-        None
-    };
-    Some(Event {
-        kind,
-        vector: (raw & event::VECTOR_MASK) as u8,
-        error_code,
-    })
+    let error_code = if raw & event::EV != 0 { Some((raw >> event::ERROR_CODE_SHIFT) as u32) } else { None };
+    Some(Event { kind, vector: (raw & event::VECTOR_MASK) as u8, error_code })
 }
 
 impl From<VmcbSegment> for crate::vcpu::regs::Segment {
     fn from(s: VmcbSegment) -> Self {
-        crate::vcpu::regs::Segment {
-            selector: s.selector,
-            attrib: s.attrib,
-            limit: s.limit,
-            base: s.base,
-        }
+        crate::vcpu::regs::Segment { selector: s.selector, attrib: s.attrib, limit: s.limit, base: s.base }
     }
 }
 
@@ -629,10 +608,7 @@ mod tests {
         assert_eq!(InterceptMisc1::SHUTDOWN.bits(), 0x8000_0000);
         assert_eq!(InterceptMisc1::CPUID.bits(), 0x0004_0000);
         assert_eq!(InterceptMisc2::XSETBV.bits(), 0x2000);
-        assert_eq!(
-            int_ctl::virtual_interrupt(0x41, 0xf),
-            0x41_0010_0100 | (0xf << 16)
-        );
+        assert_eq!(int_ctl::virtual_interrupt(0x41, 0xf), 0x41_0010_0100 | (0xf << 16));
     }
 
     #[test]

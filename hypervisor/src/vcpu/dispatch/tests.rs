@@ -198,10 +198,7 @@ fn fatal_exits_stop_the_vm() {
         panic!("unknown exit must stop the VM");
     };
     assert_eq!((raw, regs.r13, regs.rip), (0x8e, 0xfeed, CODE));
-    assert_eq!(
-        h.run(ExitReason::UnsupportedInstruction),
-        ExitAction::inject_ud()
-    );
+    assert_eq!(h.run(ExitReason::UnsupportedInstruction), ExitAction::inject_ud());
     assert_eq!(h.run(ExitReason::ExternalInterrupt), ExitAction::Resume);
 }
 

@@ -6,11 +6,7 @@ use crate::memory::stage2::fake::FakeFrames;
 use crate::vcpu::exit::{Event, StopReason};
 
 fn features() -> SvmFeatures {
-    SvmFeatures {
-        npt: true,
-        asids: 16,
-        ..SvmFeatures::default()
-    }
+    SvmFeatures { npt: true, asids: 16, ..SvmFeatures::default() }
 }
 
 fn config(initial: InitialState) -> VcpuConfig {
@@ -23,12 +19,7 @@ fn config(initial: InitialState) -> VcpuConfig {
     }
 }
 
-const LONG: InitialState = InitialState::Long64 {
-    rip: 0x10_0000,
-    rsp: 0x8_0000,
-    cr3: 0x9000,
-    rsi: 0x7000,
-};
+const LONG: InitialState = InitialState::Long64 { rip: 0x10_0000, rsp: 0x8_0000, cr3: 0x9000, rsi: 0x7000 };
 
 #[test]
 fn vmcb_setup_long_mode() {
@@ -76,25 +67,13 @@ fn bad_configs_and_exhaustion_leak_nothing() {
     let mut frames = FakeFrames::new();
     let mut bad = config(LONG);
     bad.tag = 0;
-    assert_eq!(
-        SvmVcpu::new(&features(), &bad, &mut frames).err(),
-        Some(SvmError::BadConfig)
-    );
+    assert_eq!(SvmVcpu::new(&features(), &bad, &mut frames).err(), Some(SvmError::BadConfig));
     bad.tag = 16;
     assert!(SvmVcpu::new(&features(), &bad, &mut frames).is_err());
     frames.limit = frames.allocated + 2;
-    assert_eq!(
-        SvmVcpu::new(&features(), &config(LONG), &mut frames).err(),
-        Some(SvmError::OutOfFrames)
-    );
-    let big = SvmFeatures {
-        xsave_bytes: 8192,
-        ..features()
-    };
-    assert_eq!(
-        SvmVcpu::new(&big, &config(LONG), &mut frames).err(),
-        Some(SvmError::XsaveAreaTooLarge)
-    );
+    assert_eq!(SvmVcpu::new(&features(), &config(LONG), &mut frames).err(), Some(SvmError::OutOfFrames));
+    let big = SvmFeatures { xsave_bytes: 8192, ..features() };
+    assert_eq!(SvmVcpu::new(&big, &config(LONG), &mut frames).err(), Some(SvmError::XsaveAreaTooLarge));
     assert_eq!(frames.live(), 0);
 }
 
@@ -103,23 +82,14 @@ fn apply_advances_injects_and_reinjects() {
     let mut frames = FakeFrames::new();
     let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
     v.vmcb_mut().control.int_state = int_state::INTERRUPT_SHADOW;
-    assert_eq!(
-        v.apply(&ExitAction::Advance(NextRip::By(3))),
-        Flow::Continue
-    );
+    assert_eq!(v.apply(&ExitAction::Advance(NextRip::By(3))), Flow::Continue);
     assert_eq!(v.registers().rip, 0x10_0003);
     assert_eq!(v.vmcb().control.int_state, 0);
-    assert_eq!(
-        v.apply(&ExitAction::Halt(NextRip::To(0x20_0000))),
-        Flow::WaitForInterrupt
-    );
+    assert_eq!(v.apply(&ExitAction::Halt(NextRip::To(0x20_0000))), Flow::WaitForInterrupt);
     assert_eq!(v.registers().rip, 0x20_0000);
     v.apply(&ExitAction::Inject(Event::gp(0)));
     assert_eq!(v.vmcb().control.event_inj, 0x8000_0b0d);
-    assert_eq!(
-        v.apply(&ExitAction::Stop(StopReason::TripleFault)),
-        Flow::Stop(StopReason::TripleFault)
-    );
+    assert_eq!(v.apply(&ExitAction::Stop(StopReason::TripleFault)), Flow::Stop(StopReason::TripleFault));
 
     // Simulate an exit during delivery of vector 0x30 (NPF while vectoring).
     {
