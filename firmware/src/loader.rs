@@ -12,7 +12,7 @@ use bulkhead_abi::manifest::{self, Entry};
 use bulkhead_abi::{
     BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo, FramebufferInfo, MemoryRegion, Module, PhysSlice, PixelFormat,
 };
-use firmware::elf::{self, PAGE};
+use elfload::{self as elf, PAGE};
 use firmware::gop::{self, Candidate};
 use firmware::memory_map::{self, uefi_type};
 use uefi::boot::{self, AllocateType, MemoryType};
@@ -78,7 +78,8 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
 
     let image = read_verified(&mut fs, &hypervisor_path)?;
     let hypervisor_path = hypervisor_path.path;
-    let plan = elf::plan(&image).map_err(|e| alloc::format!("{hypervisor_path} is unusable: {e}"))?;
+    let plan =
+        elf::plan(&image, elf::HYPERVISOR_WINDOW).map_err(|e| alloc::format!("{hypervisor_path} is unusable: {e}"))?;
     load_segments(&image, &plan).map_err(|e| alloc::format!("cannot load {hypervisor_path}: {e}"))?;
     println!("loaded {hypervisor_path}: {} KiB at {:#x}", image.len() / 1024, plan.span_start);
     drop(image);

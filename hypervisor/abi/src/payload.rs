@@ -3,15 +3,15 @@
 //! in 64-bit mode.
 //!
 //! On entry: long mode, paging on with guest-physical memory identity mapped (the first
-//! 4 GiB, 1 GiB pages), a flat 64-bit code segment, interrupts off, RSP at the top of RAM
-//! below the canary page, RDI = RAM size in bytes. The payload installs its own IDT.
+//! 4 GiB, 2 MiB pages), CS = 0x10 (64-bit code) and the data segments = 0x18 as in the
+//! Linux 64-bit boot protocol, interrupts off, RSP at the top of RAM below the canary
+//! page, RSI = RAM size in bytes. The payload loads its own GDT (with those selectors)
+//! and IDT before enabling interrupts.
 
 /// Lowest address a payload may be linked at (below it: page tables and GDT).
 pub const LOAD_BASE: u64 = 0x10_0000;
-/// Where the hypervisor builds the payload's page tables (4 pages).
+/// Where the hypervisor builds the payload's page tables (6 pages).
 pub const PAGE_TABLES: u64 = 0x1000;
-/// Where the hypervisor puts the payload's GDT.
-pub const GDT: u64 = 0x8000;
 /// A guest-physical window backed by a scratch device that stores whatever is written
 /// (4 KiB), so payloads can exercise MMIO emulation with every instruction form.
 pub const SCRATCH_MMIO: u64 = 0xFEB0_0000;

@@ -2,3 +2,4 @@
 //! into memory.
 pub mod config;
 pub mod linux;
+pub mod payload;

@@ -34,12 +34,34 @@ pub fn summary() -> (u32, u32) {
 
 #[cfg(target_os = "none")]
 mod entry {
-    /// The hypervisor enters here in 64-bit mode with RSP set and RDI = RAM size.
+    /// Flat GDT matching the selectors the hypervisor's 64-bit entry state uses:
+    /// 0x10 = 64-bit code, 0x18 = data.
+    static GDT: [u64; 4] = [0, 0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+
+    #[repr(C, packed)]
+    struct GdtPointer {
+        limit: u16,
+        base: &'static [u64; 4],
+    }
+
+    static GDT_POINTER: GdtPointer = GdtPointer { limit: 4 * 8 - 1, base: &GDT };
+
+    /// The hypervisor enters here in 64-bit mode with RSP set and RSI = RAM size. The
+    /// entry state's selectors have no GDT behind them yet, so load ours before any
+    /// interrupt can reload a selector.
     #[unsafe(no_mangle)]
     #[unsafe(naked)]
     #[unsafe(link_section = ".text._start")]
     extern "sysv64" fn _start() -> ! {
-        core::arch::naked_asm!("cld", "call {start}", "ud2", start = sym start)
+        core::arch::naked_asm!(
+            "cld",
+            "lgdt [rip + {gdtp}]",
+            "mov rdi, rsi",
+            "call {start}",
+            "ud2",
+            gdtp = sym GDT_POINTER,
+            start = sym start,
+        )
     }
 
     extern "sysv64" fn start(ram_bytes: u64) -> ! {

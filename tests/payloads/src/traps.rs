@@ -106,7 +106,7 @@ pub fn init() {
         let addr = stub as usize as u64;
         let gate = Gate {
             offset_low: addr as u16,
-            selector: 0x08,
+            selector: 0x10,
             ist: 0,
             attributes: 0x8E, // present, DPL 0, 64-bit interrupt gate
             offset_mid: (addr >> 16) as u16,

@@ -19,4 +19,7 @@ pub use bootparams::{
 };
 pub use bzimage::{BzImage, SetupHeader};
 pub use error::LinuxBootError;
-pub use layout::{BootPlan, BootRequest, EntryState, LinuxLayout, MemoryWrite, Segment, build_boot_plan, plan_layout};
+pub use layout::{
+    BootPlan, BootRequest, EntryState, LinuxLayout, MemoryWrite, Segment, build_boot_plan, identity_page_tables,
+    plan_layout,
+};

@@ -1,5 +1,8 @@
-//! Validation of the hypervisor ELF before anything is copied: a corrupt or foreign file
-//! must give a clear reason, never a jump into garbage.
+//! Validation of a static x86-64 ELF before anything is copied: a corrupt or foreign
+//! file must give a clear reason, never a jump into garbage. The UEFI loader uses it for
+//! the hypervisor, the hypervisor for guest payloads.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 
 use xmas_elf::ElfFile;
 use xmas_elf::header::{Class, Machine, Type as ElfType};
@@ -7,10 +10,9 @@ use xmas_elf::program::Type as PhType;
 
 pub const PAGE: u64 = 4096;
 
-/// The hypervisor may only be linked into this window of physical memory: above the
-/// legacy first MiB and below 4 GiB (the loader's identity map covers it on every
-/// firmware we know).
-const LOAD_WINDOW: core::ops::Range<u64> = 0x10_0000..0x1_0000_0000;
+/// Where the UEFI loader accepts the hypervisor: above the legacy first MiB and below
+/// 4 GiB (the firmware's identity map covers it on every firmware we know).
+pub const HYPERVISOR_WINDOW: core::ops::Range<u64> = 0x10_0000..0x1_0000_0000;
 
 /// One PT_LOAD segment: copy `file_range` of the file to `phys`, zero the rest up to
 /// `mem_size`.
@@ -47,7 +49,7 @@ pub enum ElfError {
     NoLoadSegments,
     TooManySegments,
     SegmentOutsideFile { index: usize },
-    SegmentOutsideWindow { index: usize },
+    SegmentOutsideWindow { index: usize, window: (u64, u64) },
     SegmentsOverlap,
     EntryOutsideSegments(u64),
 }
@@ -64,8 +66,8 @@ impl core::fmt::Display for ElfError {
             ElfError::SegmentOutsideFile { index } => {
                 write!(f, "segment {index} points past the end of the file (truncated?)")
             }
-            ElfError::SegmentOutsideWindow { index } => {
-                write!(f, "segment {index} lies outside 1 MiB..4 GiB")
+            ElfError::SegmentOutsideWindow { index, window } => {
+                write!(f, "segment {index} lies outside {:#x}..{:#x}", window.0, window.1)
             }
             ElfError::SegmentsOverlap => f.write_str("has overlapping segments"),
             ElfError::EntryOutsideSegments(entry) => {
@@ -75,8 +77,9 @@ impl core::fmt::Display for ElfError {
     }
 }
 
-/// Checks `bytes` and works out where its segments go.
-pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
+/// Checks `bytes` and works out where its segments go; every segment must lie inside
+/// `window`.
+pub fn plan(bytes: &[u8], window: core::ops::Range<u64>) -> Result<LoadPlan, ElfError> {
     let elf = ElfFile::new(bytes).map_err(ElfError::NotElf)?;
     if elf.header.pt1.class() != Class::SixtyFour {
         return Err(ElfError::Not64Bit);
@@ -103,8 +106,8 @@ pub fn plan(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
             return Err(ElfError::SegmentOutsideFile { index });
         }
         let mem_end = seg.phys.checked_add(seg.mem_size);
-        if seg.phys < LOAD_WINDOW.start || mem_end.is_none_or(|end| end > LOAD_WINDOW.end) {
-            return Err(ElfError::SegmentOutsideWindow { index });
+        if seg.phys < window.start || mem_end.is_none_or(|end| end > window.end) {
+            return Err(ElfError::SegmentOutsideWindow { index, window: (window.start, window.end) });
         }
         segments.push(seg).map_err(|_| ElfError::TooManySegments)?;
     }
@@ -161,6 +164,10 @@ mod tests {
     }
 
     const X86_64: u16 = 62;
+
+    fn plan_hv(bytes: &[u8]) -> Result<LoadPlan, ElfError> {
+        plan(bytes, HYPERVISOR_WINDOW)
+    }
     const EXEC: u16 = 2;
 
     #[test]
@@ -172,7 +179,7 @@ mod tests {
             &[(0x400_0000, 0x1000, 0x100, 0x100), (0x400_2000, 0x1100, 0x10, 0x3000)],
             0x2000,
         );
-        let plan = plan(&bytes).unwrap();
+        let plan = plan_hv(&bytes).unwrap();
         assert_eq!(plan.entry, 0x400_0000);
         assert_eq!((plan.span_start, plan.span_end), (0x400_0000, 0x400_5000));
         assert_eq!(plan.pages(), 5);
@@ -181,19 +188,19 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_foreign_files() {
-        assert!(matches!(plan(b"MZ this is a PE file"), Err(ElfError::NotElf(_))));
+        assert!(matches!(plan_hv(b"MZ this is a PE file"), Err(ElfError::NotElf(_))));
         let arm = elf(183, EXEC, 0x400_0000, &[(0x400_0000, 0x1000, 0x10, 0x10)], 0x2000);
-        assert_eq!(plan(&arm), Err(ElfError::NotX86_64));
+        assert_eq!(plan_hv(&arm), Err(ElfError::NotX86_64));
         let pie = elf(X86_64, 3, 0x400_0000, &[(0x400_0000, 0x1000, 0x10, 0x10)], 0x2000);
-        assert_eq!(plan(&pie), Err(ElfError::NotExecutable));
+        assert_eq!(plan_hv(&pie), Err(ElfError::NotExecutable));
     }
 
     #[test]
     fn rejects_truncated_overlapping_and_misplaced_segments() {
         let truncated = elf(X86_64, EXEC, 0x400_0000, &[(0x400_0000, 0x1000, 0x2000, 0x2000)], 0x1800);
-        assert_eq!(plan(&truncated), Err(ElfError::SegmentOutsideFile { index: 0 }));
+        assert_eq!(plan_hv(&truncated), Err(ElfError::SegmentOutsideFile { index: 0 }));
         let low = elf(X86_64, EXEC, 0x1000, &[(0x1000, 0x1000, 0x10, 0x10)], 0x2000);
-        assert_eq!(plan(&low), Err(ElfError::SegmentOutsideWindow { index: 0 }));
+        assert_eq!(plan_hv(&low), Err(ElfError::SegmentOutsideWindow { index: 0, window: (0x10_0000, 0x1_0000_0000) }));
         let overlap = elf(
             X86_64,
             EXEC,
@@ -201,8 +208,8 @@ mod tests {
             &[(0x400_0000, 0x1000, 0x10, 0x2000), (0x400_1000, 0x1000, 0x10, 0x10)],
             0x2000,
         );
-        assert_eq!(plan(&overlap), Err(ElfError::SegmentsOverlap));
+        assert_eq!(plan_hv(&overlap), Err(ElfError::SegmentsOverlap));
         let bad_entry = elf(X86_64, EXEC, 0x500_0000, &[(0x400_0000, 0x1000, 0x10, 0x10)], 0x2000);
-        assert_eq!(plan(&bad_entry), Err(ElfError::EntryOutsideSegments(0x500_0000)));
+        assert_eq!(plan_hv(&bad_entry), Err(ElfError::EntryOutsideSegments(0x500_0000)));
     }
 }
