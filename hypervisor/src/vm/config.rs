@@ -67,7 +67,7 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |reason: &str| ConfigError { line, reason: reason.into() };
-        let words = split_words(raw).map_err(|r| err(r))?;
+        let words = split_words(raw).map_err(&err)?;
         let Some((first, rest)) = words.split_first() else { continue };
         if first != "vm" {
             return Err(err("lines start with `vm NAME`"));
@@ -125,7 +125,7 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
         if vm.image.is_empty() {
             return Err(err("image= is required"));
         }
-        if !(MIN_MEMORY..=MAX_MEMORY).contains(&vm.memory_bytes) || vm.memory_bytes % (2 * 1024 * 1024) != 0 {
+        if !(MIN_MEMORY..=MAX_MEMORY).contains(&vm.memory_bytes) || !vm.memory_bytes.is_multiple_of(2 * 1024 * 1024) {
             return Err(err("memory must be a multiple of 2M between 2M and 64G"));
         }
         if vms.len() == MAX_VMS {
