@@ -1,2 +1,3 @@
 //! The machine around the CPU: firmware tables, PCI, power control, the framebuffer.
+pub mod acpi;
 pub mod qemu;
