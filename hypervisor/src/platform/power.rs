@@ -48,6 +48,15 @@ pub enum Pm1Register {
     Mem(u64),
 }
 
+impl core::fmt::Display for Pm1Register {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Io(port) => write!(f, "io {port:#x}"),
+            Self::Mem(addr) => write!(f, "mem {addr:#x}"),
+        }
+    }
+}
+
 impl Pm1Register {
     fn from_gas(gas: Gas) -> Option<Self> {
         match gas.space {
@@ -203,7 +212,14 @@ fn apply_shutdown_step(step: &ShutdownStep) {
             slp_typ_b,
             acpi_enable,
         } => {
-            log::info!(target: "power", "ACPI S5: SLP_TYP {slp_typ_a:#x}/{slp_typ_b:#x} via {pm1a:?}/{pm1b:?}");
+            match pm1b {
+                Some(b) => {
+                    log::info!(target: "power", "ACPI S5: SLP_TYP {slp_typ_a:#x}/{slp_typ_b:#x} via PM1a {pm1a}, PM1b {b}")
+                }
+                None => {
+                    log::info!(target: "power", "ACPI S5: SLP_TYP {slp_typ_a:#x} via PM1a {pm1a}")
+                }
+            }
             if let Some((port, value)) = acpi_enable
                 && read_pm1(pm1a) & SCI_EN == 0
             {

@@ -130,6 +130,7 @@ impl Capability {
             0x0a => "dbgport",
             0x0c => "hotplug",
             0x0d => "ssvid",
+            0x0f => "secdev",
             0x10 => "pcie",
             0x11 => "msix",
             0x12 => "sata",
