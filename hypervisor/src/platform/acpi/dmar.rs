@@ -15,6 +15,7 @@ use super::bytes::{
 /// DMAR header: SDT header, host address width (1), flags (1), reserved (10)
 /// (VT-d §8.1, Table 8-1).
 const STRUCTURES_OFFSET: usize = SDT_HEADER_LEN + 12;
+const _: () = assert!(STRUCTURES_OFFSET == 48);
 
 /// Remapping structure types (VT-d §8.2, Table 8-2).
 const TYPE_DRHD: u16 = 0;

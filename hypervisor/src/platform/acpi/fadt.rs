@@ -27,6 +27,10 @@ mod off {
     pub const X_PM1B_CNT_BLK: usize = 184;
 }
 
+// The X_ blocks are consecutive 12-byte GASes; RESET_REG is one too.
+const _: () = assert!(off::X_PM1B_CNT_BLK - off::X_PM1A_CNT_BLK == GAS_LEN);
+const _: () = assert!(off::RESET_VALUE - off::RESET_REG == GAS_LEN);
+
 /// FADT fixed feature flags (ACPI 6.5 Table 5.10).
 const FLAG_RESET_REG_SUP: u32 = 1 << 10;
 const FLAG_HW_REDUCED_ACPI: u32 = 1 << 20;

@@ -16,6 +16,7 @@ use super::bytes::{
 
 /// IVRS header: SDT header, IVinfo (4), reserved (8) (§5.2.1, Table 89).
 const BLOCKS_OFFSET: usize = SDT_HEADER_LEN + 12;
+const _: () = assert!(BLOCKS_OFFSET == 48);
 
 /// IVHD device entries start after a 24-byte (type 10h) or 40-byte (11h, 40h) header
 /// (§5.2.2.1, Tables 91 and 92).

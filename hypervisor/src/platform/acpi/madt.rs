@@ -26,6 +26,7 @@ const FLAG_ONLINE_CAPABLE: u32 = 1 << 1;
 
 /// Byte offset of the first interrupt controller structure (ACPI 6.5 Table 5.20).
 const ENTRIES_OFFSET: usize = SDT_HEADER_LEN + 8;
+const _: () = assert!(ENTRIES_OFFSET == 44);
 
 /// One logical processor as firmware describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use super::bytes::{SDT_HEADER_LEN, checked_table, u8_at, u16_at, u64_at};
 /// MCFG header: SDT header + 8 reserved bytes; then 16-byte allocation entries.
 const ENTRIES_OFFSET: usize = SDT_HEADER_LEN + 8;
 const ENTRY_LEN: usize = 16;
+const _: () = assert!(ENTRIES_OFFSET == 44);
 
 /// One ECAM window: configuration space of `bus_start..=bus_end` on `segment`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -141,6 +141,15 @@ fn missing_or_bad_madt_is_an_error() {
 }
 
 #[test]
+fn rsdp_at_address_zero_is_rejected_not_dereferenced() {
+    // The identity map stands in a zeroed block for address 0, which fails validation.
+    assert_eq!(
+        PlatformTables::from_rsdp(0).unwrap_err(),
+        AcpiError::InvalidRsdp
+    );
+}
+
+#[test]
 fn corrupt_rsdp_is_an_error() {
     let mut mem = link_qemu("qemu-q35");
     mem.regions[0].1[8] ^= 0xff; // break the checksum
