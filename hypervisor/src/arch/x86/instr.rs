@@ -43,6 +43,19 @@ pub unsafe fn inb(port: u16) -> u8 {
     value
 }
 
+/// Reads a word from an I/O port.
+///
+/// # Safety
+/// As for [`inb`].
+pub unsafe fn inw(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: the caller guarantees the port read is sound.
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
 /// Reads a dword from an I/O port.
 ///
 /// # Safety
@@ -52,6 +65,25 @@ pub unsafe fn inl(port: u16) -> u32 {
     // SAFETY: the caller guarantees the port read is sound.
     unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) }
     value
+}
+
+/// Resets the CPU by triple fault: loads an empty IDT and raises an exception, which
+/// cannot be delivered (#GP, then #DF, then shutdown; SDM Vol. 3 §6.15 "Interrupt 8").
+/// On PC chipsets the shutdown cycle resets the machine.
+///
+/// # Safety
+/// Everything on this CPU is lost; the caller must have stopped what needs stopping.
+pub unsafe fn triple_fault() -> ! {
+    let empty = x86_64::structures::DescriptorTablePointer {
+        limit: 0,
+        base: x86_64::VirtAddr::zero(),
+    };
+    x86_64::instructions::interrupts::disable();
+    // SAFETY: loading an IDT that no interrupt can use is only harmful to this CPU,
+    // which the caller is resetting; interrupts are off so nothing arrives first.
+    unsafe { x86_64::instructions::tables::lidt(&empty) };
+    // SAFETY: the exception cannot be delivered; the CPU shuts down and resets.
+    unsafe { asm!("int3", options(noreturn)) }
 }
 
 /// Reads the time-stamp counter.

@@ -1,0 +1,226 @@
+//! The two host mechanisms for PCI configuration space, as `pci_types`
+//! `ConfigRegionAccess` implementations, and [`ConfigSpace`], the safe handle the
+//! enumerator uses. This is the only `unsafe` of the PCI layer.
+
+use alloc::vec::Vec;
+
+use pci_types::{ConfigRegionAccess, PciAddress};
+
+use crate::arch::x86::instr::{inl, outl};
+use crate::platform::acpi::{EcamRegion, PlatformTables};
+
+/// Configuration mechanism #1 (PCI Local Bus Spec 3.0 §3.2.2.3.2): CONFIG_ADDRESS at
+/// 0xcf8, CONFIG_DATA at 0xcfc. Segment 0 and offsets below 0x100 only.
+#[derive(Debug)]
+pub struct LegacyPorts {
+    _owned: (),
+}
+
+const CONFIG_ADDRESS: u16 = 0xcf8;
+const CONFIG_DATA: u16 = 0xcfc;
+
+/// The address/data pair is one shared state machine; two CPUs must not interleave.
+static LEGACY_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+impl LegacyPorts {
+    /// # Safety
+    /// Ports 0xcf8-0xcff must belong to the hypervisor (no guest can reach them), and
+    /// the host bridge must decode configuration mechanism #1 (every PC chipset does).
+    pub unsafe fn new() -> Self {
+        Self { _owned: () }
+    }
+
+    fn config_address(address: PciAddress, offset: u16) -> Option<u32> {
+        if address.segment() != 0
+            || offset >= 0x100
+            || address.device() >= 32
+            || address.function() >= 8
+        {
+            return None;
+        }
+        Some(
+            0x8000_0000
+                | u32::from(address.bus()) << 16
+                | u32::from(address.device()) << 11
+                | u32::from(address.function()) << 8
+                | u32::from(offset & 0xfc),
+        )
+    }
+}
+
+impl ConfigRegionAccess for LegacyPorts {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        let Some(cfg) = Self::config_address(address, offset) else {
+            return u32::MAX;
+        };
+        let _guard = LEGACY_LOCK.lock();
+        // SAFETY: `new`'s contract gives the hypervisor ports 0xcf8/0xcfc; the lock makes
+        // the address/data pair atomic. Selecting a register has no other effect.
+        unsafe { outl(CONFIG_ADDRESS, cfg) };
+        // SAFETY: as above; reads the register just selected.
+        unsafe { inl(CONFIG_DATA) }
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        let Some(cfg) = Self::config_address(address, offset) else {
+            return;
+        };
+        let _guard = LEGACY_LOCK.lock();
+        // SAFETY: as for `read`.
+        unsafe { outl(CONFIG_ADDRESS, cfg) };
+        // SAFETY: the caller vouches for the effect of the write on the device (the
+        // `ConfigRegionAccess::write` contract).
+        unsafe { outl(CONFIG_DATA, value) };
+    }
+}
+
+/// Enhanced configuration access (PCIe Base Spec 6.0 §7.2.2): a 4 KiB MMIO window per
+/// function at `base + (bus << 20 | dev << 15 | fn << 12)`, from the MCFG.
+#[derive(Debug)]
+pub struct Ecam {
+    region: EcamRegion,
+}
+
+impl Ecam {
+    /// # Safety
+    /// `region` must describe a real ECAM window (from a validated MCFG) that is
+    /// identity-mapped uncacheable and owned by the hypervisor.
+    pub unsafe fn new(region: EcamRegion) -> Self {
+        Self { region }
+    }
+
+    fn pointer(&self, address: PciAddress, offset: u16) -> Option<*mut u32> {
+        if address.segment() != self.region.segment || offset & 3 != 0 {
+            return None;
+        }
+        let pa = self.region.config_address(
+            address.bus(),
+            address.device(),
+            address.function(),
+            offset,
+        )?;
+        Some(usize::try_from(pa).ok()? as *mut u32)
+    }
+}
+
+impl ConfigRegionAccess for Ecam {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        match self.pointer(address, offset) {
+            // SAFETY: the pointer is inside the ECAM window `new` vouched for, dword
+            // aligned, and identity-mapped; a config read of an absent function returns
+            // all-ones rather than faulting.
+            Some(p) => unsafe { p.read_volatile() },
+            None => u32::MAX,
+        }
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        if let Some(p) = self.pointer(address, offset) {
+            // SAFETY: as for `read`; the caller vouches for the effect on the device.
+            unsafe { p.write_volatile(value) }
+        }
+    }
+}
+
+/// A configuration-space accessor that may be used freely: reads and writes of any
+/// function on its segment are sound. Built only through an `unsafe` constructor that
+/// establishes this, so the enumerator itself is safe code.
+#[derive(Debug)]
+pub struct ConfigSpace<A> {
+    access: A,
+    segment: u16,
+    /// Whether offsets 0x100-0xfff (PCIe extended capabilities) are reachable.
+    extended: bool,
+}
+
+impl<A: ConfigRegionAccess> ConfigSpace<A> {
+    /// # Safety
+    /// The hypervisor must own every PCI function reachable through `access` (no guest
+    /// runs yet, or none is assigned), and any config read or write through it must be
+    /// memory-safe (true for the accessors above under their own contracts).
+    pub unsafe fn new(access: A, segment: u16, extended: bool) -> Self {
+        Self {
+            access,
+            segment,
+            extended,
+        }
+    }
+
+    pub fn segment(&self) -> u16 {
+        self.segment
+    }
+
+    pub fn has_extended(&self) -> bool {
+        self.extended
+    }
+
+    pub fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        // SAFETY: `new`'s contract.
+        unsafe { self.access.read(address, offset) }
+    }
+
+    pub fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        // SAFETY: `new`'s contract.
+        unsafe { self.access.write(address, offset, value) }
+    }
+}
+
+impl<A: ConfigRegionAccess> ConfigRegionAccess for ConfigSpace<A> {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        ConfigSpace::read(self, address, offset)
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        ConfigSpace::write(self, address, offset, value)
+    }
+}
+
+/// Either host mechanism, chosen per segment.
+#[derive(Debug)]
+pub enum HostAccess {
+    Legacy(LegacyPorts),
+    Ecam(Ecam),
+}
+
+impl ConfigRegionAccess for HostAccess {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        match self {
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Legacy(a) => unsafe { a.read(address, offset) },
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Ecam(a) => unsafe { a.read(address, offset) },
+        }
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        match self {
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Legacy(a) => unsafe { a.write(address, offset, value) },
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Ecam(a) => unsafe { a.write(address, offset, value) },
+        }
+    }
+}
+
+/// One config space per ECAM window in the MCFG, with the bus to start scanning at;
+/// without an MCFG, the legacy ports for segment 0 from bus 0.
+pub fn host_config_spaces(tables: &PlatformTables) -> Vec<(ConfigSpace<HostAccess>, u8)> {
+    let mut spaces = Vec::new();
+    for region in tables.ecam_regions() {
+        // SAFETY: the region comes from the firmware's MCFG and the hypervisor
+        // identity-maps MMIO.
+        let ecam = unsafe { Ecam::new(*region) };
+        // SAFETY: the hypervisor owns every device while it enumerates (boot, before
+        // any guest exists).
+        let space = unsafe { ConfigSpace::new(HostAccess::Ecam(ecam), region.segment, true) };
+        spaces.push((space, region.bus_start));
+    }
+    if spaces.is_empty() {
+        // SAFETY: ports 0xcf8/0xcfc are never given to guests.
+        let ports = unsafe { LegacyPorts::new() };
+        // SAFETY: the hypervisor owns every device while it enumerates.
+        let space = unsafe { ConfigSpace::new(HostAccess::Legacy(ports), 0, false) };
+        spaces.push((space, 0));
+    }
+    spaces
+}
