@@ -6,7 +6,8 @@ use log::{error, info, warn};
 use crate::arch::x86::{cpu, gdt, idt, instr, lapic, tsc};
 use crate::cmdline::{self, ThenAction};
 use crate::memory::{paging, phys};
-use crate::platform::{qemu, screen};
+use crate::platform::acpi::{IommuKind, PlatformTables};
+use crate::platform::{pci, power, qemu, screen};
 
 /// Printed when the hypervisor has brought the machine up; test harnesses wait for it.
 pub const READY_MARKER: &str = "BULKHEAD READY";
@@ -76,6 +77,26 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         if timer_ok { "works" } else { "did NOT arrive" }
     );
 
+    let tables = read_acpi(boot_info.rsdp);
+    let pci = tables.as_ref().map(pci::scan);
+    if let Some(inventory) = &pci {
+        inventory.log_all();
+        info!(target: "pci", "{} PCI functions", inventory.devices().len());
+    }
+    let iommu = match tables.as_ref().map(PlatformTables::iommu) {
+        Some(IommuKind::VtD { units }) => heapless_format::<48>(format_args!("Intel VT-d, {units} unit(s)")),
+        Some(IommuKind::AmdVi { units }) => heapless_format::<48>(format_args!("AMD-Vi, {units} unit(s)")),
+        _ => heapless_format::<48>(format_args!("none (device passthrough disabled)")),
+    };
+    if cpu.virt == cpu::VirtSupport::None {
+        warn!(target: "boot", "this CPU has no SVM or VMX (or firmware disabled it): no VM can start");
+    }
+    let status = match cpu.virt {
+        cpu::VirtSupport::None => "No hardware virtualization: VMs cannot start",
+        cpu::VirtSupport::Svm { npt: false, .. } => "SVM without nested paging: VMs cannot start",
+        _ => "Starting virtual machines",
+    };
+
     let screen = screen::init(boot_info);
     let virt_label = cpu.virt.label();
     let drawn = screen::with_target(|fb| {
@@ -87,25 +108,55 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 cpu_vendor: cpu.vendor.as_str(),
                 virtualization: virt_label,
                 memory_bytes: ram,
-                pci_devices: 0,
-                iommu: "not probed",
-                status: "Starting virtual machines",
+                pci_devices: pci.as_ref().map_or(0, |p| p.devices().len()),
+                iommu: iommu.as_str(),
+                status,
             },
         )
     });
-    info!(target: "screen", "boot screen {}", if drawn.is_some() { "drawn" } else { "skipped: no framebuffer" });
-    let _ = screen;
+    if drawn.is_some() {
+        info!(target: "screen", "boot screen drawn");
+    }
+    if !screen {
+        info!(target: "screen", "no GOP framebuffer: running without a screen");
+    }
 
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
     match options.then {
         ThenAction::Run => {}
         ThenAction::Exit => qemu::exit(qemu::ExitCode::Success),
-        ThenAction::Shutdown | ThenAction::Reset => {
-            warn!(target: "boot", "power control is not wired up yet")
-        }
+        ThenAction::Shutdown | ThenAction::Reset => match &tables {
+            Some(tables) if options.then == ThenAction::Shutdown => power::shutdown(tables),
+            Some(tables) => power::reset(tables),
+            None => error!(target: "power", "no ACPI tables: cannot power off or reset; halting"),
+        },
     }
     instr::halt_forever()
+}
+
+/// The firmware's ACPI tables, or `None` (logged) when they are missing or unusable.
+fn read_acpi(rsdp: u64) -> Option<PlatformTables> {
+    if rsdp == 0 {
+        warn!(target: "acpi", "the firmware passed no ACPI RSDP: no CPU, PCI or IOMMU discovery, no ACPI power-off");
+        return None;
+    }
+    match PlatformTables::from_rsdp(rsdp) {
+        Ok(tables) => {
+            tables.log_summary();
+            Some(tables)
+        }
+        Err(e) => {
+            error!(target: "acpi", "the ACPI tables at {rsdp:#x} are unusable: {e:?}");
+            None
+        }
+    }
+}
+
+fn heapless_format<const N: usize>(args: core::fmt::Arguments<'_>) -> heapless::String<N> {
+    let mut s = heapless::String::new();
+    let _ = core::fmt::Write::write_fmt(&mut s, args);
+    s
 }
 
 /// Arms a 1 ms one-shot and halts until it fires: proves the interrupt path (LAPIC,

@@ -48,6 +48,8 @@ pub struct MachineConfig {
     pub ovmf_vars: PathBuf,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// `-cpu` model; [`CPU_MODEL`] unless a test needs another CPU.
+    pub cpu_model: String,
     pub iommu: Iommu,
     pub medium: BootMedium,
     pub display: Display,
@@ -70,6 +72,7 @@ impl MachineConfig {
             ovmf_vars,
             memory_mib: 1024,
             cpus: 2,
+            cpu_model: CPU_MODEL.into(),
             iommu: Iommu::None,
             medium: BootMedium::Disk,
             display: Display::Headless,
@@ -83,7 +86,7 @@ impl MachineConfig {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-no-reboot", "-machine", "q35", "-cpu", CPU_MODEL]);
+        push(&["-nodefaults", "-no-reboot", "-machine", "q35", "-cpu", &self.cpu_model]);
         push(&["-m", &format!("{}M", self.memory_mib), "-smp", &self.cpus.to_string()]);
         push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", self.ovmf_code.display())]);
         push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", self.ovmf_vars.display())]);

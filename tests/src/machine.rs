@@ -144,6 +144,10 @@ impl Machine {
                 let _ = qmp.nop();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Events QEMU sent just before exiting are still in the socket.
+                if let Some(qmp) = self.qmp.as_mut() {
+                    let _ = qmp.read_response::<qmp::query_version>();
+                }
                 return status.code().map_or(Outcome::TimedOut, Outcome::Exited);
             }
             if Instant::now() > deadline {

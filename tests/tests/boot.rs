@@ -31,6 +31,9 @@ fn boots_from_a_disk_with_512_mib_one_cpu_and_no_iommu() {
     m.expect("virtualisation: AMD SVM with nested paging", STEP);
     m.expect("nrip_save=false", STEP);
     m.expect("timer interrupt works", STEP);
+    m.expect("IOMMU: no IOMMU table (passthrough disabled)", STEP);
+    let pci = m.expect("PCI functions", STEP);
+    assert!(!pci.contains("] 0 PCI"), "QEMU's q35 has PCI devices: {pci}");
     m.expect("boot screen drawn", STEP);
     m.expect("BULKHEAD READY", STEP);
     check_boot_screen(&m.screendump("boot-screen"));
@@ -56,34 +59,49 @@ fn check_boot_screen(shot: &tests::screen::Screenshot) {
 }
 
 #[test]
-fn boots_from_a_usb_stick_on_xhci_with_4_gib_four_cpus_and_vt_d() {
-    let img = image::build_scenario_image("boot-usb-4g-vtd", "then=exit");
+fn boots_from_a_usb_stick_on_xhci_with_4_gib_four_cpus_and_vt_d_then_resets() {
+    let img = image::build_scenario_image("boot-usb-4g-vtd", "then=reset");
     let mut m = Machine::boot("boot-usb-4g-vtd", &img, |c| {
         c.memory_mib = 4096;
         c.cpus = 4;
         c.iommu = Iommu::Intel;
         c.medium = BootMedium::UsbStick;
     });
+    m.connect_qmp();
     m.expect("Bulkhead loader", BOOT);
     let memory = m.expect("MiB RAM", STEP);
     let mib: u64 = memory.split("] ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
     assert!((3900..=4096).contains(&mib), "4 GiB machine reported {mib} MiB: {memory}");
+    let cpus = m.expect("CPUs: ", STEP);
+    assert!(cpus.contains("CPUs: 4 (4 enabled"), "{cpus}");
+    m.expect("ECAM: segment 0", STEP);
+    m.expect("IOMMU: DMAR (VT-d) with 1 units", STEP);
     m.expect("BULKHEAD READY", STEP);
-    assert_eq!(m.wait_exit(STEP), Outcome::Exited(images::qemu::EXIT_SUCCESS));
+    // -no-reboot turns the reset into an exit; QMP says which it was.
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
+    assert_eq!(m.shutdown_reasons(), vec!["guest_reset".to_string()]);
     m.pass();
 }
 
+/// A CPU without SVM (or with it disabled by firmware) is reported, not a crash; the
+/// machine still powers off cleanly through ACPI.
 #[test]
-fn boots_with_amd_vi_and_two_cpus() {
-    let img = image::build_scenario_image("boot-disk-amdvi", "then=exit");
-    let mut m = Machine::boot("boot-disk-amdvi", &img, |c| {
+fn boots_with_amd_vi_and_no_svm_then_powers_off() {
+    let img = image::build_scenario_image("boot-amdvi-nosvm", "then=shutdown");
+    let mut m = Machine::boot("boot-amdvi-nosvm", &img, |c| {
         c.memory_mib = 1024;
         c.cpus = 2;
         c.iommu = Iommu::Amd;
+        c.cpu_model = "max,-svm".into();
     });
+    m.connect_qmp();
     m.expect("Bulkhead loader", BOOT);
-    m.expect("BULKHEAD READY", BOOT);
-    assert_eq!(m.wait_exit(STEP), Outcome::Exited(images::qemu::EXIT_SUCCESS));
+    m.expect("virtualisation: none (no SVM or VMX)", STEP);
+    m.expect("IOMMU: IVRS (AMD-Vi) with 1 IVHDs", STEP);
+    m.expect("no SVM or VMX", STEP);
+    m.expect("BULKHEAD READY", STEP);
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
+    assert_eq!(m.shutdown_reasons(), vec!["guest_shutdown".to_string()]);
     m.pass();
 }
 

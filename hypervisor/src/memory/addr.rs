@@ -77,10 +77,7 @@ mod tests {
     #[test]
     fn arithmetic_is_checked() {
         assert_eq!(GuestPhysAddr::new(u64::MAX).checked_add(1), None);
-        assert_eq!(
-            HostPhysAddr::new(0x1234).align_down(PAGE_SIZE),
-            HostPhysAddr::new(0x1000)
-        );
+        assert_eq!(HostPhysAddr::new(0x1234).align_down(PAGE_SIZE), HostPhysAddr::new(0x1000));
         assert!(HostPhysAddr::new(0x20_0000).is_aligned(LARGE_PAGE_SIZE));
     }
 }

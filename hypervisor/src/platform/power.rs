@@ -80,11 +80,7 @@ pub enum ShutdownStep {
         acpi_enable: Option<(u16, u8)>,
     },
     /// Write `value` to a known emulator's PM1 control port.
-    EmulatorPort {
-        port: u16,
-        value: u16,
-        name: &'static str,
-    },
+    EmulatorPort { port: u16, value: u16, name: &'static str },
 }
 
 /// The ordered shutdown attempts for this machine.
@@ -114,10 +110,7 @@ pub struct ResetPlan {
 /// Plans a power-off from the FADT and `\_S5_`.
 pub fn plan_shutdown(tables: &PlatformTables) -> ShutdownPlan {
     let mut steps = Vec::new();
-    let acpi = tables
-        .fadt()
-        .filter(|f| !f.hardware_reduced)
-        .zip(tables.s5());
+    let acpi = tables.fadt().filter(|f| !f.hardware_reduced).zip(tables.s5());
     if let Some((fadt, s5)) = acpi
         && let Some(pm1a) = fadt.pm1a_control.and_then(Pm1Register::from_gas)
     {
@@ -133,33 +126,25 @@ pub fn plan_shutdown(tables: &PlatformTables) -> ShutdownPlan {
             acpi_enable,
         });
     }
-    steps.extend(
-        EMULATOR_POWER_OFF
-            .iter()
-            .map(|&(port, value, name)| ShutdownStep::EmulatorPort { port, value, name }),
-    );
+    steps.extend(EMULATOR_POWER_OFF.iter().map(|&(port, value, name)| ShutdownStep::EmulatorPort {
+        port,
+        value,
+        name,
+    }));
     ShutdownPlan { steps }
 }
 
 /// Plans a reset from the FADT.
 pub fn plan_reset(tables: &PlatformTables) -> ResetPlan {
     let mut steps = Vec::new();
-    let register = tables
-        .fadt()
-        .filter(|f| f.reset_supported)
-        .and_then(|f| f.reset);
+    let register = tables.fadt().filter(|f| f.reset_supported).and_then(|f| f.reset);
     if let Some(r) = register.filter(|r| {
-        matches!(
-            r.register.space,
-            AddressSpace::SystemIo | AddressSpace::SystemMemory | AddressSpace::PciConfig
-        )
+        matches!(r.register.space, AddressSpace::SystemIo | AddressSpace::SystemMemory | AddressSpace::PciConfig)
     }) {
         steps.push(ResetStep::AcpiResetRegister(r));
     }
     // 0xcf9 is what most FADT reset registers point at anyway; do not repeat it.
-    let is_cf9 = |r: &ResetRegister| {
-        r.register.space == AddressSpace::SystemIo && r.register.address == 0xcf9
-    };
+    let is_cf9 = |r: &ResetRegister| r.register.space == AddressSpace::SystemIo && r.register.address == 0xcf9;
     if !register.is_some_and(|r| is_cf9(&r)) {
         steps.push(ResetStep::ResetControl);
     }
@@ -205,13 +190,7 @@ fn settle() {
 
 fn apply_shutdown_step(step: &ShutdownStep) {
     match *step {
-        ShutdownStep::AcpiS5 {
-            pm1a,
-            pm1b,
-            slp_typ_a,
-            slp_typ_b,
-            acpi_enable,
-        } => {
+        ShutdownStep::AcpiS5 { pm1a, pm1b, slp_typ_a, slp_typ_b, acpi_enable } => {
             match pm1b {
                 Some(b) => {
                     log::info!(target: "power", "ACPI S5: SLP_TYP {slp_typ_a:#x}/{slp_typ_b:#x} via PM1a {pm1a}, PM1b {b}")
@@ -236,15 +215,13 @@ fn apply_shutdown_step(step: &ShutdownStep) {
             }
             for (reg, typ) in [(Some(pm1a), slp_typ_a), (pm1b, slp_typ_b)] {
                 if let Some(reg) = reg {
-                    let v = (read_pm1(reg) & !(SLP_TYP_MASK | SLP_EN))
-                        | u16::from(typ) << SLP_TYP_SHIFT;
+                    let v = (read_pm1(reg) & !(SLP_TYP_MASK | SLP_EN)) | u16::from(typ) << SLP_TYP_SHIFT;
                     write_pm1(reg, v);
                 }
             }
             for (reg, typ) in [(Some(pm1a), slp_typ_a), (pm1b, slp_typ_b)] {
                 if let Some(reg) = reg {
-                    let v = (read_pm1(reg) & !(SLP_TYP_MASK | SLP_EN))
-                        | u16::from(typ) << SLP_TYP_SHIFT;
+                    let v = (read_pm1(reg) & !(SLP_TYP_MASK | SLP_EN)) | u16::from(typ) << SLP_TYP_SHIFT;
                     write_pm1(reg, v | SLP_EN);
                 }
             }
@@ -378,60 +355,33 @@ mod tests {
             }
         );
         assert_eq!(plan.steps.len(), 1 + EMULATOR_POWER_OFF.len());
-        assert!(matches!(
-            plan.steps[1],
-            ShutdownStep::EmulatorPort {
-                port: 0x604,
-                value: 0x2000,
-                ..
-            }
-        ));
+        assert!(matches!(plan.steps[1], ShutdownStep::EmulatorPort { port: 0x604, value: 0x2000, .. }));
     }
 
     #[test]
     fn without_s5_only_emulator_ports_remain() {
         let plan = plan_shutdown(&tables(|_| {}, None));
-        assert!(
-            plan.steps
-                .iter()
-                .all(|s| matches!(s, ShutdownStep::EmulatorPort { .. }))
-        );
+        assert!(plan.steps.iter().all(|s| matches!(s, ShutdownStep::EmulatorPort { .. })));
     }
 
     #[test]
     fn qemu_reset_uses_the_fadt_register_and_skips_duplicate_cf9() {
         let plan = plan_reset(&tables(|_| {}, qemu_dsdt()));
-        let fadt_reg = ResetRegister {
-            register: Gas::legacy_io(0xcf9, 1),
-            value: 0x0f,
-        };
+        let fadt_reg = ResetRegister { register: Gas::legacy_io(0xcf9, 1), value: 0x0f };
         match plan.steps[0] {
             ResetStep::AcpiResetRegister(r) => {
-                assert_eq!(
-                    (r.register.space, r.register.address, r.value),
-                    (AddressSpace::SystemIo, 0xcf9, 0x0f)
-                );
+                assert_eq!((r.register.space, r.register.address, r.value), (AddressSpace::SystemIo, 0xcf9, 0x0f));
             }
             other => panic!("{other:?} first, expected {fadt_reg:?}"),
         }
-        assert_eq!(
-            plan.steps[1..],
-            [ResetStep::KeyboardController, ResetStep::TripleFault]
-        );
+        assert_eq!(plan.steps[1..], [ResetStep::KeyboardController, ResetStep::TripleFault]);
     }
 
     #[test]
     fn reset_register_is_ignored_unless_flagged_supported() {
         // Clear RESET_REG_SUP (FADT flags at offset 112, bit 10).
         let plan = plan_reset(&tables(|f| f[113] &= !0x04, qemu_dsdt()));
-        assert_eq!(
-            plan.steps,
-            [
-                ResetStep::ResetControl,
-                ResetStep::KeyboardController,
-                ResetStep::TripleFault
-            ]
-        );
+        assert_eq!(plan.steps, [ResetStep::ResetControl, ResetStep::KeyboardController, ResetStep::TripleFault]);
     }
 
     #[test]
@@ -456,22 +406,11 @@ mod tests {
         // three bits of SLP_TYP exist.
         let t = tables(
             |f| f[68..72].copy_from_slice(&0x8804u32.to_le_bytes()),
-            Some(alloc::vec![
-                0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x0a, 0x0f, 0x0a, 0x07
-            ]),
+            Some(alloc::vec![0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x0a, 0x0f, 0x0a, 0x07]),
         );
-        let ShutdownStep::AcpiS5 {
-            pm1b,
-            slp_typ_a,
-            slp_typ_b,
-            ..
-        } = plan_shutdown(&t).steps[0]
-        else {
+        let ShutdownStep::AcpiS5 { pm1b, slp_typ_a, slp_typ_b, .. } = plan_shutdown(&t).steps[0] else {
             panic!("no S5 step");
         };
-        assert_eq!(
-            (pm1b, slp_typ_a, slp_typ_b),
-            (Some(Pm1Register::Io(0x8804)), 7, 7)
-        );
+        assert_eq!((pm1b, slp_typ_a, slp_typ_b), (Some(Pm1Register::Io(0x8804)), 7, 7));
     }
 }

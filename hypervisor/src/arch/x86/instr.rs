@@ -50,9 +50,7 @@ pub unsafe fn inb(port: u16) -> u8 {
 pub unsafe fn inw(port: u16) -> u16 {
     let value: u16;
     // SAFETY: the caller guarantees the port read is sound.
-    unsafe {
-        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
-    }
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags)) }
     value
 }
 
@@ -74,10 +72,7 @@ pub unsafe fn inl(port: u16) -> u32 {
 /// # Safety
 /// Everything on this CPU is lost; the caller must have stopped what needs stopping.
 pub unsafe fn triple_fault() -> ! {
-    let empty = x86_64::structures::DescriptorTablePointer {
-        limit: 0,
-        base: x86_64::VirtAddr::zero(),
-    };
+    let empty = x86_64::structures::DescriptorTablePointer { limit: 0, base: x86_64::VirtAddr::zero() };
     x86_64::instructions::interrupts::disable();
     // SAFETY: loading an IDT that no interrupt can use is only harmful to this CPU,
     // which the caller is resetting; interrupts are off so nothing arrives first.

@@ -7,10 +7,7 @@ use super::TableError;
 
 /// Reads a `u8` at `offset`.
 pub fn u8_at(bytes: &[u8], offset: usize) -> Result<u8, TableError> {
-    bytes
-        .get(offset)
-        .copied()
-        .ok_or(TableError::Truncated { offset })
+    bytes.get(offset).copied().ok_or(TableError::Truncated { offset })
 }
 
 /// Reads a little-endian `u16` at `offset`.
@@ -30,12 +27,8 @@ pub fn u64_at(bytes: &[u8], offset: usize) -> Result<u64, TableError> {
 
 /// Copies `N` bytes starting at `offset`.
 pub fn array_at<const N: usize>(bytes: &[u8], offset: usize) -> Result<[u8; N], TableError> {
-    let end = offset
-        .checked_add(N)
-        .ok_or(TableError::Truncated { offset })?;
-    let src = bytes
-        .get(offset..end)
-        .ok_or(TableError::Truncated { offset })?;
+    let end = offset.checked_add(N).ok_or(TableError::Truncated { offset })?;
+    let src = bytes.get(offset..end).ok_or(TableError::Truncated { offset })?;
     let mut out = [0u8; N];
     out.copy_from_slice(src);
     Ok(out)
@@ -43,12 +36,8 @@ pub fn array_at<const N: usize>(bytes: &[u8], offset: usize) -> Result<[u8; N], 
 
 /// The sub-slice `[offset, offset + len)`.
 pub fn slice_at(bytes: &[u8], offset: usize, len: usize) -> Result<&[u8], TableError> {
-    let end = offset
-        .checked_add(len)
-        .ok_or(TableError::Truncated { offset })?;
-    bytes
-        .get(offset..end)
-        .ok_or(TableError::Truncated { offset })
+    let end = offset.checked_add(len).ok_or(TableError::Truncated { offset })?;
+    bytes.get(offset..end).ok_or(TableError::Truncated { offset })
 }
 
 /// Length of a standard ACPI System Description Table header (ACPI 6.5 §5.2.6).
@@ -63,10 +52,7 @@ pub fn checked_table<'a>(bytes: &'a [u8], signature: &[u8; 4]) -> Result<&'a [u8
     }
     let declared = u32_at(bytes, 4)? as usize;
     if declared < SDT_HEADER_LEN || declared > bytes.len() {
-        return Err(TableError::BadLength {
-            declared,
-            available: bytes.len(),
-        });
+        return Err(TableError::BadLength { declared, available: bytes.len() });
     }
     Ok(&bytes[..declared])
 }
@@ -88,8 +74,7 @@ pub fn walk_structures<'a>(
         if len < min_len {
             return Err(TableError::BadEntryLength { offset, len });
         }
-        let body =
-            slice_at(table, offset, len).map_err(|_| TableError::BadEntryLength { offset, len })?;
+        let body = slice_at(table, offset, len).map_err(|_| TableError::BadEntryLength { offset, len })?;
         f(kind, body, offset)?;
         offset += len;
     }
@@ -105,23 +90,14 @@ mod tests {
         let b = [1u8, 2, 3];
         assert_eq!(u16_at(&b, 1), Ok(0x0302));
         assert_eq!(u16_at(&b, 2), Err(TableError::Truncated { offset: 2 }));
-        assert_eq!(
-            u64_at(&b, usize::MAX),
-            Err(TableError::Truncated { offset: usize::MAX })
-        );
+        assert_eq!(u64_at(&b, usize::MAX), Err(TableError::Truncated { offset: usize::MAX }));
         assert!(slice_at(&b, usize::MAX, 2).is_err());
     }
 
     #[test]
     fn zero_length_structure_is_an_error_not_a_hang() {
         let t = [0u8, 0, 0, 0];
-        let r = walk_structures(
-            &t,
-            0,
-            2,
-            |b, o| Ok((u8_at(b, o)?.into(), u8_at(b, o + 1)?.into())),
-            |_, _, _| Ok(()),
-        );
+        let r = walk_structures(&t, 0, 2, |b, o| Ok((u8_at(b, o)?.into(), u8_at(b, o + 1)?.into())), |_, _, _| Ok(()));
         assert_eq!(r, Err(TableError::BadEntryLength { offset: 0, len: 0 }));
     }
 }

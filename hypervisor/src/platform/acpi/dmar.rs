@@ -8,9 +8,7 @@
 use alloc::vec::Vec;
 
 use super::TableError;
-use super::bytes::{
-    SDT_HEADER_LEN, checked_table, slice_at, u8_at, u16_at, u64_at, walk_structures,
-};
+use super::bytes::{SDT_HEADER_LEN, checked_table, slice_at, u8_at, u16_at, u64_at, walk_structures};
 
 /// DMAR header: SDT header, host address width (1), flags (1), reserved (10)
 /// (VT-d §8.1, Table 8-1).
@@ -181,22 +179,13 @@ fn parse_scopes(s: &[u8], start: usize) -> Result<Vec<DeviceScope>, TableError> 
     walk_structures(s, start, SCOPE_PATH_OFFSET, header, |kind, e, offset| {
         let path_bytes = slice_at(e, SCOPE_PATH_OFFSET, e.len() - SCOPE_PATH_OFFSET)?;
         if path_bytes.len() % 2 != 0 {
-            return Err(TableError::BadEntryLength {
-                offset,
-                len: e.len(),
-            });
+            return Err(TableError::BadEntryLength { offset, len: e.len() });
         }
         scopes.push(DeviceScope {
             kind: (kind as u8).into(),
             enumeration_id: u8_at(e, 4)?,
             start_bus: u8_at(e, 5)?,
-            path: path_bytes
-                .chunks_exact(2)
-                .map(|p| PathEntry {
-                    device: p[0],
-                    function: p[1],
-                })
-                .collect(),
+            path: path_bytes.chunks_exact(2).map(|p| PathEntry { device: p[0], function: p[1] }).collect(),
         });
         Ok(())
     })?;
@@ -214,35 +203,19 @@ mod tests {
             kind,
             enumeration_id: id,
             start_bus: bus,
-            path: path
-                .iter()
-                .map(|&(device, function)| PathEntry { device, function })
-                .collect(),
+            path: path.iter().map(|&(device, function)| PathEntry { device, function }).collect(),
         }
     }
 
     #[test]
     fn qemu_q35_intel_iommu() {
-        let dmar = parse_dmar(include_bytes!(
-            "../../../tests/fixtures/acpi/qemu-q35-intel-iommu/DMAR.bin"
-        ))
-        .unwrap();
+        let dmar = parse_dmar(include_bytes!("../../../tests/fixtures/acpi/qemu-q35-intel-iommu/DMAR.bin")).unwrap();
         assert_eq!(dmar.host_address_width, 39);
-        assert_eq!(
-            dmar.flags,
-            DmarFlags {
-                intr_remap: true,
-                x2apic_opt_out: false,
-                dma_ctrl_platform_opt_in: false
-            }
-        );
+        assert_eq!(dmar.flags, DmarFlags { intr_remap: true, x2apic_opt_out: false, dma_ctrl_platform_opt_in: false });
         assert_eq!(dmar.units.len(), 1);
         let unit = &dmar.units[0];
         // QEMU lists every device explicitly instead of setting INCLUDE_PCI_ALL.
-        assert_eq!(
-            (unit.register_base, unit.segment, unit.include_pci_all),
-            (0xfed9_0000, 0, false)
-        );
+        assert_eq!((unit.register_base, unit.segment, unit.include_pci_all), (0xfed9_0000, 0, false));
         use ScopeKind::*;
         assert_eq!(
             unit.scopes,
@@ -286,41 +259,18 @@ mod tests {
         body.extend_from_slice(&[0; 16]);
         let dmar = parse_dmar(&sdt(b"DMAR", 1, &body)).unwrap();
         assert_eq!(dmar.host_address_width, 39);
-        assert_eq!(
-            dmar.flags,
-            DmarFlags {
-                intr_remap: true,
-                x2apic_opt_out: false,
-                dma_ctrl_platform_opt_in: true
-            }
-        );
+        assert_eq!(dmar.flags, DmarFlags { intr_remap: true, x2apic_opt_out: false, dma_ctrl_platform_opt_in: true });
         assert_eq!(dmar.units.len(), 2);
         assert!(!dmar.units[0].include_pci_all);
-        assert_eq!(
-            dmar.units[0].scopes,
-            [scope(ScopeKind::PciEndpoint, 0, 0, &[(2, 0)])]
-        );
+        assert_eq!(dmar.units[0].scopes, [scope(ScopeKind::PciEndpoint, 0, 0, &[(2, 0)])]);
         assert_eq!(
             dmar.units[1].scopes,
-            [
-                scope(ScopeKind::IoApic, 2, 0xf0, &[(0x1f, 0)]),
-                scope(ScopeKind::Hpet, 0, 0, &[(0x1f, 0)])
-            ]
+            [scope(ScopeKind::IoApic, 2, 0xf0, &[(0x1f, 0)]), scope(ScopeKind::Hpet, 0, 0, &[(0x1f, 0)])]
         );
         assert_eq!(dmar.rmrrs.len(), 1);
-        assert_eq!(
-            (dmar.rmrrs[0].base, dmar.rmrrs[0].limit),
-            (0x7c00_0000, 0x7c7f_ffff)
-        );
+        assert_eq!((dmar.rmrrs[0].base, dmar.rmrrs[0].limit), (0x7c00_0000, 0x7c7f_ffff));
         assert_eq!(dmar.rmrrs[0].scopes[0].path.len(), 2);
-        assert_eq!(
-            dmar.atsrs,
-            [Atsr {
-                segment: 0,
-                all_ports: true,
-                scopes: vec![]
-            }]
-        );
+        assert_eq!(dmar.atsrs, [Atsr { segment: 0, all_ports: true, scopes: vec![] }]);
         assert_eq!(dmar.skipped_structures, 1);
     }
 
@@ -331,17 +281,11 @@ mod tests {
         let mut t = base.to_vec();
         t[50] = 0;
         t[51] = 0;
-        assert!(matches!(
-            parse_dmar(&t),
-            Err(TableError::BadEntryLength { .. })
-        ));
+        assert!(matches!(parse_dmar(&t), Err(TableError::BadEntryLength { .. })));
         // Scope length past the end of its DRHD.
         let mut t = base.to_vec();
         t[0x41] = 0x80;
-        assert!(matches!(
-            parse_dmar(&t),
-            Err(TableError::BadEntryLength { .. })
-        ));
+        assert!(matches!(parse_dmar(&t), Err(TableError::BadEntryLength { .. })));
         // Odd path length.
         let mut t = base.to_vec();
         t[0x41] = 7;

@@ -159,11 +159,7 @@ fn present(gas: Gas) -> Option<Gas> {
 pub fn parse_fadt(bytes: &[u8]) -> Result<Fadt, TableError> {
     let t = checked_table(bytes, b"FACP")?;
     let has = |offset: usize, len: usize| offset + len <= t.len();
-    let cnt_len = if has(off::PM1_CNT_LEN, 1) {
-        u8_at(t, off::PM1_CNT_LEN)?
-    } else {
-        2
-    };
+    let cnt_len = if has(off::PM1_CNT_LEN, 1) { u8_at(t, off::PM1_CNT_LEN)? } else { 2 };
 
     let mut pm1a_control = present(Gas::legacy_io(u32_at(t, off::PM1A_CNT_BLK)?, cnt_len));
     let mut pm1b_control = present(Gas::legacy_io(u32_at(t, off::PM1B_CNT_BLK)?, cnt_len));
@@ -174,11 +170,7 @@ pub fn parse_fadt(bytes: &[u8]) -> Result<Fadt, TableError> {
         pm1b_control = present(Gas::parse(t, off::X_PM1B_CNT_BLK)?).or(pm1b_control);
     }
 
-    let flags = if has(off::FLAGS, 4) {
-        u32_at(t, off::FLAGS)?
-    } else {
-        0
-    };
+    let flags = if has(off::FLAGS, 4) { u32_at(t, off::FLAGS)? } else { 0 };
     let reset = if has(off::RESET_VALUE, 1) {
         let value = u8_at(t, off::RESET_VALUE)?;
         present(Gas::parse(t, off::RESET_REG)?).map(|register| ResetRegister { register, value })
@@ -214,18 +206,12 @@ mod tests {
         let fadt = parse_fadt(&qemu_table("qemu-q35", b"FACP")).unwrap();
         assert_eq!(fadt.revision, 3);
         assert_eq!(fadt.sci_irq, 9);
-        assert_eq!(
-            fadt.pm1a_control.map(|g| (g.space, g.address)),
-            Some((AddressSpace::SystemIo, 0x604))
-        );
+        assert_eq!(fadt.pm1a_control.map(|g| (g.space, g.address)), Some((AddressSpace::SystemIo, 0x604)));
         assert_eq!(fadt.pm1a_control.unwrap().access_bytes(), 2);
         assert_eq!(fadt.pm1b_control, None);
         let reset = fadt.reset.unwrap();
         assert!(fadt.reset_supported);
-        assert_eq!(
-            (reset.register.space, reset.register.address, reset.value),
-            (AddressSpace::SystemIo, 0xcf9, 0x0f)
-        );
+        assert_eq!((reset.register.space, reset.register.address, reset.value), (AddressSpace::SystemIo, 0xcf9, 0x0f));
         assert!(!fadt.hardware_reduced);
         assert_ne!(fadt.dsdt_address, 0);
     }

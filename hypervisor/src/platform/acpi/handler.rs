@@ -27,17 +27,10 @@ pub struct IdentityMap;
 static ZERO_PAGE: [u64; 8] = [0; 8];
 
 impl AcpiHandler for IdentityMap {
-    unsafe fn map_physical_region<T>(
-        &self,
-        physical_address: usize,
-        size: usize,
-    ) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
         let (virt, size) = match NonNull::new(physical_address as *mut T) {
             Some(virt) => (virt, size),
-            None => (
-                NonNull::from(&ZERO_PAGE).cast::<T>(),
-                size.min(size_of_val(&ZERO_PAGE)),
-            ),
+            None => (NonNull::from(&ZERO_PAGE).cast::<T>(), size.min(size_of_val(&ZERO_PAGE))),
         };
         // SAFETY: virtual == physical under the identity map, so `virt` addresses the
         // `size` bytes the caller (the `acpi` crate) asked for, which it guarantees hold
@@ -93,8 +86,7 @@ fn copy_mapping<H: AcpiHandler, T>(mapping: &PhysicalMapping<H, T>) -> Option<Ve
     // SAFETY: the handler mapped `region_length` bytes at `virtual_start` and the
     // mapping is alive for the duration of the copy; firmware tables are not written
     // concurrently.
-    let bytes =
-        unsafe { core::slice::from_raw_parts(mapping.virtual_start().as_ptr().cast::<u8>(), len) };
+    let bytes = unsafe { core::slice::from_raw_parts(mapping.virtual_start().as_ptr().cast::<u8>(), len) };
     Some(bytes.to_vec())
 }
 
@@ -104,9 +96,7 @@ fn find<H: AcpiHandler, T: AcpiTable>(tables: &AcpiTables<H>) -> Option<Vec<u8>>
 
 /// Copies `len` bytes of AML at `phys` (a DSDT/SSDT body the crate has validated).
 fn copy_aml<H: AcpiHandler>(handler: &H, phys: usize, len: u32) -> Option<Vec<u8>> {
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|&l| l <= MAX_TABLE_BYTES)?;
+    let len = usize::try_from(len).ok().filter(|&l| l <= MAX_TABLE_BYTES)?;
     // SAFETY: `phys..phys + len` is the body of a table whose header, length and
     // checksum the crate just validated, so the handler can map it.
     let mapping = unsafe { handler.map_physical_region::<u8>(phys, len.max(1)) };
@@ -118,14 +108,8 @@ fn copy_aml<H: AcpiHandler>(handler: &H, phys: usize, len: u32) -> Option<Vec<u8
 
 /// Copies every table Bulkhead decodes out of firmware memory.
 pub fn copy_tables<H: AcpiHandler>(handler: &H, tables: &AcpiTables<H>) -> RawTables {
-    let dsdt = tables
-        .dsdt()
-        .ok()
-        .and_then(|aml| copy_aml(handler, aml.address, aml.length));
-    let ssdts = tables
-        .ssdts()
-        .filter_map(|aml| copy_aml(handler, aml.address, aml.length))
-        .collect();
+    let dsdt = tables.dsdt().ok().and_then(|aml| copy_aml(handler, aml.address, aml.length));
+    let ssdts = tables.ssdts().filter_map(|aml| copy_aml(handler, aml.address, aml.length)).collect();
     RawTables {
         madt: find::<H, RawMadt>(tables),
         fadt: find::<H, RawFadt>(tables),

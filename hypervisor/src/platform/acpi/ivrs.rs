@@ -9,10 +9,7 @@
 use alloc::vec::Vec;
 
 use super::TableError;
-use super::bytes::{
-    SDT_HEADER_LEN, array_at, checked_table, slice_at, u8_at, u16_at, u32_at, u64_at,
-    walk_structures,
-};
+use super::bytes::{SDT_HEADER_LEN, array_at, checked_table, slice_at, u8_at, u16_at, u32_at, u64_at, walk_structures};
 
 /// IVRS header: SDT header, IVinfo (4), reserved (8) (§5.2.1, Table 89).
 const BLOCKS_OFFSET: usize = SDT_HEADER_LEN + 12;
@@ -183,10 +180,7 @@ impl Ivrs {
     pub fn units(&self) -> Vec<&Ivhd> {
         let mut units: Vec<&Ivhd> = Vec::new();
         for ivhd in &self.ivhds {
-            match units
-                .iter_mut()
-                .find(|u| u.segment == ivhd.segment && u.iommu_devid == ivhd.iommu_devid)
-            {
+            match units.iter_mut().find(|u| u.segment == ivhd.segment && u.iommu_devid == ivhd.iommu_devid) {
                 Some(u) if u.block_type < ivhd.block_type => *u = ivhd,
                 Some(_) => {}
                 None => units.push(ivhd),
@@ -199,11 +193,7 @@ impl Ivrs {
 /// Decodes a whole IVRS (header included).
 pub fn parse_ivrs(bytes: &[u8]) -> Result<Ivrs, TableError> {
     let table = checked_table(bytes, b"IVRS")?;
-    let mut ivrs = Ivrs {
-        revision: u8_at(table, 8)?,
-        info: u32_at(table, SDT_HEADER_LEN)?.into(),
-        ..Ivrs::default()
-    };
+    let mut ivrs = Ivrs { revision: u8_at(table, 8)?, info: u32_at(table, SDT_HEADER_LEN)?.into(), ..Ivrs::default() };
     let header = |b: &[u8], o: usize| Ok((u8_at(b, o)?.into(), usize::from(u16_at(b, o + 2)?)));
     walk_structures(table, BLOCKS_OFFSET, 4, header, |kind, b, _| {
         match kind as u8 {
@@ -227,11 +217,8 @@ pub fn parse_ivrs(bytes: &[u8]) -> Result<Ivrs, TableError> {
 }
 
 fn parse_ivhd(block_type: u8, b: &[u8]) -> Result<Ivhd, TableError> {
-    let (entries_offset, efr_image) = if block_type == 0x10 {
-        (IVHD10_ENTRIES_OFFSET, None)
-    } else {
-        (IVHD11_ENTRIES_OFFSET, Some(u64_at(b, 24)?))
-    };
+    let (entries_offset, efr_image) =
+        if block_type == 0x10 { (IVHD10_ENTRIES_OFFSET, None) } else { (IVHD11_ENTRIES_OFFSET, Some(u64_at(b, 24)?)) };
     Ok(Ivhd {
         block_type,
         flags: u8_at(b, 1)?,
@@ -242,11 +229,7 @@ fn parse_ivhd(block_type: u8, b: &[u8]) -> Result<Ivhd, TableError> {
         iommu_info: u16_at(b, 18)?,
         feature_info: u32_at(b, 20)?,
         efr_image,
-        entries: parse_entries(slice_at(
-            b,
-            entries_offset,
-            b.len().saturating_sub(entries_offset),
-        )?)?,
+        entries: parse_entries(slice_at(b, entries_offset, b.len().saturating_sub(entries_offset))?)?,
     })
 }
 
@@ -282,36 +265,16 @@ fn parse_entries(e: &[u8]) -> Result<Vec<IvhdEntry>, TableError> {
             entry::ALIAS_START_OF_RANGE => open = Some((t, devid, data, u16_at(d, 5)?.into())),
             entry::EXT_START_OF_RANGE => open = Some((t, devid, data, u32_at(d, 4)?)),
             entry::END_OF_RANGE => {
-                let (start, first, data, extra) = open
-                    .take()
-                    .ok_or(TableError::UnterminatedRange { offset })?;
+                let (start, first, data, extra) = open.take().ok_or(TableError::UnterminatedRange { offset })?;
                 let last = devid;
                 out.push(match start {
-                    entry::ALIAS_START_OF_RANGE => IvhdEntry::AliasRange {
-                        first,
-                        last,
-                        alias: extra as u16,
-                        data,
-                    },
-                    entry::EXT_START_OF_RANGE => IvhdEntry::ExtRange {
-                        first,
-                        last,
-                        data,
-                        ext: extra,
-                    },
+                    entry::ALIAS_START_OF_RANGE => IvhdEntry::AliasRange { first, last, alias: extra as u16, data },
+                    entry::EXT_START_OF_RANGE => IvhdEntry::ExtRange { first, last, data, ext: extra },
                     _ => IvhdEntry::Range { first, last, data },
                 });
             }
-            entry::ALIAS_SELECT => out.push(IvhdEntry::AliasSelect {
-                devid,
-                alias: u16_at(d, 5)?,
-                data,
-            }),
-            entry::EXT_SELECT => out.push(IvhdEntry::ExtSelect {
-                devid,
-                data,
-                ext: u32_at(d, 4)?,
-            }),
+            entry::ALIAS_SELECT => out.push(IvhdEntry::AliasSelect { devid, alias: u16_at(d, 5)?, data }),
+            entry::EXT_SELECT => out.push(IvhdEntry::ExtSelect { devid, data, ext: u32_at(d, 4)? }),
             entry::SPECIAL => out.push(IvhdEntry::Special {
                 handle: u8_at(d, 4)?,
                 devid: u16_at(d, 5)?,

@@ -20,46 +20,16 @@ fn qemu_q35_amd_iommu() {
     assert_eq!(
         ivhd.entries,
         [
-            IvhdEntry::Select {
-                devid: 0x0000,
-                data: 0
-            },
-            IvhdEntry::Select {
-                devid: 0x0008,
-                data: 0
-            },
-            IvhdEntry::Select {
-                devid: 0x0018,
-                data: 0
-            },
-            IvhdEntry::Range {
-                first: 0x0100,
-                last: 0x01ff,
-                data: 0
-            },
-            IvhdEntry::Select {
-                devid: 0x0020,
-                data: 0
-            },
-            IvhdEntry::Select {
-                devid: 0x00f8,
-                data: 0
-            },
-            IvhdEntry::Select {
-                devid: 0x00fa,
-                data: 0
-            },
-            IvhdEntry::Select {
-                devid: 0x00fb,
-                data: 0
-            },
+            IvhdEntry::Select { devid: 0x0000, data: 0 },
+            IvhdEntry::Select { devid: 0x0008, data: 0 },
+            IvhdEntry::Select { devid: 0x0018, data: 0 },
+            IvhdEntry::Range { first: 0x0100, last: 0x01ff, data: 0 },
+            IvhdEntry::Select { devid: 0x0020, data: 0 },
+            IvhdEntry::Select { devid: 0x00f8, data: 0 },
+            IvhdEntry::Select { devid: 0x00fa, data: 0 },
+            IvhdEntry::Select { devid: 0x00fb, data: 0 },
             // QEMU puts the IOAPIC at 00:14.0, where Linux expects it on AMD.
-            IvhdEntry::Special {
-                variety: SpecialVariety::IoApic,
-                handle: 0,
-                devid: 0x00a0,
-                data: 0
-            },
+            IvhdEntry::Special { variety: SpecialVariety::IoApic, handle: 0, devid: 0x00a0, data: 0 },
         ]
     );
     assert!(ivrs.ivmds.is_empty());
@@ -128,63 +98,19 @@ fn spec_shaped_ivrs() {
         ivrs.ivhds[0].entries,
         [
             IvhdEntry::All { data: 0xd7 },
-            IvhdEntry::Select {
-                devid: 0x0010,
-                data: 0
-            },
-            IvhdEntry::AliasRange {
-                first: 0x0500,
-                last: 0x05ff,
-                alias: 0x00a4,
-                data: 0
-            },
-            IvhdEntry::AliasSelect {
-                devid: 0x0600,
-                alias: 0x0008,
-                data: 0
-            },
-            IvhdEntry::ExtSelect {
-                devid: 0x0700,
-                data: 0,
-                ext: 0x8000_0001
-            },
-            IvhdEntry::ExtRange {
-                first: 0x0800,
-                last: 0x0900,
-                data: 0,
-                ext: 0x8000_0001
-            },
-            IvhdEntry::Special {
-                variety: SpecialVariety::IoApic,
-                handle: 0x21,
-                devid: 0x00a0,
-                data: 0xd7
-            },
-            IvhdEntry::Special {
-                variety: SpecialVariety::Hpet,
-                handle: 0,
-                devid: 0x00a0,
-                data: 0xd7
-            },
-            IvhdEntry::AcpiHid {
-                devid: 0x00a5,
-                data: 0x40,
-                hid: *b"AMDI0020",
-                cid: [0; 8],
-                uid: b"ID00".to_vec(),
-            },
+            IvhdEntry::Select { devid: 0x0010, data: 0 },
+            IvhdEntry::AliasRange { first: 0x0500, last: 0x05ff, alias: 0x00a4, data: 0 },
+            IvhdEntry::AliasSelect { devid: 0x0600, alias: 0x0008, data: 0 },
+            IvhdEntry::ExtSelect { devid: 0x0700, data: 0, ext: 0x8000_0001 },
+            IvhdEntry::ExtRange { first: 0x0800, last: 0x0900, data: 0, ext: 0x8000_0001 },
+            IvhdEntry::Special { variety: SpecialVariety::IoApic, handle: 0x21, devid: 0x00a0, data: 0xd7 },
+            IvhdEntry::Special { variety: SpecialVariety::Hpet, handle: 0, devid: 0x00a0, data: 0xd7 },
+            IvhdEntry::AcpiHid { devid: 0x00a5, data: 0x40, hid: *b"AMDI0020", cid: [0; 8], uid: b"ID00".to_vec() },
         ]
     );
     assert_eq!(
         ivrs.ivmds,
-        [Ivmd {
-            block_type: 0x21,
-            flags: 0x07,
-            devid: 0x0010,
-            aux: 0,
-            start: 0x9ac0_0000,
-            len_bytes: 0x40_0000
-        }]
+        [Ivmd { block_type: 0x21, flags: 0x07, devid: 0x0010, aux: 0, start: 0x9ac0_0000, len_bytes: 0x40_0000 }]
     );
 }
 
@@ -193,25 +119,16 @@ fn malformed_ivrs_is_an_error() {
     // Range start not followed by an end.
     let mut t = QEMU.to_vec();
     t[0x54 + 4] = 0x02; // the end-of-range becomes a select
-    assert!(matches!(
-        parse_ivrs(&t),
-        Err(TableError::UnterminatedRange { .. })
-    ));
+    assert!(matches!(parse_ivrs(&t), Err(TableError::UnterminatedRange { .. })));
     // Unknown variable-length entry type.
     let mut t = QEMU.to_vec();
     t[0x48] = 0x81;
-    assert!(matches!(
-        parse_ivrs(&t),
-        Err(TableError::UnknownEntry { kind: 0x81, .. })
-    ));
+    assert!(matches!(parse_ivrs(&t), Err(TableError::UnknownEntry { kind: 0x81, .. })));
     // IVHD length 0.
     let mut t = QEMU.to_vec();
     t[0x32] = 0;
     t[0x33] = 0;
-    assert!(matches!(
-        parse_ivrs(&t),
-        Err(TableError::BadEntryLength { .. })
-    ));
+    assert!(matches!(parse_ivrs(&t), Err(TableError::BadEntryLength { .. })));
     // Every truncation of the table and of a spec-shaped one decodes or fails cleanly.
     for base in [QEMU.to_vec(), spec_shaped()] {
         for len in 0..base.len() {

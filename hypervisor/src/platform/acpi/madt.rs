@@ -129,11 +129,7 @@ pub fn parse_madt(bytes: &[u8]) -> Result<Madt, TableError> {
                     x2apic: true,
                 });
             }
-            IO_APIC => madt.io_apics.push(IoApic {
-                id: u8_at(e, 2)?,
-                address: u32_at(e, 4)?,
-                gsi_base: u32_at(e, 8)?,
-            }),
+            IO_APIC => madt.io_apics.push(IoApic { id: u8_at(e, 2)?, address: u32_at(e, 4)?, gsi_base: u32_at(e, 8)? }),
             INTERRUPT_SOURCE_OVERRIDE => madt.overrides.push(InterruptOverride {
                 bus: u8_at(e, 2)?,
                 source_irq: u8_at(e, 3)?,
@@ -148,11 +144,9 @@ pub fn parse_madt(bytes: &[u8]) -> Result<Madt, TableError> {
                     lint: u8_at(e, 5)?,
                 });
             }
-            LOCAL_X2APIC_NMI => madt.nmis.push(LapicNmi {
-                flags: u16_at(e, 2)?,
-                uid: u32_at(e, 4)?,
-                lint: u8_at(e, 8)?,
-            }),
+            LOCAL_X2APIC_NMI => {
+                madt.nmis.push(LapicNmi { flags: u16_at(e, 2)?, uid: u32_at(e, 4)?, lint: u8_at(e, 8)? })
+            }
             LOCAL_APIC_ADDRESS_OVERRIDE => madt.local_apic_address = u64_at(e, 4)?,
             _ => madt.skipped_entries += 1,
         }
@@ -168,51 +162,17 @@ mod tests {
 
     #[test]
     fn qemu_q35_madt() {
-        let madt = parse_madt(include_bytes!(
-            "../../../tests/fixtures/acpi/qemu-q35-intel-iommu/APIC.bin"
-        ))
-        .unwrap();
+        let madt = parse_madt(include_bytes!("../../../tests/fixtures/acpi/qemu-q35-intel-iommu/APIC.bin")).unwrap();
         assert_eq!(madt.local_apic_address, 0xfee0_0000);
         assert!(madt.pcat_compat);
         assert_eq!(madt.cpus.len(), 2);
-        assert_eq!(
-            madt.cpus[1],
-            Cpu {
-                uid: 1,
-                apic_id: 1,
-                enabled: true,
-                online_capable: false,
-                x2apic: false
-            }
-        );
-        assert_eq!(
-            madt.io_apics,
-            [IoApic {
-                id: 0,
-                address: 0xfec0_0000,
-                gsi_base: 0
-            }]
-        );
+        assert_eq!(madt.cpus[1], Cpu { uid: 1, apic_id: 1, enabled: true, online_capable: false, x2apic: false });
+        assert_eq!(madt.io_apics, [IoApic { id: 0, address: 0xfec0_0000, gsi_base: 0 }]);
         // QEMU routes IRQ0 to GSI2 and makes 5, 9, 10, 11 level/active-high (flags 0xd).
         assert_eq!(madt.overrides.len(), 5);
-        assert_eq!(
-            madt.overrides[0],
-            InterruptOverride {
-                bus: 0,
-                source_irq: 0,
-                gsi: 2,
-                flags: 0
-            }
-        );
+        assert_eq!(madt.overrides[0], InterruptOverride { bus: 0, source_irq: 0, gsi: 2, flags: 0 });
         assert!(madt.overrides[1].level_triggered() && !madt.overrides[1].active_low());
-        assert_eq!(
-            madt.nmis,
-            [LapicNmi {
-                uid: u32::MAX,
-                lint: 1,
-                flags: 0
-            }]
-        );
+        assert_eq!(madt.nmis, [LapicNmi { uid: u32::MAX, lint: 1, flags: 0 }]);
     }
 
     #[test]
@@ -223,16 +183,7 @@ mod tests {
         // Local APIC address override.
         body.extend_from_slice(&[5, 12, 0, 0, 0, 0, 0xd0, 0xfe, 1, 0, 0, 0]);
         let madt = parse_madt(&sdt(b"APIC", 3, &body)).unwrap();
-        assert_eq!(
-            madt.cpus,
-            [Cpu {
-                uid: 7,
-                apic_id: 300,
-                enabled: false,
-                online_capable: true,
-                x2apic: true
-            }]
-        );
+        assert_eq!(madt.cpus, [Cpu { uid: 7, apic_id: 300, enabled: false, online_capable: true, x2apic: true }]);
         assert_eq!(madt.local_apic_address, 0x1_fed0_0000);
         assert!(!madt.pcat_compat);
     }
@@ -240,21 +191,12 @@ mod tests {
     #[test]
     fn malformed_entries_are_errors() {
         let zero_len = sdt(b"APIC", 1, &[0, 0, 0xe0, 0xfe, 0, 0, 0, 0, 0, 0]);
-        assert!(matches!(
-            parse_madt(&zero_len),
-            Err(TableError::BadEntryLength { len: 0, .. })
-        ));
+        assert!(matches!(parse_madt(&zero_len), Err(TableError::BadEntryLength { len: 0, .. })));
         let overlong = sdt(b"APIC", 1, &[0, 0, 0xe0, 0xfe, 0, 0, 0, 0, 1, 40, 0, 0]);
-        assert!(matches!(
-            parse_madt(&overlong),
-            Err(TableError::BadEntryLength { len: 40, .. })
-        ));
+        assert!(matches!(parse_madt(&overlong), Err(TableError::BadEntryLength { len: 40, .. })));
         // Declared length smaller than the type needs: the field read fails cleanly.
         let short = sdt(b"APIC", 1, &[0, 0, 0xe0, 0xfe, 0, 0, 0, 0, 1, 4, 0, 0]);
-        assert!(matches!(
-            parse_madt(&short),
-            Err(TableError::Truncated { .. })
-        ));
+        assert!(matches!(parse_madt(&short), Err(TableError::Truncated { .. })));
         assert!(parse_madt(&[0u8; 10]).is_err());
     }
 }

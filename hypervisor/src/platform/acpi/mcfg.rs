@@ -26,18 +26,10 @@ impl EcamRegion {
     /// Physical address of `offset` in the configuration space of `bus:dev.func`, or
     /// `None` when the bus is outside this window or an argument is out of range.
     pub fn config_address(&self, bus: u8, device: u8, function: u8, offset: u16) -> Option<u64> {
-        if bus < self.bus_start
-            || bus > self.bus_end
-            || device >= 32
-            || function >= 8
-            || offset >= 4096
-        {
+        if bus < self.bus_start || bus > self.bus_end || device >= 32 || function >= 8 || offset >= 4096 {
             return None;
         }
-        let rel = u64::from(bus) << 20
-            | u64::from(device) << 15
-            | u64::from(function) << 12
-            | u64::from(offset);
+        let rel = u64::from(bus) << 20 | u64::from(device) << 15 | u64::from(function) << 12 | u64::from(offset);
         self.base.checked_add(rel)
     }
 
@@ -77,39 +69,18 @@ mod tests {
     #[test]
     fn qemu_q35_mcfg() {
         let regions = parse_mcfg(QEMU).unwrap();
-        assert_eq!(
-            regions,
-            [EcamRegion {
-                base: 0xb000_0000,
-                segment: 0,
-                bus_start: 0,
-                bus_end: 0xff
-            }]
-        );
+        assert_eq!(regions, [EcamRegion { base: 0xb000_0000, segment: 0, bus_start: 0, bus_end: 0xff }]);
         assert_eq!(regions[0].len_bytes(), 256 << 20);
     }
 
     #[test]
     fn config_address_layout() {
-        let r = EcamRegion {
-            base: 0xe000_0000,
-            segment: 0,
-            bus_start: 0,
-            bus_end: 3,
-        };
-        assert_eq!(
-            r.config_address(1, 2, 3, 0x100),
-            Some(0xe000_0000 + (1 << 20 | 2 << 15 | 3 << 12 | 0x100))
-        );
+        let r = EcamRegion { base: 0xe000_0000, segment: 0, bus_start: 0, bus_end: 3 };
+        assert_eq!(r.config_address(1, 2, 3, 0x100), Some(0xe000_0000 + (1 << 20 | 2 << 15 | 3 << 12 | 0x100)));
         assert_eq!(r.config_address(4, 0, 0, 0), None);
         assert_eq!(r.config_address(0, 32, 0, 0), None);
         assert_eq!(r.config_address(0, 0, 0, 4096), None);
-        let top = EcamRegion {
-            base: u64::MAX - 10,
-            segment: 0,
-            bus_start: 0,
-            bus_end: 255,
-        };
+        let top = EcamRegion { base: u64::MAX - 10, segment: 0, bus_start: 0, bus_end: 255 };
         assert_eq!(top.config_address(255, 0, 0, 0), None);
     }
 

@@ -64,14 +64,8 @@ impl fmt::Display for TableError {
         match *self {
             Self::Truncated { offset } => write!(f, "field at offset {offset:#x} is past the end"),
             Self::BadSignature { found } => write!(f, "unexpected signature {:?}", found),
-            Self::BadLength {
-                declared,
-                available,
-            } => {
-                write!(
-                    f,
-                    "declared length {declared} but {available} bytes present"
-                )
+            Self::BadLength { declared, available } => {
+                write!(f, "declared length {declared} but {available} bytes present")
             }
             Self::BadEntryLength { offset, len } => {
                 write!(f, "entry at {offset:#x} has bad length {len}")
@@ -112,10 +106,9 @@ impl From<acpi::AcpiError> for AcpiError {
     fn from(e: acpi::AcpiError) -> Self {
         use acpi::AcpiError as E;
         match e {
-            E::NoValidRsdp
-            | E::RsdpIncorrectSignature
-            | E::RsdpInvalidOemId
-            | E::RsdpInvalidChecksum => Self::InvalidRsdp,
+            E::NoValidRsdp | E::RsdpIncorrectSignature | E::RsdpInvalidOemId | E::RsdpInvalidChecksum => {
+                Self::InvalidRsdp
+            }
             _ => Self::InvalidRootTable,
         }
     }
@@ -178,8 +171,7 @@ impl PlatformTables {
 
     /// Decodes tables already copied into memory (the pure half of `from_rsdp`).
     pub fn from_raw(raw: &RawTables) -> Result<Self, AcpiError> {
-        let madt = madt::parse_madt(raw.madt.as_deref().ok_or(AcpiError::MissingMadt)?)
-            .map_err(AcpiError::BadMadt)?;
+        let madt = madt::parse_madt(raw.madt.as_deref().ok_or(AcpiError::MissingMadt)?).map_err(AcpiError::BadMadt)?;
         let mut problems = Vec::new();
         let p = &mut problems;
         let ecam = decode(p, b"MCFG", raw.mcfg.as_deref(), mcfg::parse_mcfg).unwrap_or_default();
@@ -187,21 +179,8 @@ impl PlatformTables {
         let hpet_base = decode(p, b"HPET", raw.hpet.as_deref(), parse_hpet);
         let dmar = decode(p, b"DMAR", raw.dmar.as_deref(), dmar::parse_dmar);
         let ivrs = decode(p, b"IVRS", raw.ivrs.as_deref(), ivrs::parse_ivrs);
-        let s5 = raw
-            .dsdt
-            .iter()
-            .chain(&raw.ssdts)
-            .find_map(|aml| s5::find_s5(aml));
-        Ok(Self {
-            madt,
-            ecam,
-            fadt,
-            s5,
-            hpet_base,
-            dmar,
-            ivrs,
-            problems,
-        })
+        let s5 = raw.dsdt.iter().chain(&raw.ssdts).find_map(|aml| s5::find_s5(aml));
+        Ok(Self { madt, ecam, fadt, s5, hpet_base, dmar, ivrs, problems })
     }
 
     pub fn madt(&self) -> &Madt {
@@ -245,13 +224,9 @@ impl PlatformTables {
     /// The IOMMU to drive. Should firmware describe both kinds, the DMAR wins.
     pub fn iommu(&self) -> IommuKind {
         if let Some(dmar) = self.dmar.as_ref().filter(|d| !d.units.is_empty()) {
-            IommuKind::VtD {
-                units: dmar.units.len(),
-            }
+            IommuKind::VtD { units: dmar.units.len() }
         } else if let Some(ivrs) = self.ivrs.as_ref().filter(|i| !i.ivhds.is_empty()) {
-            IommuKind::AmdVi {
-                units: ivrs.units().len(),
-            }
+            IommuKind::AmdVi { units: ivrs.units().len() }
         } else {
             IommuKind::None
         }
@@ -265,14 +240,7 @@ fn decode<T>(
     bytes: Option<&[u8]>,
     parse: impl FnOnce(&[u8]) -> Result<T, TableError>,
 ) -> Option<T> {
-    parse(bytes?)
-        .map_err(|error| {
-            problems.push(TableProblem {
-                signature: *signature,
-                error,
-            })
-        })
-        .ok()
+    parse(bytes?).map_err(|error| problems.push(TableProblem { signature: *signature, error })).ok()
 }
 
 /// The HPET table's register block address (IA-PC HPET spec 1.0a §3.2.4, offset 40).

@@ -67,16 +67,10 @@ fn decode_at(aml: &[u8], at: usize) -> Option<SleepType> {
     let (a, next) = decode_integer(aml, i)?;
     if num_elements >= 2 {
         let (b, _) = decode_integer(aml, next)?;
-        Some(SleepType {
-            slp_typ_a: a as u8,
-            slp_typ_b: b as u8,
-        })
+        Some(SleepType { slp_typ_a: a as u8, slp_typ_b: b as u8 })
     } else {
         // A one-element package packs both values into one integer (ACPICA does this).
-        Some(SleepType {
-            slp_typ_a: a as u8,
-            slp_typ_b: (a >> 8) as u8,
-        })
+        Some(SleepType { slp_typ_a: a as u8, slp_typ_b: (a >> 8) as u8 })
     }
 }
 
@@ -84,10 +78,7 @@ fn decode_at(aml: &[u8], at: usize) -> Option<SleepType> {
 fn decode_integer(aml: &[u8], i: usize) -> Option<(u64, usize)> {
     let le = |n: usize| -> Option<(u64, usize)> {
         let bytes = aml.get(i + 1..i + 1 + n)?;
-        let v = bytes
-            .iter()
-            .rev()
-            .fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+        let v = bytes.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
         Some((v, i + 1 + n))
     };
     match *aml.get(i)? {
@@ -110,103 +101,46 @@ mod tests {
     fn qemu_q35_dsdt() {
         // QEMU: Name (_S5, Package (0x04) { Zero, Zero, Zero, Zero })
         let dsdt = include_bytes!("../../../tests/fixtures/acpi/qemu-q35/DSDT.bin");
-        assert_eq!(
-            find_s5(dsdt),
-            Some(SleepType {
-                slp_typ_a: 0,
-                slp_typ_b: 0
-            })
-        );
+        assert_eq!(find_s5(dsdt), Some(SleepType { slp_typ_a: 0, slp_typ_b: 0 }));
     }
 
     #[test]
     fn byte_prefixed_values_with_root_prefix() {
         // Typical laptop firmware: Name (\_S5, Package () { 0x07, 0x07, Zero, Zero })
-        let aml = [
-            0x10, 0x08, 0x5c, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x07, 0x0a, 0x07,
-            0x00, 0x00,
-        ];
-        assert_eq!(
-            find_s5(&aml),
-            Some(SleepType {
-                slp_typ_a: 7,
-                slp_typ_b: 7
-            })
-        );
+        let aml = [0x10, 0x08, 0x5c, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x07, 0x0a, 0x07, 0x00, 0x00];
+        assert_eq!(find_s5(&aml), Some(SleepType { slp_typ_a: 7, slp_typ_b: 7 }));
     }
 
     #[test]
     fn word_dword_and_one_ops() {
-        let aml = [
-            0x08, b'_', b'S', b'5', b'_', 0x12, 0x0a, 0x02, 0x0b, 0x05, 0x00, 0x0c, 0x06, 0, 0, 0,
-        ];
-        assert_eq!(
-            find_s5(&aml),
-            Some(SleepType {
-                slp_typ_a: 5,
-                slp_typ_b: 6
-            })
-        );
+        let aml = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x0a, 0x02, 0x0b, 0x05, 0x00, 0x0c, 0x06, 0, 0, 0];
+        assert_eq!(find_s5(&aml), Some(SleepType { slp_typ_a: 5, slp_typ_b: 6 }));
         let aml = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x02, 0x01, 0x01];
-        assert_eq!(
-            find_s5(&aml),
-            Some(SleepType {
-                slp_typ_a: 1,
-                slp_typ_b: 1
-            })
-        );
+        assert_eq!(find_s5(&aml), Some(SleepType { slp_typ_a: 1, slp_typ_b: 1 }));
     }
 
     #[test]
     fn single_element_package_packs_a_and_b() {
-        let aml = [
-            0x08, b'_', b'S', b'5', b'_', 0x12, 0x05, 0x01, 0x0b, 0x05, 0x07,
-        ];
-        assert_eq!(
-            find_s5(&aml),
-            Some(SleepType {
-                slp_typ_a: 5,
-                slp_typ_b: 7
-            })
-        );
+        let aml = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x05, 0x01, 0x0b, 0x05, 0x07];
+        assert_eq!(find_s5(&aml), Some(SleepType { slp_typ_a: 5, slp_typ_b: 7 }));
     }
 
     #[test]
     fn multi_byte_pkg_length() {
         // Lead byte 0x40: one extra PkgLength byte follows.
-        let aml = [
-            0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x00, 0x02, 0x0a, 0x03, 0x0a, 0x04,
-        ];
-        assert_eq!(
-            find_s5(&aml),
-            Some(SleepType {
-                slp_typ_a: 3,
-                slp_typ_b: 4
-            })
-        );
+        let aml = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x40, 0x00, 0x02, 0x0a, 0x03, 0x0a, 0x04];
+        assert_eq!(find_s5(&aml), Some(SleepType { slp_typ_a: 3, slp_typ_b: 4 }));
     }
 
     #[test]
     fn references_and_truncation_are_skipped() {
         // A method that mentions _S5_ (not a NameOp) and then a truncated definition.
-        let aml = [
-            0x70, b'_', b'S', b'5', b'_', 0x60, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x0a, 0x04,
-            0x0a,
-        ];
+        let aml = [0x70, b'_', b'S', b'5', b'_', 0x60, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x0a, 0x04, 0x0a];
         assert_eq!(find_s5(&aml), None);
         assert_eq!(find_s5(b"_S5_"), None);
         assert_eq!(find_s5(&[]), None);
         // The second, valid occurrence wins.
-        let aml = [
-            0x70, b'_', b'S', b'5', b'_', 0x08, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x02, 0x0a,
-            0x05, 0x00,
-        ];
-        assert_eq!(
-            find_s5(&aml),
-            Some(SleepType {
-                slp_typ_a: 5,
-                slp_typ_b: 0
-            })
-        );
+        let aml = [0x70, b'_', b'S', b'5', b'_', 0x08, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x02, 0x0a, 0x05, 0x00];
+        assert_eq!(find_s5(&aml), Some(SleepType { slp_typ_a: 5, slp_typ_b: 0 }));
     }
 }

@@ -29,10 +29,7 @@ impl PlatformTables {
         let mut info = |target, s: String| out.push((Level::Info, target, s));
         let cpus = self.cpus();
         let enabled = cpus.iter().filter(|c| c.enabled).count();
-        let hotplug = cpus
-            .iter()
-            .filter(|c| !c.enabled && c.online_capable)
-            .count();
+        let hotplug = cpus.iter().filter(|c| !c.enabled && c.online_capable).count();
         let x2 = cpus.iter().filter(|c| c.x2apic).count();
         info(
             "acpi",
@@ -40,21 +37,11 @@ impl PlatformTables {
                 "CPUs: {} ({enabled} enabled, {hotplug} online-capable, {x2} x2APIC entries), LAPIC at {:#x}{}",
                 cpus.len(),
                 self.madt().local_apic_address,
-                if self.madt().pcat_compat {
-                    ", 8259 PICs present"
-                } else {
-                    ""
-                }
+                if self.madt().pcat_compat { ", 8259 PICs present" } else { "" }
             ),
         );
         for io in self.io_apics() {
-            info(
-                "acpi",
-                format!(
-                    "IOAPIC id {} at {:#x}, GSI base {}",
-                    io.id, io.address, io.gsi_base
-                ),
-            );
+            info("acpi", format!("IOAPIC id {} at {:#x}, GSI base {}", io.id, io.address, io.gsi_base));
         }
         for iso in self.interrupt_overrides() {
             info(
@@ -69,35 +56,21 @@ impl PlatformTables {
             );
         }
         if self.ecam_regions().is_empty() {
-            info(
-                "acpi",
-                "no MCFG: PCI config space through ports 0xcf8/0xcfc (no extended capabilities)"
-                    .into(),
-            );
+            info("acpi", "no MCFG: PCI config space through ports 0xcf8/0xcfc (no extended capabilities)".into());
         }
         for r in self.ecam_regions() {
             info(
                 "acpi",
-                format!(
-                    "ECAM: segment {} buses {:02x}-{:02x} at {:#x}",
-                    r.segment, r.bus_start, r.bus_end, r.base
-                ),
+                format!("ECAM: segment {} buses {:02x}-{:02x} at {:#x}", r.segment, r.bus_start, r.bus_end, r.base),
             );
         }
         match self.fadt() {
-            None => info(
-                "acpi",
-                "no FADT: ACPI shutdown and reset registers unavailable".into(),
-            ),
+            None => info("acpi", "no FADT: ACPI shutdown and reset registers unavailable".into()),
             Some(f) => {
-                let opt =
-                    |g: Option<super::Gas>| g.map_or_else(|| "none".into(), |g| format!("{g}"));
+                let opt = |g: Option<super::Gas>| g.map_or_else(|| "none".into(), |g| format!("{g}"));
                 let reset = match (f.reset, f.reset_supported) {
                     (Some(r), true) => format!("{} <- {:#04x}", r.register, r.value),
-                    (Some(r), false) => format!(
-                        "{} <- {:#04x} (not flagged as supported)",
-                        r.register, r.value
-                    ),
+                    (Some(r), false) => format!("{} <- {:#04x} (not flagged as supported)", r.register, r.value),
                     (None, _) => "none".into(),
                 };
                 info(
@@ -108,52 +81,28 @@ impl PlatformTables {
                         f.sci_irq,
                         opt(f.pm1a_control),
                         opt(f.pm1b_control),
-                        if f.hardware_reduced {
-                            ", hardware-reduced"
-                        } else {
-                            ""
-                        }
+                        if f.hardware_reduced { ", hardware-reduced" } else { "" }
                     ),
                 );
             }
         }
         match self.s5() {
-            Some(s) => info(
-                "acpi",
-                format!(
-                    "S5: SLP_TYPa {:#x}, SLP_TYPb {:#x}",
-                    s.slp_typ_a, s.slp_typ_b
-                ),
-            ),
-            None => info(
-                "acpi",
-                "no \\_S5_ package found: ACPI soft-off unavailable".into(),
-            ),
+            Some(s) => info("acpi", format!("S5: SLP_TYPa {:#x}, SLP_TYPb {:#x}", s.slp_typ_a, s.slp_typ_b)),
+            None => info("acpi", "no \\_S5_ package found: ACPI soft-off unavailable".into()),
         }
         match self.hpet() {
             Some(g) => info("acpi", format!("HPET at {g}")),
             None => info("acpi", "no HPET table".into()),
         }
         match self.iommu() {
-            IommuKind::VtD { units } => {
-                info("acpi", format!("IOMMU: DMAR (VT-d) with {units} units"))
-            }
-            IommuKind::AmdVi { units } => {
-                info("acpi", format!("IOMMU: IVRS (AMD-Vi) with {units} IVHDs"))
-            }
-            IommuKind::None => info(
-                "acpi",
-                "IOMMU: no IOMMU table (passthrough disabled)".into(),
-            ),
+            IommuKind::VtD { units } => info("acpi", format!("IOMMU: DMAR (VT-d) with {units} units")),
+            IommuKind::AmdVi { units } => info("acpi", format!("IOMMU: IVRS (AMD-Vi) with {units} IVHDs")),
+            IommuKind::None => info("acpi", "IOMMU: no IOMMU table (passthrough disabled)".into()),
         }
         self.iommu_details(&mut out);
         for p in self.problems() {
             let sig = String::from_utf8_lossy(&p.signature).into_owned();
-            out.push((
-                Level::Warn,
-                "acpi",
-                format!("{sig} table malformed ({}); ignored", p.error),
-            ));
+            out.push((Level::Warn, "acpi", format!("{sig} table malformed ({}); ignored", p.error)));
         }
         out
     }
@@ -169,11 +118,7 @@ impl PlatformTables {
                 ),
             ));
             for u in &d.units {
-                let ioapics = u
-                    .scopes
-                    .iter()
-                    .filter(|s| s.kind == ScopeKind::IoApic)
-                    .count();
+                let ioapics = u.scopes.iter().filter(|s| s.kind == ScopeKind::IoApic).count();
                 out.push((
                     Level::Info,
                     "iommu",
@@ -181,11 +126,7 @@ impl PlatformTables {
                         "DRHD at {:#x} segment {}{}: {} device scopes ({ioapics} IOAPIC)",
                         u.register_base,
                         u.segment,
-                        if u.include_pci_all {
-                            " INCLUDE_PCI_ALL"
-                        } else {
-                            ""
-                        },
+                        if u.include_pci_all { " INCLUDE_PCI_ALL" } else { "" },
                         u.scopes.len()
                     ),
                 ));
@@ -194,22 +135,13 @@ impl PlatformTables {
                 out.push((
                     Level::Info,
                     "iommu",
-                    format!(
-                        "RMRR {:#x}-{:#x} for {} devices",
-                        r.base,
-                        r.limit,
-                        r.scopes.len()
-                    ),
+                    format!("RMRR {:#x}-{:#x} for {} devices", r.base, r.limit, r.scopes.len()),
                 ));
             }
         }
         if let Some(i) = self.ivrs() {
             for h in i.units() {
-                let specials = h
-                    .entries
-                    .iter()
-                    .filter(|e| matches!(e, IvhdEntry::Special { .. }))
-                    .count();
+                let specials = h.entries.iter().filter(|e| matches!(e, IvhdEntry::Special { .. })).count();
                 out.push((
                     Level::Info,
                     "iommu",
@@ -229,10 +161,7 @@ impl PlatformTables {
                 out.push((
                     Level::Info,
                     "iommu",
-                    format!(
-                        "IVMD type {:#x}: {:#x} + {:#x} bytes",
-                        m.block_type, m.start, m.len_bytes
-                    ),
+                    format!("IVMD type {:#x}: {:#x} + {:#x} bytes", m.block_type, m.start, m.len_bytes),
                 ));
             }
         }

@@ -31,8 +31,7 @@ pub struct FakeMemory {
 }
 
 fn fixture(dir: &str, file: &str) -> Vec<u8> {
-    let path =
-        String::from(env!("CARGO_MANIFEST_DIR")) + "/tests/fixtures/acpi/" + dir + "/" + file;
+    let path = String::from(env!("CARGO_MANIFEST_DIR")) + "/tests/fixtures/acpi/" + dir + "/" + file;
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -66,23 +65,15 @@ pub fn link_qemu(dir: &str) -> FakeMemory {
             }
             3 => {
                 // ADD_CHECKSUM file[56] offset start length
-                let buf = if file(name(&cmd[4..60])) == 0 {
-                    &mut rsdp
-                } else {
-                    &mut tables
-                };
+                let buf = if file(name(&cmd[4..60])) == 0 { &mut rsdp } else { &mut tables };
                 let (offset, start, len) = (u32_at(60), u32_at(64), u32_at(68));
-                let sum = buf[start..start + len]
-                    .iter()
-                    .fold(0u8, |a, b| a.wrapping_add(*b));
+                let sum = buf[start..start + len].iter().fold(0u8, |a, b| a.wrapping_add(*b));
                 buf[offset] = buf[offset].wrapping_sub(sum);
             }
             other => panic!("unknown loader command {other}"),
         }
     }
-    FakeMemory {
-        regions: alloc::vec![(RSDP_PHYS, rsdp), (TABLES_PHYS, tables)],
-    }
+    FakeMemory { regions: alloc::vec![(RSDP_PHYS, rsdp), (TABLES_PHYS, tables)] }
 }
 
 /// The linked table with `signature` from a QEMU fixture.

@@ -20,41 +20,19 @@ fn lines(p: &PlatformTables) -> Vec<alloc::string::String> {
 fn qemu_q35_with_intel_iommu() {
     let p = platform("qemu-q35-intel-iommu");
     assert_eq!(p.cpus().len(), 2);
-    assert_eq!(
-        p.ecam_regions(),
-        [EcamRegion {
-            base: 0xb000_0000,
-            segment: 0,
-            bus_start: 0,
-            bus_end: 255
-        }]
-    );
+    assert_eq!(p.ecam_regions(), [EcamRegion { base: 0xb000_0000, segment: 0, bus_start: 0, bus_end: 255 }]);
     assert_eq!(p.iommu(), IommuKind::VtD { units: 1 });
     assert_eq!(p.dmar().unwrap().units[0].register_base, 0xfed9_0000);
     assert!(p.ivrs().is_none());
-    assert_eq!(
-        p.s5(),
-        Some(SleepType {
-            slp_typ_a: 0,
-            slp_typ_b: 0
-        })
-    );
+    assert_eq!(p.s5(), Some(SleepType { slp_typ_a: 0, slp_typ_b: 0 }));
     assert_eq!(p.fadt().unwrap().pm1a_control.unwrap().address, 0x604);
     assert_eq!(p.hpet().map(|g| g.address), Some(0xfed0_0000));
     assert!(p.problems().is_empty());
     let l = lines(&p);
+    assert!(l.contains(&"IOMMU: DMAR (VT-d) with 1 units".into()), "{l:#?}");
+    assert!(l.contains(&"ECAM: segment 0 buses 00-ff at 0xb0000000".into()), "{l:#?}");
     assert!(
-        l.contains(&"IOMMU: DMAR (VT-d) with 1 units".into()),
-        "{l:#?}"
-    );
-    assert!(
-        l.contains(&"ECAM: segment 0 buses 00-ff at 0xb0000000".into()),
-        "{l:#?}"
-    );
-    assert!(
-        l.contains(
-            &"FADT rev 3: SCI 9, PM1a_CNT io 0x604, PM1b_CNT none, reset io 0xcf9 <- 0x0f".into()
-        ),
+        l.contains(&"FADT rev 3: SCI 9, PM1a_CNT io 0x604, PM1b_CNT none, reset io 0xcf9 <- 0x0f".into()),
         "{l:#?}"
     );
 }
@@ -78,14 +56,8 @@ fn qemu_q35_without_iommu() {
 #[test]
 fn missing_optional_tables_are_reported_not_fatal() {
     let madt = include_bytes!("../../../tests/fixtures/acpi/qemu-q35/APIC.bin").to_vec();
-    let p = PlatformTables::from_raw(&RawTables {
-        madt: Some(madt),
-        ..RawTables::default()
-    })
-    .unwrap();
-    assert!(
-        p.ecam_regions().is_empty() && p.fadt().is_none() && p.s5().is_none() && p.hpet().is_none()
-    );
+    let p = PlatformTables::from_raw(&RawTables { madt: Some(madt), ..RawTables::default() }).unwrap();
+    assert!(p.ecam_regions().is_empty() && p.fadt().is_none() && p.s5().is_none() && p.hpet().is_none());
     let l = lines(&p);
     for expected in [
         "no MCFG: PCI config space through ports 0xcf8/0xcfc (no extended capabilities)",
@@ -94,18 +66,14 @@ fn missing_optional_tables_are_reported_not_fatal() {
         "no HPET table",
         "IOMMU: no IOMMU table (passthrough disabled)",
     ] {
-        assert!(
-            l.contains(&expected.into()),
-            "missing {expected:?} in {l:#?}"
-        );
+        assert!(l.contains(&expected.into()), "missing {expected:?} in {l:#?}");
     }
 }
 
 #[test]
 fn malformed_optional_tables_are_dropped_with_a_warning() {
     let madt = include_bytes!("../../../tests/fixtures/acpi/qemu-q35/APIC.bin").to_vec();
-    let mut dmar =
-        include_bytes!("../../../tests/fixtures/acpi/qemu-q35-intel-iommu/DMAR.bin").to_vec();
+    let mut dmar = include_bytes!("../../../tests/fixtures/acpi/qemu-q35-intel-iommu/DMAR.bin").to_vec();
     dmar[50] = 0;
     dmar[51] = 0;
     let p = PlatformTables::from_raw(&RawTables {
@@ -118,35 +86,21 @@ fn malformed_optional_tables_are_dropped_with_a_warning() {
     assert_eq!(p.iommu(), IommuKind::None);
     assert_eq!(p.problems().len(), 2);
     assert!(
-        p.summary_lines()
-            .iter()
-            .any(|(lvl, _, s)| *lvl == log::Level::Warn && s.starts_with("DMAR table malformed"))
+        p.summary_lines().iter().any(|(lvl, _, s)| *lvl == log::Level::Warn && s.starts_with("DMAR table malformed"))
     );
 }
 
 #[test]
 fn missing_or_bad_madt_is_an_error() {
-    assert_eq!(
-        PlatformTables::from_raw(&RawTables::default()).unwrap_err(),
-        AcpiError::MissingMadt
-    );
-    let bad = RawTables {
-        madt: Some(alloc::vec![b'A', b'P', b'I', b'C']),
-        ..RawTables::default()
-    };
-    assert!(matches!(
-        PlatformTables::from_raw(&bad),
-        Err(AcpiError::BadMadt(_))
-    ));
+    assert_eq!(PlatformTables::from_raw(&RawTables::default()).unwrap_err(), AcpiError::MissingMadt);
+    let bad = RawTables { madt: Some(alloc::vec![b'A', b'P', b'I', b'C']), ..RawTables::default() };
+    assert!(matches!(PlatformTables::from_raw(&bad), Err(AcpiError::BadMadt(_))));
 }
 
 #[test]
 fn rsdp_at_address_zero_is_rejected_not_dereferenced() {
     // The identity map stands in a zeroed block for address 0, which fails validation.
-    assert_eq!(
-        PlatformTables::from_rsdp(0).unwrap_err(),
-        AcpiError::InvalidRsdp
-    );
+    assert_eq!(PlatformTables::from_rsdp(0).unwrap_err(), AcpiError::InvalidRsdp);
 }
 
 #[test]

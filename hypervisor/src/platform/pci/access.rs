@@ -31,11 +31,7 @@ impl LegacyPorts {
     }
 
     fn config_address(address: PciAddress, offset: u16) -> Option<u32> {
-        if address.segment() != 0
-            || offset >= 0x100
-            || address.device() >= 32
-            || address.function() >= 8
-        {
+        if address.segment() != 0 || offset >= 0x100 || address.device() >= 32 || address.function() >= 8 {
             return None;
         }
         Some(
@@ -93,12 +89,7 @@ impl Ecam {
         if address.segment() != self.region.segment || offset & 3 != 0 {
             return None;
         }
-        let pa = self.region.config_address(
-            address.bus(),
-            address.device(),
-            address.function(),
-            offset,
-        )?;
+        let pa = self.region.config_address(address.bus(), address.device(), address.function(), offset)?;
         Some(usize::try_from(pa).ok()? as *mut u32)
     }
 }
@@ -139,11 +130,7 @@ impl<A: ConfigRegionAccess> ConfigSpace<A> {
     /// runs yet, or none is assigned), and any config read or write through it must be
     /// memory-safe (true for the accessors above under their own contracts).
     pub unsafe fn new(access: A, segment: u16, extended: bool) -> Self {
-        Self {
-            access,
-            segment,
-            extended,
-        }
+        Self { access, segment, extended }
     }
 
     pub fn segment(&self) -> u16 {

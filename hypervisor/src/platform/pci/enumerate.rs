@@ -13,9 +13,7 @@ use alloc::vec::Vec;
 use pci_types::{ConfigRegionAccess, HeaderType, PciAddress, PciHeader, PciPciBridgeHeader};
 
 use super::access::ConfigSpace;
-use super::model::{
-    Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, cap_id,
-};
+use super::model::{Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, cap_id};
 
 /// Configuration header offsets (PCI 3.0 §6.1, PCI-PCI Bridge 1.2 §3.2).
 const COMMAND: u16 = 0x04;
@@ -36,11 +34,7 @@ const MAX_EXT_CAPS: usize = (4096 - 256) / 4;
 
 /// Enumerates everything reachable from `root_bus` on `cs`'s segment.
 pub fn enumerate<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, root_bus: u8) -> Vec<PciDevice> {
-    let mut walk = Walk {
-        cs,
-        visited: [false; 256],
-        devices: Vec::new(),
-    };
+    let mut walk = Walk { cs, visited: [false; 256], devices: Vec::new() };
     walk.bus(root_bus);
     walk.devices
 }
@@ -95,31 +89,15 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
             HeaderType::CardBusBridge => (0, CARDBUS_CAP_PTR),
             _ => (0, 0),
         };
-        let capabilities = if cap_ptr_offset != 0 {
-            self.capabilities(addr, cap_ptr_offset)
-        } else {
-            Vec::new()
-        };
+        let capabilities = if cap_ptr_offset != 0 { self.capabilities(addr, cap_ptr_offset) } else { Vec::new() };
         let is_pcie = capabilities.iter().any(|c| c.id == cap_id::PCI_EXPRESS);
-        let ext_capabilities = if is_pcie && self.cs.has_extended() {
-            self.ext_capabilities(addr)
-        } else {
-            Vec::new()
-        };
+        let ext_capabilities = if is_pcie && self.cs.has_extended() { self.ext_capabilities(addr) } else { Vec::new() };
         let bridge = (raw_type == 1).then(|| {
             let b = PciPciBridgeHeader::from_header(header, self.cs);
             let (primary, secondary, subordinate) = b.map_or((0, 0, 0), |b| {
-                (
-                    b.primary_bus_number(self.cs),
-                    b.secondary_bus_number(self.cs),
-                    b.subordinate_bus_number(self.cs),
-                )
+                (b.primary_bus_number(self.cs), b.secondary_bus_number(self.cs), b.subordinate_bus_number(self.cs))
             });
-            BridgeBuses {
-                primary,
-                secondary,
-                subordinate,
-            }
+            BridgeBuses { primary, secondary, subordinate }
         });
         self.devices.push(PciDevice {
             bdf,
@@ -175,16 +153,10 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
                         pba_offset: pba & !7,
                     }
                 }
-                cap_id::PCI_EXPRESS => CapabilityDetail::PciExpress {
-                    port_type: ((control >> 4) & 0xf) as u8,
-                },
+                cap_id::PCI_EXPRESS => CapabilityDetail::PciExpress { port_type: ((control >> 4) & 0xf) as u8 },
                 _ => CapabilityDetail::None,
             };
-            caps.push(Capability {
-                id,
-                offset: ptr,
-                detail,
-            });
+            caps.push(Capability { id, offset: ptr, detail });
             ptr = ((head >> 8) & 0xfc) as u8;
         }
         if ptr >= 0x40 {
@@ -201,11 +173,7 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
             if head == 0 || head == u32::MAX {
                 break;
             }
-            caps.push(ExtCapability {
-                id: head as u16,
-                version: ((head >> 16) & 0xf) as u8,
-                offset,
-            });
+            caps.push(ExtCapability { id: head as u16, version: ((head >> 16) & 0xf) as u8, offset });
             let next = ((head >> 20) & 0xffc) as u16;
             if next < EXT_CAP_START {
                 break;
@@ -253,11 +221,7 @@ fn size_bars<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, addr: PciAddress, slots
                     let mask = probe(offset, original) & !0xf;
                     (mask != 0).then(|| Bar {
                         index,
-                        kind: if kind == 0 {
-                            BarKind::Mem32
-                        } else {
-                            BarKind::Mem1M
-                        },
+                        kind: if kind == 0 { BarKind::Mem32 } else { BarKind::Mem1M },
                         prefetchable,
                         address: u64::from(original & !0xf),
                         size: u64::from(mask & mask.wrapping_neg()),
@@ -268,8 +232,7 @@ fn size_bars<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, addr: PciAddress, slots
                     let original_high = cs.read(addr, offset + 4);
                     cs.write(addr, offset, u32::MAX);
                     cs.write(addr, offset + 4, u32::MAX);
-                    let mask = u64::from(cs.read(addr, offset + 4)) << 32
-                        | u64::from(cs.read(addr, offset) & !0xf);
+                    let mask = u64::from(cs.read(addr, offset + 4)) << 32 | u64::from(cs.read(addr, offset) & !0xf);
                     cs.write(addr, offset, original);
                     cs.write(addr, offset + 4, original_high);
                     (mask != 0).then(|| Bar {

@@ -33,16 +33,9 @@ impl FakeConfigSpace {
     pub fn add(&self, bdf: (u8, u8, u8), vendor: u16, device: u16, class: [u8; 3]) -> Func<'_> {
         let mut regs = [0u32; 1024];
         regs[0] = u32::from(device) << 16 | u32::from(vendor);
-        regs[2] =
-            u32::from(class[0]) << 24 | u32::from(class[1]) << 16 | u32::from(class[2]) << 8 | 1;
+        regs[2] = u32::from(class[0]) << 24 | u32::from(class[1]) << 16 | u32::from(class[2]) << 8 | 1;
         regs[1] = 0x0007; // I/O, memory, bus master on
-        self.funcs.borrow_mut().insert(
-            bdf,
-            FakeFunction {
-                regs,
-                bar_writable: [0; 6],
-            },
-        );
+        self.funcs.borrow_mut().insert(bdf, FakeFunction { regs, bar_writable: [0; 6] });
         Func { space: self, bdf }
     }
 
@@ -76,8 +69,7 @@ impl Func<'_> {
     pub fn bridge(&self, primary: u8, secondary: u8, subordinate: u8) -> &Self {
         self.with(|f| {
             f.regs[3] = (f.regs[3] & !(0x7f << 16)) | 1 << 16;
-            f.regs[6] =
-                u32::from(subordinate) << 16 | u32::from(secondary) << 8 | u32::from(primary);
+            f.regs[6] = u32::from(subordinate) << 16 | u32::from(secondary) << 8 | u32::from(primary);
         })
     }
     pub fn bar32(&self, slot: usize, flags: u32, address: u32, size: u32) -> &Self {
@@ -105,8 +97,7 @@ impl Func<'_> {
     pub fn cap(&self, offset: u8, id: u8, control: u16, rest: &[u32]) -> &Self {
         self.with(|f| {
             let head = (f.regs[0x34 / 4] & 0xff) as u8;
-            f.regs[usize::from(offset) / 4] =
-                u32::from(control) << 16 | u32::from(head) << 8 | u32::from(id);
+            f.regs[usize::from(offset) / 4] = u32::from(control) << 16 | u32::from(head) << 8 | u32::from(id);
             for (i, v) in rest.iter().enumerate() {
                 f.regs[usize::from(offset) / 4 + 1 + i] = *v;
             }
@@ -116,9 +107,7 @@ impl Func<'_> {
     }
     /// Adds an extended capability at `offset` pointing to `next`.
     pub fn ext_cap(&self, offset: u16, id: u16, next: u16) -> &Self {
-        self.with(|f| {
-            f.regs[usize::from(offset) / 4] = u32::from(next) << 20 | 1 << 16 | u32::from(id)
-        })
+        self.with(|f| f.regs[usize::from(offset) / 4] = u32::from(next) << 20 | 1 << 16 | u32::from(id))
     }
     pub fn set(&self, offset: usize, value: u32) -> &Self {
         self.with(|f| f.regs[offset / 4] = value)
@@ -144,8 +133,7 @@ impl ConfigRegionAccess for FakeConfigSpace {
             1 => f.regs[1] = (f.regs[1] & 0xffff_0000) | (value & 0xffff),
             4..=9 if index - 4 < bar_slots => {
                 if value == u32::MAX && f.regs[1] & 0b11 != 0 {
-                    self.probes_with_decode_on
-                        .set(self.probes_with_decode_on.get() + 1);
+                    self.probes_with_decode_on.set(self.probes_with_decode_on.get() + 1);
                 }
                 let w = f.bar_writable[index - 4];
                 f.regs[index] = (value & w) | (f.regs[index] & !w);

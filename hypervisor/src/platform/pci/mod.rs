@@ -12,10 +12,7 @@ mod tests;
 use alloc::vec::Vec;
 
 pub use enumerate::enumerate;
-pub use model::{
-    Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice,
-    class_name,
-};
+pub use model::{Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, class_name};
 
 use crate::platform::acpi::PlatformTables;
 
@@ -29,10 +26,7 @@ pub struct PciInventory {
 
 impl PciInventory {
     pub fn new(devices: Vec<PciDevice>, extended_config: bool) -> Self {
-        Self {
-            devices,
-            extended_config,
-        }
+        Self { devices, extended_config }
     }
     pub fn devices(&self) -> &[PciDevice] {
         &self.devices

@@ -18,12 +18,7 @@ pub struct Bdf {
 
 impl Bdf {
     pub fn new(segment: u16, bus: u8, device: u8, function: u8) -> Self {
-        Self {
-            segment,
-            bus,
-            device,
-            function,
-        }
+        Self { segment, bus, device, function }
     }
     pub fn address(self) -> PciAddress {
         PciAddress::new(self.segment, self.bus, self.device, self.function)
@@ -220,14 +215,7 @@ impl PciDevice {
     /// `00:02.0 1234:1111 VGA compatible controller BAR0 mem32 0x80000000 16M caps: msi,pcie`.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let _ = write!(
-            s,
-            "{} {:04x}:{:04x} {}",
-            self.bdf,
-            self.vendor_id,
-            self.device_id,
-            self.class_name()
-        );
+        let _ = write!(s, "{} {:04x}:{:04x} {}", self.bdf, self.vendor_id, self.device_id, self.class_name());
         if let Some(b) = self.bridge {
             let _ = write!(s, " buses {:02x}-{:02x}", b.secondary, b.subordinate);
         }
@@ -239,13 +227,7 @@ impl PciDevice {
                 BarKind::Mem64 => "mem64",
             };
             let pref = if bar.prefetchable { " pref" } else { "" };
-            let _ = write!(
-                s,
-                " BAR{} {kind}{pref} {:#x} {}",
-                bar.index,
-                bar.address,
-                HumanSize(bar.size)
-            );
+            let _ = write!(s, " BAR{} {kind}{pref} {:#x} {}", bar.index, bar.address, HumanSize(bar.size));
         }
         let names = |s: &mut String, label: &str, names: &mut dyn Iterator<Item = String>| {
             let mut first = true;
@@ -257,18 +239,18 @@ impl PciDevice {
         names(
             &mut s,
             " caps: ",
-            &mut self.capabilities.iter().map(|c| {
-                c.name()
-                    .map_or_else(|| alloc::format!("{:#04x}", c.id), String::from)
-            }),
+            &mut self
+                .capabilities
+                .iter()
+                .map(|c| c.name().map_or_else(|| alloc::format!("{:#04x}", c.id), String::from)),
         );
         names(
             &mut s,
             " ext: ",
-            &mut self.ext_capabilities.iter().map(|c| {
-                c.name()
-                    .map_or_else(|| alloc::format!("{:#06x}", c.id), String::from)
-            }),
+            &mut self
+                .ext_capabilities
+                .iter()
+                .map(|c| c.name().map_or_else(|| alloc::format!("{:#06x}", c.id), String::from)),
         );
         s
     }
@@ -279,12 +261,7 @@ struct HumanSize(u64);
 
 impl fmt::Display for HumanSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [
-            (1 << 40, "T"),
-            (1 << 30, "G"),
-            (1 << 20, "M"),
-            (1 << 10, "K"),
-        ];
+        const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
         for (unit, suffix) in UNITS {
             if self.0 >= unit && self.0.is_multiple_of(unit) {
                 return write!(f, "{}{suffix}", self.0 / unit);
