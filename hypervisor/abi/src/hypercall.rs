@@ -1,6 +1,8 @@
 //! Hypercall ABI: a guest executes VMMCALL (AMD) or VMCALL (Intel) with the call number
 //! in RAX and arguments in RBX, RCX, RDX, RSI. The result comes back in RAX: 0 or a
-//! positive value on success, a negative [`Error`] code on failure.
+//! positive value on success. An unknown call number returns `-UnknownCall`; any other
+//! bad argument (a buffer outside the VM's memory, a length over the limit) stops the VM,
+//! with the reason logged.
 
 /// Write bytes to the VM's console. RBX = guest-physical address, RCX = length (≤ 4096).
 pub const CONSOLE_WRITE: u64 = 1;
@@ -20,6 +22,7 @@ pub enum Error {
     UnknownCall = 1,
     BadAddress = 2,
     TooLong = 3,
+    BadArgument = 4,
 }
 
 impl Error {

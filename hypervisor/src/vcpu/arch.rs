@@ -88,4 +88,28 @@ pub trait Arch {
 
     /// Carries out a decided action in vendor state and says how the loop continues.
     fn apply(vcpu: &mut Self::Vcpu, action: &ExitAction) -> Flow;
+
+    /// Whether an external interrupt can be delivered on the next entry: the guest has
+    /// interrupts enabled, is not in an interrupt shadow, and no other event is queued.
+    fn interrupt_window_open(vcpu: &mut Self::Vcpu) -> bool;
+
+    /// Delivers external interrupt `vector` on the next entry (call only when the window
+    /// is open).
+    fn inject_interrupt(vcpu: &mut Self::Vcpu, vector: u8);
+
+    /// Asks for an [`crate::vcpu::exit::ExitReason::InterruptWindow`] exit as soon as the
+    /// guest can take an interrupt.
+    fn request_interrupt_window(vcpu: &mut Self::Vcpu);
+
+    /// The I/O and MSR permission maps in the vendor's layout: every port intercepted,
+    /// every MSR intercepted except those held in vendor state that the guest may use
+    /// freely. The caller places them in physically contiguous memory.
+    fn permission_maps() -> PermissionMaps;
+}
+
+/// Permission-map images to copy into physically contiguous, 4 KiB-aligned memory.
+#[derive(Debug, Clone)]
+pub struct PermissionMaps {
+    pub io: alloc::vec::Vec<u8>,
+    pub msr: alloc::vec::Vec<u8>,
 }

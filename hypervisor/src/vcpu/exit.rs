@@ -250,6 +250,8 @@ pub enum StopReason {
     GuestShutdown { status: u64 },
     /// The guest asked to be restarted.
     GuestReboot,
+    /// A hypercall argument was invalid (e.g. a buffer outside the VM's memory).
+    BadHypercall { nr: u64, arg: u64 },
     /// An instruction that had to be emulated could not be decoded or is unsupported.
     EmulationFailed { rip: u64, insn: InsnBytes },
     /// A stage-2 fault the hypervisor cannot resolve (e.g. a write to read-only RAM, or

@@ -16,7 +16,7 @@ pub use enable::{SvmError, SvmFeatures};
 pub use vcpu::{SvmRegs, SvmVcpu};
 
 use crate::memory::frames::FrameSource;
-use crate::vcpu::arch::{Arch, VcpuConfig};
+use crate::vcpu::arch::{Arch, PermissionMaps, VcpuConfig};
 use crate::vcpu::cpuid::HostCpuid;
 use crate::vcpu::exit::{Exit, ExitAction, Flow};
 
@@ -61,5 +61,23 @@ impl Arch for Svm {
 
     fn apply(vcpu: &mut SvmVcpu, action: &ExitAction) -> Flow {
         vcpu.apply(action)
+    }
+
+    fn interrupt_window_open(vcpu: &mut SvmVcpu) -> bool {
+        vcpu.interrupt_window_open()
+    }
+
+    fn inject_interrupt(vcpu: &mut SvmVcpu, vector: u8) {
+        vcpu.inject_interrupt(vector)
+    }
+
+    fn request_interrupt_window(vcpu: &mut SvmVcpu) {
+        vcpu.request_interrupt_window()
+    }
+
+    fn permission_maps() -> PermissionMaps {
+        let io = bitmaps::IoPermissionMap::intercept_all();
+        let msr = bitmaps::MsrPermissionMap::standard();
+        PermissionMaps { io: io.as_bytes().to_vec(), msr: msr.as_bytes().to_vec() }
     }
 }

@@ -20,7 +20,7 @@ use super::vmcb::{
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
 use crate::vcpu::arch::{InitialState, VcpuConfig};
-use crate::vcpu::exit::{Exit, ExitAction, ExitReason, Flow, NextRip, vector};
+use crate::vcpu::exit::{Event, EventKind, Exit, ExitAction, ExitReason, Flow, NextRip, vector};
 use crate::vcpu::regs::{ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr};
 
 /// Power-on PAT (APM Vol. 2 7.8.2).
@@ -327,6 +327,31 @@ impl SvmVcpu {
             self.pending_event = 0;
         }
         Flow::of(action)
+    }
+
+    /// See `Arch::interrupt_window_open`.
+    pub fn interrupt_window_open(&mut self) -> bool {
+        let (vmcb, regs) = self.parts();
+        regs.rflags & (1 << 9) != 0
+            && vmcb.control.int_state & int_state::INTERRUPT_SHADOW == 0
+            && vmcb.control.event_inj & event::VALID == 0
+            && self.pending_event == 0
+    }
+
+    /// See `Arch::inject_interrupt`.
+    pub fn inject_interrupt(&mut self, vector: u8) {
+        let event = Event { kind: EventKind::ExternalInterrupt, vector, error_code: None };
+        self.vmcb_mut().control.event_inj = encode_event(&event);
+    }
+
+    /// See `Arch::request_interrupt_window`: a dummy virtual interrupt (V_IRQ with
+    /// V_IGN_TPR) plus the VINTR intercept exits exactly when the guest could take it;
+    /// `after_exit` clears both again (APM 15.21.4).
+    pub fn request_interrupt_window(&mut self) {
+        let c = &mut self.vmcb_mut().control;
+        c.int_ctl = (c.int_ctl & !(int_ctl::V_INTR_VECTOR_MASK | int_ctl::V_INTR_PRIO_MASK))
+            | int_ctl::virtual_interrupt(0, 0xf);
+        c.intercept_misc1 |= InterceptMisc1::VINTR.bits();
     }
 
     /// The register view used by decision code.

@@ -41,6 +41,13 @@ pub(super) fn handle_hypercall(exit: &Exit, regs: &mut impl RegisterFile, env: &
     let arg1 = regs.gpr(Gpr::Rcx);
     let result: Result<u64, Error> = match nr {
         abi::CONSOLE_WRITE => console_write(env, arg0, arg1),
+        abi::RAISE_INTERRUPT => match u8::try_from(arg0) {
+            Ok(vector) if vector >= 32 => {
+                env.interrupts.raise(vector);
+                Ok(0)
+            }
+            _ => Err(Error::BadArgument),
+        },
         abi::YIELD => {
             regs.set_gpr(Gpr::Rax, 0);
             return ExitAction::Yield(next);
@@ -62,8 +69,23 @@ pub(super) fn handle_hypercall(exit: &Exit, regs: &mut impl RegisterFile, env: &
             Err(Error::UnknownCall)
         }
     };
-    regs.set_gpr(Gpr::Rax, result.unwrap_or_else(Error::to_rax));
-    ExitAction::Advance(next)
+    match result {
+        Ok(value) => {
+            regs.set_gpr(Gpr::Rax, value);
+            ExitAction::Advance(next)
+        }
+        Err(Error::UnknownCall) => {
+            // Unknown numbers are how the ABI grows: report, don't punish.
+            regs.set_gpr(Gpr::Rax, Error::UnknownCall.to_rax());
+            ExitAction::Advance(next)
+        }
+        Err(e) => {
+            // A guest that hands the hypervisor a bad pointer or length is broken or
+            // hostile: stop it rather than guess.
+            log::warn!(target: "vcpu", "vm{} hypercall {nr:#x}: {e:?} (argument {arg0:#x}); stopping it", env.vm.id);
+            ExitAction::Stop(StopReason::BadHypercall { nr, arg: arg0 })
+        }
+    }
 }
 
 fn console_write(env: &mut VmEnv<'_>, gpa: u64, len: u64) -> Result<u64, Error> {

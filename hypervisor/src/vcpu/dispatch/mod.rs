@@ -40,6 +40,12 @@ pub trait GuestConsole {
     fn write(&mut self, vm: u32, bytes: &[u8]);
 }
 
+/// Where virtual interrupts for this VM are queued (the VM's interrupt controller).
+pub trait InterruptSink {
+    /// Queues external interrupt `vector` for delivery to the vCPU.
+    fn raise(&mut self, vector: u8);
+}
+
 /// Everything exit decisions may consult or act on, besides the registers.
 pub struct VmEnv<'a> {
     pub vm: VmIdentity<'a>,
@@ -52,6 +58,7 @@ pub struct VmEnv<'a> {
     pub mmio: &'a mut dyn MmioBus,
     pub memory: &'a mut dyn GuestMemoryAccess,
     pub console: &'a mut dyn GuestConsole,
+    pub interrupts: &'a mut dyn InterruptSink,
     /// The host TSC at the exit.
     pub host_tsc: u64,
 }

@@ -42,6 +42,14 @@ impl GuestConsole for Console {
     }
 }
 
+#[derive(Default)]
+struct Irqs(Vec<u8>);
+impl InterruptSink for Irqs {
+    fn raise(&mut self, vector: u8) {
+        self.0.push(vector);
+    }
+}
+
 const CODE: u64 = 0x8000;
 const MMIO_BASE: u64 = 0xfee0_0000;
 
@@ -55,6 +63,7 @@ struct Harness {
     ports: PioBus,
     mmio: MemBus,
     console: Console,
+    irqs: Irqs,
     port_log: Log,
     mmio_log: Log,
 }
@@ -100,6 +109,7 @@ impl Harness {
             ports,
             mmio,
             console: Console::default(),
+            irqs: Irqs::default(),
             port_log,
             mmio_log,
         }
@@ -129,6 +139,7 @@ impl Harness {
             mmio: &mut self.mmio,
             memory: &mut mem,
             console: &mut self.console,
+            interrupts: &mut self.irqs,
             host_tsc: 1_000_000,
         };
         decide(&exit, &mut self.regs, &mut env)
@@ -228,18 +239,26 @@ fn hypercalls() {
     h.regs.regs.rcx = 5;
     assert_eq!(h.run(ExitReason::Hypercall), ExitAction::Advance(NextRip::By(3)));
     assert_eq!((h.console.0.as_slice(), h.regs.regs.rax), (&b"hello"[..], 5));
-    // Bad address, too long, unknown call.
+    // Bad address and too long stop the VM; an unknown call only returns an error.
     h.regs.regs.rax = bulkhead_abi::hypercall::CONSOLE_WRITE;
     h.regs.regs.rbx = 0xffff_fff0;
-    h.run(ExitReason::Hypercall);
-    assert_eq!(h.regs.regs.rax, Error::BadAddress.to_rax());
+    let stop = h.run(ExitReason::Hypercall);
+    assert_eq!(stop, ExitAction::Stop(StopReason::BadHypercall { nr: 1, arg: 0xffff_fff0 }));
     h.regs.regs.rax = bulkhead_abi::hypercall::CONSOLE_WRITE;
+    h.regs.regs.rbx = 0x6000;
     h.regs.regs.rcx = 1 << 40;
-    h.run(ExitReason::Hypercall);
-    assert_eq!(h.regs.regs.rax, Error::TooLong.to_rax());
+    assert!(matches!(h.run(ExitReason::Hypercall), ExitAction::Stop(StopReason::BadHypercall { .. })));
     h.regs.regs.rax = 999;
     h.run(ExitReason::Hypercall);
     assert_eq!(h.regs.regs.rax, Error::UnknownCall.to_rax());
+    // RAISE_INTERRUPT queues a vector; exception vectors are refused.
+    h.regs.regs.rax = bulkhead_abi::hypercall::RAISE_INTERRUPT;
+    h.regs.regs.rbx = 0x40;
+    assert_eq!(h.run(ExitReason::Hypercall), ExitAction::Advance(NextRip::By(3)));
+    assert_eq!(h.irqs.0, vec![0x40]);
+    h.regs.regs.rax = bulkhead_abi::hypercall::RAISE_INTERRUPT;
+    h.regs.regs.rbx = 13;
+    assert!(matches!(h.run(ExitReason::Hypercall), ExitAction::Stop(StopReason::BadHypercall { .. })));
     // VM_INFO writes the structure.
     h.regs.regs.rax = bulkhead_abi::hypercall::VM_INFO;
     h.regs.regs.rbx = 0x7000;
