@@ -8,6 +8,7 @@ use crate::cmdline::{self, ThenAction};
 use crate::memory::{paging, phys};
 use crate::platform::acpi::{IommuKind, PlatformTables};
 use crate::platform::{pci, power, qemu, screen};
+use crate::vm;
 
 /// Printed when the hypervisor has brought the machine up; test harnesses wait for it.
 pub const READY_MARKER: &str = "BULKHEAD READY";
@@ -123,6 +124,23 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
 
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
+    if !vm::launch::modules(boot_info).is_empty() {
+        let why = vm::launch::launch(boot_info, options.selftest);
+        error!(target: "vm", "no VM started: {why}");
+        screen::with_target(|fb| {
+            ui::safe_mode::draw(
+                fb,
+                &ui::safe_mode::SafeMode {
+                    title: "Bulkhead cannot start the desktops",
+                    reason: &why,
+                    hint: "Ask IT for a new USB image; nothing on this laptop was changed.",
+                },
+            )
+        });
+        if options.selftest {
+            qemu::exit(qemu::ExitCode::Failure);
+        }
+    }
     match options.then {
         ThenAction::Run => {}
         ThenAction::Exit => qemu::exit(qemu::ExitCode::Success),

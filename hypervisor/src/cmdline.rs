@@ -20,11 +20,13 @@ pub enum ThenAction {
 pub struct Options {
     pub log_level: LevelFilter,
     pub then: ThenAction,
+    /// Self-test image: end with a verdict once every VM has stopped.
+    pub selftest: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { log_level: LevelFilter::Info, then: ThenAction::Run }
+        Options { log_level: LevelFilter::Info, then: ThenAction::Run, selftest: false }
     }
 }
 
@@ -39,6 +41,10 @@ pub fn parse(text: &str) -> (Options, heapless::Vec<&str, 8>) {
             Some(("then", "exit")) => set(&mut options.then, ThenAction::Exit),
             Some(("then", "shutdown")) => set(&mut options.then, ThenAction::Shutdown),
             Some(("then", "reset")) => set(&mut options.then, ThenAction::Reset),
+            None if word == "selftest" => {
+                options.selftest = true;
+                true
+            }
             _ => false,
         };
         if !known {
@@ -59,7 +65,8 @@ mod tests {
 
     #[test]
     fn parses_known_options_and_reports_the_rest() {
-        let (o, unknown) = parse("log=debug then=shutdown bogus log=loud");
+        let (o, unknown) = parse("log=debug then=shutdown selftest bogus log=loud");
+        assert!(o.selftest);
         assert_eq!(o.log_level, LevelFilter::Debug);
         assert_eq!(o.then, ThenAction::Shutdown);
         assert_eq!(unknown.as_slice(), &["bogus", "log=loud"]);

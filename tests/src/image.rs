@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use images::disk::{self, ImageSpec};
+use images::disk::{self, BootModule, FileSource, ImageSpec};
 use images::{build, layout};
 
 /// The bare-metal binaries, built once per test binary.
@@ -13,13 +13,33 @@ fn artifacts() -> &'static build::Artifacts {
     ARTIFACTS.get_or_init(|| build::build_bare_metal().unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// The self-test payload ELFs, built once per test binary.
+fn payload_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build::build_payloads().unwrap_or_else(|e| panic!("{e}")))
+}
+
 /// Writes a fresh image for one scenario and returns its path.
 pub fn build_scenario_image(scenario: &str, cmdline: &str) -> PathBuf {
+    build_image_with_modules(scenario, cmdline, Vec::new())
+}
+
+/// An image whose VMs are the self-test payloads, configured by `vms` (the `vms` boot
+/// module's text).
+pub fn build_payload_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf {
+    let mut modules = vec![BootModule { name: "vms".into(), source: FileSource::Bytes(vms.as_bytes().to_vec()) }];
+    for name in build::PAYLOADS {
+        modules.push(BootModule { name: (*name).into(), source: FileSource::Host(payload_dir().join(name)) });
+    }
+    build_image_with_modules(scenario, cmdline, modules)
+}
+
+fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
     let artifacts = artifacts();
     let spec = ImageSpec {
         loader_efi: artifacts.loader_efi.clone(),
         hypervisor_elf: artifacts.hypervisor_elf.clone(),
-        modules: Vec::new(),
+        modules,
         gop_mode: Some((1280, 800)),
         cmdline: cmdline.into(),
     };

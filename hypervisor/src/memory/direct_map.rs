@@ -28,3 +28,33 @@ pub unsafe fn table_mut<'a>(pa: HostPhysAddr) -> &'a mut Table {
     // SAFETY: per the contract, the frame is an exclusively owned, aligned 4 KiB table.
     unsafe { &mut *ptr(pa).cast::<Table>() }
 }
+
+/// Host memory as the guest-memory accessor sees it: physical RAM through the direct
+/// map. Only frames the VM owns are ever reached, because `GuestMemoryMap` translates
+/// every access through the VM's own regions first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectMap;
+
+impl super::guest::HostMemory for DirectMap {
+    fn read(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> bool {
+        // SAFETY: `hpa..hpa+len` lies inside one region of a VM's memory map (checked by
+        // the caller, `GuestMemory`), which is RAM the hypervisor allocated for that VM
+        // and keeps mapped; guest RAM is never aliased by a Rust reference.
+        unsafe { core::ptr::copy_nonoverlapping(ptr(hpa), buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+
+    fn write(&mut self, hpa: HostPhysAddr, data: &[u8]) -> bool {
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ptr(hpa), data.len()) };
+        true
+    }
+}
+
+/// FNV-1a over physical memory, for integrity checks of VM memory and the hypervisor.
+pub fn checksum(pa: HostPhysAddr, len: u64) -> u64 {
+    // SAFETY: callers pass ranges of RAM the hypervisor owns (a VM's memory, its own
+    // image); reading them races with nothing because the owning VM is not running.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr(pa), len as usize) };
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}

@@ -22,6 +22,16 @@ pub enum Kind {
     Linux,
 }
 
+/// How a self-test VM is expected to end (checked by the self-test verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    TripleFault,
+    /// Stopped by nested paging: it touched memory outside its map.
+    NestedPageFault,
+    BadHypercall,
+    Shutdown,
+}
+
 /// What to do when a VM stops on its own (crash, triple fault, guest shutdown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
@@ -43,6 +53,7 @@ pub struct VmConfig {
     /// Trust colour as 0xRRGGBB.
     pub colour: u32,
     pub restart: Restart,
+    pub expect: Option<Expect>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +100,7 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
             label: name.clone(),
             colour: 0x7f8c8d,
             restart: Restart::Never,
+            expect: None,
         };
         for pair in pairs {
             let (key, value) = pair.split_once('=').ok_or_else(|| err("expected key=value"))?;
@@ -119,7 +131,20 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
                         n => Restart::Times(n.parse().map_err(|_| err("restart is never, always or a count"))?),
                     }
                 }
-                _ => return Err(err("unknown key (image, initrd, cmdline, label, memory, colour, kind, restart)")),
+                "expect" => {
+                    vm.expect = Some(match value {
+                        "triple-fault" => Expect::TripleFault,
+                        "npf" => Expect::NestedPageFault,
+                        "bad-hypercall" => Expect::BadHypercall,
+                        "shutdown" => Expect::Shutdown,
+                        _ => return Err(err("expect is triple-fault, npf, bad-hypercall or shutdown")),
+                    })
+                }
+                _ => {
+                    return Err(err(
+                        "unknown key (image, initrd, cmdline, label, memory, colour, kind, restart, expect)",
+                    ));
+                }
             }
         }
         if vm.image.is_empty() {
@@ -184,7 +209,7 @@ mod tests {
 
     #[test]
     fn parses_a_fleet() {
-        let text = "# desktops\nvm corporate kind=linux image=linux initrd=initrd memory=384M label=\"CORPORATE · secure\" colour=#c0392b restart=always\n\nvm checks image=checks memory=16M restart=2 # self-test\n";
+        let text = "# desktops\nvm corporate kind=linux image=linux initrd=initrd memory=384M label=\"CORPORATE · secure\" colour=#c0392b restart=always\n\nvm checks image=checks memory=16M restart=2 expect=npf # self-test\n";
         let vms = parse(text).unwrap();
         assert_eq!(vms.len(), 2);
         assert_eq!(vms[0].label, "CORPORATE · secure");
@@ -194,6 +219,7 @@ mod tests {
         assert_eq!(vms[0].restart, Restart::Always);
         assert_eq!(vms[1].restart, Restart::Times(2));
         assert_eq!(vms[1].label, "checks");
+        assert_eq!(vms[1].expect, Some(Expect::NestedPageFault));
     }
 
     #[test]

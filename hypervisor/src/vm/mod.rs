@@ -1,5 +1,11 @@
 //! Virtual machines: configuration, lifecycle, and how a guest operating system is put
 //! into memory.
 pub mod config;
+pub mod console;
+pub mod counters;
+pub mod instance;
+pub mod launch;
 pub mod linux;
 pub mod payload;
+pub mod scheduler;
+pub mod selftest;

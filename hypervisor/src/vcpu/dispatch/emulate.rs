@@ -201,8 +201,9 @@ pub(super) fn handle_npf(
     env: &mut VmEnv<'_>,
 ) -> ExitAction {
     let stop = ExitAction::Stop(StopReason::NestedPageFault { gpa, info });
-    let mmio = env.mmio.claims(gpa) || !env.memory.is_ram(gpa);
-    if info.in_guest_walk || info.fetch || !mmio {
+    // Only addresses a device claims are emulated. Anything else outside the VM's RAM
+    // is memory that is not the VM's: the access stops the VM.
+    if info.in_guest_walk || info.fetch || !env.mmio.claims(gpa) {
         log::error!(target: "vcpu", "vm{} nested page fault at {gpa} ({info:?}); registers: {:?}",
             env.vm.id, regs.snapshot());
         return stop;

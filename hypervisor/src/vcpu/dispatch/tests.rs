@@ -392,11 +392,12 @@ fn mmio_read_modify_write_and_flags() {
 #[test]
 fn mmio_holes_and_bad_faults() {
     let mut h = Harness::new();
-    // A load from a hole in the memory map reads all-ones.
+    // A load from a hole no device claims is an access outside the VM: it stops.
     h.code(&[0x8b, 0x07]);
     h.regs.regs.rax = 0;
-    assert_eq!(h.run(npf(0xc000_0000, false)), ExitAction::Advance(NextRip::By(2)));
-    assert_eq!(h.regs.regs.rax, 0xffff_ffff);
+    let stop = h.run(npf(0xc000_0000, false));
+    assert!(matches!(stop, ExitAction::Stop(StopReason::NestedPageFault { gpa, .. }) if gpa.raw() == 0xc000_0000));
+    assert_eq!(h.regs.regs.rax, 0);
     // A fault on RAM is not MMIO.
     assert!(matches!(h.run(npf(0x5000, true)), ExitAction::Stop(StopReason::NestedPageFault { .. })));
     // A fault in the guest's own page-table walk stops the VM.

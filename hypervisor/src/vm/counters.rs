@@ -1,0 +1,98 @@
+//! Exit counters per VM, by reason: the first thing to look at when a guest is slow.
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+use crate::vcpu::exit::ExitReason;
+
+const NAMES: [&str; 19] = [
+    "cpuid",
+    "rdmsr",
+    "wrmsr",
+    "io",
+    "npf",
+    "hlt",
+    "hypercall",
+    "intr",
+    "nmi",
+    "shutdown",
+    "vintr",
+    "exception",
+    "xsetbv",
+    "rdtsc",
+    "pause",
+    "wbinvd",
+    "unsupported",
+    "invalid",
+    "unknown",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct ExitCounters {
+    counts: [u64; NAMES.len()],
+}
+
+fn index(reason: &ExitReason) -> usize {
+    match reason {
+        ExitReason::Cpuid => 0,
+        ExitReason::MsrRead { .. } => 1,
+        ExitReason::MsrWrite { .. } => 2,
+        ExitReason::Io(_) => 3,
+        ExitReason::NestedPageFault { .. } => 4,
+        ExitReason::Hlt => 5,
+        ExitReason::Hypercall => 6,
+        ExitReason::ExternalInterrupt => 7,
+        ExitReason::Nmi => 8,
+        ExitReason::Shutdown => 9,
+        ExitReason::InterruptWindow => 10,
+        ExitReason::Exception { .. } => 11,
+        ExitReason::Xsetbv => 12,
+        ExitReason::Rdtsc | ExitReason::Rdtscp => 13,
+        ExitReason::Pause => 14,
+        ExitReason::Wbinvd => 15,
+        ExitReason::UnsupportedInstruction => 16,
+        ExitReason::InvalidGuestState { .. } => 17,
+        _ => 18,
+    }
+}
+
+impl ExitCounters {
+    pub fn record(&mut self, reason: &ExitReason) {
+        if let Some(c) = self.counts.get_mut(index(reason)) {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        NAMES.iter().position(|n| *n == name).and_then(|i| self.counts.get(i)).copied().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for ExitCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} exits", self.total())?;
+        for (name, count) in NAMES.iter().zip(self.counts).filter(|(_, c)| *c > 0) {
+            write!(f, " {name}={count}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_reason() {
+        let mut c = ExitCounters::default();
+        c.record(&ExitReason::Cpuid);
+        c.record(&ExitReason::Cpuid);
+        c.record(&ExitReason::Hlt);
+        assert_eq!(c.get("cpuid"), 2);
+        assert_eq!(alloc::format!("{c}"), "3 exits cpuid=2 hlt=1");
+    }
+}

@@ -1,0 +1,94 @@
+//! From boot modules to running VMs: read the VM configuration, find each VM's boot
+//! image, turn on the virtualisation backend, create the VMs and hand them to the
+//! scheduler. Any problem is reported before a single VM starts.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
+use bulkhead_abi::{BootInfo, Module};
+use log::info;
+
+use crate::arch::svm::Svm;
+use crate::devices::bus::BusRange;
+use crate::devices::scratch::Scratch;
+use crate::memory::phys::GlobalFrames;
+use crate::vcpu::arch::Arch;
+use crate::vm::config::{self, Kind};
+use crate::vm::instance::Vm;
+use crate::vm::scheduler::Scheduler;
+
+/// The boot module holding the VM configuration.
+pub const CONFIG_MODULE: &str = "vms";
+
+/// The boot modules the loader left in memory.
+pub fn modules(boot_info: &BootInfo) -> &'static [Module] {
+    if boot_info.modules.addr == 0 || boot_info.modules.len == 0 {
+        return &[];
+    }
+    // SAFETY: the loader wrote `len` Module records at `addr` in loader memory, which the
+    // hypervisor never frees or writes; the records are plain data.
+    unsafe { core::slice::from_raw_parts(boot_info.modules.addr as *const Module, boot_info.modules.len as usize) }
+}
+
+/// A boot module's contents.
+pub fn module_data(modules: &'static [Module], name: &str) -> Option<&'static [u8]> {
+    let m = modules.iter().find(|m| m.name() == name)?;
+    // SAFETY: the loader copied the module's `len` bytes to `addr` (loader memory, kept
+    // and never written by the hypervisor); the loader verified its SHA-256.
+    Some(unsafe { core::slice::from_raw_parts(m.addr as *const u8, m.len as usize) })
+}
+
+/// Starts the configured VMs and never returns; returns the reason when nothing can
+/// start (no configuration, a bad one, no usable virtualisation).
+pub fn launch(boot_info: &BootInfo, selftest: bool) -> String {
+    let modules = modules(boot_info);
+    let Some(text) = module_data(modules, CONFIG_MODULE) else {
+        return "the image has no VM configuration (boot module `vms`)".into();
+    };
+    let Ok(text) = core::str::from_utf8(text) else {
+        return "the VM configuration is not UTF-8 text".into();
+    };
+    let configs = match config::parse(text) {
+        Ok(c) if c.is_empty() => return "the VM configuration lists no VMs".into(),
+        Ok(c) => c,
+        Err(e) => return format!("{e}"),
+    };
+    let Some(features) = Svm::probe() else {
+        return "this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)".into();
+    };
+    if let Err(e) = Svm::enable_cpu(&features, &mut GlobalFrames) {
+        return format!("cannot enable SVM: {e:?}");
+    }
+    info!(target: "vm", "SVM enabled: {features:?}");
+    let mut images = Vec::new();
+    for c in &configs {
+        match module_data(modules, &c.image) {
+            Some(data) => images.push(data),
+            None => return format!("VM {}: no boot module named `{}`", c.name, c.image),
+        }
+    }
+    let mut vms = Vec::new();
+    for (id, (config, image)) in (0u32..).zip(configs.into_iter().zip(images)) {
+        let kind = config.kind;
+        let name = config.name.clone();
+        let memory = config.memory_bytes;
+        let vm = Vm::<Svm>::create(id, config, image, &features, |_ports, mmio| {
+            if kind == Kind::Payload
+                && let Some(range) = BusRange::new(SCRATCH_MMIO, SCRATCH_MMIO_LEN)
+            {
+                let _ = mmio.insert(range, Box::new(Scratch::default()));
+            }
+        });
+        match vm {
+            Ok(vm) => {
+                info!(target: "vm", "vm {id} ({name}) created: {} MiB, {kind:?}", memory >> 20);
+                vms.push(vm);
+            }
+            Err(e) => return format!("VM {name}: {e}"),
+        }
+    }
+    Scheduler::new(vms, features).run(selftest)
+}

@@ -1,0 +1,151 @@
+//! Time-slicing VMs on the boot CPU: round robin, preempted by the host LAPIC timer,
+//! restart by policy, and (for self-test images) the final verdict.
+
+use alloc::vec::Vec;
+
+use log::{error, info, warn};
+
+use crate::arch::x86::{idt, lapic};
+use crate::memory::addr::HostPhysAddr;
+use crate::memory::direct_map;
+use crate::memory::paging;
+use crate::platform::qemu;
+use crate::vcpu::arch::Arch;
+use crate::vcpu::cpuid::{CpuidPolicy, HostCpuid};
+use crate::vcpu::exit::StopReason;
+use crate::vm::config::Restart;
+use crate::vm::instance::{SliceEnd, Vm, VmState};
+use crate::vm::selftest::{self, VmOutcome};
+
+/// Length of a time slice.
+const SLICE_US: u64 = 10_000;
+
+struct Slot<A: Arch> {
+    vm: Vm<A>,
+    /// Set once the VM has stopped for good (no restart left).
+    final_checksum: Option<u64>,
+}
+
+pub struct Scheduler<A: Arch> {
+    slots: Vec<Slot<A>>,
+    features: A::Features,
+    policy: CpuidPolicy,
+    /// Checksum of the hypervisor's text and rodata at start.
+    image_checksum: u64,
+}
+
+impl<A: Arch> core::fmt::Debug for Scheduler<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.slots.iter().map(|s| &s.vm)).finish()
+    }
+}
+
+fn hypervisor_checksum() -> u64 {
+    let image = paging::image_layout();
+    let text = direct_map::checksum(HostPhysAddr::new(image.text.0), image.text.1 - image.text.0);
+    let rodata = direct_map::checksum(HostPhysAddr::new(image.rodata.0), image.rodata.1 - image.rodata.0);
+    text ^ rodata.rotate_left(1)
+}
+
+impl<A: Arch> Scheduler<A> {
+    pub fn new(vms: Vec<Vm<A>>, features: A::Features) -> Self {
+        Scheduler {
+            slots: vms.into_iter().map(|vm| Slot { vm, final_checksum: None }).collect(),
+            features,
+            policy: CpuidPolicy::new(&HostCpuid),
+            image_checksum: hypervisor_checksum(),
+        }
+    }
+
+    /// Runs the VMs forever; a self-test run ends with the verdict on isa-debug-exit.
+    pub fn run(mut self, selftest: bool) -> ! {
+        loop {
+            let mut ran = false;
+            for i in 0..self.slots.len() {
+                let Some(slot) = self.slots.get_mut(i) else { continue };
+                let vm = &mut slot.vm;
+                match vm.state {
+                    VmState::Runnable => {}
+                    VmState::Halted if vm.interrupt_pending() => vm.state = VmState::Runnable,
+                    _ => continue,
+                }
+                ran = true;
+                lapic::arm_oneshot_us(SLICE_US);
+                let end = vm.run_slice(&self.policy);
+                lapic::disarm();
+                if let SliceEnd::Stopped(reason) = end {
+                    self.on_stop(i, reason);
+                }
+            }
+            if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
+                self.finish_selftest();
+            }
+            if !ran {
+                // Everything is halted or stopped: sleep until the next interrupt.
+                idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);
+                lapic::arm_oneshot_us(SLICE_US);
+                x86_64::instructions::interrupts::enable_and_hlt();
+                x86_64::instructions::interrupts::disable();
+            }
+        }
+    }
+
+    fn on_stop(&mut self, i: usize, reason: StopReason) {
+        let features = self.features;
+        let Some(slot) = self.slots.get_mut(i) else { return };
+        let vm = &mut slot.vm;
+        warn!(target: "vm", "vm {} ({}) stopped: {reason:?}; {}", vm.id, vm.config.name, vm.counters);
+        let crashed = !matches!(reason, StopReason::GuestShutdown { .. });
+        let restart = match (reason, vm.config.restart) {
+            (StopReason::GuestReboot, _) => true,
+            (_, Restart::Always) => crashed,
+            (_, Restart::Times(n)) => crashed && vm.starts <= n,
+            (_, Restart::Never) => false,
+        };
+        if restart {
+            match vm.restart(&features) {
+                Ok(()) => {
+                    info!(target: "vm", "vm {} ({}) restarted (start {})", vm.id, vm.config.name, vm.starts);
+                    return;
+                }
+                Err(e) => error!(target: "vm", "vm {} ({}) cannot restart: {e}", vm.id, vm.config.name),
+            }
+        }
+        slot.final_checksum = Some(vm.memory_checksum());
+    }
+
+    fn finish_selftest(&self) -> ! {
+        let outcomes: Vec<VmOutcome<'_>> = self
+            .slots
+            .iter()
+            .map(|s| VmOutcome {
+                name: &s.vm.config.name,
+                expect: s.vm.config.expect,
+                restart: s.vm.config.restart,
+                starts: s.vm.starts,
+                reason: match s.vm.state {
+                    VmState::Stopped(r) => Some(r),
+                    _ => None,
+                },
+                passed_checks: s.vm.console.passed_checks,
+                failed_checks: s.vm.console.failed_checks,
+                checks_done: s.vm.console.checks_done,
+                canary_intact: s.vm.canary_intact(),
+                checksum_at_stop: s.final_checksum.unwrap_or(0),
+                checksum_now: s.vm.memory_checksum(),
+            })
+            .collect();
+        let failures = selftest::failures(&outcomes, hypervisor_checksum() == self.image_checksum);
+        if failures.is_empty() {
+            info!(target: "selftest", "SELFTEST PASS: {} VMs ended as expected, memory of every VM and of the hypervisor intact", outcomes.len());
+            qemu::exit(qemu::ExitCode::Success);
+        } else {
+            for f in &failures {
+                error!(target: "selftest", "{f}");
+            }
+            error!(target: "selftest", "SELFTEST FAIL: {} problem(s)", failures.len());
+            qemu::exit(qemu::ExitCode::Failure);
+        }
+        crate::arch::x86::instr::halt_forever()
+    }
+}

@@ -1,0 +1,45 @@
+//! Three VMs at once under the real hypervisor: one runs every in-guest check, one
+//! triple-faults (and is restarted once by policy), one attacks memory outside its VM.
+//! The hypervisor's verdict (exit status 33) requires every check to pass, each VM to end
+//! exactly as configured, and the memory of the other VMs and of the hypervisor to be
+//! unchanged.
+
+use std::time::Duration;
+
+use tests::{Machine, Outcome, image};
+
+const VMS: &str = "\
+vm checks image=checks memory=16M label=\"Self-test\" expect=bad-hypercall
+vm crasher image=triple-fault memory=8M restart=1 expect=triple-fault
+vm attacker image=attack memory=8M expect=npf
+";
+
+#[test]
+fn three_vms_checks_pass_crash_is_contained_and_attack_is_stopped() {
+    let img = image::build_payload_image("vms-selftest", "selftest", VMS);
+    let mut m = Machine::boot("vms-selftest", &img, |c| {
+        c.memory_mib = 512;
+        c.cpus = 1;
+    });
+    m.expect("BULKHEAD READY", Duration::from_secs(120));
+    m.expect("SVM enabled", Duration::from_secs(30));
+    let outcome = m.wait_exit(Duration::from_secs(300));
+    let serial = m.serial();
+    let failed: Vec<&str> = serial.lines().filter(|l| l.contains("CHECK ") && l.contains(" FAIL")).collect();
+    assert!(failed.is_empty(), "in-guest checks failed:\n{}", failed.join("\n"));
+    for check in
+        ["cpuid_signature", "msr_denied_read_gp", "mmio_rep_movs", "interrupt_injection", "hlt_wakes_on_interrupt"]
+    {
+        assert!(serial.contains(&format!("CHECK {check} PASS")), "check {check} did not pass");
+    }
+    assert!(serial.contains("(crasher) stopped: TripleFault"), "the crashing VM was not stopped for its triple fault");
+    assert!(serial.contains("(crasher) restarted (start 2)"), "the crashing VM was not restarted");
+    assert!(serial.contains("(attacker) stopped: NestedPageFault"), "the attack was not stopped by nested paging");
+    assert!(!serial.contains("ATTACK SUCCEEDED"), "the attacker reached memory outside its VM");
+    assert!(serial.contains("(checks) stopped: BadHypercall"), "a bad hypercall argument did not stop the VM");
+    if outcome != Outcome::Exited(images::qemu::EXIT_SUCCESS) {
+        m.fail(&format!("the hypervisor's self-test verdict was {outcome:?}"));
+    }
+    assert!(serial.contains("SELFTEST PASS"));
+    m.pass();
+}
