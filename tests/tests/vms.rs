@@ -37,6 +37,7 @@ fn three_vms_checks_pass_crash_is_contained_and_attack_is_stopped() {
     assert!(serial.contains("(attacker) stopped: NestedPageFault"), "the attack was not stopped by nested paging");
     assert!(!serial.contains("ATTACK SUCCEEDED"), "the attacker reached memory outside its VM");
     assert!(serial.contains("(checks) stopped: BadHypercall"), "a bad hypercall argument did not stop the VM");
+    assert!(serial.contains("(checks) exit counters: "), "VM_INFO did not print the exit counters");
     if outcome != Outcome::Exited(images::qemu::EXIT_SUCCESS) {
         m.fail(&format!("the hypervisor's self-test verdict was {outcome:?}"));
     }

@@ -250,6 +250,8 @@ pub enum StopReason {
     GuestShutdown { status: u64 },
     /// The guest asked to be restarted.
     GuestReboot,
+    /// The hypervisor stopped it (the user, or policy).
+    Requested,
     /// A hypercall argument was invalid (e.g. a buffer outside the VM's memory).
     BadHypercall { nr: u64, arg: u64 },
     /// An instruction that had to be emulated could not be decoded or is unsupported.

@@ -17,6 +17,7 @@ use crate::vcpu::cpuid::{CpuidPolicy, HostCpuid};
 use crate::vcpu::dispatch::{self, GuestConsole, InterruptSink, VmEnv, VmIdentity};
 use crate::vcpu::exit::{ExitReason, Flow, StopReason};
 use crate::vcpu::msr::MsrState;
+use crate::vcpu::regs::{Gpr, RegisterFile};
 use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
@@ -196,8 +197,10 @@ impl<A: Arch> Vm<A> {
             initial,
         };
         self.npt = Some(npt);
-        let vcpu = A::create_vcpu(features, &config, &mut GlobalFrames)
+        let mut vcpu = A::create_vcpu(features, &config, &mut GlobalFrames)
             .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+        // The guest's TSC starts at 0 when the VM starts (TSC offsetting).
+        A::regs(&mut vcpu).set_tsc_offset(0u64.wrapping_sub(crate::arch::x86::instr::rdtsc()));
         self.vcpu = Some(vcpu);
         self.msrs = MsrState::new(true);
         self.irqs = PendingIrqs::default();
@@ -289,6 +292,9 @@ impl<A: Arch> Vm<A> {
             self.counters.record(&exit.reason);
             let action = {
                 let mut regs = A::regs(vcpu);
+                if exit.reason == ExitReason::Hypercall && regs.gpr(Gpr::Rax) == bulkhead_abi::hypercall::VM_INFO {
+                    log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.id, self.config.name, self.counters);
+                }
                 let mut memory = GuestMemory::new(&self.map, DirectMap);
                 let mut console = ConsoleAdapter(&mut self.console);
                 let mut env = VmEnv {
@@ -325,6 +331,12 @@ impl<A: Arch> Vm<A> {
                 return SliceEnd::Preempted;
             }
         }
+    }
+
+    /// Stops the VM on the hypervisor's own initiative (the user or policy).
+    pub fn stop(&mut self) {
+        self.state = VmState::Stopped(StopReason::Requested);
+        self.teardown_vcpu();
     }
 
     /// Frees the vCPU and nested page tables; RAM stays (for inspection and restart).
