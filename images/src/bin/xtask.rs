@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use images::qemu::{BootMedium, Display, Iommu, MachineConfig};
-use images::{build, disk, host_tools, layout};
+use images::{build, desktops, disk, host_tools, layout};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, run and test Bulkhead, the bare-metal client hypervisor")]
@@ -41,6 +41,9 @@ struct ImageArgs {
     /// Options passed to the hypervisor (e.g. `log=debug`).
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Leave out the desktop VMs (just the hypervisor and its boot screen).
+    #[arg(long)]
+    bare: bool,
 }
 
 #[derive(clap::Args)]
@@ -101,10 +104,18 @@ fn main() -> ExitCode {
 
 fn image(args: &ImageArgs) -> Result<PathBuf, String> {
     let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
+    let modules = if args.bare {
+        Vec::new()
+    } else {
+        eprintln!("    Preparing the desktop guests (Debian kernel + busybox initramfs)");
+        let guest = desktops::build_guest(&images::guest::default_cache_dir()).map_err(|e| e.to_string())?;
+        eprintln!("    Guest kernel {} ({})", guest.kernel_version, guest.package_version);
+        desktops::modules(&guest, desktops::DEFAULT_DESKTOPS)
+    };
     let spec = disk::ImageSpec {
         loader_efi: artifacts.loader_efi,
         hypervisor_elf: artifacts.hypervisor_elf,
-        modules: Vec::new(),
+        modules,
         gop_mode: args.gop,
         cmdline: args.cmdline.clone(),
     };

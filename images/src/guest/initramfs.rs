@@ -61,7 +61,9 @@ say() {
         r#"
 [ "$(uname -r)" = "{kernel_release}" ] || say "bulkhead: initramfs was built for {kernel_release}"
 say "bulkhead: Linux $(uname -r) on $(uname -m)"
-say "{READY_MARKER}"
+# The uptime lets benchmarks compare boots in guest time.
+read uptime idle < /proc/uptime
+say "{READY_MARKER} uptime=$uptime"
 
 # A shell on each terminal, restarted when it exits. setsid makes the inner sh a session
 # leader, so opening the tty makes it the controlling terminal: job control works.
