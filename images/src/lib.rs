@@ -2,6 +2,7 @@
 //! image, finding and running QEMU. The `cargo xtask` CLI (`src/bin/xtask.rs`) and the
 //! integration tests (`tests/`) are both thin layers over this library.
 
+pub mod bench;
 pub mod build;
 pub mod desktops;
 pub mod disk;
