@@ -2,7 +2,7 @@
 //! MADT, MCFG and a DSDT, built from an [`AcpiConfig`] into one blob that the VM copies
 //! to guest memory and hands to Linux through `boot_params.acpi_rsdp_addr`.
 //!
-//! The platform they describe (see `docs/guest-acpi.md`):
+//! The platform they describe (see `docs/guest-platform.md`):
 //! - **Hardware-reduced ACPI.** No PM timer, GPEs, SCI, FACS or SMI command port.
 //!   Power-off is a write of `SLP_EN | 5 << 2` (0x34) to the sleep control register
 //!   (port 0x600) once OSPM has evaluated `\_S5_`; reset is a write of 0x01 to the
