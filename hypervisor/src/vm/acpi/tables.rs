@@ -230,7 +230,7 @@ mod madt {
 }
 
 /// The MADT. PCAT_COMPAT is set because the VM has a (masked) pair of 8259s: an OS that
-/// honours the flag masks them before using the I/O APIC, and Linux 6.6 and later skip
+/// honours the flag masks them before using the I/O APIC, and newer Linux kernels skip
 /// their i8259 probe when it is set. Linux 6.1 on a hardware-reduced FADT does not touch
 /// the 8259 at all (`acpi_generic_reduced_hw_init` installs the null legacy PIC).
 fn madt(config: &AcpiConfig) -> Vec<u8> {
