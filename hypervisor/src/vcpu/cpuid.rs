@@ -6,6 +6,11 @@
 //!   and leaf 8000_000A. No nested virtualisation.
 //! - **Hypervisor present** (1:ECX[31]) is set and 0x4000_0000 carries the signature
 //!   "Bulkhead\0\0\0\0" in EBX:ECX:EDX; 0x4000_0001 EAX is the hypercall ABI version.
+//! - **KVM-compatible leaves** at 0x4000_0100 ("KVMKVMKVM\0\0\0", max 0x4000_0101)
+//!   and 0x4000_0101 (feature bits in EAX, hints in EDX = 0), only when the VM sets
+//!   [`CpuidPolicy::kvm_features`], which it does only if its exit glue routes the
+//!   kvmclock MSRs to [`crate::vcpu::pvclock::PvClock`]. Linux scans 0x4000_0000..
+//!   0x4001_0000 in 0x100 steps for the signature (`hypervisor_cpuid_base`).
 //! - **MONITOR/MWAIT** (1:ECX[3], leaf 5, 8000_0001:ECX[29] MONITORX) and **WAITPKG**
 //!   (7:ECX[5]) are hidden: idle goes through HLT, which exits.
 //! - **Performance monitoring** is hidden: PDCM (1:ECX[15]), DS/DTES64, leaf 0xA, AMD
@@ -53,6 +58,12 @@ pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
 pub const HYPERVISOR_MAX_LEAF: u32 = 0x4000_0001;
 /// "Bulkhead" padded to 12 bytes, as EBX, ECX, EDX.
 pub const SIGNATURE: [u32; 3] = [u32::from_le_bytes(*b"Bulk"), u32::from_le_bytes(*b"head"), 0];
+/// The KVM-compatible range: signature leaf and feature leaf.
+pub const KVM_LEAF: u32 = 0x4000_0100;
+pub const KVM_FEATURES_LEAF: u32 = 0x4000_0101;
+/// "KVMKVMKVM\0\0\0" as EBX, ECX, EDX.
+pub const KVM_SIGNATURE: [u32; 3] =
+    [u32::from_le_bytes(*b"KVMK"), u32::from_le_bytes(*b"VMKV"), u32::from_le_bytes(*b"M\0\0\0")];
 
 /// XCR0 components offered to guests: x87, SSE, AVX, AVX-512 opmask/ZMM_Hi256/Hi16_ZMM.
 pub const GUEST_XCR0_ALLOWED: u64 = 0b1110_0111;
@@ -69,13 +80,20 @@ pub struct CpuidPolicy {
     pub xcr0_mask: u64,
     /// Hypercall ABI version reported in 0x4000_0001.EAX.
     pub abi_version: u32,
+    /// KVM paravirtual features offered at 0x4000_0101.EAX (e.g.
+    /// [`crate::vcpu::pvclock::KVM_FEATURES`]); `None` hides the KVM leaves.
+    pub kvm_features: Option<u32>,
 }
 
 impl CpuidPolicy {
     pub fn new(source: &(impl CpuidSource + ?Sized)) -> CpuidPolicy {
         let d = source.cpuid(0xd, 0);
         let host = u64::from(d.eax) | (u64::from(d.edx) << 32);
-        CpuidPolicy { xcr0_mask: (host & GUEST_XCR0_ALLOWED) | 1, abi_version: bulkhead_abi::hypercall::ABI_VERSION }
+        CpuidPolicy {
+            xcr0_mask: (host & GUEST_XCR0_ALLOWED) | 1,
+            abi_version: bulkhead_abi::hypercall::ABI_VERSION,
+            kvm_features: None,
+        }
     }
 
     /// The guest's view of CPUID `leaf`/`subleaf`, given the vCPU's APIC id.
@@ -138,6 +156,13 @@ impl CpuidPolicy {
                 CpuidResult { eax: HYPERVISOR_MAX_LEAF, ebx: SIGNATURE[0], ecx: SIGNATURE[1], edx: SIGNATURE[2] }
             }
             HYPERVISOR_MAX_LEAF => CpuidResult { eax: self.abi_version, ..CpuidResult::default() },
+            KVM_LEAF if self.kvm_features.is_some() => CpuidResult {
+                eax: KVM_FEATURES_LEAF,
+                ebx: KVM_SIGNATURE[0],
+                ecx: KVM_SIGNATURE[1],
+                edx: KVM_SIGNATURE[2],
+            },
+            KVM_FEATURES_LEAF => CpuidResult { eax: self.kvm_features.unwrap_or(0), ..CpuidResult::default() },
             _ => CpuidResult::default(),
         }
     }
@@ -215,6 +240,37 @@ mod tests {
         assert_eq!(&sig, b"Bulkhead\0\0\0\0");
         assert_eq!(p.filter(&src, HYPERVISOR_MAX_LEAF, 0, 0).eax, bulkhead_abi::hypercall::ABI_VERSION);
         assert_eq!(p.filter(&src, 0x4000_0100, 0, 0), CpuidResult::default());
+        assert_eq!(p.filter(&src, 0x4000_0101, 0, 0), CpuidResult::default());
+    }
+
+    /// Linux's `hypervisor_cpuid_base("KVMKVMKVM\0\0\0", 0)`.
+    fn kvm_base(p: &CpuidPolicy, src: &FakeCpuid) -> Option<u32> {
+        (0x4000_0000..0x4001_0000u32).step_by(0x100).find(|&base| {
+            let r = p.filter(src, base, 0, 0);
+            [r.ebx, r.ecx, r.edx] == KVM_SIGNATURE
+        })
+    }
+
+    #[test]
+    fn kvm_leaves_appear_only_when_enabled() {
+        let (src, mut p) = policy();
+        assert_eq!(kvm_base(&p, &src), None);
+        p.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
+        let base = kvm_base(&p, &src).unwrap();
+        assert_eq!(base, KVM_LEAF);
+        assert_eq!(p.filter(&src, base, 0, 0).eax, KVM_FEATURES_LEAF);
+        let mut sig = [0u8; 12];
+        let r = p.filter(&src, base, 0, 0);
+        sig[..4].copy_from_slice(&r.ebx.to_le_bytes());
+        sig[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+        sig[8..].copy_from_slice(&r.edx.to_le_bytes());
+        assert_eq!(&sig, b"KVMKVMKVM\0\0\0");
+        // `kvm_arch_para_features()` reads `cpuid_eax(base | 1)`; hints are EDX.
+        let features = p.filter(&src, base | 1, 0, 0);
+        assert_eq!(features.eax, (1 << 1) | (1 << 3) | (1 << 24), "NOP_IO_DELAY, CLOCKSOURCE2, STABLE_BIT");
+        assert_eq!(features.edx, 0);
+        // The Bulkhead leaf is unchanged.
+        assert_eq!(p.filter(&src, HYPERVISOR_LEAF, 0, 0).ebx, SIGNATURE[0]);
     }
 
     #[test]

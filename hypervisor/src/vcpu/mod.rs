@@ -9,4 +9,5 @@ pub mod dispatch;
 pub mod exit;
 pub mod insn;
 pub mod msr;
+pub mod pvclock;
 pub mod regs;

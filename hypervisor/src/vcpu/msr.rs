@@ -16,6 +16,7 @@
 //! | BIOS_SIGN_ID (microcode revision) | reads 0; writes ignored |
 //! | HWCR | reads 0; writes ignored |
 //! | VM_CR | reads SVMDIS so SVM looks disabled by firmware; writes #GP |
+//! | KVM_WALL_CLOCK_NEW, KVM_SYSTEM_TIME_NEW | not here: [`route`] sends them to the vCPU's [`crate::vcpu::pvclock::PvClock`] (which needs guest memory and the time); `MsrState` faults them |
 #![forbid(unsafe_code)]
 
 use crate::vcpu::regs::{RegisterFile, VendorMsr, cr};
@@ -44,6 +45,26 @@ pub mod index {
     pub const HWCR: u32 = 0xc001_0015;
     pub const VM_CR: u32 = 0xc001_0114;
     pub const VM_HSAVE_PA: u32 = 0xc001_0117;
+    pub const KVM_WALL_CLOCK_NEW: u32 = crate::vcpu::pvclock::MSR_KVM_WALL_CLOCK_NEW;
+    pub const KVM_SYSTEM_TIME_NEW: u32 = crate::vcpu::pvclock::MSR_KVM_SYSTEM_TIME_NEW;
+}
+
+/// Which component an MSR access goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsrRoute {
+    /// [`MsrState::read`] / [`MsrState::write`] (including the #GP for unknown MSRs).
+    State,
+    /// The vCPU's kvmclock, when the VM offers it (CPUID `kvm_features`); otherwise
+    /// these fall through to `MsrState`, which faults them.
+    PvClock,
+}
+
+/// Where the exit glue sends an RDMSR/WRMSR of `msr`.
+pub fn route(msr: u32) -> MsrRoute {
+    match msr {
+        index::KVM_WALL_CLOCK_NEW | index::KVM_SYSTEM_TIME_NEW => MsrRoute::PvClock,
+        _ => MsrRoute::State,
+    }
 }
 
 /// The guest-visible MSR state that is not vendor-held.
@@ -188,6 +209,20 @@ mod tests {
         assert_eq!(s.write(0xc001_0117, 0x1000, &mut r, 0), Err(MsrFault));
         assert_eq!(s.write(FEATURE_CONTROL, 5, &mut r, 0), Err(MsrFault));
         assert_eq!(s.write(VM_CR, 0, &mut r, 0), Err(MsrFault));
+    }
+
+    #[test]
+    fn kvmclock_msrs_route_to_pvclock_and_fault_here() {
+        let mut s = MsrState::new(true);
+        let mut r = FakeRegs::long_mode(0);
+        for msr in [KVM_WALL_CLOCK_NEW, KVM_SYSTEM_TIME_NEW] {
+            assert_eq!(route(msr), MsrRoute::PvClock);
+            assert_eq!(s.read(msr, &r, 0), Err(MsrFault));
+            assert_eq!(s.write(msr, 0x1001, &mut r, 0), Err(MsrFault));
+        }
+        // The old-style kvmclock MSRs (0x11, 0x12) are not offered.
+        assert_eq!(route(0x12), MsrRoute::State);
+        assert_eq!(route(EFER), MsrRoute::State);
     }
 
     #[test]

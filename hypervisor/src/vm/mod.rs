@@ -1,10 +1,5 @@
-//! Virtual machines: configuration, lifecycle, and how a guest operating system is put
-//! into memory.
-pub mod config;
-pub mod console;
-pub mod counters;
-pub mod instance;
-pub mod launch;
+//! Virtual machines: lifecycle, and how a guest operating system is put into memory.
+pub mod acpi;
 pub mod linux;
 pub mod payload;
 pub mod scheduler;
