@@ -1,5 +1,11 @@
-//! Virtual machines: lifecycle, and how a guest operating system is put into memory.
+//! Virtual machines: configuration, lifecycle, scheduling, and how a guest operating
+//! system is put into memory.
 pub mod acpi;
+pub mod config;
+pub mod console;
+pub mod counters;
+pub mod instance;
+pub mod launch;
 pub mod linux;
 pub mod payload;
 pub mod scheduler;
