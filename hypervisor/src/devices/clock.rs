@@ -52,6 +52,32 @@ impl GuestClock {
     }
 }
 
+/// CPUID leaf 0x15 (SDM Vol. 2A, CPUID "Time Stamp Counter and Nominal Core Crystal
+/// Clock"): `(eax, ebx, ecx)` = denominator, numerator and crystal Hz, with
+/// `tsc_hz = crystal_hz * ebx / eax`. Linux takes `crystal_hz` as the local APIC
+/// timer rate (`lapic_timer_period = crystal_khz * 1000 / HZ` in `native_calibrate_tsc`),
+/// so pass [`APIC_TIMER_HZ`](super::vlapic::APIC_TIMER_HZ). The ratio is reduced
+/// exactly when it fits 32 bits, else approximated.
+pub fn cpuid_tsc_leaf(tsc_hz: u64, crystal_hz: u64) -> (u32, u32, u32) {
+    let (mut num, mut den) = (tsc_hz, crystal_hz.max(1));
+    let g = gcd(num, den);
+    num = num.checked_div(g).unwrap_or(0);
+    den = den.checked_div(g).unwrap_or(1);
+    while num > u64::from(u32::MAX) || den > u64::from(u32::MAX) {
+        num >>= 1;
+        den = (den >> 1).max(1);
+    }
+    let crystal = u32::try_from(crystal_hz).unwrap_or(0);
+    (den as u32, num as u32, crystal)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a.checked_rem(b).unwrap_or(0));
+    }
+    a.max(1)
+}
+
 /// `value * mul / div`, rounded down, saturating; `div == 0` saturates.
 pub fn scale_floor(value: u64, mul: u64, div: u64) -> u64 {
     let wide = u128::from(value).saturating_mul(u128::from(mul));
@@ -116,6 +142,19 @@ mod tests {
         assert_eq!(fast.ns_to_tsc(u64::MAX), u64::MAX);
         assert_eq!(fast.ticks_to_tsc(5, 0), u64::MAX);
         assert_eq!(scale_floor(5, 1, 0), u64::MAX);
+    }
+
+    #[test]
+    fn cpuid_leaf_0x15_reports_the_tsc_ratio() {
+        let (eax, ebx, ecx) = cpuid_tsc_leaf(2_450_000_000, 1_000_000_000);
+        assert_eq!((eax, ebx, ecx), (20, 49, 1_000_000_000));
+        // What Linux computes from it.
+        assert_eq!(u64::from(ecx) / 1000 * u64::from(ebx) / u64::from(eax), 2_450_000);
+        // A ratio that does not fit 32 bits is approximated closely.
+        let (eax, ebx, _) = cpuid_tsc_leaf(4_999_999_999, 1_000_000_000);
+        let tsc = 1_000_000_000u128 * u128::from(ebx) / u128::from(eax);
+        assert!(tsc.abs_diff(4_999_999_999) < 10, "{tsc}");
+        assert_eq!(cpuid_tsc_leaf(0, 0).0, 1);
     }
 
     #[test]
