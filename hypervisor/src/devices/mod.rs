@@ -1,6 +1,15 @@
 //! Device models the hypervisor offers to guests, and the buses that route port and
-//! MMIO accesses to them.
+//! MMIO accesses to them. [`layout`] lists where the platform devices sit;
+//! [`platform_irq`] bundles the interrupt controllers and the PIT for a VM.
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod clock;
+pub mod ioapic;
+pub mod irq;
+pub mod layout;
+pub mod pic;
+pub mod pit;
+pub mod platform_irq;
 pub mod scratch;
+pub mod vlapic;
