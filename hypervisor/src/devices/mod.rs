@@ -3,3 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod irq_line;
+pub mod layout;
+pub mod power;
