@@ -6,3 +6,4 @@ pub mod bus;
 pub mod irq_line;
 pub mod layout;
 pub mod power;
+pub mod uart16550;
