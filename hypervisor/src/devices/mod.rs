@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod i8042;
 pub mod irq_line;
 pub mod layout;
 pub mod power;
