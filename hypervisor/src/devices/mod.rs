@@ -7,4 +7,5 @@ pub mod i8042;
 pub mod irq_line;
 pub mod layout;
 pub mod power;
+pub mod rtc;
 pub mod uart16550;
