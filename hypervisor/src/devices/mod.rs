@@ -9,3 +9,4 @@ pub mod layout;
 pub mod power;
 pub mod rtc;
 pub mod uart16550;
+pub mod host_rtc;
