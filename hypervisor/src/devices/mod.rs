@@ -3,10 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod host_rtc;
 pub mod i8042;
 pub mod irq_line;
 pub mod layout;
 pub mod power;
 pub mod rtc;
+pub mod scratch;
 pub mod uart16550;
-pub mod host_rtc;
