@@ -27,7 +27,7 @@ use crate::vcpu::exit::AccessSize;
 
 /// The controller and its keyboard.
 pub struct I8042 {
-    irq: Box<dyn IrqLine>,
+    irq: Box<dyn IrqLine + Send>,
     power: Option<PowerSignal>,
     /// Controller RAM; byte 0 is the configuration byte (CTR).
     ram: [u8; 32],
@@ -331,7 +331,7 @@ pub const COMMAND_OFFSET: u16 = 4;
 
 impl I8042 {
     /// A controller in its post-firmware state, interrupting through `irq` (IRQ1).
-    pub fn new(irq: Box<dyn IrqLine>) -> Self {
+    pub fn new(irq: Box<dyn IrqLine + Send>) -> Self {
         let mut ram = [0u8; 32];
         ram[0] = CTR_POWER_ON;
         I8042 {

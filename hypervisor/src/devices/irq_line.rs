@@ -26,13 +26,13 @@ impl IrqLine for NoIrq {
 #[cfg(test)]
 pub(crate) mod test_line {
     use super::IrqLine;
-    use alloc::rc::Rc;
-    use core::cell::Cell;
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     #[derive(Debug, Default, Clone)]
     pub(crate) struct TestLine {
-        level: Rc<Cell<bool>>,
-        rises: Rc<Cell<u32>>,
+        level: Arc<AtomicBool>,
+        rises: Arc<AtomicU32>,
     }
 
     impl TestLine {
@@ -40,20 +40,20 @@ pub(crate) mod test_line {
             Self::default()
         }
         pub(crate) fn high(&self) -> bool {
-            self.level.get()
+            self.level.load(Ordering::SeqCst)
         }
         /// Rising edges seen so far.
         pub(crate) fn rises(&self) -> u32 {
-            self.rises.get()
+            self.rises.load(Ordering::SeqCst)
         }
     }
 
     impl IrqLine for TestLine {
         fn set_level(&mut self, high: bool) {
-            if high && !self.level.get() {
-                self.rises.set(self.rises.get().wrapping_add(1));
+            if high && !self.level.swap(high, Ordering::SeqCst) {
+                self.rises.fetch_add(1, Ordering::SeqCst);
             }
-            self.level.set(high);
+            self.level.store(high, Ordering::SeqCst);
         }
     }
 }

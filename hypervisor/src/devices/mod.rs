@@ -11,4 +11,5 @@ pub mod pci_host;
 pub mod power;
 pub mod rtc;
 pub mod scratch;
+pub mod shared;
 pub mod uart16550;

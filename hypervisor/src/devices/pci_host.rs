@@ -451,7 +451,7 @@ impl VirtualPciFunction for HostBridge {
 pub struct PciHost {
     /// The mechanism #1 address register (0xCF8).
     address: u32,
-    functions: BTreeMap<u16, Box<dyn VirtualPciFunction>>,
+    functions: BTreeMap<u16, Box<dyn VirtualPciFunction + Send>>,
     ecam_buses: u16,
     reset_control: Option<ResetControl>,
 }
@@ -483,7 +483,7 @@ impl core::fmt::Debug for PciHost {
 impl PciHost {
     /// A host with the host bridge at 00.0 and an ECAM window for `ecam_buses` buses.
     pub fn new(ecam_buses: u16) -> Self {
-        let mut functions: BTreeMap<u16, Box<dyn VirtualPciFunction>> = BTreeMap::new();
+        let mut functions: BTreeMap<u16, Box<dyn VirtualPciFunction + Send>> = BTreeMap::new();
         functions.insert(0, Box::new(HostBridge::new()));
         PciHost { address: 0, functions, ecam_buses: ecam_buses.clamp(1, 256), reset_control: None }
     }
@@ -499,7 +499,7 @@ impl PciHost {
         u64::from(self.ecam_buses) << ECAM_BUS_SHIFT
     }
 
-    pub fn add_function(&mut self, bdf: Bdf, function: Box<dyn VirtualPciFunction>) -> Result<(), PciError> {
+    pub fn add_function(&mut self, bdf: Bdf, function: Box<dyn VirtualPciFunction + Send>) -> Result<(), PciError> {
         if self.functions.contains_key(&bdf.key()) {
             return Err(PciError::Occupied(bdf));
         }
@@ -507,7 +507,7 @@ impl PciHost {
         Ok(())
     }
 
-    pub fn function_mut(&mut self, bdf: Bdf) -> Option<&mut (dyn VirtualPciFunction + 'static)> {
+    pub fn function_mut(&mut self, bdf: Bdf) -> Option<&mut (dyn VirtualPciFunction + Send + 'static)> {
         self.functions.get_mut(&bdf.key()).map(|f| &mut **f)
     }
 

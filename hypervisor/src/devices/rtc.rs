@@ -32,7 +32,7 @@ impl<F: Fn() -> u64> TscSource for F {
 
 /// The RTC and CMOS RAM.
 pub struct Rtc {
-    clock: Box<dyn TscSource>,
+    clock: Box<dyn TscSource + Send>,
     base_unix_secs: u64,
     base_tsc: u64,
     tsc_hz: u64,
@@ -209,7 +209,7 @@ impl core::fmt::Debug for Rtc {
 impl Rtc {
     /// An RTC that reads `base_unix_secs` when the guest TSC is `base_tsc` and advances
     /// one second per `tsc_hz` ticks of `clock`.
-    pub fn new(base_unix_secs: u64, base_tsc: u64, tsc_hz: u64, clock: Box<dyn TscSource>) -> Self {
+    pub fn new(base_unix_secs: u64, base_tsc: u64, tsc_hz: u64, clock: Box<dyn TscSource + Send>) -> Self {
         let mut cmos = [0u8; 128];
         if let Some(a) = cmos.get_mut(usize::from(STATUS_A)) {
             *a = A_DEFAULT;
@@ -479,15 +479,31 @@ impl PortDevice for Rtc {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
-    use alloc::rc::Rc;
-    use core::cell::Cell;
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// The guest TSC, settable by the test.
+    #[derive(Clone)]
+    struct Tsc(Arc<AtomicU64>);
+
+    impl Tsc {
+        fn new(v: u64) -> Self {
+            Tsc(Arc::new(AtomicU64::new(v)))
+        }
+        fn get(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn set(&self, v: u64) {
+            self.0.store(v, Ordering::SeqCst)
+        }
+    }
 
     const HZ: u64 = 1_000_000_000;
     /// 2024-02-29 23:59:58 UTC, a Thursday.
     const LEAP_DAY: u64 = 1_709_251_198;
 
-    fn rtc_at(unix: u64) -> (Rtc, Rc<Cell<u64>>) {
-        let tsc = Rc::new(Cell::new(5_000));
+    fn rtc_at(unix: u64) -> (Rtc, Tsc) {
+        let tsc = Tsc::new(5_000);
         let clock = tsc.clone();
         (Rtc::new(unix, 5_000, HZ, Box::new(move || clock.get())), tsc)
     }
@@ -676,7 +692,7 @@ mod tests {
 
     #[test]
     fn tsc_before_base_or_zero_hz_does_not_panic() {
-        let tsc = Rc::new(Cell::new(0u64));
+        let tsc = Tsc::new(0);
         let clock = tsc.clone();
         let mut rtc = Rtc::new(LEAP_DAY, 1_000, 0, Box::new(move || clock.get()));
         assert_eq!(rtc.unix_time(), LEAP_DAY);

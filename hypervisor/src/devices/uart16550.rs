@@ -46,8 +46,8 @@ pub const INPUT_QUEUE_BYTES: usize = 4096;
 /// The UART's state.
 pub struct Uart16550 {
     name: String,
-    irq: Box<dyn IrqLine>,
-    sink: Box<dyn ConsoleSink>,
+    irq: Box<dyn IrqLine + Send>,
+    sink: Box<dyn ConsoleSink + Send>,
     ier: u8,
     lcr: u8,
     mcr: u8,
@@ -191,7 +191,7 @@ impl core::fmt::Debug for Uart16550 {
 
 impl Uart16550 {
     /// A UART in its reset state, for the VM called `vm_name`.
-    pub fn new(vm_name: &str, irq: Box<dyn IrqLine>, sink: Box<dyn ConsoleSink>) -> Self {
+    pub fn new(vm_name: &str, irq: Box<dyn IrqLine + Send>, sink: Box<dyn ConsoleSink + Send>) -> Self {
         Uart16550 {
             name: String::from(vm_name),
             irq,
@@ -503,16 +503,15 @@ impl PortDevice for Uart16550 {
 mod tests {
     use super::*;
     use crate::devices::irq_line::test_line::TestLine;
-    use alloc::rc::Rc;
-    use core::cell::RefCell;
+    use alloc::sync::Arc;
 
-    type Lines = Rc<RefCell<Vec<(String, Vec<u8>)>>>;
+    type Lines = Arc<spin::Mutex<Vec<(String, Vec<u8>)>>>;
 
     struct TestSink(Lines);
 
     impl ConsoleSink for TestSink {
         fn line(&mut self, vm_name: &str, line: &[u8]) {
-            self.0.borrow_mut().push((String::from(vm_name), line.to_vec()));
+            self.0.lock().push((String::from(vm_name), line.to_vec()));
         }
     }
 
@@ -616,7 +615,7 @@ mod tests {
         let (mut u, line, lines) = uart();
         assert_eq!(linux_autoconfig(&mut u), "16550A");
         // The probe must not have printed anything or raised the interrupt.
-        assert!(lines.borrow().is_empty());
+        assert!(lines.lock().is_empty());
         assert_eq!(u.console().total_bytes(), 0);
         assert_eq!(line.rises(), 0);
     }
@@ -657,7 +656,7 @@ mod tests {
             got.push(inb(&mut u, RBR_THR_DLL));
         }
         assert_eq!(got, b"ping");
-        assert!(lines.borrow().is_empty());
+        assert!(lines.lock().is_empty());
         assert_eq!(u.console().total_bytes(), 0);
         // Leaving loopback reconnects the input.
         outb(&mut u, MCR, MCR_OUT2);
@@ -751,15 +750,15 @@ mod tests {
         for &b in b"Linux version 6.1.0-amd64\r\n" {
             outb(&mut u, RBR_THR_DLL, b);
         }
-        assert_eq!(*lines.borrow(), alloc::vec![(String::from("desktop"), b"Linux version 6.1.0-amd64".to_vec())]);
+        assert_eq!(*lines.lock(), alloc::vec![(String::from("desktop"), b"Linux version 6.1.0-amd64".to_vec())]);
         for &b in b"partial" {
             outb(&mut u, RBR_THR_DLL, b);
         }
-        assert_eq!(lines.borrow().len(), 1);
+        assert_eq!(lines.lock().len(), 1);
         u.flush_line();
-        assert_eq!(lines.borrow()[1].1, b"partial");
+        assert_eq!(lines.lock()[1].1, b"partial");
         u.flush_line();
-        assert_eq!(lines.borrow().len(), 2, "nothing left to flush");
+        assert_eq!(lines.lock().len(), 2, "nothing left to flush");
         // The ring keeps every byte, `\r` included.
         assert_eq!(u.console().contents(), b"Linux version 6.1.0-amd64\r\npartial");
         assert_eq!(u.console().total_bytes(), 34);
@@ -772,7 +771,7 @@ mod tests {
             outb(&mut u, RBR_THR_DLL, b'=');
         }
         outb(&mut u, RBR_THR_DLL, b'\n');
-        let lines = lines.borrow();
+        let lines = lines.lock();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].1.len(), MAX_LINE_BYTES);
         assert_eq!(lines[1].1, b"===");
@@ -816,7 +815,7 @@ mod tests {
         outb(&mut u, LCR, 0x03);
         assert_eq!(inb(&mut u, IER_DLM), IER_ERBFI, "IER untouched");
         assert_eq!(inb(&mut u, LCR), 0x03);
-        assert!(lines.borrow().is_empty());
+        assert!(lines.lock().is_empty());
         assert_eq!(u.console().total_bytes(), 0, "DLL write is not a transmit");
     }
 
