@@ -1,0 +1,874 @@
+//! The i8042 keyboard controller with an MF2 keyboard behind it, at ports 0x60/0x64.
+//!
+//! The host injects key bytes in scan code set 1 ([`I8042::inject_scancodes`]), which is
+//! what a physical keyboard delivers through a translating controller and what the
+//! switcher forwards. With translation on (the power-on state, and what Linux's `atkbd`
+//! keeps) the guest receives them unchanged; with translation off they are converted to
+//! the set the guest selected (set 2, or set 1 if asked; set 3 is answered as set 2).
+//!
+//! There is no AUX (mouse) device. The DSDT should describe a `PNP0303` keyboard and no
+//! `PNP0F13`, so Linux marks the AUX port absent without probing it. When it probes
+//! anyway (`i8042.nopnp`), 0xD3 (AUX loopback) gets no answer and 0xA9 (AUX interface
+//! test) reports a stuck clock line, so Linux still concludes there is no AUX port.
+//!
+//! References: IBM PS/2 Hardware Interface Technical Reference, "Keyboard/Auxiliary
+//! Device Controller" (status register, commands) and "Keyboard" (device commands);
+//! Linux `drivers/input/serio/i8042.c` and `drivers/input/keyboard/atkbd.c`.
+#![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+
+use super::bus::PortDevice;
+use super::irq_line::IrqLine;
+use super::power::{PowerEvent, PowerSignal};
+use crate::vcpu::exit::AccessSize;
+
+/// The controller and its keyboard.
+pub struct I8042 {
+    irq: Box<dyn IrqLine + Send>,
+    power: Option<PowerSignal>,
+    /// Controller RAM; byte 0 is the configuration byte (CTR).
+    ram: [u8; 32],
+    /// Status bit 3: the last write went to the command port.
+    last_write_was_command: bool,
+    /// A controller command waiting for its data byte.
+    pending: Option<PendingWrite>,
+    /// The output port (D0/D1): bit 0 reset line (1 = running), bit 1 A20 gate.
+    output_port: u8,
+    /// The output buffer, as the guest sees it through port 0x60.
+    obf: Option<u8>,
+    /// Reading an empty buffer returns the last byte again.
+    last_data: u8,
+    /// Controller replies, delivered before keyboard bytes.
+    controller_out: VecDeque<u8>,
+    kbd: Keyboard,
+    irq_high: bool,
+    reset_requested: bool,
+}
+
+/// The keyboard's state (IBM PS/2 Technical Reference, "Keyboard", commands).
+#[derive(Debug)]
+struct Keyboard {
+    /// Command replies; sent before queued key bytes.
+    replies: VecDeque<u8>,
+    keys: VecDeque<u8>,
+    scanning: bool,
+    /// The scan code set the guest selected with 0xF0 (1, 2 or 3).
+    set: u8,
+    leds: u8,
+    led_changed: bool,
+    typematic: u8,
+    /// A command (0xED, 0xF3, 0xF0) waiting for its parameter byte.
+    expecting: Option<u8>,
+    last_sent: u8,
+    dropped_keys: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingWrite {
+    Ram(u8),
+    OutputPort,
+    KbdOutputBuffer,
+    AuxOutputBuffer,
+    AuxDevice,
+}
+
+// Status register (port 0x64 read).
+const STS_OBF: u8 = 1 << 0;
+const STS_SYS: u8 = 1 << 2;
+const STS_CMD: u8 = 1 << 3;
+/// "Inhibit switch": 1 = keyboard not locked (Linux warns "Keylock active" otherwise).
+const STS_UNLOCKED: u8 = 1 << 4;
+
+// Configuration byte (controller RAM byte 0).
+const CTR_KBD_INT: u8 = 1 << 0;
+const CTR_SYS: u8 = 1 << 2;
+const CTR_KBD_DISABLE: u8 = 1 << 4;
+const CTR_AUX_DISABLE: u8 = 1 << 5;
+const CTR_TRANSLATE: u8 = 1 << 6;
+/// What firmware leaves behind: translation, system flag, keyboard interrupt, AUX off.
+pub const CTR_POWER_ON: u8 = CTR_TRANSLATE | CTR_AUX_DISABLE | CTR_SYS | CTR_KBD_INT;
+
+// Controller commands (port 0x64 write).
+const CMD_READ_RAM: u8 = 0x20; // ..=0x3F
+const CMD_WRITE_RAM: u8 = 0x60; // ..=0x7F
+const CMD_PASSWORD_TEST: u8 = 0xA4;
+const CMD_AUX_DISABLE: u8 = 0xA7;
+const CMD_AUX_ENABLE: u8 = 0xA8;
+const CMD_AUX_TEST: u8 = 0xA9;
+const CMD_SELF_TEST: u8 = 0xAA;
+const CMD_KBD_TEST: u8 = 0xAB;
+const CMD_KBD_DISABLE: u8 = 0xAD;
+const CMD_KBD_ENABLE: u8 = 0xAE;
+const CMD_READ_OUTPUT_PORT: u8 = 0xD0;
+const CMD_WRITE_OUTPUT_PORT: u8 = 0xD1;
+const CMD_WRITE_KBD_OUTPUT: u8 = 0xD2;
+const CMD_WRITE_AUX_OUTPUT: u8 = 0xD3;
+const CMD_WRITE_AUX: u8 = 0xD4;
+const CMD_A20_DISABLE: u8 = 0xDD;
+const CMD_A20_ENABLE: u8 = 0xDF;
+/// 0xF0..=0xFF pulse the output-port lines whose bit is 0; bit 0 is the reset line.
+const CMD_PULSE_BASE: u8 = 0xF0;
+
+const SELF_TEST_OK: u8 = 0x55;
+const KBD_TEST_OK: u8 = 0x00;
+/// AUX interface test result: "clock line stuck high", i.e. nothing connected.
+const AUX_TEST_NO_DEVICE: u8 = 0x02;
+const NO_PASSWORD: u8 = 0xF1;
+
+// Output port bits.
+const OUT_RESET: u8 = 1 << 0;
+const OUT_A20: u8 = 1 << 1;
+const OUT_KBD_OBF: u8 = 1 << 4;
+
+// Keyboard commands (port 0x60 write) and replies.
+const KBD_SET_LEDS: u8 = 0xED;
+const KBD_ECHO: u8 = 0xEE;
+const KBD_SCANCODE_SET: u8 = 0xF0;
+const KBD_IDENTIFY: u8 = 0xF2;
+const KBD_TYPEMATIC: u8 = 0xF3;
+const KBD_ENABLE: u8 = 0xF4;
+const KBD_DISABLE: u8 = 0xF5;
+const KBD_DEFAULTS: u8 = 0xF6;
+const KBD_RESEND: u8 = 0xFE;
+const KBD_RESET: u8 = 0xFF;
+const KBD_ACK: u8 = 0xFA;
+const KBD_BAT_OK: u8 = 0xAA;
+const KBD_NAK: u8 = 0xFE;
+/// MF2 keyboard ID; the controller translates the 0x83 into 0x41 when translating.
+const KBD_ID: [u8; 2] = [0xAB, 0x83];
+const KBD_ID_TRANSLATED: [u8; 2] = [0xAB, 0x41];
+/// Default typematic: 10.9 characters/s after 500 ms.
+const TYPEMATIC_DEFAULT: u8 = 0x2B;
+/// Key bytes the keyboard holds while the guest is not reading.
+pub const KEY_QUEUE_BYTES: usize = 256;
+
+/// The 8042's set-2 to set-1 translation (codes 0x00..=0x84). IBM PS/2 Technical
+/// Reference; the same table every PC keyboard controller implements.
+#[rustfmt::skip]
+const SET2_TO_SET1: [u8; 0x85] = [
+    0xFF, 0x43, 0x41, 0x3F, 0x3D, 0x3B, 0x3C, 0x58, 0x64, 0x44, 0x42, 0x40, 0x3E, 0x0F, 0x29, 0x59,
+    0x65, 0x38, 0x2A, 0x70, 0x1D, 0x10, 0x02, 0x5A, 0x66, 0x71, 0x2C, 0x1F, 0x1E, 0x11, 0x03, 0x5B,
+    0x67, 0x2E, 0x2D, 0x20, 0x12, 0x05, 0x04, 0x5C, 0x68, 0x39, 0x2F, 0x21, 0x14, 0x13, 0x06, 0x5D,
+    0x69, 0x31, 0x30, 0x23, 0x22, 0x15, 0x07, 0x5E, 0x6A, 0x72, 0x32, 0x24, 0x16, 0x08, 0x09, 0x5F,
+    0x6B, 0x33, 0x25, 0x17, 0x18, 0x0B, 0x0A, 0x60, 0x6C, 0x34, 0x35, 0x26, 0x27, 0x19, 0x0C, 0x61,
+    0x6D, 0x73, 0x28, 0x74, 0x1A, 0x0D, 0x62, 0x6E, 0x3A, 0x36, 0x1C, 0x1B, 0x75, 0x2B, 0x63, 0x76,
+    0x55, 0x56, 0x77, 0x78, 0x79, 0x7A, 0x0E, 0x7B, 0x7C, 0x4F, 0x7D, 0x4B, 0x47, 0x7E, 0x7F, 0x6F,
+    0x52, 0x53, 0x50, 0x4C, 0x4D, 0x48, 0x01, 0x45, 0x57, 0x4E, 0x51, 0x4A, 0x37, 0x49, 0x46, 0x54,
+    0x80, 0x81, 0x82, 0x41, 0x54,
+];
+
+/// Set-1 make code to set-2 make code (0 = none), the inverse of [`SET2_TO_SET1`]. Where
+/// two set-2 codes translate alike, the higher wins: F7 is 0x83 and SysRq 0x84.
+const SET1_TO_SET2: [u8; 0x80] = invert_translation();
+
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // const-evaluated
+const fn invert_translation() -> [u8; 0x80] {
+    let mut inv = [0u8; 0x80];
+    let mut set2 = SET2_TO_SET1.len() - 1;
+    while set2 > 0 {
+        let set1 = SET2_TO_SET1[set2];
+        if set1 < 0x80 && inv[set1 as usize] == 0 {
+            inv[set1 as usize] = set2 as u8;
+        }
+        set2 -= 1;
+    }
+    inv
+}
+
+/// Appends the set-2 form of one set-1 byte. Prefixes (E0, E1) pass through; a break
+/// code (bit 7) becomes F0 and the make code.
+fn set1_to_set2(byte: u8, out: &mut impl FnMut(u8)) {
+    match byte {
+        0xE0 | 0xE1 => out(byte),
+        _ => {
+            let make = SET1_TO_SET2.get(usize::from(byte & 0x7F)).copied().unwrap_or(0);
+            if make == 0 {
+                return;
+            }
+            if byte & 0x80 != 0 {
+                out(0xF0);
+            }
+            out(make);
+        }
+    }
+}
+
+impl Keyboard {
+    fn new() -> Self {
+        Keyboard {
+            replies: VecDeque::new(),
+            keys: VecDeque::new(),
+            scanning: true,
+            set: 2,
+            leds: 0,
+            led_changed: false,
+            typematic: TYPEMATIC_DEFAULT,
+            expecting: None,
+            last_sent: 0,
+            dropped_keys: 0,
+        }
+    }
+
+    fn reply(&mut self, byte: u8) {
+        self.replies.push_back(byte);
+    }
+
+    fn next_byte(&mut self) -> Option<u8> {
+        let byte = self.replies.pop_front().or_else(|| self.keys.pop_front())?;
+        self.last_sent = byte;
+        Some(byte)
+    }
+
+    /// Power-on defaults (what 0xF5, 0xF6 and 0xFF restore), dropping queued keys.
+    fn defaults(&mut self) {
+        self.keys.clear();
+        self.set = 2;
+        self.typematic = TYPEMATIC_DEFAULT;
+        self.expecting = None;
+        if self.leds != 0 {
+            self.leds = 0;
+            self.led_changed = true;
+        }
+    }
+
+    /// A byte the host wrote to the keyboard.
+    fn write(&mut self, byte: u8, translated: bool) {
+        if let Some(command) = self.expecting.take() {
+            match command {
+                KBD_SET_LEDS => {
+                    let leds = byte & 0x07;
+                    self.led_changed |= leds != self.leds;
+                    self.leds = leds;
+                    self.reply(KBD_ACK);
+                }
+                KBD_TYPEMATIC => {
+                    self.typematic = byte & 0x7F;
+                    self.reply(KBD_ACK);
+                }
+                _ => {
+                    self.reply(KBD_ACK);
+                    match byte {
+                        // Get: the answer passes through the translation like any byte.
+                        0 => {
+                            let set = if translated {
+                                SET2_TO_SET1.get(usize::from(self.set)).copied().unwrap_or(self.set)
+                            } else {
+                                self.set
+                            };
+                            self.reply(set);
+                        }
+                        1..=3 => self.set = byte,
+                        _ => {}
+                    }
+                }
+            }
+            return;
+        }
+        match byte {
+            KBD_SET_LEDS | KBD_TYPEMATIC | KBD_SCANCODE_SET => {
+                self.expecting = Some(byte);
+                self.reply(KBD_ACK);
+            }
+            KBD_ECHO => self.reply(KBD_ECHO),
+            KBD_IDENTIFY => {
+                self.reply(KBD_ACK);
+                for id in if translated { KBD_ID_TRANSLATED } else { KBD_ID } {
+                    self.reply(id);
+                }
+            }
+            KBD_ENABLE => {
+                self.keys.clear();
+                self.scanning = true;
+                self.reply(KBD_ACK);
+            }
+            KBD_DISABLE => {
+                self.defaults();
+                self.scanning = false;
+                self.reply(KBD_ACK);
+            }
+            KBD_DEFAULTS => {
+                self.defaults();
+                self.reply(KBD_ACK);
+            }
+            // Set-3 key type commands: accepted and ignored.
+            0xF7..=0xFD => self.reply(KBD_ACK),
+            KBD_RESEND => {
+                let last = self.last_sent;
+                self.reply(last);
+            }
+            KBD_RESET => {
+                self.defaults();
+                self.scanning = true;
+                self.reply(KBD_ACK);
+                self.reply(KBD_BAT_OK);
+            }
+            _ => self.reply(KBD_NAK),
+        }
+    }
+}
+
+impl core::fmt::Debug for I8042 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("I8042")
+            .field("ctr", &self.ctr())
+            .field("pending", &self.pending)
+            .field("output_port", &self.output_port)
+            .field("obf", &self.obf)
+            .field("controller_out", &self.controller_out)
+            .field("kbd", &self.kbd)
+            .field("irq_high", &self.irq_high)
+            .field("reset_requested", &self.reset_requested)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Port offsets from 0x60: the data port, and the status/command port at 0x64.
+pub const DATA_OFFSET: u16 = 0;
+pub const COMMAND_OFFSET: u16 = 4;
+
+impl I8042 {
+    /// A controller in its post-firmware state, interrupting through `irq` (IRQ1).
+    pub fn new(irq: Box<dyn IrqLine + Send>) -> Self {
+        let mut ram = [0u8; 32];
+        ram[0] = CTR_POWER_ON;
+        I8042 {
+            irq,
+            power: None,
+            ram,
+            last_write_was_command: false,
+            pending: None,
+            output_port: OUT_RESET | OUT_A20,
+            obf: None,
+            last_data: 0,
+            controller_out: VecDeque::new(),
+            kbd: Keyboard::new(),
+            irq_high: false,
+            reset_requested: false,
+        }
+    }
+
+    /// Also report reset pulses to a VM-wide [`PowerSignal`].
+    pub fn with_power_signal(mut self, signal: PowerSignal) -> Self {
+        self.power = Some(signal);
+        self
+    }
+
+    /// Queues key bytes in scan code set 1, as a physical keyboard delivers them through
+    /// a translating controller. Dropped while the guest has the keyboard disabled (0xF5),
+    /// or beyond [`KEY_QUEUE_BYTES`] unread bytes.
+    pub fn inject_scancodes(&mut self, bytes: &[u8]) {
+        if !self.kbd.scanning {
+            self.kbd.dropped_keys = self.kbd.dropped_keys.wrapping_add(bytes.len() as u64);
+            return;
+        }
+        let raw_set1 = self.translating() || self.kbd.set == 1;
+        let kbd = &mut self.kbd;
+        let mut push = |byte: u8| {
+            if kbd.keys.len() < KEY_QUEUE_BYTES {
+                kbd.keys.push_back(byte);
+            } else {
+                kbd.dropped_keys = kbd.dropped_keys.wrapping_add(1);
+            }
+        };
+        for &byte in bytes {
+            if raw_set1 {
+                push(byte);
+            } else {
+                set1_to_set2(byte, &mut push);
+            }
+        }
+        self.refill();
+    }
+
+    /// Whether the guest pulsed the reset line (command 0xFE, or an output-port write
+    /// with bit 0 clear).
+    pub fn reset_requested(&self) -> bool {
+        self.reset_requested
+    }
+
+    /// Returns and clears [`Self::reset_requested`].
+    pub fn take_reset_request(&mut self) -> bool {
+        core::mem::take(&mut self.reset_requested)
+    }
+
+    /// The keyboard LEDs the guest set: bit 0 Scroll Lock, bit 1 Num Lock, bit 2 Caps Lock.
+    pub fn leds(&self) -> u8 {
+        self.kbd.leds
+    }
+
+    /// The LED state if it changed since the last call, for mirroring on the real keyboard.
+    pub fn take_led_change(&mut self) -> Option<u8> {
+        core::mem::take(&mut self.kbd.led_changed).then_some(self.kbd.leds)
+    }
+
+    /// The scan code set the guest receives (1 when the controller translates).
+    pub fn guest_scancode_set(&self) -> u8 {
+        if self.translating() { 1 } else { self.kbd.set }
+    }
+
+    /// Whether key presses currently reach the guest's output buffer.
+    pub fn keyboard_active(&self) -> bool {
+        self.kbd.scanning && self.ctr() & CTR_KBD_DISABLE == 0
+    }
+
+    /// Key bytes dropped (keyboard disabled or queue full).
+    pub fn dropped_keys(&self) -> u64 {
+        self.kbd.dropped_keys
+    }
+
+    /// The A20 gate (output port bit 1).
+    pub fn a20(&self) -> bool {
+        self.output_port & OUT_A20 != 0
+    }
+
+    /// The keyboard's typematic byte (rate and delay) as set with 0xF3.
+    pub fn typematic(&self) -> u8 {
+        self.kbd.typematic
+    }
+
+    fn ctr(&self) -> u8 {
+        self.ram[0]
+    }
+
+    fn set_ctr(&mut self, value: u8) {
+        self.ram[0] = value;
+    }
+
+    fn translating(&self) -> bool {
+        self.ctr() & CTR_TRANSLATE != 0
+    }
+
+    fn pulse_reset(&mut self) {
+        self.reset_requested = true;
+        if let Some(signal) = &self.power {
+            signal.raise(PowerEvent::Reset);
+        }
+    }
+
+    fn reply(&mut self, byte: u8) {
+        self.controller_out.push_back(byte);
+    }
+
+    /// Loads the output buffer if it is empty: controller replies first, then keyboard
+    /// bytes while the keyboard interface is enabled.
+    fn refill(&mut self) {
+        if self.obf.is_none() {
+            self.obf = self.controller_out.pop_front();
+        }
+        if self.obf.is_none() && self.ctr() & CTR_KBD_DISABLE == 0 {
+            self.obf = self.kbd.next_byte();
+        }
+        self.update_irq();
+    }
+
+    fn update_irq(&mut self) {
+        let high = self.obf.is_some() && self.ctr() & CTR_KBD_INT != 0;
+        if high != self.irq_high {
+            self.irq_high = high;
+            self.irq.set_level(high);
+        }
+    }
+
+    fn status(&self) -> u8 {
+        let mut status = STS_UNLOCKED;
+        if self.obf.is_some() {
+            status |= STS_OBF;
+        }
+        if self.ctr() & CTR_SYS != 0 {
+            status |= STS_SYS;
+        }
+        if self.last_write_was_command {
+            status |= STS_CMD;
+        }
+        status
+    }
+
+    fn read_data(&mut self) -> u8 {
+        match self.obf.take() {
+            Some(byte) => {
+                self.last_data = byte;
+                // The line drops when the buffer is read and rises again with the next
+                // byte, so an edge-triggered input sees one edge per byte.
+                if self.irq_high {
+                    self.irq_high = false;
+                    self.irq.set_level(false);
+                }
+                self.refill();
+                byte
+            }
+            None => self.last_data,
+        }
+    }
+
+    fn write_command(&mut self, command: u8) {
+        self.last_write_was_command = true;
+        self.pending = None;
+        match command {
+            CMD_READ_RAM..=0x3F => {
+                let value = self.ram.get(usize::from(command & 0x1F)).copied().unwrap_or(0);
+                self.reply(value);
+            }
+            CMD_WRITE_RAM..=0x7F => self.pending = Some(PendingWrite::Ram(command & 0x1F)),
+            CMD_PASSWORD_TEST => self.reply(NO_PASSWORD),
+            CMD_AUX_DISABLE => self.set_ctr(self.ctr() | CTR_AUX_DISABLE),
+            CMD_AUX_ENABLE => self.set_ctr(self.ctr() & !CTR_AUX_DISABLE),
+            CMD_AUX_TEST => self.reply(AUX_TEST_NO_DEVICE),
+            CMD_SELF_TEST => {
+                self.set_ctr(self.ctr() | CTR_SYS);
+                self.reply(SELF_TEST_OK);
+            }
+            CMD_KBD_TEST => self.reply(KBD_TEST_OK),
+            CMD_KBD_DISABLE => self.set_ctr(self.ctr() | CTR_KBD_DISABLE),
+            CMD_KBD_ENABLE => self.set_ctr(self.ctr() & !CTR_KBD_DISABLE),
+            CMD_READ_OUTPUT_PORT => {
+                let mut value = self.output_port & !OUT_KBD_OBF;
+                if self.obf.is_some() {
+                    value |= OUT_KBD_OBF;
+                }
+                self.reply(value);
+            }
+            CMD_WRITE_OUTPUT_PORT => self.pending = Some(PendingWrite::OutputPort),
+            CMD_WRITE_KBD_OUTPUT => self.pending = Some(PendingWrite::KbdOutputBuffer),
+            CMD_WRITE_AUX_OUTPUT => self.pending = Some(PendingWrite::AuxOutputBuffer),
+            CMD_WRITE_AUX => self.pending = Some(PendingWrite::AuxDevice),
+            CMD_A20_DISABLE => self.output_port &= !OUT_A20,
+            CMD_A20_ENABLE => self.output_port |= OUT_A20,
+            CMD_PULSE_BASE..=0xFF => {
+                if command & OUT_RESET == 0 {
+                    self.pulse_reset();
+                }
+            }
+            _ => log::debug!(target: "devices", "i8042: ignoring command {command:#04x}"),
+        }
+        self.refill();
+    }
+
+    fn write_data(&mut self, value: u8) {
+        self.last_write_was_command = false;
+        match self.pending.take() {
+            Some(PendingWrite::Ram(index)) => {
+                if let Some(slot) = self.ram.get_mut(usize::from(index)) {
+                    *slot = value;
+                }
+            }
+            Some(PendingWrite::OutputPort) => {
+                self.output_port = value & !OUT_KBD_OBF;
+                if value & OUT_RESET == 0 {
+                    self.pulse_reset();
+                }
+            }
+            Some(PendingWrite::KbdOutputBuffer) => self.reply(value),
+            // No AUX device: its bytes go nowhere and nothing answers.
+            Some(PendingWrite::AuxOutputBuffer) | Some(PendingWrite::AuxDevice) => {}
+            None => {
+                // Sending to the keyboard re-enables its interface, as on real 8042s.
+                self.set_ctr(self.ctr() & !CTR_KBD_DISABLE);
+                let translated = self.translating();
+                self.kbd.write(value, translated);
+            }
+        }
+        self.refill();
+    }
+}
+
+impl PortDevice for I8042 {
+    fn read(&mut self, offset: u16, size: AccessSize) -> u32 {
+        if size != AccessSize::Byte {
+            return size.mask() as u32;
+        }
+        match offset {
+            DATA_OFFSET => u32::from(self.read_data()),
+            COMMAND_OFFSET => u32::from(self.status()),
+            _ => 0xFF,
+        }
+    }
+
+    fn write(&mut self, offset: u16, size: AccessSize, value: u32) {
+        if size != AccessSize::Byte {
+            return;
+        }
+        match offset {
+            DATA_OFFSET => self.write_data(value as u8),
+            COMMAND_OFFSET => self.write_command(value as u8),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+    use crate::devices::irq_line::test_line::TestLine;
+    use alloc::vec::Vec;
+
+    fn kbc() -> (I8042, TestLine) {
+        let line = TestLine::new();
+        (I8042::new(Box::new(line.clone())), line)
+    }
+
+    fn status(k: &mut I8042) -> u8 {
+        k.read(COMMAND_OFFSET, AccessSize::Byte) as u8
+    }
+
+    fn command(k: &mut I8042, cmd: u8) {
+        assert_eq!(status(k) & 0x02, 0, "IBF must be clear before writing");
+        k.write(COMMAND_OFFSET, AccessSize::Byte, u32::from(cmd));
+    }
+
+    fn data(k: &mut I8042, byte: u8) {
+        k.write(DATA_OFFSET, AccessSize::Byte, u32::from(byte));
+    }
+
+    /// i8042_wait_read + i8042_read_data: `None` is Linux's timeout.
+    fn read(k: &mut I8042) -> Option<u8> {
+        (status(k) & STS_OBF != 0).then(|| k.read(DATA_OFFSET, AccessSize::Byte) as u8)
+    }
+
+    fn drain(k: &mut I8042) -> Vec<u8> {
+        core::iter::from_fn(|| read(k)).collect()
+    }
+
+    /// i8042_command: command, parameters, then `results` bytes.
+    fn i8042_command(k: &mut I8042, cmd: u8, params: &[u8], results: usize) -> Option<Vec<u8>> {
+        command(k, cmd);
+        for &p in params {
+            data(k, p);
+        }
+        (0..results).map(|_| read(k)).collect()
+    }
+
+    /// Linux's i8042_probe up to a working keyboard port, as with PNP saying "no AUX".
+    fn linux_controller_init(k: &mut I8042) {
+        assert!(drain(k).len() <= 16, "i8042_flush");
+        assert_eq!(i8042_command(k, CMD_SELF_TEST, &[], 1), Some(alloc::vec![SELF_TEST_OK]));
+        let ctr1 = i8042_command(k, CMD_READ_RAM, &[], 1).unwrap()[0];
+        let ctr2 = i8042_command(k, CMD_READ_RAM, &[], 1).unwrap()[0];
+        assert_eq!(ctr1, ctr2);
+        assert_ne!(ctr1 & CTR_TRANSLATE, 0, "translation on, so Linux keeps it");
+        assert_ne!(status(k) & STS_UNLOCKED, 0, "no 'Keylock active' warning");
+        let ctr = (ctr1 | CTR_KBD_DISABLE) & !CTR_KBD_INT;
+        i8042_command(k, CMD_WRITE_RAM, &[ctr], 0).unwrap();
+        drain(k);
+        // i8042_enable_kbd_port.
+        let ctr = (ctr & !CTR_KBD_DISABLE) | CTR_KBD_INT;
+        i8042_command(k, CMD_WRITE_RAM, &[ctr], 0).unwrap();
+    }
+
+    /// What a ps2_command sends and receives on the keyboard port.
+    fn kbd_command(k: &mut I8042, bytes: &[u8], line: &TestLine) -> Vec<u8> {
+        let mut got = Vec::new();
+        for &b in bytes {
+            let before = line.rises();
+            data(k, b);
+            // Every reply byte arrives with its own interrupt.
+            while let Some(r) = read(k) {
+                got.push(r);
+            }
+            assert!(line.rises() > before, "reply to {b:#x} raised IRQ1");
+        }
+        got
+    }
+
+    #[test]
+    fn linux_init_then_typing_reaches_the_guest() {
+        let (mut k, line) = kbc();
+        linux_controller_init(&mut k);
+        // atkbd_probe with atkbd.reset, then GETID, deactivate, reset_state, activate.
+        assert_eq!(kbd_command(&mut k, &[KBD_RESET], &line), [KBD_ACK, KBD_BAT_OK]);
+        assert_eq!(kbd_command(&mut k, &[KBD_IDENTIFY], &line), [KBD_ACK, 0xAB, 0x41]);
+        assert_eq!(kbd_command(&mut k, &[KBD_DISABLE], &line), [KBD_ACK]);
+        assert_eq!(kbd_command(&mut k, &[KBD_SET_LEDS, 0], &line), [KBD_ACK, KBD_ACK]);
+        assert_eq!(kbd_command(&mut k, &[KBD_TYPEMATIC, 0], &line), [KBD_ACK, KBD_ACK]);
+        assert_eq!(kbd_command(&mut k, &[KBD_ENABLE], &line), [KBD_ACK]);
+        assert!(k.keyboard_active());
+        assert_eq!(k.guest_scancode_set(), 1);
+        // "ls\n": make and break of L, S, Enter in set 1.
+        let keys = [0x26, 0xA6, 0x1F, 0x9F, 0x1C, 0x9C];
+        let before = line.rises();
+        k.inject_scancodes(&keys);
+        assert!(line.high());
+        assert_eq!(drain(&mut k), keys);
+        assert_eq!(line.rises() - before, keys.len() as u32, "one edge per byte");
+        assert!(!line.high());
+        assert_eq!(k.dropped_keys(), 0);
+    }
+
+    #[test]
+    fn untranslated_set2_receives_converted_codes() {
+        let (mut k, line) = kbc();
+        linux_controller_init(&mut k);
+        let ctr = i8042_command(&mut k, CMD_READ_RAM, &[], 1).unwrap()[0];
+        i8042_command(&mut k, CMD_WRITE_RAM, &[ctr & !CTR_TRANSLATE], 0).unwrap();
+        assert_eq!(kbd_command(&mut k, &[KBD_IDENTIFY], &line), [KBD_ACK, 0xAB, 0x83]);
+        assert_eq!(kbd_command(&mut k, &[KBD_SCANCODE_SET, 0], &line), [KBD_ACK, KBD_ACK, 2]);
+        assert_eq!(k.guest_scancode_set(), 2);
+        // A, Up arrow, Pause.
+        k.inject_scancodes(&[0x1E, 0x9E, 0xE0, 0x48, 0xE0, 0xC8, 0xE1, 0x1D, 0x45, 0xE1, 0x9D, 0xC5]);
+        assert_eq!(
+            drain(&mut k),
+            [0x1C, 0xF0, 0x1C, 0xE0, 0x75, 0xE0, 0xF0, 0x75, 0xE1, 0x14, 0x77, 0xE1, 0xF0, 0x14, 0xF0, 0x77]
+        );
+        // The guest may pick set 1: then set-1 bytes pass unchanged.
+        assert_eq!(kbd_command(&mut k, &[KBD_SCANCODE_SET, 1], &line), [KBD_ACK, KBD_ACK]);
+        k.inject_scancodes(&[0x1E, 0x9E]);
+        assert_eq!(drain(&mut k), [0x1E, 0x9E]);
+    }
+
+    #[test]
+    fn set1_to_set2_inverts_the_translation() {
+        for (set2, &set1) in SET2_TO_SET1.iter().enumerate().skip(1) {
+            if set1 >= 0x80 || set2 == 0x02 || set2 == 0x7F {
+                continue; // unused codes that alias F7 and SysRq
+            }
+            assert_eq!(SET1_TO_SET2[usize::from(set1)] as usize, set2, "set-1 {set1:#x}");
+        }
+        assert_eq!(SET1_TO_SET2[0x41], 0x83, "F7");
+        assert_eq!(SET1_TO_SET2[0x54], 0x84, "SysRq");
+        assert_eq!(SET1_TO_SET2[0x01], 0x76, "Esc");
+        assert_eq!(SET1_TO_SET2[0x00], 0);
+    }
+
+    #[test]
+    fn translated_scancode_set_query_is_translated() {
+        let (mut k, line) = kbc();
+        assert_eq!(kbd_command(&mut k, &[KBD_SCANCODE_SET, 0], &line), [KBD_ACK, KBD_ACK, 0x41]);
+    }
+
+    #[test]
+    fn leds_are_stored_for_mirroring() {
+        let (mut k, line) = kbc();
+        assert_eq!(k.take_led_change(), None);
+        assert_eq!(kbd_command(&mut k, &[KBD_SET_LEDS, 0x04], &line), [KBD_ACK, KBD_ACK]);
+        assert_eq!(k.leds(), 0x04);
+        assert_eq!(k.take_led_change(), Some(0x04));
+        assert_eq!(k.take_led_change(), None);
+        kbd_command(&mut k, &[KBD_SET_LEDS, 0x04], &line);
+        assert_eq!(k.take_led_change(), None, "unchanged");
+        kbd_command(&mut k, &[KBD_SET_LEDS, 0xFF], &line);
+        assert_eq!(k.leds(), 0x07);
+        kbd_command(&mut k, &[KBD_RESET], &line);
+        assert_eq!(k.take_led_change(), Some(0));
+        kbd_command(&mut k, &[KBD_TYPEMATIC, 0x20], &line);
+        assert_eq!(k.typematic(), 0x20);
+    }
+
+    #[test]
+    fn disabled_keyboard_drops_keys_and_disabled_interface_holds_them() {
+        let (mut k, line) = kbc();
+        kbd_command(&mut k, &[KBD_DISABLE], &line);
+        k.inject_scancodes(&[0x1E, 0x9E]);
+        assert_eq!(read(&mut k), None);
+        assert_eq!(k.dropped_keys(), 2);
+        kbd_command(&mut k, &[KBD_ENABLE], &line);
+        // 0xAD inhibits the interface: keys wait inside the keyboard.
+        command(&mut k, CMD_KBD_DISABLE);
+        k.inject_scancodes(&[0x10, 0x90]);
+        assert!(!k.keyboard_active());
+        assert_eq!(read(&mut k), None);
+        // Controller replies still come through.
+        assert_eq!(i8042_command(&mut k, CMD_KBD_TEST, &[], 1), Some(alloc::vec![KBD_TEST_OK]));
+        command(&mut k, CMD_KBD_ENABLE);
+        assert_eq!(drain(&mut k), [0x10, 0x90]);
+    }
+
+    #[test]
+    fn command_replies_overtake_queued_keys() {
+        let (mut k, line) = kbc();
+        k.inject_scancodes(&[0x1E, 0x9E, 0x1F]);
+        assert_eq!(read(&mut k), Some(0x1E));
+        // 0x9E is already latched in the output buffer; the reply comes next.
+        data(&mut k, KBD_ECHO);
+        assert_eq!(drain(&mut k), [0x9E, KBD_ECHO, 0x1F]);
+        assert_eq!(kbd_command(&mut k, &[0x42], &line), [KBD_NAK], "unknown command");
+        assert_eq!(kbd_command(&mut k, &[KBD_RESEND], &line), [KBD_NAK]);
+    }
+
+    #[test]
+    fn key_queue_is_bounded() {
+        let (mut k, _) = kbc();
+        k.inject_scancodes(&[0x1E; KEY_QUEUE_BYTES + 3]);
+        assert_eq!(k.dropped_keys(), 3);
+        assert_eq!(drain(&mut k).len(), KEY_QUEUE_BYTES);
+    }
+
+    #[test]
+    fn reset_line_pulses() {
+        let signal = PowerSignal::new();
+        let mut k = I8042::new(Box::new(crate::devices::irq_line::NoIrq)).with_power_signal(signal.clone());
+        command(&mut k, 0xFF);
+        assert!(!k.reset_requested(), "0xFF pulses no line");
+        command(&mut k, 0xFE);
+        assert!(k.reset_requested());
+        assert!(k.take_reset_request());
+        assert!(!k.reset_requested());
+        assert_eq!(signal.take(), Some(PowerEvent::Reset));
+        // Output port: A20 off, then the reset bit cleared.
+        let port = i8042_command(&mut k, CMD_READ_OUTPUT_PORT, &[], 1).unwrap()[0];
+        assert_eq!(port & (OUT_RESET | OUT_A20), OUT_RESET | OUT_A20);
+        i8042_command(&mut k, CMD_WRITE_OUTPUT_PORT, &[OUT_RESET], 0).unwrap();
+        assert!(!k.a20());
+        assert!(!k.reset_requested());
+        command(&mut k, CMD_A20_ENABLE);
+        assert!(k.a20());
+        i8042_command(&mut k, CMD_WRITE_OUTPUT_PORT, &[OUT_A20], 0).unwrap();
+        assert!(k.take_reset_request());
+        assert_eq!(signal.take(), Some(PowerEvent::Reset));
+    }
+
+    #[test]
+    fn aux_probe_without_pnp_finds_no_aux_port() {
+        let (mut k, _) = kbc();
+        // i8042_check_aux: AUX_LOOP 0x5a gets no answer (a timeout)...
+        assert_eq!(i8042_command(&mut k, CMD_WRITE_AUX_OUTPUT, &[0x5A], 1), None);
+        // ...so Linux runs AUX_TEST, whose answer must be neither 0, 0xFA nor 0xFF.
+        let result = i8042_command(&mut k, CMD_AUX_TEST, &[], 1).unwrap()[0];
+        assert!(result != 0 && result != 0xFA && result != 0xFF);
+        // AUX writes go nowhere; the keyboard never sees them.
+        i8042_command(&mut k, CMD_WRITE_AUX, &[KBD_RESET], 0).unwrap();
+        assert_eq!(read(&mut k), None);
+        command(&mut k, CMD_AUX_ENABLE);
+        assert_eq!(i8042_command(&mut k, CMD_READ_RAM, &[], 1).unwrap()[0] & CTR_AUX_DISABLE, 0);
+        command(&mut k, CMD_AUX_DISABLE);
+        assert_ne!(i8042_command(&mut k, CMD_READ_RAM, &[], 1).unwrap()[0] & CTR_AUX_DISABLE, 0);
+        assert_eq!(status(&mut k) & 0x20, 0, "never AUX data");
+    }
+
+    #[test]
+    fn controller_odds_and_ends() {
+        let (mut k, line) = kbc();
+        // D2 puts a byte in the output buffer as if from the keyboard, with IRQ1.
+        i8042_command(&mut k, CMD_WRITE_KBD_OUTPUT, &[0x5C], 0).unwrap();
+        assert!(line.high());
+        assert_eq!(read(&mut k), Some(0x5C));
+        // Reading an empty buffer repeats the last byte.
+        assert_eq!(k.read(DATA_OFFSET, AccessSize::Byte), 0x5C);
+        // Controller RAM beyond the configuration byte.
+        i8042_command(&mut k, 0x65, &[0x99], 0).unwrap();
+        assert_eq!(i8042_command(&mut k, 0x25, &[], 1), Some(alloc::vec![0x99]));
+        assert_eq!(i8042_command(&mut k, CMD_PASSWORD_TEST, &[], 1), Some(alloc::vec![NO_PASSWORD]));
+        // Status: system flag, command/data bit.
+        assert_ne!(status(&mut k) & STS_SYS, 0);
+        assert_ne!(status(&mut k) & STS_CMD, 0);
+        data(&mut k, KBD_ECHO);
+        assert_eq!(status(&mut k) & STS_CMD, 0);
+        assert_eq!(read(&mut k), Some(KBD_ECHO));
+        // With KBD_INT clear the byte waits without an interrupt.
+        i8042_command(&mut k, CMD_WRITE_RAM, &[CTR_TRANSLATE], 0).unwrap();
+        k.inject_scancodes(&[0x02]);
+        assert!(!line.high());
+        assert_eq!(read(&mut k), Some(0x02));
+        // Non-byte accesses do nothing.
+        k.write(DATA_OFFSET, AccessSize::Word, 0xFFFF);
+        assert_eq!(k.read(COMMAND_OFFSET, AccessSize::Word), 0xFFFF);
+        assert_eq!(read(&mut k), None);
+        // A new command abandons a pending parameter.
+        command(&mut k, CMD_WRITE_OUTPUT_PORT);
+        command(&mut k, CMD_KBD_TEST);
+        assert_eq!(read(&mut k), Some(KBD_TEST_OK));
+        assert!(!k.reset_requested());
+    }
+}
