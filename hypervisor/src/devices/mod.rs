@@ -7,6 +7,7 @@ pub mod host_rtc;
 pub mod i8042;
 pub mod irq_line;
 pub mod layout;
+pub mod pci_config;
 pub mod pci_host;
 pub mod power;
 pub mod rtc;
