@@ -11,6 +11,7 @@ pub mod ioapic;
 pub mod irq;
 pub mod irq_line;
 pub mod layout;
+pub mod pci_config;
 pub mod pci_host;
 pub mod pic;
 pub mod pit;
