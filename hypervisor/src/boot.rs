@@ -125,7 +125,9 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
     if !vm::launch::modules(boot_info).is_empty() {
-        let why = vm::launch::launch(boot_info, options.selftest);
+        let host_time =
+            vm::desktop::HostTime { unix_secs: host_unix_time(), tsc: instr::rdtsc(), tsc_hz: tsc_per_ms * 1000 };
+        let why = vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info));
         error!(target: "vm", "no VM started: {why}");
         screen::with_target(|fb| {
             ui::safe_mode::draw(
@@ -151,6 +153,39 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         },
     }
     instr::halt_forever()
+}
+
+/// The wall-clock time from the host's CMOS clock (0, logged, if it cannot be read).
+fn host_unix_time() -> u64 {
+    let read = |index: u8| {
+        // SAFETY: the CMOS index/data ports belong to the hypervisor; selecting a
+        // register and reading it has no effect beyond that (NMI-disable bit set).
+        unsafe {
+            instr::outb(0x70, index | 0x80);
+            instr::inb(0x71)
+        }
+    };
+    match crate::devices::host_rtc::read_host_rtc(read, Some(crate::devices::layout::RTC_CENTURY_INDEX)) {
+        Ok(secs) => {
+            info!(target: "boot", "wall clock from the CMOS RTC: {secs} (Unix time)");
+            secs
+        }
+        Err(e) => {
+            warn!(target: "boot", "cannot read the CMOS clock ({e:?}); guests start at 1970");
+            0
+        }
+    }
+}
+
+/// Desktop VMs get a framebuffer the size of the screen below the trust strip.
+fn guest_display(boot_info: &BootInfo) -> (u32, u32) {
+    if boot_info.framebuffer_present == 0 {
+        return (1024, 768);
+    }
+    let fb = boot_info.framebuffer;
+    let size = embedded_graphics::prelude::Size::new(fb.width, fb.height);
+    let strip = ui::strip::height(ui::Scale::for_screen(size));
+    (fb.width, fb.height.saturating_sub(strip).max(200))
 }
 
 /// The firmware's ACPI tables, or `None` (logged) when they are missing or unusable.

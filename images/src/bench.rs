@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Reads a child's stdout line by line on a thread, so callers can wait with timeouts.
+#[derive(Debug)]
 pub struct LineReader {
     rx: mpsc::Receiver<String>,
     child: Child,

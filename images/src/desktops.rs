@@ -23,7 +23,7 @@ pub const DEFAULT_DESKTOPS: &[Desktop] = &[
 
 /// The kernel command line for desktop VMs: serial console for logs and tests, the
 /// framebuffer console on screen.
-pub const GUEST_CMDLINE: &str = "console=ttyS0 console=tty0 earlyprintk=serial,ttyS0 panic=-1 quiet loglevel=4";
+pub const GUEST_CMDLINE: &str = "console=tty0 console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet loglevel=4";
 
 /// Module names the Linux desktops boot from.
 pub const KERNEL_MODULE: &str = "linux";
@@ -67,6 +67,6 @@ mod tests {
         assert!(text.contains(
             "vm corporate kind=linux image=linux initrd=initrd memory=384M label=\"CORPORATE · secure\" colour=#c0392b"
         ));
-        assert!(text.contains("cmdline=\"console=ttyS0"));
+        assert!(text.contains("cmdline=\"console=tty0 console=ttyS0"));
     }
 }

@@ -22,6 +22,8 @@
 //!   handles the x2APIC MSR range.
 //! - **Speculation-control MSRs** (7:EDX[26,27,29,30,31], 8000_0008:EBX[12,14,15,24,25])
 //!   are hidden until SPEC_CTRL is context-switched; ARCH_CAPABILITIES likewise.
+//! - **LA57** (7:ECX[16]) is hidden: guests use 4-level paging, which the software page
+//!   walker (instruction fetch for emulation) understands.
 //! - **RDPID** (7:ECX[22]) is hidden because it reads TSC_AUX without an exit; RDTSCP
 //!   is intercepted and emulated.
 //! - **SGX, TSX (HLE/RTM), Intel PT, PQM/PQE, PKS, AMX** are hidden.
@@ -83,6 +85,9 @@ pub struct CpuidPolicy {
     /// KVM paravirtual features offered at 0x4000_0101.EAX (e.g.
     /// [`crate::vcpu::pvclock::KVM_FEATURES`]); `None` hides the KVM leaves.
     pub kvm_features: Option<u32>,
+    /// The VM has the local APIC model with its x2APIC MSRs and TSC-deadline timer:
+    /// advertise 1:ECX[21] (x2APIC) and 1:ECX[24] (TSC-deadline).
+    pub lapic: bool,
 }
 
 impl CpuidPolicy {
@@ -93,6 +98,7 @@ impl CpuidPolicy {
             xcr0_mask: (host & GUEST_XCR0_ALLOWED) | 1,
             abi_version: bulkhead_abi::hypercall::ABI_VERSION,
             kvm_features: None,
+            lapic: false,
         }
     }
 
@@ -107,6 +113,9 @@ impl CpuidPolicy {
                 r.ebx = (r.ebx & 0x00ff_ffff) | (u32::from(apic_id) << 24);
                 r.ecx &= !bits(&[3, 5, 6, 7, 8, 15, 18, 21, 24]);
                 r.ecx |= 1 << 31;
+                if self.lapic {
+                    r.ecx |= bits(&[21, 24]);
+                }
                 // DS, ACPI, TM, PBE; MCE, MCA.
                 r.edx &= !bits(&[7, 14, 21, 22, 29, 31]);
             }
@@ -114,8 +123,9 @@ impl CpuidPolicy {
             7 if subleaf == 0 => {
                 // SGX, HLE, RTM, PQM, PQE, Intel PT.
                 r.ebx &= !bits(&[2, 4, 11, 12, 15, 25]);
-                // WAITPKG, RDPID, SGX_LC, PKS.
-                r.ecx &= !bits(&[5, 22, 30, 31]);
+                // WAITPKG, LA57 (5-level paging: the instruction fetcher walks 4 levels),
+                // RDPID, SGX_LC, PKS.
+                r.ecx &= !bits(&[5, 16, 22, 30, 31]);
                 // AMX (22, 24, 25), spec-ctrl (26, 27, 29, 30, 31).
                 r.edx &= !bits(&[22, 24, 25, 26, 27, 29, 30, 31]);
             }

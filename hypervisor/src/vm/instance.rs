@@ -2,11 +2,17 @@
 //! runs it for a time slice. Everything a guest does ends in this loop as a decided
 //! action; nothing it does can panic the hypervisor.
 
+use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::arch::x86::idt;
-use crate::devices::bus::{MemBus, PioBus};
+use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
+
+use crate::devices::bus::{BusRange, MemBus, PioBus};
+use crate::devices::power::PowerEvent;
+use crate::devices::scratch::Scratch;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
@@ -14,13 +20,15 @@ use crate::memory::phys::{self, GlobalFrames};
 use crate::memory::stage2::NestedPageTable;
 use crate::vcpu::arch::{Arch, InitialState, VcpuConfig};
 use crate::vcpu::cpuid::{CpuidPolicy, HostCpuid};
-use crate::vcpu::dispatch::{self, GuestConsole, InterruptSink, VmEnv, VmIdentity};
+use crate::vcpu::dispatch::{self, GuestConsole, InterruptSink, NoMsrDevices, VmEnv, VmIdentity};
 use crate::vcpu::exit::{ExitReason, Flow, StopReason};
 use crate::vcpu::msr::MsrState;
 use crate::vcpu::regs::{Gpr, RegisterFile};
 use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
+use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
+use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
 use crate::vm::payload;
 
 /// Where a VM is in its life.
@@ -88,12 +96,34 @@ impl InterruptSink for PendingIrqs {
 }
 
 /// Console output of a VM, adapted to the dispatcher's trait.
-struct ConsoleAdapter<'a>(&'a mut VmConsole);
+struct ConsoleAdapter<'a>(&'a spin::Mutex<VmConsole>);
 
 impl GuestConsole for ConsoleAdapter<'_> {
     fn write(&mut self, _vm: u32, bytes: &[u8]) {
-        self.0.write(bytes);
+        self.0.lock().write(bytes);
     }
+}
+
+/// What a VM needs from the machine besides its configuration and image.
+#[derive(Debug, Clone, Copy)]
+pub struct VmResources {
+    pub initrd: Option<&'static [u8]>,
+    pub host_time: HostTime,
+    /// Size of the VM's framebuffer (desktop VMs).
+    pub display: (u32, u32),
+}
+
+/// A desktop VM's framebuffer: a region of its own memory that Linux sees as an EFI
+/// framebuffer (32-bit pixels, blue in the lowest byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestFramebuffer {
+    pub gpa: GuestPhysAddr,
+    pub hpa: HostPhysAddr,
+    pub width: u32,
+    pub height: u32,
+    pub stride_bytes: u32,
+    /// Bytes of memory backing it (whole 2 MiB pages).
+    pub len: u64,
 }
 
 /// The pattern in a VM's last page of RAM (see `bulkhead_abi::payload::CANARY_PAGES`).
@@ -115,9 +145,15 @@ pub struct Vm<A: Arch> {
     msrs: MsrState,
     ports: PioBus,
     mmio: MemBus,
-    pub console: VmConsole,
+    pub console: Arc<spin::Mutex<VmConsole>>,
     pub counters: ExitCounters,
+    /// Interrupts of a payload VM (no interrupt controller).
     irqs: PendingIrqs,
+    /// The virtual platform of a desktop (Linux) VM.
+    platform: Option<Box<DesktopPlatform>>,
+    policy: CpuidPolicy,
+    resources: VmResources,
+    framebuffer: Option<GuestFramebuffer>,
     /// How many times the VM has been started (1 after creation).
     pub starts: u32,
 }
@@ -137,25 +173,46 @@ impl<A: Arch> Vm<A> {
         id: u32,
         config: VmConfig,
         image: &'static [u8],
+        resources: VmResources,
         features: &A::Features,
-        devices: impl FnOnce(&mut PioBus, &mut MemBus),
     ) -> Result<Vm<A>, VmError> {
         let ram_bytes = config.memory_bytes;
+        if config.kind == Kind::Linux && ram_bytes > desktop::MAX_RAM {
+            return Err(VmError::Image(alloc::format!("desktop VMs take at most {} MiB", desktop::MAX_RAM >> 20)));
+        }
         let ram = phys::alloc_contiguous(ram_bytes, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("guest RAM"))?;
         let maps = A::permission_maps();
         let io_map = phys::alloc_contiguous(IO_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("I/O map"))?;
         let msr_map = phys::alloc_contiguous(MSR_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("MSR map"))?;
         DirectMap.write(io_map, maps.io.get(..IO_MAP_BYTES as usize).unwrap_or(&maps.io));
         DirectMap.write(msr_map, maps.msr.get(..MSR_MAP_BYTES as usize).unwrap_or(&maps.msr));
-        let region = GuestRegion::new(GuestPhysAddr::new(0), ram, ram_bytes, Perms::RWX)
-            .map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
-        let map = GuestMemoryMap::new(vec![region]).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
-        let mut ports = PioBus::new("pio");
-        let mut mmio = MemBus::new("mmio");
-        devices(&mut ports, &mut mmio);
+        let mut regions = vec![
+            GuestRegion::new(GuestPhysAddr::new(0), ram, ram_bytes, Perms::RWX)
+                .map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
+        ];
+        let framebuffer = match config.kind {
+            Kind::Linux => {
+                let (width, height) = resources.display;
+                let stride_bytes = width.saturating_mul(4);
+                let len = (u64::from(stride_bytes) * u64::from(height)).max(1).next_multiple_of(LARGE_PAGE_SIZE);
+                let hpa = phys::alloc_contiguous(len, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("framebuffer"))?;
+                let gpa = GuestPhysAddr::new(desktop::FRAMEBUFFER_GPA);
+                regions.push(
+                    GuestRegion::new(gpa, hpa, len, Perms::RW).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
+                );
+                Some(GuestFramebuffer { gpa, hpa, width, height, stride_bytes, len })
+            }
+            Kind::Payload => None,
+        };
+        let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
+        let mut policy = CpuidPolicy::new(&HostCpuid);
+        if config.kind == Kind::Linux {
+            policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
+            policy.lapic = true;
+        }
         let mut vm = Vm {
             id,
-            console: VmConsole::new(&config.name),
+            console: Arc::new(spin::Mutex::new(VmConsole::new(&config.name))),
             config,
             image,
             state: VmState::Runnable,
@@ -166,10 +223,14 @@ impl<A: Arch> Vm<A> {
             msr_map,
             vcpu: None,
             msrs: MsrState::new(true),
-            ports,
-            mmio,
+            ports: PioBus::new("pio"),
+            mmio: MemBus::new("mmio"),
             counters: ExitCounters::default(),
             irqs: PendingIrqs::default(),
+            platform: None,
+            policy,
+            resources,
+            framebuffer,
             starts: 0,
         };
         if let Err(e) = vm.start(features) {
@@ -177,6 +238,54 @@ impl<A: Arch> Vm<A> {
             return Err(e);
         }
         Ok(vm)
+    }
+
+    /// The VM's framebuffer, for the switcher (desktop VMs only).
+    pub fn framebuffer(&self) -> Option<GuestFramebuffer> {
+        self.framebuffer
+    }
+
+    /// Types into the VM's serial console (tests, the service console).
+    pub fn serial_input(&self, bytes: &[u8]) {
+        if let Some(p) = &self.platform {
+            p.uart.lock().push_input(bytes);
+        }
+    }
+
+    /// Gives the VM key presses as set-1 scan codes (from the switcher).
+    pub fn inject_scancodes(&self, bytes: &[u8]) {
+        if let Some(p) = &self.platform {
+            p.keyboard.lock().inject_scancodes(bytes);
+        }
+    }
+
+    /// Builds the VM's devices from scratch (on every start, so a restart also resets
+    /// the hardware).
+    fn build_devices(&mut self, start_tsc: u64) -> Result<(), VmError> {
+        self.ports = PioBus::new("pio");
+        self.mmio = MemBus::new("mmio");
+        self.platform = None;
+        match self.config.kind {
+            Kind::Payload => {
+                let range = BusRange::new(SCRATCH_MMIO, SCRATCH_MMIO_LEN).ok_or(VmError::Image("scratch".into()))?;
+                self.mmio
+                    .insert(range, Box::new(Scratch::new()))
+                    .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+            }
+            Kind::Linux => {
+                let platform = DesktopPlatform::new(
+                    &self.config.name,
+                    self.console.clone(),
+                    self.resources.host_time,
+                    start_tsc,
+                    &mut self.ports,
+                    &mut self.mmio,
+                )
+                .map_err(|e| VmError::Backend(e.into()))?;
+                self.platform = Some(Box::new(platform));
+            }
+        }
+        Ok(())
     }
 
     /// (Re)loads the boot image into zeroed RAM and creates a fresh vCPU.
@@ -188,7 +297,9 @@ impl<A: Arch> Vm<A> {
         let mut npt = NestedPageTable::new(&mut GlobalFrames).map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
         npt.map_all(&mut GlobalFrames, &self.map).map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
         let initial = self.load_image()?;
-        self.write_canary();
+        if self.config.kind == Kind::Payload {
+            self.write_canary();
+        }
         let config = VcpuConfig {
             tag: self.id + 1,
             stage2_root: npt.root(),
@@ -200,8 +311,10 @@ impl<A: Arch> Vm<A> {
         let mut vcpu = A::create_vcpu(features, &config, &mut GlobalFrames)
             .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
         // The guest's TSC starts at 0 when the VM starts (TSC offsetting).
-        A::regs(&mut vcpu).set_tsc_offset(0u64.wrapping_sub(crate::arch::x86::instr::rdtsc()));
+        let start_tsc = crate::arch::x86::instr::rdtsc();
+        A::regs(&mut vcpu).set_tsc_offset(0u64.wrapping_sub(start_tsc));
         self.vcpu = Some(vcpu);
+        self.build_devices(start_tsc)?;
         self.msrs = MsrState::new(true);
         self.irqs = PendingIrqs::default();
         self.state = VmState::Runnable;
@@ -221,8 +334,47 @@ impl<A: Arch> Vm<A> {
                 }
                 Ok(plan.entry)
             }
-            Kind::Linux => Err(VmError::Image("Linux guests are not supported by this build yet".into())),
+            Kind::Linux => self.load_linux(),
         }
+    }
+
+    /// The Linux 64-bit boot protocol: ACPI tables, zero page, command line, kernel and
+    /// initrd in guest memory, entry in long mode.
+    fn load_linux(&mut self) -> Result<InitialState, VmError> {
+        let image = |e: &dyn core::fmt::Display| VmError::Image(alloc::format!("{e}"));
+        let kernel = BzImage::parse(self.image).map_err(|e| image(&e))?;
+        let fb = self.framebuffer.ok_or(VmError::Image("a desktop VM needs a framebuffer".into()))?;
+        let acpi = crate::vm::acpi::build_acpi_tables(
+            &crate::vm::acpi::AcpiConfig::default(),
+            GuestPhysAddr::new(desktop::ACPI_TABLES_GPA),
+        )
+        .map_err(|e| VmError::Image(alloc::format!("ACPI tables: {e:?}")))?;
+        let e820 = desktop::e820(self.config.memory_bytes, fb.len);
+        let request = BootRequest {
+            kernel,
+            initrd: self.resources.initrd.unwrap_or(&[]),
+            cmdline: self.config.cmdline.as_bytes(),
+            mem_size: self.config.memory_bytes,
+            e820: &e820,
+            framebuffer: Some(Framebuffer {
+                base: fb.gpa,
+                width: fb.width,
+                height: fb.height,
+                stride: fb.stride_bytes,
+                layout: PixelLayout::Bgrx,
+            }),
+            acpi_rsdp: Some(acpi.rsdp_gpa),
+        };
+        let plan = crate::vm::linux::build_boot_plan(&request).map_err(|e| image(&e))?;
+        let mut mem = GuestMemory::new(&self.map, DirectMap);
+        mem.write_bytes(acpi.base, &acpi.bytes)
+            .map_err(|e| VmError::Image(alloc::format!("cannot place the ACPI tables: {e:?}")))?;
+        for w in &plan.writes {
+            mem.write_bytes(w.gpa, &w.data)
+                .map_err(|e| VmError::Image(alloc::format!("cannot place the {} at {}: {e:?}", w.what, w.gpa)))?;
+        }
+        let e = plan.entry;
+        Ok(InitialState::Long64 { rip: e.rip, rsp: e.rsp, cr3: e.cr3, rsi: e.rsi })
     }
 
     /// Zeroes all guest RAM, so a restarted VM starts from the same state as a new one.
@@ -244,8 +396,12 @@ impl<A: Arch> Vm<A> {
         let _ = GuestMemory::new(&self.map, DirectMap).write_bytes(gpa, &page);
     }
 
-    /// Whether the canary page still holds the hypervisor's pattern.
+    /// Whether the canary page still holds the hypervisor's pattern (payload VMs; a
+    /// desktop VM owns all of its RAM).
     pub fn canary_intact(&self) -> bool {
+        if self.config.kind != Kind::Payload {
+            return true;
+        }
         let mut page = vec![0u8; PAGE_SIZE as usize];
         let mem = GuestMemory::new(&self.map, DirectMap);
         mem.read_bytes(self.canary_gpa(), &mut page).is_ok()
@@ -258,7 +414,24 @@ impl<A: Arch> Vm<A> {
     }
 
     pub fn interrupt_pending(&self) -> bool {
-        self.irqs.any()
+        match &self.platform {
+            Some(p) => p.irq.borrow().pending_vector().is_some(),
+            None => self.irqs.any(),
+        }
+    }
+
+    /// Host TSC at which a halted VM's next timer fires, if it has one.
+    pub fn wake_deadline(&self) -> Option<u64> {
+        let p = self.platform.as_ref()?;
+        p.irq.borrow().next_deadline().map(|guest| guest.wrapping_add(p.start_tsc()))
+    }
+
+    /// Lets timers that expired while the VM was halted raise their interrupts.
+    pub fn poll_timers(&mut self) {
+        if let Some(p) = self.platform.as_deref() {
+            let guest_tsc = crate::arch::x86::instr::rdtsc().wrapping_sub(p.start_tsc());
+            p.update(guest_tsc);
+        }
     }
 
     /// Restarts the VM from its boot image (after a crash, by policy).
@@ -268,14 +441,28 @@ impl<A: Arch> Vm<A> {
     }
 
     /// Runs the vCPU until the slice ends (host timer), it yields, halts or stops.
-    pub fn run_slice(&mut self, policy: &CpuidPolicy) -> SliceEnd {
+    pub fn run_slice(&mut self) -> SliceEnd {
         let Some(vcpu) = self.vcpu.as_mut() else {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
         };
         loop {
-            if self.irqs.any() {
+            // Deliver an interrupt if one is pending and the guest can take it now;
+            // otherwise exit as soon as it can.
+            let pending = match self.platform.as_deref() {
+                Some(p) => {
+                    let guest_tsc = crate::arch::x86::instr::rdtsc().wrapping_sub(p.start_tsc());
+                    p.update(guest_tsc);
+                    p.irq.borrow().pending_vector().is_some()
+                }
+                None => self.irqs.any(),
+            };
+            if pending {
                 if A::interrupt_window_open(vcpu) {
-                    if let Some(vector) = self.irqs.take_highest() {
+                    let vector = match self.platform.as_deref() {
+                        Some(p) => p.irq.borrow_mut().take_interrupt(),
+                        None => self.irqs.take_highest(),
+                    };
+                    if let Some(vector) = vector {
                         A::inject_interrupt(vcpu, vector);
                     }
                 } else {
@@ -283,6 +470,7 @@ impl<A: Arch> Vm<A> {
                 }
             }
             let exit = A::run(vcpu);
+            let host_tsc = crate::arch::x86::instr::rdtsc();
             if matches!(exit.reason, ExitReason::ExternalInterrupt | ExitReason::Nmi) {
                 // The host interrupt that ended the run is still pending: take it now.
                 x86_64::instructions::interrupts::enable();
@@ -296,32 +484,74 @@ impl<A: Arch> Vm<A> {
                     log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.id, self.config.name, self.counters);
                 }
                 let mut memory = GuestMemory::new(&self.map, DirectMap);
-                let mut console = ConsoleAdapter(&mut self.console);
-                let mut env = VmEnv {
-                    vm: VmIdentity { id: self.id, name: &self.config.name, memory_bytes: self.config.memory_bytes },
-                    apic_id: 0,
-                    cpuid_policy: policy,
-                    cpuid: &HostCpuid,
-                    msrs: &mut self.msrs,
-                    ports: &mut self.ports,
-                    mmio: &mut self.mmio,
-                    memory: &mut memory,
-                    console: &mut console,
-                    interrupts: &mut self.irqs,
-                    host_tsc: crate::arch::x86::instr::rdtsc(),
-                };
-                dispatch::decide(&exit, &mut regs, &mut env)
+                let mut console = ConsoleAdapter(&self.console);
+                let identity =
+                    VmIdentity { id: self.id, name: &self.config.name, memory_bytes: self.config.memory_bytes };
+                match self.platform.as_deref() {
+                    Some(p) => {
+                        let now = host_tsc.wrapping_sub(p.start_tsc());
+                        let mut mmio = DesktopMmio { irq: &p.irq, now, next: &mut self.mmio };
+                        let mut ports = DesktopPorts { irq: &p.irq, now, next: &mut self.ports };
+                        let mut msrs = DesktopMsrs(p);
+                        let mut env = VmEnv {
+                            vm: identity,
+                            apic_id: 0,
+                            cpuid_policy: &self.policy,
+                            cpuid: &HostCpuid,
+                            msrs: &mut self.msrs,
+                            ports: &mut ports,
+                            mmio: &mut mmio,
+                            memory: &mut memory,
+                            console: &mut console,
+                            interrupts: &mut self.irqs,
+                            msr_devices: &mut msrs,
+                            host_tsc,
+                        };
+                        dispatch::decide(&exit, &mut regs, &mut env)
+                    }
+                    None => {
+                        let mut env = VmEnv {
+                            vm: identity,
+                            apic_id: 0,
+                            cpuid_policy: &self.policy,
+                            cpuid: &HostCpuid,
+                            msrs: &mut self.msrs,
+                            ports: &mut self.ports,
+                            mmio: &mut self.mmio,
+                            memory: &mut memory,
+                            console: &mut console,
+                            interrupts: &mut self.irqs,
+                            msr_devices: &mut NoMsrDevices,
+                            host_tsc,
+                        };
+                        dispatch::decide(&exit, &mut regs, &mut env)
+                    }
+                }
             };
-            match A::apply(vcpu, &action) {
+            let mut flow = A::apply(vcpu, &action);
+            if let Some(event) = self.platform.as_ref().and_then(|p| p.take_power_event()) {
+                flow = Flow::Stop(match event {
+                    PowerEvent::Off => StopReason::GuestShutdown { status: 0 },
+                    PowerEvent::Reset => StopReason::GuestReboot,
+                });
+            }
+            match flow {
                 Flow::Continue => {}
                 Flow::Yield => return SliceEnd::Yielded,
                 Flow::WaitForInterrupt => {
-                    if !self.irqs.any() {
+                    let pending = match self.platform.as_deref() {
+                        Some(p) => p.irq.borrow().pending_vector().is_some(),
+                        None => self.irqs.any(),
+                    };
+                    if !pending {
                         self.state = VmState::Halted;
                         return SliceEnd::Halted;
                     }
                 }
                 Flow::Stop(reason) => {
+                    if let Some(p) = &self.platform {
+                        p.uart.lock().flush_line();
+                    }
                     self.state = VmState::Stopped(reason);
                     self.teardown_vcpu();
                     return SliceEnd::Stopped(reason);

@@ -2,22 +2,19 @@
 //! image, turn on the virtualisation backend, create the VMs and hand them to the
 //! scheduler. Any problem is reported before a single VM starts.
 
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
 use bulkhead_abi::{BootInfo, Module};
 use log::info;
 
 use crate::arch::svm::Svm;
-use crate::devices::bus::BusRange;
-use crate::devices::scratch::Scratch;
 use crate::memory::phys::GlobalFrames;
 use crate::vcpu::arch::Arch;
-use crate::vm::config::{self, Kind};
-use crate::vm::instance::Vm;
+use crate::vm::config;
+use crate::vm::desktop::HostTime;
+use crate::vm::instance::{Vm, VmResources};
 use crate::vm::scheduler::Scheduler;
 
 /// The boot module holding the VM configuration.
@@ -43,7 +40,7 @@ pub fn module_data(modules: &'static [Module], name: &str) -> Option<&'static [u
 
 /// Starts the configured VMs and never returns; returns the reason when nothing can
 /// start (no configuration, a bad one, no usable virtualisation).
-pub fn launch(boot_info: &BootInfo, selftest: bool) -> String {
+pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display: (u32, u32)) -> String {
     let modules = modules(boot_info);
     let Some(text) = module_data(modules, CONFIG_MODULE) else {
         return "the image has no VM configuration (boot module `vms`)".into();
@@ -65,23 +62,25 @@ pub fn launch(boot_info: &BootInfo, selftest: bool) -> String {
     info!(target: "vm", "SVM enabled: {features:?}");
     let mut images = Vec::new();
     for c in &configs {
-        match module_data(modules, &c.image) {
-            Some(data) => images.push(data),
-            None => return format!("VM {}: no boot module named `{}`", c.name, c.image),
-        }
+        let Some(image) = module_data(modules, &c.image) else {
+            return format!("VM {}: no boot module named `{}`", c.name, c.image);
+        };
+        let initrd = match &c.initrd {
+            Some(name) => match module_data(modules, name) {
+                Some(data) => Some(data),
+                None => return format!("VM {}: no boot module named `{name}` (its initrd)", c.name),
+            },
+            None => None,
+        };
+        images.push((image, initrd));
     }
     let mut vms = Vec::new();
-    for (id, (config, image)) in (0u32..).zip(configs.into_iter().zip(images)) {
+    for (id, (config, (image, initrd))) in (0u32..).zip(configs.into_iter().zip(images)) {
         let kind = config.kind;
         let name = config.name.clone();
         let memory = config.memory_bytes;
-        let vm = Vm::<Svm>::create(id, config, image, &features, |_ports, mmio| {
-            if kind == Kind::Payload
-                && let Some(range) = BusRange::new(SCRATCH_MMIO, SCRATCH_MMIO_LEN)
-            {
-                let _ = mmio.insert(range, Box::new(Scratch::default()));
-            }
-        });
+        let resources = VmResources { initrd, host_time, display };
+        let vm = Vm::<Svm>::create(id, config, image, resources, &features);
         match vm {
             Ok(vm) => {
                 info!(target: "vm", "vm {id} ({name}) created: {} MiB, {kind:?}", memory >> 20);

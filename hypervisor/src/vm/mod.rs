@@ -4,6 +4,7 @@ pub mod acpi;
 pub mod config;
 pub mod console;
 pub mod counters;
+pub mod desktop;
 pub mod instance;
 pub mod launch;
 pub mod linux;

@@ -11,7 +11,6 @@ use crate::memory::direct_map;
 use crate::memory::paging;
 use crate::platform::qemu;
 use crate::vcpu::arch::Arch;
-use crate::vcpu::cpuid::{CpuidPolicy, HostCpuid};
 use crate::vcpu::exit::StopReason;
 use crate::vm::config::Restart;
 use crate::vm::instance::{SliceEnd, Vm, VmState};
@@ -29,7 +28,6 @@ struct Slot<A: Arch> {
 pub struct Scheduler<A: Arch> {
     slots: Vec<Slot<A>>,
     features: A::Features,
-    policy: CpuidPolicy,
     /// Checksum of the hypervisor's text and rodata at start.
     image_checksum: u64,
 }
@@ -38,6 +36,18 @@ impl<A: Arch> core::fmt::Debug for Scheduler<A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_list().entries(self.slots.iter().map(|s| &s.vm)).finish()
     }
+}
+
+/// Arms the host timer for the end of a slice or a VM timer at host TSC `deadline`,
+/// whichever comes first.
+fn arm_timer(deadline: Option<u64>) {
+    let mut micros = SLICE_US;
+    if let Some(deadline) = deadline {
+        let ticks = deadline.saturating_sub(crate::arch::x86::instr::rdtsc());
+        let per_us = (crate::arch::x86::tsc::cached_ticks_per_ms() / 1000).max(1);
+        micros = micros.min(ticks / per_us + 1);
+    }
+    lapic::arm_oneshot_us(micros);
 }
 
 fn hypervisor_checksum() -> u64 {
@@ -52,7 +62,6 @@ impl<A: Arch> Scheduler<A> {
         Scheduler {
             slots: vms.into_iter().map(|vm| Slot { vm, final_checksum: None }).collect(),
             features,
-            policy: CpuidPolicy::new(&HostCpuid),
             image_checksum: hypervisor_checksum(),
         }
     }
@@ -64,14 +73,18 @@ impl<A: Arch> Scheduler<A> {
             for i in 0..self.slots.len() {
                 let Some(slot) = self.slots.get_mut(i) else { continue };
                 let vm = &mut slot.vm;
-                match vm.state {
-                    VmState::Runnable => {}
-                    VmState::Halted if vm.interrupt_pending() => vm.state = VmState::Runnable,
-                    _ => continue,
+                if vm.state == VmState::Halted {
+                    vm.poll_timers();
+                    if vm.interrupt_pending() {
+                        vm.state = VmState::Runnable;
+                    }
+                }
+                if vm.state != VmState::Runnable {
+                    continue;
                 }
                 ran = true;
-                lapic::arm_oneshot_us(SLICE_US);
-                let end = vm.run_slice(&self.policy);
+                arm_timer(vm.wake_deadline());
+                let end = vm.run_slice();
                 lapic::disarm();
                 if let SliceEnd::Stopped(reason) = end {
                     self.on_stop(i, reason);
@@ -81,9 +94,11 @@ impl<A: Arch> Scheduler<A> {
                 self.finish_selftest();
             }
             if !ran {
-                // Everything is halted or stopped: sleep until the next interrupt.
+                // Everything is halted or stopped: sleep until the next interrupt or the
+                // earliest VM timer.
                 idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);
-                lapic::arm_oneshot_us(SLICE_US);
+                let earliest = self.slots.iter().filter_map(|s| s.vm.wake_deadline()).min();
+                arm_timer(earliest);
                 x86_64::instructions::interrupts::enable_and_hlt();
                 x86_64::instructions::interrupts::disable();
             }
@@ -127,9 +142,9 @@ impl<A: Arch> Scheduler<A> {
                     VmState::Stopped(r) => Some(r),
                     _ => None,
                 },
-                passed_checks: s.vm.console.passed_checks,
-                failed_checks: s.vm.console.failed_checks,
-                checks_done: s.vm.console.checks_done,
+                passed_checks: s.vm.console.lock().passed_checks,
+                failed_checks: s.vm.console.lock().failed_checks,
+                checks_done: s.vm.console.lock().checks_done,
                 canary_intact: s.vm.canary_intact(),
                 checksum_at_stop: s.final_checksum.unwrap_or(0),
                 checksum_now: s.vm.memory_checksum(),

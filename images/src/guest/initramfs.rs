@@ -39,13 +39,11 @@ mkdir -p /dev/pts /tmp /run
 mount -t devpts devpts /dev/pts
 /bin/busybox --install -s /bin
 
-# Say it on the kernel console; also on ttyS0 when that is not already the console.
+# Say it on the serial console (the kernel's /dev/console: the last console= on the
+# command line) and on the screen's first virtual terminal.
 say() {
 	echo "$*" > /dev/console
-	case "$(cat /sys/class/tty/console/active 2>/dev/null)" in
-	*ttyS0*) ;;
-	*) [ -c /dev/ttyS0 ] && echo "$*" > /dev/ttyS0 2>/dev/null ;;
-	esac
+	[ -c /dev/tty1 ] && echo "$*" > /dev/tty1 2>/dev/null
 }
 
 "#,

@@ -243,35 +243,44 @@ impl SvmVcpu {
         vmcb.save.rflags = regs.rflags;
         let area = self.xsave.as_ptr();
         let guest_xcr0 = self.xcr0;
+        let offered = self.features.xcr0_mask;
         let xsave = self.features.xsave;
-        let host_xcr0 = if xsave {
-            // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE.
-            let host = unsafe { instr::xcr0() };
-            // SAFETY: `guest_xcr0` was validated by the XSETBV handler against the
-            // offered components (or is the initial x87-only value); the hypervisor
-            // has no extended state of its own, so changing XCR0 is invisible to it.
-            unsafe { instr::set_xcr0(guest_xcr0) };
+        // x87 and SSE state always belongs to the guest, whatever its XCR0 says.
+        let state_mask = |xcr0: u64| (xcr0 & offered) | 0b11;
+        if xsave {
+            // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE; the
+            // offered components are ones the CPU supports, and the hypervisor (soft-
+            // float) keeps no extended state that a different XCR0 could disturb.
+            unsafe { instr::set_xcr0(offered | 0b11) };
             // SAFETY: `area` is this vCPU's own 4 KiB-aligned frame, large enough for
             // every offered component (`new` checked `xsave_bytes`), holding either
-            // zeroes (the init state) or the image saved after the previous run.
-            unsafe { instr::xrstor(area, guest_xcr0) };
-            host
+            // zeroes (the init state) or the image saved after the previous run; the
+            // mask only names components XCR0 (just set) enables.
+            unsafe { instr::xrstor(area, state_mask(guest_xcr0)) };
+            // SAFETY: `guest_xcr0` has bit 0 set and only offered components (checked
+            // by the XSETBV handler, or read back from the CPU after a previous run);
+            // the hypervisor has no extended state of its own.
+            unsafe { instr::set_xcr0(guest_xcr0) };
         } else {
             // SAFETY: `enable` set CR4.OSFXSR; `area` is this vCPU's 4 KiB-aligned
             // frame holding a valid image (initialised in `new`, then saved below).
             unsafe { instr::fxrstor(area) };
-            0
-        };
+        }
         // SAFETY: SVME is set (checked above) and `enable` set VM_HSAVE_PA on this CPU;
         // the VMCB was built by `setup_vmcb` and intercepts VMRUN; the VMCB and host
         // save frames belong to this vCPU alone and are 4 KiB-aligned; `self.regs` is
         // a valid, exclusively borrowed register block.
         unsafe { svm_run(self.vmcb_pa.raw(), &raw mut self.regs, self.host_save_pa.raw()) };
         if xsave {
-            // SAFETY: as for XRSTOR above; XCR0 still holds the guest's value.
-            unsafe { instr::xsave(area, guest_xcr0) };
-            // SAFETY: `host_xcr0` is the value read from this CPU before the run.
-            unsafe { instr::set_xcr0(host_xcr0) };
+            // The guest's XCR0 is whatever the CPU holds now: where XSETBV is not
+            // intercepted (QEMU's emulated SVM) the guest changed it directly.
+            // SAFETY: CR4.OSXSAVE is set on this CPU.
+            let now = unsafe { instr::xcr0() };
+            self.xcr0 = if now & 1 != 0 && now & !offered == 0 { now } else { guest_xcr0 };
+            // SAFETY: as for the first XSETBV above.
+            unsafe { instr::set_xcr0(offered | 0b11) };
+            // SAFETY: as for XRSTOR above.
+            unsafe { instr::xsave(area, state_mask(now)) };
         } else {
             // SAFETY: as for FXRSTOR above.
             unsafe { instr::fxsave(area) };

@@ -8,9 +8,18 @@ const PIT_COMMAND: u16 = 0x43;
 const PORT_B: u16 = 0x61;
 const PIT_HZ: u64 = 1_193_182;
 
-/// TSC ticks per millisecond.
+static TICKS_PER_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// TSC ticks per millisecond (measured once, then cached).
 pub fn ticks_per_ms() -> u64 {
-    from_cpuid().unwrap_or_else(measure_with_pit)
+    let ticks = from_cpuid().unwrap_or_else(measure_with_pit);
+    TICKS_PER_MS.store(ticks, core::sync::atomic::Ordering::Relaxed);
+    ticks
+}
+
+/// The value [`ticks_per_ms`] measured at boot.
+pub fn cached_ticks_per_ms() -> u64 {
+    TICKS_PER_MS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 fn from_cpuid() -> Option<u64> {

@@ -40,6 +40,33 @@ pub trait GuestConsole {
     fn write(&mut self, vm: u32, bytes: &[u8]);
 }
 
+/// MSRs that belong to device models (the local APIC's x2APIC range, TSC deadline,
+/// kvmclock). Consulted before the MSR policy; `None` means "not mine".
+pub trait MsrDevices {
+    /// `Some(Err(()))` injects #GP.
+    fn read(&mut self, msr: u32, guest_tsc: u64) -> Option<Result<u64, ()>>;
+    fn write(
+        &mut self,
+        msr: u32,
+        value: u64,
+        guest_tsc: u64,
+        memory: &mut dyn GuestMemoryAccess,
+    ) -> Option<Result<(), ()>>;
+}
+
+/// A VM without MSR-backed devices.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoMsrDevices;
+
+impl MsrDevices for NoMsrDevices {
+    fn read(&mut self, _msr: u32, _guest_tsc: u64) -> Option<Result<u64, ()>> {
+        None
+    }
+    fn write(&mut self, _: u32, _: u64, _: u64, _: &mut dyn GuestMemoryAccess) -> Option<Result<(), ()>> {
+        None
+    }
+}
+
 /// Where virtual interrupts for this VM are queued (the VM's interrupt controller).
 pub trait InterruptSink {
     /// Queues external interrupt `vector` for delivery to the vCPU.
@@ -59,6 +86,7 @@ pub struct VmEnv<'a> {
     pub memory: &'a mut dyn GuestMemoryAccess,
     pub console: &'a mut dyn GuestConsole,
     pub interrupts: &'a mut dyn InterruptSink,
+    pub msr_devices: &'a mut dyn MsrDevices,
     /// The host TSC at the exit.
     pub host_tsc: u64,
 }
@@ -130,12 +158,24 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
 fn decode_at_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> Option<insn::Instruction> {
     let fetched;
     let bytes = if exit.insn.is_empty() {
-        fetched = walk::fetch(regs, &*env.memory).ok()?;
+        fetched = match walk::fetch(regs, &*env.memory) {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!(target: "vcpu", "vm{} cannot fetch the instruction at {:#x}: {e:?} ({:x?})", env.vm.id, regs.rip(), regs.control());
+                return None;
+            }
+        };
         fetched.as_slice()
     } else {
         exit.insn.as_slice()
     };
-    insn::decode(bytes, regs.mode()).ok()
+    match insn::decode(bytes, regs.mode()) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            log::debug!(target: "vcpu", "vm{} cannot decode {bytes:02x?} at {:#x}: {e:?}", env.vm.id, regs.rip());
+            None
+        }
+    }
 }
 
 fn set_edx_eax(regs: &mut impl RegisterFile, value: u64) {
@@ -146,7 +186,8 @@ fn set_edx_eax(regs: &mut impl RegisterFile, value: u64) {
 fn handle_cpuid(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
     let leaf = regs.gpr(Gpr::Rax) as u32;
     let subleaf = regs.gpr(Gpr::Rcx) as u32;
-    let r = env.cpuid_policy.filter(env.cpuid, leaf, subleaf, env.apic_id);
+    let mut r = env.cpuid_policy.filter(env.cpuid, leaf, subleaf, env.apic_id);
+    guest_state_bits(&mut r, leaf, subleaf, regs, env);
     regs.set_gpr(Gpr::Rax, u64::from(r.eax));
     regs.set_gpr(Gpr::Rbx, u64::from(r.ebx));
     regs.set_gpr(Gpr::Rcx, u64::from(r.ecx));
@@ -154,8 +195,50 @@ fn handle_cpuid(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) 
     ExitAction::Advance(next_rip(exit, regs, env, &[Op::Cpuid], 2))
 }
 
+/// CPUID bits that describe the guest's own state rather than the CPU's: the OSXSAVE
+/// and OSPKE flags follow the guest's CR4, and the XSAVE area size follows the guest's
+/// XCR0 (the host's values would make the guest's FPU setup inconsistent).
+fn guest_state_bits(
+    r: &mut crate::vcpu::cpuid::CpuidResult,
+    leaf: u32,
+    subleaf: u32,
+    regs: &impl RegisterFile,
+    env: &VmEnv<'_>,
+) {
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    const CR4_PKE: u64 = 1 << 22;
+    let cr4 = regs.control().cr4;
+    match (leaf, subleaf) {
+        (1, _) => {
+            r.ecx = (r.ecx & !(1 << 27)) | if cr4 & CR4_OSXSAVE != 0 { 1 << 27 } else { 0 };
+        }
+        (7, 0) => {
+            r.ecx = (r.ecx & !(1 << 4)) | if cr4 & CR4_PKE != 0 { 1 << 4 } else { 0 };
+        }
+        (0xd, 0) | (0xd, 1) => r.ebx = xsave_size(regs.xcr0(), env),
+        _ => {}
+    }
+}
+
+/// Bytes of an XSAVE area holding the components in `xcr0` (standard format: the
+/// 512-byte legacy area, the 64-byte header, then each component at its offset).
+fn xsave_size(xcr0: u64, env: &VmEnv<'_>) -> u32 {
+    (2..64u32)
+        .filter(|n| xcr0 & (1u64 << n) != 0)
+        .map(|n| {
+            let c = env.cpuid.cpuid(0xd, n);
+            c.ebx.saturating_add(c.eax)
+        })
+        .fold(512 + 64, u32::max)
+}
+
 fn handle_rdmsr(exit: &Exit, msr: u32, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
-    match env.msrs.read(msr, regs, env.host_tsc) {
+    let guest_tsc = env.host_tsc.wrapping_add(regs.tsc_offset());
+    let result = match env.msr_devices.read(msr, guest_tsc) {
+        Some(r) => r,
+        None => env.msrs.read(msr, regs, env.host_tsc).map_err(|_| ()),
+    };
+    match result {
         Ok(v) => {
             set_edx_eax(regs, v);
             ExitAction::Advance(next_rip(exit, regs, env, &[Op::Rdmsr], 2))
@@ -168,7 +251,12 @@ fn handle_rdmsr(exit: &Exit, msr: u32, regs: &mut impl RegisterFile, env: &mut V
 }
 
 fn handle_wrmsr(exit: &Exit, msr: u32, value: u64, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) -> ExitAction {
-    match env.msrs.write(msr, value, regs, env.host_tsc) {
+    let guest_tsc = env.host_tsc.wrapping_add(regs.tsc_offset());
+    let result = match env.msr_devices.write(msr, value, guest_tsc, &mut *env.memory) {
+        Some(r) => r,
+        None => env.msrs.write(msr, value, regs, env.host_tsc).map_err(|_| ()),
+    };
+    match result {
         Ok(()) => ExitAction::Advance(next_rip(exit, regs, env, &[Op::Wrmsr], 2)),
         Err(_) => {
             log::debug!(target: "vcpu", "vm{} wrmsr {msr:#x} <- {value:#x}: #GP", env.vm.id);

@@ -140,6 +140,7 @@ impl Harness {
             memory: &mut mem,
             console: &mut self.console,
             interrupts: &mut self.irqs,
+            msr_devices: &mut NoMsrDevices,
             host_tsc: 1_000_000,
         };
         decide(&exit, &mut self.regs, &mut env)

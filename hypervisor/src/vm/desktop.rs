@@ -1,0 +1,275 @@
+//! The virtual platform of a desktop VM running an unmodified Linux: interrupt
+//! controllers and timers, a 16550 serial console, an i8042 keyboard, the CMOS clock,
+//! a PCI host bridge, ACPI power control, kvmclock, per-VM ACPI tables and a linear
+//! framebuffer in the VM's own memory. Also the guest-physical layout those need.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use crate::devices::bus::{BusRange, MemBus, MmioBus, PioBus, PortBus};
+use crate::devices::clock::GuestClock;
+use crate::devices::i8042::I8042;
+use crate::devices::irq::{GsiLines, GsiSink, isa_irq_to_gsi};
+use crate::devices::irq_line::IrqLine;
+use crate::devices::layout;
+use crate::devices::pci_host::PciHost;
+use crate::devices::platform_irq::InterruptController;
+use crate::devices::power::{AcpiPowerPorts, PowerEvent, PowerSignal};
+use crate::devices::rtc::Rtc;
+use crate::devices::shared::Shared;
+use crate::devices::uart16550::{ConsoleSink, Uart16550};
+use crate::memory::addr::GuestPhysAddr;
+use crate::memory::guest::GuestMemoryAccess;
+use crate::vcpu::dispatch::MsrDevices;
+use crate::vcpu::exit::AccessSize;
+use crate::vcpu::msr::{self, MsrRoute};
+use crate::vcpu::pvclock::{PvClock, PvClockConfig, WallClock};
+use crate::vm::console::VmConsole;
+
+/// Guest-physical address of the VM's framebuffer: below the PCI MMIO window
+/// (0xC000_0000) and above the largest RAM a desktop VM gets (see [`MAX_RAM`]).
+pub const FRAMEBUFFER_GPA: u64 = 0xB000_0000;
+/// Desktop VMs keep RAM below the framebuffer; larger VMs need a split RAM map.
+pub const MAX_RAM: u64 = FRAMEBUFFER_GPA;
+/// The ACPI tables live in the reserved area below 1 MiB.
+pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
+/// Where the reserved low area starts (EBDA-like, never RAM for Linux).
+pub const LOW_RESERVED_START: u64 = 0x9_F000;
+pub const LOW_RESERVED_END: u64 = 0x10_0000;
+
+/// The real time when the hypervisor booted, from the host CMOS clock.
+#[derive(Debug, Clone, Copy)]
+pub struct HostTime {
+    pub unix_secs: u64,
+    /// Host TSC at that moment, and the host TSC frequency.
+    pub tsc: u64,
+    pub tsc_hz: u64,
+}
+
+impl HostTime {
+    /// Unix time at host TSC `tsc`.
+    pub fn at(&self, tsc: u64) -> WallClock {
+        let ticks = tsc.saturating_sub(self.tsc);
+        let secs = ticks / self.tsc_hz.max(1);
+        let rem = ticks % self.tsc_hz.max(1);
+        let nsec = (u128::from(rem) * 1_000_000_000 / u128::from(self.tsc_hz.max(1))) as u32;
+        WallClock { sec: self.unix_secs.saturating_add(secs), nsec }
+    }
+}
+
+/// A device's interrupt output wired to one GSI through the shared latch.
+struct GsiLine {
+    lines: GsiLines,
+    gsi: u32,
+}
+
+impl IrqLine for GsiLine {
+    fn set_level(&mut self, high: bool) {
+        self.lines.set_level(self.gsi, high);
+    }
+}
+
+/// Serial lines go to the VM's console (hypervisor log + ring + markers).
+struct ConsoleLines(Arc<spin::Mutex<VmConsole>>);
+
+impl ConsoleSink for ConsoleLines {
+    fn line(&mut self, _vm_name: &str, line: &[u8]) {
+        let mut console = self.0.lock();
+        console.write(line);
+        console.write(b"\n");
+    }
+}
+
+/// The devices of one desktop VM.
+pub struct DesktopPlatform {
+    /// Reached from the MMIO, port and MSR paths of one exit; each access borrows it
+    /// briefly and none re-enters another, so a `RefCell` never finds it taken.
+    pub irq: RefCell<InterruptController>,
+    lines: GsiLines,
+    pvclock: RefCell<PvClock>,
+    pub uart: Shared<Uart16550>,
+    pub keyboard: Shared<I8042>,
+    power: PowerSignal,
+    host_time: HostTime,
+    /// Host TSC when the VM started (guest TSC 0).
+    start_tsc: u64,
+}
+
+impl core::fmt::Debug for DesktopPlatform {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DesktopPlatform").finish_non_exhaustive()
+    }
+}
+
+impl DesktopPlatform {
+    /// Builds the devices and registers them on the VM's buses.
+    pub fn new(
+        name: &str,
+        console: Arc<spin::Mutex<VmConsole>>,
+        host_time: HostTime,
+        start_tsc: u64,
+        ports: &mut PioBus,
+        mmio: &mut MemBus,
+    ) -> Result<DesktopPlatform, &'static str> {
+        let tsc_hz = host_time.tsc_hz;
+        let clock = GuestClock::new(tsc_hz).ok_or("TSC frequency unknown")?;
+        let lines = GsiLines::new();
+        let power = PowerSignal::new();
+        let line = |irq: u8| -> Box<dyn IrqLine + Send> {
+            Box::new(GsiLine { lines: lines.clone(), gsi: isa_irq_to_gsi(irq).unwrap_or(u32::from(irq)) })
+        };
+        let uart = Shared::new(Uart16550::new(name, line(layout::COM1_IRQ), Box::new(ConsoleLines(console))));
+        let keyboard = Shared::new(I8042::new(line(layout::I8042_KBD_IRQ)).with_power_signal(power.clone()));
+        let wall = host_time.at(start_tsc);
+        let rtc =
+            Rtc::new(wall.sec, 0, tsc_hz, Box::new(move || crate::arch::x86::instr::rdtsc().wrapping_sub(start_tsc)));
+        let pci = Shared::new(PciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone()));
+        let bad = |_| "device address clash";
+        ports.insert_ports(layout::COM1_PORT, layout::COM1_PORT_COUNT, Box::new(uart.clone())).map_err(bad)?;
+        // 0x60..=0x64; port 0x61 (PIT gate, speaker) is answered by the interrupt
+        // controller's port layer before the bus is asked.
+        ports.insert_ports(layout::I8042_DATA_PORT, 5, Box::new(keyboard.clone())).map_err(bad)?;
+        ports.insert_ports(layout::RTC_INDEX_PORT, 2, Box::new(rtc)).map_err(bad)?;
+        ports
+            .insert_ports(layout::PCI_CONFIG_ADDRESS_PORT, layout::PCI_CONFIG_PORT_COUNT, Box::new(pci.clone()))
+            .map_err(bad)?;
+        ports
+            .insert_ports(
+                layout::ACPI_SLEEP_CONTROL_PORT,
+                layout::ACPI_POWER_PORT_COUNT,
+                Box::new(AcpiPowerPorts::new(power.clone())),
+            )
+            .map_err(bad)?;
+        let ecam = BusRange::new(layout::PCI_ECAM_BASE, layout::PCI_ECAM_LEN).ok_or("bad ECAM window")?;
+        mmio.insert(ecam, Box::new(pci)).map_err(bad)?;
+        let pvclock = PvClock::new(PvClockConfig { tsc_hz, tsc_stable: true, epoch_tsc: 0 })
+            .map_err(|_| "cannot scale the TSC for kvmclock")?;
+        Ok(DesktopPlatform {
+            irq: RefCell::new(InterruptController::new(clock)),
+            lines,
+            pvclock: RefCell::new(pvclock),
+            uart,
+            keyboard,
+            power,
+            host_time,
+            start_tsc,
+        })
+    }
+
+    /// Moves device interrupt lines into the controllers and fires expired timers.
+    pub fn update(&self, guest_tsc: u64) {
+        let mut irq = self.irq.borrow_mut();
+        self.lines.drain_into(&mut *irq);
+        irq.tick(guest_tsc);
+        self.lines.drain_into(&mut *irq);
+    }
+
+    /// A power-off or reset the guest asked for since the last call.
+    pub fn take_power_event(&self) -> Option<PowerEvent> {
+        self.power.take()
+    }
+
+    fn wall_clock(&self) -> WallClock {
+        self.host_time.at(crate::arch::x86::instr::rdtsc())
+    }
+
+    /// Host TSC at guest TSC 0.
+    pub fn start_tsc(&self) -> u64 {
+        self.start_tsc
+    }
+}
+
+/// The platform's MSRs (local APIC, kvmclock) for the exit handler.
+#[derive(Debug)]
+pub struct DesktopMsrs<'a>(pub &'a DesktopPlatform);
+
+impl MsrDevices for DesktopMsrs<'_> {
+    fn read(&mut self, msr: u32, guest_tsc: u64) -> Option<Result<u64, ()>> {
+        if let Some(r) = self.0.irq.borrow_mut().read_msr(msr, guest_tsc) {
+            return Some(r.map_err(|_| ()));
+        }
+        match msr::route(msr) {
+            MsrRoute::PvClock => Some(self.0.pvclock.borrow().read_msr(msr).map_err(|_| ())),
+            MsrRoute::State => None,
+        }
+    }
+
+    fn write(
+        &mut self,
+        msr: u32,
+        value: u64,
+        guest_tsc: u64,
+        memory: &mut dyn GuestMemoryAccess,
+    ) -> Option<Result<(), ()>> {
+        if let Some(r) = self.0.irq.borrow_mut().write_msr(msr, value, guest_tsc) {
+            return Some(r.map_err(|_| ()));
+        }
+        match msr::route(msr) {
+            MsrRoute::PvClock => {
+                let wall = self.0.wall_clock();
+                Some(self.0.pvclock.borrow_mut().write_msr(msr, value, memory, guest_tsc, wall).map_err(|e| {
+                    log::warn!(target: "vm", "kvmclock MSR {msr:#x} <- {value:#x} refused: {e:?}");
+                }))
+            }
+            MsrRoute::State => None,
+        }
+    }
+}
+
+/// MMIO of a desktop VM: the local APIC and IOAPIC first, then the VM's bus.
+#[derive(Debug)]
+pub struct DesktopMmio<'a> {
+    pub irq: &'a RefCell<InterruptController>,
+    pub now: u64,
+    pub next: &'a mut MemBus,
+}
+
+impl MmioBus for DesktopMmio<'_> {
+    fn read(&mut self, gpa: GuestPhysAddr, size: AccessSize) -> u64 {
+        let own = self.irq.borrow_mut().mmio_read(gpa.raw(), size, self.now);
+        own.unwrap_or_else(|| self.next.read(gpa, size))
+    }
+    fn write(&mut self, gpa: GuestPhysAddr, size: AccessSize, value: u64) {
+        if !self.irq.borrow_mut().mmio_write(gpa.raw(), size, value, self.now) {
+            self.next.write(gpa, size, value);
+        }
+    }
+    fn claims(&self, gpa: GuestPhysAddr) -> bool {
+        InterruptController::claims_mmio(gpa.raw()) || self.next.claims(gpa)
+    }
+}
+
+/// Ports of a desktop VM: the 8259s, ELCR, PIT and port 0x61 first, then the VM's bus.
+#[derive(Debug)]
+pub struct DesktopPorts<'a> {
+    pub irq: &'a RefCell<InterruptController>,
+    pub now: u64,
+    pub next: &'a mut PioBus,
+}
+
+impl PortBus for DesktopPorts<'_> {
+    fn read(&mut self, port: u16, size: AccessSize) -> u32 {
+        let own = self.irq.borrow_mut().port_read(port, size, self.now);
+        own.unwrap_or_else(|| self.next.read(port, size))
+    }
+    fn write(&mut self, port: u16, size: AccessSize, value: u32) {
+        if !self.irq.borrow_mut().port_write(port, size, value, self.now) {
+            self.next.write(port, size, value);
+        }
+    }
+}
+
+/// The e820 map of a desktop VM with `ram` bytes of RAM and a framebuffer of `fb_len`.
+pub fn e820(ram: u64, fb_len: u64) -> Vec<crate::vm::linux::BootE820Entry> {
+    use crate::vm::linux::{BootE820Entry, E820Type};
+    let g = GuestPhysAddr::new;
+    alloc::vec![
+        BootE820Entry::new(g(0), LOW_RESERVED_START, E820Type::Ram),
+        BootE820Entry::new(g(LOW_RESERVED_START), LOW_RESERVED_END - LOW_RESERVED_START, E820Type::Reserved),
+        BootE820Entry::new(g(LOW_RESERVED_END), ram - LOW_RESERVED_END, E820Type::Ram),
+        BootE820Entry::new(g(FRAMEBUFFER_GPA), fb_len, E820Type::Reserved),
+        BootE820Entry::new(g(layout::PCI_ECAM_BASE), layout::PCI_ECAM_LEN, E820Type::Reserved),
+    ]
+}
