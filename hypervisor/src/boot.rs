@@ -127,6 +127,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     if !vm::launch::modules(boot_info).is_empty() {
         let host_time =
             vm::desktop::HostTime { unix_secs: host_unix_time(), tsc: instr::rdtsc(), tsc_hz: tsc_per_ms * 1000 };
+        vm::desktop::HOST_TIME.call_once(|| host_time);
         let why = vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info));
         error!(target: "vm", "no VM started: {why}");
         screen::with_target(|fb| {

@@ -38,6 +38,8 @@ pub enum Display {
 pub enum Serial {
     Stdio,
     File(PathBuf),
+    /// A Unix socket QEMU listens on: the harness both reads the console and types.
+    Socket(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ impl MachineConfig {
             // `mon:` multiplexes the QEMU monitor in: Ctrl-A X quits, Ctrl-A C opens it.
             Serial::Stdio => push(&["-serial", "mon:stdio"]),
             Serial::File(path) => push(&["-serial", &format!("file:{}", path.display())]),
+            Serial::Socket(path) => push(&["-serial", &format!("unix:{},server=on,wait=on", path.display())]),
         }
         push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if let Some(sock) = &self.qmp_socket {

@@ -34,6 +34,19 @@ pub fn build_payload_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf 
     build_image_with_modules(scenario, cmdline, modules)
 }
 
+/// The guest kernel and initramfs, fetched (or taken from the cache) once per binary.
+pub fn linux_guest() -> &'static images::guest::GuestImage {
+    static GUEST: OnceLock<images::guest::GuestImage> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        images::desktops::build_guest(&images::guest::default_cache_dir()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// An image whose VMs are Linux desktops.
+pub fn build_desktop_image(scenario: &str, cmdline: &str, desktops: &[images::desktops::Desktop]) -> PathBuf {
+    build_image_with_modules(scenario, cmdline, images::desktops::modules(linux_guest(), desktops))
+}
+
 fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
     let artifacts = artifacts();
     let spec = ImageSpec {

@@ -34,6 +34,8 @@ pub struct Machine {
     dir: PathBuf,
     child: Child,
     serial_path: PathBuf,
+    /// The write side of the serial console (QEMU waits for it before starting).
+    serial_in: Option<UnixStream>,
     /// How much of the serial log `expect` has consumed.
     cursor: usize,
     qmp: Option<qapi::Qmp<qapi::Stream<std::io::BufReader<UnixStream>, UnixStream>>>,
@@ -52,10 +54,12 @@ impl Machine {
         let vars = dir.join("ovmf-vars.fd");
         std::fs::copy(&ovmf.vars_template, &vars).expect("copying the OVMF variable store");
         let serial_path = dir.join("serial.log");
+        let serial_sock = dir.join("serial.sock");
         let qmp_path = dir.join("qmp.sock");
         let _ = std::fs::remove_file(&qmp_path);
+        let _ = std::fs::remove_file(&serial_sock);
         let mut config = MachineConfig::new(image, &ovmf, vars);
-        config.serial = Serial::File(serial_path.clone());
+        config.serial = Serial::Socket(serial_sock.clone());
         config.qmp_socket = Some(qmp_path.clone());
         tune(&mut config);
         let mut command = config.command(&qemu);
@@ -66,11 +70,13 @@ impl Machine {
             .stderr(std::fs::File::create(dir.join("qemu-stderr.log")).expect("creating the QEMU log"))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", qemu.display()));
+        let serial_in = connect_serial(&serial_sock, &serial_path);
         Machine {
             name: name.into(),
             dir,
             child,
             serial_path,
+            serial_in,
             cursor: 0,
             qmp: None,
             qmp_path,
@@ -78,6 +84,20 @@ impl Machine {
             passed: false,
             _one_at_a_time: guard,
         }
+    }
+
+    /// Types `text` on the hypervisor's serial console.
+    pub fn type_serial(&mut self, text: &str) {
+        use std::io::Write as _;
+        let ok = self.serial_in.as_mut().is_some_and(|s| s.write_all(text.as_bytes()).is_ok());
+        if !ok {
+            self.fail("cannot write to the serial console");
+        }
+    }
+
+    /// Runs `command` in VM `vm`'s shell through the hypervisor's serial command channel.
+    pub fn run_in_vm(&mut self, vm: &str, command: &str) {
+        self.type_serial(&format!("@{vm} {command}\n"));
     }
 
     /// Lets a normally fatal pattern through (for tests that provoke it).
@@ -229,6 +249,25 @@ impl Machine {
             self.dir.display()
         );
     }
+}
+
+/// Connects to QEMU's serial socket (QEMU waits for this before it starts the guest)
+/// and copies everything the machine prints into `log`.
+fn connect_serial(sock: &Path, log: &Path) -> Option<UnixStream> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        match UnixStream::connect(sock) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => return None,
+        }
+    };
+    let mut reader = stream.try_clone().ok()?;
+    let mut file = std::fs::File::create(log).ok()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut reader, &mut file);
+    });
+    Some(stream)
 }
 
 impl Drop for Machine {

@@ -47,3 +47,42 @@ pub fn with_target<R>(draw: impl FnOnce(&mut LinearFb<'_>) -> R) -> Option<R> {
     let mut fb = LinearFb::new(screen.pixels, screen.width, screen.height, screen.stride, screen.order).ok()?;
     Some(draw(&mut fb))
 }
+
+/// The screen's size, if there is one.
+pub fn size() -> Option<(u32, u32)> {
+    SCREEN.lock().as_ref().map(|s| (s.width, s.height))
+}
+
+/// Copies a guest framebuffer (32-bit pixels, blue in the lowest byte) to the screen
+/// with its top-left corner at row `top`, clipped to the screen. Returns the bytes copied.
+pub fn present_guest(src: crate::memory::addr::HostPhysAddr, width: u32, height: u32, stride_px: u32, top: u32) -> u64 {
+    let mut guard = SCREEN.lock();
+    let Some(screen) = guard.as_mut() else { return 0 };
+    let rows = height.min(screen.height.saturating_sub(top));
+    let cols = width.min(screen.width) as usize;
+    let src_len = (stride_px as usize).saturating_mul(rows.saturating_sub(1) as usize).saturating_add(cols);
+    if rows == 0 || cols == 0 {
+        return 0;
+    }
+    // SAFETY: `src` is a guest framebuffer the hypervisor allocated (contiguous, mapped
+    // RAM of at least `stride_px * height` pixels); the VM is not running while the
+    // hypervisor copies, so nothing writes it meanwhile.
+    let pixels = unsafe { core::slice::from_raw_parts(src.raw() as *const u32, src_len) };
+    for y in 0..rows as usize {
+        let from = y * stride_px as usize;
+        let to = (y + top as usize) * screen.stride as usize;
+        let (Some(src_row), Some(dst_row)) = (pixels.get(from..from + cols), screen.pixels.get_mut(to..to + cols))
+        else {
+            break;
+        };
+        match screen.order {
+            PixelOrder::Bgr => dst_row.copy_from_slice(src_row),
+            PixelOrder::Rgb => {
+                for (d, s) in dst_row.iter_mut().zip(src_row) {
+                    *d = (s & 0xff00_ff00) | ((s >> 16) & 0xff) | ((s & 0xff) << 16);
+                }
+            }
+        }
+    }
+    u64::from(rows) * cols as u64 * 4
+}

@@ -48,7 +48,17 @@ pub struct HostTime {
     pub tsc_hz: u64,
 }
 
+/// The host time the hypervisor read at boot (set once by the boot path).
+pub static HOST_TIME: spin::Once<HostTime> = spin::Once::new();
+
 impl HostTime {
+    /// Local wall-clock hours and minutes now (the CMOS clock holds UTC on the
+    /// machines Bulkhead targets; a time-zone policy comes later).
+    pub fn clock_now(&self) -> (u8, u8) {
+        let secs = self.at(crate::arch::x86::instr::rdtsc()).sec % 86_400;
+        ((secs / 3600) as u8, ((secs / 60) % 60) as u8)
+    }
+
     /// Unix time at host TSC `tsc`.
     pub fn at(&self, tsc: u64) -> WallClock {
         let ticks = tsc.saturating_sub(self.tsc);

@@ -19,6 +19,35 @@ use crate::vm::selftest::{self, VmOutcome};
 /// Length of a time slice.
 const SLICE_US: u64 = 10_000;
 
+/// Frames per second the screen is refreshed at, at most.
+const FRAME_RATE: u64 = 30;
+
+/// Lines typed on the hypervisor's serial console: `@NAME text` types `text` and a
+/// newline into VM NAME's serial console.
+#[derive(Debug, Default)]
+struct SerialCommands {
+    line: heapless::String<256>,
+}
+
+impl SerialCommands {
+    /// A complete command line, once one has been typed.
+    fn poll(&mut self) -> Option<heapless::String<256>> {
+        while let Some(byte) = crate::logging::read_byte() {
+            match byte {
+                b'\r' | b'\n' => {
+                    if !self.line.is_empty() {
+                        return Some(core::mem::take(&mut self.line));
+                    }
+                }
+                b => {
+                    let _ = self.line.push(char::from(b));
+                }
+            }
+        }
+        None
+    }
+}
+
 struct Slot<A: Arch> {
     vm: Vm<A>,
     /// Set once the VM has stopped for good (no restart left).
@@ -30,6 +59,10 @@ pub struct Scheduler<A: Arch> {
     features: A::Features,
     /// Checksum of the hypervisor's text and rodata at start.
     image_checksum: u64,
+    commands: SerialCommands,
+    /// Index of the VM on screen.
+    focus: usize,
+    next_frame_tsc: u64,
 }
 
 impl<A: Arch> core::fmt::Debug for Scheduler<A> {
@@ -63,6 +96,9 @@ impl<A: Arch> Scheduler<A> {
             slots: vms.into_iter().map(|vm| Slot { vm, final_checksum: None }).collect(),
             features,
             image_checksum: hypervisor_checksum(),
+            commands: SerialCommands::default(),
+            focus: 0,
+            next_frame_tsc: 0,
         }
     }
 
@@ -90,6 +126,8 @@ impl<A: Arch> Scheduler<A> {
                     self.on_stop(i, reason);
                 }
             }
+            self.handle_commands();
+            self.refresh_screen();
             if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
                 self.finish_selftest();
             }
@@ -103,6 +141,54 @@ impl<A: Arch> Scheduler<A> {
                 x86_64::instructions::interrupts::disable();
             }
         }
+    }
+
+    fn handle_commands(&mut self) {
+        let Some(line) = self.commands.poll() else { return };
+        let Some((name, text)) = line.strip_prefix('@').and_then(|l| l.split_once(' ')) else {
+            warn!(target: "vm", "serial command {line:?} not understood (use `@VM text`)");
+            return;
+        };
+        match self.slots.iter().find(|s| s.vm.config.name == name) {
+            Some(slot) => {
+                slot.vm.serial_input(text.as_bytes());
+                slot.vm.serial_input(b"\n");
+            }
+            None => warn!(target: "vm", "serial command for unknown VM {name:?}"),
+        }
+    }
+
+    /// Shows the focused VM's framebuffer below its trust strip.
+    fn refresh_screen(&mut self) {
+        let now = crate::arch::x86::instr::rdtsc();
+        if now < self.next_frame_tsc {
+            return;
+        }
+        self.next_frame_tsc = now + crate::arch::x86::tsc::cached_ticks_per_ms() * 1000 / FRAME_RATE;
+        let Some(slot) = self.slots.get(self.focus) else { return };
+        let Some(fb) = slot.vm.framebuffer() else { return };
+        let Some((width, height)) = crate::platform::screen::size() else { return };
+        let strip_h = ui::strip::height(ui::Scale::for_screen(embedded_graphics::prelude::Size::new(width, height)));
+        crate::platform::screen::present_guest(fb.hpa, fb.width, fb.height, fb.stride_bytes / 4, strip_h);
+        let config = &slot.vm.config;
+        let colour = embedded_graphics::pixelcolor::Rgb888::new(
+            (config.colour >> 16) as u8,
+            (config.colour >> 8) as u8,
+            config.colour as u8,
+        );
+        let label = config.label.split_once(" · ").map_or("", |(_, rest)| rest);
+        let name = config.label.split(" · ").next().unwrap_or(&config.name);
+        crate::platform::screen::with_target(|target| {
+            let strip = ui::strip::Strip {
+                vm_name: name,
+                label,
+                trust_colour: colour,
+                clock: crate::vm::desktop::HOST_TIME.get().map_or((0, 0), |t| t.clock_now()),
+                network_up: false,
+                secure: label.contains("secure"),
+            };
+            ui::strip::draw(target, &strip)
+        });
     }
 
     fn on_stop(&mut self, i: usize, reason: StopReason) {
