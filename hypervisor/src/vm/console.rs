@@ -19,6 +19,8 @@ pub struct VmConsole {
     pub failed_checks: u32,
     pub passed_checks: u32,
     pub checks_done: bool,
+    /// The guest printed its ready marker (`BULKHEAD-GUEST-READY`).
+    pub guest_ready: bool,
 }
 
 impl VmConsole {
@@ -30,6 +32,7 @@ impl VmConsole {
             failed_checks: 0,
             passed_checks: 0,
             checks_done: false,
+            guest_ready: false,
         }
     }
 
@@ -59,6 +62,8 @@ impl VmConsole {
             }
         } else if text.starts_with("CHECKS DONE") {
             self.checks_done = true;
+        } else if text.starts_with("BULKHEAD-GUEST-READY") {
+            self.guest_ready = true;
         }
         self.line.clear();
     }

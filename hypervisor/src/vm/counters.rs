@@ -63,6 +63,15 @@ impl ExitCounters {
         }
     }
 
+    /// The exits since `earlier` (a snapshot of the same counters).
+    pub fn since(&self, earlier: &ExitCounters) -> ExitCounters {
+        let mut out = ExitCounters::default();
+        for ((o, now), before) in out.counts.iter_mut().zip(self.counts).zip(earlier.counts) {
+            *o = now.saturating_sub(before);
+        }
+        out
+    }
+
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -94,5 +103,8 @@ mod tests {
         c.record(&ExitReason::Hlt);
         assert_eq!(c.get("cpuid"), 2);
         assert_eq!(alloc::format!("{c}"), "3 exits cpuid=2 hlt=1");
+        let before = c.clone();
+        c.record(&ExitReason::Hlt);
+        assert_eq!(alloc::format!("{}", c.since(&before)), "1 exits hlt=1");
     }
 }

@@ -48,8 +48,20 @@ impl SerialCommands {
     }
 }
 
+/// Guest-load figures: exits until the guest is ready, then the idle exit rate.
+#[derive(Debug, Default, Clone)]
+struct LoadReport {
+    /// Counters and host TSC when the ready marker appeared.
+    at_ready: Option<(crate::vm::counters::ExitCounters, u64)>,
+    idle_reported: bool,
+}
+
+/// How long the idle exit rate is measured for, in seconds.
+const IDLE_WINDOW_S: u64 = 10;
+
 struct Slot<A: Arch> {
     vm: Vm<A>,
+    report: LoadReport,
     /// Set once the VM has stopped for good (no restart left).
     final_checksum: Option<u64>,
 }
@@ -93,7 +105,7 @@ fn hypervisor_checksum() -> u64 {
 impl<A: Arch> Scheduler<A> {
     pub fn new(vms: Vec<Vm<A>>, features: A::Features) -> Self {
         Scheduler {
-            slots: vms.into_iter().map(|vm| Slot { vm, final_checksum: None }).collect(),
+            slots: vms.into_iter().map(|vm| Slot { vm, report: LoadReport::default(), final_checksum: None }).collect(),
             features,
             image_checksum: hypervisor_checksum(),
             commands: SerialCommands::default(),
@@ -128,6 +140,7 @@ impl<A: Arch> Scheduler<A> {
             }
             self.handle_commands();
             self.refresh_screen();
+            self.report_load();
             if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
                 self.finish_selftest();
             }
@@ -139,6 +152,32 @@ impl<A: Arch> Scheduler<A> {
                 arm_timer(earliest);
                 x86_64::instructions::interrupts::enable_and_hlt();
                 x86_64::instructions::interrupts::disable();
+            }
+        }
+    }
+
+    /// Logs each guest's exits during boot (at its ready marker) and its idle exit rate
+    /// over the following seconds: the figures `cargo xtask bench linux-boot` reports.
+    fn report_load(&mut self) {
+        let now = crate::arch::x86::instr::rdtsc();
+        let per_s = crate::arch::x86::tsc::cached_ticks_per_ms().saturating_mul(1000).max(1);
+        for slot in &mut self.slots {
+            let vm = &slot.vm;
+            match &slot.report.at_ready {
+                None if vm.console.lock().guest_ready => {
+                    info!(target: "vm", "vm {} ({}) exits during boot: {}", vm.id, vm.config.name, vm.counters);
+                    slot.report.at_ready = Some((vm.counters.clone(), now));
+                }
+                Some((at_ready, tsc))
+                    if !slot.report.idle_reported && now.saturating_sub(*tsc) >= IDLE_WINDOW_S * per_s =>
+                {
+                    let idle = vm.counters.since(at_ready);
+                    let seconds = now.saturating_sub(*tsc) as f64 / per_s as f64;
+                    let rate = idle.total() as f64 / seconds;
+                    info!(target: "vm", "vm {} ({}) idle exits: {rate:.1} per second over {seconds:.1} s: {idle}", vm.id, vm.config.name);
+                    slot.report.idle_reported = true;
+                }
+                _ => {}
             }
         }
     }

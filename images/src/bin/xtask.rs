@@ -28,6 +28,17 @@ enum Cmd {
     /// serial console on this terminal. Quit with Ctrl-A X in the terminal (or close
     /// the window).
     Run(RunArgs),
+    /// Measure under `-icount shift=0,sleep=off` (exact, repeatable figures).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Boot the desktop kernel and initramfs directly under QEMU and inside Bulkhead;
+    /// report the guest boot time to its ready marker in both, their ratio, the exits
+    /// by reason during the boot and the exit rate of the idle shell.
+    LinuxBoot,
 }
 
 #[derive(clap::Args)]
@@ -92,6 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Image(args) => image(&args).map(|_| ()),
         Cmd::Run(args) => run(&args),
+        Cmd::Bench(BenchCmd::LinuxBoot) => bench_linux_boot(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,4 +173,71 @@ fn run(args: &RunArgs) -> Result<(), String> {
         Some(images::qemu::EXIT_FAILURE) => Err("the hypervisor reported a failure (see the log above)".into()),
         _ => Err(format!("QEMU exited with {status}")),
     }
+}
+
+fn bench_linux_boot() -> Result<(), String> {
+    use images::bench::{self, LineReader};
+    use std::time::Duration;
+    const MEMORY_MIB: u32 = 256;
+    const GUEST_CMDLINE: &str = "console=ttyS0 panic=-1 quiet loglevel=4";
+    let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
+    eprintln!("    Preparing the guest (Debian kernel + busybox initramfs)");
+    let guest = desktops::build_guest(&images::guest::default_cache_dir()).map_err(|e| e.to_string())?;
+
+    eprintln!("    Booting {} directly under QEMU (icount)", guest.kernel_version);
+    let mut direct = LineReader::spawn(bench::direct_linux_command(
+        &qemu,
+        &guest.kernel_path,
+        &guest.initramfs_path,
+        MEMORY_MIB,
+        GUEST_CMDLINE,
+    ))?;
+    let ready = direct.wait_for("BULKHEAD-GUEST-READY", Duration::from_secs(600))?;
+    let direct_s = bench::parse_uptime(&ready).ok_or("the direct boot printed no uptime")?;
+    drop(direct);
+
+    eprintln!("    Booting the same kernel inside Bulkhead (icount)");
+    let one = [desktops::Desktop { name: "bench", label: "BENCH", colour: "#2980b9", memory_mib: MEMORY_MIB }];
+    let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
+    let out = layout::target_dir().join("bench-linux-boot.img");
+    let mut modules = desktops::modules(&guest, &one);
+    // Same kernel command line as the direct boot.
+    modules[0] = disk::BootModule {
+        name: "vms".into(),
+        source: disk::FileSource::Bytes(
+            format!("vm bench kind=linux image=linux initrd=initrd memory={MEMORY_MIB}M cmdline=\"{GUEST_CMDLINE}\"\n")
+                .into_bytes(),
+        ),
+    };
+    let spec = disk::ImageSpec {
+        loader_efi: artifacts.loader_efi,
+        hypervisor_elf: artifacts.hypervisor_elf,
+        modules,
+        gop_mode: Some((1280, 800)),
+        cmdline: String::new(),
+    };
+    disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
+    let vars = layout::target_dir().join("bench-ovmf-vars.fd");
+    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| e.to_string())?;
+    let mut config = MachineConfig::new(&out, &ovmf, vars);
+    config.memory_mib = 1024;
+    config.cpus = 1;
+    config.iommu = Iommu::None;
+    config.icount = true;
+    let mut nested = LineReader::spawn(config.command(&qemu))?;
+    let ready = nested.wait_for("BULKHEAD-GUEST-READY", Duration::from_secs(900))?;
+    let nested_s = bench::parse_uptime(&ready).ok_or("the guest printed no uptime")?;
+    let boot = nested.wait_for("exits during boot:", Duration::from_secs(60))?;
+    let idle = nested.wait_for("idle exits:", Duration::from_secs(600))?;
+    drop(nested);
+
+    let idle_rate = idle.split("idle exits: ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("?");
+    println!("linux-boot ({}, {MEMORY_MIB} MiB, 1 vCPU, QEMU -icount shift=0,sleep=off)", guest.kernel_version);
+    println!("  guest uptime at ready marker, direct   : {direct_s:.3} s");
+    println!("  guest uptime at ready marker, Bulkhead : {nested_s:.3} s");
+    println!("  ratio Bulkhead / direct                : {:.3}", nested_s / direct_s);
+    println!("  exits during boot                      : {}", boot.split("exits during boot: ").nth(1).unwrap_or(""));
+    println!("  idle shell                             : {idle_rate} exits per second");
+    println!("  idle exits by reason                   : {}", idle.split(": ").last().unwrap_or(""));
+    Ok(())
 }
