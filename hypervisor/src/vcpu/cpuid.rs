@@ -119,6 +119,9 @@ impl CpuidPolicy {
                 // DS, ACPI, TM, PBE; MCE, MCA.
                 r.edx &= !bits(&[7, 14, 21, 22, 29, 31]);
             }
+            // ARAT (6:EAX[2]): the virtual local APIC timer never stops in idle, so the
+            // guest can run tickless without a broadcast timer.
+            6 if self.lapic => r = CpuidResult { eax: 1 << 2, ..CpuidResult::default() },
             5 | 6 | 0xa => r = CpuidResult::default(),
             7 if subleaf == 0 => {
                 // SGX, HLE, RTM, PQM, PQE, Intel PT.
