@@ -6,9 +6,11 @@
 //! the host against a fake configuration space.
 #![forbid(unsafe_code)]
 
+pub mod assign;
 pub mod config_filter;
 pub mod msi;
 pub mod passthrough;
+pub mod reset;
 
 #[cfg(test)]
 pub(crate) mod fake;
