@@ -136,6 +136,8 @@ pub fn assignability_with(
                 Some("bridge")
             } else if d.class == 0x06 {
                 Some("chipset function")
+            } else if (d.class, d.subclass) == (0x08, 0x06) {
+                Some("the IOMMU itself")
             } else if coverage == IommuCoverage::None {
                 Some("no IOMMU translates it")
             } else if rmrr {

@@ -56,10 +56,12 @@ impl Dte {
         d
     }
 
-    /// An IOAPIC/HPET: no DMA, interrupts forwarded unmapped (they come from the
-    /// hypervisor's own interrupt controllers).
+    /// An IOAPIC/HPET: no DMA, interrupts not remapped (IV = 0: they come from the
+    /// hypervisor's own interrupt controllers). IV = 0 rather than IntCtl = forward
+    /// keeps them working on units without interrupt remapping (QEMU without
+    /// `intremap=on` rejects every interrupt of a DTE with IV = 1).
     pub fn interrupt_source(settings: u8) -> Self {
-        let mut d = Self([V | TV, 0, IV | (IntCtl::Forward as u64) << INT_CTL_SHIFT, 0]);
+        let mut d = Self([V | TV, 0, 0, 0]);
         d.apply_settings(settings);
         d
     }
