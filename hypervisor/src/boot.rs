@@ -84,6 +84,9 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         inventory.log_all();
         info!(target: "pci", "{} PCI functions", inventory.devices().len());
     }
+    if let (Some(tables), Some(inventory)) = (&tables, &pci) {
+        protect_dma(tables, inventory);
+    }
     let iommu = match tables.as_ref().map(PlatformTables::iommu) {
         Some(IommuKind::VtD { units }) => heapless_format::<48>(format_args!("Intel VT-d, {units} unit(s)")),
         Some(IommuKind::AmdVi { units }) => heapless_format::<48>(format_args!("AMD-Vi, {units} unit(s)")),
@@ -187,6 +190,29 @@ fn guest_display(boot_info: &BootInfo) -> (u32, u32) {
     let size = embedded_graphics::prelude::Size::new(fb.width, fb.height);
     let strip = ui::strip::height(ui::Scale::for_screen(size));
     (fb.width, fb.height.saturating_sub(strip).max(200))
+}
+
+/// Reports which devices can be given to a VM, then turns on the IOMMU with every
+/// device blocked: no device reaches memory until a VM is given it.
+fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
+    if let Some((config, _)) = pci::access::host_config_spaces(tables).into_iter().next() {
+        let reports = crate::pci::assign::assignability(inventory, tables, &config);
+        crate::pci::assign::log_report(&reports);
+    }
+    // The hypervisor's own IOAPIC entries are not in remappable format yet, so
+    // compatibility-format interrupts stay allowed (see docs/iommu.md).
+    let config = crate::iommu::vtd::VtdConfig { allow_compat_interrupts: true };
+    match crate::iommu::from_platform(tables, inventory, config) {
+        Ok(mut iommu) => match iommu.enable() {
+            Ok(()) => {
+                info!(target: "iommu", "DMA remapping on: devices not given to a VM reach no memory");
+                // The IOMMU's tables live as long as the hypervisor.
+                alloc::boxed::Box::leak(iommu);
+            }
+            Err(e) => error!(target: "iommu", "cannot enable the IOMMU: {e:?}; device passthrough disabled"),
+        },
+        Err(e) => warn!(target: "iommu", "{e:?}: device passthrough disabled"),
+    }
 }
 
 /// The firmware's ACPI tables, or `None` (logged) when they are missing or unusable.

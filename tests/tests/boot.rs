@@ -76,6 +76,10 @@ fn boots_from_a_usb_stick_on_xhci_with_4_gib_four_cpus_and_vt_d_then_resets() {
     assert!(cpus.contains("CPUs: 4 (4 enabled"), "{cpus}");
     m.expect("ECAM: segment 0", STEP);
     m.expect("IOMMU: DMAR (VT-d) with 1 units", STEP);
+    // The boot report lists every function with its assignability.
+    m.expect("passthrough: 0 of 6 functions assignable", STEP);
+    m.expect("USB controller (xHCI): group", STEP);
+    m.expect("DMA remapping on", STEP);
     m.expect("BULKHEAD READY", STEP);
     // -no-reboot turns the reset into an exit; QMP says which it was.
     assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
@@ -98,6 +102,9 @@ fn boots_with_amd_vi_and_no_svm_then_powers_off() {
     m.expect("Bulkhead loader", BOOT);
     m.expect("virtualisation: none (no SVM or VMX)", STEP);
     m.expect("IOMMU: IVRS (AMD-Vi) with 1 IVHDs", STEP);
+    m.expect("passthrough: ", STEP);
+    m.expect("AMD-Vi unit 0 enabled", STEP);
+    m.expect("DMA remapping on", STEP);
     m.expect("no SVM or VMX", STEP);
     m.expect("BULKHEAD READY", STEP);
     assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));

@@ -34,7 +34,7 @@ pub trait IommuHw: FrameSource {
 
 /// Polling budget for register handshakes and invalidation waits (about 1 s on
 /// hardware; the VT-d spec gives no bound, Linux uses `DMAR_OPERATION_TIMEOUT`).
-pub(crate) const POLL_LIMIT: u32 = 1_000_000;
+pub(crate) const POLL_LIMIT: u32 = 100_000;
 
 /// Reads entry `index` (of `entry_bytes` = 8, 16 or 32) of a table that starts at
 /// `base` and may span several contiguous frames, as `u64` words.
