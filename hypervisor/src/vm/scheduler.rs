@@ -258,7 +258,8 @@ impl<A: Arch> Scheduler<A> {
         let outcomes: Vec<VmOutcome<'_>> = self
             .slots
             .iter()
-            .map(|s| VmOutcome {
+            .map(|s| (s, s.vm.console.lock()))
+            .map(|(s, console)| VmOutcome {
                 name: &s.vm.config.name,
                 expect: s.vm.config.expect,
                 restart: s.vm.config.restart,
@@ -267,9 +268,9 @@ impl<A: Arch> Scheduler<A> {
                     VmState::Stopped(r) => Some(r),
                     _ => None,
                 },
-                passed_checks: s.vm.console.lock().passed_checks,
-                failed_checks: s.vm.console.lock().failed_checks,
-                checks_done: s.vm.console.lock().checks_done,
+                passed_checks: console.passed_checks,
+                failed_checks: console.failed_checks,
+                checks_done: console.checks_done,
                 canary_intact: s.vm.canary_intact(),
                 checksum_at_stop: s.final_checksum.unwrap_or(0),
                 checksum_now: s.vm.memory_checksum(),
