@@ -118,6 +118,9 @@ pub fn tile_state(state: VmState) -> overview::VmState {
 
 pub struct Desk {
     keyboard: Option<HostKeyboard<PortIo>>,
+    /// Bytes read from the keyboard and not yet routed. The controller holds one byte
+    /// and the keyboard a few more, so long drawing steps read the keyboard in between.
+    typed: heapless::Deque<u8, 256>,
     decoder: Set1Decoder,
     router: KeyRouter,
     /// The VM slot on the desktop (also while the overview covers it).
@@ -132,6 +135,9 @@ pub struct Desk {
     /// Set-1 bytes given to each VM (counts only; keys are never logged).
     injected: Vec<u64>,
     dirty: Vec<u64>,
+    /// Bytes read from the keyboard.
+    bytes_read: u64,
+    last_read_tsc: u64,
     /// Strip clock last drawn; the strip is redrawn when the minute changes.
     strip_clock: Option<(u8, u8)>,
     overview_drawn_tsc: u64,
@@ -170,6 +176,7 @@ impl Desk {
         let ticks_per_ms = crate::arch::x86::tsc::cached_ticks_per_ms().max(1);
         Desk {
             keyboard,
+            typed: heapless::Deque::new(),
             decoder: Set1Decoder::new(),
             router: KeyRouter::new(Hotkeys::default(), Focus::Vm(0)),
             focus: 0,
@@ -181,6 +188,8 @@ impl Desk {
             toast: None,
             injected: vec![0; vm_count],
             dirty: Vec::new(),
+            bytes_read: 0,
+            last_read_tsc: 0,
             strip_clock: None,
             overview_drawn_tsc: 0,
             thumbnails: vec![Vec::new(); vm_count],
@@ -188,14 +197,29 @@ impl Desk {
         }
     }
 
+    /// Reads what the keyboard has into [`Self::typed`] (cheap; no routing).
+    pub fn read_keyboard(&mut self) {
+        let Some(keyboard) = self.keyboard.as_mut() else { return };
+        let now = rdtsc();
+        let gap_ms = now.saturating_sub(self.last_read_tsc) / self.ticks_per_ms;
+        if gap_ms >= 50 && self.last_read_tsc != 0 {
+            warn!(target: "keyboard", "keyboard not read for {gap_ms} ms (keys may be lost)");
+        }
+        self.last_read_tsc = now;
+        let typed = &mut self.typed;
+        let read = &mut self.bytes_read;
+        keyboard.poll(|b| {
+            *read += 1;
+            if typed.push_back(b).is_err() {
+                warn!(target: "keyboard", "typed too far ahead; key byte dropped");
+            }
+        });
+    }
+
     /// Reads the keyboard and routes what it typed.
     pub fn poll_input<A: Arch, S: AsMut<Vm<A>>>(&mut self, vms: &mut [S]) {
-        let Some(mut keyboard) = self.keyboard.take() else { return };
-        let mut bytes = heapless::Vec::<u8, 32>::new();
-        keyboard.poll(|b| {
-            let _ = bytes.push(b);
-        });
-        for b in bytes {
+        self.read_keyboard();
+        while let Some(b) = self.typed.pop_front() {
             let Some(key) = self.decoder.feed(b) else { continue };
             let outputs = self.router.feed(key);
             for out in outputs {
@@ -205,10 +229,10 @@ impl Desk {
         if self.mode == Mode::Desktop
             && let Some(vm) = vms.get_mut(self.focus)
             && let Some(leds) = vm.as_mut().take_led_change()
+            && let Some(keyboard) = self.keyboard.as_mut()
         {
             keyboard.set_leds(leds);
         }
-        self.keyboard = Some(keyboard);
     }
 
     fn apply<A: Arch, S: AsMut<Vm<A>>>(&mut self, out: Output, vms: &mut [S]) {
@@ -239,7 +263,12 @@ impl Desk {
             Action::Next if count > 0 => self.switch_to((self.focus + 1) % count, vms),
             Action::Next => {}
             Action::Overview if matches!(self.mode, Mode::Overview(_)) => self.switch_to(self.focus, vms),
-            Action::Overview | Action::SecureAttention => self.open_overview(count),
+            Action::Overview | Action::SecureAttention => {
+                // Keys the VM saw pressed (Ctrl, Alt) are released in it now.
+                for out in self.open_overview(count) {
+                    self.apply(out, vms);
+                }
+            }
         }
     }
 
@@ -268,7 +297,9 @@ impl Desk {
         }
     }
 
-    fn open_overview(&mut self, count: usize) {
+    /// Shows the overview; returns the releases owed to the VM that had the keyboard.
+    #[must_use]
+    fn open_overview(&mut self, count: usize) -> super::router::Outputs {
         let screen = screen::size().map_or(Size::new(1280, 800), |(w, h)| Size::new(w, h));
         let columns = overview::layout(screen, count, ui::Scale::for_screen(screen)).columns;
         let selection = Selection::new(count, columns).with_index(self.focus);
@@ -277,8 +308,9 @@ impl Desk {
         self.clock.hurry();
         // The overview is the hypervisor's: keys go to it, and held keys are released
         // in the VM that had them.
-        let _ = self.router.set_focus(Focus::Hypervisor);
+        let releases = self.router.set_focus(Focus::Hypervisor);
         info!(target: "switcher", "overview open");
+        releases
     }
 
     fn switch_to<A: Arch, S: AsMut<Vm<A>>>(&mut self, slot: usize, vms: &mut [S]) {
@@ -314,7 +346,9 @@ impl Desk {
                 self.shown = Shown::Nothing;
             }
         } else if slot == self.focus && self.mode == Mode::Desktop {
-            self.open_overview(count);
+            // The stopped VM held the keyboard; `forget_vm` already dropped what it owed.
+            let owed = self.open_overview(count);
+            debug_assert!(owed.is_empty());
         } else {
             // Its tile changes state.
             self.shown = Shown::Nothing;
@@ -361,6 +395,7 @@ impl Desk {
                 screen::clear_below(top);
             }
             bytes = screen::present_rows(fb.hpa, stride_px, len_px, &placement, 0..fb.height);
+            self.read_keyboard();
             self.strip_clock = None;
             self.shown = now_showing;
         } else if changed > 0 {
@@ -373,7 +408,7 @@ impl Desk {
             self.strip_clock = Some(strip.clock);
             screen::with_target(|target| ui::strip::draw(target, &strip));
         }
-        if bytes > 0 || full {
+        if full || (bytes > 0 && self.toast_overdrawn(&self.dirty, &placement, fb.stride_bytes, fb.height)) {
             self.draw_toast();
         }
         self.stats.record(bytes);
@@ -409,6 +444,7 @@ impl Desk {
             if ok.is_err() {
                 buf.clear();
             }
+            self.read_keyboard();
         }
         let tiles: Vec<Tile<'_>> = vms
             .iter_mut()
@@ -437,6 +473,21 @@ impl Desk {
         self.overview_drawn_tsc = now;
     }
 
+    /// Whether the rows just copied cover part of the notification.
+    fn toast_overdrawn(&self, dirty: &[u64], placement: &Placement, stride_bytes: u32, height: u32) -> bool {
+        let Some(t) = &self.toast else { return false };
+        let Some((w, h)) = screen::size() else { return false };
+        let size = Size::new(w, h);
+        let n = Notification { message: &t.text, severity: t.severity };
+        let area = ui::notification::rect(size, ui::Scale::for_screen(size), &n);
+        let top = area.top_left.y.max(0) as u32;
+        let bottom = top + area.size.height;
+        compositor::dirty_rows(dirty, stride_bytes, height).iter().any(|rows| {
+            let on_screen = placement.screen_rows(rows.clone());
+            on_screen.start < bottom && top < on_screen.end
+        })
+    }
+
     fn draw_toast(&self) {
         if let Some(t) = &self.toast {
             let n = Notification { message: &t.text, severity: t.severity };
@@ -449,8 +500,10 @@ impl Desk {
     pub fn command<A: Arch, S: AsRef<Vm<A>>>(&self, line: &str, vms: &[S]) -> bool {
         match line.trim() {
             "!keys" => {
+                info!(target: "switcher", "KEYS read={} held={}", self.bytes_read, self.router.held_count());
                 for (vm, n) in vms.iter().zip(&self.injected) {
-                    info!(target: "switcher", "KEYS vm={} injected={n}", vm.as_ref().config.name);
+                    let vm = vm.as_ref();
+                    info!(target: "switcher", "KEYS vm={} injected={n} dropped={}", vm.config.name, vm.dropped_keys());
                 }
                 true
             }

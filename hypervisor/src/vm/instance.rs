@@ -265,6 +265,12 @@ impl<A: Arch> Vm<A> {
         self.platform.as_ref().and_then(|p| p.keyboard.lock().take_led_change())
     }
 
+    /// Key bytes the VM's keyboard dropped (the guest had it disabled, or its queue
+    /// was full).
+    pub fn dropped_keys(&self) -> u64 {
+        self.platform.as_ref().map_or(0, |p| p.keyboard.lock().dropped_keys())
+    }
+
     /// The keyboard LEDs the guest set last (bit 0 Scroll, 1 Num, 2 Caps Lock).
     pub fn keyboard_leds(&self) -> u8 {
         self.platform.as_ref().map_or(0, |p| p.keyboard.lock().leds())

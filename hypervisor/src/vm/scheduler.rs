@@ -134,6 +134,7 @@ impl<A: Arch> Scheduler<A> {
                 if let SliceEnd::Stopped(reason) = end {
                     self.on_stop(i, reason);
                 }
+                self.desk.read_keyboard();
             }
             self.desk.poll_input(&mut self.slots);
             self.handle_commands();
