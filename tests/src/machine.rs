@@ -219,6 +219,33 @@ impl Machine {
         crate::screen::Screenshot::load(&path).unwrap_or_else(|e| self.fail(&format!("reading {name}.png: {e}")))
     }
 
+    /// Presses a key combination on the machine's keyboard, QEMU style: `"ctrl-alt-2"`,
+    /// `"ret"`, `"shift-4"` (keys go down in order and come up in reverse order).
+    pub fn send_keys(&mut self, combo: &str) {
+        let keys = combo
+            .split('-')
+            .map(|name| {
+                let code =
+                    name.parse::<qmp::QKeyCode>().unwrap_or_else(|_| self.fail(&format!("unknown key {name:?}")));
+                qmp::KeyValue::qcode(qmp::QKeyCodeWrapper { data: code })
+            })
+            .collect();
+        let command = qmp::send_key { keys, hold_time: Some(KEY_HOLD_MS) };
+        if let Err(e) = self.qmp().execute(&command) {
+            self.fail(&format!("QMP send-key {combo}: {e}"));
+        }
+        // send-key returns before the keys come up: pace the next one after the release.
+        std::thread::sleep(Duration::from_millis(KEY_HOLD_MS as u64 + 20));
+    }
+
+    /// Types `text` on the machine's keyboard (US layout; `\n` is Enter).
+    pub fn type_keys(&mut self, text: &str) {
+        for c in text.chars() {
+            let combo = key_for(c).unwrap_or_else(|| self.fail(&format!("no key for {c:?}")));
+            self.send_keys(&combo);
+        }
+    }
+
     /// The reason QEMU gave for each SHUTDOWN event seen on QMP (e.g. "guest-shutdown",
     /// "guest-reset").
     pub fn shutdown_reasons(&mut self) -> Vec<String> {
@@ -249,6 +276,61 @@ impl Machine {
             self.dir.display()
         );
     }
+}
+
+/// How long `send_keys` holds keys down.
+const KEY_HOLD_MS: i64 = 30;
+
+/// The QEMU key combination that types `c` on a US keyboard.
+pub fn key_for(c: char) -> Option<String> {
+    const SHIFTED: &[(char, &str)] = &[
+        ('!', "1"),
+        ('@', "2"),
+        ('#', "3"),
+        ('$', "4"),
+        ('%', "5"),
+        ('^', "6"),
+        ('&', "7"),
+        ('*', "8"),
+        ('(', "9"),
+        (')', "0"),
+        ('_', "minus"),
+        ('+', "equal"),
+        ('>', "dot"),
+        ('<', "comma"),
+        ('?', "slash"),
+        (':', "semicolon"),
+        ('"', "apostrophe"),
+        ('|', "backslash"),
+    ];
+    const PLAIN: &[(char, &str)] = &[
+        (' ', "spc"),
+        ('\n', "ret"),
+        ('-', "minus"),
+        ('=', "equal"),
+        ('.', "dot"),
+        (',', "comma"),
+        ('/', "slash"),
+        (';', "semicolon"),
+        ('\'', "apostrophe"),
+        ('\\', "backslash"),
+    ];
+    if c.is_ascii_lowercase() || c.is_ascii_digit() {
+        return Some(c.to_string());
+    }
+    if c.is_ascii_uppercase() {
+        return Some(format!("shift-{}", c.to_ascii_lowercase()));
+    }
+    if let Some((_, k)) = SHIFTED.iter().find(|(ch, _)| *ch == c) {
+        return Some(format!("shift-{k}"));
+    }
+    PLAIN.iter().find(|(ch, _)| *ch == c).map(|(_, k)| k.to_string())
+}
+
+/// Set-1 bytes a guest receives when `c` is typed with [`Machine::type_keys`] (a press
+/// and a release per key, shift included).
+pub fn scancode_bytes_for(c: char) -> usize {
+    key_for(c).map_or(0, |combo| combo.split('-').count() * 2)
 }
 
 /// Connects to QEMU's serial socket (QEMU waits for this before it starts the guest)

@@ -130,6 +130,10 @@ struct LinesInner {
     forwarded: AtomicU32,
     /// Edges (pulses) not yet forwarded.
     pulses: AtomicU32,
+    /// Lines that dropped and rose again while the controller saw them high (the
+    /// i8042 output buffer refilled as it was read): forwarded as low-then-high, so an
+    /// edge-triggered pin sees the new edge.
+    glitches: AtomicU32,
 }
 
 /// GSIs a [`GsiLines`] latch can carry.
@@ -145,10 +149,14 @@ impl GsiLines {
         let levels = self.inner.levels.load(Ordering::Acquire);
         let before = self.inner.forwarded.swap(levels, Ordering::AcqRel);
         let pulses = self.inner.pulses.swap(0, Ordering::AcqRel);
+        let glitches = self.inner.glitches.swap(0, Ordering::AcqRel);
         for gsi in 0..GSI_LINES {
             let bit = 1u32.wrapping_shl(gsi);
             if (levels ^ before) & bit != 0 {
                 sink.set_level(gsi, levels & bit != 0);
+            } else if glitches & levels & bit != 0 {
+                sink.set_level(gsi, false);
+                sink.set_level(gsi, true);
             }
             if pulses & bit != 0 {
                 sink.pulse(gsi);
@@ -159,6 +167,7 @@ impl GsiLines {
     /// Whether a drain would forward anything.
     pub fn is_dirty(&self) -> bool {
         self.inner.pulses.load(Ordering::Acquire) != 0
+            || self.inner.glitches.load(Ordering::Acquire) != 0
             || self.inner.levels.load(Ordering::Acquire) != self.inner.forwarded.load(Ordering::Acquire)
     }
 }
@@ -170,7 +179,10 @@ impl GsiSink for GsiLines {
             return;
         };
         if high {
-            self.inner.levels.fetch_or(bit, Ordering::AcqRel);
+            let was = self.inner.levels.fetch_or(bit, Ordering::AcqRel);
+            if was & bit == 0 && self.inner.forwarded.load(Ordering::Acquire) & bit != 0 {
+                self.inner.glitches.fetch_or(bit, Ordering::AcqRel);
+            }
         } else {
             self.inner.levels.fetch_and(!bit, Ordering::AcqRel);
         }
@@ -256,5 +268,30 @@ mod tests {
         device.set_level(4, false);
         lines.drain_into(&mut r);
         assert_eq!(r.0, [(4, false)]);
+    }
+
+    #[test]
+    fn a_line_dropped_and_raised_again_between_drains_gives_a_new_edge() {
+        let lines = GsiLines::new();
+        let mut device = lines.clone();
+        device.set_level(1, true);
+        let mut r = Recorder::default();
+        lines.drain_into(&mut r);
+        assert_eq!(r.0, [(1, true)]);
+        // The guest reads a byte and the next one is loaded at once.
+        device.set_level(1, false);
+        device.set_level(1, true);
+        assert!(lines.is_dirty());
+        let mut r = Recorder::default();
+        lines.drain_into(&mut r);
+        assert_eq!(r.0, [(1, false), (1, true)]);
+        // Dropped for good after a glitch: just the fall.
+        device.set_level(1, false);
+        device.set_level(1, true);
+        device.set_level(1, false);
+        let mut r = Recorder::default();
+        lines.drain_into(&mut r);
+        assert_eq!(r.0, [(1, false)]);
+        assert!(!lines.is_dirty());
     }
 }

@@ -84,8 +84,20 @@ impl NestedPageTable {
 
     /// Maps every region of `map`.
     pub fn map_all<F: FrameSource>(&mut self, frames: &mut F, map: &GuestMemoryMap) -> Result<(), NptError> {
+        self.map_all_tracking(frames, map, None)
+    }
+
+    /// Maps every region of `map`; the region starting at `tracked` (if any) gets 4 KiB
+    /// leaves only, so [`Self::take_dirty`] can tell its pages apart.
+    pub fn map_all_tracking<F: FrameSource>(
+        &mut self,
+        frames: &mut F,
+        map: &GuestMemoryMap,
+        tracked: Option<GuestPhysAddr>,
+    ) -> Result<(), NptError> {
         for r in map.regions() {
-            self.map_range(frames, r.gpa(), r.hpa(), r.len_bytes(), r.perms())?;
+            let small = Some(r.gpa()) == tracked;
+            self.map_range_with(frames, r.gpa(), r.hpa(), r.len_bytes(), r.perms(), small)?;
         }
         Ok(())
     }
@@ -99,6 +111,18 @@ impl NestedPageTable {
         hpa: HostPhysAddr,
         len_bytes: u64,
         perms: Perms,
+    ) -> Result<(), NptError> {
+        self.map_range_with(frames, gpa, hpa, len_bytes, perms, false)
+    }
+
+    fn map_range_with<F: FrameSource>(
+        &mut self,
+        frames: &mut F,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        len_bytes: u64,
+        perms: Perms,
+        small_only: bool,
     ) -> Result<(), NptError> {
         if !perms.read {
             return Err(NptError::NotReadable);
@@ -125,7 +149,11 @@ impl NestedPageTable {
         let (mut large, mut small) = (0u64, 0u64);
         while g < gpa_end {
             let remaining = gpa_end.wrapping_sub(g);
-            let step = if g % LARGE_PAGE_SIZE == 0 && h % LARGE_PAGE_SIZE == 0 && remaining >= LARGE_PAGE_SIZE {
+            let step = if !small_only
+                && g % LARGE_PAGE_SIZE == 0
+                && h % LARGE_PAGE_SIZE == 0
+                && remaining >= LARGE_PAGE_SIZE
+            {
                 self.set_leaf(frames, g, 2, h | leaf_flags | entry::HUGE)?;
                 large = large.wrapping_add(1);
                 LARGE_PAGE_SIZE
@@ -197,10 +225,83 @@ impl NestedPageTable {
         None
     }
 
+    /// Reads and clears the Dirty bits of the `npages` 4 KiB pages from `gpa`: bit `i` of
+    /// `bitmap` is set when page `i` was written since the last call (a 2 MiB leaf
+    /// marks all its pages). Returns the number of dirty pages. The processor caches
+    /// the Dirty state in its TLB (APM Vol. 2 15.25.5: nested table A/D bits are
+    /// updated like host ones), so the caller must flush the guest's TLB before it runs
+    /// again, or later writes go unnoticed.
+    pub fn take_dirty<F: FrameSource>(
+        &mut self,
+        frames: &mut F,
+        gpa: GuestPhysAddr,
+        npages: usize,
+        bitmap: &mut [u64],
+    ) -> usize {
+        let mut dirty = 0usize;
+        let mut page = 0usize;
+        while page < npages {
+            let Some(g) = (page as u64).checked_mul(PAGE_SIZE).and_then(|o| gpa.raw().checked_add(o)) else { break };
+            // Pages until the end of this 2 MiB block (one page table covers it).
+            let in_block = ((LARGE_PAGE_SIZE.wrapping_sub(g % LARGE_PAGE_SIZE)) / PAGE_SIZE) as usize;
+            let count = in_block.min(npages.wrapping_sub(page));
+            match self.leaf_table(frames, g) {
+                Some((table, 1)) => {
+                    let first = index(g, 1);
+                    for i in 0..count {
+                        let Some(e) = frames.table_mut(table).get_mut(first.wrapping_add(i)) else { break };
+                        if *e & entry::PRESENT != 0 && *e & entry::DIRTY != 0 {
+                            *e &= !entry::DIRTY;
+                            set_bit(bitmap, page.wrapping_add(i));
+                            dirty = dirty.wrapping_add(1);
+                        }
+                    }
+                }
+                Some((table, _)) => {
+                    if let Some(e) = frames.table_mut(table).get_mut(index(g, 2))
+                        && *e & entry::DIRTY != 0
+                    {
+                        *e &= !entry::DIRTY;
+                        for i in 0..count {
+                            set_bit(bitmap, page.wrapping_add(i));
+                        }
+                        dirty = dirty.wrapping_add(count);
+                    }
+                }
+                None => {}
+            }
+            page = page.wrapping_add(count.max(1));
+        }
+        dirty
+    }
+
+    /// The table holding the leaf for `gpa` and its level (1 = page table, 2 = a page
+    /// directory holding a 2 MiB leaf), if `gpa` is mapped below 1 GiB leaves.
+    fn leaf_table<F: FrameSource>(&self, frames: &mut F, gpa: u64) -> Option<(HostPhysAddr, u32)> {
+        let mut table = self.root;
+        for level in [4u32, 3, 2] {
+            let e = *frames.table_mut(table).get(index(gpa, level))?;
+            if e & entry::PRESENT == 0 {
+                return None;
+            }
+            if e & entry::HUGE != 0 {
+                return (level == 2).then_some((table, 2));
+            }
+            table = HostPhysAddr::new(e & entry::ADDR_MASK);
+        }
+        Some((table, 1))
+    }
+
     /// Returns every table frame to `frames`.
     pub fn destroy<F: FrameSource>(self, frames: &mut F) {
         let freed = free_table(frames, self.root, 4);
         log::debug!(target: "npt", "nested page table {} freed ({freed} frames)", self.root);
+    }
+}
+
+fn set_bit(bitmap: &mut [u64], bit: usize) {
+    if let Some(word) = bitmap.get_mut(bit / 64) {
+        *word |= 1u64 << (bit % 64);
     }
 }
 
@@ -282,7 +383,7 @@ pub(crate) mod fake {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
     use super::fake::FakeFrames;
     use super::*;
@@ -350,6 +451,51 @@ mod tests {
         assert!(!npt.translate(&mut f, g(0xfff0_1008)).unwrap().writable);
         assert_eq!(npt.translate(&mut f, g((1 << 40) + 0x2004)).unwrap().hpa, h(128 * MIB + 0x2004));
         assert!(f.live() > 3);
+        npt.destroy(&mut f);
+        assert_eq!(f.live(), 0);
+    }
+
+    /// Sets the Dirty bit of the leaf mapping `gpa`, as the processor does on a write.
+    fn write_to(f: &mut FakeFrames, npt: &NestedPageTable, gpa: u64) {
+        let (table, level) = npt.leaf_table(f, gpa).unwrap();
+        f.table_mut(table)[index(gpa, level)] |= entry::DIRTY | entry::ACCESSED;
+    }
+
+    #[test]
+    fn tracked_regions_use_4k_pages_and_report_dirty_pages_once() {
+        let mut f = FakeFrames::new();
+        let fb = g(0xb000_0000);
+        let map = GuestMemoryMap::new(vec![
+            GuestRegion::new(g(0), h(64 * MIB), 4 * MIB, Perms::RWX).unwrap(),
+            GuestRegion::new(fb, h(128 * MIB), 4 * MIB, Perms::RW).unwrap(),
+        ])
+        .unwrap();
+        let mut npt = NestedPageTable::new(&mut f).unwrap();
+        npt.map_all_tracking(&mut f, &map, Some(fb)).unwrap();
+        assert_eq!(npt.translate(&mut f, g(0x1000)).unwrap().page_size, LARGE_PAGE_SIZE);
+        assert_eq!(npt.translate(&mut f, fb).unwrap().page_size, PAGE_SIZE);
+        let npages = 1024;
+        let mut bits = [0u64; 16];
+        assert_eq!(npt.take_dirty(&mut f, fb, npages, &mut bits), 0);
+        for page in [0u64, 1, 511, 512, 1023] {
+            write_to(&mut f, &npt, fb.raw() + page * PAGE_SIZE + 8);
+        }
+        assert_eq!(npt.take_dirty(&mut f, fb, npages, &mut bits), 5);
+        assert_eq!(bits[0], 0b11);
+        assert_eq!(bits[7], 1 << 63);
+        assert_eq!(bits[8], 1);
+        assert_eq!(bits[15], 1 << 63);
+        // Read and cleared: nothing new until the next write.
+        let mut again = [0u64; 16];
+        assert_eq!(npt.take_dirty(&mut f, fb, npages, &mut again), 0);
+        assert_eq!(again, [0; 16]);
+        // A 2 MiB leaf marks all of its pages; an unmapped range reports nothing.
+        write_to(&mut f, &npt, 0x20_0000);
+        let mut big = [0u64; 16];
+        assert_eq!(npt.take_dirty(&mut f, g(0), npages, &mut big), 512);
+        assert_eq!(&big[..8], &[0; 8]);
+        assert_eq!(&big[8..], &[u64::MAX; 8]);
+        assert_eq!(npt.take_dirty(&mut f, g(1 << 40), 4, &mut big), 0);
         npt.destroy(&mut f);
         assert_eq!(f.live(), 0);
     }

@@ -1,5 +1,6 @@
 //! The machine around the CPU: firmware tables, PCI, power control, the framebuffer.
 pub mod acpi;
+pub mod keyboard;
 pub mod pci;
 pub mod power;
 pub mod qemu;

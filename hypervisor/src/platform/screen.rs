@@ -86,3 +86,55 @@ pub fn present_guest(src: crate::memory::addr::HostPhysAddr, width: u32, height:
     }
     u64::from(rows) * cols as u64 * 4
 }
+
+/// Copies guest rows `rows` of a framebuffer at `src` (32-bit pixels, blue in the lowest
+/// byte, `stride_px` pixels a row, at least `len_px` pixels) to the screen as
+/// `placement` says. Returns the bytes written to the screen.
+pub fn present_rows(
+    src: crate::memory::addr::HostPhysAddr,
+    stride_px: u32,
+    len_px: usize,
+    placement: &crate::switcher::compositor::Placement,
+    rows: core::ops::Range<u32>,
+) -> u64 {
+    let mut guard = SCREEN.lock();
+    let Some(screen) = guard.as_mut() else { return 0 };
+    // SAFETY: `src` is a guest framebuffer the hypervisor allocated (contiguous, mapped
+    // RAM of `len_px` pixels); the VM is not running while the hypervisor copies.
+    let pixels = unsafe { core::slice::from_raw_parts(src.raw() as *const u32, len_px) };
+    let p = placement;
+    let swap = screen.order == PixelOrder::Rgb;
+    let cols = p.src_w as usize;
+    let dst_w = (cols * p.scale as usize).min(screen.width.saturating_sub(p.dst_x) as usize);
+    let mut bytes = 0u64;
+    let first = rows.start.max(p.src_y);
+    let end = rows.end.min(p.src_y.saturating_add(p.src_h));
+    for y in first..end {
+        let from = y as usize * stride_px as usize + p.src_x as usize;
+        let Some(src_row) = pixels.get(from..from + cols) else { break };
+        let screen_y = p.dst_y as usize + (y - p.src_y) as usize * p.scale as usize;
+        for dy in 0..p.scale as usize {
+            let to = (screen_y + dy) * screen.stride as usize + p.dst_x as usize;
+            let Some(dst_row) = screen.pixels.get_mut(to..to + dst_w) else { break };
+            crate::switcher::compositor::blit_row(src_row, dst_row, p.scale, swap);
+            bytes += dst_w as u64 * 4;
+        }
+    }
+    bytes
+}
+
+/// Fills screen rows `top..` with black (the border around a centred guest).
+pub fn clear_below(top: u32) {
+    let mut guard = SCREEN.lock();
+    let Some(screen) = guard.as_mut() else { return };
+    let start = (top as usize * screen.stride as usize).min(screen.pixels.len());
+    screen.pixels[start..].fill(0);
+}
+
+/// Runs `f` on a guest framebuffer's pixels (for thumbnails).
+pub fn with_guest_pixels<R>(src: crate::memory::addr::HostPhysAddr, len_px: usize, f: impl FnOnce(&[u32]) -> R) -> R {
+    // SAFETY: as in `present_rows`: a hypervisor-allocated guest framebuffer of
+    // `len_px` pixels, not written while the VM is not running.
+    let pixels = unsafe { core::slice::from_raw_parts(src.raw() as *const u32, len_px) };
+    f(pixels)
+}

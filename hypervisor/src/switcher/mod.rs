@@ -3,6 +3,8 @@
 //! VM's display under the trust strip. This module is pure logic; the drivers feed it.
 #![forbid(unsafe_code)]
 
+pub mod compositor;
+pub mod desk;
 pub mod hotkeys;
 pub mod keys;
 pub mod router;

@@ -59,6 +59,11 @@ impl KeyRouter {
         KeyRouter { hotkeys, focus, held: Vec::new() }
     }
 
+    /// Keys down right now.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
     pub fn focus(&self) -> Focus {
         self.focus
     }

@@ -101,6 +101,10 @@ pub trait Arch {
     /// guest can take an interrupt.
     fn request_interrupt_window(vcpu: &mut Self::Vcpu);
 
+    /// Flushes the guest's TLB entries on the next entry (after the hypervisor changed
+    /// its stage-2 tables, e.g. cleared Dirty bits).
+    fn request_tlb_flush(vcpu: &mut Self::Vcpu);
+
     /// The I/O and MSR permission maps in the vendor's layout: every port intercepted,
     /// every MSR intercepted except those held in vendor state that the guest may use
     /// freely. The caller places them in physically contiguous memory.

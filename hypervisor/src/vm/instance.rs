@@ -245,6 +245,37 @@ impl<A: Arch> Vm<A> {
         self.framebuffer
     }
 
+    /// Reads and clears which framebuffer pages the guest wrote since the last call (bit
+    /// `i` of `bitmap` = page `i`); `None` when the VM is not running (its screen cannot
+    /// change). Flushes the guest's TLB so its next write marks the page again.
+    pub fn take_framebuffer_dirty(&mut self, bitmap: &mut [u64]) -> Option<usize> {
+        let fb = self.framebuffer?;
+        let npt = self.npt.as_mut()?;
+        let vcpu = self.vcpu.as_mut()?;
+        let npages = (fb.len / PAGE_SIZE) as usize;
+        let dirty = npt.take_dirty(&mut GlobalFrames, fb.gpa, npages, bitmap);
+        if dirty > 0 {
+            A::request_tlb_flush(vcpu);
+        }
+        Some(dirty)
+    }
+
+    /// The keyboard LEDs the guest last set, when they changed (for the real keyboard).
+    pub fn take_led_change(&self) -> Option<u8> {
+        self.platform.as_ref().and_then(|p| p.keyboard.lock().take_led_change())
+    }
+
+    /// Key bytes the VM's keyboard dropped (the guest had it disabled, or its queue
+    /// was full).
+    pub fn dropped_keys(&self) -> u64 {
+        self.platform.as_ref().map_or(0, |p| p.keyboard.lock().dropped_keys())
+    }
+
+    /// The keyboard LEDs the guest set last (bit 0 Scroll, 1 Num, 2 Caps Lock).
+    pub fn keyboard_leds(&self) -> u8 {
+        self.platform.as_ref().map_or(0, |p| p.keyboard.lock().leds())
+    }
+
     /// Types into the VM's serial console (tests, the service console).
     pub fn serial_input(&self, bytes: &[u8]) {
         if let Some(p) = &self.platform {
@@ -295,7 +326,9 @@ impl<A: Arch> Vm<A> {
             self.scrub_ram();
         }
         let mut npt = NestedPageTable::new(&mut GlobalFrames).map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
-        npt.map_all(&mut GlobalFrames, &self.map).map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+        // The framebuffer gets 4 KiB leaves so the switcher can track written pages.
+        npt.map_all_tracking(&mut GlobalFrames, &self.map, self.framebuffer.map(|fb| fb.gpa))
+            .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
         let initial = self.load_image()?;
         if self.config.kind == Kind::Payload {
             self.write_canary();

@@ -10,6 +10,7 @@ use crate::memory::addr::HostPhysAddr;
 use crate::memory::direct_map;
 use crate::memory::paging;
 use crate::platform::qemu;
+use crate::switcher::desk::Desk;
 use crate::vcpu::arch::Arch;
 use crate::vcpu::exit::StopReason;
 use crate::vm::config::Restart;
@@ -18,9 +19,6 @@ use crate::vm::selftest::{self, VmOutcome};
 
 /// Length of a time slice.
 const SLICE_US: u64 = 10_000;
-
-/// Frames per second the screen is refreshed at, at most.
-const FRAME_RATE: u64 = 30;
 
 /// Lines typed on the hypervisor's serial console: `@NAME text` types `text` and a
 /// newline into VM NAME's serial console.
@@ -66,15 +64,26 @@ struct Slot<A: Arch> {
     final_checksum: Option<u64>,
 }
 
+impl<A: Arch> AsMut<Vm<A>> for Slot<A> {
+    fn as_mut(&mut self) -> &mut Vm<A> {
+        &mut self.vm
+    }
+}
+
+impl<A: Arch> AsRef<Vm<A>> for Slot<A> {
+    fn as_ref(&self) -> &Vm<A> {
+        &self.vm
+    }
+}
+
 pub struct Scheduler<A: Arch> {
     slots: Vec<Slot<A>>,
     features: A::Features,
     /// Checksum of the hypervisor's text and rodata at start.
     image_checksum: u64,
     commands: SerialCommands,
-    /// Index of the VM on screen.
-    focus: usize,
-    next_frame_tsc: u64,
+    /// The screen and the keyboard.
+    desk: Desk,
 }
 
 impl<A: Arch> core::fmt::Debug for Scheduler<A> {
@@ -104,13 +113,13 @@ fn hypervisor_checksum() -> u64 {
 
 impl<A: Arch> Scheduler<A> {
     pub fn new(vms: Vec<Vm<A>>, features: A::Features) -> Self {
+        let desk = Desk::new(vms.len());
         Scheduler {
             slots: vms.into_iter().map(|vm| Slot { vm, report: LoadReport::default(), final_checksum: None }).collect(),
             features,
             image_checksum: hypervisor_checksum(),
             commands: SerialCommands::default(),
-            focus: 0,
-            next_frame_tsc: 0,
+            desk,
         }
     }
 
@@ -137,9 +146,11 @@ impl<A: Arch> Scheduler<A> {
                 if let SliceEnd::Stopped(reason) = end {
                     self.on_stop(i, reason);
                 }
+                self.desk.read_keyboard();
             }
+            self.desk.poll_input(&mut self.slots);
             self.handle_commands();
-            self.refresh_screen();
+            self.desk.refresh(&mut self.slots);
             self.report_load();
             if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
                 self.finish_selftest();
@@ -184,6 +195,9 @@ impl<A: Arch> Scheduler<A> {
 
     fn handle_commands(&mut self) {
         let Some(line) = self.commands.poll() else { return };
+        if self.desk.command(&line, &self.slots) {
+            return;
+        }
         let Some((name, text)) = line.strip_prefix('@').and_then(|l| l.split_once(' ')) else {
             warn!(target: "vm", "serial command {line:?} not understood (use `@VM text`)");
             return;
@@ -195,39 +209,6 @@ impl<A: Arch> Scheduler<A> {
             }
             None => warn!(target: "vm", "serial command for unknown VM {name:?}"),
         }
-    }
-
-    /// Shows the focused VM's framebuffer below its trust strip.
-    fn refresh_screen(&mut self) {
-        let now = crate::arch::x86::instr::rdtsc();
-        if now < self.next_frame_tsc {
-            return;
-        }
-        self.next_frame_tsc = now + crate::arch::x86::tsc::cached_ticks_per_ms() * 1000 / FRAME_RATE;
-        let Some(slot) = self.slots.get(self.focus) else { return };
-        let Some(fb) = slot.vm.framebuffer() else { return };
-        let Some((width, height)) = crate::platform::screen::size() else { return };
-        let strip_h = ui::strip::height(ui::Scale::for_screen(embedded_graphics::prelude::Size::new(width, height)));
-        crate::platform::screen::present_guest(fb.hpa, fb.width, fb.height, fb.stride_bytes / 4, strip_h);
-        let config = &slot.vm.config;
-        let colour = embedded_graphics::pixelcolor::Rgb888::new(
-            (config.colour >> 16) as u8,
-            (config.colour >> 8) as u8,
-            config.colour as u8,
-        );
-        let label = config.label.split_once(" · ").map_or("", |(_, rest)| rest);
-        let name = config.label.split(" · ").next().unwrap_or(&config.name);
-        crate::platform::screen::with_target(|target| {
-            let strip = ui::strip::Strip {
-                vm_name: name,
-                label,
-                trust_colour: colour,
-                clock: crate::vm::desktop::HOST_TIME.get().map_or((0, 0), |t| t.clock_now()),
-                network_up: false,
-                secure: label.contains("secure"),
-            };
-            ui::strip::draw(target, &strip)
-        });
     }
 
     fn on_stop(&mut self, i: usize, reason: StopReason) {
@@ -242,16 +223,23 @@ impl<A: Arch> Scheduler<A> {
             (_, Restart::Times(n)) => crashed && vm.starts <= n,
             (_, Restart::Never) => false,
         };
-        if restart {
-            match vm.restart(&features) {
+        let restarted = restart
+            && match vm.restart(&features) {
                 Ok(()) => {
                     info!(target: "vm", "vm {} ({}) restarted (start {})", vm.id, vm.config.name, vm.starts);
-                    return;
+                    true
                 }
-                Err(e) => error!(target: "vm", "vm {} ({}) cannot restart: {e}", vm.id, vm.config.name),
-            }
+                Err(e) => {
+                    error!(target: "vm", "vm {} ({}) cannot restart: {e}", vm.id, vm.config.name);
+                    false
+                }
+            };
+        let count = self.slots.len();
+        let Some(slot) = self.slots.get_mut(i) else { return };
+        self.desk.vm_stopped(i, &slot.vm.config, &reason, restarted, count);
+        if !restarted {
+            slot.final_checksum = Some(slot.vm.memory_checksum());
         }
-        slot.final_checksum = Some(vm.memory_checksum());
     }
 
     fn finish_selftest(&self) -> ! {

@@ -75,6 +75,10 @@ impl Arch for Svm {
         vcpu.request_interrupt_window()
     }
 
+    fn request_tlb_flush(vcpu: &mut SvmVcpu) {
+        vcpu.request_tlb_flush()
+    }
+
     fn permission_maps() -> PermissionMaps {
         let io = bitmaps::IoPermissionMap::intercept_all();
         let msr = bitmaps::MsrPermissionMap::standard();

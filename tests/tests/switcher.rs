@@ -1,0 +1,196 @@
+//! The switcher with two Linux desktops, driven through the machine's real keyboard
+//! (QMP send-key into the emulated i8042 that the hypervisor owns):
+//!
+//! - keys typed while a VM has the focus reach that VM only: each VM runs a command
+//!   typed on its first virtual terminal, and the markers it prints show up under its
+//!   own name and never under the other's;
+//! - no guest sees the hotkey: the guest's own count of keyboard interrupts grows by
+//!   exactly the bytes of the keys it was meant to get (the VM losing the focus gets
+//!   the releases of Ctrl and Alt, the VM gaining it nothing of Ctrl+Alt+2), and the
+//!   hypervisor's per-VM byte counters agree;
+//! - after each switch the screen shows the focused VM's console under a strip in its
+//!   trust colour; the overview shows a tile per VM and switches with arrows + Enter;
+//! - a focused VM that powers off produces a notification and falls back to the
+//!   overview, which still switches to the other VM.
+
+use std::time::Duration;
+
+use embedded_graphics::prelude::Size;
+use images::desktops::Desktop;
+use tests::machine::scancode_bytes_for;
+use tests::screen::Screenshot;
+use tests::{Machine, image};
+
+const DESKTOPS: &[Desktop] = &[
+    Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 320 },
+    Desktop { name: "personal", label: "PERSONAL", colour: "#27ae60", memory_mib: 256 },
+];
+const RED: (u8, u8, u8) = (0xc0, 0x39, 0x2b);
+const GREEN: (u8, u8, u8) = (0x27, 0xae, 0x60);
+
+const BOOT: Duration = Duration::from_secs(240);
+const STEP: Duration = Duration::from_secs(60);
+const SCREEN: (u32, u32) = (1280, 800);
+
+fn strip_height() -> u32 {
+    ui::strip::height(ui::Scale::for_screen(Size::new(SCREEN.0, SCREEN.1)))
+}
+
+/// The guest's count of keyboard interrupts (one per byte from its i8042).
+fn guest_key_irqs(m: &mut Machine, vm: &str, tag: &str) -> u64 {
+    m.run_in_vm(
+        vm,
+        &format!("echo IRQ1{tag}=$(grep i8042 /proc/interrupts | head -n 1 | tr -s ' ' | cut -d ' ' -f 3)"),
+    );
+    let line = m.expect(&format!("[{vm}] IRQ1{tag}="), STEP);
+    line.split('=').nth(1).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("bad IRQ line {line:?}"))
+}
+
+/// The hypervisor's count of bytes it gave each VM's keyboard.
+fn injected(m: &mut Machine) -> (u64, u64) {
+    m.type_serial("!keys\n");
+    let mut get = |vm: &str| {
+        let line = m.expect(&format!("KEYS vm={vm} injected="), STEP);
+        assert!(line.ends_with(" dropped=0"), "{line}");
+        line.split("injected=").nth(1).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap()
+    };
+    let corporate = get("corporate");
+    let personal = get("personal");
+    (corporate, personal)
+}
+
+fn typed_bytes(text: &str) -> u64 {
+    text.chars().map(|c| scancode_bytes_for(c) as u64).sum()
+}
+
+/// Waits for `marker` in the serial log and checks which VM printed it (the marker may
+/// follow the VM's serial shell prompt on the same line).
+fn expect_from(m: &mut Machine, vm: &str, marker: &str) {
+    let line = m.expect(marker, STEP);
+    assert!(line.contains(&format!("[{vm}] ")), "{marker:?} came from the wrong VM: {line:?}");
+}
+
+/// Switches with a hotkey and waits for the new VM's first frame.
+fn switch(m: &mut Machine, combo: &str, slot: u32) {
+    m.send_keys(combo);
+    m.expect(&format!("SWITCH-FRAME slot={slot}"), STEP);
+}
+
+/// The strip along the top is in `colour`, and the console's first line shows the
+/// `pattern` of lit and dark 8x16 cells right under it.
+fn check_screen(shot: &Screenshot, colour: (u8, u8, u8), pattern: &str, what: &str) {
+    let strip = strip_height();
+    for (x, y) in [(1, 1), (SCREEN.0 / 2, 2), (SCREEN.0 - 2, strip / 2)] {
+        assert_eq!(shot.pixel(x, y), colour, "{what}: strip pixel ({x},{y})");
+    }
+    let lit = |col: u32| (0..16).any(|dy| (0..8).any(|dx| shot.pixel(col * 8 + dx, strip + dy) != (0, 0, 0)));
+    for (col, ch) in pattern.chars().enumerate() {
+        assert_eq!(lit(col as u32), ch == '#', "{what}: console cell {col} ({ch:?})");
+    }
+}
+
+#[test]
+fn hotkeys_switch_keyboard_and_screen_between_vms() {
+    let img = image::build_desktop_image("switcher", "", DESKTOPS);
+    let mut m = Machine::boot("switcher", &img, |c| {
+        c.memory_mib = 1536;
+        c.cpus = 1;
+    });
+    m.expect("BULKHEAD READY", BOOT);
+    m.expect("i8042 ready", BOOT);
+    m.expect("BULKHEAD-GUEST-READY", BOOT);
+    m.expect("BULKHEAD-GUEST-READY", BOOT);
+    m.connect_qmp();
+    m.run_in_vm("corporate", "dmesg | grep -c 'input: AT Translated Set 2 keyboard' | sed 's/^/ATKBD=/'");
+    assert_eq!(m.expect("[corporate] ATKBD=", STEP).rsplit('=').next(), Some("1"), "the guest has no keyboard");
+
+    // Keyboard: each VM gets its own keys, and nothing of the hotkey.
+    let irq_corporate = guest_key_irqs(&mut m, "corporate", "a");
+    let irq_personal = guest_key_irqs(&mut m, "personal", "a");
+    let (inj_corporate, inj_personal) = injected(&mut m);
+    let one = "echo kb-one-$((6*7)) > /dev/ttyS0\n";
+    let two = "echo kb-two-$((6*8)) > /dev/ttyS0\n";
+    m.type_keys(one);
+    expect_from(&mut m, "corporate", "kb-one-42");
+    switch(&mut m, "ctrl-alt-2", 2);
+    m.type_keys(two);
+    expect_from(&mut m, "personal", "kb-two-48");
+    let serial = m.serial();
+    let printed_by =
+        |vm: &str, marker: &str| serial.lines().any(|l| l.contains(&format!("[{vm}] ")) && l.contains(marker));
+    assert!(!printed_by("personal", "kb-one-42"), "the personal VM ran a command typed for the corporate one");
+    assert!(!printed_by("corporate", "kb-two-48"), "the corporate VM ran a command typed for the personal one");
+    // The corporate VM saw Ctrl and Alt go down and, at the switch, come up.
+    let want_corporate = typed_bytes(one) + 4;
+    let want_personal = typed_bytes(two);
+    let (now_corporate, now_personal) = injected(&mut m);
+    assert_eq!(now_corporate - inj_corporate, want_corporate, "bytes the hypervisor gave the corporate VM");
+    assert_eq!(now_personal - inj_personal, want_personal, "bytes the hypervisor gave the personal VM");
+    let got_corporate = guest_key_irqs(&mut m, "corporate", "b") - irq_corporate;
+    let got_personal = guest_key_irqs(&mut m, "personal", "b") - irq_personal;
+    assert_eq!(got_corporate, want_corporate, "keyboard interrupts the corporate guest took");
+    assert_eq!(got_personal, want_personal, "keyboard interrupts the personal guest took (hotkey leaked?)");
+
+    // Screen: a distinct pattern on each console, then switch back and forth.
+    let patterns = [("corporate", "#".repeat(40)), ("personal", "# ".repeat(20))];
+    for (vm, pattern) in &patterns {
+        m.run_in_vm(vm, &format!("printf '\\033[2J\\033[H\\033[?25l{pattern}' > /dev/tty1; echo SHOWN"));
+        m.expect(&format!("[{vm}] SHOWN"), STEP);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let shot = m.screendump("personal");
+    check_screen(&shot, GREEN, &patterns[1].1, "personal focused");
+    switch(&mut m, "ctrl-alt-1", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = m.screendump("corporate");
+    check_screen(&shot, RED, &patterns[0].1, "corporate focused");
+
+    // Overview: both tiles in their trust colours; Right + Enter picks the second.
+    let (before, _) = injected(&mut m);
+    m.send_keys("ctrl-alt-spc");
+    m.expect("OVERVIEW-DRAWN tiles=2 selected=1", STEP);
+    // Ctrl and Alt went down in the corporate VM and are released there by the switcher.
+    let (after, _) = injected(&mut m);
+    assert_eq!(after - before, 4, "bytes the corporate VM got for Ctrl+Alt+Space");
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = m.screendump("overview");
+    let strip = strip_height();
+    let below_strip = |c| shot.count(0, strip, SCREEN.0, SCREEN.1 - strip, c);
+    assert!(below_strip(RED) > 200, "no corporate tile: {} red pixels", below_strip(RED));
+    assert!(below_strip(GREEN) > 200, "no personal tile: {} green pixels", below_strip(GREEN));
+    m.send_keys("right");
+    m.send_keys("ret");
+    m.expect("SWITCH-FRAME slot=2", STEP);
+    std::thread::sleep(Duration::from_millis(500));
+    check_screen(&m.screendump("personal-from-overview"), GREEN, &patterns[1].1, "personal from the overview");
+
+    // The focused VM powers off: a notification, and the overview instead of its screen.
+    m.run_in_vm("personal", "poweroff");
+    m.expect("(personal) stopped: GuestShutdown", STEP);
+    m.expect("notification: PERSONAL was shut down", STEP);
+    m.expect("OVERVIEW-DRAWN tiles=2 selected=2", STEP);
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = m.screendump("stopped");
+    let toast = ui::notification::rect(
+        Size::new(SCREEN.0, SCREEN.1),
+        ui::Scale::for_screen(Size::new(SCREEN.0, SCREEN.1)),
+        &ui::notification::Notification {
+            message: "PERSONAL was shut down",
+            severity: ui::notification::Severity::Info,
+        },
+    );
+    let accent = ui::palette::SEVERITY_INFO;
+    let (x, y) = (toast.top_left.x as u32 + 2, toast.top_left.y as u32 + toast.size.height / 2);
+    assert!(shot.is(x, y, accent), "no notification accent at ({x},{y}): {:?}", shot.pixel(x, y));
+    // The overview still switches, and the keyboard follows.
+    m.send_keys("left");
+    m.send_keys("ret");
+    m.expect("SWITCH-FRAME slot=1", STEP);
+    let (before, _) = injected(&mut m);
+    let three = "echo kb-three > /dev/ttyS0\n";
+    m.type_keys(three);
+    expect_from(&mut m, "corporate", "kb-three");
+    let (after, _) = injected(&mut m);
+    assert_eq!(after - before, typed_bytes(three), "bytes given to the corporate VM after the overview");
+    m.pass();
+}
