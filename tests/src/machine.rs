@@ -123,9 +123,12 @@ impl Machine {
         loop {
             let text = self.serial();
             let fresh = &text[self.cursor.min(text.len())..];
-            if let Some(pos) = fresh.find(marker) {
+            // Only whole lines count: the serial copier may have written half a line.
+            if let Some(pos) = fresh.find(marker)
+                && let Some(eol) = fresh[pos..].find('\n')
+            {
                 let line_start = fresh[..pos].rfind('\n').map_or(0, |i| i + 1);
-                let line_end = fresh[pos..].find('\n').map_or(fresh.len(), |i| pos + i);
+                let line_end = pos + eol;
                 let line = fresh[line_start..line_end].trim_end().to_string();
                 self.check_fatal(&fresh[..line_end]);
                 self.cursor += line_end;
@@ -133,10 +136,15 @@ impl Machine {
             }
             self.check_fatal(fresh);
             if let Ok(Some(status)) = self.child.try_wait() {
-                // The marker may have been written just before exit.
+                // The marker may have been written just before exit, maybe without a
+                // line end.
+                std::thread::sleep(Duration::from_millis(200));
                 let text = self.serial();
-                if text[self.cursor.min(text.len())..].contains(marker) {
-                    continue;
+                let rest = &text[self.cursor.min(text.len())..];
+                if let Some(pos) = rest.find(marker) {
+                    let line = rest[pos..].lines().next().unwrap_or("").to_string();
+                    self.cursor = text.len();
+                    return line;
                 }
                 self.fail(&format!("QEMU exited ({status}) before {marker:?} appeared"));
             }
