@@ -195,9 +195,17 @@ fn guest_display(boot_info: &BootInfo) -> (u32, u32) {
 /// Reports which devices can be given to a VM, then turns on the IOMMU with every
 /// device blocked: no device reaches memory until a VM is given it.
 fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
+    let mut host = vm::passthrough::HostPci {
+        iommu: None,
+        inventory: inventory.clone(),
+        reports: alloc::vec::Vec::new(),
+        config: None,
+    };
     if let Some((config, _)) = pci::access::host_config_spaces(tables).into_iter().next() {
-        let reports = crate::pci::assign::assignability(inventory, tables, &config);
-        crate::pci::assign::log_report(&reports);
+        host.reports = crate::pci::assign::assignability(inventory, tables, &config);
+        crate::pci::assign::log_report(&host.reports);
+        // Kept for the life of the hypervisor: launch resets and assigns devices through it.
+        host.config = Some(alloc::boxed::Box::leak(alloc::boxed::Box::new(config)));
     }
     // The hypervisor's own IOAPIC entries are not in remappable format yet, so
     // compatibility-format interrupts stay allowed (see docs/iommu.md).
@@ -206,13 +214,13 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
         Ok(mut iommu) => match iommu.enable() {
             Ok(()) => {
                 info!(target: "iommu", "DMA remapping on: devices not given to a VM reach no memory");
-                // The IOMMU's tables live as long as the hypervisor.
-                alloc::boxed::Box::leak(iommu);
+                host.iommu = Some(iommu);
             }
             Err(e) => error!(target: "iommu", "cannot enable the IOMMU: {e:?}; device passthrough disabled"),
         },
         Err(e) => warn!(target: "iommu", "{e:?}: device passthrough disabled"),
     }
+    vm::passthrough::install(host);
 }
 
 /// The firmware's ACPI tables, or `None` (logged) when they are missing or unusable.

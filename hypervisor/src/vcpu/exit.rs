@@ -261,6 +261,9 @@ pub enum StopReason {
     NestedPageFault { gpa: GuestPhysAddr, info: NpfInfo },
     /// The guest runs in a paging mode the software walker does not support.
     UnsupportedPagingMode,
+    /// A device the VM owns did DMA (or sent an interrupt) the IOMMU blocked:
+    /// requester id (bus << 8 | devfn) and the address it used.
+    DmaFault { requester: u16, address: u64 },
 }
 
 /// What common code decided to do about an exit.

@@ -7,6 +7,7 @@
 //! # name      key=value ...
 //! vm corporate image=linux-cloud memory=384M label="CORPORATE · secure" colour=#c0392b restart=always
 //! vm checks    image=checks memory=16M kind=payload restart=never
+//! vm dma       image=dma-attack memory=16M devices=00:03.0,8086:10d3 expect=dma-fault
 //! ```
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,48 @@ pub enum Expect {
     NestedPageFault,
     BadHypercall,
     Shutdown,
+    /// Stopped because a device it owns did DMA the IOMMU blocked.
+    DmaFault,
+}
+
+/// A host PCI function given to a VM: by address (`00:03.0`, segment 0) or by
+/// vendor:device id (`8086:10d3`, the first such function not given to another VM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSelector {
+    Address { bus: u8, device: u8, function: u8 },
+    Id { vendor: u16, device: u16 },
+}
+
+impl DeviceSelector {
+    /// Parses `BB:DD.F` or `VVVV:DDDD` (hexadecimal).
+    pub fn parse(text: &str) -> Option<DeviceSelector> {
+        let (left, right) = text.split_once(':')?;
+        let hex = |s: &str, max_len: usize| {
+            (!s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u32::from_str_radix(s, 16).ok())
+                .flatten()
+        };
+        if let Some((dev, func)) = right.split_once('.') {
+            let (bus, device, function) = (hex(left, 2)?, hex(dev, 2)?, hex(func, 1)?);
+            if device > 0x1f || function > 7 {
+                return None;
+            }
+            return Some(DeviceSelector::Address { bus: bus as u8, device: device as u8, function: function as u8 });
+        }
+        if left.len() != 4 || right.len() != 4 {
+            return None;
+        }
+        Some(DeviceSelector::Id { vendor: hex(left, 4)? as u16, device: hex(right, 4)? as u16 })
+    }
+}
+
+impl core::fmt::Display for DeviceSelector {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeviceSelector::Address { bus, device, function } => write!(f, "{bus:02x}:{device:02x}.{function}"),
+            DeviceSelector::Id { vendor, device } => write!(f, "{vendor:04x}:{device:04x}"),
+        }
+    }
 }
 
 /// What to do when a VM stops on its own (crash, triple fault, guest shutdown).
@@ -54,6 +97,8 @@ pub struct VmConfig {
     pub colour: u32,
     pub restart: Restart,
     pub expect: Option<Expect>,
+    /// Host PCI functions the VM owns (IOMMU-enforced).
+    pub devices: Vec<DeviceSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +146,7 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
             colour: 0x7f8c8d,
             restart: Restart::Never,
             expect: None,
+            devices: Vec::new(),
         };
         for pair in pairs {
             let (key, value) = pair.split_once('=').ok_or_else(|| err("expected key=value"))?;
@@ -137,12 +183,23 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
                         "npf" => Expect::NestedPageFault,
                         "bad-hypercall" => Expect::BadHypercall,
                         "shutdown" => Expect::Shutdown,
-                        _ => return Err(err("expect is triple-fault, npf, bad-hypercall or shutdown")),
+                        "dma-fault" => Expect::DmaFault,
+                        _ => return Err(err("expect is triple-fault, npf, bad-hypercall, shutdown or dma-fault")),
                     })
+                }
+                "devices" => {
+                    for item in value.split(',') {
+                        let d = DeviceSelector::parse(item)
+                            .ok_or_else(|| err("devices is a list like 00:03.0 (bus:device.function) or 8086:10d3"))?;
+                        if vm.devices.contains(&d) {
+                            return Err(err("a device is listed twice"));
+                        }
+                        vm.devices.push(d);
+                    }
                 }
                 _ => {
                     return Err(err(
-                        "unknown key (image, initrd, cmdline, label, memory, colour, kind, restart, expect)",
+                        "unknown key (image, initrd, cmdline, label, memory, colour, kind, restart, expect, devices)",
                     ));
                 }
             }
@@ -232,5 +289,25 @@ mod tests {
         assert!(parse("vm b image=x memory=16M label=\"open").is_err());
         assert!(parse("vm bad_name image=x memory=16M").is_err());
         assert!(parse("vm c image=x memory=16M colour=red").is_err());
+    }
+
+    #[test]
+    fn devices_by_address_or_id() {
+        let vms = parse("vm n image=x memory=16M devices=00:03.0,8086:10D3,1a:1f.7 expect=dma-fault").unwrap();
+        assert_eq!(
+            vms[0].devices,
+            [
+                DeviceSelector::Address { bus: 0, device: 3, function: 0 },
+                DeviceSelector::Id { vendor: 0x8086, device: 0x10d3 },
+                DeviceSelector::Address { bus: 0x1a, device: 0x1f, function: 7 },
+            ]
+        );
+        assert_eq!(vms[0].expect, Some(Expect::DmaFault));
+        assert_eq!(vms[0].devices[1].to_string(), "8086:10d3");
+        assert_eq!(vms[0].devices[0].to_string(), "00:03.0");
+        for bad in ["00:20.0", "00:03.8", "0:3", "8086:10d", "xx:03.0", "00:03.0,00:03.0", "", "00:03.0,"] {
+            assert!(parse(&alloc::format!("vm n image=x memory=16M devices={bad}")).is_err(), "{bad}");
+        }
+        assert!(parse("vm n image=x memory=16M").unwrap()[0].devices.is_empty());
     }
 }

@@ -29,6 +29,7 @@ use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
+use crate::vm::passthrough::VmDevices;
 use crate::vm::payload;
 
 /// Where a VM is in its life.
@@ -111,6 +112,8 @@ pub struct VmResources {
     pub host_time: HostTime,
     /// Size of the VM's framebuffer (desktop VMs).
     pub display: (u32, u32),
+    /// Host PCI functions the VM owns (checked by `passthrough::check`).
+    pub devices: &'static [crate::pci::Bdf],
 }
 
 /// A desktop VM's framebuffer: a region of its own memory that Linux sees as an EFI
@@ -156,6 +159,8 @@ pub struct Vm<A: Arch> {
     framebuffer: Option<GuestFramebuffer>,
     /// How many times the VM has been started (1 after creation).
     pub starts: u32,
+    /// Host PCI functions it owns, attached to its IOMMU domain.
+    devices: Option<VmDevices>,
 }
 
 impl<A: Arch> core::fmt::Debug for Vm<A> {
@@ -205,6 +210,7 @@ impl<A: Arch> Vm<A> {
             Kind::Payload => None,
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
+        let devices = VmDevices::assign(&config.name, resources.devices, &map).map_err(VmError::Backend)?;
         let mut policy = CpuidPolicy::new(&HostCpuid);
         if config.kind == Kind::Linux {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
@@ -232,6 +238,7 @@ impl<A: Arch> Vm<A> {
             resources,
             framebuffer,
             starts: 0,
+            devices,
         };
         if let Err(e) = vm.start(features) {
             vm.release();
@@ -302,6 +309,12 @@ impl<A: Arch> Vm<A> {
                 self.mmio
                     .insert(range, Box::new(Scratch::new()))
                     .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                if let Some(devices) = &self.devices {
+                    let bus = devices.build_bus().map_err(VmError::Backend)?;
+                    self.ports
+                        .insert_ports(crate::devices::layout::PCI_CONFIG_ADDRESS_PORT, 8, Box::new(bus))
+                        .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                }
             }
             Kind::Linux => {
                 let platform = DesktopPlatform::new(
@@ -329,6 +342,9 @@ impl<A: Arch> Vm<A> {
         // The framebuffer gets 4 KiB leaves so the switcher can track written pages.
         npt.map_all_tracking(&mut GlobalFrames, &self.map, self.framebuffer.map(|fb| fb.gpa))
             .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+        if let Some(devices) = &self.devices {
+            devices.map_bars(&mut npt).map_err(VmError::Backend)?;
+        }
         let initial = self.load_image()?;
         if self.config.kind == Kind::Payload {
             self.write_canary();
@@ -598,8 +614,25 @@ impl<A: Arch> Vm<A> {
 
     /// Stops the VM on the hypervisor's own initiative (the user or policy).
     pub fn stop(&mut self) {
-        self.state = VmState::Stopped(StopReason::Requested);
+        self.stop_with(StopReason::Requested);
+    }
+
+    /// Stops the VM for `reason` (a DMA fault of one of its devices, ...).
+    pub fn stop_with(&mut self, reason: StopReason) {
+        self.state = VmState::Stopped(reason);
         self.teardown_vcpu();
+    }
+
+    /// The VM's assigned devices, if any.
+    pub fn devices(&self) -> Option<&VmDevices> {
+        self.devices.as_ref()
+    }
+
+    /// Takes its devices back: detached (blocked), reset, domain freed.
+    pub fn release_devices(&mut self) {
+        if let Some(mut devices) = self.devices.take() {
+            devices.release();
+        }
     }
 
     /// Frees the vCPU and nested page tables; RAM stays (for inspection and restart).
@@ -614,6 +647,7 @@ impl<A: Arch> Vm<A> {
 
     /// Returns everything to the frame allocator (which scrubs it before reuse).
     pub fn release(&mut self) {
+        self.release_devices();
         self.teardown_vcpu();
         phys::free_contiguous(self.ram, self.config.memory_bytes);
         phys::free_contiguous(self.io_map, IO_MAP_BYTES);

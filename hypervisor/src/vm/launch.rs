@@ -53,6 +53,11 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
         Ok(c) => c,
         Err(e) => return format!("{e}"),
     };
+    // Every device assignment is checked (assignable, IOMMU on) before any VM exists.
+    let assigned = match crate::vm::passthrough::check(&configs) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let Some(features) = Svm::probe() else {
         return "this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)".into();
     };
@@ -75,11 +80,12 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
         images.push((image, initrd));
     }
     let mut vms = Vec::new();
-    for (id, (config, (image, initrd))) in (0u32..).zip(configs.into_iter().zip(images)) {
+    let setups = images.into_iter().zip(assigned);
+    for (id, (config, ((image, initrd), devices))) in (0u32..).zip(configs.into_iter().zip(setups)) {
         let kind = config.kind;
         let name = config.name.clone();
         let memory = config.memory_bytes;
-        let resources = VmResources { initrd, host_time, display };
+        let resources = VmResources { initrd, host_time, display, devices: devices.leak() };
         let vm = Vm::<Svm>::create(id, config, image, resources, &features);
         match vm {
             Ok(vm) => {

@@ -8,6 +8,7 @@ pub mod desktop;
 pub mod instance;
 pub mod launch;
 pub mod linux;
+pub mod passthrough;
 pub mod payload;
 pub mod scheduler;
 pub mod selftest;

@@ -149,6 +149,7 @@ impl<A: Arch> Scheduler<A> {
                 self.desk.read_keyboard();
             }
             self.desk.poll_input(&mut self.slots);
+            self.handle_dma_faults();
             self.handle_commands();
             self.desk.refresh(&mut self.slots);
             self.report_load();
@@ -238,7 +239,29 @@ impl<A: Arch> Scheduler<A> {
         let Some(slot) = self.slots.get_mut(i) else { return };
         self.desk.vm_stopped(i, &slot.vm.config, &reason, restarted, count);
         if !restarted {
+            slot.vm.release_devices();
             slot.final_checksum = Some(slot.vm.memory_checksum());
+        }
+    }
+
+    /// A VM whose device did DMA outside its memory (or an interrupt the IOMMU
+    /// rejected) is stopped; faults of devices no VM owns are only logged.
+    fn handle_dma_faults(&mut self) {
+        for fault in crate::vm::passthrough::poll_faults() {
+            let owner = self
+                .slots
+                .iter()
+                .position(|s| s.final_checksum.is_none() && s.vm.devices().is_some_and(|d| d.owns(&fault)));
+            let Some(i) = owner else {
+                warn!(target: "iommu", "fault of {} which no running VM owns", fault.bdf);
+                continue;
+            };
+            let reason = StopReason::DmaFault { requester: fault.bdf.requester_id(), address: fault.address };
+            if let Some(slot) = self.slots.get_mut(i) {
+                error!(target: "vm", "vm {} ({}): its device {} faulted ({}); stopping it", slot.vm.id, slot.vm.config.name, fault.bdf, fault.reason);
+                slot.vm.stop_with(reason);
+            }
+            self.on_stop(i, reason);
         }
     }
 

@@ -34,6 +34,7 @@ fn matches(expect: Expect, reason: &StopReason) -> bool {
             | (Expect::NestedPageFault, StopReason::NestedPageFault { .. })
             | (Expect::BadHypercall, StopReason::BadHypercall { .. })
             | (Expect::Shutdown, StopReason::GuestShutdown { .. })
+            | (Expect::DmaFault, StopReason::DmaFault { .. })
     )
 }
 
