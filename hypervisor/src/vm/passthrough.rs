@@ -281,8 +281,9 @@ impl VmDevices {
                 }
             }
         }
-        if let Err(e) = iommu.destroy_domain(self.domain) {
-            error!(target: "iommu", "cannot free {}: {e}", self.domain);
+        match iommu.destroy_domain(self.domain) {
+            Ok(()) => info!(target: "iommu", "{} of VM {} freed", self.domain, self.vm),
+            Err(e) => error!(target: "iommu", "cannot free {}: {e}", self.domain),
         }
     }
 }
