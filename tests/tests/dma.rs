@@ -37,8 +37,7 @@ fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> S
     let serial = m.serial();
     let failed: Vec<&str> = serial.lines().filter(|l| l.contains("CHECK ") && l.contains(" FAIL")).collect();
     assert!(failed.is_empty(), "in-guest checks failed:\n{}", failed.join("\n"));
-    for check in ["dma_device_on_virtual_bus", "dma_bar_preassigned", "dma_device_mmio", "dma_inside_own_memory_works"]
-    {
+    for check in ["dma_device_on_virtual_bus", "dma_bar_preassigned", "dma_device_ident", "dma_device_mmio"] {
         assert!(serial.contains(&format!("CHECK {check} PASS")), "check {check} did not pass");
     }
     assert!(!serial.contains("DMA ATTACK SUCCEEDED"), "device DMA reached memory outside the VM");
@@ -53,6 +52,7 @@ fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> S
 #[test]
 fn vt_d_blocks_device_dma_outside_the_vm_and_the_fault_stops_it() {
     let serial = run("dma-vtd", Iommu::Intel, &[], "dma-fault");
+    assert!(serial.contains("DMA inside own memory works"), "DMA inside the VM's own memory failed");
     assert!(serial.contains("faulted"), "no IOMMU fault was logged");
     assert!(serial.contains("(dma) stopped: DmaFault"), "the DMA fault did not stop the VM");
     assert!(serial.contains("taken back from VM dma"), "the device was not reset after the VM stopped");
@@ -63,7 +63,12 @@ fn amd_vi_blocks_device_dma_outside_the_vm() {
     // QEMU 7.2's AMD-Vi aborts a walk that meets an all-zero entry without logging an
     // event, so the VM is not stopped: the payload sees every transfer go nowhere and
     // shuts down; the verdict still checks that no memory outside it changed.
+    // Under it even DMA inside the VM fails (silently) although the device table entry
+    // of 01:00.0 points at the VM's domain: most likely QEMU 7.2 keys the translation
+    // by the bus number the device had when it was created (0 behind a bridge before
+    // firmware numbers the bus), which would look edu up as 00:00.0 (blocked).
     let serial = run("dma-amdvi", Iommu::None, &["-device", "amd-iommu,intremap=on"], "shutdown");
+    assert!(serial.contains("DMA inside own memory is blocked"), "QEMU 7.2's AMD-Vi device-id quirk changed");
     assert!(serial.contains("every transfer outside this VM was blocked"), "the payload did not finish");
     assert!(serial.contains("taken back from VM dma"), "the device was not reset after the VM stopped");
 }
