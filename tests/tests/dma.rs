@@ -72,3 +72,24 @@ fn amd_vi_blocks_device_dma_outside_the_vm() {
     assert!(serial.contains("every transfer outside this VM was blocked"), "the payload did not finish");
     assert!(serial.contains("taken back from VM dma"), "the device was not reset after the VM stopped");
 }
+
+#[test]
+fn without_an_iommu_a_vm_with_devices_is_refused_before_any_vm_starts() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let vms = "vm checks image=checks memory=16M expect=bad-hypercall\n\
+               vm dma image=dma-attack memory=16M devices=1234:11e8\n";
+    let img = image::build_payload_image("dma-no-iommu", "selftest", vms);
+    let mut m = Machine::boot("dma-no-iommu", &img, |c| {
+        c.memory_mib = 512;
+        c.cpus = 1;
+        c.iommu = Iommu::None;
+        c.extra_args = EDU.iter().map(|s| s.to_string()).collect();
+    });
+    let line = m.expect("no VM started", Duration::from_secs(120));
+    assert!(line.contains("VM dma: devices= needs an IOMMU"), "{line}");
+    assert_eq!(m.wait_exit(Duration::from_secs(60)), Outcome::Exited(images::qemu::EXIT_FAILURE));
+    let serial = m.serial();
+    assert!(!serial.contains("created:"), "a VM was created although the launch was refused");
+    assert!(!serial.contains("[checks]"), "a VM ran although the launch was refused");
+    m.pass();
+}

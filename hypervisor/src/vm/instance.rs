@@ -295,6 +295,9 @@ impl<A: Arch> Vm<A> {
                     &mut self.mmio,
                 )
                 .map_err(|e| VmError::Backend(e.into()))?;
+                if let Some(devices) = &self.devices {
+                    devices.add_to(&mut platform.pci.lock()).map_err(VmError::Backend)?;
+                }
                 self.platform = Some(Box::new(platform));
             }
         }
