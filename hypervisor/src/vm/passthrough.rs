@@ -264,6 +264,21 @@ impl VmDevices {
         })
     }
 
+    /// Resets the devices (they stay attached): on a VM restart, so nothing the old
+    /// run programmed keeps doing DMA into the fresh memory.
+    pub fn reset_all(&self) {
+        let Some(host) = HOST.get() else { return };
+        let host = host.lock();
+        let Some(config) = host.config else { return };
+        for &bdf in &self.bdfs {
+            let Some(dev) = host.inventory.devices().iter().find(|d| d.bdf == bdf) else { continue };
+            match crate::pci::reset::reset_function(dev, &host.inventory, &config, &mut TscDelay) {
+                Ok(m) => info!(target: "pci", "{bdf}: reset ({m}) for the restart of VM {}", self.vm),
+                Err(e) => error!(target: "pci", "{bdf}: reset for the restart of VM {} failed: {e:?}", self.vm),
+            }
+        }
+    }
+
     /// Detaches (DMA blocked again), resets the devices and frees the domain.
     pub fn release(&mut self) {
         let Some(host) = HOST.get() else { return };
