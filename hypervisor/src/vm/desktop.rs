@@ -101,6 +101,8 @@ pub struct DesktopPlatform {
     pvclock: RefCell<PvClock>,
     pub uart: Shared<Uart16550>,
     pub keyboard: Shared<I8042>,
+    /// The VM's PCI host (assigned devices are added to it).
+    pub pci: Shared<PciHost>,
     power: PowerSignal,
     host_time: HostTime,
     /// Host TSC when the VM started (guest TSC 0).
@@ -136,6 +138,7 @@ impl DesktopPlatform {
         let rtc =
             Rtc::new(wall.sec, 0, tsc_hz, Box::new(move || crate::arch::x86::instr::rdtsc().wrapping_sub(start_tsc)));
         let pci = Shared::new(PciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone()));
+        let pci_handle = pci.clone();
         let bad = |_| "device address clash";
         ports.insert_ports(layout::COM1_PORT, layout::COM1_PORT_COUNT, Box::new(uart.clone())).map_err(bad)?;
         // 0x60..=0x64; port 0x61 (PIT gate, speaker) is answered by the interrupt
@@ -162,6 +165,7 @@ impl DesktopPlatform {
             pvclock: RefCell::new(pvclock),
             uart,
             keyboard,
+            pci: pci_handle,
             power,
             host_time,
             start_tsc,

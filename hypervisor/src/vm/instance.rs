@@ -326,6 +326,9 @@ impl<A: Arch> Vm<A> {
                     &mut self.mmio,
                 )
                 .map_err(|e| VmError::Backend(e.into()))?;
+                if let Some(devices) = &self.devices {
+                    devices.add_to(&mut platform.pci.lock()).map_err(VmError::Backend)?;
+                }
                 self.platform = Some(Box::new(platform));
             }
         }
@@ -336,6 +339,9 @@ impl<A: Arch> Vm<A> {
     fn start(&mut self, features: &A::Features) -> Result<(), VmError> {
         self.teardown_vcpu();
         if self.starts > 0 {
+            if let Some(devices) = &self.devices {
+                devices.reset_all();
+            }
             self.scrub_ram();
         }
         let mut npt = NestedPageTable::new(&mut GlobalFrames).map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;

@@ -193,28 +193,9 @@ impl VmDevices {
     /// MSI-X table pages stay unmapped (a guest access stops the VM rather than
     /// letting it program unremapped messages).
     fn exclude_msix_table(&mut self, f: &Function) {
-        let Some((bar, offset, len)) = f.msix_table_region() else { return };
-        let mut kept = Vec::new();
-        for b in self.bars.drain(..) {
-            if b.bar != bar {
-                kept.push(b);
-                continue;
-            }
-            let start = offset & !(PAGE_SIZE - 1);
-            let end = offset.saturating_add(len).next_multiple_of(PAGE_SIZE).min(b.len_bytes);
-            if start > 0 {
-                kept.push(BarMapping { len_bytes: start, ..b });
-            }
-            if end < b.len_bytes {
-                kept.push(BarMapping {
-                    guest_addr: b.guest_addr.saturating_add(end),
-                    host_addr: b.host_addr.saturating_add(end),
-                    len_bytes: b.len_bytes - end,
-                    ..b
-                });
-            }
+        if let Some((bar, offset, len)) = f.msix_table_region() {
+            self.bars = without_pages(core::mem::take(&mut self.bars), bar, offset, len);
         }
-        self.bars = kept;
     }
 
     /// Maps the BARs into a (new) nested page table.
@@ -264,6 +245,21 @@ impl VmDevices {
         })
     }
 
+    /// Resets the devices (they stay attached): on a VM restart, so nothing the old
+    /// run programmed keeps doing DMA into the fresh memory.
+    pub fn reset_all(&self) {
+        let Some(host) = HOST.get() else { return };
+        let host = host.lock();
+        let Some(config) = host.config else { return };
+        for &bdf in &self.bdfs {
+            let Some(dev) = host.inventory.devices().iter().find(|d| d.bdf == bdf) else { continue };
+            match crate::pci::reset::reset_function(dev, &host.inventory, &config, &mut TscDelay) {
+                Ok(m) => info!(target: "pci", "{bdf}: reset ({m}) for the restart of VM {}", self.vm),
+                Err(e) => error!(target: "pci", "{bdf}: reset for the restart of VM {} failed: {e:?}", self.vm),
+            }
+        }
+    }
+
     /// Detaches (DMA blocked again), resets the devices and frees the domain.
     pub fn release(&mut self) {
         let Some(host) = HOST.get() else { return };
@@ -281,10 +277,36 @@ impl VmDevices {
                 }
             }
         }
-        if let Err(e) = iommu.destroy_domain(self.domain) {
-            error!(target: "iommu", "cannot free {}: {e}", self.domain);
+        match iommu.destroy_domain(self.domain) {
+            Ok(()) => info!(target: "iommu", "{} of VM {} freed", self.domain, self.vm),
+            Err(e) => error!(target: "iommu", "cannot free {}: {e}", self.domain),
         }
     }
+}
+
+/// `bars` without the pages of BAR `bar` that hold `[offset, offset + len)`.
+fn without_pages(bars: Vec<BarMapping>, bar: u8, offset: u64, len: u64) -> Vec<BarMapping> {
+    let mut kept = Vec::new();
+    for b in bars {
+        if b.bar != bar {
+            kept.push(b);
+            continue;
+        }
+        let start = (offset & !(PAGE_SIZE - 1)).min(b.len_bytes);
+        let end = offset.saturating_add(len).next_multiple_of(PAGE_SIZE).min(b.len_bytes);
+        if start > 0 {
+            kept.push(BarMapping { len_bytes: start, ..b });
+        }
+        if end < b.len_bytes {
+            kept.push(BarMapping {
+                guest_addr: b.guest_addr.saturating_add(end),
+                host_addr: b.host_addr.saturating_add(end),
+                len_bytes: b.len_bytes - end,
+                ..b
+            });
+        }
+    }
+    kept
 }
 
 /// Programs the guest-visible BARs at naturally aligned addresses from `next` and

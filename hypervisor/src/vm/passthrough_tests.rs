@@ -54,3 +54,23 @@ fn refuses_with_a_reason_before_anything_starts() {
     let none = parse("vm a image=x memory=16M").unwrap();
     assert_eq!(resolve(&none, &[], false).unwrap(), vec![Vec::<Bdf>::new()]);
 }
+
+#[test]
+fn msix_table_pages_are_cut_out_of_the_bar_mapping() {
+    let bar = |index: u8, len_bytes: u64| BarMapping {
+        bar: index,
+        guest_addr: 0xc000_0000,
+        host_addr: 0xfe00_0000,
+        len_bytes,
+        space: BarSpace::Mmio,
+    };
+    // Table in the middle page of a 16 KiB BAR: two mappings around it.
+    let got = without_pages(vec![bar(0, 0x4000), bar(3, 0x1000)], 0, 0x2010, 0x30);
+    assert_eq!(got.len(), 3);
+    assert_eq!((got[0].bar, got[0].guest_addr, got[0].len_bytes), (0, 0xc000_0000, 0x2000));
+    assert_eq!((got[1].guest_addr, got[1].host_addr, got[1].len_bytes), (0xc000_3000, 0xfe00_3000, 0x1000));
+    assert_eq!((got[2].bar, got[2].len_bytes), (3, 0x1000));
+    // Table covering the whole BAR, or lying past its end: nothing of it is mapped / all of it is.
+    assert!(without_pages(vec![bar(0, 0x1000)], 0, 0, 0x1000).is_empty());
+    assert_eq!(without_pages(vec![bar(0, 0x1000)], 0, 0x8000, 0x10)[0].len_bytes, 0x1000);
+}

@@ -269,22 +269,29 @@ impl<A: Arch> Scheduler<A> {
         let outcomes: Vec<VmOutcome<'_>> = self
             .slots
             .iter()
-            .map(|s| (s, s.vm.console.lock()))
-            .map(|(s, console)| VmOutcome {
-                name: &s.vm.config.name,
-                expect: s.vm.config.expect,
-                restart: s.vm.config.restart,
-                starts: s.vm.starts,
-                reason: match s.vm.state {
-                    VmState::Stopped(r) => Some(r),
-                    _ => None,
-                },
-                passed_checks: console.passed_checks,
-                failed_checks: console.failed_checks,
-                checks_done: console.checks_done,
-                canary_intact: s.vm.canary_intact(),
-                checksum_at_stop: s.final_checksum.unwrap_or(0),
-                checksum_now: s.vm.memory_checksum(),
+            .map(|s| {
+                // One console lock per VM: field temporaries live until the end of the
+                // literal, so locking per field would deadlock on the spin lock.
+                let console = s.vm.console.lock();
+                let (passed_checks, failed_checks, checks_done) =
+                    (console.passed_checks, console.failed_checks, console.checks_done);
+                drop(console);
+                VmOutcome {
+                    name: &s.vm.config.name,
+                    expect: s.vm.config.expect,
+                    restart: s.vm.config.restart,
+                    starts: s.vm.starts,
+                    reason: match s.vm.state {
+                        VmState::Stopped(r) => Some(r),
+                        _ => None,
+                    },
+                    passed_checks,
+                    failed_checks,
+                    checks_done,
+                    canary_intact: s.vm.canary_intact(),
+                    checksum_at_stop: s.final_checksum.unwrap_or(0),
+                    checksum_now: s.vm.memory_checksum(),
+                }
             })
             .collect();
         let failures = selftest::failures(&outcomes, hypervisor_checksum() == self.image_checksum);
