@@ -131,10 +131,21 @@ pub fn run(command: Command, qmp_path: &Path) -> Result<String, String> {
         let line = serial.wait_for("FRAMES copied=", STEP)?;
         parse_frames(&line).ok_or(format!("cannot parse {line:?}"))
     };
-    std::thread::sleep(Duration::from_secs(2));
-    let idle_start = frames(&mut serial)?;
-    std::thread::sleep(Duration::from_secs(5));
-    let idle = frames(&mut serial)?.since(&idle_start);
+    // At least `min` frames between two readings (guest time runs slower than real
+    // time when a guest writes a lot of memory under TCG).
+    let sample = |serial: &mut LineReader, min: u64| -> Result<(u64, f64), String> {
+        std::thread::sleep(Duration::from_secs(2));
+        let start = frames(serial)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let now = frames(serial)?.since(&start);
+            if now.0 >= min || std::time::Instant::now() > deadline {
+                return Ok(now);
+            }
+        }
+    };
+    let idle = sample(&mut serial, 120)?;
 
     // Switch latency, both ways, on idle desktops.
     let mut switches = Vec::new();
@@ -148,10 +159,7 @@ pub fn run(command: Command, qmp_path: &Path) -> Result<String, String> {
     // A desktop that rewrites its whole framebuffer all the time.
     serial.type_line("@corporate (while :; do cat /dev/zero > /dev/fb0; done) 2>/dev/null & echo BUSY")?;
     serial.wait_for("[corporate] BUSY", STEP)?;
-    std::thread::sleep(Duration::from_secs(2));
-    let busy_start = frames(&mut serial)?;
-    std::thread::sleep(Duration::from_secs(5));
-    let busy = frames(&mut serial)?.since(&busy_start);
+    let busy = sample(&mut serial, 30)?;
     // Switching away from and back to a busy desktop.
     for (combo, slot) in [("ctrl-alt-2", 2), ("ctrl-alt-1", 1)] {
         qmp.send_keys(combo)?;
