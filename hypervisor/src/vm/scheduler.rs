@@ -207,21 +207,25 @@ impl<A: Arch> Scheduler<A> {
         let outcomes: Vec<VmOutcome<'_>> = self
             .slots
             .iter()
-            .map(|s| VmOutcome {
-                name: &s.vm.config.name,
-                expect: s.vm.config.expect,
-                restart: s.vm.config.restart,
-                starts: s.vm.starts,
-                reason: match s.vm.state {
-                    VmState::Stopped(r) => Some(r),
-                    _ => None,
-                },
-                passed_checks: s.vm.console.lock().passed_checks,
-                failed_checks: s.vm.console.lock().failed_checks,
-                checks_done: s.vm.console.lock().checks_done,
-                canary_intact: s.vm.canary_intact(),
-                checksum_at_stop: s.final_checksum.unwrap_or(0),
-                checksum_now: s.vm.memory_checksum(),
+            .map(|s| {
+                // One guard: a second `lock()` in the same expression would spin forever.
+                let console = s.vm.console.lock();
+                VmOutcome {
+                    name: &s.vm.config.name,
+                    expect: s.vm.config.expect,
+                    restart: s.vm.config.restart,
+                    starts: s.vm.starts,
+                    reason: match s.vm.state {
+                        VmState::Stopped(r) => Some(r),
+                        _ => None,
+                    },
+                    passed_checks: console.passed_checks,
+                    failed_checks: console.failed_checks,
+                    checks_done: console.checks_done,
+                    canary_intact: s.vm.canary_intact(),
+                    checksum_at_stop: s.final_checksum.unwrap_or(0),
+                    checksum_now: s.vm.memory_checksum(),
+                }
             })
             .collect();
         let failures = selftest::failures(&outcomes, hypervisor_checksum() == self.image_checksum);
