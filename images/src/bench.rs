@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,18 +13,20 @@ use std::time::{Duration, Instant};
 pub struct LineReader {
     rx: mpsc::Receiver<String>,
     child: Child,
+    stdin: Option<ChildStdin>,
     pub transcript: Vec<String>,
 }
 
 impl LineReader {
     pub fn spawn(mut command: Command) -> Result<LineReader, String> {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
@@ -33,7 +35,14 @@ impl LineReader {
                 }
             }
         });
-        Ok(LineReader { rx, child, transcript: Vec::new() })
+        Ok(LineReader { rx, child, stdin, transcript: Vec::new() })
+    }
+
+    /// Types `text` and a newline on the child's stdin (the serial console).
+    pub fn type_line(&mut self, text: &str) -> Result<(), String> {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().ok_or("no stdin")?;
+        writeln!(stdin, "{text}").and_then(|()| stdin.flush()).map_err(|e| format!("typing {text:?}: {e}"))
     }
 
     /// The first line containing `needle`, waiting at most `timeout`.

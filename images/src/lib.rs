@@ -10,3 +10,4 @@ pub mod guest;
 pub mod host_tools;
 pub mod layout;
 pub mod qemu;
+pub mod switch_bench;

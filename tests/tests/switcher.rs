@@ -8,6 +8,7 @@
 //!   exactly the bytes of the keys it was meant to get (the VM losing the focus gets
 //!   the releases of Ctrl and Alt, the VM gaining it nothing of Ctrl+Alt+2), and the
 //!   hypervisor's per-VM byte counters agree;
+//! - an idle desktop costs no copying (nested-page dirty tracking);
 //! - after each switch the screen shows the focused VM's console under a strip in its
 //!   trust colour; the overview shows a tile per VM and switches with arrows + Enter;
 //! - a focused VM that powers off produces a notification and falls back to the
@@ -57,6 +58,13 @@ fn injected(m: &mut Machine) -> (u64, u64) {
     let corporate = get("corporate");
     let personal = get("personal");
     (corporate, personal)
+}
+
+/// The compositor's counters.
+fn frames(m: &mut Machine) -> images::switch_bench::Frames {
+    m.type_serial("!frames\n");
+    let line = m.expect("FRAMES copied=", STEP);
+    images::switch_bench::parse_frames(&line).unwrap_or_else(|| panic!("bad FRAMES line {line:?}"))
 }
 
 fn typed_bytes(text: &str) -> u64 {
@@ -140,6 +148,13 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     std::thread::sleep(Duration::from_secs(1));
     let shot = m.screendump("personal");
     check_screen(&shot, GREEN, &patterns[1].1, "personal focused");
+    // Nothing changes on the focused console now (its cursor is hidden): frames go by
+    // and the compositor copies nothing.
+    let before = frames(&mut m);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = frames(&mut m);
+    assert!(after.idle > before.idle, "no frames went by: {before:?} -> {after:?}");
+    assert_eq!(after.bytes_total, before.bytes_total, "an idle desktop was copied to the screen");
     switch(&mut m, "ctrl-alt-1", 1);
     std::thread::sleep(Duration::from_millis(500));
     let shot = m.screendump("corporate");

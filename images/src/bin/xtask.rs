@@ -39,6 +39,13 @@ enum BenchCmd {
     /// report the guest boot time to its ready marker in both, their ratio, the exits
     /// by reason during the boot and the exit rate of the idle shell.
     LinuxBoot,
+    /// The switcher: hotkey-to-first-frame time of a VM switch, and the bytes copied
+    /// to the screen per frame for an idle desktop and for one that redraws all the time.
+    Switch {
+        /// Boot the existing image without rebuilding it.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,6 +111,7 @@ fn main() -> ExitCode {
         Cmd::Image(args) => image(&args).map(|_| ()),
         Cmd::Run(args) => run(&args),
         Cmd::Bench(BenchCmd::LinuxBoot) => bench_linux_boot(),
+        Cmd::Bench(BenchCmd::Switch { no_build }) => bench_switch(no_build),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,5 +247,30 @@ fn bench_linux_boot() -> Result<(), String> {
     println!("  exits during boot                      : {}", boot.split("exits during boot: ").nth(1).unwrap_or(""));
     println!("  idle shell                             : {idle_rate} exits per second");
     println!("  idle exits by reason                   : {}", idle.split(": ").last().unwrap_or(""));
+    Ok(())
+}
+
+fn bench_switch(no_build: bool) -> Result<(), String> {
+    let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
+    let args = ImageArgs {
+        out: layout::target_dir().join("bench-switch.img"),
+        gop: Some((1280, 800)),
+        cmdline: String::new(),
+        bare: false,
+    };
+    let image_path = if no_build && args.out.is_file() { args.out.clone() } else { image(&args)? };
+    let vars = layout::target_dir().join("bench-ovmf-vars.fd");
+    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| format!("cannot copy the OVMF variable store: {e}"))?;
+    let qmp = layout::target_dir().join("bench-qmp.sock");
+    let _ = std::fs::remove_file(&qmp);
+    let mut config = MachineConfig::new(&image_path, &ovmf, vars);
+    config.memory_mib = 1536;
+    config.cpus = 1;
+    config.display = Display::Headless;
+    config.icount = true;
+    config.qmp_socket = Some(qmp.clone());
+    eprintln!("     Booting under -icount (several minutes)");
+    let table = images::switch_bench::run(config.command(&qemu), &qmp)?;
+    println!("{table}");
     Ok(())
 }
