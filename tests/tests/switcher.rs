@@ -131,6 +131,8 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     // The corporate VM saw Ctrl and Alt go down and, at the switch, come up.
     let want_corporate = typed_bytes(one) + 4;
     let want_personal = typed_bytes(two);
+    // The command runs when Enter goes down; its release follows shortly.
+    std::thread::sleep(Duration::from_secs(1));
     let (now_corporate, now_personal) = injected(&mut m);
     assert_eq!(now_corporate - inj_corporate, want_corporate, "bytes the hypervisor gave the corporate VM");
     assert_eq!(now_personal - inj_personal, want_personal, "bytes the hypervisor gave the personal VM");
@@ -205,6 +207,7 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     let three = "echo kb-three > /dev/ttyS0\n";
     m.type_keys(three);
     expect_from(&mut m, "corporate", "kb-three");
+    std::thread::sleep(Duration::from_secs(1));
     let (after, _) = injected(&mut m);
     assert_eq!(after - before, typed_bytes(three), "bytes given to the corporate VM after the overview");
     m.pass();
