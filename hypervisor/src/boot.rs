@@ -7,7 +7,7 @@ use crate::arch::x86::{cpu, gdt, idt, instr, lapic, tsc};
 use crate::cmdline::{self, ThenAction};
 use crate::memory::{paging, phys};
 use crate::platform::acpi::{IommuKind, PlatformTables};
-use crate::platform::{pci, power, qemu, screen};
+use crate::platform::{cmos, handoff, pci, power, qemu, screen};
 use crate::vm;
 
 /// Printed when the hypervisor has brought the machine up; test harnesses wait for it.
@@ -17,13 +17,9 @@ pub const READY_MARKER: &str = "BULKHEAD READY";
 pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     crate::logging::init(log::LevelFilter::Info);
     info!(target: "boot", "{} {} starting", crate::PRODUCT, crate::VERSION);
-    // SAFETY: the loader passes the physical address of a BootInfo in loader memory, which
-    // is identity mapped and never reused; the magic/version check below catches a
-    // mismatched loader before any other field is trusted.
-    let boot_info: &BootInfo = unsafe { &*(boot_info_addr as *const BootInfo) };
-    if !boot_info.is_valid() {
+    let Some(boot_info) = handoff::boot_info(boot_info_addr) else {
         fatal(format_args!("bad BootInfo at {boot_info_addr:#x}: the loader and hypervisor versions differ"));
-    }
+    };
     let (options, unknown) = cmdline::parse(boot_info.cmdline());
     log::set_max_level(options.log_level);
     for word in unknown {
@@ -35,11 +31,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     x86_64::instructions::interrupts::int3();
     info!(target: "boot", "cpu tables loaded (GDT, TSS with IST stacks, IDT)");
 
-    // SAFETY: the loader wrote `len` MemoryRegions at `addr` in loader memory, which the
-    // hypervisor never frees; the slice is only read.
-    let map: &[MemoryRegion] = unsafe {
-        core::slice::from_raw_parts(boot_info.memory_map.addr as *const MemoryRegion, boot_info.memory_map.len as usize)
-    };
+    let map = handoff::memory_map(boot_info);
     let ram = installed_ram(map);
     let reserved = reserved_ranges(boot_info);
     phys::init(map, &reserved);
@@ -127,7 +119,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
 
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
-    if !vm::launch::modules(boot_info).is_empty() {
+    if !handoff::modules(boot_info).is_empty() {
         let host_time =
             vm::desktop::HostTime { unix_secs: host_unix_time(), tsc: instr::rdtsc(), tsc_hz: tsc_per_ms * 1000 };
         vm::desktop::HOST_TIME.call_once(|| host_time);
@@ -161,15 +153,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
 
 /// The wall-clock time from the host's CMOS clock (0, logged, if it cannot be read).
 fn host_unix_time() -> u64 {
-    let read = |index: u8| {
-        // SAFETY: the CMOS index/data ports belong to the hypervisor; selecting a
-        // register and reading it has no effect beyond that (NMI-disable bit set).
-        unsafe {
-            instr::outb(0x70, index | 0x80);
-            instr::inb(0x71)
-        }
-    };
-    match crate::devices::host_rtc::read_host_rtc(read, Some(crate::devices::layout::RTC_CENTURY_INDEX)) {
+    match cmos::unix_time() {
         Ok(secs) => {
             info!(target: "boot", "wall clock from the CMOS RTC: {secs} (Unix time)");
             secs

@@ -1,5 +1,7 @@
 //! The machine around the CPU: firmware tables, PCI, power control, the framebuffer.
 pub mod acpi;
+pub mod cmos;
+pub mod handoff;
 pub mod keyboard;
 pub mod pci;
 pub mod power;

@@ -6,11 +6,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use bulkhead_abi::{BootInfo, Module};
+use bulkhead_abi::BootInfo;
 use log::info;
 
 use crate::arch::svm::Svm;
 use crate::memory::phys::GlobalFrames;
+use crate::platform::handoff::{self, module_data};
 use crate::vcpu::arch::Arch;
 use crate::vm::config;
 use crate::vm::desktop::HostTime;
@@ -20,28 +21,10 @@ use crate::vm::scheduler::Scheduler;
 /// The boot module holding the VM configuration.
 pub const CONFIG_MODULE: &str = "vms";
 
-/// The boot modules the loader left in memory.
-pub fn modules(boot_info: &BootInfo) -> &'static [Module] {
-    if boot_info.modules.addr == 0 || boot_info.modules.len == 0 {
-        return &[];
-    }
-    // SAFETY: the loader wrote `len` Module records at `addr` in loader memory, which the
-    // hypervisor never frees or writes; the records are plain data.
-    unsafe { core::slice::from_raw_parts(boot_info.modules.addr as *const Module, boot_info.modules.len as usize) }
-}
-
-/// A boot module's contents.
-pub fn module_data(modules: &'static [Module], name: &str) -> Option<&'static [u8]> {
-    let m = modules.iter().find(|m| m.name() == name)?;
-    // SAFETY: the loader copied the module's `len` bytes to `addr` (loader memory, kept
-    // and never written by the hypervisor); the loader verified its SHA-256.
-    Some(unsafe { core::slice::from_raw_parts(m.addr as *const u8, m.len as usize) })
-}
-
 /// Starts the configured VMs and never returns; returns the reason when nothing can
 /// start (no configuration, a bad one, no usable virtualisation).
 pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display: (u32, u32)) -> String {
-    let modules = modules(boot_info);
+    let modules = handoff::modules(boot_info);
     let Some(text) = module_data(modules, CONFIG_MODULE) else {
         return "the image has no VM configuration (boot module `vms`)".into();
     };
