@@ -136,6 +136,13 @@ impl InterruptController {
         Some(eoi)
     }
 
+    /// What the guest's next EOI would retire; an 8259 request counts as requested.
+    pub fn eoi_outlook(&self) -> crate::vcpu::pv_eoi::EoiOutlook {
+        let mut outlook = self.lapic.eoi_outlook();
+        outlook.requested |= self.extint_vector().is_some();
+        outlook
+    }
+
     // ---- MSRs -----------------------------------------------------------------------
 
     /// RDMSR: `None` if `msr` is not the APIC's (IA32_APIC_BASE, IA32_TSC_DEADLINE,

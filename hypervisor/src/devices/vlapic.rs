@@ -441,6 +441,16 @@ impl Vlapic {
         Some(Eoi { vector, level: self.tmr.contains(vector) })
     }
 
+    /// What the guest's next EOI would retire (for the paravirtual EOI offer).
+    pub fn eoi_outlook(&self) -> crate::vcpu::pv_eoi::EoiOutlook {
+        let top = self.isr.highest();
+        crate::vcpu::pv_eoi::EoiOutlook {
+            in_service: top.is_some(),
+            requested: self.irr.highest().is_some(),
+            level: top.is_some_and(|v| self.tmr.contains(v)),
+        }
+    }
+
     /// The next level-triggered vector the guest EOI'd, for `Ioapic::eoi`.
     pub fn take_eoi_broadcast(&mut self) -> Option<u8> {
         self.eoi_broadcasts.take_highest()

@@ -17,6 +17,9 @@
 //!   core/NB/LLC counter extensions and IBS, LWP. No PMU virtualisation.
 //! - **Thermal and power management** (1:EDX TM/ACPI/PBE, 1:ECX EST/TM2, leaf 6,
 //!   8000_0007 except invariant TSC) are hidden.
+//! - **TSC_ADJUST** (7:EBX[1]) is always offered: the MSR is emulated. With invariant
+//!   TSC it lets Linux trust the TSC without a clocksource watchdog waking it twice a
+//!   second.
 //! - **Machine check** (1:EDX MCE/MCA) is hidden: the MCG MSRs are not modelled.
 //! - **x2APIC and TSC-deadline** (1:ECX[21], [24]) are hidden until the local APIC model
 //!   handles the x2APIC MSR range.
@@ -131,6 +134,8 @@ impl CpuidPolicy {
                 r.ecx &= !bits(&[5, 16, 22, 30, 31]);
                 // AMX (22, 24, 25), spec-ctrl (26, 27, 29, 30, 31).
                 r.edx &= !bits(&[22, 24, 25, 26, 27, 29, 30, 31]);
+                // TSC_ADJUST is emulated (`MsrState`) whatever the host has.
+                r.ebx |= 1 << 1;
             }
             7 => r = CpuidResult::default(),
             0xd => match subleaf {
@@ -280,7 +285,11 @@ mod tests {
         assert_eq!(&sig, b"KVMKVMKVM\0\0\0");
         // `kvm_arch_para_features()` reads `cpuid_eax(base | 1)`; hints are EDX.
         let features = p.filter(&src, base | 1, 0, 0);
-        assert_eq!(features.eax, (1 << 1) | (1 << 3) | (1 << 24), "NOP_IO_DELAY, CLOCKSOURCE2, STABLE_BIT");
+        assert_eq!(
+            features.eax,
+            (1 << 1) | (1 << 3) | (1 << 6) | (1 << 24),
+            "NOP_IO_DELAY, CLOCKSOURCE2, PV_EOI, STABLE_BIT"
+        );
         assert_eq!(features.edx, 0);
         // The Bulkhead leaf is unchanged.
         assert_eq!(p.filter(&src, HYPERVISOR_LEAF, 0, 0).ebx, SIGNATURE[0]);

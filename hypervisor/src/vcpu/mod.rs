@@ -9,5 +9,6 @@ pub mod dispatch;
 pub mod exit;
 pub mod insn;
 pub mod msr;
+pub mod pv_eoi;
 pub mod pvclock;
 pub mod regs;

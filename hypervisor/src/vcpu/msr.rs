@@ -23,6 +23,7 @@ use crate::vcpu::regs::{RegisterFile, VendorMsr, cr};
 
 pub mod index {
     pub const TSC: u32 = 0x10;
+    pub const TSC_ADJUST: u32 = 0x3b;
     pub const APIC_BASE: u32 = 0x1b;
     pub const FEATURE_CONTROL: u32 = 0x3a;
     pub const BIOS_SIGN_ID: u32 = 0x8b;
@@ -47,6 +48,7 @@ pub mod index {
     pub const VM_HSAVE_PA: u32 = 0xc001_0117;
     pub const KVM_WALL_CLOCK_NEW: u32 = crate::vcpu::pvclock::MSR_KVM_WALL_CLOCK_NEW;
     pub const KVM_SYSTEM_TIME_NEW: u32 = crate::vcpu::pvclock::MSR_KVM_SYSTEM_TIME_NEW;
+    pub const KVM_PV_EOI_EN: u32 = crate::vcpu::pv_eoi::MSR_KVM_PV_EOI_EN;
 }
 
 /// Which component an MSR access goes to.
@@ -57,12 +59,15 @@ pub enum MsrRoute {
     /// The vCPU's kvmclock, when the VM offers it (CPUID `kvm_features`); otherwise
     /// these fall through to `MsrState`, which faults them.
     PvClock,
+    /// The vCPU's paravirtual EOI flag ([`crate::vcpu::pv_eoi`]), likewise.
+    PvEoi,
 }
 
 /// Where the exit glue sends an RDMSR/WRMSR of `msr`.
 pub fn route(msr: u32) -> MsrRoute {
     match msr {
         index::KVM_WALL_CLOCK_NEW | index::KVM_SYSTEM_TIME_NEW => MsrRoute::PvClock,
+        index::KVM_PV_EOI_EN => MsrRoute::PvEoi,
         _ => MsrRoute::State,
     }
 }
@@ -72,6 +77,9 @@ pub fn route(msr: u32) -> MsrRoute {
 pub struct MsrState {
     pub apic_base: u64,
     pub tsc_aux: u64,
+    /// IA32_TSC_ADJUST (SDM Vol. 3 §17.17.3): what the guest added to its TSC since
+    /// reset, through this MSR or by writing IA32_TSC.
+    pub tsc_adjust: u64,
 }
 
 /// The default APIC base, with the BSP flag on vCPU 0.
@@ -90,7 +98,11 @@ pub struct MsrFault;
 
 impl MsrState {
     pub fn new(bsp: bool) -> MsrState {
-        MsrState { apic_base: APIC_BASE_DEFAULT | APIC_ENABLE | if bsp { APIC_BSP } else { 0 }, tsc_aux: 0 }
+        MsrState {
+            apic_base: APIC_BASE_DEFAULT | APIC_ENABLE | if bsp { APIC_BSP } else { 0 },
+            tsc_aux: 0,
+            tsc_adjust: 0,
+        }
     }
 
     fn vendor(msr: u32) -> Option<VendorMsr> {
@@ -120,6 +132,7 @@ impl MsrState {
         }
         Ok(match msr {
             TSC => host_tsc.wrapping_add(regs.tsc_offset()),
+            TSC_ADJUST => self.tsc_adjust,
             TSC_AUX => self.tsc_aux,
             APIC_BASE => self.apic_base,
             MTRR_CAP => 0,
@@ -163,7 +176,17 @@ impl MsrState {
                     regs.set_msr(v, value);
                 }
             }
-            TSC => regs.set_tsc_offset(value.wrapping_sub(host_tsc)),
+            TSC => {
+                // A TSC write moves TSC_ADJUST by the same amount (§17.17.3).
+                let delta = value.wrapping_sub(host_tsc.wrapping_add(regs.tsc_offset()));
+                self.tsc_adjust = self.tsc_adjust.wrapping_add(delta);
+                regs.set_tsc_offset(value.wrapping_sub(host_tsc));
+            }
+            TSC_ADJUST => {
+                let delta = value.wrapping_sub(self.tsc_adjust);
+                regs.set_tsc_offset(regs.tsc_offset().wrapping_add(delta));
+                self.tsc_adjust = value;
+            }
             TSC_AUX => {
                 if value >> 32 != 0 {
                     return Err(MsrFault);
@@ -246,6 +269,22 @@ mod tests {
         s.write(TSC_AUX, 7, &mut r, 0).unwrap();
         assert_eq!(s.read(TSC_AUX, &r, 0).unwrap(), 7);
         assert_eq!(s.write(TSC_AUX, 1 << 32, &mut r, 0), Err(MsrFault));
+    }
+
+    #[test]
+    fn tsc_adjust_follows_the_sdm() {
+        let mut s = MsrState::new(true);
+        let mut r = FakeRegs::long_mode(0);
+        assert_eq!(s.read(TSC_ADJUST, &r, 0).unwrap(), 0, "zero from reset");
+        // Writing TSC_ADJUST moves the TSC by the difference.
+        s.write(TSC_ADJUST, 500, &mut r, 1000).unwrap();
+        assert_eq!(s.read(TSC, &r, 1000).unwrap(), 1500);
+        s.write(TSC_ADJUST, 200, &mut r, 1000).unwrap();
+        assert_eq!(s.read(TSC, &r, 1000).unwrap(), 1200);
+        // Writing the TSC moves TSC_ADJUST by the same amount.
+        s.write(TSC, 1300, &mut r, 1000).unwrap();
+        assert_eq!(s.read(TSC_ADJUST, &r, 0).unwrap(), 300);
+        assert_eq!(s.read(TSC, &r, 2000).unwrap(), 2300);
     }
 
     #[test]

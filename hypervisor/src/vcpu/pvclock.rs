@@ -61,15 +61,18 @@ pub mod feature {
     pub const NOP_IO_DELAY: u32 = 1 << 1;
     /// kvmclock through MSRs 0x4b56_4d00/0x4b56_4d01.
     pub const CLOCKSOURCE2: u32 = 1 << 3;
+    /// Paravirtual EOI through MSR 0x4b56_4d04 ([`crate::vcpu::pv_eoi`]).
+    pub const PV_EOI: u32 = 1 << 6;
     /// The guest may trust `PVCLOCK_TSC_STABLE_BIT` in the time info.
     pub const CLOCKSOURCE_STABLE_BIT: u32 = 1 << 24;
 }
 
-/// What the hypervisor implements: kvmclock, the stable bit, and the I/O-delay hint
-/// (which asks nothing of the host; it only saves the guest a trapped port 0x80 write
-/// per delayed legacy I/O access). No PV EOI, steal time, async page faults, PV TLB
-/// flush or PV IPIs.
-pub const KVM_FEATURES: u32 = feature::NOP_IO_DELAY | feature::CLOCKSOURCE2 | feature::CLOCKSOURCE_STABLE_BIT;
+/// What the hypervisor implements: kvmclock, the stable bit, paravirtual EOI and the
+/// I/O-delay hint (which asks nothing of the host; it only saves the guest a trapped
+/// port 0x80 write per delayed legacy I/O access). No steal time, async page faults,
+/// PV TLB flush or PV IPIs.
+pub const KVM_FEATURES: u32 =
+    feature::NOP_IO_DELAY | feature::CLOCKSOURCE2 | feature::PV_EOI | feature::CLOCKSOURCE_STABLE_BIT;
 
 /// `pvclock_vcpu_time_info.flags`: the TSC is synchronised across vCPUs, so the
 /// guest need not keep a global monotonic maximum.

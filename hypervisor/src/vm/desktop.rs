@@ -25,6 +25,7 @@ use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::dispatch::MsrDevices;
 use crate::vcpu::exit::AccessSize;
 use crate::vcpu::msr::{self, MsrRoute};
+use crate::vcpu::pv_eoi::PvEoi;
 use crate::vcpu::pvclock::{PvClock, PvClockConfig, WallClock};
 use crate::vm::console::VmConsole;
 
@@ -99,6 +100,7 @@ pub struct DesktopPlatform {
     pub irq: RefCell<InterruptController>,
     lines: GsiLines,
     pvclock: RefCell<PvClock>,
+    pv_eoi: RefCell<PvEoi>,
     pub uart: Shared<Uart16550>,
     pub keyboard: Shared<I8042>,
     /// The VM's PCI host (assigned devices are added to it).
@@ -163,6 +165,7 @@ impl DesktopPlatform {
             irq: RefCell::new(InterruptController::new(clock)),
             lines,
             pvclock: RefCell::new(pvclock),
+            pv_eoi: RefCell::new(PvEoi::default()),
             uart,
             keyboard,
             pci: pci_handle,
@@ -178,6 +181,25 @@ impl DesktopPlatform {
         self.lines.drain_into(&mut *irq);
         irq.tick(guest_tsc);
         self.lines.drain_into(&mut *irq);
+    }
+
+    /// After an exit: retires the interrupt whose EOI the guest signalled through the
+    /// paravirtual flag, if it did.
+    pub fn collect_pv_eoi(&self, memory: &mut dyn GuestMemoryAccess) {
+        if self.pv_eoi.borrow_mut().take_guest_eoi(memory) {
+            self.irq.borrow_mut().eoi();
+        }
+    }
+
+    /// Before an entry: lets the guest's next EOI skip its exit when that is safe.
+    pub fn offer_pv_eoi(&self, memory: &mut dyn GuestMemoryAccess) {
+        let outlook = self.irq.borrow().eoi_outlook();
+        self.pv_eoi.borrow_mut().offer(outlook, memory);
+    }
+
+    /// EOIs that took no exit, so far.
+    pub fn pv_eois(&self) -> u64 {
+        self.pv_eoi.borrow().skipped_exits()
     }
 
     /// A power-off or reset the guest asked for since the last call.
@@ -206,6 +228,7 @@ impl MsrDevices for DesktopMsrs<'_> {
         }
         match msr::route(msr) {
             MsrRoute::PvClock => Some(self.0.pvclock.borrow().read_msr(msr).map_err(|_| ())),
+            MsrRoute::PvEoi => Some(Ok(self.0.pv_eoi.borrow().read_msr())),
             MsrRoute::State => None,
         }
     }
@@ -227,6 +250,9 @@ impl MsrDevices for DesktopMsrs<'_> {
                     log::warn!(target: "vm", "kvmclock MSR {msr:#x} <- {value:#x} refused: {e:?}");
                 }))
             }
+            MsrRoute::PvEoi => Some(self.0.pv_eoi.borrow_mut().write_msr(value, memory).map_err(|e| {
+                log::warn!(target: "vm", "PV EOI MSR <- {value:#x} refused: {e:?}");
+            })),
             MsrRoute::State => None,
         }
     }

@@ -475,6 +475,11 @@ impl<A: Arch> Vm<A> {
         }
     }
 
+    /// EOIs the guest signalled without an exit (paravirtual EOI), so far.
+    pub fn pv_eois(&self) -> u64 {
+        self.platform.as_deref().map_or(0, DesktopPlatform::pv_eois)
+    }
+
     /// Host TSC at which a halted VM's next timer fires, if it has one.
     pub fn wake_deadline(&self) -> Option<u64> {
         let p = self.platform.as_ref()?;
@@ -524,8 +529,14 @@ impl<A: Arch> Vm<A> {
                     A::request_interrupt_window(vcpu);
                 }
             }
+            if let Some(p) = self.platform.as_deref() {
+                p.offer_pv_eoi(&mut GuestMemory::new(&self.map, DirectMap));
+            }
             let exit = A::run(vcpu);
             let host_tsc = crate::arch::x86::instr::rdtsc();
+            if let Some(p) = self.platform.as_deref() {
+                p.collect_pv_eoi(&mut GuestMemory::new(&self.map, DirectMap));
+            }
             if matches!(exit.reason, ExitReason::ExternalInterrupt | ExitReason::Nmi) {
                 // The host interrupt that ended the run is still pending: take it now.
                 x86_64::instructions::interrupts::enable();

@@ -39,6 +39,11 @@ mkdir -p /dev/pts /tmp /run
 mount -t devpts devpts /dev/pts
 /bin/busybox --install -s /bin
 
+# Idle power: a steady cursor (a blinking one wakes the VM five times a second) and
+# no proactive memory compaction (kcompactd would wake twice a second to check).
+echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null
+echo 0 > /proc/sys/vm/compaction_proactiveness 2>/dev/null
+
 # Say it on the serial console (the kernel's /dev/console: the last console= on the
 # command line) and on the screen's first virtual terminal.
 say() {
