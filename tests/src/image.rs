@@ -47,6 +47,21 @@ pub fn build_desktop_image(scenario: &str, cmdline: &str, desktops: &[images::de
     build_image_with_modules(scenario, cmdline, images::desktops::modules(linux_guest(), desktops))
 }
 
+/// An image whose Linux desktops are configured by `vms` (the `vms` boot module's
+/// text) instead of the default configuration for `desktops`.
+pub fn build_desktop_image_with_config(
+    scenario: &str,
+    cmdline: &str,
+    desktops: &[images::desktops::Desktop],
+    vms: &str,
+) -> PathBuf {
+    let mut modules = images::desktops::modules(linux_guest(), desktops);
+    for m in modules.iter_mut().filter(|m| m.name == "vms") {
+        m.source = FileSource::Bytes(vms.as_bytes().to_vec());
+    }
+    build_image_with_modules(scenario, cmdline, modules)
+}
+
 fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
     let artifacts = artifacts();
     let spec = ImageSpec {

@@ -12,7 +12,11 @@
 //! - after each switch the screen shows the focused VM's console under a strip in its
 //!   trust colour; the overview shows a tile per VM and switches with arrows + Enter;
 //! - a focused VM that powers off produces a notification and falls back to the
-//!   overview, which still switches to the other VM.
+//!   overview, which still switches to the other VM;
+//! - a focused VM that crashes (a kernel panic that ends in a triple fault) produces an
+//!   error notification and falls back to the overview; policy restarts it;
+//! - the key map comes from the configuration: it binds slot 2 to Ctrl+Alt+F2, and
+//!   Ctrl+Alt+2, a default hotkey, then reaches the guest like any other key.
 
 use std::time::Duration;
 
@@ -84,6 +88,12 @@ fn switch(m: &mut Machine, combo: &str, slot: u32) {
     m.expect(&format!("SWITCH-FRAME slot={slot}"), STEP);
 }
 
+/// Pixels of `colour` below the strip.
+fn below_strip_of(shot: &Screenshot, colour: (u8, u8, u8)) -> usize {
+    let strip = strip_height();
+    shot.count(0, strip, SCREEN.0, SCREEN.1 - strip, colour)
+}
+
 /// The strip along the top is in `colour`, and the console's first line shows the
 /// `pattern` of lit and dark 8x16 cells right under it.
 fn check_screen(shot: &Screenshot, colour: (u8, u8, u8), pattern: &str, what: &str) {
@@ -97,14 +107,37 @@ fn check_screen(shot: &Screenshot, colour: (u8, u8, u8), pattern: &str, what: &s
     }
 }
 
+/// The desktops' configuration with this test's key map; the corporate kernel
+/// triple-faults when it reboots after a panic (`reboot=t`), which the hypervisor sees
+/// as a crash.
+fn config() -> String {
+    let mut text: String =
+        images::desktops::vms_config(DESKTOPS)
+            .lines()
+            .map(|l| {
+                if l.starts_with("vm corporate ") {
+                    l.replacen("cmdline=\"", "cmdline=\"reboot=t ", 1)
+                } else {
+                    l.into()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+    text.push_str(
+        "hotkey switch-1 Ctrl+Alt+1\nhotkey switch-2 Ctrl+Alt+F2\nhotkey next Ctrl+Alt+Tab\nhotkey overview Ctrl+Alt+Space\n",
+    );
+    text
+}
+
 #[test]
 fn hotkeys_switch_keyboard_and_screen_between_vms() {
-    let img = image::build_desktop_image("switcher", "", DESKTOPS);
+    let img = image::build_desktop_image_with_config("switcher", "", DESKTOPS, &config());
     let mut m = Machine::boot("switcher", &img, |c| {
         c.memory_mib = 1536;
         c.cpus = 1;
     });
     m.expect("BULKHEAD READY", BOOT);
+    m.expect("key map: 4 bindings from the configuration", BOOT);
     m.expect("i8042 ready", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
@@ -120,7 +153,7 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     let two = "echo kb-two-$((6*8)) > /dev/ttyS0\n";
     m.type_keys(one);
     expect_from(&mut m, "corporate", "kb-one-42");
-    switch(&mut m, "ctrl-alt-2", 2);
+    switch(&mut m, "ctrl-alt-f2", 2);
     m.type_keys(two);
     expect_from(&mut m, "personal", "kb-two-48");
     let serial = m.serial();
@@ -140,6 +173,15 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     let got_personal = guest_key_irqs(&mut m, "personal", "b") - irq_personal;
     assert_eq!(got_corporate, want_corporate, "keyboard interrupts the corporate guest took");
     assert_eq!(got_personal, want_personal, "keyboard interrupts the personal guest took (hotkey leaked?)");
+
+    // Ctrl+Alt+2 is not bound by this key map: the focused guest gets all six bytes
+    // (three makes, three breaks) and the focus stays.
+    let (_, before) = injected(&mut m);
+    m.send_keys("ctrl-alt-2");
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, after) = injected(&mut m);
+    assert_eq!(after - before, 6, "bytes the personal VM got for the unbound Ctrl+Alt+2");
+    assert!(!m.serial().contains("SWITCH-FRAME slot=1"), "Ctrl+Alt+2 switched although the key map does not bind it");
 
     // Screen: a distinct pattern on each console, then switch back and forth.
     let patterns = [("corporate", "#".repeat(40)), ("personal", "# ".repeat(20))];
@@ -171,10 +213,9 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     assert_eq!(after - before, 4, "bytes the corporate VM got for Ctrl+Alt+Space");
     std::thread::sleep(Duration::from_millis(500));
     let shot = m.screendump("overview");
-    let strip = strip_height();
-    let below_strip = |c| shot.count(0, strip, SCREEN.0, SCREEN.1 - strip, c);
-    assert!(below_strip(RED) > 200, "no corporate tile: {} red pixels", below_strip(RED));
-    assert!(below_strip(GREEN) > 200, "no personal tile: {} green pixels", below_strip(GREEN));
+    let (red, green) = (below_strip_of(&shot, RED), below_strip_of(&shot, GREEN));
+    assert!(red > 200, "no corporate tile: {red} red pixels");
+    assert!(green > 200, "no personal tile: {green} green pixels");
     m.send_keys("right");
     m.send_keys("ret");
     m.expect("SWITCH-FRAME slot=2", STEP);
@@ -210,5 +251,29 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     std::thread::sleep(Duration::from_secs(1));
     let (after, _) = injected(&mut m);
     assert_eq!(after - before, typed_bytes(three), "bytes given to the corporate VM after the overview");
+
+    // The focused VM crashes: an error notification and the overview; policy restarts
+    // the VM, and the overview switches to it again.
+    m.run_in_vm("corporate", "echo c > /proc/sysrq-trigger");
+    m.expect("(corporate) stopped: TripleFault", STEP);
+    m.expect("notification: CORPORATE crashed: triple fault; restarted", STEP);
+    m.expect("OVERVIEW-DRAWN tiles=2 selected=1", STEP);
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = m.screendump("crashed");
+    let toast = ui::notification::rect(
+        Size::new(SCREEN.0, SCREEN.1),
+        ui::Scale::for_screen(Size::new(SCREEN.0, SCREEN.1)),
+        &ui::notification::Notification {
+            message: "CORPORATE crashed: triple fault; restarted",
+            severity: ui::notification::Severity::Error,
+        },
+    );
+    let accent = ui::palette::SEVERITY_ERROR;
+    let (x, y) = (toast.top_left.x as u32 + 2, toast.top_left.y as u32 + toast.size.height / 2);
+    assert!(shot.is(x, y, accent), "no error notification accent at ({x},{y}): {:?}", shot.pixel(x, y));
+    assert!(below_strip_of(&shot, RED) > 200, "the overview lost the corporate tile");
+    m.expect("[corporate] BULKHEAD-GUEST-READY", BOOT);
+    m.send_keys("ret");
+    m.expect("SWITCH-FRAME slot=1", STEP);
     m.pass();
 }

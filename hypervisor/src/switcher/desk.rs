@@ -98,6 +98,7 @@ pub fn stop_message(name: &str, reason: &StopReason, restarted: bool) -> (heaple
                 StopReason::BadHypercall { .. } => "bad hypercall",
                 StopReason::EmulationFailed { .. } => "unsupported instruction",
                 StopReason::NestedPageFault { .. } => "memory access outside the VM",
+                StopReason::DmaFault { .. } => "device DMA outside the VM",
                 _ => "unsupported paging mode",
             };
             let then = if restarted { "; restarted" } else { "" };
@@ -169,8 +170,9 @@ fn vm_colour_strip<'a>(config: &'a VmConfig) -> ui::strip::Strip<'a> {
 }
 
 impl Desk {
-    /// Takes the keyboard (if there is one) for `vm_count` VMs; VM slot 0 has the focus.
-    pub fn new(vm_count: usize) -> Desk {
+    /// Takes the keyboard (if there is one) for `vm_count` VMs, with the key map
+    /// `hotkeys`; VM slot 0 has the focus.
+    pub fn new(vm_count: usize, hotkeys: Hotkeys) -> Desk {
         let keyboard = match HostKeyboard::init(PortIo) {
             Ok(k) => Some(k),
             Err(why) => {
@@ -183,7 +185,7 @@ impl Desk {
             keyboard,
             typed: heapless::Deque::new(),
             decoder: Set1Decoder::new(),
-            router: KeyRouter::new(Hotkeys::default(), Focus::Vm(0)),
+            router: KeyRouter::new(hotkeys, Focus::Vm(0)),
             focus: 0,
             mode: Mode::Desktop,
             shown: Shown::Nothing,
@@ -353,7 +355,10 @@ impl Desk {
         let until_tsc = rdtsc().saturating_add(TOAST_MS * self.ticks_per_ms);
         self.toast = Some(Toast { text, severity, until_tsc });
         self.router.forget_vm(slot);
-        if restarted {
+        // A crash takes the user to the overview even when policy restarted the VM:
+        // what they were looking at is gone, and the notification says why.
+        let crashed = severity == Severity::Error;
+        if restarted && !crashed {
             if slot == self.focus {
                 self.shown = Shown::Nothing;
             }

@@ -141,10 +141,19 @@ impl Hotkeys {
     /// A map from policy: `(combo text, action)` pairs. The secure-attention combo is
     /// always present (policy can move it, never remove it).
     pub fn from_config(items: &[(&str, Action)]) -> Result<Hotkeys, (usize, ParseError)> {
-        let mut entries = Vec::new();
+        let mut combos = alloc::vec::Vec::new();
         for (i, (text, action)) in items.iter().enumerate() {
-            let combo = Combo::parse(text).map_err(|e| (i, e))?;
-            entries.push((combo, *action)).map_err(|_| (i, ParseError::TooManyKeys))?;
+            combos.push((Combo::parse(text).map_err(|e| (i, e))?, *action));
+        }
+        Hotkeys::from_combos(&combos).map_err(|i| (i, ParseError::TooManyKeys))
+    }
+
+    /// A map from parsed bindings, plus the default secure-attention combination if
+    /// none is bound. `Err(i)`: binding `i` does not fit.
+    pub fn from_combos(items: &[(Combo, Action)]) -> Result<Hotkeys, usize> {
+        let mut entries = Vec::new();
+        for (i, binding) in items.iter().enumerate() {
+            entries.push(*binding).map_err(|_| i)?;
         }
         if !entries.iter().any(|(_, a)| *a == Action::SecureAttention) {
             let sas = Hotkeys::default().entries.iter().copied().find(|(_, a)| *a == Action::SecureAttention);

@@ -8,11 +8,19 @@
 //! vm corporate image=linux-cloud memory=384M label="CORPORATE · secure" colour=#c0392b restart=always
 //! vm checks    image=checks memory=16M kind=payload restart=never
 //! vm dma       image=dma-attack memory=16M devices=00:03.0,8086:10d3 expect=dma-fault
+//!
+//! # The switcher's key map (optional; replaces the defaults when present).
+//! # Actions: switch-1 .. switch-9, next, overview, secure-attention.
+//! hotkey switch-1         Ctrl+Alt+F1
+//! hotkey overview         Meta+Space
+//! hotkey secure-attention Ctrl+Alt+Home
 //! ```
 #![forbid(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
+
+use crate::switcher::hotkeys::{Action, Combo, MAX_HOTKEYS};
 
 /// How a VM's boot module is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +109,21 @@ pub struct VmConfig {
     pub devices: Vec<DeviceSelector>,
 }
 
+/// One line of the key map: `hotkey ACTION COMBO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotkeyBinding {
+    pub action: Action,
+    pub combo: Combo,
+}
+
+/// Everything the configuration text holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub vms: Vec<VmConfig>,
+    /// The key map; empty means the built-in defaults.
+    pub hotkeys: Vec<HotkeyBinding>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub line: usize,
@@ -118,15 +141,34 @@ pub const MIN_MEMORY: u64 = 2 * 1024 * 1024;
 pub const MAX_MEMORY: u64 = 64 * 1024 * 1024 * 1024;
 pub const MAX_VMS: usize = 16;
 
+/// The VMs of a configuration (its key map, if any, ignored).
 pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
+    parse_config(text).map(|c| c.vms)
+}
+
+/// Parses a whole configuration: `vm` and `hotkey` lines.
+pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     let mut vms: Vec<VmConfig> = Vec::new();
+    let mut hotkeys: Vec<HotkeyBinding> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |reason: &str| ConfigError { line, reason: reason.into() };
         let words = split_words(raw).map_err(&err)?;
         let Some((first, rest)) = words.split_first() else { continue };
+        if first == "hotkey" {
+            let binding = parse_hotkey(rest).map_err(|reason| ConfigError { line, reason })?;
+            if hotkeys.iter().any(|h| h.combo == binding.combo) {
+                return Err(err("this key combination is bound twice"));
+            }
+            // One entry stays free for the secure-attention default.
+            if hotkeys.len() + 1 >= MAX_HOTKEYS {
+                return Err(err("too many hotkeys"));
+            }
+            hotkeys.push(binding);
+            continue;
+        }
         if first != "vm" {
-            return Err(err("lines start with `vm NAME`"));
+            return Err(err("lines start with `vm NAME` or `hotkey ACTION COMBO`"));
         }
         let (name, pairs) = rest.split_first().ok_or_else(|| err("missing VM name"))?;
         if name.is_empty() || name.len() > 31 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -215,7 +257,30 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
         }
         vms.push(vm);
     }
-    Ok(vms)
+    Ok(Config { vms, hotkeys })
+}
+
+/// `ACTION COMBO` of a `hotkey` line.
+fn parse_hotkey(words: &[String]) -> Result<HotkeyBinding, String> {
+    const USAGE: &str = "hotkey lines are `hotkey ACTION COMBO`, e.g. `hotkey switch-1 Ctrl+Alt+1` (actions: \
+                         switch-1 .. switch-9, next, overview, secure-attention)";
+    let [action, text] = words else { return Err(USAGE.into()) };
+    let action = match action.as_str() {
+        "next" => Action::Next,
+        "overview" => Action::Overview,
+        "secure-attention" => Action::SecureAttention,
+        other => match other.strip_prefix("switch-").and_then(|n| n.parse::<u8>().ok()) {
+            Some(n @ 1..=9) => Action::SwitchTo(n),
+            _ => return Err(USAGE.into()),
+        },
+    };
+    let combo = Combo::parse(text).map_err(|e| alloc::format!("{text}: {e}"))?;
+    // A combination without Ctrl, Alt or Meta would take ordinary typing away from
+    // every guest.
+    if !(combo.mods.ctrl || combo.mods.alt || combo.mods.meta) {
+        return Err(alloc::format!("{text} needs Ctrl, Alt or Meta, or guests could not type that key"));
+    }
+    Ok(HotkeyBinding { action, combo })
 }
 
 /// Splits on whitespace, keeping `"quoted strings"` (after `=`) together.
@@ -289,6 +354,33 @@ mod tests {
         assert!(parse("vm b image=x memory=16M label=\"open").is_err());
         assert!(parse("vm bad_name image=x memory=16M").is_err());
         assert!(parse("vm c image=x memory=16M colour=red").is_err());
+    }
+
+    #[test]
+    fn key_map_lines() {
+        let text = "hotkey switch-2 Ctrl+Alt+F2\nvm a image=x memory=16M\nhotkey overview meta+space # comment\n";
+        let c = parse_config(text).unwrap();
+        assert_eq!(c.vms.len(), 1);
+        assert_eq!(c.hotkeys.len(), 2);
+        assert_eq!(c.hotkeys[0].action, Action::SwitchTo(2));
+        assert_eq!(c.hotkeys[0].combo, Combo::parse("ctrl+alt+f2").unwrap());
+        assert_eq!(c.hotkeys[1].action, Action::Overview);
+        assert!(parse_config("vm a image=x memory=16M").unwrap().hotkeys.is_empty());
+        for (bad, why) in [
+            ("hotkey switch-0 Ctrl+Alt+0", "actions"),
+            ("hotkey switch-10 Ctrl+Alt+0", "actions"),
+            ("hotkey jump Ctrl+Alt+J", "actions"),
+            ("hotkey next", "actions"),
+            ("hotkey next Ctrl+Alt+Nope", "unknown key name"),
+            ("hotkey next Shift+Tab", "needs Ctrl, Alt or Meta"),
+            ("hotkey next Ctrl+Alt+Tab\nhotkey overview ctrl+alt+tab", "bound twice"),
+        ] {
+            let e = parse_config(bad).unwrap_err();
+            assert!(e.reason.contains(why), "{bad}: {}", e.reason);
+        }
+        let many: String =
+            (0..MAX_HOTKEYS).map(|i| alloc::format!("hotkey next Ctrl+Alt+{}\n", (b'a' + i as u8) as char)).collect();
+        assert!(parse_config(&many).unwrap_err().reason.contains("too many"));
     }
 
     #[test]

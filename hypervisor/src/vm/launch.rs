@@ -12,6 +12,7 @@ use log::info;
 use crate::arch::svm::Svm;
 use crate::memory::phys::GlobalFrames;
 use crate::platform::handoff::{self, module_data};
+use crate::switcher::hotkeys::Hotkeys;
 use crate::vcpu::arch::Arch;
 use crate::vm::config;
 use crate::vm::desktop::HostTime;
@@ -31,10 +32,23 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
     let Ok(text) = core::str::from_utf8(text) else {
         return "the VM configuration is not UTF-8 text".into();
     };
-    let configs = match config::parse(text) {
-        Ok(c) if c.is_empty() => return "the VM configuration lists no VMs".into(),
-        Ok(c) => c,
+    let (configs, key_map) = match config::parse_config(text) {
+        Ok(c) if c.vms.is_empty() => return "the VM configuration lists no VMs".into(),
+        Ok(c) => (c.vms, c.hotkeys),
         Err(e) => return format!("{e}"),
+    };
+    let hotkeys = if key_map.is_empty() {
+        info!(target: "switcher", "key map: the defaults (see README, Keyboard)");
+        Hotkeys::default()
+    } else {
+        let bindings: Vec<_> = key_map.iter().map(|b| (b.combo, b.action)).collect();
+        match Hotkeys::from_combos(&bindings) {
+            Ok(h) => {
+                info!(target: "switcher", "key map: {} bindings from the configuration", bindings.len());
+                h
+            }
+            Err(i) => return format!("the key map does not fit (binding {})", i + 1),
+        }
     };
     // Every device assignment is checked (assignable, IOMMU on) before any VM exists.
     let assigned = match crate::vm::passthrough::check(&configs) {
@@ -78,5 +92,5 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
             Err(e) => return format!("VM {name}: {e}"),
         }
     }
-    Scheduler::new(vms, features).run(selftest)
+    Scheduler::new(vms, features, hotkeys).run(selftest)
 }

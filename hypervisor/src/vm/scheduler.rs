@@ -117,8 +117,8 @@ fn hypervisor_checksum() -> u64 {
 }
 
 impl<A: Arch> Scheduler<A> {
-    pub fn new(vms: Vec<Vm<A>>, features: A::Features) -> Self {
-        let desk = Desk::new(vms.len());
+    pub fn new(vms: Vec<Vm<A>>, features: A::Features, hotkeys: crate::switcher::hotkeys::Hotkeys) -> Self {
+        let desk = Desk::new(vms.len(), hotkeys);
         Scheduler {
             slots: vms.into_iter().map(|vm| Slot { vm, report: LoadReport::default(), final_checksum: None }).collect(),
             features,
