@@ -1,5 +1,6 @@
 //! Two unmodified Debian Linux desktops side by side under Bulkhead, with different
-//! memory sizes, each driven over its own serial console: the kernel is the packaged one,
+//! memory sizes (one larger than the 2.75 GiB below the 32-bit hole, so its RAM
+//! continues above 4 GiB), each driven over its own serial console: the kernel is the packaged one,
 //! it knows it runs under a hypervisor, sees its configured memory and the real date,
 //! draws its console into its own framebuffer (checked pixel by pixel on the screen),
 //! and `poweroff` in one VM stops only that VM.
@@ -10,7 +11,7 @@ use images::desktops::Desktop;
 use tests::{Machine, image};
 
 const DESKTOPS: &[Desktop] = &[
-    Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 384 },
+    Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 3072 },
     Desktop { name: "personal", label: "PERSONAL", colour: "#27ae60", memory_mib: 256 },
 ];
 
@@ -27,7 +28,9 @@ fn two_linux_desktops_boot_side_by_side() {
     let guest = image::linux_guest();
     let img = image::build_desktop_image("linux-desktops", "", DESKTOPS);
     let mut m = Machine::boot("linux-desktops", &img, |c| {
-        c.memory_mib = 1536;
+        // The 3 GiB VM needs a contiguous host block: QEMU's q35 puts RAM beyond 2 GiB
+        // above 4 GiB, so 6 GiB leaves a 4 GiB block there.
+        c.memory_mib = 6144;
         c.cpus = 1;
     });
     m.expect("BULKHEAD READY", BOOT);
@@ -35,7 +38,7 @@ fn two_linux_desktops_boot_side_by_side() {
     m.expect("BULKHEAD-GUEST-READY", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
 
-    for (vm, mib) in [("corporate", 384u64), ("personal", 256)] {
+    for (vm, mib) in [("corporate", 3072u64), ("personal", 256)] {
         m.run_in_vm(vm, "echo UNAME=$(uname -r)");
         let uname = m.expect(&format!("[{vm}] UNAME="), STEP);
         assert_eq!(value(&uname, "UNAME="), guest.kernel_version, "{vm} runs another kernel");

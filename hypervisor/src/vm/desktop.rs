@@ -30,10 +30,24 @@ use crate::vcpu::pvclock::{PvClock, PvClockConfig, WallClock};
 use crate::vm::console::VmConsole;
 
 /// Guest-physical address of the VM's framebuffer: below the PCI MMIO window
-/// (0xC000_0000) and above the largest RAM a desktop VM gets (see [`MAX_RAM`]).
+/// (0xC000_0000) and above the VM's low RAM (see [`LOW_RAM_MAX`]).
 pub const FRAMEBUFFER_GPA: u64 = 0xB000_0000;
-/// Desktop VMs keep RAM below the framebuffer; larger VMs need a split RAM map.
-pub const MAX_RAM: u64 = FRAMEBUFFER_GPA;
+/// A desktop VM's RAM fills GPA 0 up to here; the rest continues at [`HIGH_RAM_GPA`],
+/// as on a PC with more than 3 GiB (the hole holds the framebuffer, the PCI window,
+/// ECAM, the IOAPIC and the local APIC).
+pub const LOW_RAM_MAX: u64 = FRAMEBUFFER_GPA;
+/// Where RAM above the 32-bit hole starts.
+pub const HIGH_RAM_GPA: u64 = 0x1_0000_0000;
+
+/// How `ram` bytes of a desktop VM are laid out: `(gpa, offset into the VM's host
+/// block, length)` for the low block and, when the VM is larger than the low block,
+/// the high one.
+pub fn ram_blocks(ram: u64) -> ([(u64, u64, u64); 2], usize) {
+    let low = ram.min(LOW_RAM_MAX);
+    let high = ram.saturating_sub(low);
+    let blocks = [(0, 0, low), (HIGH_RAM_GPA, low, high)];
+    (blocks, if high == 0 { 1 } else { 2 })
+}
 /// The ACPI tables live in the reserved area below 1 MiB.
 pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
 /// Where the reserved low area starts (EBDA-like, never RAM for Linux).
@@ -305,11 +319,48 @@ impl PortBus for DesktopPorts<'_> {
 pub fn e820(ram: u64, fb_len: u64) -> Vec<crate::vm::linux::BootE820Entry> {
     use crate::vm::linux::{BootE820Entry, E820Type};
     let g = GuestPhysAddr::new;
-    alloc::vec![
+    let low = ram.min(LOW_RAM_MAX);
+    let mut map = alloc::vec![
         BootE820Entry::new(g(0), LOW_RESERVED_START, E820Type::Ram),
         BootE820Entry::new(g(LOW_RESERVED_START), LOW_RESERVED_END - LOW_RESERVED_START, E820Type::Reserved),
-        BootE820Entry::new(g(LOW_RESERVED_END), ram - LOW_RESERVED_END, E820Type::Ram),
+        BootE820Entry::new(g(LOW_RESERVED_END), low.saturating_sub(LOW_RESERVED_END), E820Type::Ram),
         BootE820Entry::new(g(FRAMEBUFFER_GPA), fb_len, E820Type::Reserved),
         BootE820Entry::new(g(layout::PCI_ECAM_BASE), layout::PCI_ECAM_LEN, E820Type::Reserved),
-    ]
+    ];
+    let high = ram.saturating_sub(low);
+    if high != 0 {
+        map.push(BootE820Entry::new(g(HIGH_RAM_GPA), high, E820Type::Ram));
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_vms_have_one_ram_block() {
+        let (blocks, n) = ram_blocks(384 << 20);
+        assert_eq!(&blocks[..n], &[(0, 0, 384 << 20)]);
+        let map = e820(384 << 20, 4 << 20);
+        assert_eq!(map.len(), 5);
+        assert!(map.iter().all(|e| e.addr < LOW_RAM_MAX || e.addr >= FRAMEBUFFER_GPA));
+    }
+
+    #[test]
+    fn large_vms_continue_above_4_gib() {
+        let ram = 6u64 << 30;
+        let (blocks, n) = ram_blocks(ram);
+        assert_eq!(n, 2);
+        assert_eq!(blocks[0], (0, 0, LOW_RAM_MAX));
+        assert_eq!(blocks[1], (HIGH_RAM_GPA, LOW_RAM_MAX, ram - LOW_RAM_MAX));
+        let map = e820(ram, 4 << 20);
+        let ram_total: u64 =
+            map.iter().filter(|e| e.typ == crate::vm::linux::E820Type::Ram as u32).map(|e| e.size).sum();
+        assert_eq!(ram_total, ram - (LOW_RESERVED_END - LOW_RESERVED_START));
+        let last = map.last().unwrap();
+        assert_eq!((last.addr, last.size), (HIGH_RAM_GPA, ram - LOW_RAM_MAX));
+        // Exactly at the limit: no high block.
+        assert_eq!(ram_blocks(LOW_RAM_MAX).1, 1);
+    }
 }

@@ -182,19 +182,25 @@ impl<A: Arch> Vm<A> {
         features: &A::Features,
     ) -> Result<Vm<A>, VmError> {
         let ram_bytes = config.memory_bytes;
-        if config.kind == Kind::Linux && ram_bytes > desktop::MAX_RAM {
-            return Err(VmError::Image(alloc::format!("desktop VMs take at most {} MiB", desktop::MAX_RAM >> 20)));
-        }
         let ram = phys::alloc_contiguous(ram_bytes, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("guest RAM"))?;
         let maps = A::permission_maps();
         let io_map = phys::alloc_contiguous(IO_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("I/O map"))?;
         let msr_map = phys::alloc_contiguous(MSR_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("MSR map"))?;
         DirectMap.write(io_map, maps.io.get(..IO_MAP_BYTES as usize).unwrap_or(&maps.io));
         DirectMap.write(msr_map, maps.msr.get(..MSR_MAP_BYTES as usize).unwrap_or(&maps.msr));
-        let mut regions = vec![
-            GuestRegion::new(GuestPhysAddr::new(0), ram, ram_bytes, Perms::RWX)
-                .map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
-        ];
+        // Desktop VMs get a PC's RAM layout (a hole below 4 GiB); payloads one block.
+        let (blocks, count) = match config.kind {
+            Kind::Linux => desktop::ram_blocks(ram_bytes),
+            Kind::Payload => ([(0, 0, ram_bytes), (0, 0, 0)], 1),
+        };
+        let mut regions = Vec::new();
+        for &(gpa, offset, len) in blocks.get(..count).unwrap_or_default() {
+            let hpa = HostPhysAddr::new(ram.raw() + offset);
+            regions.push(
+                GuestRegion::new(GuestPhysAddr::new(gpa), hpa, len, Perms::RWX)
+                    .map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
+            );
+        }
         let framebuffer = match config.kind {
             Kind::Linux => {
                 let (width, height) = resources.display;
@@ -409,7 +415,8 @@ impl<A: Arch> Vm<A> {
             kernel,
             initrd: self.resources.initrd.unwrap_or(&[]),
             cmdline: self.config.cmdline.as_bytes(),
-            mem_size: self.config.memory_bytes,
+            // The kernel, initrd and boot data go in the low block.
+            mem_size: self.config.memory_bytes.min(desktop::LOW_RAM_MAX),
             e820: &e820,
             framebuffer: Some(Framebuffer {
                 base: fb.gpa,
@@ -435,9 +442,18 @@ impl<A: Arch> Vm<A> {
     /// Zeroes all guest RAM, so a restarted VM starts from the same state as a new one.
     fn scrub_ram(&mut self) {
         let zeros = vec![0u8; 64 * 1024];
+        let ram: Vec<(u64, u64)> = self
+            .map
+            .regions()
+            .iter()
+            .filter(|r| self.framebuffer.is_none_or(|fb| fb.gpa != r.gpa()))
+            .map(|r| (r.gpa().raw(), r.len_bytes()))
+            .collect();
         let mut mem = GuestMemory::new(&self.map, DirectMap);
-        for gpa in (0..self.config.memory_bytes).step_by(zeros.len()) {
-            let _ = mem.write_bytes(GuestPhysAddr::new(gpa), &zeros);
+        for (start, len) in ram {
+            for gpa in (start..start + len).step_by(zeros.len()) {
+                let _ = mem.write_bytes(GuestPhysAddr::new(gpa), &zeros);
+            }
         }
     }
 
