@@ -25,6 +25,7 @@ use images::desktops::Desktop;
 use tests::machine::scancode_bytes_for;
 use tests::screen::Screenshot;
 use tests::{Machine, image};
+use ui::notification::Severity;
 
 const DESKTOPS: &[Desktop] = &[
     Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 320 },
@@ -86,6 +87,22 @@ fn expect_from(m: &mut Machine, vm: &str, marker: &str) {
 fn switch(m: &mut Machine, combo: &str, slot: u32) {
     m.send_keys(combo);
     m.expect(&format!("SWITCH-FRAME slot={slot}"), STEP);
+}
+
+/// The notification `message` is on screen, with the accent of its `severity`.
+fn check_notification(shot: &Screenshot, message: &str, severity: Severity) {
+    let screen = Size::new(SCREEN.0, SCREEN.1);
+    let toast = ui::notification::rect(
+        screen,
+        ui::Scale::for_screen(screen),
+        &ui::notification::Notification { message, severity },
+    );
+    let accent = match severity {
+        Severity::Info => ui::palette::SEVERITY_INFO,
+        _ => ui::palette::SEVERITY_ERROR,
+    };
+    let (x, y) = (toast.top_left.x as u32 + 2, toast.top_left.y as u32 + toast.size.height / 2);
+    assert!(shot.is(x, y, accent), "no accent of {message:?} at ({x},{y}): {:?}", shot.pixel(x, y));
 }
 
 /// Pixels of `colour` below the strip.
@@ -229,17 +246,7 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     m.expect("OVERVIEW-DRAWN tiles=2 selected=2", STEP);
     std::thread::sleep(Duration::from_millis(500));
     let shot = m.screendump("stopped");
-    let toast = ui::notification::rect(
-        Size::new(SCREEN.0, SCREEN.1),
-        ui::Scale::for_screen(Size::new(SCREEN.0, SCREEN.1)),
-        &ui::notification::Notification {
-            message: "PERSONAL was shut down",
-            severity: ui::notification::Severity::Info,
-        },
-    );
-    let accent = ui::palette::SEVERITY_INFO;
-    let (x, y) = (toast.top_left.x as u32 + 2, toast.top_left.y as u32 + toast.size.height / 2);
-    assert!(shot.is(x, y, accent), "no notification accent at ({x},{y}): {:?}", shot.pixel(x, y));
+    check_notification(&shot, "PERSONAL was shut down", Severity::Info);
     // The overview still switches, and the keyboard follows.
     m.send_keys("left");
     m.send_keys("ret");
@@ -260,17 +267,7 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     m.expect("OVERVIEW-DRAWN tiles=2 selected=1", STEP);
     std::thread::sleep(Duration::from_millis(500));
     let shot = m.screendump("crashed");
-    let toast = ui::notification::rect(
-        Size::new(SCREEN.0, SCREEN.1),
-        ui::Scale::for_screen(Size::new(SCREEN.0, SCREEN.1)),
-        &ui::notification::Notification {
-            message: "CORPORATE crashed: triple fault; restarted",
-            severity: ui::notification::Severity::Error,
-        },
-    );
-    let accent = ui::palette::SEVERITY_ERROR;
-    let (x, y) = (toast.top_left.x as u32 + 2, toast.top_left.y as u32 + toast.size.height / 2);
-    assert!(shot.is(x, y, accent), "no error notification accent at ({x},{y}): {:?}", shot.pixel(x, y));
+    check_notification(&shot, "CORPORATE crashed: triple fault; restarted", Severity::Error);
     assert!(below_strip_of(&shot, RED) > 200, "the overview lost the corporate tile");
     m.expect("[corporate] BULKHEAD-GUEST-READY", BOOT);
     m.send_keys("ret");
