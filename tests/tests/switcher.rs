@@ -89,6 +89,27 @@ fn switch(m: &mut Machine, combo: &str, slot: u32) {
     m.expect(&format!("SWITCH-FRAME slot={slot}"), STEP);
 }
 
+/// How a test stops a VM, and what the hypervisor says about it.
+struct Stop {
+    command: &'static str,
+    reason: &'static str,
+    message: &'static str,
+}
+
+/// Stops the focused VM in `slot`: the hypervisor logs the reason, shows the
+/// notification and falls back to the overview with that VM selected. Returns the
+/// screen.
+fn stop_focused(m: &mut Machine, vm: &str, slot: u32, stop: &Stop, severity: Severity) -> Screenshot {
+    m.run_in_vm(vm, stop.command);
+    m.expect(&format!("({vm}) stopped: {}", stop.reason), STEP);
+    m.expect(&format!("notification: {}", stop.message), STEP);
+    m.expect(&format!("OVERVIEW-DRAWN tiles=2 selected={slot}"), STEP);
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = m.screendump(&format!("stopped-{vm}"));
+    check_notification(&shot, stop.message, severity);
+    shot
+}
+
 /// The notification `message` is on screen, with the accent of its `severity`.
 fn check_notification(shot: &Screenshot, message: &str, severity: Severity) {
     let screen = Size::new(SCREEN.0, SCREEN.1);
@@ -240,13 +261,8 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     check_screen(&m.screendump("personal-from-overview"), GREEN, &patterns[1].1, "personal from the overview");
 
     // The focused VM powers off: a notification, and the overview instead of its screen.
-    m.run_in_vm("personal", "poweroff");
-    m.expect("(personal) stopped: GuestShutdown", STEP);
-    m.expect("notification: PERSONAL was shut down", STEP);
-    m.expect("OVERVIEW-DRAWN tiles=2 selected=2", STEP);
-    std::thread::sleep(Duration::from_millis(500));
-    let shot = m.screendump("stopped");
-    check_notification(&shot, "PERSONAL was shut down", Severity::Info);
+    let stopped = Stop { command: "poweroff", reason: "GuestShutdown", message: "PERSONAL was shut down" };
+    stop_focused(&mut m, "personal", 2, &stopped, Severity::Info);
     // The overview still switches, and the keyboard follows.
     m.send_keys("left");
     m.send_keys("ret");
@@ -261,13 +277,12 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
 
     // The focused VM crashes: an error notification and the overview; policy restarts
     // the VM, and the overview switches to it again.
-    m.run_in_vm("corporate", "echo c > /proc/sysrq-trigger");
-    m.expect("(corporate) stopped: TripleFault", STEP);
-    m.expect("notification: CORPORATE crashed: triple fault; restarted", STEP);
-    m.expect("OVERVIEW-DRAWN tiles=2 selected=1", STEP);
-    std::thread::sleep(Duration::from_millis(500));
-    let shot = m.screendump("crashed");
-    check_notification(&shot, "CORPORATE crashed: triple fault; restarted", Severity::Error);
+    let crash = Stop {
+        command: "echo c > /proc/sysrq-trigger",
+        reason: "TripleFault",
+        message: "CORPORATE crashed: triple fault; restarted",
+    };
+    let shot = stop_focused(&mut m, "corporate", 1, &crash, Severity::Error);
     assert!(below_strip_of(&shot, RED) > 200, "the overview lost the corporate tile");
     m.expect("[corporate] BULKHEAD-GUEST-READY", BOOT);
     m.send_keys("ret");
