@@ -75,6 +75,21 @@ impl PendingVectors {
 /// Device vectors that fired and are not yet delivered to their VMs.
 pub static PENDING: PendingVectors = PendingVectors::new();
 
+/// Before `vector` is freed: lets interrupts the local APIC already accepted for it
+/// run (interrupts on for one instruction: each pending one is taken then), then
+/// forgets any that were recorded. Called after the device was stopped and its
+/// remapping entry invalidated, so nothing more arrives on `vector` for the old
+/// owner.
+pub fn settle(vector: u8) {
+    let enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::enable();
+    core::hint::spin_loop();
+    if !enabled {
+        x86_64::instructions::interrupts::disable();
+    }
+    PENDING.clear(vector);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
