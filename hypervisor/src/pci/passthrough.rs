@@ -532,6 +532,15 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     }
 }
 
+impl<A: ConfigAccess, R: InterruptRouter> super::msix_window::MsixTableOwner for PassthroughFunction<A, R> {
+    fn msix_table_read(&self, offset: u64, size: AccessSize) -> u32 {
+        PassthroughFunction::msix_table_read(self, offset, size)
+    }
+    fn msix_table_write(&mut self, offset: u64, size: AccessSize, value: u32) {
+        PassthroughFunction::msix_table_write(self, offset, size, value)
+    }
+}
+
 #[cfg(test)]
 #[path = "passthrough_tests.rs"]
 mod tests;
