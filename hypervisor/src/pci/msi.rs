@@ -63,6 +63,29 @@ pub trait BarRegisters {
     fn write32(&mut self, offset: u64, value: u32);
 }
 
+/// One MSI-X table entry as the device holds it (PCI Local Bus Spec 3.0 §6.8.2,
+/// Figure 6-11 "MSI-X Table Structure"; §6.8.2.6-9 for the fields).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MsixTableEntry {
+    /// §6.8.2.6 Message Address (bits 1:0 reserved).
+    pub address_lo: u32,
+    /// §6.8.2.7 Message Upper Address.
+    pub address_hi: u32,
+    /// §6.8.2.8 Message Data.
+    pub data: u32,
+    /// §6.8.2.9 Vector Control (bit 0: Mask Bit).
+    pub vector_control: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<MsixTableEntry>() == 16);
+    assert!(core::mem::offset_of!(MsixTableEntry, address_lo) == 0x0);
+    assert!(core::mem::offset_of!(MsixTableEntry, address_hi) == 0x4);
+    assert!(core::mem::offset_of!(MsixTableEntry, data) == 0x8);
+    assert!(core::mem::offset_of!(MsixTableEntry, vector_control) == 0xc);
+};
+
 /// Vector Control bit 0: the entry is masked (PCI 3.0 §6.8.2.9).
 pub const MSIX_VECTOR_MASKED: u32 = 1;
 
@@ -70,13 +93,19 @@ pub const MSIX_VECTOR_MASKED: u32 = 1;
 /// then with a message writes address and data and unmasks, so the device never
 /// sends a half-written message. `None` only masks.
 pub fn program_msix_entry(regs: &mut dyn BarRegisters, offset: u64, message: Option<MsiMessage>) {
-    let at = |dword: u64| offset.saturating_add(dword.saturating_mul(4));
-    regs.write32(at(3), MSIX_VECTOR_MASKED);
+    let at = |field: usize| offset.saturating_add(field as u64);
+    regs.write32(at(core::mem::offset_of!(MsixTableEntry, vector_control)), MSIX_VECTOR_MASKED);
     if let Some(m) = message {
-        regs.write32(at(0), m.address as u32);
-        regs.write32(at(1), (m.address >> 32) as u32);
-        regs.write32(at(2), m.data);
-        regs.write32(at(3), 0);
+        let entry = MsixTableEntry {
+            address_lo: m.address as u32,
+            address_hi: (m.address >> 32) as u32,
+            data: m.data,
+            vector_control: 0,
+        };
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, address_lo)), entry.address_lo);
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, address_hi)), entry.address_hi);
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, data)), entry.data);
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, vector_control)), entry.vector_control);
     }
 }
 
