@@ -127,8 +127,10 @@ impl<A: Arch> Scheduler<A> {
     pub fn run(mut self, selftest: bool) -> ! {
         loop {
             let mut ran = false;
-            self.deliver_device_interrupts();
             for i in 0..self.slots.len() {
+                // Device interrupts that arrived during the last slice (for a halted VM,
+                // or one whose slice they ended) make their owners runnable first.
+                self.deliver_device_interrupts();
                 let Some(slot) = self.slots.get_mut(i) else { continue };
                 let vm = &mut slot.vm;
                 if vm.state == VmState::Halted {
