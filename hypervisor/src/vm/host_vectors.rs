@@ -15,6 +15,11 @@ use crate::iommu::MsiMessage;
 use crate::pci::Bdf;
 use crate::pci::msi::MsiRoute;
 
+/// Host vectors one VM may hold at a time, so a VM with a large MSI-X device cannot
+/// take every vector and leave other VMs' devices without interrupts. A NIC needs
+/// about 5, an NVMe or Wi-Fi card one per CPU plus one.
+pub const VECTORS_PER_VM: usize = 64;
+
 /// The device vector a host vector stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VectorOwner {
@@ -100,6 +105,11 @@ impl HostVectorTable {
             .enumerate()
             .filter_map(|(i, s)| s.filter(|s| s.owner.vm == vm).map(|s| (vector_of(i), s)))
             .collect()
+    }
+
+    /// How many vectors `vm` holds.
+    pub fn count_owned_by(&self, vm: u32) -> usize {
+        self.slots.iter().filter(|s| s.is_some_and(|s| s.owner.vm == vm)).count()
     }
 
     /// How many vectors are in use.

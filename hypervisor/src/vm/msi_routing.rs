@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 
 use log::{debug, info, warn};
 
-use super::host_vectors::{HostVector, HostVectorTable, VectorOwner};
+use super::host_vectors::{HostVector, HostVectorTable, VECTORS_PER_VM, VectorOwner};
 use crate::arch::x86::device_vectors;
 use crate::iommu::{Iommu, MsiMessage, MsiTarget};
 use crate::pci::msi::MsiRoute;
@@ -51,6 +51,14 @@ pub fn route(
         table.set(vector, HostVector { route, ..entry });
         debug!(target: "msi", "vm {} {} vector {}: now guest vector {:#x}", owner.vm, owner.bdf, owner.index, route.vector);
         return Some(entry.message);
+    }
+    if table.count_owned_by(owner.vm) >= VECTORS_PER_VM {
+        warn!(
+            target: "msi",
+            "vm {} {} vector {}: the VM already holds {VECTORS_PER_VM} host vectors; stays masked",
+            owner.vm, owner.bdf, owner.index
+        );
+        return None;
     }
     let Some(vector) = table.allocate() else {
         warn!(target: "msi", "vm {} {} vector {}: no free host vector; stays masked", owner.vm, owner.bdf, owner.index);

@@ -13,6 +13,7 @@ use crate::memory::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::memory::guest::{GuestMemoryMap, GuestRegion, Perms};
 use crate::pci::Bdf;
 use crate::platform::acpi::dmar::parse_dmar;
+use crate::vm::host_vectors::VECTORS_PER_VM;
 
 /// The CPU that runs VMs.
 const CPU: u32 = 0;
@@ -143,10 +144,104 @@ fn failures_keep_the_vector_masked_and_free() {
     let stray = Bdf::new(0, 0x1f, 3, 0);
     assert_eq!(s.route(owner(0, stray, 0), guest(0x51)), None);
     assert_eq!(s.table.used(), 0);
-    // Out of host vectors.
-    for i in 0..COUNT {
+    // One VM cannot take more than its share of host vectors...
+    for i in 0..VECTORS_PER_VM {
         assert!(s.route(owner(0, nic(), i as u16), guest(0x40)).is_some(), "vector {i}");
     }
-    assert_eq!(s.route(owner(1, edu(), 0), guest(0x51)), None);
+    assert_eq!(s.route(owner(0, nic(), 999), guest(0x40)), None);
+    assert_eq!(s.table.used(), VECTORS_PER_VM);
+    // ... and once every vector is taken, the next one stays masked (VMs 2 and 3 as
+    // if they owned other vectors of the same function, to fill the table).
+    for vm in 2..(COUNT / VECTORS_PER_VM + 1) as u32 {
+        for i in 0..VECTORS_PER_VM {
+            assert!(s.route(owner(vm, nic(), (vm * 100) as u16 + i as u16), guest(0x40)).is_some());
+        }
+    }
     assert_eq!(s.table.used(), COUNT);
+    assert_eq!(s.route(owner(1, edu(), 0), guest(0x51)), None);
+}
+
+mod end_to_end {
+    //! A guest's MSI-X table write, through the filtered function, the router and the
+    //! IOMMU, to the vector its handler runs on.
+    use alloc::collections::BTreeMap;
+    use alloc::rc::Rc;
+    use core::cell::RefCell;
+
+    use super::*;
+    use crate::devices::irq::ApicSink;
+    use crate::devices::pci_host::VirtualPciFunction;
+    use crate::pci::fake::FakeCfg;
+    use crate::pci::msi::{BarRegisters, InterruptRouter, program_msix_entry};
+    use crate::pci::passthrough::PassthroughFunction;
+    use crate::platform::pci::model::cap_id;
+    use crate::platform::pci::{Bar, BarKind, Capability, CapabilityDetail};
+    use crate::vcpu::exit::AccessSize;
+    use crate::vm::payload_irqs::PendingIrqs;
+
+    const TABLE: u64 = 0x2000;
+
+    #[derive(Default)]
+    struct BarRegs(BTreeMap<u64, u32>);
+
+    impl BarRegisters for BarRegs {
+        fn write32(&mut self, offset: u64, value: u32) {
+            self.0.insert(offset, value);
+        }
+    }
+
+    /// The router a VM's function gets, over the test's unit and table.
+    struct Router {
+        s: Rc<RefCell<Setup>>,
+        bar: Rc<RefCell<BarRegs>>,
+        vm: u32,
+    }
+
+    impl InterruptRouter for Router {
+        fn route(&mut self, bdf: Bdf, index: u16, r: Option<MsiRoute>) -> Option<MsiMessage> {
+            self.s.borrow_mut().route(owner(self.vm, bdf, index), r)
+        }
+        fn write_msix_entry(&mut self, _bdf: Bdf, bar: u8, offset: u64, _index: u16, m: Option<MsiMessage>) {
+            assert_eq!(bar, 0);
+            program_msix_entry(&mut *self.bar.borrow_mut(), offset, m);
+        }
+    }
+
+    #[test]
+    fn a_guest_msix_entry_reaches_its_handler_vector_and_masking_stops_it() {
+        let s = Rc::new(RefCell::new(setup()));
+        let bar = Rc::new(RefCell::new(BarRegs::default()));
+        let cfg = FakeCfg::default();
+        let b = nic();
+        cfg.add(b, 0x8086, 0x10d3, 0x02_00_00);
+        cfg.bar(b, 0, 0xfebc_0000, 0xffff_c000);
+        cfg.cap(b, 0xa0, cap_id::MSIX, 0x0003, &[TABLE as u32, 0x0000_3000]);
+        let dev = crate::platform::pci::PciDevice {
+            bars: vec![Bar { index: 0, kind: BarKind::Mem32, prefetchable: false, address: 0xfebc_0000, size: 0x4000 }],
+            capabilities: vec![Capability { id: cap_id::MSIX, offset: 0xa0, detail: CapabilityDetail::None }],
+            ..crate::iommu::fake_mem::pci_dev(0, 4, 0, [0x02, 0x00])
+        };
+        let router = Router { s: s.clone(), bar: bar.clone(), vm: 0 };
+        let mut f = PassthroughFunction::new(&dev, &cfg, router).unwrap();
+        // The guest fills entry 1 (vector 0x61, APIC 0) and turns MSI-X on.
+        f.msix_table_write(16, AccessSize::Dword, 0xfee0_0000);
+        f.msix_table_write(24, AccessSize::Dword, 0x61);
+        f.msix_table_write(28, AccessSize::Dword, 0);
+        f.config_write(0xa2, AccessSize::Word, 0x8000);
+        let entry = |off: u64| bar.borrow().0.get(&(TABLE + 16 + off)).copied();
+        let message = MsiMessage { address: u64::from(entry(0).unwrap()), data: entry(8).unwrap() };
+        assert_ne!(message.address, 0xfee0_0000, "the device holds the remapped message, not the guest's");
+        assert_eq!(entry(12), Some(0), "unmasked on the device");
+        // The device sends it: the unit remaps it to a host vector; the VM's vCPU gets 0x61.
+        let (host, _) = s.borrow_mut().send(b, message).unwrap();
+        let fired = resolve(&s.borrow().table, &[host]);
+        let mut vcpu = PendingIrqs::default();
+        assert!(vcpu.deliver(&fired[0].route.apic_message()));
+        assert_eq!(vcpu.take_highest(), Some(0x61));
+        // The guest masks the entry: masked on the device, then the entry is gone.
+        f.msix_table_write(28, AccessSize::Dword, 1);
+        assert_eq!(entry(12), Some(1));
+        assert_eq!(s.borrow_mut().send(b, message), Err(0x22));
+        assert_eq!(s.borrow().table.used(), 0);
+    }
 }
