@@ -128,7 +128,12 @@ pub struct DeviceInterrupts {
 
 impl InterruptRouter for DeviceInterrupts {
     fn route(&mut self, bdf: Bdf, index: u16, route: Option<MsiRoute>) -> Option<MsiMessage> {
-        let mut host = HOST.get()?.lock();
+        // Routes change from exits only, never while the host state is held; a held
+        // lock here would be a re-entry, which must not hang the machine.
+        let Some(mut host) = HOST.get()?.try_lock() else {
+            error!(target: "msi", "{bdf}: vector {index}: IOMMU state busy (re-entered); stays masked");
+            return None;
+        };
         let iommu = host.iommu.as_mut()?;
         let owner = VectorOwner { vm: self.vm, bdf, index };
         msi_routing::route(&mut msi_routing::VECTORS.lock(), &mut **iommu, owner, route, self.cpu, &mut settle)
