@@ -191,9 +191,10 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
         // Kept for the life of the hypervisor: launch resets and assigns devices through it.
         host.config = Some(alloc::boxed::Box::leak(alloc::boxed::Box::new(config)));
     }
-    // The hypervisor's own IOAPIC entries are not in remappable format yet, so
-    // compatibility-format interrupts stay allowed (see docs/iommu.md).
-    let config = crate::iommu::vtd::VtdConfig { allow_compat_interrupts: true };
+    // The hypervisor takes no interrupt through the IOAPIC or any un-remapped MSI, so
+    // compatibility-format interrupts stay blocked: a device can only raise the
+    // remapped messages its VM was given (see docs/iommu.md).
+    let config = crate::iommu::vtd::VtdConfig { allow_compat_interrupts: false, x2apic: lapic::is_x2apic() };
     match crate::iommu::from_platform(tables, inventory, config) {
         Ok(mut iommu) => match iommu.enable() {
             Ok(()) => {

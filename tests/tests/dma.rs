@@ -4,6 +4,9 @@
 //! the device's DMA engine at the hypervisor image and at addresses above its RAM.
 //! The IOMMU must block every transfer; a logged fault stops the VM (VT-d), and the
 //! self-test verdict checks that the other VM's memory and the hypervisor are unchanged.
+//! Before the attack the payload enables the device's MSI on its virtual capability
+//! and checks that each interrupt the device raises reaches it on its own vector,
+//! through interrupt remapping, at the cost of one exit.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,6 +19,50 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const EDU: [&str; 4] =
     ["-device", "pcie-root-port,id=rp1,chassis=1,slot=1", "-device", "edu,bus=rp1,dma_mask=0xffffffffffffffff"];
+
+/// MSI checks the payload runs before the attack.
+const MSI_CHECKS: [&str; 6] = [
+    "msi_capability",
+    "msi_delivered_on_guest_vector",
+    "msi_each_interrupt_once",
+    "msi_vector_change",
+    "msi_disabled_is_silent",
+    "msi_reenabled",
+];
+/// Interrupts the payload raises between its two exit-counter snapshots.
+const MSI_ROUNDS: u64 = 8;
+
+/// (exits, of which host-interrupt exits) of VM `dma` between its two VM_INFO
+/// snapshots, from the "(dma) exit counters: N exits ... intr=K" lines.
+fn exits_around_msi_rounds(serial: &str) -> Option<(u64, u64)> {
+    let snapshots: Vec<(u64, u64)> = serial
+        .lines()
+        .filter_map(|l| l.split_once("(dma) exit counters: ").map(|(_, c)| c))
+        .map(|c| {
+            let total = c.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let intr = c.split_whitespace().find_map(|w| w.strip_prefix("intr=")).and_then(|n| n.parse().ok());
+            (total, intr.unwrap_or(0))
+        })
+        .collect();
+    let [(t0, i0), (t1, i1)] = snapshots.as_slice() else { return None };
+    Some((t1 - t0, i1 - i0))
+}
+
+/// The payload's MSI checks passed through `iommu`'s interrupt remapping, at one
+/// exit per interrupt, and the route was removed when the VM was torn down.
+fn assert_msi_routed(serial: &str, iommu: &str) {
+    for check in MSI_CHECKS {
+        assert!(serial.contains(&format!("CHECK {check} PASS")), "MSI check {check} did not pass");
+    }
+    assert!(serial.contains(&format!("-> guest vector 0x51 (remapped by {iommu})")), "MSI not remapped by {iommu}");
+    assert!(serial.contains("VM dma: 1 device interrupt route(s) removed"), "the VM's MSI route was not torn down");
+    // One exit per interrupt: the host interrupt that ends the guest's run. The rest
+    // of the window is the closing VM_INFO hypercall and, at most, a timer slice end.
+    let (exits, intr) = exits_around_msi_rounds(serial).expect("two exit-counter snapshots of VM dma");
+    eprintln!("{iommu}: {MSI_ROUNDS} MSIs cost {exits} exits, {intr} of them host interrupts");
+    assert_eq!(exits - intr, 1, "exits other than host interrupts around the MSI rounds");
+    assert!((MSI_ROUNDS..=MSI_ROUNDS + 2).contains(&intr), "{intr} host-interrupt exits for {MSI_ROUNDS} MSIs");
+}
 
 fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> String {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -53,6 +100,7 @@ fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> S
 fn vt_d_blocks_device_dma_outside_the_vm_and_the_fault_stops_it() {
     let serial = run("dma-vtd", Iommu::Intel, &[], "dma-fault");
     assert!(serial.contains("DMA inside own memory works"), "DMA inside the VM's own memory failed");
+    assert_msi_routed(&serial, "VT-d");
     assert!(serial.contains("faulted"), "no IOMMU fault was logged");
     assert!(serial.contains("(dma) stopped: DmaFault"), "the DMA fault did not stop the VM");
     assert!(serial.contains("taken back from VM dma"), "the device was not reset after the VM stopped");
@@ -69,6 +117,9 @@ fn amd_vi_blocks_device_dma_outside_the_vm() {
     // firmware numbers the bus), which would look edu up as 00:00.0 (blocked).
     let serial = run("dma-amdvi", Iommu::None, &["-device", "amd-iommu,intremap=on"], "shutdown");
     assert!(serial.contains("DMA inside own memory is blocked"), "QEMU 7.2's AMD-Vi device-id quirk changed");
+    // Its interrupt remapping looks the device up by the requester id the MSI carries
+    // (01:00.0), so the device's MSI is remapped and delivered.
+    assert_msi_routed(&serial, "AMD-Vi");
     assert!(serial.contains("every transfer outside this VM was blocked"), "the payload did not finish");
     assert!(serial.contains("taken back from VM dma"), "the device was not reset after the VM stopped");
 }

@@ -53,6 +53,18 @@ impl<T: MmioDevice> MmioDevice for Shared<T> {
     }
 }
 
+impl<T: super::pci_host::VirtualPciFunction> super::pci_host::VirtualPciFunction for Shared<T> {
+    fn config_read(&mut self, offset: u16, size: AccessSize) -> u32 {
+        self.0.lock().config_read(offset, size)
+    }
+    fn config_write(&mut self, offset: u16, size: AccessSize, value: u32) {
+        self.0.lock().config_write(offset, size, value)
+    }
+    fn bars(&self) -> alloc::vec::Vec<super::pci_host::BarRegion> {
+        self.0.lock().bars()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {

@@ -9,6 +9,7 @@
 pub mod assign;
 pub mod config_filter;
 pub mod msi;
+pub mod msix_window;
 pub mod passthrough;
 pub mod reset;
 

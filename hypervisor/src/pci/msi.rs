@@ -9,6 +9,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::Bdf;
+use crate::devices::irq::{ApicMessage, DeliveryMode};
 use crate::iommu::MsiMessage;
 
 /// What the guest asked for, decoded from its MSI address/data (Intel SDM Vol. 3
@@ -23,8 +24,9 @@ pub struct MsiRoute {
 }
 
 impl MsiRoute {
-    /// `None` unless the address is in the 0xFEEx_xxxx interrupt window and the
-    /// vector is a usable one (16..=255).
+    /// `None` unless the address is in the 0xFEEx_xxxx interrupt window, the vector
+    /// is a usable one (16..=255) and the delivery mode is fixed, lowest priority or
+    /// NMI (SMI, INIT, SIPI and ExtINT from a device are never routed).
     pub fn decode(address: u64, data: u32) -> Option<Self> {
         if address >> 20 != 0xfee {
             return None;
@@ -33,12 +35,77 @@ impl MsiRoute {
         if vector < 16 {
             return None;
         }
-        Some(Self {
-            vector,
-            dest: ((address >> 12) & 0xff) as u32,
-            logical: address & (1 << 2) != 0,
-            delivery: ((data >> 8) & 7) as u8,
-        })
+        let delivery = ((data >> 8) & 7) as u8;
+        let mode = DeliveryMode::from_bits(u32::from(delivery));
+        if !matches!(mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority | DeliveryMode::Nmi) {
+            return None;
+        }
+        Some(Self { vector, dest: ((address >> 12) & 0xff) as u32, logical: address & (1 << 2) != 0, delivery })
+    }
+
+    /// The message the guest's (virtual) local APIC receives: edge-triggered, 8-bit
+    /// xAPIC destination as in the guest's MSI address.
+    pub fn apic_message(&self) -> ApicMessage {
+        ApicMessage {
+            vector: self.vector,
+            delivery: DeliveryMode::from_bits(u32::from(self.delivery)),
+            logical: self.logical,
+            dest: self.dest,
+            short_dest: true,
+            level: false,
+        }
+    }
+}
+
+/// The host MMIO of a device's BAR, as far as the hypervisor writes it (MSI-X
+/// table entries); offsets are from the BAR's start, dword accesses.
+pub trait BarRegisters {
+    fn write32(&mut self, offset: u64, value: u32);
+}
+
+/// One MSI-X table entry as the device holds it (PCI Local Bus Spec 3.0 §6.8.2,
+/// Figure 6-11 "MSI-X Table Structure"; §6.8.2.6-9 for the fields).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MsixTableEntry {
+    /// §6.8.2.6 Message Address (bits 1:0 reserved).
+    pub address_lo: u32,
+    /// §6.8.2.7 Message Upper Address.
+    pub address_hi: u32,
+    /// §6.8.2.8 Message Data.
+    pub data: u32,
+    /// §6.8.2.9 Vector Control (bit 0: Mask Bit).
+    pub vector_control: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<MsixTableEntry>() == 16);
+    assert!(core::mem::offset_of!(MsixTableEntry, address_lo) == 0x0);
+    assert!(core::mem::offset_of!(MsixTableEntry, address_hi) == 0x4);
+    assert!(core::mem::offset_of!(MsixTableEntry, data) == 0x8);
+    assert!(core::mem::offset_of!(MsixTableEntry, vector_control) == 0xc);
+};
+
+/// Vector Control bit 0: the entry is masked (PCI 3.0 §6.8.2.9).
+pub const MSIX_VECTOR_MASKED: u32 = 1;
+
+/// Programs MSI-X table entry at `offset` of a BAR (§6.8.2.6-9): masks it first,
+/// then with a message writes address and data and unmasks, so the device never
+/// sends a half-written message. `None` only masks.
+pub fn program_msix_entry(regs: &mut dyn BarRegisters, offset: u64, message: Option<MsiMessage>) {
+    let at = |field: usize| offset.saturating_add(field as u64);
+    regs.write32(at(core::mem::offset_of!(MsixTableEntry, vector_control)), MSIX_VECTOR_MASKED);
+    if let Some(m) = message {
+        let entry = MsixTableEntry {
+            address_lo: m.address as u32,
+            address_hi: (m.address >> 32) as u32,
+            data: m.data,
+            vector_control: 0,
+        };
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, address_lo)), entry.address_lo);
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, address_hi)), entry.address_hi);
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, data)), entry.data);
+        regs.write32(at(core::mem::offset_of!(MsixTableEntry, vector_control)), entry.vector_control);
     }
 }
 
@@ -47,11 +114,13 @@ pub trait InterruptRouter {
     /// The guest wants vector `index` of `bdf` delivered per `route` (`None`: the
     /// vector is disabled or masked). Returns the message to program into the
     /// device (from `Iommu::map_msi`), or `None` to keep the vector masked.
+    /// Before `None` the device has already stopped sending the vector (MSI disabled,
+    /// MSI-X entry masked), so tearing the route down cannot lose it a fault.
     fn route(&mut self, bdf: Bdf, index: u16, route: Option<MsiRoute>) -> Option<MsiMessage>;
 
     /// Writes entry `index` of the device's real MSI-X table, which lives at `offset`
     /// in BAR `bar` (host MMIO): the message and Vector Control = 0, or with `None`
-    /// Vector Control = 1 (masked).
+    /// Vector Control = 1 (masked). See [`program_msix_entry`].
     fn write_msix_entry(&mut self, bdf: Bdf, bar: u8, offset: u64, index: u16, message: Option<MsiMessage>);
 }
 
@@ -139,12 +208,23 @@ impl MsixTable {
                 continue;
             }
             let route = if enabled && !e.masked { MsiRoute::decode(e.address, e.data) } else { None };
-            let message = if route.is_some() || programmed.is_some() { router.route(bdf, index, route) } else { None };
-            let message = if route.is_some() { message } else { None };
-            if message != *programmed {
-                let offset = u64::from(self.table_offset).saturating_add(u64::from(index).saturating_mul(16));
-                router.write_msix_entry(bdf, self.bar, offset, index, message);
-                *programmed = message;
+            let offset = u64::from(self.table_offset).saturating_add(u64::from(index).saturating_mul(16));
+            match route {
+                Some(route) => {
+                    // Route first, then give the device the remapped message.
+                    let message = router.route(bdf, index, Some(route));
+                    if message != *programmed {
+                        router.write_msix_entry(bdf, self.bar, offset, index, message);
+                        *programmed = message;
+                    }
+                }
+                None if programmed.is_some() => {
+                    // Mask on the device first, then tear the route down.
+                    router.write_msix_entry(bdf, self.bar, offset, index, None);
+                    *programmed = None;
+                    router.route(bdf, index, None);
+                }
+                None => {}
             }
         }
     }
@@ -164,6 +244,45 @@ mod tests {
         assert_eq!(MsiRoute::decode(0xfee0_0004, 0x0130).map(|r| (r.logical, r.delivery)), Some((true, 1)));
         assert_eq!(MsiRoute::decode(0xdead_0000, 0x41), None, "not the interrupt window");
         assert_eq!(MsiRoute::decode(0xfee0_0000, 0x02), None, "reserved vector");
+        assert_eq!(MsiRoute::decode(0xfee0_0000, 0x0441).map(|r| r.delivery), Some(4), "NMI");
+        for mode in [2u32, 3, 5, 6, 7] {
+            assert_eq!(MsiRoute::decode(0xfee0_0000, mode << 8 | 0x41), None, "delivery mode {mode} refused");
+        }
+    }
+
+    #[test]
+    fn apic_message_keeps_the_guests_destination() {
+        let m = MsiRoute::decode(0xfee0_300c, 0x0151).unwrap().apic_message();
+        assert_eq!(
+            m,
+            ApicMessage {
+                vector: 0x51,
+                delivery: DeliveryMode::LowestPriority,
+                logical: true,
+                dest: 3,
+                short_dest: true,
+                level: false
+            }
+        );
+    }
+
+    #[derive(Default)]
+    struct Writes(Vec<(u64, u32)>);
+
+    impl BarRegisters for Writes {
+        fn write32(&mut self, offset: u64, value: u32) {
+            self.0.push((offset, value));
+        }
+    }
+
+    #[test]
+    fn msix_entries_are_masked_while_written() {
+        let mut w = Writes::default();
+        program_msix_entry(&mut w, 0x2010, Some(MsiMessage { address: 0x1_fee0_0010, data: 7 }));
+        assert_eq!(w.0, [(0x201c, 1), (0x2010, 0xfee0_0010), (0x2014, 1), (0x2018, 7), (0x201c, 0)]);
+        let mut w = Writes::default();
+        program_msix_entry(&mut w, 0x2010, None);
+        assert_eq!(w.0, [(0x201c, 1)], "masking touches only Vector Control");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::header::*;
 use super::msi::{InterruptRouter, MsiRoute, MsixTable};
 use super::{Bdf, ConfigAccess, PciError};
 use crate::devices::pci_host::{BarKind as VBarKind, BarRegion, VirtualPciFunction};
+use crate::iommu::MsiMessage;
 use crate::platform::pci::model::cap_id;
 use crate::platform::pci::{BarKind, PciDevice};
 use crate::vcpu::exit::AccessSize;
@@ -61,6 +62,8 @@ struct MsiCap {
     len: u16,
     /// Last route handed to the router (to reprogram only on change).
     routed: Option<MsiRoute>,
+    /// The message the device holds and has enabled, if any.
+    programmed: Option<MsiMessage>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,7 +247,14 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
                     fl.set_virtual(at.saturating_add(4), 4, 0, 1); // mask bits
                     fl.set_virtual(at.saturating_add(8), 4, 0, 0); // pending bits
                 }
-                self.msi = Some(MsiCap { offset, is_64bit, per_vector_mask, len: msi_len(control), routed: None });
+                self.msi = Some(MsiCap {
+                    offset,
+                    is_64bit,
+                    per_vector_mask,
+                    len: msi_len(control),
+                    routed: None,
+                    programmed: None,
+                });
             }
             cap_id::MSIX => {
                 fl.set_virtual(offset.saturating_add(2), 2, u32::from(control & 0x07ff), 0xc000);
@@ -360,16 +370,32 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         let bdf = self.bdf;
         let ctl_at = msi.offset.saturating_add(2);
         let real_control = self.access.read16(bdf, ctl_at);
-        // Disable while reprogramming (MME = 0: one vector).
-        self.access.write16(bdf, ctl_at, real_control & !0x0071, 0);
-        let message = self.router.route(bdf, 0, route);
-        if let (Some(_), Some(m)) = (route, message) {
-            self.access.write32(bdf, addr_at, m.address as u32);
-            if msi.is_64bit {
-                self.access.write32(bdf, addr_at.saturating_add(4), (m.address >> 32) as u32);
+        // Enable off, one message (MME = 0).
+        let disabled = real_control & !0x0071;
+        match route {
+            None => {
+                // The device stops sending first; then the route is torn down.
+                self.access.write16(bdf, ctl_at, disabled, 0);
+                self.router.route(bdf, 0, None);
+                msi.programmed = None;
             }
-            self.access.write16(bdf, data_at, m.data as u16, 0);
-            self.access.write16(bdf, ctl_at, (real_control & !0x0070) | 1, 0);
+            Some(r) => {
+                let message = self.router.route(bdf, 0, Some(r));
+                // A new guest vector or destination keeps the remapped message: the
+                // device is left alone unless its message changes.
+                if message != msi.programmed || real_control & 1 == 0 {
+                    self.access.write16(bdf, ctl_at, disabled, 0);
+                    if let Some(m) = message {
+                        self.access.write32(bdf, addr_at, m.address as u32);
+                        if msi.is_64bit {
+                            self.access.write32(bdf, addr_at.saturating_add(4), (m.address >> 32) as u32);
+                        }
+                        self.access.write16(bdf, data_at, m.data as u16, 0);
+                        self.access.write16(bdf, ctl_at, disabled | 1, 0);
+                    }
+                    msi.programmed = message;
+                }
+            }
         }
         msi.routed = route;
         self.msi = Some(msi);
@@ -399,6 +425,26 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
 
     fn touches(offset: u16, size: u16, start: u16, len: u16) -> bool {
         offset < start.saturating_add(len) && start < offset.saturating_add(size)
+    }
+}
+
+/// Stops a function's MSI and MSI-X on the device itself (MSI enable off; MSI-X
+/// disabled with the function mask set), before its interrupt routes are torn down
+/// or it is reset: from then on it sends no message that could fault.
+pub fn quiesce_interrupts(access: &impl ConfigAccess, device: &PciDevice) {
+    for cap in &device.capabilities {
+        let ctl_at = u16::from(cap.offset).saturating_add(2);
+        match cap.id {
+            cap_id::MSI => {
+                let control = access.read16(device.bdf, ctl_at);
+                access.write16(device.bdf, ctl_at, control & !0x0071, 0);
+            }
+            cap_id::MSIX => {
+                let control = access.read16(device.bdf, ctl_at);
+                access.write16(device.bdf, ctl_at, (control & 0x07ff) | 0x4000, 0);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -483,6 +529,15 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     fn device_command(&self) -> u16 {
         let guest = self.filter.shadow_u16(COMMAND);
         (guest & (CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR)) | CMD_INTX_DISABLE
+    }
+}
+
+impl<A: ConfigAccess, R: InterruptRouter> super::msix_window::MsixTableOwner for PassthroughFunction<A, R> {
+    fn msix_table_read(&self, offset: u64, size: AccessSize) -> u32 {
+        PassthroughFunction::msix_table_read(self, offset, size)
+    }
+    fn msix_table_write(&mut self, offset: u64, size: AccessSize, value: u32) {
+        PassthroughFunction::msix_table_write(self, offset, size, value)
     }
 }
 

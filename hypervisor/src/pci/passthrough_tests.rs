@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+use alloc::string::String;
 use alloc::vec;
 
 use super::*;
@@ -11,15 +12,19 @@ use crate::platform::pci::{Bar, Capability, CapabilityDetail};
 struct Router {
     routes: Vec<(u16, Option<MsiRoute>)>,
     msix: Vec<(u8, u64, u16, Option<MsiMessage>)>,
+    /// Every call in order: 'r' route, 'u' unroute, 'w' entry written, 'm' entry masked.
+    calls: String,
 }
 
 impl InterruptRouter for Router {
     fn route(&mut self, _bdf: Bdf, index: u16, route: Option<MsiRoute>) -> Option<MsiMessage> {
         self.routes.push((index, route));
+        self.calls.push(if route.is_some() { 'r' } else { 'u' });
         route.map(|_| MsiMessage { address: 0xfee0_0010 | u64::from(index) << 5, data: 0 })
     }
     fn write_msix_entry(&mut self, _bdf: Bdf, bar: u8, offset: u64, index: u16, message: Option<MsiMessage>) {
         self.msix.push((bar, offset, index, message));
+        self.calls.push(if message.is_some() { 'w' } else { 'm' });
     }
 }
 
@@ -190,6 +195,56 @@ fn msi_is_emulated_and_remapped() {
     assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 0);
     // Guest writes never reached the device's MSI data raw.
     assert!(cfg.writes_to(b, 0xdc).iter().all(|v| v & 0xffff != 0x41));
+}
+
+#[test]
+fn msi_vector_change_keeps_the_device_message() {
+    let cfg = FakeCfg::default();
+    let mut f = setup(&cfg);
+    let b = bdf(NIC.0, NIC.1, NIC.2);
+    f.config_write(0xd4, D, 0xfee0_0000);
+    f.config_write(0xdc, W, 0x0041);
+    f.config_write(0xd2, W, 0x0001);
+    let writes = cfg.writes.borrow().len();
+    // The guest picks another vector and destination: the route changes, the device
+    // keeps its remapped message and stays enabled.
+    f.config_write(0xd4, D, 0xfee0_2000);
+    f.config_write(0xdc, W, 0x0042);
+    let route = MsiRoute { vector: 0x42, dest: 2, logical: false, delivery: 0 };
+    assert_eq!(f.router_mut().routes.last(), Some(&(0, Some(route))));
+    assert_eq!(cfg.writes.borrow().len(), writes, "nothing written to the device");
+    assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 1);
+    // A delivery mode a device must not use (SMI) tears the route down, device first.
+    f.config_write(0xdc, W, 0x0242);
+    assert_eq!(f.router_mut().calls, "rrru");
+    assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 0);
+}
+
+#[test]
+fn msi_and_msix_stop_on_the_device_before_their_routes_go() {
+    let cfg = FakeCfg::default();
+    let mut f = setup(&cfg);
+    let b = bdf(NIC.0, NIC.1, NIC.2);
+    f.msix_table_write(0, D, 0xfee0_0000);
+    f.msix_table_write(8, D, 0x51);
+    f.msix_table_write(12, D, 0);
+    f.config_write(0xa2, W, 0x8000);
+    f.msix_table_write(12, D, 1);
+    assert_eq!(f.router_mut().calls, "rwmu", "routed then written; masked then unrouted");
+    // Rewriting a masked entry touches nothing.
+    f.msix_table_write(8, D, 0x52);
+    assert_eq!(f.router_mut().calls, "rwmu");
+    // Unmasked again with the new vector: routed and written again.
+    f.msix_table_write(12, D, 0);
+    assert_eq!(f.router_mut().calls, "rwmurw");
+    // Quiescing for teardown disables MSI and masks and disables MSI-X on the device.
+    f.config_write(0xd4, D, 0xfee0_0000);
+    f.config_write(0xdc, W, 0x0041);
+    f.config_write(0xd2, W, 0x0001);
+    assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 1);
+    quiesce_interrupts(&&cfg, &nic(&cfg));
+    assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 0);
+    assert_eq!(cfg.get(b, 0xa0) >> 16 & 0xc000, 0x4000);
 }
 
 #[test]

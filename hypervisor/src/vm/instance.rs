@@ -7,7 +7,9 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::arch::x86::idt;
+use crate::arch::x86::{device_vectors, idt};
+use crate::devices::irq::ApicSink;
+use crate::pci::msi::MsiRoute;
 use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
 
 use crate::devices::bus::{BusRange, MemBus, PioBus};
@@ -20,7 +22,7 @@ use crate::memory::phys::{self, GlobalFrames};
 use crate::memory::stage2::NestedPageTable;
 use crate::vcpu::arch::{Arch, InitialState, VcpuConfig};
 use crate::vcpu::cpuid::{CpuidPolicy, HostCpuid};
-use crate::vcpu::dispatch::{self, GuestConsole, InterruptSink, NoMsrDevices, VmEnv, VmIdentity};
+use crate::vcpu::dispatch::{self, GuestConsole, NoMsrDevices, VmEnv, VmIdentity};
 use crate::vcpu::exit::{ExitReason, Flow, StopReason};
 use crate::vcpu::msr::MsrState;
 use crate::vcpu::regs::{Gpr, RegisterFile};
@@ -29,8 +31,10 @@ use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
+use crate::vm::msi_routing;
 use crate::vm::passthrough::VmDevices;
 use crate::vm::payload;
+use crate::vm::payload_irqs::PendingIrqs;
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,35 +67,6 @@ impl core::fmt::Display for VmError {
             VmError::OutOfMemory(what) => write!(f, "out of memory for the {what}"),
             VmError::Image(why) => write!(f, "bad boot image: {why}"),
             VmError::Backend(why) => write!(f, "the virtualisation backend refused: {why}"),
-        }
-    }
-}
-
-/// Virtual interrupts waiting for the vCPU (a stand-in for the local APIC's IRR).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PendingIrqs([u64; 4]);
-
-impl PendingIrqs {
-    fn take_highest(&mut self) -> Option<u8> {
-        for (word, bits) in self.0.iter_mut().enumerate().rev() {
-            if *bits != 0 {
-                let bit = 63 - bits.leading_zeros();
-                *bits &= !(1u64 << bit);
-                return u8::try_from(word * 64 + bit as usize).ok();
-            }
-        }
-        None
-    }
-
-    pub fn any(&self) -> bool {
-        self.0.iter().any(|w| *w != 0)
-    }
-}
-
-impl InterruptSink for PendingIrqs {
-    fn raise(&mut self, vector: u8) {
-        if let Some(word) = self.0.get_mut(usize::from(vector / 64)) {
-            *word |= 1u64 << (vector % 64);
         }
     }
 }
@@ -216,7 +191,8 @@ impl<A: Arch> Vm<A> {
             Kind::Payload => None,
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
-        let devices = VmDevices::assign(&config.name, resources.devices, &map).map_err(VmError::Backend)?;
+        let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
+        let devices = VmDevices::assign(&config.name, id, cpu, resources.devices, &map).map_err(VmError::Backend)?;
         let mut policy = CpuidPolicy::new(&HostCpuid);
         if config.kind == Kind::Linux {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
@@ -316,7 +292,7 @@ impl<A: Arch> Vm<A> {
                     .insert(range, Box::new(Scratch::new()))
                     .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
                 if let Some(devices) = &self.devices {
-                    let bus = devices.build_bus().map_err(VmError::Backend)?;
+                    let bus = devices.build_bus(&mut self.mmio).map_err(VmError::Backend)?;
                     self.ports
                         .insert_ports(crate::devices::layout::PCI_CONFIG_ADDRESS_PORT, 8, Box::new(bus))
                         .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
@@ -333,7 +309,7 @@ impl<A: Arch> Vm<A> {
                 )
                 .map_err(|e| VmError::Backend(e.into()))?;
                 if let Some(devices) = &self.devices {
-                    devices.add_to(&mut platform.pci.lock()).map_err(VmError::Backend)?;
+                    devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Backend)?;
                 }
                 self.platform = Some(Box::new(platform));
             }
@@ -510,6 +486,41 @@ impl<A: Arch> Vm<A> {
         }
     }
 
+    /// Raises an interrupt of one of the VM's assigned devices where its guest asked
+    /// for it: in the local APIC of a desktop VM (destination and delivery mode as
+    /// the guest programmed them), in the pending set of a payload VM. A halted VM
+    /// becomes runnable. Returns whether the interrupt was accepted.
+    pub fn deliver_device_interrupt(&mut self, route: MsiRoute) -> bool {
+        if matches!(self.state, VmState::Stopped(_)) {
+            return false;
+        }
+        let msg = route.apic_message();
+        let accepted = match self.platform.as_deref() {
+            Some(p) => p.irq.borrow_mut().lapic.deliver(&msg),
+            None => self.irqs.deliver(&msg),
+        };
+        if !accepted {
+            log::debug!(target: "msi", "vm {}: device interrupt {msg:?} not accepted", self.id);
+        }
+        if self.state == VmState::Halted && self.interrupt_pending() {
+            self.state = VmState::Runnable;
+        }
+        accepted
+    }
+
+    /// Delivers the device interrupts that arrived for this VM; `true` if another
+    /// VM's arrived too (the slice should end so the scheduler delivers them).
+    fn take_device_interrupts(&mut self) -> bool {
+        if !device_vectors::PENDING.any() {
+            return false;
+        }
+        let (mine, others) = msi_routing::take_fired_for(self.id);
+        for fired in mine {
+            self.deliver_device_interrupt(fired.route);
+        }
+        others
+    }
+
     /// Restarts the VM from its boot image (after a crash, by policy).
     pub fn restart(&mut self, features: &A::Features) -> Result<(), VmError> {
         self.counters = ExitCounters::default();
@@ -518,10 +529,18 @@ impl<A: Arch> Vm<A> {
 
     /// Runs the vCPU until the slice ends (host timer), it yields, halts or stops.
     pub fn run_slice(&mut self) -> SliceEnd {
-        let Some(vcpu) = self.vcpu.as_mut() else {
+        if self.vcpu.is_none() {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
-        };
+        }
         loop {
+            // Device interrupts that arrived (the last exit, or while the VM waited) go
+            // in first; another VM's end the slice so the scheduler delivers them.
+            if self.take_device_interrupts() {
+                return SliceEnd::Preempted;
+            }
+            let Some(vcpu) = self.vcpu.as_mut() else {
+                return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
+            };
             // Deliver an interrupt if one is pending and the guest can take it now;
             // otherwise exit as soon as it can.
             let pending = match self.platform.as_deref() {

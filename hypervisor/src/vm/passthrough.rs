@@ -11,19 +11,25 @@ use alloc::vec::Vec;
 
 use log::{error, info, warn};
 
+use crate::devices::bus::{BusRange, MemBus};
 use crate::devices::pci_host::{self as vpci, PciHost, VirtualPciFunction};
+use crate::devices::shared::Shared;
 use crate::iommu::{DomainId, DynIommu, IommuFault, MsiMessage};
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, PAGE_SIZE};
 use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::phys::GlobalFrames;
 use crate::memory::stage2::NestedPageTable;
 use crate::pci::assign::DeviceReport;
-use crate::pci::msi::{InterruptRouter, MsiRoute};
-use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction};
+use crate::pci::msi::{InterruptRouter, MsiRoute, program_msix_entry};
+use crate::pci::msix_window::{MsixWindow, trapped_pages};
+use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction, quiesce_interrupts};
 use crate::pci::{Bdf, ConfigAccess};
-use crate::platform::pci::PciInventory;
+use crate::platform::pci::access::BarMmio;
+use crate::platform::pci::{Bar, PciInventory};
 use crate::vcpu::exit::AccessSize;
 use crate::vm::config::{DeviceSelector, VmConfig};
+use crate::vm::host_vectors::VectorOwner;
+use crate::vm::msi_routing;
 
 /// Guest-physical base of the PCI window where assigned BARs are placed.
 pub const PCI_WINDOW_GPA: u64 = 0xC000_0000;
@@ -108,23 +114,47 @@ pub fn check(configs: &[VmConfig]) -> Result<Vec<Vec<Bdf>>, String> {
     resolve(configs, &host.reports, host.iommu.is_some() && host.config.is_some())
 }
 
-/// MSI routing for assigned functions. Not wired to host vectors yet: every vector
-/// stays masked on the device (the guest polls), which is always safe.
-#[derive(Debug, Default)]
-pub struct MaskedRouter;
-
-impl InterruptRouter for MaskedRouter {
-    fn route(&mut self, bdf: Bdf, index: u16, route: Option<MsiRoute>) -> Option<MsiMessage> {
-        if route.is_some() {
-            warn!(target: "pci", "{bdf}: MSI vector {index} stays masked (device interrupts are not routed yet)");
-        }
-        None
-    }
-
-    fn write_msix_entry(&mut self, _bdf: Bdf, _bar: u8, _offset: u64, _index: u16, _message: Option<MsiMessage>) {}
+/// The VM side of one assigned function's MSI/MSI-X vectors: routed through the
+/// IOMMU and the machine's host vector table (`msi_routing`) to the CPU that runs
+/// VMs; the function's real MSI-X table is written through host MMIO.
+#[derive(Debug)]
+pub struct DeviceInterrupts {
+    vm: u32,
+    /// Local APIC id of the CPU that runs VMs (the boot CPU).
+    cpu: u32,
+    /// The function's BARs as enumerated (host addresses).
+    bars: Vec<Bar>,
 }
 
-type Function = PassthroughFunction<HostConfig, MaskedRouter>;
+impl InterruptRouter for DeviceInterrupts {
+    fn route(&mut self, bdf: Bdf, index: u16, route: Option<MsiRoute>) -> Option<MsiMessage> {
+        // Routes change from exits only, never while the host state is held; a held
+        // lock here would be a re-entry, which must not hang the machine.
+        let Some(mut host) = HOST.get()?.try_lock() else {
+            error!(target: "msi", "{bdf}: vector {index}: IOMMU state busy (re-entered); stays masked");
+            return None;
+        };
+        let iommu = host.iommu.as_mut()?;
+        let owner = VectorOwner { vm: self.vm, bdf, index };
+        msi_routing::route(&mut msi_routing::VECTORS.lock(), &mut **iommu, owner, route, self.cpu, &mut settle)
+    }
+
+    fn write_msix_entry(&mut self, bdf: Bdf, bar: u8, offset: u64, index: u16, message: Option<MsiMessage>) {
+        match self.bars.iter().find(|b| b.index == bar).and_then(BarMmio::new) {
+            Some(mut mmio) => program_msix_entry(&mut mmio, offset, message),
+            // The entry stays as reset left it: masked.
+            None => {
+                warn!(target: "msi", "{bdf}: MSI-X entry {index} in BAR{bar}, which the hypervisor cannot reach; stays masked")
+            }
+        }
+    }
+}
+
+fn settle(vector: u8) {
+    crate::arch::x86::device_vectors::settle(vector);
+}
+
+type Function = PassthroughFunction<HostConfig, DeviceInterrupts>;
 
 /// Busy-wait delays for device resets.
 struct TscDelay;
@@ -147,11 +177,22 @@ pub struct VmDevices {
     /// MMIO BARs as mapped into the VM (guest address → host address).
     bars: Vec<BarMapping>,
     vm: String,
+    /// The VM's id (owner of its devices' host vectors).
+    vm_id: u32,
+    /// Local APIC id of the CPU that runs VMs: where device interrupts are remapped to.
+    cpu: u32,
 }
 
 impl VmDevices {
     /// Creates the VM's domain over `map`, resets each device and attaches it.
-    pub fn assign(vm: &str, bdfs: &[Bdf], map: &GuestMemoryMap) -> Result<Option<VmDevices>, String> {
+    /// Device interrupts will be remapped to the local APIC `cpu`.
+    pub fn assign(
+        vm: &str,
+        vm_id: u32,
+        cpu: u32,
+        bdfs: &[Bdf],
+        map: &GuestMemoryMap,
+    ) -> Result<Option<VmDevices>, String> {
         if bdfs.is_empty() {
             return Ok(None);
         }
@@ -160,7 +201,7 @@ impl VmDevices {
         let HostPci { iommu, inventory, config, .. } = &mut *host;
         let (Some(iommu), Some(config)) = (iommu.as_mut(), *config) else { return Err("no IOMMU".into()) };
         let domain = iommu.create_domain(map).map_err(|e| format!("cannot create its IOMMU domain: {e}"))?;
-        let mut devices = VmDevices { bdfs: Vec::new(), domain, bars: Vec::new(), vm: vm.into() };
+        let mut devices = VmDevices { bdfs: Vec::new(), domain, bars: Vec::new(), vm: vm.into(), vm_id, cpu };
         let mut next_gpa = PCI_WINDOW_GPA;
         for &bdf in bdfs {
             let Some(dev) = inventory.devices().iter().find(|d| d.bdf == bdf) else {
@@ -172,7 +213,7 @@ impl VmDevices {
             iommu.attach(bdf, domain).map_err(|e| format!("cannot attach {bdf}: {e}"))?;
             devices.bdfs.push(bdf);
             info!(target: "iommu", "{bdf}: attached to {domain} of VM {vm} (DMA reaches only its memory)");
-            let mut f = Function::new(dev, config, MaskedRouter).map_err(|e| format!("{bdf}: {e:?}"))?;
+            let mut f = Function::new(dev, config, devices.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
             next_gpa = place_bars(&mut f, next_gpa);
             for b in f.bar_mappings() {
                 match b.space {
@@ -190,8 +231,8 @@ impl VmDevices {
         Ok(Some(devices))
     }
 
-    /// MSI-X table pages stay unmapped (a guest access stops the VM rather than
-    /// letting it program unremapped messages).
+    /// MSI-X table pages stay unmapped: guest accesses trap to the MSI-X window, so
+    /// the device only ever holds remapped messages.
     fn exclude_msix_table(&mut self, f: &Function) {
         if let Some((bar, offset, len)) = f.msix_table_region() {
             self.bars = without_pages(core::mem::take(&mut self.bars), bar, offset, len);
@@ -213,28 +254,64 @@ impl VmDevices {
         Ok(())
     }
 
+    fn interrupts(&self, dev: &crate::platform::pci::PciDevice) -> DeviceInterrupts {
+        DeviceInterrupts { vm: self.vm_id, cpu: self.cpu, bars: dev.bars.clone() }
+    }
+
     /// A PCI bus (ports 0xCF8-0xCFF) with the devices' filtered views, BARs at the
-    /// addresses [`VmDevices::map_bars`] mapped, for a VM without a desktop platform.
-    pub fn build_bus(&self) -> Result<PciHost, String> {
+    /// addresses [`VmDevices::map_bars`] mapped, for a VM without a desktop platform;
+    /// their MSI-X table pages go on `mmio`.
+    pub fn build_bus(&self, mmio: &mut MemBus) -> Result<PciHost, String> {
         let mut host = PciHost::new(1);
-        self.add_to(&mut host)?;
+        self.add_to(&mut host, mmio)?;
         Ok(host)
     }
 
-    /// Adds the devices' filtered views (fresh, quiesced) to a VM's PCI host.
-    pub fn add_to(&self, pci: &mut PciHost) -> Result<(), String> {
+    /// Adds the devices' filtered views (fresh, quiesced) to a VM's PCI host, and the
+    /// pages holding their MSI-X tables to its MMIO bus (trapped, see `msix_window`).
+    pub fn add_to(&self, pci: &mut PciHost, mmio: &mut MemBus) -> Result<(), String> {
         let host = HOST.get().ok_or("no IOMMU")?;
         let host = host.lock();
         let config = host.config.ok_or("no config space")?;
         let mut next_gpa = PCI_WINDOW_GPA;
         for (i, &bdf) in (0u8..).zip(&self.bdfs) {
             let dev = host.inventory.devices().iter().find(|d| d.bdf == bdf).ok_or("device vanished")?;
-            let mut f = Function::new(dev, config, MaskedRouter).map_err(|e| format!("{bdf}: {e:?}"))?;
+            let mut f = Function::new(dev, config, self.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
             next_gpa = place_bars(&mut f, next_gpa);
+            let table = f.msix_table_region();
+            let mappings = f.bar_mappings();
+            let f = Shared::new(f);
+            if let Some((bar, offset, len)) = table
+                && let Some(b) = mappings.iter().find(|m| m.bar == bar && m.space == BarSpace::Mmio)
+                && let Some((start, end)) = trapped_pages(b.len_bytes, offset, len)
+            {
+                let device = dev.bars.iter().find(|h| h.index == bar).and_then(BarMmio::new);
+                let window = MsixWindow::new(f.clone(), device, start, offset, len);
+                let range = BusRange::new(b.guest_addr.saturating_add(start), end - start).ok_or("MSI-X window")?;
+                mmio.insert(range, Box::new(window)).map_err(|e| format!("{bdf}: MSI-X table window: {e:?}"))?;
+                info!(target: "pci", "{bdf}: MSI-X table at guest {:#x} trapped ({} entries)", range.start(), len / 16);
+            }
             let guest = vpci::Bdf::new(0, FIRST_GUEST_DEVICE.saturating_add(i), 0).ok_or("too many devices")?;
             pci.add_function(guest, Box::new(f)).map_err(|e| format!("{e:?}"))?;
         }
         Ok(())
+    }
+
+    /// Stops every device's MSI/MSI-X on the device, then removes the VM's interrupt
+    /// routes: remapping entries cleared, host vectors freed. Before a reset or
+    /// taking the devices back.
+    fn unroute_interrupts(&self, host: &mut HostPci) {
+        let HostPci { iommu, inventory, config, .. } = host;
+        if let Some(config) = *config {
+            for dev in self.bdfs.iter().filter_map(|b| inventory.devices().iter().find(|d| d.bdf == *b)) {
+                quiesce_interrupts(&config, dev);
+            }
+        }
+        let Some(iommu) = iommu.as_mut() else { return };
+        let n = msi_routing::unroute_vm(&mut msi_routing::VECTORS.lock(), &mut **iommu, self.vm_id, &mut settle);
+        if n > 0 {
+            info!(target: "msi", "VM {}: {n} device interrupt route(s) removed", self.vm);
+        }
     }
 
     /// Whether this VM owns the function a fault names. AMD-Vi under QEMU reports only
@@ -249,7 +326,8 @@ impl VmDevices {
     /// run programmed keeps doing DMA into the fresh memory.
     pub fn reset_all(&self) {
         let Some(host) = HOST.get() else { return };
-        let host = host.lock();
+        let mut host = host.lock();
+        self.unroute_interrupts(&mut host);
         let Some(config) = host.config else { return };
         for &bdf in &self.bdfs {
             let Some(dev) = host.inventory.devices().iter().find(|d| d.bdf == bdf) else { continue };
@@ -260,10 +338,12 @@ impl VmDevices {
         }
     }
 
-    /// Detaches (DMA blocked again), resets the devices and frees the domain.
+    /// Removes the interrupt routes (remapping entries cleared), detaches (DMA
+    /// blocked again), resets the devices and frees the domain.
     pub fn release(&mut self) {
         let Some(host) = HOST.get() else { return };
         let mut host = host.lock();
+        self.unroute_interrupts(&mut host);
         let HostPci { iommu, inventory, config, .. } = &mut *host;
         let Some(iommu) = iommu.as_mut() else { return };
         for bdf in self.bdfs.drain(..) {
@@ -292,8 +372,7 @@ fn without_pages(bars: Vec<BarMapping>, bar: u8, offset: u64, len: u64) -> Vec<B
             kept.push(b);
             continue;
         }
-        let start = (offset & !(PAGE_SIZE - 1)).min(b.len_bytes);
-        let end = offset.saturating_add(len).next_multiple_of(PAGE_SIZE).min(b.len_bytes);
+        let (start, end) = trapped_pages(b.len_bytes, offset, len).unwrap_or((b.len_bytes, b.len_bytes));
         if start > 0 {
             kept.push(BarMapping { len_bytes: start, ..b });
         }

@@ -133,6 +133,9 @@ impl<A: Arch> Scheduler<A> {
         loop {
             let mut ran = false;
             for i in 0..self.slots.len() {
+                // Device interrupts that arrived during the last slice (for a halted VM,
+                // or one whose slice they ended) make their owners runnable first.
+                self.deliver_device_interrupts();
                 let Some(slot) = self.slots.get_mut(i) else { continue };
                 let vm = &mut slot.vm;
                 if vm.state == VmState::Halted {
@@ -161,7 +164,7 @@ impl<A: Arch> Scheduler<A> {
             if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
                 self.finish_selftest();
             }
-            if !ran {
+            if !ran && !crate::arch::x86::device_vectors::PENDING.any() {
                 // Everything is halted or stopped: sleep until the next interrupt or the
                 // earliest VM timer.
                 idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);
@@ -169,6 +172,20 @@ impl<A: Arch> Scheduler<A> {
                 arm_timer(earliest);
                 x86_64::instructions::interrupts::enable_and_hlt();
                 x86_64::instructions::interrupts::disable();
+            }
+        }
+    }
+
+    /// Raises the device interrupts that arrived (host vectors recorded by the IDT)
+    /// in the VMs that own them; halted ones become runnable. Interrupts for a VM that
+    /// has stopped are dropped.
+    fn deliver_device_interrupts(&mut self) {
+        for fired in crate::vm::msi_routing::take_fired() {
+            match self.slots.iter_mut().find(|s| s.vm.id == fired.vm) {
+                Some(slot) => {
+                    slot.vm.deliver_device_interrupt(fired.route);
+                }
+                None => warn!(target: "msi", "host vector {:#x} fired for unknown vm {}", fired.host_vector, fired.vm),
             }
         }
     }

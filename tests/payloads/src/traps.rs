@@ -1,16 +1,20 @@
 //! The payload's IDT: lets a check expect a fault (e.g. #GP from a denied MSR) and skip
-//! the faulting instruction, counts test interrupts, and reports anything else.
+//! the faulting instruction, counts test and device interrupts, and reports anything
+//! else.
 
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The vector the hypervisor injects for interrupt checks.
 pub const TEST_VECTOR: u8 = 0x40;
+/// Vectors a payload gives its assigned device's MSI (counted per vector).
+pub const DEVICE_VECTORS: [u8; 2] = [0x51, 0x52];
 
 static EXPECTED_VECTOR: AtomicU64 = AtomicU64::new(u64::MAX);
 static SKIP_BYTES: AtomicU64 = AtomicU64::new(0);
 static CAUGHT: AtomicU32 = AtomicU32::new(0);
 static TEST_IRQS: AtomicU32 = AtomicU32::new(0);
+static DEVICE_IRQS: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
 
 #[repr(C)]
 struct Frame {
@@ -77,12 +81,16 @@ macro_rules! stubs {
 stubs! {
     v0 = 0; v1 = 1; v2 = 2; v3 = 3; v4 = 4; v5 = 5; v6 = 6; v7 = 7;
     v8 = 8, err; v10 = 10, err; v11 = 11, err; v12 = 12, err; v13 = 13, err; v14 = 14, err;
-    v16 = 16; v17 = 17, err; v18 = 18; v19 = 19; v64 = 64;
+    v16 = 16; v17 = 17, err; v18 = 18; v19 = 19; v64 = 64; v81 = 81; v82 = 82;
 }
 
 extern "sysv64" fn handle(frame: &mut Frame) {
     if frame.vector == u64::from(TEST_VECTOR) {
         TEST_IRQS.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    if let Some(i) = DEVICE_VECTORS.iter().position(|v| u64::from(*v) == frame.vector) {
+        DEVICE_IRQS[i].fetch_add(1, Ordering::SeqCst);
         return;
     }
     if frame.vector == EXPECTED_VECTOR.load(Ordering::SeqCst) {
@@ -139,4 +147,9 @@ pub fn expect_fault(vector: u8, insn_len: u64, f: impl FnOnce()) -> bool {
 
 pub fn test_irqs() -> u32 {
     TEST_IRQS.load(Ordering::SeqCst)
+}
+
+/// How many interrupts arrived on each of [`DEVICE_VECTORS`].
+pub fn device_irqs() -> [u32; 2] {
+    [DEVICE_IRQS[0].load(Ordering::SeqCst), DEVICE_IRQS[1].load(Ordering::SeqCst)]
 }

@@ -1,7 +1,8 @@
 //! The IDT. Every exception vector has a small assembly stub that saves all registers
 //! into a [`TrapFrame`] and calls [`handle_trap`]; an exception in the hypervisor is a
 //! hypervisor bug, so the handler dumps the full state and stops the machine. The
-//! breakpoint and NMI vectors are recoverable.
+//! breakpoint and NMI vectors are recoverable. Device-interrupt vectors (see
+//! [`device_vectors`]) are recorded for the scheduler and EOI'd at once.
 
 use core::arch::naked_asm;
 use core::fmt;
@@ -11,7 +12,7 @@ use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
-use super::{gdt, lapic};
+use super::{device_vectors, gdt, lapic};
 
 /// Set by the preemption timer's interrupt; the scheduler takes it.
 pub static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
@@ -161,6 +162,36 @@ stub!(stub_sx, 30, error_code);
 stub!(stub_timer, 0x20);
 stub!(stub_spurious, 0xff);
 
+/// Bytes per device-interrupt stub in the table below.
+const DEVICE_STUB_BYTES: u64 = 16;
+
+// One 16-byte stub per device vector, FIRST..=LAST in order: push a zero error code
+// (`6a 00`) and the vector (`68 imm32`), then join `trap_common`.
+core::arch::global_asm!(
+    ".pushsection .text.bulkhead_device_irq_stubs,\"ax\",@progbits",
+    ".balign 16",
+    ".global bulkhead_device_irq_stubs",
+    "bulkhead_device_irq_stubs:",
+    ".set bulkhead_device_irq_vector, {first}",
+    ".rept {count}",
+    ".byte 0x6a, 0x00",
+    ".byte 0x68",
+    ".long bulkhead_device_irq_vector",
+    "jmp {common}",
+    ".balign 16, 0xcc",
+    ".set bulkhead_device_irq_vector, bulkhead_device_irq_vector + 1",
+    ".endr",
+    ".popsection",
+    first = const device_vectors::FIRST,
+    count = const device_vectors::COUNT,
+    common = sym trap_common,
+);
+
+unsafe extern "C" {
+    /// The first stub of the table above.
+    static bulkhead_device_irq_stubs: u8;
+}
+
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
 fn addr(f: extern "sysv64" fn()) -> VirtAddr {
@@ -173,7 +204,9 @@ pub fn init() {
         let mut idt = InterruptDescriptorTable::new();
         // SAFETY: each address is one of the stubs above, which preserve all registers
         // and end in iretq after the shared handler; each stub's frame layout matches its
-        // vector's error-code behaviour, and the IST indices exist in the TSS.
+        // vector's error-code behaviour, and the IST indices exist in the TSS. The device
+        // stubs are 16 bytes apart from `bulkhead_device_irq_stubs`, one per vector in
+        // order, as the `.rept` block lays them out.
         unsafe {
             idt.divide_error.set_handler_addr(addr(stub_de));
             idt.debug.set_handler_addr(addr(stub_db));
@@ -199,6 +232,11 @@ pub fn init() {
             idt.vmm_communication_exception.set_handler_addr(addr(stub_vc));
             idt.security_exception.set_handler_addr(addr(stub_sx));
             idt[lapic::TIMER_VECTOR].set_handler_addr(addr(stub_timer));
+            let stubs = (&raw const bulkhead_device_irq_stubs) as u64;
+            for (i, vector) in (device_vectors::FIRST..=device_vectors::LAST).enumerate() {
+                let stub = stubs + i as u64 * DEVICE_STUB_BYTES;
+                idt[vector].set_handler_addr(VirtAddr::new(stub));
+            }
             idt[lapic::SPURIOUS_VECTOR].set_handler_addr(addr(stub_spurious));
         }
         idt
@@ -213,6 +251,10 @@ extern "sysv64" fn handle_trap(frame: &mut TrapFrame) {
             lapic::eoi();
         }
         v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
+        v if device_vectors::is_device_vector(v) => {
+            device_vectors::PENDING.record(v as u8);
+            lapic::eoi();
+        }
         3 => log::info!(target: "idt", "breakpoint at {:#x}", frame.rip),
         2 => log::warn!(target: "idt", "NMI at {:#x}", frame.rip),
         _ => {

@@ -88,6 +88,11 @@ pub fn init(tsc_per_ms: u64) -> bool {
     x2
 }
 
+/// Whether the local APIC runs in x2APIC mode (after [`init`]).
+pub fn is_x2apic() -> bool {
+    X2APIC.load(Ordering::Relaxed)
+}
+
 pub fn id() -> u32 {
     let raw = read(reg::ID);
     if X2APIC.load(Ordering::Relaxed) { raw } else { raw >> 24 }

@@ -159,21 +159,24 @@ impl FakeVtd {
         Err(0x07)
     }
 
-    /// An MSI write from `sid`: Ok((vector, xAPIC destination)) or the fault reason.
-    pub fn msi(&mut self, u: usize, sid: u16, address: u64, data: u32) -> Outcome<(u8, u8)> {
+    /// An MSI write from `sid`: Ok((vector, destination APIC id)) or the fault reason.
+    pub fn msi(&mut self, u: usize, sid: u16, address: u64, data: u32) -> Outcome<(u8, u32)> {
         let gsts = self.gsts(u);
-        let compat = Ok(((data & 0xff) as u8, ((address >> 12) & 0xff) as u8));
+        let compat = Ok(((data & 0xff) as u8, ((address >> 12) & 0xff) as u32));
         if gsts & gcmd::IRE == 0 {
             return compat;
         }
+        let irta = self.units[u].regs.r64(regs::IRTA);
+        let eime = irta & (1 << 11) != 0;
         let Some(handle) = super::irte::decode_remappable(address, data) else {
-            if gsts & gcmd::CFI != 0 {
+            // Compatibility format: blocked unless CFI is set, and always in x2APIC
+            // mode (EIME).
+            if gsts & gcmd::CFI != 0 && !eime {
                 return compat;
             }
             self.record_fault(u, sid, 0, 0x25, false);
             return Err(0x25);
         };
-        let irta = self.units[u].regs.r64(regs::IRTA);
         let entries = 1u64 << ((irta & 0xf) + 1);
         let fail = |s: &mut Self, reason| {
             s.record_fault(u, sid, u64::from(handle) << 48, reason, false);
@@ -190,7 +193,8 @@ impl FakeVtd {
         if (hi >> 18) & 3 == 1 && hi as u16 != sid {
             return fail(self, 0x26);
         }
-        Ok(((lo >> 16) as u8, (lo >> 40) as u8))
+        let dest = if eime { (lo >> 32) as u32 } else { u32::from((lo >> 40) as u8) };
+        Ok(((lo >> 16) as u8, dest))
     }
 }
 

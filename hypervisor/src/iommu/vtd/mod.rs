@@ -43,16 +43,24 @@ const IRT_PAGES: usize = IRT_ENTRIES * 16 / 4096;
 /// Choices the boot code makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VtdConfig {
-    /// Leave compatibility-format (un-remapped) MSIs enabled (GCMD.CFI). Needed while
-    /// the hypervisor's own IOAPIC entries are not in remappable format; it also lets
-    /// a device bypass remapping, so it is off unless asked for.
+    /// Leave compatibility-format (un-remapped) MSIs enabled (GCMD.CFI). Only needed
+    /// for interrupt sources programmed with un-remapped messages (the hypervisor
+    /// itself uses none); it lets a device bypass remapping, so it is off unless
+    /// asked for.
     pub allow_compat_interrupts: bool,
+    /// The host's local APICs run in x2APIC mode: on units with ECAP.EIM, IRTEs carry
+    /// 32-bit destinations and IRTA.EIME is set, which also blocks
+    /// compatibility-format interrupts whatever CFI says (§5.1.2.1, §9.10).
+    pub x2apic: bool,
 }
 
 #[derive(Debug)]
 struct Irt {
     base: HostPhysAddr,
     used: Vec<bool>,
+    /// Extended Interrupt Mode (IRTA.EIME): x2APIC destinations, no compatibility
+    /// format.
+    eime: bool,
 }
 
 #[derive(Debug)]
@@ -116,7 +124,7 @@ impl<H: IommuHw> VtdIommu<H> {
             };
             let irt = if ecap.interrupt_remapping() && queue.is_some() {
                 let base = hw.alloc_contiguous(IRT_PAGES).ok_or(IommuError::OutOfMemory)?;
-                Some(Irt { base, used: vec![false; IRT_ENTRIES] })
+                Some(Irt { base, used: vec![false; IRT_ENTRIES], eime: config.x2apic && ecap.eim() })
             } else {
                 None
             };
@@ -124,10 +132,10 @@ impl<H: IommuHw> VtdIommu<H> {
             log::info!(
                 target: "iommu",
                 "VT-d unit {i} at {:#x}: version {}.{}, SAGAW {:#07b}, MGAW {}, {} domain ids, {} fault records, \
-                 QI {}, IR {}, coherent {}, caching mode {}",
+                 QI {}, IR {}, EIM {}, coherent {}, caching mode {}",
                 drhd.register_base, (ver >> 4) & 0xf, ver & 0xf, cap.sagaw(), cap.mgaw(), cap.domain_ids(),
-                cap.fault_records(), ecap.queued_invalidation(), ecap.interrupt_remapping(), ecap.coherent(),
-                cap.caching_mode()
+                cap.fault_records(), ecap.queued_invalidation(), ecap.interrupt_remapping(), ecap.eim(),
+                ecap.coherent(), cap.caching_mode()
             );
             units.push(Unit {
                 register_base: drhd.register_base,
@@ -305,7 +313,7 @@ impl<H: IommuHw> VtdIommu<H> {
 
     fn apply_enable(&mut self, u: usize) -> Result<(), IommuError> {
         let unit = self.unit(u)?;
-        let (root, queue, irt_base) = (unit.root, unit.queue, unit.irt.as_ref().map(|t| t.base));
+        let (root, queue, irt) = (unit.root, unit.queue, unit.irt.as_ref().map(|t| (t.base, t.eime)));
         self.hw.write64(u, regs::RTADDR, root.raw());
         self.apply_gcmd(u, gcmd::SRTP, true, "GSTS.RTPS")?;
         if let Some(q) = queue {
@@ -320,8 +328,8 @@ impl<H: IommuHw> VtdIommu<H> {
             }
         }
         self.invalidate(u, &[InvDesc::context_global(), InvDesc::iotlb_global()])?;
-        if let Some(base) = irt_base {
-            self.hw.write64(u, regs::IRTA, irte::irta(base.raw(), IRT_ENTRIES, false));
+        if let Some((base, eime)) = irt {
+            self.hw.write64(u, regs::IRTA, irte::irta(base.raw(), IRT_ENTRIES, eime));
             self.apply_gcmd(u, gcmd::SIRTP, true, "GSTS.IRTPS")?;
             self.invalidate(u, &[InvDesc::iec_global()])?;
             // Some implementations (QEMU's) do not model CFI: GSTS.CFIS never follows.
@@ -335,7 +343,13 @@ impl<H: IommuHw> VtdIommu<H> {
         self.clear_faults(u);
         self.apply_gcmd(u, gcmd::TE, true, "GSTS.TES")?;
         let gsts = self.hw.read32(u, regs::GSTS);
-        log::info!(target: "iommu", "VT-d unit {u} enabled: GSTS {gsts:#010x}");
+        let compat = match irt {
+            None => "no interrupt remapping",
+            Some((_, true)) => "compatibility-format MSIs blocked (EIME)",
+            Some(_) if gsts & gcmd::CFI == 0 => "compatibility-format MSIs blocked (CFI clear)",
+            Some(_) => "compatibility-format MSIs allowed (CFI)",
+        };
+        log::info!(target: "iommu", "VT-d unit {u} enabled: GSTS {gsts:#010x}, {compat}");
         Ok(())
     }
 
@@ -505,10 +519,11 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         if !self.attached.contains_key(&bdf) {
             return Err(IommuError::NotAttached(bdf));
         }
-        if target.dest_apic_id > 0xff {
+        let u = self.unit_for(bdf)?;
+        let eime = self.unit(u)?.irt.as_ref().is_some_and(|t| t.eime);
+        if target.dest_apic_id > 0xff && !eime {
             return Err(IommuError::Unsupported("x2APIC interrupt destinations"));
         }
-        let u = self.unit_for(bdf)?;
         let handle = match self.vectors.get(&(bdf, index)) {
             Some(h) => *h,
             None => {
@@ -521,7 +536,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
             }
         };
         let base = self.unit(u)?.irt.as_ref().map(|t| t.base).ok_or(IommuError::NoInterruptRemapping)?;
-        let entry = Irte::remapped(target, bdf.requester_id(), false);
+        let entry = Irte::remapped(target, bdf.requester_id(), eime);
         write_entry(&mut self.hw, base, usize::from(handle), &entry.words());
         self.flush_irte(base, handle);
         self.vectors.insert((bdf, index), handle);

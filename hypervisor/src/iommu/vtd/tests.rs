@@ -174,8 +174,30 @@ fn interrupts_are_remapped_per_device() {
 
 #[test]
 fn compat_interrupts_allowed_on_request() {
-    let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig { allow_compat_interrupts: true });
+    let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig { allow_compat_interrupts: true, x2apic: false });
     assert_eq!(vtd.hw_mut().msi(0, 0x00f8, 0xfee0_1000, 0x30), Ok((0x30, 1)));
+}
+
+#[test]
+fn x2apic_mode_uses_extended_destinations_and_blocks_compat_format() {
+    // CFI requested, but with EIME the unit blocks compatibility format anyway.
+    let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig { allow_compat_interrupts: true, x2apic: true });
+    assert_ne!(vtd.hw_mut().units[0].regs.r64(regs::IRTA) & (1 << 11), 0, "EIME set");
+    let nic = bdf(0, 4, 0);
+    let vm = vtd.create_domain(&map(0, 0x1_0000_0000, 4 * MIB)).unwrap();
+    vtd.attach(nic, vm).unwrap();
+    let msg = vtd.map_msi(nic, 0, MsiTarget { vector: 0x41, dest_apic_id: 0x1_0002 }).unwrap();
+    let sid = nic.requester_id();
+    assert_eq!(vtd.hw_mut().msi(0, sid, msg.address, msg.data), Ok((0x41, 0x1_0002)), "32-bit destination");
+    assert_eq!(vtd.hw_mut().msi(0, sid, 0xfee0_1000, 0x30), Err(0x25), "compatibility format blocked");
+    // Without EIM on the unit, x2APIC mode falls back to xAPIC destinations.
+    let mut no_eim =
+        iommu(FakeVtd::new(1, QEMU_CAP, QEMU_ECAP & !(1 << 4)), VtdConfig { x2apic: true, ..VtdConfig::default() });
+    assert_eq!(no_eim.hw_mut().units[0].regs.r64(regs::IRTA) & (1 << 11), 0);
+    let vm = no_eim.create_domain(&map(0, 0x1_0000_0000, 4 * MIB)).unwrap();
+    no_eim.attach(nic, vm).unwrap();
+    let target = MsiTarget { vector: 0x41, dest_apic_id: 0x100 };
+    assert_eq!(no_eim.map_msi(nic, 0, target), Err(IommuError::Unsupported("x2APIC interrupt destinations")));
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! The two host mechanisms for PCI configuration space, as `pci_types`
-//! `ConfigRegionAccess` implementations, and [`ConfigSpace`], the safe handle the
-//! enumerator uses. This is the only `unsafe` of the PCI layer.
+//! `ConfigRegionAccess` implementations, [`ConfigSpace`], the safe handle the
+//! enumerator uses, and [`BarMmio`], the few device registers the hypervisor writes
+//! itself (assigned devices' MSI-X tables). This is the only `unsafe` of the PCI layer.
 
 use alloc::vec::Vec;
 
 use pci_types::{ConfigRegionAccess, PciAddress};
 
+use super::model::{Bar, BarKind};
 use crate::arch::x86::instr::{inl, outl};
 use crate::platform::acpi::{EcamRegion, PlatformTables};
 
@@ -210,4 +212,132 @@ pub fn host_config_spaces(tables: &PlatformTables) -> Vec<(ConfigSpace<HostAcces
         spaces.push((space, 0));
     }
     spaces
+}
+
+/// Memory BARs the hypervisor reaches itself lie in the 32-bit PCI hole: below 4 GiB
+/// every address is in the hypervisor's identity map (`memory::paging` maps at least
+/// up to 4 GiB), and firmware's MTRRs make the hole uncacheable. BARs above 4 GiB
+/// are not reached (nor given to VMs yet).
+const MMIO_HOLE_END: u64 = 1 << 32;
+/// Nothing below 1 MiB is a BAR the hypervisor writes (legacy ranges, real-mode RAM).
+const MMIO_HOLE_START: u64 = 1 << 20;
+
+/// A host function's memory BAR, for the device registers the hypervisor writes
+/// itself: an assigned device's MSI-X table (remapped messages and mask bits only)
+/// and the bytes sharing its pages. Accesses are naturally aligned, 1/2/4/8 bytes,
+/// and bounds-checked against the BAR; anything else reads all-ones and writes
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarMmio {
+    base: u64,
+    len: u64,
+}
+
+impl BarMmio {
+    /// The window on `bar` if it is a memory BAR, naturally aligned and wholly inside
+    /// the 32-bit PCI hole; `None` otherwise (I/O BARs, unprogrammed or 64-bit BARs
+    /// placed above 4 GiB).
+    pub fn new(bar: &Bar) -> Option<Self> {
+        let end = bar.address.checked_add(bar.size)?;
+        let memory = bar.kind != BarKind::Io;
+        let aligned = bar.size.is_power_of_two() && bar.address.is_multiple_of(bar.size);
+        (memory && aligned && bar.address >= MMIO_HOLE_START && end <= MMIO_HOLE_END)
+            .then_some(Self { base: bar.address, len: bar.size })
+    }
+
+    /// The BAR's host physical address.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    fn pointer(&self, offset: u64, bytes: u64) -> Option<usize> {
+        let end = offset.checked_add(bytes)?;
+        if !offset.is_multiple_of(bytes) || end > self.len {
+            return None;
+        }
+        usize::try_from(self.base.checked_add(offset)?).ok()
+    }
+
+    /// Reads `bytes` (1, 2, 4 or 8) at `offset`.
+    pub fn read(&self, offset: u64, bytes: u8) -> u64 {
+        let Some(p) = self.pointer(offset, u64::from(bytes)) else { return u64::MAX };
+        // SAFETY: `p` lies inside a memory BAR the enumerator read from a device,
+        // naturally aligned, in the 32-bit PCI hole that firmware keeps apart from RAM
+        // and the hypervisor identity-maps (`new`); it is device memory no Rust
+        // reference points into, so a volatile access of this width is sound.
+        unsafe {
+            match bytes {
+                1 => u64::from((p as *const u8).read_volatile()),
+                2 => u64::from((p as *const u16).read_volatile()),
+                4 => u64::from((p as *const u32).read_volatile()),
+                8 => (p as *const u64).read_volatile(),
+                _ => u64::MAX,
+            }
+        }
+    }
+
+    /// Writes `bytes` (1, 2, 4 or 8) at `offset`; the effect on the device is the
+    /// caller's business (it owns the device).
+    pub fn write(&self, offset: u64, bytes: u8, value: u64) {
+        let Some(p) = self.pointer(offset, u64::from(bytes)) else { return };
+        // SAFETY: as in `read`: an aligned address inside the device's own BAR, not
+        // RAM and not aliased by any Rust reference.
+        unsafe {
+            match bytes {
+                1 => (p as *mut u8).write_volatile(value as u8),
+                2 => (p as *mut u16).write_volatile(value as u16),
+                4 => (p as *mut u32).write_volatile(value as u32),
+                8 => (p as *mut u64).write_volatile(value),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl crate::pci::msix_window::DeviceBytes for BarMmio {
+    fn read(&self, offset: u64, bytes: u8) -> u64 {
+        BarMmio::read(self, offset, bytes)
+    }
+    fn write(&self, offset: u64, bytes: u8, value: u64) {
+        BarMmio::write(self, offset, bytes, value)
+    }
+}
+
+impl crate::pci::msi::BarRegisters for BarMmio {
+    fn write32(&mut self, offset: u64, value: u32) {
+        self.write(offset, 4, u64::from(value));
+    }
+}
+
+#[cfg(test)]
+mod bar_tests {
+    use super::*;
+
+    fn bar(kind: BarKind, address: u64, size: u64) -> Bar {
+        Bar { index: 0, kind, prefetchable: false, address, size }
+    }
+
+    #[test]
+    fn only_aligned_memory_bars_in_the_32_bit_hole() {
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0x1_0000)).is_some());
+        assert!(BarMmio::new(&bar(BarKind::Mem64, 0xc000_0000, 0x10_0000)).is_some());
+        assert!(BarMmio::new(&bar(BarKind::Io, 0xc000_0000, 0x100)).is_none());
+        assert!(BarMmio::new(&bar(BarKind::Mem64, 0x8_0000_0000, 0x1000)).is_none(), "above 4 GiB");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xffff_f000, 0x2000)).is_none(), "crosses 4 GiB");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0800, 0x1000)).is_none(), "misaligned");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0, 0x1000)).is_none(), "unprogrammed");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0)).is_none());
+    }
+
+    #[test]
+    fn accesses_outside_or_misaligned_touch_nothing() {
+        let m = BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0x1000)).unwrap_or(BarMmio { base: 0, len: 0 });
+        assert_eq!(m.pointer(0xffc, 4), Some(0xfebf_0ffc));
+        assert_eq!(m.pointer(0xffc, 8), None, "past the end");
+        assert_eq!(m.pointer(0x2, 4), None, "misaligned");
+        assert_eq!(m.pointer(u64::MAX, 1), None);
+        // Out-of-range accesses return before any pointer is formed.
+        assert_eq!(m.read(0x1000, 4), u64::MAX);
+        m.write(0x1000, 4, 0);
+    }
 }

@@ -1,10 +1,12 @@
 //! A hostile payload that owns a PCI device: QEMU's `edu` test device, whose DMA
 //! engine copies between guest-programmed bus addresses and a 4 KiB buffer on the
 //! device. It finds the device through the VM's PCI configuration space (0xCF8/0xCFC),
-//! proves DMA works inside its own memory, then points DMA at the hypervisor image and
-//! at addresses above its RAM. The IOMMU must block every such transfer; the
-//! hypervisor stops this VM on the fault (VT-d), or the transfer silently goes nowhere
-//! (QEMU's AMD-Vi aborts walks of empty entries without an event).
+//! proves DMA works inside its own memory and that the device's MSI reaches it (on
+//! the vector it programs into its virtual MSI capability, not on any other), then
+//! points DMA at the hypervisor image and at addresses above its RAM. The IOMMU must
+//! block every such transfer; the hypervisor stops this VM on the fault (VT-d), or
+//! the transfer silently goes nowhere (QEMU's AMD-Vi aborts walks of empty entries
+//! without an event).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -12,6 +14,7 @@ mod payload {
     use core::arch::asm;
     use core::ptr::{read_volatile, write_volatile};
 
+    use payloads::traps::{self, DEVICE_VECTORS};
     use payloads::{check, hypercall, println};
 
     /// Physical address the hypervisor is linked at (see hypervisor/linker.ld).
@@ -24,6 +27,13 @@ mod payload {
     const DMA_DST: u64 = 0x88;
     const DMA_COUNT: u64 = 0x90;
     const DMA_CMD: u64 = 0x98;
+    const IRQ_STATUS: u64 = 0x24;
+    const IRQ_RAISE: u64 = 0x60;
+    const IRQ_ACK: u64 = 0x64;
+    /// PCI capability id of MSI.
+    const CAP_MSI: u8 = 0x05;
+    /// Interrupts raised back to back for the delivery and exit-count check.
+    const MSI_ROUNDS: u32 = 8;
     const CMD_RUN: u64 = 1;
     const CMD_TO_RAM: u64 = 2;
     /// The device's DMA buffer, as a bus address seen by the device itself.
@@ -95,6 +105,113 @@ mod payload {
         }
     }
 
+    fn find_capability(dev: u8, id: u8) -> Option<u8> {
+        if config_read(dev, 0x04) & (1 << 20) == 0 {
+            return None;
+        }
+        let mut ptr = config_read(dev, 0x34) as u8;
+        for _ in 0..48 {
+            if ptr < 0x40 {
+                return None;
+            }
+            let header = config_read(dev, ptr);
+            if header as u8 == id {
+                return Some(ptr);
+            }
+            ptr = (header >> 8) as u8;
+        }
+        None
+    }
+
+    /// Waits until the handler counts on `DEVICE_VECTORS` move from `before`.
+    fn wait_irqs(before: [u32; 2], spins: u64) -> [u32; 2] {
+        for _ in 0..spins {
+            let now = traps::device_irqs();
+            if now != before {
+                return now;
+            }
+            core::hint::spin_loop();
+        }
+        traps::device_irqs()
+    }
+
+    /// The device's MSI capability as the VM sees it: where its registers are.
+    struct Msi {
+        dev: u8,
+        at: u8,
+        data: u8,
+    }
+
+    impl Msi {
+        fn program(&self, vector: u8, enable: bool) {
+            let header = config_read(self.dev, self.at);
+            config_write(self.dev, self.at + 4, 0xfee0_0000); // APIC id 0, physical, fixed
+            if self.data == self.at + 12 {
+                config_write(self.dev, self.at + 8, 0);
+            }
+            config_write(self.dev, self.data, u32::from(vector));
+            let control = (header >> 16) & !1 | u32::from(enable);
+            config_write(self.dev, self.at, control << 16 | (header & 0xffff));
+        }
+    }
+
+    /// The device raises its interrupt (edu: a write to 0x60); returns the handler
+    /// counts after waiting for it, and acknowledges it on the device.
+    fn raise(edu: &Edu, spins: u64) -> [u32; 2] {
+        let before = traps::device_irqs();
+        edu.write32(IRQ_RAISE, 1);
+        let after = wait_irqs(before, spins);
+        edu.write32(IRQ_ACK, edu.read32(IRQ_STATUS));
+        after
+    }
+
+    /// MSI through the VM's virtual capability: delivered on the guest's vector, once
+    /// per interrupt, following a vector change, silent while disabled.
+    fn msi_checks(dev: u8, edu: &Edu) {
+        let Some(at) = find_capability(dev, CAP_MSI) else {
+            check("msi_capability", false, format_args!("no MSI capability on the virtual device"));
+            return;
+        };
+        let is_64bit = config_read(dev, at) & (1 << 23) != 0;
+        check("msi_capability", true, format_args!(""));
+        let msi = Msi { dev, at, data: if is_64bit { at + 12 } else { at + 8 } };
+        let [v1, v2] = DEVICE_VECTORS;
+        // SAFETY: the IDT handles both device vectors; interrupts on for the checks.
+        unsafe { asm!("sti") };
+        msi.program(v1, true);
+        let first = raise(edu, 50_000_000);
+        check("msi_delivered_on_guest_vector", first == [1, 0], format_args!("handler counts {first:?}"));
+        // Back to back, bracketed by the exit counters (VM_INFO logs them).
+        hypercall::vm_info();
+        let mut delivered = 0;
+        for _ in 0..MSI_ROUNDS {
+            let before = traps::device_irqs()[0];
+            delivered += u32::from(raise(edu, 50_000_000)[0] == before + 1);
+        }
+        hypercall::vm_info();
+        check("msi_each_interrupt_once", delivered == MSI_ROUNDS, format_args!("{delivered} of {MSI_ROUNDS}"));
+        msi.program(v2, true);
+        let before = traps::device_irqs();
+        let moved = raise(edu, 50_000_000);
+        check("msi_vector_change", moved == [before[0], before[1] + 1], format_args!("{before:?} -> {moved:?}"));
+        msi.program(v2, false);
+        let before = traps::device_irqs();
+        let silent = raise(edu, 2_000_000);
+        check("msi_disabled_is_silent", silent == before, format_args!("{before:?} -> {silent:?}"));
+        msi.program(v1, true);
+        let before = traps::device_irqs();
+        let back = raise(edu, 50_000_000);
+        check("msi_reenabled", back == [before[0] + 1, before[1]], format_args!("{before:?} -> {back:?}"));
+        // MSI stays enabled: tearing the VM down must remove its route. No interrupt
+        // is taken for the rest of the run.
+        // SAFETY: interrupts off; the device raises none from here on.
+        unsafe { asm!("cli") };
+        println!(
+            "dma-attack payload: MSI checks done ({} interrupts handled)",
+            traps::device_irqs()[0] + traps::device_irqs()[1]
+        );
+    }
+
     fn find_edu() -> Option<u8> {
         (0..32u8).find(|&dev| config_read(dev, 0) == EDU_IDS)
     }
@@ -137,6 +254,7 @@ mod payload {
         // (see tests/tests/dma.rs). The test harness knows which IOMMU it runs under.
         let verdict = if done && same { "works" } else { "is blocked" };
         println!("dma-attack payload: DMA inside own memory {verdict} (done={done})");
+        msi_checks(dev, &edu);
         payloads::summary();
 
         // The attack: device DMA outside this VM's memory.
