@@ -2,6 +2,7 @@
 pub mod acpi;
 pub mod cmos;
 pub mod handoff;
+pub mod ioapic;
 pub mod keyboard;
 pub mod pci;
 pub mod power;

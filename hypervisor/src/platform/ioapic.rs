@@ -1,0 +1,223 @@
+//! The machine's I/O APIC, for the interrupts the hypervisor takes itself (the
+//! keyboard). Register interface: Intel 82093AA I/O APIC datasheet §3.0-3.2 (an index
+//! register IOREGSEL at +0x00 and a data window IOWIN at +0x10); redirection entries in
+//! compatibility format (§3.2.4) or, under VT-d interrupt remapping, in remappable
+//! format (VT-d spec §5.1.5.1).
+//!
+//! At boot every entry is masked: firmware may leave pins unmasked, and no interrupt
+//! reaches the hypervisor unless it routed it here.
+
+use log::info;
+
+/// IOREGSEL / IOWIN offsets (§3.0).
+const IOREGSEL: u64 = 0x00;
+const IOWIN: u64 = 0x10;
+/// IOAPICVER (§3.2.2): bits 23:16 hold the index of the last redirection entry.
+const REG_VERSION: u32 = 0x01;
+/// Redirection entry `n`: low dword at 0x10 + 2n, high at 0x11 + 2n (§3.2.4).
+const REG_REDIRECTION: u32 = 0x10;
+
+const MASKED: u64 = 1 << 16;
+const LEVEL: u64 = 1 << 15;
+const ACTIVE_LOW: u64 = 1 << 13;
+const REMAPPABLE: u64 = 1 << 48;
+
+/// Indexed register access to one I/O APIC.
+pub trait IoapicRegs {
+    fn read(&mut self, index: u32) -> u32;
+    fn write(&mut self, index: u32, value: u32);
+}
+
+/// How a pin signals (from the MADT's interrupt source overrides; ISA default edge,
+/// active high).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinMode {
+    pub level: bool,
+    pub active_low: bool,
+}
+
+impl PinMode {
+    fn bits(self) -> u64 {
+        (if self.level { LEVEL } else { 0 }) | (if self.active_low { ACTIVE_LOW } else { 0 })
+    }
+}
+
+/// A redirection entry: fixed delivery of `vector` to the CPU with APIC id `dest`
+/// (physical destination mode; IDs up to 255 in compatibility format).
+pub fn compatibility_entry(vector: u8, dest: u8, mode: PinMode) -> u64 {
+    u64::from(vector) | mode.bits() | (u64::from(dest) << 56)
+}
+
+/// A redirection entry in VT-d remappable format: interrupt index `handle` of the
+/// remapping table (bits 63:49 hold index 14:0, bit 11 index 15); `vector` must match
+/// the remapping entry's for EOIs of level-triggered pins.
+pub fn remappable_entry(handle: u16, vector: u8, mode: PinMode) -> u64 {
+    let index = u64::from(handle);
+    u64::from(vector) | mode.bits() | REMAPPABLE | ((index & 0x7fff) << 49) | (((index >> 15) & 1) << 11)
+}
+
+/// One I/O APIC.
+#[derive(Debug)]
+pub struct Ioapic<R: IoapicRegs> {
+    regs: R,
+    gsi_base: u32,
+    pins: u32,
+}
+
+impl<R: IoapicRegs> Ioapic<R> {
+    /// Takes the I/O APIC whose first pin is `gsi_base` and masks every pin.
+    pub fn new(mut regs: R, gsi_base: u32) -> Self {
+        let last = (regs.read(REG_VERSION) >> 16) & 0xff;
+        let mut ioapic = Ioapic { regs, gsi_base, pins: last + 1 };
+        for pin in 0..ioapic.pins {
+            ioapic.write_entry(pin, MASKED);
+        }
+        ioapic
+    }
+
+    /// Number of pins.
+    pub fn pins(&self) -> u32 {
+        self.pins
+    }
+
+    /// Whether `gsi` is one of this I/O APIC's pins.
+    pub fn handles(&self, gsi: u32) -> bool {
+        gsi.checked_sub(self.gsi_base).is_some_and(|pin| pin < self.pins)
+    }
+
+    /// Programs `gsi` with `entry` (masked while the halves are written). Returns
+    /// `false` if the pin is not this I/O APIC's.
+    pub fn route(&mut self, gsi: u32, entry: u64) -> bool {
+        let Some(pin) = gsi.checked_sub(self.gsi_base).filter(|p| *p < self.pins) else { return false };
+        self.write_entry(pin, MASKED);
+        self.write_entry(pin, entry);
+        info!(target: "ioapic", "GSI {gsi} -> entry {entry:#018x}");
+        true
+    }
+
+    /// Masks `gsi` again.
+    pub fn mask(&mut self, gsi: u32) {
+        if let Some(pin) = gsi.checked_sub(self.gsi_base).filter(|p| *p < self.pins) {
+            self.write_entry(pin, MASKED);
+        }
+    }
+
+    fn write_entry(&mut self, pin: u32, entry: u64) {
+        let low = REG_REDIRECTION + 2 * pin;
+        // Low half first when masking (the pin stops at once), high half first when
+        // unmasking (the destination is in place before the pin can fire).
+        if entry & MASKED != 0 {
+            self.regs.write(low, entry as u32);
+            self.regs.write(low + 1, (entry >> 32) as u32);
+        } else {
+            self.regs.write(low + 1, (entry >> 32) as u32);
+            self.regs.write(low, entry as u32);
+        }
+    }
+}
+
+/// The real register window, identity-mapped uncacheable.
+#[derive(Debug)]
+pub struct IoapicMmio {
+    base: u64,
+}
+
+impl IoapicMmio {
+    /// # Safety
+    /// `base` must be an I/O APIC's register window as the MADT gives it, identity
+    /// mapped, and used by nothing but the returned value.
+    pub unsafe fn new(base: u64) -> Self {
+        IoapicMmio { base }
+    }
+}
+
+impl IoapicRegs for IoapicMmio {
+    fn read(&mut self, index: u32) -> u32 {
+        // SAFETY: `new`'s contract: the window is this I/O APIC's and ours alone;
+        // IOREGSEL and IOWIN are 32-bit registers at these offsets (§3.0).
+        unsafe {
+            core::ptr::write_volatile((self.base + IOREGSEL) as *mut u32, index);
+            core::ptr::read_volatile((self.base + IOWIN) as *const u32)
+        }
+    }
+
+    fn write(&mut self, index: u32, value: u32) {
+        // SAFETY: as in `read`.
+        unsafe {
+            core::ptr::write_volatile((self.base + IOREGSEL) as *mut u32, index);
+            core::ptr::write_volatile((self.base + IOWIN) as *mut u32, value);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    /// A 24-pin I/O APIC's register file.
+    struct FakeRegs {
+        regs: Vec<u32>,
+        writes: Vec<(u32, u32)>,
+    }
+
+    impl FakeRegs {
+        fn new() -> FakeRegs {
+            let mut regs = vec![0u32; 0x40];
+            regs[REG_VERSION as usize] = (23 << 16) | 0x20;
+            // Firmware left pin 4 unmasked.
+            regs[0x18] = 0x31;
+            FakeRegs { regs, writes: Vec::new() }
+        }
+        fn entry(&self, pin: usize) -> u64 {
+            u64::from(self.regs[0x10 + 2 * pin]) | (u64::from(self.regs[0x11 + 2 * pin]) << 32)
+        }
+    }
+
+    impl IoapicRegs for &mut FakeRegs {
+        fn read(&mut self, index: u32) -> u32 {
+            self.regs[index as usize]
+        }
+        fn write(&mut self, index: u32, value: u32) {
+            self.writes.push((index, value));
+            self.regs[index as usize] = value;
+        }
+    }
+
+    #[test]
+    fn every_pin_starts_masked() {
+        let mut fake = FakeRegs::new();
+        let ioapic = Ioapic::new(&mut fake, 0);
+        assert_eq!(ioapic.pins(), 24);
+        assert!((0..24).all(|pin| fake.entry(pin) & MASKED != 0));
+    }
+
+    #[test]
+    fn routing_a_pin() {
+        let mut fake = FakeRegs::new();
+        let entry = compatibility_entry(0x21, 3, PinMode { level: true, active_low: true });
+        assert_eq!(entry, 0x0300_0000_0000_a021);
+        {
+            let mut ioapic = Ioapic::new(&mut fake, 24);
+            assert!(!ioapic.handles(23) && ioapic.handles(24) && ioapic.handles(47) && !ioapic.handles(48));
+            assert!(!ioapic.route(1, compatibility_entry(0x21, 0, PinMode::default())), "not this I/O APIC's GSI");
+            assert!(ioapic.route(25, entry));
+        }
+        assert_eq!(fake.entry(1), entry);
+        // The destination went in before the unmasking low half.
+        let last_two: Vec<_> = fake.writes.iter().rev().take(2).copied().collect();
+        assert_eq!(last_two, [(0x12, 0x0000_a021), (0x13, 0x0300_0000)]);
+    }
+
+    #[test]
+    fn remappable_entries_carry_the_index() {
+        let e = remappable_entry(0x8001, 0x21, PinMode::default());
+        assert_eq!(e & 0xff, 0x21);
+        assert_ne!(e & REMAPPABLE, 0);
+        assert_eq!((e >> 49) & 0x7fff, 1);
+        assert_eq!((e >> 11) & 1, 1);
+        assert_eq!(e & MASKED, 0);
+    }
+}
