@@ -200,6 +200,12 @@ pub trait Iommu {
     /// must be programmed with. Only `bdf` can use the entry.
     fn map_msi(&mut self, bdf: Bdf, index: u16, target: MsiTarget) -> Result<MsiMessage, IommuError>;
 
+    /// Lets pin `pin` of the I/O APIC with id `ioapic_id` deliver `target`, for the
+    /// hypervisor's own interrupts (the keyboard). `Some(handle)`: program the pin in
+    /// remappable format with that interrupt index; `None`: its interrupts are not
+    /// remapped, program it in compatibility format.
+    fn map_ioapic_pin(&mut self, ioapic_id: u8, pin: u8, target: MsiTarget) -> Result<Option<u16>, IommuError>;
+
     /// Clears remapping entry `index` of `bdf`: the device's message is rejected again.
     fn unmap_msi(&mut self, bdf: Bdf, index: u16) -> Result<(), IommuError>;
 

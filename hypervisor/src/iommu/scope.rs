@@ -19,6 +19,8 @@ pub struct UnitScope {
     pub devices: Vec<Bdf>,
     /// Bus ranges (inclusive) below sub-hierarchy bridges.
     pub bus_ranges: Vec<(u8, u8)>,
+    /// I/O APICs behind the unit: (I/O APIC id, the requester id its interrupts carry).
+    pub ioapics: Vec<(u8, u16)>,
 }
 
 impl UnitScope {
@@ -38,6 +40,14 @@ pub fn dmar_scopes(dmar: &Dmar, inventory: &PciInventory) -> Vec<UnitScope> {
 fn drhd_scope(unit: &Drhd, inventory: &PciInventory) -> UnitScope {
     let mut scope = UnitScope { segment: unit.segment, include_all: unit.include_pci_all, ..UnitScope::default() };
     for s in &unit.scopes {
+        if s.kind == ScopeKind::IoApic {
+            // An I/O APIC sits on the bus its scope starts at (one hop).
+            if let [hop] = s.path.as_slice() {
+                let sid = u16::from(s.start_bus) << 8 | u16::from(hop.device & 0x1f) << 3 | u16::from(hop.function & 7);
+                scope.ioapics.push((s.enumeration_id, sid));
+            }
+            continue;
+        }
         if !matches!(s.kind, ScopeKind::PciEndpoint | ScopeKind::PciSubHierarchy) {
             continue;
         }

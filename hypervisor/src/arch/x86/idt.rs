@@ -6,7 +6,7 @@
 
 use core::arch::naked_asm;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -16,6 +16,11 @@ use super::{device_vectors, gdt, lapic};
 
 /// Set by the preemption timer's interrupt; the scheduler takes it.
 pub static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
+/// Set by the keyboard's interrupt: the running slice ends so the switcher reads the
+/// key at once.
+pub static KEYBOARD_FIRED: AtomicBool = AtomicBool::new(false);
+/// TSC at the last keyboard interrupt (for the switch benchmark).
+pub static KEYBOARD_IRQ_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// Register state at a trap, in the order the common stub pushes it.
 #[repr(C)]
@@ -160,6 +165,7 @@ stub!(stub_hv, 28);
 stub!(stub_vc, 29, error_code);
 stub!(stub_sx, 30, error_code);
 stub!(stub_timer, 0x20);
+stub!(stub_keyboard, 0x21);
 stub!(stub_spurious, 0xff);
 
 /// Bytes per device-interrupt stub in the table below.
@@ -232,6 +238,7 @@ pub fn init() {
             idt.vmm_communication_exception.set_handler_addr(addr(stub_vc));
             idt.security_exception.set_handler_addr(addr(stub_sx));
             idt[lapic::TIMER_VECTOR].set_handler_addr(addr(stub_timer));
+            idt[lapic::KEYBOARD_VECTOR].set_handler_addr(addr(stub_keyboard));
             let stubs = (&raw const bulkhead_device_irq_stubs) as u64;
             for (i, vector) in (device_vectors::FIRST..=device_vectors::LAST).enumerate() {
                 let stub = stubs + i as u64 * DEVICE_STUB_BYTES;
@@ -248,6 +255,11 @@ extern "sysv64" fn handle_trap(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == u64::from(lapic::TIMER_VECTOR) => {
             TIMER_FIRED.store(true, Ordering::Release);
+            lapic::eoi();
+        }
+        v if v == u64::from(lapic::KEYBOARD_VECTOR) => {
+            KEYBOARD_IRQ_TSC.store(super::instr::rdtsc(), Ordering::Relaxed);
+            KEYBOARD_FIRED.store(true, Ordering::Release);
             lapic::eoi();
         }
         v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}

@@ -26,6 +26,8 @@ mod reg {
 
 /// Vector of the hypervisor's preemption timer.
 pub const TIMER_VECTOR: u8 = 0x20;
+/// The keyboard's interrupt (IRQ1 through the I/O APIC).
+pub const KEYBOARD_VECTOR: u8 = 0x21;
 /// Spurious-interrupt vector (SDM 11.9: low nibble all ones on older CPUs).
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 

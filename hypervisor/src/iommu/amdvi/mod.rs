@@ -366,6 +366,12 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         self.unit_for(bdf).is_ok()
     }
 
+    fn map_ioapic_pin(&mut self, _ioapic_id: u8, _pin: u8, _target: MsiTarget) -> Result<Option<u16>, IommuError> {
+        // I/O APIC device table entries have IV = 0 (`Dte::platform_interrupts`): their
+        // interrupts pass unremapped.
+        Ok(None)
+    }
+
     fn map_msi(&mut self, bdf: Bdf, index: u16, target: MsiTarget) -> Result<MsiMessage, IommuError> {
         let a = self.attached.get(&bdf).ok_or(IommuError::NotAttached(bdf))?;
         if index >= irte::TABLE_ENTRIES {

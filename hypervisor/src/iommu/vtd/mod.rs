@@ -193,6 +193,28 @@ impl<H: IommuHw> VtdIommu<H> {
         &mut self.hw
     }
 
+    /// Writes `entry` into unit `u`'s remapping table at the index kept for `key`
+    /// (allocated on first use) and invalidates the unit's cached copy.
+    fn program_irte(&mut self, u: usize, key: (Bdf, u16), entry: Irte) -> Result<u16, IommuError> {
+        let handle = match self.vectors.get(&key) {
+            Some(h) => *h,
+            None => {
+                let irt = self.unit_mut(u)?.irt.as_mut().ok_or(IommuError::NoInterruptRemapping)?;
+                let free = irt.used.iter().position(|used| !used).ok_or(IommuError::NoInterruptEntries)?;
+                if let Some(slot) = irt.used.get_mut(free) {
+                    *slot = true;
+                }
+                u16::try_from(free).map_err(|_| IommuError::NoInterruptEntries)?
+            }
+        };
+        let base = self.unit(u)?.irt.as_ref().map(|t| t.base).ok_or(IommuError::NoInterruptRemapping)?;
+        write_entry(&mut self.hw, base, usize::from(handle), &entry.words());
+        self.flush_irte(base, handle);
+        self.vectors.insert(key, handle);
+        self.invalidate(u, &[InvDesc::iec_index(handle)])?;
+        Ok(handle)
+    }
+
     fn unit_for(&self, bdf: Bdf) -> Result<usize, IommuError> {
         dmar_unit_for(&self.scopes, bdf).filter(|u| *u < self.units.len()).ok_or(IommuError::NotCovered(bdf))
     }
@@ -524,24 +546,22 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         if target.dest_apic_id > 0xff && !eime {
             return Err(IommuError::Unsupported("x2APIC interrupt destinations"));
         }
-        let handle = match self.vectors.get(&(bdf, index)) {
-            Some(h) => *h,
-            None => {
-                let irt = self.unit_mut(u)?.irt.as_mut().ok_or(IommuError::NoInterruptRemapping)?;
-                let free = irt.used.iter().position(|used| !used).ok_or(IommuError::NoInterruptEntries)?;
-                if let Some(slot) = irt.used.get_mut(free) {
-                    *slot = true;
-                }
-                u16::try_from(free).map_err(|_| IommuError::NoInterruptEntries)?
-            }
-        };
-        let base = self.unit(u)?.irt.as_ref().map(|t| t.base).ok_or(IommuError::NoInterruptRemapping)?;
-        let entry = Irte::remapped(target, bdf.requester_id(), eime);
-        write_entry(&mut self.hw, base, usize::from(handle), &entry.words());
-        self.flush_irte(base, handle);
-        self.vectors.insert((bdf, index), handle);
-        self.invalidate(u, &[InvDesc::iec_index(handle)])?;
+        let handle = self.program_irte(u, (bdf, index), Irte::remapped(target, bdf.requester_id(), eime))?;
         Ok(irte::remappable_msi(handle))
+    }
+
+    fn map_ioapic_pin(&mut self, ioapic_id: u8, pin: u8, target: MsiTarget) -> Result<Option<u16>, IommuError> {
+        let found = self.scopes.iter().enumerate().find_map(|(u, s)| {
+            s.ioapics.iter().find(|(id, _)| *id == ioapic_id).map(|&(_, sid)| (u, s.segment, sid))
+        });
+        let Some((u, segment, sid)) = found else {
+            return Err(IommuError::Unsupported("an I/O APIC the DMAR table does not list"));
+        };
+        let Some(irt) = self.unit(u)?.irt.as_ref() else { return Ok(None) };
+        let eime = irt.eime;
+        // Kept with the MSI entries, under the I/O APIC's requester id.
+        let key = (Bdf::new(segment, (sid >> 8) as u8, ((sid >> 3) & 0x1f) as u8, (sid & 7) as u8), u16::from(pin));
+        Ok(Some(self.program_irte(u, key, Irte::remapped(target, sid, eime))?))
     }
 
     fn unmap_msi(&mut self, bdf: Bdf, index: u16) -> Result<(), IommuError> {

@@ -263,3 +263,17 @@ fn remappable_message_roundtrip() {
     assert_eq!(irte::irta(0x5000, 256, false), 0x5007);
     assert_eq!(irte::irta(0x5000, 1024, true), 0x5809);
 }
+
+#[test]
+fn ioapic_pins_get_remapping_entries_checked_against_the_ioapic() {
+    let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig::default());
+    // QEMU's DMAR lists I/O APIC 0 in the unit's scope.
+    let (_, sid) = *vtd.scopes[0].ioapics.first().expect("an I/O APIC scope");
+    let target = MsiTarget { vector: 0x21, dest_apic_id: 0 };
+    let handle = vtd.map_ioapic_pin(0, 1, target).unwrap().expect("remapped");
+    let msg = irte::remappable_msi(handle);
+    assert_eq!(vtd.hw_mut().msi(0, sid, msg.address, msg.data), Ok((0x21, 0)));
+    assert_eq!(vtd.hw_mut().msi(0, bdf(0, 4, 0).requester_id(), msg.address, msg.data), Err(0x26), "only the I/O APIC");
+    assert_eq!(vtd.map_ioapic_pin(0, 1, target), Ok(Some(handle)), "the same pin keeps its entry");
+    assert!(matches!(vtd.map_ioapic_pin(9, 1, target), Err(IommuError::Unsupported(_))), "unknown I/O APIC");
+}
