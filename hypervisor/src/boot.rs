@@ -191,9 +191,9 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
         // Kept for the life of the hypervisor: launch resets and assigns devices through it.
         host.config = Some(alloc::boxed::Box::leak(alloc::boxed::Box::new(config)));
     }
-    // The hypervisor takes no interrupt through the IOAPIC or any un-remapped MSI, so
-    // compatibility-format interrupts stay blocked: a device can only raise the
-    // remapped messages its VM was given (see docs/iommu.md).
+    // The hypervisor takes no un-remapped interrupt (its keyboard's I/O APIC pin gets
+    // a remapping entry of its own), so compatibility-format interrupts stay blocked:
+    // a device can only raise the remapped messages its VM was given (docs/iommu.md).
     let config = crate::iommu::vtd::VtdConfig { allow_compat_interrupts: false, x2apic: lapic::is_x2apic() };
     match crate::iommu::from_platform(tables, inventory, config) {
         Ok(mut iommu) => match iommu.enable() {
@@ -205,7 +205,21 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
         },
         Err(e) => warn!(target: "iommu", "{e:?}: device passthrough disabled"),
     }
+    route_keyboard_irq(tables, host.iommu.as_mut());
     vm::passthrough::install(host);
+}
+
+/// Lets the keyboard interrupt the CPU that runs VMs, so a hotkey ends the running
+/// VM's slice at once (through the IOMMU's interrupt remapping when it has one).
+fn route_keyboard_irq(tables: &PlatformTables, mut iommu: Option<&mut crate::iommu::DynIommu>) {
+    let mut remap = |ioapic: u8, pin: u8, target| match iommu.as_mut() {
+        Some(i) => i.map_ioapic_pin(ioapic, pin, target),
+        None => Ok(None),
+    };
+    let cpu = instr::apic_id();
+    if let Err(why) = crate::platform::ioapic::route_keyboard(tables, lapic::KEYBOARD_VECTOR, cpu, &mut remap) {
+        crate::platform::ioapic::keyboard_not_routed(&why);
+    }
 }
 
 /// The firmware's ACPI tables, or `None` (logged) when they are missing or unusable.

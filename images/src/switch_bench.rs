@@ -1,6 +1,6 @@
 //! `cargo xtask bench switch`: the switcher under `-icount shift=0,sleep=off` (one
 //! nanosecond of guest time per instruction). Measures the time from the hotkey's
-//! arrival in the hypervisor to the new VM's first complete frame on screen (the
+//! keyboard interrupt (IRQ1) to the new VM's first complete frame on screen (the
 //! hypervisor logs `SWITCH-FRAME ... ticks=T us=U bytes=B`), and the bytes the
 //! compositor copies per frame for an idle desktop and for one that rewrites its whole
 //! framebuffer all the time.

@@ -7,7 +7,12 @@
 //! At boot every entry is masked: firmware may leave pins unmasked, and no interrupt
 //! reaches the hypervisor unless it routed it here.
 
-use log::info;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use log::{info, warn};
+
+use crate::iommu::{IommuError, MsiTarget};
+use crate::platform::acpi::PlatformTables;
 
 /// IOREGSEL / IOWIN offsets (§3.0).
 const IOREGSEL: u64 = 0x00;
@@ -114,6 +119,78 @@ impl<R: IoapicRegs> Ioapic<R> {
             self.regs.write(low, entry as u32);
         }
     }
+}
+
+/// Set once IRQ1 reaches the keyboard vector.
+static KEYBOARD_ROUTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the keyboard's interrupt is routed (else the switcher polls it).
+pub fn keyboard_routed() -> bool {
+    KEYBOARD_ROUTED.load(Ordering::Acquire)
+}
+
+/// ISA IRQ1's GSI and signalling, after the MADT's interrupt source overrides (ACPI
+/// 6.5 §5.2.12.5); ISA interrupts default to edge-triggered, active high.
+fn keyboard_gsi(tables: &PlatformTables) -> (u32, PinMode) {
+    match tables.interrupt_overrides().iter().find(|o| o.bus == 0 && o.source_irq == 1) {
+        Some(o) => (o.gsi, PinMode { level: o.level_triggered(), active_low: o.active_low() }),
+        None => (1, PinMode::default()),
+    }
+}
+
+/// Routes the keyboard's IRQ1 through the I/O APIC that serves it to `vector` on the
+/// CPU with APIC id `cpu`. `remap` asks the IOMMU for a remapping entry for the pin
+/// (`None`: its interrupts are not remapped). The 8259 PICs are masked first, so IRQ1
+/// cannot also arrive through them.
+pub fn route_keyboard(
+    tables: &PlatformTables,
+    vector: u8,
+    cpu: u32,
+    remap: &mut dyn FnMut(u8, u8, MsiTarget) -> Result<Option<u16>, IommuError>,
+) -> Result<(), alloc::string::String> {
+    if tables.madt().pcat_compat {
+        mask_legacy_pics();
+    }
+    let (gsi, mode) = keyboard_gsi(tables);
+    let ioapic = tables
+        .io_apics()
+        .iter()
+        .filter(|a| a.gsi_base <= gsi)
+        .max_by_key(|a| a.gsi_base)
+        .ok_or_else(|| alloc::format!("no I/O APIC serves GSI {gsi}"))?;
+    // SAFETY: the address is the I/O APIC's register window from the MADT, identity
+    // mapped like all MMIO below 4 GiB; nothing else in the hypervisor drives it.
+    let mut chip = Ioapic::new(unsafe { IoapicMmio::new(u64::from(ioapic.address)) }, ioapic.gsi_base);
+    let pin = u8::try_from(gsi - ioapic.gsi_base).map_err(|_| "I/O APIC pin out of range")?;
+    let entry = match remap(ioapic.id, pin, MsiTarget { vector, dest_apic_id: cpu }) {
+        Ok(Some(handle)) => remappable_entry(handle, vector, mode),
+        Ok(None) => {
+            let dest = u8::try_from(cpu).map_err(|_| "APIC id above 255 needs interrupt remapping")?;
+            compatibility_entry(vector, dest, mode)
+        }
+        Err(e) => return Err(alloc::format!("no remapping entry for I/O APIC {} pin {pin}: {e}", ioapic.id)),
+    };
+    if !chip.route(gsi, entry) {
+        return Err(alloc::format!("GSI {gsi} is beyond I/O APIC {}'s {} pins", ioapic.id, chip.pins()));
+    }
+    KEYBOARD_ROUTED.store(true, Ordering::Release);
+    info!(target: "ioapic", "keyboard IRQ1: I/O APIC {} pin {pin} -> vector {vector:#x} on APIC {cpu}", ioapic.id);
+    Ok(())
+}
+
+/// Masks every input of both 8259s (ports 0x21 and 0xA1, OCW1).
+fn mask_legacy_pics() {
+    // SAFETY: the 8259 data ports exist on PC-compatible machines (MADT PCAT_COMPAT);
+    // writing OCW1 = 0xFF only masks their inputs, and the hypervisor uses neither.
+    unsafe {
+        x86_64::instructions::port::Port::<u8>::new(0x21).write(0xff);
+        x86_64::instructions::port::Port::<u8>::new(0xa1).write(0xff);
+    }
+}
+
+/// Logs why the keyboard stays polled.
+pub fn keyboard_not_routed(why: &str) {
+    warn!(target: "ioapic", "keyboard IRQ1 not routed ({why}); the keyboard is polled");
 }
 
 /// The real register window, identity-mapped uncacheable.

@@ -162,9 +162,11 @@ fn flush<P: Ports>(p: &mut P) {
 
 impl<P: Ports> HostKeyboard<P> {
     /// Initialises the controller and the keyboard: both ports off, output flushed,
-    /// interrupts off with translation on, controller self-test, keyboard port on,
-    /// keyboard reset and scanning enabled. The mouse port stays off.
-    pub fn init(mut ports: P) -> Result<HostKeyboard<P>, Absent> {
+    /// translation on, controller self-test, keyboard port on, keyboard reset and
+    /// scanning enabled. The mouse port and its interrupt stay off; the keyboard's
+    /// interrupt (IRQ1) is on only with `irq1` (the caller routed it), else the
+    /// keyboard is polled.
+    pub fn init(mut ports: P, irq1: bool) -> Result<HostKeyboard<P>, Absent> {
         if ports.status() == 0xFF {
             return Err(Absent::NoController);
         }
@@ -176,7 +178,8 @@ impl<P: Ports> HostKeyboard<P> {
         let old = receive(&mut ports).ok_or(Absent::NoController)?;
         let cfg = (old & !(config::KBD_IRQ | config::AUX_IRQ | config::KBD_CLOCK_OFF))
             | config::TRANSLATE
-            | config::AUX_CLOCK_OFF;
+            | config::AUX_CLOCK_OFF
+            | if irq1 { config::KBD_IRQ } else { 0 };
         send_command(&mut ports, cmd::WRITE_CONFIG);
         send_data(&mut ports, cfg);
         // The self-test resets some controllers, so the configuration is written again.
@@ -199,7 +202,8 @@ impl<P: Ports> HostKeyboard<P> {
             warn!(target: "keyboard", "keyboard did not acknowledge enable; it may be absent");
         }
         flush(&mut kbd.ports);
-        info!(target: "keyboard", "i8042 ready (config {old:#04x} -> {cfg:#04x}, set 1 by translation, polled)");
+        let how = if irq1 { "IRQ1" } else { "polled" };
+        info!(target: "keyboard", "i8042 ready (config {old:#04x} -> {cfg:#04x}, set 1 by translation, {how})");
         Ok(kbd)
     }
 
@@ -354,7 +358,14 @@ mod tests {
     fn ready() -> HostKeyboard<FakeController> {
         // Firmware left IRQs on, translation off and a stale byte in the buffer.
         let fake = FakeController { config: 0x03, out: [(0x1E, false)].into(), ..Default::default() };
-        HostKeyboard::init(fake).unwrap()
+        HostKeyboard::init(fake, false).unwrap()
+    }
+
+    #[test]
+    fn init_turns_the_keyboard_interrupt_on_when_routed() {
+        let fake = FakeController { config: 0x03, ..Default::default() };
+        let kbd = HostKeyboard::init(fake, true).unwrap();
+        assert_eq!(kbd.ports().config, config::KBD_IRQ | config::TRANSLATE | config::AUX_CLOCK_OFF);
     }
 
     #[test]
@@ -381,9 +392,9 @@ mod tests {
     #[test]
     fn absent_or_broken_controllers_are_reported() {
         let absent = FakeController { absent: true, ..Default::default() };
-        assert_eq!(HostKeyboard::init(absent).unwrap_err(), Absent::NoController);
+        assert_eq!(HostKeyboard::init(absent, false).unwrap_err(), Absent::NoController);
         let broken = FakeController { failing_self_test: true, ..Default::default() };
-        assert_eq!(HostKeyboard::init(broken).unwrap_err(), Absent::SelfTest(0xFC));
+        assert_eq!(HostKeyboard::init(broken, false).unwrap_err(), Absent::SelfTest(0xFC));
     }
 
     #[test]

@@ -78,6 +78,13 @@ pub fn trust_colour(config: &VmConfig) -> Rgb888 {
     Rgb888::new(r, g, b)
 }
 
+/// Where a switch's time starts: the keyboard interrupt that brought the hotkey's
+/// last byte, when there was one in the last 100 ms, else `now` (a polled keyboard).
+fn switch_start(now: u64, ticks_per_ms: u64) -> u64 {
+    let irq = crate::arch::x86::idt::KEYBOARD_IRQ_TSC.load(core::sync::atomic::Ordering::Relaxed);
+    if irq != 0 && irq <= now && now - irq < 100 * ticks_per_ms { irq } else { now }
+}
+
 /// The notification for a VM that stopped.
 pub fn stop_message(name: &str, reason: &StopReason, restarted: bool) -> (heapless::String<96>, Severity) {
     let mut text = heapless::String::new();
@@ -173,7 +180,7 @@ impl Desk {
     /// Takes the keyboard (if there is one) for `vm_count` VMs, with the key map
     /// `hotkeys`; VM slot 0 has the focus.
     pub fn new(vm_count: usize, hotkeys: Hotkeys) -> Desk {
-        let keyboard = match HostKeyboard::init(PortIo) {
+        let keyboard = match HostKeyboard::init(PortIo, crate::platform::ioapic::keyboard_routed()) {
             Ok(k) => Some(k),
             Err(why) => {
                 warn!(target: "keyboard", "no keyboard: {why:?}; the switcher has no hotkeys");
@@ -208,6 +215,8 @@ impl Desk {
     /// Reads what the keyboard has into [`Self::typed`] (cheap; no routing).
     pub fn read_keyboard(&mut self) {
         let Some(keyboard) = self.keyboard.as_mut() else { return };
+        // Everything the controller holds is read below.
+        crate::arch::x86::idt::KEYBOARD_FIRED.store(false, core::sync::atomic::Ordering::Release);
         let now = rdtsc();
         let gap_ms = now.saturating_sub(self.last_read_tsc) / self.ticks_per_ms;
         if gap_ms >= SLOW_READ_MS && self.last_read_tsc != 0 {
@@ -328,7 +337,7 @@ impl Desk {
     }
 
     fn switch_to<A: Arch, S: AsMut<Vm<A>>>(&mut self, slot: usize, vms: &mut [S]) {
-        let started = rdtsc();
+        let started = switch_start(rdtsc(), self.ticks_per_ms);
         for out in self.router.set_focus(Focus::Vm(slot)) {
             self.apply(out, vms);
         }

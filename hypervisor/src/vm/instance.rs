@@ -661,6 +661,10 @@ impl<A: Arch> Vm<A> {
             if idt::TIMER_FIRED.swap(false, core::sync::atomic::Ordering::AcqRel) {
                 return SliceEnd::Preempted;
             }
+            // A key: the switcher reads it now (it may be a hotkey).
+            if idt::KEYBOARD_FIRED.load(core::sync::atomic::Ordering::Acquire) {
+                return SliceEnd::Preempted;
+            }
         }
     }
 

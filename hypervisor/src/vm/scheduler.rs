@@ -154,7 +154,13 @@ impl<A: Arch> Scheduler<A> {
                 if let SliceEnd::Stopped(reason) = end {
                     self.on_stop(i, reason);
                 }
+                let key_irq = idt::KEYBOARD_FIRED.load(core::sync::atomic::Ordering::Acquire);
                 self.desk.read_keyboard();
+                if key_irq {
+                    // Hotkeys act now, not after the other VMs' slices.
+                    self.desk.poll_input(&mut self.slots);
+                    self.desk.refresh(&mut self.slots);
+                }
             }
             self.desk.poll_input(&mut self.slots);
             self.handle_dma_faults();
