@@ -173,7 +173,9 @@ pub fn run(command: Command, qmp_path: &Path) -> Result<String, String> {
 /// The result table.
 pub fn report(switches: &[SwitchFrame], idle: (u64, f64), busy: (u64, f64)) -> String {
     let mut out = String::new();
-    out.push_str("switch (hotkey keyboard interrupt -> first frame of the new VM complete), -icount shift=0,sleep=off\n");
+    out.push_str(
+        "switch (hotkey keyboard interrupt -> first frame of the new VM complete), -icount shift=0,sleep=off\n",
+    );
     out.push_str("  to slot   TSC ticks   guest time (us)   ~instructions   bytes copied   within 16.7 ms\n");
     for s in switches {
         out.push_str(&format!(

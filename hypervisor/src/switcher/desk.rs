@@ -491,7 +491,8 @@ impl Desk {
         });
         drop(tiles);
         if self.shown != Shown::Overview {
-            info!(target: "switcher", "OVERVIEW-DRAWN tiles={} selected={}", vms.len(), sel.index() + 1);
+            let us = rdtsc().saturating_sub(now) * 1000 / self.ticks_per_ms;
+            info!(target: "switcher", "OVERVIEW-DRAWN tiles={} selected={} us={us}", vms.len(), sel.index() + 1);
         }
         self.draw_toast();
         self.shown = Shown::Overview;
