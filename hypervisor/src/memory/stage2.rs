@@ -225,7 +225,7 @@ impl NestedPageTable {
                     PAGE_SIZE
                 }
                 Some((table, _)) => {
-                    let fits = g % LARGE_PAGE_SIZE == 0 && end.wrapping_sub(g) >= LARGE_PAGE_SIZE;
+                    let fits = g.is_multiple_of(LARGE_PAGE_SIZE) && end.wrapping_sub(g) >= LARGE_PAGE_SIZE;
                     if !fits {
                         return Err(NptError::Misaligned);
                     }

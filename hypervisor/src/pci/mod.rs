@@ -10,6 +10,7 @@ pub mod assign;
 pub mod config_filter;
 pub mod msi;
 pub mod passthrough;
+pub mod placement;
 pub mod reset;
 
 #[cfg(test)]
