@@ -31,15 +31,7 @@ pub const INITRD_MODULE: &str = "initrd";
 
 /// The `vms` configuration text for these desktops.
 pub fn vms_config(desktops: &[Desktop]) -> String {
-    desktops
-        .iter()
-        .map(|d| {
-            format!(
-                "vm {} kind=linux image={KERNEL_MODULE} initrd={INITRD_MODULE} memory={}M label=\"{}\" colour={} restart=always cmdline=\"{GUEST_CMDLINE}\"\n",
-                d.name, d.memory_mib, d.label, d.colour
-            )
-        })
-        .collect()
+    desktops.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect()
 }
 
 /// Fetches (or takes from the cache) the guest kernel and builds its initramfs.
@@ -58,17 +50,19 @@ pub fn build_passthrough_guest(cache: &Path) -> Result<GuestImage, GuestError> {
     guest::build_linux_guest(cache, Flavour::Generic, PASSTHROUGH_MODULES)
 }
 
-/// One `vm` line for a Linux VM (kernel and initrd as [`modules_with_config`] names them), with extra `key=value` pairs
-/// (for example `devices=01:00.0`).
-pub fn vm_line(d: &Desktop, extra: &str) -> String {
-    let mut line = vms_config(core::slice::from_ref(d));
+/// One `vm` line for a Linux VM (kernel and initrd as [`modules_with_config`] names
+/// them) with the kernel command line `cmdline` and extra `key=value` pairs (for
+/// example `devices=01:00.0`).
+pub fn vm_line(d: &Desktop, cmdline: &str, extra: &str) -> String {
+    let mut line = format!(
+        "vm {} kind=linux image={KERNEL_MODULE} initrd={INITRD_MODULE} memory={}M label=\"{}\" colour={} restart=always cmdline=\"{cmdline}\"",
+        d.name, d.memory_mib, d.label, d.colour
+    );
     if !extra.is_empty() {
-        let end = line.trim_end().len();
-        line.truncate(end);
         line.push(' ');
         line.push_str(extra);
-        line.push('\n');
     }
+    line.push('\n');
     line
 }
 
@@ -103,10 +97,10 @@ mod tests {
 
     #[test]
     fn vm_line_appends_keys_to_one_line() {
-        let line = vm_line(&DEFAULT_DESKTOPS[1], "devices=01:00.0");
+        let line = vm_line(&DEFAULT_DESKTOPS[1], "console=ttyS0 fbcon=map:1", "devices=01:00.0");
         assert!(line.starts_with("vm personal kind=linux image=linux initrd=initrd memory=256M"));
-        assert!(line.ends_with("quiet loglevel=4\" devices=01:00.0\n"), "{line}");
+        assert!(line.ends_with("cmdline=\"console=ttyS0 fbcon=map:1\" devices=01:00.0\n"), "{line}");
         assert_eq!(line.lines().count(), 1);
-        assert_eq!(vm_line(&DEFAULT_DESKTOPS[1], ""), vms_config(&DEFAULT_DESKTOPS[1..]));
+        assert_eq!(vm_line(&DEFAULT_DESKTOPS[1], GUEST_CMDLINE, ""), vms_config(&DEFAULT_DESKTOPS[1..]));
     }
 }
