@@ -97,7 +97,12 @@ impl Machine {
 
     /// Runs `command` in VM `vm`'s shell through the hypervisor's serial command channel.
     pub fn run_in_vm(&mut self, vm: &str, command: &str) {
-        self.type_serial(&format!("@{vm} {command}\n"));
+        let line = format!("@{vm} {command}");
+        // The hypervisor's command line holds 256 bytes and drops the rest.
+        if line.len() > 255 {
+            self.fail(&format!("serial command of {} bytes is too long for the hypervisor: {line}", line.len()));
+        }
+        self.type_serial(&format!("{line}\n"));
     }
 
     /// Lets a normally fatal pattern through (for tests that provoke it).
