@@ -98,7 +98,7 @@ fn the_windows_are_the_ones_the_vm_acpi_tables_offer() {
     let acpi = crate::vm::acpi::AcpiConfig::default();
     assert_eq!(WINDOWS.mmio32.start, u64::from(acpi.pci.mmio32.start));
     assert_eq!(WINDOWS.mmio32.end, u64::from(acpi.pci.mmio32.end) + 1);
-    assert!(WINDOWS.mmio64.start >= 1 << 32 && WINDOWS.mmio64.end <= 1 << 36);
+    const { assert!(WINDOWS.mmio64.start >= 1 << 32 && WINDOWS.mmio64.end <= 1 << 36) };
     // Nothing of a desktop VM's layout (RAM, framebuffer, ECAM, APICs) is in them.
     for (start, len) in
         [(0, crate::vm::desktop::MAX_RAM), (0xe000_0000, 1 << 20), (0xfec0_0000, 0x1000), (0xfee0_0000, 0x1000)]
