@@ -551,9 +551,10 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
     }
 
     fn map_ioapic_pin(&mut self, ioapic_id: u8, pin: u8, target: MsiTarget) -> Result<Option<u16>, IommuError> {
-        let found = self.scopes.iter().enumerate().find_map(|(u, s)| {
-            s.ioapics.iter().find(|(id, _)| *id == ioapic_id).map(|&(_, sid)| (u, s.segment, sid))
-        });
+        let found =
+            self.scopes.iter().enumerate().find_map(|(u, s)| {
+                s.ioapics.iter().find(|(id, _)| *id == ioapic_id).map(|&(_, sid)| (u, s.segment, sid))
+            });
         let Some((u, segment, sid)) = found else {
             return Err(IommuError::Unsupported("an I/O APIC the DMAR table does not list"));
         };
