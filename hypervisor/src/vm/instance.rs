@@ -141,6 +141,8 @@ pub struct Vm<A: Arch> {
     mmio: MemBus,
     pub console: Arc<spin::Mutex<VmConsole>>,
     pub counters: ExitCounters,
+    /// Interrupts of its assigned devices raised in it since its last start.
+    pub device_interrupts: u64,
     /// Interrupts of a payload VM (no interrupt controller).
     irqs: PendingIrqs,
     /// The virtual platform of a desktop (Linux) VM.
@@ -232,6 +234,7 @@ impl<A: Arch> Vm<A> {
             ports: PioBus::new("pio"),
             mmio: MemBus::new("mmio"),
             counters: ExitCounters::default(),
+            device_interrupts: 0,
             irqs: PendingIrqs::default(),
             platform: None,
             policy,
@@ -524,7 +527,9 @@ impl<A: Arch> Vm<A> {
             Some(p) => p.irq.borrow_mut().lapic.deliver(&msg),
             None => self.irqs.deliver(&msg),
         };
-        if !accepted {
+        if accepted {
+            self.device_interrupts = self.device_interrupts.saturating_add(1);
+        } else {
             log::debug!(target: "msi", "vm {}: device interrupt {msg:?} not accepted", self.id);
         }
         if self.state == VmState::Halted && self.interrupt_pending() {
@@ -549,6 +554,7 @@ impl<A: Arch> Vm<A> {
     /// Restarts the VM from its boot image (after a crash, by policy).
     pub fn restart(&mut self, features: &A::Features) -> Result<(), VmError> {
         self.counters = ExitCounters::default();
+        self.device_interrupts = 0;
         self.start(features)
     }
 
