@@ -241,7 +241,14 @@ impl<A: Arch> Scheduler<A> {
             match self.slots.iter().find(|s| s.vm.config.name == name.trim()) {
                 Some(slot) => {
                     let vm = &slot.vm;
-                    info!(target: "vm", "EXITS {} {} device_interrupts={}", vm.config.name, vm.counters, vm.device_interrupts)
+                    info!(
+                        target: "vm",
+                        "EXITS {} {}{} device_interrupts={}",
+                        vm.config.name,
+                        vm.counters,
+                        vm.counters.msr_writes(),
+                        vm.device_interrupts
+                    )
                 }
                 None => warn!(target: "vm", "!exits: no VM named {name:?}"),
             }
