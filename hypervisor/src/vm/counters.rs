@@ -29,7 +29,7 @@ const NAMES: [&str; 19] = [
 
 /// How many MSRs' writes are counted one by one (the first ones written; the rest
 /// only in `wrmsr`).
-const TRACKED_MSRS: usize = 6;
+const TRACKED_MSRS: usize = 32;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExitCounters {
