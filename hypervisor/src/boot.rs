@@ -77,7 +77,8 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         info!(target: "pci", "{} PCI functions", inventory.devices().len());
     }
     if let (Some(tables), Some(inventory)) = (&tables, &pci) {
-        protect_dma(tables, inventory);
+        let screen = (boot_info.framebuffer_present != 0).then_some(boot_info.framebuffer.base);
+        protect_dma(tables, inventory, screen);
     }
     let iommu = match tables.as_ref().map(PlatformTables::iommu) {
         Some(IommuKind::VtD { units }) => heapless_format::<48>(format_args!("Intel VT-d, {units} unit(s)")),
@@ -178,7 +179,9 @@ fn guest_display(boot_info: &BootInfo) -> (u32, u32) {
 
 /// Reports which devices can be given to a VM, then turns on the IOMMU with every
 /// device blocked: no device reaches memory until a VM is given it.
-fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
+/// `screen`: the boot framebuffer's address; the display adapter behind it stays the
+/// hypervisor's.
+fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: Option<u64>) {
     let mut host = vm::passthrough::HostPci {
         iommu: None,
         inventory: inventory.clone(),
@@ -187,6 +190,9 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory) {
     };
     if let Some((config, _)) = pci::access::host_config_spaces(tables).into_iter().next() {
         host.reports = crate::pci::assign::assignability(inventory, tables, &config);
+        if let Some(fb) = screen {
+            crate::pci::assign::refuse_screen(&mut host.reports, inventory, fb);
+        }
         crate::pci::assign::log_report(&host.reports);
         // Kept for the life of the hypervisor: launch resets and assigns devices through it.
         host.config = Some(alloc::boxed::Box::leak(alloc::boxed::Box::new(config)));

@@ -31,15 +31,7 @@ pub const INITRD_MODULE: &str = "initrd";
 
 /// The `vms` configuration text for these desktops.
 pub fn vms_config(desktops: &[Desktop]) -> String {
-    desktops
-        .iter()
-        .map(|d| {
-            format!(
-                "vm {} kind=linux image={KERNEL_MODULE} initrd={INITRD_MODULE} memory={}M label=\"{}\" colour={} restart=always cmdline=\"{GUEST_CMDLINE}\"\n",
-                d.name, d.memory_mib, d.label, d.colour
-            )
-        })
-        .collect()
+    desktops.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect()
 }
 
 /// Fetches (or takes from the cache) the guest kernel and builds its initramfs.
@@ -47,13 +39,46 @@ pub fn build_guest(cache: &Path) -> Result<GuestImage, GuestError> {
     guest::build_linux_guest(cache, Flavour::Cloud, &[])
 }
 
-/// Boot modules for Linux desktops: the kernel, the initramfs and the VM configuration.
-pub fn modules(guest: &GuestImage, desktops: &[Desktop]) -> Vec<BootModule> {
+/// Drivers (and, resolved from their `.modinfo`, what they depend on) the generic guest
+/// loads at boot for devices assigned to it: the DRM driver of QEMU's `bochs-display`
+/// (and its VGA) and the Intel 82574 NIC (`e1000e`).
+pub const PASSTHROUGH_MODULES: &[&str] = &["bochs", "e1000e"];
+
+/// A guest for VMs that own real devices: Debian's generic kernel (`linux-image-amd64`,
+/// which ships the drivers the cloud flavour lacks) with [`PASSTHROUGH_MODULES`].
+pub fn build_passthrough_guest(cache: &Path) -> Result<GuestImage, GuestError> {
+    guest::build_linux_guest(cache, Flavour::Generic, PASSTHROUGH_MODULES)
+}
+
+/// One `vm` line for a Linux VM (kernel and initrd as [`modules_with_config`] names
+/// them) with the kernel command line `cmdline` and extra `key=value` pairs (for
+/// example `devices=01:00.0`).
+pub fn vm_line(d: &Desktop, cmdline: &str, extra: &str) -> String {
+    let mut line = format!(
+        "vm {} kind=linux image={KERNEL_MODULE} initrd={INITRD_MODULE} memory={}M label=\"{}\" colour={} restart=always cmdline=\"{cmdline}\"",
+        d.name, d.memory_mib, d.label, d.colour
+    );
+    if !extra.is_empty() {
+        line.push(' ');
+        line.push_str(extra);
+    }
+    line.push('\n');
+    line
+}
+
+/// Boot modules for Linux VMs configured by the `vms` text `vms` (lines naming
+/// [`KERNEL_MODULE`] and [`INITRD_MODULE`]), booting `guest`.
+pub fn modules_with_config(guest: &GuestImage, vms: &str) -> Vec<BootModule> {
     vec![
-        BootModule { name: "vms".into(), source: FileSource::Bytes(vms_config(desktops).into_bytes()) },
+        BootModule { name: "vms".into(), source: FileSource::Bytes(vms.as_bytes().to_vec()) },
         BootModule { name: KERNEL_MODULE.into(), source: FileSource::Host(guest.kernel_path.clone()) },
         BootModule { name: INITRD_MODULE.into(), source: FileSource::Host(guest.initramfs_path.clone()) },
     ]
+}
+
+/// Boot modules for Linux desktops: the kernel, the initramfs and the VM configuration.
+pub fn modules(guest: &GuestImage, desktops: &[Desktop]) -> Vec<BootModule> {
+    modules_with_config(guest, &vms_config(desktops))
 }
 
 #[cfg(test)]
@@ -68,5 +93,14 @@ mod tests {
             "vm corporate kind=linux image=linux initrd=initrd memory=384M label=\"CORPORATE · secure\" colour=#c0392b"
         ));
         assert!(text.contains("cmdline=\"console=tty0 console=ttyS0"));
+    }
+
+    #[test]
+    fn vm_line_appends_keys_to_one_line() {
+        let line = vm_line(&DEFAULT_DESKTOPS[1], "console=ttyS0 fbcon=map:1", "devices=01:00.0");
+        assert!(line.starts_with("vm personal kind=linux image=linux initrd=initrd memory=256M"));
+        assert!(line.ends_with("cmdline=\"console=ttyS0 fbcon=map:1\" devices=01:00.0\n"), "{line}");
+        assert_eq!(line.lines().count(), 1);
+        assert_eq!(vm_line(&DEFAULT_DESKTOPS[1], GUEST_CMDLINE, ""), vms_config(&DEFAULT_DESKTOPS[1..]));
     }
 }

@@ -42,6 +42,21 @@ pub fn linux_guest() -> &'static images::guest::GuestImage {
     })
 }
 
+/// The generic-kernel guest with the drivers for assigned devices (bochs DRM, e1000e),
+/// fetched (or taken from the cache) once per binary.
+pub fn generic_guest() -> &'static images::guest::GuestImage {
+    static GUEST: OnceLock<images::guest::GuestImage> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        images::desktops::build_passthrough_guest(&images::guest::default_cache_dir()).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// An image whose VMs are Linux VMs booting `guest`, configured by the `vms` text (build
+/// the lines with `images::desktops::vm_line`, e.g. with `devices=`).
+pub fn build_linux_image(scenario: &str, cmdline: &str, guest: &images::guest::GuestImage, vms: &str) -> PathBuf {
+    build_image_with_modules(scenario, cmdline, images::desktops::modules_with_config(guest, vms))
+}
+
 /// An image whose VMs are Linux desktops.
 pub fn build_desktop_image(scenario: &str, cmdline: &str, desktops: &[images::desktops::Desktop]) -> PathBuf {
     build_image_with_modules(scenario, cmdline, images::desktops::modules(linux_guest(), desktops))

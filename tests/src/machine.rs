@@ -97,7 +97,12 @@ impl Machine {
 
     /// Runs `command` in VM `vm`'s shell through the hypervisor's serial command channel.
     pub fn run_in_vm(&mut self, vm: &str, command: &str) {
-        self.type_serial(&format!("@{vm} {command}\n"));
+        let line = format!("@{vm} {command}");
+        // The hypervisor's command line holds 256 bytes and drops the rest.
+        if line.len() > 255 {
+            self.fail(&format!("serial command of {} bytes is too long for the hypervisor: {line}", line.len()));
+        }
+        self.type_serial(&format!("{line}\n"));
     }
 
     /// Lets a normally fatal pattern through (for tests that provoke it).
@@ -214,15 +219,21 @@ impl Machine {
 
     /// Takes a screendump of the primary display and decodes it.
     pub fn screendump(&mut self, name: &str) -> crate::screen::Screenshot {
+        self.screendump_of(name, None)
+    }
+
+    /// Takes a screendump of the display device with QEMU id `device` (the primary
+    /// display for `None`) and decodes it; saved as `<name>.png` with the logs.
+    pub fn screendump_of(&mut self, name: &str, device: Option<&str>) -> crate::screen::Screenshot {
         let path = self.dir.join(format!("{name}.png"));
         let command = qmp::screendump {
             filename: path.display().to_string(),
-            device: None,
+            device: device.map(str::to_owned),
             head: None,
             format: Some(qmp::ImageFormat::png),
         };
         if let Err(e) = self.qmp().execute(&command) {
-            self.fail(&format!("QMP screendump: {e}"));
+            self.fail(&format!("QMP screendump of {}: {e}", device.unwrap_or("the primary display")));
         }
         crate::screen::Screenshot::load(&path).unwrap_or_else(|e| self.fail(&format!("reading {name}.png: {e}")))
     }

@@ -78,6 +78,9 @@ pub struct PciHost {
     functions: BTreeMap<u16, Box<dyn VirtualPciFunction + Send>>,
     ecam_buses: u16,
     reset_control: Option<ResetControl>,
+    /// Configuration writes that reached a function (wrapping): the VM compares it to
+    /// know when BARs or decode bits may have changed.
+    writes: u64,
 }
 
 /// Mechanism #1 address register, PCI 3.0 §3.2.2.3.2: enable bit, bus, device,
@@ -109,7 +112,7 @@ impl PciHost {
     pub fn new(ecam_buses: u16) -> Self {
         let mut functions: BTreeMap<u16, Box<dyn VirtualPciFunction + Send>> = BTreeMap::new();
         functions.insert(0, Box::new(HostBridge::new()));
-        PciHost { address: 0, functions, ecam_buses: ecam_buses.clamp(1, 256), reset_control: None }
+        PciHost { address: 0, functions, ecam_buses: ecam_buses.clamp(1, 256), reset_control: None, writes: 0 }
     }
 
     /// Also serve the 0xCF9 reset control register, reporting to `signal`.
@@ -169,6 +172,11 @@ impl PciHost {
         }
     }
 
+    /// How many configuration writes reached a function so far (wrapping).
+    pub fn config_writes(&self) -> u64 {
+        self.writes
+    }
+
     /// A configuration write; see [`Self::config_read`]. Writes to absent functions drop.
     pub fn config_write(&mut self, bdf: Bdf, offset: u16, size: AccessSize, value: u32) {
         let len = u16::from(size.bytes());
@@ -176,6 +184,7 @@ impl PciHost {
         if size == AccessSize::Qword || offset.checked_add(len).is_none_or(|end| end > 0x1000) {
             return;
         }
+        self.writes = self.writes.wrapping_add(1);
         if offset.is_multiple_of(len) {
             function.config_write(offset, size, value);
         } else {
@@ -485,7 +494,11 @@ mod tests {
         let bars = m.host.borrow().all_bars();
         assert_eq!(bars.len(), 3);
         assert!(bars.iter().all(|(bdf, b)| *bdf == Bdf::new(0, 3, 0).unwrap() && !b.enabled));
+        let writes = m.host.borrow().config_writes();
         m.conf1_write(3, COMMAND, AccessSize::Word, u32::from(CMD_IO | CMD_MEMORY | CMD_BUS_MASTER));
+        assert_eq!(m.host.borrow().config_writes(), writes + 1, "the VM learns that decode may have changed");
+        m.conf1_write(9, COMMAND, AccessSize::Word, 0);
+        assert_eq!(m.host.borrow().config_writes(), writes + 1, "writes to absent functions do not count");
         let bars: Vec<BarRegion> = m.host.borrow().all_bars().into_iter().map(|(_, b)| b).collect();
         assert_eq!(
             bars,

@@ -198,6 +198,50 @@ impl NestedPageTable {
         Ok(())
     }
 
+    /// Removes the leaves mapping `[gpa, gpa + len_bytes)`; unmapped pages in the range
+    /// are skipped. A 2 MiB leaf must lie wholly inside the range (this never splits
+    /// one): otherwise nothing after it is touched and `Misaligned` is returned. Tables
+    /// stay allocated (freed by [`Self::destroy`]). The caller flushes the guest's TLB.
+    pub fn unmap_range<F: FrameSource>(
+        &mut self,
+        frames: &mut F,
+        gpa: GuestPhysAddr,
+        len_bytes: u64,
+    ) -> Result<(), NptError> {
+        if !gpa.is_aligned(PAGE_SIZE) || !len_bytes.is_multiple_of(PAGE_SIZE) || len_bytes == 0 {
+            return Err(NptError::Misaligned);
+        }
+        let end = gpa.raw().checked_add(len_bytes).ok_or(NptError::OutOfRange)?;
+        if end > GPA_LIMIT {
+            return Err(NptError::OutOfRange);
+        }
+        let mut g = gpa.raw();
+        while g < end {
+            let step = match self.leaf_table(frames, g) {
+                Some((table, 1)) => {
+                    if let Some(e) = frames.table_mut(table).get_mut(index(g, 1)) {
+                        *e = 0;
+                    }
+                    PAGE_SIZE
+                }
+                Some((table, _)) => {
+                    let fits = g.is_multiple_of(LARGE_PAGE_SIZE) && end.wrapping_sub(g) >= LARGE_PAGE_SIZE;
+                    if !fits {
+                        return Err(NptError::Misaligned);
+                    }
+                    if let Some(e) = frames.table_mut(table).get_mut(index(g, 2)) {
+                        *e = 0;
+                    }
+                    LARGE_PAGE_SIZE
+                }
+                None => PAGE_SIZE,
+            };
+            g = g.saturating_add(step);
+        }
+        log::debug!(target: "npt", "unmapped {gpa}+{len_bytes:#x}");
+        Ok(())
+    }
+
     /// Walks the table like the MMU would.
     pub fn translate<F: FrameSource>(&self, frames: &mut F, gpa: GuestPhysAddr) -> Option<Translation> {
         if gpa.raw() >= GPA_LIMIT {
@@ -496,6 +540,30 @@ mod tests {
         assert_eq!(&big[..8], &[0; 8]);
         assert_eq!(&big[8..], &[u64::MAX; 8]);
         assert_eq!(npt.take_dirty(&mut f, g(1 << 40), 4, &mut big), 0);
+        npt.destroy(&mut f);
+        assert_eq!(f.live(), 0);
+    }
+
+    #[test]
+    fn unmapping_removes_leaves_and_allows_a_new_mapping() {
+        let mut f = FakeFrames::new();
+        let mut npt = NestedPageTable::new(&mut f).unwrap();
+        // A BAR-like range: one 2 MiB leaf and 4 KiB leaves on either side.
+        npt.map_range(&mut f, g(0xc01f_f000), h(0xfd1f_f000), 2 * MIB + 0x2000, Perms::RW).unwrap();
+        assert_eq!(npt.translate(&mut f, g(0xc020_0000)).unwrap().page_size, LARGE_PAGE_SIZE);
+        // Cutting into the 2 MiB leaf is refused rather than splitting it.
+        assert_eq!(npt.unmap_range(&mut f, g(0xc030_0000), 0x1000), Err(NptError::Misaligned));
+        assert!(npt.translate(&mut f, g(0xc030_0000)).is_some());
+        npt.unmap_range(&mut f, g(0xc01f_f000), 2 * MIB + 0x2000).unwrap();
+        for a in [0xc01f_f000, 0xc020_0000, 0xc03f_ffff, 0xc040_0000] {
+            assert_eq!(npt.translate(&mut f, g(a)), None, "{a:#x}");
+        }
+        // Unmapped pages are skipped; the range can be mapped again elsewhere.
+        npt.unmap_range(&mut f, g(0xd000_0000), 0x1000).unwrap();
+        npt.map_range(&mut f, g(0xc020_0000), h(0xfd20_0000), 2 * MIB, Perms::RW).unwrap();
+        assert_eq!(npt.translate(&mut f, g(0xc020_0010)).unwrap().hpa, h(0xfd20_0010));
+        assert_eq!(npt.unmap_range(&mut f, g(0x800), 0x1000), Err(NptError::Misaligned));
+        assert_eq!(npt.unmap_range(&mut f, g(GPA_LIMIT - 0x1000), 0x2000), Err(NptError::OutOfRange));
         npt.destroy(&mut f);
         assert_eq!(f.live(), 0);
     }

@@ -265,6 +265,26 @@ pub fn isolation_groups(inventory: &PciInventory) -> Vec<u32> {
         .collect()
 }
 
+/// Why the function that shows the hypervisor's own screen is refused.
+pub const SHOWS_THE_SCREEN: &str = "shows the hypervisor's screen";
+
+/// Refuses the function one of whose memory BARs holds `framebuffer` (the boot
+/// framebuffer the hypervisor draws its screen, trust strip and switcher on): a VM
+/// that owned it could draw over the trust strip or read other VMs' screens. Returns
+/// the function, if one was found.
+pub fn refuse_screen(reports: &mut [DeviceReport], inventory: &PciInventory, framebuffer: u64) -> Option<Bdf> {
+    let dev = inventory.devices().iter().find(|d| {
+        d.bars.iter().any(|b| {
+            b.kind != crate::platform::pci::BarKind::Io
+                && framebuffer >= b.address
+                && framebuffer < b.address.saturating_add(b.size)
+        })
+    })?;
+    let report = reports.iter_mut().find(|r| r.bdf == dev.bdf)?;
+    report.refusal = Some(SHOWS_THE_SCREEN);
+    Some(dev.bdf)
+}
+
 /// Logs one line per device (target "pci").
 pub fn log_report(reports: &[DeviceReport]) {
     let assignable = reports.iter().filter(|r| r.assignable()).count();

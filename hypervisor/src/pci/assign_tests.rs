@@ -126,3 +126,32 @@ fn groups_follow_acs() {
     assert_ne!(group(bdf(0, 0x10, 0)), group(bdf(0, 0x10, 1)), "multifunction with ACS");
     assert_ne!(group(bdf(3, 0, 0)), group(bdf(7, 0, 0)));
 }
+
+#[test]
+fn the_display_adapter_of_the_boot_framebuffer_is_refused() {
+    use crate::platform::pci::{Bar, BarKind};
+    // QEMU q35 with -vga std at 00:02.0 (framebuffer BAR0 at 0xc000_0000, where GOP
+    // put the boot framebuffer) and a bochs-display behind a root port on bus 1.
+    let mut devs = q35_inventory().devices().to_vec();
+    let mut vga = pci_dev(0, 2, 0, [0x03, 0x00]);
+    vga.bars = vec![
+        Bar { index: 0, kind: BarKind::Mem32, prefetchable: true, address: 0xc000_0000, size: 16 << 20 },
+        Bar { index: 2, kind: BarKind::Mem32, prefetchable: false, address: 0xc211_2000, size: 0x1000 },
+    ];
+    let mut bochs = pci_dev(1, 0, 0, [0x03, 0x80]);
+    bochs.bars = vec![Bar { index: 0, kind: BarKind::Mem32, prefetchable: true, address: 0xc100_0000, size: 16 << 20 }];
+    devs[2] = bochs;
+    devs.push(vga);
+    let inv = PciInventory::new(devs, true);
+    let cfg = q35_config();
+    cfg.add(bdf(0, 2, 0), 0x1234, 0x1111, 0);
+    let mut reports = assignability(&inv, &tables("qemu-q35-intel-iommu"), &cfg);
+    assert!(reports.iter().find(|r| r.bdf == bdf(1, 0, 0)).unwrap().assignable());
+    // A framebuffer in the middle of the BAR (GOP may use an offset) names it too.
+    assert_eq!(refuse_screen(&mut reports, &inv, 0xc000_3000), Some(bdf(0, 2, 0)));
+    let vga = reports.iter().find(|r| r.bdf == bdf(0, 2, 0)).unwrap();
+    assert_eq!(vga.refusal, Some(SHOWS_THE_SCREEN));
+    assert!(alloc::format!("{vga}").ends_with("-> shows the hypervisor's screen"));
+    assert!(reports.iter().find(|r| r.bdf == bdf(1, 0, 0)).unwrap().assignable(), "the other adapter stays free");
+    assert_eq!(refuse_screen(&mut reports, &inv, 0x8000_0000), None, "a framebuffer in no BAR names nothing");
+}

@@ -11,6 +11,7 @@ pub mod config_filter;
 pub mod msi;
 pub mod msix_window;
 pub mod passthrough;
+pub mod placement;
 pub mod reset;
 
 #[cfg(test)]

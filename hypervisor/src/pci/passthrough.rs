@@ -153,7 +153,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         }
         for bar in &device.bars {
             let at = BAR0.saturating_add(u16::from(bar.index).saturating_mul(4));
-            let size = bar.size.max(16).checked_next_power_of_two().unwrap_or(0);
+            let size = super::placement::guest_bar_size(bar.size);
             let mask = !size.wrapping_sub(1);
             let (low_bits, low_mask) = match bar.kind {
                 BarKind::Io => (1u32, (mask as u32) & 0xffff_fffc),
@@ -311,6 +311,22 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
             BarKind::Mem64 => u64::from(self.filter.shadow_u32(at.saturating_add(4))) << 32 | (low & !0xf),
             _ => low & !0xf,
         }
+    }
+
+    /// Sets the guest address of BAR `index` as firmware would (the device keeps its
+    /// host address). False if there is no such BAR or it cannot hold the address
+    /// (misaligned, or above 4 GiB for a 32-bit BAR).
+    pub fn place_bar(&mut self, index: u8, guest_addr: u64) -> bool {
+        let Some(b) = self.bars.iter().find(|b| b.index == index).copied() else { return false };
+        if b.kind != BarKind::Mem64 && guest_addr > u64::from(u32::MAX) {
+            return false;
+        }
+        let at = BAR0.saturating_add(u16::from(index).saturating_mul(4));
+        self.config_write(at, AccessSize::Dword, guest_addr as u32);
+        if b.kind == BarKind::Mem64 {
+            self.config_write(at.saturating_add(4), AccessSize::Dword, (guest_addr >> 32) as u32);
+        }
+        self.guest_bar_address(&b) == guest_addr
     }
 
     /// The MSI-X table as (BAR, offset in the BAR, length): the VM traps these bytes

@@ -314,3 +314,77 @@ fn bridges_and_absent_functions_are_refused() {
     gone.bdf = bdf(9, 0, 0);
     assert_eq!(PassthroughFunction::new(&gone, &cfg, Router::default()).err(), Some(PciError::Absent(gone.bdf)));
 }
+
+/// A display adapter like a discrete GPU: BAR0 32-bit registers (16 MiB), BAR2/3 a
+/// 64-bit prefetchable 256 MiB VRAM aperture far above 4 GiB on the host, and an
+/// expansion ROM on the device.
+fn gpu(cfg: &FakeCfg) -> PciDevice {
+    let b = bdf(2, 0, 0);
+    cfg.add(b, 0x10de, 0x1f9d, 0x03_00_00);
+    cfg.bar(b, 0, 0xfd00_0000, 0xff00_0000);
+    cfg.bar(b, 2, 0x0000_000c, 0xf000_0000);
+    cfg.bar(b, 3, 0x0000_0038, 0xffff_ffff);
+    cfg.set(b, 0x30, 0xfe00_0001); // ROM at 0xfe000000, enabled on the host
+    PciDevice {
+        bars: vec![
+            Bar { index: 0, kind: BarKind::Mem32, prefetchable: false, address: 0xfd00_0000, size: 16 << 20 },
+            Bar { index: 2, kind: BarKind::Mem64, prefetchable: true, address: 0x38_0000_0000, size: 256 << 20 },
+        ],
+        ..crate::iommu::fake_mem::pci_dev(2, 0, 0, [0x03, 0x00])
+    }
+}
+
+#[test]
+fn sixty_four_bit_bars_are_placed_sized_and_mapped_whole() {
+    let cfg = FakeCfg::default();
+    let mut f = PassthroughFunction::new(&gpu(&cfg), &cfg, Router::default()).unwrap();
+    // Sizing the 64-bit BAR: type bits (64-bit, prefetchable), then the upper half.
+    f.config_write(0x18, D, 0xffff_ffff);
+    f.config_write(0x1c, D, 0xffff_ffff);
+    assert_eq!(f.config_read(0x18, D), 0xf000_000c);
+    assert_eq!(f.config_read(0x1c, D), 0xffff_ffff);
+    // Placed above 4 GiB as the VM's 64-bit window wants it; a 32-bit BAR cannot be.
+    assert!(f.place_bar(2, 0x8_0000_0000));
+    assert!(f.place_bar(0, 0xc000_0000));
+    assert!(!f.place_bar(0, 0x1_0000_0000), "a 32-bit BAR holds no address above 4 GiB");
+    assert!(!f.place_bar(4, 0xc000_0000), "no BAR4 (the upper half of BAR2 is not a BAR)");
+    assert!(!f.place_bar(2, 0x8_0000_1000), "misaligned for 256 MiB");
+    assert!(f.place_bar(2, 0x8_0000_0000));
+    assert_eq!(f.config_read(0x18, D), 0x0000_000c);
+    assert_eq!(f.config_read(0x1c, D), 0x8);
+    f.config_write(0x04, W, u32::from(CMD_MEMORY));
+    let maps = f.bar_mappings();
+    assert_eq!(maps.len(), 2);
+    assert_eq!(
+        maps[1],
+        BarMapping {
+            bar: 2,
+            guest_addr: 0x8_0000_0000,
+            host_addr: 0x38_0000_0000,
+            len_bytes: 256 << 20,
+            space: BarSpace::Mmio
+        }
+    );
+    let regions = f.bars();
+    assert_eq!(regions[1].kind, VBarKind::Memory64 { prefetchable: true });
+    // The device's BARs are untouched.
+    let b = bdf(2, 0, 0);
+    assert!(cfg.writes_to(b, 0x18).is_empty() && cfg.writes_to(b, 0x1c).is_empty());
+}
+
+#[test]
+fn the_expansion_rom_is_hidden_and_never_reprogrammed() {
+    let cfg = FakeCfg::default();
+    let mut f = PassthroughFunction::new(&gpu(&cfg), &cfg, Router::default()).unwrap();
+    let b = bdf(2, 0, 0);
+    assert_eq!(f.config_read(0x30, D), 0, "the device has a ROM; the guest sees none");
+    // Sizing and enabling it as a driver would: nothing reaches the device.
+    f.config_write(0x30, D, 0xffff_f800);
+    assert_eq!(f.config_read(0x30, D), 0);
+    f.config_write(0x30, D, 0xc200_0001);
+    f.config_write(0x32, W, 0xffff);
+    f.config_write(0x30, B, 0x01);
+    assert_eq!(f.config_read(0x30, D), 0);
+    assert!(cfg.writes_to(b, 0x30).is_empty());
+    assert_eq!(cfg.get(b, 0x30), 0xfe00_0001);
+}

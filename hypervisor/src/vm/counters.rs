@@ -27,9 +27,15 @@ const NAMES: [&str; 19] = [
     "unknown",
 ];
 
+/// How many MSRs' writes are counted one by one (the first ones written; the rest
+/// only in `wrmsr`).
+const TRACKED_MSRS: usize = 32;
+
 #[derive(Debug, Clone, Default)]
 pub struct ExitCounters {
     counts: [u64; NAMES.len()],
+    /// `wrmsr` exits by MSR, for the first [`TRACKED_MSRS`] MSRs written.
+    msr_writes: [(u32, u64); TRACKED_MSRS],
 }
 
 fn index(reason: &ExitReason) -> usize {
@@ -61,6 +67,16 @@ impl ExitCounters {
         if let Some(c) = self.counts.get_mut(index(reason)) {
             *c = c.saturating_add(1);
         }
+        if let ExitReason::MsrWrite { msr, .. } = reason {
+            let slot = match self.msr_writes.iter().position(|(m, n)| *m == *msr && *n > 0) {
+                Some(i) => Some(i),
+                None => self.msr_writes.iter().position(|(_, n)| *n == 0),
+            };
+            if let Some((m, n)) = slot.and_then(|i| self.msr_writes.get_mut(i)) {
+                *m = *msr;
+                *n = n.saturating_add(1);
+            }
+        }
     }
 
     /// The exits since `earlier` (a snapshot of the same counters).
@@ -68,6 +84,10 @@ impl ExitCounters {
         let mut out = ExitCounters::default();
         for ((o, now), before) in out.counts.iter_mut().zip(self.counts).zip(earlier.counts) {
             *o = now.saturating_sub(before);
+        }
+        for ((o, &(msr, now)), &(_, before)) in out.msr_writes.iter_mut().zip(&self.msr_writes).zip(&earlier.msr_writes)
+        {
+            *o = (msr, now.saturating_sub(before));
         }
         out
     }
@@ -91,6 +111,26 @@ impl fmt::Display for ExitCounters {
     }
 }
 
+/// `wrmsr` exits by MSR, displayed as ` wrmsr.0x6e0=12 ...`.
+#[derive(Debug)]
+pub struct MsrWrites<'a>(&'a ExitCounters);
+
+impl ExitCounters {
+    /// The `wrmsr` exits by MSR, for display.
+    pub fn msr_writes(&self) -> MsrWrites<'_> {
+        MsrWrites(self)
+    }
+}
+
+impl fmt::Display for MsrWrites<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (msr, count) in self.0.msr_writes.iter().filter(|(_, n)| *n > 0) {
+            write!(f, " wrmsr.{msr:#x}={count}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +146,13 @@ mod tests {
         let before = c.clone();
         c.record(&ExitReason::Hlt);
         assert_eq!(alloc::format!("{}", c.since(&before)), "1 exits hlt=1");
+        for msr in [0x6e0, 0x6e0, 0x80b, 0x6e0] {
+            c.record(&ExitReason::MsrWrite { msr, value: 0 });
+        }
+        let since = c.since(&before);
+        assert_eq!(
+            alloc::format!("{since}{}", since.msr_writes()),
+            "5 exits wrmsr=4 hlt=1 wrmsr.0x6e0=3 wrmsr.0x80b=1"
+        );
     }
 }

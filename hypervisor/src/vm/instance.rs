@@ -13,8 +13,10 @@ use crate::pci::msi::MsiRoute;
 use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
 
 use crate::devices::bus::{BusRange, MemBus, PioBus};
+use crate::devices::pci_host::PciHost;
 use crate::devices::power::PowerEvent;
 use crate::devices::scratch::Scratch;
+use crate::devices::shared::Shared;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
@@ -104,6 +106,20 @@ pub struct GuestFramebuffer {
     pub len: u64,
 }
 
+/// Lets a VM's nested page table follow its assigned BARs (see
+/// [`VmDevices::sync_bars`]); true if the table changed.
+fn sync_device_bars(
+    devices: &mut Option<VmDevices>,
+    pci: Option<&Shared<PciHost>>,
+    npt: Option<&mut NestedPageTable>,
+    fresh: bool,
+) -> bool {
+    match (devices, pci, npt) {
+        (Some(devices), Some(pci), Some(npt)) => devices.sync_bars(&pci.lock(), npt, fresh),
+        _ => false,
+    }
+}
+
 /// The pattern in a VM's last page of RAM (see `bulkhead_abi::payload::CANARY_PAGES`).
 fn canary_byte(vm_id: u32, offset: usize) -> u8 {
     (offset as u32).wrapping_mul(31).wrapping_add(vm_id.wrapping_mul(0x9e37)) as u8 ^ 0xa5
@@ -125,6 +141,8 @@ pub struct Vm<A: Arch> {
     mmio: MemBus,
     pub console: Arc<spin::Mutex<VmConsole>>,
     pub counters: ExitCounters,
+    /// Interrupts of its assigned devices raised in it since its last start.
+    pub device_interrupts: u64,
     /// Interrupts of a payload VM (no interrupt controller).
     irqs: PendingIrqs,
     /// The virtual platform of a desktop (Linux) VM.
@@ -136,6 +154,8 @@ pub struct Vm<A: Arch> {
     pub starts: u32,
     /// Host PCI functions it owns, attached to its IOMMU domain.
     devices: Option<VmDevices>,
+    /// The PCI host its assigned functions sit on (when it has devices).
+    pci: Option<Shared<PciHost>>,
 }
 
 impl<A: Arch> core::fmt::Debug for Vm<A> {
@@ -192,7 +212,7 @@ impl<A: Arch> Vm<A> {
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
-        let devices = VmDevices::assign(&config.name, id, cpu, resources.devices, &map).map_err(VmError::Backend)?;
+        let devices = VmDevices::assign(&config, id, cpu, resources.devices, &map).map_err(VmError::Backend)?;
         let mut policy = CpuidPolicy::new(&HostCpuid);
         if config.kind == Kind::Linux {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
@@ -214,6 +234,7 @@ impl<A: Arch> Vm<A> {
             ports: PioBus::new("pio"),
             mmio: MemBus::new("mmio"),
             counters: ExitCounters::default(),
+            device_interrupts: 0,
             irqs: PendingIrqs::default(),
             platform: None,
             policy,
@@ -221,6 +242,7 @@ impl<A: Arch> Vm<A> {
             framebuffer,
             starts: 0,
             devices,
+            pci: None,
         };
         if let Err(e) = vm.start(features) {
             vm.release();
@@ -285,6 +307,7 @@ impl<A: Arch> Vm<A> {
         self.ports = PioBus::new("pio");
         self.mmio = MemBus::new("mmio");
         self.platform = None;
+        self.pci = None;
         match self.config.kind {
             Kind::Payload => {
                 let range = BusRange::new(SCRATCH_MMIO, SCRATCH_MMIO_LEN).ok_or(VmError::Image("scratch".into()))?;
@@ -292,10 +315,11 @@ impl<A: Arch> Vm<A> {
                     .insert(range, Box::new(Scratch::new()))
                     .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
                 if let Some(devices) = &self.devices {
-                    let bus = devices.build_bus(&mut self.mmio).map_err(VmError::Backend)?;
+                    let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Backend)?);
                     self.ports
-                        .insert_ports(crate::devices::layout::PCI_CONFIG_ADDRESS_PORT, 8, Box::new(bus))
+                        .insert_ports(crate::devices::layout::PCI_CONFIG_ADDRESS_PORT, 8, Box::new(bus.clone()))
                         .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                    self.pci = Some(bus);
                 }
             }
             Kind::Linux => {
@@ -310,6 +334,7 @@ impl<A: Arch> Vm<A> {
                 .map_err(|e| VmError::Backend(e.into()))?;
                 if let Some(devices) = &self.devices {
                     devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Backend)?;
+                    self.pci = Some(platform.pci.clone());
                 }
                 self.platform = Some(Box::new(platform));
             }
@@ -330,9 +355,6 @@ impl<A: Arch> Vm<A> {
         // The framebuffer gets 4 KiB leaves so the switcher can track written pages.
         npt.map_all_tracking(&mut GlobalFrames, &self.map, self.framebuffer.map(|fb| fb.gpa))
             .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
-        if let Some(devices) = &self.devices {
-            devices.map_bars(&mut npt).map_err(VmError::Backend)?;
-        }
         let initial = self.load_image()?;
         if self.config.kind == Kind::Payload {
             self.write_canary();
@@ -352,6 +374,8 @@ impl<A: Arch> Vm<A> {
         A::regs(&mut vcpu).set_tsc_offset(0u64.wrapping_sub(start_tsc));
         self.vcpu = Some(vcpu);
         self.build_devices(start_tsc)?;
+        // Assigned BARs where the devices' views place them (the new table has none).
+        sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), true);
         self.msrs = MsrState::new(true);
         self.irqs = PendingIrqs::default();
         self.state = VmState::Runnable;
@@ -381,11 +405,15 @@ impl<A: Arch> Vm<A> {
         let image = |e: &dyn core::fmt::Display| VmError::Image(alloc::format!("{e}"));
         let kernel = BzImage::parse(self.image).map_err(|e| image(&e))?;
         let fb = self.framebuffer.ok_or(VmError::Image("a desktop VM needs a framebuffer".into()))?;
-        let acpi = crate::vm::acpi::build_acpi_tables(
-            &crate::vm::acpi::AcpiConfig::default(),
-            GuestPhysAddr::new(desktop::ACPI_TABLES_GPA),
-        )
-        .map_err(|e| VmError::Image(alloc::format!("ACPI tables: {e:?}")))?;
+        let mut acpi_config = crate::vm::acpi::AcpiConfig::default();
+        if let Some(devices) = &self.devices {
+            // Assigned 64-bit BARs sit above 4 GiB and above the VM's RAM: offer that
+            // window too.
+            let w = devices.windows().mmio64;
+            acpi_config.pci.mmio64 = Some(crate::vm::acpi::Window::new(w.start, w.end.saturating_sub(1)));
+        }
+        let acpi = crate::vm::acpi::build_acpi_tables(&acpi_config, GuestPhysAddr::new(desktop::ACPI_TABLES_GPA))
+            .map_err(|e| VmError::Image(alloc::format!("ACPI tables: {e:?}")))?;
         let e820 = desktop::e820(self.config.memory_bytes, fb.len);
         let request = BootRequest {
             kernel,
@@ -499,7 +527,9 @@ impl<A: Arch> Vm<A> {
             Some(p) => p.irq.borrow_mut().lapic.deliver(&msg),
             None => self.irqs.deliver(&msg),
         };
-        if !accepted {
+        if accepted {
+            self.device_interrupts = self.device_interrupts.saturating_add(1);
+        } else {
             log::debug!(target: "msi", "vm {}: device interrupt {msg:?} not accepted", self.id);
         }
         if self.state == VmState::Halted && self.interrupt_pending() {
@@ -524,6 +554,7 @@ impl<A: Arch> Vm<A> {
     /// Restarts the VM from its boot image (after a crash, by policy).
     pub fn restart(&mut self, features: &A::Features) -> Result<(), VmError> {
         self.counters = ExitCounters::default();
+        self.device_interrupts = 0;
         self.start(features)
     }
 
@@ -630,6 +661,12 @@ impl<A: Arch> Vm<A> {
                 }
             };
             let mut flow = A::apply(vcpu, &action);
+            // A configuration write may have moved an assigned BAR or switched its decode.
+            if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. })
+                && sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), false)
+            {
+                A::request_tlb_flush(vcpu);
+            }
             if let Some(event) = self.platform.as_ref().and_then(|p| p.take_power_event()) {
                 flow = Flow::Stop(match event {
                     PowerEvent::Off => StopReason::GuestShutdown { status: 0 },

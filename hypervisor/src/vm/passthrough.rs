@@ -9,10 +9,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::devices::bus::{BusRange, MemBus};
-use crate::devices::pci_host::{self as vpci, PciHost, VirtualPciFunction};
+use crate::devices::pci_host::{self as vpci, BarRegion, PciHost, VirtualPciFunction};
 use crate::devices::shared::Shared;
 use crate::iommu::{DomainId, DynIommu, IommuFault, MsiMessage};
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, PAGE_SIZE};
@@ -23,16 +23,66 @@ use crate::pci::assign::DeviceReport;
 use crate::pci::msi::{InterruptRouter, MsiRoute, program_msix_entry};
 use crate::pci::msix_window::{MsixWindow, trapped_pages};
 use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction, quiesce_interrupts};
+use crate::pci::placement::{self, Placement, Window, Windows};
 use crate::pci::{Bdf, ConfigAccess};
 use crate::platform::pci::access::BarMmio;
-use crate::platform::pci::{Bar, PciInventory};
+use crate::platform::pci::{Bar, BarKind, PciInventory};
 use crate::vcpu::exit::AccessSize;
-use crate::vm::config::{DeviceSelector, VmConfig};
+use crate::vm::config::{DeviceSelector, Kind, VmConfig};
 use crate::vm::host_vectors::VectorOwner;
 use crate::vm::msi_routing;
 
-/// Guest-physical base of the PCI window where assigned BARs are placed.
-pub const PCI_WINDOW_GPA: u64 = 0xC000_0000;
+/// The 32-bit PCI window every desktop VM's DSDT offers (`AcpiConfig::default`).
+pub const MMIO32_WINDOW: Window = Window { start: 0xC000_0000, end: 0xE000_0000 };
+/// The lowest start of the 64-bit window a VM owning devices gets (its DSDT adds it).
+pub const MMIO64_MIN_START: u64 = 0x8_0000_0000;
+/// The 64-bit window's size: 32 GiB.
+pub const MMIO64_LEN: u64 = 0x8_0000_0000;
+/// The 64-bit window starts on such a boundary above the VM's RAM.
+pub const MMIO64_ALIGN: u64 = 1 << 30;
+
+/// The PCI windows of a VM whose RAM ends at `ram_end` (exclusive): the 32-bit window,
+/// and 32 GiB from 32 GiB, or from the first 1 GiB boundary above the RAM when the VM
+/// is larger (a desktop VM's RAM continues above 4 GiB: 64 GiB of it ends near
+/// 65 GiB). Within 37 address bits for the largest VM (`MAX_MEMORY`).
+pub fn windows_above(ram_end: u64) -> Windows {
+    let start = ram_end.div_ceil(MMIO64_ALIGN).saturating_mul(MMIO64_ALIGN).max(MMIO64_MIN_START);
+    Windows { mmio32: MMIO32_WINDOW, mmio64: Window { start, end: start.saturating_add(MMIO64_LEN) } }
+}
+
+/// The RAM blocks of a VM configured as `config`, as guest `[start, end)`.
+pub fn ram_ranges(config: &VmConfig) -> Vec<(u64, u64)> {
+    let (blocks, n) = match config.kind {
+        Kind::Linux => crate::vm::desktop::ram_blocks(config.memory_bytes),
+        Kind::Payload => ([(0, 0, config.memory_bytes), (0, 0, 0)], 1),
+    };
+    blocks.get(..n).unwrap_or_default().iter().map(|&(gpa, _, len)| (gpa, gpa.saturating_add(len))).collect()
+}
+
+/// Where the RAM of a VM configured as `config` ends (exclusive guest address).
+pub fn ram_end(config: &VmConfig) -> u64 {
+    ram_ranges(config).iter().map(|r| r.1).max().unwrap_or(0)
+}
+
+/// The PCI windows of the VM configured as `config`, or why its devices cannot be
+/// placed: RAM in a window (a payload VM's RAM is one block from 0, so more than
+/// 3 GiB of it reaches the 32-bit window).
+pub fn vm_windows(config: &VmConfig) -> Result<Windows, String> {
+    let windows = windows_above(ram_end(config));
+    for (start, end) in ram_ranges(config) {
+        for w in [windows.mmio32, windows.mmio64] {
+            if start < w.end && w.start < end {
+                return Err(format!(
+                    "VM {}: its RAM ({start:#x}-{end:#x}) overlaps the PCI window {:#x}-{:#x} where its devices' \
+                     BARs go; give it less memory or no devices",
+                    config.name, w.start, w.end
+                ));
+            }
+        }
+    }
+    Ok(windows)
+}
+
 /// First guest device number assigned functions get on the VM's bus 0.
 pub const FIRST_GUEST_DEVICE: u8 = 3;
 
@@ -79,7 +129,7 @@ pub fn resolve(configs: &[VmConfig], reports: &[DeviceReport], iommu_on: bool) -
             ));
         }
         for sel in &c.devices {
-            let found = reports.iter().find(|r| {
+            let matches = |r: &&DeviceReport| {
                 let hit = match *sel {
                     DeviceSelector::Address { bus, device, function } => {
                         (r.bdf.segment, r.bdf.bus, r.bdf.device, r.bdf.function) == (0, bus, device, function)
@@ -87,7 +137,11 @@ pub fn resolve(configs: &[VmConfig], reports: &[DeviceReport], iommu_on: bool) -
                     DeviceSelector::Id { vendor, device } => r.vendor_id == vendor && r.device_id == device,
                 };
                 hit && !taken.contains(&r.bdf)
-            });
+            };
+            // By vendor:device, the first function that can be assigned; if none can,
+            // the first match gives the reason.
+            let found =
+                reports.iter().filter(matches).find(|r| r.assignable()).or_else(|| reports.iter().find(matches));
             let Some(r) = found else {
                 return Err(format!("VM {}: device {sel} is not in this machine (or already given to a VM)", c.name));
             };
@@ -111,7 +165,14 @@ pub fn check(configs: &[VmConfig]) -> Result<Vec<Vec<Bdf>>, String> {
         return Err("devices= needs PCI and IOMMU discovery, which found nothing (no ACPI tables)".into());
     };
     let host = host.lock();
-    resolve(configs, &host.reports, host.iommu.is_some() && host.config.is_some())
+    let assigned = resolve(configs, &host.reports, host.iommu.is_some() && host.config.is_some())?;
+    for (c, bdfs) in configs.iter().zip(&assigned) {
+        if !bdfs.is_empty() {
+            let windows = vm_windows(c)?;
+            plan_for(&host.inventory, bdfs, &windows).map_err(|e| format!("VM {}: {e}", c.name))?;
+        }
+    }
+    Ok(assigned)
 }
 
 /// The VM side of one assigned function's MSI/MSI-X vectors: routed through the
@@ -169,25 +230,79 @@ impl crate::pci::reset::Delay for TscDelay {
     }
 }
 
+/// One assigned function as the VM sees it.
+#[derive(Debug)]
+struct Assigned {
+    host: Bdf,
+    /// Its address on the VM's bus 0.
+    guest: vpci::Bdf,
+    /// The host's memory BARs (I/O BARs are not passed through).
+    bars: Vec<Bar>,
+    /// Where each memory BAR sits in the guest when the VM starts.
+    placed: Vec<(u8, u64)>,
+    /// The MSI-X table as (BAR, offset, length): never mapped.
+    msix: Option<(u8, u64, u64)>,
+}
+
+/// A BAR range mapped into the VM, and whose it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mapped {
+    host: Bdf,
+    range: BarMapping,
+}
+
+/// A guest BAR address that is not mapped, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unmappable {
+    host: Bdf,
+    bar: u8,
+    guest_addr: u64,
+    why: &'static str,
+}
+
 /// The devices one VM owns, attached to its IOMMU domain.
 #[derive(Debug)]
 pub struct VmDevices {
-    bdfs: Vec<Bdf>,
+    devices: Vec<Assigned>,
     domain: DomainId,
-    /// MMIO BARs as mapped into the VM (guest address → host address).
-    bars: Vec<BarMapping>,
+    /// BAR ranges now mapped in the VM's nested page table (GPA → HPA, page-granular).
+    mapped: Vec<Mapped>,
+    /// Guest BAR addresses already reported as unmappable (each is logged once).
+    refused: Vec<Unmappable>,
+    /// The VM's PCI host write count at the last [`VmDevices::sync_bars`].
+    seen_writes: Option<u64>,
+    /// Functions whose MSI-X BAR the guest moved away from its trapped table (each is
+    /// logged once).
+    msix_moved: Vec<Bdf>,
     vm: String,
     /// The VM's id (owner of its devices' host vectors).
     vm_id: u32,
     /// Local APIC id of the CPU that runs VMs: where device interrupts are remapped to.
     cpu: u32,
+    /// The VM's PCI windows (its DSDT offers them; the BARs were planned in them).
+    windows: Windows,
+}
+
+/// Guest addresses for the memory BARs of `bdfs` (in that order on the guest bus), or
+/// why they cannot be given to a VM.
+fn plan_for(inventory: &PciInventory, bdfs: &[Bdf], windows: &Windows) -> Result<Vec<Placement>, String> {
+    let mut functions = Vec::new();
+    for &bdf in bdfs {
+        let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or_else(|| format!("device {bdf} vanished"))?;
+        functions.push(dev.bars.iter().map(|b| (*b, placement::shares_a_page(inventory, dev, b))).collect());
+    }
+    placement::plan(&functions, windows).map_err(|(i, why)| match bdfs.get(i) {
+        Some(bdf) => format!("device {bdf} cannot be mapped into a VM: {why}"),
+        None => why,
+    })
 }
 
 impl VmDevices {
-    /// Creates the VM's domain over `map`, resets each device and attaches it.
-    /// Device interrupts will be remapped to the local APIC `cpu`.
+    /// Creates the domain of the VM configured as `vm` over `map`, resets each device
+    /// and attaches it; plans where its BARs sit in the guest. Device interrupts will
+    /// be remapped to the local APIC `cpu`.
     pub fn assign(
-        vm: &str,
+        vm: &VmConfig,
         vm_id: u32,
         cpu: u32,
         bdfs: &[Bdf],
@@ -196,103 +311,131 @@ impl VmDevices {
         if bdfs.is_empty() {
             return Ok(None);
         }
+        let windows = vm_windows(vm)?;
         let host = HOST.get().ok_or("no IOMMU")?;
         let mut host = host.lock();
         let HostPci { iommu, inventory, config, .. } = &mut *host;
         let (Some(iommu), Some(config)) = (iommu.as_mut(), *config) else { return Err("no IOMMU".into()) };
+        let plan = plan_for(inventory, bdfs, &windows)?;
         let domain = iommu.create_domain(map).map_err(|e| format!("cannot create its IOMMU domain: {e}"))?;
-        let mut devices = VmDevices { bdfs: Vec::new(), domain, bars: Vec::new(), vm: vm.into(), vm_id, cpu };
-        let mut next_gpa = PCI_WINDOW_GPA;
-        for &bdf in bdfs {
-            let Some(dev) = inventory.devices().iter().find(|d| d.bdf == bdf) else {
-                return Err(format!("device {bdf} vanished"));
-            };
-            let method = crate::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay)
-                .map_err(|e| format!("cannot reset {bdf}: {e:?}"))?;
-            info!(target: "pci", "{bdf}: reset ({method}) before assignment to VM {vm}");
-            iommu.attach(bdf, domain).map_err(|e| format!("cannot attach {bdf}: {e}"))?;
-            devices.bdfs.push(bdf);
-            info!(target: "iommu", "{bdf}: attached to {domain} of VM {vm} (DMA reaches only its memory)");
-            let mut f = Function::new(dev, config, devices.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
-            next_gpa = place_bars(&mut f, next_gpa);
-            for b in f.bar_mappings() {
-                match b.space {
-                    BarSpace::Mmio => {
-                        info!(target: "pci", "{bdf}: BAR{} host {:#x} -> guest {:#x} ({} KiB)", b.bar, b.host_addr, b.guest_addr, b.len_bytes >> 10);
-                        devices.bars.push(b);
-                    }
-                    BarSpace::Io => {
-                        warn!(target: "pci", "{bdf}: I/O BAR{} not given to the VM (I/O BARs are not passed through yet)", b.bar)
-                    }
-                }
+        let mut devices = VmDevices {
+            devices: Vec::new(),
+            domain,
+            mapped: Vec::new(),
+            refused: Vec::new(),
+            seen_writes: None,
+            msix_moved: Vec::new(),
+            vm: vm.name.as_str().into(),
+            vm_id,
+            cpu,
+            windows,
+        };
+        let mut result = Ok(());
+        for (i, &bdf) in bdfs.iter().enumerate() {
+            let placed: Vec<(u8, u64)> =
+                plan.iter().filter(|p| p.function == i).map(|p| (p.bar, p.guest_addr)).collect();
+            if let Err(e) = devices.attach_one(iommu, inventory, config, bdf, placed) {
+                result = Err(e);
+                break;
             }
-            devices.exclude_msix_table(&f);
         }
-        Ok(Some(devices))
+        match result {
+            Ok(()) => Ok(Some(devices)),
+            Err(e) => {
+                // Nothing half-assigned stays behind: detach what was attached.
+                for d in devices.devices.drain(..) {
+                    let _ = iommu.detach(d.host);
+                }
+                let _ = iommu.destroy_domain(domain);
+                Err(e)
+            }
+        }
     }
 
-    /// MSI-X table pages stay unmapped: guest accesses trap to the MSI-X window, so
-    /// the device only ever holds remapped messages.
-    fn exclude_msix_table(&mut self, f: &Function) {
-        if let Some((bar, offset, len)) = f.msix_table_region() {
-            self.bars = without_pages(core::mem::take(&mut self.bars), bar, offset, len);
+    fn attach_one(
+        &mut self,
+        iommu: &mut DynIommu,
+        inventory: &PciInventory,
+        config: HostConfig,
+        bdf: Bdf,
+        placed: Vec<(u8, u64)>,
+    ) -> Result<(), String> {
+        let vm = self.vm.clone();
+        let guest = u8::try_from(self.devices.len())
+            .ok()
+            .and_then(|i| FIRST_GUEST_DEVICE.checked_add(i))
+            .and_then(|d| vpci::Bdf::new(0, d, 0))
+            .ok_or("too many devices")?;
+        let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or_else(|| format!("device {bdf} vanished"))?;
+        let method = crate::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay)
+            .map_err(|e| format!("cannot reset {bdf}: {e:?}"))?;
+        info!(target: "pci", "{bdf}: reset ({method}) before assignment to VM {vm}");
+        iommu.attach(bdf, self.domain).map_err(|e| format!("cannot attach {bdf}: {e}"))?;
+        info!(target: "iommu", "{bdf}: attached to {} of VM {vm} (DMA reaches only its memory)", self.domain);
+        let f = Function::new(dev, config, self.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
+        let bars: Vec<Bar> = dev.bars.iter().filter(|b| b.kind != BarKind::Io).copied().collect();
+        for b in dev.bars.iter().filter(|b| b.kind == BarKind::Io) {
+            warn!(target: "pci", "{bdf}: I/O BAR{} not given to the VM (I/O BARs are not passed through yet)", b.index);
         }
-    }
-
-    /// Maps the BARs into a (new) nested page table.
-    pub fn map_bars(&self, npt: &mut NestedPageTable) -> Result<(), String> {
-        for b in &self.bars {
-            npt.map_range(
-                &mut GlobalFrames,
-                GuestPhysAddr::new(b.guest_addr),
-                HostPhysAddr::new(b.host_addr),
-                b.len_bytes.next_multiple_of(PAGE_SIZE),
-                Perms::RW,
-            )
-            .map_err(|e| format!("cannot map BAR{} of the VM's devices: {e:?}", b.bar))?;
+        for (index, guest_addr) in &placed {
+            if let Some(b) = bars.iter().find(|b| b.index == *index) {
+                info!(
+                    target: "pci",
+                    "{bdf}: BAR{index} {} host {:#x} -> guest {guest_addr:#x} ({} KiB)",
+                    if b.kind == BarKind::Mem64 { "64-bit" } else { "32-bit" },
+                    b.address,
+                    b.size >> 10
+                );
+            }
         }
+        self.devices.push(Assigned { host: bdf, guest, bars, placed, msix: f.msix_table_region() });
         Ok(())
+    }
+
+    /// The VM's PCI windows (for its DSDT).
+    pub fn windows(&self) -> Windows {
+        self.windows
     }
 
     fn interrupts(&self, dev: &crate::platform::pci::PciDevice) -> DeviceInterrupts {
         DeviceInterrupts { vm: self.vm_id, cpu: self.cpu, bars: dev.bars.clone() }
     }
 
-    /// A PCI bus (ports 0xCF8-0xCFF) with the devices' filtered views, BARs at the
-    /// addresses [`VmDevices::map_bars`] mapped, for a VM without a desktop platform;
-    /// their MSI-X table pages go on `mmio`.
+    /// A PCI bus (ports 0xCF8-0xCFF) with the devices' filtered views, for a VM
+    /// without a desktop platform; their MSI-X table pages go on `mmio`.
     pub fn build_bus(&self, mmio: &mut MemBus) -> Result<PciHost, String> {
         let mut host = PciHost::new(1);
         self.add_to(&mut host, mmio)?;
         Ok(host)
     }
 
-    /// Adds the devices' filtered views (fresh, quiesced) to a VM's PCI host, and the
-    /// pages holding their MSI-X tables to its MMIO bus (trapped, see `msix_window`).
+    /// Adds the devices' filtered views (fresh, quiesced, BARs placed and memory
+    /// decode on, as firmware leaves them) to a VM's PCI host, and the pages holding
+    /// their MSI-X tables, at the placed BAR's address, to its MMIO bus (trapped, see
+    /// `msix_window`).
     pub fn add_to(&self, pci: &mut PciHost, mmio: &mut MemBus) -> Result<(), String> {
         let host = HOST.get().ok_or("no IOMMU")?;
         let host = host.lock();
         let config = host.config.ok_or("no config space")?;
-        let mut next_gpa = PCI_WINDOW_GPA;
-        for (i, &bdf) in (0u8..).zip(&self.bdfs) {
-            let dev = host.inventory.devices().iter().find(|d| d.bdf == bdf).ok_or("device vanished")?;
+        for d in &self.devices {
+            let bdf = d.host;
+            let dev = host.inventory.devices().iter().find(|x| x.bdf == bdf).ok_or("device vanished")?;
             let mut f = Function::new(dev, config, self.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
-            next_gpa = place_bars(&mut f, next_gpa);
-            let table = f.msix_table_region();
-            let mappings = f.bar_mappings();
+            for &(bar, guest_addr) in &d.placed {
+                if !f.place_bar(bar, guest_addr) {
+                    return Err(format!("{bdf}: BAR{bar} cannot hold guest address {guest_addr:#x}"));
+                }
+            }
+            let command = f.config_read(vpci::COMMAND, AccessSize::Word);
+            f.config_write(vpci::COMMAND, AccessSize::Word, command | u32::from(vpci::CMD_MEMORY));
             let f = Shared::new(f);
-            if let Some((bar, offset, len)) = table
-                && let Some(b) = mappings.iter().find(|m| m.bar == bar && m.space == BarSpace::Mmio)
-                && let Some((start, end)) = trapped_pages(b.len_bytes, offset, len)
-            {
-                let device = dev.bars.iter().find(|h| h.index == bar).and_then(BarMmio::new);
+            if let Some((range, (bar, offset, len), start)) = msix_window(d) {
+                let device = d.bars.iter().find(|h| h.index == bar).and_then(BarMmio::new);
                 let window = MsixWindow::new(f.clone(), device, start, offset, len);
-                let range = BusRange::new(b.guest_addr.saturating_add(start), end - start).ok_or("MSI-X window")?;
                 mmio.insert(range, Box::new(window)).map_err(|e| format!("{bdf}: MSI-X table window: {e:?}"))?;
                 info!(target: "pci", "{bdf}: MSI-X table at guest {:#x} trapped ({} entries)", range.start(), len / 16);
             }
-            let guest = vpci::Bdf::new(0, FIRST_GUEST_DEVICE.saturating_add(i), 0).ok_or("too many devices")?;
-            pci.add_function(guest, Box::new(f)).map_err(|e| format!("{e:?}"))?;
+            pci.add_function(d.guest, Box::new(f)).map_err(|e| format!("{e:?}"))?;
         }
         Ok(())
     }
@@ -303,8 +446,10 @@ impl VmDevices {
     fn unroute_interrupts(&self, host: &mut HostPci) {
         let HostPci { iommu, inventory, config, .. } = host;
         if let Some(config) = *config {
-            for dev in self.bdfs.iter().filter_map(|b| inventory.devices().iter().find(|d| d.bdf == *b)) {
-                quiesce_interrupts(&config, dev);
+            for d in &self.devices {
+                if let Some(dev) = inventory.devices().iter().find(|x| x.bdf == d.host) {
+                    quiesce_interrupts(&config, dev);
+                }
             }
         }
         let Some(iommu) = iommu.as_mut() else { return };
@@ -314,11 +459,109 @@ impl VmDevices {
         }
     }
 
+    /// Brings the nested page table in line with the BARs as the guest has them now
+    /// (address and memory decode): maps BARs that appeared or moved, unmaps the old
+    /// places. `fresh` means `npt` is new (nothing of this VM's BARs is in it). Cheap
+    /// when the guest wrote no configuration register since the last call. Returns
+    /// whether `npt` changed (the caller then flushes the guest's TLB).
+    pub fn sync_bars(&mut self, pci: &PciHost, npt: &mut NestedPageTable, fresh: bool) -> bool {
+        let writes = pci.config_writes();
+        if fresh {
+            self.mapped.clear();
+        } else if self.seen_writes == Some(writes) {
+            return false;
+        }
+        self.seen_writes = Some(writes);
+        let bars = pci.all_bars();
+        self.note_moved_msix_tables(&bars);
+        let (want, refused) = desired_mappings(&self.devices, &bars, &self.windows);
+        for r in refused {
+            if !self.refused.contains(&r) {
+                warn!(
+                    target: "pci",
+                    "{}: BAR{} at guest {:#x} stays unmapped in VM {}: {}",
+                    r.host, r.bar, r.guest_addr, self.vm, r.why
+                );
+                self.refused.push(r);
+            }
+        }
+        let mut changed = false;
+        for old in self.mapped.iter().filter(|m| !want.contains(m)) {
+            let r = old.range;
+            changed = true;
+            if let Err(e) = npt.unmap_range(&mut GlobalFrames, GuestPhysAddr::new(r.guest_addr), r.len_bytes) {
+                error!(target: "pci", "{}: cannot unmap BAR{} at guest {:#x}: {e:?}", old.host, r.bar, r.guest_addr);
+            }
+        }
+        let mut now = Vec::new();
+        for m in want {
+            if self.mapped.contains(&m) {
+                now.push(m);
+                continue;
+            }
+            let r = m.range;
+            changed = true;
+            match npt.map_range(
+                &mut GlobalFrames,
+                GuestPhysAddr::new(r.guest_addr),
+                HostPhysAddr::new(r.host_addr),
+                r.len_bytes,
+                Perms::RW,
+            ) {
+                Ok(()) => {
+                    if self.is_placed_range(&m) {
+                        debug!(target: "pci", "{}: BAR{} mapped at guest {:#x}", m.host, r.bar, r.guest_addr);
+                    } else {
+                        info!(target: "pci", "{}: BAR{} moved by VM {} to guest {:#x}", m.host, r.bar, self.vm, r.guest_addr);
+                    }
+                    now.push(m);
+                }
+                Err(e) => {
+                    error!(target: "pci", "{}: cannot map BAR{} at guest {:#x}: {e:?}", m.host, r.bar, r.guest_addr)
+                }
+            }
+        }
+        self.mapped = now;
+        changed
+    }
+
+    /// The MSI-X table trap stays where the BAR was placed at VM start: a guest that
+    /// moves that BAR finds its table pages unmapped at the new place (an access there
+    /// stops the VM). Logged once per function.
+    fn note_moved_msix_tables(&mut self, bars: &[(vpci::Bdf, BarRegion)]) {
+        for d in &self.devices {
+            let Some((bar, ..)) = d.msix else { continue };
+            let Some(&(_, placed)) = d.placed.iter().find(|p| p.0 == bar) else { continue };
+            let moved = bars
+                .iter()
+                .any(|(b, r)| *b == d.guest && r.index == bar && r.enabled && r.address != 0 && r.address != placed);
+            if moved && !self.msix_moved.contains(&d.host) {
+                warn!(
+                    target: "pci",
+                    "{}: VM {} moved BAR{bar} away from {placed:#x}; its MSI-X table stays trapped there only \
+                     (the table pages at the new address are not mapped)",
+                    d.host, self.vm
+                );
+                self.msix_moved.push(d.host);
+            }
+        }
+    }
+
+    /// Whether `m` lies where the BAR was placed at VM start (not moved by the guest).
+    fn is_placed_range(&self, m: &Mapped) -> bool {
+        let page = |a: u64| a & !(PAGE_SIZE - 1);
+        let Some(d) = self.devices.iter().find(|d| d.host == m.host) else { return false };
+        let placed = d.placed.iter().find(|p| p.0 == m.range.bar);
+        let host = d.bars.iter().find(|b| b.index == m.range.bar);
+        let (Some(&(_, addr)), Some(host)) = (placed, host) else { return false };
+        page(host.address).wrapping_sub(page(addr)) == m.range.host_addr.wrapping_sub(m.range.guest_addr)
+    }
+
     /// Whether this VM owns the function a fault names. AMD-Vi under QEMU reports only
     /// the devfn, so a fault with bus 0 also matches by device and function.
     pub fn owns(&self, fault: &IommuFault) -> bool {
-        self.bdfs.iter().any(|b| {
-            *b == fault.bdf || (fault.bdf.bus == 0 && (b.device, b.function) == (fault.bdf.device, fault.bdf.function))
+        self.devices.iter().map(|d| d.host).any(|b| {
+            b == fault.bdf || (fault.bdf.bus == 0 && (b.device, b.function) == (fault.bdf.device, fault.bdf.function))
         })
     }
 
@@ -329,7 +572,7 @@ impl VmDevices {
         let mut host = host.lock();
         self.unroute_interrupts(&mut host);
         let Some(config) = host.config else { return };
-        for &bdf in &self.bdfs {
+        for bdf in self.devices.iter().map(|d| d.host) {
             let Some(dev) = host.inventory.devices().iter().find(|d| d.bdf == bdf) else { continue };
             match crate::pci::reset::reset_function(dev, &host.inventory, &config, &mut TscDelay) {
                 Ok(m) => info!(target: "pci", "{bdf}: reset ({m}) for the restart of VM {}", self.vm),
@@ -346,7 +589,7 @@ impl VmDevices {
         self.unroute_interrupts(&mut host);
         let HostPci { iommu, inventory, config, .. } = &mut *host;
         let Some(iommu) = iommu.as_mut() else { return };
-        for bdf in self.bdfs.drain(..) {
+        for bdf in self.devices.drain(..).map(|d| d.host) {
             if let Err(e) = iommu.detach(bdf) {
                 error!(target: "iommu", "{bdf}: cannot detach: {e}");
             }
@@ -357,11 +600,57 @@ impl VmDevices {
                 }
             }
         }
+        self.mapped.clear();
         match iommu.destroy_domain(self.domain) {
             Ok(()) => info!(target: "iommu", "{} of VM {} freed", self.domain, self.vm),
             Err(e) => error!(target: "iommu", "cannot free {}: {e}", self.domain),
         }
     }
+}
+
+/// The BAR ranges to map for the BARs as the guest programmed them (`bars`, from its
+/// PCI host): enabled memory BARs of assigned functions whose address is mappable
+/// ([`placement::mappable`]) and that overlap no other BAR, page-granular, with the
+/// MSI-X table pages cut out. The rest is returned with the reason.
+fn desired_mappings(
+    devices: &[Assigned],
+    bars: &[(vpci::Bdf, BarRegion)],
+    windows: &Windows,
+) -> (Vec<Mapped>, Vec<Unmappable>) {
+    let mut want: Vec<Mapped> = Vec::new();
+    let mut refused = Vec::new();
+    for d in devices {
+        let mut mine: Vec<BarMapping> = Vec::new();
+        for (_, r) in bars.iter().filter(|(b, r)| *b == d.guest && r.enabled && r.address != 0) {
+            let Some(host) = d.bars.iter().find(|h| h.index == r.index) else { continue };
+            let (host_start, len) = placement::host_pages(host);
+            let guest_start = r.address & !(PAGE_SIZE - 1);
+            let refuse = |why| Unmappable { host: d.host, bar: r.index, guest_addr: r.address, why };
+            if let Err(why) = placement::mappable(windows, r.address, host.address, len) {
+                refused.push(refuse(why));
+                continue;
+            }
+            let end = guest_start.saturating_add(len);
+            let overlaps =
+                |m: &BarMapping| m.guest_addr < end && guest_start < m.guest_addr.saturating_add(m.len_bytes);
+            if mine.iter().any(overlaps) || want.iter().any(|m| overlaps(&m.range)) {
+                refused.push(refuse("it overlaps another BAR"));
+                continue;
+            }
+            mine.push(BarMapping {
+                bar: r.index,
+                guest_addr: guest_start,
+                host_addr: host_start,
+                len_bytes: len,
+                space: BarSpace::Mmio,
+            });
+        }
+        if let Some((bar, offset, len)) = d.msix {
+            mine = without_pages(mine, bar, offset, len);
+        }
+        want.extend(mine.into_iter().map(|range| Mapped { host: d.host, range }));
+    }
+    (want, refused)
 }
 
 /// `bars` without the pages of BAR `bar` that hold `[offset, offset + len)`.
@@ -388,30 +677,17 @@ fn without_pages(bars: Vec<BarMapping>, bar: u8, offset: u64, len: u64) -> Vec<B
     kept
 }
 
-/// Programs the guest-visible BARs at naturally aligned addresses from `next` and
-/// turns memory decode on (as firmware would; bus mastering is the guest driver's); returns the next free
-/// address.
-fn place_bars(f: &mut Function, mut next: u64) -> u64 {
-    for bar in 0..6u16 {
-        let at = vpci::BAR0 + bar * 4;
-        let old = f.config_read(at, AccessSize::Dword);
-        f.config_write(at, AccessSize::Dword, u32::MAX);
-        let probe = f.config_read(at, AccessSize::Dword);
-        f.config_write(at, AccessSize::Dword, old);
-        if probe == 0 || probe & 1 != 0 {
-            continue;
-        }
-        let size = u64::from(!(probe & !0xf)).wrapping_add(1) & 0xffff_ffff;
-        if size == 0 {
-            continue;
-        }
-        let addr = next.next_multiple_of(size.max(PAGE_SIZE));
-        f.config_write(at, AccessSize::Dword, addr as u32);
-        next = addr.saturating_add(size.max(PAGE_SIZE));
-    }
-    let command = f.config_read(vpci::COMMAND, AccessSize::Word);
-    f.config_write(vpci::COMMAND, AccessSize::Word, command | u32::from(vpci::CMD_MEMORY));
-    next
+/// Where a function's MSI-X table is trapped in its VM: the guest range of the table's
+/// pages at the placed BAR address, the table as (BAR, offset, length), and the
+/// window's first byte as a BAR offset. `None` without MSI-X or a placed BAR.
+fn msix_window(d: &Assigned) -> Option<(BusRange, (u8, u64, u64), u64)> {
+    let (bar, offset, len) = d.msix?;
+    let &(_, guest_addr) = d.placed.iter().find(|p| p.0 == bar)?;
+    let host = d.bars.iter().find(|b| b.index == bar)?;
+    let (_, bar_pages) = placement::host_pages(host);
+    let (start, end) = trapped_pages(bar_pages, offset, len)?;
+    let range = BusRange::new((guest_addr & !(PAGE_SIZE - 1)).saturating_add(start), end.saturating_sub(start))?;
+    Some((range, (bar, offset, len), start))
 }
 
 /// Drains the IOMMU's fault log (faults are logged here, target "iommu").

@@ -74,3 +74,158 @@ fn msix_table_pages_are_cut_out_of_the_bar_mapping() {
     assert!(without_pages(vec![bar(0, 0x1000)], 0, 0, 0x1000).is_empty());
     assert_eq!(without_pages(vec![bar(0, 0x1000)], 0, 0x8000, 0x10)[0].len_bytes, 0x1000);
 }
+
+#[test]
+fn by_vendor_and_device_the_assignable_function_wins() {
+    // Two display adapters with the same ids (QEMU's std VGA and bochs-display): the
+    // first shows the hypervisor's screen and is refused, the second is assignable.
+    let reports = vec![
+        report(0, 1, (0x1234, 0x1111), Some("shows the hypervisor's screen")),
+        report(1, 0, (0x1234, 0x1111), None),
+    ];
+    let vms = parse("vm a image=x memory=16M devices=1234:1111").unwrap();
+    assert_eq!(resolve(&vms, &reports, true).unwrap(), vec![vec![Bdf::new(0, 1, 0, 0)]]);
+    // Asked for by a second VM, only the refused one is left: its reason is given.
+    let twice = parse("vm a image=x memory=16M devices=1234:1111\nvm b image=x memory=16M devices=1234:1111").unwrap();
+    let e = resolve(&twice, &reports, true).unwrap_err();
+    assert!(e.contains("VM b") && e.contains("hypervisor's screen"), "{e}");
+    let by_address = parse("vm a image=x memory=16M devices=00:01.0").unwrap();
+    assert!(resolve(&by_address, &reports, true).unwrap_err().contains("hypervisor's screen"));
+}
+
+/// The windows of a small VM (RAM below 4 GiB).
+const WINDOWS: Windows =
+    Windows { mmio32: MMIO32_WINDOW, mmio64: Window { start: MMIO64_MIN_START, end: MMIO64_MIN_START + MMIO64_LEN } };
+
+#[test]
+fn the_windows_are_the_ones_the_vm_acpi_tables_offer() {
+    let acpi = crate::vm::acpi::AcpiConfig::default();
+    assert_eq!(windows_above(0), WINDOWS);
+    assert_eq!(WINDOWS.mmio32.start, u64::from(acpi.pci.mmio32.start));
+    assert_eq!(WINDOWS.mmio32.end, u64::from(acpi.pci.mmio32.end) + 1);
+    const { assert!(WINDOWS.mmio64.start >= 1 << 32 && WINDOWS.mmio64.end <= 1 << 36) };
+    // Nothing of a desktop VM's low layout (RAM, framebuffer, ECAM, APICs) is in them.
+    for (start, len) in
+        [(0, crate::vm::desktop::LOW_RAM_MAX), (0xe000_0000, 1 << 20), (0xfec0_0000, 0x1000), (0xfee0_0000, 0x1000)]
+    {
+        assert!(!WINDOWS.mmio32.contains(start, len) && !WINDOWS.mmio64.contains(start, len));
+        assert!(start + len <= WINDOWS.mmio32.start || start >= WINDOWS.mmio32.end, "{start:#x}");
+    }
+}
+
+/// Every RAM block of a desktop VM of `memory` bytes, as `[start, end)`.
+fn desktop_ram(memory: u64) -> Vec<(u64, u64)> {
+    let (blocks, n) = crate::vm::desktop::ram_blocks(memory);
+    blocks[..n].iter().map(|&(gpa, _, len)| (gpa, gpa + len)).collect()
+}
+
+#[test]
+fn the_64_bit_window_lies_above_the_vm_ram_whatever_its_size() {
+    use crate::vm::config::MAX_MEMORY;
+    let gib = 1u64 << 30;
+    for memory in [16 << 20, 384 << 20, 3 * gib, 8 * gib, 28 * gib + (2 << 20), 29 * gib, 32 * gib, MAX_MEMORY] {
+        let text = alloc::format!("vm a kind=linux image=x memory={}M devices=00:03.0", memory >> 20);
+        let vm = &parse(&text).unwrap()[0];
+        let w = vm_windows(vm).unwrap();
+        for (start, end) in desktop_ram(memory) {
+            assert!(end <= w.mmio64.start || start >= w.mmio64.end, "{memory:#x}: RAM {start:#x}-{end:#x} in {w:?}");
+            assert!(end <= w.mmio32.start || start >= w.mmio32.end, "{memory:#x}: RAM in the 32-bit window");
+        }
+        assert_eq!(ram_end(vm), desktop_ram(memory).last().unwrap().1);
+        assert_eq!(w.mmio64.end - w.mmio64.start, MMIO64_LEN);
+        assert!(w.mmio64.start.is_multiple_of(MMIO64_ALIGN) && w.mmio64.start >= MMIO64_MIN_START);
+        // Within the 40 address bits QEMU's and most laptops' processors offer.
+        assert!(w.mmio64.end <= 1 << 40);
+    }
+    // Up to 28.75 GiB of RAM ends below 32 GiB: the window stays where it always was.
+    let small = &parse("vm a kind=linux image=x memory=29440M").unwrap()[0];
+    assert_eq!(vm_windows(small).unwrap(), WINDOWS);
+    // The largest VM: RAM ends at 65.25 GiB, the window is 66-98 GiB.
+    let largest = &parse("vm a kind=linux image=x memory=64G").unwrap()[0];
+    assert_eq!(ram_end(largest), 0x10_5000_0000);
+    assert_eq!(vm_windows(largest).unwrap().mmio64, Window { start: 0x10_8000_0000, end: 0x18_8000_0000 });
+    // A payload VM's RAM is one block from 0: reaching the 32-bit window is refused.
+    let payload = &parse("vm p image=x memory=3074M devices=00:03.0").unwrap()[0];
+    let e = vm_windows(payload).unwrap_err();
+    assert!(e.contains("VM p") && e.contains("PCI window"), "{e}");
+    let fits = &parse("vm p image=x memory=3072M").unwrap()[0];
+    assert!(vm_windows(fits).is_ok());
+}
+
+/// A bochs-display-like function on guest 00:03.0 and a NIC-like one with an MSI-X
+/// table (BAR3, offset 0x2000) and a 64-bit BAR on 00:04.0.
+fn assigned() -> Vec<Assigned> {
+    let bar =
+        |index: u8, kind: BarKind, address: u64, size: u64| Bar { index, kind, prefetchable: false, address, size };
+    vec![
+        Assigned {
+            host: Bdf::new(0, 1, 0, 0),
+            guest: vpci::Bdf::new(0, 3, 0).unwrap(),
+            bars: vec![bar(0, BarKind::Mem32, 0xc100_0000, 16 << 20), bar(2, BarKind::Mem32, 0xc200_0000, 0x1000)],
+            placed: vec![(0, 0xc000_0000), (2, 0xc100_0000)],
+            msix: None,
+        },
+        Assigned {
+            host: Bdf::new(0, 2, 0, 0),
+            guest: vpci::Bdf::new(0, 4, 0).unwrap(),
+            bars: vec![bar(0, BarKind::Mem64, 0x80_0000_0000, 0x4000), bar(3, BarKind::Mem32, 0xc210_0000, 0x4000)],
+            placed: vec![(0, 0x8_0000_0000), (3, 0xc101_0000)],
+            msix: Some((3, 0x2000, 0x50)),
+        },
+    ]
+}
+
+fn region(dev: u8, index: u8, address: u64, size: u64, enabled: bool) -> (vpci::Bdf, BarRegion) {
+    let kind = vpci::BarKind::Memory32 { prefetchable: false };
+    (vpci::Bdf::new(0, dev, 0).unwrap(), BarRegion { index, kind, address, size, enabled })
+}
+
+#[test]
+fn mappings_follow_the_bars_as_the_guest_programs_them() {
+    let devices = assigned();
+    let firmware = [
+        region(3, 0, 0xc000_0000, 16 << 20, true),
+        region(3, 2, 0xc100_0000, 0x1000, true),
+        region(4, 0, 0x8_0000_0000, 0x4000, true),
+        region(4, 3, 0xc101_0000, 0x4000, true),
+    ];
+    let (want, refused) = desired_mappings(&devices, &firmware, &WINDOWS);
+    assert!(refused.is_empty(), "{refused:?}");
+    let ranges: Vec<(u64, u64, u64)> =
+        want.iter().map(|m| (m.range.guest_addr, m.range.host_addr, m.range.len_bytes)).collect();
+    assert_eq!(
+        ranges,
+        [
+            (0xc000_0000, 0xc100_0000, 16 << 20),
+            (0xc100_0000, 0xc200_0000, 0x1000),
+            (0x8_0000_0000, 0x80_0000_0000, 0x4000),
+            // The MSI-X table page (0x2000) is cut out of BAR3.
+            (0xc101_0000, 0xc210_0000, 0x2000),
+            (0xc101_3000, 0xc210_3000, 0x1000),
+        ]
+    );
+    // The guest turns decode off (sizing), moves the framebuffer BAR, and puts the
+    // register BAR over its own RAM, outside the window and at a wrong page offset.
+    let moved = [
+        region(3, 0, 0xd000_0000, 16 << 20, true),
+        region(3, 2, 0x0010_0000, 0x1000, true),
+        region(4, 0, 0x8_0000_0000, 0x4000, false),
+        region(4, 3, 0xc101_0800, 0x4000, true),
+    ];
+    let (want, refused) = desired_mappings(&devices, &moved, &WINDOWS);
+    let ranges: Vec<(u64, u64)> = want.iter().map(|m| (m.range.guest_addr, m.range.host_addr)).collect();
+    assert_eq!(ranges, [(0xd000_0000, 0xc100_0000)]);
+    let why: Vec<(u8, &str)> = refused.iter().map(|r| (r.bar, r.why)).collect();
+    assert_eq!(
+        why,
+        [(2, "it lies outside the VM's PCI windows"), (3, "its offset within a page differs from the device's"),]
+    );
+    // Two BARs on top of each other: the second is not mapped.
+    let clash = [region(3, 0, 0xc000_0000, 16 << 20, true), region(3, 2, 0xc000_1000, 0x1000, true)];
+    let (want, refused) = desired_mappings(&devices, &clash, &WINDOWS);
+    assert_eq!(want.len(), 1);
+    assert_eq!((refused[0].bar, refused[0].why), (2, "it overlaps another BAR"));
+    // BARs of functions the VM does not own are ignored.
+    let (want, refused) = desired_mappings(&devices, &[region(5, 0, 0xc000_0000, 0x1000, true)], &WINDOWS);
+    assert!(want.is_empty() && refused.is_empty());
+}

@@ -241,8 +241,27 @@ impl<A: Arch> Scheduler<A> {
         if self.desk.command(&line, &self.slots) {
             return;
         }
+        // `!exits VM`: that VM's exit counters and the device interrupts raised in it
+        // since its last start, on one line.
+        if let Some(name) = line.trim().strip_prefix("!exits ") {
+            match self.slots.iter().find(|s| s.vm.config.name == name.trim()) {
+                Some(slot) => {
+                    let vm = &slot.vm;
+                    info!(
+                        target: "vm",
+                        "EXITS {} {}{} device_interrupts={}",
+                        vm.config.name,
+                        vm.counters,
+                        vm.counters.msr_writes(),
+                        vm.device_interrupts
+                    )
+                }
+                None => warn!(target: "vm", "!exits: no VM named {name:?}"),
+            }
+            return;
+        }
         let Some((name, text)) = line.strip_prefix('@').and_then(|l| l.split_once(' ')) else {
-            warn!(target: "vm", "serial command {line:?} not understood (use `@VM text`)");
+            warn!(target: "vm", "serial command {line:?} not understood (use `@VM text` or `!exits VM`)");
             return;
         };
         match self.slots.iter().find(|s| s.vm.config.name == name) {

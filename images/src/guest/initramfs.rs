@@ -16,6 +16,48 @@ const APPLETS: &[&str] = &[
     "mv", "grep", "sed", "vi", "free", "top", "kill",
 ];
 
+/// Where busybox `udhcpc` looks for its event script when it is run without `-s`.
+pub const UDHCPC_SCRIPT_PATH: &str = "etc/udhcpc/default.script";
+
+/// The `udhcpc` event script: on `bound`/`renew` it gives the interface the leased
+/// address, replaces the default route with the lease's router and writes the name
+/// servers to `$RESOLV_CONF` (default `/etc/resolv.conf`); on `deconfig` it flushes the
+/// interface and leaves it up. `udhcpc -i eth0` (or `-s` with this path) then
+/// configures a NIC.
+pub const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+# udhcpc event script: $1 is the event; udhcpc sets interface, ip, mask (prefix
+# length), router, dns, domain in the environment.
+RESOLV_CONF=${RESOLV_CONF:-/etc/resolv.conf}
+case "$1" in
+deconfig)
+	ip -4 addr flush dev "$interface"
+	ip link set dev "$interface" up
+	;;
+bound|renew)
+	ip -4 addr flush dev "$interface"
+	ip -4 addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$interface"
+	ip link set dev "$interface" up
+	if [ -n "$router" ]; then
+		while ip -4 route del default dev "$interface" 2>/dev/null; do :; done
+		for r in $router; do
+			ip -4 route add default via "$r" dev "$interface"
+			break
+		done
+	fi
+	: > "$RESOLV_CONF"
+	[ -n "$domain" ] && echo "search $domain" >> "$RESOLV_CONF"
+	for d in $dns; do
+		echo "nameserver $d" >> "$RESOLV_CONF"
+	done
+	echo "bulkhead: $interface is $ip/${mask:-24} via ${router:-none}"
+	;;
+leasefail|nak)
+	echo "bulkhead: no DHCP lease on $interface ($1)"
+	;;
+esac
+exit 0
+"#;
+
 /// What goes into the archive.
 #[derive(Debug)]
 pub struct InitramfsSpec<'a> {
@@ -95,7 +137,7 @@ done
 /// Builds the uncompressed newc archive.
 pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
     let mut w = cpio::Writer::new();
-    for dir in ["bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "root"] {
+    for dir in ["bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "etc/udhcpc", "root"] {
         w.dir(dir);
     }
     // The kernel opens /dev/console for init before /init can mount devtmpfs.
@@ -105,6 +147,7 @@ pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
         w.symlink(&format!("bin/{applet}"), "busybox");
     }
     w.file("etc/profile", 0o644, b"export PS1='bulkhead-guest:\\w\\$ '\n");
+    w.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
     w.file("init", 0o755, init_script(spec.kernel_release, spec.modules).as_bytes());
     for m in spec.modules {
         w.file(&m.path, 0o644, &m.data);
@@ -148,11 +191,73 @@ mod tests {
         assert_eq!(get("bin/sh").data, b"busybox");
         assert_eq!(get("dev/console").rdev, (5, 1));
         assert_eq!(get(&module.path).data, module.data);
+        let script = get(UDHCPC_SCRIPT_PATH);
+        assert_eq!(script.mode, cpio::S_IFREG | 0o755);
+        assert_eq!(script.data, UDHCPC_SCRIPT.as_bytes());
         // Every directory precedes its contents.
         for (i, e) in entries.iter().enumerate() {
             if let Some((parent, _)) = e.name.rsplit_once('/') {
                 assert!(entries[..i].iter().any(|d| d.name == parent), "{}", e.name);
             }
         }
+    }
+
+    /// Runs the udhcpc script with the host's `/bin/sh` and a fake `ip` that records its
+    /// arguments, as udhcpc would after a lease from QEMU's user network.
+    #[test]
+    fn udhcpc_script_configures_the_interface_route_and_resolver() {
+        use std::process::Command;
+        let dir = std::env::temp_dir().join(format!("bulkhead-udhcpc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("ip.log");
+        let fake_ip = dir.join("ip");
+        // `route del` fails once no default route is left, like the real command.
+        std::fs::write(
+            &fake_ip,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in *'route del'*) exit 1;; esac\nexit 0\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        Command::new("chmod").arg("+x").arg(&fake_ip).status().unwrap();
+        let script = dir.join("default.script");
+        std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+        let resolv = dir.join("resolv.conf");
+        let run = |event: &str| {
+            Command::new("/bin/sh")
+                .arg(&script)
+                .arg(event)
+                .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+                .env("RESOLV_CONF", &resolv)
+                .env("interface", "eth0")
+                .env("ip", "10.0.2.15")
+                .env("mask", "24")
+                .env("router", "10.0.2.2")
+                .env("dns", "10.0.2.3 10.0.2.4")
+                .output()
+                .unwrap()
+        };
+        let out = run("bound");
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("eth0 is 10.0.2.15/24 via 10.0.2.2"));
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let calls: Vec<&str> = calls.lines().collect();
+        assert_eq!(
+            calls,
+            [
+                "-4 addr flush dev eth0",
+                "-4 addr add 10.0.2.15/24 dev eth0",
+                "link set dev eth0 up",
+                "-4 route del default dev eth0",
+                "-4 route add default via 10.0.2.2 dev eth0",
+            ]
+        );
+        assert_eq!(std::fs::read_to_string(&resolv).unwrap(), "nameserver 10.0.2.3\nnameserver 10.0.2.4\n");
+        std::fs::remove_file(&log).unwrap();
+        assert!(run("deconfig").status.success());
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(calls, "-4 addr flush dev eth0\nlink set dev eth0 up\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
