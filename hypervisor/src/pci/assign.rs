@@ -59,8 +59,9 @@ pub struct DeviceReport {
     /// The function has an ACS extended capability.
     pub acs: bool,
     pub isolation_group: u32,
-    /// A DMAR reserved memory region names the device (it needs an identity mapping
-    /// Bulkhead does not provide).
+    /// A firmware-reserved memory region (DMAR RMRR, IVRS IVMD) names the device: it
+    /// needs an identity mapping of that region, which a VM's domain (its RAM only)
+    /// cannot give, so it is not assignable (as VFIO refuses such devices).
     pub rmrr: bool,
     /// Why the device cannot be assigned, or `None` if it can.
     pub refusal: Option<&'static str>,
@@ -132,6 +133,7 @@ pub fn assignability_with(
             };
             let reset = if d.header_type == 0 { detect_reset(d, inventory, access) } else { ResetMethod::None };
             let rmrr = rmrr_scopes.iter().any(|s| s.names(d.bdf));
+            let ivmd = ivrs.is_some_and(|i| ivmd_names(i, d.bdf));
             let refusal = if d.header_type != 0 {
                 Some("bridge")
             } else if d.class == 0x06 {
@@ -142,6 +144,8 @@ pub fn assignability_with(
                 Some("no IOMMU translates it")
             } else if rmrr {
                 Some("firmware-reserved DMA region (RMRR)")
+            } else if ivmd {
+                Some("firmware-reserved DMA region (IVMD)")
             } else if reset == ResetMethod::None {
                 Some("no reset method")
             } else {
@@ -156,7 +160,7 @@ pub fn assignability_with(
                 iommu_coverage: coverage,
                 acs: has_acs(d),
                 isolation_group: group,
-                rmrr,
+                rmrr: rmrr || ivmd,
                 refusal,
             }
         })
@@ -180,6 +184,18 @@ fn rmrr_scopes(dmar: &Dmar, inventory: &PciInventory) -> Vec<UnitScope> {
         ..Dmar::default()
     };
     dmar_scopes(&as_units, inventory)
+}
+
+/// Whether an IVMD block (AMD IOMMU spec §5.2.3) names `bdf`: type 20h every device,
+/// 21h one device id, 22h a range of ids.
+fn ivmd_names(ivrs: &Ivrs, bdf: Bdf) -> bool {
+    let rid = bdf.requester_id();
+    ivrs.ivmds.iter().any(|m| match m.block_type {
+        0x20 => true,
+        0x21 => m.devid == rid,
+        0x22 => (m.devid..=m.aux).contains(&rid),
+        _ => false,
+    })
 }
 
 fn has_acs(d: &PciDevice) -> bool {

@@ -91,6 +91,33 @@ fn qemu_q35_with_amd_iommu_and_without() {
 }
 
 #[test]
+fn devices_named_by_an_ivmd_are_refused() {
+    let mut ivrs = tables("qemu-q35-amd-iommu").ivrs().unwrap().clone();
+    let nic = bdf(1, 0, 0);
+    let block = |block_type, devid, aux| crate::platform::acpi::ivrs::Ivmd {
+        block_type,
+        flags: 0,
+        devid,
+        aux,
+        start: 0x7c00_0000,
+        len_bytes: 0x10_0000,
+    };
+    for (ivmd, refused) in [
+        (block(0x21, nic.requester_id(), 0), true),
+        (block(0x22, 0x00f0, 0x0108), true),
+        (block(0x21, 0x0200, 0), false),
+        (block(0x22, 0x0200, 0x0300), false),
+    ] {
+        ivrs.ivmds = alloc::vec![ivmd];
+        let reports = assignability_with(&q35_inventory(), None, Some(&ivrs), &q35_config());
+        let line = reports.iter().find(|r| r.bdf == nic).unwrap();
+        let want = refused.then_some("firmware-reserved DMA region (IVMD)");
+        assert_eq!(line.refusal, want, "{ivmd:?}");
+        assert_eq!(line.rmrr, refused);
+    }
+}
+
+#[test]
 fn groups_follow_acs() {
     // Root port A (ACS) with a switch below: upstream 02:00.0 (ACS),
     // downstream ports 03:00.0 (ACS) and 03:01.0 (no ACS), each with one endpoint;
