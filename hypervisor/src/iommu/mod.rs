@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod amdvi;
+mod domains;
 mod hw;
 // The register blocks, contiguous table memory and cache write-back.
 #[allow(unsafe_code)]

@@ -25,6 +25,7 @@ use alloc::vec::Vec;
 use self::cmd::Command;
 use self::dte::{Dte, IoPte};
 use self::regs::{Efr, RING_ENTRIES, RING_LEN_256, control, status};
+use super::domains::Domains;
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
 use super::page_table::IoPageTable;
 use super::scope::{ivhd_alias, ivhd_covers, ivhd_data, ivhd_max_devid};
@@ -53,12 +54,6 @@ struct Unit {
 }
 
 #[derive(Debug)]
-struct Domain {
-    table: IoPageTable<IoPte>,
-    devices: Vec<Bdf>,
-}
-
-#[derive(Debug)]
 struct Attached {
     domain: u16,
     unit: usize,
@@ -74,8 +69,7 @@ pub struct AmdViIommu<H: IommuHw> {
     hw: H,
     units: Vec<Unit>,
     hpa_limit: u64,
-    domains: BTreeMap<u16, Domain>,
-    ids: IdAllocator,
+    domains: Domains<IoPte>,
     attached: BTreeMap<Bdf, Attached>,
     enabled: bool,
 }
@@ -134,9 +128,8 @@ impl<H: IommuHw> AmdViIommu<H> {
             hw,
             units,
             hpa_limit: 1u64 << pa_bits,
-            domains: BTreeMap::new(),
             // QEMU 7.2 rejects a DTE with bit 72 (domain id bit 8) set as reserved.
-            ids: IdAllocator::new(1, u16::MAX, |id| id & 0x100 != 0),
+            domains: Domains::new(IdAllocator::new(1, u16::MAX, |id| id & 0x100 != 0)),
             attached: BTreeMap::new(),
             enabled: false,
         })
@@ -266,33 +259,18 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
     }
 
     fn create_domain(&mut self, map: &GuestMemoryMap) -> Result<DomainId, IommuError> {
-        let mut table = IoPageTable::<IoPte>::new(&mut self.hw, LEVELS, true, self.hpa_limit)?;
-        if let Err(e) = table.map_all(&mut self.hw, map) {
-            table.destroy(&mut self.hw);
-            return Err(e);
-        }
-        let Some(id) = self.ids.alloc() else {
-            table.destroy(&mut self.hw);
-            return Err(IommuError::NoDomainIds);
-        };
+        let table = IoPageTable::<IoPte>::new(&mut self.hw, LEVELS, true, self.hpa_limit)?;
+        let (id, table) = self.domains.create(&mut self.hw, table, map)?;
         log::info!(
             target: "iommu",
             "AMD-Vi domain {id}: {} region(s), {} MiB, root {}",
             map.regions().len(), map.total_bytes() >> 20, table.root()
         );
-        self.domains.insert(id, Domain { table, devices: Vec::new() });
         Ok(DomainId(id))
     }
 
     fn destroy_domain(&mut self, domain: DomainId) -> Result<(), IommuError> {
-        let d = self.domains.get(&domain.0).ok_or(IommuError::UnknownDomain(domain))?;
-        if !d.devices.is_empty() {
-            return Err(IommuError::DomainBusy(domain));
-        }
-        if let Some(d) = self.domains.remove(&domain.0) {
-            d.table.destroy(&mut self.hw);
-        }
-        self.ids.free(domain.0);
+        self.domains.remove_idle(&mut self.hw, domain)?;
         for u in 0..self.units.len() {
             self.submit(u, &[Command::invalidate_domain(domain.0)])?;
         }
@@ -300,7 +278,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {
-        let root = self.domains.get(&domain.0).ok_or(IommuError::UnknownDomain(domain))?.table.root();
+        let root = self.domains.root(domain)?;
         if let Some(a) = self.attached.get(&bdf) {
             return if a.domain == domain.0 {
                 Ok(())
@@ -330,9 +308,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         self.submit(u, &commands)?;
         log::info!(target: "iommu", "AMD-Vi: {bdf} attached to domain {} (ids {devids:04x?})", domain.0);
         self.attached.insert(bdf, Attached { domain: domain.0, unit: u, devids, irt });
-        if let Some(d) = self.domains.get_mut(&domain.0) {
-            d.devices.push(bdf);
-        }
+        self.domains.add_device(domain.0, bdf);
         Ok(())
     }
 
@@ -351,9 +327,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         if result.is_ok() {
             self.hw.free(a.irt);
         }
-        if let Some(d) = self.domains.get_mut(&a.domain) {
-            d.devices.retain(|b| *b != bdf);
-        }
+        self.domains.remove_device(a.domain, bdf);
         log::info!(target: "iommu", "AMD-Vi: {bdf} detached from domain {}; blocked", a.domain);
         result
     }
@@ -403,7 +377,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
             if self.unit(u)?.efr.invalidate_all() {
                 self.submit(u, &[Command::invalidate_all()])?;
             } else {
-                let domains: Vec<Command> = self.domains.keys().map(|d| Command::invalidate_domain(*d)).collect();
+                let domains: Vec<Command> = self.domains.ids().map(Command::invalidate_domain).collect();
                 for chunk in domains.chunks(100) {
                     self.submit(u, chunk)?;
                 }

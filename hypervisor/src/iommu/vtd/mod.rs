@@ -27,6 +27,7 @@ use self::irte::Irte;
 use self::qi::{InvDesc, InvQueue, QUEUE_ENTRIES};
 use self::regs::{Cap, Ecap, fsts, gcmd};
 use self::tables::{ContextEntry, RootEntry, SecondLevel};
+use super::domains::Domains;
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
 use super::page_table::IoPageTable;
 use super::scope::{UnitScope, dmar_scopes, dmar_unit_for};
@@ -75,12 +76,6 @@ struct Unit {
     irt: Option<Irt>,
 }
 
-#[derive(Debug)]
-struct Domain {
-    table: IoPageTable<SecondLevel>,
-    devices: Vec<Bdf>,
-}
-
 /// The VT-d driver over all DRHD units.
 #[derive(Debug)]
 pub struct VtdIommu<H: IommuHw> {
@@ -92,8 +87,7 @@ pub struct VtdIommu<H: IommuHw> {
     hpa_limit: u64,
     coherent: bool,
     config: VtdConfig,
-    domains: BTreeMap<u16, Domain>,
-    ids: IdAllocator,
+    domains: Domains<SecondLevel>,
     attached: BTreeMap<Bdf, u16>,
     /// (device, vector index) → IRTE handle.
     vectors: BTreeMap<(Bdf, u16), u16>,
@@ -174,9 +168,8 @@ impl<H: IommuHw> VtdIommu<H> {
             hpa_limit: 1u64 << haw,
             coherent,
             config,
-            domains: BTreeMap::new(),
             // Domain id 0 is reserved when CAP.CM = 1 (§6.2.2); never use it.
-            ids: IdAllocator::new(1, last_id.max(1), |_| false),
+            domains: Domains::new(IdAllocator::new(1, last_id.max(1), |_| false)),
             attached: BTreeMap::new(),
             vectors: BTreeMap::new(),
             enabled: false,
@@ -448,38 +441,22 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
     }
 
     fn create_domain(&mut self, map: &GuestMemoryMap) -> Result<DomainId, IommuError> {
-        let mut table = IoPageTable::<SecondLevel>::new(&mut self.hw, self.levels, self.large_pages, self.hpa_limit)?;
-        if let Err(e) = table.map_all(&mut self.hw, map) {
-            table.destroy(&mut self.hw);
-            return Err(e);
-        }
-        let Some(id) = self.ids.alloc() else {
-            table.destroy(&mut self.hw);
-            return Err(IommuError::NoDomainIds);
-        };
-        if !self.coherent {
-            for frame in table.frames(&mut self.hw) {
-                self.hw.flush_cache(frame, PAGE_SIZE);
-            }
+        let table = IoPageTable::<SecondLevel>::new(&mut self.hw, self.levels, self.large_pages, self.hpa_limit)?;
+        let (id, table) = self.domains.create(&mut self.hw, table, map)?;
+        let (root, frames) = (table.root(), if self.coherent { Vec::new() } else { table.frames(&mut self.hw) });
+        for frame in frames {
+            self.hw.flush_cache(frame, PAGE_SIZE);
         }
         log::info!(
             target: "iommu",
-            "VT-d domain {id}: {} region(s), {} MiB, root {}",
-            map.regions().len(), map.total_bytes() >> 20, table.root()
+            "VT-d domain {id}: {} region(s), {} MiB, root {root}",
+            map.regions().len(), map.total_bytes() >> 20
         );
-        self.domains.insert(id, Domain { table, devices: Vec::new() });
         Ok(DomainId(id))
     }
 
     fn destroy_domain(&mut self, domain: DomainId) -> Result<(), IommuError> {
-        let d = self.domains.get(&domain.0).ok_or(IommuError::UnknownDomain(domain))?;
-        if !d.devices.is_empty() {
-            return Err(IommuError::DomainBusy(domain));
-        }
-        if let Some(d) = self.domains.remove(&domain.0) {
-            d.table.destroy(&mut self.hw);
-        }
-        self.ids.free(domain.0);
+        self.domains.remove_idle(&mut self.hw, domain)?;
         for u in 0..self.units.len() {
             self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
         }
@@ -487,7 +464,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {
-        let root = self.domains.get(&domain.0).ok_or(IommuError::UnknownDomain(domain))?.table.root();
+        let root = self.domains.root(domain)?;
         match self.attached.get(&bdf) {
             Some(d) if *d == domain.0 => return Ok(()),
             Some(d) => return Err(IommuError::AlreadyAttached { bdf, domain: DomainId(*d) }),
@@ -503,9 +480,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         // not-present entries (CAP.CM); a global context flush covers both cases.
         self.invalidate(u, &[InvDesc::context_global(), InvDesc::iotlb_domain(domain.0)])?;
         self.attached.insert(bdf, domain.0);
-        if let Some(d) = self.domains.get_mut(&domain.0) {
-            d.devices.push(bdf);
-        }
+        self.domains.add_device(domain.0, bdf);
         log::info!(target: "iommu", "VT-d: {bdf} attached to domain {} (unit {u})", domain.0);
         Ok(())
     }
@@ -522,9 +497,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
             self.release_vectors(u, bdf)?;
         }
         self.attached.remove(&bdf);
-        if let Some(d) = self.domains.get_mut(&did) {
-            d.devices.retain(|b| *b != bdf);
-        }
+        self.domains.remove_device(did, bdf);
         log::info!(target: "iommu", "VT-d: {bdf} detached from domain {did}; blocked");
         Ok(())
     }
