@@ -183,8 +183,8 @@ fn mask_legacy_pics() {
     // SAFETY: the 8259 data ports exist on PC-compatible machines (MADT PCAT_COMPAT);
     // writing OCW1 = 0xFF only masks their inputs, and the hypervisor uses neither.
     unsafe {
-        x86_64::instructions::port::Port::<u8>::new(0x21).write(0xff);
-        x86_64::instructions::port::Port::<u8>::new(0xa1).write(0xff);
+        crate::arch::x86::instr::outb(0x21, 0xff);
+        crate::arch::x86::instr::outb(0xa1, 0xff);
     }
 }
 

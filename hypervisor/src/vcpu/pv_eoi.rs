@@ -130,6 +130,11 @@ impl PvEoi {
         self.offered = true;
     }
 
+    /// Whether the guest turned paravirtual EOI on.
+    pub fn enabled(&self) -> bool {
+        self.flag.is_some()
+    }
+
     /// EOIs the guest signalled through the flag so far.
     pub fn skipped_exits(&self) -> u64 {
         self.skipped_exits

@@ -1,5 +1,6 @@
 //! Exit counters per VM, by reason: the first thing to look at when a guest is slow.
 #![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use core::fmt;
 
@@ -68,10 +69,8 @@ impl ExitCounters {
             *c = c.saturating_add(1);
         }
         if let ExitReason::MsrWrite { msr, .. } = reason {
-            let slot = match self.msr_writes.iter().position(|(m, n)| *m == *msr && *n > 0) {
-                Some(i) => Some(i),
-                None => self.msr_writes.iter().position(|(_, n)| *n == 0),
-            };
+            let slot = (self.msr_writes.iter().position(|(m, n)| *m == *msr && *n > 0))
+                .or_else(|| self.msr_writes.iter().position(|(_, n)| *n == 0));
             if let Some((m, n)) = slot.and_then(|i| self.msr_writes.get_mut(i)) {
                 *m = *msr;
                 *n = n.saturating_add(1);
@@ -132,6 +131,7 @@ impl fmt::Display for MsrWrites<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -40,13 +40,21 @@ pub const LOW_RAM_MAX: u64 = FRAMEBUFFER_GPA;
 pub const HIGH_RAM_GPA: u64 = 0x1_0000_0000;
 
 /// How `ram` bytes of a desktop VM are laid out: `(gpa, offset into the VM's host
-/// block, length)` for the low block and, when the VM is larger than the low block,
-/// the high one.
-pub fn ram_blocks(ram: u64) -> ([(u64, u64, u64); 2], usize) {
+/// block, length)` for the low block and the high one (empty when the VM fits below
+/// the hole).
+pub fn ram_blocks(ram: u64) -> [(u64, u64, u64); 2] {
     let low = ram.min(LOW_RAM_MAX);
-    let high = ram.saturating_sub(low);
-    let blocks = [(0, 0, low), (HIGH_RAM_GPA, low, high)];
-    (blocks, if high == 0 { 1 } else { 2 })
+    [(0, 0, low), (HIGH_RAM_GPA, low, ram.saturating_sub(low))]
+}
+
+/// The RAM blocks of any VM, as [`ram_blocks`] gives them: a desktop VM gets a PC's
+/// layout (a hole below 4 GiB), a payload one block from 0. Empty blocks are skipped.
+pub fn vm_ram_blocks(kind: crate::vm::config::Kind, ram: u64) -> impl Iterator<Item = (u64, u64, u64)> {
+    let blocks = match kind {
+        crate::vm::config::Kind::Linux => ram_blocks(ram),
+        crate::vm::config::Kind::Payload => [(0, 0, ram), (0, 0, 0)],
+    };
+    blocks.into_iter().filter(|b| b.2 != 0)
 }
 /// The ACPI tables live in the reserved area below 1 MiB.
 pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
@@ -207,8 +215,10 @@ impl DesktopPlatform {
 
     /// Before an entry: lets the guest's next EOI skip its exit when that is safe.
     pub fn offer_pv_eoi(&self, memory: &mut dyn GuestMemoryAccess) {
-        let outlook = self.irq.borrow().eoi_outlook();
-        self.pv_eoi.borrow_mut().offer(outlook, memory);
+        let mut pv_eoi = self.pv_eoi.borrow_mut();
+        if pv_eoi.enabled() {
+            pv_eoi.offer(self.irq.borrow().eoi_outlook(), memory);
+        }
     }
 
     /// EOIs that took no exit, so far.
@@ -340,8 +350,8 @@ mod tests {
 
     #[test]
     fn small_vms_have_one_ram_block() {
-        let (blocks, n) = ram_blocks(384 << 20);
-        assert_eq!(&blocks[..n], &[(0, 0, 384 << 20)]);
+        let blocks = ram_blocks(384 << 20);
+        assert_eq!(blocks, [(0, 0, 384 << 20), (HIGH_RAM_GPA, 384 << 20, 0)]);
         let map = e820(384 << 20, 4 << 20);
         assert_eq!(map.len(), 5);
         assert!(map.iter().all(|e| e.addr < LOW_RAM_MAX || e.addr >= FRAMEBUFFER_GPA));
@@ -350,8 +360,7 @@ mod tests {
     #[test]
     fn large_vms_continue_above_4_gib() {
         let ram = 6u64 << 30;
-        let (blocks, n) = ram_blocks(ram);
-        assert_eq!(n, 2);
+        let blocks = ram_blocks(ram);
         assert_eq!(blocks[0], (0, 0, LOW_RAM_MAX));
         assert_eq!(blocks[1], (HIGH_RAM_GPA, LOW_RAM_MAX, ram - LOW_RAM_MAX));
         let map = e820(ram, 4 << 20);
@@ -361,6 +370,6 @@ mod tests {
         let last = map.last().unwrap();
         assert_eq!((last.addr, last.size), (HIGH_RAM_GPA, ram - LOW_RAM_MAX));
         // Exactly at the limit: no high block.
-        assert_eq!(ram_blocks(LOW_RAM_MAX).1, 1);
+        assert_eq!(ram_blocks(LOW_RAM_MAX)[1].2, 0);
     }
 }

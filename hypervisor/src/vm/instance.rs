@@ -183,13 +183,8 @@ impl<A: Arch> Vm<A> {
         let msr_map = phys::alloc_contiguous(MSR_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("MSR map"))?;
         DirectMap.write(io_map, maps.io.get(..IO_MAP_BYTES as usize).unwrap_or(&maps.io));
         DirectMap.write(msr_map, maps.msr.get(..MSR_MAP_BYTES as usize).unwrap_or(&maps.msr));
-        // Desktop VMs get a PC's RAM layout (a hole below 4 GiB); payloads one block.
-        let (blocks, count) = match config.kind {
-            Kind::Linux => desktop::ram_blocks(ram_bytes),
-            Kind::Payload => ([(0, 0, ram_bytes), (0, 0, 0)], 1),
-        };
         let mut regions = Vec::new();
-        for &(gpa, offset, len) in blocks.get(..count).unwrap_or_default() {
+        for (gpa, offset, len) in desktop::vm_ram_blocks(config.kind, ram_bytes) {
             let hpa = HostPhysAddr::new(ram.raw() + offset);
             regions.push(
                 GuestRegion::new(GuestPhysAddr::new(gpa), hpa, len, Perms::RWX)
@@ -445,19 +440,10 @@ impl<A: Arch> Vm<A> {
 
     /// Zeroes all guest RAM, so a restarted VM starts from the same state as a new one.
     fn scrub_ram(&mut self) {
+        // RAM is one host block however the guest sees it (low and high blocks).
         let zeros = vec![0u8; 64 * 1024];
-        let ram: Vec<(u64, u64)> = self
-            .map
-            .regions()
-            .iter()
-            .filter(|r| self.framebuffer.is_none_or(|fb| fb.gpa != r.gpa()))
-            .map(|r| (r.gpa().raw(), r.len_bytes()))
-            .collect();
-        let mut mem = GuestMemory::new(&self.map, DirectMap);
-        for (start, len) in ram {
-            for gpa in (start..start + len).step_by(zeros.len()) {
-                let _ = mem.write_bytes(GuestPhysAddr::new(gpa), &zeros);
-            }
+        for offset in (0..self.config.memory_bytes).step_by(zeros.len()) {
+            DirectMap.write(HostPhysAddr::new(self.ram.raw() + offset), &zeros);
         }
     }
 

@@ -3,6 +3,7 @@
 //! filtered configuration space on the VM's PCI bus with BARs pre-assigned in the PCI
 //! window, and the BARs mapped in its nested page tables. DMA faults stop the owner.
 #![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -28,7 +29,7 @@ use crate::pci::{Bdf, ConfigAccess};
 use crate::platform::pci::access::BarMmio;
 use crate::platform::pci::{Bar, BarKind, PciInventory};
 use crate::vcpu::exit::AccessSize;
-use crate::vm::config::{DeviceSelector, Kind, VmConfig};
+use crate::vm::config::{DeviceSelector, VmConfig};
 use crate::vm::host_vectors::VectorOwner;
 use crate::vm::msi_routing;
 
@@ -52,11 +53,9 @@ pub fn windows_above(ram_end: u64) -> Windows {
 
 /// The RAM blocks of a VM configured as `config`, as guest `[start, end)`.
 pub fn ram_ranges(config: &VmConfig) -> Vec<(u64, u64)> {
-    let (blocks, n) = match config.kind {
-        Kind::Linux => crate::vm::desktop::ram_blocks(config.memory_bytes),
-        Kind::Payload => ([(0, 0, config.memory_bytes), (0, 0, 0)], 1),
-    };
-    blocks.get(..n).unwrap_or_default().iter().map(|&(gpa, _, len)| (gpa, gpa.saturating_add(len))).collect()
+    crate::vm::desktop::vm_ram_blocks(config.kind, config.memory_bytes)
+        .map(|(gpa, _, len)| (gpa, gpa.saturating_add(len)))
+        .collect()
 }
 
 /// Where the RAM of a VM configured as `config` ends (exclusive guest address).
@@ -669,7 +668,7 @@ fn without_pages(bars: Vec<BarMapping>, bar: u8, offset: u64, len: u64) -> Vec<B
             kept.push(BarMapping {
                 guest_addr: b.guest_addr.saturating_add(end),
                 host_addr: b.host_addr.saturating_add(end),
-                len_bytes: b.len_bytes - end,
+                len_bytes: b.len_bytes.saturating_sub(end),
                 ..b
             });
         }
@@ -700,5 +699,6 @@ pub fn poll_faults() -> Vec<IommuFault> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 #[path = "passthrough_tests.rs"]
 mod tests;

@@ -115,8 +115,9 @@ fn the_windows_are_the_ones_the_vm_acpi_tables_offer() {
 
 /// Every RAM block of a desktop VM of `memory` bytes, as `[start, end)`.
 fn desktop_ram(memory: u64) -> Vec<(u64, u64)> {
-    let (blocks, n) = crate::vm::desktop::ram_blocks(memory);
-    blocks[..n].iter().map(|&(gpa, _, len)| (gpa, gpa + len)).collect()
+    crate::vm::desktop::vm_ram_blocks(crate::vm::config::Kind::Linux, memory)
+        .map(|(gpa, _, len)| (gpa, gpa + len))
+        .collect()
 }
 
 #[test]
