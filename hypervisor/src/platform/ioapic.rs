@@ -100,13 +100,6 @@ impl<R: IoapicRegs> Ioapic<R> {
         true
     }
 
-    /// Masks `gsi` again.
-    pub fn mask(&mut self, gsi: u32) {
-        if let Some(pin) = gsi.checked_sub(self.gsi_base).filter(|p| *p < self.pins) {
-            self.write_entry(pin, MASKED);
-        }
-    }
-
     fn write_entry(&mut self, pin: u32, entry: u64) {
         let low = REG_REDIRECTION + 2 * pin;
         // Low half first when masking (the pin stops at once), high half first when

@@ -203,36 +203,36 @@ impl<A: Arch> Scheduler<A> {
         let now = crate::arch::x86::instr::rdtsc();
         let per_s = crate::arch::x86::tsc::cached_ticks_per_ms().saturating_mul(1000).max(1);
         for slot in &mut self.slots {
-            let vm = &slot.vm;
-            match &slot.report.at_ready {
-                None if vm.console.lock().guest_ready => {
-                    info!(target: "vm", "vm {} ({}) exits during boot: {}", vm.id, vm.config.name, vm.counters);
-                    slot.report.at_ready = Some((vm.counters.clone(), now));
-                }
-                Some((_, ready_tsc))
-                    if slot.report.idle_from.is_none() && now.saturating_sub(*ready_tsc) >= IDLE_SETTLE_S * per_s =>
-                {
-                    slot.report.idle_from = Some((vm.counters.clone(), now, vm.pv_eois()));
-                }
-                Some(_) if slot.report.idle_from.is_none() => {}
-                Some(_) if !slot.report.idle_reported => {
-                    let Some((from, tsc, pv_eois_from)) = &slot.report.idle_from else { continue };
-                    if now.saturating_sub(*tsc) < IDLE_WINDOW_S * per_s {
-                        continue;
-                    }
-                    let idle = vm.counters.since(from);
-                    let seconds = now.saturating_sub(*tsc) as f64 / per_s as f64;
-                    let rate = idle.total() as f64 / seconds;
-                    let pv_eois = vm.pv_eois().saturating_sub(*pv_eois_from);
-                    info!(
-                        target: "vm",
-                        "vm {} ({}) idle exits: {rate:.1} per second over {seconds:.1} s: {idle}; EOIs without an exit: {pv_eois}",
-                        vm.id, vm.config.name
-                    );
-                    slot.report.idle_reported = true;
-                }
-                _ => {}
+            let (vm, report) = (&slot.vm, &mut slot.report);
+            if report.idle_reported {
+                continue;
             }
+            let Some((_, ready_tsc)) = &report.at_ready else {
+                if vm.console.lock().guest_ready {
+                    info!(target: "vm", "vm {} ({}) exits during boot: {}", vm.id, vm.config.name, vm.counters);
+                    report.at_ready = Some((vm.counters.clone(), now));
+                }
+                continue;
+            };
+            let Some((from, tsc, pv_eois_from)) = &report.idle_from else {
+                if now.saturating_sub(*ready_tsc) >= IDLE_SETTLE_S * per_s {
+                    report.idle_from = Some((vm.counters.clone(), now, vm.pv_eois()));
+                }
+                continue;
+            };
+            if now.saturating_sub(*tsc) < IDLE_WINDOW_S * per_s {
+                continue;
+            }
+            let idle = vm.counters.since(from);
+            let seconds = now.saturating_sub(*tsc) as f64 / per_s as f64;
+            let rate = idle.total() as f64 / seconds;
+            let pv_eois = vm.pv_eois().saturating_sub(*pv_eois_from);
+            info!(
+                target: "vm",
+                "vm {} ({}) idle exits: {rate:.1} per second over {seconds:.1} s: {idle}; EOIs without an exit: {pv_eois}",
+                vm.id, vm.config.name
+            );
+            report.idle_reported = true;
         }
     }
 
