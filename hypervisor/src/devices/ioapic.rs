@@ -38,6 +38,12 @@ pub struct Ioapic {
     asserted: u32,
     /// Deliveries refused by the local APIC (wrong destination, APIC disabled).
     undelivered: u64,
+    /// Pins driven by a host device's INTx line: the guest's EOI lowers the line
+    /// instead of redelivering it, and is reported ([`Ioapic::take_resampled`]) so the
+    /// host pin can be unmasked and the device's real level sampled again.
+    resample: u32,
+    /// Resample pins the guest EOI'd since the last [`Ioapic::take_resampled`].
+    resampled: u32,
 }
 
 /// One 64-bit redirection table entry (82093AA 3.2.4, Table 3.2.4).
@@ -126,7 +132,12 @@ impl Default for Ioapic {
 impl Ioapic {
     /// An IOAPIC after reset: every entry masked.
     pub fn new(id: u8) -> Ioapic {
-        Ioapic { id: id & 0xF, select: 0, redirection: [RedirectionEntry::RESET; PINS], asserted: 0, undelivered: 0 }
+        Ioapic { id: id & 0xF, select: 0, redirection: [RedirectionEntry::RESET; PINS],
+            asserted: 0,
+            undelivered: 0,
+            resample: 0,
+            resampled: 0,
+        }
     }
 
     pub fn entry(&self, pin: u32) -> Option<RedirectionEntry> {
@@ -205,8 +216,39 @@ impl Ioapic {
             let Some(e) = self.entry_mut(pin) else { continue };
             if e.vector() == vector && e.level() && e.remote_irr() {
                 e.0 &= !rte::REMOTE_IRR;
+                self.end_of_interrupt(pin);
                 self.service_pin(pin, apic);
             }
+        }
+    }
+
+    /// Marks `pin` as driven by a host device's INTx line (or not).
+    pub fn set_resample(&mut self, pin: u32, on: bool) {
+        let bit = 1u32.wrapping_shl(pin);
+        if pin >= IOAPIC_GSIS {
+            return;
+        }
+        if on {
+            self.resample |= bit;
+        } else {
+            self.resample &= !bit;
+            self.resampled &= !bit;
+        }
+    }
+
+    /// The resample pins the guest finished an interrupt on since the last call (bit
+    /// per pin): their lines are low now; the host unmasks the device's real pin.
+    pub fn take_resampled(&mut self) -> u32 {
+        core::mem::take(&mut self.resampled)
+    }
+
+    /// Remote IRR of `pin` just cleared: a resample pin's line drops until the host
+    /// samples the device again.
+    fn end_of_interrupt(&mut self, pin: u32) {
+        let bit = 1u32.wrapping_shl(pin);
+        if self.resample & bit != 0 {
+            self.asserted &= !bit;
+            self.resampled |= bit;
         }
     }
 
@@ -240,8 +282,9 @@ impl Ioapic {
                 };
                 let writable = rte::WRITABLE & !keep;
                 e.0 = (e.0 & !writable) | (new & writable);
-                if !e.level() {
+                if !e.level() && e.remote_irr() {
                     e.0 &= !rte::REMOTE_IRR;
+                    self.end_of_interrupt(pin);
                 }
             }
             _ => log::debug!(target: "ioapic", "write of {value:#x} to read-only register {index:#x} ignored"),
@@ -376,6 +419,38 @@ mod tests {
         );
         io.set_level(2, true, &mut apic);
         assert_eq!(apic.0.len(), 2);
+    }
+
+    #[test]
+    fn resample_pins_drop_their_line_on_eoi_and_report_it() {
+        let mut io = Ioapic::default();
+        let mut apic = Apic::default();
+        write_entry(&mut io, 17, rte::LEVEL | rte::POLARITY_LOW | 0x51);
+        io.set_resample(17, true);
+        io.set_level(17, true, &mut apic);
+        assert_eq!(apic.0.len(), 1);
+        assert_eq!(io.take_resampled(), 0, "nothing until the guest EOIs");
+        io.eoi(0x51, &mut apic);
+        // The line is low now: no redelivery; the host is told to sample the device.
+        assert_eq!(apic.0.len(), 1);
+        assert!(!io.is_asserted(17));
+        assert_eq!(io.take_resampled(), 1 << 17);
+        assert_eq!(io.take_resampled(), 0, "reported once");
+        // The device still asserts: the host raises the line again, one more delivery.
+        io.set_level(17, true, &mut apic);
+        assert_eq!(apic.0.len(), 2);
+        // Clearing Remote IRR by switching to edge (Linux's EOI for old I/O APICs)
+        // counts as the end of the interrupt too.
+        let low = read_reg(&mut io, 0x10 + 2 * 17);
+        io.write_register(0x10 + 2 * 17, low & !(rte::LEVEL as u32));
+        assert_eq!(io.take_resampled(), 1 << 17);
+        // An ordinary level pin keeps redelivering while asserted.
+        io.set_resample(17, false);
+        write_entry(&mut io, 17, rte::LEVEL | 0x51);
+        io.set_level(17, true, &mut apic);
+        io.eoi(0x51, &mut apic);
+        assert_eq!(apic.0.len(), 4);
+        assert_eq!(io.take_resampled(), 0);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! [`FIRST`]..=[`LAST`] device interrupts (one per routed MSI/MSI-X vector of a VM's
 //! device), 0xFF spurious. The handler only sets a bit here and EOIs the local APIC;
 //! the VM layer turns each bit into the owning VM's guest vector.
+//!
+//! Level-triggered vectors (a device's INTx line through the I/O APIC) are the
+//! exception: their EOI would let the still-asserted line fire again at once, so the
+//! handler leaves it to the VM layer, which masks the pin first ([`acknowledge_level`]).
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +56,17 @@ impl PendingVectors {
         }
     }
 
+    /// Whether `vector` is in the set.
+    pub fn contains(&self, vector: u8) -> bool {
+        self.0.get(usize::from(vector / 64)).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (vector % 64)) != 0)
+    }
+
+    /// Removes `vector`; returns whether it was in the set.
+    pub fn take_one(&self, vector: u8) -> bool {
+        let bit = 1 << (vector % 64);
+        self.0.get(usize::from(vector / 64)).is_some_and(|w| w.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
+    }
+
     /// Whether anything is pending.
     pub fn any(&self) -> bool {
         self.0.iter().any(|w| w.load(Ordering::Acquire) != 0)
@@ -74,6 +89,34 @@ impl PendingVectors {
 
 /// Device vectors that fired and are not yet delivered to their VMs.
 pub static PENDING: PendingVectors = PendingVectors::new();
+
+/// Vectors routed from level-triggered I/O APIC pins: the handler does not EOI them.
+pub static LEVEL: PendingVectors = PendingVectors::new();
+
+/// Level-triggered vectors taken but not yet EOI'd (still in the local APIC's ISR).
+pub static AWAITING_EOI: PendingVectors = PendingVectors::new();
+
+/// What the interrupt handler does with device vector `vector`: records it, and tells
+/// whether to EOI now (edge: yes; level: later, by [`acknowledge_level`]).
+pub fn on_interrupt(vector: u8) -> bool {
+    PENDING.record(vector);
+    if LEVEL.contains(vector) {
+        AWAITING_EOI.record(vector);
+        false
+    } else {
+        true
+    }
+}
+
+/// Ends a level-triggered `vector` whose I/O APIC pin the caller has just masked:
+/// the EOI clears the pin's remote IRR, and the masked pin cannot fire again until
+/// it is unmasked. Each taken interrupt is EOI'd once, whoever calls first. Outside
+/// interrupt handlers only, so the vector is the highest one in service.
+pub fn acknowledge_level(vector: u8) {
+    if AWAITING_EOI.take_one(vector) {
+        super::lapic::eoi();
+    }
+}
 
 /// Before `vector` is freed: lets interrupts the local APIC already accepted for it
 /// run (interrupts on for one instruction: each pending one is taken then), then
@@ -109,6 +152,16 @@ mod tests {
         p.record(0x42);
         p.clear(0x41);
         assert_eq!(p.take().as_slice(), &[0x42]);
+    }
+
+    #[test]
+    fn membership_and_single_removal() {
+        let p = PendingVectors::new();
+        p.record(0x77);
+        assert!(p.contains(0x77) && !p.contains(0x76));
+        assert!(p.take_one(0x77));
+        assert!(!p.take_one(0x77), "taken once");
+        assert!(!p.contains(0x77) && !p.any());
     }
 
     #[test]

@@ -264,8 +264,9 @@ extern "sysv64" fn handle_trap(frame: &mut TrapFrame) {
         }
         v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
         v if device_vectors::is_device_vector(v) => {
-            device_vectors::PENDING.record(v as u8);
-            lapic::eoi();
+            if device_vectors::on_interrupt(v as u8) {
+                lapic::eoi();
+            }
         }
         3 => log::info!(target: "idt", "breakpoint at {:#x}", frame.rip),
         2 => log::warn!(target: "idt", "NMI at {:#x}", frame.rip),
