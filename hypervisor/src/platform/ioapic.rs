@@ -67,13 +67,16 @@ pub struct Ioapic<R: IoapicRegs> {
     regs: R,
     gsi_base: u32,
     pins: u32,
+    /// Each pin's entry as last written, so masking rewrites one half only.
+    entries: alloc::vec::Vec<u64>,
 }
 
 impl<R: IoapicRegs> Ioapic<R> {
     /// Takes the I/O APIC whose first pin is `gsi_base` and masks every pin.
     pub fn new(mut regs: R, gsi_base: u32) -> Self {
         let last = (regs.read(REG_VERSION) >> 16) & 0xff;
-        let mut ioapic = Ioapic { regs, gsi_base, pins: last + 1 };
+        let pins = last + 1;
+        let mut ioapic = Ioapic { regs, gsi_base, pins, entries: alloc::vec![MASKED; pins as usize] };
         for pin in 0..ioapic.pins {
             ioapic.write_entry(pin, MASKED);
         }
@@ -87,16 +90,33 @@ impl<R: IoapicRegs> Ioapic<R> {
 
     /// Whether `gsi` is one of this I/O APIC's pins.
     pub fn handles(&self, gsi: u32) -> bool {
-        gsi.checked_sub(self.gsi_base).is_some_and(|pin| pin < self.pins)
+        self.pin_of(gsi).is_some()
+    }
+
+    fn pin_of(&self, gsi: u32) -> Option<u32> {
+        gsi.checked_sub(self.gsi_base).filter(|p| *p < self.pins)
     }
 
     /// Programs `gsi` with `entry` (masked while the halves are written). Returns
     /// `false` if the pin is not this I/O APIC's.
     pub fn route(&mut self, gsi: u32, entry: u64) -> bool {
-        let Some(pin) = gsi.checked_sub(self.gsi_base).filter(|p| *p < self.pins) else { return false };
+        let Some(pin) = self.pin_of(gsi) else { return false };
         self.write_entry(pin, MASKED);
         self.write_entry(pin, entry);
         info!(target: "ioapic", "GSI {gsi} -> entry {entry:#018x}");
+        true
+    }
+
+    /// Masks or unmasks `gsi` as it was routed (one register write). Returns `false`
+    /// if the pin is not this I/O APIC's.
+    pub fn set_masked(&mut self, gsi: u32, masked: bool) -> bool {
+        let Some(pin) = self.pin_of(gsi) else { return false };
+        let Some(&entry) = self.entries.get(pin as usize) else { return false };
+        let entry = if masked { entry | MASKED } else { entry & !MASKED };
+        self.regs.write(REG_REDIRECTION + 2 * pin, entry as u32);
+        if let Some(e) = self.entries.get_mut(pin as usize) {
+            *e = entry;
+        }
         true
     }
 
@@ -111,7 +131,83 @@ impl<R: IoapicRegs> Ioapic<R> {
             self.regs.write(low + 1, (entry >> 32) as u32);
             self.regs.write(low, entry as u32);
         }
+        if let Some(e) = self.entries.get_mut(pin as usize) {
+            *e = entry;
+        }
     }
+}
+
+/// Every I/O APIC of the machine (MADT), each pin masked when taken: the
+/// hypervisor's one handle on them.
+#[derive(Debug)]
+pub struct HostIoapics<R: IoapicRegs> {
+    /// (I/O APIC id, the chip).
+    chips: alloc::vec::Vec<(u8, Ioapic<R>)>,
+}
+
+impl<R: IoapicRegs> HostIoapics<R> {
+    pub fn new(chips: alloc::vec::Vec<(u8, Ioapic<R>)>) -> Self {
+        HostIoapics { chips }
+    }
+
+    /// The I/O APIC id and pin that serve `gsi`.
+    pub fn locate(&self, gsi: u32) -> Option<(u8, u8)> {
+        self.chips.iter().find_map(|(id, c)| c.pin_of(gsi).and_then(|p| u8::try_from(p).ok()).map(|p| (*id, p)))
+    }
+
+    /// Routes `gsi` to `vector` on the CPU with APIC id `cpu`, signalling as `mode`,
+    /// unmasked unless `masked`. `remap` asks the IOMMU for a remapping entry for the
+    /// pin (`None`: its interrupts are not remapped; compatibility format).
+    pub fn route(
+        &mut self,
+        gsi: u32,
+        mode: PinMode,
+        target: MsiTarget,
+        masked: bool,
+        remap: &mut dyn FnMut(u8, u8, MsiTarget) -> Result<Option<u16>, IommuError>,
+    ) -> Result<(), alloc::string::String> {
+        let (id, pin) = self.locate(gsi).ok_or_else(|| alloc::format!("no I/O APIC serves GSI {gsi}"))?;
+        let entry = match remap(id, pin, target) {
+            Ok(Some(handle)) => remappable_entry(handle, target.vector, mode),
+            Ok(None) => {
+                let dest = u8::try_from(target.dest_apic_id).map_err(|_| "APIC id above 255 needs interrupt remapping")?;
+                compatibility_entry(target.vector, dest, mode)
+            }
+            Err(e) => return Err(alloc::format!("no remapping entry for I/O APIC {id} pin {pin}: {e}")),
+        };
+        let entry = if masked { entry | MASKED } else { entry };
+        let chip = self.chips.iter_mut().find(|(i, c)| *i == id && c.handles(gsi)).map(|(_, c)| c);
+        if !chip.is_some_and(|c| c.route(gsi, entry)) {
+            return Err(alloc::format!("GSI {gsi} is beyond I/O APIC {id}'s pins"));
+        }
+        Ok(())
+    }
+
+    /// Masks or unmasks `gsi` as last routed.
+    pub fn set_masked(&mut self, gsi: u32, masked: bool) -> bool {
+        self.chips.iter_mut().any(|(_, c)| c.set_masked(gsi, masked))
+    }
+}
+
+/// The machine's I/O APICs, taken at boot by [`take_ioapics`].
+pub static HOST_IOAPICS: spin::Once<spin::Mutex<HostIoapics<IoapicMmio>>> = spin::Once::new();
+
+/// Takes every I/O APIC the MADT lists and masks all their pins (firmware may leave
+/// some unmasked). Once, at boot.
+pub fn take_ioapics(tables: &PlatformTables) -> &'static spin::Mutex<HostIoapics<IoapicMmio>> {
+    HOST_IOAPICS.call_once(|| {
+        let chips = tables
+            .io_apics()
+            .iter()
+            .map(|a| {
+                // SAFETY: the address is the I/O APIC's register window from the MADT,
+                // identity mapped like all MMIO below 4 GiB; this set is the only user.
+                let regs = unsafe { IoapicMmio::new(u64::from(a.address)) };
+                (a.id, Ioapic::new(regs, a.gsi_base))
+            })
+            .collect();
+        spin::Mutex::new(HostIoapics::new(chips))
+    })
 }
 
 /// Set once IRQ1 reaches the keyboard vector.
@@ -145,29 +241,11 @@ pub fn route_keyboard(
         mask_legacy_pics();
     }
     let (gsi, mode) = keyboard_gsi(tables);
-    let ioapic = tables
-        .io_apics()
-        .iter()
-        .filter(|a| a.gsi_base <= gsi)
-        .max_by_key(|a| a.gsi_base)
-        .ok_or_else(|| alloc::format!("no I/O APIC serves GSI {gsi}"))?;
-    // SAFETY: the address is the I/O APIC's register window from the MADT, identity
-    // mapped like all MMIO below 4 GiB; nothing else in the hypervisor drives it.
-    let mut chip = Ioapic::new(unsafe { IoapicMmio::new(u64::from(ioapic.address)) }, ioapic.gsi_base);
-    let pin = u8::try_from(gsi - ioapic.gsi_base).map_err(|_| "I/O APIC pin out of range")?;
-    let entry = match remap(ioapic.id, pin, MsiTarget { vector, dest_apic_id: cpu }) {
-        Ok(Some(handle)) => remappable_entry(handle, vector, mode),
-        Ok(None) => {
-            let dest = u8::try_from(cpu).map_err(|_| "APIC id above 255 needs interrupt remapping")?;
-            compatibility_entry(vector, dest, mode)
-        }
-        Err(e) => return Err(alloc::format!("no remapping entry for I/O APIC {} pin {pin}: {e}", ioapic.id)),
-    };
-    if !chip.route(gsi, entry) {
-        return Err(alloc::format!("GSI {gsi} is beyond I/O APIC {}'s {} pins", ioapic.id, chip.pins()));
-    }
+    let mut ioapics = take_ioapics(tables).lock();
+    ioapics.route(gsi, mode, MsiTarget { vector, dest_apic_id: cpu }, false, remap)?;
     KEYBOARD_ROUTED.store(true, Ordering::Release);
-    info!(target: "ioapic", "keyboard IRQ1: I/O APIC {} pin {pin} -> vector {vector:#x} on APIC {cpu}", ioapic.id);
+    let (id, pin) = ioapics.locate(gsi).unwrap_or_default();
+    info!(target: "ioapic", "keyboard IRQ1: I/O APIC {id} pin {pin} -> vector {vector:#x} on APIC {cpu}");
     Ok(())
 }
 
@@ -279,6 +357,33 @@ mod tests {
         // The destination went in before the unmasking low half.
         let last_two: Vec<_> = fake.writes.iter().rev().take(2).copied().collect();
         assert_eq!(last_two, [(0x12, 0x0000_a021), (0x13, 0x0300_0000)]);
+    }
+
+    #[test]
+    fn a_set_routes_through_the_right_chip_and_masks_with_one_write() {
+        let (mut a, mut b) = (FakeRegs::new(), FakeRegs::new());
+        {
+            let mut set = HostIoapics::new(vec![(1, Ioapic::new(&mut a, 0)), (2, Ioapic::new(&mut b, 24))]);
+            assert_eq!(set.locate(3), Some((1, 3)));
+            assert_eq!(set.locate(40), Some((2, 16)));
+            assert_eq!(set.locate(48), None);
+            let mode = PinMode { level: true, active_low: true };
+            let target = MsiTarget { vector: 0x61, dest_apic_id: 0 };
+            let mut asked = Vec::new();
+            let mut remap = |id: u8, pin: u8, _t: MsiTarget| {
+                asked.push((id, pin));
+                Ok(Some(7))
+            };
+            set.route(40, mode, target, true, &mut remap).unwrap();
+            assert!(set.route(48, mode, target, false, &mut remap).is_err());
+            assert_eq!(asked, [(2, 16)]);
+            assert!(set.set_masked(40, false));
+            assert!(!set.set_masked(48, false));
+        }
+        let routed = remappable_entry(7, 0x61, PinMode { level: true, active_low: true });
+        assert_eq!(b.entry(16), routed, "unmasked as routed");
+        assert_eq!(b.writes.last(), Some(&(0x30, routed as u32)), "unmasking writes the low half only");
+        assert!((0..24).all(|pin| a.entry(pin) & MASKED != 0), "the other chip untouched");
     }
 
     #[test]
