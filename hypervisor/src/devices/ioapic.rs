@@ -132,7 +132,10 @@ impl Default for Ioapic {
 impl Ioapic {
     /// An IOAPIC after reset: every entry masked.
     pub fn new(id: u8) -> Ioapic {
-        Ioapic { id: id & 0xF, select: 0, redirection: [RedirectionEntry::RESET; PINS],
+        Ioapic {
+            id: id & 0xF,
+            select: 0,
+            redirection: [RedirectionEntry::RESET; PINS],
             asserted: 0,
             undelivered: 0,
             resample: 0,

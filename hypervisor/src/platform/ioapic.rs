@@ -170,7 +170,8 @@ impl<R: IoapicRegs> HostIoapics<R> {
         let entry = match remap(id, pin, target) {
             Ok(Some(handle)) => remappable_entry(handle, target.vector, mode),
             Ok(None) => {
-                let dest = u8::try_from(target.dest_apic_id).map_err(|_| "APIC id above 255 needs interrupt remapping")?;
+                let dest =
+                    u8::try_from(target.dest_apic_id).map_err(|_| "APIC id above 255 needs interrupt remapping")?;
                 compatibility_entry(target.vector, dest, mode)
             }
             Err(e) => return Err(alloc::format!("no remapping entry for I/O APIC {id} pin {pin}: {e}")),

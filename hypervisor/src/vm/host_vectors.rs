@@ -25,17 +25,30 @@ pub const VECTORS_PER_VM: usize = 64;
 pub struct VectorOwner {
     pub vm: u32,
     pub bdf: Bdf,
-    /// MSI (0) or MSI-X table index.
+    /// MSI (0) or MSI-X table index, or [`INTX_INDEX`] for the INTx line.
     pub index: u16,
+}
+
+/// [`VectorOwner::index`] of a device's INTx line (no MSI-X table has 65,536 entries).
+pub const INTX_INDEX: u16 = u16::MAX;
+
+/// What a host vector becomes in its VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestTarget {
+    /// A message-signalled interrupt: the guest's vector and destination.
+    Msi(MsiRoute),
+    /// A level-triggered INTx line: host I/O APIC input `host_gsi` drives input
+    /// `guest_gsi` of the VM's I/O APIC.
+    Intx { host_gsi: u32, guest_gsi: u8 },
 }
 
 /// One allocated host vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostVector {
     pub owner: VectorOwner,
-    /// Where the guest wants the interrupt (its vector and destination).
-    pub route: MsiRoute,
-    /// The remapped message the device was given for it.
+    /// Where the interrupt goes in the guest.
+    pub target: GuestTarget,
+    /// The remapped message the device was given for it (MSI; unused for INTx).
     pub message: MsiMessage,
 }
 
@@ -98,6 +111,11 @@ impl HostVectorTable {
         slot_of(vector).and_then(|i| self.slots.get_mut(i)).and_then(Option::take)
     }
 
+    /// Every vector in use and its owner.
+    pub fn all(&self) -> impl Iterator<Item = (u8, HostVector)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.map(|s| (vector_of(i), s)))
+    }
+
     /// Every vector `vm` owns.
     pub fn owned_by(&self, vm: u32) -> Vec<(u8, HostVector)> {
         self.slots
@@ -130,7 +148,7 @@ mod tests {
     fn entry(o: VectorOwner, vector: u8) -> HostVector {
         HostVector {
             owner: o,
-            route: MsiRoute { vector, dest: 0, logical: false, delivery: 0 },
+            target: GuestTarget::Msi(MsiRoute { vector, dest: 0, logical: false, delivery: 0 }),
             message: MsiMessage { address: 0xfee0_0010, data: 0 },
         }
     }

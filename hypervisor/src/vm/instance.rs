@@ -8,8 +8,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::arch::x86::{device_vectors, idt};
-use crate::devices::irq::ApicSink;
-use crate::pci::msi::MsiRoute;
+use crate::devices::irq::{ApicSink, GsiSink};
 use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
 
 use crate::devices::bus::{BusRange, MemBus, PioBus};
@@ -32,6 +31,7 @@ use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
+use crate::vm::host_vectors::GuestTarget;
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
 use crate::vm::msi_routing;
 use crate::vm::passthrough::VmDevices;
@@ -501,27 +501,48 @@ impl<A: Arch> Vm<A> {
     }
 
     /// Raises an interrupt of one of the VM's assigned devices where its guest asked
-    /// for it: in the local APIC of a desktop VM (destination and delivery mode as
-    /// the guest programmed them), in the pending set of a payload VM. A halted VM
-    /// becomes runnable. Returns whether the interrupt was accepted.
-    pub fn deliver_device_interrupt(&mut self, route: MsiRoute) -> bool {
+    /// for it: an MSI in the local APIC of a desktop VM (destination and delivery mode
+    /// as the guest programmed them) or in the pending set of a payload VM; an INTx
+    /// line on its input of the desktop VM's I/O APIC. A halted VM becomes runnable.
+    /// Returns whether the interrupt was accepted.
+    pub fn deliver_device_interrupt(&mut self, target: GuestTarget) -> bool {
         if matches!(self.state, VmState::Stopped(_)) {
             return false;
         }
-        let msg = route.apic_message();
-        let accepted = match self.platform.as_deref() {
-            Some(p) => p.irq.borrow_mut().lapic.deliver(&msg),
-            None => self.irqs.deliver(&msg),
+        let accepted = match (target, self.platform.as_deref()) {
+            (GuestTarget::Msi(route), Some(p)) => p.irq.borrow_mut().lapic.deliver(&route.apic_message()),
+            (GuestTarget::Msi(route), None) => self.irqs.deliver(&route.apic_message()),
+            (GuestTarget::Intx { guest_gsi, .. }, Some(p)) => {
+                let mut irq = p.irq.borrow_mut();
+                irq.ioapic.set_resample(u32::from(guest_gsi), true);
+                irq.set_level(u32::from(guest_gsi), true);
+                true
+            }
+            // A payload VM has no I/O APIC; its devices use MSI.
+            (GuestTarget::Intx { .. }, None) => false,
         };
         if accepted {
             self.device_interrupts = self.device_interrupts.saturating_add(1);
         } else {
-            log::debug!(target: "msi", "vm {}: device interrupt {msg:?} not accepted", self.id);
+            log::debug!(target: "msi", "vm {}: device interrupt {target:?} not accepted", self.id);
         }
         if self.state == VmState::Halted && self.interrupt_pending() {
             self.state = VmState::Runnable;
         }
         accepted
+    }
+
+    /// Unmasks the host pins of the INTx lines the guest just finished with (its I/O
+    /// APIC dropped them on the EOI), so the devices' real levels are sampled again.
+    fn resample_intx_lines(&self) {
+        let Some(p) = self.platform.as_deref() else { return };
+        let ended = p.irq.borrow_mut().ioapic.take_resampled();
+        if ended == 0 {
+            return;
+        }
+        if let Some(ioapics) = crate::platform::ioapic::HOST_IOAPICS.get() {
+            crate::vm::intx_routing::resample(&msi_routing::VECTORS.lock(), &mut ioapics.lock(), self.id, ended);
+        }
     }
 
     /// Delivers the device interrupts that arrived for this VM; `true` if another
@@ -532,7 +553,7 @@ impl<A: Arch> Vm<A> {
         }
         let (mine, others) = msi_routing::take_fired_for(self.id);
         for fired in mine {
-            self.deliver_device_interrupt(fired.route);
+            self.deliver_device_interrupt(fired.target);
         }
         others
     }
@@ -552,6 +573,7 @@ impl<A: Arch> Vm<A> {
         loop {
             // Device interrupts that arrived (the last exit, or while the VM waited) go
             // in first; another VM's end the slice so the scheduler delivers them.
+            self.resample_intx_lines();
             if self.take_device_interrupts() {
                 return SliceEnd::Preempted;
             }

@@ -7,6 +7,7 @@ pub mod counters;
 pub mod desktop;
 pub mod host_vectors;
 pub mod instance;
+pub mod intx_routing;
 pub mod launch;
 pub mod linux;
 pub mod msi_routing;

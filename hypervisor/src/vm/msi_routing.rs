@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 
 use log::{debug, info, warn};
 
-use super::host_vectors::{HostVector, HostVectorTable, VECTORS_PER_VM, VectorOwner};
+use super::host_vectors::{GuestTarget, HostVector, HostVectorTable, VECTORS_PER_VM, VectorOwner};
 use crate::arch::x86::device_vectors;
 use crate::iommu::{Iommu, MsiMessage, MsiTarget};
 use crate::pci::msi::MsiRoute;
@@ -48,7 +48,7 @@ pub fn route(
         // Same device vector, new guest vector or destination: the IOMMU entry and the
         // device's message stay as they are.
         let entry = table.get(vector)?;
-        table.set(vector, HostVector { route, ..entry });
+        table.set(vector, HostVector { target: GuestTarget::Msi(route), ..entry });
         debug!(target: "msi", "vm {} {} vector {}: now guest vector {:#x}", owner.vm, owner.bdf, owner.index, route.vector);
         return Some(entry.message);
     }
@@ -66,7 +66,7 @@ pub fn route(
     };
     match iommu.map_msi(owner.bdf, owner.index, MsiTarget { vector, dest_apic_id: cpu }) {
         Ok(message) => {
-            table.set(vector, HostVector { owner, route, message });
+            table.set(vector, HostVector { owner, target: GuestTarget::Msi(route), message });
             info!(
                 target: "msi",
                 "vm {} {} vector {}: host vector {vector:#x} on cpu {cpu} -> guest vector {:#x} (remapped by {})",
@@ -96,10 +96,11 @@ fn release(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vector: u8, settl
     info!(target: "msi", "vm {} {} vector {}: host vector {vector:#x} released", o.vm, o.bdf, o.index);
 }
 
-/// Tears down every vector `vm` owns (its devices are already stopped). Returns how
-/// many there were.
+/// Tears down every MSI/MSI-X vector `vm` owns (its devices are already stopped).
+/// Returns how many there were. Its INTx lines are `intx_routing`'s.
 pub fn unroute_vm(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vm: u32, settle: &mut dyn FnMut(u8)) -> usize {
-    let owned = table.owned_by(vm);
+    let mut owned = table.owned_by(vm);
+    owned.retain(|(_, e)| matches!(e.target, GuestTarget::Msi(_)));
     for (vector, _) in &owned {
         release(table, iommu, *vector, settle);
     }
@@ -111,7 +112,7 @@ pub fn unroute_vm(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vm: u32, s
 pub struct Fired {
     pub host_vector: u8,
     pub vm: u32,
-    pub route: MsiRoute,
+    pub target: GuestTarget,
 }
 
 /// The routes behind host vectors that fired. Vectors with no route (freed since)
@@ -120,7 +121,7 @@ pub fn resolve(table: &HostVectorTable, fired: &[u8]) -> Vec<Fired> {
     fired
         .iter()
         .filter_map(|&v| match table.get(v) {
-            Some(e) => Some(Fired { host_vector: v, vm: e.owner.vm, route: e.route }),
+            Some(e) => Some(Fired { host_vector: v, vm: e.owner.vm, target: e.target }),
             None => {
                 debug!(target: "msi", "host vector {v:#x} fired with no route; dropped");
                 None
@@ -132,13 +133,17 @@ pub fn resolve(table: &HostVectorTable, fired: &[u8]) -> Vec<Fired> {
 /// The machine's host vector table.
 pub static VECTORS: spin::Mutex<HostVectorTable> = spin::Mutex::new(HostVectorTable::new());
 
-/// Takes the device interrupts that fired since the last call, for every VM.
+/// Takes the device interrupts that fired since the last call, for every VM. INTx
+/// lines among them are masked on the host and acknowledged here (until their guest
+/// EOIs), whoever they are for.
 pub fn take_fired() -> Vec<Fired> {
     let fired = device_vectors::PENDING.take();
     if fired.is_empty() {
         return Vec::new();
     }
-    resolve(&VECTORS.lock(), &fired)
+    let fired = resolve(&VECTORS.lock(), &fired);
+    super::intx_routing::acknowledge(&fired);
+    fired
 }
 
 /// Takes the device interrupts that fired for `vm`; those of other VMs stay

@@ -78,7 +78,7 @@ fn an_enabled_vector_reaches_its_vm_on_its_own_host_vector() {
     let (host, cpu) = s.send(edu(), m).unwrap();
     assert_eq!((host, cpu), (FIRST, CPU));
     let fired = resolve(&s.table, &[host]);
-    assert_eq!(fired, [Fired { host_vector: host, vm: 1, route: guest(0x51).unwrap() }]);
+    assert_eq!(fired, [Fired { host_vector: host, vm: 1, target: GuestTarget::Msi(guest(0x51).unwrap()) }]);
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn a_new_guest_vector_changes_only_the_table() {
     assert_eq!(s.descriptors(), before, "no IOMMU work");
     let (host, _) = s.send(edu(), m).unwrap();
     let fired = resolve(&s.table, &[host]);
-    assert_eq!(fired[0].route, MsiRoute { vector: 0x52, dest: 1, logical: true, delivery: 1 });
+    assert_eq!(fired[0].target, GuestTarget::Msi(MsiRoute { vector: 0x52, dest: 1, logical: true, delivery: 1 }));
 }
 
 #[test]
@@ -236,7 +236,8 @@ mod end_to_end {
         let (host, _) = s.borrow_mut().send(b, message).unwrap();
         let fired = resolve(&s.borrow().table, &[host]);
         let mut vcpu = PendingIrqs::default();
-        assert!(vcpu.deliver(&fired[0].route.apic_message()));
+        let GuestTarget::Msi(route) = fired[0].target else { panic!("an MSI") };
+        assert!(vcpu.deliver(&route.apic_message()));
         assert_eq!(vcpu.take_highest(), Some(0x61));
         // The guest masks the entry: masked on the device, then the entry is gone.
         f.msix_table_write(28, AccessSize::Dword, 1);

@@ -189,7 +189,7 @@ impl<A: Arch> Scheduler<A> {
         for fired in crate::vm::msi_routing::take_fired() {
             match self.slots.iter_mut().find(|s| s.vm.id == fired.vm) {
                 Some(slot) => {
-                    slot.vm.deliver_device_interrupt(fired.route);
+                    slot.vm.deliver_device_interrupt(fired.target);
                 }
                 None => warn!(target: "msi", "host vector {:#x} fired for unknown vm {}", fired.host_vector, fired.vm),
             }
