@@ -108,6 +108,7 @@ pub mod header {
     pub const BAR0: u16 = 0x10;
     pub const CAP_PTR: u16 = 0x34;
     pub const INTERRUPT_LINE: u16 = 0x3c;
+    pub const INTERRUPT_PIN: u16 = 0x3d;
     pub const BRIDGE_CONTROL: u16 = 0x3e;
     pub const CMD_IO: u16 = 1 << 0;
     pub const CMD_MEMORY: u16 = 1 << 1;
@@ -115,6 +116,8 @@ pub mod header {
     pub const CMD_PARITY: u16 = 1 << 6;
     pub const CMD_SERR: u16 = 1 << 8;
     pub const CMD_INTX_DISABLE: u16 = 1 << 10;
+    /// Status: the function is asserting INTx (PCI 3.0 §6.2.3).
+    pub const STS_INTX: u16 = 1 << 3;
     pub const STS_CAP_LIST: u16 = 1 << 4;
     /// Status error bits, write-1-to-clear.
     pub const STS_ERRORS: u16 = 1 << 8 | 0x1f << 11;

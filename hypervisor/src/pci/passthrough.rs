@@ -1,13 +1,16 @@
 //! An assigned host PCI function as its VM sees it: a [`VirtualPciFunction`] whose
 //! configuration space is filtered (see `config_filter`).
 //!
-//! * IDs, class, subsystem, interrupt pin: the device's own, read-only.
+//! * IDs, class, subsystem: the device's own, read-only.
+//! * Interrupt pin: the device's own when its INTx line is routed to the VM
+//!   ([`PassthroughFunction::with_intx`]; the interrupt line register then reads the
+//!   guest GSI), else 0: the guest sees no INTx and uses MSI.
 //! * BARs: virtual. The guest sizes and places them at guest-physical addresses; the
 //!   device keeps its host addresses. [`PassthroughFunction::bar_mappings`] tells the
 //!   VM what to map (GPA → HPA) in its nested page tables.
 //! * Command: the guest's bits reach the device filtered: decode and bus mastering
 //!   as the guest sets them (bus mastering stays off until the VM's driver enables
-//!   it), INTx always disabled on the device (INTx is not routed to VMs).
+//!   it); INTx disable as the guest sets it when INTx is routed, else always set.
 //! * Capabilities: the real list, reduced to power management, MSI, MSI-X and PCI
 //!   Express, relinked; vendor-specific and everything else is hidden, and the
 //!   extended space (AER, ACS, ATS, SR-IOV, ...) reads as empty.
@@ -97,6 +100,8 @@ pub struct PassthroughFunction<A: ConfigAccess, R: InterruptRouter> {
     msi: Option<MsiCap>,
     msix: Option<MsixCap>,
     has_caps: bool,
+    /// The guest GSI the function's INTx line drives, when it is routed.
+    intx: Option<u8>,
 }
 
 impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
@@ -119,6 +124,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
             msi: None,
             msix: None,
             has_caps: false,
+            intx: None,
         };
         f.build_header(device);
         f.build_capabilities(device);
@@ -147,6 +153,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         fl.set_virtual(CAP_PTR, 1, 0, 0);
         fl.set_virtual(INTERRUPT_LINE, 1, u32::from(device.interrupt_line), 0xff);
         fl.set(0x3d, 3, Rule::Real); // pin, min_gnt, max_lat
+        fl.set_virtual(INTERRUPT_PIN, 1, 0, 0); // no INTx until `with_intx`
         // BARs: virtual registers with the real type bits and size masks.
         for index in 0..6u16 {
             fl.set_virtual(BAR0.saturating_add(index.saturating_mul(4)), 4, 0, 0);
@@ -354,6 +361,21 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         })
     }
 
+    /// Shows the function's INTx pin to the guest, its line routed to guest GSI
+    /// `guest_gsi`: the pin register reads the device's pin, the line register the
+    /// GSI, and the guest's INTx disable bit and the pending-INTx status bit are the
+    /// device's.
+    pub fn with_intx(mut self, guest_gsi: u8) -> Self {
+        self.intx = Some(guest_gsi);
+        let fl = &mut self.filter;
+        fl.set(INTERRUPT_PIN, 1, Rule::Real);
+        fl.set_virtual(INTERRUPT_LINE, 1, u32::from(guest_gsi), 0xff);
+        let writable = CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR | CMD_INTX_DISABLE;
+        let command = self.filter.shadow_u16(COMMAND);
+        self.filter.set_virtual(COMMAND, 2, u32::from(command), u32::from(writable));
+        self
+    }
+
     /// The router, for the VM to inspect or reconfigure.
     pub fn router_mut(&mut self) -> &mut R {
         &mut self.router
@@ -434,9 +456,10 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     fn status(&self) -> u16 {
         let real = self.access.read16(self.bdf, STATUS);
         let caps = if self.has_caps { STS_CAP_LIST } else { 0 };
-        // Report the device's error bits and speed flags, our own capability bit,
-        // and never a pending INTx (bit 3): INTx is not routed.
-        (real & !(STS_CAP_LIST | 1 << 3)) | caps
+        // Report the device's error bits and speed flags, our own capability bit, and
+        // a pending INTx (bit 3) only when INTx is routed.
+        let intx = if self.intx.is_some() { 0 } else { STS_INTX };
+        (real & !(STS_CAP_LIST | intx)) | caps
     }
 
     fn touches(offset: u16, size: u16, start: u16, len: u16) -> bool {
@@ -544,7 +567,8 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
 impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     fn device_command(&self) -> u16 {
         let guest = self.filter.shadow_u16(COMMAND);
-        (guest & (CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR)) | CMD_INTX_DISABLE
+        let intx = if self.intx.is_some() { guest & CMD_INTX_DISABLE } else { CMD_INTX_DISABLE };
+        (guest & (CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR)) | intx
     }
 }
 

@@ -86,13 +86,40 @@ fn header_is_filtered() {
     assert_eq!(f.config_read(0x30, D), 0, "no expansion ROM");
     f.config_write(0x30, D, 0xffff_f800);
     assert_eq!(f.config_read(0x30, D), 0);
-    assert_eq!(f.config_read(0x3d, B), 1, "INTx pin reported");
+    assert_eq!(f.config_read(0x3d, B), 0, "no INTx pin while INTx is not routed");
     f.config_write(0x3c, B, 0x05);
     assert_eq!(f.config_read(0x3c, B), 0x05);
     assert_eq!(f.config_read(0x100, D), 0, "no extended capabilities");
     f.config_write(0x00, D, 0xffff_ffff);
     assert_eq!(f.config_read(0, D), 0x10d3_8086);
     assert!(cfg.writes_to(b, 0x00).is_empty());
+}
+
+#[test]
+fn intx_is_the_guests_only_when_routed() {
+    let cfg = FakeCfg::default();
+    let b = bdf(NIC.0, NIC.1, NIC.2);
+    // Not routed: INTx stays disabled on the device whatever the guest writes, and
+    // its pending bit is hidden.
+    let mut f = setup(&cfg);
+    // The device uses INTA and asserts it (status bit 3).
+    cfg.set(b, 0x3c, 0x0100);
+    let asserting = || cfg.set(b, 0x04, cfg.get(b, 0x04) | u32::from(STS_INTX) << 16);
+    asserting();
+    f.config_write(0x04, W, u32::from(CMD_MEMORY));
+    assert_eq!(cfg.get(b, 0x04) & u32::from(CMD_INTX_DISABLE), u32::from(CMD_INTX_DISABLE));
+    assert_eq!(f.config_read(0x06, W) & u32::from(STS_INTX), 0);
+    // Routed to guest GSI 17: pin 1 (INTA), line 17, the guest's disable bit and the
+    // device's pending bit.
+    let mut f = setup(&cfg).with_intx(17);
+    assert_eq!(f.config_read(0x3c, W), 0x0111);
+    f.config_write(0x04, W, u32::from(CMD_MEMORY));
+    asserting();
+    assert_eq!(cfg.get(b, 0x04) & 0xffff, u32::from(CMD_MEMORY), "INTx enabled on the device");
+    assert_ne!(f.config_read(0x06, W) & u32::from(STS_INTX), 0);
+    f.config_write(0x04, W, u32::from(CMD_MEMORY | CMD_INTX_DISABLE));
+    assert_eq!(cfg.get(b, 0x04) & 0xffff, u32::from(CMD_MEMORY | CMD_INTX_DISABLE));
+    assert_eq!(f.config_read(0x04, W), u32::from(CMD_MEMORY | CMD_INTX_DISABLE));
 }
 
 #[test]
