@@ -187,6 +187,7 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: O
         inventory: inventory.clone(),
         reports: alloc::vec::Vec::new(),
         config: None,
+        intx: host_intx_routes(tables, inventory),
     };
     if let Some((config, _)) = pci::access::host_config_spaces(tables).into_iter().next() {
         host.reports = crate::pci::assign::assignability(inventory, tables, &config);
@@ -213,6 +214,28 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: O
     }
     route_keyboard_irq(tables, host.iommu.as_mut());
     vm::passthrough::install(host);
+}
+
+/// Where each function's INTx pin reaches the I/O APICs, from the firmware's `_PRT`
+/// (logged per function).
+fn host_intx_routes(tables: &PlatformTables, inventory: &pci::PciInventory) -> alloc::vec::Vec<(pci::Bdf, vm::intx_routing::HostIntx)> {
+    let routing = tables.pci_routing();
+    let lookup = |segment: u16, root: u8, path: &[(u8, u8)], pin: u8| {
+        routing.route(segment, root, path, pin).map(|r| {
+            (r.gsi, crate::platform::ioapic::PinMode { level: r.level_triggered, active_low: r.active_low })
+        })
+    };
+    let routes = crate::pci::intx::host_routes(inventory, &lookup);
+    info!(
+        target: "intx",
+        "{} _PRT table(s); {} function(s) with an INTx route",
+        routing.table_count(),
+        routes.len()
+    );
+    for (bdf, r) in &routes {
+        info!(target: "intx", "{bdf}: INTx -> GSI {} (level {}, active low {})", r.gsi, r.mode.level, r.mode.active_low);
+    }
+    routes
 }
 
 /// Lets the keyboard interrupt the CPU that runs VMs, so a hotkey ends the running

@@ -41,8 +41,9 @@ pub fn build_guest(cache: &Path) -> Result<GuestImage, GuestError> {
 
 /// Drivers (and, resolved from their `.modinfo`, what they depend on) the generic guest
 /// loads at boot for devices assigned to it: the DRM driver of QEMU's `bochs-display`
-/// (and its VGA) and the Intel 82574 NIC (`e1000e`).
-pub const PASSTHROUGH_MODULES: &[&str] = &["bochs", "e1000e"];
+/// (and its VGA), the Intel 82574 NIC (`e1000e`) and the older 82540EM (`e1000`), which
+/// has no MSI and interrupts through its INTx line.
+pub const PASSTHROUGH_MODULES: &[&str] = &["bochs", "e1000e", "e1000"];
 
 /// A guest for VMs that own real devices: Debian's generic kernel (`linux-image-amd64`,
 /// which ships the drivers the cloud flavour lacks) with [`PASSTHROUGH_MODULES`].

@@ -8,8 +8,11 @@
 //! the `-vga std` device with the same vendor:device, is refused) and draws the trust
 //! strip there. Then the `e1000e` driver brings the NIC up, gets a DHCP lease and
 //! downloads a file from an HTTP server this test runs on the host's loopback; the
-//! guest's SHA-256 must match. The VM's exits per MiB are printed (not asserted).
-//! One boot per IOMMU kind.
+//! guest's SHA-256 must match. A second `e1000e`, whose driver the VM's command line
+//! keeps on its legacy INTx line (`IntMode=0`), does the same on a second user
+//! network: its interrupts come through the host I/O APIC pin the firmware's `_PRT`
+//! names and the VM's own I/O APIC. The VM's exits per MiB are printed (not
+//! asserted). One boot per IOMMU kind.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -27,8 +30,9 @@ use tests::{Machine, image};
 /// screendump names. The NIC sits on the root bus: QEMU 7.2's AMD-Vi translates DMA of
 /// devices behind a bridge with the wrong bus number (docs/iommu.md), and there its
 /// PM capability (D3hot -> D0, No_Soft_Reset clear) is its reset method. No option
-/// ROM: the host firmware has no business driving it.
-const DEVICES: [&str; 12] = [
+/// ROM: the host firmware has no business driving it. The second NIC, for INTx, has
+/// a user network of its own (10.0.3.0/24).
+const DEVICES: [&str; 16] = [
     "-device",
     "pcie-root-port,id=rp1,chassis=1,slot=1",
     "-device",
@@ -41,6 +45,10 @@ const DEVICES: [&str; 12] = [
     "user,id=n0",
     "-device",
     "e1000e,id=nic,netdev=n0,bus=pcie.0,addr=0x6,romfile=",
+    "-netdev",
+    "user,id=n1,net=10.0.3.0/24",
+    "-device",
+    "e1000e,id=legacy,netdev=n1,bus=pcie.0,addr=0x7,romfile=",
 ];
 
 /// The file the VM downloads: pseudo-random bytes, served by the test over HTTP.
@@ -53,7 +61,9 @@ const VM_RGB: (u8, u8, u8) = (0x29, 0x80, 0xb9);
 
 /// Every console on framebuffer 1 (the DRM driver's fbdev; 0 is the VM's EFI
 /// framebuffer): fbcon takes the adapter over when the driver loads and sets its mode.
-const CMDLINE: &str = "console=tty0 console=ttyS0 panic=-1 quiet loglevel=4 fbcon=map:1";
+/// The first NIC the driver probes (00:05.0) uses MSI-X, the second (00:06.0) its
+/// INTx line.
+const CMDLINE: &str = "console=tty0 console=ttyS0 panic=-1 quiet loglevel=4 fbcon=map:1 e1000e.IntMode=2,0";
 
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(90);
@@ -78,7 +88,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 fn run(scenario: &str, iommu: Iommu) {
     let guest = image::generic_guest();
-    let vms = vm_line(&VM, CMDLINE, "devices=1234:1111,1b36:0010,8086:10d3");
+    let vms = vm_line(&VM, CMDLINE, "devices=1234:1111,1b36:0010,8086:10d3,8086:10d3");
     let img = image::build_linux_image(scenario, "", guest, &vms);
     let started = Instant::now();
     let mut m = Machine::boot(scenario, &img, |c| {
@@ -206,9 +216,29 @@ fn run(scenario: &str, iommu: Iommu) {
         assert_eq!(n, 0, "{n} pixels of {colour:?} on the primary display");
     }
 
-    download_through_the_nic(&mut m, scenario);
+    let body = file_bytes();
+    let sha: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
+    let port = serve(body);
+    check_msix_nic(&mut m);
+    download(&mut m, scenario, &MSIX_NIC, port, &sha);
+    let intx_irq = check_intx_nic(&mut m);
+    download(&mut m, scenario, &INTX_NIC, port, &sha);
+    // The INTx NIC's guest interrupts came through the VM's I/O APIC: the count grew.
+    m.run_in_vm("media", &format!("echo INTXCOUNT=$(grep ' {intx_irq}:' /proc/interrupts)"));
+    let line = m.expect("[media] INTXCOUNT=", STEP);
+    let count: u64 = line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(count > 100, "the INTx NIC's interrupts did not reach the guest: {line}");
 
     let serial = m.serial();
+    // The host side of the INTx line: the `_PRT` route and the VM's guest GSI.
+    let routed = serial.lines().find(|l| l.contains("00:07.0: INTx -> GSI")).unwrap_or_else(|| {
+        m.fail("the boot log has no _PRT route for the INTx NIC (00:07.0)");
+    });
+    assert!(routed.contains("level true"), "PCI INTx is level-triggered: {routed}");
+    let to_guest = serial.lines().find(|l| l.contains("00:07.0: INTx GSI")).unwrap_or_else(|| {
+        m.fail("the INTx NIC's line was not routed into its VM");
+    });
+    assert!(to_guest.contains(&format!("-> guest GSI {intx_irq}")), "{to_guest}");
     assert!(!serial.contains("(media) stopped"), "the VM stopped");
     assert!(!serial.contains("stays unmapped"), "a BAR could not be mapped");
     m.pass();
@@ -292,14 +322,22 @@ fn serve(body: Vec<u8>) -> u16 {
     port
 }
 
-/// The NIC: the `e1000e` driver binds with MSI-X, the link comes up, `udhcpc` gets a
-/// lease from QEMU's user network, and a download from the test's HTTP server arrives
-/// intact. Prints the VM's exits per MiB during the download, by reason, and the same
-/// VM idle for as long.
-fn download_through_the_nic(m: &mut Machine, scenario: &str) {
-    let body = file_bytes();
-    let sha: String = Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect();
-    let port = serve(body);
+/// One of the VM's NICs.
+struct Nic {
+    iface: &'static str,
+    /// The host as the guest reaches it on this NIC's user network.
+    host: &'static str,
+    /// The address QEMU's DHCP server leases on it.
+    lease: &'static str,
+}
+
+/// The `e1000e` at guest 00:05.0, interrupting with MSI-X.
+const MSIX_NIC: Nic = Nic { iface: "eth0", host: "10.0.2.2", lease: "inet 10.0.2.15/24" };
+/// The `e1000e` at guest 00:06.0, interrupting on its INTx line.
+const INTX_NIC: Nic = Nic { iface: "eth1", host: "10.0.3.2", lease: "inet 10.0.3.15/24" };
+
+/// The first NIC: the `e1000e` driver binds with MSI-X (three vectors: rx, tx, other).
+fn check_msix_nic(m: &mut Machine) {
     let nic = "/sys/bus/pci/devices/0000:00:05.0";
     m.run_in_vm(
         "media",
@@ -310,39 +348,70 @@ fn download_through_the_nic(m: &mut Machine, scenario: &str) {
     let line = m.expect("[media] NICDRV=", STEP);
     assert_eq!(field(&line, "NICDRV="), "e1000e", "{line}");
     assert_eq!(field(&line, "IF="), "eth0", "{line}");
-    // With MSI-X the driver asks for three vectors (rx, tx, other); MSI would be one.
     assert_eq!(field(&line, "MSIX="), "3", "the driver does not use MSI-X: {line}");
+}
 
+/// The second NIC: the driver binds without MSI, the function shows its INTx pin and
+/// a guest GSI from the VM's `_PRT`, and `eth1`'s interrupt is a level-triggered I/O
+/// APIC input. Returns that GSI.
+fn check_intx_nic(m: &mut Machine) -> u32 {
+    let nic = "/sys/bus/pci/devices/0000:00:06.0";
     m.run_in_vm(
         "media",
-        "ip link set eth0 up; for i in $(seq 30); do [ $(cat /sys/class/net/eth0/carrier) = 1 ] && break; sleep 1; done; \
-         echo CARRIER=$(cat /sys/class/net/eth0/carrier)",
+        &format!(
+            "echo NICDRV=$(basename $(readlink {nic}/driver)) IF=$(ls {nic}/net) MSI=$(ls {nic}/msi_irqs 2>/dev/null | wc -l) \
+             IRQ=$(cat {nic}/irq) KIND=$(grep eth1 /proc/interrupts | tr -s ' ' | cut -d' ' -f4,5 | tr ' ' _)"
+        ),
+    );
+    let line = m.expect("[media] NICDRV=", STEP);
+    assert_eq!(field(&line, "NICDRV="), "e1000e", "{line}");
+    assert_eq!(field(&line, "IF="), "eth1", "{line}");
+    assert_eq!(field(&line, "MSI="), "0", "the second NIC uses MSI: {line}");
+    let irq: u32 = field(&line, "IRQ=").parse().unwrap_or(0);
+    assert!((16..=23).contains(&irq), "the guest GSI is not one of the VM's INTx inputs: {line}");
+    let kind = field(&line, "KIND=");
+    assert!(kind.starts_with("IO-APIC_") && kind.ends_with("-fasteoi"), "eth1 is not a level I/O APIC line: {line}");
+    irq
+}
+
+/// Brings `nic` up, gets a DHCP lease from QEMU's user network, and downloads the
+/// test's file from its HTTP server; the SHA-256 must match. Prints the VM's exits per
+/// MiB during the download, by reason, and the same VM idle for as long.
+fn download(m: &mut Machine, scenario: &str, nic: &Nic, port: u16, sha: &str) {
+    let iface = nic.iface;
+    m.run_in_vm(
+        "media",
+        &format!(
+            "ip link set {iface} up; for i in $(seq 30); do [ $(cat /sys/class/net/{iface}/carrier) = 1 ] && break; \
+             sleep 1; done; echo CARRIER=$(cat /sys/class/net/{iface}/carrier)"
+        ),
     );
     let line = m.expect("[media] CARRIER=", STEP);
-    assert_eq!(field(&line, "CARRIER="), "1", "the link did not come up: {line}");
+    assert_eq!(field(&line, "CARRIER="), "1", "{iface}: the link did not come up: {line}");
     m.run_in_vm(
         "media",
-        "udhcpc -i eth0 -n -q -t 10 -T 3; echo LEASE=$? ADDR=$(ip -4 -o addr show eth0 | grep -o 'inet [0-9./]*')",
+        &format!(
+            "udhcpc -i {iface} -n -q -t 10 -T 3; echo LEASE=$? ADDR=$(ip -4 -o addr show {iface} | grep -o 'inet [0-9./]*')"
+        ),
     );
     let line = m.expect("[media] LEASE=", STEP);
-    assert_eq!(field(&line, "LEASE="), "0", "no DHCP lease: {line}");
-    assert!(line.contains("inet 10.0.2.15/24"), "QEMU's user network leases 10.0.2.15: {line}");
+    assert_eq!(field(&line, "LEASE="), "0", "{iface}: no DHCP lease: {line}");
+    assert!(line.contains(nic.lease), "{iface}: QEMU's user network leases {}: {line}", nic.lease);
 
     // The download, bracketed by two exit-counter snapshots.
     let before = exits(m);
     let started = Instant::now();
-    m.run_in_vm("media", &format!("wget -q -O /tmp/f http://10.0.2.2:{port}/file; echo WGET=$?"));
+    m.run_in_vm("media", &format!("wget -q -O /tmp/f http://{}:{port}/file; echo WGET=$?", nic.host));
     let line = m.expect("[media] WGET=", BOOT);
     let took = started.elapsed();
     let after = exits(m);
-    assert_eq!(field(&line, "WGET="), "0", "the download failed: {line}");
-    m.run_in_vm("media", "echo SUM=$(sha256sum /tmp/f) SIZE=$(wc -c < /tmp/f)");
+    assert_eq!(field(&line, "WGET="), "0", "{iface}: the download failed: {line}");
+    m.run_in_vm("media", "echo SUM=$(sha256sum /tmp/f) SIZE=$(wc -c < /tmp/f); rm /tmp/f");
     let line = m.expect("[media] SUM=", STEP);
     assert_eq!(field(&line, "SIZE="), FILE_BYTES.to_string(), "{line}");
-    assert_eq!(field(&line, "SUM="), sha, "the file arrived corrupted: {line}");
-    m.run_in_vm("media", "echo IRQS=$(grep eth0 /proc/interrupts | tr -s ' ' | tr '\\n' ';')");
+    assert_eq!(field(&line, "SUM="), sha, "{iface}: the file arrived corrupted: {line}");
+    m.run_in_vm("media", &format!("echo IRQS=$(grep {iface} /proc/interrupts | tr -s ' ' | tr '\\n' ';')"));
     let irqs = m.expect("[media] IRQS=", STEP);
-    assert!(irqs.contains("eth0-rx-0") && irqs.contains("eth0-tx-0"), "eth0 does not use MSI-X: {irqs}");
 
     // The same VM idle (a shell command that sleeps) as a baseline: timer, console.
     let idle0 = exits(m);
@@ -356,14 +425,14 @@ fn download_through_the_nic(m: &mut Machine, scenario: &str) {
     let secs = took.as_secs_f64();
     let download = delta(&before, &after);
     let total = |v: &[(String, u64)]| v.first().map_or(0, |(_, n)| *n) as f64;
-    eprintln!("{scenario}: {mib:.0} MiB through the NIC in {secs:.1} s ({:.2} MiB/s)", mib / secs);
-    eprintln!("{scenario}: exits per MiB during the download: {}", show(&download, mib));
-    eprintln!("{scenario}: exits per second idle ({idle_secs:.1} s): {}", show(&idle, idle_secs));
+    eprintln!("{scenario} {iface}: {mib:.0} MiB through the NIC in {secs:.1} s ({:.2} MiB/s)", mib / secs);
+    eprintln!("{scenario} {iface}: exits per MiB during the download: {}", show(&download, mib));
+    eprintln!("{scenario} {iface}: exits per second idle ({idle_secs:.1} s): {}", show(&idle, idle_secs));
     eprintln!(
-        "{scenario}: exits per MiB beyond the idle rate: {:.1}",
+        "{scenario} {iface}: exits per MiB beyond the idle rate: {:.1}",
         (total(&download) - total(&idle) / idle_secs * secs) / mib
     );
-    eprintln!("{scenario}: guest eth0 interrupts: {}", irqs.split("IRQS=").nth(1).unwrap_or(""));
+    eprintln!("{scenario} {iface}: guest interrupts: {}", irqs.split("IRQS=").nth(1).unwrap_or(""));
 }
 
 /// The adapter shows the mode the guest set, its text cells and exactly its blocks.

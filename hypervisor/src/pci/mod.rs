@@ -8,6 +8,7 @@
 
 pub mod assign;
 pub mod config_filter;
+pub mod intx;
 pub mod msi;
 pub mod msix_window;
 pub mod passthrough;

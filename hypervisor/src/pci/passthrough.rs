@@ -467,10 +467,12 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     }
 }
 
-/// Stops a function's MSI and MSI-X on the device itself (MSI enable off; MSI-X
-/// disabled with the function mask set), before its interrupt routes are torn down
+/// Stops a function's interrupts on the device itself (INTx disabled; MSI enable
+/// off; MSI-X disabled with the function mask set), before its interrupt routes are torn down
 /// or it is reset: from then on it sends no message that could fault.
 pub fn quiesce_interrupts(access: &impl ConfigAccess, device: &PciDevice) {
+    let command = access.read16(device.bdf, COMMAND);
+    access.write16(device.bdf, COMMAND, command | CMD_INTX_DISABLE, STS_ERRORS);
     for cap in &device.capabilities {
         let ctl_at = u16::from(cap.offset).saturating_add(2);
         match cap.id {

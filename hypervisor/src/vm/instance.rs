@@ -406,6 +406,7 @@ impl<A: Arch> Vm<A> {
             // window too.
             let w = devices.windows().mmio64;
             acpi_config.pci.mmio64 = Some(crate::vm::acpi::Window::new(w.start, w.end.saturating_sub(1)));
+            acpi_config.pci.intx = devices.guest_intx();
         }
         let acpi = crate::vm::acpi::build_acpi_tables(&acpi_config, GuestPhysAddr::new(desktop::ACPI_TABLES_GPA))
             .map_err(|e| VmError::Image(alloc::format!("ACPI tables: {e:?}")))?;

@@ -31,6 +31,7 @@ use crate::platform::pci::{Bar, BarKind, PciInventory};
 use crate::vcpu::exit::AccessSize;
 use crate::vm::config::{DeviceSelector, VmConfig};
 use crate::vm::host_vectors::VectorOwner;
+use crate::vm::intx_routing::{self, HostIntx};
 use crate::vm::msi_routing;
 
 /// The 32-bit PCI window every desktop VM's DSDT offers (`AcpiConfig::default`).
@@ -89,12 +90,14 @@ pub const FIRST_GUEST_DEVICE: u8 = 3;
 pub type HostConfig = &'static (dyn ConfigAccess + Sync);
 
 /// What boot found, kept for launch: the IOMMU (if one is on), the PCI inventory,
-/// the assignability report and the host configuration space.
+/// the assignability report, the host configuration space and where each function's
+/// INTx pin goes (from the firmware's `_PRT`).
 pub struct HostPci {
     pub iommu: Option<DynIommu>,
     pub inventory: PciInventory,
     pub reports: Vec<DeviceReport>,
     pub config: Option<HostConfig>,
+    pub intx: Vec<(Bdf, HostIntx)>,
 }
 
 impl core::fmt::Debug for HostPci {
@@ -241,6 +244,16 @@ struct Assigned {
     placed: Vec<(u8, u64)>,
     /// The MSI-X table as (BAR, offset, length): never mapped.
     msix: Option<(u8, u64, u64)>,
+    /// Its INTx line: the host route, the guest GSI and the pin (1-4), when routed.
+    intx: Option<Intx>,
+}
+
+/// An assigned function's INTx line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Intx {
+    host: HostIntx,
+    guest_gsi: u8,
+    pin: u8,
 }
 
 /// A BAR range mapped into the VM, and whose it is.
@@ -313,7 +326,7 @@ impl VmDevices {
         let windows = vm_windows(vm)?;
         let host = HOST.get().ok_or("no IOMMU")?;
         let mut host = host.lock();
-        let HostPci { iommu, inventory, config, .. } = &mut *host;
+        let HostPci { iommu, inventory, config, intx, .. } = &mut *host;
         let (Some(iommu), Some(config)) = (iommu.as_mut(), *config) else { return Err("no IOMMU".into()) };
         let plan = plan_for(inventory, bdfs, &windows)?;
         let domain = iommu.create_domain(map).map_err(|e| format!("cannot create its IOMMU domain: {e}"))?;
@@ -333,7 +346,8 @@ impl VmDevices {
         for (i, &bdf) in bdfs.iter().enumerate() {
             let placed: Vec<(u8, u64)> =
                 plan.iter().filter(|p| p.function == i).map(|p| (p.bar, p.guest_addr)).collect();
-            if let Err(e) = devices.attach_one(iommu, inventory, config, bdf, placed) {
+            let host_intx = intx.iter().find(|(b, _)| *b == bdf).map(|(_, r)| *r);
+            if let Err(e) = devices.attach_one(iommu, inventory, config, bdf, placed, host_intx) {
                 result = Err(e);
                 break;
             }
@@ -358,6 +372,7 @@ impl VmDevices {
         config: HostConfig,
         bdf: Bdf,
         placed: Vec<(u8, u64)>,
+        host_intx: Option<HostIntx>,
     ) -> Result<(), String> {
         let vm = self.vm.clone();
         let guest = u8::try_from(self.devices.len())
@@ -387,8 +402,43 @@ impl VmDevices {
                 );
             }
         }
-        self.devices.push(Assigned { host: bdf, guest, bars, placed, msix: f.msix_table_region() });
+        let intx = self.plan_intx(dev, host_intx);
+        self.devices.push(Assigned { host: bdf, guest, bars, placed, msix: f.msix_table_region(), intx });
         Ok(())
+    }
+
+    /// The guest GSI for `dev`'s INTx line (shared with the VM's other devices on the
+    /// same host line), or `None` (logged) when it cannot have one.
+    fn plan_intx(&self, dev: &crate::platform::pci::PciDevice, host: Option<HostIntx>) -> Option<Intx> {
+        if dev.interrupt_pin == 0 {
+            return None;
+        }
+        let Some(host) = host else {
+            intx_routing::not_routed(&self.vm, dev.bdf, "the firmware's _PRT does not describe its pin");
+            return None;
+        };
+        let taken: Vec<(u32, u8)> = self.devices.iter().filter_map(|d| d.intx).map(|i| (i.host.gsi, i.guest_gsi)).collect();
+        let Some(guest_gsi) = intx_routing::guest_gsi_for(&taken, host.gsi) else {
+            intx_routing::not_routed(&self.vm, dev.bdf, "the VM's INTx inputs (GSI 16-23) are all taken");
+            return None;
+        };
+        Some(Intx { host, guest_gsi, pin: dev.interrupt_pin })
+    }
+
+    /// The VM's `_PRT`: each assigned function's slot and pin and the guest GSI its
+    /// INTx line drives.
+    pub fn guest_intx(&self) -> Vec<crate::vm::acpi::PciIntx> {
+        self.devices
+            .iter()
+            .filter_map(|d| {
+                let i = d.intx?;
+                Some(crate::vm::acpi::PciIntx {
+                    device: d.guest.device(),
+                    pin: i.pin.saturating_sub(1),
+                    gsi: u32::from(i.guest_gsi),
+                })
+            })
+            .collect()
     }
 
     /// The VM's PCI windows (for its DSDT).
@@ -414,12 +464,19 @@ impl VmDevices {
     /// `msix_window`).
     pub fn add_to(&self, pci: &mut PciHost, mmio: &mut MemBus) -> Result<(), String> {
         let host = HOST.get().ok_or("no IOMMU")?;
-        let host = host.lock();
-        let config = host.config.ok_or("no config space")?;
+        let mut host = host.lock();
+        let HostPci { iommu, inventory, config, .. } = &mut *host;
+        let config = config.ok_or("no config space")?;
         for d in &self.devices {
             let bdf = d.host;
-            let dev = host.inventory.devices().iter().find(|x| x.bdf == bdf).ok_or("device vanished")?;
+            let dev = inventory.devices().iter().find(|x| x.bdf == bdf).ok_or("device vanished")?;
             let mut f = Function::new(dev, config, self.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
+            if let Some(intx) = d.intx {
+                match self.route_intx(iommu.as_mut(), bdf, intx) {
+                    Ok(()) => f = f.with_intx(intx.guest_gsi),
+                    Err(why) => intx_routing::not_routed(&self.vm, bdf, &why),
+                }
+            }
             for &(bar, guest_addr) in &d.placed {
                 if !f.place_bar(bar, guest_addr) {
                     return Err(format!("{bdf}: BAR{bar} cannot hold guest address {guest_addr:#x}"));
@@ -439,9 +496,19 @@ impl VmDevices {
         Ok(())
     }
 
-    /// Stops every device's MSI/MSI-X on the device, then removes the VM's interrupt
-    /// routes: remapping entries cleared, host vectors freed. Before a reset or
-    /// taking the devices back.
+    /// Routes `bdf`'s INTx line into the VM (see `intx_routing`).
+    fn route_intx(&self, iommu: Option<&mut DynIommu>, bdf: Bdf, intx: Intx) -> Result<(), String> {
+        let iommu = iommu.ok_or("no IOMMU")?;
+        let ioapics = crate::platform::ioapic::HOST_IOAPICS.get().ok_or("no I/O APIC")?;
+        let owner = VectorOwner { vm: self.vm_id, bdf, index: 0 };
+        let mut table = msi_routing::VECTORS.lock();
+        intx_routing::route(&mut table, &mut **iommu, &mut ioapics.lock(), owner, intx.host, intx.guest_gsi, self.cpu)
+            .map(|_| ())
+    }
+
+    /// Stops every device's MSI/MSI-X and INTx on the device, then removes the VM's
+    /// interrupt routes: remapping entries cleared, host pins masked, host vectors
+    /// freed. Before a reset or taking the devices back.
     fn unroute_interrupts(&self, host: &mut HostPci) {
         let HostPci { iommu, inventory, config, .. } = host;
         if let Some(config) = *config {
@@ -452,9 +519,13 @@ impl VmDevices {
             }
         }
         let Some(iommu) = iommu.as_mut() else { return };
-        let n = msi_routing::unroute_vm(&mut msi_routing::VECTORS.lock(), &mut **iommu, self.vm_id, &mut settle);
+        let mut table = msi_routing::VECTORS.lock();
+        let n = msi_routing::unroute_vm(&mut table, &mut **iommu, self.vm_id, &mut settle);
         if n > 0 {
             info!(target: "msi", "VM {}: {n} device interrupt route(s) removed", self.vm);
+        }
+        if let Some(ioapics) = crate::platform::ioapic::HOST_IOAPICS.get() {
+            intx_routing::unroute_vm(&mut table, &mut ioapics.lock(), self.vm_id, &mut settle);
         }
     }
 

@@ -93,11 +93,19 @@ say() {
 	[ -c /dev/tty1 ] && echo "$*" > /dev/tty1 2>/dev/null
 }
 
+# A module's parameters from the kernel command line (`name.param=value`), as
+# modprobe applies them.
+params() {
+	for w in $(cat /proc/cmdline); do
+		case "$w" in "$1".*=*) echo "${w#"$1".}" ;; esac
+	done
+}
+
 "#,
     );
     for m in modules {
         s.push_str(&format!(
-            "insmod /{path} || say \"bulkhead: failed to load {name}\"\n",
+            "insmod /{path} $(params {name}) || say \"bulkhead: failed to load {name}\"\n",
             path = m.path,
             name = m.name
         ));
@@ -187,7 +195,7 @@ mod tests {
         let init = String::from_utf8(get("init").data.clone()).unwrap();
         assert!(init.starts_with("#!/bin/sh\n"));
         assert!(init.contains(READY_MARKER));
-        assert!(init.contains(&format!("insmod /{}", module.path)));
+        assert!(init.contains(&format!("insmod /{} $(params {})", module.path, module.name)));
         assert_eq!(get("bin/sh").data, b"busybox");
         assert_eq!(get("dev/console").rdev, (5, 1));
         assert_eq!(get(&module.path).data, module.data);
