@@ -8,7 +8,7 @@
 //! * [`namespace`] loads DSDT and SSDTs into one namespace of scopes, devices, named
 //!   data objects and methods (whose bodies are only recorded); everything else
 //!   (operation regions, fields, mutexes, ...) is skipped over and kept as an opaque
-//!   name;
+//!   name ([`skip`] steps over the operands it does not need);
 //! * [`eval`] runs methods with a step budget and depth limits, supporting the
 //!   control flow, integer arithmetic and data objects `_PIC`, `_PRT`, `_CRS` and
 //!   friends use; anything else fails that one evaluation with a described problem;
@@ -24,6 +24,7 @@ mod eval;
 mod namespace;
 mod parse;
 mod prt;
+mod skip;
 #[cfg(test)]
 mod tests;
 

@@ -16,8 +16,6 @@ use super::{Error, Path, Seg, Value, path_str};
 const SDT_HEADER_LEN: usize = 36;
 /// Scopes nested deeper than this are refused.
 const MAX_SCOPE_DEPTH: u32 = 48;
-/// Expressions skipped over at load time nested deeper than this are refused.
-const MAX_SKIP_DEPTH: u32 = 32;
 /// Alias chains longer than this are refused.
 const MAX_ALIAS_HOPS: u32 = 8;
 
@@ -26,6 +24,11 @@ const NAME_OP: u8 = 0x08;
 const SCOPE_OP: u8 = 0x10;
 const METHOD_OP: u8 = 0x14;
 const EXTERNAL_OP: u8 = 0x15;
+const CREATE_DWORD_FIELD_OP: u8 = 0x8a;
+const CREATE_WORD_FIELD_OP: u8 = 0x8b;
+const CREATE_BYTE_FIELD_OP: u8 = 0x8c;
+const CREATE_BIT_FIELD_OP: u8 = 0x8d;
+const CREATE_QWORD_FIELD_OP: u8 = 0x8f;
 const IF_OP: u8 = 0xa0;
 const ELSE_OP: u8 = 0xa1;
 const NOOP_OP: u8 = 0xa3;
@@ -174,7 +177,7 @@ impl<'a> Namespace<'a> {
 
     /// The argument count of the method `name` denotes from `scope`; 0 for anything
     /// else (used to skip calls at load time).
-    fn arg_count(&self, name: &NameString, scope: &[Seg]) -> u8 {
+    pub(crate) fn arg_count(&self, name: &NameString, scope: &[Seg]) -> u8 {
         match self.resolve(name, scope).and_then(|p| self.objects.get(&p)) {
             Some(Object::Method { args, .. }) => *args,
             _ => 0,
@@ -263,6 +266,18 @@ impl<'a> Namespace<'a> {
                 EXTERNAL_OP => {
                     c.name_string()?;
                     c.take(2)?;
+                }
+                CREATE_DWORD_FIELD_OP
+                | CREATE_WORD_FIELD_OP
+                | CREATE_BYTE_FIELD_OP
+                | CREATE_BIT_FIELD_OP
+                | CREATE_QWORD_FIELD_OP => {
+                    // SourceBuff, Index, NameString.
+                    self.skip_term(c, scope, 0)?;
+                    self.skip_term(c, scope, 0)?;
+                    let name = c.name_string()?;
+                    let path = self.new_path(c, start, &name, scope)?;
+                    self.define(path, Object::Opaque("a buffer field"), problems);
                 }
                 IF_OP => self.load_if(c, scope, depth, skipped_ifs, problems)?,
                 ELSE_OP => {
@@ -429,57 +444,5 @@ impl<'a> Namespace<'a> {
             }
         }
         Ok(())
-    }
-
-    /// Skips one TermArg (or SuperName/Target, which share the encoding) without
-    /// running it: data objects, locals and args, names and method calls (arguments
-    /// counted from the methods loaded so far) and the common expression opcodes.
-    pub(crate) fn skip_term(&self, c: &mut Cursor<'_>, scope: &[Seg], depth: u32) -> Result<(), Error> {
-        if depth > MAX_SKIP_DEPTH {
-            return Err(Error::TooDeep);
-        }
-        let start = c.pos;
-        let op = c.peek().ok_or_else(|| c.truncated())?;
-        if parse::starts_name(op) {
-            let name = c.name_string()?;
-            for _ in 0..self.arg_count(&name, scope) {
-                self.skip_term(c, scope, depth.saturating_add(1))?;
-            }
-            return Ok(());
-        }
-        if parse::const_integer(c, self.ones)?.is_some() {
-            return Ok(());
-        }
-        if matches!(op, parse::STRING_PREFIX | parse::BUFFER_OP | parse::PACKAGE_OP | parse::VAR_PACKAGE_OP) {
-            return parse::data_object(c, scope, self.ones).map(drop);
-        }
-        c.byte()?;
-        let operands: u8 = match op {
-            0x60..=0x6e => 0, // Local0-7, Arg0-6
-            0x71 | 0x75 | 0x76 | 0x83 | 0x87 | 0x8e | 0x92 => 1,
-            0x70 | 0x80..=0x82 | 0x96..=0x99 => 2,
-            0x72..=0x74 | 0x77 | 0x79..=0x7f | 0x84 | 0x85 | 0x88 | 0x9c => 3,
-            0x90 | 0x91 | 0x93..=0x95 => 2,
-            0x78 | 0x9e => 4,
-            EXT_OP => match c.byte()? {
-                0x30 | 0x31 => 0, // Revision, Debug
-                0x12 | 0x28 | 0x29 => 2,
-                ext => return Err(c.unsupported(start, op, Some(ext))),
-            },
-            _ => return Err(c.unsupported(start, op, None)),
-        };
-        for _ in 0..operands {
-            self.skip_term(c, scope, depth.saturating_add(1))?;
-        }
-        Ok(())
-    }
-}
-
-impl Cursor<'_> {
-    /// A NamedField's width (§20.2.5.2): encoded like a PkgLength but counting bits,
-    /// so it is not checked against the cursor's end.
-    fn pkg_end_bits(&mut self) -> Result<(), Error> {
-        let lead = self.byte()?;
-        self.take(usize::from(lead >> 6)).map(drop)
     }
 }
