@@ -6,6 +6,7 @@
 //! The crate's own MADT/MCFG/FADT accessors trust the length fields (a zero-length MADT
 //! entry spins forever; a short MCFG underflows), so only its discovery is used.
 
+pub mod aml;
 mod bytes;
 pub mod dmar;
 pub mod fadt;
