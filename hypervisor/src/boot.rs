@@ -218,12 +218,15 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: O
 
 /// Where each function's INTx pin reaches the I/O APICs, from the firmware's `_PRT`
 /// (logged per function).
-fn host_intx_routes(tables: &PlatformTables, inventory: &pci::PciInventory) -> alloc::vec::Vec<(pci::Bdf, vm::intx_routing::HostIntx)> {
+fn host_intx_routes(
+    tables: &PlatformTables,
+    inventory: &pci::PciInventory,
+) -> alloc::vec::Vec<(pci::Bdf, vm::intx_routing::HostIntx)> {
     let routing = tables.pci_routing();
     let lookup = |segment: u16, root: u8, path: &[(u8, u8)], pin: u8| {
-        routing.route(segment, root, path, pin).map(|r| {
-            (r.gsi, crate::platform::ioapic::PinMode { level: r.level_triggered, active_low: r.active_low })
-        })
+        routing
+            .route(segment, root, path, pin)
+            .map(|r| (r.gsi, crate::platform::ioapic::PinMode { level: r.level_triggered, active_low: r.active_low }))
     };
     let routes = crate::pci::intx::host_routes(inventory, &lookup);
     info!(

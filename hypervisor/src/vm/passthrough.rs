@@ -295,6 +295,46 @@ pub struct VmDevices {
     windows: Windows,
 }
 
+/// The guest GSI for `dev`'s INTx line in VM `vm`, which already has `devices` (a
+/// host line it already uses keeps its guest GSI), or `None` (logged) when the line
+/// cannot have one.
+fn plan_intx(
+    vm: &str,
+    devices: &[Assigned],
+    dev: &crate::platform::pci::PciDevice,
+    host: Option<HostIntx>,
+) -> Option<Intx> {
+    if dev.interrupt_pin == 0 {
+        return None;
+    }
+    let Some(host) = host else {
+        intx_routing::not_routed(vm, dev.bdf, "the firmware's _PRT does not describe its pin");
+        return None;
+    };
+    let taken: Vec<(u32, u8)> = devices.iter().filter_map(|d| d.intx).map(|i| (i.host.gsi, i.guest_gsi)).collect();
+    let Some(guest_gsi) = intx_routing::guest_gsi_for(&taken, host.gsi) else {
+        intx_routing::not_routed(vm, dev.bdf, "the VM's INTx inputs (GSI 16-23) are all taken");
+        return None;
+    };
+    Some(Intx { host, guest_gsi, pin: dev.interrupt_pin })
+}
+
+/// The VM's `_PRT` entries: each assigned function's slot, its pin (0 = INTA) and the
+/// guest GSI its line drives.
+fn guest_prt(devices: &[Assigned]) -> Vec<crate::vm::acpi::PciIntx> {
+    devices
+        .iter()
+        .filter_map(|d| {
+            let i = d.intx?;
+            Some(crate::vm::acpi::PciIntx {
+                device: d.guest.device(),
+                pin: i.pin.saturating_sub(1),
+                gsi: u32::from(i.guest_gsi),
+            })
+        })
+        .collect()
+}
+
 /// Guest addresses for the memory BARs of `bdfs` (in that order on the guest bus), or
 /// why they cannot be given to a VM.
 fn plan_for(inventory: &PciInventory, bdfs: &[Bdf], windows: &Windows) -> Result<Vec<Placement>, String> {
@@ -402,43 +442,15 @@ impl VmDevices {
                 );
             }
         }
-        let intx = self.plan_intx(dev, host_intx);
+        let intx = plan_intx(&self.vm, &self.devices, dev, host_intx);
         self.devices.push(Assigned { host: bdf, guest, bars, placed, msix: f.msix_table_region(), intx });
         Ok(())
-    }
-
-    /// The guest GSI for `dev`'s INTx line (shared with the VM's other devices on the
-    /// same host line), or `None` (logged) when it cannot have one.
-    fn plan_intx(&self, dev: &crate::platform::pci::PciDevice, host: Option<HostIntx>) -> Option<Intx> {
-        if dev.interrupt_pin == 0 {
-            return None;
-        }
-        let Some(host) = host else {
-            intx_routing::not_routed(&self.vm, dev.bdf, "the firmware's _PRT does not describe its pin");
-            return None;
-        };
-        let taken: Vec<(u32, u8)> = self.devices.iter().filter_map(|d| d.intx).map(|i| (i.host.gsi, i.guest_gsi)).collect();
-        let Some(guest_gsi) = intx_routing::guest_gsi_for(&taken, host.gsi) else {
-            intx_routing::not_routed(&self.vm, dev.bdf, "the VM's INTx inputs (GSI 16-23) are all taken");
-            return None;
-        };
-        Some(Intx { host, guest_gsi, pin: dev.interrupt_pin })
     }
 
     /// The VM's `_PRT`: each assigned function's slot and pin and the guest GSI its
     /// INTx line drives.
     pub fn guest_intx(&self) -> Vec<crate::vm::acpi::PciIntx> {
-        self.devices
-            .iter()
-            .filter_map(|d| {
-                let i = d.intx?;
-                Some(crate::vm::acpi::PciIntx {
-                    device: d.guest.device(),
-                    pin: i.pin.saturating_sub(1),
-                    gsi: u32::from(i.guest_gsi),
-                })
-            })
-            .collect()
+        guest_prt(&self.devices)
     }
 
     /// The VM's PCI windows (for its DSDT).

@@ -1,6 +1,7 @@
 use super::*;
 use crate::pci::assign::IommuCoverage;
 use crate::pci::reset::ResetMethod;
+use crate::vm::acpi::PciIntx;
 use crate::vm::config::parse;
 
 fn report(bus: u8, device: u8, ids: (u16, u16), refusal: Option<&'static str>) -> DeviceReport {
@@ -165,6 +166,7 @@ fn assigned() -> Vec<Assigned> {
             bars: vec![bar(0, BarKind::Mem32, 0xc100_0000, 16 << 20), bar(2, BarKind::Mem32, 0xc200_0000, 0x1000)],
             placed: vec![(0, 0xc000_0000), (2, 0xc100_0000)],
             msix: None,
+            intx: None,
         },
         Assigned {
             host: Bdf::new(0, 2, 0, 0),
@@ -172,8 +174,35 @@ fn assigned() -> Vec<Assigned> {
             bars: vec![bar(0, BarKind::Mem64, 0x80_0000_0000, 0x4000), bar(3, BarKind::Mem32, 0xc210_0000, 0x4000)],
             placed: vec![(0, 0x8_0000_0000), (3, 0xc101_0000)],
             msix: Some((3, 0x2000, 0x50)),
+            intx: None,
         },
     ]
+}
+
+#[test]
+fn intx_lines_get_guest_gsis_shared_per_host_line_and_appear_in_the_prt() {
+    let level_low = crate::platform::ioapic::PinMode { level: true, active_low: true };
+    let line = |gsi| Some(HostIntx { gsi, mode: level_low });
+    let mut devices = assigned();
+    let mut dev = crate::iommu::fake_mem::pci_dev(0, 6, 0, [0x02, 0x00]);
+    // No pin: no line. No `_PRT` route: none either.
+    dev.interrupt_pin = 0;
+    assert_eq!(plan_intx("vm", &devices, &dev, line(22)), None);
+    dev.interrupt_pin = 2;
+    assert_eq!(plan_intx("vm", &devices, &dev, None), None);
+    // The first line gets GSI 16; a second device on the same host line shares it, one
+    // on another host line gets 17.
+    devices[0].intx = plan_intx("vm", &devices, &dev, line(22));
+    assert_eq!(devices[0].intx.map(|i| (i.guest_gsi, i.pin)), Some((16, 2)));
+    dev.interrupt_pin = 1;
+    assert_eq!(plan_intx("vm", &devices, &dev, line(22)).map(|i| i.guest_gsi), Some(16));
+    devices[1].intx = plan_intx("vm", &devices, &dev, line(23));
+    assert_eq!(devices[1].intx.map(|i| i.guest_gsi), Some(17));
+    assert_eq!(
+        guest_prt(&devices),
+        [PciIntx { device: 3, pin: 1, gsi: 16 }, PciIntx { device: 4, pin: 0, gsi: 17 }],
+        "slot, pin from 0 (INTB = 1), guest GSI"
+    );
 }
 
 fn region(dev: u8, index: u8, address: u64, size: u64, enabled: bool) -> (vpci::Bdf, BarRegion) {

@@ -157,6 +157,8 @@ pub struct PlatformTables {
     hpet_base: Option<Gas>,
     dmar: Option<Dmar>,
     ivrs: Option<Ivrs>,
+    /// PCI INTx routes from the DSDT's and SSDTs' `_PRT` objects.
+    pci_routing: aml::PciInterruptRouting,
     problems: Vec<TableProblem>,
 }
 
@@ -181,7 +183,12 @@ impl PlatformTables {
         let dmar = decode(p, b"DMAR", raw.dmar.as_deref(), dmar::parse_dmar);
         let ivrs = decode(p, b"IVRS", raw.ivrs.as_deref(), ivrs::parse_ivrs);
         let s5 = raw.dsdt.iter().chain(&raw.ssdts).find_map(|aml| s5::find_s5(aml));
-        Ok(Self { madt, ecam, fadt, s5, hpet_base, dmar, ivrs, problems })
+        let aml_tables: Vec<&[u8]> = raw.dsdt.iter().chain(&raw.ssdts).map(Vec::as_slice).collect();
+        let (pci_routing, aml_problems) = aml::PciInterruptRouting::from_aml(&aml_tables);
+        for problem in aml_problems {
+            log::warn!(target: "acpi", "AML: {problem}");
+        }
+        Ok(Self { madt, ecam, fadt, s5, hpet_base, dmar, ivrs, pci_routing, problems })
     }
 
     pub fn madt(&self) -> &Madt {
@@ -218,6 +225,11 @@ impl PlatformTables {
         self.ivrs.as_ref()
     }
     /// Optional tables that were present but malformed (and so left out).
+    /// How PCI INTx pins reach the I/O APICs (empty without a usable `_PRT`).
+    pub fn pci_routing(&self) -> &aml::PciInterruptRouting {
+        &self.pci_routing
+    }
+
     pub fn problems(&self) -> &[TableProblem] {
         &self.problems
     }
