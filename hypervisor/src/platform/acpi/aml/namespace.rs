@@ -128,7 +128,7 @@ impl<'a> Namespace<'a> {
             }
             if skipped_ifs > 0 {
                 problems.push(format!(
-                    "{}: {skipped_ifs} top-level If blocks with a non-constant predicate were not loaded",
+                    "{}: {skipped_ifs} top-level If block(s) with a non-constant predicate not loaded",
                     ns.label(index)
                 ));
             }
