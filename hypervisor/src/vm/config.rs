@@ -233,8 +233,10 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                     for item in value.split(',') {
                         let d = DeviceSelector::parse(item)
                             .ok_or_else(|| err("devices is a list like 00:03.0 (bus:device.function) or 8086:10d3"))?;
-                        if vm.devices.contains(&d) {
-                            return Err(err("a device is listed twice"));
+                        // An address names one function; the same vendor:device again
+                        // names the next such function (two identical NICs).
+                        if matches!(d, DeviceSelector::Address { .. }) && vm.devices.contains(&d) {
+                            return Err(err("a device address is listed twice"));
                         }
                         vm.devices.push(d);
                     }
@@ -401,5 +403,7 @@ mod tests {
             assert!(parse(&alloc::format!("vm n image=x memory=16M devices={bad}")).is_err(), "{bad}");
         }
         assert!(parse("vm n image=x memory=16M").unwrap()[0].devices.is_empty());
+        let two = parse("vm n image=x memory=16M devices=8086:10d3,8086:10d3").unwrap();
+        assert_eq!(two[0].devices.len(), 2, "two functions with the same ids");
     }
 }
