@@ -244,8 +244,8 @@ fn host_intx_routes(
 /// Lets the keyboard interrupt the CPU that runs VMs, so a hotkey ends the running
 /// VM's slice at once (through the IOMMU's interrupt remapping when it has one).
 fn route_keyboard_irq(tables: &PlatformTables, mut iommu: Option<&mut crate::iommu::DynIommu>) {
-    let mut remap = |ioapic: u8, pin: u8, target| match iommu.as_mut() {
-        Some(i) => i.map_ioapic_pin(ioapic, pin, target),
+    let mut remap = |pin, target| match iommu.as_mut() {
+        Some(i) => i.map_ioapic_pin(pin, target),
         None => Ok(None),
     };
     let cpu = instr::apic_id();

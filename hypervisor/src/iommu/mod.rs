@@ -48,6 +48,17 @@ impl fmt::Display for DomainId {
     }
 }
 
+/// An I/O APIC input whose interrupts are to be remapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoapicPin {
+    /// The I/O APIC's id (MADT; the DMAR/IVRS scope names it).
+    pub ioapic_id: u8,
+    pub pin: u8,
+    /// Level-triggered (a PCI INTx line): the remapped interrupt must reach the local
+    /// APIC as level-triggered too, or its EOI never reaches the I/O APIC.
+    pub level: bool,
+}
+
 /// Where a remapped interrupt goes: a host vector on a host CPU (physical xAPIC
 /// destination mode, fixed delivery, edge triggered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,11 +212,11 @@ pub trait Iommu {
     /// must be programmed with. Only `bdf` can use the entry.
     fn map_msi(&mut self, bdf: Bdf, index: u16, target: MsiTarget) -> Result<MsiMessage, IommuError>;
 
-    /// Lets pin `pin` of the I/O APIC with id `ioapic_id` deliver `target`, for the
-    /// hypervisor's own interrupts (the keyboard). `Some(handle)`: program the pin in
-    /// remappable format with that interrupt index; `None`: its interrupts are not
-    /// remapped, program it in compatibility format.
-    fn map_ioapic_pin(&mut self, ioapic_id: u8, pin: u8, target: MsiTarget) -> Result<Option<u16>, IommuError>;
+    /// Lets an I/O APIC pin deliver `target` (the keyboard's, or an assigned device's
+    /// INTx line). `Some(handle)`: program the pin in remappable format with that
+    /// interrupt index; `None`: its interrupts are not remapped, program it in
+    /// compatibility format.
+    fn map_ioapic_pin(&mut self, pin: IoapicPin, target: MsiTarget) -> Result<Option<u16>, IommuError>;
 
     /// Clears remapping entry `index` of `bdf`: the device's message is rejected again.
     fn unmap_msi(&mut self, bdf: Bdf, index: u16) -> Result<(), IommuError>;

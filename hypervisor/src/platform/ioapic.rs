@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use log::{info, warn};
 
-use crate::iommu::{IommuError, MsiTarget};
+use crate::iommu::{IoapicPin, IommuError, MsiTarget};
 use crate::platform::acpi::PlatformTables;
 
 /// IOREGSEL / IOWIN offsets (§3.0).
@@ -164,10 +164,10 @@ impl<R: IoapicRegs> HostIoapics<R> {
         mode: PinMode,
         target: MsiTarget,
         masked: bool,
-        remap: &mut dyn FnMut(u8, u8, MsiTarget) -> Result<Option<u16>, IommuError>,
+        remap: &mut dyn FnMut(IoapicPin, MsiTarget) -> Result<Option<u16>, IommuError>,
     ) -> Result<(), alloc::string::String> {
         let (id, pin) = self.locate(gsi).ok_or_else(|| alloc::format!("no I/O APIC serves GSI {gsi}"))?;
-        let entry = match remap(id, pin, target) {
+        let entry = match remap(IoapicPin { ioapic_id: id, pin, level: mode.level }, target) {
             Ok(Some(handle)) => remappable_entry(handle, target.vector, mode),
             Ok(None) => {
                 let dest =
@@ -236,7 +236,7 @@ pub fn route_keyboard(
     tables: &PlatformTables,
     vector: u8,
     cpu: u32,
-    remap: &mut dyn FnMut(u8, u8, MsiTarget) -> Result<Option<u16>, IommuError>,
+    remap: &mut dyn FnMut(IoapicPin, MsiTarget) -> Result<Option<u16>, IommuError>,
 ) -> Result<(), alloc::string::String> {
     if tables.madt().pcat_compat {
         mask_legacy_pics();
@@ -371,13 +371,13 @@ mod tests {
             let mode = PinMode { level: true, active_low: true };
             let target = MsiTarget { vector: 0x61, dest_apic_id: 0 };
             let mut asked = Vec::new();
-            let mut remap = |id: u8, pin: u8, _t: MsiTarget| {
-                asked.push((id, pin));
+            let mut remap = |p: IoapicPin, _t: MsiTarget| {
+                asked.push((p.ioapic_id, p.pin, p.level));
                 Ok(Some(7))
             };
             set.route(40, mode, target, true, &mut remap).unwrap();
             assert!(set.route(48, mode, target, false, &mut remap).is_err());
-            assert_eq!(asked, [(2, 16)]);
+            assert_eq!(asked, [(2, 16, true)]);
             assert!(set.set_masked(40, false));
             assert!(!set.set_masked(48, false));
         }

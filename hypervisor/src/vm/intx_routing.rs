@@ -68,13 +68,22 @@ pub fn route<R: IoapicRegs>(
                 host.gsi, other.owner.bdf
             ));
         }
+        info!(
+            target: "intx",
+            "vm {} {}: INTx GSI {} ({}) -> host vector {vector:#x} (shared with {}) -> guest GSI {guest_gsi}",
+            owner.vm,
+            owner.bdf,
+            host.gsi,
+            describe(host.mode),
+            other.owner.bdf
+        );
         return Ok(vector);
     }
     let vector = table.allocate().ok_or("no free host vector for its INTx line")?;
     let target = MsiTarget { vector, dest_apic_id: cpu };
     // The handler must already know to leave the EOI when the first interrupt comes.
     device_vectors::LEVEL.record(vector);
-    let mut remap = |id: u8, pin: u8, t: MsiTarget| iommu.map_ioapic_pin(id, pin, t);
+    let mut remap = |pin, t| iommu.map_ioapic_pin(pin, t);
     if let Err(e) = ioapics.route(host.gsi, host.mode, target, false, &mut remap) {
         device_vectors::LEVEL.take_one(vector);
         return Err(format!("its INTx line (GSI {}) cannot be routed: {e}", host.gsi));

@@ -29,7 +29,7 @@ use super::domains::Domains;
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
 use super::page_table::IoPageTable;
 use super::scope::{ivhd_alias, ivhd_covers, ivhd_data, ivhd_max_devid};
-use super::{DomainId, IdAllocator, Iommu, IommuError, IommuFault, IommuHw, MsiMessage, MsiTarget};
+use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiMessage, MsiTarget};
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::guest::GuestMemoryMap;
 use crate::platform::acpi::ivrs::{Ivhd, IvhdEntry, Ivrs};
@@ -340,7 +340,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         self.unit_for(bdf).is_ok()
     }
 
-    fn map_ioapic_pin(&mut self, _ioapic_id: u8, _pin: u8, _target: MsiTarget) -> Result<Option<u16>, IommuError> {
+    fn map_ioapic_pin(&mut self, _pin: IoapicPin, _target: MsiTarget) -> Result<Option<u16>, IommuError> {
         // I/O APIC device table entries have IV = 0 (`Dte::platform_interrupts`): their
         // interrupts pass unremapped.
         Ok(None)

@@ -160,6 +160,12 @@ impl FakeVtd {
     }
 
     /// An MSI write from `sid`: Ok((vector, destination APIC id)) or the fault reason.
+    /// Remapping table entry `handle` of unit `u` as the driver wrote it.
+    pub fn irte(&self, u: usize, handle: u16) -> super::irte::Irte {
+        let at = (self.units[u].regs.r64(regs::IRTA) & !0xfff) + u64::from(handle) * 16;
+        super::irte::Irte::from_words([self.mem.read_u64(at), self.mem.read_u64(at + 8)])
+    }
+
     pub fn msi(&mut self, u: usize, sid: u16, address: u64, data: u32) -> Outcome<(u8, u32)> {
         let gsts = self.gsts(u);
         let compat = Ok(((data & 0xff) as u8, ((address >> 12) & 0xff) as u32));

@@ -24,6 +24,8 @@ const _: () = assert!(size_of::<Irte>() == 16);
 
 /// SVT = 01b: verify the requester id against SID using SQ (§9.10).
 pub const SVT_VERIFY_SID: u64 = 0b01 << 18;
+/// TM = 1: level-triggered delivery (§9.10).
+const TM_LEVEL: u64 = 1 << 4;
 /// SQ = 00b: compare all 16 bits of the requester id.
 pub const SQ_ALL_BITS: u64 = 0b00 << 16;
 
@@ -33,6 +35,15 @@ impl Irte {
     pub fn remapped(target: MsiTarget, sid: u16, x2apic: bool) -> Self {
         let dest = if x2apic { u64::from(target.dest_apic_id) } else { u64::from(target.dest_apic_id & 0xff) << 8 };
         Self { lo: 1 | u64::from(target.vector) << 16 | dest << 32, hi: SVT_VERIFY_SID | SQ_ALL_BITS | u64::from(sid) }
+    }
+    /// The same entry delivering level-triggered (TM, bit 4): for a level-triggered
+    /// I/O APIC pin, so the local APIC sets TMR and broadcasts the EOI (§9.10).
+    pub fn level_triggered(self) -> Self {
+        Self { lo: self.lo | TM_LEVEL, ..self }
+    }
+    /// Whether the entry delivers level-triggered.
+    pub fn is_level(self) -> bool {
+        self.lo & TM_LEVEL != 0
     }
     pub fn present(self) -> bool {
         self.lo & 1 != 0

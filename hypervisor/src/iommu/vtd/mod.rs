@@ -31,7 +31,7 @@ use super::domains::Domains;
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
 use super::page_table::IoPageTable;
 use super::scope::{UnitScope, dmar_scopes, dmar_unit_for};
-use super::{DomainId, IdAllocator, Iommu, IommuError, IommuFault, IommuHw, MsiMessage, MsiTarget};
+use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiMessage, MsiTarget};
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
 use crate::memory::guest::GuestMemoryMap;
 use crate::platform::acpi::dmar::Dmar;
@@ -523,7 +523,8 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         Ok(irte::remappable_msi(handle))
     }
 
-    fn map_ioapic_pin(&mut self, ioapic_id: u8, pin: u8, target: MsiTarget) -> Result<Option<u16>, IommuError> {
+    fn map_ioapic_pin(&mut self, pin: IoapicPin, target: MsiTarget) -> Result<Option<u16>, IommuError> {
+        let IoapicPin { ioapic_id, pin, level } = pin;
         let found =
             self.scopes.iter().enumerate().find_map(|(u, s)| {
                 s.ioapics.iter().find(|(id, _)| *id == ioapic_id).map(|&(_, sid)| (u, s.segment, sid))
@@ -535,7 +536,8 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         let eime = irt.eime;
         // Kept with the MSI entries, under the I/O APIC's requester id.
         let key = (Bdf::new(segment, (sid >> 8) as u8, ((sid >> 3) & 0x1f) as u8, (sid & 7) as u8), u16::from(pin));
-        Ok(Some(self.program_irte(u, key, Irte::remapped(target, sid, eime))?))
+        let entry = Irte::remapped(target, sid, eime);
+        Ok(Some(self.program_irte(u, key, if level { entry.level_triggered() } else { entry })?))
     }
 
     fn unmap_msi(&mut self, bdf: Bdf, index: u16) -> Result<(), IommuError> {

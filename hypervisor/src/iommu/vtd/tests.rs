@@ -270,10 +270,18 @@ fn ioapic_pins_get_remapping_entries_checked_against_the_ioapic() {
     // QEMU's DMAR lists I/O APIC 0 in the unit's scope.
     let (_, sid) = *vtd.scopes[0].ioapics.first().expect("an I/O APIC scope");
     let target = MsiTarget { vector: 0x21, dest_apic_id: 0 };
-    let handle = vtd.map_ioapic_pin(0, 1, target).unwrap().expect("remapped");
+    let keyboard = IoapicPin { ioapic_id: 0, pin: 1, level: false };
+    let handle = vtd.map_ioapic_pin(keyboard, target).unwrap().expect("remapped");
     let msg = irte::remappable_msi(handle);
     assert_eq!(vtd.hw_mut().msi(0, sid, msg.address, msg.data), Ok((0x21, 0)));
     assert_eq!(vtd.hw_mut().msi(0, bdf(0, 4, 0).requester_id(), msg.address, msg.data), Err(0x26), "only the I/O APIC");
-    assert_eq!(vtd.map_ioapic_pin(0, 1, target), Ok(Some(handle)), "the same pin keeps its entry");
-    assert!(matches!(vtd.map_ioapic_pin(9, 1, target), Err(IommuError::Unsupported(_))), "unknown I/O APIC");
+    assert_eq!(vtd.map_ioapic_pin(keyboard, target), Ok(Some(handle)), "the same pin keeps its entry");
+    let unknown = IoapicPin { ioapic_id: 9, ..keyboard };
+    assert!(matches!(vtd.map_ioapic_pin(unknown, target), Err(IommuError::Unsupported(_))), "unknown I/O APIC");
+    // A PCI INTx line: the entry delivers level-triggered, so the EOI reaches the I/O APIC.
+    let intx = IoapicPin { ioapic_id: 0, pin: 22, level: true };
+    let handle = vtd.map_ioapic_pin(intx, target).unwrap().expect("remapped");
+    assert!(vtd.hw_mut().irte(0, handle).is_level());
+    let keyboard_handle = vtd.map_ioapic_pin(keyboard, target).unwrap().unwrap();
+    assert!(!vtd.hw_mut().irte(0, keyboard_handle).is_level());
 }

@@ -95,16 +95,22 @@ fn find<H: AcpiHandler, T: AcpiTable>(tables: &AcpiTables<H>) -> Option<Vec<u8>>
 }
 
 /// Copies `len` bytes of AML at `phys` (a DSDT/SSDT body the crate has validated).
-fn copy_aml<H: AcpiHandler>(handler: &H, phys: usize, len: u32) -> Option<Vec<u8>> {
-    let len = usize::try_from(len).ok().filter(|&l| l <= MAX_TABLE_BYTES)?;
-    // SAFETY: `phys..phys + len` is the body of a table whose header, length and
+fn copy_aml<H: AcpiHandler>(handler: &H, body: usize, body_len: u32) -> Option<Vec<u8>> {
+    // The crate gives the AML body; the copy starts at the table's header, as the AML
+    // interpreter (and the table fixtures) expect.
+    let phys = body.checked_sub(SDT_HEADER_BYTES)?;
+    let len = usize::try_from(body_len).ok()?.checked_add(SDT_HEADER_BYTES).filter(|&l| l <= MAX_TABLE_BYTES)?;
+    // SAFETY: `phys..phys + len` is a table (header and body) whose header, length and
     // checksum the crate just validated, so the handler can map it.
-    let mapping = unsafe { handler.map_physical_region::<u8>(phys, len.max(1)) };
+    let mapping = unsafe { handler.map_physical_region::<u8>(phys, len) };
     copy_mapping(&mapping).map(|mut v| {
         v.truncate(len);
         v
     })
 }
+
+/// Size of the common table header (ACPI 6.5 §5.2.6) in front of a DSDT's or SSDT's AML.
+const SDT_HEADER_BYTES: usize = 36;
 
 /// Copies every table Bulkhead decodes out of firmware memory.
 pub fn copy_tables<H: AcpiHandler>(handler: &H, tables: &AcpiTables<H>) -> RawTables {

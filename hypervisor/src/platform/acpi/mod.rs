@@ -133,8 +133,7 @@ pub struct TableProblem {
     pub error: TableError,
 }
 
-/// Raw table bytes as copied out of firmware memory (header included; DSDT/SSDTs as
-/// their AML bodies).
+/// Raw table bytes as copied out of firmware memory, each with its header.
 #[derive(Debug, Clone, Default)]
 pub struct RawTables {
     pub madt: Option<Vec<u8>>,
