@@ -463,18 +463,24 @@ impl VmDevices {
     }
 
     /// A PCI bus (ports 0xCF8-0xCFF) with the devices' filtered views, for a VM
-    /// without a desktop platform; their MSI-X table pages go on `mmio`.
+    /// without a desktop platform; their MSI-X table pages go on `mmio`. Such a VM has
+    /// no I/O APIC, so its devices show no INTx pin.
     pub fn build_bus(&self, mmio: &mut MemBus) -> Result<PciHost, String> {
         let mut host = PciHost::new(1);
-        self.add_to(&mut host, mmio)?;
+        self.add_functions(&mut host, mmio, false)?;
         Ok(host)
     }
 
     /// Adds the devices' filtered views (fresh, quiesced, BARs placed and memory
     /// decode on, as firmware leaves them) to a VM's PCI host, and the pages holding
     /// their MSI-X tables, at the placed BAR's address, to its MMIO bus (trapped, see
-    /// `msix_window`).
+    /// `msix_window`). Their INTx lines are routed into the VM's I/O APIC.
     pub fn add_to(&self, pci: &mut PciHost, mmio: &mut MemBus) -> Result<(), String> {
+        self.add_functions(pci, mmio, true)
+    }
+
+    /// [`Self::add_to`], with the INTx lines routed into the VM's I/O APIC or not.
+    fn add_functions(&self, pci: &mut PciHost, mmio: &mut MemBus, with_intx: bool) -> Result<(), String> {
         let host = HOST.get().ok_or("no IOMMU")?;
         let mut host = host.lock();
         let HostPci { iommu, inventory, config, .. } = &mut *host;
@@ -483,7 +489,7 @@ impl VmDevices {
             let bdf = d.host;
             let dev = inventory.devices().iter().find(|x| x.bdf == bdf).ok_or("device vanished")?;
             let mut f = Function::new(dev, config, self.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
-            if let Some(intx) = d.intx {
+            if let Some(intx) = d.intx.filter(|_| with_intx) {
                 match self.route_intx(iommu.as_mut(), bdf, intx) {
                     Ok(()) => f = f.with_intx(intx.guest_gsi),
                     Err(why) => intx_routing::not_routed(&self.vm, bdf, &why),
