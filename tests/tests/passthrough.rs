@@ -31,16 +31,15 @@ use tests::{Machine, image};
 /// devices behind a bridge with the wrong bus number (docs/iommu.md), and there its
 /// PM capability (D3hot -> D0, No_Soft_Reset clear) is its reset method. No option
 /// ROM: the host firmware has no business driving it. The second NIC, for INTx, has
-/// a user network of its own (10.0.3.0/24).
-const DEVICES: [&str; 16] = [
+/// a user network of its own (10.0.3.0/24). The NVMe controller (added by `run`) gets
+/// the test's expansion ROM.
+const DEVICES: [&str; 14] = [
     "-device",
     "pcie-root-port,id=rp1,chassis=1,slot=1",
     "-device",
     "bochs-display,id=gpu,bus=rp1",
     "-device",
     "pcie-root-port,id=rp2,chassis=2,slot=2",
-    "-device",
-    "nvme,id=nvme,bus=rp2,serial=bulkhead",
     "-netdev",
     "user,id=n0",
     "-device",
@@ -86,7 +85,42 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split(key).nth(1).and_then(|v| v.split_whitespace().next()).unwrap_or("")
 }
 
+/// An expansion ROM of two images (PCI Firmware 3.3 §5.1: 55AAh, the PCI Data
+/// Structure with the image length and the last-image indicator), 8 KiB and 4 KiB,
+/// of pseudo-random bytes otherwise. Legacy x86 code type, so the host firmware
+/// (UEFI) leaves it alone.
+fn option_rom() -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    let mut rom = Vec::new();
+    for (blocks, last) in [(16u16, false), (8u16, true)] {
+        let mut image: Vec<u8> = (0..usize::from(blocks) * 512)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        image[0..2].copy_from_slice(&[0x55, 0xaa]);
+        image[0x18..0x1a].copy_from_slice(&0x40u16.to_le_bytes());
+        let pcir = &mut image[0x40..0x58];
+        pcir[0..4].copy_from_slice(b"PCIR");
+        pcir[4..8].copy_from_slice(&[0x36, 0x1b, 0x10, 0x00]); // 1b36:0010
+        pcir[0x0a..0x0c].copy_from_slice(&0x18u16.to_le_bytes());
+        pcir[0x10..0x12].copy_from_slice(&blocks.to_le_bytes());
+        pcir[0x14] = 0; // code type: x86
+        pcir[0x15] = if last { 0x80 } else { 0 };
+        rom.extend(image);
+    }
+    rom
+}
+
 fn run(scenario: &str, iommu: Iommu) {
+    let rom = option_rom();
+    let rom_sha: String = Sha256::digest(&rom).iter().map(|b| format!("{b:02x}")).collect();
+    let rom_path = std::env::temp_dir().join(format!("bulkhead-{scenario}-nvme.rom"));
+    std::fs::write(&rom_path, &rom).expect("writing the test's option ROM");
+    let nvme = format!("nvme,id=nvme,bus=rp2,serial=bulkhead,romfile={}", rom_path.display());
     let guest = image::generic_guest();
     let vms = vm_line(&VM, CMDLINE, "devices=1234:1111,1b36:0010,8086:10d3,8086:10d3");
     let img = image::build_linux_image(scenario, "", guest, &vms);
@@ -102,6 +136,7 @@ fn run(scenario: &str, iommu: Iommu) {
         };
         c.iommu = iommu;
         c.extra_args = first.iter().chain(DEVICES.iter()).map(|s| s.to_string()).collect();
+        c.extra_args.extend(["-device".to_string(), nvme.clone()]);
     });
     // -vga std (00:01.0) has the same vendor:device as bochs-display; it holds the
     // boot framebuffer, so it is refused and `devices=1234:1111` picks the other one.
@@ -120,7 +155,8 @@ fn run(scenario: &str, iommu: Iommu) {
     m.expect("[media] BULKHEAD-GUEST-READY", BOOT);
     eprintln!("{scenario}: guest ready {:.0} s after QEMU started", started.elapsed().as_secs_f64());
 
-    // The unmodified driver bound the adapter where the hypervisor placed it; no ROM.
+    // The unmodified driver bound the adapter where the hypervisor placed it; the VM
+    // sees its expansion ROM (QEMU gives bochs-display a VGA BIOS).
     let dev = "/sys/bus/pci/devices/0000:00:03.0";
     m.run_in_vm(
         "media",
@@ -130,7 +166,7 @@ fn run(scenario: &str, iommu: Iommu) {
     );
     let line = m.expect("[media] DRV=", STEP);
     assert_eq!(field(&line, "DRV="), "bochs-drm", "{line}");
-    assert_eq!(field(&line, "ROM="), "0", "the guest sees an expansion ROM: {line}");
+    assert_eq!(field(&line, "ROM="), "1", "the guest sees no expansion ROM: {line}");
     assert_eq!(field(&line, "RES="), "0x00000000c0000000", "Linux moved the BAR: {line}");
 
     // The 64-bit BAR above 4 GiB reaches the NVMe controller's registers: its version
@@ -140,6 +176,7 @@ fn run(scenario: &str, iommu: Iommu) {
     let line = m.expect("[media] NVME=", STEP);
     assert_eq!(field(&line, "NVME="), "0x0000000800000000", "{line}");
     assert!(field(&line, "VS=").starts_with("0x0001"), "NVMe version register: {line}");
+    check_rom(&mut m, &rom_sha, rom.len());
 
     // The DRM driver's framebuffer device and the mode fbcon set.
     m.run_in_vm(
@@ -248,6 +285,30 @@ fn run(scenario: &str, iommu: Iommu) {
     assert!(!serial.contains("(media) stopped"), "the VM stopped");
     assert!(!serial.contains("stays unmapped"), "a BAR could not be mapped");
     m.pass();
+}
+
+/// The NVMe controller's expansion ROM: the guest reads exactly the images through its
+/// ROM BAR (a read-only copy), a write there is dropped, and the VM keeps running.
+fn check_rom(m: &mut Machine, sha: &str, len: usize) {
+    let copied = m.serial().lines().any(|l| l.contains("02:00.0: expansion ROM (2 image(s), 12 KiB) copied"));
+    assert!(copied, "the hypervisor did not copy the NVMe controller's ROM");
+    m.run_in_vm(
+        "media",
+        "cd /sys/bus/pci/devices/0000:00:04.0; echo 1 > rom; echo ROMSUM=$(sha256sum < rom) ROMLEN=$(wc -c < rom); \
+         echo 0 > rom; cd /",
+    );
+    let line = m.expect("[media] ROMSUM=", STEP);
+    assert_eq!(field(&line, "ROMLEN="), len.to_string(), "{line}");
+    assert_eq!(field(&line, "ROMSUM="), sha, "the guest read another ROM: {line}");
+    // Decode off again: the ROM's addresses read all-ones, and a write is dropped.
+    m.run_in_vm(
+        "media",
+        "a=$(sed -n 7p /sys/bus/pci/devices/0000:00:04.0/resource | cut -d' ' -f1); devmem $a 32 0x12345678; \
+         echo ROMADDR=$a ROMWORD=$(devmem $a 32)",
+    );
+    let line = m.expect("[media] ROMADDR=", STEP);
+    assert_ne!(field(&line, "ROMADDR="), "0x0000000000000000", "the ROM BAR is not placed: {line}");
+    assert_eq!(field(&line, "ROMWORD="), "0xFFFFFFFF", "{line}");
 }
 
 /// One VM's exit counters as `!exits` prints them: (reason, count), "total" first.

@@ -115,6 +115,7 @@ pub fn pci_dev(bus: u8, device: u8, function: u8, class: [u8; 2]) -> crate::plat
         interrupt_pin: 1,
         interrupt_line: 11,
         bars: alloc::vec::Vec::new(),
+        rom: None,
         capabilities: alloc::vec::Vec::new(),
         ext_capabilities: alloc::vec::Vec::new(),
         bridge: None,

@@ -14,6 +14,7 @@ pub mod msix_window;
 pub mod passthrough;
 pub mod placement;
 pub mod reset;
+pub mod rom;
 
 #[cfg(test)]
 pub(crate) mod fake;

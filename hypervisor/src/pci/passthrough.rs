@@ -15,7 +15,9 @@
 //!   Express, relinked; vendor-specific and everything else is hidden, and the
 //!   extended space (AER, ACS, ATS, SR-IOV, ...) reads as empty.
 //! * MSI/MSI-X: emulated; the device only gets remapped messages (see `msi`).
-//! * Expansion ROM: reads 0, writes dropped (no ROM is offered).
+//! * Expansion ROM: when the VM has a copy of the device's ROM
+//!   ([`PassthroughFunction::with_rom`]), a virtual ROM BAR the guest sizes, places
+//!   and enables; the VM maps the copy read-only there. Else it reads 0.
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
 
@@ -31,11 +33,21 @@ use crate::platform::pci::model::cap_id;
 use crate::platform::pci::{BarKind, PciDevice};
 use crate::vcpu::exit::AccessSize;
 
+pub use super::rom::{ROM_BAR, ROM_ENABLE};
+
+/// [`BarRegion::index`] of the expansion ROM (Linux's `PCI_ROM_RESOURCE`).
+pub const ROM_INDEX: u8 = 6;
+/// The ROM BAR's address bits (31:11).
+const ROM_ADDRESS: u32 = 0xffff_f800;
+const PAGE_BYTES: u64 = 4096;
+
 /// Which address space a BAR decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BarSpace {
     Mmio,
     Io,
+    /// A read-only copy of the expansion ROM in host memory.
+    Rom,
 }
 
 /// A BAR the VM must map: guest address → host address, `len_bytes` long.
@@ -102,6 +114,8 @@ pub struct PassthroughFunction<A: ConfigAccess, R: InterruptRouter> {
     has_caps: bool,
     /// The guest GSI the function's INTx line drives, when it is routed.
     intx: Option<u8>,
+    /// The size of the virtual ROM BAR, when a ROM copy is offered.
+    rom_size: Option<u64>,
 }
 
 impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
@@ -125,6 +139,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
             msix: None,
             has_caps: false,
             intx: None,
+            rom_size: None,
         };
         f.build_header(device);
         f.build_capabilities(device);
@@ -149,7 +164,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         fl.set(0x0f, 1, Rule::Zero); // BIST
         fl.set(0x28, 4, Rule::Zero); // CardBus CIS
         fl.set(0x2c, 4, Rule::Real); // subsystem ids
-        fl.set(0x30, 4, Rule::Zero); // expansion ROM: none offered
+        fl.set(ROM_BAR, 4, Rule::Zero); // expansion ROM: none until `with_rom`
         fl.set_virtual(CAP_PTR, 1, 0, 0);
         fl.set_virtual(INTERRUPT_LINE, 1, u32::from(device.interrupt_line), 0xff);
         fl.set(0x3d, 3, Rule::Real); // pin, min_gnt, max_lat
@@ -324,6 +339,12 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     /// host address). False if there is no such BAR or it cannot hold the address
     /// (misaligned, or above 4 GiB for a 32-bit BAR).
     pub fn place_bar(&mut self, index: u8, guest_addr: u64) -> bool {
+        if index == ROM_INDEX {
+            // Placed with its decode off, as firmware leaves ROMs.
+            let Ok(addr) = u32::try_from(guest_addr) else { return false };
+            self.config_write(ROM_BAR, AccessSize::Dword, addr);
+            return self.rom_region().is_some_and(|r| r.address == guest_addr);
+        }
         let Some(b) = self.bars.iter().find(|b| b.index == index).copied() else { return false };
         if b.kind != BarKind::Mem64 && guest_addr > u64::from(u32::MAX) {
             return false;
@@ -374,6 +395,34 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         let command = self.filter.shadow_u16(COMMAND);
         self.filter.set_virtual(COMMAND, 2, u32::from(command), u32::from(writable));
         self
+    }
+
+    /// Offers a ROM copy of `len` bytes: the ROM BAR becomes a virtual register the
+    /// guest sizes (a power of two, at least a page, so the copy maps page-aligned),
+    /// places and enables; [`ROM_INDEX`] in [`VirtualPciFunction::bars`] reports it.
+    pub fn with_rom(mut self, len: u64) -> Self {
+        let size = len.max(PAGE_BYTES).checked_next_power_of_two().unwrap_or(0);
+        if size == 0 || size > u64::from(u32::MAX) {
+            return self;
+        }
+        self.rom_size = Some(size);
+        let mask = (!size.wrapping_sub(1) as u32 & ROM_ADDRESS) | ROM_ENABLE;
+        self.filter.set_virtual(ROM_BAR, 4, 0, mask);
+        self
+    }
+
+    /// The virtual ROM BAR as the guest programmed it: (address, size, decoding).
+    fn rom_region(&self) -> Option<BarRegion> {
+        let size = self.rom_size?;
+        let reg = self.filter.shadow_u32(ROM_BAR);
+        let memory = self.filter.shadow_u16(COMMAND) & CMD_MEMORY != 0;
+        Some(BarRegion {
+            index: ROM_INDEX,
+            kind: VBarKind::Memory32 { prefetchable: false },
+            address: u64::from(reg & ROM_ADDRESS),
+            size,
+            enabled: memory && reg & ROM_ENABLE != 0,
+        })
     }
 
     /// The router, for the VM to inspect or reconfigure.
@@ -549,7 +598,8 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
 
     fn bars(&self) -> Vec<BarRegion> {
         let command = self.filter.shadow_u16(COMMAND);
-        self.bars
+        let mut bars: Vec<BarRegion> = self
+            .bars
             .iter()
             .map(|b| BarRegion {
                 index: b.index,
@@ -562,7 +612,9 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
                 size: b.size,
                 enabled: if b.kind == BarKind::Io { command & CMD_IO != 0 } else { command & CMD_MEMORY != 0 },
             })
-            .collect()
+            .collect();
+        bars.extend(self.rom_region());
+        bars
     }
 }
 

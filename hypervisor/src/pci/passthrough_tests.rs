@@ -123,6 +123,32 @@ fn intx_is_the_guests_only_when_routed() {
 }
 
 #[test]
+fn a_rom_copy_is_a_virtual_rom_bar() {
+    let cfg = FakeCfg::default();
+    let b = bdf(NIC.0, NIC.1, NIC.2);
+    // No copy: the ROM BAR reads 0 and keeps nothing.
+    let mut f = setup(&cfg);
+    f.config_write(ROM_BAR, D, 0xffff_f801);
+    assert_eq!(f.config_read(ROM_BAR, D), 0);
+    assert!(f.bars().iter().all(|r| r.index != ROM_INDEX));
+    // A 9 KiB copy: a 16 KiB ROM BAR.
+    let mut f = setup(&cfg).with_rom(9 << 10);
+    let before = cfg.writes_to(b, ROM_BAR).len();
+    f.config_write(ROM_BAR, D, 0xffff_f800);
+    assert_eq!(f.config_read(ROM_BAR, D), 0xffff_c000, "sized like a 16 KiB ROM");
+    assert!(f.place_bar(ROM_INDEX, 0xc008_0000));
+    assert_eq!(f.config_read(ROM_BAR, D), 0xc008_0000, "placed with decode off");
+    let rom = |f: &PassthroughFunction<&FakeCfg, Router>| f.bars().into_iter().find(|r| r.index == ROM_INDEX).unwrap();
+    assert_eq!((rom(&f).address, rom(&f).size, rom(&f).enabled), (0xc008_0000, 16 << 10, false));
+    f.config_write(ROM_BAR, D, 0xc008_0001);
+    assert!(!rom(&f).enabled, "memory decode still off");
+    f.config_write(0x04, W, u32::from(CMD_MEMORY));
+    assert!(rom(&f).enabled);
+    assert_eq!(cfg.writes_to(b, ROM_BAR).len(), before, "the device's own ROM BAR is never written");
+    assert!(!f.place_bar(ROM_INDEX, 0x1_0000_0000), "a ROM BAR is 32-bit");
+}
+
+#[test]
 fn bars_are_virtual_and_reported_for_mapping() {
     let cfg = FakeCfg::default();
     let mut f = setup(&cfg);

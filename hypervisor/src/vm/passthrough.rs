@@ -23,7 +23,7 @@ use crate::memory::stage2::NestedPageTable;
 use crate::pci::assign::DeviceReport;
 use crate::pci::msi::{InterruptRouter, MsiRoute, program_msix_entry};
 use crate::pci::msix_window::{MsixWindow, trapped_pages};
-use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction, quiesce_interrupts};
+use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction, ROM_INDEX, quiesce_interrupts};
 use crate::pci::placement::{self, Placement, Window, Windows};
 use crate::pci::{Bdf, ConfigAccess};
 use crate::platform::pci::access::BarMmio;
@@ -246,6 +246,156 @@ struct Assigned {
     msix: Option<(u8, u64, u64)>,
     /// Its INTx line: the host route, the guest GSI and the pin (1-4), when routed.
     intx: Option<Intx>,
+    /// The copy of its expansion ROM the VM sees, if it has one.
+    rom: Option<RomCopy>,
+}
+
+/// A read-only copy of an assigned function's expansion ROM, in host memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RomCopy {
+    hpa: u64,
+    /// Bytes allocated and mapped: the virtual ROM BAR's size (the images, then
+    /// all-ones).
+    len: u64,
+}
+
+impl RomCopy {
+    /// The copy as the host side of the VM's ROM BAR.
+    fn as_bar(self) -> Bar {
+        Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: self.hpa, size: self.len }
+    }
+}
+
+/// The VM's ROM BAR size for a device ROM BAR of `size` bytes: at least a page, so the
+/// copy maps page-aligned.
+fn rom_bar_size(size: u64) -> u64 {
+    size.max(PAGE_SIZE).checked_next_power_of_two().unwrap_or(0)
+}
+
+/// The ROM BAR to plan a guest address for: a ROM firmware placed, small enough to copy.
+fn plannable_rom(dev: &crate::platform::pci::PciDevice) -> Option<Bar> {
+    let rom = dev.rom.filter(|r| r.address != 0 && r.size <= crate::pci::rom::MAX_ROM_BYTES)?;
+    Some(Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: 0, size: rom_bar_size(rom.size) })
+}
+
+/// The memory window (`[start, end)`) of the bridge `bdf` sits behind: `Ok(None)` on a
+/// root bus, `Err` when the bridge forwards no memory.
+fn upstream_window(inventory: &PciInventory, config: HostConfig, bdf: Bdf) -> Result<Option<(u64, u64)>, &'static str> {
+    let bridge = inventory.devices().iter().find(|d| {
+        d.bdf.segment == bdf.segment && d.bridge.is_some_and(|b| b.secondary == bdf.bus && b.primary != bdf.bus)
+    });
+    let Some(bridge) = bridge else { return Ok(None) };
+    bridge_window(config, bridge.bdf).map(Some).ok_or("the bridge above it forwards no memory")
+}
+
+/// The non-prefetchable memory window (`[start, end)`) of bridge `bdf`, if open:
+/// Memory Base/Limit, address bits 31:20 (PCI-to-PCI Bridge 1.2 §3.2.5.8).
+fn bridge_window(config: HostConfig, bdf: Bdf) -> Option<(u64, u64)> {
+    let reg = config.read32(bdf, 0x20);
+    let base = u64::from(reg & 0xfff0) << 16;
+    let end = (u64::from(reg >> 16 & 0xfff0) << 16).saturating_add(1 << 20);
+    (end > base).then_some((base, end))
+}
+
+/// Host ranges a ROM must not overlap: every memory BAR, and the memory windows of
+/// bridges that are not above `bdf`.
+fn busy_ranges(inventory: &PciInventory, config: HostConfig, bdf: Bdf) -> Vec<(u64, u64)> {
+    let mut busy: Vec<(u64, u64)> = inventory
+        .devices()
+        .iter()
+        .flat_map(|d| d.bars.iter())
+        .filter(|b| b.kind != BarKind::Io && b.size > 0)
+        .map(|b| (b.address, b.address.saturating_add(b.size)))
+        .collect();
+    for d in inventory.devices() {
+        let Some(b) = d.bridge else { continue };
+        if (b.secondary..=b.subordinate).contains(&bdf.bus) && d.bdf.segment == bdf.segment {
+            continue;
+        }
+        busy.extend(bridge_window(config, d.bdf));
+    }
+    busy
+}
+
+/// Copies `dev`'s ROM into fresh host memory, or `None` (logged) when it cannot be
+/// offered to VM `vm`. A ROM firmware left unplaced gets an address in the window of
+/// the bridge above the function first.
+fn copy_rom(
+    dev: &crate::platform::pci::PciDevice,
+    inventory: &PciInventory,
+    config: HostConfig,
+    vm: &str,
+) -> Option<RomCopy> {
+    let bdf = dev.bdf;
+    let mut rom = dev.rom?;
+    let not_offered = |why: &dyn core::fmt::Display| {
+        info!(target: "pci", "{bdf}: expansion ROM not offered to VM {vm}: {why}");
+    };
+    let window = match upstream_window(inventory, config, bdf) {
+        Ok(w) => w,
+        Err(why) => {
+            not_offered(&why);
+            return None;
+        }
+    };
+    let Some(address) = crate::pci::rom::rom_address(rom, window, &busy_ranges(inventory, config, bdf)) else {
+        not_offered(&"firmware left it unplaced and no bridge window above the function has room");
+        return None;
+    };
+    if address != rom.address {
+        config.write32(bdf, crate::pci::rom::ROM_BAR, address as u32);
+        info!(target: "pci", "{bdf}: ROM BAR placed at {address:#x} (firmware left {:#x})", rom.address);
+        rom.address = address;
+    }
+    let window =
+        Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: rom.address, size: rom.size };
+    let mmio = BarMmio::new(&window);
+    let mut read32 = |pa: u64| {
+        let m = mmio.as_ref()?;
+        Some(m.read(pa.checked_sub(m.base())?, 4) as u32)
+    };
+    let (images, count) = match crate::pci::rom::copy_rom(&config, bdf, rom, &mut read32) {
+        Ok(copied) => copied,
+        Err(e) => {
+            not_offered(&e);
+            return None;
+        }
+    };
+    let len = rom_bar_size(rom.size);
+    let mut bytes = alloc::vec![0xffu8; usize::try_from(len).ok()?];
+    bytes.get_mut(..images.len())?.copy_from_slice(&images);
+    let Some(hpa) = crate::memory::phys::alloc_contiguous(len, PAGE_SIZE) else {
+        warn!(target: "pci", "{bdf}: no memory for a copy of its {} KiB ROM; not offered", len >> 10);
+        return None;
+    };
+    crate::memory::guest::HostMemory::write(&mut crate::memory::direct_map::DirectMap, hpa, &bytes);
+    info!(
+        target: "pci",
+        "{bdf}: expansion ROM ({count} image(s), {} KiB) copied; VM {vm} sees it read-only",
+        images.len() >> 10
+    );
+    Some(RomCopy { hpa: hpa.raw(), len })
+}
+
+/// Returns a ROM copy's memory.
+fn free_rom(copy: RomCopy) {
+    crate::memory::phys::free_contiguous(HostPhysAddr::new(copy.hpa), copy.len);
+}
+
+/// The VM's ROM BAR address space where no copy is mapped (decode off, or the guest
+/// writing): reads all-ones, writes are dropped, as a ROM does.
+#[derive(Debug)]
+struct RomWrites {
+    host: Bdf,
+}
+
+impl crate::devices::bus::MmioDevice for RomWrites {
+    fn read(&mut self, _offset: u64, size: AccessSize) -> u64 {
+        size.mask()
+    }
+    fn write(&mut self, offset: u64, _size: AccessSize, _value: u64) {
+        debug!(target: "pci", "{}: write to its ROM at offset {offset:#x} dropped", self.host);
+    }
 }
 
 /// An assigned function's INTx line.
@@ -341,7 +491,10 @@ fn plan_for(inventory: &PciInventory, bdfs: &[Bdf], windows: &Windows) -> Result
     let mut functions = Vec::new();
     for &bdf in bdfs {
         let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or_else(|| format!("device {bdf} vanished"))?;
-        functions.push(dev.bars.iter().map(|b| (*b, placement::shares_a_page(inventory, dev, b))).collect());
+        let mut bars: Vec<(Bar, bool)> =
+            dev.bars.iter().map(|b| (*b, placement::shares_a_page(inventory, dev, b))).collect();
+        bars.extend(plannable_rom(dev).map(|rom| (rom, false)));
+        functions.push(bars);
     }
     placement::plan(&functions, windows).map_err(|(i, why)| match bdfs.get(i) {
         Some(bdf) => format!("device {bdf} cannot be mapped into a VM: {why}"),
@@ -398,6 +551,9 @@ impl VmDevices {
                 // Nothing half-assigned stays behind: detach what was attached.
                 for d in devices.devices.drain(..) {
                     let _ = iommu.detach(d.host);
+                    if let Some(rom) = d.rom {
+                        free_rom(rom);
+                    }
                 }
                 let _ = iommu.destroy_domain(domain);
                 Err(e)
@@ -443,7 +599,9 @@ impl VmDevices {
             }
         }
         let intx = plan_intx(&self.vm, &self.devices, dev, host_intx);
-        self.devices.push(Assigned { host: bdf, guest, bars, placed, msix: f.msix_table_region(), intx });
+        let rom = if placed.iter().any(|p| p.0 == ROM_INDEX) { copy_rom(dev, inventory, config, &vm) } else { None };
+        let msix = f.msix_table_region();
+        self.devices.push(Assigned { host: bdf, guest, bars, placed, msix, intx, rom });
         Ok(())
     }
 
@@ -495,7 +653,19 @@ impl VmDevices {
                     Err(why) => intx_routing::not_routed(&self.vm, bdf, &why),
                 }
             }
+            if let Some(rom) = d.rom {
+                f = f.with_rom(rom.len);
+            }
             for &(bar, guest_addr) in &d.placed {
+                if bar == ROM_INDEX
+                    && let Some(rom) = d.rom
+                {
+                    let range = BusRange::new(guest_addr, rom.len).ok_or("ROM range")?;
+                    mmio.insert(range, Box::new(RomWrites { host: bdf }))
+                        .map_err(|e| format!("{bdf}: ROM window: {e:?}"))?;
+                } else if bar == ROM_INDEX {
+                    continue;
+                }
                 if !f.place_bar(bar, guest_addr) {
                     return Err(format!("{bdf}: BAR{bar} cannot hold guest address {guest_addr:#x}"));
                 }
@@ -589,12 +759,13 @@ impl VmDevices {
             }
             let r = m.range;
             changed = true;
+            let perms = if r.space == BarSpace::Rom { Perms::R } else { Perms::RW };
             match npt.map_range(
                 &mut GlobalFrames,
                 GuestPhysAddr::new(r.guest_addr),
                 HostPhysAddr::new(r.host_addr),
                 r.len_bytes,
-                Perms::RW,
+                perms,
             ) {
                 Ok(()) => {
                     if self.is_placed_range(&m) {
@@ -640,7 +811,7 @@ impl VmDevices {
         let page = |a: u64| a & !(PAGE_SIZE - 1);
         let Some(d) = self.devices.iter().find(|d| d.host == m.host) else { return false };
         let placed = d.placed.iter().find(|p| p.0 == m.range.bar);
-        let host = d.bars.iter().find(|b| b.index == m.range.bar);
+        let host = host_bar(d, m.range.bar);
         let (Some(&(_, addr)), Some(host)) = (placed, host) else { return false };
         page(host.address).wrapping_sub(page(addr)) == m.range.host_addr.wrapping_sub(m.range.guest_addr)
     }
@@ -677,7 +848,10 @@ impl VmDevices {
         self.unroute_interrupts(&mut host);
         let HostPci { iommu, inventory, config, .. } = &mut *host;
         let Some(iommu) = iommu.as_mut() else { return };
-        for bdf in self.devices.drain(..).map(|d| d.host) {
+        for (bdf, rom) in self.devices.drain(..).map(|d| (d.host, d.rom)) {
+            if let Some(rom) = rom {
+                free_rom(rom);
+            }
             if let Err(e) = iommu.detach(bdf) {
                 error!(target: "iommu", "{bdf}: cannot detach: {e}");
             }
@@ -710,8 +884,8 @@ fn desired_mappings(
     for d in devices {
         let mut mine: Vec<BarMapping> = Vec::new();
         for (_, r) in bars.iter().filter(|(b, r)| *b == d.guest && r.enabled && r.address != 0) {
-            let Some(host) = d.bars.iter().find(|h| h.index == r.index) else { continue };
-            let (host_start, len) = placement::host_pages(host);
+            let Some(host) = host_bar(d, r.index) else { continue };
+            let (host_start, len) = placement::host_pages(&host);
             let guest_start = r.address & !(PAGE_SIZE - 1);
             let refuse = |why| Unmappable { host: d.host, bar: r.index, guest_addr: r.address, why };
             if let Err(why) = placement::mappable(windows, r.address, host.address, len) {
@@ -730,7 +904,7 @@ fn desired_mappings(
                 guest_addr: guest_start,
                 host_addr: host_start,
                 len_bytes: len,
-                space: BarSpace::Mmio,
+                space: if r.index == ROM_INDEX { BarSpace::Rom } else { BarSpace::Mmio },
             });
         }
         if let Some((bar, offset, len)) = d.msix {
@@ -739,6 +913,14 @@ fn desired_mappings(
         want.extend(mine.into_iter().map(|range| Mapped { host: d.host, range }));
     }
     (want, refused)
+}
+
+/// What backs BAR `index` of `d` on the host: the device's BAR, or the ROM copy.
+fn host_bar(d: &Assigned, index: u8) -> Option<Bar> {
+    if index == ROM_INDEX {
+        return d.rom.map(RomCopy::as_bar);
+    }
+    d.bars.iter().find(|b| b.index == index).copied()
 }
 
 /// `bars` without the pages of BAR `bar` that hold `[offset, offset + len)`.

@@ -167,6 +167,7 @@ fn assigned() -> Vec<Assigned> {
             placed: vec![(0, 0xc000_0000), (2, 0xc100_0000)],
             msix: None,
             intx: None,
+            rom: None,
         },
         Assigned {
             host: Bdf::new(0, 2, 0, 0),
@@ -175,6 +176,7 @@ fn assigned() -> Vec<Assigned> {
             placed: vec![(0, 0x8_0000_0000), (3, 0xc101_0000)],
             msix: Some((3, 0x2000, 0x50)),
             intx: None,
+            rom: None,
         },
     ]
 }
@@ -208,6 +210,24 @@ fn intx_lines_get_guest_gsis_shared_per_host_line_and_appear_in_the_prt() {
 fn region(dev: u8, index: u8, address: u64, size: u64, enabled: bool) -> (vpci::Bdf, BarRegion) {
     let kind = vpci::BarKind::Memory32 { prefetchable: false };
     (vpci::Bdf::new(0, dev, 0).unwrap(), BarRegion { index, kind, address, size, enabled })
+}
+
+#[test]
+fn a_rom_copy_maps_read_only_while_the_guest_decodes_it() {
+    let mut devices = assigned();
+    devices[0].rom = Some(RomCopy { hpa: 0x7654_0000, len: 0x10000 });
+    let rom = |enabled| region(3, ROM_INDEX, 0xc108_0000, 0x10000, enabled);
+    let (want, refused) = desired_mappings(&devices, &[rom(true)], &WINDOWS);
+    assert!(refused.is_empty(), "{refused:?}");
+    let r = want[0].range;
+    assert_eq!((r.guest_addr, r.host_addr, r.len_bytes, r.space), (0xc108_0000, 0x7654_0000, 0x10000, BarSpace::Rom));
+    let (want, _) = desired_mappings(&devices, &[rom(false)], &WINDOWS);
+    assert!(want.is_empty(), "decode off: nothing mapped");
+    // A function without a copy maps nothing for a ROM region.
+    let (want, _) = desired_mappings(&devices, &[region(4, ROM_INDEX, 0xc108_0000, 0x10000, true)], &WINDOWS);
+    assert!(want.is_empty());
+    // The VM's ROM BAR is at least a page, a power of two.
+    assert_eq!((rom_bar_size(2048), rom_bar_size(0x10000), rom_bar_size(0x18000)), (4096, 0x10000, 0x20000));
 }
 
 #[test]

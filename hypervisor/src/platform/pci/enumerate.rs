@@ -13,12 +13,15 @@ use alloc::vec::Vec;
 use pci_types::{ConfigRegionAccess, HeaderType, PciAddress, PciHeader, PciPciBridgeHeader};
 
 use super::access::ConfigSpace;
-use super::model::{Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, cap_id};
+use super::model::{
+    Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, Rom, cap_id,
+};
 
 /// Configuration header offsets (PCI 3.0 §6.1, PCI-PCI Bridge 1.2 §3.2).
 const COMMAND: u16 = 0x04;
 const STATUS_CAP_LIST: u32 = 1 << (16 + 4);
 const BAR0: u16 = 0x10;
+const ROM_BAR: u16 = 0x30;
 const CAP_PTR: u16 = 0x34;
 const CARDBUS_CAP_PTR: u16 = 0x14;
 const INTERRUPT: u16 = 0x3c;
@@ -112,6 +115,7 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
             interrupt_pin: (interrupt >> 8) as u8,
             interrupt_line: interrupt as u8,
             bars: size_bars(self.cs, addr, bar_slots),
+            rom: if raw_type == 0 { size_rom(self.cs, addr) } else { None },
             capabilities,
             ext_capabilities,
             bridge,
@@ -186,6 +190,20 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
 
 /// Sizes the first `slots` BARs with memory and I/O decode disabled (PCI 3.0
 /// §6.2.5.1), restoring BARs and the command register afterwards.
+/// The expansion ROM BAR at 30h: bits 31:11 the address, bit 0 the decode enable
+/// (PCI 3.0 §6.2.5.2). Sized like a BAR, with decode off and the enable bit kept clear.
+fn size_rom<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, addr: PciAddress) -> Option<Rom> {
+    const ADDRESS: u32 = 0xffff_f800;
+    let command = cs.read(addr, COMMAND) & 0xffff;
+    cs.write(addr, COMMAND, command & !CMD_DECODE);
+    let original = cs.read(addr, ROM_BAR);
+    cs.write(addr, ROM_BAR, ADDRESS);
+    let mask = cs.read(addr, ROM_BAR) & ADDRESS;
+    cs.write(addr, ROM_BAR, original);
+    cs.write(addr, COMMAND, command);
+    (mask != 0).then(|| Rom { address: u64::from(original & ADDRESS), size: u64::from(mask & mask.wrapping_neg()) })
+}
+
 fn size_bars<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, addr: PciAddress, slots: u8) -> Vec<Bar> {
     let mut bars = Vec::new();
     if slots == 0 {

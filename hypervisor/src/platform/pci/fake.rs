@@ -15,6 +15,8 @@ pub struct FakeFunction {
     pub regs: [u32; 1024],
     /// Writable bits of each BAR register; 0 = not implemented.
     pub bar_writable: [u32; 6],
+    /// Writable address bits of the expansion ROM BAR; 0 = none.
+    pub rom_writable: u32,
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +37,7 @@ impl FakeConfigSpace {
         regs[0] = u32::from(device) << 16 | u32::from(vendor);
         regs[2] = u32::from(class[0]) << 24 | u32::from(class[1]) << 16 | u32::from(class[2]) << 8 | 1;
         regs[1] = 0x0007; // I/O, memory, bus master on
-        self.funcs.borrow_mut().insert(bdf, FakeFunction { regs, bar_writable: [0; 6] });
+        self.funcs.borrow_mut().insert(bdf, FakeFunction { regs, bar_writable: [0; 6], rom_writable: 0 });
         Func { space: self, bdf }
     }
 
@@ -88,6 +90,13 @@ impl Func<'_> {
             f.regs[5 + slot] = (address >> 32) as u32;
         })
     }
+    /// An expansion ROM BAR of `size` bytes at `address` (decode off).
+    pub fn rom(&self, address: u32, size: u32) -> &Self {
+        self.with(|f| {
+            f.rom_writable = !(size - 1) & 0xffff_f800;
+            f.regs[12] = address;
+        })
+    }
     /// Raw BAR register value with no writable bits (e.g. a reserved type).
     pub fn bar_raw(&self, slot: usize, value: u32) -> &Self {
         self.with(|f| f.regs[4 + slot] = value)
@@ -137,6 +146,10 @@ impl ConfigRegionAccess for FakeConfigSpace {
                 }
                 let w = f.bar_writable[index - 4];
                 f.regs[index] = (value & w) | (f.regs[index] & !w);
+            }
+            12 if (f.regs[3] >> 16) & 0x7f == 0 => {
+                let w = if f.rom_writable == 0 { 0 } else { f.rom_writable | 1 };
+                f.regs[12] = (value & w) | (f.regs[12] & !w);
             }
             _ if index < 1024 => f.regs[index] = value,
             _ => {}

@@ -12,7 +12,9 @@ mod tests;
 use alloc::vec::Vec;
 
 pub use enumerate::enumerate;
-pub use model::{Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, class_name};
+pub use model::{
+    Bar, BarKind, Bdf, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, Rom, class_name,
+};
 
 use crate::platform::acpi::PlatformTables;
 

@@ -59,6 +59,14 @@ pub struct Bar {
     pub size: u64,
 }
 
+/// An expansion ROM BAR (PCI 3.0 §6.2.5.2, offset 30h of a type 0 header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rom {
+    /// Where firmware placed it (bits 31:11; 0 if it did not).
+    pub address: u64,
+    pub size: u64,
+}
+
 /// Decoded details of the capabilities the hypervisor cares about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapabilityDetail {
@@ -195,6 +203,8 @@ pub struct PciDevice {
     pub interrupt_pin: u8,
     pub interrupt_line: u8,
     pub bars: Vec<Bar>,
+    /// The expansion ROM BAR, if the function implements one.
+    pub rom: Option<Rom>,
     pub capabilities: Vec<Capability>,
     pub ext_capabilities: Vec<ExtCapability>,
     pub bridge: Option<BridgeBuses>,
@@ -228,6 +238,9 @@ impl PciDevice {
             };
             let pref = if bar.prefetchable { " pref" } else { "" };
             let _ = write!(s, " BAR{} {kind}{pref} {:#x} {}", bar.index, bar.address, HumanSize(bar.size));
+        }
+        if let Some(rom) = self.rom {
+            let _ = write!(s, " ROM {:#x} {}", rom.address, HumanSize(rom.size));
         }
         let names = |s: &mut String, label: &str, names: &mut dyn Iterator<Item = String>| {
             let mut first = true;

@@ -62,7 +62,10 @@ fn bars_are_sized_with_decode_off_and_restored() {
         .bar32(0, 0, 0xfd00_0000, 16 << 20)
         .bar64(1, true, 0x40_0000_0000, 16 << 30)
         .bar64(3, false, 0xfe00_0000, 32 << 10)
-        .bar32(5, 1, 0xc000, 128);
+        .bar32(5, 1, 0xc000, 128)
+        .rom(0xfe10_0000, 128 << 10);
+    fake.add((0, 4, 0), 0x8086, 0x10d3, ETHERNET).rom(0, 64 << 10);
+    fake.add((0, 5, 0), 0x8086, 0x10d3, ETHERNET);
     let before: Vec<u32> = (0..0x40).step_by(4).map(|o| fake.reg((0, 3, 0), o)).collect();
     let devices = enumerate(&fake.config_space(false), 0);
     let bars = &devices[0].bars;
@@ -75,6 +78,9 @@ fn bars_are_sized_with_decode_off_and_restored() {
             Bar { index: 5, kind: BarKind::Io, prefetchable: false, address: 0xc000, size: 128 },
         ]
     );
+    assert_eq!(devices[0].rom, Some(Rom { address: 0xfe10_0000, size: 128 << 10 }));
+    assert_eq!(devices[1].rom, Some(Rom { address: 0, size: 64 << 10 }), "implemented but not placed by firmware");
+    assert_eq!(devices[2].rom, None);
     assert_eq!(fake.probes_with_decode_on.get(), 0);
     let after: Vec<u32> = (0..0x40).step_by(4).map(|o| fake.reg((0, 3, 0), o)).collect();
     assert_eq!(before, after, "BARs and command register restored");
