@@ -1,7 +1,9 @@
 //! DMA isolation under a real IOMMU: a payload VM owns QEMU's `edu` device (behind a
-//! PCIe root port, so it can be reset by a secondary bus reset), finds it on its virtual
-//! PCI bus, proves DMA inside its own memory works through its IOMMU domain, then aims
-//! the device's DMA engine at the hypervisor image and at addresses above its RAM.
+//! PCIe root port, so it can be reset by a secondary bus reset) and an `e1000e` NIC on
+//! QEMU's user network (on the root bus; PM reset), finds them on its virtual PCI bus,
+//! proves DMA inside its own memory works through its IOMMU domain (the NIC sends a
+//! frame), then aims the NIC's receive and transmit descriptors, and the edu DMA
+//! engine, at the hypervisor image and at addresses above its RAM.
 //! The IOMMU must block every transfer; a logged fault stops the VM (VT-d), and the
 //! self-test verdict checks that the other VM's memory and the hypervisor are unchanged.
 //! Before the attack the payload enables the device's MSI on its virtual capability
@@ -17,8 +19,19 @@ use tests::{Machine, Outcome, image};
 /// One QEMU at a time (the machines are slow and the cores shared).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const EDU: [&str; 4] =
-    ["-device", "pcie-root-port,id=rp1,chassis=1,slot=1", "-device", "edu,bus=rp1,dma_mask=0xffffffffffffffff"];
+const DEVICES: [&str; 8] = [
+    "-device",
+    "pcie-root-port,id=rp1,chassis=1,slot=1",
+    "-device",
+    "edu,bus=rp1,dma_mask=0xffffffffffffffff",
+    "-netdev",
+    "user,id=n0",
+    "-device",
+    "e1000e,netdev=n0,bus=pcie.0,addr=0x5,romfile=",
+];
+
+/// The NIC checks the payload runs before the attack.
+const NIC_CHECKS: [&str; 3] = ["nic_on_virtual_bus", "nic_link_up", "nic_dma_inside_own_memory"];
 
 /// MSI checks the payload runs before the attack.
 const MSI_CHECKS: [&str; 6] = [
@@ -64,18 +77,62 @@ fn assert_msi_routed(serial: &str, iommu: &str) {
     assert!((MSI_ROUNDS..=MSI_ROUNDS + 2).contains(&intr), "{intr} host-interrupt exits for {MSI_ROUNDS} MSIs");
 }
 
+/// The Ethernet frames of a pcap file (`filter-dump`: the classic format, a 24-byte
+/// header, then a 16-byte header per record).
+fn pcap_frames(pcap: &[u8]) -> Vec<&[u8]> {
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while let Some(header) = pcap.get(at..at + 16) {
+        let len = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
+        let Some(frame) = pcap.get(at + 16..at + 16 + len) else { break };
+        frames.push(frame);
+        at += 16 + len;
+    }
+    frames
+}
+
+/// QEMU's default MAC for the first NIC, and its user network's gateway.
+const NIC_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+
+/// Everything the NIC put on the wire: the payload's ARP requests (built in its own
+/// memory), and frames the attack's transmit descriptors pointed outside the VM,
+/// which must carry nothing (the IOMMU blocked the reads: QEMU sends zeros). Returns
+/// (ARP requests, blocked frames).
+fn nothing_leaked(pcap: &std::path::Path) -> (usize, usize) {
+    let bytes = std::fs::read(pcap).unwrap_or_else(|e| panic!("reading {}: {e}", pcap.display()));
+    let (mut arp, mut empty) = (0, 0);
+    for frame in pcap_frames(&bytes) {
+        let source = frame.get(6..12).unwrap_or_default();
+        if source == GATEWAY_MAC {
+            continue;
+        }
+        if source == NIC_MAC && frame.get(12..14) == Some(&[0x08, 0x06][..]) {
+            arp += 1;
+        } else if frame.iter().all(|b| *b == 0) {
+            empty += 1;
+        } else {
+            panic!("the NIC sent a {}-byte frame with data from outside its VM: {:02x?}", frame.len(), &frame[..32]);
+        }
+    }
+    (arp, empty)
+}
+
 fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> String {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let vms = format!(
         "vm checks image=checks memory=16M expect=bad-hypercall\n\
-         vm dma image=dma-attack memory=16M devices=1234:11e8 expect={attacker_expect}\n"
+         vm dma image=dma-attack memory=16M devices=1234:11e8,8086:10d3 expect={attacker_expect}\n"
     );
     let img = image::build_payload_image(scenario, "selftest", &vms);
+    let pcap = std::env::temp_dir().join(format!("bulkhead-{scenario}.pcap"));
+    let _ = std::fs::remove_file(&pcap);
     let mut m = Machine::boot(scenario, &img, |c| {
         c.memory_mib = 512;
         c.cpus = 1;
         c.iommu = iommu;
-        c.extra_args = extra.iter().chain(EDU.iter()).map(|s| s.to_string()).collect();
+        c.extra_args = extra.iter().chain(DEVICES.iter()).map(|s| s.to_string()).collect();
+        c.extra_args.extend(["-object".into(), format!("filter-dump,id=dump,netdev=n0,file={}", pcap.display())]);
     });
     m.expect("DMA remapping on", Duration::from_secs(120));
     m.expect("BULKHEAD READY", Duration::from_secs(60));
@@ -84,7 +141,10 @@ fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> S
     let serial = m.serial();
     let failed: Vec<&str> = serial.lines().filter(|l| l.contains("CHECK ") && l.contains(" FAIL")).collect();
     assert!(failed.is_empty(), "in-guest checks failed:\n{}", failed.join("\n"));
-    for check in ["dma_device_on_virtual_bus", "dma_bar_preassigned", "dma_device_ident", "dma_device_mmio"] {
+    for check in ["dma_device_on_virtual_bus", "dma_bar_preassigned", "dma_device_ident", "dma_device_mmio"]
+        .into_iter()
+        .chain(NIC_CHECKS)
+    {
         assert!(serial.contains(&format!("CHECK {check} PASS")), "check {check} did not pass");
     }
     assert!(!serial.contains("DMA ATTACK SUCCEEDED"), "device DMA reached memory outside the VM");
@@ -92,6 +152,9 @@ fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> S
         m.fail(&format!("the hypervisor's self-test verdict was {outcome:?}"));
     }
     assert!(serial.contains("SELFTEST PASS"));
+    let (arp, blocked) = nothing_leaked(&pcap);
+    eprintln!("{scenario}: the NIC sent {arp} ARP requests and {blocked} empty frames from blocked reads");
+    assert_eq!(arp, 2, "the payload's ARP requests (one legitimate, one to draw a reply) are missing");
     m.pass();
     serial
 }
@@ -101,7 +164,11 @@ fn vt_d_blocks_device_dma_outside_the_vm_and_the_fault_stops_it() {
     let serial = run("dma-vtd", Iommu::Intel, &[], "dma-fault");
     assert!(serial.contains("DMA inside own memory works"), "DMA inside the VM's own memory failed");
     assert_msi_routed(&serial, "VT-d");
-    assert!(serial.contains("faulted"), "no IOMMU fault was logged");
+    // The first blocked transfer is the NIC writing the gateway's ARP reply where its
+    // receive descriptor points: the hypervisor image (bus address 0x4000000).
+    assert!(serial.contains("NIC receive descriptors aimed at 0x4000000"), "the NIC attack did not run");
+    assert!(serial.contains("00:05.0 DMA write at 0x4000000"), "the NIC's write into the hypervisor was not logged");
+    assert!(serial.contains("its device 00:05.0 faulted"), "the NIC's fault did not stop its VM");
     assert!(serial.contains("(dma) stopped: DmaFault"), "the DMA fault did not stop the VM");
     assert!(serial.contains("taken back from VM dma"), "the device was not reset after the VM stopped");
 }
@@ -134,7 +201,7 @@ fn without_an_iommu_a_vm_with_devices_is_refused_before_any_vm_starts() {
         c.memory_mib = 512;
         c.cpus = 1;
         c.iommu = Iommu::None;
-        c.extra_args = EDU.iter().map(|s| s.to_string()).collect();
+        c.extra_args = DEVICES.iter().map(|s| s.to_string()).collect();
     });
     let line = m.expect("no VM started", Duration::from_secs(120));
     assert!(line.contains("VM dma: devices= needs an IOMMU"), "{line}");

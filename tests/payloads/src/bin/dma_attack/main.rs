@@ -1,13 +1,17 @@
-//! A hostile payload that owns a PCI device: QEMU's `edu` test device, whose DMA
+//! A hostile payload that owns two PCI devices: QEMU's `edu` test device, whose DMA
 //! engine copies between guest-programmed bus addresses and a 4 KiB buffer on the
-//! device. It finds the device through the VM's PCI configuration space (0xCF8/0xCFC),
-//! proves DMA works inside its own memory and that the device's MSI reaches it (on
-//! the vector it programs into its virtual MSI capability, not on any other), then
-//! points DMA at the hypervisor image and at addresses above its RAM. The IOMMU must
-//! block every such transfer; the hypervisor stops this VM on the fault (VT-d), or
-//! the transfer silently goes nowhere (QEMU's AMD-Vi aborts walks of empty entries
-//! without an event).
+//! device, and an `e1000e` NIC (see `nic`). It finds them through the VM's PCI
+//! configuration space (0xCF8/0xCFC), proves DMA works inside its own memory and that
+//! the edu device's MSI reaches it (on the vector it programs into its virtual MSI
+//! capability, not on any other), then points the NIC's receive and transmit
+//! descriptors, and the edu engine, at the hypervisor image and at addresses above its
+//! RAM. The IOMMU must block every such transfer; the hypervisor stops this VM on the
+//! fault (VT-d), or the transfer silently goes nowhere (QEMU's AMD-Vi aborts walks of
+//! empty entries without an event).
 #![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod nic;
 
 #[cfg(target_os = "none")]
 mod payload {
@@ -20,6 +24,7 @@ mod payload {
     /// Physical address the hypervisor is linked at (see hypervisor/linker.ld).
     const HYPERVISOR_IMAGE: u64 = 0x400_0000;
     const EDU_IDS: u32 = 0x11e8_1234;
+    const NIC_IDS: u32 = 0x10d3_8086;
     /// Registers in BAR0 (QEMU docs/specs/edu.txt).
     const IDENT: u64 = 0x00;
     const LIVENESS: u64 = 0x04;
@@ -212,14 +217,22 @@ mod payload {
         );
     }
 
-    fn find_edu() -> Option<u8> {
-        (0..32u8).find(|&dev| config_read(dev, 0) == EDU_IDS)
+    fn find(ids: u32) -> Option<u8> {
+        (0..32u8).find(|&dev| config_read(dev, 0) == ids)
+    }
+
+    /// The NIC, its BAR0 placed by the hypervisor, memory decode and bus mastering on.
+    fn nic() -> Option<crate::nic::Nic> {
+        let dev = find(NIC_IDS)?;
+        let bar0 = u64::from(config_read(dev, 0x10) & !0xf);
+        config_write(dev, 0x04, config_read(dev, 0x04) & 0xffff | 0x6);
+        Some(crate::nic::Nic::init(bar0))
     }
 
     #[unsafe(no_mangle)]
     extern "Rust" fn payload_main(ram_bytes: u64) -> ! {
         println!("dma-attack payload: RAM is {:#x} bytes", ram_bytes);
-        let Some(dev) = find_edu() else {
+        let Some(dev) = find(EDU_IDS) else {
             check("dma_device_on_virtual_bus", false, format_args!("no edu device on bus 0"));
             payloads::summary();
             hypercall::shutdown(1)
@@ -255,10 +268,19 @@ mod payload {
         let verdict = if done && same { "works" } else { "is blocked" };
         println!("dma-attack payload: DMA inside own memory {verdict} (done={done})");
         msi_checks(dev, &edu);
+        let nic = nic();
+        check("nic_on_virtual_bus", nic.is_some(), format_args!("no e1000e on bus 0"));
+        if let Some(nic) = &nic {
+            crate::nic::legitimate_transfer(nic);
+        }
         payloads::summary();
 
-        // The attack: device DMA outside this VM's memory.
+        // The attack: device DMA outside this VM's memory, through the NIC's
+        // descriptors first, then the edu engine.
         let targets = [HYPERVISOR_IMAGE, ram_bytes + 0x20_0000, 0x0ff0_0000, 0x1_0000_0000, 0x7f_ffff_f000];
+        if let Some(nic) = &nic {
+            crate::nic::attack(nic, &targets);
+        }
         for target in targets {
             println!("dma-attack payload: device DMA read from {target:#x}");
             let finished = edu.dma(target, EDU_BUFFER, 0) && edu.dma(EDU_BUFFER, back_gpa, CMD_TO_RAM);
