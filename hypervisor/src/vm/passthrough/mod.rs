@@ -5,6 +5,9 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+mod mappings;
+mod rom;
+
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -22,7 +25,7 @@ use crate::memory::phys::GlobalFrames;
 use crate::memory::stage2::NestedPageTable;
 use crate::pci::assign::DeviceReport;
 use crate::pci::msi::{InterruptRouter, MsiRoute, program_msix_entry};
-use crate::pci::msix_window::{MsixWindow, trapped_pages};
+use crate::pci::msix_window::MsixWindow;
 use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction, ROM_INDEX, quiesce_interrupts};
 use crate::pci::placement::{self, Placement, Window, Windows};
 use crate::pci::{Bdf, ConfigAccess};
@@ -33,6 +36,8 @@ use crate::vm::config::{DeviceSelector, VmConfig};
 use crate::vm::host_vectors::VectorOwner;
 use crate::vm::intx_routing::{self, HostIntx};
 use crate::vm::msi_routing;
+use mappings::{desired_mappings, host_bar, msix_window};
+use rom::{RomCopy, RomWrites, copy_rom, free_rom, plannable_rom};
 
 /// The 32-bit PCI window every desktop VM's DSDT offers (`AcpiConfig::default`).
 pub const MMIO32_WINDOW: Window = Window { start: 0xC000_0000, end: 0xE000_0000 };
@@ -248,154 +253,6 @@ struct Assigned {
     intx: Option<Intx>,
     /// The copy of its expansion ROM the VM sees, if it has one.
     rom: Option<RomCopy>,
-}
-
-/// A read-only copy of an assigned function's expansion ROM, in host memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RomCopy {
-    hpa: u64,
-    /// Bytes allocated and mapped: the virtual ROM BAR's size (the images, then
-    /// all-ones).
-    len: u64,
-}
-
-impl RomCopy {
-    /// The copy as the host side of the VM's ROM BAR.
-    fn as_bar(self) -> Bar {
-        Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: self.hpa, size: self.len }
-    }
-}
-
-/// The VM's ROM BAR size for a device ROM BAR of `size` bytes: at least a page, so the
-/// copy maps page-aligned.
-fn rom_bar_size(size: u64) -> u64 {
-    size.max(PAGE_SIZE).checked_next_power_of_two().unwrap_or(0)
-}
-
-/// The ROM BAR to plan a guest address for: a ROM firmware placed, small enough to copy.
-fn plannable_rom(dev: &crate::platform::pci::PciDevice) -> Option<Bar> {
-    let rom = dev.rom.filter(|r| r.address != 0 && r.size <= crate::pci::rom::MAX_ROM_BYTES)?;
-    Some(Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: 0, size: rom_bar_size(rom.size) })
-}
-
-/// The memory window (`[start, end)`) of the bridge `bdf` sits behind: `Ok(None)` on a
-/// root bus, `Err` when the bridge forwards no memory.
-fn upstream_window(inventory: &PciInventory, config: HostConfig, bdf: Bdf) -> Result<Option<(u64, u64)>, &'static str> {
-    let bridge = inventory.devices().iter().find(|d| {
-        d.bdf.segment == bdf.segment && d.bridge.is_some_and(|b| b.secondary == bdf.bus && b.primary != bdf.bus)
-    });
-    let Some(bridge) = bridge else { return Ok(None) };
-    bridge_window(config, bridge.bdf).map(Some).ok_or("the bridge above it forwards no memory")
-}
-
-/// The non-prefetchable memory window (`[start, end)`) of bridge `bdf`, if open:
-/// Memory Base/Limit, address bits 31:20 (PCI-to-PCI Bridge 1.2 §3.2.5.8).
-fn bridge_window(config: HostConfig, bdf: Bdf) -> Option<(u64, u64)> {
-    let reg = config.read32(bdf, 0x20);
-    let base = u64::from(reg & 0xfff0) << 16;
-    let end = (u64::from(reg >> 16 & 0xfff0) << 16).saturating_add(1 << 20);
-    (end > base).then_some((base, end))
-}
-
-/// Host ranges a ROM must not overlap: every memory BAR, and the memory windows of
-/// bridges that are not above `bdf`.
-fn busy_ranges(inventory: &PciInventory, config: HostConfig, bdf: Bdf) -> Vec<(u64, u64)> {
-    let mut busy: Vec<(u64, u64)> = inventory
-        .devices()
-        .iter()
-        .flat_map(|d| d.bars.iter())
-        .filter(|b| b.kind != BarKind::Io && b.size > 0)
-        .map(|b| (b.address, b.address.saturating_add(b.size)))
-        .collect();
-    for d in inventory.devices() {
-        let Some(b) = d.bridge else { continue };
-        if (b.secondary..=b.subordinate).contains(&bdf.bus) && d.bdf.segment == bdf.segment {
-            continue;
-        }
-        busy.extend(bridge_window(config, d.bdf));
-    }
-    busy
-}
-
-/// Copies `dev`'s ROM into fresh host memory, or `None` (logged) when it cannot be
-/// offered to VM `vm`. A ROM firmware left unplaced gets an address in the window of
-/// the bridge above the function first.
-fn copy_rom(
-    dev: &crate::platform::pci::PciDevice,
-    inventory: &PciInventory,
-    config: HostConfig,
-    vm: &str,
-) -> Option<RomCopy> {
-    let bdf = dev.bdf;
-    let mut rom = dev.rom?;
-    let not_offered = |why: &dyn core::fmt::Display| {
-        info!(target: "pci", "{bdf}: expansion ROM not offered to VM {vm}: {why}");
-    };
-    let window = match upstream_window(inventory, config, bdf) {
-        Ok(w) => w,
-        Err(why) => {
-            not_offered(&why);
-            return None;
-        }
-    };
-    let Some(address) = crate::pci::rom::rom_address(rom, window, &busy_ranges(inventory, config, bdf)) else {
-        not_offered(&"firmware left it unplaced and no bridge window above the function has room");
-        return None;
-    };
-    if address != rom.address {
-        config.write32(bdf, crate::pci::rom::ROM_BAR, address as u32);
-        info!(target: "pci", "{bdf}: ROM BAR placed at {address:#x} (firmware left {:#x})", rom.address);
-        rom.address = address;
-    }
-    let window =
-        Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: rom.address, size: rom.size };
-    let mmio = BarMmio::new(&window);
-    let mut read32 = |pa: u64| {
-        let m = mmio.as_ref()?;
-        Some(m.read(pa.checked_sub(m.base())?, 4) as u32)
-    };
-    let (images, count) = match crate::pci::rom::copy_rom(&config, bdf, rom, &mut read32) {
-        Ok(copied) => copied,
-        Err(e) => {
-            not_offered(&e);
-            return None;
-        }
-    };
-    let len = rom_bar_size(rom.size);
-    let mut bytes = alloc::vec![0xffu8; usize::try_from(len).ok()?];
-    bytes.get_mut(..images.len())?.copy_from_slice(&images);
-    let Some(hpa) = crate::memory::phys::alloc_contiguous(len, PAGE_SIZE) else {
-        warn!(target: "pci", "{bdf}: no memory for a copy of its {} KiB ROM; not offered", len >> 10);
-        return None;
-    };
-    crate::memory::guest::HostMemory::write(&mut crate::memory::direct_map::DirectMap, hpa, &bytes);
-    info!(
-        target: "pci",
-        "{bdf}: expansion ROM ({count} image(s), {} KiB) copied; VM {vm} sees it read-only",
-        images.len() >> 10
-    );
-    Some(RomCopy { hpa: hpa.raw(), len })
-}
-
-/// Returns a ROM copy's memory.
-fn free_rom(copy: RomCopy) {
-    crate::memory::phys::free_contiguous(HostPhysAddr::new(copy.hpa), copy.len);
-}
-
-/// The VM's ROM BAR address space where no copy is mapped (decode off, or the guest
-/// writing): reads all-ones, writes are dropped, as a ROM does.
-#[derive(Debug)]
-struct RomWrites {
-    host: Bdf,
-}
-
-impl crate::devices::bus::MmioDevice for RomWrites {
-    fn read(&mut self, _offset: u64, size: AccessSize) -> u64 {
-        size.mask()
-    }
-    fn write(&mut self, offset: u64, _size: AccessSize, _value: u64) {
-        debug!(target: "pci", "{}: write to its ROM at offset {offset:#x} dropped", self.host);
-    }
 }
 
 /// An assigned function's INTx line.
@@ -870,96 +727,6 @@ impl VmDevices {
     }
 }
 
-/// The BAR ranges to map for the BARs as the guest programmed them (`bars`, from its
-/// PCI host): enabled memory BARs of assigned functions whose address is mappable
-/// ([`placement::mappable`]) and that overlap no other BAR, page-granular, with the
-/// MSI-X table pages cut out. The rest is returned with the reason.
-fn desired_mappings(
-    devices: &[Assigned],
-    bars: &[(vpci::Bdf, BarRegion)],
-    windows: &Windows,
-) -> (Vec<Mapped>, Vec<Unmappable>) {
-    let mut want: Vec<Mapped> = Vec::new();
-    let mut refused = Vec::new();
-    for d in devices {
-        let mut mine: Vec<BarMapping> = Vec::new();
-        for (_, r) in bars.iter().filter(|(b, r)| *b == d.guest && r.enabled && r.address != 0) {
-            let Some(host) = host_bar(d, r.index) else { continue };
-            let (host_start, len) = placement::host_pages(&host);
-            let guest_start = r.address & !(PAGE_SIZE - 1);
-            let refuse = |why| Unmappable { host: d.host, bar: r.index, guest_addr: r.address, why };
-            if let Err(why) = placement::mappable(windows, r.address, host.address, len) {
-                refused.push(refuse(why));
-                continue;
-            }
-            let end = guest_start.saturating_add(len);
-            let overlaps =
-                |m: &BarMapping| m.guest_addr < end && guest_start < m.guest_addr.saturating_add(m.len_bytes);
-            if mine.iter().any(overlaps) || want.iter().any(|m| overlaps(&m.range)) {
-                refused.push(refuse("it overlaps another BAR"));
-                continue;
-            }
-            mine.push(BarMapping {
-                bar: r.index,
-                guest_addr: guest_start,
-                host_addr: host_start,
-                len_bytes: len,
-                space: if r.index == ROM_INDEX { BarSpace::Rom } else { BarSpace::Mmio },
-            });
-        }
-        if let Some((bar, offset, len)) = d.msix {
-            mine = without_pages(mine, bar, offset, len);
-        }
-        want.extend(mine.into_iter().map(|range| Mapped { host: d.host, range }));
-    }
-    (want, refused)
-}
-
-/// What backs BAR `index` of `d` on the host: the device's BAR, or the ROM copy.
-fn host_bar(d: &Assigned, index: u8) -> Option<Bar> {
-    if index == ROM_INDEX {
-        return d.rom.map(RomCopy::as_bar);
-    }
-    d.bars.iter().find(|b| b.index == index).copied()
-}
-
-/// `bars` without the pages of BAR `bar` that hold `[offset, offset + len)`.
-fn without_pages(bars: Vec<BarMapping>, bar: u8, offset: u64, len: u64) -> Vec<BarMapping> {
-    let mut kept = Vec::new();
-    for b in bars {
-        if b.bar != bar {
-            kept.push(b);
-            continue;
-        }
-        let (start, end) = trapped_pages(b.len_bytes, offset, len).unwrap_or((b.len_bytes, b.len_bytes));
-        if start > 0 {
-            kept.push(BarMapping { len_bytes: start, ..b });
-        }
-        if end < b.len_bytes {
-            kept.push(BarMapping {
-                guest_addr: b.guest_addr.saturating_add(end),
-                host_addr: b.host_addr.saturating_add(end),
-                len_bytes: b.len_bytes.saturating_sub(end),
-                ..b
-            });
-        }
-    }
-    kept
-}
-
-/// Where a function's MSI-X table is trapped in its VM: the guest range of the table's
-/// pages at the placed BAR address, the table as (BAR, offset, length), and the
-/// window's first byte as a BAR offset. `None` without MSI-X or a placed BAR.
-fn msix_window(d: &Assigned) -> Option<(BusRange, (u8, u64, u64), u64)> {
-    let (bar, offset, len) = d.msix?;
-    let &(_, guest_addr) = d.placed.iter().find(|p| p.0 == bar)?;
-    let host = d.bars.iter().find(|b| b.index == bar)?;
-    let (_, bar_pages) = placement::host_pages(host);
-    let (start, end) = trapped_pages(bar_pages, offset, len)?;
-    let range = BusRange::new((guest_addr & !(PAGE_SIZE - 1)).saturating_add(start), end.saturating_sub(start))?;
-    Some((range, (bar, offset, len), start))
-}
-
 /// Drains the IOMMU's fault log (faults are logged here, target "iommu").
 pub fn poll_faults() -> Vec<IommuFault> {
     let Some(host) = HOST.get() else { return Vec::new() };
@@ -971,5 +738,4 @@ pub fn poll_faults() -> Vec<IommuFault> {
 
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-#[path = "passthrough_tests.rs"]
 mod tests;
