@@ -535,7 +535,7 @@ impl<A: Arch> Vm<A> {
 
     /// Unmasks the host pins of the INTx lines the guest just finished with (its I/O
     /// APIC dropped them on the EOI), so the devices' real levels are sampled again.
-    fn resample_intx_lines(&self) {
+    pub fn resample_intx_lines(&self) {
         let Some(p) = self.platform.as_deref() else { return };
         let ended = p.irq.borrow_mut().ioapic.take_resampled();
         if ended == 0 {

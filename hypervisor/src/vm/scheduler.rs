@@ -151,6 +151,9 @@ impl<A: Arch> Scheduler<A> {
                 arm_timer(vm.wake_deadline());
                 let end = vm.run_slice();
                 lapic::disarm();
+                // An EOI in the slice's last exit reopens its INTx line now, not at
+                // the VM's next slice.
+                vm.resample_intx_lines();
                 if let SliceEnd::Stopped(reason) = end {
                     self.on_stop(i, reason);
                 }
