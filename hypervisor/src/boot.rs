@@ -221,13 +221,9 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: O
 fn host_intx_routes(
     tables: &PlatformTables,
     inventory: &pci::PciInventory,
-) -> alloc::vec::Vec<(pci::Bdf, vm::intx_routing::HostIntx)> {
+) -> alloc::vec::Vec<(pci::Bdf, crate::platform::acpi::aml::IntxRoute)> {
     let routing = tables.pci_routing();
-    let lookup = |segment: u16, root: u8, path: &[(u8, u8)], pin: u8| {
-        routing
-            .route(segment, root, path, pin)
-            .map(|r| (r.gsi, crate::platform::ioapic::PinMode { level: r.level_triggered, active_low: r.active_low }))
-    };
+    let lookup = |segment: u16, root: u8, path: &[(u8, u8)], pin: u8| routing.route(segment, root, path, pin);
     let routes = crate::pci::intx::host_routes(inventory, &lookup);
     info!(
         target: "intx",
@@ -236,7 +232,7 @@ fn host_intx_routes(
         routes.len()
     );
     for (bdf, r) in &routes {
-        info!(target: "intx", "{bdf}: INTx -> GSI {} (level {}, active low {})", r.gsi, r.mode.level, r.mode.active_low);
+        info!(target: "intx", "{bdf}: INTx -> GSI {} (level {}, active low {})", r.gsi, r.level_triggered, r.active_low);
     }
     routes
 }

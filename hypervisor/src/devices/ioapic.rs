@@ -227,10 +227,10 @@ impl Ioapic {
 
     /// Marks `pin` as driven by a host device's INTx line (or not).
     pub fn set_resample(&mut self, pin: u32, on: bool) {
-        let bit = 1u32.wrapping_shl(pin);
         if pin >= IOAPIC_GSIS {
             return;
         }
+        let bit = 1u32.wrapping_shl(pin);
         if on {
             self.resample |= bit;
         } else {

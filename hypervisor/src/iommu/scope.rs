@@ -19,8 +19,9 @@ pub struct UnitScope {
     pub devices: Vec<Bdf>,
     /// Bus ranges (inclusive) below sub-hierarchy bridges.
     pub bus_ranges: Vec<(u8, u8)>,
-    /// I/O APICs behind the unit: (I/O APIC id, the requester id its interrupts carry).
-    pub ioapics: Vec<(u8, u16)>,
+    /// I/O APICs behind the unit: (I/O APIC id, the address its interrupts carry as
+    /// their requester id).
+    pub ioapics: Vec<(u8, Bdf)>,
 }
 
 impl UnitScope {
@@ -43,8 +44,8 @@ fn drhd_scope(unit: &Drhd, inventory: &PciInventory) -> UnitScope {
         if s.kind == ScopeKind::IoApic {
             // An I/O APIC sits on the bus its scope starts at (one hop).
             if let [hop] = s.path.as_slice() {
-                let sid = u16::from(s.start_bus) << 8 | u16::from(hop.device & 0x1f) << 3 | u16::from(hop.function & 7);
-                scope.ioapics.push((s.enumeration_id, sid));
+                let bdf = Bdf::new(unit.segment, s.start_bus, hop.device & 0x1f, hop.function & 7);
+                scope.ioapics.push((s.enumeration_id, bdf));
             }
             continue;
         }

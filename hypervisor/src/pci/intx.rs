@@ -6,15 +6,14 @@
 
 use alloc::vec::Vec;
 
-use crate::platform::ioapic::PinMode;
+use crate::platform::acpi::aml::IntxRoute;
 use crate::platform::pci::{PciDevice, PciInventory};
-use crate::vm::intx_routing::HostIntx;
 
 use super::Bdf;
 
 /// The `_PRT` lookup: (segment, root bus, path of (device, function) from the root
-/// bus, pin 1-4) → (GSI, signalling).
-pub type RouteLookup<'a> = &'a dyn Fn(u16, u8, &[(u8, u8)], u8) -> Option<(u32, PinMode)>;
+/// bus, pin 1-4) → the route (`PciInterruptRouting::route`).
+pub type RouteLookup<'a> = &'a dyn Fn(u16, u8, &[(u8, u8)], u8) -> Option<IntxRoute>;
 
 /// The path from `bdf`'s root bus: the root bus and each hop's (device, function),
 /// the function itself last. `None` for a bus no bridge leads to and that is not a
@@ -37,7 +36,7 @@ pub fn path_from_root(inventory: &PciInventory, bdf: Bdf) -> Option<(u8, Vec<(u8
 
 /// The host INTx route of every endpoint with an interrupt pin that `lookup` can
 /// place; the rest are absent (they get MSI only).
-pub fn host_routes(inventory: &PciInventory, lookup: RouteLookup<'_>) -> Vec<(Bdf, HostIntx)> {
+pub fn host_routes(inventory: &PciInventory, lookup: RouteLookup<'_>) -> Vec<(Bdf, IntxRoute)> {
     inventory
         .devices()
         .iter()
@@ -46,10 +45,9 @@ pub fn host_routes(inventory: &PciInventory, lookup: RouteLookup<'_>) -> Vec<(Bd
         .collect()
 }
 
-fn route_of(inventory: &PciInventory, d: &PciDevice, lookup: RouteLookup<'_>) -> Option<HostIntx> {
+fn route_of(inventory: &PciInventory, d: &PciDevice, lookup: RouteLookup<'_>) -> Option<IntxRoute> {
     let (root, path) = path_from_root(inventory, d.bdf)?;
-    let (gsi, mode) = lookup(d.bdf.segment, root, &path, d.interrupt_pin)?;
-    Some(HostIntx { gsi, mode })
+    lookup(d.bdf.segment, root, &path, d.interrupt_pin)
 }
 
 #[cfg(test)]
@@ -82,19 +80,16 @@ mod tests {
         let mut devices = inv.devices().to_vec();
         devices.push(no_pin);
         inv = PciInventory::new(devices, true);
-        let level_low = PinMode { level: true, active_low: true };
+        let line = |gsi| IntxRoute { gsi, level_triggered: true, active_low: true };
         let lookup = |seg: u16, root: u8, path: &[(u8, u8)], pin: u8| {
             assert_eq!((seg, root), (0, 0));
             // Slot 4 routed, others not (like a `_PRT` without them).
-            (path[0].0 == 4 || path[0].0 == 3).then(|| (16 + u32::from(path[0].0) + u32::from(pin), level_low))
+            (path[0].0 == 4 || path[0].0 == 3).then(|| line(16 + u32::from(path[0].0) + u32::from(pin)))
         };
         let routes = host_routes(&inv, &lookup);
         assert_eq!(
             routes,
-            [
-                (Bdf::new(0, 1, 0, 0), HostIntx { gsi: 20, mode: level_low }),
-                (Bdf::new(0, 0, 4, 0), HostIntx { gsi: 21, mode: level_low }),
-            ],
+            [(Bdf::new(0, 1, 0, 0), line(20)), (Bdf::new(0, 0, 4, 0), line(21)),],
             "bridges and pinless functions left out; 01:00.0 answered through its root port's path"
         );
     }

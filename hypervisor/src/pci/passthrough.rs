@@ -33,13 +33,14 @@ use crate::platform::pci::model::cap_id;
 use crate::platform::pci::{BarKind, PciDevice};
 use crate::vcpu::exit::AccessSize;
 
-pub use super::rom::{ROM_BAR, ROM_ENABLE};
+pub use super::rom::{ROM_ADDRESS, ROM_BAR, ROM_ENABLE};
 
 /// [`BarRegion::index`] of the expansion ROM (Linux's `PCI_ROM_RESOURCE`).
 pub const ROM_INDEX: u8 = 6;
-/// The ROM BAR's address bits (31:11).
-const ROM_ADDRESS: u32 = 0xffff_f800;
-const PAGE_BYTES: u64 = 4096;
+
+/// Command bits the guest controls: decode, bus mastering, parity and SERR reporting
+/// (INTx Disable too, when INTx is routed).
+const GUEST_COMMAND: u16 = CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR;
 
 /// Which address space a BAR decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +156,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     fn build_header(&mut self, device: &PciDevice) {
         let fl = &mut self.filter;
         fl.set(0x00, 4, Rule::Real); // vendor, device
-        fl.set_virtual(COMMAND, 2, 0, u32::from(CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR));
+        fl.set_virtual(COMMAND, 2, 0, u32::from(GUEST_COMMAND));
         fl.set_virtual(STATUS, 2, 0, 0); // computed on read
         fl.set(0x08, 4, Rule::Real); // revision, class
         fl.set_virtual(0x0c, 1, 0, 0xff); // cache line size
@@ -391,17 +392,16 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         let fl = &mut self.filter;
         fl.set(INTERRUPT_PIN, 1, Rule::Real);
         fl.set_virtual(INTERRUPT_LINE, 1, u32::from(guest_gsi), 0xff);
-        let writable = CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR | CMD_INTX_DISABLE;
         let command = self.filter.shadow_u16(COMMAND);
-        self.filter.set_virtual(COMMAND, 2, u32::from(command), u32::from(writable));
+        self.filter.set_virtual(COMMAND, 2, u32::from(command), u32::from(GUEST_COMMAND | CMD_INTX_DISABLE));
         self
     }
 
     /// Offers a ROM copy of `len` bytes: the ROM BAR becomes a virtual register the
-    /// guest sizes (a power of two, at least a page, so the copy maps page-aligned),
-    /// places and enables; [`ROM_INDEX`] in [`VirtualPciFunction::bars`] reports it.
+    /// guest sizes ([`super::rom::rom_bar_size`]), places and enables; [`ROM_INDEX`] in
+    /// [`VirtualPciFunction::bars`] reports it.
     pub fn with_rom(mut self, len: u64) -> Self {
-        let size = len.max(PAGE_BYTES).checked_next_power_of_two().unwrap_or(0);
+        let size = super::rom::rom_bar_size(len);
         if size == 0 || size > u64::from(u32::MAX) {
             return self;
         }
@@ -516,9 +516,9 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     }
 }
 
-/// Stops a function's interrupts on the device itself (INTx disabled; MSI enable
-/// off; MSI-X disabled with the function mask set), before its interrupt routes are torn down
-/// or it is reset: from then on it sends no message that could fault.
+/// Stops a function's interrupts on the device itself (INTx disabled; MSI enable off;
+/// MSI-X disabled with the function mask set), before its interrupt routes are torn
+/// down or it is reset: from then on it sends no message that could fault.
 pub fn quiesce_interrupts(access: &impl ConfigAccess, device: &PciDevice) {
     let command = access.read16(device.bdf, COMMAND);
     access.write16(device.bdf, COMMAND, command | CMD_INTX_DISABLE, STS_ERRORS);
@@ -622,7 +622,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     fn device_command(&self) -> u16 {
         let guest = self.filter.shadow_u16(COMMAND);
         let intx = if self.intx.is_some() { guest & CMD_INTX_DISABLE } else { CMD_INTX_DISABLE };
-        (guest & (CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR)) | intx
+        (guest & GUEST_COMMAND) | intx
     }
 }
 

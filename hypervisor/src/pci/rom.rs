@@ -12,16 +12,25 @@ use alloc::vec::Vec;
 
 use super::header::{CMD_MEMORY, COMMAND, STS_ERRORS};
 use super::{Bdf, ConfigAccess};
+use crate::memory::addr::PAGE_SIZE;
 use crate::platform::pci::Rom;
 
 /// The ROM BAR register (type 0 header).
 pub const ROM_BAR: u16 = 0x30;
 /// The ROM BAR's decode enable bit.
 pub const ROM_ENABLE: u32 = 1;
+/// The ROM BAR's address bits (31:11).
+pub const ROM_ADDRESS: u32 = 0xffff_f800;
 /// Largest ROM copied (GPU ROMs are up to about 1 MiB).
 pub const MAX_ROM_BYTES: u64 = 4 << 20;
 /// Images followed at most.
 const MAX_IMAGES: usize = 16;
+
+/// The size of the ROM BAR a VM sees for a device ROM BAR of `size` bytes: a power
+/// of two of at least a page, so a copy of the ROM maps page-aligned; 0 if none fits.
+pub fn rom_bar_size(size: u64) -> u64 {
+    size.max(PAGE_SIZE).checked_next_power_of_two().unwrap_or(0)
+}
 
 /// Why a function's ROM is not offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -329,7 +329,7 @@ impl PortBus for DesktopPorts<'_> {
 pub fn e820(ram: u64, fb_len: u64) -> Vec<crate::vm::linux::BootE820Entry> {
     use crate::vm::linux::{BootE820Entry, E820Type};
     let g = GuestPhysAddr::new;
-    let low = ram.min(LOW_RAM_MAX);
+    let [(_, _, low), (high_gpa, _, high)] = ram_blocks(ram);
     let mut map = alloc::vec![
         BootE820Entry::new(g(0), LOW_RESERVED_START, E820Type::Ram),
         BootE820Entry::new(g(LOW_RESERVED_START), LOW_RESERVED_END - LOW_RESERVED_START, E820Type::Reserved),
@@ -337,9 +337,8 @@ pub fn e820(ram: u64, fb_len: u64) -> Vec<crate::vm::linux::BootE820Entry> {
         BootE820Entry::new(g(FRAMEBUFFER_GPA), fb_len, E820Type::Reserved),
         BootE820Entry::new(g(layout::PCI_ECAM_BASE), layout::PCI_ECAM_LEN, E820Type::Reserved),
     ];
-    let high = ram.saturating_sub(low);
     if high != 0 {
-        map.push(BootE820Entry::new(g(HIGH_RAM_GPA), high, E820Type::Ram));
+        map.push(BootE820Entry::new(g(high_gpa), high, E820Type::Ram));
     }
     map
 }

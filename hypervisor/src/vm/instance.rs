@@ -330,6 +330,12 @@ impl<A: Arch> Vm<A> {
                 if let Some(devices) = &self.devices {
                     devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Backend)?;
                     self.pci = Some(platform.pci.clone());
+                    // Its I/O APIC inputs driven by host INTx lines end each interrupt
+                    // at the guest's EOI (see `intx_routing`).
+                    let mut irq = platform.irq.borrow_mut();
+                    for line in devices.guest_intx() {
+                        irq.ioapic.set_resample(line.gsi, true);
+                    }
                 }
                 self.platform = Some(Box::new(platform));
             }
@@ -514,9 +520,7 @@ impl<A: Arch> Vm<A> {
             (GuestTarget::Msi(route), Some(p)) => p.irq.borrow_mut().lapic.deliver(&route.apic_message()),
             (GuestTarget::Msi(route), None) => self.irqs.deliver(&route.apic_message()),
             (GuestTarget::Intx { guest_gsi, .. }, Some(p)) => {
-                let mut irq = p.irq.borrow_mut();
-                irq.ioapic.set_resample(u32::from(guest_gsi), true);
-                irq.set_level(u32::from(guest_gsi), true);
+                p.irq.borrow_mut().set_level(u32::from(guest_gsi), true);
                 true
             }
             // A payload VM has no I/O APIC; its devices use MSI.

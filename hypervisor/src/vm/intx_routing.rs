@@ -33,18 +33,12 @@ use super::msi_routing::Fired;
 use crate::arch::x86::device_vectors;
 use crate::iommu::{Iommu, MsiMessage, MsiTarget};
 use crate::pci::Bdf;
+use crate::platform::acpi::aml::IntxRoute;
 use crate::platform::ioapic::{HostIoapics, IoapicRegs, PinMode};
 
 /// The guest GSIs given to assigned devices' INTx lines: the VM's I/O APIC inputs
 /// above the ISA range (16-23), one per host GSI the VM's devices use.
 pub const GUEST_GSIS: core::ops::RangeInclusive<u8> = 16..=23;
-
-/// How a device's INTx pin reaches the host I/O APICs (from the firmware's `_PRT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostIntx {
-    pub gsi: u32,
-    pub mode: PinMode,
-}
 
 /// Routes host GSI `host.gsi`, which `owner`'s device drives, into guest GSI
 /// `guest_gsi` of VM `owner.vm`: a level-triggered host vector on CPU `cpu`, the pin
@@ -56,7 +50,7 @@ pub fn route<R: IoapicRegs>(
     iommu: &mut dyn Iommu,
     ioapics: &mut HostIoapics<R>,
     owner: VectorOwner,
-    host: HostIntx,
+    host: IntxRoute,
     guest_gsi: u8,
     cpu: u32,
 ) -> Result<u8, String> {
@@ -74,7 +68,7 @@ pub fn route<R: IoapicRegs>(
             owner.vm,
             owner.bdf,
             host.gsi,
-            describe(host.mode),
+            describe(host.pin_mode()),
             other.owner.bdf
         );
         return Ok(vector);
@@ -84,7 +78,7 @@ pub fn route<R: IoapicRegs>(
     // The handler must already know to leave the EOI when the first interrupt comes.
     device_vectors::LEVEL.record(vector);
     let mut remap = |pin, t| iommu.map_ioapic_pin(pin, t);
-    if let Err(e) = ioapics.route(host.gsi, host.mode, target, false, &mut remap) {
+    if let Err(e) = ioapics.route(host.gsi, host.pin_mode(), target, false, &mut remap) {
         device_vectors::LEVEL.take_one(vector);
         return Err(format!("its INTx line (GSI {}) cannot be routed: {e}", host.gsi));
     }
@@ -100,7 +94,7 @@ pub fn route<R: IoapicRegs>(
         owner.vm,
         owner.bdf,
         host.gsi,
-        describe(host.mode)
+        describe(host.pin_mode())
     );
     Ok(vector)
 }

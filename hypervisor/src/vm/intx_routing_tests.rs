@@ -56,15 +56,13 @@ fn setup() -> Setup {
     Setup { vtd, table: HostVectorTable::new(), regs, ioapics }
 }
 
-const PCI_LINE: PinMode = PinMode { level: true, active_low: true };
-
 fn owner(vm: u32, device: u8) -> VectorOwner {
     VectorOwner { vm, bdf: Bdf::new(0, 0, device, 0), index: 0 }
 }
 
 impl Setup {
     fn route(&mut self, o: VectorOwner, gsi: u32, guest_gsi: u8) -> Result<u8, String> {
-        let host = HostIntx { gsi, mode: PCI_LINE };
+        let host = IntxRoute { gsi, level_triggered: true, active_low: true };
         route(&mut self.table, &mut self.vtd, &mut self.ioapics, o, host, guest_gsi, 0)
     }
 }

@@ -2,7 +2,8 @@
 //! into a [`TrapFrame`] and calls [`handle_trap`]; an exception in the hypervisor is a
 //! hypervisor bug, so the handler dumps the full state and stops the machine. The
 //! breakpoint and NMI vectors are recoverable. Device-interrupt vectors (see
-//! [`device_vectors`]) are recorded for the scheduler and EOI'd at once.
+//! [`device_vectors`]) are recorded for the scheduler and EOI'd at once, except
+//! level-triggered ones, whose EOI waits until their I/O APIC pin is masked.
 
 use core::arch::naked_asm;
 use core::fmt;

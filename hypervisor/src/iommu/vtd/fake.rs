@@ -159,13 +159,13 @@ impl FakeVtd {
         Err(0x07)
     }
 
-    /// An MSI write from `sid`: Ok((vector, destination APIC id)) or the fault reason.
     /// Remapping table entry `handle` of unit `u` as the driver wrote it.
     pub fn irte(&self, u: usize, handle: u16) -> super::irte::Irte {
         let at = (self.units[u].regs.r64(regs::IRTA) & !0xfff) + u64::from(handle) * 16;
         super::irte::Irte::from_words([self.mem.read_u64(at), self.mem.read_u64(at + 8)])
     }
 
+    /// An MSI write from `sid`: Ok((vector, destination APIC id)) or the fault reason.
     pub fn msi(&mut self, u: usize, sid: u16, address: u64, data: u32) -> Outcome<(u8, u32)> {
         let gsts = self.gsts(u);
         let compat = Ok(((data & 0xff) as u8, ((address >> 12) & 0xff) as u32));
@@ -191,8 +191,7 @@ impl FakeVtd {
         if u64::from(handle) >= entries {
             return fail(self, 0x21);
         }
-        let at = (irta & !0xfff) + u64::from(handle) * 16;
-        let (lo, hi) = (self.mem.read_u64(at), self.mem.read_u64(at + 8));
+        let [lo, hi] = self.irte(u, handle).words();
         if lo & 1 == 0 {
             return fail(self, 0x22);
         }

@@ -525,18 +525,19 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
 
     fn map_ioapic_pin(&mut self, pin: IoapicPin, target: MsiTarget) -> Result<Option<u16>, IommuError> {
         let IoapicPin { ioapic_id, pin, level } = pin;
-        let found =
-            self.scopes.iter().enumerate().find_map(|(u, s)| {
-                s.ioapics.iter().find(|(id, _)| *id == ioapic_id).map(|&(_, sid)| (u, s.segment, sid))
-            });
-        let Some((u, segment, sid)) = found else {
+        let found = self
+            .scopes
+            .iter()
+            .enumerate()
+            .find_map(|(u, s)| s.ioapics.iter().find(|(id, _)| *id == ioapic_id).map(|&(_, ioapic)| (u, ioapic)));
+        let Some((u, ioapic)) = found else {
             return Err(IommuError::Unsupported("an I/O APIC the DMAR table does not list"));
         };
         let Some(irt) = self.unit(u)?.irt.as_ref() else { return Ok(None) };
         let eime = irt.eime;
-        // Kept with the MSI entries, under the I/O APIC's requester id.
-        let key = (Bdf::new(segment, (sid >> 8) as u8, ((sid >> 3) & 0x1f) as u8, (sid & 7) as u8), u16::from(pin));
-        let entry = Irte::remapped(target, sid, eime);
+        // Kept with the MSI entries, under the I/O APIC's address.
+        let key = (ioapic, u16::from(pin));
+        let entry = Irte::remapped(target, ioapic.requester_id(), eime);
         Ok(Some(self.program_irte(u, key, if level { entry.level_triggered() } else { entry })?))
     }
 

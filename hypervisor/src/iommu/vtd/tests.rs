@@ -268,7 +268,7 @@ fn remappable_message_roundtrip() {
 fn ioapic_pins_get_remapping_entries_checked_against_the_ioapic() {
     let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig::default());
     // QEMU's DMAR lists I/O APIC 0 in the unit's scope.
-    let (_, sid) = *vtd.scopes[0].ioapics.first().expect("an I/O APIC scope");
+    let sid = vtd.scopes[0].ioapics.first().expect("an I/O APIC scope").1.requester_id();
     let target = MsiTarget { vector: 0x21, dest_apic_id: 0 };
     let keyboard = IoapicPin { ioapic_id: 0, pin: 1, level: false };
     let handle = vtd.map_ioapic_pin(keyboard, target).unwrap().expect("remapped");

@@ -11,6 +11,7 @@ use acpi::sdt::{SdtHeader, Signature};
 use acpi::{AcpiHandler, AcpiTable, AcpiTables, PhysicalMapping};
 
 use super::RawTables;
+use super::bytes::SDT_HEADER_LEN;
 
 /// Largest table we copy. Real DSDTs are tens to hundreds of KiB; a bigger length is
 /// a corrupt header and copying it would only exhaust the heap.
@@ -98,8 +99,8 @@ fn find<H: AcpiHandler, T: AcpiTable>(tables: &AcpiTables<H>) -> Option<Vec<u8>>
 fn copy_aml<H: AcpiHandler>(handler: &H, body: usize, body_len: u32) -> Option<Vec<u8>> {
     // The crate gives the AML body; the copy starts at the table's header, as the AML
     // interpreter (and the table fixtures) expect.
-    let phys = body.checked_sub(SDT_HEADER_BYTES)?;
-    let len = usize::try_from(body_len).ok()?.checked_add(SDT_HEADER_BYTES).filter(|&l| l <= MAX_TABLE_BYTES)?;
+    let phys = body.checked_sub(SDT_HEADER_LEN)?;
+    let len = usize::try_from(body_len).ok()?.checked_add(SDT_HEADER_LEN).filter(|&l| l <= MAX_TABLE_BYTES)?;
     // SAFETY: `phys..phys + len` is a table (header and body) whose header, length and
     // checksum the crate just validated, so the handler can map it.
     let mapping = unsafe { handler.map_physical_region::<u8>(phys, len) };
@@ -108,9 +109,6 @@ fn copy_aml<H: AcpiHandler>(handler: &H, body: usize, body_len: u32) -> Option<V
         v
     })
 }
-
-/// Size of the common table header (ACPI 6.5 §5.2.6) in front of a DSDT's or SSDT's AML.
-const SDT_HEADER_BYTES: usize = 36;
 
 /// Copies every table Bulkhead decodes out of firmware memory.
 pub fn copy_tables<H: AcpiHandler>(handler: &H, tables: &AcpiTables<H>) -> RawTables {

@@ -223,12 +223,11 @@ impl PlatformTables {
     pub fn ivrs(&self) -> Option<&Ivrs> {
         self.ivrs.as_ref()
     }
-    /// Optional tables that were present but malformed (and so left out).
     /// How PCI INTx pins reach the I/O APICs (empty without a usable `_PRT`).
     pub fn pci_routing(&self) -> &aml::PciInterruptRouting {
         &self.pci_routing
     }
-
+    /// Optional tables that were present but malformed (and so left out).
     pub fn problems(&self) -> &[TableProblem] {
         &self.problems
     }

@@ -29,12 +29,13 @@ use crate::pci::msix_window::MsixWindow;
 use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction, ROM_INDEX, quiesce_interrupts};
 use crate::pci::placement::{self, Placement, Window, Windows};
 use crate::pci::{Bdf, ConfigAccess};
+use crate::platform::acpi::aml::IntxRoute;
 use crate::platform::pci::access::BarMmio;
 use crate::platform::pci::{Bar, BarKind, PciInventory};
 use crate::vcpu::exit::AccessSize;
 use crate::vm::config::{DeviceSelector, VmConfig};
 use crate::vm::host_vectors::VectorOwner;
-use crate::vm::intx_routing::{self, HostIntx};
+use crate::vm::intx_routing;
 use crate::vm::msi_routing;
 use mappings::{desired_mappings, host_bar, msix_window};
 use rom::{RomCopy, RomWrites, copy_rom, free_rom, plannable_rom};
@@ -102,7 +103,7 @@ pub struct HostPci {
     pub inventory: PciInventory,
     pub reports: Vec<DeviceReport>,
     pub config: Option<HostConfig>,
-    pub intx: Vec<(Bdf, HostIntx)>,
+    pub intx: Vec<(Bdf, IntxRoute)>,
 }
 
 impl core::fmt::Debug for HostPci {
@@ -258,7 +259,7 @@ struct Assigned {
 /// An assigned function's INTx line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Intx {
-    host: HostIntx,
+    host: IntxRoute,
     guest_gsi: u8,
     pin: u8,
 }
@@ -309,7 +310,7 @@ fn plan_intx(
     vm: &str,
     devices: &[Assigned],
     dev: &crate::platform::pci::PciDevice,
-    host: Option<HostIntx>,
+    host: Option<IntxRoute>,
 ) -> Option<Intx> {
     if dev.interrupt_pin == 0 {
         return None;
@@ -425,7 +426,7 @@ impl VmDevices {
         config: HostConfig,
         bdf: Bdf,
         placed: Vec<(u8, u64)>,
-        host_intx: Option<HostIntx>,
+        host_intx: Option<IntxRoute>,
     ) -> Result<(), String> {
         let vm = self.vm.clone();
         let guest = u8::try_from(self.devices.len())

@@ -13,6 +13,7 @@ use super::HostConfig;
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
 use crate::pci::Bdf;
 use crate::pci::passthrough::ROM_INDEX;
+use crate::pci::rom::rom_bar_size;
 use crate::platform::pci::access::BarMmio;
 use crate::platform::pci::{Bar, BarKind, PciDevice, PciInventory};
 use crate::vcpu::exit::AccessSize;
@@ -29,21 +30,20 @@ pub(super) struct RomCopy {
 impl RomCopy {
     /// The copy as the host side of the VM's ROM BAR.
     pub(super) fn as_bar(self) -> Bar {
-        Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: self.hpa, size: self.len }
+        rom_bar(self.hpa, self.len)
     }
 }
 
-/// The VM's ROM BAR size for a device ROM BAR of `size` bytes: at least a page, so the
-/// copy maps page-aligned.
-pub(super) fn rom_bar_size(size: u64) -> u64 {
-    size.max(PAGE_SIZE).checked_next_power_of_two().unwrap_or(0)
+/// A ROM window of `size` bytes at `address`, as a memory BAR.
+fn rom_bar(address: u64, size: u64) -> Bar {
+    Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address, size }
 }
 
 /// The ROM BAR to plan a guest address for: a ROM small enough to copy (placed by
 /// firmware or not: [`copy_rom`] places it when it can).
 pub(super) fn plannable_rom(dev: &PciDevice) -> Option<Bar> {
     let rom = dev.rom.filter(|r| r.size <= crate::pci::rom::MAX_ROM_BYTES)?;
-    Some(Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: 0, size: rom_bar_size(rom.size) })
+    Some(rom_bar(0, rom_bar_size(rom.size)))
 }
 
 /// The memory window (`[start, end)`) of the bridge `bdf` sits behind: `Ok(None)` on a
@@ -110,9 +110,7 @@ pub(super) fn copy_rom(dev: &PciDevice, inventory: &PciInventory, config: HostCo
         info!(target: "pci", "{bdf}: ROM BAR placed at {address:#x} (firmware left {:#x})", rom.address);
         rom.address = address;
     }
-    let window =
-        Bar { index: ROM_INDEX, kind: BarKind::Mem32, prefetchable: false, address: rom.address, size: rom.size };
-    let mmio = BarMmio::new(&window);
+    let mmio = BarMmio::new(&rom_bar(rom.address, rom.size));
     let mut read32 = |pa: u64| {
         let m = mmio.as_ref()?;
         Some(m.read(pa.checked_sub(m.base())?, 4) as u32)

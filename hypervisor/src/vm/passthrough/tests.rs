@@ -184,8 +184,7 @@ fn assigned() -> Vec<Assigned> {
 
 #[test]
 fn intx_lines_get_guest_gsis_shared_per_host_line_and_appear_in_the_prt() {
-    let level_low = crate::platform::ioapic::PinMode { level: true, active_low: true };
-    let line = |gsi| Some(HostIntx { gsi, mode: level_low });
+    let line = |gsi| Some(IntxRoute { gsi, level_triggered: true, active_low: true });
     let mut devices = assigned();
     let mut dev = crate::iommu::fake_mem::pci_dev(0, 6, 0, [0x02, 0x00]);
     // No pin: no line. No `_PRT` route: none either.

@@ -11,9 +11,7 @@ use alloc::vec::Vec;
 
 use super::parse::{self, Cursor, EXT_OP, NameString};
 use super::{Error, Path, Seg, Value, path_str};
-
-/// ACPI SDT header length; the AML starts after it.
-const SDT_HEADER_LEN: usize = 36;
+use crate::platform::acpi::bytes::{SDT_HEADER_LEN, u32_at};
 /// Scopes nested deeper than this are refused.
 const MAX_SCOPE_DEPTH: u32 = 48;
 /// Alias chains longer than this are refused.
@@ -110,9 +108,7 @@ impl<'a> Namespace<'a> {
                 ns.ones = u64::from(u32::MAX);
             }
             // The header's length field, clamped to the bytes actually present.
-            let declared = table
-                .get(4..8)
-                .map_or(0, |b| b.iter().rev().fold(0usize, |a, &x| a.checked_shl(8).unwrap_or(0) | usize::from(x)));
+            let declared = u32_at(table, 4).map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX));
             let end = declared.clamp(SDT_HEADER_LEN, table.len());
             if declared > table.len() {
                 problems.push(format!(

@@ -22,6 +22,13 @@ pub struct IntxRoute {
     pub active_low: bool,
 }
 
+impl IntxRoute {
+    /// How the I/O APIC input signals.
+    pub fn pin_mode(&self) -> crate::platform::ioapic::PinMode {
+        crate::platform::ioapic::PinMode { level: self.level_triggered, active_low: self.active_low }
+    }
+}
+
 /// One `_PRT` entry: `device` (0..31), `function` (`None` = any, the usual 0xFFFF),
 /// `pin` 0..3 = INTA..INTD as `_PRT` numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,10 +283,9 @@ fn entry(ns: &mut Namespace<'_>, device: &[Seg], element: &Value, links: &mut Li
         None => Err(format!("field {i} is missing")),
     };
     let (address, pin, index) = (int(0)?, int(1)?, int(3)?);
-    if pin > 3 || (address >> 16) > 31 {
+    let (Ok(pin @ 0..=3), Ok(device_number @ 0..=31)) = (u8::try_from(pin), u8::try_from(address >> 16)) else {
         return Err(format!("address {address:#x} pin {pin} out of range"));
-    }
-    let device_number = u8::try_from(address >> 16).unwrap_or(0);
+    };
     let function = match address & 0xffff {
         0xffff => None,
         f => Some(u8::try_from(f & 0x7).unwrap_or(0)),
@@ -289,7 +295,7 @@ fn entry(ns: &mut Namespace<'_>, device: &[Seg], element: &Value, links: &mut Li
             // §6.2.13: Source Index is the GSI; such interrupts are level, active low.
             let gsi = u32::try_from(index).map_err(|_| format!("GSI {index:#x} out of range"))?;
             let route = IntxRoute { gsi, level_triggered: true, active_low: true };
-            return Ok(Entry { device: device_number, function, pin: u8::try_from(pin).unwrap_or(0), route });
+            return Ok(Entry { device: device_number, function, pin, route });
         }
         Some(Value::Reference { name, scope }) => ns.resolve(name, scope),
         Some(Value::String(text)) => NameString::from_text(text).and_then(|n| ns.resolve(&n, device)),
@@ -298,7 +304,7 @@ fn entry(ns: &mut Namespace<'_>, device: &[Seg], element: &Value, links: &mut Li
     }
     .ok_or_else(|| String::from("Source names an undefined link device"))?;
     let route = links.route(ns, &link, index)?;
-    Ok(Entry { device: device_number, function, pin: u8::try_from(pin).unwrap_or(0), route })
+    Ok(Entry { device: device_number, function, pin, route })
 }
 
 /// The `_CRS` of each link device, evaluated once.

@@ -61,6 +61,8 @@ struct Descriptor {
 
 const _: () = assert!(size_of::<Descriptor>() == 16);
 
+const EMPTY: Descriptor = Descriptor { address: 0, length: 0, cso: 0, cmd: 0, status: 0, errors: 0, special: 0 };
+
 #[repr(C, align(4096))]
 struct Rings {
     tx: [Descriptor; RING],
@@ -68,11 +70,7 @@ struct Rings {
     frame: [u8; 64],
 }
 
-static mut RINGS: Rings = Rings {
-    tx: [Descriptor { address: 0, length: 0, cso: 0, cmd: 0, status: 0, errors: 0, special: 0 }; RING],
-    rx: [Descriptor { address: 0, length: 0, cso: 0, cmd: 0, status: 0, errors: 0, special: 0 }; RING],
-    frame: [0; 64],
-};
+static mut RINGS: Rings = Rings { tx: [EMPTY; RING], rx: [EMPTY; RING], frame: [0; 64] };
 
 pub struct Nic(u64);
 
