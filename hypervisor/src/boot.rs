@@ -3,11 +3,12 @@
 use bulkhead_abi::{BootInfo, MemoryKind, MemoryRegion};
 use log::{error, info, warn};
 
+use crate::arch::x86::debug_exit;
 use crate::arch::x86::{cpu, gdt, idt, instr, lapic, tsc};
 use crate::cmdline::{self, ThenAction};
+use crate::host::acpi::{IommuKind, PlatformTables};
+use crate::host::{cmos, handoff, pci, power, screen};
 use crate::memory::{paging, phys};
-use crate::platform::acpi::{IommuKind, PlatformTables};
-use crate::platform::{cmos, handoff, pci, power, qemu, screen};
 use crate::vm;
 
 /// Printed when the hypervisor has brought the machine up; test harnesses wait for it.
@@ -137,12 +138,12 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
             )
         });
         if options.selftest {
-            qemu::exit(qemu::ExitCode::Failure);
+            debug_exit::exit(debug_exit::ExitCode::Failure);
         }
     }
     match options.then {
         ThenAction::Run => {}
-        ThenAction::Exit => qemu::exit(qemu::ExitCode::Success),
+        ThenAction::Exit => debug_exit::exit(debug_exit::ExitCode::Success),
         ThenAction::Shutdown | ThenAction::Reset => match &tables {
             Some(tables) if options.then == ThenAction::Shutdown => power::shutdown(tables),
             Some(tables) => power::reset(tables),
@@ -190,19 +191,19 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: O
         intx: host_intx_routes(tables, inventory),
     };
     if let Some((config, _)) = pci::access::host_config_spaces(tables).into_iter().next() {
-        host.reports = crate::pci::assign::assignability(inventory, tables, &config);
+        host.reports = crate::host::pci::assign::assignability(inventory, tables, &config);
         if let Some(fb) = screen {
-            crate::pci::assign::refuse_screen(&mut host.reports, inventory, fb);
+            crate::host::pci::assign::refuse_screen(&mut host.reports, inventory, fb);
         }
-        crate::pci::assign::log_report(&host.reports);
+        crate::host::pci::assign::log_report(&host.reports);
         // Kept for the life of the hypervisor: launch resets and assigns devices through it.
         host.config = Some(alloc::boxed::Box::leak(alloc::boxed::Box::new(config)));
     }
     // The hypervisor takes no un-remapped interrupt (its keyboard's I/O APIC pin gets
     // a remapping entry of its own), so compatibility-format interrupts stay blocked:
     // a device can only raise the remapped messages its VM was given (docs/iommu.md).
-    let config = crate::iommu::vtd::VtdConfig { allow_compat_interrupts: false, x2apic: lapic::is_x2apic() };
-    match crate::iommu::from_platform(tables, inventory, config) {
+    let config = crate::host::iommu::vtd::VtdConfig { allow_compat_interrupts: false, x2apic: lapic::is_x2apic() };
+    match crate::host::iommu::from_platform(tables, inventory, config) {
         Ok(mut iommu) => match iommu.enable() {
             Ok(()) => {
                 info!(target: "iommu", "DMA remapping on: devices not given to a VM reach no memory");
@@ -221,10 +222,10 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: O
 fn host_intx_routes(
     tables: &PlatformTables,
     inventory: &pci::PciInventory,
-) -> alloc::vec::Vec<(pci::Bdf, crate::platform::acpi::aml::IntxRoute)> {
+) -> alloc::vec::Vec<(crate::hw::Bdf, crate::host::acpi::aml::IntxRoute)> {
     let routing = tables.pci_routing();
     let lookup = |segment: u16, root: u8, path: &[(u8, u8)], pin: u8| routing.route(segment, root, path, pin);
-    let routes = crate::pci::intx::host_routes(inventory, &lookup);
+    let routes = crate::host::pci::intx::host_routes(inventory, &lookup);
     info!(
         target: "intx",
         "{} _PRT table(s); {} function(s) with an INTx route",
@@ -239,14 +240,14 @@ fn host_intx_routes(
 
 /// Lets the keyboard interrupt the CPU that runs VMs, so a hotkey ends the running
 /// VM's slice at once (through the IOMMU's interrupt remapping when it has one).
-fn route_keyboard_irq(tables: &PlatformTables, mut iommu: Option<&mut crate::iommu::DynIommu>) {
+fn route_keyboard_irq(tables: &PlatformTables, mut iommu: Option<&mut crate::host::iommu::DynIommu>) {
     let mut remap = |pin, target| match iommu.as_mut() {
         Some(i) => i.map_ioapic_pin(pin, target),
         None => Ok(None),
     };
     let cpu = instr::apic_id();
-    if let Err(why) = crate::platform::ioapic::route_keyboard(tables, lapic::KEYBOARD_VECTOR, cpu, &mut remap) {
-        crate::platform::ioapic::keyboard_not_routed(&why);
+    if let Err(why) = crate::host::ioapic::route_keyboard(tables, lapic::KEYBOARD_VECTOR, cpu, &mut remap) {
+        crate::host::ioapic::keyboard_not_routed(&why);
     }
 }
 
@@ -318,6 +319,6 @@ fn reserved_ranges(boot_info: &BootInfo) -> [(u64, u64); 2] {
 
 fn fatal(message: core::fmt::Arguments<'_>) -> ! {
     error!(target: "boot", "{message}");
-    qemu::exit(qemu::ExitCode::Failure);
+    debug_exit::exit(debug_exit::ExitCode::Failure);
     instr::halt_forever()
 }

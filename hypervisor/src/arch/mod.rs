@@ -1,3 +1,6 @@
 //! Architecture-specific code. Only x86-64 today.
+pub mod backend;
+pub mod exit;
+pub mod regs;
 pub mod svm;
 pub mod x86;

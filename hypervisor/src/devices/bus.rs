@@ -10,8 +10,8 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
-use crate::vcpu::exit::AccessSize;
 
 /// A half-open range `[start, end)` of port numbers or guest-physical addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

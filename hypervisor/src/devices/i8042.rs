@@ -23,7 +23,7 @@ use alloc::collections::VecDeque;
 use super::bus::PortDevice;
 use super::irq_line::IrqLine;
 use super::power::{PowerEvent, PowerSignal};
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// The controller and its keyboard.
 pub struct I8042 {

@@ -24,7 +24,7 @@
 use crate::devices::bus::MmioDevice;
 use crate::devices::irq::{ApicMessage, ApicSink, DeliveryMode};
 use crate::devices::layout::IOAPIC_GSIS;
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// The IOAPIC's state.
 #[derive(Debug, Clone)]

@@ -5,14 +5,11 @@
 
 pub mod bus;
 pub mod clock;
-pub mod host_rtc;
 pub mod i8042;
 pub mod ioapic;
 pub mod irq;
 pub mod irq_line;
 pub mod layout;
-pub mod pci_config;
-pub mod pci_host;
 pub mod pic;
 pub mod pit;
 pub mod platform_irq;
@@ -22,3 +19,4 @@ pub mod scratch;
 pub mod shared;
 pub mod uart16550;
 pub mod vlapic;
+pub mod vpci;

@@ -20,7 +20,7 @@
 use crate::devices::bus::PortDevice;
 use crate::devices::irq::PIC_CASCADE_IRQ;
 use crate::devices::layout::{ELCR_MASTER, ELCR_SLAVE, PIC_MASTER_CMD, PIC_MASTER_DATA, PIC_SLAVE_CMD, PIC_SLAVE_DATA};
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// The master/slave pair.
 #[derive(Debug, Clone)]

@@ -27,8 +27,8 @@ use crate::devices::layout::{IOAPIC_BASE, IOAPIC_ID, IOAPIC_SIZE, LAPIC_BASE, LA
 use crate::devices::pic::Pic;
 use crate::devices::pit::Pit;
 use crate::devices::vlapic::{ApicFault, Eoi, Vlapic};
+use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
-use crate::vcpu::exit::AccessSize;
 
 /// The VM's interrupt controllers and PIT.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::bus::PortDevice;
 use super::layout;
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// What the guest asked the platform to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

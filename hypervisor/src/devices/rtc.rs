@@ -17,7 +17,7 @@
 use alloc::boxed::Box;
 
 use super::bus::PortDevice;
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// The guest's time-stamp counter, read when the guest touches the RTC.
 pub trait TscSource {

@@ -8,7 +8,7 @@
 use alloc::boxed::Box;
 
 use super::bus::MmioDevice;
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// The window's size.
 pub const SCRATCH_BYTES: usize = bulkhead_abi::payload::SCRATCH_MMIO_LEN as usize;

@@ -10,7 +10,7 @@
 use alloc::sync::Arc;
 
 use super::bus::{MmioDevice, PortDevice};
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// A device behind a lock; clones refer to the same device.
 #[derive(Debug, Default)]
@@ -53,14 +53,16 @@ impl<T: MmioDevice> MmioDevice for Shared<T> {
     }
 }
 
-impl<T: super::pci_host::VirtualPciFunction> super::pci_host::VirtualPciFunction for Shared<T> {
+impl<T: crate::devices::vpci::host_bridge::VirtualPciFunction> crate::devices::vpci::host_bridge::VirtualPciFunction
+    for Shared<T>
+{
     fn config_read(&mut self, offset: u16, size: AccessSize) -> u32 {
         self.0.lock().config_read(offset, size)
     }
     fn config_write(&mut self, offset: u16, size: AccessSize, value: u32) {
         self.0.lock().config_write(offset, size, value)
     }
-    fn bars(&self) -> alloc::vec::Vec<super::pci_host::BarRegion> {
+    fn bars(&self) -> alloc::vec::Vec<crate::devices::vpci::host_bridge::BarRegion> {
         self.0.lock().bars()
     }
 }
@@ -71,8 +73,8 @@ mod tests {
     use super::*;
     use crate::devices::bus::{BusRange, MemBus, MmioBus, PioBus, PortBus};
     use crate::devices::layout;
-    use crate::devices::pci_host::PciHost;
     use crate::devices::scratch::Scratch;
+    use crate::devices::vpci::host_bridge::PciHost;
     use crate::memory::addr::GuestPhysAddr;
     use alloc::boxed::Box;
 

@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 
 use super::bus::PortDevice;
 use super::irq_line::IrqLine;
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// Where completed console lines go (the hypervisor log, prefixed with the VM's name).
 pub trait ConsoleSink {

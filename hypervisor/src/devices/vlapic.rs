@@ -29,7 +29,7 @@ use crate::devices::bus::MmioDevice;
 use crate::devices::clock::GuestClock;
 use crate::devices::irq::{ApicMessage, ApicSink, DeliveryMode};
 use crate::devices::layout::LAPIC_BASE;
-use crate::vcpu::exit::AccessSize;
+use crate::hw::AccessSize;
 
 /// The local APIC's state.
 #[derive(Debug, Clone)]

@@ -16,12 +16,12 @@ use super::compositor::{self, FrameClock, FrameStats, Placement};
 use super::hotkeys::{Action, Hotkeys};
 use super::keys::Set1Decoder;
 use super::router::{Focus, KeyRouter, Output};
+use crate::arch::backend::Arch;
+use crate::arch::exit::StopReason;
 use crate::arch::x86::instr::rdtsc;
+use crate::host::keyboard::{HostKeyboard, PortIo};
+use crate::host::screen;
 use crate::memory::addr::PAGE_SIZE;
-use crate::platform::keyboard::{HostKeyboard, PortIo};
-use crate::platform::screen;
-use crate::vcpu::arch::Arch;
-use crate::vcpu::exit::StopReason;
 use crate::vm::config::VmConfig;
 use crate::vm::instance::{Vm, VmState};
 use ui::notification::{Notification, Severity};
@@ -180,7 +180,7 @@ impl Desk {
     /// Takes the keyboard (if there is one) for `vm_count` VMs, with the key map
     /// `hotkeys`; VM slot 0 has the focus.
     pub fn new(vm_count: usize, hotkeys: Hotkeys) -> Desk {
-        let keyboard = match HostKeyboard::init(PortIo, crate::platform::ioapic::keyboard_routed()) {
+        let keyboard = match HostKeyboard::init(PortIo, crate::host::ioapic::keyboard_routed()) {
             Ok(k) => Some(k),
             Err(why) => {
                 warn!(target: "keyboard", "no keyboard: {why:?}; the switcher has no hotkeys");

@@ -3,12 +3,9 @@
 //! Nothing here touches hardware; everything is unit-tested on the host.
 #![forbid(unsafe_code)]
 
-pub mod arch;
 pub mod cpuid;
 pub mod dispatch;
-pub mod exit;
 pub mod insn;
 pub mod msr;
 pub mod pv_eoi;
 pub mod pvclock;
-pub mod regs;

@@ -19,7 +19,7 @@
 //! | KVM_WALL_CLOCK_NEW, KVM_SYSTEM_TIME_NEW | not here: [`route`] sends them to the vCPU's [`crate::vcpu::pvclock::PvClock`] (which needs guest memory and the time); `MsrState` faults them |
 #![forbid(unsafe_code)]
 
-use crate::vcpu::regs::{RegisterFile, VendorMsr, cr};
+use crate::arch::regs::{RegisterFile, VendorMsr, cr};
 
 pub mod index {
     pub const TSC: u32 = 0x10;
@@ -220,7 +220,7 @@ fn is_canonical(v: u64) -> bool {
 mod tests {
     use super::index::*;
     use super::*;
-    use crate::vcpu::regs::FakeRegs;
+    use crate::arch::regs::FakeRegs;
 
     #[test]
     fn unknown_msrs_fault() {

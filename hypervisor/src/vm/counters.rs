@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use crate::vcpu::exit::ExitReason;
+use crate::arch::exit::ExitReason;
 
 const NAMES: [&str; 19] = [
     "cpuid",

@@ -11,30 +11,30 @@ use crate::arch::x86::{device_vectors, idt};
 use crate::devices::irq::{ApicSink, GsiSink};
 use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
 
+use crate::arch::backend::{Arch, InitialState, VcpuConfig};
+use crate::arch::exit::{ExitReason, Flow, StopReason};
+use crate::arch::regs::{Gpr, RegisterFile};
 use crate::devices::bus::{BusRange, MemBus, PioBus};
-use crate::devices::pci_host::PciHost;
 use crate::devices::power::PowerEvent;
 use crate::devices::scratch::Scratch;
 use crate::devices::shared::Shared;
+use crate::devices::vpci::host_bridge::PciHost;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
 use crate::memory::phys::{self, GlobalFrames};
 use crate::memory::stage2::NestedPageTable;
-use crate::vcpu::arch::{Arch, InitialState, VcpuConfig};
 use crate::vcpu::cpuid::{CpuidPolicy, HostCpuid};
 use crate::vcpu::dispatch::{self, GuestConsole, NoMsrDevices, VmEnv, VmIdentity};
-use crate::vcpu::exit::{ExitReason, Flow, StopReason};
 use crate::vcpu::msr::MsrState;
-use crate::vcpu::regs::{Gpr, RegisterFile};
 use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
-use crate::vm::host_vectors::GuestTarget;
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
-use crate::vm::msi_routing;
 use crate::vm::passthrough::VmDevices;
+use crate::vm::passthrough::host_vectors::GuestTarget;
+use crate::vm::passthrough::msi_routing;
 use crate::vm::payload;
 use crate::vm::payload_irqs::PendingIrqs;
 
@@ -90,7 +90,7 @@ pub struct VmResources {
     /// Size of the VM's framebuffer (desktop VMs).
     pub display: (u32, u32),
     /// Host PCI functions the VM owns (checked by `passthrough::check`).
-    pub devices: &'static [crate::pci::Bdf],
+    pub devices: &'static [crate::hw::Bdf],
 }
 
 /// A desktop VM's framebuffer: a region of its own memory that Linux sees as an EFI
@@ -545,8 +545,13 @@ impl<A: Arch> Vm<A> {
         if ended == 0 {
             return;
         }
-        if let Some(ioapics) = crate::platform::ioapic::HOST_IOAPICS.get() {
-            crate::vm::intx_routing::resample(&msi_routing::VECTORS.lock(), &mut ioapics.lock(), self.id, ended);
+        if let Some(ioapics) = crate::host::ioapic::HOST_IOAPICS.get() {
+            crate::vm::passthrough::intx_routing::resample(
+                &msi_routing::VECTORS.lock(),
+                &mut ioapics.lock(),
+                self.id,
+                ended,
+            );
         }
     }
 

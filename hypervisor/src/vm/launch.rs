@@ -9,11 +9,11 @@ use alloc::vec::Vec;
 use bulkhead_abi::BootInfo;
 use log::info;
 
+use crate::arch::backend::Arch;
 use crate::arch::svm::Svm;
+use crate::host::handoff::{self, module_data};
 use crate::memory::phys::GlobalFrames;
-use crate::platform::handoff::{self, module_data};
 use crate::switcher::hotkeys::Hotkeys;
-use crate::vcpu::arch::Arch;
 use crate::vm::config;
 use crate::vm::desktop::HostTime;
 use crate::vm::instance::{Vm, VmResources};

@@ -7,8 +7,8 @@ use alloc::vec::Vec;
 
 use bulkhead_abi::payload::{CANARY_PAGES, LOAD_BASE, PAGE_TABLES};
 
+use crate::arch::backend::InitialState;
 use crate::memory::addr::{GuestPhysAddr, PAGE_SIZE};
-use crate::vcpu::arch::InitialState;
 use crate::vm::linux::identity_page_tables;
 
 /// "Put these bytes at this guest-physical address", in order.

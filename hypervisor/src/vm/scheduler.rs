@@ -5,14 +5,14 @@ use alloc::vec::Vec;
 
 use log::{error, info, warn};
 
+use crate::arch::backend::Arch;
+use crate::arch::exit::StopReason;
+use crate::arch::x86::debug_exit;
 use crate::arch::x86::{idt, lapic};
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::direct_map;
 use crate::memory::paging;
-use crate::platform::qemu;
 use crate::switcher::desk::Desk;
-use crate::vcpu::arch::Arch;
-use crate::vcpu::exit::StopReason;
 use crate::vm::config::Restart;
 use crate::vm::instance::{SliceEnd, Vm, VmState};
 use crate::vm::selftest::{self, VmOutcome};
@@ -189,7 +189,7 @@ impl<A: Arch> Scheduler<A> {
     /// in the VMs that own them; halted ones become runnable. Interrupts for a VM that
     /// has stopped are dropped.
     fn deliver_device_interrupts(&mut self) {
-        for fired in crate::vm::msi_routing::take_fired() {
+        for fired in crate::vm::passthrough::msi_routing::take_fired() {
             match self.slots.iter_mut().find(|s| s.vm.id == fired.vm) {
                 Some(slot) => {
                     slot.vm.deliver_device_interrupt(fired.target);
@@ -361,13 +361,13 @@ impl<A: Arch> Scheduler<A> {
         let failures = selftest::failures(&outcomes, hypervisor_checksum() == self.image_checksum);
         if failures.is_empty() {
             info!(target: "selftest", "SELFTEST PASS: {} VMs ended as expected, memory of every VM and of the hypervisor intact", outcomes.len());
-            qemu::exit(qemu::ExitCode::Success);
+            debug_exit::exit(debug_exit::ExitCode::Success);
         } else {
             for f in &failures {
                 error!(target: "selftest", "{f}");
             }
             error!(target: "selftest", "SELFTEST FAIL: {} problem(s)", failures.len());
-            qemu::exit(qemu::ExitCode::Failure);
+            debug_exit::exit(debug_exit::ExitCode::Failure);
         }
         crate::arch::x86::instr::halt_forever()
     }

@@ -7,7 +7,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::vcpu::exit::StopReason;
+use crate::arch::exit::StopReason;
 use crate::vm::config::{Expect, Restart};
 
 /// What the verdict needs to know about one VM.
@@ -80,8 +80,8 @@ pub fn failures(vms: &[VmOutcome<'_>], hypervisor_intact: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::exit::NpfInfo;
     use crate::memory::addr::GuestPhysAddr;
-    use crate::vcpu::exit::NpfInfo;
 
     fn ok_vm(name: &str) -> VmOutcome<'_> {
         VmOutcome {

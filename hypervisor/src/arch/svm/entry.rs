@@ -18,7 +18,7 @@
 
 use core::arch::naked_asm;
 
-use crate::vcpu::regs::{GuestRegisters, offsets};
+use crate::arch::regs::{GuestRegisters, offsets};
 
 /// Runs the guest once.
 ///

@@ -4,8 +4,9 @@
 #![forbid(unsafe_code)]
 
 use super::vmcb::Vmcb;
+use crate::arch::exit::{Event, Exit, ExitReason, InsnBytes, IoDirection, IoExit, NpfInfo};
+use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
-use crate::vcpu::exit::{AccessSize, Event, Exit, ExitReason, InsnBytes, IoDirection, IoExit, NpfInfo};
 
 /// EXITCODE values (APM Vol. 2 Table C-1).
 pub mod code {

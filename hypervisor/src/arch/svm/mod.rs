@@ -15,10 +15,10 @@ pub mod vmcb;
 pub use enable::{SvmError, SvmFeatures};
 pub use vcpu::{SvmRegs, SvmVcpu};
 
+use crate::arch::backend::{Arch, PermissionMaps, VcpuConfig};
+use crate::arch::exit::{Exit, ExitAction, Flow};
 use crate::memory::frames::FrameSource;
-use crate::vcpu::arch::{Arch, PermissionMaps, VcpuConfig};
 use crate::vcpu::cpuid::HostCpuid;
-use crate::vcpu::exit::{Exit, ExitAction, Flow};
 
 /// The SVM backend.
 #[derive(Debug, Clone, Copy)]

@@ -17,11 +17,11 @@ use super::vmcb::{
     InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state, intercept_exception,
     nested_ctl, tlb_control,
 };
+use crate::arch::backend::{InitialState, VcpuConfig};
+use crate::arch::exit::{Event, EventKind, Exit, ExitAction, ExitReason, Flow, NextRip, vector};
+use crate::arch::regs::{ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr};
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
-use crate::vcpu::arch::{InitialState, VcpuConfig};
-use crate::vcpu::exit::{Event, EventKind, Exit, ExitAction, ExitReason, Flow, NextRip, vector};
-use crate::vcpu::regs::{ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr};
 
 /// Power-on PAT (APM Vol. 2 7.8.2).
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;

@@ -8,7 +8,7 @@ use core::mem::{offset_of, size_of};
 
 use bitflags::bitflags;
 
-use crate::vcpu::exit::{Event, EventKind};
+use crate::arch::exit::{Event, EventKind};
 
 /// VMCB control area (APM Vol. 2 Table B-1).
 #[repr(C)]
@@ -575,9 +575,9 @@ pub const fn decode_event(raw: u64) -> Option<Event> {
     Some(Event { kind, vector: (raw & event::VECTOR_MASK) as u8, error_code })
 }
 
-impl From<VmcbSegment> for crate::vcpu::regs::Segment {
+impl From<VmcbSegment> for crate::arch::regs::Segment {
     fn from(s: VmcbSegment) -> Self {
-        crate::vcpu::regs::Segment { selector: s.selector, attrib: s.attrib, limit: s.limit, base: s.base }
+        crate::arch::regs::Segment { selector: s.selector, attrib: s.attrib, limit: s.limit, base: s.base }
     }
 }
 

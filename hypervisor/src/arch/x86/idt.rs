@@ -277,7 +277,7 @@ extern "sysv64" fn handle_trap(frame: &mut TrapFrame) {
                 "\nBULKHEAD EXCEPTION in the hypervisor on cpu{}: {frame}\ncr2={cr2:#x}\n",
                 super::instr::apic_id()
             ));
-            crate::platform::qemu::exit(crate::platform::qemu::ExitCode::Failure);
+            crate::arch::x86::debug_exit::exit(crate::arch::x86::debug_exit::ExitCode::Failure);
             super::instr::halt_forever();
         }
     }

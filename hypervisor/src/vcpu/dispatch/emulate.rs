@@ -5,11 +5,12 @@
 #![allow(clippy::result_large_err)]
 
 use super::{VmEnv, decode_at_rip};
+use crate::arch::exit::{Event, Exit, ExitAction, IoDirection, IoExit, NextRip, NpfInfo, StopReason};
+use crate::arch::regs::{Gpr, RegisterFile, rflags};
+use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
-use crate::vcpu::exit::{AccessSize, Event, Exit, ExitAction, IoDirection, IoExit, NextRip, NpfInfo, StopReason};
 use crate::vcpu::insn::walk::{self, Access, WalkError};
 use crate::vcpu::insn::{self, Instruction, MemOperand, Op, Operand, RegOperand, alu};
-use crate::vcpu::regs::{Gpr, RegisterFile, rflags};
 
 /// Elements a REP string instruction may move per exit; the rest continues after the
 /// guest re-executes the (restartable) instruction, so interrupts are not held off.

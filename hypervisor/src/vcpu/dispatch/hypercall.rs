@@ -8,10 +8,10 @@ use alloc::vec;
 use bulkhead_abi::hypercall::{self as abi, Error};
 
 use super::{VmEnv, next_rip};
+use crate::arch::exit::{Exit, ExitAction, StopReason};
+use crate::arch::regs::{Gpr, RegisterFile};
 use crate::memory::addr::GuestPhysAddr;
-use crate::vcpu::exit::{Exit, ExitAction, StopReason};
 use crate::vcpu::insn::Op;
-use crate::vcpu::regs::{Gpr, RegisterFile};
 
 /// Longest CONSOLE_WRITE.
 pub const CONSOLE_MAX: u64 = 4096;

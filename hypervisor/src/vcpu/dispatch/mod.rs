@@ -13,13 +13,13 @@
     clippy::arithmetic_side_effects
 )]
 
+use crate::arch::exit::{Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector};
+use crate::arch::regs::{Gpr, RegisterFile};
 use crate::devices::bus::{MmioBus, PortBus};
 use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::cpuid::{CpuidPolicy, CpuidSource};
-use crate::vcpu::exit::{Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector};
 use crate::vcpu::insn::{self, Op, RegOperand, walk};
 use crate::vcpu::msr::MsrState;
-use crate::vcpu::regs::{Gpr, RegisterFile};
 
 mod emulate;
 mod hypercall;

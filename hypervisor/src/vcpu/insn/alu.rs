@@ -5,8 +5,8 @@
 #![forbid(unsafe_code)]
 
 use super::Op;
-use crate::vcpu::exit::AccessSize;
-use crate::vcpu::regs::rflags;
+use crate::arch::regs::rflags;
+use crate::hw::AccessSize;
 
 /// The outcome of one ALU operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub fn alu(op: Op, dst: u64, src: u64, size: AccessSize, flags_in: u64) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vcpu::regs::rflags::*;
+    use crate::arch::regs::rflags::*;
 
     fn flags(op: Op, d: u64, s: u64, size: AccessSize, fin: u64) -> (Option<u64>, u64) {
         let r = alu(op, d, s, size, fin).unwrap_or(AluResult { value: None, rflags: u64::MAX });

@@ -8,8 +8,8 @@
 #![forbid(unsafe_code)]
 
 use super::{DecodeError, Instruction, MemOperand, Op, Operand, RegOperand, Rep};
-use crate::vcpu::exit::AccessSize;
-use crate::vcpu::regs::{CpuMode, Gpr, SegReg};
+use crate::arch::regs::{CpuMode, Gpr, SegReg};
+use crate::hw::AccessSize;
 
 /// The architectural limit on instruction length.
 pub const MAX_INSN_LEN: usize = 15;

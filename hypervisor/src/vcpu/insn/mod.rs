@@ -17,8 +17,8 @@ pub mod walk;
 
 pub use decode::{MAX_INSN_LEN, decode};
 
-use crate::vcpu::exit::AccessSize;
-use crate::vcpu::regs::{CpuMode, Gpr, RegisterFile, SegReg};
+use crate::arch::regs::{CpuMode, Gpr, RegisterFile, SegReg};
+use crate::hw::AccessSize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {

@@ -4,11 +4,11 @@
 
 use super::walk::{Access, PageFault, PagingControls, WalkError, fetch, pf, translate, walk};
 use super::*;
+use crate::arch::regs::FakeRegs;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::memory::guest::{
     GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, Perms, VecHostMemory, write_obj,
 };
-use crate::vcpu::regs::FakeRegs;
 use alloc::vec;
 use std::collections::HashMap;
 

@@ -6,10 +6,10 @@
 //! fetched or faulted on, whose walk already set them.
 #![forbid(unsafe_code)]
 
+use crate::arch::exit::InsnBytes;
+use crate::arch::regs::{CpuMode, RegisterFile, SegReg, cr};
 use crate::memory::addr::GuestPhysAddr;
 use crate::memory::guest::{GuestMemoryAccess, read_obj};
-use crate::vcpu::exit::InsnBytes;
-use crate::vcpu::regs::{CpuMode, RegisterFile, SegReg, cr};
 
 use super::MAX_INSN_LEN;
 

@@ -4,16 +4,17 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+use crate::hw::Bdf;
 use alloc::vec::Vec;
 
 use super::{Assigned, Mapped, RomCopy, Unmappable};
 use crate::devices::bus::BusRange;
-use crate::devices::pci_host::{self as vpci, BarRegion};
+use crate::devices::vpci::host_bridge::BarRegion;
+use crate::devices::vpci::msix_window::trapped_pages;
+use crate::devices::vpci::passthrough::{BarMapping, BarSpace, ROM_INDEX};
+use crate::host::pci::Bar;
 use crate::memory::addr::PAGE_SIZE;
-use crate::pci::msix_window::trapped_pages;
-use crate::pci::passthrough::{BarMapping, BarSpace, ROM_INDEX};
-use crate::pci::placement::{self, Windows};
-use crate::platform::pci::Bar;
+use crate::vm::passthrough::placement::{self, Windows};
 
 /// The BAR ranges to map for the BARs as the guest programmed them (`bars`, from its
 /// PCI host): enabled memory BARs of assigned functions whose address is mappable
@@ -21,7 +22,7 @@ use crate::platform::pci::Bar;
 /// MSI-X table pages cut out. The rest is returned with the reason.
 pub(super) fn desired_mappings(
     devices: &[Assigned],
-    bars: &[(vpci::Bdf, BarRegion)],
+    bars: &[(Bdf, BarRegion)],
     windows: &Windows,
 ) -> (Vec<Mapped>, Vec<Unmappable>) {
     let mut want: Vec<Mapped> = Vec::new();

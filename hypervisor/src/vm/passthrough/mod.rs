@@ -5,7 +5,11 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+pub mod host_vectors;
+pub mod intx_routing;
 mod mappings;
+pub mod msi_routing;
+pub mod placement;
 mod rom;
 
 use alloc::boxed::Box;
@@ -16,28 +20,28 @@ use alloc::vec::Vec;
 use log::{debug, error, info, warn};
 
 use crate::devices::bus::{BusRange, MemBus};
-use crate::devices::pci_host::{self as vpci, BarRegion, PciHost, VirtualPciFunction};
 use crate::devices::shared::Shared;
-use crate::iommu::{DomainId, DynIommu, IommuFault, MsiMessage};
+use crate::devices::vpci::host_bridge::{self as vpci, BarRegion, PciHost, VirtualPciFunction};
+use crate::devices::vpci::msi::{InterruptRouter, MsiRoute, program_msix_entry};
+use crate::devices::vpci::msix_window::MsixWindow;
+use crate::devices::vpci::passthrough::{BarMapping, BarSpace, PassthroughFunction, ROM_INDEX, quiesce_interrupts};
+use crate::host::acpi::aml::IntxRoute;
+use crate::host::iommu::{DomainId, DynIommu, IommuFault};
+use crate::host::pci::ConfigAccess;
+use crate::host::pci::access::BarMmio;
+use crate::host::pci::assign::DeviceReport;
+use crate::host::pci::{Bar, BarKind, PciInventory};
+use crate::hw::AccessSize;
+use crate::hw::Bdf;
+use crate::hw::MsiMessage;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, PAGE_SIZE};
 use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::phys::GlobalFrames;
 use crate::memory::stage2::NestedPageTable;
-use crate::pci::assign::DeviceReport;
-use crate::pci::msi::{InterruptRouter, MsiRoute, program_msix_entry};
-use crate::pci::msix_window::MsixWindow;
-use crate::pci::passthrough::{BarMapping, BarSpace, PassthroughFunction, ROM_INDEX, quiesce_interrupts};
-use crate::pci::placement::{self, Placement, Window, Windows};
-use crate::pci::{Bdf, ConfigAccess};
-use crate::platform::acpi::aml::IntxRoute;
-use crate::platform::pci::access::BarMmio;
-use crate::platform::pci::{Bar, BarKind, PciInventory};
-use crate::vcpu::exit::AccessSize;
 use crate::vm::config::{DeviceSelector, VmConfig};
-use crate::vm::host_vectors::VectorOwner;
-use crate::vm::intx_routing;
-use crate::vm::msi_routing;
+use host_vectors::VectorOwner;
 use mappings::{desired_mappings, host_bar, msix_window};
+use placement::{Placement, Window, Windows};
 use rom::{RomCopy, RomWrites, copy_rom, free_rom, plannable_rom};
 
 /// The 32-bit PCI window every desktop VM's DSDT offers (`AcpiConfig::default`).
@@ -228,7 +232,7 @@ type Function = PassthroughFunction<HostConfig, DeviceInterrupts>;
 /// Busy-wait delays for device resets.
 struct TscDelay;
 
-impl crate::pci::reset::Delay for TscDelay {
+impl crate::host::pci::reset::Delay for TscDelay {
     fn delay_us(&mut self, us: u64) {
         let per_us = (crate::arch::x86::tsc::cached_ticks_per_ms() / 1000).max(1);
         let end = crate::arch::x86::instr::rdtsc().saturating_add(us.saturating_mul(per_us));
@@ -243,7 +247,7 @@ impl crate::pci::reset::Delay for TscDelay {
 struct Assigned {
     host: Bdf,
     /// Its address on the VM's bus 0.
-    guest: vpci::Bdf,
+    guest: Bdf,
     /// The host's memory BARs (I/O BARs are not passed through).
     bars: Vec<Bar>,
     /// Where each memory BAR sits in the guest when the VM starts.
@@ -309,7 +313,7 @@ pub struct VmDevices {
 fn plan_intx(
     vm: &str,
     devices: &[Assigned],
-    dev: &crate::platform::pci::PciDevice,
+    dev: &crate::host::pci::PciDevice,
     host: Option<IntxRoute>,
 ) -> Option<Intx> {
     if dev.interrupt_pin == 0 {
@@ -335,7 +339,7 @@ fn guest_prt(devices: &[Assigned]) -> Vec<crate::vm::acpi::PciIntx> {
         .filter_map(|d| {
             let i = d.intx?;
             Some(crate::vm::acpi::PciIntx {
-                device: d.guest.device(),
+                device: d.guest.device,
                 pin: i.pin.saturating_sub(1),
                 gsi: u32::from(i.guest_gsi),
             })
@@ -432,10 +436,10 @@ impl VmDevices {
         let guest = u8::try_from(self.devices.len())
             .ok()
             .and_then(|i| FIRST_GUEST_DEVICE.checked_add(i))
-            .and_then(|d| vpci::Bdf::new(0, d, 0))
+            .and_then(|d| Bdf::checked(0, d, 0))
             .ok_or("too many devices")?;
         let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or_else(|| format!("device {bdf} vanished"))?;
-        let method = crate::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay)
+        let method = crate::host::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay)
             .map_err(|e| format!("cannot reset {bdf}: {e:?}"))?;
         info!(target: "pci", "{bdf}: reset ({method}) before assignment to VM {vm}");
         iommu.attach(bdf, self.domain).map_err(|e| format!("cannot attach {bdf}: {e}"))?;
@@ -474,7 +478,7 @@ impl VmDevices {
         self.windows
     }
 
-    fn interrupts(&self, dev: &crate::platform::pci::PciDevice) -> DeviceInterrupts {
+    fn interrupts(&self, dev: &crate::host::pci::PciDevice) -> DeviceInterrupts {
         DeviceInterrupts { vm: self.vm_id, cpu: self.cpu, bars: dev.bars.clone() }
     }
 
@@ -545,7 +549,7 @@ impl VmDevices {
     /// Routes `bdf`'s INTx line into the VM (see `intx_routing`).
     fn route_intx(&self, iommu: Option<&mut DynIommu>, bdf: Bdf, intx: Intx) -> Result<(), String> {
         let iommu = iommu.ok_or("no IOMMU")?;
-        let ioapics = crate::platform::ioapic::HOST_IOAPICS.get().ok_or("no I/O APIC")?;
+        let ioapics = crate::host::ioapic::HOST_IOAPICS.get().ok_or("no I/O APIC")?;
         let owner = VectorOwner { vm: self.vm_id, bdf, index: 0 };
         let mut table = msi_routing::VECTORS.lock();
         intx_routing::route(&mut table, &mut **iommu, &mut ioapics.lock(), owner, intx.host, intx.guest_gsi, self.cpu)
@@ -570,7 +574,7 @@ impl VmDevices {
         if n > 0 {
             info!(target: "msi", "VM {}: {n} device interrupt route(s) removed", self.vm);
         }
-        if let Some(ioapics) = crate::platform::ioapic::HOST_IOAPICS.get() {
+        if let Some(ioapics) = crate::host::ioapic::HOST_IOAPICS.get() {
             intx_routing::unroute_vm(&mut table, &mut ioapics.lock(), self.vm_id, &mut settle);
         }
     }
@@ -645,7 +649,7 @@ impl VmDevices {
     /// The MSI-X table trap stays where the BAR was placed at VM start: a guest that
     /// moves that BAR finds its table pages unmapped at the new place (an access there
     /// stops the VM). Logged once per function.
-    fn note_moved_msix_tables(&mut self, bars: &[(vpci::Bdf, BarRegion)]) {
+    fn note_moved_msix_tables(&mut self, bars: &[(Bdf, BarRegion)]) {
         for d in &self.devices {
             let Some((bar, ..)) = d.msix else { continue };
             let Some(&(_, placed)) = d.placed.iter().find(|p| p.0 == bar) else { continue };
@@ -691,7 +695,7 @@ impl VmDevices {
         let Some(config) = host.config else { return };
         for bdf in self.devices.iter().map(|d| d.host) {
             let Some(dev) = host.inventory.devices().iter().find(|d| d.bdf == bdf) else { continue };
-            match crate::pci::reset::reset_function(dev, &host.inventory, &config, &mut TscDelay) {
+            match crate::host::pci::reset::reset_function(dev, &host.inventory, &config, &mut TscDelay) {
                 Ok(m) => info!(target: "pci", "{bdf}: reset ({m}) for the restart of VM {}", self.vm),
                 Err(e) => error!(target: "pci", "{bdf}: reset for the restart of VM {} failed: {e:?}", self.vm),
             }
@@ -714,7 +718,7 @@ impl VmDevices {
                 error!(target: "iommu", "{bdf}: cannot detach: {e}");
             }
             if let (Some(dev), Some(config)) = (inventory.devices().iter().find(|d| d.bdf == bdf), *config) {
-                match crate::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay) {
+                match crate::host::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay) {
                     Ok(m) => info!(target: "pci", "{bdf}: taken back from VM {} ({m}), blocked", self.vm),
                     Err(e) => error!(target: "pci", "{bdf}: reset after VM {} failed: {e:?}", self.vm),
                 }
@@ -733,7 +737,7 @@ pub fn poll_faults() -> Vec<IommuFault> {
     let Some(host) = HOST.get() else { return Vec::new() };
     let Some(mut host) = host.try_lock() else { return Vec::new() };
     let faults = host.iommu.as_mut().map(|i| i.poll_faults()).unwrap_or_default();
-    crate::iommu::log_faults(&faults);
+    crate::host::iommu::log_faults(&faults);
     faults
 }
 

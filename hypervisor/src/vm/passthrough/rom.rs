@@ -10,13 +10,13 @@ use alloc::vec::Vec;
 use log::{debug, info, warn};
 
 use super::HostConfig;
+use crate::devices::vpci::passthrough::ROM_INDEX;
+use crate::host::pci::access::BarMmio;
+use crate::host::pci::rom::rom_bar_size;
+use crate::host::pci::{Bar, BarKind, PciDevice, PciInventory};
+use crate::hw::AccessSize;
+use crate::hw::Bdf;
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
-use crate::pci::Bdf;
-use crate::pci::passthrough::ROM_INDEX;
-use crate::pci::rom::rom_bar_size;
-use crate::platform::pci::access::BarMmio;
-use crate::platform::pci::{Bar, BarKind, PciDevice, PciInventory};
-use crate::vcpu::exit::AccessSize;
 
 /// A read-only copy of an assigned function's expansion ROM, in host memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ fn rom_bar(address: u64, size: u64) -> Bar {
 /// The ROM BAR to plan a guest address for: a ROM small enough to copy (placed by
 /// firmware or not: [`copy_rom`] places it when it can).
 pub(super) fn plannable_rom(dev: &PciDevice) -> Option<Bar> {
-    let rom = dev.rom.filter(|r| r.size <= crate::pci::rom::MAX_ROM_BYTES)?;
+    let rom = dev.rom.filter(|r| r.size <= crate::host::pci::rom::MAX_ROM_BYTES)?;
     Some(rom_bar(0, rom_bar_size(rom.size)))
 }
 
@@ -101,12 +101,12 @@ pub(super) fn copy_rom(dev: &PciDevice, inventory: &PciInventory, config: HostCo
             return None;
         }
     };
-    let Some(address) = crate::pci::rom::rom_address(rom, window, &busy_ranges(inventory, config, bdf)) else {
+    let Some(address) = crate::host::pci::rom::rom_address(rom, window, &busy_ranges(inventory, config, bdf)) else {
         not_offered(&"firmware left it unplaced and no bridge window above the function has room");
         return None;
     };
     if address != rom.address {
-        config.write32(bdf, crate::pci::rom::ROM_BAR, address as u32);
+        config.write32(bdf, crate::host::pci::rom::ROM_BAR, address as u32);
         info!(target: "pci", "{bdf}: ROM BAR placed at {address:#x} (firmware left {:#x})", rom.address);
         rom.address = address;
     }
@@ -115,7 +115,7 @@ pub(super) fn copy_rom(dev: &PciDevice, inventory: &PciInventory, config: HostCo
         let m = mmio.as_ref()?;
         Some(m.read(pa.checked_sub(m.base())?, 4) as u32)
     };
-    let (images, count) = match crate::pci::rom::copy_rom(&config, bdf, rom, &mut read32) {
+    let (images, count) = match crate::host::pci::rom::copy_rom(&config, bdf, rom, &mut read32) {
         Ok(copied) => copied,
         Err(e) => {
             not_offered(&e);
@@ -163,12 +163,12 @@ impl crate::devices::bus::MmioDevice for RomWrites {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
-    use crate::platform::pci::Rom;
+    use crate::host::pci::Rom;
 
     #[test]
     fn rom_bars_are_at_least_a_page_and_planned_placed_or_not() {
         assert_eq!((rom_bar_size(2048), rom_bar_size(0x10000), rom_bar_size(0x18000)), (4096, 0x10000, 0x20000));
-        let mut dev = crate::iommu::fake_mem::pci_dev(2, 0, 0, [0x01, 0x08]);
+        let mut dev = crate::host::iommu::fake_mem::pci_dev(2, 0, 0, [0x01, 0x08]);
         assert_eq!(plannable_rom(&dev), None, "no ROM BAR");
         for address in [0, 0xffff_c000, 0xc220_4000] {
             dev.rom = Some(Rom { address, size: 2048 });

@@ -1,7 +1,8 @@
 use super::mappings::without_pages;
 use super::*;
-use crate::pci::assign::IommuCoverage;
-use crate::pci::reset::ResetMethod;
+use crate::host::pci::assign::IommuCoverage;
+use crate::host::pci::reset::ResetMethod;
+use crate::hw::Bdf;
 use crate::vm::acpi::PciIntx;
 use crate::vm::config::parse;
 
@@ -163,7 +164,7 @@ fn assigned() -> Vec<Assigned> {
     vec![
         Assigned {
             host: Bdf::new(0, 1, 0, 0),
-            guest: vpci::Bdf::new(0, 3, 0).unwrap(),
+            guest: Bdf::checked(0, 3, 0).unwrap(),
             bars: vec![bar(0, BarKind::Mem32, 0xc100_0000, 16 << 20), bar(2, BarKind::Mem32, 0xc200_0000, 0x1000)],
             placed: vec![(0, 0xc000_0000), (2, 0xc100_0000)],
             msix: None,
@@ -172,7 +173,7 @@ fn assigned() -> Vec<Assigned> {
         },
         Assigned {
             host: Bdf::new(0, 2, 0, 0),
-            guest: vpci::Bdf::new(0, 4, 0).unwrap(),
+            guest: Bdf::checked(0, 4, 0).unwrap(),
             bars: vec![bar(0, BarKind::Mem64, 0x80_0000_0000, 0x4000), bar(3, BarKind::Mem32, 0xc210_0000, 0x4000)],
             placed: vec![(0, 0x8_0000_0000), (3, 0xc101_0000)],
             msix: Some((3, 0x2000, 0x50)),
@@ -186,7 +187,7 @@ fn assigned() -> Vec<Assigned> {
 fn intx_lines_get_guest_gsis_shared_per_host_line_and_appear_in_the_prt() {
     let line = |gsi| Some(IntxRoute { gsi, level_triggered: true, active_low: true });
     let mut devices = assigned();
-    let mut dev = crate::iommu::fake_mem::pci_dev(0, 6, 0, [0x02, 0x00]);
+    let mut dev = crate::host::iommu::fake_mem::pci_dev(0, 6, 0, [0x02, 0x00]);
     // No pin: no line. No `_PRT` route: none either.
     dev.interrupt_pin = 0;
     assert_eq!(plan_intx("vm", &devices, &dev, line(22)), None);
@@ -207,9 +208,9 @@ fn intx_lines_get_guest_gsis_shared_per_host_line_and_appear_in_the_prt() {
     );
 }
 
-fn region(dev: u8, index: u8, address: u64, size: u64, enabled: bool) -> (vpci::Bdf, BarRegion) {
+fn region(dev: u8, index: u8, address: u64, size: u64, enabled: bool) -> (Bdf, BarRegion) {
     let kind = vpci::BarKind::Memory32 { prefetchable: false };
-    (vpci::Bdf::new(0, dev, 0).unwrap(), BarRegion { index, kind, address, size, enabled })
+    (Bdf::checked(0, dev, 0).unwrap(), BarRegion { index, kind, address, size, enabled })
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! the world switch itself).
 
 use super::*;
+use crate::arch::exit::{Event, StopReason};
 use crate::memory::stage2::fake::FakeFrames;
-use crate::vcpu::exit::{Event, StopReason};
 
 fn features() -> SvmFeatures {
     SvmFeatures { npt: true, asids: 16, ..SvmFeatures::default() }

@@ -1,0 +1,119 @@
+//! The vendor seam. One binary carries every backend; boot code picks one from CPUID and
+//! calls generic code monomorphised over it (`fn run_vcpu<A: Arch>(..)`). No Cargo
+//! features, no trait objects on the exit path.
+//!
+//! Division of labour on every exit:
+//! 1. [`Arch::run`] enters the guest and decodes the raw vendor exit into an [`Exit`];
+//! 2. common code (`vcpu::dispatch::decide`) reads and writes guest registers through
+//!    [`Arch::regs`] and returns an [`ExitAction`];
+//! 3. [`Arch::apply`] performs the action in vendor terms (advance RIP and clear the
+//!    interrupt shadow, write the event-injection field, ...).
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+use crate::arch::exit::{Exit, ExitAction, Flow};
+use crate::arch::regs::RegisterFile;
+use crate::memory::addr::HostPhysAddr;
+use crate::memory::frames::FrameSource;
+
+/// The architectural state a vCPU starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialState {
+    /// The x86 reset state (real mode, CS:IP = F000:FFF0 with CS base FFFF_0000).
+    Reset,
+    /// 64-bit mode with flat segments and the given page tables, as used by the Linux
+    /// 64-bit boot protocol and by test payloads. The caller provides guest page tables
+    /// at `cr3` that map `rip` and `rsp`.
+    Long64 {
+        rip: u64,
+        rsp: u64,
+        cr3: u64,
+        /// Passed in RSI (Linux: the boot_params address).
+        rsi: u64,
+    },
+}
+
+/// What a vendor backend needs to create a vCPU.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuConfig {
+    /// Address-space tag for the guest's TLB entries (ASID / VPID); never 0.
+    pub tag: u32,
+    /// Root of the stage-2 (NPT/EPT) tables.
+    pub stage2_root: HostPhysAddr,
+    /// Physical address of the I/O permission bitmap (SVM: 12 KiB, 4 KiB-aligned).
+    pub io_bitmap: HostPhysAddr,
+    /// Physical address of the MSR permission bitmap (SVM: 8 KiB, 4 KiB-aligned).
+    pub msr_bitmap: HostPhysAddr,
+    pub initial: InitialState,
+}
+
+/// A hardware virtualisation backend (AMD SVM today, Intel VMX later).
+pub trait Arch {
+    /// Short name for logs ("svm").
+    const NAME: &'static str;
+    /// Optional features found at probe time. Code must work with all of them absent.
+    type Features: Copy + fmt::Debug;
+    /// Per-vCPU hardware state (control block, guest GPRs, extended-state area).
+    type Vcpu;
+    /// Register access for decision code, borrowing the vCPU.
+    type Regs<'a>: RegisterFile
+    where
+        Self: 'a;
+    type Error: fmt::Debug;
+
+    /// Whether this CPU supports the backend, and with which optional features.
+    fn probe() -> Option<Self::Features>;
+
+    /// Turns virtualisation on for the executing CPU. `frames` provides the per-CPU
+    /// pages the processor needs (e.g. the SVM host save area), which stay allocated
+    /// for as long as virtualisation is on.
+    fn enable_cpu<F: FrameSource>(features: &Self::Features, frames: &mut F) -> Result<(), Self::Error>;
+
+    /// Creates a vCPU in the given initial state.
+    fn create_vcpu<F: FrameSource>(
+        features: &Self::Features,
+        config: &VcpuConfig,
+        frames: &mut F,
+    ) -> Result<Self::Vcpu, Self::Error>;
+
+    /// Frees a vCPU's frames.
+    fn destroy_vcpu<F: FrameSource>(vcpu: Self::Vcpu, frames: &mut F);
+
+    /// Runs the guest until the next exit and decodes it.
+    fn run(vcpu: &mut Self::Vcpu) -> Exit;
+
+    /// The guest's registers.
+    fn regs(vcpu: &mut Self::Vcpu) -> Self::Regs<'_>;
+
+    /// Carries out a decided action in vendor state and says how the loop continues.
+    fn apply(vcpu: &mut Self::Vcpu, action: &ExitAction) -> Flow;
+
+    /// Whether an external interrupt can be delivered on the next entry: the guest has
+    /// interrupts enabled, is not in an interrupt shadow, and no other event is queued.
+    fn interrupt_window_open(vcpu: &mut Self::Vcpu) -> bool;
+
+    /// Delivers external interrupt `vector` on the next entry (call only when the window
+    /// is open).
+    fn inject_interrupt(vcpu: &mut Self::Vcpu, vector: u8);
+
+    /// Asks for an [`crate::arch::exit::ExitReason::InterruptWindow`] exit as soon as the
+    /// guest can take an interrupt.
+    fn request_interrupt_window(vcpu: &mut Self::Vcpu);
+
+    /// Flushes the guest's TLB entries on the next entry (after the hypervisor changed
+    /// its stage-2 tables, e.g. cleared Dirty bits).
+    fn request_tlb_flush(vcpu: &mut Self::Vcpu);
+
+    /// The I/O and MSR permission maps in the vendor's layout: every port intercepted,
+    /// every MSR intercepted except those held in vendor state that the guest may use
+    /// freely. The caller places them in physically contiguous memory.
+    fn permission_maps() -> PermissionMaps;
+}
+
+/// Permission-map images to copy into physically contiguous, 4 KiB-aligned memory.
+#[derive(Debug, Clone)]
+pub struct PermissionMaps {
+    pub io: alloc::vec::Vec<u8>,
+    pub msr: alloc::vec::Vec<u8>,
+}

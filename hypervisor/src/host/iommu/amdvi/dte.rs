@@ -1,0 +1,175 @@
+//! The 256-bit Device Table Entry (AMD IOMMU spec §2.2.2.1, Table 7 "Device Table
+//! Entry (DTE) Field Definitions").
+#![forbid(unsafe_code)]
+
+use core::mem::size_of;
+
+use crate::host::iommu::page_table::ADDR_MASK;
+use crate::memory::addr::HostPhysAddr;
+
+/// One device table entry, as four little-endian quadwords.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dte(pub [u64; 4]);
+
+const _: () = assert!(size_of::<Dte>() == 32);
+
+// Quadword 0 (bits 63:0).
+const V: u64 = 1 << 0;
+const TV: u64 = 1 << 1;
+const MODE_SHIFT: u32 = 9;
+const IR: u64 = 1 << 61;
+const IW: u64 = 1 << 62;
+// Quadword 1 (bits 127:64): DomainID in 15:0, SysMgt in 41:40.
+const SYSMGT_SHIFT: u32 = 40;
+// Quadword 2 (bits 191:128).
+const IV: u64 = 1 << 0;
+const INT_TAB_LEN_SHIFT: u32 = 1;
+/// IntTablePtr: bits 179:134, i.e. address bits 51:6.
+const INT_TABLE_MASK: u64 = 0x000f_ffff_ffff_ffc0;
+const INIT_PASS: u64 = 1 << 56;
+const EINT_PASS: u64 = 1 << 57;
+const NMI_PASS: u64 = 1 << 58;
+const INT_CTL_SHIFT: u32 = 60;
+const LINT0_PASS: u64 = 1 << 62;
+const LINT1_PASS: u64 = 1 << 63;
+
+/// IntCtl (bits 189:188): what happens to fixed and arbitrated interrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum IntCtl {
+    /// Target abort.
+    Abort = 0b00,
+    /// Forwarded unmapped.
+    Forward = 0b01,
+    /// Remapped through the interrupt table.
+    Remap = 0b10,
+}
+
+impl Dte {
+    /// A device that may do nothing (§2.2.2.1): V = 1 and TV = 1 with Mode 0
+    /// (translation disabled) and IR = IW = 0 rejects every DMA; IV = 1 with IntCtl
+    /// abort rejects its interrupts. `settings` is the IVHD data byte.
+    pub fn blocked(settings: u8) -> Self {
+        let mut d = Self([V | TV, 0, IV | (IntCtl::Abort as u64) << INT_CTL_SHIFT, 0]);
+        d.apply_settings(settings);
+        d
+    }
+
+    /// An IOAPIC/HPET: no DMA, interrupts not remapped (IV = 0: they come from the
+    /// hypervisor's own interrupt controllers). IV = 0 rather than IntCtl = forward
+    /// keeps them working on units without interrupt remapping (QEMU without
+    /// `intremap=on` rejects every interrupt of a DTE with IV = 1).
+    pub fn interrupt_source(settings: u8) -> Self {
+        let mut d = Self([V | TV, 0, 0, 0]);
+        d.apply_settings(settings);
+        d
+    }
+
+    /// A device translated through `root` (`levels`-level tables) in `domain`, its
+    /// interrupts remapped through the 2^`table_len_log2`-entry table at `irt`.
+    pub fn translated(root: HostPhysAddr, levels: u8, domain: u16, irt: HostPhysAddr, table_len_log2: u8) -> Self {
+        let q0 = V | TV | (u64::from(levels & 7) << MODE_SHIFT) | (root.raw() & ADDR_MASK) | IR | IW;
+        let q2 = IV
+            | u64::from(table_len_log2 & 0xf) << INT_TAB_LEN_SHIFT
+            | (irt.raw() & INT_TABLE_MASK)
+            | (IntCtl::Remap as u64) << INT_CTL_SHIFT;
+        Self([q0, u64::from(domain), q2, 0])
+    }
+
+    /// Copies the IVHD DTE-setting byte (§5.2.2.2, Table 95): INITPass, EIntPass,
+    /// NMIPass, SysMgt, Lint0Pass, Lint1Pass.
+    pub fn apply_settings(&mut self, settings: u8) {
+        let s = u64::from(settings);
+        let pass = [(0, INIT_PASS), (1, EINT_PASS), (2, NMI_PASS), (6, LINT0_PASS), (7, LINT1_PASS)];
+        for (bit, field) in pass {
+            if s & (1 << bit) != 0 {
+                self.0[2] |= field;
+            }
+        }
+        self.0[1] |= ((s >> 4) & 0b11) << SYSMGT_SHIFT;
+    }
+
+    pub fn valid(&self) -> bool {
+        self.0[0] & V != 0
+    }
+    pub fn translation_valid(&self) -> bool {
+        self.0[0] & TV != 0
+    }
+    pub fn mode(&self) -> u8 {
+        ((self.0[0] >> MODE_SHIFT) & 7) as u8
+    }
+    pub fn root(&self) -> HostPhysAddr {
+        HostPhysAddr::new(self.0[0] & ADDR_MASK)
+    }
+    pub fn readable(&self) -> bool {
+        self.0[0] & IR != 0
+    }
+    pub fn writable(&self) -> bool {
+        self.0[0] & IW != 0
+    }
+    pub fn domain(&self) -> u16 {
+        self.0[1] as u16
+    }
+    pub fn interrupt_valid(&self) -> bool {
+        self.0[2] & IV != 0
+    }
+    pub fn int_table_len_log2(&self) -> u8 {
+        ((self.0[2] >> INT_TAB_LEN_SHIFT) & 0xf) as u8
+    }
+    pub fn int_table(&self) -> HostPhysAddr {
+        HostPhysAddr::new(self.0[2] & INT_TABLE_MASK)
+    }
+    pub fn int_ctl(&self) -> u8 {
+        ((self.0[2] >> INT_CTL_SHIFT) & 0b11) as u8
+    }
+}
+
+/// Bits QEMU 7.2 treats as reserved and answers with ILLEGAL_DEV_TABLE_ENTRY
+/// (`AMDVI_DTE_*_QUAD_RESERVED`): note bit 8 of the domain id, and all of quadword 3.
+pub const QEMU72_RESERVED: [u64; 4] = [0x8030_0000_0000_00fc, 0x0000_0000_0000_0100, 0x08f0_0000_0000_0000, u64::MAX];
+
+/// AMD-Vi I/O page-table entries (§2.2.3, Tables 14-15): PR bit 0, NextLevel 11:9
+/// (0 for a page), address 51:12, IR bit 61, IW bit 62. Permissions combine across
+/// levels, so table entries grant IR+IW.
+#[derive(Debug, Clone, Copy)]
+pub struct IoPte;
+
+pub mod pte {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const NEXT_LEVEL_SHIFT: u32 = 9;
+    pub const IR: u64 = 1 << 61;
+    pub const IW: u64 = 1 << 62;
+    pub const fn next_level(e: u64) -> u8 {
+        ((e >> NEXT_LEVEL_SHIFT) & 7) as u8
+    }
+}
+
+impl crate::host::iommu::page_table::PteFormat for IoPte {
+    fn table(next: HostPhysAddr, level: u8) -> u64 {
+        (next.raw() & ADDR_MASK)
+            | pte::PRESENT
+            | u64::from(level.saturating_sub(1) & 7) << pte::NEXT_LEVEL_SHIFT
+            | pte::IR
+            | pte::IW
+    }
+    fn leaf(hpa: HostPhysAddr, _level: u8, perms: crate::host::iommu::page_table::DmaPerms) -> u64 {
+        let mut e = (hpa.raw() & ADDR_MASK) | pte::PRESENT;
+        if perms.read {
+            e |= pte::IR;
+        }
+        if perms.write {
+            e |= pte::IW;
+        }
+        e
+    }
+    fn is_present(entry: u64) -> bool {
+        entry & pte::PRESENT != 0
+    }
+    fn is_leaf(entry: u64, level: u8) -> bool {
+        level == 1 || matches!(pte::next_level(entry), 0 | 7)
+    }
+    fn perms(entry: u64) -> crate::host::iommu::page_table::DmaPerms {
+        crate::host::iommu::page_table::DmaPerms { read: entry & pte::IR != 0, write: entry & pte::IW != 0 }
+    }
+}

@@ -1,0 +1,142 @@
+//! VT-d legacy-mode translation structures: root table, context tables (VT-d spec
+//! §9.1, §9.3) and second-level page-table entries (§9.8).
+#![forbid(unsafe_code)]
+
+use core::mem::size_of;
+
+use crate::host::iommu::page_table::{ADDR_MASK, DmaPerms, PteFormat};
+use crate::memory::addr::HostPhysAddr;
+
+/// A root entry (§9.1, Figure 9-"Root-Entry Format"): one per bus, pointing at the
+/// bus's context table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RootEntry {
+    /// Bit 0 Present; bits 63:12 Context-table Pointer.
+    pub lo: u64,
+    /// Reserved.
+    pub hi: u64,
+}
+
+/// A context entry (§9.3, "Context-Entry Format"): one per device/function.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ContextEntry {
+    /// Bit 0 Present, bit 1 Fault Processing Disable, bits 3:2 Translation Type,
+    /// bits 63:12 Second-Level Page-Table Pointer.
+    pub lo: u64,
+    /// Bits 2:0 Address Width, bits 6:3 available, bits 23:8 Domain Identifier.
+    pub hi: u64,
+}
+
+const _: () = assert!(size_of::<RootEntry>() == 16);
+const _: () = assert!(size_of::<ContextEntry>() == 16);
+
+/// Entries per root or context table (one 4 KiB page).
+pub const ENTRIES: usize = 256;
+
+const PRESENT: u64 = 1;
+
+impl RootEntry {
+    pub fn new(context_table: HostPhysAddr) -> Self {
+        Self { lo: (context_table.raw() & ADDR_MASK) | PRESENT, hi: 0 }
+    }
+    pub fn present(self) -> bool {
+        self.lo & PRESENT != 0
+    }
+    pub fn context_table(self) -> HostPhysAddr {
+        HostPhysAddr::new(self.lo & ADDR_MASK)
+    }
+    pub fn words(self) -> [u64; 2] {
+        [self.lo, self.hi]
+    }
+}
+
+/// Translation types in a legacy context entry (§9.3, TT field).
+pub mod tt {
+    /// Untranslated requests are translated through the second-level tables;
+    /// translated requests and translation requests (ATS) are blocked.
+    pub const UNTRANSLATED_ONLY: u64 = 0b00;
+    /// Untranslated requests pass through without translation (needs ECAP.PT).
+    pub const PASS_THROUGH: u64 = 0b10;
+}
+
+impl ContextEntry {
+    /// A present entry translating through `slptptr` with `levels`-level tables for
+    /// domain `did`. ATS is not offered (TT = 00).
+    pub fn translated(slptptr: HostPhysAddr, levels: u8, did: u16) -> Self {
+        let aw = address_width(levels);
+        Self {
+            lo: (slptptr.raw() & ADDR_MASK) | (tt::UNTRANSLATED_ONLY << 2) | PRESENT,
+            hi: u64::from(did) << 8 | u64::from(aw),
+        }
+    }
+    pub fn present(self) -> bool {
+        self.lo & PRESENT != 0
+    }
+    pub fn translation_type(self) -> u64 {
+        (self.lo >> 2) & 0b11
+    }
+    pub fn slptptr(self) -> HostPhysAddr {
+        HostPhysAddr::new(self.lo & ADDR_MASK)
+    }
+    pub fn address_width(self) -> u8 {
+        (self.hi & 0x7) as u8
+    }
+    pub fn domain_id(self) -> u16 {
+        (self.hi >> 8) as u16
+    }
+    pub fn words(self) -> [u64; 2] {
+        [self.lo, self.hi]
+    }
+    pub fn from_words(w: [u64; 2]) -> Self {
+        Self { lo: w[0], hi: w[1] }
+    }
+}
+
+/// AW field for a table depth (§9.3): 1 = 39-bit/3-level, 2 = 48-bit/4-level,
+/// 3 = 57-bit/5-level.
+pub fn address_width(levels: u8) -> u8 {
+    levels.saturating_sub(2)
+}
+
+/// Second-level paging entries (§9.8, "Format for Second-Level Paging Entries").
+/// There is no present bit: an entry is present when R or W is set. Non-leaf entries
+/// grant R+W and leaves carry the mapping's rights (rights combine across levels).
+#[derive(Debug, Clone, Copy)]
+pub struct SecondLevel;
+
+pub mod sl {
+    pub const READ: u64 = 1 << 0;
+    pub const WRITE: u64 = 1 << 1;
+    /// Page Size: this PDE (or PDPE) maps a 2 MiB (1 GiB) page.
+    pub const PAGE_SIZE: u64 = 1 << 7;
+}
+
+impl PteFormat for SecondLevel {
+    fn table(next: HostPhysAddr, _level: u8) -> u64 {
+        (next.raw() & ADDR_MASK) | sl::READ | sl::WRITE
+    }
+    fn leaf(hpa: HostPhysAddr, level: u8, perms: DmaPerms) -> u64 {
+        let mut e = hpa.raw() & ADDR_MASK;
+        if perms.read {
+            e |= sl::READ;
+        }
+        if perms.write {
+            e |= sl::WRITE;
+        }
+        if level > 1 {
+            e |= sl::PAGE_SIZE;
+        }
+        e
+    }
+    fn is_present(entry: u64) -> bool {
+        entry & (sl::READ | sl::WRITE) != 0
+    }
+    fn is_leaf(entry: u64, level: u8) -> bool {
+        level == 1 || entry & sl::PAGE_SIZE != 0
+    }
+    fn perms(entry: u64) -> DmaPerms {
+        DmaPerms { read: entry & sl::READ != 0, write: entry & sl::WRITE != 0 }
+    }
+}

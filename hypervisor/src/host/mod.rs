@@ -1,0 +1,11 @@
+//! The machine around the CPU: firmware tables, PCI, power control, the framebuffer.
+pub mod acpi;
+pub mod cmos;
+pub mod handoff;
+pub mod ioapic;
+pub mod iommu;
+pub mod keyboard;
+pub mod pci;
+pub mod power;
+pub mod rtc;
+pub mod screen;

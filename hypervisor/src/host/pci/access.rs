@@ -1,0 +1,343 @@
+//! The two host mechanisms for PCI configuration space, as `pci_types`
+//! `ConfigRegionAccess` implementations, [`ConfigSpace`], the safe handle the
+//! enumerator uses, and [`BarMmio`], the few device registers the hypervisor writes
+//! itself (assigned devices' MSI-X tables). This is the only `unsafe` of the PCI layer.
+
+use alloc::vec::Vec;
+
+use pci_types::{ConfigRegionAccess, PciAddress};
+
+use crate::arch::x86::instr::{inl, outl};
+use crate::host::acpi::{EcamRegion, PlatformTables};
+use crate::host::pci::model::{Bar, BarKind};
+
+/// Configuration mechanism #1 (PCI Local Bus Spec 3.0 §3.2.2.3.2): CONFIG_ADDRESS at
+/// 0xcf8, CONFIG_DATA at 0xcfc. Segment 0 and offsets below 0x100 only.
+#[derive(Debug)]
+pub struct LegacyPorts {
+    _owned: (),
+}
+
+const CONFIG_ADDRESS: u16 = 0xcf8;
+const CONFIG_DATA: u16 = 0xcfc;
+
+/// The address/data pair is one shared state machine; two CPUs must not interleave.
+static LEGACY_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+impl LegacyPorts {
+    /// # Safety
+    /// Ports 0xcf8-0xcff must belong to the hypervisor (no guest can reach them), and
+    /// the host bridge must decode configuration mechanism #1 (every PC chipset does).
+    pub unsafe fn new() -> Self {
+        Self { _owned: () }
+    }
+
+    fn config_address(address: PciAddress, offset: u16) -> Option<u32> {
+        if address.segment() != 0 || offset >= 0x100 || address.device() >= 32 || address.function() >= 8 {
+            return None;
+        }
+        Some(
+            0x8000_0000
+                | u32::from(address.bus()) << 16
+                | u32::from(address.device()) << 11
+                | u32::from(address.function()) << 8
+                | u32::from(offset & 0xfc),
+        )
+    }
+}
+
+impl ConfigRegionAccess for LegacyPorts {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        let Some(cfg) = Self::config_address(address, offset) else {
+            return u32::MAX;
+        };
+        let _guard = LEGACY_LOCK.lock();
+        // SAFETY: `new`'s contract gives the hypervisor ports 0xcf8/0xcfc; the lock makes
+        // the address/data pair atomic. Selecting a register has no other effect.
+        unsafe { outl(CONFIG_ADDRESS, cfg) };
+        // SAFETY: as above; reads the register just selected.
+        unsafe { inl(CONFIG_DATA) }
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        let Some(cfg) = Self::config_address(address, offset) else {
+            return;
+        };
+        let _guard = LEGACY_LOCK.lock();
+        // SAFETY: as for `read`.
+        unsafe { outl(CONFIG_ADDRESS, cfg) };
+        // SAFETY: the caller vouches for the effect of the write on the device (the
+        // `ConfigRegionAccess::write` contract).
+        unsafe { outl(CONFIG_DATA, value) };
+    }
+}
+
+/// Enhanced configuration access (PCIe Base Spec 6.0 §7.2.2): a 4 KiB MMIO window per
+/// function at `base + (bus << 20 | dev << 15 | fn << 12)`, from the MCFG.
+#[derive(Debug)]
+pub struct Ecam {
+    region: EcamRegion,
+}
+
+impl Ecam {
+    /// # Safety
+    /// `region` must describe a real ECAM window (from a validated MCFG) that is
+    /// identity-mapped uncacheable and owned by the hypervisor.
+    pub unsafe fn new(region: EcamRegion) -> Self {
+        Self { region }
+    }
+
+    fn pointer(&self, address: PciAddress, offset: u16) -> Option<*mut u32> {
+        if address.segment() != self.region.segment || offset & 3 != 0 {
+            return None;
+        }
+        let pa = self.region.config_address(address.bus(), address.device(), address.function(), offset)?;
+        Some(usize::try_from(pa).ok()? as *mut u32)
+    }
+}
+
+impl ConfigRegionAccess for Ecam {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        match self.pointer(address, offset) {
+            // SAFETY: the pointer is inside the ECAM window `new` vouched for, dword
+            // aligned, and identity-mapped; a config read of an absent function returns
+            // all-ones rather than faulting.
+            Some(p) => unsafe { p.read_volatile() },
+            None => u32::MAX,
+        }
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        if let Some(p) = self.pointer(address, offset) {
+            // SAFETY: as for `read`; the caller vouches for the effect on the device.
+            unsafe { p.write_volatile(value) }
+        }
+    }
+}
+
+/// A configuration-space accessor that may be used freely: reads and writes of any
+/// function on its segment are sound. Built only through an `unsafe` constructor that
+/// establishes this, so the enumerator itself is safe code.
+#[derive(Debug)]
+pub struct ConfigSpace<A> {
+    access: A,
+    segment: u16,
+    /// Whether offsets 0x100-0xfff (PCIe extended capabilities) are reachable.
+    extended: bool,
+}
+
+impl<A: ConfigRegionAccess> ConfigSpace<A> {
+    /// # Safety
+    /// The hypervisor must own every PCI function reachable through `access` (no guest
+    /// runs yet, or none is assigned), and any config read or write through it must be
+    /// memory-safe (true for the accessors above under their own contracts).
+    pub unsafe fn new(access: A, segment: u16, extended: bool) -> Self {
+        Self { access, segment, extended }
+    }
+
+    pub fn segment(&self) -> u16 {
+        self.segment
+    }
+
+    pub fn has_extended(&self) -> bool {
+        self.extended
+    }
+
+    pub fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        // SAFETY: `new`'s contract.
+        unsafe { self.access.read(address, offset) }
+    }
+
+    pub fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        // SAFETY: `new`'s contract.
+        unsafe { self.access.write(address, offset, value) }
+    }
+}
+
+impl<A: ConfigRegionAccess> ConfigRegionAccess for ConfigSpace<A> {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        ConfigSpace::read(self, address, offset)
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        ConfigSpace::write(self, address, offset, value)
+    }
+}
+
+/// Either host mechanism, chosen per segment.
+#[derive(Debug)]
+pub enum HostAccess {
+    Legacy(LegacyPorts),
+    Ecam(Ecam),
+}
+
+impl ConfigRegionAccess for HostAccess {
+    unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
+        match self {
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Legacy(a) => unsafe { a.read(address, offset) },
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Ecam(a) => unsafe { a.read(address, offset) },
+        }
+    }
+
+    unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
+        match self {
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Legacy(a) => unsafe { a.write(address, offset, value) },
+            // SAFETY: forwarded under the caller's guarantee.
+            Self::Ecam(a) => unsafe { a.write(address, offset, value) },
+        }
+    }
+}
+
+/// One config space per ECAM window in the MCFG, with the bus to start scanning at;
+/// without an MCFG, the legacy ports for segment 0 from bus 0.
+pub fn host_config_spaces(tables: &PlatformTables) -> Vec<(ConfigSpace<HostAccess>, u8)> {
+    let mut spaces = Vec::new();
+    for region in tables.ecam_regions() {
+        // SAFETY: the region comes from the firmware's MCFG and the hypervisor
+        // identity-maps MMIO.
+        let ecam = unsafe { Ecam::new(*region) };
+        // SAFETY: the hypervisor owns every device while it enumerates (boot, before
+        // any guest exists).
+        let space = unsafe { ConfigSpace::new(HostAccess::Ecam(ecam), region.segment, true) };
+        spaces.push((space, region.bus_start));
+    }
+    if spaces.is_empty() {
+        // SAFETY: ports 0xcf8/0xcfc are never given to guests.
+        let ports = unsafe { LegacyPorts::new() };
+        // SAFETY: the hypervisor owns every device while it enumerates.
+        let space = unsafe { ConfigSpace::new(HostAccess::Legacy(ports), 0, false) };
+        spaces.push((space, 0));
+    }
+    spaces
+}
+
+/// Memory BARs the hypervisor reaches itself lie in the 32-bit PCI hole: below 4 GiB
+/// every address is in the hypervisor's identity map (`memory::paging` maps at least
+/// up to 4 GiB), and firmware's MTRRs make the hole uncacheable. BARs above 4 GiB
+/// are not reached (nor given to VMs yet).
+const MMIO_HOLE_END: u64 = 1 << 32;
+/// Nothing below 1 MiB is a BAR the hypervisor writes (legacy ranges, real-mode RAM).
+const MMIO_HOLE_START: u64 = 1 << 20;
+
+/// A host function's memory BAR, for the device registers the hypervisor writes
+/// itself: an assigned device's MSI-X table (remapped messages and mask bits only)
+/// and the bytes sharing its pages. Accesses are naturally aligned, 1/2/4/8 bytes,
+/// and bounds-checked against the BAR; anything else reads all-ones and writes
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarMmio {
+    base: u64,
+    len: u64,
+}
+
+impl BarMmio {
+    /// The window on `bar` if it is a memory BAR, naturally aligned and wholly inside
+    /// the 32-bit PCI hole; `None` otherwise (I/O BARs, unprogrammed or 64-bit BARs
+    /// placed above 4 GiB).
+    pub fn new(bar: &Bar) -> Option<Self> {
+        let end = bar.address.checked_add(bar.size)?;
+        let memory = bar.kind != BarKind::Io;
+        let aligned = bar.size.is_power_of_two() && bar.address.is_multiple_of(bar.size);
+        (memory && aligned && bar.address >= MMIO_HOLE_START && end <= MMIO_HOLE_END)
+            .then_some(Self { base: bar.address, len: bar.size })
+    }
+
+    /// The BAR's host physical address.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    fn pointer(&self, offset: u64, bytes: u64) -> Option<usize> {
+        let end = offset.checked_add(bytes)?;
+        if !offset.is_multiple_of(bytes) || end > self.len {
+            return None;
+        }
+        usize::try_from(self.base.checked_add(offset)?).ok()
+    }
+
+    /// Reads `bytes` (1, 2, 4 or 8) at `offset`.
+    pub fn read(&self, offset: u64, bytes: u8) -> u64 {
+        let Some(p) = self.pointer(offset, u64::from(bytes)) else { return u64::MAX };
+        // SAFETY: `p` lies inside a memory BAR the enumerator read from a device,
+        // naturally aligned, in the 32-bit PCI hole that firmware keeps apart from RAM
+        // and the hypervisor identity-maps (`new`); it is device memory no Rust
+        // reference points into, so a volatile access of this width is sound.
+        unsafe {
+            match bytes {
+                1 => u64::from((p as *const u8).read_volatile()),
+                2 => u64::from((p as *const u16).read_volatile()),
+                4 => u64::from((p as *const u32).read_volatile()),
+                8 => (p as *const u64).read_volatile(),
+                _ => u64::MAX,
+            }
+        }
+    }
+
+    /// Writes `bytes` (1, 2, 4 or 8) at `offset`; the effect on the device is the
+    /// caller's business (it owns the device).
+    pub fn write(&self, offset: u64, bytes: u8, value: u64) {
+        let Some(p) = self.pointer(offset, u64::from(bytes)) else { return };
+        // SAFETY: as in `read`: an aligned address inside the device's own BAR, not
+        // RAM and not aliased by any Rust reference.
+        unsafe {
+            match bytes {
+                1 => (p as *mut u8).write_volatile(value as u8),
+                2 => (p as *mut u16).write_volatile(value as u16),
+                4 => (p as *mut u32).write_volatile(value as u32),
+                8 => (p as *mut u64).write_volatile(value),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl crate::devices::vpci::msix_window::DeviceBytes for BarMmio {
+    fn read(&self, offset: u64, bytes: u8) -> u64 {
+        BarMmio::read(self, offset, bytes)
+    }
+    fn write(&self, offset: u64, bytes: u8, value: u64) {
+        BarMmio::write(self, offset, bytes, value)
+    }
+}
+
+impl crate::devices::vpci::msi::BarRegisters for BarMmio {
+    fn write32(&mut self, offset: u64, value: u32) {
+        self.write(offset, 4, u64::from(value));
+    }
+}
+
+#[cfg(test)]
+mod bar_tests {
+    use super::*;
+
+    fn bar(kind: BarKind, address: u64, size: u64) -> Bar {
+        Bar { index: 0, kind, prefetchable: false, address, size }
+    }
+
+    #[test]
+    fn only_aligned_memory_bars_in_the_32_bit_hole() {
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0x1_0000)).is_some());
+        assert!(BarMmio::new(&bar(BarKind::Mem64, 0xc000_0000, 0x10_0000)).is_some());
+        assert!(BarMmio::new(&bar(BarKind::Io, 0xc000_0000, 0x100)).is_none());
+        assert!(BarMmio::new(&bar(BarKind::Mem64, 0x8_0000_0000, 0x1000)).is_none(), "above 4 GiB");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xffff_f000, 0x2000)).is_none(), "crosses 4 GiB");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0800, 0x1000)).is_none(), "misaligned");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0, 0x1000)).is_none(), "unprogrammed");
+        assert!(BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0)).is_none());
+    }
+
+    #[test]
+    fn accesses_outside_or_misaligned_touch_nothing() {
+        let m = BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0x1000)).unwrap_or(BarMmio { base: 0, len: 0 });
+        assert_eq!(m.pointer(0xffc, 4), Some(0xfebf_0ffc));
+        assert_eq!(m.pointer(0xffc, 8), None, "past the end");
+        assert_eq!(m.pointer(0x2, 4), None, "misaligned");
+        assert_eq!(m.pointer(u64::MAX, 1), None);
+        // Out-of-range accesses return before any pointer is formed.
+        assert_eq!(m.read(0x1000, 4), u64::MAX);
+        m.write(0x1000, 4, 0);
+    }
+}

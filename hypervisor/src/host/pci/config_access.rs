@@ -1,0 +1,111 @@
+//! Configuration-space access to host functions as the passthrough code uses it
+//! (dword-based, with write-1-to-clear care), and its errors.
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+use pci_types::ConfigRegionAccess;
+
+use crate::host::pci::access::ConfigSpace;
+pub use crate::hw::Bdf;
+
+/// Configuration-space access to host functions, in dwords (offset & !3).
+pub trait ConfigAccess {
+    fn read32(&self, bdf: Bdf, offset: u16) -> u32;
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32);
+
+    fn read16(&self, bdf: Bdf, offset: u16) -> u16 {
+        (self.read32(bdf, offset & !3) >> ((u32::from(offset) & 2) * 8)) as u16
+    }
+
+    fn read8(&self, bdf: Bdf, offset: u16) -> u8 {
+        (self.read32(bdf, offset & !3) >> ((u32::from(offset) & 3) * 8)) as u8
+    }
+
+    /// Writes a 16-bit register. The other half of the dword is written back as read,
+    /// except for the bits in `other_w1c`, which are written as 0 so that a
+    /// write-1-to-clear status sharing the dword is left alone.
+    fn write16(&self, bdf: Bdf, offset: u16, value: u16, other_w1c: u16) {
+        let shift = (u32::from(offset) & 2) * 8;
+        let other_shift = 16u32.saturating_sub(shift);
+        let dword = self.read32(bdf, offset & !3);
+        let other = ((dword >> other_shift) as u16) & !other_w1c;
+        self.write32(bdf, offset & !3, u32::from(value) << shift | u32::from(other) << other_shift);
+    }
+}
+
+impl<A: ConfigRegionAccess> ConfigAccess for ConfigSpace<A> {
+    fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
+        if bdf.segment != self.segment() {
+            return u32::MAX;
+        }
+        self.read(bdf.address(), offset & !3)
+    }
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
+        if bdf.segment == self.segment() {
+            self.write(bdf.address(), offset & !3, value);
+        }
+    }
+}
+
+impl<T: ConfigAccess + ?Sized> ConfigAccess for &T {
+    fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
+        (**self).read32(bdf, offset)
+    }
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
+        (**self).write32(bdf, offset, value)
+    }
+}
+
+/// What went wrong on the PCI passthrough side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PciError {
+    /// The function does not answer (reads all-ones).
+    Absent(Bdf),
+    /// Not a type-0 (endpoint) header; bridges are not assigned.
+    NotAnEndpoint(Bdf),
+    /// No reset method is available.
+    NoReset(Bdf),
+    /// The function still had transactions pending after the wait before reset.
+    TransactionsPending(Bdf),
+    /// The function did not come back (vendor id all-ones) after reset.
+    NotReady(Bdf),
+}
+
+impl fmt::Display for PciError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absent(b) => write!(f, "{b}: no such function"),
+            Self::NotAnEndpoint(b) => write!(f, "{b}: not an endpoint"),
+            Self::NoReset(b) => write!(f, "{b}: no usable reset method"),
+            Self::TransactionsPending(b) => write!(f, "{b}: transactions still pending before reset"),
+            Self::NotReady(b) => write!(f, "{b}: not ready after reset"),
+        }
+    }
+}
+
+/// Standard configuration header offsets and bits used here (PCI Local Bus Spec 3.0
+/// §6.1-6.2, PCI-PCI Bridge Spec 1.2 §3.2).
+pub mod header {
+    pub const COMMAND: u16 = 0x04;
+    pub const STATUS: u16 = 0x06;
+    pub const HEADER_TYPE: u16 = 0x0e;
+    pub const BAR0: u16 = 0x10;
+    pub const CAP_PTR: u16 = 0x34;
+    pub const INTERRUPT_LINE: u16 = 0x3c;
+    pub const INTERRUPT_PIN: u16 = 0x3d;
+    pub const BRIDGE_CONTROL: u16 = 0x3e;
+    pub const CMD_IO: u16 = 1 << 0;
+    pub const CMD_MEMORY: u16 = 1 << 1;
+    pub const CMD_BUS_MASTER: u16 = 1 << 2;
+    pub const CMD_PARITY: u16 = 1 << 6;
+    pub const CMD_SERR: u16 = 1 << 8;
+    pub const CMD_INTX_DISABLE: u16 = 1 << 10;
+    /// Status: the function is asserting INTx (PCI 3.0 §6.2.3).
+    pub const STS_INTX: u16 = 1 << 3;
+    pub const STS_CAP_LIST: u16 = 1 << 4;
+    /// Status error bits, write-1-to-clear.
+    pub const STS_ERRORS: u16 = 1 << 8 | 0x1f << 11;
+    /// Bridge control: Secondary Bus Reset.
+    pub const BCTL_SBR: u16 = 1 << 6;
+}

@@ -1,0 +1,161 @@
+//! Assigned devices' MSI and MSI-X vectors, delivered to the VM that owns them.
+//!
+//! When a guest enables a vector, its device gets a host vector of its own
+//! ([`HostVectorTable`]) and an IOMMU remapping entry that only it can use, aimed at
+//! that host vector on the CPU running the VMs; the device is programmed with the
+//! remapped message the IOMMU returns, never with the guest's address/data. The
+//! interrupt arrives as a host interrupt (one `#VMEXIT(INTR)` if a VM is running),
+//! the IDT records its host vector, and the scheduler (or the running VM's loop)
+//! resolves it here to (VM, guest route) and raises the guest's vector in that VM's
+//! local APIC. Changing the guest vector or destination only changes the table;
+//! disabling, masking or tearing the VM down removes the IOMMU entry and frees the
+//! host vector.
+//!
+//! Everything here is plain logic over `&mut dyn Iommu` and the table; the VM layer
+//! supplies the locks and `settle`, which lets interrupts already accepted for a
+//! vector run before the vector is freed (so none reaches its next owner).
+#![forbid(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use alloc::vec::Vec;
+
+use log::{debug, info, warn};
+
+use crate::arch::x86::device_vectors;
+use crate::devices::vpci::msi::MsiRoute;
+use crate::host::iommu::{Iommu, MsiTarget};
+use crate::hw::MsiMessage;
+use crate::vm::passthrough::host_vectors::{GuestTarget, HostVector, HostVectorTable, VECTORS_PER_VM, VectorOwner};
+
+/// Routes `owner`'s vector per `route` (or tears it down with `None`) and returns
+/// the message the device must send, `None` to keep it masked. `cpu` is the local
+/// APIC id of the CPU that runs VMs.
+pub fn route(
+    table: &mut HostVectorTable,
+    iommu: &mut dyn Iommu,
+    owner: VectorOwner,
+    route: Option<MsiRoute>,
+    cpu: u32,
+    settle: &mut dyn FnMut(u8),
+) -> Option<MsiMessage> {
+    let existing = table.find(owner);
+    let Some(route) = route else {
+        if let Some(vector) = existing {
+            release(table, iommu, vector, settle);
+        }
+        return None;
+    };
+    if let Some(vector) = existing {
+        // Same device vector, new guest vector or destination: the IOMMU entry and the
+        // device's message stay as they are.
+        let entry = table.get(vector)?;
+        table.set(vector, HostVector { target: GuestTarget::Msi(route), ..entry });
+        debug!(target: "msi", "vm {} {} vector {}: now guest vector {:#x}", owner.vm, owner.bdf, owner.index, route.vector);
+        return Some(entry.message);
+    }
+    if table.count_owned_by(owner.vm) >= VECTORS_PER_VM {
+        warn!(
+            target: "msi",
+            "vm {} {} vector {}: the VM already holds {VECTORS_PER_VM} host vectors; stays masked",
+            owner.vm, owner.bdf, owner.index
+        );
+        return None;
+    }
+    let Some(vector) = table.allocate() else {
+        warn!(target: "msi", "vm {} {} vector {}: no free host vector; stays masked", owner.vm, owner.bdf, owner.index);
+        return None;
+    };
+    match iommu.map_msi(owner.bdf, owner.index, MsiTarget { vector, dest_apic_id: cpu }) {
+        Ok(message) => {
+            table.set(vector, HostVector { owner, target: GuestTarget::Msi(route), message });
+            info!(
+                target: "msi",
+                "vm {} {} vector {}: host vector {vector:#x} on cpu {cpu} -> guest vector {:#x} (remapped by {})",
+                owner.vm, owner.bdf, owner.index, route.vector, iommu.name()
+            );
+            Some(message)
+        }
+        Err(e) => {
+            warn!(target: "msi", "vm {} {} vector {}: cannot remap ({e}); stays masked", owner.vm, owner.bdf, owner.index);
+            None
+        }
+    }
+}
+
+/// Removes the IOMMU entry behind `vector`, lets interrupts it already delivered
+/// run, and frees it.
+fn release(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vector: u8, settle: &mut dyn FnMut(u8)) {
+    let Some(entry) = table.get(vector) else { return };
+    let o = entry.owner;
+    if let Err(e) = iommu.unmap_msi(o.bdf, o.index) {
+        // Detach already dropped it, or the unit failed: the device was stopped
+        // first, so nothing more arrives either way.
+        debug!(target: "msi", "vm {} {} vector {}: unmap: {e}", o.vm, o.bdf, o.index);
+    }
+    settle(vector);
+    table.free(vector);
+    info!(target: "msi", "vm {} {} vector {}: host vector {vector:#x} released", o.vm, o.bdf, o.index);
+}
+
+/// Tears down every MSI/MSI-X vector `vm` owns (its devices are already stopped).
+/// Returns how many there were. Its INTx lines are `intx_routing`'s.
+pub fn unroute_vm(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vm: u32, settle: &mut dyn FnMut(u8)) -> usize {
+    let mut owned = table.owned_by(vm);
+    owned.retain(|(_, e)| matches!(e.target, GuestTarget::Msi(_)));
+    for (vector, _) in &owned {
+        release(table, iommu, *vector, settle);
+    }
+    owned.len()
+}
+
+/// A device interrupt to deliver: the VM and where its guest wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fired {
+    pub host_vector: u8,
+    pub vm: u32,
+    pub target: GuestTarget,
+}
+
+/// The routes behind host vectors that fired. Vectors with no route (freed since)
+/// are dropped.
+pub fn resolve(table: &HostVectorTable, fired: &[u8]) -> Vec<Fired> {
+    fired
+        .iter()
+        .filter_map(|&v| match table.get(v) {
+            Some(e) => Some(Fired { host_vector: v, vm: e.owner.vm, target: e.target }),
+            None => {
+                debug!(target: "msi", "host vector {v:#x} fired with no route; dropped");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The machine's host vector table.
+pub static VECTORS: spin::Mutex<HostVectorTable> = spin::Mutex::new(HostVectorTable::new());
+
+/// Takes the device interrupts that fired since the last call, for every VM. INTx
+/// lines among them are masked on the host and acknowledged here (until their guest
+/// EOIs), whoever they are for.
+pub fn take_fired() -> Vec<Fired> {
+    let fired = device_vectors::PENDING.take();
+    if fired.is_empty() {
+        return Vec::new();
+    }
+    let fired = resolve(&VECTORS.lock(), &fired);
+    crate::vm::passthrough::intx_routing::acknowledge(&fired);
+    fired
+}
+
+/// Takes the device interrupts that fired for `vm`; those of other VMs stay
+/// pending. Returns them and whether another VM has some waiting.
+pub fn take_fired_for(vm: u32) -> (Vec<Fired>, bool) {
+    let (mine, others): (Vec<Fired>, Vec<Fired>) = take_fired().into_iter().partition(|f| f.vm == vm);
+    for f in &others {
+        device_vectors::PENDING.record(f.host_vector);
+    }
+    (mine, !others.is_empty())
+}
+
+#[cfg(test)]
+mod tests;
