@@ -68,7 +68,9 @@ impl Log for SerialLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let cpu = crate::arch::x86::instr::apic_id();
+        // The initial APIC id (CPUID 1:EBX[31:24]), read here so that logging needs no
+        // other module.
+        let cpu = core::arch::x86_64::__cpuid(1).ebx >> 24;
         x86_64::instructions::interrupts::without_interrupts(|| {
             let mut guard = self.port.lock();
             if let Some(uart) = guard.as_mut() {

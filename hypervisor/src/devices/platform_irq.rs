@@ -137,7 +137,7 @@ impl InterruptController {
     }
 
     /// What the guest's next EOI would retire; an 8259 request counts as requested.
-    pub fn eoi_outlook(&self) -> crate::vcpu::pv_eoi::EoiOutlook {
+    pub fn eoi_outlook(&self) -> crate::devices::vlapic::EoiOutlook {
         let mut outlook = self.lapic.eoi_outlook();
         outlook.requested |= self.extint_vector().is_some();
         outlook

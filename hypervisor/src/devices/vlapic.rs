@@ -402,9 +402,9 @@ impl Vlapic {
     }
 
     /// What the guest's next EOI would retire (for the paravirtual EOI offer).
-    pub fn eoi_outlook(&self) -> crate::vcpu::pv_eoi::EoiOutlook {
+    pub fn eoi_outlook(&self) -> EoiOutlook {
         let top = self.isr.highest();
-        crate::vcpu::pv_eoi::EoiOutlook {
+        EoiOutlook {
             in_service: top.is_some(),
             requested: self.irr.highest().is_some(),
             level: top.is_some_and(|v| self.tmr.contains(v)),
@@ -760,6 +760,23 @@ mod timer;
 mod vector_set;
 
 use vector_set::VectorSet;
+
+/// What the next EOI would retire: decided by the local APIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EoiOutlook {
+    /// A vector is in service.
+    pub in_service: bool,
+    /// Some interrupt is requested but not yet delivered.
+    pub requested: bool,
+    /// The highest in-service vector is level-triggered.
+    pub level: bool,
+}
+
+impl EoiOutlook {
+    pub fn allows_skipping(self) -> bool {
+        self.in_service && !self.requested && !self.level
+    }
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
-use crate::devices::rtc::DateTime;
+use crate::hw::calendar::DateTime;
 
 /// Why the host clock could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

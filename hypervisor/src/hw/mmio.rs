@@ -53,12 +53,16 @@ impl MmioRegion {
 
     /// The address of an access of `T` at `offset`, if it lies inside the region and
     /// is naturally aligned.
-    fn pointer<T>(&self, offset: u64) -> Option<usize> {
+    pub fn address_of<T>(&self, offset: u64) -> Option<u64> {
         let size = core::mem::size_of::<T>() as u64;
         if !offset.is_multiple_of(size) || offset.checked_add(size)? > self.len {
             return None;
         }
-        usize::try_from(self.base.checked_add(offset)?).ok()
+        self.base.checked_add(offset)
+    }
+
+    fn pointer<T>(&self, offset: u64) -> Option<usize> {
+        usize::try_from(self.address_of::<T>(offset)?).ok()
     }
 
     /// Reads the register at `offset`; all-ones when it lies outside the region, as

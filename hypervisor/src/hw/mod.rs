@@ -5,8 +5,10 @@
 
 pub mod access;
 pub mod bdf;
+pub mod calendar;
 pub mod mmio;
 pub mod msi;
+pub mod msr;
 pub mod pci;
 
 pub use access::AccessSize;

@@ -21,35 +21,7 @@
 
 use crate::arch::regs::{RegisterFile, VendorMsr, cr};
 
-pub mod index {
-    pub const TSC: u32 = 0x10;
-    pub const TSC_ADJUST: u32 = 0x3b;
-    pub const APIC_BASE: u32 = 0x1b;
-    pub const FEATURE_CONTROL: u32 = 0x3a;
-    pub const BIOS_SIGN_ID: u32 = 0x8b;
-    pub const MTRR_CAP: u32 = 0xfe;
-    pub const SYSENTER_CS: u32 = 0x174;
-    pub const SYSENTER_ESP: u32 = 0x175;
-    pub const SYSENTER_EIP: u32 = 0x176;
-    pub const MISC_ENABLE: u32 = 0x1a0;
-    pub const PAT: u32 = 0x277;
-    pub const MTRR_DEF_TYPE: u32 = 0x2ff;
-    pub const EFER: u32 = 0xc000_0080;
-    pub const STAR: u32 = 0xc000_0081;
-    pub const LSTAR: u32 = 0xc000_0082;
-    pub const CSTAR: u32 = 0xc000_0083;
-    pub const SFMASK: u32 = 0xc000_0084;
-    pub const FS_BASE: u32 = 0xc000_0100;
-    pub const GS_BASE: u32 = 0xc000_0101;
-    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
-    pub const TSC_AUX: u32 = 0xc000_0103;
-    pub const HWCR: u32 = 0xc001_0015;
-    pub const VM_CR: u32 = 0xc001_0114;
-    pub const VM_HSAVE_PA: u32 = 0xc001_0117;
-    pub const KVM_WALL_CLOCK_NEW: u32 = crate::vcpu::pvclock::MSR_KVM_WALL_CLOCK_NEW;
-    pub const KVM_SYSTEM_TIME_NEW: u32 = crate::vcpu::pvclock::MSR_KVM_SYSTEM_TIME_NEW;
-    pub const KVM_PV_EOI_EN: u32 = crate::vcpu::pv_eoi::MSR_KVM_PV_EOI_EN;
-}
+use crate::hw::msr;
 
 /// Which component an MSR access goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +38,8 @@ pub enum MsrRoute {
 /// Where the exit glue sends an RDMSR/WRMSR of `msr`.
 pub fn route(msr: u32) -> MsrRoute {
     match msr {
-        index::KVM_WALL_CLOCK_NEW | index::KVM_SYSTEM_TIME_NEW => MsrRoute::PvClock,
-        index::KVM_PV_EOI_EN => MsrRoute::PvEoi,
+        msr::KVM_WALL_CLOCK_NEW | msr::KVM_SYSTEM_TIME_NEW => MsrRoute::PvClock,
+        msr::KVM_PV_EOI_EN => MsrRoute::PvEoi,
         _ => MsrRoute::State,
     }
 }
@@ -106,7 +78,7 @@ impl MsrState {
     }
 
     fn vendor(msr: u32) -> Option<VendorMsr> {
-        use index::*;
+        use msr::*;
         Some(match msr {
             EFER => VendorMsr::Efer,
             STAR => VendorMsr::Star,
@@ -126,7 +98,7 @@ impl MsrState {
 
     /// RDMSR. `host_tsc` is the host's TSC at the time of the exit.
     pub fn read(&self, msr: u32, regs: &impl RegisterFile, host_tsc: u64) -> Result<u64, MsrFault> {
-        use index::*;
+        use msr::*;
         if let Some(v) = Self::vendor(msr) {
             return Ok(regs.msr(v));
         }
@@ -147,7 +119,7 @@ impl MsrState {
 
     /// WRMSR.
     pub fn write(&mut self, msr: u32, value: u64, regs: &mut impl RegisterFile, host_tsc: u64) -> Result<(), MsrFault> {
-        use index::*;
+        use msr::*;
         match msr {
             EFER => {
                 if value & !(EFER_WRITABLE | cr::EFER_LMA) != 0 {
@@ -218,7 +190,7 @@ fn is_canonical(v: u64) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::index::*;
+    use super::msr::*;
     use super::*;
     use crate::arch::regs::FakeRegs;
 

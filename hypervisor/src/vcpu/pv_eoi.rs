@@ -20,11 +20,12 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::devices::vlapic::EoiOutlook;
 use crate::memory::addr::GuestPhysAddr;
 use crate::memory::guest::{GuestMemoryAccess, GuestMemoryError};
 
 /// `MSR_KVM_PV_EOI_EN`.
-pub const MSR_KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
+pub const MSR_KVM_PV_EOI_EN: u32 = crate::hw::msr::KVM_PV_EOI_EN;
 const ENABLE: u64 = 1 << 0;
 /// Bit 1 is reserved; bits 63:2 hold a 4-byte aligned address.
 const RESERVED: u64 = 1 << 1;
@@ -38,23 +39,6 @@ pub enum PvEoiError {
     Reserved(u64),
     /// The flag is not in the VM's RAM.
     NotInRam(GuestMemoryError),
-}
-
-/// What the next EOI would retire: decided by the local APIC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EoiOutlook {
-    /// A vector is in service.
-    pub in_service: bool,
-    /// Some interrupt is requested but not yet delivered.
-    pub requested: bool,
-    /// The highest in-service vector is level-triggered.
-    pub level: bool,
-}
-
-impl EoiOutlook {
-    fn allows_skipping(self) -> bool {
-        self.in_service && !self.requested && !self.level
-    }
 }
 
 /// One vCPU's paravirtual EOI state.

@@ -50,9 +50,9 @@ use crate::memory::addr::{GuestPhysAddr, PAGE_SIZE};
 use crate::memory::guest::{GuestMemoryAccess, GuestMemoryError, read_obj, write_obj};
 
 /// `MSR_KVM_WALL_CLOCK_NEW` (Documentation/virt/kvm/x86/msr.rst).
-pub const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+pub const MSR_KVM_WALL_CLOCK_NEW: u32 = crate::hw::msr::KVM_WALL_CLOCK_NEW;
 /// `MSR_KVM_SYSTEM_TIME_NEW` (Documentation/virt/kvm/x86/msr.rst).
-pub const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+pub const MSR_KVM_SYSTEM_TIME_NEW: u32 = crate::hw::msr::KVM_SYSTEM_TIME_NEW;
 
 /// KVM paravirtual feature bits, CPUID 0x4000_0001 EAX relative to the KVM base
 /// (Documentation/virt/kvm/x86/cpuid.rst).

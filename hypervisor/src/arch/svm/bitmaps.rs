@@ -174,7 +174,7 @@ impl MsrPermissionMap {
     /// through (FS/GS/KernelGS base, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_*); all
     /// others, EFER and PAT included, are intercepted.
     pub fn standard() -> Self {
-        use crate::vcpu::msr::index::*;
+        use crate::hw::msr::*;
         let mut m = Self::intercept_all();
         for msr in
             [FS_BASE, GS_BASE, KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP]

@@ -8,10 +8,11 @@
 use x86_64::registers::control::{Cr4, Cr4Flags};
 use x86_64::registers::model_specific::Msr;
 
+use crate::arch::x86::cpuid::CpuidSource;
+use crate::arch::x86::cpuid::GUEST_XCR0_ALLOWED;
+use crate::hw::msr;
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
-use crate::vcpu::cpuid::{CpuidSource, GUEST_XCR0_ALLOWED};
-use crate::vcpu::msr::index;
 
 /// SVM capabilities (CPUID 8000_0001h:ECX[2] and 8000_000Ah, APM Vol. 3 E.4.9).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,18 +133,18 @@ pub fn enable<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<
     }
     // SAFETY: VM_CR exists on every CPU with SVM (APM 15.30.1); reading it has no side
     // effects.
-    let vm_cr = unsafe { Msr::new(index::VM_CR).read() };
+    let vm_cr = unsafe { Msr::new(msr::VM_CR).read() };
     if vm_cr & VM_CR_SVMDIS != 0 {
         return Err(SvmError::DisabledByFirmware);
     }
     let hsave = frames.alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
-    let mut efer = Msr::new(index::EFER);
+    let mut efer = Msr::new(msr::EFER);
     // SAFETY: reading EFER has no side effects.
     let value = unsafe { efer.read() };
     // SAFETY: setting EFER.SVME only enables the SVM instructions; it changes no
     // paging or mode state the hypervisor relies on.
     unsafe { efer.write(value | EFER_SVME) };
-    let mut hsave_msr = Msr::new(index::VM_HSAVE_PA);
+    let mut hsave_msr = Msr::new(msr::VM_HSAVE_PA);
     // SAFETY: SVME is now set, and `hsave` is a 4 KiB-aligned frame this CPU owns for
     // as long as SVM stays on (the caller keeps it allocated).
     unsafe { hsave_msr.write(hsave.raw()) };
@@ -163,13 +164,14 @@ pub fn enable<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<
 /// Whether EFER.SVME is set on the executing CPU.
 pub fn is_enabled() -> bool {
     // SAFETY: reading EFER has no side effects.
-    unsafe { Msr::new(index::EFER).read() & EFER_SVME != 0 }
+    unsafe { Msr::new(msr::EFER).read() & EFER_SVME != 0 }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vcpu::cpuid::{CpuidResult, FakeCpuid};
+    use crate::arch::x86::cpuid::CpuidResult;
+    use crate::arch::x86::cpuid::FakeCpuid;
 
     fn cpu(edx_a: u32, ecx_1: u32) -> FakeCpuid {
         let mut f = FakeCpuid::default();

@@ -17,8 +17,8 @@ pub use vcpu::{SvmRegs, SvmVcpu};
 
 use crate::arch::backend::{Arch, PermissionMaps, VcpuConfig};
 use crate::arch::exit::{Exit, ExitAction, Flow};
+use crate::arch::x86::cpuid::HostCpuid;
 use crate::memory::frames::FrameSource;
-use crate::vcpu::cpuid::HostCpuid;
 
 /// The SVM backend.
 #[derive(Debug, Clone, Copy)]

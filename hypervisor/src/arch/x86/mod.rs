@@ -1,6 +1,7 @@
 //! x86-64 primitives: the few instructions the hypervisor needs, CPU tables and
 //! feature detection.
 pub mod cpu;
+pub mod cpuid;
 pub mod debug_exit;
 pub mod device_vectors;
 pub mod gdt;

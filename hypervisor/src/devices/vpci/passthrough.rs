@@ -177,7 +177,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         }
         for bar in &device.bars {
             let at = BAR0.saturating_add(u16::from(bar.index).saturating_mul(4));
-            let size = crate::vm::passthrough::placement::guest_bar_size(bar.size);
+            let size = guest_bar_size(bar.size);
             let mask = !size.wrapping_sub(1);
             let (low_bits, low_mask) = match bar.kind {
                 BarKind::Io => (1u32, (mask as u32) & 0xffff_fffc),
@@ -636,6 +636,12 @@ impl<A: ConfigAccess, R: InterruptRouter> crate::devices::vpci::msix_window::Msi
     fn msix_table_write(&mut self, offset: u64, size: AccessSize, value: u32) {
         PassthroughFunction::msix_table_write(self, offset, size, value)
     }
+}
+
+/// The size the guest sees for a host BAR: a power of two of at least 16 bytes (what
+/// the BAR's size mask encodes); 0 if it cannot be encoded.
+pub fn guest_bar_size(host_size: u64) -> u64 {
+    host_size.max(16).checked_next_power_of_two().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! enumerator uses, and [`BarMmio`], the few device registers the hypervisor writes
 //! itself (assigned devices' MSI-X tables). This is the only `unsafe` of the PCI layer.
 
+use crate::hw::mmio::MmioRegion;
 use alloc::vec::Vec;
 
 use pci_types::{ConfigRegionAccess, PciAddress};
@@ -229,8 +230,7 @@ const MMIO_HOLE_START: u64 = 1 << 20;
 /// nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarMmio {
-    base: u64,
-    len: u64,
+    region: MmioRegion,
 }
 
 impl BarMmio {
@@ -241,71 +241,41 @@ impl BarMmio {
         let end = bar.address.checked_add(bar.size)?;
         let memory = bar.kind != BarKind::Io;
         let aligned = bar.size.is_power_of_two() && bar.address.is_multiple_of(bar.size);
-        (memory && aligned && bar.address >= MMIO_HOLE_START && end <= MMIO_HOLE_END)
-            .then_some(Self { base: bar.address, len: bar.size })
+        (memory && aligned && bar.address >= MMIO_HOLE_START && end <= MMIO_HOLE_END).then(|| {
+            // SAFETY: a memory BAR the enumerator read from a device, naturally aligned,
+            // in the 32-bit PCI hole that firmware keeps apart from RAM and the
+            // hypervisor identity-maps; device memory no Rust reference points into.
+            // Only the owner of the assigned device builds one.
+            Self { region: unsafe { MmioRegion::new(bar.address, bar.size) } }
+        })
     }
 
     /// The BAR's host physical address.
     pub fn base(&self) -> u64 {
-        self.base
+        self.region.base()
     }
 
-    fn pointer(&self, offset: u64, bytes: u64) -> Option<usize> {
-        let end = offset.checked_add(bytes)?;
-        if !offset.is_multiple_of(bytes) || end > self.len {
-            return None;
-        }
-        usize::try_from(self.base.checked_add(offset)?).ok()
-    }
-
-    /// Reads `bytes` (1, 2, 4 or 8) at `offset`.
+    /// Reads `bytes` (1, 2, 4 or 8) at `offset`; all-ones outside the BAR or misaligned.
     pub fn read(&self, offset: u64, bytes: u8) -> u64 {
-        let Some(p) = self.pointer(offset, u64::from(bytes)) else { return u64::MAX };
-        // SAFETY: `p` lies inside a memory BAR the enumerator read from a device,
-        // naturally aligned, in the 32-bit PCI hole that firmware keeps apart from RAM
-        // and the hypervisor identity-maps (`new`); it is device memory no Rust
-        // reference points into, so a volatile access of this width is sound.
-        unsafe {
-            match bytes {
-                1 => u64::from((p as *const u8).read_volatile()),
-                2 => u64::from((p as *const u16).read_volatile()),
-                4 => u64::from((p as *const u32).read_volatile()),
-                8 => (p as *const u64).read_volatile(),
-                _ => u64::MAX,
-            }
+        match bytes {
+            1 => u64::from(self.region.read::<u8>(offset)),
+            2 => u64::from(self.region.read::<u16>(offset)),
+            4 => u64::from(self.region.read::<u32>(offset)),
+            8 => self.region.read::<u64>(offset),
+            _ => u64::MAX,
         }
     }
 
     /// Writes `bytes` (1, 2, 4 or 8) at `offset`; the effect on the device is the
-    /// caller's business (it owns the device).
+    /// caller's business (it owns the device). Dropped outside the BAR or misaligned.
     pub fn write(&self, offset: u64, bytes: u8, value: u64) {
-        let Some(p) = self.pointer(offset, u64::from(bytes)) else { return };
-        // SAFETY: as in `read`: an aligned address inside the device's own BAR, not
-        // RAM and not aliased by any Rust reference.
-        unsafe {
-            match bytes {
-                1 => (p as *mut u8).write_volatile(value as u8),
-                2 => (p as *mut u16).write_volatile(value as u16),
-                4 => (p as *mut u32).write_volatile(value as u32),
-                8 => (p as *mut u64).write_volatile(value),
-                _ => {}
-            }
+        match bytes {
+            1 => self.region.write(offset, value as u8),
+            2 => self.region.write(offset, value as u16),
+            4 => self.region.write(offset, value as u32),
+            8 => self.region.write(offset, value),
+            _ => {}
         }
-    }
-}
-
-impl crate::devices::vpci::msix_window::DeviceBytes for BarMmio {
-    fn read(&self, offset: u64, bytes: u8) -> u64 {
-        BarMmio::read(self, offset, bytes)
-    }
-    fn write(&self, offset: u64, bytes: u8, value: u64) {
-        BarMmio::write(self, offset, bytes, value)
-    }
-}
-
-impl crate::devices::vpci::msi::BarRegisters for BarMmio {
-    fn write32(&mut self, offset: u64, value: u32) {
-        self.write(offset, 4, u64::from(value));
     }
 }
 
@@ -331,11 +301,11 @@ mod bar_tests {
 
     #[test]
     fn accesses_outside_or_misaligned_touch_nothing() {
-        let m = BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0x1000)).unwrap_or(BarMmio { base: 0, len: 0 });
-        assert_eq!(m.pointer(0xffc, 4), Some(0xfebf_0ffc));
-        assert_eq!(m.pointer(0xffc, 8), None, "past the end");
-        assert_eq!(m.pointer(0x2, 4), None, "misaligned");
-        assert_eq!(m.pointer(u64::MAX, 1), None);
+        let m = BarMmio::new(&bar(BarKind::Mem32, 0xfebf_0000, 0x1000)).expect("a valid BAR");
+        assert_eq!(m.region.address_of::<u32>(0xffc), Some(0xfebf_0ffc));
+        assert_eq!(m.region.address_of::<u64>(0xffc), None, "past the end");
+        assert_eq!(m.region.address_of::<u32>(0x2), None, "misaligned");
+        assert_eq!(m.region.address_of::<u8>(u64::MAX), None);
         // Out-of-range accesses return before any pointer is formed.
         assert_eq!(m.read(0x1000, 4), u64::MAX);
         m.write(0x1000, 4, 0);

@@ -15,9 +15,10 @@
 
 use crate::arch::exit::{Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector};
 use crate::arch::regs::{Gpr, RegisterFile};
+use crate::arch::x86::cpuid::CpuidSource;
 use crate::devices::bus::{MmioBus, PortBus};
 use crate::memory::guest::GuestMemoryAccess;
-use crate::vcpu::cpuid::{CpuidPolicy, CpuidSource};
+use crate::vcpu::cpuid::CpuidPolicy;
 use crate::vcpu::insn::{self, Op, RegOperand, walk};
 use crate::vcpu::msr::MsrState;
 
@@ -199,7 +200,7 @@ fn handle_cpuid(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) 
 /// and OSPKE flags follow the guest's CR4, and the XSAVE area size follows the guest's
 /// XCR0 (the host's values would make the guest's FPU setup inconsistent).
 fn guest_state_bits(
-    r: &mut crate::vcpu::cpuid::CpuidResult,
+    r: &mut crate::arch::x86::cpuid::CpuidResult,
     leaf: u32,
     subleaf: u32,
     regs: &impl RegisterFile,

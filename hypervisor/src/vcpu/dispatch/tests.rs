@@ -1,11 +1,11 @@
 use super::*;
 use crate::arch::exit::{InsnBytes, NpfInfo};
 use crate::arch::regs::{FakeRegs, rflags};
+use crate::arch::x86::cpuid::FakeCpuid;
 use crate::devices::bus::{BusRange, MemBus, MmioDevice, PioBus, PortDevice};
 use crate::hw::AccessSize;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr};
 use crate::memory::guest::{GuestMemory, GuestMemoryMap, GuestRegion, Perms, VecHostMemory, write_obj};
-use crate::vcpu::cpuid::FakeCpuid;
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+use crate::host::pci::access::BarMmio;
 use crate::hw::Bdf;
 use alloc::vec::Vec;
 
@@ -104,4 +105,21 @@ pub(super) fn msix_window(d: &Assigned) -> Option<(BusRange, (u8, u64, u64), u64
     let (start, end) = trapped_pages(bar_pages, offset, len)?;
     let range = BusRange::new((guest_addr & !(PAGE_SIZE - 1)).saturating_add(start), end.saturating_sub(start))?;
     Some((range, (bar, offset, len), start))
+}
+
+/// The wiring: an assigned function's host BAR is where the guest-visible MSI-X
+/// window and table programming reach the device.
+impl crate::devices::vpci::msix_window::DeviceBytes for BarMmio {
+    fn read(&self, offset: u64, bytes: u8) -> u64 {
+        BarMmio::read(self, offset, bytes)
+    }
+    fn write(&self, offset: u64, bytes: u8, value: u64) {
+        BarMmio::write(self, offset, bytes, value)
+    }
+}
+
+impl crate::devices::vpci::msi::BarRegisters for BarMmio {
+    fn write32(&mut self, offset: u64, value: u32) {
+        self.write(offset, 4, u64::from(value));
+    }
 }

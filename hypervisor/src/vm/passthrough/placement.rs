@@ -50,12 +50,6 @@ impl Windows {
     }
 }
 
-/// The size the guest sees for a host BAR: a power of two of at least 16 bytes (what
-/// the BAR's size mask encodes); 0 if it cannot be encoded.
-pub fn guest_bar_size(host_size: u64) -> u64 {
-    host_size.max(16).checked_next_power_of_two().unwrap_or(0)
-}
-
 /// The page-granular host range nested paging must map for a BAR.
 pub fn host_pages(bar: &Bar) -> (u64, u64) {
     let start = bar.address & !(PAGE_SIZE - 1);
@@ -109,7 +103,7 @@ pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<Pla
                 }
                 BarKind::Mem32 | BarKind::Mem64 => {}
             }
-            let size = guest_bar_size(bar.size);
+            let size = crate::devices::vpci::passthrough::guest_bar_size(bar.size);
             if size == 0 {
                 return Err((function, format!("BAR{i} is too large ({:#x} bytes)", bar.size)));
             }

@@ -1,0 +1,30 @@
+//! Architectural and vendor MSR numbers the hypervisor handles (Intel SDM Vol. 4;
+//! AMD APM Vol. 2 Appendix A).
+
+pub const TSC: u32 = 0x10;
+pub const TSC_ADJUST: u32 = 0x3b;
+pub const APIC_BASE: u32 = 0x1b;
+pub const FEATURE_CONTROL: u32 = 0x3a;
+pub const BIOS_SIGN_ID: u32 = 0x8b;
+pub const MTRR_CAP: u32 = 0xfe;
+pub const SYSENTER_CS: u32 = 0x174;
+pub const SYSENTER_ESP: u32 = 0x175;
+pub const SYSENTER_EIP: u32 = 0x176;
+pub const MISC_ENABLE: u32 = 0x1a0;
+pub const PAT: u32 = 0x277;
+pub const MTRR_DEF_TYPE: u32 = 0x2ff;
+pub const EFER: u32 = 0xc000_0080;
+pub const STAR: u32 = 0xc000_0081;
+pub const LSTAR: u32 = 0xc000_0082;
+pub const CSTAR: u32 = 0xc000_0083;
+pub const SFMASK: u32 = 0xc000_0084;
+pub const FS_BASE: u32 = 0xc000_0100;
+pub const GS_BASE: u32 = 0xc000_0101;
+pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+pub const TSC_AUX: u32 = 0xc000_0103;
+pub const HWCR: u32 = 0xc001_0015;
+pub const VM_CR: u32 = 0xc001_0114;
+pub const VM_HSAVE_PA: u32 = 0xc001_0117;
+pub const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+pub const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+pub const KVM_PV_EOI_EN: u32 = 0x4b56_4d04;
