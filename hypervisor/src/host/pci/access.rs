@@ -257,11 +257,12 @@ impl BarMmio {
 
     /// Reads `bytes` (1, 2, 4 or 8) at `offset`; all-ones outside the BAR or misaligned.
     pub fn read(&self, offset: u64, bytes: u8) -> u64 {
+        let r = &self.region;
         match bytes {
-            1 => u64::from(self.region.read::<u8>(offset)),
-            2 => u64::from(self.region.read::<u16>(offset)),
-            4 => u64::from(self.region.read::<u32>(offset)),
-            8 => self.region.read::<u64>(offset),
+            1 if r.address_of::<u8>(offset).is_some() => u64::from(r.read::<u8>(offset)),
+            2 if r.address_of::<u16>(offset).is_some() => u64::from(r.read::<u16>(offset)),
+            4 if r.address_of::<u32>(offset).is_some() => u64::from(r.read::<u32>(offset)),
+            8 => r.read::<u64>(offset),
             _ => u64::MAX,
         }
     }
