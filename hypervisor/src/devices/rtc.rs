@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
-use crate::hw::calendar::{DateTime, civil_from_days, days_from_civil};
+use crate::hw::calendar::DateTime;
 use alloc::boxed::Box;
 
 use super::bus::PortDevice;
@@ -393,6 +393,7 @@ impl PortDevice for Rtc {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
+    use crate::hw::calendar::{civil_from_days, days_from_civil};
     use alloc::sync::Arc;
     use core::sync::atomic::{AtomicU64, Ordering};
 

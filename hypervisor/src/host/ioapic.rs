@@ -7,6 +7,7 @@
 //! At boot every entry is masked: firmware may leave pins unmasked, and no interrupt
 //! reaches the hypervisor unless it routed it here.
 
+use crate::hw::mmio::MmioRegion;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use log::{info, warn};
@@ -268,7 +269,7 @@ pub fn keyboard_not_routed(why: &str) {
 /// The real register window, identity-mapped uncacheable.
 #[derive(Debug)]
 pub struct IoapicMmio {
-    base: u64,
+    window: MmioRegion,
 }
 
 impl IoapicMmio {
@@ -276,26 +277,21 @@ impl IoapicMmio {
     /// `base` must be an I/O APIC's register window as the MADT gives it, identity
     /// mapped, and used by nothing but the returned value.
     pub unsafe fn new(base: u64) -> Self {
-        IoapicMmio { base }
+        // SAFETY: the caller's contract; IOREGSEL and IOWIN lie in the first 0x20
+        // bytes (§3.0).
+        IoapicMmio { window: unsafe { MmioRegion::new(base, 0x20) } }
     }
 }
 
 impl IoapicRegs for IoapicMmio {
     fn read(&mut self, index: u32) -> u32 {
-        // SAFETY: `new`'s contract: the window is this I/O APIC's and ours alone;
-        // IOREGSEL and IOWIN are 32-bit registers at these offsets (§3.0).
-        unsafe {
-            core::ptr::write_volatile((self.base + IOREGSEL) as *mut u32, index);
-            core::ptr::read_volatile((self.base + IOWIN) as *const u32)
-        }
+        self.window.write(IOREGSEL, index);
+        self.window.read(IOWIN)
     }
 
     fn write(&mut self, index: u32, value: u32) {
-        // SAFETY: as in `read`.
-        unsafe {
-            core::ptr::write_volatile((self.base + IOREGSEL) as *mut u32, index);
-            core::ptr::write_volatile((self.base + IOWIN) as *mut u32, value);
-        }
+        self.window.write(IOREGSEL, index);
+        self.window.write(IOWIN, value);
     }
 }
 

@@ -12,6 +12,8 @@
 //!   register at 0xcf9, the 8042 keyboard controller's pulse-reset command, and a
 //!   triple fault.
 
+use crate::host::pci::access::LegacyPorts;
+use crate::hw::mmio::MmioRegion;
 use alloc::vec::Vec;
 
 use crate::arch::x86::instr;
@@ -241,13 +243,20 @@ fn settle_short() {
     }
 }
 
+/// A memory-mapped register the FADT names (PM1 control, reset register).
+fn fadt_register(addr: u64, len: u64) -> MmioRegion {
+    // SAFETY: the FADT describes this register as the platform's own power/reset
+    // control, identity mapped; the hypervisor is the only one using it, and only on
+    // its way to S5 or reset.
+    unsafe { MmioRegion::new(addr, len) }
+}
+
 fn read_pm1(reg: Pm1Register) -> u16 {
     match reg {
         // SAFETY: the PM1 control block comes from the FADT; reading it has no side
         // effects (ACPI 6.5 §4.8.3.2.1).
         Pm1Register::Io(port) => unsafe { instr::inw(port) },
-        // SAFETY: as above, identity-mapped MMIO.
-        Pm1Register::Mem(addr) => unsafe { (addr as *const u16).read_volatile() },
+        Pm1Register::Mem(addr) => fadt_register(addr, 2).read(0),
     }
 }
 
@@ -255,8 +264,7 @@ fn write_pm1(reg: Pm1Register, value: u16) {
     match reg {
         // SAFETY: the PM1 control block comes from the FADT; we are powering off.
         Pm1Register::Io(port) => unsafe { instr::outw(port, value) },
-        // SAFETY: as above, identity-mapped MMIO.
-        Pm1Register::Mem(addr) => unsafe { (addr as *mut u16).write_volatile(value) },
+        Pm1Register::Mem(addr) => fadt_register(addr, 2).write(0, value),
     }
 }
 
@@ -303,16 +311,17 @@ fn write_reset_register(r: ResetRegister) {
                 unsafe { instr::outb(port, r.value) };
             }
         }
-        // SAFETY: as above; identity-mapped MMIO.
-        AddressSpace::SystemMemory => unsafe { (addr as *mut u8).write_volatile(r.value) },
+        AddressSpace::SystemMemory => fadt_register(addr, 1).write(0, r.value),
         AddressSpace::PciConfig => {
             // Segment 0, bus 0; address = device << 32 | function << 16 | offset.
             let (dev, func, off) = ((addr >> 32) & 0x1f, (addr >> 16) & 0x7, addr & 0xff);
-            let cfg = 0x8000_0000 | (dev << 11 | func << 8 | (off & 0xfc)) as u32;
-            // SAFETY: selects the register the FADT names; we are resetting.
-            unsafe { instr::outl(0xcf8, cfg) };
-            // SAFETY: writes the reset value into it.
-            unsafe { instr::outb(0xcfc + (off & 3) as u16, r.value) };
+            let function = pci_types::PciAddress::new(0, 0, dev as u8, func as u8);
+            // SAFETY: the hypervisor owns the configuration ports; the byte is the reset
+            // register the FADT names, and we are resetting.
+            unsafe {
+                let ports = LegacyPorts::new();
+                ports.write8(function, off as u16, r.value);
+            }
         }
         AddressSpace::Other(_) => {}
     }

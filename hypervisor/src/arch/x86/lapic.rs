@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::registers::model_specific::Msr;
 
 use super::instr;
+use crate::hw::mmio::MmioRegion;
 
 const IA32_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
@@ -36,15 +37,20 @@ static XAPIC_BASE: AtomicU64 = AtomicU64::new(XAPIC_DEFAULT_BASE);
 /// LAPIC timer ticks per millisecond (divide-by-16), measured at init.
 static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
 
+/// The xAPIC register page.
+fn xapic_page() -> MmioRegion {
+    // SAFETY: the xAPIC page (IA32_APIC_BASE, 4 KiB) is identity mapped uncacheable
+    // and belongs to the hypervisor; only this module touches it.
+    unsafe { MmioRegion::new(XAPIC_BASE.load(Ordering::Relaxed), 0x1000) }
+}
+
 fn read(offset: u32) -> u32 {
     if X2APIC.load(Ordering::Relaxed) {
         // SAFETY: x2APIC mode is enabled, so the 0x800.. MSRs exist; reads have no side
         // effects for the registers used here.
         unsafe { Msr::new(0x800 + offset / 16).read() as u32 }
     } else {
-        let addr = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(offset);
-        // SAFETY: the xAPIC page is identity mapped and belongs to the hypervisor.
-        unsafe { core::ptr::read_volatile(addr as *const u32) }
+        xapic_page().read(u64::from(offset))
     }
 }
 
@@ -53,9 +59,7 @@ fn write(offset: u32, value: u32) {
         // SAFETY: as in `read`; the hypervisor owns the local APIC.
         unsafe { Msr::new(0x800 + offset / 16).write(u64::from(value)) }
     } else {
-        let addr = XAPIC_BASE.load(Ordering::Relaxed) + u64::from(offset);
-        // SAFETY: as in `read`.
-        unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
+        xapic_page().write(u64::from(offset), value)
     }
 }
 

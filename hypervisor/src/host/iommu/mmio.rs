@@ -1,7 +1,9 @@
-//! The IOMMU layer's only `unsafe`: volatile access to the units' register blocks,
+//! The IOMMU layer's only `unsafe`: the units' register blocks (volatile access goes
+//! through `hw::mmio`),
 //! physically contiguous table memory from the global frame allocator, and cache
 //! write-back for units whose table walks do not snoop.
 
+use crate::hw::mmio::MmioRegion;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
@@ -18,17 +20,11 @@ use crate::memory::phys::{self, GlobalFrames};
 /// 0x2000 + the head/tail block).
 const AMDVI_WINDOW: usize = 0x4000;
 
-#[derive(Debug, Clone, Copy)]
-struct MmioBlock {
-    base: u64,
-    len: usize,
-}
-
 /// The real machine: identity-mapped register blocks and the global frame allocator.
 #[derive(Debug)]
 pub struct HostIommuHw {
     frames: GlobalFrames,
-    units: Vec<MmioBlock>,
+    units: Vec<MmioRegion>,
 }
 
 impl HostIommuHw {
@@ -37,18 +33,12 @@ impl HostIommuHw {
     /// describes it (DRHD register base, IVHD base address), identity-mapped
     /// uncacheable, and used by nothing but the returned value.
     pub unsafe fn new(blocks: &[(u64, usize)]) -> Self {
-        let units = blocks.iter().map(|&(base, len)| MmioBlock { base, len }).collect();
+        let units = blocks
+            .iter()
+            // SAFETY: the caller's contract, block by block.
+            .map(|&(base, len)| unsafe { MmioRegion::new(base, len as u64) })
+            .collect();
         Self { frames: GlobalFrames, units }
-    }
-
-    /// The register pointer for an access of `size` bytes, if it lies inside the block
-    /// and is naturally aligned.
-    fn pointer(&self, unit: usize, offset: usize, size: usize) -> Option<usize> {
-        let block = self.units.get(unit)?;
-        if !offset.is_multiple_of(size) || offset.checked_add(size)? > block.len {
-            return None;
-        }
-        usize::try_from(block.base).ok()?.checked_add(offset)
     }
 }
 
@@ -74,34 +64,22 @@ impl IommuHw for HostIommuHw {
     }
 
     fn read32(&mut self, unit: usize, offset: usize) -> u32 {
-        match self.pointer(unit, offset, 4) {
-            // SAFETY: inside the unit's register block (`new`'s contract), aligned, and
-            // identity-mapped uncacheable; register reads have no side effects the
-            // drivers do not expect.
-            Some(p) => unsafe { (p as *const u32).read_volatile() },
-            None => u32::MAX,
-        }
+        self.units.get(unit).map_or(u32::MAX, |r| r.read(offset as u64))
     }
 
     fn write32(&mut self, unit: usize, offset: usize, value: u32) {
-        if let Some(p) = self.pointer(unit, offset, 4) {
-            // SAFETY: as for `read32`; the drivers own the unit and decide the effect.
-            unsafe { (p as *mut u32).write_volatile(value) }
+        if let Some(r) = self.units.get(unit) {
+            r.write(offset as u64, value);
         }
     }
 
     fn read64(&mut self, unit: usize, offset: usize) -> u64 {
-        match self.pointer(unit, offset, 8) {
-            // SAFETY: as for `read32`.
-            Some(p) => unsafe { (p as *const u64).read_volatile() },
-            None => u64::MAX,
-        }
+        self.units.get(unit).map_or(u64::MAX, |r| r.read(offset as u64))
     }
 
     fn write64(&mut self, unit: usize, offset: usize, value: u64) {
-        if let Some(p) = self.pointer(unit, offset, 8) {
-            // SAFETY: as for `write32`.
-            unsafe { (p as *mut u64).write_volatile(value) }
+        if let Some(r) = self.units.get(unit) {
+            r.write(offset as u64, value);
         }
     }
 

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use pci_types::{ConfigRegionAccess, PciAddress};
 
-use crate::arch::x86::instr::{inl, outl};
+use crate::arch::x86::instr::{inl, outb, outl};
 use crate::host::acpi::{EcamRegion, PlatformTables};
 use crate::host::pci::model::{Bar, BarKind};
 
@@ -47,6 +47,24 @@ impl LegacyPorts {
     }
 }
 
+impl LegacyPorts {
+    /// Writes one byte of a function's configuration space (the FADT's reset register
+    /// may be a byte in a bus-0 function), under the same lock as every other access.
+    ///
+    /// # Safety
+    /// The caller vouches for the effect of the write on the device.
+    pub unsafe fn write8(&self, address: PciAddress, offset: u16, value: u8) {
+        let Some(cfg) = Self::config_address(address, offset) else {
+            return;
+        };
+        let _guard = LEGACY_LOCK.lock();
+        // SAFETY: as for `read`.
+        unsafe { outl(CONFIG_ADDRESS, cfg) };
+        // SAFETY: the byte lane of the selected dword; the caller vouches for the effect.
+        unsafe { outb(CONFIG_DATA + (offset & 3), value) };
+    }
+}
+
 impl ConfigRegionAccess for LegacyPorts {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
         let Some(cfg) = Self::config_address(address, offset) else {
@@ -78,6 +96,7 @@ impl ConfigRegionAccess for LegacyPorts {
 #[derive(Debug)]
 pub struct Ecam {
     region: EcamRegion,
+    window: MmioRegion,
 }
 
 impl Ecam {
@@ -85,33 +104,31 @@ impl Ecam {
     /// `region` must describe a real ECAM window (from a validated MCFG) that is
     /// identity-mapped uncacheable and owned by the hypervisor.
     pub unsafe fn new(region: EcamRegion) -> Self {
-        Self { region }
+        // SAFETY: the caller's contract covers the whole window.
+        let window = unsafe { MmioRegion::new(region.base, region.len_bytes()) };
+        Self { region, window }
     }
 
-    fn pointer(&self, address: PciAddress, offset: u16) -> Option<*mut u32> {
+    /// The dword's offset in the window, if `address` is on this segment's buses.
+    fn window_offset(&self, address: PciAddress, offset: u16) -> Option<u64> {
         if address.segment() != self.region.segment || offset & 3 != 0 {
             return None;
         }
         let pa = self.region.config_address(address.bus(), address.device(), address.function(), offset)?;
-        Some(usize::try_from(pa).ok()? as *mut u32)
+        pa.checked_sub(self.region.base)
     }
 }
 
 impl ConfigRegionAccess for Ecam {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
-        match self.pointer(address, offset) {
-            // SAFETY: the pointer is inside the ECAM window `new` vouched for, dword
-            // aligned, and identity-mapped; a config read of an absent function returns
-            // all-ones rather than faulting.
-            Some(p) => unsafe { p.read_volatile() },
-            None => u32::MAX,
-        }
+        // A config read of an absent function returns all-ones rather than faulting.
+        self.window_offset(address, offset).map_or(u32::MAX, |at| self.window.read(at))
     }
 
     unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
-        if let Some(p) = self.pointer(address, offset) {
-            // SAFETY: as for `read`; the caller vouches for the effect on the device.
-            unsafe { p.write_volatile(value) }
+        // The caller vouches for the effect on the device.
+        if let Some(at) = self.window_offset(address, offset) {
+            self.window.write(at, value);
         }
     }
 }
