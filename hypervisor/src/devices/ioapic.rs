@@ -2,11 +2,11 @@
 //! [`IOAPIC_BASE`](super::layout::IOAPIC_BASE). The guest selects a register through
 //! IOREGSEL (+0x00) and reads or writes it through IOWIN (+0x10).
 //!
-//! A GSI's level comes in through [`Ioapic::set_level`]; the entry turns it into an
+//! A GSI's level comes in through [`Vioapic::set_level`]; the entry turns it into an
 //! [`ApicMessage`] for the local APIC. Edge-triggered pins deliver on a rising edge
 //! while unmasked (edges on masked pins are lost, 82093AA 3.2.4). Level-triggered pins
 //! deliver while asserted, unmasked and with Remote IRR clear, then set Remote IRR
-//! until the local APIC broadcasts the EOI for that vector ([`Ioapic::eoi`]); if the
+//! until the local APIC broadcasts the EOI for that vector ([`Vioapic::eoi`]); if the
 //! line is still asserted then, the interrupt is delivered again.
 //!
 //! Levels are logical (asserted or not): the polarity bit is stored for the guest but
@@ -15,7 +15,7 @@
 //! the entry to edge and back; switching to edge clears Remote IRR here as in KVM.
 //!
 //! Register writes through the [`MmioDevice`] form only change state; the owner calls
-//! [`Ioapic::service`] afterwards so that a newly unmasked, asserted level pin is
+//! [`Vioapic::service`] afterwards so that a newly unmasked, asserted level pin is
 //! delivered (the [`InterruptController`](super::platform_irq::InterruptController)
 //! does this).
 #![forbid(unsafe_code)]
@@ -28,7 +28,7 @@ use crate::hw::AccessSize;
 
 /// The IOAPIC's state.
 #[derive(Debug, Clone)]
-pub struct Ioapic {
+pub struct Vioapic {
     /// IOAPICID[27:24].
     id: u8,
     /// IOREGSEL.
@@ -39,10 +39,10 @@ pub struct Ioapic {
     /// Deliveries refused by the local APIC (wrong destination, APIC disabled).
     undelivered: u64,
     /// Pins driven by a host device's INTx line: the guest's EOI lowers the line
-    /// instead of redelivering it, and is reported ([`Ioapic::take_resampled`]) so the
+    /// instead of redelivering it, and is reported ([`Vioapic::take_resampled`]) so the
     /// host pin can be unmasked and the device's real level sampled again.
     resample: u32,
-    /// Resample pins the guest EOI'd since the last [`Ioapic::take_resampled`].
+    /// Resample pins the guest EOI'd since the last [`Vioapic::take_resampled`].
     resampled: u32,
 }
 
@@ -123,16 +123,16 @@ impl RedirectionEntry {
     }
 }
 
-impl Default for Ioapic {
+impl Default for Vioapic {
     fn default() -> Self {
-        Ioapic::new(0)
+        Vioapic::new(0)
     }
 }
 
-impl Ioapic {
+impl Vioapic {
     /// An IOAPIC after reset: every entry masked.
-    pub fn new(id: u8) -> Ioapic {
-        Ioapic {
+    pub fn new(id: u8) -> Vioapic {
+        Vioapic {
             id: id & 0xF,
             select: 0,
             redirection: [RedirectionEntry::RESET; PINS],
@@ -303,7 +303,7 @@ impl Ioapic {
         }
     }
 
-    /// A write to the MMIO window; afterwards call [`Ioapic::service`].
+    /// A write to the MMIO window; afterwards call [`Vioapic::service`].
     pub fn mmio_write(&mut self, offset: u64, size: AccessSize, value: u64) {
         match (offset, size) {
             (IOREGSEL, _) => self.select = value as u8,
@@ -320,8 +320,8 @@ fn redirection_slot(index: u8) -> (u32, bool) {
 }
 
 /// The register window, for a [`MmioDevice`] bus; the owner must call
-/// [`Ioapic::service`] after writes.
-impl MmioDevice for Ioapic {
+/// [`Vioapic::service`] after writes.
+impl MmioDevice for Vioapic {
     fn read(&mut self, offset: u64, size: AccessSize) -> u64 {
         self.mmio_read(offset, size)
     }
@@ -350,21 +350,21 @@ mod tests {
         }
     }
 
-    fn write_entry(io: &mut Ioapic, pin: u8, value: u64) {
+    fn write_entry(io: &mut Vioapic, pin: u8, value: u64) {
         io.mmio_write(IOREGSEL, AccessSize::Dword, u64::from(0x11 + 2 * pin));
         io.mmio_write(IOWIN, AccessSize::Dword, value >> 32);
         io.mmio_write(IOREGSEL, AccessSize::Dword, u64::from(0x10 + 2 * pin));
         io.mmio_write(IOWIN, AccessSize::Dword, value & 0xFFFF_FFFF);
     }
 
-    fn read_reg(io: &mut Ioapic, index: u8) -> u32 {
+    fn read_reg(io: &mut Vioapic, index: u8) -> u32 {
         io.mmio_write(IOREGSEL, AccessSize::Dword, u64::from(index));
         io.mmio_read(IOWIN, AccessSize::Dword) as u32
     }
 
     #[test]
     fn identification_registers() {
-        let mut io = Ioapic::new(2);
+        let mut io = Vioapic::new(2);
         assert_eq!(read_reg(&mut io, 0), 2 << 24);
         assert_eq!(read_reg(&mut io, 1), 0x0017_0011);
         assert_eq!(read_reg(&mut io, 2), 2 << 24);
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn entries_reset_masked_and_keep_read_only_bits() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         for pin in 0..24 {
             assert_eq!(read_reg(&mut io, 0x10 + 2 * pin), 1 << 16);
             assert_eq!(read_reg(&mut io, 0x11 + 2 * pin), 0);
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn linux_pit_routing_edge() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         let mut apic = Apic::default();
         // Masked: the edge is lost.
         io.set_level(2, true, &mut apic);
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn resample_pins_drop_their_line_on_eoi_and_report_it() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         let mut apic = Apic::default();
         write_entry(&mut io, 17, rte::LEVEL | rte::POLARITY_LOW | 0x51);
         io.set_resample(17, true);
@@ -458,7 +458,7 @@ mod tests {
 
     #[test]
     fn level_remote_irr_until_eoi() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         let mut apic = Apic::default();
         // Level, active low (a PCI INTx line), vector 0x41, logical dest 1.
         write_entry(&mut io, 16, (1 << 56) | rte::LEVEL | rte::POLARITY_LOW | rte::DEST_LOGICAL | 0x41);
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn level_pin_delivers_when_unmasked() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         let mut apic = Apic::default();
         write_entry(&mut io, 9, rte::MASKED | rte::LEVEL | 0x39);
         io.set_level(9, true, &mut apic);
@@ -501,7 +501,7 @@ mod tests {
 
     #[test]
     fn switching_to_edge_clears_remote_irr() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         let mut apic = Apic::default();
         write_entry(&mut io, 10, rte::LEVEL | 0x3A);
         io.set_level(10, true, &mut apic);
@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn refused_deliveries_do_not_set_remote_irr() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         let mut apic = Apic::default();
         write_entry(&mut io, 3, (5u64 << 56) | rte::LEVEL | 0x33);
         io.set_level(3, true, &mut apic);
@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn out_of_range_pins_and_odd_accesses_are_harmless() {
-        let mut io = Ioapic::default();
+        let mut io = Vioapic::default();
         let mut apic = Apic::default();
         io.set_level(24, true, &mut apic);
         io.set_level(u32::MAX, true, &mut apic);

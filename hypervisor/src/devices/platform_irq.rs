@@ -21,7 +21,7 @@
 
 use crate::devices::bus::{MmioBus, PortBus};
 use crate::devices::clock::{GuestClock, earliest};
-use crate::devices::ioapic::Ioapic;
+use crate::devices::ioapic::Vioapic;
 use crate::devices::irq::{GsiSink, gsi_to_isa_irq, isa_irq_to_gsi};
 use crate::devices::layout::{IOAPIC_BASE, IOAPIC_ID, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
 use crate::devices::pic::Pic;
@@ -34,19 +34,19 @@ use crate::memory::addr::GuestPhysAddr;
 #[derive(Debug, Clone)]
 pub struct InterruptController {
     pub lapic: Vlapic,
-    pub ioapic: Ioapic,
+    pub ioapic: Vioapic,
     pub pic: Pic,
     pub pit: Pit,
 }
 
 /// The routing half, borrowed apart from the PIT so that the PIT can drive it.
-struct Lines<'a> {
+struct IrqLines<'a> {
     lapic: &'a mut Vlapic,
-    ioapic: &'a mut Ioapic,
+    ioapic: &'a mut Vioapic,
     pic: &'a mut Pic,
 }
 
-impl GsiSink for Lines<'_> {
+impl GsiSink for IrqLines<'_> {
     fn set_level(&mut self, gsi: u32, high: bool) {
         self.ioapic.set_level(gsi, high, self.lapic);
         if let Some(irq) = gsi_to_isa_irq(gsi) {
@@ -56,7 +56,7 @@ impl GsiSink for Lines<'_> {
 }
 
 /// Retires the level-triggered EOIs the guest wrote into the IOAPIC.
-fn forward_eois(lapic: &mut Vlapic, ioapic: &mut Ioapic) {
+fn forward_eois(lapic: &mut Vlapic, ioapic: &mut Vioapic) {
     while let Some(vector) = lapic.take_eoi_broadcast() {
         ioapic.eoi(vector, lapic);
     }
@@ -67,14 +67,14 @@ impl InterruptController {
     pub fn new(clock: GuestClock) -> InterruptController {
         InterruptController {
             lapic: Vlapic::new(0, true, clock),
-            ioapic: Ioapic::new(IOAPIC_ID),
+            ioapic: Vioapic::new(IOAPIC_ID),
             pic: Pic::new(),
             pit: Pit::new(clock),
         }
     }
 
-    fn lines(&mut self) -> Lines<'_> {
-        Lines { lapic: &mut self.lapic, ioapic: &mut self.ioapic, pic: &mut self.pic }
+    fn lines(&mut self) -> IrqLines<'_> {
+        IrqLines { lapic: &mut self.lapic, ioapic: &mut self.ioapic, pic: &mut self.pic }
     }
 
     /// Drives ISA IRQ `irq` through its GSI (and 8259 input).
@@ -90,7 +90,7 @@ impl InterruptController {
     pub fn tick(&mut self, now: u64) {
         self.lapic.tick(now);
         let InterruptController { lapic, ioapic, pic, pit } = self;
-        pit.tick(now, &mut Lines { lapic, ioapic, pic });
+        pit.tick(now, &mut IrqLines { lapic, ioapic, pic });
     }
 
     /// The earliest timer deadline, in guest TSC.
@@ -219,7 +219,7 @@ fn in_window(gpa: u64, base: u64, size: u64) -> Option<u64> {
     gpa.checked_sub(base).filter(|&off| off < size)
 }
 
-fn mmio_read(lapic: &mut Vlapic, ioapic: &mut Ioapic, gpa: u64, size: AccessSize, now: u64) -> Option<u64> {
+fn mmio_read(lapic: &mut Vlapic, ioapic: &mut Vioapic, gpa: u64, size: AccessSize, now: u64) -> Option<u64> {
     if let Some(off) = in_window(gpa, LAPIC_BASE, LAPIC_SIZE) {
         Some(lapic.mmio_read(off, size, now))
     } else {
@@ -227,7 +227,7 @@ fn mmio_read(lapic: &mut Vlapic, ioapic: &mut Ioapic, gpa: u64, size: AccessSize
     }
 }
 
-fn mmio_write(lapic: &mut Vlapic, ioapic: &mut Ioapic, gpa: u64, size: AccessSize, value: u64, now: u64) -> bool {
+fn mmio_write(lapic: &mut Vlapic, ioapic: &mut Vioapic, gpa: u64, size: AccessSize, value: u64, now: u64) -> bool {
     if let Some(off) = in_window(gpa, LAPIC_BASE, LAPIC_SIZE) {
         lapic.mmio_write(off, size, value, now);
         forward_eois(lapic, ioapic);
@@ -279,7 +279,7 @@ fn port_write(pic: &mut Pic, pit: &mut Pit, port: u16, size: AccessSize, value: 
 /// then the VM's bus.
 pub struct IrqMmio<'a> {
     lapic: &'a mut Vlapic,
-    ioapic: &'a mut Ioapic,
+    ioapic: &'a mut Vioapic,
     now: u64,
     next: &'a mut dyn MmioBus,
 }

@@ -74,13 +74,13 @@ mod tests {
     use crate::devices::bus::{BusRange, MemBus, MmioBus, PioBus, PortBus};
     use crate::devices::layout;
     use crate::devices::scratch::Scratch;
-    use crate::devices::vpci::host_bridge::PciHost;
+    use crate::devices::vpci::host_bridge::VpciHost;
     use crate::memory::addr::GuestPhysAddr;
     use alloc::boxed::Box;
 
     #[test]
     fn one_pci_host_on_both_buses() {
-        let host = Shared::new(PciHost::new(layout::PCI_ECAM_BUSES));
+        let host = Shared::new(VpciHost::new(layout::PCI_ECAM_BUSES));
         let mut pio = PioBus::new("pio");
         pio.insert_ports(layout::PCI_CONFIG_ADDRESS_PORT, layout::PCI_CONFIG_PORT_COUNT, Box::new(host.clone()))
             .unwrap();
@@ -116,7 +116,7 @@ mod tests {
         send_and_sync::<crate::devices::uart16550::Uart16550>();
         send_and_sync::<crate::devices::i8042::I8042>();
         send_and_sync::<crate::devices::rtc::Rtc>();
-        send_and_sync::<PciHost>();
+        send_and_sync::<VpciHost>();
         send_and_sync::<crate::devices::power::AcpiPowerPorts>();
         send_and_sync::<Scratch>();
     }

@@ -64,7 +64,7 @@ pub fn remappable_entry(handle: u16, vector: u8, mode: PinMode) -> u64 {
 
 /// One I/O APIC.
 #[derive(Debug)]
-pub struct Ioapic<R: IoapicRegs> {
+pub struct HostIoapic<R: IoapicRegs> {
     regs: R,
     gsi_base: u32,
     pins: u32,
@@ -72,12 +72,12 @@ pub struct Ioapic<R: IoapicRegs> {
     entries: alloc::vec::Vec<u64>,
 }
 
-impl<R: IoapicRegs> Ioapic<R> {
+impl<R: IoapicRegs> HostIoapic<R> {
     /// Takes the I/O APIC whose first pin is `gsi_base` and masks every pin.
     pub fn new(mut regs: R, gsi_base: u32) -> Self {
         let last = (regs.read(REG_VERSION) >> 16) & 0xff;
         let pins = last + 1;
-        let mut ioapic = Ioapic { regs, gsi_base, pins, entries: alloc::vec![MASKED; pins as usize] };
+        let mut ioapic = HostIoapic { regs, gsi_base, pins, entries: alloc::vec![MASKED; pins as usize] };
         for pin in 0..ioapic.pins {
             ioapic.write_entry(pin, MASKED);
         }
@@ -143,11 +143,11 @@ impl<R: IoapicRegs> Ioapic<R> {
 #[derive(Debug)]
 pub struct HostIoapics<R: IoapicRegs> {
     /// (I/O APIC id, the chip).
-    chips: alloc::vec::Vec<(u8, Ioapic<R>)>,
+    chips: alloc::vec::Vec<(u8, HostIoapic<R>)>,
 }
 
 impl<R: IoapicRegs> HostIoapics<R> {
-    pub fn new(chips: alloc::vec::Vec<(u8, Ioapic<R>)>) -> Self {
+    pub fn new(chips: alloc::vec::Vec<(u8, HostIoapic<R>)>) -> Self {
         HostIoapics { chips }
     }
 
@@ -205,7 +205,7 @@ pub fn take_ioapics(tables: &PlatformTables) -> &'static spin::Mutex<HostIoapics
                 // SAFETY: the address is the I/O APIC's register window from the MADT,
                 // identity mapped like all MMIO below 4 GiB; this set is the only user.
                 let regs = unsafe { IoapicMmio::new(u64::from(a.address)) };
-                (a.id, Ioapic::new(regs, a.gsi_base))
+                (a.id, HostIoapic::new(regs, a.gsi_base))
             })
             .collect();
         spin::Mutex::new(HostIoapics::new(chips))
@@ -334,7 +334,7 @@ mod tests {
     #[test]
     fn every_pin_starts_masked() {
         let mut fake = FakeRegs::new();
-        let ioapic = Ioapic::new(&mut fake, 0);
+        let ioapic = HostIoapic::new(&mut fake, 0);
         assert_eq!(ioapic.pins(), 24);
         assert!((0..24).all(|pin| fake.entry(pin) & MASKED != 0));
     }
@@ -345,7 +345,7 @@ mod tests {
         let entry = compatibility_entry(0x21, 3, PinMode { level: true, active_low: true });
         assert_eq!(entry, 0x0300_0000_0000_a021);
         {
-            let mut ioapic = Ioapic::new(&mut fake, 24);
+            let mut ioapic = HostIoapic::new(&mut fake, 24);
             assert!(!ioapic.handles(23) && ioapic.handles(24) && ioapic.handles(47) && !ioapic.handles(48));
             assert!(!ioapic.route(1, compatibility_entry(0x21, 0, PinMode::default())), "not this I/O APIC's GSI");
             assert!(ioapic.route(25, entry));
@@ -360,7 +360,7 @@ mod tests {
     fn a_set_routes_through_the_right_chip_and_masks_with_one_write() {
         let (mut a, mut b) = (FakeRegs::new(), FakeRegs::new());
         {
-            let mut set = HostIoapics::new(vec![(1, Ioapic::new(&mut a, 0)), (2, Ioapic::new(&mut b, 24))]);
+            let mut set = HostIoapics::new(vec![(1, HostIoapic::new(&mut a, 0)), (2, HostIoapic::new(&mut b, 24))]);
             assert_eq!(set.locate(3), Some((1, 3)));
             assert_eq!(set.locate(40), Some((2, 16)));
             assert_eq!(set.locate(48), None);

@@ -93,7 +93,7 @@ pub struct ShutdownPlan {
 
 /// One reset attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetStep {
+pub enum MachineResetStep {
     /// The FADT reset register and value.
     AcpiResetRegister(ResetRegister),
     /// 0xcf9: SYS_RST then SYS_RST|RST_CPU.
@@ -106,7 +106,7 @@ pub enum ResetStep {
 /// The ordered reset attempts for this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResetPlan {
-    pub steps: Vec<ResetStep>,
+    pub steps: Vec<MachineResetStep>,
 }
 
 /// Plans a power-off from the FADT and `\_S5_`.
@@ -143,15 +143,15 @@ pub fn plan_reset(tables: &PlatformTables) -> ResetPlan {
     if let Some(r) = register.filter(|r| {
         matches!(r.register.space, AddressSpace::SystemIo | AddressSpace::SystemMemory | AddressSpace::PciConfig)
     }) {
-        steps.push(ResetStep::AcpiResetRegister(r));
+        steps.push(MachineResetStep::AcpiResetRegister(r));
     }
     // 0xcf9 is what most FADT reset registers point at anyway; do not repeat it.
     let is_cf9 = |r: &ResetRegister| r.register.space == AddressSpace::SystemIo && r.register.address == 0xcf9;
     if !register.is_some_and(|r| is_cf9(&r)) {
-        steps.push(ResetStep::ResetControl);
+        steps.push(MachineResetStep::ResetControl);
     }
-    steps.push(ResetStep::KeyboardController);
-    steps.push(ResetStep::TripleFault);
+    steps.push(MachineResetStep::KeyboardController);
+    steps.push(MachineResetStep::TripleFault);
     ResetPlan { steps }
 }
 
@@ -268,13 +268,13 @@ fn write_pm1(reg: Pm1Register, value: u16) {
     }
 }
 
-fn apply_reset_step(step: ResetStep) {
+fn apply_reset_step(step: MachineResetStep) {
     match step {
-        ResetStep::AcpiResetRegister(r) => {
+        MachineResetStep::AcpiResetRegister(r) => {
             log::info!(target: "power", "reset via FADT reset register ({} <- {:#04x})", r.register, r.value);
             write_reset_register(r);
         }
-        ResetStep::ResetControl => {
+        MachineResetStep::ResetControl => {
             log::info!(target: "power", "reset via port 0xcf9");
             // SAFETY: the chipset reset control register; we are resetting.
             unsafe { instr::outb(RESET_CONTROL_PORT, RESET_CONTROL_SYS_RST) };
@@ -282,7 +282,7 @@ fn apply_reset_step(step: ResetStep) {
             // SAFETY: as above.
             unsafe { instr::outb(RESET_CONTROL_PORT, RESET_CONTROL_HARD_RESET) };
         }
-        ResetStep::KeyboardController => {
+        MachineResetStep::KeyboardController => {
             log::warn!(target: "power", "reset via keyboard controller");
             for _ in 0..100_000 {
                 // SAFETY: reading the 8042 status register has no side effects.
@@ -294,7 +294,7 @@ fn apply_reset_step(step: ResetStep) {
             // SAFETY: the 8042 pulse-reset command; we are resetting.
             unsafe { instr::outb(KBC_PORT, KBC_PULSE_RESET) };
         }
-        ResetStep::TripleFault => {
+        MachineResetStep::TripleFault => {
             log::warn!(target: "power", "reset via triple fault");
             // SAFETY: every other reset method has failed; we are resetting.
             unsafe { instr::triple_fault() }
@@ -378,19 +378,22 @@ mod tests {
         let plan = plan_reset(&tables(|_| {}, qemu_dsdt()));
         let fadt_reg = ResetRegister { register: Gas::legacy_io(0xcf9, 1), value: 0x0f };
         match plan.steps[0] {
-            ResetStep::AcpiResetRegister(r) => {
+            MachineResetStep::AcpiResetRegister(r) => {
                 assert_eq!((r.register.space, r.register.address, r.value), (AddressSpace::SystemIo, 0xcf9, 0x0f));
             }
             other => panic!("{other:?} first, expected {fadt_reg:?}"),
         }
-        assert_eq!(plan.steps[1..], [ResetStep::KeyboardController, ResetStep::TripleFault]);
+        assert_eq!(plan.steps[1..], [MachineResetStep::KeyboardController, MachineResetStep::TripleFault]);
     }
 
     #[test]
     fn reset_register_is_ignored_unless_flagged_supported() {
         // Clear RESET_REG_SUP (FADT flags at offset 112, bit 10).
         let plan = plan_reset(&tables(|f| f[113] &= !0x04, qemu_dsdt()));
-        assert_eq!(plan.steps, [ResetStep::ResetControl, ResetStep::KeyboardController, ResetStep::TripleFault]);
+        assert_eq!(
+            plan.steps,
+            [MachineResetStep::ResetControl, MachineResetStep::KeyboardController, MachineResetStep::TripleFault]
+        );
     }
 
     #[test]
@@ -404,9 +407,9 @@ mod tests {
             qemu_dsdt(),
         ));
         assert!(
-            matches!(plan.steps[0], ResetStep::AcpiResetRegister(r) if r.register.space == AddressSpace::SystemMemory)
+            matches!(plan.steps[0], MachineResetStep::AcpiResetRegister(r) if r.register.space == AddressSpace::SystemMemory)
         );
-        assert_eq!(plan.steps[1], ResetStep::ResetControl);
+        assert_eq!(plan.steps[1], MachineResetStep::ResetControl);
     }
 
     #[test]

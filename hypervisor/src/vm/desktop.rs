@@ -19,7 +19,7 @@ use crate::devices::power::{AcpiPowerPorts, PowerEvent, PowerSignal};
 use crate::devices::rtc::Rtc;
 use crate::devices::shared::Shared;
 use crate::devices::uart16550::{ConsoleSink, Uart16550};
-use crate::devices::vpci::host_bridge::PciHost;
+use crate::devices::vpci::host_bridge::VpciHost;
 use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
 use crate::memory::guest::GuestMemoryAccess;
@@ -126,7 +126,7 @@ pub struct DesktopPlatform {
     pub uart: Shared<Uart16550>,
     pub keyboard: Shared<I8042>,
     /// The VM's PCI host (assigned devices are added to it).
-    pub pci: Shared<PciHost>,
+    pub pci: Shared<VpciHost>,
     power: PowerSignal,
     host_time: HostTime,
     /// Host TSC when the VM started (guest TSC 0).
@@ -161,7 +161,7 @@ impl DesktopPlatform {
         let wall = host_time.at(start_tsc);
         let rtc =
             Rtc::new(wall.sec, 0, tsc_hz, Box::new(move || crate::arch::x86::instr::rdtsc().wrapping_sub(start_tsc)));
-        let pci = Shared::new(PciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone()));
+        let pci = Shared::new(VpciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone()));
         let pci_handle = pci.clone();
         let bad = |_| "device address clash";
         ports.insert_ports(layout::COM1_PORT, layout::COM1_PORT_COUNT, Box::new(uart.clone())).map_err(bad)?;

@@ -19,7 +19,7 @@ use crate::devices::bus::{BusRange, MemBus, PioBus};
 use crate::devices::power::PowerEvent;
 use crate::devices::scratch::Scratch;
 use crate::devices::shared::Shared;
-use crate::devices::vpci::host_bridge::PciHost;
+use crate::devices::vpci::host_bridge::VpciHost;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
@@ -111,7 +111,7 @@ pub struct GuestFramebuffer {
 /// [`VmDevices::sync_bars`]); true if the table changed.
 fn sync_device_bars(
     devices: &mut Option<VmDevices>,
-    pci: Option<&Shared<PciHost>>,
+    pci: Option<&Shared<VpciHost>>,
     npt: Option<&mut NestedPageTable>,
     fresh: bool,
 ) -> bool {
@@ -156,7 +156,7 @@ pub struct Vm<A: Arch> {
     /// Host PCI functions it owns, attached to its IOMMU domain.
     devices: Option<VmDevices>,
     /// The PCI host its assigned functions sit on (when it has devices).
-    pci: Option<Shared<PciHost>>,
+    pci: Option<Shared<VpciHost>>,
 }
 
 impl<A: Arch> core::fmt::Debug for Vm<A> {
@@ -412,7 +412,7 @@ impl<A: Arch> Vm<A> {
             // Assigned 64-bit BARs sit above 4 GiB and above the VM's RAM: offer that
             // window too.
             let w = devices.windows().mmio64;
-            acpi_config.pci.mmio64 = Some(crate::vm::acpi::Window::new(w.start, w.end.saturating_sub(1)));
+            acpi_config.pci.mmio64 = Some(crate::vm::acpi::AcpiWindow::new(w.start, w.end.saturating_sub(1)));
             acpi_config.pci.intx = devices.guest_intx();
         }
         let acpi = crate::vm::acpi::build_acpi_tables(&acpi_config, GuestPhysAddr::new(desktop::ACPI_TABLES_GPA))

@@ -1,7 +1,7 @@
 //! PCI configuration space bookkeeping for virtual functions: a 256-byte or 4 KiB space
 //! with per-byte write masks, read-only IDs, write-1-to-clear status bits, BAR sizing for
 //! memory32, memory64 and I/O BARs, and a capability list builder. Device models (the
-//! host bridge, virtio, passthrough shadows) keep one [`ConfigSpace`] and forward the
+//! host bridge, virtio, passthrough shadows) keep one [`VConfigSpace`] and forward the
 //! guest's configuration accesses to it.
 //!
 //! References: PCI Local Bus Specification 3.0 §6.1–6.2 (type 0 header), §6.2.5 (BARs),
@@ -17,7 +17,7 @@ use crate::hw::AccessSize;
 
 /// What a BAR decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BarKind {
+pub enum VBarKind {
     Io,
     Memory32 {
         prefetchable: bool,
@@ -31,7 +31,7 @@ pub enum BarKind {
 /// A BAR as the device defines it: its kind and size (a power of two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarDef {
-    pub kind: BarKind,
+    pub kind: VBarKind,
     pub size: u64,
 }
 
@@ -39,7 +39,7 @@ pub struct BarDef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarRegion {
     pub index: u8,
-    pub kind: BarKind,
+    pub kind: VBarKind,
     pub address: u64,
     pub size: u64,
     /// The command register enables decoding of this BAR's space.
@@ -47,7 +47,7 @@ pub struct BarRegion {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PciError {
+pub enum VpciError {
     /// Another function already sits at this address.
     Occupied(Bdf),
     /// BAR index out of range, or a 64-bit BAR in slot 5, or the slot is taken.
@@ -68,7 +68,7 @@ pub enum ConfigSize {
 }
 
 /// A type-0 configuration space with write masks.
-pub struct ConfigSpace {
+pub struct VConfigSpace {
     data: Box<[u8]>,
     /// Bits the guest may write.
     wmask: Box<[u8]>,
@@ -116,9 +116,9 @@ const BAR_IO: u32 = 1 << 0;
 const BAR_MEM64: u32 = 0b10 << 1;
 const BAR_PREFETCH: u32 = 1 << 3;
 
-impl core::fmt::Debug for ConfigSpace {
+impl core::fmt::Debug for VConfigSpace {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ConfigSpace")
+        f.debug_struct("VConfigSpace")
             .field("vendor", &self.u16_at(VENDOR_ID))
             .field("device", &self.u16_at(DEVICE_ID))
             .field("len", &self.data.len())
@@ -127,12 +127,12 @@ impl core::fmt::Debug for ConfigSpace {
     }
 }
 
-impl ConfigSpace {
+impl VConfigSpace {
     /// A type-0 header with the given IDs; `class` is base class, subclass and
     /// programming interface (`0x06_00_00` for a host bridge).
     pub fn new(size: ConfigSize, vendor: u16, device: u16, class: u32, revision: u8) -> Self {
         let len = size as usize;
-        let mut cs = ConfigSpace {
+        let mut cs = VConfigSpace {
             data: alloc::vec![0; len].into_boxed_slice(),
             wmask: alloc::vec![0; len].into_boxed_slice(),
             w1c: alloc::vec![0; len].into_boxed_slice(),
@@ -228,13 +228,13 @@ impl ConfigSpace {
 
     /// Defines BAR `index`. Memory BARs are at least 16 bytes, I/O BARs 4 bytes; I/O BARs
     /// decode 16-bit port addresses.
-    pub fn add_bar(&mut self, index: u8, bar: BarDef) -> Result<(), PciError> {
+    pub fn add_bar(&mut self, index: u8, bar: BarDef) -> Result<(), VpciError> {
         let slot = usize::from(index);
-        let is64 = matches!(bar.kind, BarKind::Memory64 { .. });
+        let is64 = matches!(bar.kind, VBarKind::Memory64 { .. });
         let upper = slot.checked_add(1);
         let taken = |s: Option<usize>| s.and_then(|s| self.bars.get(s)).is_none_or(|b| b.is_some());
         if taken(Some(slot)) || (is64 && taken(upper)) {
-            return Err(PciError::BadBar(index));
+            return Err(VpciError::BadBar(index));
         }
         // A 64-bit BAR's upper half is recorded as taken through the lower one.
         if slot > 0
@@ -243,28 +243,28 @@ impl ConfigSpace {
                 .get(slot.wrapping_sub(1))
                 .copied()
                 .flatten()
-                .is_some_and(|b| matches!(b.kind, BarKind::Memory64 { .. }))
+                .is_some_and(|b| matches!(b.kind, VBarKind::Memory64 { .. }))
         {
-            return Err(PciError::BadBar(index));
+            return Err(VpciError::BadBar(index));
         }
-        let min = if bar.kind == BarKind::Io { 4 } else { 16 };
+        let min = if bar.kind == VBarKind::Io { 4 } else { 16 };
         let size = bar.size.max(min);
         let max = match bar.kind {
-            BarKind::Io => 1 << 16,
-            BarKind::Memory32 { .. } => 1 << 31,
-            BarKind::Memory64 { .. } => 1 << 63,
+            VBarKind::Io => 1 << 16,
+            VBarKind::Memory32 { .. } => 1 << 31,
+            VBarKind::Memory64 { .. } => 1 << 63,
         };
         if !size.is_power_of_two() || size > max {
-            return Err(PciError::BadBarSize(bar.size));
+            return Err(VpciError::BadBarSize(bar.size));
         }
         let addr_mask = !size.wrapping_sub(1);
         let offset = BAR0.wrapping_add(u16::from(index).wrapping_mul(4));
         let (low_bits, low_mask) = match bar.kind {
-            BarKind::Io => (BAR_IO, (addr_mask as u32) & 0xFFFC),
-            BarKind::Memory32 { prefetchable } => {
+            VBarKind::Io => (BAR_IO, (addr_mask as u32) & 0xFFFC),
+            VBarKind::Memory32 { prefetchable } => {
                 (if prefetchable { BAR_PREFETCH } else { 0 }, (addr_mask as u32) & 0xFFFF_FFF0)
             }
-            BarKind::Memory64 { prefetchable } => {
+            VBarKind::Memory64 { prefetchable } => {
                 (BAR_MEM64 | if prefetchable { BAR_PREFETCH } else { 0 }, (addr_mask as u32) & 0xFFFF_FFF0)
             }
         };
@@ -284,12 +284,12 @@ impl ConfigSpace {
     /// Appends a capability with `id` and `body` (the bytes after ID and next pointer);
     /// `writable` gives the guest-writable bits of `body` (missing bytes: read-only).
     /// Returns the capability's offset.
-    pub fn add_capability(&mut self, id: u8, body: &[u8], writable: &[u8]) -> Result<u8, PciError> {
+    pub fn add_capability(&mut self, id: u8, body: &[u8], writable: &[u8]) -> Result<u8, VpciError> {
         let offset = self.next_cap_offset;
-        let len = u16::try_from(body.len()).ok().and_then(|l| l.checked_add(2)).ok_or(PciError::NoCapabilitySpace)?;
-        let end = offset.checked_add(len).ok_or(PciError::NoCapabilitySpace)?;
+        let len = u16::try_from(body.len()).ok().and_then(|l| l.checked_add(2)).ok_or(VpciError::NoCapabilitySpace)?;
+        let end = offset.checked_add(len).ok_or(VpciError::NoCapabilitySpace)?;
         if end > 0x100 {
-            return Err(PciError::NoCapabilitySpace);
+            return Err(VpciError::NoCapabilitySpace);
         }
         let cap = offset as u8;
         self.set_u8(offset, id);
@@ -344,9 +344,9 @@ impl ConfigSpace {
             let offset = BAR0.wrapping_add((index as u16).wrapping_mul(4));
             let low = self.u32_at(offset);
             let (address, enabled) = match bar.kind {
-                BarKind::Io => (u64::from(low & !0x3), command & CMD_IO != 0),
-                BarKind::Memory32 { .. } => (u64::from(low & !0xF), command & CMD_MEMORY != 0),
-                BarKind::Memory64 { .. } => {
+                VBarKind::Io => (u64::from(low & !0x3), command & CMD_IO != 0),
+                VBarKind::Memory32 { .. } => (u64::from(low & !0xF), command & CMD_MEMORY != 0),
+                VBarKind::Memory64 { .. } => {
                     let high = self.u32_at(offset.wrapping_add(4));
                     ((u64::from(high) << 32) | u64::from(low & !0xF), command & CMD_MEMORY != 0)
                 }
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn capability_list_walks() {
-        let mut cs = ConfigSpace::new(ConfigSize::Legacy, 0x1AF4, 0x1041, 0x02_00_00, 1);
+        let mut cs = VConfigSpace::new(ConfigSize::Legacy, 0x1AF4, 0x1041, 0x02_00_00, 1);
         assert_eq!(cs.u16_at(STATUS) & STS_CAPABILITIES, 0);
         let msix = cs.add_capability(0x11, &[0x03, 0x00, 0x01, 0, 0, 0, 0x01, 0x08, 0, 0], &[0x00, 0xC0]).unwrap();
         let vendor = cs.add_capability(0x09, &[0x05, 0xAA, 0xBB], &[]).unwrap();
@@ -384,23 +384,23 @@ mod tests {
         cs.write(0x4E, AccessSize::Byte, 0);
         assert_eq!(cs.read(0x4E, AccessSize::Dword), 0x00BB_AA05);
         // Space runs out before 0x100.
-        assert_eq!(cs.add_capability(0x09, &[0; 200], &[]), Err(PciError::NoCapabilitySpace));
+        assert_eq!(cs.add_capability(0x09, &[0; 200], &[]), Err(VpciError::NoCapabilitySpace));
     }
 
     #[test]
     fn bar_definitions_are_checked() {
-        let mut cs = ConfigSpace::new(ConfigSize::Legacy, 1, 2, 0, 0);
-        let mem = |size| BarDef { kind: BarKind::Memory32 { prefetchable: false }, size };
-        assert_eq!(cs.add_bar(6, mem(0x1000)), Err(PciError::BadBar(6)));
-        assert_eq!(cs.add_bar(0, mem(0x1800)), Err(PciError::BadBarSize(0x1800)));
-        assert_eq!(cs.add_bar(0, BarDef { kind: BarKind::Io, size: 1 << 17 }), Err(PciError::BadBarSize(1 << 17)));
+        let mut cs = VConfigSpace::new(ConfigSize::Legacy, 1, 2, 0, 0);
+        let mem = |size| BarDef { kind: VBarKind::Memory32 { prefetchable: false }, size };
+        assert_eq!(cs.add_bar(6, mem(0x1000)), Err(VpciError::BadBar(6)));
+        assert_eq!(cs.add_bar(0, mem(0x1800)), Err(VpciError::BadBarSize(0x1800)));
+        assert_eq!(cs.add_bar(0, BarDef { kind: VBarKind::Io, size: 1 << 17 }), Err(VpciError::BadBarSize(1 << 17)));
         assert_eq!(
-            cs.add_bar(5, BarDef { kind: BarKind::Memory64 { prefetchable: false }, size: 16 }),
-            Err(PciError::BadBar(5))
+            cs.add_bar(5, BarDef { kind: VBarKind::Memory64 { prefetchable: false }, size: 16 }),
+            Err(VpciError::BadBar(5))
         );
-        cs.add_bar(0, BarDef { kind: BarKind::Memory64 { prefetchable: false }, size: 1 << 33 }).unwrap();
-        assert_eq!(cs.add_bar(1, mem(16)), Err(PciError::BadBar(1)), "upper half of BAR0");
-        assert_eq!(cs.add_bar(0, mem(16)), Err(PciError::BadBar(0)));
+        cs.add_bar(0, BarDef { kind: VBarKind::Memory64 { prefetchable: false }, size: 1 << 33 }).unwrap();
+        assert_eq!(cs.add_bar(1, mem(16)), Err(VpciError::BadBar(1)), "upper half of BAR0");
+        assert_eq!(cs.add_bar(0, mem(16)), Err(VpciError::BadBar(0)));
         cs.add_bar(2, mem(4)).unwrap(); // rounded up to 16
         cs.write(BAR0, AccessSize::Dword, 0xFFFF_FFFF);
         cs.write(BAR0 + 4, AccessSize::Dword, 0xFFFF_FFFF);

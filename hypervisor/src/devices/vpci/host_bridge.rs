@@ -2,7 +2,7 @@
 //! over MMIO, routing configuration accesses to [`VirtualPciFunction`]s. Functions
 //! nobody registered read as all-ones, as an empty slot does.
 //!
-//! Functions keep their registers in a [`ConfigSpace`] (see `pci_config`, re-exported
+//! Functions keep their registers in a [`VConfigSpace`] (see `pci_config`, re-exported
 //! here). Function 00.0 is a host bridge using the Q35 MCH's IDs (8086:29C0), which Linux guests have long run against under QEMU; it
 //! has no BARs and Linux binds no driver that needs more than its header.
 //!
@@ -35,7 +35,7 @@ pub trait VirtualPciFunction {
 /// Function 00.0: the host bridge.
 #[derive(Debug)]
 pub struct HostBridge {
-    config: ConfigSpace,
+    config: VConfigSpace,
 }
 
 /// Intel's vendor ID and the Q35/G33 MCH device ID (as QEMU's q35 machine uses).
@@ -53,7 +53,7 @@ impl Default for HostBridge {
 impl HostBridge {
     pub fn new() -> Self {
         let mut config =
-            ConfigSpace::new(ConfigSize::Legacy, HOST_BRIDGE_VENDOR, HOST_BRIDGE_DEVICE, CLASS_HOST_BRIDGE, 0);
+            VConfigSpace::new(ConfigSize::Legacy, HOST_BRIDGE_VENDOR, HOST_BRIDGE_DEVICE, CLASS_HOST_BRIDGE, 0);
         // A host bridge always decodes memory and forwards DMA.
         config.set_u16(COMMAND, CMD_MEMORY | CMD_BUS_MASTER);
         HostBridge { config }
@@ -73,7 +73,7 @@ impl VirtualPciFunction for HostBridge {
 }
 
 /// The host bridge and everything behind it.
-pub struct PciHost {
+pub struct VpciHost {
     /// The mechanism #1 address register (0xCF8).
     address: u32,
     functions: BTreeMap<u16, Box<dyn VirtualPciFunction + Send>>,
@@ -96,10 +96,10 @@ pub const DATA_OFFSET: u16 = 4;
 const ECAM_BUS_SHIFT: u32 = 20;
 const ECAM_FUNCTION_SHIFT: u32 = 12;
 
-impl core::fmt::Debug for PciHost {
+impl core::fmt::Debug for VpciHost {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let bdfs: Vec<u16> = self.functions.keys().copied().collect();
-        f.debug_struct("PciHost")
+        f.debug_struct("VpciHost")
             .field("address", &self.address)
             .field("functions", &bdfs)
             .field("ecam_buses", &self.ecam_buses)
@@ -108,12 +108,12 @@ impl core::fmt::Debug for PciHost {
     }
 }
 
-impl PciHost {
+impl VpciHost {
     /// A host with the host bridge at 00.0 and an ECAM window for `ecam_buses` buses.
     pub fn new(ecam_buses: u16) -> Self {
         let mut functions: BTreeMap<u16, Box<dyn VirtualPciFunction + Send>> = BTreeMap::new();
         functions.insert(0, Box::new(HostBridge::new()));
-        PciHost { address: 0, functions, ecam_buses: ecam_buses.clamp(1, 256), reset_control: None, writes: 0 }
+        VpciHost { address: 0, functions, ecam_buses: ecam_buses.clamp(1, 256), reset_control: None, writes: 0 }
     }
 
     /// Also serve the 0xCF9 reset control register, reporting to `signal`.
@@ -127,9 +127,9 @@ impl PciHost {
         u64::from(self.ecam_buses) << ECAM_BUS_SHIFT
     }
 
-    pub fn add_function(&mut self, bdf: Bdf, function: Box<dyn VirtualPciFunction + Send>) -> Result<(), PciError> {
+    pub fn add_function(&mut self, bdf: Bdf, function: Box<dyn VirtualPciFunction + Send>) -> Result<(), VpciError> {
         if self.functions.contains_key(&bdf.requester_id()) {
-            return Err(PciError::Occupied(bdf));
+            return Err(VpciError::Occupied(bdf));
         }
         self.functions.insert(bdf.requester_id(), function);
         Ok(())
@@ -216,7 +216,7 @@ impl PciHost {
     }
 }
 
-impl PortDevice for PciHost {
+impl PortDevice for VpciHost {
     fn read(&mut self, offset: u16, size: AccessSize) -> u32 {
         match (offset, size) {
             (ADDRESS_OFFSET, AccessSize::Dword) => self.address,
@@ -253,7 +253,7 @@ impl PortDevice for PciHost {
     }
 }
 
-impl MmioDevice for PciHost {
+impl MmioDevice for VpciHost {
     /// A quadword access is two dword accesses.
     fn read(&mut self, offset: u64, size: AccessSize) -> u64 {
         let Some((bdf, register)) = self.ecam_target(offset) else {
@@ -294,16 +294,16 @@ mod tests {
     use alloc::rc::Rc;
     use core::cell::RefCell;
 
-    /// A test function: a ConfigSpace with three BARs and two capabilities.
-    struct TestFunction(ConfigSpace);
+    /// A test function: a VConfigSpace with three BARs and two capabilities.
+    struct TestFunction(VConfigSpace);
 
     impl TestFunction {
         fn new() -> Self {
-            let mut cs = ConfigSpace::new(ConfigSize::Extended, 0x1AF4, 0x1041, 0x02_00_00, 1);
+            let mut cs = VConfigSpace::new(ConfigSize::Extended, 0x1AF4, 0x1041, 0x02_00_00, 1);
             cs.set_interrupt_pin(1);
-            cs.add_bar(0, BarDef { kind: BarKind::Memory32 { prefetchable: false }, size: 0x1000 }).unwrap();
-            cs.add_bar(2, BarDef { kind: BarKind::Memory64 { prefetchable: true }, size: 1 << 20 }).unwrap();
-            cs.add_bar(4, BarDef { kind: BarKind::Io, size: 32 }).unwrap();
+            cs.add_bar(0, BarDef { kind: VBarKind::Memory32 { prefetchable: false }, size: 0x1000 }).unwrap();
+            cs.add_bar(2, BarDef { kind: VBarKind::Memory64 { prefetchable: true }, size: 1 << 20 }).unwrap();
+            cs.add_bar(4, BarDef { kind: VBarKind::Io, size: 32 }).unwrap();
             TestFunction(cs)
         }
     }
@@ -321,7 +321,7 @@ mod tests {
     }
 
     /// Lets a test keep a handle on the host while buses own it.
-    struct Shared(Rc<RefCell<PciHost>>);
+    struct Shared(Rc<RefCell<VpciHost>>);
 
     impl PortDevice for Shared {
         fn read(&mut self, offset: u16, size: AccessSize) -> u32 {
@@ -344,13 +344,13 @@ mod tests {
     struct Machine {
         pio: PioBus,
         mmio: MemBus,
-        host: Rc<RefCell<PciHost>>,
+        host: Rc<RefCell<VpciHost>>,
         power: PowerSignal,
     }
 
     fn machine() -> Machine {
         let power = PowerSignal::new();
-        let mut host = PciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone());
+        let mut host = VpciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone());
         host.add_function(Bdf::checked(0, 3, 0).unwrap(), Box::new(TestFunction::new())).unwrap();
         let host = Rc::new(RefCell::new(host));
         let mut pio = PioBus::new("pio");
@@ -503,19 +503,19 @@ mod tests {
             [
                 BarRegion {
                     index: 0,
-                    kind: BarKind::Memory32 { prefetchable: false },
+                    kind: VBarKind::Memory32 { prefetchable: false },
                     address: 0xFEB4_1000,
                     size: 0x1000,
                     enabled: true
                 },
                 BarRegion {
                     index: 2,
-                    kind: BarKind::Memory64 { prefetchable: true },
+                    kind: VBarKind::Memory64 { prefetchable: true },
                     address: 0x80_0010_0000,
                     size: 1 << 20,
                     enabled: true
                 },
-                BarRegion { index: 4, kind: BarKind::Io, address: 0xC040, size: 32, enabled: true },
+                BarRegion { index: 4, kind: VBarKind::Io, address: 0xC040, size: 32, enabled: true },
             ]
         );
     }
@@ -537,7 +537,7 @@ mod tests {
         let f = host.function_mut(Bdf::checked(0, 3, 0).unwrap()).unwrap();
         assert_eq!(f.config_read(STATUS, AccessSize::Word), 0);
         drop(host);
-        let mut cs = ConfigSpace::new(ConfigSize::Legacy, 1, 2, 0, 0);
+        let mut cs = VConfigSpace::new(ConfigSize::Legacy, 1, 2, 0, 0);
         cs.raise_status((1 << 13) | (1 << 14) | STS_CAPABILITIES);
         cs.write(STATUS, AccessSize::Word, 1 << 13);
         assert_eq!(cs.u16_at(STATUS), (1 << 14) | STS_CAPABILITIES);
@@ -553,9 +553,9 @@ mod tests {
 
     #[test]
     fn functions_are_placed_once() {
-        let mut host = PciHost::new(1);
+        let mut host = VpciHost::new(1);
         let bdf = Bdf::checked(0, 0, 0).unwrap();
-        assert_eq!(host.add_function(bdf, Box::new(HostBridge::new())), Err(PciError::Occupied(bdf)));
+        assert_eq!(host.add_function(bdf, Box::new(HostBridge::new())), Err(VpciError::Occupied(bdf)));
         assert!(Bdf::checked(0, 32, 0).is_none());
         assert!(Bdf::checked(0, 1, 8).is_none());
         let f = Bdf::checked(0, 1, 2).unwrap();
@@ -576,7 +576,7 @@ mod tests {
         m.pio.write(layout::RESET_CONTROL_PORT, AccessSize::Byte, 0x06);
         assert_eq!(m.power.take(), Some(PowerEvent::Reset));
         // Without reset control the byte is simply ignored.
-        let mut bare = PciHost::new(1);
+        let mut bare = VpciHost::new(1);
         PortDevice::write(&mut bare, RESET_CONTROL_OFFSET, AccessSize::Byte, 0x06);
         assert_eq!(PortDevice::read(&mut bare, RESET_CONTROL_OFFSET, AccessSize::Byte), 0xFF);
     }

@@ -24,7 +24,7 @@
 use alloc::vec::Vec;
 
 use crate::devices::vpci::config_filter::{ConfigFilter, Rule};
-use crate::devices::vpci::host_bridge::{BarKind as VBarKind, BarRegion, VirtualPciFunction};
+use crate::devices::vpci::host_bridge::{BarRegion, VBarKind, VirtualPciFunction};
 use crate::devices::vpci::msi::{InterruptRouter, MsiRoute, MsixTable};
 use crate::host::pci::header::*;
 use crate::host::pci::{BarKind, PciDevice};

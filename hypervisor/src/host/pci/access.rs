@@ -1,5 +1,5 @@
 //! The two host mechanisms for PCI configuration space, as `pci_types`
-//! `ConfigRegionAccess` implementations, [`ConfigSpace`], the safe handle the
+//! `ConfigRegionAccess` implementations, [`HostConfigSpace`], the safe handle the
 //! enumerator uses, and [`BarMmio`], the few device registers the hypervisor writes
 //! itself (assigned devices' MSI-X tables). This is the only `unsafe` of the PCI layer.
 
@@ -137,14 +137,14 @@ impl ConfigRegionAccess for Ecam {
 /// function on its segment are sound. Built only through an `unsafe` constructor that
 /// establishes this, so the enumerator itself is safe code.
 #[derive(Debug)]
-pub struct ConfigSpace<A> {
+pub struct HostConfigSpace<A> {
     access: A,
     segment: u16,
     /// Whether offsets 0x100-0xfff (PCIe extended capabilities) are reachable.
     extended: bool,
 }
 
-impl<A: ConfigRegionAccess> ConfigSpace<A> {
+impl<A: ConfigRegionAccess> HostConfigSpace<A> {
     /// # Safety
     /// The hypervisor must own every PCI function reachable through `access` (no guest
     /// runs yet, or none is assigned), and any config read or write through it must be
@@ -172,13 +172,13 @@ impl<A: ConfigRegionAccess> ConfigSpace<A> {
     }
 }
 
-impl<A: ConfigRegionAccess> ConfigRegionAccess for ConfigSpace<A> {
+impl<A: ConfigRegionAccess> ConfigRegionAccess for HostConfigSpace<A> {
     unsafe fn read(&self, address: PciAddress, offset: u16) -> u32 {
-        ConfigSpace::read(self, address, offset)
+        HostConfigSpace::read(self, address, offset)
     }
 
     unsafe fn write(&self, address: PciAddress, offset: u16, value: u32) {
-        ConfigSpace::write(self, address, offset, value)
+        HostConfigSpace::write(self, address, offset, value)
     }
 }
 
@@ -211,7 +211,7 @@ impl ConfigRegionAccess for HostAccess {
 
 /// One config space per ECAM window in the MCFG, with the bus to start scanning at;
 /// without an MCFG, the legacy ports for segment 0 from bus 0.
-pub fn host_config_spaces(tables: &PlatformTables) -> Vec<(ConfigSpace<HostAccess>, u8)> {
+pub fn host_config_spaces(tables: &PlatformTables) -> Vec<(HostConfigSpace<HostAccess>, u8)> {
     let mut spaces = Vec::new();
     for region in tables.ecam_regions() {
         // SAFETY: the region comes from the firmware's MCFG and the hypervisor
@@ -219,14 +219,14 @@ pub fn host_config_spaces(tables: &PlatformTables) -> Vec<(ConfigSpace<HostAcces
         let ecam = unsafe { Ecam::new(*region) };
         // SAFETY: the hypervisor owns every device while it enumerates (boot, before
         // any guest exists).
-        let space = unsafe { ConfigSpace::new(HostAccess::Ecam(ecam), region.segment, true) };
+        let space = unsafe { HostConfigSpace::new(HostAccess::Ecam(ecam), region.segment, true) };
         spaces.push((space, region.bus_start));
     }
     if spaces.is_empty() {
         // SAFETY: ports 0xcf8/0xcfc are never given to guests.
         let ports = unsafe { LegacyPorts::new() };
         // SAFETY: the hypervisor owns every device while it enumerates.
-        let space = unsafe { ConfigSpace::new(HostAccess::Legacy(ports), 0, false) };
+        let space = unsafe { HostConfigSpace::new(HostAccess::Legacy(ports), 0, false) };
         spaces.push((space, 0));
     }
     spaces

@@ -6,7 +6,7 @@ use core::fmt;
 
 use pci_types::ConfigRegionAccess;
 
-use crate::host::pci::access::ConfigSpace;
+use crate::host::pci::access::HostConfigSpace;
 pub use crate::hw::Bdf;
 
 /// Configuration-space access to host functions, in dwords (offset & !3).
@@ -34,7 +34,7 @@ pub trait ConfigAccess {
     }
 }
 
-impl<A: ConfigRegionAccess> ConfigAccess for ConfigSpace<A> {
+impl<A: ConfigRegionAccess> ConfigAccess for HostConfigSpace<A> {
     fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
         if bdf.segment != self.segment() {
             return u32::MAX;

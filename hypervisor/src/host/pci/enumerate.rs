@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use pci_types::{ConfigRegionAccess, HeaderType, PciAddress, PciHeader, PciPciBridgeHeader};
 
-use crate::host::pci::access::ConfigSpace;
+use crate::host::pci::access::HostConfigSpace;
 use crate::host::pci::model::{Bar, BarKind, BridgeBuses, Capability, CapabilityDetail, ExtCapability, PciDevice, Rom};
 use crate::hw::Bdf;
 use crate::hw::pci::cap_id;
@@ -36,14 +36,14 @@ const MAX_CAPS: usize = 48;
 const MAX_EXT_CAPS: usize = (4096 - 256) / 4;
 
 /// Enumerates everything reachable from `root_bus` on `cs`'s segment.
-pub fn enumerate<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, root_bus: u8) -> Vec<PciDevice> {
+pub fn enumerate<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, root_bus: u8) -> Vec<PciDevice> {
     let mut walk = Walk { cs, visited: [false; 256], devices: Vec::new() };
     walk.bus(root_bus);
     walk.devices
 }
 
 struct Walk<'a, A> {
-    cs: &'a ConfigSpace<A>,
+    cs: &'a HostConfigSpace<A>,
     visited: [bool; 256],
     devices: Vec<PciDevice>,
 }
@@ -192,7 +192,7 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
 /// §6.2.5.1), restoring BARs and the command register afterwards.
 /// The expansion ROM BAR at 30h: bits 31:11 the address, bit 0 the decode enable
 /// (PCI 3.0 §6.2.5.2). Sized like a BAR, with decode off and the enable bit kept clear.
-fn size_rom<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, addr: PciAddress) -> Option<Rom> {
+fn size_rom<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress) -> Option<Rom> {
     const ADDRESS: u32 = 0xffff_f800;
     let command = cs.read(addr, COMMAND) & 0xffff;
     cs.write(addr, COMMAND, command & !CMD_DECODE);
@@ -204,7 +204,7 @@ fn size_rom<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, addr: PciAddress) -> Opt
     (mask != 0).then(|| Rom { address: u64::from(original & ADDRESS), size: u64::from(mask & mask.wrapping_neg()) })
 }
 
-fn size_bars<A: ConfigRegionAccess>(cs: &ConfigSpace<A>, addr: PciAddress, slots: u8) -> Vec<Bar> {
+fn size_bars<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress, slots: u8) -> Vec<Bar> {
     let mut bars = Vec::new();
     if slots == 0 {
         return bars;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use pci_types::{ConfigRegionAccess, PciAddress};
 
-use crate::host::pci::access::ConfigSpace;
+use crate::host::pci::access::HostConfigSpace;
 
 #[derive(Debug, Clone)]
 pub struct FakeFunction {
@@ -32,19 +32,19 @@ impl FakeConfigSpace {
     }
 
     /// Adds a function with ids and class; returns a handle to customise it.
-    pub fn add(&self, bdf: (u8, u8, u8), vendor: u16, device: u16, class: [u8; 3]) -> Func<'_> {
+    pub fn add(&self, bdf: (u8, u8, u8), vendor: u16, device: u16, class: [u8; 3]) -> FunctionBuilder<'_> {
         let mut regs = [0u32; 1024];
         regs[0] = u32::from(device) << 16 | u32::from(vendor);
         regs[2] = u32::from(class[0]) << 24 | u32::from(class[1]) << 16 | u32::from(class[2]) << 8 | 1;
         regs[1] = 0x0007; // I/O, memory, bus master on
         self.funcs.borrow_mut().insert(bdf, FakeFunction { regs, bar_writable: [0; 6], rom_writable: 0 });
-        Func { space: self, bdf }
+        FunctionBuilder { space: self, bdf }
     }
 
     /// Wrapped for the enumerator.
-    pub fn config_space(&self, extended: bool) -> ConfigSpace<&Self> {
+    pub fn config_space(&self, extended: bool) -> HostConfigSpace<&Self> {
         // SAFETY: the fake is plain memory; any access is sound.
-        unsafe { ConfigSpace::new(self, 0, extended) }
+        unsafe { HostConfigSpace::new(self, 0, extended) }
     }
 
     pub fn reg(&self, bdf: (u8, u8, u8), offset: usize) -> u32 {
@@ -54,12 +54,12 @@ impl FakeConfigSpace {
 
 /// Builder for one fake function.
 #[derive(Debug)]
-pub struct Func<'a> {
+pub struct FunctionBuilder<'a> {
     space: &'a FakeConfigSpace,
     bdf: (u8, u8, u8),
 }
 
-impl Func<'_> {
+impl FunctionBuilder<'_> {
     fn with(&self, f: impl FnOnce(&mut FakeFunction)) -> &Self {
         f(self.space.funcs.borrow_mut().get_mut(&self.bdf).unwrap());
         self

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use super::{Bdf, ConfigAccess};
 
 #[derive(Debug, Clone)]
-pub struct Func {
+pub struct FakeCfgFunction {
     pub regs: [u32; 1024],
     pub bar_mask: [u32; 6],
     /// PCIe capability offset, for the FLR bit and device status.
@@ -20,7 +20,7 @@ pub struct Func {
 
 #[derive(Debug, Default)]
 pub struct FakeCfg {
-    pub funcs: RefCell<BTreeMap<Bdf, Func>>,
+    pub funcs: RefCell<BTreeMap<Bdf, FakeCfgFunction>>,
     pub writes: RefCell<Vec<(Bdf, u16, u32)>>,
     pub flrs: RefCell<usize>,
 }
@@ -36,7 +36,7 @@ impl FakeCfg {
         regs[2] = class << 8 | 1;
         regs[1] = 0x0000_0007;
         regs[0x3c / 4] = 0x0000_010b;
-        self.funcs.borrow_mut().insert(b, Func { regs, bar_mask: [0; 6], pcie: None });
+        self.funcs.borrow_mut().insert(b, FakeCfgFunction { regs, bar_mask: [0; 6], pcie: None });
     }
     pub fn set(&self, b: Bdf, offset: u16, value: u32) {
         self.funcs.borrow_mut().get_mut(&b).unwrap().regs[usize::from(offset) / 4] = value;

@@ -46,12 +46,12 @@ impl Prefixes {
     }
 }
 
-struct Cursor<'a> {
+struct InsnCursor<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
-impl Cursor<'_> {
+impl InsnCursor<'_> {
     fn peek(&self) -> Result<u8, DecodeError> {
         if self.pos >= MAX_INSN_LEN {
             return Err(DecodeError::TooLong);
@@ -140,7 +140,7 @@ impl Ctx {
 
     /// Decodes ModRM (+SIB, displacement); returns the reg field (REX.R applied) and
     /// the r/m operand with `size`.
-    fn modrm(&self, c: &mut Cursor<'_>, size: AccessSize) -> Result<(u8, Operand), DecodeError> {
+    fn modrm(&self, c: &mut InsnCursor<'_>, size: AccessSize) -> Result<(u8, Operand), DecodeError> {
         let m = c.next()?;
         let md = m >> 6;
         let reg = ((m >> 3) & 7) | self.p.r();
@@ -184,7 +184,7 @@ impl Ctx {
     }
 
     /// 16-bit addressing forms (APM Vol. 3 Table A-?; SDM Vol. 2 Table 2-1).
-    fn modrm16(&self, c: &mut Cursor<'_>, md: u8, rm: u8, size: AccessSize) -> Result<MemOperand, DecodeError> {
+    fn modrm16(&self, c: &mut InsnCursor<'_>, md: u8, rm: u8, size: AccessSize) -> Result<MemOperand, DecodeError> {
         let (base, index) = match rm {
             0 => (Some(Gpr::Rbx), Some(Gpr::Rsi)),
             1 => (Some(Gpr::Rbx), Some(Gpr::Rdi)),
@@ -215,7 +215,7 @@ impl Ctx {
     }
 
     /// An immediate of `len` bytes, sign-extended to `size` and masked to it.
-    fn imm(&self, c: &mut Cursor<'_>, len: u8, size: AccessSize) -> Result<Operand, DecodeError> {
+    fn imm(&self, c: &mut InsnCursor<'_>, len: u8, size: AccessSize) -> Result<Operand, DecodeError> {
         Ok(Operand::Imm((c.simm(len)? as u64) & size.mask()))
     }
 
@@ -260,7 +260,7 @@ fn alu_op(index: u8) -> Op {
 
 /// Decodes one instruction from `bytes` as the CPU would in `mode`.
 pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
-    let mut c = Cursor { bytes, pos: 0 };
+    let mut c = InsnCursor { bytes, pos: 0 };
     let mut p = Prefixes::default();
     loop {
         let b = c.peek()?;
@@ -449,7 +449,7 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
     Ok(insn)
 }
 
-fn decode_0f(ctx: &Ctx, c: &mut Cursor<'_>, insn: &mut Instruction) -> Result<(), DecodeError> {
+fn decode_0f(ctx: &Ctx, c: &mut InsnCursor<'_>, insn: &mut Instruction) -> Result<(), DecodeError> {
     let op2 = c.next()?;
     let unsupported = DecodeError::Unsupported { opcode: 0x0f00 | u16::from(op2) };
     insn.op = match op2 {

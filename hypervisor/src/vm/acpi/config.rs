@@ -30,14 +30,14 @@ pub const MAX_VCPUS: u32 = 1024;
 
 /// An inclusive range `start..=end`, as ACPI resource descriptors write them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window<T> {
+pub struct AcpiWindow<T> {
     pub start: T,
     pub end: T,
 }
 
-impl<T: Copy + Ord + Into<u64>> Window<T> {
+impl<T: Copy + Ord + Into<u64>> AcpiWindow<T> {
     pub fn new(start: T, end: T) -> Self {
-        Window { start, end }
+        AcpiWindow { start, end }
     }
     /// Non-empty, and its length (`end - start + 1`) fits in `T` as the address-space
     /// descriptors need.
@@ -70,22 +70,22 @@ pub struct PciIntx {
 
 /// The PCI host bridge `\_SB.PCI0` (segment 0) and its ECAM window.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PciHost {
+pub struct AcpiPciHost {
     /// ECAM base: the address of bus 0's configuration space (PCI Firmware Spec 3.3
     /// §4.1.2), even when `buses` starts above 0. 1 MiB aligned.
     pub ecam_base: u64,
-    pub buses: Window<u8>,
+    pub buses: AcpiWindow<u8>,
     /// I/O port windows forwarded to PCI (bridge windows in `_CRS`).
-    pub io: Vec<Window<u16>>,
+    pub io: Vec<AcpiWindow<u16>>,
     /// The 32-bit MMIO window for BARs.
-    pub mmio32: Window<u32>,
+    pub mmio32: AcpiWindow<u32>,
     /// An optional 64-bit MMIO window for large BARs.
-    pub mmio64: Option<Window<u64>>,
+    pub mmio64: Option<AcpiWindow<u64>>,
     /// INTx routing (`_PRT`); empty means no `_PRT` (devices then use MSI/MSI-X).
     pub intx: Vec<PciIntx>,
 }
 
-impl PciHost {
+impl AcpiPciHost {
     /// The ECAM bytes the bus range decodes: `[ecam_base + start * 1 MiB, + n MiB)`.
     pub fn ecam_range(&self) -> (u64, u64) {
         let first = u64::from(self.buses.start).saturating_mul(ECAM_BYTES_PER_BUS);
@@ -141,7 +141,7 @@ pub struct AcpiConfig {
     /// Add the PC's interrupt source override ISA IRQ 0 (PIT) -> GSI 2. Only true if
     /// the I/O APIC model wires the PIT to pin 2.
     pub pit_on_gsi2: bool,
-    pub pci: PciHost,
+    pub pci: AcpiPciHost,
     pub power: PowerPorts,
     pub legacy: LegacyDevices,
 }
@@ -153,11 +153,11 @@ impl Default for AcpiConfig {
             lapic_base: DEFAULT_LAPIC_BASE,
             ioapic: IoApicInfo { id: 0, base: DEFAULT_IOAPIC_BASE, gsi_base: 0 },
             pit_on_gsi2: true,
-            pci: PciHost {
+            pci: AcpiPciHost {
                 ecam_base: DEFAULT_ECAM_BASE,
-                buses: Window::new(0, 0),
-                io: vec![Window::new(0x0000, 0x0cf7), Window::new(0x0d00, 0xffff)],
-                mmio32: Window::new(0xc000_0000, 0xdfff_ffff),
+                buses: AcpiWindow::new(0, 0),
+                io: vec![AcpiWindow::new(0x0000, 0x0cf7), AcpiWindow::new(0x0d00, 0xffff)],
+                mmio32: AcpiWindow::new(0xc000_0000, 0xdfff_ffff),
                 mmio64: None,
                 intx: Vec::new(),
             },
@@ -174,7 +174,7 @@ impl Default for AcpiConfig {
 
 /// Why a configuration cannot be turned into tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcpiError {
+pub enum GuestAcpiError {
     /// No vCPUs, or more than [`MAX_VCPUS`].
     VcpuCount(u32),
     /// The table GPA is not 16-byte aligned or the tables would wrap the address space.
@@ -191,45 +191,45 @@ pub enum AcpiError {
     BadIntx,
 }
 
-impl fmt::Display for AcpiError {
+impl fmt::Display for GuestAcpiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AcpiError::VcpuCount(n) => write!(f, "{n} vCPUs (1..={MAX_VCPUS} supported)"),
-            AcpiError::BadBase(gpa) => write!(f, "ACPI tables cannot go at GPA {gpa:#x}"),
-            AcpiError::BadEcam(base) => write!(f, "bad ECAM window at {base:#x}"),
-            AcpiError::BadWindow(what) => write!(f, "bad {what} window"),
-            AcpiError::Overlap(what) => write!(f, "{what} overlaps another platform range"),
-            AcpiError::BadPort(what) => write!(f, "{what} port must not be 0"),
-            AcpiError::BadIntx => write!(f, "bad PCI INTx routing"),
+            GuestAcpiError::VcpuCount(n) => write!(f, "{n} vCPUs (1..={MAX_VCPUS} supported)"),
+            GuestAcpiError::BadBase(gpa) => write!(f, "ACPI tables cannot go at GPA {gpa:#x}"),
+            GuestAcpiError::BadEcam(base) => write!(f, "bad ECAM window at {base:#x}"),
+            GuestAcpiError::BadWindow(what) => write!(f, "bad {what} window"),
+            GuestAcpiError::Overlap(what) => write!(f, "{what} overlaps another platform range"),
+            GuestAcpiError::BadPort(what) => write!(f, "{what} port must not be 0"),
+            GuestAcpiError::BadIntx => write!(f, "bad PCI INTx routing"),
         }
     }
 }
 
 impl AcpiConfig {
     /// Checks everything the table builders rely on.
-    pub fn validate(&self, base: GuestPhysAddr) -> Result<(), AcpiError> {
+    pub fn validate(&self, base: GuestPhysAddr) -> Result<(), GuestAcpiError> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(AcpiError::VcpuCount(self.vcpus));
+            return Err(GuestAcpiError::VcpuCount(self.vcpus));
         }
         if !base.is_aligned(16) || base.checked_add(1 << 20).is_none() {
-            return Err(AcpiError::BadBase(base.raw()));
+            return Err(GuestAcpiError::BadBase(base.raw()));
         }
         let pci = &self.pci;
         let (ecam_start, ecam_len) = pci.ecam_range();
         let ecam_end = ecam_start.saturating_add(ecam_len);
         if !pci.ecam_base.is_multiple_of(ECAM_BYTES_PER_BUS) || pci.buses.start > pci.buses.end || ecam_end > 1 << 32 {
-            return Err(AcpiError::BadEcam(pci.ecam_base));
+            return Err(GuestAcpiError::BadEcam(pci.ecam_base));
         }
         if pci.io.is_empty() || !pci.io.iter().all(|w| w.encodable(u16::MAX.into())) {
-            return Err(AcpiError::BadWindow("PCI I/O"));
+            return Err(GuestAcpiError::BadWindow("PCI I/O"));
         }
         if !pci.mmio32.encodable(u32::MAX.into()) {
-            return Err(AcpiError::BadWindow("PCI MMIO32"));
+            return Err(GuestAcpiError::BadWindow("PCI MMIO32"));
         }
         if let Some(w) = pci.mmio64
             && !w.encodable(u64::MAX)
         {
-            return Err(AcpiError::BadWindow("PCI MMIO64"));
+            return Err(GuestAcpiError::BadWindow("PCI MMIO64"));
         }
         let fixed: [(&'static str, u64, u64); 3] = [
             ("ECAM", ecam_start, ecam_len),
@@ -238,7 +238,7 @@ impl AcpiConfig {
         ];
         for (what, start, len) in fixed {
             if pci.mmio32.overlaps(start, len) || pci.mmio64.is_some_and(|w| w.overlaps(start, len)) {
-                return Err(AcpiError::Overlap(what));
+                return Err(GuestAcpiError::Overlap(what));
             }
         }
         for (what, port) in [
@@ -247,11 +247,11 @@ impl AcpiConfig {
             ("reset", self.power.reset),
         ] {
             if port == 0 {
-                return Err(AcpiError::BadPort(what));
+                return Err(GuestAcpiError::BadPort(what));
             }
         }
         if pci.intx.len() > 255 || pci.intx.iter().any(|e| e.device > 31 || e.pin > 3) {
-            return Err(AcpiError::BadIntx);
+            return Err(GuestAcpiError::BadIntx);
         }
         Ok(())
     }

@@ -18,7 +18,7 @@
 //!   optionally mouse) port, the CMOS RTC.
 //!
 //! Building never reads guest memory and never panics on a validated configuration;
-//! invalid ones are rejected with an [`AcpiError`].
+//! invalid ones are rejected with a [`GuestAcpiError`].
 #![deny(unsafe_code)]
 
 mod config;
@@ -28,7 +28,7 @@ mod tables;
 mod tests;
 
 pub use config::{
-    AcpiConfig, AcpiError, DEFAULT_TABLES_GPA, ECAM_BYTES_PER_BUS, IoApicInfo, LegacyDevices, MAX_VCPUS, PciHost,
-    PciIntx, PowerPorts, S5_SLP_TYP, Window,
+    AcpiConfig, AcpiPciHost, AcpiWindow, DEFAULT_TABLES_GPA, ECAM_BYTES_PER_BUS, GuestAcpiError, IoApicInfo,
+    LegacyDevices, MAX_VCPUS, PciIntx, PowerPorts, S5_SLP_TYP,
 };
 pub use tables::{AcpiBlob, TableLocation, build_acpi_tables, checksum};

@@ -9,7 +9,7 @@
 
 use alloc::vec::Vec;
 
-use super::config::{AcpiConfig, AcpiError};
+use super::config::{AcpiConfig, GuestAcpiError};
 use super::dsdt::build_dsdt_aml;
 use crate::memory::addr::{GuestPhysAddr, PAGE_SIZE};
 
@@ -34,14 +34,14 @@ mod header {
 }
 
 /// A table under construction: little-endian puts at fixed offsets or appends.
-struct Table {
+struct AcpiTable {
     bytes: Vec<u8>,
 }
 
-impl Table {
+impl AcpiTable {
     /// A zeroed table of `len` bytes with its header filled in.
-    fn new(signature: &[u8; 4], revision: u8, len: usize) -> Table {
-        let mut t = Table { bytes: alloc::vec![0; len.max(header::SIZE)] };
+    fn new(signature: &[u8; 4], revision: u8, len: usize) -> AcpiTable {
+        let mut t = AcpiTable { bytes: alloc::vec![0; len.max(header::SIZE)] };
         t.put(0, signature);
         t.put(header::REVISION, &[revision]);
         t.put(header::OEM_ID, &OEM_ID);
@@ -112,7 +112,7 @@ fn rsdp(xsdt: GuestPhysAddr) -> [u8; 36] {
 
 /// XSDT, ACPI 6.5 §5.2.8: the header, then 64-bit table addresses.
 fn xsdt(entries: &[GuestPhysAddr]) -> Vec<u8> {
-    let mut t = Table::new(b"XSDT", 1, header::SIZE);
+    let mut t = AcpiTable::new(b"XSDT", 1, header::SIZE);
     for e in entries {
         t.append(&e.raw().to_le_bytes());
     }
@@ -173,7 +173,7 @@ mod fadt {
 /// be 0 when X_DSDT is used).
 fn fadt(config: &AcpiConfig, dsdt: GuestPhysAddr) -> Vec<u8> {
     use fadt::{boot_arch, flags};
-    let mut t = Table::new(b"FACP", fadt::REVISION, fadt::SIZE);
+    let mut t = AcpiTable::new(b"FACP", fadt::REVISION, fadt::SIZE);
     // Unspecified profile: the guest has no battery or lid of its own.
     t.put(fadt::PREFERRED_PM_PROFILE, &[0]);
     // C2/C3 latencies above 100/1000 us mean "not supported".
@@ -234,7 +234,7 @@ mod madt {
 /// their i8259 probe when it is set. Linux 6.1 on a hardware-reduced FADT does not touch
 /// the 8259 at all (`acpi_generic_reduced_hw_init` installs the null legacy PIC).
 fn madt(config: &AcpiConfig) -> Vec<u8> {
-    let mut t = Table::new(b"APIC", madt::REVISION, madt::ENTRIES);
+    let mut t = AcpiTable::new(b"APIC", madt::REVISION, madt::ENTRIES);
     t.put(madt::LOCAL_APIC_ADDRESS, &config.lapic_base.to_le_bytes());
     t.put(madt::FLAGS, &madt::PCAT_COMPAT.to_le_bytes());
     for id in 0..config.vcpus {
@@ -281,7 +281,7 @@ fn madt(config: &AcpiConfig) -> Vec<u8> {
 /// MCFG, PCI Firmware Specification 3.3 §4.1.2 (Table 4-2/4-3): header, 8 reserved
 /// bytes, then one allocation: base (of bus 0), segment, start bus, end bus, reserved.
 fn mcfg(config: &AcpiConfig) -> Vec<u8> {
-    let mut t = Table::new(b"MCFG", 1, header::SIZE + 8);
+    let mut t = AcpiTable::new(b"MCFG", 1, header::SIZE + 8);
     t.append(&config.pci.ecam_base.to_le_bytes());
     t.append(&0u16.to_le_bytes()); // PCI segment group 0
     t.append(&[config.pci.buses.start, config.pci.buses.end]);
@@ -291,7 +291,7 @@ fn mcfg(config: &AcpiConfig) -> Vec<u8> {
 
 /// DSDT, ACPI 6.5 §5.2.11.1. Revision 2: AML integers are 64 bits wide.
 fn dsdt(config: &AcpiConfig) -> Vec<u8> {
-    let mut t = Table::new(b"DSDT", 2, header::SIZE);
+    let mut t = AcpiTable::new(b"DSDT", 2, header::SIZE);
     t.append(&build_dsdt_aml(config));
     t.finish()
 }
@@ -336,9 +336,9 @@ const TABLE_ALIGN: usize = 16;
 /// Builds RSDP (revision 2), XSDT, FADT, MADT, MCFG and DSDT for `config`, to be
 /// placed at `base`. Layout: RSDP at `base`, then XSDT, FADT, MADT, MCFG, DSDT, each
 /// 16-byte aligned.
-pub fn build_acpi_tables(config: &AcpiConfig, base: GuestPhysAddr) -> Result<AcpiBlob, AcpiError> {
+pub fn build_acpi_tables(config: &AcpiConfig, base: GuestPhysAddr) -> Result<AcpiBlob, GuestAcpiError> {
     config.validate(base)?;
-    let bad_base = AcpiError::BadBase(base.raw());
+    let bad_base = GuestAcpiError::BadBase(base.raw());
     let at = |offset: usize| base.checked_add(offset as u64).ok_or(bad_base);
     let align = |offset: usize| offset.next_multiple_of(TABLE_ALIGN);
 
@@ -359,7 +359,7 @@ pub fn build_acpi_tables(config: &AcpiConfig, base: GuestPhysAddr) -> Result<Acp
 
     let mut bytes = Vec::with_capacity(dsdt_off + dsdt.len());
     let mut tables = Vec::new();
-    let mut place = |offset: usize, table: &[u8], bytes: &mut Vec<u8>| -> Result<(), AcpiError> {
+    let mut place = |offset: usize, table: &[u8], bytes: &mut Vec<u8>| -> Result<(), GuestAcpiError> {
         bytes.resize(offset, 0);
         bytes.extend_from_slice(table);
         if let Some(sig) = table.first_chunk::<4>()

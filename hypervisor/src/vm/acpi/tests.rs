@@ -317,7 +317,7 @@ fn dsdt_has_s5_and_the_devices_linux_enumerates() {
 fn optional_dsdt_parts_follow_the_config() {
     let mut config = AcpiConfig::default();
     config.legacy.ps2_mouse = true;
-    config.pci.mmio64 = Some(Window::new(0x80_0000_0000, 0x8f_ffff_ffff));
+    config.pci.mmio64 = Some(AcpiWindow::new(0x80_0000_0000, 0x8f_ffff_ffff));
     config.pci.intx = vec![PciIntx { device: 3, pin: 0, gsi: 16 }, PciIntx { device: 4, pin: 1, gsi: 17 }];
     let blob = build(&config);
     let aml = &table_bytes(&blob, b"DSDT")[36..];
@@ -348,23 +348,29 @@ fn invalid_configs_are_rejected() {
         f(&mut c);
         build_acpi_tables(&c, base).unwrap_err()
     };
-    assert_eq!(bad(&|c| c.vcpus = 0), AcpiError::VcpuCount(0));
-    assert_eq!(bad(&|c| c.vcpus = MAX_VCPUS + 1), AcpiError::VcpuCount(MAX_VCPUS + 1));
-    assert_eq!(bad(&|c| c.pci.ecam_base = 0xe000_1000), AcpiError::BadEcam(0xe000_1000));
-    assert_eq!(bad(&|c| c.pci.buses = Window::new(3, 2)), AcpiError::BadEcam(0xe000_0000));
-    assert_eq!(bad(&|c| c.pci.ecam_base = 0xffff_f000_0000), AcpiError::BadEcam(0xffff_f000_0000));
-    assert_eq!(bad(&|c| c.pci.io = vec![Window::new(0, 0xffff)]), AcpiError::BadWindow("PCI I/O"));
-    assert_eq!(bad(&|c| c.pci.io.clear()), AcpiError::BadWindow("PCI I/O"));
-    assert_eq!(bad(&|c| c.pci.mmio32 = Window::new(0xd000_0000, 0xc000_0000)), AcpiError::BadWindow("PCI MMIO32"));
-    assert_eq!(bad(&|c| c.pci.mmio64 = Some(Window::new(0, u64::MAX))), AcpiError::BadWindow("PCI MMIO64"));
-    assert_eq!(bad(&|c| c.pci.mmio32 = Window::new(0xc000_0000, 0xe000_0000)), AcpiError::Overlap("ECAM"));
-    assert_eq!(bad(&|c| c.pci.mmio32 = Window::new(0xfe00_0000, 0xfeff_ffff)), AcpiError::Overlap("I/O APIC"));
-    assert_eq!(bad(&|c| c.power.reset = 0), AcpiError::BadPort("reset"));
-    assert_eq!(bad(&|c| c.pci.intx = vec![PciIntx { device: 32, pin: 0, gsi: 16 }]), AcpiError::BadIntx);
-    assert_eq!(bad(&|c| c.pci.intx = vec![PciIntx { device: 1, pin: 4, gsi: 16 }]), AcpiError::BadIntx);
+    assert_eq!(bad(&|c| c.vcpus = 0), GuestAcpiError::VcpuCount(0));
+    assert_eq!(bad(&|c| c.vcpus = MAX_VCPUS + 1), GuestAcpiError::VcpuCount(MAX_VCPUS + 1));
+    assert_eq!(bad(&|c| c.pci.ecam_base = 0xe000_1000), GuestAcpiError::BadEcam(0xe000_1000));
+    assert_eq!(bad(&|c| c.pci.buses = AcpiWindow::new(3, 2)), GuestAcpiError::BadEcam(0xe000_0000));
+    assert_eq!(bad(&|c| c.pci.ecam_base = 0xffff_f000_0000), GuestAcpiError::BadEcam(0xffff_f000_0000));
+    assert_eq!(bad(&|c| c.pci.io = vec![AcpiWindow::new(0, 0xffff)]), GuestAcpiError::BadWindow("PCI I/O"));
+    assert_eq!(bad(&|c| c.pci.io.clear()), GuestAcpiError::BadWindow("PCI I/O"));
+    assert_eq!(
+        bad(&|c| c.pci.mmio32 = AcpiWindow::new(0xd000_0000, 0xc000_0000)),
+        GuestAcpiError::BadWindow("PCI MMIO32")
+    );
+    assert_eq!(bad(&|c| c.pci.mmio64 = Some(AcpiWindow::new(0, u64::MAX))), GuestAcpiError::BadWindow("PCI MMIO64"));
+    assert_eq!(bad(&|c| c.pci.mmio32 = AcpiWindow::new(0xc000_0000, 0xe000_0000)), GuestAcpiError::Overlap("ECAM"));
+    assert_eq!(bad(&|c| c.pci.mmio32 = AcpiWindow::new(0xfe00_0000, 0xfeff_ffff)), GuestAcpiError::Overlap("I/O APIC"));
+    assert_eq!(bad(&|c| c.power.reset = 0), GuestAcpiError::BadPort("reset"));
+    assert_eq!(bad(&|c| c.pci.intx = vec![PciIntx { device: 32, pin: 0, gsi: 16 }]), GuestAcpiError::BadIntx);
+    assert_eq!(bad(&|c| c.pci.intx = vec![PciIntx { device: 1, pin: 4, gsi: 16 }]), GuestAcpiError::BadIntx);
     let default = AcpiConfig::default();
-    assert_eq!(build_acpi_tables(&default, GuestPhysAddr::new(BASE + 8)), Err(AcpiError::BadBase(BASE + 8)));
-    assert_eq!(build_acpi_tables(&default, GuestPhysAddr::new(u64::MAX - 15)), Err(AcpiError::BadBase(u64::MAX - 15)));
+    assert_eq!(build_acpi_tables(&default, GuestPhysAddr::new(BASE + 8)), Err(GuestAcpiError::BadBase(BASE + 8)));
+    assert_eq!(
+        build_acpi_tables(&default, GuestPhysAddr::new(u64::MAX - 15)),
+        Err(GuestAcpiError::BadBase(u64::MAX - 15))
+    );
 }
 
 #[test]

@@ -120,12 +120,12 @@ pub fn plan_layout(
 
 /// A segment register: selector plus the GDT descriptor it was loaded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
+pub struct LoadSegment {
     pub selector: u16,
     pub descriptor: u64,
 }
 
-impl Segment {
+impl LoadSegment {
     pub fn base(&self) -> u64 {
         let d = self.descriptor;
         ((d >> 16) & 0xff_ffff) | (((d >> 56) & 0xff) << 24)
@@ -165,9 +165,9 @@ pub struct EntryState {
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
-    pub cs: Segment,
+    pub cs: LoadSegment,
     /// DS, ES, SS (and FS, GS) all hold `__BOOT_DS`.
-    pub data: Segment,
+    pub data: LoadSegment,
     pub gdt_base: u64,
     pub gdt_limit: u16,
 }
@@ -252,7 +252,7 @@ pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxB
     ram("kernel (init_size)", layout.kernel.raw(), req.kernel.init_size())?;
     ram("boot stack", layout.stack_top.raw() - PAGE_SIZE, PAGE_SIZE)?;
 
-    let data = Segment { selector: BOOT_DS, descriptor: DATA_DESCRIPTOR };
+    let data = LoadSegment { selector: BOOT_DS, descriptor: DATA_DESCRIPTOR };
     let entry = EntryState {
         rip: layout.entry.raw(),
         rsi: layout.boot_params.raw(),
@@ -262,7 +262,7 @@ pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxB
         cr3: layout.page_tables.raw(),
         cr4: CR4_PAE,
         efer: EFER_LME | EFER_LMA,
-        cs: Segment { selector: BOOT_CS, descriptor: CODE64_DESCRIPTOR },
+        cs: LoadSegment { selector: BOOT_CS, descriptor: CODE64_DESCRIPTOR },
         data,
         gdt_base: layout.gdt.raw(),
         gdt_limit: 4 * 8 - 1,

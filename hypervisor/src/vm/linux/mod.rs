@@ -20,6 +20,6 @@ pub use bootparams::{
 pub use bzimage::{BzImage, SetupHeader};
 pub use error::LinuxBootError;
 pub use layout::{
-    BootPlan, BootRequest, EntryState, LinuxLayout, MemoryWrite, Segment, build_boot_plan, identity_page_tables,
+    BootPlan, BootRequest, EntryState, LinuxLayout, LoadSegment, MemoryWrite, build_boot_plan, identity_page_tables,
     plan_layout,
 };

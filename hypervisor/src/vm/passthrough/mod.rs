@@ -21,7 +21,7 @@ use log::{debug, error, info, warn};
 
 use crate::devices::bus::{BusRange, MemBus};
 use crate::devices::shared::Shared;
-use crate::devices::vpci::host_bridge::{self as vpci, BarRegion, PciHost, VirtualPciFunction};
+use crate::devices::vpci::host_bridge::{self as vpci, BarRegion, VirtualPciFunction, VpciHost};
 use crate::devices::vpci::msi::{InterruptRouter, MsiRoute, program_msix_entry};
 use crate::devices::vpci::msix_window::MsixWindow;
 use crate::devices::vpci::passthrough::{BarMapping, BarSpace, PassthroughFunction, ROM_INDEX, quiesce_interrupts};
@@ -41,11 +41,11 @@ use crate::memory::stage2::NestedPageTable;
 use crate::vm::config::{DeviceSelector, VmConfig};
 use host_vectors::VectorOwner;
 use mappings::{desired_mappings, host_bar, msix_window};
-use placement::{Placement, Window, Windows};
+use placement::{BarPlacement, BarWindow, Windows};
 use rom::{RomCopy, RomWrites, copy_rom, free_rom, plannable_rom};
 
 /// The 32-bit PCI window every desktop VM's DSDT offers (`AcpiConfig::default`).
-pub const MMIO32_WINDOW: Window = Window { start: 0xC000_0000, end: 0xE000_0000 };
+pub const MMIO32_WINDOW: BarWindow = BarWindow { start: 0xC000_0000, end: 0xE000_0000 };
 /// The lowest start of the 64-bit window a VM owning devices gets (its DSDT adds it).
 pub const MMIO64_MIN_START: u64 = 0x8_0000_0000;
 /// The 64-bit window's size: 32 GiB.
@@ -59,7 +59,7 @@ pub const MMIO64_ALIGN: u64 = 1 << 30;
 /// 65 GiB). Within 37 address bits for the largest VM (`MAX_MEMORY`).
 pub fn windows_above(ram_end: u64) -> Windows {
     let start = ram_end.div_ceil(MMIO64_ALIGN).saturating_mul(MMIO64_ALIGN).max(MMIO64_MIN_START);
-    Windows { mmio32: MMIO32_WINDOW, mmio64: Window { start, end: start.saturating_add(MMIO64_LEN) } }
+    Windows { mmio32: MMIO32_WINDOW, mmio64: BarWindow { start, end: start.saturating_add(MMIO64_LEN) } }
 }
 
 /// The RAM blocks of a VM configured as `config`, as guest `[start, end)`.
@@ -349,7 +349,7 @@ fn guest_prt(devices: &[Assigned]) -> Vec<crate::vm::acpi::PciIntx> {
 
 /// Guest addresses for the memory BARs of `bdfs` (in that order on the guest bus), or
 /// why they cannot be given to a VM.
-fn plan_for(inventory: &PciInventory, bdfs: &[Bdf], windows: &Windows) -> Result<Vec<Placement>, String> {
+fn plan_for(inventory: &PciInventory, bdfs: &[Bdf], windows: &Windows) -> Result<Vec<BarPlacement>, String> {
     let mut functions = Vec::new();
     for &bdf in bdfs {
         let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or_else(|| format!("device {bdf} vanished"))?;
@@ -485,8 +485,8 @@ impl VmDevices {
     /// A PCI bus (ports 0xCF8-0xCFF) with the devices' filtered views, for a VM
     /// without a desktop platform; their MSI-X table pages go on `mmio`. Such a VM has
     /// no I/O APIC, so its devices show no INTx pin.
-    pub fn build_bus(&self, mmio: &mut MemBus) -> Result<PciHost, String> {
-        let mut host = PciHost::new(1);
+    pub fn build_bus(&self, mmio: &mut MemBus) -> Result<VpciHost, String> {
+        let mut host = VpciHost::new(1);
         self.add_functions(&mut host, mmio, false)?;
         Ok(host)
     }
@@ -495,12 +495,12 @@ impl VmDevices {
     /// decode on, as firmware leaves them) to a VM's PCI host, and the pages holding
     /// their MSI-X tables, at the placed BAR's address, to its MMIO bus (trapped, see
     /// `msix_window`). Their INTx lines are routed into the VM's I/O APIC.
-    pub fn add_to(&self, pci: &mut PciHost, mmio: &mut MemBus) -> Result<(), String> {
+    pub fn add_to(&self, pci: &mut VpciHost, mmio: &mut MemBus) -> Result<(), String> {
         self.add_functions(pci, mmio, true)
     }
 
     /// [`Self::add_to`], with the INTx lines routed into the VM's I/O APIC or not.
-    fn add_functions(&self, pci: &mut PciHost, mmio: &mut MemBus, with_intx: bool) -> Result<(), String> {
+    fn add_functions(&self, pci: &mut VpciHost, mmio: &mut MemBus, with_intx: bool) -> Result<(), String> {
         let host = HOST.get().ok_or("no IOMMU")?;
         let mut host = host.lock();
         let HostPci { iommu, inventory, config, .. } = &mut *host;
@@ -584,7 +584,7 @@ impl VmDevices {
     /// places. `fresh` means `npt` is new (nothing of this VM's BARs is in it). Cheap
     /// when the guest wrote no configuration register since the last call. Returns
     /// whether `npt` changed (the caller then flushes the guest's TLB).
-    pub fn sync_bars(&mut self, pci: &PciHost, npt: &mut NestedPageTable, fresh: bool) -> bool {
+    pub fn sync_bars(&mut self, pci: &VpciHost, npt: &mut NestedPageTable, fresh: bool) -> bool {
         let writes = pci.config_writes();
         if fresh {
             self.mapped.clear();

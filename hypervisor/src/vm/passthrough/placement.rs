@@ -26,12 +26,12 @@ use crate::memory::addr::PAGE_SIZE;
 
 /// A guest-physical address range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub struct BarWindow {
     pub start: u64,
     pub end: u64,
 }
 
-impl Window {
+impl BarWindow {
     pub fn contains(&self, start: u64, len: u64) -> bool {
         start >= self.start && start.checked_add(len).is_some_and(|end| end <= self.end)
     }
@@ -40,8 +40,8 @@ impl Window {
 /// The guest's PCI MMIO windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
-    pub mmio32: Window,
-    pub mmio64: Window,
+    pub mmio32: BarWindow,
+    pub mmio64: BarWindow,
 }
 
 impl Windows {
@@ -59,7 +59,7 @@ pub fn host_pages(bar: &Bar) -> (u64, u64) {
 
 /// A guest address for BAR `bar` of the `function`-th assigned function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
+pub struct BarPlacement {
     pub function: usize,
     pub bar: u8,
     pub guest_addr: u64,
@@ -81,7 +81,7 @@ pub fn shares_a_page(inventory: &PciInventory, device: &PciDevice, bar: &Bar) ->
 /// BARs and whether each BAR's page is shared, in the order the functions appear on
 /// the guest bus). I/O BARs are left out. Deterministic: the same input gives the
 /// same layout at every VM start. An error names the function (its index) and why.
-pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<Placement>, (usize, String)> {
+pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<BarPlacement>, (usize, String)> {
     struct Want {
         function: usize,
         bar: u8,
@@ -147,7 +147,7 @@ pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<Pla
             (w.function, why)
         })?;
         *next = base.saturating_add(w.size);
-        out.push(Placement { function: w.function, bar: w.bar, guest_addr: base.saturating_add(w.page_offset) });
+        out.push(BarPlacement { function: w.function, bar: w.bar, guest_addr: base.saturating_add(w.page_offset) });
     }
     out.sort_by_key(|p| (p.function, p.bar));
     Ok(out)
@@ -174,8 +174,8 @@ mod tests {
     use alloc::vec;
 
     const WINDOWS: Windows = Windows {
-        mmio32: Window { start: 0xc000_0000, end: 0xe000_0000 },
-        mmio64: Window { start: 0x8_0000_0000, end: 0x10_0000_0000 },
+        mmio32: BarWindow { start: 0xc000_0000, end: 0xe000_0000 },
+        mmio64: BarWindow { start: 0x8_0000_0000, end: 0x10_0000_0000 },
     };
 
     fn bar(index: u8, kind: BarKind, address: u64, size: u64) -> (Bar, bool) {
@@ -190,8 +190,8 @@ mod tests {
         assert_eq!(
             got,
             [
-                Placement { function: 0, bar: 0, guest_addr: 0xc000_0000 },
-                Placement { function: 0, bar: 2, guest_addr: 0xc100_0000 },
+                BarPlacement { function: 0, bar: 0, guest_addr: 0xc000_0000 },
+                BarPlacement { function: 0, bar: 2, guest_addr: 0xc100_0000 },
             ]
         );
     }
@@ -251,7 +251,7 @@ mod tests {
     fn a_sub_page_bar_alone_in_its_page_keeps_its_page_offset() {
         let small = vec![bar(0, BarKind::Mem32, 0xfebd_1100, 0x100), bar(2, BarKind::Mem32, 0xfe00_0000, 0x4000)];
         let got = plan(&[small], &WINDOWS).unwrap();
-        assert_eq!(got[0], Placement { function: 0, bar: 0, guest_addr: 0xc000_4100 });
+        assert_eq!(got[0], BarPlacement { function: 0, bar: 0, guest_addr: 0xc000_4100 });
         assert_eq!(got[1].guest_addr, 0xc000_0000);
         assert_eq!(host_pages(&small_bar()), (0xfebd_1000, 0x1000));
         assert_eq!(mappable(&WINDOWS, 0xc000_4100, 0xfebd_1100, 0x1000), Ok(()));

@@ -97,8 +97,10 @@ fn by_vendor_and_device_the_assignable_function_wins() {
 }
 
 /// The windows of a small VM (RAM below 4 GiB).
-const WINDOWS: Windows =
-    Windows { mmio32: MMIO32_WINDOW, mmio64: Window { start: MMIO64_MIN_START, end: MMIO64_MIN_START + MMIO64_LEN } };
+const WINDOWS: Windows = Windows {
+    mmio32: MMIO32_WINDOW,
+    mmio64: BarWindow { start: MMIO64_MIN_START, end: MMIO64_MIN_START + MMIO64_LEN },
+};
 
 #[test]
 fn the_windows_are_the_ones_the_vm_acpi_tables_offer() {
@@ -147,7 +149,7 @@ fn the_64_bit_window_lies_above_the_vm_ram_whatever_its_size() {
     // The largest VM: RAM ends at 65.25 GiB, the window is 66-98 GiB.
     let largest = &parse("vm a kind=linux image=x memory=64G").unwrap()[0];
     assert_eq!(ram_end(largest), 0x10_5000_0000);
-    assert_eq!(vm_windows(largest).unwrap().mmio64, Window { start: 0x10_8000_0000, end: 0x18_8000_0000 });
+    assert_eq!(vm_windows(largest).unwrap().mmio64, BarWindow { start: 0x10_8000_0000, end: 0x18_8000_0000 });
     // A payload VM's RAM is one block from 0: reaching the 32-bit window is refused.
     let payload = &parse("vm p image=x memory=3074M devices=00:03.0").unwrap()[0];
     let e = vm_windows(payload).unwrap_err();
@@ -209,7 +211,7 @@ fn intx_lines_get_guest_gsis_shared_per_host_line_and_appear_in_the_prt() {
 }
 
 fn region(dev: u8, index: u8, address: u64, size: u64, enabled: bool) -> (Bdf, BarRegion) {
-    let kind = vpci::BarKind::Memory32 { prefetchable: false };
+    let kind = vpci::VBarKind::Memory32 { prefetchable: false };
     (Bdf::checked(0, dev, 0).unwrap(), BarRegion { index, kind, address, size, enabled })
 }
 

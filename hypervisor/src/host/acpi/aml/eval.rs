@@ -8,9 +8,9 @@
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::{Error, Path, Seg, Value, path_str};
+use super::{AmlError, Path, Seg, Value, path_str};
 use crate::host::acpi::aml::namespace::{Namespace, Object};
-use crate::host::acpi::aml::parse::{self, Cursor, EXT_OP, NameString};
+use crate::host::acpi::aml::parse::{self, AmlCursor, EXT_OP, NameString};
 
 /// Opcodes executed per evaluation (`_PRT` methods need a few dozen).
 const MAX_STEPS: u32 = 100_000;
@@ -49,13 +49,13 @@ const EXT_DEBUG: u8 = 0x31;
 
 /// Evaluates the object at `path`: a named data object's value, or a method's result
 /// (`args` are its arguments). Aliases are followed.
-pub(crate) fn evaluate(ns: &mut Namespace<'_>, path: &[Seg], args: Vec<Value>) -> Result<Value, Error> {
+pub(crate) fn evaluate(ns: &mut Namespace<'_>, path: &[Seg], args: Vec<Value>) -> Result<Value, AmlError> {
     let name = NameString { root: true, parents: 0, segs: path.to_vec() };
-    let path = ns.resolve(&name, &[]).ok_or_else(|| Error::Undefined(path_str(path)))?;
+    let path = ns.resolve(&name, &[]).ok_or_else(|| AmlError::Undefined(path_str(path)))?;
     Interp { ns, steps: 0 }.value_of(&path, args, 0)
 }
 
-enum Flow {
+enum EvalFlow {
     Normal,
     Return(Value),
     Break,
@@ -85,8 +85,8 @@ struct Interp<'n, 'a> {
     steps: u32,
 }
 
-fn deeper(depth: u32) -> Result<u32, Error> {
-    depth.checked_add(1).filter(|&d| d <= MAX_DEPTH).ok_or(Error::TooDeep)
+fn deeper(depth: u32) -> Result<u32, AmlError> {
+    depth.checked_add(1).filter(|&d| d <= MAX_DEPTH).ok_or(AmlError::TooDeep)
 }
 
 fn truth(b: bool, ones: u64) -> Value {
@@ -94,24 +94,24 @@ fn truth(b: bool, ones: u64) -> Value {
 }
 
 impl Interp<'_, '_> {
-    fn tick(&mut self) -> Result<(), Error> {
+    fn tick(&mut self) -> Result<(), AmlError> {
         self.steps = self.steps.saturating_add(1);
         self.ns.total_steps = self.ns.total_steps.saturating_add(1);
         if self.steps > MAX_STEPS || self.ns.total_steps > MAX_TOTAL_STEPS {
-            return Err(Error::StepBudget);
+            return Err(AmlError::StepBudget);
         }
         Ok(())
     }
 
-    fn value_of(&mut self, path: &[Seg], args: Vec<Value>, depth: u32) -> Result<Value, Error> {
+    fn value_of(&mut self, path: &[Seg], args: Vec<Value>, depth: u32) -> Result<Value, AmlError> {
         match self.ns.objects.get(path) {
             Some(Object::Name(value)) => Ok(value.clone()),
             Some(&Object::Method { table, start, end, .. }) => self.call(path, table, start, end, args, depth),
-            Some(Object::Scope { device: true }) => Err(Error::NoAccess(path_str(path), "a device")),
-            Some(Object::Scope { device: false }) => Err(Error::NoAccess(path_str(path), "a scope")),
-            Some(Object::Alias(_)) => Err(Error::NoAccess(path_str(path), "an alias chain")),
-            Some(Object::Opaque(what)) => Err(Error::NoAccess(path_str(path), what)),
-            None => Err(Error::Undefined(path_str(path))),
+            Some(Object::Scope { device: true }) => Err(AmlError::NoAccess(path_str(path), "a device")),
+            Some(Object::Scope { device: false }) => Err(AmlError::NoAccess(path_str(path), "a scope")),
+            Some(Object::Alias(_)) => Err(AmlError::NoAccess(path_str(path), "an alias chain")),
+            Some(Object::Opaque(what)) => Err(AmlError::NoAccess(path_str(path), what)),
+            None => Err(AmlError::Undefined(path_str(path))),
         }
     }
 
@@ -123,10 +123,10 @@ impl Interp<'_, '_> {
         end: usize,
         args: Vec<Value>,
         depth: u32,
-    ) -> Result<Value, Error> {
+    ) -> Result<Value, AmlError> {
         let depth = deeper(depth)?;
         let data = self.ns.tables.get(table).copied().unwrap_or_default();
-        let mut c = Cursor::new(data, table, start, end);
+        let mut c = AmlCursor::new(data, table, start, end);
         let mut frame = Frame { scope: path.to_vec(), ..Frame::default() };
         frame.args.iter_mut().zip(args).for_each(|(slot, arg)| *slot = Some(arg));
         let result = self.exec_block(&mut frame, &mut c, depth);
@@ -134,23 +134,23 @@ impl Interp<'_, '_> {
             self.ns.objects.remove(created);
         }
         match result? {
-            Flow::Return(value) => Ok(value),
+            EvalFlow::Return(value) => Ok(value),
             _ => Ok(Value::Integer(0)),
         }
     }
 
-    fn exec_block(&mut self, f: &mut Frame, c: &mut Cursor<'_>, depth: u32) -> Result<Flow, Error> {
+    fn exec_block(&mut self, f: &mut Frame, c: &mut AmlCursor<'_>, depth: u32) -> Result<EvalFlow, AmlError> {
         let depth = deeper(depth)?;
         while !c.at_end() {
             match self.exec_stmt(f, c, depth)? {
-                Flow::Normal => {}
+                EvalFlow::Normal => {}
                 flow => return Ok(flow),
             }
         }
-        Ok(Flow::Normal)
+        Ok(EvalFlow::Normal)
     }
 
-    fn exec_stmt(&mut self, f: &mut Frame, c: &mut Cursor<'_>, depth: u32) -> Result<Flow, Error> {
+    fn exec_stmt(&mut self, f: &mut Frame, c: &mut AmlCursor<'_>, depth: u32) -> Result<EvalFlow, AmlError> {
         self.tick()?;
         match c.peek() {
             Some(IF_OP) => {
@@ -158,7 +158,7 @@ impl Interp<'_, '_> {
                 let end = c.pkg_end()?;
                 let mut inner = c.until(end);
                 let predicate = self.eval_int(f, &mut inner, depth)?;
-                let mut flow = if predicate != 0 { self.exec_block(f, &mut inner, depth)? } else { Flow::Normal };
+                let mut flow = if predicate != 0 { self.exec_block(f, &mut inner, depth)? } else { EvalFlow::Normal };
                 c.pos = end;
                 if c.peek() == Some(ELSE_OP) {
                     c.byte()?;
@@ -173,7 +173,7 @@ impl Interp<'_, '_> {
             Some(ELSE_OP) => {
                 c.byte()?;
                 c.pos = c.pkg_end()?;
-                Ok(Flow::Normal)
+                Ok(EvalFlow::Normal)
             }
             Some(WHILE_OP) => {
                 c.byte()?;
@@ -185,53 +185,53 @@ impl Interp<'_, '_> {
                         break;
                     }
                     match self.exec_block(f, &mut inner, depth)? {
-                        Flow::Break => break,
-                        Flow::Return(value) => return Ok(Flow::Return(value)),
-                        Flow::Normal | Flow::Continue => {}
+                        EvalFlow::Break => break,
+                        EvalFlow::Return(value) => return Ok(EvalFlow::Return(value)),
+                        EvalFlow::Normal | EvalFlow::Continue => {}
                     }
                 }
                 c.pos = end;
-                Ok(Flow::Normal)
+                Ok(EvalFlow::Normal)
             }
             Some(RETURN_OP) => {
                 c.byte()?;
-                Ok(Flow::Return(self.eval_term(f, c, depth)?))
+                Ok(EvalFlow::Return(self.eval_term(f, c, depth)?))
             }
-            Some(BREAK_OP) => c.byte().map(|_| Flow::Break),
-            Some(CONTINUE_OP) => c.byte().map(|_| Flow::Continue),
-            Some(NOOP_OP) => c.byte().map(|_| Flow::Normal),
+            Some(BREAK_OP) => c.byte().map(|_| EvalFlow::Break),
+            Some(CONTINUE_OP) => c.byte().map(|_| EvalFlow::Continue),
+            Some(NOOP_OP) => c.byte().map(|_| EvalFlow::Normal),
             Some(NAME_OP) => {
                 let start = c.pos;
                 c.byte()?;
                 let name = c.name_string()?;
                 let path = name.absolute(&f.scope).filter(|p| !p.is_empty());
-                let path = path.ok_or(Error::BadName { table: c.table, offset: start })?;
+                let path = path.ok_or(AmlError::BadName { table: c.table, offset: start })?;
                 let value = parse::data_object(c, &f.scope, self.ns.ones)?;
                 if self.ns.objects.insert(path.clone(), Object::Name(value)).is_none() {
                     f.created.push(path);
                 }
-                Ok(Flow::Normal)
+                Ok(EvalFlow::Normal)
             }
             Some(EXT_OP) if matches!(c.peek_at(1), Some(EXT_SLEEP | EXT_STALL)) => {
                 c.take(2)?;
                 self.eval_int(f, c, depth)?;
-                Ok(Flow::Normal)
+                Ok(EvalFlow::Normal)
             }
             _ => {
                 self.eval_term(f, c, depth)?;
-                Ok(Flow::Normal)
+                Ok(EvalFlow::Normal)
             }
         }
     }
 
-    fn eval_int(&mut self, f: &mut Frame, c: &mut Cursor<'_>, depth: u32) -> Result<u64, Error> {
+    fn eval_int(&mut self, f: &mut Frame, c: &mut AmlCursor<'_>, depth: u32) -> Result<u64, AmlError> {
         let value = self.eval_term(f, c, depth)?;
         self.to_int(&value)
     }
 
     /// Implicit conversion to an integer (§19.3.5.5): buffers little-endian, strings
     /// as hexadecimal.
-    fn to_int(&self, value: &Value) -> Result<u64, Error> {
+    fn to_int(&self, value: &Value) -> Result<u64, AmlError> {
         let ones = self.ns.ones;
         match value {
             Value::Integer(v) => Ok(*v),
@@ -245,11 +245,11 @@ impl Interp<'_, '_> {
                 .take(16)
                 .fold(0u64, |a, d| a.checked_shl(4).unwrap_or(0) | u64::from(d))
                 & ones),
-            other => Err(Error::Type("an integer", other.type_name())),
+            other => Err(AmlError::Type("an integer", other.type_name())),
         }
     }
 
-    fn eval_term(&mut self, f: &mut Frame, c: &mut Cursor<'_>, depth: u32) -> Result<Value, Error> {
+    fn eval_term(&mut self, f: &mut Frame, c: &mut AmlCursor<'_>, depth: u32) -> Result<Value, AmlError> {
         let depth = deeper(depth)?;
         self.tick()?;
         let ones = self.ns.ones;
@@ -297,8 +297,8 @@ impl Interp<'_, '_> {
             DIVIDE_OP => {
                 let a = self.eval_int(f, c, depth)?;
                 let b = self.eval_int(f, c, depth)?;
-                let quotient = a.checked_div(b).ok_or(Error::DivideByZero)?;
-                let remainder = a.checked_rem(b).ok_or(Error::DivideByZero)?;
+                let quotient = a.checked_div(b).ok_or(AmlError::DivideByZero)?;
+                let remainder = a.checked_rem(b).ok_or(AmlError::DivideByZero)?;
                 let place = self.target(f, c)?;
                 self.write(f, place, Value::Integer(remainder))?;
                 let place = self.target(f, c)?;
@@ -334,7 +334,7 @@ impl Interp<'_, '_> {
                     Value::String(s) => s.len(),
                     Value::Buffer(b) => b.len(),
                     Value::Package(p) => p.len(),
-                    other => return Err(Error::Type("a string, buffer or package", other.type_name())),
+                    other => return Err(AmlError::Type("a string, buffer or package", other.type_name())),
                 };
                 Ok(Value::Integer(size as u64))
             }
@@ -348,7 +348,13 @@ impl Interp<'_, '_> {
 
     /// A name in a term position: a method call (its arguments follow, as many as its
     /// flags say) or the value of a named object.
-    fn name_term(&mut self, f: &mut Frame, c: &mut Cursor<'_>, name: &NameString, depth: u32) -> Result<Value, Error> {
+    fn name_term(
+        &mut self,
+        f: &mut Frame,
+        c: &mut AmlCursor<'_>,
+        name: &NameString,
+        depth: u32,
+    ) -> Result<Value, AmlError> {
         let path = self.ns.resolve(name, &f.scope).ok_or_else(|| undefined(name, &f.scope))?;
         let mut args = Vec::new();
         if let Some(&Object::Method { args: count, .. }) = self.ns.objects.get(&path) {
@@ -359,17 +365,17 @@ impl Interp<'_, '_> {
         self.value_of(&path, args, depth)
     }
 
-    fn compare(&self, a: &Value, b: &Value) -> Result<Ordering, Error> {
+    fn compare(&self, a: &Value, b: &Value) -> Result<Ordering, AmlError> {
         match (a, b) {
             (Value::Integer(a), b) => Ok(a.cmp(&self.to_int(b)?)),
             (Value::String(a), Value::String(b)) => Ok(a.cmp(b)),
             (Value::Buffer(a), Value::Buffer(b)) => Ok(a.cmp(b)),
-            (a, _) => Err(Error::Type("an integer, string or buffer", a.type_name())),
+            (a, _) => Err(AmlError::Type("an integer, string or buffer", a.type_name())),
         }
     }
 
     /// A Target or SuperName (§20.2.2): NullName, Local, Arg, Debug or a name.
-    fn target(&mut self, f: &Frame, c: &mut Cursor<'_>) -> Result<Place, Error> {
+    fn target(&mut self, f: &Frame, c: &mut AmlCursor<'_>) -> Result<Place, AmlError> {
         let start = c.pos;
         let op = c.peek().ok_or_else(|| c.truncated())?;
         if parse::starts_name(op) {
@@ -387,16 +393,16 @@ impl Interp<'_, '_> {
         }
     }
 
-    fn read(&mut self, f: &Frame, place: &Place, depth: u32) -> Result<Value, Error> {
+    fn read(&mut self, f: &Frame, place: &Place, depth: u32) -> Result<Value, AmlError> {
         match place {
-            Place::Local(i) => f.locals.get(*i).cloned().flatten().ok_or(Error::Uninitialized("Local", index(*i))),
-            Place::Arg(i) => f.args.get(*i).cloned().flatten().ok_or(Error::Uninitialized("Arg", index(*i))),
+            Place::Local(i) => f.locals.get(*i).cloned().flatten().ok_or(AmlError::Uninitialized("Local", index(*i))),
+            Place::Arg(i) => f.args.get(*i).cloned().flatten().ok_or(AmlError::Uninitialized("Arg", index(*i))),
             Place::Named(path) => self.value_of(path, Vec::new(), depth),
-            Place::Null | Place::Debug => Err(Error::Type("an object", "the Debug object or nothing")),
+            Place::Null | Place::Debug => Err(AmlError::Type("an object", "the Debug object or nothing")),
         }
     }
 
-    fn write(&mut self, f: &mut Frame, place: Place, value: Value) -> Result<(), Error> {
+    fn write(&mut self, f: &mut Frame, place: Place, value: Value) -> Result<(), AmlError> {
         let slot = match place {
             Place::Null | Place::Debug => return Ok(()),
             Place::Local(i) => f.locals.get_mut(i),
@@ -407,10 +413,10 @@ impl Interp<'_, '_> {
                         *slot = value;
                         Ok(())
                     }
-                    Some(Object::Method { .. }) => Err(Error::NoAccess(path_str(&path), "a method")),
-                    Some(Object::Opaque(what)) => Err(Error::NoAccess(path_str(&path), what)),
-                    Some(_) => Err(Error::NoAccess(path_str(&path), "not a data object")),
-                    None => Err(Error::Undefined(path_str(&path))),
+                    Some(Object::Method { .. }) => Err(AmlError::NoAccess(path_str(&path), "a method")),
+                    Some(Object::Opaque(what)) => Err(AmlError::NoAccess(path_str(&path), what)),
+                    Some(_) => Err(AmlError::NoAccess(path_str(&path), "not a data object")),
+                    None => Err(AmlError::Undefined(path_str(&path))),
                 };
             }
         };
@@ -425,14 +431,14 @@ fn index(i: usize) -> u8 {
     u8::try_from(i).unwrap_or(u8::MAX)
 }
 
-fn undefined(name: &NameString, scope: &[Seg]) -> Error {
-    Error::Undefined(
+fn undefined(name: &NameString, scope: &[Seg]) -> AmlError {
+    AmlError::Undefined(
         name.absolute(scope).map_or_else(|| alloc::string::String::from("^ above the root"), |p| path_str(&p)),
     )
 }
 
 /// The integer operators with two operands and a target (§19.6).
-fn arith(op: u8, a: u64, b: u64) -> Result<u64, Error> {
+fn arith(op: u8, a: u64, b: u64) -> Result<u64, AmlError> {
     let shift = u32::try_from(b).unwrap_or(u32::MAX);
     Ok(match op {
         0x72 => a.wrapping_add(b),
@@ -445,6 +451,6 @@ fn arith(op: u8, a: u64, b: u64) -> Result<u64, Error> {
         0x7d => a | b,
         0x7e => !(a | b),
         0x7f => a ^ b,
-        _ => a.checked_rem(b).ok_or(Error::DivideByZero)?, // 0x85 Mod
+        _ => a.checked_rem(b).ok_or(AmlError::DivideByZero)?, // 0x85 Mod
     })
 }

@@ -85,7 +85,7 @@ impl Value {
 /// `offset` is a byte offset in that table (header included), as `iasl -d` and a hex
 /// dump count it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Error {
+pub(crate) enum AmlError {
     Truncated {
         table: usize,
         offset: usize,
@@ -123,7 +123,7 @@ pub(crate) enum Error {
     Uninitialized(&'static str, u8),
 }
 
-impl Error {
+impl AmlError {
     /// A log line, with table names from `labels` ("DSDT", "SSDT2", ...).
     pub(crate) fn describe(&self, labels: &[String]) -> String {
         let at = |table: &usize, offset: &usize| {
@@ -131,24 +131,24 @@ impl Error {
             format!("{label} offset {offset:#x}")
         };
         match self {
-            Error::Truncated { table, offset } => format!("truncated AML at {}", at(table, offset)),
-            Error::BadPkgLength { table, offset } => format!("bad PkgLength at {}", at(table, offset)),
-            Error::BadName { table, offset } => format!("bad NameString at {}", at(table, offset)),
-            Error::Unsupported { table, offset, op, ext: None } => {
+            AmlError::Truncated { table, offset } => format!("truncated AML at {}", at(table, offset)),
+            AmlError::BadPkgLength { table, offset } => format!("bad PkgLength at {}", at(table, offset)),
+            AmlError::BadName { table, offset } => format!("bad NameString at {}", at(table, offset)),
+            AmlError::Unsupported { table, offset, op, ext: None } => {
                 format!("unsupported opcode {op:#04X} at {}", at(table, offset))
             }
-            Error::Unsupported { table, offset, op, ext: Some(ext) } => {
+            AmlError::Unsupported { table, offset, op, ext: Some(ext) } => {
                 format!("unsupported opcode {op:#04X} {ext:#04X} at {}", at(table, offset))
             }
-            Error::NotConstant { table, offset } => format!("operand is not a constant at {}", at(table, offset)),
-            Error::TooLarge { table, offset } => format!("object too large at {}", at(table, offset)),
-            Error::TooDeep => String::from("nesting or call depth limit reached"),
-            Error::StepBudget => String::from("step budget exhausted (endless loop?)"),
-            Error::Undefined(path) => format!("undefined name {path}"),
-            Error::NoAccess(path, what) => format!("{path} is {what}, which cannot be evaluated here"),
-            Error::Type(expected, found) => format!("expected {expected}, found {found}"),
-            Error::DivideByZero => String::from("division by zero"),
-            Error::Uninitialized(kind, n) => format!("{kind}{n} read before it was set"),
+            AmlError::NotConstant { table, offset } => format!("operand is not a constant at {}", at(table, offset)),
+            AmlError::TooLarge { table, offset } => format!("object too large at {}", at(table, offset)),
+            AmlError::TooDeep => String::from("nesting or call depth limit reached"),
+            AmlError::StepBudget => String::from("step budget exhausted (endless loop?)"),
+            AmlError::Undefined(path) => format!("undefined name {path}"),
+            AmlError::NoAccess(path, what) => format!("{path} is {what}, which cannot be evaluated here"),
+            AmlError::Type(expected, found) => format!("expected {expected}, found {found}"),
+            AmlError::DivideByZero => String::from("division by zero"),
+            AmlError::Uninitialized(kind, n) => format!("{kind}{n} read before it was set"),
         }
     }
 }

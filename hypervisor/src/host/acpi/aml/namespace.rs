@@ -9,8 +9,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::{Error, Path, Seg, Value, path_str};
-use crate::host::acpi::aml::parse::{self, Cursor, EXT_OP, NameString};
+use super::{AmlError, Path, Seg, Value, path_str};
+use crate::host::acpi::aml::parse::{self, AmlCursor, EXT_OP, NameString};
 use crate::host::acpi::bytes::{SDT_HEADER_LEN, u32_at};
 /// Scopes nested deeper than this are refused.
 const MAX_SCOPE_DEPTH: u32 = 48;
@@ -117,7 +117,7 @@ impl<'a> Namespace<'a> {
                     table.len()
                 ));
             }
-            let mut c = Cursor::new(table, index, SDT_HEADER_LEN, end);
+            let mut c = AmlCursor::new(table, index, SDT_HEADER_LEN, end);
             let mut skipped_ifs = 0u32;
             if let Err(e) = ns.load_terms(&mut c, &[], 0, &mut skipped_ifs, problems) {
                 problems.push(format!("{}: {}; the rest of the table is ignored", ns.label(index), ns.describe(&e)));
@@ -136,7 +136,7 @@ impl<'a> Namespace<'a> {
         self.labels.get(table).map_or("table?", String::as_str)
     }
 
-    pub(crate) fn describe(&self, e: &Error) -> String {
+    pub(crate) fn describe(&self, e: &AmlError) -> String {
         e.describe(&self.labels)
     }
 
@@ -199,24 +199,24 @@ impl<'a> Namespace<'a> {
     }
 
     /// The path a new object called `name` gets in `scope` (no search).
-    fn new_path(&self, c: &Cursor<'_>, at: usize, name: &NameString, scope: &[Seg]) -> Result<Path, Error> {
+    fn new_path(&self, c: &AmlCursor<'_>, at: usize, name: &NameString, scope: &[Seg]) -> Result<Path, AmlError> {
         match name.absolute(scope) {
             Some(path) if !path.is_empty() => Ok(path),
-            _ => Err(Error::BadName { table: c.table, offset: at }),
+            _ => Err(AmlError::BadName { table: c.table, offset: at }),
         }
     }
 
     /// Loads a TermList up to the cursor's end into `scope`.
     fn load_terms(
         &mut self,
-        c: &mut Cursor<'a>,
+        c: &mut AmlCursor<'a>,
         scope: &[Seg],
         depth: u32,
         skipped_ifs: &mut u32,
         problems: &mut Vec<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), AmlError> {
         if depth > MAX_SCOPE_DEPTH {
-            return Err(Error::TooDeep);
+            return Err(AmlError::TooDeep);
         }
         while !c.at_end() {
             let start = c.pos;
@@ -243,7 +243,7 @@ impl<'a> Namespace<'a> {
                     let name = c.name_string()?;
                     let path = match self.resolve(&name, scope) {
                         Some(path) => path,
-                        None => name.absolute(scope).ok_or(Error::BadName { table: c.table, offset: start })?,
+                        None => name.absolute(scope).ok_or(AmlError::BadName { table: c.table, offset: start })?,
                     };
                     if !path.is_empty() {
                         self.define(path.clone(), Object::Scope { device: false }, problems);
@@ -295,7 +295,7 @@ impl<'a> Namespace<'a> {
     /// recorded and loading resumes after it.
     fn load_nested(
         &mut self,
-        c: &mut Cursor<'a>,
+        c: &mut AmlCursor<'a>,
         end: usize,
         path: &[Seg],
         depth: u32,
@@ -312,12 +312,12 @@ impl<'a> Namespace<'a> {
     /// A top-level `If`: loaded only when its predicate is a constant.
     fn load_if(
         &mut self,
-        c: &mut Cursor<'a>,
+        c: &mut AmlCursor<'a>,
         scope: &[Seg],
         depth: u32,
         skipped_ifs: &mut u32,
         problems: &mut Vec<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), AmlError> {
         let end = c.pkg_end()?;
         let mut inner = c.until(end);
         let predicate = parse::const_integer(&mut inner, self.ones)?;
@@ -346,13 +346,13 @@ impl<'a> Namespace<'a> {
     /// Extended (0x5B-prefixed) named objects.
     fn load_ext(
         &mut self,
-        c: &mut Cursor<'a>,
+        c: &mut AmlCursor<'a>,
         start: usize,
         scope: &[Seg],
         depth: u32,
         skipped_ifs: &mut u32,
         problems: &mut Vec<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), AmlError> {
         let op = c.byte()?;
         match op {
             ext::DEVICE | ext::PROCESSOR | ext::POWER_RES | ext::THERMAL_ZONE => {
@@ -413,7 +413,12 @@ impl<'a> Namespace<'a> {
     }
 
     /// A FieldList (§20.2.5.2): each NamedField becomes an opaque field unit in `scope`.
-    fn load_field_list(&mut self, c: &mut Cursor<'a>, scope: &[Seg], problems: &mut Vec<String>) -> Result<(), Error> {
+    fn load_field_list(
+        &mut self,
+        c: &mut AmlCursor<'a>,
+        scope: &[Seg],
+        problems: &mut Vec<String>,
+    ) -> Result<(), AmlError> {
         while let Some(b) = c.peek() {
             match b {
                 0x00 => {

@@ -4,7 +4,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::{Error, Path, Seg, Value};
+use super::{AmlError, Path, Seg, Value};
 
 pub(crate) const ZERO_OP: u8 = 0x00;
 pub(crate) const ONE_OP: u8 = 0x01;
@@ -92,23 +92,23 @@ pub(crate) fn starts_name(b: u8) -> bool {
 
 /// A read position inside one table, never past `end`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Cursor<'a> {
+pub(crate) struct AmlCursor<'a> {
     pub data: &'a [u8],
     pub table: usize,
     pub pos: usize,
     pub end: usize,
 }
 
-impl<'a> Cursor<'a> {
+impl<'a> AmlCursor<'a> {
     pub(crate) fn new(data: &'a [u8], table: usize, pos: usize, end: usize) -> Self {
         let end = end.min(data.len());
-        Cursor { data, table, pos: pos.min(end), end }
+        AmlCursor { data, table, pos: pos.min(end), end }
     }
 
     /// The same bytes from the current position up to `end` (which must not lie past
     /// this cursor's end; `pkg_end` guarantees that).
     pub(crate) fn until(&self, end: usize) -> Self {
-        Cursor::new(self.data, self.table, self.pos, end.min(self.end))
+        AmlCursor::new(self.data, self.table, self.pos, end.min(self.end))
     }
 
     pub(crate) fn at_end(&self) -> bool {
@@ -124,21 +124,21 @@ impl<'a> Cursor<'a> {
         if at < self.end { self.data.get(at).copied() } else { None }
     }
 
-    pub(crate) fn truncated(&self) -> Error {
-        Error::Truncated { table: self.table, offset: self.pos }
+    pub(crate) fn truncated(&self) -> AmlError {
+        AmlError::Truncated { table: self.table, offset: self.pos }
     }
 
-    pub(crate) fn unsupported(&self, offset: usize, op: u8, ext: Option<u8>) -> Error {
-        Error::Unsupported { table: self.table, offset, op, ext }
+    pub(crate) fn unsupported(&self, offset: usize, op: u8, ext: Option<u8>) -> AmlError {
+        AmlError::Unsupported { table: self.table, offset, op, ext }
     }
 
-    pub(crate) fn byte(&mut self) -> Result<u8, Error> {
+    pub(crate) fn byte(&mut self) -> Result<u8, AmlError> {
         let b = self.peek().ok_or_else(|| self.truncated())?;
         self.pos = self.pos.saturating_add(1);
         Ok(b)
     }
 
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], AmlError> {
         let stop = self.pos.checked_add(n).filter(|&s| s <= self.end).ok_or_else(|| self.truncated())?;
         let bytes = self.data.get(self.pos..stop).ok_or_else(|| self.truncated())?;
         self.pos = stop;
@@ -146,14 +146,14 @@ impl<'a> Cursor<'a> {
     }
 
     /// A little-endian unsigned integer of `n` (at most 8) bytes.
-    pub(crate) fn le(&mut self, n: usize) -> Result<u64, Error> {
+    pub(crate) fn le(&mut self, n: usize) -> Result<u64, AmlError> {
         let bytes = self.take(n)?;
         Ok(bytes.iter().rev().fold(0u64, |acc, &b| acc.checked_shl(8).unwrap_or(0) | u64::from(b)))
     }
 
     /// Reads a PkgLength (§20.2.4) and returns the absolute end of the package it
     /// measures (the length counts from the PkgLength's own first byte).
-    pub(crate) fn pkg_end(&mut self) -> Result<usize, Error> {
+    pub(crate) fn pkg_end(&mut self) -> Result<usize, AmlError> {
         let start = self.pos;
         let lead = self.byte()?;
         let follow = usize::from(lead >> 6);
@@ -167,20 +167,20 @@ impl<'a> Cursor<'a> {
             .ok()
             .and_then(|l| start.checked_add(l))
             .filter(|&end| end >= self.pos && end <= self.end)
-            .ok_or(Error::BadPkgLength { table: self.table, offset: start })
+            .ok_or(AmlError::BadPkgLength { table: self.table, offset: start })
     }
 
-    pub(crate) fn seg(&mut self) -> Result<Seg, Error> {
+    pub(crate) fn seg(&mut self) -> Result<Seg, AmlError> {
         let at = self.pos;
         let bytes = self.take(4)?;
         let mut seg = [0u8; 4];
         seg.copy_from_slice(bytes);
         let valid = seg.first().is_some_and(|&b| is_lead_name_char(b)) && seg.iter().all(|&b| is_name_char(b));
-        if valid { Ok(seg) } else { Err(Error::BadName { table: self.table, offset: at }) }
+        if valid { Ok(seg) } else { Err(AmlError::BadName { table: self.table, offset: at }) }
     }
 
     /// Reads a NameString (§20.2.2), including the NullName (no segments).
-    pub(crate) fn name_string(&mut self) -> Result<NameString, Error> {
+    pub(crate) fn name_string(&mut self) -> Result<NameString, AmlError> {
         let mut name = NameString { root: false, parents: 0, segs: Vec::new() };
         if self.peek() == Some(ROOT_CHAR) {
             self.pos = self.pos.saturating_add(1);
@@ -189,7 +189,7 @@ impl<'a> Cursor<'a> {
             while self.peek() == Some(PARENT_PREFIX) {
                 self.pos = self.pos.saturating_add(1);
                 name.parents =
-                    name.parents.checked_add(1).ok_or(Error::BadName { table: self.table, offset: self.pos })?;
+                    name.parents.checked_add(1).ok_or(AmlError::BadName { table: self.table, offset: self.pos })?;
             }
         }
         let count = match self.peek() {
@@ -215,7 +215,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// A ComputationalData integer constant (§20.2.3) at the cursor, if there is one.
-pub(crate) fn const_integer(c: &mut Cursor<'_>, ones: u64) -> Result<Option<u64>, Error> {
+pub(crate) fn const_integer(c: &mut AmlCursor<'_>, ones: u64) -> Result<Option<u64>, AmlError> {
     let value = match c.peek() {
         Some(ZERO_OP) => 0,
         Some(ONE_OP) => 1,
@@ -230,7 +230,7 @@ pub(crate) fn const_integer(c: &mut Cursor<'_>, ones: u64) -> Result<Option<u64>
     Ok(Some(value))
 }
 
-fn prefixed(c: &mut Cursor<'_>, n: usize) -> Result<u64, Error> {
+fn prefixed(c: &mut AmlCursor<'_>, n: usize) -> Result<u64, AmlError> {
     c.byte()?;
     c.le(n)
 }
@@ -238,13 +238,13 @@ fn prefixed(c: &mut Cursor<'_>, n: usize) -> Result<u64, Error> {
 /// Parses a data object (§20.2.3 DataRefObject: ComputationalData, DefPackage,
 /// DefVarPackage) at the cursor. Buffer sizes and VarPackage counts must be
 /// constants; `scope` is recorded with the name references found in packages.
-pub(crate) fn data_object(c: &mut Cursor<'_>, scope: &[Seg], ones: u64) -> Result<Value, Error> {
+pub(crate) fn data_object(c: &mut AmlCursor<'_>, scope: &[Seg], ones: u64) -> Result<Value, AmlError> {
     data_object_at(c, scope, ones, 0)
 }
 
-fn data_object_at(c: &mut Cursor<'_>, scope: &[Seg], ones: u64, depth: u32) -> Result<Value, Error> {
+fn data_object_at(c: &mut AmlCursor<'_>, scope: &[Seg], ones: u64, depth: u32) -> Result<Value, AmlError> {
     if depth > MAX_DATA_DEPTH {
-        return Err(Error::TooDeep);
+        return Err(AmlError::TooDeep);
     }
     if let Some(value) = const_integer(c, ones)? {
         return Ok(Value::Integer(value & ones));
@@ -266,9 +266,9 @@ fn data_object_at(c: &mut Cursor<'_>, scope: &[Seg], ones: u64, depth: u32) -> R
             let end = c.pkg_end()?;
             let mut inner = c.until(end);
             let size =
-                const_integer(&mut inner, ones)?.ok_or(Error::NotConstant { table: c.table, offset: inner.pos })?;
+                const_integer(&mut inner, ones)?.ok_or(AmlError::NotConstant { table: c.table, offset: inner.pos })?;
             if size > MAX_BUFFER {
-                return Err(Error::TooLarge { table: c.table, offset: start });
+                return Err(AmlError::TooLarge { table: c.table, offset: start });
             }
             let init = inner.take(end.saturating_sub(inner.pos))?;
             let mut bytes = init.to_vec();
@@ -286,7 +286,7 @@ fn data_object_at(c: &mut Cursor<'_>, scope: &[Seg], ones: u64, depth: u32) -> R
             let count = if op == PACKAGE_OP {
                 u64::from(inner.byte()?)
             } else {
-                const_integer(&mut inner, ones)?.ok_or(Error::NotConstant { table: c.table, offset: inner.pos })?
+                const_integer(&mut inner, ones)?.ok_or(AmlError::NotConstant { table: c.table, offset: inner.pos })?
             };
             let mut elements = Vec::new();
             while !inner.at_end() && (elements.len() as u64) < count {

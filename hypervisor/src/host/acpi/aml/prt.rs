@@ -42,7 +42,7 @@ struct Entry {
 /// The `_PRT` of one host bridge (`path` empty) or of the bridge reached from the root
 /// bus through `path`; it describes the devices on that bridge's secondary bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Table {
+struct PrtTable {
     segment: u16,
     root_bus: u8,
     path: Vec<(u8, u8)>,
@@ -52,7 +52,7 @@ struct Table {
 /// Every `_PRT` the firmware describes, evaluated in APIC mode.
 #[derive(Debug, Clone, Default)]
 pub struct PciInterruptRouting {
-    tables: Vec<Table>,
+    tables: Vec<PrtTable>,
 }
 
 const HID: Seg = *b"_HID";
@@ -122,7 +122,7 @@ impl PciInterruptRouting {
                 }
                 let Some(path) = hops(&mut ns, host, device, &mut problems) else { continue };
                 let Some(entries) = evaluate_prt(&mut ns, device, &mut links, &mut problems) else { continue };
-                routing.tables.push(Table { segment, root_bus, path, entries });
+                routing.tables.push(PrtTable { segment, root_bus, path, entries });
             }
         }
         (routing, problems)

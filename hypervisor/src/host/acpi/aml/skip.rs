@@ -2,9 +2,9 @@
 //! (an OperationRegion's offset and length, a CreateField's buffer and index) and
 //! top-level statements, with the operand shapes of ACPI 6.5 §20.2.5.
 
-use super::{Error, Seg};
+use super::{AmlError, Seg};
 use crate::host::acpi::aml::namespace::Namespace;
-use crate::host::acpi::aml::parse::{self, Cursor, EXT_OP};
+use crate::host::acpi::aml::parse::{self, AmlCursor, EXT_OP};
 
 /// Expressions skipped over nested deeper than this are refused.
 const MAX_SKIP_DEPTH: u32 = 32;
@@ -13,9 +13,9 @@ impl Namespace<'_> {
     /// Skips one TermArg (or SuperName/Target, which share the encoding) without
     /// running it: data objects, locals and args, names and method calls (arguments
     /// counted from the methods loaded so far) and the common expression opcodes.
-    pub(crate) fn skip_term(&self, c: &mut Cursor<'_>, scope: &[Seg], depth: u32) -> Result<(), Error> {
+    pub(crate) fn skip_term(&self, c: &mut AmlCursor<'_>, scope: &[Seg], depth: u32) -> Result<(), AmlError> {
         if depth > MAX_SKIP_DEPTH {
-            return Err(Error::TooDeep);
+            return Err(AmlError::TooDeep);
         }
         let start = c.pos;
         let op = c.peek().ok_or_else(|| c.truncated())?;
@@ -54,10 +54,10 @@ impl Namespace<'_> {
     }
 }
 
-impl Cursor<'_> {
+impl AmlCursor<'_> {
     /// A NamedField's width (§20.2.5.2): encoded like a PkgLength but counting bits,
     /// so it is not checked against the cursor's end.
-    pub(crate) fn pkg_end_bits(&mut self) -> Result<(), Error> {
+    pub(crate) fn pkg_end_bits(&mut self) -> Result<(), AmlError> {
         let lead = self.byte()?;
         self.take(usize::from(lead >> 6)).map(drop)
     }

@@ -20,7 +20,7 @@ use crate::memory::frames::{FrameSource, Table};
 pub const QEMU_EFR: u64 = 1 | 1 << 1 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 8 | 2 << 10 | 2 << 12;
 
 #[derive(Debug)]
-pub struct FakeUnit {
+pub struct FakeAmdViUnit {
     pub regs: Regs,
     pub commands: Vec<Command>,
     pub stuck: bool,
@@ -29,7 +29,7 @@ pub struct FakeUnit {
 #[derive(Debug)]
 pub struct FakeAmdVi {
     pub mem: FakeMem,
-    pub units: Vec<FakeUnit>,
+    pub units: Vec<FakeAmdViUnit>,
 }
 
 impl FakeAmdVi {
@@ -38,7 +38,7 @@ impl FakeAmdVi {
             .map(|_| {
                 let mut regs = Regs::new(0x4000);
                 regs.w64(regs::EXTENDED_FEATURES, efr);
-                FakeUnit { regs, commands: Vec::new(), stuck: false }
+                FakeAmdViUnit { regs, commands: Vec::new(), stuck: false }
             })
             .collect();
         Self { mem: FakeMem::new(), units }

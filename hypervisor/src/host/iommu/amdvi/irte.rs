@@ -9,11 +9,11 @@ use crate::hw::MsiMessage;
 /// Bit 0 RemapEn, 1 SupIOPF, 4:2 IntType (0 fixed), 5 RqEoi, 6 DM (0 physical),
 /// 7 GuestMode, 15:8 Destination, 23:16 Vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Irte(pub u32);
+pub struct AmdViIrte(pub u32);
 
-const _: () = assert!(core::mem::size_of::<Irte>() == 4);
+const _: () = assert!(core::mem::size_of::<AmdViIrte>() == 4);
 
-impl Irte {
+impl AmdViIrte {
     pub fn remapped(target: MsiTarget) -> Self {
         Self(1 | (target.dest_apic_id & 0xff) << 8 | u32::from(target.vector) << 16)
     }

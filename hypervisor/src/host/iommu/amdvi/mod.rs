@@ -41,7 +41,7 @@ use crate::memory::guest::GuestMemoryMap;
 pub const LEVELS: u8 = 4;
 
 #[derive(Debug)]
-struct Unit {
+struct AmdViUnit {
     ivhd: Ivhd,
     efr: Efr,
     device_table: HostPhysAddr,
@@ -68,7 +68,7 @@ struct Attached {
 #[derive(Debug)]
 pub struct AmdViIommu<H: IommuHw> {
     hw: H,
-    units: Vec<Unit>,
+    units: Vec<AmdViUnit>,
     hpa_limit: u64,
     domains: Domains<IoPte>,
     attached: BTreeMap<Bdf, Attached>,
@@ -109,7 +109,7 @@ impl<H: IommuHw> AmdViIommu<H> {
                 ivhd.base_address, ivhd.iommu_devid >> 8, (ivhd.iommu_devid >> 3) & 0x1f, ivhd.iommu_devid & 7,
                 efr.0, device_table_pages * 4, efr.invalidate_all(), efr.ga(), efr.xt()
             );
-            units.push(Unit {
+            units.push(AmdViUnit {
                 ivhd: ivhd.clone(),
                 efr,
                 device_table,
@@ -140,11 +140,11 @@ impl<H: IommuHw> AmdViIommu<H> {
         &mut self.hw
     }
 
-    fn unit(&self, u: usize) -> Result<&Unit, IommuError> {
+    fn unit(&self, u: usize) -> Result<&AmdViUnit, IommuError> {
         self.units.get(u).ok_or(IommuError::Unsupported("unit index"))
     }
 
-    fn unit_mut(&mut self, u: usize) -> Result<&mut Unit, IommuError> {
+    fn unit_mut(&mut self, u: usize) -> Result<&mut AmdViUnit, IommuError> {
         self.units.get_mut(u).ok_or(IommuError::Unsupported("unit index"))
     }
 
@@ -356,7 +356,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
             return Err(IommuError::Unsupported("x2APIC interrupt destinations (XT)"));
         }
         let (unit, irt, devids) = (a.unit, a.irt, a.devids.clone());
-        set_irte(&mut self.hw, irt, index, irte::Irte::remapped(target).0);
+        set_irte(&mut self.hw, irt, index, irte::AmdViIrte::remapped(target).0);
         let commands: Vec<Command> = devids.iter().map(|d| Command::invalidate_interrupt_table(*d)).collect();
         self.submit(unit, &commands)?;
         Ok(irte::msi_for_index(index))

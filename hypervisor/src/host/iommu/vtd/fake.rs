@@ -22,7 +22,7 @@ pub const QEMU_CAP: u64 = 6 | (0b0010 << 8) | (38 << 16) | ((0x220 / 16) << 24) 
 pub const QEMU_ECAP: u64 = (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6) | ((0x200 / 16) << 8);
 
 #[derive(Debug)]
-pub struct FakeUnit {
+pub struct FakeVtdUnit {
     pub regs: Regs,
     /// Root table address latched by SRTP.
     pub root: u64,
@@ -37,7 +37,7 @@ pub struct FakeUnit {
 #[derive(Debug)]
 pub struct FakeVtd {
     pub mem: FakeMem,
-    pub units: Vec<FakeUnit>,
+    pub units: Vec<FakeVtdUnit>,
 }
 
 /// A DMA or interrupt request's outcome: Ok(translated) or Err(fault reason).
@@ -51,7 +51,7 @@ impl FakeVtd {
                 regs.w32(regs::VER, 0x10);
                 regs.w64(regs::CAP, cap);
                 regs.w64(regs::ECAP, ecap);
-                FakeUnit { regs, root: 0, descriptors: Vec::new(), register_invalidations: 0, stuck: false }
+                FakeVtdUnit { regs, root: 0, descriptors: Vec::new(), register_invalidations: 0, stuck: false }
             })
             .collect();
         Self { mem: FakeMem::new(), units }
@@ -160,9 +160,9 @@ impl FakeVtd {
     }
 
     /// Remapping table entry `handle` of unit `u` as the driver wrote it.
-    pub fn irte(&self, u: usize, handle: u16) -> crate::host::iommu::vtd::irte::Irte {
+    pub fn irte(&self, u: usize, handle: u16) -> crate::host::iommu::vtd::irte::VtdIrte {
         let at = (self.units[u].regs.r64(regs::IRTA) & !0xfff) + u64::from(handle) * 16;
-        crate::host::iommu::vtd::irte::Irte::from_words([self.mem.read_u64(at), self.mem.read_u64(at + 8)])
+        crate::host::iommu::vtd::irte::VtdIrte::from_words([self.mem.read_u64(at), self.mem.read_u64(at + 8)])
     }
 
     /// An MSI write from `sid`: Ok((vector, destination APIC id)) or the fault reason.

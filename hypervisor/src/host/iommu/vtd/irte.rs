@@ -12,7 +12,7 @@ use crate::hw::MsiMessage;
 /// Remapping Table Entry (IRTE) for Remapped Interrupts").
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Irte {
+pub struct VtdIrte {
     /// Bit 0 Present, 1 FPD, 2 Destination Mode, 3 Redirection Hint, 4 Trigger Mode,
     /// 7:5 Delivery Mode, 15 IRTE Mode (0 = remapped), 23:16 Vector,
     /// 63:32 Destination ID (xAPIC: APIC id in bits 47:40).
@@ -22,7 +22,7 @@ pub struct Irte {
     pub hi: u64,
 }
 
-const _: () = assert!(size_of::<Irte>() == 16);
+const _: () = assert!(size_of::<VtdIrte>() == 16);
 
 /// SVT = 01b: verify the requester id against SID using SQ (§9.10).
 pub const SVT_VERIFY_SID: u64 = 0b01 << 18;
@@ -31,7 +31,7 @@ const TM_LEVEL: u64 = 1 << 4;
 /// SQ = 00b: compare all 16 bits of the requester id.
 pub const SQ_ALL_BITS: u64 = 0b00 << 16;
 
-impl Irte {
+impl VtdIrte {
     /// A present entry delivering `target` (fixed, edge, physical destination) that
     /// only requester `sid` may use.
     pub fn remapped(target: MsiTarget, sid: u16, x2apic: bool) -> Self {

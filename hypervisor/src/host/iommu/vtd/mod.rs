@@ -23,7 +23,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use self::irte::Irte;
+use self::irte::VtdIrte;
 use self::qi::{InvDesc, InvQueue, QUEUE_ENTRIES};
 use self::regs::{Cap, Ecap, fsts, gcmd};
 use self::tables::{ContextEntry, RootEntry, SecondLevel};
@@ -67,7 +67,7 @@ struct Irt {
 }
 
 #[derive(Debug)]
-struct Unit {
+struct VtdUnit {
     register_base: u64,
     segment: u16,
     cap: Cap,
@@ -82,7 +82,7 @@ struct Unit {
 #[derive(Debug)]
 pub struct VtdIommu<H: IommuHw> {
     hw: H,
-    units: Vec<Unit>,
+    units: Vec<VtdUnit>,
     scopes: Vec<UnitScope>,
     levels: u8,
     large_pages: bool,
@@ -133,7 +133,7 @@ impl<H: IommuHw> VtdIommu<H> {
                 cap.fault_records(), ecap.queued_invalidation(), ecap.interrupt_remapping(), ecap.eim(),
                 ecap.coherent(), cap.caching_mode()
             );
-            units.push(Unit {
+            units.push(VtdUnit {
                 register_base: drhd.register_base,
                 segment: drhd.segment,
                 cap,
@@ -190,7 +190,7 @@ impl<H: IommuHw> VtdIommu<H> {
 
     /// Writes `entry` into unit `u`'s remapping table at the index kept for `key`
     /// (allocated on first use) and invalidates the unit's cached copy.
-    fn program_irte(&mut self, u: usize, key: (Bdf, u16), entry: Irte) -> Result<u16, IommuError> {
+    fn program_irte(&mut self, u: usize, key: (Bdf, u16), entry: VtdIrte) -> Result<u16, IommuError> {
         let handle = match self.vectors.get(&key) {
             Some(h) => *h,
             None => {
@@ -214,11 +214,11 @@ impl<H: IommuHw> VtdIommu<H> {
         dmar_unit_for(&self.scopes, bdf).filter(|u| *u < self.units.len()).ok_or(IommuError::NotCovered(bdf))
     }
 
-    fn unit(&self, u: usize) -> Result<&Unit, IommuError> {
+    fn unit(&self, u: usize) -> Result<&VtdUnit, IommuError> {
         self.units.get(u).ok_or(IommuError::Unsupported("unit index"))
     }
 
-    fn unit_mut(&mut self, u: usize) -> Result<&mut Unit, IommuError> {
+    fn unit_mut(&mut self, u: usize) -> Result<&mut VtdUnit, IommuError> {
         self.units.get_mut(u).ok_or(IommuError::Unsupported("unit index"))
     }
 
@@ -521,7 +521,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         if target.dest_apic_id > 0xff && !eime {
             return Err(IommuError::Unsupported("x2APIC interrupt destinations"));
         }
-        let handle = self.program_irte(u, (bdf, index), Irte::remapped(target, bdf.requester_id(), eime))?;
+        let handle = self.program_irte(u, (bdf, index), VtdIrte::remapped(target, bdf.requester_id(), eime))?;
         Ok(irte::remappable_msi(handle))
     }
 
@@ -539,7 +539,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         let eime = irt.eime;
         // Kept with the MSI entries, under the I/O APIC's address.
         let key = (ioapic, u16::from(pin));
-        let entry = Irte::remapped(target, ioapic.requester_id(), eime);
+        let entry = VtdIrte::remapped(target, ioapic.requester_id(), eime);
         Ok(Some(self.program_irte(u, key, if level { entry.level_triggered() } else { entry })?))
     }
 

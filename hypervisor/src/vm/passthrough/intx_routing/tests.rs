@@ -6,7 +6,7 @@ use core::cell::RefCell;
 
 use super::*;
 use crate::host::acpi::dmar::parse_dmar;
-use crate::host::ioapic::Ioapic;
+use crate::host::ioapic::HostIoapic;
 use crate::host::iommu::fake_mem::qemu_q35_inventory;
 use crate::host::iommu::vtd::fake::FakeVtd;
 use crate::host::iommu::vtd::{VtdConfig, VtdIommu};
@@ -52,7 +52,7 @@ fn setup() -> Setup {
     let mut vtd = VtdIommu::new(FakeVtd::qemu(1), &dmar, &qemu_q35_inventory(), VtdConfig::default()).unwrap();
     vtd.enable().unwrap();
     let regs = Regs::new();
-    let ioapics = HostIoapics::new(vec![(0, Ioapic::new(regs.clone(), 0))]);
+    let ioapics = HostIoapics::new(vec![(0, HostIoapic::new(regs.clone(), 0))]);
     Setup { vtd, table: HostVectorTable::new(), regs, ioapics }
 }
 
