@@ -1,7 +1,8 @@
 //! Bulkhead: a bare-metal client hypervisor. This library holds all of the hypervisor's
-//! code; `main.rs` only provides the entry point. Hardware access is confined to
-//! `arch`, `memory::paging` and the `platform` register accessors; everything else is
-//! plain logic that runs under `cargo test` on the host.
+//! code; `main.rs` only provides the entry point. The modules are layered (see the
+//! "Layers" table in docs/ARCHITECTURE.md, enforced by `tests/architecture.rs`);
+//! unsafe code lives in `arch`, `memory`, `hw::mmio`, `host`, `heap` and `logging`, and
+//! everything else is plain logic that runs under `cargo test` on the host.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
