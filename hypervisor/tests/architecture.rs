@@ -19,11 +19,7 @@ fn declared_layers() -> Vec<String> {
     let text = fs::read_to_string(&doc).expect("docs/ARCHITECTURE.md is readable");
     let section = text.split("\n## Layers").nth(1).expect("docs/ARCHITECTURE.md has a '## Layers' section");
     let section = section.split("\n## ").next().unwrap_or(section);
-    section
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .filter_map(|l| l.split('`').nth(1).map(str::to_string))
-        .collect()
+    section.lines().filter(|l| l.starts_with("| `")).filter_map(|l| l.split('`').nth(1).map(str::to_string)).collect()
 }
 
 /// Every `.rs` file under `dir`, with its module path relative to the crate root.
@@ -81,9 +77,7 @@ fn code_only(source: &str) -> String {
 fn referenced_tops(code: &str, module: &[String], is_mod_rs: bool) -> BTreeSet<String> {
     let mut tops = BTreeSet::new();
     let bytes = code.as_bytes();
-    let word = |at: usize| -> String {
-        code[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
-    };
+    let word = |at: usize| -> String { code[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
     let mut i = 0;
     while let Some(pos) = code[i..].find("crate::") {
         let at = i + pos + "crate::".len();
@@ -218,7 +212,9 @@ fn no_type_name_is_defined_twice() {
             let t = t.strip_prefix("pub ").or_else(|| t.strip_prefix("pub(crate) ")).unwrap_or(t);
             // Associated types (`type X;` in a trait, `type X = ..;` in an impl) are
             // indented; only column-0 aliases define a name.
-            let kinds: &[&str] = if line.starts_with(' ') { &["struct ", "enum ", "trait ", "union "] } else {
+            let kinds: &[&str] = if line.starts_with(' ') {
+                &["struct ", "enum ", "trait ", "union "]
+            } else {
                 &["struct ", "enum ", "trait ", "union ", "type "]
             };
             for kind in kinds {

@@ -1,10 +1,18 @@
-//! Where the platform devices sit in the guest's physical and port address spaces. The
-//! guest's ACPI tables are generated from these constants, so tables and models agree.
+//! The guest's physical and port address spaces, in one place: RAM, the framebuffer,
+//! the PCI windows, ECAM, the platform devices and the test scratch page. Every user
+//! (device models, the VM's ACPI tables, e820 and the Linux zero page, BAR placement,
+//! nested paging) reads these constants, so tables, models and mappings agree.
 //!
 //! | What | Where | Size |
 //! |---|---|---|
-//! | PCI ECAM (MCFG) | GPA 0xE000_0000 | 256 MiB (ends at 0xF000_0000) |
-//! | Scratch MMIO | GPA 0xFEB0_0000 | 1 MiB |
+//! | RAM (desktop VMs) | GPA 0 up to [`LOW_RAM_MAX`], the rest from [`HIGH_RAM_GPA`] | the VM's memory |
+//! | RAM (payload VMs) | GPA 0, one block | the VM's memory |
+//! | ACPI tables | GPA 0xE_0000 (reserved low area) | < 128 KiB |
+//! | Framebuffer (desktop VMs) | GPA 0xB000_0000 | the mode's size |
+//! | 32-bit PCI window (assigned BARs) | GPA 0xC000_0000-0xE000_0000 | 512 MiB |
+//! | 64-bit PCI window | above RAM, from GPA 0x8_0000_0000 at the lowest, 1 GiB aligned | 32 GiB |
+//! | PCI ECAM (MCFG) | GPA 0xE000_0000 | 256 MiB reserved (ends at 0xF000_0000), bus 0 decoded |
+//! | Scratch MMIO (payload VMs) | GPA 0xFEB0_0000 | 4 KiB |
 //! | IOAPIC (82093AA) | GPA 0xFEC0_0000 | 4 KiB, 24 GSIs |
 //! | Local APIC (xAPIC page) | GPA 0xFEE0_0000 | 4 KiB |
 //! | 8259A master | ports 0x20-0x21 | |
@@ -33,9 +41,28 @@ pub const IOAPIC_ID: u8 = 0;
 /// PCI ECAM window; owned by the PCI code, listed to keep the map in one place.
 pub const PCI_ECAM_BASE: u64 = 0xE000_0000;
 pub const PCI_ECAM_SIZE: u64 = 0x1000_0000;
-/// Scratch MMIO window for test devices.
-pub const SCRATCH_MMIO_BASE: u64 = 0xFEB0_0000;
-pub const SCRATCH_MMIO_SIZE: u64 = 0x10_0000;
+/// Scratch MMIO page for test payloads (the payload ABI names the same page).
+pub const SCRATCH_MMIO_BASE: u64 = bulkhead_abi::payload::SCRATCH_MMIO;
+pub const SCRATCH_MMIO_LEN: u64 = bulkhead_abi::payload::SCRATCH_MMIO_LEN;
+/// A desktop VM's RAM fills GPA 0 up to here; the rest continues at [`HIGH_RAM_GPA`],
+/// as on a PC with more than 3 GiB (the hole holds the framebuffer, the PCI window,
+/// ECAM, the IOAPIC and the local APIC).
+pub const LOW_RAM_MAX: u64 = FRAMEBUFFER_GPA;
+/// Where RAM above the 32-bit hole starts.
+pub const HIGH_RAM_GPA: u64 = 0x1_0000_0000;
+/// The ACPI tables live in the reserved area below 1 MiB.
+pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
+/// A desktop VM's framebuffer: below the 32-bit PCI window and above its low RAM.
+pub const FRAMEBUFFER_GPA: u64 = 0xB000_0000;
+/// The 32-bit PCI window (the DSDT's `PCI0._CRS`), where assigned 32-bit BARs go.
+pub const PCI_MMIO32_START: u64 = 0xC000_0000;
+pub const PCI_MMIO32_END: u64 = PCI_ECAM_BASE;
+/// The 64-bit PCI window starts above the VM's RAM, never below this ...
+pub const PCI_MMIO64_MIN_START: u64 = 0x8_0000_0000;
+/// ... is this long ...
+pub const PCI_MMIO64_LEN: u64 = 0x8_0000_0000;
+/// ... and starts on this alignment.
+pub const PCI_MMIO64_ALIGN: u64 = 1 << 30;
 
 /// 8259A master command/data ports.
 pub const PIC_MASTER_CMD: u16 = 0x20;
@@ -113,8 +140,6 @@ pub const ACPI_POWER_PORT_COUNT: u16 = 5;
 /// The SLP_TYP value of the DSDT's `_S5` package (`Name (_S5, Package () { 5, 5, 0, 0 })`).
 pub const ACPI_S5_SLP_TYP: u8 = 5;
 
-pub const SCRATCH_MMIO_LEN: u64 = bulkhead_abi::payload::SCRATCH_MMIO_LEN;
-
 // ---------------------------------------------------------------------------------------
 
 // Everything here sits below 4 GiB, where 32-bit guests and the MADT can reach it.
@@ -130,7 +155,9 @@ mod tests {
     fn mmio_windows_do_not_overlap() {
         let ranges = [
             BusRange::new(PCI_ECAM_BASE, PCI_ECAM_SIZE).unwrap(),
-            BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_SIZE).unwrap(),
+            BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN).unwrap(),
+            BusRange::new(FRAMEBUFFER_GPA, PCI_MMIO32_START - FRAMEBUFFER_GPA).unwrap(),
+            BusRange::new(PCI_MMIO32_START, PCI_MMIO32_END - PCI_MMIO32_START).unwrap(),
             BusRange::new(IOAPIC_BASE, IOAPIC_SIZE).unwrap(),
             BusRange::new(LAPIC_BASE, LAPIC_SIZE).unwrap(),
         ];
@@ -140,6 +167,8 @@ mod tests {
             }
         }
         assert_eq!(PCI_ECAM_BASE + PCI_ECAM_SIZE, 0xF000_0000);
+        assert!(ACPI_TABLES_GPA < 1 << 20 && LOW_RAM_MAX <= FRAMEBUFFER_GPA);
+        assert!(HIGH_RAM_GPA >= LAPIC_BASE + LAPIC_SIZE && PCI_MMIO64_MIN_START >= HIGH_RAM_GPA);
     }
 
     #[test]

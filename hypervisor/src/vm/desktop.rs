@@ -3,6 +3,7 @@
 //! a PCI host bridge, ACPI power control, kvmclock, per-VM ACPI tables and a linear
 //! framebuffer in the VM's own memory. Also the guest-physical layout those need.
 
+use crate::devices::layout::{FRAMEBUFFER_GPA, HIGH_RAM_GPA, LOW_RAM_MAX};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -29,16 +30,6 @@ use crate::vcpu::pv_eoi::PvEoi;
 use crate::vcpu::pvclock::{PvClock, PvClockConfig, WallClock};
 use crate::vm::console::VmConsole;
 
-/// Guest-physical address of the VM's framebuffer: below the PCI MMIO window
-/// (0xC000_0000) and above the VM's low RAM (see [`LOW_RAM_MAX`]).
-pub const FRAMEBUFFER_GPA: u64 = 0xB000_0000;
-/// A desktop VM's RAM fills GPA 0 up to here; the rest continues at [`HIGH_RAM_GPA`],
-/// as on a PC with more than 3 GiB (the hole holds the framebuffer, the PCI window,
-/// ECAM, the IOAPIC and the local APIC).
-pub const LOW_RAM_MAX: u64 = FRAMEBUFFER_GPA;
-/// Where RAM above the 32-bit hole starts.
-pub const HIGH_RAM_GPA: u64 = 0x1_0000_0000;
-
 /// How `ram` bytes of a desktop VM are laid out: `(gpa, offset into the VM's host
 /// block, length)` for the low block and the high one (empty when the VM fits below
 /// the hole).
@@ -56,8 +47,6 @@ pub fn vm_ram_blocks(kind: crate::vm::config::Kind, ram: u64) -> impl Iterator<I
     };
     blocks.into_iter().filter(|b| b.2 != 0)
 }
-/// The ACPI tables live in the reserved area below 1 MiB.
-pub const ACPI_TABLES_GPA: u64 = 0xE_0000;
 /// Where the reserved low area starts (EBDA-like, never RAM for Linux).
 pub const LOW_RESERVED_START: u64 = 0x9_F000;
 pub const LOW_RESERVED_END: u64 = 0x10_0000;

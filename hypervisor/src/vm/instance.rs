@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use crate::arch::x86::{device_vectors, idt};
 use crate::devices::irq::{ApicSink, GsiSink};
-use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
+use crate::devices::layout::{SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN};
 
 use crate::arch::backend::{Arch, InitialState, VcpuConfig};
 use crate::arch::exit::{ExitReason, Flow, StopReason};
@@ -198,7 +198,7 @@ impl<A: Arch> Vm<A> {
                 let stride_bytes = width.saturating_mul(4);
                 let len = (u64::from(stride_bytes) * u64::from(height)).max(1).next_multiple_of(LARGE_PAGE_SIZE);
                 let hpa = phys::alloc_contiguous(len, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("framebuffer"))?;
-                let gpa = GuestPhysAddr::new(desktop::FRAMEBUFFER_GPA);
+                let gpa = GuestPhysAddr::new(crate::devices::layout::FRAMEBUFFER_GPA);
                 regions.push(
                     GuestRegion::new(gpa, hpa, len, Perms::RW).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
                 );
@@ -306,7 +306,8 @@ impl<A: Arch> Vm<A> {
         self.pci = None;
         match self.config.kind {
             Kind::Payload => {
-                let range = BusRange::new(SCRATCH_MMIO, SCRATCH_MMIO_LEN).ok_or(VmError::Image("scratch".into()))?;
+                let range =
+                    BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN).ok_or(VmError::Image("scratch".into()))?;
                 self.mmio
                     .insert(range, Box::new(Scratch::new()))
                     .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
@@ -415,15 +416,18 @@ impl<A: Arch> Vm<A> {
             acpi_config.pci.mmio64 = Some(crate::vm::acpi::AcpiWindow::new(w.start, w.end.saturating_sub(1)));
             acpi_config.pci.intx = devices.guest_intx();
         }
-        let acpi = crate::vm::acpi::build_acpi_tables(&acpi_config, GuestPhysAddr::new(desktop::ACPI_TABLES_GPA))
-            .map_err(|e| VmError::Image(alloc::format!("ACPI tables: {e:?}")))?;
+        let acpi = crate::vm::acpi::build_acpi_tables(
+            &acpi_config,
+            GuestPhysAddr::new(crate::devices::layout::ACPI_TABLES_GPA),
+        )
+        .map_err(|e| VmError::Image(alloc::format!("ACPI tables: {e:?}")))?;
         let e820 = desktop::e820(self.config.memory_bytes, fb.len);
         let request = BootRequest {
             kernel,
             initrd: self.resources.initrd.unwrap_or(&[]),
             cmdline: self.config.cmdline.as_bytes(),
             // The kernel, initrd and boot data go in the low block.
-            mem_size: self.config.memory_bytes.min(desktop::LOW_RAM_MAX),
+            mem_size: self.config.memory_bytes.min(crate::devices::layout::LOW_RAM_MAX),
             e820: &e820,
             framebuffer: Some(Framebuffer {
                 base: fb.gpa,

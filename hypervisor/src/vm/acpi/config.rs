@@ -2,6 +2,7 @@
 //! handed something they cannot encode.
 #![forbid(unsafe_code)]
 
+use crate::devices::layout;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -11,12 +12,12 @@ use crate::memory::addr::GuestPhysAddr;
 /// Default GPA of the tables: the legacy BIOS area below 1 MiB, which is never RAM in
 /// a PC memory map. The VM must back it with memory and mark it reserved (or ACPI) in
 /// its e820 map.
-pub const DEFAULT_TABLES_GPA: u64 = 0x000e_0000;
-pub const DEFAULT_LAPIC_BASE: u32 = 0xfee0_0000;
-pub const DEFAULT_IOAPIC_BASE: u32 = 0xfec0_0000;
+pub const DEFAULT_TABLES_GPA: u64 = layout::ACPI_TABLES_GPA;
+pub const DEFAULT_LAPIC_BASE: u32 = layout::LAPIC_BASE as u32;
+pub const DEFAULT_IOAPIC_BASE: u32 = layout::IOAPIC_BASE as u32;
 /// One bus of ECAM: 32 devices x 8 functions x 4 KiB.
 pub const ECAM_BYTES_PER_BUS: u64 = 1 << 20;
-pub const DEFAULT_ECAM_BASE: u64 = 0xe000_0000;
+pub const DEFAULT_ECAM_BASE: u64 = layout::PCI_ECAM_BASE;
 pub const DEFAULT_SLEEP_CONTROL_PORT: u16 = 0x600;
 pub const DEFAULT_SLEEP_STATUS_PORT: u16 = 0x601;
 pub const DEFAULT_RESET_PORT: u16 = 0x604;
@@ -157,7 +158,7 @@ impl Default for AcpiConfig {
                 ecam_base: DEFAULT_ECAM_BASE,
                 buses: AcpiWindow::new(0, 0),
                 io: vec![AcpiWindow::new(0x0000, 0x0cf7), AcpiWindow::new(0x0d00, 0xffff)],
-                mmio32: AcpiWindow::new(0xc000_0000, 0xdfff_ffff),
+                mmio32: AcpiWindow::new(layout::PCI_MMIO32_START as u32, (layout::PCI_MMIO32_END - 1) as u32),
                 mmio64: None,
                 intx: Vec::new(),
             },

@@ -12,6 +12,7 @@ pub mod msi_routing;
 pub mod placement;
 mod rom;
 
+use crate::devices::layout;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -45,21 +46,18 @@ use placement::{BarPlacement, BarWindow, Windows};
 use rom::{RomCopy, RomWrites, copy_rom, free_rom, plannable_rom};
 
 /// The 32-bit PCI window every desktop VM's DSDT offers (`AcpiConfig::default`).
-pub const MMIO32_WINDOW: BarWindow = BarWindow { start: 0xC000_0000, end: 0xE000_0000 };
-/// The lowest start of the 64-bit window a VM owning devices gets (its DSDT adds it).
-pub const MMIO64_MIN_START: u64 = 0x8_0000_0000;
-/// The 64-bit window's size: 32 GiB.
-pub const MMIO64_LEN: u64 = 0x8_0000_0000;
-/// The 64-bit window starts on such a boundary above the VM's RAM.
-pub const MMIO64_ALIGN: u64 = 1 << 30;
+pub const MMIO32_WINDOW: BarWindow = BarWindow { start: layout::PCI_MMIO32_START, end: layout::PCI_MMIO32_END };
 
 /// The PCI windows of a VM whose RAM ends at `ram_end` (exclusive): the 32-bit window,
 /// and 32 GiB from 32 GiB, or from the first 1 GiB boundary above the RAM when the VM
 /// is larger (a desktop VM's RAM continues above 4 GiB: 64 GiB of it ends near
 /// 65 GiB). Within 37 address bits for the largest VM (`MAX_MEMORY`).
 pub fn windows_above(ram_end: u64) -> Windows {
-    let start = ram_end.div_ceil(MMIO64_ALIGN).saturating_mul(MMIO64_ALIGN).max(MMIO64_MIN_START);
-    Windows { mmio32: MMIO32_WINDOW, mmio64: BarWindow { start, end: start.saturating_add(MMIO64_LEN) } }
+    let start = ram_end
+        .div_ceil(layout::PCI_MMIO64_ALIGN)
+        .saturating_mul(layout::PCI_MMIO64_ALIGN)
+        .max(layout::PCI_MMIO64_MIN_START);
+    Windows { mmio32: MMIO32_WINDOW, mmio64: BarWindow { start, end: start.saturating_add(layout::PCI_MMIO64_LEN) } }
 }
 
 /// The RAM blocks of a VM configured as `config`, as guest `[start, end)`.

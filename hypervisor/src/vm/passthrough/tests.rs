@@ -99,7 +99,10 @@ fn by_vendor_and_device_the_assignable_function_wins() {
 /// The windows of a small VM (RAM below 4 GiB).
 const WINDOWS: Windows = Windows {
     mmio32: MMIO32_WINDOW,
-    mmio64: BarWindow { start: MMIO64_MIN_START, end: MMIO64_MIN_START + MMIO64_LEN },
+    mmio64: BarWindow {
+        start: crate::devices::layout::PCI_MMIO64_MIN_START,
+        end: crate::devices::layout::PCI_MMIO64_MIN_START + crate::devices::layout::PCI_MMIO64_LEN,
+    },
 };
 
 #[test]
@@ -111,7 +114,7 @@ fn the_windows_are_the_ones_the_vm_acpi_tables_offer() {
     const { assert!(WINDOWS.mmio64.start >= 1 << 32 && WINDOWS.mmio64.end <= 1 << 36) };
     // Nothing of a desktop VM's low layout (RAM, framebuffer, ECAM, APICs) is in them.
     for (start, len) in
-        [(0, crate::vm::desktop::LOW_RAM_MAX), (0xe000_0000, 1 << 20), (0xfec0_0000, 0x1000), (0xfee0_0000, 0x1000)]
+        [(0, crate::devices::layout::LOW_RAM_MAX), (0xe000_0000, 1 << 20), (0xfec0_0000, 0x1000), (0xfee0_0000, 0x1000)]
     {
         assert!(!WINDOWS.mmio32.contains(start, len) && !WINDOWS.mmio64.contains(start, len));
         assert!(start + len <= WINDOWS.mmio32.start || start >= WINDOWS.mmio32.end, "{start:#x}");
@@ -138,8 +141,11 @@ fn the_64_bit_window_lies_above_the_vm_ram_whatever_its_size() {
             assert!(end <= w.mmio32.start || start >= w.mmio32.end, "{memory:#x}: RAM in the 32-bit window");
         }
         assert_eq!(ram_end(vm), desktop_ram(memory).last().unwrap().1);
-        assert_eq!(w.mmio64.end - w.mmio64.start, MMIO64_LEN);
-        assert!(w.mmio64.start.is_multiple_of(MMIO64_ALIGN) && w.mmio64.start >= MMIO64_MIN_START);
+        assert_eq!(w.mmio64.end - w.mmio64.start, crate::devices::layout::PCI_MMIO64_LEN);
+        assert!(
+            w.mmio64.start.is_multiple_of(crate::devices::layout::PCI_MMIO64_ALIGN)
+                && w.mmio64.start >= crate::devices::layout::PCI_MMIO64_MIN_START
+        );
         // Within the 40 address bits QEMU's and most laptops' processors offer.
         assert!(w.mmio64.end <= 1 << 40);
     }
