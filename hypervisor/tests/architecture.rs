@@ -258,11 +258,11 @@ fn errors_are_typed_not_strings() {
                         _ => {}
                     }
                 }
-                if let Some(err) = err {
-                    if err.starts_with("String>") || err.starts_with("alloc::string::String>") {
-                        let file = path.strip_prefix(src_dir()).unwrap_or(&path).display().to_string();
-                        found.push(format!("{file}:{}", n + 1));
-                    }
+                if let Some(err) = err
+                    && (err.starts_with("String>") || err.starts_with("alloc::string::String>"))
+                {
+                    let file = path.strip_prefix(src_dir()).unwrap_or(&path).display().to_string();
+                    found.push(format!("{file}:{}", n + 1));
                 }
                 rest = after;
             }
