@@ -144,6 +144,9 @@ pub const ACPI_S5_SLP_TYP: u8 = 5;
 
 // Everything here sits below 4 GiB, where 32-bit guests and the MADT can reach it.
 const _: () = assert!(LAPIC_BASE + LAPIC_SIZE <= 1 << 32);
+// The RAM blocks stay out of the hole, and the 64-bit window above both.
+const _: () = assert!(ACPI_TABLES_GPA < 1 << 20 && LOW_RAM_MAX <= FRAMEBUFFER_GPA);
+const _: () = assert!(HIGH_RAM_GPA >= LAPIC_BASE + LAPIC_SIZE && PCI_MMIO64_MIN_START >= HIGH_RAM_GPA);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
@@ -167,8 +170,6 @@ mod tests {
             }
         }
         assert_eq!(PCI_ECAM_BASE + PCI_ECAM_SIZE, 0xF000_0000);
-        assert!(ACPI_TABLES_GPA < 1 << 20 && LOW_RAM_MAX <= FRAMEBUFFER_GPA);
-        assert!(HIGH_RAM_GPA >= LAPIC_BASE + LAPIC_SIZE && PCI_MMIO64_MIN_START >= HIGH_RAM_GPA);
     }
 
     #[test]
