@@ -117,3 +117,41 @@ pub struct PermissionMaps {
     pub io: alloc::vec::Vec<u8>,
     pub msr: alloc::vec::Vec<u8>,
 }
+
+/// Generic code to run on whichever backend the CPU offers: the VM layer writes one
+/// `impl OnBackend` and never names a vendor.
+pub trait OnBackend {
+    type Output;
+    /// Runs with backend `A`, already enabled on this CPU with `features`.
+    fn run<A: Arch>(self, features: A::Features) -> Self::Output;
+}
+
+/// Why no backend could be used.
+#[derive(Debug)]
+pub enum BackendError {
+    /// Neither AMD SVM with nested paging nor (in a later backend) Intel VMX with EPT.
+    Unsupported,
+    /// SVM is there but could not be turned on.
+    SvmEnable(crate::arch::svm::SvmError),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unsupported => {
+                f.write_str("this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)")
+            }
+            Self::SvmEnable(e) => write!(f, "cannot enable SVM: {e:?}"),
+        }
+    }
+}
+
+/// Picks the backend once, from CPUID (SVM today; a VMX backend is one more arm
+/// here), enables it on this CPU and hands it to `job`.
+pub fn on_backend<J: OnBackend, F: FrameSource>(job: J, frames: &mut F) -> Result<J::Output, BackendError> {
+    use crate::arch::svm::Svm;
+    let Some(features) = Svm::probe() else { return Err(BackendError::Unsupported) };
+    Svm::enable_cpu(&features, frames).map_err(BackendError::SvmEnable)?;
+    log::info!(target: "vm", "SVM enabled: {features:?}");
+    Ok(job.run::<Svm>(features))
+}
