@@ -138,6 +138,18 @@ fn hostile_problems(serial: &str) -> Vec<String> {
             }
         }
         let stopped = serial.lines().find_map(|l| l.split_once(&format!("({name}) stopped: ")).map(|(_, r)| r));
+        // The payload's data-breakpoint #DB must have been an exit (intercepted, then
+        // reflected): the stop line carries the VM's exit counters.
+        if let Some(reason) = stopped {
+            let exceptions: u64 = reason
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("exception="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if exceptions == 0 {
+                problems.push(format!("{name}: no exception exit (is #DB intercepted?): {reason}"));
+            }
+        }
         match stopped {
             Some(reason) if ending.stopped.iter().any(|ok| reason.starts_with(ok)) => {}
             Some(reason) => problems.push(format!("{name} stopped for an unexpected reason: {reason}")),

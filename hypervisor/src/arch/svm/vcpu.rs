@@ -393,7 +393,7 @@ impl SvmVcpu {
                 // Reflecting an intercepted #DB: the CPU already wrote DR6 into the VMCB;
                 // what delivery would also do is clear DR7.GD (APM Vol. 2 13.1.1.5), which
                 // an injected event does not.
-                if e.kind == EventKind::Exception && e.vector == vector::DB {
+                if e.kind == EventKind::Exception && e.vector == vector::DB && pending == 0 {
                     vmcb.save.dr7 &= !DR7_GD;
                 }
                 vmcb.control.event_inj = encode_event(e);
