@@ -161,6 +161,12 @@ fn ac_and_db_are_intercepted_and_db_reflection_clears_gd() {
     v.apply(&ExitAction::Inject(Event::exception(vector::AC, Some(0))));
     assert_eq!(v.vmcb().control.event_inj, 0x8000_0b11);
     assert_eq!(v.vmcb().save.dr7, 0x400 | DR7_GD);
+    // A #DB that is not delivered (an interrupted event goes first) leaves GD set.
+    v.vmcb_mut().control.exit_int_info = 0x8000_0030;
+    v.after_exit();
+    v.apply(&ExitAction::Inject(Event::exception(vector::DB, None)));
+    assert_eq!(v.vmcb().control.event_inj, 0x8000_0030);
+    assert_eq!(v.vmcb().save.dr7, 0x400 | DR7_GD);
     v.destroy(&mut frames);
 }
 
