@@ -77,6 +77,17 @@ pub fn build_desktop_image_with_config(
     build_image_with_modules(scenario, cmdline, modules)
 }
 
+/// An image with Linux desktops and self-test payload VMs side by side, configured by
+/// `vms` (desktop lines from `images::desktops::vm_line`, payload lines naming a
+/// payload from `build::PAYLOADS` as their image).
+pub fn build_desktop_and_payload_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf {
+    let mut modules = images::desktops::modules_with_config(linux_guest(), vms);
+    for name in build::PAYLOADS {
+        modules.push(BootModule { name: (*name).into(), source: FileSource::Host(payload_dir().join(name)) });
+    }
+    build_image_with_modules(scenario, cmdline, modules)
+}
+
 fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
     let artifacts = artifacts();
     let spec = ImageSpec {

@@ -305,6 +305,9 @@ pub enum VendorMsr {
     SysenterEsp,
     SysenterEip,
     Pat,
+    /// TSC_AUX: not in the VMCB, but loaded into the CPU for each run (RDPID reads it
+    /// without an exit).
+    TscAux,
 }
 
 /// Guest register state as decision code sees it.
@@ -355,7 +358,7 @@ pub(crate) struct FakeRegs {
     pub control: ControlRegs,
     pub segs: [Segment; 6],
     pub cpl: u8,
-    pub msrs: [u64; 12],
+    pub msrs: [u64; 13],
     pub tsc_offset: u64,
     pub xcr0: u64,
 }

@@ -28,7 +28,11 @@
 //! - **LA57** (7:ECX[16]) is hidden: guests use 4-level paging, which the software page
 //!   walker (instruction fetch for emulation) understands.
 //! - **RDPID** (7:ECX[22]) is hidden because it reads TSC_AUX without an exit; RDTSCP
-//!   is intercepted and emulated.
+//!   is intercepted and emulated. A guest may execute RDPID anyway: TSC_AUX holds the
+//!   guest's own value while it runs (`arch::svm::switched`).
+//! - **PKU and OSPKE** (7:ECX[3], [4]) are hidden: protection keys are not offered. A
+//!   guest that sets CR4.PKE anyway (CR4 writes do not exit) gets a PKRU of its own:
+//!   PKRU is switched with the rest of the extended state.
 //! - **SGX, TSX (HLE/RTM), Intel PT, PQM/PQE, PKS, AMX** are hidden.
 //! - **XSAVE**: only user state components x87|SSE|AVX|AVX-512 (XCR0 bits 0-2, 5-7) are
 //!   offered; XSAVES/IA32_XSS supervisor states and AMX tiles are hidden (leaf 0xD).
@@ -103,9 +107,9 @@ impl CpuidPolicy {
             7 if subleaf == 0 => {
                 // SGX, HLE, RTM, PQM, PQE, Intel PT.
                 r.ebx &= !bits(&[2, 4, 11, 12, 15, 25]);
-                // WAITPKG, LA57 (5-level paging: the instruction fetcher walks 4 levels),
-                // RDPID, SGX_LC, PKS.
-                r.ecx &= !bits(&[5, 16, 22, 30, 31]);
+                // PKU, OSPKE, WAITPKG, LA57 (5-level paging: the instruction fetcher walks
+                // 4 levels), RDPID, SGX_LC, PKS.
+                r.ecx &= !bits(&[3, 4, 5, 16, 22, 30, 31]);
                 // AMX (22, 24, 25), spec-ctrl (26, 27, 29, 30, 31).
                 r.edx &= !bits(&[22, 24, 25, 26, 27, 29, 30, 31]);
                 // TSC_ADJUST is emulated (`MsrState`) whatever the host has.
@@ -245,6 +249,8 @@ mod tests {
         let (src, p) = policy();
         let l7 = p.filter(&src, 7, 0, 0);
         assert_eq!(l7.ecx & (1 << 22), 0, "RDPID");
+        assert_eq!(l7.ecx & (1 << 3), 0, "PKU");
+        assert_eq!(l7.ecx & (1 << 4), 0, "OSPKE");
         assert_eq!(l7.edx & (1 << 26), 0, "IBRS");
         assert_eq!(l7.edx & (1 << 24), 0, "AMX-TILE");
         assert_ne!(l7.ebx & (1 << 5), 0, "AVX2 passes through");

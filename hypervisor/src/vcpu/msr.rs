@@ -8,7 +8,7 @@
 //! | STAR, LSTAR, CSTAR, SFMASK, FS/GS/KernelGS base, SYSENTER_* | vendor state (normally passed through by the permission bitmap; handled here when intercepted) |
 //! | PAT | vendor state (the VMCB's G_PAT); values with reserved memory types → #GP |
 //! | TSC | reads host TSC + offset; writes move the offset |
-//! | TSC_AUX | stored here (RDTSCP is intercepted and returns it; RDPID is hidden) |
+//! | TSC_AUX | vendor state (loaded into the CPU for each run: RDPID reads it without an exit; RDTSCP is intercepted) |
 //! | APIC_BASE | stored; only the enable/x2APIC bits may change, base stays 0xFEE0_0000 |
 //! | MTRRcap, MTRRdefType | synthesised: no variable or fixed ranges, default type WB; writes are ignored |
 //! | MISC_ENABLE | synthesised (fast strings); writes ignored |
@@ -48,7 +48,6 @@ pub fn route(msr: u32) -> MsrRoute {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsrState {
     pub apic_base: u64,
-    pub tsc_aux: u64,
     /// IA32_TSC_ADJUST (SDM Vol. 3 §17.17.3): what the guest added to its TSC since
     /// reset, through this MSR or by writing IA32_TSC.
     pub tsc_adjust: u64,
@@ -70,11 +69,7 @@ pub struct MsrFault;
 
 impl MsrState {
     pub fn new(bsp: bool) -> MsrState {
-        MsrState {
-            apic_base: APIC_BASE_DEFAULT | APIC_ENABLE | if bsp { APIC_BSP } else { 0 },
-            tsc_aux: 0,
-            tsc_adjust: 0,
-        }
+        MsrState { apic_base: APIC_BASE_DEFAULT | APIC_ENABLE | if bsp { APIC_BSP } else { 0 }, tsc_adjust: 0 }
     }
 
     fn vendor(msr: u32) -> Option<VendorMsr> {
@@ -105,7 +100,7 @@ impl MsrState {
         Ok(match msr {
             TSC => host_tsc.wrapping_add(regs.tsc_offset()),
             TSC_ADJUST => self.tsc_adjust,
-            TSC_AUX => self.tsc_aux,
+            TSC_AUX => regs.msr(VendorMsr::TscAux),
             APIC_BASE => self.apic_base,
             MTRR_CAP => 0,
             MTRR_DEF_TYPE => MTRR_DEF_TYPE_VALUE,
@@ -163,7 +158,7 @@ impl MsrState {
                 if value >> 32 != 0 {
                     return Err(MsrFault);
                 }
-                self.tsc_aux = value;
+                regs.set_msr(VendorMsr::TscAux, value);
             }
             APIC_BASE => {
                 let fixed = APIC_BASE_DEFAULT | APIC_BSP;

@@ -8,6 +8,7 @@
 use x86_64::registers::control::{Cr4, Cr4Flags};
 use x86_64::registers::model_specific::Msr;
 
+use super::instr;
 use crate::arch::x86::cpuid::CpuidSource;
 use crate::arch::x86::cpuid::GUEST_XCR0_ALLOWED;
 use crate::hw::msr;
@@ -45,10 +46,17 @@ pub struct SvmFeatures {
     pub vgif: bool,
     /// CPUID 1:ECX[26]: XSAVE/XRSTOR/XSETBV (else FXSAVE is used for guest state).
     pub xsave: bool,
-    /// Bytes of XSAVE area for the guest-offered components (0 without XSAVE).
+    /// Bytes of XSAVE area for [`SvmFeatures::xsave_switch_mask`] (0 without XSAVE).
     pub xsave_bytes: u32,
-    /// The XCR0 components guests may enable.
+    /// The XCR0 components guests are offered (CPUID 0xD, XSETBV checks).
     pub xcr0_mask: u64,
+    /// Every XCR0 component the CPU supports: the guest's extended state is saved and
+    /// restored with all of them, because where XSETBV is not intercepted (QEMU) a
+    /// guest can enable any of them without an exit, and would otherwise find another
+    /// VM's values there (e.g. PKRU, or AVX state after running with XCR0 = x87|SSE).
+    pub xsave_switch_mask: u64,
+    /// CPUID 8000_0001:EDX[27] RDTSCP or 7:ECX[22] RDPID: the TSC_AUX MSR exists.
+    pub tsc_aux: bool,
 }
 
 impl SvmFeatures {
@@ -61,13 +69,15 @@ impl SvmFeatures {
         let a = src.cpuid(0x8000_000a, 0);
         let bit = |n: u32| a.edx & (1 << n) != 0;
         let xsave = src.cpuid(1, 0).ecx & (1 << 26) != 0;
-        let (xcr0_mask, xsave_bytes) = if xsave {
+        let (xcr0_mask, xsave_switch_mask, xsave_bytes) = if xsave {
             let d = src.cpuid(0xd, 0);
-            let mask = ((u64::from(d.edx) << 32) | u64::from(d.eax)) & GUEST_XCR0_ALLOWED | 1;
-            (mask, xsave_area_bytes(src, mask))
+            let supported = ((u64::from(d.edx) << 32) | u64::from(d.eax)) | 0b11;
+            let mask = supported & GUEST_XCR0_ALLOWED | 1;
+            (mask, supported, xsave_area_bytes(src, supported))
         } else {
-            (0b11, 0)
+            (0b11, 0b11, 0)
         };
+        let tsc_aux = src.cpuid(0x8000_0001, 0).edx & (1 << 27) != 0 || src.cpuid(7, 0).ecx & (1 << 22) != 0;
         Some(SvmFeatures {
             revision: a.eax as u8,
             asids: a.ebx,
@@ -85,6 +95,8 @@ impl SvmFeatures {
             xsave,
             xsave_bytes,
             xcr0_mask,
+            xsave_switch_mask,
+            tsc_aux,
         })
     }
 }
@@ -155,9 +167,20 @@ pub fn enable<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<
     // SAFETY: these bits only allow the extended-state instructions; the hypervisor is
     // soft-float and never executes SSE/AVX code itself.
     unsafe { Cr4::update(|cr4| *cr4 |= flags) };
+    // Breakpoint addresses start at zero: the guest switch (`switched`) keeps them zero
+    // between runs, so firmware values are never shown to a guest.
+    // SAFETY: CPL 0; DR7 enables no breakpoint in the hypervisor, so no address fires.
+    unsafe {
+        instr::write_dr::<0>(0);
+        instr::write_dr::<1>(0);
+        instr::write_dr::<2>(0);
+        instr::write_dr::<3>(0);
+    }
     log::info!(target: "svm", "SVM enabled (rev {}, {} ASIDs, nrip={} decode_assists={} clean={} flush_by_asid={} vgif={}), host save area {hsave}",
         features.revision, features.asids, features.nrip_save, features.decode_assists,
         features.vmcb_clean, features.flush_by_asid, features.vgif);
+    log::info!(target: "svm", "guest extended state switched with XCR0 {:#x} ({} bytes); guests offered {:#x}",
+        features.xsave_switch_mask, features.xsave_bytes, features.xcr0_mask);
     Ok(hsave)
 }
 
@@ -206,9 +229,12 @@ mod tests {
     fn zen_like_cpu_and_xsave_size() {
         let f = SvmFeatures::from_cpuid(&cpu(0x0001_b4ff, 1 << 26)).unwrap_or_default();
         assert!(f.nrip_save && f.decode_assists && f.vmcb_clean && f.flush_by_asid);
-        // PKRU (bit 9) is not offered; AVX-512 ends at 1408 + 1024.
+        // PKRU (bit 9) is not offered, but it is switched with the rest: the area ends
+        // after it (2432 + 8), not after AVX-512 (1408 + 1024).
         assert_eq!(f.xcr0_mask, 0xe7);
-        assert_eq!(f.xsave_bytes, 2432);
+        assert_eq!(f.xsave_switch_mask, 0x2e7);
+        assert_eq!(f.xsave_bytes, 2440);
+        assert!(!f.tsc_aux);
     }
 
     #[test]

@@ -124,3 +124,38 @@ pub unsafe fn fxrstor(area: *const u8) {
     // SAFETY: guaranteed by the caller.
     unsafe { asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags)) }
 }
+
+/// Reads debug register DR`N` (0-3).
+///
+/// # Safety
+/// CPL 0.
+pub unsafe fn read_dr<const N: u8>() -> u64 {
+    let value: u64;
+    // SAFETY: guaranteed by the caller; reading a breakpoint address has no effect.
+    unsafe {
+        match N {
+            0 => asm!("mov {}, dr0", out(reg) value, options(nomem, nostack, preserves_flags)),
+            1 => asm!("mov {}, dr1", out(reg) value, options(nomem, nostack, preserves_flags)),
+            2 => asm!("mov {}, dr2", out(reg) value, options(nomem, nostack, preserves_flags)),
+            _ => asm!("mov {}, dr3", out(reg) value, options(nomem, nostack, preserves_flags)),
+        }
+    }
+    value
+}
+
+/// Writes debug register DR`N` (0-3).
+///
+/// # Safety
+/// CPL 0, and the host's DR7 must not enable breakpoint `N` with an address the
+/// hypervisor does not expect to trap on (the hypervisor keeps DR7 disabled).
+pub unsafe fn write_dr<const N: u8>(value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        match N {
+            0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            _ => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod enable;
 pub mod entry;
 pub mod exit;
 pub mod instr;
+pub mod switched;
 pub mod vcpu;
 pub mod vmcb;
 

@@ -13,6 +13,7 @@ use super::enable::{self, SvmError, SvmFeatures};
 use super::entry::svm_run;
 use super::exit::{self, RawExit, code};
 use super::instr;
+use super::switched::{GuestSwitched, SwitchedCpu};
 use super::vmcb::{
     InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state, intercept_exception,
     nested_ctl, tlb_control,
@@ -27,6 +28,55 @@ use crate::memory::frames::FrameSource;
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// Extended-state area: one frame.
 const XSAVE_AREA_BYTES: u32 = 4096;
+/// DR7 general detect enable (APM Vol. 2 13.1.1.5).
+const DR7_GD: u64 = 1 << 13;
+
+/// An #AC intercepted while the CPU was delivering an #AC (EXITINTINFO): re-injecting
+/// it faults again in exactly the same state, forever. Returns the vector.
+fn endless_delivery(raw: &RawExit) -> Option<u8> {
+    let delivering = raw.int_info & event::VALID != 0
+        && (raw.int_info >> event::TYPE_SHIFT) & 7 == event::TYPE_EXCEPTION
+        && raw.int_info & event::VECTOR_MASK == u64::from(vector::AC);
+    (delivering && raw.code == code::EXCEPTION_BASE + u64::from(vector::AC)).then_some(vector::AC)
+}
+
+/// The executing CPU's DR0-3 and TSC_AUX.
+struct HostSwitched;
+
+impl SwitchedCpu for HostSwitched {
+    fn dr(&self, n: usize) -> u64 {
+        // SAFETY: the hypervisor runs at CPL 0; reading DRn has no side effect.
+        unsafe {
+            match n {
+                0 => instr::read_dr::<0>(),
+                1 => instr::read_dr::<1>(),
+                2 => instr::read_dr::<2>(),
+                _ => instr::read_dr::<3>(),
+            }
+        }
+    }
+    fn set_dr(&mut self, n: usize, value: u64) {
+        // SAFETY: CPL 0; the host's DR7 enables no breakpoint (#VMEXIT disables them
+        // all), so a guest address in DRn cannot fire in the hypervisor.
+        unsafe {
+            match n {
+                0 => instr::write_dr::<0>(value),
+                1 => instr::write_dr::<1>(value),
+                2 => instr::write_dr::<2>(value),
+                _ => instr::write_dr::<3>(value),
+            }
+        }
+    }
+    fn tsc_aux(&self) -> u64 {
+        // SAFETY: only called when the CPU has TSC_AUX (`SvmFeatures::tsc_aux`).
+        unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).read() }
+    }
+    fn set_tsc_aux(&mut self, value: u64) {
+        // SAFETY: as above; TSC_AUX only feeds RDTSCP/RDPID, which the hypervisor does
+        // not use, and the value is a 32-bit one WRMSR accepts (the MSR handler checks).
+        unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).write(value) }
+    }
+}
 
 /// Fills a zeroed VMCB for a new vCPU and sets the GPRs of its initial state.
 pub fn setup_vmcb(
@@ -39,7 +89,12 @@ pub fn setup_vmcb(
         return Err(SvmError::BadConfig);
     }
     let c = &mut vmcb.control;
-    c.intercept_exceptions = intercept_exception(vector::MC);
+    // #AC and #DB are always intercepted and reflected: delivering either can raise it
+    // again (#AC on a misaligned stack, #DB from a breakpoint on the #DB gate or stack),
+    // which a real CPU retries in microcode forever without taking an interrupt
+    // (CVE-2015-5307, CVE-2015-8104); as an intercept each round is an exit.
+    c.intercept_exceptions =
+        intercept_exception(vector::MC) | intercept_exception(vector::AC) | intercept_exception(vector::DB);
     c.intercept_misc1 = (InterceptMisc1::INTR
         | InterceptMisc1::NMI
         | InterceptMisc1::SMI
@@ -127,6 +182,8 @@ pub struct SvmVcpu {
     xsave_pa: HostPhysAddr,
     regs: GuestRegisters,
     xcr0: u64,
+    /// DR0-3 and TSC_AUX, which VMRUN does not switch.
+    switched: GuestSwitched,
     features: SvmFeatures,
     /// EXITINTINFO of the last exit if its valid bit was set: re-injected on entry.
     pending_event: u64,
@@ -181,6 +238,7 @@ impl SvmVcpu {
             xsave_pa,
             regs: GuestRegisters::default(),
             xcr0: 1,
+            switched: GuestSwitched::new(features.tsc_aux),
             features: *features,
             pending_event: 0,
         };
@@ -245,18 +303,19 @@ impl SvmVcpu {
         let guest_xcr0 = self.xcr0;
         let offered = self.features.xcr0_mask;
         let xsave = self.features.xsave;
-        // x87 and SSE state always belongs to the guest, whatever its XCR0 says.
-        let state_mask = |xcr0: u64| (xcr0 & offered) | 0b11;
+        // Every component the CPU has is the guest's, whatever its XCR0 says now: it
+        // may enable more without an exit (see `SvmFeatures::xsave_switch_mask`).
+        let switch = self.features.xsave_switch_mask;
         if xsave {
             // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE; the
-            // offered components are ones the CPU supports, and the hypervisor (soft-
-            // float) keeps no extended state that a different XCR0 could disturb.
-            unsafe { instr::set_xcr0(offered | 0b11) };
+            // switch mask is the CPU's own supported set (a valid XCR0), and the
+            // hypervisor (soft-float) keeps no extended state that XCR0 could disturb.
+            unsafe { instr::set_xcr0(switch) };
             // SAFETY: `area` is this vCPU's own 4 KiB-aligned frame, large enough for
-            // every offered component (`new` checked `xsave_bytes`), holding either
+            // every supported component (`new` checked `xsave_bytes`), holding either
             // zeroes (the init state) or the image saved after the previous run; the
             // mask only names components XCR0 (just set) enables.
-            unsafe { instr::xrstor(area, state_mask(guest_xcr0)) };
+            unsafe { instr::xrstor(area, switch) };
             // SAFETY: `guest_xcr0` has bit 0 set and only offered components (checked
             // by the XSETBV handler, or read back from the CPU after a previous run);
             // the hypervisor has no extended state of its own.
@@ -266,11 +325,13 @@ impl SvmVcpu {
             // frame holding a valid image (initialised in `new`, then saved below).
             unsafe { instr::fxrstor(area) };
         }
+        self.switched.load(&mut HostSwitched);
         // SAFETY: SVME is set (checked above) and `enable` set VM_HSAVE_PA on this CPU;
         // the VMCB was built by `setup_vmcb` and intercepts VMRUN; the VMCB and host
         // save frames belong to this vCPU alone and are 4 KiB-aligned; `self.regs` is
         // a valid, exclusively borrowed register block.
         unsafe { svm_run(self.vmcb_pa.raw(), &raw mut self.regs, self.host_save_pa.raw()) };
+        self.switched.save(&mut HostSwitched);
         if xsave {
             // The guest's XCR0 is whatever the CPU holds now: where XSETBV is not
             // intercepted (QEMU's emulated SVM) the guest changed it directly.
@@ -278,9 +339,9 @@ impl SvmVcpu {
             let now = unsafe { instr::xcr0() };
             self.xcr0 = if now & 1 != 0 && now & !offered == 0 { now } else { guest_xcr0 };
             // SAFETY: as for the first XSETBV above.
-            unsafe { instr::set_xcr0(offered | 0b11) };
+            unsafe { instr::set_xcr0(switch) };
             // SAFETY: as for XRSTOR above.
-            unsafe { instr::xsave(area, state_mask(now)) };
+            unsafe { instr::xsave(area, switch) };
         } else {
             // SAFETY: as for FXRSTOR above.
             unsafe { instr::fxsave(area) };
@@ -300,6 +361,12 @@ impl SvmVcpu {
         c.tlb_control = tlb_control::DO_NOTHING;
         c.event_inj = 0;
         let raw = RawExit::from_vmcb(vmcb, regs.rcx, regs.rdx, nrip, assists);
+        if let Some(v) = endless_delivery(&raw) {
+            // Delivering it again can only raise it again: the guest state is the same.
+            log::warn!(target: "svm", "exception {v} raised while delivering exception {v}: the guest cannot make progress");
+            self.pending_event = 0;
+            return Exit::new(ExitReason::Shutdown);
+        }
         let c = &mut vmcb.control;
         if raw.code == code::VINTR {
             c.int_ctl &= !(int_ctl::V_IRQ | int_ctl::V_INTR_VECTOR_MASK);
@@ -322,7 +389,15 @@ impl SvmVcpu {
                 };
                 vmcb.control.int_state &= !int_state::INTERRUPT_SHADOW;
             }
-            ExitAction::Inject(e) => vmcb.control.event_inj = encode_event(e),
+            ExitAction::Inject(e) => {
+                // Reflecting an intercepted #DB: the CPU already wrote DR6 into the VMCB;
+                // what delivery would also do is clear DR7.GD (APM Vol. 2 13.1.1.5), which
+                // an injected event does not.
+                if e.kind == EventKind::Exception && e.vector == vector::DB && pending == 0 {
+                    vmcb.save.dr7 &= !DR7_GD;
+                }
+                vmcb.control.event_inj = encode_event(e);
+            }
             ExitAction::Resume | ExitAction::Stop(_) => {}
         }
         if pending != 0 {
@@ -330,7 +405,8 @@ impl SvmVcpu {
             // (APM 15.7.2). An exit during event delivery is not an instruction
             // intercept, so a decided injection here would be unusual.
             if let ExitAction::Inject(e) = action {
-                log::warn!(target: "svm", "dropping injection of {e:?}: re-injecting {pending:#x}");
+                // Debug only: a guest can make this happen on every exit.
+                log::debug!(target: "svm", "dropping injection of {e:?}: re-injecting {pending:#x}");
             }
             vmcb.control.event_inj = pending;
             self.pending_event = 0;
@@ -438,9 +514,14 @@ impl RegisterFile for SvmRegs<'_> {
             VendorMsr::SysenterEsp => s.sysenter_esp,
             VendorMsr::SysenterEip => s.sysenter_eip,
             VendorMsr::Pat => s.g_pat,
+            VendorMsr::TscAux => self.vcpu.switched.tsc_aux,
         }
     }
     fn set_msr(&mut self, msr: VendorMsr, value: u64) {
+        if msr == VendorMsr::TscAux {
+            self.vcpu.switched.tsc_aux = value;
+            return;
+        }
         let s = &mut self.vmcb_mut().save;
         let slot = match msr {
             // SVME must stay set while the guest runs (VMRUN consistency check).
@@ -459,6 +540,8 @@ impl RegisterFile for SvmRegs<'_> {
             VendorMsr::SysenterEsp => &mut s.sysenter_esp,
             VendorMsr::SysenterEip => &mut s.sysenter_eip,
             VendorMsr::Pat => &mut s.g_pat,
+            // Stored above, outside the VMCB.
+            VendorMsr::TscAux => return,
         };
         *slot = value;
     }

@@ -14,6 +14,7 @@
 )]
 
 use crate::arch::exit::{Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector};
+use crate::arch::regs::VendorMsr;
 use crate::arch::regs::{Gpr, RegisterFile};
 use crate::arch::x86::cpuid::CpuidSource;
 use crate::devices::bus::{MmioBus, PortBus};
@@ -197,8 +198,9 @@ fn handle_cpuid(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) 
 }
 
 /// CPUID bits that describe the guest's own state rather than the CPU's: the OSXSAVE
-/// and OSPKE flags follow the guest's CR4, and the XSAVE area size follows the guest's
-/// XCR0 (the host's values would make the guest's FPU setup inconsistent).
+/// flag follows the guest's CR4, and the XSAVE area size follows the guest's XCR0 (the
+/// host's values would make the guest's FPU setup inconsistent). OSPKE stays clear with
+/// PKU, which is not offered (`cpuid`), even if the guest sets CR4.PKE.
 fn guest_state_bits(
     r: &mut crate::arch::x86::cpuid::CpuidResult,
     leaf: u32,
@@ -207,14 +209,10 @@ fn guest_state_bits(
     env: &VmEnv<'_>,
 ) {
     const CR4_OSXSAVE: u64 = 1 << 18;
-    const CR4_PKE: u64 = 1 << 22;
     let cr4 = regs.control().cr4;
     match (leaf, subleaf) {
         (1, _) => {
             r.ecx = (r.ecx & !(1 << 27)) | if cr4 & CR4_OSXSAVE != 0 { 1 << 27 } else { 0 };
-        }
-        (7, 0) => {
-            r.ecx = (r.ecx & !(1 << 4)) | if cr4 & CR4_PKE != 0 { 1 << 4 } else { 0 };
         }
         (0xd, 0) | (0xd, 1) => r.ebx = xsave_size(regs.xcr0(), env),
         _ => {}
@@ -325,7 +323,7 @@ fn handle_rdtsc(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) 
     let tsc = env.host_tsc.wrapping_add(regs.tsc_offset());
     set_edx_eax(regs, tsc);
     if exit.reason == ExitReason::Rdtscp {
-        regs.set_gpr(Gpr::Rcx, env.msrs.tsc_aux & 0xffff_ffff);
+        regs.set_gpr(Gpr::Rcx, regs.msr(VendorMsr::TscAux) & 0xffff_ffff);
         ExitAction::Advance(next_rip(exit, regs, env, &[Op::Rdtscp], 3))
     } else {
         ExitAction::Advance(next_rip(exit, regs, env, &[Op::Rdtsc], 2))

@@ -229,6 +229,16 @@ fn hlt_pause_and_exceptions() {
         h.run(ExitReason::Exception { vector: 18, error_code: None, fault_address: 0 }),
         ExitAction::Stop(_)
     ));
+    // #AC and #DB (intercepted so that delivering them cannot hang the CPU) go back to
+    // the guest as they came: #AC with its error code, #DB without.
+    assert_eq!(
+        h.run(ExitReason::Exception { vector: 17, error_code: Some(0), fault_address: 0 }),
+        ExitAction::Inject(Event::exception(17, Some(0)))
+    );
+    assert_eq!(
+        h.run(ExitReason::Exception { vector: 1, error_code: None, fault_address: 0 }),
+        ExitAction::Inject(Event::exception(1, None))
+    );
 }
 
 #[test]
@@ -447,4 +457,14 @@ fn xsetbv_validation() {
         h.regs.regs.rax = bad;
         assert_eq!(h.run(ExitReason::Xsetbv), ExitAction::inject_gp(), "{bad:#x}");
     }
+}
+
+#[test]
+fn rdtscp_returns_the_vcpus_own_tsc_aux() {
+    let mut h = Harness::new();
+    h.regs.set_msr(VendorMsr::TscAux, 0x5a5a);
+    h.code(&[0x0f, 0x01, 0xf9]);
+    assert_eq!(h.run(ExitReason::Rdtscp), ExitAction::Advance(NextRip::By(3)));
+    assert_eq!(h.regs.gpr(Gpr::Rcx), 0x5a5a);
+    assert_eq!(h.regs.gpr(Gpr::Rax), 1_000_000);
 }

@@ -134,3 +134,77 @@ fn vintr_exit_clears_the_window_request() {
     assert_eq!(v.vmcb().control.tlb_control, tlb_control::FLUSH_ALL);
     v.destroy(&mut frames);
 }
+
+#[test]
+fn ac_and_db_are_intercepted_and_db_reflection_clears_gd() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    let e = v.vmcb().control.intercept_exceptions;
+    for vec in [vector::AC, vector::DB, vector::MC] {
+        assert_ne!(e & (1 << vec), 0, "vector {vec} not intercepted");
+    }
+    // A data breakpoint hit: the CPU wrote DR6 (B0) into the VMCB at the exit; the guest
+    // had DR7.GD and L0 set. Reflecting keeps DR6 and clears GD, as delivery would.
+    {
+        let c = &mut v.vmcb_mut().control;
+        c.exit_code = code::EXCEPTION_BASE + u64::from(vector::DB);
+    }
+    v.vmcb_mut().save.dr6 = 0xffff_0ff1;
+    v.vmcb_mut().save.dr7 = 0x400 | DR7_GD | 1;
+    let exit = v.after_exit();
+    assert_eq!(exit.reason, ExitReason::Exception { vector: vector::DB, error_code: None, fault_address: 0 });
+    v.apply(&ExitAction::Inject(Event::exception(vector::DB, None)));
+    assert_eq!(v.vmcb().control.event_inj, 0x8000_0301);
+    assert_eq!((v.vmcb().save.dr6, v.vmcb().save.dr7), (0xffff_0ff1, 0x401));
+    // Other exceptions leave DR7 alone.
+    v.vmcb_mut().save.dr7 = 0x400 | DR7_GD;
+    v.apply(&ExitAction::Inject(Event::exception(vector::AC, Some(0))));
+    assert_eq!(v.vmcb().control.event_inj, 0x8000_0b11);
+    assert_eq!(v.vmcb().save.dr7, 0x400 | DR7_GD);
+    // A #DB that is not delivered (an interrupted event goes first) leaves GD set.
+    v.vmcb_mut().control.exit_int_info = 0x8000_0030;
+    v.after_exit();
+    v.apply(&ExitAction::Inject(Event::exception(vector::DB, None)));
+    assert_eq!(v.vmcb().control.event_inj, 0x8000_0030);
+    assert_eq!(v.vmcb().save.dr7, 0x400 | DR7_GD);
+    v.destroy(&mut frames);
+}
+
+#[test]
+fn ac_while_delivering_ac_stops_instead_of_looping() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    // #AC intercepted while the CPU delivered #AC (EXITINTINFO: valid, exception, 17,
+    // error code 0): re-injecting it can only fault the same way again.
+    let ac_delivery = 0x8000_0b11;
+    {
+        let c = &mut v.vmcb_mut().control;
+        c.exit_code = code::EXCEPTION_BASE + u64::from(vector::AC);
+        c.exit_int_info = ac_delivery;
+    }
+    assert_eq!(v.after_exit().reason, ExitReason::Shutdown);
+    v.apply(&ExitAction::Stop(StopReason::TripleFault));
+    assert_eq!(v.vmcb().control.event_inj, 0, "nothing re-injected");
+    // #AC while delivering an interrupt, or #GP while delivering #AC, is reflected.
+    v.vmcb_mut().control.exit_int_info = 0x8000_0030;
+    assert_eq!(v.after_exit().reason, ExitReason::Exception { vector: 17, error_code: Some(0), fault_address: 0 });
+    {
+        let c = &mut v.vmcb_mut().control;
+        c.exit_code = code::EXCEPTION_BASE + u64::from(vector::GP);
+        c.exit_int_info = ac_delivery;
+    }
+    assert!(matches!(v.after_exit().reason, ExitReason::Exception { vector: 13, .. }));
+    v.destroy(&mut frames);
+}
+
+#[test]
+fn tsc_aux_is_vcpu_state() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    let mut r = v.regs_view();
+    assert_eq!(r.msr(VendorMsr::TscAux), 0);
+    r.set_msr(VendorMsr::TscAux, 0x1234);
+    assert_eq!(r.msr(VendorMsr::TscAux), 0x1234);
+    assert_eq!(v.switched.tsc_aux, 0x1234);
+    v.destroy(&mut frames);
+}

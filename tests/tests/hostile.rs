@@ -1,0 +1,161 @@
+//! Hostile payload VMs beside a Linux desktop, in one boot. Each hostile VM attacks CPU
+//! state the world switch must cover and exception deliveries that hang a real CPU
+//! (`tests/payloads/src/bin/hostile.rs`); two copies run at once so that each one would
+//! see the other's breakpoint addresses, TSC_AUX, PKRU or YMM state if any leaked.
+//! The test checks that every CHECK a hostile VM reports passes, that each one ends
+//! contained (stopped with a reason, or still running its own loop), that the
+//! hypervisor stays up, and that the desktop still answers on its serial console and
+//! through the switcher's hotkeys.
+//!
+//! More hostile VMs: add a line to [`HOSTILE`] (name, payload image, memory) and, if the
+//! payload ends differently, a matching [`Ending`].
+
+use std::time::Duration;
+
+use images::desktops::{Desktop, GUEST_CMDLINE, vm_line};
+use tests::{Machine, image};
+
+const DESKTOP: Desktop =
+    Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 320 };
+
+/// How a hostile VM may end: the stop reasons accepted in "(name) stopped: REASON", or
+/// `None` to accept a VM still running (contained in a loop of its own exits).
+struct Ending {
+    stopped: &'static [&'static str],
+    may_keep_running: bool,
+}
+
+/// The hostile payload ends with the #DB gate loop: where the CPU models it, the VM's
+/// stack runs out of mapped memory and it triple-faults; where it does not, it shuts
+/// down with status 0 (QEMU 7.2 TCG does not loop: it raises the first #DB late, after
+/// the payload's next exit, and the payload catches it there).
+const GATE_LOOP: Ending = Ending { stopped: &["TripleFault", "GuestShutdown { status: 0 }"], may_keep_running: true };
+
+/// (VM name, payload, memory, how it may end).
+const HOSTILE: &[(&str, &str, &str, Ending)] =
+    &[("hostile-a", "hostile", "16M", GATE_LOOP), ("hostile-b", "hostile", "16M", GATE_LOOP)];
+
+const BOOT: Duration = Duration::from_secs(300);
+const STEP: Duration = Duration::from_secs(90);
+
+fn vms_config() -> String {
+    let mut text = vm_line(&DESKTOP, GUEST_CMDLINE, "");
+    for (name, payload, memory, _) in HOSTILE {
+        text.push_str(&format!("vm {name} image={payload} memory={memory} kind=payload restart=never\n"));
+    }
+    text
+}
+
+/// The CHECK lines VM `vm` printed.
+fn checks_of<'a>(serial: &'a str, vm: &str) -> Vec<&'a str> {
+    let tag = format!("[{vm}] CHECK ");
+    serial.lines().filter(|l| l.contains(&tag)).collect()
+}
+
+#[test]
+fn hostile_vms_are_contained_and_the_desktop_keeps_working() {
+    let img = image::build_desktop_and_payload_image("hostile", "", &vms_config());
+    let mut m = Machine::boot("hostile", &img, |c| {
+        c.memory_mib = 1024;
+        c.cpus = 1;
+    });
+    m.expect("BULKHEAD READY", BOOT);
+    // Every hostile VM gets through its checks and reports.
+    wait_for_checks(&mut m);
+    m.expect("BULKHEAD-GUEST-READY", BOOT);
+    // Let the hostile VMs' last attack run while the desktop works.
+    std::thread::sleep(Duration::from_secs(5));
+    m.run_in_vm("corporate", "echo ALIVE=$((40+2))");
+    m.expect("[corporate] ALIVE=42", STEP);
+
+    // The switcher still reacts to the machine's keyboard: the overview opens and
+    // Enter goes back to the desktop.
+    m.connect_qmp();
+    m.send_keys("ctrl-alt-spc");
+    m.expect("OVERVIEW-DRAWN", STEP);
+    m.send_keys("ret");
+    m.expect("SWITCH-FRAME slot=1", STEP);
+    m.run_in_vm("corporate", "echo STILL=$((6*7))");
+    m.expect("[corporate] STILL=42", STEP);
+
+    let serial = m.serial();
+    let problems = hostile_problems(&serial);
+    assert!(!serial.contains("(corporate) stopped"), "the desktop stopped");
+    assert!(problems.is_empty(), "hostile VMs:\n{}", problems.join("\n"));
+    m.pass();
+}
+
+/// The hostile VMs alone (no Linux guest needed): their checks and endings, and the
+/// hypervisor still answering on its console afterwards.
+#[test]
+fn hostile_vms_alone_are_contained() {
+    let mut vms = String::new();
+    for (name, payload, memory, _) in HOSTILE {
+        vms.push_str(&format!("vm {name} image={payload} memory={memory} kind=payload restart=never\n"));
+    }
+    let img = image::build_payload_image("hostile-alone", "", &vms);
+    let mut m = Machine::boot("hostile-alone", &img, |c| {
+        c.memory_mib = 512;
+        c.cpus = 1;
+    });
+    m.expect("BULKHEAD READY", BOOT);
+    wait_for_checks(&mut m);
+    std::thread::sleep(Duration::from_secs(10));
+    m.type_serial(&format!("!exits {}\n", HOSTILE[0].0));
+    m.expect(&format!("EXITS {} ", HOSTILE[0].0), STEP);
+    let problems = hostile_problems(&m.serial());
+    assert!(problems.is_empty(), "hostile VMs:\n{}", problems.join("\n"));
+    m.pass();
+}
+
+/// Waits until every hostile VM has printed its CHECKS DONE line (in any order).
+fn wait_for_checks(m: &mut Machine) {
+    for _ in HOSTILE {
+        m.expect("] CHECKS DONE", BOOT);
+    }
+    let serial = m.serial();
+    for (name, ..) in HOSTILE {
+        assert!(serial.contains(&format!("[{name}] CHECKS DONE")), "{name} did not report");
+    }
+}
+
+/// What went wrong with the hostile VMs, from the serial log.
+fn hostile_problems(serial: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, _, _, ending) in HOSTILE {
+        let checks = checks_of(serial, name);
+        if !checks.iter().any(|l| l.contains(" PASS")) {
+            problems.push(format!("{name}: no CHECK passed"));
+        }
+        for failed in checks.iter().filter(|l| l.contains(" FAIL")) {
+            problems.push(format!("{name}: {failed}"));
+        }
+        for must in
+            ["hostile_cpuid_hides_pku", "hostile_dr0_3_own_r1", "hostile_dr0_3_own_r4", "hostile_tsc_aux_own_r4"]
+        {
+            if !checks.iter().any(|l| l.contains(&format!("CHECK {must} PASS"))) {
+                problems.push(format!("{name}: {must} did not pass"));
+            }
+        }
+        let stopped = serial.lines().find_map(|l| l.split_once(&format!("({name}) stopped: ")).map(|(_, r)| r));
+        // The payload's data-breakpoint #DB must have been an exit (intercepted, then
+        // reflected): the stop line carries the VM's exit counters.
+        if let Some(reason) = stopped {
+            let exceptions: u64 = reason
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("exception="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if exceptions == 0 {
+                problems.push(format!("{name}: no exception exit (is #DB intercepted?): {reason}"));
+            }
+        }
+        match stopped {
+            Some(reason) if ending.stopped.iter().any(|ok| reason.starts_with(ok)) => {}
+            Some(reason) => problems.push(format!("{name} stopped for an unexpected reason: {reason}")),
+            None if ending.may_keep_running => {}
+            None => problems.push(format!("{name} did not stop")),
+        }
+    }
+    problems
+}
