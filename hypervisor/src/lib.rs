@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod devices;
 pub mod heap;
 pub mod iommu;
+pub mod log_limit;
 pub mod logging;
 pub mod memory;
 pub mod panic;
