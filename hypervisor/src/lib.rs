@@ -13,6 +13,7 @@ pub mod devices;
 pub mod heap;
 pub mod iommu;
 pub mod log_limit;
+pub mod log_ring;
 pub mod logging;
 pub mod memory;
 pub mod panic;

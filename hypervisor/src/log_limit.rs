@@ -62,8 +62,8 @@ impl LogBudget {
             return;
         }
         let elapsed = now_ms.saturating_sub(self.refilled_ms);
-        let ms_per_token = (1000 / u64::from(self.per_sec)).max(1);
-        let new = elapsed / ms_per_token;
+        let ms_per_token = 1000u64.checked_div(u64::from(self.per_sec)).unwrap_or(1).max(1);
+        let new = elapsed.checked_div(ms_per_token).unwrap_or(0);
         if new == 0 {
             return;
         }
@@ -83,7 +83,7 @@ pub fn now_ms() -> u64 {
     if per_ms == 0 {
         return 0;
     }
-    crate::arch::x86::instr::rdtsc() / per_ms
+    crate::arch::x86::instr::rdtsc().checked_div(per_ms).unwrap_or(0)
 }
 
 #[cfg(test)]
