@@ -63,6 +63,9 @@ impl<T: super::pci_host::VirtualPciFunction> super::pci_host::VirtualPciFunction
     fn bars(&self) -> alloc::vec::Vec<super::pci_host::BarRegion> {
         self.0.lock().bars()
     }
+    fn settle(&mut self) {
+        self.0.lock().settle()
+    }
 }
 
 #[cfg(test)]

@@ -282,6 +282,7 @@ fn msi_and_msix_stop_on_the_device_before_their_routes_go() {
     f.msix_table_write(8, D, 0x51);
     f.msix_table_write(12, D, 0);
     f.config_write(0xa2, W, 0x8000);
+    f.settle();
     f.msix_table_write(12, D, 1);
     assert_eq!(f.router_mut().calls, "rwmu", "routed then written; masked then unrouted");
     // Rewriting a masked entry touches nothing.
@@ -311,6 +312,9 @@ fn msix_table_is_emulated() {
     f.msix_table_write(28, D, 0);
     assert!(f.router_mut().msix.is_empty(), "MSI-X still disabled");
     f.config_write(0xa2, W, 0x8000);
+    assert!(f.router_mut().msix.is_empty(), "re-synced at the exit's end");
+    assert_eq!(cfg.get(b, 0xa0) >> 16 & 0xc000, 0xc000, "masked on the device until then");
+    f.settle();
     let msix = &f.router_mut().msix;
     assert_eq!(msix.len(), 1);
     assert_eq!(msix[0], (3, 16, 1, Some(MsiMessage { address: 0xfee0_0030, data: 0 })));
@@ -322,7 +326,32 @@ fn msix_table_is_emulated() {
     // Function mask: everything masked.
     f.msix_table_write(28, D, 0);
     f.config_write(0xa2, W, 0xc000);
+    f.settle();
     assert_eq!(f.router_mut().msix.last().unwrap().3, None);
+}
+
+#[test]
+fn toggling_msix_enable_many_times_in_one_exit_re_syncs_the_table_once() {
+    let cfg = FakeCfg::default();
+    let mut f = setup(&cfg);
+    let b = bdf(NIC.0, NIC.1, NIC.2);
+    for i in 0..5u64 {
+        f.msix_table_write(i * 16, D, 0xfee0_0000);
+        f.msix_table_write(i * 16 + 8, D, 0x40 + i as u32);
+        f.msix_table_write(i * 16 + 12, D, 0);
+    }
+    // A REP OUTSW of 1024 elements alternating enable on and off: one exit.
+    for i in 0..1024 {
+        f.config_write(0xa2, W, if i % 2 == 0 { 0x8000 } else { 0 });
+    }
+    assert!(f.router_mut().calls.is_empty(), "no per-element re-sync");
+    f.config_write(0xa2, W, 0x8000);
+    f.settle();
+    // Each of the 5 entries routed and written once; a second settle does nothing.
+    assert_eq!(f.router_mut().calls, "rwrwrwrwrw");
+    f.settle();
+    assert_eq!(f.router_mut().calls.len(), 10);
+    assert_eq!(cfg.get(b, 0xa0) >> 16 & 0xc000, 0x8000, "enabled and unmasked on the device");
 }
 
 #[test]

@@ -674,11 +674,15 @@ impl<A: Arch> Vm<A> {
                 }
             };
             let mut flow = A::apply(vcpu, &action);
-            // A configuration write may have moved an assigned BAR or switched its decode.
-            if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. })
-                && sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), false)
-            {
-                A::request_tlb_flush(vcpu);
+            if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. }) {
+                // Work the exit's configuration writes deferred (MSI-X re-sync), once.
+                if let Some(pci) = &self.pci {
+                    pci.lock().settle();
+                }
+                // A configuration write may have moved an assigned BAR or switched its decode.
+                if sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), false) {
+                    A::request_tlb_flush(vcpu);
+                }
             }
             if let Some(event) = self.platform.as_ref().and_then(|p| p.take_power_event()) {
                 flow = Flow::Stop(match event {
