@@ -24,6 +24,8 @@ use log::{debug, info, warn};
 use super::host_vectors::{GuestTarget, HostVector, HostVectorTable, VECTORS_PER_VM, VectorOwner};
 use crate::arch::x86::device_vectors;
 use crate::iommu::{Iommu, MsiMessage, MsiTarget};
+use crate::limited;
+use crate::log_limit::Source;
 use crate::pci::msi::MsiRoute;
 
 /// Routes `owner`'s vector per `route` (or tears it down with `None`) and returns
@@ -53,29 +55,45 @@ pub fn route(
         return Some(entry.message);
     }
     if table.count_owned_by(owner.vm) >= VECTORS_PER_VM {
-        warn!(
-            target: "msi",
-            "vm {} {} vector {}: the VM already holds {VECTORS_PER_VM} host vectors; stays masked",
-            owner.vm, owner.bdf, owner.index
+        limited!(
+            Source::Routes,
+            owner.vm,
+            warn!(
+                target: "msi",
+                "vm {} {} vector {}: the VM already holds {VECTORS_PER_VM} host vectors; stays masked",
+                owner.vm, owner.bdf, owner.index
+            )
         );
         return None;
     }
     let Some(vector) = table.allocate() else {
-        warn!(target: "msi", "vm {} {} vector {}: no free host vector; stays masked", owner.vm, owner.bdf, owner.index);
+        limited!(
+            Source::Routes,
+            owner.vm,
+            warn!(target: "msi", "vm {} {} vector {}: no free host vector; stays masked", owner.vm, owner.bdf, owner.index)
+        );
         return None;
     };
     match iommu.map_msi(owner.bdf, owner.index, MsiTarget { vector, dest_apic_id: cpu }) {
         Ok(message) => {
             table.set(vector, HostVector { owner, target: GuestTarget::Msi(route), message });
-            info!(
-                target: "msi",
-                "vm {} {} vector {}: host vector {vector:#x} on cpu {cpu} -> guest vector {:#x} (remapped by {})",
-                owner.vm, owner.bdf, owner.index, route.vector, iommu.name()
+            limited!(
+                Source::Routes,
+                owner.vm,
+                info!(
+                    target: "msi",
+                    "vm {} {} vector {}: host vector {vector:#x} on cpu {cpu} -> guest vector {:#x} (remapped by {})",
+                    owner.vm, owner.bdf, owner.index, route.vector, iommu.name()
+                )
             );
             Some(message)
         }
         Err(e) => {
-            warn!(target: "msi", "vm {} {} vector {}: cannot remap ({e}); stays masked", owner.vm, owner.bdf, owner.index);
+            limited!(
+                Source::Routes,
+                owner.vm,
+                warn!(target: "msi", "vm {} {} vector {}: cannot remap ({e}); stays masked", owner.vm, owner.bdf, owner.index)
+            );
             None
         }
     }
@@ -93,7 +111,11 @@ fn release(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vector: u8, settl
     }
     settle(vector);
     table.free(vector);
-    info!(target: "msi", "vm {} {} vector {}: host vector {vector:#x} released", o.vm, o.bdf, o.index);
+    limited!(
+        Source::Routes,
+        o.vm,
+        info!(target: "msi", "vm {} {} vector {}: host vector {vector:#x} released", o.vm, o.bdf, o.index)
+    );
 }
 
 /// Tears down every MSI/MSI-X vector `vm` owns (its devices are already stopped).
