@@ -19,7 +19,7 @@ use crate::devices::shared::Shared;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
-use crate::memory::phys::{self, GlobalFrames};
+use crate::memory::phys::GlobalFrames;
 use crate::memory::stage2::NestedPageTable;
 use crate::vcpu::arch::{Arch, InitialState, VcpuConfig};
 use crate::vcpu::cpuid::{CpuidPolicy, HostCpuid};
@@ -31,6 +31,7 @@ use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
+use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
 use crate::vm::host_vectors::GuestTarget;
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
 use crate::vm::msi_routing;
@@ -147,6 +148,8 @@ pub struct Vm<A: Arch> {
     irqs: PendingIrqs,
     /// The virtual platform of a desktop (Linux) VM.
     platform: Option<Box<DesktopPlatform>>,
+    /// Host memory the VM holds (RAM, permission maps, framebuffer).
+    blocks: HostBlocks,
     policy: CpuidPolicy,
     resources: VmResources,
     framebuffer: Option<GuestFramebuffer>,
@@ -176,11 +179,37 @@ impl<A: Arch> Vm<A> {
         resources: VmResources,
         features: &A::Features,
     ) -> Result<Vm<A>, VmError> {
+        let mut blocks = HostBlocks::default();
+        match Self::build(id, config, image, resources, &mut blocks) {
+            Ok(mut vm) => {
+                vm.blocks = blocks;
+                if let Err(e) = vm.start(features) {
+                    vm.release();
+                    return Err(e);
+                }
+                Ok(vm)
+            }
+            Err(e) => {
+                // Nothing a failed creation allocated stays taken (the framebuffer too).
+                blocks.release(&mut PhysBlocks);
+                Err(e)
+            }
+        }
+    }
+
+    /// Allocates the VM's memory into `blocks` and assigns its devices.
+    fn build(
+        id: u32,
+        config: VmConfig,
+        image: &'static [u8],
+        resources: VmResources,
+        blocks: &mut HostBlocks,
+    ) -> Result<Vm<A>, VmError> {
         let ram_bytes = config.memory_bytes;
-        let ram = phys::alloc_contiguous(ram_bytes, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("guest RAM"))?;
+        let ram = blocks.take(&mut PhysBlocks, ram_bytes, LARGE_PAGE_SIZE, "guest RAM")?;
         let maps = A::permission_maps();
-        let io_map = phys::alloc_contiguous(IO_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("I/O map"))?;
-        let msr_map = phys::alloc_contiguous(MSR_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("MSR map"))?;
+        let io_map = blocks.take(&mut PhysBlocks, IO_MAP_BYTES, PAGE_SIZE, "I/O map")?;
+        let msr_map = blocks.take(&mut PhysBlocks, MSR_MAP_BYTES, PAGE_SIZE, "MSR map")?;
         DirectMap.write(io_map, maps.io.get(..IO_MAP_BYTES as usize).unwrap_or(&maps.io));
         DirectMap.write(msr_map, maps.msr.get(..MSR_MAP_BYTES as usize).unwrap_or(&maps.msr));
         let mut regions = Vec::new();
@@ -196,7 +225,7 @@ impl<A: Arch> Vm<A> {
                 let (width, height) = resources.display;
                 let stride_bytes = width.saturating_mul(4);
                 let len = (u64::from(stride_bytes) * u64::from(height)).max(1).next_multiple_of(LARGE_PAGE_SIZE);
-                let hpa = phys::alloc_contiguous(len, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("framebuffer"))?;
+                let hpa = blocks.take(&mut PhysBlocks, len, LARGE_PAGE_SIZE, "framebuffer")?;
                 let gpa = GuestPhysAddr::new(desktop::FRAMEBUFFER_GPA);
                 regions.push(
                     GuestRegion::new(gpa, hpa, len, Perms::RW).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
@@ -213,7 +242,7 @@ impl<A: Arch> Vm<A> {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
             policy.lapic = true;
         }
-        let mut vm = Vm {
+        let vm = Vm {
             id,
             console: Arc::new(spin::Mutex::new(VmConsole::new(&config.name))),
             config,
@@ -238,11 +267,8 @@ impl<A: Arch> Vm<A> {
             starts: 0,
             devices,
             pci: None,
+            blocks: HostBlocks::default(),
         };
-        if let Err(e) = vm.start(features) {
-            vm.release();
-            return Err(e);
-        }
         Ok(vm)
     }
 
@@ -445,13 +471,13 @@ impl<A: Arch> Vm<A> {
         Ok(InitialState::Long64 { rip: e.rip, rsp: e.rsp, cr3: e.cr3, rsi: e.rsi })
     }
 
-    /// Zeroes all guest RAM, so a restarted VM starts from the same state as a new one.
+    /// Zeroes all guest RAM and the framebuffer, so a restarted VM starts from the same
+    /// state as a new one (and a restarted desktop does not show its previous screen).
     fn scrub_ram(&mut self) {
         // RAM is one host block however the guest sees it (low and high blocks).
-        let zeros = vec![0u8; 64 * 1024];
-        for offset in (0..self.config.memory_bytes).step_by(zeros.len()) {
-            DirectMap.write(HostPhysAddr::new(self.ram.raw() + offset), &zeros);
-        }
+        let mut ranges = vec![(self.ram, self.config.memory_bytes)];
+        ranges.extend(self.framebuffer.map(|fb| (fb.hpa, fb.len)));
+        zero_ranges(&mut DirectMap, &ranges);
     }
 
     fn canary_gpa(&self) -> GuestPhysAddr {
@@ -759,8 +785,7 @@ impl<A: Arch> Vm<A> {
     pub fn release(&mut self) {
         self.release_devices();
         self.teardown_vcpu();
-        phys::free_contiguous(self.ram, self.config.memory_bytes);
-        phys::free_contiguous(self.io_map, IO_MAP_BYTES);
-        phys::free_contiguous(self.msr_map, MSR_MAP_BYTES);
+        // RAM, permission maps and the framebuffer.
+        self.blocks.release(&mut PhysBlocks);
     }
 }

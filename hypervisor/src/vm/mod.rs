@@ -5,6 +5,7 @@ pub mod config;
 pub mod console;
 pub mod counters;
 pub mod desktop;
+pub mod host_blocks;
 pub mod host_vectors;
 pub mod instance;
 pub mod intx_routing;
