@@ -32,10 +32,10 @@ use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
-use crate::vm::host_vectors::GuestTarget;
+use crate::vm::host_vectors::{GuestTarget, VectorShortage};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
 use crate::vm::msi_routing;
-use crate::vm::passthrough::VmDevices;
+use crate::vm::passthrough::{self, VmDevices};
 use crate::vm::payload;
 use crate::vm::payload_irqs::PendingIrqs;
 
@@ -62,6 +62,8 @@ pub enum VmError {
     OutOfMemory(&'static str),
     Image(alloc::string::String),
     Backend(alloc::string::String),
+    /// Its devices' interrupts cannot all have host vectors.
+    HostVectors(VectorShortage),
 }
 
 impl core::fmt::Display for VmError {
@@ -70,6 +72,7 @@ impl core::fmt::Display for VmError {
             VmError::OutOfMemory(what) => write!(f, "out of memory for the {what}"),
             VmError::Image(why) => write!(f, "bad boot image: {why}"),
             VmError::Backend(why) => write!(f, "the virtualisation backend refused: {why}"),
+            VmError::HostVectors(shortage) => write!(f, "{shortage}"),
         }
     }
 }
@@ -192,6 +195,7 @@ impl<A: Arch> Vm<A> {
             Err(e) => {
                 // Nothing a failed creation allocated stays taken (the framebuffer too).
                 blocks.release(&mut PhysBlocks);
+                passthrough::unreserve_vectors(id);
                 Err(e)
             }
         }
@@ -236,6 +240,11 @@ impl<A: Arch> Vm<A> {
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
+        // Before anything is attached: a VM that would run with masked vectors does not start.
+        let vectors = passthrough::reserve_vectors(id, resources.devices).map_err(VmError::HostVectors)?;
+        if vectors > 0 {
+            log::info!(target: "msi", "vm {id} ({}): {vectors} host vectors set aside for its devices", config.name);
+        }
         let devices = VmDevices::assign(&config, id, cpu, resources.devices, &map).map_err(VmError::Backend)?;
         let mut policy = CpuidPolicy::new(&HostCpuid);
         if config.kind == Kind::Linux {
@@ -768,6 +777,7 @@ impl<A: Arch> Vm<A> {
     pub fn release_devices(&mut self) {
         if let Some(mut devices) = self.devices.take() {
             devices.release();
+            passthrough::unreserve_vectors(self.id);
         }
     }
 

@@ -66,7 +66,7 @@ pub fn route(
         );
         return None;
     }
-    let Some(vector) = table.allocate() else {
+    let Some(vector) = table.allocate_for(owner.vm) else {
         limited!(
             Source::Routes,
             owner.vm,

@@ -34,7 +34,7 @@ use crate::platform::pci::access::BarMmio;
 use crate::platform::pci::{Bar, BarKind, PciInventory};
 use crate::vcpu::exit::AccessSize;
 use crate::vm::config::{DeviceSelector, VmConfig};
-use crate::vm::host_vectors::VectorOwner;
+use crate::vm::host_vectors::{VectorOwner, VectorShortage, vectors_wanted};
 use crate::vm::intx_routing;
 use crate::vm::msi_routing;
 use mappings::{desired_mappings, host_bar, msix_window};
@@ -726,6 +726,29 @@ impl VmDevices {
             Err(e) => error!(target: "iommu", "cannot free {}: {e}", self.domain),
         }
     }
+}
+
+/// Sets aside host vectors for the devices `bdfs` of VM `vm_id` (see
+/// [`HostVectorTable::reserve`](crate::vm::host_vectors::HostVectorTable::reserve));
+/// a VM restart keeps them. Returns how many.
+pub fn reserve_vectors(vm_id: u32, bdfs: &[Bdf]) -> Result<usize, VectorShortage> {
+    if bdfs.is_empty() {
+        return Ok(0);
+    }
+    let Some(host) = HOST.get() else { return Ok(0) };
+    let wanted = {
+        let host = host.lock();
+        let devices: Vec<_> =
+            bdfs.iter().filter_map(|b| host.inventory.devices().iter().find(|d| d.bdf == *b)).collect();
+        vectors_wanted(&devices)
+    };
+    msi_routing::VECTORS.lock().reserve(vm_id, wanted)?;
+    Ok(wanted)
+}
+
+/// Gives VM `vm_id`'s host vector reservation back (it is gone for good).
+pub fn unreserve_vectors(vm_id: u32) {
+    msi_routing::VECTORS.lock().unreserve(vm_id);
 }
 
 /// Drains the IOMMU's fault log (faults are logged here, target "iommu").
