@@ -280,6 +280,20 @@ struct Unmappable {
     why: &'static str,
 }
 
+/// Unmappable guest BAR addresses remembered per VM (each is logged once). A guest
+/// that keeps moving BARs to new bad addresses gets this many lines, then no more,
+/// and the list stops growing.
+const REFUSALS_REMEMBERED: usize = 32;
+
+/// Remembers `r`; true if it is new and was remembered (log it).
+fn remember_refusal(refused: &mut Vec<Unmappable>, r: Unmappable) -> bool {
+    if refused.len() >= REFUSALS_REMEMBERED || refused.contains(&r) {
+        return false;
+    }
+    refused.push(r);
+    true
+}
+
 /// The devices one VM owns, attached to its IOMMU domain.
 #[derive(Debug)]
 pub struct VmDevices {
@@ -592,13 +606,15 @@ impl VmDevices {
         self.note_moved_msix_tables(&bars);
         let (want, refused) = desired_mappings(&self.devices, &bars, &self.windows);
         for r in refused {
-            if !self.refused.contains(&r) {
+            if remember_refusal(&mut self.refused, r) {
                 warn!(
                     target: "pci",
                     "{}: BAR{} at guest {:#x} stays unmapped in VM {}: {}",
                     r.host, r.bar, r.guest_addr, self.vm, r.why
                 );
-                self.refused.push(r);
+                if self.refused.len() == REFUSALS_REMEMBERED {
+                    warn!(target: "pci", "VM {}: further unmappable BAR addresses are not logged", self.vm);
+                }
             }
         }
         let mut changed = false;
