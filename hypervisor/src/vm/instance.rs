@@ -344,6 +344,12 @@ impl<A: Arch> Vm<A> {
                 self.mmio
                     .insert(range, Box::new(Scratch::new()))
                     .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                // An i8042 with no interrupt wired and no keys fed to it: there for
+                // payloads that test how the model holds up (bulkhead_abi::payload).
+                let kbc = crate::devices::i8042::I8042::new(Box::new(crate::devices::irq_line::NoIrq));
+                self.ports
+                    .insert_ports(crate::devices::layout::I8042_DATA_PORT, 5, Box::new(kbc))
+                    .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
                 if let Some(devices) = &self.devices {
                     let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Backend)?);
                     self.ports
