@@ -122,6 +122,9 @@ pub struct PassthroughFunction<A: ConfigAccess, R: InterruptRouter> {
     /// string write toggling the enable bit would otherwise re-sync the whole table,
     /// up to 2048 entries, per element).
     msix_resync: bool,
+    /// The guest wrote the MSI capability: its route is re-evaluated once, at
+    /// [`VirtualPciFunction::settle`], so a REP string write costs one IOMMU update.
+    msi_dirty: bool,
 }
 
 impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
@@ -147,6 +150,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
             intx: None,
             rom_size: None,
             msix_resync: false,
+            msi_dirty: false,
         };
         f.build_header(device);
         f.build_capabilities(device);
@@ -608,7 +612,7 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
         if let Some(msi) = self.msi
             && Self::touches(offset, len, msi.offset, msi.len)
         {
-            self.apply_msi();
+            self.msi_dirty = true;
         }
         if let Some(m) = self.msix.as_ref()
             && Self::touches(offset, len, m.offset.saturating_add(2), 2)
@@ -639,6 +643,9 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
     }
 
     fn settle(&mut self) {
+        if core::mem::take(&mut self.msi_dirty) {
+            self.apply_msi();
+        }
         self.settle_msix();
     }
 }
