@@ -70,7 +70,7 @@ pub fn route(
         limited!(
             Source::Routes,
             owner.vm,
-            warn!(target: "msi", "vm {} {} vector {}: no free host vector; stays masked", owner.vm, owner.bdf, owner.index)
+            warn!(target: "msi", "vm {} {} vector {}: no host vector left in its share or free; stays masked", owner.vm, owner.bdf, owner.index)
         );
         return None;
     };
