@@ -198,3 +198,21 @@ pub fn read_byte() -> Option<u8> {
     let mut guard = LOGGER.port.try_lock()?;
     guard.as_mut()?.try_receive_byte().ok()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_lines_get_the_uarts_line_endings() {
+        let mut ring = LogRing::<RING_BYTES>::new();
+        ring.begin();
+        write!(RingWriter(&mut ring), "one\ntwo\n").unwrap();
+        write!(RingWriter(&mut ring), "three").unwrap();
+        assert!(ring.end());
+        let mut out = [0u8; 32];
+        let n = ring.peek(&mut out);
+        assert_eq!(&out[..n], b"one\r\ntwo\r\nthree");
+    }
+}
