@@ -73,6 +73,7 @@ fn a_flooding_vm_is_contained_and_the_others_still_pass() {
         "i8042_flood_keeps_the_oldest_reply",
         "i8042_answers_after_flood",
         "port_string_flood_completes",
+        "interrupt_flood_coalesces",
         "cpuid_signature",
         "interrupt_injection",
     ] {

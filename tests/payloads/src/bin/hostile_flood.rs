@@ -1,6 +1,7 @@
 //! A payload that floods everything a guest can make the hypervisor buffer, log or loop
 //! over: the i8042 with command bytes it never reads the answers to, the console with
-//! thousands of lines, and port string instructions far longer than one exit may run.
+//! thousands of lines, port string instructions far longer than one exit may run, and
+//! one interrupt raised 100,000 times.
 //! It checks from inside that each is contained (bounded replies, still answering);
 //! the test checks the hypervisor's side (log rate-limited, no panic, verdict).
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -10,6 +11,7 @@ mod flood {
     use core::arch::asm;
 
     use bulkhead_abi::payload::I8042_PORTS;
+    use payloads::traps::{self, TEST_VECTOR};
     use payloads::{check, hypercall, println};
 
     const DATA: u16 = I8042_PORTS[0];
@@ -112,6 +114,22 @@ mod flood {
         check("port_string_flood_completes", ones, format_args!("unclaimed port did not read all-ones"));
     }
 
+    fn interrupt_flood() {
+        // 100,000 raises of one vector while interrupts are off: one pending bit, one
+        // interrupt, however often it was raised.
+        let before = traps::test_irqs();
+        // SAFETY: the IDT has a handler for TEST_VECTOR; the pending interrupt ends the HLT.
+        unsafe {
+            asm!("cli");
+            for _ in 0..100_000 {
+                hypercall::raise_interrupt(TEST_VECTOR);
+            }
+            asm!("sti", "hlt");
+        }
+        let got = traps::test_irqs().wrapping_sub(before);
+        check("interrupt_flood_coalesces", got == 1, format_args!("{got} interrupts taken"));
+    }
+
     /// Spins for about `cycles` TSC ticks, so the console's log budget refills before
     /// the results are printed.
     fn pause(cycles: u64) {
@@ -128,6 +146,7 @@ mod flood {
         println!("hostile-flood payload: flooding the i8042, the console and port strings");
         i8042_flood();
         port_string_flood();
+        interrupt_flood();
         console_flood();
         // About a second at a few GHz: enough tokens for the lines below.
         pause(4_000_000_000);
