@@ -14,6 +14,8 @@ pub mod devices;
 pub mod heap;
 pub mod host;
 pub mod hw;
+pub mod log_limit;
+pub mod log_ring;
 pub mod logging;
 pub mod memory;
 pub mod panic;

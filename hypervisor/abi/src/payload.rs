@@ -16,6 +16,9 @@ pub const PAGE_TABLES: u64 = 0x1000;
 /// (4 KiB), so payloads can exercise MMIO emulation with every instruction form.
 pub const SCRATCH_MMIO: u64 = 0xFEB0_0000;
 pub const SCRATCH_MMIO_LEN: u64 = 0x1000;
+/// Ports 0x60 and 0x64: an i8042 keyboard controller (no interrupt line, no keys), so
+/// payloads can test the model the desktop VMs use. Every other port reads all-ones.
+pub const I8042_PORTS: [u16; 2] = [0x60, 0x64];
 /// The last page of RAM holds a pattern the hypervisor writes and checks; payloads must
 /// not touch it. A changed canary means another VM reached this VM's memory.
 pub const CANARY_PAGES: u64 = 1;

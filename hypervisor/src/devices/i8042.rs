@@ -46,6 +46,8 @@ pub struct I8042 {
     kbd: Keyboard,
     irq_high: bool,
     reset_requested: bool,
+    /// Replies dropped because a guest sent commands without reading the answers.
+    dropped_replies: u64,
 }
 
 /// The keyboard's state (IBM PS/2 Technical Reference, "Keyboard", commands).
@@ -64,6 +66,7 @@ struct Keyboard {
     expecting: Option<u8>,
     last_sent: u8,
     dropped_keys: u64,
+    dropped_replies: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,22 @@ const KBD_ID_TRANSLATED: [u8; 2] = [0xAB, 0x41];
 const TYPEMATIC_DEFAULT: u8 = 0x2B;
 /// Key bytes the keyboard holds while the guest is not reading.
 pub const KEY_QUEUE_BYTES: usize = 256;
+/// Unread command replies held by the controller, and by the keyboard. The real
+/// controller has a one-byte output buffer and the keyboard a 16-byte one; a guest
+/// that writes commands without reading the answers loses the newest replies instead
+/// of growing a queue on the hypervisor's fixed heap. The longest reply sequence any
+/// single command produces is 3 bytes (0xF2: ACK and the two ID bytes).
+pub const REPLY_QUEUE_BYTES: usize = 16;
+
+/// Appends `byte` to a reply queue unless it already holds [`REPLY_QUEUE_BYTES`];
+/// returns whether it was kept.
+fn push_reply(queue: &mut VecDeque<u8>, byte: u8) -> bool {
+    if queue.len() >= REPLY_QUEUE_BYTES {
+        return false;
+    }
+    queue.push_back(byte);
+    true
+}
 
 /// The 8042's set-2 to set-1 translation (codes 0x00..=0x84). IBM PS/2 Technical
 /// Reference; the same table every PC keyboard controller implements.
@@ -209,11 +228,14 @@ impl Keyboard {
             expecting: None,
             last_sent: 0,
             dropped_keys: 0,
+            dropped_replies: 0,
         }
     }
 
     fn reply(&mut self, byte: u8) {
-        self.replies.push_back(byte);
+        if !push_reply(&mut self.replies, byte) {
+            self.dropped_replies = self.dropped_replies.wrapping_add(1);
+        }
     }
 
     fn next_byte(&mut self) -> Option<u8> {
@@ -347,6 +369,7 @@ impl I8042 {
             kbd: Keyboard::new(),
             irq_high: false,
             reset_requested: false,
+            dropped_replies: 0,
         }
     }
 
@@ -449,7 +472,19 @@ impl I8042 {
     }
 
     fn reply(&mut self, byte: u8) {
-        self.controller_out.push_back(byte);
+        if !push_reply(&mut self.controller_out, byte) {
+            self.dropped_replies = self.dropped_replies.wrapping_add(1);
+        }
+    }
+
+    /// Controller and keyboard replies dropped because their queue was full.
+    pub fn dropped_replies(&self) -> u64 {
+        self.dropped_replies.wrapping_add(self.kbd.dropped_replies)
+    }
+
+    /// Unread bytes the controller and keyboard hold (replies and keys).
+    pub fn queued_bytes(&self) -> usize {
+        self.controller_out.len().saturating_add(self.kbd.replies.len()).saturating_add(self.kbd.keys.len())
     }
 
     /// Loads the output buffer if it is empty: controller replies first, then keyboard
@@ -590,10 +625,15 @@ impl PortDevice for I8042 {
         if size != AccessSize::Byte {
             return;
         }
+        let dropped_before = self.dropped_replies();
         match offset {
             DATA_OFFSET => self.write_data(value as u8),
             COMMAND_OFFSET => self.write_command(value as u8),
             _ => {}
+        }
+        if dropped_before == 0 && self.dropped_replies() != 0 {
+            // Once per controller: a flood would otherwise log once per byte.
+            log::warn!(target: "devices", "i8042: guest sends commands without reading the replies; newest dropped");
         }
     }
 }

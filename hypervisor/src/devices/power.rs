@@ -102,7 +102,15 @@ impl AcpiPowerPorts {
             self.signal.raise(PowerEvent::Off);
         } else {
             self.ignored_sleeps = self.ignored_sleeps.wrapping_add(1);
-            log::warn!(target: "devices", "guest asked for sleep type {slp_typ}, which is not offered");
+            // Logged the 1st, 2nd, 4th, 8th... time: a guest asking in a loop costs a
+            // few lines, not one per exit.
+            if self.ignored_sleeps.is_power_of_two() {
+                log::warn!(
+                    target: "devices",
+                    "guest asked for sleep type {slp_typ}, which is not offered ({} times so far)",
+                    self.ignored_sleeps
+                );
+            }
         }
     }
 }

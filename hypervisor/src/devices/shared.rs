@@ -65,6 +65,9 @@ impl<T: crate::devices::vpci::host_bridge::VirtualPciFunction> crate::devices::v
     fn bars(&self) -> alloc::vec::Vec<crate::devices::vpci::host_bridge::BarRegion> {
         self.0.lock().bars()
     }
+    fn settle(&mut self) {
+        self.0.lock().settle()
+    }
 }
 
 #[cfg(test)]

@@ -162,17 +162,21 @@ pub fn shutdown(tables: &PlatformTables) -> ! {
     if !matches!(plan.steps.first(), Some(ShutdownStep::AcpiS5 { .. })) {
         log::warn!(target: "power", "no ACPI S5 (FADT PM1 control and \\_S5_ needed); trying emulator ports");
     }
+    // Buffered log lines would die with the power.
+    crate::logging::flush();
     for step in &plan.steps {
         apply_shutdown_step(step);
         settle();
     }
     log::error!(target: "power", "power-off failed; halting");
+    crate::logging::flush();
     instr::halt_forever()
 }
 
 /// Resets the machine. Never returns.
 pub fn reset(tables: &PlatformTables) -> ! {
     x86_64::instructions::interrupts::disable();
+    crate::logging::flush();
     for step in plan_reset(tables).steps {
         apply_reset_step(step);
         settle();

@@ -23,7 +23,7 @@ use crate::devices::vpci::host_bridge::VpciHost;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
-use crate::memory::phys::{self, GlobalFrames};
+use crate::memory::phys::GlobalFrames;
 use crate::memory::stage2::NestedPageTable;
 use crate::vcpu::cpuid::CpuidPolicy;
 use crate::vcpu::dispatch::{self, GuestConsole, NoMsrDevices, VmEnv, VmIdentity};
@@ -32,10 +32,11 @@ use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
+use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
-use crate::vm::passthrough::VmDevices;
-use crate::vm::passthrough::host_vectors::GuestTarget;
+use crate::vm::passthrough::host_vectors::{GuestTarget, VectorShortage};
 use crate::vm::passthrough::msi_routing;
+use crate::vm::passthrough::{self, VmDevices};
 use crate::vm::payload;
 use crate::vm::payload_irqs::PendingIrqs;
 
@@ -62,6 +63,8 @@ pub enum VmError {
     OutOfMemory(&'static str),
     Image(alloc::string::String),
     Backend(alloc::string::String),
+    /// Its devices' interrupts cannot all have host vectors.
+    HostVectors(VectorShortage),
 }
 
 impl core::fmt::Display for VmError {
@@ -70,6 +73,7 @@ impl core::fmt::Display for VmError {
             VmError::OutOfMemory(what) => write!(f, "out of memory for the {what}"),
             VmError::Image(why) => write!(f, "bad boot image: {why}"),
             VmError::Backend(why) => write!(f, "the virtualisation backend refused: {why}"),
+            VmError::HostVectors(shortage) => write!(f, "{shortage}"),
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct Vm<A: Arch> {
     irqs: PendingIrqs,
     /// The virtual platform of a desktop (Linux) VM.
     platform: Option<Box<DesktopPlatform>>,
+    /// Host memory the VM holds (RAM, permission maps, framebuffer).
+    blocks: HostBlocks,
     policy: CpuidPolicy,
     resources: VmResources,
     framebuffer: Option<GuestFramebuffer>,
@@ -177,11 +183,38 @@ impl<A: Arch> Vm<A> {
         resources: VmResources,
         features: &A::Features,
     ) -> Result<Vm<A>, VmError> {
+        let mut blocks = HostBlocks::default();
+        match Self::build(id, config, image, resources, &mut blocks) {
+            Ok(mut vm) => {
+                vm.blocks = blocks;
+                if let Err(e) = vm.start(features) {
+                    vm.release();
+                    return Err(e);
+                }
+                Ok(vm)
+            }
+            Err(e) => {
+                // Nothing a failed creation allocated stays taken (the framebuffer too).
+                blocks.release(&mut PhysBlocks);
+                passthrough::unreserve_vectors(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Allocates the VM's memory into `blocks` and assigns its devices.
+    fn build(
+        id: u32,
+        config: VmConfig,
+        image: &'static [u8],
+        resources: VmResources,
+        blocks: &mut HostBlocks,
+    ) -> Result<Vm<A>, VmError> {
         let ram_bytes = config.memory_bytes;
-        let ram = phys::alloc_contiguous(ram_bytes, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("guest RAM"))?;
+        let ram = blocks.take(&mut PhysBlocks, ram_bytes, LARGE_PAGE_SIZE, "guest RAM")?;
         let maps = A::permission_maps();
-        let io_map = phys::alloc_contiguous(IO_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("I/O map"))?;
-        let msr_map = phys::alloc_contiguous(MSR_MAP_BYTES, PAGE_SIZE).ok_or(VmError::OutOfMemory("MSR map"))?;
+        let io_map = blocks.take(&mut PhysBlocks, IO_MAP_BYTES, PAGE_SIZE, "I/O map")?;
+        let msr_map = blocks.take(&mut PhysBlocks, MSR_MAP_BYTES, PAGE_SIZE, "MSR map")?;
         DirectMap.write(io_map, maps.io.get(..IO_MAP_BYTES as usize).unwrap_or(&maps.io));
         DirectMap.write(msr_map, maps.msr.get(..MSR_MAP_BYTES as usize).unwrap_or(&maps.msr));
         let mut regions = Vec::new();
@@ -197,7 +230,7 @@ impl<A: Arch> Vm<A> {
                 let (width, height) = resources.display;
                 let stride_bytes = width.saturating_mul(4);
                 let len = (u64::from(stride_bytes) * u64::from(height)).max(1).next_multiple_of(LARGE_PAGE_SIZE);
-                let hpa = phys::alloc_contiguous(len, LARGE_PAGE_SIZE).ok_or(VmError::OutOfMemory("framebuffer"))?;
+                let hpa = blocks.take(&mut PhysBlocks, len, LARGE_PAGE_SIZE, "framebuffer")?;
                 let gpa = GuestPhysAddr::new(crate::devices::layout::FRAMEBUFFER_GPA);
                 regions.push(
                     GuestRegion::new(gpa, hpa, len, Perms::RW).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
@@ -208,13 +241,18 @@ impl<A: Arch> Vm<A> {
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
+        // Before anything is attached: a VM that would run with masked vectors does not start.
+        let vectors = passthrough::reserve_vectors(id, resources.devices).map_err(VmError::HostVectors)?;
+        if vectors > 0 {
+            log::info!(target: "msi", "vm {id} ({}): {vectors} host vectors set aside for its devices", config.name);
+        }
         let devices = VmDevices::assign(&config, id, cpu, resources.devices, &map).map_err(VmError::Backend)?;
         let mut policy = CpuidPolicy::new(&HostCpuid);
         if config.kind == Kind::Linux {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
             policy.lapic = true;
         }
-        let mut vm = Vm {
+        let vm = Vm {
             id,
             console: Arc::new(spin::Mutex::new(VmConsole::new(&config.name))),
             config,
@@ -239,11 +277,8 @@ impl<A: Arch> Vm<A> {
             starts: 0,
             devices,
             pci: None,
+            blocks: HostBlocks::default(),
         };
-        if let Err(e) = vm.start(features) {
-            vm.release();
-            return Err(e);
-        }
         Ok(vm)
     }
 
@@ -310,6 +345,12 @@ impl<A: Arch> Vm<A> {
                     BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN).ok_or(VmError::Image("scratch".into()))?;
                 self.mmio
                     .insert(range, Box::new(Scratch::new()))
+                    .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                // An i8042 with no interrupt wired and no keys fed to it: there for
+                // payloads that test how the model holds up (bulkhead_abi::payload).
+                let kbc = crate::devices::i8042::I8042::new(Box::new(crate::devices::irq_line::NoIrq));
+                self.ports
+                    .insert_ports(crate::devices::layout::I8042_DATA_PORT, 5, Box::new(kbc))
                     .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
                 if let Some(devices) = &self.devices {
                     let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Backend)?);
@@ -450,13 +491,13 @@ impl<A: Arch> Vm<A> {
         Ok(InitialState::Long64 { rip: e.rip, rsp: e.rsp, cr3: e.cr3, rsi: e.rsi })
     }
 
-    /// Zeroes all guest RAM, so a restarted VM starts from the same state as a new one.
+    /// Zeroes all guest RAM and the framebuffer, so a restarted VM starts from the same
+    /// state as a new one (and a restarted desktop does not show its previous screen).
     fn scrub_ram(&mut self) {
         // RAM is one host block however the guest sees it (low and high blocks).
-        let zeros = vec![0u8; 64 * 1024];
-        for offset in (0..self.config.memory_bytes).step_by(zeros.len()) {
-            DirectMap.write(HostPhysAddr::new(self.ram.raw() + offset), &zeros);
-        }
+        let mut ranges = vec![(self.ram, self.config.memory_bytes)];
+        ranges.extend(self.framebuffer.map(|fb| (fb.hpa, fb.len)));
+        zero_ranges(&mut DirectMap, &ranges);
     }
 
     fn canary_gpa(&self) -> GuestPhysAddr {
@@ -684,11 +725,15 @@ impl<A: Arch> Vm<A> {
                 }
             };
             let mut flow = A::apply(vcpu, &action);
-            // A configuration write may have moved an assigned BAR or switched its decode.
-            if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. })
-                && sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), false)
-            {
-                A::request_tlb_flush(vcpu);
+            if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. }) {
+                // Work the exit's configuration writes deferred (MSI-X re-sync), once.
+                if let Some(pci) = &self.pci {
+                    pci.lock().settle();
+                }
+                // A configuration write may have moved an assigned BAR or switched its decode.
+                if sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), false) {
+                    A::request_tlb_flush(vcpu);
+                }
             }
             if let Some(event) = self.platform.as_ref().and_then(|p| p.take_power_event()) {
                 flow = Flow::Stop(match event {
@@ -748,6 +793,7 @@ impl<A: Arch> Vm<A> {
     pub fn release_devices(&mut self) {
         if let Some(mut devices) = self.devices.take() {
             devices.release();
+            passthrough::unreserve_vectors(self.id);
         }
     }
 
@@ -765,8 +811,7 @@ impl<A: Arch> Vm<A> {
     pub fn release(&mut self) {
         self.release_devices();
         self.teardown_vcpu();
-        phys::free_contiguous(self.ram, self.config.memory_bytes);
-        phys::free_contiguous(self.io_map, IO_MAP_BYTES);
-        phys::free_contiguous(self.msr_map, MSR_MAP_BYTES);
+        // RAM, permission maps and the framebuffer.
+        self.blocks.release(&mut PhysBlocks);
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod console;
 pub mod counters;
 pub mod desktop;
+pub mod host_blocks;
 pub mod instance;
 pub mod launch;
 pub mod linux;

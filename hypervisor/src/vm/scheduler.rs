@@ -130,6 +130,8 @@ impl<A: Arch> Scheduler<A> {
 
     /// Runs the VMs forever; a self-test run ends with the verdict on isa-debug-exit.
     pub fn run(mut self, selftest: bool) -> ! {
+        // From here on exits only buffer log lines; they reach the UART between slices.
+        crate::logging::defer_output();
         loop {
             let mut ran = false;
             for i in 0..self.slots.len() {
@@ -151,6 +153,7 @@ impl<A: Arch> Scheduler<A> {
                 arm_timer(vm.wake_deadline());
                 let end = vm.run_slice();
                 lapic::disarm();
+                crate::logging::drain();
                 // An EOI in the slice's last exit reopens its INTx line now, not at
                 // the VM's next slice.
                 vm.resample_intx_lines();
@@ -170,10 +173,12 @@ impl<A: Arch> Scheduler<A> {
             self.handle_commands();
             self.desk.refresh(&mut self.slots);
             self.report_load();
+            let log_drained = crate::logging::drain();
             if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
                 self.finish_selftest();
             }
-            if !ran && !crate::arch::x86::device_vectors::PENDING.any() {
+            // An idle machine with log output waiting keeps draining instead of sleeping.
+            if !ran && log_drained && !crate::arch::x86::device_vectors::PENDING.any() {
                 // Everything is halted or stopped: sleep until the next interrupt or the
                 // earliest VM timer.
                 idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);

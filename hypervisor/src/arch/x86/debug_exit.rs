@@ -12,6 +12,8 @@ pub enum ExitCode {
 }
 
 pub fn exit(code: ExitCode) {
+    // The log's last lines (the verdict) must be out before QEMU goes.
+    crate::logging::flush();
     // SAFETY: port 0xf4 is not used by any chipset device Bulkhead drives; on QEMU it is
     // isa-debug-exit (when configured), elsewhere the write goes nowhere.
     unsafe { crate::arch::x86::instr::outl(DEBUG_EXIT_PORT, code as u32) }

@@ -268,3 +268,21 @@ fn controller_odds_and_ends() {
     assert_eq!(read(&mut k), Some(KBD_TEST_OK));
     assert!(!k.reset_requested());
 }
+
+#[test]
+fn a_command_flood_without_reads_keeps_the_reply_queues_bounded() {
+    let (mut k, _line) = kbc();
+    for _ in 0..10_000 {
+        k.write(COMMAND_OFFSET, AccessSize::Byte, u32::from(CMD_SELF_TEST));
+        k.write(DATA_OFFSET, AccessSize::Byte, u32::from(KBD_IDENTIFY));
+    }
+    // The output buffer plus one bounded queue each for controller and keyboard.
+    assert!(k.queued_bytes() <= 2 * REPLY_QUEUE_BYTES, "{} bytes queued", k.queued_bytes());
+    assert!(k.dropped_replies() > 10_000);
+    // The oldest replies are the ones kept, in order: the first self-test answer first.
+    assert_eq!(read(&mut k), Some(SELF_TEST_OK));
+    let rest = drain(&mut k);
+    assert!(rest.len() <= 2 * REPLY_QUEUE_BYTES);
+    // Once read, the controller answers again.
+    assert_eq!(i8042_command(&mut k, CMD_SELF_TEST, &[], 1), Some(alloc::vec![SELF_TEST_OK]));
+}

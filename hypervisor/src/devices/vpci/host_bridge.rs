@@ -30,6 +30,9 @@ pub trait VirtualPciFunction {
     fn config_write(&mut self, offset: u16, size: AccessSize, value: u32);
     /// The function's BARs as currently programmed (for mapping them on the buses).
     fn bars(&self) -> Vec<BarRegion>;
+    /// Work that configuration writes left for the end of the exit, done once however
+    /// many writes one string instruction made (see [`PciHost::settle`]).
+    fn settle(&mut self) {}
 }
 
 /// Function 00.0: the host bridge.
@@ -170,6 +173,14 @@ impl VpciHost {
                 }
                 value
             }
+        }
+    }
+
+    /// Lets every function finish work its configuration writes deferred; the VM calls
+    /// it once after each exit that may have written configuration space.
+    pub fn settle(&mut self) {
+        for function in self.functions.values_mut() {
+            function.settle();
         }
     }
 

@@ -118,6 +118,14 @@ pub struct PassthroughFunction<A: ConfigAccess, R: InterruptRouter> {
     intx: Option<u8>,
     /// The size of the virtual ROM BAR, when a ROM copy is offered.
     rom_size: Option<u64>,
+    /// The guest changed the MSI-X control word: the function is masked on the device
+    /// and its table is brought in line once, at [`VirtualPciFunction::settle`] (a REP
+    /// string write toggling the enable bit would otherwise re-sync the whole table,
+    /// up to 2048 entries, per element).
+    msix_resync: bool,
+    /// The guest wrote the MSI capability: its route is re-evaluated once, at
+    /// [`VirtualPciFunction::settle`], so a REP string write costs one IOMMU update.
+    msi_dirty: bool,
 }
 
 impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
@@ -142,6 +150,8 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
             has_caps: false,
             intx: None,
             rom_size: None,
+            msix_resync: false,
+            msi_dirty: false,
         };
         f.build_header(device);
         f.build_capabilities(device);
@@ -372,7 +382,9 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     pub fn msix_table_write(&mut self, offset: u64, size: AccessSize, value: u32) {
         let enabled = self.msix_enabled();
         let Some(m) = self.msix.as_mut() else { return };
-        if let Some(index) = m.table.write(offset, size.bytes(), value) {
+        if let Some(index) = m.table.write(offset, size.bytes(), value)
+            && !self.msix_resync
+        {
             m.table.sync(self.bdf, enabled, &mut self.router, Some(index));
         }
     }
@@ -489,16 +501,29 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         self.msi = Some(msi);
     }
 
-    /// Re-evaluates MSI-X after a guest write to its control word.
+    /// After a guest write to the MSI-X control word: masks the function on the
+    /// device now; [`Self::settle_msix`] brings the table in line at the exit's end.
     fn apply_msix_control(&mut self) {
+        let Some(m) = self.msix.as_ref() else { return };
+        if !self.msix_resync {
+            let ctl_at = m.offset.saturating_add(2);
+            let real = self.access.read16(self.bdf, ctl_at);
+            self.access.write16(self.bdf, ctl_at, (real & 0x07ff) | 0xc000, 0);
+            self.msix_resync = true;
+        }
+    }
+
+    /// Re-evaluates every MSI-X entry once after control word changes, then applies
+    /// the guest's enable and mask bits on the device (still masked until then).
+    pub fn settle_msix(&mut self) {
+        if !core::mem::take(&mut self.msix_resync) {
+            return;
+        }
         let enabled = self.msix_enabled();
         let Some(m) = self.msix.as_mut() else { return };
         let ctl_at = m.offset.saturating_add(2);
         let guest = self.filter.shadow_u16(ctl_at) & 0xc000;
         let real = self.access.read16(self.bdf, ctl_at);
-        // Mask the function while the table is brought in line, then apply the
-        // guest's enable and mask bits.
-        self.access.write16(self.bdf, ctl_at, (real & 0x07ff) | 0xc000, 0);
         m.table.sync(self.bdf, enabled, &mut self.router, None);
         self.access.write16(self.bdf, ctl_at, (real & 0x07ff) | guest, 0);
     }
@@ -588,7 +613,7 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
         if let Some(msi) = self.msi
             && Self::touches(offset, len, msi.offset, msi.len)
         {
-            self.apply_msi();
+            self.msi_dirty = true;
         }
         if let Some(m) = self.msix.as_ref()
             && Self::touches(offset, len, m.offset.saturating_add(2), 2)
@@ -616,6 +641,13 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
             .collect();
         bars.extend(self.rom_region());
         bars
+    }
+
+    fn settle(&mut self) {
+        if core::mem::take(&mut self.msi_dirty) {
+            self.apply_msi();
+        }
+        self.settle_msix();
     }
 }
 

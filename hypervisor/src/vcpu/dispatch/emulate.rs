@@ -64,7 +64,12 @@ fn write_phys(env: &mut VmEnv<'_>, gpa: GuestPhysAddr, size: AccessSize, value: 
         && env.memory.is_ram(gpa)
     {
         if env.memory.write_bytes(gpa, bytes).is_err() {
-            log::warn!(target: "vcpu", "vm{} dropped write crossing a region at {gpa}", env.vm.id);
+            let vm = env.vm.id;
+            crate::limited!(
+                crate::log_limit::Source::Emulation,
+                vm,
+                log::warn!(target: "vcpu", "vm{vm} dropped write crossing a region at {gpa}")
+            );
         }
         return;
     }

@@ -149,8 +149,12 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
     match decode_at_rip(exit, regs, env) {
         Some(i) if expected.contains(&i.op) => NextRip::By(i.len),
         other => {
-            log::warn!(target: "vcpu", "rip {:#x}: expected {expected:?}, decoded {:?}; assuming {fallback} bytes",
-                regs.rip(), other.map(|i| i.op));
+            crate::limited!(
+                crate::log_limit::Source::Emulation,
+                env.vm.id,
+                log::warn!(target: "vcpu", "vm{} rip {:#x}: expected {expected:?}, decoded {:?}; assuming {fallback} bytes",
+                    env.vm.id, regs.rip(), other.map(|i| i.op))
+            );
             NextRip::By(fallback)
         }
     }

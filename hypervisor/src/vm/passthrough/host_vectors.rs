@@ -59,6 +59,47 @@ pub struct HostVectorTable {
     /// Where the next search starts: vectors are handed out round robin, so a vector
     /// just freed is the last to be reused.
     next: usize,
+    /// (VM, vectors) set aside for each device-owning VM when it is created: what its
+    /// devices can use, and no other VM can take them, also while it restarts.
+    reserved: Vec<(u32, usize)>,
+}
+
+/// A VM whose devices need more host vectors than are left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorShortage {
+    pub vm: u32,
+    pub wanted: usize,
+    pub available: usize,
+}
+
+impl core::fmt::Display for VectorShortage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "its devices need {} host interrupt vectors but only {} of {COUNT} are left (other VMs' devices hold the rest)",
+            self.wanted, self.available
+        )
+    }
+}
+
+/// Host vectors a VM's devices can use: per function its largest MSI-X table or MSI
+/// vector count plus its INTx line, capped at [`VECTORS_PER_VM`].
+pub fn vectors_wanted(devices: &[&crate::host::pci::PciDevice]) -> usize {
+    use crate::host::pci::CapabilityDetail;
+    let per_device = |d: &crate::host::pci::PciDevice| {
+        let messages = d
+            .capabilities
+            .iter()
+            .map(|c| match c.detail {
+                CapabilityDetail::MsiX { table_size, .. } => usize::from(table_size),
+                CapabilityDetail::Msi { max_vectors, .. } => usize::from(max_vectors),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        messages.saturating_add(1)
+    };
+    devices.iter().fold(0usize, |sum, d| sum.saturating_add(per_device(d))).min(VECTORS_PER_VM)
 }
 
 impl Default for HostVectorTable {
@@ -77,7 +118,53 @@ fn slot_of(vector: u8) -> Option<usize> {
 
 impl HostVectorTable {
     pub const fn new() -> Self {
-        Self { slots: [None; COUNT], next: 0 }
+        Self { slots: [None; COUNT], next: 0, reserved: Vec::new() }
+    }
+
+    /// Sets aside `wanted` vectors for `vm` (replacing what it had set aside), or says
+    /// why not: the others' reservations and the vectors VMs without one hold leave
+    /// too few.
+    pub fn reserve(&mut self, vm: u32, wanted: usize) -> Result<(), VectorShortage> {
+        let others: usize = self.reserved.iter().filter(|r| r.0 != vm).fold(0usize, |sum, r| sum.saturating_add(r.1));
+        let unreserved_use =
+            self.slots.iter().flatten().filter(|s| s.owner.vm != vm && self.reservation(s.owner.vm).is_none()).count();
+        let available = COUNT.saturating_sub(others).saturating_sub(unreserved_use);
+        if wanted > available {
+            return Err(VectorShortage { vm, wanted, available });
+        }
+        self.reserved.retain(|r| r.0 != vm);
+        self.reserved.push((vm, wanted));
+        Ok(())
+    }
+
+    /// Gives `vm`'s reservation back (the VM is gone for good).
+    pub fn unreserve(&mut self, vm: u32) {
+        self.reserved.retain(|r| r.0 != vm);
+    }
+
+    /// The vectors set aside for `vm`.
+    pub fn reservation(&self, vm: u32) -> Option<usize> {
+        self.reserved.iter().find(|r| r.0 == vm).map(|r| r.1)
+    }
+
+    /// A free host vector for a device of `vm`, within its reservation (or, without
+    /// one, [`VECTORS_PER_VM`] and only vectors no reservation needs). `None` when the
+    /// VM has its share or none is free for it.
+    pub fn allocate_for(&mut self, vm: u32) -> Option<u8> {
+        let owned = self.count_owned_by(vm);
+        if owned >= self.reservation(vm).unwrap_or(VECTORS_PER_VM) {
+            return None;
+        }
+        let free = COUNT.saturating_sub(self.used());
+        let held_for_others = self
+            .reserved
+            .iter()
+            .filter(|r| r.0 != vm)
+            .fold(0usize, |sum, r| sum.saturating_add(r.1.saturating_sub(self.count_owned_by(r.0))));
+        if free <= held_for_others {
+            return None;
+        }
+        self.allocate()
     }
 
     /// The host vector `owner` already has.
@@ -190,5 +277,60 @@ mod tests {
         }
         t.free(LAST);
         assert_eq!(t.allocate(), Some(LAST));
+    }
+
+    #[test]
+    fn reservations_refuse_a_fourth_vm_and_keep_a_restarting_vms_vectors() {
+        let mut t = HostVectorTable::new();
+        for vm in 0..3 {
+            t.reserve(vm, VECTORS_PER_VM).unwrap();
+        }
+        // A fourth device-owning VM is refused up front, with the numbers.
+        assert_eq!(t.reserve(3, 1), Err(VectorShortage { vm: 3, wanted: 1, available: 0 }));
+        assert!(alloc::format!("{}", t.reserve(3, 5).unwrap_err()).contains("need 5 host interrupt vectors"));
+        // Each VM gets its share and no more.
+        for vm in 0..3 {
+            for i in 0..VECTORS_PER_VM {
+                let v = t.allocate_for(vm).unwrap();
+                t.set(v, entry(owner(vm, i as u16), 0x40));
+            }
+            assert_eq!(t.allocate_for(vm), None);
+        }
+        // VM 0 restarts: its vectors are freed, and while it is down nobody takes them.
+        for (v, _) in t.owned_by(0) {
+            t.free(v);
+        }
+        assert_eq!(t.allocate_for(7), None, "a VM without a reservation cannot take them");
+        assert_eq!(t.allocate_for(1), None, "nor can a VM that has its share");
+        for i in 0..VECTORS_PER_VM {
+            let v = t.allocate_for(0).unwrap_or_else(|| panic!("restarted VM lost vector {i}"));
+            t.set(v, entry(owner(0, i as u16), 0x40));
+        }
+        // A VM gone for good gives its reservation back.
+        for (v, _) in t.owned_by(2) {
+            t.free(v);
+        }
+        t.unreserve(2);
+        t.reserve(3, 10).unwrap();
+    }
+
+    #[test]
+    fn without_reservations_a_vm_cannot_starve_a_reserved_one() {
+        let mut t = HostVectorTable::new();
+        t.reserve(0, 10).unwrap();
+        let mut taken = 0;
+        for vm in 1..4 {
+            while let Some(v) = t.allocate_for(vm) {
+                t.set(v, entry(owner(vm, taken as u16), 0x40));
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, COUNT - 10);
+        for i in 0..10 {
+            let v = t.allocate_for(0).unwrap();
+            t.set(v, entry(owner(0, i), 0x40));
+        }
+        // What unreserved VMs hold counts against a later reservation.
+        assert_eq!(t.reserve(9, 1).unwrap_err().available, 0);
     }
 }

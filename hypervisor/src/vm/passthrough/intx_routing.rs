@@ -74,7 +74,7 @@ pub fn route<R: IoapicRegs>(
         );
         return Ok(vector);
     }
-    let vector = table.allocate().ok_or("no free host vector for its INTx line")?;
+    let vector = table.allocate_for(owner.vm).ok_or("no free host vector for its INTx line")?;
     let target = MsiTarget { vector, dest_apic_id: cpu };
     // The handler must already know to leave the EOI when the first interrupt comes.
     device_vectors::LEVEL.record(vector);

@@ -40,7 +40,7 @@ use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::phys::GlobalFrames;
 use crate::memory::stage2::NestedPageTable;
 use crate::vm::config::{DeviceSelector, VmConfig};
-use host_vectors::VectorOwner;
+use host_vectors::{VectorOwner, VectorShortage, vectors_wanted};
 use mappings::{desired_mappings, host_bar, msix_window};
 use placement::{BarPlacement, BarWindow, Windows};
 use rom::{RomCopy, RomWrites, copy_rom, free_rom, plannable_rom};
@@ -280,6 +280,20 @@ struct Unmappable {
     bar: u8,
     guest_addr: u64,
     why: &'static str,
+}
+
+/// Unmappable guest BAR addresses remembered per VM (each is logged once). A guest
+/// that keeps moving BARs to new bad addresses gets this many lines, then no more,
+/// and the list stops growing.
+const REFUSALS_REMEMBERED: usize = 32;
+
+/// Remembers `r`; true if it is new and was remembered (log it).
+fn remember_refusal(refused: &mut Vec<Unmappable>, r: Unmappable) -> bool {
+    if refused.len() >= REFUSALS_REMEMBERED || refused.contains(&r) {
+        return false;
+    }
+    refused.push(r);
+    true
 }
 
 /// The devices one VM owns, attached to its IOMMU domain.
@@ -594,13 +608,15 @@ impl VmDevices {
         self.note_moved_msix_tables(&bars);
         let (want, refused) = desired_mappings(&self.devices, &bars, &self.windows);
         for r in refused {
-            if !self.refused.contains(&r) {
+            if remember_refusal(&mut self.refused, r) {
                 warn!(
                     target: "pci",
                     "{}: BAR{} at guest {:#x} stays unmapped in VM {}: {}",
                     r.host, r.bar, r.guest_addr, self.vm, r.why
                 );
-                self.refused.push(r);
+                if self.refused.len() == REFUSALS_REMEMBERED {
+                    warn!(target: "pci", "VM {}: further unmappable BAR addresses are not logged", self.vm);
+                }
             }
         }
         let mut changed = false;
@@ -728,6 +744,29 @@ impl VmDevices {
             Err(e) => error!(target: "iommu", "cannot free {}: {e}", self.domain),
         }
     }
+}
+
+/// Sets aside host vectors for the devices `bdfs` of VM `vm_id` (see
+/// [`HostVectorTable::reserve`](crate::vm::passthrough::host_vectors::HostVectorTable::reserve));
+/// a VM restart keeps them. Returns how many.
+pub fn reserve_vectors(vm_id: u32, bdfs: &[Bdf]) -> Result<usize, VectorShortage> {
+    if bdfs.is_empty() {
+        return Ok(0);
+    }
+    let Some(host) = HOST.get() else { return Ok(0) };
+    let wanted = {
+        let host = host.lock();
+        let devices: Vec<_> =
+            bdfs.iter().filter_map(|b| host.inventory.devices().iter().find(|d| d.bdf == *b)).collect();
+        vectors_wanted(&devices)
+    };
+    msi_routing::VECTORS.lock().reserve(vm_id, wanted)?;
+    Ok(wanted)
+}
+
+/// Gives VM `vm_id`'s host vector reservation back (it is gone for good).
+pub fn unreserve_vectors(vm_id: u32) {
+    msi_routing::VECTORS.lock().unreserve(vm_id);
 }
 
 /// Drains the IOMMU's fault log (faults are logged here, target "iommu").

@@ -25,6 +25,8 @@ use crate::arch::x86::device_vectors;
 use crate::devices::vpci::msi::MsiRoute;
 use crate::host::iommu::{Iommu, MsiTarget};
 use crate::hw::MsiMessage;
+use crate::limited;
+use crate::log_limit::Source;
 use crate::vm::passthrough::host_vectors::{GuestTarget, HostVector, HostVectorTable, VECTORS_PER_VM, VectorOwner};
 
 /// Routes `owner`'s vector per `route` (or tears it down with `None`) and returns
@@ -54,29 +56,45 @@ pub fn route(
         return Some(entry.message);
     }
     if table.count_owned_by(owner.vm) >= VECTORS_PER_VM {
-        warn!(
-            target: "msi",
-            "vm {} {} vector {}: the VM already holds {VECTORS_PER_VM} host vectors; stays masked",
-            owner.vm, owner.bdf, owner.index
+        limited!(
+            Source::Routes,
+            owner.vm,
+            warn!(
+                target: "msi",
+                "vm {} {} vector {}: the VM already holds {VECTORS_PER_VM} host vectors; stays masked",
+                owner.vm, owner.bdf, owner.index
+            )
         );
         return None;
     }
-    let Some(vector) = table.allocate() else {
-        warn!(target: "msi", "vm {} {} vector {}: no free host vector; stays masked", owner.vm, owner.bdf, owner.index);
+    let Some(vector) = table.allocate_for(owner.vm) else {
+        limited!(
+            Source::Routes,
+            owner.vm,
+            warn!(target: "msi", "vm {} {} vector {}: no host vector left in its share or free; stays masked", owner.vm, owner.bdf, owner.index)
+        );
         return None;
     };
     match iommu.map_msi(owner.bdf, owner.index, MsiTarget { vector, dest_apic_id: cpu }) {
         Ok(message) => {
             table.set(vector, HostVector { owner, target: GuestTarget::Msi(route), message });
-            info!(
-                target: "msi",
-                "vm {} {} vector {}: host vector {vector:#x} on cpu {cpu} -> guest vector {:#x} (remapped by {})",
-                owner.vm, owner.bdf, owner.index, route.vector, iommu.name()
+            limited!(
+                Source::Routes,
+                owner.vm,
+                info!(
+                    target: "msi",
+                    "vm {} {} vector {}: host vector {vector:#x} on cpu {cpu} -> guest vector {:#x} (remapped by {})",
+                    owner.vm, owner.bdf, owner.index, route.vector, iommu.name()
+                )
             );
             Some(message)
         }
         Err(e) => {
-            warn!(target: "msi", "vm {} {} vector {}: cannot remap ({e}); stays masked", owner.vm, owner.bdf, owner.index);
+            limited!(
+                Source::Routes,
+                owner.vm,
+                warn!(target: "msi", "vm {} {} vector {}: cannot remap ({e}); stays masked", owner.vm, owner.bdf, owner.index)
+            );
             None
         }
     }
@@ -94,7 +112,11 @@ fn release(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vector: u8, settl
     }
     settle(vector);
     table.free(vector);
-    info!(target: "msi", "vm {} {} vector {}: host vector {vector:#x} released", o.vm, o.bdf, o.index);
+    limited!(
+        Source::Routes,
+        o.vm,
+        info!(target: "msi", "vm {} {} vector {}: host vector {vector:#x} released", o.vm, o.bdf, o.index)
+    );
 }
 
 /// Tears down every MSI/MSI-X vector `vm` owns (its devices are already stopped).

@@ -286,3 +286,16 @@ fn mappings_follow_the_bars_as_the_guest_programs_them() {
     let (want, refused) = desired_mappings(&devices, &[region(5, 0, 0xc000_0000, 0x1000, true)], &WINDOWS);
     assert!(want.is_empty() && refused.is_empty());
 }
+
+#[test]
+fn a_guest_moving_bars_to_ever_new_bad_addresses_does_not_grow_the_refusal_list() {
+    let mut refused = Vec::new();
+    let r = |addr: u64| Unmappable { host: Bdf::new(0, 1, 0, 0), bar: 0, guest_addr: addr, why: "outside" };
+    let logged = (0..10_000u64).filter(|i| remember_refusal(&mut refused, r(i << 12))).count();
+    assert_eq!(logged, REFUSALS_REMEMBERED);
+    assert_eq!(refused.len(), REFUSALS_REMEMBERED);
+    // A known one is not logged again.
+    let mut fresh = Vec::new();
+    assert!(remember_refusal(&mut fresh, r(0x1000)));
+    assert!(!remember_refusal(&mut fresh, r(0x1000)));
+}

@@ -69,6 +69,12 @@ fn setup(cfg: &FakeCfg) -> PassthroughFunction<&FakeCfg, Router> {
     PassthroughFunction::new(&dev, cfg, Router::default()).unwrap()
 }
 
+/// A guest configuration write as one exit: the write, then the exit's deferred work.
+fn exit_write(f: &mut PassthroughFunction<&FakeCfg, Router>, offset: u16, size: AccessSize, value: u32) {
+    f.config_write(offset, size, value);
+    f.settle();
+}
+
 const B: AccessSize = AccessSize::Byte;
 const W: AccessSize = AccessSize::Word;
 const D: AccessSize = AccessSize::Dword;
@@ -229,21 +235,21 @@ fn msi_is_emulated_and_remapped() {
     let cfg = FakeCfg::default();
     let mut f = setup(&cfg);
     let b = bdf(NIC.0, NIC.1, NIC.2);
-    f.config_write(0xd4, D, 0xfee0_1000);
-    f.config_write(0xd8, D, 0);
-    f.config_write(0xdc, W, 0x0041);
+    exit_write(&mut f, 0xd4, D, 0xfee0_1000);
+    exit_write(&mut f, 0xd8, D, 0);
+    exit_write(&mut f, 0xdc, W, 0x0041);
     assert!(f.router_mut().routes.is_empty(), "nothing routed while disabled");
     assert_eq!(f.config_read(0xd4, D), 0xfee0_1000, "guest reads back its own values");
-    f.config_write(0xd2, W, 0x0001);
+    exit_write(&mut f, 0xd2, W, 0x0001);
     let route = MsiRoute { vector: 0x41, dest: 1, logical: false, delivery: 0 };
     assert_eq!(f.router_mut().routes, [(0, Some(route))]);
     assert_eq!(cfg.get(b, 0xd4), 0xfee0_0010, "the device holds the remapped message");
     assert_eq!(cfg.get(b, 0xdc) & 0xffff, 0);
     assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 1, "enabled on the device");
     // Rewriting the same values does not reprogram.
-    f.config_write(0xdc, W, 0x0041);
+    exit_write(&mut f, 0xdc, W, 0x0041);
     assert_eq!(f.router_mut().routes.len(), 1);
-    f.config_write(0xd2, W, 0x0000);
+    exit_write(&mut f, 0xd2, W, 0x0000);
     assert_eq!(f.router_mut().routes[1], (0, None));
     assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 0);
     // Guest writes never reached the device's MSI data raw.
@@ -255,20 +261,20 @@ fn msi_vector_change_keeps_the_device_message() {
     let cfg = FakeCfg::default();
     let mut f = setup(&cfg);
     let b = bdf(NIC.0, NIC.1, NIC.2);
-    f.config_write(0xd4, D, 0xfee0_0000);
-    f.config_write(0xdc, W, 0x0041);
-    f.config_write(0xd2, W, 0x0001);
+    exit_write(&mut f, 0xd4, D, 0xfee0_0000);
+    exit_write(&mut f, 0xdc, W, 0x0041);
+    exit_write(&mut f, 0xd2, W, 0x0001);
     let writes = cfg.writes.borrow().len();
     // The guest picks another vector and destination: the route changes, the device
     // keeps its remapped message and stays enabled.
-    f.config_write(0xd4, D, 0xfee0_2000);
-    f.config_write(0xdc, W, 0x0042);
+    exit_write(&mut f, 0xd4, D, 0xfee0_2000);
+    exit_write(&mut f, 0xdc, W, 0x0042);
     let route = MsiRoute { vector: 0x42, dest: 2, logical: false, delivery: 0 };
     assert_eq!(f.router_mut().routes.last(), Some(&(0, Some(route))));
     assert_eq!(cfg.writes.borrow().len(), writes, "nothing written to the device");
     assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 1);
     // A delivery mode a device must not use (SMI) tears the route down, device first.
-    f.config_write(0xdc, W, 0x0242);
+    exit_write(&mut f, 0xdc, W, 0x0242);
     assert_eq!(f.router_mut().calls, "rrru");
     assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 0);
 }
@@ -282,6 +288,7 @@ fn msi_and_msix_stop_on_the_device_before_their_routes_go() {
     f.msix_table_write(8, D, 0x51);
     f.msix_table_write(12, D, 0);
     f.config_write(0xa2, W, 0x8000);
+    f.settle();
     f.msix_table_write(12, D, 1);
     assert_eq!(f.router_mut().calls, "rwmu", "routed then written; masked then unrouted");
     // Rewriting a masked entry touches nothing.
@@ -291,9 +298,9 @@ fn msi_and_msix_stop_on_the_device_before_their_routes_go() {
     f.msix_table_write(12, D, 0);
     assert_eq!(f.router_mut().calls, "rwmurw");
     // Quiescing for teardown disables MSI and masks and disables MSI-X on the device.
-    f.config_write(0xd4, D, 0xfee0_0000);
-    f.config_write(0xdc, W, 0x0041);
-    f.config_write(0xd2, W, 0x0001);
+    exit_write(&mut f, 0xd4, D, 0xfee0_0000);
+    exit_write(&mut f, 0xdc, W, 0x0041);
+    exit_write(&mut f, 0xd2, W, 0x0001);
     assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 1);
     quiesce_interrupts(&&cfg, &nic(&cfg));
     assert_eq!((cfg.get(b, 0xd0) >> 16) & 1, 0);
@@ -311,6 +318,9 @@ fn msix_table_is_emulated() {
     f.msix_table_write(28, D, 0);
     assert!(f.router_mut().msix.is_empty(), "MSI-X still disabled");
     f.config_write(0xa2, W, 0x8000);
+    assert!(f.router_mut().msix.is_empty(), "re-synced at the exit's end");
+    assert_eq!(cfg.get(b, 0xa0) >> 16 & 0xc000, 0xc000, "masked on the device until then");
+    f.settle();
     let msix = &f.router_mut().msix;
     assert_eq!(msix.len(), 1);
     assert_eq!(msix[0], (3, 16, 1, Some(MsiMessage { address: 0xfee0_0030, data: 0 })));
@@ -322,7 +332,47 @@ fn msix_table_is_emulated() {
     // Function mask: everything masked.
     f.msix_table_write(28, D, 0);
     f.config_write(0xa2, W, 0xc000);
+    f.settle();
     assert_eq!(f.router_mut().msix.last().unwrap().3, None);
+}
+
+#[test]
+fn toggling_msix_enable_many_times_in_one_exit_re_syncs_the_table_once() {
+    let cfg = FakeCfg::default();
+    let mut f = setup(&cfg);
+    let b = bdf(NIC.0, NIC.1, NIC.2);
+    for i in 0..5u64 {
+        f.msix_table_write(i * 16, D, 0xfee0_0000);
+        f.msix_table_write(i * 16 + 8, D, 0x40 + i as u32);
+        f.msix_table_write(i * 16 + 12, D, 0);
+    }
+    // A REP OUTSW of 1024 elements alternating enable on and off: one exit.
+    for i in 0..1024 {
+        f.config_write(0xa2, W, if i % 2 == 0 { 0x8000 } else { 0 });
+    }
+    assert!(f.router_mut().calls.is_empty(), "no per-element re-sync");
+    f.config_write(0xa2, W, 0x8000);
+    f.settle();
+    // Each of the 5 entries routed and written once; a second settle does nothing.
+    assert_eq!(f.router_mut().calls, "rwrwrwrwrw");
+    f.settle();
+    assert_eq!(f.router_mut().calls.len(), 10);
+    assert_eq!(cfg.get(b, 0xa0) >> 16 & 0xc000, 0x8000, "enabled and unmasked on the device");
+}
+
+#[test]
+fn toggling_msi_enable_many_times_in_one_exit_routes_once() {
+    let cfg = FakeCfg::default();
+    let mut f = setup(&cfg);
+    exit_write(&mut f, 0xd4, D, 0xfee0_0000);
+    exit_write(&mut f, 0xdc, W, 0x0041);
+    for i in 0..1024 {
+        f.config_write(0xd2, W, if i % 2 == 0 { 0x0001 } else { 0 });
+    }
+    f.config_write(0xd2, W, 0x0001);
+    assert!(f.router_mut().calls.is_empty(), "no IOMMU update per element");
+    f.settle();
+    assert_eq!(f.router_mut().calls, "r", "one route for the exit's end state");
 }
 
 #[test]

@@ -228,6 +228,8 @@ mod end_to_end {
         f.msix_table_write(24, AccessSize::Dword, 0x61);
         f.msix_table_write(28, AccessSize::Dword, 0);
         f.config_write(0xa2, AccessSize::Word, 0x8000);
+        // The exit ends: the table is brought in line.
+        f.settle_msix();
         let entry = |off: u64| bar.borrow().0.get(&(TABLE + 16 + off)).copied();
         let message = MsiMessage { address: u64::from(entry(0).unwrap()), data: entry(8).unwrap() };
         assert_ne!(message.address, 0xfee0_0000, "the device holds the remapped message, not the guest's");
