@@ -27,11 +27,11 @@ use self::dte::{Dte, IoPte};
 use self::regs::{Efr, RING_ENTRIES, RING_LEN_256, control, status};
 use super::domains::Domains;
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
-use super::page_table::IoPageTable;
 use super::scope::{ivhd_alias, ivhd_covers, ivhd_data, ivhd_max_devid};
 use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiMessage, MsiTarget};
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::guest::GuestMemoryMap;
+use crate::memory::page_table::{Geometry, PageTable};
 use crate::platform::acpi::ivrs::{Ivhd, IvhdEntry, Ivrs};
 use crate::platform::pci::Bdf;
 
@@ -259,7 +259,8 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
     }
 
     fn create_domain(&mut self, map: &GuestMemoryMap) -> Result<DomainId, IommuError> {
-        let table = IoPageTable::<IoPte>::new(&mut self.hw, LEVELS, true, self.hpa_limit)?;
+        let geometry = Geometry { levels: LEVELS, large_pages: true, hpa_limit: self.hpa_limit };
+        let table = PageTable::<IoPte>::new(&mut self.hw, geometry)?;
         let (id, table) = self.domains.create(&mut self.hw, table, map)?;
         log::info!(
             target: "iommu",

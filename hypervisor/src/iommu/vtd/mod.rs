@@ -29,11 +29,11 @@ use self::regs::{Cap, Ecap, fsts, gcmd};
 use self::tables::{ContextEntry, RootEntry, SecondLevel};
 use super::domains::Domains;
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
-use super::page_table::IoPageTable;
 use super::scope::{UnitScope, dmar_scopes, dmar_unit_for};
 use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiMessage, MsiTarget};
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
 use crate::memory::guest::GuestMemoryMap;
+use crate::memory::page_table::{Geometry, PageTable};
 use crate::platform::acpi::dmar::Dmar;
 use crate::platform::pci::{Bdf, PciInventory};
 
@@ -441,7 +441,8 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
     }
 
     fn create_domain(&mut self, map: &GuestMemoryMap) -> Result<DomainId, IommuError> {
-        let table = IoPageTable::<SecondLevel>::new(&mut self.hw, self.levels, self.large_pages, self.hpa_limit)?;
+        let geometry = Geometry { levels: self.levels, large_pages: self.large_pages, hpa_limit: self.hpa_limit };
+        let table = PageTable::<SecondLevel>::new(&mut self.hw, geometry)?;
         let (id, table) = self.domains.create(&mut self.hw, table, map)?;
         let (root, frames) = (table.root(), if self.coherent { Vec::new() } else { table.frames(&mut self.hw) });
         for frame in frames {
