@@ -25,6 +25,17 @@ impl Perms {
     pub const RW: Perms = Perms { read: true, write: true, exec: false };
     pub const RX: Perms = Perms { read: true, write: false, exec: true };
     pub const R: Perms = Perms { read: true, write: false, exec: false };
+    pub const NONE: Perms = Perms { read: false, write: false, exec: false };
+
+    /// The rights both grant.
+    pub fn and(self, other: Perms) -> Perms {
+        Perms { read: self.read && other.read, write: self.write && other.write, exec: self.exec && other.exec }
+    }
+
+    /// Whether any access is granted.
+    pub fn any(self) -> bool {
+        self.read || self.write || self.exec
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use crate::devices::vpci::host_bridge::VpciHost;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
+use crate::memory::page_table::npt::{GEOMETRY as NPT_GEOMETRY, NestedPageTable};
 use crate::memory::phys::GlobalFrames;
-use crate::memory::stage2::NestedPageTable;
 use crate::vcpu::cpuid::CpuidPolicy;
 use crate::vcpu::dispatch::{self, GuestConsole, NoMsrDevices, VmEnv, VmIdentity};
 use crate::vcpu::msr::MsrState;
@@ -395,7 +395,8 @@ impl<A: Arch> Vm<A> {
             }
             self.scrub_ram();
         }
-        let mut npt = NestedPageTable::new(&mut GlobalFrames).map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+        let mut npt = NestedPageTable::new(&mut GlobalFrames, NPT_GEOMETRY)
+            .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
         // The framebuffer gets 4 KiB leaves so the switcher can track written pages.
         npt.map_all_tracking(&mut GlobalFrames, &self.map, self.framebuffer.map(|fb| fb.gpa))
             .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;

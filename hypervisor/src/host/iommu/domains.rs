@@ -7,15 +7,15 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::{DomainId, IdAllocator, IommuError};
-use crate::host::iommu::page_table::{IoPageTable, PteFormat};
 use crate::hw::Bdf;
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
 use crate::memory::guest::GuestMemoryMap;
+use crate::memory::page_table::{PageTable, PteFormat};
 
 #[derive(Debug)]
 pub(crate) struct Domain<F> {
-    pub table: IoPageTable<F>,
+    pub table: PageTable<F>,
     pub devices: Vec<Bdf>,
 }
 
@@ -35,12 +35,12 @@ impl<F: PteFormat> Domains<F> {
     pub fn create<M: FrameSource + ?Sized>(
         &mut self,
         frames: &mut M,
-        mut table: IoPageTable<F>,
+        mut table: PageTable<F>,
         map: &GuestMemoryMap,
-    ) -> Result<(u16, &IoPageTable<F>), IommuError> {
+    ) -> Result<(u16, &PageTable<F>), IommuError> {
         if let Err(e) = table.map_all(frames, map) {
             table.destroy(frames);
-            return Err(e);
+            return Err(e.into());
         }
         let Some(id) = self.ids.alloc() else {
             table.destroy(frames);

@@ -21,7 +21,6 @@ mod hw;
 // The register blocks, contiguous table memory and cache write-back.
 #[allow(unsafe_code)]
 mod mmio;
-pub mod page_table;
 pub mod scope;
 pub mod vtd;
 
@@ -38,6 +37,7 @@ pub use mmio::{HostIommuHw, from_platform};
 
 use crate::hw::Bdf;
 use crate::memory::guest::GuestMemoryMap;
+use crate::memory::page_table::MapError;
 
 /// A DMA domain: one VM's I/O address space. Ids are hardware domain ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -145,6 +145,21 @@ pub enum IommuError {
     InvalidationError(u32),
     /// Interrupt remapping is not available on this unit.
     NoInterruptRemapping,
+}
+
+/// Page-table errors as the IOMMU reports them: the engine refuses only what a valid
+/// memory map never asks for, or runs out of frames.
+impl From<MapError> for IommuError {
+    fn from(e: MapError) -> Self {
+        match e {
+            MapError::OutOfFrames => Self::OutOfMemory,
+            MapError::BadGeometry => Self::Unsupported("page-table depth"),
+            MapError::OutOfRange { gpa } => Self::AddressOutOfRange { gpa: gpa.raw() },
+            MapError::Misaligned { gpa } | MapError::AlreadyMapped { gpa } | MapError::BadPerms { gpa } => {
+                Self::BadMapping { gpa: gpa.raw() }
+            }
+        }
+    }
 }
 
 impl fmt::Display for IommuError {

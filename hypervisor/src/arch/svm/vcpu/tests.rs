@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::arch::exit::{Event, StopReason};
-use crate::memory::stage2::fake::FakeFrames;
+use crate::memory::fake_frames::FakeFrames;
 
 fn features() -> SvmFeatures {
     SvmFeatures { npt: true, asids: 16, ..SvmFeatures::default() }
@@ -70,7 +70,7 @@ fn bad_configs_and_exhaustion_leak_nothing() {
     assert_eq!(SvmVcpu::new(&features(), &bad, &mut frames).err(), Some(SvmError::BadConfig));
     bad.tag = 16;
     assert!(SvmVcpu::new(&features(), &bad, &mut frames).is_err());
-    frames.limit = frames.allocated + 2;
+    frames.limit = Some(frames.live() + 2);
     assert_eq!(SvmVcpu::new(&features(), &config(LONG), &mut frames).err(), Some(SvmError::OutOfFrames));
     let big = SvmFeatures { xsave_bytes: 8192, ..features() };
     assert_eq!(SvmVcpu::new(&big, &config(LONG), &mut frames).err(), Some(SvmError::XsaveAreaTooLarge));

@@ -4,8 +4,9 @@
 
 use core::mem::size_of;
 
-use crate::host::iommu::page_table::ADDR_MASK;
 use crate::memory::addr::HostPhysAddr;
+use crate::memory::guest::Perms;
+use crate::memory::page_table::{ADDR_MASK, PteFormat};
 
 /// One device table entry, as four little-endian quadwords.
 #[repr(C)]
@@ -131,7 +132,8 @@ pub const QEMU72_RESERVED: [u64; 4] = [0x8030_0000_0000_00fc, 0x0000_0000_0000_0
 
 /// AMD-Vi I/O page-table entries (§2.2.3, Tables 14-15): PR bit 0, NextLevel 11:9
 /// (0 for a page), address 51:12, IR bit 61, IW bit 62. Permissions combine across
-/// levels, so table entries grant IR+IW.
+/// levels, so table entries grant IR+IW. A format for the page-table engine in
+/// `memory::page_table`; it has no Dirty bit, so these tables offer no dirty tracking.
 #[derive(Debug, Clone, Copy)]
 pub struct IoPte;
 
@@ -145,7 +147,11 @@ pub mod pte {
     }
 }
 
-impl crate::host::iommu::page_table::PteFormat for IoPte {
+impl PteFormat for IoPte {
+    const NAME: &'static str = "AMD-Vi I/O page table";
+    const LOG_TARGET: &'static str = "iommu";
+    const RIGHTS: Perms = Perms::RW;
+
     fn table(next: HostPhysAddr, level: u8) -> u64 {
         (next.raw() & ADDR_MASK)
             | pte::PRESENT
@@ -153,7 +159,11 @@ impl crate::host::iommu::page_table::PteFormat for IoPte {
             | pte::IR
             | pte::IW
     }
-    fn leaf(hpa: HostPhysAddr, _level: u8, perms: crate::host::iommu::page_table::DmaPerms) -> u64 {
+    fn leaf(hpa: HostPhysAddr, _level: u8, perms: Perms) -> Option<u64> {
+        // A present entry without IR and IW would only fault: refuse it.
+        if !perms.read && !perms.write {
+            return None;
+        }
         let mut e = (hpa.raw() & ADDR_MASK) | pte::PRESENT;
         if perms.read {
             e |= pte::IR;
@@ -161,7 +171,7 @@ impl crate::host::iommu::page_table::PteFormat for IoPte {
         if perms.write {
             e |= pte::IW;
         }
-        e
+        Some(e)
     }
     fn is_present(entry: u64) -> bool {
         entry & pte::PRESENT != 0
@@ -169,7 +179,49 @@ impl crate::host::iommu::page_table::PteFormat for IoPte {
     fn is_leaf(entry: u64, level: u8) -> bool {
         level == 1 || matches!(pte::next_level(entry), 0 | 7)
     }
-    fn perms(entry: u64) -> crate::host::iommu::page_table::DmaPerms {
-        crate::host::iommu::page_table::DmaPerms { read: entry & pte::IR != 0, write: entry & pte::IW != 0 }
+    fn rights(entry: u64) -> Perms {
+        Perms { read: entry & pte::IR != 0, write: entry & pte::IW != 0, exec: false }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::memory::addr::GuestPhysAddr;
+    use crate::memory::fake_frames::FakeFrames;
+    use crate::memory::frames::FrameSource;
+    use crate::memory::page_table::{Geometry, PageTable, conformance};
+
+    const FOUR_LEVELS: Geometry = Geometry { levels: 4, large_pages: true, hpa_limit: 1 << 48 };
+
+    #[test]
+    fn io_page_tables_meet_the_engine_contract() {
+        conformance::check_all::<IoPte>(FOUR_LEVELS);
+        conformance::check_all::<IoPte>(Geometry { levels: 3, ..FOUR_LEVELS });
+    }
+
+    #[test]
+    fn io_page_table_entries_are_encoded_per_spec() {
+        let mut f = FakeFrames::new();
+        let mut t = PageTable::<IoPte>::new(&mut f, FOUR_LEVELS).unwrap();
+        t.map_range(&mut f, GuestPhysAddr::new(0x20_0000), HostPhysAddr::new(0x60_0000), 0x20_1000, Perms::RW).unwrap();
+        t.map_range(&mut f, GuestPhysAddr::new(0x50_0000), HostPhysAddr::new(0x9000), 0x1000, Perms::RX).unwrap();
+        // Table entries name the level of the table they point at and grant IR+IW.
+        let mut table = t.root();
+        for level in [4u64, 3] {
+            let e = f.table_mut(table)[0];
+            assert_eq!(e & !ADDR_MASK, pte::PRESENT | (level - 1) << pte::NEXT_LEVEL_SHIFT | pte::IR | pte::IW);
+            table = HostPhysAddr::new(e & ADDR_MASK);
+        }
+        // A 2 MiB page is a leaf at level 2 with NextLevel 0.
+        assert_eq!(f.table_mut(table)[1], 0x60_0000 | pte::PRESENT | pte::IR | pte::IW);
+        let l1 = HostPhysAddr::new(f.table_mut(table)[2] & ADDR_MASK);
+        assert_eq!(pte::next_level(f.table_mut(table)[2]), 1);
+        assert_eq!(f.table_mut(l1)[0], 0x80_0000 | pte::PRESENT | pte::IR | pte::IW);
+        // Execute means nothing to DMA: a read-execute region is read-only.
+        assert_eq!(f.table_mut(l1)[0x100], 0x9000 | pte::PRESENT | pte::IR);
+        t.destroy(&mut f);
+        assert_eq!(f.live(), 0);
     }
 }

@@ -7,12 +7,13 @@
 
 use alloc::vec::Vec;
 
+use super::cmd::{Command, opcode};
+use super::event::code;
+use super::regs::{self, control, status};
 use crate::host::iommu::IommuHw;
-use crate::host::iommu::amdvi::cmd::{Command, opcode};
-use crate::host::iommu::amdvi::event::code;
-use crate::host::iommu::amdvi::regs::{self, control, status};
-use crate::host::iommu::fake_mem::{FakeMem, Regs};
+use crate::host::iommu::fake_mem::Regs;
 use crate::memory::addr::HostPhysAddr;
+use crate::memory::fake_frames::FakeFrames;
 use crate::memory::frames::{FrameSource, Table};
 
 /// QEMU 7.2's EFR (`AMDVI_EXT_FEATURES`): PREFETCH, PPR, GT, IA, GA, HE, HATS = GATS
@@ -28,7 +29,9 @@ pub struct FakeAmdViUnit {
 
 #[derive(Debug)]
 pub struct FakeAmdVi {
-    pub mem: FakeMem,
+    pub mem: FakeFrames,
+    /// Ranges passed to `flush_cache`.
+    pub flushed: usize,
     pub units: Vec<FakeAmdViUnit>,
 }
 
@@ -41,7 +44,7 @@ impl FakeAmdVi {
                 FakeAmdViUnit { regs, commands: Vec::new(), stuck: false }
             })
             .collect();
-        Self { mem: FakeMem::new(), units }
+        Self { mem: FakeFrames::new(), flushed: 0, units }
     }
 
     fn ctl(&self, u: usize) -> u64 {
@@ -219,7 +222,7 @@ impl IommuHw for FakeAmdVi {
         }
     }
     fn flush_cache(&mut self, _hpa: HostPhysAddr, _len_bytes: u64) {
-        self.mem.flushed += 1;
+        self.flushed += 1;
     }
     fn relax(&mut self) {}
 }

@@ -25,16 +25,16 @@ use alloc::vec::Vec;
 use self::cmd::Command;
 use self::dte::{Dte, IoPte};
 use self::regs::{Efr, RING_ENTRIES, RING_LEN_256, control, status};
+use super::domains::Domains;
+use super::hw::{POLL_LIMIT, read_entry, write_entry};
+use super::scope::{ivhd_alias, ivhd_covers, ivhd_data, ivhd_max_devid};
 use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiTarget};
 use crate::host::acpi::ivrs::{Ivhd, IvhdEntry, Ivrs};
-use crate::host::iommu::domains::Domains;
-use crate::host::iommu::hw::{POLL_LIMIT, read_entry, write_entry};
-use crate::host::iommu::page_table::IoPageTable;
-use crate::host::iommu::scope::{ivhd_alias, ivhd_covers, ivhd_data, ivhd_max_devid};
 use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::guest::GuestMemoryMap;
+use crate::memory::page_table::{Geometry, PageTable};
 
 /// Page-table depth Bulkhead uses: 4 levels, a 48-bit DMA address space (every
 /// AMD-Vi implementation supports it; EFR.HATS only allows more).
@@ -260,7 +260,8 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
     }
 
     fn create_domain(&mut self, map: &GuestMemoryMap) -> Result<DomainId, IommuError> {
-        let table = IoPageTable::<IoPte>::new(&mut self.hw, LEVELS, true, self.hpa_limit)?;
+        let geometry = Geometry { levels: LEVELS, large_pages: true, hpa_limit: self.hpa_limit };
+        let table = PageTable::<IoPte>::new(&mut self.hw, geometry)?;
         let (id, table) = self.domains.create(&mut self.hw, table, map)?;
         log::info!(
             target: "iommu",

@@ -127,9 +127,9 @@ fn detach_restores_blocking_and_invalidates() {
     );
     assert_eq!(amd.hw_mut().dma(0, 0x0100, 0x1000, false), Err(()));
     assert_eq!(amd.hw_mut().msi(0, 0x0100, msg.address, msg.data), Err(()));
-    let live = amd.hw_mut().mem.live;
+    let live = amd.hw_mut().mem.live();
     amd.destroy_domain(vm).unwrap();
-    assert!(amd.hw_mut().mem.live < live);
+    assert!(amd.hw_mut().mem.live() < live);
     assert_eq!(amd.detach(nic), Err(IommuError::NotAttached(nic)));
 }
 

@@ -8,11 +8,12 @@
 
 use alloc::vec::Vec;
 
+use super::qi::{InvDesc, QUEUE_ENTRIES, WAIT_SW};
+use super::regs::{self, gcmd};
 use crate::host::iommu::IommuHw;
-use crate::host::iommu::fake_mem::{FakeMem, Regs};
-use crate::host::iommu::vtd::qi::{InvDesc, QUEUE_ENTRIES, WAIT_SW};
-use crate::host::iommu::vtd::regs::{self, gcmd};
+use crate::host::iommu::fake_mem::Regs;
 use crate::memory::addr::HostPhysAddr;
+use crate::memory::fake_frames::FakeFrames;
 use crate::memory::frames::{FrameSource, Table};
 
 /// QEMU 7.2 `intel-iommu` CAP: ND = 6 (64K ids), SAGAW 39-bit only, MGAW 39,
@@ -36,7 +37,9 @@ pub struct FakeVtdUnit {
 
 #[derive(Debug)]
 pub struct FakeVtd {
-    pub mem: FakeMem,
+    pub mem: FakeFrames,
+    /// Ranges passed to `flush_cache`.
+    pub flushed: usize,
     pub units: Vec<FakeVtdUnit>,
 }
 
@@ -54,7 +57,7 @@ impl FakeVtd {
                 FakeVtdUnit { regs, root: 0, descriptors: Vec::new(), register_invalidations: 0, stuck: false }
             })
             .collect();
-        Self { mem: FakeMem::new(), units }
+        Self { mem: FakeFrames::new(), flushed: 0, units }
     }
 
     pub fn qemu(units: usize) -> Self {
@@ -283,7 +286,7 @@ impl IommuHw for FakeVtd {
         }
     }
     fn flush_cache(&mut self, _hpa: HostPhysAddr, _len_bytes: u64) {
-        self.mem.flushed += 1;
+        self.flushed += 1;
     }
     fn relax(&mut self) {}
 }

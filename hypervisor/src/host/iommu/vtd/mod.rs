@@ -19,6 +19,7 @@ pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
+use crate::hw::Bdf;
 use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -27,17 +28,16 @@ use self::irte::VtdIrte;
 use self::qi::{InvDesc, InvQueue, QUEUE_ENTRIES};
 use self::regs::{Cap, Ecap, fsts, gcmd};
 use self::tables::{ContextEntry, RootEntry, SecondLevel};
+use super::domains::Domains;
+use super::hw::{POLL_LIMIT, read_entry, write_entry};
+use super::scope::{UnitScope, dmar_scopes, dmar_unit_for};
 use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiTarget};
 use crate::host::acpi::dmar::Dmar;
-use crate::host::iommu::domains::Domains;
-use crate::host::iommu::hw::{POLL_LIMIT, read_entry, write_entry};
-use crate::host::iommu::page_table::IoPageTable;
-use crate::host::iommu::scope::{UnitScope, dmar_scopes, dmar_unit_for};
 use crate::host::pci::PciInventory;
-use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
 use crate::memory::guest::GuestMemoryMap;
+use crate::memory::page_table::{Geometry, PageTable};
 
 /// Interrupt remapping table entries per unit (2^(S+1) with S = 9: four pages).
 pub const IRT_ENTRIES: usize = 1024;
@@ -443,7 +443,8 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
     }
 
     fn create_domain(&mut self, map: &GuestMemoryMap) -> Result<DomainId, IommuError> {
-        let table = IoPageTable::<SecondLevel>::new(&mut self.hw, self.levels, self.large_pages, self.hpa_limit)?;
+        let geometry = Geometry { levels: self.levels, large_pages: self.large_pages, hpa_limit: self.hpa_limit };
+        let table = PageTable::<SecondLevel>::new(&mut self.hw, geometry)?;
         let (id, table) = self.domains.create(&mut self.hw, table, map)?;
         let (root, frames) = (table.root(), if self.coherent { Vec::new() } else { table.frames(&mut self.hw) });
         for frame in frames {

@@ -4,8 +4,9 @@
 
 use core::mem::size_of;
 
-use crate::host::iommu::page_table::{ADDR_MASK, DmaPerms, PteFormat};
 use crate::memory::addr::HostPhysAddr;
+use crate::memory::guest::Perms;
+use crate::memory::page_table::{ADDR_MASK, PteFormat};
 
 /// A root entry (§9.1, Figure 9-"Root-Entry Format"): one per bus, pointing at the
 /// bus's context table.
@@ -100,9 +101,11 @@ pub fn address_width(levels: u8) -> u8 {
     levels.saturating_sub(2)
 }
 
-/// Second-level paging entries (§9.8, "Format for Second-Level Paging Entries").
-/// There is no present bit: an entry is present when R or W is set. Non-leaf entries
-/// grant R+W and leaves carry the mapping's rights (rights combine across levels).
+/// Second-level paging entries (§9.8, "Format for Second-Level Paging Entries"), a
+/// format for the page-table engine in `memory::page_table`. There is no present bit:
+/// an entry is present when R or W is set. Non-leaf entries grant R+W and leaves carry
+/// the mapping's rights (rights combine across levels). No Dirty bit is used (it needs
+/// ECAP.SLADS and is not enabled), so these tables offer no dirty tracking.
 #[derive(Debug, Clone, Copy)]
 pub struct SecondLevel;
 
@@ -114,10 +117,18 @@ pub mod sl {
 }
 
 impl PteFormat for SecondLevel {
+    const NAME: &'static str = "VT-d second-level table";
+    const LOG_TARGET: &'static str = "iommu";
+    const RIGHTS: Perms = Perms::RW;
+
     fn table(next: HostPhysAddr, _level: u8) -> u64 {
         (next.raw() & ADDR_MASK) | sl::READ | sl::WRITE
     }
-    fn leaf(hpa: HostPhysAddr, level: u8, perms: DmaPerms) -> u64 {
+    fn leaf(hpa: HostPhysAddr, level: u8, perms: Perms) -> Option<u64> {
+        // Without R and W the entry would read as not present.
+        if !perms.read && !perms.write {
+            return None;
+        }
         let mut e = hpa.raw() & ADDR_MASK;
         if perms.read {
             e |= sl::READ;
@@ -128,7 +139,7 @@ impl PteFormat for SecondLevel {
         if level > 1 {
             e |= sl::PAGE_SIZE;
         }
-        e
+        Some(e)
     }
     fn is_present(entry: u64) -> bool {
         entry & (sl::READ | sl::WRITE) != 0
@@ -136,7 +147,46 @@ impl PteFormat for SecondLevel {
     fn is_leaf(entry: u64, level: u8) -> bool {
         level == 1 || entry & sl::PAGE_SIZE != 0
     }
-    fn perms(entry: u64) -> DmaPerms {
-        DmaPerms { read: entry & sl::READ != 0, write: entry & sl::WRITE != 0 }
+    fn rights(entry: u64) -> Perms {
+        Perms { read: entry & sl::READ != 0, write: entry & sl::WRITE != 0, exec: false }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::memory::addr::GuestPhysAddr;
+    use crate::memory::fake_frames::FakeFrames;
+    use crate::memory::frames::FrameSource;
+    use crate::memory::page_table::{Geometry, PageTable, conformance};
+
+    const QEMU: Geometry = Geometry { levels: 3, large_pages: true, hpa_limit: 1 << 39 };
+
+    #[test]
+    fn second_level_tables_meet_the_engine_contract() {
+        conformance::check_all::<SecondLevel>(QEMU);
+        conformance::check_all::<SecondLevel>(Geometry { large_pages: false, ..QEMU });
+        conformance::check_all::<SecondLevel>(Geometry { levels: 4, hpa_limit: 1 << 46, ..QEMU });
+    }
+
+    #[test]
+    fn second_level_entries_are_encoded_per_spec() {
+        let mut f = FakeFrames::new();
+        let mut t = PageTable::<SecondLevel>::new(&mut f, QEMU).unwrap();
+        t.map_range(&mut f, GuestPhysAddr::new(0x20_0000), HostPhysAddr::new(0x60_0000), 0x20_1000, Perms::RW).unwrap();
+        // Execute means nothing to DMA: a read-execute region is read-only.
+        t.map_range(&mut f, GuestPhysAddr::new(0x50_0000), HostPhysAddr::new(0x9000), 0x1000, Perms::RX).unwrap();
+        let l3 = f.table_mut(t.root())[0];
+        assert_eq!(l3 & !ADDR_MASK, sl::READ | sl::WRITE);
+        let l2 = HostPhysAddr::new(l3 & ADDR_MASK);
+        // 2 MiB leaf: PS and both rights.
+        assert_eq!(f.table_mut(l2)[1], 0x60_0000 | sl::PAGE_SIZE | sl::READ | sl::WRITE);
+        let l1 = HostPhysAddr::new(f.table_mut(l2)[2] & ADDR_MASK);
+        assert_eq!(f.table_mut(l2)[2] & !ADDR_MASK, sl::READ | sl::WRITE);
+        assert_eq!(f.table_mut(l1)[0], 0x80_0000 | sl::READ | sl::WRITE);
+        assert_eq!(f.table_mut(l1)[0x100], 0x9000 | sl::READ);
+        t.destroy(&mut f);
+        assert_eq!(f.live(), 0);
     }
 }

@@ -111,9 +111,9 @@ fn detach_blocks_again_and_invalidates() {
     assert_eq!(descs[1], qi::InvDesc::iotlb_domain(vm.0));
     assert_eq!(vtd.hw_mut().dma(0, nic.requester_id(), 0x1000, false), Err(0x02));
     assert_eq!(vtd.detach(nic), Err(IommuError::NotAttached(nic)));
-    let live = vtd.hw_mut().mem.live;
+    let live = vtd.hw_mut().mem.live();
     vtd.destroy_domain(vm).unwrap();
-    assert!(vtd.hw_mut().mem.live < live, "page-table frames returned");
+    assert!(vtd.hw_mut().mem.live() < live, "page-table frames returned");
     assert_eq!(vtd.destroy_domain(vm), Err(IommuError::UnknownDomain(vm)));
 }
 
@@ -238,10 +238,10 @@ fn coverage_follows_dmar_scopes() {
 #[test]
 fn frame_exhaustion_is_an_error() {
     let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig::default());
-    let live = vtd.hw_mut().mem.live;
+    let live = vtd.hw_mut().mem.live();
     vtd.hw_mut().mem.limit = Some(live + 1);
     assert_eq!(vtd.create_domain(&map(0, 0x1_0000_0000, 64 * MIB)).err(), Some(IommuError::OutOfMemory));
-    assert_eq!(vtd.hw_mut().mem.live, live, "partial tables freed");
+    assert_eq!(vtd.hw_mut().mem.live(), live, "partial tables freed");
 }
 
 #[test]
