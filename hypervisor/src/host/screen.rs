@@ -94,7 +94,7 @@ pub fn present_rows(
     src: crate::memory::addr::HostPhysAddr,
     stride_px: u32,
     len_px: usize,
-    placement: &crate::switcher::compositor::Placement,
+    placement: &Placement,
     rows: core::ops::Range<u32>,
 ) -> u64 {
     let mut guard = SCREEN.lock();
@@ -116,7 +116,7 @@ pub fn present_rows(
         for dy in 0..p.scale as usize {
             let to = (screen_y + dy) * screen.stride as usize + p.dst_x as usize;
             let Some(dst_row) = screen.pixels.get_mut(to..to + dst_w) else { break };
-            crate::switcher::compositor::blit_row(src_row, dst_row, p.scale, swap);
+            blit_row(src_row, dst_row, p.scale, swap);
             bytes += dst_w as u64 * 4;
         }
     }
@@ -137,4 +137,78 @@ pub fn with_guest_pixels<R>(src: crate::memory::addr::HostPhysAddr, len_px: usiz
     // `len_px` pixels, not written while the VM is not running.
     let pixels = unsafe { core::slice::from_raw_parts(src.raw() as *const u32, len_px) };
     f(pixels)
+}
+
+/// Where a guest framebuffer's pixels land on the screen (the switcher's compositor
+/// works it out; [`present_rows`] follows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Each guest pixel becomes `scale` x `scale` screen pixels.
+    pub scale: u32,
+    /// The part of the guest framebuffer shown (all of it unless it is larger than the
+    /// area, in which case its centre).
+    pub src_x: u32,
+    pub src_y: u32,
+    pub src_w: u32,
+    pub src_h: u32,
+    /// Screen position of the shown part's top-left pixel.
+    pub dst_x: u32,
+    pub dst_y: u32,
+}
+
+impl Placement {
+    /// The screen rows guest rows `rows` cover (empty if none of them is shown).
+    pub fn screen_rows(&self, rows: core::ops::Range<u32>) -> core::ops::Range<u32> {
+        let start = rows.start.max(self.src_y);
+        let end = rows.end.min(self.src_y.saturating_add(self.src_h));
+        if start >= end {
+            return self.dst_y..self.dst_y;
+        }
+        let to_screen = |y: u32| self.dst_y.saturating_add((y - self.src_y).saturating_mul(self.scale));
+        to_screen(start)..to_screen(end)
+    }
+
+    /// Whether the guest covers the whole area (no border to clear).
+    pub fn covers(&self, area: (u32, u32), top: u32) -> bool {
+        self.dst_x == 0
+            && self.dst_y == top
+            && self.src_w.saturating_mul(self.scale) == area.0
+            && self.src_h.saturating_mul(self.scale) == area.1
+    }
+}
+
+/// Copies one guest row to one screen row, `scale` screen pixels per guest pixel;
+/// `swap_rb` turns the guest's blue-in-the-low-byte pixels into red-in-the-low-byte.
+pub fn blit_row(src: &[u32], dst: &mut [u32], scale: u32, swap_rb: bool) {
+    let convert = |p: u32| if swap_rb { (p & 0xff00_ff00) | ((p >> 16) & 0xff) | ((p & 0xff) << 16) } else { p };
+    match scale {
+        0 | 1 if !swap_rb => {
+            let n = src.len().min(dst.len());
+            dst[..n].copy_from_slice(&src[..n]);
+        }
+        0 | 1 => dst.iter_mut().zip(src).for_each(|(d, s)| *d = convert(*s)),
+        _ => {
+            for (chunk, s) in dst.chunks_mut(scale as usize).zip(src) {
+                chunk.fill(convert(*s));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_copied_scaled_and_converted() {
+        let src = [0x00aa_bbcc, 0x0011_2233];
+        let mut dst = [0u32; 4];
+        blit_row(&src, &mut dst, 2, false);
+        assert_eq!(dst, [0x00aa_bbcc, 0x00aa_bbcc, 0x0011_2233, 0x0011_2233]);
+        blit_row(&src, &mut dst, 1, true);
+        assert_eq!(&dst[..2], &[0x00cc_bbaa, 0x0033_2211]);
+        let mut short = [0u32; 1];
+        blit_row(&src, &mut short, 1, false);
+        assert_eq!(short, [0x00aa_bbcc]);
+    }
 }

@@ -2,53 +2,17 @@
 //! (centred, or scaled by a whole factor when the guest is a half or a third of the
 //! area), the rows written since the last frame (from the nested page tables' Dirty
 //! bits, one bit per 4 KiB page), and the frame-rate cap. Pure; the screen driver does
-//! the copying.
+//! the copying (`platform::screen::present_rows` with its `Placement` and `blit_row`).
 
 use core::ops::Range;
 
 use heapless::Vec;
 
+pub use crate::host::screen::Placement;
 use crate::memory::addr::PAGE_SIZE;
 
 /// Largest whole-number enlargement (a 640x400 guest on a 2560x1600 screen).
 pub const MAX_SCALE: u32 = 4;
-
-/// Where the guest's pixels land on the screen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
-    /// Each guest pixel becomes `scale` x `scale` screen pixels.
-    pub scale: u32,
-    /// The part of the guest framebuffer shown (all of it unless it is larger than the
-    /// area, in which case its centre).
-    pub src_x: u32,
-    pub src_y: u32,
-    pub src_w: u32,
-    pub src_h: u32,
-    /// Screen position of the shown part's top-left pixel.
-    pub dst_x: u32,
-    pub dst_y: u32,
-}
-
-impl Placement {
-    /// The screen rows guest rows `rows` cover (empty if none of them is shown).
-    pub fn screen_rows(&self, rows: Range<u32>) -> Range<u32> {
-        let start = rows.start.max(self.src_y);
-        let end = rows.end.min(self.src_y.saturating_add(self.src_h));
-        if start >= end {
-            return self.dst_y..self.dst_y;
-        }
-        let to_screen = |y: u32| self.dst_y.saturating_add((y - self.src_y).saturating_mul(self.scale));
-        to_screen(start)..to_screen(end)
-    }
-
-    /// Whether the guest covers the whole area (no border to clear).
-    pub fn covers(&self, area: (u32, u32), top: u32) -> bool {
-        self.dst_x == 0
-            && self.dst_y == top
-            && self.src_w.saturating_mul(self.scale) == area.0
-            && self.src_h.saturating_mul(self.scale) == area.1
-    }
-}
 
 /// Places a `guest` (width, height) framebuffer in the `area` (width, height) whose top
 /// edge is screen row `top`: the largest whole scale that fits (1 when it does not
@@ -116,24 +80,6 @@ fn push_span(spans: &mut Spans, rows: Range<u32>) {
 /// Rows in `spans`.
 pub fn rows_in(spans: &[Range<u32>]) -> u64 {
     spans.iter().map(|r| u64::from(r.end.saturating_sub(r.start))).sum()
-}
-
-/// Copies one guest row to one screen row, `scale` screen pixels per guest pixel;
-/// `swap_rb` turns the guest's blue-in-the-low-byte pixels into red-in-the-low-byte.
-pub fn blit_row(src: &[u32], dst: &mut [u32], scale: u32, swap_rb: bool) {
-    let convert = |p: u32| if swap_rb { (p & 0xff00_ff00) | ((p >> 16) & 0xff) | ((p & 0xff) << 16) } else { p };
-    match scale {
-        0 | 1 if !swap_rb => {
-            let n = src.len().min(dst.len());
-            dst[..n].copy_from_slice(&src[..n]);
-        }
-        0 | 1 => dst.iter_mut().zip(src).for_each(|(d, s)| *d = convert(*s)),
-        _ => {
-            for (chunk, s) in dst.chunks_mut(scale as usize).zip(src) {
-                chunk.fill(convert(*s));
-            }
-        }
-    }
 }
 
 /// Caps the frame rate: a frame is due at most once per period, and a late frame does
@@ -261,19 +207,6 @@ mod tests {
         assert_eq!(spans.len(), MAX_SPANS);
         assert_eq!(spans.last().unwrap().end, 772);
         assert_eq!(dirty_rows(&bits, 0, 772).len(), 0);
-    }
-
-    #[test]
-    fn rows_are_copied_scaled_and_converted() {
-        let src = [0x00aa_bbcc, 0x0011_2233];
-        let mut dst = [0u32; 4];
-        blit_row(&src, &mut dst, 2, false);
-        assert_eq!(dst, [0x00aa_bbcc, 0x00aa_bbcc, 0x0011_2233, 0x0011_2233]);
-        blit_row(&src, &mut dst, 1, true);
-        assert_eq!(&dst[..2], &[0x00cc_bbaa, 0x0033_2211]);
-        let mut short = [0u32; 1];
-        blit_row(&src, &mut short, 1, false);
-        assert_eq!(short, [0x00aa_bbcc]);
     }
 
     #[test]

@@ -1,31 +1,28 @@
-//! The switcher at run time: the physical keyboard, the key router, the focus, the
-//! overview and the notifications, and the compositor that keeps the screen showing
-//! the focused VM under its trust strip. The scheduler calls [`Desk::poll_input`] and
-//! [`Desk::refresh`] once per round, and [`Desk::vm_stopped`] when a VM stops.
+//! The switcher at run time, around the pure [`FocusMachine`]: reads the physical
+//! keyboard and gives the machine each key, carries out its commands (keys into VMs,
+//! keyboard LEDs, notifications, what to draw), draws the focused VM under its trust
+//! strip or the overview, and times each switch to its first frame. The scheduler
+//! calls [`Desk::poll_input`] and [`Desk::refresh`] once per round, and
+//! [`Desk::vm_stopped`] when a VM stops. VMs are reached through [`DeskVm`].
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::fmt::Write as _;
 
-use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::Size;
 use log::{debug, info, warn};
-use pc_keyboard::KeyCode;
 
 use super::compositor::{self, FrameClock, FrameStats, Placement};
-use super::hotkeys::{Action, Hotkeys};
+use super::desk_vm::{DeskVm, display_name, trust_colour};
+use super::focus::{Command, FocusMachine, View};
+use super::hotkeys::Hotkeys;
 use super::keys::Set1Decoder;
-use super::router::{Focus, KeyRouter, Output};
-use crate::arch::backend::Arch;
-use crate::arch::exit::StopReason;
+use super::notices::{NoticeText, StopCause};
 use crate::arch::x86::instr::rdtsc;
 use crate::host::keyboard::{HostKeyboard, PortIo};
 use crate::host::screen;
 use crate::memory::addr::PAGE_SIZE;
-use crate::vm::config::VmConfig;
-use crate::vm::instance::{Vm, VmState};
 use ui::notification::{Notification, Severity};
-use ui::overview::{self, Direction, Selection, Tile};
+use ui::overview::{self, Selection, Tile};
 
 /// Frames per second at most.
 pub const FRAME_RATE: u64 = 60;
@@ -36,13 +33,6 @@ const TOAST_MS: u64 = 5000;
 const SLOW_READ_MS: u64 = 200;
 /// How often the overview's thumbnails are refreshed, in milliseconds.
 const OVERVIEW_REFRESH_MS: u64 = 1000;
-
-/// What the screen shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Desktop,
-    Overview(Selection),
-}
 
 /// What was drawn last, so a change redraws the whole screen once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,24 +48,9 @@ enum Shown {
 
 #[derive(Debug)]
 struct Toast {
-    text: heapless::String<96>,
+    text: NoticeText,
     severity: Severity,
     until_tsc: u64,
-}
-
-/// The VM's name as the user knows it ("CORPORATE · secure" -> "CORPORATE") and the
-/// rest of its label.
-pub fn display_name(config: &VmConfig) -> (&str, &str) {
-    match config.label.split_once(" · ") {
-        Some((name, rest)) => (name, rest),
-        None if !config.label.is_empty() => (config.label.as_str(), ""),
-        None => (config.name.as_str(), ""),
-    }
-}
-
-pub fn trust_colour(config: &VmConfig) -> Rgb888 {
-    let [_, r, g, b] = config.colour.to_be_bytes();
-    Rgb888::new(r, g, b)
 }
 
 /// Where a switch's time starts: the keyboard interrupt that brought the hotkey's
@@ -85,58 +60,14 @@ fn switch_start(now: u64, ticks_per_ms: u64) -> u64 {
     if irq != 0 && irq <= now && now - irq < 100 * ticks_per_ms { irq } else { now }
 }
 
-/// The notification for a VM that stopped.
-pub fn stop_message(name: &str, reason: &StopReason, restarted: bool) -> (heapless::String<96>, Severity) {
-    let mut text = heapless::String::new();
-    let severity = match reason {
-        StopReason::GuestShutdown { .. } | StopReason::Requested => {
-            let _ = write!(text, "{name} was shut down");
-            Severity::Info
-        }
-        StopReason::GuestReboot => {
-            let _ = write!(text, "{name} restarted");
-            Severity::Info
-        }
-        other => {
-            let why = match other {
-                StopReason::TripleFault => "triple fault",
-                StopReason::InvalidGuestState { .. } => "invalid processor state",
-                StopReason::UnhandledExit { .. } => "unsupported operation",
-                StopReason::BadHypercall { .. } => "bad hypercall",
-                StopReason::EmulationFailed { .. } => "unsupported instruction",
-                StopReason::NestedPageFault { .. } => "memory access outside the VM",
-                StopReason::DmaFault { .. } => "device DMA outside the VM",
-                _ => "unsupported paging mode",
-            };
-            let then = if restarted { "; restarted" } else { "" };
-            let _ = write!(text, "{name} crashed: {why}{then}");
-            Severity::Error
-        }
-    };
-    (text, severity)
-}
-
-/// The overview's state for a VM.
-pub fn tile_state(state: VmState) -> overview::VmState {
-    match state {
-        VmState::Runnable | VmState::Halted => overview::VmState::Running,
-        VmState::Stopped(StopReason::GuestShutdown { .. } | StopReason::Requested | StopReason::GuestReboot) => {
-            overview::VmState::Stopped
-        }
-        VmState::Stopped(_) => overview::VmState::Crashed,
-    }
-}
-
 pub struct Desk {
     keyboard: Option<HostKeyboard<PortIo>>,
     /// Bytes read from the keyboard and not yet routed. The controller holds one byte
     /// and the keyboard a few more, so long drawing steps read the keyboard in between.
     typed: heapless::Deque<u8, 256>,
     decoder: Set1Decoder,
-    router: KeyRouter,
-    /// The VM slot on the desktop (also while the overview covers it).
-    focus: usize,
-    mode: Mode,
+    /// The focus, the overview and the key routing; this file carries out its commands.
+    machine: FocusMachine,
     shown: Shown,
     clock: FrameClock,
     pub stats: FrameStats,
@@ -153,6 +84,8 @@ pub struct Desk {
     slow_reads: u64,
     /// Strip clock last drawn; the strip is redrawn when the minute changes.
     strip_clock: Option<(u8, u8)>,
+    /// The wall clock's hours and minutes now, for the strip.
+    wall_clock: fn() -> (u8, u8),
     overview_drawn_tsc: u64,
     thumbnails: Vec<Vec<u32>>,
     ticks_per_ms: u64,
@@ -160,17 +93,17 @@ pub struct Desk {
 
 impl core::fmt::Debug for Desk {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Desk").field("focus", &self.focus).field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("Desk").field("machine", &self.machine).field("shown", &self.shown).finish_non_exhaustive()
     }
 }
 
-fn vm_colour_strip<'a>(config: &'a VmConfig) -> ui::strip::Strip<'a> {
-    let (name, label) = display_name(config);
+fn vm_colour_strip<V: DeskVm + ?Sized>(vm: &V, clock: (u8, u8)) -> ui::strip::Strip<'_> {
+    let (name, label) = display_name(vm);
     ui::strip::Strip {
         vm_name: name,
         label,
-        trust_colour: trust_colour(config),
-        clock: crate::vm::desktop::HOST_TIME.get().map_or((0, 0), |t| t.clock_now()),
+        trust_colour: trust_colour(vm),
+        clock,
         network_up: false,
         secure: label.contains("secure"),
     }
@@ -178,8 +111,8 @@ fn vm_colour_strip<'a>(config: &'a VmConfig) -> ui::strip::Strip<'a> {
 
 impl Desk {
     /// Takes the keyboard (if there is one) for `vm_count` VMs, with the key map
-    /// `hotkeys`; VM slot 0 has the focus.
-    pub fn new(vm_count: usize, hotkeys: Hotkeys) -> Desk {
+    /// `hotkeys`; VM slot 0 has the focus. `wall_clock` gives the strip's time.
+    pub fn new(vm_count: usize, hotkeys: Hotkeys, wall_clock: fn() -> (u8, u8)) -> Desk {
         let keyboard = match HostKeyboard::init(PortIo, crate::host::ioapic::keyboard_routed()) {
             Ok(k) => Some(k),
             Err(why) => {
@@ -192,9 +125,7 @@ impl Desk {
             keyboard,
             typed: heapless::Deque::new(),
             decoder: Set1Decoder::new(),
-            router: KeyRouter::new(hotkeys, Focus::Vm(0)),
-            focus: 0,
-            mode: Mode::Desktop,
+            machine: FocusMachine::new(vm_count, hotkeys),
             shown: Shown::Nothing,
             clock: FrameClock::new(ticks_per_ms * 1000, FRAME_RATE),
             stats: FrameStats::default(),
@@ -206,6 +137,7 @@ impl Desk {
             last_read_tsc: 0,
             slow_reads: 0,
             strip_clock: None,
+            wall_clock,
             overview_drawn_tsc: 0,
             thumbnails: vec![Vec::new(); vm_count],
             ticks_per_ms,
@@ -236,18 +168,17 @@ impl Desk {
         });
     }
 
-    /// Reads the keyboard and routes what it typed.
-    pub fn poll_input<A: Arch, S: AsMut<Vm<A>>>(&mut self, vms: &mut [S]) {
+    /// Reads the keyboard and carries out what the focus machine makes of each key.
+    pub fn poll_input<V: DeskVm, S: AsMut<V>>(&mut self, vms: &mut [S]) {
         self.read_keyboard();
         while let Some(b) = self.typed.pop_front() {
             let Some(key) = self.decoder.feed(b) else { continue };
-            let outputs = self.router.feed(key);
-            for out in outputs {
-                self.apply(out, vms);
+            for command in self.machine.key(key) {
+                self.apply(command, vms);
             }
         }
-        if self.mode == Mode::Desktop
-            && let Some(vm) = vms.get_mut(self.focus)
+        if self.machine.view() == View::Desktop
+            && let Some(vm) = vms.get_mut(self.machine.focus())
             && let Some(leds) = vm.as_mut().take_led_change()
             && let Some(keyboard) = self.keyboard.as_mut()
         {
@@ -255,134 +186,61 @@ impl Desk {
         }
     }
 
-    fn apply<A: Arch, S: AsMut<Vm<A>>>(&mut self, out: Output, vms: &mut [S]) {
-        match out {
-            Output::ToVm { slot, bytes } => {
+    /// A VM stopped for `cause` (`restarted` when policy started it again): a
+    /// notification, and the overview if it was on screen and is gone.
+    pub fn vm_stopped<V: DeskVm, S: AsMut<V>>(
+        &mut self,
+        vms: &mut [S],
+        slot: usize,
+        cause: StopCause,
+        restarted: bool,
+    ) {
+        let Some(vm) = vms.get_mut(slot) else { return };
+        let (name, _) = display_name(vm.as_mut());
+        for command in self.machine.vm_stopped(slot, name, cause, restarted) {
+            self.apply(command, vms);
+        }
+    }
+
+    fn apply<V: DeskVm, S: AsMut<V>>(&mut self, command: Command, vms: &mut [S]) {
+        match command {
+            Command::ToVm { slot, bytes } => {
                 if let Some(vm) = vms.get_mut(slot) {
-                    vm.as_mut().inject_scancodes(&bytes);
+                    vm.as_mut().inject_keys(&bytes);
                     if let Some(n) = self.injected.get_mut(slot) {
                         *n += bytes.len() as u64;
                     }
                 }
             }
-            Output::Hotkey(action) => self.hotkey(action, vms),
-            Output::ToHypervisor(key) => self.overview_key(key, vms),
-        }
-    }
-
-    fn hotkey<A: Arch, S: AsMut<Vm<A>>>(&mut self, action: Action, vms: &mut [S]) {
-        info!(target: "switcher", "hotkey {action:?}");
-        let count = vms.len();
-        match action {
-            Action::SwitchTo(n) => {
-                let slot = usize::from(n).saturating_sub(1);
-                if slot < count {
-                    self.switch_to(slot, vms);
+            Command::ShowVm { slot, switch } => {
+                let started = switch_start(rdtsc(), self.ticks_per_ms);
+                let leds = vms.get_mut(slot).map_or(0, |v| v.as_mut().keyboard_leds());
+                if let Some(k) = self.keyboard.as_mut() {
+                    k.set_leds(leds);
                 }
-            }
-            Action::Next if count > 0 => self.switch_to((self.focus + 1) % count, vms),
-            Action::Next => {}
-            Action::Overview if matches!(self.mode, Mode::Overview(_)) => self.back_to_focus(vms),
-            Action::Overview | Action::SecureAttention => {
-                // Keys the VM saw pressed (Ctrl, Alt) are released in it now.
-                for out in self.open_overview(count) {
-                    self.apply(out, vms);
+                if switch {
+                    self.switch_started = Some(started);
                 }
+                self.redraw();
+            }
+            Command::ShowOverview(_) | Command::Redraw => self.redraw(),
+            Command::Notify { text, severity } => {
+                info!(target: "switcher", "notification: {text}");
+                let until_tsc = rdtsc().saturating_add(TOAST_MS * self.ticks_per_ms);
+                self.toast = Some(Toast { text, severity, until_tsc });
+                self.clock.hurry();
             }
         }
     }
 
-    fn overview_key<A: Arch, S: AsMut<Vm<A>>>(&mut self, key: KeyCode, vms: &mut [S]) {
-        let Mode::Overview(sel) = self.mode else { return };
-        let moved = match key {
-            KeyCode::ArrowLeft => sel.moved(Direction::Left),
-            KeyCode::ArrowRight => sel.moved(Direction::Right),
-            KeyCode::ArrowUp => sel.moved(Direction::Up),
-            KeyCode::ArrowDown => sel.moved(Direction::Down),
-            KeyCode::Tab => sel.next(),
-            KeyCode::Return | KeyCode::NumpadEnter => return self.switch_to(sel.index(), vms),
-            KeyCode::Escape => return self.back_to_focus(vms),
-            _ => return,
-        };
-        if moved != sel {
-            self.mode = Mode::Overview(moved);
-            self.shown = Shown::Nothing;
-            self.clock.hurry();
-        }
-    }
-
-    /// Leaves the overview for the VM that had the focus, if it still runs (a stopped
-    /// VM's last picture is not worth going back to).
-    fn back_to_focus<A: Arch, S: AsMut<Vm<A>>>(&mut self, vms: &mut [S]) {
-        let running = vms.get_mut(self.focus).is_some_and(|v| !matches!(v.as_mut().state, VmState::Stopped(_)));
-        if running {
-            self.switch_to(self.focus, vms);
-        }
-    }
-
-    /// Shows the overview; returns the releases owed to the VM that had the keyboard.
-    #[must_use]
-    fn open_overview(&mut self, count: usize) -> super::router::Outputs {
-        let screen = screen::size().map_or(Size::new(1280, 800), |(w, h)| Size::new(w, h));
-        let columns = overview::layout(screen, count, ui::Scale::for_screen(screen)).columns;
-        let selection = Selection::new(count, columns).with_index(self.focus);
-        self.mode = Mode::Overview(selection);
+    /// The whole screen is drawn again at the next frame, which is due at once.
+    fn redraw(&mut self) {
         self.shown = Shown::Nothing;
-        self.clock.hurry();
-        // The overview is the hypervisor's: keys go to it, and held keys are released
-        // in the VM that had them.
-        let releases = self.router.set_focus(Focus::Hypervisor);
-        info!(target: "switcher", "overview open");
-        releases
-    }
-
-    fn switch_to<A: Arch, S: AsMut<Vm<A>>>(&mut self, slot: usize, vms: &mut [S]) {
-        let started = switch_start(rdtsc(), self.ticks_per_ms);
-        for out in self.router.set_focus(Focus::Vm(slot)) {
-            self.apply(out, vms);
-        }
-        let leds = vms.get_mut(slot).map_or(0, |v| v.as_mut().keyboard_leds());
-        if let Some(k) = self.keyboard.as_mut() {
-            k.set_leds(leds);
-        }
-        if self.focus != slot || self.mode != Mode::Desktop {
-            self.switch_started = Some(started);
-        }
-        self.focus = slot;
-        self.mode = Mode::Desktop;
-        self.shown = Shown::Nothing;
-        self.clock.hurry();
-        info!(target: "switcher", "focus on VM slot {}", slot + 1);
-    }
-
-    /// A VM stopped (`restarted` when policy started it again): a notification, and
-    /// the overview if it was on screen and is gone.
-    pub fn vm_stopped(&mut self, slot: usize, config: &VmConfig, reason: &StopReason, restarted: bool, count: usize) {
-        let (name, _) = display_name(config);
-        let (text, severity) = stop_message(name, reason, restarted);
-        info!(target: "switcher", "notification: {text}");
-        let until_tsc = rdtsc().saturating_add(TOAST_MS * self.ticks_per_ms);
-        self.toast = Some(Toast { text, severity, until_tsc });
-        self.router.forget_vm(slot);
-        // A crash takes the user to the overview even when policy restarted the VM:
-        // what they were looking at is gone, and the notification says why.
-        let crashed = severity == Severity::Error;
-        if restarted && !crashed {
-            if slot == self.focus {
-                self.shown = Shown::Nothing;
-            }
-        } else if slot == self.focus && self.mode == Mode::Desktop {
-            // Only the stopped VM could be owed releases, and `forget_vm` dropped them.
-            let _ = self.open_overview(count);
-        } else {
-            // Its tile changes state.
-            self.shown = Shown::Nothing;
-        }
         self.clock.hurry();
     }
 
     /// Redraws what changed on the screen, at most [`FRAME_RATE`] times a second.
-    pub fn refresh<A: Arch, S: AsMut<Vm<A>>>(&mut self, vms: &mut [S]) {
+    pub fn refresh<V: DeskVm, S: AsMut<V>>(&mut self, vms: &mut [S]) {
         let now = rdtsc();
         if !self.clock.due(now) {
             return;
@@ -395,14 +253,15 @@ impl Desk {
             self.toast = None;
             self.shown = Shown::Nothing;
         }
-        match self.mode {
-            Mode::Desktop => self.refresh_desktop(vms, (width, height), top),
-            Mode::Overview(sel) => self.refresh_overview(vms, sel, now),
+        match self.machine.view() {
+            View::Desktop => self.refresh_desktop(vms, (width, height), top),
+            View::Overview(sel) => self.refresh_overview(vms, sel, now),
         }
     }
 
-    fn refresh_desktop<A: Arch, S: AsMut<Vm<A>>>(&mut self, vms: &mut [S], screen_size: (u32, u32), top: u32) {
-        let Some(vm) = vms.get_mut(self.focus).map(AsMut::as_mut) else { return };
+    fn refresh_desktop<V: DeskVm, S: AsMut<V>>(&mut self, vms: &mut [S], screen_size: (u32, u32), top: u32) {
+        let focus = self.machine.focus();
+        let Some(vm) = vms.get_mut(focus).map(AsMut::as_mut) else { return };
         let Some(fb) = vm.framebuffer() else { return };
         let area = (screen_size.0, screen_size.1.saturating_sub(top));
         let placement = compositor::place((fb.width, fb.height), area, top);
@@ -410,7 +269,7 @@ impl Desk {
         self.dirty.clear();
         self.dirty.resize(npages.div_ceil(64), 0);
         let changed = vm.take_framebuffer_dirty(&mut self.dirty).unwrap_or(0);
-        let now_showing = Shown::Vm { slot: self.focus, starts: vm.starts };
+        let now_showing = Shown::Vm { slot: focus, starts: vm.starts() };
         let full = self.shown != now_showing;
         let stride_px = fb.stride_bytes / 4;
         let len_px = (fb.len / 4) as usize;
@@ -428,7 +287,7 @@ impl Desk {
                 bytes += screen::present_rows(fb.hpa, stride_px, len_px, &placement, rows);
             }
         }
-        let strip = vm_colour_strip(&vm.config);
+        let strip = vm_colour_strip(vm, (self.wall_clock)());
         if self.strip_clock != Some(strip.clock) {
             self.strip_clock = Some(strip.clock);
             screen::with_target(|target| ui::strip::draw(target, &strip));
@@ -442,14 +301,14 @@ impl Desk {
             info!(
                 target: "switcher",
                 "SWITCH-FRAME slot={} ticks={ticks} us={} bytes={bytes}",
-                self.focus + 1,
+                focus + 1,
                 ticks * 1000 / self.ticks_per_ms
             );
         }
         debug_placement(&placement, full);
     }
 
-    fn refresh_overview<A: Arch, S: AsMut<Vm<A>>>(&mut self, vms: &mut [S], sel: Selection, now: u64) {
+    fn refresh_overview<V: DeskVm, S: AsMut<V>>(&mut self, vms: &mut [S], sel: Selection, now: u64) {
         let stale = now.saturating_sub(self.overview_drawn_tsc) >= OVERVIEW_REFRESH_MS * self.ticks_per_ms;
         if self.shown == Shown::Overview && !stale {
             return;
@@ -476,14 +335,14 @@ impl Desk {
             .zip(&self.thumbnails)
             .map(|(slot, buf)| {
                 let vm = slot.as_mut();
-                let (name, label) = display_name(&vm.config);
+                let (name, label) = display_name(vm);
                 let thumbnail = (!buf.is_empty()).then_some(ui::thumbnail::Thumbnail {
                     pixels: buf,
                     width: thumb.width,
                     height: thumb.height,
                     order: ui::PixelOrder::Bgr,
                 });
-                Tile { name, label, trust_colour: trust_colour(&vm.config), state: tile_state(vm.state), thumbnail }
+                Tile { name, label, trust_colour: trust_colour(vm), state: vm.tile_state(), thumbnail }
             })
             .collect();
         screen::with_target(|target| {
@@ -523,19 +382,19 @@ impl Desk {
 
     /// Answers a `!` command on the serial console: `!keys` (bytes typed into each
     /// VM, counts only) and `!frames` (compositor counters).
-    pub fn command<A: Arch, S: AsRef<Vm<A>>>(&self, line: &str, vms: &[S]) -> bool {
+    pub fn command<V: DeskVm, S: AsRef<V>>(&self, line: &str, vms: &[S]) -> bool {
         match line.trim() {
             "!keys" => {
                 info!(
                     target: "switcher",
                     "KEYS read={} held={} slow_reads={}",
                     self.bytes_read,
-                    self.router.held_count(),
+                    self.machine.held_count(),
                     self.slow_reads
                 );
                 for (vm, n) in vms.iter().zip(&self.injected) {
                     let vm = vm.as_ref();
-                    info!(target: "switcher", "KEYS vm={} injected={n} dropped={}", vm.config.name, vm.dropped_keys());
+                    info!(target: "switcher", "KEYS vm={} injected={n} dropped={}", vm.name(), vm.dropped_keys());
                 }
                 true
             }
@@ -556,25 +415,5 @@ impl Desk {
 fn debug_placement(p: &Placement, full: bool) {
     if full {
         debug!(target: "switcher", "full frame: {p:?}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_say_what_happened() {
-        let (t, s) = stop_message("PERSONAL", &StopReason::GuestShutdown { status: 0 }, false);
-        assert_eq!((t.as_str(), s), ("PERSONAL was shut down", Severity::Info));
-        let (t, s) = stop_message("PERSONAL", &StopReason::TripleFault, true);
-        assert_eq!((t.as_str(), s), ("PERSONAL crashed: triple fault; restarted", Severity::Error));
-    }
-
-    #[test]
-    fn tile_states() {
-        assert_eq!(tile_state(VmState::Halted), overview::VmState::Running);
-        assert_eq!(tile_state(VmState::Stopped(StopReason::Requested)), overview::VmState::Stopped);
-        assert_eq!(tile_state(VmState::Stopped(StopReason::TripleFault)), overview::VmState::Crashed);
     }
 }

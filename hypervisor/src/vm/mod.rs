@@ -4,6 +4,7 @@ pub mod acpi;
 pub mod config;
 pub mod console;
 pub mod counters;
+pub mod desk_view;
 pub mod desktop;
 pub mod host_blocks;
 pub mod instance;

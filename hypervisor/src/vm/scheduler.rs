@@ -118,7 +118,7 @@ fn hypervisor_checksum() -> u64 {
 
 impl<A: Arch> Scheduler<A> {
     pub fn new(vms: Vec<Vm<A>>, features: A::Features, hotkeys: crate::switcher::hotkeys::Hotkeys) -> Self {
-        let desk = Desk::new(vms.len(), hotkeys);
+        let desk = Desk::new(vms.len(), hotkeys, crate::vm::desk_view::wall_clock);
         Scheduler {
             slots: vms.into_iter().map(|vm| Slot { vm, report: LoadReport::default(), final_checksum: None }).collect(),
             features,
@@ -304,9 +304,8 @@ impl<A: Arch> Scheduler<A> {
                     false
                 }
             };
-        let count = self.slots.len();
+        self.desk.vm_stopped(&mut self.slots, i, crate::vm::desk_view::stop_cause(&reason), restarted);
         let Some(slot) = self.slots.get_mut(i) else { return };
-        self.desk.vm_stopped(i, &slot.vm.config, &reason, restarted, count);
         if !restarted {
             slot.vm.release_devices();
             slot.final_checksum = Some(slot.vm.memory_checksum());
