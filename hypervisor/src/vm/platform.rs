@@ -192,3 +192,40 @@ impl Devices<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::vpci::msi::MsiRoute;
+
+    fn msi(vector: u8, dest: u32) -> GuestTarget {
+        GuestTarget::Msi(MsiRoute { vector, dest, logical: false, delivery: 0 })
+    }
+
+    #[test]
+    fn a_payload_takes_msis_for_its_cpu_and_counts_only_accepted_ones() {
+        let mut platform = Platform::default();
+        let mut delivered = 0;
+        assert!(platform.deliver_device_interrupt(1, msi(0x41, 0), &mut delivered));
+        assert!(!platform.deliver_device_interrupt(1, msi(0x42, 5), &mut delivered), "another APIC id");
+        assert!(
+            !platform.deliver_device_interrupt(1, GuestTarget::Intx { host_gsi: 16, guest_gsi: 10 }, &mut delivered),
+            "a payload has no I/O APIC"
+        );
+        assert_eq!(delivered, 1);
+        assert!(platform.interrupt_pending());
+        assert_eq!((platform.take_interrupt(), platform.take_interrupt()), (Some(0x41), None));
+        assert!(!platform.interrupt_pending());
+    }
+
+    #[test]
+    fn a_payload_has_no_timers_power_or_resampled_lines() {
+        let platform = Platform::default();
+        platform.update(u64::MAX);
+        assert!(!platform.interrupt_pending());
+        assert_eq!(platform.wake_deadline(), None);
+        assert_eq!(platform.take_power_event(), None);
+        assert_eq!(platform.take_resampled(), 0);
+        assert!(platform.desktop().is_none());
+    }
+}
