@@ -7,16 +7,13 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::arch::x86::{device_vectors, idt};
-use crate::devices::irq::{ApicSink, GsiSink};
 use crate::devices::layout::{SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN};
 
 use crate::arch::backend::{Arch, InitialState, VcpuConfig};
-use crate::arch::exit::{ExitReason, Flow, StopReason};
-use crate::arch::regs::{Gpr, RegisterFile};
+use crate::arch::exit::StopReason;
+use crate::arch::regs::RegisterFile;
 use crate::arch::x86::cpuid::HostCpuid;
 use crate::devices::bus::{BusRange, MemBus, PioBus};
-use crate::devices::power::PowerEvent;
 use crate::devices::scratch::Scratch;
 use crate::devices::shared::Shared;
 use crate::devices::vpci::host_bridge::VpciHost;
@@ -26,19 +23,21 @@ use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, Guest
 use crate::memory::page_table::npt::{GEOMETRY as NPT_GEOMETRY, NestedPageTable};
 use crate::memory::phys::GlobalFrames;
 use crate::vcpu::cpuid::CpuidPolicy;
-use crate::vcpu::dispatch::{self, GuestConsole, NoMsrDevices, VmEnv, VmIdentity};
+use crate::vcpu::dispatch::VmIdentity;
 use crate::vcpu::msr::MsrState;
 use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
-use crate::vm::desktop::{self, DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts, HostTime};
+use crate::vm::desktop::{self, DesktopPlatform, HostTime};
+use crate::vm::exit_loop::{self, ExitLoop};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
 use crate::vm::passthrough::host_vectors::{GuestTarget, VectorShortage};
-use crate::vm::passthrough::msi_routing;
 use crate::vm::passthrough::{self, VmDevices};
 use crate::vm::payload;
-use crate::vm::payload_irqs::PendingIrqs;
+use crate::vm::platform::Platform;
+use crate::vm::slice_host::{Machine, SliceHost};
+use crate::vm::slice_rules;
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,15 +74,6 @@ impl core::fmt::Display for VmError {
             VmError::Backend(why) => write!(f, "the virtualisation backend refused: {why}"),
             VmError::HostVectors(shortage) => write!(f, "{shortage}"),
         }
-    }
-}
-
-/// Console output of a VM, adapted to the dispatcher's trait.
-struct ConsoleAdapter<'a>(&'a spin::Mutex<VmConsole>);
-
-impl GuestConsole for ConsoleAdapter<'_> {
-    fn write(&mut self, _vm: u32, bytes: &[u8]) {
-        self.0.lock().write(bytes);
     }
 }
 
@@ -148,10 +138,8 @@ pub struct Vm<A: Arch> {
     pub counters: ExitCounters,
     /// Interrupts of its assigned devices raised in it since its last start.
     pub device_interrupts: u64,
-    /// Interrupts of a payload VM (no interrupt controller).
-    irqs: PendingIrqs,
-    /// The virtual platform of a desktop (Linux) VM.
-    platform: Option<Box<DesktopPlatform>>,
+    /// Its virtual platform: a payload's pending vectors or a desktop VM's PC.
+    platform: Platform,
     /// Host memory the VM holds (RAM, permission maps, framebuffer).
     blocks: HostBlocks,
     policy: CpuidPolicy,
@@ -269,8 +257,7 @@ impl<A: Arch> Vm<A> {
             mmio: MemBus::new("mmio"),
             counters: ExitCounters::default(),
             device_interrupts: 0,
-            irqs: PendingIrqs::default(),
-            platform: None,
+            platform: Platform::default(),
             policy,
             resources,
             framebuffer,
@@ -304,30 +291,30 @@ impl<A: Arch> Vm<A> {
 
     /// The keyboard LEDs the guest last set, when they changed (for the real keyboard).
     pub fn take_led_change(&self) -> Option<u8> {
-        self.platform.as_ref().and_then(|p| p.keyboard.lock().take_led_change())
+        self.platform.desktop().and_then(|p| p.keyboard.lock().take_led_change())
     }
 
     /// Key bytes the VM's keyboard dropped (the guest had it disabled, or its queue
     /// was full).
     pub fn dropped_keys(&self) -> u64 {
-        self.platform.as_ref().map_or(0, |p| p.keyboard.lock().dropped_keys())
+        self.platform.desktop().map_or(0, |p| p.keyboard.lock().dropped_keys())
     }
 
     /// The keyboard LEDs the guest set last (bit 0 Scroll, 1 Num, 2 Caps Lock).
     pub fn keyboard_leds(&self) -> u8 {
-        self.platform.as_ref().map_or(0, |p| p.keyboard.lock().leds())
+        self.platform.desktop().map_or(0, |p| p.keyboard.lock().leds())
     }
 
     /// Types into the VM's serial console (tests, the service console).
     pub fn serial_input(&self, bytes: &[u8]) {
-        if let Some(p) = &self.platform {
+        if let Some(p) = self.platform.desktop() {
             p.uart.lock().push_input(bytes);
         }
     }
 
     /// Gives the VM key presses as set-1 scan codes (from the switcher).
     pub fn inject_scancodes(&self, bytes: &[u8]) {
-        if let Some(p) = &self.platform {
+        if let Some(p) = self.platform.desktop() {
             p.keyboard.lock().inject_scancodes(bytes);
         }
     }
@@ -337,7 +324,7 @@ impl<A: Arch> Vm<A> {
     fn build_devices(&mut self, start_tsc: u64) -> Result<(), VmError> {
         self.ports = PioBus::new("pio");
         self.mmio = MemBus::new("mmio");
-        self.platform = None;
+        self.platform = Platform::default();
         self.pci = None;
         match self.config.kind {
             Kind::Payload => {
@@ -380,7 +367,7 @@ impl<A: Arch> Vm<A> {
                         irq.ioapic.set_resample(line.gsi, true);
                     }
                 }
-                self.platform = Some(Box::new(platform));
+                self.platform = Platform::Desktop(Box::new(platform));
             }
         }
         Ok(())
@@ -422,7 +409,6 @@ impl<A: Arch> Vm<A> {
         // Assigned BARs where the devices' views place them (the new table has none).
         sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), true);
         self.msrs = MsrState::new(true);
-        self.irqs = PendingIrqs::default();
         self.state = VmState::Runnable;
         self.starts += 1;
         Ok(())
@@ -529,90 +515,40 @@ impl<A: Arch> Vm<A> {
     }
 
     pub fn interrupt_pending(&self) -> bool {
-        match &self.platform {
-            Some(p) => p.irq.borrow().pending_vector().is_some(),
-            None => self.irqs.any(),
-        }
+        self.platform.interrupt_pending()
     }
 
     /// EOIs the guest signalled without an exit (paravirtual EOI), so far.
     pub fn pv_eois(&self) -> u64 {
-        self.platform.as_deref().map_or(0, DesktopPlatform::pv_eois)
+        self.platform.pv_eois()
     }
 
     /// Host TSC at which a halted VM's next timer fires, if it has one.
     pub fn wake_deadline(&self) -> Option<u64> {
-        let p = self.platform.as_ref()?;
-        p.irq.borrow().next_deadline().map(|guest| guest.wrapping_add(p.start_tsc()))
+        self.platform.wake_deadline()
     }
 
     /// Lets timers that expired while the VM was halted raise their interrupts.
     pub fn poll_timers(&mut self) {
-        if let Some(p) = self.platform.as_deref() {
-            let guest_tsc = crate::arch::x86::instr::rdtsc().wrapping_sub(p.start_tsc());
-            p.update(guest_tsc);
-        }
+        self.platform.update(Machine.now_tsc());
     }
 
     /// Raises an interrupt of one of the VM's assigned devices where its guest asked
-    /// for it: an MSI in the local APIC of a desktop VM (destination and delivery mode
-    /// as the guest programmed them) or in the pending set of a payload VM; an INTx
-    /// line on its input of the desktop VM's I/O APIC. A halted VM becomes runnable.
-    /// Returns whether the interrupt was accepted.
+    /// for it (see [`Platform::deliver_device_interrupt`]). A halted VM becomes
+    /// runnable. Returns whether the interrupt was accepted.
     pub fn deliver_device_interrupt(&mut self, target: GuestTarget) -> bool {
         if matches!(self.state, VmState::Stopped(_)) {
             return false;
         }
-        let accepted = match (target, self.platform.as_deref()) {
-            (GuestTarget::Msi(route), Some(p)) => p.irq.borrow_mut().lapic.deliver(&route.apic_message()),
-            (GuestTarget::Msi(route), None) => self.irqs.deliver(&route.apic_message()),
-            (GuestTarget::Intx { guest_gsi, .. }, Some(p)) => {
-                p.irq.borrow_mut().set_level(u32::from(guest_gsi), true);
-                true
-            }
-            // A payload VM has no I/O APIC; its devices use MSI.
-            (GuestTarget::Intx { .. }, None) => false,
-        };
-        if accepted {
-            self.device_interrupts = self.device_interrupts.saturating_add(1);
-        } else {
-            log::debug!(target: "msi", "vm {}: device interrupt {target:?} not accepted", self.id);
-        }
-        if self.state == VmState::Halted && self.interrupt_pending() {
-            self.state = VmState::Runnable;
-        }
+        let accepted = self.platform.deliver_device_interrupt(self.id, target, &mut self.device_interrupts);
+        self.state = slice_rules::wake(self.state, self.interrupt_pending());
         accepted
     }
 
     /// Unmasks the host pins of the INTx lines the guest just finished with (its I/O
     /// APIC dropped them on the EOI), so the devices' real levels are sampled again.
     pub fn resample_intx_lines(&self) {
-        let Some(p) = self.platform.as_deref() else { return };
-        let ended = p.irq.borrow_mut().ioapic.take_resampled();
-        if ended == 0 {
-            return;
-        }
-        if let Some(ioapics) = crate::host::ioapic::HOST_IOAPICS.get() {
-            crate::vm::passthrough::intx_routing::resample(
-                &msi_routing::VECTORS.lock(),
-                &mut ioapics.lock(),
-                self.id,
-                ended,
-            );
-        }
-    }
-
-    /// Delivers the device interrupts that arrived for this VM; `true` if another
-    /// VM's arrived too (the slice should end so the scheduler delivers them).
-    fn take_device_interrupts(&mut self) -> bool {
-        if !device_vectors::PENDING.any() {
-            return false;
-        }
-        let (mine, others) = msi_routing::take_fired_for(self.id);
-        for fired in mine {
-            self.deliver_device_interrupt(fired.target);
-        }
-        others
+        exit_loop::resample_intx_lines(&self.platform, self.id, &Machine);
     }
 
     /// Restarts the VM from its boot image (after a crash, by policy).
@@ -627,150 +563,56 @@ impl<A: Arch> Vm<A> {
         if self.vcpu.is_none() {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
         }
-        loop {
-            // Device interrupts that arrived (the last exit, or while the VM waited) go
-            // in first; another VM's end the slice so the scheduler delivers them.
-            self.resample_intx_lines();
-            if self.take_device_interrupts() {
-                return SliceEnd::Preempted;
+        let end = self.run_exits(&Machine);
+        self.record_end(end);
+        end
+    }
+
+    /// The exit loop over this VM's vCPU, devices and memory.
+    fn run_exits(&mut self, host: &impl SliceHost) -> SliceEnd {
+        let Some(vcpu) = self.vcpu.as_mut() else {
+            return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
+        };
+        let (devices, pci, npt) = (&mut self.devices, self.pci.as_ref(), &mut self.npt);
+        // After an exit that may have written configuration space: apply the deferred
+        // work once (MSI-X re-sync), then follow a BAR the guest moved or switched.
+        let mut sync_bars = || {
+            if let Some(pci) = pci {
+                pci.lock().settle();
             }
-            let Some(vcpu) = self.vcpu.as_mut() else {
-                return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
-            };
-            // Deliver an interrupt if one is pending and the guest can take it now;
-            // otherwise exit as soon as it can.
-            let pending = match self.platform.as_deref() {
-                Some(p) => {
-                    let guest_tsc = crate::arch::x86::instr::rdtsc().wrapping_sub(p.start_tsc());
-                    p.update(guest_tsc);
-                    p.irq.borrow().pending_vector().is_some()
-                }
-                None => self.irqs.any(),
-            };
-            if pending {
-                if A::interrupt_window_open(vcpu) {
-                    let vector = match self.platform.as_deref() {
-                        Some(p) => p.irq.borrow_mut().take_interrupt(),
-                        None => self.irqs.take_highest(),
-                    };
-                    if let Some(vector) = vector {
-                        A::inject_interrupt(vcpu, vector);
-                    }
-                } else {
-                    A::request_interrupt_window(vcpu);
-                }
+            sync_device_bars(devices, pci, npt.as_mut(), false)
+        };
+        let mut memory = GuestMemory::new(&self.map, DirectMap);
+        ExitLoop::<A, _> {
+            vm: VmIdentity { id: self.id, name: &self.config.name, memory_bytes: self.config.memory_bytes },
+            vcpu,
+            platform: &mut self.platform,
+            ports: &mut self.ports,
+            mmio: &mut self.mmio,
+            msrs: &mut self.msrs,
+            policy: &self.policy,
+            cpuid: &HostCpuid,
+            memory: &mut memory,
+            console: &self.console,
+            counters: &mut self.counters,
+            device_interrupts: &mut self.device_interrupts,
+            host,
+            sync_bars: &mut sync_bars,
+        }
+        .run()
+    }
+
+    /// A halt or a stop that ended the slice becomes the VM's state; a stopped VM's
+    /// vCPU is freed.
+    fn record_end(&mut self, end: SliceEnd) {
+        match end {
+            SliceEnd::Halted => self.state = VmState::Halted,
+            SliceEnd::Stopped(reason) => {
+                self.platform.flush_console();
+                self.state = VmState::Stopped(reason);
+                self.teardown_vcpu();
             }
-            if let Some(p) = self.platform.as_deref() {
-                p.offer_pv_eoi(&mut GuestMemory::new(&self.map, DirectMap));
-            }
-            let exit = A::run(vcpu);
-            let host_tsc = crate::arch::x86::instr::rdtsc();
-            if let Some(p) = self.platform.as_deref() {
-                p.collect_pv_eoi(&mut GuestMemory::new(&self.map, DirectMap));
-            }
-            if matches!(exit.reason, ExitReason::ExternalInterrupt | ExitReason::Nmi) {
-                // The host interrupt that ended the run is still pending: take it now.
-                x86_64::instructions::interrupts::enable();
-                core::hint::spin_loop();
-                x86_64::instructions::interrupts::disable();
-            }
-            self.counters.record(&exit.reason);
-            let action = {
-                let mut regs = A::regs(vcpu);
-                if exit.reason == ExitReason::Hypercall && regs.gpr(Gpr::Rax) == bulkhead_abi::hypercall::VM_INFO {
-                    log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.id, self.config.name, self.counters);
-                }
-                let mut memory = GuestMemory::new(&self.map, DirectMap);
-                let mut console = ConsoleAdapter(&self.console);
-                let identity =
-                    VmIdentity { id: self.id, name: &self.config.name, memory_bytes: self.config.memory_bytes };
-                match self.platform.as_deref() {
-                    Some(p) => {
-                        let now = host_tsc.wrapping_sub(p.start_tsc());
-                        let mut mmio = DesktopMmio { irq: &p.irq, now, next: &mut self.mmio };
-                        let mut ports = DesktopPorts { irq: &p.irq, now, next: &mut self.ports };
-                        let mut msrs = DesktopMsrs(p);
-                        let mut env = VmEnv {
-                            vm: identity,
-                            apic_id: 0,
-                            cpuid_policy: &self.policy,
-                            cpuid: &HostCpuid,
-                            msrs: &mut self.msrs,
-                            ports: &mut ports,
-                            mmio: &mut mmio,
-                            memory: &mut memory,
-                            console: &mut console,
-                            interrupts: &mut self.irqs,
-                            msr_devices: &mut msrs,
-                            host_tsc,
-                        };
-                        dispatch::decide(&exit, &mut regs, &mut env)
-                    }
-                    None => {
-                        let mut env = VmEnv {
-                            vm: identity,
-                            apic_id: 0,
-                            cpuid_policy: &self.policy,
-                            cpuid: &HostCpuid,
-                            msrs: &mut self.msrs,
-                            ports: &mut self.ports,
-                            mmio: &mut self.mmio,
-                            memory: &mut memory,
-                            console: &mut console,
-                            interrupts: &mut self.irqs,
-                            msr_devices: &mut NoMsrDevices,
-                            host_tsc,
-                        };
-                        dispatch::decide(&exit, &mut regs, &mut env)
-                    }
-                }
-            };
-            let mut flow = A::apply(vcpu, &action);
-            if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. }) {
-                // Work the exit's configuration writes deferred (MSI-X re-sync), once.
-                if let Some(pci) = &self.pci {
-                    pci.lock().settle();
-                }
-                // A configuration write may have moved an assigned BAR or switched its decode.
-                if sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), false) {
-                    A::request_tlb_flush(vcpu);
-                }
-            }
-            if let Some(event) = self.platform.as_ref().and_then(|p| p.take_power_event()) {
-                flow = Flow::Stop(match event {
-                    PowerEvent::Off => StopReason::GuestShutdown { status: 0 },
-                    PowerEvent::Reset => StopReason::GuestReboot,
-                });
-            }
-            match flow {
-                Flow::Continue => {}
-                Flow::Yield => return SliceEnd::Yielded,
-                Flow::WaitForInterrupt => {
-                    let pending = match self.platform.as_deref() {
-                        Some(p) => p.irq.borrow().pending_vector().is_some(),
-                        None => self.irqs.any(),
-                    };
-                    if !pending {
-                        self.state = VmState::Halted;
-                        return SliceEnd::Halted;
-                    }
-                }
-                Flow::Stop(reason) => {
-                    if let Some(p) = &self.platform {
-                        p.uart.lock().flush_line();
-                    }
-                    self.state = VmState::Stopped(reason);
-                    self.teardown_vcpu();
-                    return SliceEnd::Stopped(reason);
-                }
-            }
-            if idt::TIMER_FIRED.swap(false, core::sync::atomic::Ordering::AcqRel) {
-                return SliceEnd::Preempted;
-            }
-            // A key: the switcher reads it now (it may be a hotkey).
-            if idt::KEYBOARD_FIRED.load(core::sync::atomic::Ordering::Acquire) {
-                return SliceEnd::Preempted;
-            }
+            SliceEnd::Preempted | SliceEnd::Yielded => {}
         }
     }
 

@@ -1,5 +1,6 @@
 //! Time-slicing VMs on the boot CPU: round robin, preempted by the host LAPIC timer,
-//! restart by policy, and (for self-test images) the final verdict.
+//! restart by policy. Between rounds it hands over to the switcher, the serial
+//! commands, the load report and (for self-test images) the verdict.
 
 use alloc::vec::Vec;
 
@@ -7,60 +8,17 @@ use log::{error, info, warn};
 
 use crate::arch::backend::Arch;
 use crate::arch::exit::StopReason;
-use crate::arch::x86::debug_exit;
 use crate::arch::x86::{idt, lapic};
-use crate::memory::addr::HostPhysAddr;
-use crate::memory::direct_map;
-use crate::memory::paging;
 use crate::switcher::desk::Desk;
-use crate::vm::config::Restart;
 use crate::vm::instance::{SliceEnd, Vm, VmState};
-use crate::vm::selftest::{self, VmOutcome};
+use crate::vm::load_report::LoadReport;
+use crate::vm::selftest::VmOutcome;
+use crate::vm::serial_commands::{self, SerialCommands};
+use crate::vm::slice_rules;
+use crate::vm::verdict;
 
 /// Length of a time slice.
 const SLICE_US: u64 = 10_000;
-
-/// Lines typed on the hypervisor's serial console: `@NAME text` types `text` and a
-/// newline into VM NAME's serial console.
-#[derive(Debug, Default)]
-struct SerialCommands {
-    line: heapless::String<256>,
-}
-
-impl SerialCommands {
-    /// A complete command line, once one has been typed.
-    fn poll(&mut self) -> Option<heapless::String<256>> {
-        while let Some(byte) = crate::logging::read_byte() {
-            match byte {
-                b'\r' | b'\n' => {
-                    if !self.line.is_empty() {
-                        return Some(core::mem::take(&mut self.line));
-                    }
-                }
-                b => {
-                    let _ = self.line.push(char::from(b));
-                }
-            }
-        }
-        None
-    }
-}
-
-/// Guest-load figures: exits until the guest is ready, then the idle exit rate.
-#[derive(Debug, Default, Clone)]
-struct LoadReport {
-    /// Counters and host TSC when the ready marker appeared.
-    at_ready: Option<(crate::vm::counters::ExitCounters, u64)>,
-    /// Counters, host TSC and paravirtual EOIs when the idle window opened.
-    idle_from: Option<(crate::vm::counters::ExitCounters, u64, u64)>,
-    idle_reported: bool,
-}
-
-/// The idle window opens this long after the ready marker, once the guest's shells
-/// have started and printed their prompts ...
-const IDLE_SETTLE_S: u64 = 5;
-/// ... and the idle exit rate is measured over this many seconds.
-const IDLE_WINDOW_S: u64 = 10;
 
 struct Slot<A: Arch> {
     vm: Vm<A>,
@@ -109,20 +67,13 @@ fn arm_timer(deadline: Option<u64>) {
     lapic::arm_oneshot_us(micros);
 }
 
-fn hypervisor_checksum() -> u64 {
-    let image = paging::image_layout();
-    let text = direct_map::checksum(HostPhysAddr::new(image.text.0), image.text.1 - image.text.0);
-    let rodata = direct_map::checksum(HostPhysAddr::new(image.rodata.0), image.rodata.1 - image.rodata.0);
-    text ^ rodata.rotate_left(1)
-}
-
 impl<A: Arch> Scheduler<A> {
     pub fn new(vms: Vec<Vm<A>>, features: A::Features, hotkeys: crate::switcher::hotkeys::Hotkeys) -> Self {
         let desk = Desk::new(vms.len(), hotkeys, crate::vm::desk_view::wall_clock);
         Scheduler {
             slots: vms.into_iter().map(|vm| Slot { vm, report: LoadReport::default(), final_checksum: None }).collect(),
             features,
-            image_checksum: hypervisor_checksum(),
+            image_checksum: verdict::hypervisor_checksum(),
             commands: SerialCommands::default(),
             desk,
         }
@@ -142,9 +93,7 @@ impl<A: Arch> Scheduler<A> {
                 let vm = &mut slot.vm;
                 if vm.state == VmState::Halted {
                     vm.poll_timers();
-                    if vm.interrupt_pending() {
-                        vm.state = VmState::Runnable;
-                    }
+                    vm.state = slice_rules::wake(vm.state, vm.interrupt_pending());
                 }
                 if vm.state != VmState::Runnable {
                     continue;
@@ -204,81 +153,22 @@ impl<A: Arch> Scheduler<A> {
         }
     }
 
-    /// Logs each guest's exits during boot (at its ready marker) and its idle exit rate
-    /// over a window that opens a few seconds later: the figures `cargo xtask bench
-    /// linux-boot` reports.
+    /// Logs each guest's load figures (see [`LoadReport`]).
     fn report_load(&mut self) {
         let now = crate::arch::x86::instr::rdtsc();
         let per_s = crate::arch::x86::tsc::cached_ticks_per_ms().saturating_mul(1000).max(1);
         for slot in &mut self.slots {
-            let (vm, report) = (&slot.vm, &mut slot.report);
-            if report.idle_reported {
-                continue;
-            }
-            let Some((_, ready_tsc)) = &report.at_ready else {
-                if vm.console.lock().guest_ready {
-                    info!(target: "vm", "vm {} ({}) exits during boot: {}", vm.id, vm.config.name, vm.counters);
-                    report.at_ready = Some((vm.counters.clone(), now));
-                }
-                continue;
-            };
-            let Some((from, tsc, pv_eois_from)) = &report.idle_from else {
-                if now.saturating_sub(*ready_tsc) >= IDLE_SETTLE_S * per_s {
-                    report.idle_from = Some((vm.counters.clone(), now, vm.pv_eois()));
-                }
-                continue;
-            };
-            if now.saturating_sub(*tsc) < IDLE_WINDOW_S * per_s {
-                continue;
-            }
-            let idle = vm.counters.since(from);
-            let seconds = now.saturating_sub(*tsc) as f64 / per_s as f64;
-            let rate = idle.total() as f64 / seconds;
-            let pv_eois = vm.pv_eois().saturating_sub(*pv_eois_from);
-            info!(
-                target: "vm",
-                "vm {} ({}) idle exits: {rate:.1} per second over {seconds:.1} s: {idle}; EOIs without an exit: {pv_eois}",
-                vm.id, vm.config.name
-            );
-            report.idle_reported = true;
+            slot.report.update(&slot.vm, now, per_s);
         }
     }
 
+    /// A typed line goes to the switcher first, then to the VMs.
     fn handle_commands(&mut self) {
         let Some(line) = self.commands.poll() else { return };
         if self.desk.command(&line, &self.slots) {
             return;
         }
-        // `!exits VM`: that VM's exit counters and the device interrupts raised in it
-        // since its last start, on one line.
-        if let Some(name) = line.trim().strip_prefix("!exits ") {
-            match self.slots.iter().find(|s| s.vm.config.name == name.trim()) {
-                Some(slot) => {
-                    let vm = &slot.vm;
-                    info!(
-                        target: "vm",
-                        "EXITS {} {}{} device_interrupts={}",
-                        vm.config.name,
-                        vm.counters,
-                        vm.counters.msr_writes(),
-                        vm.device_interrupts
-                    )
-                }
-                None => warn!(target: "vm", "!exits: no VM named {name:?}"),
-            }
-            return;
-        }
-        let Some((name, text)) = line.strip_prefix('@').and_then(|l| l.split_once(' ')) else {
-            warn!(target: "vm", "serial command {line:?} not understood (use `@VM text` or `!exits VM`)");
-            return;
-        };
-        match self.slots.iter().find(|s| s.vm.config.name == name) {
-            Some(slot) => {
-                slot.vm.serial_input(text.as_bytes());
-                slot.vm.serial_input(b"\n");
-            }
-            None => warn!(target: "vm", "serial command for unknown VM {name:?}"),
-        }
+        serial_commands::execute(&line, &self.slots);
     }
 
     fn on_stop(&mut self, i: usize, reason: StopReason) {
@@ -286,14 +176,7 @@ impl<A: Arch> Scheduler<A> {
         let Some(slot) = self.slots.get_mut(i) else { return };
         let vm = &mut slot.vm;
         warn!(target: "vm", "vm {} ({}) stopped: {reason:?}; {}", vm.id, vm.config.name, vm.counters);
-        let crashed = !matches!(reason, StopReason::GuestShutdown { .. });
-        let restart = match (reason, vm.config.restart) {
-            (StopReason::GuestReboot, _) => true,
-            (_, Restart::Always) => crashed,
-            (_, Restart::Times(n)) => crashed && vm.starts <= n,
-            (_, Restart::Never) => false,
-        };
-        let restarted = restart
+        let restarted = slice_rules::should_restart(reason, vm.config.restart, vm.starts)
             && match vm.restart(&features) {
                 Ok(()) => {
                     info!(target: "vm", "vm {} ({}) restarted (start {})", vm.id, vm.config.name, vm.starts);
@@ -334,45 +217,8 @@ impl<A: Arch> Scheduler<A> {
     }
 
     fn finish_selftest(&self) -> ! {
-        let outcomes: Vec<VmOutcome<'_>> = self
-            .slots
-            .iter()
-            .map(|s| {
-                // One console lock per VM: field temporaries live until the end of the
-                // literal, so locking per field would deadlock on the spin lock.
-                let console = s.vm.console.lock();
-                let (passed_checks, failed_checks, checks_done) =
-                    (console.passed_checks, console.failed_checks, console.checks_done);
-                drop(console);
-                VmOutcome {
-                    name: &s.vm.config.name,
-                    expect: s.vm.config.expect,
-                    restart: s.vm.config.restart,
-                    starts: s.vm.starts,
-                    reason: match s.vm.state {
-                        VmState::Stopped(r) => Some(r),
-                        _ => None,
-                    },
-                    passed_checks,
-                    failed_checks,
-                    checks_done,
-                    canary_intact: s.vm.canary_intact(),
-                    checksum_at_stop: s.final_checksum.unwrap_or(0),
-                    checksum_now: s.vm.memory_checksum(),
-                }
-            })
-            .collect();
-        let failures = selftest::failures(&outcomes, hypervisor_checksum() == self.image_checksum);
-        if failures.is_empty() {
-            info!(target: "selftest", "SELFTEST PASS: {} VMs ended as expected, memory of every VM and of the hypervisor intact", outcomes.len());
-            debug_exit::exit(debug_exit::ExitCode::Success);
-        } else {
-            for f in &failures {
-                error!(target: "selftest", "{f}");
-            }
-            error!(target: "selftest", "SELFTEST FAIL: {} problem(s)", failures.len());
-            debug_exit::exit(debug_exit::ExitCode::Failure);
-        }
-        crate::arch::x86::instr::halt_forever()
+        let outcomes: Vec<VmOutcome<'_>> =
+            self.slots.iter().map(|s| verdict::outcome(&s.vm, s.final_checksum)).collect();
+        verdict::announce(&outcomes, verdict::hypervisor_checksum() == self.image_checksum)
     }
 }

@@ -1,0 +1,179 @@
+//! The loop that runs a VM's vCPU for one time slice: device interrupts in, the
+//! pending interrupt injected, enter, handle the exit, decide whether the slice goes
+//! on. It borrows the parts of a VM it works on and reaches the machine only through
+//! [`SliceHost`], so tests run it with a fake vCPU and a fake host.
+
+use crate::arch::backend::Arch;
+use crate::arch::exit::{Exit, ExitAction, ExitReason};
+use crate::arch::regs::{Gpr, RegisterFile};
+use crate::arch::x86::cpuid::CpuidSource;
+use crate::devices::bus::{MemBus, PioBus};
+use crate::memory::guest::GuestMemoryAccess;
+use crate::vcpu::cpuid::CpuidPolicy;
+use crate::vcpu::dispatch::{self, GuestConsole, VmEnv, VmIdentity};
+use crate::vcpu::msr::MsrState;
+use crate::vm::console::VmConsole;
+use crate::vm::counters::ExitCounters;
+use crate::vm::instance::SliceEnd;
+use crate::vm::platform::Platform;
+use crate::vm::slice_host::SliceHost;
+use crate::vm::slice_rules::{self, EntryInterrupt, HostEvents};
+
+/// Console output of a VM, adapted to the dispatcher's trait.
+struct ConsoleAdapter<'a>(&'a spin::Mutex<VmConsole>);
+
+impl GuestConsole for ConsoleAdapter<'_> {
+    fn write(&mut self, _vm: u32, bytes: &[u8]) {
+        self.0.lock().write(bytes);
+    }
+}
+
+/// Unmasks the host pins of the INTx lines the guest just finished with (its I/O
+/// APIC dropped them on the EOI), so the devices' real levels are sampled again.
+pub fn resample_intx_lines(platform: &Platform, vm: u32, host: &impl SliceHost) {
+    let ended = platform.take_resampled();
+    if ended != 0 {
+        host.resample_intx(vm, ended);
+    }
+}
+
+/// One slice of one VM: what the loop reads and changes.
+pub struct ExitLoop<'a, A: Arch, H: SliceHost> {
+    pub vm: VmIdentity<'a>,
+    pub vcpu: &'a mut A::Vcpu,
+    pub platform: &'a mut Platform,
+    pub ports: &'a mut PioBus,
+    pub mmio: &'a mut MemBus,
+    pub msrs: &'a mut MsrState,
+    pub policy: &'a CpuidPolicy,
+    pub cpuid: &'a dyn CpuidSource,
+    pub memory: &'a mut dyn GuestMemoryAccess,
+    pub console: &'a spin::Mutex<VmConsole>,
+    pub counters: &'a mut ExitCounters,
+    /// Device interrupts raised in the VM since its start.
+    pub device_interrupts: &'a mut u64,
+    pub host: &'a H,
+    /// Lets the nested page table follow the assigned BARs; true if it changed.
+    pub sync_bars: &'a mut dyn FnMut() -> bool,
+}
+
+impl<A: Arch, H: SliceHost> core::fmt::Debug for ExitLoop<'_, A, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ExitLoop").field("vm", &self.vm).finish_non_exhaustive()
+    }
+}
+
+impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
+    /// Runs the vCPU until the slice ends: a host event, a yield, a halt with
+    /// nothing pending, or a stop. The caller records a halt or a stop in the VM.
+    pub fn run(&mut self) -> SliceEnd {
+        loop {
+            if let Some(end) = self.prepare_entry() {
+                return end;
+            }
+            let exit = A::run(self.vcpu);
+            let host_tsc = self.host.now_tsc();
+            self.platform.after_exit(self.memory);
+            if let Some(end) = self.handle_exit(&exit, host_tsc) {
+                return end;
+            }
+        }
+    }
+
+    /// Device interrupts that arrived (the last exit, or while the VM waited) go in
+    /// first; another VM's end the slice so the scheduler delivers them. Then the
+    /// pending interrupt is offered.
+    fn prepare_entry(&mut self) -> Option<SliceEnd> {
+        resample_intx_lines(self.platform, self.vm.id, self.host);
+        let other_vm_interrupt = self.take_device_interrupts();
+        if let Some(end) = slice_rules::end_by_host(HostEvents { other_vm_interrupt, ..HostEvents::default() }) {
+            return Some(end);
+        }
+        self.offer_interrupt();
+        self.platform.before_entry(self.memory);
+        None
+    }
+
+    /// Delivers the device interrupts that arrived for this VM; `true` if another
+    /// VM's arrived too.
+    fn take_device_interrupts(&mut self) -> bool {
+        let (mine, others) = self.host.take_fired_for(self.vm.id);
+        for fired in mine {
+            self.platform.deliver_device_interrupt(self.vm.id, fired.target, self.device_interrupts);
+        }
+        others
+    }
+
+    /// Injects the pending interrupt if the guest can take it now; otherwise asks
+    /// for an exit as soon as it can.
+    fn offer_interrupt(&mut self) {
+        self.platform.update(self.host.now_tsc());
+        let pending = self.platform.interrupt_pending();
+        match slice_rules::entry_interrupt(pending, pending && A::interrupt_window_open(self.vcpu)) {
+            EntryInterrupt::None => {}
+            EntryInterrupt::Inject => {
+                if let Some(vector) = self.platform.take_interrupt() {
+                    A::inject_interrupt(self.vcpu, vector);
+                }
+            }
+            EntryInterrupt::OpenWindow => A::request_interrupt_window(self.vcpu),
+        }
+    }
+
+    /// Handles one exit; `Some` when it ends the slice.
+    fn handle_exit(&mut self, exit: &Exit, host_tsc: u64) -> Option<SliceEnd> {
+        if matches!(exit.reason, ExitReason::ExternalInterrupt | ExitReason::Nmi) {
+            // The host interrupt that ended the run is still pending: take it now.
+            self.host.take_host_interrupt();
+        }
+        self.counters.record(&exit.reason);
+        let action = self.decide(exit, host_tsc);
+        let flow = A::apply(self.vcpu, &action);
+        self.follow_bars(exit);
+        let flow = slice_rules::with_power_event(flow, self.platform.take_power_event());
+        if let Some(end) = slice_rules::end_by_guest(flow, self.platform.interrupt_pending()) {
+            return Some(end);
+        }
+        slice_rules::end_by_host(HostEvents {
+            other_vm_interrupt: false,
+            timer_expired: self.host.timer_expired(),
+            key_pending: self.host.key_pending(),
+        })
+    }
+
+    /// The common exit handler's decision, with the VM's devices attached.
+    fn decide(&mut self, exit: &Exit, host_tsc: u64) -> ExitAction {
+        let mut regs = A::regs(self.vcpu);
+        if exit.reason == ExitReason::Hypercall && regs.gpr(Gpr::Rax) == bulkhead_abi::hypercall::VM_INFO {
+            log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.vm.id, self.vm.name, self.counters);
+        }
+        let mut console = ConsoleAdapter(self.console);
+        let mut devices = self.platform.devices(self.ports, self.mmio, host_tsc);
+        let attached = devices.attach();
+        let mut env = VmEnv {
+            vm: self.vm,
+            apic_id: 0,
+            cpuid_policy: self.policy,
+            cpuid: self.cpuid,
+            msrs: self.msrs,
+            ports: attached.ports,
+            mmio: attached.mmio,
+            memory: self.memory,
+            console: &mut console,
+            interrupts: attached.interrupts,
+            msr_devices: attached.msr_devices,
+            host_tsc,
+        };
+        dispatch::decide(exit, &mut regs, &mut env)
+    }
+
+    /// A configuration write may have moved an assigned BAR or switched its decode.
+    fn follow_bars(&mut self, exit: &Exit) {
+        if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. }) && (self.sync_bars)() {
+            A::request_tlb_flush(self.vcpu);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

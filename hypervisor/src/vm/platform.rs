@@ -1,0 +1,231 @@
+//! What kind of machine a VM is, in one place: a test payload has only a set of
+//! pending vectors; a desktop VM has a whole virtual PC ([`DesktopPlatform`]). Every
+//! difference between the two that the exit loop and the VM care about is a method
+//! here, so the rest of the code asks once instead of branching on the kind.
+
+use alloc::boxed::Box;
+
+use crate::devices::bus::{MemBus, MmioBus, PioBus, PortBus};
+use crate::devices::irq::{ApicSink, GsiSink};
+use crate::devices::power::PowerEvent;
+use crate::memory::guest::GuestMemoryAccess;
+use crate::vcpu::dispatch::{InterruptSink, MsrDevices, NoMsrDevices};
+use crate::vm::desktop::{DesktopMmio, DesktopMsrs, DesktopPlatform, DesktopPorts};
+use crate::vm::passthrough::host_vectors::GuestTarget;
+use crate::vm::payload_irqs::PendingIrqs;
+
+/// The virtual platform of a VM.
+#[derive(Debug)]
+pub enum Platform {
+    /// A test payload: no interrupt controller, only pending vectors (highest first).
+    Payload(PendingIrqs),
+    /// A desktop (Linux) VM's virtual PC.
+    Desktop(Box<DesktopPlatform>),
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform::Payload(PendingIrqs::default())
+    }
+}
+
+impl Platform {
+    /// The desktop platform (keyboard, serial port, PCI host), if the VM has one.
+    pub fn desktop(&self) -> Option<&DesktopPlatform> {
+        match self {
+            Platform::Desktop(p) => Some(p),
+            Platform::Payload(_) => None,
+        }
+    }
+
+    /// Whether an interrupt waits for the vCPU.
+    pub fn interrupt_pending(&self) -> bool {
+        match self {
+            Platform::Desktop(p) => p.irq.borrow().pending_vector().is_some(),
+            Platform::Payload(irqs) => irqs.any(),
+        }
+    }
+
+    /// Moves device lines into the interrupt controllers and fires the timers that
+    /// expired by host TSC `host_tsc` (a payload has neither).
+    pub fn update(&self, host_tsc: u64) {
+        if let Platform::Desktop(p) = self {
+            p.update(host_tsc.wrapping_sub(p.start_tsc()));
+        }
+    }
+
+    /// Takes the interrupt to inject next: the controller's choice, or the highest
+    /// pending vector of a payload.
+    pub fn take_interrupt(&mut self) -> Option<u8> {
+        match self {
+            Platform::Desktop(p) => p.irq.borrow_mut().take_interrupt(),
+            Platform::Payload(irqs) => irqs.take_highest(),
+        }
+    }
+
+    /// Raises an interrupt of an assigned device where the guest asked for it: an
+    /// MSI in the local APIC (desktop) or the pending set (payload); an INTx line on
+    /// the desktop VM's I/O APIC input. Whether it was accepted; each accepted one
+    /// counts in `delivered`.
+    pub fn deliver_device_interrupt(&mut self, vm: u32, target: GuestTarget, delivered: &mut u64) -> bool {
+        let accepted = match (target, &mut *self) {
+            (GuestTarget::Msi(route), Platform::Desktop(p)) => p.irq.borrow_mut().lapic.deliver(&route.apic_message()),
+            (GuestTarget::Msi(route), Platform::Payload(irqs)) => irqs.deliver(&route.apic_message()),
+            (GuestTarget::Intx { guest_gsi, .. }, Platform::Desktop(p)) => {
+                p.irq.borrow_mut().set_level(u32::from(guest_gsi), true);
+                true
+            }
+            // A payload VM has no I/O APIC; its devices use MSI.
+            (GuestTarget::Intx { .. }, Platform::Payload(_)) => false,
+        };
+        if accepted {
+            *delivered = delivered.saturating_add(1);
+        } else {
+            log::debug!(target: "msi", "vm {vm}: device interrupt {target:?} not accepted");
+        }
+        accepted
+    }
+
+    /// The guest I/O APIC inputs driven by host INTx lines that the guest ended with
+    /// an EOI since the last call (bit per GSI).
+    pub fn take_resampled(&self) -> u32 {
+        match self {
+            Platform::Desktop(p) => p.irq.borrow_mut().ioapic.take_resampled(),
+            Platform::Payload(_) => 0,
+        }
+    }
+
+    /// Before an entry: offers the paravirtual EOI.
+    pub fn before_entry(&self, memory: &mut dyn GuestMemoryAccess) {
+        if let Platform::Desktop(p) = self {
+            p.offer_pv_eoi(memory);
+        }
+    }
+
+    /// After an exit: retires an interrupt the guest ended through the paravirtual EOI.
+    pub fn after_exit(&self, memory: &mut dyn GuestMemoryAccess) {
+        if let Platform::Desktop(p) = self {
+            p.collect_pv_eoi(memory);
+        }
+    }
+
+    /// A power-off or reset the guest asked for since the last call.
+    pub fn take_power_event(&self) -> Option<PowerEvent> {
+        self.desktop().and_then(DesktopPlatform::take_power_event)
+    }
+
+    /// Logs what the guest left unterminated on its serial line (it stopped).
+    pub fn flush_console(&self) {
+        if let Some(p) = self.desktop() {
+            p.uart.lock().flush_line();
+        }
+    }
+
+    /// Host TSC at which the next guest timer fires, if one is armed.
+    pub fn wake_deadline(&self) -> Option<u64> {
+        let p = self.desktop()?;
+        p.irq.borrow().next_deadline().map(|guest| guest.wrapping_add(p.start_tsc()))
+    }
+
+    /// EOIs the guest signalled without an exit, so far.
+    pub fn pv_eois(&self) -> u64 {
+        self.desktop().map_or(0, DesktopPlatform::pv_eois)
+    }
+
+    /// The VM's devices as the exit handler sees them at host TSC `host_tsc`: a
+    /// desktop VM's interrupt controllers answer before its buses.
+    pub fn devices<'a>(&'a mut self, ports: &'a mut PioBus, mmio: &'a mut MemBus, host_tsc: u64) -> Devices<'a> {
+        match self {
+            Platform::Payload(irqs) => Devices::Payload { ports, mmio, irqs, msrs: NoMsrDevices },
+            Platform::Desktop(p) => {
+                let now = host_tsc.wrapping_sub(p.start_tsc());
+                Devices::Desktop {
+                    ports: DesktopPorts { irq: &p.irq, now, next: ports },
+                    mmio: DesktopMmio { irq: &p.irq, now, next: mmio },
+                    msrs: DesktopMsrs(p),
+                    irqs: ControllerOnly,
+                }
+            }
+        }
+    }
+}
+
+/// A desktop VM's interrupts come from its interrupt controller; the payloads'
+/// RAISE_INTERRUPT hypercall raises nothing there.
+#[derive(Debug)]
+pub struct ControllerOnly;
+
+impl InterruptSink for ControllerOnly {
+    fn raise(&mut self, _vector: u8) {}
+}
+
+/// A VM's devices for one exit (see [`Platform::devices`]).
+#[derive(Debug)]
+pub enum Devices<'a> {
+    Payload { ports: &'a mut PioBus, mmio: &'a mut MemBus, irqs: &'a mut PendingIrqs, msrs: NoMsrDevices },
+    Desktop { ports: DesktopPorts<'a>, mmio: DesktopMmio<'a>, msrs: DesktopMsrs<'a>, irqs: ControllerOnly },
+}
+
+/// The trait objects the exit handler's environment takes.
+pub struct Attached<'b> {
+    pub ports: &'b mut dyn PortBus,
+    pub mmio: &'b mut dyn MmioBus,
+    pub msr_devices: &'b mut dyn MsrDevices,
+    pub interrupts: &'b mut dyn InterruptSink,
+}
+
+impl core::fmt::Debug for Attached<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Attached").finish_non_exhaustive()
+    }
+}
+
+impl Devices<'_> {
+    pub fn attach(&mut self) -> Attached<'_> {
+        match self {
+            Devices::Payload { ports, mmio, irqs, msrs } => {
+                Attached { ports: *ports, mmio: *mmio, msr_devices: msrs, interrupts: *irqs }
+            }
+            Devices::Desktop { ports, mmio, msrs, irqs } => {
+                Attached { ports, mmio, msr_devices: msrs, interrupts: irqs }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::vpci::msi::MsiRoute;
+
+    fn msi(vector: u8, dest: u32) -> GuestTarget {
+        GuestTarget::Msi(MsiRoute { vector, dest, logical: false, delivery: 0 })
+    }
+
+    #[test]
+    fn a_payload_takes_msis_for_its_cpu_and_counts_only_accepted_ones() {
+        let mut platform = Platform::default();
+        let mut delivered = 0;
+        assert!(platform.deliver_device_interrupt(1, msi(0x41, 0), &mut delivered));
+        assert!(!platform.deliver_device_interrupt(1, msi(0x42, 5), &mut delivered), "another APIC id");
+        assert!(
+            !platform.deliver_device_interrupt(1, GuestTarget::Intx { host_gsi: 16, guest_gsi: 10 }, &mut delivered),
+            "a payload has no I/O APIC"
+        );
+        assert_eq!(delivered, 1);
+        assert!(platform.interrupt_pending());
+        assert_eq!((platform.take_interrupt(), platform.take_interrupt()), (Some(0x41), None));
+        assert!(!platform.interrupt_pending());
+    }
+
+    #[test]
+    fn a_payload_has_no_timers_power_or_resampled_lines() {
+        let platform = Platform::default();
+        platform.update(u64::MAX);
+        assert!(!platform.interrupt_pending());
+        assert_eq!(platform.wake_deadline(), None);
+        assert_eq!(platform.take_power_event(), None);
+        assert_eq!(platform.take_resampled(), 0);
+        assert!(platform.desktop().is_none());
+    }
+}

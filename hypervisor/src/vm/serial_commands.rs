@@ -1,0 +1,128 @@
+//! Lines typed on the hypervisor's serial console: `@NAME text` types `text` and a
+//! newline into VM NAME's serial console; `!exits NAME` logs that VM's exit counters
+//! and the device interrupts raised in it since its last start. (The switcher's own
+//! commands are tried first, by the scheduler.)
+
+use log::{info, warn};
+
+use crate::arch::backend::Arch;
+use crate::vm::instance::Vm;
+
+/// The line being typed.
+#[derive(Debug, Default)]
+pub struct SerialCommands {
+    line: heapless::String<256>,
+}
+
+impl SerialCommands {
+    /// A complete command line, once one has been typed.
+    pub fn poll(&mut self) -> Option<heapless::String<256>> {
+        while let Some(byte) = crate::logging::read_byte() {
+            if let Some(line) = self.push(byte) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// Adds a typed byte; a line end completes a non-empty line. Bytes past the
+    /// line's capacity are dropped.
+    fn push(&mut self, byte: u8) -> Option<heapless::String<256>> {
+        match byte {
+            b'\r' | b'\n' => (!self.line.is_empty()).then(|| core::mem::take(&mut self.line)),
+            b => {
+                let _ = self.line.push(char::from(b));
+                None
+            }
+        }
+    }
+}
+
+/// A command line, understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `!exits VM`
+    Exits {
+        vm: &'a str,
+    },
+    /// `@VM text`
+    Type {
+        vm: &'a str,
+        text: &'a str,
+    },
+    NotUnderstood,
+}
+
+pub fn parse(line: &str) -> Command<'_> {
+    if let Some(name) = line.trim().strip_prefix("!exits ") {
+        return Command::Exits { vm: name.trim() };
+    }
+    match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
+        Some((vm, text)) => Command::Type { vm, text },
+        None => Command::NotUnderstood,
+    }
+}
+
+/// Carries out a command line on the VMs.
+pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
+    let find = |name: &str| vms.iter().map(AsRef::as_ref).find(|vm| vm.config.name == name);
+    match parse(line) {
+        // That VM's exit counters and the device interrupts raised in it since its
+        // last start, on one line.
+        Command::Exits { vm: name } => match find(name) {
+            Some(vm) => info!(
+                target: "vm",
+                "EXITS {} {}{} device_interrupts={}",
+                vm.config.name,
+                vm.counters,
+                vm.counters.msr_writes(),
+                vm.device_interrupts
+            ),
+            None => warn!(target: "vm", "!exits: no VM named {name:?}"),
+        },
+        Command::Type { vm: name, text } => match find(name) {
+            Some(vm) => {
+                vm.serial_input(text.as_bytes());
+                vm.serial_input(b"\n");
+            }
+            None => warn!(target: "vm", "serial command for unknown VM {name:?}"),
+        },
+        Command::NotUnderstood => {
+            warn!(target: "vm", "serial command {line:?} not understood (use `@VM text` or `!exits VM`)")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_recognised() {
+        assert_eq!(parse("!exits corporate"), Command::Exits { vm: "corporate" });
+        assert_eq!(parse("  !exits  web \r"), Command::Exits { vm: "web" });
+        assert_eq!(parse("@web echo hi there"), Command::Type { vm: "web", text: "echo hi there" });
+        assert_eq!(parse("@web"), Command::NotUnderstood, "no text");
+        assert_eq!(parse("web echo"), Command::NotUnderstood);
+        assert_eq!(parse("!exits"), Command::NotUnderstood);
+    }
+
+    #[test]
+    fn lines_end_at_cr_or_lf_and_empty_ones_are_skipped() {
+        let mut commands = SerialCommands::default();
+        let mut lines = alloc::vec::Vec::new();
+        for &b in b"\r\n@a x\r\n\n!exits a\n" {
+            lines.extend(commands.push(b));
+        }
+        assert_eq!(lines, ["@a x", "!exits a"]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_cut_not_grown() {
+        let mut commands = SerialCommands::default();
+        for _ in 0..1000 {
+            assert_eq!(commands.push(b'x'), None);
+        }
+        assert_eq!(commands.push(b'\n').map(|l| l.len()), Some(256));
+    }
+}
