@@ -62,6 +62,8 @@ pub enum VmError {
     OutOfMemory(&'static str),
     Image(alloc::string::String),
     Backend(alloc::string::String),
+    /// Its assigned devices cannot be set up.
+    Devices(crate::vm::passthrough::PassthroughError),
 }
 
 impl core::fmt::Display for VmError {
@@ -70,6 +72,7 @@ impl core::fmt::Display for VmError {
             VmError::OutOfMemory(what) => write!(f, "out of memory for the {what}"),
             VmError::Image(why) => write!(f, "bad boot image: {why}"),
             VmError::Backend(why) => write!(f, "the virtualisation backend refused: {why}"),
+            VmError::Devices(why) => write!(f, "the virtualisation backend refused: {why}"),
         }
     }
 }
@@ -208,7 +211,7 @@ impl<A: Arch> Vm<A> {
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
-        let devices = VmDevices::assign(&config, id, cpu, resources.devices, &map).map_err(VmError::Backend)?;
+        let devices = VmDevices::assign(&config, id, cpu, resources.devices, &map).map_err(VmError::Devices)?;
         let mut policy = CpuidPolicy::new(&HostCpuid);
         if config.kind == Kind::Linux {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
@@ -311,7 +314,7 @@ impl<A: Arch> Vm<A> {
                     .insert(range, Box::new(Scratch::new()))
                     .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
                 if let Some(devices) = &self.devices {
-                    let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Backend)?);
+                    let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Devices)?);
                     self.ports
                         .insert_ports(crate::devices::layout::PCI_CONFIG_ADDRESS_PORT, 8, Box::new(bus.clone()))
                         .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
@@ -329,7 +332,7 @@ impl<A: Arch> Vm<A> {
                 )
                 .map_err(|e| VmError::Backend(e.into()))?;
                 if let Some(devices) = &self.devices {
-                    devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Backend)?;
+                    devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Devices)?;
                     self.pci = Some(platform.pci.clone());
                     // Its I/O APIC inputs driven by host INTx lines end each interrupt
                     // at the guest's EOI (see `intx_routing`).
