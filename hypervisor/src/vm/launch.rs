@@ -53,7 +53,7 @@ pub enum LaunchError {
     },
     CreateVm {
         vm: String,
-        error: VmError,
+        error: VmError<SvmError>,
     },
 }
 

@@ -13,3 +13,4 @@ pub mod payload;
 pub mod payload_irqs;
 pub mod scheduler;
 pub mod selftest;
+pub mod start_error;
