@@ -196,7 +196,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let err = |reason: &'static str| ConfigError { line, reason: ConfigReason::Invalid(reason) };
-        let words = split_words(raw).map_err(&err)?;
+        let words = split_words(raw).map_err(|reason| ConfigError { line, reason })?;
         let Some((first, rest)) = words.split_first() else { continue };
         if first == "hotkey" {
             let binding = parse_hotkey(rest).map_err(|e| ConfigError { line, reason: ConfigReason::Hotkey(e) })?;
@@ -327,7 +327,7 @@ fn parse_hotkey(words: &[String]) -> Result<HotkeyBinding, HotkeyError> {
 }
 
 /// Splits on whitespace, keeping `"quoted strings"` (after `=`) together.
-fn split_words(raw: &str) -> Result<Vec<String>, &'static str> {
+fn split_words(raw: &str) -> Result<Vec<String>, ConfigReason> {
     let text = match raw.find('#') {
         // A '#' inside a value (colour=#...) is not a comment.
         Some(i) if i == 0 || raw[..i].ends_with(char::is_whitespace) => &raw[..i],
@@ -348,7 +348,7 @@ fn split_words(raw: &str) -> Result<Vec<String>, &'static str> {
         }
     }
     if quoted {
-        return Err("unterminated quote");
+        return Err(ConfigReason::Invalid("unterminated quote"));
     }
     if !current.is_empty() {
         words.push(current);
@@ -395,7 +395,8 @@ mod tests {
         assert!(parse("vm b memory=16M").unwrap_err().reason.to_string().contains("image="));
         assert!(parse("vm b image=x memory=3M").unwrap_err().reason.to_string().contains("multiple of 2M"));
         assert!(parse("vm b image=x memory=99999999999G").is_err());
-        assert!(parse("vm b image=x memory=16M label=\"open").is_err());
+        let open = parse("vm b image=x memory=16M label=\"open").unwrap_err();
+        assert_eq!(open.reason, ConfigReason::Invalid("unterminated quote"));
         assert!(parse("vm bad_name image=x memory=16M").is_err());
         assert!(parse("vm c image=x memory=16M colour=red").is_err());
     }

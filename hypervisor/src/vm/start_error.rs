@@ -9,6 +9,7 @@ use crate::devices::bus::BusError;
 use crate::memory::addr::GuestPhysAddr;
 use crate::memory::guest::GuestMemoryError;
 use crate::memory::stage2::NptError;
+use crate::vcpu::pvclock::PvClockError;
 use crate::vm::acpi::GuestAcpiError;
 use crate::vm::linux::LinuxBootError;
 use crate::vm::payload::PayloadError;
@@ -48,14 +49,37 @@ impl fmt::Display for ImageError {
     }
 }
 
+/// Why a desktop VM's platform devices cannot be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformError {
+    /// The host TSC frequency is not known, so no guest clock can run.
+    NoTscFrequency,
+    /// Two devices want the same ports or addresses.
+    AddressClash(BusError),
+    BadEcamWindow,
+    /// kvmclock cannot express the TSC frequency.
+    KvmclockScale(PvClockError),
+}
+
+impl fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoTscFrequency => "TSC frequency unknown",
+            Self::AddressClash(_) => "device address clash",
+            Self::BadEcamWindow => "bad ECAM window",
+            Self::KvmclockScale(_) => "cannot scale the TSC for kvmclock",
+        })
+    }
+}
+
 /// The machine refuses part of a VM's setup; `E` is the virtualisation backend's own
 /// error (`Arch::Error`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendError<E> {
     /// A device range clashes on the VM's port or MMIO bus.
     Bus(BusError),
-    /// The desktop platform's devices cannot be built (a fixed reason).
-    Platform(&'static str),
+    /// The desktop platform's devices cannot be built.
+    Platform(PlatformError),
     /// The nested page table cannot be built.
     Npt(NptError),
     /// The backend cannot create the vCPU.
@@ -66,7 +90,7 @@ impl<E: fmt::Debug> fmt::Display for BackendError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Bus(e) => write!(f, "{e:?}"),
-            Self::Platform(why) => f.write_str(why),
+            Self::Platform(e) => write!(f, "{e}"),
             Self::Npt(e) => write!(f, "{e:?}"),
             Self::Vcpu(e) => write!(f, "{e:?}"),
         }
@@ -83,8 +107,10 @@ mod tests {
         assert_eq!(ImageError::NoFramebuffer.to_string(), "a desktop VM needs a framebuffer");
         let e = ImageError::Linux(LinuxBootError::NotLoadedHigh);
         assert_eq!(e.to_string(), "zImage (not loaded high) is not supported");
-        let e: BackendError<()> = BackendError::Platform("TSC frequency unknown");
+        let e: BackendError<()> = BackendError::Platform(PlatformError::NoTscFrequency);
         assert_eq!(e.to_string(), "TSC frequency unknown");
+        let clash = PlatformError::AddressClash(BusError::OutOfRange);
+        assert_eq!(BackendError::<()>::Platform(clash).to_string(), "device address clash");
         let e: BackendError<()> = BackendError::Bus(BusError::OutOfRange);
         assert_eq!(e.to_string(), "OutOfRange");
     }
