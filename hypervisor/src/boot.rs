@@ -127,12 +127,13 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         vm::desktop::HOST_TIME.call_once(|| host_time);
         let why = vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info));
         error!(target: "vm", "no VM started: {why}");
+        let reason = alloc::format!("{why}");
         screen::with_target(|fb| {
             ui::safe_mode::draw(
                 fb,
                 &ui::safe_mode::SafeMode {
                     title: "Bulkhead cannot start the desktops",
-                    reason: &why,
+                    reason: &reason,
                     hint: "Ask IT for a new USB image; nothing on this laptop was changed.",
                 },
             )

@@ -2,7 +2,8 @@
 //! triple-faults (and is restarted once by policy), one attacks memory outside its VM.
 //! The hypervisor's verdict (exit status 33) requires every check to pass, each VM to end
 //! exactly as configured, and the memory of the other VMs and of the hypervisor to be
-//! unchanged.
+//! unchanged. A configuration the hypervisor refuses starts no VM and says why, in the
+//! log and on the safe-mode screen.
 
 use std::time::Duration;
 
@@ -93,5 +94,32 @@ fn a_flooding_vm_is_contained_and_the_others_still_pass() {
         m.fail(&format!("the hypervisor's self-test verdict was {outcome:?}"));
     }
     assert!(serial.contains("SELFTEST PASS"));
+}
+
+/// The second line binds a key every guest needs: refused before any VM exists.
+const BAD_KEY_MAP: &str = "\
+vm checks image=checks memory=16M
+hotkey next Shift+Tab
+";
+
+#[test]
+fn a_refused_configuration_starts_no_vm_and_shows_the_reason() {
+    let img = image::build_payload_image("vms-bad-config", "", BAD_KEY_MAP);
+    let mut m = Machine::boot("vms-bad-config", &img, |c| {
+        c.memory_mib = 512;
+        c.cpus = 1;
+    });
+    m.connect_qmp();
+    let line = m.expect("no VM started", Duration::from_secs(120));
+    assert!(
+        line.contains(
+            "no VM started: VM configuration line 2: Shift+Tab needs Ctrl, Alt or Meta, or guests could not type \
+             that key"
+        ),
+        "{line}"
+    );
+    let shot = m.screendump("safe-mode");
+    assert!(shot.is(shot.width / 2, 4, ui::safe_mode::SAFE_MODE_HEADER), "no safe-mode header on the screen");
+    assert!(!m.serial().contains("created:"), "a VM was created although the configuration was refused");
     m.pass();
 }

@@ -138,6 +138,33 @@ impl<R: IoapicRegs> HostIoapic<R> {
     }
 }
 
+/// Why a GSI could not be routed through the I/O APICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoapicRouteError {
+    /// No I/O APIC of the MADT has an input for this GSI.
+    NoIoapic { gsi: u32 },
+    /// The target CPU's APIC id does not fit the compatibility format's 8-bit
+    /// destination, and the pin is not remapped.
+    ApicIdNeedsRemapping { apic_id: u32 },
+    /// The IOMMU gave no remapping entry for the pin.
+    NoRemapEntry { ioapic: u8, pin: u8, error: IommuError },
+    /// The chip the MADT names for the GSI has fewer pins.
+    BeyondPins { gsi: u32, ioapic: u8 },
+}
+
+impl core::fmt::Display for IoapicRouteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoIoapic { gsi } => write!(f, "no I/O APIC serves GSI {gsi}"),
+            Self::ApicIdNeedsRemapping { .. } => f.write_str("APIC id above 255 needs interrupt remapping"),
+            Self::NoRemapEntry { ioapic, pin, error } => {
+                write!(f, "no remapping entry for I/O APIC {ioapic} pin {pin}: {error}")
+            }
+            Self::BeyondPins { gsi, ioapic } => write!(f, "GSI {gsi} is beyond I/O APIC {ioapic}'s pins"),
+        }
+    }
+}
+
 /// Every I/O APIC of the machine (MADT), each pin masked when taken: the
 /// hypervisor's one handle on them.
 #[derive(Debug)]
@@ -166,21 +193,21 @@ impl<R: IoapicRegs> HostIoapics<R> {
         target: MsiTarget,
         masked: bool,
         remap: &mut dyn FnMut(IoapicPin, MsiTarget) -> Result<Option<u16>, IommuError>,
-    ) -> Result<(), alloc::string::String> {
-        let (id, pin) = self.locate(gsi).ok_or_else(|| alloc::format!("no I/O APIC serves GSI {gsi}"))?;
+    ) -> Result<(), IoapicRouteError> {
+        let (id, pin) = self.locate(gsi).ok_or(IoapicRouteError::NoIoapic { gsi })?;
         let entry = match remap(IoapicPin { ioapic_id: id, pin, level: mode.level }, target) {
             Ok(Some(handle)) => remappable_entry(handle, target.vector, mode),
             Ok(None) => {
-                let dest =
-                    u8::try_from(target.dest_apic_id).map_err(|_| "APIC id above 255 needs interrupt remapping")?;
+                let dest = u8::try_from(target.dest_apic_id)
+                    .map_err(|_| IoapicRouteError::ApicIdNeedsRemapping { apic_id: target.dest_apic_id })?;
                 compatibility_entry(target.vector, dest, mode)
             }
-            Err(e) => return Err(alloc::format!("no remapping entry for I/O APIC {id} pin {pin}: {e}")),
+            Err(error) => return Err(IoapicRouteError::NoRemapEntry { ioapic: id, pin, error }),
         };
         let entry = if masked { entry | MASKED } else { entry };
         let chip = self.chips.iter_mut().find(|(i, c)| *i == id && c.handles(gsi)).map(|(_, c)| c);
         if !chip.is_some_and(|c| c.route(gsi, entry)) {
-            return Err(alloc::format!("GSI {gsi} is beyond I/O APIC {id}'s pins"));
+            return Err(IoapicRouteError::BeyondPins { gsi, ioapic: id });
         }
         Ok(())
     }
@@ -238,7 +265,7 @@ pub fn route_keyboard(
     vector: u8,
     cpu: u32,
     remap: &mut dyn FnMut(IoapicPin, MsiTarget) -> Result<Option<u16>, IommuError>,
-) -> Result<(), alloc::string::String> {
+) -> Result<(), IoapicRouteError> {
     if tables.madt().pcat_compat {
         mask_legacy_pics();
     }
@@ -262,7 +289,7 @@ fn mask_legacy_pics() {
 }
 
 /// Logs why the keyboard stays polled.
-pub fn keyboard_not_routed(why: &str) {
+pub fn keyboard_not_routed(why: &IoapicRouteError) {
     warn!(target: "ioapic", "keyboard IRQ1 not routed ({why}); the keyboard is polled");
 }
 
@@ -299,6 +326,7 @@ impl IoapicRegs for IoapicMmio {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
     use alloc::vec;
     use alloc::vec::Vec;
 
@@ -372,7 +400,7 @@ mod tests {
                 Ok(Some(7))
             };
             set.route(40, mode, target, true, &mut remap).unwrap();
-            assert!(set.route(48, mode, target, false, &mut remap).is_err());
+            assert_eq!(set.route(48, mode, target, false, &mut remap), Err(IoapicRouteError::NoIoapic { gsi: 48 }));
             assert_eq!(asked, [(2, 16, true)]);
             assert!(set.set_masked(40, false));
             assert!(!set.set_masked(48, false));
@@ -381,6 +409,29 @@ mod tests {
         assert_eq!(b.entry(16), routed, "unmasked as routed");
         assert_eq!(b.writes.last(), Some(&(0x30, routed as u32)), "unmasking writes the low half only");
         assert!((0..24).all(|pin| a.entry(pin) & MASKED != 0), "the other chip untouched");
+    }
+
+    #[test]
+    fn refusals_say_which_pin_and_why() {
+        let mut fake = FakeRegs::new();
+        let mut set = HostIoapics::new(vec![(2, HostIoapic::new(&mut fake, 0))]);
+        let mode = PinMode::default();
+        let far_cpu = MsiTarget { vector: 0x61, dest_apic_id: 300 };
+        let e = set.route(5, mode, far_cpu, false, &mut |_, _| Ok(None)).unwrap_err();
+        assert_eq!(e, IoapicRouteError::ApicIdNeedsRemapping { apic_id: 300 });
+        assert_eq!(e.to_string(), "APIC id above 255 needs interrupt remapping");
+        let target = MsiTarget { vector: 0x61, dest_apic_id: 0 };
+        let e = set.route(5, mode, target, false, &mut |_, _| Err(IommuError::NoInterruptEntries)).unwrap_err();
+        assert_eq!(e, IoapicRouteError::NoRemapEntry { ioapic: 2, pin: 5, error: IommuError::NoInterruptEntries });
+        assert_eq!(
+            e.to_string(),
+            alloc::format!("no remapping entry for I/O APIC 2 pin 5: {}", IommuError::NoInterruptEntries)
+        );
+        assert_eq!(IoapicRouteError::NoIoapic { gsi: 48 }.to_string(), "no I/O APIC serves GSI 48");
+        assert_eq!(
+            IoapicRouteError::BeyondPins { gsi: 30, ioapic: 2 }.to_string(),
+            "GSI 30 is beyond I/O APIC 2's pins"
+        );
     }
 
     #[test]

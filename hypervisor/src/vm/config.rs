@@ -20,7 +20,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::switcher::hotkeys::{Action, Combo, MAX_HOTKEYS};
+use crate::switcher::hotkeys::{Action, Combo, MAX_HOTKEYS, ParseError};
 
 /// How a VM's boot module is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +127,55 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub line: usize,
-    pub reason: String,
+    pub reason: ConfigReason,
 }
 
 impl core::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "VM configuration line {}: {}", self.line, self.reason)
+    }
+}
+
+/// What is wrong with a configuration line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigReason {
+    /// A fixed reason, saying what the line should look like.
+    Invalid(&'static str),
+    Hotkey(HotkeyError),
+}
+
+impl core::fmt::Display for ConfigReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigReason::Invalid(why) => f.write_str(why),
+            ConfigReason::Hotkey(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Why a `hotkey` line's `ACTION COMBO` is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotkeyError {
+    /// Not two words, or an unknown action.
+    Usage,
+    /// The combination does not parse.
+    Combo { text: String, error: ParseError },
+    /// Neither Ctrl, Alt nor Meta: it would take that key away from every guest.
+    NoModifier { text: String },
+}
+
+impl core::fmt::Display for HotkeyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HotkeyError::Usage => f.write_str(
+                "hotkey lines are `hotkey ACTION COMBO`, e.g. `hotkey switch-1 Ctrl+Alt+1` (actions: switch-1 .. \
+                 switch-9, next, overview, secure-attention)",
+            ),
+            HotkeyError::Combo { text, error } => write!(f, "{text}: {error}"),
+            HotkeyError::NoModifier { text } => {
+                write!(f, "{text} needs Ctrl, Alt or Meta, or guests could not type that key")
+            }
+        }
     }
 }
 
@@ -152,11 +195,11 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     let mut hotkeys: Vec<HotkeyBinding> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        let err = |reason: &str| ConfigError { line, reason: reason.into() };
-        let words = split_words(raw).map_err(&err)?;
+        let err = |reason: &'static str| ConfigError { line, reason: ConfigReason::Invalid(reason) };
+        let words = split_words(raw).map_err(|reason| ConfigError { line, reason })?;
         let Some((first, rest)) = words.split_first() else { continue };
         if first == "hotkey" {
-            let binding = parse_hotkey(rest).map_err(|reason| ConfigError { line, reason })?;
+            let binding = parse_hotkey(rest).map_err(|e| ConfigError { line, reason: ConfigReason::Hotkey(e) })?;
             if hotkeys.iter().any(|h| h.combo == binding.combo) {
                 return Err(err("this key combination is bound twice"));
             }
@@ -263,30 +306,28 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// `ACTION COMBO` of a `hotkey` line.
-fn parse_hotkey(words: &[String]) -> Result<HotkeyBinding, String> {
-    const USAGE: &str = "hotkey lines are `hotkey ACTION COMBO`, e.g. `hotkey switch-1 Ctrl+Alt+1` (actions: \
-                         switch-1 .. switch-9, next, overview, secure-attention)";
-    let [action, text] = words else { return Err(USAGE.into()) };
+fn parse_hotkey(words: &[String]) -> Result<HotkeyBinding, HotkeyError> {
+    let [action, text] = words else { return Err(HotkeyError::Usage) };
     let action = match action.as_str() {
         "next" => Action::Next,
         "overview" => Action::Overview,
         "secure-attention" => Action::SecureAttention,
         other => match other.strip_prefix("switch-").and_then(|n| n.parse::<u8>().ok()) {
             Some(n @ 1..=9) => Action::SwitchTo(n),
-            _ => return Err(USAGE.into()),
+            _ => return Err(HotkeyError::Usage),
         },
     };
-    let combo = Combo::parse(text).map_err(|e| alloc::format!("{text}: {e}"))?;
+    let combo = Combo::parse(text).map_err(|error| HotkeyError::Combo { text: text.clone(), error })?;
     // A combination without Ctrl, Alt or Meta would take ordinary typing away from
     // every guest.
     if !(combo.mods.ctrl || combo.mods.alt || combo.mods.meta) {
-        return Err(alloc::format!("{text} needs Ctrl, Alt or Meta, or guests could not type that key"));
+        return Err(HotkeyError::NoModifier { text: text.clone() });
     }
     Ok(HotkeyBinding { action, combo })
 }
 
 /// Splits on whitespace, keeping `"quoted strings"` (after `=`) together.
-fn split_words(raw: &str) -> Result<Vec<String>, &'static str> {
+fn split_words(raw: &str) -> Result<Vec<String>, ConfigReason> {
     let text = match raw.find('#') {
         // A '#' inside a value (colour=#...) is not a comment.
         Some(i) if i == 0 || raw[..i].ends_with(char::is_whitespace) => &raw[..i],
@@ -307,7 +348,7 @@ fn split_words(raw: &str) -> Result<Vec<String>, &'static str> {
         }
     }
     if quoted {
-        return Err("unterminated quote");
+        return Err(ConfigReason::Invalid("unterminated quote"));
     }
     if !current.is_empty() {
         words.push(current);
@@ -349,11 +390,13 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_the_fix() {
         let e = parse("vm a image=x memory=16M\nvm a image=y memory=16M").unwrap_err();
-        assert_eq!((e.line, e.reason.as_str()), (2, "duplicate VM name"));
-        assert!(parse("vm b memory=16M").unwrap_err().reason.contains("image="));
-        assert!(parse("vm b image=x memory=3M").unwrap_err().reason.contains("multiple of 2M"));
+        assert_eq!((e.line, &e.reason), (2, &ConfigReason::Invalid("duplicate VM name")));
+        assert_eq!(e.to_string(), "VM configuration line 2: duplicate VM name");
+        assert!(parse("vm b memory=16M").unwrap_err().reason.to_string().contains("image="));
+        assert!(parse("vm b image=x memory=3M").unwrap_err().reason.to_string().contains("multiple of 2M"));
         assert!(parse("vm b image=x memory=99999999999G").is_err());
-        assert!(parse("vm b image=x memory=16M label=\"open").is_err());
+        let open = parse("vm b image=x memory=16M label=\"open").unwrap_err();
+        assert_eq!(open.reason, ConfigReason::Invalid("unterminated quote"));
         assert!(parse("vm bad_name image=x memory=16M").is_err());
         assert!(parse("vm c image=x memory=16M colour=red").is_err());
     }
@@ -378,11 +421,27 @@ mod tests {
             ("hotkey next Ctrl+Alt+Tab\nhotkey overview ctrl+alt+tab", "bound twice"),
         ] {
             let e = parse_config(bad).unwrap_err();
-            assert!(e.reason.contains(why), "{bad}: {}", e.reason);
+            assert!(e.reason.to_string().contains(why), "{bad}: {}", e.reason);
         }
+        let e = parse_config("vm a image=x memory=16M\nhotkey next Shift+Tab").unwrap_err();
+        assert_eq!(e.reason, ConfigReason::Hotkey(HotkeyError::NoModifier { text: "Shift+Tab".into() }));
+        assert_eq!(
+            e.to_string(),
+            "VM configuration line 2: Shift+Tab needs Ctrl, Alt or Meta, or guests could not type that key"
+        );
+        let e = parse_config("hotkey next Ctrl+Alt+Nope").unwrap_err();
+        assert_eq!(
+            e.reason,
+            ConfigReason::Hotkey(HotkeyError::Combo { text: "Ctrl+Alt+Nope".into(), error: ParseError::UnknownKey })
+        );
+        assert_eq!(
+            parse_config("hotkey jump Ctrl+Alt+J").unwrap_err().to_string(),
+            "VM configuration line 1: hotkey lines are `hotkey ACTION COMBO`, e.g. `hotkey switch-1 Ctrl+Alt+1` \
+             (actions: switch-1 .. switch-9, next, overview, secure-attention)"
+        );
         let many: String =
             (0..MAX_HOTKEYS).map(|i| alloc::format!("hotkey next Ctrl+Alt+{}\n", (b'a' + i as u8) as char)).collect();
-        assert!(parse_config(&many).unwrap_err().reason.contains("too many"));
+        assert!(parse_config(&many).unwrap_err().reason.to_string().contains("too many"));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::vcpu::msr::{self, MsrRoute};
 use crate::vcpu::pv_eoi::PvEoi;
 use crate::vcpu::pvclock::{PvClock, PvClockConfig, WallClock};
 use crate::vm::console::VmConsole;
+use crate::vm::start_error::PlatformError;
 
 /// How `ram` bytes of a desktop VM are laid out: `(gpa, offset into the VM's host
 /// block, length)` for the low block and the high one (empty when the VM fits below
@@ -137,9 +138,9 @@ impl DesktopPlatform {
         start_tsc: u64,
         ports: &mut PioBus,
         mmio: &mut MemBus,
-    ) -> Result<DesktopPlatform, &'static str> {
+    ) -> Result<DesktopPlatform, PlatformError> {
         let tsc_hz = host_time.tsc_hz;
-        let clock = GuestClock::new(tsc_hz).ok_or("TSC frequency unknown")?;
+        let clock = GuestClock::new(tsc_hz).ok_or(PlatformError::NoTscFrequency)?;
         let lines = GsiLines::new();
         let power = PowerSignal::new();
         let line = |irq: u8| -> Box<dyn IrqLine + Send> {
@@ -152,7 +153,7 @@ impl DesktopPlatform {
             Rtc::new(wall.sec, 0, tsc_hz, Box::new(move || crate::arch::x86::instr::rdtsc().wrapping_sub(start_tsc)));
         let pci = Shared::new(VpciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone()));
         let pci_handle = pci.clone();
-        let bad = |_| "device address clash";
+        let bad = PlatformError::AddressClash;
         ports.insert_ports(layout::COM1_PORT, layout::COM1_PORT_COUNT, Box::new(uart.clone())).map_err(bad)?;
         // 0x60..=0x64; port 0x61 (PIT gate, speaker) is answered by the interrupt
         // controller's port layer before the bus is asked.
@@ -168,10 +169,10 @@ impl DesktopPlatform {
                 Box::new(AcpiPowerPorts::new(power.clone())),
             )
             .map_err(bad)?;
-        let ecam = BusRange::new(layout::PCI_ECAM_BASE, layout::PCI_ECAM_LEN).ok_or("bad ECAM window")?;
+        let ecam = BusRange::new(layout::PCI_ECAM_BASE, layout::PCI_ECAM_LEN).ok_or(PlatformError::BadEcamWindow)?;
         mmio.insert(ecam, Box::new(pci)).map_err(bad)?;
         let pvclock = PvClock::new(PvClockConfig { tsc_hz, tsc_stable: true, epoch_tsc: 0 })
-            .map_err(|_| "cannot scale the TSC for kvmclock")?;
+            .map_err(PlatformError::KvmclockScale)?;
         Ok(DesktopPlatform {
             irq: RefCell::new(InterruptController::new(clock)),
             lines,

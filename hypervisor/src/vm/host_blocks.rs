@@ -37,13 +37,13 @@ pub struct HostBlocks {
 
 impl HostBlocks {
     /// Allocates a block for the VM (`what` names it in the error).
-    pub fn take(
+    pub fn take<E>(
         &mut self,
         source: &mut impl BlockSource,
         bytes: u64,
         align: u64,
         what: &'static str,
-    ) -> Result<HostPhysAddr, VmError> {
+    ) -> Result<HostPhysAddr, VmError<E>> {
         let pa = source.alloc(bytes, align).ok_or(VmError::OutOfMemory(what))?;
         self.held.push((pa, bytes));
         Ok(pa)
@@ -104,13 +104,13 @@ mod tests {
     }
 
     /// The allocation order of `Vm::create`: RAM, I/O map, MSR map, framebuffer.
-    fn create(blocks: &mut HostBlocks, src: &mut Fake) -> Result<(), VmError> {
+    fn create(blocks: &mut HostBlocks, src: &mut Fake) -> Result<(), VmError<()>> {
         blocks.take(src, 0x10_0000, 0x20_0000, "guest RAM")?;
         blocks.take(src, 0x3000, 0x1000, "I/O map")?;
         blocks.take(src, 0x2000, 0x1000, "MSR map")?;
         blocks.take(src, 0x20_0000, 0x20_0000, "framebuffer")?;
         // A later step (device assignment, image load) fails.
-        Err(VmError::Backend("later step".into()))
+        Err(VmError::Image(crate::vm::start_error::ImageError::ScratchRange))
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::vm::payload;
 use crate::vm::platform::Platform;
 use crate::vm::slice_host::{Machine, SliceHost};
 use crate::vm::slice_rules;
+use crate::vm::start_error::{BackendError, ImageError};
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,22 +58,26 @@ pub enum SliceEnd {
     Stopped(StopReason),
 }
 
+/// Why a VM cannot be created or started; `E` is the backend's error (`Arch::Error`).
 #[derive(Debug)]
-pub enum VmError {
+pub enum VmError<E> {
     OutOfMemory(&'static str),
-    Image(alloc::string::String),
-    Backend(alloc::string::String),
+    Image(ImageError),
+    Backend(BackendError<E>),
     /// Its devices' interrupts cannot all have host vectors.
     HostVectors(VectorShortage),
+    /// Its assigned devices cannot be set up.
+    Devices(crate::vm::passthrough::PassthroughError),
 }
 
-impl core::fmt::Display for VmError {
+impl<E: core::fmt::Debug> core::fmt::Display for VmError<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             VmError::OutOfMemory(what) => write!(f, "out of memory for the {what}"),
             VmError::Image(why) => write!(f, "bad boot image: {why}"),
             VmError::Backend(why) => write!(f, "the virtualisation backend refused: {why}"),
             VmError::HostVectors(shortage) => write!(f, "{shortage}"),
+            VmError::Devices(why) => write!(f, "the virtualisation backend refused: {why}"),
         }
     }
 }
@@ -170,7 +175,7 @@ impl<A: Arch> Vm<A> {
         image: &'static [u8],
         resources: VmResources,
         features: &A::Features,
-    ) -> Result<Vm<A>, VmError> {
+    ) -> Result<Vm<A>, VmError<A::Error>> {
         let mut blocks = HostBlocks::default();
         match Self::build(id, config, image, resources, &mut blocks) {
             Ok(mut vm) => {
@@ -197,7 +202,7 @@ impl<A: Arch> Vm<A> {
         image: &'static [u8],
         resources: VmResources,
         blocks: &mut HostBlocks,
-    ) -> Result<Vm<A>, VmError> {
+    ) -> Result<Vm<A>, VmError<A::Error>> {
         let ram_bytes = config.memory_bytes;
         let ram = blocks.take(&mut PhysBlocks, ram_bytes, LARGE_PAGE_SIZE, "guest RAM")?;
         let maps = A::permission_maps();
@@ -210,7 +215,7 @@ impl<A: Arch> Vm<A> {
             let hpa = HostPhysAddr::new(ram.raw() + offset);
             regions.push(
                 GuestRegion::new(GuestPhysAddr::new(gpa), hpa, len, Perms::RWX)
-                    .map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
+                    .map_err(|e| VmError::Image(ImageError::Memory(e)))?,
             );
         }
         let framebuffer = match config.kind {
@@ -221,20 +226,20 @@ impl<A: Arch> Vm<A> {
                 let hpa = blocks.take(&mut PhysBlocks, len, LARGE_PAGE_SIZE, "framebuffer")?;
                 let gpa = GuestPhysAddr::new(crate::devices::layout::FRAMEBUFFER_GPA);
                 regions.push(
-                    GuestRegion::new(gpa, hpa, len, Perms::RW).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?,
+                    GuestRegion::new(gpa, hpa, len, Perms::RW).map_err(|e| VmError::Image(ImageError::Memory(e)))?,
                 );
                 Some(GuestFramebuffer { gpa, hpa, width, height, stride_bytes, len })
             }
             Kind::Payload => None,
         };
-        let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(alloc::format!("{e:?}")))?;
+        let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(ImageError::Memory(e)))?;
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
         // Before anything is attached: a VM that would run with masked vectors does not start.
         let vectors = passthrough::reserve_vectors(id, resources.devices).map_err(VmError::HostVectors)?;
         if vectors > 0 {
             log::info!(target: "msi", "vm {id} ({}): {vectors} host vectors set aside for its devices", config.name);
         }
-        let devices = VmDevices::assign(&config, id, cpu, resources.devices, &map).map_err(VmError::Backend)?;
+        let devices = VmDevices::assign(&config, id, cpu, resources.devices, &map).map_err(VmError::Devices)?;
         let mut policy = CpuidPolicy::new(&HostCpuid);
         if config.kind == Kind::Linux {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
@@ -321,29 +326,29 @@ impl<A: Arch> Vm<A> {
 
     /// Builds the VM's devices from scratch (on every start, so a restart also resets
     /// the hardware).
-    fn build_devices(&mut self, start_tsc: u64) -> Result<(), VmError> {
+    fn build_devices(&mut self, start_tsc: u64) -> Result<(), VmError<A::Error>> {
         self.ports = PioBus::new("pio");
         self.mmio = MemBus::new("mmio");
         self.platform = Platform::default();
         self.pci = None;
         match self.config.kind {
             Kind::Payload => {
-                let range =
-                    BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN).ok_or(VmError::Image("scratch".into()))?;
+                let range = BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN)
+                    .ok_or(VmError::Image(ImageError::ScratchRange))?;
                 self.mmio
                     .insert(range, Box::new(Scratch::new()))
-                    .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                    .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
                 // An i8042 with no interrupt wired and no keys fed to it: there for
                 // payloads that test how the model holds up (bulkhead_abi::payload).
                 let kbc = crate::devices::i8042::I8042::new(Box::new(crate::devices::irq_line::NoIrq));
                 self.ports
                     .insert_ports(crate::devices::layout::I8042_DATA_PORT, 5, Box::new(kbc))
-                    .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                    .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
                 if let Some(devices) = &self.devices {
-                    let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Backend)?);
+                    let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Devices)?);
                     self.ports
                         .insert_ports(crate::devices::layout::PCI_CONFIG_ADDRESS_PORT, 8, Box::new(bus.clone()))
-                        .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+                        .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
                     self.pci = Some(bus);
                 }
             }
@@ -356,9 +361,9 @@ impl<A: Arch> Vm<A> {
                     &mut self.ports,
                     &mut self.mmio,
                 )
-                .map_err(|e| VmError::Backend(e.into()))?;
+                .map_err(|e| VmError::Backend(BackendError::Platform(e)))?;
                 if let Some(devices) = &self.devices {
-                    devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Backend)?;
+                    devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Devices)?;
                     self.pci = Some(platform.pci.clone());
                     // Its I/O APIC inputs driven by host INTx lines end each interrupt
                     // at the guest's EOI (see `intx_routing`).
@@ -374,7 +379,7 @@ impl<A: Arch> Vm<A> {
     }
 
     /// (Re)loads the boot image into zeroed RAM and creates a fresh vCPU.
-    fn start(&mut self, features: &A::Features) -> Result<(), VmError> {
+    fn start(&mut self, features: &A::Features) -> Result<(), VmError<A::Error>> {
         self.teardown_vcpu();
         if self.starts > 0 {
             if let Some(devices) = &self.devices {
@@ -383,10 +388,10 @@ impl<A: Arch> Vm<A> {
             self.scrub_ram();
         }
         let mut npt = NestedPageTable::new(&mut GlobalFrames, NPT_GEOMETRY)
-            .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+            .map_err(|e| VmError::Backend(BackendError::Npt(e)))?;
         // The framebuffer gets 4 KiB leaves so the switcher can track written pages.
         npt.map_all_tracking(&mut GlobalFrames, &self.map, self.framebuffer.map(|fb| fb.gpa))
-            .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+            .map_err(|e| VmError::Backend(BackendError::Npt(e)))?;
         let initial = self.load_image()?;
         if self.config.kind == Kind::Payload {
             self.write_canary();
@@ -400,7 +405,7 @@ impl<A: Arch> Vm<A> {
         };
         self.npt = Some(npt);
         let mut vcpu = A::create_vcpu(features, &config, &mut GlobalFrames)
-            .map_err(|e| VmError::Backend(alloc::format!("{e:?}")))?;
+            .map_err(|e| VmError::Backend(BackendError::Vcpu(e)))?;
         // The guest's TSC starts at 0 when the VM starts (TSC offsetting).
         let start_tsc = crate::arch::x86::instr::rdtsc();
         A::regs(&mut vcpu).set_tsc_offset(0u64.wrapping_sub(start_tsc));
@@ -414,15 +419,15 @@ impl<A: Arch> Vm<A> {
         Ok(())
     }
 
-    fn load_image(&mut self) -> Result<InitialState, VmError> {
+    fn load_image(&mut self) -> Result<InitialState, VmError<A::Error>> {
         match self.config.kind {
             Kind::Payload => {
                 let plan = payload::plan(self.image, self.config.memory_bytes)
-                    .map_err(|e| VmError::Image(alloc::format!("{e}")))?;
+                    .map_err(|e| VmError::Image(ImageError::Payload(e)))?;
                 let mut mem = GuestMemory::new(&self.map, DirectMap);
                 for (gpa, what, data) in &plan.writes {
                     mem.write_bytes(*gpa, data)
-                        .map_err(|e| VmError::Image(alloc::format!("cannot place the {what} at {gpa}: {e:?}")))?;
+                        .map_err(|error| VmError::Image(ImageError::Place { what, gpa: *gpa, error }))?;
                 }
                 Ok(plan.entry)
             }
@@ -432,10 +437,10 @@ impl<A: Arch> Vm<A> {
 
     /// The Linux 64-bit boot protocol: ACPI tables, zero page, command line, kernel and
     /// initrd in guest memory, entry in long mode.
-    fn load_linux(&mut self) -> Result<InitialState, VmError> {
-        let image = |e: &dyn core::fmt::Display| VmError::Image(alloc::format!("{e}"));
-        let kernel = BzImage::parse(self.image).map_err(|e| image(&e))?;
-        let fb = self.framebuffer.ok_or(VmError::Image("a desktop VM needs a framebuffer".into()))?;
+    fn load_linux(&mut self) -> Result<InitialState, VmError<A::Error>> {
+        let image = |e| VmError::Image(ImageError::Linux(e));
+        let kernel = BzImage::parse(self.image).map_err(image)?;
+        let fb = self.framebuffer.ok_or(VmError::Image(ImageError::NoFramebuffer))?;
         let mut acpi_config = crate::vm::acpi::AcpiConfig::default();
         if let Some(devices) = &self.devices {
             // Assigned 64-bit BARs sit above 4 GiB and above the VM's RAM: offer that
@@ -448,7 +453,7 @@ impl<A: Arch> Vm<A> {
             &acpi_config,
             GuestPhysAddr::new(crate::devices::layout::ACPI_TABLES_GPA),
         )
-        .map_err(|e| VmError::Image(alloc::format!("ACPI tables: {e:?}")))?;
+        .map_err(|e| VmError::Image(ImageError::Acpi(e)))?;
         let e820 = desktop::e820(self.config.memory_bytes, fb.len);
         let request = BootRequest {
             kernel,
@@ -466,13 +471,12 @@ impl<A: Arch> Vm<A> {
             }),
             acpi_rsdp: Some(acpi.rsdp_gpa),
         };
-        let plan = crate::vm::linux::build_boot_plan(&request).map_err(|e| image(&e))?;
+        let plan = crate::vm::linux::build_boot_plan(&request).map_err(image)?;
         let mut mem = GuestMemory::new(&self.map, DirectMap);
-        mem.write_bytes(acpi.base, &acpi.bytes)
-            .map_err(|e| VmError::Image(alloc::format!("cannot place the ACPI tables: {e:?}")))?;
+        mem.write_bytes(acpi.base, &acpi.bytes).map_err(|e| VmError::Image(ImageError::PlaceAcpi(e)))?;
         for w in &plan.writes {
             mem.write_bytes(w.gpa, &w.data)
-                .map_err(|e| VmError::Image(alloc::format!("cannot place the {} at {}: {e:?}", w.what, w.gpa)))?;
+                .map_err(|error| VmError::Image(ImageError::Place { what: w.what, gpa: w.gpa, error }))?;
         }
         let e = plan.entry;
         Ok(InitialState::Long64 { rip: e.rip, rsp: e.rsp, cr3: e.cr3, rsi: e.rsi })
@@ -552,7 +556,7 @@ impl<A: Arch> Vm<A> {
     }
 
     /// Restarts the VM from its boot image (after a crash, by policy).
-    pub fn restart(&mut self, features: &A::Features) -> Result<(), VmError> {
+    pub fn restart(&mut self, features: &A::Features) -> Result<(), VmError<A::Error>> {
         self.counters = ExitCounters::default();
         self.device_interrupts = 0;
         self.start(features)

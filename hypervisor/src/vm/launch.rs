@@ -2,40 +2,95 @@
 //! image, turn on the virtualisation backend, create the VMs and hand them to the
 //! scheduler. Any problem is reported before a single VM starts.
 
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 
 use bulkhead_abi::BootInfo;
 use log::info;
 
 use crate::arch::backend::Arch;
-use crate::arch::svm::Svm;
+use crate::arch::svm::{Svm, SvmError};
 use crate::host::handoff::{self, module_data};
 use crate::memory::phys::GlobalFrames;
 use crate::switcher::hotkeys::Hotkeys;
-use crate::vm::config;
+use crate::vm::config::{self, ConfigError};
 use crate::vm::desktop::HostTime;
-use crate::vm::instance::{Vm, VmResources};
+use crate::vm::instance::{Vm, VmError, VmResources};
+use crate::vm::passthrough::PassthroughError;
 use crate::vm::scheduler::Scheduler;
 
 /// The boot module holding the VM configuration.
 pub const CONFIG_MODULE: &str = "vms";
 
+/// Why no VM starts. Shown on the safe-mode screen and logged, both through
+/// `Display`.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// The image has no `vms` boot module.
+    NoConfiguration,
+    ConfigNotUtf8,
+    Config(ConfigError),
+    NoVms,
+    /// The key map's binding number `binding` (1-based) does not fit the table.
+    KeyMap {
+        binding: usize,
+    },
+    /// A `devices=` assignment is refused.
+    Devices(PassthroughError),
+    /// No AMD SVM with nested paging (VMX is not supported yet).
+    NoSvm,
+    EnableSvm(SvmError),
+    /// The boot module a VM's `image=` names is missing.
+    NoImage {
+        vm: String,
+        module: String,
+    },
+    /// The boot module a VM's `initrd=` names is missing.
+    NoInitrd {
+        vm: String,
+        module: String,
+    },
+    CreateVm {
+        vm: String,
+        error: VmError<SvmError>,
+    },
+}
+
+impl fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoConfiguration => write!(f, "the image has no VM configuration (boot module `{CONFIG_MODULE}`)"),
+            Self::ConfigNotUtf8 => f.write_str("the VM configuration is not UTF-8 text"),
+            Self::Config(e) => write!(f, "{e}"),
+            Self::NoVms => f.write_str("the VM configuration lists no VMs"),
+            Self::KeyMap { binding } => write!(f, "the key map does not fit (binding {binding})"),
+            Self::Devices(e) => write!(f, "{e}"),
+            Self::NoSvm => {
+                f.write_str("this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)")
+            }
+            Self::EnableSvm(e) => write!(f, "cannot enable SVM: {e:?}"),
+            Self::NoImage { vm, module } => write!(f, "VM {vm}: no boot module named `{module}`"),
+            Self::NoInitrd { vm, module } => write!(f, "VM {vm}: no boot module named `{module}` (its initrd)"),
+            Self::CreateVm { vm, error } => write!(f, "VM {vm}: {error}"),
+        }
+    }
+}
+
 /// Starts the configured VMs and never returns; returns the reason when nothing can
 /// start (no configuration, a bad one, no usable virtualisation).
-pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display: (u32, u32)) -> String {
+pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display: (u32, u32)) -> LaunchError {
     let modules = handoff::modules(boot_info);
     let Some(text) = module_data(modules, CONFIG_MODULE) else {
-        return "the image has no VM configuration (boot module `vms`)".into();
+        return LaunchError::NoConfiguration;
     };
     let Ok(text) = core::str::from_utf8(text) else {
-        return "the VM configuration is not UTF-8 text".into();
+        return LaunchError::ConfigNotUtf8;
     };
     let (configs, key_map) = match config::parse_config(text) {
-        Ok(c) if c.vms.is_empty() => return "the VM configuration lists no VMs".into(),
+        Ok(c) if c.vms.is_empty() => return LaunchError::NoVms,
         Ok(c) => (c.vms, c.hotkeys),
-        Err(e) => return format!("{e}"),
+        Err(e) => return LaunchError::Config(e),
     };
     let hotkeys = if key_map.is_empty() {
         info!(target: "switcher", "key map: the defaults (see README, Keyboard)");
@@ -47,30 +102,30 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
                 info!(target: "switcher", "key map: {} bindings from the configuration", bindings.len());
                 h
             }
-            Err(i) => return format!("the key map does not fit (binding {})", i + 1),
+            Err(i) => return LaunchError::KeyMap { binding: i.saturating_add(1) },
         }
     };
     // Every device assignment is checked (assignable, IOMMU on) before any VM exists.
     let assigned = match crate::vm::passthrough::check(&configs) {
         Ok(a) => a,
-        Err(e) => return e,
+        Err(e) => return LaunchError::Devices(e),
     };
     let Some(features) = Svm::probe() else {
-        return "this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)".into();
+        return LaunchError::NoSvm;
     };
     if let Err(e) = Svm::enable_cpu(&features, &mut GlobalFrames) {
-        return format!("cannot enable SVM: {e:?}");
+        return LaunchError::EnableSvm(e);
     }
     info!(target: "vm", "SVM enabled: {features:?}");
     let mut images = Vec::new();
     for c in &configs {
         let Some(image) = module_data(modules, &c.image) else {
-            return format!("VM {}: no boot module named `{}`", c.name, c.image);
+            return LaunchError::NoImage { vm: c.name.clone(), module: c.image.clone() };
         };
         let initrd = match &c.initrd {
             Some(name) => match module_data(modules, name) {
                 Some(data) => Some(data),
-                None => return format!("VM {}: no boot module named `{name}` (its initrd)", c.name),
+                None => return LaunchError::NoInitrd { vm: c.name.clone(), module: name.clone() },
             },
             None => None,
         };
@@ -89,8 +144,41 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
                 info!(target: "vm", "vm {id} ({name}) created: {} MiB, {kind:?}", memory >> 20);
                 vms.push(vm);
             }
-            Err(e) => return format!("VM {name}: {e}"),
+            Err(error) => return LaunchError::CreateVm { vm: name, error },
         }
     }
     Scheduler::new(vms, features, hotkeys).run(selftest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn texts_on_the_safe_mode_screen() {
+        assert_eq!(LaunchError::NoConfiguration.to_string(), "the image has no VM configuration (boot module `vms`)");
+        assert_eq!(LaunchError::KeyMap { binding: 3 }.to_string(), "the key map does not fit (binding 3)");
+        let e = LaunchError::NoInitrd { vm: "corporate".into(), module: "initrd".into() };
+        assert_eq!(e.to_string(), "VM corporate: no boot module named `initrd` (its initrd)");
+        assert_eq!(
+            LaunchError::EnableSvm(SvmError::DisabledByFirmware).to_string(),
+            "cannot enable SVM: DisabledByFirmware"
+        );
+        let e = LaunchError::CreateVm { vm: "n".into(), error: VmError::Devices(PassthroughError::NoIommu) };
+        assert_eq!(e.to_string(), "VM n: the virtualisation backend refused: no IOMMU");
+    }
+
+    #[test]
+    fn configuration_and_device_errors_pass_through_unchanged() {
+        let bad = config::parse_config("vm a image=x memory=16M\nhotkey next Shift+Tab").unwrap_err();
+        let e = LaunchError::Config(bad.clone());
+        assert_eq!(e.to_string(), bad.to_string());
+        assert!(e.to_string().starts_with("VM configuration line 2: Shift+Tab needs Ctrl"), "{e}");
+        let vms = config::parse("vm dma image=x memory=16M devices=00:03.0").unwrap();
+        let refused = crate::vm::passthrough::resolve(&vms, &[], false).unwrap_err();
+        let e = LaunchError::Devices(refused);
+        assert!(matches!(&e, LaunchError::Devices(PassthroughError::NeedsIommu { vm }) if vm == "dma"), "{e:?}");
+        assert!(e.to_string().starts_with("VM dma: devices= needs an IOMMU"), "{e}");
+    }
 }

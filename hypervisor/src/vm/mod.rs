@@ -21,4 +21,5 @@ pub mod selftest;
 pub mod serial_commands;
 pub mod slice_host;
 pub mod slice_rules;
+pub mod start_error;
 pub mod verdict;

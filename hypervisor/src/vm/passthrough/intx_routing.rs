@@ -22,8 +22,6 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use log::{info, warn};
@@ -34,6 +32,7 @@ use crate::host::ioapic::{HostIoapics, IoapicRegs, PinMode};
 use crate::host::iommu::{Iommu, MsiTarget};
 use crate::hw::Bdf;
 use crate::hw::MsiMessage;
+use crate::vm::passthrough::IntxRouteError;
 use crate::vm::passthrough::host_vectors::{GuestTarget, HostVector, HostVectorTable, INTX_INDEX, VectorOwner};
 use crate::vm::passthrough::msi_routing::Fired;
 
@@ -54,14 +53,11 @@ pub fn route<R: IoapicRegs>(
     host: IntxRoute,
     guest_gsi: u8,
     cpu: u32,
-) -> Result<u8, String> {
+) -> Result<u8, IntxRouteError> {
     let owner = VectorOwner { index: INTX_INDEX, ..owner };
     if let Some((vector, other)) = line_of(table, host.gsi) {
         if other.owner.vm != owner.vm {
-            return Err(format!(
-                "its INTx line (GSI {}) already carries {} of another VM; it gets MSI only",
-                host.gsi, other.owner.bdf
-            ));
+            return Err(IntxRouteError::LineTaken { gsi: host.gsi, other: other.owner.bdf });
         }
         info!(
             target: "intx",
@@ -74,14 +70,14 @@ pub fn route<R: IoapicRegs>(
         );
         return Ok(vector);
     }
-    let vector = table.allocate_for(owner.vm).ok_or("no free host vector for its INTx line")?;
+    let vector = table.allocate_for(owner.vm).ok_or(IntxRouteError::NoVector)?;
     let target = MsiTarget { vector, dest_apic_id: cpu };
     // The handler must already know to leave the EOI when the first interrupt comes.
     device_vectors::LEVEL.record(vector);
     let mut remap = |pin, t| iommu.map_ioapic_pin(pin, t);
-    if let Err(e) = ioapics.route(host.gsi, host.pin_mode(), target, false, &mut remap) {
+    if let Err(error) = ioapics.route(host.gsi, host.pin_mode(), target, false, &mut remap) {
         device_vectors::LEVEL.take_one(vector);
-        return Err(format!("its INTx line (GSI {}) cannot be routed: {e}", host.gsi));
+        return Err(IntxRouteError::Ioapic { gsi: host.gsi, error });
     }
     let entry = HostVector {
         owner,
@@ -190,7 +186,7 @@ pub fn guest_gsi_for(taken: &[(u32, u8)], host_gsi: u32) -> Option<u8> {
 }
 
 /// Logs a device whose INTx is not routed.
-pub fn not_routed(vm: &str, bdf: Bdf, why: &str) {
+pub fn not_routed(vm: &str, bdf: Bdf, why: IntxRouteError) {
     warn!(target: "intx", "{bdf} in VM {vm}: INTx not routed: {why}");
 }
 

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+pub mod error;
 pub mod host_vectors;
 pub mod intx_routing;
 mod mappings;
@@ -14,7 +15,6 @@ mod rom;
 
 use crate::devices::layout;
 use alloc::boxed::Box;
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -40,6 +40,7 @@ use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::page_table::npt::NestedPageTable;
 use crate::memory::phys::GlobalFrames;
 use crate::vm::config::{DeviceSelector, VmConfig};
+pub use error::{IntxRouteError, PassthroughError};
 use host_vectors::{VectorOwner, VectorShortage, vectors_wanted};
 use mappings::{desired_mappings, host_bar, msix_window};
 use placement::{BarPlacement, BarWindow, Windows};
@@ -75,16 +76,12 @@ pub fn ram_end(config: &VmConfig) -> u64 {
 /// The PCI windows of the VM configured as `config`, or why its devices cannot be
 /// placed: RAM in a window (a payload VM's RAM is one block from 0, so more than
 /// 3 GiB of it reaches the 32-bit window).
-pub fn vm_windows(config: &VmConfig) -> Result<Windows, String> {
+pub fn vm_windows(config: &VmConfig) -> Result<Windows, PassthroughError> {
     let windows = windows_above(ram_end(config));
     for (start, end) in ram_ranges(config) {
         for w in [windows.mmio32, windows.mmio64] {
             if start < w.end && w.start < end {
-                return Err(format!(
-                    "VM {}: its RAM ({start:#x}-{end:#x}) overlaps the PCI window {:#x}-{:#x} where its devices' \
-                     BARs go; give it less memory or no devices",
-                    config.name, w.start, w.end
-                ));
+                return Err(PassthroughError::RamInWindow { vm: config.name.clone(), ram: (start, end), window: w });
             }
         }
     }
@@ -127,16 +124,17 @@ pub fn install(host: HostPci) {
 /// Picks the host functions each VM's `devices=` names, refusing (with the reason)
 /// devices that are absent, not assignable or listed twice, and any assignment
 /// without an IOMMU. Pure: `reports` is the assignability report.
-pub fn resolve(configs: &[VmConfig], reports: &[DeviceReport], iommu_on: bool) -> Result<Vec<Vec<Bdf>>, String> {
+pub fn resolve(
+    configs: &[VmConfig],
+    reports: &[DeviceReport],
+    iommu_on: bool,
+) -> Result<Vec<Vec<Bdf>>, PassthroughError> {
     let mut taken: Vec<Bdf> = Vec::new();
     let mut out = Vec::new();
     for c in configs {
         let mut bdfs = Vec::new();
         if !c.devices.is_empty() && !iommu_on {
-            return Err(format!(
-                "VM {}: devices= needs an IOMMU (VT-d or AMD-Vi) and none is on; devices are never given unprotected",
-                c.name
-            ));
+            return Err(PassthroughError::NeedsIommu { vm: c.name.clone() });
         }
         for sel in &c.devices {
             let matches = |r: &&DeviceReport| {
@@ -153,10 +151,10 @@ pub fn resolve(configs: &[VmConfig], reports: &[DeviceReport], iommu_on: bool) -
             let found =
                 reports.iter().filter(matches).find(|r| r.assignable()).or_else(|| reports.iter().find(matches));
             let Some(r) = found else {
-                return Err(format!("VM {}: device {sel} is not in this machine (or already given to a VM)", c.name));
+                return Err(PassthroughError::NotPresent { vm: c.name.clone(), device: *sel });
             };
             if let Some(why) = r.refusal {
-                return Err(format!("VM {}: device {sel} ({}) cannot be assigned: {why}", c.name, r.bdf));
+                return Err(PassthroughError::NotAssignable { vm: c.name.clone(), device: *sel, bdf: r.bdf, why });
             }
             taken.push(r.bdf);
             bdfs.push(r.bdf);
@@ -167,19 +165,20 @@ pub fn resolve(configs: &[VmConfig], reports: &[DeviceReport], iommu_on: bool) -
 }
 
 /// [`resolve`] against what boot found.
-pub fn check(configs: &[VmConfig]) -> Result<Vec<Vec<Bdf>>, String> {
+pub fn check(configs: &[VmConfig]) -> Result<Vec<Vec<Bdf>>, PassthroughError> {
     if configs.iter().all(|c| c.devices.is_empty()) {
         return Ok(configs.iter().map(|_| Vec::new()).collect());
     }
     let Some(host) = HOST.get() else {
-        return Err("devices= needs PCI and IOMMU discovery, which found nothing (no ACPI tables)".into());
+        return Err(PassthroughError::NoDiscovery);
     };
     let host = host.lock();
     let assigned = resolve(configs, &host.reports, host.iommu.is_some() && host.config.is_some())?;
     for (c, bdfs) in configs.iter().zip(&assigned) {
         if !bdfs.is_empty() {
             let windows = vm_windows(c)?;
-            plan_for(&host.inventory, bdfs, &windows).map_err(|e| format!("VM {}: {e}", c.name))?;
+            plan_for(&host.inventory, bdfs, &windows)
+                .map_err(|e| PassthroughError::InVm { vm: c.name.clone(), error: Box::new(e) })?;
         }
     }
     Ok(assigned)
@@ -332,12 +331,12 @@ fn plan_intx(
         return None;
     }
     let Some(host) = host else {
-        intx_routing::not_routed(vm, dev.bdf, "the firmware's _PRT does not describe its pin");
+        intx_routing::not_routed(vm, dev.bdf, IntxRouteError::NotDescribed);
         return None;
     };
     let taken: Vec<(u32, u8)> = devices.iter().filter_map(|d| d.intx).map(|i| (i.host.gsi, i.guest_gsi)).collect();
     let Some(guest_gsi) = intx_routing::guest_gsi_for(&taken, host.gsi) else {
-        intx_routing::not_routed(vm, dev.bdf, "the VM's INTx inputs (GSI 16-23) are all taken");
+        intx_routing::not_routed(vm, dev.bdf, IntxRouteError::GuestInputsFull);
         return None;
     };
     Some(Intx { host, guest_gsi, pin: dev.interrupt_pin })
@@ -361,18 +360,18 @@ fn guest_prt(devices: &[Assigned]) -> Vec<crate::vm::acpi::PciIntx> {
 
 /// Guest addresses for the memory BARs of `bdfs` (in that order on the guest bus), or
 /// why they cannot be given to a VM.
-fn plan_for(inventory: &PciInventory, bdfs: &[Bdf], windows: &Windows) -> Result<Vec<BarPlacement>, String> {
+fn plan_for(inventory: &PciInventory, bdfs: &[Bdf], windows: &Windows) -> Result<Vec<BarPlacement>, PassthroughError> {
     let mut functions = Vec::new();
     for &bdf in bdfs {
-        let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or_else(|| format!("device {bdf} vanished"))?;
+        let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or(PassthroughError::Vanished(bdf))?;
         let mut bars: Vec<(Bar, bool)> =
             dev.bars.iter().map(|b| (*b, placement::shares_a_page(inventory, dev, b))).collect();
         bars.extend(plannable_rom(dev).map(|rom| (rom, false)));
         functions.push(bars);
     }
-    placement::plan(&functions, windows).map_err(|(i, why)| match bdfs.get(i) {
-        Some(bdf) => format!("device {bdf} cannot be mapped into a VM: {why}"),
-        None => why,
+    placement::plan(&functions, windows).map_err(|e| match bdfs.get(e.function) {
+        Some(&bdf) => PassthroughError::Unplaceable { bdf, refusal: e.refusal },
+        None => PassthroughError::Placement(e.refusal),
     })
 }
 
@@ -386,17 +385,17 @@ impl VmDevices {
         cpu: u32,
         bdfs: &[Bdf],
         map: &GuestMemoryMap,
-    ) -> Result<Option<VmDevices>, String> {
+    ) -> Result<Option<VmDevices>, PassthroughError> {
         if bdfs.is_empty() {
             return Ok(None);
         }
         let windows = vm_windows(vm)?;
-        let host = HOST.get().ok_or("no IOMMU")?;
+        let host = HOST.get().ok_or(PassthroughError::NoIommu)?;
         let mut host = host.lock();
         let HostPci { iommu, inventory, config, intx, .. } = &mut *host;
-        let (Some(iommu), Some(config)) = (iommu.as_mut(), *config) else { return Err("no IOMMU".into()) };
+        let (Some(iommu), Some(config)) = (iommu.as_mut(), *config) else { return Err(PassthroughError::NoIommu) };
         let plan = plan_for(inventory, bdfs, &windows)?;
-        let domain = iommu.create_domain(map).map_err(|e| format!("cannot create its IOMMU domain: {e}"))?;
+        let domain = iommu.create_domain(map).map_err(PassthroughError::CreateDomain)?;
         let mut devices = VmDevices {
             devices: Vec::new(),
             domain,
@@ -443,20 +442,21 @@ impl VmDevices {
         bdf: Bdf,
         placed: Vec<(u8, u64)>,
         host_intx: Option<IntxRoute>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PassthroughError> {
         let vm = self.vm.clone();
         let guest = u8::try_from(self.devices.len())
             .ok()
             .and_then(|i| FIRST_GUEST_DEVICE.checked_add(i))
             .and_then(|d| Bdf::checked(0, d, 0))
-            .ok_or("too many devices")?;
-        let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or_else(|| format!("device {bdf} vanished"))?;
+            .ok_or(PassthroughError::TooManyDevices)?;
+        let dev = inventory.devices().iter().find(|d| d.bdf == bdf).ok_or(PassthroughError::Vanished(bdf))?;
         let method = crate::host::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay)
-            .map_err(|e| format!("cannot reset {bdf}: {e:?}"))?;
+            .map_err(|error| PassthroughError::Reset { bdf, error })?;
         info!(target: "pci", "{bdf}: reset ({method}) before assignment to VM {vm}");
-        iommu.attach(bdf, self.domain).map_err(|e| format!("cannot attach {bdf}: {e}"))?;
+        iommu.attach(bdf, self.domain).map_err(|error| PassthroughError::Attach { bdf, error })?;
         info!(target: "iommu", "{bdf}: attached to {} of VM {vm} (DMA reaches only its memory)", self.domain);
-        let f = Function::new(dev, config, self.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
+        let f =
+            Function::new(dev, config, self.interrupts(dev)).map_err(|error| PassthroughError::View { bdf, error })?;
         let bars: Vec<Bar> = dev.bars.iter().filter(|b| b.kind != BarKind::Io).copied().collect();
         for b in dev.bars.iter().filter(|b| b.kind == BarKind::Io) {
             warn!(target: "pci", "{bdf}: I/O BAR{} not given to the VM (I/O BARs are not passed through yet)", b.index);
@@ -497,7 +497,7 @@ impl VmDevices {
     /// A PCI bus (ports 0xCF8-0xCFF) with the devices' filtered views, for a VM
     /// without a desktop platform; their MSI-X table pages go on `mmio`. Such a VM has
     /// no I/O APIC, so its devices show no INTx pin.
-    pub fn build_bus(&self, mmio: &mut MemBus) -> Result<VpciHost, String> {
+    pub fn build_bus(&self, mmio: &mut MemBus) -> Result<VpciHost, PassthroughError> {
         let mut host = VpciHost::new(1);
         self.add_functions(&mut host, mmio, false)?;
         Ok(host)
@@ -507,24 +507,25 @@ impl VmDevices {
     /// decode on, as firmware leaves them) to a VM's PCI host, and the pages holding
     /// their MSI-X tables, at the placed BAR's address, to its MMIO bus (trapped, see
     /// `msix_window`). Their INTx lines are routed into the VM's I/O APIC.
-    pub fn add_to(&self, pci: &mut VpciHost, mmio: &mut MemBus) -> Result<(), String> {
+    pub fn add_to(&self, pci: &mut VpciHost, mmio: &mut MemBus) -> Result<(), PassthroughError> {
         self.add_functions(pci, mmio, true)
     }
 
     /// [`Self::add_to`], with the INTx lines routed into the VM's I/O APIC or not.
-    fn add_functions(&self, pci: &mut VpciHost, mmio: &mut MemBus, with_intx: bool) -> Result<(), String> {
-        let host = HOST.get().ok_or("no IOMMU")?;
+    fn add_functions(&self, pci: &mut VpciHost, mmio: &mut MemBus, with_intx: bool) -> Result<(), PassthroughError> {
+        let host = HOST.get().ok_or(PassthroughError::NoIommu)?;
         let mut host = host.lock();
         let HostPci { iommu, inventory, config, .. } = &mut *host;
-        let config = config.ok_or("no config space")?;
+        let config = config.ok_or(PassthroughError::NoConfigSpace)?;
         for d in &self.devices {
             let bdf = d.host;
-            let dev = inventory.devices().iter().find(|x| x.bdf == bdf).ok_or("device vanished")?;
-            let mut f = Function::new(dev, config, self.interrupts(dev)).map_err(|e| format!("{bdf}: {e:?}"))?;
+            let dev = inventory.devices().iter().find(|x| x.bdf == bdf).ok_or(PassthroughError::DeviceVanished)?;
+            let mut f = Function::new(dev, config, self.interrupts(dev))
+                .map_err(|error| PassthroughError::View { bdf, error })?;
             if let Some(intx) = d.intx.filter(|_| with_intx) {
                 match self.route_intx(iommu.as_mut(), bdf, intx) {
                     Ok(()) => f = f.with_intx(intx.guest_gsi),
-                    Err(why) => intx_routing::not_routed(&self.vm, bdf, &why),
+                    Err(why) => intx_routing::not_routed(&self.vm, bdf, why),
                 }
             }
             if let Some(rom) = d.rom {
@@ -534,14 +535,14 @@ impl VmDevices {
                 if bar == ROM_INDEX
                     && let Some(rom) = d.rom
                 {
-                    let range = BusRange::new(guest_addr, rom.len).ok_or("ROM range")?;
+                    let range = BusRange::new(guest_addr, rom.len).ok_or(PassthroughError::RomRange)?;
                     mmio.insert(range, Box::new(RomWrites { host: bdf }))
-                        .map_err(|e| format!("{bdf}: ROM window: {e:?}"))?;
+                        .map_err(|error| PassthroughError::RomWindow { bdf, error })?;
                 } else if bar == ROM_INDEX {
                     continue;
                 }
                 if !f.place_bar(bar, guest_addr) {
-                    return Err(format!("{bdf}: BAR{bar} cannot hold guest address {guest_addr:#x}"));
+                    return Err(PassthroughError::BarAddress { bdf, bar, guest_addr });
                 }
             }
             let command = f.config_read(vpci::COMMAND, AccessSize::Word);
@@ -550,18 +551,18 @@ impl VmDevices {
             if let Some((range, (bar, offset, len), start)) = msix_window(d) {
                 let device = d.bars.iter().find(|h| h.index == bar).and_then(BarMmio::new);
                 let window = MsixWindow::new(f.clone(), device, start, offset, len);
-                mmio.insert(range, Box::new(window)).map_err(|e| format!("{bdf}: MSI-X table window: {e:?}"))?;
+                mmio.insert(range, Box::new(window)).map_err(|error| PassthroughError::MsixWindow { bdf, error })?;
                 info!(target: "pci", "{bdf}: MSI-X table at guest {:#x} trapped ({} entries)", range.start(), len / 16);
             }
-            pci.add_function(d.guest, Box::new(f)).map_err(|e| format!("{e:?}"))?;
+            pci.add_function(d.guest, Box::new(f)).map_err(PassthroughError::AddFunction)?;
         }
         Ok(())
     }
 
     /// Routes `bdf`'s INTx line into the VM (see `intx_routing`).
-    fn route_intx(&self, iommu: Option<&mut DynIommu>, bdf: Bdf, intx: Intx) -> Result<(), String> {
-        let iommu = iommu.ok_or("no IOMMU")?;
-        let ioapics = crate::host::ioapic::HOST_IOAPICS.get().ok_or("no I/O APIC")?;
+    fn route_intx(&self, iommu: Option<&mut DynIommu>, bdf: Bdf, intx: Intx) -> Result<(), IntxRouteError> {
+        let iommu = iommu.ok_or(IntxRouteError::NoIommu)?;
+        let ioapics = crate::host::ioapic::HOST_IOAPICS.get().ok_or(IntxRouteError::NoIoapic)?;
         let owner = VectorOwner { vm: self.vm_id, bdf, index: 0 };
         let mut table = msi_routing::VECTORS.lock();
         intx_routing::route(&mut table, &mut **iommu, &mut ioapics.lock(), owner, intx.host, intx.guest_gsi, self.cpu)

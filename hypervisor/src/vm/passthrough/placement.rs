@@ -17,8 +17,6 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
 
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::host::pci::{Bar, BarKind, PciDevice, PciInventory};
@@ -77,11 +75,54 @@ pub fn shares_a_page(inventory: &PciInventory, device: &PciDevice, bar: &Bar) ->
     })
 }
 
+/// Why a function's BARs cannot be placed in its VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementRefusal {
+    /// A legacy (below 1 MiB) memory BAR.
+    Below1MiB { bar: u8 },
+    /// Larger than a BAR register can describe to the guest.
+    TooLarge { bar: u8, size: u64 },
+    /// Smaller than a page (or not page-aligned) with another device's registers in
+    /// its host page.
+    SharedPage { bar: u8, size: u64, address: u64 },
+    /// No room left in its window.
+    DoesNotFit { bar: u8, size: u64, above_4g: bool, window: BarWindow },
+}
+
+impl core::fmt::Display for PlacementRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::Below1MiB { bar } => write!(f, "BAR{bar} must sit below 1 MiB (legacy type), which VMs do not offer"),
+            Self::TooLarge { bar, size } => write!(f, "BAR{bar} is too large ({size:#x} bytes)"),
+            Self::SharedPage { bar, size, address } => write!(
+                f,
+                "BAR{bar} ({size} bytes at {address:#x}) shares its 4 KiB page with another device's registers; \
+                 mapping the page would expose them"
+            ),
+            Self::DoesNotFit { bar, size, above_4g, window } => write!(
+                f,
+                "BAR{bar} ({} MiB) does not fit in the VM's {} PCI window ({:#x}-{:#x}) with the other BARs",
+                size >> 20,
+                if above_4g { "64-bit" } else { "32-bit" },
+                window.start,
+                window.end
+            ),
+        }
+    }
+}
+
+/// A [`plan`] refused: the function (its index in the input) and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacementError {
+    pub function: usize,
+    pub refusal: PlacementRefusal,
+}
+
 /// Plans guest addresses for the memory BARs of `functions` (each given as its host
 /// BARs and whether each BAR's page is shared, in the order the functions appear on
 /// the guest bus). I/O BARs are left out. Deterministic: the same input gives the
 /// same layout at every VM start. An error names the function (its index) and why.
-pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<BarPlacement>, (usize, String)> {
+pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<BarPlacement>, PlacementError> {
     struct Want {
         function: usize,
         bar: u8,
@@ -91,32 +132,23 @@ pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<Bar
     }
     let mut wants = Vec::new();
     for (function, bars) in functions.iter().enumerate() {
+        let refuse = |refusal| Err(PlacementError { function, refusal });
         for (bar, shared) in bars {
             let i = bar.index;
             match bar.kind {
                 BarKind::Io => continue,
                 BarKind::Mem1M => {
-                    return Err((
-                        function,
-                        format!("BAR{i} must sit below 1 MiB (legacy type), which VMs do not offer"),
-                    ));
+                    return refuse(PlacementRefusal::Below1MiB { bar: i });
                 }
                 BarKind::Mem32 | BarKind::Mem64 => {}
             }
             let size = crate::devices::vpci::passthrough::guest_bar_size(bar.size);
             if size == 0 {
-                return Err((function, format!("BAR{i} is too large ({:#x} bytes)", bar.size)));
+                return refuse(PlacementRefusal::TooLarge { bar: i, size: bar.size });
             }
             let sub_page = size < PAGE_SIZE || bar.address % PAGE_SIZE != 0;
             if sub_page && *shared {
-                return Err((
-                    function,
-                    format!(
-                        "BAR{i} ({} bytes at {:#x}) shares its 4 KiB page with another device's registers; \
-                         mapping the page would expose them",
-                        bar.size, bar.address
-                    ),
-                ));
+                return refuse(PlacementRefusal::SharedPage { bar: i, size: bar.size, address: bar.address });
             }
             let page_offset = bar.address % PAGE_SIZE;
             wants.push(Want {
@@ -134,18 +166,12 @@ pub fn plan(functions: &[Vec<(Bar, bool)>], windows: &Windows) -> Result<Vec<Bar
     let mut next64 = windows.mmio64.start;
     let mut out = Vec::new();
     for w in wants {
-        let (next, window, name) =
-            if w.above_4g { (&mut next64, windows.mmio64, "64-bit") } else { (&mut next32, windows.mmio32, "32-bit") };
-        let base = next.checked_next_multiple_of(w.size).filter(|b| window.contains(*b, w.size)).ok_or_else(|| {
-            let why = format!(
-                "BAR{} ({} MiB) does not fit in the VM's {name} PCI window ({:#x}-{:#x}) with the other BARs",
-                w.bar,
-                w.size >> 20,
-                window.start,
-                window.end
-            );
-            (w.function, why)
-        })?;
+        let (next, window) = if w.above_4g { (&mut next64, windows.mmio64) } else { (&mut next32, windows.mmio32) };
+        let base =
+            next.checked_next_multiple_of(w.size).filter(|b| window.contains(*b, w.size)).ok_or(PlacementError {
+                function: w.function,
+                refusal: PlacementRefusal::DoesNotFit { bar: w.bar, size: w.size, above_4g: w.above_4g, window },
+            })?;
         *next = base.saturating_add(w.size);
         out.push(BarPlacement { function: w.function, bar: w.bar, guest_addr: base.saturating_add(w.page_offset) });
     }
@@ -225,10 +251,20 @@ mod tests {
     #[test]
     fn what_cannot_be_placed_or_mapped_safely_is_refused() {
         let too_big = vec![bar(0, BarKind::Mem32, 0x8000_0000, 1 << 30)];
-        let e = plan(&[too_big], &WINDOWS).unwrap_err().1;
-        assert!(e.contains("BAR0 (1024 MiB) does not fit in the VM's 32-bit PCI window"), "{e}");
+        let e = plan(&[too_big], &WINDOWS).unwrap_err();
+        assert_eq!(
+            e.function_and_text(),
+            (
+                0,
+                "BAR0 (1024 MiB) does not fit in the VM's 32-bit PCI window (0xc0000000-0xe0000000) with the \
+                 other BARs"
+                    .into()
+            )
+        );
         let huge64 = vec![bar(2, BarKind::Mem64, 0x40_0000_0000, 64 << 30)];
-        assert!(plan(&[huge64], &WINDOWS).unwrap_err().1.contains("64-bit PCI window"));
+        let e = plan(&[huge64], &WINDOWS).unwrap_err();
+        assert!(matches!(e.refusal, PlacementRefusal::DoesNotFit { bar: 2, above_4g: true, .. }), "{e:?}");
+        assert!(e.refusal.to_string().contains("64-bit PCI window"), "{e:?}");
         // Two 256 MiB BARs fill the 32-bit window; a third one does not fit.
         let full = vec![
             bar(0, BarKind::Mem32, 0x8000_0000, 256 << 20),
@@ -236,15 +272,31 @@ mod tests {
             bar(2, BarKind::Mem32, 0xa000_0000, 0x1000),
         ];
         let other = vec![bar(0, BarKind::Mem64, 0x40_0000_0000, 0x1000)];
-        let (function, why) = plan(&[other, full], &WINDOWS).unwrap_err();
-        assert_eq!(function, 1, "{why}");
-        assert!(why.contains("BAR2"), "{why}");
+        let e = plan(&[other, full], &WINDOWS).unwrap_err();
+        assert_eq!(e.function, 1, "{e:?}");
+        assert!(matches!(e.refusal, PlacementRefusal::DoesNotFit { bar: 2, above_4g: false, .. }), "{e:?}");
         let legacy = vec![bar(0, BarKind::Mem1M, 0xd_0000, 0x1000)];
-        assert!(plan(&[legacy], &WINDOWS).unwrap_err().1.contains("below 1 MiB"));
+        assert_eq!(
+            plan(&[legacy], &WINDOWS).unwrap_err().function_and_text(),
+            (0, "BAR0 must sit below 1 MiB (legacy type), which VMs do not offer".into())
+        );
         let mut shared = bar(1, BarKind::Mem32, 0xfebd_1100, 0x100);
         shared.1 = true;
-        let e = plan(&[vec![shared]], &WINDOWS).unwrap_err().1;
-        assert!(e.contains("shares its 4 KiB page"), "{e}");
+        assert_eq!(
+            plan(&[vec![shared]], &WINDOWS).unwrap_err().function_and_text(),
+            (
+                0,
+                "BAR1 (256 bytes at 0xfebd1100) shares its 4 KiB page with another device's registers; mapping the \
+                 page would expose them"
+                    .into()
+            )
+        );
+    }
+
+    impl PlacementError {
+        fn function_and_text(&self) -> (usize, alloc::string::String) {
+            (self.function, alloc::format!("{}", self.refusal))
+        }
     }
 
     #[test]

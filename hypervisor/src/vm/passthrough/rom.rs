@@ -46,14 +46,24 @@ pub(super) fn plannable_rom(dev: &PciDevice) -> Option<Bar> {
     Some(rom_bar(0, rom_bar_size(rom.size)))
 }
 
+/// The bridge above a function forwards no memory: its ROM cannot be placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClosedBridge;
+
+impl core::fmt::Display for ClosedBridge {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the bridge above it forwards no memory")
+    }
+}
+
 /// The memory window (`[start, end)`) of the bridge `bdf` sits behind: `Ok(None)` on a
 /// root bus, `Err` when the bridge forwards no memory.
-fn upstream_window(inventory: &PciInventory, config: HostConfig, bdf: Bdf) -> Result<Option<(u64, u64)>, &'static str> {
+fn upstream_window(inventory: &PciInventory, config: HostConfig, bdf: Bdf) -> Result<Option<(u64, u64)>, ClosedBridge> {
     let bridge = inventory.devices().iter().find(|d| {
         d.bdf.segment == bdf.segment && d.bridge.is_some_and(|b| b.secondary == bdf.bus && b.primary != bdf.bus)
     });
     let Some(bridge) = bridge else { return Ok(None) };
-    bridge_window(config, bridge.bdf).map(Some).ok_or("the bridge above it forwards no memory")
+    bridge_window(config, bridge.bdf).map(Some).ok_or(ClosedBridge)
 }
 
 /// The non-prefetchable memory window (`[start, end)`) of bridge `bdf`, if open:

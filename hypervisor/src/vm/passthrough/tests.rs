@@ -5,6 +5,7 @@ use crate::host::pci::reset::ResetMethod;
 use crate::hw::Bdf;
 use crate::vm::acpi::PciIntx;
 use crate::vm::config::parse;
+use alloc::string::ToString;
 
 fn report(bus: u8, device: u8, ids: (u16, u16), refusal: Option<&'static str>) -> DeviceReport {
     DeviceReport {
@@ -45,15 +46,28 @@ fn selects_by_address_and_by_id_without_double_assignment() {
 #[test]
 fn refuses_with_a_reason_before_anything_starts() {
     let no_iommu = parse("vm a image=x memory=16M devices=00:03.0").unwrap();
-    assert!(resolve(&no_iommu, &machine(), false).unwrap_err().contains("needs an IOMMU"));
+    assert_eq!(resolve(&no_iommu, &machine(), false), Err(PassthroughError::NeedsIommu { vm: "a".into() }));
     let chipset = parse("vm a image=x memory=16M devices=00:00.0").unwrap();
-    assert!(resolve(&chipset, &machine(), true).unwrap_err().contains("chipset function"));
+    let e = resolve(&chipset, &machine(), true).unwrap_err();
+    assert_eq!(
+        e,
+        PassthroughError::NotAssignable {
+            vm: "a".into(),
+            device: chipset[0].devices[0],
+            bdf: Bdf::new(0, 0, 0, 0),
+            why: "chipset function"
+        }
+    );
+    assert_eq!(e.to_string(), "VM a: device 00:00.0 (00:00.0) cannot be assigned: chipset function");
     let no_reset = parse("vm a image=x memory=16M devices=1234:11e8").unwrap();
-    assert!(resolve(&no_reset, &machine(), true).unwrap_err().contains("no reset method"));
+    let e = resolve(&no_reset, &machine(), true).unwrap_err();
+    assert!(matches!(e, PassthroughError::NotAssignable { why: "no reset method", .. }), "{e:?}");
     let absent = parse("vm a image=x memory=16M devices=00:1f.0").unwrap();
-    assert!(resolve(&absent, &machine(), true).unwrap_err().contains("not in this machine"));
+    let e = resolve(&absent, &machine(), true).unwrap_err();
+    assert_eq!(e, PassthroughError::NotPresent { vm: "a".into(), device: absent[0].devices[0] });
+    assert_eq!(e.to_string(), "VM a: device 00:1f.0 is not in this machine (or already given to a VM)");
     let twice = parse("vm a image=x memory=16M devices=00:03.0\nvm b image=x memory=16M devices=00:03.0").unwrap();
-    assert!(resolve(&twice, &machine(), true).unwrap_err().contains("VM b"));
+    assert!(matches!(resolve(&twice, &machine(), true), Err(PassthroughError::NotPresent { vm, .. }) if vm == "b"));
     let none = parse("vm a image=x memory=16M").unwrap();
     assert_eq!(resolve(&none, &[], false).unwrap(), vec![Vec::<Bdf>::new()]);
 }
@@ -90,10 +104,11 @@ fn by_vendor_and_device_the_assignable_function_wins() {
     assert_eq!(resolve(&vms, &reports, true).unwrap(), vec![vec![Bdf::new(0, 1, 0, 0)]]);
     // Asked for by a second VM, only the refused one is left: its reason is given.
     let twice = parse("vm a image=x memory=16M devices=1234:1111\nvm b image=x memory=16M devices=1234:1111").unwrap();
-    let e = resolve(&twice, &reports, true).unwrap_err();
+    let e = resolve(&twice, &reports, true).unwrap_err().to_string();
     assert!(e.contains("VM b") && e.contains("hypervisor's screen"), "{e}");
     let by_address = parse("vm a image=x memory=16M devices=00:01.0").unwrap();
-    assert!(resolve(&by_address, &reports, true).unwrap_err().contains("hypervisor's screen"));
+    let e = resolve(&by_address, &reports, true).unwrap_err();
+    assert!(matches!(e, PassthroughError::NotAssignable { why: "shows the hypervisor's screen", .. }), "{e:?}");
 }
 
 /// The windows of a small VM (RAM below 4 GiB).
@@ -159,7 +174,8 @@ fn the_64_bit_window_lies_above_the_vm_ram_whatever_its_size() {
     // A payload VM's RAM is one block from 0: reaching the 32-bit window is refused.
     let payload = &parse("vm p image=x memory=3074M devices=00:03.0").unwrap()[0];
     let e = vm_windows(payload).unwrap_err();
-    assert!(e.contains("VM p") && e.contains("PCI window"), "{e}");
+    assert_eq!(e, PassthroughError::RamInWindow { vm: "p".into(), ram: (0, 3074 << 20), window: MMIO32_WINDOW });
+    assert!(e.to_string().contains("VM p") && e.to_string().contains("PCI window"), "{e}");
     let fits = &parse("vm p image=x memory=3072M").unwrap()[0];
     assert!(vm_windows(fits).is_ok());
 }

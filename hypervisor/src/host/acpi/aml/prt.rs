@@ -29,6 +29,67 @@ impl IntxRoute {
     }
 }
 
+/// Why one `_PRT` entry cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PrtError {
+    /// The element is not a package (what it is instead).
+    NotAPackage(&'static str),
+    /// Field `index` is not an integer (what it is instead).
+    FieldType {
+        index: usize,
+        found: &'static str,
+    },
+    FieldMissing {
+        index: usize,
+    },
+    /// The Address's device or the Pin is out of range.
+    OutOfRange {
+        address: u64,
+        pin: u64,
+    },
+    /// A Source Index meant as a GSI does not fit 32 bits.
+    GsiOutOfRange(u64),
+    /// The Source field is neither 0 nor a name (what it is instead).
+    SourceType(&'static str),
+    SourceMissing,
+    /// The Source names no object.
+    UndefinedLink,
+    /// The link device's `_CRS` returned something other than a buffer.
+    CrsNotABuffer {
+        link: Path,
+        found: &'static str,
+    },
+    /// The link device's `_CRS` failed; `aml` is the evaluator's error as the namespace
+    /// renders it (it alone knows the table names).
+    CrsFailed {
+        link: Path,
+        aml: String,
+    },
+    /// The `_CRS` template has no interrupt number `index`.
+    NoInterrupt {
+        link: Path,
+        index: u64,
+    },
+}
+
+impl core::fmt::Display for PrtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NotAPackage(found) => write!(f, "{found} instead of a package"),
+            Self::FieldType { index, found } => write!(f, "field {index} is {found}"),
+            Self::FieldMissing { index } => write!(f, "field {index} is missing"),
+            Self::OutOfRange { address, pin } => write!(f, "address {address:#x} pin {pin} out of range"),
+            Self::GsiOutOfRange(index) => write!(f, "GSI {index:#x} out of range"),
+            Self::SourceType(found) => write!(f, "Source is {found}"),
+            Self::SourceMissing => f.write_str("Source is missing"),
+            Self::UndefinedLink => f.write_str("Source names an undefined link device"),
+            Self::CrsNotABuffer { link, found } => write!(f, "{}._CRS returned {found}", path_str(link)),
+            Self::CrsFailed { link, aml } => write!(f, "{}._CRS: {aml}", path_str(link)),
+            Self::NoInterrupt { link, index } => write!(f, "{}._CRS: no interrupt number {index}", path_str(link)),
+        }
+    }
+}
+
 /// One `_PRT` entry: `device` (0..31), `function` (`None` = any, the usual 0xFFFF),
 /// `pin` 0..3 = INTA..INTD as `_PRT` numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,18 +334,18 @@ fn evaluate_prt(
     Some(entries)
 }
 
-fn entry(ns: &mut Namespace<'_>, device: &[Seg], element: &Value, links: &mut LinkCache) -> Result<Entry, String> {
+fn entry(ns: &mut Namespace<'_>, device: &[Seg], element: &Value, links: &mut LinkCache) -> Result<Entry, PrtError> {
     let Value::Package(fields) = element else {
-        return Err(format!("{} instead of a package", element.type_name()));
+        return Err(PrtError::NotAPackage(element.type_name()));
     };
-    let int = |i: usize| match fields.get(i) {
+    let int = |index: usize| match fields.get(index) {
         Some(Value::Integer(v)) => Ok(*v),
-        Some(other) => Err(format!("field {i} is {}", other.type_name())),
-        None => Err(format!("field {i} is missing")),
+        Some(other) => Err(PrtError::FieldType { index, found: other.type_name() }),
+        None => Err(PrtError::FieldMissing { index }),
     };
     let (address, pin, index) = (int(0)?, int(1)?, int(3)?);
     let (Ok(pin @ 0..=3), Ok(device_number @ 0..=31)) = (u8::try_from(pin), u8::try_from(address >> 16)) else {
-        return Err(format!("address {address:#x} pin {pin} out of range"));
+        return Err(PrtError::OutOfRange { address, pin });
     };
     let function = match address & 0xffff {
         0xffff => None,
@@ -293,36 +354,36 @@ fn entry(ns: &mut Namespace<'_>, device: &[Seg], element: &Value, links: &mut Li
     let link = match fields.get(2) {
         Some(Value::Integer(0)) => {
             // §6.2.13: Source Index is the GSI; such interrupts are level, active low.
-            let gsi = u32::try_from(index).map_err(|_| format!("GSI {index:#x} out of range"))?;
+            let gsi = u32::try_from(index).map_err(|_| PrtError::GsiOutOfRange(index))?;
             let route = IntxRoute { gsi, level_triggered: true, active_low: true };
             return Ok(Entry { device: device_number, function, pin, route });
         }
         Some(Value::Reference { name, scope }) => ns.resolve(name, scope),
         Some(Value::String(text)) => NameString::from_text(text).and_then(|n| ns.resolve(&n, device)),
-        Some(other) => return Err(format!("Source is {}", other.type_name())),
-        None => return Err(String::from("Source is missing")),
+        Some(other) => return Err(PrtError::SourceType(other.type_name())),
+        None => return Err(PrtError::SourceMissing),
     }
-    .ok_or_else(|| String::from("Source names an undefined link device"))?;
+    .ok_or(PrtError::UndefinedLink)?;
     let route = links.route(ns, &link, index)?;
     Ok(Entry { device: device_number, function, pin, route })
 }
 
 /// The `_CRS` of each link device, evaluated once.
 #[derive(Default)]
-struct LinkCache(BTreeMap<Path, Result<Vec<u8>, String>>);
+struct LinkCache(BTreeMap<Path, Result<Vec<u8>, PrtError>>);
 
 impl LinkCache {
-    fn route(&mut self, ns: &mut Namespace<'_>, link: &[Seg], index: u64) -> Result<IntxRoute, String> {
+    fn route(&mut self, ns: &mut Namespace<'_>, link: &[Seg], index: u64) -> Result<IntxRoute, PrtError> {
         let crs = self
             .0
             .entry(link.to_vec())
             .or_insert_with(|| match evaluate(ns, &child(link, CRS), Vec::new()) {
                 Ok(Value::Buffer(bytes)) => Ok(bytes),
-                Ok(other) => Err(format!("{}._CRS returned {}", path_str(link), other.type_name())),
-                Err(e) => Err(format!("{}._CRS: {}", path_str(link), ns.describe(&e))),
+                Ok(other) => Err(PrtError::CrsNotABuffer { link: link.to_vec(), found: other.type_name() }),
+                Err(e) => Err(PrtError::CrsFailed { link: link.to_vec(), aml: ns.describe(&e) }),
             })
             .clone()?;
-        interrupt(&crs, index).ok_or_else(|| format!("{}._CRS: no interrupt number {index}", path_str(link)))
+        interrupt(&crs, index).ok_or_else(|| PrtError::NoInterrupt { link: link.to_vec(), index })
     }
 }
 

@@ -324,3 +324,40 @@ fn random_byte_flips_terminate_without_panic() {
         query_all(&r);
     }
 }
+
+#[test]
+fn unusable_prt_entries_are_dropped_with_the_reason() {
+    // Return (Package () { Package () { 0xFFFF, 0, 0, 16 }, Package () { 0xFFFF, 7, 0, 17 }, One,
+    //                      Package () { 0xFFFF, 1, 0 } })
+    let good = pkg(&[0x12], &[0x04, 0x0b, 0xff, 0xff, 0x00, 0x00, 0x0a, 0x10]);
+    let bad_pin = pkg(&[0x12], &[0x04, 0x0b, 0xff, 0xff, 0x0a, 0x07, 0x00, 0x0a, 0x11]);
+    let short = pkg(&[0x12], &[0x03, 0x0b, 0xff, 0xff, 0x01, 0x00]);
+    let mut list = vec![0x04];
+    list.extend(good);
+    list.extend(bad_pin);
+    list.push(0x01);
+    list.extend(short);
+    let mut body = vec![0xa4];
+    body.extend(pkg(&[0x12], &list));
+    let (r, problems) = PciInterruptRouting::from_aml(&[&host_bridge_with_prt(&body)]);
+    assert_eq!(
+        problems,
+        [
+            "\\PCI0._PRT entry 1: address 0xffff pin 7 out of range",
+            "\\PCI0._PRT entry 2: an integer instead of a package",
+            "\\PCI0._PRT entry 3: field 3 is missing",
+        ]
+        .map(String::from)
+    );
+    assert_eq!(r.route(0, 0, &[(0, 0)], 1), level_low(16), "the good entry stays");
+}
+
+#[test]
+fn link_device_problems_name_the_link() {
+    use alloc::string::ToString;
+    let link = vec![*b"_SB_", *b"LNKA"];
+    let e = prt::PrtError::NoInterrupt { link: link.clone(), index: 2 };
+    assert_eq!(e.to_string(), "\\_SB.LNKA._CRS: no interrupt number 2");
+    let e = prt::PrtError::CrsNotABuffer { link, found: Value::Integer(0).type_name() };
+    assert_eq!(e.to_string(), "\\_SB.LNKA._CRS returned an integer");
+}

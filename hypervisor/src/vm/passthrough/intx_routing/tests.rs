@@ -1,12 +1,13 @@
 //! INTx routing against the simulated VT-d unit and a fake I/O APIC register file.
 
 use alloc::rc::Rc;
+use alloc::string::ToString;
 use alloc::vec;
 use core::cell::RefCell;
 
 use super::*;
 use crate::host::acpi::dmar::parse_dmar;
-use crate::host::ioapic::HostIoapic;
+use crate::host::ioapic::{HostIoapic, IoapicRouteError};
 use crate::host::iommu::fake_mem::qemu_q35_inventory;
 use crate::host::iommu::vtd::fake::FakeVtd;
 use crate::host::iommu::vtd::{VtdConfig, VtdIommu};
@@ -61,7 +62,7 @@ fn owner(vm: u32, device: u8) -> VectorOwner {
 }
 
 impl Setup {
-    fn route(&mut self, o: VectorOwner, gsi: u32, guest_gsi: u8) -> Result<u8, String> {
+    fn route(&mut self, o: VectorOwner, gsi: u32, guest_gsi: u8) -> Result<u8, IntxRouteError> {
         let host = IntxRoute { gsi, level_triggered: true, active_low: true };
         route(&mut self.table, &mut self.vtd, &mut self.ioapics, o, host, guest_gsi, 0)
     }
@@ -84,9 +85,13 @@ fn a_line_gets_a_level_vector_a_remapped_pin_and_its_guest_gsi() {
     // Another device of the same VM on that line shares it; another VM's cannot.
     assert_eq!(s.route(owner(1, 7), 22, 16), Ok(v));
     let refused = s.route(owner(2, 8), 22, 16).unwrap_err();
-    assert!(refused.contains("GSI 22") && refused.contains("MSI only"), "{refused}");
+    assert_eq!(refused, IntxRouteError::LineTaken { gsi: 22, other: Bdf::new(0, 0, 6, 0) });
+    assert!(refused.to_string().contains("GSI 22") && refused.to_string().contains("MSI only"), "{refused}");
     // A GSI no I/O APIC serves.
-    assert!(s.route(owner(1, 9), 40, 17).is_err());
+    assert_eq!(
+        s.route(owner(1, 9), 40, 17),
+        Err(IntxRouteError::Ioapic { gsi: 40, error: IoapicRouteError::NoIoapic { gsi: 40 } })
+    );
     assert_eq!(s.table.used(), 1);
 }
 
