@@ -128,14 +128,14 @@ pub trait OnBackend {
 
 /// Why no backend could be used.
 #[derive(Debug)]
-pub enum BackendError {
+pub enum NoUsableBackend {
     /// Neither AMD SVM with nested paging nor (in a later backend) Intel VMX with EPT.
     Unsupported,
     /// SVM is there but could not be turned on.
     SvmEnable(crate::arch::svm::SvmError),
 }
 
-impl fmt::Display for BackendError {
+impl fmt::Display for NoUsableBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unsupported => {
@@ -148,10 +148,10 @@ impl fmt::Display for BackendError {
 
 /// Picks the backend once, from CPUID (SVM today; a VMX backend is one more arm
 /// here), enables it on this CPU and hands it to `job`.
-pub fn on_backend<J: OnBackend, F: FrameSource>(job: J, frames: &mut F) -> Result<J::Output, BackendError> {
+pub fn on_backend<J: OnBackend, F: FrameSource>(job: J, frames: &mut F) -> Result<J::Output, NoUsableBackend> {
     use crate::arch::svm::Svm;
-    let Some(features) = Svm::probe() else { return Err(BackendError::Unsupported) };
-    Svm::enable_cpu(&features, frames).map_err(BackendError::SvmEnable)?;
+    let Some(features) = Svm::probe() else { return Err(NoUsableBackend::Unsupported) };
+    Svm::enable_cpu(&features, frames).map_err(NoUsableBackend::SvmEnable)?;
     log::info!(target: "vm", "SVM enabled: {features:?}");
     Ok(job.run::<Svm>(features))
 }

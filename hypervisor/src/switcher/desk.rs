@@ -13,7 +13,7 @@ use log::{debug, info, warn};
 
 use super::compositor::{self, FrameClock, FrameStats, Placement};
 use super::desk_vm::{DeskVm, display_name, trust_colour};
-use super::focus::{Command, FocusMachine, View};
+use super::focus::{FocusCommand, FocusMachine, View};
 use super::hotkeys::Hotkeys;
 use super::keys::Set1Decoder;
 use super::notices::{NoticeText, StopCause};
@@ -202,9 +202,9 @@ impl Desk {
         }
     }
 
-    fn apply<V: DeskVm, S: AsMut<V>>(&mut self, command: Command, vms: &mut [S]) {
+    fn apply<V: DeskVm, S: AsMut<V>>(&mut self, command: FocusCommand, vms: &mut [S]) {
         match command {
-            Command::ToVm { slot, bytes } => {
+            FocusCommand::ToVm { slot, bytes } => {
                 if let Some(vm) = vms.get_mut(slot) {
                     vm.as_mut().inject_keys(&bytes);
                     if let Some(n) = self.injected.get_mut(slot) {
@@ -212,7 +212,7 @@ impl Desk {
                     }
                 }
             }
-            Command::ShowVm { slot, switch } => {
+            FocusCommand::ShowVm { slot, switch } => {
                 let started = switch_start(rdtsc(), self.ticks_per_ms);
                 let leds = vms.get_mut(slot).map_or(0, |v| v.as_mut().keyboard_leds());
                 if let Some(k) = self.keyboard.as_mut() {
@@ -223,8 +223,8 @@ impl Desk {
                 }
                 self.redraw();
             }
-            Command::ShowOverview(_) | Command::Redraw => self.redraw(),
-            Command::Notify { text, severity } => {
+            FocusCommand::ShowOverview(_) | FocusCommand::Redraw => self.redraw(),
+            FocusCommand::Notify { text, severity } => {
                 info!(target: "switcher", "notification: {text}");
                 let until_tsc = rdtsc().saturating_add(TOAST_MS * self.ticks_per_ms);
                 self.toast = Some(Toast { text, severity, until_tsc });

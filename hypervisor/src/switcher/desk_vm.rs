@@ -11,7 +11,7 @@ use crate::memory::addr::HostPhysAddr;
 /// A VM's framebuffer: 32-bit pixels, blue in the lowest byte, in memory the
 /// hypervisor allocated (contiguous, mapped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Framebuffer {
+pub struct FramebufferView {
     pub hpa: HostPhysAddr,
     pub width: u32,
     pub height: u32,
@@ -33,7 +33,7 @@ pub trait DeskVm {
     /// How many times it has started (a restart is a new picture).
     fn starts(&self) -> u32;
     /// Its framebuffer (desktop VMs only).
-    fn framebuffer(&self) -> Option<Framebuffer>;
+    fn framebuffer(&self) -> Option<FramebufferView>;
     /// Reads and clears which framebuffer pages the guest wrote since the last call
     /// (bit `i` of `bitmap` = page `i`); `None` when its screen cannot change.
     fn take_framebuffer_dirty(&mut self, bitmap: &mut [u64]) -> Option<usize>;

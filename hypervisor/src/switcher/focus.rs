@@ -1,7 +1,7 @@
 //! The switcher's focus as a state machine: which VM slot has the screen and the
 //! keyboard, whether the overview covers it, and what to do about each key and each
 //! VM that stops. Input: decoded keys ([`super::keys`]) and VM events; output: a list
-//! of [`Command`]s the desk carries out (drawing, injecting keys, timing). No clock,
+//! of [`FocusCommand`]s the desk carries out (drawing, injecting keys, timing). No clock,
 //! no hardware and no VM type here, so every transition is unit-tested.
 //!
 //! Keys go through the [`KeyRouter`]: hotkeys come here, other keys go to the focused
@@ -31,7 +31,7 @@ pub enum View {
 
 /// What the desk is to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum FocusCommand {
     /// Put these set-1 bytes into VM `slot`'s keyboard: a key typed while it has the
     /// focus, or the release of a key it saw pressed when the focus leaves it.
     ToVm { slot: usize, bytes: heapless::Vec<u8, 6> },
@@ -50,7 +50,7 @@ pub enum Command {
     Redraw,
 }
 
-pub type Commands = Vec<Command>;
+pub type Commands = Vec<FocusCommand>;
 
 #[derive(Debug)]
 pub struct FocusMachine {
@@ -96,7 +96,7 @@ impl FocusMachine {
         let mut out = Commands::new();
         for routed in self.router.feed(key) {
             match routed {
-                Output::ToVm { slot, bytes } => out.push(Command::ToVm { slot, bytes }),
+                Output::ToVm { slot, bytes } => out.push(FocusCommand::ToVm { slot, bytes }),
                 Output::Hotkey(action) => self.hotkey(action, &mut out),
                 Output::ToHypervisor(code) => self.overview_key(code, &mut out),
             }
@@ -109,7 +109,7 @@ impl FocusMachine {
     pub fn vm_stopped(&mut self, slot: usize, name: &str, cause: StopCause, restarted: bool) -> Commands {
         let mut out = Commands::new();
         let (text, severity) = stop_message(name, cause, restarted);
-        out.push(Command::Notify { text, severity });
+        out.push(FocusCommand::Notify { text, severity });
         if let Some(running) = self.running.get_mut(slot) {
             *running = restarted;
         }
@@ -120,13 +120,13 @@ impl FocusMachine {
         let crashed = severity == Severity::Error;
         if restarted && !crashed {
             if slot == self.focus {
-                out.push(Command::Redraw);
+                out.push(FocusCommand::Redraw);
             }
         } else if slot == self.focus && self.view == View::Desktop {
             self.open_overview(&mut out);
         } else {
             // Its tile changes state.
-            out.push(Command::Redraw);
+            out.push(FocusCommand::Redraw);
         }
         out
     }
@@ -164,7 +164,7 @@ impl FocusMachine {
         };
         if moved != sel {
             self.view = View::Overview(moved);
-            out.push(Command::ShowOverview(moved));
+            out.push(FocusCommand::ShowOverview(moved));
         }
     }
 
@@ -185,7 +185,7 @@ impl FocusMachine {
         self.view = View::Overview(selection);
         let releases = self.router.set_focus(Focus::Hypervisor);
         push_releases(releases, out);
-        out.push(Command::ShowOverview(selection));
+        out.push(FocusCommand::ShowOverview(selection));
         info!(target: "switcher", "overview open");
     }
 
@@ -195,7 +195,7 @@ impl FocusMachine {
         let switch = self.focus != slot || self.view != View::Desktop;
         self.focus = slot;
         self.view = View::Desktop;
-        out.push(Command::ShowVm { slot, switch });
+        out.push(FocusCommand::ShowVm { slot, switch });
         info!(target: "switcher", "focus on VM slot {}", slot + 1);
     }
 }
@@ -203,7 +203,7 @@ impl FocusMachine {
 fn push_releases(releases: Outputs, out: &mut Commands) {
     for release in releases {
         if let Output::ToVm { slot, bytes } = release {
-            out.push(Command::ToVm { slot, bytes });
+            out.push(FocusCommand::ToVm { slot, bytes });
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::arch::backend::Arch;
 use crate::arch::exit::StopReason;
-use crate::switcher::desk_vm::{DeskVm, Framebuffer};
+use crate::switcher::desk_vm::{DeskVm, FramebufferView};
 use crate::switcher::notices::StopCause;
 use crate::vm::instance::{Vm, VmState};
 use ui::overview;
@@ -29,8 +29,8 @@ impl<A: Arch> DeskVm for Vm<A> {
         self.starts
     }
 
-    fn framebuffer(&self) -> Option<Framebuffer> {
-        Vm::framebuffer(self).map(|fb| Framebuffer {
+    fn framebuffer(&self) -> Option<FramebufferView> {
+        Vm::framebuffer(self).map(|fb| FramebufferView {
             hpa: fb.hpa,
             width: fb.width,
             height: fb.height,

@@ -167,27 +167,27 @@ pub enum Devices<'a> {
 }
 
 /// The trait objects the exit handler's environment takes.
-pub struct Attached<'b> {
+pub struct AttachedDevices<'b> {
     pub ports: &'b mut dyn PortBus,
     pub mmio: &'b mut dyn MmioBus,
     pub msr_devices: &'b mut dyn MsrDevices,
     pub interrupts: &'b mut dyn InterruptSink,
 }
 
-impl core::fmt::Debug for Attached<'_> {
+impl core::fmt::Debug for AttachedDevices<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Attached").finish_non_exhaustive()
+        f.debug_struct("AttachedDevices").finish_non_exhaustive()
     }
 }
 
 impl Devices<'_> {
-    pub fn attach(&mut self) -> Attached<'_> {
+    pub fn attach(&mut self) -> AttachedDevices<'_> {
         match self {
             Devices::Payload { ports, mmio, irqs, msrs } => {
-                Attached { ports: *ports, mmio: *mmio, msr_devices: msrs, interrupts: *irqs }
+                AttachedDevices { ports: *ports, mmio: *mmio, msr_devices: msrs, interrupts: *irqs }
             }
             Devices::Desktop { ports, mmio, msrs, irqs } => {
-                Attached { ports, mmio, msr_devices: msrs, interrupts: irqs }
+                AttachedDevices { ports, mmio, msr_devices: msrs, interrupts: irqs }
             }
         }
     }

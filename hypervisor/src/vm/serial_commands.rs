@@ -40,7 +40,7 @@ impl SerialCommands {
 
 /// A command line, understood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command<'a> {
+pub enum SerialCommand<'a> {
     /// `!exits VM`
     Exits {
         vm: &'a str,
@@ -53,13 +53,13 @@ pub enum Command<'a> {
     NotUnderstood,
 }
 
-pub fn parse(line: &str) -> Command<'_> {
+pub fn parse(line: &str) -> SerialCommand<'_> {
     if let Some(name) = line.trim().strip_prefix("!exits ") {
-        return Command::Exits { vm: name.trim() };
+        return SerialCommand::Exits { vm: name.trim() };
     }
     match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
-        Some((vm, text)) => Command::Type { vm, text },
-        None => Command::NotUnderstood,
+        Some((vm, text)) => SerialCommand::Type { vm, text },
+        None => SerialCommand::NotUnderstood,
     }
 }
 
@@ -69,7 +69,7 @@ pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
     match parse(line) {
         // That VM's exit counters and the device interrupts raised in it since its
         // last start, on one line.
-        Command::Exits { vm: name } => match find(name) {
+        SerialCommand::Exits { vm: name } => match find(name) {
             Some(vm) => info!(
                 target: "vm",
                 "EXITS {} {}{} device_interrupts={}",
@@ -80,14 +80,14 @@ pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
             ),
             None => warn!(target: "vm", "!exits: no VM named {name:?}"),
         },
-        Command::Type { vm: name, text } => match find(name) {
+        SerialCommand::Type { vm: name, text } => match find(name) {
             Some(vm) => {
                 vm.serial_input(text.as_bytes());
                 vm.serial_input(b"\n");
             }
             None => warn!(target: "vm", "serial command for unknown VM {name:?}"),
         },
-        Command::NotUnderstood => {
+        SerialCommand::NotUnderstood => {
             warn!(target: "vm", "serial command {line:?} not understood (use `@VM text` or `!exits VM`)")
         }
     }
@@ -99,12 +99,12 @@ mod tests {
 
     #[test]
     fn commands_are_recognised() {
-        assert_eq!(parse("!exits corporate"), Command::Exits { vm: "corporate" });
-        assert_eq!(parse("  !exits  web \r"), Command::Exits { vm: "web" });
-        assert_eq!(parse("@web echo hi there"), Command::Type { vm: "web", text: "echo hi there" });
-        assert_eq!(parse("@web"), Command::NotUnderstood, "no text");
-        assert_eq!(parse("web echo"), Command::NotUnderstood);
-        assert_eq!(parse("!exits"), Command::NotUnderstood);
+        assert_eq!(parse("!exits corporate"), SerialCommand::Exits { vm: "corporate" });
+        assert_eq!(parse("  !exits  web \r"), SerialCommand::Exits { vm: "web" });
+        assert_eq!(parse("@web echo hi there"), SerialCommand::Type { vm: "web", text: "echo hi there" });
+        assert_eq!(parse("@web"), SerialCommand::NotUnderstood, "no text");
+        assert_eq!(parse("web echo"), SerialCommand::NotUnderstood);
+        assert_eq!(parse("!exits"), SerialCommand::NotUnderstood);
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Rig {
     }
 
     /// Feeds raw keyboard bytes; returns every command they caused, in order.
-    fn bytes(&mut self, bytes: &[u8]) -> Vec<Command> {
+    fn bytes(&mut self, bytes: &[u8]) -> Vec<FocusCommand> {
         let mut out = Vec::new();
         for &b in bytes {
             if let Some(key) = self.decoder.feed(b) {
@@ -51,7 +51,7 @@ impl Rig {
     }
 
     /// Presses and releases a key (one byte, or E0 and a byte).
-    fn tap(&mut self, key: &[u8]) -> Vec<Command> {
+    fn tap(&mut self, key: &[u8]) -> Vec<FocusCommand> {
         let mut seq = key.to_vec();
         seq.extend_from_slice(&release(key));
         self.bytes(&seq)
@@ -59,7 +59,7 @@ impl Rig {
 
     /// Ctrl+Alt+`key`, pressed and released as a person does: Ctrl, Alt, key down;
     /// key, Alt, Ctrl up.
-    fn ctrl_alt(&mut self, key: &[u8]) -> Vec<Command> {
+    fn ctrl_alt(&mut self, key: &[u8]) -> Vec<FocusCommand> {
         let mut seq = vec![CTRL, ALT];
         seq.extend_from_slice(key);
         seq.extend_from_slice(&release(key));
@@ -67,7 +67,7 @@ impl Rig {
         self.bytes(&seq)
     }
 
-    fn stopped(&mut self, slot: usize, cause: StopCause, restarted: bool) -> Vec<Command> {
+    fn stopped(&mut self, slot: usize, cause: StopCause, restarted: bool) -> Vec<FocusCommand> {
         self.machine.vm_stopped(slot, "PERSONAL", cause, restarted)
     }
 }
@@ -81,27 +81,27 @@ fn release(key: &[u8]) -> Vec<u8> {
 }
 
 /// The bytes each VM was given, by slot.
-fn keys_to(cmds: &[Command], slot: usize) -> Vec<u8> {
+fn keys_to(cmds: &[FocusCommand], slot: usize) -> Vec<u8> {
     cmds.iter()
         .filter_map(|c| match c {
-            Command::ToVm { slot: s, bytes } if *s == slot => Some(bytes.to_vec()),
+            FocusCommand::ToVm { slot: s, bytes } if *s == slot => Some(bytes.to_vec()),
             _ => None,
         })
         .flatten()
         .collect()
 }
 
-fn to_vm(slot: usize, bytes: &[u8]) -> Command {
-    Command::ToVm { slot, bytes: heapless::Vec::from_slice(bytes).unwrap() }
+fn to_vm(slot: usize, bytes: &[u8]) -> FocusCommand {
+    FocusCommand::ToVm { slot, bytes: heapless::Vec::from_slice(bytes).unwrap() }
 }
 
-fn any_keys(cmds: &[Command]) -> bool {
-    cmds.iter().any(|c| matches!(c, Command::ToVm { .. }))
+fn any_keys(cmds: &[FocusCommand]) -> bool {
+    cmds.iter().any(|c| matches!(c, FocusCommand::ToVm { .. }))
 }
 
 /// The commands other than key bytes.
-fn screen(cmds: &[Command]) -> Vec<Command> {
-    cmds.iter().filter(|c| !matches!(c, Command::ToVm { .. })).cloned().collect()
+fn screen(cmds: &[FocusCommand]) -> Vec<FocusCommand> {
+    cmds.iter().filter(|c| !matches!(c, FocusCommand::ToVm { .. })).cloned().collect()
 }
 
 fn overview_at(count: usize, index: usize) -> Selection {
@@ -138,12 +138,12 @@ fn switch_to_slot_n_releases_the_modifiers_in_the_old_vm_and_hides_the_digit() {
             to_vm(0, &[ALT]),
             to_vm(0, &[CTRL | 0x80]),
             to_vm(0, &[ALT | 0x80]),
-            Command::ShowVm { slot: 1, switch: true },
+            FocusCommand::ShowVm { slot: 1, switch: true },
         ]
     );
     assert_eq!(keys_to(&cmds, 0), vec![CTRL, ALT, CTRL | 0x80, ALT | 0x80]);
     assert_eq!(keys_to(&cmds, 1), vec![]);
-    assert_eq!(screen(&cmds), vec![Command::ShowVm { slot: 1, switch: true }]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowVm { slot: 1, switch: true }]);
     assert_eq!((rig.machine.focus(), rig.machine.view()), (1, View::Desktop));
     assert_eq!(keys_to(&rig.tap(&[B]), 1), vec![B, B | 0x80]);
 }
@@ -152,7 +152,7 @@ fn switch_to_slot_n_releases_the_modifiers_in_the_old_vm_and_hides_the_digit() {
 fn switch_to_the_focused_slot_redraws_it_without_counting_a_switch() {
     let mut rig = Rig::new(3);
     let cmds = rig.ctrl_alt(&[digit(1)]);
-    assert_eq!(screen(&cmds), vec![Command::ShowVm { slot: 0, switch: false }]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowVm { slot: 0, switch: false }]);
     // The focus did not move: Ctrl and Alt get their real releases.
     assert_eq!(keys_to(&cmds, 0), vec![CTRL, ALT, ALT | 0x80, CTRL | 0x80]);
 }
@@ -171,7 +171,7 @@ fn switch_to_a_stopped_slot_shows_its_last_picture() {
     let mut rig = Rig::new(3);
     rig.stopped(1, StopCause::ShutDown, false);
     let cmds = rig.ctrl_alt(&[digit(2)]);
-    assert_eq!(screen(&cmds), vec![Command::ShowVm { slot: 1, switch: true }]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowVm { slot: 1, switch: true }]);
     assert_eq!(rig.machine.focus(), 1);
 }
 
@@ -199,7 +199,7 @@ fn overview_hotkey_opens_the_overview_on_the_focused_tile() {
     let mut rig = Rig::new(3);
     rig.ctrl_alt(&[digit(2)]);
     let cmds = rig.ctrl_alt(&[SPACE]);
-    assert_eq!(screen(&cmds), vec![Command::ShowOverview(overview_at(3, 1))]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowOverview(overview_at(3, 1))]);
     assert_eq!(keys_to(&cmds, 1), vec![CTRL, ALT, CTRL | 0x80, ALT | 0x80]);
     assert_eq!(rig.machine.view(), View::Overview(overview_at(3, 1)));
 }
@@ -208,7 +208,7 @@ fn overview_hotkey_opens_the_overview_on_the_focused_tile() {
 fn secure_attention_from_the_desktop_opens_the_overview() {
     let mut rig = Rig::new(2);
     let cmds = rig.ctrl_alt(&HOME);
-    assert_eq!(screen(&cmds), vec![Command::ShowOverview(overview_at(2, 0))]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowOverview(overview_at(2, 0))]);
     // Home is an extended key: the guest never sees E0 47.
     assert!(!keys_to(&cmds, 0).contains(&0x47));
 }
@@ -221,7 +221,7 @@ fn overview_hotkey_in_the_overview_goes_back_to_the_focused_vm() {
     rig.ctrl_alt(&[SPACE]);
     rig.tap(&RIGHT);
     let cmds = rig.ctrl_alt(&[SPACE]);
-    assert_eq!(screen(&cmds), vec![Command::ShowVm { slot: 0, switch: true }]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowVm { slot: 0, switch: true }]);
     assert!(!any_keys(&cmds), "the overview owned Ctrl and Alt");
 }
 
@@ -241,7 +241,7 @@ fn secure_attention_in_the_overview_opens_it_afresh() {
     rig.tap(&DOWN);
     assert_eq!(selected(&rig), 2);
     let cmds = rig.ctrl_alt(&HOME);
-    assert_eq!(screen(&cmds), vec![Command::ShowOverview(overview_at(4, 0))]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowOverview(overview_at(4, 0))]);
     assert!(!any_keys(&cmds));
 }
 
@@ -254,7 +254,7 @@ fn arrows_and_tab_move_the_selection_round_the_grid() {
     for key in [&RIGHT[..], &DOWN, &LEFT, &UP, &[TAB], &[TAB], &RIGHT, &UP] {
         let cmds = rig.tap(key);
         let index = selected(&rig);
-        assert_eq!(cmds, vec![Command::ShowOverview(overview_at(4, index))]);
+        assert_eq!(cmds, vec![FocusCommand::ShowOverview(overview_at(4, index))]);
         path.push(index);
     }
     assert_eq!(path, vec![1, 3, 2, 0, 1, 2, 3, 1]);
@@ -276,7 +276,7 @@ fn enter_focuses_the_selected_vm() {
     rig.tap(&DOWN);
     assert_eq!(selected(&rig), 2);
     let cmds = rig.tap(&[ENTER]);
-    assert_eq!(cmds, vec![Command::ShowVm { slot: 2, switch: true }]);
+    assert_eq!(cmds, vec![FocusCommand::ShowVm { slot: 2, switch: true }]);
     assert_eq!((rig.machine.focus(), rig.machine.view()), (2, View::Desktop));
     // Enter's release went to nobody; the next key goes to the new VM.
     assert_eq!(keys_to(&rig.tap(&[A]), 2), vec![A, A | 0x80]);
@@ -287,14 +287,14 @@ fn numpad_enter_focuses_the_selected_vm_too() {
     let mut rig = Rig::new(2);
     rig.ctrl_alt(&[SPACE]);
     rig.tap(&[TAB]);
-    assert_eq!(rig.tap(&NUMPAD_ENTER), vec![Command::ShowVm { slot: 1, switch: true }]);
+    assert_eq!(rig.tap(&NUMPAD_ENTER), vec![FocusCommand::ShowVm { slot: 1, switch: true }]);
 }
 
 #[test]
 fn enter_on_the_focused_tile_still_counts_as_a_switch() {
     let mut rig = Rig::new(2);
     rig.ctrl_alt(&[SPACE]);
-    assert_eq!(rig.tap(&[ENTER]), vec![Command::ShowVm { slot: 0, switch: true }]);
+    assert_eq!(rig.tap(&[ENTER]), vec![FocusCommand::ShowVm { slot: 0, switch: true }]);
 }
 
 #[test]
@@ -304,7 +304,7 @@ fn escape_goes_back_to_the_focused_vm_whatever_is_selected() {
     rig.ctrl_alt(&[SPACE]);
     rig.tap(&[TAB]);
     assert_eq!(selected(&rig), 0);
-    assert_eq!(rig.tap(&[ESC]), vec![Command::ShowVm { slot: 2, switch: true }]);
+    assert_eq!(rig.tap(&[ESC]), vec![FocusCommand::ShowVm { slot: 2, switch: true }]);
     assert_eq!(rig.machine.focus(), 2);
 }
 
@@ -337,7 +337,7 @@ fn key_held_during_a_switch_is_released_once_in_the_vm_that_had_it() {
     let mut rig = Rig::new(3);
     let cmds = rig.bytes(&[A, CTRL, ALT, digit(2)]);
     assert_eq!(keys_to(&cmds, 0), vec![A, CTRL, ALT, A | 0x80, CTRL | 0x80, ALT | 0x80]);
-    assert_eq!(screen(&cmds), vec![Command::ShowVm { slot: 1, switch: true }]);
+    assert_eq!(screen(&cmds), vec![FocusCommand::ShowVm { slot: 1, switch: true }]);
     // The physical releases after the switch reach neither VM.
     let cmds = rig.bytes(&[digit(2) | 0x80, A | 0x80, ALT | 0x80, CTRL | 0x80]);
     assert!(cmds.is_empty(), "{cmds:?}");
@@ -360,7 +360,7 @@ fn key_held_over_a_switch_by_the_overview_goes_nowhere_afterwards() {
     rig.ctrl_alt(&[SPACE]);
     // Enter held down while it switches: its repeat and release reach nobody.
     let cmds = rig.bytes(&[ENTER, ENTER, ENTER | 0x80]);
-    assert_eq!(cmds, vec![Command::ShowVm { slot: 0, switch: true }]);
+    assert_eq!(cmds, vec![FocusCommand::ShowVm { slot: 0, switch: true }]);
 }
 
 // VM events.
@@ -373,8 +373,8 @@ fn focused_vm_stopping_for_good_opens_the_overview() {
     assert_eq!(
         cmds,
         vec![
-            Command::Notify { text: "PERSONAL was shut down".try_into().unwrap(), severity: Severity::Info },
-            Command::ShowOverview(overview_at(2, 1)),
+            FocusCommand::Notify { text: "PERSONAL was shut down".try_into().unwrap(), severity: Severity::Info },
+            FocusCommand::ShowOverview(overview_at(2, 1)),
         ]
     );
     // The overview has the keyboard now.
@@ -388,15 +388,15 @@ fn focused_vm_crashing_and_restarted_still_opens_the_overview() {
     assert_eq!(
         cmds,
         vec![
-            Command::Notify {
+            FocusCommand::Notify {
                 text: "PERSONAL crashed: triple fault; restarted".try_into().unwrap(),
                 severity: Severity::Error
             },
-            Command::ShowOverview(overview_at(2, 0)),
+            FocusCommand::ShowOverview(overview_at(2, 0)),
         ]
     );
     // It runs again, so the overview hotkey goes back to it.
-    assert_eq!(screen(&rig.ctrl_alt(&[SPACE])), vec![Command::ShowVm { slot: 0, switch: true }]);
+    assert_eq!(screen(&rig.ctrl_alt(&[SPACE])), vec![FocusCommand::ShowVm { slot: 0, switch: true }]);
 }
 
 #[test]
@@ -406,8 +406,8 @@ fn focused_vm_rebooting_stays_on_screen() {
     assert_eq!(
         cmds,
         vec![
-            Command::Notify { text: "PERSONAL restarted".try_into().unwrap(), severity: Severity::Info },
-            Command::Redraw,
+            FocusCommand::Notify { text: "PERSONAL restarted".try_into().unwrap(), severity: Severity::Info },
+            FocusCommand::Redraw,
         ]
     );
     assert_eq!(rig.machine.view(), View::Desktop);
@@ -429,7 +429,7 @@ fn focused_vm_stopping_while_the_overview_is_open_redraws_its_tile() {
     rig.ctrl_alt(&[SPACE]);
     rig.tap(&[TAB]);
     let cmds = rig.stopped(0, StopCause::ShutDown, false);
-    assert_eq!(screen(&cmds)[1..], [Command::Redraw]);
+    assert_eq!(screen(&cmds)[1..], [FocusCommand::Redraw]);
     assert_eq!(selected(&rig), 1, "the selection stays");
 }
 
@@ -438,8 +438,8 @@ fn another_vm_stopping_redraws_and_keeps_the_focus() {
     let mut rig = Rig::new(3);
     rig.bytes(&[A]);
     let cmds = rig.stopped(2, StopCause::Crashed("bad hypercall"), false);
-    assert_eq!(cmds[1..], [Command::Redraw]);
-    assert!(matches!(&cmds[0], Command::Notify { severity: Severity::Error, .. }));
+    assert_eq!(cmds[1..], [FocusCommand::Redraw]);
+    assert!(matches!(&cmds[0], FocusCommand::Notify { severity: Severity::Error, .. }));
     assert_eq!((rig.machine.focus(), rig.machine.view()), (0, View::Desktop));
     // The focused VM still owns its held key.
     assert_eq!(keys_to(&rig.bytes(&[A | 0x80]), 0), vec![A | 0x80]);
@@ -450,7 +450,7 @@ fn another_vm_rebooting_only_notifies() {
     let mut rig = Rig::new(3);
     let cmds = rig.stopped(1, StopCause::Rebooted, true);
     assert_eq!(cmds.len(), 1);
-    assert!(matches!(&cmds[0], Command::Notify { severity: Severity::Info, .. }));
+    assert!(matches!(&cmds[0], FocusCommand::Notify { severity: Severity::Info, .. }));
     assert_eq!(rig.machine.view(), View::Desktop);
 }
 
@@ -458,6 +458,6 @@ fn another_vm_rebooting_only_notifies() {
 fn a_stop_for_an_unknown_slot_only_notifies_and_redraws() {
     let mut rig = Rig::new(2);
     let cmds = rig.stopped(7, StopCause::ShutDown, false);
-    assert_eq!(screen(&cmds)[1..], [Command::Redraw]);
+    assert_eq!(screen(&cmds)[1..], [FocusCommand::Redraw]);
     assert_eq!((rig.machine.focus(), rig.machine.view()), (0, View::Desktop));
 }

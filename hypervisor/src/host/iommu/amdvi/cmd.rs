@@ -1,4 +1,4 @@
-//! Command buffer entries (AMD IOMMU spec §2.4, "Commands"): 128 bits each, opcode in
+//! AmdViCommand buffer entries (AMD IOMMU spec §2.4, "Commands"): 128 bits each, opcode in
 //! bits 63:60 of the first quadword.
 #![forbid(unsafe_code)]
 
@@ -8,11 +8,11 @@ use crate::memory::addr::HostPhysAddr;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Command(pub [u64; 2]);
+pub struct AmdViCommand(pub [u64; 2]);
 
-const _: () = assert!(size_of::<Command>() == 16);
+const _: () = assert!(size_of::<AmdViCommand>() == 16);
 
-/// Opcodes (§2.4, Table 42 "Command Summary").
+/// Opcodes (§2.4, Table 42 "AmdViCommand Summary").
 pub mod opcode {
     pub const COMPLETION_WAIT: u8 = 0x01;
     pub const INVALIDATE_DEVTAB_ENTRY: u8 = 0x02;
@@ -29,7 +29,7 @@ const fn op(code: u8) -> u64 {
 /// INVALIDATE_IOMMU_PAGES with S = 1 and this address covers every page (§2.4.3).
 const ALL_PAGES: u64 = 0x7fff_ffff_ffff_f000;
 
-impl Command {
+impl AmdViCommand {
     /// COMPLETION_WAIT (§2.4.1) with Store: once every earlier command completed, the
     /// IOMMU writes `data` to `store` (8-byte aligned, bits 51:3 in quadword 0).
     pub fn completion_wait(store: HostPhysAddr, data: u64) -> Self {

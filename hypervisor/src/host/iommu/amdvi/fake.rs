@@ -7,7 +7,7 @@
 
 use alloc::vec::Vec;
 
-use super::cmd::{Command, opcode};
+use super::cmd::{AmdViCommand, opcode};
 use super::event::code;
 use super::regs::{self, control, status};
 use crate::host::iommu::IommuHw;
@@ -23,7 +23,7 @@ pub const QEMU_EFR: u64 = 1 | 1 << 1 | 1 << 4 | 1 << 6 | 1 << 7 | 1 << 8 | 2 << 
 #[derive(Debug)]
 pub struct FakeAmdViUnit {
     pub regs: Regs,
-    pub commands: Vec<Command>,
+    pub commands: Vec<AmdViCommand>,
     pub stuck: bool,
 }
 
@@ -60,7 +60,7 @@ impl FakeAmdVi {
         let mut head = self.units[u].regs.r64(regs::COMMAND_HEAD) % 4096;
         let tail = self.units[u].regs.r64(regs::COMMAND_TAIL) % 4096;
         while head != tail {
-            let c = Command([self.mem.read_u64(base + head), self.mem.read_u64(base + head + 8)]);
+            let c = AmdViCommand([self.mem.read_u64(base + head), self.mem.read_u64(base + head + 8)]);
             if c.opcode() == opcode::COMPLETION_WAIT && c.0[0] & 1 != 0 {
                 self.mem.write_u64(c.0[0] & 0x000f_ffff_ffff_fff8, c.0[1]);
             }

@@ -22,7 +22,7 @@ mod tests;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use self::cmd::Command;
+use self::cmd::AmdViCommand;
 use self::dte::{Dte, IoPte};
 use self::regs::{Efr, RING_ENTRIES, RING_LEN_256, control, status};
 use super::domains::Domains;
@@ -55,7 +55,7 @@ struct AmdViUnit {
 }
 
 #[derive(Debug)]
-struct Attached {
+struct AmdViAttached {
     domain: u16,
     unit: usize,
     /// Requester ids programmed: the device's own and its IVRS alias.
@@ -71,7 +71,7 @@ pub struct AmdViIommu<H: IommuHw> {
     units: Vec<AmdViUnit>,
     hpa_limit: u64,
     domains: Domains<IoPte>,
-    attached: BTreeMap<Bdf, Attached>,
+    attached: BTreeMap<Bdf, AmdViAttached>,
     enabled: bool,
 }
 
@@ -166,14 +166,14 @@ impl<H: IommuHw> AmdViIommu<H> {
     }
 
     /// Queues `commands` plus a COMPLETION_WAIT and waits for its store (§2.4.1).
-    fn submit(&mut self, u: usize, commands: &[Command]) -> Result<(), IommuError> {
+    fn submit(&mut self, u: usize, commands: &[AmdViCommand]) -> Result<(), IommuError> {
         if commands.len() >= RING_ENTRIES - 1 {
             return Err(IommuError::Unsupported("command batch size"));
         }
         let unit = self.unit_mut(u)?;
         unit.sequence = unit.sequence.wrapping_add(1);
         let (ring, mut tail, store, seq) = (unit.command_ring, unit.command_tail, unit.status, unit.sequence);
-        let wait = Command::completion_wait(store, seq);
+        let wait = AmdViCommand::completion_wait(store, seq);
         for c in commands.iter().chain(core::iter::once(&wait)) {
             if !write_entry(&mut self.hw, ring, tail, &c.0) {
                 return Err(IommuError::Unsupported("command ring slot"));
@@ -210,13 +210,15 @@ impl<H: IommuHw> AmdViIommu<H> {
         let ctl = control::IOMMU_EN | control::EVENT_LOG_EN | control::CMD_BUF_EN | control::COHERENT;
         self.hw.write64(u, regs::CONTROL, ctl);
         if efr.invalidate_all() {
-            self.submit(u, &[Command::invalidate_all()])?;
+            self.submit(u, &[AmdViCommand::invalidate_all()])?;
         } else {
             let ids: Vec<u16> = (0..pages.wrapping_mul(128)).filter_map(|d| u16::try_from(d).ok()).collect();
             for chunk in ids.chunks(100) {
-                let cmds: Vec<Command> = chunk
+                let cmds: Vec<AmdViCommand> = chunk
                     .iter()
-                    .flat_map(|d| [Command::invalidate_devtab_entry(*d), Command::invalidate_interrupt_table(*d)])
+                    .flat_map(|d| {
+                        [AmdViCommand::invalidate_devtab_entry(*d), AmdViCommand::invalidate_interrupt_table(*d)]
+                    })
                     .collect();
                 self.submit(u, &cmds)?;
             }
@@ -274,7 +276,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
     fn destroy_domain(&mut self, domain: DomainId) -> Result<(), IommuError> {
         self.domains.remove_idle(&mut self.hw, domain)?;
         for u in 0..self.units.len() {
-            self.submit(u, &[Command::invalidate_domain(domain.0)])?;
+            self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
         }
         Ok(())
     }
@@ -303,13 +305,13 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
                 self.hw.free(irt);
                 return Err(e);
             }
-            commands.push(Command::invalidate_devtab_entry(*d));
-            commands.push(Command::invalidate_interrupt_table(*d));
+            commands.push(AmdViCommand::invalidate_devtab_entry(*d));
+            commands.push(AmdViCommand::invalidate_interrupt_table(*d));
         }
-        commands.push(Command::invalidate_domain(domain.0));
+        commands.push(AmdViCommand::invalidate_domain(domain.0));
         self.submit(u, &commands)?;
         log::info!(target: "iommu", "AMD-Vi: {bdf} attached to domain {} (ids {devids:04x?})", domain.0);
-        self.attached.insert(bdf, Attached { domain: domain.0, unit: u, devids, irt });
+        self.attached.insert(bdf, AmdViAttached { domain: domain.0, unit: u, devids, irt });
         self.domains.add_device(domain.0, bdf);
         Ok(())
     }
@@ -320,10 +322,10 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         for d in &a.devids {
             let entry = default_dte(&self.unit(a.unit)?.ivhd, *d);
             self.write_dte(a.unit, *d, &entry)?;
-            commands.push(Command::invalidate_devtab_entry(*d));
-            commands.push(Command::invalidate_interrupt_table(*d));
+            commands.push(AmdViCommand::invalidate_devtab_entry(*d));
+            commands.push(AmdViCommand::invalidate_interrupt_table(*d));
         }
-        commands.push(Command::invalidate_domain(a.domain));
+        commands.push(AmdViCommand::invalidate_domain(a.domain));
         let result = self.submit(a.unit, &commands);
         // The table is unreachable once the DTE is rewritten and invalidated.
         if result.is_ok() {
@@ -358,7 +360,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         }
         let (unit, irt, devids) = (a.unit, a.irt, a.devids.clone());
         set_irte(&mut self.hw, irt, index, irte::AmdViIrte::remapped(target).0);
-        let commands: Vec<Command> = devids.iter().map(|d| Command::invalidate_interrupt_table(*d)).collect();
+        let commands: Vec<AmdViCommand> = devids.iter().map(|d| AmdViCommand::invalidate_interrupt_table(*d)).collect();
         self.submit(unit, &commands)?;
         Ok(irte::msi_for_index(index))
     }
@@ -370,16 +372,16 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         }
         let (unit, irt, devids) = (a.unit, a.irt, a.devids.clone());
         set_irte(&mut self.hw, irt, index, 0);
-        let commands: Vec<Command> = devids.iter().map(|d| Command::invalidate_interrupt_table(*d)).collect();
+        let commands: Vec<AmdViCommand> = devids.iter().map(|d| AmdViCommand::invalidate_interrupt_table(*d)).collect();
         self.submit(unit, &commands)
     }
 
     fn invalidate_all(&mut self) -> Result<(), IommuError> {
         for u in 0..self.units.len() {
             if self.unit(u)?.efr.invalidate_all() {
-                self.submit(u, &[Command::invalidate_all()])?;
+                self.submit(u, &[AmdViCommand::invalidate_all()])?;
             } else {
-                let domains: Vec<Command> = self.domains.ids().map(Command::invalidate_domain).collect();
+                let domains: Vec<AmdViCommand> = self.domains.ids().map(AmdViCommand::invalidate_domain).collect();
                 for chunk in domains.chunks(100) {
                     self.submit(u, chunk)?;
                 }

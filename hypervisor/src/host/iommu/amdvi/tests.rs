@@ -196,10 +196,10 @@ fn event_decoding() {
 
 #[test]
 fn command_encoding() {
-    let c = Command::completion_wait(HostPhysAddr::new(0x1234_5008), 7);
+    let c = AmdViCommand::completion_wait(HostPhysAddr::new(0x1234_5008), 7);
     assert_eq!(c.0, [0x1 << 60 | 0x1234_5008 | 1, 7]);
-    let c = Command::invalidate_domain(0x42);
+    let c = AmdViCommand::invalidate_domain(0x42);
     assert_eq!(c.0, [0x3 << 60 | 0x42 << 32, 0x7fff_ffff_ffff_f003]);
-    assert_eq!(Command::invalidate_devtab_entry(0x0100).0, [0x2 << 60 | 0x100, 0]);
-    assert_eq!(Command::invalidate_interrupt_table(0x0100).0, [0x5 << 60 | 0x100, 0]);
+    assert_eq!(AmdViCommand::invalidate_devtab_entry(0x0100).0, [0x2 << 60 | 0x100, 0]);
+    assert_eq!(AmdViCommand::invalidate_interrupt_table(0x0100).0, [0x5 << 60 | 0x100, 0]);
 }
