@@ -60,7 +60,7 @@ pub trait Arch {
     type Regs<'a>: RegisterFile
     where
         Self: 'a;
-    type Error: fmt::Debug;
+    type Error: fmt::Debug + Into<VendorError>;
 
     /// Whether this CPU supports the backend, and with which optional features.
     fn probe() -> Option<Self::Features>;
@@ -124,6 +124,39 @@ pub trait OnBackend {
     type Output;
     /// Runs with backend `A`, already enabled on this CPU with `features`.
     fn run<A: Arch>(self, features: A::Features) -> Self::Output;
+}
+
+/// A backend's own error, whichever backend runs: what generic code keeps once the
+/// backend type is gone (a launch report, the safe-mode screen). Printed as the
+/// backend's error itself.
+pub enum VendorError {
+    Svm(crate::arch::svm::SvmError),
+    /// The scripted backend of unit tests.
+    #[cfg(test)]
+    Fake,
+}
+
+impl fmt::Debug for VendorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Svm(e) => fmt::Debug::fmt(e, f),
+            #[cfg(test)]
+            Self::Fake => f.write_str("Fake"),
+        }
+    }
+}
+
+impl From<crate::arch::svm::SvmError> for VendorError {
+    fn from(e: crate::arch::svm::SvmError) -> Self {
+        Self::Svm(e)
+    }
+}
+
+#[cfg(test)]
+impl From<()> for VendorError {
+    fn from((): ()) -> Self {
+        Self::Fake
+    }
 }
 
 /// Why no backend could be used.

@@ -70,6 +70,23 @@ pub enum VmError<E> {
     Devices(crate::vm::passthrough::PassthroughError),
 }
 
+impl<E> VmError<E> {
+    /// The same error with the backend's own error made vendor-neutral, for reports
+    /// made after the backend type is gone.
+    pub fn into_vendor(self) -> VmError<crate::arch::backend::VendorError>
+    where
+        E: Into<crate::arch::backend::VendorError>,
+    {
+        match self {
+            VmError::OutOfMemory(what) => VmError::OutOfMemory(what),
+            VmError::Image(why) => VmError::Image(why),
+            VmError::Backend(why) => VmError::Backend(why.map_vcpu(Into::into)),
+            VmError::HostVectors(shortage) => VmError::HostVectors(shortage),
+            VmError::Devices(why) => VmError::Devices(why),
+        }
+    }
+}
+
 impl<E: core::fmt::Debug> core::fmt::Display for VmError<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {

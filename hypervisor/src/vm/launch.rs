@@ -9,8 +9,7 @@ use core::fmt;
 use bulkhead_abi::BootInfo;
 use log::info;
 
-use crate::arch::backend::Arch;
-use crate::arch::svm::{Svm, SvmError};
+use crate::arch::backend::{self, Arch, NoUsableBackend, OnBackend, VendorError};
 use crate::host::handoff::{self, module_data};
 use crate::memory::phys::GlobalFrames;
 use crate::switcher::hotkeys::Hotkeys;
@@ -39,8 +38,8 @@ pub enum LaunchError {
     /// A `devices=` assignment is refused.
     Devices(PassthroughError),
     /// No AMD SVM with nested paging (VMX is not supported yet).
-    NoSvm,
-    EnableSvm(SvmError),
+    /// No virtualisation backend can run VMs on this CPU.
+    Backend(NoUsableBackend),
     /// The boot module a VM's `image=` names is missing.
     NoImage {
         vm: String,
@@ -53,7 +52,7 @@ pub enum LaunchError {
     },
     CreateVm {
         vm: String,
-        error: VmError<SvmError>,
+        error: VmError<VendorError>,
     },
 }
 
@@ -66,10 +65,7 @@ impl fmt::Display for LaunchError {
             Self::NoVms => f.write_str("the VM configuration lists no VMs"),
             Self::KeyMap { binding } => write!(f, "the key map does not fit (binding {binding})"),
             Self::Devices(e) => write!(f, "{e}"),
-            Self::NoSvm => {
-                f.write_str("this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)")
-            }
-            Self::EnableSvm(e) => write!(f, "cannot enable SVM: {e:?}"),
+            Self::Backend(e) => write!(f, "{e}"),
             Self::NoImage { vm, module } => write!(f, "VM {vm}: no boot module named `{module}`"),
             Self::NoInitrd { vm, module } => write!(f, "VM {vm}: no boot module named `{module}` (its initrd)"),
             Self::CreateVm { vm, error } => write!(f, "VM {vm}: {error}"),
@@ -110,44 +106,62 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
         Ok(a) => a,
         Err(e) => return LaunchError::Devices(e),
     };
-    let Some(features) = Svm::probe() else {
-        return LaunchError::NoSvm;
-    };
-    if let Err(e) = Svm::enable_cpu(&features, &mut GlobalFrames) {
-        return LaunchError::EnableSvm(e);
+    let start = StartVms { modules, configs, assigned, hotkeys, selftest, host_time, display };
+    match backend::on_backend(start, &mut GlobalFrames) {
+        Ok(why) => why,
+        Err(e) => LaunchError::Backend(e),
     }
-    info!(target: "vm", "SVM enabled: {features:?}");
-    let mut images = Vec::new();
-    for c in &configs {
-        let Some(image) = module_data(modules, &c.image) else {
-            return LaunchError::NoImage { vm: c.name.clone(), module: c.image.clone() };
-        };
-        let initrd = match &c.initrd {
-            Some(name) => match module_data(modules, name) {
-                Some(data) => Some(data),
-                None => return LaunchError::NoInitrd { vm: c.name.clone(), module: name.clone() },
-            },
-            None => None,
-        };
-        images.push((image, initrd));
-    }
-    let mut vms = Vec::new();
-    let setups = images.into_iter().zip(assigned);
-    for (id, (config, ((image, initrd), devices))) in (0u32..).zip(configs.into_iter().zip(setups)) {
-        let kind = config.kind;
-        let name = config.name.clone();
-        let memory = config.memory_bytes;
-        let resources = VmResources { initrd, host_time, display, devices: devices.leak() };
-        let vm = Vm::<Svm>::create(id, config, image, resources, &features);
-        match vm {
-            Ok(vm) => {
-                info!(target: "vm", "vm {id} ({name}) created: {} MiB, {kind:?}", memory >> 20);
-                vms.push(vm);
-            }
-            Err(error) => return LaunchError::CreateVm { vm: name, error },
+}
+
+/// The VMs to start once the backend is chosen: everything below is generic over it.
+struct StartVms {
+    modules: &'static [bulkhead_abi::Module],
+    configs: Vec<config::VmConfig>,
+    assigned: Vec<Vec<crate::hw::Bdf>>,
+    hotkeys: Hotkeys,
+    selftest: bool,
+    host_time: HostTime,
+    display: (u32, u32),
+}
+
+impl OnBackend for StartVms {
+    type Output = LaunchError;
+
+    /// Finds every VM's images, creates the VMs and runs them; returns only when one
+    /// cannot be created.
+    fn run<A: Arch>(self, features: A::Features) -> LaunchError {
+        let StartVms { modules, configs, assigned, hotkeys, selftest, host_time, display } = self;
+        let mut images = Vec::new();
+        for c in &configs {
+            let Some(image) = module_data(modules, &c.image) else {
+                return LaunchError::NoImage { vm: c.name.clone(), module: c.image.clone() };
+            };
+            let initrd = match &c.initrd {
+                Some(name) => match module_data(modules, name) {
+                    Some(data) => Some(data),
+                    None => return LaunchError::NoInitrd { vm: c.name.clone(), module: name.clone() },
+                },
+                None => None,
+            };
+            images.push((image, initrd));
         }
+        let mut vms = Vec::new();
+        let setups = images.into_iter().zip(assigned);
+        for (id, (config, ((image, initrd), devices))) in (0u32..).zip(configs.into_iter().zip(setups)) {
+            let kind = config.kind;
+            let name = config.name.clone();
+            let memory = config.memory_bytes;
+            let resources = VmResources { initrd, host_time, display, devices: devices.leak() };
+            match Vm::<A>::create(id, config, image, resources, &features) {
+                Ok(vm) => {
+                    info!(target: "vm", "vm {id} ({name}) created: {} MiB, {kind:?}", memory >> 20);
+                    vms.push(vm);
+                }
+                Err(error) => return LaunchError::CreateVm { vm: name, error: error.into_vendor() },
+            }
+        }
+        Scheduler::new(vms, features, hotkeys).run(selftest)
     }
-    Scheduler::new(vms, features, hotkeys).run(selftest)
 }
 
 #[cfg(test)]
@@ -162,11 +176,14 @@ mod tests {
         let e = LaunchError::NoInitrd { vm: "corporate".into(), module: "initrd".into() };
         assert_eq!(e.to_string(), "VM corporate: no boot module named `initrd` (its initrd)");
         assert_eq!(
-            LaunchError::EnableSvm(SvmError::DisabledByFirmware).to_string(),
+            LaunchError::Backend(NoUsableBackend::SvmEnable(crate::arch::svm::SvmError::DisabledByFirmware))
+                .to_string(),
             "cannot enable SVM: DisabledByFirmware"
         );
         let e = LaunchError::CreateVm { vm: "n".into(), error: VmError::Devices(PassthroughError::NoIommu) };
         assert_eq!(e.to_string(), "VM n: the virtualisation backend refused: no IOMMU");
+        let unsupported = LaunchError::Backend(NoUsableBackend::Unsupported).to_string();
+        assert_eq!(unsupported, "this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)");
     }
 
     #[test]

@@ -86,6 +86,18 @@ pub enum BackendError<E> {
     Vcpu(E),
 }
 
+impl<E> BackendError<E> {
+    /// The same error with the backend's own error converted (to a vendor-neutral one).
+    pub fn map_vcpu<F>(self, f: impl FnOnce(E) -> F) -> BackendError<F> {
+        match self {
+            Self::Bus(e) => BackendError::Bus(e),
+            Self::Platform(e) => BackendError::Platform(e),
+            Self::Npt(e) => BackendError::Npt(e),
+            Self::Vcpu(e) => BackendError::Vcpu(f(e)),
+        }
+    }
+}
+
 impl<E: fmt::Debug> fmt::Display for BackendError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
