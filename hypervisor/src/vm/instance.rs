@@ -7,6 +7,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::arch::x86::exit_stages::{self, Stage};
 use crate::arch::x86::{device_vectors, idt};
 use crate::devices::irq::{ApicSink, GsiSink};
 use bulkhead_abi::payload::{SCRATCH_MMIO, SCRATCH_MMIO_LEN};
@@ -576,6 +577,7 @@ impl<A: Arch> Vm<A> {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
         }
         loop {
+            exit_stages::checkpoint(Stage::Apply);
             // Device interrupts that arrived (the last exit, or while the VM waited) go
             // in first; another VM's end the slice so the scheduler delivers them.
             self.resample_intx_lines();
@@ -611,7 +613,9 @@ impl<A: Arch> Vm<A> {
             if let Some(p) = self.platform.as_deref() {
                 p.offer_pv_eoi(&mut GuestMemory::new(&self.map, DirectMap));
             }
+            exit_stages::checkpoint(Stage::Interrupts);
             let exit = A::run(vcpu);
+            exit_stages::checkpoint(Stage::ExitDecode);
             let host_tsc = crate::arch::x86::instr::rdtsc();
             if let Some(p) = self.platform.as_deref() {
                 p.collect_pv_eoi(&mut GuestMemory::new(&self.map, DirectMap));
@@ -623,10 +627,16 @@ impl<A: Arch> Vm<A> {
                 x86_64::instructions::interrupts::disable();
             }
             self.counters.record(&exit.reason);
+            exit_stages::checkpoint(Stage::Bookkeeping);
             let action = {
                 let mut regs = A::regs(vcpu);
                 if exit.reason == ExitReason::Hypercall && regs.gpr(Gpr::Rax) == bulkhead_abi::hypercall::VM_INFO {
-                    log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.id, self.config.name, self.counters);
+                    if exit_stages::enabled() {
+                        let stages = exit_stages::take();
+                        log::info!(target: "vm", "vm {} ({}) exit counters: {}{stages}", self.id, self.config.name, self.counters);
+                    } else {
+                        log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.id, self.config.name, self.counters);
+                    }
                 }
                 let mut memory = GuestMemory::new(&self.map, DirectMap);
                 let mut console = ConsoleAdapter(&self.console);
@@ -673,6 +683,7 @@ impl<A: Arch> Vm<A> {
                     }
                 }
             };
+            exit_stages::checkpoint(Stage::Handler);
             let mut flow = A::apply(vcpu, &action);
             // A configuration write may have moved an assigned BAR or switched its decode.
             if matches!(exit.reason, ExitReason::Io(_) | ExitReason::NestedPageFault { .. })

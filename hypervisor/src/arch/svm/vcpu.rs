@@ -17,6 +17,7 @@ use super::vmcb::{
     InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state, intercept_exception,
     nested_ctl, tlb_control,
 };
+use crate::arch::x86::exit_stages::{self, Stage};
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
 use crate::vcpu::arch::{InitialState, VcpuConfig};
@@ -266,11 +267,13 @@ impl SvmVcpu {
             // frame holding a valid image (initialised in `new`, then saved below).
             unsafe { instr::fxrstor(area) };
         }
+        exit_stages::checkpoint(Stage::Entry);
         // SAFETY: SVME is set (checked above) and `enable` set VM_HSAVE_PA on this CPU;
         // the VMCB was built by `setup_vmcb` and intercepts VMRUN; the VMCB and host
         // save frames belong to this vCPU alone and are 4 KiB-aligned; `self.regs` is
         // a valid, exclusively borrowed register block.
         unsafe { svm_run(self.vmcb_pa.raw(), &raw mut self.regs, self.host_save_pa.raw()) };
+        exit_stages::checkpoint(Stage::Guest);
         if xsave {
             // The guest's XCR0 is whatever the CPU holds now: where XSETBV is not
             // intercepted (QEMU's emulated SVM) the guest changed it directly.

@@ -2,6 +2,7 @@
 //! feature detection.
 pub mod cpu;
 pub mod device_vectors;
+pub mod exit_stages;
 pub mod gdt;
 pub mod idt;
 pub mod instr;

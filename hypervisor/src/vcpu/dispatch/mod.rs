@@ -13,6 +13,7 @@
     clippy::arithmetic_side_effects
 )]
 
+use crate::arch::x86::exit_stages::{self, Stage};
 use crate::devices::bus::{MmioBus, PortBus};
 use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::cpuid::{CpuidPolicy, CpuidSource};
@@ -144,7 +145,10 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
     if let Some(rip) = exit.next_rip {
         return NextRip::To(rip);
     }
-    match decode_at_rip(exit, regs, env) {
+    exit_stages::checkpoint(Stage::Handler);
+    let decoded = decode_at_rip(exit, regs, env);
+    exit_stages::checkpoint(Stage::InsnDecode);
+    match decoded {
         Some(i) if expected.contains(&i.op) => NextRip::By(i.len),
         other => {
             log::warn!(target: "vcpu", "rip {:#x}: expected {expected:?}, decoded {:?}; assuming {fallback} bytes",
