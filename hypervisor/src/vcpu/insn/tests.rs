@@ -355,3 +355,27 @@ fn random_bytes_never_panic_and_lengths_are_sane() {
     }
     assert!(ok > 10_000, "only {ok} decodable inputs");
 }
+
+#[test]
+fn plain_encodings_agree_with_the_decoder_in_every_mode() {
+    for (op, encoding) in PLAIN_ENCODINGS {
+        for mode in [CpuMode::Long64, CpuMode::Protected32, CpuMode::Protected16, CpuMode::Real] {
+            let i = decode(encoding, mode).unwrap();
+            assert_eq!((i.op, usize::from(i.len)), (op, encoding.len()), "{encoding:02x?} in {mode:?}");
+        }
+        let mut followed = encoding.to_vec();
+        followed.extend_from_slice(&[0x90; 8]);
+        assert_eq!(plain_length(&followed, &[op]), Some(encoding.len() as u8));
+    }
+}
+
+#[test]
+fn plain_length_leaves_prefixed_and_unexpected_instructions_to_the_decoder() {
+    // REX.W CPUID is 3 bytes: only the decoder gets that right.
+    assert_eq!(plain_length(&[0x48, 0x0f, 0xa2], &[Op::Cpuid]), None);
+    assert_eq!(plain_length(&[0x66, 0x0f, 0xa2], &[Op::Cpuid]), None);
+    assert_eq!(plain_length(&[0x0f, 0xa2], &[Op::Rdmsr]), None);
+    assert_eq!(plain_length(&[0x0f], &[Op::Cpuid]), None, "truncated");
+    assert_eq!(plain_length(&[0xf3, 0xf3, 0x90], &[Op::Pause]), None);
+    assert_eq!(plain_length(&[0x0f, 0x01, 0xd9], &[Op::Vmmcall, Op::Vmcall]), Some(3));
+}
