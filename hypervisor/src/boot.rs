@@ -23,6 +23,9 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     };
     let (options, unknown) = cmdline::parse(boot_info.cmdline());
     log::set_max_level(options.log_level);
+    if options.exit_stages {
+        crate::arch::x86::exit_stages::enable();
+    }
     for word in unknown {
         warn!(target: "boot", "ignoring unknown option {word:?}");
     }

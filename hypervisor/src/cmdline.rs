@@ -22,11 +22,14 @@ pub struct Options {
     pub then: ThenAction,
     /// Self-test image: end with a verdict once every VM has stopped.
     pub selftest: bool,
+    /// Benchmarks: sum the instructions of each stage of the exit path (see
+    /// `arch::x86::exit_stages`) and log them with the exit counters.
+    pub exit_stages: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { log_level: LevelFilter::Info, then: ThenAction::Run, selftest: false }
+        Options { log_level: LevelFilter::Info, then: ThenAction::Run, selftest: false, exit_stages: false }
     }
 }
 
@@ -43,6 +46,10 @@ pub fn parse(text: &str) -> (Options, heapless::Vec<&str, 8>) {
             Some(("then", "reset")) => set(&mut options.then, ThenAction::Reset),
             None if word == "selftest" => {
                 options.selftest = true;
+                true
+            }
+            None if word == "exit-stages" => {
+                options.exit_stages = true;
                 true
             }
             _ => false,
@@ -65,8 +72,9 @@ mod tests {
 
     #[test]
     fn parses_known_options_and_reports_the_rest() {
-        let (o, unknown) = parse("log=debug then=shutdown selftest bogus log=loud");
+        let (o, unknown) = parse("log=debug then=shutdown selftest bogus log=loud exit-stages");
         assert!(o.selftest);
+        assert!(o.exit_stages);
         assert_eq!(o.log_level, LevelFilter::Debug);
         assert_eq!(o.then, ThenAction::Shutdown);
         assert_eq!(unknown.as_slice(), &["bogus", "log=loud"]);

@@ -49,6 +49,11 @@ impl super::guest::HostMemory for DirectMap {
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ptr(hpa), data.len()) };
         true
     }
+
+    fn read_u64(&self, hpa: HostPhysAddr) -> Option<u64> {
+        // SAFETY: as in `read` (the 8 bytes lie inside one region); any alignment.
+        Some(u64::from_le(unsafe { core::ptr::read_unaligned(ptr(hpa).cast::<u64>()) }))
+    }
 }
 
 /// FNV-1a over physical memory, for integrity checks of VM memory and the hypervisor.

@@ -7,6 +7,7 @@ use crate::arch::backend::Arch;
 use crate::arch::exit::{Exit, ExitAction, ExitReason};
 use crate::arch::regs::{Gpr, RegisterFile};
 use crate::arch::x86::cpuid::CpuidSource;
+use crate::arch::x86::exit_stages::{self, Stage};
 use crate::devices::bus::{MemBus, PioBus};
 use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::cpuid::CpuidPolicy;
@@ -68,10 +69,13 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
     /// nothing pending, or a stop. The caller records a halt or a stop in the VM.
     pub fn run(&mut self) -> SliceEnd {
         loop {
+            exit_stages::checkpoint(Stage::Apply);
             if let Some(end) = self.prepare_entry() {
                 return end;
             }
+            exit_stages::checkpoint(Stage::Interrupts);
             let exit = A::run(self.vcpu);
+            exit_stages::checkpoint(Stage::ExitDecode);
             let host_tsc = self.host.now_tsc();
             self.platform.after_exit(self.memory);
             if let Some(end) = self.handle_exit(&exit, host_tsc) {
@@ -127,7 +131,9 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
             self.host.take_host_interrupt();
         }
         self.counters.record(&exit.reason);
+        exit_stages::checkpoint(Stage::Bookkeeping);
         let action = self.decide(exit, host_tsc);
+        exit_stages::checkpoint(Stage::Handler);
         let flow = A::apply(self.vcpu, &action);
         self.follow_bars(exit);
         let flow = slice_rules::with_power_event(flow, self.platform.take_power_event());
@@ -145,7 +151,12 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
     fn decide(&mut self, exit: &Exit, host_tsc: u64) -> ExitAction {
         let mut regs = A::regs(self.vcpu);
         if exit.reason == ExitReason::Hypercall && regs.gpr(Gpr::Rax) == bulkhead_abi::hypercall::VM_INFO {
-            log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.vm.id, self.vm.name, self.counters);
+            if exit_stages::enabled() {
+                let stages = exit_stages::take();
+                log::info!(target: "vm", "vm {} ({}) exit counters: {}{stages}", self.vm.id, self.vm.name, self.counters);
+            } else {
+                log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.vm.id, self.vm.name, self.counters);
+            }
         }
         let mut console = ConsoleAdapter(self.console);
         let mut devices = self.platform.devices(self.ports, self.mmio, host_tsc);

@@ -46,6 +46,19 @@ enum BenchCmd {
         #[arg(long)]
         no_build: bool,
     },
+    /// The path length of one exit round trip: a payload VM times CPUID, a hypercall,
+    /// a port read, an MMIO load, an MSR write and HLT woken by an interrupt, each
+    /// next to a baseline loop without the exit; reports instructions per round trip,
+    /// the baseline, their difference (the hypervisor's work) and exits per iteration.
+    Exits {
+        /// Boot the existing image without rebuilding it.
+        #[arg(long)]
+        no_build: bool,
+        /// Also break each round trip down by stage of the exit path (the hypervisor's
+        /// `exit-stages` option: TSC checkpoints, which add a few instructions each).
+        #[arg(long)]
+        stages: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -112,6 +125,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(&args),
         Cmd::Bench(BenchCmd::LinuxBoot) => bench_linux_boot(),
         Cmd::Bench(BenchCmd::Switch { no_build }) => bench_switch(no_build),
+        Cmd::Bench(BenchCmd::Exits { no_build, stages }) => bench_exits(no_build, stages),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -272,6 +286,40 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
     config.qmp_socket = Some(qmp.clone());
     eprintln!("     Booting under -icount (several minutes)");
     let table = images::switch_bench::run(config.command(&qemu), &qmp)?;
+    println!("{table}");
+    Ok(())
+}
+
+fn bench_exits(no_build: bool, stages: bool) -> Result<(), String> {
+    let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
+    let out = layout::target_dir().join(if stages { "bench-exits-stages.img" } else { "bench-exits.img" });
+    if !(no_build && out.is_file()) {
+        let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
+        let payloads = build::build_payloads().map_err(|e| e.to_string())?;
+        let vms = "vm exits kind=payload image=exits memory=16M label=\"Exit benchmark\"\n";
+        let spec = disk::ImageSpec {
+            loader_efi: artifacts.loader_efi,
+            hypervisor_elf: artifacts.hypervisor_elf,
+            modules: vec![
+                disk::BootModule { name: "vms".into(), source: disk::FileSource::Bytes(vms.as_bytes().to_vec()) },
+                disk::BootModule { name: "exits".into(), source: disk::FileSource::Host(payloads.join("exits")) },
+            ],
+            gop_mode: Some((1280, 800)),
+            cmdline: if stages { "exit-stages" } else { "" }.to_string(),
+        };
+        eprintln!("     Writing {}", out.display());
+        disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
+    }
+    let vars = layout::target_dir().join("bench-ovmf-vars.fd");
+    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| format!("cannot copy the OVMF variable store: {e}"))?;
+    let mut config = MachineConfig::new(&out, &ovmf, vars);
+    config.memory_mib = 512;
+    config.cpus = 1;
+    config.iommu = Iommu::None;
+    config.display = Display::Headless;
+    config.icount = true;
+    eprintln!("     Booting under -icount (about a minute)");
+    let table = images::exits_bench::run(config.command(&qemu))?;
     println!("{table}");
     Ok(())
 }

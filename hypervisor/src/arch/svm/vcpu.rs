@@ -21,6 +21,7 @@ use super::vmcb::{
 use crate::arch::backend::{InitialState, VcpuConfig};
 use crate::arch::exit::{Event, EventKind, Exit, ExitAction, ExitReason, Flow, NextRip, vector};
 use crate::arch::regs::{ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr};
+use crate::arch::x86::exit_stages::{self, Stage};
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
 
@@ -326,11 +327,13 @@ impl SvmVcpu {
             unsafe { instr::fxrstor(area) };
         }
         self.switched.load(&mut HostSwitched);
+        exit_stages::checkpoint(Stage::Entry);
         // SAFETY: SVME is set (checked above) and `enable` set VM_HSAVE_PA on this CPU;
         // the VMCB was built by `setup_vmcb` and intercepts VMRUN; the VMCB and host
         // save frames belong to this vCPU alone and are 4 KiB-aligned; `self.regs` is
         // a valid, exclusively borrowed register block.
         unsafe { svm_run(self.vmcb_pa.raw(), &raw mut self.regs, self.host_save_pa.raw()) };
+        exit_stages::checkpoint(Stage::Guest);
         self.switched.save(&mut HostSwitched);
         if xsave {
             // The guest's XCR0 is whatever the CPU holds now: where XSETBV is not

@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod cpuid;
 pub mod debug_exit;
 pub mod device_vectors;
+pub mod exit_stages;
 pub mod gdt;
 pub mod idt;
 pub mod instr;

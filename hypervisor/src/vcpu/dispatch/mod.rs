@@ -13,10 +13,13 @@
     clippy::arithmetic_side_effects
 )]
 
-use crate::arch::exit::{Event, Exit, ExitAction, ExitReason, IoDirection, IoExit, NextRip, StopReason, vector};
+use crate::arch::exit::{
+    Event, Exit, ExitAction, ExitReason, InsnBytes, IoDirection, IoExit, NextRip, StopReason, vector,
+};
 use crate::arch::regs::VendorMsr;
 use crate::arch::regs::{Gpr, RegisterFile};
 use crate::arch::x86::cpuid::CpuidSource;
+use crate::arch::x86::exit_stages::{self, Stage};
 use crate::devices::bus::{MmioBus, PortBus};
 use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::cpuid::CpuidPolicy;
@@ -146,7 +149,19 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
     if let Some(rip) = exit.next_rip {
         return NextRip::To(rip);
     }
-    match decode_at_rip(exit, regs, env) {
+    exit_stages::checkpoint(Stage::Handler);
+    let bytes = bytes_at_rip(exit, regs, env);
+    // The usual case, the expected instruction without prefixes, needs no decoder.
+    let plain = bytes.as_ref().and_then(|b| insn::plain_length(b.as_slice(), expected));
+    let decoded = match plain {
+        Some(_) => None,
+        None => bytes.and_then(|b| decode_bytes(b.as_slice(), regs, env)),
+    };
+    exit_stages::checkpoint(Stage::InsnDecode);
+    if let Some(len) = plain {
+        return NextRip::By(len);
+    }
+    match decoded {
         Some(i) if expected.contains(&i.op) => NextRip::By(i.len),
         other => {
             crate::limited!(
@@ -162,19 +177,24 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
 
 /// Decodes the instruction at RIP from the CPU-provided bytes or by fetching it.
 fn decode_at_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> Option<insn::Instruction> {
-    let fetched;
-    let bytes = if exit.insn.is_empty() {
-        fetched = match walk::fetch(regs, &*env.memory) {
-            Ok(f) => f,
-            Err(e) => {
-                log::debug!(target: "vcpu", "vm{} cannot fetch the instruction at {:#x}: {e:?} ({:x?})", env.vm.id, regs.rip(), regs.control());
-                return None;
-            }
-        };
-        fetched.as_slice()
-    } else {
-        exit.insn.as_slice()
-    };
+    bytes_at_rip(exit, regs, env).and_then(|b| decode_bytes(b.as_slice(), regs, env))
+}
+
+/// The instruction bytes at RIP: the CPU-provided ones, or fetched.
+fn bytes_at_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> Option<InsnBytes> {
+    if !exit.insn.is_empty() {
+        return Some(exit.insn);
+    }
+    match walk::fetch(regs, &*env.memory) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log::debug!(target: "vcpu", "vm{} cannot fetch the instruction at {:#x}: {e:?} ({:x?})", env.vm.id, regs.rip(), regs.control());
+            None
+        }
+    }
+}
+
+fn decode_bytes(bytes: &[u8], regs: &impl RegisterFile, env: &VmEnv<'_>) -> Option<insn::Instruction> {
     match insn::decode(bytes, regs.mode()) {
         Ok(i) => Some(i),
         Err(e) => {

@@ -17,6 +17,28 @@ pub mod walk;
 
 pub use decode::{MAX_INSN_LEN, decode};
 
+/// The length of the instruction at the start of `bytes` if it is one of `expected`
+/// in its plain encoding (no prefixes): what [`decode`] would say, without decoding
+/// (these bytes mean the same instruction and length in every mode; the tests check
+/// every byte sequence this answers for against the decoder). `None` means "decode it".
+pub fn plain_length(bytes: &[u8], expected: &[Op]) -> Option<u8> {
+    let (op, len) = match bytes {
+        [0x0f, 0xa2, ..] => (Op::Cpuid, 2),
+        [0x0f, 0x32, ..] => (Op::Rdmsr, 2),
+        [0x0f, 0x30, ..] => (Op::Wrmsr, 2),
+        [0x0f, 0x31, ..] => (Op::Rdtsc, 2),
+        [0x0f, 0x09, ..] => (Op::Wbinvd, 2),
+        [0x0f, 0x01, 0xf9, ..] => (Op::Rdtscp, 3),
+        [0x0f, 0x01, 0xd9, ..] => (Op::Vmmcall, 3),
+        [0x0f, 0x01, 0xc1, ..] => (Op::Vmcall, 3),
+        [0x0f, 0x01, 0xd1, ..] => (Op::Xsetbv, 3),
+        [0xf4, ..] => (Op::Hlt, 1),
+        [0xf3, 0x90, ..] => (Op::Pause, 2),
+        _ => return None,
+    };
+    expected.contains(&op).then_some(len)
+}
+
 use crate::arch::regs::{CpuMode, Gpr, RegisterFile, SegReg};
 use crate::hw::AccessSize;
 

@@ -355,3 +355,75 @@ fn random_bytes_never_panic_and_lengths_are_sane() {
     }
     assert!(ok > 10_000, "only {ok} decodable inputs");
 }
+
+const PLAIN_ENCODINGS: [(Op, &[u8]); 11] = [
+    (Op::Cpuid, &[0x0f, 0xa2]),
+    (Op::Rdmsr, &[0x0f, 0x32]),
+    (Op::Wrmsr, &[0x0f, 0x30]),
+    (Op::Rdtsc, &[0x0f, 0x31]),
+    (Op::Rdtscp, &[0x0f, 0x01, 0xf9]),
+    (Op::Vmmcall, &[0x0f, 0x01, 0xd9]),
+    (Op::Vmcall, &[0x0f, 0x01, 0xc1]),
+    (Op::Xsetbv, &[0x0f, 0x01, 0xd1]),
+    (Op::Wbinvd, &[0x0f, 0x09]),
+    (Op::Hlt, &[0xf4]),
+    (Op::Pause, &[0xf3, 0x90]),
+];
+
+const ALL_OPS: [Op; 11] = [
+    Op::Cpuid,
+    Op::Rdmsr,
+    Op::Wrmsr,
+    Op::Rdtsc,
+    Op::Rdtscp,
+    Op::Vmmcall,
+    Op::Vmcall,
+    Op::Xsetbv,
+    Op::Wbinvd,
+    Op::Hlt,
+    Op::Pause,
+];
+
+#[test]
+fn plain_length_answers_only_where_the_decoder_agrees() {
+    // Every 3-byte start (followed by NOPs): wherever the shortcut gives a length,
+    // the decoder must give the same instruction and length, in every mode.
+    let modes = [CpuMode::Long64, CpuMode::Protected32, CpuMode::Protected16, CpuMode::Real];
+    let mut answered = 0;
+    for start in 0..(1u32 << 24) {
+        let [b0, b1, b2, _] = start.to_le_bytes();
+        let bytes = [b0, b1, b2, 0x90, 0x90, 0x90, 0x90, 0x90];
+        let Some(len) = plain_length(&bytes, &ALL_OPS) else { continue };
+        answered += 1;
+        for mode in modes {
+            let i = decode(&bytes, mode).unwrap();
+            assert_eq!(i.len, len, "{bytes:02x?} in {mode:?}");
+            assert_eq!(plain_length(&bytes, &[i.op]), Some(len), "{bytes:02x?} is {:?}", i.op);
+        }
+    }
+    assert!(answered > 0);
+}
+
+#[test]
+fn plain_encodings_agree_with_the_decoder_in_every_mode() {
+    for (op, encoding) in PLAIN_ENCODINGS {
+        for mode in [CpuMode::Long64, CpuMode::Protected32, CpuMode::Protected16, CpuMode::Real] {
+            let i = decode(encoding, mode).unwrap();
+            assert_eq!((i.op, usize::from(i.len)), (op, encoding.len()), "{encoding:02x?} in {mode:?}");
+        }
+        let mut followed = encoding.to_vec();
+        followed.extend_from_slice(&[0x90; 8]);
+        assert_eq!(plain_length(&followed, &[op]), Some(encoding.len() as u8));
+    }
+}
+
+#[test]
+fn plain_length_leaves_prefixed_and_unexpected_instructions_to_the_decoder() {
+    // REX.W CPUID is 3 bytes: only the decoder gets that right.
+    assert_eq!(plain_length(&[0x48, 0x0f, 0xa2], &[Op::Cpuid]), None);
+    assert_eq!(plain_length(&[0x66, 0x0f, 0xa2], &[Op::Cpuid]), None);
+    assert_eq!(plain_length(&[0x0f, 0xa2], &[Op::Rdmsr]), None);
+    assert_eq!(plain_length(&[0x0f], &[Op::Cpuid]), None, "truncated");
+    assert_eq!(plain_length(&[0xf3, 0xf3, 0x90], &[Op::Pause]), None);
+    assert_eq!(plain_length(&[0x0f, 0x01, 0xd9], &[Op::Vmmcall, Op::Vmcall]), Some(3));
+}

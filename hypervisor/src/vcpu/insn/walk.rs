@@ -9,7 +9,7 @@
 use crate::arch::exit::InsnBytes;
 use crate::arch::regs::{CpuMode, RegisterFile, SegReg, cr};
 use crate::memory::addr::GuestPhysAddr;
-use crate::memory::guest::{GuestMemoryAccess, read_obj};
+use crate::memory::guest::GuestMemoryAccess;
 
 use super::MAX_INSN_LEN;
 
@@ -151,7 +151,7 @@ pub fn translate(
         nx_enabled: c.efer & cr::EFER_NXE != 0,
         smep: c.cr4 & cr::CR4_SMEP != 0,
     };
-    walk(c.cr3, linear, access, ctl, |gpa| read_obj::<u64>(mem, gpa).ok())
+    walk(c.cr3, linear, access, ctl, |gpa| mem.read_u64(gpa).ok())
 }
 
 /// Fetches up to 15 instruction bytes at CS:RIP. Stops early at a page that does not
