@@ -2,7 +2,6 @@
 //! to the serial port between slices, so logging inside a VM exit never waits for the
 //! UART. A line that does not fit is dropped whole (never half a line) and counted.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 /// A byte ring of `N` bytes holding whole records.
 pub struct LogRing<const N: usize> {

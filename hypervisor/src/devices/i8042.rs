@@ -15,7 +15,6 @@
 //! Device Controller" (status register, commands) and "Keyboard" (device commands);
 //! Linux `drivers/input/serio/i8042.c` and `drivers/input/keyboard/atkbd.c`.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;

@@ -19,7 +19,6 @@
 //! delivered (the [`InterruptController`](super::platform_irq::InterruptController)
 //! does this).
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
 use crate::devices::bus::MmioDevice;
 use crate::devices::irq::{ApicMessage, ApicSink, DeliveryMode};

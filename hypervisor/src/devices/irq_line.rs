@@ -6,7 +6,6 @@
 //! drops and re-raises its line (see the i8042 output buffer), which they model as a
 //! low/high pair so that an edge-triggered input sees a new edge.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
 /// A device's interrupt output.
 pub trait IrqLine {

@@ -15,7 +15,6 @@
 //! rather than a single [`PortDevice`](super::bus::PortDevice) registration. Each chip
 //! on its own is a [`PortDevice`] for a two-port range.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
 use crate::devices::bus::PortDevice;
 use crate::devices::irq::PIC_CASCADE_IRQ;

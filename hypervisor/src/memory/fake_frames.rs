@@ -2,7 +2,6 @@
 //! a fake physical address, with contiguous allocation and word access by address. Page
 //! tables, vCPU frames and the simulated IOMMU units (which read their tables from it
 //! the way the hardware would) all run on it in unit tests.
-#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::expect_used)]
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;

@@ -2,7 +2,6 @@
 //! one list so that a VM whose creation fails half-way, and a VM torn down, give every
 //! one of them back, and what a guest can see is scrubbed before its restart.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use alloc::vec::Vec;
 

@@ -3,7 +3,6 @@
 //! hypercall and the VM's assigned devices fill, and the vCPU loop injects highest
 //! first. There is no in-service state and no EOI.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::devices::irq::{ApicMessage, ApicSink, DeliveryMode};
 use crate::vcpu::dispatch::InterruptSink;

@@ -13,7 +13,6 @@
 //! maps must be physically contiguous and 4 KiB-aligned; where they live is up to the
 //! caller (the VMCB takes their physical address).
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 pub const IOPM_BYTES: usize = 3 * 4096;
 pub const MSRPM_BYTES: usize = 2 * 4096;

@@ -2,7 +2,6 @@
 //! a 4 KiB, 4 KiB-aligned page with the control area at 0x000–0x3FF (Table B-1) and
 //! the state save area from 0x400 (Table B-2). Every field's offset is asserted at
 //! compile time against those tables.
-#![deny(clippy::indexing_slicing)]
 
 use core::mem::{offset_of, size_of};
 

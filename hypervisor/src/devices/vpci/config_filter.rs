@@ -8,7 +8,6 @@
 //! not write are written back as read, except write-1-to-clear bits, which are
 //! written as 0 so that no status bit is cleared by accident.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::host::pci::ConfigAccess;
 use crate::hw::Bdf;

@@ -11,7 +11,6 @@
 //! (ECAM). AMD's extended mechanism #1 (address bits 27:24 = register bits 11:8, BKDG
 //! "IOCF8") is decoded as well, so extended registers never alias the header.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
 
 use crate::hw::Bdf;
 use alloc::boxed::Box;

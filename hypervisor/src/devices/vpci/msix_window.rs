@@ -4,7 +4,6 @@
 //! vectors), the other bytes of those pages (often the Pending Bit Array, sometimes
 //! device registers) go through to the device.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::devices::bus::MmioDevice;
 use crate::devices::shared::Shared;

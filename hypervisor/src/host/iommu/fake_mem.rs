@@ -1,7 +1,6 @@
 //! Host-test helpers for IOMMU drivers and PCI code: a register file for the simulated
 //! units (`vtd::fake`, `amdvi::fake`, whose memory is `memory::fake_frames`) and PCI
 //! function fixtures.
-#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::expect_used, clippy::unwrap_used)]
 
 /// A little-endian register block.
 #[derive(Debug, Clone)]

@@ -1,7 +1,6 @@
 //! A configuration space for passthrough tests: registers per function, status and
 //! PCIe device-status bits that clear on write-1, BARs that keep only their address
 //! bits, FLR that clears the header, and a log of every write.
-#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::unwrap_used)]
 
 use core::cell::RefCell;
 use std::collections::BTreeMap;

@@ -2,7 +2,6 @@
 //! answers for the function's path from its root bus (bridges without a `_PRT`
 //! swizzle), see `platform::acpi::aml`.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use alloc::vec::Vec;
 

@@ -12,7 +12,6 @@
 //! * Secondary bus reset (PCI-PCI Bridge 1.2 §3.2.5.17): only when the device is
 //!   alone below its bridge, since every function on that bus is reset.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use alloc::vec;
 use alloc::vec::Vec;

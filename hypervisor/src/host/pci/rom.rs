@@ -6,7 +6,6 @@
 //! Image Length (at 10h, in 512-byte units) leads to the next image and whose
 //! Indicator (at 15h, bit 7) marks the last. The copy holds exactly those images.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use alloc::vec::Vec;
 

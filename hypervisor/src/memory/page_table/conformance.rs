@@ -1,6 +1,5 @@
 //! What every format must get from the engine, checked by each format's own tests
 //! (`npt.rs`, and the VT-d and AMD-Vi formats in `iommu/`) on the shared fake frames.
-#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 
 use alloc::vec;
 

@@ -2,7 +2,6 @@
 //! them (when mappable), page-granular, with the MSI-X table pages cut out, and the
 //! ROM copy read-only.
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::host::pci::access::BarMmio;
 use crate::hw::Bdf;

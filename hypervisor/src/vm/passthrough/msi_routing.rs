@@ -15,7 +15,6 @@
 //! supplies the locks and `settle`, which lets interrupts already accepted for a
 //! vector run before the vector is freed (so none reaches its next owner).
 #![forbid(unsafe_code)]
-#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use alloc::vec::Vec;
 

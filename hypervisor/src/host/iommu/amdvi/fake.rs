@@ -3,7 +3,6 @@
 //! MSI requests resolved through the device table, I/O page tables and interrupt
 //! tables in memory as the spec describes. QEMU 7.2's quirks are noted in
 //! `docs/iommu.md`; this model follows the spec.
-#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::unwrap_used)]
 
 use alloc::vec::Vec;
 

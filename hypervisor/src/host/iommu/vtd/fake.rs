@@ -4,7 +4,6 @@
 //! MSI requests translated through the tables in memory the way the spec says.
 //! Defaults mirror QEMU 7.2's `intel-iommu` (3-level only, one fault record, not
 //! coherent).
-#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing, clippy::unwrap_used)]
 
 use alloc::vec::Vec;
 

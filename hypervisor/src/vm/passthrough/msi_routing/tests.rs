@@ -1,6 +1,5 @@
 //! Routing against the simulated VT-d unit: what the device is given, what its
 //! message turns into, and what a device can no longer reach.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use alloc::vec;
 
