@@ -4,7 +4,16 @@
 //! unsafe code lives in `arch`, `memory`, `hw::mmio`, `host`, `heap` and `logging`, and
 //! everything else is plain logic that runs under `cargo test` on the host.
 #![cfg_attr(not(test), no_std)]
-#![cfg_attr(not(test), deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::arithmetic_side_effects))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 extern crate alloc;
 

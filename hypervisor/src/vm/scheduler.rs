@@ -143,7 +143,7 @@ impl<A: Arch> Scheduler<A> {
     /// in the VMs that own them; halted ones become runnable. Interrupts for a VM that
     /// has stopped are dropped.
     fn deliver_device_interrupts(&mut self) {
-        for fired in crate::vm::passthrough::msi_routing::take_fired() {
+        for fired in crate::vm::passthrough::interrupts::take_fired() {
             match self.slots.iter_mut().find(|s| s.vm.id == fired.vm) {
                 Some(slot) => {
                     slot.vm.deliver_device_interrupt(fired.target);

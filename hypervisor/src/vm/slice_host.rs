@@ -7,7 +7,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use crate::arch::x86::{device_vectors, idt};
-use crate::vm::passthrough::msi_routing::{self, Fired};
+use crate::vm::passthrough::host_vectors::Fired;
+use crate::vm::passthrough::interrupts;
 
 /// The host side of a running slice.
 pub trait SliceHost {
@@ -40,7 +41,7 @@ impl SliceHost for Machine {
         if !device_vectors::PENDING.any() {
             return (Vec::new(), false);
         }
-        msi_routing::take_fired_for(vm)
+        interrupts::take_fired_for(vm)
     }
 
     fn take_host_interrupt(&self) {
@@ -61,7 +62,7 @@ impl SliceHost for Machine {
     fn resample_intx(&self, vm: u32, guest_gsis: u32) {
         if let Some(ioapics) = crate::host::ioapic::HOST_IOAPICS.get() {
             crate::vm::passthrough::intx_routing::resample(
-                &msi_routing::VECTORS.lock(),
+                &interrupts::VECTORS.lock(),
                 &mut ioapics.lock(),
                 vm,
                 guest_gsis,

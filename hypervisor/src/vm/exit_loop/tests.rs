@@ -17,8 +17,8 @@ use crate::memory::frames::FrameSource;
 use crate::memory::guest::{GuestMemory, GuestMemoryMap, GuestRegion, Perms, VecHostMemory};
 use crate::vm::config::Restart;
 use crate::vm::instance::VmState;
+use crate::vm::passthrough::host_vectors::Fired;
 use crate::vm::passthrough::host_vectors::GuestTarget;
-use crate::vm::passthrough::msi_routing::Fired;
 use bulkhead_abi::hypercall as abi;
 
 const VM: u32 = 1;

@@ -9,6 +9,8 @@
 
 use alloc::vec::Vec;
 
+use log::debug;
+
 use crate::arch::x86::device_vectors::{COUNT, FIRST, LAST};
 use crate::devices::vpci::msi::MsiRoute;
 use crate::hw::Bdf;
@@ -220,6 +222,29 @@ impl HostVectorTable {
     pub fn used(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
+}
+
+/// A device interrupt to deliver: the VM and where its guest wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fired {
+    pub host_vector: u8,
+    pub vm: u32,
+    pub target: GuestTarget,
+}
+
+/// The routes behind host vectors that fired. Vectors with no route (freed since)
+/// are dropped.
+pub fn resolve(table: &HostVectorTable, fired: &[u8]) -> Vec<Fired> {
+    fired
+        .iter()
+        .filter_map(|&v| match table.get(v) {
+            Some(e) => Some(Fired { host_vector: v, vm: e.owner.vm, target: e.target }),
+            None => {
+                debug!(target: "msi", "host vector {v:#x} fired with no route; dropped");
+                None
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

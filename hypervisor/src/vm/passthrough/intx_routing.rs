@@ -32,8 +32,8 @@ use crate::host::iommu::{Iommu, MsiTarget};
 use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::vm::passthrough::IntxRouteError;
+use crate::vm::passthrough::host_vectors::Fired;
 use crate::vm::passthrough::host_vectors::{GuestTarget, HostVector, HostVectorTable, INTX_INDEX, VectorOwner};
-use crate::vm::passthrough::msi_routing::Fired;
 
 /// The guest GSIs given to assigned devices' INTx lines: the VM's I/O APIC inputs
 /// above the ISA range (16-23), one per host GSI the VM's devices use.

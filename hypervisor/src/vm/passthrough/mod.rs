@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod host_vectors;
+pub mod interrupts;
 pub mod intx_routing;
 mod mappings;
 pub mod msi_routing;
@@ -205,7 +206,7 @@ impl InterruptRouter for DeviceInterrupts {
         };
         let iommu = host.iommu.as_mut()?;
         let owner = VectorOwner { vm: self.vm, bdf, index };
-        msi_routing::route(&mut msi_routing::VECTORS.lock(), &mut **iommu, owner, route, self.cpu, &mut settle)
+        msi_routing::route(&mut interrupts::VECTORS.lock(), &mut **iommu, owner, route, self.cpu, &mut settle)
     }
 
     fn write_msix_entry(&mut self, bdf: Bdf, bar: u8, offset: u64, index: u16, message: Option<MsiMessage>) {
@@ -563,7 +564,7 @@ impl VmDevices {
         let iommu = iommu.ok_or(IntxRouteError::NoIommu)?;
         let ioapics = crate::host::ioapic::HOST_IOAPICS.get().ok_or(IntxRouteError::NoIoapic)?;
         let owner = VectorOwner { vm: self.vm_id, bdf, index: 0 };
-        let mut table = msi_routing::VECTORS.lock();
+        let mut table = interrupts::VECTORS.lock();
         intx_routing::route(&mut table, &mut **iommu, &mut ioapics.lock(), owner, intx.host, intx.guest_gsi, self.cpu)
             .map(|_| ())
     }
@@ -581,7 +582,7 @@ impl VmDevices {
             }
         }
         let Some(iommu) = iommu.as_mut() else { return };
-        let mut table = msi_routing::VECTORS.lock();
+        let mut table = interrupts::VECTORS.lock();
         let n = msi_routing::unroute_vm(&mut table, &mut **iommu, self.vm_id, &mut settle);
         if n > 0 {
             info!(target: "msi", "VM {}: {n} device interrupt route(s) removed", self.vm);
@@ -760,13 +761,13 @@ pub fn reserve_vectors(vm_id: u32, bdfs: &[Bdf]) -> Result<usize, VectorShortage
             bdfs.iter().filter_map(|b| host.inventory.devices().iter().find(|d| d.bdf == *b)).collect();
         vectors_wanted(&devices)
     };
-    msi_routing::VECTORS.lock().reserve(vm_id, wanted)?;
+    interrupts::VECTORS.lock().reserve(vm_id, wanted)?;
     Ok(wanted)
 }
 
 /// Gives VM `vm_id`'s host vector reservation back (it is gone for good).
 pub fn unreserve_vectors(vm_id: u32) {
-    msi_routing::VECTORS.lock().unreserve(vm_id);
+    interrupts::VECTORS.lock().unreserve(vm_id);
 }
 
 /// Drains the IOMMU's fault log (faults are logged here, target "iommu").

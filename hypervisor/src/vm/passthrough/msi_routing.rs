@@ -20,7 +20,6 @@ use alloc::vec::Vec;
 
 use log::{debug, info, warn};
 
-use crate::arch::x86::device_vectors;
 use crate::devices::vpci::msi::MsiRoute;
 use crate::host::iommu::{Iommu, MsiTarget};
 use crate::hw::MsiMessage;
@@ -127,55 +126,6 @@ pub fn unroute_vm(table: &mut HostVectorTable, iommu: &mut dyn Iommu, vm: u32, s
         release(table, iommu, *vector, settle);
     }
     owned.len()
-}
-
-/// A device interrupt to deliver: the VM and where its guest wants it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fired {
-    pub host_vector: u8,
-    pub vm: u32,
-    pub target: GuestTarget,
-}
-
-/// The routes behind host vectors that fired. Vectors with no route (freed since)
-/// are dropped.
-pub fn resolve(table: &HostVectorTable, fired: &[u8]) -> Vec<Fired> {
-    fired
-        .iter()
-        .filter_map(|&v| match table.get(v) {
-            Some(e) => Some(Fired { host_vector: v, vm: e.owner.vm, target: e.target }),
-            None => {
-                debug!(target: "msi", "host vector {v:#x} fired with no route; dropped");
-                None
-            }
-        })
-        .collect()
-}
-
-/// The machine's host vector table.
-pub static VECTORS: spin::Mutex<HostVectorTable> = spin::Mutex::new(HostVectorTable::new());
-
-/// Takes the device interrupts that fired since the last call, for every VM. INTx
-/// lines among them are masked on the host and acknowledged here (until their guest
-/// EOIs), whoever they are for.
-pub fn take_fired() -> Vec<Fired> {
-    let fired = device_vectors::PENDING.take();
-    if fired.is_empty() {
-        return Vec::new();
-    }
-    let fired = resolve(&VECTORS.lock(), &fired);
-    crate::vm::passthrough::intx_routing::acknowledge(&fired);
-    fired
-}
-
-/// Takes the device interrupts that fired for `vm`; those of other VMs stay
-/// pending. Returns them and whether another VM has some waiting.
-pub fn take_fired_for(vm: u32) -> (Vec<Fired>, bool) {
-    let (mine, others): (Vec<Fired>, Vec<Fired>) = take_fired().into_iter().partition(|f| f.vm == vm);
-    for f in &others {
-        device_vectors::PENDING.record(f.host_vector);
-    }
-    (mine, !others.is_empty())
 }
 
 #[cfg(test)]

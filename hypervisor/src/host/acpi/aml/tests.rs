@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::host::acpi::test_util::sdt;
 use alloc::string::String;

@@ -101,7 +101,7 @@ fn fired_lines_are_masked_until_their_guest_gsi_is_resampled() {
     let a = s.route(owner(1, 6), 20, 16).unwrap();
     let b = s.route(owner(1, 7), 21, 17).unwrap();
     let c = s.route(owner(2, 8), 22, 16).unwrap();
-    let fired = crate::vm::passthrough::msi_routing::resolve(&s.table, &[a, b, c]);
+    let fired = crate::vm::passthrough::host_vectors::resolve(&s.table, &[a, b, c]);
     assert_eq!(mask_fired_lines(&mut s.ioapics, &fired), [a, b, c]);
     assert!(s.regs.masked(20) && s.regs.masked(21) && s.regs.masked(22));
     // VM 1 ends guest GSI 17: only its line behind 17 opens again.

@@ -1,6 +1,7 @@
 //! Routing against the simulated VT-d unit: what the device is given, what its
 //! message turns into, and what a device can no longer reach.
 
+use crate::vm::passthrough::host_vectors::{Fired, resolve};
 use alloc::vec;
 
 use super::*;
