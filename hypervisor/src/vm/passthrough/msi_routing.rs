@@ -16,8 +16,6 @@
 //! vector run before the vector is freed (so none reaches its next owner).
 #![forbid(unsafe_code)]
 
-use alloc::vec::Vec;
-
 use log::{debug, info, warn};
 
 use crate::devices::vpci::msi::MsiRoute;
