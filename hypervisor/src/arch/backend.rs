@@ -16,6 +16,7 @@ use crate::arch::exit::{Exit, ExitAction, Flow};
 use crate::arch::regs::RegisterFile;
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
+use crate::memory::page_table::{DirtyTracking, Geometry};
 
 /// The architectural state a vCPU starts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,12 @@ pub trait Arch {
     where
         Self: 'a;
     type Error: fmt::Debug + Into<VendorError>;
+    /// The entry format of this backend's second-stage tables (AMD nested paging
+    /// today; Intel EPT is one more format), which must track dirty pages for the
+    /// framebuffer.
+    type Stage2: DirtyTracking;
+    /// Their shape (depth, large pages, address limit).
+    const STAGE2: Geometry;
 
     /// Whether this CPU supports the backend, and with which optional features.
     fn probe() -> Option<Self::Features>;

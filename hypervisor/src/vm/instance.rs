@@ -20,7 +20,7 @@ use crate::devices::vpci::host_bridge::VpciHost;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::direct_map::{self, DirectMap};
 use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, Perms};
-use crate::memory::page_table::npt::{GEOMETRY as NPT_GEOMETRY, NestedPageTable};
+use crate::memory::page_table::{PageTable, PteFormat};
 use crate::memory::phys::GlobalFrames;
 use crate::vcpu::cpuid::CpuidPolicy;
 use crate::vcpu::dispatch::VmIdentity;
@@ -125,10 +125,10 @@ pub struct GuestFramebuffer {
 
 /// Lets a VM's nested page table follow its assigned BARs (see
 /// [`VmDevices::sync_bars`]); true if the table changed.
-fn sync_device_bars(
+fn sync_device_bars<F: PteFormat>(
     devices: &mut Option<VmDevices>,
     pci: Option<&Shared<VpciHost>>,
-    npt: Option<&mut NestedPageTable>,
+    npt: Option<&mut PageTable<F>>,
     fresh: bool,
 ) -> bool {
     match (devices, pci, npt) {
@@ -149,7 +149,7 @@ pub struct Vm<A: Arch> {
     pub state: VmState,
     ram: HostPhysAddr,
     map: GuestMemoryMap,
-    npt: Option<NestedPageTable>,
+    npt: Option<PageTable<A::Stage2>>,
     io_map: HostPhysAddr,
     msr_map: HostPhysAddr,
     vcpu: Option<A::Vcpu>,
@@ -404,7 +404,7 @@ impl<A: Arch> Vm<A> {
             }
             self.scrub_ram();
         }
-        let mut npt = NestedPageTable::new(&mut GlobalFrames, NPT_GEOMETRY)
+        let mut npt = PageTable::<A::Stage2>::new(&mut GlobalFrames, A::STAGE2)
             .map_err(|e| VmError::Backend(BackendError::Npt(e)))?;
         // The framebuffer gets 4 KiB leaves so the switcher can track written pages.
         npt.map_all_tracking(&mut GlobalFrames, &self.map, self.framebuffer.map(|fb| fb.gpa))

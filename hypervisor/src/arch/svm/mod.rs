@@ -31,6 +31,8 @@ impl Arch for Svm {
     type Vcpu = SvmVcpu;
     type Regs<'a> = SvmRegs<'a>;
     type Error = SvmError;
+    type Stage2 = crate::memory::page_table::npt::Npt;
+    const STAGE2: crate::memory::page_table::Geometry = crate::memory::page_table::npt::GEOMETRY;
 
     fn probe() -> Option<SvmFeatures> {
         SvmFeatures::from_cpuid(&HostCpuid)

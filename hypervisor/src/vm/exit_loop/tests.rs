@@ -115,6 +115,8 @@ impl Arch for FakeArch {
     type Vcpu = FakeVcpu;
     type Regs<'a> = RegsOf<'a>;
     type Error = ();
+    type Stage2 = crate::memory::page_table::npt::Npt;
+    const STAGE2: crate::memory::page_table::Geometry = crate::memory::page_table::npt::GEOMETRY;
 
     fn probe() -> Option<()> {
         Some(())

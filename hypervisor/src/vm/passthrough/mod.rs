@@ -37,7 +37,7 @@ use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::memory::addr::{GuestPhysAddr, HostPhysAddr, PAGE_SIZE};
 use crate::memory::guest::{GuestMemoryMap, Perms};
-use crate::memory::page_table::npt::NestedPageTable;
+use crate::memory::page_table::{PageTable, PteFormat};
 use crate::memory::phys::GlobalFrames;
 use crate::vm::config::{DeviceSelector, VmConfig};
 pub use error::{IntxRouteError, PassthroughError};
@@ -597,7 +597,7 @@ impl VmDevices {
     /// places. `fresh` means `npt` is new (nothing of this VM's BARs is in it). Cheap
     /// when the guest wrote no configuration register since the last call. Returns
     /// whether `npt` changed (the caller then flushes the guest's TLB).
-    pub fn sync_bars(&mut self, pci: &VpciHost, npt: &mut NestedPageTable, fresh: bool) -> bool {
+    pub fn sync_bars<F: PteFormat>(&mut self, pci: &VpciHost, npt: &mut PageTable<F>, fresh: bool) -> bool {
         let writes = pci.config_writes();
         if fresh {
             self.mapped.clear();
