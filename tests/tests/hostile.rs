@@ -85,29 +85,6 @@ fn hostile_vms_are_contained_and_the_desktop_keeps_working() {
     m.pass();
 }
 
-/// The hostile VMs alone (no Linux guest needed): their checks and endings, and the
-/// hypervisor still answering on its console afterwards.
-#[test]
-fn hostile_vms_alone_are_contained() {
-    let mut vms = String::new();
-    for (name, payload, memory, _) in HOSTILE {
-        vms.push_str(&format!("vm {name} image={payload} memory={memory} kind=payload restart=never\n"));
-    }
-    let img = image::build_payload_image("hostile-alone", "", &vms);
-    let mut m = Machine::boot("hostile-alone", &img, |c| {
-        c.memory_mib = 512;
-        c.cpus = 1;
-    });
-    m.expect("BULKHEAD READY", BOOT);
-    wait_for_checks(&mut m);
-    std::thread::sleep(Duration::from_secs(10));
-    m.type_serial(&format!("!exits {}\n", HOSTILE[0].0));
-    m.expect(&format!("EXITS {} ", HOSTILE[0].0), STEP);
-    let problems = hostile_problems(&m.serial());
-    assert!(problems.is_empty(), "hostile VMs:\n{}", problems.join("\n"));
-    m.pass();
-}
-
 /// Waits until every hostile VM has printed its CHECKS DONE line (in any order).
 fn wait_for_checks(m: &mut Machine) {
     for _ in HOSTILE {
