@@ -79,37 +79,14 @@ pub struct VConfigSpace {
     next_cap_offset: u16,
 }
 
-// Type-0 header offsets, PCI 3.0 §6.1 Figure 6-1.
-pub const VENDOR_ID: u16 = 0x00;
-pub const DEVICE_ID: u16 = 0x02;
-pub const COMMAND: u16 = 0x04;
-pub const STATUS: u16 = 0x06;
-pub const REVISION_ID: u16 = 0x08;
-pub const CLASS_CODE: u16 = 0x09;
-pub const CACHE_LINE_SIZE: u16 = 0x0C;
-pub const HEADER_TYPE: u16 = 0x0E;
-pub const BAR0: u16 = 0x10;
-pub const SUBSYSTEM_VENDOR_ID: u16 = 0x2C;
-pub const SUBSYSTEM_ID: u16 = 0x2E;
-pub const CAPABILITIES_POINTER: u16 = 0x34;
-pub const INTERRUPT_LINE: u16 = 0x3C;
-pub const INTERRUPT_PIN: u16 = 0x3D;
-/// Capabilities start after the standard header (§6.7).
-const FIRST_CAPABILITY: u16 = 0x40;
+pub use crate::hw::pci::{
+    BAR0, CACHE_LINE_SIZE, CAP_PTR, CLASS_CODE, CMD_BUS_MASTER, CMD_INTX_DISABLE, CMD_IO, CMD_MEMORY, CMD_PARITY,
+    CMD_SERR, COMMAND, DEVICE_ID, FIRST_CAPABILITY, HEADER_TYPE, INTERRUPT_LINE, INTERRUPT_PIN, REVISION_ID, STATUS,
+    STS_CAP_LIST, STS_ERRORS, SUBSYSTEM_ID, SUBSYSTEM_VENDOR_ID, VENDOR_ID,
+};
 
-// Command register, §6.2.2.
-pub const CMD_IO: u16 = 1 << 0;
-pub const CMD_MEMORY: u16 = 1 << 1;
-pub const CMD_BUS_MASTER: u16 = 1 << 2;
-pub const CMD_PARITY: u16 = 1 << 6;
-pub const CMD_SERR: u16 = 1 << 8;
-pub const CMD_INTX_DISABLE: u16 = 1 << 10;
 /// The command bits a guest may change.
 pub const CMD_WRITABLE: u16 = CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | CMD_PARITY | CMD_SERR | CMD_INTX_DISABLE;
-// Status register, §6.2.3: bit 4 capabilities list; bits 8, 11..15 are RW1C error bits.
-pub const STS_CAPABILITIES: u16 = 1 << 4;
-pub const STS_ERRORS_RW1C: u16 = (1 << 8) | (0x1F << 11);
-
 // BAR low bits, §6.2.5.1.
 const BAR_IO: u32 = 1 << 0;
 const BAR_MEM64: u32 = 0b10 << 1;
@@ -146,7 +123,7 @@ impl VConfigSpace {
             cs.set_u8(CLASS_CODE.wrapping_add(i as u16), b);
         }
         cs.set_masks(COMMAND, &CMD_WRITABLE.to_le_bytes(), &[0, 0]);
-        cs.set_masks(STATUS, &[0, 0], &STS_ERRORS_RW1C.to_le_bytes());
+        cs.set_masks(STATUS, &[0, 0], &STS_ERRORS.to_le_bytes());
         cs.set_masks(CACHE_LINE_SIZE, &[0xFF], &[0]);
         cs.set_masks(INTERRUPT_LINE, &[0xFF], &[0]);
         cs
@@ -300,10 +277,10 @@ impl VConfigSpace {
         }
         match self.last_cap_next {
             Some(next) => self.set_u8(next, cap),
-            None => self.set_u8(CAPABILITIES_POINTER, cap),
+            None => self.set_u8(CAP_PTR, cap),
         }
         self.last_cap_next = Some(offset.wrapping_add(1));
-        self.raise_status(STS_CAPABILITIES);
+        self.raise_status(STS_CAP_LIST);
         // Keep capabilities dword-aligned (§6.7).
         self.next_cap_offset = end.wrapping_add(3) & !3;
         Ok(cap)
@@ -364,14 +341,14 @@ mod tests {
     #[test]
     fn capability_list_walks() {
         let mut cs = VConfigSpace::new(ConfigSize::Legacy, 0x1AF4, 0x1041, 0x02_00_00, 1);
-        assert_eq!(cs.u16_at(STATUS) & STS_CAPABILITIES, 0);
+        assert_eq!(cs.u16_at(STATUS) & STS_CAP_LIST, 0);
         let msix = cs.add_capability(0x11, &[0x03, 0x00, 0x01, 0, 0, 0, 0x01, 0x08, 0, 0], &[0x00, 0xC0]).unwrap();
         let vendor = cs.add_capability(0x09, &[0x05, 0xAA, 0xBB], &[]).unwrap();
         assert_eq!((msix, vendor), (0x40, 0x4C));
-        assert_ne!(cs.u16_at(STATUS) & STS_CAPABILITIES, 0);
+        assert_ne!(cs.u16_at(STATUS) & STS_CAP_LIST, 0);
         // Walk as Linux's pci_find_capability does.
         let mut found = Vec::new();
-        let mut pos = cs.read(CAPABILITIES_POINTER, AccessSize::Byte) as u16;
+        let mut pos = cs.read(CAP_PTR, AccessSize::Byte) as u16;
         while pos != 0 && found.len() < 48 {
             found.push((pos, cs.read(pos, AccessSize::Byte) as u8));
             pos = cs.read(pos + 1, AccessSize::Byte) as u16 & !3;

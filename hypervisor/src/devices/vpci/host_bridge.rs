@@ -548,11 +548,11 @@ mod tests {
         assert_eq!(f.config_read(STATUS, AccessSize::Word), 0);
         drop(host);
         let mut cs = VConfigSpace::new(ConfigSize::Legacy, 1, 2, 0, 0);
-        cs.raise_status((1 << 13) | (1 << 14) | STS_CAPABILITIES);
+        cs.raise_status((1 << 13) | (1 << 14) | STS_CAP_LIST);
         cs.write(STATUS, AccessSize::Word, 1 << 13);
-        assert_eq!(cs.u16_at(STATUS), (1 << 14) | STS_CAPABILITIES);
+        assert_eq!(cs.u16_at(STATUS), (1 << 14) | STS_CAP_LIST);
         cs.write(STATUS, AccessSize::Word, 0xFFFF);
-        assert_eq!(cs.u16_at(STATUS), STS_CAPABILITIES, "capabilities bit is read-only");
+        assert_eq!(cs.u16_at(STATUS), STS_CAP_LIST, "capabilities bit is read-only");
         // A word write at an odd offset through conf1 is split into bytes.
         m.conf1_write(3, INTERRUPT_LINE, AccessSize::Word, 0x0505);
         assert_eq!(m.conf1_read(3, INTERRUPT_LINE, AccessSize::Word), 0x0105);

@@ -25,13 +25,13 @@ use alloc::vec::Vec;
 use crate::devices::vpci::config_filter::{ConfigFilter, Rule};
 use crate::devices::vpci::host_bridge::{BarRegion, VBarKind, VirtualPciFunction};
 use crate::devices::vpci::msi::{InterruptRouter, MsiRoute, MsixTable};
-use crate::host::pci::header::*;
 use crate::host::pci::{BarKind, PciDevice};
 use crate::host::pci::{ConfigAccess, PciError};
 use crate::hw::AccessSize;
 use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::hw::pci::cap_id;
+use crate::hw::pci::*;
 
 pub use crate::host::pci::rom::{ROM_ADDRESS, ROM_BAR, ROM_ENABLE};
 
@@ -391,7 +391,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
     fn msix_enabled(&self) -> bool {
         self.msix.as_ref().is_some_and(|m| {
             let control = self.filter.shadow_u16(m.offset.saturating_add(2));
-            control & 0x8000 != 0 && control & 0x4000 == 0
+            control & MSIX_CTRL_ENABLE != 0 && control & MSIX_CTRL_FUNCTION_MASK == 0
         })
     }
 
@@ -470,7 +470,7 @@ impl<A: ConfigAccess, R: InterruptRouter> PassthroughFunction<A, R> {
         let ctl_at = msi.offset.saturating_add(2);
         let real_control = self.access.read16(bdf, ctl_at);
         // Enable off, one message (MME = 0).
-        let disabled = real_control & !0x0071;
+        let disabled = real_control & !(MSI_CTRL_ENABLE | MSI_CTRL_MME);
         match route {
             None => {
                 // The device stops sending first; then the route is torn down.
@@ -552,11 +552,11 @@ pub fn quiesce_interrupts(access: &impl ConfigAccess, device: &PciDevice) {
         match cap.id {
             cap_id::MSI => {
                 let control = access.read16(device.bdf, ctl_at);
-                access.write16(device.bdf, ctl_at, control & !0x0071, 0);
+                access.write16(device.bdf, ctl_at, control & !(MSI_CTRL_ENABLE | MSI_CTRL_MME), 0);
             }
             cap_id::MSIX => {
                 let control = access.read16(device.bdf, ctl_at);
-                access.write16(device.bdf, ctl_at, (control & 0x07ff) | 0x4000, 0);
+                access.write16(device.bdf, ctl_at, (control & MSIX_CTRL_TABLE_SIZE) | MSIX_CTRL_FUNCTION_MASK, 0);
             }
             _ => {}
         }

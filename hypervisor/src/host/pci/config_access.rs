@@ -83,29 +83,3 @@ impl fmt::Display for PciError {
         }
     }
 }
-
-/// Standard configuration header offsets and bits used here (PCI Local Bus Spec 3.0
-/// §6.1-6.2, PCI-PCI Bridge Spec 1.2 §3.2).
-pub mod header {
-    pub const COMMAND: u16 = 0x04;
-    pub const STATUS: u16 = 0x06;
-    pub const HEADER_TYPE: u16 = 0x0e;
-    pub const BAR0: u16 = 0x10;
-    pub const CAP_PTR: u16 = 0x34;
-    pub const INTERRUPT_LINE: u16 = 0x3c;
-    pub const INTERRUPT_PIN: u16 = 0x3d;
-    pub const BRIDGE_CONTROL: u16 = 0x3e;
-    pub const CMD_IO: u16 = 1 << 0;
-    pub const CMD_MEMORY: u16 = 1 << 1;
-    pub const CMD_BUS_MASTER: u16 = 1 << 2;
-    pub const CMD_PARITY: u16 = 1 << 6;
-    pub const CMD_SERR: u16 = 1 << 8;
-    pub const CMD_INTX_DISABLE: u16 = 1 << 10;
-    /// Status: the function is asserting INTx (PCI 3.0 §6.2.3).
-    pub const STS_INTX: u16 = 1 << 3;
-    pub const STS_CAP_LIST: u16 = 1 << 4;
-    /// Status error bits, write-1-to-clear.
-    pub const STS_ERRORS: u16 = 1 << 8 | 0x1f << 11;
-    /// Bridge control: Secondary Bus Reset.
-    pub const BCTL_SBR: u16 = 1 << 6;
-}

@@ -8,6 +8,7 @@
 //! size BARs with decode still enabled, and follow a cyclic capability list forever.
 #![forbid(unsafe_code)]
 
+use crate::hw::pci::{BAR0, CAP_PTR, CARDBUS_CAP_PTR, COMMAND, EXT_CAP_START, INTERRUPT_LINE, ROM_BAR};
 use alloc::vec::Vec;
 
 use pci_types::{ConfigRegionAccess, HeaderType, PciAddress, PciHeader, PciPciBridgeHeader};
@@ -17,15 +18,7 @@ use crate::host::pci::model::{Bar, BarKind, BridgeBuses, Capability, CapabilityD
 use crate::hw::Bdf;
 use crate::hw::pci::cap_id;
 
-/// Configuration header offsets (PCI 3.0 §6.1, PCI-PCI Bridge 1.2 §3.2).
-const COMMAND: u16 = 0x04;
 const STATUS_CAP_LIST: u32 = 1 << (16 + 4);
-const BAR0: u16 = 0x10;
-const ROM_BAR: u16 = 0x30;
-const CAP_PTR: u16 = 0x34;
-const CARDBUS_CAP_PTR: u16 = 0x14;
-const INTERRUPT: u16 = 0x3c;
-const EXT_CAP_START: u16 = 0x100;
 
 /// Command register bits: I/O space, memory space (PCI 3.0 §6.2.2).
 const CMD_DECODE: u32 = 0b11;
@@ -85,7 +78,7 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
         let (vendor_id, device_id) = header.id(self.cs);
         let (revision, class, subclass, prog_if) = header.revision_and_class(self.cs);
         let raw_type = ((self.cs.read(addr, 0x0c) >> 16) & 0x7f) as u8;
-        let interrupt = self.cs.read(addr, INTERRUPT);
+        let interrupt = self.cs.read(addr, INTERRUPT_LINE);
         let (bar_slots, cap_ptr_offset) = match header.header_type(self.cs) {
             HeaderType::Endpoint => (6, CAP_PTR),
             HeaderType::PciPciBridge => (2, CAP_PTR),

@@ -16,7 +16,7 @@ pub mod rom;
 #[cfg(test)]
 mod tests;
 
-pub use config_access::{ConfigAccess, PciError, header};
+pub use config_access::{ConfigAccess, PciError};
 
 use crate::hw::Bdf;
 use alloc::vec::Vec;

@@ -19,10 +19,10 @@ use core::fmt;
 
 use crate::host::pci::PciDevice;
 use crate::host::pci::PciInventory;
-use crate::host::pci::header::{BCTL_SBR, BRIDGE_CONTROL, COMMAND};
 use crate::host::pci::{ConfigAccess, PciError};
 use crate::hw::Bdf;
 use crate::hw::pci::cap_id;
+use crate::hw::pci::{BCTL_SBR, BRIDGE_CONTROL, COMMAND};
 
 /// Advanced Features capability id (PCI Code and ID Assignment Spec §2).
 pub const CAP_AF: u8 = 0x13;

@@ -11,12 +11,11 @@ use alloc::vec::Vec;
 
 use crate::host::pci::ConfigAccess;
 use crate::host::pci::Rom;
-use crate::host::pci::header::{CMD_MEMORY, COMMAND, STS_ERRORS};
 use crate::hw::Bdf;
+use crate::hw::pci::{CMD_MEMORY, COMMAND, STS_ERRORS};
 use crate::memory::addr::PAGE_SIZE;
 
-/// The ROM BAR register (type 0 header).
-pub const ROM_BAR: u16 = 0x30;
+pub use crate::hw::pci::ROM_BAR;
 /// The ROM BAR's decode enable bit.
 pub const ROM_ENABLE: u32 = 1;
 /// The ROM BAR's address bits (31:11).
