@@ -125,8 +125,11 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
     if !handoff::modules(boot_info).is_empty() {
-        let host_time =
-            vm::desktop::HostTime { unix_secs: host_unix_time(), tsc: instr::rdtsc(), tsc_hz: tsc_per_ms * 1000 };
+        let host_time = vm::desktop::HostTime {
+            unix_secs: host_unix_time(),
+            tsc: instr::rdtsc(),
+            tsc_hz: tsc_per_ms.saturating_mul(1000),
+        };
         vm::desktop::HOST_TIME.call_once(|| host_time);
         let why = vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info));
         error!(target: "vm", "no VM started: {why}");
@@ -316,9 +319,11 @@ fn installed_ram(map: &[MemoryRegion]) -> u64 {
 /// usable. Index 0 is the framebuffer.
 fn reserved_ranges(boot_info: &BootInfo) -> [(u64, u64); 2] {
     let fb = &boot_info.framebuffer;
-    let fb_range = if boot_info.framebuffer_present != 0 { (fb.base, fb.base + fb.size) } else { (0, 0) };
+    // A range running past the top of memory is reserved up to the top (not wrapped
+    // round to an empty range).
+    let fb_range = if boot_info.framebuffer_present != 0 { (fb.base, fb.base.saturating_add(fb.size)) } else { (0, 0) };
     let image = boot_info.hypervisor_image;
-    [fb_range, (image.addr, image.addr + image.len)]
+    [fb_range, (image.addr, image.addr.saturating_add(image.len))]
 }
 
 fn fatal(message: core::fmt::Arguments<'_>) -> ! {

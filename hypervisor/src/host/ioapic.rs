@@ -76,7 +76,8 @@ impl<R: IoapicRegs> HostIoapic<R> {
     /// Takes the I/O APIC whose first pin is `gsi_base` and masks every pin.
     pub fn new(mut regs: R, gsi_base: u32) -> Self {
         let last = (regs.read(REG_VERSION) >> 16) & 0xff;
-        let pins = last + 1;
+        // `last` is 8 bits wide, so this is at most 256.
+        let pins = last.wrapping_add(1);
         let mut ioapic = HostIoapic { regs, gsi_base, pins, entries: alloc::vec![MASKED; pins as usize] };
         for pin in 0..ioapic.pins {
             ioapic.write_entry(pin, MASKED);
@@ -114,7 +115,7 @@ impl<R: IoapicRegs> HostIoapic<R> {
         let Some(pin) = self.pin_of(gsi) else { return false };
         let Some(&entry) = self.entries.get(pin as usize) else { return false };
         let entry = if masked { entry | MASKED } else { entry & !MASKED };
-        self.regs.write(REG_REDIRECTION + 2 * pin, entry as u32);
+        self.regs.write(redirection_reg(pin), entry as u32);
         if let Some(e) = self.entries.get_mut(pin as usize) {
             *e = entry;
         }
@@ -122,20 +123,27 @@ impl<R: IoapicRegs> HostIoapic<R> {
     }
 
     fn write_entry(&mut self, pin: u32, entry: u64) {
-        let low = REG_REDIRECTION + 2 * pin;
+        let low = redirection_reg(pin);
+        let high = low.wrapping_add(1);
         // Low half first when masking (the pin stops at once), high half first when
         // unmasking (the destination is in place before the pin can fire).
         if entry & MASKED != 0 {
             self.regs.write(low, entry as u32);
-            self.regs.write(low + 1, (entry >> 32) as u32);
+            self.regs.write(high, (entry >> 32) as u32);
         } else {
-            self.regs.write(low + 1, (entry >> 32) as u32);
+            self.regs.write(high, (entry >> 32) as u32);
             self.regs.write(low, entry as u32);
         }
         if let Some(e) = self.entries.get_mut(pin as usize) {
             *e = entry;
         }
     }
+}
+
+/// Register index of the low dword of pin `pin`'s redirection entry. Callers pass a
+/// pin below `pins`, which is at most 256, so this cannot overflow.
+fn redirection_reg(pin: u32) -> u32 {
+    REG_REDIRECTION.wrapping_add(pin.wrapping_mul(2))
 }
 
 /// Why a GSI could not be routed through the I/O APICs.

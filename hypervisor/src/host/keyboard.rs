@@ -264,8 +264,8 @@ impl<P: Ports> HostKeyboard<P> {
     fn led_tick(&mut self) {
         self.leds = match self.leds {
             Leds::CommandSent { waited, .. } | Leds::ValueSent { waited } if waited >= LED_PATIENCE => Leds::Idle,
-            Leds::CommandSent { value, waited } => Leds::CommandSent { value, waited: waited + 1 },
-            Leds::ValueSent { waited } => Leds::ValueSent { waited: waited + 1 },
+            Leds::CommandSent { value, waited } => Leds::CommandSent { value, waited: waited.saturating_add(1) },
+            Leds::ValueSent { waited } => Leds::ValueSent { waited: waited.saturating_add(1) },
             Leds::Idle => {
                 if let Some(value) = self.wanted.take().filter(|v| *v != self.shown) {
                     send_data(&mut self.ports, kbd::SET_LEDS);

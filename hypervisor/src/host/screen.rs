@@ -69,10 +69,13 @@ pub fn present_guest(src: crate::memory::addr::HostPhysAddr, width: u32, height:
     // hypervisor copies, so nothing writes it meanwhile.
     let pixels = unsafe { core::slice::from_raw_parts(src.raw() as *const u32, src_len) };
     for y in 0..rows as usize {
-        let from = y * stride_px as usize;
-        let to = (y + top as usize) * screen.stride as usize;
-        let (Some(src_row), Some(dst_row)) = (pixels.get(from..from + cols), screen.pixels.get_mut(to..to + cols))
-        else {
+        // A row whose offsets do not fit a usize is past the end of either buffer.
+        let Some(from) = y.checked_mul(stride_px as usize) else { break };
+        let Some(to) = y.checked_add(top as usize).and_then(|row| row.checked_mul(screen.stride as usize)) else {
+            break;
+        };
+        let (Some(from_end), Some(to_end)) = (from.checked_add(cols), to.checked_add(cols)) else { break };
+        let (Some(src_row), Some(dst_row)) = (pixels.get(from..from_end), screen.pixels.get_mut(to..to_end)) else {
             break;
         };
         match screen.order {
@@ -84,7 +87,7 @@ pub fn present_guest(src: crate::memory::addr::HostPhysAddr, width: u32, height:
             }
         }
     }
-    u64::from(rows) * cols as u64 * 4
+    u64::from(rows).saturating_mul(cols as u64).saturating_mul(4)
 }
 
 /// Copies guest rows `rows` of a framebuffer at `src` (32-bit pixels, blue in the lowest
@@ -105,19 +108,28 @@ pub fn present_rows(
     let p = placement;
     let swap = screen.order == PixelOrder::Rgb;
     let cols = p.src_w as usize;
-    let dst_w = (cols * p.scale as usize).min(screen.width.saturating_sub(p.dst_x) as usize);
+    let dst_w = cols.saturating_mul(p.scale as usize).min(screen.width.saturating_sub(p.dst_x) as usize);
     let mut bytes = 0u64;
     let first = rows.start.max(p.src_y);
     let end = rows.end.min(p.src_y.saturating_add(p.src_h));
     for y in first..end {
-        let from = y as usize * stride_px as usize + p.src_x as usize;
-        let Some(src_row) = pixels.get(from..from + cols) else { break };
-        let screen_y = p.dst_y as usize + (y - p.src_y) as usize * p.scale as usize;
+        // Offsets that do not fit a usize are past the end of either buffer.
+        let from = (y as usize).checked_mul(stride_px as usize).and_then(|o| o.checked_add(p.src_x as usize));
+        let Some(src_row) = from.and_then(|from| pixels.get(from..from.checked_add(cols)?)) else { break };
+        // `y >= first >= p.src_y`.
+        let guest_row = y.saturating_sub(p.src_y) as usize;
+        let Some(screen_y) = guest_row.checked_mul(p.scale as usize).and_then(|o| o.checked_add(p.dst_y as usize))
+        else {
+            break;
+        };
         for dy in 0..p.scale as usize {
-            let to = (screen_y + dy) * screen.stride as usize + p.dst_x as usize;
-            let Some(dst_row) = screen.pixels.get_mut(to..to + dst_w) else { break };
+            let to = screen_y
+                .checked_add(dy)
+                .and_then(|row| row.checked_mul(screen.stride as usize))
+                .and_then(|o| o.checked_add(p.dst_x as usize));
+            let Some(dst_row) = to.and_then(|to| screen.pixels.get_mut(to..to.checked_add(dst_w)?)) else { break };
             blit_row(src_row, dst_row, p.scale, swap);
-            bytes += dst_w as u64 * 4;
+            bytes = bytes.saturating_add((dst_w as u64).saturating_mul(4));
         }
     }
     bytes
@@ -127,8 +139,10 @@ pub fn present_rows(
 pub fn clear_below(top: u32) {
     let mut guard = SCREEN.lock();
     let Some(screen) = guard.as_mut() else { return };
-    let start = (top as usize * screen.stride as usize).min(screen.pixels.len());
-    screen.pixels[start..].fill(0);
+    let start = (top as usize).saturating_mul(screen.stride as usize).min(screen.pixels.len());
+    if let Some(rest) = screen.pixels.get_mut(start..) {
+        rest.fill(0);
+    }
 }
 
 /// Runs `f` on a guest framebuffer's pixels (for thumbnails).
@@ -164,7 +178,8 @@ impl Placement {
         if start >= end {
             return self.dst_y..self.dst_y;
         }
-        let to_screen = |y: u32| self.dst_y.saturating_add((y - self.src_y).saturating_mul(self.scale));
+        // `start` and `end` are at least `src_y` here.
+        let to_screen = |y: u32| self.dst_y.saturating_add(y.saturating_sub(self.src_y).saturating_mul(self.scale));
         to_screen(start)..to_screen(end)
     }
 
@@ -184,7 +199,9 @@ pub fn blit_row(src: &[u32], dst: &mut [u32], scale: u32, swap_rb: bool) {
     match scale {
         0 | 1 if !swap_rb => {
             let n = src.len().min(dst.len());
-            dst[..n].copy_from_slice(&src[..n]);
+            if let (Some(d), Some(s)) = (dst.get_mut(..n), src.get(..n)) {
+                d.copy_from_slice(s);
+            }
         }
         0 | 1 => dst.iter_mut().zip(src).for_each(|(d, s)| *d = convert(*s)),
         _ => {

@@ -32,6 +32,11 @@ impl AccessSize {
         }
     }
     pub const fn bits(self) -> u32 {
-        (self as u32) * 8
+        match self {
+            AccessSize::Byte => 8,
+            AccessSize::Word => 16,
+            AccessSize::Dword => 32,
+            AccessSize::Qword => 64,
+        }
     }
 }

@@ -54,7 +54,13 @@ pub fn checked_table<'a>(bytes: &'a [u8], signature: &[u8; 4]) -> Result<&'a [u8
     if declared < SDT_HEADER_LEN || declared > bytes.len() {
         return Err(TableError::BadLength { declared, available: bytes.len() });
     }
-    Ok(&bytes[..declared])
+    bytes.get(..declared).ok_or(TableError::BadLength { declared, available: bytes.len() })
+}
+
+/// `offset + delta`, or `Truncated` if that does not fit in a `usize` (the field then
+/// cannot be inside any table we hold).
+pub fn offset_plus(offset: usize, delta: usize) -> Result<usize, TableError> {
+    offset.checked_add(delta).ok_or(TableError::Truncated { offset })
 }
 
 /// Walks `[start, table.len())` as a list of `(type, length)`-headed structures and
@@ -76,7 +82,8 @@ pub fn walk_structures<'a>(
         }
         let body = slice_at(table, offset, len).map_err(|_| TableError::BadEntryLength { offset, len })?;
         f(kind, body, offset)?;
-        offset += len;
+        // `body` is `len` bytes inside `table`, so this is at most `table.len()`.
+        offset = offset.wrapping_add(len);
     }
     Ok(())
 }

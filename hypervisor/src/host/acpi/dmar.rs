@@ -8,7 +8,7 @@
 use alloc::vec::Vec;
 
 use crate::host::acpi::TableError;
-use crate::host::acpi::bytes::{SDT_HEADER_LEN, checked_table, slice_at, u8_at, u16_at, u64_at, walk_structures};
+use crate::host::acpi::bytes::{SDT_HEADER_LEN, checked_table, offset_plus, u8_at, u16_at, u64_at, walk_structures};
 
 /// DMAR header: SDT header, host address width (1), flags (1), reserved (10)
 /// (VT-d §8.1, Table 8-1).
@@ -141,7 +141,7 @@ pub fn parse_dmar(bytes: &[u8]) -> Result<Dmar, TableError> {
         },
         ..Dmar::default()
     };
-    let header = |b: &[u8], o: usize| Ok((u16_at(b, o)?, usize::from(u16_at(b, o + 2)?)));
+    let header = |b: &[u8], o: usize| Ok((u16_at(b, o)?, usize::from(u16_at(b, offset_plus(o, 2)?)?)));
     walk_structures(table, STRUCTURES_OFFSET, 4, header, |kind, s, _| {
         match kind {
             TYPE_DRHD => dmar.units.push(Drhd {
@@ -162,7 +162,7 @@ pub fn parse_dmar(bytes: &[u8]) -> Result<Dmar, TableError> {
                 segment: u16_at(s, 6)?,
                 scopes: parse_scopes(s, ATSR_SCOPES_OFFSET)?,
             }),
-            _ => dmar.skipped_structures += 1,
+            _ => dmar.skipped_structures = dmar.skipped_structures.saturating_add(1),
         }
         Ok(())
     })?;
@@ -175,9 +175,9 @@ fn parse_scopes(s: &[u8], start: usize) -> Result<Vec<DeviceScope>, TableError> 
         return Err(TableError::Truncated { offset: start });
     }
     let mut scopes = Vec::new();
-    let header = |b: &[u8], o: usize| Ok((u8_at(b, o)?.into(), usize::from(u8_at(b, o + 1)?)));
+    let header = |b: &[u8], o: usize| Ok((u8_at(b, o)?.into(), usize::from(u8_at(b, offset_plus(o, 1)?)?)));
     walk_structures(s, start, SCOPE_PATH_OFFSET, header, |kind, e, offset| {
-        let path_bytes = slice_at(e, SCOPE_PATH_OFFSET, e.len() - SCOPE_PATH_OFFSET)?;
+        let path_bytes = e.get(SCOPE_PATH_OFFSET..).ok_or(TableError::Truncated { offset: SCOPE_PATH_OFFSET })?;
         if path_bytes.len() % 2 != 0 {
             return Err(TableError::BadEntryLength { offset, len: e.len() });
         }
@@ -185,7 +185,13 @@ fn parse_scopes(s: &[u8], start: usize) -> Result<Vec<DeviceScope>, TableError> 
             kind: (kind as u8).into(),
             enumeration_id: u8_at(e, 4)?,
             start_bus: u8_at(e, 5)?,
-            path: path_bytes.chunks_exact(2).map(|p| PathEntry { device: p[0], function: p[1] }).collect(),
+            path: path_bytes
+                .chunks_exact(2)
+                .filter_map(|p| match *p {
+                    [device, function] => Some(PathEntry { device, function }),
+                    _ => None,
+                })
+                .collect(),
         });
         Ok(())
     })?;

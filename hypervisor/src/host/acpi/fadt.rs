@@ -98,7 +98,8 @@ impl Gas {
     /// Access width in bytes: from `access_size` when given, else from `bit_width`.
     pub fn access_bytes(&self) -> u8 {
         match self.access_size {
-            1..=4 => 1 << (self.access_size - 1),
+            // In 1..=4 here, so the shift is 0..=3.
+            1..=4 => 1 << self.access_size.wrapping_sub(1),
             _ => match self.bit_width {
                 0..=8 => 1,
                 9..=16 => 2,
@@ -158,7 +159,7 @@ fn present(gas: Gas) -> Option<Gas> {
 /// Decodes a whole FADT (header included).
 pub fn parse_fadt(bytes: &[u8]) -> Result<Fadt, TableError> {
     let t = checked_table(bytes, b"FACP")?;
-    let has = |offset: usize, len: usize| offset + len <= t.len();
+    let has = |offset: usize, len: usize| offset.checked_add(len).is_some_and(|end| end <= t.len());
     let cnt_len = if has(off::PM1_CNT_LEN, 1) { u8_at(t, off::PM1_CNT_LEN)? } else { 2 };
 
     let mut pm1a_control = present(Gas::legacy_io(u32_at(t, off::PM1A_CNT_BLK)?, cnt_len));

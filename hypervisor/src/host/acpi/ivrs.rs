@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use crate::host::acpi::TableError;
 use crate::host::acpi::bytes::{
-    SDT_HEADER_LEN, array_at, checked_table, slice_at, u8_at, u16_at, u32_at, u64_at, walk_structures,
+    SDT_HEADER_LEN, array_at, checked_table, offset_plus, slice_at, u8_at, u16_at, u32_at, u64_at, walk_structures,
 };
 
 /// IVRS header: SDT header, IVinfo (4), reserved (8) (§5.2.1, Table 89).
@@ -196,7 +196,7 @@ impl Ivrs {
 pub fn parse_ivrs(bytes: &[u8]) -> Result<Ivrs, TableError> {
     let table = checked_table(bytes, b"IVRS")?;
     let mut ivrs = Ivrs { revision: u8_at(table, 8)?, info: u32_at(table, SDT_HEADER_LEN)?.into(), ..Ivrs::default() };
-    let header = |b: &[u8], o: usize| Ok((u8_at(b, o)?.into(), usize::from(u16_at(b, o + 2)?)));
+    let header = |b: &[u8], o: usize| Ok((u8_at(b, o)?.into(), usize::from(u16_at(b, offset_plus(o, 2)?)?)));
     walk_structures(table, BLOCKS_OFFSET, 4, header, |kind, b, _| {
         match kind as u8 {
             t @ (0x10 | 0x11 | 0x40) => ivrs.ivhds.push(parse_ivhd(t, b)?),
@@ -211,7 +211,7 @@ pub fn parse_ivrs(bytes: &[u8]) -> Result<Ivrs, TableError> {
                     len_bytes: u64_at(block, 24)?,
                 });
             }
-            _ => ivrs.skipped_blocks += 1,
+            _ => ivrs.skipped_blocks = ivrs.skipped_blocks.saturating_add(1),
         }
         Ok(())
     })?;
@@ -242,7 +242,8 @@ fn entry_len(e: &[u8], offset: usize) -> Result<usize, TableError> {
     match t {
         0x00..=0x3f => Ok(4),
         0x40..=0x7f => Ok(8),
-        entry::ACPI_HID => Ok(22 + usize::from(u8_at(e, offset + 21)?)),
+        // At most 22 + 255: cannot overflow.
+        entry::ACPI_HID => Ok(usize::from(u8_at(e, offset_plus(offset, 21)?)?).wrapping_add(22)),
         _ => Err(TableError::UnknownEntry { offset, kind: t }),
     }
 }
@@ -292,12 +293,13 @@ fn parse_entries(e: &[u8]) -> Result<Vec<IvhdEntry>, TableError> {
                 data,
                 hid: array_at(d, 4)?,
                 cid: array_at(d, 12)?,
-                uid: slice_at(d, 22, len - 22)?.to_vec(),
+                uid: d.get(22..).ok_or(TableError::Truncated { offset: 22 })?.to_vec(),
             }),
             // Reserved fixed-length types: skip, their length is known.
             _ => {}
         }
-        offset += len;
+        // `d` is `len` bytes inside `e`, so this is at most `e.len()`.
+        offset = offset.wrapping_add(len);
     }
     match open {
         Some(_) => Err(TableError::UnterminatedRange { offset }),

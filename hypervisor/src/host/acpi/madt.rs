@@ -9,7 +9,9 @@
 use alloc::vec::Vec;
 
 use crate::host::acpi::TableError;
-use crate::host::acpi::bytes::{SDT_HEADER_LEN, checked_table, u8_at, u16_at, u32_at, u64_at, walk_structures};
+use crate::host::acpi::bytes::{
+    SDT_HEADER_LEN, checked_table, offset_plus, u8_at, u16_at, u32_at, u64_at, walk_structures,
+};
 
 /// MADT entry types (ACPI 6.5 Table 5.21).
 const LOCAL_APIC: u16 = 0x0;
@@ -106,7 +108,7 @@ pub fn parse_madt(bytes: &[u8]) -> Result<Madt, TableError> {
         pcat_compat: u32_at(table, SDT_HEADER_LEN + 4)? & 1 != 0,
         ..Madt::default()
     };
-    let header = |b: &[u8], o: usize| Ok((u8_at(b, o)?.into(), usize::from(u8_at(b, o + 1)?)));
+    let header = |b: &[u8], o: usize| Ok((u8_at(b, o)?.into(), usize::from(u8_at(b, offset_plus(o, 1)?)?)));
     walk_structures(table, ENTRIES_OFFSET, 2, header, |kind, e, _| {
         match kind {
             LOCAL_APIC => {
@@ -148,7 +150,7 @@ pub fn parse_madt(bytes: &[u8]) -> Result<Madt, TableError> {
                 madt.nmis.push(LapicNmi { flags: u16_at(e, 2)?, uid: u32_at(e, 4)?, lint: u8_at(e, 8)? })
             }
             LOCAL_APIC_ADDRESS_OVERRIDE => madt.local_apic_address = u64_at(e, 4)?,
-            _ => madt.skipped_entries += 1,
+            _ => madt.skipped_entries = madt.skipped_entries.saturating_add(1),
         }
         Ok(())
     })?;

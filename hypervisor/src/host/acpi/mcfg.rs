@@ -35,7 +35,8 @@ impl EcamRegion {
 
     /// Size of the window in bytes (1 MiB per bus).
     pub fn len_bytes(&self) -> u64 {
-        (u64::from(self.bus_end.saturating_sub(self.bus_start)) + 1) << 20
+        // At most 256 buses: cannot overflow.
+        u64::from(self.bus_end.saturating_sub(self.bus_start)).wrapping_add(1) << 20
     }
 }
 
@@ -44,18 +45,17 @@ impl EcamRegion {
 pub fn parse_mcfg(bytes: &[u8]) -> Result<Vec<EcamRegion>, TableError> {
     let table = checked_table(bytes, b"MCFG")?;
     let mut regions = Vec::new();
-    let mut offset = ENTRIES_OFFSET;
-    while offset + ENTRY_LEN <= table.len() {
+    let entries = table.get(ENTRIES_OFFSET..).unwrap_or_default();
+    for entry in entries.chunks_exact(ENTRY_LEN) {
         let region = EcamRegion {
-            base: u64_at(table, offset)?,
-            segment: u16_at(table, offset + 8)?,
-            bus_start: u8_at(table, offset + 10)?,
-            bus_end: u8_at(table, offset + 11)?,
+            base: u64_at(entry, 0)?,
+            segment: u16_at(entry, 8)?,
+            bus_start: u8_at(entry, 10)?,
+            bus_end: u8_at(entry, 11)?,
         };
         if region.bus_end >= region.bus_start {
             regions.push(region);
         }
-        offset += ENTRY_LEN;
     }
     Ok(regions)
 }

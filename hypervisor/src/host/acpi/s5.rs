@@ -31,11 +31,11 @@ pub struct SleepType {
 pub fn find_s5(aml: &[u8]) -> Option<SleepType> {
     let mut from = 0;
     while let Some(pos) = find(aml.get(from..)?, b"_S5_") {
-        let at = from + pos;
+        let at = from.checked_add(pos)?;
         if let Some(s5) = decode_at(aml, at) {
             return Some(s5);
         }
-        from = at + 1;
+        from = at.checked_add(1)?;
     }
     None
 }
@@ -54,16 +54,16 @@ fn decode_at(aml: &[u8], at: usize) -> Option<SleepType> {
     if *name_op != NAME_OP {
         return None;
     }
-    let mut i = at + 4;
+    let mut i = at.checked_add(4)?;
     if *aml.get(i)? != PACKAGE_OP {
         return None;
     }
-    i += 1;
+    i = i.checked_add(1)?;
     // PkgLength (§20.2.4): bits 7:6 of the lead byte count the bytes that follow.
     let lead = *aml.get(i)?;
-    i += 1 + usize::from(lead >> 6);
+    i = i.checked_add(1)?.checked_add(usize::from(lead >> 6))?;
     let num_elements = *aml.get(i)?;
-    i += 1;
+    i = i.checked_add(1)?;
     let (a, next) = decode_integer(aml, i)?;
     if num_elements >= 2 {
         let (b, _) = decode_integer(aml, next)?;
@@ -77,14 +77,17 @@ fn decode_at(aml: &[u8], at: usize) -> Option<SleepType> {
 /// Decodes a ComputationalData integer at `i`; returns the value and the next index.
 fn decode_integer(aml: &[u8], i: usize) -> Option<(u64, usize)> {
     let le = |n: usize| -> Option<(u64, usize)> {
-        let bytes = aml.get(i + 1..i + 1 + n)?;
+        let start = i.checked_add(1)?;
+        let end = start.checked_add(n)?;
+        let bytes = aml.get(start..end)?;
         let v = bytes.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
-        Some((v, i + 1 + n))
+        Some((v, end))
     };
+    let next = i.checked_add(1)?;
     match *aml.get(i)? {
-        ZERO_OP => Some((0, i + 1)),
-        ONE_OP => Some((1, i + 1)),
-        ONES_OP => Some((u64::MAX, i + 1)),
+        ZERO_OP => Some((0, next)),
+        ONE_OP => Some((1, next)),
+        ONES_OP => Some((u64::MAX, next)),
         BYTE_PREFIX => le(1),
         WORD_PREFIX => le(2),
         DWORD_PREFIX => le(4),

@@ -60,8 +60,10 @@ impl LegacyPorts {
         let _guard = LEGACY_LOCK.lock();
         // SAFETY: as for `read`.
         unsafe { outl(CONFIG_ADDRESS, cfg) };
+        // `offset & 3` is at most 3: the port add cannot overflow.
+        let data_port = CONFIG_DATA.wrapping_add(offset & 3);
         // SAFETY: the byte lane of the selected dword; the caller vouches for the effect.
-        unsafe { outb(CONFIG_DATA + (offset & 3), value) };
+        unsafe { outb(data_port, value) };
     }
 }
 

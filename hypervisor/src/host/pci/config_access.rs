@@ -15,23 +15,29 @@ pub trait ConfigAccess {
     fn write32(&self, bdf: Bdf, offset: u16, value: u32);
 
     fn read16(&self, bdf: Bdf, offset: u16) -> u16 {
-        (self.read32(bdf, offset & !3) >> ((u32::from(offset) & 2) * 8)) as u16
+        (self.read32(bdf, offset & !3) >> byte_shift(offset & 2)) as u16
     }
 
     fn read8(&self, bdf: Bdf, offset: u16) -> u8 {
-        (self.read32(bdf, offset & !3) >> ((u32::from(offset) & 3) * 8)) as u8
+        (self.read32(bdf, offset & !3) >> byte_shift(offset & 3)) as u8
     }
 
     /// Writes a 16-bit register. The other half of the dword is written back as read,
     /// except for the bits in `other_w1c`, which are written as 0 so that a
     /// write-1-to-clear status sharing the dword is left alone.
     fn write16(&self, bdf: Bdf, offset: u16, value: u16, other_w1c: u16) {
-        let shift = (u32::from(offset) & 2) * 8;
+        let shift = byte_shift(offset & 2);
         let other_shift = 16u32.saturating_sub(shift);
         let dword = self.read32(bdf, offset & !3);
         let other = ((dword >> other_shift) as u16) & !other_w1c;
         self.write32(bdf, offset & !3, u32::from(value) << shift | u32::from(other) << other_shift);
     }
+}
+
+/// Bit shift of byte `byte_in_dword` (0..=3, the caller masks it) within a dword.
+fn byte_shift(byte_in_dword: u16) -> u32 {
+    // At most 3 * 8: cannot overflow.
+    u32::from(byte_in_dword).wrapping_mul(8)
 }
 
 impl<A: ConfigRegionAccess> ConfigAccess for HostConfigSpace<A> {

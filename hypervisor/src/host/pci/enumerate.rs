@@ -43,7 +43,9 @@ struct Walk<'a, A> {
 
 impl<A: ConfigRegionAccess> Walk<'_, A> {
     fn bus(&mut self, bus: u8) {
-        if core::mem::replace(&mut self.visited[usize::from(bus)], true) {
+        // `visited` has one slot per u8 bus number, so `get_mut` always finds it.
+        let Some(seen) = self.visited.get_mut(usize::from(bus)) else { return };
+        if core::mem::replace(seen, true) {
             log::warn!(target: "pci", "bus {bus:02x} reached twice; bridge numbering is inconsistent");
             return;
         }
@@ -140,10 +142,12 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
                     max_vectors: 1 << ((control >> 1) & 0x7).min(5),
                 },
                 cap_id::MSIX => {
-                    let table = self.cs.read(addr, offset + 4);
-                    let pba = self.cs.read(addr, offset + 8);
+                    // `offset` is at most 0xfc and the table size field 11 bits wide:
+                    // the adds cannot overflow.
+                    let table = self.cs.read(addr, offset.wrapping_add(4));
+                    let pba = self.cs.read(addr, offset.wrapping_add(8));
                     CapabilityDetail::MsiX {
-                        table_size: (control & 0x7ff) + 1,
+                        table_size: (control & 0x7ff).wrapping_add(1),
                         table_bar: (table & 7) as u8,
                         table_offset: table & !7,
                         pba_bar: (pba & 7) as u8,
@@ -207,7 +211,10 @@ fn size_bars<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress, s
     cs.write(addr, COMMAND, command & !CMD_DECODE);
     let mut index = 0;
     while index < slots {
-        let offset = BAR0 + u16::from(index) * 4;
+        // `index` is a u8 below `slots`, so these register offsets stay far below
+        // u16::MAX and the index arithmetic below cannot overflow.
+        let offset = BAR0.wrapping_add(u16::from(index).wrapping_mul(4));
+        let offset_high = offset.wrapping_add(4);
         let original = cs.read(addr, offset);
         let probe = |off: u16, orig: u32| {
             cs.write(addr, off, u32::MAX);
@@ -238,14 +245,14 @@ fn size_bars<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress, s
                         size: u64::from(mask & mask.wrapping_neg()),
                     })
                 }
-                0b10 if index + 1 < slots => {
+                0b10 if index.wrapping_add(1) < slots => {
                     slot_span = 2;
-                    let original_high = cs.read(addr, offset + 4);
+                    let original_high = cs.read(addr, offset_high);
                     cs.write(addr, offset, u32::MAX);
-                    cs.write(addr, offset + 4, u32::MAX);
-                    let mask = u64::from(cs.read(addr, offset + 4)) << 32 | u64::from(cs.read(addr, offset) & !0xf);
+                    cs.write(addr, offset_high, u32::MAX);
+                    let mask = u64::from(cs.read(addr, offset_high)) << 32 | u64::from(cs.read(addr, offset) & !0xf);
                     cs.write(addr, offset, original);
-                    cs.write(addr, offset + 4, original_high);
+                    cs.write(addr, offset_high, original_high);
                     (mask != 0).then(|| Bar {
                         index,
                         kind: BarKind::Mem64,
@@ -261,7 +268,7 @@ fn size_bars<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress, s
             }
         };
         bars.extend(bar);
-        index += slot_span;
+        index = index.wrapping_add(slot_span);
     }
     cs.write(addr, COMMAND, command);
     bars

@@ -223,10 +223,11 @@ struct HumanSize(u64);
 
 impl fmt::Display for HumanSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
-        for (unit, suffix) in UNITS {
-            if self.0 >= unit && self.0.is_multiple_of(unit) {
-                return write!(f, "{}{suffix}", self.0 / unit);
+        // log2 of each unit.
+        const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
+        for (shift, suffix) in UNITS {
+            if self.0 >= 1 << shift && self.0.trailing_zeros() >= shift {
+                return write!(f, "{}{suffix}", self.0 >> shift);
             }
         }
         write!(f, "{}", self.0)
@@ -292,5 +293,28 @@ pub fn class_name(class: u8, subclass: u8, prog_if: u8) -> &'static str {
         (0x12, _, _) => "Processing accelerator",
         (0xff, _, _) => "Unassigned class",
         _ => "Unknown device class",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HumanSize;
+    use alloc::string::ToString;
+
+    #[test]
+    fn sizes_use_the_largest_exact_unit() {
+        let cases = [
+            (0, "0"),
+            (256, "256"),
+            (1536, "1536"),
+            (4096, "4K"),
+            (3 << 30, "3G"),
+            (1 << 40, "1T"),
+            (u64::MAX, "18446744073709551615"),
+        ];
+        for (bytes, text) in cases {
+            assert_eq!(HumanSize(bytes).to_string(), text);
+        }
+        assert_eq!(HumanSize((1 << 20) + (1 << 10)).to_string(), "1025K");
     }
 }

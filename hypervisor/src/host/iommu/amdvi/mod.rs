@@ -106,7 +106,7 @@ impl<H: IommuHw> AmdViIommu<H> {
                 "AMD-Vi unit {i} at {:#x} (IOMMU {:02x}:{:02x}.{}): EFR {:#x}, device table {} KiB for ids up to \
                  {max_devid:#06x}, IA {}, GA {}, XT {}",
                 ivhd.base_address, ivhd.iommu_devid >> 8, (ivhd.iommu_devid >> 3) & 0x1f, ivhd.iommu_devid & 7,
-                efr.0, device_table_pages * 4, efr.invalidate_all(), efr.ga(), efr.xt()
+                efr.0, device_table_pages.wrapping_mul(4), efr.invalidate_all(), efr.ga(), efr.xt()
             );
             units.push(AmdViUnit {
                 ivhd: ivhd.clone(),
@@ -177,7 +177,8 @@ impl<H: IommuHw> AmdViIommu<H> {
             if !write_entry(&mut self.hw, ring, tail, &c.0) {
                 return Err(IommuError::Unsupported("command ring slot"));
             }
-            tail = (tail + 1) % RING_ENTRIES;
+            // `tail` stays below RING_ENTRIES, so the add cannot overflow.
+            tail = tail.wrapping_add(1) % RING_ENTRIES;
         }
         self.unit_mut(u)?.command_tail = tail;
         self.hw.write64(u, regs::COMMAND_TAIL, ring_offset(tail));
@@ -396,13 +397,15 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
             let (log, segment) = (unit.event_log, unit.ivhd.segment);
             let tail = (self.hw.read64(u, regs::EVENT_TAIL) / 16) as usize % RING_ENTRIES;
             let mut head = (self.hw.read64(u, regs::EVENT_HEAD) / 16) as usize % RING_ENTRIES;
-            let mut budget = RING_ENTRIES;
-            while head != tail && budget > 0 {
+            for _ in 0..RING_ENTRIES {
+                if head == tail {
+                    break;
+                }
                 if let Some([lo, hi]) = read_entry::<H, 2>(&mut self.hw, log, head) {
                     faults.push(event::decode_event(segment, lo, hi));
                 }
-                head = (head + 1) % RING_ENTRIES;
-                budget -= 1;
+                // `head` stays below RING_ENTRIES, so the add cannot overflow.
+                head = head.wrapping_add(1) % RING_ENTRIES;
             }
             self.hw.write64(u, regs::EVENT_HEAD, ring_offset(head));
             let st = self.hw.read64(u, regs::STATUS);

@@ -54,12 +54,12 @@ const _: () = {
     assert!(offset_of!(AmdViControlBlock, extended_features) == 0x30);
     assert!(offset_of!(AmdViControlBlock, ppr_log_base) == 0x38);
     assert!(size_of::<AmdViControlBlock>() == 0x40);
-    assert!(RING_BLOCK + offset_of!(AmdViRingBlock, command_head) == 0x2000);
-    assert!(RING_BLOCK + offset_of!(AmdViRingBlock, command_tail) == 0x2008);
-    assert!(RING_BLOCK + offset_of!(AmdViRingBlock, event_head) == 0x2010);
-    assert!(RING_BLOCK + offset_of!(AmdViRingBlock, event_tail) == 0x2018);
-    assert!(RING_BLOCK + offset_of!(AmdViRingBlock, status) == 0x2020);
-    assert!(RING_BLOCK + offset_of!(AmdViRingBlock, ppr_head) == 0x2030);
+    assert!(offset_of!(AmdViRingBlock, command_head) == 0x2000 - RING_BLOCK);
+    assert!(offset_of!(AmdViRingBlock, command_tail) == 0x2008 - RING_BLOCK);
+    assert!(offset_of!(AmdViRingBlock, event_head) == 0x2010 - RING_BLOCK);
+    assert!(offset_of!(AmdViRingBlock, event_tail) == 0x2018 - RING_BLOCK);
+    assert!(offset_of!(AmdViRingBlock, status) == 0x2020 - RING_BLOCK);
+    assert!(offset_of!(AmdViRingBlock, ppr_head) == 0x2030 - RING_BLOCK);
     assert!(size_of::<AmdViRingBlock>() == 0x40);
 };
 
@@ -126,6 +126,7 @@ impl Efr {
     }
     /// HATS: maximum host page-table levels (00b = 4, 01b = 5, 10b = 6).
     pub fn max_levels(self) -> u8 {
-        4 + ((self.0 >> 10) & 0b11).min(2) as u8
+        // At most 4 + 2: cannot overflow.
+        4u8.wrapping_add(((self.0 >> 10) & 0b11).min(2) as u8)
     }
 }

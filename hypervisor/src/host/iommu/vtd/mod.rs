@@ -158,7 +158,8 @@ impl<H: IommuHw> VtdIommu<H> {
         log::info!(
             target: "iommu",
             "VT-d: {} unit(s), {levels}-level tables ({}-bit DMA space), 2M pages {large_pages}, host width {haw}",
-            units.len(), 12 + 9 * u32::from(levels)
+            // `levels` is 3 or 4: cannot overflow.
+            units.len(), 12u32.wrapping_add(9u32.wrapping_mul(u32::from(levels)))
         );
         Ok(Self {
             hw,
@@ -267,7 +268,8 @@ impl<H: IommuHw> VtdIommu<H> {
             if !write_entry(&mut self.hw, q.base, q.tail, &[d.lo, d.hi]) {
                 return Err(IommuError::Unsupported("invalidation queue slot"));
             }
-            q.tail = (q.tail + 1) % QUEUE_ENTRIES;
+            // `tail` stays below QUEUE_ENTRIES, so the add cannot overflow.
+            q.tail = q.tail.wrapping_add(1) % QUEUE_ENTRIES;
         }
         self.flush(q.base);
         self.unit_mut(u)?.queue = Some(q);
@@ -420,7 +422,8 @@ impl<H: IommuHw> VtdIommu<H> {
     }
 
     fn flush_irte(&mut self, base: HostPhysAddr, handle: u16) {
-        let page = (u64::from(handle) * 16 / PAGE_SIZE) * PAGE_SIZE;
+        // A 16-bit handle times 16 bytes stays below 2^20: cannot overflow.
+        let page = (u64::from(handle).wrapping_mul(16) / PAGE_SIZE).wrapping_mul(PAGE_SIZE);
         self.flush(HostPhysAddr::new(base.raw().wrapping_add(page)));
     }
 }

@@ -169,7 +169,8 @@ pub struct Cap(pub u64);
 impl Cap {
     /// Number of domain ids: 2^(4 + 2·ND).
     pub fn domain_ids(self) -> u32 {
-        1u32 << (4 + 2 * (self.0 & 0x7).min(6))
+        // ND is clamped to 6, so the shift is at most 16.
+        1u32 << 4u64.wrapping_add(2u64.wrapping_mul((self.0 & 0x7).min(6)))
     }
     /// Required Write-Buffer Flushing.
     pub fn rwbf(self) -> bool {
