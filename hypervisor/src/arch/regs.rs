@@ -51,7 +51,25 @@ impl Gpr {
 
     /// The register with encoding `index` (only the low four bits are used).
     pub const fn from_index(index: u8) -> Gpr {
-        Gpr::ALL[(index & 0xf) as usize]
+        match index & 0xf {
+            0 => Gpr::Rax,
+            1 => Gpr::Rcx,
+            2 => Gpr::Rdx,
+            3 => Gpr::Rbx,
+            4 => Gpr::Rsp,
+            5 => Gpr::Rbp,
+            6 => Gpr::Rsi,
+            7 => Gpr::Rdi,
+            8 => Gpr::R8,
+            9 => Gpr::R9,
+            10 => Gpr::R10,
+            11 => Gpr::R11,
+            12 => Gpr::R12,
+            13 => Gpr::R13,
+            14 => Gpr::R14,
+            // Only 15 is left after the mask.
+            _ => Gpr::R15,
+        }
     }
 
     pub const fn index(self) -> u8 {
@@ -59,8 +77,24 @@ impl Gpr {
     }
 
     pub const fn name(self) -> &'static str {
-        ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"]
-            [self as usize]
+        match self {
+            Gpr::Rax => "rax",
+            Gpr::Rcx => "rcx",
+            Gpr::Rdx => "rdx",
+            Gpr::Rbx => "rbx",
+            Gpr::Rsp => "rsp",
+            Gpr::Rbp => "rbp",
+            Gpr::Rsi => "rsi",
+            Gpr::Rdi => "rdi",
+            Gpr::R8 => "r8",
+            Gpr::R9 => "r9",
+            Gpr::R10 => "r10",
+            Gpr::R11 => "r11",
+            Gpr::R12 => "r12",
+            Gpr::R13 => "r13",
+            Gpr::R14 => "r14",
+            Gpr::R15 => "r15",
+        }
     }
 }
 
@@ -455,6 +489,16 @@ mod tests {
         assert_eq!(r.rdi, 0x107);
         assert_eq!(r.r15, 0x10f);
         assert_eq!(Gpr::from_index(0x1c), Gpr::R12);
+    }
+
+    #[test]
+    fn every_encoding_maps_to_its_register_and_name() {
+        for index in 0..=u8::MAX {
+            let g = Gpr::from_index(index);
+            assert_eq!(g.index(), index & 0xf);
+            assert_eq!(Some(&g), Gpr::ALL.get(usize::from(index & 0xf)));
+            assert_eq!(g.name(), format!("{g:?}").to_lowercase());
+        }
     }
 
     #[test]

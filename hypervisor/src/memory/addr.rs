@@ -23,11 +23,13 @@ macro_rules! address_type {
                     None => None,
                 }
             }
+            /// `align` is a power of two (0 wraps to an all-ones mask, as it always did).
             pub const fn align_down(self, align: u64) -> Self {
-                Self(self.0 & !(align - 1))
+                Self(self.0 & !align.wrapping_sub(1))
             }
+            /// `align` is a power of two.
             pub const fn is_aligned(self, align: u64) -> bool {
-                self.0 & (align - 1) == 0
+                self.0 & align.wrapping_sub(1) == 0
             }
             pub const fn page_offset(self) -> u64 {
                 self.0 & 0xfff

@@ -84,18 +84,18 @@ pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), Paging
     for (start, end) in ranges {
         let mut pa = start;
         while pa < end {
-            if (image_2m.0..image_2m.1).contains(&pa) {
-                pa += LARGE_PAGE_SIZE;
-                continue;
-            }
             let page = Page::<Size2MiB>::containing_address(VirtAddr::new(pa));
-            if mapper.translate_page(page).is_err() {
+            if !(image_2m.0..image_2m.1).contains(&pa) && mapper.translate_page(page).is_err() {
                 let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(pa));
                 // SAFETY: identity mapping of physical memory into tables not yet active.
                 unsafe { mapper.map_to_with_table_flags(page, frame, rw, F::PRESENT | F::WRITABLE, &mut frames) }?
                     .ignore();
             }
-            pa += LARGE_PAGE_SIZE;
+            // A range reaching the top of the address space stops there, not wrapping to 0.
+            let Some(next) = pa.checked_add(LARGE_PAGE_SIZE) else {
+                break;
+            };
+            pa = next;
         }
     }
     // The image's 2 MiB window, in 4 KiB pages with per-section permissions.

@@ -43,7 +43,8 @@ pub fn reclaim_boot_services(map: &[MemoryRegion], reserved: &[(u64, u64)]) -> u
     for &(start, end) in reserved {
         free.remove(start, end);
     }
-    free.free_bytes() - before
+    // Cutting reserved ranges out of a full table can drop bytes: never report less than 0.
+    free.free_bytes().saturating_sub(before)
 }
 
 pub fn free_bytes() -> u64 {
@@ -61,7 +62,12 @@ pub fn alloc_contiguous(bytes: u64, align: u64) -> Option<HostPhysAddr> {
 
 /// Returns memory from [`alloc_contiguous`]. It is zeroed again before reuse.
 pub fn free_contiguous(pa: HostPhysAddr, bytes: u64) {
-    FREE.lock().add(pa.raw(), pa.raw() + bytes);
+    // Ranges from `alloc_contiguous` end below 2^64: one that would wrap was never
+    // handed out, so there is nothing to give back.
+    let Some(end) = pa.checked_add(bytes) else {
+        return;
+    };
+    FREE.lock().add(pa.raw(), end.raw());
 }
 
 /// The global allocator as a [`FrameSource`] for page-table builders.

@@ -16,8 +16,9 @@ pub struct Range {
 }
 
 impl Range {
+    /// Bytes in the range (0 for an empty or inverted one).
     pub fn len(&self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
     pub fn is_empty(&self) -> bool {
         self.end <= self.start
@@ -36,33 +37,32 @@ impl FreeRanges {
         FreeRanges { ranges: Vec::new(), dropped_bytes: 0 }
     }
 
-    /// Adds [start, end), shrunk to whole pages. Overlaps with existing ranges must not
-    /// happen (the memory map is non-overlapping); touching ranges are merged.
+    /// Adds [start, end), shrunk to whole pages. Touching ranges are merged; so are
+    /// overlapping ones (a firmware map may repeat memory, and a page must never be in
+    /// the free set twice).
     pub fn add(&mut self, start: u64, end: u64) {
-        let start = start.next_multiple_of(PAGE_SIZE);
+        // No whole page starts at or above the last page boundary below 2^64.
+        let Some(start) = start.checked_next_multiple_of(PAGE_SIZE) else {
+            return;
+        };
         let end = end & !(PAGE_SIZE - 1);
         if end <= start {
             return;
         }
-        let pos = self.ranges.iter().position(|r| r.start > start).unwrap_or(self.ranges.len());
-        if pos > 0 && self.ranges[pos - 1].end == start {
-            self.ranges[pos - 1].end = end;
-            self.merge_at(pos - 1);
-            return;
-        }
-        if pos < self.ranges.len() && self.ranges[pos].start == end {
-            self.ranges[pos].start = start;
-            return;
-        }
-        if self.ranges.insert(pos, Range { start, end }).is_err() {
-            self.dropped_bytes += end - start;
-        }
-    }
-
-    fn merge_at(&mut self, i: usize) {
-        if i + 1 < self.ranges.len() && self.ranges[i].end == self.ranges[i + 1].start {
-            self.ranges[i].end = self.ranges[i + 1].end;
-            self.ranges.remove(i + 1);
+        // Every range touching or overlapping [start, end) is taken out and their union
+        // (one interval, since each of them meets [start, end)) put back.
+        let mut joined = Range { start, end };
+        self.ranges.retain(|r| {
+            let apart = r.end < start || r.start > end;
+            if !apart {
+                joined.start = joined.start.min(r.start);
+                joined.end = joined.end.max(r.end);
+            }
+            apart
+        });
+        let pos = self.ranges.iter().position(|r| r.start > joined.start).unwrap_or(self.ranges.len());
+        if self.ranges.insert(pos, joined).is_err() {
+            self.dropped_bytes = self.dropped_bytes.saturating_add(joined.len());
         }
     }
 
@@ -70,29 +70,33 @@ impl FreeRanges {
     /// framebuffer, the first MiB).
     pub fn remove(&mut self, start: u64, end: u64) {
         let start = start & !(PAGE_SIZE - 1);
-        let end = end.next_multiple_of(PAGE_SIZE);
+        // Rounding up past 2^64 means "to the top of the address space".
+        let end = end.checked_next_multiple_of(PAGE_SIZE).unwrap_or(u64::MAX);
+        if end <= start {
+            return;
+        }
         let mut i = 0;
-        while i < self.ranges.len() {
-            let r = self.ranges[i];
+        while let Some(&r) = self.ranges.get(i) {
             if r.end <= start || r.start >= end {
-                i += 1;
+                // `i` never exceeds the table's length (at most MAX_RANGES): no wrap.
+                i = i.wrapping_add(1);
                 continue;
             }
             let left = Range { start: r.start, end: start.max(r.start) };
             let right = Range { start: end.min(r.end), end: r.end };
             self.ranges.remove(i);
             if !right.is_empty() && self.ranges.insert(i, right).is_err() {
-                self.dropped_bytes += right.len();
+                self.dropped_bytes = self.dropped_bytes.saturating_add(right.len());
             }
             if !left.is_empty() {
                 if self.ranges.insert(i, left).is_err() {
-                    self.dropped_bytes += left.len();
+                    self.dropped_bytes = self.dropped_bytes.saturating_add(left.len());
                 } else {
-                    i += 1;
+                    i = i.wrapping_add(1);
                 }
             }
             if !right.is_empty() {
-                i += 1;
+                i = i.wrapping_add(1);
             }
         }
     }
@@ -102,19 +106,16 @@ impl FreeRanges {
     /// 32-bit DMA).
     pub fn take(&mut self, bytes: u64, align: u64) -> Option<HostPhysAddr> {
         let bytes = bytes.checked_next_multiple_of(PAGE_SIZE)?;
-        let align = align.max(PAGE_SIZE);
-        for i in (0..self.ranges.len()).rev() {
-            let r = self.ranges[i];
-            let Some(start) = r.end.checked_sub(bytes).map(|s| s & !(align - 1)) else {
-                continue;
-            };
-            if start < r.start {
-                continue;
-            }
-            self.remove(start, start + bytes);
-            return Some(HostPhysAddr::new(start));
-        }
-        None
+        // At least PAGE_SIZE, so subtracting 1 cannot wrap.
+        let align_mask = !(align.max(PAGE_SIZE).wrapping_sub(1));
+        let found = self.ranges.iter().rev().find_map(|r| {
+            let start = r.end.checked_sub(bytes)? & align_mask;
+            let end = start.checked_add(bytes)?;
+            (start >= r.start).then_some((start, end))
+        });
+        let (start, end) = found?;
+        self.remove(start, end);
+        Some(HostPhysAddr::new(start))
     }
 
     pub fn free_bytes(&self) -> u64 {
@@ -185,5 +186,80 @@ mod tests {
         }
         assert_eq!(f.ranges().len(), MAX_RANGES);
         assert_eq!(f.dropped_bytes(), 3 * 0x1000);
+    }
+
+    #[test]
+    fn overlapping_adds_are_joined_not_duplicated() {
+        let mut f = FreeRanges::new();
+        f.add(0x1000, 0x5000);
+        f.add(0x3000, 0x8000);
+        f.add(0x2000, 0x3000);
+        assert_eq!(f.ranges(), &[Range { start: 0x1000, end: 0x8000 }]);
+        f.add(0xa000, 0xc000);
+        f.add(0x0, 0x10_000);
+        assert_eq!(f.ranges(), &[Range { start: 0x0, end: 0x10_000 }]);
+        assert_eq!(f.free_bytes(), 0x10_000);
+    }
+
+    #[test]
+    fn edge_of_address_space_and_inverted_ranges_are_harmless() {
+        let mut f = FreeRanges::new();
+        f.add(u64::MAX - 0x10, u64::MAX);
+        assert_eq!(f.ranges(), &[]);
+        f.add(0x8000, 0x2000);
+        assert_eq!(f.ranges(), &[]);
+        f.add(0, u64::MAX);
+        // The last page boundary below 2^64.
+        let top = !(PAGE_SIZE - 1);
+        assert_eq!(f.ranges(), &[Range { start: 0, end: top }]);
+        f.remove(0x8000, 0x2000);
+        f.remove(0x5000, 0x5000);
+        assert_eq!(f.ranges(), &[Range { start: 0, end: top }]);
+        f.remove(u64::MAX - 5, u64::MAX);
+        assert_eq!(f.ranges(), &[Range { start: 0, end: top }]);
+        f.remove(top - 1, u64::MAX);
+        assert_eq!(f.ranges(), &[Range { start: 0, end: top - PAGE_SIZE }]);
+        assert_eq!(f.take(u64::MAX - 0xff, PAGE_SIZE), None);
+        assert_eq!(f.take(PAGE_SIZE, u64::MAX), Some(HostPhysAddr::new(0)));
+        assert_eq!(f.ranges(), &[Range { start: PAGE_SIZE, end: top - PAGE_SIZE }]);
+    }
+
+    /// Arbitrary maps (any start and end, overlapping, inverted, near 2^64) never panic
+    /// and always leave a sorted table of whole pages with gaps between ranges.
+    #[test]
+    fn arbitrary_inputs_keep_the_table_well_formed() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..200 {
+            let mut f = FreeRanges::new();
+            for _ in 0..400 {
+                let pick = next();
+                // Mostly small addresses (so ranges meet), sometimes anywhere.
+                let mut addr = || if pick & 0x100 == 0 { next() % 0x40_0000 } else { next() };
+                let (a, b) = (addr(), addr());
+                match pick % 4 {
+                    0 | 1 => f.add(a, b),
+                    2 => f.remove(a, b),
+                    _ => {
+                        let before = f.free_bytes();
+                        if let Some(pa) = f.take(a % 0x2_0000, 1 << (b % 24)) {
+                            assert!(pa.raw() % PAGE_SIZE == 0);
+                            assert!(f.free_bytes() < before);
+                        }
+                    }
+                }
+                for r in f.ranges() {
+                    assert!(r.start % PAGE_SIZE == 0 && r.end % PAGE_SIZE == 0 && r.start < r.end, "{r:?}");
+                }
+                for w in f.ranges().windows(2) {
+                    assert!(w[0].end < w[1].start, "{w:?}");
+                }
+            }
+        }
     }
 }

@@ -176,7 +176,8 @@ pub fn decode_exit(raw: &RawExit) -> ExitReason {
     }
     match c {
         code::EXCEPTION_BASE..=0x5f => {
-            let vector = (c - code::EXCEPTION_BASE) as u8;
+            // The arm's range makes this 0..=31: no wrap.
+            let vector = c.wrapping_sub(code::EXCEPTION_BASE) as u8;
             ExitReason::Exception {
                 vector,
                 error_code: Event::exception_has_error_code(vector).then_some(raw.info1 as u32),

@@ -228,7 +228,9 @@ impl SvmVcpu {
             let pa = frames.alloc_zeroed().ok_or(SvmError::OutOfFrames)?;
             got.push(pa).map_err(|_| SvmError::OutOfFrames)?;
         }
-        let [vmcb_pa, host_save_pa, xsave_pa] = [got[0], got[1], got[2]];
+        let &[vmcb_pa, host_save_pa, xsave_pa] = got.as_slice() else {
+            return Err(SvmError::OutOfFrames);
+        };
         let vmcb = frame_ptr::<Vmcb, F>(frames, vmcb_pa)?;
         let xsave = frame_ptr::<u8, F>(frames, xsave_pa)?;
         let mut vcpu = SvmVcpu {

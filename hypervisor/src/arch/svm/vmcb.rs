@@ -396,17 +396,17 @@ impl Vmcb {
 pub const fn intercept_cr_read(n: u8) -> u32 {
     1 << (n & 15)
 }
-/// CR intercept bit for writes of CRn.
+/// CR intercept bit for writes of CRn (16 above the read bits).
 pub const fn intercept_cr_write(n: u8) -> u32 {
-    1 << (16 + (n & 15) as u32)
+    intercept_cr_read(n) << 16
 }
 /// DR intercept bit for reads of DRn (APM Vol. 2 15.10).
 pub const fn intercept_dr_read(n: u8) -> u32 {
     1 << (n & 15)
 }
-/// DR intercept bit for writes of DRn.
+/// DR intercept bit for writes of DRn (16 above the read bits).
 pub const fn intercept_dr_write(n: u8) -> u32 {
-    1 << (16 + (n & 15) as u32)
+    intercept_dr_read(n) << 16
 }
 /// Exception intercept bit for `vector` (APM Vol. 2 15.12).
 pub const fn intercept_exception(vector: u8) -> u32 {

@@ -75,12 +75,14 @@ impl PendingVectors {
     /// Takes every pending vector (lowest first) and clears them.
     pub fn take(&self) -> heapless::Vec<u8, 256> {
         let mut out = heapless::Vec::new();
-        for (i, word) in self.0.iter().enumerate() {
+        // Word i holds vectors 64 * i ..= 64 * i + 63.
+        for (base, word) in (0..=u8::MAX).step_by(64).zip(self.0.iter()) {
             let mut bits = word.swap(0, Ordering::AcqRel);
             while bits != 0 {
                 let bit = bits.trailing_zeros();
-                bits &= bits - 1;
-                let _ = out.push((i as u32 * 64 + bit) as u8);
+                bits ^= 1 << bit;
+                // `bit` is below 64 and `base` a multiple of 64, so OR is the sum.
+                let _ = out.push(base | bit as u8);
             }
         }
         out
@@ -152,6 +154,17 @@ mod tests {
         p.record(0x42);
         p.clear(0x41);
         assert_eq!(p.take().as_slice(), &[0x42]);
+    }
+
+    #[test]
+    fn every_vector_is_taken_back_exactly() {
+        let p = PendingVectors::new();
+        for v in 0..=u8::MAX {
+            p.record(v);
+        }
+        let all: heapless::Vec<u8, 256> = (0..=u8::MAX).collect();
+        assert_eq!(p.take(), all);
+        assert!(!p.any());
     }
 
     #[test]

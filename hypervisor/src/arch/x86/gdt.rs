@@ -21,6 +21,18 @@ struct IstStack([u8; IST_STACK_BYTES]);
 
 static mut IST_STACKS: [IstStack; 3] = [const { IstStack([0; IST_STACK_BYTES]) }; 3];
 
+/// Entries in the TSS's interrupt stack table (AMD APM Vol. 2 12.2.5, Intel SDM Vol. 3
+/// 8.7). The TSS is packed, so its array is copied out rather than borrowed.
+const IST_ENTRIES: usize = {
+    let ist = TaskStateSegment::new().interrupt_stack_table;
+    ist.len()
+};
+const _: () = assert!(
+    (IST_DOUBLE_FAULT as usize) < IST_ENTRIES
+        && (IST_NMI as usize) < IST_ENTRIES
+        && (IST_MACHINE_CHECK as usize) < IST_ENTRIES
+);
+
 struct Tables {
     gdt: GlobalDescriptorTable,
     code: SegmentSelector,
@@ -35,12 +47,18 @@ static TABLES: Once<Tables> = Once::new();
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (slot, index) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().enumerate() {
-            // Only the address is taken; the stacks are used solely by the CPU on IST
-            // switches.
-            let base = (&raw const IST_STACKS) as u64 + (slot * IST_STACK_BYTES) as u64;
-            tss.interrupt_stack_table[usize::from(index)] = VirtAddr::new(base + IST_STACK_BYTES as u64);
+        // Only the address is taken; the stacks are used solely by the CPU on IST
+        // switches. Each stack grows down from the end of its slot; the last top is
+        // the end of the static, so the sums cannot wrap.
+        let mut top = (&raw const IST_STACKS) as u64;
+        let mut ist = tss.interrupt_stack_table;
+        for index in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK] {
+            top = top.wrapping_add(IST_STACK_BYTES as u64);
+            if let Some(entry) = ist.get_mut(usize::from(index)) {
+                *entry = VirtAddr::new(top);
+            }
         }
+        tss.interrupt_stack_table = ist;
         tss
     });
     let tables = TABLES.call_once(|| {
@@ -62,8 +80,8 @@ pub fn init() {
     }
 }
 
-/// The hypervisor's code and data selectors (the host state for VMRUN).
-pub fn selectors() -> (SegmentSelector, SegmentSelector) {
-    let tables = TABLES.get().expect("gdt::init runs first");
-    (tables.code, tables.data)
+/// The hypervisor's code and data selectors (the host state for VMRUN); `None` before
+/// [`init`].
+pub fn selectors() -> Option<(SegmentSelector, SegmentSelector)> {
+    TABLES.get().map(|tables| (tables.code, tables.data))
 }

@@ -240,10 +240,11 @@ pub fn init() {
             idt.security_exception.set_handler_addr(addr(stub_sx));
             idt[lapic::TIMER_VECTOR].set_handler_addr(addr(stub_timer));
             idt[lapic::KEYBOARD_VECTOR].set_handler_addr(addr(stub_keyboard));
-            let stubs = (&raw const bulkhead_device_irq_stubs) as u64;
-            for (i, vector) in (device_vectors::FIRST..=device_vectors::LAST).enumerate() {
-                let stub = stubs + i as u64 * DEVICE_STUB_BYTES;
+            // One stub per device vector, DEVICE_STUB_BYTES apart in the image.
+            let mut stub = (&raw const bulkhead_device_irq_stubs) as u64;
+            for vector in device_vectors::FIRST..=device_vectors::LAST {
                 idt[vector].set_handler_addr(VirtAddr::new(stub));
+                stub = stub.wrapping_add(DEVICE_STUB_BYTES);
             }
             idt[lapic::SPURIOUS_VECTOR].set_handler_addr(addr(stub_spurious));
         }

@@ -44,11 +44,17 @@ fn xapic_page() -> MmioRegion {
     unsafe { MmioRegion::new(XAPIC_BASE.load(Ordering::Relaxed), 0x1000) }
 }
 
+/// The x2APIC MSR of xAPIC register `offset` (SDM Vol. 3 11.12.1.2). Offsets are this
+/// module's register constants, inside the 4 KiB page, so the sum stays in 0x800..=0x8ff.
+fn x2apic_msr(offset: u32) -> Msr {
+    Msr::new(0x800_u32.wrapping_add(offset / 16))
+}
+
 fn read(offset: u32) -> u32 {
     if X2APIC.load(Ordering::Relaxed) {
         // SAFETY: x2APIC mode is enabled, so the 0x800.. MSRs exist; reads have no side
         // effects for the registers used here.
-        unsafe { Msr::new(0x800 + offset / 16).read() as u32 }
+        unsafe { x2apic_msr(offset).read() as u32 }
     } else {
         xapic_page().read(u64::from(offset))
     }
@@ -57,7 +63,7 @@ fn read(offset: u32) -> u32 {
 fn write(offset: u32, value: u32) {
     if X2APIC.load(Ordering::Relaxed) {
         // SAFETY: as in `read`; the hypervisor owns the local APIC.
-        unsafe { Msr::new(0x800 + offset / 16).write(u64::from(value)) }
+        unsafe { x2apic_msr(offset).write(u64::from(value)) }
     } else {
         xapic_page().write(u64::from(offset), value)
     }
@@ -88,7 +94,8 @@ pub fn init(tsc_per_ms: u64) -> bool {
     while instr::rdtsc().wrapping_sub(start) < tsc_per_ms.saturating_mul(10) {
         core::hint::spin_loop();
     }
-    let elapsed = u64::from(u32::MAX - read(reg::TIMER_CURRENT));
+    // The timer counts down from u32::MAX: this cannot wrap.
+    let elapsed = u64::from(u32::MAX.wrapping_sub(read(reg::TIMER_CURRENT)));
     write(reg::TIMER_INITIAL, 0);
     TICKS_PER_MS.store((elapsed / 10).max(1), Ordering::Relaxed);
     x2

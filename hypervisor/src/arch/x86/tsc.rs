@@ -32,7 +32,8 @@ fn from_cpuid() -> Option<u64> {
     if denominator == 0 || numerator == 0 || crystal_hz == 0 {
         return None;
     }
-    Some(crystal_hz * numerator / denominator / 1000)
+    // Both factors are 32-bit, so the product fits; `denominator` is non-zero (above).
+    Some(crystal_hz.checked_mul(numerator)?.checked_div(denominator)? / 1000)
 }
 
 /// Counts TSC ticks while PIT channel 2 counts down 10 ms.
@@ -48,12 +49,14 @@ fn measure_with_pit() -> u64 {
         instr::outb(PIT_CHANNEL2, (count >> 8) as u8);
         let start = instr::rdtsc();
         // OUT2 (bit 5 of port B) goes high when the count reaches zero.
-        let mut spins = 0u64;
-        while instr::inb(PORT_B) & 0x20 == 0 && spins < 100_000_000 {
-            spins += 1;
+        for _ in 0..100_000_000u64 {
+            if instr::inb(PORT_B) & 0x20 != 0 {
+                break;
+            }
         }
         let end = instr::rdtsc();
         instr::outb(PORT_B, b);
-        ((end - start) / 10).max(1)
+        // TSC deltas are modulo 2^64.
+        (end.wrapping_sub(start) / 10).max(1)
     }
 }
