@@ -4,6 +4,7 @@
 //! bits, one bit per 4 KiB page), and the frame-rate cap. Pure; the screen driver does
 //! the copying (`platform::screen::present_rows` with its `Placement` and `blit_row`).
 
+use core::num::NonZeroU64;
 use core::ops::Range;
 
 use heapless::Vec;
@@ -19,11 +20,13 @@ pub const MAX_SCALE: u32 = 4;
 /// fit), centred; a guest larger than the area shows its centre.
 pub fn place(guest: (u32, u32), area: (u32, u32), top: u32) -> Placement {
     let (gw, gh) = (guest.0.max(1), guest.1.max(1));
-    let scale = (area.0 / gw).min(area.1 / gh).clamp(1, MAX_SCALE);
+    // gw, gh and scale are at least 1, so the divisions always succeed.
+    let scale = area.0.checked_div(gw).unwrap_or(0).min(area.1.checked_div(gh).unwrap_or(0)).clamp(1, MAX_SCALE);
     let fit = |g: u32, a: u32| {
-        let shown = g.min(a / scale);
-        let src = (g - shown) / 2;
-        let dst = (a - shown * scale) / 2;
+        // shown <= g and shown * scale <= a: neither clamps.
+        let shown = g.min(a.checked_div(scale).unwrap_or(a));
+        let src = g.saturating_sub(shown) / 2;
+        let dst = a.saturating_sub(shown.saturating_mul(scale)) / 2;
         (src, shown, dst)
     };
     let (src_x, src_w, dst_x) = fit(gw, area.0);
@@ -41,21 +44,23 @@ pub type Spans = Vec<Range<u32>, MAX_SPANS>;
 /// Adjacent and overlapping spans are merged.
 pub fn dirty_rows(bitmap: &[u64], stride_bytes: u32, height: u32) -> Spans {
     let mut spans = Spans::new();
-    if stride_bytes == 0 {
+    let Some(stride) = NonZeroU64::new(u64::from(stride_bytes)) else {
         return spans;
-    }
-    let stride = u64::from(stride_bytes);
+    };
     for (w, &word) in bitmap.iter().enumerate() {
         let mut bits = word;
         while bits != 0 {
-            let page = (w * 64) as u64 + u64::from(bits.trailing_zeros());
-            bits &= bits - 1;
-            let first = page * PAGE_SIZE / stride;
-            let last = ((page + 1) * PAGE_SIZE - 1) / stride;
+            // One bit per page of a framebuffer in memory: far from wrapping.
+            let page = (w as u64).wrapping_mul(64).wrapping_add(u64::from(bits.trailing_zeros()));
+            // Clears the lowest set bit (bits is not 0).
+            bits &= bits.wrapping_sub(1);
+            let start = page.saturating_mul(PAGE_SIZE);
+            let first = start / stride;
+            let last = start.saturating_add(PAGE_SIZE - 1) / stride;
             if first >= u64::from(height) {
                 continue;
             }
-            let rows = first as u32..(last + 1).min(u64::from(height)) as u32;
+            let rows = first as u32..last.saturating_add(1).min(u64::from(height)) as u32;
             push_span(&mut spans, rows);
         }
     }
@@ -93,7 +98,7 @@ pub struct FrameClock {
 impl FrameClock {
     /// `fps` frames per second with a clock of `ticks_per_s`.
     pub fn new(ticks_per_s: u64, fps: u64) -> Self {
-        FrameClock { period: ticks_per_s / fps.max(1), next: 0 }
+        FrameClock { period: ticks_per_s.checked_div(fps).unwrap_or(ticks_per_s), next: 0 }
     }
 
     /// Whether a frame is due at `now`; if so, the next one is a period later.
@@ -126,10 +131,10 @@ pub struct FrameStats {
 impl FrameStats {
     pub fn record(&mut self, bytes: u64) {
         if bytes == 0 {
-            self.idle_frames += 1;
+            self.idle_frames = self.idle_frames.wrapping_add(1);
         } else {
-            self.frames += 1;
-            self.bytes_total += bytes;
+            self.frames = self.frames.wrapping_add(1);
+            self.bytes_total = self.bytes_total.wrapping_add(bytes);
             self.bytes_last = bytes;
         }
     }

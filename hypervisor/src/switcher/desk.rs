@@ -57,7 +57,7 @@ struct Toast {
 /// last byte, when there was one in the last 100 ms, else `now` (a polled keyboard).
 fn switch_start(now: u64, ticks_per_ms: u64) -> u64 {
     let irq = crate::arch::x86::idt::KEYBOARD_IRQ_TSC.load(core::sync::atomic::Ordering::Relaxed);
-    if irq != 0 && irq <= now && now - irq < 100 * ticks_per_ms { irq } else { now }
+    if irq != 0 && irq <= now && now.saturating_sub(irq) < ticks_per_ms.saturating_mul(100) { irq } else { now }
 }
 
 pub struct Desk {
@@ -127,7 +127,7 @@ impl Desk {
             decoder: Set1Decoder::new(),
             machine: FocusMachine::new(vm_count, hotkeys),
             shown: Shown::Nothing,
-            clock: FrameClock::new(ticks_per_ms * 1000, FRAME_RATE),
+            clock: FrameClock::new(ticks_per_ms.saturating_mul(1000), FRAME_RATE),
             stats: FrameStats::default(),
             switch_started: None,
             toast: None,
@@ -150,9 +150,10 @@ impl Desk {
         // Everything the controller holds is read below.
         crate::arch::x86::idt::KEYBOARD_FIRED.store(false, core::sync::atomic::Ordering::Release);
         let now = rdtsc();
-        let gap_ms = now.saturating_sub(self.last_read_tsc) / self.ticks_per_ms;
+        // ticks_per_ms is at least 1 (see `new`).
+        let gap_ms = now.saturating_sub(self.last_read_tsc).checked_div(self.ticks_per_ms).unwrap_or(0);
         if gap_ms >= SLOW_READ_MS && self.last_read_tsc != 0 {
-            self.slow_reads += 1;
+            self.slow_reads = self.slow_reads.wrapping_add(1);
             if self.slow_reads.is_power_of_two() {
                 warn!(target: "keyboard", "keyboard not read for {gap_ms} ms; keys may be lost ({} times)", self.slow_reads);
             }
@@ -161,7 +162,7 @@ impl Desk {
         let typed = &mut self.typed;
         let read = &mut self.bytes_read;
         keyboard.poll(|b| {
-            *read += 1;
+            *read = read.wrapping_add(1);
             if typed.push_back(b).is_err() {
                 warn!(target: "keyboard", "typed too far ahead; key byte dropped");
             }
@@ -208,7 +209,7 @@ impl Desk {
                 if let Some(vm) = vms.get_mut(slot) {
                     vm.as_mut().inject_keys(&bytes);
                     if let Some(n) = self.injected.get_mut(slot) {
-                        *n += bytes.len() as u64;
+                        *n = n.wrapping_add(bytes.len() as u64);
                     }
                 }
             }
@@ -226,7 +227,7 @@ impl Desk {
             FocusCommand::ShowOverview(_) | FocusCommand::Redraw => self.redraw(),
             FocusCommand::Notify { text, severity } => {
                 info!(target: "switcher", "notification: {text}");
-                let until_tsc = rdtsc().saturating_add(TOAST_MS * self.ticks_per_ms);
+                let until_tsc = rdtsc().saturating_add(TOAST_MS.saturating_mul(self.ticks_per_ms));
                 self.toast = Some(Toast { text, severity, until_tsc });
                 self.clock.hurry();
             }
@@ -284,7 +285,7 @@ impl Desk {
             self.shown = now_showing;
         } else if changed > 0 {
             for rows in compositor::dirty_rows(&self.dirty, fb.stride_bytes, fb.height) {
-                bytes += screen::present_rows(fb.hpa, stride_px, len_px, &placement, rows);
+                bytes = screen::present_rows(fb.hpa, stride_px, len_px, &placement, rows).saturating_add(bytes);
             }
         }
         let strip = vm_colour_strip(vm, (self.wall_clock)());
@@ -301,15 +302,16 @@ impl Desk {
             info!(
                 target: "switcher",
                 "SWITCH-FRAME slot={} ticks={ticks} us={} bytes={bytes}",
-                focus + 1,
-                ticks * 1000 / self.ticks_per_ms
+                focus.saturating_add(1),
+                ticks_to_us(ticks, self.ticks_per_ms)
             );
         }
         debug_placement(&placement, full);
     }
 
     fn refresh_overview<V: DeskVm, S: AsMut<V>>(&mut self, vms: &mut [S], sel: Selection, now: u64) {
-        let stale = now.saturating_sub(self.overview_drawn_tsc) >= OVERVIEW_REFRESH_MS * self.ticks_per_ms;
+        let stale =
+            now.saturating_sub(self.overview_drawn_tsc) >= OVERVIEW_REFRESH_MS.saturating_mul(self.ticks_per_ms);
         if self.shown == Shown::Overview && !stale {
             return;
         }
@@ -320,7 +322,7 @@ impl Desk {
         for (i, slot) in vms.iter_mut().enumerate() {
             let vm = slot.as_mut();
             let (Some(fb), Some(buf)) = (vm.framebuffer(), self.thumbnails.get_mut(i)) else { continue };
-            buf.resize((thumb.width * thumb.height) as usize, 0);
+            buf.resize(thumb.width.saturating_mul(thumb.height) as usize, 0);
             let len_px = (fb.len / 4) as usize;
             let ok = screen::with_guest_pixels(fb.hpa, len_px, |px| {
                 ui::thumbnail::downscale(px, fb.width, fb.height, fb.stride_bytes / 4, buf, thumb.width, thumb.height)
@@ -350,8 +352,8 @@ impl Desk {
         });
         drop(tiles);
         if self.shown != Shown::Overview {
-            let us = rdtsc().saturating_sub(now) * 1000 / self.ticks_per_ms;
-            info!(target: "switcher", "OVERVIEW-DRAWN tiles={} selected={} us={us}", vms.len(), sel.index() + 1);
+            let us = ticks_to_us(rdtsc().saturating_sub(now), self.ticks_per_ms);
+            info!(target: "switcher", "OVERVIEW-DRAWN tiles={} selected={} us={us}", vms.len(), sel.index().saturating_add(1));
         }
         self.draw_toast();
         self.shown = Shown::Overview;
@@ -366,7 +368,7 @@ impl Desk {
         let n = Notification { message: &t.text, severity: t.severity };
         let area = ui::notification::rect(size, ui::Scale::for_screen(size), &n);
         let top = area.top_left.y.max(0) as u32;
-        let bottom = top + area.size.height;
+        let bottom = top.saturating_add(area.size.height);
         compositor::dirty_rows(dirty, stride_bytes, height).iter().any(|rows| {
             let on_screen = placement.screen_rows(rows.clone());
             on_screen.start < bottom && top < on_screen.end
@@ -410,6 +412,11 @@ impl Desk {
             _ => false,
         }
     }
+}
+
+/// Microseconds in `ticks`, for the log.
+fn ticks_to_us(ticks: u64, ticks_per_ms: u64) -> u64 {
+    ticks.saturating_mul(1000).checked_div(ticks_per_ms).unwrap_or(0)
 }
 
 fn debug_placement(p: &Placement, full: bool) {

@@ -141,7 +141,9 @@ impl FocusMachine {
                     self.switch_to(slot, out);
                 }
             }
-            Action::Next if count > 0 => self.switch_to((self.focus + 1) % count, out),
+            Action::Next if count > 0 => {
+                self.switch_to(self.focus.saturating_add(1).checked_rem(count).unwrap_or(0), out)
+            }
             Action::Next => {}
             Action::Overview if matches!(self.view, View::Overview(_)) => self.back_to_focus(out),
             Action::Overview | Action::SecureAttention => self.open_overview(out),
@@ -196,7 +198,7 @@ impl FocusMachine {
         self.focus = slot;
         self.view = View::Desktop;
         out.push(FocusCommand::ShowVm { slot, switch });
-        info!(target: "switcher", "focus on VM slot {}", slot + 1);
+        info!(target: "switcher", "focus on VM slot {}", slot.saturating_add(1));
     }
 }
 

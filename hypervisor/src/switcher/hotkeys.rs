@@ -77,10 +77,10 @@ fn key_by_name(name: &str) -> Option<KeyCode> {
     let lower = name.to_ascii_lowercase();
     let bytes = lower.as_bytes();
     if let [d @ b'0'..=b'9'] = bytes {
-        return Some(DIGITS[usize::from(d - b'0')]);
+        return DIGITS.get(usize::from(d.wrapping_sub(b'0'))).copied();
     }
     if let [c @ b'a'..=b'z'] = bytes {
-        return Some(LETTERS[usize::from(c - b'a')]);
+        return LETTERS.get(usize::from(c.wrapping_sub(b'a'))).copied();
     }
     if let Some(n) = lower.strip_prefix('f').and_then(|n| n.parse::<usize>().ok()) {
         return FKEYS.get(n.checked_sub(1)?).copied();

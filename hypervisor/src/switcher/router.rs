@@ -98,7 +98,7 @@ impl KeyRouter {
         }
         if let Some(i) = existing {
             // Typematic repeat: same receiver as the original press.
-            if let Owner::Vm(slot) = self.held[i].owner {
+            if let Some(Owner::Vm(slot)) = self.held.get(i).map(|h| h.owner) {
                 let _ = out.push(Output::ToVm { slot, bytes: key.bytes });
             }
             return out;

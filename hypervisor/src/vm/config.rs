@@ -194,7 +194,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     let mut vms: Vec<VmConfig> = Vec::new();
     let mut hotkeys: Vec<HotkeyBinding> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
+        let line = i.saturating_add(1);
         let err = |reason: &'static str| ConfigError { line, reason: ConfigReason::Invalid(reason) };
         let words = split_words(raw).map_err(|reason| ConfigError { line, reason })?;
         let Some((first, rest)) = words.split_first() else { continue };
@@ -204,7 +204,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                 return Err(err("this key combination is bound twice"));
             }
             // One entry stays free for the secure-attention default.
-            if hotkeys.len() + 1 >= MAX_HOTKEYS {
+            if hotkeys.len().saturating_add(1) >= MAX_HOTKEYS {
                 return Err(err("too many hotkeys"));
             }
             hotkeys.push(binding);

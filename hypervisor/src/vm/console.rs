@@ -78,9 +78,9 @@ impl VmConsole {
         }
         if text.starts_with("CHECK ") {
             if text.ends_with(" PASS") {
-                self.passed_checks += 1;
+                self.passed_checks = self.passed_checks.saturating_add(1);
             } else {
-                self.failed_checks += 1;
+                self.failed_checks = self.failed_checks.saturating_add(1);
             }
         } else if text.starts_with("CHECKS DONE") {
             self.checks_done = true;

@@ -75,9 +75,11 @@ impl HostTime {
     /// Unix time at host TSC `tsc`.
     pub fn at(&self, tsc: u64) -> WallClock {
         let ticks = tsc.saturating_sub(self.tsc);
-        let secs = ticks / self.tsc_hz.max(1);
-        let rem = ticks % self.tsc_hz.max(1);
-        let nsec = (u128::from(rem) * 1_000_000_000 / u128::from(self.tsc_hz.max(1))) as u32;
+        let hz = self.tsc_hz.max(1);
+        let secs = ticks.checked_div(hz).unwrap_or(0);
+        let rem = ticks.checked_rem(hz).unwrap_or(0);
+        // rem < hz <= u64::MAX, so rem * 10^9 fits a u128.
+        let nsec = u128::from(rem).wrapping_mul(1_000_000_000).checked_div(u128::from(hz)).unwrap_or(0) as u32;
         WallClock { sec: self.unix_secs.saturating_add(secs), nsec }
     }
 }

@@ -229,7 +229,8 @@ impl<A: Arch> Vm<A> {
         DirectMap.write(msr_map, maps.msr.get(..MSR_MAP_BYTES as usize).unwrap_or(&maps.msr));
         let mut regions = Vec::new();
         for (gpa, offset, len) in desktop::vm_ram_blocks(config.kind, ram_bytes) {
-            let hpa = HostPhysAddr::new(ram.raw() + offset);
+            // `offset` lies inside the RAM block just taken: no wrap.
+            let hpa = HostPhysAddr::new(ram.raw().wrapping_add(offset));
             regions.push(
                 GuestRegion::new(GuestPhysAddr::new(gpa), hpa, len, Perms::RWX)
                     .map_err(|e| VmError::Image(ImageError::Memory(e)))?,
@@ -239,7 +240,9 @@ impl<A: Arch> Vm<A> {
             Kind::Linux => {
                 let (width, height) = resources.display;
                 let stride_bytes = width.saturating_mul(4);
-                let len = (u64::from(stride_bytes) * u64::from(height)).max(1).next_multiple_of(LARGE_PAGE_SIZE);
+                // The product of two u32 values fits a u64.
+                let len =
+                    u64::from(stride_bytes).wrapping_mul(u64::from(height)).max(1).next_multiple_of(LARGE_PAGE_SIZE);
                 let hpa = blocks.take(&mut PhysBlocks, len, LARGE_PAGE_SIZE, "framebuffer")?;
                 let gpa = GuestPhysAddr::new(crate::devices::layout::FRAMEBUFFER_GPA);
                 regions.push(
@@ -414,7 +417,8 @@ impl<A: Arch> Vm<A> {
             self.write_canary();
         }
         let config = VcpuConfig {
-            tag: self.id + 1,
+            // Ids are indices below MAX_VMS: no wrap.
+            tag: self.id.wrapping_add(1),
             stage2_root: npt.root(),
             io_bitmap: self.io_map,
             msr_bitmap: self.msr_map,
@@ -432,7 +436,7 @@ impl<A: Arch> Vm<A> {
         sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), true);
         self.msrs = MsrState::new(true);
         self.state = VmState::Runnable;
-        self.starts += 1;
+        self.starts = self.starts.saturating_add(1);
         Ok(())
     }
 
@@ -509,7 +513,7 @@ impl<A: Arch> Vm<A> {
     }
 
     fn canary_gpa(&self) -> GuestPhysAddr {
-        GuestPhysAddr::new(self.config.memory_bytes - PAGE_SIZE)
+        GuestPhysAddr::new(self.config.memory_bytes.saturating_sub(PAGE_SIZE))
     }
 
     fn write_canary(&mut self) {

@@ -39,12 +39,12 @@ impl LoadReport {
             return;
         };
         let Some((from, tsc, pv_eois_from)) = &self.idle_from else {
-            if now.saturating_sub(*ready_tsc) >= IDLE_SETTLE_S * per_s {
+            if now.saturating_sub(*ready_tsc) >= IDLE_SETTLE_S.saturating_mul(per_s) {
                 self.idle_from = Some((vm.counters.clone(), now, vm.pv_eois()));
             }
             return;
         };
-        if now.saturating_sub(*tsc) < IDLE_WINDOW_S * per_s {
+        if now.saturating_sub(*tsc) < IDLE_WINDOW_S.saturating_mul(per_s) {
             return;
         }
         let idle = vm.counters.since(from);

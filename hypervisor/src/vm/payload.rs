@@ -47,11 +47,12 @@ pub fn plan(elf: &[u8], ram_bytes: u64) -> Result<PayloadPlan<'_>, PayloadError>
     for seg in &load.segments {
         let from = seg.file_offset as usize;
         // elfload checked the segment lies inside the file.
-        let data = elf.get(from..from + seg.file_size as usize).unwrap_or(&[]);
+        let data = elf.get(from..).and_then(|rest| rest.get(..seg.file_size as usize)).unwrap_or(&[]);
         writes.push((GuestPhysAddr::new(seg.phys), "segment", data.into()));
     }
     // Stack below the canary, 16-byte aligned minus the return-address slot the ABI expects.
-    let rsp = (usable_end & !0xf) - 8;
+    // `usable_end` is above LOAD_BASE + PAGE_SIZE (checked above): no wrap.
+    let rsp = (usable_end & !0xf).wrapping_sub(8);
     Ok(PayloadPlan { writes, entry: InitialState::Long64 { rip: load.entry, rsp, cr3: PAGE_TABLES, rsi: ram_bytes } })
 }
 

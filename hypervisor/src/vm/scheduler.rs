@@ -62,7 +62,7 @@ fn arm_timer(deadline: Option<u64>) {
     if let Some(deadline) = deadline {
         let ticks = deadline.saturating_sub(crate::arch::x86::instr::rdtsc());
         let per_us = (crate::arch::x86::tsc::cached_ticks_per_ms() / 1000).max(1);
-        micros = micros.min((ticks / per_us).saturating_add(1));
+        micros = micros.min(ticks.checked_div(per_us).unwrap_or(ticks).saturating_add(1));
     }
     lapic::arm_oneshot_us(micros);
 }

@@ -54,7 +54,7 @@ pub fn failures(vms: &[VmOutcome<'_>], hypervisor_intact: bool) -> Vec<String> {
             _ => {}
         }
         if let Restart::Times(n) = vm.restart
-            && vm.starts != n + 1
+            && vm.starts != n.saturating_add(1)
         {
             out.push(format!("{name}: should have been restarted {n} time(s), was started {} time(s)", vm.starts));
         }

@@ -15,8 +15,8 @@ use crate::vm::selftest::{self, VmOutcome};
 /// its start, or a guest reached them).
 pub fn hypervisor_checksum() -> u64 {
     let image = paging::image_layout();
-    let text = direct_map::checksum(HostPhysAddr::new(image.text.0), image.text.1 - image.text.0);
-    let rodata = direct_map::checksum(HostPhysAddr::new(image.rodata.0), image.rodata.1 - image.rodata.0);
+    let text = direct_map::checksum(HostPhysAddr::new(image.text.0), image.text.1.saturating_sub(image.text.0));
+    let rodata = direct_map::checksum(HostPhysAddr::new(image.rodata.0), image.rodata.1.saturating_sub(image.rodata.0));
     text ^ rodata.rotate_left(1)
 }
 

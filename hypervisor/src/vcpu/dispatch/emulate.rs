@@ -2,6 +2,7 @@
 //! for up to [`MAX_ITERATIONS`] elements) and MMIO on nested page faults.
 #![forbid(unsafe_code)]
 // The error side is the exit's final action, produced at most once per exit.
+#![allow(clippy::result_large_err)]
 
 use super::{VmEnv, decode_at_rip};
 use crate::arch::exit::{Event, Exit, ExitAction, IoDirection, IoExit, NextRip, NpfInfo, StopReason};

@@ -341,6 +341,11 @@ pub fn build_acpi_tables(config: &AcpiConfig, base: GuestPhysAddr) -> Result<Acp
     let bad_base = GuestAcpiError::BadBase(base.raw());
     let at = |offset: usize| base.checked_add(offset as u64).ok_or(bad_base);
     let align = |offset: usize| offset.next_multiple_of(TABLE_ALIGN);
+    // The next table's offset: aligned, after `len` bytes at `offset`. The tables are a
+    // few KiB at most; an overflow would mean they cannot be placed at all.
+    let after = |offset: usize, len: usize| {
+        offset.checked_add(len).and_then(|end| end.checked_next_multiple_of(TABLE_ALIGN)).ok_or(bad_base)
+    };
 
     // Tables that point nowhere are sized first; the XSDT's size depends only on its
     // entry count, so every address is known before anything is written.
@@ -348,16 +353,17 @@ pub fn build_acpi_tables(config: &AcpiConfig, base: GuestPhysAddr) -> Result<Acp
     let madt = madt(config);
     let mcfg = mcfg(config);
     const XSDT_ENTRIES: usize = 3; // FADT, MADT, MCFG
+    const XSDT_SIZE: usize = header::SIZE + 8 * XSDT_ENTRIES;
     let xsdt_off = align(36);
-    let fadt_off = align(xsdt_off + header::SIZE + 8 * XSDT_ENTRIES);
-    let madt_off = align(fadt_off + fadt::SIZE);
-    let mcfg_off = align(madt_off + madt.len());
-    let dsdt_off = align(mcfg_off + mcfg.len());
+    let fadt_off = after(xsdt_off, XSDT_SIZE)?;
+    let madt_off = after(fadt_off, fadt::SIZE)?;
+    let mcfg_off = after(madt_off, madt.len())?;
+    let dsdt_off = after(mcfg_off, mcfg.len())?;
     let fadt = fadt(config, at(dsdt_off)?);
     let xsdt = xsdt(&[at(fadt_off)?, at(madt_off)?, at(mcfg_off)?]);
     let rsdp = rsdp(at(xsdt_off)?);
 
-    let mut bytes = Vec::with_capacity(dsdt_off + dsdt.len());
+    let mut bytes = Vec::with_capacity(dsdt_off.saturating_add(dsdt.len()));
     let mut tables = Vec::new();
     let mut place = |offset: usize, table: &[u8], bytes: &mut Vec<u8>| -> Result<(), GuestAcpiError> {
         bytes.resize(offset, 0);
@@ -375,7 +381,7 @@ pub fn build_acpi_tables(config: &AcpiConfig, base: GuestPhysAddr) -> Result<Acp
     place(madt_off, &madt, &mut bytes)?;
     place(mcfg_off, &mcfg, &mut bytes)?;
     place(dsdt_off, &dsdt, &mut bytes)?;
-    debug_assert_eq!(xsdt.len(), header::SIZE + 8 * XSDT_ENTRIES);
+    debug_assert_eq!(xsdt.len(), XSDT_SIZE);
     debug_assert_eq!(fadt.len(), fadt::SIZE);
     Ok(AcpiBlob { bytes, base, rsdp_gpa: base, tables })
 }

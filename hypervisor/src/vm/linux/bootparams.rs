@@ -122,7 +122,7 @@ impl BootE820Entry {
         BootE820Entry { addr: addr.raw(), size, typ: typ as u32 }
     }
 
-    fn end(&self) -> u64 {
+    pub(super) fn end(&self) -> u64 {
         self.addr.saturating_add(self.size)
     }
 }
@@ -222,7 +222,8 @@ pub struct Framebuffer {
 impl Framebuffer {
     /// The byte size efifb maps: `lfb_linelength * lfb_height`, as the EFI stub sets it.
     pub fn size(&self) -> u64 {
-        u64::from(self.stride) * u64::from(self.height)
+        // The product of two u32 values fits a u64.
+        u64::from(self.stride).wrapping_mul(u64::from(self.height))
     }
 
     pub fn screen_info(&self) -> Result<ScreenInfo, LinuxBootError> {
@@ -287,7 +288,9 @@ pub fn normalise_e820(entries: &[BootE820Entry]) -> Result<Vec<BootE820Entry>, L
                 return Err(LinuxBootError::OverlappingE820 { first: last.addr, second: e.addr });
             }
             if e.addr == last.end() && e.typ == last.typ {
-                last.size += e.size;
+                // `e` starts at `last`'s end and its own end did not overflow (checked
+                // above), so the merged size fits.
+                last.size = last.size.wrapping_add(e.size);
                 continue;
             }
         }
@@ -322,7 +325,9 @@ pub fn build_boot_params(kernel: &BzImage<'_>, input: &BootParamsInput<'_>) -> R
     // Start from the image's header, as boot.rst asks, then set the loader's fields.
     let mut raw_hdr = [0u8; size_of::<SetupHeader>()];
     let theirs = kernel.header_bytes();
-    raw_hdr[..theirs.len()].copy_from_slice(theirs);
+    for (dst, src) in raw_hdr.iter_mut().zip(theirs) {
+        *dst = *src;
+    }
     let mut hdr = SetupHeader::read_le(&raw_hdr);
     hdr.type_of_loader = 0xff; // "undefined" loader ID
     hdr.loadflags = (hdr.loadflags | LOADED_HIGH | CAN_USE_HEAP) & !super::bzimage::KEEP_SEGMENTS;
@@ -334,14 +339,14 @@ pub fn build_boot_params(kernel: &BzImage<'_>, input: &BootParamsInput<'_>) -> R
         hdr.ramdisk_image = initrd as u32;
         hdr.ramdisk_size = initrd_size as u32;
     }
-    hdr.write_le(&mut page[SETUP_HEADER_OFFSET..]);
+    hdr.write_le(page.get_mut(SETUP_HEADER_OFFSET..).unwrap_or_default());
     ((cmdline >> 32) as u32).write(&mut page, offset_of!(BootParams, ext_cmd_line_ptr));
     if initrd_size != 0 {
         ((initrd >> 32) as u32).write(&mut page, offset_of!(BootParams, ext_ramdisk_image));
         ((initrd_size >> 32) as u32).write(&mut page, offset_of!(BootParams, ext_ramdisk_size));
     }
     if let Some(fb) = input.framebuffer {
-        fb.screen_info()?.write_le(&mut page[offset_of!(BootParams, screen_info)..]);
+        fb.screen_info()?.write_le(page.get_mut(offset_of!(BootParams, screen_info)..).unwrap_or_default());
     }
     if let Some(rsdp) = input.acpi_rsdp {
         if version < PROTOCOL_ACPI_RSDP {
@@ -351,9 +356,10 @@ pub fn build_boot_params(kernel: &BzImage<'_>, input: &BootParamsInput<'_>) -> R
     }
     (e820.len() as u8).write(&mut page, offset_of!(BootParams, e820_entries));
     let table = offset_of!(BootParams, e820_table);
-    for (i, e) in e820.iter().enumerate() {
-        let off = table + i * size_of::<BootE820Entry>();
-        e.write_le(&mut page[off..off + size_of::<BootE820Entry>()]);
+    // `normalise_e820` capped the entries at the table's length.
+    let slots = page.get_mut(table..).unwrap_or_default().chunks_exact_mut(size_of::<BootE820Entry>());
+    for (slot, e) in slots.zip(&e820) {
+        e.write_le(slot);
     }
     Ok(page)
 }

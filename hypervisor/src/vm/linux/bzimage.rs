@@ -97,9 +97,13 @@ le_fields!(SetupHeader {
 /// Where the setup header starts, in the image and in the zero page.
 pub const SETUP_HEADER_OFFSET: usize = 0x1f1;
 
+/// Only used on field offsets in the layout asserts below, far from overflow.
 const fn at(off: usize) -> usize {
-    off + SETUP_HEADER_OFFSET
+    off.wrapping_add(SETUP_HEADER_OFFSET)
 }
+
+/// One past the last setup header byte.
+const SETUP_HEADER_END: usize = SETUP_HEADER_OFFSET + size_of::<SetupHeader>();
 
 const _: () = {
     assert!(at(offset_of!(SetupHeader, boot_flag)) == 0x1fe);
@@ -147,8 +151,8 @@ pub struct BzImage<'a> {
 
 impl<'a> BzImage<'a> {
     pub fn parse(image: &'a [u8]) -> Result<Self, LinuxBootError> {
-        let end = SETUP_HEADER_OFFSET + size_of::<SetupHeader>();
-        let raw = image.get(SETUP_HEADER_OFFSET..end).ok_or(LinuxBootError::TooSmall { len: image.len() })?;
+        let raw =
+            image.get(SETUP_HEADER_OFFSET..SETUP_HEADER_END).ok_or(LinuxBootError::TooSmall { len: image.len() })?;
         let header = SetupHeader::read_le(raw);
         if header.boot_flag != BOOT_FLAG {
             return Err(LinuxBootError::NoBootFlag { found: header.boot_flag });
@@ -166,12 +170,15 @@ impl<'a> BzImage<'a> {
             return Err(LinuxBootError::No64BitEntry);
         }
         // The jump at 0x200 is a short jmp; its displacement byte ends the header.
-        let header_len =
-            (0x202 + usize::from(u8::read(image, 0x201)) - SETUP_HEADER_OFFSET).min(size_of::<SetupHeader>());
+        // 0x202 - 0x1f1 plus one byte: no wrap.
+        let header_len = (0x202 - SETUP_HEADER_OFFSET)
+            .wrapping_add(usize::from(u8::read(image, 0x201)))
+            .min(size_of::<SetupHeader>());
         let sects = if header.setup_sects == 0 { 4 } else { header.setup_sects };
-        let setup_size = (usize::from(sects) + 1) * 512;
-        let payload = u64::from(header.syssize) * 16;
-        let needed = setup_size as u64 + payload;
+        // At most 256 sectors of 512 bytes; a u32 times 16 and that sum fit a u64: no wrap.
+        let setup_size = usize::from(sects).wrapping_add(1).wrapping_mul(512);
+        let payload = u64::from(header.syssize).wrapping_mul(16);
+        let needed = (setup_size as u64).wrapping_add(payload);
         if image.len() < setup_size || (image.len() as u64) < needed {
             return Err(LinuxBootError::Truncated { needed, len: image.len() as u64 });
         }
@@ -179,7 +186,8 @@ impl<'a> BzImage<'a> {
         if !alignment.is_power_of_two() {
             return Err(LinuxBootError::BadAlignment { alignment });
         }
-        let kernel_len = (image.len() - setup_size) as u64;
+        // The image is at least `setup_size` long (checked above), so this never clamps.
+        let kernel_len = image.len().saturating_sub(setup_size) as u64;
         if u64::from(header.init_size) < kernel_len {
             return Err(LinuxBootError::BadInitSize { init_size: header.init_size, payload: kernel_len });
         }
@@ -194,8 +202,7 @@ impl<'a> BzImage<'a> {
     /// The setup header as the image defines it: fields past `header_len` (from a newer
     /// protocol than the image speaks) stay zero.
     pub fn header_bytes(&self) -> &'a [u8] {
-        let start = SETUP_HEADER_OFFSET;
-        self.image.get(start..start + self.header_len).unwrap_or_default()
+        self.image.get(SETUP_HEADER_OFFSET..).and_then(|h| h.get(..self.header_len)).unwrap_or_default()
     }
 
     pub fn setup_size(&self) -> usize {
@@ -314,5 +321,37 @@ pub(crate) mod tests {
         for len in (0..good.len()).step_by(97) {
             assert!(BzImage::parse(&good[..len]).is_err(), "len {len}");
         }
+    }
+
+    /// Every header byte set to 0x00, 0x7f, 0x80 or 0xff: parsing and planning a boot
+    /// from what parses end in a value or an error (tests run with overflow checks on).
+    #[test]
+    fn extreme_header_bytes_never_panic() {
+        use crate::memory::addr::GuestPhysAddr;
+        use crate::vm::linux::bootparams::{BootE820Entry, E820Type};
+        use crate::vm::linux::layout::{BootRequest, build_boot_plan};
+        let good = synthetic(0x2000);
+        let e820 = [BootE820Entry::new(GuestPhysAddr::new(0), 256 << 20, E820Type::Ram)];
+        let (mut parsed, mut planned) = (0, 0);
+        for off in SETUP_HEADER_OFFSET..SETUP_HEADER_END {
+            for value in [0x00, 0x7f, 0x80, 0xff] {
+                let mut img = good.clone();
+                img[off] = value;
+                let Ok(kernel) = BzImage::parse(&img) else { continue };
+                parsed += 1;
+                let req = BootRequest {
+                    kernel,
+                    initrd: &[1; 100],
+                    cmdline: b"console=ttyS0",
+                    mem_size: 256 << 20,
+                    e820: &e820,
+                    framebuffer: None,
+                    acpi_rsdp: None,
+                };
+                planned += usize::from(build_boot_plan(&req).is_ok());
+            }
+        }
+        // Most fields do not matter to parsing; the check above must have run on them.
+        assert!(parsed > 200 && planned > 100, "parsed {parsed}, planned {planned}");
     }
 }

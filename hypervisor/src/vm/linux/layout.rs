@@ -6,6 +6,7 @@
 use alloc::borrow::Cow;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::iter;
 
 use super::bootparams::{BootE820Entry, BootParamsInput, E820Type, Framebuffer, build_boot_params, normalise_e820};
 use super::bzimage::BzImage;
@@ -114,7 +115,8 @@ pub fn plan_layout(
         kernel_end: GuestPhysAddr::new(kernel_end),
         initrd: GuestPhysAddr::new(initrd),
         initrd_len,
-        entry: GuestPhysAddr::new(load + ENTRY_64_OFFSET),
+        // `load` <= `kernel_end` <= 4 GiB (checked above): no wrap.
+        entry: GuestPhysAddr::new(load.wrapping_add(ENTRY_64_OFFSET)),
     })
 }
 
@@ -205,19 +207,18 @@ pub struct BootRequest<'a> {
 
 /// Plans a complete boot. The kernel and initrd are borrowed, not copied.
 pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxBootError> {
-    let cmdline_len = req.cmdline.iter().position(|&b| b == 0).unwrap_or(req.cmdline.len());
-    let layout = plan_layout(req.mem_size, &req.kernel, req.initrd.len() as u64, cmdline_len as u64)?;
+    // Up to the first NUL, if any.
+    let cmdline_text = req.cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    let layout = plan_layout(req.mem_size, &req.kernel, req.initrd.len() as u64, cmdline_text.len() as u64)?;
     let e820 = normalise_e820(req.e820)?;
     let ram = |what: &'static str, addr: u64, len: u64| {
-        let inside = e820
-            .iter()
-            .any(|e| e.typ == E820Type::Ram as u32 && e.addr <= addr && addr.saturating_add(len) <= e.addr + e.size);
+        let inside =
+            e820.iter().any(|e| e.typ == E820Type::Ram as u32 && e.addr <= addr && addr.saturating_add(len) <= e.end());
         if inside { Ok(()) } else { Err(LinuxBootError::NotInRam { what, addr, len }) }
     };
     if let Some(fb) = req.framebuffer {
         let (start, end) = (fb.base.raw(), fb.base.raw().saturating_add(fb.size()));
-        let overlaps_ram =
-            e820.iter().any(|e| e.typ == E820Type::Ram as u32 && e.addr < end && start < e.addr + e.size);
+        let overlaps_ram = e820.iter().any(|e| e.typ == E820Type::Ram as u32 && e.addr < end && start < e.end());
         if overlaps_ram {
             return Err(LinuxBootError::BadFramebuffer("it is RAM in the e820 map; mark it reserved"));
         }
@@ -232,7 +233,7 @@ pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxB
             acpi_rsdp: req.acpi_rsdp,
         },
     )?;
-    let mut cmdline = req.cmdline[..cmdline_len].to_vec();
+    let mut cmdline = cmdline_text.to_vec();
     cmdline.push(0);
     let gdt: Vec<u8> = [0, 0, CODE64_DESCRIPTOR, DATA_DESCRIPTOR].iter().flat_map(|d| d.to_le_bytes()).collect();
 
@@ -250,7 +251,7 @@ pub fn build_boot_plan<'a>(req: &BootRequest<'a>) -> Result<BootPlan<'a>, LinuxB
         ram(w.what, w.gpa.raw(), w.data.len() as u64)?;
     }
     ram("kernel (init_size)", layout.kernel.raw(), req.kernel.init_size())?;
-    ram("boot stack", layout.stack_top.raw() - PAGE_SIZE, PAGE_SIZE)?;
+    ram("boot stack", layout.stack_top.raw().saturating_sub(PAGE_SIZE), PAGE_SIZE)?;
 
     let data = LoadSegment { selector: BOOT_DS, descriptor: DATA_DESCRIPTOR };
     let entry = EntryState {
@@ -277,15 +278,36 @@ fn write<'a>(gpa: GuestPhysAddr, what: &'static str, data: Cow<'a, [u8]>) -> Mem
 /// PML4 → one PDPT → four page directories of 2 MiB pages: the low 4 GiB, identity
 /// mapped. 2 MiB pages need no CPUID feature (1 GiB pages would need PDPE1GB).
 pub fn identity_page_tables(base: GuestPhysAddr) -> Vec<u8> {
-    let mut entries = vec![0u64; (PAGE_TABLE_PAGES * 512) as usize];
-    let table = |i: u64| base.raw() + i * PAGE_SIZE;
-    entries[0] = table(1) | PTE_PRESENT | PTE_WRITABLE;
-    for gib in 0..4u64 {
-        entries[512 + gib as usize] = table(2 + gib) | PTE_PRESENT | PTE_WRITABLE;
-        for i in 0..512u64 {
-            let addr = (gib << 30) | (i * LARGE_PAGE_SIZE);
-            entries[((2 + gib) * 512 + i) as usize] = addr | PTE_PRESENT | PTE_WRITABLE | PTE_HUGE;
+    const FLAGS: u64 = PTE_PRESENT | PTE_WRITABLE;
+    const DIRECTORIES: u64 = PAGE_TABLE_PAGES - 2;
+    // Page `i` (< PAGE_TABLE_PAGES) of the tables, which sit in low memory: no wrap.
+    let table = |i: u64| base.raw().wrapping_add(i.wrapping_mul(PAGE_SIZE));
+    let pml4 = iter::once(table(1) | FLAGS).chain(iter::repeat_n(0, 511));
+    // PDPT entry `gib` (< 4) points at directory page 2 + gib.
+    let pdpt = (0..DIRECTORIES).map(|gib| table(gib.wrapping_add(2)) | FLAGS).chain(iter::repeat_n(0, 508));
+    // The directories back to back: entry n (< 2048) maps n * 2 MiB, below 4 GiB.
+    let directories = (0..DIRECTORIES * 512).map(|n| n.wrapping_mul(LARGE_PAGE_SIZE) | FLAGS | PTE_HUGE);
+    pml4.chain(pdpt).chain(directories).flat_map(u64::to_le_bytes).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_tables_map_the_low_4_gib_with_2_mib_pages() {
+        let base = 0x1000;
+        let bytes = identity_page_tables(GuestPhysAddr::new(base));
+        assert_eq!(bytes.len() as u64, PAGE_TABLE_PAGES * PAGE_SIZE);
+        let entry = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(entry(0), (base + 0x1000) | 3);
+        assert!((1..512).all(|i| entry(i) == 0));
+        for gib in 0..4 {
+            assert_eq!(entry(512 + gib), (base + 0x2000 + gib as u64 * 0x1000) | 3);
+        }
+        assert!((516..1024).all(|i| entry(i) == 0));
+        for i in 0..2048 {
+            assert_eq!(entry(1024 + i), (i as u64 * (2 << 20)) | 0x83, "entry {i}");
         }
     }
-    entries.iter().flat_map(|e| e.to_le_bytes()).collect()
 }
