@@ -139,7 +139,6 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

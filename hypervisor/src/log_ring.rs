@@ -112,7 +112,6 @@ impl<const N: usize> LogRing<N> {
 }
 
 #[cfg(test)]
-#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;

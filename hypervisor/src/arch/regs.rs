@@ -398,7 +398,6 @@ pub(crate) struct FakeRegs {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
 impl FakeRegs {
     /// A 64-bit kernel-mode guest with paging on and CR3 = `cr3`.
     pub fn long_mode(cr3: u64) -> FakeRegs {
@@ -425,7 +424,6 @@ impl FakeRegs {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
 impl RegisterFile for FakeRegs {
     fn gpr(&self, r: Gpr) -> u64 {
         self.regs.get(r)

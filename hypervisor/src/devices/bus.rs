@@ -208,7 +208,6 @@ impl MmioBus for MemBus {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::rc::Rc;

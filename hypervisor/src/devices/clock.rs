@@ -107,7 +107,6 @@ pub fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -330,7 +330,6 @@ impl MmioDevice for Vioapic {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;

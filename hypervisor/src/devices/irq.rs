@@ -198,7 +198,6 @@ impl GsiSink for GsiLines {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;

@@ -149,7 +149,6 @@ const _: () = assert!(ACPI_TABLES_GPA < 1 << 20 && LOW_RAM_MAX <= FRAMEBUFFER_GP
 const _: () = assert!(HIGH_RAM_GPA >= LAPIC_BASE + LAPIC_SIZE && PCI_MMIO64_MIN_START >= HIGH_RAM_GPA);
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::devices::bus::BusRange;

@@ -336,5 +336,4 @@ impl PortBus for IrqPorts<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests;

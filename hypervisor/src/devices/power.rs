@@ -189,7 +189,6 @@ impl PortDevice for ResetControl {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::devices::bus::{PioBus, PortBus};

@@ -389,7 +389,6 @@ impl PortDevice for Rtc {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::hw::calendar::{civil_from_days, days_from_civil};

@@ -68,7 +68,6 @@ impl MmioDevice for Scratch {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::devices::bus::{BusRange, MemBus, MmioBus};

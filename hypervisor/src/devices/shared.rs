@@ -70,7 +70,6 @@ impl<T: crate::devices::vpci::host_bridge::VirtualPciFunction> crate::devices::v
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::devices::bus::{BusRange, MemBus, MmioBus, PioBus, PortBus};

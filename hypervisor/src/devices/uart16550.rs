@@ -498,5 +498,4 @@ impl PortDevice for Uart16550 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests;

@@ -331,7 +331,6 @@ impl IoapicRegs for IoapicMmio {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use alloc::string::ToString;

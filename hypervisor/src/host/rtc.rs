@@ -134,7 +134,6 @@ fn decode(r: &Reading) -> Result<DateTime, HostRtcError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;

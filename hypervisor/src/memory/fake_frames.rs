@@ -86,7 +86,6 @@ impl FrameSource for FakeFrames {
     }
 }
 
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -183,7 +183,6 @@ fn is_canonical(v: u64) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::msr::*;
     use super::*;

@@ -125,7 +125,6 @@ impl PvEoi {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use alloc::vec;

@@ -130,7 +130,6 @@ impl fmt::Display for MsrWrites<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -78,7 +78,6 @@ pub fn zero_ranges(memory: &mut impl HostMemory, ranges: &[(HostPhysAddr, u64)])
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::memory::guest::VecHostMemory;

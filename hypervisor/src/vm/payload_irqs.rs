@@ -56,7 +56,6 @@ impl ApicSink for PendingIrqs {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -78,7 +78,6 @@ impl GuestSwitched {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -569,5 +569,4 @@ impl RegisterFile for SvmRegs<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests;

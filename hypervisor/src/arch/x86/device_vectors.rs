@@ -136,7 +136,6 @@ pub fn settle(vector: u8) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

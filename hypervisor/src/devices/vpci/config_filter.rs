@@ -193,7 +193,6 @@ impl ConfigFilter {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::host::pci::fake_cfg::{FakeCfg, bdf};

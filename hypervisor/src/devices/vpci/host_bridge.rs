@@ -294,7 +294,6 @@ impl MmioDevice for VpciHost {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::devices::bus::{BusRange, MemBus, MmioBus, PioBus, PortBus};

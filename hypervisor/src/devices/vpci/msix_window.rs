@@ -91,7 +91,6 @@ impl<F: MsixTableOwner, D: DeviceBytes> MmioDevice for MsixWindow<F, D> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;

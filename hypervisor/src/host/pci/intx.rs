@@ -50,7 +50,6 @@ fn route_of(inventory: &PciInventory, d: &PciDevice, lookup: RouteLookup<'_>) ->
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::host::iommu::fake_mem::{pci_bridge, pci_dev, qemu_q35_inventory};

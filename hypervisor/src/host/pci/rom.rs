@@ -165,7 +165,6 @@ pub fn copy_rom(
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::host::pci::fake_cfg::{FakeCfg, bdf};

@@ -83,7 +83,6 @@ impl DirtyTracking for Npt {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests {
     use super::super::{MapError, conformance, index};
     use super::*;

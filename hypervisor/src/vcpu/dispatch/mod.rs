@@ -22,7 +22,6 @@ use crate::vcpu::msr::MsrState;
 mod emulate;
 mod hypercall;
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::panic)]
 mod tests;
 
 /// Who the VM is, for hypercalls that report it.

@@ -205,5 +205,4 @@ pub fn sign_extend(value: u64, size: AccessSize) -> u64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::panic)]
 mod tests;

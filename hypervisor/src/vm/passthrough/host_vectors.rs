@@ -248,7 +248,6 @@ pub fn resolve(table: &HostVectorTable, fired: &[u8]) -> Vec<Fired> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 

@@ -190,5 +190,4 @@ pub fn not_routed(vm: &str, bdf: Bdf, why: IntxRouteError) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests;

@@ -780,5 +780,4 @@ pub fn poll_faults() -> Vec<IommuFault> {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests;

@@ -193,7 +193,6 @@ pub fn mappable(windows: &Windows, guest_addr: u64, host_addr: u64, len: u64) ->
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use alloc::vec;

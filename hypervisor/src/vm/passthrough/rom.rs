@@ -169,7 +169,6 @@ impl crate::devices::bus::MmioDevice for RomWrites {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use crate::host::pci::Rom;

@@ -185,7 +185,6 @@ impl PteFormat for IoPte {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::memory::addr::GuestPhysAddr;

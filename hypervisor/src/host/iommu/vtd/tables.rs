@@ -153,7 +153,6 @@ impl PteFormat for SecondLevel {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::memory::addr::GuestPhysAddr;
