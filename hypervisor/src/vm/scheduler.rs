@@ -9,9 +9,12 @@ use log::{error, info, warn};
 use crate::arch::backend::Arch;
 use crate::arch::exit::StopReason;
 use crate::arch::x86::{idt, lapic};
+use crate::host::iommu::IommuFault;
+use crate::log_limit::{Admit, LogBudget, ROUTES_BURST, ROUTES_PER_SEC};
 use crate::switcher::desk::Desk;
 use crate::vm::instance::{SliceEnd, Vm, VmState};
 use crate::vm::load_report::LoadReport;
+use crate::vm::passthrough::fault_attribution::{Attribution, OwnedFunction, Why, attribute, how_many};
 use crate::vm::selftest::VmOutcome;
 use crate::vm::serial_commands::{self, SerialCommands};
 use crate::vm::slice_rules;
@@ -52,6 +55,31 @@ pub struct Scheduler<A: Arch> {
 impl<A: Arch> core::fmt::Debug for Scheduler<A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_list().entries(self.slots.iter().map(|s| &s.vm)).finish()
+    }
+}
+
+/// Fault lines that stop no VM (a device no VM owns, or one whose VM this round
+/// already stops): a device can fault as fast as it can issue requests.
+static FAULT_LINES: spin::Mutex<LogBudget> = spin::Mutex::new(LogBudget::new(ROUTES_BURST, ROUTES_PER_SEC));
+
+/// Whether one more such line may be logged now: `Some(lines suppressed before it)`.
+fn admit_fault_line() -> Option<u64> {
+    match FAULT_LINES.lock().admit(crate::log_limit::now_ms()) {
+        Admit::Log { suppressed } => Some(suppressed),
+        Admit::Drop => None,
+    }
+}
+
+/// An IOMMU unit as log lines name it: "VT-d unit 0".
+#[derive(Clone, Copy)]
+struct UnitName {
+    iommu: &'static str,
+    index: usize,
+}
+
+impl core::fmt::Display for UnitName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} unit {}", self.iommu, self.index)
     }
 }
 
@@ -195,24 +223,88 @@ impl<A: Arch> Scheduler<A> {
         }
     }
 
-    /// A VM whose device did DMA outside its memory (or an interrupt the IOMMU
-    /// rejected) is stopped; faults of devices no VM owns are only logged.
+    /// Drains the IOMMU's faults and stops, once per batch, every VM that can have
+    /// caused one (`passthrough::fault_attribution`: the owner of the requester on the
+    /// reporting unit, or every candidate when the requester id is ambiguous). A fault
+    /// no running VM can have caused stops nobody and is logged within a budget.
     fn handle_dma_faults(&mut self) {
-        for fault in crate::vm::passthrough::poll_faults() {
-            let owner = self
-                .slots
-                .iter()
-                .position(|s| s.final_checksum.is_none() && s.vm.devices().is_some_and(|d| d.owns(&fault)));
-            let Some(i) = owner else {
-                warn!(target: "iommu", "fault of {} which no running VM owns", fault.bdf);
+        let batch = crate::vm::passthrough::poll_faults();
+        if batch.faults.is_empty() {
+            return;
+        }
+        let owned: Vec<OwnedFunction> = self
+            .slots
+            .iter()
+            .filter(|s| s.final_checksum.is_none())
+            .filter_map(|s| s.vm.devices().map(|d| (s.vm.id, d)))
+            .flat_map(|(vm, d)| d.fault_sources().map(move |(bdf, ids)| OwnedFunction { vm, bdf, ids: ids.clone() }))
+            .collect();
+        let mut stops: Vec<(u32, StopReason)> = Vec::new();
+        for fault in &batch.faults {
+            let unit = UnitName { iommu: batch.iommu, index: fault.unit };
+            let verdict = attribute(fault, &owned);
+            let fresh = verdict.vms.iter().any(|vm| !stops.iter().any(|(s, _)| s == vm));
+            if !fresh {
+                // Nobody's, or only VMs this batch already stops: one line, within budget.
+                if let Some(suppressed) = admit_fault_line() {
+                    if suppressed > 0 {
+                        warn!(target: "iommu", "{suppressed} IOMMU fault lines suppressed");
+                    }
+                    match verdict.why {
+                        Why::Unknown => {
+                            warn!(target: "iommu", "{fault} on {unit}: no running VM can have caused it; nobody stopped")
+                        }
+                        _ => warn!(target: "iommu", "{fault} on {unit}: its VM is already being stopped"),
+                    }
+                }
                 continue;
-            };
+            }
+            self.log_attribution(fault, unit, &verdict);
             let reason = StopReason::DmaFault { requester: fault.bdf.requester_id(), address: fault.address };
+            for vm in &verdict.vms {
+                if !stops.iter().any(|(s, _)| s == vm) {
+                    stops.push((*vm, reason));
+                }
+            }
+        }
+        for (vm, reason) in stops {
+            let Some(i) = self.slots.iter().position(|s| s.vm.id == vm) else { continue };
             if let Some(slot) = self.slots.get_mut(i) {
-                error!(target: "vm", "vm {} ({}): its device {} faulted ({}); stopping it", slot.vm.id, slot.vm.config.name, fault.bdf, fault.reason);
                 slot.vm.stop_with(reason);
             }
             self.on_stop(i, reason);
+        }
+    }
+
+    /// Says which VMs `fault` stops and why.
+    fn log_attribution(&self, fault: &IommuFault, unit: UnitName, verdict: &Attribution) {
+        let names: Vec<&str> = verdict
+            .vms
+            .iter()
+            .filter_map(|vm| self.slots.iter().find(|s| s.vm.id == *vm))
+            .map(|s| s.vm.config.name.as_str())
+            .collect();
+        let how = match verdict.why {
+            Why::Requester | Why::Unknown => "",
+            Why::Alias => " (a requester id their functions share)",
+            Why::BehindBridge => " (behind a bridge their functions sit behind)",
+        };
+        match (verdict.why, verdict.vms.as_slice(), names.as_slice()) {
+            (Why::Requester, [id], [name]) => {
+                error!(target: "vm", "vm {id} ({name}): its device {} faulted ({fault}) on {unit}; stopping it", fault.bdf)
+            }
+            (_, [id], [name]) => error!(
+                target: "vm",
+                "vm {id} ({name}): DMA fault from {} on {unit} can only be from its devices{how} ({fault}); stopping it",
+                fault.bdf
+            ),
+            _ => error!(
+                target: "vm",
+                "DMA fault from {} on {unit} could be from VMs {}{how} ({fault}): stopping {}",
+                fault.bdf,
+                names.join(", "),
+                how_many(verdict.vms.len())
+            ),
         }
     }
 

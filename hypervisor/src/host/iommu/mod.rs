@@ -83,7 +83,11 @@ pub enum FaultKind {
 /// One fault reported by the IOMMU hardware.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IommuFault {
-    /// The requester; segment 0 unless the unit says otherwise.
+    /// The driver's index of the unit that reported it: a requester id names a
+    /// function only together with the unit (and its segment) that saw it.
+    pub unit: usize,
+    /// The requester as the unit reports it, on the unit's segment. Behind a
+    /// PCIe-to-PCI bridge this may be an alias several functions share.
     pub bdf: Bdf,
     /// The faulting DMA address, or for interrupt faults the remapping index.
     pub address: u64,
@@ -235,6 +239,14 @@ pub trait Iommu {
 
     /// Drains the fault records / event log.
     fn poll_faults(&mut self) -> Vec<IommuFault>;
+
+    /// The index of the unit that translates `bdf` (the `unit` its faults carry).
+    fn unit_of(&self, bdf: Bdf) -> Option<usize>;
+
+    /// A requester id other than its own that `bdf`'s requests may arrive with, as
+    /// the driver knows it from firmware (AMD-Vi: the IVRS alias). VT-d has no such
+    /// table; bridge aliases come from the PCI topology.
+    fn firmware_alias(&self, bdf: Bdf) -> Option<u16>;
 }
 
 /// A boxed IOMMU driver, as boot code keeps it.
@@ -262,12 +274,5 @@ impl IdAllocator {
 
     pub(crate) fn free(&mut self, id: u16) {
         self.used.retain(|u| *u != id);
-    }
-}
-
-/// Logs a batch of faults (target "iommu").
-pub fn log_faults(faults: &[IommuFault]) {
-    for fault in faults {
-        log::warn!(target: "iommu", "{fault}");
     }
 }

@@ -204,8 +204,10 @@ fn has_acs(d: &PciDevice) -> bool {
     d.ext_capability(ext_cap_id::ACS).is_some()
 }
 
-/// PCIe port type 7: PCI Express to PCI/PCI-X bridge (PCIe 6.0 §7.5.3.2).
-fn is_pcie_to_pci_bridge(d: &PciDevice) -> bool {
+/// PCIe port type 7: PCI Express to PCI/PCI-X bridge (PCIe 6.0 §7.5.3.2), or a
+/// bridge without a PCIe capability (conventional PCI). Requests from below it
+/// arrive with the bridge's requester id or its secondary bus's 00.0.
+pub fn is_pcie_to_pci_bridge(d: &PciDevice) -> bool {
     matches!(d.capability(cap_id::PCI_EXPRESS).map(|c| c.detail), Some(CapabilityDetail::PciExpress { port_type: 7 }))
         || (d.bridge.is_some() && d.capability(cap_id::PCI_EXPRESS).is_none())
 }

@@ -1,10 +1,12 @@
 //! Host PCI functions given to VMs: the policy check before any VM starts, and per VM
 //! an IOMMU domain over exactly its memory, the reset devices attached to it, their
 //! filtered configuration space on the VM's PCI bus with BARs pre-assigned in the PCI
-//! window, and the BARs mapped in its nested page tables. DMA faults stop the owner.
+//! window, and the BARs mapped in its nested page tables. DMA faults stop the VMs
+//! that can have caused them (`fault_attribution`).
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod fault_attribution;
 pub mod host_vectors;
 pub mod interrupts;
 pub mod intx_routing;
@@ -41,6 +43,7 @@ use crate::memory::page_table::{PageTable, PteFormat};
 use crate::memory::phys::GlobalFrames;
 use crate::vm::config::{DeviceSelector, VmConfig};
 pub use error::{IntxRouteError, PassthroughError};
+use fault_attribution::FaultIds;
 use host_vectors::{VectorOwner, VectorShortage, vectors_wanted};
 use mappings::{desired_mappings, host_bar, msix_window};
 use placement::{BarPlacement, BarWindow, Windows};
@@ -255,6 +258,8 @@ struct Assigned {
     intx: Option<Intx>,
     /// The copy of its expansion ROM the VM sees, if it has one.
     rom: Option<RomCopy>,
+    /// The unit and requester ids its faults arrive with.
+    fault_ids: FaultIds,
 }
 
 /// An assigned function's INTx line.
@@ -453,6 +458,13 @@ impl VmDevices {
         let method = crate::host::pci::reset::reset_function(dev, inventory, &config, &mut TscDelay)
             .map_err(|error| PassthroughError::Reset { bdf, error })?;
         info!(target: "pci", "{bdf}: reset ({method}) before assignment to VM {vm}");
+        let unit = iommu
+            .unit_of(bdf)
+            .ok_or(PassthroughError::Attach { bdf, error: crate::host::iommu::IommuError::NotCovered(bdf) })?;
+        let fault_ids = fault_attribution::fault_ids(inventory, bdf, unit, iommu.firmware_alias(bdf));
+        if !fault_ids.aliases.is_empty() {
+            info!(target: "iommu", "{bdf}: its requests may also arrive as {:04x?} (bridge or firmware alias)", fault_ids.aliases);
+        }
         iommu.attach(bdf, self.domain).map_err(|error| PassthroughError::Attach { bdf, error })?;
         info!(target: "iommu", "{bdf}: attached to {} of VM {vm} (DMA reaches only its memory)", self.domain);
         let f =
@@ -475,7 +487,7 @@ impl VmDevices {
         let intx = plan_intx(&self.vm, &self.devices, dev, host_intx);
         let rom = if placed.iter().any(|p| p.0 == ROM_INDEX) { copy_rom(dev, inventory, config, &vm) } else { None };
         let msix = f.msix_table_region();
-        self.devices.push(Assigned { host: bdf, guest, bars, placed, msix, intx, rom });
+        self.devices.push(Assigned { host: bdf, guest, bars, placed, msix, intx, rom, fault_ids });
         Ok(())
     }
 
@@ -693,12 +705,10 @@ impl VmDevices {
         page(host.address).wrapping_sub(page(addr)) == m.range.host_addr.wrapping_sub(m.range.guest_addr)
     }
 
-    /// Whether this VM owns the function a fault names. AMD-Vi under QEMU reports only
-    /// the devfn, so a fault with bus 0 also matches by device and function.
-    pub fn owns(&self, fault: &IommuFault) -> bool {
-        self.devices.iter().map(|d| d.host).any(|b| {
-            b == fault.bdf || (fault.bdf.bus == 0 && (b.device, b.function) == (fault.bdf.device, fault.bdf.function))
-        })
+    /// The functions this VM owns and how each shows up in fault reports (see
+    /// [`fault_attribution`]).
+    pub fn fault_sources(&self) -> impl Iterator<Item = (Bdf, &FaultIds)> {
+        self.devices.iter().map(|d| (d.host, &d.fault_ids))
     }
 
     /// Resets the devices (they stay attached): on a VM restart, so nothing the old
@@ -770,13 +780,21 @@ pub fn unreserve_vectors(vm_id: u32) {
     interrupts::VECTORS.lock().unreserve(vm_id);
 }
 
-/// Drains the IOMMU's fault log (faults are logged here, target "iommu").
-pub fn poll_faults() -> Vec<IommuFault> {
-    let Some(host) = HOST.get() else { return Vec::new() };
-    let Some(mut host) = host.try_lock() else { return Vec::new() };
-    let faults = host.iommu.as_mut().map(|i| i.poll_faults()).unwrap_or_default();
-    crate::host::iommu::log_faults(&faults);
-    faults
+/// The faults drained from the IOMMU in one go, and which IOMMU it is.
+#[derive(Debug, Default)]
+pub struct FaultBatch {
+    pub iommu: &'static str,
+    pub faults: Vec<IommuFault>,
+}
+
+/// Drains the IOMMU's fault log. The caller logs each fault as it attributes it.
+pub fn poll_faults() -> FaultBatch {
+    let Some(host) = HOST.get() else { return FaultBatch::default() };
+    let Some(mut host) = host.try_lock() else { return FaultBatch::default() };
+    match host.iommu.as_mut() {
+        Some(i) => FaultBatch { iommu: i.name(), faults: i.poll_faults() },
+        None => FaultBatch::default(),
+    }
 }
 
 #[cfg(test)]

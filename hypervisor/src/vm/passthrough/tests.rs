@@ -194,6 +194,7 @@ fn assigned() -> Vec<Assigned> {
             msix: None,
             intx: None,
             rom: None,
+            fault_ids: fault_attribution::FaultIds { unit: 0, aliases: vec![], behind: None },
         },
         Assigned {
             host: Bdf::new(0, 2, 0, 0),
@@ -203,6 +204,7 @@ fn assigned() -> Vec<Assigned> {
             msix: Some((3, 0x2000, 0x50)),
             intx: None,
             rom: None,
+            fault_ids: fault_attribution::FaultIds { unit: 0, aliases: vec![], behind: None },
         },
     ]
 }

@@ -24,8 +24,9 @@ const FLAG_I: u64 = 1 << (48 + 3);
 const FLAG_PR: u64 = 1 << (48 + 4);
 const FLAG_RW: u64 = 1 << (48 + 5);
 
-/// Decodes one event log entry. Every entry is a fault of some kind.
-pub fn decode_event(segment: u16, lo: u64, hi: u64) -> IommuFault {
+/// Decodes one event log entry of unit `unit` (on PCI segment `segment`). Every
+/// entry is a fault of some kind.
+pub fn decode_event(unit: usize, segment: u16, lo: u64, hi: u64) -> IommuFault {
     let event = (lo >> 60) as u8;
     let devid = lo as u16;
     let kind = match event {
@@ -47,6 +48,7 @@ pub fn decode_event(segment: u16, lo: u64, hi: u64) -> IommuFault {
         _ => "unknown event",
     };
     IommuFault {
+        unit,
         bdf: Bdf::new(segment, (devid >> 8) as u8, ((devid >> 3) & 0x1f) as u8, (devid & 7) as u8),
         address: hi,
         code: u16::from(event),

@@ -344,6 +344,16 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         self.unit_for(bdf).is_ok()
     }
 
+    fn unit_of(&self, bdf: Bdf) -> Option<usize> {
+        self.unit_for(bdf).ok()
+    }
+
+    fn firmware_alias(&self, bdf: Bdf) -> Option<u16> {
+        let u = self.unit_for(bdf).ok()?;
+        let devid = bdf.requester_id();
+        ivhd_alias(&self.unit(u).ok()?.ivhd, devid).filter(|a| *a != devid)
+    }
+
     fn map_ioapic_pin(&mut self, _pin: IoapicPin, _target: MsiTarget) -> Result<Option<u16>, IommuError> {
         // I/O APIC device table entries have IV = 0 (`Dte::platform_interrupts`): their
         // interrupts pass unremapped.
@@ -402,7 +412,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
                     break;
                 }
                 if let Some([lo, hi]) = read_entry::<H, 2>(&mut self.hw, log, head) {
-                    faults.push(event::decode_event(segment, lo, hi));
+                    faults.push(event::decode_event(u, segment, lo, hi));
                 }
                 // `head` stays below RING_ENTRIES, so the add cannot overflow.
                 head = head.wrapping_add(1) % RING_ENTRIES;

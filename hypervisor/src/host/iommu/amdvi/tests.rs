@@ -186,9 +186,11 @@ fn without_invalidate_all_every_entry_is_flushed() {
 
 #[test]
 fn event_decoding() {
-    let f = event::decode_event(0, 0x2u64 << 60 | 1 << 53 | 0x0100, 0xdead_b000);
+    let f = event::decode_event(0, 0, 0x2u64 << 60 | 1 << 53 | 0x0100, 0xdead_b000);
     assert_eq!((f.bdf, f.kind, f.address, f.code), (bdf(1, 0, 0), FaultKind::DmaWrite, 0xdead_b000, 2));
-    let f = event::decode_event(0, 0x1u64 << 60 | 0x0020, 0);
+    let f = event::decode_event(3, 2, 0x2u64 << 60 | 0x0100, 0);
+    assert_eq!((f.unit, f.bdf), (3, Bdf::new(2, 1, 0, 0)));
+    let f = event::decode_event(0, 0, 0x1u64 << 60 | 0x0020, 0);
     assert_eq!((f.kind, f.reason), (FaultKind::Other, "illegal device table entry"));
 }
 

@@ -8,7 +8,8 @@ use crate::hw::Bdf;
 /// A decoded 128-bit fault recording register. `lo` is bits 63:0, `hi` bits 127:64.
 /// F is bit 127, T1 (0 = write, 1 = read) bit 126, FR bits 103:96, SID bits 79:64,
 /// FI bits 63:12 (for interrupt faults, FI bits 63:48 hold the interrupt index).
-pub fn decode_frcd(segment: u16, lo: u64, hi: u64) -> Option<IommuFault> {
+/// `unit` is the reporting unit's index, `segment` its PCI segment.
+pub fn decode_frcd(unit: usize, segment: u16, lo: u64, hi: u64) -> Option<IommuFault> {
     if hi & (1 << 63) == 0 {
         return None;
     }
@@ -25,6 +26,7 @@ pub fn decode_frcd(segment: u16, lo: u64, hi: u64) -> Option<IommuFault> {
     };
     let address = if interrupt { lo >> 48 } else { lo & !0xfff };
     Some(IommuFault {
+        unit,
         bdf: Bdf::new(segment, (sid >> 8) as u8, ((sid >> 3) & 0x1f) as u8, (sid & 7) as u8),
         address,
         code: u16::from(reason),

@@ -515,6 +515,14 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         self.unit_for(bdf).is_ok()
     }
 
+    fn unit_of(&self, bdf: Bdf) -> Option<usize> {
+        self.unit_for(bdf).ok()
+    }
+
+    fn firmware_alias(&self, _bdf: Bdf) -> Option<u16> {
+        None
+    }
+
     fn map_msi(&mut self, bdf: Bdf, index: u16, target: MsiTarget) -> Result<MsiMessage, IommuError> {
         if !self.attached.contains_key(&bdf) {
             return Err(IommuError::NotAttached(bdf));
@@ -578,7 +586,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
                 let off = fro.wrapping_add(i.wrapping_mul(16));
                 let hi = self.hw.read64(u, off.wrapping_add(8));
                 let lo = self.hw.read64(u, off);
-                if let Some(f) = fault::decode_frcd(segment, lo, hi) {
+                if let Some(f) = fault::decode_frcd(u, segment, lo, hi) {
                     faults.push(f);
                     self.hw.write32(u, off.wrapping_add(12), 1 << 31);
                 }

@@ -244,11 +244,14 @@ fn frame_exhaustion_is_an_error() {
 
 #[test]
 fn fault_record_decoding() {
-    let f = fault::decode_frcd(0, 0x1234_5000, 1 << 63 | 1 << 62 | 0x06 << 32 | 0x0100).unwrap();
+    let f = fault::decode_frcd(0, 0, 0x1234_5000, 1 << 63 | 1 << 62 | 0x06 << 32 | 0x0100).unwrap();
     assert_eq!((f.bdf, f.address, f.kind, f.code), (bdf(1, 0, 0), 0x1234_5000, FaultKind::DmaRead, 6));
-    let f = fault::decode_frcd(0, 7 << 48, 1 << 63 | 0x22 << 32 | 0x0020).unwrap();
+    // The reporting unit and its segment travel with the fault.
+    let f = fault::decode_frcd(2, 1, 0x1234_5000, 1 << 63 | 0x05 << 32 | 0x0100).unwrap();
+    assert_eq!((f.unit, f.bdf, f.kind), (2, Bdf::new(1, 1, 0, 0), FaultKind::DmaWrite));
+    let f = fault::decode_frcd(0, 0, 7 << 48, 1 << 63 | 0x22 << 32 | 0x0020).unwrap();
     assert_eq!((f.address, f.kind, f.reason), (7, FaultKind::Interrupt, "interrupt remapping entry not present"));
-    assert_eq!(fault::decode_frcd(0, 0, 0x05 << 32), None, "F clear: no fault");
+    assert_eq!(fault::decode_frcd(0, 0, 0, 0x05 << 32), None, "F clear: no fault");
 }
 
 #[test]
