@@ -52,8 +52,8 @@ pub struct KernelLoad {
 }
 
 fn le32(image: &[u8], offset: usize) -> Option<u32> {
-    let bytes = image.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    let bytes: [u8; 4] = image.get(offset..offset.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes))
 }
 
 /// Finds and checks the header: the whole of it lies in the first 8192 bytes.
@@ -63,9 +63,10 @@ pub fn find(image: &[u8]) -> Result<Header, MultibootError> {
         .step_by(4)
         .find(|&o| le32(search, o) == Some(HEADER_MAGIC))
         .ok_or(MultibootError::NoHeader)?;
-    // magic, flags and checksum must all lie inside the searched bytes.
-    let flags = le32(search, offset + 4).ok_or(MultibootError::TruncatedHeader)?;
-    let checksum = le32(search, offset + 8).ok_or(MultibootError::TruncatedHeader)?;
+    // magic, flags and checksum must all lie inside the searched bytes (a saturated
+    // offset is past them, so it reads as cut off).
+    let flags = le32(search, offset.saturating_add(4)).ok_or(MultibootError::TruncatedHeader)?;
+    let checksum = le32(search, offset.saturating_add(8)).ok_or(MultibootError::TruncatedHeader)?;
     if HEADER_MAGIC.wrapping_add(flags).wrapping_add(checksum) != 0 {
         return Err(MultibootError::BadChecksum);
     }
@@ -78,7 +79,7 @@ pub fn find(image: &[u8]) -> Result<Header, MultibootError> {
         return Err(MultibootError::UnsupportedFlags(unsupported));
     }
     let addresses = if flags & FLAG_ADDRESSES != 0 {
-        let field = |n: usize| le32(search, offset + 12 + 4 * n).ok_or(MultibootError::TruncatedHeader);
+        let field = |n: usize| le32(search, offset.saturating_add(12).saturating_add(n.saturating_mul(4))).ok_or(MultibootError::TruncatedHeader);
         Some(Addresses {
             header_addr: field(0)?,
             load_addr: field(1)?,
@@ -106,7 +107,8 @@ pub fn plan_addresses(
     let file_offset = offset.checked_sub(before_header as usize).ok_or(bad("load_addr lies before the image start"))?;
     let load_end = if a.load_end_addr == 0 {
         // 0: the text and data run to the end of the file.
-        let rest = image.len() - file_offset;
+        // file_offset <= offset < image.len(): no wrap.
+        let rest = image.len().saturating_sub(file_offset);
         u64::from(a.load_addr).checked_add(rest as u64).ok_or(bad("the image runs past 4 GiB"))?
     } else {
         u64::from(a.load_end_addr)

@@ -62,13 +62,13 @@ pub fn push_info<'a>(
     // NUL-terminated strings, one after another.
     let mut strings = Vec::new();
     let mut string_at = |s: &str| {
-        let gpa = STRINGS_GPA + strings.len() as u64;
+        let gpa = STRINGS_GPA.saturating_add(strings.len() as u64);
         strings.extend_from_slice(s.as_bytes());
         strings.push(0);
         gpa as u32
     };
     let cmdline_gpa = string_at(cmdline);
-    let mut mods = Vec::with_capacity(modules.len() * 16);
+    let mut mods = Vec::with_capacity(modules.len().saturating_mul(16));
     for &(start, end, string) in modules {
         let mut entry = [0u8; 16];
         put32(&mut entry, 0, start as u32);
