@@ -79,7 +79,10 @@ pub fn find(image: &[u8]) -> Result<Header, MultibootError> {
         return Err(MultibootError::UnsupportedFlags(unsupported));
     }
     let addresses = if flags & FLAG_ADDRESSES != 0 {
-        let field = |n: usize| le32(search, offset.saturating_add(12).saturating_add(n.saturating_mul(4))).ok_or(MultibootError::TruncatedHeader);
+        let field = |n: usize| {
+            le32(search, offset.saturating_add(12).saturating_add(n.saturating_mul(4)))
+                .ok_or(MultibootError::TruncatedHeader)
+        };
         Some(Addresses {
             header_addr: field(0)?,
             load_addr: field(1)?,

@@ -194,4 +194,17 @@ fn plans_the_real_multiboot_kernel_when_built() {
     let InitialState::Protected32 { eip, eax, .. } = p.entry else { panic!("not a 32-bit entry") };
     assert_eq!(eax, BOOTLOADER_MAGIC);
     assert!((p.kernel.load_addr..p.kernel.bss_end).contains(&u64::from(eip)));
+    // The same file without flag 16 loads as an ELF64 executable from its segments.
+    let h = find(&image).unwrap();
+    let mut elf = image.clone();
+    let flags = h.flags & !header::FLAG_ADDRESSES;
+    elf[h.offset + 4..h.offset + 8].copy_from_slice(&flags.to_le_bytes());
+    let sum = 0u32.wrapping_sub(HEADER_MAGIC).wrapping_sub(flags);
+    elf[h.offset + 8..h.offset + 12].copy_from_slice(&sum.to_le_bytes());
+    let e = plan(&request(&elf, &[])).unwrap();
+    assert_eq!(e.entry, p.entry, "the ELF entry is the header's entry_addr");
+    assert_eq!(e.kernel.load_addr, p.kernel.load_addr);
+    let (gpa, segment) = write_at(&e, "kernel segment");
+    assert_eq!(gpa, p.kernel.load_addr);
+    assert_eq!(&segment[..32], &elf[h.offset..h.offset + 32], "the segment starts with the header");
 }
