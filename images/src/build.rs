@@ -29,7 +29,8 @@ pub struct Artifacts {
 }
 
 /// The self-test payloads (tiny guest kernels in `tests/payloads`).
-pub const PAYLOADS: &[&str] = &["checks", "triple-fault", "attack", "dma-attack", "hostile", "hostile-flood"];
+pub const PAYLOADS: &[&str] =
+    &["checks", "triple-fault", "attack", "dma-attack", "hostile", "hostile-flood", "multiboot"];
 
 /// Builds the self-test payloads and returns the directory holding their ELF files.
 pub fn build_payloads() -> Result<PathBuf, BuildError> {

@@ -1,5 +1,6 @@
-//! Three VMs at once under the real hypervisor: one runs every in-guest check, one
-//! triple-faults (and is restarted once by policy), one attacks memory outside its VM.
+//! Four VMs at once under the real hypervisor: one runs every in-guest check, one
+//! triple-faults (and is restarted once by policy), one attacks memory outside its VM,
+//! and a Multiboot kernel checks the state the Multiboot loader gave it.
 //! The hypervisor's verdict (exit status 33) requires every check to pass, each VM to end
 //! exactly as configured, and the memory of the other VMs and of the hypervisor to be
 //! unchanged. A configuration the hypervisor refuses starts no VM and says why, in the
@@ -13,10 +14,28 @@ const VMS: &str = "\
 vm checks image=checks memory=16M label=\"Self-test\" expect=bad-hypercall
 vm crasher image=triple-fault memory=8M restart=1 expect=triple-fault
 vm attacker image=attack memory=8M expect=npf
+vm multiboot kind=multiboot image=multiboot memory=16M cmdline=\"multiboot-test one=1 two\" modules=vms,checks expect=shutdown
 ";
 
+/// What the Multiboot kernel (tests/payloads/src/bin/multiboot.rs) checks from inside.
+const MULTIBOOT_CHECKS: [&str; 13] = [
+    "multiboot_eax_magic",
+    "multiboot_cr0_protected_no_paging",
+    "multiboot_eflags_if_vm_clear",
+    "multiboot_cs_flat",
+    "multiboot_data_segments_flat",
+    "multiboot_info_flags",
+    "multiboot_mem_lower",
+    "multiboot_mem_upper_matches_vm",
+    "multiboot_mmap_covers_memory",
+    "multiboot_cmdline",
+    "multiboot_module_count",
+    "multiboot_module_vms",
+    "multiboot_module_checks",
+];
+
 #[test]
-fn three_vms_checks_pass_crash_is_contained_and_attack_is_stopped() {
+fn four_vms_checks_pass_crash_is_contained_attack_is_stopped_and_multiboot_boots() {
     let img = image::build_payload_image("vms-selftest", "selftest", VMS);
     let mut m = Machine::boot("vms-selftest", &img, |c| {
         c.memory_mib = 512;
@@ -33,6 +52,10 @@ fn three_vms_checks_pass_crash_is_contained_and_attack_is_stopped() {
     {
         assert!(serial.contains(&format!("CHECK {check} PASS")), "check {check} did not pass");
     }
+    for check in MULTIBOOT_CHECKS {
+        assert!(serial.contains(&format!("CHECK {check} PASS")), "Multiboot check {check} did not pass");
+    }
+    assert!(serial.contains("(multiboot) stopped: GuestShutdown"), "the Multiboot kernel did not finish");
     assert!(serial.contains("(crasher) stopped: TripleFault"), "the crashing VM was not stopped for its triple fault");
     assert!(serial.contains("(crasher) restarted (start 2)"), "the crashing VM was not restarted");
     assert!(serial.contains("(attacker) stopped: NestedPageFault"), "the attack was not stopped by nested paging");

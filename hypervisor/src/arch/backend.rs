@@ -33,6 +33,9 @@ pub enum InitialState {
         /// Passed in RSI (Linux: the boot_params address).
         rsi: u64,
     },
+    /// 32-bit protected mode without paging, as the Multiboot specification (3.2)
+    /// wants it: flat 4 GiB code and data segments, CR0.PE=1 PG=0, interrupts off.
+    Protected32 { eip: u32, eax: u32, ebx: u32 },
 }
 
 /// What a vendor backend needs to create a vCPU.

@@ -29,6 +29,8 @@ pub enum Kind {
     Payload,
     /// A Linux bzImage (with an `initrd` module).
     Linux,
+    /// A Multiboot (version 1) kernel, with its `modules`.
+    Multiboot,
 }
 
 /// How a self-test VM is expected to end (checked by the self-test verdict).
@@ -98,6 +100,8 @@ pub struct VmConfig {
     pub kind: Kind,
     pub image: String,
     pub initrd: Option<String>,
+    /// Boot modules of a Multiboot kernel, in order (names of boot modules).
+    pub modules: Vec<String>,
     pub cmdline: String,
     pub memory_bytes: u64,
     pub label: String,
@@ -225,6 +229,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
             kind: Kind::Payload,
             image: String::new(),
             initrd: None,
+            modules: Vec::new(),
             cmdline: String::new(),
             memory_bytes: 0,
             label: name.clone(),
@@ -238,6 +243,17 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
             match key {
                 "image" => vm.image = value.into(),
                 "initrd" => vm.initrd = Some(value.into()),
+                "modules" => {
+                    for name in value.split(',') {
+                        if name.is_empty() {
+                            return Err(err("modules is a list of boot module names like a,b"));
+                        }
+                        if vm.modules.len() == crate::vm::multiboot::MAX_MODULES {
+                            return Err(err("too many modules (at most 16)"));
+                        }
+                        vm.modules.push(name.into());
+                    }
+                }
                 "cmdline" => vm.cmdline = value.into(),
                 "label" => vm.label = value.into(),
                 "memory" => vm.memory_bytes = parse_size(value).ok_or_else(|| err("memory is like 256M or 1G"))?,
@@ -252,7 +268,8 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                     vm.kind = match value {
                         "payload" => Kind::Payload,
                         "linux" => Kind::Linux,
-                        _ => return Err(err("kind is payload or linux")),
+                        "multiboot" => Kind::Multiboot,
+                        _ => return Err(err("kind is payload, linux or multiboot")),
                     }
                 }
                 "restart" => {
@@ -286,13 +303,17 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                 }
                 _ => {
                     return Err(err(
-                        "unknown key (image, initrd, cmdline, label, memory, colour, kind, restart, expect, devices)",
+                        "unknown key (image, initrd, modules, cmdline, label, memory, colour, kind, restart, expect, \
+                         devices)",
                     ));
                 }
             }
         }
         if vm.image.is_empty() {
             return Err(err("image= is required"));
+        }
+        if !vm.modules.is_empty() && vm.kind != Kind::Multiboot {
+            return Err(err("modules= is for kind=multiboot"));
         }
         if !(MIN_MEMORY..=MAX_MEMORY).contains(&vm.memory_bytes) || !vm.memory_bytes.is_multiple_of(2 * 1024 * 1024) {
             return Err(err("memory must be a multiple of 2M between 2M and 64G"));
@@ -385,6 +406,19 @@ mod tests {
         assert_eq!(vms[1].restart, Restart::Times(2));
         assert_eq!(vms[1].label, "checks");
         assert_eq!(vms[1].expect, Some(Expect::NestedPageFault));
+    }
+
+    #[test]
+    fn multiboot_kernels_with_modules() {
+        let vms = parse("vm mb kind=multiboot image=kernel memory=16M cmdline=\"a b\" modules=vms,checks").unwrap();
+        assert_eq!((vms[0].kind, vms[0].cmdline.as_str()), (Kind::Multiboot, "a b"));
+        assert_eq!(vms[0].modules, ["vms", "checks"]);
+        assert!(parse("vm mb kind=multiboot image=k memory=16M modules=a,,b").is_err());
+        let many = alloc::format!("vm mb kind=multiboot image=k memory=16M modules=m{}", ",m".repeat(16));
+        assert!(parse(&many).unwrap_err().reason.to_string().contains("too many modules"));
+        let e = parse("vm p image=k memory=16M modules=a").unwrap_err();
+        assert_eq!(e.reason, ConfigReason::Invalid("modules= is for kind=multiboot"));
+        assert!(parse("vm p kind=mb image=k memory=16M").unwrap_err().reason.to_string().contains("multiboot"));
     }
 
     #[test]

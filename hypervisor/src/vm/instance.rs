@@ -32,6 +32,7 @@ use crate::vm::desktop::{self, DesktopPlatform, HostTime};
 use crate::vm::exit_loop::{self, ExitLoop};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
+use crate::vm::multiboot;
 use crate::vm::passthrough::host_vectors::{GuestTarget, VectorShortage};
 use crate::vm::passthrough::{self, VmDevices};
 use crate::vm::payload;
@@ -108,6 +109,8 @@ pub struct VmResources {
     pub display: (u32, u32),
     /// Host PCI functions the VM owns (checked by `passthrough::check`).
     pub devices: &'static [crate::hw::Bdf],
+    /// A Multiboot kernel's boot modules: (name, contents), in order.
+    pub modules: &'static [(&'static str, &'static [u8])],
 }
 
 /// A desktop VM's framebuffer: a region of its own memory that Linux sees as an EFI
@@ -250,7 +253,7 @@ impl<A: Arch> Vm<A> {
                 );
                 Some(GuestFramebuffer { gpa, hpa, width, height, stride_bytes, len })
             }
-            Kind::Payload => None,
+            Kind::Payload | Kind::Multiboot => None,
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(ImageError::Memory(e)))?;
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
@@ -352,7 +355,8 @@ impl<A: Arch> Vm<A> {
         self.platform = Platform::default();
         self.pci = None;
         match self.config.kind {
-            Kind::Payload => {
+            // A Multiboot kernel gets the payload's machine: hypercalls for its console.
+            Kind::Payload | Kind::Multiboot => {
                 let range = BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN)
                     .ok_or(VmError::Image(ImageError::ScratchRange))?;
                 self.mmio
@@ -453,7 +457,28 @@ impl<A: Arch> Vm<A> {
                 Ok(plan.entry)
             }
             Kind::Linux => self.load_linux(),
+            Kind::Multiboot => self.load_multiboot(),
         }
+    }
+
+    /// The Multiboot kernel, its modules and the information structure in guest
+    /// memory; entry in 32-bit protected mode.
+    fn load_multiboot(&mut self) -> Result<InitialState, VmError<A::Error>> {
+        let modules: Vec<multiboot::Module<'_>> =
+            self.resources.modules.iter().map(|&(string, data)| multiboot::Module { string, data }).collect();
+        let request = multiboot::MultibootRequest {
+            image: self.image,
+            cmdline: &self.config.cmdline,
+            modules: &modules,
+            ram_bytes: self.config.memory_bytes,
+        };
+        let plan = multiboot::plan(&request).map_err(|e| VmError::Image(ImageError::Multiboot(e)))?;
+        let mut mem = GuestMemory::new(&self.map, DirectMap);
+        for (gpa, what, data) in &plan.writes {
+            mem.write_bytes(*gpa, data)
+                .map_err(|error| VmError::Image(ImageError::Place { what, gpa: *gpa, error }))?;
+        }
+        Ok(plan.entry)
     }
 
     /// The Linux 64-bit boot protocol: ACPI tables, zero page, command line, kernel and

@@ -45,6 +45,11 @@ pub enum LaunchError {
         vm: String,
         module: String,
     },
+    /// A boot module a VM's `modules=` names is missing.
+    NoModule {
+        vm: String,
+        module: String,
+    },
     /// The boot module a VM's `initrd=` names is missing.
     NoInitrd {
         vm: String,
@@ -68,6 +73,7 @@ impl fmt::Display for LaunchError {
             Self::Backend(e) => write!(f, "{e}"),
             Self::NoImage { vm, module } => write!(f, "VM {vm}: no boot module named `{module}`"),
             Self::NoInitrd { vm, module } => write!(f, "VM {vm}: no boot module named `{module}` (its initrd)"),
+            Self::NoModule { vm, module } => write!(f, "VM {vm}: no boot module named `{module}` (in its modules=)"),
             Self::CreateVm { vm, error } => write!(f, "VM {vm}: {error}"),
         }
     }
@@ -143,15 +149,25 @@ impl OnBackend for StartVms {
                 },
                 None => None,
             };
-            images.push((image, initrd));
+            let mut boot_modules: Vec<(&'static str, &'static [u8])> = Vec::new();
+            for name in &c.modules {
+                let found = modules.iter().find(|m| m.name() == name.as_str());
+                let (Some(module), Some(data)) = (found, module_data(modules, name)) else {
+                    return LaunchError::NoModule { vm: c.name.clone(), module: name.clone() };
+                };
+                // The module's own name, borrowed for as long as the boot modules live.
+                boot_modules.push((module.name(), data));
+            }
+            images.push((image, initrd, boot_modules));
         }
         let mut vms = Vec::new();
         let setups = images.into_iter().zip(assigned);
-        for (id, (config, ((image, initrd), devices))) in (0u32..).zip(configs.into_iter().zip(setups)) {
+        for (id, (config, ((image, initrd, boot_modules), devices))) in (0u32..).zip(configs.into_iter().zip(setups)) {
             let kind = config.kind;
             let name = config.name.clone();
             let memory = config.memory_bytes;
-            let resources = VmResources { initrd, host_time, display, devices: devices.leak() };
+            let resources =
+                VmResources { initrd, host_time, display, devices: devices.leak(), modules: boot_modules.leak() };
             match Vm::<A>::create(id, config, image, resources, &features) {
                 Ok(vm) => {
                     info!(target: "vm", "vm {id} ({name}) created: {} MiB, {kind:?}", memory >> 20);

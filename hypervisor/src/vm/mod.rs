@@ -12,6 +12,7 @@ pub mod instance;
 pub mod launch;
 pub mod linux;
 pub mod load_report;
+pub mod multiboot;
 pub mod passthrough;
 pub mod payload;
 pub mod payload_irqs;

@@ -12,6 +12,7 @@ use crate::memory::page_table::MapError;
 use crate::vcpu::pvclock::PvClockError;
 use crate::vm::acpi::GuestAcpiError;
 use crate::vm::linux::LinuxBootError;
+use crate::vm::multiboot::MultibootError;
 use crate::vm::payload::PayloadError;
 
 /// The boot image, or what the VM's memory must hold for it, is unusable.
@@ -23,6 +24,7 @@ pub enum ImageError {
     ScratchRange,
     Payload(PayloadError),
     Linux(LinuxBootError),
+    Multiboot(MultibootError),
     /// A piece of the boot image (`what`) cannot be written at `gpa`.
     Place {
         what: &'static str,
@@ -41,6 +43,7 @@ impl fmt::Display for ImageError {
             Self::ScratchRange => f.write_str("scratch"),
             Self::Payload(e) => write!(f, "{e}"),
             Self::Linux(e) => write!(f, "{e}"),
+            Self::Multiboot(e) => write!(f, "{e}"),
             Self::Place { what, gpa, error } => write!(f, "cannot place the {what} at {gpa}: {error:?}"),
             Self::NoFramebuffer => f.write_str("a desktop VM needs a framebuffer"),
             Self::Acpi(e) => write!(f, "ACPI tables: {e:?}"),

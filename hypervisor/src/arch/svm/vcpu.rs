@@ -168,6 +168,22 @@ pub fn setup_vmcb(
             regs.rsp = rsp;
             regs.rsi = rsi;
         }
+        InitialState::Protected32 { eip, eax, ebx } => {
+            // Flat 32-bit segments: code execute/read (D=1), data read/write, both
+            // 4 GiB (G=1) at base 0 (APM Vol. 2 4.7, 4.8).
+            let data = VmcbSegment { selector: 0x18, attrib: 0xc93, limit: 0xffff_ffff, base: 0 };
+            (s.es, s.ss, s.ds, s.fs, s.gs) = (data, data, data, data, data);
+            s.cs = VmcbSegment { selector: 0x10, attrib: 0xc9b, limit: 0xffff_ffff, base: 0 };
+            s.ldtr = VmcbSegment { attrib: 0x82, ..VmcbSegment::default() };
+            s.tr = VmcbSegment { attrib: 0x8b, limit: 0x67, ..VmcbSegment::default() };
+            // PE | ET; PG clear. EFLAGS stays 0x2 (IF=0, VM=0).
+            s.cr0 = 0x0000_0011;
+            s.cr4 = 0;
+            s.efer = cr::EFER_SVME;
+            regs.rip = u64::from(eip);
+            regs.rax = u64::from(eax);
+            regs.rbx = u64::from(ebx);
+        }
     }
     Ok(())
 }

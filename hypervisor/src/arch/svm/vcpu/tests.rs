@@ -63,6 +63,26 @@ fn vmcb_setup_reset_state() {
 }
 
 #[test]
+fn vmcb_setup_multiboot_protected_mode() {
+    let mut frames = FakeFrames::new();
+    let initial = InitialState::Protected32 { eip: 0x20_0020, eax: 0x2BAD_B002, ebx: 0x1000 };
+    let mut v = SvmVcpu::new(&features(), &config(initial), &mut frames).unwrap();
+    let s = v.vmcb().save;
+    // PE without PG, no long mode, flat 4 GiB 32-bit code and data.
+    assert_eq!((s.cr0 & 0x8000_0001, s.efer & (cr::EFER_LME | cr::EFER_LMA)), (1, 0));
+    assert_eq!((s.cs.attrib, s.cs.base, s.cs.limit), (0xc9b, 0, 0xffff_ffff));
+    for seg in [s.ds, s.es, s.fs, s.gs, s.ss] {
+        assert_eq!((seg.attrib, seg.base, seg.limit), (0xc93, 0, 0xffff_ffff));
+    }
+    let regs = v.registers();
+    assert_eq!((regs.rip, regs.rax, regs.rbx), (0x20_0020, 0x2BAD_B002, 0x1000));
+    // IF and VM clear.
+    assert_eq!(regs.rflags & 0x2_0200, 0);
+    assert_eq!(v.regs_view().mode(), CpuMode::Protected32);
+    v.destroy(&mut frames);
+}
+
+#[test]
 fn bad_configs_and_exhaustion_leak_nothing() {
     let mut frames = FakeFrames::new();
     let mut bad = config(LONG);
