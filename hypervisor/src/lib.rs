@@ -21,6 +21,18 @@ pub mod arch;
 pub mod boot;
 pub mod cmdline;
 pub mod devices;
+// Test support, built with the `fuzzing` feature for the fuzz targets: like the tests it
+// asserts, so the strict set above (which is for what ships) does not apply.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+pub mod fuzzing;
 pub mod heap;
 pub mod host;
 pub mod hw;

@@ -3,9 +3,9 @@
 //! input. Decoded ALU operations are also run through the flag model.
 #![no_main]
 
-use hypervisor::vcpu::exit::AccessSize;
+use hypervisor::arch::regs::CpuMode;
+use hypervisor::hw::AccessSize;
 use hypervisor::vcpu::insn::{alu::alu, decode};
-use hypervisor::vcpu::regs::CpuMode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -595,9 +595,15 @@ impl<A: ConfigAccess, R: InterruptRouter> VirtualPciFunction for PassthroughFunc
         let len = u16::from(size.bytes());
         // Status error bits: write-1-to-clear on the device.
         if Self::touches(offset, len, STATUS, 2) {
-            let shift = u32::from(STATUS.saturating_sub(offset & !3)).saturating_mul(8);
-            let aligned = value.checked_shl(u32::from(offset & 3).saturating_mul(8)).unwrap_or(0);
-            let clear = (aligned >> shift) as u16 & STS_ERRORS;
+            // The bytes of `value` that land on the status register, wherever the
+            // access starts (a misaligned one too).
+            let byte_at = |reg: u16| {
+                reg.checked_sub(offset)
+                    .filter(|&i| i < len)
+                    .and_then(|i| value.checked_shr(u32::from(i).saturating_mul(8)))
+                    .map_or(0, |v| v as u8)
+            };
+            let clear = u16::from_le_bytes([byte_at(STATUS), byte_at(STATUS.saturating_add(1))]) & STS_ERRORS;
             if clear != 0 {
                 self.access.write32(self.bdf, COMMAND, u32::from(clear) << 16 | u32::from(self.device_command()));
             }

@@ -2,8 +2,8 @@
 //! PCIe device-status bits that clear on write-1, BARs that keep only their address
 //! bits, FLR that clears the header, and a log of every write.
 
+use alloc::collections::BTreeMap;
 use core::cell::RefCell;
-use std::collections::BTreeMap;
 
 use alloc::vec::Vec;
 
@@ -65,6 +65,7 @@ impl FakeCfg {
             f.pcie = Some(u16::from(offset));
         }
     }
+    #[cfg(test)]
     pub fn writes_to(&self, b: Bdf, offset: u16) -> Vec<u32> {
         self.writes.borrow().iter().filter(|w| w.0 == b && w.1 == offset).map(|w| w.2).collect()
     }

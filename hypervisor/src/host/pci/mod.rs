@@ -7,7 +7,15 @@ pub mod config_access;
 mod enumerate;
 #[cfg(test)]
 mod fake;
-#[cfg(test)]
+// Test support, also used by the passthrough fuzz harness (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 pub(crate) mod fake_cfg;
 pub mod intx;
 pub mod model;
