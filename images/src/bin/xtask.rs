@@ -239,8 +239,7 @@ fn bench_linux_boot() -> Result<(), String> {
         cmdline: String::new(),
     };
     disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
-    let vars = layout::target_dir().join("bench-ovmf-vars.fd");
-    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| e.to_string())?;
+    let vars = fresh_bench_vars(&ovmf)?;
     let mut config = MachineConfig::new(&out, &ovmf, vars);
     config.memory_mib = 1024;
     config.cpus = 1;
@@ -265,6 +264,13 @@ fn bench_linux_boot() -> Result<(), String> {
     Ok(())
 }
 
+/// A fresh copy of OVMF's variable store for a benchmark boot.
+fn fresh_bench_vars(ovmf: &host_tools::Ovmf) -> Result<std::path::PathBuf, String> {
+    let vars = layout::target_dir().join("bench-ovmf-vars.fd");
+    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| format!("cannot copy the OVMF variable store: {e}"))?;
+    Ok(vars)
+}
+
 fn bench_switch(no_build: bool) -> Result<(), String> {
     let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
     let args = ImageArgs {
@@ -274,8 +280,7 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
         bare: false,
     };
     let image_path = if no_build && args.out.is_file() { args.out.clone() } else { image(&args)? };
-    let vars = layout::target_dir().join("bench-ovmf-vars.fd");
-    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| format!("cannot copy the OVMF variable store: {e}"))?;
+    let vars = fresh_bench_vars(&ovmf)?;
     let qmp = layout::target_dir().join("bench-qmp.sock");
     let _ = std::fs::remove_file(&qmp);
     let mut config = MachineConfig::new(&image_path, &ovmf, vars);
@@ -310,8 +315,7 @@ fn bench_exits(no_build: bool, stages: bool) -> Result<(), String> {
         eprintln!("     Writing {}", out.display());
         disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
     }
-    let vars = layout::target_dir().join("bench-ovmf-vars.fd");
-    std::fs::copy(&ovmf.vars_template, &vars).map_err(|e| format!("cannot copy the OVMF variable store: {e}"))?;
+    let vars = fresh_bench_vars(&ovmf)?;
     let mut config = MachineConfig::new(&out, &ovmf, vars);
     config.memory_mib = 512;
     config.cpus = 1;
