@@ -9,6 +9,7 @@ use crate::arch::regs::{Gpr, RegisterFile};
 use crate::arch::x86::cpuid::CpuidSource;
 use crate::arch::x86::exit_stages::{self, Stage};
 use crate::devices::bus::{MemBus, PioBus};
+use crate::log_limit::Source;
 use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::cpuid::CpuidPolicy;
 use crate::vcpu::dispatch::{self, GuestConsole, VmEnv, VmIdentity};
@@ -35,6 +36,16 @@ pub fn resample_intx_lines(platform: &Platform, vm: u32, host: &impl SliceHost) 
     let ended = platform.take_resampled();
     if ended != 0 {
         host.resample_intx(vm, ended);
+    }
+}
+
+/// Logs a VM's exit counters (and the exit stage times, when they are measured).
+fn log_counters(vm: &VmIdentity<'_>, counters: &ExitCounters) {
+    if exit_stages::enabled() {
+        let stages = exit_stages::take();
+        log::info!(target: "vm", "vm {} ({}) exit counters: {counters}{stages}", vm.id, vm.name);
+    } else {
+        log::info!(target: "vm", "vm {} ({}) exit counters: {counters}", vm.id, vm.name);
     }
 }
 
@@ -151,12 +162,8 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
     fn decide(&mut self, exit: &Exit, host_tsc: u64) -> ExitAction {
         let mut regs = A::regs(self.vcpu);
         if exit.reason == ExitReason::Hypercall && regs.gpr(Gpr::Rax) == bulkhead_abi::hypercall::VM_INFO {
-            if exit_stages::enabled() {
-                let stages = exit_stages::take();
-                log::info!(target: "vm", "vm {} ({}) exit counters: {}{stages}", self.vm.id, self.vm.name, self.counters);
-            } else {
-                log::info!(target: "vm", "vm {} ({}) exit counters: {}", self.vm.id, self.vm.name, self.counters);
-            }
+            // A guest can call VM_INFO in a loop: the line is rate limited.
+            crate::limited!(Source::Emulation, self.vm.id, log_counters(&self.vm, self.counters));
         }
         let mut console = ConsoleAdapter(self.console);
         let mut devices = self.platform.devices(self.ports, self.mmio, host_tsc);

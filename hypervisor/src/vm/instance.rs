@@ -130,12 +130,12 @@ pub struct GuestFramebuffer {
 /// [`VmDevices::sync_bars`]); true if the table changed.
 fn sync_device_bars<F: PteFormat>(
     devices: &mut Option<VmDevices>,
-    pci: Option<&Shared<VpciHost>>,
+    pci: &VpciHost,
     npt: Option<&mut PageTable<F>>,
     fresh: bool,
 ) -> bool {
-    match (devices, pci, npt) {
-        (Some(devices), Some(pci), Some(npt)) => devices.sync_bars(&pci.lock(), npt, fresh),
+    match (devices, npt) {
+        (Some(devices), Some(npt)) => devices.sync_bars(pci, npt, fresh),
         _ => false,
     }
 }
@@ -437,7 +437,9 @@ impl<A: Arch> Vm<A> {
         self.vcpu = Some(vcpu);
         self.build_devices(start_tsc)?;
         // Assigned BARs where the devices' views place them (the new table has none).
-        sync_device_bars(&mut self.devices, self.pci.as_ref(), self.npt.as_mut(), true);
+        if let Some(pci) = &self.pci {
+            sync_device_bars(&mut self.devices, &pci.lock(), self.npt.as_mut(), true);
+        }
         self.msrs = MsrState::new(true);
         self.state = VmState::Runnable;
         self.starts = self.starts.saturating_add(1);
@@ -625,12 +627,13 @@ impl<A: Arch> Vm<A> {
         };
         let (devices, pci, npt) = (&mut self.devices, self.pci.as_ref(), &mut self.npt);
         // After an exit that may have written configuration space: apply the deferred
-        // work once (MSI-X re-sync), then follow a BAR the guest moved or switched.
+        // work once (MSI-X re-sync), then follow a BAR the guest moved or switched,
+        // under one lock of the PCI host.
         let mut sync_bars = || {
-            if let Some(pci) = pci {
-                pci.lock().settle();
-            }
-            sync_device_bars(devices, pci, npt.as_mut(), false)
+            let Some(pci) = pci else { return false };
+            let mut pci = pci.lock();
+            pci.settle();
+            sync_device_bars(devices, &pci, npt.as_mut(), false)
         };
         let mut memory = GuestMemory::new(&self.map, DirectMap);
         ExitLoop::<A, _> {

@@ -22,6 +22,7 @@ use alloc::vec::Vec;
 
 use log::{debug, error, info, warn};
 
+use crate::arch::x86::device_vectors::settle;
 use crate::devices::bus::{BusRange, MemBus};
 use crate::devices::shared::Shared;
 use crate::devices::vpci::host_bridge::{self as vpci, BarRegion, VirtualPciFunction, VpciHost};
@@ -221,10 +222,6 @@ impl InterruptRouter for DeviceInterrupts {
             }
         }
     }
-}
-
-fn settle(vector: u8) {
-    crate::arch::x86::device_vectors::settle(vector);
 }
 
 type Function = PassthroughFunction<HostConfig, DeviceInterrupts>;
