@@ -400,12 +400,12 @@ impl SvmVcpu {
     /// Carries out `action` in the VMCB (see `Arch::apply`).
     pub fn apply(&mut self, action: &ExitAction) -> Flow {
         let pending = self.pending_event;
-        let mode = self.regs_view().mode();
         let (vmcb, regs) = self.parts();
         match action {
             ExitAction::Advance(next) | ExitAction::Yield(next) | ExitAction::Halt(next) => {
                 regs.rip = match *next {
-                    NextRip::By(n) => regs.rip.wrapping_add(u64::from(n)) & mode.ip_mask(),
+                    // Only a length needs the mode (16- and 32-bit code wraps RIP).
+                    NextRip::By(n) => regs.rip.wrapping_add(u64::from(n)) & vmcb_mode(vmcb).ip_mask(),
                     NextRip::To(rip) => rip,
                 };
                 vmcb.control.int_state &= !int_state::INTERRUPT_SHADOW;
@@ -579,9 +579,14 @@ impl RegisterFile for SvmRegs<'_> {
         self.vcpu.xcr0 = value;
     }
     fn mode(&self) -> CpuMode {
-        let s = &self.vmcb().save;
-        CpuMode::from_state(s.cr0, s.efer, &Segment::from(s.cs))
+        vmcb_mode(self.vmcb())
     }
+}
+
+/// The guest's execution mode from the VMCB's CR0, EFER and CS.
+fn vmcb_mode(vmcb: &Vmcb) -> CpuMode {
+    let s = &vmcb.save;
+    CpuMode::from_state(s.cr0, s.efer, &Segment::from(s.cs))
 }
 
 #[cfg(test)]
