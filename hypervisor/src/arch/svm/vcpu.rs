@@ -73,8 +73,11 @@ impl SwitchedCpu for HostSwitched {
         unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).read() }
     }
     fn set_tsc_aux(&mut self, value: u64) {
+        // Bits 63:32 are reserved (WRMSR #GPs): the MSR handler already refuses such
+        // values, and the mask keeps that from being this block's precondition.
+        let value = value & u64::from(u32::MAX);
         // SAFETY: as above; TSC_AUX only feeds RDTSCP/RDPID, which the hypervisor does
-        // not use, and the value is a 32-bit one WRMSR accepts (the MSR handler checks).
+        // not use, and a 32-bit value is one WRMSR accepts.
         unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).write(value) }
     }
 }
