@@ -329,19 +329,26 @@ impl SvmVcpu {
         // may enable more without an exit (see `SvmFeatures::xsave_switch_mask`).
         let switch = self.features.xsave_switch_mask;
         if xsave {
-            // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE; the
-            // switch mask is the CPU's own supported set (a valid XCR0), and the
-            // hypervisor (soft-float) keeps no extended state that XCR0 could disturb.
-            unsafe { instr::set_xcr0(switch) };
+            // XCR0 normally still holds the switch mask from the previous exit, and
+            // XGETBV is cheap where XSETBV serialises: write only what differs.
+            // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE.
+            if unsafe { instr::xcr0() } != switch {
+                // SAFETY: CR4.OSXSAVE as above; the switch mask is the CPU's own
+                // supported set (a valid XCR0), and the hypervisor (soft-float) keeps
+                // no extended state that XCR0 could disturb.
+                unsafe { instr::set_xcr0(switch) };
+            }
             // SAFETY: `area` is this vCPU's own 4 KiB-aligned frame, large enough for
             // every supported component (`new` checked `xsave_bytes`), holding either
             // zeroes (the init state) or the image saved after the previous run; the
-            // mask only names components XCR0 (just set) enables.
+            // mask only names components XCR0 (now the switch mask) enables.
             unsafe { instr::xrstor(area, switch) };
-            // SAFETY: `guest_xcr0` has bit 0 set and only offered components (checked
-            // by the XSETBV handler, or read back from the CPU after a previous run);
-            // the hypervisor has no extended state of its own.
-            unsafe { instr::set_xcr0(guest_xcr0) };
+            if guest_xcr0 != switch {
+                // SAFETY: `guest_xcr0` has bit 0 set and only offered components
+                // (checked by the XSETBV handler, or read back from the CPU after a
+                // previous run); the hypervisor has no extended state of its own.
+                unsafe { instr::set_xcr0(guest_xcr0) };
+            }
         } else {
             // SAFETY: `enable` set CR4.OSFXSR; `area` is this vCPU's 4 KiB-aligned
             // frame holding a valid image (initialised in `new`, then saved below).
@@ -362,8 +369,10 @@ impl SvmVcpu {
             // SAFETY: CR4.OSXSAVE is set on this CPU.
             let now = unsafe { instr::xcr0() };
             self.xcr0 = if now & 1 != 0 && now & !offered == 0 { now } else { guest_xcr0 };
-            // SAFETY: as for the first XSETBV above.
-            unsafe { instr::set_xcr0(switch) };
+            if now != switch {
+                // SAFETY: as for the first XSETBV above.
+                unsafe { instr::set_xcr0(switch) };
+            }
             // SAFETY: as for XRSTOR above.
             unsafe { instr::xsave(area, switch) };
         } else {
