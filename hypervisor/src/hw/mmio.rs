@@ -5,9 +5,18 @@
 //! `memory::direct_map`); after that each access is bounds- and alignment-checked.
 #![allow(unsafe_code)]
 
-/// A value one register access moves: 8, 16, 32 or 64 bits.
-pub trait Register: Copy {
+/// A value one register access moves: 8, 16, 32 or 64 bits. Sealed: the volatile
+/// read below is sound only for plain integers (every bit pattern valid, alignment =
+/// size), so no other type may implement it.
+pub trait Register: Copy + sealed::Integer {
     const ONES: Self;
+}
+mod sealed {
+    pub trait Integer {}
+    impl Integer for u8 {}
+    impl Integer for u16 {}
+    impl Integer for u32 {}
+    impl Integer for u64 {}
 }
 impl Register for u8 {
     const ONES: Self = u8::MAX;
@@ -70,7 +79,8 @@ impl MmioRegion {
     pub fn read<T: Register>(&self, offset: u64) -> T {
         match self.pointer::<T>(offset) {
             // SAFETY: inside the register block (`new`'s contract) and naturally
-            // aligned; the owner decides which register reads have side effects.
+            // aligned; `T` is an integer (sealed `Register`), so any value read is
+            // valid; the owner decides which register reads have side effects.
             Some(p) => unsafe { (p as *const T).read_volatile() },
             None => T::ONES,
         }

@@ -73,8 +73,11 @@ impl SwitchedCpu for HostSwitched {
         unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).read() }
     }
     fn set_tsc_aux(&mut self, value: u64) {
+        // Bits 63:32 are reserved (WRMSR #GPs): the MSR handler already refuses such
+        // values, and the mask keeps that from being this block's precondition.
+        let value = value & u64::from(u32::MAX);
         // SAFETY: as above; TSC_AUX only feeds RDTSCP/RDPID, which the hypervisor does
-        // not use, and the value is a 32-bit one WRMSR accepts (the MSR handler checks).
+        // not use, and a 32-bit value is one WRMSR accepts.
         unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).write(value) }
     }
 }
@@ -326,19 +329,26 @@ impl SvmVcpu {
         // may enable more without an exit (see `SvmFeatures::xsave_switch_mask`).
         let switch = self.features.xsave_switch_mask;
         if xsave {
-            // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE; the
-            // switch mask is the CPU's own supported set (a valid XCR0), and the
-            // hypervisor (soft-float) keeps no extended state that XCR0 could disturb.
-            unsafe { instr::set_xcr0(switch) };
+            // XCR0 normally still holds the switch mask from the previous exit, and
+            // XGETBV is cheap where XSETBV serialises: write only what differs.
+            // SAFETY: `enable` set CR4.OSXSAVE on this CPU when the CPU has XSAVE.
+            if unsafe { instr::xcr0() } != switch {
+                // SAFETY: CR4.OSXSAVE as above; the switch mask is the CPU's own
+                // supported set (a valid XCR0), and the hypervisor (soft-float) keeps
+                // no extended state that XCR0 could disturb.
+                unsafe { instr::set_xcr0(switch) };
+            }
             // SAFETY: `area` is this vCPU's own 4 KiB-aligned frame, large enough for
             // every supported component (`new` checked `xsave_bytes`), holding either
             // zeroes (the init state) or the image saved after the previous run; the
-            // mask only names components XCR0 (just set) enables.
+            // mask only names components XCR0 (now the switch mask) enables.
             unsafe { instr::xrstor(area, switch) };
-            // SAFETY: `guest_xcr0` has bit 0 set and only offered components (checked
-            // by the XSETBV handler, or read back from the CPU after a previous run);
-            // the hypervisor has no extended state of its own.
-            unsafe { instr::set_xcr0(guest_xcr0) };
+            if guest_xcr0 != switch {
+                // SAFETY: `guest_xcr0` has bit 0 set and only offered components
+                // (checked by the XSETBV handler, or read back from the CPU after a
+                // previous run); the hypervisor has no extended state of its own.
+                unsafe { instr::set_xcr0(guest_xcr0) };
+            }
         } else {
             // SAFETY: `enable` set CR4.OSFXSR; `area` is this vCPU's 4 KiB-aligned
             // frame holding a valid image (initialised in `new`, then saved below).
@@ -359,8 +369,10 @@ impl SvmVcpu {
             // SAFETY: CR4.OSXSAVE is set on this CPU.
             let now = unsafe { instr::xcr0() };
             self.xcr0 = if now & 1 != 0 && now & !offered == 0 { now } else { guest_xcr0 };
-            // SAFETY: as for the first XSETBV above.
-            unsafe { instr::set_xcr0(switch) };
+            if now != switch {
+                // SAFETY: as for the first XSETBV above.
+                unsafe { instr::set_xcr0(switch) };
+            }
             // SAFETY: as for XRSTOR above.
             unsafe { instr::xsave(area, switch) };
         } else {
@@ -400,12 +412,12 @@ impl SvmVcpu {
     /// Carries out `action` in the VMCB (see `Arch::apply`).
     pub fn apply(&mut self, action: &ExitAction) -> Flow {
         let pending = self.pending_event;
-        let mode = self.regs_view().mode();
         let (vmcb, regs) = self.parts();
         match action {
             ExitAction::Advance(next) | ExitAction::Yield(next) | ExitAction::Halt(next) => {
                 regs.rip = match *next {
-                    NextRip::By(n) => regs.rip.wrapping_add(u64::from(n)) & mode.ip_mask(),
+                    // Only a length needs the mode (16- and 32-bit code wraps RIP).
+                    NextRip::By(n) => regs.rip.wrapping_add(u64::from(n)) & vmcb_mode(vmcb).ip_mask(),
                     NextRip::To(rip) => rip,
                 };
                 vmcb.control.int_state &= !int_state::INTERRUPT_SHADOW;
@@ -579,9 +591,14 @@ impl RegisterFile for SvmRegs<'_> {
         self.vcpu.xcr0 = value;
     }
     fn mode(&self) -> CpuMode {
-        let s = &self.vmcb().save;
-        CpuMode::from_state(s.cr0, s.efer, &Segment::from(s.cs))
+        vmcb_mode(self.vmcb())
     }
+}
+
+/// The guest's execution mode from the VMCB's CR0, EFER and CS.
+fn vmcb_mode(vmcb: &Vmcb) -> CpuMode {
+    let s = &vmcb.save;
+    CpuMode::from_state(s.cr0, s.efer, &Segment::from(s.cs))
 }
 
 #[cfg(test)]

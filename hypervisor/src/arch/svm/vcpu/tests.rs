@@ -98,6 +98,21 @@ fn bad_configs_and_exhaustion_leak_nothing() {
 }
 
 #[test]
+fn advancing_16_and_32_bit_code_wraps_rip() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(InitialState::Reset), &mut frames).unwrap();
+    v.regs.rip = 0xffff;
+    v.apply(&ExitAction::Advance(NextRip::By(2)));
+    assert_eq!(v.registers().rip, 1);
+    v.destroy(&mut frames);
+    let initial = InitialState::Protected32 { eip: 0xffff_fffe, eax: 0, ebx: 0 };
+    let mut v = SvmVcpu::new(&features(), &config(initial), &mut frames).unwrap();
+    v.apply(&ExitAction::Advance(NextRip::By(3)));
+    assert_eq!(v.registers().rip, 1);
+    v.destroy(&mut frames);
+}
+
+#[test]
 fn apply_advances_injects_and_reinjects() {
     let mut frames = FakeFrames::new();
     let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
