@@ -34,7 +34,6 @@
 //! This module is pure: guest memory goes through [`GuestMemoryAccess`] and the
 //! current time comes from the caller. Nothing a guest writes can make it panic.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
 
 use core::fmt;
 use core::sync::atomic::{Ordering, fence};
