@@ -153,14 +153,14 @@ pub const KEY_QUEUE_BYTES: usize = 256;
 /// single command produces is 3 bytes (0xF2: ACK and the two ID bytes).
 pub const REPLY_QUEUE_BYTES: usize = 16;
 
-/// Appends `byte` to a reply queue unless it already holds [`REPLY_QUEUE_BYTES`];
-/// returns whether it was kept.
-fn push_reply(queue: &mut VecDeque<u8>, byte: u8) -> bool {
+/// Appends `byte` to a reply queue unless it already holds [`REPLY_QUEUE_BYTES`], in
+/// which case it counts the byte in `dropped`.
+fn push_reply(queue: &mut VecDeque<u8>, dropped: &mut u64, byte: u8) {
     if queue.len() >= REPLY_QUEUE_BYTES {
-        return false;
+        *dropped = dropped.wrapping_add(1);
+    } else {
+        queue.push_back(byte);
     }
-    queue.push_back(byte);
-    true
 }
 
 /// The 8042's set-2 to set-1 translation (codes 0x00..=0x84). IBM PS/2 Technical
@@ -232,9 +232,7 @@ impl Keyboard {
     }
 
     fn reply(&mut self, byte: u8) {
-        if !push_reply(&mut self.replies, byte) {
-            self.dropped_replies = self.dropped_replies.wrapping_add(1);
-        }
+        push_reply(&mut self.replies, &mut self.dropped_replies, byte);
     }
 
     fn next_byte(&mut self) -> Option<u8> {
@@ -471,9 +469,7 @@ impl I8042 {
     }
 
     fn reply(&mut self, byte: u8) {
-        if !push_reply(&mut self.controller_out, byte) {
-            self.dropped_replies = self.dropped_replies.wrapping_add(1);
-        }
+        push_reply(&mut self.controller_out, &mut self.dropped_replies, byte);
     }
 
     /// Controller and keyboard replies dropped because their queue was full.

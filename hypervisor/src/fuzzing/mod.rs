@@ -89,10 +89,6 @@ impl<'a> Input<'a> {
         self.data = rest;
         taken
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
 }
 
 /// An interrupt line that counts its level changes and remembers its level.

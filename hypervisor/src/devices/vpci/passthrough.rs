@@ -33,7 +33,7 @@ use crate::hw::MsiMessage;
 use crate::hw::pci::cap_id;
 use crate::hw::pci::*;
 
-pub use crate::host::pci::rom::{ROM_ADDRESS, ROM_BAR, ROM_ENABLE};
+use crate::host::pci::rom::{ROM_ADDRESS, ROM_BAR, ROM_ENABLE};
 
 /// [`BarRegion::index`] of the expansion ROM (Linux's `PCI_ROM_RESOURCE`).
 pub const ROM_INDEX: u8 = 6;

@@ -7,7 +7,7 @@ use core::fmt;
 use pci_types::ConfigRegionAccess;
 
 use crate::host::pci::access::HostConfigSpace;
-pub use crate::hw::Bdf;
+use crate::hw::Bdf;
 
 /// Configuration-space access to host functions, in dwords (offset & !3).
 pub trait ConfigAccess {

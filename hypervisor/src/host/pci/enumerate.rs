@@ -185,12 +185,10 @@ impl<A: ConfigRegionAccess> Walk<'_, A> {
     }
 }
 
-/// Sizes the first `slots` BARs with memory and I/O decode disabled (PCI 3.0
-/// §6.2.5.1), restoring BARs and the command register afterwards.
 /// The expansion ROM BAR at 30h: bits 31:11 the address, bit 0 the decode enable
 /// (PCI 3.0 §6.2.5.2). Sized like a BAR, with decode off and the enable bit kept clear.
 fn size_rom<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress) -> Option<Rom> {
-    const ADDRESS: u32 = 0xffff_f800;
+    const ADDRESS: u32 = super::rom::ROM_ADDRESS;
     let command = cs.read(addr, COMMAND) & 0xffff;
     cs.write(addr, COMMAND, command & !CMD_DECODE);
     let original = cs.read(addr, ROM_BAR);
@@ -201,6 +199,8 @@ fn size_rom<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress) ->
     (mask != 0).then(|| Rom { address: u64::from(original & ADDRESS), size: u64::from(mask & mask.wrapping_neg()) })
 }
 
+/// Sizes the first `slots` BARs with memory and I/O decode disabled (PCI 3.0
+/// §6.2.5.1), restoring BARs and the command register afterwards.
 fn size_bars<A: ConfigRegionAccess>(cs: &HostConfigSpace<A>, addr: PciAddress, slots: u8) -> Vec<Bar> {
     let mut bars = Vec::new();
     if slots == 0 {

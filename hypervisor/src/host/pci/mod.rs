@@ -3,7 +3,7 @@
 
 pub mod access;
 pub mod assign;
-pub mod config_access;
+mod config_access;
 mod enumerate;
 #[cfg(test)]
 mod fake;

@@ -82,6 +82,13 @@ pub(crate) struct Namespace<'a> {
     pub total_steps: u64,
 }
 
+/// What loading one table reports: the problems found, and how many top-level `If`
+/// blocks it left out.
+struct LoadLog<'p> {
+    problems: &'p mut Vec<String>,
+    skipped_ifs: u32,
+}
+
 impl<'a> Namespace<'a> {
     /// Loads every table (full SDTs, header included) into one namespace.
     pub(crate) fn load(tables: &[&'a [u8]], problems: &mut Vec<String>) -> Self {
@@ -118,8 +125,10 @@ impl<'a> Namespace<'a> {
                 ));
             }
             let mut c = AmlCursor::new(table, index, SDT_HEADER_LEN, end);
-            let mut skipped_ifs = 0u32;
-            if let Err(e) = ns.load_terms(&mut c, &[], 0, &mut skipped_ifs, problems) {
+            let mut log = LoadLog { problems: &mut *problems, skipped_ifs: 0 };
+            let loaded = ns.load_terms(&mut c, &[], 0, &mut log);
+            let skipped_ifs = log.skipped_ifs;
+            if let Err(e) = loaded {
                 problems.push(format!("{}: {}; the rest of the table is ignored", ns.label(index), ns.describe(&e)));
             }
             if skipped_ifs > 0 {
@@ -212,8 +221,7 @@ impl<'a> Namespace<'a> {
         c: &mut AmlCursor<'a>,
         scope: &[Seg],
         depth: u32,
-        skipped_ifs: &mut u32,
-        problems: &mut Vec<String>,
+        log: &mut LoadLog<'_>,
     ) -> Result<(), AmlError> {
         if depth > MAX_SCOPE_DEPTH {
             return Err(AmlError::TooDeep);
@@ -227,15 +235,15 @@ impl<'a> Namespace<'a> {
                     let name = c.name_string()?;
                     let path = self.new_path(c, start, &name, scope)?;
                     let value = parse::data_object(c, scope, self.ones)?;
-                    self.define(path, Object::Name(value), problems);
+                    self.define(path, Object::Name(value), log.problems);
                 }
                 ALIAS_OP => {
                     let source = c.name_string()?;
                     let alias = c.name_string()?;
                     let path = self.new_path(c, start, &alias, scope)?;
                     match self.resolve(&source, scope) {
-                        Some(target) => self.define(path, Object::Alias(target), problems),
-                        None => self.define(path, Object::Opaque("an alias of an undefined name"), problems),
+                        Some(target) => self.define(path, Object::Alias(target), log.problems),
+                        None => self.define(path, Object::Opaque("an alias of an undefined name"), log.problems),
                     }
                 }
                 SCOPE_OP => {
@@ -246,9 +254,9 @@ impl<'a> Namespace<'a> {
                         None => name.absolute(scope).ok_or(AmlError::BadName { table: c.table, offset: start })?,
                     };
                     if !path.is_empty() {
-                        self.define(path.clone(), Object::Scope { device: false }, problems);
+                        self.define(path.clone(), Object::Scope { device: false }, log.problems);
                     }
-                    self.load_nested(c, end, &path, depth, skipped_ifs, problems);
+                    self.load_nested(c, end, &path, depth, log);
                 }
                 METHOD_OP => {
                     let end = c.pkg_end()?;
@@ -256,7 +264,7 @@ impl<'a> Namespace<'a> {
                     let flags = c.byte()?;
                     let path = self.new_path(c, start, &name, scope)?;
                     let method = Object::Method { table: c.table, start: c.pos, end, args: flags & 0x07 };
-                    self.define(path, method, problems);
+                    self.define(path, method, log.problems);
                     c.pos = end;
                 }
                 EXTERNAL_OP => {
@@ -273,14 +281,14 @@ impl<'a> Namespace<'a> {
                     self.skip_term(c, scope, 0)?;
                     let name = c.name_string()?;
                     let path = self.new_path(c, start, &name, scope)?;
-                    self.define(path, Object::Opaque("a buffer field"), problems);
+                    self.define(path, Object::Opaque("a buffer field"), log.problems);
                 }
-                IF_OP => self.load_if(c, scope, depth, skipped_ifs, problems)?,
+                IF_OP => self.load_if(c, scope, depth, log)?,
                 ELSE_OP => {
                     // An Else whose If was not loaded (or an orphan): skip.
                     c.pos = c.pkg_end()?;
                 }
-                EXT_OP => self.load_ext(c, start, scope, depth, skipped_ifs, problems)?,
+                EXT_OP => self.load_ext(c, start, scope, depth, log)?,
                 _ => {
                     // Top-level code (a Store, a method call): skipped, not executed.
                     c.pos = start;
@@ -293,18 +301,10 @@ impl<'a> Namespace<'a> {
 
     /// Loads the TermList of a nested scope ending at `end`; a failure inside it is
     /// recorded and loading resumes after it.
-    fn load_nested(
-        &mut self,
-        c: &mut AmlCursor<'a>,
-        end: usize,
-        path: &[Seg],
-        depth: u32,
-        skipped_ifs: &mut u32,
-        problems: &mut Vec<String>,
-    ) {
+    fn load_nested(&mut self, c: &mut AmlCursor<'a>, end: usize, path: &[Seg], depth: u32, log: &mut LoadLog<'_>) {
         let mut inner = c.until(end);
-        if let Err(e) = self.load_terms(&mut inner, path, depth.saturating_add(1), skipped_ifs, problems) {
-            problems.push(format!("{}: {}; the rest of this scope is ignored", path_str(path), self.describe(&e)));
+        if let Err(e) = self.load_terms(&mut inner, path, depth.saturating_add(1), log) {
+            log.problems.push(format!("{}: {}; the rest of this scope is ignored", path_str(path), self.describe(&e)));
         }
         c.pos = end;
     }
@@ -315,8 +315,7 @@ impl<'a> Namespace<'a> {
         c: &mut AmlCursor<'a>,
         scope: &[Seg],
         depth: u32,
-        skipped_ifs: &mut u32,
-        problems: &mut Vec<String>,
+        log: &mut LoadLog<'_>,
     ) -> Result<(), AmlError> {
         let end = c.pkg_end()?;
         let mut inner = c.until(end);
@@ -330,14 +329,14 @@ impl<'a> Namespace<'a> {
         match predicate {
             Some(p) if p != 0 => {
                 c.pos = inner.pos;
-                self.load_nested(c, end, scope, depth, skipped_ifs, problems);
+                self.load_nested(c, end, scope, depth, log);
             }
             Some(_) => {
                 if let Some(else_end) = else_end {
-                    self.load_nested(c, else_end, scope, depth, skipped_ifs, problems);
+                    self.load_nested(c, else_end, scope, depth, log);
                 }
             }
-            None => *skipped_ifs = skipped_ifs.saturating_add(1),
+            None => log.skipped_ifs = log.skipped_ifs.saturating_add(1),
         }
         c.pos = else_end.unwrap_or(end);
         Ok(())
@@ -350,8 +349,7 @@ impl<'a> Namespace<'a> {
         start: usize,
         scope: &[Seg],
         depth: u32,
-        skipped_ifs: &mut u32,
-        problems: &mut Vec<String>,
+        log: &mut LoadLog<'_>,
     ) -> Result<(), AmlError> {
         let op = c.byte()?;
         match op {
@@ -365,8 +363,8 @@ impl<'a> Namespace<'a> {
                     ext::POWER_RES => drop(c.take(3)?),
                     _ => {}
                 }
-                self.define(path.clone(), Object::Scope { device: op == ext::DEVICE }, problems);
-                self.load_nested(c, end, &path, depth, skipped_ifs, problems);
+                self.define(path.clone(), Object::Scope { device: op == ext::DEVICE }, log.problems);
+                self.load_nested(c, end, &path, depth, log);
             }
             ext::MUTEX | ext::EVENT => {
                 let name = c.name_string()?;
@@ -374,7 +372,7 @@ impl<'a> Namespace<'a> {
                 if op == ext::MUTEX {
                     c.byte()?;
                 }
-                self.define(path, Object::Opaque(if op == ext::MUTEX { "a mutex" } else { "an event" }), problems);
+                self.define(path, Object::Opaque(if op == ext::MUTEX { "a mutex" } else { "an event" }), log.problems);
             }
             ext::OP_REGION | ext::DATA_REGION => {
                 let name = c.name_string()?;
@@ -388,14 +386,14 @@ impl<'a> Namespace<'a> {
                         self.skip_term(c, scope, 0)?;
                     }
                 }
-                self.define(path, Object::Opaque("an operation region"), problems);
+                self.define(path, Object::Opaque("an operation region"), log.problems);
             }
             ext::FIELD => {
                 let end = c.pkg_end()?;
                 c.name_string()?; // region
                 c.byte()?; // FieldFlags
                 let mut list = c.until(end);
-                self.load_field_list(&mut list, scope, problems)?;
+                self.load_field_list(&mut list, scope, log.problems)?;
                 c.pos = end;
             }
             ext::INDEX_FIELD | ext::BANK_FIELD => c.pos = c.pkg_end()?,
@@ -405,7 +403,7 @@ impl<'a> Namespace<'a> {
                 }
                 let name = c.name_string()?;
                 let path = self.new_path(c, start, &name, scope)?;
-                self.define(path, Object::Opaque("a buffer field"), problems);
+                self.define(path, Object::Opaque("a buffer field"), log.problems);
             }
             _ => return Err(c.unsupported(start, EXT_OP, Some(op))),
         }
