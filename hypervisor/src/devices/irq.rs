@@ -203,9 +203,9 @@ mod tests {
     use alloc::vec::Vec;
 
     #[derive(Default)]
-    struct Recorder(Vec<(u32, bool)>);
+    struct LineRecorder(Vec<(u32, bool)>);
 
-    impl GsiSink for Recorder {
+    impl GsiSink for LineRecorder {
         fn set_level(&mut self, gsi: u32, high: bool) {
             self.0.push((gsi, high));
         }
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn pulse_is_assert_then_deassert() {
-        let mut r = Recorder::default();
+        let mut r = LineRecorder::default();
         r.pulse(4);
         assert_eq!(r.0, [(4, true), (4, false)]);
     }
@@ -252,12 +252,12 @@ mod tests {
         device.set_level(40, true); // out of range: dropped
         device.pulse(99);
         assert!(lines.is_dirty());
-        let mut r = Recorder::default();
+        let mut r = LineRecorder::default();
         lines.drain_into(&mut r);
         assert_eq!(r.0, [(1, true), (1, false), (4, true)]);
         assert!(!lines.is_dirty());
         // Nothing new: nothing forwarded.
-        let mut r = Recorder::default();
+        let mut r = LineRecorder::default();
         lines.drain_into(&mut r);
         assert!(r.0.is_empty());
         // A level that goes up and down between drains is not forwarded at all.
@@ -273,21 +273,21 @@ mod tests {
         let lines = GsiLines::new();
         let mut device = lines.clone();
         device.set_level(1, true);
-        let mut r = Recorder::default();
+        let mut r = LineRecorder::default();
         lines.drain_into(&mut r);
         assert_eq!(r.0, [(1, true)]);
         // The guest reads a byte and the next one is loaded at once.
         device.set_level(1, false);
         device.set_level(1, true);
         assert!(lines.is_dirty());
-        let mut r = Recorder::default();
+        let mut r = LineRecorder::default();
         lines.drain_into(&mut r);
         assert_eq!(r.0, [(1, false), (1, true)]);
         // Dropped for good after a glitch: just the fall.
         device.set_level(1, false);
         device.set_level(1, true);
         device.set_level(1, false);
-        let mut r = Recorder::default();
+        let mut r = LineRecorder::default();
         lines.drain_into(&mut r);
         assert_eq!(r.0, [(1, false)]);
         assert!(!lines.is_dirty());

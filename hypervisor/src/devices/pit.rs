@@ -455,15 +455,15 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Irqs(Vec<(u32, bool)>);
+    struct PitIrqs(Vec<(u32, bool)>);
 
-    impl GsiSink for Irqs {
+    impl GsiSink for PitIrqs {
         fn set_level(&mut self, gsi: u32, high: bool) {
             self.0.push((gsi, high));
         }
     }
 
-    impl Irqs {
+    impl PitIrqs {
         fn pulses(&self) -> usize {
             self.0.iter().filter(|&&(g, h)| g == PIT_GSI && h).count()
         }
@@ -516,7 +516,7 @@ mod tests {
     #[test]
     fn channel0_periodic_tick_without_drift() {
         let mut p = pit();
-        let mut irqs = Irqs::default();
+        let mut irqs = PitIrqs::default();
         // pit_set_periodic at HZ = 250: LATCH = (PIT_TICK_RATE + HZ/2) / HZ.
         let latch = ((PIT_HZ + 125) / 250) as u16;
         let t0 = 12_345;
@@ -547,7 +547,7 @@ mod tests {
     #[test]
     fn channel0_one_shot_and_shutdown() {
         let mut p = pit();
-        let mut irqs = Irqs::default();
+        let mut irqs = PitIrqs::default();
         // pit_set_oneshot (mode 4) + pit_next_event(delta = 1193): OUT strobes low at
         // the terminal count and the interrupt is its rising edge one tick later.
         p.write_port(0x43, 0x38, 0);
@@ -661,7 +661,7 @@ mod tests {
     #[test]
     fn periodic_irq0_is_rate_limited() {
         let mut p = pit();
-        let mut irqs = Irqs::default();
+        let mut irqs = PitIrqs::default();
         p.write_port(0x43, 0x14, 0); // counter 0, LSB, mode 2
         p.write_port(0x40, 2, 0);
         let first = p.next_deadline().unwrap();
@@ -672,7 +672,7 @@ mod tests {
     #[test]
     fn arbitrary_port_traffic_never_panics() {
         let mut p = pit();
-        let mut irqs = Irqs::default();
+        let mut irqs = PitIrqs::default();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for i in 0..50_000u64 {
             seed ^= seed << 13;

@@ -338,25 +338,25 @@ mod tests {
     use alloc::vec::Vec;
 
     /// A 24-pin I/O APIC's register file.
-    struct FakeRegs {
+    struct FakeIoapicRegs {
         regs: Vec<u32>,
         writes: Vec<(u32, u32)>,
     }
 
-    impl FakeRegs {
-        fn new() -> FakeRegs {
+    impl FakeIoapicRegs {
+        fn new() -> FakeIoapicRegs {
             let mut regs = vec![0u32; 0x40];
             regs[REG_VERSION as usize] = (23 << 16) | 0x20;
             // Firmware left pin 4 unmasked.
             regs[0x18] = 0x31;
-            FakeRegs { regs, writes: Vec::new() }
+            FakeIoapicRegs { regs, writes: Vec::new() }
         }
         fn entry(&self, pin: usize) -> u64 {
             u64::from(self.regs[0x10 + 2 * pin]) | (u64::from(self.regs[0x11 + 2 * pin]) << 32)
         }
     }
 
-    impl IoapicRegs for &mut FakeRegs {
+    impl IoapicRegs for &mut FakeIoapicRegs {
         fn read(&mut self, index: u32) -> u32 {
             self.regs[index as usize]
         }
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn every_pin_starts_masked() {
-        let mut fake = FakeRegs::new();
+        let mut fake = FakeIoapicRegs::new();
         let ioapic = HostIoapic::new(&mut fake, 0);
         assert_eq!(ioapic.pins(), 24);
         assert!((0..24).all(|pin| fake.entry(pin) & MASKED != 0));
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn routing_a_pin() {
-        let mut fake = FakeRegs::new();
+        let mut fake = FakeIoapicRegs::new();
         let entry = compatibility_entry(0x21, 3, PinMode { level: true, active_low: true });
         assert_eq!(entry, 0x0300_0000_0000_a021);
         {
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_set_routes_through_the_right_chip_and_masks_with_one_write() {
-        let (mut a, mut b) = (FakeRegs::new(), FakeRegs::new());
+        let (mut a, mut b) = (FakeIoapicRegs::new(), FakeIoapicRegs::new());
         {
             let mut set = HostIoapics::new(vec![(1, HostIoapic::new(&mut a, 0)), (2, HostIoapic::new(&mut b, 24))]);
             assert_eq!(set.locate(3), Some((1, 3)));
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn refusals_say_which_pin_and_why() {
-        let mut fake = FakeRegs::new();
+        let mut fake = FakeIoapicRegs::new();
         let mut set = HostIoapics::new(vec![(2, HostIoapic::new(&mut fake, 0))]);
         let mode = PinMode::default();
         let far_cpu = MsiTarget { vector: 0x61, dest_apic_id: 300 };

@@ -206,9 +206,9 @@ fn gsi_lines_from_bus_devices_drain_into_the_controller() {
 }
 
 /// Records port writes; reads return 0x5A.
-struct Probe(Rc<RefCell<alloc::vec::Vec<(u16, u32)>>>);
+struct IrqProbe(Rc<RefCell<alloc::vec::Vec<(u16, u32)>>>);
 
-impl PortDevice for Probe {
+impl PortDevice for IrqProbe {
     fn read(&mut self, _offset: u16, _size: AccessSize) -> u32 {
         0x5A
     }
@@ -217,7 +217,7 @@ impl PortDevice for Probe {
     }
 }
 
-impl crate::devices::bus::MmioDevice for Probe {
+impl crate::devices::bus::MmioDevice for IrqProbe {
     fn read(&mut self, _offset: u64, _size: AccessSize) -> u64 {
         0x5A
     }
@@ -231,9 +231,9 @@ fn bus_adapters_route_to_the_controller_or_fall_through() {
     use crate::devices::bus::BusRange;
     let log = Rc::new(RefCell::new(alloc::vec::Vec::new()));
     let mut pio = PioBus::new("pio");
-    pio.insert_ports(0x3F8, 8, Box::new(Probe(log.clone()))).unwrap();
+    pio.insert_ports(0x3F8, 8, Box::new(IrqProbe(log.clone()))).unwrap();
     let mut mem = MemBus::new("mmio");
-    mem.insert(BusRange::new(0xFEB0_0000, 0x1000).unwrap(), Box::new(Probe(log.clone()))).unwrap();
+    mem.insert(BusRange::new(0xFEB0_0000, 0x1000).unwrap(), Box::new(IrqProbe(log.clone()))).unwrap();
     let mut ic = controller();
     {
         let (mut mmio, mut ports) = ic.buses(0, &mut mem, &mut pio);

@@ -330,9 +330,9 @@ mod tests {
     }
 
     /// Lets a test keep a handle on the host while buses own it.
-    struct Shared(Rc<RefCell<VpciHost>>);
+    struct SharedBridge(Rc<RefCell<VpciHost>>);
 
-    impl PortDevice for Shared {
+    impl PortDevice for SharedBridge {
         fn read(&mut self, offset: u16, size: AccessSize) -> u32 {
             PortDevice::read(&mut *self.0.borrow_mut(), offset, size)
         }
@@ -341,7 +341,7 @@ mod tests {
         }
     }
 
-    impl MmioDevice for Shared {
+    impl MmioDevice for SharedBridge {
         fn read(&mut self, offset: u64, size: AccessSize) -> u64 {
             MmioDevice::read(&mut *self.0.borrow_mut(), offset, size)
         }
@@ -350,14 +350,14 @@ mod tests {
         }
     }
 
-    struct Machine {
+    struct TestMachine {
         pio: PioBus,
         mmio: MemBus,
         host: Rc<RefCell<VpciHost>>,
         power: PowerSignal,
     }
 
-    fn machine() -> Machine {
+    fn machine() -> TestMachine {
         let power = PowerSignal::new();
         let mut host = VpciHost::new(layout::PCI_ECAM_BUSES).with_reset_control(power.clone());
         host.add_function(Bdf::checked(0, 3, 0).unwrap(), Box::new(TestFunction::new())).unwrap();
@@ -366,14 +366,14 @@ mod tests {
         pio.insert_ports(
             layout::PCI_CONFIG_ADDRESS_PORT,
             layout::PCI_CONFIG_PORT_COUNT,
-            Box::new(Shared(host.clone())),
+            Box::new(SharedBridge(host.clone())),
         )
         .unwrap();
         let mut mmio = MemBus::new("mmio");
         let len = host.borrow().ecam_len();
         assert_eq!(len, layout::PCI_ECAM_LEN);
-        mmio.insert(BusRange::new(layout::PCI_ECAM_BASE, len).unwrap(), Box::new(Shared(host.clone()))).unwrap();
-        Machine { pio, mmio, host, power }
+        mmio.insert(BusRange::new(layout::PCI_ECAM_BASE, len).unwrap(), Box::new(SharedBridge(host.clone()))).unwrap();
+        TestMachine { pio, mmio, host, power }
     }
 
     fn cf8(bus: u8, dev: u8, func: u8, reg: u16) -> u32 {
@@ -385,7 +385,7 @@ mod tests {
             | (u32::from(reg >> 8) << 24)
     }
 
-    impl Machine {
+    impl TestMachine {
         fn conf1_read(&mut self, dev: u8, reg: u16, size: AccessSize) -> u32 {
             self.pio.write(0xCF8, AccessSize::Dword, cf8(0, dev, 0, reg));
             self.pio.read(0xCFC + (reg & 3), size)
@@ -489,7 +489,7 @@ mod tests {
             m.conf1_write(3, reg, AccessSize::Dword, saved);
         }
         // Program the BARs through ECAM this time and enable decoding.
-        let write = |m: &mut Machine, reg: u16, v: u32| {
+        let write = |m: &mut TestMachine, reg: u16, v: u32| {
             let gpa = m.ecam(0, 3, 0, u64::from(reg));
             m.mmio.write(gpa, AccessSize::Dword, u64::from(v));
         };

@@ -97,9 +97,9 @@ mod tests {
     use core::cell::RefCell;
 
     #[derive(Default)]
-    struct Table(Vec<(u64, u32)>);
+    struct TableWrites(Vec<(u64, u32)>);
 
-    impl MsixTableOwner for Table {
+    impl MsixTableOwner for TableWrites {
         fn msix_table_read(&self, offset: u64, _size: AccessSize) -> u32 {
             0x1000 + offset as u32
         }
@@ -132,7 +132,7 @@ mod tests {
     fn table_bytes_go_to_the_table_and_the_rest_to_the_device() {
         // A 16 KiB BAR with a 5-entry table at 0x2010 and the PBA at 0x2800: the window
         // is the page 0x2000-0x2fff.
-        let table = Shared::new(Table::default());
+        let table = Shared::new(TableWrites::default());
         let device = Device::default();
         let mut w = MsixWindow::new(table.clone(), Some(&device), 0x2000, 0x2010, 80);
         assert_eq!(w.read(0x10, AccessSize::Dword), 0x1000);
@@ -147,7 +147,7 @@ mod tests {
         w.write(0x60, AccessSize::Dword, 7);
         assert_eq!(device.0.borrow().as_slice(), [(0x2060, 4, 7)], "first byte after the table");
         // Without a reachable BAR the other bytes read all-ones and writes vanish.
-        let mut blind = MsixWindow::<Table, &Device>::new(table, None, 0x2000, 0x2010, 80);
+        let mut blind = MsixWindow::<TableWrites, &Device>::new(table, None, 0x2000, 0x2010, 80);
         assert_eq!(blind.read(0x800, AccessSize::Dword), 0xffff_ffff);
         blind.write(0x800, AccessSize::Dword, 1);
     }

@@ -117,14 +117,14 @@ fn unusable_frequencies_are_rejected() {
 }
 
 /// Guest RAM: GPA 0..16 KiB.
-struct Vm {
+struct ClockVm {
     map: GuestMemoryMap,
 }
 
-impl Vm {
-    fn new() -> Vm {
+impl ClockVm {
+    fn new() -> ClockVm {
         let region = GuestRegion::new(GuestPhysAddr::new(0), HostPhysAddr::new(0x10000), 0x4000, Perms::RW).unwrap();
-        Vm { map: GuestMemoryMap::new(vec![region]).unwrap() }
+        ClockVm { map: GuestMemoryMap::new(vec![region]).unwrap() }
     }
     fn memory(&self) -> GuestMemory<'_, VecHostMemory> {
         GuestMemory::new(&self.map, VecHostMemory::new(HostPhysAddr::new(0x10000), 0x4000))
@@ -168,7 +168,7 @@ const WALL: WallClock = WallClock { sec: 1_767_225_600, nsec: 250_000_000 };
 
 #[test]
 fn enabling_system_time_publishes_a_valid_record_at_once() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let hz = 2_419_199_000;
     let mut pv = clock(hz, true);
@@ -193,7 +193,7 @@ fn enabling_system_time_publishes_a_valid_record_at_once() {
 
 #[test]
 fn unstable_tsc_leaves_the_flag_clear() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let mut pv = clock(3 * GHZ, false);
     pv.write_msr(MSR_KVM_SYSTEM_TIME_NEW, 0x2001, &mut mem, EPOCH, WALL).unwrap();
@@ -202,7 +202,7 @@ fn unstable_tsc_leaves_the_flag_clear() {
 
 #[test]
 fn wall_clock_is_the_time_of_day_at_system_time_zero() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let hz = 3 * GHZ;
     let mut pv = clock(hz, true);
@@ -224,7 +224,7 @@ fn wall_clock_is_the_time_of_day_at_system_time_zero() {
 
 #[test]
 fn wall_clock_version_continues_from_guest_memory() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let mut pv = clock(GHZ, true);
     write_obj(&mut mem, GuestPhysAddr::new(0x3000), 7u32).unwrap();
@@ -237,7 +237,7 @@ fn wall_clock_version_continues_from_guest_memory() {
 
 #[test]
 fn refresh_continues_the_guest_clock_without_a_step() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let hz = 2_899_999_999;
     let mut pv = clock(hz, true);
@@ -261,7 +261,7 @@ fn refresh_continues_the_guest_clock_without_a_step() {
 
 #[test]
 fn disabling_stops_updates_and_reenabling_keeps_time() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let hz = GHZ;
     let mut pv = clock(hz, true);
@@ -279,7 +279,7 @@ fn disabling_stops_updates_and_reenabling_keeps_time() {
 
 #[test]
 fn bad_addresses_fail_without_side_effects() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let mut pv = clock(GHZ, true);
     pv.write_msr(MSR_KVM_SYSTEM_TIME_NEW, 0x1001, &mut mem, EPOCH, WALL).unwrap();
@@ -318,7 +318,7 @@ fn bad_addresses_fail_without_side_effects() {
 
 #[test]
 fn extreme_tsc_values_do_not_panic() {
-    let vm = Vm::new();
+    let vm = ClockVm::new();
     let mut mem = vm.memory();
     let mut pv = clock(u64::MAX, true);
     for tsc in [0, 1, EPOCH - 1, u64::MAX] {

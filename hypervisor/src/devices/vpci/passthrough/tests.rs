@@ -7,14 +7,14 @@ use crate::host::pci::{Bar, Capability, CapabilityDetail};
 use crate::hw::MsiMessage;
 
 #[derive(Debug, Default)]
-struct Router {
+struct FakeRouter {
     routes: Vec<(u16, Option<MsiRoute>)>,
     msix: Vec<(u8, u64, u16, Option<MsiMessage>)>,
     /// Every call in order: 'r' route, 'u' unroute, 'w' entry written, 'm' entry masked.
     calls: String,
 }
 
-impl InterruptRouter for Router {
+impl InterruptRouter for FakeRouter {
     fn route(&mut self, _bdf: Bdf, index: u16, route: Option<MsiRoute>) -> Option<MsiMessage> {
         self.routes.push((index, route));
         self.calls.push(if route.is_some() { 'r' } else { 'u' });
@@ -62,13 +62,13 @@ fn nic(cfg: &FakeCfg) -> PciDevice {
     }
 }
 
-fn setup(cfg: &FakeCfg) -> PassthroughFunction<&FakeCfg, Router> {
+fn setup(cfg: &FakeCfg) -> PassthroughFunction<&FakeCfg, FakeRouter> {
     let dev = nic(cfg);
-    PassthroughFunction::new(&dev, cfg, Router::default()).unwrap()
+    PassthroughFunction::new(&dev, cfg, FakeRouter::default()).unwrap()
 }
 
 /// A guest configuration write as one exit: the write, then the exit's deferred work.
-fn exit_write(f: &mut PassthroughFunction<&FakeCfg, Router>, offset: u16, size: AccessSize, value: u32) {
+fn exit_write(f: &mut PassthroughFunction<&FakeCfg, FakeRouter>, offset: u16, size: AccessSize, value: u32) {
     f.config_write(offset, size, value);
     f.settle();
 }
@@ -142,7 +142,8 @@ fn a_rom_copy_is_a_virtual_rom_bar() {
     assert_eq!(f.config_read(ROM_BAR, D), 0xffff_c000, "sized like a 16 KiB ROM");
     assert!(f.place_bar(ROM_INDEX, 0xc008_0000));
     assert_eq!(f.config_read(ROM_BAR, D), 0xc008_0000, "placed with decode off");
-    let rom = |f: &PassthroughFunction<&FakeCfg, Router>| f.bars().into_iter().find(|r| r.index == ROM_INDEX).unwrap();
+    let rom =
+        |f: &PassthroughFunction<&FakeCfg, FakeRouter>| f.bars().into_iter().find(|r| r.index == ROM_INDEX).unwrap();
     assert_eq!((rom(&f).address, rom(&f).size, rom(&f).enabled), (0xc008_0000, 16 << 10, false));
     f.config_write(ROM_BAR, D, 0xc008_0001);
     assert!(!rom(&f).enabled, "memory decode still off");
@@ -429,10 +430,13 @@ fn bridges_and_absent_functions_are_refused() {
     let cfg = FakeCfg::default();
     let mut dev = nic(&cfg);
     dev.header_type = 1;
-    assert_eq!(PassthroughFunction::new(&dev, &cfg, Router::default()).err(), Some(PciError::NotAnEndpoint(dev.bdf)));
+    assert_eq!(
+        PassthroughFunction::new(&dev, &cfg, FakeRouter::default()).err(),
+        Some(PciError::NotAnEndpoint(dev.bdf))
+    );
     let mut gone = nic(&cfg);
     gone.bdf = bdf(9, 0, 0);
-    assert_eq!(PassthroughFunction::new(&gone, &cfg, Router::default()).err(), Some(PciError::Absent(gone.bdf)));
+    assert_eq!(PassthroughFunction::new(&gone, &cfg, FakeRouter::default()).err(), Some(PciError::Absent(gone.bdf)));
 }
 
 /// A display adapter like a discrete GPU: BAR0 32-bit registers (16 MiB), BAR2/3 a
@@ -457,7 +461,7 @@ fn gpu(cfg: &FakeCfg) -> PciDevice {
 #[test]
 fn sixty_four_bit_bars_are_placed_sized_and_mapped_whole() {
     let cfg = FakeCfg::default();
-    let mut f = PassthroughFunction::new(&gpu(&cfg), &cfg, Router::default()).unwrap();
+    let mut f = PassthroughFunction::new(&gpu(&cfg), &cfg, FakeRouter::default()).unwrap();
     // Sizing the 64-bit BAR: type bits (64-bit, prefetchable), then the upper half.
     f.config_write(0x18, D, 0xffff_ffff);
     f.config_write(0x1c, D, 0xffff_ffff);
@@ -495,7 +499,7 @@ fn sixty_four_bit_bars_are_placed_sized_and_mapped_whole() {
 #[test]
 fn the_expansion_rom_is_hidden_and_never_reprogrammed() {
     let cfg = FakeCfg::default();
-    let mut f = PassthroughFunction::new(&gpu(&cfg), &cfg, Router::default()).unwrap();
+    let mut f = PassthroughFunction::new(&gpu(&cfg), &cfg, FakeRouter::default()).unwrap();
     let b = bdf(2, 0, 0);
     assert_eq!(f.config_read(0x30, D), 0, "the device has a ROM; the guest sees none");
     // Sizing and enabling it as a driver would: nothing reaches the device.

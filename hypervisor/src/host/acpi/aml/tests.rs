@@ -293,9 +293,9 @@ fn every_truncation_terminates_without_panic() {
 }
 
 /// xorshift64 (Marsaglia), deterministic.
-struct Rng(u64);
+struct ByteRng(u64);
 
-impl Rng {
+impl ByteRng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -308,7 +308,7 @@ impl Rng {
 fn random_byte_flips_terminate_without_panic() {
     let [dsdt, ssdt] = laptop_tables();
     let qemu = fixture("qemu-q35/DSDT.bin");
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = ByteRng(0x9e37_79b9_7f4a_7c15);
     for i in 0..3000u32 {
         let (mut a, mut b) =
             if i.is_multiple_of(3) { (qemu.clone(), Vec::new()) } else { (dsdt.clone(), ssdt.clone()) };

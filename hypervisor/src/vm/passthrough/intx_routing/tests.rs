@@ -14,13 +14,13 @@ use crate::host::iommu::vtd::{VtdConfig, VtdIommu};
 
 /// A 24-pin I/O APIC's registers, shared with the test.
 #[derive(Clone)]
-struct Regs(Rc<RefCell<Vec<u32>>>);
+struct IoapicRegFile(Rc<RefCell<Vec<u32>>>);
 
-impl Regs {
-    fn new() -> Regs {
+impl IoapicRegFile {
+    fn new() -> IoapicRegFile {
         let mut regs = vec![0u32; 0x40];
         regs[1] = 23 << 16;
-        Regs(Rc::new(RefCell::new(regs)))
+        IoapicRegFile(Rc::new(RefCell::new(regs)))
     }
     fn entry(&self, pin: usize) -> u64 {
         let r = self.0.borrow();
@@ -31,7 +31,7 @@ impl Regs {
     }
 }
 
-impl IoapicRegs for Regs {
+impl IoapicRegs for IoapicRegFile {
     fn read(&mut self, index: u32) -> u32 {
         self.0.borrow()[index as usize]
     }
@@ -40,28 +40,28 @@ impl IoapicRegs for Regs {
     }
 }
 
-struct Setup {
+struct IntxSetup {
     vtd: VtdIommu<FakeVtd>,
     table: HostVectorTable,
-    regs: Regs,
-    ioapics: HostIoapics<Regs>,
+    regs: IoapicRegFile,
+    ioapics: HostIoapics<IoapicRegFile>,
 }
 
 /// QEMU's q35 with intel-iommu: I/O APIC 0 (GSI 0-23) in the DMAR's scope.
-fn setup() -> Setup {
+fn setup() -> IntxSetup {
     let dmar = parse_dmar(include_bytes!("../../../../tests/fixtures/acpi/qemu-q35-intel-iommu/DMAR.bin")).unwrap();
     let mut vtd = VtdIommu::new(FakeVtd::qemu(1), &dmar, &qemu_q35_inventory(), VtdConfig::default()).unwrap();
     vtd.enable().unwrap();
-    let regs = Regs::new();
+    let regs = IoapicRegFile::new();
     let ioapics = HostIoapics::new(vec![(0, HostIoapic::new(regs.clone(), 0))]);
-    Setup { vtd, table: HostVectorTable::new(), regs, ioapics }
+    IntxSetup { vtd, table: HostVectorTable::new(), regs, ioapics }
 }
 
 fn owner(vm: u32, device: u8) -> VectorOwner {
     VectorOwner { vm, bdf: Bdf::new(0, 0, device, 0), index: 0 }
 }
 
-impl Setup {
+impl IntxSetup {
     fn route(&mut self, o: VectorOwner, gsi: u32, guest_gsi: u8) -> Result<u8, IntxRouteError> {
         let host = IntxRoute { gsi, level_triggered: true, active_low: true };
         route(&mut self.table, &mut self.vtd, &mut self.ioapics, o, host, guest_gsi, 0)

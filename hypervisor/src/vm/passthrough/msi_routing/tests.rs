@@ -191,13 +191,13 @@ mod end_to_end {
     }
 
     /// The router a VM's function gets, over the test's unit and table.
-    struct Router {
+    struct RouteLog {
         s: Rc<RefCell<Setup>>,
         bar: Rc<RefCell<BarRegs>>,
         vm: u32,
     }
 
-    impl InterruptRouter for Router {
+    impl InterruptRouter for RouteLog {
         fn route(&mut self, bdf: Bdf, index: u16, r: Option<MsiRoute>) -> Option<MsiMessage> {
             self.s.borrow_mut().route(owner(self.vm, bdf, index), r)
         }
@@ -221,7 +221,7 @@ mod end_to_end {
             capabilities: vec![Capability { id: cap_id::MSIX, offset: 0xa0, detail: CapabilityDetail::None }],
             ..crate::host::iommu::fake_mem::pci_dev(0, 4, 0, [0x02, 0x00])
         };
-        let router = Router { s: s.clone(), bar: bar.clone(), vm: 0 };
+        let router = RouteLog { s: s.clone(), bar: bar.clone(), vm: 0 };
         let mut f = PassthroughFunction::new(&dev, &cfg, router).unwrap();
         // The guest fills entry 1 (vector 0x61, APIC 0) and turns MSI-X on.
         f.msix_table_write(16, AccessSize::Dword, 0xfee0_0000);
