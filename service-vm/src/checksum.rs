@@ -1,0 +1,187 @@
+//! In-place rewriting of IPv4 packets with incremental checksum updates (RFC 1624).
+//!
+//! Incremental updates keep the sender's checksum errors: a packet that arrived with a
+//! broken TCP/UDP checksum leaves with one, so the far end still drops it.
+
+use smoltcp::wire::{IpProtocol, Ipv4Address};
+
+const IP_TTL: usize = 8;
+const IP_CHECKSUM: usize = 10;
+const IP_SRC: usize = 12;
+const IP_DST: usize = 16;
+
+/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), over 16-bit big-endian words.
+fn adjust(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
+    let words = |b: &[u8]| -> u32 { b.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum() };
+    let old_complement: u32 = old.chunks(2).map(|w| u32::from(!u16::from_be_bytes([w[0], w[1]]))).sum();
+    let mut sum = u32::from(!checksum) + old_complement + words(new);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A validated IPv4 packet (header length and transport header already checked) being
+/// rewritten; every setter keeps the IPv4 and transport checksums consistent.
+pub(crate) struct Rewrite<'a> {
+    packet: &'a mut [u8],
+    l4: usize,
+    protocol: IpProtocol,
+}
+
+impl<'a> Rewrite<'a> {
+    /// `header_len` is the IPv4 header length; the transport header after it must be
+    /// complete (the caller parsed it).
+    pub(crate) fn new(packet: &'a mut [u8], header_len: usize, protocol: IpProtocol) -> Self {
+        Rewrite { packet, l4: header_len, protocol }
+    }
+
+    fn l4_checksum_at(&self) -> Option<usize> {
+        match self.protocol {
+            IpProtocol::Tcp => Some(self.l4 + 16),
+            IpProtocol::Udp => Some(self.l4 + 6),
+            IpProtocol::Icmp => Some(self.l4 + 2),
+            _ => None,
+        }
+    }
+
+    /// Replaces `len` bytes at `at`; fixes the IPv4 header checksum when `in_ip_header`
+    /// and the transport checksum when `in_l4_sum` (pseudo-header or transport header).
+    fn replace(&mut self, at: usize, new: &[u8], in_ip_header: bool, in_l4_sum: bool) {
+        let old: [u8; 4] = {
+            let mut o = [0; 4];
+            o[..new.len()].copy_from_slice(&self.packet[at..at + new.len()]);
+            o
+        };
+        let old = &old[..new.len()];
+        if in_ip_header {
+            let c = u16::from_be_bytes([self.packet[IP_CHECKSUM], self.packet[IP_CHECKSUM + 1]]);
+            self.packet[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&adjust(c, old, new).to_be_bytes());
+        }
+        if in_l4_sum && let Some(at_sum) = self.l4_checksum_at() {
+            let c = u16::from_be_bytes([self.packet[at_sum], self.packet[at_sum + 1]]);
+            // A zero UDP checksum means "none" and stays so; a computed zero is sent as
+            // all-ones (RFC 768).
+            if !(self.protocol == IpProtocol::Udp && c == 0) {
+                let mut n = adjust(c, old, new);
+                if self.protocol == IpProtocol::Udp && n == 0 {
+                    n = 0xffff;
+                }
+                self.packet[at_sum..at_sum + 2].copy_from_slice(&n.to_be_bytes());
+            }
+        }
+        self.packet[at..at + new.len()].copy_from_slice(new);
+    }
+
+    fn pseudo_header_covered(&self) -> bool {
+        matches!(self.protocol, IpProtocol::Tcp | IpProtocol::Udp)
+    }
+
+    pub(crate) fn set_src_addr(&mut self, addr: Ipv4Address) {
+        let covered = self.pseudo_header_covered();
+        self.replace(IP_SRC, &addr.octets(), true, covered);
+    }
+
+    pub(crate) fn set_dst_addr(&mut self, addr: Ipv4Address) {
+        let covered = self.pseudo_header_covered();
+        self.replace(IP_DST, &addr.octets(), true, covered);
+    }
+
+    /// The TCP/UDP source port, or the ICMP echo identifier.
+    pub(crate) fn set_src_port(&mut self, port: u16) {
+        let at = if self.protocol == IpProtocol::Icmp { self.l4 + 4 } else { self.l4 };
+        self.replace(at, &port.to_be_bytes(), false, true);
+    }
+
+    /// The TCP/UDP destination port, or the ICMP echo identifier.
+    pub(crate) fn set_dst_port(&mut self, port: u16) {
+        let at = if self.protocol == IpProtocol::Icmp { self.l4 + 4 } else { self.l4 + 2 };
+        self.replace(at, &port.to_be_bytes(), false, true);
+    }
+
+    /// Lowers the TTL by one; the caller checked that it is above one.
+    pub(crate) fn decrement_ttl(&mut self) {
+        let word = [self.packet[IP_TTL] - 1, self.packet[IP_TTL + 1]];
+        self.replace(IP_TTL, &word, true, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket, UdpPacket};
+
+    fn packet(protocol: IpProtocol, l4_len: usize) -> alloc::vec::Vec<u8> {
+        let mut buf = alloc::vec![0u8; 20 + l4_len];
+        let mut ip = Ipv4Packet::new_unchecked(&mut buf[..]);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len((20 + l4_len) as u16);
+        ip.set_hop_limit(64);
+        ip.set_next_header(protocol);
+        ip.set_src_addr(Ipv4Address::new(10, 0, 0, 2));
+        ip.set_dst_addr(Ipv4Address::new(93, 184, 216, 34));
+        ip.fill_checksum();
+        for (i, b) in buf[20..].iter_mut().enumerate() {
+            *b = (i * 37 + 11) as u8;
+        }
+        buf
+    }
+
+    fn tcp_valid(buf: &mut [u8]) -> bool {
+        let ip = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        let (s, d) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+        ip.verify_checksum() && TcpPacket::new_unchecked(&buf[20..]).verify_checksum(&s, &d)
+    }
+
+    #[test]
+    fn tcp_rewrite_keeps_both_checksums_valid() {
+        let mut buf = packet(IpProtocol::Tcp, 40);
+        buf[20 + 12] = 0x50; // data offset 5 words
+        {
+            let src = IpAddress::v4(10, 0, 0, 2);
+            let dst = IpAddress::v4(93, 184, 216, 34);
+            TcpPacket::new_unchecked(&mut buf[20..]).fill_checksum(&src, &dst);
+        }
+        assert!(tcp_valid(&mut buf));
+        let mut rw = Rewrite::new(&mut buf, 20, IpProtocol::Tcp);
+        rw.set_src_addr(Ipv4Address::new(203, 0, 113, 9));
+        rw.set_src_port(40001);
+        rw.decrement_ttl();
+        assert!(tcp_valid(&mut buf));
+        let ip = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(ip.hop_limit(), 63);
+        assert_eq!(TcpPacket::new_unchecked(&buf[20..]).src_port(), 40001);
+    }
+
+    #[test]
+    fn broken_tcp_checksum_stays_broken() {
+        let mut buf = packet(IpProtocol::Tcp, 40);
+        buf[20 + 12] = 0x50;
+        assert!(!tcp_valid(&mut buf));
+        Rewrite::new(&mut buf, 20, IpProtocol::Tcp).set_dst_addr(Ipv4Address::new(10, 1, 1, 1));
+        assert!(!tcp_valid(&mut buf));
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero_and_valid_one_stays_valid() {
+        let mut buf = packet(IpProtocol::Udp, 16);
+        {
+            let mut u = UdpPacket::new_unchecked(&mut buf[20..]);
+            u.set_len(16);
+            u.set_checksum(0);
+        }
+        Rewrite::new(&mut buf, 20, IpProtocol::Udp).set_src_port(5555);
+        assert_eq!(UdpPacket::new_unchecked(&buf[20..]).checksum(), 0);
+
+        let src = IpAddress::v4(10, 0, 0, 2);
+        let dst = IpAddress::v4(93, 184, 216, 34);
+        UdpPacket::new_unchecked(&mut buf[20..]).fill_checksum(&src, &dst);
+        let mut rw = Rewrite::new(&mut buf, 20, IpProtocol::Udp);
+        rw.set_src_addr(Ipv4Address::new(198, 51, 100, 1));
+        rw.set_dst_port(53);
+        let new_src = IpAddress::v4(198, 51, 100, 1);
+        assert!(UdpPacket::new_unchecked(&buf[20..]).verify_checksum(&new_src, &dst));
+        assert!(Ipv4Packet::new_checked(&buf[..]).unwrap().verify_checksum());
+    }
+}
