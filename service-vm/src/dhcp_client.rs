@@ -101,6 +101,15 @@ impl DhcpClient {
         self.lease = None;
     }
 
+    /// The router refused the acked lease (it collides with the desktop plan): forget it
+    /// and look again after the longest retry interval, so a server that keeps offering
+    /// the same address is not asked in a tight loop.
+    pub(crate) fn refuse_lease(&mut self, now: Instant, rng: &mut Random) {
+        self.select(now, rng);
+        self.lease = None;
+        self.next_send = now + LAST_RETRY;
+    }
+
     pub(crate) fn stop(&mut self) {
         self.state = DhcpClientState::Stopped;
         self.lease = None;

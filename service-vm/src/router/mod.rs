@@ -336,6 +336,7 @@ impl Router {
                 if refused.is_err() {
                     log::warn!(target: "router", "DHCP lease overlaps the desktop address plan; not used");
                     let _ = self.apply_uplink(None);
+                    self.dhcp.refuse_lease(self.now, &mut self.rng);
                 }
             }
             Some(ClientEvent::Deconfigured) => {
