@@ -21,6 +21,9 @@ mod dhcp_client;
 mod dhcp_server;
 mod dns_relay;
 mod frame;
+// Test support, built with the `fuzzing` feature for the fuzz target; never in the kernel.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod nat;
 mod random;
 pub mod router;
