@@ -30,19 +30,23 @@ pub(crate) struct Rewrite<'a> {
 }
 
 impl<'a> Rewrite<'a> {
-    /// `header_len` is the IPv4 header length; the transport header after it must be
-    /// complete (the caller parsed it).
+    /// `header_len` is the IPv4 header length; at least the first 8 bytes of the
+    /// transport header must follow (the caller checked); a checksum beyond the end of
+    /// a truncated packet is left alone.
     pub(crate) fn new(packet: &'a mut [u8], header_len: usize, protocol: IpProtocol) -> Self {
         Rewrite { packet, l4: header_len, protocol }
     }
 
+    /// Where the transport checksum is, if the (possibly truncated, as quoted in an
+    /// ICMP error) packet holds it.
     fn l4_checksum_at(&self) -> Option<usize> {
-        match self.protocol {
-            IpProtocol::Tcp => Some(self.l4 + 16),
-            IpProtocol::Udp => Some(self.l4 + 6),
-            IpProtocol::Icmp => Some(self.l4 + 2),
-            _ => None,
-        }
+        let at = match self.protocol {
+            IpProtocol::Tcp => self.l4 + 16,
+            IpProtocol::Udp => self.l4 + 6,
+            IpProtocol::Icmp => self.l4 + 2,
+            _ => return None,
+        };
+        (at + 2 <= self.packet.len()).then_some(at)
     }
 
     /// Replaces `len` bytes at `at`; fixes the IPv4 header checksum when `in_ip_header`

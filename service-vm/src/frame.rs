@@ -84,10 +84,23 @@ pub(crate) struct TcpFlags {
 /// The transport header fields the router looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Transport {
-    Tcp { src_port: u16, dst_port: u16, flags: TcpFlags },
-    Udp { src_port: u16, dst_port: u16 },
-    EchoRequest { ident: u16 },
-    EchoReply { ident: u16 },
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: TcpFlags,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
+    EchoRequest {
+        ident: u16,
+    },
+    EchoReply {
+        ident: u16,
+    },
+    /// Destination unreachable or time exceeded, quoting a packet of some flow.
+    IcmpError,
 }
 
 /// Parses the transport header of a checked IPv4 packet (`l4` is the IP payload, cut to
@@ -111,11 +124,55 @@ pub(crate) fn parse_transport(protocol: IpProtocol, l4: &[u8]) -> Result<Transpo
             match icmp.msg_type() {
                 Icmpv4Message::EchoRequest => Ok(Transport::EchoRequest { ident: icmp.echo_ident() }),
                 Icmpv4Message::EchoReply => Ok(Transport::EchoReply { ident: icmp.echo_ident() }),
+                Icmpv4Message::DstUnreachable | Icmpv4Message::TimeExceeded => Ok(Transport::IcmpError),
                 _ => Err(DropReason::UnsupportedProtocol),
             }
         }
         _ => Err(DropReason::UnsupportedProtocol),
     }
+}
+
+/// The start of the packet an ICMP error quotes (RFC 792: the IPv4 header and at least
+/// the first 8 bytes of its payload).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Quoted {
+    pub(crate) header_len: usize,
+    pub(crate) protocol: IpProtocol,
+    pub(crate) src: Ipv4Address,
+    pub(crate) dst: Ipv4Address,
+    /// TCP/UDP source port, or the echo identifier.
+    pub(crate) src_port: u16,
+    /// TCP/UDP destination port, or the echo identifier.
+    pub(crate) dst_port: u16,
+}
+
+/// Offset of the quoted packet in an ICMP error message.
+pub(crate) const ICMP_QUOTE_OFFSET: usize = 8;
+
+/// Parses the packet quoted by an ICMP error (`icmp` is the whole ICMP message). Only
+/// TCP, UDP and ICMP echo can belong to a translated flow.
+pub(crate) fn parse_quoted(icmp: &[u8]) -> Result<Quoted, DropReason> {
+    let quoted = icmp.get(ICMP_QUOTE_OFFSET..).ok_or(DropReason::Malformed)?;
+    if quoted.len() < 20 {
+        return Err(DropReason::Malformed);
+    }
+    let ip = Ipv4Packet::new_unchecked(quoted);
+    let header_len = usize::from(ip.header_len());
+    if ip.version() != 4 || header_len < 20 || quoted.len() < header_len + 8 {
+        return Err(DropReason::Malformed);
+    }
+    let l4 = &quoted[header_len..];
+    let word = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+    let (src_port, dst_port) = match ip.next_header() {
+        IpProtocol::Tcp | IpProtocol::Udp => (word(0), word(2)),
+        IpProtocol::Icmp
+            if matches!(Icmpv4Message::from(l4[0]), Icmpv4Message::EchoRequest | Icmpv4Message::EchoReply) =>
+        {
+            (word(4), word(4))
+        }
+        _ => return Err(DropReason::UnsupportedProtocol),
+    };
+    Ok(Quoted { header_len, protocol: ip.next_header(), src: ip.src_addr(), dst: ip.dst_addr(), src_port, dst_port })
 }
 
 /// A checked IPv4 frame: Ethernet header, IPv4 header and transport header.

@@ -129,6 +129,25 @@ impl NatTable {
         Ok(inside)
     }
 
+    /// The desktop flow of a live mapping on `port` with far end `from`, without
+    /// refreshing it (for ICMP errors, which must not keep a mapping alive).
+    pub(crate) fn peek_inbound(
+        &self,
+        now: Instant,
+        protocol: Protocol,
+        port: u16,
+        from: (Ipv4Address, u16),
+    ) -> Option<Inside> {
+        let m = self.by_outside.get(&(protocol, port))?;
+        (m.expires > now && (m.inside.remote, m.inside.remote_port) == from).then_some(m.inside)
+    }
+
+    /// The external port of a live mapping of `inside`, without refreshing it.
+    pub(crate) fn peek_outbound(&self, now: Instant, inside: Inside) -> Option<u16> {
+        let port = *self.by_inside.get(&inside)?;
+        self.by_outside.get(&(inside.protocol, port)).filter(|m| m.expires > now).map(|_| port)
+    }
+
     /// Removes every expired mapping; returns how many went.
     pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let dead: Vec<(Protocol, u16)> =

@@ -235,6 +235,7 @@ impl Router {
             }
             Transport::EchoRequest { ident } => (Protocol::Icmp, ident, 0, FlowKind::Echo, None),
             Transport::EchoReply { .. } => return Err(DropReason::UnsupportedProtocol),
+            Transport::IcmpError => return self.handle_icmp_error_out(now, id, ip, ip_packet, out),
         };
         if !self.links[id.index()].config.rule.allows_uplink(ip.dst, kind) {
             return Err(DropReason::RuleDenied);

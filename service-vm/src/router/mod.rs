@@ -5,6 +5,7 @@
 //! DHCP client). Time is always passed in; a time earlier than one already seen is
 //! treated as that one, so a misbehaving clock cannot resurrect expired state.
 
+mod icmp_error;
 mod link;
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,7 @@ impl Router {
             Transport::Udp { src_port, dst_port } => (Protocol::Udp, dst_port, src_port, None),
             Transport::EchoReply { ident } => (Protocol::Icmp, ident, 0, None),
             Transport::EchoRequest { .. } => return Err(DropReason::NoConnection),
+            Transport::IcmpError => return self.handle_icmp_error_in(now, &packet.ip, payload, out),
         };
         if ip.ttl <= 1 {
             return Err(DropReason::TtlExpired);

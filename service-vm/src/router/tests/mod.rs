@@ -3,6 +3,7 @@
 mod dhcp;
 mod dns;
 mod drops;
+mod icmp_error;
 mod nat;
 mod rules;
 mod uplink;

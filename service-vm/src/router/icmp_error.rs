@@ -1,0 +1,125 @@
+//! ICMP errors (destination unreachable, time exceeded) about translated flows: the
+//! quoted packet is translated like the flow, so that path MTU discovery, traceroute
+//! and "port unreachable" work through the NAT. An error must match a live mapping and
+//! does not refresh it.
+
+use alloc::vec::Vec;
+
+use smoltcp::wire::{Icmpv4Packet, IpProtocol};
+
+use super::{Router, Transmit};
+use crate::Instant;
+use crate::addressing::{LinkId, Port};
+use crate::checksum::Rewrite;
+use crate::conntrack::Protocol;
+use crate::counters::DropReason;
+use crate::frame::{ICMP_QUOTE_OFFSET, Ipv4Header, Quoted, ipv4_frame, parse_quoted};
+use crate::nat::Inside;
+
+fn protocol_of(q: &Quoted) -> Result<Protocol, DropReason> {
+    match q.protocol {
+        IpProtocol::Tcp => Ok(Protocol::Tcp),
+        IpProtocol::Udp => Ok(Protocol::Udp),
+        IpProtocol::Icmp => Ok(Protocol::Icmp),
+        _ => Err(DropReason::UnsupportedProtocol),
+    }
+}
+
+/// Rewrites the quoted packet with `edit`, then the outer packet with `outer`, and
+/// recomputes the ICMP checksum over the changed message.
+fn translate(
+    packet: &[u8],
+    ip: &Ipv4Header,
+    q: &Quoted,
+    edit: impl FnOnce(&mut Rewrite<'_>),
+    outer: impl FnOnce(&mut Rewrite<'_>),
+) -> Vec<u8> {
+    let mut copy = packet[..ip.total_len].to_vec();
+    let quote_at = ip.header_len + ICMP_QUOTE_OFFSET;
+    edit(&mut Rewrite::new(&mut copy[quote_at..], q.header_len, q.protocol));
+    Icmpv4Packet::new_unchecked(&mut copy[ip.header_len..]).fill_checksum();
+    let mut rw = Rewrite::new(&mut copy, ip.header_len, IpProtocol::Icmp);
+    outer(&mut rw);
+    rw.decrement_ttl();
+    copy
+}
+
+impl Router {
+    /// An ICMP error from the outside about a packet a desktop sent: the quoted packet
+    /// left as (uplink address, external port) → far end.
+    pub(super) fn handle_icmp_error_in(
+        &mut self,
+        now: Instant,
+        ip: &Ipv4Header,
+        packet: &[u8],
+        out: &mut Vec<Transmit>,
+    ) -> Result<(), DropReason> {
+        let l4 = &packet[ip.header_len..ip.total_len];
+        let q = parse_quoted(l4)?;
+        let uplink_addr = self.uplink.as_ref().map(|u| u.address.address()).ok_or(DropReason::NoUplink)?;
+        let protocol = protocol_of(&q)?;
+        let remote_port = if protocol == Protocol::Icmp { 0 } else { q.dst_port };
+        if q.src != uplink_addr {
+            return Err(DropReason::NoConnection);
+        }
+        let inside =
+            self.nat.peek_inbound(now, protocol, q.src_port, (q.dst, remote_port)).ok_or(DropReason::NoConnection)?;
+        if ip.ttl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        let link = &self.links[inside.link.index()];
+        if !link.up {
+            return Err(DropReason::LinkDown);
+        }
+        let desktop = link.addrs.desktop;
+        let copy = translate(
+            packet,
+            ip,
+            &q,
+            |quoted| {
+                quoted.set_src_addr(desktop);
+                quoted.set_src_port(inside.port);
+            },
+            |outer| outer.set_dst_addr(desktop),
+        );
+        let frame = ipv4_frame(link.addrs.gateway_mac, link.config.desktop_mac, &copy);
+        self.forward(Port::Uplink, Port::Link(inside.link), frame, out);
+        Ok(())
+    }
+
+    /// An ICMP error from a desktop about a packet it received through the NAT: the
+    /// quoted packet arrived as far end → (desktop, its port).
+    pub(super) fn handle_icmp_error_out(
+        &mut self,
+        now: Instant,
+        id: LinkId,
+        ip: &Ipv4Header,
+        packet: &[u8],
+        out: &mut Vec<Transmit>,
+    ) -> Result<(), DropReason> {
+        let l4 = &packet[ip.header_len..ip.total_len];
+        let q = parse_quoted(l4)?;
+        let protocol = protocol_of(&q)?;
+        if q.dst != self.links[id.index()].addrs.desktop || ip.dst != q.src {
+            return Err(DropReason::NoConnection);
+        }
+        let remote_port = if protocol == Protocol::Icmp { 0 } else { q.src_port };
+        let inside = Inside { protocol, link: id, port: q.dst_port, remote: q.src, remote_port };
+        let external = self.nat.peek_outbound(now, inside).ok_or(DropReason::NoConnection)?;
+        let uplink_addr = self.uplink.as_ref().map(|u| u.address.address()).ok_or(DropReason::NoUplink)?;
+        if ip.ttl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        let copy = translate(
+            packet,
+            ip,
+            &q,
+            |quoted| {
+                quoted.set_dst_addr(uplink_addr);
+                quoted.set_dst_port(external);
+            },
+            |outer| outer.set_src_addr(uplink_addr),
+        );
+        self.send_to_uplink(now, Port::Link(id), copy, out)
+    }
+}
