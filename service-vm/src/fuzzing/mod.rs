@@ -16,16 +16,18 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use smoltcp::wire::{
-    ArpOperation, ArpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType, DhcpRepr, EthernetAddress,
-    EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Address, Ipv4Cidr,
-    Ipv4Packet, TcpPacket, TcpSeqNumber, UdpPacket,
+    ArpOperation, ArpRepr, DHCP_CLIENT_PORT, EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Packet,
+    IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, TcpPacket, UdpPacket,
 };
 
+mod frames;
+
 use crate::addressing::{AddressPlan, LinkId, Port, gateway_mac};
-use crate::frame::{UdpEnds, arp_frame, ethernet_frame, ipv4_frame, ipv4_packet, udp_packet};
+use crate::frame::{arp_frame, ethernet_frame, ipv4_frame, udp_packet};
 use crate::router::{Limits, LinkConfig, Router, RouterConfig, Transmit, UplinkConfig};
 use crate::rules::{Destination, Rule};
 use crate::{Duration, Instant};
+use frames::{dhcp_from_desktop, dhcp_from_server, dns_message, echo, icmp_error, mutate, tcp};
 
 /// At most this many steps are taken from one input.
 pub const MAX_STEPS: usize = 2048;
@@ -158,6 +160,9 @@ struct Seen {
     flows: Vec<(IpProtocol, u16, Ipv4Address, u16)>,
     /// The last DHCP transaction id the uplink client used.
     xid: u32,
+    /// The start of IPv4 packets delivered to each link, for the desktop to quote in
+    /// an ICMP error.
+    delivered: Vec<(usize, Vec<u8>)>,
 }
 
 struct Harness {
@@ -276,6 +281,12 @@ impl Harness {
         for t in &out {
             if let Port::Link(to) = t.port {
                 self.check_link_frame(to.index(), &t.frame);
+                if t.frame.len() > 14 + 28 && t.frame[12..14] == [0x08, 0x00] {
+                    if self.seen.delivered.len() >= 16 {
+                        self.seen.delivered.remove(0);
+                    }
+                    self.seen.delivered.push((to.index(), t.frame[14..14 + 28].to_vec()));
+                }
             }
         }
         self.check_uplink_frames(&out, None);
@@ -308,7 +319,13 @@ impl Harness {
             if let Some(Rule::CorporateOnly(list)) = rule {
                 let dst = ip.dst_addr();
                 let port = transport_dst_port(&ip);
-                let listed = list.iter().any(|d| d.net.contains_addr(&dst) && d.port.is_none_or(|p| Some(p) == port));
+                // An ICMP error about an allowed flow goes to that flow's far end; its
+                // port is in the quoted packet.
+                let icmp_error =
+                    ip.next_header() == IpProtocol::Icmp && ip.payload().first().is_some_and(|&t| t == 3 || t == 11);
+                let listed = list
+                    .iter()
+                    .any(|d| d.net.contains_addr(&dst) && (icmp_error || d.port.is_none_or(|p| Some(p) == port)));
                 assert!(listed || (dst == RESOLVER && port == Some(53)), "corporate-only link reached {dst} {port:?}");
             }
         }
@@ -389,7 +406,16 @@ impl Harness {
                 let payload = input.bytes(16);
                 udp_packet((src_ip, sport), (dst_ip, dport), payload.len(), |p| p.copy_from_slice(payload))
             }
-            5 => echo(src_ip, dst_ip, input.u16(), input.byte() & 1 == 0),
+            5 => {
+                let quotable = self.seen.delivered.iter().rev().find(|(l, _)| *l == link).map(|(_, p)| p);
+                match quotable {
+                    Some(quoted) if input.byte() & 1 == 0 => {
+                        let far = Ipv4Address::from_octets([quoted[12], quoted[13], quoted[14], quoted[15]]);
+                        icmp_error(src_ip, far, input.byte(), quoted)
+                    }
+                    _ => echo(src_ip, dst_ip, input.u16(), input.byte() & 1 == 0),
+                }
+            }
             6 => {
                 let payload = dns_message(input, false);
                 udp_packet((src_ip, sport), (a.gateway, 53), payload.len(), |p| p.copy_from_slice(&payload))
@@ -429,7 +455,18 @@ impl Harness {
                     &udp_packet((remote, rport), (ours, lport), payload.len(), |p| p.copy_from_slice(&payload)),
                 )
             }
-            11 => ipv4_frame(GW_MAC, UPLINK_MAC, &echo(remote, ours, lport, input.byte() & 1 == 0)),
+            11 if input.byte() & 1 == 0 => {
+                ipv4_frame(GW_MAC, UPLINK_MAC, &echo(remote, ours, lport, input.byte() & 1 == 0))
+            }
+            11 => {
+                // An error quoting what the router sent for the flow.
+                let quoted = match input.byte() % 3 {
+                    0 => tcp(ours, lport, remote, rport, 2, &[]),
+                    1 => udp_packet((ours, lport), (remote, rport), 0, |_| {}),
+                    _ => echo(ours, remote, lport, true),
+                };
+                ipv4_frame(GW_MAC, UPLINK_MAC, &icmp_error(input.pick(&REMOTES), ours, input.byte(), &quoted))
+            }
             _ => match input.byte() % 3 {
                 0 => {
                     let sender = if input.byte() & 1 == 0 { GW } else { input.pick(&REMOTES) };
@@ -449,19 +486,6 @@ impl Harness {
     }
 }
 
-/// Sometimes flips one byte (breaking a checksum or a length), sometimes truncates;
-/// a zero byte (as past the end of the input) leaves the frame alone.
-fn mutate(frame: &mut Vec<u8>, input: &mut Input<'_>) {
-    match input.byte() % 8 {
-        1 if !frame.is_empty() => {
-            let at = usize::from(input.u16()) % frame.len();
-            frame[at] ^= input.byte() | 1;
-        }
-        2 => frame.truncate(usize::from(input.u16()) % (frame.len() + 1)),
-        _ => {}
-    }
-}
-
 fn transport_dst_port(ip: &Ipv4Packet<&[u8]>) -> Option<u16> {
     match ip.next_header() {
         IpProtocol::Tcp | IpProtocol::Udp if ip.payload().len() >= 4 => {
@@ -469,106 +493,6 @@ fn transport_dst_port(ip: &Ipv4Packet<&[u8]>) -> Option<u16> {
         }
         _ => None,
     }
-}
-
-fn tcp(src: Ipv4Address, sport: u16, dst: Ipv4Address, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![0u8; 20 + payload.len()];
-    let mut t = TcpPacket::new_unchecked(&mut l4[..]);
-    t.set_src_port(sport);
-    t.set_dst_port(dport);
-    t.set_seq_number(TcpSeqNumber(1));
-    t.set_header_len(20);
-    t.clear_flags();
-    t.set_fin(flags & 1 != 0);
-    t.set_syn(flags & 2 != 0);
-    t.set_rst(flags & 4 != 0);
-    t.set_ack(flags & 16 != 0);
-    t.set_window_len(1024);
-    t.payload_mut().copy_from_slice(payload);
-    t.fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst));
-    ipv4_packet(src, dst, IpProtocol::Tcp, &l4)
-}
-
-fn echo(src: Ipv4Address, dst: Ipv4Address, ident: u16, request: bool) -> Vec<u8> {
-    let mut l4 = vec![0u8; 16];
-    let mut p = Icmpv4Packet::new_unchecked(&mut l4[..]);
-    p.set_msg_type(if request { Icmpv4Message::EchoRequest } else { Icmpv4Message::EchoReply });
-    p.set_msg_code(0);
-    p.set_echo_ident(ident);
-    p.fill_checksum();
-    ipv4_packet(src, dst, IpProtocol::Icmp, &l4)
-}
-
-/// A DNS header with fuzzed id and flags (QR forced as asked) and some question bytes.
-fn dns_message(input: &mut Input<'_>, response: bool) -> Vec<u8> {
-    let mut m = vec![0u8; 12];
-    m[..2].copy_from_slice(&input.u16().to_le_bytes());
-    m[2] = if response { input.byte() | 0x80 } else { input.byte() & 0x7f };
-    m.extend_from_slice(input.bytes(16));
-    m
-}
-
-fn dhcp_repr(message_type: DhcpMessageType, xid: u32, mac: EthernetAddress) -> DhcpRepr<'static> {
-    DhcpRepr {
-        message_type,
-        transaction_id: xid,
-        secs: 0,
-        client_hardware_address: mac,
-        client_ip: Ipv4Address::UNSPECIFIED,
-        your_ip: Ipv4Address::UNSPECIFIED,
-        server_ip: Ipv4Address::UNSPECIFIED,
-        router: None,
-        subnet_mask: None,
-        relay_agent_ip: Ipv4Address::UNSPECIFIED,
-        broadcast: false,
-        requested_ip: None,
-        client_identifier: None,
-        server_identifier: None,
-        parameter_request_list: None,
-        dns_servers: None,
-        max_size: None,
-        lease_duration: None,
-        renew_duration: None,
-        rebind_duration: None,
-        additional_options: &[],
-    }
-}
-
-fn dhcp_from_desktop(link: usize, input: &mut Input<'_>) -> Vec<u8> {
-    let kind = input.pick(&[DhcpMessageType::Discover, DhcpMessageType::Request, DhcpMessageType::Inform]);
-    let mac = if input.byte() < 240 { desktop_mac(link) } else { desktop_mac((link + 1) % LINKS) };
-    let mut repr = dhcp_repr(kind, input.u32(), mac);
-    repr.requested_ip = (input.byte() & 1 == 0).then(|| Ipv4Address::new(10, 213, 0, input.byte()));
-    repr.broadcast = input.byte() & 1 == 0;
-    let ends = UdpEnds {
-        src_mac: desktop_mac(link),
-        dst_mac: EthernetAddress::BROADCAST,
-        src: (Ipv4Address::UNSPECIFIED, DHCP_CLIENT_PORT),
-        dst: (Ipv4Address::BROADCAST, DHCP_SERVER_PORT),
-    };
-    crate::dhcp_server::dhcp_frame(ends, &repr)
-}
-
-fn dhcp_from_server(xid: u32, input: &mut Input<'_>) -> Vec<u8> {
-    let kind = input.pick(&[DhcpMessageType::Offer, DhcpMessageType::Ack, DhcpMessageType::Nak]);
-    let xid = if input.byte() < 230 { xid } else { input.u32() };
-    let mut repr = dhcp_repr(kind, xid, UPLINK_MAC);
-    // Mostly a sane lease; sometimes one inside the desktop plan, which must be refused.
-    repr.your_ip = if input.byte() < 230 { UPLINK_IP } else { Ipv4Address::new(10, 213, 0, 9) };
-    repr.router = Some(GW);
-    repr.subnet_mask = Some(Ipv4Address::new(255, 255, 255, input.pick(&[0, 128, 255])));
-    repr.server_identifier = Some(GW);
-    repr.lease_duration = Some(u32::from(input.u16()));
-    let mut dns = heapless::Vec::new();
-    let _ = dns.push(RESOLVER);
-    repr.dns_servers = Some(dns);
-    let ends = UdpEnds {
-        src_mac: GW_MAC,
-        dst_mac: UPLINK_MAC,
-        src: (GW, DHCP_SERVER_PORT),
-        dst: (UPLINK_IP, DHCP_CLIENT_PORT),
-    };
-    crate::dhcp_server::dhcp_frame(ends, &repr)
 }
 
 #[cfg(test)]
