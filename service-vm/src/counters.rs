@@ -130,8 +130,9 @@ pub struct Counters {
     pub received: u64,
     /// Frames from this port that the router sent on (to the uplink or a peer link).
     pub forwarded: u64,
-    /// Frames from this port the router answered itself (ARP, DHCP, DNS queries).
-    pub answered: u64,
+    /// Frames from this port the router's own services took in: ARP, DHCP, pings of
+    /// the gateway, DNS queries it answered itself.
+    pub consumed: u64,
     /// Frames the router sent out on this port.
     pub transmitted: u64,
     dropped: [u64; DropReason::ALL.len()],

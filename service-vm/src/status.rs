@@ -81,10 +81,10 @@ impl Router {
 fn write_counters(f: &mut fmt::Formatter<'_>, c: &Counters) -> fmt::Result {
     write!(
         f,
-        "rx {} fwd {} ans {} tx {} drop {}",
+        "rx {} fwd {} own {} tx {} drop {}",
         c.received,
         c.forwarded,
-        c.answered,
+        c.consumed,
         c.transmitted,
         c.dropped_total()
     )?;

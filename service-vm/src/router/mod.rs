@@ -392,10 +392,15 @@ impl Router {
 
     /// Sends the router's own answer to a frame from `port`.
     fn answer(&mut self, port: Port, frame: Vec<u8>, out: &mut Vec<Transmit>) {
-        if let Some(c) = self.counters_mut(port) {
-            c.answered += 1;
-        }
+        self.consume(port);
         self.transmit(port, frame, out);
+    }
+
+    /// Counts a frame from `port` that the router's own services took in.
+    fn consume(&mut self, port: Port) {
+        if let Some(c) = self.counters_mut(port) {
+            c.consumed += 1;
+        }
     }
 
     /// Whether desktops on `a` and `b` may exchange packets.

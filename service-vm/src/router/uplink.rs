@@ -49,7 +49,7 @@ impl Router {
                 return Err(DropReason::BadUdpChecksum);
             }
             let step = self.dhcp.handle(now, &mut self.rng, &l4[8..])?;
-            self.uplink_counters.answered += 1;
+            self.consume(Port::Uplink);
             self.apply_dhcp(step, out);
             return Ok(());
         }
@@ -121,6 +121,7 @@ impl Router {
             return Err(DropReason::Malformed);
         };
         let mut used = false;
+        let mut replied = false;
         if let Some(ready) = self.arp.learn(now, source_protocol_addr, source_hardware_addr) {
             used = true;
             for w in ready {
@@ -140,9 +141,16 @@ impl Router {
             };
             let frame = arp_frame(self.uplink_mac, source_hardware_addr, reply);
             self.answer(Port::Uplink, frame, out);
-            used = true;
+            replied = true;
         }
-        if used { Ok(()) } else { Err(DropReason::ArpIgnored) }
+        match (used, replied) {
+            (_, true) => Ok(()),
+            (true, false) => {
+                self.consume(Port::Uplink);
+                Ok(())
+            }
+            (false, false) => Err(DropReason::ArpIgnored),
+        }
     }
 
     /// Sends an IPv4 packet (already translated) out of the uplink, resolving the next

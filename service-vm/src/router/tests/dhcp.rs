@@ -94,7 +94,7 @@ fn discover_offer_request_ack() {
     assert_eq!(ack.message_type, DhcpMessageType::Ack);
     assert_eq!(ack.your_ip, a.desktop);
     assert_eq!(dst, a.desktop, "unicast to the offered address when the client did not ask for broadcast");
-    assert_eq!(r.counters(Port::Link(L1)).unwrap().answered, 2);
+    assert_eq!(r.counters(Port::Link(L1)).unwrap().consumed, 2);
 }
 
 #[test]

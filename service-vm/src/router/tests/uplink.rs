@@ -234,6 +234,6 @@ fn status_snapshot_reports_state_and_counters() {
     assert_eq!(s.arp_cache, 1);
     let text = alloc::format!("{s}");
     assert!(text.starts_with("uplink 192.168.1.50/24"), "{text}");
-    assert!(text.contains("link 0 up 10.213.0.2 nat 1: rx 2 fwd 1 ans 0 tx 0 drop 1 runt=1"), "{text}");
+    assert!(text.contains("link 0 up 10.213.0.2 nat 1: rx 2 fwd 1 own 0 tx 0 drop 1 runt=1"), "{text}");
     assert_eq!(text.lines().count(), 5);
 }
