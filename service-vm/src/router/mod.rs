@@ -113,7 +113,8 @@ pub enum RouterError {
     BadMac,
     /// A peer names a link that does not exist, or the link itself.
     BadPeer,
-    /// A limit is zero, or a port range is empty or below 1024.
+    /// A limit or timeout is zero, a timeout is over a year, or a port range is empty
+    /// or below 1024.
     BadLimit,
     /// The NAT and DNS port ranges overlap.
     PortRangesOverlap,
@@ -153,6 +154,9 @@ pub struct Router {
     limits: Limits,
 }
 
+/// The longest timeout accepted: far below where adding it to a time could overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn check_range(r: &RangeInclusive<u16>) -> Result<(), RouterError> {
     if r.is_empty() || *r.start() < 1024 { Err(RouterError::BadLimit) } else { Ok(()) }
 }
@@ -167,6 +171,11 @@ impl Router {
         if [l.nat_mappings, l.nat_mappings_per_link, l.dns_pending, l.arp_cache, l.arp_queue].contains(&0) {
             return Err(RouterError::BadLimit);
         }
+        let t = &l.nat_timeouts;
+        let timeouts = [t.tcp_opening, t.tcp_established, t.tcp_closing, t.tcp_reset, t.udp, t.icmp, l.dns_timeout];
+        if timeouts.iter().any(|&d| d == Duration::ZERO || d > MAX_TIMEOUT) {
+            return Err(RouterError::BadLimit);
+        }
         check_range(&l.nat_ports)?;
         check_range(&l.dns_ports)?;
         if l.nat_ports.start() <= l.dns_ports.end() && l.dns_ports.start() <= l.nat_ports.end() {
@@ -175,13 +184,14 @@ impl Router {
         if !config.uplink_mac.is_unicast() {
             return Err(RouterError::BadMac);
         }
-        let mut links = Vec::with_capacity(config.links.len());
+        let count = config.links.len();
+        let mut links = Vec::with_capacity(count);
         for (i, link) in config.links.into_iter().enumerate() {
             let id = LinkId(i as u8);
             if !link.desktop_mac.is_unicast() {
                 return Err(RouterError::BadMac);
             }
-            if link.peers.iter().any(|p| *p == id || p.index() >= links.capacity()) {
+            if link.peers.iter().any(|p| *p == id || p.index() >= count) {
                 return Err(RouterError::BadPeer);
             }
             let addrs = config.plan.link(id).ok_or(RouterError::TooManyLinks)?;

@@ -182,7 +182,16 @@ fn configuration_is_checked() {
     cfg.limits.dns_ports = 50000..=50010;
     assert_eq!(Router::new(cfg).unwrap_err(), RouterError::PortRangesOverlap);
     let mut cfg = config();
+    cfg.links[0].peers = vec![LinkId(4)];
+    assert_eq!(Router::new(cfg).unwrap_err(), RouterError::BadPeer, "one past the last link");
+    let mut cfg = config();
     cfg.limits.nat_mappings = 0;
+    assert_eq!(Router::new(cfg).unwrap_err(), RouterError::BadLimit);
+    let mut cfg = config();
+    cfg.limits.nat_timeouts.udp = Duration::from_secs(400 * 24 * 3600);
+    assert_eq!(Router::new(cfg).unwrap_err(), RouterError::BadLimit);
+    let mut cfg = config();
+    cfg.limits.nat_ports = 80..=1100;
     assert_eq!(Router::new(cfg).unwrap_err(), RouterError::BadLimit);
     let mut cfg = config();
     cfg.links[1].desktop_mac = EthernetAddress::BROADCAST;
