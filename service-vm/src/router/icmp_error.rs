@@ -1,11 +1,12 @@
 //! ICMP errors (destination unreachable, time exceeded) about translated flows: the
 //! quoted packet is translated like the flow, so that path MTU discovery, traceroute
 //! and "port unreachable" work through the NAT. An error must match a live mapping and
-//! does not refresh it.
+//! does not refresh it. The gateway also sends "time exceeded" itself for a desktop's
+//! packet whose TTL runs out here, so traceroute shows the hop.
 
 use alloc::vec::Vec;
 
-use smoltcp::wire::{Icmpv4Packet, IpProtocol};
+use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol};
 
 use super::{Router, Transmit};
 use crate::Instant;
@@ -13,7 +14,7 @@ use crate::addressing::{LinkId, Port};
 use crate::checksum::Rewrite;
 use crate::conntrack::Protocol;
 use crate::counters::DropReason;
-use crate::frame::{ICMP_QUOTE_OFFSET, Ipv4Header, Quoted, ipv4_frame, parse_quoted};
+use crate::frame::{ICMP_QUOTE_OFFSET, Ipv4Header, Quoted, ipv4_frame, ipv4_packet, parse_quoted};
 use crate::nat::Inside;
 
 fn protocol_of(q: &Quoted) -> Result<Protocol, DropReason> {
@@ -45,6 +46,31 @@ fn translate(
 }
 
 impl Router {
+    /// Answers a desktop's packet whose TTL ran out here with "time exceeded in
+    /// transit" from the gateway, quoting its header and first 8 payload bytes (RFC
+    /// 792). Never called for ICMP errors, so no error answers an error. The packet is
+    /// still counted as dropped.
+    pub(super) fn time_exceeded(
+        &mut self,
+        id: LinkId,
+        ip_packet: &[u8],
+        header_len: usize,
+        out: &mut Vec<Transmit>,
+    ) -> Result<(), DropReason> {
+        let link = &self.links[id.index()];
+        let quote = &ip_packet[..(header_len + 8).min(ip_packet.len())];
+        let mut message = alloc::vec![0u8; ICMP_QUOTE_OFFSET + quote.len()];
+        message[ICMP_QUOTE_OFFSET..].copy_from_slice(quote);
+        let mut icmp = Icmpv4Packet::new_unchecked(&mut message[..]);
+        icmp.set_msg_type(Icmpv4Message::TimeExceeded);
+        icmp.set_msg_code(0);
+        icmp.fill_checksum();
+        let packet = ipv4_packet(link.addrs.gateway, link.addrs.desktop, IpProtocol::Icmp, &message);
+        let frame = ipv4_frame(link.addrs.gateway_mac, link.config.desktop_mac, &packet);
+        self.transmit(Port::Link(id), frame, out);
+        Err(DropReason::TtlExpired)
+    }
+
     /// An ICMP error from the outside about a packet a desktop sent: the quoted packet
     /// left as (uplink address, external port) → far end.
     pub(super) fn handle_icmp_error_in(

@@ -203,7 +203,7 @@ impl Router {
             return Err(DropReason::RuleDenied);
         }
         if packet.ip.ttl <= 1 {
-            return Err(DropReason::TtlExpired);
+            return self.time_exceeded(id, ip_packet, packet.ip.header_len, out);
         }
         let target = &self.links[peer.index()];
         if !target.up {
@@ -245,7 +245,7 @@ impl Router {
             return Err(DropReason::NotRoutable);
         }
         if ip.ttl <= 1 {
-            return Err(DropReason::TtlExpired);
+            return self.time_exceeded(id, ip_packet, ip.header_len, out);
         }
         let inside = Inside { protocol, link: id, port, remote: ip.dst, remote_port };
         let external = self.nat.outbound(now, inside, tcp)?;

@@ -45,17 +45,39 @@ fn header_faults() {
     Ipv4Packet::new_unchecked(&mut fragment[..]).fill_checksum();
     expect_drop(&mut r, L0, &from_desktop(L0, &fragment), DropReason::Fragment);
 
-    let mut ttl1 = good_udp(&r);
-    Ipv4Packet::new_unchecked(&mut ttl1[..]).set_hop_limit(1);
-    Ipv4Packet::new_unchecked(&mut ttl1[..]).fill_checksum();
-    expect_drop(&mut r, L0, &from_desktop(L0, &ttl1), DropReason::TtlExpired);
-
     let mut version6 = good_udp(&r);
     version6[0] = 0x65;
     expect_drop(&mut r, L0, &from_desktop(L0, &version6), DropReason::Malformed);
 
     let gre = ipv4_packet(addrs(&r, L0).desktop, REMOTE, smoltcp::wire::IpProtocol::Unknown(47), &[0; 8]);
     expect_drop(&mut r, L0, &from_desktop(L0, &gre), DropReason::UnsupportedProtocol);
+}
+
+#[test]
+fn ttl_running_out_here_is_answered_with_time_exceeded() {
+    let mut r = router();
+    let a = addrs(&r, L0);
+    let mut ttl1 = good_udp(&r);
+    Ipv4Packet::new_unchecked(&mut ttl1[..]).set_hop_limit(1);
+    Ipv4Packet::new_unchecked(&mut ttl1[..]).fill_checksum();
+    let out = feed(&mut r, t(1), Port::Link(L0), &from_desktop(L0, &ttl1));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].port, Port::Link(L0));
+    let packet = ipv4_of(&out[0].frame, a.gateway_mac, desktop_mac(L0));
+    let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (a.gateway, a.desktop));
+    let icmp = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!((icmp.msg_type(), icmp.msg_code()), (smoltcp::wire::Icmpv4Message::TimeExceeded, 0));
+    assert_eq!(&ip.payload()[8..], &ttl1[..28], "quotes the header and 8 bytes");
+    assert_eq!(dropped(&r, Port::Link(L0), DropReason::TtlExpired), 1);
+    assert_eq!(r.counters(Port::Uplink).unwrap().transmitted, 0);
+    // Towards a peer too; but an ICMP error with TTL 1 gets no error back.
+    let mut to_peer = udp_packet((a.desktop, 1), (addrs(&r, L1).desktop, 2), b"");
+    Ipv4Packet::new_unchecked(&mut to_peer[..]).set_hop_limit(1);
+    Ipv4Packet::new_unchecked(&mut to_peer[..]).fill_checksum();
+    assert_eq!(feed(&mut r, t(1), Port::Link(L0), &from_desktop(L0, &to_peer))[0].port, Port::Link(L0));
+    assert_eq!(dropped(&r, Port::Link(L0), DropReason::TtlExpired), 2);
 }
 
 #[test]
