@@ -131,6 +131,11 @@ impl DnsRelay {
         Ok(Answer { link: p.link, client_port: p.client_port, payload })
     }
 
+    /// Forgets the query sent from `relay_port` (it could not be sent).
+    pub(crate) fn cancel(&mut self, relay_port: u16) {
+        self.pending.remove(&relay_port);
+    }
+
     /// Forgets queries past their timeout; returns the link of each (for counting).
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<LinkId> {
         let mut dead = Vec::new();

@@ -163,12 +163,17 @@ impl Router {
                         self.count_drop(Port::Link(link), DropReason::DnsTimeout);
                     }
                 }
-                let fwd = self.dns.query(now, &mut self.rng, (id, src_port), query, resolver)?;
                 let uplink_addr = self.uplink.as_ref().map(|u| u.address.address()).ok_or(DropReason::NoUplink)?;
+                let fwd = self.dns.query(now, &mut self.rng, (id, src_port), query, resolver)?;
                 let packet = udp_packet((uplink_addr, fwd.relay_port), (resolver, DNS_PORT), fwd.payload.len(), |p| {
                     p.copy_from_slice(&fwd.payload)
                 });
-                self.send_to_uplink(now, Port::Link(id), packet, out)
+                let sent = self.send_to_uplink(now, Port::Link(id), packet, out);
+                if sent.is_err() {
+                    // Not on its way (no route, ARP queue full): no answer can come.
+                    self.dns.cancel(fwd.relay_port);
+                }
+                sent
             }
             Transport::EchoRequest { .. } => {
                 let mut reply = l4.to_vec();

@@ -92,3 +92,18 @@ fn pending_table_is_bounded() {
     assert_eq!(feed(&mut r, t(10), Port::Link(L0), &frame).len(), 1);
     assert_eq!(dropped(&r, Port::Link(L0), DropReason::DnsTimeout), 2);
 }
+
+#[test]
+fn query_that_cannot_be_sent_leaves_no_pending_entry() {
+    let mut r = router();
+    // The resolver is off-link and there is no gateway: no route.
+    let mut uplink = uplink_config();
+    uplink.gateway = None;
+    uplink.dns = vec![Ipv4Address::new(9, 9, 9, 9)];
+    r.set_uplink(Some(uplink)).unwrap();
+    let a = addrs(&r, L0);
+    let frame = from_desktop(L0, &udp_packet((a.desktop, 1), (a.gateway, 53), &query(1)));
+    assert!(feed(&mut r, t(1), Port::Link(L0), &frame).is_empty());
+    assert_eq!(dropped(&r, Port::Link(L0), DropReason::NoUplink), 1);
+    assert_eq!(r.status().dns_pending, 0);
+}
