@@ -28,6 +28,7 @@ mod nat;
 mod random;
 pub mod router;
 pub mod rules;
+pub mod service_config;
 pub mod status;
 
 pub use addressing::{AddressPlan, LinkAddresses, LinkId, Port};

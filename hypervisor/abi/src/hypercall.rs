@@ -49,3 +49,60 @@ const _: () = assert!(core::mem::size_of::<VmInfo>() == 48);
 /// Self-test facility: inject external-interrupt vector RBX (32..=255) into the calling
 /// VM as soon as it can take it. A VM can only interrupt itself.
 pub const RAISE_INTERRUPT: u64 = 16;
+
+/// Service VM: copy the network configuration text into the buffer at guest-physical
+/// address RBX of RCX bytes (≤ [`NET_CONFIG_MAX`]). Returns the text's length; a buffer
+/// too small for it returns `-TooLong` and copies nothing. The text is one line per
+/// item, `key=value` words (see `service-vm/src/service_config.rs`):
+/// `link <index> vm=<name> mac=<aa:bb:..> rule=<internet|corporate-only|isolated>
+/// [allow=<cidr>[:port],...] [peers=<index>,...]`. Only a VM of kind `service` may call
+/// it; any other gets `-UnknownCall`.
+pub const NET_CONFIG: u64 = 32;
+/// Largest configuration text [`NET_CONFIG`] hands out.
+pub const NET_CONFIG_MAX: u64 = 16 * 1024;
+/// Service VM: report the network's state, a [`NetStatus`] at guest-physical address
+/// RBX. The hypervisor shows each desktop's link in its strip and logs changes.
+pub const NET_STATUS: u64 = 33;
+/// Halt until an interrupt arrives for this VM or RBX microseconds have passed
+/// (RBX = 0: only an interrupt wakes it). Returns 0.
+pub const SLEEP: u64 = 34;
+
+/// Links a [`NetStatus`] describes at most.
+pub const NET_STATUS_LINKS: usize = 8;
+
+/// One desktop link as the service VM sees it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetLinkStatus {
+    /// Bit 0: the desktop's driver is up; bit 1: the desktop holds its lease.
+    pub flags: u32,
+    /// The desktop's address (network byte order as a big-endian u32), 0 before a lease.
+    pub address: u32,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub dropped: u64,
+}
+
+/// The answer to [`NET_STATUS`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NetStatus {
+    /// Bit 0: the uplink's link is up; bit 1: it has an address.
+    pub uplink_flags: u32,
+    /// The uplink's address (big-endian u32), 0 without one.
+    pub uplink_address: u32,
+    /// How many entries of `links` are valid.
+    pub link_count: u32,
+    pub _reserved: u32,
+    pub links: [NetLinkStatus; NET_STATUS_LINKS],
+}
+
+pub const NET_LINK_UP: u32 = 1 << 0;
+pub const NET_LINK_LEASED: u32 = 1 << 1;
+pub const NET_UPLINK_UP: u32 = 1 << 0;
+pub const NET_UPLINK_ADDRESS: u32 = 1 << 1;
+
+const _: () = assert!(core::mem::size_of::<NetLinkStatus>() == 32);
+const _: () = assert!(core::mem::offset_of!(NetLinkStatus, frames_in) == 8);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 16 + 32 * NET_STATUS_LINKS);
+const _: () = assert!(core::mem::offset_of!(NetStatus, links) == 16);

@@ -1,0 +1,147 @@
+//! The main loop: frames in from every port go through the router, what it sends goes
+//! out; the router's timers run; the status goes to the hypervisor; with nothing to do
+//! the VM sleeps until a frame's interrupt or the next timer.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use bulkhead_abi::hypercall as abi;
+use service_vm::service_config::{self, LinkEntry};
+use service_vm::{AddressPlan, EthernetAddress, Instant, Limits, LinkId, Port, Router, RouterConfig, Transmit};
+use virtio_drivers::transport::pci::bus::PciRoot;
+
+use super::hypercall;
+use super::pci::PortConfigAccess;
+use super::ports::{self, LinkPort};
+
+/// Frames taken from one port per round, so one busy desktop cannot starve the others.
+const FRAMES_PER_PORT: usize = 32;
+/// Longest sleep: the router's timers (DHCP, NAT expiry) need no finer step.
+const SLEEP_US: u64 = 20_000;
+/// How often the status goes to the hypervisor when nothing changes.
+const STATUS_US: i64 = 1_000_000;
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The monotonic clock the router runs on, from the TSC at the rate the configuration
+/// gives.
+struct Clock {
+    tsc_khz: u64,
+    start: u64,
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        let ticks = rdtsc().saturating_sub(self.start);
+        let micros = ticks.saturating_mul(1000).checked_div(self.tsc_khz).unwrap_or(0);
+        Instant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+}
+
+pub fn run() -> ! {
+    let mut text = vec![0u8; abi::NET_CONFIG_MAX as usize];
+    let Some(config) = hypercall::net_config(&mut text) else {
+        log::error!(target: "service", "the hypervisor gave no network configuration; stopping");
+        hypercall::shutdown(2)
+    };
+    let parsed = match service_config::parse_service(config) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            log::error!(target: "service", "{e}; stopping");
+            hypercall::shutdown(2)
+        }
+    };
+    let clock = Clock { tsc_khz: parsed.tsc_khz.max(1), start: rdtsc() };
+    let mut root = PciRoot::new(PortConfigAccess);
+    let mut ports = ports::find(&mut root);
+    if ports.len() != parsed.links.len() {
+        log::warn!(target: "service", "{} links configured but {} link ports found", parsed.links.len(), ports.len());
+    }
+    let mut router = match Router::new(router_config(&parsed.links)) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!(target: "service", "router refused the configuration: {e:?}; stopping");
+            hypercall::shutdown(2)
+        }
+    };
+    for (i, link) in parsed.links.iter().enumerate() {
+        let up = i < ports.len();
+        router.set_link_up(LinkId(i as u8), up);
+        if let Some(a) = router.link_addresses(LinkId(i as u8)) {
+            log::info!(target: "service", "link {i} ({}): desktop {} gateway {} rule {:?}", link.vm, a.desktop, a.gateway, link.config.rule);
+        }
+    }
+    log::info!(target: "service", "SERVICE-VM READY links={} ports={}", parsed.links.len(), ports.len());
+    let mut out: Vec<Transmit> = Vec::new();
+    let mut last_status = Instant::from_micros(i64::MIN / 2);
+    let mut reported = abi::NetStatus::default();
+    loop {
+        let now = clock.now();
+        let mut busy = false;
+        for (i, port) in ports.iter_mut().enumerate() {
+            for _ in 0..FRAMES_PER_PORT {
+                let Ok(rx) = port.receive() else { break };
+                busy = true;
+                router.handle_frame(now, Port::Link(LinkId(i as u8)), rx.packet(), &mut out);
+                if let Err(e) = port.recycle_rx_buffer(rx) {
+                    log::warn!(target: "ports", "port {i}: receive buffer not recycled: {e}");
+                }
+            }
+        }
+        router.poll(now, &mut out);
+        for t in out.drain(..) {
+            send(&mut ports, t);
+        }
+        let status = status_of(&router, parsed.links.len());
+        if status != reported || (now - last_status).total_micros() >= STATUS_US as u64 {
+            hypercall::net_status(&status);
+            reported = status;
+            last_status = now;
+        }
+        if !busy {
+            hypercall::sleep(SLEEP_US);
+        }
+    }
+}
+
+fn send(ports: &mut [LinkPort], t: Transmit) {
+    let Port::Link(link) = t.port else { return };
+    let Some(port) = ports.get_mut(link.index()) else { return };
+    let mut tx = port.new_tx_buffer(t.frame.len());
+    tx.packet_mut().copy_from_slice(&t.frame);
+    if let Err(e) = port.send(tx) {
+        log::warn!(target: "ports", "port {}: frame not sent: {e}", link.index());
+    }
+}
+
+fn router_config(links: &[LinkEntry]) -> RouterConfig {
+    RouterConfig {
+        plan: AddressPlan::DEFAULT,
+        links: links.iter().map(|l| l.config.clone()).collect(),
+        // No uplink NIC yet: a locally administered address the router owns.
+        uplink_mac: EthernetAddress([0x0a, 0xb3, 0xec, 0xff, 0xff, 0x01]),
+        limits: Limits::default(),
+        seed: rdtsc(),
+    }
+}
+
+fn status_of(router: &Router, links: usize) -> abi::NetStatus {
+    let mut status = abi::NetStatus::default();
+    let s = router.status();
+    status.link_count = links.min(abi::NET_STATUS_LINKS) as u32;
+    for (slot, link) in status.links.iter_mut().zip(s.links.iter()) {
+        slot.flags = if link.up { abi::NET_LINK_UP } else { 0 };
+        slot.address = u32::from_be_bytes(link.desktop.octets());
+        slot.frames_in = link.counters.received;
+        slot.frames_out = link.counters.transmitted;
+        slot.dropped = link.counters.dropped_total();
+    }
+    if let Some(address) = s.uplink.address {
+        status.uplink_flags = abi::NET_UPLINK_UP | abi::NET_UPLINK_ADDRESS;
+        status.uplink_address = u32::from_be_bytes(address.address().octets());
+    }
+    status
+}
