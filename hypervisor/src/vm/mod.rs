@@ -10,6 +10,7 @@ pub mod exit_loop;
 pub mod host_blocks;
 pub mod instance;
 pub mod launch;
+pub mod link;
 pub mod linux;
 pub mod load_report;
 pub mod multiboot;
