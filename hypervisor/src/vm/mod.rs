@@ -14,6 +14,7 @@ pub mod link;
 pub mod linux;
 pub mod load_report;
 pub mod multiboot;
+pub mod net_port;
 pub mod passthrough;
 pub mod payload;
 pub mod payload_irqs;
