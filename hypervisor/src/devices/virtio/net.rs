@@ -116,8 +116,12 @@ impl VirtioNet {
         self.link_up && self.transport.is_running()
     }
 
+    /// The receive queue. The device takes a buffer only when a frame arrives (it
+    /// drops rather than waits), so it asks for no doorbells there.
     pub fn rx_queue(&mut self) -> Option<&mut SplitQueue> {
-        self.transport.queue_mut(RX_QUEUE).filter(|q| q.is_live())
+        let q = self.transport.queue_mut(RX_QUEUE).filter(|q| q.is_live())?;
+        q.wants_notifications = false;
+        Some(q)
     }
 
     pub fn tx_queue(&mut self) -> Option<&mut SplitQueue> {

@@ -25,6 +25,8 @@ const DESC_F_WRITE: u16 = 2;
 const DESC_F_INDIRECT: u16 = 4;
 /// Available ring (§2.7.6): flags le16, idx le16, ring[size] le16, used_event le16.
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// Used ring flags: the driver need not ring the doorbell (§2.7.10, without EVENT_IDX).
+const USED_F_NO_NOTIFY: u16 = 1;
 /// Used ring (§2.7.8): flags le16, idx le16, ring[size] {id le32, len le32}, avail_event le16.
 const USED_ELEM_SIZE: u64 = 8;
 const RING_HEADER: u64 = 4;
@@ -89,6 +91,9 @@ pub struct SplitQueue {
     pub device: u64,
     /// Negotiated VIRTIO_F_EVENT_IDX (set when the driver finishes negotiation).
     pub event_idx: bool,
+    /// Whether the device wants the driver's doorbell for new chains; a queue the
+    /// device only takes from when something else happens (a receive queue) says no.
+    pub wants_notifications: bool,
     /// The next available-ring slot the device will read.
     next_avail: u16,
     /// The next used-ring slot the device will write.
@@ -107,6 +112,7 @@ impl Default for SplitQueue {
             driver: 0,
             device: 0,
             event_idx: false,
+            wants_notifications: true,
             next_avail: 0,
             next_used: 0,
             signalled_used: 0,
@@ -223,7 +229,8 @@ impl SplitQueue {
     }
 
     /// Returns chain `head` to the driver with `len` bytes written (§2.7.8): the element
-    /// first, then the index.
+    /// first, then the index. Without EVENT_IDX the used ring's flags say whether the
+    /// device wants doorbells.
     pub fn push_used(
         &mut self,
         mem: &mut (impl GuestMemoryAccess + ?Sized),
@@ -234,12 +241,19 @@ impl SplitQueue {
         write_obj(mem, elem, u32::from(head))?;
         write_obj(mem, at(elem.raw(), 4)?, len)?;
         self.next_used = self.next_used.wrapping_add(1);
+        if !self.event_idx && !self.wants_notifications {
+            write_obj(mem, at(self.device, 0)?, USED_F_NO_NOTIFY)?;
+        }
         write_obj(mem, at(self.device, 2)?, self.next_used)?;
         Ok(())
     }
 
+    /// With EVENT_IDX: avail_event = the next slot the device reads, so the driver rings
+    /// once when it adds that chain. A queue that wants no doorbells leaves avail_event
+    /// where it is (0 from the driver's zeroed ring): the driver then rings only when
+    /// its index passes that value again, once per 65536 chains.
     fn publish_avail_event(&self, mem: &mut (impl GuestMemoryAccess + ?Sized)) -> Result<(), QueueError> {
-        if !self.event_idx {
+        if !self.event_idx || !self.wants_notifications {
             return Ok(());
         }
         let offset = RING_HEADER.wrapping_add(u64::from(self.size).wrapping_mul(USED_ELEM_SIZE));

@@ -170,3 +170,23 @@ fn without_event_idx_the_no_interrupt_flag_decides() {
     }
     assert_eq!(rings.avail_event(&mem), 0, "avail_event is not written without EVENT_IDX");
 }
+
+#[test]
+fn a_queue_that_wants_no_doorbells_says_so() {
+    let map = guest_map(0x10_0000);
+    let mut mem = guest_memory(&map);
+    for event_idx in [true, false] {
+        let mut rings = DriverRings::new(0x1000, 8);
+        let mut q = rings.queue(event_idx);
+        q.wants_notifications = false;
+        let head = rings.add_chain(&mut mem, &[(0x8000, 64, true)]);
+        chain_of(&mut q, &mut mem).unwrap().unwrap();
+        q.push_used(&mut mem, head, 0).unwrap();
+        // avail_event stays 0 (rings again only after 65536 chains); without EVENT_IDX
+        // the used ring carries VIRTQ_USED_F_NO_NOTIFY.
+        assert_eq!(rings.avail_event(&mem), 0);
+        let flags: u16 = read_obj(&mem, GuestPhysAddr::new(rings.used)).unwrap();
+        assert_eq!(flags, u16::from(!event_idx));
+        write_obj(&mut mem, GuestPhysAddr::new(rings.used), 0u16).unwrap();
+    }
+}
