@@ -289,3 +289,61 @@ fn bad_lengths_are_dropped_and_counted() {
     assert_eq!(a.net.lock().transport().status() & status::NEEDS_RESET, 0);
     assert!(b.rx.take_used(&mb).is_empty());
 }
+
+/// xorshift64*: a fixed pseudo-random sequence, so a failure repeats.
+struct Scribbler(u64);
+
+impl Scribbler {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Mostly values below `plausible`, one in 32 anything.
+    fn value(&mut self, plausible: u64) -> u64 {
+        if self.next().is_multiple_of(32) { self.next() } else { self.next() % plausible }
+    }
+}
+
+#[test]
+fn garbage_rings_cost_bounded_work_and_never_panic() {
+    let (mut delivered, mut resets) = (0u64, 0u32);
+    for seed in 1..300u64 {
+        let (map_a, map_b) = (map(), map());
+        let (mut ma, mut mb) = (guest_memory(&map_a), guest_memory(&map_b));
+        let a = side(&mut ma, 1, 16);
+        let b = side(&mut mb, 2, 16);
+        let mut ab = link(&a, &b);
+        let mut rng = Scribbler(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        for (rings, mem, write) in [(&a.tx, &mut ma, 0u16), (&b.rx, &mut mb, 2)] {
+            for index in 0..rings.size {
+                let addr = rng.value(0x1F_0000);
+                let len = if rng.next().is_multiple_of(8) { rng.value(70_000) } else { rng.value(2000) } as u32;
+                // Usually the right direction, with or without a next buffer.
+                let flags = write | rng.value(2) as u16;
+                let next = rng.value(u64::from(rings.size) + 2) as u16;
+                rings.write_desc(mem, index, addr, len, flags, next);
+                let slot = GuestPhysAddr::new(rings.avail + 4 + 2 * u64::from(index));
+                crate::memory::guest::write_obj(mem, slot, rng.value(u64::from(rings.size) + 2) as u16).unwrap();
+            }
+            let idx = GuestPhysAddr::new(rings.avail + 2);
+            crate::memory::guest::write_obj(mem, idx, rng.value(u64::from(rings.size) + 4) as u16).unwrap();
+        }
+        for _ in 0..4 {
+            let poll = ab.poll(&mut ma, &mut mb);
+            assert!(poll.frames <= 2 * FRAMES_PER_POLL, "seed {seed}: {poll:?}");
+        }
+        let [to_b, to_a] = ab.counters();
+        assert_eq!(to_a, DirectionCounters::default(), "seed {seed}: B sent nothing");
+        // Whatever arrived fit in the receiver's buffers.
+        assert!(to_b.bytes <= to_b.frames * MAX_FRAME_LEN, "seed {seed}");
+        delivered += to_b.frames;
+        for side in [&a, &b] {
+            resets += u32::from(side.net.lock().transport().status() & status::NEEDS_RESET != 0);
+        }
+    }
+    // The garbage reached both outcomes: frames carried, and devices reset.
+    assert!(delivered > 0 && resets > 0, "delivered {delivered}, resets {resets}");
+}
