@@ -101,6 +101,15 @@ fn check_link(m: &mut Machine) {
         assert!(ping.contains(&format!("{count} packets received")), "{vm} cannot reach {peer} over the link: {ping}");
         eprintln!("{vm} -> {peer}: {}", value(&ping, "PING="));
     }
+    // The hypervisor counted the frames both ways (ARP and ICMP at least: 5 pings and
+    // their answers, and an ARP exchange).
+    m.type_serial("!net corporate\n");
+    let net = m.expect("NET corporate port 0 sent frames=", STEP);
+    let frames = |dir: &str| -> u64 {
+        let field = net.split(dir).nth(1).and_then(|s| s.split("frames=").nth(1)).unwrap_or("");
+        field.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    assert!(frames(" sent ") >= 6 && frames(" received ") >= 6, "{net}");
 }
 
 /// The corporate VM is on screen below its trust strip. Writing text to its first

@@ -610,6 +610,11 @@ impl<A: Arch> Vm<A> {
         accepted
     }
 
+    /// Its ends of links.
+    pub fn net_ports(&self) -> &'static [NetPort] {
+        self.resources.net_ports
+    }
+
     /// Carries frames its links left over and raises its virtio-net devices' ready
     /// interrupts; a halted VM with one becomes runnable.
     pub fn poll_net(&mut self) {

@@ -36,6 +36,21 @@ pub struct DirectionCounters {
     pub dropped_bad_length: u64,
 }
 
+impl core::fmt::Display for DirectionCounters {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "frames={} bytes={} dropped(no_buffer={} buffer_too_small={} receiver_down={} bad_length={})",
+            self.frames,
+            self.bytes,
+            self.dropped_no_buffer,
+            self.dropped_buffer_too_small,
+            self.dropped_receiver_down,
+            self.dropped_bad_length
+        )
+    }
+}
+
 /// One end: a VM's device and the VM's id (for its log lines).
 #[derive(Debug, Clone)]
 pub struct LinkEnd {
