@@ -728,7 +728,11 @@ impl<A: Arch> Vm<A> {
     }
 
     /// Frees the vCPU and nested page tables; RAM stays (for inspection and restart).
+    /// Its virtio-net devices let go of its rings: a stopped VM's memory stays as it was.
     fn teardown_vcpu(&mut self) {
+        for port in self.resources.net_ports {
+            port.stop();
+        }
         if let Some(vcpu) = self.vcpu.take() {
             A::destroy_vcpu(vcpu, &mut GlobalFrames);
         }

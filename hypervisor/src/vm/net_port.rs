@@ -139,6 +139,12 @@ impl NetPort {
         mmio.insert(range, Box::new(NetBar { device: self.device.clone(), base })).map_err(NetPortError::Bus)
     }
 
+    /// Its VM stopped: the device lets go of the VM's rings, so the wire neither reads
+    /// nor writes the stopped VM's memory (frames for it are dropped and counted).
+    pub fn stop(&self) {
+        self.device.lock().reset_by_host();
+    }
+
     /// After an exit: if the driver rang a doorbell (or frames were left over), the
     /// wire carries frames now.
     pub fn after_exit(&self) {

@@ -111,6 +111,13 @@ impl VirtioNet {
         }
     }
 
+    /// Its VM stopped: the device forgets its queues (so nothing touches the VM's memory
+    /// any more) until the VM's next start brings it up again.
+    pub fn reset_by_host(&mut self) {
+        self.transport.reset_by_host();
+        self.error = None;
+    }
+
     /// The driver is ready and the link is up: frames may flow.
     pub fn carries_frames(&self) -> bool {
         self.link_up && self.transport.is_running()
@@ -197,5 +204,18 @@ mod tests {
         assert_ne!(net.read(0x15, AccessSize::Byte), before, "config generation moved");
         assert!(!net.carries_frames());
         assert_eq!(net.bars()[0].size, BAR_SIZE);
+    }
+
+    #[test]
+    fn a_host_reset_stops_a_running_device() {
+        use crate::devices::virtio::fake_driver::{DriverRings, bring_up};
+        let mut net = VirtioNet::new([2, 0, 0, 0, 0, 1], 1500).unwrap();
+        let (rx, tx) = (DriverRings::new(0x1000, 16), DriverRings::new(0x8000, 16));
+        bring_up(&mut net, &[&rx, &tx]);
+        assert!(net.carries_frames());
+        net.reset_by_host();
+        assert!(!net.carries_frames());
+        assert!(net.rx_queue().is_none() && net.tx_queue().is_none());
+        assert_eq!(net.transport().status(), 0);
     }
 }

@@ -258,6 +258,11 @@ impl VirtioPciTransport {
         self.isr != 0 && !self.msix_enabled() && self.config.command() & CMD_INTX_DISABLE == 0
     }
 
+    /// A reset the host does (its VM stopped): as if the driver wrote 0 to the status.
+    pub fn reset_by_host(&mut self) {
+        self.reset();
+    }
+
     fn reset(&mut self) {
         self.driver_features = 0;
         self.device_feature_select = 0;
