@@ -188,7 +188,7 @@ struct NetBar {
 
 impl NetBar {
     fn decoding(&self, device: &VirtioNet) -> bool {
-        device.bars().iter().any(|b| b.index == BAR_INDEX && b.enabled && b.address == self.base)
+        device.transport().bar_decoded_at() == Some(self.base)
     }
 }
 

@@ -16,7 +16,8 @@ use super::msix_vectors::MsixVectors;
 use super::virtqueue::{QueueError, SplitQueue};
 use super::{NO_VECTOR, feature, status};
 use crate::devices::vpci::config_space::{
-    BarDef, BarRegion, CMD_BUS_MASTER, CMD_INTX_DISABLE, ConfigSize, VBarKind, VConfigSpace, VpciError,
+    BAR0, BarDef, BarRegion, CMD_BUS_MASTER, CMD_INTX_DISABLE, CMD_MEMORY, ConfigSize, VBarKind, VConfigSpace,
+    VpciError,
 };
 use crate::hw::pci::{MSIX_CTRL_ENABLE, MSIX_CTRL_FUNCTION_MASK, cap_id};
 use crate::hw::{AccessSize, MsiMessage};
@@ -476,6 +477,13 @@ impl VirtioPciTransport {
 
     pub fn bars(&self) -> Vec<BarRegion> {
         self.config.bar_regions()
+    }
+
+    /// Where the guest programmed the BAR, if memory decoding is on (the MMIO path's
+    /// check, without building the BAR list).
+    pub fn bar_decoded_at(&self) -> Option<u64> {
+        let offset = BAR0.wrapping_add(u16::from(BAR_INDEX).wrapping_mul(4));
+        (self.config.command() & CMD_MEMORY != 0).then(|| u64::from(self.config.u32_at(offset) & !0xF))
     }
 }
 
