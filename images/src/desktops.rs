@@ -34,9 +34,13 @@ pub fn vms_config(desktops: &[Desktop]) -> String {
     desktops.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect()
 }
 
+/// Drivers the desktops load at boot for the virtio-net device a `link` line gives them
+/// (the cloud kernel has them as modules).
+pub const NET_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
+
 /// Fetches (or takes from the cache) the guest kernel and builds its initramfs.
 pub fn build_guest(cache: &Path) -> Result<GuestImage, GuestError> {
-    guest::build_linux_guest(cache, Flavour::Cloud, &[])
+    guest::build_linux_guest(cache, Flavour::Cloud, NET_MODULES)
 }
 
 /// Drivers (and, resolved from their `.modinfo`, what they depend on) the generic guest

@@ -3,7 +3,8 @@
 //! continues above 4 GiB), each driven over its own serial console: the kernel is the packaged one,
 //! it knows it runs under a hypervisor, sees its configured memory and the real date,
 //! draws its console into its own framebuffer (checked pixel by pixel on the screen),
-//! and `poweroff` in one VM stops only that VM.
+//! reaches the other over the virtio-net link between them (`ping`), and `poweroff` in
+//! one VM stops only that VM.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +27,8 @@ fn value<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn two_linux_desktops_boot_side_by_side() {
     let guest = image::linux_guest();
-    let img = image::build_desktop_image("linux-desktops", "", DESKTOPS);
+    let vms = format!("{}link corporate personal\n", images::desktops::vms_config(DESKTOPS));
+    let img = image::build_desktop_image_with_config("linux-desktops", "", DESKTOPS, &vms);
     let mut m = Machine::boot("linux-desktops", &img, |c| {
         // The 3 GiB VM needs a contiguous host block: QEMU's q35 puts RAM beyond 2 GiB
         // above 4 GiB, so 6 GiB leaves a 4 GiB block there.
@@ -65,6 +67,7 @@ fn two_linux_desktops_boot_side_by_side() {
     }
 
     check_console_on_screen(&mut m);
+    check_link(&mut m);
 
     // poweroff stops the personal VM only; the corporate one still answers.
     m.run_in_vm("personal", "poweroff");
@@ -73,6 +76,40 @@ fn two_linux_desktops_boot_side_by_side() {
     m.expect("[corporate] STILL=alive", STEP);
     assert!(!m.serial().contains("(corporate) stopped"), "the corporate VM stopped too");
     m.pass();
+}
+
+/// Each desktop has a virtio-net device (virtio_net bound, MSI-X vectors in
+/// /proc/interrupts) wired to the other's: with addresses set by hand, a ping crosses it
+/// both ways.
+fn check_link(m: &mut Machine) {
+    for (vm, ip) in [("corporate", "10.0.0.1"), ("personal", "10.0.0.2")] {
+        m.run_in_vm(
+            vm,
+            &format!(
+                "ip addr add {ip}/24 dev eth0; ip link set eth0 up; echo NET=$(basename $(readlink \
+                 /sys/class/net/eth0/device/driver))/$(cat /sys/class/net/eth0/address)/$(grep -c virtio0- /proc/interrupts)"
+            ),
+        );
+        let net = m.expect(&format!("[{vm}] NET="), STEP);
+        let id = if vm == "corporate" { 0 } else { 1 };
+        // virtio_pci binds the PCI function; virtio_net the virtio device under it.
+        assert_eq!(value(&net, "NET="), format!("virtio_net/0a:b3:ec:00:0{id}:00/3"), "{vm}: {net}");
+    }
+    for (vm, peer, count) in [("corporate", "10.0.0.2", 3), ("personal", "10.0.0.1", 2)] {
+        m.run_in_vm(vm, &format!("echo PING=$(ping -c {count} -W 5 {peer} | tail -2 | tr '\\n' ' ')"));
+        let ping = m.expect(&format!("[{vm}] PING="), STEP);
+        assert!(ping.contains(&format!("{count} packets received")), "{vm} cannot reach {peer} over the link: {ping}");
+        eprintln!("{vm} -> {peer}: {}", value(&ping, "PING="));
+    }
+    // The hypervisor counted the frames both ways (ARP and ICMP at least: 5 pings and
+    // their answers, and an ARP exchange).
+    m.type_serial("!net corporate\n");
+    let net = m.expect("NET corporate port 0 sent frames=", STEP);
+    let frames = |dir: &str| -> u64 {
+        let field = net.split(dir).nth(1).and_then(|s| s.split("frames=").nth(1)).unwrap_or("");
+        field.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    assert!(frames(" sent ") >= 6 && frames(" received ") >= 6, "{net}");
 }
 
 /// The corporate VM is on screen below its trust strip. Writing text to its first

@@ -18,5 +18,6 @@ pub mod rtc;
 pub mod scratch;
 pub mod shared;
 pub mod uart16550;
+pub mod virtio;
 pub mod vlapic;
 pub mod vpci;

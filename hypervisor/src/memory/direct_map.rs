@@ -50,6 +50,14 @@ impl super::guest::HostMemory for DirectMap {
         true
     }
 
+    fn copy_from(&mut self, dst_hpa: HostPhysAddr, _src: &Self, src_hpa: HostPhysAddr, len: usize) -> bool {
+        // SAFETY: both ranges lie inside one region of a VM's memory map each (checked by
+        // `copy_between`), RAM the hypervisor allocated for VMs and keeps mapped; `copy`
+        // allows the two to overlap (a VM copying within its own memory).
+        unsafe { core::ptr::copy(ptr(src_hpa), ptr(dst_hpa), len) };
+        true
+    }
+
     fn read_u64(&self, hpa: HostPhysAddr) -> Option<u64> {
         // SAFETY: as in `read` (the 8 bytes lie inside one region); any alignment.
         Some(u64::from_le(unsafe { core::ptr::read_unaligned(ptr(hpa).cast::<u64>()) }))

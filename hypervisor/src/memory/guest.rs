@@ -160,6 +160,29 @@ pub trait HostMemory {
         let mut bytes = [0u8; 8];
         self.read(hpa, &mut bytes).then_some(u64::from_le_bytes(bytes))
     }
+    /// Copies `len` bytes from `src_hpa` in `src` to `dst_hpa` in this memory. A backend
+    /// that reaches both directly copies each byte once; this fallback goes through a
+    /// small buffer on the stack.
+    fn copy_from(&mut self, dst_hpa: HostPhysAddr, src: &Self, src_hpa: HostPhysAddr, len: usize) -> bool
+    where
+        Self: Sized,
+    {
+        let mut chunk = [0u8; 256];
+        let mut done = 0usize;
+        while done < len {
+            let n = len.saturating_sub(done).min(chunk.len());
+            let (Some(buf), Some(from), Some(to)) =
+                (chunk.get_mut(..n), src_hpa.checked_add(done as u64), dst_hpa.checked_add(done as u64))
+            else {
+                return false;
+            };
+            if !src.read(from, buf) || !self.write(to, buf) {
+                return false;
+            }
+            done = done.saturating_add(n);
+        }
+        true
+    }
 }
 
 /// Plain-old-data values that can be read from and written to guest memory as
@@ -264,6 +287,21 @@ impl<H: HostMemory> GuestMemoryAccess for GuestMemory<'_, H> {
     }
 }
 
+/// Copies `len` bytes from `src_gpa` in one guest's memory to `dst_gpa` in another's
+/// (or the same one's), each range checked against its own map and inside one region;
+/// the backend copies the bytes once.
+pub fn copy_between<H: HostMemory>(
+    src: &GuestMemory<'_, H>,
+    src_gpa: GuestPhysAddr,
+    dst: &mut GuestMemory<'_, H>,
+    dst_gpa: GuestPhysAddr,
+    len: usize,
+) -> Result<(), GuestMemoryError> {
+    let from = src.map.host_range(src_gpa, len)?;
+    let to = dst.map.host_range(dst_gpa, len)?;
+    if dst.host.copy_from(to, &src.host, from, len) { Ok(()) } else { Err(GuestMemoryError::HostAccess { hpa: to }) }
+}
+
 /// Host memory simulated by a byte vector starting at `base` (tests and fuzzing).
 #[derive(Debug, Clone)]
 pub struct VecHostMemory {
@@ -284,6 +322,19 @@ impl VecHostMemory {
 }
 
 impl HostMemory for VecHostMemory {
+    fn copy_from(&mut self, dst_hpa: HostPhysAddr, src: &Self, src_hpa: HostPhysAddr, len: usize) -> bool {
+        let (Some(from), Some(to)) = (src.range(src_hpa, len), self.range(dst_hpa, len)) else {
+            return false;
+        };
+        match (src.bytes.get(from), self.bytes.get_mut(to)) {
+            (Some(from), Some(to)) => {
+                to.copy_from_slice(from);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn read(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> bool {
         match self.range(hpa, buf.len()).and_then(|r| self.bytes.get(r)) {
             Some(src) => {
@@ -392,6 +443,43 @@ mod tests {
         assert!(mem.read_bytes(gpa(0x4fff), &mut [0; 2]).is_err());
         assert!(mem.is_ram(gpa(0x4fff)));
         assert!(!mem.is_ram(gpa(0x5000)));
+    }
+
+    #[test]
+    fn copy_between_checks_both_maps() {
+        let map_a = two_regions();
+        let map_b =
+            GuestMemoryMap::new(vec![GuestRegion::new(gpa(0x8000), hpa(0x40000), 0x1000, Perms::RW).unwrap()]).unwrap();
+        let mut a = GuestMemory::new(&map_a, VecHostMemory::new(hpa(0x10000), 0x3000));
+        let mut b = GuestMemory::new(&map_b, VecHostMemory::new(hpa(0x40000), 0x1000));
+        a.write_bytes(gpa(0x1000), b"frame bytes").unwrap();
+        copy_between(&a, gpa(0x1000), &mut b, gpa(0x8ff0), 11).unwrap();
+        let mut out = [0u8; 11];
+        b.read_bytes(gpa(0x8ff0), &mut out).unwrap();
+        assert_eq!(&out, b"frame bytes");
+        // The destination range runs past B's only region; the source past A's first.
+        assert!(copy_between(&a, gpa(0x1000), &mut b, gpa(0x8ff8), 11).is_err());
+        assert!(copy_between(&a, gpa(0x1ff8), &mut b, gpa(0x8000), 11).is_err());
+        // The fallback through the stack buffer copies the same bytes.
+        let mut fallback = VecHostMemory::new(hpa(0x40000), 0x1000);
+        let src = VecHostMemory { base: hpa(0), bytes: (0..=255u8).cycle().take(700).collect() };
+        assert!(HostMemory::write(&mut fallback, hpa(0x40000), &[0; 8]));
+        let mut chunked = ChunkedCopy(fallback);
+        assert!(chunked.copy_from(hpa(0x40010), &ChunkedCopy(src.clone()), hpa(3), 600));
+        assert_eq!(chunked.0.bytes[0x10..0x10 + 600], src.bytes[3..603]);
+        assert!(!chunked.copy_from(hpa(0x40f00), &ChunkedCopy(src), hpa(0), 600), "past the end");
+    }
+
+    /// A backend without its own `copy_from`, to exercise the default one.
+    struct ChunkedCopy(VecHostMemory);
+
+    impl HostMemory for ChunkedCopy {
+        fn read(&self, hpa: HostPhysAddr, buf: &mut [u8]) -> bool {
+            self.0.read(hpa, buf)
+        }
+        fn write(&mut self, hpa: HostPhysAddr, data: &[u8]) -> bool {
+            self.0.write(hpa, data)
+        }
     }
 
     #[test]

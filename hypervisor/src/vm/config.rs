@@ -9,6 +9,9 @@
 //! vm checks    image=checks memory=16M kind=payload restart=never
 //! vm dma       image=dma-attack memory=16M devices=00:03.0,8086:10d3 expect=dma-fault
 //!
+//! # A network link between two desktops' virtio-net devices (see docs/virtio-net.md).
+//! link corporate personal
+//!
 //! # The switcher's key map (optional; replaces the defaults when present).
 //! # Actions: switch-1 .. switch-9, next, overview, secure-attention.
 //! hotkey switch-1         Ctrl+Alt+F1
@@ -120,12 +123,35 @@ pub struct HotkeyBinding {
     pub combo: Combo,
 }
 
+/// One `link A B` line: a virtio-net device in each VM, wired to each other. The VMs
+/// are given by their index in [`Config::vms`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkConfig {
+    pub a: usize,
+    pub b: usize,
+}
+
+/// Links one VM may have (one virtio-net device each).
+pub const MAX_LINKS_PER_VM: usize = 4;
+
 /// Everything the configuration text holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     pub vms: Vec<VmConfig>,
     /// The key map; empty means the built-in defaults.
     pub hotkeys: Vec<HotkeyBinding>,
+    pub links: Vec<LinkConfig>,
+}
+
+impl Config {
+    /// The links of VM `vm` in configuration order, with the other end's index.
+    pub fn links_of(&self, vm: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.links.iter().enumerate().filter_map(move |(i, l)| match (l.a == vm, l.b == vm) {
+            (true, _) => Some((i, l.b)),
+            (_, true) => Some((i, l.a)),
+            _ => None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +223,7 @@ pub fn parse(text: &str) -> Result<Vec<VmConfig>, ConfigError> {
 pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     let mut vms: Vec<VmConfig> = Vec::new();
     let mut hotkeys: Vec<HotkeyBinding> = Vec::new();
+    let mut links: Vec<LinkConfig> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i.saturating_add(1);
         let err = |reason: &'static str| ConfigError { line, reason: ConfigReason::Invalid(reason) };
@@ -214,8 +241,20 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
             hotkeys.push(binding);
             continue;
         }
+        if first == "link" {
+            let link = parse_link(rest, &vms).map_err(err)?;
+            if links.iter().any(|l| (l.a, l.b) == (link.a, link.b) || (l.a, l.b) == (link.b, link.a)) {
+                return Err(err("these two VMs are linked twice"));
+            }
+            let ports = |vm: usize| links.iter().filter(|l| l.a == vm || l.b == vm).count();
+            if ports(link.a) >= MAX_LINKS_PER_VM || ports(link.b) >= MAX_LINKS_PER_VM {
+                return Err(err("a VM has at most 4 links"));
+            }
+            links.push(link);
+            continue;
+        }
         if first != "vm" {
-            return Err(err("lines start with `vm NAME` or `hotkey ACTION COMBO`"));
+            return Err(err("lines start with `vm NAME`, `link VM VM` or `hotkey ACTION COMBO`"));
         }
         let (name, pairs) = rest.split_first().ok_or_else(|| err("missing VM name"))?;
         if name.is_empty() || name.len() > 31 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -323,7 +362,26 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
         }
         vms.push(vm);
     }
-    Ok(Config { vms, hotkeys })
+    Ok(Config { vms, hotkeys, links })
+}
+
+/// `VM VM` of a `link` line: two different Linux VMs defined above it.
+fn parse_link(words: &[String], vms: &[VmConfig]) -> Result<LinkConfig, &'static str> {
+    let [a, b] = words else {
+        return Err("link lines are `link VM VM`, e.g. `link corporate personal`");
+    };
+    let find = |name: &String| vms.iter().position(|v| v.name == *name);
+    let (Some(a), Some(b)) = (find(a), find(b)) else {
+        return Err("a link names two VMs defined above it");
+    };
+    if a == b {
+        return Err("a link joins two different VMs");
+    }
+    let linux = |i: usize| vms.get(i).is_some_and(|v| v.kind == Kind::Linux);
+    if !linux(a) || !linux(b) {
+        return Err("links join kind=linux VMs (only they have a PCI bus for the virtio-net device)");
+    }
+    Ok(LinkConfig { a, b })
 }
 
 /// `ACTION COMBO` of a `hotkey` line.
@@ -476,6 +534,26 @@ mod tests {
         let many: String =
             (0..MAX_HOTKEYS).map(|i| alloc::format!("hotkey next Ctrl+Alt+{}\n", (b'a' + i as u8) as char)).collect();
         assert!(parse_config(&many).unwrap_err().reason.to_string().contains("too many"));
+    }
+
+    #[test]
+    fn links_join_two_linux_vms_defined_above() {
+        let vms = "vm a kind=linux image=l memory=64M\nvm b kind=linux image=l memory=64M\nvm c kind=linux image=l memory=64M\nvm p image=p memory=16M\n";
+        let config = parse_config(&alloc::format!("{vms}link a b\nlink c a\n")).unwrap();
+        assert_eq!(config.links, [LinkConfig { a: 0, b: 1 }, LinkConfig { a: 2, b: 0 }]);
+        assert_eq!(config.links_of(0).collect::<Vec<_>>(), [(0, 1), (1, 2)]);
+        assert_eq!(config.links_of(2).collect::<Vec<_>>(), [(1, 0)]);
+        assert_eq!(config.links_of(3).count(), 0);
+        let line_of = |extra: &str| parse_config(&alloc::format!("{vms}{extra}")).unwrap_err().line;
+        for bad in ["link a\n", "link a b c\n", "link a z\n", "link a a\n", "link a p\n", "link a b\nlink b a\n"] {
+            let lines = bad.lines().count();
+            assert_eq!(line_of(bad), 4 + lines, "{bad:?}");
+        }
+        // A link before its VMs are defined is refused too.
+        assert_eq!(parse_config("link a b\nvm a kind=linux image=l memory=64M\n").unwrap_err().line, 1);
+        let many: alloc::string::String =
+            (0..5).map(|i| alloc::format!("vm x{i} kind=linux image=l memory=64M\nlink a x{i}\n")).collect();
+        assert_eq!(parse_config(&alloc::format!("{vms}{many}")).unwrap_err().line, 14, "a's fifth link");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::vcpu::msr::MsrState;
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::instance::SliceEnd;
+use crate::vm::net_port::NetPort;
 use crate::vm::platform::Platform;
 use crate::vm::slice_host::SliceHost;
 use crate::vm::slice_rules::{self, EntryInterrupt, HostEvents};
@@ -67,6 +68,8 @@ pub struct ExitLoop<'a, A: Arch, H: SliceHost> {
     pub host: &'a H,
     /// Lets the nested page table follow the assigned BARs; true if it changed.
     pub sync_bars: &'a mut dyn FnMut() -> bool,
+    /// Its ends of links (virtio-net devices).
+    pub net_ports: &'a [NetPort],
 }
 
 impl<A: Arch, H: SliceHost> core::fmt::Debug for ExitLoop<'_, A, H> {
@@ -116,6 +119,9 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
         for fired in mine {
             self.platform.deliver_device_interrupt(self.vm.id, fired.target, self.device_interrupts);
         }
+        for port in self.net_ports {
+            port.deliver(self.vm.id, self.platform, self.device_interrupts);
+        }
         others
     }
 
@@ -147,6 +153,12 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
         exit_stages::checkpoint(Stage::Handler);
         let flow = A::apply(self.vcpu, &action);
         self.follow_bars(exit);
+        if matches!(exit.reason, ExitReason::NestedPageFault { .. }) {
+            // An MMIO write may have rung a virtio-net doorbell.
+            for port in self.net_ports {
+                port.after_exit();
+            }
+        }
         let flow = slice_rules::with_power_event(flow, self.platform.take_power_event());
         if let Some(end) = slice_rules::end_by_guest(flow, self.platform.interrupt_pending()) {
             return Some(end);

@@ -33,6 +33,7 @@ use crate::vm::exit_loop::{self, ExitLoop};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
 use crate::vm::multiboot;
+use crate::vm::net_port::{NetPort, NetPortError};
 use crate::vm::passthrough::host_vectors::{GuestTarget, VectorShortage};
 use crate::vm::passthrough::{self, VmDevices};
 use crate::vm::payload;
@@ -69,6 +70,8 @@ pub enum VmError<E> {
     HostVectors(VectorShortage),
     /// Its assigned devices cannot be set up.
     Devices(crate::vm::passthrough::PassthroughError),
+    /// Its virtio-net devices cannot be set up.
+    Net(NetPortError),
 }
 
 impl<E> VmError<E> {
@@ -84,6 +87,7 @@ impl<E> VmError<E> {
             VmError::Backend(why) => VmError::Backend(why.map_vcpu(Into::into)),
             VmError::HostVectors(shortage) => VmError::HostVectors(shortage),
             VmError::Devices(why) => VmError::Devices(why),
+            VmError::Net(why) => VmError::Net(why),
         }
     }
 }
@@ -96,6 +100,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for VmError<E> {
             VmError::Backend(why) => write!(f, "the virtualisation backend refused: {why}"),
             VmError::HostVectors(shortage) => write!(f, "{shortage}"),
             VmError::Devices(why) => write!(f, "the virtualisation backend refused: {why}"),
+            VmError::Net(why) => write!(f, "{why}"),
         }
     }
 }
@@ -111,6 +116,8 @@ pub struct VmResources {
     pub devices: &'static [crate::hw::Bdf],
     /// A Multiboot kernel's boot modules: (name, contents), in order.
     pub modules: &'static [(&'static str, &'static [u8])],
+    /// Its ends of `link` lines (virtio-net devices).
+    pub net_ports: &'static [NetPort],
 }
 
 /// A desktop VM's framebuffer: a region of its own memory that Linux sees as an EFI
@@ -256,6 +263,9 @@ impl<A: Arch> Vm<A> {
             Kind::Payload | Kind::Multiboot => None,
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(ImageError::Memory(e)))?;
+        for port in resources.net_ports {
+            port.wire.lock().set_map(port.side, map.clone());
+        }
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
         // Before anything is attached: a VM that would run with masked vectors does not start.
         let vectors = passthrough::reserve_vectors(id, resources.devices).map_err(VmError::HostVectors)?;
@@ -386,6 +396,9 @@ impl<A: Arch> Vm<A> {
                     &mut self.mmio,
                 )
                 .map_err(|e| VmError::Backend(BackendError::Platform(e)))?;
+                for port in self.resources.net_ports {
+                    port.attach(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Net)?;
+                }
                 if let Some(devices) = &self.devices {
                     devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Devices)?;
                     self.pci = Some(platform.pci.clone());
@@ -597,6 +610,26 @@ impl<A: Arch> Vm<A> {
         accepted
     }
 
+    /// Its ends of links.
+    pub fn net_ports(&self) -> &'static [NetPort] {
+        self.resources.net_ports
+    }
+
+    /// Carries frames its links left over and raises its virtio-net devices' ready
+    /// interrupts; a halted VM with one becomes runnable.
+    pub fn poll_net(&mut self) {
+        for port in self.resources.net_ports {
+            port.poll_leftover();
+        }
+        if matches!(self.state, VmState::Stopped(_)) || self.resources.net_ports.is_empty() {
+            return;
+        }
+        for port in self.resources.net_ports {
+            port.deliver(self.id, &mut self.platform, &mut self.device_interrupts);
+        }
+        self.state = slice_rules::wake(self.state, self.interrupt_pending());
+    }
+
     /// Unmasks the host pins of the INTx lines the guest just finished with (its I/O
     /// APIC dropped them on the EOI), so the devices' real levels are sampled again.
     pub fn resample_intx_lines(&self) {
@@ -651,6 +684,7 @@ impl<A: Arch> Vm<A> {
             device_interrupts: &mut self.device_interrupts,
             host,
             sync_bars: &mut sync_bars,
+            net_ports: self.resources.net_ports,
         }
         .run()
     }
@@ -694,7 +728,11 @@ impl<A: Arch> Vm<A> {
     }
 
     /// Frees the vCPU and nested page tables; RAM stays (for inspection and restart).
+    /// Its virtio-net devices let go of its rings: a stopped VM's memory stays as it was.
     fn teardown_vcpu(&mut self) {
+        for port in self.resources.net_ports {
+            port.stop();
+        }
         if let Some(vcpu) = self.vcpu.take() {
             A::destroy_vcpu(vcpu, &mut GlobalFrames);
         }

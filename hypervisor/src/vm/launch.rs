@@ -16,6 +16,7 @@ use crate::switcher::hotkeys::Hotkeys;
 use crate::vm::config::{self, ConfigError};
 use crate::vm::desktop::HostTime;
 use crate::vm::instance::{Vm, VmError, VmResources};
+use crate::vm::net_port::{self, NetPort, NetPortError};
 use crate::vm::passthrough::PassthroughError;
 use crate::vm::scheduler::Scheduler;
 
@@ -37,6 +38,8 @@ pub enum LaunchError {
     },
     /// A `devices=` assignment is refused.
     Devices(PassthroughError),
+    /// A link's virtio-net devices cannot be made.
+    Net(NetPortError),
     /// No AMD SVM with nested paging (VMX is not supported yet).
     /// No virtualisation backend can run VMs on this CPU.
     Backend(NoUsableBackend),
@@ -70,6 +73,7 @@ impl fmt::Display for LaunchError {
             Self::NoVms => f.write_str("the VM configuration lists no VMs"),
             Self::KeyMap { binding } => write!(f, "the key map does not fit (binding {binding})"),
             Self::Devices(e) => write!(f, "{e}"),
+            Self::Net(e) => write!(f, "{e}"),
             Self::Backend(e) => write!(f, "{e}"),
             Self::NoImage { vm, module } => write!(f, "VM {vm}: no boot module named `{module}`"),
             Self::NoInitrd { vm, module } => write!(f, "VM {vm}: no boot module named `{module}` (its initrd)"),
@@ -89,9 +93,12 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
     let Ok(text) = core::str::from_utf8(text) else {
         return LaunchError::ConfigNotUtf8;
     };
-    let (configs, key_map) = match config::parse_config(text) {
+    let (configs, key_map, net_ports) = match config::parse_config(text) {
         Ok(c) if c.vms.is_empty() => return LaunchError::NoVms,
-        Ok(c) => (c.vms, c.hotkeys),
+        Ok(c) => match net_ports(&c) {
+            Ok(ports) => (c.vms, c.hotkeys, ports),
+            Err(e) => return LaunchError::Net(e),
+        },
         Err(e) => return LaunchError::Config(e),
     };
     let hotkeys = if key_map.is_empty() {
@@ -112,7 +119,7 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
         Ok(a) => a,
         Err(e) => return LaunchError::Devices(e),
     };
-    let start = StartVms { modules, configs, assigned, hotkeys, selftest, host_time, display };
+    let start = StartVms { modules, configs, assigned, net_ports, hotkeys, selftest, host_time, display };
     match backend::on_backend(start, &mut GlobalFrames) {
         Ok(why) => why,
         Err(e) => LaunchError::Backend(e),
@@ -120,10 +127,30 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
 }
 
 /// The VMs to start once the backend is chosen: everything below is generic over it.
+/// Each VM's ends of the configuration's links (by VM index; ids are the indices),
+/// numbered in the order of the `link` lines.
+fn net_ports(config: &config::Config) -> Result<Vec<Vec<NetPort>>, NetPortError> {
+    let mut ports: Vec<Vec<NetPort>> = (0..config.vms.len()).map(|_| Vec::new()).collect();
+    let count = |ports: &[Vec<NetPort>], vm: usize| ports.get(vm).map_or(0, |p| p.len() as u8);
+    for link in &config.links {
+        let (port_a, port_b) = (count(&ports, link.a), count(&ports, link.b));
+        let (a, b) = net_port::connect(link.a as u32, port_a, link.b as u32, port_b)?;
+        info!(target: "vnet", "link: vm {} port {port_a} <-> vm {} port {port_b}", link.a, link.b);
+        if let Some(p) = ports.get_mut(link.a) {
+            p.push(a);
+        }
+        if let Some(p) = ports.get_mut(link.b) {
+            p.push(b);
+        }
+    }
+    Ok(ports)
+}
+
 struct StartVms {
     modules: &'static [bulkhead_abi::Module],
     configs: Vec<config::VmConfig>,
     assigned: Vec<Vec<crate::hw::Bdf>>,
+    net_ports: Vec<Vec<NetPort>>,
     hotkeys: Hotkeys,
     selftest: bool,
     host_time: HostTime,
@@ -136,7 +163,8 @@ impl OnBackend for StartVms {
     /// Finds every VM's images, creates the VMs and runs them; returns only when one
     /// cannot be created.
     fn run<A: Arch>(self, features: A::Features) -> LaunchError {
-        let StartVms { modules, configs, assigned, hotkeys, selftest, host_time, display } = self;
+        let StartVms { modules, configs, assigned, net_ports, hotkeys, selftest, host_time, display } = self;
+        let mut net_ports = net_ports.into_iter();
         let mut images = Vec::new();
         for c in &configs {
             let Some(image) = module_data(modules, &c.image) else {
@@ -166,8 +194,14 @@ impl OnBackend for StartVms {
             let kind = config.kind;
             let name = config.name.clone();
             let memory = config.memory_bytes;
-            let resources =
-                VmResources { initrd, host_time, display, devices: devices.leak(), modules: boot_modules.leak() };
+            let resources = VmResources {
+                initrd,
+                host_time,
+                display,
+                devices: devices.leak(),
+                modules: boot_modules.leak(),
+                net_ports: net_ports.next().unwrap_or_default().leak(),
+            };
             match Vm::<A>::create(id, config, image, resources, &features) {
                 Ok(vm) => {
                     info!(target: "vm", "vm {id} ({name}) created: {} MiB, {kind:?}", memory >> 20);

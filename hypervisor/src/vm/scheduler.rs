@@ -119,6 +119,8 @@ impl<A: Arch> Scheduler<A> {
                 self.deliver_device_interrupts();
                 let Some(slot) = self.slots.get_mut(i) else { continue };
                 let vm = &mut slot.vm;
+                // Frames its links left over, and its virtio-net interrupts.
+                vm.poll_net();
                 if vm.state == VmState::Halted {
                     vm.poll_timers();
                     vm.state = slice_rules::wake(vm.state, vm.interrupt_pending());

@@ -45,6 +45,10 @@ pub enum SerialCommand<'a> {
     Exits {
         vm: &'a str,
     },
+    /// `!net VM`
+    Net {
+        vm: &'a str,
+    },
     /// `@VM text`
     Type {
         vm: &'a str,
@@ -56,6 +60,9 @@ pub enum SerialCommand<'a> {
 pub fn parse(line: &str) -> SerialCommand<'_> {
     if let Some(name) = line.trim().strip_prefix("!exits ") {
         return SerialCommand::Exits { vm: name.trim() };
+    }
+    if let Some(name) = line.trim().strip_prefix("!net ") {
+        return SerialCommand::Net { vm: name.trim() };
     }
     match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
         Some((vm, text)) => SerialCommand::Type { vm, text },
@@ -80,6 +87,19 @@ pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
             ),
             None => warn!(target: "vm", "!exits: no VM named {name:?}"),
         },
+        // Per link of that VM: what it sent (and what the other end dropped of it) and
+        // what it received.
+        SerialCommand::Net { vm: name } => match find(name) {
+            Some(vm) => {
+                for port in vm.net_ports() {
+                    let counters = port.wire.lock().link().counters();
+                    let sent = counters.get(port.side).copied().unwrap_or_default();
+                    let received = counters.get(port.side ^ 1).copied().unwrap_or_default();
+                    info!(target: "vnet", "NET {} port {} sent {sent} received {received}", vm.config.name, port.index);
+                }
+            }
+            None => warn!(target: "vm", "!net: no VM named {name:?}"),
+        },
         SerialCommand::Type { vm: name, text } => match find(name) {
             Some(vm) => {
                 vm.serial_input(text.as_bytes());
@@ -88,7 +108,7 @@ pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
             None => warn!(target: "vm", "serial command for unknown VM {name:?}"),
         },
         SerialCommand::NotUnderstood => {
-            warn!(target: "vm", "serial command {line:?} not understood (use `@VM text` or `!exits VM`)")
+            warn!(target: "vm", "serial command {line:?} not understood (use `@VM text`, `!exits VM` or `!net VM`)")
         }
     }
 }
@@ -105,6 +125,7 @@ mod tests {
         assert_eq!(parse("@web"), SerialCommand::NotUnderstood, "no text");
         assert_eq!(parse("web echo"), SerialCommand::NotUnderstood);
         assert_eq!(parse("!exits"), SerialCommand::NotUnderstood);
+        assert_eq!(parse("!net corporate"), SerialCommand::Net { vm: "corporate" });
     }
 
     #[test]

@@ -279,6 +279,7 @@ impl Guest {
             device_interrupts: &mut self.device_interrupts,
             host,
             sync_bars: &mut sync_bars,
+            net_ports: &[],
         }
         .run()
     }

@@ -1,0 +1,284 @@
+//! The device side of a split virtqueue (VIRTIO 1.2 §2.7): the driver's descriptor
+//! table and available ring, the device's used ring, and notification suppression with
+//! VIRTIO_F_EVENT_IDX (§2.7.7, §2.7.10).
+//!
+//! Everything the guest wrote is untrusted: ring indexes, head and next indexes,
+//! lengths and chain lengths are checked before use, and a chain is at most the queue
+//! size long (§2.7.5.3.1), so a loop in the table ends the walk. A violation is a
+//! [`QueueError`]; the device then sets NEEDS_RESET (§2.1.2) and stops using the queue.
+//! Indirect descriptors are not offered, so an indirect descriptor is a violation too.
+#![forbid(unsafe_code)]
+
+use alloc::vec::Vec;
+
+use crate::memory::addr::GuestPhysAddr;
+use crate::memory::guest::{GuestMemoryAccess, GuestMemoryError, read_obj, write_obj};
+
+/// The largest queue this device offers (queue_size reads this before the driver
+/// writes a smaller power of two).
+pub const MAX_QUEUE_SIZE: u16 = 256;
+
+/// Descriptor table entry (§2.7.5): addr le64, len le32, flags le16, next le16.
+const DESC_SIZE: u64 = 16;
+const DESC_F_NEXT: u16 = 1;
+const DESC_F_WRITE: u16 = 2;
+const DESC_F_INDIRECT: u16 = 4;
+/// Available ring (§2.7.6): flags le16, idx le16, ring[size] le16, used_event le16.
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// Used ring flags: the driver need not ring the doorbell (§2.7.10, without EVENT_IDX).
+const USED_F_NO_NOTIFY: u16 = 1;
+/// Used ring (§2.7.8): flags le16, idx le16, ring[size] {id le32, len le32}, avail_event le16.
+const USED_ELEM_SIZE: u64 = 8;
+const RING_HEADER: u64 = 4;
+
+/// What a guest did wrong with a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueError {
+    /// A ring or descriptor lies outside the guest's memory.
+    Memory(GuestMemoryError),
+    /// The available index ran more than a queue's worth ahead of the device.
+    AvailOverrun { avail_idx: u16, next_avail: u16 },
+    /// A head or next index is not below the queue size.
+    BadIndex(u16),
+    /// A chain longer than the queue (a loop in the descriptor table).
+    ChainTooLong,
+    /// An indirect descriptor (the feature is not offered).
+    Indirect,
+    /// A chain whose total length overflows.
+    ChainLength,
+    /// The chain's buffers have the wrong direction for this queue.
+    Direction,
+    /// The chain holds more bytes than a frame may have.
+    Oversized,
+    /// The queue was enabled with a size or ring address the spec forbids.
+    BadLayout,
+}
+
+impl From<GuestMemoryError> for QueueError {
+    fn from(e: GuestMemoryError) -> Self {
+        QueueError::Memory(e)
+    }
+}
+
+/// One buffer of a chain: guest-physical address, length, and whether the device
+/// writes it (device-writable) or reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescSegment {
+    pub addr: u64,
+    pub len: u32,
+    pub writable: bool,
+}
+
+/// A chain taken from the available ring: its head (the id the used ring reports) and
+/// its buffers, in order. The segment list is reused between chains.
+#[derive(Debug, Default)]
+pub struct DescChain {
+    pub head: u16,
+    pub segments: Vec<DescSegment>,
+    /// Sum of the segments' lengths.
+    pub total_len: u64,
+}
+
+/// One split virtqueue: what the driver configured through the common configuration
+/// (§4.1.4.3) and where the device is in the rings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitQueue {
+    pub size: u16,
+    pub enabled: bool,
+    pub msix_vector: u16,
+    pub desc: u64,
+    pub driver: u64,
+    pub device: u64,
+    /// Negotiated VIRTIO_F_EVENT_IDX (set when the driver finishes negotiation).
+    pub event_idx: bool,
+    /// Whether the device wants the driver's doorbell for new chains; a queue the
+    /// device only takes from when something else happens (a receive queue) says no.
+    pub wants_notifications: bool,
+    /// The next available-ring slot the device will read.
+    next_avail: u16,
+    /// The next used-ring slot the device will write.
+    next_used: u16,
+    /// The used index when the device last decided about an interrupt.
+    signalled_used: u16,
+}
+
+impl Default for SplitQueue {
+    fn default() -> Self {
+        SplitQueue {
+            size: MAX_QUEUE_SIZE,
+            enabled: false,
+            msix_vector: super::NO_VECTOR,
+            desc: 0,
+            driver: 0,
+            device: 0,
+            event_idx: false,
+            wants_notifications: true,
+            next_avail: 0,
+            next_used: 0,
+            signalled_used: 0,
+        }
+    }
+}
+
+/// §2.7.10: whether moving the used index from `old` to `new` passes `event`.
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+fn at(base: u64, offset: u64) -> Result<GuestPhysAddr, QueueError> {
+    base.checked_add(offset).map(GuestPhysAddr::new).ok_or(QueueError::BadLayout)
+}
+
+impl SplitQueue {
+    /// Checks what the driver configured before the queue goes live (§2.7: size a
+    /// power of two, descriptor table 16-byte, available ring 2-byte and used ring
+    /// 4-byte aligned).
+    pub fn check_layout(&self) -> Result<(), QueueError> {
+        let ok = self.size.is_power_of_two()
+            && self.size <= MAX_QUEUE_SIZE
+            && self.desc.is_multiple_of(16)
+            && self.driver.is_multiple_of(2)
+            && self.device.is_multiple_of(4);
+        if ok { Ok(()) } else { Err(QueueError::BadLayout) }
+    }
+
+    /// Whether the driver enabled the queue.
+    pub fn is_live(&self) -> bool {
+        self.enabled && self.size != 0
+    }
+
+    fn slot(&self, index: u16) -> u64 {
+        // `size` is a non-zero power of two once the queue is live.
+        u64::from(index & self.size.wrapping_sub(1))
+    }
+
+    fn avail_idx(&self, mem: &(impl GuestMemoryAccess + ?Sized)) -> Result<u16, QueueError> {
+        Ok(read_obj::<u16>(mem, at(self.driver, 2)?)?)
+    }
+
+    /// How many chains the driver has made available and the device not yet taken.
+    pub fn pending(&self, mem: &(impl GuestMemoryAccess + ?Sized)) -> Result<u16, QueueError> {
+        if !self.is_live() {
+            return Ok(0);
+        }
+        let avail_idx = self.avail_idx(mem)?;
+        let pending = avail_idx.wrapping_sub(self.next_avail);
+        if pending > self.size {
+            return Err(QueueError::AvailOverrun { avail_idx, next_avail: self.next_avail });
+        }
+        Ok(pending)
+    }
+
+    /// Takes the next available chain into `chain` (reusing its segment list); `false`
+    /// when none is available. With EVENT_IDX the device then asks to be notified of
+    /// the next one (avail_event = the next slot it will read).
+    pub fn pop(
+        &mut self,
+        mem: &mut (impl GuestMemoryAccess + ?Sized),
+        chain: &mut DescChain,
+    ) -> Result<bool, QueueError> {
+        if self.pending(mem)? == 0 {
+            return Ok(false);
+        }
+        let head_at = at(self.driver, RING_HEADER.wrapping_add(self.slot(self.next_avail).wrapping_mul(2)))?;
+        let head = read_obj::<u16>(mem, head_at)?;
+        self.walk(mem, head, chain)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        self.publish_avail_event(mem)?;
+        Ok(true)
+    }
+
+    /// Gives back the chain [`Self::pop`] took last, unused (a frame that did not fit):
+    /// the driver sees no change and the device takes it again next time.
+    pub fn unpop(&mut self) {
+        self.next_avail = self.next_avail.wrapping_sub(1);
+    }
+
+    fn walk(
+        &self,
+        mem: &(impl GuestMemoryAccess + ?Sized),
+        head: u16,
+        chain: &mut DescChain,
+    ) -> Result<(), QueueError> {
+        chain.head = head;
+        chain.segments.clear();
+        chain.total_len = 0;
+        let mut index = head;
+        loop {
+            if index >= self.size {
+                return Err(QueueError::BadIndex(index));
+            }
+            if chain.segments.len() >= usize::from(self.size) {
+                return Err(QueueError::ChainTooLong);
+            }
+            let entry = at(self.desc, u64::from(index).wrapping_mul(DESC_SIZE))?;
+            let addr = read_obj::<u64>(mem, entry)?;
+            let len = read_obj::<u32>(mem, at(entry.raw(), 8)?)?;
+            let flags = read_obj::<u16>(mem, at(entry.raw(), 12)?)?;
+            let next = read_obj::<u16>(mem, at(entry.raw(), 14)?)?;
+            if flags & DESC_F_INDIRECT != 0 {
+                return Err(QueueError::Indirect);
+            }
+            chain.total_len = chain.total_len.checked_add(u64::from(len)).ok_or(QueueError::ChainLength)?;
+            chain.segments.push(DescSegment { addr, len, writable: flags & DESC_F_WRITE != 0 });
+            if flags & DESC_F_NEXT == 0 {
+                return Ok(());
+            }
+            index = next;
+        }
+    }
+
+    /// Returns chain `head` to the driver with `len` bytes written (§2.7.8): the element
+    /// first, then the index. Without EVENT_IDX the used ring's flags say whether the
+    /// device wants doorbells.
+    pub fn push_used(
+        &mut self,
+        mem: &mut (impl GuestMemoryAccess + ?Sized),
+        head: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        let elem = at(self.device, RING_HEADER.wrapping_add(self.slot(self.next_used).wrapping_mul(USED_ELEM_SIZE)))?;
+        write_obj(mem, elem, u32::from(head))?;
+        write_obj(mem, at(elem.raw(), 4)?, len)?;
+        self.next_used = self.next_used.wrapping_add(1);
+        if !self.event_idx && !self.wants_notifications {
+            write_obj(mem, at(self.device, 0)?, USED_F_NO_NOTIFY)?;
+        }
+        write_obj(mem, at(self.device, 2)?, self.next_used)?;
+        Ok(())
+    }
+
+    /// With EVENT_IDX: avail_event = the next slot the device reads, so the driver rings
+    /// once when it adds that chain. A queue that wants no doorbells leaves avail_event
+    /// where it is (0 from the driver's zeroed ring): the driver then rings only when
+    /// its index passes that value again, once per 65536 chains.
+    fn publish_avail_event(&self, mem: &mut (impl GuestMemoryAccess + ?Sized)) -> Result<(), QueueError> {
+        if !self.event_idx || !self.wants_notifications {
+            return Ok(());
+        }
+        let offset = RING_HEADER.wrapping_add(u64::from(self.size).wrapping_mul(USED_ELEM_SIZE));
+        write_obj(mem, at(self.device, offset)?, self.next_avail)?;
+        Ok(())
+    }
+
+    /// Whether the driver wants an interrupt for what was used since the last call
+    /// (§2.7.7.2 and §2.7.10): with EVENT_IDX when the used index passed used_event,
+    /// otherwise unless the driver set VIRTQ_AVAIL_F_NO_INTERRUPT.
+    pub fn needs_interrupt(&mut self, mem: &(impl GuestMemoryAccess + ?Sized)) -> Result<bool, QueueError> {
+        let old = core::mem::replace(&mut self.signalled_used, self.next_used);
+        if old == self.next_used {
+            return Ok(false);
+        }
+        if self.event_idx {
+            let offset = RING_HEADER.wrapping_add(u64::from(self.size).wrapping_mul(2));
+            let used_event = read_obj::<u16>(mem, at(self.driver, offset)?)?;
+            Ok(need_event(used_event, self.next_used, old))
+        } else {
+            let flags = read_obj::<u16>(mem, at(self.driver, 0)?)?;
+            Ok(flags & AVAIL_F_NO_INTERRUPT == 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
