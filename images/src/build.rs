@@ -26,7 +26,12 @@ pub enum BuildError {
 pub struct Artifacts {
     pub hypervisor_elf: PathBuf,
     pub loader_efi: PathBuf,
+    /// The networking service VM's kernel (boot module `service-vm`).
+    pub service_vm_elf: PathBuf,
 }
+
+/// The boot module name of the networking service VM's kernel.
+pub const SERVICE_VM_MODULE: &str = "service-vm";
 
 /// The self-test payloads (tiny guest kernels in `tests/payloads`).
 pub const PAYLOADS: &[&str] =
@@ -38,15 +43,17 @@ pub fn build_payloads() -> Result<PathBuf, BuildError> {
     Ok(layout::target_dir().join(HYPERVISOR_TARGET).join("release"))
 }
 
-/// Builds the hypervisor and the UEFI loader (release profile: debug builds of the
-/// hypervisor are far too slow under emulation).
+/// Builds the hypervisor, the networking service VM's kernel and the UEFI loader
+/// (release profile: debug builds are far too slow under emulation).
 pub fn build_bare_metal() -> Result<Artifacts, BuildError> {
     build_package("hypervisor", HYPERVISOR_TARGET)?;
+    build_package("service-vm", HYPERVISOR_TARGET)?;
     build_package("firmware", LOADER_TARGET)?;
     let target = layout::target_dir();
     Ok(Artifacts {
         hypervisor_elf: target.join(HYPERVISOR_TARGET).join("release").join("hypervisor"),
         loader_efi: target.join(LOADER_TARGET).join("release").join("firmware.efi"),
+        service_vm_elf: target.join(HYPERVISOR_TARGET).join("release").join("service-vm"),
     })
 }
 

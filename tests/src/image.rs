@@ -88,6 +88,20 @@ pub fn build_desktop_and_payload_image(scenario: &str, cmdline: &str, vms: &str)
     build_image_with_modules(scenario, cmdline, modules)
 }
 
+/// An image with Linux desktops, the networking service VM's kernel (module
+/// `service-vm`) and the self-test payloads, configured by `vms`.
+pub fn build_network_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf {
+    let mut modules = images::desktops::modules_with_config(linux_guest(), vms);
+    modules.push(BootModule {
+        name: build::SERVICE_VM_MODULE.into(),
+        source: FileSource::Host(artifacts().service_vm_elf.clone()),
+    });
+    for name in build::PAYLOADS {
+        modules.push(BootModule { name: (*name).into(), source: FileSource::Host(payload_dir().join(name)) });
+    }
+    build_image_with_modules(scenario, cmdline, modules)
+}
+
 fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
     let artifacts = artifacts();
     let spec = ImageSpec {

@@ -88,8 +88,8 @@ pub struct Desk {
     interrupt_driven: bool,
     /// Bytes the interrupt had no room for, as last reported.
     lost_reported: u64,
-    /// Strip clock last drawn; the strip is redrawn when the minute changes.
-    strip_clock: Option<(u8, u8)>,
+    /// Strip clock and network state last drawn; the strip is redrawn when either changes.
+    strip_clock: Option<((u8, u8), bool)>,
     /// The wall clock's hours and minutes now, for the strip.
     wall_clock: fn() -> (u8, u8),
     overview_drawn_tsc: u64,
@@ -110,7 +110,7 @@ fn vm_colour_strip<V: DeskVm + ?Sized>(vm: &V, clock: (u8, u8)) -> ui::strip::St
         label,
         trust_colour: trust_colour(vm),
         clock,
-        network_up: false,
+        network_up: vm.network_up(),
         secure: label.contains("secure"),
     }
 }
@@ -336,8 +336,8 @@ impl Desk {
             }
         }
         let strip = vm_colour_strip(vm, (self.wall_clock)());
-        if self.strip_clock != Some(strip.clock) {
-            self.strip_clock = Some(strip.clock);
+        if self.strip_clock != Some((strip.clock, strip.network_up)) {
+            self.strip_clock = Some((strip.clock, strip.network_up));
             screen::with_target(|target| ui::strip::draw(target, &strip));
         }
         if full || (bytes > 0 && self.toast_overdrawn(&self.dirty, &placement, fb.stride_bytes, fb.height)) {

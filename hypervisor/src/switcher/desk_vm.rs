@@ -45,6 +45,10 @@ pub trait DeskVm {
     fn take_led_change(&mut self) -> Option<u8>;
     /// Key bytes its keyboard dropped.
     fn dropped_keys(&self) -> u64;
+    /// Whether the networking service VM reports this VM's link up.
+    fn network_up(&self) -> bool {
+        false
+    }
 }
 
 /// The VM's name as the user knows it ("CORPORATE · secure" -> "CORPORATE") and the

@@ -34,6 +34,9 @@ pub enum Kind {
     Linux,
     /// A Multiboot (version 1) kernel, with its `modules`.
     Multiboot,
+    /// The networking service VM: a payload-style kernel whose links are desktops'
+    /// networks (`link DESKTOP SERVICE rule=...`).
+    Service,
 }
 
 /// How a self-test VM is expected to end (checked by the self-test verdict).
@@ -124,15 +127,30 @@ pub struct HotkeyBinding {
 }
 
 /// One `link A B` line: a virtio-net device in each VM, wired to each other. The VMs
-/// are given by their index in [`Config::vms`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// are given by their index in [`Config::vms`]. A link from a desktop (`a`) to the
+/// service VM (`b`) carries the desktop's network rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkConfig {
     pub a: usize,
     pub b: usize,
+    pub rule: Option<NetRule>,
 }
 
-/// Links one VM may have (one virtio-net device each).
+/// What a desktop linked to the service VM may reach (checked here, enforced there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetRule {
+    /// Everything outbound.
+    Internet,
+    /// Only these `CIDR[:port]` destinations (checked syntax, kept as text).
+    CorporateOnly(Vec<String>),
+    /// Nothing beyond the link.
+    Isolated,
+}
+
+/// Links a desktop may have (one virtio-net device each).
 pub const MAX_LINKS_PER_VM: usize = 4;
+/// Links the service VM may have: one per connected desktop.
+pub const MAX_SERVICE_LINKS: usize = bulkhead_abi::hypercall::NET_STATUS_LINKS;
 
 /// Everything the configuration text holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -247,8 +265,11 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                 return Err(err("these two VMs are linked twice"));
             }
             let ports = |vm: usize| links.iter().filter(|l| l.a == vm || l.b == vm).count();
-            if ports(link.a) >= MAX_LINKS_PER_VM || ports(link.b) >= MAX_LINKS_PER_VM {
-                return Err(err("a VM has at most 4 links"));
+            let limit = |vm: usize| {
+                if vms.get(vm).is_some_and(|v| v.kind == Kind::Service) { MAX_SERVICE_LINKS } else { MAX_LINKS_PER_VM }
+            };
+            if ports(link.a) >= limit(link.a) || ports(link.b) >= limit(link.b) {
+                return Err(err("a desktop has at most 4 links, the service VM at most 8"));
             }
             links.push(link);
             continue;
@@ -308,7 +329,8 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                         "payload" => Kind::Payload,
                         "linux" => Kind::Linux,
                         "multiboot" => Kind::Multiboot,
-                        _ => return Err(err("kind is payload, linux or multiboot")),
+                        "service" => Kind::Service,
+                        _ => return Err(err("kind is payload, linux, multiboot or service")),
                     }
                 }
                 "restart" => {
@@ -365,9 +387,10 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     Ok(Config { vms, hotkeys, links })
 }
 
-/// `VM VM` of a `link` line: two different Linux VMs defined above it.
+/// `VM VM [rule=...] [allow=...]` of a `link` line: two different VMs defined above
+/// it, both Linux desktops, or a desktop and the service VM with the desktop's rule.
 fn parse_link(words: &[String], vms: &[VmConfig]) -> Result<LinkConfig, &'static str> {
-    let [a, b] = words else {
+    let [a, b, options @ ..] = words else {
         return Err("link lines are `link VM VM`, e.g. `link corporate personal`");
     };
     let find = |name: &String| vms.iter().position(|v| v.name == *name);
@@ -377,11 +400,64 @@ fn parse_link(words: &[String], vms: &[VmConfig]) -> Result<LinkConfig, &'static
     if a == b {
         return Err("a link joins two different VMs");
     }
-    let linux = |i: usize| vms.get(i).is_some_and(|v| v.kind == Kind::Linux);
-    if !linux(a) || !linux(b) {
-        return Err("links join kind=linux VMs (only they have a PCI bus for the virtio-net device)");
+    let kind = |i: usize| vms.get(i).map(|v| v.kind);
+    match (kind(a), kind(b)) {
+        (Some(Kind::Linux), Some(Kind::Linux)) => {
+            if !options.is_empty() {
+                return Err("rule= and allow= belong on links to the service VM");
+            }
+            Ok(LinkConfig { a, b, rule: None })
+        }
+        (Some(Kind::Linux), Some(Kind::Service)) => Ok(LinkConfig { a, b, rule: Some(parse_rule(options)?) }),
+        (Some(Kind::Service), Some(Kind::Linux)) => Ok(LinkConfig { a: b, b: a, rule: Some(parse_rule(options)?) }),
+        _ => Err("links join two kind=linux VMs, or a kind=linux VM and the kind=service VM"),
     }
-    Ok(LinkConfig { a, b })
+}
+
+/// `rule=internet|corporate-only|isolated [allow=CIDR[:port],...]`.
+fn parse_rule(options: &[String]) -> Result<NetRule, &'static str> {
+    let (mut rule, mut allow) = (None, None);
+    for option in options {
+        match option.split_once('=') {
+            Some(("rule", value)) => rule = Some(value),
+            Some(("allow", value)) => allow = Some(value),
+            _ => return Err("a link to the service VM takes rule= and allow= only"),
+        }
+    }
+    let allowed = |text: &str| -> Result<Vec<String>, &'static str> {
+        text.split(',')
+            .map(|entry| {
+                if valid_destination(entry) {
+                    Ok(String::from(entry))
+                } else {
+                    Err("allow= entries are like 10.0.2.2/32:8080 or 192.168.0.0/16")
+                }
+            })
+            .collect()
+    };
+    match (rule, allow) {
+        (None, _) => Err("a link to the service VM needs rule=internet, corporate-only or isolated"),
+        (Some("internet"), None) => Ok(NetRule::Internet),
+        (Some("isolated"), None) => Ok(NetRule::Isolated),
+        (Some("corporate-only"), Some(list)) => Ok(NetRule::CorporateOnly(allowed(list)?)),
+        (Some("corporate-only"), None) => Err("rule=corporate-only needs allow=, the destinations it allows"),
+        (Some("internet" | "isolated"), Some(_)) => Err("allow= goes with rule=corporate-only only"),
+        (Some(_), _) => Err("rule is internet, corporate-only or isolated"),
+    }
+}
+
+/// `A.B.C.D[/len][:port]` with len ≤ 32 and port 1..=65535.
+fn valid_destination(entry: &str) -> bool {
+    let (net, port) = match entry.rsplit_once(':') {
+        Some((net, port)) => (net, Some(port)),
+        None => (entry, None),
+    };
+    let (addr, len) = net.split_once('/').unwrap_or((net, "32"));
+    let octets: Vec<&str> = addr.split('.').collect();
+    octets.len() == 4
+        && octets.iter().all(|o| o.parse::<u8>().is_ok())
+        && len.parse::<u8>().is_ok_and(|l| l <= 32)
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
 /// `ACTION COMBO` of a `hotkey` line.
@@ -537,10 +613,51 @@ mod tests {
     }
 
     #[test]
+    fn links_to_the_service_vm_carry_the_desktops_rule() {
+        let vms = "vm net kind=service image=service-vm memory=32M\nvm a kind=linux image=l memory=64M\nvm b kind=linux image=l memory=64M\nvm p image=p memory=16M\n";
+        let config = parse_config(&alloc::format!(
+            "{vms}link a net rule=internet\nlink net b rule=corporate-only allow=10.0.2.2/32:8080,192.168.0.0/16\n"
+        ))
+        .unwrap();
+        assert_eq!(config.vms[0].kind, Kind::Service);
+        assert_eq!(
+            config.links,
+            [
+                LinkConfig { a: 1, b: 0, rule: Some(NetRule::Internet) },
+                // Written service-first, stored desktop-first.
+                LinkConfig {
+                    a: 2,
+                    b: 0,
+                    rule: Some(NetRule::CorporateOnly(vec!["10.0.2.2/32:8080".into(), "192.168.0.0/16".into()]))
+                },
+            ]
+        );
+        let reason = |extra: &str| parse_config(&alloc::format!("{vms}{extra}")).unwrap_err().reason.to_string();
+        assert!(reason("link a net\n").contains("needs rule="), "{}", reason("link a net\n"));
+        assert!(reason("link a net rule=open\n").contains("rule is internet"));
+        assert!(reason("link a net rule=corporate-only\n").contains("needs allow="));
+        assert!(reason("link a net rule=internet allow=10.0.0.0/8\n").contains("corporate-only only"));
+        for bad in ["10.0.0.0/33", "10.0.0.1:0", "10.0.0:80", "10.0.0.256", "ten"] {
+            assert!(
+                reason(&alloc::format!("link a net rule=corporate-only allow={bad}\n")).contains("allow= entries"),
+                "{bad}"
+            );
+        }
+        assert!(reason("link a b rule=internet\n").contains("belong on links to the service VM"));
+        assert!(reason("link net p rule=internet\n").contains("kind=linux VM and the kind=service VM"));
+        // The service VM takes up to 8 links, a desktop 4.
+        let desktops: alloc::string::String = (0..9)
+            .map(|i| alloc::format!("vm d{i} kind=linux image=l memory=64M\nlink d{i} net rule=isolated\n"))
+            .collect();
+        let e = parse_config(&alloc::format!("{vms}{desktops}")).unwrap_err();
+        assert_eq!(e.line, 4 + 18, "the ninth link is refused");
+    }
+
+    #[test]
     fn links_join_two_linux_vms_defined_above() {
         let vms = "vm a kind=linux image=l memory=64M\nvm b kind=linux image=l memory=64M\nvm c kind=linux image=l memory=64M\nvm p image=p memory=16M\n";
         let config = parse_config(&alloc::format!("{vms}link a b\nlink c a\n")).unwrap();
-        assert_eq!(config.links, [LinkConfig { a: 0, b: 1 }, LinkConfig { a: 2, b: 0 }]);
+        assert_eq!(config.links, [LinkConfig { a: 0, b: 1, rule: None }, LinkConfig { a: 2, b: 0, rule: None }]);
         assert_eq!(config.links_of(0).collect::<Vec<_>>(), [(0, 1), (1, 2)]);
         assert_eq!(config.links_of(2).collect::<Vec<_>>(), [(1, 0)]);
         assert_eq!(config.links_of(3).count(), 0);

@@ -58,6 +58,10 @@ impl<A: Arch> DeskVm for Vm<A> {
     fn dropped_keys(&self) -> u64 {
         Vm::dropped_keys(self)
     }
+
+    fn network_up(&self) -> bool {
+        crate::vm::service_net::desktop_connected(&self.config.name)
+    }
 }
 
 /// The overview's state for a VM.

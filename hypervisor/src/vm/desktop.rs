@@ -44,7 +44,9 @@ pub fn ram_blocks(ram: u64) -> [(u64, u64, u64); 2] {
 pub fn vm_ram_blocks(kind: crate::vm::config::Kind, ram: u64) -> impl Iterator<Item = (u64, u64, u64)> {
     let blocks = match kind {
         crate::vm::config::Kind::Linux => ram_blocks(ram),
-        crate::vm::config::Kind::Payload | crate::vm::config::Kind::Multiboot => [(0, 0, ram), (0, 0, 0)],
+        crate::vm::config::Kind::Payload | crate::vm::config::Kind::Multiboot | crate::vm::config::Kind::Service => {
+            [(0, 0, ram), (0, 0, 0)]
+        }
     };
     blocks.into_iter().filter(|b| b.2 != 0)
 }

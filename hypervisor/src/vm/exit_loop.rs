@@ -12,7 +12,7 @@ use crate::devices::bus::{MemBus, PioBus};
 use crate::log_limit::Source;
 use crate::memory::guest::GuestMemoryAccess;
 use crate::vcpu::cpuid::CpuidPolicy;
-use crate::vcpu::dispatch::{self, GuestConsole, VmEnv, VmIdentity};
+use crate::vcpu::dispatch::{self, GuestConsole, NetworkService, VmEnv, VmIdentity};
 use crate::vcpu::msr::MsrState;
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
@@ -70,6 +70,8 @@ pub struct ExitLoop<'a, A: Arch, H: SliceHost> {
     pub sync_bars: &'a mut dyn FnMut() -> bool,
     /// Its ends of links (virtio-net devices).
     pub net_ports: &'a [NetPort],
+    /// The service VM's network hypercalls (`None` for other VMs).
+    pub network: Option<&'a mut (dyn NetworkService + 'static)>,
 }
 
 impl<A: Arch, H: SliceHost> core::fmt::Debug for ExitLoop<'_, A, H> {
@@ -192,6 +194,8 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
             console: &mut console,
             interrupts: attached.interrupts,
             msr_devices: attached.msr_devices,
+            network: self.network.as_deref_mut().map(|n| n as &mut dyn NetworkService),
+            tsc_per_us: (crate::arch::x86::tsc::cached_ticks_per_ms() / 1000).max(1),
             host_tsc,
         };
         dispatch::decide(exit, &mut regs, &mut env)

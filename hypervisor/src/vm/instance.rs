@@ -118,6 +118,8 @@ pub struct VmResources {
     pub modules: &'static [(&'static str, &'static [u8])],
     /// Its ends of `link` lines (virtio-net devices).
     pub net_ports: &'static [NetPort],
+    /// The service VM's desktop links, in its port order (empty for other VMs).
+    pub service_links: &'static [crate::vm::service_net::ServiceLink],
 }
 
 /// A desktop VM's framebuffer: a region of its own memory that Linux sees as an EFI
@@ -176,6 +178,8 @@ pub struct Vm<A: Arch> {
     blocks: HostBlocks,
     policy: CpuidPolicy,
     resources: VmResources,
+    /// The service VM's network state (`kind=service` only).
+    network: Option<crate::vm::service_net::ServiceNetwork>,
     framebuffer: Option<GuestFramebuffer>,
     /// How many times the VM has been started (1 after creation).
     pub starts: u32,
@@ -260,7 +264,7 @@ impl<A: Arch> Vm<A> {
                 );
                 Some(GuestFramebuffer { gpa, hpa, width, height, stride_bytes, len })
             }
-            Kind::Payload | Kind::Multiboot => None,
+            Kind::Payload | Kind::Multiboot | Kind::Service => None,
         };
         let map = GuestMemoryMap::new(regions).map_err(|e| VmError::Image(ImageError::Memory(e)))?;
         for port in resources.net_ports {
@@ -278,6 +282,7 @@ impl<A: Arch> Vm<A> {
             policy.kvm_features = Some(crate::vcpu::pvclock::KVM_FEATURES);
             policy.lapic = true;
         }
+        let config_kind = config.kind;
         let vm = Vm {
             id,
             console: Arc::new(spin::Mutex::new(VmConsole::new(&config.name))),
@@ -297,6 +302,12 @@ impl<A: Arch> Vm<A> {
             device_interrupts: 0,
             platform: Platform::default(),
             policy,
+            network: (config_kind == Kind::Service).then(|| {
+                crate::vm::service_net::ServiceNetwork::new(
+                    resources.service_links.to_vec(),
+                    crate::arch::x86::tsc::cached_ticks_per_ms(),
+                )
+            }),
             resources,
             framebuffer,
             starts: 0,
@@ -365,8 +376,9 @@ impl<A: Arch> Vm<A> {
         self.platform = Platform::default();
         self.pci = None;
         match self.config.kind {
-            // A Multiboot kernel gets the payload's machine and a serial port.
-            Kind::Payload | Kind::Multiboot => {
+            // A Multiboot kernel gets the payload's machine and a serial port; the
+            // service VM the payload's machine with its link ports on a PCI bus.
+            Kind::Payload | Kind::Multiboot | Kind::Service => {
                 let range = BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN)
                     .ok_or(VmError::Image(ImageError::ScratchRange))?;
                 self.mmio
@@ -393,8 +405,15 @@ impl<A: Arch> Vm<A> {
                         )
                         .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
                 }
-                if let Some(devices) = &self.devices {
-                    let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Devices)?);
+                if self.devices.is_some() || !self.resources.net_ports.is_empty() {
+                    let mut host = match &self.devices {
+                        Some(devices) => devices.build_bus(&mut self.mmio).map_err(VmError::Devices)?,
+                        None => crate::devices::vpci::host_bridge::VpciHost::new(1),
+                    };
+                    for port in self.resources.net_ports {
+                        port.attach(&mut host, &mut self.mmio).map_err(VmError::Net)?;
+                    }
+                    let bus = Shared::new(host);
                     self.ports
                         .insert_ports(crate::devices::layout::PCI_CONFIG_ADDRESS_PORT, 8, Box::new(bus.clone()))
                         .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
@@ -476,7 +495,7 @@ impl<A: Arch> Vm<A> {
 
     fn load_image(&mut self) -> Result<InitialState, VmError<A::Error>> {
         match self.config.kind {
-            Kind::Payload => {
+            Kind::Payload | Kind::Service => {
                 let plan = payload::plan(self.image, self.config.memory_bytes)
                     .map_err(|e| VmError::Image(ImageError::Payload(e)))?;
                 let mut mem = GuestMemory::new(&self.map, DirectMap);
@@ -700,6 +719,7 @@ impl<A: Arch> Vm<A> {
             host,
             sync_bars: &mut sync_bars,
             net_ports: self.resources.net_ports,
+            network: self.network.as_mut().map(|n| n as &mut (dyn crate::vcpu::dispatch::NetworkService + 'static)),
         }
         .run()
     }
@@ -745,6 +765,9 @@ impl<A: Arch> Vm<A> {
     /// Frees the vCPU and nested page tables; RAM stays (for inspection and restart).
     /// Its virtio-net devices let go of its rings: a stopped VM's memory stays as it was.
     fn teardown_vcpu(&mut self) {
+        if let Some(network) = self.network.as_mut() {
+            network.service_stopped();
+        }
         for port in self.resources.net_ports {
             port.stop();
         }

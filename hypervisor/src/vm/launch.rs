@@ -19,6 +19,7 @@ use crate::vm::instance::{Vm, VmError, VmResources};
 use crate::vm::net_port::{self, NetPort, NetPortError};
 use crate::vm::passthrough::PassthroughError;
 use crate::vm::scheduler::Scheduler;
+use crate::vm::service_net::ServiceLink;
 
 /// The boot module holding the VM configuration.
 pub const CONFIG_MODULE: &str = "vms";
@@ -93,10 +94,13 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
     let Ok(text) = core::str::from_utf8(text) else {
         return LaunchError::ConfigNotUtf8;
     };
-    let (configs, key_map, net_ports) = match config::parse_config(text) {
+    let (configs, key_map, net_ports, service_links) = match config::parse_config(text) {
         Ok(c) if c.vms.is_empty() => return LaunchError::NoVms,
         Ok(c) => match net_ports(&c) {
-            Ok(ports) => (c.vms, c.hotkeys, ports),
+            Ok(ports) => {
+                let service = service_links(&c, &ports);
+                (c.vms, c.hotkeys, ports, service)
+            }
             Err(e) => return LaunchError::Net(e),
         },
         Err(e) => return LaunchError::Config(e),
@@ -119,7 +123,8 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
         Ok(a) => a,
         Err(e) => return LaunchError::Devices(e),
     };
-    let start = StartVms { modules, configs, assigned, net_ports, hotkeys, selftest, host_time, display };
+    let start =
+        StartVms { modules, configs, assigned, net_ports, service_links, hotkeys, selftest, host_time, display };
     match backend::on_backend(start, &mut GlobalFrames) {
         Ok(why) => why,
         Err(e) => LaunchError::Backend(e),
@@ -146,11 +151,29 @@ fn net_ports(config: &config::Config) -> Result<Vec<Vec<NetPort>>, NetPortError>
     Ok(ports)
 }
 
+/// Each VM's desktop links if it is the service VM (in its port order: the order of
+/// its `link` lines), with the desktop's name, MAC and rule.
+fn service_links(config: &config::Config, ports: &[Vec<NetPort>]) -> Vec<Vec<ServiceLink>> {
+    let mut links: Vec<Vec<ServiceLink>> = (0..config.vms.len()).map(|_| Vec::new()).collect();
+    for (service, list) in links.iter_mut().enumerate() {
+        for (i, desktop) in config.links_of(service) {
+            let Some(rule) = config.links.get(i).and_then(|l| l.rule.clone()) else { continue };
+            let Some(d) = config.vms.get(desktop) else { continue };
+            // The desktop's port for link `i`: its how-many-th link that is.
+            let port = config.links_of(desktop).position(|(j, _)| j == i);
+            let Some(mac) = port.and_then(|p| ports.get(desktop)?.get(p)).map(|p| p.mac) else { continue };
+            list.push(ServiceLink { desktop: d.name.clone(), desktop_mac: mac, rule });
+        }
+    }
+    links
+}
+
 struct StartVms {
     modules: &'static [bulkhead_abi::Module],
     configs: Vec<config::VmConfig>,
     assigned: Vec<Vec<crate::hw::Bdf>>,
     net_ports: Vec<Vec<NetPort>>,
+    service_links: Vec<Vec<ServiceLink>>,
     hotkeys: Hotkeys,
     selftest: bool,
     host_time: HostTime,
@@ -163,7 +186,9 @@ impl OnBackend for StartVms {
     /// Finds every VM's images, creates the VMs and runs them; returns only when one
     /// cannot be created.
     fn run<A: Arch>(self, features: A::Features) -> LaunchError {
-        let StartVms { modules, configs, assigned, net_ports, hotkeys, selftest, host_time, display } = self;
+        let StartVms { modules, configs, assigned, net_ports, service_links, hotkeys, selftest, host_time, display } =
+            self;
+        let mut service_links = service_links.into_iter();
         let mut net_ports = net_ports.into_iter();
         let mut images = Vec::new();
         for c in &configs {
@@ -201,6 +226,7 @@ impl OnBackend for StartVms {
                 devices: devices.leak(),
                 modules: boot_modules.leak(),
                 net_ports: net_ports.next().unwrap_or_default().leak(),
+                service_links: service_links.next().unwrap_or_default().leak(),
             };
             match Vm::<A>::create(id, config, image, resources, &features) {
                 Ok(vm) => {

@@ -22,6 +22,7 @@ pub mod platform;
 pub mod scheduler;
 pub mod selftest;
 pub mod serial_commands;
+pub mod service_net;
 pub mod slice_host;
 pub mod slice_rules;
 pub mod start_error;

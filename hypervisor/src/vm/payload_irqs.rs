@@ -7,14 +7,41 @@
 use crate::devices::irq::{ApicMessage, ApicSink, DeliveryMode};
 use crate::vcpu::dispatch::InterruptSink;
 
-/// Virtual interrupts waiting for the vCPU.
+/// Virtual interrupts waiting for the vCPU, and the end of a `SLEEP`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct PendingIrqs([u64; 4]);
+pub struct PendingIrqs {
+    vectors: [u64; 4],
+    /// Host TSC at which a sleeping vCPU wakes without an interrupt.
+    wake_at: Option<u64>,
+    /// The sleep ran out: the vCPU is to resume (no vector to inject).
+    woken: bool,
+}
 
 impl PendingIrqs {
-    /// The highest pending vector, cleared.
+    /// The highest pending vector, cleared. With none, a finished sleep is over.
     pub fn take_highest(&mut self) -> Option<u8> {
-        for (word, bits) in self.0.iter_mut().enumerate().rev() {
+        let vector = self.take_vector();
+        if vector.is_none() {
+            self.woken = false;
+        }
+        vector
+    }
+
+    /// Ends the sleep if its time has come by host TSC `now`.
+    pub fn poll_wake(&mut self, now: u64) {
+        if self.wake_at.is_some_and(|at| now >= at) {
+            self.wake_at = None;
+            self.woken = true;
+        }
+    }
+
+    /// When a sleeping vCPU wakes by itself (host TSC).
+    pub fn wake_at(&self) -> Option<u64> {
+        self.wake_at
+    }
+
+    fn take_vector(&mut self) -> Option<u8> {
+        for (word, bits) in self.vectors.iter_mut().enumerate().rev() {
             if *bits != 0 {
                 let bit = 63u32.saturating_sub(bits.leading_zeros());
                 *bits &= !(1u64 << bit);
@@ -24,16 +51,28 @@ impl PendingIrqs {
         None
     }
 
+    /// Whether the vCPU has something to wake for: a vector, or a finished sleep.
     pub fn any(&self) -> bool {
-        self.0.iter().any(|w| *w != 0)
+        self.woken || self.vectors.iter().any(|w| *w != 0)
     }
 }
 
 impl InterruptSink for PendingIrqs {
     fn raise(&mut self, vector: u8) {
-        if let Some(word) = self.0.get_mut(usize::from(vector / 64)) {
+        if let Some(word) = self.vectors.get_mut(usize::from(vector / 64)) {
             *word |= 1u64 << (vector % 64);
         }
+    }
+
+    fn sleep_until(&mut self, deadline: Option<u64>) -> Option<bool> {
+        self.woken = false;
+        if self.vectors.iter().any(|w| *w != 0) {
+            self.vectors = [0; 4];
+            self.wake_at = None;
+            return Some(false);
+        }
+        self.wake_at = deadline;
+        Some(true)
     }
 }
 
@@ -86,5 +125,27 @@ mod tests {
         assert!(!p.deliver(&msg(0x02, 0, false, DeliveryMode::Fixed)), "reserved vector");
         assert_eq!((p.take_highest(), p.take_highest(), p.take_highest()), (Some(0x53), Some(0x52), Some(0x51)));
         assert!(!p.any());
+    }
+
+    #[test]
+    fn a_sleep_ends_at_its_deadline_or_at_an_interrupt() {
+        let mut p = PendingIrqs::default();
+        assert_eq!(p.sleep_until(Some(1000)), Some(true));
+        p.poll_wake(999);
+        assert!(!p.any(), "woke early");
+        p.poll_wake(1000);
+        assert!(p.any(), "did not wake at the deadline");
+        assert_eq!(p.take_highest(), None, "a timed wake injects nothing");
+        assert!(!p.any(), "the wake is consumed once");
+        assert_eq!(p.sleep_until(None), Some(true));
+        p.poll_wake(u64::MAX);
+        assert!(!p.any(), "a sleep without a deadline waits for an interrupt");
+        p.raise(0x40);
+        assert!(p.any(), "an interrupt wakes the sleeper");
+        // A polling kernel (interrupts off) sleeps again: the interrupt that woke it is
+        // taken and the call returns at once; the next one halts.
+        assert_eq!(p.sleep_until(Some(5)), Some(false));
+        assert!(!p.any());
+        assert_eq!(p.sleep_until(Some(5)), Some(true));
     }
 }

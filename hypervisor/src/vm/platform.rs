@@ -48,9 +48,10 @@ impl Platform {
 
     /// Moves device lines into the interrupt controllers and fires the timers that
     /// expired by host TSC `host_tsc` (a payload has neither).
-    pub fn update(&self, host_tsc: u64) {
-        if let Platform::Desktop(p) = self {
-            p.update(host_tsc.wrapping_sub(p.start_tsc()));
+    pub fn update(&mut self, host_tsc: u64) {
+        match self {
+            Platform::Desktop(p) => p.update(host_tsc.wrapping_sub(p.start_tsc())),
+            Platform::Payload(irqs) => irqs.poll_wake(host_tsc),
         }
     }
 
@@ -123,8 +124,10 @@ impl Platform {
 
     /// Host TSC at which the next guest timer fires, if one is armed.
     pub fn wake_deadline(&self) -> Option<u64> {
-        let p = self.desktop()?;
-        p.irq.borrow().next_deadline().map(|guest| guest.wrapping_add(p.start_tsc()))
+        match self {
+            Platform::Desktop(p) => p.irq.borrow().next_deadline().map(|guest| guest.wrapping_add(p.start_tsc())),
+            Platform::Payload(irqs) => irqs.wake_at(),
+        }
     }
 
     /// EOIs the guest signalled without an exit, so far.
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_payload_has_no_timers_power_or_resampled_lines() {
-        let platform = Platform::default();
+        let mut platform = Platform::default();
         platform.update(u64::MAX);
         assert!(!platform.interrupt_pending());
         assert_eq!(platform.wake_deadline(), None);

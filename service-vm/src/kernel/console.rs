@@ -22,11 +22,15 @@ impl Write for Line {
     }
 }
 
-/// Writes one line (cut at 256 bytes).
+/// Writes one line (cut at 255 bytes, then the newline that ends it).
 pub fn write_line(args: fmt::Arguments<'_>) {
     let mut line = Line { buf: [0; 256], len: 0 };
     let _ = line.write_fmt(args);
-    super::hypercall::console_write(line.buf.get(..line.len).unwrap_or(&[]));
+    line.len = line.len.min(line.buf.len() - 1);
+    if let Some(end) = line.buf.get_mut(line.len) {
+        *end = b'\n';
+    }
+    super::hypercall::console_write(line.buf.get(..=line.len).unwrap_or(&[]));
 }
 
 struct Console;

@@ -60,6 +60,20 @@ pub(super) fn handle_hypercall(exit: &Exit, regs: &mut impl RegisterFile, env: &
             log::info!(target: "vcpu", "vm{} shuts down with status {arg0:#x}", env.vm.id);
             return ExitAction::Stop(StopReason::GuestShutdown { status: arg0 });
         }
+        abi::SLEEP => {
+            // RBX microseconds from now (0: until an interrupt), on machines without timers.
+            let deadline = (arg0 != 0).then(|| env.host_tsc.saturating_add(arg0.saturating_mul(env.tsc_per_us)));
+            match env.interrupts.sleep_until(deadline) {
+                Some(true) => {
+                    regs.set_gpr(Gpr::Rax, 0);
+                    return ExitAction::Halt(next);
+                }
+                Some(false) => Ok(0),
+                None => Err(Error::UnknownCall),
+            }
+        }
+        abi::NET_CONFIG => net_config(env, arg0, arg1),
+        abi::NET_STATUS => net_status(env, arg0),
         abi::REBOOT => {
             log::info!(target: "vcpu", "vm{} asks for a restart", env.vm.id);
             return ExitAction::Stop(StopReason::GuestReboot);
@@ -96,4 +110,59 @@ fn console_write(env: &mut VmEnv<'_>, gpa: u64, len: u64) -> Result<u64, Error> 
     env.memory.read_bytes(GuestPhysAddr::new(gpa), &mut buf).map_err(|_| Error::BadAddress)?;
     env.console.write(env.vm.id, &buf);
     Ok(len)
+}
+
+/// Copies the network configuration text to the service VM (RBX = buffer, RCX = size).
+fn net_config(env: &mut VmEnv<'_>, gpa: u64, len: u64) -> Result<u64, Error> {
+    let Some(network) = env.network.as_deref() else { return Err(Error::UnknownCall) };
+    let text = network.config_text();
+    if len > abi::NET_CONFIG_MAX {
+        return Err(Error::TooLong);
+    }
+    if (text.len() as u64) > len {
+        // Too small a buffer is the caller's to fix; it is told the size, not stopped.
+        return Ok(Error::TooLong.to_rax());
+    }
+    env.memory.write_bytes(GuestPhysAddr::new(gpa), text).map_err(|_| Error::BadAddress)?;
+    Ok(text.len() as u64)
+}
+
+/// Takes the service VM's [`abi::NetStatus`] at RBX.
+fn net_status(env: &mut VmEnv<'_>, gpa: u64) -> Result<u64, Error> {
+    if env.network.is_none() {
+        return Err(Error::UnknownCall);
+    }
+    let mut raw = [0u8; core::mem::size_of::<abi::NetStatus>()];
+    env.memory.read_bytes(GuestPhysAddr::new(gpa), &mut raw).map_err(|_| Error::BadAddress)?;
+    let status = decode_net_status(&raw);
+    if let Some(network) = env.network.as_deref_mut() {
+        network.report(&status);
+    }
+    Ok(0)
+}
+
+/// The wire form of [`abi::NetStatus`] (little-endian, `repr(C)` layout), decoded field
+/// by field; a count beyond the array is clamped.
+pub fn decode_net_status(raw: &[u8; core::mem::size_of::<abi::NetStatus>()]) -> abi::NetStatus {
+    let u32_at =
+        |at: usize| raw.get(at..at.saturating_add(4)).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+    let u64_at =
+        |at: usize| raw.get(at..at.saturating_add(8)).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+    let mut status = abi::NetStatus {
+        uplink_flags: u32_at(0),
+        uplink_address: u32_at(4),
+        link_count: u32_at(8).min(abi::NET_STATUS_LINKS as u32),
+        ..abi::NetStatus::default()
+    };
+    for (i, link) in status.links.iter_mut().enumerate() {
+        let at = 16usize.saturating_add(i.saturating_mul(32));
+        *link = abi::NetLinkStatus {
+            flags: u32_at(at),
+            address: u32_at(at.saturating_add(4)),
+            frames_in: u64_at(at.saturating_add(8)),
+            frames_out: u64_at(at.saturating_add(16)),
+            dropped: u64_at(at.saturating_add(24)),
+        };
+    }
+    status
 }

@@ -68,6 +68,23 @@ impl MsrDevices for NoMsrDevices {
 pub trait InterruptSink {
     /// Queues external interrupt `vector` for delivery to the vCPU.
     fn raise(&mut self, vector: u8);
+    /// The `SLEEP` hypercall: `Some(true)` to halt until an interrupt or host TSC
+    /// `deadline`; `Some(false)` to return at once because interrupts arrived since the
+    /// last sleep (they are taken: a kernel that polls with interrupts off has seen
+    /// their work when it polls next); `None` where the machine has its own timers
+    /// instead (a desktop).
+    fn sleep_until(&mut self, _deadline: Option<u64>) -> Option<bool> {
+        None
+    }
+}
+
+/// The hypervisor's side of the networking service VM's hypercalls (`NET_CONFIG`,
+/// `NET_STATUS`): only a VM of kind `service` has one.
+pub trait NetworkService {
+    /// The network configuration text for the service VM.
+    fn config_text(&self) -> &[u8];
+    /// The service VM reports the network's state.
+    fn report(&mut self, status: &bulkhead_abi::hypercall::NetStatus);
 }
 
 /// Everything exit decisions may consult or act on, besides the registers.
@@ -84,6 +101,10 @@ pub struct VmEnv<'a> {
     pub console: &'a mut dyn GuestConsole,
     pub interrupts: &'a mut dyn InterruptSink,
     pub msr_devices: &'a mut dyn MsrDevices,
+    /// The service VM's network hypercalls; `None` for every other VM.
+    pub network: Option<&'a mut dyn NetworkService>,
+    /// Host TSC ticks per microsecond (for `SLEEP`), at least 1.
+    pub tsc_per_us: u64,
     /// The host TSC at the exit.
     pub host_tsc: u64,
 }

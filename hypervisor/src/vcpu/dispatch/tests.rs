@@ -142,6 +142,8 @@ impl Harness {
             console: &mut self.console,
             interrupts: &mut self.irqs,
             msr_devices: &mut NoMsrDevices,
+            network: None,
+            tsc_per_us: 1000,
             host_tsc: 1_000_000,
         };
         decide(&exit, &mut self.regs, &mut env)
