@@ -85,7 +85,7 @@ pub struct Link {
 }
 
 /// Which side's driver broke a rule during one frame.
-pub(super) enum Fault {
+enum Fault {
     Sender(QueueError),
     Receiver(QueueError),
 }
@@ -99,10 +99,6 @@ impl Link {
             tx_chain: DescChain::default(),
             rx_chain: DescChain::default(),
         }
-    }
-
-    pub fn ends(&self) -> (&LinkEnd, &LinkEnd) {
-        (&self.a, &self.b)
     }
 
     /// `[a to b, b to a]`.
