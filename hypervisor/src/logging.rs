@@ -36,38 +36,56 @@ pub fn defer_output() {
 }
 
 /// Moves buffered log output to the UART while it accepts bytes without waiting.
-/// Returns whether the ring is empty. Called between slices and when idle.
+/// Returns whether the ring is empty. Called between slices and when idle. Each
+/// FIFO's worth is sent with interrupts off (a handler may log) and the state they had
+/// is restored in between, so a long backlog does not hold interrupts off.
 pub fn drain() -> bool {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        let Some(mut port) = LOGGER.port.try_lock() else { return false };
-        let mut ring = LOGGER.ring.lock();
-        loop {
-            if ring.is_empty() {
-                let dropped = ring.take_dropped();
-                if dropped == 0 {
-                    return true;
-                }
-                // The summary goes through the ring like any line, so it can't be lost.
-                ring.begin();
-                let _ = writeln!(RingWriter(&mut ring), "[log] {dropped} log lines dropped (output buffer full)");
-                ring.end();
-            }
-            let Some(uart) = port.as_mut() else {
-                // No serial port: the lines go nowhere, as they would have unbuffered.
-                while ring.pop().is_some() {}
-                let _ = ring.take_dropped();
-                return true;
-            };
-            // A FIFO's worth at a time, only while the FIFO is empty: never waits.
-            let mut chunk = [0u8; 16];
-            let n = ring.peek(&mut chunk);
-            let sent = uart.send_bytes(chunk.get(..n).unwrap_or(&[]));
-            if sent == 0 {
-                return false;
-            }
-            ring.consume(sent);
+    loop {
+        match x86_64::instructions::interrupts::without_interrupts(drain_one_fifo) {
+            Drained::More => {}
+            Drained::Empty => return true,
+            Drained::Busy => return false,
         }
-    })
+    }
+}
+
+enum Drained {
+    /// Bytes went out and more wait.
+    More,
+    /// The ring is empty.
+    Empty,
+    /// The UART (or its lock) is busy: try again later.
+    Busy,
+}
+
+fn drain_one_fifo() -> Drained {
+    let Some(mut port) = LOGGER.port.try_lock() else { return Drained::Busy };
+    let mut ring = LOGGER.ring.lock();
+    if ring.is_empty() {
+        let dropped = ring.take_dropped();
+        if dropped == 0 {
+            return Drained::Empty;
+        }
+        // The summary goes through the ring like any line, so it can't be lost.
+        ring.begin();
+        let _ = writeln!(RingWriter(&mut ring), "[log] {dropped} log lines dropped (output buffer full)");
+        ring.end();
+    }
+    let Some(uart) = port.as_mut() else {
+        // No serial port: the lines go nowhere, as they would have unbuffered.
+        while ring.pop().is_some() {}
+        let _ = ring.take_dropped();
+        return Drained::Empty;
+    };
+    // A FIFO's worth at a time, only while the FIFO is empty: never waits.
+    let mut chunk = [0u8; 16];
+    let n = ring.peek(&mut chunk);
+    let sent = uart.send_bytes(chunk.get(..n).unwrap_or(&[]));
+    if sent == 0 {
+        return Drained::Busy;
+    }
+    ring.consume(sent);
+    Drained::More
 }
 
 /// Writes everything buffered, waiting for the UART as long as it takes (before the

@@ -34,20 +34,21 @@ pub fn vms_config(desktops: &[Desktop]) -> String {
     desktops.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect()
 }
 
-/// Drivers the desktops load at boot for the virtio-net device a `link` line gives them
-/// (the cloud kernel has them as modules).
-pub const NET_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
+/// Modules every desktop loads: `evdev`, the `/dev/input/event*` devices through which
+/// a desktop's display server (and a test) reads the keyboard, and `virtio_pci` and
+/// `virtio_net` for the virtio-net device a `link` line gives it.
+pub const DESKTOP_MODULES: &[&str] = &["evdev", "virtio_pci", "virtio_net"];
 
 /// Fetches (or takes from the cache) the guest kernel and builds its initramfs.
 pub fn build_guest(cache: &Path) -> Result<GuestImage, GuestError> {
-    guest::build_linux_guest(cache, Flavour::Cloud, NET_MODULES)
+    guest::build_linux_guest(cache, Flavour::Cloud, DESKTOP_MODULES)
 }
 
 /// Drivers (and, resolved from their `.modinfo`, what they depend on) the generic guest
 /// loads at boot for devices assigned to it: the DRM driver of QEMU's `bochs-display`
 /// (and its VGA), the Intel 82574 NIC (`e1000e`) and the older 82540EM (`e1000`), which
-/// has no MSI and interrupts through its INTx line.
-pub const PASSTHROUGH_MODULES: &[&str] = &["bochs", "e1000e", "e1000"];
+/// has no MSI and interrupts through its INTx line; and `evdev`, as every desktop.
+pub const PASSTHROUGH_MODULES: &[&str] = &["bochs", "e1000e", "e1000", "evdev"];
 
 /// A guest for VMs that own real devices: Debian's generic kernel (`linux-image-amd64`,
 /// which ships the drivers the cloud flavour lacks) with [`PASSTHROUGH_MODULES`].

@@ -241,6 +241,15 @@ impl Machine {
     /// Presses a key combination on the machine's keyboard, QEMU style: `"ctrl-alt-2"`,
     /// `"ret"`, `"shift-4"` (keys go down in order and come up in reverse order).
     pub fn send_keys(&mut self, combo: &str) {
+        self.queue_keys(combo, KEY_HOLD_MS);
+        // send-key returns before the keys come up: pace the next one after the release.
+        std::thread::sleep(Duration::from_millis(u64::from(KEY_HOLD_MS) + 20));
+    }
+
+    /// Queues a key combination in QEMU's input queue and returns at once: each key
+    /// event follows the previous one by `hold_ms` (so a combination of n keys takes
+    /// 2n * `hold_ms`). QEMU's queue holds about 1,000 events; the caller paces.
+    pub fn queue_keys(&mut self, combo: &str, hold_ms: u32) {
         let keys = combo
             .split('-')
             .map(|name| {
@@ -249,12 +258,10 @@ impl Machine {
                 qmp::KeyValue::qcode(qmp::QKeyCodeWrapper { data: code })
             })
             .collect();
-        let command = qmp::send_key { keys, hold_time: Some(KEY_HOLD_MS) };
+        let command = qmp::send_key { keys, hold_time: Some(i64::from(hold_ms)) };
         if let Err(e) = self.qmp().execute(&command) {
             self.fail(&format!("QMP send-key {combo}: {e}"));
         }
-        // send-key returns before the keys come up: pace the next one after the release.
-        std::thread::sleep(Duration::from_millis(KEY_HOLD_MS as u64 + 20));
     }
 
     /// Types `text` on the machine's keyboard (US layout; `\n` is Enter).
@@ -298,7 +305,7 @@ impl Machine {
 }
 
 /// How long `send_keys` holds keys down.
-const KEY_HOLD_MS: i64 = 30;
+const KEY_HOLD_MS: u32 = 30;
 
 /// The QEMU key combination that types `c` on a US keyboard.
 pub fn key_for(c: char) -> Option<String> {

@@ -90,6 +90,124 @@ fn switch(m: &mut Machine, combo: &str, slot: u32) {
     m.expect(&format!("SWITCH-FRAME slot={slot}"), STEP);
 }
 
+/// Starts recording the guest's keyboard events (its AT keyboard's evdev device).
+fn record_key_events(m: &mut Machine, vm: &str) {
+    m.run_in_vm(
+        vm,
+        "e=$(grep -l 'AT Translated' /sys/class/input/event*/device/name | cut -d/ -f5); \
+         cat /dev/input/$e > /tmp/kev & echo $! > /tmp/kev.pid; echo KREC=$e",
+    );
+    let line = m.expect(&format!("[{vm}] KREC="), STEP);
+    assert!(line.contains("KREC=event"), "{vm}: no keyboard event device: {line}");
+}
+
+/// Stops the recording and returns (presses, keys still down) as the guest saw them:
+/// EV_KEY events with value 1 (press) and 0 (release); repeats (2) do not count.
+fn recorded_balance(m: &mut Machine, vm: &str) -> (u64, String) {
+    m.run_in_vm(
+        vm,
+        "kill $(cat /tmp/kev.pid); od -An -v -tu2 -w24 /tmp/kev | awk '$9==1&&$11<2{d[$10]=$11;n+=$11}\
+         END{for(c in d)if(d[c])s=s\" \"c;print \"KBAL n=\"n+0\" stuck=[\"s\"]\"}'",
+    );
+    let line = m.expect(&format!("[{vm}] KBAL n="), STEP);
+    let presses = line.split("n=").nth(1).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    let stuck = line.split("stuck=[").nth(1).and_then(|v| v.split(']').next());
+    match (presses, stuck) {
+        (Some(p), Some(s)) => (p, s.trim().to_owned()),
+        _ => panic!("bad KBAL line {line:?}"),
+    }
+}
+
+/// Hundreds of keys as fast as a person's fingers never go, with switches, the
+/// overview, secure attention and Esc in between, typed through QEMU's keyboard into
+/// the real i8042 while the switcher draws. Afterwards every key each guest saw go
+/// down has come up (no stuck modifier), and the hypervisor lost no byte and never
+/// left the keyboard unread.
+fn key_storm(m: &mut Machine) {
+    const HOLD_MS: u32 = 4;
+    const COMBOS: usize = 320;
+    for vm in ["corporate", "personal"] {
+        record_key_events(m, vm);
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    // Letters that spell no command, alone or with Shift; Ctrl+Alt+2 is the guests'
+    // (this key map binds slot 2 to Ctrl+Alt+F2), so modifiers go down in them too.
+    let letters = ["q", "w", "z", "x", "v", "shift-q", "shift-z", "ctrl-alt-2"];
+    let arrows = ["left", "right", "up", "down"];
+    let mut combos: Vec<&str> = Vec::new();
+    while combos.len() < COMBOS {
+        match next(100) {
+            0..=59 => combos.push(letters[next(letters.len() as u64) as usize]),
+            60..=69 => combos.push("ctrl-alt-1"),
+            70..=79 => combos.push("ctrl-alt-f2"),
+            80..=85 => combos.push("ctrl-alt-tab"),
+            86..=94 => {
+                combos.push("ctrl-alt-spc");
+                for _ in 0..=next(3) {
+                    combos.push(arrows[next(4) as usize]);
+                }
+                combos.push("esc");
+            }
+            _ => combos.extend(["ctrl-alt-home", "right", "esc"]),
+        }
+    }
+    let events = |combo: &str| 2 * combo.split('-').count() as u64;
+    let total: u64 = combos.iter().map(|c| events(c)).sum();
+    for chunk in combos.chunks(24) {
+        for combo in chunk {
+            m.queue_keys(combo, HOLD_MS);
+        }
+        // QEMU's input queue holds about 1,000 events: let this chunk come out first.
+        let ms: u64 = chunk.iter().map(|c| events(c)).sum::<u64>() * u64::from(HOLD_MS);
+        std::thread::sleep(Duration::from_millis(ms + 150));
+    }
+    eprintln!("key storm: {} combinations, {total} key events", combos.len());
+    // Back to a known state: the overview, Esc, then the personal desktop.
+    m.type_serial("!frames\n");
+    m.expect("FRAMES copied=", STEP);
+    m.send_keys("ctrl-alt-home");
+    m.expect("hotkey SecureAttention", STEP);
+    m.send_keys("esc");
+    // The storm left letters on each console's command line: cleared (Ctrl+U, Enter).
+    for (hotkey, slot) in [("ctrl-alt-1", 1), ("ctrl-alt-f2", 2)] {
+        m.type_serial("!frames\n");
+        m.expect("FRAMES copied=", STEP);
+        m.send_keys(hotkey);
+        m.expect(&format!("hotkey SwitchTo({slot})"), STEP);
+        m.send_keys("ctrl-u");
+        m.send_keys("ret");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for vm in ["corporate", "personal"] {
+        let (presses, stuck) = recorded_balance(m, vm);
+        eprintln!("key storm: {vm} saw {presses} presses");
+        assert!(presses > 50, "{vm} saw only {presses} key presses in the storm");
+        assert_eq!(stuck, "", "{vm} still has keys down after the storm (evdev codes)");
+    }
+    m.type_serial("!keys\n");
+    let line = m.expect("KEYS read=", STEP);
+    assert!(line.contains(" lost=0 ") && line.contains("(interrupt)"), "{line}");
+    assert!(line.contains(" held=0 "), "the switcher still holds keys: {line}");
+    let unread_us: u64 = line
+        .split("longest_unread_us=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("bad KEYS line {line:?}"));
+    eprintln!("key storm: keyboard left unread for at most {unread_us} us");
+    assert!(unread_us < 10_000, "the keyboard went unread for {unread_us} us");
+    let serial = m.serial();
+    for warning in ["keyboard not read", "keyboard bytes lost", "typed too far ahead"] {
+        assert!(!serial.contains(warning), "the hypervisor logged {warning:?}");
+    }
+    injected(m);
+}
+
 /// How a test stops a VM, and what the hypervisor says about it.
 struct Stop {
     command: &'static str,
@@ -263,6 +381,8 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     m.expect("SWITCH-FRAME slot=2", STEP);
     std::thread::sleep(Duration::from_millis(500));
     check_screen(&m.screendump("personal-from-overview"), GREEN, &patterns[1].1, "personal from the overview");
+
+    key_storm(&mut m);
 
     // The focused VM powers off: a notification, and the overview instead of its screen.
     let stopped = Stop { command: "poweroff", reason: "GuestShutdown", message: "PERSONAL was shut down" };

@@ -146,6 +146,18 @@ const KBD_ID_TRANSLATED: [u8; 2] = [0xAB, 0x41];
 const TYPEMATIC_DEFAULT: u8 = 0x2B;
 /// Key bytes the keyboard holds while the guest is not reading.
 pub const KEY_QUEUE_BYTES: usize = 256;
+/// The end of the key queue kept for releases: every key the router can have down at
+/// once (16), each released with at most three set-2 bytes (E0 F0 code).
+pub const RELEASE_RESERVE_BYTES: usize = 48;
+
+/// Bytes of the set-1 key sequence that starts `bytes`: E1 takes two more, E0 one.
+fn set1_key_len(bytes: &[u8]) -> usize {
+    match bytes.first() {
+        Some(0xE1) => 3,
+        Some(0xE0) => 2,
+        _ => 1,
+    }
+}
 /// Unread command replies held by the controller, and by the keyboard. The real
 /// controller has a one-byte output buffer and the keyboard a 16-byte one; a guest
 /// that writes commands without reading the answers loses the newest replies instead
@@ -377,27 +389,37 @@ impl I8042 {
     }
 
     /// Queues key bytes in scan code set 1, as a physical keyboard delivers them through
-    /// a translating controller. Dropped while the guest has the keyboard disabled (0xF5),
-    /// or beyond [`KEY_QUEUE_BYTES`] unread bytes.
+    /// a translating controller. Each key's bytes (a prefix and its code) are queued
+    /// whole or not at all, and the last [`RELEASE_RESERVE_BYTES`] of the queue take
+    /// releases only: a guest that stops reading loses presses, never the release of a
+    /// key it saw go down, so no key sticks. Dropped while the guest has the keyboard
+    /// disabled (0xF5).
     pub fn inject_scancodes(&mut self, bytes: &[u8]) {
         if !self.kbd.scanning {
             self.kbd.dropped_keys = self.kbd.dropped_keys.wrapping_add(bytes.len() as u64);
             return;
         }
         let raw_set1 = self.translating() || self.kbd.set == 1;
-        let kbd = &mut self.kbd;
-        let mut push = |byte: u8| {
-            if kbd.keys.len() < KEY_QUEUE_BYTES {
-                kbd.keys.push_back(byte);
-            } else {
-                kbd.dropped_keys = kbd.dropped_keys.wrapping_add(1);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (key, after) = rest.split_at(set1_key_len(rest).min(rest.len()));
+            rest = after;
+            let mut queued: heapless::Vec<u8, 8> = heapless::Vec::new();
+            for &byte in key {
+                if raw_set1 {
+                    let _ = queued.push(byte);
+                } else {
+                    set1_to_set2(byte, &mut |b| {
+                        let _ = queued.push(b);
+                    });
+                }
             }
-        };
-        for &byte in bytes {
-            if raw_set1 {
-                push(byte);
+            let release = key.last().is_some_and(|b| b & 0x80 != 0);
+            let limit = if release { KEY_QUEUE_BYTES } else { KEY_QUEUE_BYTES.saturating_sub(RELEASE_RESERVE_BYTES) };
+            if self.kbd.keys.len().saturating_add(queued.len()) <= limit {
+                self.kbd.keys.extend(queued);
             } else {
-                set1_to_set2(byte, &mut push);
+                self.kbd.dropped_keys = self.kbd.dropped_keys.wrapping_add(key.len() as u64);
             }
         }
         self.refill();

@@ -28,9 +28,9 @@ use ui::overview::{self, Selection, Tile};
 pub const FRAME_RATE: u64 = 60;
 /// How long a notification stays, in milliseconds.
 const TOAST_MS: u64 = 5000;
-/// A keyboard buffers about 16 bytes (4 keystrokes); reading it less often than this
-/// risks losing keys.
-const SLOW_READ_MS: u64 = 200;
+/// The keyboard buffers about 16 bytes (4 keystrokes). Left unread longer than this
+/// (neither polled nor reachable by its interrupt), a fast typist's keys may be lost.
+const SLOW_READ_MS: u64 = 10;
 /// How often the overview's thumbnails are refreshed, in milliseconds.
 const OVERVIEW_REFRESH_MS: u64 = 1000;
 
@@ -82,6 +82,12 @@ pub struct Desk {
     last_read_tsc: u64,
     /// Times the keyboard waited longer than [`SLOW_READ_MS`].
     slow_reads: u64,
+    /// Longest time the keyboard was left unread, in ticks.
+    longest_unread: u64,
+    /// Whether the keyboard's interrupt empties the controller (else it is polled).
+    interrupt_driven: bool,
+    /// Bytes the interrupt had no room for, as last reported.
+    lost_reported: u64,
     /// Strip clock last drawn; the strip is redrawn when the minute changes.
     strip_clock: Option<(u8, u8)>,
     /// The wall clock's hours and minutes now, for the strip.
@@ -113,8 +119,14 @@ impl Desk {
     /// Takes the keyboard (if there is one) for `vm_count` VMs, with the key map
     /// `hotkeys`; VM slot 0 has the focus. `wall_clock` gives the strip's time.
     pub fn new(vm_count: usize, hotkeys: Hotkeys, wall_clock: fn() -> (u8, u8)) -> Desk {
-        let keyboard = match HostKeyboard::init(PortIo, crate::host::ioapic::keyboard_routed()) {
-            Ok(k) => Some(k),
+        let routed = crate::host::ioapic::keyboard_routed();
+        let keyboard = match HostKeyboard::init(PortIo, routed) {
+            Ok(k) => {
+                if routed {
+                    crate::arch::x86::idt::KEYBOARD_HOOK.call_once(|| crate::host::keyboard::catch_from_interrupt);
+                }
+                Some(k)
+            }
             Err(why) => {
                 warn!(target: "keyboard", "no keyboard: {why:?}; the switcher has no hotkeys");
                 None
@@ -136,6 +148,9 @@ impl Desk {
             bytes_read: 0,
             last_read_tsc: 0,
             slow_reads: 0,
+            interrupt_driven: routed,
+            lost_reported: 0,
+            longest_unread: 0,
             strip_clock: None,
             wall_clock,
             overview_drawn_tsc: 0,
@@ -150,23 +165,49 @@ impl Desk {
         // Everything the controller holds is read below.
         crate::arch::x86::idt::KEYBOARD_FIRED.store(false, core::sync::atomic::Ordering::Release);
         let now = rdtsc();
+        // Unread since the last poll or, with the interrupt, for the longest stretch
+        // with interrupts closed since the last look.
+        let gap = if self.interrupt_driven {
+            crate::arch::x86::closed_stretches::stretch_ends();
+            crate::arch::x86::closed_stretches::take_worst_unreported()
+        } else if self.last_read_tsc != 0 {
+            now.saturating_sub(self.last_read_tsc)
+        } else {
+            0
+        };
+        self.longest_unread = self.longest_unread.max(gap);
         // ticks_per_ms is at least 1 (see `new`).
-        let gap_ms = now.saturating_sub(self.last_read_tsc).checked_div(self.ticks_per_ms).unwrap_or(0);
-        if gap_ms >= SLOW_READ_MS && self.last_read_tsc != 0 {
+        let gap_ms = gap.checked_div(self.ticks_per_ms).unwrap_or(0);
+        if gap_ms >= SLOW_READ_MS {
             self.slow_reads = self.slow_reads.wrapping_add(1);
             if self.slow_reads.is_power_of_two() {
                 warn!(target: "keyboard", "keyboard not read for {gap_ms} ms; keys may be lost ({} times)", self.slow_reads);
             }
         }
+        if self.interrupt_driven {
+            let lost = crate::host::keyboard::caught::CAUGHT.lost();
+            if lost != self.lost_reported {
+                warn!(target: "keyboard", "keyboard bytes lost: {} more caught than the switcher took", lost.saturating_sub(self.lost_reported));
+                self.lost_reported = lost;
+            }
+        }
         self.last_read_tsc = now;
         let typed = &mut self.typed;
         let read = &mut self.bytes_read;
-        keyboard.poll(|b| {
-            *read = read.wrapping_add(1);
-            if typed.push_back(b).is_err() {
-                warn!(target: "keyboard", "typed too far ahead; key byte dropped");
-            }
+        // The interrupt must not read the data port between this poll's status read
+        // and its data read.
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            keyboard.poll(|b| {
+                *read = read.wrapping_add(1);
+                if typed.push_back(b).is_err() {
+                    warn!(target: "keyboard", "typed too far ahead; key byte dropped");
+                }
+            });
         });
+        if self.interrupt_driven && !x86_64::instructions::interrupts::are_enabled() {
+            // The poll read the controller: a closed stretch starts again from here.
+            crate::arch::x86::closed_stretches::stretch_starts();
+        }
     }
 
     /// Reads the keyboard and carries out what the focus machine makes of each key.
@@ -241,7 +282,13 @@ impl Desk {
     }
 
     /// Redraws what changed on the screen, at most [`FRAME_RATE`] times a second.
+    /// Drawing a whole screen or the overview takes long: the keyboard's interrupt
+    /// stays open meanwhile, so no key waits in the controller.
     pub fn refresh<V: DeskVm, S: AsMut<V>>(&mut self, vms: &mut [S]) {
+        crate::arch::x86::closed_stretches::with_interrupts_open(|| self.draw_due(vms));
+    }
+
+    fn draw_due<V: DeskVm, S: AsMut<V>>(&mut self, vms: &mut [S]) {
         let now = rdtsc();
         if !self.clock.due(now) {
             return;
@@ -389,10 +436,13 @@ impl Desk {
             "!keys" => {
                 info!(
                     target: "switcher",
-                    "KEYS read={} held={} slow_reads={}",
+                    "KEYS read={} held={} slow_reads={} lost={} longest_unread_us={} ({})",
                     self.bytes_read,
                     self.machine.held_count(),
-                    self.slow_reads
+                    self.slow_reads,
+                    crate::host::keyboard::caught::CAUGHT.lost(),
+                    ticks_to_us(self.longest_unread, self.ticks_per_ms),
+                    if self.interrupt_driven { "interrupt" } else { "polled" }
                 );
                 for (vm, n) in vms.iter().zip(&self.injected) {
                     let vm = vm.as_ref();

@@ -110,8 +110,11 @@ impl KeyRouter {
         }
         match self.focus {
             Focus::Vm(slot) => {
-                let _ = out.push(Output::ToVm { slot, bytes: key.bytes.clone() });
-                self.remember(key, Owner::Vm(slot));
+                let bytes = key.bytes.clone();
+                // A press the router cannot release later never reaches the VM.
+                if self.remember(key, Owner::Vm(slot)) {
+                    let _ = out.push(Output::ToVm { slot, bytes });
+                }
             }
             Focus::Hypervisor => {
                 let _ = out.push(Output::ToHypervisor(key.code));
@@ -121,13 +124,18 @@ impl KeyRouter {
         out
     }
 
-    fn remember(&mut self, key: RawKey, owner: Owner) {
-        if self.held.push(Held { key, owner }).is_err() {
-            // More than MAX_HELD keys down at once: forget the oldest ownerless one.
-            if let Some(i) = self.held.iter().position(|h| h.owner == Owner::Nobody) {
-                self.held.swap_remove(i);
+    /// Keeps `key` as held by `owner`; `false` when [`MAX_HELD`] keys are down and
+    /// none of them is ownerless to make room.
+    fn remember(&mut self, key: RawKey, owner: Owner) -> bool {
+        if self.held.is_full() {
+            match self.held.iter().position(|h| h.owner == Owner::Nobody) {
+                Some(i) => {
+                    self.held.swap_remove(i);
+                }
+                None => return false,
             }
         }
+        self.held.push(Held { key, owner }).is_ok()
     }
 
     /// Moves the focus. Keys the old VM saw pressed are released in it now.
@@ -228,6 +236,19 @@ mod tests {
         let mut r = KeyRouter::new(Hotkeys::default(), Focus::Vm(0));
         let (vms, _) = run(&mut r, &[0x1E, 0x1E, 0x1E, 0x9E]);
         assert_eq!(vms[0], vec![0x1E, 0x1E, 0x1E, 0x9E]);
+    }
+
+    #[test]
+    fn a_press_beyond_the_held_limit_is_not_sent_so_it_cannot_stick() {
+        let mut r = KeyRouter::new(Hotkeys::default(), Focus::Vm(0));
+        // Seventeen different letters and digits held down at once.
+        let codes: std::vec::Vec<u8> = (0x10..0x19).chain(0x1E..0x26).collect();
+        let (vms, _) = run(&mut r, &codes);
+        assert_eq!(vms[0], codes[..MAX_HELD].to_vec(), "the 17th press reached the VM");
+        let releases: std::vec::Vec<u8> = codes.iter().map(|c| c | 0x80).collect();
+        let (vms, _) = run(&mut r, &releases);
+        assert_eq!(vms[0], releases[..MAX_HELD].to_vec());
+        assert_eq!(r.held_count(), 0);
     }
 
     #[test]

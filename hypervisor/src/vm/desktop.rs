@@ -97,7 +97,9 @@ impl IrqLine for GsiLine {
 }
 
 /// Serial lines go to the VM's console (hypervisor log + ring + markers).
-struct ConsoleLines(Arc<spin::Mutex<VmConsole>>);
+/// A serial port's lines, into the VM's console (logged under the VM's name).
+#[derive(Debug)]
+pub struct ConsoleLines(pub Arc<spin::Mutex<VmConsole>>);
 
 impl ConsoleSink for ConsoleLines {
     fn line(&mut self, _vm_name: &str, line: &[u8]) {

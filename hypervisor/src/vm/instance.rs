@@ -365,7 +365,7 @@ impl<A: Arch> Vm<A> {
         self.platform = Platform::default();
         self.pci = None;
         match self.config.kind {
-            // A Multiboot kernel gets the payload's machine: hypercalls for its console.
+            // A Multiboot kernel gets the payload's machine and a serial port.
             Kind::Payload | Kind::Multiboot => {
                 let range = BusRange::new(SCRATCH_MMIO_BASE, SCRATCH_MMIO_LEN)
                     .ok_or(VmError::Image(ImageError::ScratchRange))?;
@@ -378,6 +378,21 @@ impl<A: Arch> Vm<A> {
                 self.ports
                     .insert_ports(crate::devices::layout::I8042_DATA_PORT, 5, Box::new(kbc))
                     .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
+                if self.config.kind == Kind::Multiboot {
+                    // Its serial port, polled (no interrupt wired), for the kernel's console.
+                    let uart = crate::devices::uart16550::Uart16550::new(
+                        &self.config.name,
+                        Box::new(crate::devices::irq_line::NoIrq),
+                        Box::new(crate::vm::desktop::ConsoleLines(self.console.clone())),
+                    );
+                    self.ports
+                        .insert_ports(
+                            crate::devices::layout::COM1_PORT,
+                            crate::devices::layout::COM1_PORT_COUNT,
+                            Box::new(uart),
+                        )
+                        .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
+                }
                 if let Some(devices) = &self.devices {
                     let bus = Shared::new(devices.build_bus(&mut self.mmio).map_err(VmError::Devices)?);
                     self.ports

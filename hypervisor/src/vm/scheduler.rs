@@ -8,7 +8,7 @@ use log::{error, info, warn};
 
 use crate::arch::backend::Arch;
 use crate::arch::exit::StopReason;
-use crate::arch::x86::{idt, lapic};
+use crate::arch::x86::{closed_stretches, idt, lapic};
 use crate::host::iommu::IommuFault;
 use crate::log_limit::{Admit, LogBudget, ROUTES_BURST, ROUTES_PER_SEC};
 use crate::switcher::desk::Desk;
@@ -130,9 +130,13 @@ impl<A: Arch> Scheduler<A> {
                 }
                 ran = true;
                 arm_timer(vm.wake_deadline());
+                // A host interrupt ends the guest's run at once: interrupts are as good
+                // as open all through the slice.
+                closed_stretches::stretch_ends();
                 let end = vm.run_slice();
+                closed_stretches::stretch_starts();
                 lapic::disarm();
-                crate::logging::drain();
+                closed_stretches::with_interrupts_open(crate::logging::drain);
                 // An EOI in the slice's last exit reopens its INTx line now, not at
                 // the VM's next slice.
                 vm.resample_intx_lines();
@@ -152,7 +156,7 @@ impl<A: Arch> Scheduler<A> {
             self.handle_commands();
             self.desk.refresh(&mut self.slots);
             self.report_load();
-            let log_drained = crate::logging::drain();
+            let log_drained = closed_stretches::with_interrupts_open(crate::logging::drain);
             if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
                 self.finish_selftest();
             }
@@ -163,8 +167,10 @@ impl<A: Arch> Scheduler<A> {
                 idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);
                 let earliest = self.slots.iter().filter_map(|s| s.vm.wake_deadline()).min();
                 arm_timer(earliest);
+                closed_stretches::stretch_ends();
                 x86_64::instructions::interrupts::enable_and_hlt();
                 x86_64::instructions::interrupts::disable();
+                closed_stretches::stretch_starts();
             }
         }
     }
@@ -207,7 +213,7 @@ impl<A: Arch> Scheduler<A> {
         let vm = &mut slot.vm;
         warn!(target: "vm", "vm {} ({}) stopped: {reason:?}; {}", vm.id, vm.config.name, vm.counters);
         let restarted = slice_rules::should_restart(reason, vm.config.restart, vm.starts)
-            && match vm.restart(&features) {
+            && match closed_stretches::with_interrupts_open(|| vm.restart(&features)) {
                 Ok(()) => {
                     info!(target: "vm", "vm {} ({}) restarted (start {})", vm.id, vm.config.name, vm.starts);
                     true

@@ -115,9 +115,15 @@ pub fn on_interrupt(vector: u8) -> bool {
 /// it is unmasked. Each taken interrupt is EOI'd once, whoever calls first. Outside
 /// interrupt handlers only, so the vector is the highest one in service.
 pub fn acknowledge_level(vector: u8) {
-    if AWAITING_EOI.take_one(vector) {
-        super::lapic::eoi();
+    if !AWAITING_EOI.contains(vector) {
+        return;
     }
+    // With interrupts off, no other vector can come into service between the two.
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if AWAITING_EOI.take_one(vector) {
+            super::lapic::eoi();
+        }
+    });
 }
 
 /// Before `vector` is freed: lets interrupts the local APIC already accepted for it

@@ -1,5 +1,6 @@
 //! x86-64 primitives: the few instructions the hypervisor needs, CPU tables and
 //! feature detection.
+pub mod closed_stretches;
 pub mod cpu;
 pub mod cpuid;
 pub mod debug_exit;

@@ -185,11 +185,28 @@ fn command_replies_overtake_queued_keys() {
 }
 
 #[test]
-fn key_queue_is_bounded() {
+fn key_queue_is_bounded_and_keeps_room_for_releases() {
     let (mut k, _) = kbc();
+    // A guest that never reads: presses stop short of the end of the queue...
+    let presses = KEY_QUEUE_BYTES - RELEASE_RESERVE_BYTES;
     k.inject_scancodes(&[0x1E; KEY_QUEUE_BYTES + 3]);
-    assert_eq!(k.dropped_keys(), 3);
-    assert_eq!(drain(&mut k).len(), KEY_QUEUE_BYTES);
+    assert_eq!(k.dropped_keys(), (RELEASE_RESERVE_BYTES + 3) as u64);
+    k.inject_scancodes(&[0xE0, 0x48]);
+    assert_eq!(k.dropped_keys(), (RELEASE_RESERVE_BYTES + 5) as u64, "an extended press is dropped whole");
+    // ...and the releases of sixteen held keys, extended ones included, still fit.
+    for _ in 0..16 {
+        k.inject_scancodes(&[0xE0, 0x9D]);
+    }
+    assert_eq!(k.dropped_keys(), (RELEASE_RESERVE_BYTES + 5) as u64);
+    let got = drain(&mut k);
+    assert_eq!(got.len(), presses + 32);
+    assert!(got[presses..].chunks(2).all(|c| c == [0xE0, 0x9D]), "releases split or lost");
+    // A full queue takes nothing, releases included, and never a part of a key.
+    let (mut k, _) = kbc();
+    k.inject_scancodes(&[0x9E; KEY_QUEUE_BYTES]);
+    k.inject_scancodes(&[0xE0, 0x9D]);
+    assert_eq!(k.dropped_keys(), 2);
+    assert_eq!(drain(&mut k), [0x9E; KEY_QUEUE_BYTES]);
 }
 
 #[test]

@@ -461,3 +461,110 @@ fn a_stop_for_an_unknown_slot_only_notifies_and_redraws() {
     assert_eq!(screen(&cmds)[1..], [FocusCommand::Redraw]);
     assert_eq!((rig.machine.focus(), rig.machine.view()), (0, View::Desktop));
 }
+
+// Any sequence of keys, hotkeys, overview moves and stopped VMs.
+
+/// What one VM saw: keys down now, and any release of a key it had not seen pressed.
+#[derive(Default)]
+struct GuestView {
+    down: std::collections::BTreeSet<pc_keyboard::KeyCode>,
+    unmatched_releases: usize,
+    presses: usize,
+}
+
+impl GuestView {
+    fn feed(&mut self, decoder: &mut Set1Decoder, bytes: &[u8]) {
+        for &b in bytes {
+            let Some(key) = decoder.feed(b) else { continue };
+            if key.down {
+                self.presses += 1;
+                self.down.insert(key.code);
+            } else if !self.down.remove(&key.code) {
+                self.unmatched_releases += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn after_any_storm_every_vm_saw_a_release_for_every_press() {
+    // Keys a storm uses: modifiers, letters, digits (Ctrl+Alt+digit switches), Tab,
+    // Space (overview), Enter, Esc, Home (secure attention) and the arrows.
+    let pool: [&[u8]; 16] = [
+        &[CTRL],
+        &[ALT],
+        &[0x2A], // left shift
+        &[A],
+        &[B],
+        &[digit(1)],
+        &[digit(2)],
+        &[digit(3)],
+        &[TAB],
+        &[SPACE],
+        &[ENTER],
+        &[ESC],
+        &HOME,
+        &LEFT,
+        &RIGHT,
+        &[0xE0, 0x1D], // right ctrl
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut presses_per_vm = [0usize; 3];
+    for round in 0..200 {
+        let mut rig = Rig::new(3);
+        let mut views: Vec<GuestView> = (0..3).map(|_| GuestView::default()).collect();
+        let mut decoders: Vec<Set1Decoder> = (0..3).map(|_| Set1Decoder::new()).collect();
+        let mut held: Vec<usize> = Vec::new();
+        let apply = |cmds: Vec<FocusCommand>, views: &mut [GuestView], decoders: &mut [Set1Decoder]| {
+            for c in cmds {
+                if let FocusCommand::ToVm { slot, bytes } = c {
+                    views[slot].feed(&mut decoders[slot], &bytes);
+                }
+            }
+        };
+        for _ in 0..300 {
+            let roll = next(100);
+            if roll < 2 {
+                // A VM stops (and is started afresh): its keyboard starts empty.
+                let slot = next(3);
+                let cmds = rig.stopped(slot, StopCause::Crashed("triple fault"), true);
+                apply(cmds, &mut views, &mut decoders);
+                views[slot] = GuestView::default();
+                decoders[slot] = Set1Decoder::new();
+            } else if roll < 50 && !held.is_empty() {
+                let k = held.swap_remove(next(held.len()));
+                let cmds = rig.bytes(&release(pool[k]));
+                apply(cmds, &mut views, &mut decoders);
+            } else {
+                let k = next(pool.len());
+                if held.contains(&k) {
+                    // Typematic repeat of a held key.
+                    let cmds = rig.bytes(pool[k]);
+                    apply(cmds, &mut views, &mut decoders);
+                } else {
+                    held.push(k);
+                    let cmds = rig.bytes(pool[k]);
+                    apply(cmds, &mut views, &mut decoders);
+                }
+            }
+        }
+        for k in held.drain(..) {
+            let cmds = rig.bytes(&release(pool[k]));
+            apply(cmds, &mut views, &mut decoders);
+        }
+        for (slot, view) in views.iter().enumerate() {
+            assert!(view.down.is_empty(), "round {round}: vm {slot} still holds {:?}", view.down);
+            assert_eq!(view.unmatched_releases, 0, "round {round}: vm {slot} got a release twice");
+        }
+        assert_eq!(rig.machine.held_count(), 0, "round {round}: the router still holds keys");
+        presses_per_vm.iter_mut().zip(&views).for_each(|(n, v)| *n += v.presses);
+    }
+    // The storms reached every VM (the test is not vacuous).
+    assert!(presses_per_vm.iter().all(|&n| n > 1000), "presses per VM: {presses_per_vm:?}");
+}

@@ -2,7 +2,7 @@
 //! Multiboot loader, it checks what the specification promises (EAX magic, CR0, EFLAGS,
 //! flat segments, the information structure: memory sizes against the VM's memory,
 //! the memory map, the command line and the two boot modules) and reports each check
-//! as `CHECK <name> PASS|FAIL` through the console hypercall, then shuts down.
+//! as `CHECK <name> PASS|FAIL` on its serial port (COM1), then shuts down.
 //!
 //! Everything is 32-bit assembly: the kernel never leaves the mode it is entered in.
 //! It is loaded through the header's address fields (flag 16), so its code, data and
@@ -339,18 +339,29 @@ mb_report:
     pop eax
     ret
 
-// CONSOLE_WRITE of mb_line up to EDI.
+// Writes mb_line up to EDI to COM1 (0x3F8), each byte once the transmitter holding
+// register is empty (LSR 0x3FD bit 5), as any kernel's early console does.
 mb_write_line:
     push eax
-    push ebx
-    push ecx
-    mov ecx, edi
-    sub ecx, offset mb_line
-    mov ebx, offset mb_line
-    mov eax, 1
-    vmmcall
-    pop ecx
-    pop ebx
+    push edx
+    push esi
+    mov esi, offset mb_line
+20:
+    cmp esi, edi
+    jae 22f
+21:
+    mov dx, 0x3FD
+    in al, dx
+    test al, 0x20
+    jz 21b
+    mov al, byte ptr [esi]
+    mov dx, 0x3F8
+    out dx, al
+    inc esi
+    jmp 20b
+22:
+    pop esi
+    pop edx
     pop eax
     ret
 

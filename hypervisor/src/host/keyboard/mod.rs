@@ -2,10 +2,11 @@
 //! it: guests only ever see their own virtual i8042, fed by the switcher.
 //!
 //! The controller is set up with translation on, so the keyboard's bytes arrive as
-//! scan code set 1, the set the switcher decodes and the guests expect. The driver is
-//! polled (interrupts from the controller stay off), and it never waits for a byte at
-//! run time: the LED command is a small state machine advanced by the acknowledgements
-//! as they arrive. The protocol logic is generic over [`Ports`] so it runs against a
+//! scan code set 1, the set the switcher decodes and the guests expect. With IRQ1
+//! routed, the interrupt handler empties the controller at once into a ring
+//! ([`caught`]) that [`HostKeyboard::poll`] reads first; without it the controller is
+//! polled. The driver never waits for a byte at run time: the LED command is a small
+//! state machine advanced by the acknowledgements as they arrive. The protocol logic is generic over [`Ports`] so it runs against a
 //! fake controller in host tests; the only `unsafe` is the port I/O in [`PortIo`].
 //!
 //! References: IBM PS/2 Hardware Technical Reference (8042 commands 0x20/0x60/0xAA/
@@ -13,6 +14,8 @@
 //! (enable scanning), 0xFF (reset) with ACK 0xFA, resend 0xFE and self-test pass 0xAA.
 
 use log::{info, warn};
+
+pub mod caught;
 
 const DATA: u16 = 0x60;
 const STATUS_COMMAND: u16 = 0x64;
@@ -70,6 +73,11 @@ pub trait Ports {
     fn read_data(&mut self) -> u8;
     fn write_data(&mut self, value: u8);
     fn write_command(&mut self, value: u8);
+    /// The oldest (status, data) pair the keyboard interrupt already took from the
+    /// controller, if any; those come before anything still in the controller.
+    fn take_caught(&mut self) -> Option<(u8, u8)> {
+        None
+    }
 }
 
 /// The real ports.
@@ -94,6 +102,25 @@ impl Ports for PortIo {
         // SAFETY: as above; the driver sends only the controller commands in `cmd`,
         // none of which resets the machine or touches the A20 gate.
         unsafe { crate::arch::x86::instr::outb(STATUS_COMMAND, value) }
+    }
+    fn take_caught(&mut self) -> Option<(u8, u8)> {
+        caught::CAUGHT.pop()
+    }
+}
+
+/// The keyboard interrupt's work: takes every byte the controller holds (at most
+/// [`MAX_BYTES_PER_POLL`]) into [`caught::CAUGHT`]. Runs in the interrupt handler;
+/// [`HostKeyboard::poll`] runs with interrupts off, so the two never read the data
+/// port at the same time.
+pub fn catch_from_interrupt() {
+    let mut ports = PortIo;
+    for _ in 0..MAX_BYTES_PER_POLL {
+        let st = ports.status();
+        if st & status::OUTPUT_FULL == 0 {
+            break;
+        }
+        let byte = ports.read_data();
+        caught::CAUGHT.push(st, byte);
     }
 }
 
@@ -220,15 +247,21 @@ impl<P: Ports> HostKeyboard<P> {
         false
     }
 
-    /// Takes the bytes the keyboard sent since the last poll (scan code set 1) and
-    /// hands each to `key`; replies to the LED command are consumed here.
+    /// Takes the bytes the keyboard sent since the last poll (scan code set 1), those
+    /// the interrupt caught first, and hands each to `key`; replies to the LED command
+    /// are consumed here. The caller keeps the keyboard interrupt off meanwhile.
     pub fn poll(&mut self, mut key: impl FnMut(u8)) {
         for _ in 0..MAX_BYTES_PER_POLL {
-            let st = self.ports.status();
-            if st & status::OUTPUT_FULL == 0 {
-                break;
-            }
-            let byte = self.ports.read_data();
+            let (st, byte) = match self.ports.take_caught() {
+                Some(pair) => pair,
+                None => {
+                    let st = self.ports.status();
+                    if st & status::OUTPUT_FULL == 0 {
+                        break;
+                    }
+                    (st, self.ports.read_data())
+                }
+            };
             if st & status::AUX_DATA != 0 {
                 continue;
             }
@@ -307,6 +340,8 @@ mod tests {
         failing_self_test: bool,
         /// Keyboard waits for the LED value byte.
         led_value_next: bool,
+        /// What the interrupt took from the controller before the poll.
+        caught: VecDeque<(u8, u8)>,
     }
 
     impl Ports for FakeController {
@@ -352,6 +387,9 @@ mod tests {
                 }
                 _ => {}
             }
+        }
+        fn take_caught(&mut self) -> Option<(u8, u8)> {
+            self.caught.pop_front()
         }
     }
 
@@ -404,6 +442,25 @@ mod tests {
         let mut keys = vec![];
         kbd.poll(|b| keys.push(b));
         assert_eq!(keys, [0x1E, 0x9E]);
+    }
+
+    #[test]
+    fn bytes_the_interrupt_caught_come_first_and_mouse_bytes_stay_out() {
+        let mut kbd = ready();
+        let full = status::OUTPUT_FULL;
+        kbd.ports.caught.extend([(full, 0x1D), (full | status::AUX_DATA, 0x08), (full, 0x9D)]);
+        kbd.ports.out.extend([(0x1E, false), (0x9E, false)]);
+        let mut keys = vec![];
+        kbd.poll(|b| keys.push(b));
+        assert_eq!(keys, [0x1D, 0x9D, 0x1E, 0x9E]);
+        assert!(kbd.ports.caught.is_empty() && kbd.ports.out.is_empty());
+        // More caught than one poll takes: the rest waits for the next poll, in order.
+        kbd.ports.caught.extend((0..40).map(|i| (full, i)));
+        let mut keys = vec![];
+        kbd.poll(|b| keys.push(b));
+        assert_eq!(keys.len(), MAX_BYTES_PER_POLL);
+        kbd.poll(|b| keys.push(b));
+        assert_eq!(keys, (0..40).collect::<Vec<u8>>());
     }
 
     #[test]
