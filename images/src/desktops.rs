@@ -35,8 +35,8 @@ pub fn vms_config(desktops: &[Desktop]) -> String {
 }
 
 /// Modules every desktop loads: `evdev`, the `/dev/input/event*` devices through which
-/// a desktop's display server (and a test) reads the keyboard, and the drivers of the
-/// virtio-net device a `link` line gives it (the cloud kernel has them as modules).
+/// a desktop's display server (and a test) reads the keyboard, and `virtio_pci` and
+/// `virtio_net` for the virtio-net device a `link` line gives it.
 pub const DESKTOP_MODULES: &[&str] = &["evdev", "virtio_pci", "virtio_net"];
 
 /// Fetches (or takes from the cache) the guest kernel and builds its initramfs.

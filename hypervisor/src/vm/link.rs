@@ -12,11 +12,12 @@
 #![forbid(unsafe_code)]
 
 use crate::devices::shared::Shared;
-use crate::devices::virtio::net::{MAX_FRAME_LEN, NET_HDR_LEN, PLAIN_RX_HDR, RX_QUEUE, TX_QUEUE, VirtioNet};
-use crate::devices::virtio::virtqueue::{DescChain, DescSegment, QueueError};
+use crate::devices::virtio::net::{MAX_FRAME_LEN, NET_HDR_LEN, RX_QUEUE, TX_QUEUE, VirtioNet, net_feature};
+use crate::devices::virtio::net_header::{ChecksumPlan, NetHeader};
+use crate::devices::virtio::virtqueue::{DescChain, QueueError};
 use crate::log_limit::Source;
-use crate::memory::addr::GuestPhysAddr;
-use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryError, HostMemory, copy_between};
+use crate::memory::guest::{GuestMemory, HostMemory};
+use frame::{chain_mapped, complete_checksum, copy_frame, read_chain};
 
 /// Frames one poll carries in each direction; the rest wait for the next poll.
 pub const FRAMES_PER_POLL: u32 = 64;
@@ -34,19 +35,24 @@ pub struct DirectionCounters {
     pub dropped_receiver_down: u64,
     /// Shorter than the header, or longer than a frame may be.
     pub dropped_bad_length: u64,
+    /// A header asking for what was not negotiated or is not offered (segmentation, a
+    /// checksum outside the frame).
+    pub dropped_bad_header: u64,
 }
 
 impl core::fmt::Display for DirectionCounters {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "frames={} bytes={} dropped(no_buffer={} buffer_too_small={} receiver_down={} bad_length={})",
+            "frames={} bytes={} dropped(no_buffer={} buffer_too_small={} receiver_down={} bad_length={} \
+             bad_header={})",
             self.frames,
             self.bytes,
             self.dropped_no_buffer,
             self.dropped_buffer_too_small,
             self.dropped_receiver_down,
-            self.dropped_bad_length
+            self.dropped_bad_length,
+            self.dropped_bad_header
         )
     }
 }
@@ -95,10 +101,6 @@ impl Link {
         }
     }
 
-    pub fn ends(&self) -> (&LinkEnd, &LinkEnd) {
-        (&self.a, &self.b)
-    }
-
     /// `[a to b, b to a]`.
     pub fn counters(&self) -> [DirectionCounters; 2] {
         self.counters
@@ -125,49 +127,6 @@ impl Link {
     }
 }
 
-/// Reads or writes through a chain's buffers in order, from a byte offset.
-struct Cursor<'a> {
-    segments: &'a [DescSegment],
-    index: usize,
-    offset: u32,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(segments: &'a [DescSegment]) -> Self {
-        Cursor { segments, index: 0, offset: 0 }
-    }
-
-    /// The current buffer's address and what is left of it (skipping empty buffers).
-    fn current(&mut self) -> Option<(GuestPhysAddr, u32)> {
-        loop {
-            let seg = self.segments.get(self.index)?;
-            let left = seg.len.saturating_sub(self.offset);
-            if left > 0 {
-                return Some((GuestPhysAddr::new(seg.addr.wrapping_add(u64::from(self.offset))), left));
-            }
-            self.index = self.index.saturating_add(1);
-            self.offset = 0;
-        }
-    }
-
-    fn advance(&mut self, n: u32) {
-        self.offset = self.offset.saturating_add(n);
-    }
-}
-
-/// Whether every buffer of the chain lies inside one region of the guest's memory.
-fn chain_mapped<H: HostMemory>(mem: &GuestMemory<'_, H>, chain: &DescChain) -> Result<(), QueueError> {
-    for seg in &chain.segments {
-        let gpa = GuestPhysAddr::new(seg.addr);
-        let region = mem.map().region(gpa).ok_or(GuestMemoryError::NotMapped { gpa })?;
-        let end = seg.addr.checked_add(u64::from(seg.len));
-        if end.is_none_or(|end| end > region.end()) {
-            return Err(QueueError::Memory(GuestMemoryError::CrossesRegion { gpa, len: seg.len as usize }));
-        }
-    }
-    Ok(())
-}
-
 /// What one direction did.
 struct Carried {
     frames: u32,
@@ -188,7 +147,11 @@ fn carry<H: HostMemory>(
     if !from.transport().is_running() {
         return Carried { frames, more: false };
     }
-    let mut receiving = from.link_up() && to.carries_frames();
+    let mut path = PathState {
+        receiving: from.link_up() && to.carries_frames(),
+        sender_csum: from.negotiated() & net_feature::CSUM != 0,
+        receiver_guest_csum: to.negotiated() & net_feature::GUEST_CSUM != 0,
+    };
     while frames < FRAMES_PER_POLL {
         let Some(txq) = from.tx_queue() else { break };
         match txq.pop(from_mem, tx) {
@@ -200,7 +163,7 @@ fn carry<H: HostMemory>(
             }
         }
         frames = frames.saturating_add(1);
-        match deliver(from_mem, tx, to, to_mem, rx, receiving, counters) {
+        match deliver(from_mem, tx, to, to_mem, rx, path, counters) {
             Ok(()) => {}
             Err(Fault::Sender(e)) => {
                 from.fail(e);
@@ -210,7 +173,7 @@ fn carry<H: HostMemory>(
                 // The receiver's device is out until its driver resets it; the sender
                 // goes on (its frames are counted as dropped).
                 to.fail(e);
-                receiving = false;
+                path.receiving = false;
                 counters.dropped_receiver_down = counters.dropped_receiver_down.saturating_add(1);
             }
         }
@@ -239,6 +202,17 @@ fn interrupt_if_needed<H: HostMemory>(device: &mut VirtioNet, mem: &GuestMemory<
     }
 }
 
+/// What holds for every frame of one direction in one poll.
+#[derive(Debug, Clone, Copy)]
+struct PathState {
+    /// The sender's link is up and the receiver's driver is running with its link up.
+    receiving: bool,
+    /// The sender negotiated VIRTIO_NET_F_CSUM (it may ask for checksums).
+    sender_csum: bool,
+    /// The receiver negotiated VIRTIO_NET_F_GUEST_CSUM (it takes checksum requests).
+    receiver_guest_csum: bool,
+}
+
 /// Copies the frame in chain `tx` into `to`'s next receive buffer, or counts why not.
 fn deliver<H: HostMemory>(
     from_mem: &GuestMemory<'_, H>,
@@ -246,7 +220,7 @@ fn deliver<H: HostMemory>(
     to: &mut VirtioNet,
     to_mem: &mut GuestMemory<'_, H>,
     rx: &mut DescChain,
-    receiving: bool,
+    path: PathState,
     counters: &mut DirectionCounters,
 ) -> Result<(), Fault> {
     if tx.segments.iter().any(|s| s.writable) {
@@ -258,7 +232,15 @@ fn deliver<H: HostMemory>(
         counters.dropped_bad_length = counters.dropped_bad_length.saturating_add(1);
         return Ok(());
     };
-    if !receiving {
+    let mut header = [0u8; NET_HDR_LEN];
+    read_chain(from_mem, tx, 0, &mut header).map_err(Fault::Sender)?;
+    let Ok(plan) =
+        ChecksumPlan::decide(&NetHeader::parse(&header), frame_len, path.sender_csum, path.receiver_guest_csum)
+    else {
+        counters.dropped_bad_header = counters.dropped_bad_header.saturating_add(1);
+        return Ok(());
+    };
+    if !path.receiving {
         counters.dropped_receiver_down = counters.dropped_receiver_down.saturating_add(1);
         return Ok(());
     }
@@ -285,53 +267,16 @@ fn deliver<H: HostMemory>(
         counters.dropped_buffer_too_small = counters.dropped_buffer_too_small.saturating_add(1);
         return Ok(());
     }
-    copy_frame(from_mem, tx, to_mem, rx, frame_len)?;
+    copy_frame(from_mem, tx, to_mem, rx, &plan.rx_header().to_bytes(), frame_len)?;
+    if let ChecksumPlan::Complete { start, offset } = plan {
+        complete_checksum(from_mem, tx, to_mem, rx, (start, offset), frame_len)?;
+    }
     rxq.push_used(to_mem, rx.head, used as u32).map_err(Fault::Receiver)?;
     counters.frames = counters.frames.saturating_add(1);
     counters.bytes = counters.bytes.saturating_add(frame_len);
     Ok(())
 }
 
-/// Writes the plain header into the receive buffers, then copies `frame_len` bytes
-/// after the sender's header straight from its buffers into the receiver's. Both
-/// chains were checked to lie in their VM's memory and to be long enough.
-fn copy_frame<H: HostMemory>(
-    from_mem: &GuestMemory<'_, H>,
-    tx: &DescChain,
-    to_mem: &mut GuestMemory<'_, H>,
-    rx: &DescChain,
-    frame_len: u64,
-) -> Result<(), Fault> {
-    let mut dst = Cursor::new(&rx.segments);
-    let mut header: &[u8] = &PLAIN_RX_HDR;
-    while !header.is_empty() {
-        let (gpa, left) = dst.current().ok_or(Fault::Receiver(QueueError::ChainLength))?;
-        let n = header.len().min(left as usize);
-        let (now, rest) = header.split_at(n);
-        to_mem.write_bytes(gpa, now).map_err(|e| Fault::Receiver(e.into()))?;
-        dst.advance(n as u32);
-        header = rest;
-    }
-    let mut src = Cursor::new(&tx.segments);
-    let mut skip = NET_HDR_LEN as u32;
-    while skip > 0 {
-        let (_, left) = src.current().ok_or(Fault::Sender(QueueError::ChainLength))?;
-        let n = skip.min(left);
-        src.advance(n);
-        skip = skip.saturating_sub(n);
-    }
-    let mut remaining = frame_len;
-    while remaining > 0 {
-        let (from, src_left) = src.current().ok_or(Fault::Sender(QueueError::ChainLength))?;
-        let (to, dst_left) = dst.current().ok_or(Fault::Receiver(QueueError::ChainLength))?;
-        let n = u64::from(src_left.min(dst_left)).min(remaining) as u32;
-        copy_between(from_mem, from, to_mem, to, n as usize).map_err(|e| Fault::Sender(e.into()))?;
-        src.advance(n);
-        dst.advance(n);
-        remaining = remaining.saturating_sub(u64::from(n));
-    }
-    Ok(())
-}
-
+mod frame;
 #[cfg(test)]
 mod tests;

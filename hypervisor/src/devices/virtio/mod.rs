@@ -8,6 +8,7 @@
 pub mod fake_driver;
 pub mod msix_vectors;
 pub mod net;
+pub mod net_header;
 pub mod pci_transport;
 pub mod virtqueue;
 

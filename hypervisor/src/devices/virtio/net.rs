@@ -1,9 +1,8 @@
 //! The virtio network device (VIRTIO 1.2 §5.1) on the modern PCI transport: one
 //! receive and one transmit queue, a MAC address, link status and the MTU in its
 //! configuration. Frames carry the 12-byte `virtio_net_hdr` (§5.1.6; with VERSION_1
-//! num_buffers is always there). No offloads are offered, so every header the driver
-//! sends is plain (no checksum or segmentation to do) and every header the device
-//! writes says so. What moves frames is the link in `vm/`.
+//! num_buffers is always there). Checksum offload is offered both ways
+//! (`net_header`); segmentation offload is not. What moves frames is the link in `vm/`.
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
@@ -22,14 +21,22 @@ const CLASS_ETHERNET: u32 = 0x02_00_00;
 
 /// Network feature bits (§5.1.3).
 pub mod net_feature {
+    pub const CSUM: u64 = 1 << 0;
+    pub const GUEST_CSUM: u64 = 1 << 1;
     pub const MTU: u64 = 1 << 3;
     pub const MAC: u64 = 1 << 5;
     pub const STATUS: u64 = 1 << 16;
 }
 
-/// What the device offers.
-pub const NET_FEATURES: u64 =
-    feature::VERSION_1 | feature::RING_EVENT_IDX | net_feature::MAC | net_feature::STATUS | net_feature::MTU;
+/// What the device offers: checksum offload both ways (see `net_header`), no
+/// segmentation offload.
+pub const NET_FEATURES: u64 = feature::VERSION_1
+    | feature::RING_EVENT_IDX
+    | net_feature::CSUM
+    | net_feature::GUEST_CSUM
+    | net_feature::MAC
+    | net_feature::STATUS
+    | net_feature::MTU;
 
 pub const RX_QUEUE: u16 = 0;
 pub const TX_QUEUE: u16 = 1;
@@ -41,10 +48,6 @@ pub const NET_HDR_LEN: usize = 12;
 /// an Ethernet header with a VLAN tag, as other virtio-net devices allow.
 pub const MAX_FRAME_LEN: u64 = 65550;
 pub const DEFAULT_MTU: u16 = 1500;
-
-/// The header the device writes in front of every received frame: no offload flags,
-/// GSO none, one buffer (num_buffers at offset 10).
-pub const PLAIN_RX_HDR: [u8; NET_HDR_LEN] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 
 /// Device configuration (§5.1.4): mac[6], status le16, max_virtqueue_pairs le16, mtu le16.
 const CONFIG_MAC: usize = 0;
@@ -116,6 +119,11 @@ impl VirtioNet {
     pub fn reset_by_host(&mut self) {
         self.transport.reset_by_host();
         self.error = None;
+    }
+
+    /// Features the driver accepted.
+    pub fn negotiated(&self) -> u64 {
+        self.transport.negotiated()
     }
 
     /// The driver is ready and the link is up: frames may flow.

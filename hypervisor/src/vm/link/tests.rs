@@ -1,9 +1,11 @@
 use super::*;
 use crate::devices::bus::MmioDevice;
 use crate::devices::virtio::fake_driver::{DriverRings, bring_up, guest_map, guest_memory};
+use crate::devices::virtio::net_header::{HDR_F_NEEDS_CSUM, NetHeader};
 use crate::devices::virtio::status;
 use crate::hw::AccessSize;
-use crate::memory::guest::{GuestMemoryMap, VecHostMemory};
+use crate::memory::addr::GuestPhysAddr;
+use crate::memory::guest::{GuestMemoryAccess, GuestMemoryMap, VecHostMemory};
 use alloc::vec::Vec;
 
 /// One VM's side: its device and its driver's rings (receive at 0x1000, transmit at
@@ -34,10 +36,16 @@ fn frame(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| seed.wrapping_mul(31).wrapping_add(i as u8)).collect()
 }
 
-/// Queues `data` for transmission as the driver does: the header in one buffer, the
-/// frame split over two.
-fn send(side: &mut Side, mem: &mut GuestMemory<'_, VecHostMemory>, at: u64, data: &[u8]) -> u16 {
-    mem.write_bytes(GuestPhysAddr::new(at), &[0x55; NET_HDR_LEN]).unwrap();
+/// Queues `data` for transmission as the driver does: the header (`header`) in one
+/// buffer, the frame split over two.
+fn send_with(
+    side: &mut Side,
+    mem: &mut GuestMemory<'_, VecHostMemory>,
+    at: u64,
+    header: &NetHeader,
+    data: &[u8],
+) -> u16 {
+    mem.write_bytes(GuestPhysAddr::new(at), &header.to_bytes()).unwrap();
     let split = data.len() / 2;
     mem.write_bytes(GuestPhysAddr::new(at + 0x100), &data[..split]).unwrap();
     mem.write_bytes(GuestPhysAddr::new(at + 0x10_000), &data[split..]).unwrap();
@@ -49,6 +57,11 @@ fn send(side: &mut Side, mem: &mut GuestMemory<'_, VecHostMemory>, at: u64, data
             (at + 0x10_000, (data.len() - split) as u32, false),
         ],
     )
+}
+
+/// Queues `data` with a plain header (no checksum asked).
+fn send(side: &mut Side, mem: &mut GuestMemory<'_, VecHostMemory>, at: u64, data: &[u8]) -> u16 {
+    send_with(side, mem, at, &NetHeader::default(), data)
 }
 
 /// Posts a receive buffer of `len` bytes at `at` (header and data in one buffer).
@@ -84,10 +97,9 @@ fn a_frame_goes_from_a_to_b_and_nowhere_else() {
 
     assert_eq!(ab.poll(&mut ma, &mut mb), LinkPoll { frames: 1, more: false });
     assert_eq!(bc.poll(&mut mb, &mut mc), LinkPoll { frames: 0, more: false });
-    // B got exactly the frame behind a plain header (the sender's header bytes are not
-    // passed on: no offloads were negotiated).
+    // B got exactly the frame behind a plain header with one buffer.
     assert_eq!(b.rx.take_used(&mb), [(u32::from(b_head), 12 + 98)]);
-    assert_eq!(read(&mb, 0x40_000, NET_HDR_LEN), PLAIN_RX_HDR);
+    assert_eq!(read(&mb, 0x40_000, NET_HDR_LEN), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
     assert_eq!(read(&mb, 0x50_000, 98), data);
     // A's buffer came back; neither A nor C received anything.
     assert_eq!(a.tx.take_used(&ma), [(u32::from(a_head), 0)]);
@@ -346,4 +358,147 @@ fn garbage_rings_cost_bounded_work_and_never_panic() {
     }
     // The garbage reached both outcomes: frames carried, and devices reset.
     assert!(delivered > 0 && resets > 0, "delivered {delivered}, resets {resets}");
+}
+
+/// An Ethernet + IPv4 + UDP frame whose UDP checksum field holds the pseudo-header sum,
+/// as Linux leaves it for checksum offload; returns the frame and the correct checksum.
+fn udp_frame_needing_checksum(payload_len: usize) -> (Vec<u8>, u16) {
+    let mut f = alloc::vec![0u8; 14 + 20 + 8 + payload_len];
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let udp_len = (8 + payload_len) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5001u16.to_be_bytes());
+    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+    for (i, b) in f[42..].iter_mut().enumerate() {
+        *b = (i * 7 + 1) as u8;
+    }
+    // Reference: the ones' complement sum over pseudo-header and UDP segment, computed
+    // here independently of the device's code.
+    let mut words: Vec<u16> = Vec::new();
+    let mut pseudo = alloc::vec![10, 0, 0, 1, 10, 0, 0, 2, 0, 17];
+    pseudo.extend_from_slice(&udp_len.to_be_bytes());
+    let mut bytes = pseudo.clone();
+    bytes.extend_from_slice(&f[34..]);
+    if bytes.len() % 2 == 1 {
+        bytes.push(0);
+    }
+    words.extend(bytes.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]])));
+    let fold = |words: &[u16]| {
+        let mut sum: u32 = words.iter().map(|&w| u32::from(w)).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    };
+    let full = !fold(&words);
+    // What the driver leaves in the field: the folded pseudo-header sum (not complemented).
+    let pseudo_words: Vec<u16> = pseudo.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]])).collect();
+    f[40..42].copy_from_slice(&fold(&pseudo_words).to_be_bytes());
+    (f, if full == 0 { 0xffff } else { full })
+}
+
+const CSUM_HEADER: NetHeader = NetHeader {
+    flags: HDR_F_NEEDS_CSUM,
+    gso_type: 0,
+    hdr_len: 0,
+    gso_size: 0,
+    csum_start: 34,
+    csum_offset: 6,
+    num_buffers: 0,
+};
+
+#[test]
+fn a_checksum_request_travels_to_a_receiver_that_takes_it() {
+    let (map_a, map_b) = (map(), map());
+    let (mut ma, mut mb) = (guest_memory(&map_a), guest_memory(&map_b));
+    let mut a = side(&mut ma, 1, 16);
+    let mut b = side(&mut mb, 2, 16);
+    let mut ab = link(&a, &b);
+    post(&mut b, &mut mb, 0x40_000, 1536);
+    let (frame, _) = udp_frame_needing_checksum(301);
+    send_with(&mut a, &mut ma, 0x20_000, &CSUM_HEADER, &frame);
+    ab.poll(&mut ma, &mut mb);
+    let header = NetHeader::parse(&read(&mb, 0x40_000, NET_HDR_LEN).try_into().unwrap());
+    assert_eq!((header.flags, header.csum_start, header.csum_offset, header.num_buffers), (1, 34, 6, 1));
+    assert_eq!(read(&mb, 0x40_000 + 12, frame.len()), frame, "the frame itself is untouched");
+}
+
+#[test]
+fn the_wire_completes_a_checksum_for_a_receiver_that_does_not_take_requests() {
+    let (map_a, map_b) = (map(), map());
+    let (mut ma, mut mb) = (guest_memory(&map_a), guest_memory(&map_b));
+    let mut a = side(&mut ma, 1, 16);
+    // B's driver declines GUEST_CSUM (bit 1): reset and negotiate without it.
+    let net_b = Shared::new(VirtioNet::new([0x0a, 0xb3, 0xec, 0, 0, 2], 1500).unwrap());
+    let (rx, tx) = (DriverRings::new(0x1000, 128), DriverRings::new(0x8000, 16));
+    {
+        let mut dev = net_b.lock();
+        bring_up(&mut *dev, &[&rx, &tx]);
+        assert_ne!(dev.negotiated() & 2, 0);
+        // Again, this time clearing GUEST_CSUM from what the driver accepts.
+        dev.write(0x14, AccessSize::Byte, 0);
+        dev.write(0x14, AccessSize::Byte, 3);
+        for select in 0..2u64 {
+            dev.write(0x00, AccessSize::Dword, select);
+            let offered = dev.read(0x04, AccessSize::Dword) & if select == 0 { !2 } else { !0 };
+            dev.write(0x08, AccessSize::Dword, select);
+            dev.write(0x0C, AccessSize::Dword, offered);
+        }
+        dev.write(0x14, AccessSize::Byte, 11);
+        for (i, r) in [&rx, &tx].into_iter().enumerate() {
+            dev.write(0x16, AccessSize::Word, i as u64);
+            dev.write(0x18, AccessSize::Word, u64::from(r.size));
+            dev.write(0x20, AccessSize::Qword, r.desc);
+            dev.write(0x28, AccessSize::Qword, r.avail);
+            dev.write(0x30, AccessSize::Qword, r.used);
+            dev.write(0x1C, AccessSize::Word, 1);
+        }
+        dev.write(0x14, AccessSize::Byte, 15);
+        assert_eq!(dev.negotiated() & 2, 0);
+        assert!(dev.carries_frames());
+    }
+    let mut b = Side { net: net_b, rx, tx };
+    let mut ab = link(&a, &b);
+    // Odd and even payloads; the receive buffer split at an odd offset inside the UDP
+    // header, so the checksum field straddles two buffers.
+    for (i, payload) in [301usize, 1000].into_iter().enumerate() {
+        let at = 0x40_000 + i as u64 * 0x1000;
+        b.rx.add_chain(&mut mb, &[(at, 12 + 41, true), (at + 0x800, 1536, true)]);
+        let (frame, checksum) = udp_frame_needing_checksum(payload);
+        send_with(&mut a, &mut ma, 0x20_000 + i as u64 * 0x400, &CSUM_HEADER, &frame);
+        ab.poll(&mut ma, &mut mb);
+        assert_eq!(read(&mb, at, NET_HDR_LEN), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], "no request passed on");
+        let mut got = read(&mb, at + 12, 41);
+        got.extend(read(&mb, at + 0x800, frame.len() - 41));
+        assert_eq!(u16::from_be_bytes([got[40], got[41]]), checksum, "payload {payload}");
+        let mut expected = frame.clone();
+        expected[40..42].copy_from_slice(&checksum.to_be_bytes());
+        assert_eq!(got, expected, "only the checksum field changed");
+    }
+    assert_eq!(ab.counters()[0].frames, 2);
+}
+
+#[test]
+fn headers_asking_for_what_was_not_negotiated_are_dropped() {
+    let (map_a, map_b) = (map(), map());
+    let (mut ma, mut mb) = (guest_memory(&map_a), guest_memory(&map_b));
+    let mut a = side(&mut ma, 1, 16);
+    let mut b = side(&mut mb, 2, 16);
+    let mut ab = link(&a, &b);
+    post(&mut b, &mut mb, 0x40_000, 1536);
+    let (frame, _) = udp_frame_needing_checksum(20);
+    // Segmentation (not offered), and a checksum field past the frame's end.
+    send_with(&mut a, &mut ma, 0x20_000, &NetHeader { gso_type: 1, ..NetHeader::default() }, &frame);
+    send_with(&mut a, &mut ma, 0x20_400, &NetHeader { csum_start: 60, ..CSUM_HEADER }, &frame);
+    ab.poll(&mut ma, &mut mb);
+    assert_eq!(ab.counters()[0].dropped_bad_header, 2);
+    assert!(b.rx.take_used(&mb).is_empty());
+    assert_eq!(a.tx.take_used(&ma).len(), 2);
 }
