@@ -26,8 +26,8 @@ pub(crate) fn dhcp_frame(ends: UdpEnds, repr: &DhcpRepr<'_>) -> Vec<u8> {
     })
 }
 
-/// The answer to a DHCP message from the link's desktop, as a frame, or why there is none.
-/// `from_mac` is the frame's (already checked) source MAC.
+/// The answer to a DHCP message (`payload`, the UDP payload) from the link's desktop, as
+/// a frame, or why there is none. The caller has checked the frame's source MAC.
 pub(crate) fn answer(
     payload: &[u8],
     link: &LinkAddresses,

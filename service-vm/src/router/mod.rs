@@ -299,7 +299,8 @@ impl Router {
         Ok(())
     }
 
-    /// Takes one frame that arrived on `port`; frames to send go to `out`.
+    /// Takes one frame that arrived on `port`; frames to send go to `out`. A frame on a
+    /// link that does not exist is ignored (that is a kernel bug, not guest input).
     pub fn handle_frame(&mut self, now: Instant, port: Port, frame: &[u8], out: &mut Vec<Transmit>) {
         let now = self.clock(now);
         let result = match port {
