@@ -26,6 +26,9 @@ pub enum DropReason {
     Fragment,
     /// Time-to-live ran out at this hop.
     TtlExpired,
+    /// Larger than the uplink's MTU (the router does not fragment; with DF set the
+    /// desktop gets "fragmentation needed").
+    TooBig,
     /// Addressed to neither the router nor a routable destination (other MAC, broadcast,
     /// multicast, loopback, the desktop address plan without a peer rule).
     NotRoutable,
@@ -59,7 +62,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Runt,
         DropReason::Oversized,
         DropReason::Malformed,
@@ -71,6 +74,7 @@ impl DropReason {
         DropReason::UnsupportedProtocol,
         DropReason::Fragment,
         DropReason::TtlExpired,
+        DropReason::TooBig,
         DropReason::NotRoutable,
         DropReason::RuleDenied,
         DropReason::NatTableFull,
@@ -101,6 +105,7 @@ impl DropReason {
             DropReason::UnsupportedProtocol => "protocol",
             DropReason::Fragment => "fragment",
             DropReason::TtlExpired => "ttl",
+            DropReason::TooBig => "too-big",
             DropReason::NotRoutable => "not-routable",
             DropReason::RuleDenied => "rule",
             DropReason::NatTableFull => "nat-full",

@@ -23,8 +23,8 @@ const LAST_RETRY: Duration = Duration::from_secs(64);
 const REQUEST_TRIES: u8 = 4;
 /// Used when the server names no lease time.
 const DEFAULT_LEASE: Duration = Duration::from_secs(3600);
-/// Subnet mask, router, DNS servers.
-const PARAMETERS: &[u8] = &[1, 3, 6];
+/// Subnet mask, router, DNS servers, interface MTU.
+const PARAMETERS: &[u8] = &[1, 3, 6, 26];
 
 /// Where the client is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +201,7 @@ impl DhcpClient {
                 if !usable_address(reply.your_ip) {
                     return Err(DropReason::DhcpIgnored);
                 }
-                let lease = lease_from(now, &reply);
+                let lease = lease_from(now, &reply, interface_mtu(&packet));
                 let changed = self.lease.as_ref().map(|l| &l.config) != Some(&lease.config);
                 if changed {
                     out.event = Some(ClientEvent::Configured(lease.config.clone()));
@@ -266,7 +266,15 @@ fn usable_address(ip: Ipv4Address) -> bool {
     !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
 }
 
-fn lease_from(now: Instant, ack: &DhcpRepr<'_>) -> Lease {
+/// The interface MTU option (RFC 2132 §5.1), if the server sent one.
+fn interface_mtu(packet: &DhcpPacket<&[u8]>) -> Option<u16> {
+    packet
+        .options()
+        .find(|o| o.kind == crate::dhcp_server::OPTION_INTERFACE_MTU && o.data.len() == 2)
+        .map(|o| u16::from_be_bytes([o.data[0], o.data[1]]))
+}
+
+fn lease_from(now: Instant, ack: &DhcpRepr<'_>, mtu: Option<u16>) -> Lease {
     let prefix = ack
         .subnet_mask
         .and_then(|m| Ipv4Cidr::from_netmask(ack.your_ip, m).ok())
@@ -279,6 +287,7 @@ fn lease_from(now: Instant, ack: &DhcpRepr<'_>) -> Lease {
             .as_ref()
             .map(|d| d.iter().copied().filter(|a| usable_address(*a)).collect())
             .unwrap_or_default(),
+        mtu: mtu.unwrap_or(UplinkConfig::DEFAULT_MTU),
     };
     let lease = ack.lease_duration.map_or(DEFAULT_LEASE, |s| Duration::from_secs(u64::from(s)));
     let renew = ack.renew_duration.map_or(lease / 2, |s| Duration::from_secs(u64::from(s)).min(lease));

@@ -7,7 +7,8 @@
 use alloc::vec::Vec;
 
 use smoltcp::wire::{
-    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType, DhcpOpCode, DhcpPacket, DhcpRepr, EthernetAddress, Ipv4Address,
+    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType, DhcpOpCode, DhcpOption, DhcpPacket, DhcpRepr, EthernetAddress,
+    Ipv4Address,
 };
 
 use crate::addressing::LinkAddresses;
@@ -17,6 +18,8 @@ use crate::frame::{UdpEnds, udp_frame};
 /// Lease time handed out. Long, since the address never changes; the client renews at
 /// half of it (RFC 2131 T1) and the renewal always succeeds.
 pub(crate) const LEASE_SECONDS: u32 = 86_400;
+/// RFC 2132 §5.1, Interface MTU.
+pub(crate) const OPTION_INTERFACE_MTU: u8 = 26;
 
 /// A DHCP message in a UDP frame, with checksums.
 pub(crate) fn dhcp_frame(ends: UdpEnds, repr: &DhcpRepr<'_>) -> Vec<u8> {
@@ -26,12 +29,15 @@ pub(crate) fn dhcp_frame(ends: UdpEnds, repr: &DhcpRepr<'_>) -> Vec<u8> {
     })
 }
 
-/// The answer to a DHCP message from the link's desktop, as a frame, or why there is none.
-/// `from_mac` is the frame's (already checked) source MAC.
+/// The answer to a DHCP message (`payload`, the UDP payload) from the link's desktop, as
+/// a frame, or why there is none. The caller has checked the frame's source MAC. `mtu`
+/// is handed out as the interface MTU (option 26), so a smaller uplink MTU reaches the
+/// desktops.
 pub(crate) fn answer(
     payload: &[u8],
     link: &LinkAddresses,
     desktop_mac: EthernetAddress,
+    mtu: u16,
 ) -> Result<Vec<u8>, DropReason> {
     let packet = DhcpPacket::new_checked(payload).map_err(|_| DropReason::Malformed)?;
     if packet.opcode() != DhcpOpCode::Request {
@@ -60,6 +66,8 @@ pub(crate) fn answer(
         _ => return Err(DropReason::DhcpIgnored),
     };
     let nak = ack_type == DhcpMessageType::Nak;
+    let mtu = mtu.to_be_bytes();
+    let mtu_option = [DhcpOption { kind: OPTION_INTERFACE_MTU, data: &mtu }];
     let inform = request.message_type == DhcpMessageType::Inform;
     let mut dns = heapless::Vec::new();
     // Capacity is MAX_DNS_SERVER_COUNT (3), so one push fits.
@@ -85,7 +93,7 @@ pub(crate) fn answer(
         lease_duration: (!nak && !inform).then_some(LEASE_SECONDS),
         renew_duration: None,
         rebind_duration: None,
-        additional_options: &[],
+        additional_options: if nak { &[] } else { &mtu_option },
     };
     // RFC 2131 4.1: to ciaddr when the client has one, broadcast when it asks or for a
     // NAK, else to the offered address.

@@ -45,6 +45,7 @@ pub(crate) struct Ipv4Header {
     pub(crate) dst: Ipv4Address,
     pub(crate) protocol: IpProtocol,
     pub(crate) ttl: u8,
+    pub(crate) dont_frag: bool,
     pub(crate) header_len: usize,
     pub(crate) total_len: usize,
 }
@@ -67,6 +68,7 @@ pub(crate) fn check_ipv4(packet: &[u8]) -> Result<Ipv4Header, DropReason> {
         dst: ip.dst_addr(),
         protocol: ip.next_header(),
         ttl: ip.hop_limit(),
+        dont_frag: ip.dont_frag(),
         header_len: usize::from(ip.header_len()),
         total_len: usize::from(ip.total_len()),
     })

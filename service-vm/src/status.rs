@@ -17,6 +17,8 @@ pub struct UplinkStatus {
     pub address: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Address>,
     pub dns: Option<Ipv4Address>,
+    /// The MTU handed to desktops: the uplink's, or 1500 without an uplink.
+    pub mtu: u16,
     pub dhcp: DhcpClientState,
     pub counters: Counters,
 }
@@ -66,6 +68,7 @@ impl Router {
                 address: uplink.map(|u| u.address),
                 gateway: uplink.and_then(|u| u.gateway),
                 dns: uplink.and_then(|u| u.dns.first().copied()),
+                mtu: self.link_mtu(),
                 dhcp: self.dhcp_client_state(),
                 counters: self.counters(Port::Uplink).cloned().unwrap_or_default(),
             },
@@ -99,7 +102,7 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let u = &self.uplink;
         match u.address {
-            Some(a) => write!(f, "uplink {a}")?,
+            Some(a) => write!(f, "uplink {a} mtu {}", u.mtu)?,
             None => write!(f, "uplink down")?,
         }
         write!(

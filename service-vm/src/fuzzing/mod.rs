@@ -138,7 +138,12 @@ fn config() -> RouterConfig {
 }
 
 fn uplink_config() -> UplinkConfig {
-    UplinkConfig { address: Ipv4Cidr::new(UPLINK_IP, 24), gateway: Some(GW), dns: vec![RESOLVER] }
+    UplinkConfig {
+        address: Ipv4Cidr::new(UPLINK_IP, 24),
+        gateway: Some(GW),
+        dns: vec![RESOLVER],
+        mtu: UplinkConfig::DEFAULT_MTU,
+    }
 }
 
 /// Whether the harness's configuration lets `from` send to `to` (computed here, not
@@ -233,9 +238,10 @@ impl Harness {
                 self.router.set_link_up(link, input.byte() & 1 == 0);
             }
             14 => {
-                let cfg = match input.byte() % 4 {
+                let cfg = match input.byte() % 5 {
                     0 => None,
                     1 => Some(UplinkConfig { gateway: None, ..uplink_config() }),
+                    2 => Some(UplinkConfig { mtu: input.u16(), ..uplink_config() }),
                     _ => Some(uplink_config()),
                 };
                 self.router.set_uplink(cfg.clone()).expect("uplink outside the plan");

@@ -46,6 +46,23 @@ fn translate(
 }
 
 impl Router {
+    /// Drops a desktop's packet larger than the uplink MTU. With DF set the desktop gets
+    /// "fragmentation needed" with the MTU (RFC 1191), so path MTU discovery adapts;
+    /// without DF it is dropped all the same, as the router does not fragment.
+    pub(super) fn too_big(
+        &mut self,
+        id: LinkId,
+        ip_packet: &[u8],
+        ip: &Ipv4Header,
+        mtu: u16,
+        out: &mut Vec<Transmit>,
+    ) -> Result<(), DropReason> {
+        if ip.dont_frag {
+            self.send_icmp_error(id, ip_packet, ip.header_len, (Icmpv4Message::DstUnreachable, 4), mtu, out);
+        }
+        Err(DropReason::TooBig)
+    }
+
     /// Answers a desktop's packet whose TTL ran out here with "time exceeded in
     /// transit" from the gateway, quoting its header and first 8 payload bytes (RFC
     /// 792). Never called for ICMP errors, so no error answers an error. The packet is
@@ -57,18 +74,34 @@ impl Router {
         header_len: usize,
         out: &mut Vec<Transmit>,
     ) -> Result<(), DropReason> {
+        self.send_icmp_error(id, ip_packet, header_len, (Icmpv4Message::TimeExceeded, 0), 0, out);
+        Err(DropReason::TtlExpired)
+    }
+
+    /// Sends an ICMP error from `id`'s gateway to its desktop about `ip_packet`, quoting
+    /// its header and first 8 payload bytes; `next_hop_mtu` fills the low half of the
+    /// otherwise unused word (RFC 1191).
+    fn send_icmp_error(
+        &mut self,
+        id: LinkId,
+        ip_packet: &[u8],
+        header_len: usize,
+        (kind, code): (Icmpv4Message, u8),
+        next_hop_mtu: u16,
+        out: &mut Vec<Transmit>,
+    ) {
         let link = &self.links[id.index()];
         let quote = &ip_packet[..(header_len + 8).min(ip_packet.len())];
         let mut message = alloc::vec![0u8; ICMP_QUOTE_OFFSET + quote.len()];
+        message[6..8].copy_from_slice(&next_hop_mtu.to_be_bytes());
         message[ICMP_QUOTE_OFFSET..].copy_from_slice(quote);
         let mut icmp = Icmpv4Packet::new_unchecked(&mut message[..]);
-        icmp.set_msg_type(Icmpv4Message::TimeExceeded);
-        icmp.set_msg_code(0);
+        icmp.set_msg_type(kind);
+        icmp.set_msg_code(code);
         icmp.fill_checksum();
         let packet = ipv4_packet(link.addrs.gateway, link.addrs.desktop, IpProtocol::Icmp, &message);
         let frame = ipv4_frame(link.addrs.gateway_mac, link.config.desktop_mac, &packet);
         self.transmit(Port::Link(id), frame, out);
-        Err(DropReason::TtlExpired)
     }
 
     /// An ICMP error from the outside about a packet a desktop sent: the quoted packet

@@ -73,7 +73,7 @@ impl Router {
             if !udp_checksum_ok(ip, l4) {
                 return Err(DropReason::BadUdpChecksum);
             }
-            let reply = dhcp_server::answer(&l4[8..], &addrs, link.config.desktop_mac)?;
+            let reply = dhcp_server::answer(&l4[8..], &addrs, link.config.desktop_mac, self.link_mtu())?;
             self.answer(Port::Link(id), reply, out);
             return Ok(());
         }
@@ -251,6 +251,10 @@ impl Router {
         }
         if ip.ttl <= 1 {
             return self.time_exceeded(id, ip_packet, ip.header_len, out);
+        }
+        let mtu = self.link_mtu();
+        if ip.total_len > usize::from(mtu) {
+            return self.too_big(id, ip_packet, ip, mtu, out);
         }
         let inside = Inside { protocol, link: id, port, remote: ip.dst, remote_port };
         let external = self.nat.outbound(now, inside, tcp)?;

@@ -102,6 +102,16 @@ pub struct UplinkConfig {
     pub gateway: Option<Ipv4Address>,
     /// The resolvers; the DNS relay uses the first.
     pub dns: Vec<Ipv4Address>,
+    /// The uplink's MTU (DHCP option 26, else [`UplinkConfig::DEFAULT_MTU`]); taken
+    /// as at least 576 and at most 1500. Desktops learn it through their DHCP lease.
+    pub mtu: u16,
+}
+
+impl UplinkConfig {
+    /// Ethernet's MTU, and the most any link carries.
+    pub const DEFAULT_MTU: u16 = 1500;
+    /// The least MTU an IPv4 host must accept (RFC 791).
+    pub const MIN_MTU: u16 = 576;
 }
 
 /// Why a configuration was refused.
@@ -241,6 +251,11 @@ impl Router {
         }
     }
 
+    /// The MTU desktops should use: the uplink's, or 1500 without an uplink.
+    pub fn link_mtu(&self) -> u16 {
+        self.uplink.as_ref().map_or(UplinkConfig::DEFAULT_MTU, |u| u.mtu)
+    }
+
     /// The uplink's current configuration.
     pub fn uplink(&self) -> Option<&UplinkConfig> {
         self.uplink.as_ref()
@@ -272,8 +287,9 @@ impl Router {
         self.dhcp.start(now, &mut self.rng);
     }
 
-    fn apply_uplink(&mut self, config: Option<UplinkConfig>) -> Result<(), RouterError> {
-        if let Some(c) = &config {
+    fn apply_uplink(&mut self, mut config: Option<UplinkConfig>) -> Result<(), RouterError> {
+        if let Some(c) = &mut config {
+            c.mtu = c.mtu.clamp(UplinkConfig::MIN_MTU, UplinkConfig::DEFAULT_MTU);
             let plan = self.plan.prefix();
             if c.address.contains_addr(&plan.address()) || plan.contains_addr(&c.address.address()) {
                 return Err(RouterError::UplinkInPlan);
@@ -291,7 +307,7 @@ impl Router {
             }
         }
         if let Some(c) = &config {
-            log::info!(target: "router", "uplink {} gateway {:?} dns {:?}", c.address, c.gateway, c.dns);
+            log::info!(target: "router", "uplink {} gateway {:?} dns {:?} mtu {}", c.address, c.gateway, c.dns, c.mtu);
         } else if self.uplink.is_some() {
             log::info!(target: "router", "uplink deconfigured");
         }
@@ -299,7 +315,8 @@ impl Router {
         Ok(())
     }
 
-    /// Takes one frame that arrived on `port`; frames to send go to `out`.
+    /// Takes one frame that arrived on `port`; frames to send go to `out`. A frame on a
+    /// link that does not exist is ignored (that is a kernel bug, not guest input).
     pub fn handle_frame(&mut self, now: Instant, port: Port, frame: &[u8], out: &mut Vec<Transmit>) {
         let now = self.clock(now);
         let result = match port {

@@ -208,3 +208,26 @@ fn gateway_answers_ping() {
     assert_eq!(seen(&packet).src, (a.gateway, 99));
     assert_eq!(Icmpv4Packet::new_checked(&packet[20..]).unwrap().msg_type(), Icmpv4Message::EchoReply);
 }
+
+/// The interface MTU option of the server's answer in `out`.
+fn offered_mtu(r: &Router, link: LinkId, out: &[Transmit]) -> Option<u16> {
+    let (bytes, _) = server_reply(r, link, out);
+    let packet = DhcpPacket::new_checked(&bytes[..]).unwrap();
+    packet.options().find(|o| o.kind == 26).map(|o| u16::from_be_bytes([o.data[0], o.data[1]]))
+}
+
+#[test]
+fn lease_carries_the_uplink_mtu() {
+    let mut r = router();
+    let discover = request_repr(L0, DhcpMessageType::Discover);
+    let out = feed(&mut r, t(1), Port::Link(L0), &client_frame(&discover, desktop_mac(L0)));
+    assert_eq!(offered_mtu(&r, L0, &out), Some(1500));
+    r.set_uplink(Some(UplinkConfig { mtu: 1400, ..uplink_config() })).unwrap();
+    let out = feed(&mut r, t(2), Port::Link(L0), &client_frame(&discover, desktop_mac(L0)));
+    assert_eq!(offered_mtu(&r, L0, &out), Some(1400));
+    // Out-of-range MTUs are clamped to what IPv4 and the links allow.
+    r.set_uplink(Some(UplinkConfig { mtu: 100, ..uplink_config() })).unwrap();
+    assert_eq!(r.link_mtu(), 576);
+    r.set_uplink(Some(UplinkConfig { mtu: 9000, ..uplink_config() })).unwrap();
+    assert_eq!(r.link_mtu(), 1500);
+}

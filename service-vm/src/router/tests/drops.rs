@@ -149,3 +149,32 @@ fn uplink_faults_are_counted_on_the_uplink() {
         assert_eq!(dropped(&r, Port::Uplink, reason), before + 1, "{reason:?}");
     }
 }
+
+#[test]
+fn packets_over_the_uplink_mtu_get_fragmentation_needed_when_df_is_set() {
+    let mut r = router();
+    r.set_uplink(Some(UplinkConfig { mtu: 1400, ..uplink_config() })).unwrap();
+    let a = addrs(&r, L0);
+    let fits = udp_packet((a.desktop, 1), (REMOTE, 2), &[7; 1400 - 28]);
+    assert_eq!(send_out(&mut r, t(1), L0, &fits).len(), 14 + 1400);
+
+    let mut big = udp_packet((a.desktop, 1), (REMOTE, 2), &[7; 1400 - 27]);
+    Ipv4Packet::new_unchecked(&mut big[..]).set_dont_frag(true);
+    Ipv4Packet::new_unchecked(&mut big[..]).fill_checksum();
+    let out = feed(&mut r, t(1), Port::Link(L0), &from_desktop(L0, &big));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].port, Port::Link(L0));
+    let packet = ipv4_of(&out[0].frame, a.gateway_mac, desktop_mac(L0));
+    let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
+    let icmp = smoltcp::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!((icmp.msg_type(), icmp.msg_code()), (smoltcp::wire::Icmpv4Message::DstUnreachable, 4));
+    assert_eq!(u16::from_be_bytes([ip.payload()[6], ip.payload()[7]]), 1400, "next-hop MTU");
+    assert_eq!(&ip.payload()[8..], &big[..28]);
+
+    Ipv4Packet::new_unchecked(&mut big[..]).set_dont_frag(false);
+    Ipv4Packet::new_unchecked(&mut big[..]).fill_checksum();
+    assert!(feed(&mut r, t(1), Port::Link(L0), &from_desktop(L0, &big)).is_empty(), "no fragmentation");
+    assert_eq!(dropped(&r, Port::Link(L0), DropReason::TooBig), 2);
+    assert_eq!(r.status().nat_mappings, 1, "no mapping for dropped packets");
+}

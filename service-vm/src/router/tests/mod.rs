@@ -56,7 +56,12 @@ pub(super) fn config() -> RouterConfig {
 }
 
 pub(super) fn uplink_config() -> UplinkConfig {
-    UplinkConfig { address: Ipv4Cidr::new(UPLINK_IP, 24), gateway: Some(GW_IP), dns: vec![RESOLVER] }
+    UplinkConfig {
+        address: Ipv4Cidr::new(UPLINK_IP, 24),
+        gateway: Some(GW_IP),
+        dns: vec![RESOLVER],
+        mtu: UplinkConfig::DEFAULT_MTU,
+    }
 }
 
 /// A router with the standard links and a configured uplink.

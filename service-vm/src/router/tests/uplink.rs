@@ -71,6 +71,15 @@ fn arp_queue_is_bounded_and_unresolved_packets_are_counted() {
 }
 
 fn server_message(message_type: DhcpMessageType, xid: u32, lease: u32) -> Vec<u8> {
+    server_message_with(message_type, xid, lease, &[])
+}
+
+fn server_message_with(
+    message_type: DhcpMessageType,
+    xid: u32,
+    lease: u32,
+    options: &[smoltcp::wire::DhcpOption<'_>],
+) -> Vec<u8> {
     let mut dns = heapless::Vec::new();
     dns.push(RESOLVER).unwrap();
     let repr = DhcpRepr {
@@ -94,7 +103,7 @@ fn server_message(message_type: DhcpMessageType, xid: u32, lease: u32) -> Vec<u8
         lease_duration: Some(lease),
         renew_duration: None,
         rebind_duration: None,
-        additional_options: &[],
+        additional_options: options,
     };
     let ends = UdpEnds {
         src_mac: GW_MAC,
@@ -206,8 +215,12 @@ fn configuration_is_checked() {
         .collect();
     assert_eq!(Router::new(cfg).unwrap_err(), RouterError::TooManyLinks);
     let mut r = router();
-    let inside =
-        UplinkConfig { address: Ipv4Cidr::new(Ipv4Address::new(10, 213, 0, 9), 16), gateway: None, dns: vec![] };
+    let inside = UplinkConfig {
+        address: Ipv4Cidr::new(Ipv4Address::new(10, 213, 0, 9), 16),
+        gateway: None,
+        dns: vec![],
+        mtu: 1500,
+    };
     assert_eq!(r.set_uplink(Some(inside)), Err(RouterError::UplinkInPlan));
 }
 
@@ -242,7 +255,20 @@ fn status_snapshot_reports_state_and_counters() {
     assert_eq!(s.links[0].counters.dropped(DropReason::Runt), 1);
     assert_eq!(s.arp_cache, 1);
     let text = alloc::format!("{s}");
-    assert!(text.starts_with("uplink 192.168.1.50/24"), "{text}");
+    assert!(text.starts_with("uplink 192.168.1.50/24 mtu 1500 dhcp Stopped"), "{text}");
     assert!(text.contains("link 0 up 10.213.0.2 nat 1: rx 2 fwd 1 own 0 tx 0 drop 1 runt=1"), "{text}");
     assert_eq!(text.lines().count(), 5);
+}
+
+#[test]
+fn dhcp_client_takes_the_interface_mtu() {
+    let mut r = Router::new(config()).unwrap();
+    r.start_uplink_dhcp(t(0));
+    let (_, xid, ..) = client_message(&poll(&mut r, t(0)));
+    feed(&mut r, t(1), Port::Uplink, &server_message(DhcpMessageType::Offer, xid, 600));
+    let mtu = 1492u16.to_be_bytes();
+    let option = [smoltcp::wire::DhcpOption { kind: 26, data: &mtu }];
+    feed(&mut r, t(1), Port::Uplink, &server_message_with(DhcpMessageType::Ack, xid, 600, &option));
+    assert_eq!(r.uplink().map(|u| u.mtu), Some(1492));
+    assert_eq!(r.status().uplink.mtu, 1492);
 }
