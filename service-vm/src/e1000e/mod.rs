@@ -26,6 +26,8 @@ mod descriptors;
 mod driver;
 pub mod regs;
 mod rings;
+#[cfg(test)]
+mod tests;
 
 pub use bring_up::InitError;
 pub use counters::NicCounters;
