@@ -124,3 +124,32 @@ fn stop_turns_receive_off_and_resets() {
     assert!(f.writes.iter().filter(|&&(o, v)| o == regs::CTRL && v & ctrl::RST != 0).count() == 2);
     assert_eq!(f.value(regs::RCTL), 0);
 }
+
+#[test]
+fn bring_up_programs_everything_a_partial_reset_leaves_behind() {
+    // A previous driver (or a crashed service VM) left the NIC running with stale
+    // state, and the reset, as in QEMU 7.2, reloads only the station address.
+    let fake = Fake82574::new();
+    {
+        let mut f = fake.borrow_mut();
+        f.reset_reloads_only_the_address = true;
+        for (r, v) in [(regs::RDH, 5), (regs::RDT, 9), (regs::TDH, 7), (regs::TDT, 3), (regs::MTA + 8, 0xffff_ffff)] {
+            f.regs[reg(r)] = v;
+        }
+        f.regs[reg(regs::RXCSUM)] = 0x300;
+        f.regs[reg(regs::RCTL)] = rctl::EN | 1 << 3 | 1 << 4; // promiscuous
+    }
+    let mut nic = E1000e::new(FakeRegisters(fake.clone()), FakeDma(fake.clone())).expect("bring-up");
+    {
+        let f = fake.borrow();
+        assert_eq!((f.value(regs::RDH), f.value(regs::TDH), f.value(regs::TDT)), (0, 0, 0));
+        assert_eq!(f.value(regs::MTA + 8), 0);
+        assert_eq!(f.value(regs::RXCSUM), 0);
+        assert_eq!(f.value(regs::RCTL), rctl::EN | rctl::BAM | rctl::SECRC);
+        assert_eq!(f.value(regs::CTRL) & ctrl::GIO_MDIS, 0, "DMA mastering allowed again");
+    }
+    nic.transmit(&frame(60, 1)).unwrap();
+    fake.borrow_mut().inject(&frame(60, 2), WriteBack::default());
+    assert_eq!(drain(&mut nic, 4), [frame(60, 2)]);
+    assert_eq!(fake.borrow().wire, [frame(60, 1)]);
+}

@@ -129,3 +129,19 @@ fn head_registers_outside_the_ring_are_reported_not_trusted() {
     fake.borrow_mut().absent = false;
     assert_eq!(drain(&mut nic, 4), [frame(60, 1)]);
 }
+
+#[test]
+fn one_receive_call_stops_before_the_descriptor_held_back() {
+    let (mut nic, fake) = up();
+    for tag in 0..u32::from(RING_SIZE) - 1 {
+        assert!(fake.borrow_mut().inject(&frame(64, tag), WriteBack::default()));
+    }
+    // A NIC that also writes back the one descriptor it was not given.
+    {
+        let mut f = fake.borrow_mut();
+        let held_back = f.ring_base(regs::RDBAL, regs::RDBAH) + (u64::from(RING_SIZE) - 1) * 16;
+        f.dma_bytes_mut(held_back + 8, 6).copy_from_slice(&[64, 0, 0, 0, rx_status::DD | rx_status::EOP, 0]);
+    }
+    assert_eq!(drain(&mut nic, usize::MAX).len(), usize::from(RING_SIZE) - 1);
+    assert_eq!(nic.counters().rx_frames, u64::from(RING_SIZE) - 1);
+}

@@ -39,6 +39,9 @@ struct Fake82574 {
     cable: bool,
     /// CTRL.RST never clears.
     stuck_in_reset: bool,
+    /// CTRL.RST reloads only the station address, as QEMU 7.2's model does (QEMU 8.0
+    /// resets the other registers too, as the datasheet says).
+    reset_reloads_only_the_address: bool,
     /// No device: every read is all ones.
     absent: bool,
     /// Transmit descriptors are left alone until `send_pending`.
@@ -90,6 +93,7 @@ impl Fake82574 {
             permanent_mac: PERMANENT_MAC,
             cable: true,
             stuck_in_reset: false,
+            reset_reloads_only_the_address: false,
             absent: false,
             hold_transmit: false,
             wire: Vec::new(),
@@ -103,14 +107,18 @@ impl Fake82574 {
     /// RAL0/RAH0, auto-read done, everything the driver programs back at zero.
     fn power_on(&mut self) {
         self.regs.fill(0);
-        let m = self.permanent_mac;
-        self.regs[reg(regs::RAL0)] = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
-        self.regs[reg(regs::RAH0)] = u32::from(u16::from_le_bytes([m[4], m[5]])) | rah::AV;
+        self.load_station_address();
         self.regs[reg(regs::EECD)] = eecd::AUTO_RD;
         self.regs[reg(regs::ICR)] = 1 << 2; // a link status change pending, as after reset
         if self.stuck_in_reset {
             self.regs[reg(regs::CTRL)] = ctrl::RST;
         }
+    }
+
+    fn load_station_address(&mut self) {
+        let m = self.permanent_mac;
+        self.regs[reg(regs::RAL0)] = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
+        self.regs[reg(regs::RAH0)] = u32::from(u16::from_le_bytes([m[4], m[5]])) | rah::AV;
     }
 
     fn read(&mut self, offset: u32) -> u32 {
@@ -141,6 +149,10 @@ impl Fake82574 {
     fn write(&mut self, offset: u32, value: u32) {
         self.writes.push((offset, value));
         match offset {
+            regs::CTRL if value & ctrl::RST != 0 && self.reset_reloads_only_the_address => {
+                self.regs[reg(offset)] = value & !ctrl::RST;
+                self.load_station_address();
+            }
             regs::CTRL if value & ctrl::RST != 0 => self.power_on(),
             regs::TDT => {
                 self.regs[reg(offset)] = value;
