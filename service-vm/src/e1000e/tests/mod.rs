@@ -39,8 +39,8 @@ struct Fake82574 {
     cable: bool,
     /// CTRL.RST never clears.
     stuck_in_reset: bool,
-    /// CTRL.RST reloads only the station address, as QEMU 7.2's model does (QEMU 8.0
-    /// resets the other registers too, as the datasheet says).
+    /// CTRL.RST reloads only the station address, as QEMU 7.2's model does (later
+    /// versions reset the other registers too, as the datasheet says).
     reset_reloads_only_the_address: bool,
     /// No device: every read is all ones.
     absent: bool,
