@@ -48,7 +48,7 @@ pub enum TransmitError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkState {
     pub up: bool,
-    /// 10, 100 or 1000; meaningful only when `up`.
+    /// 10, 100 or 1000 (0 when the NIC is gone); meaningful only when `up`.
     pub speed_mbps: u16,
     pub full_duplex: bool,
 }
@@ -70,8 +70,13 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
         &self.counters
     }
 
+    /// The link from STATUS. A read of all ones (the NIC fell off the bus) is a link
+    /// down, not a gigabit link.
     pub fn link(&mut self) -> LinkState {
         let s = self.regs.read32(regs::STATUS);
+        if s == u32::MAX {
+            return LinkState { up: false, speed_mbps: 0, full_duplex: false };
+        }
         let speed_mbps = match (s >> status::SPEED_SHIFT) & status::SPEED_MASK {
             0 => 10,
             1 => 100,

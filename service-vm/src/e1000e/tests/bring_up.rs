@@ -69,6 +69,9 @@ fn link_state_follows_status_lu() {
     assert_eq!((link.speed_mbps, link.full_duplex), (1000, true));
     fake.borrow_mut().cable = false;
     assert!(!nic.link().up);
+    fake.borrow_mut().cable = true;
+    fake.borrow_mut().absent = true;
+    assert!(!nic.link().up, "a NIC reading all ones has no link");
 }
 
 #[test]
