@@ -20,6 +20,7 @@ pub mod counters;
 mod dhcp_client;
 mod dhcp_server;
 mod dns_relay;
+pub mod e1000e;
 mod frame;
 // Test support, built with the `fuzzing` feature for the fuzz target; never in the kernel.
 #[cfg(any(test, feature = "fuzzing"))]
