@@ -1,11 +1,22 @@
-//! The networking service VM between two Linux desktops, in one boot: each desktop's
-//! unmodified `virtio_net` driver gets a link whose far end is a port of the service
-//! VM (a no_std Rust kernel running the router). Checked from inside the desktops:
-//! each gets its fixed lease over DHCP, reaches its gateway, and cannot reach the
-//! other desktop; the hypervisor logs each link coming up from the service VM's
-//! reports.
+//! The networking service VM between two Linux desktops and the network, in one boot:
+//! each desktop's unmodified `virtio_net` driver gets a link whose far end is a port of
+//! the service VM (a no_std Rust kernel running the router), and the service VM owns an
+//! `e1000e` on QEMU's user network, passed through behind the IOMMU. Checked from
+//! inside the desktops: each gets its fixed lease over DHCP and reaches its gateway;
+//! the personal desktop (`internet`) downloads 8 MiB from an HTTP server this test
+//! runs on the host, with the right SHA-256; the corporate desktop (`corporate-only`)
+//! reaches its one allowed host port and not another; neither reaches the other
+//! desktop; the hypervisor logs each link and the uplink's address from the service
+//! VM's reports. Then the service VM is stopped in the middle of a download: its
+//! restart policy starts it again, the desktops keep their addresses, and a new
+//! download succeeds with no command in the guests.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use images::desktops::{Desktop, GUEST_CMDLINE, vm_line};
 use tests::{Machine, image};
@@ -18,14 +29,57 @@ const DESKTOPS: &[Desktop] = &[
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(90);
 
-fn vms_config() -> String {
+/// The uplink: an 82574 on QEMU's user network (the host is 10.0.2.2 there).
+const UPLINK: [&str; 4] = ["-netdev", "user,id=n0", "-device", "e1000e,netdev=n0,bus=pcie.0,addr=0x5,romfile="];
+
+fn vms_config(allowed_port: u16) -> String {
     let mut text: String = DESKTOPS.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect();
-    text.push_str("vm net kind=service image=service-vm memory=32M restart=always label=\"Network\"\n");
+    text.push_str(
+        "vm net kind=service image=service-vm memory=64M devices=8086:10d3 restart=always label=\"Network\"\n",
+    );
     // Link order fixes the addresses: personal is link 0 (10.213.0.2), corporate
     // link 1 (10.213.0.6).
     text.push_str("link personal net rule=internet\n");
-    text.push_str("link corporate net rule=corporate-only allow=10.0.2.2/32:8080\n");
+    text.push_str(&format!("link corporate net rule=corporate-only allow=10.0.2.2/32:{allowed_port}\n"));
     text
+}
+
+/// Serves `body` to every HTTP request on a host port (any path); returns the port.
+fn serve(body: Arc<Vec<u8>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a host port");
+    let port = listener.local_addr().expect("the bound address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+            });
+        }
+    });
+    port
+}
+
+/// 8 MiB that no compression or pattern can fake: a xorshift stream.
+fn download_body() -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// The IPv4 address `udhcpc` configured on the desktop's eth0.
@@ -44,14 +98,22 @@ fn pings(m: &mut Machine, vm: &str, target: &str, tag: &str) -> u32 {
 
 #[test]
 fn desktops_get_their_network_through_the_service_vm() {
-    let img = image::build_network_image("network", "", &vms_config());
+    let body = download_body();
+    let want = format!("{:x}", Sha256::digest(&body));
+    let download_port = serve(Arc::new(body));
+    let allowed_port = serve(Arc::new(b"corporate-ok\n".to_vec()));
+    let forbidden_port = serve(Arc::new(b"forbidden-reached\n".to_vec()));
+    let img = image::build_network_image("network", "", &vms_config(allowed_port));
     let mut m = Machine::boot("network", &img, |c| {
         c.memory_mib = 1024;
         c.cpus = 1;
+        c.iommu = images::qemu::Iommu::Intel;
+        c.extra_args = UPLINK.iter().map(|s| s.to_string()).collect();
     });
     m.expect("BULKHEAD READY", BOOT);
     let ready = m.expect("SERVICE-VM READY", BOOT);
-    assert!(ready.contains("links=2 ports=2"), "{ready}");
+    assert!(ready.contains("links=2 ports=2 uplink=e1000e"), "{ready}");
+    m.expect("net] uplink: 10.0.2.15", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
 
@@ -61,6 +123,53 @@ fn desktops_get_their_network_through_the_service_vm() {
     assert_eq!(pings(&mut m, "corporate", "10.213.0.5", "b"), 3, "corporate cannot reach its gateway");
     assert_eq!(pings(&mut m, "corporate", "10.213.0.2", "c"), 0, "corporate reached the personal desktop");
     assert_eq!(pings(&mut m, "personal", "10.213.0.6", "d"), 0, "personal reached the corporate desktop");
+
+    // Through the uplink: the personal desktop downloads; the corporate one reaches
+    // only its allowed port.
+    m.run_in_vm("corporate", &format!("echo ALLOWED=$(timeout 20 wget -q -O - http://10.0.2.2:{allowed_port}/)"));
+    let allowed = m.expect("[corporate] ALLOWED=", STEP);
+    if !allowed.contains("corporate-ok") {
+        m.type_serial("!net corporate\n!net net\n");
+        std::thread::sleep(Duration::from_secs(2));
+        m.fail(&format!("corporate could not reach its allowed port: {allowed}"));
+    }
+    m.run_in_vm("personal", &format!("echo SUM=$(wget -q -O - http://10.0.2.2:{download_port}/blob | sha256sum)"));
+    let sum = m.expect("[personal] SUM=", Duration::from_secs(300));
+    assert!(sum.contains(&want), "the download's SHA-256 differs: {sum}");
+    m.run_in_vm(
+        "corporate",
+        &format!("echo FORBIDDEN=$(timeout 10 wget -q -O - http://10.0.2.2:{forbidden_port}/ 2>&1 || echo refused)"),
+    );
+    let forbidden = m.expect("[corporate] FORBIDDEN=", STEP);
+    assert!(!forbidden.contains("forbidden-reached"), "corporate reached a port its rule does not allow");
+    // The router counted the refused connection: beyond the 3 pings to the personal
+    // desktop, its SYNs are `rule` drops on corporate's link (link 1).
+    std::thread::sleep(Duration::from_secs(3));
+    let serial = m.serial();
+    let counters = serial.lines().rev().find(|l| l.contains("[router] link 1 ")).unwrap_or_default();
+    let rule_drops: u64 =
+        counters.split(" rule=").nth(1).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    assert!(rule_drops > 3, "the router did not count the refused connection: {counters}");
+
+    // The service VM goes away mid-download and is started again by its policy: the
+    // desktops keep their devices and addresses, and a new download works without any
+    // other command in the guest.
+    m.run_in_vm(
+        "personal",
+        &format!("(timeout 120 wget -q -O /tmp/old http://10.0.2.2:{download_port}/old; echo OLD-DONE=$?) &"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    m.type_serial("!stop net\n");
+    m.expect("(net) stopped: Requested", STEP);
+    m.expect("(net) restarted", STEP);
+    m.expect("SERVICE-VM READY", STEP);
+    m.expect("net] uplink: 10.0.2.15", STEP);
+    m.run_in_vm("personal", &format!("echo SUM2=$(wget -q -O - http://10.0.2.2:{download_port}/again | sha256sum)"));
+    let sum = m.expect("[personal] SUM2=", Duration::from_secs(300));
+    assert!(sum.contains(&want), "the download after the restart differs: {sum}");
+    m.run_in_vm("personal", "echo ADDR=$(ip -4 -o addr show eth0 | tr -s ' ' | cut -d ' ' -f 4)");
+    assert!(m.expect("[personal] ADDR=", STEP).ends_with("ADDR=10.213.0.2/30"), "personal lost its address");
+
     std::thread::sleep(Duration::from_secs(2));
     let serial = m.serial();
     for (vm, address) in [("personal", "10.213.0.2"), ("corporate", "10.213.0.6")] {

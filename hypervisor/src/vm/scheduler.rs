@@ -204,7 +204,26 @@ impl<A: Arch> Scheduler<A> {
         if self.desk.command(&line, &self.slots) {
             return;
         }
+        if let Some(name) = line.trim().strip_prefix("!stop ") {
+            self.stop_by_name(name.trim());
+            return;
+        }
         serial_commands::execute(&line, &self.slots);
+    }
+
+    /// `!stop VM`: stops a running VM as the user would; its restart policy applies.
+    fn stop_by_name(&mut self, name: &str) {
+        let Some(i) = self.slots.iter().position(|s| s.vm.config.name == name) else {
+            warn!(target: "vm", "!stop: no VM named {name:?}");
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(i) else { return };
+        if matches!(slot.vm.state, VmState::Stopped(_)) {
+            warn!(target: "vm", "!stop: {name} is not running");
+            return;
+        }
+        slot.vm.stop();
+        self.on_stop(i, StopReason::Requested);
     }
 
     fn on_stop(&mut self, i: usize, reason: StopReason) {

@@ -8,6 +8,7 @@ mod hypercall;
 mod pci;
 mod ports;
 mod run;
+mod uplink;
 
 /// Flat GDT matching the selectors the hypervisor's 64-bit entry state uses:
 /// 0x10 = 64-bit code, 0x18 = data (`bulkhead_abi::payload`).

@@ -13,6 +13,7 @@ use virtio_drivers::transport::pci::bus::PciRoot;
 use super::hypercall;
 use super::pci::PortConfigAccess;
 use super::ports::{self, LinkPort};
+use super::uplink::{self, Uplink};
 
 /// Frames taken from one port per round, so one busy desktop cannot starve the others.
 const FRAMES_PER_PORT: usize = 32;
@@ -21,7 +22,7 @@ const SLEEP_US: u64 = 20_000;
 /// How often the status goes to the hypervisor when nothing changes.
 const STATUS_US: i64 = 1_000_000;
 
-fn rdtsc() -> u64 {
+pub(super) fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the time-stamp counter.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
@@ -60,7 +61,9 @@ pub fn run() -> ! {
     if ports.len() != parsed.links.len() {
         log::warn!(target: "service", "{} links configured but {} link ports found", parsed.links.len(), ports.len());
     }
-    let mut router = match Router::new(router_config(&parsed.links)) {
+    let mut uplink = uplink::find(&mut root, clock.tsc_khz);
+    let uplink_mac = uplink.as_ref().map_or(NO_UPLINK_MAC, |nic| EthernetAddress(nic.mac()));
+    let mut router = match Router::new(router_config(&parsed.links, uplink_mac)) {
         Ok(r) => r,
         Err(e) => {
             log::error!(target: "service", "router refused the configuration: {e:?}; stopping");
@@ -74,10 +77,20 @@ pub fn run() -> ! {
             log::info!(target: "service", "link {i} ({}): desktop {} gateway {} rule {:?}", link.vm, a.desktop, a.gateway, link.config.rule);
         }
     }
-    log::info!(target: "service", "SERVICE-VM READY links={} ports={}", parsed.links.len(), ports.len());
+    if uplink.is_some() {
+        router.start_uplink_dhcp(clock.now());
+    }
+    log::info!(
+        target: "service",
+        "SERVICE-VM READY links={} ports={} uplink={}",
+        parsed.links.len(),
+        ports.len(),
+        if uplink.is_some() { "e1000e" } else { "none" }
+    );
     let mut out: Vec<Transmit> = Vec::new();
     let mut last_status = Instant::from_micros(i64::MIN / 2);
     let mut reported = abi::NetStatus::default();
+    let mut reported_drops = 0u64;
     loop {
         let now = clock.now();
         let mut busy = false;
@@ -91,15 +104,34 @@ pub fn run() -> ! {
                 }
             }
         }
+        if let Some(nic) = uplink.as_mut() {
+            let got = nic.receive(FRAMES_PER_PORT, |frame| router.handle_frame(now, Port::Uplink, frame, &mut out));
+            busy |= got > 0;
+        }
         router.poll(now, &mut out);
         for t in out.drain(..) {
-            send(&mut ports, t);
+            send(&mut ports, uplink.as_mut(), t);
         }
-        let status = status_of(&router, parsed.links.len());
+        let mut status = status_of(&router, parsed.links.len());
+        if let Some(nic) = uplink.as_mut()
+            && nic.link().up
+        {
+            status.uplink_flags |= abi::NET_UPLINK_UP;
+        }
         if status != reported || (now - last_status).total_micros() >= STATUS_US as u64 {
             hypercall::net_status(&status);
             reported = status;
             last_status = now;
+            // The counters, when a drop happened since the last report (at most once a
+            // second): what the router refused and why, in the VM's console.
+            let drops: u64 =
+                status.links.iter().map(|l| l.dropped).sum::<u64>() + router.status().uplink.counters.dropped_total();
+            if drops != reported_drops {
+                reported_drops = drops;
+                for line in alloc::format!("{}", router.status()).lines() {
+                    log::info!(target: "router", "{line}");
+                }
+            }
         }
         if !busy {
             hypercall::sleep(SLEEP_US);
@@ -107,8 +139,18 @@ pub fn run() -> ! {
     }
 }
 
-fn send(ports: &mut [LinkPort], t: Transmit) {
-    let Port::Link(link) = t.port else { return };
+fn send(ports: &mut [LinkPort], uplink: Option<&mut Uplink>, t: Transmit) {
+    let link = match t.port {
+        Port::Link(link) => link,
+        Port::Uplink => {
+            if let Some(nic) = uplink
+                && let Err(e) = nic.transmit(&t.frame)
+            {
+                log::debug!(target: "uplink", "frame not sent: {e:?}");
+            }
+            return;
+        }
+    };
     let Some(port) = ports.get_mut(link.index()) else { return };
     let mut tx = port.new_tx_buffer(t.frame.len());
     tx.packet_mut().copy_from_slice(&t.frame);
@@ -117,12 +159,14 @@ fn send(ports: &mut [LinkPort], t: Transmit) {
     }
 }
 
-fn router_config(links: &[LinkEntry]) -> RouterConfig {
+/// The router's uplink address without an uplink NIC: locally administered, never sent.
+const NO_UPLINK_MAC: EthernetAddress = EthernetAddress([0x0a, 0xb3, 0xec, 0xff, 0xff, 0x01]);
+
+fn router_config(links: &[LinkEntry], uplink_mac: EthernetAddress) -> RouterConfig {
     RouterConfig {
         plan: AddressPlan::DEFAULT,
         links: links.iter().map(|l| l.config.clone()).collect(),
-        // No uplink NIC yet: a locally administered address the router owns.
-        uplink_mac: EthernetAddress([0x0a, 0xb3, 0xec, 0xff, 0xff, 0x01]),
+        uplink_mac,
         limits: Limits::default(),
         seed: rdtsc(),
     }
@@ -140,7 +184,7 @@ fn status_of(router: &Router, links: usize) -> abi::NetStatus {
         slot.dropped = link.counters.dropped_total();
     }
     if let Some(address) = s.uplink.address {
-        status.uplink_flags = abi::NET_UPLINK_UP | abi::NET_UPLINK_ADDRESS;
+        status.uplink_flags = abi::NET_UPLINK_ADDRESS;
         status.uplink_address = u32::from_be_bytes(address.address().octets());
     }
     status

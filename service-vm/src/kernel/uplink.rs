@@ -1,0 +1,131 @@
+//! The uplink NIC passed through to the service VM: found on its PCI bus, driven by
+//! [`service_vm::e1000e`] over its BAR0 (volatile MMIO) and DMA buffers from the heap
+//! (identity-mapped, so a buffer's address is the one the NIC uses; the IOMMU limits
+//! the NIC to this VM's memory).
+
+use alloc::alloc::{Layout, alloc_zeroed};
+
+use service_vm::e1000e::{DmaMemory, E1000e, NicRegisters};
+use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
+
+use super::pci::PortConfigAccess;
+
+/// PCI IDs this driver takes: the 82574L (QEMU's `e1000e`).
+const SUPPORTED: &[(u16, u16)] = &[(0x8086, 0x10d3)];
+/// Size of the 82574's register BAR (datasheet §10.1: 128 KiB memory BAR).
+const BAR0_SIZE: u64 = 128 * 1024;
+
+/// BAR0 of the NIC, mapped uncached by the hypervisor (the first 4 GiB are identity
+/// mapped in the payload boot protocol; an assigned BAR is placed below 4 GiB).
+pub struct Bar0 {
+    base: u64,
+    tsc_khz: u64,
+}
+
+impl NicRegisters for Bar0 {
+    fn read32(&mut self, offset: u32) -> u32 {
+        if u64::from(offset) + 4 > BAR0_SIZE {
+            return u32::MAX;
+        }
+        let at = (self.base + u64::from(offset)) as *const u32;
+        // SAFETY: the address lies inside the NIC's BAR0 (checked above), which this
+        // VM owns; register reads have no memory side effects on this VM's memory.
+        unsafe { at.read_volatile() }
+    }
+
+    fn write32(&mut self, offset: u32, value: u32) {
+        if u64::from(offset) + 4 > BAR0_SIZE {
+            return;
+        }
+        // Descriptors written before this (tail) write must reach memory first.
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        let at = (self.base + u64::from(offset)) as *mut u32;
+        // SAFETY: as in `read32`; the driver writes only the registers it programs.
+        unsafe { at.write_volatile(value) }
+    }
+
+    fn delay_us(&mut self, micros: u32) {
+        let until = super::run::rdtsc().saturating_add(u64::from(micros).saturating_mul(self.tsc_khz) / 1000);
+        while super::run::rdtsc() < until {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// One DMA buffer: heap memory that is never freed while the NIC may use it.
+pub struct Region {
+    ptr: *mut u8,
+    len: usize,
+}
+
+/// DMA buffers from the kernel heap.
+pub struct HeapDma;
+
+impl DmaMemory for HeapDma {
+    type Region = Region;
+
+    fn allocate(&mut self, len: usize, align: usize) -> Option<Region> {
+        let layout = Layout::from_size_align(len.max(1), align).ok()?;
+        // SAFETY: the layout has a non-zero size. The memory is leaked on purpose: the
+        // NIC may write to it until the VM stops.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        (!ptr.is_null()).then_some(Region { ptr, len })
+    }
+
+    fn device_address(&self, region: &Region) -> u64 {
+        region.ptr as u64
+    }
+
+    fn read(&self, region: &Region, offset: usize, out: &mut [u8]) {
+        if offset.checked_add(out.len()).is_none_or(|end| end > region.len) {
+            return;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: offset + i < region.len (checked above), inside the allocation;
+            // volatile because the NIC writes this memory behind the compiler's back.
+            *byte = unsafe { region.ptr.add(offset + i).read_volatile() };
+        }
+    }
+
+    fn write(&mut self, region: &Region, offset: usize, data: &[u8]) {
+        if offset.checked_add(data.len()).is_none_or(|end| end > region.len) {
+            return;
+        }
+        for (i, byte) in data.iter().enumerate() {
+            // SAFETY: as in `read`.
+            unsafe { region.ptr.add(offset + i).write_volatile(*byte) };
+        }
+    }
+}
+
+pub type Uplink = E1000e<Bar0, HeapDma>;
+
+/// The first supported NIC on bus 0, brought up; `None` when there is none or it fails.
+pub fn find(root: &mut PciRoot<PortConfigAccess>, tsc_khz: u64) -> Option<Uplink> {
+    let found: alloc::vec::Vec<_> = root.enumerate_bus(0).collect();
+    let (function, _) = found.into_iter().find(|(_, info)| SUPPORTED.contains(&(info.vendor_id, info.device_id)))?;
+    let base = bar0(function)?;
+    root.set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
+    match E1000e::new(Bar0 { base, tsc_khz }, HeapDma) {
+        Ok(nic) => {
+            log::info!(target: "uplink", "uplink NIC at {function}: BAR0 {base:#x}, MAC {:02x?}", nic.mac());
+            Some(nic)
+        }
+        Err(e) => {
+            log::warn!(target: "uplink", "uplink NIC at {function}: {e:?}; no uplink");
+            None
+        }
+    }
+}
+
+/// BAR0's address (a 32- or 64-bit memory BAR below 4 GiB), as the hypervisor placed it.
+fn bar0(function: DeviceFunction) -> Option<u64> {
+    let access = PortConfigAccess;
+    let low = access.read_word(function, 0x10);
+    if low & 1 != 0 {
+        return None;
+    }
+    let high = if low & 0b110 == 0b100 { access.read_word(function, 0x14) } else { 0 };
+    let base = u64::from(high) << 32 | u64::from(low & !0xF);
+    (base != 0 && base + BAR0_SIZE <= 1 << 32).then_some(base)
+}
