@@ -34,6 +34,31 @@ pub fn vms_config(desktops: &[Desktop]) -> String {
     desktops.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect()
 }
 
+/// The guests' kernel command line on a network link: DHCP on eth0 at boot.
+pub const NETWORKED_CMDLINE: &str =
+    "console=tty0 console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet loglevel=4 bulkhead.dhcp=eth0";
+
+/// PCI IDs of the uplink NIC the default configuration gives the service VM: QEMU's
+/// `e1000e` (Intel 82574L).
+pub const UPLINK_NIC: &str = "8086:10d3";
+
+/// The default machine: these desktops, each on a link to the networking service VM
+/// (which owns the uplink NIC). The first desktop may reach only the host
+/// (`corporate-only`, 10.0.2.2 on QEMU's user network), the others everything
+/// (`internet`). The service VM comes last, so the desktops keep slots 1, 2, ...
+pub fn networked_config(desktops: &[Desktop]) -> String {
+    let mut text: String = desktops.iter().map(|d| vm_line(d, NETWORKED_CMDLINE, "")).collect();
+    text.push_str(&format!(
+        "vm net kind=service image={} memory=64M devices={UPLINK_NIC} restart=always label=\"Network\"\n",
+        crate::build::SERVICE_VM_MODULE
+    ));
+    for (i, d) in desktops.iter().enumerate() {
+        let rule = if i == 0 { "rule=corporate-only allow=10.0.2.2/32" } else { "rule=internet" };
+        text.push_str(&format!("link {} net {rule}\n", d.name));
+    }
+    text
+}
+
 /// Modules every desktop loads: `evdev`, the `/dev/input/event*` devices through which
 /// a desktop's display server (and a test) reads the keyboard, and `virtio_pci` and
 /// `virtio_net` for the virtio-net device a `link` line gives it.
@@ -99,6 +124,16 @@ mod tests {
             "vm corporate kind=linux image=linux initrd=initrd memory=384M label=\"CORPORATE · secure\" colour=#c0392b"
         ));
         assert!(text.contains("cmdline=\"console=tty0 console=ttyS0"));
+    }
+
+    #[test]
+    fn the_networked_config_links_every_desktop_to_the_service_vm() {
+        let text = networked_config(DEFAULT_DESKTOPS);
+        assert_eq!(text.lines().filter(|l| l.starts_with("vm ")).count(), 3);
+        assert!(text.contains("vm net kind=service image=service-vm memory=64M devices=8086:10d3"));
+        assert!(text.contains("link corporate net rule=corporate-only allow=10.0.2.2/32\n"));
+        assert!(text.contains("link personal net rule=internet\n"));
+        assert_eq!(text.matches("bulkhead.dhcp=eth0").count(), 2);
     }
 
     #[test]

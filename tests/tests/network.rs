@@ -2,7 +2,8 @@
 //! each desktop's unmodified `virtio_net` driver gets a link whose far end is a port of
 //! the service VM (a no_std Rust kernel running the router), and the service VM owns an
 //! `e1000e` on QEMU's user network, passed through behind the IOMMU. Checked from
-//! inside the desktops: each gets its fixed lease over DHCP and reaches its gateway;
+//! inside the desktops: each gets its fixed lease from its own DHCP client at boot and
+//! reaches its gateway;
 //! the personal desktop (`internet`) downloads 8 MiB from an HTTP server this test
 //! runs on the host, with the right SHA-256; the corporate desktop (`corporate-only`)
 //! reaches its one allowed host port and not another; neither reaches the other
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use images::desktops::{Desktop, GUEST_CMDLINE, vm_line};
+use images::desktops::{Desktop, NETWORKED_CMDLINE, vm_line};
 use tests::{Machine, image};
 
 const DESKTOPS: &[Desktop] = &[
@@ -33,7 +34,7 @@ const STEP: Duration = Duration::from_secs(90);
 const UPLINK: [&str; 4] = ["-netdev", "user,id=n0", "-device", "e1000e,netdev=n0,bus=pcie.0,addr=0x5,romfile="];
 
 fn vms_config(allowed_port: u16) -> String {
-    let mut text: String = DESKTOPS.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect();
+    let mut text: String = DESKTOPS.iter().map(|d| vm_line(d, NETWORKED_CMDLINE, "")).collect();
     text.push_str(
         "vm net kind=service image=service-vm memory=64M devices=8086:10d3 restart=always label=\"Network\"\n",
     );
@@ -82,9 +83,14 @@ fn download_body() -> Vec<u8> {
         .collect()
 }
 
-/// The IPv4 address `udhcpc` configured on the desktop's eth0.
+/// The IPv4 address the desktop's own DHCP client (started at boot, as on any desktop)
+/// configured on eth0, waiting up to a minute for it.
 fn lease(m: &mut Machine, vm: &str) -> String {
-    m.run_in_vm(vm, "udhcpc -i eth0 -n -q -t 5 -T 2 >/dev/null 2>&1; echo LEASE=$(ip -4 -o addr show eth0 | tr -s ' ' | cut -d ' ' -f 4)");
+    m.run_in_vm(
+        vm,
+        "for i in $(seq 60); do ip -4 -o addr show eth0 | grep -q inet && break; sleep 1; done; \
+         echo LEASE=$(ip -4 -o addr show eth0 | tr -s ' ' | cut -d ' ' -f 4)",
+    );
     let line = m.expect(&format!("[{vm}] LEASE="), STEP);
     line.split("LEASE=").nth(1).unwrap_or("").trim().to_owned()
 }
@@ -123,6 +129,20 @@ fn desktops_get_their_network_through_the_service_vm() {
     assert_eq!(pings(&mut m, "corporate", "10.213.0.5", "b"), 3, "corporate cannot reach its gateway");
     assert_eq!(pings(&mut m, "corporate", "10.213.0.2", "c"), 0, "corporate reached the personal desktop");
     assert_eq!(pings(&mut m, "personal", "10.213.0.6", "d"), 0, "personal reached the corporate desktop");
+    // Nor over TCP: corporate listens, personal's connection never arrives.
+    m.run_in_vm("corporate", "(timeout 20 nc -l -p 7777 > /tmp/tcp-in 2>&1 &); echo LISTENING");
+    m.expect("[corporate] LISTENING", STEP);
+    m.run_in_vm("personal", "echo TCP=$(echo crossed | timeout 8 nc 10.213.0.6 7777 2>&1; echo rc=$?)");
+    m.expect("[personal] TCP=", STEP);
+    m.run_in_vm("corporate", "sleep 1; echo GOT=$(cat /tmp/tcp-in)");
+    assert!(!m.expect("[corporate] GOT=", STEP).contains("crossed"), "personal reached corporate over TCP");
+    // The virtio device interrupts through its MSI-X vectors.
+    for vm in ["personal", "corporate"] {
+        m.run_in_vm(vm, "echo VECTORS=$(grep -c 'virtio0-' /proc/interrupts)");
+        let line = m.expect(&format!("[{vm}] VECTORS="), STEP);
+        let n: u32 = line.split("VECTORS=").nth(1).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        assert!(n >= 2, "{vm}: the virtio-net device has {n} MSI-X vectors in /proc/interrupts");
+    }
 
     // Through the uplink: the personal desktop downloads; the corporate one reaches
     // only its allowed port.

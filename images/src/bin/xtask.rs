@@ -144,7 +144,13 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
         eprintln!("    Preparing the desktop guests (Debian kernel + busybox initramfs)");
         let guest = desktops::build_guest(&images::guest::default_cache_dir()).map_err(|e| e.to_string())?;
         eprintln!("    Guest kernel {} ({})", guest.kernel_version, guest.package_version);
-        desktops::modules(&guest, desktops::DEFAULT_DESKTOPS)
+        let mut modules =
+            desktops::modules_with_config(&guest, &desktops::networked_config(desktops::DEFAULT_DESKTOPS));
+        modules.push(disk::BootModule {
+            name: build::SERVICE_VM_MODULE.into(),
+            source: disk::FileSource::Host(artifacts.service_vm_elf.clone()),
+        });
+        modules
     };
     let spec = disk::ImageSpec {
         loader_efi: artifacts.loader_efi,
@@ -183,7 +189,12 @@ fn run(args: &RunArgs) -> Result<(), String> {
     };
     config.medium = if args.usb { BootMedium::UsbStick } else { BootMedium::Disk };
     config.display = if has_display && !args.headless { Display::Window } else { Display::Headless };
-    config.extra_args = args.qemu_args.clone();
+    // The service VM's uplink: an 82574 on QEMU's user network (the host is 10.0.2.2).
+    config.extra_args = ["-netdev", "user,id=uplink", "-device", "e1000e,netdev=uplink,bus=pcie.0,addr=0x5,romfile="]
+        .into_iter()
+        .map(String::from)
+        .chain(args.qemu_args.iter().cloned())
+        .collect();
     eprintln!(
         "     Booting in QEMU ({}): serial console below; quit with Ctrl-A X{}",
         if config.display == Display::Window { "window" } else { "headless" },

@@ -114,6 +114,11 @@ params() {
         r#"
 [ "$(uname -r)" = "{kernel_release}" ] || say "bulkhead: initramfs was built for {kernel_release}"
 say "bulkhead: Linux $(uname -r) on $(uname -m)"
+# A desktop on a network link (`bulkhead.dhcp=eth0` on the command line) asks for its
+# address by DHCP, keeps asking every few seconds until it has one, and renews it.
+for w in $(cat /proc/cmdline); do
+	case "$w" in bulkhead.dhcp=*) udhcpc -i "${{w#bulkhead.dhcp=}}" -f -T 2 -A 3 >/dev/null 2>&1 & ;; esac
+done
 # The uptime lets benchmarks compare boots in guest time.
 read uptime idle < /proc/uptime
 say "{READY_MARKER} uptime=$uptime"
