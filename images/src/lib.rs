@@ -10,5 +10,6 @@ pub mod exits_bench;
 pub mod guest;
 pub mod host_tools;
 pub mod layout;
+pub mod net_bench;
 pub mod qemu;
 pub mod switch_bench;

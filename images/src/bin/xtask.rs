@@ -59,6 +59,11 @@ enum BenchCmd {
         #[arg(long)]
         stages: bool,
     },
+    /// The network path: a desktop downloads 32 MiB from a server on the host through
+    /// the networking service VM, and again with the same NIC passed through to it
+    /// directly; reports instructions and exits per MiB on each side, link frames and
+    /// copies per byte, and the throughput ratio (several minutes).
+    Net,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +131,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::LinuxBoot) => bench_linux_boot(),
         Cmd::Bench(BenchCmd::Switch { no_build }) => bench_switch(no_build),
         Cmd::Bench(BenchCmd::Exits { no_build, stages }) => bench_exits(no_build, stages),
+        Cmd::Bench(BenchCmd::Net) => bench_net(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +172,11 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
 }
 
 fn run(args: &RunArgs) -> Result<(), String> {
+    if matches!(args.iommu, IommuArg::None) && !args.image.bare {
+        return Err("the default machine gives the network card to the networking service VM through the \
+                    IOMMU, so it cannot start without one; use --iommu intel (the default) or --iommu amd"
+            .into());
+    }
     let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
     let image_path = if args.no_build {
         if !args.image.out.is_file() {
@@ -189,12 +200,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
     };
     config.medium = if args.usb { BootMedium::UsbStick } else { BootMedium::Disk };
     config.display = if has_display && !args.headless { Display::Window } else { Display::Headless };
-    // The service VM's uplink: an 82574 on QEMU's user network (the host is 10.0.2.2).
-    config.extra_args = ["-netdev", "user,id=uplink", "-device", "e1000e,netdev=uplink,bus=pcie.0,addr=0x5,romfile="]
-        .into_iter()
-        .map(String::from)
-        .chain(args.qemu_args.iter().cloned())
-        .collect();
+    config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).chain(args.qemu_args.iter().cloned()).collect();
     eprintln!(
         "     Booting in QEMU ({}): serial console below; quit with Ctrl-A X{}",
         if config.display == Display::Window { "window" } else { "headless" },
@@ -282,6 +288,12 @@ fn fresh_bench_vars(ovmf: &host_tools::Ovmf) -> Result<std::path::PathBuf, Strin
     Ok(vars)
 }
 
+/// The default machine's uplink for the networking service VM: an 82574 (`e1000e`) on
+/// QEMU's user network, where the host is 10.0.2.2. The service VM gets it through the
+/// IOMMU, so a machine without one refuses to start the VMs.
+const UPLINK_ARGS: [&str; 4] =
+    ["-netdev", "user,id=uplink", "-device", "e1000e,netdev=uplink,bus=pcie.0,addr=0x5,romfile="];
+
 fn bench_switch(no_build: bool) -> Result<(), String> {
     let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
     let args = ImageArgs {
@@ -300,9 +312,66 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
     config.display = Display::Headless;
     config.icount = true;
     config.qmp_socket = Some(qmp.clone());
+    // The default image's service VM needs its uplink NIC and the IOMMU.
+    config.iommu = Iommu::Intel;
+    config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).collect();
     eprintln!("     Booting under -icount (several minutes)");
     let table = images::switch_bench::run(config.command(&qemu), &qmp)?;
     println!("{table}");
+    Ok(())
+}
+
+fn bench_net() -> Result<(), String> {
+    use images::net_bench::{self, NetTable};
+    let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
+    let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
+    eprintln!("    Preparing the guest (Debian's generic kernel: virtio_net and e1000e)");
+    let guest = images::guest::build_linux_guest(
+        &images::guest::default_cache_dir(),
+        images::guest::Flavour::Generic,
+        &["virtio_pci", "virtio_net", "e1000e"],
+    )
+    .map_err(|e| e.to_string())?;
+    let desktop = desktops::Desktop { name: "bench", label: "BENCH", colour: "#2980b9", memory_mib: 256 };
+    let body: Vec<u8> = (0..net_bench::DOWNLOAD_BYTES).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let port = net_bench::serve(std::sync::Arc::new(body))?;
+    let boot = |name: &str, vms: String| -> Result<std::process::Command, String> {
+        let mut modules = desktops::modules_with_config(&guest, &vms);
+        modules.push(disk::BootModule {
+            name: build::SERVICE_VM_MODULE.into(),
+            source: disk::FileSource::Host(artifacts.service_vm_elf.clone()),
+        });
+        let out = layout::target_dir().join(format!("bench-net-{name}.img"));
+        let spec = disk::ImageSpec {
+            loader_efi: artifacts.loader_efi.clone(),
+            hypervisor_elf: artifacts.hypervisor_elf.clone(),
+            modules,
+            gop_mode: Some((1280, 800)),
+            cmdline: String::new(),
+        };
+        disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
+        let mut config = MachineConfig::new(&out, &ovmf, fresh_bench_vars(&ovmf)?);
+        config.memory_mib = 1024;
+        config.cpus = 1;
+        config.iommu = Iommu::Intel;
+        config.display = Display::Headless;
+        config.icount = true;
+        config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).collect();
+        Ok(config.command(&qemu))
+    };
+    let line = desktops::vm_line(&desktop, desktops::NETWORKED_CMDLINE, "");
+    let through_service = format!(
+        "{line}vm net kind=service image={} memory=64M devices={} label=\"Network\"\nlink bench net rule=internet\n",
+        build::SERVICE_VM_MODULE,
+        desktops::UPLINK_NIC
+    );
+    eprintln!("     Through the service VM, under -icount (several minutes)");
+    let service = net_bench::run_path(boot("service", through_service)?, "bench", Some("net"), port)?;
+    let direct_line =
+        desktops::vm_line(&desktop, desktops::NETWORKED_CMDLINE, &format!("devices={}", desktops::UPLINK_NIC));
+    eprintln!("     The NIC passed through to the desktop, under -icount (several minutes)");
+    let direct = net_bench::run_path(boot("direct", direct_line)?, "bench", None, port)?;
+    println!("{}", NetTable { service, direct });
     Ok(())
 }
 
