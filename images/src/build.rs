@@ -35,7 +35,7 @@ pub const SERVICE_VM_MODULE: &str = "service-vm";
 
 /// The self-test payloads (tiny guest kernels in `tests/payloads`).
 pub const PAYLOADS: &[&str] =
-    &["checks", "triple-fault", "attack", "dma-attack", "hostile", "hostile-flood", "multiboot"];
+    &["checks", "triple-fault", "attack", "dma-attack", "hostile", "hostile-flood", "multiboot", "net-attack"];
 
 /// Builds the self-test payloads and returns the directory holding their ELF files.
 pub fn build_payloads() -> Result<PathBuf, BuildError> {

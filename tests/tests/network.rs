@@ -10,7 +10,10 @@
 //! desktop; the hypervisor logs each link and the uplink's address from the service
 //! VM's reports. Then the service VM is stopped in the middle of a download: its
 //! restart policy starts it again, the desktops keep their addresses, and a new
-//! download succeeds with no command in the guests.
+//! download succeeds with no command in the guests. All along, a third VM on the
+//! service VM sends malformed and spoofed frames (runts, oversized frames, bad
+//! checksums, another desktop's address or MAC, IPv6, bogus DHCP options): the other
+//! desktops' traffic is undisturbed and the router counts each kind of drop.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -42,6 +45,9 @@ fn vms_config(allowed_port: u16) -> String {
     // link 1 (10.213.0.6).
     text.push_str("link personal net rule=internet\n");
     text.push_str(&format!("link corporate net rule=corporate-only allow=10.0.2.2/32:{allowed_port}\n"));
+    // Link 2: a desktop that sends malformed and spoofed frames all along.
+    text.push_str("vm attacker kind=payload image=net-attack memory=16M label=\"Attacker\"\n");
+    text.push_str("link attacker net rule=internet\n");
     text
 }
 
@@ -118,7 +124,7 @@ fn desktops_get_their_network_through_the_service_vm() {
     });
     m.expect("BULKHEAD READY", BOOT);
     let ready = m.expect("SERVICE-VM READY", BOOT);
-    assert!(ready.contains("links=2 ports=2 uplink=e1000e"), "{ready}");
+    assert!(ready.contains("links=3 ports=3 uplink=e1000e"), "{ready}");
     m.expect("net] uplink: 10.0.2.15", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
@@ -163,8 +169,9 @@ fn desktops_get_their_network_through_the_service_vm() {
     let forbidden = m.expect("[corporate] FORBIDDEN=", STEP);
     assert!(!forbidden.contains("forbidden-reached"), "corporate reached a port its rule does not allow");
     // The router counted the refused connection: beyond the 3 pings to the personal
-    // desktop, its SYNs are `rule` drops on corporate's link (link 1).
-    std::thread::sleep(Duration::from_secs(3));
+    // desktop, its SYNs are `rule` drops on corporate's link (link 1). The service VM
+    // shows its counters at most every 5 s.
+    std::thread::sleep(Duration::from_secs(6));
     let serial = m.serial();
     let counters = serial.lines().rev().find(|l| l.contains("[router] link 1 ")).unwrap_or_default();
     let rule_drops: u64 =
@@ -189,6 +196,23 @@ fn desktops_get_their_network_through_the_service_vm() {
     assert!(sum.contains(&want), "the download after the restart differs: {sum}");
     m.run_in_vm("personal", "echo ADDR=$(ip -4 -o addr show eth0 | tr -s ' ' | cut -d ' ' -f 4)");
     assert!(m.expect("[personal] ADDR=", STEP).ends_with("ADDR=10.213.0.2/30"), "personal lost its address");
+
+    // The attacker went on all along; the router counted its frames by reason.
+    let serial = m.serial();
+    assert!(serial.contains("[attacker] net-attack: 64 rounds sent"), "the attacker did not get going");
+    // The counters restart with the service VM: the most each reason reached counts.
+    let most = |reason: &str| -> u64 {
+        serial
+            .lines()
+            .filter(|l| l.contains("[router] link 2 "))
+            .filter_map(|l| l.split(&format!(" {reason}=")).nth(1)?.split_whitespace().next()?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    for reason in ["runt", "oversized", "malformed", "bad-ip-checksum", "spoofed", "ipv6"] {
+        let n = most(reason);
+        assert!(n >= 64, "the router counted at most {n} `{reason}` drops from the attacker");
+    }
 
     std::thread::sleep(Duration::from_secs(2));
     let serial = m.serial();

@@ -408,9 +408,14 @@ fn parse_link(words: &[String], vms: &[VmConfig]) -> Result<LinkConfig, &'static
             }
             Ok(LinkConfig { a, b, rule: None })
         }
-        (Some(Kind::Linux), Some(Kind::Service)) => Ok(LinkConfig { a, b, rule: Some(parse_rule(options)?) }),
-        (Some(Kind::Service), Some(Kind::Linux)) => Ok(LinkConfig { a: b, b: a, rule: Some(parse_rule(options)?) }),
-        _ => Err("links join two kind=linux VMs, or a kind=linux VM and the kind=service VM"),
+        // A payload VM on a service link is test equipment (a desktop that misbehaves).
+        (Some(Kind::Linux | Kind::Payload), Some(Kind::Service)) => {
+            Ok(LinkConfig { a, b, rule: Some(parse_rule(options)?) })
+        }
+        (Some(Kind::Service), Some(Kind::Linux | Kind::Payload)) => {
+            Ok(LinkConfig { a: b, b: a, rule: Some(parse_rule(options)?) })
+        }
+        _ => Err("links join two kind=linux VMs, or a kind=linux (or payload) VM and the kind=service VM"),
     }
 }
 
@@ -644,7 +649,11 @@ mod tests {
             );
         }
         assert!(reason("link a b rule=internet\n").contains("belong on links to the service VM"));
-        assert!(reason("link net p rule=internet\n").contains("kind=linux VM and the kind=service VM"));
+        assert!(reason("link a p\n").contains("and the kind=service VM"), "a payload links only to the service VM");
+        assert!(
+            parse_config(&alloc::format!("{vms}link net p rule=isolated\n")).is_ok(),
+            "a payload may be a desktop end"
+        );
         // The service VM takes up to 8 links, a desktop 4.
         let desktops: alloc::string::String = (0..9)
             .map(|i| alloc::format!("vm d{i} kind=linux image=l memory=64M\nlink d{i} net rule=isolated\n"))

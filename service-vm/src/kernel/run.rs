@@ -19,8 +19,10 @@ use super::uplink::{self, Uplink};
 const FRAMES_PER_PORT: usize = 32;
 /// Longest sleep: the router's timers (DHCP, NAT expiry) need no finer step.
 const SLEEP_US: u64 = 20_000;
-/// How often the status goes to the hypervisor when nothing changes.
+/// How often the status goes to the hypervisor when only counters change.
 const STATUS_US: i64 = 1_000_000;
+/// How often the counters may go to the console when frames are being dropped.
+const COUNTERS_US: i64 = 5_000_000;
 
 pub(super) fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the time-stamp counter.
@@ -91,6 +93,7 @@ pub fn run() -> ! {
     let mut last_status = Instant::from_micros(i64::MIN / 2);
     let mut reported = abi::NetStatus::default();
     let mut reported_drops = 0u64;
+    let mut last_counters = Instant::from_micros(i64::MIN / 2);
     loop {
         let now = clock.now();
         let mut busy = false;
@@ -118,17 +121,23 @@ pub fn run() -> ! {
         {
             status.uplink_flags |= abi::NET_UPLINK_UP;
         }
-        if status != reported || (now - last_status).total_micros() >= STATUS_US as u64 {
+        // A link or the uplink changing state is reported at once, counters once a second.
+        if changed_state(&status, &reported) || (now - last_status).total_micros() >= STATUS_US as u64 {
             hypercall::net_status(&status);
             reported = status;
             last_status = now;
-            // The counters, when a drop happened since the last report (at most once a
-            // second): what the router refused and why, in the VM's console.
-            let drops: u64 =
-                status.links.iter().map(|l| l.dropped).sum::<u64>() + router.status().uplink.counters.dropped_total();
+        }
+        // The counters, when a drop happened since they were last shown (at most every
+        // few seconds, so a desktop that sends garbage cannot flood the console): what
+        // the router refused and why.
+        if (now - last_counters).total_micros() >= COUNTERS_US as u64 {
+            let s = router.status();
+            let drops =
+                s.links.iter().map(|l| l.counters.dropped_total()).sum::<u64>() + s.uplink.counters.dropped_total();
             if drops != reported_drops {
                 reported_drops = drops;
-                for line in alloc::format!("{}", router.status()).lines() {
+                last_counters = now;
+                for line in alloc::format!("{s}").lines() {
                     log::info!(target: "router", "{line}");
                 }
             }
@@ -188,4 +197,12 @@ fn status_of(router: &Router, links: usize) -> abi::NetStatus {
         status.uplink_address = u32::from_be_bytes(address.address().octets());
     }
     status
+}
+
+/// Whether a link or the uplink came up, went down or changed address.
+fn changed_state(now: &abi::NetStatus, before: &abi::NetStatus) -> bool {
+    now.uplink_flags != before.uplink_flags
+        || now.uplink_address != before.uplink_address
+        || now.link_count != before.link_count
+        || now.links.iter().zip(before.links.iter()).any(|(a, b)| a.flags != b.flags || a.address != b.address)
 }
