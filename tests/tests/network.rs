@@ -126,6 +126,9 @@ fn desktops_get_their_network_through_the_service_vm() {
     let ready = m.expect("SERVICE-VM READY", BOOT);
     assert!(ready.contains("links=3 ports=3 uplink=e1000e"), "{ready}");
     m.expect("net] uplink: 10.0.2.15", BOOT);
+    let serial = m.serial();
+    let nic = serial.lines().find(|l| l.contains("[uplink] uplink NIC at ")).unwrap_or_default();
+    assert!(nic.ends_with(", MSI"), "the uplink NIC does not interrupt through MSI: {nic}");
     m.expect("BULKHEAD-GUEST-READY", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);
 

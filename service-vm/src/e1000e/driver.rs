@@ -143,6 +143,18 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
         done
     }
 
+    /// Lets the NIC interrupt for a frame received, a receive overrun or shortage, and
+    /// a link change (with MSI programmed by the kernel, a message per new cause).
+    pub fn enable_interrupts(&mut self) {
+        let causes = regs::cause::RXT0 | regs::cause::RXO | regs::cause::RXDMT0 | regs::cause::LSC;
+        self.regs.write32(regs::IMS, causes);
+    }
+
+    /// Reads and so clears the interrupt causes, re-arming the NIC's interrupt.
+    pub fn take_interrupt_causes(&mut self) -> u32 {
+        self.regs.read32(regs::ICR)
+    }
+
     /// Hands each frame the NIC has received to `deliver`, oldest first, looking at no
     /// more than `budget` descriptors (and never more than `RING_SIZE - 1`). Frames the
     /// NIC flagged, that span descriptors, or whose length is out of bounds are dropped

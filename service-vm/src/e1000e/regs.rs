@@ -17,8 +17,22 @@ pub const EECD: u32 = 0x0010;
 // §10.2.4: interrupt registers.
 /// Interrupt Cause Read: cleared by reading it.
 pub const ICR: u32 = 0x00c0;
+/// Interrupt Mask Set/Read: a 1 bit enables that cause.
+pub const IMS: u32 = 0x00d0;
 /// Interrupt Mask Clear: a 1 bit masks that cause.
 pub const IMC: u32 = 0x00d8;
+
+/// Interrupt causes (ICR, IMS, IMC bits; §10.2.4.1).
+pub mod cause {
+    /// Link status change.
+    pub const LSC: u32 = 1 << 2;
+    /// Receive descriptors below the minimum threshold.
+    pub const RXDMT0: u32 = 1 << 4;
+    /// Receiver overrun.
+    pub const RXO: u32 = 1 << 6;
+    /// Receive timer: frames were written back.
+    pub const RXT0: u32 = 1 << 7;
+}
 
 // §10.2.5: receive registers.
 /// Receive Control (§10.2.5.1).

@@ -108,6 +108,9 @@ pub fn run() -> ! {
             }
         }
         if let Some(nic) = uplink.as_mut() {
+            // Re-arms its interrupt before the ring is read: a frame that lands after
+            // the read raises a new one.
+            nic.take_interrupt_causes();
             let got = nic.receive(FRAMES_PER_PORT, |frame| router.handle_frame(now, Port::Uplink, frame, &mut out));
             busy |= got > 0;
         }

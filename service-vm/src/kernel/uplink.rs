@@ -107,8 +107,17 @@ pub fn find(root: &mut PciRoot<PortConfigAccess>, tsc_khz: u64) -> Option<Uplink
     let base = bar0(function)?;
     root.set_command(function, Command::MEMORY_SPACE | Command::BUS_MASTER);
     match E1000e::new(Bar0 { base, tsc_khz }, HeapDma) {
-        Ok(nic) => {
-            log::info!(target: "uplink", "uplink NIC at {function}: BAR0 {base:#x}, MAC {:02x?}", nic.mac());
+        Ok(mut nic) => {
+            let msi = program_msi(function, UPLINK_VECTOR);
+            if msi {
+                nic.enable_interrupts();
+            }
+            log::info!(
+                target: "uplink",
+                "uplink NIC at {function}: BAR0 {base:#x}, MAC {:02x?}, {}",
+                nic.mac(),
+                if msi { "MSI" } else { "polled (no MSI capability)" }
+            );
             Some(nic)
         }
         Err(e) => {
@@ -116,6 +125,41 @@ pub fn find(root: &mut PciRoot<PortConfigAccess>, tsc_khz: u64) -> Option<Uplink
             None
         }
     }
+}
+
+/// The vector the NIC's MSI raises: it wakes the kernel from `SLEEP` (the kernel runs
+/// with interrupts off and polls after each wake).
+const UPLINK_VECTOR: u8 = 0x50;
+/// PCI capability id of MSI.
+const CAP_MSI: u8 = 0x05;
+
+/// Points the function's MSI at this VM's one CPU (APIC id 0, fixed, `vector`) and
+/// enables it; `false` when it has no MSI capability.
+fn program_msi(function: DeviceFunction, vector: u8) -> bool {
+    let mut access = PortConfigAccess;
+    if access.read_word(function, 0x04) & (1 << 20) == 0 {
+        return false;
+    }
+    let mut at = access.read_word(function, 0x34) as u8;
+    for _ in 0..48 {
+        if at < 0x40 {
+            return false;
+        }
+        let header = access.read_word(function, at);
+        if header as u8 == CAP_MSI {
+            let control = header >> 16;
+            let data_at = if control & (1 << 7) != 0 { at + 12 } else { at + 8 };
+            access.write_word(function, at + 4, 0xfee0_0000);
+            if data_at == at + 12 {
+                access.write_word(function, at + 8, 0);
+            }
+            access.write_word(function, data_at, u32::from(vector));
+            access.write_word(function, at, (control | 1) << 16 | (header & 0xffff));
+            return true;
+        }
+        at = (header >> 8) as u8;
+    }
+    false
 }
 
 /// BAR0's address (a 32- or 64-bit memory BAR below 4 GiB), as the hypervisor placed it.
