@@ -167,7 +167,17 @@ impl NetPort {
     /// many were accepted.
     pub fn deliver(&self, vm: u32, platform: &mut Platform, delivered: &mut u64) -> usize {
         let mut messages: Vec<MsiMessage> = Vec::new();
-        self.device.lock().take_messages(&mut messages);
+        let intx = {
+            let mut device = self.device.lock();
+            device.take_messages(&mut messages);
+            device.intx_asserted()
+        };
+        // Without MSI-X (a driver that does not set it up, as virtio-drivers does not),
+        // the asserted line wakes a payload-style VM, which has no I/O APIC and polls
+        // its devices after each wake; a desktop's INTx is not wired.
+        if intx {
+            platform.wake_for_line();
+        }
         let mut accepted = 0usize;
         // A message outside the interrupt window (the guest's own mistake) is dropped.
         for route in messages.iter().filter_map(|m| MsiRoute::decode(m.address, m.data)) {

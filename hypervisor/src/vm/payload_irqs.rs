@@ -40,6 +40,12 @@ impl PendingIrqs {
         self.wake_at
     }
 
+    /// A device line is asserted: the vCPU is to resume (no vector to inject).
+    pub fn wake(&mut self) {
+        self.wake_at = None;
+        self.woken = true;
+    }
+
     fn take_vector(&mut self) -> Option<u8> {
         for (word, bits) in self.vectors.iter_mut().enumerate().rev() {
             if *bits != 0 {
@@ -147,5 +153,10 @@ mod tests {
         assert_eq!(p.sleep_until(Some(5)), Some(false));
         assert!(!p.any());
         assert_eq!(p.sleep_until(Some(5)), Some(true));
+        // An asserted device line wakes it without a vector.
+        p.wake();
+        assert!(p.any());
+        assert_eq!(p.take_highest(), None);
+        assert!(!p.any());
     }
 }

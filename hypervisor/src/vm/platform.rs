@@ -38,6 +38,14 @@ impl Platform {
         }
     }
 
+    /// A device line of a payload-style VM is asserted: it wakes from `SLEEP`. Desktops
+    /// take device lines through their I/O APIC instead.
+    pub fn wake_for_line(&mut self) {
+        if let Platform::Payload(irqs) = self {
+            irqs.wake();
+        }
+    }
+
     /// Whether an interrupt waits for the vCPU.
     pub fn interrupt_pending(&self) -> bool {
         match self {

@@ -98,6 +98,9 @@ pub fn run() -> ! {
         let now = clock.now();
         let mut busy = false;
         for (i, port) in ports.iter_mut().enumerate() {
+            // Reading the ISR lowers the port's interrupt line, which woke us; a frame
+            // that arrives after this raises it again.
+            port.ack_interrupt();
             for _ in 0..FRAMES_PER_PORT {
                 let Ok(rx) = port.receive() else { break };
                 busy = true;

@@ -167,6 +167,11 @@ impl VirtioNet {
     pub fn take_messages(&mut self, out: &mut Vec<MsiMessage>) {
         self.transport.take_messages(out);
     }
+
+    /// Whether its INTx line is asserted (MSI-X off and the ISR not yet read).
+    pub fn intx_asserted(&self) -> bool {
+        self.transport.intx_asserted()
+    }
 }
 
 impl VirtualPciFunction for VirtioNet {
