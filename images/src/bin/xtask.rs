@@ -93,6 +93,11 @@ struct RunArgs {
     /// Boot from a USB stick on xHCI instead of a SATA disk.
     #[arg(long)]
     usb: bool,
+    /// The install story: boot a copy of the image as a stick with an answer file next
+    /// to an empty NVMe disk (target/run-nvme.img), let it install unattended and power
+    /// off, then boot again from the NVMe disk alone with the same OVMF variables.
+    #[arg(long)]
+    install: bool,
     /// Never open a window, even when a display is available.
     #[arg(long)]
     headless: bool,
@@ -184,6 +189,9 @@ fn run(args: &RunArgs) -> Result<(), String> {
     config.medium = if args.usb { BootMedium::UsbStick } else { BootMedium::Disk };
     config.display = if has_display && !args.headless { Display::Window } else { Display::Headless };
     config.extra_args = args.qemu_args.clone();
+    if args.install {
+        return run_install(&qemu, config);
+    }
     eprintln!(
         "     Booting in QEMU ({}): serial console below; quit with Ctrl-A X{}",
         if config.display == Display::Window { "window" } else { "headless" },
@@ -193,6 +201,31 @@ fn run(args: &RunArgs) -> Result<(), String> {
     match status.code() {
         Some(0) | Some(images::qemu::EXIT_SUCCESS) => Ok(()),
         Some(images::qemu::EXIT_FAILURE) => Err("the hypervisor reported a failure (see the log above)".into()),
+        _ => Err(format!("QEMU exited with {status}")),
+    }
+}
+
+/// Installs from a stick onto an empty NVMe disk, then boots the disk alone.
+fn run_install(qemu: &std::path::Path, mut config: MachineConfig) -> Result<(), String> {
+    use images::install;
+    let stick = layout::target_dir().join("run-install-stick.img");
+    let nvme = layout::target_dir().join("run-nvme.img");
+    install::make_install_stick(&config.image, &stick, &install::answer(false, 5))
+        .map_err(|e| format!("cannot write {}: {e}", stick.display()))?;
+    install::create_empty_disk(&nvme, 8 << 30).map_err(|e| format!("cannot create {}: {e}", nvme.display()))?;
+    config.image = stick;
+    config.medium = BootMedium::UsbStickNoBootIndex;
+    config.nvme_disk = Some(nvme.clone());
+    eprintln!("     Installing from the stick onto {} (8 GiB NVMe); the machine powers off when done", nvme.display());
+    let status = config.command(qemu).status().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+    if status.code() != Some(0) {
+        return Err(format!("the install run ended with {status}"));
+    }
+    eprintln!("     Booting from the NVMe disk alone (the stick is pulled out)");
+    config.medium = BootMedium::None;
+    let status = config.command(qemu).status().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+    match status.code() {
+        Some(0) | Some(images::qemu::EXIT_SUCCESS) => Ok(()),
         _ => Err(format!("QEMU exited with {status}")),
     }
 }
