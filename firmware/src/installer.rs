@@ -43,6 +43,8 @@ const BOOT_ENTRY_NAME: &str = "Bulkhead";
 const CHUNK: usize = 1024 * 1024;
 /// Enough alignment for any BlockIO IoAlign we expect (OVMF's NVMe wants 4 KiB at most).
 const ALIGN: usize = 4096;
+/// Zeroed at the start of the data partition.
+const DATA_WIPE_BYTES: usize = 1024 * 1024;
 /// Directory depth and file count the stick walk accepts.
 const MAX_DEPTH: usize = 8;
 const MAX_FILES: usize = 256;
@@ -80,6 +82,11 @@ pub fn boot_current() -> Option<u16> {
 /// Runs the install the answer file describes, shows the result and powers off.
 pub fn run(stick: &mut FileSystem, answer_text: &str) -> ! {
     println!("install: unattended install ({ANSWER_PATH} found on the stick)");
+    // The boot manager's 5-minute watchdog would reset the machine in the middle of a
+    // slow write.
+    if boot::set_watchdog_timer(0, 0x10000, None).is_err() {
+        println!("install: cannot disable the firmware watchdog; a slow install may be cut short");
+    }
     let wait = match answer::parse(answer_text) {
         Ok(answer) => {
             let wait = answer.wait_seconds;
@@ -115,7 +122,7 @@ fn install(stick: &mut FileSystem, answer: &Answer) -> Result<String, String> {
     for (i, f) in found.iter().enumerate() {
         let d = &f.disk;
         println!(
-            "install: disk {i}: {} {} MiB, {}-byte blocks, {}{} — {}",
+            "install: disk {i}: {} {} MiB, {}-byte blocks, {}{} at {}",
             d.bus.name(),
             d.bytes / (1024 * 1024),
             d.block_size,
@@ -177,6 +184,10 @@ fn install(stick: &mut FileSystem, answer: &Answer) -> Result<String, String> {
         }
     }
     println!("install: read back {} files, SHA-256 matches the stick", files.len());
+    // Whatever an earlier system left at the start of the data partition is not taken
+    // for Bulkhead's data later.
+    let zeros = vec![0u8; DATA_WIPE_BYTES];
+    disk.write(layout.data.first_lba * block_size, &zeros).map_err(|e| format!("clearing the data partition: {e}"))?;
 
     for (lba, bytes) in layout.table_writes() {
         disk.write(lba * block_size, &bytes).map_err(|e| format!("writing the partition table: {e}"))?;

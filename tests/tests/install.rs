@@ -16,7 +16,17 @@ const STEP: Duration = Duration::from_secs(30);
 
 fn sha256(path: &Path) -> Vec<u8> {
     use sha2::Digest;
-    sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 8 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break h.finalize().to_vec();
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 #[test]
@@ -67,31 +77,92 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     m.pass();
 }
 
+/// A disk image of `bytes` bytes with recognisable bytes at its start, middle and end.
+fn patterned_disk(path: &Path, bytes: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    install::create_empty_disk(path, bytes).unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    for at in [0, bytes / 2, bytes - 4096] {
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[0xA5; 4096]).unwrap();
+    }
+}
+
 #[test]
 fn a_disk_too_small_is_refused_and_left_byte_for_byte_unchanged() {
     let stick = image::build_scenario_image("install-too-small", "then=run");
-    disk::overwrite_esp_file(&stick, ESP_ANSWER, install::answer(true, 0).as_bytes()).unwrap();
     let nvme = stick.parent().unwrap().join("nvme.img");
-    // 512 MiB with recognisable bytes at the start, the middle and the end.
-    install::create_empty_disk(&nvme, 512 << 20).unwrap();
+    patterned_disk(&nvme, 512 << 20);
+    expect_refusal(
+        "install-too-small",
+        &stick,
+        &install::answer(true, 0),
+        &[&nvme],
+        &["too small: 512 MiB", "needs at least 1314 MiB"],
+    );
+}
+
+#[test]
+fn two_matching_disks_or_foreign_partitions_are_refused_without_writing() {
+    // Two NVMe disks: the answer's "first-nvme" is ambiguous.
+    let stick = image::build_scenario_image("install-two-disks", "then=run");
+    let dir = stick.parent().unwrap().to_path_buf();
+    let (a, b) = (dir.join("nvme-a.img"), dir.join("nvme-b.img"));
+    patterned_disk(&a, 2 << 30);
+    patterned_disk(&b, 2 << 30);
+    expect_refusal("install-two-disks", &stick, &install::answer(true, 0), &[&a, &b], &["2 disks match"]);
+
+    // One disk with a foreign MBR partition (a Linux one), and an answer without
+    // overwrite.
+    let stick = image::build_scenario_image("install-foreign", "then=run");
+    let nvme = stick.parent().unwrap().join("nvme.img");
+    patterned_disk(&nvme, 2 << 30);
     {
         use std::io::{Seek, SeekFrom, Write};
+        let mut mbr = [0u8; 512];
+        mbr[446 + 4] = 0x83;
+        mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        mbr[446 + 12..446 + 16].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        mbr[510..].copy_from_slice(&[0x55, 0xAA]);
         let mut f = std::fs::OpenOptions::new().write(true).open(&nvme).unwrap();
-        for at in [0, 256 << 20, (512 << 20) - 4096] {
-            f.seek(SeekFrom::Start(at)).unwrap();
-            f.write_all(&[0xA5; 4096]).unwrap();
-        }
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&mbr).unwrap();
     }
-    let before = sha256(&nvme);
+    expect_refusal(
+        "install-foreign",
+        &stick,
+        &install::answer(false, 0),
+        &[&nvme],
+        &["holds partitions (MBR with 1 partition(s))", "overwrite = true"],
+    );
+}
 
-    let mut m = Machine::boot("install-too-small", &stick, |c| {
+/// Boots `stick` with `answer` next to the NVMe `disks`, expects a refusal whose line
+/// contains every one of `reasons`, and checks every disk image is byte-for-byte what it
+/// was.
+fn expect_refusal(scenario: &str, stick: &Path, answer: &str, disks: &[&Path], reasons: &[&str]) {
+    disk::overwrite_esp_file(stick, ESP_ANSWER, answer.as_bytes()).unwrap();
+    let before: Vec<Vec<u8>> = disks.iter().map(|d| sha256(d)).collect();
+    let mut m = Machine::boot(scenario, stick, |c| {
         c.medium = BootMedium::UsbStickNoBootIndex;
-        c.nvme_disk = Some(nvme.clone());
+        c.nvme_disk = Some(disks[0].to_path_buf());
+        for (i, extra) in disks.iter().enumerate().skip(1) {
+            c.extra_args.extend([
+                "-drive".into(),
+                format!("format=raw,file={},if=none,id=nvme{i}", extra.display()),
+                "-device".into(),
+                format!("nvme,drive=nvme{i},serial=BULKHEAD000{}", i + 1),
+            ]);
+        }
     });
     m.connect_qmp();
     let failed = m.expect("BULKHEAD INSTALL FAILED", BOOT);
-    assert!(failed.contains("too small: 512 MiB") && failed.contains("needs at least 1314 MiB"), "{failed}");
+    for reason in reasons {
+        assert!(failed.contains(reason), "{failed:?} does not say {reason:?}");
+    }
     assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
-    assert_eq!(sha256(&nvme), before, "a refused install changed the disk");
+    for (d, before) in disks.iter().zip(before) {
+        assert_eq!(sha256(d), before, "a refused install changed {}", d.display());
+    }
     m.pass();
 }

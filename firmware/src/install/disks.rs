@@ -160,7 +160,7 @@ pub fn choose(answer: &Answer, disks: &[Disk]) -> Result<usize, String> {
     }
     if !disk.contents.is_empty() && !answer.overwrite {
         return Err(format!(
-            "disk {index} holds a {}; the answer does not say `overwrite = true`",
+            "disk {index} holds partitions ({}); the answer does not say `overwrite = true`",
             disk.contents.describe()
         ));
     }

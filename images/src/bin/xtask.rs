@@ -75,6 +75,10 @@ struct ImageArgs {
     /// Leave out the desktop VMs (just the hypervisor and its boot screen).
     #[arg(long)]
     bare: bool,
+    /// Put this answer file on the ESP as \bulkhead\install.cfg: the stick then
+    /// installs Bulkhead on the laptop's internal disk unattended.
+    #[arg(long)]
+    install_answer: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +164,12 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
     };
     eprintln!("     Writing {}", args.out.display());
     let bytes = disk::write_image(&spec, &args.out).map_err(|e| e.to_string())?;
+    if let Some(answer) = &args.install_answer {
+        let text = std::fs::read(answer).map_err(|e| format!("cannot read {}: {e}", answer.display()))?;
+        disk::overwrite_esp_file(&args.out, images::install::ESP_ANSWER, &text)
+            .map_err(|e| format!("cannot put the answer file on the image: {e}"))?;
+        eprintln!("     Added {} as {}", answer.display(), images::install::ESP_ANSWER);
+    }
     eprintln!("    Finished USB image, {} MiB: {}", bytes >> 20, args.out.display());
     Ok(args.out.clone())
 }
@@ -311,6 +321,7 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
         gop: Some((1280, 800)),
         cmdline: String::new(),
         bare: false,
+        install_answer: None,
     };
     let image_path = if no_build && args.out.is_file() { args.out.clone() } else { image(&args)? };
     let vars = fresh_bench_vars(&ovmf)?;
