@@ -168,6 +168,11 @@ fn install(stick: &mut FileSystem, answer: &Answer) -> Result<String, String> {
     disk.flush()?;
 
     // Read everything back before the disk gets a partition table.
+    if answer.verify_delay_seconds > 0 {
+        println!("install: written; reading back in {} s", answer.verify_delay_seconds);
+        boot::stall(core::time::Duration::from_secs(u64::from(answer.verify_delay_seconds)));
+    }
+    println!("install: reading back");
     for (offset, bytes) in &volume.metadata {
         if disk.read(esp_start + offset, bytes.len())? != *bytes {
             return Err(not_bootable(format!("the ESP's FAT at byte {} reads back differently", esp_start + offset)));

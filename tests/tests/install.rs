@@ -74,7 +74,90 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     assert!(option.ends_with(&entry), "booted through {option}, the installer created {entry}");
     m.expect("Bulkhead 0.1.0 starting", STEP);
     m.expect("BULKHEAD READY", BOOT);
+    drop(m);
+
+    // With the stick plugged in again, the installed laptop still boots its own disk
+    // (the stick runs only when picked in the firmware's boot menu).
+    let mut m = Machine::boot_again("installed-with-stick", &stick, |c| {
+        c.medium = BootMedium::UsbStickNoBootIndex;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    m.expect("running from the internal NVMe disk", BOOT);
+    m.expect("starting the hypervisor", STEP);
+    drop(m);
+
+    // Firmware that forgot every entry (fresh variables) boots the fallback path.
+    let mut m = Machine::boot("installed-fallback", &stick, |c| {
+        c.medium = BootMedium::None;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    let started = m.expect("BdsDxe: starting Boot", BOOT);
+    assert!(started.contains("NVMe") && !started.contains("\"Bulkhead\""), "not the fallback path: {started}");
+    m.expect("running from the internal NVMe disk", STEP);
+    m.expect("BULKHEAD READY", BOOT);
     m.pass();
+}
+
+#[test]
+fn bytes_flipped_on_the_disk_during_the_install_are_caught_by_the_read_back() {
+    let stick = image::build_scenario_image("install-corrupted", "then=run");
+    let answer = install::answer(false, 0) + "verify_delay_seconds = 10\n";
+    disk::overwrite_esp_file(&stick, ESP_ANSWER, answer.as_bytes()).unwrap();
+    let nvme = stick.parent().unwrap().join("nvme.img");
+    install::create_empty_disk(&nvme, 2 << 30).unwrap();
+    let hypervisor = disk::read_esp_file(&stick, layout::ESP_HYPERVISOR).unwrap();
+
+    let mut m = Machine::boot("install-corrupted", &stick, |c| {
+        c.medium = BootMedium::UsbStickNoBootIndex;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    m.connect_qmp();
+    m.expect("install: written; reading back in", INSTALL);
+    // Files start on 4 KiB clusters; find the hypervisor's first block and flip a byte.
+    let at = find_block(&nvme, &hypervisor[..4096]).unwrap_or_else(|| m.fail("the hypervisor is not on the disk"));
+    flip_byte(&nvme, at + 1000);
+    let failed = m.expect("BULKHEAD INSTALL FAILED", STEP);
+    assert!(failed.contains("hypervisor.elf reads back with a different SHA-256"), "{failed}");
+    assert!(failed.contains("not bootable"), "{failed}");
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
+    // No partition table: firmware finds nothing to boot on the disk.
+    let head = read_at(&nvme, 0, 1024);
+    assert_ne!(&head[510..512], &[0x55, 0xAA], "a protective MBR was written");
+    assert_ne!(&head[512..520], b"EFI PART", "a GPT header was written");
+    m.pass();
+}
+
+fn read_at(path: &Path, at: u64, len: usize) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// The offset of the first 4 KiB-aligned block of `path` equal to `block`.
+fn find_block(path: &Path, block: &[u8]) -> Option<u64> {
+    use std::io::Read;
+    let mut f = std::io::BufReader::with_capacity(8 << 20, std::fs::File::open(path).unwrap());
+    let mut buf = vec![0u8; block.len()];
+    // The ESP holds the files; it ends 289 MiB into the disk.
+    for i in 0..(289u64 << 20) / block.len() as u64 {
+        f.read_exact(&mut buf).ok()?;
+        if buf == block {
+            return Some(i * block.len() as u64);
+        }
+    }
+    None
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let byte = read_at(path, at, 1)[0];
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[!byte]).unwrap();
+    f.sync_all().unwrap();
 }
 
 /// A disk image of `bytes` bytes with recognisable bytes at its start, middle and end.

@@ -6,6 +6,7 @@
 //! target = first-nvme     # first-nvme | first-sata | first-internal
 //! overwrite = false       # erase a disk that already holds partitions
 //! wait_seconds = 30       # how long the result stays on screen before power-off
+//! verify_delay_seconds = 0  # a pause before the read-back (tests corrupt the disk in it)
 //! ```
 
 use alloc::format;
@@ -37,12 +38,14 @@ pub struct Answer {
     pub target: Target,
     pub overwrite: bool,
     pub wait_seconds: u32,
+    pub verify_delay_seconds: u32,
 }
 
 pub fn parse(text: &str) -> Result<Answer, String> {
     let mut target = None;
     let mut overwrite = false;
     let mut wait_seconds = 30;
+    let mut verify_delay_seconds = 0;
     for (n, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -79,11 +82,18 @@ pub fn parse(text: &str) -> Result<Answer, String> {
                     .filter(|s| *s <= 3600)
                     .ok_or_else(|| format!("{}: wait_seconds must be 0..=3600", at()))?
             }
+            "verify_delay_seconds" => {
+                verify_delay_seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|s| *s <= 600)
+                    .ok_or_else(|| format!("{}: verify_delay_seconds must be 0..=600", at()))?
+            }
             _ => return Err(format!("{}: unknown key {key:?}", at())),
         }
     }
     let target = target.ok_or("no `target = ...` line")?;
-    Ok(Answer { target, overwrite, wait_seconds })
+    Ok(Answer { target, overwrite, wait_seconds, verify_delay_seconds })
 }
 
 #[cfg(test)]
@@ -92,8 +102,10 @@ mod tests {
 
     #[test]
     fn a_full_answer_parses() {
-        let a = parse("# install\ntarget = first-nvme\noverwrite=true  # yes\nwait_seconds = 0\n").unwrap();
-        assert_eq!(a, Answer { target: Target::FirstNvme, overwrite: true, wait_seconds: 0 });
+        let a =
+            parse("# install\ntarget = first-nvme\noverwrite=true  # yes\nwait_seconds = 0\nverify_delay_seconds = 9")
+                .unwrap();
+        assert_eq!(a, Answer { target: Target::FirstNvme, overwrite: true, wait_seconds: 0, verify_delay_seconds: 9 });
     }
 
     #[test]
@@ -101,6 +113,7 @@ mod tests {
         let a = parse("target = first-internal").unwrap();
         assert!(!a.overwrite);
         assert_eq!(a.wait_seconds, 30);
+        assert_eq!(a.verify_delay_seconds, 0);
     }
 
     #[test]

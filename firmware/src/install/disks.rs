@@ -179,7 +179,7 @@ mod tests {
     }
 
     fn answer(overwrite: bool) -> Answer {
-        Answer { target: Target::FirstNvme, overwrite, wait_seconds: 0 }
+        Answer { target: Target::FirstNvme, overwrite, wait_seconds: 0, verify_delay_seconds: 0 }
     }
 
     #[test]
