@@ -71,6 +71,8 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
             installer::run(&mut fs, &String::from_utf8_lossy(&answer));
         }
         println!("ignoring {}: installs run from a USB stick only", installer::ANSWER_PATH);
+    } else if medium == installer::BootMedium::Stick {
+        installer::offer(&mut fs);
     }
     let manifest_bytes = read_file(&mut fs, MANIFEST_PATH)?;
     let manifest_text = core::str::from_utf8(&manifest_bytes)

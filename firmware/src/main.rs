@@ -4,6 +4,9 @@
 #![cfg_attr(target_os = "uefi", no_std, no_main)]
 
 #[cfg(target_os = "uefi")]
+extern crate alloc;
+
+#[cfg(target_os = "uefi")]
 mod installer;
 #[cfg(target_os = "uefi")]
 mod loader;

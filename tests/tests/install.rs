@@ -249,3 +249,44 @@ fn expect_refusal(scenario: &str, stick: &Path, answer: &str, disks: &[&Path], r
     }
     m.pass();
 }
+
+#[test]
+fn an_interactive_install_lists_the_nvme_disk_and_needs_the_typed_confirmation() {
+    let stick = image::build_scenario_image("install-interactive", "then=run");
+    let nvme = stick.parent().unwrap().join("nvme.img");
+    install::create_empty_disk(&nvme, 2 << 30).unwrap();
+    let before = sha256(&nvme);
+
+    let mut m = Machine::boot("install-interactive", &stick, |c| {
+        c.medium = BootMedium::UsbStickNoBootIndex;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    m.connect_qmp();
+    m.expect("Press I within", BOOT);
+    m.type_keys("i");
+    m.expect("install: internal disks", STEP);
+    let prompt = m.expect("type its number and the word erase", STEP);
+    let serial = m.serial();
+    let listed: Vec<&str> = serial.lines().filter(|l| l.starts_with("install: [") && l.contains("] disk ")).collect();
+    assert_eq!(listed.len(), 1, "one internal disk: {listed:?}");
+    assert!(listed[0].contains("NVMe 2048 MiB") && !listed[0].contains("USB"), "{listed:?}");
+    let number = listed[0].trim_start_matches("install: [").split(']').next().unwrap().to_string();
+    assert!(prompt.contains(&format!("\"{number} erase\"")), "{prompt}");
+
+    // A wrong word installs nothing; the prompt comes back.
+    m.type_keys(&format!("{number} erasx\n"));
+    m.expect("not confirmed", STEP);
+    m.expect("type its number and the word erase", STEP);
+    assert_eq!(sha256(&nvme), before, "a wrong confirmation changed the disk");
+
+    m.type_keys(&format!("{number} erase\n"));
+    m.expect("BULKHEAD INSTALL DONE", INSTALL);
+    m.expect("press any key to power off", STEP);
+    m.send_keys("ret");
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
+    assert_eq!(
+        disk::read_esp_file(&nvme, layout::ESP_HYPERVISOR).unwrap(),
+        disk::read_esp_file(&stick, layout::ESP_HYPERVISOR).unwrap()
+    );
+    m.pass();
+}

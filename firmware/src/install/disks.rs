@@ -132,6 +132,24 @@ pub struct Disk {
     pub contents: Contents,
 }
 
+/// Refuses a disk smaller than an install needs, saying how much is needed.
+pub fn check_size(index: usize, disk: &Disk) -> Result<(), String> {
+    let needed = gpt::required_bytes(disk.block_size);
+    if disk.bytes < needed {
+        return Err(format!(
+            "disk {index} is too small: {} MiB, Bulkhead needs at least {} MiB",
+            disk.bytes / (1024 * 1024),
+            needed.div_ceil(1024 * 1024)
+        ));
+    }
+    Ok(())
+}
+
+/// The disks an interactive install offers: NVMe and SATA disks other than the stick.
+pub fn offered(disks: &[Disk]) -> Vec<usize> {
+    (0..disks.len()).filter(|&i| !disks[i].boot_disk && matches!(disks[i].bus, Bus::Nvme | Bus::Sata)).collect()
+}
+
 /// Picks the disk an unattended install goes to, or says in words why none is taken.
 /// Nothing is written before this returns `Ok`.
 pub fn choose(answer: &Answer, disks: &[Disk]) -> Result<usize, String> {
@@ -150,14 +168,7 @@ pub fn choose(answer: &Answer, disks: &[Disk]) -> Result<usize, String> {
         }
     };
     let disk = &disks[index];
-    let needed = gpt::required_bytes(disk.block_size);
-    if disk.bytes < needed {
-        return Err(format!(
-            "disk {index} is too small: {} MiB, Bulkhead needs at least {} MiB",
-            disk.bytes / (1024 * 1024),
-            needed.div_ceil(1024 * 1024)
-        ));
-    }
+    check_size(index, disk)?;
     if !disk.contents.is_empty() && !answer.overwrite {
         return Err(format!(
             "disk {index} holds partitions ({}); the answer does not say `overwrite = true`",
@@ -202,6 +213,22 @@ mod tests {
         stick.boot_disk = true;
         let disks = [stick, disk(Bus::Usb, 64 * GIB), disk(Bus::Sata, 64 * GIB), disk(Bus::Nvme, 64 * GIB)];
         assert_eq!(choose(&answer(false), &disks), Ok(3));
+    }
+
+    #[test]
+    fn interactive_installs_offer_internal_disks_only() {
+        let mut stick = disk(Bus::Sata, 8 * GIB);
+        stick.boot_disk = true;
+        let disks = [
+            stick,
+            disk(Bus::Usb, 64 * GIB),
+            disk(Bus::Sata, 64 * GIB),
+            disk(Bus::Other, 64 * GIB),
+            disk(Bus::Nvme, 1),
+        ];
+        assert_eq!(offered(&disks), [2, 4]);
+        assert!(check_size(4, &disks[4]).unwrap_err().contains("disk 4 is too small"));
+        assert_eq!(check_size(2, &disks[2]), Ok(()));
     }
 
     #[test]

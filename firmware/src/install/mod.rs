@@ -3,6 +3,7 @@
 //! only moves blocks and variables.
 
 pub mod answer;
+pub mod confirm;
 pub mod crc32;
 pub mod disks;
 pub mod fat32;
