@@ -42,7 +42,7 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     });
     m.connect_qmp();
     m.expect("running from a USB stick", BOOT);
-    let target = m.expect("install: target is disk", STEP);
+    let target = m.expect("install: install on disk", STEP);
     assert!(target.contains("NVMe 2048 MiB"), "{target}");
     let done = m.expect("BULKHEAD INSTALL DONE", INSTALL);
     let serial = m.serial();
@@ -288,5 +288,89 @@ fn an_interactive_install_lists_the_nvme_disk_and_needs_the_typed_confirmation()
         disk::read_esp_file(&nvme, layout::ESP_HYPERVISOR).unwrap(),
         disk::read_esp_file(&stick, layout::ESP_HYPERVISOR).unwrap()
     );
+    m.pass();
+}
+
+/// SHA-256 of `len` bytes of `path` from `at`.
+fn sha256_range(path: &Path, at: u64, len: u64) -> Vec<u8> {
+    use sha2::Digest;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    let mut h = sha2::Sha256::new();
+    let mut left = len;
+    let mut buf = vec![0u8; 8 << 20];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n]).unwrap();
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    h.finalize().to_vec()
+}
+
+#[test]
+fn an_update_from_a_newer_stick_rewrites_the_esp_and_keeps_the_data_partition() {
+    const MIB: u64 = 1 << 20;
+    let stick = image::build_scenario_image("install-update", "then=run");
+    disk::overwrite_esp_file(&stick, ESP_ANSWER, install::answer(false, 0).as_bytes()).unwrap();
+    let dir = stick.parent().unwrap().to_path_buf();
+    let nvme = dir.join("nvme.img");
+    let disk_bytes = 2u64 << 30;
+    install::create_empty_disk(&nvme, disk_bytes).unwrap();
+    let mut m = Machine::boot("install-first", &stick, |c| {
+        c.medium = BootMedium::UsbStickNoBootIndex;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    m.connect_qmp();
+    m.expect("BULKHEAD INSTALL DONE", INSTALL);
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
+    drop(m);
+
+    // The VMs' data: bytes spread over the data partition (1 MiB ESP offset + 288 MiB
+    // ESP, up to the backup GPT's 33 blocks).
+    let data_start = 289 * MIB;
+    let data_len = disk_bytes - 33 * 512 - data_start;
+    for at in [data_start, data_start + 7 * MIB + 123, data_start + data_len - 4096] {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&nvme).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[0x5A; 4096]).unwrap();
+    }
+    let data_before = sha256_range(&nvme, data_start, data_len);
+    let table_before = sha256_range(&nvme, 0, 34 * 512);
+
+    // A newer stick: its manifest differs, and it asks for an update.
+    let newer = dir.join("usb-newer.img");
+    std::fs::copy(&stick, &newer).unwrap();
+    let mut manifest = disk::read_esp_file(&stick, layout::ESP_MANIFEST).unwrap();
+    manifest.extend_from_slice(b"# newer build\n");
+    disk::overwrite_esp_file(&newer, layout::ESP_MANIFEST, &manifest).unwrap();
+    let answer = install::answer(false, 0) + "mode = update\n";
+    disk::overwrite_esp_file(&newer, ESP_ANSWER, answer.as_bytes()).unwrap();
+    assert_ne!(disk::read_esp_file(&nvme, layout::ESP_MANIFEST).unwrap(), manifest);
+
+    // The user picks the stick in the boot menu (here: the stick's bootindex).
+    let mut m = Machine::boot_again("update", &newer, |c| {
+        c.medium = BootMedium::UsbStick;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    m.connect_qmp();
+    m.expect("running from a USB stick", BOOT);
+    let done = m.expect("BULKHEAD INSTALL DONE", INSTALL);
+    assert!(done.contains("updated the ESP") && done.contains("data partition untouched"), "{done}");
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
+    drop(m);
+
+    assert_eq!(disk::read_esp_file(&nvme, layout::ESP_MANIFEST).unwrap(), manifest, "the ESP was not updated");
+    assert_eq!(sha256_range(&nvme, data_start, data_len), data_before, "the update changed the data partition");
+    assert_eq!(sha256_range(&nvme, 0, 34 * 512), table_before, "the update changed the partition table");
+
+    let mut m = Machine::boot_again("updated", &newer, |c| {
+        c.medium = BootMedium::None;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    m.expect("running from the internal NVMe disk", BOOT);
+    m.expect("BULKHEAD READY", BOOT);
     m.pass();
 }

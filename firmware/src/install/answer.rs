@@ -3,6 +3,7 @@
 //! typo never turns into a default that erases a disk.
 //!
 //! ```text
+//! mode = install           # install (erases the disk) | update (rewrites only the ESP)
 //! target = first-nvme     # first-nvme | first-sata | first-internal
 //! overwrite = false       # erase a disk that already holds partitions
 //! wait_seconds = 30       # how long the result stays on screen before power-off
@@ -33,8 +34,17 @@ impl Target {
     }
 }
 
+/// A fresh install, or an update of an installed disk's ESP that keeps its partitions
+/// and the data partition's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Install,
+    Update,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answer {
+    pub mode: Mode,
     pub target: Target,
     pub overwrite: bool,
     pub wait_seconds: u32,
@@ -43,6 +53,7 @@ pub struct Answer {
 
 pub fn parse(text: &str) -> Result<Answer, String> {
     let mut target = None;
+    let mut mode = Mode::Install;
     let mut overwrite = false;
     let mut wait_seconds = 30;
     let mut verify_delay_seconds = 0;
@@ -67,6 +78,13 @@ pub fn parse(text: &str) -> Result<Answer, String> {
                         ));
                     }
                 })
+            }
+            "mode" => {
+                mode = match value {
+                    "install" => Mode::Install,
+                    "update" => Mode::Update,
+                    _ => return Err(format!("{}: mode must be install or update", at())),
+                }
             }
             "overwrite" => {
                 overwrite = match value {
@@ -93,7 +111,7 @@ pub fn parse(text: &str) -> Result<Answer, String> {
         }
     }
     let target = target.ok_or("no `target = ...` line")?;
-    Ok(Answer { target, overwrite, wait_seconds, verify_delay_seconds })
+    Ok(Answer { mode, target, overwrite, wait_seconds, verify_delay_seconds })
 }
 
 #[cfg(test)]
@@ -105,7 +123,16 @@ mod tests {
         let a =
             parse("# install\ntarget = first-nvme\noverwrite=true  # yes\nwait_seconds = 0\nverify_delay_seconds = 9")
                 .unwrap();
-        assert_eq!(a, Answer { target: Target::FirstNvme, overwrite: true, wait_seconds: 0, verify_delay_seconds: 9 });
+        assert_eq!(
+            a,
+            Answer {
+                mode: Mode::Install,
+                target: Target::FirstNvme,
+                overwrite: true,
+                wait_seconds: 0,
+                verify_delay_seconds: 9
+            }
+        );
     }
 
     #[test]
@@ -114,6 +141,9 @@ mod tests {
         assert!(!a.overwrite);
         assert_eq!(a.wait_seconds, 30);
         assert_eq!(a.verify_delay_seconds, 0);
+        assert_eq!(a.mode, Mode::Install);
+        assert_eq!(parse("mode = update\ntarget = first-nvme").unwrap().mode, Mode::Update);
+        assert!(parse("mode = upgrade\ntarget = first-nvme").is_err());
     }
 
     #[test]

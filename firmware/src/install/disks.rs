@@ -5,7 +5,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::answer::Answer;
+use super::answer::{Answer, Mode};
 use super::gpt;
 
 /// Device path node types (UEFI 2.10 §10.3).
@@ -130,6 +130,8 @@ pub struct Disk {
     /// The loader was started from this disk (the stick).
     pub boot_disk: bool,
     pub contents: Contents,
+    /// It holds a partition table this installer wrote (see `gpt::read_layout`).
+    pub installed: bool,
 }
 
 /// Refuses a disk smaller than an install needs, saying how much is needed.
@@ -168,6 +170,15 @@ pub fn choose(answer: &Answer, disks: &[Disk]) -> Result<usize, String> {
         }
     };
     let disk = &disks[index];
+    if answer.mode == Mode::Update {
+        if !disk.installed {
+            return Err(format!(
+                "disk {index} holds no Bulkhead installation to update ({})",
+                disk.contents.describe()
+            ));
+        }
+        return Ok(index);
+    }
     check_size(index, disk)?;
     if !disk.contents.is_empty() && !answer.overwrite {
         return Err(format!(
@@ -186,11 +197,11 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     fn disk(bus: Bus, bytes: u64) -> Disk {
-        Disk { bus, bytes, block_size: 512, boot_disk: false, contents: Contents::Empty }
+        Disk { bus, bytes, block_size: 512, boot_disk: false, contents: Contents::Empty, installed: false }
     }
 
     fn answer(overwrite: bool) -> Answer {
-        Answer { target: Target::FirstNvme, overwrite, wait_seconds: 0, verify_delay_seconds: 0 }
+        Answer { mode: Mode::Install, target: Target::FirstNvme, overwrite, wait_seconds: 0, verify_delay_seconds: 0 }
     }
 
     #[test]
@@ -229,6 +240,21 @@ mod tests {
         assert_eq!(offered(&disks), [2, 4]);
         assert!(check_size(4, &disks[4]).unwrap_err().contains("disk 4 is too small"));
         assert_eq!(check_size(2, &disks[2]), Ok(()));
+    }
+
+    #[test]
+    fn updates_need_an_installed_disk_and_keep_its_partitions() {
+        let mut update = answer(false);
+        update.mode = Mode::Update;
+        let mut d = disk(Bus::Nvme, 64 * GIB);
+        d.contents = Contents::Gpt(alloc::vec!["EFI System".into(), "Bulkhead data".into()]);
+        let err = choose(&update, core::slice::from_ref(&d)).unwrap_err();
+        assert!(err.contains("no Bulkhead installation to update"), "{err}");
+        d.installed = true;
+        // No overwrite needed: an update leaves the partitions alone.
+        assert_eq!(choose(&update, core::slice::from_ref(&d)), Ok(0));
+        // A fresh install onto it still asks for overwrite.
+        assert!(choose(&answer(false), &[d]).is_err());
     }
 
     #[test]

@@ -188,6 +188,46 @@ impl Layout {
     }
 }
 
+/// Reads back a partition table this installer wrote: both CRCs must hold, the ESP
+/// must be entry 1 and the Bulkhead data partition entry 2. `head` holds the first
+/// blocks of the disk through the entry array. An update rewrites the ESP in place and
+/// keeps everything else.
+pub fn read_layout(head: &[u8], block_size: u64, total_blocks: u64) -> Option<Layout> {
+    let bs = block_size as usize;
+    let h = head.get(bs..bs + HEADER_SIZE as usize)?;
+    let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap_or([0; 4]));
+    let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap_or([0; 8]));
+    if &h[0..8] != b"EFI PART" || u32_at(12) != HEADER_SIZE || u32_at(84) != ENTRY_SIZE || u32_at(80) != ENTRIES {
+        return None;
+    }
+    let mut zeroed = [0u8; HEADER_SIZE as usize];
+    zeroed.copy_from_slice(h);
+    zeroed[16..20].fill(0);
+    if crc32(&zeroed) != u32_at(16) || u64_at(32) != total_blocks - 1 {
+        return None;
+    }
+    let entries_at = usize::try_from(u64_at(72)).ok()?.checked_mul(bs)?;
+    let entries = head.get(entries_at..entries_at + ENTRIES_BYTES as usize)?;
+    if crc32(entries) != u32_at(88) {
+        return None;
+    }
+    let entry = |slot: usize, ty: Guid| -> Option<Partition> {
+        let e = &entries[slot * ENTRY_SIZE as usize..(slot + 1) * ENTRY_SIZE as usize];
+        if e[0..16] != ty {
+            return None;
+        }
+        let lba = |at: usize| u64::from_le_bytes(e[at..at + 8].try_into().unwrap_or([0; 8]));
+        let unique: Guid = e[16..32].try_into().ok()?;
+        Some(Partition { number: slot as u32 + 1, first_lba: lba(32), last_lba: lba(40), unique })
+    };
+    let esp = entry(0, ESP_TYPE)?;
+    let data = entry(1, DATA_TYPE)?;
+    if esp.blocks() * block_size != ESP_BYTES {
+        return None;
+    }
+    Some(Layout { block_size, total_blocks, disk_guid: h[56..72].try_into().ok()?, esp, data })
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Seek, SeekFrom, Write};
@@ -251,6 +291,48 @@ mod tests {
         assert_eq!(crc32(&backup[..92]), stored);
         backup[40] ^= 1;
         assert_ne!(crc32(&backup[..92]), stored);
+    }
+
+    fn head_of(layout: &Layout) -> Vec<u8> {
+        let mut head = vec![0u8; (2 * layout.block_size + ENTRIES_BYTES) as usize];
+        for (lba, bytes) in layout.table_writes() {
+            let at = (lba * layout.block_size) as usize;
+            if at < head.len() {
+                head[at..at + bytes.len()].copy_from_slice(&bytes);
+            }
+        }
+        head
+    }
+
+    #[test]
+    fn our_own_table_reads_back_as_the_same_layout() {
+        for bs in [512, 4096] {
+            let layout = plan(bs, 4 * 1024 * MIB / bs, GUIDS).unwrap();
+            assert_eq!(read_layout(&head_of(&layout), bs, layout.total_blocks), Some(layout.clone()));
+            // A disk that changed size, or a table with a broken CRC, is not ours.
+            assert_eq!(read_layout(&head_of(&layout), bs, layout.total_blocks + 1), None);
+            let mut head = head_of(&layout);
+            head[(2 * bs) as usize + 60] ^= 1;
+            assert_eq!(read_layout(&head, bs, layout.total_blocks), None, "entry array CRC");
+            let mut head = head_of(&layout);
+            head[bs as usize + 40] ^= 1;
+            assert_eq!(read_layout(&head, bs, layout.total_blocks), None, "header CRC");
+        }
+    }
+
+    #[test]
+    fn a_foreign_gpt_is_not_taken_for_ours() {
+        let layout = plan(512, 4 * 1024 * MIB / 512, GUIDS).unwrap();
+        let mut head = head_of(&layout);
+        // Retype the data partition (as another OS would have it) and fix both CRCs.
+        let entries_at = 2 * 512;
+        head[entries_at + 128..entries_at + 144].copy_from_slice(&[0x11; 16]);
+        let crc = crc32(&head[entries_at..entries_at + ENTRIES_BYTES as usize]);
+        head[512 + 88..512 + 92].copy_from_slice(&crc.to_le_bytes());
+        head[512 + 16..512 + 20].fill(0);
+        let crc = crc32(&head[512..512 + 92]);
+        head[512 + 16..512 + 20].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(read_layout(&head, 512, layout.total_blocks), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use firmware::install::disks::{self, Bus, Disk};
+use firmware::install::gpt::{self, Layout};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol, SearchType};
 use uefi::proto::device_path::DevicePath;
 use uefi::proto::device_path::text::{AllowShortcuts, DisplayOnly};
@@ -24,6 +25,8 @@ pub struct Found {
     pub path: String,
     pub disk: Disk,
     pub media_id: u32,
+    /// The partitions, when this installer wrote them (an update keeps them).
+    pub layout: Option<Layout>,
 }
 
 /// Every whole disk with media, with its bus, size and contents.
@@ -55,17 +58,22 @@ pub fn find_disks() -> Result<Vec<Found>, String> {
                 block_size,
                 boot_disk,
                 contents: disks::Contents::Empty,
+                installed: false,
             },
+            layout: None,
         };
         let head = Writer::open(&found_disk).and_then(|mut w| w.read(0, (34 * 512usize).max(6 * block_size as usize)));
-        let contents = match head {
-            Ok(head) => disks::contents(&head, block_size as usize),
+        let (contents, layout) = match head {
+            Ok(head) => {
+                (disks::contents(&head, block_size as usize), gpt::read_layout(&head, block_size, total / block_size))
+            }
             Err(e) => {
                 println!("install: cannot read {}: {e}", found_disk.path);
                 continue;
             }
         };
-        found.push(Found { disk: Disk { contents, ..found_disk.disk }, ..found_disk });
+        let installed = layout.is_some();
+        found.push(Found { disk: Disk { contents, installed, ..found_disk.disk }, layout, ..found_disk });
     }
     Ok(found)
 }

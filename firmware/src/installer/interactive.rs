@@ -5,6 +5,7 @@
 use alloc::string::String;
 use core::time::Duration;
 
+use firmware::install::answer::Mode;
 use firmware::install::confirm;
 use firmware::install::disks::{self, Disk};
 use uefi::fs::FileSystem;
@@ -72,7 +73,7 @@ fn interactive(stick: &mut FileSystem) -> Result<(), String> {
             println!("install: {why}");
             continue;
         }
-        match install(stick, &found[index], index, 0) {
+        match install(stick, &found[index], index, Mode::Install, 0) {
             Ok(summary) => println!("BULKHEAD INSTALL DONE: {summary}. Remove the stick."),
             Err(why) => println!("BULKHEAD INSTALL FAILED: {why}"),
         }

@@ -18,7 +18,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
-use firmware::install::answer::{self, Answer};
+use firmware::install::answer::{self, Answer, Mode};
 use firmware::install::disks::{self, Bus, Disk};
 use firmware::install::fat32::{self, FileSpec};
 use firmware::install::gpt;
@@ -117,32 +117,57 @@ fn unattended(stick: &mut FileSystem, answer: &Answer) -> Result<String, String>
     }
     let disks: Vec<Disk> = found.iter().map(|f| f.disk.clone()).collect();
     let index = disks::choose(answer, &disks)?;
-    install(stick, &found[index], index, answer.verify_delay_seconds)
+    install(stick, &found[index], index, answer.mode, answer.verify_delay_seconds)
 }
 
-/// Installs onto `target` (disk `index` of the list); every check on the target was
-/// made by the caller.
-fn install(stick: &mut FileSystem, target: &Found, index: usize, verify_delay_seconds: u32) -> Result<String, String> {
-    println!("install: target is disk {index} ({} {} MiB)", target.disk.bus.name(), target.disk.bytes >> 20);
+/// Installs onto `target` (disk `index` of the list), or updates its ESP; every check on
+/// the target was made by the caller.
+///
+/// Order of writes, so that a failure never leaves a half-bootable disk: a fresh install
+/// first wipes the old partition table, an update first clears the ESP's boot sector;
+/// then the FAT and the files are written and read back; then the boot sector; a fresh
+/// install writes the partition table last.
+fn install(
+    stick: &mut FileSystem,
+    target: &Found,
+    index: usize,
+    mode: Mode,
+    verify_delay_seconds: u32,
+) -> Result<String, String> {
+    let verb = if mode == Mode::Update { "update" } else { "install" };
+    println!("install: {verb} on disk {index} ({} {} MiB)", target.disk.bus.name(), target.disk.bytes >> 20);
     let files = stick::stick_files(stick)?;
     let total: u64 = files.iter().map(|f| f.data.len() as u64).sum();
     println!("install: {} files, {} KiB from the stick", files.len(), total / 1024);
 
     let block_size = target.disk.block_size;
-    let layout =
-        gpt::plan(block_size, target.disk.bytes / block_size, [entropy_guid(1), entropy_guid(2), entropy_guid(3)])
-            .map_err(|e| e.to_string())?;
+    let layout = match (mode, &target.layout) {
+        (Mode::Install, _) => {
+            gpt::plan(block_size, target.disk.bytes / block_size, [entropy_guid(1), entropy_guid(2), entropy_guid(3)])
+                .map_err(|e| e.to_string())?
+        }
+        (Mode::Update, Some(layout)) => layout.clone(),
+        (Mode::Update, None) => return Err(format!("disk {index} holds no Bulkhead installation to update")),
+    };
     let specs: Vec<FileSpec<'_>> = files.iter().map(|f| FileSpec { path: &f.path, len: f.data.len() as u64 }).collect();
     let volume_id = u32::from_le_bytes(entropy_guid(4)[..4].try_into().unwrap_or([0; 4]));
     let volume = fat32::format(gpt::ESP_BYTES, block_size, layout.esp.first_lba, volume_id, &specs)
         .map_err(|e| format!("cannot lay out the ESP: {e}"))?;
 
     let mut disk = Writer::open(target)?;
-    for (lba, bytes) in layout.wipe_writes() {
-        disk.write(lba * block_size, &bytes).map_err(|e| format!("wiping the old partition table: {e}"))?;
-    }
     let esp_start = layout.esp.first_lba * block_size;
-    for (offset, bytes) in &volume.metadata {
+    if mode == Mode::Install {
+        for (lba, bytes) in layout.wipe_writes() {
+            disk.write(lba * block_size, &bytes).map_err(|e| format!("wiping the old partition table: {e}"))?;
+        }
+    } else {
+        let zero = vec![0u8; block_size as usize];
+        disk.write(esp_start, &zero).map_err(|e| format!("clearing the ESP's boot sector: {e}"))?;
+    }
+    // The reserved region with the boot sector comes first in the list; it is written
+    // last, once the rest has read back right.
+    let (boot_region, rest) = volume.metadata.split_first().ok_or("the ESP layout is empty")?;
+    for (offset, bytes) in rest {
         disk.write(esp_start + offset, bytes).map_err(|e| format!("writing the ESP's FAT: {e}"))?;
     }
     let mut done = 0u64;
@@ -161,7 +186,7 @@ fn install(stick: &mut FileSystem, target: &Found, index: usize, verify_delay_se
         boot::stall(core::time::Duration::from_secs(u64::from(verify_delay_seconds)));
     }
     println!("install: reading back");
-    for (offset, bytes) in &volume.metadata {
+    for (offset, bytes) in rest {
         if disk.read(esp_start + offset, bytes.len())? != *bytes {
             return Err(not_bootable(format!("the ESP's FAT at byte {} reads back differently", esp_start + offset)));
         }
@@ -177,6 +202,20 @@ fn install(stick: &mut FileSystem, target: &Found, index: usize, verify_delay_se
         }
     }
     println!("install: read back {} files, SHA-256 matches the stick", files.len());
+    disk.write(esp_start + boot_region.0, &boot_region.1).map_err(|e| format!("writing the ESP's boot sector: {e}"))?;
+    disk.flush()?;
+    if disk.read(esp_start + boot_region.0, boot_region.1.len())? != boot_region.1 {
+        return Err(not_bootable("the ESP's boot sector reads back differently".into()));
+    }
+    if mode == Mode::Update {
+        let number = boot_entry::add_boot_entry(&layout)?;
+        return Ok(format!(
+            "updated the ESP of disk {index} ({} {} MiB), {} files, data partition untouched, boot entry Boot{number:04X}",
+            target.disk.bus.name(),
+            target.disk.bytes >> 20,
+            files.len()
+        ));
+    }
     // Whatever an earlier system left at the start of the data partition is not taken
     // for Bulkhead's data later.
     let zeros = vec![0u8; DATA_WIPE_BYTES];
@@ -208,7 +247,7 @@ fn install(stick: &mut FileSystem, target: &Found, index: usize, verify_delay_se
 }
 
 fn not_bootable(why: String) -> String {
-    format!("{why}; the disk is left without a partition table (not bootable)")
+    format!("{why}; the disk is left without a partition table or ESP boot sector (not bootable)")
 }
 
 fn bar(done: u64, total: u64) -> String {
