@@ -1,11 +1,11 @@
 //! The interactive install: a stick without an answer file offers it for a few seconds
 //! at boot, lists the internal disks with what they hold, and installs only after the
-//! disk's number and the word "erase" are typed.
+//! disk's number and the word "erase" are typed ("update" rewrites the ESP of a disk
+//! Bulkhead is installed on and keeps its data partition).
 
 use alloc::string::String;
 use core::time::Duration;
 
-use firmware::install::answer::Mode;
 use firmware::install::confirm;
 use firmware::install::disks::{self, Disk};
 use uefi::fs::FileSystem;
@@ -44,6 +44,7 @@ fn interactive(stick: &mut FileSystem) -> Result<(), String> {
     let found = find_disks()?;
     let list: alloc::vec::Vec<Disk> = found.iter().map(|f| f.disk.clone()).collect();
     let offered = disks::offered(&list);
+    let installed: alloc::vec::Vec<usize> = offered.iter().copied().filter(|&i| list[i].installed).collect();
     if offered.is_empty() {
         return Err(
             "no internal NVMe or SATA disk found (a disk in Intel RST/VMD RAID mode is hidden; see README)".into()
@@ -51,19 +52,25 @@ fn interactive(stick: &mut FileSystem) -> Result<(), String> {
     }
     println!("install: internal disks (the stick this runs from is not offered):");
     for &i in &offered {
-        println!("install: [{i}] {}", describe(i, &found[i]));
+        let note = if list[i].installed { " (Bulkhead is installed here)" } else { "" };
+        println!("install: [{i}] {}{note}", describe(i, &found[i]));
     }
     for _ in 0..ATTEMPTS {
         println!(
             "install: to erase a disk and install Bulkhead on it, type its number and the word erase (e.g. \"{} erase\") and Enter; an empty line cancels",
             offered[0]
         );
+        if let Some(first) = installed.first() {
+            println!(
+                "install: to update Bulkhead on a disk and keep its data partition, type its number and the word update (e.g. \"{first} update\")"
+            );
+        }
         let line = read_line(PROMPT).ok_or("no answer")?;
         if line.trim().is_empty() {
             return Err("cancelled".into());
         }
-        let index = match confirm::parse(&line, &offered) {
-            Ok(index) => index,
+        let (index, mode) = match confirm::parse(&line, &offered, &installed) {
+            Ok(choice) => choice,
             Err(why) => {
                 println!("install: not confirmed ({why}); nothing was written");
                 continue;
@@ -73,7 +80,7 @@ fn interactive(stick: &mut FileSystem) -> Result<(), String> {
             println!("install: {why}");
             continue;
         }
-        match install(stick, &found[index], index, Mode::Install, 0) {
+        match install(stick, &found[index], index, mode, 0) {
             Ok(summary) => println!("BULKHEAD INSTALL DONE: {summary}. Remove the stick."),
             Err(why) => println!("BULKHEAD INSTALL FAILED: {why}"),
         }
