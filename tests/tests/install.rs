@@ -12,7 +12,8 @@ use tests::{Machine, Outcome, image};
 
 const BOOT: Duration = Duration::from_secs(120);
 const INSTALL: Duration = Duration::from_secs(120);
-const STEP: Duration = Duration::from_secs(30);
+/// Steps without a firmware boot in them; generous for loaded CI machines.
+const STEP: Duration = Duration::from_secs(60);
 
 fn sha256(path: &Path) -> Vec<u8> {
     use sha2::Digest;
