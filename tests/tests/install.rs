@@ -375,3 +375,37 @@ fn an_update_from_a_newer_stick_rewrites_the_esp_and_keeps_the_data_partition() 
     m.expect("BULKHEAD READY", BOOT);
     m.pass();
 }
+
+#[test]
+fn installs_onto_a_4kn_nvme_disk_and_boots_from_it() {
+    let stick = image::build_scenario_image("install-4kn", "then=run");
+    disk::overwrite_esp_file(&stick, ESP_ANSWER, install::answer(false, 0).as_bytes()).unwrap();
+    let nvme = stick.parent().unwrap().join("nvme-4kn.img");
+    install::create_empty_disk(&nvme, 2 << 30).unwrap();
+    let attach = |c: &mut images::qemu::MachineConfig| {
+        c.extra_args.extend([
+            "-drive".into(),
+            format!("format=raw,file={},if=none,id=nvme4k", nvme.display()),
+            "-device".into(),
+            "nvme,drive=nvme4k,serial=BULKHEAD4K01,logical_block_size=4096,physical_block_size=4096".into(),
+        ]);
+    };
+    let mut m = Machine::boot("install-4kn", &stick, |c| {
+        c.medium = BootMedium::UsbStickNoBootIndex;
+        attach(c);
+    });
+    m.connect_qmp();
+    let disk_line = m.expect("NVMe 2048 MiB, 4096-byte blocks", BOOT);
+    assert!(disk_line.contains("no partition table"), "{disk_line}");
+    m.expect("BULKHEAD INSTALL DONE", INSTALL);
+    assert_eq!(m.wait_exit(STEP), Outcome::Exited(0));
+    drop(m);
+
+    let mut m = Machine::boot_again("installed-4kn", &stick, |c| {
+        c.medium = BootMedium::None;
+        attach(c);
+    });
+    m.expect("running from the internal NVMe disk", BOOT);
+    m.expect("BULKHEAD READY", BOOT);
+    m.pass();
+}
