@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use images::desktops::Desktop;
 use images::install::{self, ESP_ANSWER};
 use images::qemu::BootMedium;
 use images::{disk, layout};
@@ -12,6 +13,10 @@ use tests::{Machine, Outcome, image};
 
 const BOOT: Duration = Duration::from_secs(120);
 const INSTALL: Duration = Duration::from_secs(120);
+/// Two Linux desktops booting under TCG.
+const DESKTOP: Duration = Duration::from_secs(240);
+/// The desktops' 512 MiB and the hypervisor's own.
+const MEMORY_MIB: u32 = 1536;
 /// Steps without a firmware boot in them; generous for loaded CI machines.
 const STEP: Duration = Duration::from_secs(60);
 
@@ -30,9 +35,15 @@ fn sha256(path: &Path) -> Vec<u8> {
     }
 }
 
+/// Two small desktops: enough to see the installed system run its VMs.
+const DESKTOPS: &[Desktop] = &[
+    Desktop { name: "corporate", label: "CORPORATE", colour: "#c0392b", memory_mib: 256 },
+    Desktop { name: "personal", label: "PERSONAL", colour: "#27ae60", memory_mib: 256 },
+];
+
 #[test]
 fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
-    let stick = image::build_scenario_image("install-nvme", "then=run");
+    let stick = image::build_desktop_image("install-nvme", "", DESKTOPS);
     disk::overwrite_esp_file(&stick, ESP_ANSWER, install::answer(false, 0).as_bytes()).unwrap();
     let nvme = stick.parent().unwrap().join("nvme.img");
     install::create_empty_disk(&nvme, 2 << 30).unwrap();
@@ -40,6 +51,7 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     let mut m = Machine::boot("install", &stick, |c| {
         c.medium = BootMedium::UsbStickNoBootIndex;
         c.nvme_disk = Some(nvme.clone());
+        c.memory_mib = MEMORY_MIB;
     });
     m.connect_qmp();
     m.expect("running from a USB stick", BOOT);
@@ -69,12 +81,16 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     let mut m = Machine::boot_again("installed", &stick, |c| {
         c.medium = BootMedium::None;
         c.nvme_disk = Some(nvme.clone());
+        c.memory_mib = MEMORY_MIB;
     });
     m.expect("running from the internal NVMe disk", BOOT);
     let option = m.expect("boot option Boot", STEP);
     assert!(option.ends_with(&entry), "booted through {option}, the installer created {entry}");
     m.expect("Bulkhead 0.1.0 starting", STEP);
     m.expect("BULKHEAD READY", BOOT);
+    // Both desktops come up from the installed disk; the markers come in either order.
+    m.expect("BULKHEAD-GUEST-READY", DESKTOP);
+    m.expect("BULKHEAD-GUEST-READY", DESKTOP);
     drop(m);
 
     // With the stick plugged in again, the installed laptop still boots its own disk
@@ -82,6 +98,7 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     let mut m = Machine::boot_again("installed-with-stick", &stick, |c| {
         c.medium = BootMedium::UsbStickNoBootIndex;
         c.nvme_disk = Some(nvme.clone());
+        c.memory_mib = MEMORY_MIB;
     });
     m.expect("running from the internal NVMe disk", BOOT);
     m.expect("starting the hypervisor", STEP);
@@ -91,6 +108,7 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     let mut m = Machine::boot("installed-fallback", &stick, |c| {
         c.medium = BootMedium::None;
         c.nvme_disk = Some(nvme.clone());
+        c.memory_mib = MEMORY_MIB;
     });
     let started = m.expect("BdsDxe: starting Boot", BOOT);
     assert!(started.contains("NVMe") && !started.contains("\"Bulkhead\""), "not the fallback path: {started}");
