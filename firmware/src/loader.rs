@@ -15,13 +15,13 @@ use bulkhead_abi::{
 use elfload::{self as elf, PAGE};
 use firmware::gop::{self, Candidate};
 use firmware::memory_map::{self, uefi_type};
+use uefi::CString16;
 use uefi::boot::{self, AllocateType, MemoryType};
 use uefi::fs::FileSystem;
 use uefi::mem::memory_map::MemoryMap;
 use uefi::prelude::*;
 use uefi::proto::console::gop::{GraphicsOutput, PixelFormat as GopPixelFormat};
 use uefi::table::cfg::ConfigTableEntry;
-use uefi::{CString16, println};
 
 use crate::installer;
 

@@ -3,6 +3,7 @@
 //! installer created; and a refusal that must leave the disk untouched.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use images::desktops::Desktop;
@@ -19,6 +20,14 @@ const DESKTOP: Duration = Duration::from_secs(240);
 const MEMORY_MIB: u32 = 1536;
 /// Steps without a firmware boot in them; generous for loaded CI machines.
 const STEP: Duration = Duration::from_secs(60);
+
+/// The tests here write and hash GiB-sized disk images on the host; one at a time, so
+/// that work never starves another test's QEMU (whose serial console then times out).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn sha256(path: &Path) -> Vec<u8> {
     use sha2::Digest;
@@ -43,6 +52,7 @@ const DESKTOPS: &[Desktop] = &[
 
 #[test]
 fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
+    let _one = one_at_a_time();
     let stick = image::build_desktop_image("install-nvme", "", DESKTOPS);
     disk::overwrite_esp_file(&stick, ESP_ANSWER, install::answer(false, 0).as_bytes()).unwrap();
     let nvme = stick.parent().unwrap().join("nvme.img");
@@ -119,6 +129,7 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
 
 #[test]
 fn bytes_flipped_on_the_disk_during_the_install_are_caught_by_the_read_back() {
+    let _one = one_at_a_time();
     let stick = image::build_scenario_image("install-corrupted", "then=run");
     let answer = install::answer(false, 0) + "verify_delay_seconds = 10\n";
     disk::overwrite_esp_file(&stick, ESP_ANSWER, answer.as_bytes()).unwrap();
@@ -192,6 +203,7 @@ fn patterned_disk(path: &Path, bytes: u64) {
 
 #[test]
 fn a_disk_too_small_is_refused_and_left_byte_for_byte_unchanged() {
+    let _one = one_at_a_time();
     let stick = image::build_scenario_image("install-too-small", "then=run");
     let nvme = stick.parent().unwrap().join("nvme.img");
     patterned_disk(&nvme, 512 << 20);
@@ -206,6 +218,7 @@ fn a_disk_too_small_is_refused_and_left_byte_for_byte_unchanged() {
 
 #[test]
 fn two_matching_disks_or_foreign_partitions_are_refused_without_writing() {
+    let _one = one_at_a_time();
     // Two NVMe disks: the answer's "first-nvme" is ambiguous.
     let stick = image::build_scenario_image("install-two-disks", "then=run");
     let dir = stick.parent().unwrap().to_path_buf();
@@ -271,6 +284,7 @@ fn expect_refusal(scenario: &str, stick: &Path, answer: &str, disks: &[&Path], r
 
 #[test]
 fn an_interactive_install_lists_the_nvme_disk_and_needs_the_typed_confirmation() {
+    let _one = one_at_a_time();
     let stick = image::build_scenario_image("install-interactive", "then=run");
     let nvme = stick.parent().unwrap().join("nvme.img");
     install::create_empty_disk(&nvme, 2 << 30).unwrap();
@@ -330,6 +344,7 @@ fn sha256_range(path: &Path, at: u64, len: u64) -> Vec<u8> {
 
 #[test]
 fn an_update_from_a_newer_stick_rewrites_the_esp_and_keeps_the_data_partition() {
+    let _one = one_at_a_time();
     const MIB: u64 = 1 << 20;
     let stick = image::build_scenario_image("install-update", "then=run");
     disk::overwrite_esp_file(&stick, ESP_ANSWER, install::answer(false, 0).as_bytes()).unwrap();
@@ -396,6 +411,7 @@ fn an_update_from_a_newer_stick_rewrites_the_esp_and_keeps_the_data_partition() 
 
 #[test]
 fn installs_onto_a_4kn_nvme_disk_and_boots_from_it() {
+    let _one = one_at_a_time();
     let stick = image::build_scenario_image("install-4kn", "then=run");
     disk::overwrite_esp_file(&stick, ESP_ANSWER, install::answer(false, 0).as_bytes()).unwrap();
     let nvme = stick.parent().unwrap().join("nvme-4kn.img");

@@ -6,7 +6,7 @@ use alloc::string::String;
 use firmware::install::gpt::Layout;
 use firmware::install::load_option::{self, HardDrive};
 use uefi::runtime::{self, VariableAttributes, VariableVendor};
-use uefi::{CString16, Status, println};
+use uefi::{CString16, Status};
 
 use super::INSTALLED_LOADER;
 

@@ -12,7 +12,7 @@ use uefi::proto::device_path::DevicePath;
 use uefi::proto::device_path::text::{AllowShortcuts, DisplayOnly};
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::media::block::BlockIO;
-use uefi::{Handle, Identify, println};
+use uefi::{Handle, Identify};
 
 /// Transfers go through one aligned buffer of this size.
 const CHUNK: usize = 1024 * 1024;

@@ -11,7 +11,7 @@ use firmware::install::disks::{self, Disk};
 use uefi::fs::FileSystem;
 use uefi::proto::console::text::Key;
 use uefi::runtime::{self, ResetType};
-use uefi::{Status, boot, print, println};
+use uefi::{Status, boot};
 
 use super::{describe, disable_watchdog, find_disks, install};
 

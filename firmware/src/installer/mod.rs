@@ -24,10 +24,10 @@ use firmware::install::fat32::{self, FileSpec};
 use firmware::install::gpt;
 use firmware::install::guid;
 use sha2::{Digest, Sha256};
+use uefi::Status;
 use uefi::boot;
 use uefi::fs::FileSystem;
 use uefi::runtime::{self, ResetType};
-use uefi::{Status, println};
 
 pub use boot_entry::boot_current;
 use disk_io::{Found, Writer, boot_device_path, find_disks, node_types, path_text};
