@@ -4,5 +4,8 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod gop;
+pub mod install;
 pub mod memory_map;

@@ -15,13 +15,15 @@ use bulkhead_abi::{
 use elfload::{self as elf, PAGE};
 use firmware::gop::{self, Candidate};
 use firmware::memory_map::{self, uefi_type};
+use uefi::CString16;
 use uefi::boot::{self, AllocateType, MemoryType};
 use uefi::fs::FileSystem;
 use uefi::mem::memory_map::MemoryMap;
 use uefi::prelude::*;
 use uefi::proto::console::gop::{GraphicsOutput, PixelFormat as GopPixelFormat};
 use uefi::table::cfg::ConfigTableEntry;
-use uefi::{CString16, println};
+
+use crate::installer;
 
 const MANIFEST_PATH: &str = "\\bulkhead\\manifest.txt";
 const MAX_MODULES: usize = 16;
@@ -54,6 +56,24 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
         boot::get_image_file_system(boot::image_handle())
             .map_err(|e| alloc::format!("cannot open the boot partition: {e:?}"))?,
     );
+    // Whatever else is plugged in, the loader runs the copy on the device it came from.
+    let (medium, device) = installer::boot_medium();
+    match medium {
+        installer::BootMedium::Stick => println!("running from a USB stick: {device}"),
+        installer::BootMedium::InternalDisk(bus) => println!("running from the internal {} disk: {device}", bus.name()),
+        installer::BootMedium::Unknown => println!("running from {device}"),
+    }
+    if let Some(option) = installer::boot_current() {
+        println!("boot option Boot{option:04X}");
+    }
+    if let Ok(answer) = read_file(&mut fs, installer::ANSWER_PATH) {
+        if medium == installer::BootMedium::Stick {
+            installer::run(&mut fs, &String::from_utf8_lossy(&answer));
+        }
+        println!("ignoring {}: installs run from a USB stick only", installer::ANSWER_PATH);
+    } else if medium == installer::BootMedium::Stick {
+        installer::offer(&mut fs);
+    }
     let manifest_bytes = read_file(&mut fs, MANIFEST_PATH)?;
     let manifest_text = core::str::from_utf8(&manifest_bytes)
         .map_err(|_| alloc::format!("{MANIFEST_PATH} is not UTF-8 text (corrupt?)"))?;

@@ -9,6 +9,7 @@ pub mod disk;
 pub mod exits_bench;
 pub mod guest;
 pub mod host_tools;
+pub mod install;
 pub mod layout;
 pub mod net_bench;
 pub mod qemu;

@@ -23,6 +23,12 @@ pub enum BootMedium {
     Disk,
     /// A USB mass-storage stick on an xHCI controller, as on a laptop.
     UsbStick,
+    /// The same stick without a `bootindex`: with a bootindex on the stick only, OVMF
+    /// deletes the boot entries an installer writes (QemuBootOrderLib), so installs
+    /// run with none and the firmware follows its own BootOrder.
+    UsbStickNoBootIndex,
+    /// No image attached (the stick is pulled out): the machine boots from its disk.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +65,8 @@ pub struct MachineConfig {
     pub qmp_socket: Option<PathBuf>,
     /// `-icount shift=0,sleep=off`: guest time counts instructions (benchmarks).
     pub icount: bool,
+    /// An internal NVMe disk (raw image), as on a laptop; no bootindex.
+    pub nvme_disk: Option<PathBuf>,
     pub extra_args: Vec<String>,
 }
 
@@ -81,6 +89,7 @@ impl MachineConfig {
             serial: Serial::Stdio,
             qmp_socket: None,
             icount: false,
+            nvme_disk: None,
             extra_args: Vec::new(),
         }
     }
@@ -103,6 +112,19 @@ impl MachineConfig {
                 "-device",
                 "usb-storage,bus=xhci.0,drive=usbimg,bootindex=0",
             ]),
+            BootMedium::UsbStickNoBootIndex => push(&[
+                "-device",
+                "qemu-xhci,id=xhci",
+                "-drive",
+                &image,
+                "-device",
+                "usb-storage,bus=xhci.0,drive=usbimg,removable=on",
+            ]),
+            BootMedium::None => {}
+        }
+        if let Some(nvme) = &self.nvme_disk {
+            push(&["-drive", &format!("format=raw,file={},if=none,id=nvme0", nvme.display())]);
+            push(&["-device", "nvme,drive=nvme0,serial=BULKHEAD0001"]);
         }
         match self.iommu {
             Iommu::None => {}
@@ -176,5 +198,20 @@ mod tests {
         assert!(args.contains("-device amd-iommu"));
         c.iommu = Iommu::Intel;
         assert!(joined(&c).contains("intel-iommu,intremap=on"));
+    }
+
+    #[test]
+    fn install_machines_have_an_nvme_disk_and_no_bootindex() {
+        let mut c = config();
+        c.medium = BootMedium::UsbStickNoBootIndex;
+        c.nvme_disk = Some("/t/nvme.img".into());
+        let args = joined(&c);
+        assert!(args.contains("usb-storage,bus=xhci.0,drive=usbimg,removable=on"));
+        assert!(args.contains("format=raw,file=/t/nvme.img,if=none,id=nvme0 -device nvme,drive=nvme0,serial="));
+        assert!(!args.contains("bootindex"), "{args}");
+        c.medium = BootMedium::None;
+        let args = joined(&c);
+        assert!(!args.contains("usbimg") && !args.contains("bootindex"), "{args}");
+        assert!(args.contains("nvme,drive=nvme0"));
     }
 }

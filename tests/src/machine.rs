@@ -48,12 +48,25 @@ pub struct Machine {
 impl Machine {
     /// Boots `image` with the configuration `tune` makes. `name` names the log directory.
     pub fn boot(name: &str, image: &Path, tune: impl FnOnce(&mut MachineConfig)) -> Machine {
+        Machine::start(name, image, true, tune)
+    }
+
+    /// Boots again with the OVMF variables the previous machine of this scenario left
+    /// (boot entries survive, as on a real laptop's flash). Its serial log is
+    /// `serial-<name>.log`, so the earlier machine's log stays.
+    pub fn boot_again(name: &str, image: &Path, tune: impl FnOnce(&mut MachineConfig)) -> Machine {
+        Machine::start(name, image, false, tune)
+    }
+
+    fn start(name: &str, image: &Path, fresh_vars: bool, tune: impl FnOnce(&mut MachineConfig)) -> Machine {
         let guard = ONE_QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().unwrap_or_else(|e| panic!("{e}"));
         let dir = image.parent().expect("image lives in its scenario directory").to_path_buf();
         let vars = dir.join("ovmf-vars.fd");
-        std::fs::copy(&ovmf.vars_template, &vars).expect("copying the OVMF variable store");
-        let serial_path = dir.join("serial.log");
+        if fresh_vars || !vars.is_file() {
+            std::fs::copy(&ovmf.vars_template, &vars).expect("copying the OVMF variable store");
+        }
+        let serial_path = if fresh_vars { dir.join("serial.log") } else { dir.join(format!("serial-{name}.log")) };
         let serial_sock = dir.join("serial.sock");
         let qmp_path = dir.join("qmp.sock");
         let _ = std::fs::remove_file(&qmp_path);

@@ -80,6 +80,10 @@ struct ImageArgs {
     /// Leave out the desktop VMs (just the hypervisor and its boot screen).
     #[arg(long)]
     bare: bool,
+    /// Put this answer file on the ESP as \bulkhead\install.cfg: the stick then
+    /// installs Bulkhead on the laptop's internal disk unattended.
+    #[arg(long)]
+    install_answer: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -98,6 +102,11 @@ struct RunArgs {
     /// Boot from a USB stick on xHCI instead of a SATA disk.
     #[arg(long)]
     usb: bool,
+    /// The install story: boot a copy of the image as a stick with an answer file next
+    /// to an empty NVMe disk (target/run-nvme.img), let it install unattended and power
+    /// off, then boot again from the NVMe disk alone with the same OVMF variables.
+    #[arg(long)]
+    install: bool,
     /// Never open a window, even when a display is available.
     #[arg(long)]
     headless: bool,
@@ -167,6 +176,12 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
     };
     eprintln!("     Writing {}", args.out.display());
     let bytes = disk::write_image(&spec, &args.out).map_err(|e| e.to_string())?;
+    if let Some(answer) = &args.install_answer {
+        let text = std::fs::read(answer).map_err(|e| format!("cannot read {}: {e}", answer.display()))?;
+        disk::overwrite_esp_file(&args.out, images::install::ESP_ANSWER, &text)
+            .map_err(|e| format!("cannot put the answer file on the image: {e}"))?;
+        eprintln!("     Added {} as {}", answer.display(), images::install::ESP_ANSWER);
+    }
     eprintln!("    Finished USB image, {} MiB: {}", bytes >> 20, args.out.display());
     Ok(args.out.clone())
 }
@@ -201,6 +216,9 @@ fn run(args: &RunArgs) -> Result<(), String> {
     config.medium = if args.usb { BootMedium::UsbStick } else { BootMedium::Disk };
     config.display = if has_display && !args.headless { Display::Window } else { Display::Headless };
     config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).chain(args.qemu_args.iter().cloned()).collect();
+    if args.install {
+        return run_install(&qemu, config);
+    }
     eprintln!(
         "     Booting in QEMU ({}): serial console below; quit with Ctrl-A X{}",
         if config.display == Display::Window { "window" } else { "headless" },
@@ -210,6 +228,31 @@ fn run(args: &RunArgs) -> Result<(), String> {
     match status.code() {
         Some(0) | Some(images::qemu::EXIT_SUCCESS) => Ok(()),
         Some(images::qemu::EXIT_FAILURE) => Err("the hypervisor reported a failure (see the log above)".into()),
+        _ => Err(format!("QEMU exited with {status}")),
+    }
+}
+
+/// Installs from a stick onto an empty NVMe disk, then boots the disk alone.
+fn run_install(qemu: &std::path::Path, mut config: MachineConfig) -> Result<(), String> {
+    use images::install;
+    let stick = layout::target_dir().join("run-install-stick.img");
+    let nvme = layout::target_dir().join("run-nvme.img");
+    install::make_install_stick(&config.image, &stick, &install::answer(false, 5))
+        .map_err(|e| format!("cannot write {}: {e}", stick.display()))?;
+    install::create_empty_disk(&nvme, 8 << 30).map_err(|e| format!("cannot create {}: {e}", nvme.display()))?;
+    config.image = stick;
+    config.medium = BootMedium::UsbStickNoBootIndex;
+    config.nvme_disk = Some(nvme.clone());
+    eprintln!("     Installing from the stick onto {} (8 GiB NVMe); the machine powers off when done", nvme.display());
+    let status = config.command(qemu).status().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+    if status.code() != Some(0) {
+        return Err(format!("the install run ended with {status}"));
+    }
+    eprintln!("     Booting from the NVMe disk alone (the stick is pulled out)");
+    config.medium = BootMedium::None;
+    let status = config.command(qemu).status().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+    match status.code() {
+        Some(0) | Some(images::qemu::EXIT_SUCCESS) => Ok(()),
         _ => Err(format!("QEMU exited with {status}")),
     }
 }
@@ -301,6 +344,7 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
         gop: Some((1280, 800)),
         cmdline: String::new(),
         bare: false,
+        install_answer: None,
     };
     let image_path = if no_build && args.out.is_file() { args.out.clone() } else { image(&args)? };
     let vars = fresh_bench_vars(&ovmf)?;
