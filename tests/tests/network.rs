@@ -165,6 +165,15 @@ fn desktops_get_their_network_through_the_service_vm() {
     m.run_in_vm("personal", &format!("echo SUM=$(wget -q -O - http://10.0.2.2:{download_port}/blob | sha256sum)"));
     let sum = m.expect("[personal] SUM=", Duration::from_secs(300));
     assert!(sum.contains(&want), "the download's SHA-256 differs: {sum}");
+    // A name the host's resolver knows (the registry cargo itself uses), looked up
+    // through the gateway's DNS relay and QEMU's user-network resolver.
+    m.run_in_vm(
+        "personal",
+        "echo DNS=$(nslookup index.crates.io 2>&1 | sed -n 's/^Address: \\([0-9.]*\\)$/\\1/p' | tail -n 1)",
+    );
+    let dns = m.expect("[personal] DNS=", STEP);
+    let address = dns.split("DNS=").nth(1).unwrap_or("").trim();
+    assert!(address.parse::<std::net::Ipv4Addr>().is_ok(), "no address for index.crates.io through the relay: {dns}");
     m.run_in_vm(
         "corporate",
         &format!("echo FORBIDDEN=$(timeout 10 wget -q -O - http://10.0.2.2:{forbidden_port}/ 2>&1 || echo refused)"),
