@@ -132,8 +132,8 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         };
         vm::desktop::HOST_TIME.call_once(|| host_time);
         let why = vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info));
-        error!(target: "vm", "no VM started: {why}");
         let reason = alloc::format!("{why}");
+        // The screen first: the log line then says it is there.
         screen::with_target(|fb| {
             ui::safe_mode::draw(
                 fb,
@@ -144,6 +144,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 },
             )
         });
+        error!(target: "vm", "no VM started: {why}");
         if options.selftest {
             debug_exit::exit(debug_exit::ExitCode::Failure);
         }

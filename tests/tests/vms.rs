@@ -91,8 +91,17 @@ fn a_refused_configuration_starts_no_vm_and_shows_the_reason() {
         ),
         "{line}"
     );
-    let shot = m.screendump("safe-mode");
-    assert!(shot.is(shot.width / 2, 4, ui::safe_mode::SAFE_MODE_HEADER), "no safe-mode header on the screen");
+    // The screen is drawn before the line is logged; QEMU's display may lag a moment.
+    let mut shown = false;
+    for _ in 0..10 {
+        let shot = m.screendump("safe-mode");
+        if shot.is(shot.width / 2, 4, ui::safe_mode::SAFE_MODE_HEADER) {
+            shown = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(shown, "no safe-mode header on the screen");
     assert!(!m.serial().contains("created:"), "a VM was created although the configuration was refused");
     m.pass();
 }
