@@ -84,6 +84,8 @@ pub enum Source {
     Routes = 0,
     /// Emulation notes (dropped writes, decoder disagreements).
     Emulation = 1,
+    /// Network state the service VM reports (links, the uplink's address).
+    Network = 2,
 }
 
 impl Source {
@@ -91,11 +93,12 @@ impl Source {
         match self {
             Source::Routes => "interrupt route",
             Source::Emulation => "emulation",
+            Source::Network => "network state",
         }
     }
 }
 
-const SOURCES: usize = 2;
+const SOURCES: usize = 3;
 /// VMs with budgets of their own; VM ids beyond share them (ids are small in practice).
 const VM_SLOTS: usize = 8;
 

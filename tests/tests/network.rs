@@ -15,8 +15,6 @@
 //! checksums, another desktop's address or MAC, IPv6, bogus DHCP options): the other
 //! desktops' traffic is undisturbed and the router counts each kind of drop.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,27 +51,7 @@ fn vms_config(allowed_port: u16) -> String {
 
 /// Serves `body` to every HTTP request on a host port (any path); returns the port.
 fn serve(body: Arc<Vec<u8>>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a host port");
-    let port = listener.local_addr().expect("the bound address").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let body = body.clone();
-            std::thread::spawn(move || {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
-            });
-        }
-    });
-    port
+    images::net_bench::serve(body).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// 8 MiB that no compression or pattern can fake: a xorshift stream.

@@ -304,6 +304,7 @@ impl<A: Arch> Vm<A> {
             policy,
             network: (config_kind == Kind::Service).then(|| {
                 crate::vm::service_net::ServiceNetwork::new(
+                    id,
                     resources.service_links.to_vec(),
                     crate::arch::x86::tsc::cached_ticks_per_ms(),
                 )

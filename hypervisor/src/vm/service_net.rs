@@ -9,6 +9,7 @@ use core::fmt::Write;
 use bulkhead_abi::hypercall::{NET_LINK_UP, NET_UPLINK_ADDRESS, NetStatus};
 use log::info;
 
+use crate::log_limit::Source;
 use crate::vcpu::dispatch::NetworkService;
 use crate::vm::config::NetRule;
 
@@ -57,15 +58,17 @@ pub fn desktop_connected(desktop: &str) -> bool {
 /// The service VM's end: its configuration text and the last state it reported.
 #[derive(Debug)]
 pub struct ServiceNetwork {
+    /// The service VM's id (its log budget).
+    vm: u32,
     links: Vec<ServiceLink>,
     text: Vec<u8>,
     last: Option<NetStatus>,
 }
 
 impl ServiceNetwork {
-    pub fn new(links: Vec<ServiceLink>, tsc_khz: u64) -> Self {
+    pub fn new(vm: u32, links: Vec<ServiceLink>, tsc_khz: u64) -> Self {
         let text = config_text(&links, tsc_khz).into_bytes();
-        ServiceNetwork { links, text, last: None }
+        ServiceNetwork { vm, links, text, last: None }
     }
 
     /// The service VM stopped: no desktop has a network until it reports again.
@@ -91,7 +94,11 @@ impl NetworkService for ServiceNetwork {
         if status.uplink_flags != before.uplink_flags || status.uplink_address != before.uplink_address {
             let [a, b, c, d] = dotted(status.uplink_address);
             let has_address = status.uplink_flags & NET_UPLINK_ADDRESS != 0;
-            info!(target: "net", "uplink: {}", if has_address { alloc::format!("{a}.{b}.{c}.{d}") } else { String::from("no address") });
+            crate::limited!(
+                Source::Network,
+                self.vm,
+                info!(target: "net", "uplink: {}", if has_address { alloc::format!("{a}.{b}.{c}.{d}") } else { String::from("no address") })
+            );
         }
         let mut connected = CONNECTED.lock();
         connected.clear();
@@ -101,7 +108,11 @@ impl NetworkService for ServiceNetwork {
             let up = now.flags & NET_LINK_UP != 0;
             if (now.flags, now.address) != (was.flags, was.address) || self.last.is_none() {
                 let [a, b, c, d] = dotted(now.address);
-                info!(target: "net", "{}: link {} ({a}.{b}.{c}.{d})", link.desktop, if up { "up" } else { "down" });
+                crate::limited!(
+                    Source::Network,
+                    self.vm,
+                    info!(target: "net", "{}: link {} ({a}.{b}.{c}.{d})", link.desktop, if up { "up" } else { "down" })
+                );
             }
             connected.push((link.desktop.clone(), up));
         }
@@ -141,7 +152,7 @@ mod tests {
 
     #[test]
     fn reports_set_which_desktops_are_connected() {
-        let mut net = ServiceNetwork::new(links(), 1000);
+        let mut net = ServiceNetwork::new(2, links(), 1000);
         let mut status = NetStatus { link_count: 2, ..NetStatus::default() };
         status.links[1] = NetLinkStatus { flags: NET_LINK_UP, address: 0x0ad5_0006, ..NetLinkStatus::default() };
         net.report(&status);
