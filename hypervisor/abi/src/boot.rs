@@ -5,7 +5,7 @@
 /// "BULKHEAD" in little-endian bytes; guards against jumping in with garbage.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"BULKHEAD");
 /// Bumped whenever the layout of [`BootInfo`] or anything it points to changes.
-pub const BOOT_INFO_VERSION: u32 = 1;
+pub const BOOT_INFO_VERSION: u32 = 2;
 
 /// A counted array in physical memory.
 #[repr(C)]
@@ -138,7 +138,26 @@ pub struct BootInfo {
     pub tsc_handoff: u64,
     /// The manifest's `cmdline` (NUL-padded), options for the hypervisor.
     pub cmdline: [u8; 256],
+    /// Where the loader was started from: one of the `BOOT_MEDIUM_*` values.
+    pub boot_medium: u32,
+    pub _reserved2: u32,
+    /// The UEFI system table (physical address), for the runtime services the
+    /// hypervisor calls to persist policy state; 0 when unavailable.
+    pub uefi_system_table: u64,
+    /// The policy state the loader read from UEFI variables (see [`crate::nv`]), each
+    /// variable's bytes as found, or EMPTY when absent.
+    pub nv_policy_state: PhysSlice,
+    pub nv_policy_bundle: PhysSlice,
 }
+
+/// [`BootInfo::boot_medium`]: the loader could not tell.
+pub const BOOT_MEDIUM_UNKNOWN: u32 = 0;
+/// A USB stick (or other USB mass storage).
+pub const BOOT_MEDIUM_STICK: u32 = 1;
+/// The laptop's internal NVMe disk.
+pub const BOOT_MEDIUM_NVME: u32 = 2;
+/// The laptop's internal SATA disk.
+pub const BOOT_MEDIUM_SATA: u32 = 3;
 
 impl BootInfo {
     pub fn is_valid(&self) -> bool {
@@ -159,7 +178,8 @@ const _: () = assert!(core::mem::size_of::<FramebufferInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<Module>() == 48);
 const _: () = assert!(core::mem::offset_of!(BootInfo, memory_map) == 16);
 const _: () = assert!(core::mem::offset_of!(BootInfo, rsdp) == 72);
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 384);
+const _: () = assert!(core::mem::offset_of!(BootInfo, boot_medium) == 384);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 432);
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod hypercall;
 pub mod manifest;
+pub mod nv;
 pub mod payload;
 
 pub use boot::*;
