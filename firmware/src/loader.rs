@@ -9,6 +9,7 @@ use core::fmt::Write;
 use core::ptr::NonNull;
 
 use bulkhead_abi::manifest::{self, Entry};
+use bulkhead_abi::nv;
 use bulkhead_abi::{
     BOOT_INFO_MAGIC, BOOT_INFO_VERSION, BootInfo, FramebufferInfo, MemoryRegion, Module, PhysSlice, PixelFormat,
 };
@@ -154,9 +155,9 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
         cmdline: cmdline_bytes,
         boot_medium: bulkhead_abi::BOOT_MEDIUM_UNKNOWN,
         _reserved2: 0,
-        uefi_system_table: 0,
-        nv_policy_state: PhysSlice::EMPTY,
-        nv_policy_bundle: PhysSlice::EMPTY,
+        uefi_system_table: crate::policy_state::system_table(),
+        nv_policy_state: crate::policy_state::read(nv::STATE_VARIABLE, core::mem::size_of::<nv::PolicyState>()),
+        nv_policy_bundle: crate::policy_state::read(nv::BUNDLE_VARIABLE, nv::MAX_BUNDLE_VARIABLE),
     };
     println!("starting the hypervisor");
     Ok(Handoff { entry: plan.entry, boot_info, regions })
@@ -205,7 +206,7 @@ fn load_segments(image: &[u8], plan: &elf::LoadPlan) -> Result<(), String> {
 }
 
 /// Copies `bytes` into fresh pages of the given type and returns their address.
-fn copy_to_pages(bytes: &[u8], ty: u32) -> uefi::Result<u64> {
+pub(crate) fn copy_to_pages(bytes: &[u8], ty: u32) -> uefi::Result<u64> {
     let pages = bytes.len().div_ceil(PAGE as usize).max(1);
     let ptr = boot::allocate_pages(AllocateType::AnyPages, MemoryType::custom(ty), pages)?;
     // SAFETY: the allocation is `pages` pages long, at least `bytes.len()` bytes.

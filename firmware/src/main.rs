@@ -39,6 +39,8 @@ fn console_write(args: core::fmt::Arguments<'_>) {
 mod installer;
 #[cfg(target_os = "uefi")]
 mod loader;
+#[cfg(target_os = "uefi")]
+mod policy_state;
 
 #[cfg(not(target_os = "uefi"))]
 fn main() {

@@ -41,9 +41,13 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     phys::init(map, &reserved);
     let top = map.iter().map(MemoryRegion::end).max().unwrap_or(0).max(1 << 32);
     let fb_range = reserved[0];
-    if let Err(e) = paging::switch_to_own_tables(top, &[fb_range]) {
+    // Runtime-services ranges (merged by the loader; a few on real firmware).
+    let firmware_runtime: heapless::Vec<(u64, u64), 64> =
+        map.iter().filter(|r| r.kind == MemoryKind::RuntimeServices).map(|r| (r.start, r.end())).take(64).collect();
+    if let Err(e) = paging::switch_to_own_tables(top, &[fb_range], &firmware_runtime) {
         fatal(format_args!("cannot build the hypervisor's page tables: {e:?}"));
     }
+    crate::host::uefi_runtime::init(boot_info.uefi_system_table);
     let reclaimed = phys::reclaim_boot_services(map, &reserved);
     info!(
         target: "memory",
@@ -131,18 +135,19 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
             tsc_hz: tsc_per_ms.saturating_mul(1000),
         };
         vm::desktop::HOST_TIME.call_once(|| host_time);
-        let why = vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info));
-        let reason = alloc::format!("{why}");
+        let why = match crate::policy::at_boot::start(boot_info, host_time.unix_secs) {
+            Err(refusal) => NothingStarted::Policy(refusal),
+            Ok(_chosen) => NothingStarted::Launch(vm::launch::launch(
+                boot_info,
+                options.selftest,
+                host_time,
+                guest_display(boot_info),
+            )),
+        };
+        let reason = why.reason();
         // The screen first: the log line then says it is there.
         screen::with_target(|fb| {
-            ui::safe_mode::draw(
-                fb,
-                &ui::safe_mode::SafeMode {
-                    title: "Bulkhead cannot start the desktops",
-                    reason: &reason,
-                    hint: "Ask IT for a new USB image; nothing on this laptop was changed.",
-                },
-            )
+            ui::safe_mode::draw(fb, &ui::safe_mode::SafeMode { title: why.title(), reason: &reason, hint: why.hint() })
         });
         error!(target: "vm", "no VM started: {why}");
         if options.selftest {
@@ -171,6 +176,58 @@ fn host_unix_time() -> u64 {
         Err(e) => {
             warn!(target: "boot", "cannot read the CMOS clock ({e:?}); guests start at 1970");
             0
+        }
+    }
+}
+
+/// Why the boot ended without VMs: the policy was refused, or launching failed.
+enum NothingStarted {
+    Policy(crate::policy::at_boot::BootRefusal),
+    Launch(vm::launch::LaunchError),
+}
+
+impl NothingStarted {
+    fn title(&self) -> &'static str {
+        match self {
+            NothingStarted::Policy(_) => "Bulkhead refused this laptop's policy",
+            NothingStarted::Launch(_) => "Bulkhead cannot start the desktops",
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        use crate::policy::at_boot::BootRefusal;
+        use bulkhead_policy::Refusal;
+        match self {
+            NothingStarted::Policy(BootRefusal::Refused(Refusal::Rollback { .. })) => {
+                "Use the newest Bulkhead stick from IT: this laptop does not go back to an older policy. Nothing on \
+                 this laptop was changed."
+            }
+            NothingStarted::Policy(BootRefusal::State(_)) => {
+                "Call IT: the laptop must be enrolled again. Nothing on this laptop was changed."
+            }
+            NothingStarted::Policy(_) => {
+                "Ask IT for a Bulkhead stick signed for this laptop. Nothing on this laptop was changed."
+            }
+            NothingStarted::Launch(_) => "Ask IT for a new USB image; nothing on this laptop was changed.",
+        }
+    }
+}
+
+impl NothingStarted {
+    /// The reason as the safe-mode screen says it (the title already says "policy").
+    fn reason(&self) -> alloc::string::String {
+        match self {
+            NothingStarted::Policy(refusal) => alloc::format!("{refusal}"),
+            NothingStarted::Launch(e) => alloc::format!("{e}"),
+        }
+    }
+}
+
+impl core::fmt::Display for NothingStarted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NothingStarted::Policy(refusal) => write!(f, "policy refused: {refusal}"),
+            NothingStarted::Launch(e) => write!(f, "{e}"),
         }
     }
 }

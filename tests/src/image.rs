@@ -102,7 +102,7 @@ pub fn build_network_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf 
     build_image_with_modules(scenario, cmdline, modules)
 }
 
-fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
+pub fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
     let artifacts = artifacts();
     let spec = ImageSpec {
         loader_efi: artifacts.loader_efi.clone(),

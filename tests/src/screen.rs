@@ -59,3 +59,65 @@ impl Screenshot {
         self.pixel(x, y) == (colour.r(), colour.g(), colour.b())
     }
 }
+
+impl Screenshot {
+    /// What `draw` paints on an empty screen of this size, rendered on the host with
+    /// the same `ui` code the hypervisor runs: comparing it with a screendump checks
+    /// every glyph of a screen's text.
+    pub fn render(
+        width: u32,
+        height: u32,
+        draw: impl FnOnce(&mut Canvas) -> Result<(), core::convert::Infallible>,
+    ) -> Screenshot {
+        let mut canvas = Canvas(Screenshot { width, height, rgb: vec![0; (width * height * 3) as usize] });
+        let _ = draw(&mut canvas);
+        canvas.0
+    }
+
+    /// How many pixels differ from `other` (a different size counts every pixel).
+    pub fn differing_pixels(&self, other: &Screenshot) -> usize {
+        if (self.width, self.height) != (other.width, other.height) {
+            return (self.width * self.height) as usize;
+        }
+        self.rgb.chunks_exact(3).zip(other.rgb.chunks_exact(3)).filter(|(a, b)| a != b).count()
+    }
+
+    /// Writes the screenshot as a PNG (for a failing comparison's evidence).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), self.width, self.height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(&self.rgb).map_err(|e| e.to_string())
+    }
+}
+
+/// An in-memory RGB screen `ui` code can draw on.
+pub struct Canvas(Screenshot);
+
+impl embedded_graphics::geometry::OriginDimensions for Canvas {
+    fn size(&self) -> embedded_graphics::geometry::Size {
+        embedded_graphics::geometry::Size::new(self.0.width, self.0.height)
+    }
+}
+
+impl embedded_graphics::draw_target::DrawTarget for Canvas {
+    type Color = embedded_graphics::pixelcolor::Rgb888;
+    type Error = core::convert::Infallible;
+
+    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = embedded_graphics::Pixel<Self::Color>>,
+    {
+        use embedded_graphics::prelude::RgbColor;
+        for embedded_graphics::Pixel(point, colour) in pixels {
+            let (Ok(x), Ok(y)) = (u32::try_from(point.x), u32::try_from(point.y)) else { continue };
+            if x < self.0.width && y < self.0.height {
+                let i = ((y * self.0.width + x) * 3) as usize;
+                self.0.rgb[i..i + 3].copy_from_slice(&[colour.r(), colour.g(), colour.b()]);
+            }
+        }
+        Ok(())
+    }
+}

@@ -46,3 +46,15 @@ pub fn module_data(modules: &'static [Module], name: &str) -> Option<&'static [u
     // and never written by the hypervisor) and verified its SHA-256.
     Some(unsafe { core::slice::from_raw_parts(m.addr as *const u8, m.len as usize) })
 }
+
+/// The bytes of a loader-filled [`PhysSlice`] (the UEFI variables it read); empty for
+/// an EMPTY slice or one longer than `max_len` (a loader bug, not trusted).
+pub fn phys_bytes(slice: bulkhead_abi::PhysSlice, max_len: usize) -> &'static [u8] {
+    let Ok(len) = usize::try_from(slice.len) else { return &[] };
+    if slice.addr == 0 || len == 0 || len > max_len {
+        return &[];
+    }
+    // SAFETY: the loader copied the variable into loader-data pages, which the
+    // hypervisor keeps (MemoryKind::Loader) and identity-maps; nothing writes them.
+    unsafe { core::slice::from_raw_parts(slice.addr as *const u8, len) }
+}

@@ -9,3 +9,4 @@ pub mod pci;
 pub mod power;
 pub mod rtc;
 pub mod screen;
+pub mod uefi_runtime;

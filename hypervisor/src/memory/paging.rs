@@ -1,7 +1,10 @@
 //! The hypervisor's own page tables, replacing the firmware's: an identity map of all
 //! physical memory that is writable but never executable, with the hypervisor image
-//! mapped by section: text read+execute, rodata read-only, data read+write. No page is
-//! both writable and executable, and page 0 is unmapped to catch null pointers.
+//! mapped by section: text read+execute, rodata read-only, data read+write. Page 0 is
+//! unmapped to catch null pointers. No page of the hypervisor's is both writable and
+//! executable; the one exception is the firmware's runtime-services memory, which stays
+//! as the firmware left it (its drivers' code and data share those regions) so that the
+//! variable store can be written (`host::uefi_runtime`).
 
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
@@ -59,8 +62,14 @@ impl<S: x86_64::structures::paging::PageSize> From<MapToError<S>> for PagingErro
 }
 
 /// Builds the tables and switches CR3 to them. `top` is the end of physical memory to
-/// map (everything below is identity mapped); `extra` are MMIO ranges above it.
-pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), PagingError> {
+/// map (everything below is identity mapped); `extra` are MMIO ranges above it;
+/// `firmware_runtime` are the UEFI runtime-services ranges, mapped writable and
+/// executable in 4 KiB pages.
+pub fn switch_to_own_tables(
+    top: u64,
+    extra: &[(u64, u64)],
+    firmware_runtime: &[(u64, u64)],
+) -> Result<(), PagingError> {
     let mut frames = GlobalFrames;
     let l4_pa = phys::alloc_contiguous(PAGE_SIZE, PAGE_SIZE).ok_or(PagingError::OutOfMemory)?;
     // SAFETY: the frame was just allocated and zeroed; the offset-0 view is valid because
@@ -72,9 +81,11 @@ pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), Paging
     let image_2m = (image.text.0 & !(LARGE_PAGE_SIZE - 1), image.data.1.next_multiple_of(LARGE_PAGE_SIZE));
     let rw = F::PRESENT | F::WRITABLE | F::NO_EXECUTE;
 
+    let runtime_page = |pa: u64| firmware_runtime.iter().any(|r| (r.0..r.1).contains(&pa));
+    let runtime_2m = |pa: u64| firmware_runtime.iter().any(|r| r.0 < pa.saturating_add(LARGE_PAGE_SIZE) && pa < r.1);
     // First 2 MiB in 4 KiB pages, leaving page 0 out.
     for pa in (PAGE_SIZE..LARGE_PAGE_SIZE).step_by(PAGE_SIZE as usize) {
-        map_4k(&mut mapper, &mut frames, pa, rw)?;
+        map_4k(&mut mapper, &mut frames, pa, if runtime_page(pa) { F::PRESENT | F::WRITABLE } else { rw })?;
     }
     let mut ranges = heapless::Vec::<(u64, u64), 16>::new();
     let _ = ranges.push((LARGE_PAGE_SIZE, top));
@@ -85,7 +96,16 @@ pub fn switch_to_own_tables(top: u64, extra: &[(u64, u64)]) -> Result<(), Paging
         let mut pa = start;
         while pa < end {
             let page = Page::<Size2MiB>::containing_address(VirtAddr::new(pa));
-            if !(image_2m.0..image_2m.1).contains(&pa) && mapper.translate_page(page).is_err() {
+            if pa >= LARGE_PAGE_SIZE && !(image_2m.0..image_2m.1).contains(&pa) && runtime_2m(pa) {
+                if mapper.translate_page(page).is_err() {
+                    for small in (pa..pa.saturating_add(LARGE_PAGE_SIZE)).step_by(PAGE_SIZE as usize) {
+                        let flags = if runtime_page(small) { F::PRESENT | F::WRITABLE } else { rw };
+                        if mapper.translate_page(Page::<Size4KiB>::containing_address(VirtAddr::new(small))).is_err() {
+                            map_4k(&mut mapper, &mut frames, small, flags)?;
+                        }
+                    }
+                }
+            } else if !(image_2m.0..image_2m.1).contains(&pa) && mapper.translate_page(page).is_err() {
                 let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(pa));
                 // SAFETY: identity mapping of physical memory into tables not yet active.
                 unsafe { mapper.map_to_with_table_flags(page, frame, rw, F::PRESENT | F::WRITABLE, &mut frames) }?

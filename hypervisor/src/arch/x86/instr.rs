@@ -87,6 +87,37 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// 64 random bits from RDRAND, or `None` when the CPU has no RDRAND or it keeps
+/// failing (Intel SDM Vol. 1 §7.3.17: retry up to 10 times).
+pub fn rdrand64() -> Option<u64> {
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 30) == 0 {
+        return None;
+    }
+    for _ in 0..10 {
+        let mut value = 0u64;
+        // SAFETY: CPUID said RDRAND exists; it only writes the destination register.
+        if unsafe { core::arch::x86_64::_rdrand64_step(&mut value) } == 1 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// 128 unpredictable bits: RDRAND when the CPU has it, mixed with TSC readings so a
+/// missing or weak RDRAND still gives distinct values per call and per machine.
+pub fn random_128() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, half) in out.chunks_exact_mut(8).enumerate() {
+        let mut x = rdrand64().unwrap_or(0) ^ rdtsc().rotate_left(if i == 0 { 17 } else { 41 });
+        // splitmix64 finaliser: spreads the TSC's low-entropy bits over the word.
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        half.copy_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
 /// Halts the CPU forever with interrupts off.
 pub fn halt_forever() -> ! {
     loop {
