@@ -20,7 +20,7 @@ use super::nv::StateError;
 
 /// Where the running bundle came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum BundleSource {
     /// The boot medium (stick or installed disk).
     Medium,
     /// A management server, earlier (the UEFI variable).
@@ -33,11 +33,11 @@ pub struct Chosen {
     pub policy: Policy,
     /// The state to persist (and run with).
     pub state: DeviceState,
-    pub source: Source,
+    pub source: BundleSource,
     pub enrolled: bool,
     pub rotated: bool,
     /// Why the other candidate was passed over, for the log.
-    pub passed_over: Option<(Source, Refusal)>,
+    pub passed_over: Option<(BundleSource, Refusal)>,
 }
 
 /// Why nothing may start.
@@ -78,7 +78,7 @@ pub fn choose(
     // A delivered bundle exists only on an enrolled laptop; it must verify against the
     // state as it is, like the medium's.
     let from_server = (!delivered.is_empty()).then(|| device::verify(delivered, &state, now));
-    let pick = |a: Accepted, source: Source, passed_over: Option<(Source, Refusal)>| Chosen {
+    let pick = |a: Accepted, source: BundleSource, passed_over: Option<(BundleSource, Refusal)>| Chosen {
         policy: a.policy,
         state: a.state,
         source,
@@ -88,16 +88,16 @@ pub fn choose(
     };
     match (from_medium, from_server) {
         (None, None) => Err(BootRefusal::NoBundle),
-        (Some(Ok(m)), Some(Ok(d))) if d.policy.version > m.policy.version => Ok(pick(d, Source::Delivered, None)),
+        (Some(Ok(m)), Some(Ok(d))) if d.policy.version > m.policy.version => Ok(pick(d, BundleSource::Delivered, None)),
         (Some(Ok(m)), other) => {
-            Ok(pick(m, Source::Medium, other.and_then(Result::err).map(|r| (Source::Delivered, r))))
+            Ok(pick(m, BundleSource::Medium, other.and_then(Result::err).map(|r| (BundleSource::Delivered, r))))
         }
         // The medium is older than what the server delivered (or unusable for another
         // reason) while the delivered bundle holds: run the delivered one. A refused
         // medium without a delivered stand-in is the reason nothing starts.
-        (Some(Err(r)), Some(Ok(d))) => Ok(pick(d, Source::Delivered, Some((Source::Medium, r)))),
+        (Some(Err(r)), Some(Ok(d))) => Ok(pick(d, BundleSource::Delivered, Some((BundleSource::Medium, r)))),
         (Some(Err(r)), _) => Err(BootRefusal::Refused(r)),
-        (None, Some(Ok(d))) => Ok(pick(d, Source::Delivered, None)),
+        (None, Some(Ok(d))) => Ok(pick(d, BundleSource::Delivered, None)),
         (None, Some(Err(_))) => Err(BootRefusal::NoBundle),
     }
 }
@@ -142,8 +142,8 @@ pub fn start(boot_info: &bulkhead_abi::BootInfo, now: u64) -> Result<Chosen, Boo
     info!(target: "policy", "device id {}, group {group}, key {key}", device_id_hex(&state.device_id));
     let p = &chosen.policy;
     let from = match chosen.source {
-        Source::Medium => "the boot medium",
-        Source::Delivered => "the management server's last delivery",
+        BundleSource::Medium => "the boot medium",
+        BundleSource::Delivered => "the management server's last delivery",
     };
     info!(
         target: "policy",
@@ -151,7 +151,7 @@ pub fn start(boot_info: &bulkhead_abi::BootInfo, now: u64) -> Result<Chosen, Boo
         p.version, p.organisation, p.expires_at
     );
     if let Some((source, refusal)) = &chosen.passed_over {
-        let which = if *source == Source::Medium { "the boot medium's" } else { "the delivered" };
+        let which = if *source == BundleSource::Medium { "the boot medium's" } else { "the delivered" };
         warn!(target: "policy", "{which} policy was not used: {refusal}");
     }
     if super::nv::decode(stored).ok().flatten().as_ref() != Some(&chosen.state) {
@@ -196,7 +196,7 @@ mod tests {
         let chosen = choose(Some(&signed(1)), &[], &[], [4; 16], NOW).unwrap();
         assert!(chosen.enrolled);
         assert_eq!(chosen.state.device_id, [4; 16]);
-        assert_eq!(chosen.source, Source::Medium);
+        assert_eq!(chosen.source, BundleSource::Medium);
     }
 
     #[test]
@@ -204,13 +204,13 @@ mod tests {
         let state = choose(Some(&signed(2)), &[], &[], [4; 16], NOW).unwrap().state;
         let stored = nv::encode(&state);
         let chosen = choose(Some(&signed(1)), &signed(3), &stored, [0; 16], NOW).unwrap();
-        assert_eq!((chosen.source, chosen.policy.version), (Source::Delivered, 3));
-        assert!(matches!(chosen.passed_over, Some((Source::Medium, Refusal::Rollback { .. }))));
+        assert_eq!((chosen.source, chosen.policy.version), (BundleSource::Delivered, 3));
+        assert!(matches!(chosen.passed_over, Some((BundleSource::Medium, Refusal::Rollback { .. }))));
         let refusal = choose(Some(&signed(1)), &[], &stored, [0; 16], NOW).unwrap_err();
         assert_eq!(refusal, BootRefusal::Refused(Refusal::Rollback { version: 1, highest: 2 }));
         // A newer medium beats an older delivered bundle.
         let chosen = choose(Some(&signed(4)), &signed(3), &stored, [0; 16], NOW).unwrap();
-        assert_eq!((chosen.source, chosen.policy.version), (Source::Medium, 4));
+        assert_eq!((chosen.source, chosen.policy.version), (BundleSource::Medium, 4));
     }
 
     #[test]
