@@ -152,7 +152,7 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
         tsc_loader_start,
         tsc_handoff: 0,
         cmdline: cmdline_bytes,
-        boot_medium: bulkhead_abi::BOOT_MEDIUM_UNKNOWN,
+        boot_medium: medium.abi_value(),
         _reserved2: 0,
         uefi_system_table: 0,
         nv_policy_state: PhysSlice::EMPTY,

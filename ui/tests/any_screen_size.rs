@@ -39,6 +39,7 @@ fn boot_and_safe_mode() {
             pci_devices: usize::MAX,
             iommu: LONG,
             status: LONG,
+            medium: LONG,
         };
         boot_screen::draw(fb, &info).unwrap();
         let screen = SafeMode { title: LONG, reason: LONG, hint: "" };

@@ -34,6 +34,7 @@ fn boot_screen() {
         pci_devices: 7,
         iommu: "AMD-Vi, 1 unit",
         status: "Verifying policy...",
+        medium: "Running from the USB stick",
     };
     for screen in SCREENS {
         let mut canvas = Canvas::new(screen.0, screen.1);
@@ -209,6 +210,7 @@ fn boot_screen_palette_contract() {
         pci_devices: 23,
         iommu: "Intel VT-d",
         status: "Starting",
+        medium: "Running from the USB stick",
     };
     for (width, height) in [(1280, 800), (1920, 1080), (2560, 1600), (1024, 768), (800, 600)] {
         for order in [PixelOrder::Rgb, PixelOrder::Bgr] {

@@ -48,6 +48,18 @@ pub enum BootMedium {
     Unknown,
 }
 
+impl BootMedium {
+    /// The value [`bulkhead_abi::BootInfo::boot_medium`] carries to the hypervisor.
+    pub fn abi_value(self) -> u32 {
+        match self {
+            BootMedium::Stick => bulkhead_abi::BOOT_MEDIUM_STICK,
+            BootMedium::InternalDisk(Bus::Nvme) => bulkhead_abi::BOOT_MEDIUM_NVME,
+            BootMedium::InternalDisk(Bus::Sata) => bulkhead_abi::BOOT_MEDIUM_SATA,
+            BootMedium::InternalDisk(_) | BootMedium::Unknown => bulkhead_abi::BOOT_MEDIUM_UNKNOWN,
+        }
+    }
+}
+
 /// Classifies the device the loader image came from by its device path.
 pub fn boot_medium() -> (BootMedium, String) {
     let Some(path) = boot_device_path() else {
