@@ -8,6 +8,7 @@ use support::{Canvas, check_golden};
 use ui::{
     PixelOrder, Scale,
     boot_screen::{self, BootScreen},
+    install_progress,
     notification::{self, Notification, Severity},
     overview::{self, Overview, Tile, VmState},
     palette,
@@ -40,6 +41,18 @@ fn boot_screen() {
         let mut canvas = Canvas::new(screen.0, screen.1);
         boot_screen::draw(&mut canvas.target(), &info).unwrap();
         check_golden(&name("boot", screen), &canvas);
+    }
+}
+
+/// The installer's band over a console-black screen, halfway through writing.
+#[test]
+fn install_progress_band() {
+    use ui::install_progress::{Phase, Progress};
+    let progress = Progress::new(Phase::Writing, 97 << 20, 194 << 20);
+    for screen in SCREENS {
+        let mut canvas = Canvas::new(screen.0, screen.1);
+        install_progress::draw(&mut canvas.target(), &progress).unwrap();
+        check_golden(&name("install-progress", screen), &canvas);
     }
 }
 
