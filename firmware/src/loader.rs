@@ -153,7 +153,7 @@ fn prepare(tsc_loader_start: u64) -> Result<Handoff, String> {
         tsc_loader_start,
         tsc_handoff: 0,
         cmdline: cmdline_bytes,
-        boot_medium: bulkhead_abi::BOOT_MEDIUM_UNKNOWN,
+        boot_medium: medium.abi_value(),
         _reserved2: 0,
         uefi_system_table: crate::policy_state::system_table(),
         nv_policy_state: crate::policy_state::read(nv::STATE_VARIABLE, core::mem::size_of::<nv::PolicyState>()),

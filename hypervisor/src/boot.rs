@@ -102,6 +102,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         _ => "Starting virtual machines",
     };
 
+    let medium = boot_medium(boot_info.boot_medium);
     let screen = screen::init(boot_info);
     let virt_label = cpu.virt.label();
     let drawn = screen::with_target(|fb| {
@@ -116,6 +117,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 pci_devices: pci.as_ref().map_or(0, |p| p.devices().len()),
                 iommu: iommu.as_str(),
                 status,
+                medium: ui::boot_screen::medium_line(medium),
             },
         )
     });
@@ -164,6 +166,19 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         },
     }
     instr::halt_forever()
+}
+
+/// Where the loader ran from, logged once in words tests and support can grep for.
+fn boot_medium(raw: u32) -> ui::boot_screen::Medium {
+    use ui::boot_screen::Medium;
+    let (medium, words) = match raw {
+        bulkhead_abi::BOOT_MEDIUM_STICK => (Medium::Stick, "usb stick"),
+        bulkhead_abi::BOOT_MEDIUM_NVME => (Medium::Nvme, "internal nvme disk"),
+        bulkhead_abi::BOOT_MEDIUM_SATA => (Medium::Sata, "internal sata disk"),
+        _ => (Medium::Unknown, "unknown"),
+    };
+    info!(target: "boot", "boot medium: {words}");
+    medium
 }
 
 /// The wall-clock time from the host's CMOS clock (0, logged, if it cannot be read).

@@ -1,16 +1,20 @@
 //! Installing from the stick onto the laptop's internal disk: an unattended install onto
 //! an empty NVMe disk, then a boot from that disk alone through the boot entry the
-//! installer created; and a refusal that must leave the disk untouched.
+//! installer created; and a refusal that must leave the disk untouched. The boot screen
+//! says where Bulkhead runs from, and the installer draws its progress on the screen.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use embedded_graphics::prelude::{PointsIter, Size};
 use images::desktops::Desktop;
 use images::install::{self, ESP_ANSWER};
 use images::qemu::BootMedium;
 use images::{disk, layout};
 use tests::{Machine, Outcome, image};
+use ui::boot_screen::{self, BootScreen, Medium};
+use ui::install_progress::{self, Phase, Progress};
 
 const BOOT: Duration = Duration::from_secs(120);
 const INSTALL: Duration = Duration::from_secs(120);
@@ -97,6 +101,7 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     let option = m.expect("boot option Boot", STEP);
     assert!(option.ends_with(&entry), "booted through {option}, the installer created {entry}");
     m.expect("Bulkhead 0.1.0 starting", STEP);
+    m.expect("boot medium: internal nvme disk", STEP);
     m.expect("BULKHEAD READY", BOOT);
     // Both desktops come up from the installed disk; the markers come in either order.
     m.expect("BULKHEAD-GUEST-READY", DESKTOP);
@@ -112,6 +117,7 @@ fn installs_onto_an_empty_nvme_disk_and_boots_from_it_without_the_stick() {
     });
     m.expect("running from the internal NVMe disk", BOOT);
     m.expect("starting the hypervisor", STEP);
+    m.expect("boot medium: internal nvme disk", STEP);
     drop(m);
 
     // Firmware that forgot every entry (fresh variables) boots the fallback path.
@@ -143,6 +149,9 @@ fn bytes_flipped_on_the_disk_during_the_install_are_caught_by_the_read_back() {
     });
     m.connect_qmp();
     m.expect("install: written; reading back in", INSTALL);
+    // The band is redrawn right after that line; the read-back waits 10 s.
+    std::thread::sleep(Duration::from_millis(500));
+    check_progress_band(&m.screendump("install-progress"), Progress::new(Phase::Writing, 1, 1));
     // Files start on 4 KiB clusters; find the hypervisor's first block and flip a byte.
     let at = find_block(&nvme, &hypervisor[..4096]).unwrap_or_else(|| m.fail("the hypervisor is not on the disk"));
     flip_byte(&nvme, at + 1000);
@@ -155,6 +164,51 @@ fn bytes_flipped_on_the_disk_during_the_install_are_caught_by_the_read_back() {
     assert_ne!(&head[510..512], &[0x55, 0xAA], "a protective MBR was written");
     assert_ne!(&head[512..520], b"EFI PART", "a GPT header was written");
     m.pass();
+}
+
+/// The installer's band as a person sees it: the bar filled exactly as far as `progress`
+/// says (the same `ui` code computes it here), the rest of it the track, and a title.
+fn check_progress_band(shot: &tests::screen::Screenshot, progress: Progress) {
+    let size = Size::new(shot.width, shot.height);
+    let bar = install_progress::bar_rect(size);
+    let filled = install_progress::filled_width(bar.size.width, progress.permille());
+    assert!(filled > 0 && filled < bar.size.width, "{filled} of {}", bar.size.width);
+    for y in [bar.top_left.y as u32, bar.top_left.y as u32 + bar.size.height / 2] {
+        for x in 0..bar.size.width {
+            let want = if x < filled { install_progress::BAR_FILL } else { install_progress::BAR_TRACK };
+            let at = bar.top_left.x as u32 + x;
+            assert!(shot.is(at, y, want), "bar pixel ({at},{y}) is {:?}, wanted {want:?}", shot.pixel(at, y));
+        }
+    }
+    let band = install_progress::band_rect(size);
+    let title = shot.count_in(band, boot_screen::BOOT_TEXT);
+    assert!(title > 200, "only {title} title pixels in the progress band");
+}
+
+/// The boot screen's line about the boot medium, compared pixel for pixel with the same
+/// line rendered here; the other medium's line must not match, so the check can fail.
+fn check_medium_on_screen(shot: &tests::screen::Screenshot, medium: Medium, other: Medium) {
+    let size = Size::new(shot.width, shot.height);
+    let rect = boot_screen::medium_rect(size);
+    let mismatches = |medium: Medium| {
+        let mut pixels = vec![0u32; (shot.width * shot.height) as usize];
+        let mut fb = ui::LinearFb::new(&mut pixels, shot.width, shot.height, shot.width, ui::PixelOrder::Rgb).unwrap();
+        let screen = BootScreen {
+            product: "",
+            version: "",
+            cpu_vendor: "",
+            virtualization: "",
+            memory_bytes: 0,
+            pci_devices: 0,
+            iommu: "",
+            status: "",
+            medium: boot_screen::medium_line(medium),
+        };
+        boot_screen::draw(&mut fb, &screen).unwrap();
+        rect.points().filter(|&p| !shot.is(p.x as u32, p.y as u32, fb.pixel(p).unwrap())).count()
+    };
+    assert_eq!(mismatches(medium), 0, "the screen does not say {:?}", boot_screen::medium_line(medium));
+    assert!(mismatches(other) > 100, "{:?} and {:?} look alike", medium, other);
 }
 
 fn read_at(path: &Path, at: u64, len: usize) -> Vec<u8> {
@@ -217,7 +271,7 @@ fn a_disk_too_small_is_refused_and_left_byte_for_byte_unchanged() {
 }
 
 #[test]
-fn two_matching_disks_or_foreign_partitions_are_refused_without_writing() {
+fn two_matching_disks_foreign_partitions_or_a_filesystem_are_refused_without_writing() {
     let _one = one_at_a_time();
     // Two NVMe disks: the answer's "first-nvme" is ambiguous.
     let stick = image::build_scenario_image("install-two-disks", "then=run");
@@ -249,6 +303,50 @@ fn two_matching_disks_or_foreign_partitions_are_refused_without_writing() {
         &install::answer(false, 0),
         &[&nvme],
         &["holds partitions (MBR with 1 partition(s))", "overwrite = true"],
+    );
+
+    // An ext4 filesystem on the whole disk, without a partition table.
+    let stick = image::build_scenario_image("install-ext4", "then=run");
+    let nvme = stick.parent().unwrap().join("nvme.img");
+    patterned_disk(&nvme, 2 << 30);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&nvme).unwrap();
+        // The superblock's magic and mkfs.ext4's incompatible features (extents, 64bit, flex_bg).
+        f.seek(SeekFrom::Start(1024 + 56)).unwrap();
+        f.write_all(&0xEF53u16.to_le_bytes()).unwrap();
+        f.seek(SeekFrom::Start(1024 + 96)).unwrap();
+        f.write_all(&0x2C2u32.to_le_bytes()).unwrap();
+    }
+    expect_refusal(
+        "install-ext4",
+        &stick,
+        &install::answer(false, 0),
+        &[&nvme],
+        &["holds an ext4 filesystem, no partition table", "overwrite = true"],
+    );
+}
+
+#[test]
+fn a_truncated_file_on_the_stick_is_refused_before_anything_is_written() {
+    let _one = one_at_a_time();
+    let stick = image::build_scenario_image("install-truncated", "then=run");
+    let hypervisor = image::read(&stick, layout::ESP_HYPERVISOR);
+    image::overwrite(&stick, layout::ESP_HYPERVISOR, &hypervisor[..hypervisor.len() / 2]);
+    let nvme = stick.parent().unwrap().join("nvme.img");
+    patterned_disk(&nvme, 2 << 30);
+    let half = format!("{} bytes read", hypervisor.len() / 2);
+    expect_refusal(
+        "install-truncated",
+        &stick,
+        &install::answer(false, 0),
+        &[&nvme],
+        &[
+            "hypervisor.elf on the stick does not match the manifest's SHA-256",
+            "truncated",
+            &half,
+            "nothing was written",
+        ],
     );
 }
 
@@ -321,6 +419,19 @@ fn an_interactive_install_lists_the_nvme_disk_and_needs_the_typed_confirmation()
         disk::read_esp_file(&nvme, layout::ESP_HYPERVISOR).unwrap(),
         disk::read_esp_file(&stick, layout::ESP_HYPERVISOR).unwrap()
     );
+    drop(m);
+
+    // Picked in the boot menu, the stick runs its own Bulkhead without a key and says so.
+    let mut m = Machine::boot_again("interactive-stick", &stick, |c| {
+        c.medium = BootMedium::UsbStick;
+        c.nvme_disk = Some(nvme.clone());
+    });
+    m.connect_qmp();
+    m.expect("running from a USB stick", BOOT);
+    m.expect("Press I within", STEP);
+    m.expect("boot medium: usb stick", STEP);
+    m.expect("BULKHEAD READY", STEP);
+    check_medium_on_screen(&m.screendump("stick-boot-screen"), Medium::Stick, Medium::Nvme);
     m.pass();
 }
 
@@ -404,8 +515,11 @@ fn an_update_from_a_newer_stick_rewrites_the_esp_and_keeps_the_data_partition() 
         c.medium = BootMedium::None;
         c.nvme_disk = Some(nvme.clone());
     });
+    m.connect_qmp();
     m.expect("running from the internal NVMe disk", BOOT);
+    m.expect("boot medium: internal nvme disk", STEP);
     m.expect("BULKHEAD READY", BOOT);
+    check_medium_on_screen(&m.screendump("nvme-boot-screen"), Medium::Nvme, Medium::Stick);
     m.pass();
 }
 

@@ -5,7 +5,9 @@
 //! test can recognise the real screen in a screendump:
 //! - the four corners are [`BOOT_BACKGROUND`];
 //! - [`header_rect`] is a solid block of [`BOOT_ACCENT`] with nothing drawn over it;
-//! - [`text_rect`] holds the hardware summary, whose values are drawn in [`BOOT_TEXT`].
+//! - [`text_rect`] holds the hardware summary, whose values are drawn in [`BOOT_TEXT`];
+//! - [`medium_rect`] holds only the line saying where Bulkhead runs from, so a test can
+//!   compare it with the same line rendered on the host.
 
 use core::fmt::Write;
 
@@ -47,6 +49,27 @@ pub struct BootScreen<'a> {
     pub pci_devices: usize,
     pub iommu: &'a str,
     pub status: &'a str,
+    /// Where Bulkhead runs from, e.g. [`medium_line`]'s text; empty draws no line.
+    pub medium: &'a str,
+}
+
+/// Where the loader was started from, as the boot screen words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    Stick,
+    Nvme,
+    Sata,
+    Unknown,
+}
+
+/// The boot screen's line for `medium`.
+pub fn medium_line(medium: Medium) -> &'static str {
+    match medium {
+        Medium::Stick => "Running from the USB stick",
+        Medium::Nvme => "Installed on the internal NVMe disk",
+        Medium::Sata => "Installed on the internal SATA disk",
+        Medium::Unknown => "Boot medium unknown",
+    }
 }
 
 /// Card geometry in base pixels (multiplied by the screen's [`Scale`]).
@@ -57,6 +80,8 @@ const PADDING: u32 = 40;
 const GAP: u32 = 20;
 const LABEL_COLUMN: u32 = 170;
 const INFO_LINES: u32 = 5;
+/// Between the status line and the boot-medium line.
+const MEDIUM_GAP: u32 = 8;
 
 /// Where everything sits for one screen size.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +95,7 @@ struct Layout {
     info: Rectangle,
     info_line_height: u32,
     status_top: i32,
+    medium: Rectangle,
     content_left: i32,
     content_width: u32,
 }
@@ -90,6 +116,8 @@ impl Layout {
             + info_height
             + px(GAP)
             + line(TextRole::Body)
+            + px(MEDIUM_GAP)
+            + line(TextRole::Body)
             + px(PADDING);
         let card_height = px(HEADER_HEIGHT) + body_height;
 
@@ -107,6 +135,9 @@ impl Layout {
         let info_top = rule_top + px(GAP) as i32;
         let info = Rectangle::new(Point::new(content_left, info_top), Size::new(content_width, info_height));
         let status_top = info_top + (info_height + px(GAP)) as i32;
+        let medium_top = status_top + (line(TextRole::Body) + px(MEDIUM_GAP)) as i32;
+        let medium =
+            Rectangle::new(Point::new(content_left, medium_top), Size::new(content_width, line(TextRole::Body)));
         Layout {
             scale,
             card,
@@ -117,6 +148,7 @@ impl Layout {
             info,
             info_line_height,
             status_top,
+            medium,
             content_left,
             content_width,
         }
@@ -132,6 +164,12 @@ pub fn header_rect(size: Size) -> Rectangle {
 /// drawn in [`BOOT_TEXT`].
 pub fn text_rect(size: Size) -> Rectangle {
     Layout::new(size).info
+}
+
+/// The line saying where Bulkhead runs from (drawn in [`BOOT_MUTED_TEXT`] on
+/// [`BOOT_PANEL`], nothing else in it).
+pub fn medium_rect(size: Size) -> Rectangle {
+    Layout::new(size).medium
 }
 
 /// Draws the whole boot screen over `target`.
@@ -181,6 +219,7 @@ where
 
     let status = text::style(TextRole::Body, scale, BOOT_STATUS_TEXT);
     text::draw_fitted(target, screen.status, Point::new(left, layout.status_top), Baseline::Top, width, &status)?;
+    text::draw_fitted(target, screen.medium, layout.medium.top_left, Baseline::Top, width, &muted)?;
     Ok(())
 }
 
@@ -226,6 +265,48 @@ mod tests {
         assert_eq!(memory(640 << 10), "640 KiB");
         assert_eq!(memory(12), "12 bytes");
         assert_eq!(memory(u64::MAX), "17179869183.9 GiB");
+    }
+
+    #[test]
+    fn the_medium_line_is_drawn_inside_its_rect_and_nowhere_else() {
+        use crate::{LinearFb, PixelOrder};
+        use embedded_graphics::prelude::PointsIter;
+        let lines = [Medium::Stick, Medium::Nvme, Medium::Sata, Medium::Unknown].map(medium_line);
+        for (i, a) in lines.iter().enumerate() {
+            assert!(lines[i + 1..].iter().all(|b| a != b), "{lines:?}");
+        }
+        for (width, height) in [(800, 600), (1280, 800), (2560, 1600)] {
+            let size = Size::new(width, height);
+            let render = |medium: &str| {
+                let mut pixels = vec![0u32; (width * height) as usize];
+                let mut fb = LinearFb::new(&mut pixels, width, height, width, PixelOrder::Bgr).unwrap();
+                let screen = BootScreen {
+                    product: "Bulkhead",
+                    version: "0.1.0",
+                    cpu_vendor: "AuthenticAMD",
+                    virtualization: "AMD SVM",
+                    memory_bytes: 1 << 30,
+                    pci_devices: 3,
+                    iommu: "none",
+                    status: "Starting virtual machines",
+                    medium,
+                };
+                draw(&mut fb, &screen).unwrap();
+                pixels
+            };
+            let (stick, nvme) = (render(medium_line(Medium::Stick)), render(medium_line(Medium::Nvme)));
+            let rect = medium_rect(size);
+            let inside = |i: usize| rect.contains(Point::new((i as u32 % width) as i32, (i as u32 / width) as i32));
+            let differing: Vec<usize> = (0..stick.len()).filter(|&i| stick[i] != nvme[i]).collect();
+            assert!(differing.len() > 100, "{size:?}: {} pixels differ", differing.len());
+            assert!(differing.iter().all(|&i| inside(i)), "{size:?}: the medium line spills out of its rect");
+            // Nothing else is drawn in the rect: an empty line leaves the card's colour.
+            let empty = render("");
+            let panel = PixelOrder::Bgr.encode(BOOT_PANEL);
+            assert!(rect.points().all(|p| empty[(p.y as u32 * width + p.x as u32) as usize] == panel), "{size:?}");
+            assert!(rect.top_left.y > text_rect(size).bottom_right().unwrap().y, "{size:?}");
+            assert!(Layout::new(size).card.contains(rect.bottom_right().unwrap()), "{size:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Bulkhead's user interface, drawn with embedded-graphics against any
 //! `DrawTarget<Color = Rgb888>`: the boot screen, the trust strip, the VM overview,
-//! notifications and the safe-mode screen.
+//! notifications, the safe-mode screen and the installer's progress band.
 //!
 //! Everything here is pure drawing and pure layout, so it runs the same on the GOP
 //! framebuffer and in host tests (`tests/golden.rs` compares whole screens with PNGs).
@@ -10,6 +10,7 @@
 pub mod boot_screen;
 pub mod framebuffer;
 pub mod icons;
+pub mod install_progress;
 pub mod notification;
 pub mod overview;
 pub mod palette;

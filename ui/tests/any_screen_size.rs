@@ -5,6 +5,7 @@ use embedded_graphics::pixelcolor::Rgb888;
 use ui::{
     LinearFb, PixelOrder,
     boot_screen::{self, BootScreen},
+    install_progress,
     notification::{self, Notification, Severity},
     overview::{self, Overview, Tile, VmState},
     safe_mode::{self, SafeMode},
@@ -39,8 +40,13 @@ fn boot_and_safe_mode() {
             pci_devices: usize::MAX,
             iommu: LONG,
             status: LONG,
+            medium: LONG,
         };
         boot_screen::draw(fb, &info).unwrap();
+        for phase in [install_progress::Phase::Writing, install_progress::Phase::Failed] {
+            let progress = install_progress::Progress::new(phase, u64::MAX, u64::MAX);
+            install_progress::draw(fb, &progress).unwrap();
+        }
         let screen = SafeMode { title: LONG, reason: LONG, hint: "" };
         safe_mode::draw(fb, &screen).unwrap();
     });

@@ -8,6 +8,7 @@ use support::{Canvas, check_golden};
 use ui::{
     PixelOrder, Scale,
     boot_screen::{self, BootScreen},
+    install_progress,
     notification::{self, Notification, Severity},
     overview::{self, Overview, Tile, VmState},
     palette,
@@ -34,11 +35,24 @@ fn boot_screen() {
         pci_devices: 7,
         iommu: "AMD-Vi, 1 unit",
         status: "Verifying policy...",
+        medium: "Running from the USB stick",
     };
     for screen in SCREENS {
         let mut canvas = Canvas::new(screen.0, screen.1);
         boot_screen::draw(&mut canvas.target(), &info).unwrap();
         check_golden(&name("boot", screen), &canvas);
+    }
+}
+
+/// The installer's band over a console-black screen, halfway through writing.
+#[test]
+fn install_progress_band() {
+    use ui::install_progress::{Phase, Progress};
+    let progress = Progress::new(Phase::Writing, 97 << 20, 194 << 20);
+    for screen in SCREENS {
+        let mut canvas = Canvas::new(screen.0, screen.1);
+        install_progress::draw(&mut canvas.target(), &progress).unwrap();
+        check_golden(&name("install-progress", screen), &canvas);
     }
 }
 
@@ -209,6 +223,7 @@ fn boot_screen_palette_contract() {
         pci_devices: 23,
         iommu: "Intel VT-d",
         status: "Starting",
+        medium: "Running from the USB stick",
     };
     for (width, height) in [(1280, 800), (1920, 1080), (2560, 1600), (1024, 768), (800, 600)] {
         for order in [PixelOrder::Rgb, PixelOrder::Bgr] {

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use super::answer::{Answer, Mode};
 use super::gpt;
+use super::signature::{self, Filesystem};
 
 /// Device path node types (UEFI 2.10 §10.3).
 const MESSAGING: u8 = 3;
@@ -72,6 +73,8 @@ pub enum Contents {
     Mbr(usize),
     /// A GPT with these partition names (entries that are in use).
     Gpt(Vec<String>),
+    /// A filesystem on the whole disk, without a partition table.
+    Filesystem(Filesystem),
 }
 
 impl Contents {
@@ -84,12 +87,26 @@ impl Contents {
             Contents::Empty => "no partition table".into(),
             Contents::Mbr(n) => format!("MBR with {n} partition(s)"),
             Contents::Gpt(names) => format!("GPT with {} partition(s): {}", names.len(), names.join(", ")),
+            Contents::Filesystem(fs) => format!("holds {} {} filesystem, no partition table", fs.article(), fs.name()),
+        }
+    }
+
+    /// Why an install without `overwrite = true` refuses this disk.
+    pub fn holding(&self) -> String {
+        match self {
+            Contents::Filesystem(_) => self.describe(),
+            _ => format!("holds partitions ({})", self.describe()),
         }
     }
 }
 
-/// Reads the partition table from block 0, block 1 and the entry array that follows
-/// (`head` holds at least the first 34 × 512 bytes, or 6 × 4096).
+/// How many bytes from the start of a disk [`contents`] wants.
+pub fn head_bytes(block_size: usize) -> usize {
+    (34 * 512).max(6 * block_size).max(signature::HEAD_BYTES).next_multiple_of(block_size.max(1))
+}
+
+/// Reads the partition table from block 0, block 1 and the entry array that follows,
+/// or else a filesystem's signature (`head` holds the first [`head_bytes`] bytes).
 pub fn contents(head: &[u8], block_size: usize) -> Contents {
     let header = head.get(block_size..block_size + 92);
     if let Some(h) = header
@@ -112,13 +129,21 @@ pub fn contents(head: &[u8], block_size: usize) -> Contents {
         }
         return Contents::Gpt(names);
     }
+    // A FAT or NTFS boot sector also ends in 55 AA, with boot code where an MBR keeps
+    // its partition entries: it is checked first.
+    if let Some(fs) = signature::boot_sector(head) {
+        return Contents::Filesystem(fs);
+    }
     if head.len() >= 512 && head[510] == 0x55 && head[511] == 0xAA {
         let used = (0..4).filter(|i| head[446 + 16 * i + 4] != 0).count();
         if used > 0 {
             return Contents::Mbr(used);
         }
     }
-    Contents::Empty
+    match signature::detect(head) {
+        Some(fs) => Contents::Filesystem(fs),
+        None => Contents::Empty,
+    }
 }
 
 /// One disk the firmware offers.
@@ -181,10 +206,7 @@ pub fn choose(answer: &Answer, disks: &[Disk]) -> Result<usize, String> {
     }
     check_size(index, disk)?;
     if !disk.contents.is_empty() && !answer.overwrite {
-        return Err(format!(
-            "disk {index} holds partitions ({}); the answer does not say `overwrite = true`",
-            disk.contents.describe()
-        ));
+        return Err(format!("disk {index} {}; the answer does not say `overwrite = true`", disk.contents.holding()));
     }
     Ok(index)
 }
@@ -283,6 +305,33 @@ mod tests {
         let err = choose(&answer(false), core::slice::from_ref(&d)).unwrap_err();
         assert!(err.contains("GPT with 1 partition(s): Windows"), "{err}");
         assert_eq!(choose(&answer(true), &[d]), Ok(0));
+    }
+
+    #[test]
+    fn a_filesystem_without_a_partition_table_is_not_an_empty_disk() {
+        let mut ext4 = alloc::vec![0u8; head_bytes(512)];
+        ext4[1024 + 56..1024 + 58].copy_from_slice(&0xEF53u16.to_le_bytes());
+        ext4[1024 + 96..1024 + 100].copy_from_slice(&0x2C2u32.to_le_bytes());
+        let mut d = disk(Bus::Nvme, 64 * GIB);
+        d.contents = contents(&ext4, 512);
+        assert_eq!(d.contents, Contents::Filesystem(Filesystem::Ext4));
+        assert!(!d.contents.is_empty());
+        assert_eq!(d.contents.describe(), "holds an ext4 filesystem, no partition table");
+        let err = choose(&answer(false), core::slice::from_ref(&d)).unwrap_err();
+        assert_eq!(
+            err,
+            "disk 0 holds an ext4 filesystem, no partition table; the answer does not say `overwrite = true`"
+        );
+        assert_eq!(choose(&answer(true), &[d]), Ok(0));
+
+        // A FAT32 volume's boot code fills the bytes where an MBR has its entries: it is
+        // a filesystem, not an MBR with partitions.
+        let mut volume = std::io::Cursor::new(alloc::vec![0u8; 64 << 20]);
+        fatfs::format_volume(&mut volume, fatfs::FormatVolumeOptions::new().fat_type(fatfs::FatType::Fat32)).unwrap();
+        let head = &volume.get_ref()[..head_bytes(512)];
+        assert_eq!(contents(head, 512).describe(), "holds a FAT32 filesystem, no partition table");
+        // A 4Kn disk reads at least as much.
+        assert!(head_bytes(4096) >= signature::HEAD_BYTES && head_bytes(4096).is_multiple_of(4096));
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod fat32;
 pub mod gpt;
 pub mod guid;
 pub mod load_option;
+pub mod signature;

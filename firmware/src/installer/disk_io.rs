@@ -62,7 +62,7 @@ pub fn find_disks() -> Result<Vec<Found>, String> {
             },
             layout: None,
         };
-        let head = Writer::open(&found_disk).and_then(|mut w| w.read(0, (34 * 512usize).max(6 * block_size as usize)));
+        let head = Writer::open(&found_disk).and_then(|mut w| w.read(0, disks::head_bytes(block_size as usize)));
         let (contents, layout) = match head {
             Ok(head) => {
                 (disks::contents(&head, block_size as usize), gpt::read_layout(&head, block_size, total / block_size))

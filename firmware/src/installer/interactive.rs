@@ -13,7 +13,7 @@ use uefi::proto::console::text::Key;
 use uefi::runtime::{self, ResetType};
 use uefi::{Status, boot};
 
-use super::{describe, disable_watchdog, find_disks, install};
+use super::{Screen, describe, disable_watchdog, find_disks, install};
 
 /// How long the boot waits for the install key.
 const OFFER: Duration = Duration::from_secs(3);
@@ -80,11 +80,14 @@ fn interactive(stick: &mut FileSystem) -> Result<(), String> {
             println!("install: {why}");
             continue;
         }
-        match install(stick, &found[index], index, mode, 0) {
+        let mut screen = Screen::new();
+        let result = install(stick, &found[index], index, mode, 0, &mut screen);
+        match &result {
             Ok(summary) => println!("BULKHEAD INSTALL DONE: {summary}. Remove the stick."),
             Err(why) => println!("BULKHEAD INSTALL FAILED: {why}"),
         }
         println!("install: press any key to power off");
+        screen.finish(result.is_ok());
         let _ = wait_key(PROMPT);
         runtime::reset(ResetType::SHUTDOWN, Status::SUCCESS, None);
     }

@@ -11,6 +11,7 @@
 mod boot_entry;
 mod disk_io;
 mod interactive;
+mod progress;
 mod stick;
 
 use alloc::format;
@@ -28,10 +29,12 @@ use uefi::Status;
 use uefi::boot;
 use uefi::fs::FileSystem;
 use uefi::runtime::{self, ResetType};
+use ui::install_progress::Phase;
 
 pub use boot_entry::boot_current;
 use disk_io::{Found, Writer, boot_device_path, find_disks, node_types, path_text};
 pub use interactive::offer;
+use progress::Screen;
 
 /// The answer file; its presence on a stick starts an unattended install.
 pub const ANSWER_PATH: &str = "\\bulkhead\\install.cfg";
@@ -39,6 +42,8 @@ pub const ANSWER_PATH: &str = "\\bulkhead\\install.cfg";
 const INSTALLED_LOADER: &str = "\\EFI\\BULKHEAD\\BOOTX64.EFI";
 /// Zeroed at the start of the data partition.
 const DATA_WIPE_BYTES: usize = 1024 * 1024;
+/// Files are written and read back in pieces of this size, one progress step each.
+const PROGRESS_STEP: usize = 4 * 1024 * 1024;
 
 /// Where the loader was started from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +51,18 @@ pub enum BootMedium {
     Stick,
     InternalDisk(Bus),
     Unknown,
+}
+
+impl BootMedium {
+    /// The value [`bulkhead_abi::BootInfo::boot_medium`] carries to the hypervisor.
+    pub fn abi_value(self) -> u32 {
+        match self {
+            BootMedium::Stick => bulkhead_abi::BOOT_MEDIUM_STICK,
+            BootMedium::InternalDisk(Bus::Nvme) => bulkhead_abi::BOOT_MEDIUM_NVME,
+            BootMedium::InternalDisk(Bus::Sata) => bulkhead_abi::BOOT_MEDIUM_SATA,
+            BootMedium::InternalDisk(_) | BootMedium::Unknown => bulkhead_abi::BOOT_MEDIUM_UNKNOWN,
+        }
+    }
 }
 
 /// Classifies the device the loader image came from by its device path.
@@ -66,12 +83,19 @@ pub fn boot_medium() -> (BootMedium, String) {
 pub fn run(stick: &mut FileSystem, answer_text: &str) -> ! {
     println!("install: unattended install ({ANSWER_PATH} found on the stick)");
     disable_watchdog();
+    let mut screen = Screen::new();
     let wait = match answer::parse(answer_text) {
         Ok(answer) => {
             let wait = answer.wait_seconds;
-            match unattended(stick, &answer) {
-                Ok(summary) => println!("BULKHEAD INSTALL DONE: {summary}"),
-                Err(why) => println!("BULKHEAD INSTALL FAILED: {why}"),
+            match unattended(stick, &answer, &mut screen) {
+                Ok(summary) => {
+                    println!("BULKHEAD INSTALL DONE: {summary}");
+                    screen.finish(true);
+                }
+                Err(why) => {
+                    println!("BULKHEAD INSTALL FAILED: {why}");
+                    screen.finish(false);
+                }
             }
             wait
         }
@@ -82,6 +106,7 @@ pub fn run(stick: &mut FileSystem, answer_text: &str) -> ! {
     };
     if wait > 0 {
         println!("install: powering off in {wait} s");
+        screen.draw();
         boot::stall(core::time::Duration::from_secs(u64::from(wait)));
     }
     println!("install: powering off");
@@ -109,7 +134,7 @@ fn describe(index: usize, f: &Found) -> String {
     )
 }
 
-fn unattended(stick: &mut FileSystem, answer: &Answer) -> Result<String, String> {
+fn unattended(stick: &mut FileSystem, answer: &Answer, screen: &mut Screen) -> Result<String, String> {
     let found = find_disks()?;
     for (i, f) in found.iter().enumerate() {
         let note = if f.disk.boot_disk { " (the stick this loader runs from: never a target)" } else { "" };
@@ -117,7 +142,7 @@ fn unattended(stick: &mut FileSystem, answer: &Answer) -> Result<String, String>
     }
     let disks: Vec<Disk> = found.iter().map(|f| f.disk.clone()).collect();
     let index = disks::choose(answer, &disks)?;
-    install(stick, &found[index], index, answer.mode, answer.verify_delay_seconds)
+    install(stick, &found[index], index, answer.mode, answer.verify_delay_seconds, screen)
 }
 
 /// Installs onto `target` (disk `index` of the list), or updates its ESP; every check on
@@ -126,13 +151,15 @@ fn unattended(stick: &mut FileSystem, answer: &Answer) -> Result<String, String>
 /// Order of writes, so that a failure never leaves a half-bootable disk: a fresh install
 /// first wipes the old partition table, an update first clears the ESP's boot sector;
 /// then the FAT and the files are written and read back; then the boot sector; a fresh
-/// install writes the partition table last.
+/// install writes the partition table last. The progress goes to `screen` as well as to
+/// the log.
 fn install(
     stick: &mut FileSystem,
     target: &Found,
     index: usize,
     mode: Mode,
     verify_delay_seconds: u32,
+    screen: &mut Screen,
 ) -> Result<String, String> {
     let verb = if mode == Mode::Update { "update" } else { "install" };
     println!("install: {verb} on disk {index} ({} {} MiB)", target.disk.bus.name(), target.disk.bytes >> 20);
@@ -155,6 +182,7 @@ fn install(
         .map_err(|e| format!("cannot lay out the ESP: {e}"))?;
 
     let mut disk = Writer::open(target)?;
+    screen.show(Phase::Writing, 0, total);
     let esp_start = layout.esp.first_lba * block_size;
     if mode == Mode::Install {
         for (lba, bytes) in layout.wipe_writes() {
@@ -173,41 +201,56 @@ fn install(
     let mut done = 0u64;
     for (file, offset) in files.iter().zip(&volume.file_offsets) {
         if let Some(offset) = offset {
-            disk.write(esp_start + offset, &file.data).map_err(|e| format!("writing {}: {e}", file.path))?;
+            for (i, piece) in file.data.chunks(PROGRESS_STEP).enumerate() {
+                let at = esp_start + offset + (i * PROGRESS_STEP) as u64;
+                disk.write(at, piece).map_err(|e| format!("writing {}: {e}", file.path))?;
+                screen.show(Phase::Writing, done + ((i * PROGRESS_STEP + piece.len()) as u64), total);
+            }
         }
         done += file.data.len() as u64;
         println!("install: [{}] {} KiB of {} KiB  {}", bar(done, total), done / 1024, total / 1024, file.path);
+        screen.show(Phase::Writing, done, total);
     }
     disk.flush()?;
 
     // Read everything back before the disk gets a partition table.
     if verify_delay_seconds > 0 {
         println!("install: written; reading back in {verify_delay_seconds} s");
+        screen.draw();
         boot::stall(core::time::Duration::from_secs(u64::from(verify_delay_seconds)));
     }
     println!("install: reading back");
+    screen.show(Phase::Verifying, 0, total);
     for (offset, bytes) in rest {
         if disk.read(esp_start + offset, bytes.len())? != *bytes {
             return Err(not_bootable(format!("the ESP's FAT at byte {} reads back differently", esp_start + offset)));
         }
     }
+    let mut verified = 0u64;
     for (file, offset) in files.iter().zip(&volume.file_offsets) {
-        let back = match offset {
-            Some(offset) => disk.read(esp_start + offset, file.data.len())?,
-            None => Vec::new(),
-        };
-        let digest: [u8; 32] = Sha256::digest(&back).into();
+        let mut hash = Sha256::new();
+        if let Some(offset) = offset {
+            for at in (0..file.data.len()).step_by(PROGRESS_STEP) {
+                let len = PROGRESS_STEP.min(file.data.len() - at);
+                hash.update(disk.read(esp_start + offset + at as u64, len)?);
+                screen.show(Phase::Verifying, verified + (at + len) as u64, total);
+            }
+        }
+        verified += file.data.len() as u64;
+        let digest: [u8; 32] = hash.finalize().into();
         if digest != file.sha256 {
             return Err(not_bootable(format!("{} reads back with a different SHA-256", file.path)));
         }
     }
     println!("install: read back {} files, SHA-256 matches the stick", files.len());
+    screen.draw();
     disk.write(esp_start + boot_region.0, &boot_region.1).map_err(|e| format!("writing the ESP's boot sector: {e}"))?;
     disk.flush()?;
     if disk.read(esp_start + boot_region.0, boot_region.1.len())? != boot_region.1 {
         return Err(not_bootable("the ESP's boot sector reads back differently".into()));
     }
     if mode == Mode::Update {
+        screen.show(Phase::BootEntry, 0, 0);
         let number = boot_entry::add_boot_entry(&layout)?;
         return Ok(format!(
             "updated the ESP of disk {index} ({} {} MiB), {} files, data partition untouched, boot entry Boot{number:04X}",
@@ -216,6 +259,7 @@ fn install(
             files.len()
         ));
     }
+    screen.show(Phase::PartitionTable, 0, 0);
     // Whatever an earlier system left at the start of the data partition is not taken
     // for Bulkhead's data later.
     let zeros = vec![0u8; DATA_WIPE_BYTES];
@@ -237,6 +281,8 @@ fn install(
     );
     drop(disk);
 
+    screen.draw();
+    screen.show(Phase::BootEntry, 0, 0);
     let number = boot_entry::add_boot_entry(&layout)?;
     Ok(format!(
         "disk {index} ({} {} MiB), {} files, boot entry Boot{number:04X} first in BootOrder",

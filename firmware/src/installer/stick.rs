@@ -49,7 +49,11 @@ pub fn stick_files(stick: &mut FileSystem) -> Result<Vec<StickFile>, String> {
         };
         let index = find(&files, file.path).ok_or_else(|| format!("the stick lacks {}", file.path))?;
         if file.sha256.is_some_and(|want| want != files[index].sha256) {
-            return Err(format!("{} on the stick does not match the manifest's SHA-256 (damaged stick?)", file.path));
+            return Err(format!(
+                "{} on the stick does not match the manifest's SHA-256 (damaged or truncated copy, {} bytes read); nothing was written",
+                file.path,
+                files[index].data.len()
+            ));
         }
     }
     let loader = find(&files, STICK_LOADER).ok_or_else(|| format!("the stick has no {STICK_LOADER}"))?;
