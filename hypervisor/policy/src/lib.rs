@@ -18,6 +18,7 @@ extern crate alloc;
 pub mod bundle;
 pub mod device;
 pub mod heartbeat;
+pub mod lease;
 pub mod model;
 
 pub use bundle::{Bundle, Endorsement, PublicKey};
