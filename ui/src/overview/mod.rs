@@ -37,6 +37,9 @@ pub enum VmState {
     Running,
     Stopped,
     Crashed,
+    /// Held back by policy: the laptop's offline lease ran out, so this VM waits for a
+    /// check-in with IT's management server.
+    NeedsCheckIn,
 }
 
 impl VmState {
@@ -45,6 +48,7 @@ impl VmState {
             VmState::Running => "Running",
             VmState::Stopped => "Stopped",
             VmState::Crashed => "Crashed",
+            VmState::NeedsCheckIn => "Needs check-in",
         }
     }
 
@@ -53,6 +57,7 @@ impl VmState {
             VmState::Running => palette::STATE_RUNNING,
             VmState::Stopped => palette::STATE_STOPPED,
             VmState::Crashed => palette::STATE_CRASHED,
+            VmState::NeedsCheckIn => palette::SEVERITY_WARNING,
         }
     }
 }
@@ -80,6 +85,8 @@ const HEADING: &str = "Virtual machines";
 /// Key and what it does, shown under the grid.
 const HINTS: [(&str, &str); 3] = [("Arrow keys", "choose"), ("Enter", "switch"), ("Esc", "back")];
 const EMPTY: &str = "No virtual machines are configured";
+/// On the tile of a VM held back by the offline lease.
+pub const HELD_MESSAGE: &str = "Offline too long";
 /// Distance between a tile and its selection ring, and the ring's width (base pixels).
 const RING_OFFSET: u32 = 5;
 const RING_WIDTH: u32 = 3;
@@ -207,7 +214,11 @@ where
         Some(thumbnail) if thumbnail.is_complete() => thumbnail.draw_centred(target, &area, dim)?,
         _ => {
             let style = text::style(TextRole::Body, scale, palette::TEXT_MUTED);
-            let message = if tile.state == VmState::Running { "No display" } else { tile.state.name() };
+            let message = match tile.state {
+                VmState::Running => "No display",
+                VmState::NeedsCheckIn => HELD_MESSAGE,
+                other => other.name(),
+            };
             text::draw(target, message, area.center(), Anchor::CENTER, &style)?;
         }
     }
