@@ -132,3 +132,23 @@ pub fn overwrite(image: &Path, esp_path: &str, data: &[u8]) {
 pub fn read(image: &Path, esp_path: &str) -> Vec<u8> {
     disk::read_esp_file(image, esp_path).expect("reading a file from the test image")
 }
+
+/// An image at `out` (in an existing scenario directory, which is left as it is, so a
+/// laptop's OVMF variables there survive) whose VMs are the self-test payloads and
+/// whose policy is `bundle` (boot module `policy`, signed by the caller).
+pub fn build_payload_image_at(out: &Path, cmdline: &str, bundle: Vec<u8>) -> PathBuf {
+    let mut modules = vec![BootModule { name: "policy".into(), source: FileSource::Bytes(bundle) }];
+    for name in build::PAYLOADS {
+        modules.push(BootModule { name: (*name).into(), source: FileSource::Host(payload_dir().join(name)) });
+    }
+    let artifacts = artifacts();
+    let spec = ImageSpec {
+        loader_efi: artifacts.loader_efi.clone(),
+        hypervisor_elf: artifacts.hypervisor_elf.clone(),
+        modules,
+        gop_mode: Some((1280, 800)),
+        cmdline: cmdline.into(),
+    };
+    disk::write_image(&spec, out).unwrap_or_else(|e| panic!("building the test image: {e}"));
+    out.to_path_buf()
+}
