@@ -1,12 +1,12 @@
 //! The signed policy on a booted laptop, one attack at a time, on one laptop whose
 //! UEFI variables persist from boot to boot like a real one's flash:
 //!
-//! 1. a good bundle enrols the laptop (key, group, device id) and starts its VM;
-//! 2. a bundle with one flipped byte, 3. one signed by another organisation's key,
-//! 4. an older version than the one accepted (rollback, across the reboot), 5. an
-//! expired one and 6. one for another device id (mix-and-match) are refused;
-//! 7. a bundle signed by a rotated key with the old key's endorsement is accepted, and
-//! then 8. a key without endorsement and 9. the retired old key are refused.
+//! - a good bundle enrols the laptop (key, group, device id) and starts its VM;
+//! - refused: a bundle with one flipped byte, one signed by another organisation's
+//!   key, an older version than the one accepted (rollback, across the reboot), an
+//!   expired one, and one for another device id (mix-and-match);
+//! - a bundle signed by a rotated key with the old key's endorsement is accepted;
+//!   then a key without endorsement and the retired old key are refused.
 //!
 //! Every refusal must show the safe-mode screen with its reason, compared pixel for
 //! pixel with the same screen rendered on the host, and start no VM.
