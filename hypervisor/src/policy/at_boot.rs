@@ -163,6 +163,11 @@ pub fn start(boot_info: &bulkhead_abi::BootInfo, now: u64) -> Result<Chosen, Boo
     Ok(chosen)
 }
 
+/// The boot screen's policy line, and whether it is a warning.
+pub fn boot_screen_line(chosen: &Chosen) -> (alloc::string::String, bool) {
+    (alloc::format!("Policy version {} from {}", chosen.policy.version, chosen.policy.organisation), false)
+}
+
 #[cfg(test)]
 mod tests {
     use bulkhead_policy::bundle::signing::{SecretKey, sign_policy};
