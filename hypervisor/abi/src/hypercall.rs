@@ -354,7 +354,13 @@ mod policy_tests {
 
     #[test]
     fn checkin_wire_form_round_trips_and_clamps_lengths() {
-        let mut c = PolicyCheckin { device_id: [1; 16], nonce: [2; 16], running_version: 7, interval_s: 60, ..Default::default() };
+        let mut c = PolicyCheckin {
+            device_id: [1; 16],
+            nonce: [2; 16],
+            running_version: 7,
+            interval_s: 60,
+            ..Default::default()
+        };
         c.group[..5].copy_from_slice(b"staff");
         c.group_len = 5;
         c.server[..3].copy_from_slice(b"url");
