@@ -41,6 +41,7 @@ pub mod log_ring;
 pub mod logging;
 pub mod memory;
 pub mod panic;
+pub mod policy;
 pub mod switcher;
 pub mod vcpu;
 pub mod vm;
