@@ -54,8 +54,7 @@ fn local_packets_leave_only_from_the_uplink_address_and_a_local_port() {
 
 #[test]
 fn nat_never_hands_out_local_ports() {
-    let mut limits = Limits::default();
-    limits.local_ports = 59_990..=60_010;
+    let limits = Limits { local_ports: 59_990..=60_010, ..Limits::default() };
     let config = RouterConfig { limits, ..config() };
     assert_eq!(Router::new(config).unwrap_err(), RouterError::PortRangesOverlap);
 }
