@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod addressing;
+pub mod agent;
 mod arp;
 mod checksum;
 mod conntrack;
