@@ -131,6 +131,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
             tsc_hz: tsc_per_ms.saturating_mul(1000),
         };
         vm::desktop::HOST_TIME.call_once(|| host_time);
+        crate::policy::stick_module::install_from_boot_module(boot_info, host_time.unix_secs);
         let why = vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info));
         let reason = alloc::format!("{why}");
         // The screen first: the log line then says it is there.
