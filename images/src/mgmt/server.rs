@@ -3,30 +3,34 @@
 //! server's time and the newest version on file for it, carrying that bundle when it is
 //! newer than the version the laptop runs. Every check-in goes into the log.
 //!
-//! Bounds: a body over [`MAX_REQUEST`] gets 413; a connection that sends nothing for
-//! [`READ_TIMEOUT`] is closed; at most [`MAX_IN_FLIGHT`] requests are handled at once
-//! (others get 503). Errors are HTTP status codes with a one-line text body.
+//! HTTP/1.1 over std's `TcpListener`, requests parsed by `httparse`, one request per
+//! connection (`Connection: close`). Bounds: headers up to [`MAX_HEAD`] bytes (431), a
+//! body up to [`MAX_REQUEST`] bytes with a `Content-Length` (413, 411); a request must
+//! arrive within [`READ_TIMEOUT`] in all (408); at most [`MAX_IN_FLIGHT`] connections
+//! are served at once (503 beyond). Errors are status codes with a one-line text body.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bulkhead_policy::bundle::signing::SecretKey;
 use bulkhead_policy::heartbeat::{CheckinRequest, Heartbeat, MAX_REQUEST, sign_answer};
-use tiny_http::{Header, Method, Request, Response};
 
 use super::key::hex;
 use super::store::{CheckinEntry, Store};
 
 pub const CHECKIN_PATH: &str = "/v1/checkin";
-/// A connection idle this long (headers or body) is closed.
+/// A whole request (headers and body) must arrive within this time.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests handled at the same time.
+/// Connections served at the same time.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Request line and headers.
+pub const MAX_HEAD: usize = 8192;
+const MAX_HEADERS: usize = 32;
 
 #[derive(Debug)]
 pub struct ServerConfig {
@@ -44,16 +48,11 @@ pub fn system_clock() -> u64 {
 }
 
 /// A server answering on its own threads until [`RunningServer::stop`].
+#[derive(Debug)]
 pub struct RunningServer {
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for RunningServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer").field("addr", &self.addr).finish_non_exhaustive()
-    }
 }
 
 impl RunningServer {
@@ -65,7 +64,13 @@ impl RunningServer {
     }
 
     pub fn stop(mut self) {
-        self.server.unblock();
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -74,7 +79,9 @@ impl RunningServer {
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        self.server.unblock();
+        if self.thread.is_some() {
+            self.halt();
+        }
     }
 }
 
@@ -88,46 +95,6 @@ struct Shared {
     in_flight: AtomicUsize,
 }
 
-/// Opens the state directory, binds the address and starts answering.
-pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
-    let store = Store::open(&config.dir)?;
-    store.load_log()?;
-    let listener = TcpListener::bind(config.listen).map_err(|e| {
-        format!("cannot listen on {}: {e} (another server there? pick another --listen)", config.listen)
-    })?;
-    // Accepted connections inherit the listener's timeouts (Linux copies them), which
-    // tiny_http has no setting for: an idle client cannot hold a thread for long.
-    let sock = socket2::SockRef::from(&listener);
-    sock.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
-    sock.set_write_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let server = Arc::new(tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())?);
-    let shared = Arc::new(Shared {
-        store,
-        key: config.key,
-        clock: config.clock,
-        announce: config.announce,
-        log_lock: std::sync::Mutex::new(()),
-        in_flight: AtomicUsize::new(0),
-    });
-    let accept = server.clone();
-    let thread = std::thread::spawn(move || {
-        for request in accept.incoming_requests() {
-            if shared.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                let _ = request.respond(text(503, "too many check-ins at once; try again shortly"));
-                continue;
-            }
-            let shared = shared.clone();
-            std::thread::spawn(move || {
-                handle(&shared, request);
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    Ok(RunningServer { addr, server, thread: Some(thread) })
-}
-
 impl Shared {
     fn say(&self, line: &str) {
         log::info!(target: "mgmt", "{line}");
@@ -137,46 +104,180 @@ impl Shared {
     }
 }
 
-fn text(code: u16, message: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    let header = Header::from_bytes("Content-Type", "text/plain; charset=utf-8").expect("a valid header");
-    Response::from_string(format!("{message}\n")).with_status_code(code).with_header(header)
+/// What goes back: status, content type, body.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
 }
 
-fn handle(shared: &Shared, mut request: Request) {
-    let response = match (request.method(), request.url()) {
-        (Method::Post, CHECKIN_PATH) => match read_body(&mut request) {
-            Ok(body) => checkin(shared, &body),
-            Err(response) => response,
-        },
-        (_, CHECKIN_PATH) => text(405, "use POST for /v1/checkin"),
-        _ => text(404, "unknown path; the check-in endpoint is POST /v1/checkin"),
+fn text(status: u16, message: &str) -> Reply {
+    Reply { status, content_type: "text/plain; charset=utf-8", body: format!("{message}\n").into_bytes() }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        _ => "Service Unavailable",
+    }
+}
+
+fn send(stream: &mut TcpStream, reply: &Reply) {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.status,
+        reason(reply.status),
+        reply.content_type,
+        reply.body.len()
+    );
+    let _ =
+        stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&reply.body)).and_then(|()| stream.flush());
+}
+
+/// Opens the state directory, binds the address and starts answering.
+pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
+    let store = Store::open(&config.dir)?;
+    store.load_log()?;
+    let listener = TcpListener::bind(config.listen).map_err(|e| {
+        format!("cannot listen on {}: {e} (another server there? pick another --listen)", config.listen)
+    })?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        store,
+        key: config.key,
+        clock: config.clock,
+        announce: config.announce,
+        log_lock: std::sync::Mutex::new(()),
+        in_flight: AtomicUsize::new(0),
+    });
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = stopping.clone();
+    let thread = std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+            if shared.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                send(&mut stream, &text(503, "too many check-ins at once; try again shortly"));
+                continue;
+            }
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                serve_connection(&shared, stream);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Ok(RunningServer { addr, stopping, thread: Some(thread) })
+}
+
+/// A request as far as the server needs it.
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+/// Reads one request within [`READ_TIMEOUT`]; `Err` is the reply for a bad one, `None`
+/// inside it when the peer went away (nothing to answer).
+fn read_request(stream: &mut TcpStream) -> Result<Request, Option<Reply>> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut fill = |buf: &mut Vec<u8>| -> Result<(), Option<Reply>> {
+        if Instant::now() >= deadline {
+            return Err(Some(text(408, "the request did not arrive in time")));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => Err(None),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(Some(text(408, "the request did not arrive in time")))
+            }
+            Err(_) => Err(None),
+        }
     };
-    let code = response.status_code().0;
-    if code != 200 {
-        let line = format!("{} {} from {:?}: {code}", request.method(), request.url(), request.remote_addr());
-        shared.say(&line);
+    let (head_len, method, path, length) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let mut length = None;
+                for h in request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
+                    let n: usize = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or_else(|| Some(text(400, "Content-Length is not a number")))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(Some(text(400, "two different Content-Length headers")));
+                    }
+                    length = Some(n);
+                }
+                if request.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding")) {
+                    return Err(Some(text(411, "send the body with a Content-Length, not chunked")));
+                }
+                let method = request.method.unwrap_or_default().to_string();
+                let path = request.path.unwrap_or_default().to_string();
+                break (head_len, method, path, length);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => fill(&mut buf)?,
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(Some(text(431, &format!("request headers are limited to {MAX_HEAD} bytes"))));
+            }
+            Err(_) => return Err(Some(text(400, "not an HTTP/1.1 request"))),
+        }
+    };
+    let length = match (method.as_str(), length) {
+        ("POST", None) => return Err(Some(text(411, "a check-in needs a Content-Length"))),
+        (_, length) => length.unwrap_or(0),
+    };
+    if length > MAX_REQUEST {
+        return Err(Some(text(413, &format!("a check-in request is at most {MAX_REQUEST} bytes"))));
     }
-    let _ = request.respond(response);
+    while buf.len() < head_len + length {
+        fill(&mut buf)?;
+    }
+    let body = buf[head_len..head_len + length].to_vec();
+    Ok(Request { method, path, body })
 }
 
-fn read_body(request: &mut Request) -> Result<Vec<u8>, Response<std::io::Cursor<Vec<u8>>>> {
-    if request.body_length().is_some_and(|len| len > MAX_REQUEST) {
-        return Err(text(413, &format!("a check-in request is at most {MAX_REQUEST} bytes")));
+fn serve_connection(shared: &Shared, mut stream: TcpStream) {
+    let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let (what, reply) = match read_request(&mut stream) {
+        Ok(request) => {
+            let reply = match (request.method.as_str(), request.path.as_str()) {
+                ("POST", CHECKIN_PATH) => checkin(shared, &request.body),
+                (_, CHECKIN_PATH) => text(405, "use POST for /v1/checkin"),
+                _ => text(404, "unknown path; the check-in endpoint is POST /v1/checkin"),
+            };
+            (format!("{} {}", request.method, request.path), reply)
+        }
+        Err(Some(reply)) => ("a request".to_string(), reply),
+        Err(None) => return,
+    };
+    if reply.status != 200 {
+        shared.say(&format!("{what} from {peer}: {} {}", reply.status, reason(reply.status)));
     }
-    let mut body = Vec::new();
-    let limit = u64::try_from(MAX_REQUEST).unwrap_or(u64::MAX).saturating_add(1);
-    request
-        .as_reader()
-        .take(limit)
-        .read_to_end(&mut body)
-        .map_err(|e| text(408, &format!("the request body did not arrive: {e}")))?;
-    if body.len() > MAX_REQUEST {
-        return Err(text(413, &format!("a check-in request is at most {MAX_REQUEST} bytes")));
-    }
-    Ok(body)
+    send(&mut stream, &reply);
 }
 
-fn checkin(shared: &Shared, body: &[u8]) -> Response<std::io::Cursor<Vec<u8>>> {
+fn checkin(shared: &Shared, body: &[u8]) -> Reply {
     let Some(req) = CheckinRequest::decode(body) else {
         return text(400, "the body is not a check-in request (postcard CheckinRequest)");
     };
@@ -211,8 +312,7 @@ fn checkin(shared: &Shared, body: &[u8]) -> Response<std::io::Cursor<Vec<u8>>> {
     }
     let what = sent.map_or_else(|| "up to date".to_string(), |v| format!("sent v{v}"));
     shared.say(&format!("check-in: {device} group {:?} runs v{}: {what}", req.group, req.running_version));
-    let header = Header::from_bytes("Content-Type", "application/octet-stream").expect("a valid header");
-    Response::from_data(answer).with_header(header)
+    Reply { status: 200, content_type: "application/octet-stream", body: answer }
 }
 
 #[cfg(test)]
@@ -335,6 +435,9 @@ pub(crate) mod tests {
         let _ = stream.read_to_end(&mut reply);
         let waited = started.elapsed();
         assert!(waited >= READ_TIMEOUT / 2 && waited < READ_TIMEOUT * 2, "closed after {waited:?}");
+        assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 408 "), "{reply:?}");
+        // The server still takes check-ins after an idle stretch longer than the timeout.
+        assert!(post(&server, &request(1, 1)).is_ok());
         server.stop();
     }
 }

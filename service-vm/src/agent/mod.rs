@@ -50,8 +50,9 @@ pub trait PolicyCalls {
 pub enum Event {
     /// The hypervisor took the answer; its verdict.
     CheckedIn(PolicyAnswer),
-    /// No connection, or no answer in time; the next try is after `retry`.
-    Unreachable { retry: Duration },
+    /// No connection (`reset`: the server's side refused it), or no answer in time;
+    /// the next try is after `retry`.
+    Unreachable { reset: bool, retry: Duration },
     /// The server answered with an error status or something that is not an answer.
     BadAnswer { status: Option<u16>, error: Option<HttpError>, retry: Duration },
     /// The hypervisor refused the answer outright (the call failed).
@@ -133,6 +134,9 @@ pub struct Agent {
     ports: RangeInclusive<u16>,
     next_port: u16,
     address: Option<Ipv4Address>,
+    /// How the last exchange ended: the socket's state, request bytes sent, answer
+    /// bytes received (for the log).
+    pub last_state: Option<(tcp::State, usize, usize)>,
 }
 
 impl core::fmt::Debug for Agent {
@@ -163,6 +167,7 @@ impl Agent {
             ports,
             next_port,
             address: None,
+            last_state: None,
         }
     }
 
@@ -233,11 +238,10 @@ impl Agent {
         let request = checkin_request(server, port, &checkin_body(&checkin));
         let mut socket =
             tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 8192]), tcp::SocketBuffer::new(vec![0; request.len()]));
-        socket.set_timeout(Some(EXCHANGE_TIMEOUT));
         let local_port = self.take_port();
         if socket.connect(self.iface.context(), (server, port), (local, local_port)).is_err() {
             let retry = self.schedule.failed(now, checkin.interval_s);
-            return Err(Event::Unreachable { retry });
+            return Err(Event::Unreachable { reset: false, retry });
         }
         let handle = self.sockets.add(socket);
         self.exchange = Some(Exchange {
@@ -283,11 +287,12 @@ impl Agent {
             Ok(Some(response)) => Some(Err((Some(response.status), None))),
             Err(error) => Some(Err((None, Some(error)))),
             Ok(None) if overflow => Some(Err((None, Some(HttpError::TooLarge)))),
-            Ok(None) if refused || now >= e.deadline || (closed && socket.state() == tcp::State::Closed) => None,
+            Ok(None) if refused || now >= e.deadline => None,
             Ok(None) => return None,
         };
         let interval_s = e.interval_s;
         let handle = e.socket;
+        self.last_state = Some((socket.state(), e.sent, e.response.len()));
         self.exchange = None;
         self.sockets.get_mut::<tcp::Socket>(handle).abort();
         self.iface.poll(now, &mut self.queues, &mut self.sockets);
@@ -305,7 +310,7 @@ impl Agent {
                 let retry = self.schedule.failed(now, interval_s);
                 Event::BadAnswer { status, error, retry }
             }
-            None => Event::Unreachable { retry: self.schedule.failed(now, interval_s) },
+            None => Event::Unreachable { reset: refused, retry: self.schedule.failed(now, interval_s) },
         })
     }
 

@@ -157,7 +157,7 @@ fn a_refused_connection_is_retried_with_backoff() {
     let waits: Vec<u64> = events
         .iter()
         .map(|e| match e {
-            Event::Unreachable { retry } => retry.secs(),
+            Event::Unreachable { reset: true, retry } => retry.secs(),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -173,7 +173,7 @@ fn a_silent_server_times_out() {
     let mut server = Server::new(true, vec![]);
     server.silent = true;
     let events = run(&mut agent, &mut calls, &mut server, Instant::ZERO, 14);
-    assert_eq!(events, vec![Event::Unreachable { retry: Duration::from_secs(5) }]);
+    assert_eq!(events, vec![Event::Unreachable { reset: false, retry: Duration::from_secs(5) }]);
     assert!(!agent.busy());
 }
 
@@ -207,4 +207,67 @@ fn unmanaged_laptops_and_unusable_urls_do_not_connect() {
     calls.managed = false;
     assert_eq!(run(&mut agent, &mut calls, &mut server, Instant::ZERO, 5), vec![Event::Unmanaged]);
     assert!(server.request.is_empty());
+}
+
+/// The whole path in the service VM: the agent's segments through the router's local
+/// port range and out of the uplink as Ethernet frames, the server's back in.
+#[test]
+fn a_checkin_goes_through_the_router() {
+    use smoltcp::wire::{ArpOperation, ArpRepr, EthernetAddress, EthernetFrame};
+
+    use crate::frame::{arp_frame, ipv4_frame};
+    use crate::{AddressPlan, Limits, Port, Router, RouterConfig};
+
+    let uplink_mac = EthernetAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    let gateway_mac = EthernetAddress([0x52, 0x55, 0x0a, 0, 2, 2]);
+    let config =
+        RouterConfig { plan: AddressPlan::DEFAULT, links: vec![], uplink_mac, limits: Limits::default(), seed: 1 };
+    let mut router = Router::new(config).unwrap();
+    let up = UplinkConfig { gateway: Some(SERVER_IP), ..uplink() };
+    router.set_uplink(Some(up.clone())).unwrap();
+    let mut agent = Agent::new(Limits::default().local_ports, 7, Instant::ZERO);
+    let mut calls = fake("http://10.0.2.2:8470");
+    let body = vec![0x5a; 2000];
+    let mut server = Server::new(true, answer_reply(&body));
+    let mut events = vec![];
+    let mut now = Instant::ZERO;
+    let mut out = Vec::new();
+    while now < Instant::from_secs(5) {
+        while let Some(p) = router.take_local_packet() {
+            agent.queues.rx.push_back(p);
+        }
+        events.extend(agent.poll(now, router.uplink(), &mut calls));
+        for p in agent.queues.tx.drain(..) {
+            router.send_local(now, p, &mut out);
+        }
+        let mut released = Vec::new();
+        for t in core::mem::take(&mut out) {
+            let eth = EthernetFrame::new_checked(&t.frame[..]).unwrap();
+            if eth.ethertype() == smoltcp::wire::EthernetProtocol::Arp {
+                let reply = ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Reply,
+                    source_hardware_addr: gateway_mac,
+                    source_protocol_addr: SERVER_IP,
+                    target_hardware_addr: uplink_mac,
+                    target_protocol_addr: AGENT_IP,
+                };
+                router.handle_frame(now, Port::Uplink, &arp_frame(gateway_mac, uplink_mac, reply), &mut released);
+                continue;
+            }
+            server.queues.rx.push_back(eth.payload().to_vec());
+        }
+        for t in released {
+            server.queues.rx.push_back(t.frame[14..].to_vec());
+        }
+        server.poll(now);
+        for p in server.queues.tx.drain(..) {
+            // Short frames are padded to Ethernet's minimum on the wire.
+            let mut frame = ipv4_frame(gateway_mac, uplink_mac, &p);
+            frame.resize(frame.len().max(60), 0);
+            router.handle_frame(now, Port::Uplink, &frame, &mut out);
+        }
+        now += Duration::from_millis(10);
+    }
+    assert_eq!(events, vec![Event::CheckedIn(PolicyAnswer::Accepted { version: 2 })]);
+    assert_eq!(calls.answers, vec![body]);
 }

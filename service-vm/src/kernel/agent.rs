@@ -45,6 +45,9 @@ pub fn round(agent: &mut Agent, router: &mut Router, now: Instant, out: &mut Vec
     };
     if let Some(event) = event {
         log_event(&event);
+        if matches!(event, Event::Unreachable { .. } | Event::BadAnswer { .. }) {
+            log::info!(target: "agent", "agent: the exchange ended as (TCP state, bytes sent, bytes received) {:?}", agent.last_state);
+        }
     }
     (moved, accepted)
 }
@@ -60,9 +63,12 @@ fn log_event(event: &Event) {
         }
         Event::CheckedIn(other) => log::warn!(target: "agent", "agent: the hypervisor refused the answer: {other:?}"),
         Event::AnswerRefused => log::warn!(target: "agent", "agent: the hypervisor refused the answer"),
-        Event::Unreachable { retry } => {
-            log::info!(target: "agent", "agent: server unreachable; next try in {} s", retry.secs());
-        }
+        Event::Unreachable { reset, retry } => log::info!(
+            target: "agent",
+            "agent: server unreachable ({}); next try in {} s",
+            if *reset { "connection refused" } else { "no answer" },
+            retry.secs()
+        ),
         Event::BadAnswer { status, error, retry } => log::warn!(
             target: "agent",
             "agent: the server's answer is not usable (status {status:?}, {error:?}); next try in {} s",
