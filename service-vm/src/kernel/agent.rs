@@ -46,7 +46,7 @@ pub fn round(agent: &mut Agent, router: &mut Router, now: Instant, out: &mut Vec
     if let Some(event) = event {
         log_event(&event);
         if matches!(event, Event::Unreachable { .. } | Event::BadAnswer { .. }) {
-            log::info!(target: "agent", "agent: the exchange ended as (TCP state, bytes sent, bytes received) {:?}", agent.last_state);
+            log::debug!(target: "agent", "agent: the exchange ended as (TCP state, bytes sent, bytes received) {:?}", agent.last_state);
         }
     }
     (moved, accepted)
