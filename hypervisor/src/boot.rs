@@ -152,12 +152,10 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     if let (Some(host_time), Some(policy)) = (host_time, policy) {
         let why = match policy {
             Err(refusal) => NothingStarted::Policy(refusal),
-            Ok(_chosen) => NothingStarted::Launch(vm::launch::launch(
-                boot_info,
-                options.selftest,
-                host_time,
-                guest_display(boot_info),
-            )),
+            Ok(chosen) => NothingStarted::Launch({
+                crate::policy::runtime::install(chosen.policy, chosen.state);
+                vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info))
+            }),
         };
         let reason = why.reason();
         // The screen first: the log line then says it is there.

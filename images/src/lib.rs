@@ -11,6 +11,7 @@ pub mod guest;
 pub mod host_tools;
 pub mod install;
 pub mod layout;
+pub mod mgmt;
 pub mod net_bench;
 pub mod qemu;
 pub mod switch_bench;

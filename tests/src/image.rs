@@ -91,7 +91,13 @@ pub fn build_desktop_and_payload_image(scenario: &str, cmdline: &str, vms: &str)
 /// An image with Linux desktops, the networking service VM's kernel (module
 /// `service-vm`) and the self-test payloads, configured by `vms`.
 pub fn build_network_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf {
+    build_network_image_with(scenario, cmdline, vms, Vec::new())
+}
+
+/// [`build_network_image`] with more boot modules.
+pub fn build_network_image_with(scenario: &str, cmdline: &str, vms: &str, extra: Vec<BootModule>) -> PathBuf {
     let mut modules = images::desktops::modules_with_config(linux_guest(), vms);
+    modules.extend(extra);
     modules.push(BootModule {
         name: build::SERVICE_VM_MODULE.into(),
         source: FileSource::Host(artifacts().service_vm_elf.clone()),

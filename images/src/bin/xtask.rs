@@ -31,6 +31,9 @@ enum Cmd {
     /// Measure under `-icount shift=0,sleep=off` (exact, repeatable figures).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The management server laptops check in with: serve, publish bundles, status.
+    #[command(subcommand)]
+    Mgmt(images::mgmt::cli::MgmtCmd),
 }
 
 #[derive(Subcommand)]
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Switch { no_build }) => bench_switch(no_build),
         Cmd::Bench(BenchCmd::Exits { no_build, stages }) => bench_exits(no_build, stages),
         Cmd::Bench(BenchCmd::Net) => bench_net(),
+        Cmd::Mgmt(cmd) => images::mgmt::cli::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
