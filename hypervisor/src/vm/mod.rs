@@ -19,6 +19,7 @@ pub mod passthrough;
 pub mod payload;
 pub mod payload_irqs;
 pub mod platform;
+pub mod policy_source;
 pub mod scheduler;
 pub mod selftest;
 pub mod serial_commands;
