@@ -12,5 +12,6 @@ pub mod host_tools;
 pub mod install;
 pub mod layout;
 pub mod net_bench;
+pub mod policy;
 pub mod qemu;
 pub mod switch_bench;

@@ -53,7 +53,7 @@ pub fn parse_size(value: &str) -> Option<u64> {
 
 /// A host PCI function given to a VM: by address (`00:03.0`, segment 0) or by
 /// vendor:device id (`8086:10d3`, the first such function not given to another VM).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceSelector {
     Address { bus: u8, device: u8, function: u8 },
     Id { vendor: u16, device: u16 },
