@@ -50,8 +50,14 @@ pub fn now() -> u64 {
 pub fn compile_file(path: &Path, ram_bytes: u64, issued_at: u64) -> Result<Compiled, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let base_dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    compile(&text, &CompileOptions { ram_bytes, base_dir, issued_at })
-        .map_err(|items| super::diagnostics::render(&path.display().to_string(), &items))
+    compile(&text, &CompileOptions { ram_bytes, base_dir, issued_at }).map_err(|items| {
+        let errors = items.iter().filter(|d| d.severity == super::Severity::Error).count();
+        format!(
+            "{} has {errors} error(s); fix them and check again:\n{}",
+            path.display(),
+            super::diagnostics::render(&path.display().to_string(), &items).trim_end()
+        )
+    })
 }
 
 /// Compiles `text`; on failure, every error (and warning) sorted by position.

@@ -10,6 +10,7 @@
 
 pub mod compile;
 mod diagnostics;
+pub mod fleet;
 pub mod keys;
 mod network;
 mod source;
