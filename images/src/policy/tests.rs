@@ -247,3 +247,71 @@ fn management_with_a_key_file_and_leases() {
         ["12:15: error: needs_lease needs a [management] section: the lease comes from its check-ins"]
     );
 }
+
+#[test]
+fn keys_sign_rotate_and_show() {
+    use bulkhead_policy::device::{DeviceState, Refusal, verify};
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public, old) = keys::keygen(&dir.path().join("it")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(keys::keygen(&dir.path().join("it")).unwrap_err().contains("never overwritten"));
+    assert_eq!(keys::read_public(&public).unwrap(), old.public());
+    assert!(std::fs::read_to_string(&secret).unwrap().starts_with("bulkhead-ed25519-secret-v1 "));
+    let (_, new_public, new) = keys::keygen(&dir.path().join("new")).unwrap();
+    let endorsement = dir.path().join("e1.endorsement");
+    keys::rotate(&secret, &new_public, 1, &endorsement).unwrap();
+    let policy_file = dir.path().join("p.toml");
+    std::fs::write(&policy_file, format!("{HEAD}{}", vm("a", 1, ""))).unwrap();
+    let request = |key: &str, endorsements: Vec<std::path::PathBuf>, expires_at: Option<u64>| tools::SignRequest {
+        policy: policy_file.clone(),
+        key: dir.path().join(key),
+        endorsements,
+        out: dir.path().join("b.bundle"),
+        ram_bytes: 16 << 30,
+        issued_at: Some(1_800_000_000),
+        expires_at,
+    };
+    // Signed by the new key with the chain: a laptop enrolled with the old key accepts it.
+    let signed = tools::sign(&request("new.secret", vec![endorsement.clone()], None)).unwrap();
+    let enrolled =
+        DeviceState { trusted_key: Some(old.public()), group: Some("staff".into()), ..DeviceState::default() };
+    let accepted = verify(&signed.bundle, &enrolled, 1_800_000_100).unwrap();
+    assert!(accepted.rotated);
+    assert_eq!(accepted.policy.expires_at, 1_800_000_000 + 90 * 86_400);
+    let shown = tools::show(&dir.path().join("b.bundle"), Some(&public)).unwrap();
+    assert!(shown.contains("policy version 3 of Example Corp IT"), "{shown}");
+    assert!(shown.contains("signature good, by a key the given key"), "{shown}");
+    assert!(shown.contains(&format!("endorsement 1: {} ->", bulkhead_policy::device::fingerprint(&old.public()))));
+    // Without the chain the old laptop refuses it, and show says the key did not sign it.
+    let alone = tools::sign(&request("new.secret", vec![], None)).unwrap();
+    assert!(matches!(verify(&alone.bundle, &enrolled, 1_800_000_100), Err(Refusal::UnknownKey { .. })));
+    assert!(tools::show(&dir.path().join("b.bundle"), Some(&public)).unwrap().contains("NOT by the given key"));
+    assert_eq!(new.public(), bulkhead_policy::Bundle::decode(&alone.bundle).unwrap().signer);
+    // An expired bundle, made on purpose.
+    let expired = tools::sign(&request("new.secret", vec![], Some(1_800_000_050))).unwrap();
+    let trusting_new = DeviceState { trusted_key: Some(new.public()), ..enrolled };
+    assert!(matches!(verify(&expired.bundle, &trusting_new, 1_800_000_100), Err(Refusal::Expired { .. })));
+    // The old key with a chain that hands over to another key is refused before signing.
+    let e = tools::sign(&request("it.secret", vec![endorsement], None)).unwrap_err();
+    assert!(e.contains("sign with the newest key"), "{e}");
+    // A changed letter in the organisation's name shows as a bad signature.
+    let mut bytes = signed.bundle.clone();
+    let at = bytes.windows(7).position(|w| w == b"Example").unwrap();
+    bytes[at] = b'e';
+    let text = tools::describe(&bytes, Some(&old.public())).unwrap();
+    assert!(text.contains("policy version 3 of example Corp IT") && text.contains("signature BAD"), "{text}");
+}
+
+#[test]
+fn dates_and_durations() {
+    assert_eq!(tools::date(0), "1970-01-01 00:00 UTC");
+    assert_eq!(tools::date(1_800_000_000), "2027-01-15 08:00 UTC");
+    assert_eq!(compile::parse_duration("5m"), Some(300));
+    assert_eq!(compile::parse_duration("8h"), Some(28_800));
+    assert_eq!(compile::parse_duration("5"), None);
+    assert_eq!(compile::parse_duration("m"), None);
+}
