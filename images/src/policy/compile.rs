@@ -74,6 +74,7 @@ pub fn compile(text: &str, options: &CompileOptions) -> Result<Compiled, Vec<Dia
     let mut policy_section = None;
     let mut management = None;
     let mut vms: Vec<(Range<usize>, VmEntry)> = Vec::new();
+    let mut unreadable: Vec<String> = Vec::new();
     let mut links: Vec<(Range<usize>, LinkEntry)> = Vec::new();
     let mut hotkeys = Vec::new();
     for (key, value) in root.iter() {
@@ -81,7 +82,10 @@ pub fn compile(text: &str, options: &CompileOptions) -> Result<Compiled, Vec<Dia
         match key.get_ref().as_ref() {
             "policy" => policy_section = read::<PolicySection>(&mut d, value.clone(), "[policy]"),
             "management" => management = read::<ManagementSection>(&mut d, value.clone(), "[management]"),
-            "vm" => vms = read_array(&mut d, value, "vm"),
+            "vm" => {
+                vms = read_array(&mut d, value, "vm");
+                unreadable = unreadable_names(value, &vms);
+            }
             "link" => links = read_array(&mut d, value, "link"),
             "hotkeys" => hotkeys = read_hotkeys(&mut d, value),
             other => d.error(
@@ -104,7 +108,8 @@ pub fn compile(text: &str, options: &CompileOptions) -> Result<Compiled, Vec<Dia
         }
     };
     let management = management.and_then(|m| check_management(&mut d, &m, &options.base_dir));
-    let (vms, links) = super::vms::check(&mut d, &vms, &links, management.is_some(), options.ram_bytes);
+    let known = super::vms::Known { unreadable: &unreadable, managed: management.is_some() };
+    let (vms, links) = super::vms::check(&mut d, &vms, &links, &known, options.ram_bytes);
     if d.has_errors() {
         return Err(d.sorted());
     }
@@ -146,6 +151,17 @@ fn read_array<T: for<'de> Deserialize<'de>>(
     };
     let what = format!("[[{name}]]");
     array.iter().filter_map(|entry| Some((entry.span(), read::<T>(d, entry.clone(), &what)?))).collect()
+}
+
+/// The names of `[[vm]]` tables that could not be read (their error is reported): a
+/// network or link naming one is not reported again as naming no VM.
+fn unreadable_names(value: &Spanned<DeValue>, read: &[(Range<usize>, VmEntry)]) -> Vec<String> {
+    let Some(array) = value.get_ref().as_array() else { return Vec::new() };
+    array
+        .iter()
+        .filter(|entry| !read.iter().any(|(span, _)| *span == entry.span()))
+        .filter_map(|entry| Some(entry.get_ref().as_table()?.get("name")?.get_ref().as_str()?.to_string()))
+        .collect()
 }
 
 /// serde's message, said as what to change.

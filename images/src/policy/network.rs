@@ -10,7 +10,7 @@ use super::diagnostics::Diagnostics;
 use super::source::VmEntry;
 
 /// Checks every `network` and stores it in its VM (`vms` is in `entries`' order).
-pub fn check(d: &mut Diagnostics, entries: &[(Range<usize>, VmEntry)], vms: &mut [(i64, Vm)]) {
+pub fn check(d: &mut Diagnostics, entries: &[(Range<usize>, VmEntry)], vms: &mut [(i64, Vm)], unreadable: &[String]) {
     let mut per_service: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (index, (_, entry)) in entries.iter().enumerate() {
         let Some(net) = &entry.network else { continue };
@@ -22,6 +22,7 @@ pub fn check(d: &mut Diagnostics, entries: &[(Range<usize>, VmEntry)], vms: &mut
         }
         let via = net.via.get_ref();
         match vms.iter().find(|(_, v)| v.name == *via) {
+            None if unreadable.contains(via) => {}
             None => d.error(net.via.span(), format!("via \"{via}\" names no VM: name the kind = \"service\" VM")),
             Some((_, v)) if v.kind != VmKind::Service => d.error(
                 net.via.span(),

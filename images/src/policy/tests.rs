@@ -315,3 +315,15 @@ fn dates_and_durations() {
     assert_eq!(compile::parse_duration("5"), None);
     assert_eq!(compile::parse_duration("m"), None);
 }
+
+#[test]
+fn a_vm_with_its_own_error_is_not_reported_again_by_what_names_it() {
+    let service = vm("net", 9, "typo = 1\n").replace("payload", "service");
+    let desktop = vm("a", 1, "network = { via = \"net\", rule = \"internet\" }\n").replace("payload", "linux");
+    let broken_desktop = vm("b", 2, "colr = 1\n").replace("payload", "linux");
+    let text = format!("{HEAD}{service}{desktop}{broken_desktop}[[link]]\nbetween = [\"a\", \"b\"]\n");
+    let found = findings(&text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("12:1: error: [[vm]] has no field `typo`"), "{found:?}");
+    assert!(found[1].starts_with("26:1: error: [[vm]] has no field `colr`"), "{found:?}");
+}

@@ -12,15 +12,24 @@ use super::source::{LinkEntry, VmEntry};
 
 const KINDS: &str = "\"linux\", \"payload\", \"multiboot\" or \"service\"";
 
+/// What the VM checks need to know about the rest of the file.
+#[derive(Debug)]
+pub struct Known<'a> {
+    /// Names of `[[vm]]` tables with errors of their own.
+    pub unreadable: &'a [String],
+    /// The policy has a `[management]` section.
+    pub managed: bool,
+}
+
 /// The checked VMs in slot order and the links, or as much as could be read.
 pub fn check(
     d: &mut Diagnostics,
     entries: &[(Range<usize>, VmEntry)],
     links: &[(Range<usize>, LinkEntry)],
-    managed: bool,
+    known: &Known,
     ram_bytes: u64,
 ) -> (Vec<Vm>, Vec<Link>) {
-    if entries.is_empty() {
+    if entries.is_empty() && known.unreadable.is_empty() {
         d.error(0..0, "the policy runs no VM: add a [[vm]] table");
     }
     if entries.len() > syntax::MAX_VMS {
@@ -98,7 +107,7 @@ pub fn check(
         let needs_lease = e.needs_lease.as_ref().is_some_and(|n| *n.get_ref());
         if let Some(n) = &e.needs_lease
             && *n.get_ref()
-            && !managed
+            && !known.managed
         {
             d.error(n.span(), "needs_lease needs a [management] section: the lease comes from its check-ins");
         }
@@ -121,8 +130,8 @@ pub fn check(
         vms.push((slot, vm));
     }
     check_total_memory(d, entries, total_memory, ram_bytes);
-    super::network::check(d, entries, &mut vms);
-    let links = check_links(d, links, &vms);
+    super::network::check(d, entries, &mut vms, known.unreadable);
+    let links = check_links(d, links, &vms, known.unreadable);
     vms.sort_by_key(|(slot, _)| *slot);
     (vms.into_iter().map(|(_, vm)| vm).collect(), links)
 }
@@ -223,7 +232,12 @@ fn parse_colour(text: &str) -> Option<u32> {
     u32::from_str_radix(hex, 16).ok()
 }
 
-fn check_links(d: &mut Diagnostics, links: &[(Range<usize>, LinkEntry)], vms: &[(i64, Vm)]) -> Vec<Link> {
+fn check_links(
+    d: &mut Diagnostics,
+    links: &[(Range<usize>, LinkEntry)],
+    vms: &[(i64, Vm)],
+    unreadable: &[String],
+) -> Vec<Link> {
     let mut out: Vec<Link> = Vec::new();
     let mut ports: HashMap<String, usize> = HashMap::new();
     for (_, vm) in vms.iter().filter(|(_, vm)| vm.network.is_some()) {
@@ -238,6 +252,7 @@ fn check_links(d: &mut Diagnostics, links: &[(Range<usize>, LinkEntry)], vms: &[
         let mut ok = true;
         for end in [a, b] {
             match vms.iter().find(|(_, v)| v.name == *end.get_ref()) {
+                None if unreadable.contains(end.get_ref()) => ok = false,
                 None => {
                     d.error(
                         end.span(),
