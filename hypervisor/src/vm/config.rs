@@ -28,7 +28,7 @@ pub enum Kind {
     /// A Multiboot (version 1) kernel, with its `modules`.
     Multiboot,
     /// The networking service VM: a payload-style kernel whose links are desktops'
-    /// networks (`link DESKTOP SERVICE rule=...`).
+    /// networks (a desktop's `network = { via = ... }` in the policy).
     Service,
 }
 
