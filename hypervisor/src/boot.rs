@@ -152,10 +152,13 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     if let (Some(host_time), Some(policy)) = (host_time, policy) {
         let why = match policy {
             Err(refusal) => NothingStarted::Policy(refusal),
-            Ok(chosen) => NothingStarted::Launch({
+            Ok(chosen) => {
+                // The runtime keeps the running policy for check-ins and the lease.
+                let policy = chosen.policy.clone();
                 crate::policy::runtime::install(chosen.policy, chosen.state);
-                vm::launch::launch(boot_info, options.selftest, host_time, guest_display(boot_info))
-            }),
+                let display = guest_display(boot_info);
+                NothingStarted::Launch(vm::launch::launch(boot_info, &policy, options.selftest, host_time, display))
+            }
         };
         let reason = why.reason();
         // The screen first: the log line then says it is there.

@@ -13,5 +13,6 @@ pub mod install;
 pub mod layout;
 pub mod mgmt;
 pub mod net_bench;
+pub mod policy;
 pub mod qemu;
 pub mod switch_bench;

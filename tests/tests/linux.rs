@@ -27,8 +27,9 @@ fn value<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn two_linux_desktops_boot_side_by_side() {
     let guest = image::linux_guest();
-    let vms = format!("{}link corporate personal\n", images::desktops::vms_config(DESKTOPS));
-    let img = image::build_desktop_image_with_config("linux-desktops", "", DESKTOPS, &vms);
+    let policy =
+        images::policy::fleet::with_links(images::desktops::desktops_policy(DESKTOPS), &[("corporate", "personal")]);
+    let img = image::build_desktop_image_with_policy("linux-desktops", "", &policy);
     let mut m = Machine::boot("linux-desktops", &img, |c| {
         // The 3 GiB VM needs a contiguous host block: QEMU's q35 puts RAM beyond 2 GiB
         // above 4 GiB, so 6 GiB leaves a 4 GiB block there.

@@ -6,7 +6,7 @@
 //! - [`persist`] is called whenever the state changes (a check-in, an accepted
 //!   bundle); it must write the state and, when given, the pending bundle (which the
 //!   next boot verifies and runs).
-//! - [`last_checkin`] and [`lease_ok`] for VMs that need the offline lease.
+//! - [`last_checkin`] and [`lease`] for VMs that need the offline lease.
 //!
 //! Time is Unix seconds from the host clock, passed in by the caller
 //! (`vm::policy_service::unix_now`).
@@ -19,6 +19,7 @@ use bulkhead_abi::hypercall::{
 };
 use bulkhead_policy::device::{self, Refusal};
 use bulkhead_policy::heartbeat::{Answer, HeartbeatError, MAX_ANSWER};
+use bulkhead_policy::lease::{self, Lease};
 use bulkhead_policy::model::Management;
 use bulkhead_policy::{DeviceState, Policy};
 
@@ -178,12 +179,12 @@ impl Runtime {
         })
     }
 
-    /// Whether a VM that needs the lease may run at `now`: always without a
-    /// management section; otherwise only within `offline_lease_s` of the last
-    /// server-signed check-in (never before the first).
-    pub fn lease_ok(&self, now: u64) -> bool {
-        let Some(m) = self.management() else { return true };
-        self.state.last_checkin != 0 && now < self.state.last_checkin.saturating_add(u64::from(m.offline_lease_s))
+    /// The offline lease at clock time `now` (`bulkhead_policy::lease`): `None` for a
+    /// laptop without a management section, whose VMs need no lease.
+    pub fn lease(&self, now: u64) -> Option<Lease> {
+        let m = self.running.management.as_ref()?;
+        let s = &self.state;
+        Some(lease::lease(now, s.trusted_time, s.last_checkin, self.running.issued_at, u64::from(m.offline_lease_s)))
     }
 }
 
@@ -211,9 +212,9 @@ pub fn last_checkin() -> Option<u64> {
     with(|r| r.state.last_checkin).filter(|&t| t != 0)
 }
 
-/// See [`Runtime::lease_ok`]; `false` before [`install`].
-pub fn lease_ok(now: u64) -> bool {
-    with(|r| r.lease_ok(now)).unwrap_or(false)
+/// See [`Runtime::lease`]; before [`install`] the lease does not hold.
+pub fn lease(now: u64) -> Option<Lease> {
+    with(|r| r.lease(now)).unwrap_or(Some(Lease::Expired { offline_s: 0, lease_s: 0 }))
 }
 
 /// The accepted update waiting for the next boot.
@@ -313,7 +314,7 @@ mod tests {
         let mut r = Runtime::new(unmanaged, DeviceState::default());
         assert!(r.checkin([3; 16], 0).is_none());
         assert!(r.answer(&answer([3; 16], 6_000, None), 6_000).is_none(), "unknown call when unmanaged");
-        assert!(r.lease_ok(u64::MAX), "no lease without a server");
+        assert!(r.lease(u64::MAX).is_none(), "no lease without a server");
     }
 
     #[test]
@@ -350,7 +351,7 @@ mod tests {
         r.checkin([5; 16], 0).unwrap();
         assert_eq!(r.answer(b"garbage", 9_000).unwrap().status(), PolicyAnswer::Malformed);
         assert_eq!(r.state(), enrolled().state());
-        assert!(!r.lease_ok(5_000), "never checked in");
+        assert!(!r.lease(1_000_000).unwrap().holds(), "never checked in, long after the issue time");
     }
 
     #[test]
@@ -364,7 +365,7 @@ mod tests {
         assert_eq!(outcome.status(), PolicyAnswer::BundleRefused(BundleRefusal::WrongGroup));
         assert_eq!((r.state().last_checkin, r.state().trusted_time, r.state().highest_version), (5_000, 5_000, 1));
         assert!(r.pending().is_none());
-        assert!(r.lease_ok(5_000 + 3_599) && !r.lease_ok(5_000 + 3_600));
+        assert!(r.lease(5_000 + 3_599).unwrap().holds() && !r.lease(5_000 + 3_600).unwrap().holds());
         r.checkin([4; 16], 0).unwrap();
         let old = sign_policy(&policy(0, "staff"), &it_key(), vec![]);
         let outcome = r.answer(&answer([4; 16], 6_000, Some(old)), 6_000).unwrap();
