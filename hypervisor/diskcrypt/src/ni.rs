@@ -79,30 +79,98 @@ impl Drop for Frame {
     }
 }
 
-/// Stores XMM0..XMM15 into the frame (`{f}`).
+/// Stores XMM0..XMM15 to the 256 bytes at operand `$at` (the frame's `saved`).
 macro_rules! save_xmm {
-    () => {
+    ($at:literal) => {
         concat!(
-            "movdqu [{f}], xmm0\n movdqu [{f} + 16], xmm1\n movdqu [{f} + 32], xmm2\n",
-            "movdqu [{f} + 48], xmm3\n movdqu [{f} + 64], xmm4\n movdqu [{f} + 80], xmm5\n",
-            "movdqu [{f} + 96], xmm6\n movdqu [{f} + 112], xmm7\n movdqu [{f} + 128], xmm8\n",
-            "movdqu [{f} + 144], xmm9\n movdqu [{f} + 160], xmm10\n movdqu [{f} + 176], xmm11\n",
-            "movdqu [{f} + 192], xmm12\n movdqu [{f} + 208], xmm13\n movdqu [{f} + 224], xmm14\n",
-            "movdqu [{f} + 240], xmm15\n",
+            "movdqu [",
+            $at,
+            "], xmm0\n movdqu [",
+            $at,
+            " + 16], xmm1\n",
+            "movdqu [",
+            $at,
+            " + 32], xmm2\n movdqu [",
+            $at,
+            " + 48], xmm3\n",
+            "movdqu [",
+            $at,
+            " + 64], xmm4\n movdqu [",
+            $at,
+            " + 80], xmm5\n",
+            "movdqu [",
+            $at,
+            " + 96], xmm6\n movdqu [",
+            $at,
+            " + 112], xmm7\n",
+            "movdqu [",
+            $at,
+            " + 128], xmm8\n movdqu [",
+            $at,
+            " + 144], xmm9\n",
+            "movdqu [",
+            $at,
+            " + 160], xmm10\n movdqu [",
+            $at,
+            " + 176], xmm11\n",
+            "movdqu [",
+            $at,
+            " + 192], xmm12\n movdqu [",
+            $at,
+            " + 208], xmm13\n",
+            "movdqu [",
+            $at,
+            " + 224], xmm14\n movdqu [",
+            $at,
+            " + 240], xmm15\n",
         )
     };
 }
 
-/// Loads XMM0..XMM15 back from the frame (`{f}`).
+/// Loads XMM0..XMM15 back from the 256 bytes at operand `$at`.
 macro_rules! restore_xmm {
-    () => {
+    ($at:literal) => {
         concat!(
-            "movdqu xmm0, [{f}]\n movdqu xmm1, [{f} + 16]\n movdqu xmm2, [{f} + 32]\n",
-            "movdqu xmm3, [{f} + 48]\n movdqu xmm4, [{f} + 64]\n movdqu xmm5, [{f} + 80]\n",
-            "movdqu xmm6, [{f} + 96]\n movdqu xmm7, [{f} + 112]\n movdqu xmm8, [{f} + 128]\n",
-            "movdqu xmm9, [{f} + 144]\n movdqu xmm10, [{f} + 160]\n movdqu xmm11, [{f} + 176]\n",
-            "movdqu xmm12, [{f} + 192]\n movdqu xmm13, [{f} + 208]\n movdqu xmm14, [{f} + 224]\n",
-            "movdqu xmm15, [{f} + 240]\n",
+            "movdqu xmm0, [",
+            $at,
+            "]\n movdqu xmm1, [",
+            $at,
+            " + 16]\n",
+            "movdqu xmm2, [",
+            $at,
+            " + 32]\n movdqu xmm3, [",
+            $at,
+            " + 48]\n",
+            "movdqu xmm4, [",
+            $at,
+            " + 64]\n movdqu xmm5, [",
+            $at,
+            " + 80]\n",
+            "movdqu xmm6, [",
+            $at,
+            " + 96]\n movdqu xmm7, [",
+            $at,
+            " + 112]\n",
+            "movdqu xmm8, [",
+            $at,
+            " + 128]\n movdqu xmm9, [",
+            $at,
+            " + 144]\n",
+            "movdqu xmm10, [",
+            $at,
+            " + 160]\n movdqu xmm11, [",
+            $at,
+            " + 176]\n",
+            "movdqu xmm12, [",
+            $at,
+            " + 192]\n movdqu xmm13, [",
+            $at,
+            " + 208]\n",
+            "movdqu xmm14, [",
+            $at,
+            " + 224]\n movdqu xmm15, [",
+            $at,
+            " + 240]\n",
         )
     };
 }
@@ -170,7 +238,7 @@ macro_rules! round8 {
 macro_rules! xts_asm {
     ($op:literal, $last:literal) => {
         concat!(
-            save_xmm!(),
+            save_xmm!("{f}"),
             // Per data unit: tweak = AES-enc(K2, sector number).
             "2:\n",
             "movdqu xmm8, [{f} + 272]\n",
@@ -259,7 +327,7 @@ macro_rules! xts_asm {
             "adc qword ptr [{f} + 280], 0\n",
             "dec {units}\n",
             "jnz 2b\n",
-            restore_xmm!(),
+            restore_xmm!("{f}"),
         )
     };
 }
@@ -299,6 +367,47 @@ macro_rules! expand_odd {
     };
 }
 
+/// AES-256 key expansion of the 32 bytes at `{key}` into `{enc}`, then the decryption
+/// schedule into `{dec}`. Uses XMM0..XMM4, `{c}` and `{d}`.
+macro_rules! expand_key_asm {
+    () => {
+        concat!(
+            "movdqu xmm1, [{key}]\n",
+            "movdqu xmm3, [{key} + 16]\n",
+            "movdqa [{enc}], xmm1\n",
+            "movdqa [{enc} + 16], xmm3\n",
+            expand_even!("0x01", "32"),
+            expand_odd!("48"),
+            expand_even!("0x02", "64"),
+            expand_odd!("80"),
+            expand_even!("0x04", "96"),
+            expand_odd!("112"),
+            expand_even!("0x08", "128"),
+            expand_odd!("144"),
+            expand_even!("0x10", "160"),
+            expand_odd!("176"),
+            expand_even!("0x20", "192"),
+            expand_odd!("208"),
+            expand_even!("0x40", "224"),
+            // Decryption keys: dec[0] = enc[14], dec[i] = InvMixColumns(enc[14 - i]),
+            // dec[14] = enc[0].
+            "movdqa xmm0, [{enc} + 224]\n",
+            "movdqa [{dec}], xmm0\n",
+            "lea {c}, [{enc} + 208]\n",
+            "lea {d}, [{dec} + 16]\n",
+            "2:\n",
+            "aesimc xmm0, [{c}]\n",
+            "movdqa [{d}], xmm0\n",
+            "sub {c}, 16\n",
+            "add {d}, 16\n",
+            "cmp {c}, {enc}\n",
+            "jne 2b\n",
+            "movdqa xmm0, [{enc}]\n",
+            "movdqa [{dec} + 224], xmm0\n",
+        )
+    };
+}
+
 impl Aes256Ni {
     /// Expands a 256-bit key. The caller has checked [`available`].
     pub(crate) fn new(key: &[u8; 32]) -> Self {
@@ -309,43 +418,13 @@ impl Aes256Ni {
         // (16-byte aligned by `RoundKeys`, as MOVDQA needs) and the first 256 bytes of
         // `frame`; all are live, exclusively borrowed or read-only locals. XMM0..XMM15
         // are saved first and restored last, so the caller's vector state is unchanged;
-        // RCX and the flags are declared clobbered; no stack beyond `frame` is used.
+        // the two scratch GPRs are outputs and the flags are clobbered (no
+        // `preserves_flags`); it uses no stack.
         unsafe {
             asm!(
-                save_xmm!(),
-                "movdqu xmm1, [{key}]",
-                "movdqu xmm3, [{key} + 16]",
-                "movdqa [{enc}], xmm1",
-                "movdqa [{enc} + 16], xmm3",
-                expand_even!("0x01", "32"),
-                expand_odd!("48"),
-                expand_even!("0x02", "64"),
-                expand_odd!("80"),
-                expand_even!("0x04", "96"),
-                expand_odd!("112"),
-                expand_even!("0x08", "128"),
-                expand_odd!("144"),
-                expand_even!("0x10", "160"),
-                expand_odd!("176"),
-                expand_even!("0x20", "192"),
-                expand_odd!("208"),
-                expand_even!("0x40", "224"),
-                // Decryption keys: dec[0] = enc[14], dec[i] = InvMixColumns(enc[14 - i]),
-                // dec[14] = enc[0].
-                "movdqa xmm0, [{enc} + 224]",
-                "movdqa [{dec}], xmm0",
-                "lea {c}, [{enc} + 208]",
-                "lea {d}, [{dec} + 16]",
-                "2:",
-                "aesimc xmm0, [{c}]",
-                "movdqa [{d}], xmm0",
-                "sub {c}, 16",
-                "add {d}, 16",
-                "cmp {c}, {enc}",
-                "jne 2b",
-                "movdqa xmm0, [{enc}]",
-                "movdqa [{dec} + 224], xmm0",
-                restore_xmm!(),
+                save_xmm!("{f}"),
+                expand_key_asm!(),
+                restore_xmm!("{f}"),
                 key = in(reg) key.as_ptr(),
                 enc = in(reg) keys.enc.0.as_mut_ptr(),
                 dec = in(reg) keys.dec.0.as_mut_ptr(),
@@ -362,7 +441,7 @@ impl Aes256Ni {
     /// with number `sector`. The caller has checked that `unit` is a non-zero multiple of
     /// 16 and that `data` is a non-empty whole number of units.
     pub(crate) fn xts_encrypt(&self, tweak_key: &Aes256Ni, sector: u128, unit: usize, data: &mut [u8]) {
-        debug_assert!(unit >= 16 && unit % 16 == 0 && !data.is_empty() && data.len() % unit == 0);
+        debug_assert!(unit >= 16 && unit.is_multiple_of(16) && !data.is_empty() && data.len().is_multiple_of(unit));
         let mut frame = Frame::new(sector);
         // SAFETY: AES-NI is present and SSE enabled (module preconditions). The block
         // reads and writes exactly `data.len()` bytes from `data` (units * blocks * 16,
@@ -389,7 +468,7 @@ impl Aes256Ni {
 
     /// The inverse of [`Self::xts_encrypt`], same preconditions.
     pub(crate) fn xts_decrypt(&self, tweak_key: &Aes256Ni, sector: u128, unit: usize, data: &mut [u8]) {
-        debug_assert!(unit >= 16 && unit % 16 == 0 && !data.is_empty() && data.len() % unit == 0);
+        debug_assert!(unit >= 16 && unit.is_multiple_of(16) && !data.is_empty() && data.len().is_multiple_of(unit));
         let mut frame = Frame::new(sector);
         // SAFETY: as in `xts_encrypt`; the data key schedule is `self.dec` (also 240
         // aligned bytes) and the tweak is still computed with `tweak_key.enc`.
@@ -438,5 +517,97 @@ mod tests {
         );
         assert_eq!(keys.dec.0[0], keys.enc.0[14]);
         assert_eq!(keys.dec.0[14], keys.enc.0[0]);
+    }
+
+    /// Registers a guest could have left: a distinct pattern per byte.
+    fn guest_pattern() -> [[u8; 16]; 16] {
+        core::array::from_fn(|r| core::array::from_fn(|b| (r * 16 + b) as u8 ^ 0xa5))
+    }
+
+    /// The XTS kernel, run between loading a pattern into XMM0..XMM15 and reading them
+    /// back, leaves all sixteen as they were, and still encrypts.
+    #[test]
+    fn xts_kernel_preserves_every_xmm_register() {
+        if !available() {
+            return;
+        }
+        let data_key = Aes256Ni::new(&[1; 32]);
+        let tweak_key = Aes256Ni::new(&[2; 32]);
+        for blocks in [1usize, 8, 11, 32] {
+            let before = guest_pattern();
+            let mut after = [[0u8; 16]; 16];
+            let mut data = vec![0x3cu8; blocks * 16];
+            let mut frame = Frame::new(7);
+            // SAFETY: as in `Aes256Ni::xts_encrypt` (one unit of `blocks` blocks), plus
+            // 256-byte reads from `before` and writes to `after`; every XMM register
+            // is declared clobbered since the test itself loads them.
+            unsafe {
+                asm!(
+                    restore_xmm!("{before}"),
+                    xts_asm!("aesenc", "aesenclast"),
+                    save_xmm!("{after}"),
+                    before = in(reg) before.as_ptr(),
+                    after = in(reg) after.as_mut_ptr(),
+                    data = inout(reg) data.as_mut_ptr() => _,
+                    units = inout(reg) 1usize => _,
+                    blocks = in(reg) blocks,
+                    k1 = in(reg) data_key.enc.0.as_ptr(),
+                    k2 = in(reg) tweak_key.enc.0.as_ptr(),
+                    f = in(reg) &mut frame as *mut Frame,
+                    r = out(reg) _,
+                    c = out(reg) _,
+                    n = out(reg) _,
+                    out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                    out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                    out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                    out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+                    options(nostack),
+                );
+            }
+            assert_eq!(after, before, "{blocks} blocks");
+            let mut expected = vec![0x3cu8; blocks * 16];
+            data_key.xts_encrypt(&tweak_key, 7, blocks * 16, &mut expected);
+            assert_eq!(data, expected, "{blocks} blocks: the kernel must still encrypt");
+            assert_ne!(data, vec![0x3cu8; blocks * 16]);
+        }
+    }
+
+    /// Same for the key expansion.
+    #[test]
+    fn key_expansion_preserves_every_xmm_register() {
+        if !available() {
+            return;
+        }
+        let key = [9u8; 32];
+        let before = guest_pattern();
+        let mut after = [[0u8; 16]; 16];
+        let mut keys = Aes256Ni { enc: RoundKeys([[0; 16]; 15]), dec: RoundKeys([[0; 16]; 15]) };
+        let mut frame = Frame::new(0);
+        // SAFETY: as in `Aes256Ni::new`, plus 256-byte reads from `before` and writes
+        // to `after`; every XMM register is declared clobbered.
+        unsafe {
+            asm!(
+                restore_xmm!("{before}"),
+                save_xmm!("{f}"),
+                expand_key_asm!(),
+                restore_xmm!("{f}"),
+                save_xmm!("{after}"),
+                before = in(reg) before.as_ptr(),
+                after = in(reg) after.as_mut_ptr(),
+                key = in(reg) key.as_ptr(),
+                enc = in(reg) keys.enc.0.as_mut_ptr(),
+                dec = in(reg) keys.dec.0.as_mut_ptr(),
+                f = in(reg) &mut frame as *mut Frame,
+                c = out(reg) _,
+                d = out(reg) _,
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+                options(nostack),
+            );
+        }
+        assert_eq!(after, before);
+        assert_eq!(keys.enc.0, Aes256Ni::new(&key).enc.0);
     }
 }
