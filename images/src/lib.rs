@@ -14,3 +14,4 @@ pub mod layout;
 pub mod net_bench;
 pub mod qemu;
 pub mod switch_bench;
+pub mod xts_bench;
