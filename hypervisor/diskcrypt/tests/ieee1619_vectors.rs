@@ -153,9 +153,8 @@ fn vectors_10_to_14_encrypt_and_decrypt() {
     }
 }
 
-/// Vectors 10 to 14 differ only in the sector number, so encrypting five
-/// sectors in one call starting at 0xff must give vector 10 first; the others
-/// are not consecutive, so each is also checked as the middle of a run.
+/// Each vector's data unit as the middle one of a three-unit call, so that the
+/// 128-bit sector counter inside a multi-sector call is checked too.
 #[test]
 fn vectors_inside_multi_sector_runs() {
     for backend in backends() {
