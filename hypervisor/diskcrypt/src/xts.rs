@@ -169,29 +169,34 @@ fn mul_x(t: u128) -> u128 {
     (t << 1) ^ ((t >> 127).wrapping_neg() & 0x87)
 }
 
-/// XTS on the software cipher, four blocks per AES call.
+/// XTS on the software cipher, four blocks per AES call; the tweaks of up to four
+/// sectors are encrypted together too.
 fn soft_xts(data_key: &Aes256Soft, tweak_key: &Aes256Soft, first: u128, unit: usize, data: &mut [u8], dir: Direction) {
     let mut batch: BatchBlocks = [[0; 16]; 4];
-    for (index, sector) in data.chunks_exact_mut(unit).enumerate() {
-        let mut tweak_block: BatchBlocks = [[0; 16]; 4];
-        tweak_block[0] = first.wrapping_add(index as u128).to_le_bytes();
-        tweak_key.encrypt4(&mut tweak_block);
-        let mut tweak = u128::from_le_bytes(tweak_block[0]);
-        for chunk in sector.chunks_mut(64) {
-            let mut tweaks = [0u128; 4];
-            for ((block, slot), t) in chunk.chunks_exact(16).zip(batch.iter_mut()).zip(tweaks.iter_mut()) {
-                *t = tweak;
-                tweak = mul_x(tweak);
-                let mut x = [0; 16];
-                x.copy_from_slice(block);
-                *slot = (u128::from_le_bytes(x) ^ *t).to_le_bytes();
-            }
-            match dir {
-                Direction::Encrypt => data_key.encrypt4(&mut batch),
-                Direction::Decrypt => data_key.decrypt4(&mut batch),
-            }
-            for ((block, slot), t) in chunk.chunks_exact_mut(16).zip(batch.iter()).zip(tweaks.iter()) {
-                block.copy_from_slice(&(u128::from_le_bytes(*slot) ^ *t).to_le_bytes());
+    for (group, sectors) in data.chunks_mut(4 * unit).enumerate() {
+        let mut tweak_blocks: BatchBlocks = [[0; 16]; 4];
+        for (i, block) in tweak_blocks.iter_mut().enumerate() {
+            *block = first.wrapping_add((group * 4 + i) as u128).to_le_bytes();
+        }
+        tweak_key.encrypt4(&mut tweak_blocks);
+        for (sector, tweak_block) in sectors.chunks_exact_mut(unit).zip(tweak_blocks.iter()) {
+            let mut tweak = u128::from_le_bytes(*tweak_block);
+            for chunk in sector.chunks_mut(64) {
+                let mut tweaks = [0u128; 4];
+                for ((block, slot), t) in chunk.chunks_exact(16).zip(batch.iter_mut()).zip(tweaks.iter_mut()) {
+                    *t = tweak;
+                    tweak = mul_x(tweak);
+                    let mut x = [0; 16];
+                    x.copy_from_slice(block);
+                    *slot = (u128::from_le_bytes(x) ^ *t).to_le_bytes();
+                }
+                match dir {
+                    Direction::Encrypt => data_key.encrypt4(&mut batch),
+                    Direction::Decrypt => data_key.decrypt4(&mut batch),
+                }
+                for ((block, slot), t) in chunk.chunks_exact_mut(16).zip(batch.iter()).zip(tweaks.iter()) {
+                    block.copy_from_slice(&(u128::from_le_bytes(*slot) ^ *t).to_le_bytes());
+                }
             }
         }
     }
