@@ -16,3 +16,4 @@ pub mod net_bench;
 pub mod policy;
 pub mod qemu;
 pub mod switch_bench;
+pub mod xts_bench;
