@@ -211,7 +211,10 @@ where
     target.fill_solid(&area, backdrop)?;
     let dim = tile.state != VmState::Running;
     match tile.thumbnail {
-        Some(thumbnail) if thumbnail.is_complete() => thumbnail.draw_centred(target, &area, dim)?,
+        // A held-back VM's last picture is stale; the tile says why it does not run.
+        Some(thumbnail) if thumbnail.is_complete() && tile.state != VmState::NeedsCheckIn => {
+            thumbnail.draw_centred(target, &area, dim)?
+        }
         _ => {
             let style = text::style(TextRole::Body, scale, palette::TEXT_MUTED);
             let message = match tile.state {
