@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use bulkhead_policy::bundle::signing::SecretKey;
 use clap::Subcommand;
 
-use super::key::{hex, read_secret_key, write_secret_key};
 use super::server::{ServerConfig, start, system_clock};
 use super::store::{Store, status_text};
+use crate::policy::compile::hex;
+use crate::policy::keys;
 
 #[derive(Debug, Subcommand)]
 pub enum MgmtCmd {
@@ -45,9 +45,11 @@ pub enum MgmtCmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Make a server key and print its public half for the policy's `server_key`.
+    /// Make the server's key: NAME.secret (for `serve --key`) and NAME.public (the
+    /// policy's `server_key_file`); prints the public half for `server_key` too.
     Keygen {
-        /// Where to write the secret key (never overwritten).
+        /// Path and name of the key files, without suffix (e.g. keys/server); an
+        /// existing key is never overwritten.
         #[arg(long)]
         out: PathBuf,
     },
@@ -56,7 +58,8 @@ pub enum MgmtCmd {
 pub fn run(cmd: MgmtCmd) -> Result<(), String> {
     match cmd {
         MgmtCmd::Serve { dir, listen, key } => {
-            let key = read_secret_key(&key)?;
+            let key = keys::read_secret(&key)
+                .map_err(|e| format!("{e} (make the server key with `cargo xtask mgmt keygen --out NAME`)"))?;
             let public = hex(&key.public());
             let server = start(ServerConfig { dir: dir.clone(), listen, key, clock: system_clock, announce: true })?;
             eprintln!("    Serving check-ins on http://{}/v1/checkin (state in {})", server.addr, dir.display());
@@ -78,9 +81,8 @@ pub fn run(cmd: MgmtCmd) -> Result<(), String> {
             Ok(())
         }
         MgmtCmd::Keygen { out } => {
-            let key = SecretKey::generate();
-            write_secret_key(&out, &key)?;
-            eprintln!("    Wrote {} (keep it secret)", out.display());
+            let (secret, public, key) = keys::keygen(&out)?;
+            eprintln!("    Wrote {} (keep it on the server only) and {}", secret.display(), public.display());
             println!("server_key = \"{}\"", hex(&key.public()));
             Ok(())
         }

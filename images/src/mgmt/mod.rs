@@ -13,7 +13,6 @@
 //! make a laptop run a policy IT did not sign.
 
 pub mod cli;
-pub mod key;
 pub mod server;
 pub mod store;
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bulkhead_policy::bundle::signing::SecretKey;
 use bulkhead_policy::heartbeat::{CheckinRequest, Heartbeat, MAX_REQUEST, sign_answer};
 
-use super::key::hex;
 use super::store::{CheckinEntry, Store};
+use crate::policy::compile::hex;
 
 pub const CHECKIN_PATH: &str = "/v1/checkin";
 /// A whole request (headers and body) must arrive within this time.

@@ -18,7 +18,7 @@ use bulkhead_policy::device::{DeviceId, MAX_GROUP};
 use bulkhead_policy::model::Target;
 use serde::{Deserialize, Serialize};
 
-use super::key::hex;
+use crate::policy::compile::hex;
 
 /// Check-ins kept in the log (older ones are dropped; the per-device summary stays).
 pub const RECENT_CHECKINS: usize = 1000;
