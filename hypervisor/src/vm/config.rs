@@ -117,6 +117,15 @@ pub struct VmConfig {
     pub expect: Option<Expect>,
     /// Host PCI functions the VM owns (IOMMU-enforced).
     pub devices: Vec<DeviceSelector>,
+    /// A virtual disk (virtio-blk, Linux VMs). No configuration line sets it yet.
+    pub disk: Option<DiskConfig>,
+}
+
+/// A VM's virtual disk: for now a disk in host RAM of this size, zeroed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub size_bytes: u64,
+    pub read_only: bool,
 }
 
 /// One line of the key map: `hotkey ACTION COMBO`.
@@ -297,6 +306,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
             restart: Restart::Never,
             expect: None,
             devices: Vec::new(),
+            disk: None,
         };
         for pair in pairs {
             let (key, value) = pair.split_once('=').ok_or_else(|| err("expected key=value"))?;
