@@ -16,6 +16,7 @@ pub mod pci_passthrough;
 pub mod pit;
 pub mod rtc;
 pub mod uart16550;
+pub mod virtio_blk;
 pub mod virtio_net;
 pub mod vlapic;
 
