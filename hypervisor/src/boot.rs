@@ -102,6 +102,23 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         _ => "Starting virtual machines",
     };
 
+    // The policy is decided before the boot screen, which says which one runs.
+    let has_modules = !handoff::modules(boot_info).is_empty();
+    let host_time = has_modules.then(|| {
+        let host_time = vm::desktop::HostTime {
+            unix_secs: host_unix_time(),
+            tsc: instr::rdtsc(),
+            tsc_hz: tsc_per_ms.saturating_mul(1000),
+        };
+        vm::desktop::HOST_TIME.call_once(|| host_time);
+        host_time
+    });
+    let policy = host_time.map(|t| crate::policy::at_boot::start(boot_info, t.unix_secs));
+    let (policy_line, policy_warning) = match &policy {
+        Some(Ok(chosen)) => crate::policy::at_boot::boot_screen_line(chosen),
+        _ => (alloc::string::String::new(), false),
+    };
+
     let medium = boot_medium(boot_info.boot_medium);
     let screen = screen::init(boot_info);
     let virt_label = cpu.virt.label();
@@ -118,6 +135,8 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 iommu: iommu.as_str(),
                 status,
                 medium: ui::boot_screen::medium_line(medium),
+                policy: &policy_line,
+                policy_warning,
             },
         )
     });
@@ -130,21 +149,16 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
 
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
-    if !handoff::modules(boot_info).is_empty() {
-        let host_time = vm::desktop::HostTime {
-            unix_secs: host_unix_time(),
-            tsc: instr::rdtsc(),
-            tsc_hz: tsc_per_ms.saturating_mul(1000),
-        };
-        vm::desktop::HOST_TIME.call_once(|| host_time);
-        let why = match crate::policy::at_boot::start(boot_info, host_time.unix_secs) {
+    if let (Some(host_time), Some(policy)) = (host_time, policy) {
+        let why = match policy {
             Err(refusal) => NothingStarted::Policy(refusal),
-            Ok(_chosen) => NothingStarted::Launch(vm::launch::launch(
-                boot_info,
-                options.selftest,
-                host_time,
-                guest_display(boot_info),
-            )),
+            Ok(chosen) => {
+                // The runtime keeps the running policy for check-ins and the lease.
+                let policy = chosen.policy.clone();
+                crate::policy::runtime::install(chosen.policy, chosen.state);
+                let display = guest_display(boot_info);
+                NothingStarted::Launch(vm::launch::launch(boot_info, &policy, options.selftest, host_time, display))
+            }
         };
         let reason = why.reason();
         // The screen first: the log line then says it is there.

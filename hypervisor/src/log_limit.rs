@@ -86,6 +86,8 @@ pub enum Source {
     Emulation = 1,
     /// Network state the service VM reports (links, the uplink's address).
     Network = 2,
+    /// Check-ins the service VM carries to and from the management server.
+    Policy = 3,
 }
 
 impl Source {
@@ -94,11 +96,12 @@ impl Source {
             Source::Routes => "interrupt route",
             Source::Emulation => "emulation",
             Source::Network => "network state",
+            Source::Policy => "policy check-in",
         }
     }
 }
 
-const SOURCES: usize = 3;
+const SOURCES: usize = 4;
 /// VMs with budgets of their own; VM ids beyond share them (ids are small in practice).
 const VM_SLOTS: usize = 8;
 

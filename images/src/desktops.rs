@@ -1,11 +1,15 @@
 //! The desktops a default image carries: two unmodified Debian Linux VMs, a secure
-//! "Corporate" one and a "Personal" one, each with its label and trust colour. IT's
-//! signed policy will replace this; until then it is the product's default fleet.
+//! "Corporate" one and a "Personal" one, each with its label and trust colour, as
+//! policies built in Rust (the same as `images/policies/demo.toml`) for benchmarks and
+//! tests. An image carries IT's signed policy; without one, the demo policy.
 
 use std::path::Path;
 
+use bulkhead_policy::model::{NetRule, Policy, Restart, Vm, VmKind};
+
 use crate::disk::{BootModule, FileSource};
 use crate::guest::{self, Flavour, GuestError, GuestImage};
+use crate::policy::fleet;
 
 /// One desktop VM.
 #[derive(Debug, Clone)]
@@ -29,9 +33,9 @@ pub const GUEST_CMDLINE: &str = "console=tty0 console=ttyS0 earlyprintk=serial,t
 pub const KERNEL_MODULE: &str = "linux";
 pub const INITRD_MODULE: &str = "initrd";
 
-/// The `vms` configuration text for these desktops.
-pub fn vms_config(desktops: &[Desktop]) -> String {
-    desktops.iter().map(|d| vm_line(d, GUEST_CMDLINE, "")).collect()
+/// A demo policy running these desktops in this order (slot 1 first).
+pub fn desktops_policy(desktops: &[Desktop]) -> Policy {
+    fleet::demo_policy(desktops.iter().map(|d| desktop_vm(d, GUEST_CMDLINE)).collect())
 }
 
 /// The guests' kernel command line on a network link: DHCP on eth0 at boot.
@@ -42,21 +46,38 @@ pub const NETWORKED_CMDLINE: &str =
 /// `e1000e` (Intel 82574L).
 pub const UPLINK_NIC: &str = "8086:10d3";
 
-/// The default machine: these desktops, each on a link to the networking service VM
-/// (which owns the uplink NIC). The first desktop may reach only the host
+/// The default machine: these desktops, each with a network through the networking
+/// service VM (which owns the uplink NIC). The first desktop may reach only the host
 /// (`corporate-only`, 10.0.2.2 on QEMU's user network), the others everything
 /// (`internet`). The service VM comes last, so the desktops keep slots 1, 2, ...
-pub fn networked_config(desktops: &[Desktop]) -> String {
-    let mut text: String = desktops.iter().map(|d| vm_line(d, NETWORKED_CMDLINE, "")).collect();
-    text.push_str(&format!(
-        "vm net kind=service image={} memory=64M devices={UPLINK_NIC} restart=always label=\"Network\"\n",
-        crate::build::SERVICE_VM_MODULE
-    ));
-    for (i, d) in desktops.iter().enumerate() {
-        let rule = if i == 0 { "rule=corporate-only allow=10.0.2.2/32" } else { "rule=internet" };
-        text.push_str(&format!("link {} net {rule}\n", d.name));
+pub fn networked_policy(desktops: &[Desktop]) -> Policy {
+    let mut vms: Vec<Vm> = desktops
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let network = if i == 0 {
+                fleet::network(SERVICE_VM, NetRule::CorporateOnly, &["10.0.2.2/32"])
+            } else {
+                fleet::network(SERVICE_VM, NetRule::Internet, &[])
+            };
+            Vm { network, ..desktop_vm(d, NETWORKED_CMDLINE) }
+        })
+        .collect();
+    vms.push(service_vm());
+    fleet::demo_policy(vms)
+}
+
+/// The networking service VM's name in the default machine.
+pub const SERVICE_VM: &str = "net";
+
+/// The networking service VM owning the uplink NIC, restarted whenever it stops.
+pub fn service_vm() -> Vm {
+    Vm {
+        label: "Network".into(),
+        restart: Restart::Always,
+        devices: vec![UPLINK_NIC.into()],
+        ..fleet::vm(SERVICE_VM, VmKind::Service, crate::build::SERVICE_VM_MODULE, 64)
     }
-    text
 }
 
 /// Modules every desktop loads: `evdev`, the `/dev/input/event*` devices through which
@@ -82,35 +103,39 @@ pub fn build_passthrough_guest(cache: &Path) -> Result<GuestImage, GuestError> {
     guest::build_linux_guest(cache, Flavour::Generic, PASSTHROUGH_MODULES)
 }
 
-/// One `vm` line for a Linux VM (kernel and initrd as [`modules_with_config`] names
-/// them) with the kernel command line `cmdline` and extra `key=value` pairs (for
-/// example `devices=01:00.0`).
-pub fn vm_line(d: &Desktop, cmdline: &str, extra: &str) -> String {
-    let mut line = format!(
-        "vm {} kind=linux image={KERNEL_MODULE} initrd={INITRD_MODULE} memory={}M label=\"{}\" colour={} restart=always cmdline=\"{cmdline}\"",
-        d.name, d.memory_mib, d.label, d.colour
-    );
-    if !extra.is_empty() {
-        line.push(' ');
-        line.push_str(extra);
+/// A Linux desktop VM (kernel and initrd as [`modules_with_policy`] names them) with
+/// the kernel command line `cmdline`, restarted whenever it stops. Add devices or a
+/// network with struct update syntax.
+pub fn desktop_vm(d: &Desktop, cmdline: &str) -> Vm {
+    Vm {
+        initrd: Some(INITRD_MODULE.into()),
+        cmdline: cmdline.into(),
+        label: d.label.into(),
+        colour: u32::from_str_radix(d.colour.trim_start_matches('#'), 16).expect("a desktop colour is #RRGGBB"),
+        restart: Restart::Always,
+        ..fleet::vm(d.name, VmKind::Linux, KERNEL_MODULE, d.memory_mib)
     }
-    line.push('\n');
-    line
 }
 
-/// Boot modules for Linux VMs configured by the `vms` text `vms` (lines naming
-/// [`KERNEL_MODULE`] and [`INITRD_MODULE`]), booting `guest`.
-pub fn modules_with_config(guest: &GuestImage, vms: &str) -> Vec<BootModule> {
+/// Boot modules for Linux VMs run by `policy` (naming [`KERNEL_MODULE`] and
+/// [`INITRD_MODULE`]), booting `guest`: the policy signed with the demo key first.
+pub fn modules_with_policy(guest: &GuestImage, policy: &Policy) -> Vec<BootModule> {
+    modules_with_bundle(guest, crate::policy::tools::sign_demo(policy))
+}
+
+/// Boot modules for Linux VMs run by the signed policy `bundle`, booting `guest`.
+pub fn modules_with_bundle(guest: &GuestImage, bundle: Vec<u8>) -> Vec<BootModule> {
     vec![
-        BootModule { name: "vms".into(), source: FileSource::Bytes(vms.as_bytes().to_vec()) },
+        fleet::bundle_module(bundle),
         BootModule { name: KERNEL_MODULE.into(), source: FileSource::Host(guest.kernel_path.clone()) },
         BootModule { name: INITRD_MODULE.into(), source: FileSource::Host(guest.initramfs_path.clone()) },
     ]
 }
 
-/// Boot modules for Linux desktops: the kernel, the initramfs and the VM configuration.
+/// Boot modules for Linux desktops: the demo policy running them, the kernel and the
+/// initramfs.
 pub fn modules(guest: &GuestImage, desktops: &[Desktop]) -> Vec<BootModule> {
-    modules_with_config(guest, &vms_config(desktops))
+    modules_with_policy(guest, &desktops_policy(desktops))
 }
 
 #[cfg(test)]
@@ -118,31 +143,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_lists_every_desktop_with_its_label() {
-        let text = vms_config(DEFAULT_DESKTOPS);
-        assert_eq!(text.lines().count(), 2);
-        assert!(text.contains(
-            "vm corporate kind=linux image=linux initrd=initrd memory=384M label=\"CORPORATE · secure\" colour=#c0392b"
-        ));
-        assert!(text.contains("cmdline=\"console=tty0 console=ttyS0"));
+    fn the_desktops_policy_lists_every_desktop_with_its_label() {
+        let p = desktops_policy(DEFAULT_DESKTOPS);
+        assert_eq!(p.vms.len(), 2);
+        let corporate = &p.vms[0];
+        assert_eq!((corporate.name.as_str(), corporate.label.as_str()), ("corporate", "CORPORATE · secure"));
+        assert_eq!((corporate.colour, corporate.memory_mib, corporate.kind), (0xc0392b, 384, VmKind::Linux));
+        assert_eq!((corporate.image.as_str(), corporate.initrd.as_deref()), ("linux", Some("initrd")));
+        assert!(corporate.cmdline.starts_with("console=tty0 console=ttyS0"));
     }
 
     #[test]
-    fn the_networked_config_links_every_desktop_to_the_service_vm() {
-        let text = networked_config(DEFAULT_DESKTOPS);
-        assert_eq!(text.lines().filter(|l| l.starts_with("vm ")).count(), 3);
-        assert!(text.contains("vm net kind=service image=service-vm memory=64M devices=8086:10d3"));
-        assert!(text.contains("link corporate net rule=corporate-only allow=10.0.2.2/32\n"));
-        assert!(text.contains("link personal net rule=internet\n"));
-        assert_eq!(text.matches("bulkhead.dhcp=eth0").count(), 2);
+    fn the_demo_toml_is_the_networked_default_machine() {
+        let toml = std::fs::read_to_string(crate::policy::demo_policy_path()).unwrap();
+        let options = crate::policy::CompileOptions { issued_at: 0, ..Default::default() };
+        let mut from_toml = crate::policy::compile(&toml, &options).unwrap().policy;
+        let mut built = networked_policy(DEFAULT_DESKTOPS);
+        (from_toml.issued_at, from_toml.expires_at) = (built.issued_at, built.expires_at);
+        built.organisation = from_toml.organisation.clone();
+        assert_eq!(from_toml, built);
     }
 
     #[test]
-    fn vm_line_appends_keys_to_one_line() {
-        let line = vm_line(&DEFAULT_DESKTOPS[1], "console=ttyS0 fbcon=map:1", "devices=01:00.0");
-        assert!(line.starts_with("vm personal kind=linux image=linux initrd=initrd memory=256M"));
-        assert!(line.ends_with("cmdline=\"console=ttyS0 fbcon=map:1\" devices=01:00.0\n"), "{line}");
-        assert_eq!(line.lines().count(), 1);
-        assert_eq!(vm_line(&DEFAULT_DESKTOPS[1], GUEST_CMDLINE, ""), vms_config(&DEFAULT_DESKTOPS[1..]));
+    fn the_networked_policy_gives_every_desktop_a_network_through_the_service_vm() {
+        let p = networked_policy(DEFAULT_DESKTOPS);
+        assert_eq!(p.vms.len(), 3);
+        let net = &p.vms[2];
+        assert_eq!((net.kind, net.image.as_str(), net.memory_mib), (VmKind::Service, "service-vm", 64));
+        assert_eq!(net.devices, ["8086:10d3"]);
+        let rules: Vec<_> = p.vms[..2].iter().map(|v| v.network.clone().unwrap()).collect();
+        assert_eq!(
+            (rules[0].rule, rules[0].allow.as_slice()),
+            (NetRule::CorporateOnly, &["10.0.2.2/32".to_string()][..])
+        );
+        assert_eq!((rules[1].via.as_str(), rules[1].rule), ("net", NetRule::Internet));
+        assert!(p.vms[..2].iter().all(|v| v.cmdline.contains("bulkhead.dhcp=eth0")));
+    }
+
+    #[test]
+    fn modules_carry_a_bundle_signed_with_the_demo_key() {
+        let guest = GuestImage {
+            kernel_path: "vmlinuz".into(),
+            initramfs_path: "initramfs".into(),
+            kernel_version: String::new(),
+            kernel_package: String::new(),
+            package_version: String::new(),
+            busybox_version: String::new(),
+        };
+        let modules = modules(&guest, DEFAULT_DESKTOPS);
+        assert_eq!(modules[0].name, bulkhead_policy::POLICY_MODULE);
+        let FileSource::Bytes(bytes) = &modules[0].source else { panic!("the policy is built in memory") };
+        let bundle = bulkhead_policy::Bundle::decode(bytes).unwrap();
+        assert!(bundle.signature_valid());
+        assert_eq!(bundle.signer, bulkhead_policy::DEMO_PUBLIC_KEY);
+        assert_eq!(bundle.policy().unwrap().vms, desktops_policy(DEFAULT_DESKTOPS).vms);
     }
 }

@@ -58,11 +58,13 @@ pub enum DropReason {
     DnsUnmatched,
     /// A DNS query got no answer in time.
     DnsTimeout,
+    /// The service VM's own connections did not take their packets in time.
+    LocalQueueFull,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::Runt,
         DropReason::Oversized,
         DropReason::Malformed,
@@ -89,6 +91,7 @@ impl DropReason {
         DropReason::DnsTableFull,
         DropReason::DnsUnmatched,
         DropReason::DnsTimeout,
+        DropReason::LocalQueueFull,
     ];
 
     /// A short stable name for the status report.
@@ -120,6 +123,7 @@ impl DropReason {
             DropReason::DnsTableFull => "dns-full",
             DropReason::DnsUnmatched => "dns-unmatched",
             DropReason::DnsTimeout => "dns-timeout",
+            DropReason::LocalQueueFull => "local-full",
         }
     }
 

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod addressing;
+pub mod agent;
 mod arp;
 mod checksum;
 mod conntrack;
@@ -36,7 +37,7 @@ pub use addressing::{AddressPlan, LinkAddresses, LinkId, Port};
 pub use conntrack::NatTimeouts;
 pub use counters::{Counters, DropReason};
 pub use dhcp_client::DhcpClientState;
-pub use router::{Limits, LinkConfig, Router, RouterConfig, RouterError, Transmit, UplinkConfig};
+pub use router::{LOCAL_QUEUE, Limits, LinkConfig, Router, RouterConfig, RouterError, Transmit, UplinkConfig};
 pub use rules::{Destination, Rule};
 pub use status::{LinkStatus, Status, UplinkStatus};
 

@@ -165,6 +165,17 @@ impl NatTable {
         self.per_link.iter_mut().for_each(|n| *n = 0);
     }
 
+    /// Forgets `link`'s mappings (its rule changed: flows it allowed may not be allowed
+    /// now); returns how many went.
+    pub(crate) fn clear_link(&mut self, link: LinkId) -> usize {
+        let keys: Vec<(Protocol, u16)> =
+            self.by_outside.iter().filter(|(_, m)| m.inside.link == link).map(|(&k, _)| k).collect();
+        for &k in &keys {
+            self.remove(k);
+        }
+        keys.len()
+    }
+
     fn touch(&mut self, now: Instant, key: (Protocol, u16), tcp: Option<TcpFlags>, direction: Direction) {
         let timeouts = self.limits.timeouts;
         if let Some(m) = self.by_outside.get_mut(&key) {

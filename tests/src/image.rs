@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use bulkhead_policy::Policy;
 use images::disk::{self, BootModule, FileSource, ImageSpec};
+use images::policy::fleet;
 use images::{build, layout};
 
 /// The bare-metal binaries, built once per test binary.
@@ -24,10 +26,15 @@ pub fn build_scenario_image(scenario: &str, cmdline: &str) -> PathBuf {
     build_image_with_modules(scenario, cmdline, Vec::new())
 }
 
-/// An image whose VMs are the self-test payloads, configured by `vms` (the `vms` boot
-/// module's text).
-pub fn build_payload_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf {
-    let mut modules = vec![BootModule { name: "vms".into(), source: FileSource::Bytes(vms.as_bytes().to_vec()) }];
+/// An image whose VMs are the self-test payloads, run by `policy` (signed with the
+/// demo key).
+pub fn build_payload_image(scenario: &str, cmdline: &str, policy: &Policy) -> PathBuf {
+    build_payload_image_with_bundle(scenario, cmdline, images::policy::tools::sign_demo(policy))
+}
+
+/// An image whose VMs are the self-test payloads, run by the signed policy `bundle`.
+pub fn build_payload_image_with_bundle(scenario: &str, cmdline: &str, bundle: Vec<u8>) -> PathBuf {
+    let mut modules = vec![fleet::bundle_module(bundle)];
     for name in build::PAYLOADS {
         modules.push(BootModule { name: (*name).into(), source: FileSource::Host(payload_dir().join(name)) });
     }
@@ -51,10 +58,10 @@ pub fn generic_guest() -> &'static images::guest::GuestImage {
     })
 }
 
-/// An image whose VMs are Linux VMs booting `guest`, configured by the `vms` text (build
-/// the lines with `images::desktops::vm_line`, e.g. with `devices=`).
-pub fn build_linux_image(scenario: &str, cmdline: &str, guest: &images::guest::GuestImage, vms: &str) -> PathBuf {
-    build_image_with_modules(scenario, cmdline, images::desktops::modules_with_config(guest, vms))
+/// An image whose VMs are Linux VMs booting `guest`, run by `policy` (build the VMs
+/// with `images::desktops::desktop_vm`, e.g. with `devices`).
+pub fn build_linux_image(scenario: &str, cmdline: &str, guest: &images::guest::GuestImage, policy: &Policy) -> PathBuf {
+    build_image_with_modules(scenario, cmdline, images::desktops::modules_with_policy(guest, policy))
 }
 
 /// An image whose VMs are Linux desktops.
@@ -62,26 +69,17 @@ pub fn build_desktop_image(scenario: &str, cmdline: &str, desktops: &[images::de
     build_image_with_modules(scenario, cmdline, images::desktops::modules(linux_guest(), desktops))
 }
 
-/// An image whose Linux desktops are configured by `vms` (the `vms` boot module's
-/// text) instead of the default configuration for `desktops`.
-pub fn build_desktop_image_with_config(
-    scenario: &str,
-    cmdline: &str,
-    desktops: &[images::desktops::Desktop],
-    vms: &str,
-) -> PathBuf {
-    let mut modules = images::desktops::modules(linux_guest(), desktops);
-    for m in modules.iter_mut().filter(|m| m.name == "vms") {
-        m.source = FileSource::Bytes(vms.as_bytes().to_vec());
-    }
-    build_image_with_modules(scenario, cmdline, modules)
+/// An image whose Linux desktops are run by `policy` instead of the default policy
+/// for its desktops.
+pub fn build_desktop_image_with_policy(scenario: &str, cmdline: &str, policy: &Policy) -> PathBuf {
+    build_image_with_modules(scenario, cmdline, images::desktops::modules_with_policy(linux_guest(), policy))
 }
 
-/// An image with Linux desktops and self-test payload VMs side by side, configured by
-/// `vms` (desktop lines from `images::desktops::vm_line`, payload lines naming a
-/// payload from `build::PAYLOADS` as their image).
-pub fn build_desktop_and_payload_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf {
-    let mut modules = images::desktops::modules_with_config(linux_guest(), vms);
+/// An image with Linux desktops and self-test payload VMs side by side, run by
+/// `policy` (desktops from `images::desktops::desktop_vm`, payloads naming a payload
+/// from `build::PAYLOADS` as their image).
+pub fn build_desktop_and_payload_image(scenario: &str, cmdline: &str, policy: &Policy) -> PathBuf {
+    let mut modules = images::desktops::modules_with_policy(linux_guest(), policy);
     for name in build::PAYLOADS {
         modules.push(BootModule { name: (*name).into(), source: FileSource::Host(payload_dir().join(name)) });
     }
@@ -89,9 +87,14 @@ pub fn build_desktop_and_payload_image(scenario: &str, cmdline: &str, vms: &str)
 }
 
 /// An image with Linux desktops, the networking service VM's kernel (module
-/// `service-vm`) and the self-test payloads, configured by `vms`.
-pub fn build_network_image(scenario: &str, cmdline: &str, vms: &str) -> PathBuf {
-    let mut modules = images::desktops::modules_with_config(linux_guest(), vms);
+/// `service-vm`) and the self-test payloads, run by `policy`.
+pub fn build_network_image(scenario: &str, cmdline: &str, policy: &Policy) -> PathBuf {
+    build_network_image_with_bundle(scenario, cmdline, images::policy::tools::sign_demo(policy))
+}
+
+/// [`build_network_image`] with the policy as an already signed `bundle`.
+pub fn build_network_image_with_bundle(scenario: &str, cmdline: &str, bundle: Vec<u8>) -> PathBuf {
+    let mut modules = images::desktops::modules_with_bundle(linux_guest(), bundle);
     modules.push(BootModule {
         name: build::SERVICE_VM_MODULE.into(),
         source: FileSource::Host(artifacts().service_vm_elf.clone()),

@@ -10,6 +10,8 @@
 //! and checks that each interrupt the device raises reaches it on its own vector,
 //! through interrupt remapping, at the cost of one exit.
 
+use bulkhead_policy::model::Vm;
+use images::policy::fleet::{self, payload};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -120,11 +122,15 @@ fn nothing_leaked(pcap: &std::path::Path) -> (usize, usize) {
 
 fn run(scenario: &str, iommu: Iommu, extra: &[&str], attacker_expect: &str) -> String {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let vms = format!(
-        "vm checks image=checks memory=16M expect=bad-hypercall\n\
-         vm dma image=dma-attack memory=16M devices=1234:11e8,8086:10d3 expect={attacker_expect}\n"
-    );
-    let img = image::build_payload_image(scenario, "selftest", &vms);
+    let vms = vec![
+        Vm { expect: Some("bad-hypercall".into()), ..payload("checks", "checks", 16) },
+        Vm {
+            devices: vec!["1234:11e8".into(), "8086:10d3".into()],
+            expect: Some(attacker_expect.into()),
+            ..payload("dma", "dma-attack", 16)
+        },
+    ];
+    let img = image::build_payload_image(scenario, "selftest", &fleet::demo_policy(vms));
     let pcap = std::env::temp_dir().join(format!("bulkhead-{scenario}.pcap"));
     let _ = std::fs::remove_file(&pcap);
     let mut m = Machine::boot(scenario, &img, |c| {
@@ -194,9 +200,11 @@ fn amd_vi_blocks_device_dma_outside_the_vm() {
 #[test]
 fn without_an_iommu_a_vm_with_devices_is_refused_before_any_vm_starts() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let vms = "vm checks image=checks memory=16M expect=bad-hypercall\n\
-               vm dma image=dma-attack memory=16M devices=1234:11e8\n";
-    let img = image::build_payload_image("dma-no-iommu", "selftest", vms);
+    let vms = vec![
+        Vm { expect: Some("bad-hypercall".into()), ..payload("checks", "checks", 16) },
+        Vm { devices: vec!["1234:11e8".into()], ..payload("dma", "dma-attack", 16) },
+    ];
+    let img = image::build_payload_image("dma-no-iommu", "selftest", &fleet::demo_policy(vms));
     let mut m = Machine::boot("dma-no-iommu", &img, |c| {
         c.memory_mib = 512;
         c.cpus = 1;

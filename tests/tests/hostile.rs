@@ -16,7 +16,9 @@
 
 use std::time::Duration;
 
-use images::desktops::{Desktop, GUEST_CMDLINE, vm_line};
+use bulkhead_policy::model::{Policy, Vm};
+use images::desktops::{Desktop, GUEST_CMDLINE, desktop_vm};
+use images::policy::fleet;
 use tests::{Machine, image};
 
 const DESKTOP: Desktop =
@@ -64,21 +66,19 @@ const FLOOD: Expected = Expected {
 };
 
 /// (VM name, payload, memory, what it must show).
-const HOSTILE: &[(&str, &str, &str, Expected)] = &[
-    ("hostile-a", "hostile", "16M", GATE_LOOP),
-    ("hostile-b", "hostile", "16M", GATE_LOOP),
-    ("hostile-flood", "hostile-flood", "16M", FLOOD),
+const HOSTILE: &[(&str, &str, u32, Expected)] = &[
+    ("hostile-a", "hostile", 16, GATE_LOOP),
+    ("hostile-b", "hostile", 16, GATE_LOOP),
+    ("hostile-flood", "hostile-flood", 16, FLOOD),
 ];
 
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(90);
 
-fn vms_config() -> String {
-    let mut text = vm_line(&DESKTOP, GUEST_CMDLINE, "");
-    for (name, payload, memory, _) in HOSTILE {
-        text.push_str(&format!("vm {name} image={payload} memory={memory} kind=payload restart=never\n"));
-    }
-    text
+fn policy() -> Policy {
+    let mut vms: Vec<Vm> = vec![desktop_vm(&DESKTOP, GUEST_CMDLINE)];
+    vms.extend(HOSTILE.iter().map(|(name, payload, memory_mib, _)| fleet::payload(name, payload, *memory_mib)));
+    fleet::demo_policy(vms)
 }
 
 /// The CHECK lines VM `vm` printed.
@@ -89,7 +89,7 @@ fn checks_of<'a>(serial: &'a str, vm: &str) -> Vec<&'a str> {
 
 #[test]
 fn hostile_vms_are_contained_and_the_desktop_keeps_working() {
-    let img = image::build_desktop_and_payload_image("hostile", "", &vms_config());
+    let img = image::build_desktop_and_payload_image("hostile", "", &policy());
     let mut m = Machine::boot("hostile", &img, |c| {
         c.memory_mib = 1024;
         c.cpus = 1;

@@ -203,6 +203,8 @@ fn check_medium_on_screen(shot: &tests::screen::Screenshot, medium: Medium, othe
             iommu: "",
             status: "",
             medium: boot_screen::medium_line(medium),
+            policy: "",
+            policy_warning: false,
         };
         boot_screen::draw(&mut fb, &screen).unwrap();
         rect.points().filter(|&p| !shot.is(p.x as u32, p.y as u32, fb.pixel(p).unwrap())).count()

@@ -28,9 +28,10 @@ fn value<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn two_linux_desktops_boot_side_by_side() {
     let guest = image::linux_guest();
-    let vms = format!("{}link corporate personal\n", images::desktops::vms_config(DESKTOPS));
-    let mut modules = images::desktops::modules_with_config(guest, &vms);
-    // The personal VM gets a virtual disk (the configuration has no line for it yet).
+    let policy =
+        images::policy::fleet::with_links(images::desktops::desktops_policy(DESKTOPS), &[("corporate", "personal")]);
+    let mut modules = images::desktops::modules_with_policy(guest, &policy);
+    // The personal VM gets a virtual disk (the policy has no field for it yet).
     modules.push(BootModule { name: "test-disks".into(), source: FileSource::Bytes(b"personal 64\n".to_vec()) });
     let img = image::build_image_with_modules("linux-desktops", "", modules);
     let mut m = Machine::boot("linux-desktops", &img, |c| {

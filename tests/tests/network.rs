@@ -20,13 +20,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use images::desktops::{Desktop, NETWORKED_CMDLINE, vm_line};
+use bulkhead_policy::model::{NetRule, Policy, Restart, Vm, VmKind};
+use images::desktops::{Desktop, NETWORKED_CMDLINE, desktop_vm};
+use images::policy::fleet::{self, network};
 use tests::{Machine, image};
 
-const DESKTOPS: &[Desktop] = &[
-    Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 256 },
-    Desktop { name: "personal", label: "PERSONAL", colour: "#27ae60", memory_mib: 256 },
-];
+const CORPORATE: Desktop =
+    Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 256 };
+const PERSONAL: Desktop = Desktop { name: "personal", label: "PERSONAL", colour: "#27ae60", memory_mib: 256 };
 
 const BOOT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(90);
@@ -34,19 +35,26 @@ const STEP: Duration = Duration::from_secs(90);
 /// The uplink: an 82574 on QEMU's user network (the host is 10.0.2.2 there).
 const UPLINK: [&str; 4] = ["-netdev", "user,id=n0", "-device", "e1000e,netdev=n0,bus=pcie.0,addr=0x5,romfile="];
 
-fn vms_config(allowed_port: u16) -> String {
-    let mut text: String = DESKTOPS.iter().map(|d| vm_line(d, NETWORKED_CMDLINE, "")).collect();
-    text.push_str(
-        "vm net kind=service image=service-vm memory=64M devices=8086:10d3 restart=always label=\"Network\"\n",
-    );
-    // Link order fixes the addresses: personal is link 0 (10.213.0.2), corporate
-    // link 1 (10.213.0.6).
-    text.push_str("link personal net rule=internet\n");
-    text.push_str(&format!("link corporate net rule=corporate-only allow=10.0.2.2/32:{allowed_port}\n"));
-    // Link 2: a desktop that sends malformed and spoofed frames all along.
-    text.push_str("vm attacker kind=payload image=net-attack memory=16M label=\"Attacker\"\n");
-    text.push_str("link attacker net rule=internet\n");
-    text
+fn policy(allowed_port: u16) -> Policy {
+    let allow = format!("10.0.2.2/32:{allowed_port}");
+    // Networks are linked in slot order, which fixes the addresses: personal is link 0
+    // (10.213.0.2), corporate link 1 (10.213.0.6).
+    fleet::demo_policy(vec![
+        Vm { network: network("net", NetRule::Internet, &[]), ..desktop_vm(&PERSONAL, NETWORKED_CMDLINE) },
+        Vm { network: network("net", NetRule::CorporateOnly, &[&allow]), ..desktop_vm(&CORPORATE, NETWORKED_CMDLINE) },
+        Vm {
+            label: "Network".into(),
+            restart: Restart::Always,
+            devices: vec!["8086:10d3".into()],
+            ..fleet::vm("net", VmKind::Service, "service-vm", 64)
+        },
+        // Link 2: a desktop that sends malformed and spoofed frames all along.
+        Vm {
+            label: "Attacker".into(),
+            network: network("net", NetRule::Internet, &[]),
+            ..fleet::payload("attacker", "net-attack", 16)
+        },
+    ])
 }
 
 /// Serves `body` to every HTTP request on a host port (any path); returns the port.
@@ -93,7 +101,7 @@ fn desktops_get_their_network_through_the_service_vm() {
     let download_port = serve(Arc::new(body));
     let allowed_port = serve(Arc::new(b"corporate-ok\n".to_vec()));
     let forbidden_port = serve(Arc::new(b"forbidden-reached\n".to_vec()));
-    let img = image::build_network_image("network", "", &vms_config(allowed_port));
+    let img = image::build_network_image("network", "", &policy(allowed_port));
     let mut m = Machine::boot("network", &img, |c| {
         c.memory_mib = 1024;
         c.cpus = 1;

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use images::desktops::{Desktop, vm_line};
+use bulkhead_policy::model::Vm;
+use images::desktops::{Desktop, desktop_vm};
+use images::policy::fleet;
 use images::qemu::Iommu;
 use tests::screen::Screenshot;
 use tests::{Machine, image};
@@ -122,8 +124,9 @@ fn run(scenario: &str, iommu: Iommu) {
     std::fs::write(&rom_path, &rom).expect("writing the test's option ROM");
     let nvme = format!("nvme,id=nvme,bus=rp2,serial=bulkhead,romfile={}", rom_path.display());
     let guest = image::generic_guest();
-    let vms = vm_line(&VM, CMDLINE, "devices=1234:1111,1b36:0010,8086:10d3,8086:10d3");
-    let img = image::build_linux_image(scenario, "", guest, &vms);
+    let devices = ["1234:1111", "1b36:0010", "8086:10d3", "8086:10d3"];
+    let media = Vm { devices: devices.iter().map(|d| d.to_string()).collect(), ..desktop_vm(&VM, CMDLINE) };
+    let img = image::build_linux_image(scenario, "", guest, &fleet::demo_policy(vec![media]));
     let started = Instant::now();
     let mut m = Machine::boot(scenario, &img, |c| {
         c.memory_mib = 1024;

@@ -264,31 +264,27 @@ fn check_screen(shot: &Screenshot, colour: (u8, u8, u8), pattern: &str, what: &s
     }
 }
 
-/// The desktops' configuration with this test's key map; the corporate kernel
-/// triple-faults when it reboots after a panic (`reboot=t`), which the hypervisor sees
-/// as a crash.
-fn config() -> String {
-    let mut text: String =
-        images::desktops::vms_config(DESKTOPS)
-            .lines()
-            .map(|l| {
-                if l.starts_with("vm corporate ") {
-                    l.replacen("cmdline=\"", "cmdline=\"reboot=t ", 1)
-                } else {
-                    l.into()
-                }
-            })
-            .map(|l| l + "\n")
-            .collect();
-    text.push_str(
-        "hotkey switch-1 Ctrl+Alt+1\nhotkey switch-2 Ctrl+Alt+F2\nhotkey next Ctrl+Alt+Tab\nhotkey overview Ctrl+Alt+Space\n",
-    );
-    text
+/// The desktops' policy with this test's key map; the corporate kernel triple-faults
+/// when it reboots after a panic (`reboot=t`), which the hypervisor sees as a crash.
+fn policy() -> bulkhead_policy::Policy {
+    let mut policy = images::desktops::desktops_policy(DESKTOPS);
+    for vm in policy.vms.iter_mut().filter(|v| v.name == "corporate") {
+        vm.cmdline.insert_str(0, "reboot=t ");
+    }
+    images::policy::fleet::with_hotkeys(
+        policy,
+        &[
+            ("switch-1", "Ctrl+Alt+1"),
+            ("switch-2", "Ctrl+Alt+F2"),
+            ("next", "Ctrl+Alt+Tab"),
+            ("overview", "Ctrl+Alt+Space"),
+        ],
+    )
 }
 
 #[test]
 fn hotkeys_switch_keyboard_and_screen_between_vms() {
-    let img = image::build_desktop_image_with_config("switcher", "", DESKTOPS, &config());
+    let img = image::build_desktop_image_with_policy("switcher", "", &policy());
     let mut m = Machine::boot("switcher", &img, |c| {
         c.memory_mib = 1536;
         c.cpus = 1;
@@ -297,7 +293,7 @@ fn hotkeys_switch_keyboard_and_screen_between_vms() {
     });
     m.expect("keyboard IRQ1: I/O APIC 0 pin 1 -> vector 0x21", BOOT);
     m.expect("BULKHEAD READY", BOOT);
-    m.expect("key map: 4 bindings from the configuration", BOOT);
+    m.expect("key map: 4 bindings from the policy", BOOT);
     assert!(m.expect("i8042 ready", BOOT).ends_with("IRQ1)"), "the keyboard is polled, not interrupt-driven");
     m.expect("BULKHEAD-GUEST-READY", BOOT);
     m.expect("BULKHEAD-GUEST-READY", BOOT);

@@ -8,14 +8,25 @@
 
 use std::time::Duration;
 
+use bulkhead_policy::model::{Policy, Restart, Vm, VmKind};
+use images::policy::fleet::{self, payload};
 use tests::{Machine, Outcome, image};
 
-const VMS: &str = "\
-vm checks image=checks memory=16M label=\"Self-test\" expect=bad-hypercall
-vm crasher image=triple-fault memory=8M restart=1 expect=triple-fault
-vm attacker image=attack memory=8M expect=npf
-vm multiboot kind=multiboot image=multiboot memory=16M cmdline=\"multiboot-test one=1 two\" modules=vms,checks expect=shutdown
-";
+/// The four VMs, signed with the demo key. The Multiboot kernel is given the policy
+/// bundle and the checks payload as its modules.
+fn four_vms() -> Policy {
+    fleet::demo_policy(vec![
+        Vm { label: "Self-test".into(), expect: Some("bad-hypercall".into()), ..payload("checks", "checks", 16) },
+        Vm { restart: Restart::Times(1), expect: Some("triple-fault".into()), ..payload("crasher", "triple-fault", 8) },
+        Vm { expect: Some("npf".into()), ..payload("attacker", "attack", 8) },
+        Vm {
+            cmdline: "multiboot-test one=1 two".into(),
+            modules: vec![bulkhead_policy::POLICY_MODULE.into(), "checks".into()],
+            expect: Some("shutdown".into()),
+            ..fleet::vm("multiboot", VmKind::Multiboot, "multiboot", 16)
+        },
+    ])
+}
 
 /// What the Multiboot kernel (tests/payloads/src/bin/multiboot.rs) checks from inside.
 const MULTIBOOT_CHECKS: [&str; 13] = [
@@ -30,13 +41,13 @@ const MULTIBOOT_CHECKS: [&str; 13] = [
     "multiboot_mmap_covers_memory",
     "multiboot_cmdline",
     "multiboot_module_count",
-    "multiboot_module_vms",
+    "multiboot_module_policy",
     "multiboot_module_checks",
 ];
 
 #[test]
 fn four_vms_checks_pass_crash_is_contained_attack_is_stopped_and_multiboot_boots() {
-    let img = image::build_payload_image("vms-selftest", "selftest", VMS);
+    let img = image::build_payload_image("vms-selftest", "selftest", &four_vms());
     let mut m = Machine::boot("vms-selftest", &img, |c| {
         c.memory_mib = 512;
         c.cpus = 1;
@@ -69,15 +80,16 @@ fn four_vms_checks_pass_crash_is_contained_attack_is_stopped_and_multiboot_boots
     m.pass();
 }
 
-/// The second line binds a key every guest needs: refused before any VM exists.
-const BAD_KEY_MAP: &str = "\
-vm checks image=checks memory=16M
-hotkey next Shift+Tab
-";
+/// A signed policy whose key map binds a key every guest needs: built directly (the
+/// host compiler would refuse it), so the hypervisor's own check refuses it before any
+/// VM exists.
+fn bad_key_map() -> Policy {
+    fleet::with_hotkeys(fleet::demo_policy(vec![payload("checks", "checks", 16)]), &[("next", "Shift+Tab")])
+}
 
 #[test]
 fn a_refused_configuration_starts_no_vm_and_shows_the_reason() {
-    let img = image::build_payload_image("vms-bad-config", "", BAD_KEY_MAP);
+    let img = image::build_payload_image("vms-bad-config", "", &bad_key_map());
     let mut m = Machine::boot("vms-bad-config", &img, |c| {
         c.memory_mib = 512;
         c.cpus = 1;
@@ -86,8 +98,8 @@ fn a_refused_configuration_starts_no_vm_and_shows_the_reason() {
     let line = m.expect("no VM started", Duration::from_secs(120));
     assert!(
         line.contains(
-            "no VM started: VM configuration line 2: Shift+Tab needs Ctrl, Alt or Meta, or guests could not type \
-             that key"
+            "no VM started: the policy is refused: hotkey next: Shift+Tab needs Ctrl, Alt or Meta, or guests could \
+             not type that key"
         ),
         "{line}"
     );

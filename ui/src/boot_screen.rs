@@ -37,6 +37,8 @@ pub const BOOT_TEXT: Rgb888 = Rgb888::new(0xF1, 0xF5, 0xF9);
 pub const BOOT_MUTED_TEXT: Rgb888 = Rgb888::new(0x94, 0xA3, 0xB8);
 /// The status line, in a lighter tint of the accent so it reads on the card.
 pub const BOOT_STATUS_TEXT: Rgb888 = Rgb888::new(0x5E, 0xEA, 0xD4);
+/// The policy line when the image carries the public demo policy (amber).
+pub const BOOT_WARNING_TEXT: Rgb888 = crate::palette::SEVERITY_WARNING;
 
 /// What the boot screen reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,11 @@ pub struct BootScreen<'a> {
     pub status: &'a str,
     /// Where Bulkhead runs from, e.g. [`medium_line`]'s text; empty draws no line.
     pub medium: &'a str,
+    /// Which policy runs ("Policy version 3 from Example Corp IT"), or that the image
+    /// carries the public demo policy; empty draws no line.
+    pub policy: &'a str,
+    /// Draw the policy line as a warning (the demo key, which anyone can sign with).
+    pub policy_warning: bool,
 }
 
 /// Where the loader was started from, as the boot screen words it.
@@ -96,6 +103,7 @@ struct Layout {
     info_line_height: u32,
     status_top: i32,
     medium: Rectangle,
+    policy_top: i32,
     content_left: i32,
     content_width: u32,
 }
@@ -115,6 +123,8 @@ impl Layout {
             + px(GAP) * 2
             + info_height
             + px(GAP)
+            + line(TextRole::Body)
+            + px(MEDIUM_GAP)
             + line(TextRole::Body)
             + px(MEDIUM_GAP)
             + line(TextRole::Body)
@@ -138,6 +148,7 @@ impl Layout {
         let medium_top = status_top + (line(TextRole::Body) + px(MEDIUM_GAP)) as i32;
         let medium =
             Rectangle::new(Point::new(content_left, medium_top), Size::new(content_width, line(TextRole::Body)));
+        let policy_top = medium_top + (line(TextRole::Body) + px(MEDIUM_GAP)) as i32;
         Layout {
             scale,
             card,
@@ -149,6 +160,7 @@ impl Layout {
             info_line_height,
             status_top,
             medium,
+            policy_top,
             content_left,
             content_width,
         }
@@ -220,6 +232,9 @@ where
     let status = text::style(TextRole::Body, scale, BOOT_STATUS_TEXT);
     text::draw_fitted(target, screen.status, Point::new(left, layout.status_top), Baseline::Top, width, &status)?;
     text::draw_fitted(target, screen.medium, layout.medium.top_left, Baseline::Top, width, &muted)?;
+    let policy_colour = if screen.policy_warning { BOOT_WARNING_TEXT } else { BOOT_MUTED_TEXT };
+    let policy = text::style(TextRole::Body, scale, policy_colour);
+    text::draw_fitted(target, screen.policy, Point::new(left, layout.policy_top), Baseline::Top, width, &policy)?;
     Ok(())
 }
 
@@ -290,6 +305,8 @@ mod tests {
                     iommu: "none",
                     status: "Starting virtual machines",
                     medium,
+                    policy: "",
+                    policy_warning: false,
                 };
                 draw(&mut fb, &screen).unwrap();
                 pixels

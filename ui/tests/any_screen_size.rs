@@ -41,6 +41,8 @@ fn boot_and_safe_mode() {
             iommu: LONG,
             status: LONG,
             medium: LONG,
+            policy: "",
+            policy_warning: false,
         };
         boot_screen::draw(fb, &info).unwrap();
         for phase in [install_progress::Phase::Writing, install_progress::Phase::Failed] {

@@ -36,6 +36,8 @@ fn boot_screen() {
         iommu: "AMD-Vi, 1 unit",
         status: "Verifying policy...",
         medium: "Running from the USB stick",
+        policy: "DEMO policy: signed with the public demo key, not for real laptops",
+        policy_warning: true,
     };
     for screen in SCREENS {
         let mut canvas = Canvas::new(screen.0, screen.1);
@@ -224,6 +226,8 @@ fn boot_screen_palette_contract() {
         iommu: "Intel VT-d",
         status: "Starting",
         medium: "Running from the USB stick",
+        policy: "",
+        policy_warning: false,
     };
     for (width, height) in [(1280, 800), (1920, 1080), (2560, 1600), (1024, 768), (800, 600)] {
         for order in [PixelOrder::Rgb, PixelOrder::Bgr] {

@@ -29,6 +29,15 @@ pub const ENDORSEMENT_CONTEXT: &[u8] = b"bulkhead key endorsement v1\0";
 /// An Ed25519 public key.
 pub type PublicKey = [u8; 32];
 
+/// The seed of the demo key is the first half of this text's SHA-512.
+pub const DEMO_SEED_TEXT: &[u8] = b"bulkhead demo policy key: public, for demonstrations and tests only";
+
+/// The public half of `signing::demo_key()`: a bundle signed by it is a demo policy.
+pub const DEMO_PUBLIC_KEY: PublicKey = [
+    95, 173, 198, 52, 9, 43, 6, 178, 25, 142, 233, 141, 85, 255, 254, 103, 86, 203, 144, 137, 164, 23, 150, 219, 27,
+    148, 192, 44, 6, 150, 242, 74,
+];
+
 /// "Key `old_key` hands over to key `new_key`": made by `cargo xtask policy rotate`,
 /// signed by the old key. `generation` counts rotations, so a chain only moves forward.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +246,16 @@ pub mod signing {
             endorsements,
         };
         bundle.encode().expect("a bundle always encodes")
+    }
+
+    /// The demo key: derived from a fixed, public string, so anyone can sign with it.
+    /// Images built without IT's key carry a policy signed by it, and the hypervisor
+    /// says "demo policy" when the signer is [`DEMO_PUBLIC_KEY`]. Never for real use.
+    pub fn demo_key() -> SecretKey {
+        let digest = ed25519_compact::sha512::Hash::hash(DEMO_SEED_TEXT);
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&digest[..32]);
+        SecretKey(seed)
     }
 
     /// `old` hands over to `new`.

@@ -5,16 +5,51 @@
 //!
 //! The service VM carries the answer but cannot forge it: it has neither key.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{PublicKey, verify};
-use crate::device::DeviceId;
+use crate::device::{DeviceId, MAX_GROUP};
 
 pub const HEARTBEAT_CONTEXT: &[u8] = b"bulkhead check-in answer v1\0";
 /// Largest check-in answer (heartbeat plus an optional bundle).
 pub const MAX_ANSWER: usize = crate::bundle::MAX_BUNDLE + 512;
+
+/// Largest encoded [`CheckinRequest`]: the id, a group of [`MAX_GROUP`] bytes, the
+/// version and the nonce, with room for postcard's length and varint prefixes.
+pub const MAX_REQUEST: usize = 16 + 2 + MAX_GROUP + 10 + 16 + 16;
+
+/// What the laptop sends the management server (`POST /v1/checkin`, postcard-encoded).
+/// The hypervisor fills it (device id, group, running version, a fresh nonce); the
+/// service VM only carries it. Nothing in it is secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckinRequest {
+    pub device_id: DeviceId,
+    /// The group joined at enrolment; empty when the laptop joined none.
+    pub group: String,
+    /// Highest policy version the laptop accepted.
+    pub running_version: u64,
+    /// Must come back in the signed [`Heartbeat`].
+    pub nonce: [u8; 16],
+}
+
+impl CheckinRequest {
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        postcard::to_allocvec(self).ok().filter(|b| b.len() <= MAX_REQUEST)
+    }
+
+    /// Decodes a request: bounded, with no trailing bytes and a group of at most
+    /// [`MAX_GROUP`] bytes.
+    pub fn decode(bytes: &[u8]) -> Option<CheckinRequest> {
+        if bytes.len() > MAX_REQUEST {
+            return None;
+        }
+        let (request, rest): (CheckinRequest, &[u8]) = postcard::take_from_bytes(bytes).ok()?;
+        (rest.is_empty() && request.group.len() <= MAX_GROUP).then_some(request)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {

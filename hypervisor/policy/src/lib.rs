@@ -5,6 +5,8 @@
 //!   the endorsement chain of a rotated key.
 //! - [`device`]: what the laptop remembers (enrolled key, device id, highest version,
 //!   last trusted time) and the rules that accept or refuse a bundle.
+//! - [`syntax`]: the text-level rules of its values (sizes, device selectors, allow-list
+//!   entries, key combinations), shared by the host compiler and the hypervisor.
 //! - [`heartbeat`]: the management server's signed answer to a check-in, which proves
 //!   the laptop talked to its server recently (the offline lease) without trusting the
 //!   network or the service VM that carried it.
@@ -20,7 +22,11 @@ pub mod device;
 pub mod heartbeat;
 pub mod lease;
 pub mod model;
+pub mod syntax;
 
-pub use bundle::{Bundle, Endorsement, PublicKey};
+/// The boot module that carries the signed policy bundle.
+pub const POLICY_MODULE: &str = "policy";
+
+pub use bundle::{Bundle, DEMO_PUBLIC_KEY, Endorsement, PublicKey};
 pub use device::{Accepted, DeviceId, DeviceState, Refusal};
 pub use model::Policy;

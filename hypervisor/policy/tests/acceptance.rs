@@ -168,3 +168,12 @@ fn oversized_and_trailing_bytes_are_refused() {
     assert!(verify(&bytes, &fresh(), NOW).is_err());
     assert!(verify(&vec![0u8; 20_000], &fresh(), NOW).is_err());
 }
+
+#[test]
+fn the_demo_key_is_fixed_and_its_bundles_enrol_like_any_other() {
+    use bulkhead_policy::bundle::signing::demo_key;
+    assert_eq!(demo_key().public(), bulkhead_policy::DEMO_PUBLIC_KEY);
+    assert_ne!(demo_key().public(), key(1).public());
+    let accepted = verify(&sign_policy(&staff(1), &demo_key(), Vec::new()), &fresh(), NOW).unwrap();
+    assert_eq!(accepted.state.trusted_key, Some(bulkhead_policy::DEMO_PUBLIC_KEY));
+}

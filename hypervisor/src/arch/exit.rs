@@ -217,6 +217,10 @@ pub enum StopReason {
     GuestReboot,
     /// The hypervisor stopped it (the user, or policy).
     Requested,
+    /// Held back by policy: it needs the offline lease, and the laptop has not
+    /// checked in with its management server within it. Starts again after a
+    /// check-in, never by its restart rule.
+    PolicyHold,
     /// A hypercall argument was invalid (e.g. a buffer outside the VM's memory).
     BadHypercall { nr: u64, arg: u64 },
     /// An instruction that had to be emulated could not be decoded or is unsupported.

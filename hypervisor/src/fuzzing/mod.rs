@@ -14,6 +14,7 @@ pub mod ioapic;
 pub mod pci_host;
 pub mod pci_passthrough;
 pub mod pit;
+pub mod policy;
 pub mod rtc;
 pub mod uart16550;
 pub mod virtio_blk;

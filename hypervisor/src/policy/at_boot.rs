@@ -109,7 +109,7 @@ pub fn advance_trusted_time(state: &mut DeviceState, now: u64) {
 }
 
 /// The boot module holding the signed bundle.
-pub const POLICY_MODULE: &str = "policy";
+pub const POLICY_MODULE: &str = bulkhead_policy::POLICY_MODULE;
 
 /// Most bytes a state variable may have before it counts as damaged (it is 192).
 const STATE_READ_LIMIT: usize = 4096;
@@ -161,6 +161,17 @@ pub fn start(boot_info: &bulkhead_abi::BootInfo, now: u64) -> Result<Chosen, Boo
         }
     }
     Ok(chosen)
+}
+
+/// The boot screen's policy line, and whether it is a warning.
+pub fn boot_screen_line(chosen: &Chosen) -> (alloc::string::String, bool) {
+    if chosen.state.trusted_key == Some(bulkhead_policy::DEMO_PUBLIC_KEY) {
+        return (
+            alloc::string::String::from("DEMO policy: signed with the public demo key, not for real laptops"),
+            true,
+        );
+    }
+    (alloc::format!("Policy version {} from {}", chosen.policy.version, chosen.policy.organisation), false)
 }
 
 #[cfg(test)]

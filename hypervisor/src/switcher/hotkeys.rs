@@ -6,24 +6,8 @@
 use heapless::Vec;
 use pc_keyboard::KeyCode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Focus VM slot N (1-based, as printed on the key).
-    SwitchTo(u8),
-    Next,
-    Overview,
-    /// The secure attention sequence: the hypervisor's overview, unconditionally.
-    SecureAttention,
-}
-
-/// Modifier state needed for a combo; left and right keys count the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Mods {
-    pub ctrl: bool,
-    pub alt: bool,
-    pub shift: bool,
-    pub meta: bool,
-}
+pub use bulkhead_policy::syntax::{Action, MAX_HOTKEYS, Mods, ParseError};
+use bulkhead_policy::syntax::{Key, KeyCombo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Combo {
@@ -31,80 +15,39 @@ pub struct Combo {
     pub key: KeyCode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParseError {
-    UnknownKey,
-    NoKey,
-    TooManyKeys,
-}
-
-impl core::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            ParseError::UnknownKey => "unknown key name (use e.g. Ctrl+Alt+Tab, Ctrl+Alt+1, Ctrl+Alt+F12)",
-            ParseError::NoKey => "a combination needs a non-modifier key",
-            ParseError::TooManyKeys => "a combination has exactly one non-modifier key",
-        })
-    }
-}
-
 impl Combo {
+    /// The policy's syntax (shared with the host tool), mapped to this keyboard's codes.
     pub fn parse(text: &str) -> Result<Combo, ParseError> {
-        let mut mods = Mods::default();
-        let mut key = None;
-        for part in text.split('+').map(str::trim) {
-            match part.to_ascii_lowercase().as_str() {
-                "ctrl" | "control" => mods.ctrl = true,
-                "alt" => mods.alt = true,
-                "shift" => mods.shift = true,
-                "meta" | "super" | "win" => mods.meta = true,
-                _ => {
-                    if key.replace(key_by_name(part).ok_or(ParseError::UnknownKey)?).is_some() {
-                        return Err(ParseError::TooManyKeys);
-                    }
-                }
-            }
-        }
-        Ok(Combo { mods, key: key.ok_or(ParseError::NoKey)? })
+        let combo = KeyCombo::parse(text)?;
+        Ok(Combo { mods: combo.mods, key: key_code(combo.key).ok_or(ParseError::UnknownKey)? })
     }
 }
 
-fn key_by_name(name: &str) -> Option<KeyCode> {
+fn key_code(key: Key) -> Option<KeyCode> {
     use KeyCode::*;
     const DIGITS: [KeyCode; 10] = [Key0, Key1, Key2, Key3, Key4, Key5, Key6, Key7, Key8, Key9];
     const FKEYS: [KeyCode; 12] = [F1, F2, F3, F4, F5, F6, F7, F8, F9, F10, F11, F12];
     const LETTERS: [KeyCode; 26] = [A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P, Q, R, S, T, U, V, W, X, Y, Z];
-    let lower = name.to_ascii_lowercase();
-    let bytes = lower.as_bytes();
-    if let [d @ b'0'..=b'9'] = bytes {
-        return DIGITS.get(usize::from(d.wrapping_sub(b'0'))).copied();
-    }
-    if let [c @ b'a'..=b'z'] = bytes {
-        return LETTERS.get(usize::from(c.wrapping_sub(b'a'))).copied();
-    }
-    if let Some(n) = lower.strip_prefix('f').and_then(|n| n.parse::<usize>().ok()) {
-        return FKEYS.get(n.checked_sub(1)?).copied();
-    }
-    Some(match lower.as_str() {
-        "tab" => Tab,
-        "space" => Spacebar,
-        "home" => Home,
-        "end" => End,
-        "escape" | "esc" => Escape,
-        "backspace" => Backspace,
-        "delete" | "del" => Delete,
-        "insert" => Insert,
-        "pageup" => PageUp,
-        "pagedown" => PageDown,
-        "left" => ArrowLeft,
-        "right" => ArrowRight,
-        "up" => ArrowUp,
-        "down" => ArrowDown,
-        _ => return None,
+    Some(match key {
+        Key::Digit(d) => *DIGITS.get(usize::from(d))?,
+        Key::Letter(c) => *LETTERS.get(usize::from(c))?,
+        Key::F(n) => *FKEYS.get(usize::from(n).checked_sub(1)?)?,
+        Key::Tab => Tab,
+        Key::Space => Spacebar,
+        Key::Home => Home,
+        Key::End => End,
+        Key::Escape => Escape,
+        Key::Backspace => Backspace,
+        Key::Delete => Delete,
+        Key::Insert => Insert,
+        Key::PageUp => PageUp,
+        Key::PageDown => PageDown,
+        Key::Left => ArrowLeft,
+        Key::Right => ArrowRight,
+        Key::Up => ArrowUp,
+        Key::Down => ArrowDown,
     })
 }
-
-pub const MAX_HOTKEYS: usize = 16;
 
 /// The active key map.
 #[derive(Debug, Clone)]

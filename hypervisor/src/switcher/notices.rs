@@ -13,6 +13,8 @@ pub enum StopCause {
     Rebooted,
     /// A crash; the text says what went wrong ("triple fault").
     Crashed(&'static str),
+    /// Held back until the laptop checks in with IT's management server.
+    NeedsCheckIn,
 }
 
 pub type NoticeText = heapless::String<96>;
@@ -25,6 +27,10 @@ pub fn stop_message(name: &str, cause: StopCause, restarted: bool) -> (NoticeTex
         StopCause::ShutDown => {
             let _ = write!(text, "{name} was shut down");
             Severity::Info
+        }
+        StopCause::NeedsCheckIn => {
+            let _ = write!(text, "{name} waits for a check-in with IT's server: connect to the network");
+            Severity::Warning
         }
         StopCause::Rebooted => {
             let _ = write!(text, "{name} restarted");

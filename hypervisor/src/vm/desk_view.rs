@@ -68,6 +68,7 @@ impl<A: Arch> DeskVm for Vm<A> {
 pub fn tile_state(state: VmState) -> overview::VmState {
     match state {
         VmState::Runnable | VmState::Halted => overview::VmState::Running,
+        VmState::Stopped(StopReason::PolicyHold) => overview::VmState::NeedsCheckIn,
         VmState::Stopped(StopReason::GuestShutdown { .. } | StopReason::Requested | StopReason::GuestReboot) => {
             overview::VmState::Stopped
         }
@@ -80,6 +81,7 @@ pub fn stop_cause(reason: &StopReason) -> StopCause {
     match reason {
         StopReason::GuestShutdown { .. } | StopReason::Requested => StopCause::ShutDown,
         StopReason::GuestReboot => StopCause::Rebooted,
+        StopReason::PolicyHold => StopCause::NeedsCheckIn,
         StopReason::TripleFault => StopCause::Crashed("triple fault"),
         StopReason::InvalidGuestState { .. } => StopCause::Crashed("invalid processor state"),
         StopReason::UnhandledExit { .. } => StopCause::Crashed("unsupported operation"),

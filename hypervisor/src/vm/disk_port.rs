@@ -234,8 +234,11 @@ mod tests {
 
     #[test]
     fn the_test_hook_gives_named_vms_disks() {
-        let text = "vm a kind=linux image=k memory=64M\nvm b kind=linux image=k memory=64M\n";
-        let mut configs = crate::vm::config::parse_config(text).unwrap().vms;
+        use crate::vm::config::testing;
+        use bulkhead_policy::model::VmKind;
+        let mut configs =
+            testing::vm_configs(alloc::vec![testing::vm("a", VmKind::Linux, 64), testing::vm("b", VmKind::Linux, 64)]);
+        assert!(configs.iter().all(|c| c.disk.is_none()), "the policy gives no disk");
         let skipped = apply_test_disks("# disks\na 64\nb 8 ro\nc 8\na 0\na 99999\nb 8 rw\n", &mut configs);
         assert_eq!(skipped, 4);
         assert_eq!(configs[0].disk, Some(DiskConfig { size_bytes: 64 << 20, read_only: false }));

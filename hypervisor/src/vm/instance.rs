@@ -121,7 +121,7 @@ pub struct VmResources {
     pub devices: &'static [crate::hw::Bdf],
     /// A Multiboot kernel's boot modules: (name, contents), in order.
     pub modules: &'static [(&'static str, &'static [u8])],
-    /// Its ends of `link` lines (virtio-net devices).
+    /// Its ends of the configuration's links (virtio-net devices).
     pub net_ports: &'static [NetPort],
     /// The service VM's desktop links, in its port order (empty for other VMs).
     pub service_links: &'static [crate::vm::service_net::ServiceLink],

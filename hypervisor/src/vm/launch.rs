@@ -1,5 +1,6 @@
-//! From boot modules to running VMs: read the VM configuration, find each VM's boot
-//! image, turn on the virtualisation backend, create the VMs and hand them to the
+//! From boot modules to running VMs: read the policy (boot module `policy`, a signed
+//! bundle; an old image's `vms` text is not read), turn it into the VM configuration,
+//! find each VM's boot image, turn on the virtualisation backend, create the VMs and hand them to the
 //! scheduler. Any problem is reported before a single VM starts.
 
 use alloc::string::String;
@@ -7,13 +8,14 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use bulkhead_abi::BootInfo;
+use bulkhead_policy::Policy;
 use log::info;
 
 use crate::arch::backend::{self, Arch, NoUsableBackend, OnBackend, VendorError};
 use crate::host::handoff::{self, module_data};
 use crate::memory::phys::GlobalFrames;
 use crate::switcher::hotkeys::Hotkeys;
-use crate::vm::config::{self, ConfigError};
+use crate::vm::config::{self, Config, ConfigError};
 use crate::vm::desktop::HostTime;
 use crate::vm::instance::{Vm, VmError, VmResources};
 use crate::vm::net_port::{self, NetPort, NetPortError};
@@ -21,16 +23,11 @@ use crate::vm::passthrough::PassthroughError;
 use crate::vm::scheduler::Scheduler;
 use crate::vm::service_net::ServiceLink;
 
-/// The boot module holding the VM configuration.
-pub const CONFIG_MODULE: &str = "vms";
-
 /// Why no VM starts. Shown on the safe-mode screen and logged, both through
 /// `Display`.
 #[derive(Debug)]
 pub enum LaunchError {
-    /// The image has no `vms` boot module.
-    NoConfiguration,
-    ConfigNotUtf8,
+    /// The policy's content is refused.
     Config(ConfigError),
     NoVms,
     /// The key map's binding number `binding` (1-based) does not fit the table.
@@ -68,10 +65,8 @@ pub enum LaunchError {
 impl fmt::Display for LaunchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoConfiguration => write!(f, "the image has no VM configuration (boot module `{CONFIG_MODULE}`)"),
-            Self::ConfigNotUtf8 => f.write_str("the VM configuration is not UTF-8 text"),
-            Self::Config(e) => write!(f, "{e}"),
-            Self::NoVms => f.write_str("the VM configuration lists no VMs"),
+            Self::Config(e) => write!(f, "the policy is refused: {e}"),
+            Self::NoVms => f.write_str("the policy lists no VMs"),
             Self::KeyMap { binding } => write!(f, "the key map does not fit (binding {binding})"),
             Self::Devices(e) => write!(f, "{e}"),
             Self::Net(e) => write!(f, "{e}"),
@@ -84,17 +79,19 @@ impl fmt::Display for LaunchError {
     }
 }
 
-/// Starts the configured VMs and never returns; returns the reason when nothing can
-/// start (no configuration, a bad one, no usable virtualisation).
-pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display: (u32, u32)) -> LaunchError {
+/// Starts the VMs of `policy` (verified by the boot path) and never returns; returns
+/// the reason when nothing can start (settings the hypervisor refuses, missing boot
+/// modules, no usable virtualisation).
+pub fn launch(
+    boot_info: &BootInfo,
+    policy: &Policy,
+    selftest: bool,
+    host_time: HostTime,
+    display: (u32, u32),
+) -> LaunchError {
     let modules = handoff::modules(boot_info);
-    let Some(text) = module_data(modules, CONFIG_MODULE) else {
-        return LaunchError::NoConfiguration;
-    };
-    let Ok(text) = core::str::from_utf8(text) else {
-        return LaunchError::ConfigNotUtf8;
-    };
-    let (configs, key_map, net_ports, service_links) = match config::parse_config(text) {
+    info!(target: "vm", "policy version {} of {}: {} VMs", policy.version, policy.organisation, policy.vms.len());
+    let (configs, key_map, net_ports, service_links) = match Config::from_policy(policy) {
         Ok(c) if c.vms.is_empty() => return LaunchError::NoVms,
         Ok(c) => match net_ports(&c) {
             Ok(ports) => {
@@ -112,7 +109,7 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
         let bindings: Vec<_> = key_map.iter().map(|b| (b.combo, b.action)).collect();
         match Hotkeys::from_combos(&bindings) {
             Ok(h) => {
-                info!(target: "switcher", "key map: {} bindings from the configuration", bindings.len());
+                info!(target: "switcher", "key map: {} bindings from the policy", bindings.len());
                 h
             }
             Err(i) => return LaunchError::KeyMap { binding: i.saturating_add(1) },
@@ -137,7 +134,7 @@ pub fn launch(boot_info: &BootInfo, selftest: bool, host_time: HostTime, display
 
 /// The VMs to start once the backend is chosen: everything below is generic over it.
 /// Each VM's ends of the configuration's links (by VM index; ids are the indices),
-/// numbered in the order of the `link` lines.
+/// numbered in link order.
 fn net_ports(config: &config::Config) -> Result<Vec<Vec<NetPort>>, NetPortError> {
     let mut ports: Vec<Vec<NetPort>> = (0..config.vms.len()).map(|_| Vec::new()).collect();
     let count = |ports: &[Vec<NetPort>], vm: usize| ports.get(vm).map_or(0, |p| p.len() as u8);
@@ -155,8 +152,8 @@ fn net_ports(config: &config::Config) -> Result<Vec<Vec<NetPort>>, NetPortError>
     Ok(ports)
 }
 
-/// Each VM's desktop links if it is the service VM (in its port order: the order of
-/// its `link` lines), with the desktop's name, MAC and rule.
+/// Each VM's desktop links if it is the service VM (in its port order: link order),
+/// with the desktop's name, MAC and rule.
 fn service_links(config: &config::Config, ports: &[Vec<NetPort>]) -> Vec<Vec<ServiceLink>> {
     let mut links: Vec<Vec<ServiceLink>> = (0..config.vms.len()).map(|_| Vec::new()).collect();
     for (service, list) in links.iter_mut().enumerate() {
@@ -251,7 +248,6 @@ mod tests {
 
     #[test]
     fn texts_on_the_safe_mode_screen() {
-        assert_eq!(LaunchError::NoConfiguration.to_string(), "the image has no VM configuration (boot module `vms`)");
         assert_eq!(LaunchError::KeyMap { binding: 3 }.to_string(), "the key map does not fit (binding 3)");
         let e = LaunchError::NoInitrd { vm: "corporate".into(), module: "initrd".into() };
         assert_eq!(e.to_string(), "VM corporate: no boot module named `initrd` (its initrd)");
@@ -268,11 +264,14 @@ mod tests {
 
     #[test]
     fn configuration_and_device_errors_pass_through_unchanged() {
-        let bad = config::parse_config("vm a image=x memory=16M\nhotkey next Shift+Tab").unwrap_err();
+        use crate::vm::config::testing;
+        use bulkhead_policy::model::VmKind;
+        let p = testing::policy(vec![testing::vm("a", VmKind::Payload, 16)], &[], &[("next", "Shift+Tab")]);
+        let bad = Config::from_policy(&p).unwrap_err();
         let e = LaunchError::Config(bad.clone());
-        assert_eq!(e.to_string(), bad.to_string());
-        assert!(e.to_string().starts_with("VM configuration line 2: Shift+Tab needs Ctrl"), "{e}");
-        let vms = config::parse("vm dma image=x memory=16M devices=00:03.0").unwrap();
+        assert_eq!(e.to_string(), alloc::format!("the policy is refused: {bad}"));
+        assert!(e.to_string().starts_with("the policy is refused: hotkey next: Shift+Tab needs Ctrl"), "{e}");
+        let vms = testing::vm_configs(vec![testing::with_devices("dma", &["00:03.0"])]);
         let refused = crate::vm::passthrough::resolve(&vms, &[], false).unwrap_err();
         let e = LaunchError::Devices(refused);
         assert!(matches!(&e, LaunchError::Devices(PassthroughError::NeedsIommu { vm }) if vm == "dma"), "{e:?}");

@@ -24,6 +24,7 @@ pub mod scheduler;
 pub mod selftest;
 pub mod serial_commands;
 pub mod service_net;
+pub mod service_policy;
 pub mod slice_host;
 pub mod slice_rules;
 pub mod start_error;

@@ -81,7 +81,7 @@ impl LinkWire {
     }
 }
 
-/// Creates the wire for a `link` line between VMs with ids `vm_a` and `vm_b`, whose
+/// Creates the wire for a link between VMs with ids `vm_a` and `vm_b`, whose
 /// link is the `port_a`-th of VM a and the `port_b`-th of VM b; returns their ports.
 pub fn connect(vm_a: u32, port_a: u8, vm_b: u32, port_b: u8) -> Result<(NetPort, NetPort), NetPortError> {
     let mac_a = mac(vm_a, port_a);

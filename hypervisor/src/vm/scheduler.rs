@@ -44,6 +44,8 @@ impl<A: Arch> AsRef<Vm<A>> for Slot<A> {
 
 pub struct Scheduler<A: Arch> {
     slots: Vec<Slot<A>>,
+    /// TSC when the offline lease was last checked.
+    lease_checked: u64,
     features: A::Features,
     /// Checksum of the hypervisor's text and rodata at start.
     image_checksum: u64,
@@ -100,6 +102,7 @@ impl<A: Arch> Scheduler<A> {
         let desk = Desk::new(vms.len(), hotkeys, crate::vm::desk_view::wall_clock);
         Scheduler {
             slots: vms.into_iter().map(|vm| Slot { vm, report: LoadReport::default(), final_checksum: None }).collect(),
+            lease_checked: 0,
             features,
             image_checksum: verdict::hypervisor_checksum(),
             commands: SerialCommands::default(),
@@ -111,6 +114,8 @@ impl<A: Arch> Scheduler<A> {
     pub fn run(mut self, selftest: bool) -> ! {
         // From here on exits only buffer log lines; they reach the UART between slices.
         crate::logging::defer_output();
+        // A VM that needs the lease never runs a slice without it.
+        self.enforce_lease();
         loop {
             let mut ran = false;
             for i in 0..self.slots.len() {
@@ -154,6 +159,7 @@ impl<A: Arch> Scheduler<A> {
             self.desk.poll_input(&mut self.slots);
             self.handle_dma_faults();
             self.handle_commands();
+            self.enforce_lease();
             self.desk.refresh(&mut self.slots);
             self.report_load();
             let log_drained = closed_stretches::with_interrupts_open(crate::logging::drain);
@@ -209,6 +215,49 @@ impl<A: Arch> Scheduler<A> {
             return;
         }
         serial_commands::execute(&line, &self.slots);
+    }
+
+    /// Holds back the VMs that need the offline lease while it does not hold, and
+    /// starts them again once a check-in renewed it. Checked about once a second.
+    fn enforce_lease(&mut self) {
+        let now_tsc = crate::arch::x86::instr::rdtsc();
+        let per_s = crate::arch::x86::tsc::cached_ticks_per_ms().saturating_mul(1000);
+        if self.lease_checked != 0 && now_tsc.saturating_sub(self.lease_checked) < per_s {
+            return;
+        }
+        self.lease_checked = now_tsc.max(1);
+        if !self.slots.iter().any(|s| s.vm.config.needs_lease) {
+            return;
+        }
+        let lease = crate::policy::runtime::lease(crate::vm::service_policy::unix_now());
+        let holds = lease.is_none_or(|l| l.holds());
+        let features = self.features;
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots.get_mut(i) else { continue };
+            if !slot.vm.config.needs_lease {
+                continue;
+            }
+            let vm = &mut slot.vm;
+            let held = vm.state == VmState::Stopped(StopReason::PolicyHold);
+            if held && holds {
+                match closed_stretches::with_interrupts_open(|| vm.restart(&features)) {
+                    Ok(()) => {
+                        info!(target: "vm", "vm {} ({}) started: the offline lease holds again", vm.id, vm.config.name)
+                    }
+                    Err(e) => error!(target: "vm", "vm {} ({}) cannot start: {e}", vm.id, vm.config.name),
+                }
+            } else if !held && !holds && !matches!(vm.state, VmState::Stopped(_)) {
+                let why = lease.map(|l| alloc::format!("{l}")).unwrap_or_default();
+                warn!(target: "vm", "vm {} ({}) held back: {why}", vm.id, vm.config.name);
+                vm.stop_with(StopReason::PolicyHold);
+                self.desk.vm_stopped(
+                    &mut self.slots,
+                    i,
+                    crate::vm::desk_view::stop_cause(&StopReason::PolicyHold),
+                    false,
+                );
+            }
+        }
     }
 
     /// `!stop VM`: stops a running VM as the user would; its restart policy applies.

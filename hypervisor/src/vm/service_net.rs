@@ -61,14 +61,31 @@ pub struct ServiceNetwork {
     /// The service VM's id (its log budget).
     vm: u32,
     links: Vec<ServiceLink>,
+    tsc_khz: u64,
     text: Vec<u8>,
+    /// Moves each time an accepted policy update changes `text`.
+    generation: u64,
     last: Option<NetStatus>,
 }
 
 impl ServiceNetwork {
     pub fn new(vm: u32, links: Vec<ServiceLink>, tsc_khz: u64) -> Self {
         let text = config_text(&links, tsc_khz).into_bytes();
-        ServiceNetwork { vm, links, text, last: None }
+        ServiceNetwork { vm, links, tsc_khz, text, generation: 0, last: None }
+    }
+
+    /// Gives each link its rule under a newly accepted policy; the service VM sees the
+    /// generation move and fetches the text again.
+    pub fn apply_policy(&mut self, policy: &bulkhead_policy::Policy) {
+        let rules = crate::vm::service_policy::rules_from_policy(policy, &self.links);
+        for (link, rule) in self.links.iter_mut().zip(rules) {
+            link.rule = rule;
+        }
+        let text = config_text(&self.links, self.tsc_khz).into_bytes();
+        if text != self.text {
+            self.text = text;
+            self.generation = self.generation.wrapping_add(1);
+        }
     }
 
     /// The service VM stopped: no desktop has a network until it reports again.
@@ -118,6 +135,22 @@ impl NetworkService for ServiceNetwork {
         }
         self.last = Some(*status);
     }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn policy_checkin(&mut self) -> Option<bulkhead_abi::hypercall::PolicyCheckin> {
+        crate::vm::service_policy::checkin(self.vm, self.generation)
+    }
+
+    fn policy_answer(&mut self, answer: &[u8]) -> Option<bulkhead_abi::hypercall::PolicyAnswer> {
+        let (status, accepted) = crate::vm::service_policy::answer(self.vm, answer)?;
+        if let Some(policy) = accepted {
+            self.apply_policy(&policy);
+        }
+        Some(status)
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +181,52 @@ mod tests {
              link 1 vm=corporate mac=0a:b3:ec:00:00:00 rule=corporate-only allow=10.0.2.2/32:8080,192.168.0.0/16\n\
              clock tsc_khz=2500000\n"
         );
+    }
+
+    #[test]
+    fn a_policy_that_changes_a_rule_moves_the_generation() {
+        use bulkhead_policy::model::{NetRule as PolicyRule, Network, Target};
+        let mut net = ServiceNetwork::new(2, links(), 1000);
+        let corporate = |allow: &str| bulkhead_policy::model::Vm {
+            name: "corporate".into(),
+            kind: bulkhead_policy::model::VmKind::Linux,
+            image: String::new(),
+            initrd: None,
+            modules: vec![],
+            cmdline: String::new(),
+            memory_mib: 256,
+            label: String::new(),
+            colour: 0,
+            restart: bulkhead_policy::model::Restart::Never,
+            devices: vec![],
+            network: Some(Network { via: "net".into(), rule: PolicyRule::CorporateOnly, allow: vec![allow.into()] }),
+            needs_lease: false,
+            expect: None,
+        };
+        let mut personal = corporate("");
+        personal.name = "personal".into();
+        personal.network = Some(Network { via: "net".into(), rule: PolicyRule::Internet, allow: vec![] });
+        let mut policy = bulkhead_policy::Policy {
+            version: 2,
+            issued_at: 0,
+            expires_at: 1,
+            target: Target::Group("staff".into()),
+            organisation: String::new(),
+            management: None,
+            vms: vec![personal, corporate("10.0.2.2/32:8080")],
+            links: vec![],
+            hotkeys: vec![],
+        };
+        policy.vms[1].network.as_mut().unwrap().allow.push("192.168.0.0/16".into());
+        let before = net.config_text().to_vec();
+        net.apply_policy(&policy);
+        assert_eq!((net.generation(), net.config_text()), (0, &before[..]), "the same rules: nothing moves");
+        policy.vms[1] = corporate("10.9.0.0/16");
+        net.apply_policy(&policy);
+        assert_eq!(net.generation(), 1);
+        let text = String::from_utf8(net.config_text().to_vec()).unwrap();
+        assert!(text.contains("vm=corporate mac=0a:b3:ec:00:00:00 rule=corporate-only allow=10.9.0.0/16\n"), "{text}");
+        assert!(text.contains("vm=personal mac=0a:b3:ec:00:01:00 rule=internet\n"), "{text}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use images::qemu::{BootMedium, Display, Iommu, MachineConfig};
-use images::{build, desktops, disk, host_tools, layout};
+use images::{build, desktops, disk, host_tools, layout, policy};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, run and test Bulkhead, the bare-metal client hypervisor")]
@@ -31,6 +31,79 @@ enum Cmd {
     /// Measure under `-icount shift=0,sleep=off` (exact, repeatable figures).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The management server laptops check in with: serve, publish bundles, status.
+    #[command(subcommand)]
+    Mgmt(images::mgmt::cli::MgmtCmd),
+    /// IT's policy: keys, checking the TOML, signing it into a bundle, inspecting one.
+    ///
+    /// The format is described in docs/policy.md; images/policies/demo.toml is a full
+    /// example. A secret key never goes into an image: only the bundles it signs do.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Make a signing key: writes NAME.secret (readable by you only; keep it offline)
+    /// and NAME.public (give it to whoever checks bundles).
+    Keygen {
+        /// Path and name of the key files, without suffix (e.g. keys/it-2026).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a policy TOML file: prints every error and warning with its line and column.
+    Check {
+        file: PathBuf,
+        /// RAM of the laptops it is for (e.g. 16G, 8192M): the VMs' memory must fit.
+        #[arg(long, default_value = "16G", value_parser = parse_ram)]
+        ram: u64,
+    },
+    /// Compile and sign a policy TOML file into a bundle for `cargo xtask image --bundle`
+    /// or the management server.
+    Sign {
+        file: PathBuf,
+        /// The secret key (from `policy keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Endorsement files (from `policy rotate`) leading from the key laptops trust
+        /// to --key; repeat, oldest first.
+        #[arg(long = "endorsement")]
+        endorsements: Vec<PathBuf>,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "16G", value_parser = parse_ram)]
+        ram: u64,
+        /// Issue time, Unix seconds (default: now).
+        #[arg(long)]
+        issued_at: Option<u64>,
+        /// Expiry, Unix seconds (default: issue time plus valid_for_days).
+        #[arg(long)]
+        expires_at: Option<u64>,
+    },
+    /// Print what a bundle holds: version, validity, target, signer, endorsements and
+    /// the policy; with --key, whether that key (or a key it endorsed) signed it.
+    Show {
+        bundle: PathBuf,
+        /// A public key file (NAME.public).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Hand over from an old key to a new one: the old key signs an endorsement of the
+    /// new one, which `policy sign --endorsement` puts into bundles signed by the new key.
+    Rotate {
+        /// The key laptops trust now.
+        #[arg(long)]
+        old: PathBuf,
+        /// The new key's public file.
+        #[arg(long)]
+        new: PathBuf,
+        /// Counts rotations: 1 for the first, then 2, ... (a laptop only moves forward).
+        #[arg(long, default_value_t = 1)]
+        generation: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -64,6 +137,10 @@ enum BenchCmd {
     /// directly; reports instructions and exits per MiB on each side, link frames and
     /// copies per byte, and the throughput ratio (several minutes).
     Net,
+    /// The disk encryption on this host, one core: AES-256-XTS in MB/s on AES-NI and
+    /// on the constant-time software fallback, 64 MiB in 512-byte sectors, one sector
+    /// and 128 sectors per call; their ratio; one Argon2id KEK derivation.
+    Xts,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +157,16 @@ struct ImageArgs {
     /// Leave out the desktop VMs (just the hypervisor and its boot screen).
     #[arg(long)]
     bare: bool,
+    /// The policy to run (TOML), signed with --key (default: images/policies/demo.toml
+    /// signed with the demo key).
+    #[arg(long, requires = "key", conflicts_with = "bundle")]
+    policy: Option<PathBuf>,
+    /// The secret key that signs --policy.
+    #[arg(long, requires = "policy")]
+    key: Option<PathBuf>,
+    /// An already signed policy bundle (from `cargo xtask policy sign`).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
     /// Put this answer file on the ESP as \bulkhead\install.cfg: the stick then
     /// installs Bulkhead on the laptop's internal disk unattended.
     #[arg(long)]
@@ -132,6 +219,11 @@ fn parse_mode(s: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
+/// `16G`, `8192M`.
+fn parse_ram(s: &str) -> Result<u64, String> {
+    bulkhead_policy::syntax::parse_size(s).ok_or_else(|| format!("{s:?} is not a size like 16G or 8192M"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -141,6 +233,9 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Switch { no_build }) => bench_switch(no_build),
         Cmd::Bench(BenchCmd::Exits { no_build, stages }) => bench_exits(no_build, stages),
         Cmd::Bench(BenchCmd::Net) => bench_net(),
+        Cmd::Bench(BenchCmd::Xts) => bench_xts(),
+        Cmd::Mgmt(cmd) => images::mgmt::cli::run(cmd),
+        Cmd::Policy(cmd) => policy(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,8 +254,7 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
         eprintln!("    Preparing the desktop guests (Debian kernel + busybox initramfs)");
         let guest = desktops::build_guest(&images::guest::default_cache_dir()).map_err(|e| e.to_string())?;
         eprintln!("    Guest kernel {} ({})", guest.kernel_version, guest.package_version);
-        let mut modules =
-            desktops::modules_with_config(&guest, &desktops::networked_config(desktops::DEFAULT_DESKTOPS));
+        let mut modules = desktops::modules_with_bundle(&guest, image_bundle(args)?);
         modules.push(disk::BootModule {
             name: build::SERVICE_VM_MODULE.into(),
             source: disk::FileSource::Host(artifacts.service_vm_elf.clone()),
@@ -184,6 +278,100 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
     }
     eprintln!("    Finished USB image, {} MiB: {}", bytes >> 20, args.out.display());
     Ok(args.out.clone())
+}
+
+/// The signed policy an image carries: --bundle, --policy signed with --key, or the
+/// demo policy signed with the demo key.
+fn image_bundle(args: &ImageArgs) -> Result<Vec<u8>, String> {
+    if let Some(path) = &args.bundle {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        bulkhead_policy::Bundle::decode(&bytes)
+            .and_then(|b| b.policy())
+            .map_err(|e| format!("{}: {e}; sign it again with `cargo xtask policy sign`", path.display()))?;
+        return Ok(bytes);
+    }
+    let (toml, key) = match (&args.policy, &args.key) {
+        (Some(toml), Some(key)) => (toml.clone(), Some(key)),
+        _ => (policy::demo_policy_path(), None),
+    };
+    let compiled = policy::compile_file(&toml, policy::compile::DEFAULT_RAM, policy::compile::now())?;
+    for w in &compiled.warnings {
+        eprintln!("{}:{w}", toml.display());
+    }
+    let bundle = match key {
+        Some(key) => policy::tools::sign_with(&compiled.policy, &policy::keys::read_secret(key)?, Vec::new())?,
+        None => policy::tools::sign_demo(&compiled.policy),
+    };
+    eprintln!(
+        "    Policy {} version {}{}",
+        toml.display(),
+        compiled.policy.version,
+        if key.is_none() { " (signed with the demo key)" } else { "" }
+    );
+    Ok(bundle)
+}
+
+fn policy(cmd: PolicyCmd) -> Result<(), String> {
+    match cmd {
+        PolicyCmd::Keygen { out } => {
+            let (secret, public, key) = policy::keys::keygen(&out)?;
+            println!("wrote {} (keep it offline; mode 0600) and {}", secret.display(), public.display());
+            println!("key fingerprint {}", bulkhead_policy::device::fingerprint(&key.public()));
+            Ok(())
+        }
+        PolicyCmd::Check { file, ram } => {
+            let compiled = policy::compile_file(&file, ram, policy::compile::now())?;
+            for w in &compiled.warnings {
+                eprintln!("{}:{w}", file.display());
+            }
+            println!(
+                "{}: policy version {} is valid: {} VMs, {} MiB of {} MiB",
+                file.display(),
+                compiled.policy.version,
+                compiled.policy.vms.len(),
+                compiled.policy.vms.iter().map(|v| u64::from(v.memory_mib)).sum::<u64>(),
+                ram >> 20
+            );
+            Ok(())
+        }
+        PolicyCmd::Sign { file, key, endorsements, out, ram, issued_at, expires_at } => {
+            let request = policy::tools::SignRequest {
+                policy: file,
+                key,
+                endorsements,
+                out,
+                ram_bytes: ram,
+                issued_at,
+                expires_at,
+            };
+            let signed = policy::tools::sign(&request)?;
+            eprint!("{}", signed.warnings);
+            println!(
+                "wrote {} ({} bytes): version {}, expires {}",
+                request.out.display(),
+                signed.bundle.len(),
+                signed.policy.version,
+                policy::tools::date(signed.policy.expires_at)
+            );
+            Ok(())
+        }
+        PolicyCmd::Show { bundle, key } => {
+            print!("{}", policy::tools::show(&bundle, key.as_deref())?);
+            Ok(())
+        }
+        PolicyCmd::Rotate { old, new, generation, out } => {
+            let e = policy::keys::rotate(&old, &new, generation, &out)?;
+            println!(
+                "wrote {}: key {} endorses key {} (generation {generation}); sign with the new key and \
+                 --endorsement {}",
+                out.display(),
+                bulkhead_policy::device::fingerprint(&e.old_key),
+                bulkhead_policy::device::fingerprint(&e.new_key),
+                out.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 fn run(args: &RunArgs) -> Result<(), String> {
@@ -282,15 +470,12 @@ fn bench_linux_boot() -> Result<(), String> {
     let one = [desktops::Desktop { name: "bench", label: "BENCH", colour: "#2980b9", memory_mib: MEMORY_MIB }];
     let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
     let out = layout::target_dir().join("bench-linux-boot.img");
-    let mut modules = desktops::modules(&guest, &one);
     // Same kernel command line as the direct boot.
-    modules[0] = disk::BootModule {
-        name: "vms".into(),
-        source: disk::FileSource::Bytes(
-            format!("vm bench kind=linux image=linux initrd=initrd memory={MEMORY_MIB}M cmdline=\"{GUEST_CMDLINE}\"\n")
-                .into_bytes(),
-        ),
+    let bench = bulkhead_policy::model::Vm {
+        restart: bulkhead_policy::model::Restart::Never,
+        ..desktops::desktop_vm(&one[0], GUEST_CMDLINE)
     };
+    let modules = desktops::modules_with_policy(&guest, &policy::fleet::demo_policy(vec![bench]));
     let spec = disk::ImageSpec {
         loader_efi: artifacts.loader_efi,
         hypervisor_elf: artifacts.hypervisor_elf,
@@ -345,6 +530,9 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
         cmdline: String::new(),
         bare: false,
         install_answer: None,
+        policy: None,
+        key: None,
+        bundle: None,
     };
     let image_path = if no_build && args.out.is_file() { args.out.clone() } else { image(&args)? };
     let vars = fresh_bench_vars(&ovmf)?;
@@ -365,6 +553,40 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn bench_xts() -> Result<(), String> {
+    use bulkhead_diskcrypt::{Backend, KdfParams};
+    use images::xts_bench::{self, XtsFigure};
+    eprintln!("    Encrypting {} MiB per pass, at least 1 s per figure", xts_bench::BUFFER_BYTES >> 20);
+    let figures = xts_bench::xts_figures()?;
+    println!("xts (AES-256-XTS, one core, {})", xts_bench::cpu_model());
+    if !figures.iter().any(|f| f.backend == Backend::AesNi) {
+        println!("  this CPU has no AES-NI (CPUID.1:ECX bit 25 clear): software only");
+    }
+    for f in &figures {
+        let name = if f.backend == Backend::AesNi { "AES-NI  " } else { "software" };
+        let op = if f.decrypt { "decrypt" } else { "encrypt" };
+        let per_call = if f.bytes_per_call == 512 {
+            "512 B per call  ".into()
+        } else {
+            format!("{} KiB per call ", f.bytes_per_call >> 10)
+        };
+        println!("  {name} {op}, {per_call}: {:8.1} MB/s", f.mb_per_s);
+    }
+    let find = |b: Backend, call: usize| -> Option<&XtsFigure> {
+        figures.iter().find(|f| f.backend == b && f.bytes_per_call == call && !f.decrypt)
+    };
+    for call in [512, 64 << 10] {
+        if let (Some(ni), Some(soft)) = (find(Backend::AesNi, call), find(Backend::Software, call)) {
+            let per_call = if call == 512 { "512 B".to_string() } else { format!("{} KiB", call >> 10) };
+            println!("  ratio AES-NI / software, encrypt, {per_call} per call: {:.1}", ni.mb_per_s / soft.mb_per_s);
+        }
+    }
+    let p = KdfParams::LAPTOP;
+    let seconds = xts_bench::kek_seconds()?;
+    println!("  Argon2id KEK ({} MiB, {} passes, {} lane): {seconds:.2} s", p.memory_kib >> 10, p.iterations, p.lanes);
+    Ok(())
+}
+
 fn bench_net() -> Result<(), String> {
     use images::net_bench::{self, NetTable};
     let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
@@ -379,8 +601,8 @@ fn bench_net() -> Result<(), String> {
     let desktop = desktops::Desktop { name: "bench", label: "BENCH", colour: "#2980b9", memory_mib: 256 };
     let body: Vec<u8> = (0..net_bench::DOWNLOAD_BYTES).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let port = net_bench::serve(std::sync::Arc::new(body))?;
-    let boot = |name: &str, vms: String| -> Result<std::process::Command, String> {
-        let mut modules = desktops::modules_with_config(&guest, &vms);
+    let boot = |name: &str, vms: Vec<bulkhead_policy::model::Vm>| -> Result<std::process::Command, String> {
+        let mut modules = desktops::modules_with_policy(&guest, &policy::fleet::demo_policy(vms));
         modules.push(disk::BootModule {
             name: build::SERVICE_VM_MODULE.into(),
             source: disk::FileSource::Host(artifacts.service_vm_elf.clone()),
@@ -403,16 +625,20 @@ fn bench_net() -> Result<(), String> {
         config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).collect();
         Ok(config.command(&qemu))
     };
-    let line = desktops::vm_line(&desktop, desktops::NETWORKED_CMDLINE, "");
-    let through_service = format!(
-        "{line}vm net kind=service image={} memory=64M devices={} label=\"Network\"\nlink bench net rule=internet\n",
-        build::SERVICE_VM_MODULE,
-        desktops::UPLINK_NIC
-    );
+    use bulkhead_policy::model::{NetRule, Restart, Vm};
+    let through_service = vec![
+        Vm {
+            network: policy::fleet::network(desktops::SERVICE_VM, NetRule::Internet, &[]),
+            ..desktops::desktop_vm(&desktop, desktops::NETWORKED_CMDLINE)
+        },
+        Vm { restart: Restart::Never, ..desktops::service_vm() },
+    ];
     eprintln!("     Through the service VM, under -icount (several minutes)");
     let service = net_bench::run_path(boot("service", through_service)?, "bench", Some("net"), port)?;
-    let direct_line =
-        desktops::vm_line(&desktop, desktops::NETWORKED_CMDLINE, &format!("devices={}", desktops::UPLINK_NIC));
+    let direct_line = vec![Vm {
+        devices: vec![desktops::UPLINK_NIC.into()],
+        ..desktops::desktop_vm(&desktop, desktops::NETWORKED_CMDLINE)
+    }];
     eprintln!("     The NIC passed through to the desktop, under -icount (several minutes)");
     let direct = net_bench::run_path(boot("direct", direct_line)?, "bench", None, port)?;
     println!("{}", NetTable { service, direct });
@@ -425,12 +651,15 @@ fn bench_exits(no_build: bool, stages: bool) -> Result<(), String> {
     if !(no_build && out.is_file()) {
         let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
         let payloads = build::build_payloads().map_err(|e| e.to_string())?;
-        let vms = "vm exits kind=payload image=exits memory=16M label=\"Exit benchmark\"\n";
+        let exits = bulkhead_policy::model::Vm {
+            label: "Exit benchmark".into(),
+            ..policy::fleet::payload("exits", "exits", 16)
+        };
         let spec = disk::ImageSpec {
             loader_efi: artifacts.loader_efi,
             hypervisor_elf: artifacts.hypervisor_elf,
             modules: vec![
-                disk::BootModule { name: "vms".into(), source: disk::FileSource::Bytes(vms.as_bytes().to_vec()) },
+                policy::fleet::demo_module(&policy::fleet::demo_policy(vec![exits])),
                 disk::BootModule { name: "exits".into(), source: disk::FileSource::Host(payloads.join("exits")) },
             ],
             gop_mode: Some((1280, 800)),

@@ -32,8 +32,26 @@ pub fn net_config(buf: &mut [u8]) -> Option<&str> {
     core::str::from_utf8(buf.get(..len)?).ok()
 }
 
-pub fn net_status(status: &abi::NetStatus) {
-    call(abi::NET_STATUS, core::ptr::from_ref(status) as u64, 0);
+/// Reports the network's state; returns the configuration's generation (it moves when
+/// a policy update changed the rules: fetch the configuration again).
+pub fn net_status(status: &abi::NetStatus) -> u64 {
+    call(abi::NET_STATUS, core::ptr::from_ref(status) as u64, 0)
+}
+
+/// The check-in request's contents; `None` when the laptop has no management server.
+pub fn policy_checkin() -> Option<abi::PolicyCheckin> {
+    let mut raw = [0u8; abi::POLICY_CHECKIN_SIZE];
+    let ret = call(abi::POLICY_CHECKIN, raw.as_mut_ptr() as u64, 0);
+    (ret == 0).then(|| abi::PolicyCheckin::from_bytes(&raw))
+}
+
+/// Hands the server's answer to the hypervisor; its verdict, `None` if it refused the
+/// call.
+pub fn policy_answer(answer: &[u8]) -> Option<abi::PolicyAnswer> {
+    if answer.len() as u64 > abi::POLICY_ANSWER_MAX {
+        return None;
+    }
+    abi::decode_answer_status(call(abi::POLICY_ANSWER, answer.as_ptr() as u64, answer.len() as u64))
 }
 
 /// Halts until an interrupt or `micros` microseconds (0: only an interrupt).

@@ -1,6 +1,7 @@
 //! The kernel around the router: entry, heap, console, hypercalls, PCI, the link ports
 //! and the uplink, and the loop that moves frames between them.
 
+mod agent;
 mod console;
 mod hal;
 mod heap;

@@ -10,10 +10,10 @@ use service_vm::service_config::{self, LinkEntry};
 use service_vm::{AddressPlan, EthernetAddress, Instant, Limits, LinkId, Port, Router, RouterConfig, Transmit};
 use virtio_drivers::transport::pci::bus::PciRoot;
 
-use super::hypercall;
 use super::pci::PortConfigAccess;
 use super::ports::{self, LinkPort};
 use super::uplink::{self, Uplink};
+use super::{agent, hypercall};
 
 /// Frames taken from one port per round, so one busy desktop cannot starve the others.
 const FRAMES_PER_PORT: usize = 32;
@@ -89,6 +89,8 @@ pub fn run() -> ! {
         ports.len(),
         if uplink.is_some() { "e1000e" } else { "none" }
     );
+    let mut agent = agent::new(clock.now());
+    let mut generation = 0u64;
     let mut out: Vec<Transmit> = Vec::new();
     let mut last_status = Instant::from_micros(i64::MIN / 2);
     let mut reported = abi::NetStatus::default();
@@ -117,6 +119,8 @@ pub fn run() -> ! {
             let got = nic.receive(FRAMES_PER_PORT, |frame| router.handle_frame(now, Port::Uplink, frame, &mut out));
             busy |= got > 0;
         }
+        let (moved, accepted) = agent::round(&mut agent, &mut router, now, &mut out);
+        busy |= moved;
         router.poll(now, &mut out);
         for t in out.drain(..) {
             send(&mut ports, uplink.as_mut(), t);
@@ -128,10 +132,20 @@ pub fn run() -> ! {
             status.uplink_flags |= abi::NET_UPLINK_UP;
         }
         // A link or the uplink changing state is reported at once, counters once a second.
-        if changed_state(&status, &reported) || (now - last_status).total_micros() >= STATUS_US as u64 {
-            hypercall::net_status(&status);
+        // After an accepted update the report goes at once: its answer carries the
+        // generation of the new rules.
+        if changed_state(&status, &reported)
+            || accepted.is_some()
+            || (now - last_status).total_micros() >= STATUS_US as u64
+        {
+            let now_generation = hypercall::net_status(&status);
             reported = status;
             last_status = now;
+            // A negative value is an error from a hypervisor without generations.
+            if (now_generation as i64) >= 0 && now_generation != generation {
+                generation = now_generation;
+                reload_rules(&mut router, parsed.links.len());
+            }
         }
         // The counters, when a drop happened since they were last shown (at most every
         // few seconds, so a desktop that sends garbage cannot flood the console): what
@@ -150,6 +164,25 @@ pub fn run() -> ! {
         }
         if !busy {
             hypercall::sleep(SLEEP_US);
+        }
+    }
+}
+
+/// Fetches the configuration again after a policy update and gives each link its new
+/// rule (links themselves change only with a restart).
+fn reload_rules(router: &mut Router, links: usize) {
+    let mut text = vec![0u8; abi::NET_CONFIG_MAX as usize];
+    let parsed = hypercall::net_config(&mut text).map(service_config::parse_service);
+    let Some(Ok(parsed)) = parsed else {
+        log::warn!(target: "service", "the updated network configuration does not parse; rules unchanged");
+        return;
+    };
+    if parsed.links.len() != links {
+        log::warn!(target: "service", "the updated configuration has {} links, not {links}; new links need a restart", parsed.links.len());
+    }
+    for (i, link) in parsed.links.iter().enumerate().take(links) {
+        if router.replace_link_rule(LinkId(i as u8), link.config.rule.clone()) {
+            log::info!(target: "service", "link {i} ({}): rule now {:?}", link.vm, link.config.rule);
         }
     }
 }

@@ -11,6 +11,7 @@ mod link;
 mod tests;
 mod uplink;
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::ops::RangeInclusive;
 
@@ -57,6 +58,10 @@ pub struct Limits {
     pub dns_timeout: Duration,
     /// Source ports of relayed DNS queries; must not overlap `nat_ports`.
     pub dns_ports: RangeInclusive<u16>,
+    /// TCP ports of the service VM's own connections from the uplink address (the
+    /// check-in agent): inbound segments to them go to [`Router::take_local_packet`],
+    /// never to NAT; must not overlap `nat_ports` or `dns_ports`.
+    pub local_ports: RangeInclusive<u16>,
     /// Uplink neighbours remembered.
     pub arp_cache: usize,
     /// Packets waiting for an uplink neighbour's MAC.
@@ -73,6 +78,7 @@ impl Default for Limits {
             dns_pending: 256,
             dns_timeout: Duration::from_secs(5),
             dns_ports: 61000..=61999,
+            local_ports: 62000..=62099,
             arp_cache: 64,
             arp_queue: 64,
         }
@@ -126,7 +132,7 @@ pub enum RouterError {
     /// A limit or timeout is zero, a timeout is over a year, or a port range is empty
     /// or below 1024.
     BadLimit,
-    /// The NAT and DNS port ranges overlap.
+    /// The NAT, DNS and local port ranges overlap.
     PortRangesOverlap,
     /// The uplink address lies in (or covers) the desktop address plan.
     UplinkInPlan,
@@ -162,7 +168,12 @@ pub struct Router {
     rng: Random,
     now: Instant,
     limits: Limits,
+    /// IPv4 packets for the service VM's own connections, oldest first.
+    local_in: VecDeque<Vec<u8>>,
 }
+
+/// Packets for the service VM's own connections waiting to be taken.
+pub const LOCAL_QUEUE: usize = 64;
 
 /// The longest timeout accepted: far below where adding it to a time could overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -188,7 +199,12 @@ impl Router {
         }
         check_range(&l.nat_ports)?;
         check_range(&l.dns_ports)?;
-        if l.nat_ports.start() <= l.dns_ports.end() && l.dns_ports.start() <= l.nat_ports.end() {
+        check_range(&l.local_ports)?;
+        let overlap = |a: &RangeInclusive<u16>, b: &RangeInclusive<u16>| a.start() <= b.end() && b.start() <= a.end();
+        if overlap(&l.nat_ports, &l.dns_ports)
+            || overlap(&l.nat_ports, &l.local_ports)
+            || overlap(&l.dns_ports, &l.local_ports)
+        {
             return Err(RouterError::PortRangesOverlap);
         }
         if !config.uplink_mac.is_unicast() {
@@ -235,6 +251,7 @@ impl Router {
             rng,
             now: Instant::ZERO,
             limits: config.limits,
+            local_in: VecDeque::new(),
         })
     }
 
@@ -272,6 +289,62 @@ impl Router {
         if let Some(l) = self.links.get_mut(link.index()) {
             l.up = up;
         }
+    }
+
+    /// Gives `link` a new rule (a policy update): the link's NAT mappings are dropped
+    /// when the rule changes, so a flow the old rule allowed does not outlive it.
+    /// Returns whether the rule changed.
+    pub fn replace_link_rule(&mut self, link: LinkId, rule: Rule) -> bool {
+        let Some(l) = self.links.get_mut(link.index()) else { return false };
+        if l.config.rule == rule {
+            return false;
+        }
+        l.config.rule = rule;
+        let dropped = self.nat.clear_link(link);
+        log::info!(target: "router", "link {}: new rule, {dropped} connections dropped", link.index());
+        true
+    }
+
+    /// The next IPv4 packet that arrived for the service VM's own TCP connections (a
+    /// destination port in `Limits::local_ports` on the uplink address).
+    pub fn take_local_packet(&mut self) -> Option<Vec<u8>> {
+        self.local_in.pop_front()
+    }
+
+    /// Sends an IPv4 packet of the service VM's own: it must be TCP from the uplink
+    /// address and a local port (anything else is dropped and counted on the uplink).
+    pub fn send_local(&mut self, now: Instant, packet: Vec<u8>, out: &mut Vec<Transmit>) {
+        let now = self.clock(now);
+        if let Err(reason) =
+            self.check_local(&packet).and_then(|()| self.send_to_uplink(now, Port::Uplink, packet, out))
+        {
+            self.count_drop(Port::Uplink, reason);
+        }
+    }
+
+    fn check_local(&self, packet: &[u8]) -> Result<(), DropReason> {
+        let parsed = crate::frame::check_ipv4_frame(packet)?;
+        let ours = self.uplink.as_ref().map(|u| u.address.address()).ok_or(DropReason::NoUplink)?;
+        match parsed.transport {
+            crate::frame::Transport::Tcp { src_port, .. }
+                if parsed.ip.src == ours
+                    && self.limits.local_ports.contains(&src_port)
+                    && parsed.ip.total_len == packet.len() =>
+            {
+                Ok(())
+            }
+            _ => Err(DropReason::Spoofed),
+        }
+    }
+
+    /// Queues an inbound packet for the service VM's own connections.
+    pub(super) fn queue_local(&mut self, packet: &[u8]) -> Result<(), DropReason> {
+        if self.local_in.len() >= LOCAL_QUEUE {
+            return Err(DropReason::LocalQueueFull);
+        }
+        self.local_in.push_back(packet.to_vec());
+        self.consume(Port::Uplink);
+        Ok(())
     }
 
     /// Sets the uplink statically (stopping the DHCP client), or removes it with `None`.

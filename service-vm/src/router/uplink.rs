@@ -57,6 +57,11 @@ impl Router {
         if ip.dst != uplink_addr {
             return Err(DropReason::NotRoutable);
         }
+        if let Transport::Tcp { dst_port, .. } = packet.transport
+            && self.limits.local_ports.contains(&dst_port)
+        {
+            return self.queue_local(&payload[..ip.total_len]);
+        }
         let (protocol, port, from_port, tcp) = match packet.transport {
             Transport::Udp { src_port: DNS_PORT, dst_port } if self.dns.owns_port(dst_port) => {
                 return self.handle_dns_answer(now, &packet.ip, dst_port, l4, out);

@@ -87,16 +87,20 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// 64 random bits from RDRAND, or `None` when the CPU has no RDRAND or it keeps
-/// failing (Intel SDM Vol. 1 §7.3.17: retry up to 10 times).
+/// A 64-bit random number from RDRAND, or `None` when the CPU has no RDRAND
+/// (CPUID.1:ECX[30]) or it failed ten times in a row (Intel DRNG guide §5.2.1 advises
+/// ten retries).
 pub fn rdrand64() -> Option<u64> {
     if core::arch::x86_64::__cpuid(1).ecx & (1 << 30) == 0 {
         return None;
     }
     for _ in 0..10 {
-        let mut value = 0u64;
-        // SAFETY: CPUID said RDRAND exists; it only writes the destination register.
-        if unsafe { core::arch::x86_64::_rdrand64_step(&mut value) } == 1 {
+        let value: u64;
+        let ok: u8;
+        // SAFETY: RDRAND exists (checked above); it only writes the named registers and
+        // the flags.
+        unsafe { asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack)) }
+        if ok != 0 {
             return Some(value);
         }
     }

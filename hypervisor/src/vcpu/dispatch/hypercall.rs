@@ -74,6 +74,8 @@ pub(super) fn handle_hypercall(exit: &Exit, regs: &mut impl RegisterFile, env: &
         }
         abi::NET_CONFIG => net_config(env, arg0, arg1),
         abi::NET_STATUS => net_status(env, arg0),
+        abi::POLICY_CHECKIN => policy_checkin(env, arg0),
+        abi::POLICY_ANSWER => policy_answer(env, arg0, arg1),
         abi::REBOOT => {
             log::info!(target: "vcpu", "vm{} asks for a restart", env.vm.id);
             return ExitAction::Stop(StopReason::GuestReboot);
@@ -135,10 +137,36 @@ fn net_status(env: &mut VmEnv<'_>, gpa: u64) -> Result<u64, Error> {
     let mut raw = [0u8; core::mem::size_of::<abi::NetStatus>()];
     env.memory.read_bytes(GuestPhysAddr::new(gpa), &mut raw).map_err(|_| Error::BadAddress)?;
     let status = decode_net_status(&raw);
-    if let Some(network) = env.network.as_deref_mut() {
-        network.report(&status);
+    match env.network.as_deref_mut() {
+        Some(network) => {
+            network.report(&status);
+            Ok(network.generation())
+        }
+        None => Ok(0),
     }
+}
+
+/// Fills the service VM's [`abi::PolicyCheckin`] at RBX.
+fn policy_checkin(env: &mut VmEnv<'_>, gpa: u64) -> Result<u64, Error> {
+    let Some(network) = env.network.as_deref_mut() else { return Err(Error::UnknownCall) };
+    let Some(checkin) = network.policy_checkin() else { return Err(Error::UnknownCall) };
+    env.memory.write_bytes(GuestPhysAddr::new(gpa), &checkin.to_bytes()).map_err(|_| Error::BadAddress)?;
     Ok(0)
+}
+
+/// Takes the management server's answer at RBX (RCX bytes).
+fn policy_answer(env: &mut VmEnv<'_>, gpa: u64, len: u64) -> Result<u64, Error> {
+    if env.network.is_none() {
+        return Err(Error::UnknownCall);
+    }
+    if len > abi::POLICY_ANSWER_MAX {
+        return Err(Error::TooLong);
+    }
+    let mut answer = vec![0u8; len as usize];
+    env.memory.read_bytes(GuestPhysAddr::new(gpa), &mut answer).map_err(|_| Error::BadAddress)?;
+    let Some(network) = env.network.as_deref_mut() else { return Err(Error::UnknownCall) };
+    let status = network.policy_answer(&answer).ok_or(Error::UnknownCall)?;
+    Ok(abi::encode_answer_status(status))
 }
 
 /// The wire form of [`abi::NetStatus`] (little-endian, `repr(C)` layout), decoded field

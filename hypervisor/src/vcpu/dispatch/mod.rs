@@ -85,6 +85,21 @@ pub trait NetworkService {
     fn config_text(&self) -> &[u8];
     /// The service VM reports the network's state.
     fn report(&mut self, status: &bulkhead_abi::hypercall::NetStatus);
+    /// The configuration text's generation, which `NET_STATUS` returns: it moves when
+    /// an accepted policy update changed the text.
+    fn generation(&self) -> u64 {
+        0
+    }
+    /// `POLICY_CHECKIN`: what the check-in request carries, with a fresh nonce; `None`
+    /// when the laptop has no management server.
+    fn policy_checkin(&mut self) -> Option<bulkhead_abi::hypercall::PolicyCheckin> {
+        None
+    }
+    /// `POLICY_ANSWER` with the server's answer (at most `POLICY_ANSWER_MAX` bytes);
+    /// `None` as for [`NetworkService::policy_checkin`].
+    fn policy_answer(&mut self, _answer: &[u8]) -> Option<bulkhead_abi::hypercall::PolicyAnswer> {
+        None
+    }
 }
 
 /// Everything exit decisions may consult or act on, besides the registers.

@@ -67,6 +67,34 @@ struct Harness {
     irqs: Irqs,
     port_log: Log,
     mmio_log: Log,
+    network: Option<FakeNetwork>,
+}
+
+/// A service VM's network whose policy answers are recorded.
+#[derive(Debug, Default)]
+struct FakeNetwork {
+    managed: bool,
+    answers: Vec<Vec<u8>>,
+}
+
+impl NetworkService for FakeNetwork {
+    fn config_text(&self) -> &[u8] {
+        b""
+    }
+    fn report(&mut self, _: &bulkhead_abi::hypercall::NetStatus) {}
+    fn generation(&self) -> u64 {
+        5
+    }
+    fn policy_checkin(&mut self) -> Option<bulkhead_abi::hypercall::PolicyCheckin> {
+        self.managed.then(|| bulkhead_abi::hypercall::PolicyCheckin {
+            running_version: 9,
+            ..bulkhead_abi::hypercall::PolicyCheckin::default()
+        })
+    }
+    fn policy_answer(&mut self, answer: &[u8]) -> Option<bulkhead_abi::hypercall::PolicyAnswer> {
+        self.answers.push(answer.to_vec());
+        self.managed.then_some(bulkhead_abi::hypercall::PolicyAnswer::Accepted { version: 10 })
+    }
 }
 
 impl Harness {
@@ -113,6 +141,7 @@ impl Harness {
             irqs: Irqs::default(),
             port_log,
             mmio_log,
+            network: None,
         }
     }
 
@@ -142,7 +171,7 @@ impl Harness {
             console: &mut self.console,
             interrupts: &mut self.irqs,
             msr_devices: &mut NoMsrDevices,
-            network: None,
+            network: self.network.as_mut().map(|n| n as &mut dyn NetworkService),
             tsc_per_us: 1000,
             host_tsc: 1_000_000,
         };
@@ -290,6 +319,42 @@ fn hypercalls() {
 }
 
 use bulkhead_abi::hypercall::Error;
+
+#[test]
+fn policy_hypercalls_are_the_service_vms_and_bounded() {
+    use bulkhead_abi::hypercall::{self as abi, PolicyAnswer};
+    let mut h = Harness::new();
+    h.code(&[0x0f, 0x01, 0xd9]);
+    let call = |h: &mut Harness, nr: u64, rbx: u64, rcx: u64| {
+        h.regs.regs.rax = nr;
+        h.regs.regs.rbx = rbx;
+        h.regs.regs.rcx = rcx;
+        let action = h.run(ExitReason::Hypercall);
+        (action, h.regs.regs.rax)
+    };
+    // Not the service VM: unknown calls.
+    assert_eq!(call(&mut h, abi::POLICY_CHECKIN, 0x6000, 0).1, Error::UnknownCall.to_rax());
+    assert_eq!(call(&mut h, abi::POLICY_ANSWER, 0x6000, 4).1, Error::UnknownCall.to_rax());
+    // The service VM of an unmanaged laptop: unknown too.
+    h.network = Some(FakeNetwork::default());
+    assert_eq!(call(&mut h, abi::POLICY_CHECKIN, 0x6000, 0).1, Error::UnknownCall.to_rax());
+    assert_eq!(call(&mut h, abi::NET_STATUS, 0x6000, 0).1, 5, "NET_STATUS returns the generation");
+    h.network = Some(FakeNetwork { managed: true, ..FakeNetwork::default() });
+    assert_eq!(call(&mut h, abi::POLICY_CHECKIN, 0x6000, 0), (ExitAction::Advance(NextRip::By(3)), 0));
+    assert_eq!(h.peek::<u64>(0x6000 + 32), 9, "running_version at offset 32");
+    h.poke(0x7000, b"answer");
+    let (_, rax) = call(&mut h, abi::POLICY_ANSWER, 0x7000, 6);
+    assert_eq!(abi::decode_answer_status(rax), Some(PolicyAnswer::Accepted { version: 10 }));
+    assert_eq!(h.network.as_ref().unwrap().answers, vec![b"answer".to_vec()]);
+    // Too long or outside the VM's memory: the VM stops, nothing is handed over.
+    let (stop, _) = call(&mut h, abi::POLICY_ANSWER, 0x7000, abi::POLICY_ANSWER_MAX + 1);
+    assert!(matches!(stop, ExitAction::Stop(StopReason::BadHypercall { .. })));
+    let (stop, _) = call(&mut h, abi::POLICY_ANSWER, 0xffff_0000, 16);
+    assert!(matches!(stop, ExitAction::Stop(StopReason::BadHypercall { .. })));
+    let (stop, _) = call(&mut h, abi::POLICY_CHECKIN, 0xffff_ff00, 0);
+    assert!(matches!(stop, ExitAction::Stop(StopReason::BadHypercall { .. })));
+    assert_eq!(h.network.as_ref().unwrap().answers.len(), 1);
+}
 
 fn io(port: u16, size: AccessSize, direction: IoDirection, string: bool, rep: bool) -> ExitReason {
     ExitReason::Io(IoExit { port, size, direction, string, rep })

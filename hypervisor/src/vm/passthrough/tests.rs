@@ -4,8 +4,9 @@ use crate::host::pci::assign::IommuCoverage;
 use crate::host::pci::reset::ResetMethod;
 use crate::hw::Bdf;
 use crate::vm::acpi::PciIntx;
-use crate::vm::config::parse;
+use crate::vm::config::testing::{vm, vm_configs, with_devices};
 use alloc::string::ToString;
+use bulkhead_policy::model::VmKind;
 
 fn report(bus: u8, device: u8, ids: (u16, u16), refusal: Option<&'static str>) -> DeviceReport {
     DeviceReport {
@@ -33,21 +34,19 @@ fn machine() -> Vec<DeviceReport> {
 
 #[test]
 fn selects_by_address_and_by_id_without_double_assignment() {
-    let vms = parse(
-        "vm a image=x memory=16M devices=8086:10d3\nvm b image=x memory=16M devices=8086:10d3\nvm c image=x memory=16M",
-    )
-    .unwrap();
+    let vms =
+        vm_configs(vec![with_devices("a", &["8086:10d3"]), with_devices("b", &["8086:10d3"]), with_devices("c", &[])]);
     let got = resolve(&vms, &machine(), true).unwrap();
     assert_eq!(got, vec![vec![Bdf::new(0, 0, 3, 0)], vec![Bdf::new(0, 1, 0, 0)], vec![]]);
-    let vms = parse("vm a image=x memory=16M devices=01:00.0").unwrap();
+    let vms = vm_configs(vec![with_devices("a", &["01:00.0"])]);
     assert_eq!(resolve(&vms, &machine(), true).unwrap(), vec![vec![Bdf::new(0, 1, 0, 0)]]);
 }
 
 #[test]
 fn refuses_with_a_reason_before_anything_starts() {
-    let no_iommu = parse("vm a image=x memory=16M devices=00:03.0").unwrap();
+    let no_iommu = vm_configs(vec![with_devices("a", &["00:03.0"])]);
     assert_eq!(resolve(&no_iommu, &machine(), false), Err(PassthroughError::NeedsIommu { vm: "a".into() }));
-    let chipset = parse("vm a image=x memory=16M devices=00:00.0").unwrap();
+    let chipset = vm_configs(vec![with_devices("a", &["00:00.0"])]);
     let e = resolve(&chipset, &machine(), true).unwrap_err();
     assert_eq!(
         e,
@@ -59,16 +58,16 @@ fn refuses_with_a_reason_before_anything_starts() {
         }
     );
     assert_eq!(e.to_string(), "VM a: device 00:00.0 (00:00.0) cannot be assigned: chipset function");
-    let no_reset = parse("vm a image=x memory=16M devices=1234:11e8").unwrap();
+    let no_reset = vm_configs(vec![with_devices("a", &["1234:11e8"])]);
     let e = resolve(&no_reset, &machine(), true).unwrap_err();
     assert!(matches!(e, PassthroughError::NotAssignable { why: "no reset method", .. }), "{e:?}");
-    let absent = parse("vm a image=x memory=16M devices=00:1f.0").unwrap();
+    let absent = vm_configs(vec![with_devices("a", &["00:1f.0"])]);
     let e = resolve(&absent, &machine(), true).unwrap_err();
     assert_eq!(e, PassthroughError::NotPresent { vm: "a".into(), device: absent[0].devices[0] });
     assert_eq!(e.to_string(), "VM a: device 00:1f.0 is not in this machine (or already given to a VM)");
-    let twice = parse("vm a image=x memory=16M devices=00:03.0\nvm b image=x memory=16M devices=00:03.0").unwrap();
+    let twice = vm_configs(vec![with_devices("a", &["00:03.0"]), with_devices("b", &["00:03.0"])]);
     assert!(matches!(resolve(&twice, &machine(), true), Err(PassthroughError::NotPresent { vm, .. }) if vm == "b"));
-    let none = parse("vm a image=x memory=16M").unwrap();
+    let none = vm_configs(vec![with_devices("a", &[])]);
     assert_eq!(resolve(&none, &[], false).unwrap(), vec![Vec::<Bdf>::new()]);
 }
 
@@ -100,13 +99,13 @@ fn by_vendor_and_device_the_assignable_function_wins() {
         report(0, 1, (0x1234, 0x1111), Some("shows the hypervisor's screen")),
         report(1, 0, (0x1234, 0x1111), None),
     ];
-    let vms = parse("vm a image=x memory=16M devices=1234:1111").unwrap();
+    let vms = vm_configs(vec![with_devices("a", &["1234:1111"])]);
     assert_eq!(resolve(&vms, &reports, true).unwrap(), vec![vec![Bdf::new(0, 1, 0, 0)]]);
     // Asked for by a second VM, only the refused one is left: its reason is given.
-    let twice = parse("vm a image=x memory=16M devices=1234:1111\nvm b image=x memory=16M devices=1234:1111").unwrap();
+    let twice = vm_configs(vec![with_devices("a", &["1234:1111"]), with_devices("b", &["1234:1111"])]);
     let e = resolve(&twice, &reports, true).unwrap_err().to_string();
     assert!(e.contains("VM b") && e.contains("hypervisor's screen"), "{e}");
-    let by_address = parse("vm a image=x memory=16M devices=00:01.0").unwrap();
+    let by_address = vm_configs(vec![with_devices("a", &["00:01.0"])]);
     let e = resolve(&by_address, &reports, true).unwrap_err();
     assert!(matches!(e, PassthroughError::NotAssignable { why: "shows the hypervisor's screen", .. }), "{e:?}");
 }
@@ -148,8 +147,11 @@ fn the_64_bit_window_lies_above_the_vm_ram_whatever_its_size() {
     use crate::vm::config::MAX_MEMORY;
     let gib = 1u64 << 30;
     for memory in [16 << 20, 384 << 20, 3 * gib, 8 * gib, 28 * gib + (2 << 20), 29 * gib, 32 * gib, MAX_MEMORY] {
-        let text = alloc::format!("vm a kind=linux image=x memory={}M devices=00:03.0", memory >> 20);
-        let vm = &parse(&text).unwrap()[0];
+        let linux = bulkhead_policy::model::Vm {
+            devices: vec!["00:03.0".into()],
+            ..vm("a", VmKind::Linux, (memory >> 20) as u32)
+        };
+        let vm = &vm_configs(vec![linux])[0];
         let w = vm_windows(vm).unwrap();
         for (start, end) in desktop_ram(memory) {
             assert!(end <= w.mmio64.start || start >= w.mmio64.end, "{memory:#x}: RAM {start:#x}-{end:#x} in {w:?}");
@@ -165,18 +167,21 @@ fn the_64_bit_window_lies_above_the_vm_ram_whatever_its_size() {
         assert!(w.mmio64.end <= 1 << 40);
     }
     // Up to 28.75 GiB of RAM ends below 32 GiB: the window stays where it always was.
-    let small = &parse("vm a kind=linux image=x memory=29440M").unwrap()[0];
+    let small = &vm_configs(vec![vm("a", VmKind::Linux, 29440)])[0];
     assert_eq!(vm_windows(small).unwrap(), WINDOWS);
     // The largest VM: RAM ends at 65.25 GiB, the window is 66-98 GiB.
-    let largest = &parse("vm a kind=linux image=x memory=64G").unwrap()[0];
+    let largest = &vm_configs(vec![vm("a", VmKind::Linux, 64 * 1024)])[0];
     assert_eq!(ram_end(largest), 0x10_5000_0000);
     assert_eq!(vm_windows(largest).unwrap().mmio64, BarWindow { start: 0x10_8000_0000, end: 0x18_8000_0000 });
     // A payload VM's RAM is one block from 0: reaching the 32-bit window is refused.
-    let payload = &parse("vm p image=x memory=3074M devices=00:03.0").unwrap()[0];
+    let payload = &vm_configs(vec![bulkhead_policy::model::Vm {
+        devices: vec!["00:03.0".into()],
+        ..vm("p", VmKind::Payload, 3074)
+    }])[0];
     let e = vm_windows(payload).unwrap_err();
     assert_eq!(e, PassthroughError::RamInWindow { vm: "p".into(), ram: (0, 3074 << 20), window: MMIO32_WINDOW });
     assert!(e.to_string().contains("VM p") && e.to_string().contains("PCI window"), "{e}");
-    let fits = &parse("vm p image=x memory=3072M").unwrap()[0];
+    let fits = &vm_configs(vec![vm("p", VmKind::Payload, 3072)])[0];
     assert!(vm_windows(fits).is_ok());
 }
 

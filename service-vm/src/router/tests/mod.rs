@@ -4,6 +4,7 @@ mod dhcp;
 mod dns;
 mod drops;
 mod icmp_error;
+mod local;
 mod nat;
 mod rules;
 mod uplink;

@@ -7,8 +7,8 @@
 //! Everything is 32-bit assembly: the kernel never leaves the mode it is entered in.
 //! It is loaded through the header's address fields (flag 16), so its code, data and
 //! header all sit in one section, in the order the file holds them. The expectations
-//! match the `multiboot` VM line of tests/tests/vms.rs:
-//! `cmdline="multiboot-test one=1 two" modules=vms,checks`.
+//! match the `multiboot` VM of tests/tests/vms.rs:
+//! `cmdline = "multiboot-test one=1 two"`, `modules = ["policy", "checks"]`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -148,12 +148,12 @@ mb_here:
     mov esi, offset mb_n_mods
     call mb_report
 
-    // Module 0: the VM configuration text ("vm ..."), named "vms".
+    // Module 0: the signed policy bundle (magic "BHPOLICY"), named "policy".
     mov edi, dword ptr [ebx + 24]
-    mov esi, offset mb_s_vms
-    mov edx, 0x00206d76
+    mov esi, offset mb_s_policy
+    mov edx, 0x00504842
     call mb_module_ok
-    mov esi, offset mb_n_mod_vms
+    mov esi, offset mb_n_mod_policy
     call mb_report
 
     // Module 1: the checks payload, an ELF file, named "checks", after module 0.
@@ -422,7 +422,7 @@ mb_s_pass: .asciz " PASS\n"
 mb_s_fail: .asciz " FAIL (multiboot kernel saw another value)\n"
 mb_s_done: .asciz "CHECKS DONE passed="
 mb_s_failed: .asciz " failed="
-mb_s_vms: .asciz "vms"
+mb_s_policy: .asciz "policy"
 mb_s_checks: .asciz "checks"
 mb_expected_cmdline: .asciz "multiboot-test one=1 two"
 mb_n_magic: .asciz "multiboot_eax_magic"
@@ -436,7 +436,7 @@ mb_n_upper: .asciz "multiboot_mem_upper_matches_vm"
 mb_n_mmap: .asciz "multiboot_mmap_covers_memory"
 mb_n_cmdline: .asciz "multiboot_cmdline"
 mb_n_mods: .asciz "multiboot_module_count"
-mb_n_mod_vms: .asciz "multiboot_module_vms"
+mb_n_mod_policy: .asciz "multiboot_module_policy"
 mb_n_mod_checks: .asciz "multiboot_module_checks"
 .balign 16
 mb_load_end:
