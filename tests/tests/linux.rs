@@ -147,8 +147,14 @@ fn check_disk(m: &mut Machine) {
     m.run_in_vm(
         "personal",
         "dd if=/dev/urandom of=/tmp/a bs=64k count=32 2>/dev/null; dd if=/tmp/a of=/dev/vda bs=64k seek=100 \
-         conv=fsync 2>/dev/null; echo 3 > /proc/sys/vm/drop_caches; echo RW=$(md5sum < /tmp/a)=$(dd if=/dev/vda \
-         bs=64k skip=100 count=32 2>/dev/null | md5sum)",
+         conv=fsync 2>/dev/null; echo WROTE=$?",
+    );
+    let wrote = m.expect("[personal] WROTE=", STEP);
+    assert_eq!(value(&wrote, "WROTE="), "0", "writing /dev/vda failed");
+    m.run_in_vm(
+        "personal",
+        "echo 3 > /proc/sys/vm/drop_caches; echo RW=$(md5sum < /tmp/a)=$(dd if=/dev/vda bs=64k skip=100 count=32 \
+         2>/dev/null | md5sum)",
     );
     let rw = m.expect("[personal] RW=", STEP);
     let sums: Vec<&str> = value(&rw, "RW=").split('=').map(|s| s.split_whitespace().next().unwrap_or("")).collect();
