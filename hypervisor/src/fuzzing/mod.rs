@@ -17,6 +17,7 @@ pub mod pit;
 pub mod policy;
 pub mod rtc;
 pub mod uart16550;
+pub mod virtio_blk;
 pub mod virtio_net;
 pub mod vlapic;
 

@@ -60,6 +60,15 @@ pub struct VmConfig {
     pub devices: Vec<DeviceSelector>,
     /// Starts only while the laptop's offline lease holds.
     pub needs_lease: bool,
+    /// A virtual disk (virtio-blk, Linux VMs). The policy has no field for it yet.
+    pub disk: Option<DiskConfig>,
+}
+
+/// A VM's virtual disk: for now a disk in host RAM of this size, zeroed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub size_bytes: u64,
+    pub read_only: bool,
 }
 
 /// One entry of the key map.

@@ -16,6 +16,7 @@ use crate::vcpu::dispatch::{self, GuestConsole, NetworkService, VmEnv, VmIdentit
 use crate::vcpu::msr::MsrState;
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
+use crate::vm::disk_port::DiskPort;
 use crate::vm::instance::SliceEnd;
 use crate::vm::net_port::NetPort;
 use crate::vm::platform::Platform;
@@ -70,6 +71,8 @@ pub struct ExitLoop<'a, A: Arch, H: SliceHost> {
     pub sync_bars: &'a mut dyn FnMut() -> bool,
     /// Its ends of links (virtio-net devices).
     pub net_ports: &'a [NetPort],
+    /// Its virtual disk (virtio-blk device).
+    pub disk: Option<&'a DiskPort>,
     /// The service VM's network hypercalls (`None` for other VMs).
     pub network: Option<&'a mut (dyn NetworkService + 'static)>,
 }
@@ -124,6 +127,9 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
         for port in self.net_ports {
             port.deliver(self.vm.id, self.platform, self.device_interrupts);
         }
+        if let Some(disk) = self.disk {
+            disk.deliver(self.vm.id, self.platform, self.device_interrupts);
+        }
         others
     }
 
@@ -156,9 +162,12 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
         let flow = A::apply(self.vcpu, &action);
         self.follow_bars(exit);
         if matches!(exit.reason, ExitReason::NestedPageFault { .. }) {
-            // An MMIO write may have rung a virtio-net doorbell.
+            // An MMIO write may have rung a virtio-net or virtio-blk doorbell.
             for port in self.net_ports {
                 port.after_exit();
+            }
+            if let Some(disk) = self.disk {
+                disk.after_exit();
             }
         }
         let flow = slice_rules::with_power_event(flow, self.platform.take_power_event());

@@ -29,6 +29,7 @@ use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopPlatform, HostTime};
+use crate::vm::disk_port::{DiskPort, DiskPortError};
 use crate::vm::exit_loop::{self, ExitLoop};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
@@ -72,6 +73,8 @@ pub enum VmError<E> {
     Devices(crate::vm::passthrough::PassthroughError),
     /// Its virtio-net devices cannot be set up.
     Net(NetPortError),
+    /// Its virtio-blk device cannot be set up.
+    Disk(DiskPortError),
 }
 
 impl<E> VmError<E> {
@@ -88,6 +91,7 @@ impl<E> VmError<E> {
             VmError::HostVectors(shortage) => VmError::HostVectors(shortage),
             VmError::Devices(why) => VmError::Devices(why),
             VmError::Net(why) => VmError::Net(why),
+            VmError::Disk(why) => VmError::Disk(why),
         }
     }
 }
@@ -101,6 +105,7 @@ impl<E: core::fmt::Debug> core::fmt::Display for VmError<E> {
             VmError::HostVectors(shortage) => write!(f, "{shortage}"),
             VmError::Devices(why) => write!(f, "the virtualisation backend refused: {why}"),
             VmError::Net(why) => write!(f, "{why}"),
+            VmError::Disk(why) => write!(f, "{why}"),
         }
     }
 }
@@ -187,6 +192,8 @@ pub struct Vm<A: Arch> {
     devices: Option<VmDevices>,
     /// The PCI host its assigned functions sit on (when it has devices).
     pci: Option<Shared<VpciHost>>,
+    /// Its virtual disk (a Linux VM configured with one).
+    disk: Option<DiskPort>,
 }
 
 impl<A: Arch> core::fmt::Debug for Vm<A> {
@@ -270,6 +277,7 @@ impl<A: Arch> Vm<A> {
         for port in resources.net_ports {
             port.wire.lock().set_map(port.side, map.clone());
         }
+        let disk = crate::vm::disk_port::disk_for(id, &config, &map, blocks)?;
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
         // Before anything is attached: a VM that would run with masked vectors does not start.
         let vectors = passthrough::reserve_vectors(id, resources.devices).map_err(VmError::HostVectors)?;
@@ -315,6 +323,7 @@ impl<A: Arch> Vm<A> {
             devices,
             pci: None,
             blocks: HostBlocks::default(),
+            disk,
         };
         Ok(vm)
     }
@@ -433,6 +442,9 @@ impl<A: Arch> Vm<A> {
                 .map_err(|e| VmError::Backend(BackendError::Platform(e)))?;
                 for port in self.resources.net_ports {
                     port.attach(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Net)?;
+                }
+                if let Some(disk) = &self.disk {
+                    disk.attach(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Disk)?;
                 }
                 if let Some(devices) = &self.devices {
                     devices.add_to(&mut platform.pci.lock(), &mut self.mmio).map_err(VmError::Devices)?;
@@ -650,17 +662,23 @@ impl<A: Arch> Vm<A> {
         self.resources.net_ports
     }
 
-    /// Carries frames its links left over and raises its virtio-net devices' ready
-    /// interrupts; a halted VM with one becomes runnable.
+    /// Carries frames its links left over and disk requests its disk left over, and
+    /// raises its virtio devices' ready interrupts; a halted VM with one becomes runnable.
     pub fn poll_net(&mut self) {
         for port in self.resources.net_ports {
             port.poll_leftover();
         }
-        if matches!(self.state, VmState::Stopped(_)) || self.resources.net_ports.is_empty() {
+        if let Some(disk) = &self.disk {
+            disk.poll_leftover();
+        }
+        if matches!(self.state, VmState::Stopped(_)) || (self.resources.net_ports.is_empty() && self.disk.is_none()) {
             return;
         }
         for port in self.resources.net_ports {
             port.deliver(self.id, &mut self.platform, &mut self.device_interrupts);
+        }
+        if let Some(disk) = &self.disk {
+            disk.deliver(self.id, &mut self.platform, &mut self.device_interrupts);
         }
         self.state = slice_rules::wake(self.state, self.interrupt_pending());
     }
@@ -720,6 +738,7 @@ impl<A: Arch> Vm<A> {
             host,
             sync_bars: &mut sync_bars,
             net_ports: self.resources.net_ports,
+            disk: self.disk.as_ref(),
             network: self.network.as_mut().map(|n| n as &mut (dyn crate::vcpu::dispatch::NetworkService + 'static)),
         }
         .run()
@@ -771,6 +790,9 @@ impl<A: Arch> Vm<A> {
         }
         for port in self.resources.net_ports {
             port.stop();
+        }
+        if let Some(disk) = &self.disk {
+            disk.stop();
         }
         if let Some(vcpu) = self.vcpu.take() {
             A::destroy_vcpu(vcpu, &mut GlobalFrames);

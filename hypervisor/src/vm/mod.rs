@@ -6,6 +6,7 @@ pub mod console;
 pub mod counters;
 pub mod desk_view;
 pub mod desktop;
+pub mod disk_port;
 pub mod exit_loop;
 pub mod host_blocks;
 pub mod instance;

@@ -172,21 +172,33 @@ impl NetPort {
             device.take_messages(&mut messages);
             device.intx_asserted()
         };
-        // Without MSI-X (a driver that does not set it up, as virtio-drivers does not),
-        // the asserted line wakes a payload-style VM, which has no I/O APIC and polls
-        // its devices after each wake; a desktop's INTx is not wired.
-        if intx {
-            platform.wake_for_line();
-        }
-        let mut accepted = 0usize;
-        // A message outside the interrupt window (the guest's own mistake) is dropped.
-        for route in messages.iter().filter_map(|m| MsiRoute::decode(m.address, m.data)) {
-            if platform.deliver_device_interrupt(vm, GuestTarget::Msi(route), delivered) {
-                accepted = accepted.saturating_add(1);
-            }
-        }
-        accepted
+        deliver_messages(&messages, intx, vm, platform, delivered)
     }
+}
+
+/// Raises a virtio device's ready MSI-X messages in its VM's local APIC (and wakes a
+/// payload-style VM for an asserted INTx line); returns how many were accepted.
+pub fn deliver_messages(
+    messages: &[MsiMessage],
+    intx: bool,
+    vm: u32,
+    platform: &mut Platform,
+    delivered: &mut u64,
+) -> usize {
+    // Without MSI-X (a driver that does not set it up, as virtio-drivers does not),
+    // the asserted line wakes a payload-style VM, which has no I/O APIC and polls
+    // its devices after each wake; a desktop's INTx is not wired.
+    if intx {
+        platform.wake_for_line();
+    }
+    let mut accepted = 0usize;
+    // A message outside the interrupt window (the guest's own mistake) is dropped.
+    for route in messages.iter().filter_map(|m| MsiRoute::decode(m.address, m.data)) {
+        if platform.deliver_device_interrupt(vm, GuestTarget::Msi(route), delivered) {
+            accepted = accepted.saturating_add(1);
+        }
+    }
+    accepted
 }
 
 /// The BAR on the VM's MMIO bus, where it was placed. If the guest moves the BAR or

@@ -1,9 +1,14 @@
 //! Virtio devices (VIRTIO 1.2, OASIS virtio-v1.2-cs01): the modern PCI transport
-//! (§4.1), split virtqueues (§2.7) and the network device (§5.1). The device models are
+//! (§4.1), split virtqueues (§2.7), the network device (§5.1) and the block device (§5.2). The device models are
 //! pure: they read guest memory only through `memory::guest`, and what moves frames
-//! between two devices (the link) lives in `vm/`. See docs/virtio-net.md.
+//! between two devices (the link) lives in `vm/`. See docs/virtio-net.md and
+//! docs/virtio-blk.md.
 #![forbid(unsafe_code)]
 
+pub mod blk;
+pub mod blk_backend;
+pub mod blk_request;
+pub mod blk_serve;
 #[cfg(test)]
 pub mod fake_driver;
 pub mod msix_vectors;

@@ -153,6 +153,7 @@ fn vm_config(vm: &model::Vm) -> Result<VmConfig, &'static str> {
         expect,
         devices,
         needs_lease: vm.needs_lease,
+        disk: None,
     })
 }
 

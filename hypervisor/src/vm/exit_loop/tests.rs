@@ -280,6 +280,7 @@ impl Guest {
             host,
             sync_bars: &mut sync_bars,
             net_ports: &[],
+            disk: None,
             network: None,
         }
         .run()

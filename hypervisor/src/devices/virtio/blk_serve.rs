@@ -1,0 +1,258 @@
+//! Carrying out virtio-blk requests: take chains from the request queue, check each
+//! (`blk_request`), check that every buffer lies in the guest's RAM, then move the data
+//! between the guest's buffers and the backend through a 64 KiB bounce buffer, and
+//! complete the chain with its status.
+//!
+//! A request the parser or the memory check refuses completes with IOERR (UNSUPP for
+//! an unknown type) and never reaches the backend. A chain the queue code cannot walk
+//! (a loop, an index past the table, an indirect descriptor) has no status byte to
+//! write: the device goes to NEEDS_RESET as virtio-net does (§2.1.2). One call takes at
+//! most [`REQUESTS_PER_POLL`] requests and stops taking more once
+//! [`BYTES_PER_POLL`] bytes moved; `more` says whether requests wait.
+#![forbid(unsafe_code)]
+
+use super::blk::{REQUEST_QUEUE, VirtioBlk};
+use super::blk_backend::{BlockBackend, SECTOR_SIZE};
+use super::blk_request::{
+    DiskShape, HEADER_LEN, Op, Reject, ReqHeader, blk_status, decide, frame, id_len, status_byte,
+};
+use super::virtqueue::{DescChain, DescSegment};
+use crate::memory::addr::GuestPhysAddr;
+use crate::memory::guest::{GuestMemory, GuestMemoryAccess, HostMemory, write_obj};
+
+/// Requests one call takes at most.
+pub const REQUESTS_PER_POLL: u32 = 64;
+/// Once this many data bytes moved, a call takes no further request.
+/// (A full queue of size_max buffers holds less than 8 MiB.)
+pub const BYTES_PER_POLL: u64 = 4 * 1024 * 1024;
+
+/// What one call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Requests taken (completed, successfully or not).
+    pub requests: u32,
+    /// Data bytes moved between guest memory and the backend.
+    pub bytes: u64,
+    /// Requests still wait in the queue: call again.
+    pub more: bool,
+}
+
+/// Whether every buffer lies inside one region of the guest's RAM.
+fn in_ram<H: HostMemory>(mem: &GuestMemory<'_, H>, segments: &[DescSegment]) -> bool {
+    segments.iter().all(|seg| {
+        let region = mem.map().region(GuestPhysAddr::new(seg.addr));
+        let end = seg.addr.checked_add(u64::from(seg.len));
+        matches!((region, end), (Some(r), Some(end)) if end <= r.end())
+    })
+}
+
+/// A position in a list of buffers.
+#[derive(Debug, Default)]
+struct Cursor {
+    index: usize,
+    offset: u32,
+}
+
+impl Cursor {
+    /// The next piece of at most `want` bytes: its address and length (skipping
+    /// finished buffers); `None` past the last buffer.
+    fn next(&mut self, segments: &[DescSegment], want: usize) -> Option<(GuestPhysAddr, usize)> {
+        loop {
+            let seg = segments.get(self.index)?;
+            let left = seg.len.saturating_sub(self.offset);
+            if left > 0 {
+                let n = (left as usize).min(want);
+                let at = GuestPhysAddr::new(seg.addr.wrapping_add(u64::from(self.offset)));
+                self.offset = self.offset.saturating_add(n as u32);
+                return Some((at, n));
+            }
+            self.index = self.index.saturating_add(1);
+            self.offset = 0;
+        }
+    }
+}
+
+/// Writes `bytes` into the buffers from the cursor on.
+fn scatter<H: HostMemory>(
+    mem: &mut GuestMemory<'_, H>,
+    segments: &[DescSegment],
+    cursor: &mut Cursor,
+    mut bytes: &[u8],
+) -> Result<(), Reject> {
+    while !bytes.is_empty() {
+        let (at, n) = cursor.next(segments, bytes.len()).ok_or(Reject::Length)?;
+        let (now, rest) = bytes.split_at(n.min(bytes.len()));
+        mem.write_bytes(at, now).map_err(|_| Reject::Memory)?;
+        bytes = rest;
+    }
+    Ok(())
+}
+
+/// Fills `out` from the buffers from the cursor on.
+fn gather<H: HostMemory>(
+    mem: &GuestMemory<'_, H>,
+    segments: &[DescSegment],
+    cursor: &mut Cursor,
+    mut out: &mut [u8],
+) -> Result<(), Reject> {
+    while !out.is_empty() {
+        let (at, n) = cursor.next(segments, out.len()).ok_or(Reject::Length)?;
+        let (now, rest) = out.split_at_mut(n.min(out.len()));
+        mem.read_bytes(at, now).map_err(|_| Reject::Memory)?;
+        out = rest;
+    }
+    Ok(())
+}
+
+/// Moves `len` bytes from `sector` between the backend and the buffers, a bounce
+/// buffer at a time; `to_guest` for a read.
+fn transfer<H: HostMemory>(
+    mem: &mut GuestMemory<'_, H>,
+    backend: &mut dyn BlockBackend,
+    chunk: &mut [u8],
+    data: &[DescSegment],
+    (sector, len): (u64, u64),
+    to_guest: bool,
+) -> Result<(), Reject> {
+    let mut cursor = Cursor::default();
+    let mut done = 0u64;
+    while done < len {
+        let n = (len.saturating_sub(done)).min(chunk.len() as u64) as usize;
+        let buf = chunk.get_mut(..n).ok_or(Reject::Length)?;
+        // `done` is a multiple of the chunk, itself whole sectors.
+        let at = sector.saturating_add(done / SECTOR_SIZE);
+        if to_guest {
+            backend.read(at, buf).map_err(|_| Reject::Backend)?;
+            scatter(mem, data, &mut cursor, buf)?;
+        } else {
+            gather(mem, data, &mut cursor, buf)?;
+            backend.write(at, buf).map_err(|_| Reject::Backend)?;
+        }
+        done = done.saturating_add(n as u64);
+    }
+    Ok(())
+}
+
+impl VirtioBlk {
+    /// Carries out what waits in the request queue, within the per-call bounds, and
+    /// interrupts the driver if it asked for it.
+    pub fn serve<H: HostMemory>(&mut self, mem: &mut GuestMemory<'_, H>) -> Served {
+        let mut served = Served::default();
+        if !self.is_running() {
+            return served;
+        }
+        let mut chain = core::mem::take(&mut self.chain);
+        while served.requests < REQUESTS_PER_POLL && served.bytes < BYTES_PER_POLL {
+            let Some(queue) = self.request_queue() else { break };
+            match queue.pop(mem, &mut chain) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.fail(e);
+                    break;
+                }
+            }
+            let (used, moved) = self.complete(mem, &chain);
+            served.requests = served.requests.saturating_add(1);
+            served.bytes = served.bytes.saturating_add(moved);
+            let Some(queue) = self.request_queue() else { break };
+            if let Err(e) = queue.push_used(mem, chain.head, used) {
+                self.fail(e);
+                break;
+            }
+        }
+        self.chain = chain;
+        if let Some(queue) = self.request_queue() {
+            match queue.needs_interrupt(mem) {
+                Ok(true) => self.transport.signal_queue(REQUEST_QUEUE),
+                Ok(false) => {}
+                Err(e) => {
+                    self.fail(e);
+                }
+            }
+        }
+        served.more = self.is_running() && self.request_queue().is_some_and(|q| q.pending(mem).is_ok_and(|n| n > 0));
+        self.leftover = served.more;
+        served
+    }
+
+    /// Carries out one request and writes its status; returns the used length (bytes
+    /// written into the chain) and the data bytes moved.
+    fn complete<H: HostMemory>(&mut self, mem: &mut GuestMemory<'_, H>, chain: &DescChain) -> (u32, u64) {
+        match self.execute(mem, chain) {
+            Ok((status_addr, written, moved)) => {
+                if write_obj(mem, GuestPhysAddr::new(status_addr), blk_status::OK).is_err() {
+                    // Checked to lie in RAM before anything moved: not reached.
+                    self.counters.no_status = self.counters.no_status.saturating_add(1);
+                    return (0, moved);
+                }
+                (written.saturating_add(1), moved)
+            }
+            Err(reject) => {
+                let c = &mut self.counters;
+                c.last_reject = Some(reject);
+                if reject == Reject::Unsupported {
+                    c.unsupported = c.unsupported.saturating_add(1);
+                } else {
+                    c.io_errors = c.io_errors.saturating_add(1);
+                }
+                let at = status_byte(&chain.segments);
+                match at.map(|at| write_obj(mem, GuestPhysAddr::new(at), reject.status())) {
+                    Some(Ok(())) => (1, 0),
+                    _ => {
+                        c.no_status = c.no_status.saturating_add(1);
+                        (0, 0)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks and carries out one request; returns where its status goes, the data
+    /// bytes written into the chain, and the data bytes moved.
+    fn execute<H: HostMemory>(
+        &mut self,
+        mem: &mut GuestMemory<'_, H>,
+        chain: &DescChain,
+    ) -> Result<(u64, u32, u64), Reject> {
+        let framed = frame(&chain.segments)?;
+        if !in_ram(mem, &chain.segments) {
+            return Err(Reject::Memory);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        mem.read_bytes(GuestPhysAddr::new(framed.header_addr), &mut header).map_err(|_| Reject::Memory)?;
+        let disk = DiskShape { capacity_sectors: self.backend.capacity_sectors(), read_only: self.backend.read_only() };
+        let op = decide(&ReqHeader::parse(&header), &framed, disk)?;
+        let data = chain.segments.get(framed.data.0..framed.data.1).unwrap_or(&[]);
+        let len = framed.data_len;
+        let VirtioBlk { backend, chunk, counters: c, .. } = self;
+        let status = framed.status_addr;
+        match op {
+            Op::Read { sector } => {
+                transfer(mem, &mut **backend, chunk, data, (sector, len), true)?;
+                c.reads = c.reads.saturating_add(1);
+                c.bytes_read = c.bytes_read.saturating_add(len);
+                // At most MAX_REQUEST_BYTES: fits a u32.
+                Ok((status, len as u32, len))
+            }
+            Op::Write { sector } => {
+                transfer(mem, &mut **backend, chunk, data, (sector, len), false)?;
+                c.writes = c.writes.saturating_add(1);
+                c.bytes_written = c.bytes_written.saturating_add(len);
+                Ok((status, 0, len))
+            }
+            Op::Flush => {
+                backend.flush().map_err(|_| Reject::Backend)?;
+                c.flushes = c.flushes.saturating_add(1);
+                Ok((status, 0, 0))
+            }
+            Op::GetId => {
+                let id = backend.id();
+                let n = id_len(len);
+                scatter(mem, data, &mut Cursor::default(), id.get(..n).unwrap_or(&[]))?;
+                c.get_ids = c.get_ids.saturating_add(1);
+                Ok((status, n as u32, 0))
+            }
+        }
+    }
+}

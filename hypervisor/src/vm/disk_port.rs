@@ -1,0 +1,253 @@
+//! A VM's virtual disk: its virtio-blk PCI function (00:18.0), the function's BAR at a
+//! fixed place below the link ports' BARs at the top of the 32-bit PCI window, and the
+//! disk behind it. After an exit that rang the doorbell the device carries out the
+//! waiting requests against the VM's own memory (within the per-call bounds of
+//! `blk_serve`); the scheduler serves what the bound left over before the VM's next
+//! turn and delivers the device's MSI-X messages. The disk outlives VM restarts; it
+//! goes with the VM.
+#![forbid(unsafe_code)]
+
+use alloc::boxed::Box;
+
+use crate::devices::bus::{BusError, BusRange, MemBus, MmioDevice};
+use crate::devices::layout::PCI_MMIO32_END;
+use crate::devices::shared::Shared;
+use crate::devices::virtio::blk::VirtioBlk;
+use crate::devices::virtio::blk_backend::{BlockBackend, HostRamBackend, ID_BYTES, SECTOR_SIZE};
+use crate::devices::virtio::blk_serve::Served;
+use crate::devices::virtio::pci_transport::BAR_SIZE;
+use crate::devices::vpci::config_space::VpciError;
+use crate::devices::vpci::host_bridge::VpciHost;
+use crate::hw::{AccessSize, Bdf};
+use crate::log_limit::Source;
+use crate::memory::addr::PAGE_SIZE;
+use crate::memory::direct_map::DirectMap;
+use crate::memory::guest::{GuestMemory, GuestMemoryMap};
+use crate::vm::config::{DiskConfig, Kind, MAX_LINKS_PER_VM, VmConfig};
+use crate::vm::host_blocks::{HostBlocks, PhysBlocks};
+use crate::vm::instance::VmError;
+use crate::vm::platform::Platform;
+
+/// The PCI device number of a VM's disk.
+pub const DISK_SLOT: u8 = 0x18;
+
+/// Where the disk's BAR sits: right below the BARs of the most link ports a Linux VM
+/// can have (only Linux VMs get a disk).
+pub const DISK_BAR: u64 = PCI_MMIO32_END - BAR_SIZE * (MAX_LINKS_PER_VM as u64 + 1);
+// Link port i's BAR is at PCI_MMIO32_END - BAR_SIZE * (i + 1): the disk's ends where
+// the lowest one starts, inside the window.
+const _: () = assert!(DISK_BAR + BAR_SIZE == PCI_MMIO32_END - BAR_SIZE * MAX_LINKS_PER_VM as u64);
+const _: () = assert!(DISK_BAR >= crate::devices::layout::PCI_MMIO32_START);
+
+/// Why a VM's virtio-blk function could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskPortError {
+    Pci(VpciError),
+    Bus(BusError),
+    /// The BAR's place does not make a bus range.
+    BarPlace(u64),
+}
+
+impl core::fmt::Display for DiskPortError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DiskPortError::Pci(e) => write!(f, "virtio-blk function: {e:?}"),
+            DiskPortError::Bus(e) => write!(f, "virtio-blk BAR: {e:?}"),
+            DiskPortError::BarPlace(at) => write!(f, "virtio-blk BAR: no room at {at:#x}"),
+        }
+    }
+}
+
+/// The serial number of VM `vm`'s disk: `bulkhead-vmN`, NUL-padded to 20 bytes.
+pub fn serial(vm: u32) -> [u8; ID_BYTES] {
+    let mut id = [0u8; ID_BYTES];
+    let mut text: heapless::String<ID_BYTES> = heapless::String::new();
+    let _ = core::fmt::write(&mut text, format_args!("bulkhead-vm{vm}"));
+    for (slot, b) in id.iter_mut().zip(text.bytes()) {
+        *slot = b;
+    }
+    id
+}
+
+/// The disk of VM `id` if its configuration asks for one (Linux VMs): a block of host
+/// RAM taken into the VM's `blocks` (zeroed by the allocator, freed with the VM, kept
+/// across its restarts), `size_bytes` rounded up to whole pages.
+pub fn disk_for<E>(
+    id: u32,
+    config: &VmConfig,
+    map: &GuestMemoryMap,
+    blocks: &mut HostBlocks,
+) -> Result<Option<DiskPort>, VmError<E>> {
+    let Some(disk) = config.disk else { return Ok(None) };
+    if config.kind != Kind::Linux {
+        log::warn!(target: "vblk", "vm {id} ({}): a disk is only given to Linux VMs", config.name);
+        return Ok(None);
+    }
+    let bytes = disk
+        .size_bytes
+        .max(PAGE_SIZE)
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(VmError::OutOfMemory("virtual disk"))?;
+    let base = blocks.take(&mut PhysBlocks, bytes, PAGE_SIZE, "virtual disk")?;
+    let backend = HostRamBackend::new(DirectMap, base, bytes / SECTOR_SIZE, disk.read_only, serial(id));
+    let port = DiskPort::new(id, Box::new(backend), map.clone()).map_err(VmError::Disk)?;
+    log::info!(
+        target: "vblk",
+        "vm {id} ({}): virtio-blk disk of {} MiB{} at 00:{DISK_SLOT:02x}.0",
+        config.name,
+        bytes >> 20,
+        if disk.read_only { ", read-only" } else { "" }
+    );
+    Ok(Some(port))
+}
+
+/// The boot module through which a test image gives VMs disks until the signed policy
+/// carries them: lines `VM MIB` or `VM MIB ro`.
+pub const TEST_DISKS_MODULE: &str = "test-disks";
+
+/// The largest disk the test hook gives (host RAM).
+const TEST_DISK_MAX_MIB: u64 = 4096;
+
+/// Applies a `test-disks` module's lines to the VMs they name; returns how many lines
+/// did not apply (unknown VM, bad size), each logged.
+pub fn apply_test_disks(text: &str, configs: &mut [VmConfig]) -> usize {
+    let mut skipped = 0usize;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let mut words = line.split_whitespace();
+        let (name, mib, flag) = (words.next(), words.next().and_then(|m| m.parse::<u64>().ok()), words.next());
+        let vm = configs.iter_mut().find(|c| Some(c.name.as_str()) == name);
+        match (vm, mib, flag) {
+            (Some(vm), Some(mib @ 1..=TEST_DISK_MAX_MIB), None | Some("ro")) => {
+                vm.disk = Some(DiskConfig { size_bytes: mib << 20, read_only: flag.is_some() });
+            }
+            _ => {
+                log::warn!(target: "vblk", "{TEST_DISKS_MODULE}: line not applied: {line}");
+                skipped = skipped.saturating_add(1);
+            }
+        }
+    }
+    skipped
+}
+
+/// One VM's disk device and the VM's memory map (the only memory its requests reach).
+#[derive(Debug)]
+pub struct DiskPort {
+    pub device: Shared<VirtioBlk>,
+    map: GuestMemoryMap,
+    vm_id: u32,
+}
+
+impl DiskPort {
+    pub fn new(vm_id: u32, backend: Box<dyn BlockBackend + Send>, map: GuestMemoryMap) -> Result<Self, DiskPortError> {
+        let device = VirtioBlk::new(backend).map_err(DiskPortError::Pci)?;
+        Ok(DiskPort { device: Shared::new(device), map, vm_id })
+    }
+
+    pub fn bdf(&self) -> Bdf {
+        Bdf::masked(0, DISK_SLOT, 0)
+    }
+
+    /// On every VM start: the device as after power-on (the disk as it was), its BAR
+    /// placed, the function on the VM's PCI bus and the BAR on its MMIO bus.
+    pub fn attach(&self, pci: &mut VpciHost, mmio: &mut MemBus) -> Result<(), DiskPortError> {
+        self.device.lock().power_on(DISK_BAR).map_err(DiskPortError::Pci)?;
+        pci.add_function(self.bdf(), Box::new(self.device.clone())).map_err(DiskPortError::Pci)?;
+        let range = BusRange::new(DISK_BAR, BAR_SIZE).ok_or(DiskPortError::BarPlace(DISK_BAR))?;
+        mmio.insert(range, Box::new(DiskBar { device: self.device.clone() })).map_err(DiskPortError::Bus)
+    }
+
+    /// Its VM stopped: the device lets go of the VM's ring.
+    pub fn stop(&self) {
+        self.device.lock().reset_by_host();
+    }
+
+    /// Carries out waiting requests if the driver rang the doorbell or an earlier call
+    /// left some.
+    pub fn after_exit(&self) {
+        let mut device = self.device.lock();
+        if device.take_notified() || device.has_leftover() {
+            self.serve(&mut device);
+        }
+    }
+
+    /// Carries out what an earlier call left over.
+    pub fn poll_leftover(&self) {
+        let mut device = self.device.lock();
+        if device.has_leftover() {
+            self.serve(&mut device);
+        }
+    }
+
+    fn serve(&self, device: &mut VirtioBlk) -> Served {
+        let mut memory = GuestMemory::new(&self.map, DirectMap);
+        let served = device.serve(&mut memory);
+        if let Some(error) = device.take_error() {
+            let vm = self.vm_id;
+            crate::limited!(
+                Source::Emulation,
+                vm,
+                log::warn!(target: "vblk", "vm {vm}: virtio-blk needs reset: {error:?}")
+            );
+        }
+        served
+    }
+
+    /// Raises the device's ready MSI-X messages in the VM; returns how many were accepted.
+    pub fn deliver(&self, vm: u32, platform: &mut Platform, delivered: &mut u64) -> usize {
+        let mut messages = alloc::vec::Vec::new();
+        let intx = {
+            let mut device = self.device.lock();
+            device.take_messages(&mut messages);
+            device.intx_asserted()
+        };
+        crate::vm::net_port::deliver_messages(&messages, intx, vm, platform, delivered)
+    }
+}
+
+/// The BAR on the VM's MMIO bus at [`DISK_BAR`]. If the guest moves the BAR or turns
+/// memory decoding off, the old place reads all-ones and drops writes.
+struct DiskBar {
+    device: Shared<VirtioBlk>,
+}
+
+impl MmioDevice for DiskBar {
+    fn read(&mut self, offset: u64, size: AccessSize) -> u64 {
+        let mut device = self.device.lock();
+        if device.transport().bar_decoded_at() == Some(DISK_BAR) {
+            MmioDevice::read(&mut *device, offset, size)
+        } else {
+            size.mask()
+        }
+    }
+
+    fn write(&mut self, offset: u64, size: AccessSize, value: u64) {
+        let mut device = self.device.lock();
+        if device.transport().bar_decoded_at() == Some(DISK_BAR) {
+            MmioDevice::write(&mut *device, offset, size, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_hook_gives_named_vms_disks() {
+        use crate::vm::config::testing;
+        use bulkhead_policy::model::VmKind;
+        let mut configs =
+            testing::vm_configs(alloc::vec![testing::vm("a", VmKind::Linux, 64), testing::vm("b", VmKind::Linux, 64)]);
+        assert!(configs.iter().all(|c| c.disk.is_none()), "the policy gives no disk");
+        let skipped = apply_test_disks("# disks\na 64\nb 8 ro\nc 8\na 0\na 99999\nb 8 rw\n", &mut configs);
+        assert_eq!(skipped, 4);
+        assert_eq!(configs[0].disk, Some(DiskConfig { size_bytes: 64 << 20, read_only: false }));
+        assert_eq!(configs[1].disk, Some(DiskConfig { size_bytes: 8 << 20, read_only: true }));
+    }
+
+    #[test]
+    fn serials_name_the_vm() {
+        assert_eq!(&serial(3), b"bulkhead-vm3\0\0\0\0\0\0\0\0");
+        assert_eq!(&serial(12)[..14], b"bulkhead-vm12\0");
+    }
+}
