@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use images::desktops::Desktop;
-use images::disk::{BootModule, FileSource};
+use bulkhead_policy::model::{Disk, DiskMode};
 use tests::{Machine, image};
 
 const DESKTOPS: &[Desktop] = &[
@@ -28,11 +28,13 @@ fn value<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn two_linux_desktops_boot_side_by_side() {
     let guest = image::linux_guest();
-    let policy =
+    let mut policy =
         images::policy::fleet::with_links(images::desktops::desktops_policy(DESKTOPS), &[("corporate", "personal")]);
-    let mut modules = images::desktops::modules_with_policy(guest, &policy);
-    // The personal VM gets a virtual disk (the policy has no field for it yet).
-    modules.push(BootModule { name: "test-disks".into(), source: FileSource::Bytes(b"personal 64\n".to_vec()) });
+    // The personal VM gets a virtual disk.
+    for vm in policy.vms.iter_mut().filter(|vm| vm.name == "personal") {
+        vm.disk = Some(Disk { size_mib: 64, mode: DiskMode::Persistent });
+    }
+    let modules = images::desktops::modules_with_policy(guest, &policy);
     let img = image::build_image_with_modules("linux-desktops", "", modules);
     let mut m = Machine::boot("linux-desktops", &img, |c| {
         // The 3 GiB VM needs a contiguous host block: QEMU's q35 puts RAM beyond 2 GiB

@@ -56,6 +56,7 @@ fn policy(version: u64) -> Policy {
             devices: vec![],
             network: None,
             needs_lease: false,
+            disk: None,
             expect: None,
         }],
         links: vec![],

@@ -50,6 +50,7 @@ fn desktop(name: &str, rule: NetRule, allow: Vec<String>, needs_lease: bool) -> 
         devices: vec![],
         network: Some(Network { via: "net".into(), rule, allow }),
         needs_lease,
+        disk: None,
         expect: None,
     }
 }

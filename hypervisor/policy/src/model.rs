@@ -13,7 +13,7 @@ use crate::device::DeviceId;
 
 /// Bumped when the meaning of [`Policy`]'s encoding changes; a device refuses a format
 /// it does not know.
-pub const MODEL_FORMAT: u16 = 1;
+pub const MODEL_FORMAT: u16 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -113,10 +113,33 @@ pub struct Vm {
     pub network: Option<Network>,
     /// Starts only while the laptop's offline lease holds (see [`Management`]).
     pub needs_lease: bool,
+    /// Its virtual disk (a virtio-blk device; Linux VMs).
+    pub disk: Option<Disk>,
     /// Self-test VMs only: how the VM is expected to end (`triple-fault`, `npf`,
     /// `bad-hypercall`, `shutdown`, `dma-fault`).
     pub expect: Option<String>,
 }
+
+/// What happens to a VM disk's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskMode {
+    /// Kept.
+    Persistent,
+    /// Discarded whenever the VM starts (a disposable desktop).
+    ResetOnBoot,
+    /// Refused: the guest sees a read-only disk.
+    ReadOnly,
+}
+
+/// A VM's virtual disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub size_mib: u32,
+    pub mode: DiskMode,
+}
+
+/// Largest VM disk a policy may give (MiB).
+pub const MAX_DISK_MIB: u32 = 1 << 20;
 
 /// A link between two desktops' virtio-net devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use crate::log_limit::Source;
 use crate::memory::addr::PAGE_SIZE;
 use crate::memory::direct_map::DirectMap;
 use crate::memory::guest::{GuestMemory, GuestMemoryMap};
-use crate::vm::config::{DiskConfig, Kind, MAX_LINKS_PER_VM, VmConfig};
+use crate::vm::config::{Kind, MAX_LINKS_PER_VM, VmConfig};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks};
 use crate::vm::instance::VmError;
 use crate::vm::platform::Platform;
@@ -99,34 +99,6 @@ pub fn disk_for<E>(
         if disk.read_only { ", read-only" } else { "" }
     );
     Ok(Some(port))
-}
-
-/// The boot module through which a test image gives VMs disks until the signed policy
-/// carries them: lines `VM MIB` or `VM MIB ro`.
-pub const TEST_DISKS_MODULE: &str = "test-disks";
-
-/// The largest disk the test hook gives (host RAM).
-const TEST_DISK_MAX_MIB: u64 = 4096;
-
-/// Applies a `test-disks` module's lines to the VMs they name; returns how many lines
-/// did not apply (unknown VM, bad size), each logged.
-pub fn apply_test_disks(text: &str, configs: &mut [VmConfig]) -> usize {
-    let mut skipped = 0usize;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let mut words = line.split_whitespace();
-        let (name, mib, flag) = (words.next(), words.next().and_then(|m| m.parse::<u64>().ok()), words.next());
-        let vm = configs.iter_mut().find(|c| Some(c.name.as_str()) == name);
-        match (vm, mib, flag) {
-            (Some(vm), Some(mib @ 1..=TEST_DISK_MAX_MIB), None | Some("ro")) => {
-                vm.disk = Some(DiskConfig { size_bytes: mib << 20, read_only: flag.is_some() });
-            }
-            _ => {
-                log::warn!(target: "vblk", "{TEST_DISKS_MODULE}: line not applied: {line}");
-                skipped = skipped.saturating_add(1);
-            }
-        }
-    }
-    skipped
 }
 
 /// One VM's disk device and the VM's memory map (the only memory its requests reach).
@@ -231,19 +203,6 @@ impl MmioDevice for DiskBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_test_hook_gives_named_vms_disks() {
-        use crate::vm::config::testing;
-        use bulkhead_policy::model::VmKind;
-        let mut configs =
-            testing::vm_configs(alloc::vec![testing::vm("a", VmKind::Linux, 64), testing::vm("b", VmKind::Linux, 64)]);
-        assert!(configs.iter().all(|c| c.disk.is_none()), "the policy gives no disk");
-        let skipped = apply_test_disks("# disks\na 64\nb 8 ro\nc 8\na 0\na 99999\nb 8 rw\n", &mut configs);
-        assert_eq!(skipped, 4);
-        assert_eq!(configs[0].disk, Some(DiskConfig { size_bytes: 64 << 20, read_only: false }));
-        assert_eq!(configs[1].disk, Some(DiskConfig { size_bytes: 8 << 20, read_only: true }));
-    }
 
     #[test]
     fn serials_name_the_vm() {

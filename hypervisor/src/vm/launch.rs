@@ -115,10 +115,6 @@ pub fn launch(
             Err(i) => return LaunchError::KeyMap { binding: i.saturating_add(1) },
         }
     };
-    let mut configs = configs;
-    if let Some(text) = module_data(modules, crate::vm::disk_port::TEST_DISKS_MODULE) {
-        crate::vm::disk_port::apply_test_disks(core::str::from_utf8(text).unwrap_or(""), &mut configs);
-    }
     // Every device assignment is checked (assignable, IOMMU on) before any VM exists.
     let assigned = match crate::vm::passthrough::check(&configs) {
         Ok(a) => a,

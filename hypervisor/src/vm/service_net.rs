@@ -201,6 +201,7 @@ mod tests {
             devices: vec![],
             network: Some(Network { via: "net".into(), rule: PolicyRule::CorporateOnly, allow: vec![allow.into()] }),
             needs_lease: false,
+            disk: None,
             expect: None,
         };
         let mut personal = corporate("");

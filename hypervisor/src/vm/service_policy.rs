@@ -120,6 +120,7 @@ mod tests {
             devices: vec![],
             network,
             needs_lease: false,
+            disk: None,
             expect: None,
         }
     }

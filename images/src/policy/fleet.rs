@@ -23,6 +23,7 @@ pub fn vm(name: &str, kind: VmKind, image: &str, memory_mib: u32) -> Vm {
         devices: Vec::new(),
         network: None,
         needs_lease: false,
+        disk: None,
         expect: None,
     }
 }

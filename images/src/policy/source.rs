@@ -60,6 +60,17 @@ pub struct VmEntry {
     #[serde(default)]
     pub needs_lease: Option<Spanned<bool>>,
     pub expect: Option<Spanned<String>>,
+    pub disk: Option<Spanned<DiskEntry>>,
+}
+
+/// A VM's `disk = { size = "8G", mode = "persistent" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskEntry {
+    /// `"512M"`, `"8G"`: whole MiB.
+    pub size: Spanned<String>,
+    /// `persistent` (the default), `reset-on-boot` or `read-only`.
+    pub mode: Option<Spanned<String>>,
 }
 
 /// A VM's `network = { via = "net", rule = "...", allow = [...] }`.

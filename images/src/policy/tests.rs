@@ -64,10 +64,10 @@ fn every_error_is_reported_with_its_line_and_column() {
         [
             "12:1: error: [[vm]] has no field `colr`: remove it or use one of `name`, `slot`, `kind`, `image`, \
              `initrd`, `modules`, `cmdline`, `memory`, `label`, `colour`, `restart`, `devices`, `network`, \
-             `needs_lease`, `expect`",
+             `needs_lease`, `expect`, `disk`",
             "19:1: error: [[vm]] has no field `memory2`: remove it or use one of `name`, `slot`, `kind`, `image`, \
              `initrd`, `modules`, `cmdline`, `memory`, `label`, `colour`, `restart`, `devices`, `network`, \
-             `needs_lease`, `expect`",
+             `needs_lease`, `expect`, `disk`",
             "26:23: error: device \"00:33.0\" is neither an address like \"00:03.0\" (bus:device.function, hex) nor \
              an id like \"8086:10d3\" (vendor:device, hex)",
             "27:10: error: expect \"boom\" is unknown: use triple-fault, npf, bad-hypercall, shutdown or dma-fault",
@@ -326,4 +326,29 @@ fn a_vm_with_its_own_error_is_not_reported_again_by_what_names_it() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found[0].starts_with("12:1: error: [[vm]] has no field `typo`"), "{found:?}");
     assert!(found[1].starts_with("26:1: error: [[vm]] has no field `colr`"), "{found:?}");
+}
+
+#[test]
+fn disks_have_a_size_and_a_mode() {
+    use bulkhead_policy::model::{Disk, DiskMode};
+    let linux = |name: &str, extra: &str| vm(name, 1, extra).replace("\"payload\"", "\"linux\"");
+    let text = format!("{HEAD}{}", linux("a", "disk = { size = \"8G\", mode = \"reset-on-boot\" }\n"));
+    let p = compile(&text, &options()).unwrap().policy;
+    assert_eq!(p.vms[0].disk, Some(Disk { size_mib: 8192, mode: DiskMode::ResetOnBoot }));
+    let text = format!("{HEAD}{}", linux("a", "disk = { size = \"512M\" }\n"));
+    assert_eq!(compile(&text, &options()).unwrap().policy.vms[0].disk.unwrap().mode, DiskMode::Persistent);
+    let bad = format!("{HEAD}{}", linux("a", "disk = { size = \"1500K\", mode = \"sometimes\" }\n"));
+    let found = findings(&bad);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].ends_with("error: disk size \"1500K\" must be whole MiB between 1M and 1024G"), "{found:?}");
+    let bad = format!("{HEAD}{}", linux("a", "disk = { size = \"1G\", mode = \"sometimes\" }\n"));
+    assert!(
+        findings(&bad)[0].ends_with("disk mode \"sometimes\" is unknown: use persistent, reset-on-boot or read-only"),
+        "{:?}",
+        findings(&bad)
+    );
+    let bad = format!("{HEAD}{}", linux("a", "disk = { size = \"1G\", cache = true }\n"));
+    assert!(findings(&bad)[0].contains("no field `cache`: remove it or use one of `size` or `mode`"), "{:?}", findings(&bad));
+    let payload = format!("{HEAD}{}", vm("a", 1, "disk = { size = \"1G\" }\n"));
+    assert!(findings(&payload)[0].ends_with("a disk is a virtio-blk device for kind = \"linux\" VMs: remove it"));
 }

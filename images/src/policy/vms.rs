@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use bulkhead_policy::model::{Link, Restart, Vm, VmKind};
+use bulkhead_policy::model::{Disk, DiskMode, Link, MAX_DISK_MIB, Restart, Vm, VmKind};
 use bulkhead_policy::syntax::{self, DeviceSelector, Expect};
 
 use super::diagnostics::Diagnostics;
@@ -111,6 +111,7 @@ pub fn check(
         {
             d.error(n.span(), "needs_lease needs a [management] section: the lease comes from its check-ins");
         }
+        let disk = check_disk(d, e, kind);
         let vm = Vm {
             name: name.to_string(),
             kind,
@@ -126,6 +127,7 @@ pub fn check(
             network: None,
             needs_lease,
             expect,
+            disk,
         };
         vms.push((slot, vm));
     }
@@ -134,6 +136,41 @@ pub fn check(
     let links = check_links(d, links, &vms, known.unreadable);
     vms.sort_by_key(|(slot, _)| *slot);
     (vms.into_iter().map(|(_, vm)| vm).collect(), links)
+}
+
+/// `disk = { size, mode }`: whole MiB up to 1 TiB, on a Linux VM.
+fn check_disk(d: &mut Diagnostics, e: &VmEntry, kind: VmKind) -> Option<Disk> {
+    let entry = e.disk.as_ref()?;
+    if kind != VmKind::Linux {
+        d.error(entry.span(), "a disk is a virtio-blk device for kind = \"linux\" VMs: remove it");
+        return None;
+    }
+    let disk = entry.get_ref();
+    let text = disk.size.get_ref();
+    let size_mib = match syntax::parse_size(text) {
+        Some(bytes) if bytes.is_multiple_of(1 << 20) && (1..=u64::from(MAX_DISK_MIB)).contains(&(bytes >> 20)) => {
+            u32::try_from(bytes >> 20).unwrap_or(0)
+        }
+        Some(_) => {
+            d.error(disk.size.span(), format!("disk size \"{text}\" must be whole MiB between 1M and 1024G"));
+            return None;
+        }
+        None => {
+            d.error(disk.size.span(), format!("disk size \"{text}\" is not a size: write it like \"512M\" or \"8G\""));
+            return None;
+        }
+    };
+    let mode = match disk.mode.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("persistent") => DiskMode::Persistent,
+        Some("reset-on-boot") => DiskMode::ResetOnBoot,
+        Some("read-only") => DiskMode::ReadOnly,
+        Some(other) => {
+            let span = disk.mode.as_ref().map_or(entry.span(), |m| m.span());
+            d.error(span, format!("disk mode \"{other}\" is unknown: use persistent, reset-on-boot or read-only"));
+            return None;
+        }
+    };
+    Some(Disk { size_mib, mode })
 }
 
 fn check_memory(d: &mut Diagnostics, e: &VmEntry) -> u64 {

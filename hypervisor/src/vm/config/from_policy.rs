@@ -9,7 +9,7 @@ use bulkhead_policy::model::{self, Policy, VmKind};
 use bulkhead_policy::syntax::{self, DeviceSelector, Expect, MAX_HOTKEYS};
 
 use super::{
-    Config, ConfigError, ConfigReason, HotkeyBinding, HotkeyError, Kind, LinkConfig, MAX_LINKS_PER_VM,
+    Config, ConfigError, ConfigReason, DiskConfig, HotkeyBinding, HotkeyError, Kind, LinkConfig, MAX_LINKS_PER_VM,
     MAX_SERVICE_LINKS, NetRule, Restart, Subject, VmConfig,
 };
 use crate::switcher::hotkeys::{Action, Combo};
@@ -153,8 +153,31 @@ fn vm_config(vm: &model::Vm) -> Result<VmConfig, &'static str> {
         expect,
         devices,
         needs_lease: vm.needs_lease,
-        disk: None,
+        disk: disk_config(vm)?,
     })
+}
+
+/// Largest disk while disks live in host RAM (until the encrypted disk store on the
+/// laptop's NVMe exists): the RAM is taken from what VMs can have.
+pub const MAX_RAM_DISK_MIB: u32 = 4096;
+
+/// A Linux VM's virtio-blk disk. For now every disk is kept in host RAM: its contents
+/// last until the laptop powers off, whatever its mode says beyond read-only.
+fn disk_config(vm: &model::Vm) -> Result<Option<DiskConfig>, &'static str> {
+    let Some(disk) = vm.disk else { return Ok(None) };
+    if vm.kind != model::VmKind::Linux {
+        return Err("a disk is for kind = linux VMs");
+    }
+    if disk.size_mib == 0 || disk.size_mib > model::MAX_DISK_MIB {
+        return Err("disk size must be between 1 MiB and 1 TiB");
+    }
+    if disk.size_mib > MAX_RAM_DISK_MIB {
+        return Err("disks live in host RAM until the encrypted disk store exists: at most 4096 MiB");
+    }
+    Ok(Some(DiskConfig {
+        size_bytes: u64::from(disk.size_mib) << 20,
+        read_only: disk.mode == model::DiskMode::ReadOnly,
+    }))
 }
 
 /// VM `index`'s network: a link to the service VM `via` names, with its rule.
