@@ -100,22 +100,13 @@ pub fn run() -> ! {
         let now = clock.now();
         let mut busy = false;
         for (i, port) in ports.iter_mut().enumerate() {
-            // Reading the ISR lowers the port's interrupt line, which woke us; a frame
-            // that arrives after this raises it again.
-            port.ack_interrupt();
-            for _ in 0..FRAMES_PER_PORT {
-                let Ok(rx) = port.receive() else { break };
-                busy = true;
-                router.handle_frame(now, Port::Link(LinkId(i as u8)), rx.packet(), &mut out);
-                if let Err(e) = port.recycle_rx_buffer(rx) {
-                    log::warn!(target: "ports", "port {i}: receive buffer not recycled: {e}");
-                }
-            }
+            port.reclaim();
+            let got = port.receive(FRAMES_PER_PORT, |frame| {
+                router.handle_frame(now, Port::Link(LinkId(i as u8)), frame, &mut out);
+            });
+            busy |= got > 0;
         }
         if let Some(nic) = uplink.as_mut() {
-            // Re-arms its interrupt before the ring is read: a frame that lands after
-            // the read raises a new one.
-            nic.take_interrupt_causes();
             let got = nic.receive(FRAMES_PER_PORT, |frame| router.handle_frame(now, Port::Uplink, frame, &mut out));
             busy |= got > 0;
         }
@@ -124,6 +115,13 @@ pub fn run() -> ! {
         router.poll(now, &mut out);
         for t in out.drain(..) {
             send(&mut ports, uplink.as_mut(), t);
+        }
+        // One doorbell per port and one tail write for the uplink for the whole round.
+        for port in ports.iter_mut() {
+            port.flush();
+        }
+        if let Some(nic) = uplink.as_mut() {
+            nic.flush_transmit();
         }
         let mut status = status_of(&router, parsed.links.len());
         if let Some(nic) = uplink.as_mut()
@@ -162,10 +160,28 @@ pub fn run() -> ! {
                 }
             }
         }
-        if !busy {
+        if !busy && !rearm_interrupts(&mut ports, uplink.as_mut()) {
             hypercall::sleep(SLEEP_US);
         }
     }
+}
+
+/// Before sleeping: lowers every port's interrupt line (an ISR read, one exit each)
+/// and re-arms the uplink's (an ICR read), then looks again for frames that came in
+/// meanwhile; `true` if one did (no sleep: the next round takes it). A frame that
+/// arrives after this raises the line and ends the sleep. Busy rounds skip this, so
+/// a busy link costs no exit per round for interrupts.
+fn rearm_interrupts(ports: &mut [LinkPort], uplink: Option<&mut Uplink>) -> bool {
+    let mut waiting = false;
+    for port in ports.iter_mut() {
+        port.ack_interrupt();
+        waiting |= port.has_received();
+    }
+    if let Some(nic) = uplink {
+        nic.take_interrupt_causes();
+        waiting |= nic.has_received();
+    }
+    waiting
 }
 
 /// Fetches the configuration again after a policy update and gives each link its new
@@ -192,18 +208,15 @@ fn send(ports: &mut [LinkPort], uplink: Option<&mut Uplink>, t: Transmit) {
         Port::Link(link) => link,
         Port::Uplink => {
             if let Some(nic) = uplink
-                && let Err(e) = nic.transmit(&t.frame)
+                && let Err(e) = nic.queue_transmit(&t.frame)
             {
                 log::debug!(target: "uplink", "frame not sent: {e:?}");
             }
             return;
         }
     };
-    let Some(port) = ports.get_mut(link.index()) else { return };
-    let mut tx = port.new_tx_buffer(t.frame.len());
-    tx.packet_mut().copy_from_slice(&t.frame);
-    if let Err(e) = port.send(tx) {
-        log::warn!(target: "ports", "port {}: frame not sent: {e}", link.index());
+    if let Some(port) = ports.get_mut(link.index()) {
+        port.queue(&t.frame);
     }
 }
 
