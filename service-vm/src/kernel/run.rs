@@ -21,6 +21,8 @@ const FRAMES_PER_PORT: usize = 32;
 const SLEEP_US: u64 = 20_000;
 /// How often the status goes to the hypervisor when only counters change.
 const STATUS_US: i64 = 1_000_000;
+/// How often the link and uplink state is looked at for changes to report.
+const CHECK_US: i64 = 1_000;
 /// How often the counters may go to the console when frames are being dropped.
 const COUNTERS_US: i64 = 5_000_000;
 
@@ -96,6 +98,7 @@ pub fn run() -> ! {
     let mut reported = abi::NetStatus::default();
     let mut reported_drops = 0u64;
     let mut last_counters = Instant::from_micros(i64::MIN / 2);
+    let mut last_check = Instant::from_micros(i64::MIN / 2);
     loop {
         let now = clock.now();
         let mut busy = false;
@@ -123,26 +126,31 @@ pub fn run() -> ! {
         if let Some(nic) = uplink.as_mut() {
             nic.flush_transmit();
         }
-        let mut status = status_of(&router, parsed.links.len());
-        if let Some(nic) = uplink.as_mut()
-            && nic.link().up
-        {
-            status.uplink_flags |= abi::NET_UPLINK_UP;
-        }
-        // A link or the uplink changing state is reported at once, counters once a second.
-        // After an accepted update the report goes at once: its answer carries the
-        // generation of the new rules.
-        if changed_state(&status, &reported)
-            || accepted.is_some()
-            || (now - last_status).total_micros() >= STATUS_US as u64
-        {
-            let now_generation = hypercall::net_status(&status);
-            reported = status;
-            last_status = now;
-            // A negative value is an error from a hypervisor without generations.
-            if (now_generation as i64) >= 0 && now_generation != generation {
-                generation = now_generation;
-                reload_rules(&mut router, parsed.links.len());
+        // The state is looked at every millisecond at most (building it walks the
+        // router's tables), and at once after an accepted update.
+        if accepted.is_some() || (now - last_check).total_micros() >= CHECK_US as u64 {
+            last_check = now;
+            let mut status = status_of(&router, parsed.links.len());
+            if let Some(nic) = uplink.as_mut()
+                && nic.link().up
+            {
+                status.uplink_flags |= abi::NET_UPLINK_UP;
+            }
+            // A link or the uplink changing state is reported at once, counters once a second.
+            // After an accepted update the report goes at once: its answer carries the
+            // generation of the new rules.
+            if changed_state(&status, &reported)
+                || accepted.is_some()
+                || (now - last_status).total_micros() >= STATUS_US as u64
+            {
+                let now_generation = hypercall::net_status(&status);
+                reported = status;
+                last_status = now;
+                // A negative value is an error from a hypervisor without generations.
+                if (now_generation as i64) >= 0 && now_generation != generation {
+                    generation = now_generation;
+                    reload_rules(&mut router, parsed.links.len());
+                }
             }
         }
         // The counters, when a drop happened since they were last shown (at most every
@@ -152,9 +160,9 @@ pub fn run() -> ! {
             let s = router.status();
             let drops =
                 s.links.iter().map(|l| l.counters.dropped_total()).sum::<u64>() + s.uplink.counters.dropped_total();
+            last_counters = now;
             if drops != reported_drops {
                 reported_drops = drops;
-                last_counters = now;
                 for line in alloc::format!("{s}").lines() {
                     log::info!(target: "router", "{line}");
                 }
