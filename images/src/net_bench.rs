@@ -6,6 +6,12 @@
 //! (its own clock, in instructions of the whole machine), the exits on each side per
 //! MiB, and the link's frames and bytes per MiB (the hypervisor copies each byte once
 //! per hop), and the table puts the two side by side.
+//!
+//! A second table splits the machine's instructions per MiB by where they ran: in the
+//! desktop, in the service VM, in the hypervisor, and the virtual clock's idle jumps.
+//! The hypervisor reads its TSC (under `-icount shift=0`, one tick per instruction)
+//! around each VMRUN and around its idle HLT and prints the sums in the `!exits` line;
+//! the hypervisor's share is the window less the guests' and the idle time.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -35,6 +41,27 @@ pub struct PathFigures {
     /// Frames and bytes the link carried towards the desktop (none on the direct path).
     pub link_frames: Option<u64>,
     pub link_bytes: Option<u64>,
+    /// Where the machine's time went between the two `!exits` readings of the desktop.
+    pub split: TimeSplit,
+}
+
+/// Host TSC ticks (instructions under `-icount shift=0`) in one measuring window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimeSplit {
+    /// The whole window (the desktop's `now_tsc` after less before).
+    pub window: u64,
+    pub desktop: u64,
+    /// In the service VM's guest mode (0 on the direct path).
+    pub service: u64,
+    /// The hypervisor halted with nothing to run: clock jumps, not instructions.
+    pub idle: u64,
+}
+
+impl TimeSplit {
+    /// What is left for the hypervisor: the window less the guests and the idle time.
+    pub fn hypervisor(&self) -> u64 {
+        self.window.saturating_sub(self.desktop).saturating_sub(self.service).saturating_sub(self.idle)
+    }
 }
 
 impl PathFigures {
@@ -79,7 +106,23 @@ impl fmt::Display for NetTable {
             )?;
         }
         let ratio = self.service.mib_per_s() / self.direct.mib_per_s().max(f64::MIN_POSITIVE);
-        write!(f, "through the service VM: {:.0}% of the direct path's throughput", ratio * 100.0)
+        writeln!(f, "through the service VM: {:.0}% of the direct path's throughput", ratio * 100.0)?;
+        writeln!(f, "instructions per MiB by where they ran (host TSC around VMRUN and the idle HLT), millions")?;
+        writeln!(f, "path              desktop  service VM  hypervisor  (idle clock)  window")?;
+        for (name, p) in [("service VM", &self.service), ("direct NIC", &self.direct)] {
+            let m = |n: u64| n as f64 / p.mib() / 1e6;
+            let t = &p.split;
+            writeln!(
+                f,
+                "{name:<15} {:>9.1} {:>11.1} {:>11.1} {:>13.1} {:>7.1}",
+                m(t.desktop),
+                m(t.service),
+                m(t.hypervisor()),
+                m(t.idle),
+                m(t.window)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -115,10 +158,30 @@ fn exits_total(line: &str) -> Option<u64> {
     words.get(at.checked_sub(1)?)?.parse().ok()
 }
 
-fn exits_of(m: &mut LineReader, vm: &str) -> Result<u64, String> {
+/// The value of `key=N` in an `EXITS` line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// One `!exits` reading.
+#[derive(Debug, Clone, Copy, Default)]
+struct ExitsReading {
+    exits: u64,
+    guest_tsc: u64,
+    idle_tsc: u64,
+    now_tsc: u64,
+}
+
+fn exits_of(m: &mut LineReader, vm: &str) -> Result<ExitsReading, String> {
     m.type_line(&format!("!exits {vm}"))?;
     let line = m.wait_for(&format!("EXITS {vm} "), STEP)?;
-    exits_total(&line).ok_or_else(|| format!("no exit total in {line:?}"))
+    let get = |key: &str| field(&line, key).ok_or_else(|| format!("no {key} in {line:?}"));
+    Ok(ExitsReading {
+        exits: exits_total(&line).ok_or_else(|| format!("no exit total in {line:?}"))?,
+        guest_tsc: get("guest_tsc")?,
+        idle_tsc: get("idle_tsc")?,
+        now_tsc: get("now_tsc")?,
+    })
 }
 
 /// `(frames, bytes)` the desktop's first link received, from `!net`.
@@ -166,10 +229,15 @@ pub fn run_path(command: Command, vm: &str, service: Option<&str>, port: u16) ->
         return Err(format!("{vm} downloaded {bytes} bytes instead of {DOWNLOAD_BYTES}"));
     }
     let seconds = value("end=")? - value("start=")?;
-    let desktop_exits = exits_of(&mut m, vm)?.saturating_sub(desktop_before);
-    let service_exits = match (service, service_before) {
-        (Some(s), Some(before)) => Some(exits_of(&mut m, s)?.saturating_sub(before)),
-        _ => None,
+    let desktop_after = exits_of(&mut m, vm)?;
+    let service_after = service.map(|s| exits_of(&mut m, s)).transpose()?;
+    let desktop_exits = desktop_after.exits.saturating_sub(desktop_before.exits);
+    let service_exits = service_before.zip(service_after).map(|(b, a)| a.exits.saturating_sub(b.exits));
+    let split = TimeSplit {
+        window: desktop_after.now_tsc.saturating_sub(desktop_before.now_tsc),
+        desktop: desktop_after.guest_tsc.saturating_sub(desktop_before.guest_tsc),
+        service: service_before.zip(service_after).map_or(0, |(b, a)| a.guest_tsc.saturating_sub(b.guest_tsc)),
+        idle: desktop_after.idle_tsc.saturating_sub(desktop_before.idle_tsc),
     };
     let link = match link_before {
         Some((frames, bytes)) => {
@@ -185,6 +253,7 @@ pub fn run_path(command: Command, vm: &str, service: Option<&str>, port: u16) ->
         service_exits,
         link_frames: link.map(|l| l.0),
         link_bytes: link.map(|l| l.1),
+        split,
     })
 }
 
@@ -196,6 +265,13 @@ mod tests {
     fn exit_totals_and_the_table() {
         assert_eq!(exits_total("[cpu0 INFO  vm] EXITS bench 1234 exits cpuid=3 io=9 device_interrupts=4"), Some(1234));
         assert_eq!(exits_total("EXITS bench nothing"), None);
+        let line = "EXITS net 12 exits npf=12 device_interrupts=3 guest_tsc=900 idle_tsc=50 now_tsc=7000";
+        assert_eq!(
+            (field(line, "guest_tsc"), field(line, "idle_tsc"), field(line, "now_tsc")),
+            (Some(900), Some(50), Some(7000))
+        );
+        assert_eq!(field(line, "tsc"), None);
+        assert_eq!(field("guest_tsc=x", "guest_tsc"), None);
         let mib = (1u64 << 20) * 32;
         let table = NetTable {
             service: PathFigures {
@@ -205,6 +281,12 @@ mod tests {
                 service_exits: Some(6400),
                 link_frames: Some(23000),
                 link_bytes: Some(mib + mib / 30),
+                split: TimeSplit {
+                    window: 4_000_000_000,
+                    desktop: 1_600_000_000,
+                    service: 960_000_000,
+                    idle: 320_000_000,
+                },
             },
             direct: PathFigures { seconds: 2.0, bytes: mib, desktop_exits: 64000, ..PathFigures::default() },
         };
@@ -215,5 +297,14 @@ mod tests {
             "{text}"
         );
         assert!(text.lines().any(|l| l.starts_with("direct NIC") && l.contains("2000")), "{text}");
+        // Per MiB: desktop 50, service VM 30, hypervisor 4000-1600-960-320 = 1120 -> 35, idle 10.
+        assert!(
+            text.lines().any(|l| l.starts_with("service VM")
+                && l.contains(" 50.0 ")
+                && l.contains(" 30.0 ")
+                && l.contains(" 35.0 ")
+                && l.contains(" 10.0 ")),
+            "{text}"
+        );
     }
 }

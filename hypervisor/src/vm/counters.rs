@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use core::fmt;
+use core::sync::atomic::AtomicU64;
 
 use crate::arch::exit::ExitReason;
 
@@ -36,7 +37,15 @@ pub struct ExitCounters {
     counts: [u64; NAMES.len()],
     /// `wrmsr` exits by MSR, for the first [`TRACKED_MSRS`] MSRs written.
     msr_writes: [(u32, u64); TRACKED_MSRS],
+    /// Host TSC ticks spent in guest mode (from just before VMRUN to just after the
+    /// exit). Under QEMU's `-icount shift=0` a tick is one instruction retired.
+    guest_tsc: u64,
 }
+
+/// Host TSC ticks the hypervisor spent halted with nothing to run, machine-wide.
+/// Under `-icount` with `sleep=off` these are the virtual clock's jumps to the next
+/// timer, not instructions.
+pub static IDLE_TSC: AtomicU64 = AtomicU64::new(0);
 
 fn index(reason: &ExitReason) -> usize {
     match reason {
@@ -77,6 +86,16 @@ impl ExitCounters {
         }
     }
 
+    /// Adds one stretch of guest mode, in host TSC ticks.
+    pub fn add_guest_tsc(&mut self, ticks: u64) {
+        self.guest_tsc = self.guest_tsc.saturating_add(ticks);
+    }
+
+    /// Host TSC ticks spent in guest mode since the VM's start.
+    pub fn guest_tsc(&self) -> u64 {
+        self.guest_tsc
+    }
+
     /// The exits since `earlier` (a snapshot of the same counters).
     pub fn since(&self, earlier: &ExitCounters) -> ExitCounters {
         let mut out = ExitCounters::default();
@@ -87,6 +106,7 @@ impl ExitCounters {
         {
             *o = (msr, now.saturating_sub(before));
         }
+        out.guest_tsc = self.guest_tsc.saturating_sub(earlier.guest_tsc);
         out
     }
 
@@ -152,5 +172,21 @@ mod tests {
             alloc::format!("{since}{}", since.msr_writes()),
             "5 exits wrmsr=4 hlt=1 wrmsr.0x6e0=3 wrmsr.0x80b=1"
         );
+    }
+
+    #[test]
+    fn guest_time_adds_up_and_goes_into_since() {
+        let mut c = ExitCounters::default();
+        c.add_guest_tsc(1000);
+        let before = c.clone();
+        c.add_guest_tsc(250);
+        c.add_guest_tsc(u64::MAX);
+        assert_eq!(c.guest_tsc(), u64::MAX, "saturates");
+        assert_eq!(before.guest_tsc(), 1000);
+        let mut d = ExitCounters::default();
+        d.add_guest_tsc(40);
+        d.add_guest_tsc(2);
+        assert_eq!(d.since(&ExitCounters::default()).guest_tsc(), 42);
+        assert_eq!(c.since(&before).guest_tsc(), u64::MAX - 1000);
     }
 }

@@ -93,9 +93,12 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
                 return end;
             }
             exit_stages::checkpoint(Stage::Interrupts);
+            let entered = self.host.now_tsc();
             let exit = A::run(self.vcpu);
             exit_stages::checkpoint(Stage::ExitDecode);
             let host_tsc = self.host.now_tsc();
+            // Time in guest mode, per VM: under -icount, its instructions (docs/networking.md).
+            self.counters.add_guest_tsc(host_tsc.wrapping_sub(entered));
             self.platform.after_exit(self.memory);
             if let Some(end) = self.handle_exit(&exit, host_tsc) {
                 return end;

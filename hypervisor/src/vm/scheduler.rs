@@ -174,8 +174,11 @@ impl<A: Arch> Scheduler<A> {
                 let earliest = self.slots.iter().filter_map(|s| s.vm.wake_deadline()).min();
                 arm_timer(earliest);
                 closed_stretches::stretch_ends();
+                let halted = crate::arch::x86::instr::rdtsc();
                 x86_64::instructions::interrupts::enable_and_hlt();
                 x86_64::instructions::interrupts::disable();
+                let idle = crate::arch::x86::instr::rdtsc().wrapping_sub(halted);
+                crate::vm::counters::IDLE_TSC.fetch_add(idle, core::sync::atomic::Ordering::Relaxed);
                 closed_stretches::stretch_starts();
             }
         }

@@ -79,11 +79,14 @@ pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
         SerialCommand::Exits { vm: name } => match find(name) {
             Some(vm) => info!(
                 target: "vm",
-                "EXITS {} {}{} device_interrupts={}",
+                "EXITS {} {}{} device_interrupts={} guest_tsc={} idle_tsc={} now_tsc={}",
                 vm.config.name,
                 vm.counters,
                 vm.counters.msr_writes(),
-                vm.device_interrupts
+                vm.device_interrupts,
+                vm.counters.guest_tsc(),
+                crate::vm::counters::IDLE_TSC.load(core::sync::atomic::Ordering::Relaxed),
+                crate::arch::x86::instr::rdtsc()
             ),
             None => warn!(target: "vm", "!exits: no VM named {name:?}"),
         },

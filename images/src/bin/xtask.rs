@@ -635,6 +635,8 @@ fn bench_net() -> Result<(), String> {
     ];
     eprintln!("     Through the service VM, under -icount (several minutes)");
     let service = net_bench::run_path(boot("service", through_service)?, "bench", Some("net"), port)?;
+    // Kept if the second run fails.
+    eprintln!("     Through the service VM: {service:?}");
     let direct_line = vec![Vm {
         devices: vec![desktops::UPLINK_NIC.into()],
         ..desktops::desktop_vm(&desktop, desktops::NETWORKED_CMDLINE)

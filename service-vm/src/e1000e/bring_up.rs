@@ -55,7 +55,7 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
             dma,
             mac,
             rx: RxRing { memory: rx_memory, next: 0, discarding: false },
-            tx: TxRing { memory: tx_memory, used: 0, clean: 0, lengths: vec![0; usize::from(RING_SIZE)] },
+            tx: TxRing { memory: tx_memory, used: 0, clean: 0, tail: 0, lengths: vec![0; usize::from(RING_SIZE)] },
             counters: NicCounters::default(),
             scratch: vec![0; super::BUFFER_SIZE],
         };

@@ -99,10 +99,19 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
         }
     }
 
-    /// Queues one frame (Ethernet header to payload, no CRC: the NIC appends it and pads
-    /// a frame under 60 bytes). The bytes are copied into the descriptor's own buffer, so
-    /// `frame` may be reused at once.
+    /// Sends one frame at once: [`queue_transmit`](Self::queue_transmit) and
+    /// [`flush_transmit`](Self::flush_transmit).
     pub fn transmit(&mut self, frame: &[u8]) -> Result<(), TransmitError> {
+        self.queue_transmit(frame)?;
+        self.flush_transmit();
+        Ok(())
+    }
+
+    /// Puts one frame (Ethernet header to payload, no CRC: the NIC appends it and pads
+    /// a frame under 60 bytes) in the next descriptor; the NIC sees it at the next
+    /// [`flush_transmit`](Self::flush_transmit). The bytes are copied into the
+    /// descriptor's own buffer, so `frame` may be reused at once.
+    pub fn queue_transmit(&mut self, frame: &[u8]) -> Result<(), TransmitError> {
         if !(MIN_FRAME..=MAX_FRAME).contains(&frame.len()) {
             self.counters.tx_bad_length += 1;
             return Err(TransmitError::BadLength(frame.len()));
@@ -120,9 +129,19 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
         self.dma.write(&memory.descriptors, RingMemory::<D::Region>::descriptor_offset(i), &d.to_bytes());
         self.tx.lengths[usize::from(i)] = length;
         self.tx.used = next_index(i);
-        // The descriptor is written before the tail moves past it (see NicRegisters).
-        self.regs.write32(regs::TDT, u32::from(self.tx.used));
         Ok(())
+    }
+
+    /// Moves the transmit tail past every queued descriptor: one register write (one
+    /// doorbell) for all frames queued since the last flush. Returns whether it wrote.
+    pub fn flush_transmit(&mut self) -> bool {
+        if self.tx.tail == self.tx.used {
+            return false;
+        }
+        self.tx.tail = self.tx.used;
+        // The descriptors are written before the tail moves past them (see NicRegisters).
+        self.regs.write32(regs::TDT, u32::from(self.tx.used));
+        true
     }
 
     /// Takes back the transmit descriptors the NIC has finished (DD), oldest first, and
@@ -192,6 +211,11 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
             self.regs.write32(regs::RDT, u32::from(previous_index(self.rx.next)));
         }
         delivered
+    }
+
+    /// Whether the next receive descriptor is done (a frame, or a part of one, waits).
+    pub fn has_received(&self) -> bool {
+        self.descriptor_status(&self.rx.memory, self.rx.next) & rx_status::DD != 0
     }
 
     /// Decides what a completed receive descriptor holds: `Some(length)` for a whole,

@@ -97,6 +97,9 @@ pub struct TxRing<Region> {
     pub used: u16,
     /// The oldest descriptor in flight.
     pub clean: u16,
+    /// The value last written to TDT: descriptors from here to `used` are queued but
+    /// not yet handed to the NIC.
+    pub tail: u16,
     /// Length of the frame in each descriptor, for the byte counter at completion.
     pub lengths: alloc::vec::Vec<u16>,
 }
@@ -126,7 +129,8 @@ mod tests {
     #[test]
     fn in_flight_counts_across_the_wrap() {
         let memory = RingMemory { descriptors: (), buffers: (), descriptors_address: 0, buffers_address: 0 };
-        let mut ring = TxRing { memory, used: 3, clean: RING_SIZE - 2, lengths: alloc::vec![0; RING_SIZE as usize] };
+        let mut ring =
+            TxRing { memory, used: 3, clean: RING_SIZE - 2, tail: 3, lengths: alloc::vec![0; RING_SIZE as usize] };
         assert_eq!(ring.in_flight(), 5);
         ring.used = RING_SIZE - 3;
         assert!(ring.is_full());

@@ -6,6 +6,7 @@ mod console;
 mod hal;
 mod heap;
 mod hypercall;
+mod link_port;
 mod pci;
 mod ports;
 mod run;

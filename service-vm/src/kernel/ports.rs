@@ -1,23 +1,16 @@
 //! The link ports: one virtio-net device per connected desktop on the VM's PCI bus, at
-//! 00:10.0, 00:11.0, ... in link order (the hypervisor's layout), driven by
-//! virtio-drivers.
+//! 00:10.0, 00:11.0, ... in link order (the hypervisor's layout), each driven in
+//! batches by [`LinkPort`].
 
 use alloc::vec::Vec;
 
-use virtio_drivers::device::net::VirtIONet;
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::bus::{Command, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 
 use super::hal::IdentityHal;
+pub use super::link_port::LinkPort;
 use super::pci::PortConfigAccess;
-
-/// Receive and transmit queue size of each port.
-const QUEUE: usize = 64;
-/// Receive buffer size: a 1514-byte frame and the virtio-net header, rounded up.
-const RX_BUFFER: usize = 2048;
-
-pub type LinkPort = VirtIONet<IdentityHal, PciTransport, QUEUE>;
 
 /// Every virtio-net function on bus 0, in device order, set up and ready.
 pub fn find(root: &mut PciRoot<PortConfigAccess>) -> Vec<LinkPort> {
@@ -35,7 +28,7 @@ pub fn find(root: &mut PciRoot<PortConfigAccess>) -> Vec<LinkPort> {
                 continue;
             }
         };
-        match LinkPort::new(transport, RX_BUFFER) {
+        match LinkPort::new(transport) {
             Ok(port) => {
                 log::info!(target: "ports", "link port {} at {function}: MAC {:02x?}", ports.len(), port.mac_address());
                 ports.push(port);

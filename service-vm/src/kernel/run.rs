@@ -21,6 +21,8 @@ const FRAMES_PER_PORT: usize = 32;
 const SLEEP_US: u64 = 20_000;
 /// How often the status goes to the hypervisor when only counters change.
 const STATUS_US: i64 = 1_000_000;
+/// How often the link and uplink state is looked at for changes to report.
+const CHECK_US: i64 = 1_000;
 /// How often the counters may go to the console when frames are being dropped.
 const COUNTERS_US: i64 = 5_000_000;
 
@@ -96,26 +98,18 @@ pub fn run() -> ! {
     let mut reported = abi::NetStatus::default();
     let mut reported_drops = 0u64;
     let mut last_counters = Instant::from_micros(i64::MIN / 2);
+    let mut last_check = Instant::from_micros(i64::MIN / 2);
     loop {
         let now = clock.now();
         let mut busy = false;
         for (i, port) in ports.iter_mut().enumerate() {
-            // Reading the ISR lowers the port's interrupt line, which woke us; a frame
-            // that arrives after this raises it again.
-            port.ack_interrupt();
-            for _ in 0..FRAMES_PER_PORT {
-                let Ok(rx) = port.receive() else { break };
-                busy = true;
-                router.handle_frame(now, Port::Link(LinkId(i as u8)), rx.packet(), &mut out);
-                if let Err(e) = port.recycle_rx_buffer(rx) {
-                    log::warn!(target: "ports", "port {i}: receive buffer not recycled: {e}");
-                }
-            }
+            port.reclaim();
+            let got = port.receive(FRAMES_PER_PORT, |frame| {
+                router.handle_frame(now, Port::Link(LinkId(i as u8)), frame, &mut out);
+            });
+            busy |= got > 0;
         }
         if let Some(nic) = uplink.as_mut() {
-            // Re-arms its interrupt before the ring is read: a frame that lands after
-            // the read raises a new one.
-            nic.take_interrupt_causes();
             let got = nic.receive(FRAMES_PER_PORT, |frame| router.handle_frame(now, Port::Uplink, frame, &mut out));
             busy |= got > 0;
         }
@@ -125,26 +119,38 @@ pub fn run() -> ! {
         for t in out.drain(..) {
             send(&mut ports, uplink.as_mut(), t);
         }
-        let mut status = status_of(&router, parsed.links.len());
-        if let Some(nic) = uplink.as_mut()
-            && nic.link().up
-        {
-            status.uplink_flags |= abi::NET_UPLINK_UP;
+        // One doorbell per port and one tail write for the uplink for the whole round.
+        for port in ports.iter_mut() {
+            port.flush();
         }
-        // A link or the uplink changing state is reported at once, counters once a second.
-        // After an accepted update the report goes at once: its answer carries the
-        // generation of the new rules.
-        if changed_state(&status, &reported)
-            || accepted.is_some()
-            || (now - last_status).total_micros() >= STATUS_US as u64
-        {
-            let now_generation = hypercall::net_status(&status);
-            reported = status;
-            last_status = now;
-            // A negative value is an error from a hypervisor without generations.
-            if (now_generation as i64) >= 0 && now_generation != generation {
-                generation = now_generation;
-                reload_rules(&mut router, parsed.links.len());
+        if let Some(nic) = uplink.as_mut() {
+            nic.flush_transmit();
+        }
+        // The state is looked at every millisecond at most (building it walks the
+        // router's tables), and at once after an accepted update.
+        if accepted.is_some() || (now - last_check).total_micros() >= CHECK_US as u64 {
+            last_check = now;
+            let mut status = status_of(&router, parsed.links.len());
+            if let Some(nic) = uplink.as_mut()
+                && nic.link().up
+            {
+                status.uplink_flags |= abi::NET_UPLINK_UP;
+            }
+            // A link or the uplink changing state is reported at once, counters once a second.
+            // After an accepted update the report goes at once: its answer carries the
+            // generation of the new rules.
+            if changed_state(&status, &reported)
+                || accepted.is_some()
+                || (now - last_status).total_micros() >= STATUS_US as u64
+            {
+                let now_generation = hypercall::net_status(&status);
+                reported = status;
+                last_status = now;
+                // A negative value is an error from a hypervisor without generations.
+                if (now_generation as i64) >= 0 && now_generation != generation {
+                    generation = now_generation;
+                    reload_rules(&mut router, parsed.links.len());
+                }
             }
         }
         // The counters, when a drop happened since they were last shown (at most every
@@ -154,18 +160,36 @@ pub fn run() -> ! {
             let s = router.status();
             let drops =
                 s.links.iter().map(|l| l.counters.dropped_total()).sum::<u64>() + s.uplink.counters.dropped_total();
+            last_counters = now;
             if drops != reported_drops {
                 reported_drops = drops;
-                last_counters = now;
                 for line in alloc::format!("{s}").lines() {
                     log::info!(target: "router", "{line}");
                 }
             }
         }
-        if !busy {
+        if !busy && !rearm_interrupts(&mut ports, uplink.as_mut()) {
             hypercall::sleep(SLEEP_US);
         }
     }
+}
+
+/// Before sleeping: lowers every port's interrupt line (an ISR read, one exit each)
+/// and re-arms the uplink's (an ICR read), then looks again for frames that came in
+/// meanwhile; `true` if one did (no sleep: the next round takes it). A frame that
+/// arrives after this raises the line and ends the sleep. Busy rounds skip this, so
+/// a busy link costs no exit per round for interrupts.
+fn rearm_interrupts(ports: &mut [LinkPort], uplink: Option<&mut Uplink>) -> bool {
+    let mut waiting = false;
+    for port in ports.iter_mut() {
+        port.ack_interrupt();
+        waiting |= port.has_received();
+    }
+    if let Some(nic) = uplink {
+        nic.take_interrupt_causes();
+        waiting |= nic.has_received();
+    }
+    waiting
 }
 
 /// Fetches the configuration again after a policy update and gives each link its new
@@ -192,18 +216,15 @@ fn send(ports: &mut [LinkPort], uplink: Option<&mut Uplink>, t: Transmit) {
         Port::Link(link) => link,
         Port::Uplink => {
             if let Some(nic) = uplink
-                && let Err(e) = nic.transmit(&t.frame)
+                && let Err(e) = nic.queue_transmit(&t.frame)
             {
                 log::debug!(target: "uplink", "frame not sent: {e:?}");
             }
             return;
         }
     };
-    let Some(port) = ports.get_mut(link.index()) else { return };
-    let mut tx = port.new_tx_buffer(t.frame.len());
-    tx.packet_mut().copy_from_slice(&t.frame);
-    if let Err(e) = port.send(tx) {
-        log::warn!(target: "ports", "port {}: frame not sent: {e}", link.index());
+    if let Some(port) = ports.get_mut(link.index()) {
+        port.queue(&t.frame);
     }
 }
 

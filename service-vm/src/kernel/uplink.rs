@@ -4,6 +4,7 @@
 //! the NIC to this VM's memory).
 
 use alloc::alloc::{Layout, alloc_zeroed};
+use core::sync::atomic::{Ordering, compiler_fence};
 
 use service_vm::e1000e::{DmaMemory, E1000e, NicRegisters};
 use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
@@ -61,6 +62,10 @@ pub struct Region {
 /// DMA buffers from the kernel heap.
 pub struct HeapDma;
 
+/// Accesses longer than a descriptor (16 bytes) are frame buffers, copied in bulk;
+/// descriptors and their status bytes are read and written byte by byte, volatile.
+const BULK_FROM: usize = 16;
+
 impl DmaMemory for HeapDma {
     type Region = Region;
 
@@ -80,6 +85,17 @@ impl DmaMemory for HeapDma {
         if offset.checked_add(out.len()).is_none_or(|end| end > region.len) {
             return;
         }
+        if out.len() > BULK_FROM {
+            // A frame buffer: the driver reads it only after the descriptor's DD bit
+            // (a volatile read) showed the NIC is done with it, and the fence keeps the
+            // copy after that read. One memcpy instead of a volatile load per byte.
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: offset + out.len() <= region.len (checked above), inside the
+            // allocation; `out` is the caller's own memory, so the two do not overlap.
+            unsafe { core::ptr::copy_nonoverlapping(region.ptr.add(offset), out.as_mut_ptr(), out.len()) };
+            compiler_fence(Ordering::SeqCst);
+            return;
+        }
         for (i, byte) in out.iter_mut().enumerate() {
             // SAFETY: offset + i < region.len (checked above), inside the allocation;
             // volatile because the NIC writes this memory behind the compiler's back.
@@ -89,6 +105,15 @@ impl DmaMemory for HeapDma {
 
     fn write(&mut self, region: &Region, offset: usize, data: &[u8]) {
         if offset.checked_add(data.len()).is_none_or(|end| end > region.len) {
+            return;
+        }
+        if data.len() > BULK_FROM {
+            // A frame into a transmit buffer the NIC does not own until the tail moves
+            // (a volatile MMIO write after a compiler fence, see `Bar0::write32`).
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: as in `read`.
+            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), region.ptr.add(offset), data.len()) };
+            compiler_fence(Ordering::SeqCst);
             return;
         }
         for (i, byte) in data.iter().enumerate() {

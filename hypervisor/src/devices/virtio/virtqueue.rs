@@ -212,10 +212,14 @@ impl SplitQueue {
                 return Err(QueueError::ChainTooLong);
             }
             let entry = at(self.desc, u64::from(index).wrapping_mul(DESC_SIZE))?;
-            let addr = read_obj::<u64>(mem, entry)?;
-            let len = read_obj::<u32>(mem, at(entry.raw(), 8)?)?;
-            let flags = read_obj::<u16>(mem, at(entry.raw(), 12)?)?;
-            let next = read_obj::<u16>(mem, at(entry.raw(), 14)?)?;
+            // The whole descriptor in one read (one address translation, not four):
+            // addr le64, len le32, flags le16, next le16 (§2.7.5).
+            let mut d = [0u8; DESC_SIZE as usize];
+            mem.read_bytes(entry, &mut d)?;
+            let addr = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+            let len = u32::from_le_bytes([d[8], d[9], d[10], d[11]]);
+            let flags = u16::from_le_bytes([d[12], d[13]]);
+            let next = u16::from_le_bytes([d[14], d[15]]);
             if flags & DESC_F_INDIRECT != 0 {
                 return Err(QueueError::Indirect);
             }
@@ -238,8 +242,8 @@ impl SplitQueue {
         len: u32,
     ) -> Result<(), QueueError> {
         let elem = at(self.device, RING_HEADER.wrapping_add(self.slot(self.next_used).wrapping_mul(USED_ELEM_SIZE)))?;
-        write_obj(mem, elem, u32::from(head))?;
-        write_obj(mem, at(elem.raw(), 4)?, len)?;
+        // id le32 and len le32 (§2.7.8) in one write.
+        write_obj(mem, elem, u64::from(head) | u64::from(len) << 32)?;
         self.next_used = self.next_used.wrapping_add(1);
         if !self.event_idx && !self.wants_notifications {
             write_obj(mem, at(self.device, 0)?, USED_F_NO_NOTIFY)?;

@@ -121,3 +121,22 @@ fn a_full_receive_ring_makes_the_nic_miss_frames_not_the_driver_overrun() {
     assert!(fake.borrow_mut().inject(&frame(80, 7), WriteBack::default()), "descriptors given back");
     assert_eq!(drain(&mut nic, 4), [frame(80, 7)]);
 }
+
+#[test]
+fn queued_frames_go_out_with_one_tail_write() {
+    let (mut nic, fake) = up();
+    let tdt_writes = |fake: &Shared| fake.borrow().writes.iter().filter(|(r, _)| *r == regs::TDT).count();
+    let before = tdt_writes(&fake);
+    let sent: Vec<Vec<u8>> = (0..5).map(|tag| frame(100 + tag, tag as u32)).collect();
+    for f in &sent {
+        nic.queue_transmit(f).unwrap();
+    }
+    assert!(fake.borrow().wire.is_empty(), "nothing leaves before the flush");
+    assert_eq!(tdt_writes(&fake), before);
+    assert!(nic.flush_transmit());
+    assert_eq!(tdt_writes(&fake), before + 1);
+    assert_eq!(fake.borrow().wire, sent);
+    assert!(!nic.flush_transmit(), "nothing new queued: no write");
+    assert_eq!(tdt_writes(&fake), before + 1);
+    assert_eq!(nic.reclaim(), 5);
+}
