@@ -8,8 +8,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use images::desktops::Desktop;
 use bulkhead_policy::model::{Disk, DiskMode};
+use images::desktops::Desktop;
 use tests::{Machine, image};
 
 const DESKTOPS: &[Desktop] = &[

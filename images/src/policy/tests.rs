@@ -348,7 +348,11 @@ fn disks_have_a_size_and_a_mode() {
         findings(&bad)
     );
     let bad = format!("{HEAD}{}", linux("a", "disk = { size = \"1G\", cache = true }\n"));
-    assert!(findings(&bad)[0].contains("no field `cache`: remove it or use one of `size` or `mode`"), "{:?}", findings(&bad));
+    assert!(
+        findings(&bad)[0].contains("no field `cache`: remove it or use one of `size` or `mode`"),
+        "{:?}",
+        findings(&bad)
+    );
     let payload = format!("{HEAD}{}", vm("a", 1, "disk = { size = \"1G\" }\n"));
     assert!(findings(&payload)[0].ends_with("a disk is a virtio-blk device for kind = \"linux\" VMs: remove it"));
 }
