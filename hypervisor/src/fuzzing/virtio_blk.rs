@@ -67,14 +67,14 @@ fn length(input: &mut Input<'_>) -> u32 {
 
 /// A driver's bookkeeping for the queue.
 #[derive(Debug, Default, Clone, Copy)]
-struct DriverQueue {
+struct BlkDriverQueue {
     next_desc: u16,
     avail_idx: u16,
 }
 
 /// Adds a chain of up to eight buffers the input describes: the first usually
 /// device-readable, the last usually device-writable, the rest as the input says.
-fn add_chain(input: &mut Input<'_>, mem: &mut GuestMemory<'_, VecHostMemory>, q: &mut DriverQueue) {
+fn add_chain(input: &mut Input<'_>, mem: &mut GuestMemory<'_, VecHostMemory>, q: &mut BlkDriverQueue) {
     let count = 1 + input.u8().unwrap_or(0) % 8;
     let data_writable = input.u8().unwrap_or(0) & 1 == 1;
     let head = q.next_desc;
@@ -155,7 +155,7 @@ fn drive(data: &[u8]) -> BlkCounters {
     if start & 1 != 0 {
         bring_up(&mut device);
     }
-    let mut queue = DriverQueue::default();
+    let mut queue = BlkDriverQueue::default();
     let mut messages: Vec<MsiMessage> = Vec::new();
     for _ in 0..MAX_ACCESSES {
         let Some(op) = input.u8() else { break };

@@ -103,7 +103,7 @@ impl Reject {
 
 /// Where the parts of a well-formed chain are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame {
+pub struct RequestFrame {
     pub header_addr: u64,
     pub status_addr: u64,
     /// Index range of the data buffers in the chain's segment list.
@@ -121,7 +121,7 @@ pub fn status_byte(segments: &[DescSegment]) -> Option<u64> {
 }
 
 /// Checks the chain's shape: header, data buffers, status.
-pub fn frame(segments: &[DescSegment]) -> Result<Frame, Reject> {
+pub fn frame(segments: &[DescSegment]) -> Result<RequestFrame, Reject> {
     let (Some(first), Some(last)) = (segments.first(), segments.last()) else { return Err(Reject::Layout) };
     if segments.len() < 2 || first.writable || first.len as usize != HEADER_LEN || !last.writable || last.len != 1 {
         return Err(Reject::Layout);
@@ -146,12 +146,12 @@ pub fn frame(segments: &[DescSegment]) -> Result<Frame, Reject> {
     if data_len > MAX_REQUEST_BYTES {
         return Err(Reject::TooLarge);
     }
-    Ok(Frame { header_addr: first.addr, status_addr: last.addr, data: (1, data_end), data_writable, data_len })
+    Ok(RequestFrame { header_addr: first.addr, status_addr: last.addr, data: (1, data_end), data_writable, data_len })
 }
 
 /// What the device is to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub enum BlkOp {
     /// Read `frame.data_len` bytes from `sector` into the data buffers.
     Read {
         sector: u64,
@@ -173,7 +173,7 @@ pub struct DiskShape {
 }
 
 /// Decides what a well-framed request asks, against the disk's shape.
-pub fn decide(header: &ReqHeader, frame: &Frame, disk: DiskShape) -> Result<Op, Reject> {
+pub fn decide(header: &ReqHeader, frame: &RequestFrame, disk: DiskShape) -> Result<BlkOp, Reject> {
     let sector = header.sector;
     let sectors = || {
         if frame.data_len == 0 || !frame.data_len.is_multiple_of(SECTOR_SIZE) {
@@ -188,7 +188,7 @@ pub fn decide(header: &ReqHeader, frame: &Frame, disk: DiskShape) -> Result<Op, 
                 return Err(if frame.data_len == 0 { Reject::Length } else { Reject::Direction });
             }
             sectors()?;
-            Ok(Op::Read { sector })
+            Ok(BlkOp::Read { sector })
         }
         req_type::OUT => {
             if frame.data_writable != Some(false) {
@@ -198,13 +198,13 @@ pub fn decide(header: &ReqHeader, frame: &Frame, disk: DiskShape) -> Result<Op, 
             if disk.read_only {
                 return Err(Reject::ReadOnly);
             }
-            Ok(Op::Write { sector })
+            Ok(BlkOp::Write { sector })
         }
         // §5.2.6.1: the sector of a flush is unused; a flush carries no data.
-        req_type::FLUSH if frame.data_writable.is_none() => Ok(Op::Flush),
+        req_type::FLUSH if frame.data_writable.is_none() => Ok(BlkOp::Flush),
         req_type::FLUSH => Err(Reject::Length),
         req_type::GET_ID => match frame.data_writable {
-            Some(true) if frame.data_len <= MAX_ID_BUFFER => Ok(Op::GetId),
+            Some(true) if frame.data_len <= MAX_ID_BUFFER => Ok(BlkOp::GetId),
             Some(true) => Err(Reject::TooLarge),
             Some(false) => Err(Reject::Direction),
             None => Err(Reject::Length),
@@ -246,9 +246,15 @@ mod tests {
         let f = frame(&chain).unwrap();
         assert_eq!(
             f,
-            Frame { header_addr: 0x1000, status_addr: 0x4000, data: (1, 3), data_writable: Some(true), data_len: 8192 }
+            RequestFrame {
+                header_addr: 0x1000,
+                status_addr: 0x4000,
+                data: (1, 3),
+                data_writable: Some(true),
+                data_len: 8192
+            }
         );
-        assert_eq!(decide(&header(req_type::IN, 84), &f, DISK), Ok(Op::Read { sector: 84 }));
+        assert_eq!(decide(&header(req_type::IN, 84), &f, DISK), Ok(BlkOp::Read { sector: 84 }));
         // One sector further runs past the end (84 + 16 = 100 fits, 85 + 16 does not).
         assert_eq!(decide(&header(req_type::IN, 85), &f, DISK), Err(Reject::OutOfRange));
         assert_eq!(decide(&header(req_type::IN, u64::MAX - 3), &f, DISK), Err(Reject::OutOfRange));
@@ -294,15 +300,15 @@ mod tests {
         let none = f(&[]);
         assert_eq!(decide(&header(req_type::OUT, 0), &none, DISK), Err(Reject::Length));
         assert_eq!(decide(&header(req_type::IN, 0), &none, DISK), Err(Reject::Length));
-        assert_eq!(decide(&header(req_type::FLUSH, 77), &none, DISK), Ok(Op::Flush));
+        assert_eq!(decide(&header(req_type::FLUSH, 77), &none, DISK), Ok(BlkOp::Flush));
         assert_eq!(decide(&header(req_type::GET_ID, 0), &none, DISK), Err(Reject::Length));
         let write = f(&[seg(0x2000, 512, false), seg(0x3000, 1024, false)]);
-        assert_eq!(decide(&header(req_type::OUT, 97), &write, DISK), Ok(Op::Write { sector: 97 }));
+        assert_eq!(decide(&header(req_type::OUT, 97), &write, DISK), Ok(BlkOp::Write { sector: 97 }));
         let ro = DiskShape { read_only: true, ..DISK };
         assert_eq!(decide(&header(req_type::OUT, 0), &write, ro), Err(Reject::ReadOnly));
-        assert_eq!(decide(&header(req_type::FLUSH, 0), &none, ro), Ok(Op::Flush));
+        assert_eq!(decide(&header(req_type::FLUSH, 0), &none, ro), Ok(BlkOp::Flush));
         let id = f(&[seg(0x2000, 20, true)]);
-        assert_eq!(decide(&header(req_type::GET_ID, 0), &id, DISK), Ok(Op::GetId));
+        assert_eq!(decide(&header(req_type::GET_ID, 0), &id, DISK), Ok(BlkOp::GetId));
         assert_eq!(id_len(id.data_len), 20);
         assert_eq!(id_len(7), 7);
         let big_id = f(&[seg(0x2000, 1024, true)]);

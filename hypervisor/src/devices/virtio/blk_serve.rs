@@ -14,7 +14,7 @@
 use super::blk::{REQUEST_QUEUE, VirtioBlk};
 use super::blk_backend::{BlockBackend, SECTOR_SIZE};
 use super::blk_request::{
-    DiskShape, HEADER_LEN, Op, Reject, ReqHeader, blk_status, decide, frame, id_len, status_byte,
+    BlkOp, DiskShape, HEADER_LEN, Reject, ReqHeader, blk_status, decide, frame, id_len, status_byte,
 };
 use super::virtqueue::{DescChain, DescSegment};
 use crate::memory::addr::GuestPhysAddr;
@@ -48,12 +48,12 @@ fn in_ram<H: HostMemory>(mem: &GuestMemory<'_, H>, segments: &[DescSegment]) -> 
 
 /// A position in a list of buffers.
 #[derive(Debug, Default)]
-struct Cursor {
+struct ChainCursor {
     index: usize,
     offset: u32,
 }
 
-impl Cursor {
+impl ChainCursor {
     /// The next piece of at most `want` bytes: its address and length (skipping
     /// finished buffers); `None` past the last buffer.
     fn next(&mut self, segments: &[DescSegment], want: usize) -> Option<(GuestPhysAddr, usize)> {
@@ -76,7 +76,7 @@ impl Cursor {
 fn scatter<H: HostMemory>(
     mem: &mut GuestMemory<'_, H>,
     segments: &[DescSegment],
-    cursor: &mut Cursor,
+    cursor: &mut ChainCursor,
     mut bytes: &[u8],
 ) -> Result<(), Reject> {
     while !bytes.is_empty() {
@@ -92,7 +92,7 @@ fn scatter<H: HostMemory>(
 fn gather<H: HostMemory>(
     mem: &GuestMemory<'_, H>,
     segments: &[DescSegment],
-    cursor: &mut Cursor,
+    cursor: &mut ChainCursor,
     mut out: &mut [u8],
 ) -> Result<(), Reject> {
     while !out.is_empty() {
@@ -114,7 +114,7 @@ fn transfer<H: HostMemory>(
     (sector, len): (u64, u64),
     to_guest: bool,
 ) -> Result<(), Reject> {
-    let mut cursor = Cursor::default();
+    let mut cursor = ChainCursor::default();
     let mut done = 0u64;
     while done < len {
         let n = (len.saturating_sub(done)).min(chunk.len() as u64) as usize;
@@ -228,28 +228,28 @@ impl VirtioBlk {
         let VirtioBlk { backend, chunk, counters: c, .. } = self;
         let status = framed.status_addr;
         match op {
-            Op::Read { sector } => {
+            BlkOp::Read { sector } => {
                 transfer(mem, &mut **backend, chunk, data, (sector, len), true)?;
                 c.reads = c.reads.saturating_add(1);
                 c.bytes_read = c.bytes_read.saturating_add(len);
                 // At most MAX_REQUEST_BYTES: fits a u32.
                 Ok((status, len as u32, len))
             }
-            Op::Write { sector } => {
+            BlkOp::Write { sector } => {
                 transfer(mem, &mut **backend, chunk, data, (sector, len), false)?;
                 c.writes = c.writes.saturating_add(1);
                 c.bytes_written = c.bytes_written.saturating_add(len);
                 Ok((status, 0, len))
             }
-            Op::Flush => {
+            BlkOp::Flush => {
                 backend.flush().map_err(|_| Reject::Backend)?;
                 c.flushes = c.flushes.saturating_add(1);
                 Ok((status, 0, 0))
             }
-            Op::GetId => {
+            BlkOp::GetId => {
                 let id = backend.id();
                 let n = id_len(len);
-                scatter(mem, data, &mut Cursor::default(), id.get(..n).unwrap_or(&[]))?;
+                scatter(mem, data, &mut ChainCursor::default(), id.get(..n).unwrap_or(&[]))?;
                 c.get_ids = c.get_ids.saturating_add(1);
                 Ok((status, n as u32, 0))
             }

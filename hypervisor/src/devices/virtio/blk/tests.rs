@@ -15,22 +15,22 @@ const DATA_AT: u64 = 0x2_0000;
 const SERIAL: [u8; ID_BYTES] = *b"bulkhead-disk-0001\0\0";
 
 /// A running device over a shared memory disk, and the driver's rings.
-struct Rig {
+struct BlkRig {
     disk: Shared<MemoryBackend>,
     blk: VirtioBlk,
     rings: DriverRings,
 }
 
-fn rig(sectors: u64, read_only: bool) -> Rig {
+fn rig(sectors: u64, read_only: bool) -> BlkRig {
     let disk = Shared::new(MemoryBackend::new(sectors, read_only, SERIAL));
     let mut blk = VirtioBlk::new(Box::new(disk.clone())).unwrap();
     let rings = DriverRings::new(0x1000, 256);
     bring_up(&mut blk, &[&rings]);
     assert!(blk.is_running());
-    Rig { disk, blk, rings }
+    BlkRig { disk, blk, rings }
 }
 
-impl Rig {
+impl BlkRig {
     /// Adds a request: header, the given data buffers, a 1-byte status (set to 0xff so
     /// a test sees whether the device wrote it).
     fn request(&mut self, mem: &mut impl GuestMemoryAccess, req: u32, sector: u64, data: &[(u64, u32, bool)]) -> u16 {
@@ -114,7 +114,7 @@ fn write_then_read_back_across_odd_buffers() {
     assert_eq!((c.reads, c.writes, c.bytes_read, c.bytes_written, c.io_errors), (1, 1, 2560, 1536, 0));
 }
 
-impl Rig {
+impl BlkRig {
     fn request_and_complete(
         &mut self,
         mem: &mut GuestMemory<'_, VecHostMemory>,
