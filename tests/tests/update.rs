@@ -237,6 +237,8 @@ fn updates_arrive_through_the_service_vm_persist_and_the_offline_lease_holds_vms
     assert_eq!((record.group.as_str(), record.version, record.last_sent), ("staff", 2, Some(2)), "{log:?}");
     let status = images::mgmt::store::status_text(&log, now());
     assert!(status.contains("staff") && status.contains("v2"), "{status}");
+    // Check-ins (whose server clock may run a little ahead) never held it back again.
+    assert_eq!(m.serial().matches("(corporate) held back").count(), 1, "the running desktop was held back again");
     server.stop();
 
     // 4. A compromised server replays v1.
