@@ -83,11 +83,26 @@ pub struct Runtime {
     /// The nonce of the latest `POLICY_CHECKIN`, until an answer uses it.
     nonce: Option<[u8; 16]>,
     pending: Option<Pending>,
+    /// The check-in time last written to the variable store.
+    saved_checkin: u64,
 }
+
+/// A check-in without a new bundle is written to the variable store at most this
+/// often: the service VM decides how often it checks in, and flash wears.
+const SAVE_CHECKIN_EVERY_S: u64 = 60;
 
 impl Runtime {
     pub fn new(running: Policy, state: DeviceState) -> Runtime {
-        Runtime { running, state, nonce: None, pending: None }
+        let saved_checkin = state.last_checkin;
+        Runtime { running, state, nonce: None, pending: None, saved_checkin }
+    }
+
+    /// Persists a check-in that brought no new bundle, rate-limited.
+    fn save_checkin(&mut self) {
+        if self.state.last_checkin >= self.saved_checkin.saturating_add(SAVE_CHECKIN_EVERY_S) {
+            persist(&self.state, None);
+            self.saved_checkin = self.state.last_checkin;
+        }
     }
 
     /// The newest accepted policy: the pending update, else the one running. Its
@@ -160,11 +175,11 @@ impl Runtime {
         });
         Some(match fresh {
             None => {
-                persist(&self.state, None);
+                self.save_checkin();
                 CheckinOutcome::UpToDate { server_time: heartbeat.server_time }
             }
             Some(Err(refusal)) => {
-                persist(&self.state, None);
+                self.save_checkin();
                 CheckinOutcome::BundleRefused(refusal)
             }
             Some(Ok((accepted, bundle))) => {
@@ -173,6 +188,7 @@ impl Runtime {
                 state.trusted_time = state.trusted_time.max(self.state.trusted_time);
                 self.state = state;
                 persist(&self.state, Some(&bundle));
+                self.saved_checkin = self.state.last_checkin;
                 self.pending = Some(Pending { policy: accepted.policy.clone(), bundle });
                 CheckinOutcome::Accepted { policy: accepted.policy }
             }
