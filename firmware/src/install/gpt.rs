@@ -273,6 +273,12 @@ mod tests {
     }
 
     #[test]
+    fn the_data_type_is_the_one_the_hypervisor_looks_for() {
+        assert_eq!(DATA_TYPE, bulkhead_abi::disk::DATA_PARTITION_TYPE);
+        assert_eq!(DATA_NAME, bulkhead_abi::disk::DATA_PARTITION_NAME);
+    }
+
+    #[test]
     fn a_512_byte_block_disk_reads_back_with_both_partitions() {
         check_with_the_gpt_crate(512, 2 * 1024 * MIB);
     }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod disk;
 pub mod hypercall;
 pub mod manifest;
 pub mod nv;
