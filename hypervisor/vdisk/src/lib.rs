@@ -10,5 +10,6 @@
 extern crate alloc;
 
 pub mod device;
+pub mod gpt;
 
 pub use device::{BlockDevice, DeviceError, RamDevice};
