@@ -5,6 +5,7 @@ pub mod handoff;
 pub mod ioapic;
 pub mod iommu;
 pub mod keyboard;
+pub mod nvme;
 pub mod pci;
 pub mod power;
 pub mod rtc;
