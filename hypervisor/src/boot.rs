@@ -119,6 +119,11 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         _ => (alloc::string::String::new(), false),
     };
 
+    let disk = start_storage(policy.as_ref().and_then(|p| p.as_ref().ok()).map(|c| &c.policy));
+    if options.storage_selftest {
+        crate::storage::run_selftest();
+    }
+
     let medium = boot_medium(boot_info.boot_medium);
     let screen = screen::init(boot_info);
     let virt_label = cpu.virt.label();
@@ -133,6 +138,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 memory_bytes: ram,
                 pci_devices: pci.as_ref().map_or(0, |p| p.devices().len()),
                 iommu: iommu.as_str(),
+                disk: &disk,
                 status,
                 medium: ui::boot_screen::medium_line(medium),
                 policy: &policy_line,
@@ -309,6 +315,29 @@ fn protect_dma(tables: &PlatformTables, inventory: &pci::PciInventory, screen: O
     }
     route_keyboard_irq(tables, host.iommu.as_mut());
     vm::passthrough::install(host);
+}
+
+/// Brings up the hypervisor's NVMe drive and finds the data partition (after the PCI
+/// scan and the IOMMU, before any VM): a controller the running policy gives to a VM
+/// is left alone. Returns the boot screen's "Disk:" line.
+fn start_storage(policy: Option<&bulkhead_policy::Policy>) -> alloc::string::String {
+    // A policy the hypervisor refuses starts no VM, so it assigns nothing.
+    let assigned = policy
+        .and_then(|p| vm::config::Config::from_policy(p).ok())
+        .map(|c| vm::passthrough::claimed_by(&c.vms))
+        .unwrap_or_default();
+    let found = vm::passthrough::with_host(|host| {
+        let config = host.config.map(|c| c as &dyn crate::host::pci::ConfigAccess);
+        let iommu = host.iommu.as_deref_mut().map(|i| i as &mut dyn crate::host::iommu::Iommu);
+        crate::storage::init(&host.inventory, config, iommu, &assigned)
+    });
+    match found {
+        Some(found) => found.line,
+        None => {
+            info!(target: "storage", "no data partition: no PCI discovery");
+            alloc::string::String::from("No data partition (no PCI discovery)")
+        }
+    }
 }
 
 /// Where each function's INTx pin reaches the I/O APICs, from the firmware's `_PRT`

@@ -25,11 +25,20 @@ pub struct Options {
     /// Benchmarks: sum the instructions of each stage of the exit path (see
     /// `arch::x86::exit_stages`) and log them with the exit counters.
     pub exit_stages: bool,
+    /// Tests: write a pattern to the last 4 KiB of the data partition, flush, read it
+    /// back and log the result (`storage::selftest`).
+    pub storage_selftest: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { log_level: LevelFilter::Info, then: ThenAction::Run, selftest: false, exit_stages: false }
+        Options {
+            log_level: LevelFilter::Info,
+            then: ThenAction::Run,
+            selftest: false,
+            exit_stages: false,
+            storage_selftest: false,
+        }
     }
 }
 
@@ -52,6 +61,10 @@ pub fn parse(text: &str) -> (Options, heapless::Vec<&str, 8>) {
                 options.exit_stages = true;
                 true
             }
+            None if word == "storage-selftest" => {
+                options.storage_selftest = true;
+                true
+            }
             _ => false,
         };
         if !known {
@@ -72,8 +85,10 @@ mod tests {
 
     #[test]
     fn parses_known_options_and_reports_the_rest() {
-        let (o, unknown) = parse("log=debug then=shutdown selftest bogus log=loud exit-stages");
+        let (o, unknown) = parse("log=debug then=shutdown selftest bogus log=loud exit-stages storage-selftest");
         assert!(o.selftest);
+        assert!(o.storage_selftest);
+        assert!(!parse("selftest").0.storage_selftest);
         assert!(o.exit_stages);
         assert_eq!(o.log_level, LevelFilter::Debug);
         assert_eq!(o.then, ThenAction::Shutdown);

@@ -42,6 +42,7 @@ pub mod logging;
 pub mod memory;
 pub mod panic;
 pub mod policy;
+pub mod storage;
 pub mod switcher;
 pub mod vcpu;
 pub mod vm;

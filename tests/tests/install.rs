@@ -201,6 +201,7 @@ fn check_medium_on_screen(shot: &tests::screen::Screenshot, medium: Medium, othe
             memory_bytes: 0,
             pci_devices: 0,
             iommu: "",
+            disk: "",
             status: "",
             medium: boot_screen::medium_line(medium),
             policy: "",

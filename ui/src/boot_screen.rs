@@ -50,6 +50,9 @@ pub struct BootScreen<'a> {
     pub memory_bytes: u64,
     pub pci_devices: usize,
     pub iommu: &'a str,
+    /// The hypervisor's disk: "QEMU NVMe Ctrl, 1 GiB data partition", "No data
+    /// partition", ...
+    pub disk: &'a str,
     pub status: &'a str,
     /// Where Bulkhead runs from, e.g. [`medium_line`]'s text; empty draws no line.
     pub medium: &'a str,
@@ -86,7 +89,7 @@ const HEADER_HEIGHT: u32 = 56;
 const PADDING: u32 = 40;
 const GAP: u32 = 20;
 const LABEL_COLUMN: u32 = 170;
-const INFO_LINES: u32 = 5;
+const INFO_LINES: u32 = 6;
 /// Between the status line and the boot-medium line.
 const MEDIUM_GAP: u32 = 8;
 
@@ -172,7 +175,7 @@ pub fn header_rect(size: Size) -> Rectangle {
     Layout::new(size).header
 }
 
-/// The block of "CPU:" … "IOMMU:" lines on a screen of `size`; the values in it are
+/// The block of "CPU:" … "Disk:" lines on a screen of `size`; the values in it are
 /// drawn in [`BOOT_TEXT`].
 pub fn text_rect(size: Size) -> Rectangle {
     Layout::new(size).info
@@ -218,6 +221,7 @@ where
         ("Memory:", memory.as_str()),
         ("PCI devices:", pci.as_str()),
         ("IOMMU:", screen.iommu),
+        ("Disk:", screen.disk),
     ];
     let value_style = text::style(TextRole::Body, scale, BOOT_TEXT);
     let label_width = scale.px(LABEL_COLUMN);
@@ -303,6 +307,7 @@ mod tests {
                     memory_bytes: 1 << 30,
                     pci_devices: 3,
                     iommu: "none",
+                    disk: "No NVMe drive",
                     status: "Starting virtual machines",
                     medium,
                     policy: "",

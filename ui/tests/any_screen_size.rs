@@ -39,6 +39,7 @@ fn boot_and_safe_mode() {
             memory_bytes: u64::MAX,
             pci_devices: usize::MAX,
             iommu: LONG,
+            disk: LONG,
             status: LONG,
             medium: LONG,
             policy: "",

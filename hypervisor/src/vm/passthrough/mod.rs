@@ -141,15 +141,7 @@ pub fn resolve(
             return Err(PassthroughError::NeedsIommu { vm: c.name.clone() });
         }
         for sel in &c.devices {
-            let matches = |r: &&DeviceReport| {
-                let hit = match *sel {
-                    DeviceSelector::Address { bus, device, function } => {
-                        (r.bdf.segment, r.bdf.bus, r.bdf.device, r.bdf.function) == (0, bus, device, function)
-                    }
-                    DeviceSelector::Id { vendor, device } => r.vendor_id == vendor && r.device_id == device,
-                };
-                hit && !taken.contains(&r.bdf)
-            };
+            let matches = |r: &&DeviceReport| selects(sel, r) && !taken.contains(&r.bdf);
             // By vendor:device, the first function that can be assigned; if none can,
             // the first match gives the reason.
             let found =
@@ -166,6 +158,43 @@ pub fn resolve(
         out.push(bdfs);
     }
     Ok(out)
+}
+
+/// Whether the policy's selector `sel` names the function `r`.
+fn selects(sel: &DeviceSelector, r: &DeviceReport) -> bool {
+    match *sel {
+        DeviceSelector::Address { bus, device, function } => {
+            (r.bdf.segment, r.bdf.bus, r.bdf.device, r.bdf.function) == (0, bus, device, function)
+        }
+        DeviceSelector::Id { vendor, device } => r.vendor_id == vendor && r.device_id == device,
+    }
+}
+
+/// The host functions `configs` give to VMs, which the hypervisor must leave alone:
+/// what [`resolve`] assigns, or, when it refuses the assignment (and no VM will
+/// start), every function any selector names. Pure.
+pub fn claimed(configs: &[VmConfig], reports: &[DeviceReport], iommu_on: bool) -> Vec<Bdf> {
+    match resolve(configs, reports, iommu_on) {
+        Ok(assigned) => assigned.into_iter().flatten().collect(),
+        Err(_) => reports
+            .iter()
+            .filter(|r| configs.iter().flat_map(|c| &c.devices).any(|sel| selects(sel, r)))
+            .map(|r| r.bdf)
+            .collect(),
+    }
+}
+
+/// [`claimed`] against what boot found.
+pub fn claimed_by(configs: &[VmConfig]) -> Vec<Bdf> {
+    let Some(host) = HOST.get() else { return Vec::new() };
+    let host = host.lock();
+    claimed(configs, &host.reports, host.iommu.is_some() && host.config.is_some())
+}
+
+/// Lends what boot found (the IOMMU, the inventory, configuration space) to `f`, for
+/// the hypervisor's own devices; `None` before `install`.
+pub fn with_host<R>(f: impl FnOnce(&mut HostPci) -> R) -> Option<R> {
+    HOST.get().map(|host| f(&mut host.lock()))
 }
 
 /// [`resolve`] against what boot found.

@@ -72,6 +72,16 @@ fn refuses_with_a_reason_before_anything_starts() {
 }
 
 #[test]
+fn claimed_functions_are_what_resolve_assigns_or_every_named_one() {
+    let vms = vm_configs(vec![with_devices("a", &["8086:10d3"]), with_devices("b", &[])]);
+    assert_eq!(claimed(&vms, &machine(), true), [Bdf::new(0, 0, 3, 0)], "one selector, the first assignable");
+    // No IOMMU: nothing starts, and both functions the selector names stay untouched.
+    assert_eq!(claimed(&vms, &machine(), false), [Bdf::new(0, 0, 3, 0), Bdf::new(0, 1, 0, 0)]);
+    let none = vm_configs(vec![with_devices("a", &[])]);
+    assert!(claimed(&none, &machine(), true).is_empty());
+}
+
+#[test]
 fn msix_table_pages_are_cut_out_of_the_bar_mapping() {
     let bar = |index: u8, len_bytes: u64| BarMapping {
         bar: index,
