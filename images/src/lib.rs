@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod data_disk;
 pub mod desktops;
 pub mod disk;
 pub mod exits_bench;

@@ -194,6 +194,11 @@ struct RunArgs {
     /// off, then boot again from the NVMe disk alone with the same OVMF variables.
     #[arg(long)]
     install: bool,
+    /// Give the laptop an internal NVMe disk for the VMs' data (target/run-data.img,
+    /// 2 GiB), created with a GPT holding one "Bulkhead data" partition when it does
+    /// not exist yet; the hypervisor finds it at boot (docs/nvme.md).
+    #[arg(long, conflicts_with = "install")]
+    data_disk: bool,
     /// Never open a window, even when a display is available.
     #[arg(long)]
     headless: bool,
@@ -406,6 +411,15 @@ fn run(args: &RunArgs) -> Result<(), String> {
     config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).chain(args.qemu_args.iter().cloned()).collect();
     if args.install {
         return run_install(&qemu, config);
+    }
+    if args.data_disk {
+        let path = layout::target_dir().join("run-data.img");
+        if !path.is_file() {
+            images::data_disk::create(&path, 2 << 30, 512)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            eprintln!("     Created {} (2 GiB, one Bulkhead data partition)", path.display());
+        }
+        config.nvme_disk = Some(path);
     }
     eprintln!(
         "     Booting in QEMU ({}): serial console below; quit with Ctrl-A X{}",
