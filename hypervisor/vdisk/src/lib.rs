@@ -18,8 +18,15 @@
 extern crate alloc;
 
 pub mod device;
+mod io;
+mod keys;
+mod store;
 pub mod table;
+mod volume;
 
 pub use bulkhead_diskcrypt::KdfParams;
 pub use device::{BlockDevice, DeviceError, RamDevice};
+pub use keys::Rng;
+pub use store::{LockedStore, Opened, Refused, Store, StoreError, VolumeInfo, VolumeSpec};
 pub use table::{Cipher, TableError};
+pub use volume::{CHUNK_SECTORS, Mode, Volume, VolumeError};
