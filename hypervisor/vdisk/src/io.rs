@@ -3,7 +3,6 @@
 //! block, patches it and writes it whole. A one-block write is atomic on NVMe, and the
 //! bytes around the patch are written back unchanged, so a power cut leaves each block
 //! old or new.
-#![forbid(unsafe_code)]
 
 use crate::device::{BlockDevice, DeviceError};
 use alloc::vec;
@@ -12,7 +11,7 @@ use alloc::vec;
 /// offset of `at` in the first block).
 fn covering(at: u64, len: usize, bs: u64) -> (u64, usize, usize) {
     let first = at / bs;
-    let end = (at + len as u64).div_ceil(bs);
+    let end = at.saturating_add(len as u64).div_ceil(bs);
     (first, ((end - first) * bs) as usize, (at - first * bs) as usize)
 }
 

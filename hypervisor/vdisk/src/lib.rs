@@ -18,6 +18,9 @@
 extern crate alloc;
 
 pub mod device;
+// The fuzz targets' harness (hypervisor/fuzz), never in the image.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod io;
 mod keys;
 mod store;

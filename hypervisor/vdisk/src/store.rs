@@ -7,7 +7,6 @@
 //! one is torn or stale, and loses on its checksum or its sequence number); after,
 //! the new slot wins. Data is never written before the table that owns its extent
 //! is durable, and an extent is freed only by a commit.
-#![forbid(unsafe_code)]
 
 use crate::device::{BlockDevice, DeviceError};
 use crate::io::{read_at, write_at};

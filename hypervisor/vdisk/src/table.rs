@@ -10,7 +10,6 @@
 //! The checksum (SHA-256 of everything before it) finds torn or stale slots before
 //! the passphrase is known; the MAC (HMAC-SHA256 under a key derived from the
 //! master key) finds deliberate changes after unlocking.
-#![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
 use bulkhead_diskcrypt::{KdfParams, WRAPPED_KEY_LEN, WrappedKey};

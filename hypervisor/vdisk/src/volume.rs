@@ -9,7 +9,6 @@
 //! stored; an in-RAM bitmap says which 4 KiB chunks the overlay holds. A chunk
 //! written only in part is first copied up from the base. Forgetting the key and the
 //! bitmap (`reset`, or a reboot) discards the overlay.
-#![forbid(unsafe_code)]
 
 use crate::device::{BlockDevice, DeviceError};
 use crate::io::{read_at, write_at};
