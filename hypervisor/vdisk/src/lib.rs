@@ -3,13 +3,34 @@
 //!
 //! Everything here is generic over [`BlockDevice`], so the format, the crash
 //! consistency and the encryption are tested on the host against RAM; the hypervisor
-//! implements the trait for its NVMe driver.
+//! implements the trait for its NVMe driver. The layout, the key hierarchy and the
+//! crash-consistency argument are in docs/disk-layout.md.
+//!
+//! ```text
+//! Store::open(dev) -> Opened::Blank            -> Store::format(dev, passphrase, kdf, rng)
+//!                   -> Opened::Locked(locked)  -> locked.unlock(passphrase) -> Store
+//! store.volume(dev, &VolumeSpec { name, size_bytes, mode, cipher }, rng) -> Volume
+//! volume.read / write / flush (dev, sector, buf)
+//! ```
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod device;
+// The fuzz targets' harness (hypervisor/fuzz), never in the image.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod gpt;
+mod io;
+mod keys;
+mod store;
+pub mod table;
+mod volume;
 
+pub use bulkhead_diskcrypt::KdfParams;
 pub use device::{BlockDevice, DeviceError, RamDevice};
+pub use keys::Rng;
+pub use store::{LockedStore, Opened, Refused, Store, StoreError, VolumeInfo, VolumeSpec};
+pub use table::{Cipher, TableError};
+pub use volume::{CHUNK_SECTORS, Mode, Volume, VolumeError};
