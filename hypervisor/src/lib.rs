@@ -43,6 +43,7 @@ pub mod memory;
 pub mod panic;
 pub mod policy;
 pub mod switcher;
+pub mod unlock;
 pub mod vcpu;
 pub mod vm;
 
