@@ -155,3 +155,31 @@ fn first_use_sets_a_long_enough_passphrase_typed_twice() {
     m.expect("unlock demo ended: Unlocked", STEP);
     m.pass();
 }
+
+/// F2 opens the change screen and Esc goes back from it; Esc while unlocking starts
+/// without the encrypted disks.
+#[test]
+fn f2_opens_change_esc_goes_back_and_esc_again_skips() {
+    let img = image::build_scenario_image("unlock-skip", &format!("then=run unlock-demo={PASSPHRASE}"));
+    let mut m = Machine::boot("unlock-skip", &img, |c| {
+        c.memory_mib = 512;
+        c.cpus = 1;
+    });
+    m.connect_qmp();
+    m.expect("BULKHEAD READY", BOOT);
+    m.expect("asking for the disk passphrase (unlock) for 2 VM(s)", STEP);
+    m.type_keys("abc");
+    wait_for_screen(&mut m, "typed", &[unlock_screen(3, "", Tone::Info)], STEP);
+    m.send_keys("f2");
+    let change = screen(Mode::Change, Field::Current, 0, "", Tone::Info);
+    wait_for_screen(&mut m, "change", &[change], STEP);
+    m.type_keys("xy");
+    wait_for_screen(&mut m, "change-typed", &[screen(Mode::Change, Field::Current, 2, "", Tone::Info)], STEP);
+    m.send_keys("esc");
+    wait_for_screen(&mut m, "back", &[unlock_screen(0, "", Tone::Info)], STEP);
+    assert!(!m.serial().contains("unlock demo ended"), "Esc in the change screen ended the screen");
+    m.send_keys("esc");
+    m.expect("skipped: starting without the encrypted disks", STEP);
+    m.expect("unlock demo ended: Skipped", STEP);
+    m.pass();
+}
