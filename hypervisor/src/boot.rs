@@ -155,6 +155,9 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
 
     let boot_ms = boot_info.tsc_handoff.saturating_sub(boot_info.tsc_loader_start);
     info!(target: "boot", "loader took {} M TSC ticks; {READY_MARKER}", boot_ms / 1_000_000);
+    if let Some(passphrase) = options.unlock_demo {
+        unlock_demo(passphrase);
+    }
     if let (Some(host_time), Some(policy)) = (host_time, policy) {
         let why = match policy {
             Err(refusal) => NothingStarted::Policy(refusal),
@@ -186,6 +189,13 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         },
     }
     instr::halt_forever()
+}
+
+/// The passphrase screen against a vault in memory (the `unlock-demo=` test option).
+fn unlock_demo(passphrase: &str) {
+    let mut vault = crate::unlock::memory_vault::MemoryVault::holding(passphrase.as_bytes());
+    let outcome = crate::unlock::ask(&mut vault, &["Corporate", "Personal"]);
+    info!(target: "boot", "unlock demo ended: {outcome:?}");
 }
 
 /// Where the loader ran from, logged once in words tests and support can grep for.

@@ -17,7 +17,7 @@ pub enum ThenAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Options {
+pub struct Options<'a> {
     pub log_level: LevelFilter,
     pub then: ThenAction,
     /// Self-test image: end with a verdict once every VM has stopped.
@@ -28,9 +28,13 @@ pub struct Options {
     /// Tests: write a pattern to the last 4 KiB of the data partition, flush, read it
     /// back and log the result (`storage::selftest`).
     pub storage_selftest: bool,
+    /// Tests only (`unlock-demo=<passphrase>`): after boot, show the passphrase screen
+    /// for a vault in memory that holds this passphrase (empty: a fresh machine) and
+    /// log how it ended. The passphrase sits in the manifest in plain text.
+    pub unlock_demo: Option<&'a str>,
 }
 
-impl Default for Options {
+impl Default for Options<'_> {
     fn default() -> Self {
         Options {
             log_level: LevelFilter::Info,
@@ -38,12 +42,13 @@ impl Default for Options {
             selftest: false,
             exit_stages: false,
             storage_selftest: false,
+            unlock_demo: None,
         }
     }
 }
 
 /// Parses the options; unknown words are returned so they can be logged, never fatal.
-pub fn parse(text: &str) -> (Options, heapless::Vec<&str, 8>) {
+pub fn parse(text: &str) -> (Options<'_>, heapless::Vec<&str, 8>) {
     let mut options = Options::default();
     let mut unknown = heapless::Vec::new();
     for word in text.split_whitespace() {
@@ -53,6 +58,10 @@ pub fn parse(text: &str) -> (Options, heapless::Vec<&str, 8>) {
             Some(("then", "exit")) => set(&mut options.then, ThenAction::Exit),
             Some(("then", "shutdown")) => set(&mut options.then, ThenAction::Shutdown),
             Some(("then", "reset")) => set(&mut options.then, ThenAction::Reset),
+            Some(("unlock-demo", passphrase)) => {
+                options.unlock_demo = Some(passphrase);
+                true
+            }
             None if word == "selftest" => {
                 options.selftest = true;
                 true
@@ -93,6 +102,13 @@ mod tests {
         assert_eq!(o.log_level, LevelFilter::Debug);
         assert_eq!(o.then, ThenAction::Shutdown);
         assert_eq!(unknown.as_slice(), &["bogus", "log=loud"]);
+        assert_eq!(o.unlock_demo, None);
+    }
+
+    #[test]
+    fn unlock_demo_takes_its_passphrase_or_none_for_a_fresh_machine() {
+        assert_eq!(parse("then=run unlock-demo=correct-horse").0.unlock_demo, Some("correct-horse"));
+        assert_eq!(parse("unlock-demo=").0.unlock_demo, Some(""));
     }
 
     #[test]

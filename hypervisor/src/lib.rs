@@ -44,6 +44,7 @@ pub mod panic;
 pub mod policy;
 pub mod storage;
 pub mod switcher;
+pub mod unlock;
 pub mod vcpu;
 pub mod vm;
 

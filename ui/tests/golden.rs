@@ -12,6 +12,7 @@ use ui::{
     notification::{self, Notification, Severity},
     overview::{self, Overview, Tile, VmState},
     palette,
+    passphrase::{self, Field, Mode, PassphraseScreen, Tone},
     safe_mode::{self, SafeMode},
     strip::{self, Strip},
     thumbnail::Thumbnail,
@@ -44,6 +45,48 @@ fn boot_screen() {
         let mut canvas = Canvas::new(screen.0, screen.1);
         boot_screen::draw(&mut canvas.target(), &info).unwrap();
         check_golden(&name("boot", screen), &canvas);
+    }
+}
+
+/// The passphrase screen after a wrong passphrase (at every size), and the first-use
+/// and change modes at one size.
+#[test]
+fn passphrase_screen() {
+    let waiting = ["Corporate", "Personal"];
+    let wrong = PassphraseScreen {
+        product: "Bulkhead",
+        mode: Mode::Unlock,
+        field: Field::Passphrase,
+        waiting: &waiting,
+        typed: 3,
+        min_length: 8,
+        message: "Wrong passphrase. Try again in 4 s",
+        tone: Tone::Refused,
+    };
+    for screen in SCREENS {
+        let mut canvas = Canvas::new(screen.0, screen.1);
+        passphrase::draw(&mut canvas.target(), &wrong).unwrap();
+        check_golden(&name("passphrase-wrong", screen), &canvas);
+    }
+    let first_use = PassphraseScreen {
+        mode: Mode::FirstUse,
+        field: Field::New,
+        typed: 0,
+        message: "Passphrases do not match",
+        ..wrong
+    };
+    let change = PassphraseScreen {
+        mode: Mode::Change,
+        field: Field::Confirm,
+        typed: 12,
+        message: "Changing the passphrase...",
+        tone: Tone::Busy,
+        ..wrong
+    };
+    for (label, screen) in [("passphrase-first-use", first_use), ("passphrase-change", change)] {
+        let mut canvas = Canvas::new(1280, 800);
+        passphrase::draw(&mut canvas.target(), &screen).unwrap();
+        check_golden(&name(label, (1280, 800)), &canvas);
     }
 }
 
