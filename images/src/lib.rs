@@ -6,6 +6,7 @@ pub mod bench;
 pub mod build;
 pub mod desktops;
 pub mod disk;
+pub mod disk_bench;
 pub mod exits_bench;
 pub mod guest;
 pub mod host_tools;
