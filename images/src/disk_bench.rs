@@ -1,6 +1,6 @@
 //! `cargo xtask bench disk`: a desktop writes and then reads the same number of MiB
-//! straight to and from its disk (`dd bs=1M`, `O_DIRECT`, so the page cache plays no
-//! part) under `-icount shift=0,sleep=off`, once on each path:
+//! of random data straight to and from its disk (`dd bs=1M`, `O_DIRECT`, so the page
+//! cache plays no part), and checks that it reads back what it wrote, under `-icount shift=0,sleep=off`, once on each path:
 //!
 //! - its virtio-blk disk (`/dev/vda`), served by the hypervisor from a backend
 //!   ([`DiskBackend`]: host RAM today; the NVMe disk store, plain or encrypted, once it
@@ -9,8 +9,9 @@
 //!   with Linux's own `nvme` driver (`/dev/nvme0n1`): the hardware's path with no
 //!   virtual disk in between.
 //!
-//! For each phase it reports the desktop's guest time (its uptime, in instructions of
-//! the whole machine), the desktop's exits per MiB, and the machine's instructions per
+//! For each phase it reports the desktop's guest time (its monotonic clock from
+//! `/proc/timer_list`, in nanoseconds, which under icount are instructions of the whole
+//! machine), the desktop's exits per MiB, and the machine's instructions per
 //! MiB split by where they ran (desktop, hypervisor, idle clock jumps), from `!exits`
 //! readings around the phase, as `bench net` does.
 
@@ -131,6 +132,9 @@ impl PhaseFigures {
 pub struct PathFigures {
     pub write: PhaseFigures,
     pub read: PhaseFigures,
+    /// Lines about timeouts in the guest's kernel log after the run: each is an I/O
+    /// whose completion interrupt never arrived (the figures then measure the timeout).
+    pub io_timeouts: u64,
 }
 
 /// The runs, side by side; an error for a path that could not be measured (yet).
@@ -159,6 +163,15 @@ impl fmt::Display for DiskTable {
         for (path, result) in &self.rows {
             match result {
                 Ok(p) => {
+                    if p.io_timeouts > 0 {
+                        writeln!(
+                            f,
+                            "{:<22} WARNING: {} I/O timeouts in the guest's log: completions were found by the \
+                             driver's timeout, not by an interrupt",
+                            path.name(),
+                            p.io_timeouts
+                        )?;
+                    }
                     for (phase, x) in [("write", &p.write), ("read", &p.read)] {
                         writeln!(
                             f,
@@ -192,31 +205,52 @@ impl fmt::Display for DiskTable {
     }
 }
 
-/// The guest command that times one phase: `dd` between `/dev/zero` or `/dev/null`
-/// and the device, with the uptime before and after.
+/// Guest commands that prepare the run: the virtio disk off /home (the bench writes the
+/// raw device), `t`, the guest's monotonic clock in nanoseconds (`/proc/uptime` counts
+/// in 10 ms), and the data to write, random so that the read-back check means something.
+fn setup_commands(vm: &str, device: &str) -> [String; 2] {
+    [
+        format!(
+            "@{vm} umount /home 2>/dev/null; t() {{ grep -m1 'now at' /proc/timer_list | cut -d' ' -f3; }}; \
+             echo DEV=$(cat /sys/class/block/{}/size)/$(t)",
+            device.trim_start_matches("/dev/")
+        ),
+        format!("@{vm} dd if=/dev/urandom of=/tmp/p bs=1M count={BENCH_MIB} 2>/dev/null; echo DATA=$(md5sum < /tmp/p)"),
+    ]
+}
+
+/// The guest command that times one phase: `dd` between the data in tmpfs (or
+/// `/dev/null`) and the device, with the clock before and after.
 fn phase_command(vm: &str, device: &str, write: bool) -> String {
     let dd = if write {
-        format!("dd if=/dev/zero of={device} bs=1M count={BENCH_MIB} oflag=direct")
+        format!("dd if=/tmp/p of={device} bs=1M count={BENCH_MIB} oflag=direct")
     } else {
         format!("dd if={device} of=/dev/null bs=1M count={BENCH_MIB} iflag=direct")
     };
+    format!("@{vm} a=$(t); {dd} 2>/dev/null; r=$?; b=$(t); echo DISKBENCH rc=$r start=$a end=$b")
+}
+
+/// The guest's check afterwards: the device gives back what was written, and how many
+/// I/O timeouts the kernel logged (a request whose interrupt never came completes only
+/// when the driver's timeout polls for it).
+fn check_command(vm: &str, device: &str) -> String {
     format!(
-        "@{vm} a=$(cut -d' ' -f1 /proc/uptime); {dd} 2>/dev/null; r=$?; b=$(cut -d' ' -f1 /proc/uptime); \
-         echo DISKBENCH rc=$r start=$a end=$b"
+        "@{vm} echo CHECK=$(dd if={device} bs=1M count={BENCH_MIB} iflag=direct 2>/dev/null | md5sum)/$(dmesg | grep -ci timeout)"
     )
 }
 
+/// Seconds between `start=` and `end=` (nanoseconds) of a `DISKBENCH` line.
 fn parse_phase(line: &str) -> Result<f64, String> {
-    let value = |key: &str| -> Result<f64, String> {
+    let value = |key: &str| -> Result<u64, String> {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(key))
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| format!("no {key} in {line:?}"))
     };
-    if value("rc=")? != 0.0 {
+    if value("rc=")? != 0 {
         return Err(format!("dd failed: {line}"));
     }
-    Ok(value("end=")? - value("start=")?)
+    Ok(value("end=")?.saturating_sub(value("start=")?) as f64 / 1e9)
 }
 
 /// Boots `command` (desktop VM `vm` reaching its disk on `path`), waits for the disk,
@@ -226,13 +260,19 @@ pub fn run_path(command: Command, vm: &str, path: DiskPath) -> Result<PathFigure
     m.wait_for("BULKHEAD READY", BOOT)?;
     m.wait_for(&format!("[{vm}] BULKHEAD-GUEST-READY"), BOOT)?;
     let device = path.guest_device();
-    // The init mounted the virtio disk on /home: the bench writes the raw device.
-    m.type_line(&format!("@{vm} umount /home 2>/dev/null; echo DEV=$(cat /sys/class/block/{}/size)", &device[5..]))?;
+    let [prepare, data] = setup_commands(vm, device);
+    m.type_line(&prepare)?;
     let dev = m.wait_for(&format!("[{vm}] DEV="), STEP)?;
-    let sectors: u64 = dev.rsplit('=').next().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let sectors: u64 = dev.rsplit('=').next().and_then(|s| s.split('/').next()?.trim().parse().ok()).unwrap_or(0);
     if sectors < BENCH_MIB * 2048 {
         return Err(format!("{device} in {vm} has {sectors} sectors, fewer than {BENCH_MIB} MiB: {dev}"));
     }
+    if !dev.contains('/') || dev.ends_with('/') {
+        return Err(format!("{vm} has no nanosecond clock in /proc/timer_list: {dev}"));
+    }
+    m.type_line(&data)?;
+    let data = m.wait_for(&format!("[{vm}] DATA="), STEP)?;
+    let written = data.rsplit('=').next().unwrap_or("").split_whitespace().next().unwrap_or("").to_owned();
     let mut phases = [PhaseFigures::default(); 2];
     for (phase, write) in phases.iter_mut().zip([true, false]) {
         let before = ExitsReading::take(&mut m, vm, STEP)?;
@@ -249,7 +289,15 @@ pub fn run_path(command: Command, vm: &str, path: DiskPath) -> Result<PathFigure
         };
         eprintln!("     {} {}: {phase:?}", path.name(), if write { "write" } else { "read" });
     }
-    Ok(PathFigures { write: phases[0], read: phases[1] })
+    m.type_line(&check_command(vm, device))?;
+    let check = m.wait_for(&format!("[{vm}] CHECK="), STEP)?;
+    let (sum, timeouts) = check.rsplit("CHECK=").next().unwrap_or("").split_once('/').unwrap_or(("", ""));
+    let read_back = sum.split_whitespace().next().unwrap_or("");
+    if written.len() != 32 || read_back != written {
+        return Err(format!("{device} gave back other data ({read_back}) than was written ({written})"));
+    }
+    let io_timeouts = timeouts.trim().parse().map_err(|_| format!("no timeout count in {check:?}"))?;
+    Ok(PathFigures { write: phases[0], read: phases[1], io_timeouts })
 }
 
 #[cfg(test)]
@@ -264,10 +312,14 @@ mod tests {
                 assert!(c.len() <= 255, "{c}");
                 assert!(c.contains(if write { "oflag=direct" } else { "iflag=direct" }), "{c}");
             }
+            let device = path.guest_device();
+            for c in setup_commands("bench", device).iter().chain([&check_command("bench", device)]) {
+                assert!(c.len() <= 255, "{c}");
+            }
         }
-        assert_eq!(parse_phase("[bench] DISKBENCH rc=0 start=10.50 end=11.25"), Ok(0.75));
-        assert!(parse_phase("[bench] DISKBENCH rc=1 start=10.50 end=11.25").is_err());
-        assert!(parse_phase("[bench] DISKBENCH rc=0 start=10.50").is_err());
+        assert_eq!(parse_phase("[bench] DISKBENCH rc=0 start=10500000000 end=11250000000"), Ok(0.75));
+        assert!(parse_phase("[bench] DISKBENCH rc=1 start=10 end=11").is_err());
+        assert!(parse_phase("[bench] DISKBENCH rc=0 start=10").is_err());
     }
 
     #[test]
@@ -284,10 +336,17 @@ mod tests {
             rows: vec![
                 (
                     DiskPath::Virtio(DiskBackend::Ram),
-                    Ok(PathFigures { write: phase(1.0, 6400, 640_000_000), read: phase(0.5, 3200, 320_000_000) }),
+                    Ok(PathFigures {
+                        write: phase(1.0, 6400, 640_000_000),
+                        read: phase(0.5, 3200, 320_000_000),
+                        io_timeouts: 0,
+                    }),
                 ),
                 (DiskPath::Virtio(DiskBackend::NvmeEncrypted), Err("no NVMe disk store yet".into())),
-                (DiskPath::PassthroughNvme, Ok(PathFigures { write: phase(0.5, 64, 0), read: phase(0.25, 64, 0) })),
+                (
+                    DiskPath::PassthroughNvme,
+                    Ok(PathFigures { write: phase(0.5, 64, 0), read: phase(0.25, 64, 0), io_timeouts: 2 }),
+                ),
             ],
         };
         let text = table.to_string();
@@ -306,5 +365,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("virtio-blk on NVMe, XTS /"), "{text}");
+        assert!(text.contains("NVMe passed through    WARNING: 2 I/O timeouts"), "{text}");
+        assert_eq!(text.matches("WARNING").count(), 1, "{text}");
     }
 }
