@@ -88,6 +88,45 @@ pub fn parse_counters(line: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The total in an `EXITS <vm> N exits ...` line.
+pub fn exits_total(line: &str) -> Option<u64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "exits")?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
+}
+
+/// The value of `key=N` in an `EXITS` line.
+pub fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// One reading of the hypervisor's `!exits <vm>` command: the VM's exit total and the
+/// host TSC sums (under `-icount shift=0`, instructions) it keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExitsReading {
+    pub exits: u64,
+    /// Spent in the VM's guest mode.
+    pub guest_tsc: u64,
+    /// The hypervisor halted with nothing to run.
+    pub idle_tsc: u64,
+    /// The TSC when the reading was taken.
+    pub now_tsc: u64,
+}
+
+impl ExitsReading {
+    pub fn take(m: &mut LineReader, vm: &str, timeout: Duration) -> Result<ExitsReading, String> {
+        m.type_line(&format!("!exits {vm}"))?;
+        let line = m.wait_for(&format!("EXITS {vm} "), timeout)?;
+        let get = |key: &str| field(&line, key).ok_or_else(|| format!("no {key} in {line:?}"));
+        Ok(ExitsReading {
+            exits: exits_total(&line).ok_or_else(|| format!("no exit total in {line:?}"))?,
+            guest_tsc: get("guest_tsc")?,
+            idle_tsc: get("idle_tsc")?,
+            now_tsc: get("now_tsc")?,
+        })
+    }
+}
+
 /// The direct-boot QEMU command for a kernel and initramfs (no hypervisor, no firmware).
 pub fn direct_linux_command(qemu: &Path, kernel: &Path, initrd: &Path, memory_mib: u32, cmdline: &str) -> Command {
     let mut cmd = Command::new(qemu);

@@ -82,9 +82,10 @@ pub fn service_vm() -> Vm {
 
 /// Modules every desktop loads: `evdev`, the `/dev/input/event*` devices through which
 /// a desktop's display server (and a test) reads the keyboard, `virtio_pci` and
-/// `virtio_net` for the virtio-net device a `link` line gives it, and `virtio_blk` for
-/// its virtual disk (`/dev/vda`).
-pub const DESKTOP_MODULES: &[&str] = &["evdev", "virtio_pci", "virtio_net", "virtio_blk"];
+/// `virtio_net` for the virtio-net device a `link` line gives it, `virtio_blk` for
+/// its virtual disk (`/dev/vda`) and `ext4` for the filesystem on it (built into
+/// Debian's kernels, where it needs no loading).
+pub const DESKTOP_MODULES: &[&str] = &["evdev", "virtio_pci", "virtio_net", "virtio_blk", "ext4"];
 
 /// Fetches (or takes from the cache) the guest kernel and builds its initramfs.
 pub fn build_guest(cache: &Path) -> Result<GuestImage, GuestError> {

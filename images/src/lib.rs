@@ -7,6 +7,7 @@ pub mod build;
 pub mod data_disk;
 pub mod desktops;
 pub mod disk;
+pub mod disk_bench;
 pub mod exits_bench;
 pub mod guest;
 pub mod host_tools;

@@ -20,7 +20,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bench::{LineReader, parse_counters};
+use crate::bench::{ExitsReading, LineReader, parse_counters};
+#[cfg(test)]
+use crate::bench::{exits_total, field};
 
 /// Bytes downloaded in each run.
 pub const DOWNLOAD_BYTES: usize = 32 << 20;
@@ -151,39 +153,6 @@ pub fn serve(body: Arc<Vec<u8>>) -> Result<u16, String> {
     Ok(port)
 }
 
-/// The total in an `EXITS <vm> N exits ...` line.
-fn exits_total(line: &str) -> Option<u64> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "exits")?;
-    words.get(at.checked_sub(1)?)?.parse().ok()
-}
-
-/// The value of `key=N` in an `EXITS` line.
-fn field(line: &str, key: &str) -> Option<u64> {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-}
-
-/// One `!exits` reading.
-#[derive(Debug, Clone, Copy, Default)]
-struct ExitsReading {
-    exits: u64,
-    guest_tsc: u64,
-    idle_tsc: u64,
-    now_tsc: u64,
-}
-
-fn exits_of(m: &mut LineReader, vm: &str) -> Result<ExitsReading, String> {
-    m.type_line(&format!("!exits {vm}"))?;
-    let line = m.wait_for(&format!("EXITS {vm} "), STEP)?;
-    let get = |key: &str| field(&line, key).ok_or_else(|| format!("no {key} in {line:?}"));
-    Ok(ExitsReading {
-        exits: exits_total(&line).ok_or_else(|| format!("no exit total in {line:?}"))?,
-        guest_tsc: get("guest_tsc")?,
-        idle_tsc: get("idle_tsc")?,
-        now_tsc: get("now_tsc")?,
-    })
-}
-
 /// `(frames, bytes)` the desktop's first link received, from `!net`.
 fn link_received(m: &mut LineReader, vm: &str) -> Result<(u64, u64), String> {
     m.type_line(&format!("!net {vm}"))?;
@@ -210,8 +179,8 @@ pub fn run_path(command: Command, vm: &str, service: Option<&str>, port: u16) ->
     // A first small request warms ARP and the NAT path.
     m.type_line(&format!("@{vm} wget -q -O /dev/null http://10.0.2.2:{port}/warm; echo WARM=$?"))?;
     m.wait_for(&format!("[{vm}] WARM="), STEP)?;
-    let desktop_before = exits_of(&mut m, vm)?;
-    let service_before = service.map(|s| exits_of(&mut m, s)).transpose()?;
+    let desktop_before = ExitsReading::take(&mut m, vm, STEP)?;
+    let service_before = service.map(|s| ExitsReading::take(&mut m, s, STEP)).transpose()?;
     let link_before = service.map(|_| link_received(&mut m, vm)).transpose()?;
     m.type_line(&format!(
         "@{vm} a=$(cut -d' ' -f1 /proc/uptime); n=$(wget -q -O - http://10.0.2.2:{port}/bench | wc -c); \
@@ -229,8 +198,8 @@ pub fn run_path(command: Command, vm: &str, service: Option<&str>, port: u16) ->
         return Err(format!("{vm} downloaded {bytes} bytes instead of {DOWNLOAD_BYTES}"));
     }
     let seconds = value("end=")? - value("start=")?;
-    let desktop_after = exits_of(&mut m, vm)?;
-    let service_after = service.map(|s| exits_of(&mut m, s)).transpose()?;
+    let desktop_after = ExitsReading::take(&mut m, vm, STEP)?;
+    let service_after = service.map(|s| ExitsReading::take(&mut m, s, STEP)).transpose()?;
     let desktop_exits = desktop_after.exits.saturating_sub(desktop_before.exits);
     let service_exits = service_before.zip(service_after).map(|(b, a)| a.exits.saturating_sub(b.exits));
     let split = TimeSplit {

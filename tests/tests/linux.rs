@@ -3,8 +3,8 @@
 //! continues above 4 GiB), each driven over its own serial console: the kernel is the packaged one,
 //! it knows it runs under a hypervisor, sees its configured memory and the real date,
 //! draws its console into its own framebuffer (checked pixel by pixel on the screen),
-//! reaches the other over the virtio-net link between them (`ping`), and `poweroff` in
-//! one VM stops only that VM.
+//! reaches the other over the virtio-net link between them (`ping`), keeps files on its
+//! virtual disk (ext4 on /home), and `poweroff` in one VM stops only that VM.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -136,8 +136,11 @@ fn check_link(m: &mut Machine) {
 }
 
 /// The personal VM's virtual disk: `virtio_blk` binds it as /dev/vda with the configured
-/// size (64 MiB = 131072 sectors), the serial GET_ID returns, and 2 MiB written with a
-/// flush read back the same after the page cache is dropped.
+/// size (64 MiB = 131072 sectors) and the serial GET_ID returns. The guest's init found
+/// it empty, made ext4 on it and mounted it on /home before its ready marker; `df` lists
+/// /home with about the disk's size; 2 MiB written to a file there and synced read back
+/// the same after the page cache is dropped, and the filesystem's superblock is on the
+/// raw disk. The corporate VM has no disk and says nothing about one.
 fn check_disk(m: &mut Machine) {
     m.run_in_vm(
         "personal",
@@ -146,21 +149,41 @@ fn check_disk(m: &mut Machine) {
     );
     let disk = m.expect("[personal] DISK=", STEP);
     assert_eq!(value(&disk, "DISK="), "virtio_blk/131072/bulkhead-vm1/0", "{disk}");
+
+    let serial = m.serial();
+    let marker = serial.find("[personal] BULKHEAD-DISK:").map(|at| serial[at..].lines().next().unwrap_or(""));
+    let marker = marker.unwrap_or_else(|| panic!("the personal VM printed no BULKHEAD-DISK line"));
+    assert!(marker.contains("BULKHEAD-DISK: /home ext4 new 64MiB took="), "first boot of an empty disk: {marker}");
+    let ready = serial.find("[personal] BULKHEAD-GUEST-READY").expect("the personal VM is ready");
+    assert!(serial.find("[personal] BULKHEAD-DISK:") < Some(ready), "the disk line comes before the ready marker");
+    assert!(!serial.contains("[corporate] BULKHEAD-DISK"), "the corporate VM has no disk");
+    eprintln!("personal disk: {marker}");
+
+    m.run_in_vm("personal", "echo MOUNT=$(grep ' /home ' /proc/mounts | cut -d' ' -f1-4 | cut -d, -f1)");
+    let mount = m.expect("[personal] MOUNT=", STEP);
+    assert_eq!(value(&mount, "MOUNT="), "/dev/vda /home ext4 rw", "{mount}");
+    m.run_in_vm("personal", "df -h /home; echo DF=$(df -k /home | tail -1)");
+    let df = m.expect("[personal] DF=", STEP);
+    let fields: Vec<&str> = value(&df, "DF=").split_whitespace().collect();
+    assert!(fields.len() >= 6 && fields[0] == "/dev/vda" && fields[5] == "/home", "df: {df}");
+    let kib: u64 = fields[1].parse().unwrap_or(0);
+    // ext4 keeps its inode tables and a 4 MiB journal out of the total.
+    assert!((64 * 1024 * 80 / 100..=64 * 1024).contains(&kib), "df says /home has {kib} KiB of a 64 MiB disk");
+
     m.run_in_vm(
         "personal",
-        "dd if=/dev/urandom of=/tmp/a bs=64k count=32 2>/dev/null; dd if=/tmp/a of=/dev/vda bs=64k seek=100 \
-         conv=fsync 2>/dev/null; echo WROTE=$?",
+        "dd if=/dev/urandom of=/tmp/a bs=64k count=32 2>/dev/null; cp /tmp/a /home/a && sync; echo WROTE=$?",
     );
     let wrote = m.expect("[personal] WROTE=", STEP);
-    assert_eq!(value(&wrote, "WROTE="), "0", "writing /dev/vda failed");
-    m.run_in_vm(
-        "personal",
-        "echo 3 > /proc/sys/vm/drop_caches; echo RW=$(md5sum < /tmp/a)=$(dd if=/dev/vda bs=64k skip=100 count=32 \
-         2>/dev/null | md5sum)",
-    );
+    assert_eq!(value(&wrote, "WROTE="), "0", "writing /home/a failed");
+    m.run_in_vm("personal", "echo 3 > /proc/sys/vm/drop_caches; echo RW=$(md5sum < /tmp/a)=$(md5sum < /home/a)");
     let rw = m.expect("[personal] RW=", STEP);
     let sums: Vec<&str> = value(&rw, "RW=").split('=').map(|s| s.split_whitespace().next().unwrap_or("")).collect();
-    assert!(sums.len() == 2 && sums[0].len() == 32 && sums[0] == sums[1], "the disk gave back other bytes: {rw}");
+    assert!(sums.len() == 2 && sums[0].len() == 32 && sums[0] == sums[1], "/home gave back other bytes: {rw}");
+    // The ext4 superblock's magic (0xEF53, little-endian at byte 1080) is on the disk.
+    m.run_in_vm("personal", "echo MAGIC=$(dd if=/dev/vda bs=2 skip=540 count=1 2>/dev/null | od -An -tx1)");
+    let magic = m.expect("[personal] MAGIC=", STEP);
+    assert_eq!(value(&magic, "MAGIC="), "53 ef", "{magic}");
     assert!(!m.serial().contains("virtio-blk needs reset"), "the driver broke a ring rule");
     assert!(!m.serial().contains("corporate): virtio-blk"), "the corporate VM got a disk");
 }

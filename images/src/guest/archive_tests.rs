@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::guest::deb::tests::synthetic_deb;
 use crate::guest::modules::tests::fake_module;
+use crate::guest::userland::tests::fake_object;
 
 const RELEASE: &str = "6.1.0-9-cloud-amd64";
 
@@ -66,9 +67,54 @@ fn stanza(name: &str, version: &str, depends: &str, filename: &str, deb: &[u8]) 
     )
 }
 
+/// e2fsprogs and the libraries it needs (and one it does not), as .deb files with their
+/// index stanzas. The real e2fsprogs lists its libraries in `Pre-Depends`.
+fn e2fsprogs_debs() -> Vec<(String, String, Vec<u8>)> {
+    const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+    let program = fake_object(Some(LOADER), None, &["libext2fs.so.2", "libc.so.6"]);
+    let e2fsprogs = synthetic_deb(&[
+        ("./sbin/e2fsck", &program),
+        ("./sbin/mke2fs", &program),
+        ("./sbin/debugfs", &program),
+        ("./etc/mke2fs.conf", b"[defaults]\n"),
+    ]);
+    let ext2fs = synthetic_deb(&[(
+        "./lib/x86_64-linux-gnu/libext2fs.so.2.4",
+        &fake_object(None, Some("libext2fs.so.2"), &["libc.so.6"]),
+    )]);
+    let libc = synthetic_deb(&[
+        ("./lib/x86_64-linux-gnu/libc.so.6", &fake_object(None, Some("libc.so.6"), &["ld-linux-x86-64.so.2"])),
+        ("./lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", &fake_object(None, Some("ld-linux-x86-64.so.2"), &[])),
+        ("./lib/x86_64-linux-gnu/libm.so.6", &fake_object(None, Some("libm.so.6"), &["libc.so.6"])),
+    ]);
+    [
+        ("e2fsprogs", "1.47.0-2", "Pre-Depends: libext2fs2 (= 1.47.0-2), libc6 (>= 2.34)\nDepends: logsave", e2fsprogs),
+        ("libext2fs2", "1.47.0-2", "Depends: libc6 (>= 2.34)", ext2fs),
+        ("libc6", "2.36-9", "Depends: libgcc-s1", libc),
+        (
+            "libgcc-s1",
+            "12.2.0-14",
+            "Depends: gcc-12-base, libc6",
+            synthetic_deb(&[("./usr/share/doc/libgcc-s1/x", b"")]),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, version, relations, deb)| {
+        let file = format!("pool/main/e/{name}_{version}_amd64.deb");
+        let stanza = format!(
+            "Package: {name}\nVersion: {version}\n{relations}\nFilename: {file}\nSize: {}\nSHA256: {}\n\n",
+            deb.len(),
+            fetch::sha256_hex(&deb)
+        );
+        (file, stanza, deb)
+    })
+    .collect()
+}
+
 /// Publishes a one-suite archive; returns the options to reach it.
 fn publish(server: &Server, kernel_deb: &[u8], index_kernel_deb: &[u8]) -> GuestOptions {
     let busybox = synthetic_deb(&[("./bin/busybox", b"\x7fELF-busybox")]);
+    let userland = e2fsprogs_debs();
     let kernel_file = format!("pool/main/l/linux/linux-image-{RELEASE}_6.1.99-1_amd64.deb");
     let packages = [
         stanza(
@@ -81,7 +127,8 @@ fn publish(server: &Server, kernel_deb: &[u8], index_kernel_deb: &[u8]) -> Guest
         stanza(&format!("linux-image-{RELEASE}"), "6.1.99-1", "kmod", &kernel_file, index_kernel_deb),
         stanza("busybox-static", "1:1.35.0-4", "", "pool/main/b/busybox/busybox-static_1.35.0-4_amd64.deb", &busybox),
     ]
-    .concat();
+    .concat()
+        + &userland.iter().map(|(_, stanza, _)| stanza.as_str()).collect::<String>();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(packages.as_bytes()).unwrap();
     let packages_gz = gz.finish().unwrap();
@@ -94,6 +141,9 @@ fn publish(server: &Server, kernel_deb: &[u8], index_kernel_deb: &[u8]) -> Guest
     server.put("dists/bookworm/main/binary-amd64/Packages.gz", packages_gz);
     server.put(&kernel_file, kernel_deb.to_vec());
     server.put("pool/main/b/busybox/busybox-static_1.35.0-4_amd64.deb", busybox);
+    for (file, _, deb) in userland {
+        server.put(&file, deb);
+    }
     GuestOptions {
         sources: Sources {
             suites: vec![Suite { base_url: server.base.clone(), name: "bookworm".into() }],
@@ -143,6 +193,22 @@ fn builds_from_fixture_archive_then_offline() {
     let ring = init.find("virtio_ring.ko").unwrap();
     let net = init.find("virtio_net.ko").unwrap();
     assert!(ring < net, "dependencies load first");
+    // mke2fs and e2fsck with exactly the libraries they need, the loader where their
+    // PT_INTERP says; debugfs and libm stay out.
+    for name in [
+        "sbin/mke2fs",
+        "sbin/e2fsck",
+        "sbin/mkfs.ext4",
+        "sbin/fsck.ext4",
+        "sbin/bulkhead-disk",
+        "etc/mke2fs.conf",
+        "lib/x86_64-linux-gnu/libext2fs.so.2",
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "lib64/ld-linux-x86-64.so.2",
+    ] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("debugfs") || n.contains("libm")), "{names:?}");
 
     // The mirror goes away: the cache alone rebuilds the same image.
     server.files.lock().unwrap().clear();

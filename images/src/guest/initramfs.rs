@@ -4,7 +4,9 @@
 use std::io::Write;
 
 use super::cpio;
+use super::disk_setup::{DISK_SCRIPT, DISK_SCRIPT_PATH};
 use super::modules::LoadableModule;
+use super::userland::Userland;
 
 /// Printed on the consoles once the guest's userspace is up; tests wait for it.
 pub const READY_MARKER: &str = "BULKHEAD-GUEST-READY";
@@ -65,6 +67,8 @@ pub struct InitramfsSpec<'a> {
     pub kernel_release: &'a str,
     /// In load order, dependencies first.
     pub modules: &'a [LoadableModule],
+    /// Programs busybox lacks (mkfs.ext4, e2fsck) and their libraries.
+    pub userland: &'a Userland,
 }
 
 /// The `/init` script. PID 1 is a shell: it cannot be killed by signals it does not
@@ -114,6 +118,10 @@ params() {
         r#"
 [ "$(uname -r)" = "{kernel_release}" ] || say "bulkhead: initramfs was built for {kernel_release}"
 say "bulkhead: Linux $(uname -r) on $(uname -m)"
+# The VM's virtual disk, if it has one: formatted on first use, checked, mounted on
+# /home; the script prints one BULKHEAD-DISK line.
+disk=$(/{DISK_SCRIPT_PATH})
+[ -n "$disk" ] && say "$disk"
 # A desktop on a network link (`bulkhead.dhcp=eth0` on the command line) asks for its
 # address by DHCP, keeps asking every few seconds until it has one, and renews it.
 for w in $(cat /proc/cmdline); do
@@ -136,8 +144,14 @@ respawn() {{
 respawn /dev/ttyS0 &
 respawn /dev/tty1 &
 
-trap 'sync; poweroff -f' USR1 USR2
-trap 'sync; reboot -f' TERM INT
+# The disk is unmounted (or at least made read-only) first, so it needs no journal
+# replay at the next boot.
+release_disk() {{
+	sync
+	umount /home 2>/dev/null || mount -o remount,ro /home 2>/dev/null
+}}
+trap 'release_disk; poweroff -f' USR1 USR2
+trap 'release_disk; reboot -f' TERM INT
 while :; do
 	sleep 3600 &
 	wait $!
@@ -150,7 +164,7 @@ done
 /// Builds the uncompressed newc archive.
 pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
     let mut w = cpio::Writer::new();
-    for dir in ["bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "etc/udhcpc", "root"] {
+    for dir in ["bin", "sbin", "dev", "proc", "sys", "tmp", "run", "etc", "etc/udhcpc", "root", "home"] {
         w.dir(dir);
     }
     // The kernel opens /dev/console for init before /init can mount devtmpfs.
@@ -161,6 +175,15 @@ pub fn archive(spec: &InitramfsSpec<'_>) -> Vec<u8> {
     }
     w.file("etc/profile", 0o644, b"export PS1='bulkhead-guest:\\w\\$ '\n");
     w.file(UDHCPC_SCRIPT_PATH, 0o755, UDHCPC_SCRIPT.as_bytes());
+    // df, mount and e2fsck look for the mount table here.
+    w.symlink("etc/mtab", "/proc/mounts");
+    w.file(DISK_SCRIPT_PATH, 0o755, DISK_SCRIPT.as_bytes());
+    for (path, mode, data) in &spec.userland.files {
+        w.file(path, *mode, data);
+    }
+    for (link, target) in &spec.userland.symlinks {
+        w.symlink(link, target);
+    }
     w.file("init", 0o755, init_script(spec.kernel_release, spec.modules).as_bytes());
     for m in spec.modules {
         w.file(&m.path, 0o644, &m.data);
@@ -190,6 +213,11 @@ mod tests {
             busybox: b"\x7fELFbusybox",
             kernel_release: "6.1.0-56-cloud-amd64",
             modules: std::slice::from_ref(&module),
+            userland: &Userland {
+                files: vec![("sbin/mke2fs".into(), 0o755, b"\x7fELFmke2fs".to_vec())],
+                symlinks: vec![("sbin/mkfs.ext4".into(), "mke2fs".into())],
+                versions: vec![],
+            },
         };
         let gz = build(&spec);
         let mut raw = Vec::new();
@@ -207,6 +235,12 @@ mod tests {
         let script = get(UDHCPC_SCRIPT_PATH);
         assert_eq!(script.mode, cpio::S_IFREG | 0o755);
         assert_eq!(script.data, UDHCPC_SCRIPT.as_bytes());
+        assert_eq!(get(DISK_SCRIPT_PATH).data, DISK_SCRIPT.as_bytes());
+        assert!(init.contains(&format!("disk=$(/{DISK_SCRIPT_PATH})")));
+        assert!(init.find(DISK_SCRIPT_PATH).unwrap() < init.find(READY_MARKER).unwrap(), "the disk comes before ready");
+        assert_eq!(get("sbin/mke2fs").data, b"\x7fELFmke2fs");
+        assert_eq!(get("sbin/mkfs.ext4").data, b"mke2fs");
+        assert_eq!(get("etc/mtab").data, b"/proc/mounts");
         // Every directory precedes its contents.
         for (i, e) in entries.iter().enumerate() {
             if let Some((parent, _)) = e.name.rsplit_once('/') {

@@ -14,11 +14,13 @@ mod control;
 pub mod cpio;
 mod deb;
 mod debian;
+mod disk_setup;
 mod error;
 mod fetch;
 mod initramfs;
 mod modules;
 mod resolve;
+mod userland;
 mod version;
 
 #[cfg(test)]
@@ -30,6 +32,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use debian::{Freshness, Sources, Suite};
+pub use disk_setup::{DISK_MARKER, DISK_MOUNT};
 pub use error::GuestError;
 pub use initramfs::READY_MARKER;
 
@@ -116,7 +119,8 @@ fn attempt(
     options: &GuestOptions,
     freshness: Freshness,
 ) -> Result<GuestImage, GuestError> {
-    let keep = |name: &str| name.starts_with("linux-image-") || name == "busybox-static";
+    let keep =
+        |name: &str| name.starts_with("linux-image-") || name == "busybox-static" || userland::wanted_in_index(name);
     let archive = debian::Archive::open(cache, &options.sources, freshness, keep)?;
     let universe = &archive.universe;
 
@@ -160,10 +164,14 @@ fn attempt(
         return Err(GuestError::BadDeb { path: bb_path, reason: "busybox is not an ELF executable".into() });
     }
 
+    let userland = userland::fetch(&archive, cache)?;
+    eprintln!("guest: {}", userland.versions.join(", "));
+
     let image = initramfs::build(&initramfs::InitramfsSpec {
         busybox: &busybox_bin,
         kernel_release: &release,
         modules: &loadable,
+        userland: &userland,
     });
     let digest = fetch::sha256_hex(&image);
     let initramfs_path = cache.join("out").join(format!("initramfs-{release}-{}.cpio.gz", &digest[..16]));

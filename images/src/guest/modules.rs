@@ -166,7 +166,7 @@ pub fn modinfo(elf: &[u8], key: &str) -> Result<Vec<String>, String> {
 
 /// Finds a section of an ELF64 little-endian object by name. Bounds are checked
 /// everywhere: a truncated file gives an error, not a panic.
-fn section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, String> {
+pub(super) fn section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, String> {
     let u16_at = |o: usize| -> Result<u16, String> {
         let b = elf.get(o..o + 2).ok_or("truncated ELF")?;
         Ok(u16::from_le_bytes([b[0], b[1]]))

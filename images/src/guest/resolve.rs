@@ -13,6 +13,8 @@ pub struct PackageEntry {
     pub name: String,
     pub version: String,
     pub depends: String,
+    /// `Pre-Depends:` (where e2fsprogs lists its libraries).
+    pub pre_depends: String,
     /// Path below the suite's archive root (`pool/main/...`).
     pub filename: String,
     pub size: u64,
@@ -57,6 +59,7 @@ impl Universe {
                 name: name.to_owned(),
                 version: field("Version")?.to_owned(),
                 depends: stanza.get("Depends").unwrap_or_default().to_owned(),
+                pre_depends: stanza.get("Pre-Depends").unwrap_or_default().to_owned(),
                 filename: filename.to_owned(),
                 size: field("Size")?.parse().map_err(|_| format!("package {name} has a malformed Size"))?,
                 sha256,
