@@ -340,7 +340,8 @@ impl Store {
         if Geometry::of(dev)? != self.geometry {
             return Err(StoreError::Geometry);
         }
-        header.sequence = self.header.sequence + 1;
+        header.sequence =
+            self.header.sequence.checked_add(1).ok_or(StoreError::Corrupt(TableError::BadField("sequence")))?;
         header.count = entries.len();
         let xts = self.master.table_xts().map_err(|_| StoreError::Rng)?;
         let mut record = table::encode_header(&header).to_vec();

@@ -422,6 +422,13 @@ mod tests {
         assert_eq!(open_slot(&r).unwrap_err(), TableError::UnsupportedVersion(2));
         let r = record(1);
         assert_eq!(open_slot(&r[..r.len() - 1]).unwrap_err(), TableError::BadChecksum, "truncated");
+        // A checksummed record asking Argon2 for more memory than allowed is refused
+        // before anything derives a key with it.
+        let mut r = record(0);
+        r.truncate(r.len() - 32);
+        r[32..36].copy_from_slice(&(MAX_KDF_MEMORY_KIB + 1).to_le_bytes());
+        seal_record(&mut r);
+        assert_eq!(open_slot(&r).unwrap_err(), TableError::BadField("kdf memory"));
     }
 
     #[test]
