@@ -165,6 +165,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 // The runtime keeps the running policy for check-ins and the lease.
                 let policy = chosen.policy.clone();
                 crate::policy::runtime::install(chosen.policy, chosen.state);
+                open_disks(&policy, &options);
                 let display = guest_display(boot_info);
                 NothingStarted::Launch(vm::launch::launch(boot_info, &policy, options.selftest, host_time, display))
             }
@@ -189,6 +190,45 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         },
     }
     instr::halt_forever()
+}
+
+/// The VMs' disks on the data partition, unlocked on the passphrase screen when the
+/// policy gives any VM a disk (before any VM starts, so no guest sees the keyboard).
+fn open_disks(policy: &bulkhead_policy::Policy, options: &cmdline::Options<'_>) {
+    use bulkhead_policy::model::DiskMode;
+    use bulkhead_vdisk::{Cipher, KdfParams, Mode};
+    let requests: alloc::vec::Vec<_> = policy
+        .vms
+        .iter()
+        .filter(|vm| vm.kind == bulkhead_policy::model::VmKind::Linux)
+        .filter_map(|vm| {
+            let disk = vm.disk?;
+            let mode = match disk.mode {
+                DiskMode::Persistent => Mode::Persistent,
+                DiskMode::ResetOnBoot => Mode::ResetOnBoot,
+                DiskMode::ReadOnly => Mode::ReadOnly,
+            };
+            Some(crate::storage::disks::DiskRequest {
+                vm: &vm.name,
+                label: &vm.label,
+                size_bytes: u64::from(disk.size_mib) << 20,
+                mode,
+            })
+        })
+        .collect();
+    let kdf = if options.disk_kdf_test {
+        warn!(target: "storage", "disk-kdf=test: a disk store made now has a passphrase key that is cheap to guess");
+        KdfParams::INSECURE_TEST
+    } else {
+        KdfParams::LAPTOP
+    };
+    let cipher = if options.disk_cipher_none {
+        warn!(target: "storage", "disk-cipher=none: disks created now are NOT encrypted (benchmarks only)");
+        Cipher::None
+    } else {
+        Cipher::Aes256Xts
+    };
+    crate::storage::disks::prepare(&requests, kdf, cipher);
 }
 
 /// The passphrase screen against a vault in memory (the `unlock-demo=` test option).

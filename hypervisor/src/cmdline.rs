@@ -32,6 +32,13 @@ pub struct Options<'a> {
     /// for a vault in memory that holds this passphrase (empty: a fresh machine) and
     /// log how it ended. The passphrase sits in the manifest in plain text.
     pub unlock_demo: Option<&'a str>,
+    /// Tests under emulation only (`disk-kdf=test`): a disk store created on this boot
+    /// derives its passphrase key with Argon2id parameters that protect nothing, so
+    /// that emulated unlocks take moments. Logged as a warning when used.
+    pub disk_kdf_test: bool,
+    /// Benchmarks only (`disk-cipher=none`): volumes created on this boot are stored in
+    /// clear, to measure what the encryption costs. Logged as a warning when used.
+    pub disk_cipher_none: bool,
 }
 
 impl Default for Options<'_> {
@@ -43,6 +50,8 @@ impl Default for Options<'_> {
             exit_stages: false,
             storage_selftest: false,
             unlock_demo: None,
+            disk_kdf_test: false,
+            disk_cipher_none: false,
         }
     }
 }
@@ -60,6 +69,14 @@ pub fn parse(text: &str) -> (Options<'_>, heapless::Vec<&str, 8>) {
             Some(("then", "reset")) => set(&mut options.then, ThenAction::Reset),
             Some(("unlock-demo", passphrase)) => {
                 options.unlock_demo = Some(passphrase);
+                true
+            }
+            Some(("disk-cipher", "none")) => {
+                options.disk_cipher_none = true;
+                true
+            }
+            Some(("disk-kdf", "test")) => {
+                options.disk_kdf_test = true;
                 true
             }
             None if word == "selftest" => {
@@ -103,6 +120,11 @@ mod tests {
         assert_eq!(o.then, ThenAction::Shutdown);
         assert_eq!(unknown.as_slice(), &["bogus", "log=loud"]);
         assert_eq!(o.unlock_demo, None);
+        assert!(!o.disk_kdf_test);
+        assert!(parse("disk-kdf=test").0.disk_kdf_test);
+        assert!(!parse("disk-kdf=weak").0.disk_kdf_test);
+        assert!(parse("disk-cipher=none").0.disk_cipher_none);
+        assert!(!o.disk_cipher_none);
     }
 
     #[test]

@@ -221,6 +221,9 @@ pub enum StopReason {
     /// checked in with its management server within it. Starts again after a
     /// check-in, never by its restart rule.
     PolicyHold,
+    /// Its disk could not be opened: `locked` when the passphrase screen was skipped,
+    /// else the store or the volume failed (logged). Never restarted.
+    DiskUnavailable { locked: bool },
     /// A hypercall argument was invalid (e.g. a buffer outside the VM's memory).
     BadHypercall { nr: u64, arg: u64 },
     /// An instruction that had to be emulated could not be decoded or is unsupported.

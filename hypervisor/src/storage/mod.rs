@@ -3,6 +3,10 @@
 //! code that stores the VMs' disks takes it (`take_data_partition`).
 #![forbid(unsafe_code)]
 
+pub mod disks;
+mod random;
+mod vault;
+
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;

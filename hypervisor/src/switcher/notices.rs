@@ -15,6 +15,9 @@ pub enum StopCause {
     Crashed(&'static str),
     /// Held back until the laptop checks in with IT's management server.
     NeedsCheckIn,
+    /// Its disk stayed locked (`locked`) or could not be opened: it waits for the next
+    /// boot.
+    DiskUnavailable { locked: bool },
 }
 
 pub type NoticeText = heapless::String<96>;
@@ -31,6 +34,14 @@ pub fn stop_message(name: &str, cause: StopCause, restarted: bool) -> (NoticeTex
         StopCause::NeedsCheckIn => {
             let _ = write!(text, "{name} waits for a check-in with IT's server: connect to the network");
             Severity::Warning
+        }
+        StopCause::DiskUnavailable { locked: true } => {
+            let _ = write!(text, "{name} does not start: its disk is locked; restart and type the passphrase");
+            Severity::Warning
+        }
+        StopCause::DiskUnavailable { locked: false } => {
+            let _ = write!(text, "{name} does not start: its disk cannot be opened (see the log)");
+            Severity::Error
         }
         StopCause::Rebooted => {
             let _ = write!(text, "{name} restarted");

@@ -69,6 +69,7 @@ pub fn tile_state(state: VmState) -> overview::VmState {
     match state {
         VmState::Runnable | VmState::Halted => overview::VmState::Running,
         VmState::Stopped(StopReason::PolicyHold) => overview::VmState::NeedsCheckIn,
+        VmState::Stopped(StopReason::DiskUnavailable { .. }) => overview::VmState::DiskLocked,
         VmState::Stopped(StopReason::GuestShutdown { .. } | StopReason::Requested | StopReason::GuestReboot) => {
             overview::VmState::Stopped
         }
@@ -82,6 +83,7 @@ pub fn stop_cause(reason: &StopReason) -> StopCause {
         StopReason::GuestShutdown { .. } | StopReason::Requested => StopCause::ShutDown,
         StopReason::GuestReboot => StopCause::Rebooted,
         StopReason::PolicyHold => StopCause::NeedsCheckIn,
+        StopReason::DiskUnavailable { locked } => StopCause::DiskUnavailable { locked: *locked },
         StopReason::TripleFault => StopCause::Crashed("triple fault"),
         StopReason::InvalidGuestState { .. } => StopCause::Crashed("invalid processor state"),
         StopReason::UnhandledExit { .. } => StopCause::Crashed("unsupported operation"),

@@ -23,6 +23,7 @@ use crate::log_limit::Source;
 use crate::memory::addr::PAGE_SIZE;
 use crate::memory::direct_map::DirectMap;
 use crate::memory::guest::{GuestMemory, GuestMemoryMap};
+use crate::storage::disks::{self, DiskChoice, Unavailable};
 use crate::vm::config::{Kind, MAX_LINKS_PER_VM, VmConfig};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks};
 use crate::vm::instance::VmError;
@@ -69,36 +70,67 @@ pub fn serial(vm: u32) -> [u8; ID_BYTES] {
     id
 }
 
-/// The disk of VM `id` if its configuration asks for one (Linux VMs): a block of host
-/// RAM taken into the VM's `blocks` (zeroed by the allocator, freed with the VM, kept
+/// Largest disk kept in host RAM (on a machine without a data partition): the RAM is
+/// taken from what VMs can have.
+pub const MAX_RAM_DISK_MIB: u64 = 4096;
+
+/// What a VM's configuration gets for its disk.
+#[derive(Debug)]
+pub enum VmDisk {
+    None,
+    Port(DiskPort),
+    /// Its disk could not be unlocked or opened: the VM does not start.
+    Unavailable(Unavailable),
+}
+
+/// The disk of VM `id` if its configuration asks for one (Linux VMs): its encrypted
+/// volume on the data partition, or, on a machine without one, a block of host RAM
+/// taken into the VM's `blocks` (zeroed by the allocator, freed with the VM, kept
 /// across its restarts), `size_bytes` rounded up to whole pages.
 pub fn disk_for<E>(
     id: u32,
     config: &VmConfig,
     map: &GuestMemoryMap,
     blocks: &mut HostBlocks,
-) -> Result<Option<DiskPort>, VmError<E>> {
-    let Some(disk) = config.disk else { return Ok(None) };
+) -> Result<VmDisk, VmError<E>> {
+    let Some(disk) = config.disk else { return Ok(VmDisk::None) };
     if config.kind != Kind::Linux {
         log::warn!(target: "vblk", "vm {id} ({}): a disk is only given to Linux VMs", config.name);
-        return Ok(None);
+        return Ok(VmDisk::None);
     }
-    let bytes = disk
-        .size_bytes
-        .max(PAGE_SIZE)
-        .checked_next_multiple_of(PAGE_SIZE)
-        .ok_or(VmError::OutOfMemory("virtual disk"))?;
-    let base = blocks.take(&mut PhysBlocks, bytes, PAGE_SIZE, "virtual disk")?;
-    let backend = HostRamBackend::new(DirectMap, base, bytes / SECTOR_SIZE, disk.read_only, serial(id));
-    let port = DiskPort::new(id, Box::new(backend), map.clone()).map_err(VmError::Disk)?;
+    let (backend, where_): (Box<dyn BlockBackend + Send>, &str) = match disks::take(&config.name, serial(id)) {
+        DiskChoice::Volume(volume) => (Box::new(volume), "on the data partition"),
+        DiskChoice::Unavailable(why) => return Ok(VmDisk::Unavailable(why)),
+        DiskChoice::Ram if disk.size_bytes > MAX_RAM_DISK_MIB << 20 => {
+            log::error!(
+                target: "vblk",
+                "vm {id} ({}): no data partition, and its {} MiB disk is too large for host RAM (at most {MAX_RAM_DISK_MIB} MiB)",
+                config.name,
+                disk.size_bytes >> 20
+            );
+            return Ok(VmDisk::Unavailable(Unavailable::Failed));
+        }
+        DiskChoice::Ram => {
+            let bytes = disk
+                .size_bytes
+                .max(PAGE_SIZE)
+                .checked_next_multiple_of(PAGE_SIZE)
+                .ok_or(VmError::OutOfMemory("virtual disk"))?;
+            let base = blocks.take(&mut PhysBlocks, bytes, PAGE_SIZE, "virtual disk")?;
+            let backend = HostRamBackend::new(DirectMap, base, bytes / SECTOR_SIZE, disk.read_only, serial(id));
+            (Box::new(backend), "in host RAM, lost at power-off")
+        }
+    };
+    let mib = backend.capacity_sectors() * SECTOR_SIZE >> 20;
+    let read_only = backend.read_only();
+    let port = DiskPort::new(id, backend, map.clone()).map_err(VmError::Disk)?;
     log::info!(
         target: "vblk",
-        "vm {id} ({}): virtio-blk disk of {} MiB{} at 00:{DISK_SLOT:02x}.0",
+        "vm {id} ({}): virtio-blk disk of {mib} MiB{} at 00:{DISK_SLOT:02x}.0, {where_}",
         config.name,
-        bytes >> 20,
-        if disk.read_only { ", read-only" } else { "" }
+        if read_only { ", read-only" } else { "" }
     );
-    Ok(Some(port))
+    Ok(VmDisk::Port(port))
 }
 
 /// One VM's disk device and the VM's memory map (the only memory its requests reach).

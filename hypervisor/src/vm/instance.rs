@@ -29,7 +29,8 @@ use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
 use crate::vm::desktop::{self, DesktopPlatform, HostTime};
-use crate::vm::disk_port::{DiskPort, DiskPortError};
+use crate::storage::disks::Unavailable;
+use crate::vm::disk_port::{DiskPort, DiskPortError, VmDisk};
 use crate::vm::exit_loop::{self, ExitLoop};
 use crate::vm::host_blocks::{HostBlocks, PhysBlocks, zero_ranges};
 use crate::vm::linux::{BootRequest, BzImage, Framebuffer, PixelLayout};
@@ -194,6 +195,8 @@ pub struct Vm<A: Arch> {
     pci: Option<Shared<VpciHost>>,
     /// Its virtual disk (a Linux VM configured with one).
     disk: Option<DiskPort>,
+    /// Why its configured disk is missing, if it is: the VM never starts.
+    disk_unavailable: Option<Unavailable>,
 }
 
 impl<A: Arch> core::fmt::Debug for Vm<A> {
@@ -218,6 +221,18 @@ impl<A: Arch> Vm<A> {
         match Self::build(id, config, image, resources, &mut blocks) {
             Ok(mut vm) => {
                 vm.blocks = blocks;
+                if let Some(why) = vm.disk_unavailable {
+                    // Never started: its desktop tile says why.
+                    let locked = why == Unavailable::Locked;
+                    log::warn!(
+                        target: "vm",
+                        "vm {id} ({}) does not start: its disk is {}",
+                        vm.config.name,
+                        if locked { "locked" } else { "unavailable (see the storage log)" }
+                    );
+                    vm.stop_with(StopReason::DiskUnavailable { locked });
+                    return Ok(vm);
+                }
                 if let Err(e) = vm.start(features) {
                     vm.release();
                     return Err(e);
@@ -277,7 +292,11 @@ impl<A: Arch> Vm<A> {
         for port in resources.net_ports {
             port.wire.lock().set_map(port.side, map.clone());
         }
-        let disk = crate::vm::disk_port::disk_for(id, &config, &map, blocks)?;
+        let (disk, disk_unavailable) = match crate::vm::disk_port::disk_for(id, &config, &map, blocks)? {
+            VmDisk::None => (None, None),
+            VmDisk::Port(port) => (Some(port), None),
+            VmDisk::Unavailable(why) => (None, Some(why)),
+        };
         let cpu = if resources.devices.is_empty() { 0 } else { crate::arch::x86::lapic::id() };
         // Before anything is attached: a VM that would run with masked vectors does not start.
         let vectors = passthrough::reserve_vectors(id, resources.devices).map_err(VmError::HostVectors)?;
@@ -324,6 +343,7 @@ impl<A: Arch> Vm<A> {
             pci: None,
             blocks: HostBlocks::default(),
             disk,
+            disk_unavailable,
         };
         Ok(vm)
     }

@@ -116,6 +116,7 @@ impl<A: Arch> Scheduler<A> {
         crate::logging::defer_output();
         // A VM that needs the lease never runs a slice without it.
         self.enforce_lease();
+        self.announce_locked_disks();
         loop {
             let mut ran = false;
             for i in 0..self.slots.len() {
@@ -259,6 +260,16 @@ impl<A: Arch> Scheduler<A> {
                     crate::vm::desk_view::stop_cause(&StopReason::PolicyHold),
                     false,
                 );
+            }
+        }
+    }
+
+    /// A notification for each VM that never started because its disk is locked.
+    fn announce_locked_disks(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots.get(i) else { continue };
+            if let VmState::Stopped(reason @ StopReason::DiskUnavailable { .. }) = slot.vm.state {
+                self.desk.vm_stopped(&mut self.slots, i, crate::vm::desk_view::stop_cause(&reason), false);
             }
         }
     }

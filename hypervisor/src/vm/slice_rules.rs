@@ -16,7 +16,7 @@ use crate::vm::instance::{SliceEnd, VmState};
 pub fn should_restart(reason: StopReason, rule: Restart, starts: u32) -> bool {
     let crashed = !matches!(reason, StopReason::GuestShutdown { .. });
     match (reason, rule) {
-        (StopReason::PolicyHold, _) => false,
+        (StopReason::PolicyHold | StopReason::DiskUnavailable { .. }, _) => false,
         (StopReason::GuestReboot, _) => true,
         (_, Restart::Always) => crashed,
         (_, Restart::Times(n)) => crashed && starts <= n,

@@ -40,6 +40,9 @@ pub enum VmState {
     /// Held back by policy: the laptop's offline lease ran out, so this VM waits for a
     /// check-in with IT's management server.
     NeedsCheckIn,
+    /// Its disk is locked (the passphrase was not given at boot) or could not be
+    /// opened: it does not start until the next boot.
+    DiskLocked,
 }
 
 impl VmState {
@@ -49,6 +52,7 @@ impl VmState {
             VmState::Stopped => "Stopped",
             VmState::Crashed => "Crashed",
             VmState::NeedsCheckIn => "Needs check-in",
+            VmState::DiskLocked => "Disk locked",
         }
     }
 
@@ -57,7 +61,7 @@ impl VmState {
             VmState::Running => palette::STATE_RUNNING,
             VmState::Stopped => palette::STATE_STOPPED,
             VmState::Crashed => palette::STATE_CRASHED,
-            VmState::NeedsCheckIn => palette::SEVERITY_WARNING,
+            VmState::NeedsCheckIn | VmState::DiskLocked => palette::SEVERITY_WARNING,
         }
     }
 }
@@ -87,6 +91,8 @@ const HINTS: [(&str, &str); 3] = [("Arrow keys", "choose"), ("Enter", "switch"),
 const EMPTY: &str = "No virtual machines are configured";
 /// On the tile of a VM held back by the offline lease.
 pub const HELD_MESSAGE: &str = "Offline too long";
+/// What a tile shows for a VM whose disk stayed locked.
+pub const LOCKED_MESSAGE: &str = "Disk locked";
 /// Distance between a tile and its selection ring, and the ring's width (base pixels).
 const RING_OFFSET: u32 = 5;
 const RING_WIDTH: u32 = 3;
@@ -220,6 +226,7 @@ where
             let message = match tile.state {
                 VmState::Running => "No display",
                 VmState::NeedsCheckIn => HELD_MESSAGE,
+                VmState::DiskLocked => LOCKED_MESSAGE,
                 other => other.name(),
             };
             text::draw(target, message, area.center(), Anchor::CENTER, &style)?;

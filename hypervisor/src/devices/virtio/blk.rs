@@ -186,8 +186,9 @@ impl VirtioBlk {
     }
 
     /// As after power-on, with its BAR at `bar`: the transport starts over, the disk
-    /// keeps its contents (every VM start).
+    /// keeps its contents unless it is reset-on-boot (every VM start).
     pub fn power_on(&mut self, bar: u64) -> Result<(), VpciError> {
+        self.backend.vm_started();
         self.transport = transport_for(&*self.backend)?;
         let bar_offset = BAR0.wrapping_add(u16::from(BAR_INDEX).wrapping_mul(4));
         self.transport.config_write(bar_offset, AccessSize::Dword, bar as u32);

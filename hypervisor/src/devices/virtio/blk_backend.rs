@@ -45,6 +45,8 @@ pub trait BlockBackend {
     fn read_only(&self) -> bool;
     /// The serial number GET_ID returns.
     fn id(&self) -> [u8; ID_BYTES];
+    /// Its VM starts (or restarts): a reset-on-boot disk goes back to its base.
+    fn vm_started(&mut self) {}
 }
 
 /// The byte range `sector..sector + len` of a disk of `capacity` sectors, or why not.
@@ -77,6 +79,9 @@ impl<B: BlockBackend> BlockBackend for crate::devices::shared::Shared<B> {
     }
     fn read_only(&self) -> bool {
         self.lock().read_only()
+    }
+    fn vm_started(&mut self) {
+        self.lock().vm_started()
     }
     fn id(&self) -> [u8; ID_BYTES] {
         self.lock().id()

@@ -157,12 +157,8 @@ fn vm_config(vm: &model::Vm) -> Result<VmConfig, &'static str> {
     })
 }
 
-/// Largest disk while disks live in host RAM (until the encrypted disk store on the
-/// laptop's NVMe exists): the RAM is taken from what VMs can have.
-pub const MAX_RAM_DISK_MIB: u32 = 4096;
-
-/// A Linux VM's virtio-blk disk. For now every disk is kept in host RAM: its contents
-/// last until the laptop powers off, whatever its mode says beyond read-only.
+/// A Linux VM's virtio-blk disk: an encrypted volume on the data partition, or in
+/// host RAM on a machine without one (`vm::disk_port`).
 fn disk_config(vm: &model::Vm) -> Result<Option<DiskConfig>, &'static str> {
     let Some(disk) = vm.disk else { return Ok(None) };
     if vm.kind != model::VmKind::Linux {
@@ -170,9 +166,6 @@ fn disk_config(vm: &model::Vm) -> Result<Option<DiskConfig>, &'static str> {
     }
     if disk.size_mib == 0 || disk.size_mib > model::MAX_DISK_MIB {
         return Err("disk size must be between 1 MiB and 1 TiB");
-    }
-    if disk.size_mib > MAX_RAM_DISK_MIB {
-        return Err("disks live in host RAM until the encrypted disk store exists: at most 4096 MiB");
     }
     Ok(Some(DiskConfig {
         size_bytes: u64::from(disk.size_mib) << 20,
