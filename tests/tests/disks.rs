@@ -142,7 +142,10 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     m.expect("BULKHEAD-GUEST-READY", BOOT);
     let after = "echo AFTER=$(ls /home | tr '\\n' ' ')";
     let listing = run(&mut m, "personal", after, "AFTER");
-    assert!(listing.contains("base.txt") && !listing.contains("scratch.txt"), "after the restart /home holds: {listing}");
+    assert!(
+        listing.contains("base.txt") && !listing.contains("scratch.txt"),
+        "after the restart /home holds: {listing}"
+    );
 
     // 3. A power cut while the corporate desktop writes and syncs in a loop.
     let loop_cmd = "mkdir -p /home/cut; cd /home/cut; i=0; while true; do i=$((i+1)); head -c 65536 /dev/urandom > f$i; \

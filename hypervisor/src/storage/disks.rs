@@ -46,7 +46,7 @@ pub enum Unavailable {
 /// What a VM's virtio-blk device is backed by.
 #[derive(Debug)]
 pub enum DiskChoice {
-    Volume(VolumeBackend),
+    Volume(alloc::boxed::Box<VolumeBackend>),
     /// No data partition: host RAM.
     Ram,
     Unavailable(Unavailable),
@@ -139,14 +139,14 @@ fn open_volume(
     Ok(volume)
 }
 
-/// Zeros at both ends of a new volume, flushed.
+/// Zeros at both ends of a new volume (a whole number of MiB, so at least 1 MiB),
+/// flushed.
 fn wipe_ends(volume: &mut Volume, dev: &mut DataPartition) -> Result<(), VolumeError> {
+    const WIPE_SECTORS: u64 = WIPE_BYTES / 512;
     let zeros = alloc::vec![0u8; WIPE_BYTES as usize];
-    let sectors = volume.capacity_sectors();
-    let wipe_sectors = (WIPE_BYTES / 512).min(sectors);
-    let len = (wipe_sectors * 512) as usize;
-    volume.write(dev, 0, &zeros[..len])?;
-    volume.write(dev, sectors - wipe_sectors, &zeros[..len])?;
+    let last = volume.capacity_sectors().saturating_sub(WIPE_SECTORS);
+    volume.write(dev, 0, &zeros)?;
+    volume.write(dev, last, &zeros)?;
     volume.flush(dev)
 }
 
@@ -160,7 +160,7 @@ pub fn take(vm: &str, serial: [u8; ID_BYTES]) -> DiskChoice {
         return if DEVICE.lock().is_some() { DiskChoice::Unavailable(Unavailable::Failed) } else { DiskChoice::Ram };
     };
     match prepared.swap_remove(i).1 {
-        Ok(volume) => DiskChoice::Volume(VolumeBackend { volume, serial }),
+        Ok(volume) => DiskChoice::Volume(alloc::boxed::Box::new(VolumeBackend { volume, serial })),
         Err(why) => DiskChoice::Unavailable(why),
     }
 }

@@ -19,7 +19,8 @@ pub fn fill(buf: &mut [u8]) {
             log::error!(target: "storage", "RDRAND stopped answering: a key is weaker than it should be");
             u64::from_le_bytes(crate::arch::x86::instr::random_128()[..8].try_into().unwrap_or([0; 8]))
         });
-        let bytes = word.to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
+        for (slot, byte) in chunk.iter_mut().zip(word.to_le_bytes()) {
+            *slot = byte;
+        }
     }
 }

@@ -99,7 +99,7 @@ pub fn disk_for<E>(
         return Ok(VmDisk::None);
     }
     let (backend, where_): (Box<dyn BlockBackend + Send>, &str) = match disks::take(&config.name, serial(id)) {
-        DiskChoice::Volume(volume) => (Box::new(volume), "on the data partition"),
+        DiskChoice::Volume(volume) => (volume, "on the data partition"),
         DiskChoice::Unavailable(why) => return Ok(VmDisk::Unavailable(why)),
         DiskChoice::Ram if disk.size_bytes > MAX_RAM_DISK_MIB << 20 => {
             log::error!(
@@ -121,7 +121,7 @@ pub fn disk_for<E>(
             (Box::new(backend), "in host RAM, lost at power-off")
         }
     };
-    let mib = backend.capacity_sectors() * SECTOR_SIZE >> 20;
+    let mib = backend.capacity_sectors().saturating_mul(SECTOR_SIZE) >> 20;
     let read_only = backend.read_only();
     let port = DiskPort::new(id, backend, map.clone()).map_err(VmError::Disk)?;
     log::info!(
