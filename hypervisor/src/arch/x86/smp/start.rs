@@ -137,11 +137,12 @@ fn start_one(apic_id: u32, code: HostPhysAddr) -> Result<(), StartFailure> {
         phys::free_contiguous(stacks, stack_bytes);
         return Err(StartFailure::OutOfMemory);
     };
+    let entry: extern "sysv64" fn(u64) -> ! = ap_entry;
     let launch = ApLaunch {
         code_base: code.raw(),
         root_32: code.raw().saturating_add(ROOT_OFFSET),
         stack_top: stacks.raw().saturating_add(AP_STACK_BYTES),
-        entry: ap_entry as *const () as u64,
+        entry: entry as usize as u64,
         argument: cpu.index as u64,
     };
     let data = code.checked_add(DATA_OFFSET).ok_or(StartFailure::NoLowMemory)?;
