@@ -1,6 +1,8 @@
 //! Four emulated CPUs under multi-threaded TCG: the hypervisor starts the three
 //! application processors the MADT lists, each sets itself up (GDT, TSS, LAPIC timer,
 //! SVM) and, asked through its mailbox, runs a work item that reports its APIC id.
+//! QEMU 7.2's TCG offers no x2APIC, so this exercises the xAPIC ICR (MMIO, with its
+//! delivery-status wait); the x2APIC ICR path runs only on hardware.
 
 use std::time::Duration;
 

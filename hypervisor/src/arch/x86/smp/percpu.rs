@@ -68,6 +68,12 @@ impl PerCpu {
     pub fn set_state(&self, state: CpuState) {
         self.state.store(state as u8, Ordering::Release);
     }
+
+    /// Moves from `from` to `to` only if the state is still `from`: the boot CPU
+    /// giving up on an AP and the AP checking in race, and exactly one of them wins.
+    pub fn transition(&self, from: CpuState, to: CpuState) -> bool {
+        self.state.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
 }
 
 static CPUS: [Once<PerCpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];

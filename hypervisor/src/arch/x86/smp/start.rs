@@ -169,10 +169,11 @@ fn start_one(apic_id: u32, code: HostPhysAddr) -> Result<(), StartFailure> {
     let ticks = tsc::cached_ticks_per_ms().max(1).saturating_mul(CHECK_IN_MS);
     let start = instr::rdtsc();
     while cpu.state() == CpuState::Starting {
-        if instr::rdtsc().wrapping_sub(start) > ticks {
-            // Parked: an AP that turns up late must not run on the next AP's stack.
+        // Given up only if it has not checked in meanwhile: once this succeeds the AP
+        // halts at its check-in, holding nothing, so INIT can park it safely (an AP
+        // that turns up late must not run on the next AP's stack).
+        if instr::rdtsc().wrapping_sub(start) > ticks && cpu.transition(CpuState::Starting, CpuState::Failed) {
             let _ = lapic::send_ipi(apic_id, icr::INIT);
-            cpu.set_state(CpuState::Failed);
             return Err(StartFailure::NoCheckIn { ran_trampoline: alive.load(Ordering::Acquire) != 0 });
         }
         core::hint::spin_loop();
@@ -199,7 +200,10 @@ extern "sysv64" fn ap_entry(index: u64) -> ! {
     let Some(cpu) = usize::try_from(index).ok().and_then(percpu::get) else {
         instr::halt_forever();
     };
-    cpu.set_state(CpuState::CheckedIn);
+    if !cpu.transition(CpuState::Starting, CpuState::CheckedIn) {
+        // Too late: the boot CPU left this CPU out and is parking it.
+        instr::halt_forever();
+    }
     gdt::init_ap(cpu.stacks.0.saturating_add(AP_STACK_BYTES));
     idt::init();
     let ticks = lapic::init_ap(tsc::cached_ticks_per_ms());
