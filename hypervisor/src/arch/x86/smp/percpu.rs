@@ -121,3 +121,43 @@ pub fn current() -> Option<&'static PerCpu> {
 pub fn online_count() -> usize {
     all().filter(|cpu| cpu.state() == CpuState::Online).count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu() -> PerCpu {
+        PerCpu {
+            index: 1,
+            apic_id: 1,
+            state: AtomicU8::new(CpuState::Starting as u8),
+            timer_ticks_per_ms: AtomicU64::new(0),
+            host_save_area: AtomicU64::new(0),
+            stacks: (0, 0),
+            mailbox: Mailbox::new(),
+        }
+    }
+
+    #[test]
+    fn giving_up_and_checking_in_exclude_each_other() {
+        // The AP checks in first: the boot CPU can no longer give up on it.
+        let late_giver = cpu();
+        assert!(late_giver.transition(CpuState::Starting, CpuState::CheckedIn));
+        assert!(!late_giver.transition(CpuState::Starting, CpuState::Failed));
+        assert_eq!(late_giver.state(), CpuState::CheckedIn);
+        // The boot CPU gives up first: the AP's check-in fails and it halts.
+        let late_ap = cpu();
+        assert!(late_ap.transition(CpuState::Starting, CpuState::Failed));
+        assert!(!late_ap.transition(CpuState::Starting, CpuState::CheckedIn));
+        assert_eq!(late_ap.state(), CpuState::Failed);
+    }
+
+    #[test]
+    fn every_state_reads_back_as_stored() {
+        let c = cpu();
+        for state in [CpuState::Starting, CpuState::CheckedIn, CpuState::Online, CpuState::Failed] {
+            c.set_state(state);
+            assert_eq!(c.state(), state);
+        }
+    }
+}
