@@ -79,6 +79,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     );
 
     let tables = read_acpi(boot_info.rsdp);
+    let cpus_running = start_cpus(tables.as_ref());
     let pci = tables.as_ref().map(pci::scan);
     if let Some(inventory) = &pci {
         inventory.log_all();
@@ -127,13 +128,18 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     let medium = boot_medium(boot_info.boot_medium);
     let screen = screen::init(boot_info);
     let virt_label = cpu.virt.label();
+    let cpu_line = heapless_format::<64>(format_args!(
+        "{}, {cpus_running} {} running",
+        cpu.vendor.as_str(),
+        if cpus_running == 1 { "CPU" } else { "CPUs" }
+    ));
     let drawn = screen::with_target(|fb| {
         ui::boot_screen::draw(
             fb,
             &ui::boot_screen::BootScreen {
                 product: crate::PRODUCT,
                 version: crate::VERSION,
-                cpu_vendor: cpu.vendor.as_str(),
+                cpu_vendor: cpu_line.as_str(),
                 virtualization: virt_label,
                 memory_bytes: ram,
                 pci_devices: pci.as_ref().map_or(0, |p| p.devices().len()),
@@ -422,6 +428,38 @@ fn route_keyboard_irq(tables: &PlatformTables, mut iommu: Option<&mut crate::hos
     if let Err(why) = crate::host::ioapic::route_keyboard(tables, lapic::KEYBOARD_VECTOR, cpu, &mut remap) {
         crate::host::ioapic::keyboard_not_routed(&why);
     }
+}
+
+/// Starts the application processors the MADT lists, logs how many CPUs run, and has
+/// each AP run a work item that reports its APIC id. Returns the CPUs running.
+fn start_cpus(tables: Option<&PlatformTables>) -> usize {
+    use crate::arch::x86::smp;
+    let ids = tables.map(|t| t.madt().startable_apic_ids()).unwrap_or_default();
+    let report = smp::start::start_application_processors(&ids);
+    for (id, why) in &report.failed {
+        warn!(target: "smp", "APIC id {id} is not running ({why:?}): left out");
+    }
+    for id in &report.left_out {
+        warn!(
+            target: "smp",
+            "APIC id {id} left out: beyond {} CPUs, or not addressable in xAPIC mode",
+            smp::percpu::MAX_CPUS
+        );
+    }
+    let aps = report.started;
+    info!(
+        target: "smp",
+        "{} {} running ({aps} application {} started in {} ms)",
+        report.running,
+        if report.running == 1 { "CPU" } else { "CPUs" },
+        if aps == 1 { "processor" } else { "processors" },
+        report.elapsed_ms
+    );
+    let (good, asked) = smp::work::self_test();
+    if asked > 0 {
+        info!(target: "smp", "self-test: {good} of {asked} application processors ran a work item and gave their APIC id");
+    }
+    report.running
 }
 
 /// The firmware's ACPI tables, or `None` (logged) when they are missing or unusable.

@@ -19,6 +19,27 @@ pub unsafe fn zero(pa: HostPhysAddr, bytes: usize) {
     unsafe { core::ptr::write_bytes(ptr(pa), 0, bytes) }
 }
 
+/// Physical memory as a byte slice.
+///
+/// # Safety
+/// The range must be RAM the caller owns and is mapped writable, and no other
+/// reference to it may be live while the returned one is used.
+pub unsafe fn bytes_mut<'a>(pa: HostPhysAddr, len: usize) -> &'a mut [u8] {
+    // SAFETY: per the contract, the range is exclusively owned, mapped RAM.
+    unsafe { core::slice::from_raw_parts_mut(ptr(pa), len) }
+}
+
+/// A 32-bit word of physical memory that another CPU (or a CPU still without paging)
+/// writes, read as an atomic.
+///
+/// # Safety
+/// `pa` must be 4-byte aligned RAM the caller owns and is mapped, accessed only as an
+/// atomic (or by code outside Rust) while the returned reference lives.
+pub unsafe fn atomic_u32<'a>(pa: HostPhysAddr) -> &'a core::sync::atomic::AtomicU32 {
+    // SAFETY: per the contract, the word is aligned, mapped and only accessed atomically.
+    unsafe { &*ptr(pa).cast::<core::sync::atomic::AtomicU32>() }
+}
+
 /// A page table stored in a frame.
 ///
 /// # Safety

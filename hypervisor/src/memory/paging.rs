@@ -182,3 +182,48 @@ fn map_4k(mapper: &mut OffsetPageTable<'_>, frames: &mut GlobalFrames, pa: u64, 
     unsafe { mapper.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, frames) }?.ignore();
     Ok(())
 }
+
+/// The root (PML4) of the page tables the executing CPU uses.
+pub fn active_root() -> super::addr::HostPhysAddr {
+    super::addr::HostPhysAddr::new(Cr3::read().0.start_address().as_u64())
+}
+
+/// Copies the active root table into `dst`, a page the caller owns: a second root
+/// that maps exactly what the active one maps (it shares every lower table), for a CPU
+/// that must load CR3 while it can only hold a 32-bit value.
+///
+/// # Safety
+/// `dst` must be a 4 KiB page of RAM the caller owns, mapped writable, and not the
+/// active root.
+pub unsafe fn copy_active_root(dst: super::addr::HostPhysAddr) {
+    let src = active_root();
+    // SAFETY: `src` is the active root table, read only; `dst` is the caller's page
+    // (per the contract), a different frame, so the two references do not alias.
+    unsafe {
+        let from: [u64; 512] = *super::direct_map::table_mut(src);
+        *super::direct_map::table_mut(dst) = from;
+    }
+}
+
+/// Makes one page of the first 2 MiB executable and read-only (`executable`) or
+/// writable and non-executable again, in the active tables, and flushes it from this
+/// CPU's TLB. The AP trampoline's code page is executable only while APs start, so
+/// the W^X rule holds at every moment: the page is never writable and executable.
+pub fn set_low_page_executable(pa: u64, executable: bool) -> Result<(), PagingError> {
+    if !(PAGE_SIZE..LARGE_PAGE_SIZE).contains(&pa) || !pa.is_multiple_of(PAGE_SIZE) {
+        return Err(PagingError::AlreadyMapped(pa));
+    }
+    let root = active_root();
+    // SAFETY: the active root table, reached through the identity map; only this
+    // CPU edits the hypervisor's tables, and only at boot (APs wait in the trampoline
+    // or idle while this runs, and never change a mapping).
+    let l4 = unsafe { &mut *(root.raw() as *mut PageTable) };
+    // SAFETY: physical memory is identity mapped (offset 0) by the active tables.
+    let mut mapper = unsafe { OffsetPageTable::new(l4, VirtAddr::new(0)) };
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(pa));
+    let flags = if executable { F::PRESENT } else { F::PRESENT | F::WRITABLE | F::NO_EXECUTE };
+    // SAFETY: the page is low RAM the caller owns (the AP trampoline); changing its
+    // permissions breaks no reference, since nothing holds one into it while it runs.
+    unsafe { mapper.update_flags(page, flags) }.map_err(|_| PagingError::AlreadyMapped(pa))?.flush();
+    Ok(())
+}

@@ -140,6 +140,18 @@ const EFER_SVME: u64 = 1 << 12;
 /// VM_HSAVE_PA at a fresh frame, and enables the CR4 bits guest extended-state
 /// switching needs (OSFXSR, OSXMMEXCPT, OSXSAVE). Returns the host save area.
 pub fn enable<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<HostPhysAddr, SvmError> {
+    let hsave = enable_quietly(features, frames)?;
+    log::info!(target: "svm", "SVM enabled (rev {}, {} ASIDs, nrip={} decode_assists={} clean={} flush_by_asid={} vgif={}), host save area {hsave}",
+        features.revision, features.asids, features.nrip_save, features.decode_assists,
+        features.vmcb_clean, features.flush_by_asid, features.vgif);
+    log::info!(target: "svm", "guest extended state switched with XCR0 {:#x} ({} bytes); guests offered {:#x}",
+        features.xsave_switch_mask, features.xsave_bytes, features.xcr0_mask);
+    Ok(hsave)
+}
+
+/// [`enable`] without its log lines (application processors report it in one line
+/// of their own).
+pub fn enable_quietly<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<HostPhysAddr, SvmError> {
     if !features.npt {
         return Err(SvmError::NoNestedPaging);
     }
@@ -176,11 +188,6 @@ pub fn enable<F: FrameSource>(features: &SvmFeatures, frames: &mut F) -> Result<
         instr::write_dr::<2>(0);
         instr::write_dr::<3>(0);
     }
-    log::info!(target: "svm", "SVM enabled (rev {}, {} ASIDs, nrip={} decode_assists={} clean={} flush_by_asid={} vgif={}), host save area {hsave}",
-        features.revision, features.asids, features.nrip_save, features.decode_assists,
-        features.vmcb_clean, features.flush_by_asid, features.vgif);
-    log::info!(target: "svm", "guest extended state switched with XCR0 {:#x} ({} bytes); guests offered {:#x}",
-        features.xsave_switch_mask, features.xsave_bytes, features.xcr0_mask);
     Ok(hsave)
 }
 

@@ -80,6 +80,43 @@ pub fn init() {
     }
 }
 
+/// Builds and loads a GDT and TSS of its own on an application processor, with IST
+/// stacks in `ist_stacks` (three stacks of [`IST_STACK_BYTES`] from its start, memory
+/// this CPU owns for good). The descriptors sit in the boot CPU's order, so the
+/// selectors (and the VMRUN host state built from [`selectors`]) are the same on
+/// every CPU. The tables are leaked: a CPU keeps them as long as it runs.
+pub fn init_ap(ist_stacks: u64) {
+    let mut tss = TaskStateSegment::new();
+    let mut ist = tss.interrupt_stack_table;
+    let mut top = ist_stacks;
+    for index in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK] {
+        top = top.saturating_add(IST_STACK_BYTES as u64);
+        if let Some(entry) = ist.get_mut(usize::from(index)) {
+            *entry = VirtAddr::new(top);
+        }
+    }
+    tss.interrupt_stack_table = ist;
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_selector = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = alloc::boxed::Box::leak(alloc::boxed::Box::new(gdt));
+    gdt.load();
+    // SAFETY: the selectors index descriptors of the GDT just loaded, which is leaked
+    // and so lives as long as this CPU; the TSS descriptor is fresh (not busy).
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        load_tss(tss_selector);
+    }
+}
+
+/// Bytes an application processor provides for its IST stacks ([`init_ap`]).
+pub const AP_IST_BYTES: u64 = 3 * IST_STACK_BYTES as u64;
+
 /// The hypervisor's code and data selectors (the host state for VMRUN); `None` before
 /// [`init`].
 pub fn selectors() -> Option<(SegmentSelector, SegmentSelector)> {

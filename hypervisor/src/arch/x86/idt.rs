@@ -170,6 +170,7 @@ stub!(stub_vc, 29, error_code);
 stub!(stub_sx, 30, error_code);
 stub!(stub_timer, 0x20);
 stub!(stub_keyboard, 0x21);
+stub!(stub_work, 0xf0);
 stub!(stub_spurious, 0xff);
 
 /// Bytes per device-interrupt stub in the table below.
@@ -208,7 +209,7 @@ fn addr(f: extern "sysv64" fn()) -> VirtAddr {
     VirtAddr::new(f as usize as u64)
 }
 
-/// Builds and loads the IDT on the boot CPU.
+/// Builds the IDT (once) and loads it on the executing CPU; every CPU shares it.
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
@@ -249,6 +250,7 @@ pub fn init() {
                 idt[vector].set_handler_addr(VirtAddr::new(stub));
                 stub = stub.wrapping_add(DEVICE_STUB_BYTES);
             }
+            idt[lapic::WORK_VECTOR].set_handler_addr(addr(stub_work));
             idt[lapic::SPURIOUS_VECTOR].set_handler_addr(addr(stub_spurious));
         }
         idt
@@ -270,6 +272,8 @@ extern "sysv64" fn handle_trap(frame: &mut TrapFrame) {
             KEYBOARD_FIRED.store(true, Ordering::Release);
             lapic::eoi();
         }
+        // Only wakes the CPU: its idle loop takes the mailbox's work (`smp::work`).
+        v if v == u64::from(lapic::WORK_VECTOR) => lapic::eoi(),
         v if v == u64::from(lapic::SPURIOUS_VECTOR) => {}
         v if device_vectors::is_device_vector(v) => {
             if device_vectors::on_interrupt(v as u8) {

@@ -18,6 +18,8 @@ const XAPIC_DEFAULT_BASE: u64 = 0xFEE0_0000;
 mod reg {
     pub const ID: u32 = 0x20;
     pub const EOI: u32 = 0xB0;
+    pub const ICR_LOW: u32 = 0x300;
+    pub const ICR_HIGH: u32 = 0x310;
     pub const SPURIOUS: u32 = 0xF0;
     pub const LVT_TIMER: u32 = 0x320;
     pub const TIMER_INITIAL: u32 = 0x380;
@@ -29,6 +31,8 @@ mod reg {
 pub const TIMER_VECTOR: u8 = 0x20;
 /// The keyboard's interrupt (IRQ1 through the I/O APIC).
 pub const KEYBOARD_VECTOR: u8 = 0x21;
+/// The work-item IPI: wakes a CPU to look at its mailbox (`smp::mailbox`).
+pub const WORK_VECTOR: u8 = 0xF0;
 /// Spurious-interrupt vector (SDM 11.9: low nibble all ones on older CPUs).
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
@@ -73,18 +77,44 @@ fn write(offset: u32, value: u32) {
 /// TSC. Returns whether x2APIC mode is in use.
 pub fn init(tsc_per_ms: u64) -> bool {
     let x2 = core::arch::x86_64::__cpuid(1).ecx & (1 << 21) != 0;
+    let base = enable_local(x2);
+    XAPIC_BASE.store(base & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
+    X2APIC.store(x2, Ordering::Relaxed);
+    let ticks = enable_and_measure(tsc_per_ms);
+    TICKS_PER_MS.store(ticks, Ordering::Relaxed);
+    x2
+}
+
+/// Enables an application processor's local APIC in the boot CPU's mode (after
+/// [`init`] ran there) and measures its timer. Returns its ticks per millisecond; the
+/// boot CPU's figure stays the one [`arm_oneshot_us`] uses.
+pub fn init_ap(tsc_per_ms: u64) -> u64 {
+    enable_local(is_x2apic());
+    enable_and_measure(tsc_per_ms)
+}
+
+/// Sets the enable bits (and x2APIC mode when `x2`) in IA32_APIC_BASE; returns the
+/// value it had.
+fn enable_local(x2: bool) -> u64 {
     let mut base_msr = Msr::new(IA32_APIC_BASE);
     // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; we only set the enable bits.
     unsafe {
         let base = base_msr.read();
-        XAPIC_BASE.store(base & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
         let mut new = base | APIC_BASE_ENABLE;
+        if x2 && base & APIC_BASE_ENABLE == 0 {
+            // Disabled to x2APIC must pass through xAPIC mode (SDM Vol. 3 11.12.5).
+            base_msr.write(new);
+        }
         if x2 {
             new |= APIC_BASE_X2APIC;
         }
         base_msr.write(new);
+        base
     }
-    X2APIC.store(x2, Ordering::Relaxed);
+}
+
+/// Software-enables the APIC and counts its timer ticks in ~10 ms of TSC time.
+fn enable_and_measure(tsc_per_ms: u64) -> u64 {
     write(reg::SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
     write(reg::TIMER_DIVIDE, 0b0011); // divide by 16
     // Measure: let the timer count down for ~10 ms of TSC time.
@@ -97,8 +127,7 @@ pub fn init(tsc_per_ms: u64) -> bool {
     // The timer counts down from u32::MAX: this cannot wrap.
     let elapsed = u64::from(u32::MAX.wrapping_sub(read(reg::TIMER_CURRENT)));
     write(reg::TIMER_INITIAL, 0);
-    TICKS_PER_MS.store((elapsed / 10).max(1), Ordering::Relaxed);
-    x2
+    (elapsed / 10).max(1)
 }
 
 /// Whether the local APIC runs in x2APIC mode (after [`init`]).
@@ -122,10 +151,75 @@ pub fn arm_oneshot_us(micros: u64) {
     write(reg::TIMER_INITIAL, ticks as u32);
 }
 
+/// Arms a one-shot timer interrupt on `vector` after `micros` microseconds, with the
+/// boot CPU's calibration (every LAPIC timer counts the same bus clock).
+pub fn arm_oneshot_on(vector: u8, micros: u64) {
+    let ticks = (ticks_per_ms().saturating_mul(micros) / 1000).clamp(1, u64::from(u32::MAX));
+    write(reg::LVT_TIMER, u32::from(vector));
+    write(reg::TIMER_INITIAL, ticks as u32);
+}
+
+/// The timer's current count (0 once a one-shot has expired).
+pub fn timer_current() -> u32 {
+    read(reg::TIMER_CURRENT)
+}
+
 pub fn disarm() {
     write(reg::TIMER_INITIAL, 0);
 }
 
 pub fn eoi() {
     write(reg::EOI, 0);
+}
+
+/// Interrupt Command Register values (Intel SDM Vol. 3 11.6.1, Figure 11-12; AMD APM
+/// Vol. 2 16.5): delivery mode in bits 10:8, level (assert) bit 14.
+pub mod icr {
+    /// INIT, level assert.
+    pub const INIT: u32 = 0b101 << 8 | 1 << 14;
+    /// Start-up; the vector is the page number of the real-mode entry point.
+    pub const STARTUP: u32 = 0b110 << 8 | 1 << 14;
+    /// Fixed delivery of the vector in bits 7:0.
+    pub const FIXED: u32 = 1 << 14;
+    /// xAPIC: set while the previous IPI is still being sent.
+    pub const DELIVERY_PENDING: u32 = 1 << 12;
+}
+
+/// Why an IPI was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpiError {
+    /// An xAPIC can only address ids up to 0xFF.
+    IdOutOfReach(u32),
+    /// The xAPIC kept the previous IPI pending for a whole millisecond.
+    Stuck,
+}
+
+/// Sends an IPI with ICR low word `low` to APIC id `dest`: one 64-bit ICR write in
+/// x2APIC mode, the high word then the low word in xAPIC mode, waiting (bounded) for
+/// the previous one to leave first.
+pub fn send_ipi(dest: u32, low: u32) -> Result<(), IpiError> {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is on, so the ICR MSR (0x830, SDM 11.12.9) exists; the
+        // caller chose the IPI, which only concerns the target CPU.
+        unsafe { x2apic_msr(reg::ICR_LOW).write(u64::from(dest) << 32 | u64::from(low)) };
+        return Ok(());
+    }
+    let dest = u8::try_from(dest).map_err(|_| IpiError::IdOutOfReach(dest))?;
+    wait_icr_idle()?;
+    write(reg::ICR_HIGH, u32::from(dest) << 24);
+    write(reg::ICR_LOW, low);
+    wait_icr_idle()
+}
+
+/// xAPIC: waits up to a millisecond for the delivery-status bit to clear.
+fn wait_icr_idle() -> Result<(), IpiError> {
+    let start = instr::rdtsc();
+    let limit = super::tsc::cached_ticks_per_ms().max(1_000_000);
+    while read(reg::ICR_LOW) & icr::DELIVERY_PENDING != 0 {
+        if instr::rdtsc().wrapping_sub(start) > limit {
+            return Err(IpiError::Stuck);
+        }
+        core::hint::spin_loop();
+    }
+    Ok(())
 }

@@ -10,4 +10,5 @@ pub mod gdt;
 pub mod idt;
 pub mod instr;
 pub mod lapic;
+pub mod smp;
 pub mod tsc;

@@ -100,6 +100,23 @@ pub struct Madt {
     pub skipped_entries: usize,
 }
 
+impl Madt {
+    /// The APIC ids of the processors to start, in table order: every local APIC and
+    /// local x2APIC entry that is enabled or online-capable, each id once (a firmware
+    /// may describe a processor in both forms), without the xAPIC form's "no
+    /// processor" id 0xFF.
+    pub fn startable_apic_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = Vec::new();
+        for cpu in self.cpus.iter().filter(|c| c.enabled || c.online_capable) {
+            let placeholder = !cpu.x2apic && cpu.apic_id == 0xff;
+            if !placeholder && !ids.contains(&cpu.apic_id) {
+                ids.push(cpu.apic_id);
+            }
+        }
+        ids
+    }
+}
+
 /// Decodes a whole MADT (header included).
 pub fn parse_madt(bytes: &[u8]) -> Result<Madt, TableError> {
     let table = checked_table(bytes, b"APIC")?;
@@ -175,6 +192,26 @@ mod tests {
         assert_eq!(madt.overrides[0], InterruptOverride { bus: 0, source_irq: 0, gsi: 2, flags: 0 });
         assert!(madt.overrides[1].level_triggered() && !madt.overrides[1].active_low());
         assert_eq!(madt.nmis, [LapicNmi { uid: u32::MAX, lint: 1, flags: 0 }]);
+    }
+
+    #[test]
+    fn startable_processors_are_enabled_or_online_capable_and_listed_once() {
+        let madt = parse_madt(include_bytes!("../../../tests/fixtures/acpi/qemu-q35-intel-iommu/APIC.bin")).unwrap();
+        assert_eq!(madt.startable_apic_ids(), [0, 1]);
+        let cpu = |apic_id, enabled, online_capable, x2apic| Cpu { uid: 0, apic_id, enabled, online_capable, x2apic };
+        let madt = Madt {
+            cpus: alloc::vec![
+                cpu(0, true, false, false),
+                cpu(2, false, false, false), // disabled, not hot-pluggable
+                cpu(4, false, true, false),  // online-capable
+                cpu(0xff, true, false, false),
+                cpu(4, true, false, true), // the same processor again, as x2APIC
+                cpu(300, true, false, true),
+                cpu(0xff, true, false, true), // an x2APIC id 0xFF is a real processor
+            ],
+            ..Madt::default()
+        };
+        assert_eq!(madt.startable_apic_ids(), [0, 4, 300, 0xff]);
     }
 
     #[test]
