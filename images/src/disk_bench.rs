@@ -280,11 +280,18 @@ pub fn run_path(command: Command, vm: &str, path: DiskPath) -> Result<PathFigure
     // Requests that time out already during the boot (the driver's admin and I/O
     // timeouts are 30-60 s each) would make the run take hours of guest time.
     if number(2) != Some(0) {
+        // What the guest saw: the device's interrupt lines and its first timeouts.
+        m.type_line(&format!(
+            "@{vm} echo \"DIAG\"=$(grep -i -e nvme -e virtio /proc/interrupts | tr -s ' ' | head -3 | tr '\\n' '|')\
+             $(dmesg | grep -i -m2 timeout | tr '\\n' '|')"
+        ))?;
+        let diag = m.wait_for(&format!("[{vm}] DIAG="), STEP).unwrap_or_default();
         return Err(format!(
             "the guest logged timeouts before the run ({} lines; its clock read {:.0} s at the shell): \
-             the device's completion interrupts do not reach it",
+             the device's completion interrupts do not reach it; {}",
             fields.get(2).unwrap_or(&"?"),
-            now_ns as f64 / 1e9
+            now_ns as f64 / 1e9,
+            diag.split("DIAG=").nth(1).unwrap_or("").trim()
         ));
     }
     m.type_line(&data)?;
