@@ -205,6 +205,9 @@ impl fmt::Display for DiskTable {
     }
 }
 
+/// The markers are quoted in the commands (`"DATA"=`) so that the shell's echo of a
+/// typed line, which the console may wrap anywhere, never looks like the answer.
+///
 /// Guest commands that prepare the run: the virtio disk off /home (the bench writes the
 /// raw device), `t`, the guest's monotonic clock in nanoseconds (`/proc/uptime` counts
 /// in 10 ms), and the data to write, random so that the read-back check means something.
@@ -212,10 +215,12 @@ fn setup_commands(vm: &str, device: &str) -> [String; 2] {
     [
         format!(
             "@{vm} umount /home 2>/dev/null; t() {{ grep -m1 'now at' /proc/timer_list | cut -d' ' -f3; }}; \
-             echo DEV=$(cat /sys/class/block/{}/size)/$(t)",
+             echo \"DEV\"=$(cat /sys/class/block/{}/size)/$(t)/$(dmesg | grep -ci timeout)",
             device.trim_start_matches("/dev/")
         ),
-        format!("@{vm} dd if=/dev/urandom of=/tmp/p bs=1M count={BENCH_MIB} 2>/dev/null; echo DATA=$(md5sum < /tmp/p)"),
+        format!(
+            "@{vm} dd if=/dev/urandom of=/tmp/p bs=1M count={BENCH_MIB} 2>/dev/null; echo \"DATA\"=$(md5sum < /tmp/p)"
+        ),
     ]
 }
 
@@ -227,7 +232,7 @@ fn phase_command(vm: &str, device: &str, write: bool) -> String {
     } else {
         format!("dd if={device} of=/dev/null bs=1M count={BENCH_MIB} iflag=direct")
     };
-    format!("@{vm} a=$(t); {dd} 2>/dev/null; r=$?; b=$(t); echo DISKBENCH rc=$r start=$a end=$b")
+    format!("@{vm} a=$(t); {dd} 2>/dev/null; r=$?; b=$(t); echo \"DISKBENCH\" rc=$r start=$a end=$b")
 }
 
 /// The guest's check afterwards: the device gives back what was written, and how many
@@ -235,7 +240,7 @@ fn phase_command(vm: &str, device: &str, write: bool) -> String {
 /// when the driver's timeout polls for it).
 fn check_command(vm: &str, device: &str) -> String {
     format!(
-        "@{vm} echo CHECK=$(dd if={device} bs=1M count={BENCH_MIB} iflag=direct 2>/dev/null | md5sum)/$(dmesg | grep -ci timeout)"
+        "@{vm} echo \"CHECK\"=$(dd if={device} bs=1M count={BENCH_MIB} iflag=direct 2>/dev/null | md5sum)/$(dmesg | grep -ci timeout)"
     )
 }
 
@@ -263,12 +268,31 @@ pub fn run_path(command: Command, vm: &str, path: DiskPath) -> Result<PathFigure
     let [prepare, data] = setup_commands(vm, device);
     m.type_line(&prepare)?;
     let dev = m.wait_for(&format!("[{vm}] DEV="), STEP)?;
-    let sectors: u64 = dev.rsplit('=').next().and_then(|s| s.split('/').next()?.trim().parse().ok()).unwrap_or(0);
+    let fields: Vec<&str> = dev.rsplit('=').next().unwrap_or("").split('/').map(str::trim).collect();
+    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let sectors = number(0).unwrap_or(0);
     if sectors < BENCH_MIB * 2048 {
         return Err(format!("{device} in {vm} has {sectors} sectors, fewer than {BENCH_MIB} MiB: {dev}"));
     }
-    if !dev.contains('/') || dev.ends_with('/') {
+    let Some(now_ns) = number(1) else {
         return Err(format!("{vm} has no nanosecond clock in /proc/timer_list: {dev}"));
+    };
+    // Requests that time out already during the boot (the driver's admin and I/O
+    // timeouts are 30-60 s each) would make the run take hours of guest time.
+    if number(2) != Some(0) {
+        // What the guest saw: the device's interrupt lines and its first timeouts.
+        m.type_line(&format!(
+            "@{vm} echo \"DIAG\"=$(grep -i -e nvme -e virtio /proc/interrupts | tr -s ' ' | head -3 | tr '\\n' '|')\
+             $(dmesg | grep -i -m2 timeout | tr '\\n' '|')"
+        ))?;
+        let diag = m.wait_for(&format!("[{vm}] DIAG="), STEP).unwrap_or_default();
+        return Err(format!(
+            "the guest logged timeouts before the run ({} lines; its clock read {:.0} s at the shell): \
+             the device's completion interrupts do not reach it; {}",
+            fields.get(2).unwrap_or(&"?"),
+            now_ns as f64 / 1e9,
+            diag.split("DIAG=").nth(1).unwrap_or("").trim()
+        ));
     }
     m.type_line(&data)?;
     let data = m.wait_for(&format!("[{vm}] DATA="), STEP)?;
@@ -313,8 +337,12 @@ mod tests {
                 assert!(c.contains(if write { "oflag=direct" } else { "iflag=direct" }), "{c}");
             }
             let device = path.guest_device();
-            for c in setup_commands("bench", device).iter().chain([&check_command("bench", device)]) {
+            let phase = phase_command("bench", device, true);
+            for c in setup_commands("bench", device).iter().chain([&check_command("bench", device), &phase]) {
                 assert!(c.len() <= 255, "{c}");
+                for marker in ["DEV=", "DATA=", "DISKBENCH ", "CHECK="] {
+                    assert!(!c.contains(marker), "the echo of {c} could be taken for its answer");
+                }
             }
         }
         assert_eq!(parse_phase("[bench] DISKBENCH rc=0 start=10500000000 end=11250000000"), Ok(0.75));
