@@ -143,38 +143,6 @@ pub fn switch_to_own_tables(
     Ok(())
 }
 
-/// Maps the device memory `base..base + bytes` (a 64-bit BAR above the identity map)
-/// into the active tables, uncached and never executable, page by page; pages already
-/// mapped stay as they are. For BARs of devices the hypervisor drives itself.
-pub fn map_device_memory(base: u64, bytes: u64) -> Result<(), PagingError> {
-    let end = base.checked_add(bytes).ok_or(PagingError::OutOfMemory)?;
-    let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH;
-    let (frame, _) = Cr3::read();
-    // SAFETY: the active root table, reached through the identity map; the hypervisor
-    // runs on one CPU while it maps, so nothing else edits the tables meanwhile.
-    let l4 = unsafe { &mut *(frame.start_address().as_u64() as *mut PageTable) };
-    // SAFETY: physical memory is identity mapped (offset 0) by the active tables.
-    let mut mapper = unsafe { OffsetPageTable::new(l4, VirtAddr::new(0)) };
-    let mut frames = GlobalFrames;
-    for pa in ((base & !(PAGE_SIZE - 1))..end).step_by(PAGE_SIZE as usize) {
-        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(pa));
-        if mapper.translate_page(page).is_ok() || covered_by_large_page(&mapper, pa) {
-            continue;
-        }
-        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(pa));
-        // SAFETY: a new identity mapping of device memory no Rust reference points into;
-        // the flush makes it visible at once.
-        unsafe { mapper.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut frames) }?.flush();
-    }
-    Ok(())
-}
-
-/// Whether `pa` lies in a 2 MiB (or 1 GiB) leaf of the active tables.
-fn covered_by_large_page(mapper: &OffsetPageTable<'_>, pa: u64) -> bool {
-    use x86_64::structures::paging::mapper::{Translate, TranslateResult};
-    matches!(mapper.translate(VirtAddr::new(pa)), TranslateResult::Mapped { .. })
-}
-
 fn map_4k(mapper: &mut OffsetPageTable<'_>, frames: &mut GlobalFrames, pa: u64, flags: F) -> Result<(), PagingError> {
     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(pa));
     let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(pa));

@@ -92,9 +92,7 @@ pub fn bring_up(
 ) -> Result<NvmeNamespace<HostNvmeHw>, ProbeError> {
     let bar = dev.bars.iter().find(|b| b.index == 0).ok_or(ProbeError::Bar)?;
     let bar_bytes = bar.size;
-    let bar = crate::host::pci::access::BarMmio::new(bar)
-        .or_else(|| crate::host::pci::access::BarMmio::new_above_4g(bar))
-        .ok_or(ProbeError::Bar)?;
+    let bar = crate::host::pci::access::BarMmio::new(bar).ok_or(ProbeError::Bar)?;
     let bytes = controller::DMA_BYTES.next_multiple_of(PAGE_SIZE);
     let dma = crate::memory::phys::alloc_contiguous(bytes, PAGE_SIZE).ok_or(ProbeError::OutOfMemory)?;
     if let Some(iommu) = iommu {

@@ -269,21 +269,6 @@ impl BarMmio {
         })
     }
 
-    /// A 64-bit memory BAR placed above 4 GiB, for a device the hypervisor drives
-    /// itself: mapped uncached into the hypervisor's tables first.
-    pub fn new_above_4g(bar: &Bar) -> Option<Self> {
-        let end = bar.address.checked_add(bar.size)?;
-        let aligned = bar.size.is_power_of_two() && bar.address.is_multiple_of(bar.size);
-        let usable = bar.kind != BarKind::Io && aligned && bar.address >= MMIO_HOLE_END && end <= 1 << 52;
-        if !usable || crate::memory::paging::map_device_memory(bar.address, bar.size).is_err() {
-            return None;
-        }
-        // SAFETY: a naturally aligned memory BAR the enumerator read from a device,
-        // above RAM's identity map and now mapped uncached; device memory no Rust
-        // reference points into. Only the driver that owns the device builds one.
-        Some(Self { region: unsafe { MmioRegion::new(bar.address, bar.size) } })
-    }
-
     /// The BAR's host physical address.
     pub fn base(&self) -> u64 {
         self.region.base()
