@@ -195,3 +195,38 @@ pub fn set_low_page_executable(pa: u64, executable: bool) -> Result<(), PagingEr
     unsafe { mapper.update_flags(page, flags) }.map_err(|_| PagingError::AlreadyMapped(pa))?.flush();
     Ok(())
 }
+
+/// Serialises changes to the live tables after boot.
+static LIVE_EDITS: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Maps the device registers at `start..start + len` into the active tables, identity,
+/// uncacheable (PCD and PWT: UC with the default PAT), writable and never executable:
+/// for BARs placed above the identity map (a 64-bit BAR above the top of RAM). Pages
+/// already mapped are left as they are (below the top of RAM the firmware's MTRRs
+/// decide the memory type of MMIO holes, as for the 32-bit PCI hole).
+pub fn map_device_registers(start: u64, len: u64) -> Result<(), PagingError> {
+    use x86_64::structures::paging::mapper::Translate;
+    let _edit = LIVE_EDITS.lock();
+    let first = start & !(PAGE_SIZE - 1);
+    let end = start.checked_add(len).ok_or(PagingError::OutOfMemory)?.next_multiple_of(PAGE_SIZE);
+    let (l4_frame, _) = Cr3::read();
+    // SAFETY: CR3 holds the hypervisor's own L4 table, identity mapped like every page
+    // table frame; edits are serialised by `LIVE_EDITS`, and no other reference to the
+    // tables is held while the hypervisor runs.
+    let l4 = unsafe { &mut *(l4_frame.start_address().as_u64() as *mut PageTable) };
+    // SAFETY: physical memory is identity mapped (offset 0) by the active tables.
+    let mut mapper = unsafe { OffsetPageTable::new(l4, VirtAddr::new(0)) };
+    let mut frames = GlobalFrames;
+    let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH;
+    for pa in (first..end).step_by(PAGE_SIZE as usize) {
+        if mapper.translate_addr(VirtAddr::new(pa)).is_some() {
+            continue;
+        }
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(pa));
+        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(pa));
+        // SAFETY: an unmapped page becomes an identity mapping of device registers that
+        // no Rust reference points into; the TLB entry for it is flushed.
+        unsafe { mapper.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut frames) }?.flush();
+    }
+    Ok(())
+}

@@ -51,7 +51,7 @@ pub fn candidates<'a>(inventory: &'a PciInventory, assigned: &[Bdf]) -> Vec<&'a 
 /// Why a controller could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeError {
-    /// BAR0 is not a memory BAR the hypervisor can reach (unprogrammed, above 4 GiB).
+    /// BAR0 is not a memory BAR the hypervisor can reach (unprogrammed, misaligned).
     Bar,
     /// No memory for the queues and the bounce region.
     OutOfMemory,
@@ -92,7 +92,7 @@ pub fn bring_up(
 ) -> Result<NvmeNamespace<HostNvmeHw>, ProbeError> {
     let bar = dev.bars.iter().find(|b| b.index == 0).ok_or(ProbeError::Bar)?;
     let bar_bytes = bar.size;
-    let bar = crate::host::pci::access::BarMmio::new(bar).ok_or(ProbeError::Bar)?;
+    let bar = crate::host::pci::access::BarMmio::for_own_device(bar).ok_or(ProbeError::Bar)?;
     let bytes = controller::DMA_BYTES.next_multiple_of(PAGE_SIZE);
     let dma = crate::memory::phys::alloc_contiguous(bytes, PAGE_SIZE).ok_or(ProbeError::OutOfMemory)?;
     if let Some(iommu) = iommu {

@@ -239,6 +239,8 @@ pub fn host_config_spaces(tables: &PlatformTables) -> Vec<(HostConfigSpace<HostA
 /// up to 4 GiB), and firmware's MTRRs make the hole uncacheable. BARs above 4 GiB
 /// are not reached (nor given to VMs yet).
 const MMIO_HOLE_END: u64 = 1 << 32;
+/// The architectural limit of physical addresses (52 bits).
+const MAX_PHYS: u64 = 1 << 52;
 /// Nothing below 1 MiB is a BAR the hypervisor writes (legacy ranges, real-mode RAM).
 const MMIO_HOLE_START: u64 = 1 << 20;
 
@@ -267,6 +269,28 @@ impl BarMmio {
             // Only the owner of the assigned device builds one.
             Self { region: unsafe { MmioRegion::new(bar.address, bar.size) } }
         })
+    }
+
+    /// The window on a memory BAR of a device the hypervisor drives itself: one in the
+    /// 32-bit hole as [`new`](Self::new), or a 64-bit BAR above 4 GiB (below 2^52),
+    /// naturally aligned, which is first mapped uncacheable into the hypervisor's page
+    /// tables (`paging::map_device_registers`). `None` for anything else.
+    pub fn for_own_device(bar: &Bar) -> Option<Self> {
+        if let Some(window) = Self::new(bar) {
+            return Some(window);
+        }
+        let end = bar.address.checked_add(bar.size)?;
+        let aligned = bar.size.is_power_of_two() && bar.address.is_multiple_of(bar.size);
+        if bar.kind != BarKind::Mem64 || !aligned || bar.address < MMIO_HOLE_END || end > MAX_PHYS {
+            return None;
+        }
+        crate::memory::paging::map_device_registers(bar.address, bar.size).ok()?;
+        // SAFETY: a 64-bit memory BAR the enumerator read from a device, naturally
+        // aligned, above 4 GiB where firmware places no RAM it reported to us, now
+        // identity mapped uncacheable (or already mapped by the identity map of an MMIO
+        // hole); device memory no Rust reference points into. Only the hypervisor's own
+        // device driver, which owns the device, builds one.
+        Some(Self { region: unsafe { MmioRegion::new(bar.address, bar.size) } })
     }
 
     /// The BAR's host physical address.

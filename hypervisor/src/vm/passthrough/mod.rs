@@ -243,7 +243,7 @@ impl InterruptRouter for DeviceInterrupts {
     }
 
     fn write_msix_entry(&mut self, bdf: Bdf, bar: u8, offset: u64, index: u16, message: Option<MsiMessage>) {
-        match self.bars.iter().find(|b| b.index == bar).and_then(BarMmio::new) {
+        match self.bars.iter().find(|b| b.index == bar).and_then(BarMmio::for_own_device) {
             Some(mut mmio) => program_msix_entry(&mut mmio, offset, message),
             // The entry stays as reset left it: masked.
             None => {
@@ -587,7 +587,7 @@ impl VmDevices {
             f.config_write(vpci::COMMAND, AccessSize::Word, command | u32::from(vpci::CMD_MEMORY));
             let f = Shared::new(f);
             if let Some((range, (bar, offset, len), start)) = msix_window(d) {
-                let device = d.bars.iter().find(|h| h.index == bar).and_then(BarMmio::new);
+                let device = d.bars.iter().find(|h| h.index == bar).and_then(BarMmio::for_own_device);
                 let window = MsixWindow::new(f.clone(), device, start, offset, len);
                 mmio.insert(range, Box::new(window)).map_err(|error| PassthroughError::MsixWindow { bdf, error })?;
                 info!(target: "pci", "{bdf}: MSI-X table at guest {:#x} trapped ({} entries)", range.start(), len / 16);
