@@ -122,14 +122,16 @@ impl MachineConfig {
             ]),
             BootMedium::None => {}
         }
-        if let Some(nvme) = &self.nvme_disk {
-            push(&["-drive", &format!("format=raw,file={},if=none,id=nvme0", nvme.display())]);
-            push(&["-device", "nvme,drive=nvme0,serial=BULKHEAD0001"]);
-        }
         match self.iommu {
             Iommu::None => {}
             Iommu::Intel => push(&["-device", "intel-iommu,intremap=on"]),
             Iommu::Amd => push(&["-device", "amd-iommu"]),
+        }
+        // After the IOMMU: QEMU translates DMA and remaps interrupts only for devices
+        // created after it.
+        if let Some(nvme) = &self.nvme_disk {
+            push(&["-drive", &format!("format=raw,file={},if=none,id=nvme0", nvme.display())]);
+            push(&["-device", "nvme,drive=nvme0,serial=BULKHEAD0001"]);
         }
         push(&["-vga", "std"]);
         match self.display {

@@ -271,8 +271,9 @@ impl BarMmio {
         })
     }
 
-    /// The window on a memory BAR of a device the hypervisor drives itself: one in the
-    /// 32-bit hole as [`new`](Self::new), or a 64-bit BAR above 4 GiB (below 2^52),
+    /// The window on a memory BAR whose registers the hypervisor writes itself (its own
+    /// NVMe drive; an assigned device's MSI-X table): one in the 32-bit hole as
+    /// [`new`](Self::new), or a 64-bit BAR above 4 GiB (below 2^52),
     /// naturally aligned, which is first mapped uncacheable into the hypervisor's page
     /// tables (`paging::map_device_registers`). `None` for anything else.
     pub fn for_own_device(bar: &Bar) -> Option<Self> {
@@ -289,7 +290,7 @@ impl BarMmio {
         // aligned, above 4 GiB where firmware places no RAM it reported to us, now
         // identity mapped uncacheable (or already mapped by the identity map of an MMIO
         // hole); device memory no Rust reference points into. Only the hypervisor's own
-        // device driver, which owns the device, builds one.
+        // driver or the MSI-X code of the device's owner builds one.
         Some(Self { region: unsafe { MmioRegion::new(bar.address, bar.size) } })
     }
 
