@@ -171,7 +171,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 // The runtime keeps the running policy for check-ins and the lease.
                 let policy = chosen.policy.clone();
                 crate::policy::runtime::install(chosen.policy, chosen.state);
-                open_disks(&policy, &options);
+                open_disks(&policy, &options, policy_warning);
                 let display = guest_display(boot_info);
                 NothingStarted::Launch(vm::launch::launch(boot_info, &policy, options.selftest, host_time, display))
             }
@@ -200,7 +200,11 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
 
 /// The VMs' disks on the data partition, unlocked on the passphrase screen when the
 /// policy gives any VM a disk (before any VM starts, so no guest sees the keyboard).
-fn open_disks(policy: &bulkhead_policy::Policy, options: &cmdline::Options<'_>) {
+/// The test and benchmark options that weaken the disks (`disk-kdf=test`,
+/// `disk-cipher=none`, `disk-passphrase=`) are honoured only under a policy signed
+/// with the public demo key (`demo`): the image's command line is not signed, and a
+/// real laptop's policy is signed with IT's key.
+fn open_disks(policy: &bulkhead_policy::Policy, options: &cmdline::Options<'_>, demo: bool) {
     use bulkhead_policy::model::DiskMode;
     use bulkhead_vdisk::{Cipher, KdfParams, Mode};
     let requests: alloc::vec::Vec<_> = policy
@@ -222,19 +226,27 @@ fn open_disks(policy: &bulkhead_policy::Policy, options: &cmdline::Options<'_>) 
             })
         })
         .collect();
-    let kdf = if options.disk_kdf_test {
+    let weakening = options.disk_kdf_test || options.disk_cipher_none || options.disk_passphrase.is_some();
+    if weakening && !demo {
+        warn!(target: "storage", "disk-kdf, disk-cipher and disk-passphrase are ignored: they need the demo policy key");
+    }
+    let kdf = if options.disk_kdf_test && demo {
         warn!(target: "storage", "disk-kdf=test: a disk store made now has a passphrase key that is cheap to guess");
         KdfParams::INSECURE_TEST
     } else {
         KdfParams::LAPTOP
     };
-    let cipher = if options.disk_cipher_none {
+    let cipher = if options.disk_cipher_none && demo {
         warn!(target: "storage", "disk-cipher=none: disks created now are NOT encrypted (benchmarks only)");
         Cipher::None
     } else {
         Cipher::Aes256Xts
     };
-    crate::storage::disks::prepare(&requests, kdf, cipher);
+    let preset = options.disk_passphrase.filter(|_| demo);
+    if preset.is_some() {
+        warn!(target: "storage", "disk-passphrase=: the disks are unlocked without asking (benchmarks only)");
+    }
+    crate::storage::disks::prepare(&requests, kdf, cipher, preset.map(str::as_bytes));
 }
 
 /// The passphrase screen against a vault in memory (the `unlock-demo=` test option).

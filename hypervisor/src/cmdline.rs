@@ -39,6 +39,9 @@ pub struct Options<'a> {
     /// Benchmarks only (`disk-cipher=none`): volumes created on this boot are stored in
     /// clear, to measure what the encryption costs. Logged as a warning when used.
     pub disk_cipher_none: bool,
+    /// Benchmarks only (`disk-passphrase=<passphrase>`): the disks are unlocked (or
+    /// the store created) with this passphrase instead of the screen asking for it.
+    pub disk_passphrase: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -52,6 +55,7 @@ impl Default for Options<'_> {
             unlock_demo: None,
             disk_kdf_test: false,
             disk_cipher_none: false,
+            disk_passphrase: None,
         }
     }
 }
@@ -69,6 +73,10 @@ pub fn parse(text: &str) -> (Options<'_>, heapless::Vec<&str, 8>) {
             Some(("then", "reset")) => set(&mut options.then, ThenAction::Reset),
             Some(("unlock-demo", passphrase)) => {
                 options.unlock_demo = Some(passphrase);
+                true
+            }
+            Some(("disk-passphrase", passphrase)) => {
+                options.disk_passphrase = Some(passphrase);
                 true
             }
             Some(("disk-cipher", "none")) => {
@@ -125,6 +133,8 @@ mod tests {
         assert!(!parse("disk-kdf=weak").0.disk_kdf_test);
         assert!(parse("disk-cipher=none").0.disk_cipher_none);
         assert!(!o.disk_cipher_none);
+        assert_eq!(o.disk_passphrase, None);
+        assert_eq!(parse("disk-passphrase=x y").0.disk_passphrase, Some("x"));
     }
 
     #[test]

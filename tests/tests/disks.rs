@@ -21,6 +21,8 @@ const DRIVE_BYTES: u64 = 256 << 20;
 /// Text that fills the secret file; it must never appear on the raw drive.
 const SECRET_TEXT: &str = "quarterly-figures";
 const SECRET_FILE: &str = "secret-report-2026.txt";
+/// The guest shell's last banner line, printed just before its first prompt.
+const SHELL_BANNER: &str = "Enter 'help' for a list of built-in commands.";
 
 const DESKTOPS: &[Desktop] = &[
     Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 256 },
@@ -59,18 +61,42 @@ fn boot(name: &str, img: &Path, drive: &Path, first: bool) -> Machine {
     m
 }
 
-/// Both desktops' disk lines, checked to be in `state`.
-fn disks_ready(m: &mut Machine, state: &str) {
-    for _ in 0..2 {
-        let line = m.expect("BULKHEAD-DISK:", BOOT);
-        assert!(line.contains(&format!("/home ext4 {state} 64MiB")), "{line}");
+/// Waits until `needle` appears `count` times in this boot's serial log; returns the
+/// last line holding it. (Two desktops boot at once: their lines interleave in any
+/// order, so the cursor-based `expect` cannot wait for both.)
+fn wait_count(m: &mut Machine, needle: &str, count: usize, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let serial = m.serial();
+        if serial.matches(needle).count() >= count {
+            return serial.lines().rev().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+        }
+        if std::time::Instant::now() > deadline {
+            m.fail(&format!("timed out waiting for {count} x {needle:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    m.expect("BULKHEAD-GUEST-READY", BOOT);
-    m.expect("BULKHEAD-GUEST-READY", BOOT);
 }
 
+/// Both desktops' disk lines, checked to be in `state`, and both ready.
+fn disks_ready(m: &mut Machine, state: &str) {
+    for vm in ["corporate", "personal"] {
+        let line = wait_count(m, &format!("[{vm}] BULKHEAD-DISK:"), 1, BOOT);
+        assert!(line.contains(&format!("/home ext4 {state} 64MiB")), "{line}");
+        wait_count(m, &format!("[{vm}] BULKHEAD-GUEST-READY"), 1, BOOT);
+        wait_count(m, &format!("[{vm}] {SHELL_BANNER}"), 1, BOOT);
+    }
+    // The shell reads the line it was typed only once its line editor runs.
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// Runs `command` in `vm`, which prints `KEY=value` with `echo KEY=`; returns the value.
+/// The key is typed quoted (`"KEY""="`), so the shell's echo of a long, wrapped
+/// command line is never taken for the answer.
 fn run(m: &mut Machine, vm: &str, command: &str, key: &str) -> String {
-    m.run_in_vm(vm, command);
+    let plain = format!("echo {key}=");
+    assert!(command.contains(&plain), "{command} does not print {key}=");
+    m.run_in_vm(vm, &command.replace(&plain, &format!("echo \"{key}\"\"=")));
     let line = m.expect(&format!("[{vm}] {key}="), STEP);
     value(&line, &format!("{key}=")).to_string()
 }
@@ -137,9 +163,11 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     assert_eq!(run(&mut m, "personal", scratch, "S"), "scratch");
     m.run_in_vm("personal", "cd /; umount /home; reboot -f");
     m.expect("vm personal: disk reset to its base", STEP);
-    let line = m.expect("BULKHEAD-DISK:", BOOT);
+    let line = wait_count(&mut m, "[personal] BULKHEAD-DISK:", 2, BOOT);
     assert!(line.contains("/home ext4 existing 64MiB"), "{line}");
-    m.expect("BULKHEAD-GUEST-READY", BOOT);
+    wait_count(&mut m, "[personal] BULKHEAD-GUEST-READY", 2, BOOT);
+    wait_count(&mut m, &format!("[personal] {SHELL_BANNER}"), 2, BOOT);
+    std::thread::sleep(Duration::from_secs(2));
     let after = "echo AFTER=$(ls /home | tr '\\n' ' ')";
     let listing = run(&mut m, "personal", after, "AFTER");
     assert!(
@@ -149,7 +177,7 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
 
     // 3. A power cut while the corporate desktop writes and syncs in a loop.
     let loop_cmd = "mkdir -p /home/cut; cd /home/cut; i=0; while true; do i=$((i+1)); head -c 65536 /dev/urandom > f$i; \
-                    sha256sum f$i >> sums; sync; echo SYNCED=$i; done";
+                    sha256sum f$i >> sums; sync; echo \"SYNCED\"\"=$i; done";
     m.run_in_vm("corporate", loop_cmd);
     let mut synced = 0u32;
     while synced < 8 {

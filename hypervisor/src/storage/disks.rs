@@ -59,8 +59,9 @@ static PREPARED: spin::Mutex<Vec<(String, Result<Volume, Unavailable>)>> = spin:
 
 /// Opens (or creates) the store on the data partition and the volumes of `disks`.
 /// Shows the passphrase screen when any disk needs it.
-/// New volumes are made with `cipher` (`Cipher::None` only when a benchmark asks).
-pub fn prepare(disks: &[DiskRequest<'_>], kdf: KdfParams, cipher: Cipher) {
+/// New volumes are made with `cipher` (`Cipher::None` only when a benchmark asks);
+/// `preset` is a passphrase given by a benchmark's command line instead of the screen.
+pub fn prepare(disks: &[DiskRequest<'_>], kdf: KdfParams, cipher: Cipher, preset: Option<&[u8]>) {
     if disks.is_empty() {
         return;
     }
@@ -68,7 +69,7 @@ pub fn prepare(disks: &[DiskRequest<'_>], kdf: KdfParams, cipher: Cipher) {
         warn!(target: "storage", "no data partition: the VMs' disks live in RAM and are lost at power-off");
         return;
     };
-    let outcomes = open_all(&mut dev, disks, kdf, cipher);
+    let outcomes = open_all(&mut dev, disks, kdf, cipher, preset);
     *PREPARED.lock() = disks.iter().map(|d| String::from(d.vm)).zip(outcomes).collect();
     *DEVICE.lock() = Some(dev);
 }
@@ -78,6 +79,7 @@ fn open_all(
     disks: &[DiskRequest<'_>],
     kdf: KdfParams,
     cipher: Cipher,
+    preset: Option<&[u8]>,
 ) -> Vec<Result<Volume, Unavailable>> {
     let all = |why| disks.iter().map(|_| Err(why)).collect();
     if !super::random::available() {
@@ -93,7 +95,17 @@ fn open_all(
     };
     let labels: Vec<&str> = disks.iter().map(|d| d.label).collect();
     let mut vault = StoreVault::new(&mut *dev, opened, kdf);
-    let outcome = crate::unlock::ask(&mut vault, &labels);
+    let preset_worked = preset.is_some_and(|p| {
+        use crate::unlock::Vault;
+        if vault.is_new() {
+            vault.set_new(p);
+            true
+        } else {
+            vault.unlock(p).is_ok()
+        }
+    });
+    let outcome =
+        if preset_worked { crate::unlock::UnlockOutcome::Unlocked } else { crate::unlock::ask(&mut vault, &labels) };
     let Some(mut store) = vault.into_store() else {
         warn!(target: "storage", "disks stay locked ({outcome:?}): VMs with disks do not start");
         return all(Unavailable::Locked);

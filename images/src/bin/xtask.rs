@@ -636,7 +636,10 @@ fn bench_net() -> Result<(), String> {
             hypervisor_elf: artifacts.hypervisor_elf.clone(),
             modules,
             gop_mode: Some((1280, 800)),
-            cmdline: String::new(),
+            cmdline: match path {
+                DiskPath::Virtio(backend) => backend.cmdline().into(),
+                DiskPath::PassthroughNvme => String::new(),
+            },
         };
         disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
         let mut config = MachineConfig::new(&out, &ovmf, fresh_bench_vars(&ovmf)?);
@@ -684,20 +687,17 @@ fn bench_disk() -> Result<(), String> {
     let bench_vm = Vm { restart: Restart::Never, ..desktops::desktop_vm(&desktop, "console=ttyS0 quiet") };
     let boot = |path: DiskPath| -> Result<std::process::Command, String> {
         let vm = match path {
-            DiskPath::Virtio(DiskBackend::Ram) => Vm {
+            DiskPath::Virtio(_) => Vm {
                 disk: Some(Disk { size_mib: disk_bench::DISK_MIB as u32, mode: DiskMode::Persistent }),
                 ..bench_vm.clone()
             },
-            // Hook: once the hypervisor serves disks from its NVMe disk store, these boots
-            // get an NVMe drive with the data partition and choose the backend.
-            DiskPath::Virtio(backend) => {
-                return Err(format!("the hypervisor has no {} disk backend yet", backend.name()));
-            }
             DiskPath::PassthroughNvme => Vm { devices: vec![disk_bench::NVME_DEVICE.into()], ..bench_vm.clone() },
         };
         let modules = desktops::modules_with_policy(&guest, &policy::fleet::demo_policy(vec![vm]));
         let tag = match path {
-            DiskPath::Virtio(_) => "virtio",
+            DiskPath::Virtio(DiskBackend::Ram) => "virtio",
+            DiskPath::Virtio(DiskBackend::NvmePlain) => "virtio-nvme-plain",
+            DiskPath::Virtio(DiskBackend::NvmeEncrypted) => "virtio-nvme-xts",
             DiskPath::PassthroughNvme => "nvme",
         };
         let out = layout::target_dir().join(format!("bench-disk-{tag}.img"));
@@ -715,6 +715,15 @@ fn bench_disk() -> Result<(), String> {
         config.iommu = Iommu::Intel;
         config.display = Display::Headless;
         config.icount = true;
+        if let DiskPath::Virtio(DiskBackend::NvmePlain | DiskBackend::NvmeEncrypted) = path {
+            // A fresh laptop drive each run: the volume is made (and wiped at both ends)
+            // at boot, so the guest makes its filesystem as on first use.
+            let drive = layout::target_dir().join("bench-disk-data.raw");
+            let _ = std::fs::remove_file(&drive);
+            images::data_disk::create(&drive, (2 * disk_bench::DISK_MIB + 64) << 20, 512)
+                .map_err(|e| format!("cannot create {}: {e}", drive.display()))?;
+            config.nvme_disk = Some(drive);
+        }
         if path == DiskPath::PassthroughNvme {
             let nvme = layout::target_dir().join("bench-disk-nvme0.raw");
             images::install::create_empty_disk(&nvme, disk_bench::DISK_MIB << 20)
