@@ -636,10 +636,7 @@ fn bench_net() -> Result<(), String> {
             hypervisor_elf: artifacts.hypervisor_elf.clone(),
             modules,
             gop_mode: Some((1280, 800)),
-            cmdline: match path {
-                DiskPath::Virtio(backend) => backend.cmdline().into(),
-                DiskPath::PassthroughNvme => String::new(),
-            },
+            cmdline: String::new(),
         };
         disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
         let mut config = MachineConfig::new(&out, &ovmf, fresh_bench_vars(&ovmf)?);
@@ -706,7 +703,10 @@ fn bench_disk() -> Result<(), String> {
             hypervisor_elf: artifacts.hypervisor_elf.clone(),
             modules,
             gop_mode: Some((1280, 800)),
-            cmdline: String::new(),
+            cmdline: match path {
+                DiskPath::Virtio(backend) => backend.cmdline().into(),
+                DiskPath::PassthroughNvme => String::new(),
+            },
         };
         disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
         let mut config = MachineConfig::new(&out, &ovmf, fresh_bench_vars(&ovmf)?);
