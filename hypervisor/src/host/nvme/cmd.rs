@@ -7,7 +7,7 @@
 
 use core::mem::{offset_of, size_of};
 
-/// A submission queue entry, the common command format (§4.2, Figure 88).
+/// A submission queue entry, the common command format (§4.2).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sqe {
@@ -29,7 +29,7 @@ pub struct Sqe {
     pub cdw15: u32,
 }
 
-/// A completion queue entry (§4.6, Figure 91).
+/// A completion queue entry (§4.6).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cqe {
@@ -167,13 +167,13 @@ impl Cqe {
     }
 
     /// Status code type (bits 10:8 of the status field) and code (7:0), as
-    /// `DeviceError::Medium` carries them; 0 is success (§4.6.1, Figure 92).
+    /// `DeviceError::Medium` carries them; 0 is success (§4.6.1).
     pub fn status_code(&self) -> u16 {
         (self.status >> 1) & 0x7ff
     }
 }
 
-/// Admin command opcodes (§5, Figure 138).
+/// Admin command opcodes (§5).
 pub mod admin {
     pub const CREATE_IO_SQ: u8 = 0x01;
     pub const CREATE_IO_CQ: u8 = 0x05;
@@ -181,14 +181,14 @@ pub mod admin {
     pub const SET_FEATURES: u8 = 0x09;
 }
 
-/// NVM command set opcodes (NVM Command Set 1.0 §3, Figure 15).
+/// NVM command set opcodes (NVM Command Set 1.0 §3).
 pub mod nvm {
     pub const FLUSH: u8 = 0x00;
     pub const WRITE: u8 = 0x01;
     pub const READ: u8 = 0x02;
 }
 
-/// Identify CNS values (§5.17.1, Figure 273).
+/// Identify CNS values (§5.17.1).
 pub mod cns {
     pub const NAMESPACE: u32 = 0x00;
     pub const CONTROLLER: u32 = 0x01;
@@ -214,21 +214,21 @@ pub fn set_number_of_queues(n: u16) -> Sqe {
 }
 
 /// A physically contiguous I/O completion queue `qid` of `entries`, interrupts off
-/// (§5.4, Figures 150-151: PC = 1, IEN = 0).
+/// (§5.4: PC = 1, IEN = 0).
 pub fn create_io_cq(qid: u16, entries: u16, base: u64) -> Sqe {
     let size = u32::from(entries.saturating_sub(1)) << 16;
     Sqe { prp1: base, cdw10: size | u32::from(qid), cdw11: 1, ..command(admin::CREATE_IO_CQ) }
 }
 
 /// A physically contiguous I/O submission queue `qid` of `entries` completing on
-/// queue `cqid` (§5.5, Figures 154-155: PC = 1, priority ignored without WRR).
+/// queue `cqid` (§5.5: PC = 1, priority ignored without WRR).
 pub fn create_io_sq(qid: u16, entries: u16, base: u64, cqid: u16) -> Sqe {
     let size = u32::from(entries.saturating_sub(1)) << 16;
     Sqe { prp1: base, cdw10: size | u32::from(qid), cdw11: u32::from(cqid) << 16 | 1, ..command(admin::CREATE_IO_SQ) }
 }
 
 /// Read (`write` false) or Write of `blocks` (1..=65536) logical blocks from `lba`
-/// through the PRPs given (NVM Command Set 1.0 Figures 30-34: SLBA in CDW10-11,
+/// through the PRPs given (NVM Command Set 1.0 SLBA in CDW10-11,
 /// 0-based NLB in CDW12 15:0).
 pub fn read_write(write: bool, nsid: u32, lba: u64, blocks: u32, prp1: u64, prp2: u64) -> Sqe {
     let nlb = blocks.saturating_sub(1) & 0xffff;

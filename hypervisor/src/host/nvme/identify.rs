@@ -1,6 +1,6 @@
 //! The parts of the Identify data the driver uses: Identify Controller (NVMe Base 2.0
-//! §5.17.2.1, Figure 275) and the NVM command set's Identify Namespace (NVM Command Set
-//! Specification 1.0 §4.1.5.1, Figure 97), and the active namespace list (Base
+//! §5.17.2.1) and the NVM command set's Identify Namespace (NVM Command Set
+//! Specification 1.0 §4.1.5.1), and the active namespace list (Base
 //! §5.17.2.2).
 #![forbid(unsafe_code)]
 

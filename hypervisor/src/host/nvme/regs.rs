@@ -1,5 +1,5 @@
 //! NVMe controller registers (NVM Express Base Specification 2.0, §3.1.3 "Controller
-//! Properties", Figure 33 for the offsets): what the driver reads and writes, decoded
+//! Properties" for the offsets): what the driver reads and writes, decoded
 //! from plain integers so it is tested on the host.
 #![forbid(unsafe_code)]
 
@@ -52,10 +52,10 @@ pub const CSTS: u64 = offset_of!(NvmeRegisters, csts) as u64;
 pub const AQA: u64 = offset_of!(NvmeRegisters, aqa) as u64;
 pub const ASQ: u64 = offset_of!(NvmeRegisters, asq) as u64;
 pub const ACQ: u64 = offset_of!(NvmeRegisters, acq) as u64;
-/// §3.1.3 (Figure 33): the doorbells start at 1000h.
+/// §3.1.3: the doorbells start at 1000h.
 pub const DOORBELL_BASE: u64 = 0x1000;
 
-/// CAP decoded (§3.1.3.1, Figure 36).
+/// CAP decoded (§3.1.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     /// Maximum Queue Entries Supported, as a count (the register is 0-based).
@@ -89,14 +89,14 @@ impl Capabilities {
     }
 
     /// The register offset of queue `qid`'s submission tail (`completion` false) or
-    /// completion head doorbell (§3.1.3, Figure 33: 1000h + (2y [+1]) × (4 << DSTRD)).
+    /// completion head doorbell (§3.1.3: 1000h + (2y [+1]) × (4 << DSTRD)).
     pub fn doorbell(&self, qid: u16, completion: bool) -> u64 {
         let index = u64::from(qid).saturating_mul(2).saturating_add(u64::from(completion));
         DOORBELL_BASE.saturating_add(index.saturating_mul(4u64 << self.dstrd))
     }
 }
 
-/// CC fields (§3.1.3.5, Figure 41).
+/// CC fields (§3.1.3.5).
 pub mod cc {
     pub const EN: u32 = 1 << 0;
     /// CSS = 000b: the NVM command set.
@@ -113,7 +113,7 @@ pub mod cc {
     pub const ENABLED: u32 = EN | CSS_NVM | MPS_4K | IOSQES_64 | IOCQES_16;
 }
 
-/// CSTS fields (§3.1.3.6, Figure 42).
+/// CSTS fields (§3.1.3.6).
 pub mod csts {
     pub const RDY: u32 = 1 << 0;
     /// Controller Fatal Status.
