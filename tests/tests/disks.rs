@@ -91,12 +91,12 @@ fn disks_ready(m: &mut Machine, state: &str) {
 }
 
 /// Runs `command` in `vm`, which prints `KEY=value` with `echo KEY=`; returns the value.
-/// The key is typed quoted (`"KEY""="`), so the shell's echo of a long, wrapped
+/// The key is typed quoted (`"KEY""="`, which the shell prints as `KEY=`), so the shell's echo of a long, wrapped
 /// command line is never taken for the answer.
 fn run(m: &mut Machine, vm: &str, command: &str, key: &str) -> String {
     let plain = format!("echo {key}=");
     assert!(command.contains(&plain), "{command} does not print {key}=");
-    m.run_in_vm(vm, &command.replace(&plain, &format!("echo \"{key}\"\"=")));
+    m.run_in_vm(vm, &command.replace(&plain, &format!("echo \"{key}\"\"=\"")));
     let line = m.expect(&format!("[{vm}] {key}="), STEP);
     value(&line, &format!("{key}=")).to_string()
 }
@@ -117,6 +117,7 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     m.expect("vm corporate: new encrypted disk of 64 MiB", STEP);
     m.expect("vm personal: new encrypted disk of 64 MiB", STEP);
     disks_ready(&mut m, "new");
+    assert_eq!(run(&mut m, "corporate", "echo MOUNT=$(grep -c /home /proc/mounts)", "MOUNT"), "1");
     let df = run(&mut m, "corporate", "echo DF=$(df -m /home | tail -1)", "DF");
     assert!(df.contains("/dev/vda") && df.ends_with("/home"), "df: {df}");
     let write = format!(
@@ -177,7 +178,7 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
 
     // 3. A power cut while the corporate desktop writes and syncs in a loop.
     let loop_cmd = "mkdir -p /home/cut; cd /home/cut; i=0; while true; do i=$((i+1)); head -c 65536 /dev/urandom > f$i; \
-                    sha256sum f$i >> sums; sync; echo \"SYNCED\"\"=$i; done";
+                    sha256sum f$i >> sums; sync; echo \"SYNCED\"\"=\"$i; done";
     m.run_in_vm("corporate", loop_cmd);
     let mut synced = 0u32;
     while synced < 8 {
