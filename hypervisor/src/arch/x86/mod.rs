@@ -6,6 +6,7 @@ pub mod cpuid;
 pub mod debug_exit;
 pub mod device_vectors;
 pub mod exit_stages;
+pub mod ext_state;
 pub mod gdt;
 pub mod idt;
 pub mod instr;
