@@ -148,6 +148,12 @@ pub fn decide(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) ->
             log::error!(target: "vcpu", "vm{} triple fault; registers: {:?}", env.vm.id, regs.snapshot());
             ExitAction::Stop(StopReason::TripleFault)
         }
+        // The other vendor's hypercall instruction raises #UD (VMMCALL on Intel, VMCALL
+        // on AMD); a backend that intercepts #UD gets it here, and a guest built for
+        // either vendor makes its hypercalls unchanged.
+        ExitReason::Exception { vector: vector::UD, .. } if hypercall_at_rip(exit, regs, env) => {
+            hypercall::handle_hypercall(exit, regs, env)
+        }
         ExitReason::Exception { vector, error_code, fault_address } => {
             handle_exception(vector, error_code, fault_address, regs, env)
         }
@@ -201,6 +207,12 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
             NextRip::By(fallback)
         }
     }
+}
+
+/// Whether the instruction at RIP is VMMCALL or VMCALL.
+fn hypercall_at_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> bool {
+    bytes_at_rip(exit, regs, env)
+        .is_some_and(|b| insn::plain_length(b.as_slice(), &[Op::Vmmcall, Op::Vmcall]).is_some())
 }
 
 /// Decodes the instruction at RIP from the CPU-provided bytes or by fetching it.

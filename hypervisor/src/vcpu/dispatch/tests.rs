@@ -321,6 +321,26 @@ fn hypercalls() {
 use bulkhead_abi::hypercall::Error;
 
 #[test]
+fn the_other_vendors_hypercall_instruction_is_a_hypercall() {
+    // VMMCALL raises #UD on Intel: with #UD intercepted it arrives as an exception.
+    let ud = ExitReason::Exception { vector: vector::UD, error_code: None, fault_address: 0 };
+    for code in [[0x0f, 0x01, 0xd9], [0x0f, 0x01, 0xc1]] {
+        let mut h = Harness::new();
+        h.code(&code);
+        h.poke(0x6000, b"hi");
+        h.regs.regs.rax = bulkhead_abi::hypercall::CONSOLE_WRITE;
+        h.regs.regs.rbx = 0x6000;
+        h.regs.regs.rcx = 2;
+        assert_eq!(h.run(ud), ExitAction::Advance(NextRip::By(3)));
+        assert_eq!((h.console.0.as_slice(), h.regs.regs.rax), (&b"hi"[..], 2));
+    }
+    // Any other #UD is reflected.
+    let mut h = Harness::new();
+    h.code(&[0x0f, 0x0b]);
+    assert_eq!(h.run(ud), ExitAction::Inject(Event::ud()));
+}
+
+#[test]
 fn policy_hypercalls_are_the_service_vms_and_bounded() {
     use bulkhead_abi::hypercall::{self as abi, PolicyAnswer};
     let mut h = Harness::new();
