@@ -1,6 +1,8 @@
-//! The self-test payload batch on Intel VMX, under Bochs (QEMU's TCG has no VMX): one VM
-//! runs every in-guest check, one triple-faults and is restarted once by policy, one
-//! attacks memory outside its VM and must be stopped by an EPT violation. The verdict
+//! The self-test payload batch on Intel VMX, under Bochs (QEMU's TCG has no VMX): the
+//! same four VMs as `vms.rs` runs under SVM. One VM runs every in-guest check, one
+//! triple-faults and is restarted once by policy, one attacks memory outside its VM and
+//! must be stopped by an EPT violation, and a Multiboot kernel starts in 32-bit
+//! protected mode without paging (unrestricted guest) and checks its state. The verdict
 //! (`SELFTEST PASS`) also requires the hypervisor's own memory to be unchanged. Bochs
 //! has no isa-debug-exit, so everything is judged from the serial log.
 //!
@@ -8,21 +10,27 @@
 
 use std::time::Duration;
 
-use bulkhead_policy::model::{Policy, Restart, Vm};
+use bulkhead_policy::model::{Policy, Restart, Vm, VmKind};
 use images::policy::fleet::{self, payload};
 use tests::{Bochs, image};
 
-fn three_vms() -> Policy {
+fn four_vms() -> Policy {
     fleet::demo_policy(vec![
         Vm { label: "Self-test".into(), expect: Some("bad-hypercall".into()), ..payload("checks", "checks", 16) },
         Vm { restart: Restart::Times(1), expect: Some("triple-fault".into()), ..payload("crasher", "triple-fault", 8) },
         Vm { expect: Some("npf".into()), ..payload("attacker", "attack", 8) },
+        Vm {
+            cmdline: "multiboot-test one=1 two".into(),
+            modules: vec![bulkhead_policy::POLICY_MODULE.into(), "checks".into()],
+            expect: Some("shutdown".into()),
+            ..fleet::vm("multiboot", VmKind::Multiboot, "multiboot", 16)
+        },
     ])
 }
 
 #[test]
 fn vmx_selftest_batch_passes_under_bochs() {
-    let img = image::build_payload_image("vmx-selftest", "selftest", &three_vms());
+    let img = image::build_payload_image("vmx-selftest", "selftest", &four_vms());
     let mut m = Bochs::boot("vmx-selftest", &img, 512);
     m.expect("BULKHEAD READY", Duration::from_secs(600));
     let ready = m.elapsed();
@@ -44,6 +52,8 @@ fn vmx_selftest_batch_passes_under_bochs() {
         ("(crasher) restarted (start 2)", "the crashing VM was not restarted"),
         ("(attacker) stopped: NestedPageFault", "the attack was not stopped by an EPT violation"),
         ("(checks) stopped: BadHypercall", "a bad hypercall argument did not stop the VM"),
+        ("CHECK multiboot_cr0_protected_no_paging PASS", "the Multiboot kernel did not start unpaged"),
+        ("(multiboot) stopped: GuestShutdown", "the Multiboot kernel did not finish"),
         ("SELFTEST PASS", "the hypervisor's verdict was not a pass"),
     ] {
         if !serial.contains(needle) {
