@@ -85,7 +85,7 @@ impl RegisterFile for VmxRegs<'_> {
             VendorMsr::SysenterEsp => read(GUEST_SYSENTER_ESP),
             VendorMsr::SysenterEip => read(GUEST_SYSENTER_EIP),
             VendorMsr::Pat => read(GUEST_IA32_PAT),
-            VendorMsr::TscAux => m.tsc_aux,
+            VendorMsr::TscAux => self.vcpu.switched.tsc_aux,
         }
     }
     fn set_msr(&mut self, msr: VendorMsr, value: u64) {
@@ -100,7 +100,7 @@ impl RegisterFile for VmxRegs<'_> {
             VendorMsr::Cstar => return m.cstar = value,
             VendorMsr::Sfmask => return m.sfmask = value,
             VendorMsr::KernelGsBase => return m.kernel_gs_base = value,
-            VendorMsr::TscAux => return m.tsc_aux = value,
+            VendorMsr::TscAux => return self.vcpu.switched.tsc_aux = value,
             VendorMsr::FsBase => GUEST_FS_BASE,
             VendorMsr::GsBase => GUEST_GS_BASE,
             VendorMsr::SysenterCs => GUEST_SYSENTER_CS,

@@ -19,11 +19,19 @@ use crate::arch::backend::VcpuConfig;
 use crate::arch::exit::{Event, EventKind, Exit, ExitAction, ExitReason, Flow, NextRip, vector};
 use crate::arch::regs::{CpuMode, GuestRegisters, Segment, cr};
 use crate::arch::x86::exit_stages::{self, Stage};
-use crate::arch::x86::ext_state;
+use crate::arch::x86::ext_state::{self, HostSwitched};
+use crate::arch::x86::switched::GuestSwitched;
 use crate::hw::msr;
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
 use crate::memory::page_table::ept;
+
+/// DR6 after reset (SDM Vol. 3 18.2.3).
+const DR6_INIT: u64 = 0xffff_0ff0;
+/// The DR6 bits a #DB exit qualification reports: B0-B3, BD, BS (SDM Vol. 3 Table 28-1).
+const DR6_FROM_QUALIFICATION: u64 = 0x600f;
+/// DR7 general detect.
+const DR7_GD: u64 = 1 << 13;
 
 /// Extended-state area: one frame.
 const XSAVE_AREA_BYTES: u32 = 4096;
@@ -31,9 +39,10 @@ const XSAVE_AREA_BYTES: u32 = 4096;
 /// The VMCS current on this (single) CPU, so VMPTRLD runs only on a change.
 static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
 
-/// The guest's syscall MSRs and TSC_AUX: VM entry does not switch them, so the vCPU
-/// keeps them, intercepts their accesses, and loads them into the CPU before entry
-/// (the hypervisor uses none of them itself).
+/// The guest's syscall MSRs: VM entry does not switch them, so the vCPU keeps them,
+/// intercepts their accesses, and loads them into the CPU before entry (the
+/// hypervisor uses none of them itself). TSC_AUX and DR0-3 go through the switch
+/// SVM uses too (`arch::x86::switched`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SoftMsrs {
     pub star: u64,
@@ -41,7 +50,6 @@ pub struct SoftMsrs {
     pub cstar: u64,
     pub sfmask: u64,
     pub kernel_gs_base: u64,
-    pub tsc_aux: u64,
 }
 
 /// A vCPU. Its frames come from a [`FrameSource`] whose `table_mut` view of a frame is
@@ -60,6 +68,13 @@ pub struct VmxVcpu {
     vpid: u16,
     flush: bool,
     pub(super) msrs: SoftMsrs,
+    /// DR0-3 and TSC_AUX, switched around each run.
+    pub(super) switched: GuestSwitched,
+    /// The guest's DR6: not in the VMCS, and not touched by VM entry or exit.
+    dr6: u64,
+    /// The exit qualification of the last #DB exit (B0-B3, BD, BS): the DR6 bits a
+    /// reflected #DB must show.
+    debug_qualification: Option<u64>,
     /// IDT-vectoring information of the last exit when valid (with its error code and
     /// instruction length): re-injected on the next entry.
     pending_event: Option<(u32, u32, u32)>,
@@ -170,6 +185,9 @@ impl VmxVcpu {
             vpid,
             flush: true,
             msrs: SoftMsrs::default(),
+            switched: GuestSwitched::new(features.tsc_aux),
+            dr6: DR6_INIT,
+            debug_qualification: None,
             pending_event: None,
         };
         if let Err(e) = vcpu.setup(config) {
@@ -203,10 +221,12 @@ impl VmxVcpu {
             (SECONDARY_PROC_CONTROLS, u64::from(proc2)),
             (EXIT_CONTROLS, u64::from(c.exit)),
             (ENTRY_CONTROLS, u64::from(entry)),
-            // #AC and #MC always exit (as on SVM: a guest can make #AC delivery raise
-            // #AC again forever); #UD too, so that VMMCALL, the AMD hypercall
-            // instruction guests may use, becomes a hypercall (common code decodes it).
-            (EXCEPTION_BITMAP, (1 << vector::AC) | (1 << vector::MC) | (1 << vector::UD)),
+            // #AC, #DB and #MC always exit, as on SVM: a guest can make #AC or #DB
+            // delivery raise the same exception again, which a CPU retries without an
+            // interrupt window forever (CVE-2015-5307, CVE-2015-8104); as an exit each
+            // round ends. #UD too, so that VMMCALL, the AMD hypercall instruction guests
+            // may use, becomes a hypercall (common code decodes it).
+            (EXCEPTION_BITMAP, (1 << vector::AC) | (1 << vector::MC) | (1 << vector::UD) | (1 << vector::DB)),
             (CR3_TARGET_COUNT, 0),
             (EXIT_MSR_STORE_COUNT, 0),
             (EXIT_MSR_LOAD_COUNT, 0),
@@ -266,22 +286,18 @@ impl VmxVcpu {
         CpuMode::from_state(cr0, efer, &cs)
     }
 
-    /// Loads the guest's syscall MSRs and TSC_AUX into the CPU.
+    /// Loads the guest's syscall MSRs into the CPU.
     fn load_soft_msrs(&self) {
         let m = &self.msrs;
-        // SAFETY: these MSRs exist on every 64-bit CPU (TSC_AUX only where CPUID says
-        // so); the values passed the common MSR policy's checks (canonical addresses,
-        // reserved bits), and the hypervisor uses none of them (no SYSCALL, no SWAPGS,
-        // no RDTSCP/RDPID).
+        // SAFETY: these MSRs exist on every 64-bit CPU; the values passed the common MSR
+        // policy's checks (canonical addresses, reserved bits), and the hypervisor uses
+        // none of them (no SYSCALL, no SWAPGS).
         unsafe {
             instr::wrmsr(msr::STAR, m.star);
             instr::wrmsr(msr::LSTAR, m.lstar);
             instr::wrmsr(msr::CSTAR, m.cstar);
             instr::wrmsr(msr::SFMASK, m.sfmask);
             instr::wrmsr(msr::KERNEL_GS_BASE, m.kernel_gs_base);
-            if self.features.tsc_aux {
-                instr::wrmsr(msr::TSC_AUX, m.tsc_aux & u64::from(u32::MAX));
-            }
         }
     }
 
@@ -313,6 +329,10 @@ impl VmxVcpu {
             self.flush = false;
         }
         self.load_soft_msrs();
+        self.switched.load(&mut HostSwitched);
+        // SAFETY: CPL 0; DR6 only reports debug conditions, the hypervisor reads it
+        // nowhere but here.
+        unsafe { instr::write_dr6(self.dr6) };
         let area = self.xsave.as_ptr();
         let switch = self.features.xsave_switch_mask;
         if self.features.xsave {
@@ -347,6 +367,9 @@ impl VmxVcpu {
             break status;
         };
         exit_stages::checkpoint(Stage::Guest);
+        self.switched.save(&mut HostSwitched);
+        // SAFETY: as for the write above.
+        self.dr6 = unsafe { instr::read_dr6() };
         if self.features.xsave {
             // SAFETY: as for XRSTOR above, with XCR0 back to the switch mask first.
             unsafe {
@@ -383,6 +406,10 @@ impl VmxVcpu {
             rdx: self.regs.rdx,
         };
         let basic = raw.reason & 0xffff;
+        let is_db = basic == reason::EXCEPTION_OR_NMI
+            && raw.intr_info & intr_info::VECTOR_MASK == u32::from(vector::DB)
+            && (raw.intr_info & intr_info::TYPE_MASK) >> intr_info::TYPE_SHIFT == intr_info::TYPE_HW_EXCEPTION;
+        self.debug_qualification = is_db.then_some(raw.qualification);
         if raw.reason & reason::ENTRY_FAILURE != 0 {
             log::error!(target: "vmx", "VM entry failed: exit reason {:#x}, qualification {:#x}", raw.reason, raw.qualification);
         }
@@ -423,6 +450,16 @@ impl VmxVcpu {
             }
             ExitAction::Inject(e) => {
                 if self.pending_event.is_none() {
+                    // Reflecting an intercepted #DB: delivery would have set DR6 from the
+                    // exit qualification and cleared DR7.GD, which an injected event
+                    // does not (SDM Vol. 3 28.1, 18.2.4).
+                    if let Some(q) = self.debug_qualification.take()
+                        && e.kind == EventKind::Exception
+                        && e.vector == vector::DB
+                    {
+                        self.dr6 = (self.dr6 & !DR6_FROM_QUALIFICATION) | (q & DR6_FROM_QUALIFICATION);
+                        set(GUEST_DR7, read(GUEST_DR7) & !DR7_GD);
+                    }
                     self.inject(e);
                 } else {
                     // Debug only: a guest can make this happen on every exit.

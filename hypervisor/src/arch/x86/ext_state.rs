@@ -109,3 +109,45 @@ pub unsafe fn write_dr<const N: u8>(value: u64) {
         }
     }
 }
+
+/// The executing CPU's DR0-3 and TSC_AUX, as the guest switch (`switched.rs`) sees them.
+#[derive(Debug)]
+pub struct HostSwitched;
+
+impl crate::arch::x86::switched::SwitchedCpu for HostSwitched {
+    fn dr(&self, n: usize) -> u64 {
+        // SAFETY: the hypervisor runs at CPL 0; reading DRn has no side effect.
+        unsafe {
+            match n {
+                0 => read_dr::<0>(),
+                1 => read_dr::<1>(),
+                2 => read_dr::<2>(),
+                _ => read_dr::<3>(),
+            }
+        }
+    }
+    fn set_dr(&mut self, n: usize, value: u64) {
+        // SAFETY: CPL 0; the host's DR7 enables no breakpoint (#VMEXIT and VM exit
+        // disable them all), so a guest address in DRn cannot fire in the hypervisor.
+        unsafe {
+            match n {
+                0 => write_dr::<0>(value),
+                1 => write_dr::<1>(value),
+                2 => write_dr::<2>(value),
+                _ => write_dr::<3>(value),
+            }
+        }
+    }
+    fn tsc_aux(&self) -> u64 {
+        // SAFETY: only called when the CPU has TSC_AUX (the backends' `tsc_aux` feature).
+        unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).read() }
+    }
+    fn set_tsc_aux(&mut self, value: u64) {
+        // Bits 63:32 are reserved (WRMSR #GPs): the MSR handler already refuses such
+        // values, and the mask keeps that from being this block's precondition.
+        let value = value & u64::from(u32::MAX);
+        // SAFETY: as above; TSC_AUX only feeds RDTSCP/RDPID, which the hypervisor does
+        // not use, and a 32-bit value is one WRMSR accepts.
+        unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).write(value) }
+    }
+}

@@ -11,4 +11,5 @@ pub mod gdt;
 pub mod idt;
 pub mod instr;
 pub mod lapic;
+pub mod switched;
 pub mod tsc;
