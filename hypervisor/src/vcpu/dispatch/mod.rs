@@ -148,12 +148,6 @@ pub fn decide(exit: &Exit, regs: &mut impl RegisterFile, env: &mut VmEnv<'_>) ->
             log::error!(target: "vcpu", "vm{} triple fault; registers: {:?}", env.vm.id, regs.snapshot());
             ExitAction::Stop(StopReason::TripleFault)
         }
-        // The other vendor's hypercall instruction raises #UD (VMMCALL on Intel, VMCALL
-        // on AMD); a backend that intercepts #UD gets it here, and a guest built for
-        // either vendor makes its hypercalls unchanged.
-        ExitReason::Exception { vector: vector::UD, .. } if hypercall_at_rip(exit, regs, env) => {
-            hypercall::handle_hypercall(exit, regs, env)
-        }
         ExitReason::Exception { vector, error_code, fault_address } => {
             handle_exception(vector, error_code, fault_address, regs, env)
         }
@@ -209,10 +203,22 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
     }
 }
 
-/// Whether the instruction at RIP is VMMCALL or VMCALL.
-fn hypercall_at_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> bool {
-    bytes_at_rip(exit, regs, env)
-        .is_some_and(|b| insn::plain_length(b.as_slice(), &[Op::Vmmcall, Op::Vmcall]).is_some())
+/// The other vendor's hypercall instruction raises #UD (VMMCALL on Intel, VMCALL on
+/// AMD). A backend that intercepts #UD reports it as an exception; when the instruction
+/// at RIP is VMMCALL or VMCALL this is the exit as a hypercall (with the fetched bytes,
+/// so its length needs no second fetch), and a guest built for either vendor makes its
+/// hypercalls unchanged. The exit loop asks before counting and deciding.
+pub fn hypercall_behind_ud(
+    exit: &Exit,
+    regs: &impl RegisterFile,
+    memory: &(impl GuestMemoryAccess + ?Sized),
+) -> Option<Exit> {
+    if !matches!(exit.reason, ExitReason::Exception { vector: vector::UD, .. }) {
+        return None;
+    }
+    let bytes = if exit.insn.is_empty() { walk::fetch(regs, memory).ok()? } else { exit.insn };
+    insn::plain_length(bytes.as_slice(), &[Op::Vmmcall, Op::Vmcall])?;
+    Some(Exit { reason: ExitReason::Hypercall, next_rip: None, insn: bytes })
 }
 
 /// Decodes the instruction at RIP from the CPU-provided bytes or by fetching it.
