@@ -92,6 +92,11 @@ pub fn prepare(dir: &Path, image: &Path, megs: u32, serial: &BochsSerial) -> Res
         return Err(format!("bochs is not installed; install it: {INSTALL_HINT}"));
     }
     let len = pad_image(image).map_err(|e| format!("padding {}: {e}", image.display()))?;
+    // Bochs locks a disk image with `<image>.lock` and leaves it behind when it is
+    // killed (as every run here ends); a stale one would make the next boot panic.
+    let mut lock = image.as_os_str().to_owned();
+    lock.push(".lock");
+    let _ = std::fs::remove_file(PathBuf::from(lock));
     let rc = dir.join("bochsrc");
     let cont = dir.join("bochs-continue");
     std::fs::write(&rc, config(&ovmf, image, len, megs, serial, &dir.join("bochs.log")))
