@@ -684,7 +684,7 @@ fn bench_exits(no_build: bool, stages: bool, bochs: bool) -> Result<(), String> 
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let command = images::bochs::prepare(&dir, &out, 512, &images::bochs::BochsSerial::Stdout)?;
         eprintln!("     Booting under Bochs (VMX; a few minutes)");
-        let table = images::exits_bench::run(command)?;
+        let table = images::exits_bench::run(command, images::exits_bench::BOCHS)?;
         println!("{table}");
         return Ok(());
     }
@@ -697,7 +697,7 @@ fn bench_exits(no_build: bool, stages: bool, bochs: bool) -> Result<(), String> 
     config.display = Display::Headless;
     config.icount = true;
     eprintln!("     Booting under -icount (about a minute)");
-    let table = images::exits_bench::run(config.command(&qemu))?;
+    let table = images::exits_bench::run(config.command(&qemu), images::exits_bench::QEMU_ICOUNT)?;
     println!("{table}");
     Ok(())
 }
