@@ -66,3 +66,26 @@ fn vmx_selftest_batch_passes_under_bochs() {
     }
     m.pass();
 }
+
+/// One unmodified Debian Linux desktop on the VMX backend, booted to its init's ready
+/// marker. Slow under Bochs (minutes), so not part of the default run:
+/// `cargo test -p tests --test vmx -- --ignored`.
+#[test]
+#[ignore = "a Linux boot under Bochs takes minutes"]
+fn vmx_linux_desktop_boots_under_bochs() {
+    const DESKTOP: &[images::desktops::Desktop] = &[images::desktops::Desktop {
+        name: "personal",
+        label: "PERSONAL",
+        colour: "#27ae60",
+        memory_mib: 256,
+    }];
+    let guest = image::linux_guest();
+    let policy = images::desktops::desktops_policy(DESKTOP);
+    let img = image::build_linux_image("vmx-linux", "", guest, &policy);
+    let mut m = Bochs::boot("vmx-linux", &img, 1024);
+    m.expect("BULKHEAD READY", Duration::from_secs(600));
+    m.expect("VMX enabled", Duration::from_secs(120));
+    m.expect("BULKHEAD-GUEST-READY", Duration::from_secs(1500));
+    eprintln!("Bochs: Linux desktop ready after {:?}", m.elapsed());
+    m.pass();
+}
