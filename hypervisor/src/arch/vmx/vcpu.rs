@@ -102,10 +102,10 @@ pub(super) fn set(field: u32, value: u64) {
     }
 }
 
-/// One of the host MSRs the host-state area names.
+/// One of the MSRs the host-state area names, or KernelGsBase.
 fn host_msr(msr: u32) -> u64 {
-    // SAFETY: only called with FS_BASE, GS_BASE, EFER and PAT, which every 64-bit CPU
-    // with VMX has; reading them has no side effect.
+    // SAFETY: only called with FS_BASE, GS_BASE, EFER, PAT and KERNEL_GS_BASE, which
+    // every 64-bit CPU with VMX has; reading them has no side effect.
     unsafe { instr::rdmsr(msr) }
 }
 
@@ -370,6 +370,10 @@ impl VmxVcpu {
         self.switched.save(&mut HostSwitched);
         // SAFETY: as for the write above.
         self.dr6 = unsafe { instr::read_dr6() };
+        // SWAPGS exchanges GS base with KernelGsBase without an exit: the CPU's value is
+        // the guest's now. (The other syscall MSRs change only through WRMSR, which
+        // exits.)
+        self.msrs.kernel_gs_base = host_msr(msr::KERNEL_GS_BASE);
         if self.features.xsave {
             // SAFETY: as for XRSTOR above, with XCR0 back to the switch mask first.
             unsafe {
