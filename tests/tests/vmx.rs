@@ -73,12 +73,8 @@ fn vmx_selftest_batch_passes_under_bochs() {
 #[test]
 #[ignore = "a Linux boot under Bochs takes minutes"]
 fn vmx_linux_desktop_boots_under_bochs() {
-    const DESKTOP: &[images::desktops::Desktop] = &[images::desktops::Desktop {
-        name: "personal",
-        label: "PERSONAL",
-        colour: "#27ae60",
-        memory_mib: 256,
-    }];
+    const DESKTOP: &[images::desktops::Desktop] =
+        &[images::desktops::Desktop { name: "personal", label: "PERSONAL", colour: "#27ae60", memory_mib: 256 }];
     let guest = image::linux_guest();
     let policy = images::desktops::desktops_policy(DESKTOP);
     let img = image::build_linux_image("vmx-linux", "", guest, &policy);
