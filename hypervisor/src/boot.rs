@@ -94,12 +94,18 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
         Some(IommuKind::AmdVi { units }) => heapless_format::<48>(format_args!("AMD-Vi, {units} unit(s)")),
         _ => heapless_format::<48>(format_args!("none (device passthrough disabled)")),
     };
+    if cpu.virt == (cpu::VirtSupport::Vmx { locked_off: true }) {
+        warn!(target: "boot", "the firmware locked VMX off (IA32_FEATURE_CONTROL): enable Intel Virtualization Technology (VT-x) in the firmware setup; no VM can start");
+    }
     if cpu.virt == cpu::VirtSupport::None {
         warn!(target: "boot", "this CPU has no SVM or VMX (or firmware disabled it): no VM can start");
     }
     let status = match cpu.virt {
         cpu::VirtSupport::None => "No hardware virtualization: VMs cannot start",
         cpu::VirtSupport::Svm { npt: false, .. } => "SVM without nested paging: VMs cannot start",
+        cpu::VirtSupport::Vmx { locked_off: true } => {
+            "VMX is disabled by the firmware: enable Intel Virtualization Technology (VT-x) in the firmware setup"
+        }
         _ => "Starting virtual machines",
     };
 

@@ -185,9 +185,9 @@ pub fn analyse(lines: &[String]) -> Result<Transcript, String> {
 }
 
 /// The result table.
-pub fn report(t: &Transcript) -> String {
+pub fn report(t: &Transcript, machine: &str) -> String {
     let mut out = String::new();
-    out.push_str("exits: one exit round trip by kind, payload VM inside Bulkhead, -icount shift=0,sleep=off\n");
+    out.push_str(&format!("exits: one exit round trip by kind, payload VM inside Bulkhead, {machine}\n"));
     out.push_str(&format!(
         "  TSC counts instructions: {} ({} NOPs added {} ticks)\n",
         if t.tsc.counts_instructions() { "yes" } else { "NO" },
@@ -256,8 +256,14 @@ fn stage_table(t: &Transcript) -> String {
     out
 }
 
-/// Boots `command` (the bench image under icount) and collects the payload's lines.
-pub fn run(command: Command) -> Result<String, String> {
+/// QEMU under icount, SVM backend.
+pub const QEMU_ICOUNT: &str = "QEMU TCG -icount shift=0,sleep=off (SVM)";
+/// Bochs, VMX backend (its TSC also advances one tick per instruction).
+pub const BOCHS: &str = "Bochs 2.7 corei7_skylake_x (VMX)";
+
+/// Boots `command` (the bench image on a machine whose TSC counts instructions, named
+/// `machine` in the report) and collects the payload's lines.
+pub fn run(command: Command, machine: &str) -> Result<String, String> {
     let mut serial = LineReader::spawn(command)?;
     serial.wait_for("BULKHEAD READY", BOOT)?;
     eprintln!("     Hypervisor up; waiting for the payload");
@@ -276,7 +282,7 @@ pub fn run(command: Command) -> Result<String, String> {
     let log = crate::layout::target_dir().join("bench-exits-serial.log");
     let _ = std::fs::write(&log, serial.transcript.join("\n"));
     let t = analyse(&serial.transcript)?;
-    Ok(report(&t))
+    Ok(report(&t, machine))
 }
 
 #[cfg(test)]
@@ -335,7 +341,7 @@ mod tests {
         assert_eq!(hlt.exits, BTreeMap::from([("hypercall".to_string(), 1000), ("hlt".to_string(), 1000)]));
         assert_eq!(hlt.exits_per_iter(), 2.0);
         assert_eq!(hlt.intr, 0);
-        let table = report(&t);
+        let table = report(&t, QEMU_ICOUNT);
         assert!(table.contains("TSC counts instructions: yes (100 NOPs added 100 ticks)"));
         assert!(table.contains("cpuid"), "{table}");
         assert!(table.contains("hlt=1000 hypercall=1000"), "{table}");
@@ -352,7 +358,7 @@ EXITS-BENCH kind=cpuid iters=1000 irqs=0 op_min=900 op_median=905 op_max=9000 op
         let k = &t.kinds[0];
         assert_eq!(k.stages, vec![("exit-decode".to_string(), 100_000), ("handler".to_string(), 250_000)]);
         assert_eq!(k.exits, BTreeMap::from([("cpuid".to_string(), 1000)]));
-        let table = report(&t);
+        let table = report(&t, QEMU_ICOUNT);
         // 100 + 250 staged of 899; the rest is the VMRUN stub and the world switches.
         assert!(table.contains("100.0        250.0        350.0        549.0          0.0"), "{table}");
     }

@@ -3,6 +3,7 @@
 //! integration tests (`tests/`) are both thin layers over this library.
 
 pub mod bench;
+pub mod bochs;
 pub mod build;
 pub mod data_disk;
 pub mod desktops;

@@ -3,8 +3,10 @@
 //! a QEMU machine, follows the serial console marker by marker, talks QMP, and keeps
 //! the logs of a failed run under `target/test-logs/`.
 
+pub mod bochs;
 pub mod image;
 pub mod machine;
 pub mod screen;
 
+pub use bochs::Bochs;
 pub use machine::{Machine, Outcome};

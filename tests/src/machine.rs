@@ -20,6 +20,11 @@ const FATAL_PATTERNS: &[&str] = &["BULKHEAD PANIC", "EXCEPTION", "BULKHEAD LOADE
 /// One QEMU at a time: TCG is CPU-hungry and the machines have two cores.
 static ONE_QEMU: Mutex<()> = Mutex::new(());
 
+/// Holds the one-machine lock (QEMU or Bochs) of this test binary.
+pub(crate) fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// How a machine ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -59,7 +64,7 @@ impl Machine {
     }
 
     fn start(name: &str, image: &Path, fresh_vars: bool, tune: impl FnOnce(&mut MachineConfig)) -> Machine {
-        let guard = ONE_QEMU.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = one_at_a_time();
         let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().unwrap_or_else(|e| panic!("{e}"));
         let dir = image.parent().expect("image lives in its scenario directory").to_path_buf();
         let vars = dir.join("ovmf-vars.fd");

@@ -141,6 +141,7 @@ pub trait OnBackend {
 /// backend's error itself.
 pub enum VendorError {
     Svm(crate::arch::svm::SvmError),
+    Vmx(crate::arch::vmx::VmxError),
     /// The scripted backend of unit tests.
     #[cfg(test)]
     Fake,
@@ -150,6 +151,7 @@ impl fmt::Debug for VendorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Svm(e) => fmt::Debug::fmt(e, f),
+            Self::Vmx(e) => fmt::Debug::fmt(e, f),
             #[cfg(test)]
             Self::Fake => f.write_str("Fake"),
         }
@@ -159,6 +161,12 @@ impl fmt::Debug for VendorError {
 impl From<crate::arch::svm::SvmError> for VendorError {
     fn from(e: crate::arch::svm::SvmError) -> Self {
         Self::Svm(e)
+    }
+}
+
+impl From<crate::arch::vmx::VmxError> for VendorError {
+    fn from(e: crate::arch::vmx::VmxError) -> Self {
+        Self::Vmx(e)
     }
 }
 
@@ -172,29 +180,44 @@ impl From<()> for VendorError {
 /// Why no backend could be used.
 #[derive(Debug)]
 pub enum NoUsableBackend {
-    /// Neither AMD SVM with nested paging nor (in a later backend) Intel VMX with EPT.
+    /// Neither AMD SVM with nested paging nor Intel VMX.
     Unsupported,
     /// SVM is there but could not be turned on.
     SvmEnable(crate::arch::svm::SvmError),
+    /// VMX is there but could not be turned on (disabled in the firmware setup, or a
+    /// control the backend needs is missing).
+    VmxEnable(crate::arch::vmx::VmxError),
 }
 
 impl fmt::Display for NoUsableBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unsupported => {
-                f.write_str("this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)")
+                f.write_str("this CPU has neither AMD SVM with nested paging nor Intel VMX")
             }
             Self::SvmEnable(e) => write!(f, "cannot enable SVM: {e:?}"),
+            Self::VmxEnable(crate::arch::vmx::VmxError::DisabledByFirmware) => f.write_str(
+                "cannot enable VMX: the firmware locked it off; enable Intel Virtualization Technology (VT-x) in the firmware setup",
+            ),
+            Self::VmxEnable(e) => write!(f, "cannot enable VMX: {e:?}"),
         }
     }
 }
 
-/// Picks the backend once, from CPUID (SVM today; a VMX backend is one more arm
-/// here), enables it on this CPU and hands it to `job`.
+/// Picks the backend once, from CPUID (SVM on AMD, VMX on Intel), enables it on
+/// this CPU and hands it to `job`.
 pub fn on_backend<J: OnBackend, F: FrameSource>(job: J, frames: &mut F) -> Result<J::Output, NoUsableBackend> {
     use crate::arch::svm::Svm;
-    let Some(features) = Svm::probe() else { return Err(NoUsableBackend::Unsupported) };
-    Svm::enable_cpu(&features, frames).map_err(NoUsableBackend::SvmEnable)?;
-    log::info!(target: "vm", "SVM enabled: {features:?}");
-    Ok(job.run::<Svm>(features))
+    use crate::arch::vmx::Vmx;
+    if let Some(features) = Svm::probe() {
+        Svm::enable_cpu(&features, frames).map_err(NoUsableBackend::SvmEnable)?;
+        log::info!(target: "vm", "SVM enabled: {features:?}");
+        return Ok(job.run::<Svm>(features));
+    }
+    if let Some(features) = Vmx::probe() {
+        Vmx::enable_cpu(&features, frames).map_err(NoUsableBackend::VmxEnable)?;
+        log::info!(target: "vm", "VMX enabled: {features:?}");
+        return Ok(job.run::<Vmx>(features));
+    }
+    Err(NoUsableBackend::Unsupported)
 }

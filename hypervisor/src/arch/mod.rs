@@ -3,4 +3,5 @@ pub mod backend;
 pub mod exit;
 pub mod regs;
 pub mod svm;
+pub mod vmx;
 pub mod x86;

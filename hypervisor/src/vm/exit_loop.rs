@@ -154,6 +154,8 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
 
     /// Handles one exit; `Some` when it ends the slice.
     fn handle_exit(&mut self, exit: &Exit, host_tsc: u64) -> Option<SliceEnd> {
+        let hypercall = dispatch::hypercall_behind_ud(exit, &A::regs(self.vcpu), &*self.memory);
+        let exit = hypercall.as_ref().unwrap_or(exit);
         if matches!(exit.reason, ExitReason::ExternalInterrupt | ExitReason::Nmi) {
             // The host interrupt that ended the run is still pending: take it now.
             self.host.take_host_interrupt();

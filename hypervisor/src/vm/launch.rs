@@ -38,7 +38,6 @@ pub enum LaunchError {
     Devices(PassthroughError),
     /// A link's virtio-net devices cannot be made.
     Net(NetPortError),
-    /// No AMD SVM with nested paging (VMX is not supported yet).
     /// No virtualisation backend can run VMs on this CPU.
     Backend(NoUsableBackend),
     /// The boot module a VM's `image=` names is missing.
@@ -255,7 +254,9 @@ mod tests {
         let e = LaunchError::CreateVm { vm: "n".into(), error: VmError::Devices(PassthroughError::NoIommu) };
         assert_eq!(e.to_string(), "VM n: the virtualisation backend refused: no IOMMU");
         let unsupported = LaunchError::Backend(NoUsableBackend::Unsupported).to_string();
-        assert_eq!(unsupported, "this CPU has no usable AMD SVM with nested paging (and VMX is not supported yet)");
+        assert_eq!(unsupported, "this CPU has neither AMD SVM with nested paging nor Intel VMX");
+        let locked = LaunchError::Backend(NoUsableBackend::VmxEnable(crate::arch::vmx::VmxError::DisabledByFirmware));
+        assert!(locked.to_string().contains("enable Intel Virtualization Technology (VT-x) in the firmware setup"));
     }
 
     #[test]

@@ -131,6 +131,10 @@ enum BenchCmd {
         /// `exit-stages` option: TSC checkpoints, which add a few instructions each).
         #[arg(long)]
         stages: bool,
+        /// Run under Bochs with an Intel CPU model, on the VMX backend, instead of
+        /// QEMU's SVM (Bochs's TSC counts instructions too).
+        #[arg(long)]
+        bochs: bool,
     },
     /// The network path: a desktop downloads 32 MiB from a server on the host through
     /// the networking service VM, and again with the same NIC passed through to it
@@ -244,7 +248,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(&args),
         Cmd::Bench(BenchCmd::LinuxBoot) => bench_linux_boot(),
         Cmd::Bench(BenchCmd::Switch { no_build }) => bench_switch(no_build),
-        Cmd::Bench(BenchCmd::Exits { no_build, stages }) => bench_exits(no_build, stages),
+        Cmd::Bench(BenchCmd::Exits { no_build, stages, bochs }) => bench_exits(no_build, stages, bochs),
         Cmd::Bench(BenchCmd::Net) => bench_net(),
         Cmd::Bench(BenchCmd::Xts) => bench_xts(),
         Cmd::Bench(BenchCmd::Disk) => bench_disk(),
@@ -756,9 +760,14 @@ fn bench_disk() -> Result<(), String> {
     Ok(())
 }
 
-fn bench_exits(no_build: bool, stages: bool) -> Result<(), String> {
-    let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
-    let out = layout::target_dir().join(if stages { "bench-exits-stages.img" } else { "bench-exits.img" });
+fn bench_exits(no_build: bool, stages: bool, bochs: bool) -> Result<(), String> {
+    let name = match (stages, bochs) {
+        (false, false) => "bench-exits.img",
+        (true, false) => "bench-exits-stages.img",
+        (false, true) => "bench-exits-bochs.img",
+        (true, true) => "bench-exits-stages-bochs.img",
+    };
+    let out = layout::target_dir().join(name);
     if !(no_build && out.is_file()) {
         let artifacts = build::build_bare_metal().map_err(|e| e.to_string())?;
         let payloads = build::build_payloads().map_err(|e| e.to_string())?;
@@ -779,6 +788,16 @@ fn bench_exits(no_build: bool, stages: bool) -> Result<(), String> {
         eprintln!("     Writing {}", out.display());
         disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
     }
+    if bochs {
+        let dir = layout::target_dir().join("bench-exits-bochs");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let command = images::bochs::prepare(&dir, &out, 512, &images::bochs::BochsSerial::Stdout)?;
+        eprintln!("     Booting under Bochs (VMX; a few minutes)");
+        let table = images::exits_bench::run(command, images::exits_bench::BOCHS)?;
+        println!("{table}");
+        return Ok(());
+    }
+    let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
     let vars = fresh_bench_vars(&ovmf)?;
     let mut config = MachineConfig::new(&out, &ovmf, vars);
     config.memory_mib = 512;
@@ -787,7 +806,7 @@ fn bench_exits(no_build: bool, stages: bool) -> Result<(), String> {
     config.display = Display::Headless;
     config.icount = true;
     eprintln!("     Booting under -icount (about a minute)");
-    let table = images::exits_bench::run(config.command(&qemu))?;
+    let table = images::exits_bench::run(config.command(&qemu), images::exits_bench::QEMU_ICOUNT)?;
     println!("{table}");
     Ok(())
 }

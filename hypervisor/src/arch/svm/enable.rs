@@ -11,6 +11,7 @@ use x86_64::registers::model_specific::Msr;
 use super::instr;
 use crate::arch::x86::cpuid::CpuidSource;
 use crate::arch::x86::cpuid::GUEST_XCR0_ALLOWED;
+pub use crate::arch::x86::cpuid::xsave_area_bytes;
 use crate::hw::msr;
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
@@ -99,19 +100,6 @@ impl SvmFeatures {
             tsc_aux,
         })
     }
-}
-
-/// The standard-format XSAVE area size needed for the user components in `mask`:
-/// the legacy region and header (576 bytes) or the end of the highest component
-/// (CPUID 0xD sub-leaf n: EAX = size, EBX = offset).
-pub fn xsave_area_bytes(src: &impl CpuidSource, mask: u64) -> u32 {
-    (2..63u32)
-        .filter(|n| mask & (1u64 << n) != 0)
-        .map(|n| {
-            let c = src.cpuid(0xd, n);
-            c.ebx.saturating_add(c.eax)
-        })
-        .fold(576, u32::max)
 }
 
 /// Reasons SVM cannot be used.

@@ -9,7 +9,7 @@ pub mod enable;
 pub mod entry;
 pub mod exit;
 pub mod instr;
-pub mod switched;
+pub use crate::arch::x86::switched;
 pub mod vcpu;
 pub mod vmcb;
 

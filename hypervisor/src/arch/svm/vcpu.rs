@@ -13,7 +13,6 @@ use super::enable::{self, SvmError, SvmFeatures};
 use super::entry::svm_run;
 use super::exit::{self, RawExit, code};
 use super::instr;
-use super::switched::{GuestSwitched, SwitchedCpu};
 use super::vmcb::{
     InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state, intercept_exception,
     nested_ctl, tlb_control,
@@ -22,6 +21,8 @@ use crate::arch::backend::{InitialState, VcpuConfig};
 use crate::arch::exit::{Event, EventKind, Exit, ExitAction, ExitReason, Flow, NextRip, vector};
 use crate::arch::regs::{ControlRegs, CpuMode, Gpr, GuestRegisters, RegisterFile, SegReg, Segment, VendorMsr, cr};
 use crate::arch::x86::exit_stages::{self, Stage};
+use crate::arch::x86::ext_state::HostSwitched;
+use crate::arch::x86::switched::GuestSwitched;
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::frames::FrameSource;
 
@@ -39,47 +40,6 @@ fn endless_delivery(raw: &RawExit) -> Option<u8> {
         && (raw.int_info >> event::TYPE_SHIFT) & 7 == event::TYPE_EXCEPTION
         && raw.int_info & event::VECTOR_MASK == u64::from(vector::AC);
     (delivering && raw.code == code::EXCEPTION_BASE + u64::from(vector::AC)).then_some(vector::AC)
-}
-
-/// The executing CPU's DR0-3 and TSC_AUX.
-struct HostSwitched;
-
-impl SwitchedCpu for HostSwitched {
-    fn dr(&self, n: usize) -> u64 {
-        // SAFETY: the hypervisor runs at CPL 0; reading DRn has no side effect.
-        unsafe {
-            match n {
-                0 => instr::read_dr::<0>(),
-                1 => instr::read_dr::<1>(),
-                2 => instr::read_dr::<2>(),
-                _ => instr::read_dr::<3>(),
-            }
-        }
-    }
-    fn set_dr(&mut self, n: usize, value: u64) {
-        // SAFETY: CPL 0; the host's DR7 enables no breakpoint (#VMEXIT disables them
-        // all), so a guest address in DRn cannot fire in the hypervisor.
-        unsafe {
-            match n {
-                0 => instr::write_dr::<0>(value),
-                1 => instr::write_dr::<1>(value),
-                2 => instr::write_dr::<2>(value),
-                _ => instr::write_dr::<3>(value),
-            }
-        }
-    }
-    fn tsc_aux(&self) -> u64 {
-        // SAFETY: only called when the CPU has TSC_AUX (`SvmFeatures::tsc_aux`).
-        unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).read() }
-    }
-    fn set_tsc_aux(&mut self, value: u64) {
-        // Bits 63:32 are reserved (WRMSR #GPs): the MSR handler already refuses such
-        // values, and the mask keeps that from being this block's precondition.
-        let value = value & u64::from(u32::MAX);
-        // SAFETY: as above; TSC_AUX only feeds RDTSCP/RDPID, which the hypervisor does
-        // not use, and a 32-bit value is one WRMSR accepts.
-        unsafe { x86_64::registers::model_specific::Msr::new(crate::hw::msr::TSC_AUX).write(value) }
-    }
 }
 
 /// Fills a zeroed VMCB for a new vCPU and sets the GPRs of its initial state.

@@ -15,8 +15,11 @@ pub enum VirtSupport {
         flush_by_asid: bool,
         asids: u32,
     },
-    /// Intel VT-x.
-    Vmx,
+    /// Intel VT-x; `locked_off` when the firmware locked IA32_FEATURE_CONTROL with
+    /// VMXON disallowed (only the firmware setup can turn it on).
+    Vmx {
+        locked_off: bool,
+    },
     None,
 }
 
@@ -32,7 +35,10 @@ impl VirtSupport {
         match self {
             VirtSupport::Svm { npt: true, .. } => "AMD SVM with nested paging",
             VirtSupport::Svm { npt: false, .. } => "AMD SVM without nested paging (unsupported)",
-            VirtSupport::Vmx => "Intel VMX",
+            VirtSupport::Vmx { locked_off: false } => "Intel VMX",
+            VirtSupport::Vmx { locked_off: true } => {
+                "Intel VMX, disabled by the firmware (enable Intel Virtualization Technology in the firmware setup)"
+            }
             VirtSupport::None => "none (no SVM or VMX)",
         }
     }
@@ -55,7 +61,9 @@ pub fn identify() -> CpuInfo {
             asids: info.as_ref().map_or(0, |i| i.supported_asids()),
         }
     } else if vmx {
-        VirtSupport::Vmx
+        use crate::arch::vmx::caps::{FeatureControl, MsrSource, msr};
+        let control = FeatureControl::from_msr(crate::arch::vmx::enable::HostMsrs.read(msr::FEATURE_CONTROL));
+        VirtSupport::Vmx { locked_off: control == FeatureControl::DisabledByFirmware }
     } else {
         VirtSupport::None
     };

@@ -29,6 +29,19 @@ impl CpuidSource for HostCpuid {
 /// XCR0 components offered to guests: x87, SSE, AVX, AVX-512 opmask/ZMM_Hi256/Hi16_ZMM.
 pub const GUEST_XCR0_ALLOWED: u64 = 0b1110_0111;
 
+/// The standard-format XSAVE area size needed for the user components in `mask`:
+/// the legacy region and header (576 bytes) or the end of the highest component
+/// (CPUID 0xD sub-leaf n: EAX = size, EBX = offset).
+pub fn xsave_area_bytes(src: &impl CpuidSource, mask: u64) -> u32 {
+    (2..63u32)
+        .filter(|n| mask & (1u64 << n) != 0)
+        .map(|n| {
+            let c = src.cpuid(0xd, n);
+            c.ebx.saturating_add(c.eax)
+        })
+        .fold(576, u32::max)
+}
+
 /// A table-driven CPUID source for tests.
 #[cfg(test)]
 #[derive(Debug, Default)]

@@ -122,3 +122,11 @@ pub const AP_IST_BYTES: u64 = 3 * IST_STACK_BYTES as u64;
 pub fn selectors() -> Option<(SegmentSelector, SegmentSelector)> {
     TABLES.get().map(|tables| (tables.code, tables.data))
 }
+
+/// The hypervisor's TSS selector and the TSS's address (the host state VM exit loads
+/// on VMX); `None` before [`init`].
+pub fn tss() -> Option<(SegmentSelector, u64)> {
+    let tables = TABLES.get()?;
+    let tss = TSS.get()?;
+    Some((tables.tss, core::ptr::from_ref(tss) as u64))
+}

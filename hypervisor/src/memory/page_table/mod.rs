@@ -10,6 +10,7 @@
 //! come from a [`FrameSource`], so the engine runs on the host against a fake in tests.
 #![forbid(unsafe_code)]
 
+pub mod ept;
 pub mod format;
 pub mod npt;
 

@@ -203,6 +203,24 @@ fn next_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>, expected: &[
     }
 }
 
+/// The other vendor's hypercall instruction raises #UD (VMMCALL on Intel, VMCALL on
+/// AMD). A backend that intercepts #UD reports it as an exception; when the instruction
+/// at RIP is VMMCALL or VMCALL this is the exit as a hypercall (with the fetched bytes,
+/// so its length needs no second fetch), and a guest built for either vendor makes its
+/// hypercalls unchanged. The exit loop asks before counting and deciding.
+pub fn hypercall_behind_ud(
+    exit: &Exit,
+    regs: &impl RegisterFile,
+    memory: &(impl GuestMemoryAccess + ?Sized),
+) -> Option<Exit> {
+    if !matches!(exit.reason, ExitReason::Exception { vector: vector::UD, .. }) {
+        return None;
+    }
+    let bytes = if exit.insn.is_empty() { walk::fetch(regs, memory).ok()? } else { exit.insn };
+    insn::plain_length(bytes.as_slice(), &[Op::Vmmcall, Op::Vmcall])?;
+    Some(Exit { reason: ExitReason::Hypercall, next_rip: None, insn: bytes })
+}
+
 /// Decodes the instruction at RIP from the CPU-provided bytes or by fetching it.
 fn decode_at_rip(exit: &Exit, regs: &impl RegisterFile, env: &VmEnv<'_>) -> Option<insn::Instruction> {
     bytes_at_rip(exit, regs, env).and_then(|b| decode_bytes(b.as_slice(), regs, env))

@@ -181,6 +181,11 @@ impl Harness {
     fn run(&mut self, reason: ExitReason) -> ExitAction {
         self.run_exit(Exit::new(reason))
     }
+
+    fn hypercall_behind_ud(&mut self, reason: ExitReason) -> Option<Exit> {
+        let mem = GuestMemory::new(&self.map, &mut self.host);
+        super::hypercall_behind_ud(&Exit::new(reason), &self.regs, &mem)
+    }
 }
 
 /// `GuestMemory` over a borrowed backend, for setting up page tables.
@@ -319,6 +324,32 @@ fn hypercalls() {
 }
 
 use bulkhead_abi::hypercall::Error;
+
+#[test]
+fn the_other_vendors_hypercall_instruction_is_a_hypercall() {
+    // VMMCALL raises #UD on Intel: with #UD intercepted it arrives as an exception.
+    let ud = ExitReason::Exception { vector: vector::UD, error_code: None, fault_address: 0 };
+    for code in [[0x0f, 0x01, 0xd9], [0x0f, 0x01, 0xc1]] {
+        let mut h = Harness::new();
+        h.code(&code);
+        h.poke(0x6000, b"hi");
+        h.regs.regs.rax = bulkhead_abi::hypercall::CONSOLE_WRITE;
+        h.regs.regs.rbx = 0x6000;
+        h.regs.regs.rcx = 2;
+        let exit = h.hypercall_behind_ud(ud).expect("a hypercall");
+        assert_eq!(exit.reason, ExitReason::Hypercall);
+        assert_eq!(exit.insn.as_slice().get(..3), Some(&code[..]));
+        assert_eq!(h.run_exit(exit), ExitAction::Advance(NextRip::By(3)));
+        assert_eq!((h.console.0.as_slice(), h.regs.regs.rax), (&b"hi"[..], 2));
+    }
+    // Any other #UD is reflected; other exits are left alone.
+    let mut h = Harness::new();
+    h.code(&[0x0f, 0x0b]);
+    assert_eq!(h.hypercall_behind_ud(ud), None);
+    assert_eq!(h.run(ud), ExitAction::Inject(Event::ud()));
+    h.code(&[0x0f, 0x01, 0xd9]);
+    assert_eq!(h.hypercall_behind_ud(ExitReason::Cpuid), None);
+}
 
 #[test]
 fn policy_hypercalls_are_the_service_vms_and_bounded() {

@@ -1,5 +1,6 @@
-//! Guest-owned CPU state that VMRUN does not switch (APM Vol. 2 15.5.1 lists what it
-//! does): the breakpoint addresses DR0-DR3 and TSC_AUX. Without this, one VM's
+//! Guest-owned CPU state that neither VMRUN (APM Vol. 2 15.5.1 lists what it does) nor
+//! VM entry/exit (SDM Vol. 3 28.3, 29.5) switches: the breakpoint addresses DR0-DR3 and
+//! TSC_AUX. Both backends use it. Without this, one VM's
 //! breakpoint addresses and the host's (or another VM's) TSC_AUX are visible to the next
 //! guest: MOV from DR0-3 and RDPID run without an exit.
 //!
