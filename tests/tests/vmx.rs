@@ -68,7 +68,7 @@ fn vmx_selftest_batch_passes_under_bochs() {
 }
 
 /// One unmodified Debian Linux desktop on the VMX backend, booted to its init's ready
-/// marker. Slow under Bochs (minutes), so not part of the default run:
+/// marker. Slow under Bochs (minutes), so not part of the default run; `.ci/run` runs it:
 /// `cargo test -p tests --test vmx -- --ignored`.
 #[test]
 #[ignore = "a Linux boot under Bochs takes minutes"]
