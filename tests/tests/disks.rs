@@ -132,8 +132,8 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     for vm in ["corporate", "personal"] {
         m.run_in_vm(vm, "cd /; umount /home; poweroff -f");
     }
-    m.expect("vm 0 (corporate) stopped", STEP);
-    m.expect("vm 1 (personal) stopped", STEP);
+    wait_count(&mut m, "vm 0 (corporate) stopped", 1, STEP);
+    wait_count(&mut m, "vm 1 (personal) stopped", 1, STEP);
     drop(m);
 
     let raw = std::fs::read(&drive).unwrap();
@@ -210,8 +210,8 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     m.expect("asking for the disk passphrase (unlock)", STEP);
     m.send_keys("esc");
     m.expect("disks stay locked", STEP);
-    m.expect("vm 0 (corporate) does not start: its disk is locked", STEP);
-    m.expect("vm 1 (personal) does not start: its disk is locked", STEP);
+    wait_count(&mut m, "vm 0 (corporate) does not start: its disk is locked", 1, STEP);
+    wait_count(&mut m, "vm 1 (personal) does not start: its disk is locked", 1, STEP);
     std::thread::sleep(Duration::from_secs(5));
     assert!(!m.serial().contains("BULKHEAD-GUEST-READY"));
     m.pass();
