@@ -68,45 +68,7 @@ impl Bochs {
     /// Waits until `marker` appears after everything matched so far and returns the
     /// line that holds it. Fails at once on a fatal pattern or when Bochs exits.
     pub fn expect(&mut self, marker: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.serial();
-            let fresh = &text[self.cursor.min(text.len())..];
-            if let Some(pos) = fresh.find(marker)
-                && let Some(eol) = fresh[pos..].find('\n')
-            {
-                let line_start = fresh[..pos].rfind('\n').map_or(0, |i| i + 1);
-                let line_end = pos + eol;
-                let line = fresh[line_start..line_end].trim_end().to_string();
-                self.check_fatal(&fresh[..line_end]);
-                self.cursor += line_end;
-                return line;
-            }
-            self.check_fatal(fresh);
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                let text = self.serial();
-                let rest = &text[self.cursor.min(text.len())..];
-                if let Some(pos) = rest.find(marker) {
-                    let line = rest[pos..].lines().next().unwrap_or("").to_string();
-                    self.cursor = text.len();
-                    return line;
-                }
-                self.fail(&format!("Bochs exited ({status}) before {marker:?} appeared"));
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("timed out after {timeout:?} waiting for {marker:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn check_fatal(&self, text: &str) {
-        for pattern in FATAL_PATTERNS {
-            if text.contains(pattern) {
-                self.fail(&format!("serial shows {pattern:?}"));
-            }
-        }
+        crate::serial_wait::expect_line(self, marker, timeout, Duration::from_millis(200))
     }
 
     /// Marks the scenario as passed: its logs are removed when the machine drops.
@@ -136,5 +98,33 @@ impl Drop for Bochs {
         if self.passed && !keep && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+impl crate::serial_wait::SerialLog for Bochs {
+    const EMULATOR: &'static str = "Bochs";
+
+    fn text(&self) -> String {
+        self.serial()
+    }
+
+    fn cursor(&mut self) -> &mut usize {
+        &mut self.cursor
+    }
+
+    fn check_fatal(&self, text: &str) {
+        for pattern in FATAL_PATTERNS {
+            if text.contains(pattern) {
+                self.fail(&format!("serial shows {pattern:?}"));
+            }
+        }
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        self.child.try_wait().ok().flatten().map(|status| status.to_string())
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        Bochs::fail(self, why)
     }
 }

@@ -7,6 +7,8 @@ pub mod bochs;
 pub mod image;
 pub mod machine;
 pub mod screen;
+pub mod selftest;
+mod serial_wait;
 
 pub use bochs::Bochs;
 pub use machine::{Machine, Outcome};

@@ -142,48 +142,7 @@ impl Machine {
     /// Waits until `marker` appears after everything matched so far and returns the
     /// line that holds it. Fails at once on a fatal pattern or when QEMU exits.
     pub fn expect(&mut self, marker: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.serial();
-            let fresh = &text[self.cursor.min(text.len())..];
-            // Only whole lines count: the serial copier may have written half a line.
-            if let Some(pos) = fresh.find(marker)
-                && let Some(eol) = fresh[pos..].find('\n')
-            {
-                let line_start = fresh[..pos].rfind('\n').map_or(0, |i| i + 1);
-                let line_end = pos + eol;
-                let line = fresh[line_start..line_end].trim_end().to_string();
-                self.check_fatal(&fresh[..line_end]);
-                self.cursor += line_end;
-                return line;
-            }
-            self.check_fatal(fresh);
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // The marker may have been written just before exit, maybe without a
-                // line end.
-                std::thread::sleep(Duration::from_millis(200));
-                let text = self.serial();
-                let rest = &text[self.cursor.min(text.len())..];
-                if let Some(pos) = rest.find(marker) {
-                    let line = rest[pos..].lines().next().unwrap_or("").to_string();
-                    self.cursor = text.len();
-                    return line;
-                }
-                self.fail(&format!("QEMU exited ({status}) before {marker:?} appeared"));
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("timed out after {timeout:?} waiting for {marker:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn check_fatal(&self, text: &str) {
-        for pattern in FATAL_PATTERNS {
-            if text.contains(pattern) && !self.fatal_allowed.contains(pattern) {
-                self.fail(&format!("serial shows {pattern:?}"));
-            }
-        }
+        crate::serial_wait::expect_line(self, marker, timeout, Duration::from_millis(100))
     }
 
     /// Waits for QEMU to exit on its own.
@@ -404,5 +363,33 @@ impl Drop for Machine {
         if self.passed && !keep && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+impl crate::serial_wait::SerialLog for Machine {
+    const EMULATOR: &'static str = "QEMU";
+
+    fn text(&self) -> String {
+        self.serial()
+    }
+
+    fn cursor(&mut self) -> &mut usize {
+        &mut self.cursor
+    }
+
+    fn check_fatal(&self, text: &str) {
+        for pattern in FATAL_PATTERNS {
+            if text.contains(pattern) && !self.fatal_allowed.contains(pattern) {
+                self.fail(&format!("serial shows {pattern:?}"));
+            }
+        }
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        self.child.try_wait().ok().flatten().map(|status| status.to_string())
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        Machine::fail(self, why)
     }
 }

@@ -10,23 +10,8 @@
 
 use std::time::Duration;
 
-use bulkhead_policy::model::{Policy, Restart, Vm, VmKind};
-use images::policy::fleet::{self, payload};
+use tests::selftest::four_vms;
 use tests::{Bochs, image};
-
-fn four_vms() -> Policy {
-    fleet::demo_policy(vec![
-        Vm { label: "Self-test".into(), expect: Some("bad-hypercall".into()), ..payload("checks", "checks", 16) },
-        Vm { restart: Restart::Times(1), expect: Some("triple-fault".into()), ..payload("crasher", "triple-fault", 8) },
-        Vm { expect: Some("npf".into()), ..payload("attacker", "attack", 8) },
-        Vm {
-            cmdline: "multiboot-test one=1 two".into(),
-            modules: vec![bulkhead_policy::POLICY_MODULE.into(), "checks".into()],
-            expect: Some("shutdown".into()),
-            ..fleet::vm("multiboot", VmKind::Multiboot, "multiboot", 16)
-        },
-    ])
-}
 
 #[test]
 fn vmx_selftest_batch_passes_under_bochs() {

@@ -19,6 +19,7 @@ use embedded_graphics::{
     text::Baseline,
 };
 
+use crate::card::Card;
 use crate::{
     Scale,
     text::{self, TextRole},
@@ -82,11 +83,7 @@ pub fn medium_line(medium: Medium) -> &'static str {
     }
 }
 
-/// Card geometry in base pixels (multiplied by the screen's [`Scale`]).
-const CARD_MAX_WIDTH: u32 = 720;
-const SCREEN_MARGIN: u32 = 32;
-const HEADER_HEIGHT: u32 = 56;
-const PADDING: u32 = 40;
+/// Layout in base pixels (multiplied by the screen's [`Scale`]).
 const GAP: u32 = 20;
 const LABEL_COLUMN: u32 = 170;
 const INFO_LINES: u32 = 6;
@@ -117,11 +114,9 @@ impl Layout {
         let px = |n| scale.px(n);
         let line = |role| text::line_height(&text::style(role, scale, BOOT_TEXT));
 
-        let card_width = px(CARD_MAX_WIDTH).min(size.width.saturating_sub(2 * px(SCREEN_MARGIN)));
         let info_line_height = line(TextRole::Body) + px(8);
         let info_height = info_line_height * INFO_LINES;
-        let body_height = px(PADDING)
-            + line(TextRole::Title)
+        let content_height = line(TextRole::Title)
             + line(TextRole::Body)
             + px(GAP) * 2
             + info_height
@@ -130,19 +125,9 @@ impl Layout {
             + px(MEDIUM_GAP)
             + line(TextRole::Body)
             + px(MEDIUM_GAP)
-            + line(TextRole::Body)
-            + px(PADDING);
-        let card_height = px(HEADER_HEIGHT) + body_height;
-
-        let left = (size.width.saturating_sub(card_width) / 2) as i32;
-        // Slightly above centre: optical centre of a screen.
-        let top = (size.height.saturating_sub(card_height) * 9 / 20) as i32;
-        let card = Rectangle::new(Point::new(left, top), Size::new(card_width, card_height));
-        let header = Rectangle::new(card.top_left, Size::new(card_width, px(HEADER_HEIGHT)));
-
-        let content_left = left + px(PADDING) as i32;
-        let content_width = card_width.saturating_sub(2 * px(PADDING));
-        let title_top = top + (px(HEADER_HEIGHT) + px(PADDING)) as i32;
+            + line(TextRole::Body);
+        let Card { card, header, left: content_left, width: content_width, top: title_top } =
+            Card::place(size, scale, content_height);
         let version_top = title_top + line(TextRole::Title) as i32;
         let rule_top = version_top + (line(TextRole::Body) + px(GAP)) as i32;
         let info_top = rule_top + px(GAP) as i32;

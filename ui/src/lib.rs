@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot_screen;
+mod card;
 pub mod framebuffer;
 pub mod icons;
 pub mod install_progress;

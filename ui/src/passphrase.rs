@@ -20,6 +20,7 @@ use embedded_graphics::{
     text::Baseline,
 };
 
+use crate::card::Card;
 use crate::{
     Scale,
     boot_screen::{BOOT_ACCENT, BOOT_BACKGROUND, BOOT_MUTED_TEXT, BOOT_PANEL, BOOT_STATUS_TEXT, BOOT_TEXT},
@@ -92,11 +93,7 @@ pub struct PassphraseScreen<'a> {
     pub tone: Tone,
 }
 
-/// Card geometry in base pixels (multiplied by the screen's [`Scale`]).
-const CARD_MAX_WIDTH: u32 = 720;
-const SCREEN_MARGIN: u32 = 32;
-const HEADER_HEIGHT: u32 = 56;
-const PADDING: u32 = 40;
+/// Layout in base pixels (multiplied by the screen's [`Scale`]).
 const GAP: u32 = 20;
 const LABEL_GAP: u32 = 8;
 const FIELD_HEIGHT: u32 = 48;
@@ -126,9 +123,7 @@ impl Layout {
         let px = |n| scale.px(n);
         let line = |role| text::line_height(&text::style(role, scale, BOOT_TEXT));
 
-        let card_width = px(CARD_MAX_WIDTH).min(size.width.saturating_sub(2 * px(SCREEN_MARGIN)));
-        let body_height = px(PADDING)
-            + line(TextRole::Heading)
+        let content_height = line(TextRole::Heading)
             + px(GAP)
             + line(TextRole::Body)
             + px(GAP)
@@ -138,18 +133,8 @@ impl Layout {
             + px(GAP)
             + line(TextRole::Body)
             + px(GAP)
-            + line(TextRole::Caption)
-            + px(PADDING);
-        let card_height = px(HEADER_HEIGHT) + body_height;
-        let card_left = (size.width.saturating_sub(card_width) / 2) as i32;
-        // Slightly above centre, as the boot screen.
-        let card_top = (size.height.saturating_sub(card_height) * 9 / 20) as i32;
-        let card = Rectangle::new(Point::new(card_left, card_top), Size::new(card_width, card_height));
-        let header = Rectangle::new(card.top_left, Size::new(card_width, px(HEADER_HEIGHT)));
-
-        let left = card_left + px(PADDING) as i32;
-        let width = card_width.saturating_sub(2 * px(PADDING));
-        let heading_top = card_top + (px(HEADER_HEIGHT) + px(PADDING)) as i32;
+            + line(TextRole::Caption);
+        let Card { card, header, left, width, top: heading_top } = Card::place(size, scale, content_height);
         let waiting_top = heading_top + (line(TextRole::Heading) + px(GAP)) as i32;
         let label_top = waiting_top + (line(TextRole::Body) + px(GAP)) as i32;
         let field_top = label_top + (line(TextRole::Strong) + px(LABEL_GAP)) as i32;

@@ -146,7 +146,7 @@ fn parse_header(block: &[u8], lba: u64, blocks: u64) -> Result<Header, HeaderFau
     crc.update(header.get(..16).unwrap_or_default());
     crc.update(&[0; 4]);
     crc.update(header.get(20..).unwrap_or_default());
-    if crc.finish() != le_u32(block, 16) {
+    if crc.finalize() != le_u32(block, 16) {
         return Err(HeaderFault::HeaderCrc);
     }
     let my_lba = le_u64(block, 24);
@@ -215,7 +215,7 @@ fn read_table<D: BlockDevice>(
         left -= n;
         at += 1;
     }
-    if crc.finish() != h.entries_crc {
+    if crc.finalize() != h.entries_crc {
         return Err(HeaderFault::EntryArrayCrc);
     }
     Ok(found.unwrap_or(Err(GptError::NotFound)))
@@ -316,46 +316,7 @@ impl<D: BlockDevice> BlockDevice for PartitionDevice<D> {
 
 /// CRC-32 as GPT uses it (IEEE 802.3, reflected, polynomial 0xEDB88320; UEFI 2.10
 /// §5.3.2 refers to the standard CRC-32).
-#[derive(Debug, Clone, Copy)]
-pub struct Crc32(u32);
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-impl Crc32 {
-    pub fn new() -> Self {
-        Crc32(!0)
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        for &b in data {
-            self.0 = CRC_TABLE[((self.0 ^ u32::from(b)) & 0xff) as usize] ^ (self.0 >> 8);
-        }
-    }
-
-    pub fn finish(self) -> u32 {
-        !self.0
-    }
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub type Crc32 = crc32fast::Hasher;
 
 #[cfg(test)]
 mod tests;

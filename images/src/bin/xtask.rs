@@ -543,6 +543,18 @@ fn fresh_bench_vars(ovmf: &host_tools::Ovmf) -> Result<std::path::PathBuf, Strin
     Ok(vars)
 }
 
+/// The machine the network and disk benchmarks boot `image` on: 1 GiB, one CPU, VT-d,
+/// headless, under `-icount shift=0,sleep=off`, with fresh OVMF variables.
+fn icount_bench_machine(image: &std::path::Path, ovmf: &host_tools::Ovmf) -> Result<MachineConfig, String> {
+    let mut config = MachineConfig::new(image, ovmf, fresh_bench_vars(ovmf)?);
+    config.memory_mib = 1024;
+    config.cpus = 1;
+    config.iommu = Iommu::Intel;
+    config.display = Display::Headless;
+    config.icount = true;
+    Ok(config)
+}
+
 /// The default machine's uplink for the networking service VM: an 82574 (`e1000e`) on
 /// QEMU's user network, where the host is 10.0.2.2. The service VM gets it through the
 /// IOMMU, so a machine without one refuses to start the VMs.
@@ -643,12 +655,7 @@ fn bench_net() -> Result<(), String> {
             cmdline: String::new(),
         };
         disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
-        let mut config = MachineConfig::new(&out, &ovmf, fresh_bench_vars(&ovmf)?);
-        config.memory_mib = 1024;
-        config.cpus = 1;
-        config.iommu = Iommu::Intel;
-        config.display = Display::Headless;
-        config.icount = true;
+        let mut config = icount_bench_machine(&out, &ovmf)?;
         config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).collect();
         Ok(config.command(&qemu))
     };
@@ -713,12 +720,7 @@ fn bench_disk() -> Result<(), String> {
             },
         };
         disk::write_image(&spec, &out).map_err(|e| e.to_string())?;
-        let mut config = MachineConfig::new(&out, &ovmf, fresh_bench_vars(&ovmf)?);
-        config.memory_mib = 1024;
-        config.cpus = 1;
-        config.iommu = Iommu::Intel;
-        config.display = Display::Headless;
-        config.icount = true;
+        let mut config = icount_bench_machine(&out, &ovmf)?;
         if let DiskPath::Virtio(DiskBackend::NvmePlain | DiskBackend::NvmeEncrypted) = path {
             // A fresh laptop drive each run: the volume is made (and wiped at both ends)
             // at boot, so the guest makes its filesystem as on first use.

@@ -122,7 +122,7 @@ fn edit_primary(bytes: &mut [u8], bs: usize, edit: impl FnOnce(&mut [u8])) {
     header[16..20].fill(0);
     let mut crc = Crc32::new();
     crc.update(&header[..size]);
-    let crc = crc.finish();
+    let crc = crc.finalize();
     header[16..20].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -149,7 +149,7 @@ fn crc32_matches_the_standard_check_value() {
     let mut c = Crc32::new();
     c.update(b"1234");
     c.update(b"56789");
-    assert_eq!(c.finish(), 0xCBF4_3926);
+    assert_eq!(c.finalize(), 0xCBF4_3926);
 }
 
 #[test]
