@@ -216,7 +216,7 @@ fn open_disks(policy: &bulkhead_policy::Policy, options: &cmdline::Options<'_>, 
     let requests: alloc::vec::Vec<_> = policy
         .vms
         .iter()
-        .filter(|vm| vm.kind == bulkhead_policy::model::VmKind::Linux)
+        .filter(|vm| vm.kind.takes_disk())
         .filter_map(|vm| {
             let disk = vm.disk?;
             let mode = match disk.mode {

@@ -34,8 +34,17 @@ pub struct Artifacts {
 pub const SERVICE_VM_MODULE: &str = "service-vm";
 
 /// The self-test payloads (tiny guest kernels in `tests/payloads`).
-pub const PAYLOADS: &[&str] =
-    &["checks", "triple-fault", "attack", "dma-attack", "hostile", "hostile-flood", "multiboot", "net-attack"];
+pub const PAYLOADS: &[&str] = &[
+    "checks",
+    "triple-fault",
+    "attack",
+    "dma-attack",
+    "hostile",
+    "hostile-flood",
+    "multiboot",
+    "net-attack",
+    "blk-attack",
+];
 
 /// Builds the self-test payloads and returns the directory holding their ELF files.
 pub fn build_payloads() -> Result<PathBuf, BuildError> {

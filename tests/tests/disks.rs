@@ -3,6 +3,9 @@
 //! a wrong passphrase that starts nothing, a reset-on-boot desktop that forgets its
 //! writes but keeps its base, a power cut in the middle of synced writes, and a boot
 //! where the passphrase is skipped. The raw drive never shows the file in plain text.
+//! Beside the desktops, a payload VM attacks its own virtio-blk device with malformed
+//! requests and ring violations (`tests/payloads/src/bin/blk_attack/`): each must end
+//! in an I/O error or NEEDS_RESET, and the desktops' disks must not notice.
 //!
 //! One laptop (one NVMe image) boots five times; the passphrase goes in through QMP
 //! key presses, as a user would type it.
@@ -10,8 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bulkhead_policy::model::{Disk, DiskMode, Policy};
+use bulkhead_policy::model::{Disk, DiskMode, Policy, Vm};
 use images::desktops::Desktop;
+use images::policy::fleet;
 use tests::{Machine, image};
 
 const BOOT: Duration = Duration::from_secs(300);
@@ -23,6 +27,8 @@ const SECRET_TEXT: &str = "quarterly-figures";
 const SECRET_FILE: &str = "secret-report-2026.txt";
 /// The guest shell's last banner line, printed just before its first prompt.
 const SHELL_BANNER: &str = "Enter 'help' for a list of built-in commands.";
+/// The payload VM that sends its virtio-blk device malformed requests.
+const ATTACKER: &str = "blk-attacker";
 
 const DESKTOPS: &[Desktop] = &[
     Desktop { name: "corporate", label: "CORPORATE · secure", colour: "#c0392b", memory_mib: 256 },
@@ -33,21 +39,45 @@ fn value<'a>(line: &'a str, key: &str) -> &'a str {
     line.split(key).nth(1).unwrap_or("").trim()
 }
 
-/// Both desktops with a 64 MiB disk; the personal one's in `personal_mode`.
+/// Both desktops with a 64 MiB disk, the personal one's in `personal_mode`, and the
+/// attacker with a 16 MiB disk of its own.
 fn policy(personal_mode: DiskMode) -> Policy {
     let mut policy = images::desktops::desktops_policy(DESKTOPS);
     for vm in &mut policy.vms {
         let mode = if vm.name == "personal" { personal_mode } else { DiskMode::Persistent };
         vm.disk = Some(Disk { size_mib: 64, mode });
     }
+    let disk = Some(Disk { size_mib: 16, mode: DiskMode::Persistent });
+    policy.vms.push(Vm { disk, ..fleet::payload(ATTACKER, "blk-attack", 16) });
     policy
 }
 
 fn build(scenario: &str, personal_mode: DiskMode) -> PathBuf {
-    let modules = images::desktops::modules_with_policy(image::linux_guest(), &policy(personal_mode));
     // Argon2id with the laptop's parameters takes long under emulation: the test
     // store uses cheap ones (the option says so in the log).
-    image::build_image_with_modules(scenario, "disk-kdf=test", modules)
+    image::build_desktop_and_payload_image(scenario, "disk-kdf=test", &policy(personal_mode))
+}
+
+/// The attacker's verdict: every check passed, the device refused what it had to,
+/// and the VM shut down cleanly.
+fn attacker_contained(m: &mut Machine) {
+    let done = wait_count(m, &format!("[{ATTACKER}] CHECKS DONE"), 1, BOOT);
+    wait_count(m, &format!("({ATTACKER}) stopped:"), 1, STEP);
+    let serial = m.serial();
+    let tag = format!("[{ATTACKER}] CHECK ");
+    let checks: Vec<&str> = serial.lines().filter(|l| l.contains(&tag)).collect();
+    let failed: Vec<&&str> = checks.iter().filter(|l| !l.ends_with(" PASS")).collect();
+    assert!(failed.is_empty(), "the attacker's checks failed:\n{failed:#?}");
+    for must in ["blk_read_past_end", "blk_sector_overflow", "blk_descriptor_loop", "blk_descriptor_loop_recovers"] {
+        assert!(checks.iter().any(|l| l.contains(&format!("CHECK {must} PASS"))), "no {must} check in\n{checks:#?}");
+    }
+    assert!(done.contains("failed=0"), "{done}");
+    assert!(
+        serial.contains(&format!("({ATTACKER}) stopped: GuestShutdown {{ status: 0 }}")),
+        "the attacker did not end cleanly"
+    );
+    assert!(serial.contains("virtio-blk needs reset: ChainTooLong"), "the descriptor loop was not reported");
+    assert!(serial.contains(&format!("[{ATTACKER}] blk-attack: 64 rounds sent")), "the attack rounds did not run");
 }
 
 fn boot(name: &str, img: &Path, drive: &Path, first: bool) -> Machine {
@@ -129,6 +159,7 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "sha256sum printed {sha:?}");
     let base = "echo base-content-kept > /home/base.txt; sync; echo B=$?";
     assert_eq!(run(&mut m, "personal", base, "B"), "0");
+    attacker_contained(&mut m);
     for vm in ["corporate", "personal"] {
         m.run_in_vm(vm, "cd /; umount /home; poweroff -f");
     }

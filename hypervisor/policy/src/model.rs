@@ -69,6 +69,14 @@ pub enum VmKind {
     Service,
 }
 
+impl VmKind {
+    /// Whether a VM of this kind may have a virtio-blk disk: Linux desktops, and
+    /// payloads (test equipment that drives the device itself).
+    pub fn takes_disk(self) -> bool {
+        matches!(self, VmKind::Linux | VmKind::Payload)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Restart {
     Never,

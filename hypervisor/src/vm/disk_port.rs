@@ -33,7 +33,7 @@ use crate::vm::platform::Platform;
 pub const DISK_SLOT: u8 = 0x18;
 
 /// Where the disk's BAR sits: right below the BARs of the most link ports a Linux VM
-/// can have (only Linux VMs get a disk).
+/// can have (the most any VM can have).
 pub const DISK_BAR: u64 = PCI_MMIO32_END - BAR_SIZE * (MAX_LINKS_PER_VM as u64 + 1);
 // Link port i's BAR is at PCI_MMIO32_END - BAR_SIZE * (i + 1): the disk's ends where
 // the lowest one starts, inside the window.
@@ -83,7 +83,7 @@ pub enum VmDisk {
     Unavailable(Unavailable),
 }
 
-/// The disk of VM `id` if its configuration asks for one (Linux VMs): its encrypted
+/// The disk of VM `id` if its configuration asks for one (Linux and payload VMs): its encrypted
 /// volume on the data partition, or, on a machine without one, a block of host RAM
 /// taken into the VM's `blocks` (zeroed by the allocator, freed with the VM, kept
 /// across its restarts), `size_bytes` rounded up to whole pages.
@@ -94,8 +94,8 @@ pub fn disk_for<E>(
     blocks: &mut HostBlocks,
 ) -> Result<VmDisk, VmError<E>> {
     let Some(disk) = config.disk else { return Ok(VmDisk::None) };
-    if config.kind != Kind::Linux {
-        log::warn!(target: "vblk", "vm {id} ({}): a disk is only given to Linux VMs", config.name);
+    if !matches!(config.kind, Kind::Linux | Kind::Payload) {
+        log::warn!(target: "vblk", "vm {id} ({}): a disk is only given to Linux and payload VMs", config.name);
         return Ok(VmDisk::None);
     }
     let (backend, where_): (Box<dyn BlockBackend + Send>, &str) = match disks::take(&config.name, serial(id)) {

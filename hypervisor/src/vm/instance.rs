@@ -193,7 +193,7 @@ pub struct Vm<A: Arch> {
     devices: Option<VmDevices>,
     /// The PCI host its assigned functions sit on (when it has devices).
     pci: Option<Shared<VpciHost>>,
-    /// Its virtual disk (a Linux VM configured with one).
+    /// Its virtual disk (a Linux or payload VM configured with one).
     disk: Option<DiskPort>,
     /// Why its configured disk is missing, if it is: the VM never starts.
     disk_unavailable: Option<Unavailable>,
@@ -435,13 +435,17 @@ impl<A: Arch> Vm<A> {
                         )
                         .map_err(|e| VmError::Backend(BackendError::Bus(e)))?;
                 }
-                if self.devices.is_some() || !self.resources.net_ports.is_empty() {
+                if self.devices.is_some() || !self.resources.net_ports.is_empty() || self.disk.is_some() {
                     let mut host = match &self.devices {
                         Some(devices) => devices.build_bus(&mut self.mmio).map_err(VmError::Devices)?,
                         None => crate::devices::vpci::host_bridge::VpciHost::new(1),
                     };
                     for port in self.resources.net_ports {
                         port.attach(&mut host, &mut self.mmio).map_err(VmError::Net)?;
+                    }
+                    // A payload's disk is test equipment: its driver is the payload's own.
+                    if let Some(disk) = &self.disk {
+                        disk.attach(&mut host, &mut self.mmio).map_err(VmError::Disk)?;
                     }
                     let bus = Shared::new(host);
                     self.ports

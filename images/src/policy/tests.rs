@@ -354,5 +354,13 @@ fn disks_have_a_size_and_a_mode() {
         findings(&bad)
     );
     let payload = format!("{HEAD}{}", vm("a", 1, "disk = { size = \"1G\" }\n"));
-    assert!(findings(&payload)[0].ends_with("a disk is a virtio-blk device for kind = \"linux\" VMs: remove it"));
+    assert_eq!(compile(&payload, &options()).unwrap().policy.vms[0].disk.map(|d| d.size_mib), Some(1024));
+    let multiboot =
+        format!("{HEAD}{}", vm("a", 1, "disk = { size = \"1G\" }\n").replace("\"payload\"", "\"multiboot\""));
+    assert!(
+        findings(&multiboot)[0]
+            .ends_with("a disk is a virtio-blk device for kind = \"linux\" or \"payload\" VMs: remove it"),
+        "{:?}",
+        findings(&multiboot)
+    );
 }

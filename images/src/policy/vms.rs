@@ -138,11 +138,12 @@ pub fn check(
     (vms.into_iter().map(|(_, vm)| vm).collect(), links)
 }
 
-/// `disk = { size, mode }`: whole MiB up to 1 TiB, on a Linux VM.
+/// `disk = { size, mode }`: whole MiB up to 1 TiB, on a Linux VM (or a payload VM,
+/// whose virtio-blk driver is its own).
 fn check_disk(d: &mut Diagnostics, e: &VmEntry, kind: VmKind) -> Option<Disk> {
     let entry = e.disk.as_ref()?;
-    if kind != VmKind::Linux {
-        d.error(entry.span(), "a disk is a virtio-blk device for kind = \"linux\" VMs: remove it");
+    if !kind.takes_disk() {
+        d.error(entry.span(), "a disk is a virtio-blk device for kind = \"linux\" or \"payload\" VMs: remove it");
         return None;
     }
     let disk = entry.get_ref();

@@ -8,6 +8,8 @@
 pub mod console;
 pub mod hypercall;
 pub mod traps;
+#[cfg(target_os = "none")]
+pub mod virtio_pci;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

@@ -157,12 +157,13 @@ fn vm_config(vm: &model::Vm) -> Result<VmConfig, &'static str> {
     })
 }
 
-/// A Linux VM's virtio-blk disk: an encrypted volume on the data partition, or in
-/// host RAM on a machine without one (`vm::disk_port`).
+/// A VM's virtio-blk disk: an encrypted volume on the data partition, or in host RAM
+/// on a machine without one (`vm::disk_port`). A payload VM with a disk is test
+/// equipment (a guest whose virtio-blk driver misbehaves).
 fn disk_config(vm: &model::Vm) -> Result<Option<DiskConfig>, &'static str> {
     let Some(disk) = vm.disk else { return Ok(None) };
-    if vm.kind != model::VmKind::Linux {
-        return Err("a disk is for kind = linux VMs");
+    if !vm.kind.takes_disk() {
+        return Err("a disk is for kind = linux (or payload) VMs");
     }
     if disk.size_mib == 0 || disk.size_mib > model::MAX_DISK_MIB {
         return Err("disk size must be between 1 MiB and 1 TiB");
