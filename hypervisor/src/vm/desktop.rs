@@ -54,6 +54,41 @@ pub fn vm_ram_blocks(kind: crate::vm::config::Kind, ram: u64) -> impl Iterator<I
 pub const LOW_RESERVED_START: u64 = 0x9_F000;
 pub const LOW_RESERVED_END: u64 = 0x10_0000;
 
+/// The x86 reset vector, F000:FFF0 (SDM Vol. 3A §9.1.4): where a CPU starts after a
+/// reset, and where an OS jumps to reboot "through the BIOS".
+pub const RESET_VECTOR_GPA: u64 = 0xF_FFF0;
+const _: () = assert!(RESET_VECTOR_GPA + 16 == LOW_RESERVED_END && RESET_VECTOR_GPA >= LOW_RESERVED_START);
+
+/// What a desktop finds at the reset vector instead of a BIOS: 16-bit code that
+/// writes the ACPI reset value to the reset register, which restarts the VM.
+///
+/// Linux 6.1 on a hardware-reduced ACPI platform picks EFI reboot
+/// (`/sys/kernel/reboot/type` says `efi`); without EFI runtime services it falls
+/// through to a BIOS reboot, which leaves long mode and jumps here. With nothing here
+/// it would run zeroed memory for ever, and `reboot` would hang the desktop.
+pub fn reset_vector_code() -> [u8; 16] {
+    let [port_lo, port_hi] = layout::ACPI_RESET_PORT.to_le_bytes();
+    let nop = 0x90;
+    [
+        0xBA,
+        port_lo,
+        port_hi, // mov dx, ACPI_RESET_PORT
+        0xB0,
+        layout::ACPI_RESET_VALUE, // mov al, ACPI_RESET_VALUE
+        0xEE,                     // out dx, al
+        0xFA,                     // cli
+        0xF4,                     // hlt (not reached: the write restarts the VM)
+        0xEB,
+        0xFD, // jmp back to hlt
+        nop,
+        nop,
+        nop,
+        nop,
+        nop,
+        nop,
+    ]
+}
+
 /// The real time when the hypervisor booted, from the host CMOS clock.
 #[derive(Debug, Clone, Copy)]
 pub struct HostTime {
@@ -342,6 +377,17 @@ pub fn e820(ram: u64, fb_len: u64) -> Vec<crate::vm::linux::BootE820Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reset_vector_writes_the_reset_register_then_halts() {
+        let code = reset_vector_code();
+        assert_eq!(&code[..3], &[0xBA, 0x04, 0x06], "mov dx, 0x604");
+        assert_eq!(&code[3..5], &[0xB0, layout::ACPI_RESET_VALUE], "mov al, reset value");
+        assert_eq!(code[5], 0xEE, "out dx, al");
+        // The short jump at 8 lands on the hlt at 7.
+        assert_eq!((code[7], code[8]), (0xF4, 0xEB));
+        assert_eq!(10 + i64::from(code[9] as i8), 7);
+    }
 
     #[test]
     fn small_vms_have_one_ram_block() {

@@ -606,6 +606,9 @@ impl<A: Arch> Vm<A> {
         let plan = crate::vm::linux::build_boot_plan(&request).map_err(image)?;
         let mut mem = GuestMemory::new(&self.map, DirectMap);
         mem.write_bytes(acpi.base, &acpi.bytes).map_err(|e| VmError::Image(ImageError::PlaceAcpi(e)))?;
+        let reset_vector = GuestPhysAddr::new(desktop::RESET_VECTOR_GPA);
+        mem.write_bytes(reset_vector, &desktop::reset_vector_code())
+            .map_err(|error| VmError::Image(ImageError::Place { what: "reset vector", gpa: reset_vector, error }))?;
         for w in &plan.writes {
             mem.write_bytes(w.gpa, &w.data)
                 .map_err(|error| VmError::Image(ImageError::Place { what: w.what, gpa: w.gpa, error }))?;
