@@ -11,6 +11,25 @@ pub mod traps;
 #[cfg(target_os = "none")]
 pub mod virtio_pci;
 
+/// Gives the payload a global allocator over a static heap of `$bytes` bytes
+/// (virtio-drivers allocates a little while it sets a device up). The allocator
+/// crates (`talc`, `spin`) are the package's own dependencies, named from the payload.
+#[macro_export]
+macro_rules! global_heap {
+    ($bytes:expr) => {
+        mod heap {
+            use talc::{TalcLock, source::Claim};
+
+            #[global_allocator]
+            static ALLOCATOR: TalcLock<spin::Mutex<()>, Claim> = TalcLock::new({
+                static mut HEAP: [u8; $bytes] = [0; $bytes];
+                // SAFETY: HEAP is only ever reached through this allocator.
+                unsafe { Claim::array(&raw mut HEAP) }
+            });
+        }
+    };
+}
+
 use core::sync::atomic::{AtomicU32, Ordering};
 
 static PASSED: AtomicU32 = AtomicU32::new(0);

@@ -11,18 +11,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-mod heap {
-    use talc::{TalcLock, source::Claim};
-
-    const HEAP_BYTES: usize = 256 * 1024;
-
-    #[global_allocator]
-    static ALLOCATOR: TalcLock<spin::Mutex<()>, Claim> = TalcLock::new({
-        static mut HEAP: [u8; HEAP_BYTES] = [0; HEAP_BYTES];
-        // SAFETY: HEAP is only ever reached through this allocator.
-        unsafe { Claim::array(&raw mut HEAP) }
-    });
-}
+payloads::global_heap!(256 * 1024);
 
 #[cfg(target_os = "none")]
 extern crate alloc;
