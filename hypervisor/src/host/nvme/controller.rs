@@ -24,6 +24,9 @@ pub trait NvmeHw {
     fn dma_read(&mut self, at: u64, buf: &mut [u8]) -> bool;
     /// Copies into the DMA region; false when the range is not inside it.
     fn dma_write(&mut self, at: u64, data: &[u8]) -> bool;
+    /// The DMA region's `len` bytes at `at` as memory the driver reads and writes in
+    /// place (the bounce region, between two commands); `None` when not inside it.
+    fn dma_bytes(&mut self, at: u64, len: usize) -> Option<&mut [u8]>;
     /// A monotonic clock in microseconds.
     fn now_us(&mut self) -> u64;
     /// The size of the register window (BAR0).
@@ -359,11 +362,13 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         let list = self.ctrl.dma.saturating_add(PRP_LIST);
         let prps = prp::build(bounce, bytes as u64, list).map_err(|_| NvmeError::Dma)?;
         if !prps.list.is_empty() {
-            let mut page = [0u8; PAGE as usize];
+            // Only the entries the command uses; the controller reads no further.
+            let mut page = [0u8; (BOUNCE_BYTES / PAGE * 8) as usize];
+            let used = prps.list.len().saturating_mul(8);
             for (slot, entry) in page.chunks_exact_mut(8).zip(prps.list.iter()) {
                 slot.copy_from_slice(&entry.to_le_bytes());
             }
-            if !self.ctrl.hw.dma_write(list, &page) {
+            if !self.ctrl.hw.dma_write(list, page.get(..used).ok_or(NvmeError::Dma)?) {
                 return Err(NvmeError::Dma);
             }
         }
@@ -412,6 +417,64 @@ impl<H: NvmeHw> BlockDevice for NvmeNamespace<H> {
             }
             self.transfer(true, at, chunk.len())?;
             at = at.saturating_add((chunk.len() as u64).checked_div(bs).unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Hands each chunk to `take` in the bounce region itself, right after the drive
+    /// filled it: the caller's one pass replaces the driver's copy.
+    fn read_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        take: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        check_range(lba, len, self.ns.block_size, self.ns.blocks)?;
+        if self.ctrl.failed.is_some() {
+            return Err(DeviceError::Timeout);
+        }
+        let bs = u64::from(self.ns.block_size);
+        let bounce = self.ctrl.dma.saturating_add(BOUNCE);
+        let chunk = self.chunk_bytes();
+        let (mut done, mut at) = (0usize, lba);
+        while done < len {
+            let n = len.saturating_sub(done).min(chunk);
+            self.transfer(false, at, n)?;
+            let bytes = self.ctrl.hw.dma_bytes(bounce, n).ok_or(NvmeError::Dma)?;
+            if !take(done, bytes) {
+                return Err(DeviceError::Buffers);
+            }
+            done = done.saturating_add(n);
+            at = at.saturating_add((n as u64).checked_div(bs).unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Lets `fill` write each chunk into the bounce region itself, then sends it.
+    fn write_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        check_range(lba, len, self.ns.block_size, self.ns.blocks)?;
+        // A failed drive may still write into the bounce region: nothing touches it.
+        if self.ctrl.failed.is_some() {
+            return Err(DeviceError::Timeout);
+        }
+        let bs = u64::from(self.ns.block_size);
+        let bounce = self.ctrl.dma.saturating_add(BOUNCE);
+        let chunk = self.chunk_bytes();
+        let (mut done, mut at) = (0usize, lba);
+        while done < len {
+            let n = len.saturating_sub(done).min(chunk);
+            let bytes = self.ctrl.hw.dma_bytes(bounce, n).ok_or(NvmeError::Dma)?;
+            if !fill(done, bytes) {
+                return Err(DeviceError::Buffers);
+            }
+            self.transfer(true, at, n)?;
+            done = done.saturating_add(n);
+            at = at.saturating_add((n as u64).checked_div(bs).unwrap_or(0));
         }
         Ok(())
     }

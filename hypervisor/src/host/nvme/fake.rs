@@ -334,6 +334,11 @@ impl NvmeHw for FakeNvme {
         self.mem_write(at, data)
     }
 
+    fn dma_bytes(&mut self, at: u64, len: usize) -> Option<&mut [u8]> {
+        let r = self.local(at, len)?;
+        self.mem.get_mut(r)
+    }
+
     fn now_us(&mut self) -> u64 {
         self.now += 10;
         self.now
