@@ -109,6 +109,39 @@ fn transfers_through_the_bounce_region_in_place_match_read_and_write() {
 }
 
 #[test]
+fn two_commands_in_flight_may_complete_in_any_order() {
+    for lbads in [9u8, 12] {
+        let mut f = fake(lbads);
+        f.reorder_io = true;
+        let mut ns = open(f);
+        let data = pattern(600 * 1024, lbads);
+        ns.write(2, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        ns.read(2, &mut back).unwrap();
+        assert_eq!(back, data);
+        let hw = ns.controller().hw();
+        assert_eq!(hw.most_in_flight, 2, "the next chunk is sent before the previous one completes");
+        assert!(ns.controller().failure().is_none());
+    }
+}
+
+#[test]
+fn an_error_with_two_in_flight_waits_for_both_and_the_drive_keeps_working() {
+    let mut f = fake(9);
+    f.reorder_io = true;
+    let mut ns = open(f);
+    let data = pattern(256 * 1024, 5);
+    ns.write(0, &data).unwrap();
+    // The first of two reads fails: the error is reported once the second is back.
+    ns.controller_hw_mut().fail_next_io = Some(0x281);
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(ns.read(0, &mut back), Err(DeviceError::Medium { status: 0x281 }));
+    assert!(ns.controller().failure().is_none());
+    ns.read(0, &mut back).unwrap();
+    assert_eq!(back, data, "no completion of the failed read is left to confuse the next");
+}
+
+#[test]
 fn a_refusing_callback_stops_the_transfer_and_nothing_unfilled_is_written() {
     let mut ns = open(fake(9));
     let sent = ns.controller().hw().io_commands().len();
