@@ -147,6 +147,52 @@ impl Xts {
         }
         Ok(())
     }
+    /// Encrypts consecutive sectors from `src` into `dst` (same length) in one pass:
+    /// what [`Xts::encrypt_sectors`] does to a copy of `src`, without the copy.
+    pub fn encrypt_sectors_to(
+        &self,
+        first_sector: u128,
+        sector_size: usize,
+        src: &[u8],
+        dst: &mut [u8],
+    ) -> Result<(), XtsError> {
+        self.sectors_to(Direction::Encrypt, first_sector, sector_size, src, dst)
+    }
+
+    /// Decrypts consecutive sectors from `src` into `dst` (same length) in one pass.
+    pub fn decrypt_sectors_to(
+        &self,
+        first_sector: u128,
+        sector_size: usize,
+        src: &[u8],
+        dst: &mut [u8],
+    ) -> Result<(), XtsError> {
+        self.sectors_to(Direction::Decrypt, first_sector, sector_size, src, dst)
+    }
+
+    fn sectors_to(
+        &self,
+        dir: Direction,
+        first: u128,
+        sector_size: usize,
+        src: &[u8],
+        dst: &mut [u8],
+    ) -> Result<(), XtsError> {
+        check_lengths(sector_size, src)?;
+        if src.len() != dst.len() {
+            return Err(XtsError::Length);
+        }
+        match &self.engine {
+            Engine::Ni { data: k1, tweak: k2 } => {
+                k1.xts_to(dir == Direction::Encrypt, k2, first, sector_size, src, dst);
+            }
+            Engine::Soft { data: k1, tweak: k2 } => {
+                dst.copy_from_slice(src);
+                soft_xts(k1, k2, first, sector_size, dst, dir);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn check_lengths(sector_size: usize, data: &[u8]) -> Result<(), XtsError> {
@@ -225,6 +271,10 @@ mod tests {
         assert_eq!(xts.encrypt_sectors(0, 512, &mut buf[..768]), Err(XtsError::Length));
         assert_eq!(xts.encrypt_sectors(0, 0, &mut buf), Err(XtsError::Length));
         assert_eq!(buf, [0u8; 1024], "a refused call must leave the data alone");
+        let mut out = [0u8; 1024];
+        assert_eq!(xts.encrypt_sectors_to(0, 512, &buf, &mut out[..512]), Err(XtsError::Length));
+        assert_eq!(xts.decrypt_sectors_to(0, 512, &buf[..500], &mut out[..500]), Err(XtsError::Length));
+        assert_eq!(out, [0u8; 1024], "a refused call must leave the output alone");
         assert_eq!(xts.encrypt_sector(0, &mut buf[..16]), Ok(()));
         assert_eq!(xts.encrypt_sectors(0, 512, &mut buf), Ok(()));
     }

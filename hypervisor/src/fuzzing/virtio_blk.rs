@@ -142,10 +142,12 @@ fn drive(data: &[u8]) -> BlkCounters {
     let mut input = Input::new(data);
     let map = guest_map();
     let mut mem = GuestMemory::new(&map, VecHostMemory::new(HostPhysAddr::new(0x10_0000), GUEST_BYTES as usize));
-    // The first byte: bit 0 brings the device up, bit 1 makes the disk read-only.
+    // The first byte: bit 0 brings the device up, bit 1 makes the disk read-only,
+    // bit 2 makes the disk take the guest's buffers straight (no bounce buffer).
     let start = input.u8().unwrap_or(0);
     let read_only = start & 2 != 0;
     let mut backend = MemoryBackend::new(DISK_SECTORS, read_only, [b'f'; ID_BYTES]);
+    backend.direct = start & 4 != 0;
     for (i, b) in backend.bytes_mut().iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(13);
     }

@@ -79,6 +79,16 @@ impl super::guest::HostMemory for DirectMap {
         true
     }
 
+    fn bytes_mut(&mut self, hpa: HostPhysAddr, len: usize) -> Option<&mut [u8]> {
+        // SAFETY: `hpa..hpa+len` lies inside one region of a VM's memory map (checked by
+        // the caller, `GuestMemory::bytes_mut`), RAM the hypervisor allocated for that VM
+        // and keeps mapped. The slice lives only as long as the `&mut` borrow of this
+        // accessor, during which the hypervisor makes no other access to that memory on
+        // this CPU. The VM may write the same bytes from another CPU meanwhile, as it may
+        // during a copy: it only changes the data of its own request.
+        Some(unsafe { bytes_mut(hpa, len) })
+    }
+
     fn read_u64(&self, hpa: HostPhysAddr) -> Option<u64> {
         // SAFETY: as in `read` (the 8 bytes lie inside one region); any alignment.
         Some(u64::from_le(unsafe { core::ptr::read_unaligned(ptr(hpa).cast::<u64>()) }))

@@ -160,6 +160,12 @@ pub trait HostMemory {
         let mut bytes = [0u8; 8];
         self.read(hpa, &mut bytes).then_some(u64::from_le_bytes(bytes))
     }
+    /// `len` bytes at `hpa` as memory the caller reads and writes in place, for a
+    /// backend that reaches host memory directly (a device model then moves each byte
+    /// once, with no copy through a buffer); `None` when it cannot.
+    fn bytes_mut(&mut self, _hpa: HostPhysAddr, _len: usize) -> Option<&mut [u8]> {
+        None
+    }
     /// Copies `len` bytes from `src_hpa` in `src` to `dst_hpa` in this memory. A backend
     /// that reaches both directly copies each byte once; this fallback goes through a
     /// small buffer on the stack.
@@ -264,6 +270,14 @@ impl<'a, H: HostMemory> GuestMemory<'a, H> {
     pub fn host(&self) -> &H {
         &self.host
     }
+
+    /// The guest's `len` bytes at `gpa` as one slice, when they lie inside one region
+    /// of its memory map (the same check as every other access) and the backend reaches
+    /// host memory directly.
+    pub fn bytes_mut(&mut self, gpa: GuestPhysAddr, len: usize) -> Result<&mut [u8], GuestMemoryError> {
+        let hpa = self.map.host_range(gpa, len)?;
+        self.host.bytes_mut(hpa, len).ok_or(GuestMemoryError::HostAccess { hpa })
+    }
 }
 
 impl<H: HostMemory> GuestMemoryAccess for GuestMemory<'_, H> {
@@ -322,6 +336,11 @@ impl VecHostMemory {
 }
 
 impl HostMemory for VecHostMemory {
+    fn bytes_mut(&mut self, hpa: HostPhysAddr, len: usize) -> Option<&mut [u8]> {
+        let r = self.range(hpa, len)?;
+        self.bytes.get_mut(r)
+    }
+
     fn copy_from(&mut self, dst_hpa: HostPhysAddr, src: &Self, src_hpa: HostPhysAddr, len: usize) -> bool {
         let (Some(from), Some(to)) = (src.range(src_hpa, len), self.range(dst_hpa, len)) else {
             return false;

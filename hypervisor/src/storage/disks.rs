@@ -17,7 +17,7 @@ use log::{error, info, warn};
 
 use super::DataPartition;
 use super::vault::StoreVault;
-use crate::devices::virtio::blk_backend::{BlockBackend, ID_BYTES, IoError};
+use crate::devices::virtio::blk_backend::{BlockBackend, Buffers, ID_BYTES, IoError};
 
 /// Bytes of zeros written at both ends of a new volume, so that the guest sees a disk
 /// without partition table or filesystem (the rest reads as the previous contents of
@@ -228,6 +228,17 @@ impl BlockBackend for VolumeBackend {
 
     fn flush(&mut self) -> Result<(), IoError> {
         self.with_device(|v, dev| v.flush(dev))
+    }
+
+    /// Straight from the NVMe bounce region into the VM's buffers, deciphered on the
+    /// way: one pass over each byte.
+    fn read_to(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        Some(self.with_device(|v, dev| v.read_to(dev, sector, bufs)))
+    }
+
+    /// Enciphered straight from the VM's buffers into the NVMe bounce region.
+    fn write_from(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        Some(self.with_device(|v, dev| v.write_from(dev, sector, bufs)))
     }
 
     fn capacity_sectors(&self) -> u64 {

@@ -17,6 +17,9 @@ pub enum DeviceError {
     /// The device reported an error (NVMe status code type and code, or 0 when the
     /// device has no such notion).
     Medium { status: u16 },
+    /// The caller's buffers could not be reached (a `read_with`/`write_with` callback
+    /// refused); a write is then not sent.
+    Buffers,
 }
 
 impl core::fmt::Display for DeviceError {
@@ -26,6 +29,7 @@ impl core::fmt::Display for DeviceError {
             DeviceError::Misaligned => write!(f, "buffer is not a whole number of blocks"),
             DeviceError::Timeout => write!(f, "the device did not answer in time"),
             DeviceError::Medium { status } => write!(f, "the device reported error {status:#06x}"),
+            DeviceError::Buffers => write!(f, "the caller's buffers could not be reached"),
         }
     }
 }
@@ -43,6 +47,40 @@ pub trait BlockDevice {
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceError>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), DeviceError>;
+
+    /// Reads `len` bytes (whole blocks) from block `lba` on and hands them, in order,
+    /// to `take(offset, bytes)` where the device put them (the NVMe driver's bounce
+    /// region), so the caller moves each byte once; `take` may change them (decrypt in
+    /// place); `take` returning false stops the read with [`DeviceError::Buffers`]. The
+    /// default reads into a buffer of its own first.
+    fn read_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        take: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        let mut buf = vec![0u8; len];
+        self.read(lba, &mut buf)?;
+        if take(0, &mut buf) { Ok(()) } else { Err(DeviceError::Buffers) }
+    }
+
+    /// Writes `len` bytes (whole blocks) from block `lba` on, asking `fill(offset,
+    /// bytes)` to fill them, in order, where the device takes them from. `fill` must
+    /// fill all of `bytes`, or return false: then nothing more is written and the call
+    /// fails with [`DeviceError::Buffers`] (blocks already sent keep what they got). The
+    /// default fills a buffer of its own first.
+    fn write_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        let mut buf = vec![0u8; len];
+        if !fill(0, &mut buf) {
+            return Err(DeviceError::Buffers);
+        }
+        self.write(lba, &buf)
+    }
 }
 
 /// Checks that `len` bytes from `lba` are whole blocks inside a device of `blocks`

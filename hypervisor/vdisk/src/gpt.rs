@@ -312,6 +312,26 @@ impl<D: BlockDevice> BlockDevice for PartitionDevice<D> {
     fn flush(&mut self) -> Result<(), DeviceError> {
         self.device.flush()
     }
+
+    fn read_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        take: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        let outer = self.outer_lba(lba, len)?;
+        self.device.read_with(outer, len, take)
+    }
+
+    fn write_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        let outer = self.outer_lba(lba, len)?;
+        self.device.write_with(outer, len, fill)
+    }
 }
 
 /// CRC-32 as GPT uses it (IEEE 802.3, reflected, polynomial 0xEDB88320; UEFI 2.10

@@ -11,12 +11,14 @@
 //!                   -> Opened::Locked(locked)  -> locked.unlock(passphrase) -> Store
 //! store.volume(dev, &VolumeSpec { name, size_bytes, mode, cipher }, rng) -> Volume
 //! volume.read / write / flush (dev, sector, buf)
+//! volume.read_to / write_from (dev, sector, &mut dyn Buffers): each byte moved once
 //! ```
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod buffers;
 pub mod device;
 // The fuzz targets' harness (hypervisor/fuzz), never in the image.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -26,8 +28,10 @@ mod io;
 mod keys;
 mod store;
 pub mod table;
+mod transfer;
 mod volume;
 
+pub use buffers::{Buffers, Slices};
 pub use bulkhead_diskcrypt::KdfParams;
 pub use device::{BlockDevice, DeviceError, RamDevice};
 pub use keys::Rng;

@@ -490,4 +490,6 @@ fn allocate(entries: &[Entry], partition_mib: u64, len: u64) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod buffer_tests;
+#[cfg(test)]
 mod tests;

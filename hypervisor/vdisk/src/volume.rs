@@ -10,6 +10,7 @@
 //! written only in part is first copied up from the base. Forgetting the key and the
 //! bitmap (`reset`, or a reboot) discards the overlay.
 
+use crate::buffers::{self, Buffers};
 use crate::device::{BlockDevice, DeviceError};
 use crate::io::{read_at, write_at};
 use crate::keys::{Rng, random_xts_key};
@@ -92,6 +93,35 @@ impl Area {
             xts.encrypt_sectors(u128::from(sector), SECTOR as usize, data).map_err(|_| VolumeError::Misaligned)?;
         }
         write_at(dev, self.start + sector * SECTOR, data)?;
+        Ok(())
+    }
+}
+
+impl Area {
+    /// Whether `len` bytes from `sector` are whole device blocks, so the device can move
+    /// them without a read-modify-write.
+    fn whole_blocks(&self, dev: &dyn BlockDevice, sector: u64, len: usize) -> bool {
+        let bs = u64::from(dev.block_size());
+        bs != 0 && (self.start + sector * SECTOR).is_multiple_of(bs) && (len as u64).is_multiple_of(bs)
+    }
+
+    /// Reads whole blocks from `sector` into `bufs`, each byte moved once.
+    fn read_to(&self, dev: &mut dyn BlockDevice, sector: u64, bufs: &mut dyn Buffers) -> Result<(), VolumeError> {
+        let bs = u64::from(dev.block_size());
+        let xts = self.xts.as_ref();
+        let len = bufs.total();
+        let mut take = |at: usize, chunk: &mut [u8]| crate::transfer::deliver(xts, sector, at, chunk, &mut *bufs);
+        dev.read_with((self.start + sector * SECTOR) / bs, len, &mut take)?;
+        Ok(())
+    }
+
+    /// Writes whole blocks at `sector` from `bufs`, each byte moved once.
+    fn write_from(&self, dev: &mut dyn BlockDevice, sector: u64, bufs: &mut dyn Buffers) -> Result<(), VolumeError> {
+        let bs = u64::from(dev.block_size());
+        let xts = self.xts.as_ref();
+        let len = bufs.total();
+        let mut fill = |at: usize, chunk: &mut [u8]| crate::transfer::collect(xts, sector, at, chunk, &mut *bufs);
+        dev.write_with((self.start + sector * SECTOR) / bs, len, &mut fill)?;
         Ok(())
     }
 }
@@ -234,6 +264,59 @@ impl Volume {
             pos = run_end;
         }
         Ok(())
+    }
+
+    /// Reads whole sectors from `sector` on into the caller's buffers (`bufs.total()`
+    /// bytes): straight from the device's buffer, deciphered on the way, when the
+    /// volume has no overlay and its sectors are whole device blocks; otherwise through
+    /// [`Volume::read`] and a copy.
+    pub fn read_to(
+        &mut self,
+        dev: &mut dyn BlockDevice,
+        sector: u64,
+        bufs: &mut dyn Buffers,
+    ) -> Result<(), VolumeError> {
+        let len = bufs.total();
+        if self.check(dev, sector, len)? == 0 {
+            return Ok(());
+        }
+        if self.overlay.is_none() && self.base.whole_blocks(dev, sector, len) {
+            return self.base.read_to(dev, sector, bufs);
+        }
+        let mut tmp = Vec::new();
+        tmp.try_reserve_exact(len).map_err(|_| VolumeError::Resources)?;
+        tmp.resize(len, 0);
+        self.read(dev, sector, &mut tmp)?;
+        if buffers::copy_into(bufs, 0, &tmp) { Ok(()) } else { Err(VolumeError::Device(DeviceError::Buffers)) }
+    }
+
+    /// Writes whole sectors from `sector` on from the caller's buffers: enciphered
+    /// straight into the device's buffer when [`Volume::read_to`] would read directly,
+    /// otherwise through [`Volume::write`]. Durable after [`Volume::flush`].
+    pub fn write_from(
+        &mut self,
+        dev: &mut dyn BlockDevice,
+        sector: u64,
+        bufs: &mut dyn Buffers,
+    ) -> Result<(), VolumeError> {
+        let len = bufs.total();
+        let n = self.check(dev, sector, len)?;
+        if self.mode == Mode::ReadOnly {
+            return Err(VolumeError::ReadOnly);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if self.overlay.is_none() && self.base.whole_blocks(dev, sector, len) {
+            return self.base.write_from(dev, sector, bufs);
+        }
+        let mut tmp = Vec::new();
+        tmp.try_reserve_exact(len).map_err(|_| VolumeError::Resources)?;
+        tmp.resize(len, 0);
+        if !buffers::copy_from(bufs, 0, &mut tmp) {
+            return Err(VolumeError::Device(DeviceError::Buffers));
+        }
+        self.write(dev, sector, &tmp)
     }
 
     /// Writes whole sectors from `sector` on. Durable after [`Volume::flush`].

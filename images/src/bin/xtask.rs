@@ -146,12 +146,12 @@ enum BenchCmd {
     /// and 128 sectors per call; their ratio; one Argon2id KEK derivation.
     Xts,
     /// The disk path: a desktop writes 64 MiB of random data to its disk and reads them
-    /// back (dd bs=1M with O_DIRECT, checked by MD5) under -icount, once on its virtio-blk disk (backed by host
-    /// RAM today) and once with QEMU's NVMe controller (1b36:0010) passed through to it;
-    /// reports MiB/s in guest time, exits per MiB and the instructions per MiB in the
-    /// desktop and in the hypervisor, and the ratio of the two paths (several minutes).
-    /// The NVMe-backed virtio-blk backends (plain, encrypted) are listed as not measured
-    /// until the hypervisor has them.
+    /// back (dd bs=1M with O_DIRECT, checked by MD5) under -icount, on its virtio-blk
+    /// disk backed by host RAM, by an unencrypted and by an AES-256-XTS volume on the
+    /// hypervisor's NVMe drive, and with QEMU's NVMe controller (1b36:0010) passed
+    /// through to it; reports MiB/s in guest time, exits per MiB and the instructions per
+    /// MiB in the desktop and in the hypervisor, and the ratio of each virtio-blk path to
+    /// the passed-through one (several minutes).
     Disk,
 }
 

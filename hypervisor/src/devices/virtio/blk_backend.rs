@@ -10,6 +10,8 @@
 
 use alloc::vec::Vec;
 
+pub use bulkhead_vdisk::Buffers;
+
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::guest::HostMemory;
 
@@ -47,6 +49,33 @@ pub trait BlockBackend {
     fn id(&self) -> [u8; ID_BYTES];
     /// Its VM starts (or restarts): a reset-on-boot disk goes back to its base.
     fn vm_started(&mut self) {}
+    /// Reads `bufs.total()` bytes (whole sectors the device checked) from `sector`
+    /// straight into the VM's buffers, each byte moved once. `None`: the backend has no
+    /// such path, and the device goes through `read` and its own bounce buffer.
+    fn read_to(&mut self, _sector: u64, _bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        None
+    }
+    /// Writes `bufs.total()` bytes at `sector` straight from the VM's buffers; `None`
+    /// as for [`BlockBackend::read_to`].
+    fn write_from(&mut self, _sector: u64, _bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        None
+    }
+}
+
+/// Runs `each(offset, piece)` over the VM's buffers in order (a copy in either
+/// direction); Medium when the buffers end early, cannot be reached, or `each` fails.
+fn copy_pieces(bufs: &mut dyn Buffers, mut each: impl FnMut(usize, &mut [u8]) -> bool) -> Result<(), IoError> {
+    let total = bufs.total();
+    let mut done = 0usize;
+    while done < total {
+        let piece = bufs.piece(done, total.saturating_sub(done)).ok_or(IoError::Medium)?;
+        let n = piece.len();
+        if n == 0 || !each(done, piece) {
+            return Err(IoError::Medium);
+        }
+        done = done.saturating_add(n);
+    }
+    Ok(())
 }
 
 /// The byte range `sector..sector + len` of a disk of `capacity` sectors, or why not.
@@ -86,6 +115,12 @@ impl<B: BlockBackend> BlockBackend for crate::devices::shared::Shared<B> {
     fn id(&self) -> [u8; ID_BYTES] {
         self.lock().id()
     }
+    fn read_to(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        self.lock().read_to(sector, bufs)
+    }
+    fn write_from(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        self.lock().write_from(sector, bufs)
+    }
 }
 
 /// A disk held in a byte vector (tests, fuzzing), counting what reached it.
@@ -98,13 +133,15 @@ pub struct MemoryBackend {
     pub reads: u64,
     pub writes: u64,
     pub flushes: u64,
+    /// Serves `read_to`/`write_from` (tests run requests both ways).
+    pub direct: bool,
 }
 
 impl MemoryBackend {
     /// A zeroed disk of `sectors` sectors.
     pub fn new(sectors: u64, read_only: bool, id: [u8; ID_BYTES]) -> Self {
         let len = usize::try_from(sectors.saturating_mul(SECTOR_SIZE)).unwrap_or(0);
-        MemoryBackend { bytes: alloc::vec![0; len], read_only, id, reads: 0, writes: 0, flushes: 0 }
+        MemoryBackend { bytes: alloc::vec![0; len], read_only, id, reads: 0, writes: 0, flushes: 0, direct: false }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -155,6 +192,37 @@ impl BlockBackend for MemoryBackend {
 
     fn id(&self) -> [u8; ID_BYTES] {
         self.id
+    }
+
+    fn read_to(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        if !self.direct {
+            return None;
+        }
+        let result = self.span(sector, bufs.total()).and_then(|span| {
+            let disk = self.bytes.get(span).ok_or(IoError::OutOfRange)?;
+            copy_pieces(bufs, |at, piece| {
+                disk.get(at..at.saturating_add(piece.len())).map(|d| piece.copy_from_slice(d)).is_some()
+            })
+        });
+        self.reads = self.reads.saturating_add(1);
+        Some(result)
+    }
+
+    fn write_from(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        if !self.direct {
+            return None;
+        }
+        if self.read_only {
+            return Some(Err(IoError::ReadOnly));
+        }
+        let result = self.span(sector, bufs.total()).and_then(|span| {
+            let disk = self.bytes.get_mut(span).ok_or(IoError::OutOfRange)?;
+            copy_pieces(bufs, |at, piece| {
+                disk.get_mut(at..at.saturating_add(piece.len())).map(|d| d.copy_from_slice(piece)).is_some()
+            })
+        });
+        self.writes = self.writes.saturating_add(1);
+        Some(result)
     }
 }
 
@@ -211,6 +279,27 @@ impl<H: HostMemory> BlockBackend for HostRamBackend<H> {
     fn id(&self) -> [u8; ID_BYTES] {
         self.id
     }
+
+    fn read_to(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        let at = match self.at(sector, bufs.total()) {
+            Ok(at) => at,
+            Err(e) => return Some(Err(e)),
+        };
+        let host = &self.host;
+        Some(copy_pieces(bufs, |off, piece| at.checked_add(off as u64).is_some_and(|from| host.read(from, piece))))
+    }
+
+    fn write_from(&mut self, sector: u64, bufs: &mut dyn Buffers) -> Option<Result<(), IoError>> {
+        if self.read_only {
+            return Some(Err(IoError::ReadOnly));
+        }
+        let at = match self.at(sector, bufs.total()) {
+            Ok(at) => at,
+            Err(e) => return Some(Err(e)),
+        };
+        let host = &mut self.host;
+        Some(copy_pieces(bufs, |off, piece| at.checked_add(off as u64).is_some_and(|to| host.write(to, piece))))
+    }
 }
 
 #[cfg(test)]
@@ -251,5 +340,25 @@ mod tests {
         let bytes = &disk.host.bytes;
         assert!(bytes[..1024].iter().all(|&b| b == 0) && bytes[3072..].iter().all(|&b| b == 0));
         assert!(bytes[1024..3072].iter().all(|&b| b == 5));
+    }
+
+    #[test]
+    fn host_ram_backend_moves_pieces_straight_and_checks_the_range() {
+        let base = HostPhysAddr::new(0x10_0000);
+        let mut disk = HostRamBackend::new(VecHostMemory::new(base, 8 * 512), base, 8, false, [0; ID_BYTES]);
+        let data: Vec<u8> = (0..1536u32).map(|i| (i * 13) as u8).collect();
+        let mut src = data.clone();
+        let (a, b) = src.split_at_mut(700);
+        let mut pieces: [&mut [u8]; 2] = [a, b];
+        assert_eq!(disk.write_from(2, &mut bulkhead_vdisk::Slices(&mut pieces)), Some(Ok(())));
+        assert_eq!(&disk.host.bytes[1024..2560], &data[..]);
+        let mut back = vec![0u8; 1536];
+        let (a, b) = back.split_at_mut(100);
+        let mut pieces: [&mut [u8]; 2] = [a, b];
+        assert_eq!(disk.read_to(2, &mut bulkhead_vdisk::Slices(&mut pieces)), Some(Ok(())));
+        assert_eq!(back, data);
+        let mut past = [0u8; 1024];
+        let mut pieces: [&mut [u8]; 1] = [&mut past];
+        assert_eq!(disk.read_to(7, &mut bulkhead_vdisk::Slices(&mut pieces)), Some(Err(IoError::OutOfRange)));
     }
 }

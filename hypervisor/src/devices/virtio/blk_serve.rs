@@ -1,7 +1,8 @@
 //! Carrying out virtio-blk requests: take chains from the request queue, check each
 //! (`blk_request`), check that every buffer lies in the guest's RAM, then move the data
-//! between the guest's buffers and the backend through a 64 KiB bounce buffer, and
-//! complete the chain with its status.
+//! between the guest's buffers and the backend (straight, when the backend takes the
+//! guest's buffers, else through a 64 KiB bounce buffer), and complete the chain with
+//! its status.
 //!
 //! A request the parser or the memory check refuses completes with IOERR (UNSUPP for
 //! an unknown type) and never reaches the backend. A chain the queue code cannot walk
@@ -12,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use super::blk::{REQUEST_QUEUE, VirtioBlk};
-use super::blk_backend::{BlockBackend, SECTOR_SIZE};
+use super::blk_backend::{BlockBackend, Buffers, SECTOR_SIZE};
 use super::blk_request::{
     BlkOp, DiskShape, HEADER_LEN, Reject, ReqHeader, blk_status, decide, frame, id_len, status_byte,
 };
@@ -104,8 +105,49 @@ fn gather<H: HostMemory>(
     Ok(())
 }
 
-/// Moves `len` bytes from `sector` between the backend and the buffers, a bounce
-/// buffer at a time; `to_guest` for a read.
+/// A request's data buffers as the backend's [`Buffers`]: each piece is guest memory
+/// itself, checked against the VM's memory map like every other access.
+struct GuestBuffers<'m, 'a, H: HostMemory> {
+    mem: &'m mut GuestMemory<'a, H>,
+    segments: &'m [DescSegment],
+    total: usize,
+    /// The segment the last piece came from, and its first byte's offset in the
+    /// transfer (pieces are asked for in order).
+    seg: usize,
+    seg_start: usize,
+}
+
+impl<H: HostMemory> Buffers for GuestBuffers<'_, '_, H> {
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    fn piece(&mut self, at: usize, max: usize) -> Option<&mut [u8]> {
+        if at >= self.total {
+            return None;
+        }
+        if at < self.seg_start {
+            (self.seg, self.seg_start) = (0, 0);
+        }
+        loop {
+            let len = self.segments.get(self.seg)?.len as usize;
+            if at < self.seg_start.saturating_add(len) {
+                break;
+            }
+            self.seg_start = self.seg_start.saturating_add(len);
+            self.seg = self.seg.saturating_add(1);
+        }
+        let seg = self.segments.get(self.seg)?;
+        let offset = at.saturating_sub(self.seg_start);
+        let n = (seg.len as usize).saturating_sub(offset).min(max).min(self.total.saturating_sub(at));
+        let gpa = GuestPhysAddr::new(seg.addr.checked_add(offset as u64)?);
+        self.mem.bytes_mut(gpa, n).ok()
+    }
+}
+
+/// Moves `len` bytes from `sector` between the backend and the buffers: straight
+/// between the backend and guest memory when both can, else a bounce buffer at a time;
+/// `to_guest` for a read.
 fn transfer<H: HostMemory>(
     mem: &mut GuestMemory<'_, H>,
     backend: &mut dyn BlockBackend,
@@ -114,6 +156,16 @@ fn transfer<H: HostMemory>(
     (sector, len): (u64, u64),
     to_guest: bool,
 ) -> Result<(), Reject> {
+    // A zero-length probe: whether this guest memory hands out slices at all.
+    if let Ok(total) = usize::try_from(len)
+        && mem.bytes_mut(GuestPhysAddr::new(data.first().map_or(0, |d| d.addr)), 0).is_ok()
+    {
+        let mut bufs = GuestBuffers { mem: &mut *mem, segments: data, total, seg: 0, seg_start: 0 };
+        let direct = if to_guest { backend.read_to(sector, &mut bufs) } else { backend.write_from(sector, &mut bufs) };
+        if let Some(result) = direct {
+            return result.map_err(|_| Reject::Backend);
+        }
+    }
     let mut cursor = ChainCursor::default();
     let mut done = 0u64;
     while done < len {

@@ -1,16 +1,16 @@
 //! The driver's logic over [`NvmeHw`]: controller reset and enable (NVMe Base 2.0
-//! §3.5.1), the admin queue, Identify, one I/O queue pair, and Read/Write/Flush through
-//! a bounce region, one command in flight at a time, polled. Every wait is bounded by
+//! §3.5.1), the admin queue, Identify, one I/O queue pair with up to [`IN_FLIGHT`]
+//! commands outstanding (`namespace.rs` moves the data), polled. Every wait is bounded by
 //! a deadline; a controller that stops answering or reports a fatal status is marked
 //! failed and never sent another command. Runs on the host against `fake.rs`.
 #![forbid(unsafe_code)]
 
-use bulkhead_vdisk::device::check_range;
-use bulkhead_vdisk::{BlockDevice, DeviceError};
+use bulkhead_vdisk::DeviceError;
 use log::error;
 
 use super::cmd::{self, CQE_BYTES, Cqe, Sqe};
 use super::identify::{ControllerInfo, NamespaceInfo, NamespaceRefusal, first_active};
+pub use super::namespace::NvmeNamespace;
 use super::prp::{self, PAGE};
 use super::queue::QueuePair;
 use super::regs::{self, Capabilities, cc, csts};
@@ -24,25 +24,42 @@ pub trait NvmeHw {
     fn dma_read(&mut self, at: u64, buf: &mut [u8]) -> bool;
     /// Copies into the DMA region; false when the range is not inside it.
     fn dma_write(&mut self, at: u64, data: &[u8]) -> bool;
+    /// The DMA region's `len` bytes at `at` as memory the driver reads and writes in
+    /// place (the bounce region, between two commands); `None` when not inside it.
+    fn dma_bytes(&mut self, at: u64, len: usize) -> Option<&mut [u8]>;
     /// A monotonic clock in microseconds.
     fn now_us(&mut self) -> u64;
     /// The size of the register window (BAR0).
     fn register_bytes(&self) -> u64;
 }
 
-/// Entries per queue: one command is in flight at a time, so a few are plenty.
+/// Entries per queue: at most [`IN_FLIGHT`] commands are outstanding, so a few are
+/// plenty.
 pub const QUEUE_ENTRIES: u16 = 16;
-/// The bounce region: the largest transfer of one command (before MDTS).
+/// I/O commands outstanding at once: one per bounce buffer, so the driver fills or
+/// drains one while the drive works on the other.
+pub const IN_FLIGHT: usize = 2;
+/// One bounce buffer: the largest transfer of one command (before MDTS).
 pub const BOUNCE_BYTES: u64 = 128 * 1024;
 const ADMIN_SQ: u64 = 0;
 const ADMIN_CQ: u64 = PAGE;
 const IO_SQ: u64 = 2 * PAGE;
 const IO_CQ: u64 = 3 * PAGE;
-const PRP_LIST: u64 = 4 * PAGE;
-const BOUNCE: u64 = 5 * PAGE;
-/// The whole DMA region: four queue pages, the PRP list page and the bounce pages.
-pub const DMA_BYTES: u64 = BOUNCE + BOUNCE_BYTES;
+const PRP_LISTS: [u64; IN_FLIGHT] = [4 * PAGE, 5 * PAGE];
+const BOUNCES: [u64; IN_FLIGHT] = [6 * PAGE, 6 * PAGE + BOUNCE_BYTES];
+/// The whole DMA region: four queue pages, a PRP list page and a bounce buffer per
+/// command in flight.
+pub const DMA_BYTES: u64 = 6 * PAGE + IN_FLIGHT as u64 * BOUNCE_BYTES;
+/// PRP list page of bounce buffer `i` (of [`IN_FLIGHT`]).
+pub(super) fn prp_list(i: usize) -> u64 {
+    PRP_LISTS.get(i % IN_FLIGHT).copied().unwrap_or(PRP_LISTS[0])
+}
+/// Bounce buffer `i` (of [`IN_FLIGHT`]).
+pub(super) fn bounce(i: usize) -> u64 {
+    BOUNCES.get(i % IN_FLIGHT).copied().unwrap_or(BOUNCES[0])
+}
 const _: () = assert!(QUEUE_ENTRIES as u64 * 64 <= PAGE);
+const _: () = assert!(QUEUE_ENTRIES as usize > IN_FLIGHT);
 const _: () = assert!(BOUNCE_BYTES / PAGE <= prp::LIST_ENTRIES as u64 + 1);
 
 /// How long the driver waits.
@@ -136,7 +153,11 @@ pub struct Controller<H: NvmeHw> {
     io: Option<QueuePair>,
     next_cid: u16,
     timing: Timing,
-    failed: Option<NvmeError>,
+    pub(super) failed: Option<NvmeError>,
+    /// Ids of the I/O commands outstanding (0: free slot).
+    in_flight: [u16; IN_FLIGHT],
+    /// A completion that arrived while the driver waited for another command.
+    early: Option<Cqe>,
 }
 
 impl<H: NvmeHw> Controller<H> {
@@ -188,7 +209,18 @@ impl<H: NvmeHw> Controller<H> {
         }
         let entries = QUEUE_ENTRIES.min(u16::try_from(cap.max_queue_entries).unwrap_or(u16::MAX));
         let admin = QueuePair::new(0, entries, dma.saturating_add(ADMIN_SQ), dma.saturating_add(ADMIN_CQ));
-        let mut c = Controller { hw, cap, dma, admin, io: None, next_cid: 1, timing, failed: None };
+        let mut c = Controller {
+            hw,
+            cap,
+            dma,
+            admin,
+            io: None,
+            next_cid: 1,
+            timing,
+            failed: None,
+            in_flight: [0; IN_FLIGHT],
+            early: None,
+        };
 
         // §3.5.2: a controller being enabled finishes that before it is disabled.
         let cc_now = c.hw.read32(regs::CC);
@@ -222,51 +254,77 @@ impl<H: NvmeHw> Controller<H> {
 
     /// Sends `sqe` on the admin (`io` false) or I/O queue and waits for its completion.
     pub fn run(&mut self, io: bool, sqe: Sqe) -> Result<Cqe, NvmeError> {
+        let cid = self.submit(io, sqe)?;
+        self.wait_for(io, cid, sqe.opcode())
+    }
+
+    /// Writes `sqe` into the admin (`io` false) or I/O submission queue and rings the
+    /// doorbell; returns its command id for [`Self::wait_for`]. At most [`IN_FLIGHT`]
+    /// I/O commands may be outstanding.
+    pub(super) fn submit(&mut self, io: bool, sqe: Sqe) -> Result<u16, NvmeError> {
         if self.failed.is_some() {
             return Err(NvmeError::Failed);
         }
+        let free = if io { Some(self.in_flight.iter().position(|&c| c == 0).ok_or(NvmeError::Dma)?) } else { None };
         let cid = self.next_cid;
         self.next_cid = self.next_cid.wrapping_add(1).max(1);
         let sqe = sqe.with_cid(cid);
-        let admin = !io;
-        let mut queue = match (io, &self.io) {
-            (false, _) => self.admin.clone(),
-            (true, Some(q)) => q.clone(),
-            (true, None) => return Err(NvmeError::Dma),
-        };
+        let queue = if io { self.io.as_mut().ok_or(NvmeError::Dma)? } else { &mut self.admin };
         let (slot, tail) = queue.submit_slot().ok_or(NvmeError::Dma)?;
         if !self.hw.dma_write(slot, &sqe.to_bytes()) {
             return Err(NvmeError::Dma);
         }
         queue.submitted(tail);
-        self.hw.write32(self.cap.doorbell(queue.qid, false), u32::from(tail));
-        let result = self.wait(&mut queue, cid, sqe.opcode(), admin);
-        if io {
-            self.io = Some(queue);
-        } else {
-            self.admin = queue;
+        let qid = queue.qid;
+        if let Some(i) = free
+            && let Some(entry) = self.in_flight.get_mut(i)
+        {
+            *entry = cid;
         }
-        let cqe = result.map_err(|e| self.fail(e))?;
+        self.hw.write32(self.cap.doorbell(qid, false), u32::from(tail));
+        Ok(cid)
+    }
+
+    /// Waits for the completion of command `cid` (sent by [`Self::submit`]); a
+    /// completion of another outstanding I/O command that comes first is kept for its
+    /// own wait. A timeout, a fatal status or an unknown completion fails the drive.
+    pub(super) fn wait_for(&mut self, io: bool, cid: u16, opcode: u8) -> Result<Cqe, NvmeError> {
+        let admin = !io;
+        let cqe = match self.early.take_if(|c| c.cid == cid) {
+            Some(cqe) => cqe,
+            None => self.poll(io, cid, opcode).map_err(|e| self.fail(e))?,
+        };
+        if let Some(entry) = self.in_flight.iter_mut().find(|c| **c == cid) {
+            *entry = 0;
+        }
         match cqe.status_code() {
             0 => Ok(cqe),
-            status => Err(NvmeError::Status { admin, opcode: sqe.opcode(), status }),
+            status => Err(NvmeError::Status { admin, opcode, status }),
         }
     }
 
-    fn wait(&mut self, queue: &mut QueuePair, cid: u16, opcode: u8, admin: bool) -> Result<Cqe, NvmeError> {
+    fn poll(&mut self, io: bool, cid: u16, opcode: u8) -> Result<Cqe, NvmeError> {
+        let admin = !io;
         let start = self.hw.now_us();
         loop {
+            let queue = if io { self.io.as_mut().ok_or(NvmeError::Dma)? } else { &mut self.admin };
             let mut raw = [0u8; CQE_BYTES];
             if !self.hw.dma_read(queue.completion_slot(), &mut raw) {
                 return Err(NvmeError::Dma);
             }
             let cqe = Cqe::from_bytes(&raw);
             if let Some(head) = queue.take_completion(&cqe) {
-                self.hw.write32(self.cap.doorbell(queue.qid, true), u32::from(head));
-                if cqe.cid != cid {
+                let qid = queue.qid;
+                self.hw.write32(self.cap.doorbell(qid, true), u32::from(head));
+                if cqe.cid == cid {
+                    return Ok(cqe);
+                }
+                let other = io && cqe.cid != 0 && self.in_flight.contains(&cqe.cid);
+                if !other || self.early.is_some() {
                     return Err(NvmeError::WrongCompletion { expected: cid, got: cqe.cid });
                 }
-                return Ok(cqe);
+                self.early = Some(cqe);
+                continue;
             }
             let s = self.csts();
             if s == u32::MAX || s & csts::CFS != 0 {
@@ -281,7 +339,7 @@ impl<H: NvmeHw> Controller<H> {
 
     /// Runs an admin command that returns a 4 KiB data page (Identify), and reads it.
     fn identify(&mut self, cns: u32, nsid: u32) -> Result<[u8; 4096], NvmeError> {
-        let page = self.dma.saturating_add(BOUNCE);
+        let page = self.dma.saturating_add(bounce(0));
         self.run(false, cmd::identify(cns, nsid, page))?;
         let mut out = [0u8; 4096];
         if !self.hw.dma_read(page, &mut out) {
@@ -321,110 +379,19 @@ impl<H: NvmeHw> Controller<H> {
             .map_err(|why| NvmeError::Namespace { nsid, why })?;
         let max_transfer = info.max_transfer().map_or(BOUNCE_BYTES, |m| m.min(BOUNCE_BYTES));
         let max_blocks = max_transfer.checked_div(u64::from(ns.block_size)).unwrap_or(1).max(1);
-        Ok(NvmeNamespace { ctrl: self, info, nsid, ns, max_blocks })
+        Ok(NvmeNamespace::new(self, info, nsid, ns, max_blocks))
     }
 
     pub fn hw(&self) -> &H {
         &self.hw
     }
-}
 
-/// One namespace of an enabled controller, as a block device.
-#[derive(Debug)]
-pub struct NvmeNamespace<H: NvmeHw> {
-    ctrl: Controller<H>,
-    pub info: ControllerInfo,
-    pub nsid: u32,
-    pub ns: NamespaceInfo,
-    /// Blocks one command moves at most (bounce region and MDTS).
-    max_blocks: u64,
-}
-
-impl<H: NvmeHw> NvmeNamespace<H> {
-    pub fn controller(&self) -> &Controller<H> {
-        &self.ctrl
+    pub(super) fn hw_mut(&mut self) -> &mut H {
+        &mut self.hw
     }
 
-    pub fn capacity_bytes(&self) -> u64 {
-        self.ns.blocks.saturating_mul(u64::from(self.ns.block_size))
-    }
-
-    pub fn max_transfer_bytes(&self) -> u64 {
-        self.max_blocks.saturating_mul(u64::from(self.ns.block_size))
-    }
-
-    /// Moves `blocks` blocks from `lba` between the device and the bounce region.
-    fn transfer(&mut self, write: bool, lba: u64, bytes: usize) -> Result<(), NvmeError> {
-        let bounce = self.ctrl.dma.saturating_add(BOUNCE);
-        let list = self.ctrl.dma.saturating_add(PRP_LIST);
-        let prps = prp::build(bounce, bytes as u64, list).map_err(|_| NvmeError::Dma)?;
-        if !prps.list.is_empty() {
-            let mut page = [0u8; PAGE as usize];
-            for (slot, entry) in page.chunks_exact_mut(8).zip(prps.list.iter()) {
-                slot.copy_from_slice(&entry.to_le_bytes());
-            }
-            if !self.ctrl.hw.dma_write(list, &page) {
-                return Err(NvmeError::Dma);
-            }
-        }
-        let blocks = (bytes as u64).checked_div(u64::from(self.ns.block_size)).unwrap_or(0) as u32;
-        self.ctrl.run(true, cmd::read_write(write, self.nsid, lba, blocks, prps.prp1, prps.prp2))?;
-        Ok(())
-    }
-
-    fn chunk_bytes(&self) -> usize {
-        usize::try_from(self.max_transfer_bytes()).unwrap_or(BOUNCE_BYTES as usize)
-    }
-}
-
-impl<H: NvmeHw> BlockDevice for NvmeNamespace<H> {
-    fn block_size(&self) -> u32 {
-        self.ns.block_size
-    }
-
-    fn blocks(&self) -> u64 {
-        self.ns.blocks
-    }
-
-    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
-        check_range(lba, buf.len(), self.ns.block_size, self.ns.blocks)?;
-        let bs = u64::from(self.ns.block_size);
-        let bounce = self.ctrl.dma.saturating_add(BOUNCE);
-        let mut at = lba;
-        for chunk in buf.chunks_mut(self.chunk_bytes()) {
-            self.transfer(false, at, chunk.len())?;
-            if !self.ctrl.hw.dma_read(bounce, chunk) {
-                return Err(NvmeError::Dma.into());
-            }
-            at = at.saturating_add((chunk.len() as u64).checked_div(bs).unwrap_or(0));
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceError> {
-        check_range(lba, buf.len(), self.ns.block_size, self.ns.blocks)?;
-        let bs = u64::from(self.ns.block_size);
-        let bounce = self.ctrl.dma.saturating_add(BOUNCE);
-        let mut at = lba;
-        for chunk in buf.chunks(self.chunk_bytes()) {
-            if !self.ctrl.hw.dma_write(bounce, chunk) {
-                return Err(NvmeError::Dma.into());
-            }
-            self.transfer(true, at, chunk.len())?;
-            at = at.saturating_add((chunk.len() as u64).checked_div(bs).unwrap_or(0));
-        }
-        Ok(())
-    }
-
-    /// NVMe Flush when the drive has a volatile write cache; without one every
-    /// completed write is already durable (Base §7.1).
-    fn flush(&mut self) -> Result<(), DeviceError> {
-        if self.ctrl.failed.is_some() {
-            return Err(DeviceError::Timeout);
-        }
-        if self.info.volatile_write_cache {
-            self.ctrl.run(true, cmd::flush(self.nsid))?;
-        }
-        Ok(())
+    /// The DMA region's device address.
+    pub(super) fn dma(&self) -> u64 {
+        self.dma
     }
 }

@@ -61,6 +61,13 @@ pub struct FakeNvme {
     pub refuse_admin: Option<u8>,
     /// Identify CNS 02h (active namespace list, NVMe 1.1 and later) is refused.
     pub no_active_list: bool,
+    /// I/O completions come out of order: each is held until the next I/O command
+    /// completes (then posted after it) or the driver polls.
+    pub reorder_io: bool,
+    /// The held completion: (cq, sq head, sq, cid, status).
+    held: Option<(u16, u16, u16, u16, u16)>,
+    /// The most I/O commands that were outstanding at once.
+    pub most_in_flight: usize,
 }
 
 impl FakeNvme {
@@ -91,6 +98,9 @@ impl FakeNvme {
             pending_ready: 0,
             refuse_admin: None,
             no_active_list: false,
+            reorder_io: false,
+            held: None,
+            most_in_flight: 0,
         }
     }
 
@@ -167,6 +177,22 @@ impl FakeNvme {
                 }
                 if let Some(s) = self.fail_next_io.take() { s } else { self.io(&sqe) }
             };
+            if qid != 0 {
+                let outstanding = 1 + usize::from(self.held.is_some());
+                self.most_in_flight = self.most_in_flight.max(outstanding);
+            }
+            if qid != 0 && self.reorder_io {
+                let earlier = self.held.take();
+                if earlier.is_none() {
+                    self.held = Some((sq.cqid, sq.head, qid, sqe.cid(), status));
+                    continue;
+                }
+                self.post(sq.cqid, sq.head, qid, sqe.cid(), status);
+                if let Some((cq, head, sqid, cid, st)) = earlier {
+                    self.post(cq, head, sqid, cid, st);
+                }
+                continue;
+            }
             self.post(sq.cqid, sq.head, qid, sqe.cid(), status);
         }
     }
@@ -334,7 +360,16 @@ impl NvmeHw for FakeNvme {
         self.mem_write(at, data)
     }
 
+    fn dma_bytes(&mut self, at: u64, len: usize) -> Option<&mut [u8]> {
+        let r = self.local(at, len)?;
+        self.mem.get_mut(r)
+    }
+
     fn now_us(&mut self) -> u64 {
+        // A held completion is posted once the driver waits for it.
+        if let Some((cq, head, sqid, cid, st)) = self.held.take() {
+            self.post(cq, head, sqid, cid, st);
+        }
         self.now += 10;
         self.now
     }

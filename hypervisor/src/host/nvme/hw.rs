@@ -1,7 +1,7 @@
 //! The real controller behind [`NvmeHw`]: BAR0 through `BarMmio` (the 32-bit PCI hole,
 //! which firmware's MTRRs make uncacheable, as for the IOMMU and ECAM windows), the DMA
 //! region through the direct map, and the TSC as the clock.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -61,6 +61,21 @@ impl NvmeHw for HostNvmeHw {
         let ok = DirectMap.write(pa, data);
         fence(Ordering::SeqCst);
         ok
+    }
+
+    #[allow(unsafe_code)]
+    fn dma_bytes(&mut self, at: u64, len: usize) -> Option<&mut [u8]> {
+        let pa = self.inside(at, len)?;
+        // The device may have written this memory behind the compiler's back.
+        fence(Ordering::SeqCst);
+        // SAFETY: the range lies inside the DMA region (`inside`), RAM allocated for this
+        // controller alone and kept mapped for as long as the driver lives. The only
+        // other accesses to it from Rust go through `&mut self` (`dma_read`,
+        // `dma_write`), so none can happen while the returned borrow lives. The driver
+        // asks for the bounce region only between commands, and never once the drive
+        // has failed (a timed-out command may still write there), so the device does
+        // not touch it meanwhile either.
+        Some(unsafe { crate::memory::direct_map::bytes_mut(pa, len) })
     }
 
     fn now_us(&mut self) -> u64 {

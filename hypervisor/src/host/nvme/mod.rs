@@ -2,8 +2,8 @@
 //! disks (docs/nvme.md).
 //!
 //! Bounded and simple on purpose: one controller, one namespace, one I/O queue pair,
-//! one command in flight, completions polled (no interrupts), data through a bounce
-//! region the controller's DMA domain maps and nothing else. The protocol (`regs`,
+//! at most two commands in flight, completions polled (no interrupts), data through two
+//! bounce buffers in a region the controller's DMA domain maps and nothing else. The protocol (`regs`,
 //! `cmd`, `queue`, `prp`, `identify`, `controller`) is plain logic tested against a
 //! fake controller; `hw.rs` is the one piece that touches the real device.
 #![deny(unsafe_code)]
@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod controller;
 mod hw;
 pub mod identify;
+mod namespace;
 pub mod prp;
 pub mod queue;
 pub mod regs;

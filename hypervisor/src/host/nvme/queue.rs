@@ -63,7 +63,7 @@ impl QueuePair {
             return None;
         }
         // A controller reporting a head outside the queue is ignored (the driver only
-        // uses it to know a slot is free, and keeps one command in flight).
+        // uses it to know a slot is free, and keeps at most two commands in flight).
         if cqe.sq_head < self.entries {
             self.sq_head = cqe.sq_head;
         }

@@ -83,6 +83,81 @@ fn large_transfers_are_split_and_use_prp_lists() {
 }
 
 #[test]
+fn transfers_through_the_bounce_region_in_place_match_read_and_write() {
+    for lbads in [9u8, 12] {
+        let mut ns = open(fake(lbads));
+        let bs = ns.block_size() as usize;
+        let data = pattern(300 * 1024, lbads ^ 0x33);
+        // The writer sees each chunk's offset in order and fills it.
+        let mut offsets = Vec::new();
+        ns.write_with(5, data.len(), &mut |at, chunk| {
+            offsets.push((at, chunk.len()));
+            chunk.copy_from_slice(&data[at..at + chunk.len()]);
+            true
+        })
+        .unwrap();
+        assert_eq!(offsets, [(0, 128 * 1024), (128 * 1024, 128 * 1024), (256 * 1024, 44 * 1024)]);
+        assert_eq!(&ns.controller().hw().disk[5 * bs..5 * bs + data.len()], &data[..]);
+        let mut back = vec![0u8; data.len()];
+        ns.read_with(5, data.len(), &mut |at, chunk| {
+            back[at..at + chunk.len()].copy_from_slice(chunk);
+            true
+        })
+        .unwrap();
+        assert_eq!(back, data);
+    }
+}
+
+#[test]
+fn two_commands_in_flight_may_complete_in_any_order() {
+    for lbads in [9u8, 12] {
+        let mut f = fake(lbads);
+        f.reorder_io = true;
+        let mut ns = open(f);
+        let data = pattern(600 * 1024, lbads);
+        ns.write(2, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        ns.read(2, &mut back).unwrap();
+        assert_eq!(back, data);
+        let hw = ns.controller().hw();
+        assert_eq!(hw.most_in_flight, 2, "the next chunk is sent before the previous one completes");
+        assert!(ns.controller().failure().is_none());
+    }
+}
+
+#[test]
+fn an_error_with_two_in_flight_waits_for_both_and_the_drive_keeps_working() {
+    let mut f = fake(9);
+    f.reorder_io = true;
+    let mut ns = open(f);
+    let data = pattern(256 * 1024, 5);
+    ns.write(0, &data).unwrap();
+    // The first of two reads fails: the error is reported once the second is back.
+    ns.controller_hw_mut().fail_next_io = Some(0x281);
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(ns.read(0, &mut back), Err(DeviceError::Medium { status: 0x281 }));
+    assert!(ns.controller().failure().is_none());
+    ns.read(0, &mut back).unwrap();
+    assert_eq!(back, data, "no completion of the failed read is left to confuse the next");
+}
+
+#[test]
+fn a_refusing_callback_stops_the_transfer_and_nothing_unfilled_is_written() {
+    let mut ns = open(fake(9));
+    let sent = ns.controller().hw().io_commands().len();
+    let refused = ns.write_with(0, 256 * 1024, &mut |at, chunk| {
+        chunk.fill(7);
+        at == 0
+    });
+    assert_eq!(refused, Err(DeviceError::Buffers));
+    let hw = ns.controller().hw();
+    assert_eq!(hw.io_commands().len(), sent + 1, "only the filled first chunk was sent");
+    assert!(hw.disk[128 * 1024..256 * 1024].iter().all(|&b| b == 0));
+    assert_eq!(ns.read_with(0, 512, &mut |_, _| false), Err(DeviceError::Buffers));
+    assert_eq!(ns.read_with(8192, 512, &mut |_, _| true), Err(DeviceError::OutOfRange));
+}
+
+#[test]
 fn mdts_bounds_each_command() {
     let mut f = fake(9);
     f.mdts = 1; // 8 KiB
@@ -159,6 +234,14 @@ fn a_command_that_never_completes_times_out_and_fails_the_drive() {
     let sent = ns.controller().hw().seen.len();
     assert_eq!(ns.read(0, &mut [0u8; 512]), Err(DeviceError::Timeout));
     assert_eq!(ns.flush(), Err(DeviceError::Timeout));
+    let mut touched = false;
+    let mut mark = |_: usize, _: &mut [u8]| {
+        touched = true;
+        true
+    };
+    assert_eq!(ns.write_with(0, 512, &mut mark), Err(DeviceError::Timeout));
+    assert_eq!(ns.read_with(0, 512, &mut mark), Err(DeviceError::Timeout));
+    assert!(!touched, "the bounce region of a failed drive is not handed out");
     assert_eq!(ns.controller().hw().seen.len(), sent, "nothing more is sent to a failed drive");
 }
 

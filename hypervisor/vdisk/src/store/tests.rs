@@ -7,7 +7,7 @@ const PASS: &[u8] = b"correct horse battery staple";
 const KDF: KdfParams = KdfParams::INSECURE_TEST;
 
 /// A deterministic generator (xorshift64*): tests need repeatable "random" keys.
-fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
+pub(super) fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
     let mut s = seed | 1;
     move |buf: &mut [u8]| {
         for b in buf.iter_mut() {
@@ -19,7 +19,7 @@ fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
     }
 }
 
-fn formatted(block_size: u32, mib: u64) -> (RamDevice, Store) {
+pub(super) fn formatted(block_size: u32, mib: u64) -> (RamDevice, Store) {
     let mut dev = RamDevice::new(block_size, mib * MIB / u64::from(block_size));
     let store = Store::format(&mut dev, PASS, KDF, &mut rng(1)).unwrap();
     (dev, store)
@@ -36,7 +36,7 @@ fn unlock(dev: &mut RamDevice, pass: &[u8]) -> Store {
     locked(dev).unlock(pass).unwrap()
 }
 
-fn spec(name: &str, mib: u64, mode: Mode) -> VolumeSpec<'_> {
+pub(super) fn spec(name: &str, mib: u64, mode: Mode) -> VolumeSpec<'_> {
     VolumeSpec { name, size_bytes: mib * MIB, mode, cipher: Cipher::Aes256Xts }
 }
 
@@ -46,7 +46,7 @@ fn listing(store: &Store) -> Listing {
     store.volumes().map(|v| (v.name.to_string(), v.size_bytes, v.cipher, v.overlay)).collect()
 }
 
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
+pub(super) fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect()
 }
 

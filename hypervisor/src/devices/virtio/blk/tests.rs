@@ -22,7 +22,15 @@ struct BlkRig {
 }
 
 fn rig(sectors: u64, read_only: bool) -> BlkRig {
-    let disk = Shared::new(MemoryBackend::new(sectors, read_only, SERIAL));
+    rig_with(sectors, read_only, false)
+}
+
+/// A rig whose disk takes the guest's buffers straight (`direct`) or goes through the
+/// device's bounce buffer.
+fn rig_with(sectors: u64, read_only: bool, direct: bool) -> BlkRig {
+    let mut backend = MemoryBackend::new(sectors, read_only, SERIAL);
+    backend.direct = direct;
+    let disk = Shared::new(backend);
     let mut blk = VirtioBlk::new(Box::new(disk.clone())).unwrap();
     let rings = DriverRings::new(0x1000, 256);
     bring_up(&mut blk, &[&rings]);
@@ -89,9 +97,15 @@ fn configuration_holds_capacity_seg_max_and_block_size() {
 
 #[test]
 fn write_then_read_back_across_odd_buffers() {
+    for direct in [false, true] {
+        write_then_read_back_across_odd_buffers_with(direct);
+    }
+}
+
+fn write_then_read_back_across_odd_buffers_with(direct: bool) {
     let map = guest_map(GUEST_BYTES);
     let mut mem = guest_memory(&map);
-    let mut r = rig(64, false);
+    let mut r = rig_with(64, false, direct);
     // 3 sectors in buffers that do not follow sector boundaries.
     fill(&mut mem, DATA_AT, 1536, 3);
     let (used, status) =
@@ -129,9 +143,15 @@ impl BlkRig {
 
 #[test]
 fn a_large_request_crosses_the_bounce_buffer() {
+    for direct in [false, true] {
+        a_large_request_with(direct);
+    }
+}
+
+fn a_large_request_with(direct: bool) {
     let map = guest_map(GUEST_BYTES);
     let mut mem = guest_memory(&map);
-    let mut r = rig(1024, false);
+    let mut r = rig_with(1024, false, direct);
     // 40 buffers of 4 KiB: 160 KiB, more than two bounce buffers.
     let bufs: Vec<(u64, u32, bool)> = (0..40).map(|i| (DATA_AT + i * 0x1000, 0x1000, false)).collect();
     fill(&mut mem, DATA_AT, 40 * 4096, 9);
@@ -141,6 +161,20 @@ fn a_large_request_crosses_the_bounce_buffer() {
     let back: Vec<(u64, u32, bool)> = (0..40).map(|i| (0x10_0000 + i * 0x1000, 0x1000, true)).collect();
     assert_eq!(r.request_and_complete(&mut mem, req_type::IN, 100, &back), (40 * 4096 + 1, blk_status::OK));
     assert_eq!(read_back(&mem, 0x10_0000, 40 * 4096), expected);
+    // Through the bounce buffer: one backend call per 64 KiB; straight: one per request.
+    let calls = if direct { (1, 1, 0) } else { (3, 3, 0) };
+    assert_eq!(r.backend_calls(), calls);
+}
+
+#[test]
+fn a_direct_backend_never_sees_buffers_outside_the_guest() {
+    let map = guest_map(GUEST_BYTES);
+    let mut mem = guest_memory(&map);
+    let mut r = rig_with(64, false, true);
+    // The second buffer runs past the end of guest RAM: refused before the backend.
+    let bufs = [(DATA_AT, 512, true), (GUEST_BYTES - 512, 1024, true)];
+    assert_eq!(r.request_and_complete(&mut mem, req_type::IN, 0, &bufs), (1, blk_status::IOERR));
+    assert_eq!(r.backend_calls(), (0, 0, 0));
 }
 
 #[test]

@@ -1,0 +1,247 @@
+//! One namespace of an enabled controller, as a block device. Data goes through two
+//! bounce buffers in the controller's DMA region, each with its own PRP list page: a
+//! transfer larger than one buffer keeps two commands outstanding, so the caller fills
+//! (encrypts into) or drains (decrypts from) one buffer while the drive works on the
+//! other. The device never sees any memory but its own region.
+#![forbid(unsafe_code)]
+
+use bulkhead_vdisk::device::check_range;
+use bulkhead_vdisk::{BlockDevice, DeviceError};
+
+use super::cmd;
+use super::controller::{BOUNCE_BYTES, Controller, IN_FLIGHT, NvmeError, NvmeHw, bounce, prp_list};
+use super::identify::{ControllerInfo, NamespaceInfo};
+use super::prp::{self, PAGE};
+
+/// One namespace of an enabled controller, as a block device.
+#[derive(Debug)]
+pub struct NvmeNamespace<H: NvmeHw> {
+    ctrl: Controller<H>,
+    pub info: ControllerInfo,
+    pub nsid: u32,
+    pub ns: NamespaceInfo,
+    /// Blocks one command moves at most (bounce buffer and MDTS).
+    max_blocks: u64,
+}
+
+/// A command outstanding on one bounce buffer: its id, opcode, and which buffer.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    cid: u16,
+    opcode: u8,
+    buffer: usize,
+}
+
+impl<H: NvmeHw> NvmeNamespace<H> {
+    pub(super) fn new(
+        ctrl: Controller<H>,
+        info: ControllerInfo,
+        nsid: u32,
+        ns: NamespaceInfo,
+        max_blocks: u64,
+    ) -> Self {
+        NvmeNamespace { ctrl, info, nsid, ns, max_blocks }
+    }
+
+    pub fn controller(&self) -> &Controller<H> {
+        &self.ctrl
+    }
+
+    #[cfg(test)]
+    pub(super) fn controller_hw_mut(&mut self) -> &mut H {
+        self.ctrl.hw_mut()
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.ns.blocks.saturating_mul(u64::from(self.ns.block_size))
+    }
+
+    pub fn max_transfer_bytes(&self) -> u64 {
+        self.max_blocks.saturating_mul(u64::from(self.ns.block_size))
+    }
+
+    fn chunk_bytes(&self) -> usize {
+        usize::try_from(self.max_transfer_bytes()).unwrap_or(BOUNCE_BYTES as usize)
+    }
+
+    fn bounce_at(&self, buffer: usize) -> u64 {
+        self.ctrl.dma().saturating_add(bounce(buffer))
+    }
+
+    /// Sends a read or write of `bytes` at `lba` from bounce buffer `buffer`, without
+    /// waiting for it.
+    fn start(&mut self, write: bool, lba: u64, bytes: usize, buffer: usize) -> Result<Pending, NvmeError> {
+        let list = self.ctrl.dma().saturating_add(prp_list(buffer));
+        let prps = prp::build(self.bounce_at(buffer), bytes as u64, list).map_err(|_| NvmeError::Dma)?;
+        if !prps.list.is_empty() {
+            // Only the entries the command uses; the controller reads no further.
+            let mut page = [0u8; (BOUNCE_BYTES / PAGE * 8) as usize];
+            let used = prps.list.len().saturating_mul(8);
+            for (slot, entry) in page.chunks_exact_mut(8).zip(prps.list.iter()) {
+                slot.copy_from_slice(&entry.to_le_bytes());
+            }
+            if !self.ctrl.hw_mut().dma_write(list, page.get(..used).ok_or(NvmeError::Dma)?) {
+                return Err(NvmeError::Dma);
+            }
+        }
+        let blocks = (bytes as u64).checked_div(u64::from(self.ns.block_size)).unwrap_or(0) as u32;
+        let sqe = cmd::read_write(write, self.nsid, lba, blocks, prps.prp1, prps.prp2);
+        let cid = self.ctrl.submit(true, sqe)?;
+        Ok(Pending { cid, opcode: sqe.opcode(), buffer })
+    }
+
+    fn finish(&mut self, p: Pending) -> Result<(), NvmeError> {
+        self.ctrl.wait_for(true, p.cid, p.opcode).map(|_| ())
+    }
+
+    /// After a failure: waits for a command still outstanding, so that its bounce
+    /// buffer is quiet before anything reuses it (its own result no longer matters; a
+    /// timeout marks the drive failed, and a failed drive's buffers are never used).
+    fn drain(&mut self, p: Option<Pending>) {
+        if let Some(p) = p {
+            let _ = self.finish(p);
+        }
+    }
+
+    /// Moves `len` bytes from `lba` between the drive and the caller, chunk by chunk,
+    /// two commands outstanding: `write` fills each chunk with `each` before it is
+    /// sent; a read hands each to `each` once the drive filled it.
+    fn pipeline(
+        &mut self,
+        write: bool,
+        lba: u64,
+        len: usize,
+        each: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        check_range(lba, len, self.ns.block_size, self.ns.blocks)?;
+        // A failed drive may still write into a bounce buffer: nothing touches them.
+        if self.ctrl.failed.is_some() {
+            return Err(DeviceError::Timeout);
+        }
+        let bs = u64::from(self.ns.block_size);
+        let chunk = self.chunk_bytes().max(1);
+        let count = len.div_ceil(chunk);
+        let piece = |k: usize| {
+            let at = k.saturating_mul(chunk);
+            let n = len.saturating_sub(at).min(chunk);
+            (at, n, lba.saturating_add((at as u64).checked_div(bs).unwrap_or(0)))
+        };
+        // The command outstanding on the previous chunk.
+        let mut previous: Option<Pending> = None;
+        if !write && count > 0 {
+            let (_, n, block) = piece(0);
+            previous = Some(self.start(false, block, n, 0)?);
+        }
+        for k in 0..count {
+            let buffer = k % IN_FLIGHT;
+            let (at, n, block) = piece(k);
+            if write {
+                // Fill this buffer while the drive writes the other one.
+                let at_buffer = self.bounce_at(buffer);
+                let filled = match self.ctrl.hw_mut().dma_bytes(at_buffer, n) {
+                    Some(bytes) => each(at, bytes),
+                    None => false,
+                };
+                if !filled {
+                    self.drain(previous);
+                    return Err(DeviceError::Buffers);
+                }
+                if let Some(p) = previous.take() {
+                    self.finish(p)?;
+                }
+                previous = Some(self.start(true, block, n, buffer)?);
+            } else {
+                let Some(current) = previous.take() else { return Err(NvmeError::Dma.into()) };
+                // The next chunk goes into the other buffer while this one is drained.
+                let k_next = k.saturating_add(1);
+                let next = if k_next < count {
+                    let (_, n_next, block_next) = piece(k_next);
+                    match self.start(false, block_next, n_next, k_next % IN_FLIGHT) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            self.drain(Some(current));
+                            return Err(e.into());
+                        }
+                    }
+                } else {
+                    None
+                };
+                if let Err(e) = self.finish(current) {
+                    self.drain(next);
+                    return Err(e.into());
+                }
+                let at_buffer = self.bounce_at(current.buffer);
+                let taken = match self.ctrl.hw_mut().dma_bytes(at_buffer, n) {
+                    Some(bytes) => each(at, bytes),
+                    None => false,
+                };
+                if !taken {
+                    self.drain(next);
+                    return Err(DeviceError::Buffers);
+                }
+                previous = next;
+            }
+        }
+        if let Some(p) = previous {
+            self.finish(p)?;
+        }
+        Ok(())
+    }
+}
+
+impl<H: NvmeHw> BlockDevice for NvmeNamespace<H> {
+    fn block_size(&self) -> u32 {
+        self.ns.block_size
+    }
+
+    fn blocks(&self) -> u64 {
+        self.ns.blocks
+    }
+
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        self.pipeline(false, lba, buf.len(), &mut |at, chunk| {
+            buf.get_mut(at..at.saturating_add(chunk.len())).map(|out| out.copy_from_slice(chunk)).is_some()
+        })
+    }
+
+    fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceError> {
+        self.pipeline(true, lba, buf.len(), &mut |at, chunk| {
+            buf.get(at..at.saturating_add(chunk.len())).map(|src| chunk.copy_from_slice(src)).is_some()
+        })
+    }
+
+    /// Hands each chunk to `take` in its bounce buffer, right after the drive filled
+    /// it, while the drive reads the next one: the caller's one pass replaces the
+    /// driver's copy.
+    fn read_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        take: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        self.pipeline(false, lba, len, take)
+    }
+
+    /// Lets `fill` write each chunk into a bounce buffer while the drive writes the
+    /// previous one, then sends it.
+    fn write_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        self.pipeline(true, lba, len, fill)
+    }
+
+    /// NVMe Flush when the drive has a volatile write cache; without one every
+    /// completed write is already durable (Base §7.1).
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        if self.ctrl.failed.is_some() {
+            return Err(DeviceError::Timeout);
+        }
+        if self.info.volatile_write_cache {
+            self.ctrl.run(true, cmd::flush(self.nsid))?;
+        }
+        Ok(())
+    }
+}
