@@ -26,7 +26,7 @@ pub struct NvmeNamespace<H: NvmeHw> {
 
 /// A command outstanding on one bounce buffer: its id, opcode, and which buffer.
 #[derive(Debug, Clone, Copy)]
-struct Pending {
+struct InFlight {
     cid: u16,
     opcode: u8,
     buffer: usize,
@@ -70,7 +70,7 @@ impl<H: NvmeHw> NvmeNamespace<H> {
 
     /// Sends a read or write of `bytes` at `lba` from bounce buffer `buffer`, without
     /// waiting for it.
-    fn start(&mut self, write: bool, lba: u64, bytes: usize, buffer: usize) -> Result<Pending, NvmeError> {
+    fn start(&mut self, write: bool, lba: u64, bytes: usize, buffer: usize) -> Result<InFlight, NvmeError> {
         let list = self.ctrl.dma().saturating_add(prp_list(buffer));
         let prps = prp::build(self.bounce_at(buffer), bytes as u64, list).map_err(|_| NvmeError::Dma)?;
         if !prps.list.is_empty() {
@@ -87,17 +87,17 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         let blocks = (bytes as u64).checked_div(u64::from(self.ns.block_size)).unwrap_or(0) as u32;
         let sqe = cmd::read_write(write, self.nsid, lba, blocks, prps.prp1, prps.prp2);
         let cid = self.ctrl.submit(true, sqe)?;
-        Ok(Pending { cid, opcode: sqe.opcode(), buffer })
+        Ok(InFlight { cid, opcode: sqe.opcode(), buffer })
     }
 
-    fn finish(&mut self, p: Pending) -> Result<(), NvmeError> {
+    fn finish(&mut self, p: InFlight) -> Result<(), NvmeError> {
         self.ctrl.wait_for(true, p.cid, p.opcode).map(|_| ())
     }
 
     /// After a failure: waits for a command still outstanding, so that its bounce
     /// buffer is quiet before anything reuses it (its own result no longer matters; a
     /// timeout marks the drive failed, and a failed drive's buffers are never used).
-    fn drain(&mut self, p: Option<Pending>) {
+    fn drain(&mut self, p: Option<InFlight>) {
         if let Some(p) = p {
             let _ = self.finish(p);
         }
@@ -127,7 +127,7 @@ impl<H: NvmeHw> NvmeNamespace<H> {
             (at, n, lba.saturating_add((at as u64).checked_div(bs).unwrap_or(0)))
         };
         // The command outstanding on the previous chunk.
-        let mut previous: Option<Pending> = None;
+        let mut previous: Option<InFlight> = None;
         if !write && count > 0 {
             let (_, n, block) = piece(0);
             previous = Some(self.start(false, block, n, 0)?);
