@@ -27,20 +27,55 @@ pub const CPU_MODEL: &str = "corei7_skylake_x";
 /// What to install when Bochs is missing (Debian/Ubuntu).
 pub const INSTALL_HINT: &str = "apt-get install -y bochs bochsbios vgabios bochs-term ovmf";
 
-/// Where serial output goes.
+/// Where COM1 goes.
 #[derive(Debug, Clone)]
 pub enum BochsSerial {
+    /// Output only, into a file.
     File(PathBuf),
-    /// Bochs's own stdout (a pipe the caller reads).
+    /// Output only, to Bochs's own stdout (a pipe the caller reads).
     Stdout,
+    /// Both ways over TCP: Bochs connects to a listener the caller holds at this port
+    /// on 127.0.0.1 (`socket-client` mode; the caller picks a free port by binding
+    /// port 0, so nothing is fixed and nothing collides).
+    Connect(u16),
+}
+
+/// The machine's display and keyboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BochsDisplay {
+    /// No VNC client: Bochs starts at once.
+    Headless,
+    /// Bochs serves its display (VGA text) and PS/2 keyboard over VNC (its `rfb`
+    /// library: RFB 3.3 on the first free port from 5900, named in `bochs.log`) and
+    /// waits up to `wait_s` seconds for a client before it starts.
+    ///
+    /// Neither has a PCI VGA, so OVMF offers no GOP and the hypervisor runs without a
+    /// screen: OVMF's QemuVideoDxe does not bind Bochs's `pcivga` (measured: the loader
+    /// finds no GOP), and Bochs 2.7's `rfb` shows only 8-bit modes (its
+    /// `dimension_update` panics on any other depth), so a 32-bit framebuffer could
+    /// not be shown over VNC anyway.
+    Vnc { wait_s: u32 },
 }
 
 /// The bochsrc for `image` (`image_bytes` long, whole cylinders) with `megs` MiB of RAM.
-pub fn config(ovmf: &Path, image: &Path, image_bytes: u64, megs: u32, serial: &BochsSerial, log: &Path) -> String {
+pub fn config(
+    ovmf: &Path,
+    image: &Path,
+    image_bytes: u64,
+    megs: u32,
+    serial: &BochsSerial,
+    display: BochsDisplay,
+    log: &Path,
+) -> String {
     let cylinders = image_bytes / CYLINDER_BYTES;
-    let serial = match serial {
-        BochsSerial::File(path) => path.display().to_string(),
-        BochsSerial::Stdout => "/dev/stdout".into(),
+    let com1 = match serial {
+        BochsSerial::File(path) => format!("mode=file, dev={}", path.display()),
+        BochsSerial::Stdout => "mode=file, dev=/dev/stdout".into(),
+        BochsSerial::Connect(port) => format!("mode=socket-client, dev=127.0.0.1:{port}"),
+    };
+    let wait_s = match display {
+        BochsDisplay::Headless => 0,
+        BochsDisplay::Vnc { wait_s } => wait_s,
     };
     format!(
         "megs: {megs}\n\
@@ -48,8 +83,8 @@ pub fn config(ovmf: &Path, image: &Path, image_bytes: u64, megs: u32, serial: &B
          vgaromimage: file={VGABIOS}\n\
          pci: enabled=1, chipset=i440fx\n\
          cpu: model={CPU_MODEL}, ips=100000000\n\
-         display_library: rfb, options=\"timeout=0\"\n\
-         com1: enabled=1, mode=file, dev={serial}\n\
+         display_library: rfb, options=\"timeout={wait_s}\"\n\
+         com1: enabled=1, {com1}\n\
          ata0-master: type=disk, path={image}, mode=flat, cylinders={cylinders}, heads=16, spt=63\n\
          boot: disk\n\
          panic: action=fatal\n\
@@ -59,6 +94,11 @@ pub fn config(ovmf: &Path, image: &Path, image_bytes: u64, megs: u32, serial: &B
         image = image.display(),
         log = log.display(),
     )
+}
+
+/// The VNC port Bochs's `rfb` library listens on, from its `bochs.log` text.
+pub fn vnc_port(log: &str) -> Option<u16> {
+    log.lines().find_map(|l| l.split("listening for connections on port ").nth(1)?.trim().parse().ok())
 }
 
 pub fn find_ovmf() -> Option<PathBuf> {
@@ -86,7 +126,13 @@ pub fn pad_image(image: &Path) -> std::io::Result<u64> {
 
 /// Writes `dir/bochsrc` and `dir/bochs-continue` for `image` and returns the command
 /// that boots it (run it in `dir`).
-pub fn prepare(dir: &Path, image: &Path, megs: u32, serial: &BochsSerial) -> Result<Command, String> {
+pub fn prepare(
+    dir: &Path,
+    image: &Path,
+    megs: u32,
+    serial: &BochsSerial,
+    display: BochsDisplay,
+) -> Result<Command, String> {
     let ovmf = find_ovmf().ok_or_else(|| format!("no OVMF.fd found; install it: {INSTALL_HINT}"))?;
     if !installed() {
         return Err(format!("bochs is not installed; install it: {INSTALL_HINT}"));
@@ -99,7 +145,7 @@ pub fn prepare(dir: &Path, image: &Path, megs: u32, serial: &BochsSerial) -> Res
     let _ = std::fs::remove_file(PathBuf::from(lock));
     let rc = dir.join("bochsrc");
     let cont = dir.join("bochs-continue");
-    std::fs::write(&rc, config(&ovmf, image, len, megs, serial, &dir.join("bochs.log")))
+    std::fs::write(&rc, config(&ovmf, image, len, megs, serial, display, &dir.join("bochs.log")))
         .map_err(|e| format!("writing {}: {e}", rc.display()))?;
     std::fs::write(&cont, "c\n").map_err(|e| format!("writing {}: {e}", cont.display()))?;
     let mut command = Command::new("bochs");
@@ -119,6 +165,7 @@ mod tests {
             40 * CYLINDER_BYTES,
             256,
             &BochsSerial::File("/d/serial.log".into()),
+            BochsDisplay::Headless,
             Path::new("/d/bochs.log"),
         );
         assert!(rc.contains("cpu: model=corei7_skylake_x"));
@@ -127,8 +174,41 @@ mod tests {
         assert!(rc.contains("com1: enabled=1, mode=file, dev=/d/serial.log"));
         assert!(rc.contains("panic: action=fatal"));
         assert!(rc.contains("megs: 256"));
-        let piped = config(Path::new("/o"), Path::new("/i"), 0, 1, &BochsSerial::Stdout, Path::new("/l"));
+        assert!(rc.contains("options=\"timeout=0\""), "headless: no wait");
+        let piped = config(
+            Path::new("/o"),
+            Path::new("/i"),
+            0,
+            1,
+            &BochsSerial::Stdout,
+            BochsDisplay::Headless,
+            Path::new("/l"),
+        );
         assert!(piped.contains("dev=/dev/stdout"));
+    }
+
+    #[test]
+    fn a_vnc_client_makes_bochs_wait_and_serial_can_connect_out() {
+        let rc = config(
+            Path::new("/o"),
+            Path::new("/i"),
+            0,
+            1,
+            &BochsSerial::Connect(40123),
+            BochsDisplay::Vnc { wait_s: 30 },
+            Path::new("/l"),
+        );
+        assert!(rc.contains("com1: enabled=1, mode=socket-client, dev=127.0.0.1:40123\n"), "{rc}");
+        assert!(rc.contains("display_library: rfb, options=\"timeout=30\"\n"), "{rc}");
+        assert!(rc.contains("pci: enabled=1, chipset=i440fx\n"), "no PCI VGA: {rc}");
+    }
+
+    #[test]
+    fn the_vnc_port_is_read_from_the_log() {
+        let log = "00000000000i[RFB   ] Trying port 5900\n00000000000i[RFB   ] Could not bind socket.\n\
+                   00000000000i[RFB   ] Trying port 5901\n00000000000i[RFB   ] listening for connections on port 5901\n";
+        assert_eq!(vnc_port(log), Some(5901));
+        assert_eq!(vnc_port("00000000000i[RFB   ] Trying port 5900\n"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod bochs;
 pub mod image;
 pub mod machine;
+pub mod rfb;
 pub mod screen;
 pub mod selftest;
 mod serial_wait;

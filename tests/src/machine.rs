@@ -115,12 +115,8 @@ impl Machine {
 
     /// Runs `command` in VM `vm`'s shell through the hypervisor's serial command channel.
     pub fn run_in_vm(&mut self, vm: &str, command: &str) {
-        let line = format!("@{vm} {command}");
-        // The hypervisor's command line holds 256 bytes and drops the rest.
-        if line.len() > 255 {
-            self.fail(&format!("serial command of {} bytes is too long for the hypervisor: {line}", line.len()));
-        }
-        self.type_serial(&format!("{line}\n"));
+        let line = vm_command_line(vm, command).unwrap_or_else(|e| self.fail(&e));
+        self.type_serial(&line);
     }
 
     /// Lets a normally fatal pattern through (for tests that provoke it).
@@ -279,6 +275,16 @@ impl Machine {
             self.dir.display()
         );
     }
+}
+
+/// The serial console line that runs `command` in VM `vm`'s shell (`@vm command`).
+pub(crate) fn vm_command_line(vm: &str, command: &str) -> Result<String, String> {
+    let line = format!("@{vm} {command}");
+    // The hypervisor's command line holds 256 bytes and drops the rest.
+    if line.len() > 255 {
+        return Err(format!("serial command of {} bytes is too long for the hypervisor: {line}", line.len()));
+    }
+    Ok(format!("{line}\n"))
 }
 
 /// How long `send_keys` holds keys down.

@@ -1,7 +1,8 @@
 //! Lines typed on the hypervisor's serial console: `@NAME text` types `text` and a
-//! newline into VM NAME's serial console; `!exits NAME` logs that VM's exit counters
-//! and the device interrupts raised in it since its last start. (The switcher's own
-//! commands are tried first, by the scheduler.)
+//! newline into VM NAME's serial console; `!exits NAME` logs that VM's exit counters,
+//! the device interrupts raised in it since its last start and the EOIs it signalled
+//! through the paravirtual flag (no exit). (The switcher's own commands are tried
+//! first, by the scheduler.)
 
 use log::{info, warn};
 
@@ -74,16 +75,17 @@ pub fn parse(line: &str) -> SerialCommand<'_> {
 pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
     let find = |name: &str| vms.iter().map(AsRef::as_ref).find(|vm| vm.config.name == name);
     match parse(line) {
-        // That VM's exit counters and the device interrupts raised in it since its
-        // last start, on one line.
+        // That VM's exit counters, the device interrupts raised in it since its last
+        // start and its exit-less EOIs, on one line.
         SerialCommand::Exits { vm: name } => match find(name) {
             Some(vm) => info!(
                 target: "vm",
-                "EXITS {} {}{} device_interrupts={} guest_tsc={} idle_tsc={} now_tsc={}",
+                "EXITS {} {}{} device_interrupts={} pv_eois={} guest_tsc={} idle_tsc={} now_tsc={}",
                 vm.config.name,
                 vm.counters,
                 vm.counters.msr_writes(),
                 vm.device_interrupts,
+                vm.pv_eois(),
                 vm.counters.guest_tsc(),
                 crate::vm::counters::IDLE_TSC.load(core::sync::atomic::Ordering::Relaxed),
                 crate::arch::x86::instr::rdtsc()

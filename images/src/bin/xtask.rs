@@ -793,7 +793,13 @@ fn bench_exits(no_build: bool, stages: bool, bochs: bool) -> Result<(), String> 
     if bochs {
         let dir = layout::target_dir().join("bench-exits-bochs");
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let command = images::bochs::prepare(&dir, &out, 512, &images::bochs::BochsSerial::Stdout)?;
+        let command = images::bochs::prepare(
+            &dir,
+            &out,
+            512,
+            &images::bochs::BochsSerial::Stdout,
+            images::bochs::BochsDisplay::Headless,
+        )?;
         eprintln!("     Booting under Bochs (VMX; a few minutes)");
         let table = images::exits_bench::run(command, images::exits_bench::BOCHS)?;
         println!("{table}");
