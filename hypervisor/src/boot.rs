@@ -127,6 +127,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
     };
 
     let disk = start_storage(policy.as_ref().and_then(|p| p.as_ref().ok()).map(|c| &c.policy));
+    info!(target: "storage", "Disk: {disk}");
     if options.storage_selftest {
         crate::storage::run_selftest();
     }

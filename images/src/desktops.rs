@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use bulkhead_policy::model::{NetRule, Policy, Restart, Vm, VmKind};
+use bulkhead_policy::model::{Disk, DiskMode, NetRule, Policy, Restart, Vm, VmKind};
 
 use crate::disk::{BootModule, FileSource};
 use crate::guest::{self, Flavour, GuestError, GuestImage};
@@ -65,6 +65,17 @@ pub fn networked_policy(desktops: &[Desktop]) -> Policy {
         .collect();
     vms.push(service_vm());
     fleet::demo_policy(vms)
+}
+
+/// The demo image's policy (images/policies/demo.toml): the networked machine, with a
+/// persistent encrypted disk for each desktop, 256 MiB for the first and 128 MiB for
+/// the others, so they fit the stick's default 512 MiB data partition.
+pub fn demo_image_policy(desktops: &[Desktop]) -> Policy {
+    let mut policy = networked_policy(desktops);
+    for (i, vm) in policy.vms.iter_mut().filter(|v| v.kind == VmKind::Linux).enumerate() {
+        vm.disk = Some(Disk { size_mib: if i == 0 { 256 } else { 128 }, mode: DiskMode::Persistent });
+    }
+    policy
 }
 
 /// The networking service VM's name in the default machine.
@@ -155,11 +166,13 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_toml_is_the_networked_default_machine() {
+    fn the_demo_toml_is_the_networked_default_machine_with_disks() {
         let toml = std::fs::read_to_string(crate::policy::demo_policy_path()).unwrap();
         let options = crate::policy::CompileOptions { issued_at: 0, ..Default::default() };
         let mut from_toml = crate::policy::compile(&toml, &options).unwrap().policy;
-        let mut built = networked_policy(DEFAULT_DESKTOPS);
+        let mut built = demo_image_policy(DEFAULT_DESKTOPS);
+        let sizes: Vec<_> = built.vms.iter().map(|v| v.disk.map(|d| d.size_mib)).collect();
+        assert_eq!(sizes, [Some(256), Some(128), None]);
         (from_toml.issued_at, from_toml.expires_at) = (built.issued_at, built.expires_at);
         built.organisation = from_toml.organisation.clone();
         assert_eq!(from_toml, built);

@@ -129,11 +129,29 @@ impl FileSource {
 /// Writes the image to `out`. The image is assembled in a temporary file next to `out`
 /// and renamed into place, so a failed build never leaves a half-written image behind.
 pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<u64, DiskError> {
+    write_image_with_data(spec, out, None)
+}
+
+/// The smallest data partition an image gets (the disk store's header area is 1 MiB).
+pub const MIN_DATA_PARTITION_BYTES: u64 = 4 * 1024 * 1024;
+
+/// As [`write_image`], with a "Bulkhead data" partition of `data_bytes` (a whole number
+/// of MiB, at least 4 MiB) after the ESP, all zeros (sparse in the file): on a machine
+/// that boots only from the stick the hypervisor keeps the desktops' encrypted disks
+/// there (docs/usb-storage.md).
+pub fn write_image_with_data(spec: &ImageSpec, out: &Path, data_bytes: Option<u64>) -> Result<u64, DiskError> {
+    if let Some(d) = data_bytes
+        && (d < MIN_DATA_PARTITION_BYTES || !d.is_multiple_of(1024 * 1024))
+    {
+        return Err(DiskError::Gpt(format!(
+            "a data partition of {d} bytes: it must be a whole number of MiB, at least 4 MiB"
+        )));
+    }
     let files: Vec<(String, Vec<u8>)> =
         spec.files()?.into_iter().map(|f| Ok((f.esp_path, f.source.read()?))).collect::<Result<_, DiskError>>()?;
     let payload: u64 = files.iter().map(|(_, data)| data.len() as u64).sum();
     let esp_bytes = (payload + payload / 8 + ESP_SLACK_BYTES).max(MIN_ESP_BYTES).next_multiple_of(1024 * 1024);
-    let disk_bytes = esp_bytes + 2 * GPT_OVERHEAD;
+    let disk_bytes = esp_bytes + data_bytes.unwrap_or(0) + 2 * GPT_OVERHEAD;
 
     let dir = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| DiskError::Write { path: dir.into(), source })?;
@@ -142,15 +160,21 @@ pub fn write_image(spec: &ImageSpec, out: &Path) -> Result<u64, DiskError> {
     let mut file = tmp.reopen().map_err(werr)?;
     file.set_len(disk_bytes).map_err(werr)?;
 
-    let (esp_start, esp_len) = partition(&mut file, disk_bytes, esp_bytes)?;
+    let (esp_start, esp_len) = partition(&mut file, disk_bytes, esp_bytes, data_bytes)?;
     let mut esp = StreamSlice::new(file, esp_start, esp_start + esp_len).map_err(werr)?;
     format_and_fill(&mut esp, &files).map_err(werr)?;
     tmp.persist(out).map_err(|e| werr(e.error))?;
     Ok(disk_bytes)
 }
 
-/// Writes a protective MBR and a GPT with a single ESP; returns its byte range.
-fn partition(file: &mut File, disk_bytes: u64, esp_bytes: u64) -> Result<(u64, u64), DiskError> {
+/// Writes a protective MBR and a GPT with the ESP (and the data partition after it when
+/// `data_bytes` says so); returns the ESP's byte range.
+fn partition(
+    file: &mut File,
+    disk_bytes: u64,
+    esp_bytes: u64,
+    data_bytes: Option<u64>,
+) -> Result<(u64, u64), DiskError> {
     let gpt_err = |e: &dyn std::fmt::Display| DiskError::Gpt(e.to_string());
     let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(disk_bytes / SECTOR - 1).unwrap_or(u32::MAX));
     mbr.overwrite_lba0(file).map_err(|e| gpt_err(&e))?;
@@ -166,6 +190,11 @@ fn partition(file: &mut File, disk_bytes: u64, esp_bytes: u64) -> Result<(u64, u
     let lb = gpt::disk::LogicalBlockSize::Lb512;
     let start = part.bytes_start(lb).map_err(|e| gpt_err(&e))?;
     let len = part.bytes_len(lb).map_err(|e| gpt_err(&e))?;
+    if let Some(data) = data_bytes {
+        let name = bulkhead_abi::disk::DATA_PARTITION_NAME;
+        disk.add_partition(name, data, crate::data_disk::data_partition_type(), 0, Some(2048))
+            .map_err(|e| gpt_err(&e))?;
+    }
     disk.write().map_err(|e| gpt_err(&e))?;
     Ok((start, len))
 }
@@ -290,6 +319,27 @@ mod tests {
         let raw = std::fs::read(&out).unwrap();
         assert_eq!(&raw[510..512], &[0x55, 0xaa]);
         assert_eq!(&raw[512..520], b"EFI PART");
+    }
+
+    #[test]
+    fn a_stick_image_can_carry_a_zeroed_data_partition_after_its_esp() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("usb.img");
+        let spec = spec(dir.path());
+        let bytes = write_image_with_data(&spec, &out, Some(8 << 20)).unwrap();
+        let plain = write_image(&spec, &dir.path().join("plain.img")).unwrap();
+        assert_eq!(bytes, plain + (8 << 20));
+        let part = crate::data_disk::find(&out).unwrap();
+        assert_eq!(part.bytes, 8 << 20);
+        assert_eq!(part.offset % (1 << 20), 0);
+        let raw = std::fs::read(&out).unwrap();
+        assert!(raw[part.offset as usize..(part.offset + part.bytes) as usize].iter().all(|&b| b == 0));
+        // The ESP still reads back, and lies before the data partition.
+        assert_eq!(read_esp_file(&out, layout::ESP_LOADER).unwrap(), b"MZ fake loader");
+        assert!(crate::data_disk::find(&dir.path().join("plain.img")).is_err());
+        for bad in [1 << 20, (8 << 20) + 512] {
+            assert!(write_image_with_data(&spec, &dir.path().join("bad.img"), Some(bad)).is_err());
+        }
     }
 
     #[test]

@@ -106,6 +106,17 @@ pub fn build_network_image_with_bundle(scenario: &str, cmdline: &str, bundle: Ve
 }
 
 pub fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<BootModule>) -> PathBuf {
+    build_stick_with_data(scenario, cmdline, modules, None)
+}
+
+/// As [`build_image_with_modules`], with a "Bulkhead data" partition of `data_bytes`
+/// after the ESP when given (the stick's own data partition).
+pub fn build_stick_with_data(
+    scenario: &str,
+    cmdline: &str,
+    modules: Vec<BootModule>,
+    data_bytes: Option<u64>,
+) -> PathBuf {
     let artifacts = artifacts();
     let spec = ImageSpec {
         loader_efi: artifacts.loader_efi.clone(),
@@ -115,7 +126,7 @@ pub fn build_image_with_modules(scenario: &str, cmdline: &str, modules: Vec<Boot
         cmdline: cmdline.into(),
     };
     let out = scenario_dir(scenario).join("usb.img");
-    disk::write_image(&spec, &out).unwrap_or_else(|e| panic!("building the test image: {e}"));
+    disk::write_image_with_data(&spec, &out, data_bytes).unwrap_or_else(|e| panic!("building the test image: {e}"));
     out
 }
 

@@ -1,4 +1,5 @@
-//! The machine around the CPU: firmware tables, PCI, power control, the framebuffer.
+//! The machine around the CPU: firmware tables, PCI, power control, the framebuffer,
+//! the NVMe drive and the USB stick the hypervisor drives itself.
 pub mod acpi;
 pub mod cmos;
 pub mod handoff;
@@ -11,3 +12,4 @@ pub mod power;
 pub mod rtc;
 pub mod screen;
 pub mod uefi_runtime;
+pub mod usb;

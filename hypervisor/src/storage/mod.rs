@@ -1,9 +1,11 @@
 //! The hypervisor's own storage: at boot, the NVMe drive it drives (one the policy
-//! does not give to a VM) and Bulkhead's data partition on it, kept here until the
-//! code that stores the VMs' disks takes it (`take_data_partition`).
+//! does not give to a VM) and Bulkhead's data partition on it, or, when no NVMe drive
+//! has one, the data partition on the USB stick the machine booted from; kept here
+//! until the code that stores the VMs' disks takes it (`take_data_partition`).
 #![forbid(unsafe_code)]
 
 pub mod disks;
+mod drive;
 mod random;
 mod vault;
 
@@ -15,13 +17,16 @@ use bulkhead_vdisk::gpt::{self, PartitionDevice, TableUsed};
 use bulkhead_vdisk::{BlockDevice, DeviceError};
 use log::{error, info, warn};
 
+pub use drive::DataDrive;
+
 use crate::host::iommu::Iommu;
 use crate::host::nvme::{self, HostNvmeHw, NvmeNamespace, Timing};
 use crate::host::pci::{ConfigAccess, PciInventory};
+use crate::host::usb;
 use crate::hw::Bdf;
 
-/// The data partition on the hypervisor's NVMe namespace.
-pub type DataPartition = PartitionDevice<NvmeNamespace<HostNvmeHw>>;
+/// The data partition on the hypervisor's NVMe namespace or USB stick.
+pub type DataPartition = PartitionDevice<DataDrive>;
 
 static DATA: spin::Mutex<Option<DataPartition>> = spin::Mutex::new(None);
 
@@ -54,7 +59,9 @@ fn size_text(bytes: u64) -> String {
 
 /// Finds the NVMe controllers the hypervisor may drive (every one `assigned` does not
 /// name), brings them up in PCI order until one holds the data partition, and keeps
-/// that partition for [`take_data_partition`].
+/// that partition for [`take_data_partition`]. When no NVMe drive has one, the USB
+/// stick is looked at (`init_usb`): an installed laptop's internal drive always wins
+/// over whatever stick is plugged in.
 pub fn init(
     inventory: &PciInventory,
     config: Option<&dyn ConfigAccess>,
@@ -73,11 +80,11 @@ pub fn init(
         }
         return Found { line: String::from("No data partition (no PCI access)"), data_bytes: None };
     };
-    if candidates.is_empty() {
-        info!(target: "storage", "no data partition: no NVMe drive for the hypervisor");
-        return Found { line: String::from("No NVMe drive"), data_bytes: None };
-    }
     let mut line = String::new();
+    if candidates.is_empty() {
+        info!(target: "storage", "no NVMe drive for the hypervisor");
+        line = String::from("No NVMe drive");
+    }
     for dev in candidates.into_iter().take(MAX_CONTROLLERS) {
         let lent: Option<&mut dyn Iommu> = match iommu {
             Some(ref mut i) => Some(&mut **i),
@@ -94,23 +101,70 @@ pub fn init(
             }
         };
         log_drive(dev.bdf, &ns);
-        match open_data_partition(ns) {
-            Ok(part) => {
-                let bytes = part.blocks().saturating_mul(u64::from(part.block_size()));
-                let found = Found {
-                    line: format!("{}, {} data partition", part.device().info.model, size_text(bytes)),
-                    data_bytes: Some(bytes),
-                };
-                *DATA.lock() = Some(part);
-                return found;
-            }
-            Err((model, why)) => {
+        let model = ns.info.model.clone();
+        match open_data_partition(DataDrive::Nvme(ns)) {
+            Ok(part) => return keep(part, format!("{model}")),
+            Err(why) => {
                 info!(target: "storage", "no data partition on {}: {why}", dev.bdf);
                 line = format!("{model}, no data partition");
             }
         }
     }
-    Found { line, data_bytes: None }
+    match init_usb(inventory, config, iommu, assigned) {
+        Some(found) => found,
+        None => {
+            info!(target: "storage", "no data partition: disks stay in RAM");
+            Found { line, data_bytes: None }
+        }
+    }
+}
+
+/// Keeps `part` for [`take_data_partition`]; the boot screen line names `what` holds it.
+fn keep(part: DataPartition, what: String) -> Found {
+    let bytes = part.blocks().saturating_mul(u64::from(part.block_size()));
+    let found = Found { line: format!("{what}, {} data partition", size_text(bytes)), data_bytes: Some(bytes) };
+    *DATA.lock() = Some(part);
+    found
+}
+
+/// The data partition on the USB stick, on the first xHCI controller (of at most
+/// `MAX_CONTROLLERS`, in PCI order) with a mass-storage device that has one.
+fn init_usb(
+    inventory: &PciInventory,
+    config: &dyn ConfigAccess,
+    mut iommu: Option<&mut dyn Iommu>,
+    assigned: &[Bdf],
+) -> Option<Found> {
+    for dev in usb::candidates(inventory, assigned).into_iter().take(MAX_CONTROLLERS) {
+        let lent: Option<&mut dyn Iommu> = match iommu {
+            Some(ref mut i) => Some(&mut **i),
+            None => None,
+        };
+        let stick = match usb::bring_up(dev, config, lent, usb::XhciTiming::default()) {
+            Ok(stick) => stick,
+            Err(e) => {
+                info!(target: "usb", "{}: no USB stick used: {e}", dev.bdf);
+                continue;
+            }
+        };
+        let info = stick.info.clone();
+        let c = info.capacity;
+        info!(
+            target: "usb",
+            "{}: stick {} {}: {} MiB, {} blocks of {} bytes",
+            dev.bdf,
+            info.inquiry.vendor,
+            info.inquiry.product,
+            mib(c.blocks.saturating_mul(u64::from(c.block_size))),
+            c.blocks,
+            c.block_size
+        );
+        match open_data_partition(DataDrive::UsbStick(stick)) {
+            Ok(part) => return Some(keep(part, format!("USB stick {}", info.inquiry.product))),
+            Err(why) => info!(target: "storage", "no data partition on the USB stick at {}: {why}", dev.bdf),
+        }
+    }
+    None
 }
 
 fn log_drive(bdf: Bdf, ns: &NvmeNamespace<HostNvmeHw>) {
@@ -130,28 +184,40 @@ fn log_drive(bdf: Bdf, ns: &NvmeNamespace<HostNvmeHw>) {
     );
 }
 
-/// The data partition of `ns` as a device, or the drive's model and why there is none.
-fn open_data_partition(
-    mut ns: NvmeNamespace<HostNvmeHw>,
-) -> Result<DataPartition, (crate::host::nvme::identify::Text<40>, String)> {
-    let model = ns.info.model.clone();
-    let (part, used) = match gpt::find_partition(&mut ns, &bulkhead_abi::disk::DATA_PARTITION_TYPE) {
-        Ok(found) => found,
-        Err(e) => return Err((model, format!("{e}"))),
-    };
+/// Why a drive holds no usable data partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NoDataPartition {
+    Gpt(gpt::GptError),
+    OutsideDrive,
+}
+
+impl core::fmt::Display for NoDataPartition {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NoDataPartition::Gpt(e) => write!(f, "{e}"),
+            NoDataPartition::OutsideDrive => write!(f, "the partition lies outside the drive"),
+        }
+    }
+}
+
+/// The data partition of `drive` as a device, or why there is none.
+fn open_data_partition(mut drive: DataDrive) -> Result<DataPartition, NoDataPartition> {
+    let (part, used) =
+        gpt::find_partition(&mut drive, &bulkhead_abi::disk::DATA_PARTITION_TYPE).map_err(NoDataPartition::Gpt)?;
     if let TableUsed::Backup(why) = used {
         warn!(target: "storage", "the primary GPT is damaged ({why}); using the backup GPT at the end of the disk");
     }
-    let bs = u64::from(ns.block_size());
+    let bs = u64::from(drive.block_size());
     info!(
         target: "storage",
-        "data partition: {} MiB (blocks {}..={} of {} bytes)",
+        "data partition: {} MiB (blocks {}..={} of {} bytes) on the {}",
         mib(part.blocks.saturating_mul(bs)),
         part.first_lba,
         part.first_lba.saturating_add(part.blocks).saturating_sub(1),
-        bs
+        bs,
+        drive.kind()
     );
-    PartitionDevice::new(ns, part).ok_or((model, String::from("the partition lies outside the namespace")))
+    PartitionDevice::new(drive, part).ok_or(NoDataPartition::OutsideDrive)
 }
 
 /// Bytes the storage self-test writes at the end of the data partition.

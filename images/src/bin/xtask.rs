@@ -183,6 +183,15 @@ struct ImageArgs {
     /// installs Bulkhead on the laptop's internal disk unattended.
     #[arg(long)]
     install_answer: Option<PathBuf>,
+    /// Size of the "Bulkhead data" partition after the ESP (e.g. 512M, 4G; whole MiB,
+    /// at least 4M). On a machine that boots only from the stick the desktops'
+    /// encrypted disks live there; an installed laptop's NVMe data partition wins
+    /// (docs/usb-storage.md). The partition is zeros, sparse in the image file.
+    #[arg(long, default_value = "512M", value_parser = parse_ram)]
+    data_partition: u64,
+    /// Leave the data partition out (the stick then holds only the ESP).
+    #[arg(long)]
+    no_data_partition: bool,
 }
 
 #[derive(clap::Args)]
@@ -198,9 +207,11 @@ struct RunArgs {
     /// IOMMU of the emulated laptop.
     #[arg(long, value_enum, default_value_t = IommuArg::Intel)]
     iommu: IommuArg,
-    /// Boot from a USB stick on xHCI instead of a SATA disk.
+    /// Attach the image as a SATA disk instead of a USB stick on xHCI (qemu-xhci +
+    /// usb-storage, the default, as on a laptop). The hypervisor drives only USB
+    /// sticks itself, so the image's data partition is then not used.
     #[arg(long)]
-    usb: bool,
+    sata: bool,
     /// The install story: boot a copy of the image as a stick with an answer file next
     /// to an empty NVMe disk (target/run-nvme.img), let it install unattended and power
     /// off, then boot again from the NVMe disk alone with the same OVMF variables.
@@ -287,14 +298,23 @@ fn image(args: &ImageArgs) -> Result<PathBuf, String> {
         cmdline: args.cmdline.clone(),
     };
     eprintln!("     Writing {}", args.out.display());
-    let bytes = disk::write_image(&spec, &args.out).map_err(|e| e.to_string())?;
+    let data = (!args.no_data_partition).then_some(args.data_partition);
+    let bytes = disk::write_image_with_data(&spec, &args.out, data).map_err(|e| e.to_string())?;
     if let Some(answer) = &args.install_answer {
         let text = std::fs::read(answer).map_err(|e| format!("cannot read {}: {e}", answer.display()))?;
         disk::overwrite_esp_file(&args.out, images::install::ESP_ANSWER, &text)
             .map_err(|e| format!("cannot put the answer file on the image: {e}"))?;
         eprintln!("     Added {} as {}", answer.display(), images::install::ESP_ANSWER);
     }
-    eprintln!("    Finished USB image, {} MiB: {}", bytes >> 20, args.out.display());
+    match data {
+        Some(d) => eprintln!(
+            "    Finished USB image, {} MiB ({} MiB data partition): {}",
+            bytes >> 20,
+            d >> 20,
+            args.out.display()
+        ),
+        None => eprintln!("    Finished USB image, {} MiB: {}", bytes >> 20, args.out.display()),
+    }
     Ok(args.out.clone())
 }
 
@@ -419,7 +439,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         IommuArg::Intel => Iommu::Intel,
         IommuArg::Amd => Iommu::Amd,
     };
-    config.medium = if args.usb { BootMedium::UsbStick } else { BootMedium::Disk };
+    config.medium = if args.sata { BootMedium::Disk } else { BootMedium::UsbStick };
     config.display = if has_display && !args.headless { Display::Window } else { Display::Headless };
     config.extra_args = UPLINK_ARGS.iter().map(|a| a.to_string()).chain(args.qemu_args.iter().cloned()).collect();
     if args.install {
@@ -572,6 +592,8 @@ fn bench_switch(no_build: bool) -> Result<(), String> {
         policy: None,
         key: None,
         bundle: None,
+        data_partition: 0,
+        no_data_partition: true,
     };
     let image_path = if no_build && args.out.is_file() { args.out.clone() } else { image(&args)? };
     let vars = fresh_bench_vars(&ovmf)?;

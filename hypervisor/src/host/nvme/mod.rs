@@ -118,7 +118,7 @@ pub fn bring_up(
 /// A domain mapping only the DMA region, with the controller attached, when the
 /// IOMMU translates its requests; `None` when no unit covers it (its DMA is not
 /// remapped, as without an IOMMU).
-fn attach_domain(
+pub fn attach_domain(
     iommu: &mut dyn Iommu,
     bdf: Bdf,
     dma: HostPhysAddr,

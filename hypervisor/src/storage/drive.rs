@@ -1,0 +1,62 @@
+//! The drive the data partition lies on: the laptop's NVMe namespace or the USB stick
+//! the machine booted from. Both are `BlockDevice`s; this enum lets the rest of storage
+//! (the GPT search, the disk store, the self-test) take either.
+#![forbid(unsafe_code)]
+
+use bulkhead_vdisk::{BlockDevice, DeviceError};
+
+use crate::host::nvme::{HostNvmeHw, NvmeNamespace};
+use crate::host::usb::{HostXhciHw, UsbStick};
+
+#[derive(Debug)]
+pub enum DataDrive {
+    Nvme(NvmeNamespace<HostNvmeHw>),
+    UsbStick(UsbStick<HostXhciHw>),
+}
+
+impl DataDrive {
+    /// Where the drive is, for the log and the boot screen.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataDrive::Nvme(_) => "NVMe drive",
+            DataDrive::UsbStick(_) => "USB stick",
+        }
+    }
+}
+
+impl BlockDevice for DataDrive {
+    fn block_size(&self) -> u32 {
+        match self {
+            DataDrive::Nvme(d) => d.block_size(),
+            DataDrive::UsbStick(d) => d.block_size(),
+        }
+    }
+
+    fn blocks(&self) -> u64 {
+        match self {
+            DataDrive::Nvme(d) => d.blocks(),
+            DataDrive::UsbStick(d) => d.blocks(),
+        }
+    }
+
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        match self {
+            DataDrive::Nvme(d) => d.read(lba, buf),
+            DataDrive::UsbStick(d) => d.read(lba, buf),
+        }
+    }
+
+    fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceError> {
+        match self {
+            DataDrive::Nvme(d) => d.write(lba, buf),
+            DataDrive::UsbStick(d) => d.write(lba, buf),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        match self {
+            DataDrive::Nvme(d) => d.flush(),
+            DataDrive::UsbStick(d) => d.flush(),
+        }
+    }
+}
