@@ -59,4 +59,30 @@ impl BlockDevice for DataDrive {
             DataDrive::UsbStick(d) => d.flush(),
         }
     }
+
+    // Forwarded so each drive keeps its own in-place path (the NVMe driver's bounce
+    // region); the trait's defaults would add a copy through a buffer of their own.
+    fn read_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        take: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        match self {
+            DataDrive::Nvme(d) => d.read_with(lba, len, take),
+            DataDrive::UsbStick(d) => d.read_with(lba, len, take),
+        }
+    }
+
+    fn write_with(
+        &mut self,
+        lba: u64,
+        len: usize,
+        fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), DeviceError> {
+        match self {
+            DataDrive::Nvme(d) => d.write_with(lba, len, fill),
+            DataDrive::UsbStick(d) => d.write_with(lba, len, fill),
+        }
+    }
 }
