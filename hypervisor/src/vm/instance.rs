@@ -728,17 +728,22 @@ impl<A: Arch> Vm<A> {
             Ok(mut vcpu) => {
                 A::regs(&mut vcpu).set_tsc_offset(self.tsc_offset);
                 *slot = VcpuSlot { vcpu: Some(vcpu), state: VcpuState::Runnable, msrs: MsrState::new(true) };
-                log::info!(
-                    target: "vm",
-                    "vm {} ({}): vCPU {index} started at {:#x}",
-                    self.id,
-                    self.config.name,
-                    u32::from(vector) << 12
+                // A guest can cycle INIT and STARTUP: the line is rate limited.
+                let (id, name, at) = (self.id, &self.config.name, u32::from(vector) << 12);
+                crate::limited!(
+                    crate::log_limit::Source::Emulation,
+                    id,
+                    log::info!(target: "vm", "vm {id} ({name}): vCPU {index} started at {at:#x}")
                 );
             }
             Err(e) => {
                 slot.state = VcpuState::WaitForSipi;
-                log::warn!(target: "vm", "vm {} ({}): vCPU {index} cannot start: {e:?}", self.id, self.config.name);
+                let (id, name) = (self.id, &self.config.name);
+                crate::limited!(
+                    crate::log_limit::Source::Emulation,
+                    id,
+                    log::warn!(target: "vm", "vm {id} ({name}): vCPU {index} cannot start: {e:?}")
+                );
             }
         }
     }
