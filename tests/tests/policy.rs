@@ -50,6 +50,7 @@ fn policy(version: u64) -> Policy {
             modules: vec![],
             cmdline: String::new(),
             memory_mib: 16,
+            vcpus: 1,
             label: "Self-test".into(),
             colour: 0x2980b9,
             restart: Restart::Never,

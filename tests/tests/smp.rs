@@ -54,3 +54,132 @@ fn four_cpus_run_and_every_application_processor_runs_a_work_item() {
     assert!(!serial.contains("left out"), "a CPU was left out");
     m.pass();
 }
+
+const SHELL_BANNER: &str = "Enter 'help' for a list of built-in commands.";
+const GUEST_BOOT: Duration = Duration::from_secs(400);
+const GUEST_STEP: Duration = Duration::from_secs(90);
+
+/// Waits until `needle` appears `count` times in this boot's serial log; returns the
+/// last line holding it (two desktops' lines interleave in any order).
+fn wait_count(m: &mut Machine, needle: &str, count: usize, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let serial = m.serial();
+        if serial.matches(needle).count() >= count {
+            return serial.lines().rev().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+        }
+        if std::time::Instant::now() > deadline {
+            m.fail(&format!("timed out waiting for {count} x {needle:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs `command` in `vm`, which prints `KEY=value` with `echo KEY=`; returns the
+/// value. The key is typed quoted so the shell's echo of the command line is never
+/// taken for the answer.
+fn run(m: &mut Machine, vm: &str, command: &str, key: &str) -> String {
+    let plain = format!("echo {key}=");
+    assert!(command.contains(&plain), "{command} does not print {key}=");
+    m.run_in_vm(vm, &command.replace(&plain, &format!("echo \"{key}\"\"=\"")));
+    let line = m.expect(&format!("[{vm}] {key}="), GUEST_STEP);
+    line.split(&format!("{key}=")).nth(1).unwrap_or("").trim().to_string()
+}
+
+/// User plus system ticks of each guest CPU, from /proc/stat.
+fn cpu_ticks(m: &mut Machine, vm: &str) -> Vec<u64> {
+    let line = run(m, vm, "echo STAT=$(grep '^cpu[0-9]' /proc/stat | cut -d' ' -f2,4 | tr '\\n' ' ')", "STAT");
+    let numbers: Vec<u64> = line.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    numbers.chunks(2).map(|c| c.iter().sum()).collect()
+}
+
+/// A Linux desktop with two vCPUs next to one with one: the guest's kernel finds two
+/// local APICs in its MADT, starts its second CPU with INIT and STARTUP IPIs through
+/// its virtual local APIC, and keeps both busy with two CPU-bound loops; the other
+/// desktop still answers its serial console; with both desktops busy the hotkeys
+/// switch the screen; a stop restarts the desktop by policy with both vCPUs.
+#[test]
+fn a_two_vcpu_linux_desktop_starts_its_second_cpu_and_keeps_both_busy() {
+    let guest = image::linux_guest();
+    let mut policy = images::desktops::desktops_policy(&[
+        images::desktops::Desktop { name: "corporate", label: "CORPORATE", colour: "#c0392b", memory_mib: 256 },
+        images::desktops::Desktop { name: "personal", label: "PERSONAL", colour: "#27ae60", memory_mib: 256 },
+    ]);
+    for vm in policy.vms.iter_mut().filter(|vm| vm.name == "corporate") {
+        vm.vcpus = 2;
+    }
+    let modules = images::desktops::modules_with_policy(guest, &policy);
+    let img = image::build_image_with_modules("smp-desktops", "", modules);
+    let mut m = Machine::boot("smp-desktops", &img, |c| {
+        c.memory_mib = 1536;
+        c.cpus = 4;
+        c.extra_args.extend(["-accel".to_string(), "tcg,thread=multi".to_string()]);
+    });
+    m.expect("BULKHEAD READY", BOOT);
+    let started = wait_count(&mut m, "vm 0 (corporate): vCPU 1 started at 0x", 1, GUEST_BOOT);
+    println!("{started}");
+    for vm in ["corporate", "personal"] {
+        wait_count(&mut m, &format!("[{vm}] BULKHEAD-GUEST-READY"), 1, GUEST_BOOT);
+        wait_count(&mut m, &format!("[{vm}] {SHELL_BANNER}"), 1, GUEST_BOOT);
+    }
+    // The shell reads a typed line only once its line editor runs.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!m.serial().contains("vCPU 2 started"), "a vCPU the policy does not give");
+
+    assert_eq!(run(&mut m, "corporate", "echo NPROC=$(nproc)", "NPROC"), "2");
+    assert_eq!(run(&mut m, "corporate", "echo CPUS=$(grep -c ^processor /proc/cpuinfo)", "CPUS"), "2");
+    assert_eq!(run(&mut m, "personal", "echo NPROC=$(nproc)", "NPROC"), "1");
+
+    m.run_in_vm("corporate", "for i in 1 2; do (while :; do :; done) & done");
+    std::thread::sleep(Duration::from_secs(3));
+    let before = cpu_ticks(&mut m, "corporate");
+    std::thread::sleep(Duration::from_secs(15));
+    let after = cpu_ticks(&mut m, "corporate");
+    println!("corporate busy ticks per CPU: before {before:?}, after {after:?}");
+    let irqs = run(&mut m, "corporate", "echo IRQS=$(grep -E 'LOC|RES|CAL|TLB' /proc/interrupts | tr -s ' ')", "IRQS");
+    println!("corporate interrupts: {irqs}");
+    let on = run(&mut m, "corporate", "echo ON=$(for p in $(pidof sh); do cut -d' ' -f3,39 /proc/$p/stat; done)", "ON");
+    println!("corporate shells (state, cpu): {on}");
+    assert_eq!((before.len(), after.len()), (2, 2), "two CPUs in /proc/stat");
+    // Both CPUs run a loop, so both gain busy ticks, and about equally: the vCPUs
+    // share the boot CPU's slices fairly. (How many depends on the host's load: a
+    // vCPU gets a small share of a loaded host under TCG; a CPU without a loop gains
+    // almost none, a starved one a small fraction of its sibling's.)
+    let gained: Vec<u64> = (0..2).map(|cpu| after[cpu] - before[cpu]).collect();
+    let (low, high) = (gained[0].min(gained[1]), gained[0].max(gained[1]));
+    assert!(low >= 20, "a CPU gained only {low} busy ticks: {gained:?}");
+    assert!(low * 3 >= high, "the CPUs' busy ticks are far apart: {gained:?}");
+
+    let asked = std::time::Instant::now();
+    assert_eq!(run(&mut m, "personal", "echo PONG=ok", "PONG"), "ok");
+    println!("personal answered in {:?} while corporate keeps two CPUs busy", asked.elapsed());
+
+    // Both desktops busy: the hotkeys still switch, and the screen then shows the
+    // chosen desktop under a strip in its colour.
+    m.run_in_vm("personal", "(while :; do :; done) &");
+    m.connect_qmp();
+    for (combo, slot, colour) in [("ctrl-alt-2", 2, (0x27, 0xae, 0x60)), ("ctrl-alt-1", 1, (0xc0, 0x39, 0x2b))] {
+        let pressed = std::time::Instant::now();
+        m.send_keys(combo);
+        let frame = m.expect(&format!("SWITCH-FRAME slot={slot}"), GUEST_STEP);
+        println!("{combo} with every desktop busy: {frame} (seen after {:?})", pressed.elapsed());
+        std::thread::sleep(Duration::from_millis(500));
+        let shot = m.screendump(&format!("busy-slot-{slot}"));
+        for (x, y) in [(1, 1), (640, 2)] {
+            assert_eq!(shot.pixel(x, y), colour, "strip pixel ({x},{y}) after {combo}");
+        }
+    }
+
+    // Stopped while both its CPUs are busy, restarted by policy with both again; the
+    // other desktop never stops.
+    m.type_serial("!stop corporate\n");
+    wait_count(&mut m, "vm 0 (corporate) restarted (start 2)", 1, GUEST_STEP);
+    wait_count(&mut m, "vm 0 (corporate): vCPU 1 started at 0x", 2, GUEST_BOOT);
+    wait_count(&mut m, "[corporate] BULKHEAD-GUEST-READY", 2, GUEST_BOOT);
+    wait_count(&mut m, &format!("[corporate] {SHELL_BANNER}"), 2, GUEST_BOOT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(run(&mut m, "corporate", "echo NPROC=$(nproc)", "NPROC"), "2");
+    assert_eq!(run(&mut m, "personal", "echo PONG=again", "PONG"), "again");
+    assert!(!m.serial().contains("vm 1 (personal) stopped"), "the other desktop stopped");
+    m.pass();
+}

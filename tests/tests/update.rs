@@ -44,6 +44,7 @@ fn desktop(name: &str, rule: NetRule, allow: Vec<String>, needs_lease: bool) -> 
         modules: vec![],
         cmdline: NETWORKED_CMDLINE.into(),
         memory_mib: 256,
+        vcpus: 1,
         label: name.to_uppercase(),
         colour: 0xc0392b,
         restart: Restart::Always,

@@ -112,6 +112,8 @@ pub struct Vm {
     pub modules: Vec<String>,
     pub cmdline: String,
     pub memory_mib: u32,
+    /// Virtual CPUs (1 to [`crate::syntax::MAX_VCPUS`]; more than one only for Linux VMs).
+    pub vcpus: u8,
     pub label: String,
     /// 0xRRGGBB.
     pub colour: u32,

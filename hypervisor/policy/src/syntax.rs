@@ -10,6 +10,8 @@
 pub const MIN_MEMORY: u64 = 2 * 1024 * 1024;
 pub const MAX_MEMORY: u64 = 64 * 1024 * 1024 * 1024;
 pub const MEMORY_GRANULE: u64 = 2 * 1024 * 1024;
+/// Most virtual CPUs one VM may have.
+pub const MAX_VCPUS: u8 = 8;
 /// Most VMs one policy may run.
 pub const MAX_VMS: usize = 16;
 /// Most boot modules a Multiboot VM may be given.
@@ -32,6 +34,12 @@ pub fn valid_vm_name(name: &str) -> bool {
 /// 2 MiB and 64 GiB.
 pub fn valid_memory(bytes: u64) -> bool {
     (MIN_MEMORY..=MAX_MEMORY).contains(&bytes) && bytes.is_multiple_of(MEMORY_GRANULE)
+}
+
+/// Whether `vcpus` is a vCPU count a VM of this kind may have: 1 to [`MAX_VCPUS`],
+/// and only Linux VMs (the kind with a local APIC per vCPU and an MADT) more than one.
+pub fn valid_vcpus(vcpus: u8, linux: bool) -> bool {
+    (1..=MAX_VCPUS).contains(&vcpus) && (linux || vcpus == 1)
 }
 
 /// `384M`, `1G`, `512MiB`, `64K`: a whole number with a binary unit (K, M, G; KiB,
@@ -305,6 +313,8 @@ mod tests {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
         assert!(valid_memory(2 << 20) && valid_memory(64 << 30));
+        assert!(valid_vcpus(1, false) && valid_vcpus(2, true) && valid_vcpus(MAX_VCPUS, true));
+        assert!(!valid_vcpus(0, true) && !valid_vcpus(2, false) && !valid_vcpus(MAX_VCPUS + 1, true));
         assert!(!valid_memory(3 << 20) && !valid_memory(0) && !valid_memory(66 << 30));
     }
 

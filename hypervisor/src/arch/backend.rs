@@ -23,6 +23,10 @@ use crate::memory::page_table::{DirtyTracking, Geometry};
 pub enum InitialState {
     /// The x86 reset state (real mode, CS:IP = F000:FFF0 with CS base FFFF_0000).
     Reset,
+    /// An application processor after INIT and a STARTUP IPI with `vector` (SDM Vol. 3
+    /// 9.4.4, AMD APM Vol. 2 15.27.8): the reset state, but in real mode at
+    /// `vector << 12` (CS selector `vector << 8`, base `vector << 12`, IP 0).
+    Startup { vector: u8 },
     /// 64-bit mode with flat segments and the given page tables, as used by the Linux
     /// 64-bit boot protocol and by test payloads. The caller provides guest page tables
     /// at `cr3` that map `rip` and `rsp`.
@@ -106,6 +110,14 @@ pub trait Arch {
     /// Delivers external interrupt `vector` on the next entry (call only when the window
     /// is open).
     fn inject_interrupt(vcpu: &mut Self::Vcpu, vector: u8);
+
+    /// Whether an NMI can be delivered on the next entry: the guest is not still
+    /// handling the last one (no IRET since), and no other event is queued.
+    fn nmi_window_open(vcpu: &mut Self::Vcpu) -> bool;
+
+    /// Delivers an NMI on the next entry (call only when the NMI window is open); NMIs
+    /// stay blocked until the guest's next IRET.
+    fn inject_nmi(vcpu: &mut Self::Vcpu);
 
     /// Asks for an [`crate::arch::exit::ExitReason::InterruptWindow`] exit as soon as the
     /// guest can take an interrupt.

@@ -7,6 +7,7 @@ pub mod bus;
 pub mod clock;
 pub mod i8042;
 pub mod ioapic;
+pub mod ipi;
 pub mod irq;
 pub mod irq_line;
 pub mod layout;

@@ -1,9 +1,11 @@
-//! The VM's interrupt controllers and platform timers as one object: the local APIC,
-//! the IOAPIC, the 8259 pair (with ELCR) and the 8254 PIT, with the legacy routing
+//! The VM's interrupt controllers and platform timers as one object: a local APIC per
+//! vCPU, the IOAPIC, the 8259 pair (with ELCR) and the 8254 PIT, with the legacy routing
 //! between them (ISA IRQ0 → GSI 2, IRQ 1 and 3..=15 → GSI 1 and 3..=15, each ISA line
 //! also to its 8259 input; LAPIC EOIs of level-triggered vectors back to the IOAPIC).
 //!
-//! What the vCPU loop calls, with `now` = the guest TSC at that moment:
+//! What the vCPU loop calls, with `now` = the guest TSC at that moment and `vcpu` the
+//! index of the vCPU that exited (its local APIC; the 8259's ExtINT reaches vCPU 0,
+//! the BSP, only):
 //!
 //! | When | Call |
 //! |---|---|
@@ -21,59 +23,95 @@
 use crate::devices::bus::{MmioBus, PortBus};
 use crate::devices::clock::{GuestClock, earliest};
 use crate::devices::ioapic::Vioapic;
-use crate::devices::irq::{GsiSink, gsi_to_isa_irq, isa_irq_to_gsi};
+use crate::devices::ipi::{ApicSet, route_outgoing};
+use crate::devices::irq::{ApicSink, GsiSink, gsi_to_isa_irq, isa_irq_to_gsi};
 use crate::devices::layout::{IOAPIC_BASE, IOAPIC_ID, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
 use crate::devices::pic::Pic;
 use crate::devices::pit::Pit;
-use crate::devices::vlapic::{ApicFault, Eoi, Vlapic};
+use crate::devices::vlapic::{ApicFault, Eoi, StartupSignals, Vlapic};
 use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
+use alloc::vec::Vec;
 
 /// The VM's interrupt controllers and PIT.
 #[derive(Debug, Clone)]
 pub struct InterruptController {
-    pub lapic: Vlapic,
+    /// One per vCPU, indexed by vCPU; APIC ID = index, vCPU 0 is the BSP.
+    pub lapics: Vec<Vlapic>,
     pub ioapic: Vioapic,
     pub pic: Pic,
     pub pit: Pit,
+    /// vCPUs that received an IPI from a sibling since [`Self::take_kicked`] (bit per vCPU).
+    kicked: u32,
 }
 
 /// The routing half, borrowed apart from the PIT so that the PIT can drive it.
 struct IrqLines<'a> {
-    lapic: &'a mut Vlapic,
+    apics: ApicSet<'a>,
     ioapic: &'a mut Vioapic,
     pic: &'a mut Pic,
 }
 
 impl GsiSink for IrqLines<'_> {
     fn set_level(&mut self, gsi: u32, high: bool) {
-        self.ioapic.set_level(gsi, high, self.lapic);
+        self.ioapic.set_level(gsi, high, &mut self.apics);
         if let Some(irq) = gsi_to_isa_irq(gsi) {
             self.pic.set_irq(irq, high);
         }
     }
 }
 
-/// Retires the level-triggered EOIs the guest wrote into the IOAPIC.
-fn forward_eois(lapic: &mut Vlapic, ioapic: &mut Vioapic) {
-    while let Some(vector) = lapic.take_eoi_broadcast() {
-        ioapic.eoi(vector, lapic);
+/// Retires the level-triggered EOIs vCPU `vcpu` wrote into the IOAPIC, and sends the
+/// IPI it wrote into its ICR (if it did) to the other vCPUs.
+fn after_lapic_write(lapics: &mut [Vlapic], vcpu: usize, ioapic: &mut Vioapic, kicked: &mut u32) {
+    *kicked |= route_outgoing(lapics, vcpu);
+    while let Some(vector) = lapics.get_mut(vcpu).and_then(Vlapic::take_eoi_broadcast) {
+        ioapic.eoi(vector, &mut ApicSet { lapics });
     }
 }
 
 impl InterruptController {
-    /// One vCPU (APIC ID 0, the BSP) and the IOAPIC with ID [`IOAPIC_ID`].
-    pub fn new(clock: GuestClock) -> InterruptController {
+    /// `vcpus` local APICs (IDs 0.., vCPU 0 the BSP; at least one) and the IOAPIC with
+    /// ID [`IOAPIC_ID`].
+    pub fn new(clock: GuestClock, vcpus: u8) -> InterruptController {
         InterruptController {
-            lapic: Vlapic::new(0, true, clock),
+            lapics: (0..vcpus.max(1)).map(|id| Vlapic::new(u32::from(id), id == 0, clock)).collect(),
             ioapic: Vioapic::new(IOAPIC_ID),
             pic: Pic::new(),
             pit: Pit::new(clock),
+            kicked: 0,
         }
     }
 
     fn lines(&mut self) -> IrqLines<'_> {
-        IrqLines { lapic: &mut self.lapic, ioapic: &mut self.ioapic, pic: &mut self.pic }
+        IrqLines { apics: ApicSet { lapics: &mut self.lapics }, ioapic: &mut self.ioapic, pic: &mut self.pic }
+    }
+
+    /// The local APIC of vCPU `vcpu`.
+    pub fn lapic(&self, vcpu: usize) -> Option<&Vlapic> {
+        self.lapics.get(vcpu)
+    }
+
+    /// How many vCPUs (local APICs) the VM has.
+    pub fn vcpus(&self) -> usize {
+        self.lapics.len()
+    }
+
+    /// The vCPUs that received an IPI (INIT and STARTUP included) from another vCPU
+    /// since the last call (bit per vCPU index).
+    pub fn take_kicked(&mut self) -> u32 {
+        core::mem::take(&mut self.kicked)
+    }
+
+    /// An MSI (or another message on the APIC bus) for whichever vCPUs it names;
+    /// whether one took it.
+    pub fn deliver_message(&mut self, msg: &crate::devices::irq::ApicMessage) -> bool {
+        ApicSet { lapics: &mut self.lapics }.deliver(msg)
+    }
+
+    /// The INIT and STARTUP vCPU `vcpu` received since the last call.
+    pub fn take_startup(&mut self, vcpu: usize) -> StartupSignals {
+        self.lapics.get_mut(vcpu).map(Vlapic::take_startup).unwrap_or_default()
     }
 
     /// Drives ISA IRQ `irq` through its GSI (and 8259 input).
@@ -87,76 +125,86 @@ impl InterruptController {
 
     /// Fires every timer due at `now`.
     pub fn tick(&mut self, now: u64) {
-        self.lapic.tick(now);
-        let InterruptController { lapic, ioapic, pic, pit } = self;
-        pit.tick(now, &mut IrqLines { lapic, ioapic, pic });
+        for lapic in &mut self.lapics {
+            lapic.tick(now);
+        }
+        let InterruptController { lapics, ioapic, pic, pit, .. } = self;
+        pit.tick(now, &mut IrqLines { apics: ApicSet { lapics }, ioapic, pic });
     }
 
-    /// The earliest timer deadline, in guest TSC.
+    /// The earliest timer deadline of any vCPU's APIC or the PIT, in guest TSC.
     pub fn next_deadline(&self) -> Option<u64> {
-        earliest(self.lapic.next_deadline(), self.pit.next_deadline())
+        let lapics = self.lapics.iter().filter_map(Vlapic::next_deadline).min();
+        earliest(lapics, self.pit.next_deadline())
     }
 
     // ---- Interrupt delivery ---------------------------------------------------------
 
-    /// The 8259's vector, when LINT0 passes ExtINT through and the 8259 requests.
-    fn extint_vector(&self) -> Option<u8> {
-        if self.lapic.accepts_extint() { self.pic.pending_vector() } else { None }
+    /// The 8259's vector, when the BSP's LINT0 passes ExtINT through and the 8259
+    /// requests (only vCPU 0's LINT0 is wired to the 8259).
+    fn extint_vector(&self, vcpu: usize) -> Option<u8> {
+        let wired = vcpu == 0 && self.lapics.first().is_some_and(Vlapic::accepts_extint);
+        if wired { self.pic.pending_vector() } else { None }
     }
 
-    /// The vector the vCPU would take next, if any. ExtINT from the 8259 comes first
-    /// and is not subject to the TPR; otherwise the local APIC decides.
-    pub fn pending_vector(&self) -> Option<u8> {
-        self.extint_vector().or_else(|| self.lapic.pending_vector())
+    /// The vector vCPU `vcpu` would take next, if any. ExtINT from the 8259 comes
+    /// first and is not subject to the TPR; otherwise the local APIC decides.
+    pub fn pending_vector(&self, vcpu: usize) -> Option<u8> {
+        self.extint_vector(vcpu).or_else(|| self.lapics.get(vcpu).and_then(Vlapic::pending_vector))
     }
 
-    /// The INTA cycle: returns the vector to inject now and records it as taken
-    /// (8259 acknowledge, or LAPIC IRR → ISR).
-    pub fn take_interrupt(&mut self) -> Option<u8> {
-        if self.extint_vector().is_some() {
+    /// The INTA cycle of vCPU `vcpu`: returns the vector to inject now and records it
+    /// as taken (8259 acknowledge, or LAPIC IRR → ISR).
+    pub fn take_interrupt(&mut self, vcpu: usize) -> Option<u8> {
+        if self.extint_vector(vcpu).is_some() {
             return Some(self.pic.acknowledge());
         }
-        let vector = self.lapic.pending_vector()?;
-        self.lapic.acknowledge(vector).then_some(vector)
+        let lapic = self.lapics.get_mut(vcpu)?;
+        let vector = lapic.pending_vector()?;
+        lapic.acknowledge(vector).then_some(vector)
     }
 
-    /// Whether an NMI is requested; clears the request.
-    pub fn take_nmi(&mut self) -> bool {
-        self.lapic.take_nmi()
+    /// Whether an NMI is requested for vCPU `vcpu`; clears the request.
+    pub fn take_nmi(&mut self, vcpu: usize) -> bool {
+        self.lapics.get_mut(vcpu).is_some_and(Vlapic::take_nmi)
     }
 
-    /// An EOI not written through the APIC registers (e.g. a paravirtual EOI):
-    /// retires the highest in-service vector and tells the IOAPIC if it was level.
-    pub fn eoi(&mut self) -> Option<Eoi> {
-        let eoi = self.lapic.eoi()?;
+    /// An EOI of vCPU `vcpu` not written through the APIC registers (e.g. a
+    /// paravirtual EOI): retires its highest in-service vector and tells the IOAPIC if
+    /// it was level.
+    pub fn eoi(&mut self, vcpu: usize) -> Option<Eoi> {
+        let eoi = self.lapics.get_mut(vcpu)?.eoi()?;
         if eoi.level {
-            self.ioapic.eoi(eoi.vector, &mut self.lapic);
+            self.ioapic.eoi(eoi.vector, &mut ApicSet { lapics: &mut self.lapics });
         }
         Some(eoi)
     }
 
-    /// What the guest's next EOI would retire; an 8259 request counts as requested.
-    pub fn eoi_outlook(&self) -> crate::devices::vlapic::EoiOutlook {
-        let mut outlook = self.lapic.eoi_outlook();
-        outlook.requested |= self.extint_vector().is_some();
+    /// What vCPU `vcpu`'s next EOI would retire; an 8259 request counts as requested.
+    pub fn eoi_outlook(&self, vcpu: usize) -> crate::devices::vlapic::EoiOutlook {
+        let mut outlook = self.lapics.get(vcpu).map(Vlapic::eoi_outlook).unwrap_or_default();
+        outlook.requested |= self.extint_vector(vcpu).is_some();
         outlook
     }
 
     // ---- MSRs -----------------------------------------------------------------------
 
-    /// RDMSR: `None` if `msr` is not the APIC's (IA32_APIC_BASE, IA32_TSC_DEADLINE,
-    /// x2APIC 0x800-0x8FF); `Some(Err)` means inject #GP(0).
-    pub fn read_msr(&mut self, msr: u32, now: u64) -> Option<Result<u64, ApicFault>> {
-        Vlapic::handles_msr(msr).then(|| self.lapic.read_msr(msr, now))
-    }
-
-    /// WRMSR, as [`read_msr`](Self::read_msr). EOIs reach the IOAPIC.
-    pub fn write_msr(&mut self, msr: u32, value: u64, now: u64) -> Option<Result<(), ApicFault>> {
+    /// RDMSR by vCPU `vcpu`: `None` if `msr` is not the APIC's (IA32_APIC_BASE,
+    /// IA32_TSC_DEADLINE, x2APIC 0x800-0x8FF); `Some(Err)` means inject #GP(0).
+    pub fn read_msr(&mut self, vcpu: usize, msr: u32, now: u64) -> Option<Result<u64, ApicFault>> {
         if !Vlapic::handles_msr(msr) {
             return None;
         }
-        let result = self.lapic.write_msr(msr, value, now);
-        forward_eois(&mut self.lapic, &mut self.ioapic);
+        Some(self.lapics.get_mut(vcpu).ok_or(ApicFault).and_then(|l| l.read_msr(msr, now)))
+    }
+
+    /// WRMSR, as [`read_msr`](Self::read_msr). EOIs reach the IOAPIC, IPIs the other vCPUs.
+    pub fn write_msr(&mut self, vcpu: usize, msr: u32, value: u64, now: u64) -> Option<Result<(), ApicFault>> {
+        if !Vlapic::handles_msr(msr) {
+            return None;
+        }
+        let result = self.lapics.get_mut(vcpu).ok_or(ApicFault).and_then(|l| l.write_msr(msr, value, now));
+        after_lapic_write(&mut self.lapics, vcpu, &mut self.ioapic, &mut self.kicked);
         Some(result)
     }
 
@@ -167,14 +215,20 @@ impl InterruptController {
         in_window(gpa, LAPIC_BASE, LAPIC_SIZE).is_some() || in_window(gpa, IOAPIC_BASE, IOAPIC_SIZE).is_some()
     }
 
-    /// An MMIO read; `None` if `gpa` is not the controller's.
-    pub fn mmio_read(&mut self, gpa: u64, size: AccessSize, now: u64) -> Option<u64> {
-        mmio_read(&mut self.lapic, &mut self.ioapic, gpa, size, now)
+    /// An MMIO read by vCPU `vcpu` (the APIC page is its own); `None` if `gpa` is not
+    /// the controller's.
+    pub fn mmio_read(&mut self, vcpu: usize, gpa: u64, size: AccessSize, now: u64) -> Option<u64> {
+        mmio_read(&mut self.apic_view(vcpu), gpa, size, now)
     }
 
-    /// An MMIO write; `false` if `gpa` is not the controller's.
-    pub fn mmio_write(&mut self, gpa: u64, size: AccessSize, value: u64, now: u64) -> bool {
-        mmio_write(&mut self.lapic, &mut self.ioapic, gpa, size, value, now)
+    /// An MMIO write by vCPU `vcpu`; `false` if `gpa` is not the controller's.
+    pub fn mmio_write(&mut self, vcpu: usize, gpa: u64, size: AccessSize, value: u64, now: u64) -> bool {
+        mmio_write(&mut self.apic_view(vcpu), gpa, size, value, now)
+    }
+
+    /// The APICs as vCPU `vcpu` reaches them over MMIO.
+    fn apic_view(&mut self, vcpu: usize) -> ApicView<'_> {
+        ApicView { lapics: &mut self.lapics, vcpu, ioapic: &mut self.ioapic, kicked: &mut self.kicked }
     }
 
     /// Whether the controller owns `port` (8259s, ELCR, PIT, port 0x61).
@@ -193,17 +247,21 @@ impl InterruptController {
         port_write(&mut self.pic, &mut self.pit, port, size, value, now)
     }
 
-    /// The VM's buses with this controller in front, for exit handling that takes
-    /// `&mut dyn MmioBus` and `&mut dyn PortBus`. Accesses the controller does not
-    /// claim go to `mmio` and `ports`.
+    /// The VM's buses with this controller in front, as vCPU `vcpu` sees them, for
+    /// exit handling that takes `&mut dyn MmioBus` and `&mut dyn PortBus`. Accesses
+    /// the controller does not claim go to `mmio` and `ports`.
     pub fn buses<'a>(
         &'a mut self,
+        vcpu: usize,
         now: u64,
         mmio: &'a mut dyn MmioBus,
         ports: &'a mut dyn PortBus,
     ) -> (IrqMmio<'a>, IrqPorts<'a>) {
-        let InterruptController { lapic, ioapic, pic, pit } = self;
-        (IrqMmio { lapic, ioapic, now, next: mmio }, IrqPorts { pic, pit, now, next: ports })
+        let InterruptController { lapics, ioapic, pic, pit, kicked } = self;
+        (
+            IrqMmio { apics: ApicView { lapics, vcpu, ioapic, kicked }, now, next: mmio },
+            IrqPorts { pic, pit, now, next: ports },
+        )
     }
 }
 
@@ -218,21 +276,31 @@ fn in_window(gpa: u64, base: u64, size: u64) -> Option<u64> {
     gpa.checked_sub(base).filter(|&off| off < size)
 }
 
-fn mmio_read(lapic: &mut Vlapic, ioapic: &mut Vioapic, gpa: u64, size: AccessSize, now: u64) -> Option<u64> {
+/// The APIC page of one vCPU and the IOAPIC, with every vCPU's APIC behind them.
+struct ApicView<'a> {
+    lapics: &'a mut [Vlapic],
+    vcpu: usize,
+    ioapic: &'a mut Vioapic,
+    kicked: &'a mut u32,
+}
+
+fn mmio_read(view: &mut ApicView<'_>, gpa: u64, size: AccessSize, now: u64) -> Option<u64> {
     if let Some(off) = in_window(gpa, LAPIC_BASE, LAPIC_SIZE) {
-        Some(lapic.mmio_read(off, size, now))
+        Some(view.lapics.get_mut(view.vcpu).map_or(0, |l| l.mmio_read(off, size, now)))
     } else {
-        in_window(gpa, IOAPIC_BASE, IOAPIC_SIZE).map(|off| ioapic.mmio_read(off, size))
+        in_window(gpa, IOAPIC_BASE, IOAPIC_SIZE).map(|off| view.ioapic.mmio_read(off, size))
     }
 }
 
-fn mmio_write(lapic: &mut Vlapic, ioapic: &mut Vioapic, gpa: u64, size: AccessSize, value: u64, now: u64) -> bool {
+fn mmio_write(view: &mut ApicView<'_>, gpa: u64, size: AccessSize, value: u64, now: u64) -> bool {
     if let Some(off) = in_window(gpa, LAPIC_BASE, LAPIC_SIZE) {
-        lapic.mmio_write(off, size, value, now);
-        forward_eois(lapic, ioapic);
+        if let Some(lapic) = view.lapics.get_mut(view.vcpu) {
+            lapic.mmio_write(off, size, value, now);
+        }
+        after_lapic_write(view.lapics, view.vcpu, view.ioapic, view.kicked);
     } else if let Some(off) = in_window(gpa, IOAPIC_BASE, IOAPIC_SIZE) {
-        ioapic.mmio_write(off, size, value);
-        ioapic.service(lapic);
+        view.ioapic.mmio_write(off, size, value);
+        view.ioapic.service(&mut ApicSet { lapics: view.lapics });
     } else {
         return false;
     }
@@ -277,8 +345,7 @@ fn port_write(pic: &mut Pic, pit: &mut Pit, port: u16, size: AccessSize, value: 
 /// The MMIO side of [`InterruptController::buses`]: the APIC page and the IOAPIC,
 /// then the VM's bus.
 pub struct IrqMmio<'a> {
-    lapic: &'a mut Vlapic,
-    ioapic: &'a mut Vioapic,
+    apics: ApicView<'a>,
     now: u64,
     next: &'a mut dyn MmioBus,
 }
@@ -306,13 +373,13 @@ impl core::fmt::Debug for IrqPorts<'_> {
 
 impl MmioBus for IrqMmio<'_> {
     fn read(&mut self, gpa: GuestPhysAddr, size: AccessSize) -> u64 {
-        match mmio_read(self.lapic, self.ioapic, gpa.raw(), size, self.now) {
+        match mmio_read(&mut self.apics, gpa.raw(), size, self.now) {
             Some(v) => v & size.mask(),
             None => self.next.read(gpa, size),
         }
     }
     fn write(&mut self, gpa: GuestPhysAddr, size: AccessSize, value: u64) {
-        if !mmio_write(self.lapic, self.ioapic, gpa.raw(), size, value & size.mask(), self.now) {
+        if !mmio_write(&mut self.apics, gpa.raw(), size, value & size.mask(), self.now) {
             self.next.write(gpa, size, value);
         }
     }

@@ -17,8 +17,11 @@
 //! The timer's input clock is [`APIC_TIMER_HZ`] (1 GHz, KVM's choice) before the
 //! divider; CPUID 0x15/0x16 and kvmclock must report values consistent with it.
 //!
-//! With one vCPU, IPIs to other APICs are counted and dropped; self-IPIs (shorthand,
-//! own destination, x2APIC SELF_IPI) are delivered. The APIC does not advertise EOI
+//! Self-IPIs (shorthand, own destination, x2APIC SELF_IPI) are delivered here; the
+//! part of an IPI meant for other APICs waits in [`Vlapic::take_outgoing`] for the
+//! VM's interrupt controller, which offers it to the VM's other vCPUs (`super::ipi`)
+//! and counts it as dropped when none takes it. INIT and STARTUP are never taken by
+//! the sender itself; a receiver records them for the VM ([`Vlapic::take_startup`]). The APIC does not advertise EOI
 //! broadcast suppression (version bit 24), so every level EOI reaches the IOAPIC.
 //!
 //! [`InterruptController`]: super::platform_irq::InterruptController
@@ -65,6 +68,30 @@ pub struct Vlapic {
     eoi_broadcasts: VectorSet,
     nmi_pending: bool,
     dropped_ipis: u64,
+    /// The part of the last ICR write meant for other APICs, until the controller takes it.
+    outgoing: Option<OutgoingIpi>,
+    /// INIT and STARTUP received from another vCPU, until the VM takes them.
+    startup: StartupSignals,
+}
+
+/// An IPI for APICs other than its sender (see [`Vlapic::take_outgoing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutgoingIpi {
+    /// Vector, delivery mode and destination as the ICR gave them.
+    pub msg: ApicMessage,
+    /// The all-excluding-self or all-including-self shorthand: every other APIC.
+    pub all_others: bool,
+    /// The sender took it itself (a lowest-priority IPI then goes nowhere else).
+    pub self_took: bool,
+}
+
+/// INIT and STARTUP IPIs an APIC received, for the VM to act on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartupSignals {
+    /// An INIT arrived: the vCPU waits for a STARTUP.
+    pub init: bool,
+    /// The vector of the last STARTUP (the vCPU starts at `vector << 12`).
+    pub sipi: Option<u8>,
 }
 
 /// IA32_APIC_BASE[11:10] (SDM Vol. 3 11.12.1, Table 11-5).
@@ -191,6 +218,7 @@ const LVT_ERROR_WRITABLE: u32 = LVT_VECTOR | LVT_MASKED;
 /// Vol. 3 11.6.1). Delivery status (bit 12) always reads 0: delivery is immediate.
 const ICR_LO_WRITABLE: u32 = 0xFF | 0x700 | (1 << 11) | (1 << 14) | (1 << 15) | (3 << 18);
 const ICR_LOGICAL: u32 = 1 << 11;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 const ICR_SHORTHAND_SHIFT: u32 = 18;
 const ICR_SHORTHAND_SELF: u32 = 1 << ICR_SHORTHAND_SHIFT;
 
@@ -245,6 +273,8 @@ impl Vlapic {
             eoi_broadcasts: VectorSet::default(),
             nmi_pending: false,
             dropped_ipis: 0,
+            outgoing: None,
+            startup: StartupSignals::default(),
         };
         lapic.reset_registers();
         lapic
@@ -273,6 +303,10 @@ impl Vlapic {
         self.timer = ApicTimer::default();
         self.eoi_broadcasts = VectorSet::default();
         self.nmi_pending = false;
+        self.outgoing = None;
+        if self.mode == ApicMode::X2Apic {
+            self.ldr = self.x2apic_ldr();
+        }
     }
 
     pub fn mode(&self) -> ApicMode {
@@ -288,9 +322,47 @@ impl Vlapic {
         self.mode != ApicMode::Disabled && self.svr & SVR_ENABLE != 0
     }
 
-    /// IPIs to other APICs dropped so far.
+    /// IPIs to other APICs that no APIC took, so far.
     pub fn dropped_ipis(&self) -> u64 {
         self.dropped_ipis
+    }
+
+    /// The part of the last ICR write meant for other APICs, if any.
+    pub fn take_outgoing(&mut self) -> Option<OutgoingIpi> {
+        self.outgoing.take()
+    }
+
+    /// The controller found no APIC for an outgoing IPI.
+    pub fn note_dropped_ipi(&mut self, ipi: &OutgoingIpi) {
+        self.dropped_ipis = self.dropped_ipis.wrapping_add(1);
+        if log_now(self.dropped_ipis) {
+            log::debug!(
+                target: "apic",
+                "IPI {:?} vector {:#x} to {:#x} reached no APIC ({} dropped)",
+                ipi.msg.delivery,
+                ipi.msg.vector,
+                ipi.msg.dest,
+                self.dropped_ipis
+            );
+        }
+    }
+
+    /// An INIT from another vCPU (SDM Vol. 3 11.4.7.3, 9.4.4): the APIC's registers go
+    /// back to their power-up state (its ID and mode stay) and the vCPU waits for a
+    /// STARTUP. A STARTUP received earlier is forgotten.
+    pub fn receive_init(&mut self) {
+        self.reset_registers();
+        self.startup = StartupSignals { init: true, sipi: None };
+    }
+
+    /// A STARTUP from another vCPU; only a vCPU waiting after an INIT acts on it.
+    pub fn receive_sipi(&mut self, vector: u8) {
+        self.startup.sipi = Some(vector);
+    }
+
+    /// The INIT and STARTUP received since the last call.
+    pub fn take_startup(&mut self) -> StartupSignals {
+        core::mem::take(&mut self.startup)
     }
 
     /// The spurious-interrupt vector (SVR[7:0]).
@@ -415,6 +487,11 @@ impl Vlapic {
         self.eoi_broadcasts.take_highest()
     }
 
+    /// Whether an NMI waits for this vCPU.
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
+    }
+
     /// Whether the guest asked for an NMI (ICR/LVT NMI delivery); clears the request.
     pub fn take_nmi(&mut self) -> bool {
         core::mem::take(&mut self.nmi_pending)
@@ -466,7 +543,7 @@ impl Vlapic {
 
     /// Whether a message addressed to `dest` reaches this APIC (SDM Vol. 3 11.6.2;
     /// 11.12.10 for x2APIC).
-    fn matches_destination(&self, dest: u32, logical: bool, short_dest: bool) -> bool {
+    pub fn matches_destination(&self, dest: u32, logical: bool, short_dest: bool) -> bool {
         match self.mode {
             ApicMode::Disabled => false,
             ApicMode::X2Apic => {
@@ -496,32 +573,82 @@ impl Vlapic {
     }
 
     /// Sends the IPI in ICR (SDM Vol. 3 11.6.1). `dest` is ICR[63:56] in xAPIC mode,
-    /// ICR[63:32] in x2APIC mode.
+    /// ICR[63:32] in x2APIC mode. This APIC's own share is delivered at once; the rest
+    /// waits in [`Self::take_outgoing`]. An INIT level de-assert does nothing (SDM
+    /// Vol. 3 11.6.1: not supported by Pentium 4 and later).
     fn send_ipi(&mut self, lo: u32, dest: u32) {
         let vector = lo as u8;
         let delivery = DeliveryMode::from_bits(lo >> 8);
-        let to_self = match (lo >> ICR_SHORTHAND_SHIFT) & 3 {
-            0 => self.matches_destination(dest, lo & ICR_LOGICAL != 0, self.mode != ApicMode::X2Apic),
-            1 | 2 => true,
-            _ => false,
+        let logical = lo & ICR_LOGICAL != 0;
+        let short_dest = self.mode != ApicMode::X2Apic;
+        let (to_self, all_others) = match (lo >> ICR_SHORTHAND_SHIFT) & 3 {
+            0 => (self.matches_destination(dest, logical, short_dest), false),
+            1 => (true, false),
+            2 => (true, true),
+            _ => (false, true),
         };
-        if !to_self {
-            self.dropped_ipis = self.dropped_ipis.wrapping_add(1);
-            if log_now(self.dropped_ipis) {
-                log::debug!(target: "apic", "IPI {lo:#x} to {dest:#x} has no other CPU to go to ({} dropped)", self.dropped_ipis);
-            }
+        let level_assert = lo & ICR_LEVEL_ASSERT != 0;
+        if delivery == DeliveryMode::Init && !level_assert {
             return;
         }
+        let to_others = all_others || (lo >> ICR_SHORTHAND_SHIFT) & 3 == 0;
+        let self_took = to_self && self.deliver_own_ipi(vector, delivery);
+        if to_others {
+            let msg = ApicMessage { vector, delivery, logical, dest, short_dest, level: false };
+            self.outgoing = Some(OutgoingIpi { msg, all_others, self_took });
+        }
+    }
+
+    /// This APIC's own share of an IPI it sends; whether it took it.
+    fn deliver_own_ipi(&mut self, vector: u8, delivery: DeliveryMode) -> bool {
         match delivery {
             DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
                 if vector < 16 {
                     self.signal_error(ESR_SEND_ILLEGAL_VECTOR);
+                    false
                 } else {
-                    self.accept_interrupt(vector, false);
+                    self.accept_interrupt(vector, false)
                 }
             }
-            DeliveryMode::Nmi => self.nmi_pending = true,
-            other => log::debug!(target: "apic", "self-IPI with delivery mode {other:?} ignored"),
+            DeliveryMode::Nmi => {
+                self.nmi_pending = true;
+                true
+            }
+            other => {
+                log::debug!(target: "apic", "self-IPI with delivery mode {other:?} ignored");
+                false
+            }
+        }
+    }
+
+    /// Takes an IPI another vCPU of the VM sent (fixed, lowest priority, NMI, INIT,
+    /// STARTUP); whether it was taken. Other delivery modes are ignored.
+    pub fn receive_ipi(&mut self, msg: &ApicMessage) -> bool {
+        match msg.delivery {
+            DeliveryMode::Init => {
+                self.receive_init();
+                true
+            }
+            DeliveryMode::StartUp => {
+                self.receive_sipi(msg.vector);
+                true
+            }
+            _ => self.accept_message(msg),
+        }
+    }
+
+    /// A fixed, lowest-priority or NMI message whose destination matched.
+    fn accept_message(&mut self, msg: &ApicMessage) -> bool {
+        match msg.delivery {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => self.accept_interrupt(msg.vector, msg.level),
+            DeliveryMode::Nmi => {
+                self.nmi_pending = true;
+                true
+            }
+            other => {
+                log::debug!(target: "apic", "message with delivery mode {other:?} not handled by the APIC");
+                false
+            }
         }
     }
 
@@ -726,20 +853,7 @@ fn x2apic_offset(msr: u32) -> u32 {
 
 impl ApicSink for Vlapic {
     fn deliver(&mut self, msg: &ApicMessage) -> bool {
-        if !self.matches_destination(msg.dest, msg.logical, msg.short_dest) {
-            return false;
-        }
-        match msg.delivery {
-            DeliveryMode::Fixed | DeliveryMode::LowestPriority => self.accept_interrupt(msg.vector, msg.level),
-            DeliveryMode::Nmi => {
-                self.nmi_pending = true;
-                true
-            }
-            other => {
-                log::debug!(target: "apic", "message with delivery mode {other:?} not handled by the APIC");
-                false
-            }
-        }
+        self.matches_destination(msg.dest, msg.logical, msg.short_dest) && self.accept_message(msg)
     }
 }
 
@@ -761,7 +875,7 @@ mod vector_set;
 use vector_set::VectorSet;
 
 /// What the next EOI would retire: decided by the local APIC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EoiOutlook {
     /// A vector is in service.
     pub in_service: bool,

@@ -140,6 +140,15 @@ impl CpuidPolicy {
             }
             // RDPRU (4), IBPB, IBRS, STIBP, SSBD, VIRT_SSBD.
             0x8000_0008 => r.ebx &= !bits(&[4, 12, 14, 15, 24, 25]),
+            // The x2APIC ID in the extended topology leaves and AMD's extended APIC ID
+            // leaf is the vCPU's, not the host CPU's the exit happened on: a guest with
+            // several vCPUs must see each one's own (Linux checks it against the MADT).
+            0xb | 0x1f => r.edx = u32::from(apic_id),
+            // Core id = APIC id, one thread per core: no two vCPUs look like SMT siblings.
+            0x8000_001e => {
+                r.eax = u32::from(apic_id);
+                r.ebx = u32::from(apic_id);
+            }
             0x8000_000a => r = CpuidResult::default(),
             _ => {}
         }
@@ -242,6 +251,16 @@ mod tests {
         assert_eq!(features.edx, 0);
         // The Bulkhead leaf is unchanged.
         assert_eq!(p.filter(&src, HYPERVISOR_LEAF, 0, 0).ebx, SIGNATURE[0]);
+    }
+
+    #[test]
+    fn topology_leaves_give_the_vcpus_own_apic_id() {
+        let (src, p) = policy();
+        for leaf in [0xb, 0x1f] {
+            assert_eq!(p.filter(&src, leaf, 0, 3).edx, 3, "{leaf:#x}");
+        }
+        let ext = p.filter(&src, 0x8000_001e, 0, 2);
+        assert_eq!((ext.eax, ext.ebx), (2, 2));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct VmConfig {
     pub modules: Vec<String>,
     pub cmdline: String,
     pub memory_bytes: u64,
+    /// Virtual CPUs: 1 to `syntax::MAX_VCPUS` (Linux VMs), 1 for every other kind.
+    pub vcpus: u8,
     pub label: String,
     /// Trust colour as 0xRRGGBB.
     pub colour: u32,

@@ -152,8 +152,9 @@ pub struct DesktopPlatform {
     /// briefly and none re-enters another, so a `RefCell` never finds it taken.
     pub irq: RefCell<InterruptController>,
     lines: GsiLines,
-    pvclock: RefCell<PvClock>,
-    pv_eoi: RefCell<PvEoi>,
+    /// kvmclock and the paravirtual EOI are per vCPU (each has its own MSRs and page).
+    pvclock: RefCell<Vec<PvClock>>,
+    pv_eoi: RefCell<Vec<PvEoi>>,
     pub uart: Shared<Uart16550>,
     pub keyboard: Shared<I8042>,
     /// The VM's PCI host (assigned devices are added to it).
@@ -171,8 +172,9 @@ impl core::fmt::Debug for DesktopPlatform {
 }
 
 impl DesktopPlatform {
-    /// Builds the devices and registers them on the VM's buses.
+    /// Builds the devices for `vcpus` vCPUs and registers them on the VM's buses.
     pub fn new(
+        vcpus: u8,
         name: &str,
         console: Arc<spin::Mutex<VmConsole>>,
         host_time: HostTime,
@@ -214,11 +216,12 @@ impl DesktopPlatform {
         mmio.insert(ecam, Box::new(pci)).map_err(bad)?;
         let pvclock = PvClock::new(PvClockConfig { tsc_hz, tsc_stable: true, epoch_tsc: 0 })
             .map_err(PlatformError::KvmclockScale)?;
+        let vcpus = vcpus.max(1);
         Ok(DesktopPlatform {
-            irq: RefCell::new(InterruptController::new(clock)),
+            irq: RefCell::new(InterruptController::new(clock, vcpus)),
             lines,
-            pvclock: RefCell::new(pvclock),
-            pv_eoi: RefCell::new(PvEoi::default()),
+            pvclock: RefCell::new((0..vcpus).map(|_| pvclock.clone()).collect()),
+            pv_eoi: RefCell::new((0..vcpus).map(|_| PvEoi::default()).collect()),
             uart,
             keyboard,
             pci: pci_handle,
@@ -236,25 +239,28 @@ impl DesktopPlatform {
         self.lines.drain_into(&mut *irq);
     }
 
-    /// After an exit: retires the interrupt whose EOI the guest signalled through the
-    /// paravirtual flag, if it did.
-    pub fn collect_pv_eoi(&self, memory: &mut dyn GuestMemoryAccess) {
-        if self.pv_eoi.borrow_mut().take_guest_eoi(memory) {
-            self.irq.borrow_mut().eoi();
+    /// After an exit of vCPU `vcpu`: retires the interrupt whose EOI it signalled
+    /// through the paravirtual flag, if it did.
+    pub fn collect_pv_eoi(&self, vcpu: usize, memory: &mut dyn GuestMemoryAccess) {
+        let taken = self.pv_eoi.borrow_mut().get_mut(vcpu).is_some_and(|p| p.take_guest_eoi(memory));
+        if taken {
+            self.irq.borrow_mut().eoi(vcpu);
         }
     }
 
-    /// Before an entry: lets the guest's next EOI skip its exit when that is safe.
-    pub fn offer_pv_eoi(&self, memory: &mut dyn GuestMemoryAccess) {
-        let mut pv_eoi = self.pv_eoi.borrow_mut();
-        if pv_eoi.enabled() {
-            pv_eoi.offer(self.irq.borrow().eoi_outlook(), memory);
+    /// Before an entry of vCPU `vcpu`: lets its next EOI skip its exit when that is safe.
+    pub fn offer_pv_eoi(&self, vcpu: usize, memory: &mut dyn GuestMemoryAccess) {
+        let mut all = self.pv_eoi.borrow_mut();
+        if let Some(pv_eoi) = all.get_mut(vcpu)
+            && pv_eoi.enabled()
+        {
+            pv_eoi.offer(self.irq.borrow().eoi_outlook(vcpu), memory);
         }
     }
 
-    /// EOIs that took no exit, so far.
+    /// EOIs that took no exit, so far (all vCPUs).
     pub fn pv_eois(&self) -> u64 {
-        self.pv_eoi.borrow().skipped_exits()
+        self.pv_eoi.borrow().iter().map(PvEoi::skipped_exits).fold(0, u64::saturating_add)
     }
 
     /// A power-off or reset the guest asked for since the last call.
@@ -272,18 +278,21 @@ impl DesktopPlatform {
     }
 }
 
-/// The platform's MSRs (local APIC, kvmclock) for the exit handler.
+/// The platform's MSRs (local APIC, kvmclock) as vCPU `.1` sees them, for the exit handler.
 #[derive(Debug)]
-pub struct DesktopMsrs<'a>(pub &'a DesktopPlatform);
+pub struct DesktopMsrs<'a>(pub &'a DesktopPlatform, pub usize);
 
 impl MsrDevices for DesktopMsrs<'_> {
     fn read(&mut self, msr: u32, guest_tsc: u64) -> Option<Result<u64, ()>> {
-        if let Some(r) = self.0.irq.borrow_mut().read_msr(msr, guest_tsc) {
+        let vcpu = self.1;
+        if let Some(r) = self.0.irq.borrow_mut().read_msr(vcpu, msr, guest_tsc) {
             return Some(r.map_err(|_| ()));
         }
         match msr::route(msr) {
-            MsrRoute::PvClock => Some(self.0.pvclock.borrow().read_msr(msr).map_err(|_| ())),
-            MsrRoute::PvEoi => Some(Ok(self.0.pv_eoi.borrow().read_msr())),
+            MsrRoute::PvClock => {
+                Some(self.0.pvclock.borrow().get(vcpu).ok_or(()).and_then(|c| c.read_msr(msr).map_err(|_| ())))
+            }
+            MsrRoute::PvEoi => Some(self.0.pv_eoi.borrow().get(vcpu).map(PvEoi::read_msr).ok_or(())),
             MsrRoute::State => None,
         }
     }
@@ -295,39 +304,47 @@ impl MsrDevices for DesktopMsrs<'_> {
         guest_tsc: u64,
         memory: &mut dyn GuestMemoryAccess,
     ) -> Option<Result<(), ()>> {
-        if let Some(r) = self.0.irq.borrow_mut().write_msr(msr, value, guest_tsc) {
+        let vcpu = self.1;
+        if let Some(r) = self.0.irq.borrow_mut().write_msr(vcpu, msr, value, guest_tsc) {
             return Some(r.map_err(|_| ()));
         }
         match msr::route(msr) {
             MsrRoute::PvClock => {
                 let wall = self.0.wall_clock();
-                Some(self.0.pvclock.borrow_mut().write_msr(msr, value, memory, guest_tsc, wall).map_err(|e| {
+                let mut clocks = self.0.pvclock.borrow_mut();
+                let clock = clocks.get_mut(vcpu)?;
+                Some(clock.write_msr(msr, value, memory, guest_tsc, wall).map_err(|e| {
                     log::warn!(target: "vm", "kvmclock MSR {msr:#x} <- {value:#x} refused: {e:?}");
                 }))
             }
-            MsrRoute::PvEoi => Some(self.0.pv_eoi.borrow_mut().write_msr(value, memory).map_err(|e| {
-                log::warn!(target: "vm", "PV EOI MSR <- {value:#x} refused: {e:?}");
-            })),
+            MsrRoute::PvEoi => {
+                let mut all = self.0.pv_eoi.borrow_mut();
+                Some(all.get_mut(vcpu)?.write_msr(value, memory).map_err(|e| {
+                    log::warn!(target: "vm", "PV EOI MSR <- {value:#x} refused: {e:?}");
+                }))
+            }
             MsrRoute::State => None,
         }
     }
 }
 
-/// MMIO of a desktop VM: the local APIC and IOAPIC first, then the VM's bus.
+/// MMIO of a desktop VM as vCPU `vcpu` sees it: its local APIC and the IOAPIC
+/// first, then the VM's bus.
 #[derive(Debug)]
 pub struct DesktopMmio<'a> {
     pub irq: &'a RefCell<InterruptController>,
+    pub vcpu: usize,
     pub now: u64,
     pub next: &'a mut MemBus,
 }
 
 impl MmioBus for DesktopMmio<'_> {
     fn read(&mut self, gpa: GuestPhysAddr, size: AccessSize) -> u64 {
-        let own = self.irq.borrow_mut().mmio_read(gpa.raw(), size, self.now);
+        let own = self.irq.borrow_mut().mmio_read(self.vcpu, gpa.raw(), size, self.now);
         own.unwrap_or_else(|| self.next.read(gpa, size))
     }
     fn write(&mut self, gpa: GuestPhysAddr, size: AccessSize, value: u64) {
-        if !self.irq.borrow_mut().mmio_write(gpa.raw(), size, value, self.now) {
+        if !self.irq.borrow_mut().mmio_write(self.vcpu, gpa.raw(), size, value, self.now) {
             self.next.write(gpa, size, value);
         }
     }

@@ -55,6 +55,8 @@ fn log_counters(vm: &VmIdentity<'_>, counters: &ExitCounters) {
 pub struct ExitLoop<'a, A: Arch, H: SliceHost> {
     pub vm: VmIdentity<'a>,
     pub vcpu: &'a mut A::Vcpu,
+    /// Which of the VM's vCPUs runs (its local APIC, APIC ID and kvmclock).
+    pub vcpu_index: usize,
     pub platform: &'a mut Platform,
     pub ports: &'a mut PioBus,
     pub mmio: &'a mut MemBus,
@@ -99,7 +101,7 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
             let host_tsc = self.host.now_tsc();
             // Time in guest mode, per VM: under -icount, its instructions (docs/networking.md).
             self.counters.add_guest_tsc(host_tsc.wrapping_sub(entered));
-            self.platform.after_exit(self.memory);
+            self.platform.after_exit(self.vcpu_index, self.memory);
             if let Some(end) = self.handle_exit(&exit, host_tsc) {
                 return end;
             }
@@ -116,7 +118,7 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
             return Some(end);
         }
         self.offer_interrupt();
-        self.platform.before_entry(self.memory);
+        self.platform.before_entry(self.vcpu_index, self.memory);
         None
     }
 
@@ -140,11 +142,18 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
     /// for an exit as soon as it can.
     fn offer_interrupt(&mut self) {
         self.platform.update(self.host.now_tsc());
-        let pending = self.platform.interrupt_pending();
+        // An NMI goes first; one that cannot be delivered yet waits for the exit that
+        // ends the guest's NMI handler (its IRET) or any later exit.
+        if self.platform.nmi_pending(self.vcpu_index) && A::nmi_window_open(self.vcpu) {
+            self.platform.take_nmi(self.vcpu_index);
+            A::inject_nmi(self.vcpu);
+            return;
+        }
+        let pending = self.platform.interrupt_pending(self.vcpu_index);
         match slice_rules::entry_interrupt(pending, pending && A::interrupt_window_open(self.vcpu)) {
             EntryInterrupt::None => {}
             EntryInterrupt::Inject => {
-                if let Some(vector) = self.platform.take_interrupt() {
+                if let Some(vector) = self.platform.take_interrupt(self.vcpu_index) {
                     A::inject_interrupt(self.vcpu, vector);
                 }
             }
@@ -176,7 +185,12 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
             }
         }
         let flow = slice_rules::with_power_event(flow, self.platform.take_power_event());
-        if let Some(end) = slice_rules::end_by_guest(flow, self.platform.interrupt_pending()) {
+        let v = self.vcpu_index;
+        let wakes = self.platform.interrupt_pending(v) || self.platform.nmi_pending(v);
+        if let Some(end) = slice_rules::end_by_guest(flow, wakes) {
+            return Some(end);
+        }
+        if let Some(end) = slice_rules::end_for_siblings(self.platform.take_kicked(), self.vcpu_index) {
             return Some(end);
         }
         slice_rules::end_by_host(HostEvents {
@@ -194,11 +208,12 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
             crate::limited!(Source::Emulation, self.vm.id, log_counters(&self.vm, self.counters));
         }
         let mut console = ConsoleAdapter(self.console);
-        let mut devices = self.platform.devices(self.ports, self.mmio, host_tsc);
+        let mut devices = self.platform.devices(self.vcpu_index, self.ports, self.mmio, host_tsc);
         let attached = devices.attach();
         let mut env = VmEnv {
             vm: self.vm,
-            apic_id: 0,
+            // vCPU indices are below MAX_VCPUS: the APIC ID is the index.
+            apic_id: u8::try_from(self.vcpu_index).unwrap_or(u8::MAX),
             cpuid_policy: self.policy,
             cpuid: self.cpuid,
             msrs: self.msrs,

@@ -41,14 +41,16 @@ use crate::vm::passthrough::{self, VmDevices};
 use crate::vm::payload;
 use crate::vm::platform::Platform;
 use crate::vm::slice_host::{Machine, SliceHost};
-use crate::vm::slice_rules;
 use crate::vm::start_error::{BackendError, ImageError};
+use crate::vm::vcpus::{self, StartupAction, VcpuSlot, VcpuState};
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmState {
+    /// At least one vCPU can run.
     Runnable,
-    /// Executed HLT; runnable again when an interrupt is pending.
+    /// Every vCPU executed HLT (or waits for a STARTUP); runnable again when an
+    /// interrupt is pending for one.
     Halted,
     Stopped(StopReason),
 }
@@ -170,8 +172,15 @@ pub struct Vm<A: Arch> {
     npt: Option<PageTable<A::Stage2>>,
     io_map: HostPhysAddr,
     msr_map: HostPhysAddr,
-    vcpu: Option<A::Vcpu>,
-    msrs: MsrState,
+    /// Its vCPUs, `config.vcpus` of them once started (`vm/vcpus.rs`).
+    vcpus: Vec<VcpuSlot<A::Vcpu>>,
+    /// What every vCPU is created with (an AP's initial state comes from its STARTUP).
+    vcpu_config: Option<VcpuConfig>,
+    /// The guest TSC offset every vCPU shares (guest TSC 0 at the VM's start).
+    tsc_offset: u64,
+    /// The vCPU that ran last (its TLB entries carry the VM's ASID).
+    last_vcpu: Option<usize>,
+    features: A::Features,
     ports: PioBus,
     mmio: MemBus,
     pub console: Arc<spin::Mutex<VmConsole>>,
@@ -218,7 +227,7 @@ impl<A: Arch> Vm<A> {
         features: &A::Features,
     ) -> Result<Vm<A>, VmError<A::Error>> {
         let mut blocks = HostBlocks::default();
-        match Self::build(id, config, image, resources, &mut blocks) {
+        match Self::build(id, config, image, resources, *features, &mut blocks) {
             Ok(mut vm) => {
                 vm.blocks = blocks;
                 if let Some(why) = vm.disk_unavailable {
@@ -254,6 +263,7 @@ impl<A: Arch> Vm<A> {
         config: VmConfig,
         image: &'static [u8],
         resources: VmResources,
+        features: A::Features,
         blocks: &mut HostBlocks,
     ) -> Result<Vm<A>, VmError<A::Error>> {
         let ram_bytes = config.memory_bytes;
@@ -321,8 +331,11 @@ impl<A: Arch> Vm<A> {
             npt: None,
             io_map,
             msr_map,
-            vcpu: None,
-            msrs: MsrState::new(true),
+            vcpus: Vec::new(),
+            vcpu_config: None,
+            tsc_offset: 0,
+            last_vcpu: None,
+            features,
             ports: PioBus::new("pio"),
             mmio: MemBus::new("mmio"),
             counters: ExitCounters::default(),
@@ -359,11 +372,14 @@ impl<A: Arch> Vm<A> {
     pub fn take_framebuffer_dirty(&mut self, bitmap: &mut [u64]) -> Option<usize> {
         let fb = self.framebuffer?;
         let npt = self.npt.as_mut()?;
-        let vcpu = self.vcpu.as_mut()?;
+        self.vcpus.first()?.vcpu.as_ref()?;
         let npages = (fb.len / PAGE_SIZE) as usize;
         let dirty = npt.take_dirty(&mut GlobalFrames, fb.gpa, npages, bitmap);
         if dirty > 0 {
-            A::request_tlb_flush(vcpu);
+            // Every vCPU may hold a writable translation of a page just cleaned.
+            for vcpu in self.vcpus.iter_mut().filter_map(|slot| slot.vcpu.as_mut()) {
+                A::request_tlb_flush(vcpu);
+            }
         }
         Some(dirty)
     }
@@ -456,6 +472,7 @@ impl<A: Arch> Vm<A> {
             }
             Kind::Linux => {
                 let platform = DesktopPlatform::new(
+                    self.config.vcpus,
                     &self.config.name,
                     self.console.clone(),
                     self.resources.host_time,
@@ -517,14 +534,18 @@ impl<A: Arch> Vm<A> {
             .map_err(|e| VmError::Backend(BackendError::Vcpu(e)))?;
         // The guest's TSC starts at 0 when the VM starts (TSC offsetting).
         let start_tsc = crate::arch::x86::instr::rdtsc();
-        A::regs(&mut vcpu).set_tsc_offset(0u64.wrapping_sub(start_tsc));
-        self.vcpu = Some(vcpu);
+        self.tsc_offset = 0u64.wrapping_sub(start_tsc);
+        A::regs(&mut vcpu).set_tsc_offset(self.tsc_offset);
+        self.vcpu_config = Some(config);
+        // vCPU 0 runs; the others wait for the guest's INIT and STARTUP.
+        self.vcpus = (1..self.config.vcpus.max(1)).map(|_| VcpuSlot::parked()).collect();
+        self.vcpus.insert(0, VcpuSlot { vcpu: Some(vcpu), state: VcpuState::Runnable, msrs: MsrState::new(true) });
+        self.last_vcpu = None;
         self.build_devices(start_tsc)?;
         // Assigned BARs where the devices' views place them (the new table has none).
         if let Some(pci) = &self.pci {
             sync_device_bars(&mut self.devices, &pci.lock(), self.npt.as_mut(), true);
         }
-        self.msrs = MsrState::new(true);
         self.state = VmState::Runnable;
         self.starts = self.starts.saturating_add(1);
         Ok(())
@@ -573,7 +594,11 @@ impl<A: Arch> Vm<A> {
         let image = |e| VmError::Image(ImageError::Linux(e));
         let kernel = BzImage::parse(self.image).map_err(image)?;
         let fb = self.framebuffer.ok_or(VmError::Image(ImageError::NoFramebuffer))?;
-        let mut acpi_config = crate::vm::acpi::AcpiConfig::default();
+        // One local APIC entry per vCPU (APIC ID = vCPU index).
+        let mut acpi_config = crate::vm::acpi::AcpiConfig {
+            vcpus: u32::from(self.config.vcpus.max(1)),
+            ..crate::vm::acpi::AcpiConfig::default()
+        };
         if let Some(devices) = &self.devices {
             // Assigned 64-bit BARs sit above 4 GiB and above the VM's RAM: offer that
             // window too.
@@ -653,8 +678,81 @@ impl<A: Arch> Vm<A> {
         direct_map::checksum(self.ram, self.config.memory_bytes)
     }
 
+    /// Whether an interrupt waits for any of its vCPUs.
     pub fn interrupt_pending(&self) -> bool {
-        self.platform.interrupt_pending()
+        (0..self.vcpus.len()).any(|v| self.platform.interrupt_pending(v))
+    }
+
+    /// How many vCPUs the VM has (while it runs).
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Whether vCPU `vcpu` can run now.
+    pub fn vcpu_runnable(&self, vcpu: usize) -> bool {
+        !matches!(self.state, VmState::Stopped(_))
+            && self.vcpus.get(vcpu).is_some_and(|slot| slot.state == VcpuState::Runnable && slot.vcpu.is_some())
+    }
+
+    /// Carries out the INIT and STARTUP IPIs its vCPUs sent each other, wakes halted
+    /// vCPUs that have an interrupt pending, and updates the VM's state from theirs.
+    pub fn update_vcpus(&mut self) {
+        if matches!(self.state, VmState::Stopped(_)) {
+            return;
+        }
+        for index in 0..self.vcpus.len() {
+            let signals = self.platform.take_startup(index);
+            let pending = self.platform.interrupt_pending(index) || self.platform.nmi_pending(index);
+            let Some(slot) = self.vcpus.get_mut(index) else { continue };
+            match vcpus::startup_action(index, slot.state, signals) {
+                StartupAction::Nothing => {}
+                StartupAction::Park => {
+                    if let Some(vcpu) = slot.vcpu.take() {
+                        A::destroy_vcpu(vcpu, &mut GlobalFrames);
+                    }
+                    slot.state = VcpuState::WaitForSipi;
+                }
+                StartupAction::Start { vector } => self.start_ap(index, vector),
+            }
+            if let Some(slot) = self.vcpus.get_mut(index) {
+                slot.state = vcpus::wake(slot.state, pending);
+            }
+        }
+        self.state = vcpus::vm_state(self.vcpus.iter().map(|slot| slot.state));
+    }
+
+    /// Creates application processor `index` in the state a STARTUP with `vector`
+    /// gives it. Without memory for it, it stays parked and the guest sees an AP that
+    /// never answers (its kernel gives up on it).
+    fn start_ap(&mut self, index: usize, vector: u8) {
+        let Some(template) = self.vcpu_config else { return };
+        let Some(slot) = self.vcpus.get_mut(index) else { return };
+        if let Some(old) = slot.vcpu.take() {
+            A::destroy_vcpu(old, &mut GlobalFrames);
+        }
+        let config = VcpuConfig { initial: InitialState::Startup { vector }, ..template };
+        match A::create_vcpu(&self.features, &config, &mut GlobalFrames) {
+            Ok(mut vcpu) => {
+                A::regs(&mut vcpu).set_tsc_offset(self.tsc_offset);
+                *slot = VcpuSlot { vcpu: Some(vcpu), state: VcpuState::Runnable, msrs: MsrState::new(true) };
+                // A guest can cycle INIT and STARTUP: the line is rate limited.
+                let (id, name, at) = (self.id, &self.config.name, u32::from(vector) << 12);
+                crate::limited!(
+                    crate::log_limit::Source::Emulation,
+                    id,
+                    log::info!(target: "vm", "vm {id} ({name}): vCPU {index} started at {at:#x}")
+                );
+            }
+            Err(e) => {
+                slot.state = VcpuState::WaitForSipi;
+                let (id, name) = (self.id, &self.config.name);
+                crate::limited!(
+                    crate::log_limit::Source::Emulation,
+                    id,
+                    log::warn!(target: "vm", "vm {id} ({name}): vCPU {index} cannot start: {e:?}")
+                );
+            }
+        }
     }
 
     /// EOIs the guest signalled without an exit (paravirtual EOI), so far.
@@ -680,7 +778,7 @@ impl<A: Arch> Vm<A> {
             return false;
         }
         let accepted = self.platform.deliver_device_interrupt(self.id, target, &mut self.device_interrupts);
-        self.state = slice_rules::wake(self.state, self.interrupt_pending());
+        self.update_vcpus();
         accepted
     }
 
@@ -707,7 +805,7 @@ impl<A: Arch> Vm<A> {
         if let Some(disk) = &self.disk {
             disk.deliver(self.id, &mut self.platform, &mut self.device_interrupts);
         }
-        self.state = slice_rules::wake(self.state, self.interrupt_pending());
+        self.update_vcpus();
     }
 
     /// Unmasks the host pins of the INTx lines the guest just finished with (its I/O
@@ -723,19 +821,27 @@ impl<A: Arch> Vm<A> {
         self.start(features)
     }
 
-    /// Runs the vCPU until the slice ends (host timer), it yields, halts or stops.
-    pub fn run_slice(&mut self) -> SliceEnd {
-        if self.vcpu.is_none() {
+    /// Runs vCPU `index` until the slice ends (host timer), it yields, halts or stops.
+    pub fn run_slice(&mut self, index: usize) -> SliceEnd {
+        if matches!(self.state, VmState::Stopped(_)) || self.vcpus.first().is_none_or(|slot| slot.vcpu.is_none()) {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
         }
-        let end = self.run_exits(&Machine);
-        self.record_end(end);
+        if !self.vcpu_runnable(index) {
+            return SliceEnd::Yielded;
+        }
+        let flush = vcpus::needs_tlb_flush(self.vcpus.len(), self.last_vcpu, index);
+        self.last_vcpu = Some(index);
+        if flush && let Some(vcpu) = self.vcpus.get_mut(index).and_then(|slot| slot.vcpu.as_mut()) {
+            A::request_tlb_flush(vcpu);
+        }
+        let end = self.run_exits(index, &Machine);
+        self.record_end(index, end);
         end
     }
 
-    /// The exit loop over this VM's vCPU, devices and memory.
-    fn run_exits(&mut self, host: &impl SliceHost) -> SliceEnd {
-        let Some(vcpu) = self.vcpu.as_mut() else {
+    /// The exit loop over vCPU `index` of this VM, its devices and memory.
+    fn run_exits(&mut self, index: usize, host: &impl SliceHost) -> SliceEnd {
+        let Some(VcpuSlot { vcpu: Some(vcpu), msrs, .. }) = self.vcpus.get_mut(index) else {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
         };
         let (devices, pci, npt) = (&mut self.devices, self.pci.as_ref(), &mut self.npt);
@@ -752,10 +858,11 @@ impl<A: Arch> Vm<A> {
         ExitLoop::<A, _> {
             vm: VmIdentity { id: self.id, name: &self.config.name, memory_bytes: self.config.memory_bytes },
             vcpu,
+            vcpu_index: index,
             platform: &mut self.platform,
             ports: &mut self.ports,
             mmio: &mut self.mmio,
-            msrs: &mut self.msrs,
+            msrs,
             policy: &self.policy,
             cpuid: &HostCpuid,
             memory: &mut memory,
@@ -771,17 +878,23 @@ impl<A: Arch> Vm<A> {
         .run()
     }
 
-    /// A halt or a stop that ended the slice becomes the VM's state; a stopped VM's
-    /// vCPU is freed.
-    fn record_end(&mut self, end: SliceEnd) {
+    /// A halt of vCPU `index` becomes its state (and the VM's, when no vCPU is left
+    /// to run); a stop stops the whole VM and frees its vCPUs. IPIs sent in the slice
+    /// take effect (INIT, STARTUP, woken vCPUs).
+    fn record_end(&mut self, index: usize, end: SliceEnd) {
         match end {
-            SliceEnd::Halted => self.state = VmState::Halted,
+            SliceEnd::Halted => {
+                if let Some(slot) = self.vcpus.get_mut(index) {
+                    slot.state = VcpuState::Halted;
+                }
+                self.update_vcpus();
+            }
             SliceEnd::Stopped(reason) => {
                 self.platform.flush_console();
                 self.state = VmState::Stopped(reason);
                 self.teardown_vcpu();
             }
-            SliceEnd::Preempted | SliceEnd::Yielded => {}
+            SliceEnd::Preempted | SliceEnd::Yielded => self.update_vcpus(),
         }
     }
 
@@ -821,9 +934,12 @@ impl<A: Arch> Vm<A> {
         if let Some(disk) = &self.disk {
             disk.stop();
         }
-        if let Some(vcpu) = self.vcpu.take() {
-            A::destroy_vcpu(vcpu, &mut GlobalFrames);
+        for slot in self.vcpus.drain(..) {
+            if let Some(vcpu) = slot.vcpu {
+                A::destroy_vcpu(vcpu, &mut GlobalFrames);
+            }
         }
+        self.last_vcpu = None;
         if let Some(npt) = self.npt.take() {
             npt.destroy(&mut GlobalFrames);
         }

@@ -28,4 +28,5 @@ pub mod service_policy;
 pub mod slice_host;
 pub mod slice_rules;
 pub mod start_error;
+pub mod vcpus;
 pub mod verdict;

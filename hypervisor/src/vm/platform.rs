@@ -46,12 +46,32 @@ impl Platform {
         }
     }
 
-    /// Whether an interrupt waits for the vCPU.
-    pub fn interrupt_pending(&self) -> bool {
+    /// Whether an interrupt waits for vCPU `vcpu` (a payload has only vCPU 0).
+    pub fn interrupt_pending(&self, vcpu: usize) -> bool {
         match self {
-            Platform::Desktop(p) => p.irq.borrow().pending_vector().is_some(),
-            Platform::Payload(irqs) => irqs.any(),
+            Platform::Desktop(p) => p.irq.borrow().pending_vector(vcpu).is_some(),
+            Platform::Payload(irqs) => vcpu == 0 && irqs.any(),
         }
+    }
+
+    /// Whether an NMI waits for vCPU `vcpu` (desktops: an NMI IPI or message).
+    pub fn nmi_pending(&self, vcpu: usize) -> bool {
+        self.desktop().is_some_and(|p| p.irq.borrow().lapic(vcpu).is_some_and(|l| l.nmi_pending()))
+    }
+
+    /// Takes the NMI waiting for vCPU `vcpu`, if one does.
+    pub fn take_nmi(&self, vcpu: usize) -> bool {
+        self.desktop().is_some_and(|p| p.irq.borrow_mut().take_nmi(vcpu))
+    }
+
+    /// The vCPUs that received an interrupt or IPI since the last call (bit per vCPU).
+    pub fn take_kicked(&self) -> u32 {
+        self.desktop().map_or(0, |p| p.irq.borrow_mut().take_kicked())
+    }
+
+    /// The INIT and STARTUP vCPU `vcpu` received since the last call.
+    pub fn take_startup(&self, vcpu: usize) -> crate::devices::vlapic::StartupSignals {
+        self.desktop().map(|p| p.irq.borrow_mut().take_startup(vcpu)).unwrap_or_default()
     }
 
     /// Moves device lines into the interrupt controllers and fires the timers that
@@ -63,12 +83,13 @@ impl Platform {
         }
     }
 
-    /// Takes the interrupt to inject next: the controller's choice, or the highest
-    /// pending vector of a payload.
-    pub fn take_interrupt(&mut self) -> Option<u8> {
+    /// Takes the interrupt to inject next into vCPU `vcpu`: the controller's choice,
+    /// or the highest pending vector of a payload.
+    pub fn take_interrupt(&mut self, vcpu: usize) -> Option<u8> {
         match self {
-            Platform::Desktop(p) => p.irq.borrow_mut().take_interrupt(),
-            Platform::Payload(irqs) => irqs.take_highest(),
+            Platform::Desktop(p) => p.irq.borrow_mut().take_interrupt(vcpu),
+            Platform::Payload(irqs) if vcpu == 0 => irqs.take_highest(),
+            Platform::Payload(_) => None,
         }
     }
 
@@ -78,7 +99,9 @@ impl Platform {
     /// counts in `delivered`.
     pub fn deliver_device_interrupt(&mut self, vm: u32, target: GuestTarget, delivered: &mut u64) -> bool {
         let accepted = match (target, &mut *self) {
-            (GuestTarget::Msi(route), Platform::Desktop(p)) => p.irq.borrow_mut().lapic.deliver(&route.apic_message()),
+            (GuestTarget::Msi(route), Platform::Desktop(p)) => {
+                p.irq.borrow_mut().deliver_message(&route.apic_message())
+            }
             (GuestTarget::Msi(route), Platform::Payload(irqs)) => irqs.deliver(&route.apic_message()),
             (GuestTarget::Intx { guest_gsi, .. }, Platform::Desktop(p)) => {
                 p.irq.borrow_mut().set_level(u32::from(guest_gsi), true);
@@ -104,17 +127,18 @@ impl Platform {
         }
     }
 
-    /// Before an entry: offers the paravirtual EOI.
-    pub fn before_entry(&self, memory: &mut dyn GuestMemoryAccess) {
+    /// Before an entry of vCPU `vcpu`: offers the paravirtual EOI.
+    pub fn before_entry(&self, vcpu: usize, memory: &mut dyn GuestMemoryAccess) {
         if let Platform::Desktop(p) = self {
-            p.offer_pv_eoi(memory);
+            p.offer_pv_eoi(vcpu, memory);
         }
     }
 
-    /// After an exit: retires an interrupt the guest ended through the paravirtual EOI.
-    pub fn after_exit(&self, memory: &mut dyn GuestMemoryAccess) {
+    /// After an exit of vCPU `vcpu`: retires an interrupt it ended through the
+    /// paravirtual EOI.
+    pub fn after_exit(&self, vcpu: usize, memory: &mut dyn GuestMemoryAccess) {
         if let Platform::Desktop(p) = self {
-            p.collect_pv_eoi(memory);
+            p.collect_pv_eoi(vcpu, memory);
         }
     }
 
@@ -143,17 +167,23 @@ impl Platform {
         self.desktop().map_or(0, DesktopPlatform::pv_eois)
     }
 
-    /// The VM's devices as the exit handler sees them at host TSC `host_tsc`: a
-    /// desktop VM's interrupt controllers answer before its buses.
-    pub fn devices<'a>(&'a mut self, ports: &'a mut PioBus, mmio: &'a mut MemBus, host_tsc: u64) -> Devices<'a> {
+    /// The VM's devices as vCPU `vcpu`'s exit handler sees them at host TSC
+    /// `host_tsc`: a desktop VM's interrupt controllers answer before its buses.
+    pub fn devices<'a>(
+        &'a mut self,
+        vcpu: usize,
+        ports: &'a mut PioBus,
+        mmio: &'a mut MemBus,
+        host_tsc: u64,
+    ) -> Devices<'a> {
         match self {
             Platform::Payload(irqs) => Devices::Payload { ports, mmio, irqs, msrs: NoMsrDevices },
             Platform::Desktop(p) => {
                 let now = host_tsc.wrapping_sub(p.start_tsc());
                 Devices::Desktop {
                     ports: DesktopPorts { irq: &p.irq, now, next: ports },
-                    mmio: DesktopMmio { irq: &p.irq, now, next: mmio },
-                    msrs: DesktopMsrs(p),
+                    mmio: DesktopMmio { irq: &p.irq, vcpu, now, next: mmio },
+                    msrs: DesktopMsrs(p, vcpu),
                     irqs: ControllerOnly,
                 }
             }
@@ -224,16 +254,18 @@ mod tests {
             "a payload has no I/O APIC"
         );
         assert_eq!(delivered, 1);
-        assert!(platform.interrupt_pending());
-        assert_eq!((platform.take_interrupt(), platform.take_interrupt()), (Some(0x41), None));
-        assert!(!platform.interrupt_pending());
+        assert!(platform.interrupt_pending(0));
+        assert!(!platform.interrupt_pending(1), "a payload has one vCPU");
+        assert_eq!(platform.take_interrupt(1), None);
+        assert_eq!((platform.take_interrupt(0), platform.take_interrupt(0)), (Some(0x41), None));
+        assert!(!platform.interrupt_pending(0));
     }
 
     #[test]
     fn a_payload_has_no_timers_power_or_resampled_lines() {
         let mut platform = Platform::default();
         platform.update(u64::MAX);
-        assert!(!platform.interrupt_pending());
+        assert!(!platform.interrupt_pending(0));
         assert_eq!(platform.wake_deadline(), None);
         assert_eq!(platform.take_power_event(), None);
         assert_eq!(platform.take_resampled(), 0);

@@ -1,4 +1,5 @@
-//! Time-slicing VMs on the boot CPU: round robin, preempted by the host LAPIC timer,
+//! Time-slicing VMs on the boot CPU: round robin over the VMs and, within a VM, over
+//! its runnable vCPUs (each gets its own slice), preempted by the host LAPIC timer,
 //! restart by policy. Between rounds it hands over to the switcher, the serial
 //! commands, the load report and (for self-test images) the verdict.
 
@@ -127,34 +128,15 @@ impl<A: Arch> Scheduler<A> {
                 let vm = &mut slot.vm;
                 // Frames its links left over, and its virtio-net interrupts.
                 vm.poll_net();
-                if vm.state == VmState::Halted {
-                    vm.poll_timers();
-                    vm.state = slice_rules::wake(vm.state, vm.interrupt_pending());
-                }
-                if vm.state != VmState::Runnable {
-                    continue;
-                }
-                ran = true;
-                arm_timer(vm.wake_deadline());
-                // A host interrupt ends the guest's run at once: interrupts are as good
-                // as open all through the slice.
-                closed_stretches::stretch_ends();
-                let end = vm.run_slice();
-                closed_stretches::stretch_starts();
-                lapic::disarm();
-                closed_stretches::with_interrupts_open(crate::logging::drain);
-                // An EOI in the slice's last exit reopens its INTx line now, not at
-                // the VM's next slice.
-                vm.resample_intx_lines();
-                if let SliceEnd::Stopped(reason) = end {
-                    self.on_stop(i, reason);
-                }
-                let key_irq = idt::KEYBOARD_FIRED.load(core::sync::atomic::Ordering::Acquire);
-                self.desk.read_keyboard();
-                if key_irq {
-                    // Hotkeys act now, not after the other VMs' slices.
-                    self.desk.poll_input(&mut self.slots);
-                    self.desk.refresh(&mut self.slots);
+                // Timers that expired since its last entry (a halted vCPU's timer may
+                // have fired while a sibling ran), then who runs.
+                vm.poll_timers();
+                vm.update_vcpus();
+                // Each runnable vCPU of the VM gets its own slice, in vCPU order.
+                for v in 0..vm.vcpu_count() {
+                    if self.run_vcpu(i, v) {
+                        ran = true;
+                    }
                 }
             }
             self.desk.poll_input(&mut self.slots);
@@ -183,6 +165,41 @@ impl<A: Arch> Scheduler<A> {
                 closed_stretches::stretch_starts();
             }
         }
+    }
+
+    /// Runs one slice of vCPU `v` of the VM in slot `i` if it can run; whether it ran.
+    /// Between slices: the log, the VM's INTx lines, a stop, and the keyboard.
+    fn run_vcpu(&mut self, i: usize, v: usize) -> bool {
+        let Some(slot) = self.slots.get_mut(i) else { return false };
+        let vm = &mut slot.vm;
+        if vm.state != VmState::Runnable || !vm.vcpu_runnable(v) {
+            return false;
+        }
+        // Timers that expired while a sibling ran fire now, so the slice is armed for
+        // the next deadline, not one already past (which would end it at once).
+        vm.poll_timers();
+        arm_timer(vm.wake_deadline());
+        // A host interrupt ends the guest's run at once: interrupts are as good
+        // as open all through the slice.
+        closed_stretches::stretch_ends();
+        let end = vm.run_slice(v);
+        closed_stretches::stretch_starts();
+        lapic::disarm();
+        closed_stretches::with_interrupts_open(crate::logging::drain);
+        // An EOI in the slice's last exit reopens its INTx line now, not at
+        // the VM's next slice.
+        vm.resample_intx_lines();
+        if let SliceEnd::Stopped(reason) = end {
+            self.on_stop(i, reason);
+        }
+        let key_irq = idt::KEYBOARD_FIRED.load(core::sync::atomic::Ordering::Acquire);
+        self.desk.read_keyboard();
+        if key_irq {
+            // Hotkeys act now, not after the other VMs' slices.
+            self.desk.poll_input(&mut self.slots);
+            self.desk.refresh(&mut self.slots);
+        }
+        true
     }
 
     /// Raises the device interrupts that arrived (host vectors recorded by the IDT)

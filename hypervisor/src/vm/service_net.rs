@@ -195,6 +195,7 @@ mod tests {
             modules: vec![],
             cmdline: String::new(),
             memory_mib: 256,
+            vcpus: 1,
             label: String::new(),
             colour: 0,
             restart: bulkhead_policy::model::Restart::Never,

@@ -114,6 +114,7 @@ mod tests {
             modules: vec![],
             cmdline: String::new(),
             memory_mib: 256,
+            vcpus: 1,
             label: name.into(),
             colour: 0,
             restart: Restart::Never,

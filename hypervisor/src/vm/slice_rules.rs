@@ -83,6 +83,15 @@ pub fn end_by_host(events: HostEvents) -> Option<SliceEnd> {
     (events.other_vm_interrupt || events.timer_expired || events.key_pending).then_some(SliceEnd::Preempted)
 }
 
+/// An IPI (or interrupt) one vCPU gave another vCPU of its VM ends its slice, so the
+/// scheduler runs the receiver soon: a sender often waits for the answer (a TLB
+/// shootdown, a function call on another CPU). `kicked` has a bit per vCPU that
+/// received something; the running vCPU's own bit does not count.
+pub fn end_for_siblings(kicked: u32, running: usize) -> Option<SliceEnd> {
+    let own = u32::try_from(running).ok().and_then(|i| 1u32.checked_shl(i)).unwrap_or(0);
+    (kicked & !own != 0).then_some(SliceEnd::Yielded)
+}
+
 /// A halted VM becomes runnable once an interrupt is pending; other states stay.
 pub fn wake(state: VmState, interrupt_pending: bool) -> VmState {
     match state {
@@ -158,6 +167,15 @@ mod tests {
         ] {
             assert_eq!(end_by_host(events), Some(SliceEnd::Preempted), "{events:?}");
         }
+    }
+
+    #[test]
+    fn an_ipi_to_a_sibling_ends_the_slice_one_to_itself_does_not() {
+        assert_eq!(end_for_siblings(0, 0), None);
+        assert_eq!(end_for_siblings(0b01, 0), None);
+        assert_eq!(end_for_siblings(0b10, 0), Some(SliceEnd::Yielded));
+        assert_eq!(end_for_siblings(0b11, 1), Some(SliceEnd::Yielded));
+        assert_eq!(end_for_siblings(0b10, 1), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub fn vm(name: &str, kind: VmKind, image: &str, memory_mib: u32) -> Vm {
         modules: Vec::new(),
         cmdline: String::new(),
         memory_mib,
+        vcpus: 1,
         label: name.into(),
         colour: 0x7f8c8d,
         restart: Restart::Never,

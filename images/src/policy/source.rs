@@ -49,6 +49,8 @@ pub struct VmEntry {
     pub cmdline: String,
     /// `"384M"`, `"1G"`.
     pub memory: Spanned<String>,
+    /// Virtual CPUs (1 when absent).
+    pub vcpus: Option<Spanned<i64>>,
     pub label: Option<String>,
     /// `"#c0392b"`.
     pub colour: Option<Spanned<String>>,

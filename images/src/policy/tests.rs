@@ -52,6 +52,17 @@ fn vms_are_ordered_by_slot_with_defaults_filled_in() {
 }
 
 #[test]
+fn vcpus_default_to_one_and_more_are_for_linux_vms() {
+    let linux = "[[vm]]\nname = \"l\"\nslot = 2\nkind = \"linux\"\nimage = \"x\"\nmemory = \"64M\"\nvcpus = 2\n";
+    let p = compile(&format!("{HEAD}{}{linux}", vm("a", 1, "")), &options()).unwrap().policy;
+    assert_eq!((p.vms[0].vcpus, p.vms[1].vcpus), (1, 2));
+    let found = findings(&format!("{HEAD}{}", vm("a", 1, "vcpus = 2\n")));
+    assert!(found.iter().any(|f| f.contains("vcpus above 1 are for kind = \"linux\"")), "{found:?}");
+    let found = findings(&format!("{HEAD}{}", vm("a", 1, "vcpus = 0\n")));
+    assert!(found.iter().any(|f| f.contains("vcpus must be 1 to 8")), "{found:?}");
+}
+
+#[test]
 fn every_error_is_reported_with_its_line_and_column() {
     let text = format!(
         "{HEAD}{}{}{}",
@@ -63,10 +74,10 @@ fn every_error_is_reported_with_its_line_and_column() {
         findings(&text),
         [
             "12:1: error: [[vm]] has no field `colr`: remove it or use one of `name`, `slot`, `kind`, `image`, \
-             `initrd`, `modules`, `cmdline`, `memory`, `label`, `colour`, `restart`, `devices`, `network`, \
+             `initrd`, `modules`, `cmdline`, `memory`, `vcpus`, `label`, `colour`, `restart`, `devices`, `network`, \
              `needs_lease`, `expect`, `disk`",
             "19:1: error: [[vm]] has no field `memory2`: remove it or use one of `name`, `slot`, `kind`, `image`, \
-             `initrd`, `modules`, `cmdline`, `memory`, `label`, `colour`, `restart`, `devices`, `network`, \
+             `initrd`, `modules`, `cmdline`, `memory`, `vcpus`, `label`, `colour`, `restart`, `devices`, `network`, \
              `needs_lease`, `expect`, `disk`",
             "26:23: error: device \"00:33.0\" is neither an address like \"00:03.0\" (bus:device.function, hex) nor \
              an id like \"8086:10d3\" (vendor:device, hex)",

@@ -164,12 +164,13 @@ fn describe_content(w: &mut String, policy: &Policy) {
         };
         let _ = writeln!(
             w,
-            "vm {slot} {} ({:?}): image {}{}, {} MiB, label \"{}\" #{:06x}, restart {restart}",
+            "vm {slot} {} ({:?}): image {}{}, {} MiB, {} vCPU, label \"{}\" #{:06x}, restart {restart}",
             vm.name,
             vm.kind,
             vm.image,
             vm.initrd.as_ref().map(|i| format!(" + {i}")).unwrap_or_default(),
             vm.memory_mib,
+            vm.vcpus,
             vm.label,
             vm.colour
         );

@@ -112,6 +112,7 @@ pub fn check(
             d.error(n.span(), "needs_lease needs a [management] section: the lease comes from its check-ins");
         }
         let disk = check_disk(d, e, kind);
+        let vcpus = check_vcpus(d, e, kind);
         let vm = Vm {
             name: name.to_string(),
             kind,
@@ -120,6 +121,7 @@ pub fn check(
             modules: e.modules.iter().map(|m| m.get_ref().clone()).collect(),
             cmdline: e.cmdline.clone(),
             memory_mib: u32::try_from(memory >> 20).unwrap_or(0),
+            vcpus,
             label: e.label.clone().unwrap_or_else(|| name.to_string()),
             colour,
             restart,
@@ -172,6 +174,24 @@ fn check_disk(d: &mut Diagnostics, e: &VmEntry, kind: VmKind) -> Option<Disk> {
         }
     };
     Some(Disk { size_mib, mode })
+}
+
+/// `vcpus = N`: 1 to `MAX_VCPUS`, more than one only on a Linux VM.
+fn check_vcpus(d: &mut Diagnostics, e: &VmEntry, kind: VmKind) -> u8 {
+    let Some(entry) = &e.vcpus else { return 1 };
+    let n = *entry.get_ref();
+    let max = syntax::MAX_VCPUS;
+    match u8::try_from(n) {
+        Ok(v) if syntax::valid_vcpus(v, kind == VmKind::Linux) => v,
+        Ok(v) if (2..=max).contains(&v) => {
+            d.error(entry.span(), "vcpus above 1 are for kind = \"linux\" VMs (the others have one CPU)");
+            1
+        }
+        _ => {
+            d.error(entry.span(), format!("vcpus must be 1 to {max}"));
+            1
+        }
+    }
 }
 
 fn check_memory(d: &mut Diagnostics, e: &VmEntry) -> u64 {

@@ -186,7 +186,8 @@ pub fn decode_exit(raw: &RawExit) -> ExitReason {
         }
         code::INTR | code::SMI => ExitReason::ExternalInterrupt,
         code::NMI => ExitReason::Nmi,
-        code::VINTR => ExitReason::InterruptWindow,
+        // The IRET intercept only watches for the end of an NMI handler: resume.
+        code::VINTR | code::IRET => ExitReason::InterruptWindow,
         code::RDTSC => ExitReason::Rdtsc,
         code::RDTSCP => ExitReason::Rdtscp,
         code::CPUID => ExitReason::Cpuid,

@@ -74,6 +74,14 @@ impl Arch for Svm {
         vcpu.inject_interrupt(vector)
     }
 
+    fn nmi_window_open(vcpu: &mut SvmVcpu) -> bool {
+        vcpu.nmi_window_open()
+    }
+
+    fn inject_nmi(vcpu: &mut SvmVcpu) {
+        vcpu.inject_nmi()
+    }
+
     fn request_interrupt_window(vcpu: &mut SvmVcpu) {
         vcpu.request_interrupt_window()
     }

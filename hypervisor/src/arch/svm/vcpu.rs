@@ -101,10 +101,16 @@ pub fn setup_vmcb(
     s.dr7 = 0x400;
     *regs = GuestRegisters { rflags: 0x2, ..GuestRegisters::default() };
     match config.initial {
-        InitialState::Reset => {
+        InitialState::Reset | InitialState::Startup { .. } => {
             let data = VmcbSegment { selector: 0, attrib: 0x93, limit: 0xffff, base: 0 };
             (s.es, s.ss, s.ds, s.fs, s.gs) = (data, data, data, data, data);
-            s.cs = VmcbSegment { selector: 0xf000, attrib: 0x9b, limit: 0xffff, base: 0xffff_0000 };
+            s.cs = match config.initial {
+                InitialState::Startup { vector } => {
+                    let selector = u16::from(vector) << 8;
+                    VmcbSegment { selector, attrib: 0x9b, limit: 0xffff, base: u64::from(selector) << 4 }
+                }
+                _ => VmcbSegment { selector: 0xf000, attrib: 0x9b, limit: 0xffff, base: 0xffff_0000 },
+            };
             s.gdtr = VmcbSegment { limit: 0xffff, ..VmcbSegment::default() };
             s.idtr = s.gdtr;
             s.ldtr = VmcbSegment { attrib: 0x82, limit: 0xffff, ..VmcbSegment::default() };
@@ -112,7 +118,7 @@ pub fn setup_vmcb(
             // CD | NW | ET (APM Vol. 2 Table 14-1).
             s.cr0 = 0x6000_0010;
             s.efer = cr::EFER_SVME;
-            regs.rip = 0xfff0;
+            regs.rip = if matches!(config.initial, InitialState::Startup { .. }) { 0 } else { 0xfff0 };
             // Family/model/stepping in EDX after reset; 0 is acceptable to firmware.
             regs.rdx = 0;
         }
@@ -167,6 +173,9 @@ pub struct SvmVcpu {
     features: SvmFeatures,
     /// EXITINTINFO of the last exit if its valid bit was set: re-injected on entry.
     pending_event: u64,
+    /// An injected NMI is being handled: NMIs stay blocked until the guest's IRET
+    /// (intercepted while this is set, APM Vol. 2 15.21.4).
+    nmi_blocked: bool,
 }
 
 /// A frame's mapping as a pointer to `T`, checked for 4 KiB alignment.
@@ -223,6 +232,7 @@ impl SvmVcpu {
             switched: GuestSwitched::new(features.tsc_aux),
             features: *features,
             pending_event: 0,
+            nmi_blocked: false,
         };
         // Initial x87/SSE control words for the FXSAVE path (the XSAVE path starts from
         // the init state because XSTATE_BV = 0): FCW = 0x37F, MXCSR = 0x1F80.
@@ -365,6 +375,12 @@ impl SvmVcpu {
             c.int_ctl &= !(int_ctl::V_IRQ | int_ctl::V_INTR_VECTOR_MASK);
             c.intercept_misc1 &= !InterceptMisc1::VINTR.bits();
         }
+        if raw.code == code::IRET {
+            // The IRET that ends the NMI handler runs on the next entry; the next NMI
+            // may be injected after it (one instruction early at worst, as KVM does).
+            c.intercept_misc1 &= !InterceptMisc1::IRET.bits();
+            self.nmi_blocked = false;
+        }
         self.pending_event = if raw.int_info & event::VALID != 0 { raw.int_info } else { 0 };
         exit::decode(&raw)
     }
@@ -414,6 +430,25 @@ impl SvmVcpu {
             && vmcb.control.int_state & int_state::INTERRUPT_SHADOW == 0
             && vmcb.control.event_inj & event::VALID == 0
             && self.pending_event == 0
+    }
+
+    /// See `Arch::nmi_window_open`.
+    pub fn nmi_window_open(&mut self) -> bool {
+        let (blocked, pending) = (self.nmi_blocked, self.pending_event);
+        let vmcb = self.vmcb_mut();
+        !blocked
+            && vmcb.control.int_state & int_state::INTERRUPT_SHADOW == 0
+            && vmcb.control.event_inj & event::VALID == 0
+            && pending == 0
+    }
+
+    /// See `Arch::inject_nmi`: the IRET intercept tells when the guest's handler ends.
+    pub fn inject_nmi(&mut self) {
+        let event = Event { kind: EventKind::Nmi, vector: vector::NMI, error_code: None };
+        let c = &mut self.vmcb_mut().control;
+        c.event_inj = encode_event(&event);
+        c.intercept_misc1 |= InterceptMisc1::IRET.bits();
+        self.nmi_blocked = true;
     }
 
     /// See `Arch::inject_interrupt`.

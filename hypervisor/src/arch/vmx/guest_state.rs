@@ -86,18 +86,21 @@ pub fn initial(
     let mut out = Vec::new();
     let seg = |selector, attrib, limit, base| Segment { selector, attrib, limit, base };
     let (control, cs, data, tr, gdt_limit, cr3) = match initial {
-        InitialState::Reset => {
-            regs.rip = 0xfff0;
+        InitialState::Reset | InitialState::Startup { .. } => {
             // CD | NW | ET (SDM Vol. 3 Table 10-1).
             let control = GuestControl { cr0: 0x6000_0010, cr4: 0, efer: 0 };
-            (
-                control,
-                seg(0xf000, 0x9b, 0xffff, 0xffff_0000),
-                seg(0, 0x93, 0xffff, 0),
-                seg(0, 0x83, 0xffff, 0),
-                0xffff,
-                0,
-            )
+            let cs = match initial {
+                InitialState::Startup { vector } => {
+                    regs.rip = 0;
+                    let selector = u16::from(vector) << 8;
+                    seg(selector, 0x9b, 0xffff, u64::from(selector) << 4)
+                }
+                _ => {
+                    regs.rip = 0xfff0;
+                    seg(0xf000, 0x9b, 0xffff, 0xffff_0000)
+                }
+            };
+            (control, cs, seg(0, 0x93, 0xffff, 0), seg(0, 0x83, 0xffff, 0), 0xffff, 0)
         }
         InitialState::Long64 { rip, rsp, cr3, rsi } => {
             regs.rip = rip;

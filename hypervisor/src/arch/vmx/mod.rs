@@ -77,6 +77,14 @@ impl Arch for Vmx {
         vcpu.inject_interrupt(vector)
     }
 
+    fn nmi_window_open(vcpu: &mut VmxVcpu) -> bool {
+        vcpu.nmi_window_open()
+    }
+
+    fn inject_nmi(vcpu: &mut VmxVcpu) {
+        vcpu.inject_nmi()
+    }
+
     fn request_interrupt_window(vcpu: &mut VmxVcpu) {
         vcpu.request_interrupt_window()
     }

@@ -508,6 +508,21 @@ impl VmxVcpu {
             && self.pending_event.is_none()
     }
 
+    /// Without virtual NMIs an injected NMI blocks NMIs in the guest until its IRET,
+    /// which the processor tracks in the interruptibility state (SDM Vol. 3 24.4.2).
+    pub fn nmi_window_open(&mut self) -> bool {
+        self.make_current();
+        let blocking = interruptibility::STI | interruptibility::MOV_SS | interruptibility::NMI;
+        read(GUEST_INTERRUPTIBILITY) as u32 & blocking == 0
+            && read(ENTRY_INTERRUPTION_INFO) as u32 & intr_info::VALID == 0
+            && self.pending_event.is_none()
+    }
+
+    pub fn inject_nmi(&mut self) {
+        self.make_current();
+        self.inject(&Event { kind: EventKind::Nmi, vector: vector::NMI, error_code: None });
+    }
+
     pub fn inject_interrupt(&mut self, vector: u8) {
         self.make_current();
         self.inject(&Event::interrupt(vector));

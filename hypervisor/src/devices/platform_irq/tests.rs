@@ -13,18 +13,18 @@ const LAPIC: u64 = 0xFEE0_0000;
 const IOAPIC: u64 = 0xFEC0_0000;
 
 fn controller() -> InterruptController {
-    InterruptController::new(GuestClock::new(TSC_HZ).unwrap())
+    InterruptController::new(GuestClock::new(TSC_HZ).unwrap(), 1)
 }
 
 fn lapic_write(ic: &mut InterruptController, reg: u64, value: u32) {
-    assert!(ic.mmio_write(LAPIC + reg, AccessSize::Dword, u64::from(value), 0));
+    assert!(ic.mmio_write(0, LAPIC + reg, AccessSize::Dword, u64::from(value), 0));
 }
 
 fn ioapic_entry(ic: &mut InterruptController, pin: u32, value: u64) {
-    ic.mmio_write(IOAPIC, AccessSize::Dword, u64::from(0x11 + 2 * pin), 0);
-    ic.mmio_write(IOAPIC + 0x10, AccessSize::Dword, value >> 32, 0);
-    ic.mmio_write(IOAPIC, AccessSize::Dword, u64::from(0x10 + 2 * pin), 0);
-    ic.mmio_write(IOAPIC + 0x10, AccessSize::Dword, value & 0xFFFF_FFFF, 0);
+    ic.mmio_write(0, IOAPIC, AccessSize::Dword, u64::from(0x11 + 2 * pin), 0);
+    ic.mmio_write(0, IOAPIC + 0x10, AccessSize::Dword, value >> 32, 0);
+    ic.mmio_write(0, IOAPIC, AccessSize::Dword, u64::from(0x10 + 2 * pin), 0);
+    ic.mmio_write(0, IOAPIC + 0x10, AccessSize::Dword, value & 0xFFFF_FFFF, 0);
 }
 
 fn out(ic: &mut InterruptController, port: u16, value: u8, now: u64) {
@@ -67,27 +67,27 @@ fn linux_boot_xapic(ic: &mut InterruptController) {
 fn pit_tick_arrives_as_the_ioapic_vector() {
     let mut ic = controller();
     linux_boot_xapic(&mut ic);
-    assert_eq!(ic.pending_vector(), None);
+    assert_eq!(ic.pending_vector(0), None);
     let due = ic.next_deadline().unwrap();
     // 4 ms at 2.5 GHz, give or take a PIT tick.
     assert!(due.abs_diff(10_000_000) < 2_200, "{due}");
     ic.tick(due - 1);
-    assert_eq!(ic.pending_vector(), None);
+    assert_eq!(ic.pending_vector(0), None);
     ic.tick(due);
-    assert_eq!(ic.pending_vector(), Some(0x30));
-    assert_eq!(ic.take_interrupt(), Some(0x30));
-    assert_eq!(ic.pending_vector(), None);
+    assert_eq!(ic.pending_vector(0), Some(0x30));
+    assert_eq!(ic.take_interrupt(0), Some(0x30));
+    assert_eq!(ic.pending_vector(0), None);
     // The PIC saw IRQ0 too but is masked: nothing from it, nothing via ExtINT.
     assert_eq!(ic.pic.master.irr() & 1, 1);
     assert_eq!(ic.pic.pending_vector(), None);
     // EOI through the APIC page; edge, so the IOAPIC needs nothing.
     lapic_write(&mut ic, 0xB0, 0);
-    assert_eq!(ic.lapic.ppr(), 0);
+    assert_eq!(ic.lapics[0].ppr(), 0);
     // The next tick comes one period later.
     let next = ic.next_deadline().unwrap();
     assert!((next - due).abs_diff(10_000_000) < 2_200);
     ic.tick(next);
-    assert_eq!(ic.take_interrupt(), Some(0x30));
+    assert_eq!(ic.take_interrupt(0), Some(0x30));
 }
 
 #[test]
@@ -97,31 +97,31 @@ fn masked_ioapic_pin_and_masked_pic_deliver_nothing() {
     ioapic_entry(&mut ic, 2, (1 << 16) | 0x30);
     let due = ic.next_deadline().unwrap();
     ic.tick(due);
-    assert_eq!(ic.pending_vector(), None);
-    assert_eq!(ic.take_interrupt(), None);
+    assert_eq!(ic.pending_vector(0), None);
+    assert_eq!(ic.take_interrupt(0), None);
 }
 
 #[test]
 fn level_triggered_gsi_holds_remote_irr_until_the_lapic_eoi() {
     let mut ic = controller();
-    ic.lapic.write_msr(msr::APIC_BASE, 0xFEE0_0D00, 0).unwrap();
-    ic.write_msr(0x80F, 0x1FF, 0).unwrap().unwrap();
+    ic.lapics[0].write_msr(msr::APIC_BASE, 0xFEE0_0D00, 0).unwrap();
+    ic.write_msr(0, 0x80F, 0x1FF, 0).unwrap().unwrap();
     // A PCI INTx line on GSI 19: level, active low, physical destination 0.
     ioapic_entry(&mut ic, 19, (1 << 15) | (1 << 13) | 0x41);
     ic.set_level(19, true);
-    assert_eq!(ic.take_interrupt(), Some(0x41));
+    assert_eq!(ic.take_interrupt(0), Some(0x41));
     assert!(ic.ioapic.entry(19).unwrap().remote_irr());
-    assert_eq!(ic.lapic.read_msr(0x818 + 2, 0), Ok(1 << 1), "TMR bit for 0x41");
+    assert_eq!(ic.lapics[0].read_msr(0x818 + 2, 0), Ok(1 << 1), "TMR bit for 0x41");
     // x2APIC EOI: Remote IRR clears; the line is still asserted, so it comes again.
-    ic.write_msr(0x80B, 0, 0).unwrap().unwrap();
-    assert_eq!(ic.pending_vector(), Some(0x41));
+    ic.write_msr(0, 0x80B, 0, 0).unwrap().unwrap();
+    assert_eq!(ic.pending_vector(0), Some(0x41));
     assert!(ic.ioapic.entry(19).unwrap().remote_irr());
-    assert_eq!(ic.take_interrupt(), Some(0x41));
+    assert_eq!(ic.take_interrupt(0), Some(0x41));
     // The driver quiets the device, then EOIs: nothing more.
     ic.set_level(19, false);
-    ic.write_msr(0x80B, 0, 0).unwrap().unwrap();
+    ic.write_msr(0, 0x80B, 0, 0).unwrap().unwrap();
     assert!(!ic.ioapic.entry(19).unwrap().remote_irr());
-    assert_eq!(ic.pending_vector(), None);
+    assert_eq!(ic.pending_vector(0), None);
 }
 
 #[test]
@@ -130,9 +130,9 @@ fn non_register_eoi_reaches_the_ioapic() {
     lapic_write(&mut ic, 0xF0, 0x1FF);
     ioapic_entry(&mut ic, 9, (1 << 15) | 0x39);
     ic.set_isa_irq(9, true);
-    assert_eq!(ic.take_interrupt(), Some(0x39));
+    assert_eq!(ic.take_interrupt(0), Some(0x39));
     ic.set_isa_irq(9, false);
-    assert_eq!(ic.eoi(), Some(Eoi { vector: 0x39, level: true }));
+    assert_eq!(ic.eoi(0), Some(Eoi { vector: 0x39, level: true }));
     assert!(!ic.ioapic.entry(9).unwrap().remote_irr());
 }
 
@@ -143,34 +143,34 @@ fn extint_through_lint0_when_the_pic_is_unmasked() {
     // Virtual wire: LINT0 ExtINT unmasked; the keyboard IRQ unmasked at the PIC.
     lapic_write(&mut ic, 0x350, 0x700);
     ic.set_isa_irq(1, true);
-    assert_eq!(ic.pending_vector(), None, "IRQ1 masked at the PIC");
+    assert_eq!(ic.pending_vector(0), None, "IRQ1 masked at the PIC");
     out(&mut ic, 0x21, 0xFD, 0);
     // IRQ1 also reaches IOAPIC pin 1, which is masked.
-    assert_eq!(ic.pending_vector(), Some(0x31));
+    assert_eq!(ic.pending_vector(0), Some(0x31));
     // ExtINT ignores the TPR.
-    ic.lapic.set_tpr(0xF0);
-    assert_eq!(ic.take_interrupt(), Some(0x31));
+    ic.lapics[0].set_tpr(0xF0);
+    assert_eq!(ic.take_interrupt(0), Some(0x31));
     assert_eq!(ic.pic.master.isr(), 0x02);
     out(&mut ic, 0x20, 0x20, 0);
-    assert_eq!(ic.pending_vector(), None);
+    assert_eq!(ic.pending_vector(0), None);
 }
 
 #[test]
 fn tsc_deadline_through_the_msr_path() {
     let mut ic = controller();
-    ic.write_msr(msr::APIC_BASE, 0xFEE0_0D00, 0).unwrap().unwrap();
-    ic.write_msr(0x80F, 0x1FF, 0).unwrap().unwrap();
-    ic.write_msr(0x832, (2 << 17) | 0xEC, 0).unwrap().unwrap();
-    ic.write_msr(msr::TSC_DEADLINE, 5_000_000, 1_000).unwrap().unwrap();
+    ic.write_msr(0, msr::APIC_BASE, 0xFEE0_0D00, 0).unwrap().unwrap();
+    ic.write_msr(0, 0x80F, 0x1FF, 0).unwrap().unwrap();
+    ic.write_msr(0, 0x832, (2 << 17) | 0xEC, 0).unwrap().unwrap();
+    ic.write_msr(0, msr::TSC_DEADLINE, 5_000_000, 1_000).unwrap().unwrap();
     assert_eq!(ic.next_deadline(), Some(5_000_000));
     ic.tick(4_999_999);
-    assert_eq!(ic.pending_vector(), None);
+    assert_eq!(ic.pending_vector(0), None);
     ic.tick(5_000_000);
-    assert_eq!(ic.take_interrupt(), Some(0xEC));
+    assert_eq!(ic.take_interrupt(0), Some(0xEC));
     // Non-APIC MSRs are not the controller's business; bad APIC accesses are #GP.
-    assert_eq!(ic.read_msr(0x10, 0), None);
-    assert_eq!(ic.write_msr(0xC000_0080, 0, 0), None);
-    assert_eq!(ic.write_msr(0x802, 1, 0), Some(Err(ApicFault)));
+    assert_eq!(ic.read_msr(0, 0x10, 0), None);
+    assert_eq!(ic.write_msr(0, 0xC000_0080, 0, 0), None);
+    assert_eq!(ic.write_msr(0, 0x802, 1, 0), Some(Err(ApicFault)));
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn next_deadline_is_the_earliest_of_the_timers() {
     assert_eq!(ic.next_deadline(), Some(2500));
     ic.tick(2500);
     assert_eq!(ic.next_deadline(), None);
-    assert_eq!(ic.take_interrupt(), Some(0xEF));
+    assert_eq!(ic.take_interrupt(0), Some(0xEF));
 }
 
 #[test]
@@ -200,9 +200,9 @@ fn gsi_lines_from_bus_devices_drain_into_the_controller() {
     let lines = GsiLines::new();
     let mut uart = lines.clone();
     uart.pulse(4);
-    assert_eq!(ic.pending_vector(), None);
+    assert_eq!(ic.pending_vector(0), None);
     lines.drain_into(&mut ic);
-    assert_eq!(ic.take_interrupt(), Some(0x34));
+    assert_eq!(ic.take_interrupt(0), Some(0x34));
 }
 
 /// Records port writes; reads return 0x5A.
@@ -236,7 +236,7 @@ fn bus_adapters_route_to_the_controller_or_fall_through() {
     mem.insert(BusRange::new(0xFEB0_0000, 0x1000).unwrap(), Box::new(IrqProbe(log.clone()))).unwrap();
     let mut ic = controller();
     {
-        let (mut mmio, mut ports) = ic.buses(0, &mut mem, &mut pio);
+        let (mut mmio, mut ports) = ic.buses(0, 0, &mut mem, &mut pio);
         let mmio: &mut dyn MmioBus = &mut mmio;
         let ports: &mut dyn PortBus = &mut ports;
         assert_eq!(mmio.read(GuestPhysAddr::new(LAPIC + 0x30), AccessSize::Dword), 0x0005_0014);
@@ -254,7 +254,7 @@ fn bus_adapters_route_to_the_controller_or_fall_through() {
         assert_eq!(ports.read(0x20, AccessSize::Word), 0xAB00);
         assert_eq!(ports.read(0x80, AccessSize::Byte), 0xFF);
     }
-    assert!(ic.lapic.is_enabled());
+    assert!(ic.lapics[0].is_enabled());
     assert_eq!(*log.borrow(), [(0x10, 7), (1, 3)]);
     assert!(InterruptController::claims_port(0x61) && InterruptController::claims_port(0x4D0));
     assert!(!InterruptController::claims_port(0x3F8));
@@ -266,8 +266,8 @@ fn apic_disabled_passes_the_pic_straight_through() {
     let mut ic = controller();
     linux_boot_xapic(&mut ic);
     out(&mut ic, 0x21, 0xFE, 0);
-    ic.write_msr(msr::APIC_BASE, 0xFEE0_0100, 0).unwrap().unwrap();
+    ic.write_msr(0, msr::APIC_BASE, 0xFEE0_0100, 0).unwrap().unwrap();
     let due = ic.pit.next_deadline().unwrap();
     ic.tick(due);
-    assert_eq!(ic.take_interrupt(), Some(0x30));
+    assert_eq!(ic.take_interrupt(0), Some(0x30));
 }

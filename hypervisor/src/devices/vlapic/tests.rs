@@ -244,15 +244,22 @@ fn xapic_icr_self_ipis() {
     w(&mut l, reg::ICR_HI, 0);
     w(&mut l, reg::ICR_LO, 0xF2);
     assert!(l.irr.contains(0xF2));
-    // All-excluding-self and other CPUs go nowhere.
+    // All-excluding-self and other CPUs wait for the controller, not here.
     w(&mut l, reg::ICR_LO, (3 << 18) | 0xF3);
+    let out = l.take_outgoing().unwrap();
+    assert!(out.all_others && !out.self_took && out.msg.vector == 0xF3);
     w(&mut l, reg::ICR_HI, 5 << 24);
     w(&mut l, reg::ICR_LO, 0xF4);
+    let out = l.take_outgoing().unwrap();
+    assert!(!out.all_others && !out.self_took && out.msg.dest == 5 && out.msg.short_dest);
     assert!(!l.irr.contains(0xF3) && !l.irr.contains(0xF4));
-    assert_eq!(l.dropped_ipis(), 2);
-    // All-including-self reaches us; NMI delivery sets the NMI request.
+    assert_eq!(l.take_outgoing(), None, "taken once");
+    // All-including-self reaches us and the others.
     w(&mut l, reg::ICR_LO, (2 << 18) | 0xF5);
     assert!(l.irr.contains(0xF5));
+    let out = l.take_outgoing().unwrap();
+    assert!(out.all_others && out.self_took);
+    // The self shorthand concerns nobody else; NMI delivery sets the NMI request.
     w(&mut l, reg::ICR_LO, (1 << 18) | 0x400);
     assert!(l.take_nmi());
 }
@@ -330,7 +337,8 @@ fn x2apic_self_ipi_and_icr() {
     l.write_msr(0x830, (7u64 << 32) | 0xEE, 0).unwrap();
     assert_eq!(l.read_msr(0x830, 0), Ok((7u64 << 32) | 0xEE));
     assert!(!l.irr.contains(0xEE));
-    assert_eq!(l.dropped_ipis(), 1);
+    let out = l.take_outgoing().unwrap();
+    assert!(!out.msg.short_dest && out.msg.dest == 7 && out.msg.vector == 0xEE);
     // SELF_IPI works whatever the APIC ID.
     let mut other = x2(9);
     other.write_msr(0x83F, 0x50, 0).unwrap();
@@ -543,4 +551,32 @@ fn arbitrary_guest_input_never_panics() {
         }
         let _ = l.take_eoi_broadcast();
     }
+}
+
+#[test]
+fn init_and_startup_are_recorded_for_the_vm_and_never_taken_by_the_sender() {
+    let mut sender = enabled();
+    // INIT level assert to APIC 1, then the de-assert (ignored), then STARTUP 0x9A.
+    w(&mut sender, reg::ICR_HI, 1 << 24);
+    w(&mut sender, reg::ICR_LO, 0x4500);
+    let init = sender.take_outgoing().unwrap();
+    assert_eq!((init.msg.delivery, init.self_took), (DeliveryMode::Init, false));
+    w(&mut sender, reg::ICR_LO, 0x8500);
+    assert_eq!(sender.take_outgoing(), None, "INIT de-assert");
+    w(&mut sender, reg::ICR_LO, 0x469A);
+    let sipi = sender.take_outgoing().unwrap();
+    assert_eq!((sipi.msg.delivery, sipi.msg.vector), (DeliveryMode::StartUp, 0x9A));
+    // A STARTUP to itself by shorthand is not taken.
+    w(&mut sender, reg::ICR_LO, (1 << 18) | 0x0600);
+    assert_eq!((sender.take_startup(), sender.take_outgoing()), (StartupSignals::default(), None));
+
+    let mut ap = Vlapic::new(1, false, GuestClock::new(TSC_HZ).unwrap());
+    w(&mut ap, reg::SVR, 0x1FF);
+    w(&mut ap, reg::TPR, 0x20);
+    assert!(ap.receive_ipi(&init.msg));
+    assert_eq!(r(&mut ap, reg::TPR), 0, "INIT resets the registers");
+    assert_eq!(r(&mut ap, reg::ID), 1 << 24, "but keeps the ID");
+    assert!(ap.receive_ipi(&sipi.msg));
+    assert_eq!(ap.take_startup(), StartupSignals { init: true, sipi: Some(0x9A) });
+    assert_eq!(ap.take_startup(), StartupSignals::default());
 }

@@ -115,6 +115,9 @@ fn vm_config(vm: &model::Vm) -> Result<VmConfig, &'static str> {
     if !syntax::valid_memory(memory_bytes) {
         return Err("memory must be a multiple of 2 MiB between 2 MiB and 64 GiB");
     }
+    if !syntax::valid_vcpus(vm.vcpus, kind == Kind::Linux) {
+        return Err("vcpus: 1 to 8, and more than 1 only for a kind=linux VM");
+    }
     if vm.colour > 0xff_ffff {
         return Err("colour: must be 0xRRGGBB");
     }
@@ -143,6 +146,7 @@ fn vm_config(vm: &model::Vm) -> Result<VmConfig, &'static str> {
         modules: vm.modules.clone(),
         cmdline: vm.cmdline.clone(),
         memory_bytes,
+        vcpus: vm.vcpus,
         label: vm.label.clone(),
         colour: vm.colour,
         restart: match vm.restart {

@@ -36,6 +36,16 @@ fn turns_a_policy_into_vm_configurations() {
 }
 
 #[test]
+fn vcpu_counts_are_checked_again() {
+    let two = model::Vm { vcpus: 2, ..vm("desk", VmKind::Linux, 64) };
+    assert_eq!(vm_configs(vec![two])[0].vcpus, 2);
+    for (kind, vcpus) in [(VmKind::Payload, 2), (VmKind::Linux, 0), (VmKind::Linux, 9)] {
+        let bad = model::Vm { vcpus, ..vm("bad", kind, 64) };
+        assert!(config(vec![bad]).unwrap_err().to_string().contains("vcpus:"), "{kind:?} with {vcpus}");
+    }
+}
+
+#[test]
 fn multiboot_kernels_with_modules() {
     let mb = |modules: Vec<&str>| model::Vm {
         modules: modules.into_iter().map(Into::into).collect(),

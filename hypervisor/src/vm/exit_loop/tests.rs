@@ -159,6 +159,10 @@ impl Arch for FakeArch {
     fn inject_interrupt(vcpu: &mut FakeVcpu, vector: u8) {
         vcpu.queued = Some(vector);
     }
+    fn nmi_window_open(_: &mut FakeVcpu) -> bool {
+        false
+    }
+    fn inject_nmi(_: &mut FakeVcpu) {}
     fn request_interrupt_window(vcpu: &mut FakeVcpu) {
         vcpu.window_requests += 1;
     }
@@ -267,6 +271,7 @@ impl Guest {
         ExitLoop::<FakeArch, _> {
             vm: VmIdentity { id: VM, name: "payload", memory_bytes: 0x1_0000 },
             vcpu: &mut self.vcpu,
+            vcpu_index: 0,
             platform: &mut self.platform,
             ports: &mut self.ports,
             mmio: &mut self.mmio,
@@ -303,7 +308,7 @@ fn pending_interrupts_are_injected_before_entry_highest_first() {
     // the highest vector goes first, one per entry.
     assert_eq!(guest.vcpu.entries, [None, None, None, Some(0x50), Some(0x40)]);
     assert_eq!(guest.vcpu.window_requests, 2);
-    assert!(!guest.platform.interrupt_pending());
+    assert!(!guest.platform.interrupt_pending(0));
     assert_eq!(host.host_interrupts_taken.get(), 1, "the host interrupt that ended a run is taken");
     assert_eq!(guest.counters.total(), 5);
 }
@@ -318,7 +323,7 @@ fn a_device_interrupt_for_another_vm_ends_the_slice_before_entry() {
     assert!(guest.vcpu.entries.is_empty(), "the guest did not run");
     // Its own interrupt was delivered; the other VM's stays for the scheduler.
     assert_eq!(guest.device_interrupts, 1);
-    assert!(guest.platform.interrupt_pending());
+    assert!(guest.platform.interrupt_pending(0));
     assert_eq!(host.fired.borrow().iter().map(|f| f.vm).collect::<Vec<_>>(), [OTHER_VM]);
     // Once the scheduler took it, the VM runs and gets its own interrupt at once.
     host.fired.borrow_mut().clear();
@@ -344,7 +349,7 @@ fn a_halted_vm_wakes_on_its_interrupt() {
     let host = FakeHost::default();
     assert_eq!(guest.run(&host), SliceEnd::Halted);
     let mut state = VmState::Halted;
-    assert_eq!(slice_rules::wake(state, guest.platform.interrupt_pending()), VmState::Halted, "nothing pending");
+    assert_eq!(slice_rules::wake(state, guest.platform.interrupt_pending(0)), VmState::Halted, "nothing pending");
     // Its device interrupts while it sleeps: delivered by the scheduler as `Vm` does.
     host.fire(VM, 0x70);
     let (mine, others) = host.take_fired_for(VM);
@@ -352,7 +357,7 @@ fn a_halted_vm_wakes_on_its_interrupt() {
     for fired in mine {
         assert!(guest.platform.deliver_device_interrupt(VM, fired.target, &mut guest.device_interrupts));
     }
-    state = slice_rules::wake(state, guest.platform.interrupt_pending());
+    state = slice_rules::wake(state, guest.platform.interrupt_pending(0));
     assert_eq!(state, VmState::Runnable);
     assert_eq!(guest.run(&host), SliceEnd::Yielded);
     assert_eq!(guest.vcpu.entries, [None, Some(0x70)], "woken, it takes the interrupt on entry");

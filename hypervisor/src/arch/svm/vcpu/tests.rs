@@ -63,6 +63,17 @@ fn vmcb_setup_reset_state() {
 }
 
 #[test]
+fn vmcb_setup_startup_ipi_state() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(InitialState::Startup { vector: 0x9A }), &mut frames).unwrap();
+    let s = v.vmcb().save;
+    assert_eq!((s.cs.selector, s.cs.base, s.cs.limit), (0x9A00, 0x9_A000, 0xffff));
+    assert_eq!(v.registers().rip, 0);
+    assert_eq!(v.regs_view().mode(), CpuMode::Real);
+    v.destroy(&mut frames);
+}
+
+#[test]
 fn vmcb_setup_multiboot_protected_mode() {
     let mut frames = FakeFrames::new();
     let initial = InitialState::Protected32 { eip: 0x20_0020, eax: 0x2BAD_B002, ebx: 0x1000 };
@@ -167,6 +178,26 @@ fn vintr_exit_clears_the_window_request() {
     assert_eq!(c.intercept_misc1 & InterceptMisc1::VINTR.bits(), 0);
     v.request_tlb_flush();
     assert_eq!(v.vmcb().control.tlb_control, tlb_control::FLUSH_ALL);
+    v.destroy(&mut frames);
+}
+
+#[test]
+fn an_injected_nmi_blocks_the_next_until_the_guests_iret() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    assert!(v.nmi_window_open());
+    v.inject_nmi();
+    let c = v.vmcb().control;
+    assert_eq!(c.event_inj, encode_event(&Event { kind: EventKind::Nmi, vector: vector::NMI, error_code: None }));
+    assert_ne!(c.intercept_misc1 & InterceptMisc1::IRET.bits(), 0);
+    assert!(!v.nmi_window_open(), "queued, then in the guest's handler");
+    v.vmcb_mut().control.exit_code = code::HLT;
+    assert_eq!(v.after_exit().reason, ExitReason::Hlt);
+    assert!(!v.nmi_window_open(), "no IRET yet");
+    v.vmcb_mut().control.exit_code = code::IRET;
+    assert_eq!(v.after_exit().reason, ExitReason::InterruptWindow);
+    assert!(v.nmi_window_open());
+    assert_eq!(v.vmcb().control.intercept_misc1 & InterceptMisc1::IRET.bits(), 0);
     v.destroy(&mut frames);
 }
 
