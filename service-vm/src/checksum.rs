@@ -10,11 +10,19 @@ const IP_CHECKSUM: usize = 10;
 const IP_SRC: usize = 12;
 const IP_DST: usize = 16;
 
-/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), over 16-bit big-endian words.
-fn adjust(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
-    let words = |b: &[u8]| -> u32 { b.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum() };
-    let old_complement: u32 = old.chunks(2).map(|w| u32::from(!u16::from_be_bytes([w[0], w[1]]))).sum();
-    let mut sum = u32::from(!checksum) + old_complement + words(new);
+/// RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), split in two: the `~m + m'` part over the
+/// 16-bit big-endian words of the replaced bytes (2 or 4 of them), computed
+/// once per replacement and applied to each checksum that covers the bytes.
+fn difference(old: &[u8], new: &[u8]) -> u32 {
+    old.chunks_exact(2)
+        .zip(new.chunks_exact(2))
+        .map(|(o, n)| u32::from(!u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([n[0], n[1]])))
+        .sum()
+}
+
+/// ~(~HC + difference), folded to 16 bits.
+fn adjust(checksum: u16, difference: u32) -> u16 {
+    let mut sum = u32::from(!checksum) + difference;
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -51,30 +59,27 @@ impl<'a> Rewrite<'a> {
 
     /// Replaces `len` bytes at `at`; fixes the IPv4 header checksum when `in_ip_header`
     /// and the transport checksum when `in_l4_sum` (pseudo-header or transport header).
-    fn replace(&mut self, at: usize, new: &[u8], in_ip_header: bool, in_l4_sum: bool) {
-        let old: [u8; 4] = {
-            let mut o = [0; 4];
-            o[..new.len()].copy_from_slice(&self.packet[at..at + new.len()]);
-            o
-        };
-        let old = &old[..new.len()];
+    fn replace<const N: usize>(&mut self, at: usize, new: &[u8; N], in_ip_header: bool, in_l4_sum: bool) {
+        let mut old = [0u8; N];
+        old.copy_from_slice(&self.packet[at..at + N]);
+        let difference = difference(&old, new);
         if in_ip_header {
             let c = u16::from_be_bytes([self.packet[IP_CHECKSUM], self.packet[IP_CHECKSUM + 1]]);
-            self.packet[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&adjust(c, old, new).to_be_bytes());
+            self.packet[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&adjust(c, difference).to_be_bytes());
         }
         if in_l4_sum && let Some(at_sum) = self.l4_checksum_at() {
             let c = u16::from_be_bytes([self.packet[at_sum], self.packet[at_sum + 1]]);
             // A zero UDP checksum means "none" and stays so; a computed zero is sent as
             // all-ones (RFC 768).
             if !(self.protocol == IpProtocol::Udp && c == 0) {
-                let mut n = adjust(c, old, new);
+                let mut n = adjust(c, difference);
                 if self.protocol == IpProtocol::Udp && n == 0 {
                     n = 0xffff;
                 }
                 self.packet[at_sum..at_sum + 2].copy_from_slice(&n.to_be_bytes());
             }
         }
-        self.packet[at..at + new.len()].copy_from_slice(new);
+        self.packet[at..at + N].copy_from_slice(new);
     }
 
     fn pseudo_header_covered(&self) -> bool {
@@ -107,6 +112,43 @@ impl<'a> Rewrite<'a> {
     pub(crate) fn decrement_ttl(&mut self) {
         let word = [self.packet[IP_TTL] - 1, self.packet[IP_TTL + 1]];
         self.replace(IP_TTL, &word, true, false);
+    }
+
+    /// Inbound NAT of a TCP or UDP packet in one pass: the destination address and
+    /// port set and the TTL lowered by one (the caller checked that it is above one),
+    /// with one update of each checksum instead of one per field. The same result as
+    /// `set_dst_addr`, `set_dst_port` and `decrement_ttl`, which other packets take.
+    pub(crate) fn set_destination_and_hop(&mut self, addr: Ipv4Address, port: u16) {
+        let at_sum = self.l4_checksum_at().filter(|_| self.pseudo_header_covered());
+        let Some(at_sum) = at_sum else {
+            self.set_dst_addr(addr);
+            self.set_dst_port(port);
+            self.decrement_ttl();
+            return;
+        };
+        let p = &mut *self.packet;
+        let at_port = self.l4 + 2;
+        let old_addr = [p[IP_DST], p[IP_DST + 1], p[IP_DST + 2], p[IP_DST + 3]];
+        let old_port = [p[at_port], p[at_port + 1]];
+        let old_ttl = [p[IP_TTL], p[IP_TTL + 1]];
+        let (new_addr, new_port, new_ttl) = (addr.octets(), port.to_be_bytes(), [old_ttl[0] - 1, old_ttl[1]]);
+        let address = difference(&old_addr, &new_addr);
+        let ip = u16::from_be_bytes([p[IP_CHECKSUM], p[IP_CHECKSUM + 1]]);
+        let ip = adjust(ip, address + difference(&old_ttl, &new_ttl));
+        p[IP_CHECKSUM..IP_CHECKSUM + 2].copy_from_slice(&ip.to_be_bytes());
+        let l4 = u16::from_be_bytes([p[at_sum], p[at_sum + 1]]);
+        // A zero UDP checksum means "none" and stays so; a computed zero is sent as
+        // all-ones (RFC 768).
+        if !(self.protocol == IpProtocol::Udp && l4 == 0) {
+            let mut n = adjust(l4, address + difference(&old_port, &new_port));
+            if self.protocol == IpProtocol::Udp && n == 0 {
+                n = 0xffff;
+            }
+            p[at_sum..at_sum + 2].copy_from_slice(&n.to_be_bytes());
+        }
+        p[IP_DST..IP_DST + 4].copy_from_slice(&new_addr);
+        p[at_port..at_port + 2].copy_from_slice(&new_port);
+        p[IP_TTL..IP_TTL + 2].copy_from_slice(&new_ttl);
     }
 }
 
@@ -156,6 +198,42 @@ mod tests {
         let ip = Ipv4Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(ip.hop_limit(), 63);
         assert_eq!(TcpPacket::new_unchecked(&buf[20..]).src_port(), 40001);
+    }
+
+    #[test]
+    fn one_pass_inbound_rewrite_matches_the_field_by_field_one() {
+        for (protocol, l4_len, zero_udp) in
+            [(IpProtocol::Tcp, 40, false), (IpProtocol::Udp, 16, false), (IpProtocol::Udp, 16, true)]
+        {
+            let mut buf = packet(protocol, l4_len);
+            let (src, dst) = (IpAddress::v4(10, 0, 0, 2), IpAddress::v4(93, 184, 216, 34));
+            if protocol == IpProtocol::Tcp {
+                buf[20 + 12] = 0x50;
+                TcpPacket::new_unchecked(&mut buf[20..]).fill_checksum(&src, &dst);
+            } else {
+                let mut u = UdpPacket::new_unchecked(&mut buf[20..]);
+                u.set_len(16);
+                if zero_udp {
+                    u.set_checksum(0);
+                } else {
+                    u.fill_checksum(&src, &dst);
+                }
+            }
+            let mut field_by_field = buf.clone();
+            let mut rw = Rewrite::new(&mut field_by_field, 20, protocol);
+            rw.set_dst_addr(Ipv4Address::new(10, 1, 2, 3));
+            rw.set_dst_port(40123);
+            rw.decrement_ttl();
+            Rewrite::new(&mut buf, 20, protocol).set_destination_and_hop(Ipv4Address::new(10, 1, 2, 3), 40123);
+            assert_eq!(buf, field_by_field, "{protocol:?} zero_udp={zero_udp}");
+            assert!(Ipv4Packet::new_checked(&buf[..]).unwrap().verify_checksum());
+            let new_dst = IpAddress::v4(10, 1, 2, 3);
+            if protocol == IpProtocol::Tcp {
+                assert!(TcpPacket::new_unchecked(&buf[20..]).verify_checksum(&src, &new_dst));
+            } else if !zero_udp {
+                assert!(UdpPacket::new_unchecked(&buf[20..]).verify_checksum(&src, &new_dst));
+            }
+        }
     }
 
     #[test]

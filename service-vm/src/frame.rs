@@ -214,9 +214,15 @@ pub(crate) fn ethernet_frame(
     buf
 }
 
-/// An Ethernet frame around a copy of `packet`.
+/// An Ethernet frame around a copy of `packet`: one allocation and one copy (no
+/// zeroing first), so a forwarded packet is built here and rewritten in place.
 pub(crate) fn ipv4_frame(src: EthernetAddress, dst: EthernetAddress, packet: &[u8]) -> Vec<u8> {
-    ethernet_frame(src, dst, EthernetProtocol::Ipv4, packet.len(), |p| p.copy_from_slice(packet))
+    let mut buf = Vec::with_capacity(ETHERNET_HEADER_LEN + packet.len());
+    buf.extend_from_slice(dst.as_bytes());
+    buf.extend_from_slice(src.as_bytes());
+    buf.extend_from_slice(&u16::from(EthernetProtocol::Ipv4).to_be_bytes());
+    buf.extend_from_slice(packet);
+    buf
 }
 
 /// An ARP message in an Ethernet frame.

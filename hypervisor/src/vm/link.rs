@@ -178,16 +178,27 @@ fn carry<H: HostMemory>(
             }
         }
         let Some(txq) = from.tx_queue() else { break };
-        if let Err(e) = txq.push_used(from_mem, tx.head, 0) {
+        if let Err(e) = txq.push_used_later(from_mem, tx.head, 0) {
             from.fail(e);
             break;
         }
     }
+    // One used-index write per queue for the whole batch.
+    publish_used(from, from_mem, TX_QUEUE);
+    publish_used(to, to_mem, RX_QUEUE);
     interrupt_if_needed(from, from_mem, TX_QUEUE);
     interrupt_if_needed(to, to_mem, RX_QUEUE);
     let more =
         from.transport().is_running() && from.tx_queue().is_some_and(|q| q.pending(from_mem).is_ok_and(|n| n > 0));
     Carried { frames, more }
+}
+
+/// Lets the driver see the used elements written for `queue` in this batch.
+fn publish_used<H: HostMemory>(device: &mut VirtioNet, mem: &mut GuestMemory<'_, H>, queue: u16) {
+    let Some(q) = device.transport_mut().queue_mut(queue).filter(|q| q.is_live()) else { return };
+    if let Err(e) = q.publish_used(mem) {
+        device.fail(e);
+    }
 }
 
 /// Raises the queue's interrupt if the driver asked for one (EVENT_IDX or flags).
@@ -271,7 +282,7 @@ fn deliver<H: HostMemory>(
     if let ChecksumPlan::Complete { start, offset } = plan {
         complete_checksum(from_mem, tx, to_mem, rx, (start, offset), frame_len)?;
     }
-    rxq.push_used(to_mem, rx.head, used as u32).map_err(Fault::Receiver)?;
+    rxq.push_used_later(to_mem, rx.head, used as u32).map_err(Fault::Receiver)?;
     counters.frames = counters.frames.saturating_add(1);
     counters.bytes = counters.bytes.saturating_add(frame_len);
     Ok(())

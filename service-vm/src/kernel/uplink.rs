@@ -63,7 +63,8 @@ pub struct Region {
 pub struct HeapDma;
 
 /// Accesses longer than a descriptor (16 bytes) are frame buffers, copied in bulk;
-/// descriptors and their status bytes are read and written byte by byte, volatile.
+/// descriptors are read and written 8 bytes at a time and their status bytes on their
+/// own, volatile.
 const BULK_FROM: usize = 16;
 
 impl DmaMemory for HeapDma {
@@ -96,6 +97,18 @@ impl DmaMemory for HeapDma {
             compiler_fence(Ordering::SeqCst);
             return;
         }
+        let at = region.ptr.wrapping_add(offset);
+        if out.len().is_multiple_of(8) && (at as usize).is_multiple_of(8) {
+            // A descriptor: 8 bytes per volatile load rather than one.
+            for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+                // SAFETY: offset + 8 * (i + 1) <= region.len (checked above), inside the
+                // allocation, and 8-byte aligned; volatile because the NIC writes this
+                // memory behind the compiler's back.
+                let word = unsafe { at.add(8 * i).cast::<u64>().read_volatile() };
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            return;
+        }
         for (i, byte) in out.iter_mut().enumerate() {
             // SAFETY: offset + i < region.len (checked above), inside the allocation;
             // volatile because the NIC writes this memory behind the compiler's back.
@@ -114,6 +127,17 @@ impl DmaMemory for HeapDma {
             // SAFETY: as in `read`.
             unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), region.ptr.add(offset), data.len()) };
             compiler_fence(Ordering::SeqCst);
+            return;
+        }
+        let at = region.ptr.wrapping_add(offset);
+        if data.len().is_multiple_of(8) && (at as usize).is_multiple_of(8) {
+            for (i, chunk) in data.chunks_exact(8).enumerate() {
+                let word = u64::from_ne_bytes([
+                    chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+                ]);
+                // SAFETY: as in `read`'s aligned case.
+                unsafe { at.add(8 * i).cast::<u64>().write_volatile(word) };
+            }
             return;
         }
         for (i, byte) in data.iter().enumerate() {

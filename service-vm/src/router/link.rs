@@ -214,9 +214,8 @@ impl Router {
         if !target.up {
             return Err(DropReason::LinkDown);
         }
-        let mut copy = ip_packet.to_vec();
-        Rewrite::new(&mut copy, packet.ip.header_len, packet.ip.protocol).decrement_ttl();
-        let frame = ipv4_frame(target.addrs.gateway_mac, target.config.desktop_mac, &copy);
+        let mut frame = ipv4_frame(target.addrs.gateway_mac, target.config.desktop_mac, ip_packet);
+        Rewrite::new(&mut frame[ETHERNET_HEADER_LEN..], packet.ip.header_len, packet.ip.protocol).decrement_ttl();
         self.forward(Port::Link(id), Port::Link(peer), frame, out);
         Ok(())
     }

@@ -80,12 +80,12 @@ impl Router {
         if !link.up {
             return Err(DropReason::LinkDown);
         }
-        let mut copy = payload[..ip.total_len].to_vec();
-        let mut rw = Rewrite::new(&mut copy, ip.header_len, ip.protocol);
-        rw.set_dst_addr(link.addrs.desktop);
-        rw.set_dst_port(inside.port);
-        rw.decrement_ttl();
-        let frame = ipv4_frame(link.addrs.gateway_mac, link.config.desktop_mac, &copy);
+        // The frame for the desktop is built around a copy of the packet, which is
+        // then rewritten in place (one copy).
+        let (gateway_mac, desktop_mac, desktop) = (link.addrs.gateway_mac, link.config.desktop_mac, link.addrs.desktop);
+        let mut frame = ipv4_frame(gateway_mac, desktop_mac, &payload[..ip.total_len]);
+        Rewrite::new(&mut frame[ETHERNET_HEADER_LEN..], ip.header_len, ip.protocol)
+            .set_destination_and_hop(desktop, inside.port);
         self.forward(Port::Uplink, Port::Link(inside.link), frame, out);
         Ok(())
     }

@@ -98,8 +98,15 @@ pub struct SplitQueue {
     next_avail: u16,
     /// The next used-ring slot the device will write.
     next_used: u16,
+    /// The used index the driver can see (the last one written).
+    published_used: u16,
     /// The used index when the device last decided about an interrupt.
     signalled_used: u16,
+    /// The available index as last read (and checked): chains up to it are taken
+    /// without reading the index again.
+    seen_avail: u16,
+    /// VIRTQ_USED_F_NO_NOTIFY is in the used ring's flags (written once, not per chain).
+    no_notify_written: bool,
 }
 
 impl Default for SplitQueue {
@@ -115,7 +122,10 @@ impl Default for SplitQueue {
             wants_notifications: true,
             next_avail: 0,
             next_used: 0,
+            published_used: 0,
             signalled_used: 0,
+            seen_avail: 0,
+            no_notify_written: false,
         }
     }
 }
@@ -177,8 +187,17 @@ impl SplitQueue {
         mem: &mut (impl GuestMemoryAccess + ?Sized),
         chain: &mut DescChain,
     ) -> Result<bool, QueueError> {
-        if self.pending(mem)? == 0 {
+        if !self.is_live() {
             return Ok(false);
+        }
+        // The available index is read (and checked) only once the chains it showed
+        // last time are all taken: one guest read per batch, not per chain.
+        if self.seen_avail == self.next_avail {
+            let pending = self.pending(mem)?;
+            if pending == 0 {
+                return Ok(false);
+            }
+            self.seen_avail = self.next_avail.wrapping_add(pending);
         }
         let head_at = at(self.driver, RING_HEADER.wrapping_add(self.slot(self.next_avail).wrapping_mul(2)))?;
         let head = read_obj::<u16>(mem, head_at)?;
@@ -233,9 +252,20 @@ impl SplitQueue {
     }
 
     /// Returns chain `head` to the driver with `len` bytes written (§2.7.8): the element
-    /// first, then the index. Without EVENT_IDX the used ring's flags say whether the
-    /// device wants doorbells.
+    /// first, then the index ([`Self::push_used_later`] and [`Self::publish_used`]).
     pub fn push_used(
+        &mut self,
+        mem: &mut (impl GuestMemoryAccess + ?Sized),
+        head: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        self.push_used_later(mem, head, len)?;
+        self.publish_used(mem)
+    }
+
+    /// Writes the used element for chain `head`; the driver sees it at the next
+    /// [`Self::publish_used`], so a batch of chains costs one index write.
+    pub fn push_used_later(
         &mut self,
         mem: &mut (impl GuestMemoryAccess + ?Sized),
         head: u16,
@@ -245,10 +275,21 @@ impl SplitQueue {
         // id le32 and len le32 (§2.7.8) in one write.
         write_obj(mem, elem, u64::from(head) | u64::from(len) << 32)?;
         self.next_used = self.next_used.wrapping_add(1);
-        if !self.event_idx && !self.wants_notifications {
+        Ok(())
+    }
+
+    /// Moves the used index past every element written so far (after them, §2.7.8).
+    /// Without EVENT_IDX the used ring's flags say whether the device wants doorbells
+    /// (written once).
+    pub fn publish_used(&mut self, mem: &mut (impl GuestMemoryAccess + ?Sized)) -> Result<(), QueueError> {
+        if !self.event_idx && !self.wants_notifications && !self.no_notify_written {
             write_obj(mem, at(self.device, 0)?, USED_F_NO_NOTIFY)?;
+            self.no_notify_written = true;
         }
-        write_obj(mem, at(self.device, 2)?, self.next_used)?;
+        if self.published_used != self.next_used {
+            write_obj(mem, at(self.device, 2)?, self.next_used)?;
+            self.published_used = self.next_used;
+        }
         Ok(())
     }
 
@@ -265,18 +306,19 @@ impl SplitQueue {
         Ok(())
     }
 
-    /// Whether the driver wants an interrupt for what was used since the last call
+    /// Whether the driver wants an interrupt for what was published since the last call
     /// (§2.7.7.2 and §2.7.10): with EVENT_IDX when the used index passed used_event,
     /// otherwise unless the driver set VIRTQ_AVAIL_F_NO_INTERRUPT.
     pub fn needs_interrupt(&mut self, mem: &(impl GuestMemoryAccess + ?Sized)) -> Result<bool, QueueError> {
-        let old = core::mem::replace(&mut self.signalled_used, self.next_used);
-        if old == self.next_used {
+        let new = self.published_used;
+        let old = core::mem::replace(&mut self.signalled_used, new);
+        if old == new {
             return Ok(false);
         }
         if self.event_idx {
             let offset = RING_HEADER.wrapping_add(u64::from(self.size).wrapping_mul(2));
             let used_event = read_obj::<u16>(mem, at(self.driver, offset)?)?;
-            Ok(need_event(used_event, self.next_used, old))
+            Ok(need_event(used_event, new, old))
         } else {
             let flags = read_obj::<u16>(mem, at(self.driver, 0)?)?;
             Ok(flags & AVAIL_F_NO_INTERRUPT == 0)

@@ -73,6 +73,13 @@ pub(super) fn read_chain<H: HostMemory>(
     at: u64,
     mut out: &mut [u8],
 ) -> Result<(), QueueError> {
+    // Most often the bytes lie in the first buffer (the header does): one read.
+    if let Some(first) = chain.segments.first()
+        && at.checked_add(out.len() as u64).is_some_and(|end| end <= u64::from(first.len))
+    {
+        mem.read_bytes(GuestPhysAddr::new(first.addr.wrapping_add(at)), out)?;
+        return Ok(());
+    }
     let mut cursor = Cursor::new(&chain.segments);
     if !cursor.skip(at) {
         return Err(QueueError::ChainLength);
@@ -121,6 +128,17 @@ pub(super) fn copy_frame<H: HostMemory>(
     header: &[u8; NET_HDR_LEN],
     frame_len: u64,
 ) -> Result<(), Fault> {
+    let hdr = NET_HDR_LEN as u64;
+    // The usual shape (one buffer each side, header and frame together): one write of
+    // the header and one copy, without walking the chains.
+    if let ([src], [dst]) = (&tx.segments[..], &rx.segments[..])
+        && hdr.saturating_add(frame_len) <= u64::from(src.len.min(dst.len))
+    {
+        to_mem.write_bytes(GuestPhysAddr::new(dst.addr), header).map_err(|e| Fault::Receiver(e.into()))?;
+        let (from, to) =
+            (GuestPhysAddr::new(src.addr.wrapping_add(hdr)), GuestPhysAddr::new(dst.addr.wrapping_add(hdr)));
+        return copy_between(from_mem, from, to_mem, to, frame_len as usize).map_err(|e| Fault::Sender(e.into()));
+    }
     write_chain(to_mem, rx, 0, header).map_err(Fault::Receiver)?;
     let mut src = Cursor::new(&tx.segments);
     let mut dst = Cursor::new(&rx.segments);

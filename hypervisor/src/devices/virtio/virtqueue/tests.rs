@@ -190,3 +190,26 @@ fn a_queue_that_wants_no_doorbells_says_so() {
         write_obj(&mut mem, GuestPhysAddr::new(rings.used), 0u16).unwrap();
     }
 }
+
+#[test]
+fn a_batch_is_seen_by_the_driver_when_published() {
+    let map = guest_map(0x10_0000);
+    let mut mem = guest_memory(&map);
+    let mut rings = DriverRings::new(0x1000, 8);
+    let mut q = rings.queue(false);
+    let heads: Vec<u16> = (0..3).map(|i| rings.add_chain(&mut mem, &[(0x8000 + i * 0x100, 64, true)])).collect();
+    for (i, &h) in heads.iter().enumerate() {
+        assert_eq!(chain_of(&mut q, &mut mem).unwrap().unwrap().head, h);
+        q.push_used_later(&mut mem, h, i as u32).unwrap();
+    }
+    // Written but not published: the driver sees nothing and no interrupt is due.
+    assert_eq!(rings.take_used(&mem), []);
+    assert_eq!(q.needs_interrupt(&mem), Ok(false));
+    q.publish_used(&mut mem).unwrap();
+    assert_eq!(rings.take_used(&mem), [(u32::from(heads[0]), 0), (u32::from(heads[1]), 1), (u32::from(heads[2]), 2)]);
+    assert_eq!(q.needs_interrupt(&mem), Ok(true));
+    // A chain the driver adds after the batch was counted is still found.
+    let late = rings.add_chain(&mut mem, &[(0x9000, 64, true)]);
+    assert_eq!(chain_of(&mut q, &mut mem).unwrap().unwrap().head, late);
+    assert!(chain_of(&mut q, &mut mem).unwrap().is_none());
+}
