@@ -8,8 +8,6 @@
 pub mod console;
 pub mod hypercall;
 pub mod traps;
-#[cfg(target_os = "none")]
-pub mod virtio_pci;
 
 /// Gives the payload a global allocator over a static heap of `$bytes` bytes
 /// (virtio-drivers allocates a little while it sets a device up). The allocator

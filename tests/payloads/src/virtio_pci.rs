@@ -1,6 +1,10 @@
 //! A VM's virtual PCI bus for payloads that drive virtio devices with virtio-drivers:
 //! configuration mechanism #1 and a DMA "HAL" over a static arena (the payload's memory
 //! is identity-mapped, so virtual and physical addresses are equal).
+//!
+//! Not part of the library: each virtio payload includes it by path, so only they
+//! link virtio-drivers (which, with its `alloc` feature on in the workspace, needs
+//! the global allocator only they declare).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};

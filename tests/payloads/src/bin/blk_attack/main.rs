@@ -14,6 +14,10 @@
 payloads::global_heap!(256 * 1024);
 
 #[cfg(target_os = "none")]
+#[path = "../../virtio_pci.rs"]
+mod virtio_pci;
+
+#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -21,10 +25,11 @@ mod queue;
 
 #[cfg(target_os = "none")]
 mod attack {
-    use payloads::{check, hypercall, println, virtio_pci};
+    use payloads::{check, hypercall, println};
     use virtio_drivers::transport::DeviceType;
 
     use super::queue::{self, Desc, F_INDIRECT, F_NEXT, F_WRITE, Outcome, Queue, Seg};
+    use super::virtio_pci;
 
     const IN: u32 = 0;
     const OUT: u32 = 1;

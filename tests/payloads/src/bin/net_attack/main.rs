@@ -11,6 +11,10 @@
 payloads::global_heap!(256 * 1024);
 
 #[cfg(target_os = "none")]
+#[path = "../../virtio_pci.rs"]
+mod virtio_pci;
+
+#[cfg(target_os = "none")]
 mod frames;
 #[cfg(target_os = "none")]
 mod port;

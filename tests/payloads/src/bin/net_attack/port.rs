@@ -1,7 +1,7 @@
 //! The VM's virtio-net device, found on its PCI bus and driven by virtio-drivers with
 //! DMA memory from the payload's static arena.
 
-use payloads::virtio_pci::{self, ArenaHal};
+use crate::virtio_pci::{self, ArenaHal};
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::PciTransport;
