@@ -6,10 +6,9 @@
 use core::sync::atomic::{Ordering, fence};
 
 use super::controller::NvmeHw;
+use crate::host::dma_region::DmaRegion;
 use crate::host::pci::access::BarMmio;
 use crate::memory::addr::HostPhysAddr;
-use crate::memory::direct_map::DirectMap;
-use crate::memory::guest::HostMemory;
 
 /// One controller's registers and DMA region. The region is RAM the hypervisor
 /// allocated for this controller alone; device addresses equal host physical
@@ -18,21 +17,14 @@ use crate::memory::guest::HostMemory;
 pub struct HostNvmeHw {
     bar: BarMmio,
     bar_bytes: u64,
-    dma: HostPhysAddr,
-    dma_bytes: u64,
+    dma: DmaRegion,
     ticks_per_us: u64,
 }
 
 impl HostNvmeHw {
     pub fn new(bar: BarMmio, bar_bytes: u64, dma: HostPhysAddr, dma_bytes: u64) -> Self {
         let ticks_per_us = (crate::arch::x86::tsc::cached_ticks_per_ms() / 1000).max(1);
-        HostNvmeHw { bar, bar_bytes, dma, dma_bytes, ticks_per_us }
-    }
-
-    /// The host address of `len` bytes at device address `at`, if inside the region.
-    fn inside(&self, at: u64, len: usize) -> Option<HostPhysAddr> {
-        let off = at.checked_sub(self.dma.raw())?;
-        (off.checked_add(len as u64)? <= self.dma_bytes).then_some(HostPhysAddr::new(at))
+        HostNvmeHw { bar, bar_bytes, dma: DmaRegion::new(dma, dma_bytes), ticks_per_us }
     }
 }
 
@@ -49,26 +41,19 @@ impl NvmeHw for HostNvmeHw {
     }
 
     fn dma_read(&mut self, at: u64, buf: &mut [u8]) -> bool {
-        let Some(pa) = self.inside(at, buf.len()) else { return false };
-        // The device writes this memory behind the compiler's back: every poll reads it
-        // again.
-        fence(Ordering::SeqCst);
-        DirectMap.read(pa, buf)
+        self.dma.read(at, buf)
     }
 
     fn dma_write(&mut self, at: u64, data: &[u8]) -> bool {
-        let Some(pa) = self.inside(at, data.len()) else { return false };
-        let ok = DirectMap.write(pa, data);
-        fence(Ordering::SeqCst);
-        ok
+        self.dma.write(at, data)
     }
 
     #[allow(unsafe_code)]
     fn dma_bytes(&mut self, at: u64, len: usize) -> Option<&mut [u8]> {
-        let pa = self.inside(at, len)?;
+        let pa = self.dma.inside(at, len)?;
         // The device may have written this memory behind the compiler's back.
         fence(Ordering::SeqCst);
-        // SAFETY: the range lies inside the DMA region (`inside`), RAM allocated for this
+        // SAFETY: the range lies inside the DMA region (`DmaRegion::inside`), RAM allocated for this
         // controller alone and kept mapped for as long as the driver lives. The only
         // other accesses to it from Rust go through `&mut self` (`dma_read`,
         // `dma_write`), so none can happen while the returned borrow lives. The driver

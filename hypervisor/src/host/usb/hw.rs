@@ -6,10 +6,9 @@
 use core::sync::atomic::{Ordering, fence};
 
 use super::controller::XhciHw;
+use crate::host::dma_region::DmaRegion;
 use crate::host::pci::access::BarMmio;
 use crate::memory::addr::HostPhysAddr;
-use crate::memory::direct_map::DirectMap;
-use crate::memory::guest::HostMemory;
 
 /// One controller's registers and DMA region. The region is RAM the hypervisor
 /// allocated for this controller alone; device addresses equal host physical
@@ -18,27 +17,19 @@ use crate::memory::guest::HostMemory;
 pub struct HostXhciHw {
     bar: BarMmio,
     bar_bytes: u64,
-    dma: HostPhysAddr,
-    dma_bytes: u64,
+    dma: DmaRegion,
     ticks_per_us: u64,
 }
 
 impl HostXhciHw {
     pub fn new(bar: BarMmio, bar_bytes: u64, dma: HostPhysAddr, dma_bytes: u64) -> Self {
         let ticks_per_us = (crate::arch::x86::tsc::cached_ticks_per_ms() / 1000).max(1);
-        HostXhciHw { bar, bar_bytes, dma, dma_bytes, ticks_per_us }
+        HostXhciHw { bar, bar_bytes, dma: DmaRegion::new(dma, dma_bytes), ticks_per_us }
     }
 
     /// The DMA region, once it is allocated (the capability registers say how large).
     pub fn set_dma(&mut self, dma: HostPhysAddr, dma_bytes: u64) {
-        self.dma = dma;
-        self.dma_bytes = dma_bytes;
-    }
-
-    /// The host address of `len` bytes at device address `at`, if inside the region.
-    fn inside(&self, at: u64, len: usize) -> Option<HostPhysAddr> {
-        let off = at.checked_sub(self.dma.raw())?;
-        (off.checked_add(len as u64)? <= self.dma_bytes).then_some(HostPhysAddr::new(at))
+        self.dma = DmaRegion::new(dma, dma_bytes);
     }
 }
 
@@ -55,18 +46,11 @@ impl XhciHw for HostXhciHw {
     }
 
     fn dma_read(&mut self, at: u64, buf: &mut [u8]) -> bool {
-        let Some(pa) = self.inside(at, buf.len()) else { return false };
-        // The device writes this memory behind the compiler's back: every poll reads it
-        // again.
-        fence(Ordering::SeqCst);
-        DirectMap.read(pa, buf)
+        self.dma.read(at, buf)
     }
 
     fn dma_write(&mut self, at: u64, data: &[u8]) -> bool {
-        let Some(pa) = self.inside(at, data.len()) else { return false };
-        let ok = DirectMap.write(pa, data);
-        fence(Ordering::SeqCst);
-        ok
+        self.dma.write(at, data)
     }
 
     fn now_us(&mut self) -> u64 {
