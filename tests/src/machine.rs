@@ -141,6 +141,34 @@ impl Machine {
         crate::serial_wait::expect_line(self, marker, timeout, Duration::from_millis(100))
     }
 
+    /// Waits until `needle` appears `count` times in this boot's serial log; returns the
+    /// last line holding it. (Several VMs boot at once: their lines interleave in any
+    /// order, so the cursor-based [`Machine::expect`] cannot wait for all of them.)
+    pub fn wait_count(&mut self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let serial = self.serial();
+            if serial.matches(needle).count() >= count {
+                return serial.lines().rev().find(|l| l.contains(needle)).unwrap_or_default().to_string();
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("timed out waiting for {count} x {needle:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `command` in `vm`, which prints `KEY=value` with `echo KEY=`; returns the
+    /// value. The key is typed quoted (`"KEY""="`, which the shell prints as `KEY=`),
+    /// so the shell's echo of a long, wrapped command line is never taken for the answer.
+    pub fn ask(&mut self, vm: &str, command: &str, key: &str, timeout: Duration) -> String {
+        let plain = format!("echo {key}=");
+        assert!(command.contains(&plain), "{command} does not print {key}=");
+        self.run_in_vm(vm, &command.replace(&plain, &format!("echo \"{key}\"\"=\"")));
+        let line = self.expect(&format!("[{vm}] {key}="), timeout);
+        line.split(&format!("{key}=")).nth(1).unwrap_or("").trim().to_string()
+    }
+
     /// Waits for QEMU to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;

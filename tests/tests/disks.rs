@@ -61,8 +61,8 @@ fn build(scenario: &str, personal_mode: DiskMode) -> PathBuf {
 /// The attacker's verdict: every check passed, the device refused what it had to,
 /// and the VM shut down cleanly.
 fn attacker_contained(m: &mut Machine) {
-    let done = wait_count(m, &format!("[{ATTACKER}] CHECKS DONE"), 1, BOOT);
-    wait_count(m, &format!("({ATTACKER}) stopped:"), 1, STEP);
+    let done = m.wait_count(&format!("[{ATTACKER}] CHECKS DONE"), 1, BOOT);
+    m.wait_count(&format!("({ATTACKER}) stopped:"), 1, STEP);
     let serial = m.serial();
     let tag = format!("[{ATTACKER}] CHECK ");
     let checks: Vec<&str> = serial.lines().filter(|l| l.contains(&tag)).collect();
@@ -91,44 +91,21 @@ fn boot(name: &str, img: &Path, drive: &Path, first: bool) -> Machine {
     m
 }
 
-/// Waits until `needle` appears `count` times in this boot's serial log; returns the
-/// last line holding it. (Two desktops boot at once: their lines interleave in any
-/// order, so the cursor-based `expect` cannot wait for both.)
-fn wait_count(m: &mut Machine, needle: &str, count: usize, timeout: Duration) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let serial = m.serial();
-        if serial.matches(needle).count() >= count {
-            return serial.lines().rev().find(|l| l.contains(needle)).unwrap_or_default().to_string();
-        }
-        if std::time::Instant::now() > deadline {
-            m.fail(&format!("timed out waiting for {count} x {needle:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Both desktops' disk lines, checked to be in `state`, and both ready.
 fn disks_ready(m: &mut Machine, state: &str) {
     for vm in ["corporate", "personal"] {
-        let line = wait_count(m, &format!("[{vm}] BULKHEAD-DISK:"), 1, BOOT);
+        let line = m.wait_count(&format!("[{vm}] BULKHEAD-DISK:"), 1, BOOT);
         assert!(line.contains(&format!("/home ext4 {state} 64MiB")), "{line}");
-        wait_count(m, &format!("[{vm}] BULKHEAD-GUEST-READY"), 1, BOOT);
-        wait_count(m, &format!("[{vm}] {SHELL_BANNER}"), 1, BOOT);
+        m.wait_count(&format!("[{vm}] BULKHEAD-GUEST-READY"), 1, BOOT);
+        m.wait_count(&format!("[{vm}] {SHELL_BANNER}"), 1, BOOT);
     }
     // The shell reads the line it was typed only once its line editor runs.
     std::thread::sleep(Duration::from_secs(2));
 }
 
-/// Runs `command` in `vm`, which prints `KEY=value` with `echo KEY=`; returns the value.
-/// The key is typed quoted (`"KEY""="`, which the shell prints as `KEY=`), so the shell's echo of a long, wrapped
-/// command line is never taken for the answer.
+/// Runs `command` in `vm` and returns the value it prints after `KEY=` ([`Machine::ask`]).
 fn run(m: &mut Machine, vm: &str, command: &str, key: &str) -> String {
-    let plain = format!("echo {key}=");
-    assert!(command.contains(&plain), "{command} does not print {key}=");
-    m.run_in_vm(vm, &command.replace(&plain, &format!("echo \"{key}\"\"=\"")));
-    let line = m.expect(&format!("[{vm}] {key}="), STEP);
-    value(&line, &format!("{key}=")).to_string()
+    m.ask(vm, command, key, STEP)
 }
 
 #[test]
@@ -163,8 +140,8 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     for vm in ["corporate", "personal"] {
         m.run_in_vm(vm, "cd /; umount /home; poweroff -f");
     }
-    wait_count(&mut m, "vm 0 (corporate) stopped", 1, STEP);
-    wait_count(&mut m, "vm 1 (personal) stopped", 1, STEP);
+    m.wait_count("vm 0 (corporate) stopped", 1, STEP);
+    m.wait_count("vm 1 (personal) stopped", 1, STEP);
     drop(m);
 
     let raw = std::fs::read(&drive).unwrap();
@@ -198,12 +175,12 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     // The user reboots the desktop from inside (Linux's own reboot path, which ends at
     // the reset vector on this platform).
     m.run_in_vm("personal", "reboot -f");
-    wait_count(&mut m, "vm 1 (personal) stopped: GuestReboot", 1, STEP);
+    m.wait_count("vm 1 (personal) stopped: GuestReboot", 1, STEP);
     m.expect("vm personal: disk reset to its base", STEP);
-    let line = wait_count(&mut m, "[personal] BULKHEAD-DISK:", 2, BOOT);
+    let line = m.wait_count("[personal] BULKHEAD-DISK:", 2, BOOT);
     assert!(line.contains("/home ext4 existing 64MiB"), "{line}");
-    wait_count(&mut m, "[personal] BULKHEAD-GUEST-READY", 2, BOOT);
-    wait_count(&mut m, &format!("[personal] {SHELL_BANNER}"), 2, BOOT);
+    m.wait_count("[personal] BULKHEAD-GUEST-READY", 2, BOOT);
+    m.wait_count(&format!("[personal] {SHELL_BANNER}"), 2, BOOT);
     std::thread::sleep(Duration::from_secs(2));
     let after = "echo AFTER=$(ls /home | tr '\\n' ' ')";
     let listing = run(&mut m, "personal", after, "AFTER");
@@ -243,8 +220,8 @@ fn encrypted_disks_keep_files_across_reboots_and_power_cuts() {
     m.expect("asking for the disk passphrase (unlock)", STEP);
     m.send_keys("esc");
     m.expect("disks stay locked", STEP);
-    wait_count(&mut m, "vm 0 (corporate) does not start: its disk is locked", 1, STEP);
-    wait_count(&mut m, "vm 1 (personal) does not start: its disk is locked", 1, STEP);
+    m.wait_count("vm 0 (corporate) does not start: its disk is locked", 1, STEP);
+    m.wait_count("vm 1 (personal) does not start: its disk is locked", 1, STEP);
     std::thread::sleep(Duration::from_secs(5));
     assert!(!m.serial().contains("BULKHEAD-GUEST-READY"));
     m.pass();
@@ -296,9 +273,9 @@ fn a_stick_alone_keeps_a_desktops_disk_across_a_reboot() {
     m.type_keys(&format!("{PASSPHRASE}\n{PASSPHRASE}\n"));
     m.expect("disk store created on the data partition", STEP);
     m.expect("vm corporate: new encrypted disk of 64 MiB", STEP);
-    let line = wait_count(&mut m, "[corporate] BULKHEAD-DISK:", 1, BOOT);
+    let line = m.wait_count("[corporate] BULKHEAD-DISK:", 1, BOOT);
     assert!(line.contains("/home ext4 new 64MiB"), "{line}");
-    wait_count(&mut m, &format!("[corporate] {SHELL_BANNER}"), 1, BOOT);
+    m.wait_count(&format!("[corporate] {SHELL_BANNER}"), 1, BOOT);
     std::thread::sleep(Duration::from_secs(2));
     let write = format!(
         "i=0; while [ $i -lt 20000 ]; do echo {SECRET_TEXT} line $i; i=$((i+1)); done > /home/{SECRET_FILE}; sync; echo W=$?"
@@ -312,7 +289,7 @@ fn a_stick_alone_keeps_a_desktops_disk_across_a_reboot() {
               b=$(cut -d' ' -f1 /proc/uptime); echo DD=$a $b";
     eprintln!("stick: 8 MiB written and synced under TCG in {:.2} s", seconds(&run(&mut m, "corporate", dd, "DD")));
     m.run_in_vm("corporate", "cd /; umount /home; poweroff -f");
-    wait_count(&mut m, "vm 0 (corporate) stopped", 1, STEP);
+    m.wait_count("vm 0 (corporate) stopped", 1, STEP);
     drop(m);
 
     let raw = std::fs::read(&img).unwrap();
@@ -328,9 +305,9 @@ fn a_stick_alone_keeps_a_desktops_disk_across_a_reboot() {
     m.expect("asking for the disk passphrase (unlock)", STEP);
     m.type_keys(&format!("{PASSPHRASE}\n"));
     m.expect("disks unlocked", STEP);
-    let line = wait_count(&mut m, "[corporate] BULKHEAD-DISK:", 1, BOOT);
+    let line = m.wait_count("[corporate] BULKHEAD-DISK:", 1, BOOT);
     assert!(line.contains("/home ext4 existing 64MiB"), "{line}");
-    wait_count(&mut m, &format!("[corporate] {SHELL_BANNER}"), 1, BOOT);
+    m.wait_count(&format!("[corporate] {SHELL_BANNER}"), 1, BOOT);
     std::thread::sleep(Duration::from_secs(2));
     let again = run(&mut m, "corporate", &format!("echo SHA=$(sha256sum < /home/{SECRET_FILE})"), "SHA");
     assert_eq!(again, sha, "the file changed across the reboot");

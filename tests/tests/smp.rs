@@ -17,6 +17,11 @@ fn number_after(line: &str, key: &str) -> u64 {
     rest.trim_start().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap()
 }
 
+/// Runs `command` in `vm` and returns the value it prints after `KEY=` ([`Machine::ask`]).
+fn run(m: &mut Machine, vm: &str, command: &str, key: &str) -> String {
+    m.ask(vm, command, key, GUEST_STEP)
+}
+
 #[test]
 fn four_cpus_run_and_every_application_processor_runs_a_work_item() {
     let img = image::build_scenario_image("smp-four-cpus", "then=exit");
@@ -59,33 +64,6 @@ const SHELL_BANNER: &str = "Enter 'help' for a list of built-in commands.";
 const GUEST_BOOT: Duration = Duration::from_secs(400);
 const GUEST_STEP: Duration = Duration::from_secs(90);
 
-/// Waits until `needle` appears `count` times in this boot's serial log; returns the
-/// last line holding it (two desktops' lines interleave in any order).
-fn wait_count(m: &mut Machine, needle: &str, count: usize, timeout: Duration) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let serial = m.serial();
-        if serial.matches(needle).count() >= count {
-            return serial.lines().rev().find(|l| l.contains(needle)).unwrap_or_default().to_string();
-        }
-        if std::time::Instant::now() > deadline {
-            m.fail(&format!("timed out waiting for {count} x {needle:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Runs `command` in `vm`, which prints `KEY=value` with `echo KEY=`; returns the
-/// value. The key is typed quoted so the shell's echo of the command line is never
-/// taken for the answer.
-fn run(m: &mut Machine, vm: &str, command: &str, key: &str) -> String {
-    let plain = format!("echo {key}=");
-    assert!(command.contains(&plain), "{command} does not print {key}=");
-    m.run_in_vm(vm, &command.replace(&plain, &format!("echo \"{key}\"\"=\"")));
-    let line = m.expect(&format!("[{vm}] {key}="), GUEST_STEP);
-    line.split(&format!("{key}=")).nth(1).unwrap_or("").trim().to_string()
-}
-
 /// User plus system ticks of each guest CPU, from /proc/stat.
 fn cpu_ticks(m: &mut Machine, vm: &str) -> Vec<u64> {
     let line = run(m, vm, "echo STAT=$(grep '^cpu[0-9]' /proc/stat | cut -d' ' -f2,4 | tr '\\n' ' ')", "STAT");
@@ -116,11 +94,11 @@ fn a_two_vcpu_linux_desktop_starts_its_second_cpu_and_keeps_both_busy() {
         c.extra_args.extend(["-accel".to_string(), "tcg,thread=multi".to_string()]);
     });
     m.expect("BULKHEAD READY", BOOT);
-    let started = wait_count(&mut m, "vm 0 (corporate): vCPU 1 started at 0x", 1, GUEST_BOOT);
+    let started = m.wait_count("vm 0 (corporate): vCPU 1 started at 0x", 1, GUEST_BOOT);
     println!("{started}");
     for vm in ["corporate", "personal"] {
-        wait_count(&mut m, &format!("[{vm}] BULKHEAD-GUEST-READY"), 1, GUEST_BOOT);
-        wait_count(&mut m, &format!("[{vm}] {SHELL_BANNER}"), 1, GUEST_BOOT);
+        m.wait_count(&format!("[{vm}] BULKHEAD-GUEST-READY"), 1, GUEST_BOOT);
+        m.wait_count(&format!("[{vm}] {SHELL_BANNER}"), 1, GUEST_BOOT);
     }
     // The shell reads a typed line only once its line editor runs.
     std::thread::sleep(Duration::from_secs(2));
@@ -173,10 +151,10 @@ fn a_two_vcpu_linux_desktop_starts_its_second_cpu_and_keeps_both_busy() {
     // Stopped while both its CPUs are busy, restarted by policy with both again; the
     // other desktop never stops.
     m.type_serial("!stop corporate\n");
-    wait_count(&mut m, "vm 0 (corporate) restarted (start 2)", 1, GUEST_STEP);
-    wait_count(&mut m, "vm 0 (corporate): vCPU 1 started at 0x", 2, GUEST_BOOT);
-    wait_count(&mut m, "[corporate] BULKHEAD-GUEST-READY", 2, GUEST_BOOT);
-    wait_count(&mut m, &format!("[corporate] {SHELL_BANNER}"), 2, GUEST_BOOT);
+    m.wait_count("vm 0 (corporate) restarted (start 2)", 1, GUEST_STEP);
+    m.wait_count("vm 0 (corporate): vCPU 1 started at 0x", 2, GUEST_BOOT);
+    m.wait_count("[corporate] BULKHEAD-GUEST-READY", 2, GUEST_BOOT);
+    m.wait_count(&format!("[corporate] {SHELL_BANNER}"), 2, GUEST_BOOT);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(run(&mut m, "corporate", "echo NPROC=$(nproc)", "NPROC"), "2");
     assert_eq!(run(&mut m, "personal", "echo PONG=again", "PONG"), "again");
