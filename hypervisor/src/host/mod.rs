@@ -2,6 +2,7 @@
 //! the NVMe drive and the USB stick the hypervisor drives itself.
 pub mod acpi;
 pub mod cmos;
+pub mod device_io;
 pub mod dma_region;
 pub mod handoff;
 pub mod ioapic;
