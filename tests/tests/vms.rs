@@ -1,6 +1,7 @@
-//! Four VMs at once under the real hypervisor: one runs every in-guest check, one
-//! triple-faults (and is restarted once by policy), one attacks memory outside its VM,
-//! and a Multiboot kernel checks the state the Multiboot loader gave it.
+//! Four VMs at once under the real hypervisor, on three application processors: one
+//! runs every in-guest check, one triple-faults (and is restarted once by policy), one
+//! attacks memory outside its VM, and a Multiboot kernel checks the state the
+//! Multiboot loader gave it.
 //! The hypervisor's verdict (exit status 33) requires every check to pass, each VM to end
 //! exactly as configured, and the memory of the other VMs and of the hypervisor to be
 //! unchanged. A configuration the hypervisor refuses starts no VM and says why, in the
@@ -35,7 +36,8 @@ fn four_vms_checks_pass_crash_is_contained_attack_is_stopped_and_multiboot_boots
     let img = image::build_payload_image("vms-selftest", "selftest", &four_vms());
     let mut m = Machine::boot("vms-selftest", &img, |c| {
         c.memory_mib = 512;
-        c.cpus = 1;
+        c.cpus = 4;
+        c.extra_args.extend(["-accel".to_string(), "tcg,thread=multi".to_string()]);
     });
     m.expect("BULKHEAD READY", Duration::from_secs(120));
     m.expect("SVM enabled", Duration::from_secs(30));
@@ -62,6 +64,14 @@ fn four_vms_checks_pass_crash_is_contained_attack_is_stopped_and_multiboot_boots
         m.fail(&format!("the hypervisor's self-test verdict was {outcome:?}"));
     }
     assert!(serial.contains("SELFTEST PASS"));
+    // The four VMs ran on the three application processors, pinned round robin.
+    let cpus: std::collections::BTreeSet<&str> = serial
+        .lines()
+        .filter(|l| l.contains("sched] vm "))
+        .filter_map(|l| l.split("vCPU 0 on ").nth(1))
+        .map(|cpu| cpu.trim())
+        .collect();
+    assert_eq!(cpus.into_iter().collect::<Vec<_>>(), ["cpu1", "cpu2", "cpu3"], "the VMs' placement");
     m.pass();
 }
 

@@ -60,6 +60,10 @@ pub struct VcpuConfig {
 pub trait Arch {
     /// Short name for logs ("svm").
     const NAME: &'static str;
+    /// Whether a vCPU may be entered on a CPU other than the one that created it
+    /// (SVM: a VMCB is plain memory; VMX: a VMCS is current on one CPU at a time and
+    /// would need VMCLEAR and VMPTRLD to move, not done yet).
+    const RUNS_ON_ANY_CPU: bool;
     /// Optional features found at probe time. Code must work with all of them absent.
     type Features: Copy + fmt::Debug;
     /// Per-vCPU hardware state (control block, guest GPRs, extended-state area).

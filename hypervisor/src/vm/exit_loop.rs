@@ -98,20 +98,26 @@ impl<A: Arch, H: SliceHost> ExitLoop<'_, A, H> {
             let entered = self.host.now_tsc();
             let exit = A::run(self.vcpu);
             exit_stages::checkpoint(Stage::ExitDecode);
-            let host_tsc = self.host.now_tsc();
-            // Time in guest mode, per VM: under -icount, its instructions (docs/networking.md).
-            self.counters.add_guest_tsc(host_tsc.wrapping_sub(entered));
-            self.platform.after_exit(self.vcpu_index, self.memory);
-            if let Some(end) = self.handle_exit(&exit, host_tsc) {
+            let exited = self.host.now_tsc();
+            if let Some(end) = self.after_run(&exit, entered, exited) {
                 return end;
             }
         }
     }
 
+    /// Handles the exit of a run that lasted from host TSC `entered` to `exited` (here
+    /// or on another CPU); `Some` when it ends the slice.
+    pub fn after_run(&mut self, exit: &Exit, entered: u64, exited: u64) -> Option<SliceEnd> {
+        // Time in guest mode, per VM: under -icount, its instructions (docs/networking.md).
+        self.counters.add_guest_tsc(exited.wrapping_sub(entered));
+        self.platform.after_exit(self.vcpu_index, self.memory);
+        self.handle_exit(exit, exited)
+    }
+
     /// Device interrupts that arrived (the last exit, or while the VM waited) go in
     /// first; another VM's end the slice so the scheduler delivers them. Then the
     /// pending interrupt is offered.
-    fn prepare_entry(&mut self) -> Option<SliceEnd> {
+    pub fn prepare_entry(&mut self) -> Option<SliceEnd> {
         resample_intx_lines(self.platform, self.vm.id, self.host);
         let other_vm_interrupt = self.take_device_interrupts();
         if let Some(end) = slice_rules::end_by_host(HostEvents { other_vm_interrupt, ..HostEvents::default() }) {

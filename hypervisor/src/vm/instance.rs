@@ -25,7 +25,6 @@ use crate::memory::phys::GlobalFrames;
 use crate::storage::disks::Unavailable;
 use crate::vcpu::cpuid::CpuidPolicy;
 use crate::vcpu::dispatch::VmIdentity;
-use crate::vcpu::msr::MsrState;
 use crate::vm::config::{Kind, VmConfig};
 use crate::vm::console::VmConsole;
 use crate::vm::counters::ExitCounters;
@@ -371,14 +370,19 @@ impl<A: Arch> Vm<A> {
     /// change). Flushes the guest's TLB so its next write marks the page again.
     pub fn take_framebuffer_dirty(&mut self, bitmap: &mut [u64]) -> Option<usize> {
         let fb = self.framebuffer?;
+        self.vcpus.first()?.vcpu.as_ref().map(|_| ()).or(self.vcpus.first()?.away.map(|_| ()))?;
+        // A vCPU running elsewhere could write through a translation cached before the
+        // clean, unseen: the pages are cleaned with every vCPU at home.
+        if !self.recall_all() {
+            return Some(0);
+        }
         let npt = self.npt.as_mut()?;
-        self.vcpus.first()?.vcpu.as_ref()?;
         let npages = (fb.len / PAGE_SIZE) as usize;
         let dirty = npt.take_dirty(&mut GlobalFrames, fb.gpa, npages, bitmap);
         if dirty > 0 {
             // Every vCPU may hold a writable translation of a page just cleaned.
             for vcpu in self.vcpus.iter_mut().filter_map(|slot| slot.vcpu.as_mut()) {
-                A::request_tlb_flush(vcpu);
+                A::request_tlb_flush(vcpu.as_mut());
             }
         }
         Some(dirty)
@@ -539,7 +543,7 @@ impl<A: Arch> Vm<A> {
         self.vcpu_config = Some(config);
         // vCPU 0 runs; the others wait for the guest's INIT and STARTUP.
         self.vcpus = (1..self.config.vcpus.max(1)).map(|_| VcpuSlot::parked()).collect();
-        self.vcpus.insert(0, VcpuSlot { vcpu: Some(vcpu), state: VcpuState::Runnable, msrs: MsrState::new(true) });
+        self.vcpus.insert(0, VcpuSlot::running(vcpu));
         self.last_vcpu = None;
         self.build_devices(start_tsc)?;
         // Assigned BARs where the devices' views place them (the new table has none).
@@ -702,13 +706,17 @@ impl<A: Arch> Vm<A> {
         }
         for index in 0..self.vcpus.len() {
             let signals = self.platform.take_startup(index);
+            if (signals.init || signals.sipi.is_some()) && self.vcpus.get(index).is_some_and(|s| s.away.is_some()) {
+                // INIT or STARTUP for a vCPU running elsewhere: it comes home first.
+                self.recall(index);
+            }
             let pending = self.platform.interrupt_pending(index) || self.platform.nmi_pending(index);
             let Some(slot) = self.vcpus.get_mut(index) else { continue };
             match vcpus::startup_action(index, slot.state, signals) {
                 StartupAction::Nothing => {}
                 StartupAction::Park => {
                     if let Some(vcpu) = slot.vcpu.take() {
-                        A::destroy_vcpu(vcpu, &mut GlobalFrames);
+                        A::destroy_vcpu(*vcpu, &mut GlobalFrames);
                     }
                     slot.state = VcpuState::WaitForSipi;
                 }
@@ -728,13 +736,13 @@ impl<A: Arch> Vm<A> {
         let Some(template) = self.vcpu_config else { return };
         let Some(slot) = self.vcpus.get_mut(index) else { return };
         if let Some(old) = slot.vcpu.take() {
-            A::destroy_vcpu(old, &mut GlobalFrames);
+            A::destroy_vcpu(*old, &mut GlobalFrames);
         }
         let config = VcpuConfig { initial: InitialState::Startup { vector }, ..template };
         match A::create_vcpu(&self.features, &config, &mut GlobalFrames) {
             Ok(mut vcpu) => {
                 A::regs(&mut vcpu).set_tsc_offset(self.tsc_offset);
-                *slot = VcpuSlot { vcpu: Some(vcpu), state: VcpuState::Runnable, msrs: MsrState::new(true) };
+                *slot = VcpuSlot::running(vcpu);
                 // A guest can cycle INIT and STARTUP: the line is rate limited.
                 let (id, name, at) = (self.id, &self.config.name, u32::from(vector) << 12);
                 crate::limited!(
@@ -823,7 +831,9 @@ impl<A: Arch> Vm<A> {
 
     /// Runs vCPU `index` until the slice ends (host timer), it yields, halts or stops.
     pub fn run_slice(&mut self, index: usize) -> SliceEnd {
-        if matches!(self.state, VmState::Stopped(_)) || self.vcpus.first().is_none_or(|slot| slot.vcpu.is_none()) {
+        if matches!(self.state, VmState::Stopped(_))
+            || self.vcpus.first().is_none_or(|slot| slot.vcpu.is_none() && slot.away.is_none())
+        {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
         }
         if !self.vcpu_runnable(index) {
@@ -832,7 +842,7 @@ impl<A: Arch> Vm<A> {
         let flush = vcpus::needs_tlb_flush(self.vcpus.len(), self.last_vcpu, index);
         self.last_vcpu = Some(index);
         if flush && let Some(vcpu) = self.vcpus.get_mut(index).and_then(|slot| slot.vcpu.as_mut()) {
-            A::request_tlb_flush(vcpu);
+            A::request_tlb_flush(vcpu.as_mut());
         }
         let end = self.run_exits(index, &Machine);
         self.record_end(index, end);
@@ -841,47 +851,69 @@ impl<A: Arch> Vm<A> {
 
     /// The exit loop over vCPU `index` of this VM, its devices and memory.
     fn run_exits(&mut self, index: usize, host: &impl SliceHost) -> SliceEnd {
-        let Some(VcpuSlot { vcpu: Some(vcpu), msrs, .. }) = self.vcpus.get_mut(index) else {
-            return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
+        self.with_exit_loop(index, host, |exits| exits.run())
+            .unwrap_or(SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 }))
+    }
+
+    /// Runs `f` on the exit loop over vCPU `index`, its devices and memory; `None`
+    /// when the vCPU has no state here (parked, or away on another CPU). A nested page
+    /// table change it made is flushed on every other vCPU too.
+    fn with_exit_loop<H: SliceHost, R>(
+        &mut self,
+        index: usize,
+        host: &H,
+        f: impl FnOnce(&mut ExitLoop<'_, A, H>) -> R,
+    ) -> Option<R> {
+        let npt_changed = core::cell::Cell::new(false);
+        let result = {
+            let Some(VcpuSlot { vcpu: Some(vcpu), msrs, .. }) = self.vcpus.get_mut(index) else {
+                return None;
+            };
+            let (devices, pci, npt) = (&mut self.devices, self.pci.as_ref(), &mut self.npt);
+            // After an exit that may have written configuration space: apply the deferred
+            // work once (MSI-X re-sync), then follow a BAR the guest moved or switched,
+            // under one lock of the PCI host.
+            let mut sync_bars = || {
+                let Some(pci) = pci else { return false };
+                let mut pci = pci.lock();
+                pci.settle();
+                let changed = sync_device_bars(devices, &pci, npt.as_mut(), false);
+                npt_changed.set(npt_changed.get() || changed);
+                changed
+            };
+            let mut memory = GuestMemory::new(&self.map, DirectMap);
+            let mut exits = ExitLoop::<A, H> {
+                vm: VmIdentity { id: self.id, name: &self.config.name, memory_bytes: self.config.memory_bytes },
+                vcpu: vcpu.as_mut(),
+                vcpu_index: index,
+                platform: &mut self.platform,
+                ports: &mut self.ports,
+                mmio: &mut self.mmio,
+                msrs,
+                policy: &self.policy,
+                cpuid: &HostCpuid,
+                memory: &mut memory,
+                console: &self.console,
+                counters: &mut self.counters,
+                device_interrupts: &mut self.device_interrupts,
+                host,
+                sync_bars: &mut sync_bars,
+                net_ports: self.resources.net_ports,
+                disk: self.disk.as_ref(),
+                network: self.network.as_mut().map(|n| n as &mut (dyn crate::vcpu::dispatch::NetworkService + 'static)),
+            };
+            f(&mut exits)
         };
-        let (devices, pci, npt) = (&mut self.devices, self.pci.as_ref(), &mut self.npt);
-        // After an exit that may have written configuration space: apply the deferred
-        // work once (MSI-X re-sync), then follow a BAR the guest moved or switched,
-        // under one lock of the PCI host.
-        let mut sync_bars = || {
-            let Some(pci) = pci else { return false };
-            let mut pci = pci.lock();
-            pci.settle();
-            sync_device_bars(devices, &pci, npt.as_mut(), false)
-        };
-        let mut memory = GuestMemory::new(&self.map, DirectMap);
-        ExitLoop::<A, _> {
-            vm: VmIdentity { id: self.id, name: &self.config.name, memory_bytes: self.config.memory_bytes },
-            vcpu,
-            vcpu_index: index,
-            platform: &mut self.platform,
-            ports: &mut self.ports,
-            mmio: &mut self.mmio,
-            msrs,
-            policy: &self.policy,
-            cpuid: &HostCpuid,
-            memory: &mut memory,
-            console: &self.console,
-            counters: &mut self.counters,
-            device_interrupts: &mut self.device_interrupts,
-            host,
-            sync_bars: &mut sync_bars,
-            net_ports: self.resources.net_ports,
-            disk: self.disk.as_ref(),
-            network: self.network.as_mut().map(|n| n as &mut (dyn crate::vcpu::dispatch::NetworkService + 'static)),
+        if npt_changed.get() {
+            self.flush_siblings(index);
         }
-        .run()
+        Some(result)
     }
 
     /// A halt of vCPU `index` becomes its state (and the VM's, when no vCPU is left
     /// to run); a stop stops the whole VM and frees its vCPUs. IPIs sent in the slice
     /// take effect (INIT, STARTUP, woken vCPUs).
-    fn record_end(&mut self, index: usize, end: SliceEnd) {
+    pub(crate) fn record_end(&mut self, index: usize, end: SliceEnd) {
         match end {
             SliceEnd::Halted => {
                 if let Some(slot) = self.vcpus.get_mut(index) {
@@ -934,9 +966,14 @@ impl<A: Arch> Vm<A> {
         if let Some(disk) = &self.disk {
             disk.stop();
         }
+        self.recall_all();
         for slot in self.vcpus.drain(..) {
             if let Some(vcpu) = slot.vcpu {
-                A::destroy_vcpu(vcpu, &mut GlobalFrames);
+                A::destroy_vcpu(*vcpu, &mut GlobalFrames);
+            } else if let Some(cpu) = slot.away {
+                // Its CPU did not give it back: it cannot be freed while that CPU may
+                // still run it. The frames are lost; the CPU gets no other vCPU.
+                log::error!(target: "vm", "vm {} ({}): cpu{cpu} did not give a vCPU back; its frames are kept", self.id, self.config.name);
             }
         }
         self.last_vcpu = None;
@@ -953,3 +990,5 @@ impl<A: Arch> Vm<A> {
         self.blocks.release(&mut PhysBlocks);
     }
 }
+
+pub mod remote;

@@ -20,6 +20,7 @@ pub mod passthrough;
 pub mod payload;
 pub mod payload_irqs;
 pub mod platform;
+pub mod run_queues;
 pub mod scheduler;
 pub mod selftest;
 pub mod serial_commands;

@@ -9,6 +9,7 @@ use log::{error, info, warn};
 
 use crate::arch::backend::Arch;
 use crate::arch::exit::StopReason;
+use crate::arch::x86::smp::guest_runs;
 use crate::arch::x86::{closed_stretches, idt, lapic};
 use crate::host::iommu::IommuFault;
 use crate::log_limit::{Admit, LogBudget, ROUTES_BURST, ROUTES_PER_SEC};
@@ -16,10 +17,13 @@ use crate::switcher::desk::Desk;
 use crate::vm::instance::{SliceEnd, Vm, VmState};
 use crate::vm::load_report::LoadReport;
 use crate::vm::passthrough::fault_attribution::{Attribution, OwnedFunction, Why, attribute, how_many};
+use crate::vm::run_queues::{self, RunQueue};
 use crate::vm::selftest::VmOutcome;
 use crate::vm::serial_commands::{self, SerialCommands};
 use crate::vm::slice_rules;
 use crate::vm::verdict;
+
+mod on_aps;
 
 /// Length of a time slice.
 const SLICE_US: u64 = 10_000;
@@ -53,6 +57,10 @@ pub struct Scheduler<A: Arch> {
     commands: SerialCommands,
     /// The screen and the keyboard.
     desk: Desk,
+    /// The CPU of each VM's vCPUs (`placement[slot][vcpu]`, `None`: the boot CPU).
+    placement: Vec<Vec<Option<usize>>>,
+    /// One run queue per application processor that runs vCPUs.
+    queues: Vec<RunQueue>,
 }
 
 impl<A: Arch> core::fmt::Debug for Scheduler<A> {
@@ -101,6 +109,7 @@ fn arm_timer(deadline: Option<u64>) {
 impl<A: Arch> Scheduler<A> {
     pub fn new(vms: Vec<Vm<A>>, features: A::Features, hotkeys: crate::switcher::hotkeys::Hotkeys) -> Self {
         let desk = Desk::new(vms.len(), hotkeys, crate::vm::desk_view::wall_clock);
+        let placement = on_aps::placement(&vms);
         Scheduler {
             slots: vms.into_iter().map(|vm| Slot { vm, report: LoadReport::default(), final_checksum: None }).collect(),
             lease_checked: 0,
@@ -108,6 +117,8 @@ impl<A: Arch> Scheduler<A> {
             image_checksum: verdict::hypervisor_checksum(),
             commands: SerialCommands::default(),
             desk,
+            queues: run_queues::queues(&placement),
+            placement,
         }
     }
 
@@ -132,13 +143,16 @@ impl<A: Arch> Scheduler<A> {
                 // have fired while a sibling ran), then who runs.
                 vm.poll_timers();
                 vm.update_vcpus();
-                // Each runnable vCPU of the VM gets its own slice, in vCPU order.
+                // Each runnable vCPU of the VM kept on this CPU gets its own slice, in
+                // vCPU order.
                 for v in 0..vm.vcpu_count() {
-                    if self.run_vcpu(i, v) {
+                    if self.placed_on(i, v).is_none() && self.run_vcpu(i, v) {
                         ran = true;
                     }
                 }
             }
+            // The vCPUs on the other CPUs: their exits, their next runs.
+            ran |= self.serve_queues();
             self.desk.poll_input(&mut self.slots);
             self.handle_dma_faults();
             self.handle_commands();
@@ -150,7 +164,11 @@ impl<A: Arch> Scheduler<A> {
                 self.finish_selftest();
             }
             // An idle machine with log output waiting keeps draining instead of sleeping.
-            if !ran && log_drained && !crate::arch::x86::device_vectors::PENDING.any() {
+            if !ran
+                && log_drained
+                && !crate::arch::x86::device_vectors::PENDING.any()
+                && !guest_runs::EXITS_WAITING.load(core::sync::atomic::Ordering::Acquire)
+            {
                 // Everything is halted or stopped: sleep until the next interrupt or the
                 // earliest VM timer.
                 idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);
@@ -311,6 +329,9 @@ impl<A: Arch> Scheduler<A> {
         let Some(slot) = self.slots.get_mut(i) else { return };
         let vm = &mut slot.vm;
         warn!(target: "vm", "vm {} ({}) stopped: {reason:?}; {}", vm.id, vm.config.name, vm.counters);
+        for queue in &mut self.queues {
+            queue.forget_slot(i);
+        }
         let restarted = slice_rules::should_restart(reason, vm.config.restart, vm.starts)
             && match closed_stretches::with_interrupts_open(|| vm.restart(&features)) {
                 Ok(()) => {

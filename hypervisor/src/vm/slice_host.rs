@@ -70,3 +70,35 @@ impl SliceHost for Machine {
         }
     }
 }
+
+/// The machine as seen while handling the exit of a vCPU that runs on another CPU
+/// (`vm/instance/remote.rs`): that CPU already took the interrupt that ended its run,
+/// and the boot CPU's slice timer and keyboard do not concern it (the scheduler reads
+/// them between its own steps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Elsewhere;
+
+impl SliceHost for Elsewhere {
+    fn now_tsc(&self) -> u64 {
+        Machine.now_tsc()
+    }
+
+    fn take_fired_for(&self, vm: u32) -> (Vec<Fired>, bool) {
+        // Other VMs' interrupts are the scheduler's to deliver; they end nothing here.
+        (Machine.take_fired_for(vm).0, false)
+    }
+
+    fn take_host_interrupt(&self) {}
+
+    fn timer_expired(&self) -> bool {
+        false
+    }
+
+    fn key_pending(&self) -> bool {
+        false
+    }
+
+    fn resample_intx(&self, vm: u32, guest_gsis: u32) {
+        Machine.resample_intx(vm, guest_gsis);
+    }
+}

@@ -9,6 +9,9 @@
 //! other one's translations of its own page tables carry the same tag.
 #![forbid(unsafe_code)]
 
+use alloc::boxed::Box;
+
+use crate::arch::x86::smp::guest_runs::Ran;
 use crate::devices::vlapic::StartupSignals;
 use crate::vcpu::msr::MsrState;
 use crate::vm::instance::VmState;
@@ -23,19 +26,38 @@ pub enum VcpuState {
     WaitForSipi,
 }
 
-/// One vCPU: the backend's state (none while it waits for a STARTUP), where it is,
-/// and its MSRs.
+/// One vCPU: the backend's state, where it is, and its MSRs.
 #[derive(Debug)]
 pub struct VcpuSlot<V> {
-    pub vcpu: Option<V>,
+    /// None while it waits for a STARTUP, and while it is away on another CPU.
+    pub vcpu: Option<Box<V>>,
     pub state: VcpuState,
     pub msrs: MsrState,
+    /// The application processor running it now (`arch::x86::smp::guest_runs`).
+    pub away: Option<usize>,
+    /// The exit of a run that came back and is not handled yet.
+    pub held: Option<Ran>,
+    /// Its guest TLB is flushed before its next entry: the nested page tables changed
+    /// while it was away.
+    pub flush_on_return: bool,
 }
 
 impl<V> VcpuSlot<V> {
     /// An application processor that has not been started.
     pub fn parked() -> VcpuSlot<V> {
-        VcpuSlot { vcpu: None, state: VcpuState::WaitForSipi, msrs: MsrState::new(true) }
+        VcpuSlot {
+            vcpu: None,
+            state: VcpuState::WaitForSipi,
+            msrs: MsrState::new(true),
+            away: None,
+            held: None,
+            flush_on_return: false,
+        }
+    }
+
+    /// A vCPU that runs from `vcpu`'s initial state.
+    pub fn running(vcpu: V) -> VcpuSlot<V> {
+        VcpuSlot { vcpu: Some(Box::new(vcpu)), state: VcpuState::Runnable, ..VcpuSlot::parked() }
     }
 }
 

@@ -27,6 +27,7 @@ pub struct Svm;
 
 impl Arch for Svm {
     const NAME: &'static str = "svm";
+    const RUNS_ON_ANY_CPU: bool = true;
     type Features = SvmFeatures;
     type Vcpu = SvmVcpu;
     type Regs<'a> = SvmRegs<'a>;

@@ -30,6 +30,7 @@ pub struct Vmx;
 
 impl Arch for Vmx {
     const NAME: &'static str = "vmx";
+    const RUNS_ON_ANY_CPU: bool = false;
     type Features = VmxFeatures;
     type Vcpu = VmxVcpu;
     type Regs<'a> = VmxRegs<'a>;

@@ -111,6 +111,7 @@ struct FakeArch;
 
 impl Arch for FakeArch {
     const NAME: &'static str = "fake";
+    const RUNS_ON_ANY_CPU: bool = false;
     type Features = ();
     type Vcpu = FakeVcpu;
     type Regs<'a> = RegsOf<'a>;

@@ -59,12 +59,17 @@ pub fn call_on<R: Send + 'static>(
     }
 }
 
-/// An AP's life once online: run what its mailbox holds, otherwise halt with
-/// interrupts on until an IPI arrives. Interrupts are off between looking at the
-/// mailbox and `sti; hlt` (one instruction's shadow), so a wake-up is never lost.
+/// An AP's life once online: run the vCPU it was given (`guest_runs`), then what its
+/// mailbox holds, otherwise halt with interrupts on until an IPI arrives. Interrupts
+/// are off between looking and `sti; hlt` (one instruction's shadow), so a wake-up is
+/// never lost; a guest runs with them off (its exit leaves the host interrupt
+/// pending, taken at the next `sti`).
 pub(super) fn idle(cpu: &'static PerCpu) -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
+        if super::guest_runs::run_given(cpu) {
+            continue;
+        }
         match cpu.mailbox.take() {
             Some(work) => {
                 x86_64::instructions::interrupts::enable();
