@@ -142,15 +142,26 @@ pub fn recall<A: Arch>(cpu: usize, timeout_ms: u64) -> Option<(Box<A::Vcpu>, Ran
     kick(cpu);
     let ticks = tsc::cached_ticks_per_ms().max(1).saturating_mul(timeout_ms);
     let start = instr::rdtsc();
-    loop {
+    let were_enabled = x86_64::instructions::interrupts::are_enabled();
+    // Halted rather than spinning: the AP's "run ended" IPI wakes this CPU, and
+    // under emulation a spinning CPU would take the host core the AP needs. The
+    // one-shot bounds the wait should that IPI never come.
+    lapic::arm_oneshot_us(timeout_ms.saturating_mul(1000));
+    let back = loop {
+        x86_64::instructions::interrupts::disable();
         if let Some(back) = collect::<A>(cpu) {
-            return Some(back);
+            break Some(back);
         }
         if instr::rdtsc().wrapping_sub(start) > ticks {
-            return None;
+            break None;
         }
-        core::hint::spin_loop();
+        x86_64::instructions::interrupts::enable_and_hlt();
+    };
+    lapic::disarm();
+    if were_enabled {
+        x86_64::instructions::interrupts::enable();
     }
+    back
 }
 
 /// On AP `cpu`, with interrupts off: runs the vCPU it was given, if any, and hands it
