@@ -71,11 +71,13 @@ fn cpu_ticks(m: &mut Machine, vm: &str) -> Vec<u64> {
     numbers.chunks(2).map(|c| c.iter().sum()).collect()
 }
 
-/// A Linux desktop with two vCPUs next to one with one: the guest's kernel finds two
-/// local APICs in its MADT, starts its second CPU with INIT and STARTUP IPIs through
-/// its virtual local APIC, and keeps both busy with two CPU-bound loops; the other
+/// A Linux desktop with two vCPUs next to one with one, on four CPUs: each vCPU is
+/// pinned to its own application processor. The guest's kernel finds two local APICs
+/// in its MADT, starts its second CPU with INIT and STARTUP IPIs through its virtual
+/// local APIC, and keeps both busy in parallel with two CPU-bound loops; the other
 /// desktop still answers its serial console; with both desktops busy the hotkeys
-/// switch the screen; a stop restarts the desktop by policy with both vCPUs.
+/// switch the screen; a kernel panic restarts the desktop by policy with both vCPUs
+/// while the other desktop runs on.
 #[test]
 fn a_two_vcpu_linux_desktop_starts_its_second_cpu_and_keeps_both_busy() {
     let guest = image::linux_guest();
@@ -138,6 +140,19 @@ fn a_two_vcpu_linux_desktop_starts_its_second_cpu_and_keeps_both_busy() {
     println!("corporate busy ticks per CPU: before {before:?}, after {after:?}, over {wall_ticks} wall ticks");
     let irqs = run(&mut m, "corporate", "echo IRQS=$(grep -E 'LOC|RES|CAL|TLB' /proc/interrupts | tr -s ' ')", "IRQS");
     println!("corporate interrupts: {irqs}");
+    // IPIs went both ways between the two vCPUs on their two cores: rescheduling and
+    // function-call IPIs (which Linux's TLB shootdowns also use) reached each CPU.
+    for kind in ["RES:", "CAL:"] {
+        let counts: Vec<u64> = irqs
+            .split(kind)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {kind} in {irqs}"))
+            .split_whitespace()
+            .take(2)
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(counts.len() == 2 && counts.iter().all(|&n| n > 0), "{kind} {counts:?}");
+    }
     let on = run(&mut m, "corporate", "echo ON=$(for p in $(pidof sh); do cut -d' ' -f3,39 /proc/$p/stat; done)", "ON");
     println!("corporate shells (state, cpu): {on}");
     assert_eq!((before.len(), after.len()), (2, 2), "two CPUs in /proc/stat");

@@ -201,8 +201,9 @@ struct RunArgs {
     /// Guest RAM of the emulated laptop, in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u32,
-    /// Number of CPUs of the emulated laptop.
-    #[arg(long, default_value_t = 2)]
+    /// Number of CPUs of the emulated laptop (the boot CPU keeps the switcher and the
+    /// devices; each VM's vCPUs get the others, round robin).
+    #[arg(long, default_value_t = 4)]
     cpus: u32,
     /// IOMMU of the emulated laptop.
     #[arg(long, value_enum, default_value_t = IommuArg::Intel)]
