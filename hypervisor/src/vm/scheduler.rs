@@ -61,6 +61,8 @@ pub struct Scheduler<A: Arch> {
     placement: Vec<Vec<Option<usize>>>,
     /// One run queue per application processor that runs vCPUs.
     queues: Vec<RunQueue>,
+    /// TSC when the switcher, commands, lease, screen and log were last served.
+    housekept: u64,
 }
 
 impl<A: Arch> core::fmt::Debug for Scheduler<A> {
@@ -119,6 +121,7 @@ impl<A: Arch> Scheduler<A> {
             desk,
             queues: run_queues::queues(&placement),
             placement,
+            housekept: 0,
         }
     }
 
@@ -153,15 +156,22 @@ impl<A: Arch> Scheduler<A> {
             }
             // The vCPUs on the other CPUs: their exits, their next runs.
             ran |= self.serve_queues();
-            self.desk.poll_input(&mut self.slots);
-            self.handle_dma_faults();
-            self.handle_commands();
-            self.enforce_lease();
-            self.desk.refresh(&mut self.slots);
-            self.report_load();
-            let log_drained = closed_stretches::with_interrupts_open(crate::logging::drain);
-            if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
-                self.finish_selftest();
+            // With vCPUs on other CPUs the rest of the turn runs at most once a
+            // millisecond (at once for a key): it would otherwise follow every exit.
+            let housekeeping = self.queues.is_empty() || self.housekeeping_due();
+            let mut log_drained = true;
+            if housekeeping {
+                self.housekept = crate::arch::x86::instr::rdtsc();
+                self.desk.poll_input(&mut self.slots);
+                self.handle_dma_faults();
+                self.handle_commands();
+                self.enforce_lease();
+                self.desk.refresh(&mut self.slots);
+                self.report_load();
+                log_drained = closed_stretches::with_interrupts_open(crate::logging::drain);
+                if selftest && self.slots.iter().all(|s| s.final_checksum.is_some()) {
+                    self.finish_selftest();
+                }
             }
             // An idle machine with log output waiting keeps draining instead of sleeping.
             if !ran
@@ -169,10 +179,14 @@ impl<A: Arch> Scheduler<A> {
                 && !crate::arch::x86::device_vectors::PENDING.any()
                 && !guest_runs::EXITS_WAITING.load(core::sync::atomic::Ordering::Acquire)
             {
-                // Everything is halted or stopped: sleep until the next interrupt or the
-                // earliest VM timer.
+                // Everything is halted, stopped or running elsewhere: sleep until the
+                // next interrupt, the earliest VM timer, or the next turn's second half.
                 idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);
-                let earliest = self.slots.iter().filter_map(|s| s.vm.wake_deadline()).min();
+                let mut earliest = self.slots.iter().filter_map(|s| s.vm.wake_deadline()).min();
+                if !housekeeping {
+                    let due = self.housekept.saturating_add(crate::arch::x86::tsc::cached_ticks_per_ms());
+                    earliest = Some(earliest.map_or(due, |e| e.min(due)));
+                }
                 arm_timer(earliest);
                 closed_stretches::stretch_ends();
                 let halted = crate::arch::x86::instr::rdtsc();

@@ -50,6 +50,15 @@ impl<A: Arch> Scheduler<A> {
         self.placement.get(slot).and_then(|p| p.get(vcpu)).copied().flatten()
     }
 
+    /// Whether the turn's second half (switcher, commands, lease, screen, load
+    /// report, log) is due while remote exits keep the loop busy: a key waits, or a
+    /// millisecond has passed since it last ran.
+    pub(super) fn housekeeping_due(&self) -> bool {
+        let per_ms = crate::arch::x86::tsc::cached_ticks_per_ms().max(1);
+        crate::arch::x86::idt::KEYBOARD_FIRED.load(core::sync::atomic::Ordering::Acquire)
+            || rdtsc().wrapping_sub(self.housekept) >= per_ms
+    }
+
     /// One turn over the APs' run queues; whether any exit was handled.
     pub(super) fn serve_queues(&mut self) -> bool {
         if self.queues.is_empty() {
