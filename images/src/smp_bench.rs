@@ -121,6 +121,13 @@ pub fn parse_times(line: &str) -> Option<f64> {
     (end >= start).then_some(end - start)
 }
 
+/// `now at 123 nsecs / now at 456 nsecs` (two /proc/timer_list readings): 333.
+pub fn parse_ns_interval(text: &str) -> Option<u64> {
+    let mut v = text.split('/').map(|part| part.split_whitespace().find_map(|w| w.parse::<u64>().ok()));
+    let (start, end) = (v.next()??, v.next()??);
+    end.checked_sub(start)
+}
+
 /// `TSC 999 MHz` in the hypervisor's boot log.
 pub fn parse_tsc_mhz(line: &str) -> Option<u64> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -136,6 +143,8 @@ pub struct LatencyFigures {
     pub tsc_mhz: Option<u64>,
     /// Round trips of the ping-pong.
     pub ping_pongs: u32,
+    /// The guest's nanoseconds for all of them.
+    pub ping_pong_ns: Option<u64>,
     /// Guest seconds from "Bringing up secondary CPUs" to "Brought up", and that line.
     pub ap_bringup: Option<(f64, String)>,
     pub ipi_before: IpiReading,
@@ -295,8 +304,12 @@ fn latency_steps(m: &mut LineReader, n: u32, f: &mut LatencyFigures) -> Result<(
     let guest_before = ask(m, TWO, &format!("echo IRQ\"\"S=$({irqs})"), "IRQS", STEP)?;
     f.ipi_before = ipi_reading(m)?;
     eprintln!("     {n} ping-pongs between {TWO}'s CPUs");
-    let command = "taskset -c 1 sh /tmp/pong & taskset -c 0 sh /tmp/ping; wait; echo PING\"\"PONG=$?";
-    ask(m, TWO, command, "PINGPONG", BOOT)?;
+    let now = "$(grep -m1 'now at' /proc/timer_list)";
+    let command = format!(
+        "s=\"{now}\"; taskset -c 1 sh /tmp/pong & taskset -c 0 sh /tmp/ping; wait; echo PING\"\"PONG=$s / {now}"
+    );
+    let times = ask(m, TWO, &command, "PINGPONG", BOOT)?;
+    f.ping_pong_ns = parse_ns_interval(&times);
     f.ipi_after = ipi_reading(m)?;
     let guest_after = ask(m, TWO, &format!("echo IRQ\"\"S=$({irqs})"), "IRQS", STEP)?;
     let delta =
@@ -375,6 +388,12 @@ fn latency_lines(f: &LatencyFigures, icount: bool, out: &mut Vec<String>) {
         "  IPIs between {TWO}'s vCPUs during {} FIFO ping-pongs (shells on CPU 0 and CPU 1), {unit} per IPI:",
         f.ping_pongs
     ));
+    if let Some(ns) = f.ping_pong_ns.filter(|_| f.ping_pongs > 0) {
+        out.push(format!(
+            "    (the guest's clock: {:.1} us per round trip, two wake-ups of the other CPU each)",
+            ns as f64 / 1000.0 / f64::from(f.ping_pongs)
+        ));
+    }
     if let Some((res, cal)) = f.guest_ipis {
         out.push(format!("    (the guest counted {res} reschedule and {cal} function-call interrupts meanwhile)"));
     }
@@ -476,6 +495,9 @@ mod tests {
         assert_eq!(parse_times("TIMES=20.00 10.00"), None);
         assert_eq!(parse_tsc_mhz("[cpu0 INFO  lapic] xAPIC mode, TSC 999 MHz, timer 62495 ticks/ms"), Some(999));
         assert_eq!(parse_tsc_mhz("[cpu0 INFO  lapic] timer 5 MHz"), None);
+        assert_eq!(parse_ns_interval("now at 1000 nsecs / now at 4500 nsecs"), Some(3500));
+        assert_eq!(parse_ns_interval("now at 1000 nsecs / "), None);
+        assert_eq!(parse_ns_interval("now at 9 nsecs / now at 5 nsecs"), None);
     }
 
     #[test]
@@ -488,6 +510,8 @@ mod tests {
             tsc_mhz: Some(1000),
             ap_bringup: Some((0.0125, "Brought up 1 node, 2 CPUs".into())),
             ipi_after: IpiReading { taken, ..IpiReading::default() },
+            ping_pongs: 20,
+            ping_pong_ns: Some(1_000_000),
             switches: vec![SwitchFrame { slot: 2, ticks: 900_000, micros: 900, bytes: 1 }],
             ..LatencyFigures::default()
         };
@@ -498,6 +522,7 @@ mod tests {
         assert!(text.contains("within 16.7 ms: yes"), "{text}");
         assert!(text.contains("10 timed, mean       2500 = 2.5 us; since VM start min 900 max 5000"), "{text}");
         assert!(text.contains("TSC 1000 MHz"), "{text}");
+        assert!(text.contains("50.0 us per round trip"), "{text}");
     }
 
     #[test]

@@ -157,7 +157,8 @@ enum BenchCmd {
     /// desktop: under -icount, the guest's AP bring-up time (its dmesg), the latency of
     /// IPIs between its vCPUs (sender's ICR write to the receiver's injection and EOI)
     /// and hotkey-to-first-frame with every vCPU busy; under multi-threaded TCG, the
-    /// wall-time speed-up of two CPU-bound jobs on 2 vCPUs against 1 (about 10 minutes).
+    /// wall-time speed-up of two CPU-bound jobs on 2 vCPUs against 1, and the
+    /// latencies again in wall time (about 15 minutes).
     Smp {
         /// Boot the existing image without rebuilding it.
         #[arg(long)]
@@ -669,7 +670,7 @@ fn bench_smp(no_build: bool, runs: u32, only: Option<SmpPart>) -> Result<(), Str
         let mut config = machine()?;
         config.icount = true;
         config.qmp_socket = Some(qmp.clone());
-        eprintln!("     Booting under -icount, -smp 4 (a 2-vCPU guest boots slowly there: 10-25 minutes)");
+        eprintln!("     Booting under -icount, -smp 4 (about 7 minutes)");
         let log = layout::target_dir().join("bench-smp-icount.log");
         let figures = smp_bench::run_icount(config.command(&qemu), &qmp, &log);
         eprintln!("     serial output: {}", log.display());
@@ -682,7 +683,7 @@ fn bench_smp(no_build: bool, runs: u32, only: Option<SmpPart>) -> Result<(), Str
         let mut config = machine()?;
         config.qmp_socket = Some(qmp.clone());
         config.extra_args = ["-accel", "tcg,thread=multi"].iter().map(|a| a.to_string()).collect();
-        eprintln!("     Booting under multi-threaded TCG, -smp 4 (a few minutes)");
+        eprintln!("     Booting under multi-threaded TCG, -smp 4 (about 6 minutes)");
         let log = layout::target_dir().join("bench-smp-wall.log");
         let figures = smp_bench::run_wall(config.command(&qemu), &qmp, runs, &log);
         eprintln!("     serial output: {}", log.display());
