@@ -158,7 +158,7 @@ enum BenchCmd {
     /// IPIs between its vCPUs (sender's ICR write to the receiver's injection and EOI)
     /// and hotkey-to-first-frame with every vCPU busy; under multi-threaded TCG, the
     /// wall-time speed-up of two CPU-bound jobs on 2 vCPUs against 1, and the
-    /// latencies again in wall time (about 15 minutes).
+    /// latencies again in wall time (about 8 minutes after the build).
     Smp {
         /// Boot the existing image without rebuilding it.
         #[arg(long)]
