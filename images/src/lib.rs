@@ -18,5 +18,6 @@ pub mod mgmt;
 pub mod net_bench;
 pub mod policy;
 pub mod qemu;
+pub mod smp_bench;
 pub mod switch_bench;
 pub mod xts_bench;

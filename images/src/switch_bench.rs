@@ -63,13 +63,14 @@ impl Frames {
 }
 
 /// A QMP connection that can press keys (plain JSON; nothing else is needed here).
-struct Qmp {
+#[derive(Debug)]
+pub struct Qmp {
     stream: UnixStream,
     reader: std::io::BufReader<UnixStream>,
 }
 
 impl Qmp {
-    fn connect(path: &Path) -> Result<Qmp, String> {
+    pub fn connect(path: &Path) -> Result<Qmp, String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let stream = loop {
             match UnixStream::connect(path) {
@@ -106,7 +107,7 @@ impl Qmp {
     }
 
     /// Presses a combination like `ctrl-alt-2`.
-    fn send_keys(&mut self, combo: &str) -> Result<(), String> {
+    pub fn send_keys(&mut self, combo: &str) -> Result<(), String> {
         let keys: Vec<String> = combo.split('-').map(|k| format!(r#"{{"type":"qcode","data":"{k}"}}"#)).collect();
         self.execute(&format!(r#"{{"execute":"send-key","arguments":{{"keys":[{}]}}}}"#, keys.join(",")))
     }

@@ -57,6 +57,9 @@ pub fn route_outgoing(lapics: &mut [Vlapic], from: usize) -> u32 {
     if lowest && ipi.self_took {
         return reached;
     }
+    // The sender's APIC saw the ICR write's exit last: the IPI's send time.
+    let sent_at = lapics.get(from).map_or(0, Vlapic::now);
+    let timed = matches!(ipi.msg.delivery, DeliveryMode::Fixed | DeliveryMode::LowestPriority);
     for (i, lapic) in lapics.iter_mut().enumerate() {
         if i == from {
             continue;
@@ -65,6 +68,9 @@ pub fn route_outgoing(lapics: &mut [Vlapic], from: usize) -> u32 {
             continue;
         }
         if lapic.receive_ipi(&ipi.msg) {
+            if timed {
+                lapic.note_ipi_arrived(ipi.msg.vector, sent_at);
+            }
             mark(&mut reached, i);
             if lowest {
                 break;

@@ -28,6 +28,7 @@ use crate::devices::irq::{ApicSink, GsiSink, gsi_to_isa_irq, isa_irq_to_gsi};
 use crate::devices::layout::{IOAPIC_BASE, IOAPIC_ID, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
 use crate::devices::pic::Pic;
 use crate::devices::pit::Pit;
+use crate::devices::vlapic::ipi_latency::IpiLatency;
 use crate::devices::vlapic::{ApicFault, Eoi, StartupSignals, Vlapic};
 use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
@@ -169,15 +170,20 @@ impl InterruptController {
         self.lapics.get_mut(vcpu).is_some_and(Vlapic::take_nmi)
     }
 
-    /// An EOI of vCPU `vcpu` not written through the APIC registers (e.g. a
-    /// paravirtual EOI): retires its highest in-service vector and tells the IOAPIC if
-    /// it was level.
-    pub fn eoi(&mut self, vcpu: usize) -> Option<Eoi> {
-        let eoi = self.lapics.get_mut(vcpu)?.eoi()?;
+    /// An EOI of vCPU `vcpu` not written through the APIC registers (a paravirtual
+    /// EOI), seen at guest time `now`: retires its highest in-service vector and tells
+    /// the IOAPIC if it was level.
+    pub fn eoi(&mut self, vcpu: usize, now: u64) -> Option<Eoi> {
+        let eoi = self.lapics.get_mut(vcpu)?.paravirtual_eoi(now)?;
         if eoi.level {
             self.ioapic.eoi(eoi.vector, &mut ApicSet { lapics: &mut self.lapics });
         }
         Some(eoi)
+    }
+
+    /// How long the fixed IPIs between the VM's vCPUs took, all receivers together.
+    pub fn ipi_latency(&self) -> IpiLatency {
+        self.lapics.iter().map(Vlapic::ipi_latency).fold(IpiLatency::default(), IpiLatency::merged)
     }
 
     /// What vCPU `vcpu`'s next EOI would retire; an 8259 request counts as requested.

@@ -72,6 +72,8 @@ pub struct Vlapic {
     outgoing: Option<OutgoingIpi>,
     /// INIT and STARTUP received from another vCPU, until the VM takes them.
     startup: StartupSignals,
+    /// Timing of fixed IPIs from other vCPUs (send → injection → EOI).
+    ipi_latency: IpiLatency,
 }
 
 /// An IPI for APICs other than its sender (see [`Vlapic::take_outgoing`]).
@@ -275,6 +277,7 @@ impl Vlapic {
             dropped_ipis: 0,
             outgoing: None,
             startup: StartupSignals::default(),
+            ipi_latency: IpiLatency::default(),
         };
         lapic.reset_registers();
         lapic
@@ -304,6 +307,7 @@ impl Vlapic {
         self.eoi_broadcasts = VectorSet::default();
         self.nmi_pending = false;
         self.outgoing = None;
+        self.ipi_latency.forget();
         if self.mode == ApicMode::X2Apic {
             self.ldr = self.x2apic_ldr();
         }
@@ -320,6 +324,22 @@ impl Vlapic {
     /// Globally and software enabled: the APIC accepts and delivers interrupts.
     pub fn is_enabled(&self) -> bool {
         self.mode != ApicMode::Disabled && self.svr & SVR_ENABLE != 0
+    }
+
+    /// The latest guest time this APIC saw (an exit that reached it, or a tick).
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// A fixed IPI another vCPU wrote into its ICR at guest time `sent_at` reached
+    /// this APIC's IRR: timed until it is taken and retired.
+    pub fn note_ipi_arrived(&mut self, vector: u8, sent_at: u64) {
+        self.ipi_latency.arrived(vector, sent_at);
+    }
+
+    /// How long the IPIs this APIC received took to be taken and retired.
+    pub fn ipi_latency(&self) -> IpiLatency {
+        self.ipi_latency
     }
 
     /// IPIs to other APICs that no APIC took, so far.
@@ -461,6 +481,7 @@ impl Vlapic {
         }
         self.irr.clear(vector);
         self.isr.set(vector);
+        self.ipi_latency.taken(vector, self.now);
         true
     }
 
@@ -470,6 +491,14 @@ impl Vlapic {
     pub fn eoi(&mut self) -> Option<Eoi> {
         let vector = self.isr.take_highest()?;
         Some(Eoi { vector, level: self.tmr.contains(vector) })
+    }
+
+    /// An EOI the guest signalled without writing the register (paravirtual EOI),
+    /// seen by the hypervisor at guest time `now`: as [`Self::eoi`].
+    pub fn paravirtual_eoi(&mut self, now: u64) -> Option<Eoi> {
+        let eoi = self.eoi()?;
+        self.ipi_latency.retired(eoi.vector, now, EoiKind::Paravirtual);
+        Some(eoi)
     }
 
     /// What the guest's next EOI would retire (for the paravirtual EOI offer).
@@ -707,10 +736,11 @@ impl Vlapic {
                 if x2 && value != 0 {
                     return Err(ApicFault);
                 }
-                if let Some(eoi) = self.eoi()
-                    && eoi.level
-                {
-                    self.eoi_broadcasts.set(eoi.vector);
+                if let Some(eoi) = self.eoi() {
+                    self.ipi_latency.retired(eoi.vector, now, EoiKind::Register);
+                    if eoi.level {
+                        self.eoi_broadcasts.set(eoi.vector);
+                    }
                 }
             }
             reg::LDR if !x2 => self.ldr = value & 0xFF00_0000,
@@ -869,9 +899,11 @@ impl MmioDevice for Vlapic {
     }
 }
 
+pub mod ipi_latency;
 mod timer;
 mod vector_set;
 
+use ipi_latency::{EoiKind, IpiLatency};
 use vector_set::VectorSet;
 
 /// What the next EOI would retire: decided by the local APIC.

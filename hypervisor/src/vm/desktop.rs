@@ -20,6 +20,7 @@ use crate::devices::power::{AcpiPowerPorts, PowerEvent, PowerSignal};
 use crate::devices::rtc::Rtc;
 use crate::devices::shared::Shared;
 use crate::devices::uart16550::{ConsoleSink, Uart16550};
+use crate::devices::vlapic::ipi_latency::IpiLatency;
 use crate::devices::vpci::host_bridge::VpciHost;
 use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
@@ -244,7 +245,9 @@ impl DesktopPlatform {
     pub fn collect_pv_eoi(&self, vcpu: usize, memory: &mut dyn GuestMemoryAccess) {
         let taken = self.pv_eoi.borrow_mut().get_mut(vcpu).is_some_and(|p| p.take_guest_eoi(memory));
         if taken {
-            self.irq.borrow_mut().eoi(vcpu);
+            // The guest time it is seen at, for the IPI timing (`IpiLatency`).
+            let now = crate::arch::x86::instr::rdtsc().wrapping_sub(self.start_tsc);
+            self.irq.borrow_mut().eoi(vcpu, now);
         }
     }
 
@@ -261,6 +264,11 @@ impl DesktopPlatform {
     /// EOIs that took no exit, so far (all vCPUs).
     pub fn pv_eois(&self) -> u64 {
         self.pv_eoi.borrow().iter().map(PvEoi::skipped_exits).fold(0, u64::saturating_add)
+    }
+
+    /// How long the IPIs between the VM's vCPUs took, so far.
+    pub fn ipi_latency(&self) -> IpiLatency {
+        self.irq.borrow().ipi_latency()
     }
 
     /// A power-off or reset the guest asked for since the last call.

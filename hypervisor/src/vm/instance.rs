@@ -768,6 +768,12 @@ impl<A: Arch> Vm<A> {
         self.platform.pv_eois()
     }
 
+    /// How long the IPIs between the VM's vCPUs took since it started (guest TSC
+    /// ticks; `devices::vlapic::ipi_latency`).
+    pub fn ipi_latency(&self) -> crate::devices::vlapic::ipi_latency::IpiLatency {
+        self.platform.ipi_latency()
+    }
+
     /// Host TSC at which a halted VM's next timer fires, if it has one.
     pub fn wake_deadline(&self) -> Option<u64> {
         self.platform.wake_deadline()

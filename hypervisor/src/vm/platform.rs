@@ -167,6 +167,11 @@ impl Platform {
         self.desktop().map_or(0, DesktopPlatform::pv_eois)
     }
 
+    /// How long the IPIs between the VM's vCPUs took, so far (none in a payload VM).
+    pub fn ipi_latency(&self) -> crate::devices::vlapic::ipi_latency::IpiLatency {
+        self.desktop().map(DesktopPlatform::ipi_latency).unwrap_or_default()
+    }
+
     /// The VM's devices as vCPU `vcpu`'s exit handler sees them at host TSC
     /// `host_tsc`: a desktop VM's interrupt controllers answer before its buses.
     pub fn devices<'a>(

@@ -76,20 +76,27 @@ pub fn execute<A: Arch, V: AsRef<Vm<A>>>(line: &str, vms: &[V]) {
     let find = |name: &str| vms.iter().map(AsRef::as_ref).find(|vm| vm.config.name == name);
     match parse(line) {
         // That VM's exit counters, the device interrupts raised in it since its last
-        // start and its exit-less EOIs, on one line.
+        // start, its exit-less EOIs and the timing of IPIs between its vCPUs
+        // (count/sum/min/max in TSC ticks), on one line.
         SerialCommand::Exits { vm: name } => match find(name) {
-            Some(vm) => info!(
-                target: "vm",
-                "EXITS {} {}{} device_interrupts={} pv_eois={} guest_tsc={} idle_tsc={} now_tsc={}",
-                vm.config.name,
-                vm.counters,
-                vm.counters.msr_writes(),
-                vm.device_interrupts,
-                vm.pv_eois(),
-                vm.counters.guest_tsc(),
-                crate::vm::counters::IDLE_TSC.load(core::sync::atomic::Ordering::Relaxed),
-                crate::arch::x86::instr::rdtsc()
-            ),
+            Some(vm) => {
+                let ipi = vm.ipi_latency();
+                info!(
+                    target: "vm",
+                    "EXITS {} {}{} device_interrupts={} pv_eois={} ipi_taken={} ipi_eoi={} ipi_pv_eoi={} guest_tsc={} idle_tsc={} now_tsc={}",
+                    vm.config.name,
+                    vm.counters,
+                    vm.counters.msr_writes(),
+                    vm.device_interrupts,
+                    vm.pv_eois(),
+                    ipi.sent_to_taken,
+                    ipi.sent_to_eoi,
+                    ipi.sent_to_pv_eoi,
+                    vm.counters.guest_tsc(),
+                    crate::vm::counters::IDLE_TSC.load(core::sync::atomic::Ordering::Relaxed),
+                    crate::arch::x86::instr::rdtsc()
+                )
+            }
             None => warn!(target: "vm", "!exits: no VM named {name:?}"),
         },
         // Per link of that VM: what it sent (and what the other end dropped of it) and

@@ -132,7 +132,7 @@ fn non_register_eoi_reaches_the_ioapic() {
     ic.set_isa_irq(9, true);
     assert_eq!(ic.take_interrupt(0), Some(0x39));
     ic.set_isa_irq(9, false);
-    assert_eq!(ic.eoi(0), Some(Eoi { vector: 0x39, level: true }));
+    assert_eq!(ic.eoi(0, 0), Some(Eoi { vector: 0x39, level: true }));
     assert!(!ic.ioapic.entry(9).unwrap().remote_irr());
 }
 
@@ -270,4 +270,39 @@ fn apic_disabled_passes_the_pic_straight_through() {
     let due = ic.pit.next_deadline().unwrap();
     ic.tick(due);
     assert_eq!(ic.take_interrupt(0), Some(0x30));
+}
+
+/// A reschedule-style IPI from vCPU 0 to vCPU 1 (xAPIC ICR over MMIO), timed from the
+/// ICR write's exit to vCPU 1's injection and to its EOI, by register and paravirtual.
+#[test]
+fn ipis_between_vcpus_are_timed_from_the_icr_write_to_injection_and_eoi() {
+    let mut ic = InterruptController::new(GuestClock::new(TSC_HZ).unwrap(), 2);
+    for vcpu in 0..2 {
+        assert!(ic.mmio_write(vcpu, LAPIC + 0xF0, AccessSize::Dword, 0x1FF, 0));
+    }
+    let send = |ic: &mut InterruptController, now: u64| {
+        assert!(ic.mmio_write(0, LAPIC + 0x310, AccessSize::Dword, 1 << 24, now));
+        assert!(ic.mmio_write(0, LAPIC + 0x300, AccessSize::Dword, 0xFD, now));
+    };
+    send(&mut ic, 1_000);
+    ic.tick(1_400);
+    assert_eq!(ic.take_interrupt(1), Some(0xFD));
+    assert!(ic.mmio_write(1, LAPIC + 0xB0, AccessSize::Dword, 0, 1_900));
+    let l = ic.ipi_latency();
+    assert_eq!((l.sent_to_taken.count, l.sent_to_taken.sum), (1, 400));
+    assert_eq!((l.sent_to_eoi.count, l.sent_to_eoi.sum), (1, 900));
+    // The next one ends with a paravirtual EOI.
+    send(&mut ic, 5_000);
+    ic.tick(5_100);
+    assert_eq!(ic.take_interrupt(1), Some(0xFD));
+    assert!(ic.eoi(1, 5_300).is_some());
+    let l = ic.ipi_latency();
+    assert_eq!(l.sent_to_taken.to_string(), "2/500/100/400");
+    assert_eq!(l.sent_to_pv_eoi.to_string(), "1/300/300/300");
+    assert_eq!(l.sent_to_eoi.count, 1);
+    // A self-IPI and a device message are not IPIs between vCPUs.
+    assert!(ic.mmio_write(0, LAPIC + 0x300, AccessSize::Dword, (1 << 18) | 0x40, 6_000));
+    ic.tick(6_100);
+    assert_eq!(ic.take_interrupt(0), Some(0x40));
+    assert_eq!(ic.ipi_latency().sent_to_taken.count, 2);
 }
