@@ -36,6 +36,7 @@ pub use hw::IommuHw;
 pub use mmio::{HostIommuHw, from_platform};
 
 use crate::hw::Bdf;
+use crate::memory::addr::HostPhysAddr;
 use crate::memory::guest::GuestMemoryMap;
 use crate::memory::page_table::MapError;
 
@@ -207,6 +208,27 @@ pub trait Iommu {
 
     /// Frees a domain's tables. Fails while devices are attached.
     fn destroy_domain(&mut self, domain: DomainId) -> Result<(), IommuError>;
+
+    /// Maps each page range of `ranges` (host address and length, page-aligned, not
+    /// overlapping) at its own address in `domain`, readable by the devices attached,
+    /// and writable when `writable`: a host driver's DMA straight to or from memory
+    /// outside its own region, for the time of one transfer. All or nothing. The
+    /// mapping is in force when this returns.
+    fn map_identity(
+        &mut self,
+        domain: DomainId,
+        _ranges: &[(HostPhysAddr, u64)],
+        _writable: bool,
+    ) -> Result<(), IommuError> {
+        Err(IommuError::UnknownDomain(domain))
+    }
+
+    /// Removes what [`Iommu::map_identity`] mapped; the domain's IOTLB entries are
+    /// invalidated (and the invalidation completed) before this returns, so the
+    /// devices can no longer reach those pages.
+    fn unmap_identity(&mut self, domain: DomainId, _ranges: &[(HostPhysAddr, u64)]) -> Result<(), IommuError> {
+        Err(IommuError::UnknownDomain(domain))
+    }
 
     /// Points `bdf`'s DMA at `domain`.
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError>;

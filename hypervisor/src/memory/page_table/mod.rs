@@ -313,6 +313,27 @@ impl<F: PteFormat> PageTable<F> {
         Some((table, 1))
     }
 
+    /// The host addresses of the entries a walk for `gpa` reads, root first, down to
+    /// the leaf slot (present or not) or the first entry that is not a table: the cache
+    /// lines a non-coherent IOMMU must see written back after `gpa` was (un)mapped.
+    pub fn entry_addrs<M: FrameSource + ?Sized>(&self, frames: &mut M, gpa: u64) -> heapless::Vec<HostPhysAddr, 6> {
+        let mut out = heapless::Vec::new();
+        let mut table = self.root;
+        for level in (1..=self.geometry.levels).rev() {
+            let idx = index(gpa, level);
+            let at = HostPhysAddr::new(table.raw().wrapping_add((idx as u64).wrapping_mul(8)));
+            if out.push(at).is_err() {
+                break;
+            }
+            let Some(&e) = frames.table_mut(table).get(idx) else { break };
+            if level == 1 || !F::is_present(e) || F::is_leaf(e, level) {
+                break;
+            }
+            table = HostPhysAddr::new(e & ADDR_MASK);
+        }
+        out
+    }
+
     /// Every table frame (for cache write-back on non-coherent IOMMUs).
     pub fn frames<M: FrameSource + ?Sized>(&self, frames: &mut M) -> Vec<HostPhysAddr> {
         let mut out = Vec::new();

@@ -32,7 +32,7 @@ use crate::host::acpi::ivrs::{Ivhd, IvhdEntry, Ivrs};
 use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::memory::addr::HostPhysAddr;
-use crate::memory::guest::GuestMemoryMap;
+use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::page_table::{Geometry, PageTable};
 
 /// Page-table depth Bulkhead uses: 4 levels, a 48-bit DMA address space (every
@@ -279,6 +279,31 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
             self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
         }
         Ok(())
+    }
+
+    fn map_identity(
+        &mut self,
+        domain: DomainId,
+        ranges: &[(HostPhysAddr, u64)],
+        writable: bool,
+    ) -> Result<(), IommuError> {
+        let perms = if writable { Perms::RW } else { Perms::R };
+        // AMD-Vi table walks snoop the caches: nothing to write back. A unit may cache
+        // not-present entries (EFR NpCache), so the domain is invalidated after a map
+        // as after an unmap.
+        self.domains.map_identity(&mut self.hw, domain, ranges, perms)?;
+        for u in 0..self.units.len() {
+            self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
+        }
+        Ok(())
+    }
+
+    fn unmap_identity(&mut self, domain: DomainId, ranges: &[(HostPhysAddr, u64)]) -> Result<(), IommuError> {
+        let result = self.domains.unmap_identity(&mut self.hw, domain, ranges).map(|_| ());
+        for u in 0..self.units.len() {
+            self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
+        }
+        result
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {

@@ -35,7 +35,7 @@ use crate::host::acpi::dmar::Dmar;
 use crate::host::pci::PciInventory;
 use crate::hw::MsiMessage;
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
-use crate::memory::guest::GuestMemoryMap;
+use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::page_table::{Geometry, PageTable};
 
 /// Interrupt remapping table entries per unit (2^(S+1) with S = 9: four pages).
@@ -466,6 +466,47 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
             self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
         }
         Ok(())
+    }
+
+    fn map_identity(
+        &mut self,
+        domain: DomainId,
+        ranges: &[(HostPhysAddr, u64)],
+        writable: bool,
+    ) -> Result<(), IommuError> {
+        let perms = if writable { Perms::RW } else { Perms::R };
+        let writes = self.domains.map_identity(&mut self.hw, domain, ranges, perms)?;
+        if !self.coherent {
+            for frame in writes.new_frames {
+                self.hw.flush_cache(frame, PAGE_SIZE);
+            }
+            for line in writes.lines {
+                self.hw.flush_cache(line, 64);
+            }
+        }
+        for u in 0..self.units.len() {
+            self.write_buffer_flush(u)?;
+            // Not-present → present needs no IOTLB flush unless the unit caches
+            // not-present entries (§6.1, CAP.CM).
+            if self.unit(u)?.cap.caching_mode() {
+                self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap_identity(&mut self, domain: DomainId, ranges: &[(HostPhysAddr, u64)]) -> Result<(), IommuError> {
+        let result = self.domains.unmap_identity(&mut self.hw, domain, ranges);
+        if !self.coherent {
+            for line in result.iter().flatten() {
+                self.hw.flush_cache(*line, 64);
+            }
+        }
+        for u in 0..self.units.len() {
+            self.write_buffer_flush(u)?;
+            self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
+        }
+        result.map(|_| ())
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {
