@@ -31,6 +31,15 @@ pub trait NvmeHw {
     fn now_us(&mut self) -> u64;
     /// The size of the register window (BAR0).
     fn register_bytes(&self) -> u64;
+    /// Lets the controller reach `pages` (host address and length, page-aligned, not
+    /// overlapping, outside the DMA region) for one transfer, writing them when
+    /// `device_writes`: maps them in its DMA domain if it has one. False: it cannot,
+    /// and the transfer goes through the bounce buffers (the default).
+    fn map_direct(&mut self, _pages: &[(u64, u64)], _device_writes: bool) -> bool {
+        false
+    }
+    /// Takes back what [`NvmeHw::map_direct`] gave, once no command uses it.
+    fn unmap_direct(&mut self, _pages: &[(u64, u64)]) {}
 }
 
 /// Entries per queue: at most [`IN_FLIGHT`] commands are outstanding, so a few are

@@ -7,21 +7,39 @@ use core::sync::atomic::{Ordering, fence};
 
 use super::controller::NvmeHw;
 use crate::host::device_io::DeviceIo;
+use crate::host::iommu::DomainId;
 use crate::host::pci::access::BarMmio;
 use crate::memory::addr::HostPhysAddr;
 
+/// How the controller's DMA addresses reach memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmaTranslation {
+    /// No IOMMU unit translates its requests: device addresses are host physical
+    /// addresses, and it can reach all memory whatever the driver does.
+    Untranslated,
+    /// Its DMA domain: only what is mapped there, each page at its host physical
+    /// address.
+    Domain(DomainId),
+}
+
 /// One controller's registers and DMA region. The region is RAM the hypervisor
 /// allocated for this controller alone; device addresses equal host physical
-/// addresses (the controller's DMA domain maps the region at its own address).
+/// addresses (the controller's DMA domain maps the region at its own address, and
+/// a direct transfer's pages likewise for its duration).
 #[derive(Debug)]
 pub struct HostNvmeHw {
     io: DeviceIo,
+    translation: DmaTranslation,
 }
 
 impl HostNvmeHw {
-    pub fn new(bar: BarMmio, bar_bytes: u64, dma: HostPhysAddr, dma_bytes: u64) -> Self {
-        HostNvmeHw { io: DeviceIo::new(bar, bar_bytes, dma, dma_bytes) }
+    pub fn new(bar: BarMmio, bar_bytes: u64, dma: HostPhysAddr, dma_bytes: u64, translation: DmaTranslation) -> Self {
+        HostNvmeHw { io: DeviceIo::new(bar, bar_bytes, dma, dma_bytes), translation }
     }
+}
+
+fn host_ranges(pages: &[(u64, u64)]) -> alloc::vec::Vec<(HostPhysAddr, u64)> {
+    pages.iter().map(|&(at, n)| (HostPhysAddr::new(at), n)).collect()
 }
 
 impl NvmeHw for HostNvmeHw {
@@ -63,5 +81,40 @@ impl NvmeHw for HostNvmeHw {
 
     fn register_bytes(&self) -> u64 {
         self.io.register_bytes()
+    }
+
+    /// Untranslated: nothing to do (the drive reaches all memory anyway). In a
+    /// domain: the pages are mapped there at their own addresses, read-only unless
+    /// the drive writes them.
+    fn map_direct(&mut self, pages: &[(u64, u64)], device_writes: bool) -> bool {
+        match self.translation {
+            DmaTranslation::Untranslated => true,
+            DmaTranslation::Domain(domain) => {
+                let ranges = host_ranges(pages);
+                let mapped =
+                    crate::vm::passthrough::with_iommu(|iommu| iommu.map_identity(domain, &ranges, device_writes));
+                match mapped {
+                    Some(Ok(())) => true,
+                    Some(Err(e)) => {
+                        crate::limited!(
+                            crate::log_limit::Source::Emulation,
+                            0,
+                            log::warn!(target: "nvme", "cannot map a transfer's pages in the DMA domain: {e}")
+                        );
+                        false
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+
+    fn unmap_direct(&mut self, pages: &[(u64, u64)]) {
+        if let DmaTranslation::Domain(domain) = self.translation {
+            let ranges = host_ranges(pages);
+            if let Some(Err(e)) = crate::vm::passthrough::with_iommu(|iommu| iommu.unmap_identity(domain, &ranges)) {
+                log::error!(target: "nvme", "cannot unmap a transfer's pages from the DMA domain: {e}");
+            }
+        }
     }
 }

@@ -5,13 +5,19 @@
 //! other. The device never sees any memory but its own region.
 #![forbid(unsafe_code)]
 
-use bulkhead_vdisk::device::check_range;
-use bulkhead_vdisk::{BlockDevice, DeviceError};
+use alloc::vec::Vec;
+
+use bulkhead_vdisk::device::{check_range, segments_len};
+use bulkhead_vdisk::{BlockDevice, DeviceError, DmaSegment};
 
 use super::cmd;
 use super::controller::{BOUNCE_BYTES, Controller, IN_FLIGHT, NvmeError, NvmeHw, bounce, prp_list};
 use super::identify::{ControllerInfo, NamespaceInfo};
-use super::prp::{self, PAGE};
+use super::prp::{self, LIST_ENTRIES, PAGE, SegmentCursor};
+
+/// The most one command moves straight to or from a caller's memory: what one PRP
+/// list page describes (with PRP1 starting inside a page), before MDTS.
+const DIRECT_MAX_BYTES: u64 = LIST_ENTRIES as u64 * PAGE;
 
 /// One namespace of an enabled controller, as a block device.
 #[derive(Debug)]
@@ -22,6 +28,8 @@ pub struct NvmeNamespace<H: NvmeHw> {
     pub ns: NamespaceInfo,
     /// Blocks one command moves at most (bounce buffer and MDTS).
     max_blocks: u64,
+    /// The pages of a direct transfer, as the controller is given them.
+    pages: Vec<(u64, u64)>,
 }
 
 /// A command outstanding on one bounce buffer: its id, opcode, and which buffer.
@@ -40,7 +48,7 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         ns: NamespaceInfo,
         max_blocks: u64,
     ) -> Self {
-        NvmeNamespace { ctrl, info, nsid, ns, max_blocks }
+        NvmeNamespace { ctrl, info, nsid, ns, max_blocks, pages: Vec::new() }
     }
 
     pub fn controller(&self) -> &Controller<H> {
@@ -73,9 +81,22 @@ impl<H: NvmeHw> NvmeNamespace<H> {
     fn start(&mut self, write: bool, lba: u64, bytes: usize, buffer: usize) -> Result<InFlight, NvmeError> {
         let list = self.ctrl.dma().saturating_add(prp_list(buffer));
         let prps = prp::build(self.bounce_at(buffer), bytes as u64, list).map_err(|_| NvmeError::Dma)?;
+        self.send(write, lba, bytes, prps, list, buffer)
+    }
+
+    /// Writes the PRP list page `list` if the command needs one, and submits it.
+    fn send(
+        &mut self,
+        write: bool,
+        lba: u64,
+        bytes: usize,
+        prps: prp::Prps,
+        list: u64,
+        buffer: usize,
+    ) -> Result<InFlight, NvmeError> {
         if !prps.list.is_empty() {
             // Only the entries the command uses; the controller reads no further.
-            let mut page = [0u8; (BOUNCE_BYTES / PAGE * 8) as usize];
+            let mut page = [0u8; LIST_ENTRIES * 8];
             let used = prps.list.len().saturating_mul(8);
             for (slot, entry) in page.chunks_exact_mut(8).zip(prps.list.iter()) {
                 slot.copy_from_slice(&entry.to_le_bytes());
@@ -92,6 +113,119 @@ impl<H: NvmeHw> NvmeNamespace<H> {
 
     fn finish(&mut self, p: InFlight) -> Result<(), NvmeError> {
         self.ctrl.wait_for(true, p.cid, p.opcode).map(|_| ())
+    }
+
+    /// Blocks one command moves at most straight to or from a caller's memory.
+    fn direct_max_blocks(&self) -> u64 {
+        let bytes = self.info.max_transfer().map_or(DIRECT_MAX_BYTES, |m| m.min(DIRECT_MAX_BYTES));
+        bytes.checked_div(u64::from(self.ns.block_size)).unwrap_or(0)
+    }
+
+    /// Moves whole blocks from `lba` on between the drive and `segments` (host memory
+    /// the caller's buffers are), the commands' PRPs pointing at them: the controller
+    /// is given exactly their pages (`NvmeHw::map_direct`) for the transfer and they
+    /// are taken back before this returns, whatever happened. `None` when the segments
+    /// cannot be described by PRPs, touch the DMA region, or cannot be given to the
+    /// controller: nothing was sent.
+    fn direct(&mut self, write: bool, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        let len = segments_len(segments);
+        if let Err(e) = check_range(lba, len, self.ns.block_size, self.ns.blocks) {
+            return Some(Err(e));
+        }
+        if self.ctrl.failed.is_some() {
+            return Some(Err(DeviceError::Timeout));
+        }
+        let max_blocks = self.direct_max_blocks();
+        if len == 0 || max_blocks == 0 || !prp::segments_fit(segments) {
+            return None;
+        }
+        let mut pages = core::mem::take(&mut self.pages);
+        let region = (self.ctrl.dma(), self.ctrl.dma().saturating_add(super::controller::DMA_BYTES));
+        if !page_ranges(segments, &mut pages)
+            || pages.iter().any(|&(at, n)| at < region.1 && region.0 < at.saturating_add(n))
+        {
+            self.pages = pages;
+            return None;
+        }
+        if !self.ctrl.hw_mut().map_direct(&pages, !write) {
+            self.pages = pages;
+            return None;
+        }
+        let result = self.direct_commands(write, lba, len, segments, max_blocks);
+        self.ctrl.hw_mut().unmap_direct(&pages);
+        self.pages = pages;
+        Some(result)
+    }
+
+    /// The commands of a direct transfer, [`IN_FLIGHT`] outstanding, each with its own
+    /// PRP list page; every command sent has completed (or the drive failed) on return.
+    fn direct_commands(
+        &mut self,
+        write: bool,
+        lba: u64,
+        len: usize,
+        segments: &[DmaSegment],
+        max_blocks: u64,
+    ) -> Result<(), DeviceError> {
+        let bs = u64::from(self.ns.block_size);
+        let chunk = max_blocks.saturating_mul(bs) as usize;
+        let mut cursor = SegmentCursor::default();
+        let mut outstanding: [Option<InFlight>; IN_FLIGHT] = [None; IN_FLIGHT];
+        let mut result = Ok(());
+        let mut at = 0usize;
+        let mut k = 0usize;
+        while at < len {
+            let slot = k % IN_FLIGHT;
+            // The list page of this slot is free once its last command completed.
+            if let Some(p) = outstanding.get_mut(slot).and_then(Option::take)
+                && let Err(e) = self.finish(p)
+            {
+                result = Err(e.into());
+                break;
+            }
+            let n = len.saturating_sub(at).min(chunk);
+            let block = lba.saturating_add((at as u64).checked_div(bs).unwrap_or(0));
+            match self.start_direct(write, block, n, segments, &mut cursor, slot) {
+                Ok(p) => {
+                    if let Some(o) = outstanding.get_mut(slot) {
+                        *o = Some(p);
+                    }
+                }
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+            at = at.saturating_add(n);
+            k = k.saturating_add(1);
+        }
+        // Oldest first; after a failure only waited for, so nothing still runs.
+        for i in 0..IN_FLIGHT {
+            let slot = k.saturating_add(i) % IN_FLIGHT;
+            if let Some(p) = outstanding.get_mut(slot).and_then(Option::take) {
+                let done = self.finish(p);
+                if result.is_ok() {
+                    result = done.map_err(DeviceError::from);
+                }
+            }
+        }
+        result
+    }
+
+    /// Sends a read or write of `bytes` at `lba` over the next `bytes` of `segments`,
+    /// its PRP list (if any) in list page `slot`, without waiting for it.
+    fn start_direct(
+        &mut self,
+        write: bool,
+        lba: u64,
+        bytes: usize,
+        segments: &[DmaSegment],
+        cursor: &mut SegmentCursor,
+        slot: usize,
+    ) -> Result<InFlight, NvmeError> {
+        let list = self.ctrl.dma().saturating_add(prp_list(slot));
+        let prps = prp::build_segments(segments, cursor, bytes, list).map_err(|_| NvmeError::Dma)?;
+        self.send(write, lba, bytes, prps, list, slot)
     }
 
     /// After a failure: waits for a command still outstanding, so that its bounce
@@ -233,6 +367,16 @@ impl<H: NvmeHw> BlockDevice for NvmeNamespace<H> {
         self.pipeline(true, lba, len, fill)
     }
 
+    /// The drive's DMA straight into the caller's memory: no bounce buffer, no copy.
+    fn read_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        self.direct(false, lba, segments)
+    }
+
+    /// The drive's DMA straight from the caller's memory.
+    fn write_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        self.direct(true, lba, segments)
+    }
+
     /// NVMe Flush when the drive has a volatile write cache; without one every
     /// completed write is already durable (Base §7.1).
     fn flush(&mut self) -> Result<(), DeviceError> {
@@ -244,4 +388,31 @@ impl<H: NvmeHw> BlockDevice for NvmeNamespace<H> {
         }
         Ok(())
     }
+}
+
+/// The pages `segments` touch, as sorted, merged (address, length) ranges; false when
+/// an address overflows.
+fn page_ranges(segments: &[DmaSegment], out: &mut Vec<(u64, u64)>) -> bool {
+    out.clear();
+    for s in segments {
+        let Some(end) = s.addr.checked_add(s.len as u64).and_then(|e| e.checked_next_multiple_of(PAGE)) else {
+            return false;
+        };
+        let start = s.addr & !(PAGE - 1);
+        out.push((start, end.saturating_sub(start)));
+    }
+    out.sort_unstable_by_key(|r| r.0);
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+    for &(at, n) in out.iter() {
+        if let Some(last) = merged.last_mut() {
+            let last_end = last.0.saturating_add(last.1);
+            if at <= last_end {
+                last.1 = last_end.max(at.saturating_add(n)).saturating_sub(last.0);
+                continue;
+            }
+        }
+        merged.push((at, n));
+    }
+    *out = merged;
+    true
 }
