@@ -209,24 +209,31 @@ pub trait Iommu {
     /// Frees a domain's tables. Fails while devices are attached.
     fn destroy_domain(&mut self, domain: DomainId) -> Result<(), IommuError>;
 
-    /// Maps each page range of `ranges` (host address and length, page-aligned, not
-    /// overlapping) at its own address in `domain`, readable by the devices attached,
-    /// and writable when `writable`: a host driver's DMA straight to or from memory
-    /// outside its own region, for the time of one transfer. All or nothing. The
-    /// mapping is in force when this returns.
-    fn map_identity(
+    /// Sets aside `pages` (at most 512) I/O addresses from `iova` (2 MiB-aligned,
+    /// unmapped) in `domain` as its transfer window: a host driver's DMA straight to
+    /// or from memory outside its own region goes through it, one transfer at a time.
+    fn reserve_window(&mut self, domain: DomainId, _iova: u64, _pages: usize) -> Result<(), IommuError> {
+        Err(IommuError::UnknownDomain(domain))
+    }
+
+    /// Maps the pages of `ranges` (host page ranges, in order) at consecutive I/O
+    /// addresses from the start of `domain`'s window, readable by the devices attached
+    /// and writable when `writable`; returns that address. Refused, with nothing
+    /// mapped, while the window is in use or when it is too small. In force when this
+    /// returns.
+    fn map_window(
         &mut self,
         domain: DomainId,
         _ranges: &[(HostPhysAddr, u64)],
         _writable: bool,
-    ) -> Result<(), IommuError> {
+    ) -> Result<u64, IommuError> {
         Err(IommuError::UnknownDomain(domain))
     }
 
-    /// Removes what [`Iommu::map_identity`] mapped; the domain's IOTLB entries are
-    /// invalidated (and the invalidation completed) before this returns, so the
+    /// Clears what [`Iommu::map_window`] mapped; the domain's IOTLB entries are
+    /// invalidated, and the invalidation completed, before this returns, so the
     /// devices can no longer reach those pages.
-    fn unmap_identity(&mut self, domain: DomainId, _ranges: &[(HostPhysAddr, u64)]) -> Result<(), IommuError> {
+    fn unmap_window(&mut self, domain: DomainId) -> Result<(), IommuError> {
         Err(IommuError::UnknownDomain(domain))
     }
 

@@ -10,6 +10,7 @@ use super::controller::NvmeHw;
 use super::identify::tests::{controller_page, namespace_page};
 use super::prp::PAGE;
 use super::regs;
+use bulkhead_vdisk::DmaSegment;
 
 #[derive(Debug, Clone, Copy)]
 struct Sq {
@@ -75,7 +76,7 @@ pub struct FakeNvme {
     pub region_bytes: u64,
     /// Data transfers refused because they reached memory not mapped.
     pub faults: u32,
-    /// `map_direct` calls, and pages unmapped that were not mapped.
+    /// `map_direct` calls, and unmaps with nothing mapped or maps over a mapping.
     pub maps: u32,
     pub bad_unmaps: u32,
 }
@@ -416,22 +417,27 @@ impl NvmeHw for FakeNvme {
         0x4000
     }
 
-    fn map_direct(&mut self, pages: &[(u64, u64)], _device_writes: bool) -> bool {
+    /// As without translation (the device addresses the segments as they are), but
+    /// recording each segment's pages as mapped until `unmap_direct`.
+    fn map_direct(&mut self, segments: &[DmaSegment], _device_writes: bool, device: &mut Vec<DmaSegment>) -> bool {
         let Some(mapped) = self.mapped.as_mut() else { return false };
-        mapped.extend_from_slice(pages);
+        if !mapped.is_empty() {
+            self.bad_unmaps += 1;
+        }
+        for s in segments {
+            let start = s.addr - s.addr % PAGE;
+            let end = (s.addr + s.len as u64).next_multiple_of(PAGE);
+            mapped.push((start, end - start));
+        }
+        device.extend_from_slice(segments);
         self.maps += 1;
         true
     }
 
-    fn unmap_direct(&mut self, pages: &[(u64, u64)]) {
-        let Some(mapped) = self.mapped.as_mut() else { return };
-        for p in pages {
-            match mapped.iter().position(|m| m == p) {
-                Some(i) => {
-                    mapped.swap_remove(i);
-                }
-                None => self.bad_unmaps += 1,
-            }
+    fn unmap_direct(&mut self) {
+        match self.mapped.as_mut() {
+            Some(mapped) if !mapped.is_empty() => mapped.clear(),
+            _ => self.bad_unmaps += 1,
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Bounded and simple on purpose: one controller, one namespace, one I/O queue pair,
 //! at most two commands in flight, completions polled (no interrupts), data through two
-//! bounce buffers in a region the controller's DMA domain maps and nothing else. The protocol (`regs`,
+//! bounce buffers in a region the controller's DMA domain maps, or straight to and from
+//! a VM's buffer pages, mapped in the domain's transfer window only for that transfer.
+//! The protocol (`regs`,
 //! `cmd`, `queue`, `prp`, `identify`, `controller`) is plain logic tested against a
 //! fake controller; `hw.rs` is the one piece that touches the real device.
 #![deny(unsafe_code)]
@@ -103,16 +105,20 @@ pub fn bring_up(
             ProbeError::Iommu(e)
         })?;
         if let Some(d) = domain {
+            // The window must not meet the region's own mapping.
+            let clear = dma.raw().saturating_add(bytes) <= hw::TRANSFER_WINDOW;
+            let window = clear && iommu.reserve_window(d, hw::TRANSFER_WINDOW, hw::WINDOW_PAGES).is_ok();
             log::info!(
                 target: "nvme",
-                "{}: DMA domain {} maps its {} KiB of queues and bounce region, and a VM's buffer pages only while a transfer to or from them runs",
-                dev.bdf, d.0, bytes >> 10
+                "{}: DMA domain {} maps its {} KiB of queues and bounce region{}",
+                dev.bdf, d.0, bytes >> 10,
+                if window { ", and a VM's buffer pages only while a transfer to or from them runs" } else { "; no transfer window: every transfer bounces" }
             );
-            translation = DmaTranslation::Domain(d);
+            translation = DmaTranslation::Domain { domain: d, window };
         }
     }
     if translation == DmaTranslation::Untranslated {
-        log::info!(target: "nvme", "{}: no IOMMU translates its DMA", dev.bdf);
+        log::info!(target: "nvme", "{}: no IOMMU translates its DMA: transfers to and from VMs' buffers need no mapping", dev.bdf);
     }
     let command = config.read16(dev.bdf, COMMAND);
     config.write16(dev.bdf, COMMAND, command | CMD_MEMORY | CMD_BUS_MASTER | CMD_INTX_DISABLE, STS_ERRORS);

@@ -2,7 +2,8 @@
 //! bounce buffers in the controller's DMA region, each with its own PRP list page: a
 //! transfer larger than one buffer keeps two commands outstanding, so the caller fills
 //! (encrypts into) or drains (decrypts from) one buffer while the drive works on the
-//! other. The device never sees any memory but its own region.
+//! other. A direct transfer (`read_direct`/`write_direct`) points the PRPs at the
+//! caller's memory instead, given to the device only for that transfer.
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
@@ -28,8 +29,8 @@ pub struct NvmeNamespace<H: NvmeHw> {
     pub ns: NamespaceInfo,
     /// Blocks one command moves at most (bounce buffer and MDTS).
     max_blocks: u64,
-    /// The pages of a direct transfer, as the controller is given them.
-    pages: Vec<(u64, u64)>,
+    /// A direct transfer as the controller addresses it.
+    device: Vec<DmaSegment>,
 }
 
 /// A command outstanding on one bounce buffer: its id, opcode, and which buffer.
@@ -48,7 +49,7 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         ns: NamespaceInfo,
         max_blocks: u64,
     ) -> Self {
-        NvmeNamespace { ctrl, info, nsid, ns, max_blocks, pages: Vec::new() }
+        NvmeNamespace { ctrl, info, nsid, ns, max_blocks, device: Vec::new() }
     }
 
     pub fn controller(&self) -> &Controller<H> {
@@ -123,10 +124,10 @@ impl<H: NvmeHw> NvmeNamespace<H> {
 
     /// Moves whole blocks from `lba` on between the drive and `segments` (host memory
     /// the caller's buffers are), the commands' PRPs pointing at them: the controller
-    /// is given exactly their pages (`NvmeHw::map_direct`) for the transfer and they
-    /// are taken back before this returns, whatever happened. `None` when the segments
-    /// cannot be described by PRPs, touch the DMA region, or cannot be given to the
-    /// controller: nothing was sent.
+    /// is given exactly their pages (`NvmeHw::map_direct`) for the transfer, and they
+    /// are taken back once every command completed or the drive failed, before this
+    /// returns. `None` when the segments cannot be described by PRPs, touch the DMA
+    /// region, or cannot be given to the controller: nothing was sent.
     fn direct(&mut self, write: bool, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
         let len = segments_len(segments);
         if let Err(e) = check_range(lba, len, self.ns.block_size, self.ns.blocks) {
@@ -139,21 +140,28 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         if len == 0 || max_blocks == 0 || !prp::segments_fit(segments) {
             return None;
         }
-        let mut pages = core::mem::take(&mut self.pages);
         let region = (self.ctrl.dma(), self.ctrl.dma().saturating_add(super::controller::DMA_BYTES));
-        if !page_ranges(segments, &mut pages)
-            || pages.iter().any(|&(at, n)| at < region.1 && region.0 < at.saturating_add(n))
-        {
-            self.pages = pages;
+        let touches_region = segments.iter().any(|s| {
+            let start = s.addr & !(PAGE - 1);
+            let end = s.addr.saturating_add(s.len as u64).saturating_add(PAGE - 1) & !(PAGE - 1);
+            start < region.1 && region.0 < end
+        });
+        if touches_region {
             return None;
         }
-        if !self.ctrl.hw_mut().map_direct(&pages, !write) {
-            self.pages = pages;
+        let mut device = core::mem::take(&mut self.device);
+        device.clear();
+        if !self.ctrl.hw_mut().map_direct(segments, !write, &mut device) {
+            self.device = device;
             return None;
         }
-        let result = self.direct_commands(write, lba, len, segments, max_blocks);
-        self.ctrl.hw_mut().unmap_direct(&pages);
-        self.pages = pages;
+        let result = if segments_len(&device) == len {
+            self.direct_commands(write, lba, len, &device, max_blocks)
+        } else {
+            Err(DeviceError::Buffers)
+        };
+        self.ctrl.hw_mut().unmap_direct();
+        self.device = device;
         Some(result)
     }
 
@@ -388,31 +396,4 @@ impl<H: NvmeHw> BlockDevice for NvmeNamespace<H> {
         }
         Ok(())
     }
-}
-
-/// The pages `segments` touch, as sorted, merged (address, length) ranges; false when
-/// an address overflows.
-fn page_ranges(segments: &[DmaSegment], out: &mut Vec<(u64, u64)>) -> bool {
-    out.clear();
-    for s in segments {
-        let Some(end) = s.addr.checked_add(s.len as u64).and_then(|e| e.checked_next_multiple_of(PAGE)) else {
-            return false;
-        };
-        let start = s.addr & !(PAGE - 1);
-        out.push((start, end.saturating_sub(start)));
-    }
-    out.sort_unstable_by_key(|r| r.0);
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
-    for &(at, n) in out.iter() {
-        if let Some(last) = merged.last_mut() {
-            let last_end = last.0.saturating_add(last.1);
-            if at <= last_end {
-                last.1 = last_end.max(at.saturating_add(n)).saturating_sub(last.0);
-                continue;
-            }
-        }
-        merged.push((at, n));
-    }
-    *out = merged;
-    true
 }

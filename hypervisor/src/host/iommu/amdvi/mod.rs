@@ -228,6 +228,13 @@ impl<H: IommuHw> AmdViIommu<H> {
         Ok(())
     }
 
+    fn invalidate_domain(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        for u in 0..self.units.len() {
+            self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
+        }
+        Ok(())
+    }
+
     fn write_dte(&mut self, u: usize, devid: u16, dte: &Dte) -> Result<(), IommuError> {
         let table = self.unit(u)?.device_table;
         if write_entry(&mut self.hw, table, usize::from(devid), &dte.0) {
@@ -281,29 +288,29 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         Ok(())
     }
 
-    fn map_identity(
+    // AMD-Vi table walks snoop the caches: nothing to write back. A unit may cache
+    // not-present entries (EFR NpCache), so the domain is invalidated after every
+    // change, mapping included.
+    fn reserve_window(&mut self, domain: DomainId, iova: u64, pages: usize) -> Result<(), IommuError> {
+        self.domains.reserve_window(&mut self.hw, domain, iova, pages)?;
+        self.invalidate_domain(domain)
+    }
+
+    fn map_window(
         &mut self,
         domain: DomainId,
         ranges: &[(HostPhysAddr, u64)],
         writable: bool,
-    ) -> Result<(), IommuError> {
+    ) -> Result<u64, IommuError> {
         let perms = if writable { Perms::RW } else { Perms::R };
-        // AMD-Vi table walks snoop the caches: nothing to write back. A unit may cache
-        // not-present entries (EFR NpCache), so the domain is invalidated after a map
-        // as after an unmap.
-        self.domains.map_identity(&mut self.hw, domain, ranges, perms)?;
-        for u in 0..self.units.len() {
-            self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
-        }
-        Ok(())
+        let (iova, _) = self.domains.map_window(&mut self.hw, domain, ranges, perms)?;
+        self.invalidate_domain(domain)?;
+        Ok(iova)
     }
 
-    fn unmap_identity(&mut self, domain: DomainId, ranges: &[(HostPhysAddr, u64)]) -> Result<(), IommuError> {
-        let result = self.domains.unmap_identity(&mut self.hw, domain, ranges).map(|_| ());
-        for u in 0..self.units.len() {
-            self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
-        }
-        result
+    fn unmap_window(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        self.domains.unmap_window(&mut self.hw, domain)?;
+        self.invalidate_domain(domain)
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {

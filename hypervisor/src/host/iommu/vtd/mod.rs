@@ -27,7 +27,7 @@ use self::irte::VtdIrte;
 use self::qi::{InvDesc, InvQueue, QUEUE_ENTRIES};
 use self::regs::{Cap, Ecap, fsts, gcmd};
 use self::tables::{ContextEntry, RootEntry, SecondLevel};
-use super::domains::Domains;
+use super::domains::{Domains, WindowEntries};
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
 use super::scope::{UnitScope, dmar_scopes, dmar_unit_for};
 use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiTarget};
@@ -245,6 +245,13 @@ impl<H: IommuHw> VtdIommu<H> {
         }
         self.hw.write32(u, regs::GCMD, value);
         self.poll(u, what, |hw| (hw.read32(u, regs::GSTS) & bit != 0) == on)
+    }
+
+    /// Writes a window's entries back for a unit that does not snoop.
+    fn write_back(&mut self, written: WindowEntries) {
+        if !self.coherent && written.count > 0 {
+            self.hw.flush_cache(written.table, (written.count as u64).saturating_mul(8));
+        }
     }
 
     fn flush(&mut self, frame: HostPhysAddr) {
@@ -468,22 +475,32 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         Ok(())
     }
 
-    fn map_identity(
+    fn reserve_window(&mut self, domain: DomainId, iova: u64, pages: usize) -> Result<(), IommuError> {
+        let new = self.domains.reserve_window(&mut self.hw, domain, iova, pages)?;
+        // The new tables are written whole, and the entries pointing at them: the
+        // simplest write-back is every frame of the table, once, at boot.
+        if !self.coherent && !new.is_empty() {
+            let geometry_frames = self.domains.frames(&mut self.hw, domain)?;
+            for frame in geometry_frames {
+                self.hw.flush_cache(frame, PAGE_SIZE);
+            }
+        }
+        for u in 0..self.units.len() {
+            self.write_buffer_flush(u)?;
+            self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
+        }
+        Ok(())
+    }
+
+    fn map_window(
         &mut self,
         domain: DomainId,
         ranges: &[(HostPhysAddr, u64)],
         writable: bool,
-    ) -> Result<(), IommuError> {
+    ) -> Result<u64, IommuError> {
         let perms = if writable { Perms::RW } else { Perms::R };
-        let writes = self.domains.map_identity(&mut self.hw, domain, ranges, perms)?;
-        if !self.coherent {
-            for frame in writes.new_frames {
-                self.hw.flush_cache(frame, PAGE_SIZE);
-            }
-            for line in writes.lines {
-                self.hw.flush_cache(line, 64);
-            }
-        }
+        let (iova, written) = self.domains.map_window(&mut self.hw, domain, ranges, perms)?;
+        self.write_back(written);
         for u in 0..self.units.len() {
             self.write_buffer_flush(u)?;
             // Not-present → present needs no IOTLB flush unless the unit caches
@@ -492,21 +509,17 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
                 self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
             }
         }
-        Ok(())
+        Ok(iova)
     }
 
-    fn unmap_identity(&mut self, domain: DomainId, ranges: &[(HostPhysAddr, u64)]) -> Result<(), IommuError> {
-        let result = self.domains.unmap_identity(&mut self.hw, domain, ranges);
-        if !self.coherent {
-            for line in result.iter().flatten() {
-                self.hw.flush_cache(*line, 64);
-            }
-        }
+    fn unmap_window(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        let written = self.domains.unmap_window(&mut self.hw, domain)?;
+        self.write_back(written);
         for u in 0..self.units.len() {
             self.write_buffer_flush(u)?;
             self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
         }
-        result.map(|_| ())
+        Ok(())
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {

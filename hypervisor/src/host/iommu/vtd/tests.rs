@@ -290,39 +290,43 @@ fn ioapic_pins_get_remapping_entries_checked_against_the_ioapic() {
 #[test]
 fn transfer_pages_are_reachable_only_between_map_and_unmap() {
     let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig::default());
-    // A host driver's domain: its own region at its own address.
+    // A host driver's domain: its own region at its own address, and a window.
     let own = vtd.create_domain(&map(0x40_0000, 0x40_0000, 4 * 4096)).unwrap();
     let nvme = bdf(0, 4, 0);
     vtd.attach(nvme, own).unwrap();
     let sid = nvme.requester_id();
+    let window = 1u64 << 38;
+    assert!(vtd.map_window(own, &[(HostPhysAddr::new(0x1_0000_0000), 4096)], true).is_err(), "no window yet");
+    vtd.reserve_window(own, window, 512).unwrap();
+    assert!(vtd.reserve_window(own, window, 512).is_err(), "one window per domain");
+    assert!(vtd.hw_mut().dma(0, sid, window, false).is_err(), "nothing mapped in it yet");
+    // Two buffers: two pages, then one; they appear as three consecutive pages.
     let pages = [(HostPhysAddr::new(0x1_0000_0000), 2 * 4096), (HostPhysAddr::new(0x2_0030_0000), 4096)];
-    assert!(vtd.hw_mut().dma(0, sid, 0x1_0000_1000, true).is_err(), "not mapped yet");
     let flushed = vtd.hw_mut().flushed;
-    vtd.map_identity(own, &pages, true).unwrap();
-    assert!(vtd.hw_mut().flushed > flushed, "non-coherent unit: table writes written back");
+    assert_eq!(vtd.map_window(own, &pages, true), Ok(window));
+    assert!(vtd.hw_mut().flushed > flushed, "non-coherent unit: the entries are written back");
     let hw = vtd.hw_mut();
-    assert_eq!(hw.dma(0, sid, 0x1_0000_1ff8, true), Ok(0x1_0000_1ff8));
-    assert_eq!(hw.dma(0, sid, 0x2_0030_0010, true), Ok(0x2_0030_0010));
-    assert!(hw.dma(0, sid, 0x1_0000_2000, false).is_err(), "only the pages given");
+    assert_eq!(hw.dma(0, sid, window + 0x1ff8, true), Ok(0x1_0000_1ff8));
+    assert_eq!(hw.dma(0, sid, window + 0x2010, true), Ok(0x2_0030_0010));
+    assert!(hw.dma(0, sid, window + 0x3000, false).is_err(), "only the pages given");
+    assert!(hw.dma(0, sid, 0x1_0000_0000, false).is_err(), "not at their own address");
     assert_eq!(hw.dma(0, sid, 0x40_0000, true), Ok(0x40_0000), "its own region stays");
+    // One transfer at a time.
+    assert!(vtd.map_window(own, &pages[1..], true).is_err());
     let before = vtd.hw_mut().units[0].descriptors.len();
-    vtd.unmap_identity(own, &pages).unwrap();
+    vtd.unmap_window(own).unwrap();
     let hw = vtd.hw_mut();
     assert!(hw.units[0].descriptors[before..].contains(&qi::InvDesc::iotlb_domain(own.0)), "IOTLB invalidated");
-    assert!(hw.dma(0, sid, 0x1_0000_0000, false).is_err());
-    assert!(hw.dma(0, sid, 0x2_0030_0000, false).is_err());
+    assert!(hw.dma(0, sid, window, false).is_err());
+    assert!(hw.dma(0, sid, window + 0x2000, false).is_err());
     assert_eq!(hw.dma(0, sid, 0x40_3000, false), Ok(0x40_3000));
     // Read-only for a device that only reads them (a write to the drive).
-    vtd.map_identity(own, &pages[..1], false).unwrap();
-    assert_eq!(vtd.hw_mut().dma(0, sid, 0x1_0000_0000, false), Ok(0x1_0000_0000));
-    assert!(vtd.hw_mut().dma(0, sid, 0x1_0000_0000, true).is_err());
-    vtd.unmap_identity(own, &pages[..1]).unwrap();
-    // All or nothing: a range that overlaps one already mapped (its own region) fails,
-    // and the ranges before it are unmapped again; the region is left as it was.
-    let clash = [(HostPhysAddr::new(0x1_0000_0000), 4096), (HostPhysAddr::new(0x3f_f000), 2 * 4096)];
-    assert!(vtd.map_identity(own, &clash, true).is_err());
-    let hw = vtd.hw_mut();
-    assert!(hw.dma(0, sid, 0x1_0000_0000, false).is_err());
-    assert!(hw.dma(0, sid, 0x3f_f000, false).is_err());
-    assert_eq!(hw.dma(0, sid, 0x40_0000, false), Ok(0x40_0000));
+    assert_eq!(vtd.map_window(own, &pages[..1], false), Ok(window));
+    assert_eq!(vtd.hw_mut().dma(0, sid, window, false), Ok(0x1_0000_0000));
+    assert!(vtd.hw_mut().dma(0, sid, window, true).is_err());
+    vtd.unmap_window(own).unwrap();
+    // More pages than the window holds: refused, nothing mapped.
+    let big = [(HostPhysAddr::new(0x1_0000_0000), 513 * 4096)];
+    assert!(vtd.map_window(own, &big, true).is_err());
+    assert!(vtd.hw_mut().dma(0, sid, window, false).is_err());
 }
