@@ -31,6 +31,8 @@ pub struct NvmeNamespace<H: NvmeHw> {
     max_blocks: u64,
     /// A direct transfer as the controller addresses it.
     device: Vec<DmaSegment>,
+    /// The first direct transfer was logged.
+    direct_seen: bool,
 }
 
 /// A command outstanding on one bounce buffer: its id, opcode, and which buffer.
@@ -49,7 +51,7 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         ns: NamespaceInfo,
         max_blocks: u64,
     ) -> Self {
-        NvmeNamespace { ctrl, info, nsid, ns, max_blocks, device: Vec::new() }
+        NvmeNamespace { ctrl, info, nsid, ns, max_blocks, device: Vec::new(), direct_seen: false }
     }
 
     pub fn controller(&self) -> &Controller<H> {
@@ -154,6 +156,17 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         if !self.ctrl.hw_mut().map_direct(segments, !write, &mut device) {
             self.device = device;
             return None;
+        }
+        if !self.direct_seen {
+            self.direct_seen = true;
+            log::info!(
+                target: "nvme",
+                "first transfer straight {} a VM's buffers: {} segment(s), {} bytes, PRPs at {:#x}",
+                if write { "from" } else { "into" },
+                segments.len(),
+                len,
+                device.first().map_or(0, |d| d.addr)
+            );
         }
         let result = if segments_len(&device) == len {
             self.direct_commands(write, lba, len, &device, max_blocks)
