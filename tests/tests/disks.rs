@@ -323,8 +323,8 @@ fn a_stick_alone_keeps_a_desktops_disk_across_a_reboot() {
 /// drive behind VT-d: the drive moves the data straight between its medium and the
 /// guests' buffer pages, through its DMA domain's transfer window. A desktop's file
 /// reads back the same from the drive (page cache dropped), lies on the raw drive as
-/// written, and survives a reboot; the hostile guest, whose disk takes the same path,
-/// is contained as on an encrypted disk; the IOMMU reports no fault.
+/// written, and survives a reboot; the hostile guest, whose disk is unencrypted too, is
+/// contained as on an encrypted disk; the IOMMU reports no fault.
 #[test]
 fn plain_volumes_move_data_straight_between_the_drive_and_the_guests_buffers() {
     let mut policy = images::desktops::desktops_policy(&DESKTOPS[..1]);
