@@ -3,7 +3,7 @@
 //! (the GPT search, the disk store, the self-test) take either.
 #![forbid(unsafe_code)]
 
-use bulkhead_vdisk::{BlockDevice, DeviceError};
+use bulkhead_vdisk::{BlockDevice, DeviceError, DmaSegment};
 
 use crate::host::nvme::{HostNvmeHw, NvmeNamespace};
 use crate::host::usb::{HostXhciHw, UsbStick};
@@ -83,6 +83,22 @@ impl BlockDevice for DataDrive {
         match self {
             DataDrive::Nvme(d) => d.write_with(lba, len, fill),
             DataDrive::UsbStick(d) => d.write_with(lba, len, fill),
+        }
+    }
+
+    // The NVMe drive moves data straight to and from the caller's memory; the stick
+    // has no such path (its transfers go through the xHCI driver's bounce buffer).
+    fn read_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        match self {
+            DataDrive::Nvme(d) => d.read_direct(lba, segments),
+            DataDrive::UsbStick(_) => None,
+        }
+    }
+
+    fn write_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        match self {
+            DataDrive::Nvme(d) => d.write_direct(lba, segments),
+            DataDrive::UsbStick(_) => None,
         }
     }
 }

@@ -10,6 +10,13 @@ pub trait Buffers {
     /// the same buffer, at most `max` bytes; `None` when `at` is past the end or the
     /// memory cannot be reached.
     fn piece(&mut self, at: usize, max: usize) -> Option<&mut [u8]>;
+    /// The buffers as a device would address them, in order, into `out` (cleared
+    /// first): only when they are memory a device may be given for this transfer
+    /// (`device_writes`: the device writes them, a read). False: they cannot be
+    /// handed to a device, and the data goes through the CPU.
+    fn dma_segments(&mut self, _device_writes: bool, _out: &mut alloc::vec::Vec<crate::DmaSegment>) -> bool {
+        false
+    }
 }
 
 /// Buffers that are a list of byte slices (tests, and callers whose data is in RAM they

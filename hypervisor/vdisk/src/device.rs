@@ -81,6 +81,34 @@ pub trait BlockDevice {
         }
         self.write(lba, &buf)
     }
+
+    /// Reads `len` bytes (whole blocks, the sum of the segments' lengths) from block
+    /// `lba` on straight into `segments`: memory the device reaches by address, in
+    /// order, without the CPU touching the data. `None`: the device has no such path
+    /// or cannot address these segments, and nothing was done (the caller takes
+    /// another way).
+    fn read_direct(&mut self, _lba: u64, _segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        None
+    }
+
+    /// Writes whole blocks at `lba` straight from `segments`; `None` as for
+    /// [`BlockDevice::read_direct`].
+    fn write_direct(&mut self, _lba: u64, _segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        None
+    }
+}
+
+/// A piece of a transfer's memory as a device addresses it: its host physical address
+/// (the hypervisor's drivers program devices with those) and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaSegment {
+    pub addr: u64,
+    pub len: usize,
+}
+
+/// The total length of `segments`.
+pub fn segments_len(segments: &[DmaSegment]) -> usize {
+    segments.iter().fold(0usize, |n, s| n.saturating_add(s.len))
 }
 
 /// Checks that `len` bytes from `lba` are whole blocks inside a device of `blocks`

@@ -6,7 +6,7 @@
 //! asks. Everything a disk can make this code read or loop over is bounded: the entry
 //! array is at most [`MAX_ENTRY_ARRAY_BYTES`] and is read one block at a time.
 
-use crate::device::{BlockDevice, DeviceError, check_range};
+use crate::device::{BlockDevice, DeviceError, DmaSegment, check_range};
 use alloc::vec;
 
 /// The largest entry array read (count × entry size): 64 times the usual 16 KiB.
@@ -331,6 +331,20 @@ impl<D: BlockDevice> BlockDevice for PartitionDevice<D> {
     ) -> Result<(), DeviceError> {
         let outer = self.outer_lba(lba, len)?;
         self.device.write_with(outer, len, fill)
+    }
+
+    fn read_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        match self.outer_lba(lba, crate::device::segments_len(segments)) {
+            Ok(outer) => self.device.read_direct(outer, segments),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn write_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        match self.outer_lba(lba, crate::device::segments_len(segments)) {
+            Ok(outer) => self.device.write_direct(outer, segments),
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 

@@ -33,7 +33,7 @@ mod volume;
 
 pub use buffers::{Buffers, Slices};
 pub use bulkhead_diskcrypt::KdfParams;
-pub use device::{BlockDevice, DeviceError, RamDevice};
+pub use device::{BlockDevice, DeviceError, DmaSegment, RamDevice};
 pub use keys::Rng;
 pub use store::{LockedStore, Opened, Refused, Store, StoreError, VolumeInfo, VolumeSpec};
 pub use table::{Cipher, TableError};

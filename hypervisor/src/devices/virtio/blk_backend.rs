@@ -10,7 +10,7 @@
 
 use alloc::vec::Vec;
 
-pub use bulkhead_vdisk::Buffers;
+pub use bulkhead_vdisk::{Buffers, DmaSegment};
 
 use crate::memory::addr::HostPhysAddr;
 use crate::memory::guest::HostMemory;

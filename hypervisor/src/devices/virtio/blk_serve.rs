@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use super::blk::{REQUEST_QUEUE, VirtioBlk};
-use super::blk_backend::{BlockBackend, Buffers, SECTOR_SIZE};
+use super::blk_backend::{BlockBackend, Buffers, DmaSegment, SECTOR_SIZE};
 use super::blk_request::{
     BlkOp, DiskShape, HEADER_LEN, Reject, ReqHeader, blk_status, decide, frame, id_len, status_byte,
 };
@@ -142,6 +142,28 @@ impl<H: HostMemory> Buffers for GuestBuffers<'_, '_, H> {
         let n = (seg.len as usize).saturating_sub(offset).min(max).min(self.total.saturating_sub(at));
         let gpa = GuestPhysAddr::new(seg.addr.checked_add(offset as u64)?);
         self.mem.bytes_mut(gpa, n).ok()
+    }
+
+    /// The host physical address of every buffer: each lies inside one region of the
+    /// VM's memory map (checked before the request got here, and again here), and
+    /// that region grants the guest the access the device will make (write for a
+    /// read). So a device given these addresses reaches the VM's own RAM, exactly the
+    /// bytes of its buffers, and nothing else.
+    fn dma_segments(&mut self, device_writes: bool, out: &mut alloc::vec::Vec<DmaSegment>) -> bool {
+        out.clear();
+        let mut total = 0usize;
+        for seg in self.segments {
+            let Some(region) = self.mem.map().region(GuestPhysAddr::new(seg.addr)) else { return false };
+            let fits = seg.addr.checked_add(u64::from(seg.len)).is_some_and(|end| end <= region.end());
+            let allowed = if device_writes { region.perms().write } else { region.perms().read };
+            let Some(hpa) = region.hpa().checked_add(seg.addr.wrapping_sub(region.gpa().raw())) else { return false };
+            if !fits || !allowed || seg.len == 0 {
+                return false;
+            }
+            out.push(DmaSegment { addr: hpa.raw(), len: seg.len as usize });
+            total = total.saturating_add(seg.len as usize);
+        }
+        total == self.total
     }
 }
 

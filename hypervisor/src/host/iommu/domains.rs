@@ -8,15 +8,17 @@ use alloc::vec::Vec;
 
 use super::{DomainId, IdAllocator, IommuError};
 use crate::hw::Bdf;
-use crate::memory::addr::HostPhysAddr;
-use crate::memory::frames::FrameSource;
-use crate::memory::guest::GuestMemoryMap;
+use crate::memory::addr::{HostPhysAddr, LARGE_PAGE_SIZE, PAGE_SIZE};
+use crate::memory::frames::{FrameSource, Table};
+use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::page_table::{PageTable, PteFormat};
 
 #[derive(Debug)]
 pub(crate) struct Domain<F> {
     pub table: PageTable<F>,
     pub devices: Vec<Bdf>,
+    /// I/O addresses set aside for a host driver's transfers, if any.
+    pub window: Option<Window>,
 }
 
 #[derive(Debug)]
@@ -46,7 +48,7 @@ impl<F: PteFormat> Domains<F> {
             table.destroy(frames);
             return Err(IommuError::NoDomainIds);
         };
-        let domain = self.domains.entry(id).or_insert(Domain { table, devices: Vec::new() });
+        let domain = self.domains.entry(id).or_insert(Domain { table, devices: Vec::new(), window: None });
         Ok((id, &domain.table))
     }
 
@@ -61,6 +63,15 @@ impl<F: PteFormat> Domains<F> {
         }
         self.ids.free(domain.0);
         Ok(())
+    }
+
+    /// Every table frame of `domain` (write-back on non-coherent units).
+    pub fn frames<M: FrameSource + ?Sized>(
+        &self,
+        frames: &mut M,
+        domain: DomainId,
+    ) -> Result<Vec<HostPhysAddr>, IommuError> {
+        Ok(self.domains.get(&domain.0).ok_or(IommuError::UnknownDomain(domain))?.table.frames(frames))
     }
 
     /// The root of `domain`'s page table.
@@ -82,8 +93,134 @@ impl<F: PteFormat> Domains<F> {
         }
     }
 
+    /// Sets aside `pages` (at most 512) I/O addresses from `iova` (2 MiB-aligned,
+    /// nothing mapped there) in domain `id` as its transfer window: the leaf table is
+    /// made now, its entries are filled per transfer. Returns the table frames made.
+    pub fn reserve_window<M: FrameSource + ?Sized>(
+        &mut self,
+        frames: &mut M,
+        id: DomainId,
+        iova: u64,
+        pages: usize,
+    ) -> Result<Vec<HostPhysAddr>, IommuError> {
+        let bad = IommuError::BadMapping { gpa: iova };
+        if !iova.is_multiple_of(LARGE_PAGE_SIZE) || pages == 0 || pages > ENTRIES {
+            return Err(bad);
+        }
+        let d = self.domains.get_mut(&id.0).ok_or(IommuError::UnknownDomain(id))?;
+        if d.window.is_some() {
+            return Err(bad);
+        }
+        let mut recording = Recording { inner: frames, new: Vec::new() };
+        let leaf = d.table.leaf_table_at(&mut recording, iova)?;
+        let new = recording.new;
+        if frames.table_mut(leaf).iter().take(pages).any(|e| *e != 0) {
+            return Err(bad);
+        }
+        d.window = Some(Window { iova, leaf, pages, used: 0 });
+        Ok(new)
+    }
+
+    /// Maps the pages of `ranges` (host page ranges, in order) at consecutive slots of
+    /// domain `id`'s window from its start, with `perms`: the device sees them as one
+    /// run of I/O addresses. Refused (nothing mapped) when the window is in use or too
+    /// small. Returns the window's I/O address and the entries written (leaf table,
+    /// first index, count).
+    pub fn map_window<M: FrameSource + ?Sized>(
+        &mut self,
+        frames: &mut M,
+        id: DomainId,
+        ranges: &[(HostPhysAddr, u64)],
+        perms: Perms,
+    ) -> Result<(u64, WindowEntries), IommuError> {
+        let d = self.domains.get_mut(&id.0).ok_or(IommuError::UnknownDomain(id))?;
+        let w = d.window.as_mut().ok_or(IommuError::UnknownDomain(id))?;
+        let busy = IommuError::BadMapping { gpa: w.iova };
+        let total = ranges.iter().try_fold(0u64, |n, &(hpa, len)| {
+            let ok = hpa.is_aligned(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE);
+            ok.then(|| n.checked_add(len / PAGE_SIZE)).flatten()
+        });
+        let pages = total.and_then(|n| usize::try_from(n).ok()).ok_or(busy)?;
+        if w.used != 0 || pages > w.pages || pages == 0 {
+            return Err(busy);
+        }
+        if F::leaf(HostPhysAddr::new(0), 1, perms).is_none() {
+            return Err(busy);
+        }
+        let table = frames.table_mut(w.leaf);
+        let mut slot = 0usize;
+        for &(hpa, len) in ranges {
+            let mut page = hpa.raw();
+            let end = hpa.raw().saturating_add(len);
+            while page < end {
+                if let Some(e) = table.get_mut(slot) {
+                    *e = F::leaf(HostPhysAddr::new(page), 1, perms).unwrap_or(0);
+                }
+                slot = slot.saturating_add(1);
+                page = page.saturating_add(PAGE_SIZE);
+            }
+        }
+        w.used = slot;
+        Ok((w.iova, WindowEntries { table: w.leaf, count: slot }))
+    }
+
+    /// Clears the window's entries in use; returns them (for write-back) if any were.
+    pub fn unmap_window<M: FrameSource + ?Sized>(
+        &mut self,
+        frames: &mut M,
+        id: DomainId,
+    ) -> Result<WindowEntries, IommuError> {
+        let d = self.domains.get_mut(&id.0).ok_or(IommuError::UnknownDomain(id))?;
+        let w = d.window.as_mut().ok_or(IommuError::UnknownDomain(id))?;
+        let count = core::mem::take(&mut w.used);
+        frames.table_mut(w.leaf).iter_mut().take(count).for_each(|e| *e = 0);
+        Ok(WindowEntries { table: w.leaf, count })
+    }
+
     /// The ids of every domain.
     pub fn ids(&self) -> impl Iterator<Item = u16> + '_ {
         self.domains.keys().copied()
+    }
+}
+
+/// A domain's transfer window: `pages` I/O addresses from `iova`, whose entries are
+/// the first `pages` of the leaf table `leaf`; `used` are mapped now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    iova: u64,
+    leaf: HostPhysAddr,
+    pages: usize,
+    used: usize,
+}
+
+/// Entries a window operation wrote: the first `count` of leaf table `table`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WindowEntries {
+    pub table: HostPhysAddr,
+    pub count: usize,
+}
+
+/// Entries in one table.
+const ENTRIES: usize = 512;
+
+/// A frame source that notes the frames it hands out.
+struct Recording<'a, M: ?Sized> {
+    inner: &'a mut M,
+    new: Vec<HostPhysAddr>,
+}
+
+impl<M: FrameSource + ?Sized> FrameSource for Recording<'_, M> {
+    fn alloc_zeroed(&mut self) -> Option<HostPhysAddr> {
+        let frame = self.inner.alloc_zeroed()?;
+        self.new.push(frame);
+        Some(frame)
+    }
+
+    fn free(&mut self, frame: HostPhysAddr) {
+        self.inner.free(frame);
+    }
+
+    fn table_mut(&mut self, frame: HostPhysAddr) -> &mut Table {
+        self.inner.table_mut(frame)
     }
 }

@@ -36,6 +36,7 @@ pub use hw::IommuHw;
 pub use mmio::{HostIommuHw, from_platform};
 
 use crate::hw::Bdf;
+use crate::memory::addr::HostPhysAddr;
 use crate::memory::guest::GuestMemoryMap;
 use crate::memory::page_table::MapError;
 
@@ -207,6 +208,34 @@ pub trait Iommu {
 
     /// Frees a domain's tables. Fails while devices are attached.
     fn destroy_domain(&mut self, domain: DomainId) -> Result<(), IommuError>;
+
+    /// Sets aside `pages` (at most 512) I/O addresses from `iova` (2 MiB-aligned,
+    /// unmapped) in `domain` as its transfer window: a host driver's DMA straight to
+    /// or from memory outside its own region goes through it, one transfer at a time.
+    fn reserve_window(&mut self, domain: DomainId, _iova: u64, _pages: usize) -> Result<(), IommuError> {
+        Err(IommuError::UnknownDomain(domain))
+    }
+
+    /// Maps the pages of `ranges` (host page ranges, in order) at consecutive I/O
+    /// addresses from the start of `domain`'s window, readable by the devices attached
+    /// and writable when `writable`; returns that address. Refused, with nothing
+    /// mapped, while the window is in use or when it is too small. In force when this
+    /// returns.
+    fn map_window(
+        &mut self,
+        domain: DomainId,
+        _ranges: &[(HostPhysAddr, u64)],
+        _writable: bool,
+    ) -> Result<u64, IommuError> {
+        Err(IommuError::UnknownDomain(domain))
+    }
+
+    /// Clears what [`Iommu::map_window`] mapped; the domain's IOTLB entries are
+    /// invalidated, and the invalidation completed, before this returns, so the
+    /// devices can no longer reach those pages.
+    fn unmap_window(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        Err(IommuError::UnknownDomain(domain))
+    }
 
     /// Points `bdf`'s DMA at `domain`.
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError>;

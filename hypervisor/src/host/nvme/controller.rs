@@ -5,7 +5,9 @@
 //! failed and never sent another command. Runs on the host against `fake.rs`.
 #![forbid(unsafe_code)]
 
-use bulkhead_vdisk::DeviceError;
+use alloc::vec::Vec;
+
+use bulkhead_vdisk::{DeviceError, DmaSegment};
 use log::error;
 
 use super::cmd::{self, CQE_BYTES, Cqe, Sqe};
@@ -31,6 +33,16 @@ pub trait NvmeHw {
     fn now_us(&mut self) -> u64;
     /// The size of the register window (BAR0).
     fn register_bytes(&self) -> u64;
+    /// Gives the controller the memory of `segments` (host physical, in order, fitting
+    /// the PRP rules, outside the DMA region) for one transfer, which writes it when
+    /// `device_writes`, and puts in `device` the same transfer as the controller
+    /// addresses it. False: it cannot, nothing was given, and the transfer goes
+    /// through the bounce buffers (the default).
+    fn map_direct(&mut self, _segments: &[DmaSegment], _device_writes: bool, _device: &mut Vec<DmaSegment>) -> bool {
+        false
+    }
+    /// Takes back what [`NvmeHw::map_direct`] gave, once no command uses it.
+    fn unmap_direct(&mut self) {}
 }
 
 /// Entries per queue: at most [`IN_FLIGHT`] commands are outstanding, so a few are

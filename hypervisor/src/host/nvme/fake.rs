@@ -10,6 +10,7 @@ use super::controller::NvmeHw;
 use super::identify::tests::{controller_page, namespace_page};
 use super::prp::PAGE;
 use super::regs;
+use bulkhead_vdisk::DmaSegment;
 
 #[derive(Debug, Clone, Copy)]
 struct Sq {
@@ -68,6 +69,16 @@ pub struct FakeNvme {
     held: Option<(u16, u16, u16, u16, u16)>,
     /// The most I/O commands that were outstanding at once.
     pub most_in_flight: usize,
+    /// Memory beyond the first `region_bytes` (the driver's DMA region) is reached
+    /// only through what `map_direct` mapped, as behind an IOMMU: `None` refuses
+    /// `map_direct` (no direct transfers), `Some` lists what is mapped now.
+    pub mapped: Option<Vec<(u64, u64)>>,
+    pub region_bytes: u64,
+    /// Data transfers refused because they reached memory not mapped.
+    pub faults: u32,
+    /// `map_direct` calls, and unmaps with nothing mapped or maps over a mapping.
+    pub maps: u32,
+    pub bad_unmaps: u32,
 }
 
 impl FakeNvme {
@@ -101,6 +112,11 @@ impl FakeNvme {
             reorder_io: false,
             held: None,
             most_in_flight: 0,
+            mapped: None,
+            region_bytes: mem_bytes as u64,
+            faults: 0,
+            maps: 0,
+            bad_unmaps: 0,
         }
     }
 
@@ -128,19 +144,45 @@ impl FakeNvme {
         }
     }
 
-    /// The data pages a command's PRPs describe for `len` bytes (§4.1.1), or `None`
-    /// when they are malformed or outside memory.
-    fn prp_pages(&self, sqe: &Sqe, len: u64) -> Option<Vec<u64>> {
-        let pages = len.div_ceil(PAGE);
-        let mut out = vec![sqe.prp1];
+    /// The memory pieces a command's PRPs describe for `len` bytes (§4.1.1: PRP1 may
+    /// start inside a page, on a dword; every later entry is a page), or `None` when
+    /// they are malformed or outside memory, or reach memory outside the DMA region
+    /// that is not mapped for the device (an IOMMU fault, counted).
+    fn prp_pages(&mut self, sqe: &Sqe, len: u64) -> Option<Vec<(u64, usize)>> {
+        if !sqe.prp1.is_multiple_of(4) {
+            return None;
+        }
+        let first = (PAGE - sqe.prp1 % PAGE).min(len);
+        let pages = 1 + (len - first).div_ceil(PAGE);
+        let mut addrs = vec![sqe.prp1];
         if pages == 2 {
-            out.push(sqe.prp2);
+            addrs.push(sqe.prp2);
         } else if pages > 2 {
             let list = self.mem_read(sqe.prp2, (pages as usize - 1) * 8)?;
-            out.extend(list.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())));
+            addrs.extend(list.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())));
         }
-        let ok = out.iter().all(|&p| p % PAGE == 0 && self.local(p, PAGE as usize).is_some());
-        ok.then_some(out)
+        let mut out = Vec::new();
+        let mut left = len;
+        for (i, &a) in addrs.iter().enumerate() {
+            let n = if i == 0 { first } else { left.min(PAGE) };
+            if (i > 0 && !a.is_multiple_of(PAGE)) || self.local(a, n as usize).is_none() {
+                return None;
+            }
+            out.push((a, n as usize));
+            left -= n;
+        }
+        if let Some(mapped) = &self.mapped {
+            let region = self.mem_base..self.mem_base + self.region_bytes;
+            let reachable = |&(a, n): &(u64, usize)| {
+                (region.contains(&a) && a + n as u64 <= region.end)
+                    || mapped.iter().any(|&(m, len)| a >= m && a + n as u64 <= m + len)
+            };
+            if !out.iter().all(reachable) {
+                self.faults += 1;
+                return None;
+            }
+        }
+        Some(out)
     }
 
     fn post(&mut self, cqid: u16, sq_head: u16, sqid: u16, cid: u16, status: u16) {
@@ -262,9 +304,7 @@ impl FakeNvme {
                 }
                 let Some(pages) = self.prp_pages(sqe, len) else { return 0x13 }; // invalid PRP offset
                 let mut at = (lba * bs) as usize;
-                let mut left = len as usize;
-                for page in pages {
-                    let n = left.min(PAGE as usize);
+                for (page, n) in pages {
                     if op == cmd::nvm::READ {
                         let data = self.disk[at..at + n].to_vec();
                         self.mem_write(page, &data);
@@ -273,7 +313,6 @@ impl FakeNvme {
                         self.disk[at..at + n].copy_from_slice(&data);
                     }
                     at += n;
-                    left -= n;
                 }
                 0
             }
@@ -376,5 +415,29 @@ impl NvmeHw for FakeNvme {
 
     fn register_bytes(&self) -> u64 {
         0x4000
+    }
+
+    /// As without translation (the device addresses the segments as they are), but
+    /// recording each segment's pages as mapped until `unmap_direct`.
+    fn map_direct(&mut self, segments: &[DmaSegment], _device_writes: bool, device: &mut Vec<DmaSegment>) -> bool {
+        let Some(mapped) = self.mapped.as_mut() else { return false };
+        if !mapped.is_empty() {
+            self.bad_unmaps += 1;
+        }
+        for s in segments {
+            let start = s.addr - s.addr % PAGE;
+            let end = (s.addr + s.len as u64).next_multiple_of(PAGE);
+            mapped.push((start, end - start));
+        }
+        device.extend_from_slice(segments);
+        self.maps += 1;
+        true
+    }
+
+    fn unmap_direct(&mut self) {
+        match self.mapped.as_mut() {
+            Some(mapped) if !mapped.is_empty() => mapped.clear(),
+            _ => self.bad_unmaps += 1,
+        }
     }
 }

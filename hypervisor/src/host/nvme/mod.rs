@@ -3,7 +3,9 @@
 //!
 //! Bounded and simple on purpose: one controller, one namespace, one I/O queue pair,
 //! at most two commands in flight, completions polled (no interrupts), data through two
-//! bounce buffers in a region the controller's DMA domain maps and nothing else. The protocol (`regs`,
+//! bounce buffers in a region the controller's DMA domain maps, or straight to and from
+//! a VM's buffer pages, mapped in the domain's transfer window only for that transfer.
+//! The protocol (`regs`,
 //! `cmd`, `queue`, `prp`, `identify`, `controller`) is plain logic tested against a
 //! fake controller; `hw.rs` is the one piece that touches the real device.
 #![deny(unsafe_code)]
@@ -25,7 +27,7 @@ mod tests;
 use alloc::vec::Vec;
 
 pub use controller::{Controller, NvmeError, NvmeHw, NvmeNamespace, Timing};
-pub use hw::HostNvmeHw;
+pub use hw::{DmaTranslation, HostNvmeHw};
 
 use crate::host::iommu::{DomainId, Iommu, IommuError};
 use crate::host::pci::{ConfigAccess, PciDevice, PciInventory};
@@ -96,18 +98,31 @@ pub fn bring_up(
     let bar = crate::host::pci::access::BarMmio::for_own_device(bar).ok_or(ProbeError::Bar)?;
     let bytes = controller::DMA_BYTES.next_multiple_of(PAGE_SIZE);
     let dma = crate::memory::phys::alloc_contiguous(bytes, PAGE_SIZE).ok_or(ProbeError::OutOfMemory)?;
+    let mut translation = DmaTranslation::Untranslated;
     if let Some(iommu) = iommu {
         let domain = attach_domain(iommu, dev.bdf, dma, bytes).map_err(|e| {
             crate::memory::phys::free_contiguous(dma, bytes);
             ProbeError::Iommu(e)
         })?;
         if let Some(d) = domain {
-            log::info!(target: "nvme", "{}: DMA domain {} maps only its {} KiB of queues and bounce region", dev.bdf, d.0, bytes >> 10);
+            // The window must not meet the region's own mapping.
+            let clear = dma.raw().saturating_add(bytes) <= hw::TRANSFER_WINDOW;
+            let window = clear && iommu.reserve_window(d, hw::TRANSFER_WINDOW, hw::WINDOW_PAGES).is_ok();
+            log::info!(
+                target: "nvme",
+                "{}: DMA domain {} maps its {} KiB of queues and bounce region{}",
+                dev.bdf, d.0, bytes >> 10,
+                if window { ", and a VM's buffer pages only while a transfer to or from them runs" } else { "; no transfer window: every transfer bounces" }
+            );
+            translation = DmaTranslation::Domain { domain: d, window };
         }
+    }
+    if translation == DmaTranslation::Untranslated {
+        log::info!(target: "nvme", "{}: no IOMMU translates its DMA: transfers to and from VMs' buffers need no mapping", dev.bdf);
     }
     let command = config.read16(dev.bdf, COMMAND);
     config.write16(dev.bdf, COMMAND, command | CMD_MEMORY | CMD_BUS_MASTER | CMD_INTX_DISABLE, STS_ERRORS);
-    let hw = HostNvmeHw::new(bar, bar_bytes, dma, bytes);
+    let hw = HostNvmeHw::new(bar, bar_bytes, dma, bytes, translation);
     let result = Controller::enable(hw, dma.raw(), timing).and_then(Controller::open);
     result.map_err(|e| {
         config.write16(dev.bdf, COMMAND, command & !CMD_BUS_MASTER, STS_ERRORS);

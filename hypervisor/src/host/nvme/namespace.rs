@@ -2,16 +2,23 @@
 //! bounce buffers in the controller's DMA region, each with its own PRP list page: a
 //! transfer larger than one buffer keeps two commands outstanding, so the caller fills
 //! (encrypts into) or drains (decrypts from) one buffer while the drive works on the
-//! other. The device never sees any memory but its own region.
+//! other. A direct transfer (`read_direct`/`write_direct`) points the PRPs at the
+//! caller's memory instead, given to the device only for that transfer.
 #![forbid(unsafe_code)]
 
-use bulkhead_vdisk::device::check_range;
-use bulkhead_vdisk::{BlockDevice, DeviceError};
+use alloc::vec::Vec;
+
+use bulkhead_vdisk::device::{check_range, segments_len};
+use bulkhead_vdisk::{BlockDevice, DeviceError, DmaSegment};
 
 use super::cmd;
 use super::controller::{BOUNCE_BYTES, Controller, IN_FLIGHT, NvmeError, NvmeHw, bounce, prp_list};
 use super::identify::{ControllerInfo, NamespaceInfo};
-use super::prp::{self, PAGE};
+use super::prp::{self, LIST_ENTRIES, PAGE, SegmentCursor};
+
+/// The most one command moves straight to or from a caller's memory: what one PRP
+/// list page describes (with PRP1 starting inside a page), before MDTS.
+const DIRECT_MAX_BYTES: u64 = LIST_ENTRIES as u64 * PAGE;
 
 /// One namespace of an enabled controller, as a block device.
 #[derive(Debug)]
@@ -22,6 +29,10 @@ pub struct NvmeNamespace<H: NvmeHw> {
     pub ns: NamespaceInfo,
     /// Blocks one command moves at most (bounce buffer and MDTS).
     max_blocks: u64,
+    /// A direct transfer as the controller addresses it.
+    device: Vec<DmaSegment>,
+    /// The first direct transfer was logged.
+    direct_seen: bool,
 }
 
 /// A command outstanding on one bounce buffer: its id, opcode, and which buffer.
@@ -40,7 +51,7 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         ns: NamespaceInfo,
         max_blocks: u64,
     ) -> Self {
-        NvmeNamespace { ctrl, info, nsid, ns, max_blocks }
+        NvmeNamespace { ctrl, info, nsid, ns, max_blocks, device: Vec::new(), direct_seen: false }
     }
 
     pub fn controller(&self) -> &Controller<H> {
@@ -73,9 +84,22 @@ impl<H: NvmeHw> NvmeNamespace<H> {
     fn start(&mut self, write: bool, lba: u64, bytes: usize, buffer: usize) -> Result<InFlight, NvmeError> {
         let list = self.ctrl.dma().saturating_add(prp_list(buffer));
         let prps = prp::build(self.bounce_at(buffer), bytes as u64, list).map_err(|_| NvmeError::Dma)?;
+        self.send(write, lba, bytes, prps, list, buffer)
+    }
+
+    /// Writes the PRP list page `list` if the command needs one, and submits it.
+    fn send(
+        &mut self,
+        write: bool,
+        lba: u64,
+        bytes: usize,
+        prps: prp::Prps,
+        list: u64,
+        buffer: usize,
+    ) -> Result<InFlight, NvmeError> {
         if !prps.list.is_empty() {
             // Only the entries the command uses; the controller reads no further.
-            let mut page = [0u8; (BOUNCE_BYTES / PAGE * 8) as usize];
+            let mut page = [0u8; LIST_ENTRIES * 8];
             let used = prps.list.len().saturating_mul(8);
             for (slot, entry) in page.chunks_exact_mut(8).zip(prps.list.iter()) {
                 slot.copy_from_slice(&entry.to_le_bytes());
@@ -92,6 +116,137 @@ impl<H: NvmeHw> NvmeNamespace<H> {
 
     fn finish(&mut self, p: InFlight) -> Result<(), NvmeError> {
         self.ctrl.wait_for(true, p.cid, p.opcode).map(|_| ())
+    }
+
+    /// Blocks one command moves at most straight to or from a caller's memory.
+    fn direct_max_blocks(&self) -> u64 {
+        let bytes = self.info.max_transfer().map_or(DIRECT_MAX_BYTES, |m| m.min(DIRECT_MAX_BYTES));
+        bytes.checked_div(u64::from(self.ns.block_size)).unwrap_or(0)
+    }
+
+    /// Moves whole blocks from `lba` on between the drive and `segments` (host memory
+    /// the caller's buffers are), the commands' PRPs pointing at them: the controller
+    /// is given exactly their pages (`NvmeHw::map_direct`) for the transfer, and they
+    /// are taken back once every command completed or the drive failed, before this
+    /// returns. `None` when the segments cannot be described by PRPs, touch the DMA
+    /// region, or cannot be given to the controller: nothing was sent.
+    fn direct(&mut self, write: bool, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        let len = segments_len(segments);
+        if let Err(e) = check_range(lba, len, self.ns.block_size, self.ns.blocks) {
+            return Some(Err(e));
+        }
+        if self.ctrl.failed.is_some() {
+            return Some(Err(DeviceError::Timeout));
+        }
+        let max_blocks = self.direct_max_blocks();
+        if len == 0 || max_blocks == 0 || !prp::segments_fit(segments) {
+            return None;
+        }
+        let region = (self.ctrl.dma(), self.ctrl.dma().saturating_add(super::controller::DMA_BYTES));
+        let touches_region = segments.iter().any(|s| {
+            let start = s.addr & !(PAGE - 1);
+            let end = s.addr.saturating_add(s.len as u64).saturating_add(PAGE - 1) & !(PAGE - 1);
+            start < region.1 && region.0 < end
+        });
+        if touches_region {
+            return None;
+        }
+        let mut device = core::mem::take(&mut self.device);
+        device.clear();
+        if !self.ctrl.hw_mut().map_direct(segments, !write, &mut device) {
+            self.device = device;
+            return None;
+        }
+        if !self.direct_seen {
+            self.direct_seen = true;
+            log::info!(
+                target: "nvme",
+                "first transfer straight {} a VM's buffers: {} segment(s), {} bytes, PRPs at {:#x}",
+                if write { "from" } else { "into" },
+                segments.len(),
+                len,
+                device.first().map_or(0, |d| d.addr)
+            );
+        }
+        let result = if segments_len(&device) == len {
+            self.direct_commands(write, lba, len, &device, max_blocks)
+        } else {
+            Err(DeviceError::Buffers)
+        };
+        self.ctrl.hw_mut().unmap_direct();
+        self.device = device;
+        Some(result)
+    }
+
+    /// The commands of a direct transfer, [`IN_FLIGHT`] outstanding, each with its own
+    /// PRP list page; every command sent has completed (or the drive failed) on return.
+    fn direct_commands(
+        &mut self,
+        write: bool,
+        lba: u64,
+        len: usize,
+        segments: &[DmaSegment],
+        max_blocks: u64,
+    ) -> Result<(), DeviceError> {
+        let bs = u64::from(self.ns.block_size);
+        let chunk = max_blocks.saturating_mul(bs) as usize;
+        let mut cursor = SegmentCursor::default();
+        let mut outstanding: [Option<InFlight>; IN_FLIGHT] = [None; IN_FLIGHT];
+        let mut result = Ok(());
+        let mut at = 0usize;
+        let mut k = 0usize;
+        while at < len {
+            let slot = k % IN_FLIGHT;
+            // The list page of this slot is free once its last command completed.
+            if let Some(p) = outstanding.get_mut(slot).and_then(Option::take)
+                && let Err(e) = self.finish(p)
+            {
+                result = Err(e.into());
+                break;
+            }
+            let n = len.saturating_sub(at).min(chunk);
+            let block = lba.saturating_add((at as u64).checked_div(bs).unwrap_or(0));
+            match self.start_direct(write, block, n, segments, &mut cursor, slot) {
+                Ok(p) => {
+                    if let Some(o) = outstanding.get_mut(slot) {
+                        *o = Some(p);
+                    }
+                }
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+            at = at.saturating_add(n);
+            k = k.saturating_add(1);
+        }
+        // Oldest first; after a failure only waited for, so nothing still runs.
+        for i in 0..IN_FLIGHT {
+            let slot = k.saturating_add(i) % IN_FLIGHT;
+            if let Some(p) = outstanding.get_mut(slot).and_then(Option::take) {
+                let done = self.finish(p);
+                if result.is_ok() {
+                    result = done.map_err(DeviceError::from);
+                }
+            }
+        }
+        result
+    }
+
+    /// Sends a read or write of `bytes` at `lba` over the next `bytes` of `segments`,
+    /// its PRP list (if any) in list page `slot`, without waiting for it.
+    fn start_direct(
+        &mut self,
+        write: bool,
+        lba: u64,
+        bytes: usize,
+        segments: &[DmaSegment],
+        cursor: &mut SegmentCursor,
+        slot: usize,
+    ) -> Result<InFlight, NvmeError> {
+        let list = self.ctrl.dma().saturating_add(prp_list(slot));
+        let prps = prp::build_segments(segments, cursor, bytes, list).map_err(|_| NvmeError::Dma)?;
+        self.send(write, lba, bytes, prps, list, slot)
     }
 
     /// After a failure: waits for a command still outstanding, so that its bounce
@@ -231,6 +386,16 @@ impl<H: NvmeHw> BlockDevice for NvmeNamespace<H> {
         fill: &mut dyn FnMut(usize, &mut [u8]) -> bool,
     ) -> Result<(), DeviceError> {
         self.pipeline(true, lba, len, fill)
+    }
+
+    /// The drive's DMA straight into the caller's memory: no bounce buffer, no copy.
+    fn read_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        self.direct(false, lba, segments)
+    }
+
+    /// The drive's DMA straight from the caller's memory.
+    fn write_direct(&mut self, lba: u64, segments: &[DmaSegment]) -> Option<Result<(), DeviceError>> {
+        self.direct(true, lba, segments)
     }
 
     /// NVMe Flush when the drive has a volatile write cache; without one every

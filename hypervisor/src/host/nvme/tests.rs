@@ -6,7 +6,7 @@ use super::cmd::{admin, nvm};
 use super::controller::{BOUNCE_BYTES, DMA_BYTES, QUEUE_ENTRIES};
 use super::fake::FakeNvme;
 use super::*;
-use bulkhead_vdisk::{BlockDevice, DeviceError};
+use bulkhead_vdisk::{BlockDevice, DeviceError, DmaSegment};
 
 const BASE: u64 = 0x40_0000;
 const MIB: usize = 1 << 20;
@@ -380,4 +380,108 @@ fn only_unassigned_nvme_functions_are_candidates() {
     assert_eq!(all, [Bdf::new(0, 0, 2, 0), Bdf::new(0, 0, 4, 0)]);
     let free: Vec<Bdf> = candidates(&inv, &[Bdf::new(0, 0, 2, 0)]).iter().map(|d| d.bdf).collect();
     assert_eq!(free, [Bdf::new(0, 0, 4, 0)]);
+}
+
+/// A controller behind a simulated IOMMU, with 1 MiB of "VM memory" after its DMA
+/// region that it reaches only through what the driver maps for a transfer.
+fn fake_with_guest(lbads: u8) -> (FakeNvme, u64) {
+    let region = DMA_BYTES.next_multiple_of(4096);
+    let mut f = FakeNvme::new(BASE, region as usize + MIB, 4 * MIB, lbads);
+    f.region_bytes = region;
+    f.mapped = Some(Vec::new());
+    f.mdts = 7;
+    (f, BASE + region)
+}
+
+fn guest_bytes(ns: &NvmeNamespace<FakeNvme>, at: u64, len: usize) -> Vec<u8> {
+    let hw = ns.controller().hw();
+    let off = (at - hw.mem_base) as usize;
+    hw.mem[off..off + len].to_vec()
+}
+
+#[test]
+fn direct_transfers_point_the_prps_at_the_callers_pages_and_unmap_them() {
+    for lbads in [9u8, 12] {
+        let (f, guest) = fake_with_guest(lbads);
+        let mut ns = open(f);
+        let bs = ns.block_size() as usize;
+        // 600 KiB in three buffers: the first starts 0x200 into a page (a 4Kn drive
+        // needs whole blocks, so there it starts on a page), the others on pages.
+        let first_off = if bs == 512 { 0x200 } else { 0 };
+        let segs = [
+            DmaSegment { addr: guest + first_off, len: 0x1000 - first_off as usize },
+            DmaSegment { addr: guest + 0x8_0000, len: 0x6_0000 },
+            DmaSegment { addr: guest + 0x2_0000, len: 0x3_6000 + first_off as usize },
+        ];
+        let total: usize = segs.iter().map(|s| s.len).sum();
+        assert_eq!(total % bs, 0);
+        let data = pattern(total, lbads);
+        let mut at = 0;
+        for s in &segs {
+            let off = (s.addr - BASE) as usize;
+            ns.controller_hw_mut().mem[off..off + s.len].copy_from_slice(&data[at..at + s.len]);
+            at += s.len;
+        }
+        let lba = 5;
+        let w = ns.write_direct(lba, &segs);
+        assert_eq!(w, Some(Ok(())), "{:?} {:?}", ns.controller().failure(), ns.controller().hw().io_commands());
+        let mut back = vec![0u8; total];
+        ns.read(lba, &mut back).unwrap();
+        assert_eq!(back, data, "written straight from the segments");
+        // Clear the buffers, read straight into them.
+        for s in &segs {
+            let off = (s.addr - BASE) as usize;
+            ns.controller_hw_mut().mem[off..off + s.len].fill(0);
+        }
+        assert_eq!(ns.read_direct(lba, &segs), Some(Ok(())));
+        let mut got = Vec::new();
+        for s in &segs {
+            got.extend(guest_bytes(&ns, s.addr, s.len));
+        }
+        assert_eq!(got, data, "read straight into the segments");
+        let hw = ns.controller().hw();
+        assert_eq!((hw.maps, hw.faults, hw.bad_unmaps), (2, 0, 0));
+        assert!(hw.mapped.as_ref().unwrap().is_empty(), "every page unmapped after the transfer");
+        // MDTS 7: commands of up to 512 KiB, not the bounce buffer's 128 KiB.
+        let reads: Vec<u64> = hw.io_commands().iter().filter(|c| c.0 == nvm::READ).map(|c| c.1).collect();
+        assert!(reads.contains(&(512 * 1024 / bs as u64)), "{reads:?}");
+    }
+}
+
+#[test]
+fn direct_transfers_decline_what_prps_cannot_describe_or_the_domain_cannot_map() {
+    let (f, guest) = fake_with_guest(9);
+    let mut ns = open(f);
+    let sent = |ns: &NvmeNamespace<FakeNvme>| ns.controller().hw().io_commands().len();
+    let before = sent(&ns);
+    // Two buffers meeting inside a page.
+    let split = [DmaSegment { addr: guest, len: 0x200 }, DmaSegment { addr: guest + 0x4000, len: 0x200 }];
+    assert_eq!(ns.read_direct(0, &split), None);
+    // A buffer on the driver's own queues and PRP lists.
+    let own = [DmaSegment { addr: BASE, len: 0x1000 }];
+    assert_eq!(ns.read_direct(0, &own), None);
+    // Past the namespace: refused as a range error, nothing mapped.
+    let one = [DmaSegment { addr: guest, len: 0x1000 }];
+    assert_eq!(ns.read_direct(8192, &one), Some(Err(DeviceError::OutOfRange)));
+    // A controller the driver cannot map pages for.
+    ns.controller_hw_mut().mapped = None;
+    assert_eq!(ns.read_direct(0, &one), None);
+    assert_eq!(sent(&ns), before, "nothing was sent");
+    assert_eq!(ns.controller().hw().maps, 0);
+}
+
+#[test]
+fn a_failed_direct_command_still_unmaps_the_pages() {
+    let (mut f, guest) = fake_with_guest(9);
+    f.mdts = 5;
+    let mut ns = open(f);
+    ns.controller_hw_mut().fail_next_io = Some(0x281);
+    let segs = [DmaSegment { addr: guest, len: 0x6_0000 }];
+    assert!(matches!(ns.read_direct(0, &segs), Some(Err(DeviceError::Medium { .. }))));
+    let hw = ns.controller().hw();
+    assert!(hw.mapped.as_ref().unwrap().is_empty());
+    assert_eq!((hw.faults, hw.bad_unmaps), (0, 0));
+    // A transfer the driver did not map for faults in the simulated IOMMU: the check
+    // above would catch a driver that sent commands after unmapping.
+    assert_eq!(ns.read_direct(0, &segs), Some(Ok(())));
 }

@@ -313,6 +313,40 @@ impl<F: PteFormat> PageTable<F> {
         Some((table, 1))
     }
 
+    /// The table of 4 KiB leaves that holds `gpa`'s entry, made (with the tables
+    /// above it) if missing; no leaf is written. Fails where a 2 MiB leaf covers
+    /// `gpa`. A caller that fills the entries itself (an IOMMU's transfer window)
+    /// writes them with the format's `leaf`.
+    pub fn leaf_table_at<M: FrameSource + ?Sized>(
+        &mut self,
+        frames: &mut M,
+        gpa: u64,
+    ) -> Result<HostPhysAddr, MapError> {
+        let at = GuestPhysAddr::new(gpa);
+        if gpa >= self.address_limit() {
+            return Err(MapError::OutOfRange { gpa: at });
+        }
+        let mut table = self.root;
+        let mut lvl = self.geometry.levels;
+        while lvl > 1 {
+            let idx = index(gpa, lvl);
+            let current = *frames.table_mut(table).get(idx).ok_or(MapError::OutOfRange { gpa: at })?;
+            table = if !F::is_present(current) {
+                let next = frames.alloc_zeroed().ok_or(MapError::OutOfFrames)?;
+                if let Some(slot) = frames.table_mut(table).get_mut(idx) {
+                    *slot = F::table(next, lvl);
+                }
+                next
+            } else if F::is_leaf(current, lvl) {
+                return Err(MapError::AlreadyMapped { gpa: at });
+            } else {
+                HostPhysAddr::new(current & ADDR_MASK)
+            };
+            lvl = lvl.wrapping_sub(1);
+        }
+        Ok(table)
+    }
+
     /// Every table frame (for cache write-back on non-coherent IOMMUs).
     pub fn frames<M: FrameSource + ?Sized>(&self, frames: &mut M) -> Vec<HostPhysAddr> {
         let mut out = Vec::new();

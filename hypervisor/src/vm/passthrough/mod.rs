@@ -197,6 +197,15 @@ pub fn with_host<R>(f: impl FnOnce(&mut HostPci) -> R) -> Option<R> {
     HOST.get().map(|host| f(&mut host.lock()))
 }
 
+/// Runs `f` on the IOMMU, if one is on (a host driver mapping a transfer's pages in
+/// its device's DMA domain). Never called with the host lock held.
+pub fn with_iommu<R>(f: impl FnOnce(&mut dyn crate::host::iommu::Iommu) -> R) -> Option<R> {
+    let host = HOST.get()?;
+    let mut host = host.lock();
+    let iommu = host.iommu.as_deref_mut()?;
+    Some(f(iommu))
+}
+
 /// [`resolve`] against what boot found.
 pub fn check(configs: &[VmConfig]) -> Result<Vec<Vec<Bdf>>, PassthroughError> {
     if configs.iter().all(|c| c.devices.is_empty()) {

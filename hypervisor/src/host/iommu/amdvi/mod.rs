@@ -32,7 +32,7 @@ use crate::host::acpi::ivrs::{Ivhd, IvhdEntry, Ivrs};
 use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::memory::addr::HostPhysAddr;
-use crate::memory::guest::GuestMemoryMap;
+use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::page_table::{Geometry, PageTable};
 
 /// Page-table depth Bulkhead uses: 4 levels, a 48-bit DMA address space (every
@@ -228,6 +228,13 @@ impl<H: IommuHw> AmdViIommu<H> {
         Ok(())
     }
 
+    fn invalidate_domain(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        for u in 0..self.units.len() {
+            self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
+        }
+        Ok(())
+    }
+
     fn write_dte(&mut self, u: usize, devid: u16, dte: &Dte) -> Result<(), IommuError> {
         let table = self.unit(u)?.device_table;
         if write_entry(&mut self.hw, table, usize::from(devid), &dte.0) {
@@ -279,6 +286,31 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
             self.submit(u, &[AmdViCommand::invalidate_domain(domain.0)])?;
         }
         Ok(())
+    }
+
+    // AMD-Vi table walks snoop the caches: nothing to write back. A unit may cache
+    // not-present entries (EFR NpCache), so the domain is invalidated after every
+    // change, mapping included.
+    fn reserve_window(&mut self, domain: DomainId, iova: u64, pages: usize) -> Result<(), IommuError> {
+        self.domains.reserve_window(&mut self.hw, domain, iova, pages)?;
+        self.invalidate_domain(domain)
+    }
+
+    fn map_window(
+        &mut self,
+        domain: DomainId,
+        ranges: &[(HostPhysAddr, u64)],
+        writable: bool,
+    ) -> Result<u64, IommuError> {
+        let perms = if writable { Perms::RW } else { Perms::R };
+        let (iova, _) = self.domains.map_window(&mut self.hw, domain, ranges, perms)?;
+        self.invalidate_domain(domain)?;
+        Ok(iova)
+    }
+
+    fn unmap_window(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        self.domains.unmap_window(&mut self.hw, domain)?;
+        self.invalidate_domain(domain)
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {

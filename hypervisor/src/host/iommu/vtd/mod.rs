@@ -27,7 +27,7 @@ use self::irte::VtdIrte;
 use self::qi::{InvDesc, InvQueue, QUEUE_ENTRIES};
 use self::regs::{Cap, Ecap, fsts, gcmd};
 use self::tables::{ContextEntry, RootEntry, SecondLevel};
-use super::domains::Domains;
+use super::domains::{Domains, WindowEntries};
 use super::hw::{POLL_LIMIT, read_entry, write_entry};
 use super::scope::{UnitScope, dmar_scopes, dmar_unit_for};
 use super::{DomainId, IdAllocator, IoapicPin, Iommu, IommuError, IommuFault, IommuHw, MsiTarget};
@@ -35,7 +35,7 @@ use crate::host::acpi::dmar::Dmar;
 use crate::host::pci::PciInventory;
 use crate::hw::MsiMessage;
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
-use crate::memory::guest::GuestMemoryMap;
+use crate::memory::guest::{GuestMemoryMap, Perms};
 use crate::memory::page_table::{Geometry, PageTable};
 
 /// Interrupt remapping table entries per unit (2^(S+1) with S = 9: four pages).
@@ -245,6 +245,13 @@ impl<H: IommuHw> VtdIommu<H> {
         }
         self.hw.write32(u, regs::GCMD, value);
         self.poll(u, what, |hw| (hw.read32(u, regs::GSTS) & bit != 0) == on)
+    }
+
+    /// Writes a window's entries back for a unit that does not snoop.
+    fn write_back(&mut self, written: WindowEntries) {
+        if !self.coherent && written.count > 0 {
+            self.hw.flush_cache(written.table, (written.count as u64).saturating_mul(8));
+        }
     }
 
     fn flush(&mut self, frame: HostPhysAddr) {
@@ -463,6 +470,53 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
     fn destroy_domain(&mut self, domain: DomainId) -> Result<(), IommuError> {
         self.domains.remove_idle(&mut self.hw, domain)?;
         for u in 0..self.units.len() {
+            self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
+        }
+        Ok(())
+    }
+
+    fn reserve_window(&mut self, domain: DomainId, iova: u64, pages: usize) -> Result<(), IommuError> {
+        let new = self.domains.reserve_window(&mut self.hw, domain, iova, pages)?;
+        // The new tables are written whole, and the entries pointing at them: the
+        // simplest write-back is every frame of the table, once, at boot.
+        if !self.coherent && !new.is_empty() {
+            let geometry_frames = self.domains.frames(&mut self.hw, domain)?;
+            for frame in geometry_frames {
+                self.hw.flush_cache(frame, PAGE_SIZE);
+            }
+        }
+        for u in 0..self.units.len() {
+            self.write_buffer_flush(u)?;
+            self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
+        }
+        Ok(())
+    }
+
+    fn map_window(
+        &mut self,
+        domain: DomainId,
+        ranges: &[(HostPhysAddr, u64)],
+        writable: bool,
+    ) -> Result<u64, IommuError> {
+        let perms = if writable { Perms::RW } else { Perms::R };
+        let (iova, written) = self.domains.map_window(&mut self.hw, domain, ranges, perms)?;
+        self.write_back(written);
+        for u in 0..self.units.len() {
+            self.write_buffer_flush(u)?;
+            // Not-present → present needs no IOTLB flush unless the unit caches
+            // not-present entries (§6.1, CAP.CM).
+            if self.unit(u)?.cap.caching_mode() {
+                self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
+            }
+        }
+        Ok(iova)
+    }
+
+    fn unmap_window(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        let written = self.domains.unmap_window(&mut self.hw, domain)?;
+        self.write_back(written);
+        for u in 0..self.units.len() {
+            self.write_buffer_flush(u)?;
             self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
         }
         Ok(())

@@ -286,3 +286,47 @@ fn ioapic_pins_get_remapping_entries_checked_against_the_ioapic() {
     let keyboard_handle = vtd.map_ioapic_pin(keyboard, target).unwrap().unwrap();
     assert!(!vtd.hw_mut().irte(0, keyboard_handle).is_level());
 }
+
+#[test]
+fn transfer_pages_are_reachable_only_between_map_and_unmap() {
+    let mut vtd = iommu(FakeVtd::qemu(1), VtdConfig::default());
+    // A host driver's domain: its own region at its own address, and a window.
+    let own = vtd.create_domain(&map(0x40_0000, 0x40_0000, 4 * 4096)).unwrap();
+    let nvme = bdf(0, 4, 0);
+    vtd.attach(nvme, own).unwrap();
+    let sid = nvme.requester_id();
+    let window = 1u64 << 38;
+    assert!(vtd.map_window(own, &[(HostPhysAddr::new(0x1_0000_0000), 4096)], true).is_err(), "no window yet");
+    vtd.reserve_window(own, window, 512).unwrap();
+    assert!(vtd.reserve_window(own, window, 512).is_err(), "one window per domain");
+    assert!(vtd.hw_mut().dma(0, sid, window, false).is_err(), "nothing mapped in it yet");
+    // Two buffers: two pages, then one; they appear as three consecutive pages.
+    let pages = [(HostPhysAddr::new(0x1_0000_0000), 2 * 4096), (HostPhysAddr::new(0x2_0030_0000), 4096)];
+    let flushed = vtd.hw_mut().flushed;
+    assert_eq!(vtd.map_window(own, &pages, true), Ok(window));
+    assert!(vtd.hw_mut().flushed > flushed, "non-coherent unit: the entries are written back");
+    let hw = vtd.hw_mut();
+    assert_eq!(hw.dma(0, sid, window + 0x1ff8, true), Ok(0x1_0000_1ff8));
+    assert_eq!(hw.dma(0, sid, window + 0x2010, true), Ok(0x2_0030_0010));
+    assert!(hw.dma(0, sid, window + 0x3000, false).is_err(), "only the pages given");
+    assert!(hw.dma(0, sid, 0x1_0000_0000, false).is_err(), "not at their own address");
+    assert_eq!(hw.dma(0, sid, 0x40_0000, true), Ok(0x40_0000), "its own region stays");
+    // One transfer at a time.
+    assert!(vtd.map_window(own, &pages[1..], true).is_err());
+    let before = vtd.hw_mut().units[0].descriptors.len();
+    vtd.unmap_window(own).unwrap();
+    let hw = vtd.hw_mut();
+    assert!(hw.units[0].descriptors[before..].contains(&qi::InvDesc::iotlb_domain(own.0)), "IOTLB invalidated");
+    assert!(hw.dma(0, sid, window, false).is_err());
+    assert!(hw.dma(0, sid, window + 0x2000, false).is_err());
+    assert_eq!(hw.dma(0, sid, 0x40_3000, false), Ok(0x40_3000));
+    // Read-only for a device that only reads them (a write to the drive).
+    assert_eq!(vtd.map_window(own, &pages[..1], false), Ok(window));
+    assert_eq!(vtd.hw_mut().dma(0, sid, window, false), Ok(0x1_0000_0000));
+    assert!(vtd.hw_mut().dma(0, sid, window, true).is_err());
+    vtd.unmap_window(own).unwrap();
+    // More pages than the window holds: refused, nothing mapped.
+    let big = [(HostPhysAddr::new(0x1_0000_0000), 513 * 4096)];
+    assert!(vtd.map_window(own, &big, true).is_err());
+    assert!(vtd.hw_mut().dma(0, sid, window, false).is_err());
+}
