@@ -22,6 +22,7 @@ mod hw;
 #[allow(unsafe_code)]
 mod mmio;
 pub mod scope;
+pub mod shared;
 pub mod vtd;
 
 #[cfg(test)]

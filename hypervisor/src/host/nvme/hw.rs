@@ -116,7 +116,7 @@ impl NvmeHw for HostNvmeHw {
             self.ranges.push((HostPhysAddr::new(start), end.saturating_sub(start)));
         }
         let ranges = &self.ranges;
-        match crate::vm::passthrough::with_iommu(|iommu| iommu.map_window(domain, ranges, device_writes)) {
+        match crate::host::iommu::shared::with_iommu(|iommu| iommu.map_window(domain, ranges, device_writes)) {
             Some(Ok(iova)) => {
                 let len = segments.iter().fold(0usize, |n, s| n.saturating_add(s.len));
                 device.push(DmaSegment { addr: iova.saturating_add(first.addr % PAGE), len });
@@ -129,7 +129,7 @@ impl NvmeHw for HostNvmeHw {
 
     fn unmap_direct(&mut self) {
         if let DmaTranslation::Domain { domain, window: true } = self.translation
-            && let Some(Err(e)) = crate::vm::passthrough::with_iommu(|iommu| iommu.unmap_window(domain))
+            && let Some(Err(e)) = crate::host::iommu::shared::with_iommu(|iommu| iommu.unmap_window(domain))
         {
             log::error!(target: "nvme", "cannot clear the transfer window of the DMA domain: {e}");
         }

@@ -123,6 +123,13 @@ static HOST: spin::Once<spin::Mutex<HostPci>> = spin::Once::new();
 /// Called once by boot after `protect_dma`.
 pub fn install(host: HostPci) {
     HOST.call_once(|| spin::Mutex::new(host));
+    crate::host::iommu::shared::register(|f| {
+        if let Some(host) = HOST.get()
+            && let Some(iommu) = host.lock().iommu.as_deref_mut()
+        {
+            f(iommu);
+        }
+    });
 }
 
 /// Picks the host functions each VM's `devices=` names, refusing (with the reason)
@@ -195,15 +202,6 @@ pub fn claimed_by(configs: &[VmConfig]) -> Vec<Bdf> {
 /// the hypervisor's own devices; `None` before `install`.
 pub fn with_host<R>(f: impl FnOnce(&mut HostPci) -> R) -> Option<R> {
     HOST.get().map(|host| f(&mut host.lock()))
-}
-
-/// Runs `f` on the IOMMU, if one is on (a host driver mapping a transfer's pages in
-/// its device's DMA domain). Never called with the host lock held.
-pub fn with_iommu<R>(f: impl FnOnce(&mut dyn crate::host::iommu::Iommu) -> R) -> Option<R> {
-    let host = HOST.get()?;
-    let mut host = host.lock();
-    let iommu = host.iommu.as_deref_mut()?;
-    Some(f(iommu))
 }
 
 /// [`resolve`] against what boot found.
