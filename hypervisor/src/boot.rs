@@ -180,6 +180,7 @@ pub extern "sysv64" fn main(boot_info_addr: u64) -> ! {
                 crate::policy::runtime::install(chosen.policy, chosen.state);
                 open_disks(&policy, &options, policy_warning);
                 let display = guest_display(boot_info);
+                vm::run_queues::set_boot_cpu_only(options.guests_on_boot_cpu);
                 NothingStarted::Launch(vm::launch::launch(boot_info, &policy, options.selftest, host_time, display))
             }
         };

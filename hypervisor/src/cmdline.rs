@@ -42,6 +42,10 @@ pub struct Options<'a> {
     /// Benchmarks only (`disk-passphrase=<passphrase>`): the disks are unlocked (or
     /// the store created) with this passphrase instead of the screen asking for it.
     pub disk_passphrase: Option<&'a str>,
+    /// `guests=boot-cpu`: every vCPU runs on the boot CPU, time-sliced, even when
+    /// application processors are online (benchmarks under QEMU's -icount, which runs
+    /// the emulated CPUs one at a time; and a way back should the multi-core path fail).
+    pub guests_on_boot_cpu: bool,
 }
 
 impl Default for Options<'_> {
@@ -56,6 +60,7 @@ impl Default for Options<'_> {
             disk_kdf_test: false,
             disk_cipher_none: false,
             disk_passphrase: None,
+            guests_on_boot_cpu: false,
         }
     }
 }
@@ -81,6 +86,10 @@ pub fn parse(text: &str) -> (Options<'_>, heapless::Vec<&str, 8>) {
             }
             Some(("disk-cipher", "none")) => {
                 options.disk_cipher_none = true;
+                true
+            }
+            Some(("guests", "boot-cpu")) => {
+                options.guests_on_boot_cpu = true;
                 true
             }
             Some(("disk-kdf", "test")) => {
@@ -120,6 +129,8 @@ mod tests {
     #[test]
     fn parses_known_options_and_reports_the_rest() {
         let (o, unknown) = parse("log=debug then=shutdown selftest bogus log=loud exit-stages storage-selftest");
+        assert!(!o.guests_on_boot_cpu);
+        assert!(parse("guests=boot-cpu").0.guests_on_boot_cpu);
         assert!(o.selftest);
         assert!(o.storage_selftest);
         assert!(!parse("selftest").0.storage_selftest);

@@ -432,14 +432,14 @@ pub fn report(icount: Option<&LatencyFigures>, wall: Option<&(LatencyFigures, Sp
     let mut out = vec![format!("smp (-smp 4; desktop '{TWO}' with 2 vCPUs, '{ONE}' with 1)")];
     if let Some(f) = icount {
         out.push(format!(
-            "under -icount shift=0,sleep=off (guest time counts instructions of the whole machine; TSC {} MHz):",
+            "under -icount shift=0,sleep=off, every vCPU time-sliced on the boot CPU (guests=boot-cpu; guest time counts instructions of the whole machine; TSC {} MHz):",
             f.tsc_mhz.map_or("?".into(), |m| m.to_string())
         ));
         latency_lines(f, true, &mut out);
     }
     if let Some((f, s)) = wall {
         out.push(format!(
-            "under multi-threaded TCG (-accel tcg,thread=multi), wall time, TSC {} MHz:",
+            "under multi-threaded TCG (-accel tcg,thread=multi), each vCPU on its own application processor, wall time, TSC {} MHz:",
             f.tsc_mhz.map_or("?".into(), |m| m.to_string())
         ));
         out.push(format!(

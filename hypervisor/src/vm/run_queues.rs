@@ -13,6 +13,20 @@
 #![forbid(unsafe_code)]
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Set from the command line (`guests=boot-cpu`): no vCPU goes to an AP.
+static BOOT_CPU_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Keeps every vCPU on the boot CPU (called by boot, before the VMs start).
+pub fn set_boot_cpu_only(yes: bool) {
+    BOOT_CPU_ONLY.store(yes, Ordering::Relaxed);
+}
+
+/// Whether every vCPU stays on the boot CPU whatever CPUs are online.
+pub fn boot_cpu_only() -> bool {
+    BOOT_CPU_ONLY.load(Ordering::Relaxed)
+}
 
 /// One vCPU of one VM: the scheduler's slot index and the vCPU's index in its VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

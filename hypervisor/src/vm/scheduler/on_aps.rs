@@ -18,7 +18,7 @@ use crate::vm::run_queues::{self, Member};
 /// Where each VM's vCPUs run: round robin over the online APs when the backend can
 /// enter a vCPU on any CPU, else all on the boot CPU. Logged once.
 pub(super) fn placement<A: Arch>(vms: &[Vm<A>]) -> Vec<Vec<Option<usize>>> {
-    let aps: Vec<usize> = if A::RUNS_ON_ANY_CPU {
+    let aps: Vec<usize> = if A::RUNS_ON_ANY_CPU && !run_queues::boot_cpu_only() {
         percpu::all().map(|c| c.index).filter(|&i| guest_runs::available(i)).collect()
     } else {
         Vec::new()
@@ -26,7 +26,9 @@ pub(super) fn placement<A: Arch>(vms: &[Vm<A>]) -> Vec<Vec<Option<usize>>> {
     let counts: Vec<usize> = vms.iter().map(|vm| usize::from(vm.config.vcpus.max(1))).collect();
     let placement = run_queues::place(&counts, &aps);
     if aps.is_empty() {
-        if percpu::online_count() > 1 {
+        if percpu::online_count() > 1 && run_queues::boot_cpu_only() {
+            info!(target: "sched", "every vCPU runs on cpu0: the command line says guests=boot-cpu");
+        } else if percpu::online_count() > 1 {
             info!(target: "sched", "every vCPU runs on cpu0: the {} backend enters a vCPU only on the CPU that made it", A::NAME);
         }
         return placement;
