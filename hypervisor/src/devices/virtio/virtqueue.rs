@@ -303,6 +303,10 @@ impl SplitQueue {
         }
         let offset = RING_HEADER.wrapping_add(u64::from(self.size).wrapping_mul(USED_ELEM_SIZE));
         write_obj(mem, at(self.device, offset)?, self.next_avail)?;
+        // The driver may run on another CPU: this write must be visible before the
+        // next read of its available index, or a chain it adds meanwhile (having read
+        // the old avail_event) rings no doorbell and is never seen (§2.7.10).
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -315,6 +319,10 @@ impl SplitQueue {
         if old == new {
             return Ok(false);
         }
+        // The used index just written must be visible before used_event (or the flags)
+        // is read: a driver on another CPU writes used_event and then reads the used
+        // index, and one of the two sides must see the other's write (§2.7.7.2).
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         if self.event_idx {
             let offset = RING_HEADER.wrapping_add(u64::from(self.size).wrapping_mul(2));
             let used_event = read_obj::<u16>(mem, at(self.driver, offset)?)?;
