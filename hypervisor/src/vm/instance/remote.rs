@@ -42,9 +42,7 @@ impl<A: Arch> Vm<A> {
             slot.held = Some(ran);
         }
         let Some(ran) = slot.held.take() else { return Collected::Home };
-        // Called off before the guest was entered: nothing to handle.
-        let Some(exit) = ran.exit else { return Collected::Continue };
-        match self.with_exit_loop(index, &Elsewhere, |exits| exits.after_run(&exit, ran.entered, ran.exited)) {
+        match self.with_exit_loop(index, &Elsewhere, |exits| exits.after_run(&ran.exit, ran.entered, ran.exited)) {
             None => Collected::Home,
             Some(None) => {
                 // IPIs it sent (INIT, STARTUP, wake-ups) take effect before the next look.

@@ -25,8 +25,7 @@ use crate::arch::x86::{instr, lapic, tsc};
 /// What came back from one run on an AP.
 #[derive(Debug, Clone, Copy)]
 pub struct Ran {
-    /// `None`: the run was called off by a kick before the guest was entered.
-    pub exit: Option<Exit>,
+    pub exit: Exit,
     /// Host TSC just before entering and just after the exit.
     pub entered: u64,
     pub exited: u64,
@@ -49,10 +48,6 @@ const DONE: u8 = 3;
 /// The hand-over of one vCPU between the boot CPU and one AP.
 struct RunCell {
     state: AtomicU8,
-    /// Set by [`kick`]: an IPI sent while the AP was still waking from the one that
-    /// gave it the vCPU can merge with that one (one pending interrupt for both), so
-    /// the AP also looks here before it enters the guest.
-    kicked: AtomicBool,
     job: UnsafeCell<Option<Job>>,
     ran: UnsafeCell<Option<Ran>>,
 }
@@ -64,12 +59,7 @@ unsafe impl Sync for RunCell {}
 
 impl RunCell {
     const fn new() -> RunCell {
-        RunCell {
-            state: AtomicU8::new(IDLE),
-            kicked: AtomicBool::new(false),
-            job: UnsafeCell::new(None),
-            ran: UnsafeCell::new(None),
-        }
+        RunCell { state: AtomicU8::new(IDLE), job: UnsafeCell::new(None), ran: UnsafeCell::new(None) }
     }
 }
 
@@ -108,8 +98,6 @@ pub fn give<A: Arch>(cpu: usize, vcpu: Box<A::Vcpu>, deadline: u64) -> Result<()
     let job = Job { vcpu: Box::into_raw(vcpu).cast(), enter: enter::<A>, deadline };
     // SAFETY: the cell is idle, so the boot CPU (the only caller) owns its fields.
     unsafe { *cell.job.get() = Some(job) };
-    // A kick meant for the previous run, arrived after it ended, concerns nothing.
-    cell.kicked.store(false, Ordering::SeqCst);
     cell.state.store(GIVEN, Ordering::Release);
     if lapic::send_ipi(target.apic_id, lapic::icr::FIXED | u32::from(lapic::WORK_VECTOR)).is_err()
         && cell.state.compare_exchange(GIVEN, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok()
@@ -139,9 +127,6 @@ pub fn collect<A: Arch>(cpu: usize) -> Option<(Box<A::Vcpu>, Ran)> {
 /// Makes the guest running on AP `cpu` exit soon (an IPI: the VMCB intercepts
 /// physical interrupts). Harmless when the AP holds no vCPU.
 pub fn kick(cpu: usize) {
-    if let Some(cell) = CELLS.get(cpu) {
-        cell.kicked.store(true, Ordering::SeqCst);
-    }
     if let Some(target) = percpu::get(cpu) {
         let _ = lapic::send_ipi(target.apic_id, lapic::icr::FIXED | u32::from(lapic::WORK_VECTOR));
     }
@@ -193,13 +178,6 @@ pub(super) fn run_given(cpu: &percpu::PerCpu) -> bool {
         return true;
     };
     let entered = instr::rdtsc();
-    if cell.kicked.swap(false, Ordering::SeqCst) {
-        // Called off before it began: the vCPU goes back unentered.
-        // SAFETY: still Running: the fields are this AP's.
-        unsafe { *cell.ran.get() = Some(Ran { exit: None, entered, exited: entered }) };
-        hand_back(cell);
-        return true;
-    }
     if job.deadline != 0 {
         let per_us = (tsc::cached_ticks_per_ms() / 1000).max(1);
         let micros = job.deadline.saturating_sub(entered).checked_div(per_us).unwrap_or(0).saturating_add(1);
@@ -209,8 +187,6 @@ pub(super) fn run_given(cpu: &percpu::PerCpu) -> bool {
     // and the boot CPU does not touch the vCPU until this AP stores Done.
     let exit = unsafe { (job.enter)(job.vcpu) };
     let exited = instr::rdtsc();
-    // A kick during the run made it exit: it is spent.
-    cell.kicked.store(false, Ordering::SeqCst);
     if job.deadline != 0 {
         lapic::disarm();
     }
@@ -220,16 +196,11 @@ pub(super) fn run_given(cpu: &percpu::PerCpu) -> bool {
     core::hint::spin_loop();
     x86_64::instructions::interrupts::disable();
     // SAFETY: still Running: the fields are this AP's.
-    unsafe { *cell.ran.get() = Some(Ran { exit: Some(exit), entered, exited }) };
-    hand_back(cell);
-    true
-}
-
-/// Marks the run done and tells the boot CPU.
-fn hand_back(cell: &RunCell) {
+    unsafe { *cell.ran.get() = Some(Ran { exit, entered, exited }) };
     cell.state.store(DONE, Ordering::Release);
     EXITS_WAITING.store(true, Ordering::Release);
     if let Some(boot) = percpu::get(0) {
         let _ = lapic::send_ipi(boot.apic_id, lapic::icr::FIXED | u32::from(lapic::WORK_VECTOR));
     }
+    true
 }
