@@ -145,15 +145,24 @@ pub fn recall<A: Arch>(cpu: usize, timeout_ms: u64) -> Option<(Box<A::Vcpu>, Ran
     let were_enabled = x86_64::instructions::interrupts::are_enabled();
     // Halted rather than spinning: the AP's "run ended" IPI wakes this CPU, and
     // under emulation a spinning CPU would take the host core the AP needs. The
-    // one-shot bounds the wait should that IPI never come.
-    lapic::arm_oneshot_us(timeout_ms.saturating_mul(1000));
+    // kick goes again every millisecond: one sent while the AP was still waking from
+    // the IPI that gave it the vCPU merges with that one and is lost.
+    let per_ms = tsc::cached_ticks_per_ms().max(1);
+    let mut kicked = start;
+    lapic::arm_oneshot_us(1000);
     let back = loop {
         x86_64::instructions::interrupts::disable();
         if let Some(back) = collect::<A>(cpu) {
             break Some(back);
         }
-        if instr::rdtsc().wrapping_sub(start) > ticks {
+        let now = instr::rdtsc();
+        if now.wrapping_sub(start) > ticks {
             break None;
+        }
+        if now.wrapping_sub(kicked) >= per_ms {
+            kicked = now;
+            kick(cpu);
+            lapic::arm_oneshot_us(1000);
         }
         x86_64::instructions::interrupts::enable_and_hlt();
     };
