@@ -116,11 +116,20 @@ impl<A: Arch> Scheduler<A> {
             (Some(timer), end) => timer.min(end).max(1),
             (None, end) => end,
         };
-        slot.vm.send_away(pick.member.vcpu, cpu, pick.flush, deadline);
+        if slot.vm.send_away(pick.member.vcpu, cpu, pick.flush, deadline)
+            && slot.vm.needs_attention(pick.member.vcpu)
+            && let Some(queue) = self.queues.get_mut(q)
+        {
+            // Something already waited at the entry and could not be delivered (the
+            // guest had interrupts off): the entry asked for an exit as soon as it can
+            // take it. Kicking would only end the run before the guest got that far,
+            // again and again.
+            queue.kicked = true;
+        }
     }
 
-    /// Cuts queue `q`'s run short when an interrupt waits for its vCPU or its TLB
-    /// must be flushed (once per run).
+    /// Cuts queue `q`'s run short when an interrupt arrived for its vCPU after the
+    /// entry, or its TLB must be flushed (once per run).
     fn kick_if_needed(&mut self, q: usize) {
         let Some(queue) = self.queues.get_mut(q) else { return };
         if queue.kicked {
