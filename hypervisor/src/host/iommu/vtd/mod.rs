@@ -327,6 +327,16 @@ impl<H: IommuHw> VtdIommu<H> {
     }
 
     /// Write-buffer flush for units that need it (CAP.RWBF, §6.8).
+    /// Drains every unit's write buffer and invalidates `domain`'s IOTLB entries on
+    /// it, waiting for completion (after a change to the domain's tables).
+    fn flush_domain_everywhere(&mut self, domain: DomainId) -> Result<(), IommuError> {
+        for u in 0..self.units.len() {
+            self.write_buffer_flush(u)?;
+            self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
+        }
+        Ok(())
+    }
+
     fn write_buffer_flush(&mut self, u: usize) -> Result<(), IommuError> {
         if !self.unit(u)?.cap.rwbf() {
             return Ok(());
@@ -485,11 +495,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
                 self.hw.flush_cache(frame, PAGE_SIZE);
             }
         }
-        for u in 0..self.units.len() {
-            self.write_buffer_flush(u)?;
-            self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
-        }
-        Ok(())
+        self.flush_domain_everywhere(domain)
     }
 
     fn map_window(
@@ -515,11 +521,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
     fn unmap_window(&mut self, domain: DomainId) -> Result<(), IommuError> {
         let written = self.domains.unmap_window(&mut self.hw, domain)?;
         self.write_back(written);
-        for u in 0..self.units.len() {
-            self.write_buffer_flush(u)?;
-            self.invalidate(u, &[InvDesc::iotlb_domain(domain.0)])?;
-        }
-        Ok(())
+        self.flush_domain_everywhere(domain)
     }
 
     fn attach(&mut self, bdf: Bdf, domain: DomainId) -> Result<(), IommuError> {
