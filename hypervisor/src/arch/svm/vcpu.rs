@@ -14,8 +14,8 @@ use super::entry::svm_run;
 use super::exit::{self, RawExit, code};
 use super::instr;
 use super::vmcb::{
-    InterceptMisc1, InterceptMisc2, Vmcb, VmcbSegment, encode_event, event, int_ctl, int_state, intercept_exception,
-    nested_ctl, tlb_control,
+    InterceptMisc1, InterceptMisc2, Vmcb, VmcbControl, VmcbSegment, encode_event, event, int_ctl, int_state,
+    intercept_exception, nested_ctl, tlb_control,
 };
 use crate::arch::backend::{InitialState, VcpuConfig};
 use crate::arch::exit::{Event, EventKind, Exit, ExitAction, ExitReason, Flow, NextRip, vector};
@@ -176,6 +176,21 @@ pub struct SvmVcpu {
     /// An injected NMI is being handled: NMIs stay blocked until the guest's IRET
     /// (intercepted while this is set, APM Vol. 2 15.21.4).
     nmi_blocked: bool,
+}
+
+/// Queues `vector` as the virtual interrupt (priority 15, ignoring V_TPR: the
+/// virtual local APIC already applied the guest's TPR) without the VINTR intercept.
+fn set_virtual_interrupt(c: &mut VmcbControl, vector: u8) {
+    c.int_ctl = (c.int_ctl & !(int_ctl::V_INTR_VECTOR_MASK | int_ctl::V_INTR_PRIO_MASK))
+        | int_ctl::virtual_interrupt(vector, 0xf);
+    c.intercept_misc1 &= !InterceptMisc1::VINTR.bits();
+}
+
+/// A real interrupt waits in V_IRQ (a window request has the VINTR intercept set). The
+/// CPU clears V_IRQ when the guest takes it (APM Vol. 2 15.21.4); an exit during its
+/// delivery reports it in EXITINTINFO, and `apply` queues it again.
+fn virtual_interrupt_queued(c: &VmcbControl) -> bool {
+    c.int_ctl & int_ctl::V_IRQ != 0 && c.intercept_misc1 & InterceptMisc1::VINTR.bits() == 0
 }
 
 /// A frame's mapping as a pointer to `T`, checked for 4 KiB alignment.
@@ -388,6 +403,14 @@ impl SvmVcpu {
     /// Carries out `action` in the VMCB (see `Arch::apply`).
     pub fn apply(&mut self, action: &ExitAction) -> Flow {
         let pending = self.pending_event;
+        self.pending_event = 0;
+        // An interrupt cut short goes back to V_IRQ, like every external interrupt (see
+        // `inject_interrupt`), and lets a decided injection go first; any other event
+        // cut short takes EVENTINJ (APM 15.7.2).
+        let interrupted_interrupt = (pending & event::VALID != 0
+            && (pending >> event::TYPE_SHIFT) & 7 == event::TYPE_INTR)
+            .then_some((pending & event::VECTOR_MASK) as u8);
+        let redeliver = if interrupted_interrupt.is_some() { 0 } else { pending };
         let (vmcb, regs) = self.parts();
         match action {
             ExitAction::Advance(next) | ExitAction::Yield(next) | ExitAction::Halt(next) => {
@@ -402,23 +425,23 @@ impl SvmVcpu {
                 // Reflecting an intercepted #DB: the CPU already wrote DR6 into the VMCB;
                 // what delivery would also do is clear DR7.GD (APM Vol. 2 13.1.1.5), which
                 // an injected event does not.
-                if e.kind == EventKind::Exception && e.vector == vector::DB && pending == 0 {
+                if e.kind == EventKind::Exception && e.vector == vector::DB && redeliver == 0 {
                     vmcb.save.dr7 &= !DR7_GD;
                 }
                 vmcb.control.event_inj = encode_event(e);
             }
             ExitAction::Resume | ExitAction::Stop(_) => {}
         }
-        if pending != 0 {
-            // An event was being delivered when the exit happened: deliver it again
-            // (APM 15.7.2). An exit during event delivery is not an instruction
-            // intercept, so a decided injection here would be unusual.
+        if let Some(vector) = interrupted_interrupt {
+            set_virtual_interrupt(&mut vmcb.control, vector);
+        } else if redeliver != 0 {
+            // An exit during event delivery is not an instruction intercept, so a
+            // decided injection here would be unusual.
             if let ExitAction::Inject(e) = action {
                 // Debug only: a guest can make this happen on every exit.
-                log::debug!(target: "svm", "dropping injection of {e:?}: re-injecting {pending:#x}");
+                log::debug!(target: "svm", "dropping injection of {e:?}: re-injecting {redeliver:#x}");
             }
-            vmcb.control.event_inj = pending;
-            self.pending_event = 0;
+            vmcb.control.event_inj = redeliver;
         }
         Flow::of(action)
     }
@@ -429,6 +452,7 @@ impl SvmVcpu {
         regs.rflags & (1 << 9) != 0
             && vmcb.control.int_state & int_state::INTERRUPT_SHADOW == 0
             && vmcb.control.event_inj & event::VALID == 0
+            && !virtual_interrupt_queued(&vmcb.control)
             && self.pending_event == 0
     }
 
@@ -451,17 +475,25 @@ impl SvmVcpu {
         self.nmi_blocked = true;
     }
 
-    /// See `Arch::inject_interrupt`.
+    /// See `Arch::inject_interrupt`. External interrupts go through the virtual
+    /// interrupt (V_IRQ), not EVENTINJ: QEMU 7.2's emulated SVM delivers an EVENTINJ
+    /// interrupt but leaves its vector as the CPU's pending exception, so a later exit
+    /// request delivers it a second time whatever the guest's IF says. The window is
+    /// open, so the CPU takes V_IRQ before the guest's first instruction; an exit that
+    /// comes first (a host interrupt) leaves V_IRQ set in the VMCB for the next entry.
     pub fn inject_interrupt(&mut self, vector: u8) {
-        let event = Event { kind: EventKind::ExternalInterrupt, vector, error_code: None };
-        self.vmcb_mut().control.event_inj = encode_event(&event);
+        set_virtual_interrupt(&mut self.vmcb_mut().control, vector);
     }
 
     /// See `Arch::request_interrupt_window`: a dummy virtual interrupt (V_IRQ with
     /// V_IGN_TPR) plus the VINTR intercept exits exactly when the guest could take it;
-    /// `after_exit` clears both again (APM 15.21.4).
+    /// `after_exit` clears both again (APM 15.21.4). A queued real interrupt is not
+    /// replaced: the guest takes it first, and the next exit offers the next one.
     pub fn request_interrupt_window(&mut self) {
         let c = &mut self.vmcb_mut().control;
+        if virtual_interrupt_queued(c) {
+            return;
+        }
         c.int_ctl = (c.int_ctl & !(int_ctl::V_INTR_VECTOR_MASK | int_ctl::V_INTR_PRIO_MASK))
             | int_ctl::virtual_interrupt(0, 0xf);
         c.intercept_misc1 |= InterceptMisc1::VINTR.bits();

@@ -152,13 +152,20 @@ fn apply_advances_injects_and_reinjects() {
     assert_eq!(v.registers().rip, 0x30_0000);
     assert_eq!(v.vmcb().control.event_inj, 0, "EVENTINJ cleared as a whole");
     v.apply(&ExitAction::Resume);
-    assert_eq!(v.vmcb().control.event_inj, 0x1234_8000_0030);
+    assert_eq!(v.vmcb().control.event_inj, 0, "an interrupt goes back through V_IRQ");
+    assert_eq!(v.vmcb().control.int_ctl & !int_ctl::V_INTR_MASKING, int_ctl::virtual_interrupt(0x30, 0xf));
     // Stale error code with the valid bit clear is not re-injected.
+    v.vmcb_mut().control.int_ctl = int_ctl::V_INTR_MASKING;
     v.vmcb_mut().control.exit_int_info = 0x1234_0000_0000;
     v.after_exit();
-    v.vmcb_mut().control.event_inj = 0;
     v.apply(&ExitAction::Resume);
     assert_eq!(v.vmcb().control.event_inj, 0);
+    assert_eq!(v.vmcb().control.int_ctl, int_ctl::V_INTR_MASKING);
+    // An exception cut short is re-injected through EVENTINJ with its error code.
+    v.vmcb_mut().control.exit_int_info = 0x1234_8000_0b0e;
+    v.after_exit();
+    v.apply(&ExitAction::Resume);
+    assert_eq!(v.vmcb().control.event_inj, 0x1234_8000_0b0e);
     v.destroy(&mut frames);
 }
 
@@ -227,12 +234,19 @@ fn ac_and_db_are_intercepted_and_db_reflection_clears_gd() {
     v.apply(&ExitAction::Inject(Event::exception(vector::AC, Some(0))));
     assert_eq!(v.vmcb().control.event_inj, 0x8000_0b11);
     assert_eq!(v.vmcb().save.dr7, 0x400 | DR7_GD);
-    // A #DB that is not delivered (an interrupted event goes first) leaves GD set.
+    // A #DB that is not delivered (an interrupted exception goes first) leaves GD set.
+    v.vmcb_mut().control.exit_int_info = 0x8000_0b0e;
+    v.after_exit();
+    v.apply(&ExitAction::Inject(Event::exception(vector::DB, None)));
+    assert_eq!(v.vmcb().control.event_inj, 0x8000_0b0e);
+    assert_eq!(v.vmcb().save.dr7, 0x400 | DR7_GD);
+    // An interrupted interrupt waits in V_IRQ behind the #DB, which is delivered.
     v.vmcb_mut().control.exit_int_info = 0x8000_0030;
     v.after_exit();
     v.apply(&ExitAction::Inject(Event::exception(vector::DB, None)));
-    assert_eq!(v.vmcb().control.event_inj, 0x8000_0030);
-    assert_eq!(v.vmcb().save.dr7, 0x400 | DR7_GD);
+    assert_eq!(v.vmcb().control.event_inj, 0x8000_0301);
+    assert_eq!(v.vmcb().control.int_ctl & int_ctl::V_IRQ, int_ctl::V_IRQ);
+    assert_eq!(v.vmcb().save.dr7, 0x400);
     v.destroy(&mut frames);
 }
 
@@ -272,5 +286,37 @@ fn tsc_aux_is_vcpu_state() {
     r.set_msr(VendorMsr::TscAux, 0x1234);
     assert_eq!(r.msr(VendorMsr::TscAux), 0x1234);
     assert_eq!(v.switched.tsc_aux, 0x1234);
+    v.destroy(&mut frames);
+}
+
+#[test]
+fn external_interrupts_wait_in_v_irq_until_the_guest_takes_them() {
+    let mut frames = FakeFrames::new();
+    let mut v = SvmVcpu::new(&features(), &config(LONG), &mut frames).unwrap();
+    v.vmcb_mut().save.rflags = 0x202;
+    v.vmcb_mut().control.exit_code = code::HLT;
+    v.after_exit();
+    // A window request is open; the interrupt replaces it and drops the VINTR intercept.
+    v.request_interrupt_window();
+    assert!(v.interrupt_window_open());
+    v.inject_interrupt(0x41);
+    let c = v.vmcb().control;
+    assert_eq!(c.event_inj, 0, "never through EVENTINJ");
+    assert_eq!(c.int_ctl, int_ctl::V_INTR_MASKING | int_ctl::virtual_interrupt(0x41, 0xf));
+    assert_eq!(c.intercept_misc1 & InterceptMisc1::VINTR.bits(), 0);
+    // A host interrupt ended the run before the guest took it: it stays queued, the
+    // window counts as closed, and a window request leaves it alone.
+    v.vmcb_mut().control.exit_code = code::INTR;
+    v.after_exit();
+    assert!(!v.interrupt_window_open());
+    v.request_interrupt_window();
+    let c = v.vmcb().control;
+    assert_eq!(c.int_ctl, int_ctl::V_INTR_MASKING | int_ctl::virtual_interrupt(0x41, 0xf));
+    assert_eq!(c.intercept_misc1 & InterceptMisc1::VINTR.bits(), 0);
+    // The CPU took it (cleared V_IRQ): the window is open again.
+    v.vmcb_mut().control.int_ctl &= !int_ctl::V_IRQ;
+    v.vmcb_mut().control.exit_code = code::INTR;
+    v.after_exit();
+    assert!(v.interrupt_window_open());
     v.destroy(&mut frames);
 }
