@@ -101,8 +101,10 @@ pub fn run(data: &[u8]) {
         Shared::new(VirtioNet::new([2, 0, 0, 0, 0, 1], 1500).unwrap()),
         Shared::new(VirtioNet::new([2, 0, 0, 0, 0, 2], 1500).unwrap()),
     ];
-    let mut link =
-        Link::new(LinkEnd { device: devices[0].clone(), vm_id: 0 }, LinkEnd { device: devices[1].clone(), vm_id: 1 });
+    let mut link = Link::new(
+        LinkEnd { device: devices[0].clone(), vm_id: 0, vouches_for_checksums: false },
+        LinkEnd { device: devices[1].clone(), vm_id: 1, vouches_for_checksums: true },
+    );
     let mut messages: Vec<MsiMessage> = Vec::new();
     let mut queues = [[DriverQueue::default(); 2]; 2];
     // The first byte may bring either device (or both) up first, so that chains the

@@ -135,7 +135,8 @@ fn net_ports(config: &config::Config) -> Result<Vec<Vec<NetPort>>, NetPortError>
     let count = |ports: &[Vec<NetPort>], vm: usize| ports.get(vm).map_or(0, |p| p.len() as u8);
     for link in &config.links {
         let (port_a, port_b) = (count(&ports, link.a), count(&ports, link.b));
-        let (a, b) = net_port::connect(link.a as u32, port_a, link.b as u32, port_b)?;
+        // A link with a rule goes from a desktop (a) to the service VM (b).
+        let (a, b) = net_port::connect(link.a as u32, port_a, link.b as u32, port_b, link.rule.is_some())?;
         info!(target: "vnet", "link: vm {} port {port_a} <-> vm {} port {port_b}", link.a, link.b);
         if let Some(p) = ports.get_mut(link.a) {
             p.push(a);

@@ -13,7 +13,7 @@
 
 use crate::devices::shared::Shared;
 use crate::devices::virtio::net::{MAX_FRAME_LEN, NET_HDR_LEN, RX_QUEUE, TX_QUEUE, VirtioNet, net_feature};
-use crate::devices::virtio::net_header::{ChecksumPlan, NetHeader};
+use crate::devices::virtio::net_header::{ChecksumPlan, NetHeader, PathFeatures};
 use crate::devices::virtio::virtqueue::{DescChain, QueueError};
 use crate::log_limit::Source;
 use crate::memory::guest::{GuestMemory, HostMemory};
@@ -62,6 +62,9 @@ impl core::fmt::Display for DirectionCounters {
 pub struct LinkEnd {
     pub device: Shared<VirtioNet>,
     pub vm_id: u32,
+    /// The VM's DATA_VALID flag is passed on (the service VM, which only sets it on
+    /// frames whose checksum its uplink NIC verified); from any other VM it is dropped.
+    pub vouches_for_checksums: bool,
 }
 
 /// What one poll did.
@@ -112,8 +115,9 @@ impl Link {
         let Link { a: end_a, b: end_b, counters: [ab, ba], tx_chain, rx_chain } = self;
         let mut a = end_a.device.lock();
         let mut b = end_b.device.lock();
-        let one = carry(&mut a, mem_a, &mut b, mem_b, ab, (tx_chain, rx_chain));
-        let two = carry(&mut b, mem_b, &mut a, mem_a, ba, (tx_chain, rx_chain));
+        let (a_vouches, b_vouches) = (end_a.vouches_for_checksums, end_b.vouches_for_checksums);
+        let one = carry((&mut a, a_vouches), mem_a, &mut b, mem_b, ab, (tx_chain, rx_chain));
+        let two = carry((&mut b, b_vouches), mem_b, &mut a, mem_a, ba, (tx_chain, rx_chain));
         for (device, vm) in [(&mut *a, end_a.vm_id), (&mut *b, end_b.vm_id)] {
             if let Some(error) = device.take_error() {
                 crate::limited!(
@@ -136,7 +140,7 @@ struct Carried {
 /// Moves up to [`FRAMES_PER_POLL`] frames from `from`'s transmit queue to `to`'s
 /// receive queue.
 fn carry<H: HostMemory>(
-    from: &mut VirtioNet,
+    (from, from_vouches): (&mut VirtioNet, bool),
     from_mem: &mut GuestMemory<'_, H>,
     to: &mut VirtioNet,
     to_mem: &mut GuestMemory<'_, H>,
@@ -149,8 +153,11 @@ fn carry<H: HostMemory>(
     }
     let mut path = PathState {
         receiving: from.link_up() && to.carries_frames(),
-        sender_csum: from.negotiated() & net_feature::CSUM != 0,
-        receiver_guest_csum: to.negotiated() & net_feature::GUEST_CSUM != 0,
+        features: PathFeatures {
+            sender_csum: from.negotiated() & net_feature::CSUM != 0,
+            sender_vouches: from_vouches,
+            receiver_guest_csum: to.negotiated() & net_feature::GUEST_CSUM != 0,
+        },
     };
     while frames < FRAMES_PER_POLL {
         let Some(txq) = from.tx_queue() else { break };
@@ -218,10 +225,7 @@ fn interrupt_if_needed<H: HostMemory>(device: &mut VirtioNet, mem: &GuestMemory<
 struct PathState {
     /// The sender's link is up and the receiver's driver is running with its link up.
     receiving: bool,
-    /// The sender negotiated VIRTIO_NET_F_CSUM (it may ask for checksums).
-    sender_csum: bool,
-    /// The receiver negotiated VIRTIO_NET_F_GUEST_CSUM (it takes checksum requests).
-    receiver_guest_csum: bool,
+    features: PathFeatures,
 }
 
 /// Copies the frame in chain `tx` into `to`'s next receive buffer, or counts why not.
@@ -245,9 +249,7 @@ fn deliver<H: HostMemory>(
     };
     let mut header = [0u8; NET_HDR_LEN];
     read_chain(from_mem, tx, 0, &mut header).map_err(Fault::Sender)?;
-    let Ok(plan) =
-        ChecksumPlan::decide(&NetHeader::parse(&header), frame_len, path.sender_csum, path.receiver_guest_csum)
-    else {
+    let Ok(plan) = ChecksumPlan::decide(&NetHeader::parse(&header), frame_len, path.features) else {
         counters.dropped_bad_header = counters.dropped_bad_header.saturating_add(1);
         return Ok(());
     };

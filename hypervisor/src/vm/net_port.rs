@@ -83,13 +83,22 @@ impl LinkWire {
 
 /// Creates the wire for a link between VMs with ids `vm_a` and `vm_b`, whose
 /// link is the `port_a`-th of VM a and the `port_b`-th of VM b; returns their ports.
-pub fn connect(vm_a: u32, port_a: u8, vm_b: u32, port_b: u8) -> Result<(NetPort, NetPort), NetPortError> {
+/// `b_is_service` trusts b's checksum verdicts (see [`LinkEnd`]).
+pub fn connect(
+    vm_a: u32,
+    port_a: u8,
+    vm_b: u32,
+    port_b: u8,
+    b_is_service: bool,
+) -> Result<(NetPort, NetPort), NetPortError> {
     let mac_a = mac(vm_a, port_a);
     let mac_b = mac(vm_b, port_b);
     let dev_a = Shared::new(VirtioNet::new(mac_a, DEFAULT_MTU).map_err(NetPortError::Pci)?);
     let dev_b = Shared::new(VirtioNet::new(mac_b, DEFAULT_MTU).map_err(NetPortError::Pci)?);
-    let link =
-        Link::new(LinkEnd { device: dev_a.clone(), vm_id: vm_a }, LinkEnd { device: dev_b.clone(), vm_id: vm_b });
+    let link = Link::new(
+        LinkEnd { device: dev_a.clone(), vm_id: vm_a, vouches_for_checksums: false },
+        LinkEnd { device: dev_b.clone(), vm_id: vm_b, vouches_for_checksums: b_is_service },
+    );
     let wire = Shared::new(LinkWire::new(link));
     Ok((
         NetPort { device: dev_a, wire: wire.clone(), side: 0, index: port_a, mac: mac_a },

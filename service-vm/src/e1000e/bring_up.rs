@@ -6,7 +6,7 @@ use alloc::vec;
 use super::counters::NicCounters;
 use super::descriptors::{RxDescriptor, TxDescriptor};
 use super::driver::E1000e;
-use super::regs::{self, ctrl, eecd, rah, rctl, status, tctl, txdctl};
+use super::regs::{self, ctrl, eecd, rah, rctl, rxcsum, status, tctl, txdctl};
 use super::rings::{RING_BYTES, RING_SIZE, RingMemory, RxRing, TxRing, previous_index};
 use super::{DmaMemory, NicRegisters};
 
@@ -80,7 +80,7 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
         let m = self.mac;
         self.regs.write32(regs::RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
         self.regs.write32(regs::RAH0, u32::from(u16::from_le_bytes([m[4], m[5]])) | rah::AV);
-        self.regs.write32(regs::RXCSUM, 0);
+        self.regs.write32(regs::RXCSUM, rxcsum::IPOFL | rxcsum::TUOFL);
 
         // Receive ring: every descriptor armed, all but the last one given to the NIC.
         for i in 0..RING_SIZE {

@@ -29,6 +29,9 @@ pub struct NicCounters {
     pub tx_bad_length: u64,
     /// Head registers read back outside the ring.
     pub bad_head: u64,
+    /// Received frames whose TCP/UDP checksum the NIC verified good, and found bad.
+    pub rx_checksum_good: u64,
+    pub rx_checksum_bad: u64,
 }
 
 impl fmt::Display for NicCounters {
@@ -36,7 +39,7 @@ impl fmt::Display for NicCounters {
         write!(
             f,
             "rx {} ({} B) tx {} ({} B) drop rx-error={} rx-spanning={} rx-oversized={} rx-bad-length={} \
-             tx-full={} tx-bad-length={} bad-head={}",
+             tx-full={} tx-bad-length={} bad-head={} checksum good={} bad={}",
             self.rx_frames,
             self.rx_bytes,
             self.tx_frames,
@@ -47,7 +50,9 @@ impl fmt::Display for NicCounters {
             self.rx_bad_length,
             self.tx_full,
             self.tx_bad_length,
-            self.bad_head
+            self.bad_head,
+            self.rx_checksum_good,
+            self.rx_checksum_bad
         )
     }
 }

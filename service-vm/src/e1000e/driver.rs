@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use super::counters::NicCounters;
 use super::descriptors::{
-    DESCRIPTOR_SIZE, RX_ERRORS_FATAL, RxDescriptor, STATUS_OFFSET, TxDescriptor, rx_status, tx_status,
+    DESCRIPTOR_SIZE, RX_ERRORS_FATAL, RxChecksum, RxDescriptor, STATUS_OFFSET, TxDescriptor, rx_status, tx_status,
 };
 use super::regs::{self, status};
 use super::rings::{
@@ -179,7 +179,7 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
     /// NIC flagged, that span descriptors, or whose length is out of bounds are dropped
     /// and counted. Every descriptor looked at is armed again and returned to the NIC.
     /// Returns how many frames were delivered.
-    pub fn receive(&mut self, budget: usize, mut deliver: impl FnMut(&[u8])) -> usize {
+    pub fn receive(&mut self, budget: usize, mut deliver: impl FnMut(&[u8], RxChecksum)) -> usize {
         let budget = budget.min(usize::from(RING_SIZE) - 1);
         let mut seen = 0;
         let mut delivered = 0;
@@ -193,12 +193,19 @@ impl<R: NicRegisters, D: DmaMemory> E1000e<R, D> {
             let mut bytes = [0; DESCRIPTOR_SIZE];
             let offset = RingMemory::<D::Region>::descriptor_offset(i);
             self.dma.read(&self.rx.memory.descriptors, offset, &mut bytes);
-            if let Some(length) = self.accept(&RxDescriptor::from_bytes(&bytes)) {
+            let descriptor = RxDescriptor::from_bytes(&bytes);
+            if let Some(length) = self.accept(&descriptor) {
                 let buffer = &mut self.scratch[..length];
                 self.dma.read(&self.rx.memory.buffers, RingMemory::<D::Region>::buffer_offset(i), buffer);
                 self.counters.rx_frames += 1;
                 self.counters.rx_bytes += length as u64;
-                deliver(buffer);
+                let checksum = RxChecksum::of(&descriptor);
+                match checksum {
+                    RxChecksum::Good => self.counters.rx_checksum_good += 1,
+                    RxChecksum::Bad => self.counters.rx_checksum_bad += 1,
+                    RxChecksum::Unknown => {}
+                }
+                deliver(buffer, checksum);
                 delivered += 1;
             }
             // Re-armed from the driver's own buffer address, whatever the NIC wrote.

@@ -31,6 +31,7 @@ mod tests;
 
 pub use bring_up::InitError;
 pub use counters::NicCounters;
+pub use descriptors::RxChecksum;
 pub use driver::{E1000e, LinkState, RingHeads, TransmitError};
 pub use rings::{BUFFER_SIZE, MAX_FRAME, MIN_FRAME, RING_SIZE};
 

@@ -43,7 +43,8 @@ pub const RDBAH: u32 = 0x2804;
 pub const RDLEN: u32 = 0x2808;
 pub const RDH: u32 = 0x2810;
 pub const RDT: u32 = 0x2818;
-/// Receive checksum control: written 0 (no offload; the router checks every checksum).
+/// Receive checksum control (§10.2.5.15): IP and TCP/UDP checksum offload on, so the
+/// router can tell the desktops which transport checksums are known good.
 pub const RXCSUM: u32 = 0x5000;
 /// Multicast Table Array: 128 words, a bit per hash of a group address.
 pub const MTA: u32 = 0x5200;
@@ -67,6 +68,14 @@ pub const TDT: u32 = 0x3818;
 pub const TXDCTL: u32 = 0x3828;
 
 /// CTRL bits (§10.2.2.1).
+/// RXCSUM bits (§10.2.5.15).
+pub mod rxcsum {
+    /// IP header checksum offload.
+    pub const IPOFL: u32 = 1 << 8;
+    /// TCP/UDP checksum offload.
+    pub const TUOFL: u32 = 1 << 9;
+}
+
 pub mod ctrl {
     /// GIO Master Disable: the NIC starts no new DMA; STATUS.GIO_MEN clears when idle.
     pub const GIO_MDIS: u32 = 1 << 2;

@@ -29,6 +29,8 @@ pub const QUEUE: usize = 64;
 const BUFFER: usize = 2048;
 /// `struct virtio_net_hdr` with VERSION_1 (VIRTIO 1.2 §5.1.6).
 const HDR: usize = 12;
+/// `flags`: the transport checksum is known good (VIRTIO 1.2 §5.1.6).
+const HDR_F_DATA_VALID: u8 = 2;
 const RX_QUEUE: u16 = 0;
 const TX_QUEUE: u16 = 1;
 
@@ -164,7 +166,9 @@ impl LinkPort {
 
     /// Queues one frame for sending; it goes with the next [`flush`](Self::flush).
     /// Dropped (and counted) when every transmit buffer is in flight or it is too long.
-    pub fn queue(&mut self, frame: &[u8]) {
+    /// `checksum_good` sets VIRTIO_NET_HDR_F_DATA_VALID, which the hypervisor passes
+    /// on from the service VM's end only.
+    pub fn queue(&mut self, frame: &[u8], checksum_good: bool) {
         if self.broken {
             return;
         }
@@ -182,6 +186,9 @@ impl LinkPort {
         let length = frame.len() + HDR;
         let buffer = &mut self.tx_buffers[usize::from(index)];
         buffer[..HDR].fill(0);
+        if checksum_good {
+            buffer[0] = HDR_F_DATA_VALID;
+        }
         buffer[HDR..length].copy_from_slice(frame);
         // SAFETY: the buffer stays allocated and is not written again until `reclaim`
         // pops this token with the same slice.

@@ -6,6 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use bulkhead_abi::hypercall as abi;
+use service_vm::e1000e::RxChecksum;
 use service_vm::service_config::{self, LinkEntry};
 use service_vm::{AddressPlan, EthernetAddress, Instant, Limits, LinkId, Port, Router, RouterConfig, Transmit};
 use virtio_drivers::transport::pci::bus::PciRoot;
@@ -110,7 +111,10 @@ pub fn run() -> ! {
             busy |= got > 0;
         }
         if let Some(nic) = uplink.as_mut() {
-            let got = nic.receive(FRAMES_PER_PORT, |frame| router.handle_frame(now, Port::Uplink, frame, &mut out));
+            let got = nic.receive(FRAMES_PER_PORT, |frame, checksum| match checksum {
+                RxChecksum::Good => router.handle_verified_uplink_frame(now, frame, &mut out),
+                RxChecksum::Bad | RxChecksum::Unknown => router.handle_frame(now, Port::Uplink, frame, &mut out),
+            });
             busy |= got > 0;
         }
         let (moved, accepted) = agent::round(&mut agent, &mut router, now, &mut out);
@@ -224,7 +228,7 @@ fn send(ports: &mut [LinkPort], uplink: Option<&mut Uplink>, t: Transmit) {
         }
     };
     if let Some(port) = ports.get_mut(link.index()) {
-        port.queue(&t.frame);
+        port.queue(&t.frame, t.checksum_good);
     }
 }
 

@@ -143,6 +143,10 @@ pub enum RouterError {
 pub struct Transmit {
     pub port: Port,
     pub frame: Vec<u8>,
+    /// The transport checksum is known good: the uplink NIC verified it on arrival and
+    /// the router changed the frame only by incremental updates. The link port tells
+    /// the desktop so (VIRTIO_NET_HDR_F_DATA_VALID), which spares it summing the payload.
+    pub checksum_good: bool,
 }
 
 #[derive(Debug)]
@@ -170,6 +174,8 @@ pub struct Router {
     limits: Limits,
     /// IPv4 packets for the service VM's own connections, oldest first.
     local_in: VecDeque<Vec<u8>>,
+    /// The uplink frame being handled had its transport checksum verified by the NIC.
+    uplink_checksum_good: bool,
 }
 
 /// Packets for the service VM's own connections waiting to be taken.
@@ -252,6 +258,7 @@ impl Router {
             now: Instant::ZERO,
             limits: config.limits,
             local_in: VecDeque::new(),
+            uplink_checksum_good: false,
         })
     }
 
@@ -388,6 +395,15 @@ impl Router {
         Ok(())
     }
 
+    /// Takes one frame that arrived on the uplink whose TCP or UDP checksum the NIC
+    /// verified good: as [`handle_frame`](Self::handle_frame), and what is forwarded
+    /// to a desktop carries that verdict.
+    pub fn handle_verified_uplink_frame(&mut self, now: Instant, frame: &[u8], out: &mut Vec<Transmit>) {
+        self.uplink_checksum_good = true;
+        self.handle_frame(now, Port::Uplink, frame, out);
+        self.uplink_checksum_good = false;
+    }
+
     /// Takes one frame that arrived on `port`; frames to send go to `out`. A frame on a
     /// link that does not exist is ignored (that is a kernel bug, not guest input).
     pub fn handle_frame(&mut self, now: Instant, port: Port, frame: &[u8], out: &mut Vec<Transmit>) {
@@ -479,7 +495,7 @@ impl Router {
         if let Some(c) = self.counters_mut(port) {
             c.transmitted += 1;
         }
-        out.push(Transmit { port, frame });
+        out.push(Transmit { port, frame, checksum_good: false });
     }
 
     /// Sends `frame` that came in on `from` out of `to`.
@@ -488,6 +504,12 @@ impl Router {
             c.forwarded += 1;
         }
         self.transmit(to, frame, out);
+        if from == Port::Uplink
+            && matches!(to, Port::Link(_))
+            && let Some(sent) = out.last_mut()
+        {
+            sent.checksum_good = self.uplink_checksum_good;
+        }
     }
 
     /// Sends the router's own answer to a frame from `port`.

@@ -5,12 +5,19 @@
 //! the pseudo-header sum, §5.1.6.2). If the receiving driver negotiated
 //! VIRTIO_NET_F_GUEST_CSUM the request travels on in its header; otherwise the device
 //! completes the checksum (§5.1.6.2.1), as a NIC would.
+//!
+//! VIRTIO_NET_HDR_F_DATA_VALID tells a receiver that negotiated GUEST_CSUM that the
+//! frame's transport checksum was verified, so it need not sum the payload again. A
+//! driver may not set it on transmit (§5.1.6.2); the link honours it only from an end
+//! it was told to trust (the service VM's, whose uplink NIC verified the checksum) and
+//! drops it from any other sender.
 #![forbid(unsafe_code)]
 
 use super::net::NET_HDR_LEN;
 
 /// Header flags (§5.1.6).
 pub const HDR_F_NEEDS_CSUM: u8 = 1;
+pub const HDR_F_DATA_VALID: u8 = 2;
 /// gso_type: no segmentation (the only type, since no TSO/UFO is offered).
 pub const HDR_GSO_NONE: u8 = 0;
 
@@ -70,24 +77,36 @@ pub enum ChecksumPlan {
     PassOn { start: u16, offset: u16 },
     /// The device stores the sum of bytes `start..` at `start + offset`.
     Complete { start: u16, offset: u16 },
+    /// A trusted sender vouches that the checksum was verified: the receiver is told so.
+    Verified,
+}
+
+/// What the two ends of one direction negotiated or are trusted with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathFeatures {
+    /// The sender negotiated VIRTIO_NET_F_CSUM (it may ask for checksums).
+    pub sender_csum: bool,
+    /// The sender's DATA_VALID flag is trusted (the service VM's end of a link).
+    pub sender_vouches: bool,
+    /// The receiver negotiated VIRTIO_NET_F_GUEST_CSUM (it takes checksum requests).
+    pub receiver_guest_csum: bool,
 }
 
 impl ChecksumPlan {
-    /// Decides for a frame of `frame_len` bytes sent with `hdr`; `sender_csum` and
-    /// `receiver_guest_csum` are what the two drivers negotiated.
-    pub fn decide(
-        hdr: &NetHeader,
-        frame_len: u64,
-        sender_csum: bool,
-        receiver_guest_csum: bool,
-    ) -> Result<ChecksumPlan, HeaderError> {
+    /// Decides for a frame of `frame_len` bytes sent with `hdr` on a path with `path`.
+    pub fn decide(hdr: &NetHeader, frame_len: u64, path: PathFeatures) -> Result<ChecksumPlan, HeaderError> {
         if hdr.gso_type != HDR_GSO_NONE {
             return Err(HeaderError::Gso);
         }
         if hdr.flags & HDR_F_NEEDS_CSUM == 0 {
-            return Ok(ChecksumPlan::Nothing);
+            let vouched = hdr.flags & HDR_F_DATA_VALID != 0 && path.sender_vouches;
+            return Ok(if vouched && path.receiver_guest_csum {
+                ChecksumPlan::Verified
+            } else {
+                ChecksumPlan::Nothing
+            });
         }
-        if !sender_csum {
+        if !path.sender_csum {
             return Err(HeaderError::ChecksumNotNegotiated);
         }
         let field_end = u64::from(hdr.csum_start).saturating_add(u64::from(hdr.csum_offset)).saturating_add(2);
@@ -95,18 +114,23 @@ impl ChecksumPlan {
             return Err(HeaderError::ChecksumOutside);
         }
         let (start, offset) = (hdr.csum_start, hdr.csum_offset);
-        Ok(if receiver_guest_csum {
+        Ok(if path.receiver_guest_csum {
             ChecksumPlan::PassOn { start, offset }
         } else {
             ChecksumPlan::Complete { start, offset }
         })
     }
 
-    /// The header the receiver gets: one buffer, and the checksum request if passed on.
+    /// The header the receiver gets: one buffer, and the checksum request if passed on
+    /// or the verdict if vouched for.
     pub fn rx_header(self) -> NetHeader {
         let mut hdr = NetHeader { num_buffers: 1, ..NetHeader::default() };
-        if let ChecksumPlan::PassOn { start, offset } = self {
-            (hdr.flags, hdr.csum_start, hdr.csum_offset) = (HDR_F_NEEDS_CSUM, start, offset);
+        match self {
+            ChecksumPlan::PassOn { start, offset } => {
+                (hdr.flags, hdr.csum_start, hdr.csum_offset) = (HDR_F_NEEDS_CSUM, start, offset);
+            }
+            ChecksumPlan::Verified => hdr.flags = HDR_F_DATA_VALID,
+            ChecksumPlan::Nothing | ChecksumPlan::Complete { .. } => {}
         }
         hdr
     }
@@ -172,7 +196,9 @@ mod tests {
     #[test]
     fn the_plan_follows_both_sides_features() {
         let csum = NetHeader { flags: HDR_F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..NetHeader::default() };
-        let plan = |hdr: &NetHeader, len, tx, rx| ChecksumPlan::decide(hdr, len, tx, rx);
+        let plan = |hdr: &NetHeader, len, sender_csum, receiver_guest_csum| {
+            ChecksumPlan::decide(hdr, len, PathFeatures { sender_csum, sender_vouches: false, receiver_guest_csum })
+        };
         assert_eq!(plan(&NetHeader::default(), 60, false, false), Ok(ChecksumPlan::Nothing));
         assert_eq!(plan(&csum, 60, true, true), Ok(ChecksumPlan::PassOn { start: 34, offset: 16 }));
         assert_eq!(plan(&csum, 60, true, false), Ok(ChecksumPlan::Complete { start: 34, offset: 16 }));
@@ -192,6 +218,22 @@ mod tests {
             ChecksumPlan::Complete { start: 34, offset: 16 }.rx_header().to_bytes(),
             [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
         );
+    }
+
+    #[test]
+    fn data_valid_passes_only_from_a_trusted_sender_to_a_receiver_that_takes_it() {
+        let valid = NetHeader { flags: HDR_F_DATA_VALID, ..NetHeader::default() };
+        let path = |sender_vouches, receiver_guest_csum| PathFeatures {
+            sender_csum: false,
+            sender_vouches,
+            receiver_guest_csum,
+        };
+        assert_eq!(ChecksumPlan::decide(&valid, 60, path(true, true)), Ok(ChecksumPlan::Verified));
+        assert_eq!(ChecksumPlan::decide(&valid, 60, path(false, true)), Ok(ChecksumPlan::Nothing), "a desktop's claim");
+        assert_eq!(ChecksumPlan::decide(&valid, 60, path(true, false)), Ok(ChecksumPlan::Nothing));
+        let plain = NetHeader::default();
+        assert_eq!(ChecksumPlan::decide(&plain, 60, path(true, true)), Ok(ChecksumPlan::Nothing));
+        assert_eq!(ChecksumPlan::Verified.rx_header().to_bytes(), [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
     }
 
     #[test]

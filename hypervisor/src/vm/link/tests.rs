@@ -1,7 +1,7 @@
 use super::*;
 use crate::devices::bus::MmioDevice;
 use crate::devices::virtio::fake_driver::{DriverRings, bring_up, guest_map, guest_memory};
-use crate::devices::virtio::net_header::{HDR_F_NEEDS_CSUM, NetHeader};
+use crate::devices::virtio::net_header::{HDR_F_DATA_VALID, HDR_F_NEEDS_CSUM, NetHeader};
 use crate::devices::virtio::status;
 use crate::hw::AccessSize;
 use crate::memory::addr::GuestPhysAddr;
@@ -76,7 +76,10 @@ fn read(mem: &GuestMemory<'_, VecHostMemory>, at: u64, len: usize) -> Vec<u8> {
 }
 
 fn link(a: &Side, b: &Side) -> Link {
-    Link::new(LinkEnd { device: a.net.clone(), vm_id: 1 }, LinkEnd { device: b.net.clone(), vm_id: 2 })
+    Link::new(
+        LinkEnd { device: a.net.clone(), vm_id: 1, vouches_for_checksums: false },
+        LinkEnd { device: b.net.clone(), vm_id: 2, vouches_for_checksums: false },
+    )
 }
 
 #[test]
@@ -210,7 +213,10 @@ fn a_receiver_that_is_not_running_or_a_link_down_loses_the_frames() {
     send(&mut a, &mut ma, 0x20_000, &frame(1, 60));
     ab.poll(&mut ma, &mut mb);
     let mut b = side(&mut mb, 2, 16);
-    let mut ab = Link::new(LinkEnd { device: a.net.clone(), vm_id: 1 }, LinkEnd { device: b.net.clone(), vm_id: 2 });
+    let mut ab = Link::new(
+        LinkEnd { device: a.net.clone(), vm_id: 1, vouches_for_checksums: false },
+        LinkEnd { device: b.net.clone(), vm_id: 2, vouches_for_checksums: false },
+    );
     post(&mut b, &mut mb, 0x40_000, 1536);
     b.net.lock().set_link_up(false);
     send(&mut a, &mut ma, 0x20_400, &frame(2, 60));
@@ -428,6 +434,34 @@ fn a_checksum_request_travels_to_a_receiver_that_takes_it() {
     let header = NetHeader::parse(&read(&mb, 0x40_000, NET_HDR_LEN).try_into().unwrap());
     assert_eq!((header.flags, header.csum_start, header.csum_offset, header.num_buffers), (1, 34, 6, 1));
     assert_eq!(read(&mb, 0x40_000 + 12, frame.len()), frame, "the frame itself is untouched");
+}
+
+#[test]
+fn a_verified_checksum_is_told_only_when_the_service_end_vouches_for_it() {
+    let (map_a, map_b) = (map(), map());
+    let (mut ma, mut mb) = (guest_memory(&map_a), guest_memory(&map_b));
+    let mut desktop = side(&mut ma, 1, 16);
+    let mut service = side(&mut mb, 2, 16);
+    let mut wire = Link::new(
+        LinkEnd { device: desktop.net.clone(), vm_id: 1, vouches_for_checksums: false },
+        LinkEnd { device: service.net.clone(), vm_id: 2, vouches_for_checksums: true },
+    );
+    let valid = NetHeader { flags: HDR_F_DATA_VALID, ..NetHeader::default() };
+    let frame = [0x5au8; 60];
+    // Service to desktop: the desktop is told.
+    post(&mut desktop, &mut ma, 0x40_000, 1536);
+    send_with(&mut service, &mut mb, 0x20_000, &valid, &frame);
+    wire.poll(&mut ma, &mut mb);
+    assert_eq!(read(&ma, 0x40_000, NET_HDR_LEN)[0], HDR_F_DATA_VALID);
+    assert_eq!(read(&ma, 0x40_000 + 12, frame.len()), frame);
+    // Desktop to service: the claim is dropped, the frame still goes.
+    post(&mut service, &mut mb, 0x50_000, 1536);
+    send_with(&mut desktop, &mut ma, 0x30_000, &valid, &frame);
+    wire.poll(&mut ma, &mut mb);
+    assert_eq!(read(&mb, 0x50_000, NET_HDR_LEN)[0], 0);
+    assert_eq!(read(&mb, 0x50_000 + 12, frame.len()), frame);
+    assert_eq!(wire.counters()[0].frames, 1);
+    assert_eq!(wire.counters()[1].frames, 1);
 }
 
 #[test]

@@ -139,7 +139,7 @@ fn bring_up_programs_everything_a_partial_reset_leaves_behind() {
         for (r, v) in [(regs::RDH, 5), (regs::RDT, 9), (regs::TDH, 7), (regs::TDT, 3), (regs::MTA + 8, 0xffff_ffff)] {
             f.regs[reg(r)] = v;
         }
-        f.regs[reg(regs::RXCSUM)] = 0x300;
+        f.regs[reg(regs::RXCSUM)] = 0x1_0000 | 0x300; // PCSD left on
         f.regs[reg(regs::RCTL)] = rctl::EN | 1 << 3 | 1 << 4; // promiscuous
     }
     let mut nic = E1000e::new(FakeRegisters(fake.clone()), FakeDma(fake.clone())).expect("bring-up");
@@ -147,7 +147,7 @@ fn bring_up_programs_everything_a_partial_reset_leaves_behind() {
         let f = fake.borrow();
         assert_eq!((f.value(regs::RDH), f.value(regs::TDH), f.value(regs::TDT)), (0, 0, 0));
         assert_eq!(f.value(regs::MTA + 8), 0);
-        assert_eq!(f.value(regs::RXCSUM), 0);
+        assert_eq!(f.value(regs::RXCSUM), rxcsum::IPOFL | rxcsum::TUOFL);
         assert_eq!(f.value(regs::RCTL), rctl::EN | rctl::BAM | rctl::SECRC);
         assert_eq!(f.value(regs::CTRL) & ctrl::GIO_MDIS, 0, "DMA mastering allowed again");
     }

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use super::descriptors::{DESCRIPTOR_SIZE, RxDescriptor, TxDescriptor, rx_status, tx_cmd, tx_status};
-use super::regs::{self, ctrl, eecd, rah, rctl, status, tctl};
+use super::regs::{self, ctrl, eecd, rah, rctl, rxcsum, status, tctl};
 use super::{DmaMemory, E1000e, NicRegisters};
 
 /// Device addresses of the fake DMA memory start here, so an address of 0 or an
@@ -315,6 +315,6 @@ fn frame(len: usize, tag: u32) -> Vec<u8> {
 /// Receives everything pending, each frame copied out.
 fn drain(nic: &mut E1000e<FakeRegisters, FakeDma>, budget: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
-    nic.receive(budget, |f| got.push(f.to_vec()));
+    nic.receive(budget, |f, _| got.push(f.to_vec()));
     got
 }

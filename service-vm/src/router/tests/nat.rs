@@ -45,6 +45,27 @@ fn tcp_round_trip() {
 }
 
 #[test]
+fn only_a_frame_the_nic_verified_reaches_the_desktop_vouched_for() {
+    let mut r = router();
+    let me = (addrs(&r, L0).desktop, 43211);
+    let ext = outside(&send_out(&mut r, t(1), L0, &tcp_packet(me, (REMOTE, 80), "S", b"")), 64).src.1;
+    let out = feed(&mut r, t(1), Port::Link(L0), &from_desktop(L0, &tcp_packet(me, (REMOTE, 80), "A", b"")));
+    assert_eq!((out.len(), out[0].port, out[0].checksum_good), (1, Port::Uplink, false), "outbound: never vouched for");
+    let reply = from_gateway(&tcp_packet((REMOTE, 80), (UPLINK_IP, ext), "SA", b""));
+    let unverified = feed(&mut r, t(2), Port::Uplink, &reply);
+    assert_eq!((unverified.len(), unverified[0].checksum_good), (1, false));
+    let mut verified = Vec::new();
+    r.handle_verified_uplink_frame(t(2), &reply, &mut verified);
+    assert_eq!((verified.len(), verified[0].port), (1, Port::Link(L0)));
+    assert!(verified[0].checksum_good);
+    // The translated frame's checksum is right (`seen` checks it), so the verdict holds.
+    let s = seen(&ipv4_of(&verified[0].frame, addrs(&r, L0).gateway_mac, desktop_mac(L0)));
+    assert_eq!(s.dst, me);
+    // The next frame, not verified, is not vouched for either.
+    assert!(!feed(&mut r, t(3), Port::Uplink, &reply)[0].checksum_good);
+}
+
+#[test]
 fn udp_and_icmp_round_trips() {
     let mut r = router();
     let me = addrs(&r, L1).desktop;
