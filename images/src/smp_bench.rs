@@ -162,7 +162,43 @@ pub struct SpeedupFigures {
     pub blocks: u64,
     pub two: Vec<f64>,
     pub one: Vec<f64>,
+    /// Exits per second of `two` (both vCPUs together) during its first run, by kind.
+    pub two_exit_rates: Vec<(String, f64)>,
     pub errors: Vec<String>,
+}
+
+/// The counts of an `EXITS` line: `exits` (the total) and every `key=number`.
+pub fn exit_counts(line: &str) -> Vec<(String, u64)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut counts = Vec::new();
+    if let Some(at) = words.iter().position(|w| *w == "exits")
+        && let Some(total) = at.checked_sub(1).and_then(|i| words[i].parse().ok())
+    {
+        counts.push(("exits".to_string(), total));
+    }
+    for w in &words {
+        if let Some((key, value)) = w.split_once('=')
+            && let Ok(n) = value.parse::<u64>()
+        {
+            counts.push((key.to_string(), n));
+        }
+    }
+    counts
+}
+
+/// Per-second rates of the counts that grew between two `EXITS` lines `seconds` apart,
+/// largest first.
+pub fn exit_rates(before: &str, after: &str, seconds: f64) -> Vec<(String, f64)> {
+    let then = exit_counts(before);
+    let mut rates: Vec<(String, f64)> = exit_counts(after)
+        .into_iter()
+        .filter_map(|(key, now)| {
+            let was = then.iter().find(|(k, _)| *k == key).map_or(0, |(_, n)| *n);
+            (now > was && seconds > 0.0).then(|| (key, (now - was) as f64 / seconds))
+        })
+        .collect();
+    rates.sort_by(|a, b| b.1.total_cmp(&a.1));
+    rates
 }
 
 impl SpeedupFigures {
@@ -210,9 +246,13 @@ fn wait_for_desktops(m: &mut LineReader) -> Result<(), String> {
 }
 
 fn ipi_reading(m: &mut LineReader) -> Result<IpiReading, String> {
-    m.type_line(&format!("!exits {TWO}"))?;
-    let line = m.wait_for(&format!("EXITS {TWO} "), STEP)?;
+    let line = exits_line(m)?;
     parse_ipi_reading(&line).ok_or_else(|| format!("no IPI figures in {line:?}"))
+}
+
+fn exits_line(m: &mut LineReader) -> Result<String, String> {
+    m.type_line(&format!("!exits {TWO}"))?;
+    m.wait_for(&format!("EXITS {TWO} "), STEP)
 }
 
 /// Runs `steps` on the machine `command` boots and keeps its serial output in `log`.
@@ -363,7 +403,11 @@ fn speedup_steps(m: &mut LineReader, runs: u32, f: &mut SpeedupFigures) -> Resul
     f.blocks = ((probe as f64 * JOB_TARGET_S / probe_s.max(0.01)) as u64).clamp(64, 1 << 20);
     eprintln!("     {probe} blocks took {probe_s:.2} s: {} blocks per job", f.blocks);
     for run in 0..runs {
+        let before = exits_line(m)?;
         let two = timed_jobs(m, TWO, f.blocks, (0, 1))?;
+        if run == 0 {
+            f.two_exit_rates = exit_rates(&before, &exits_line(m)?, two);
+        }
         let one = timed_jobs(m, ONE, f.blocks, (0, 0))?;
         eprintln!("     run {}: {TWO} {two:.2} s, {ONE} {one:.2} s", run + 1);
         f.two.push(two);
@@ -453,6 +497,10 @@ pub fn report(icount: Option<&LatencyFigures>, wall: Option<&(LatencyFigures, Sp
             Some(x) => out.push(format!("    speed-up, best {ONE} / best {TWO}: {x:.2}x (goal: at least 1.8x)")),
             None => out.push("    speed-up: not measured".into()),
         }
+        if !s.two_exit_rates.is_empty() {
+            let top: Vec<String> = s.two_exit_rates.iter().take(10).map(|(k, r)| format!("{k} {r:.0}")).collect();
+            out.push(format!("    {TWO}'s exits per second during its first run (both vCPUs): {}", top.join(", ")));
+        }
         for e in &s.errors {
             out.push(format!("    failed: {e}"));
         }
@@ -464,6 +512,17 @@ pub fn report(icount: Option<&LatencyFigures>, wall: Option<&(LatencyFigures, Sp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_rates_are_the_growth_per_second_largest_first() {
+        let before = "[cpu0 INFO  vm] EXITS two 100 exits hlt=10 wrmsr.0x6e0=40 ipi_taken=3/9/1/5";
+        let after = "[cpu0 INFO  vm] EXITS two 300 exits hlt=10 wrmsr.0x6e0=140 intr=20 ipi_taken=4/19/1/9";
+        let rates = exit_rates(before, after, 2.0);
+        assert_eq!(
+            rates,
+            vec![("exits".to_string(), 100.0), ("wrmsr.0x6e0".to_string(), 50.0), ("intr".to_string(), 10.0)]
+        );
+    }
 
     #[test]
     fn parses_the_ipi_figures_of_an_exits_line() {
@@ -502,7 +561,7 @@ mod tests {
 
     #[test]
     fn the_speedup_is_best_against_best_and_the_report_says_it() {
-        let s = SpeedupFigures { blocks: 1000, two: vec![5.0, 4.0], one: vec![8.2, 8.0], errors: vec![] };
+        let s = SpeedupFigures { blocks: 1000, two: vec![5.0, 4.0], one: vec![8.2, 8.0], ..Default::default() };
         assert_eq!(s.speedup(), Some(2.0));
         assert_eq!(SpeedupFigures::default().speedup(), None);
         let taken = Latency { count: 10, sum: 25_000, min: 900, max: 5000 };

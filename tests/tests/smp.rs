@@ -79,7 +79,6 @@ fn cpu_ticks(m: &mut Machine, vm: &str) -> Vec<u64> {
 /// switch the screen; a kernel panic restarts the desktop by policy with both vCPUs
 /// while the other desktop runs on.
 #[test]
-#[ignore = "intermittent guest crashes from QEMU 7.2's emulated SVM delivering an EVENTINJ interrupt a second time after a later exit request (docs/smp.md); run with --ignored"]
 fn a_two_vcpu_linux_desktop_starts_its_second_cpu_and_keeps_both_busy() {
     let guest = image::linux_guest();
     let mut policy = images::desktops::desktops_policy(&[
