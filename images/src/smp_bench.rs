@@ -194,7 +194,8 @@ pub fn exit_rates(before: &str, after: &str, seconds: f64) -> Vec<(String, f64)>
         .into_iter()
         .filter_map(|(key, now)| {
             let was = then.iter().find(|(k, _)| *k == key).map_or(0, |(_, n)| *n);
-            (now > was && seconds > 0.0).then(|| (key, (now - was) as f64 / seconds))
+            let exit_kind = !key.ends_with("_tsc") && key != "guest_tsc";
+            (exit_kind && now > was && seconds > 0.0).then(|| (key, (now - was) as f64 / seconds))
         })
         .collect();
     rates.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -516,7 +517,7 @@ mod tests {
     #[test]
     fn exit_rates_are_the_growth_per_second_largest_first() {
         let before = "[cpu0 INFO  vm] EXITS two 100 exits hlt=10 wrmsr.0x6e0=40 ipi_taken=3/9/1/5";
-        let after = "[cpu0 INFO  vm] EXITS two 300 exits hlt=10 wrmsr.0x6e0=140 intr=20 ipi_taken=4/19/1/9";
+        let after = "[cpu0 INFO  vm] EXITS two 300 exits hlt=10 wrmsr.0x6e0=140 intr=20 ipi_taken=4/19/1/9 idle_tsc=99";
         let rates = exit_rates(before, after, 2.0);
         assert_eq!(
             rates,

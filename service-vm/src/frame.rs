@@ -51,13 +51,14 @@ pub(crate) struct Ipv4Header {
 }
 
 /// Checks an IPv4 packet (the Ethernet payload, possibly padded): version, lengths,
-/// header checksum, no fragmentation.
-pub(crate) fn check_ipv4(packet: &[u8]) -> Result<Ipv4Header, DropReason> {
+/// header checksum (unless the NIC verified it: `header_sum_verified`), no
+/// fragmentation.
+fn check_ipv4(packet: &[u8], header_sum_verified: bool) -> Result<Ipv4Header, DropReason> {
     let ip = Ipv4Packet::new_checked(packet).map_err(|_| DropReason::Malformed)?;
     if ip.version() != 4 {
         return Err(DropReason::Malformed);
     }
-    if !ip.verify_checksum() {
+    if !header_sum_verified && !ip.verify_checksum() {
         return Err(DropReason::BadIpChecksum);
     }
     if ip.more_frags() || ip.frag_offset() != 0 {
@@ -186,7 +187,13 @@ pub(crate) struct Ipv4Frame {
 
 /// Checks the IPv4 packet in an Ethernet payload and its transport header.
 pub(crate) fn check_ipv4_frame(payload: &[u8]) -> Result<Ipv4Frame, DropReason> {
-    let ip = check_ipv4(payload)?;
+    check_ipv4_frame_with(payload, false)
+}
+
+/// [`check_ipv4_frame`] for a frame whose IPv4 header checksum the NIC verified when
+/// `header_sum_verified`.
+pub(crate) fn check_ipv4_frame_with(payload: &[u8], header_sum_verified: bool) -> Result<Ipv4Frame, DropReason> {
+    let ip = check_ipv4(payload, header_sum_verified)?;
     let transport = parse_transport(ip.protocol, &payload[ip.header_len..ip.total_len])?;
     Ok(Ipv4Frame { ip, transport })
 }
@@ -217,7 +224,14 @@ pub(crate) fn ethernet_frame(
 /// An Ethernet frame around a copy of `packet`: one allocation and one copy (no
 /// zeroing first), so a forwarded packet is built here and rewritten in place.
 pub(crate) fn ipv4_frame(src: EthernetAddress, dst: EthernetAddress, packet: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(ETHERNET_HEADER_LEN + packet.len());
+    ipv4_frame_in(Vec::new(), src, dst, packet)
+}
+
+/// [`ipv4_frame`] in `buf` (emptied first), a buffer used before: no allocation when it
+/// is large enough.
+pub(crate) fn ipv4_frame_in(mut buf: Vec<u8>, src: EthernetAddress, dst: EthernetAddress, packet: &[u8]) -> Vec<u8> {
+    buf.clear();
+    buf.reserve_exact(ETHERNET_HEADER_LEN + packet.len());
     buf.extend_from_slice(dst.as_bytes());
     buf.extend_from_slice(src.as_bytes());
     buf.extend_from_slice(&u16::from(EthernetProtocol::Ipv4).to_be_bytes());
@@ -315,16 +329,17 @@ mod tests {
         assert_eq!(check_ethernet(&[0; MAX_FRAME_LEN + 1]).unwrap_err(), DropReason::Oversized);
         let f = udp(b"hello");
         let ip = &f[ETHERNET_HEADER_LEN..];
-        assert_eq!(check_ipv4(&ip[..19]).unwrap_err(), DropReason::Malformed);
+        assert_eq!(check_ipv4(&ip[..19], false).unwrap_err(), DropReason::Malformed);
         // total length longer than the buffer
-        assert_eq!(check_ipv4(&ip[..ip.len() - 1]).unwrap_err(), DropReason::Malformed);
+        assert_eq!(check_ipv4(&ip[..ip.len() - 1], false).unwrap_err(), DropReason::Malformed);
         let mut bad = ip.to_vec();
         bad[10] ^= 0x55;
-        assert_eq!(check_ipv4(&bad).unwrap_err(), DropReason::BadIpChecksum);
+        assert_eq!(check_ipv4(&bad, false).unwrap_err(), DropReason::BadIpChecksum);
+        assert!(check_ipv4(&bad, true).is_ok(), "the NIC's verdict stands in for the sum");
         let mut frag = ip.to_vec();
         Ipv4Packet::new_unchecked(&mut frag[..]).set_more_frags(true);
         Ipv4Packet::new_unchecked(&mut frag[..]).fill_checksum();
-        assert_eq!(check_ipv4(&frag).unwrap_err(), DropReason::Fragment);
+        assert_eq!(check_ipv4(&frag, false).unwrap_err(), DropReason::Fragment);
         let mut bad_udp_len = ip.to_vec();
         bad_udp_len[20 + 5] += 1;
         Ipv4Packet::new_unchecked(&mut bad_udp_len[..]).fill_checksum();

@@ -121,7 +121,7 @@ pub fn run() -> ! {
         busy |= moved;
         router.poll(now, &mut out);
         for t in out.drain(..) {
-            send(&mut ports, uplink.as_mut(), t);
+            router.recycle(send(&mut ports, uplink.as_mut(), t));
         }
         // One doorbell per port and one tail write for the uplink for the whole round.
         for port in ports.iter_mut() {
@@ -215,21 +215,23 @@ fn reload_rules(router: &mut Router, links: usize) {
     }
 }
 
-fn send(ports: &mut [LinkPort], uplink: Option<&mut Uplink>, t: Transmit) {
-    let link = match t.port {
-        Port::Link(link) => link,
+/// Queues the frame on its port (both copy it) and gives its buffer back.
+fn send(ports: &mut [LinkPort], uplink: Option<&mut Uplink>, t: Transmit) -> Vec<u8> {
+    match t.port {
         Port::Uplink => {
             if let Some(nic) = uplink
                 && let Err(e) = nic.queue_transmit(&t.frame)
             {
                 log::debug!(target: "uplink", "frame not sent: {e:?}");
             }
-            return;
         }
-    };
-    if let Some(port) = ports.get_mut(link.index()) {
-        port.queue(&t.frame, t.checksum_good);
+        Port::Link(link) => {
+            if let Some(port) = ports.get_mut(link.index()) {
+                port.queue(&t.frame, t.checksum_good);
+            }
+        }
     }
+    t.frame
 }
 
 /// The router's uplink address without an uplink NIC: locally administered, never sent.

@@ -17,8 +17,8 @@ use crate::conntrack::Protocol;
 use crate::counters::DropReason;
 use crate::dns_relay::DNS_PORT;
 use crate::frame::{
-    ETHERNET_HEADER_LEN, Transport, UdpEnds, arp_frame, check_ethernet, check_ipv4_frame, ipv4_frame, udp_checksum_ok,
-    udp_frame,
+    ETHERNET_HEADER_LEN, Transport, UdpEnds, arp_frame, check_ethernet, check_ipv4_frame_with, ipv4_frame,
+    ipv4_frame_in, udp_checksum_ok, udp_frame,
 };
 
 impl Router {
@@ -41,7 +41,8 @@ impl Router {
         if eth.ethertype == EthernetProtocol::Arp {
             return self.handle_uplink_arp(now, payload, out);
         }
-        let packet = check_ipv4_frame(payload)?;
+        // The NIC's good verdict covers the IPv4 header checksum too.
+        let packet = check_ipv4_frame_with(payload, self.uplink_checksum_good)?;
         let ip = &packet.ip;
         let l4 = &payload[ip.header_len..ip.total_len];
         if let Transport::Udp { src_port: DHCP_SERVER_PORT, dst_port: DHCP_CLIENT_PORT } = packet.transport {
@@ -83,7 +84,8 @@ impl Router {
         // The frame for the desktop is built around a copy of the packet, which is
         // then rewritten in place (one copy).
         let (gateway_mac, desktop_mac, desktop) = (link.addrs.gateway_mac, link.config.desktop_mac, link.addrs.desktop);
-        let mut frame = ipv4_frame(gateway_mac, desktop_mac, &payload[..ip.total_len]);
+        let buffer = self.frame_buffer();
+        let mut frame = ipv4_frame_in(buffer, gateway_mac, desktop_mac, &payload[..ip.total_len]);
         Rewrite::new(&mut frame[ETHERNET_HEADER_LEN..], ip.header_len, ip.protocol)
             .set_destination_and_hop(desktop, inside.port);
         self.forward(Port::Uplink, Port::Link(inside.link), frame, out);

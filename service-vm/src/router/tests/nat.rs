@@ -66,6 +66,29 @@ fn only_a_frame_the_nic_verified_reaches_the_desktop_vouched_for() {
 }
 
 #[test]
+fn forwarded_frames_reuse_the_buffers_given_back() {
+    let mut r = router();
+    let me = (addrs(&r, L0).desktop, 43212);
+    let ext = outside(&send_out(&mut r, t(1), L0, &tcp_packet(me, (REMOTE, 80), "S", b"")), 64).src.1;
+    // A bounded number is kept, and only buffers that hold a whole frame.
+    let given: Vec<Vec<u8>> = (0..SPARE_FRAMES + 8).map(|_| Vec::with_capacity(1514)).collect();
+    let last = given.last().unwrap().as_ptr();
+    for buffer in given {
+        r.recycle(buffer);
+    }
+    r.recycle(Vec::with_capacity(100));
+    assert_eq!(r.spare_frames.len(), SPARE_FRAMES);
+    let kept_last = r.spare_frames.last().unwrap().as_ptr();
+    assert_ne!(kept_last, last, "the buffers over the bound were freed");
+    let reply = from_gateway(&tcp_packet((REMOTE, 80), (UPLINK_IP, ext), "SA", b"payload"));
+    let out = feed(&mut r, t(2), Port::Uplink, &reply);
+    assert_eq!(out[0].frame.as_ptr(), kept_last, "built in the last spare buffer");
+    assert_eq!(r.spare_frames.len(), SPARE_FRAMES - 1);
+    let s = seen(&ipv4_of(&out[0].frame, addrs(&r, L0).gateway_mac, desktop_mac(L0)));
+    assert_eq!((s.dst, s.src), (me, (REMOTE, 80)));
+}
+
+#[test]
 fn udp_and_icmp_round_trips() {
     let mut r = router();
     let me = addrs(&r, L1).desktop;
