@@ -779,6 +779,18 @@ impl<A: Arch> Vm<A> {
         self.platform.wake_deadline()
     }
 
+    /// Host TSC of the next timer that can interrupt vCPU `index` (its own local APIC
+    /// timer, or the PIT): where its run on another CPU ends by itself.
+    pub fn wake_deadline_of(&self, index: usize) -> Option<u64> {
+        self.platform.wake_deadline_among(|v| v == index)
+    }
+
+    /// Host TSC of the next timer the boot CPU must wake for: those of the vCPUs at
+    /// home (a vCPU away has its run end at its own timer) and the PIT.
+    pub fn wake_deadline_at_home(&self) -> Option<u64> {
+        self.platform.wake_deadline_among(|v| !self.is_away(v))
+    }
+
     /// Lets timers that expired while the VM was halted raise their interrupts.
     pub fn poll_timers(&mut self) {
         self.platform.update(Machine.now_tsc());

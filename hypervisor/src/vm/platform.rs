@@ -156,8 +156,16 @@ impl Platform {
 
     /// Host TSC at which the next guest timer fires, if one is armed.
     pub fn wake_deadline(&self) -> Option<u64> {
+        self.wake_deadline_among(|_| true)
+    }
+
+    /// Host TSC of the earliest timer that can interrupt a vCPU for which `counts`
+    /// holds (its own local APIC timer, or the PIT).
+    pub fn wake_deadline_among(&self, counts: impl Fn(usize) -> bool) -> Option<u64> {
         match self {
-            Platform::Desktop(p) => p.irq.borrow().next_deadline().map(|guest| guest.wrapping_add(p.start_tsc())),
+            Platform::Desktop(p) => {
+                p.irq.borrow().next_deadline_among(counts).map(|guest| guest.wrapping_add(p.start_tsc()))
+            }
             Platform::Payload(irqs) => irqs.wake_at(),
         }
     }

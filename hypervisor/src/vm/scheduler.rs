@@ -182,7 +182,7 @@ impl<A: Arch> Scheduler<A> {
                 // Everything is halted, stopped or running elsewhere: sleep until the
                 // next interrupt, the earliest VM timer, or the next turn's second half.
                 idt::TIMER_FIRED.store(false, core::sync::atomic::Ordering::Release);
-                let mut earliest = self.slots.iter().filter_map(|s| s.vm.wake_deadline()).min();
+                let mut earliest = self.slots.iter().filter_map(|s| s.vm.wake_deadline_at_home()).min();
                 if !housekeeping {
                     let due = self.housekept.saturating_add(crate::arch::x86::tsc::cached_ticks_per_ms());
                     earliest = Some(earliest.map_or(due, |e| e.min(due)));

@@ -35,6 +35,8 @@ pub struct VcpuSlot<V> {
     pub msrs: MsrState,
     /// The application processor running it now (`arch::x86::smp::guest_runs`).
     pub away: Option<usize>,
+    /// Host TSC at which that run ends by itself (the AP's timer; 0: none).
+    pub away_until: u64,
     /// The exit of a run that came back and is not handled yet.
     pub held: Option<Ran>,
     /// Its guest TLB is flushed before its next entry: the nested page tables changed
@@ -50,6 +52,7 @@ impl<V> VcpuSlot<V> {
             state: VcpuState::WaitForSipi,
             msrs: MsrState::new(true),
             away: None,
+            away_until: 0,
             held: None,
             flush_on_return: false,
         }

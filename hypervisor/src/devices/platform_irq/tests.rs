@@ -306,3 +306,19 @@ fn ipis_between_vcpus_are_timed_from_the_icr_write_to_injection_and_eoi() {
     assert_eq!(ic.take_interrupt(0), Some(0x40));
     assert_eq!(ic.ipi_latency().sent_to_taken.count, 2);
 }
+
+#[test]
+fn each_vcpu_has_its_own_next_deadline() {
+    let mut ic = InterruptController::new(GuestClock::new(TSC_HZ).unwrap(), 2);
+    for (vcpu, count) in [(0, 1000u64), (1, 3000)] {
+        assert!(ic.mmio_write(vcpu, LAPIC + 0xF0, AccessSize::Dword, 0x1FF, 0));
+        assert!(ic.mmio_write(vcpu, LAPIC + 0x3E0, AccessSize::Dword, 0xB, 0));
+        assert!(ic.mmio_write(vcpu, LAPIC + 0x320, AccessSize::Dword, 0xEF, 0));
+        assert!(ic.mmio_write(vcpu, LAPIC + 0x380, AccessSize::Dword, count, 0));
+    }
+    let (first, second) = (ic.next_deadline_of(0).unwrap(), ic.next_deadline_of(1).unwrap());
+    assert!(first < second, "{first} {second}");
+    assert_eq!(ic.next_deadline(), Some(first));
+    assert_eq!(ic.next_deadline_among(|v| v == 1), Some(second), "vCPU 0 is away");
+    assert_eq!(ic.next_deadline_among(|_| false), None, "everyone away, no PIT");
+}

@@ -80,6 +80,7 @@ impl<A: Arch> Vm<A> {
         match guest_runs::give::<A>(cpu, vcpu, deadline) {
             Ok(()) => {
                 slot.away = Some(cpu);
+                slot.away_until = deadline;
                 true
             }
             Err(vcpu) => {
@@ -90,10 +91,15 @@ impl<A: Arch> Vm<A> {
     }
 
     /// Whether vCPU `index`, away, should come back before its run ends by itself: an
-    /// interrupt or NMI waits for it, or its TLB must be flushed.
+    /// interrupt or NMI waits for it, or its TLB must be flushed. Not once the run's
+    /// deadline has passed: the AP's timer ends it within microseconds (usually for
+    /// the very timer that is pending now), and a kick would only arrive after the
+    /// vCPU went back in and end that run for nothing.
     pub fn needs_attention(&self, index: usize) -> bool {
         self.vcpus.get(index).is_some_and(|slot| {
+            let ends_by_itself = slot.away_until != 0 && Machine.now_tsc() >= slot.away_until;
             slot.away.is_some()
+                && !ends_by_itself
                 && (slot.flush_on_return || self.platform.interrupt_pending(index) || self.platform.nmi_pending(index))
         })
     }

@@ -111,7 +111,7 @@ impl<A: Arch> Scheduler<A> {
         let cpu = queue.cpu;
         let Some(pick) = queue.pick(now, slice, runnable) else { return };
         let Some(slot) = self.slots.get_mut(pick.member.slot) else { return };
-        let deadline = match (slot.vm.wake_deadline(), pick.slice_end) {
+        let deadline = match (slot.vm.wake_deadline_of(pick.member.vcpu), pick.slice_end) {
             (Some(timer), 0) => timer.max(1),
             (Some(timer), end) => timer.min(end).max(1),
             (None, end) => end,
