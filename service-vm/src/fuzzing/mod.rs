@@ -212,6 +212,7 @@ impl Harness {
                 }
                 self.check_uplink_frames(&out, None);
                 self.learn(&out);
+                self.give_back(out);
             }
             1 => {
                 let link = usize::from(input.byte()) % LINKS;
@@ -219,8 +220,9 @@ impl Harness {
                 self.feed_link(link, &frame);
             }
             2 => {
+                let verified = input.byte() & 1 == 0;
                 let frame = rest.frame().to_vec();
-                self.feed_uplink(&frame);
+                self.feed_uplink(&frame, verified);
             }
             3..=8 => {
                 let link = usize::from(input.byte()) % LINKS;
@@ -229,9 +231,10 @@ impl Harness {
                 self.feed_link(link, &frame);
             }
             9..=12 => {
+                let verified = input.byte() & 1 == 0;
                 let mut frame = self.uplink_frame(op, input);
                 mutate(&mut frame, input);
-                self.feed_uplink(&frame);
+                self.feed_uplink(&frame, verified);
             }
             13 => {
                 let link = LinkId(input.byte() % LINKS as u8);
@@ -269,6 +272,7 @@ impl Harness {
         assert_eq!(handled(&after) - handled(&before) + queued as u64, 1, "a frame not counted exactly once");
         let rule = config().links[link].rule.clone();
         for t in &out {
+            assert!(!t.checksum_good, "a frame from a desktop vouched for");
             match t.port {
                 Port::Link(to) if to.index() != link => {
                     assert!(peers_allowed(link, to.index()), "link {link} reached link {} against the rules", to.0);
@@ -280,15 +284,30 @@ impl Harness {
         }
         self.check_uplink_frames(&out, Some(&rule));
         self.learn(&out);
+        self.give_back(out);
     }
 
-    fn feed_uplink(&mut self, frame: &[u8]) {
+    /// Gives the sent frames' buffers back, as the kernel does.
+    fn give_back(&mut self, out: Vec<Transmit>) {
+        for t in out {
+            self.router.recycle(t.frame);
+        }
+    }
+
+    /// `verified`: the NIC found the frame's checksums good (whether or not they are:
+    /// a NIC may err, and the router must stay sound either way).
+    fn feed_uplink(&mut self, frame: &[u8], verified: bool) {
         let before = self.router.counters(Port::Uplink).cloned().unwrap_or_default();
         let mut out = Vec::new();
-        self.router.handle_frame(self.now, Port::Uplink, frame, &mut out);
+        if verified {
+            self.router.handle_verified_uplink_frame(self.now, frame, &mut out);
+        } else {
+            self.router.handle_frame(self.now, Port::Uplink, frame, &mut out);
+        }
         let after = self.router.counters(Port::Uplink).cloned().unwrap_or_default();
         assert_eq!(handled(&after) - handled(&before), 1, "an uplink frame not counted exactly once");
         for t in &out {
+            assert!(!t.checksum_good || (verified && matches!(t.port, Port::Link(_))), "vouched for without a verdict");
             if let Port::Link(to) = t.port {
                 self.check_link_frame(to.index(), &t.frame);
                 if t.frame.len() > 14 + 28 && t.frame[12..14] == [0x08, 0x00] {
@@ -301,6 +320,7 @@ impl Harness {
         }
         self.check_uplink_frames(&out, None);
         self.learn(&out);
+        self.give_back(out);
     }
 
     /// A frame the router sends to a desktop comes from that link's gateway MAC and goes
@@ -350,6 +370,7 @@ impl Harness {
         assert!(s.dns_pending <= limits.dns_pending);
         assert!(s.arp_cache <= limits.arp_cache);
         assert!(s.arp_queue <= limits.arp_queue);
+        assert!(self.router.spare_frame_count() <= crate::router::SPARE_FRAMES);
     }
 
     /// Remembers translated flows and DHCP transaction ids from the router's output, and
@@ -374,7 +395,7 @@ impl Harness {
                     target_hardware_addr: UPLINK_MAC,
                     target_protocol_addr: source_protocol_addr,
                 };
-                self.feed_uplink(&arp_frame(GW_MAC, UPLINK_MAC, reply));
+                self.feed_uplink(&arp_frame(GW_MAC, UPLINK_MAC, reply), false);
                 continue;
             }
             let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { continue };

@@ -562,6 +562,12 @@ impl Router {
 
 /// Read access for the status snapshot.
 impl Router {
+    /// For the fuzz harness's bound check.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn spare_frame_count(&self) -> usize {
+        self.spare_frames.len()
+    }
+
     pub(crate) fn link_count(&self) -> usize {
         self.links.len()
     }
