@@ -48,6 +48,10 @@ const DONE: u8 = 3;
 /// The hand-over of one vCPU between the boot CPU and one AP.
 struct RunCell {
     state: AtomicU8,
+    /// A kick asked for the current run to end (set before the kick's IPI). The AP
+    /// takes stray IPIs just before entering the guest, so that one meant to wake it
+    /// does not end the run at once; this flag keeps a kick among them from being lost.
+    kicked: AtomicBool,
     job: UnsafeCell<Option<Job>>,
     ran: UnsafeCell<Option<Ran>>,
 }
@@ -59,7 +63,12 @@ unsafe impl Sync for RunCell {}
 
 impl RunCell {
     const fn new() -> RunCell {
-        RunCell { state: AtomicU8::new(IDLE), job: UnsafeCell::new(None), ran: UnsafeCell::new(None) }
+        RunCell {
+            state: AtomicU8::new(IDLE),
+            kicked: AtomicBool::new(false),
+            job: UnsafeCell::new(None),
+            ran: UnsafeCell::new(None),
+        }
     }
 }
 
@@ -98,6 +107,8 @@ pub fn give<A: Arch>(cpu: usize, vcpu: Box<A::Vcpu>, deadline: u64) -> Result<()
     let job = Job { vcpu: Box::into_raw(vcpu).cast(), enter: enter::<A>, deadline };
     // SAFETY: the cell is idle, so the boot CPU (the only caller) owns its fields.
     unsafe { *cell.job.get() = Some(job) };
+    // A kick of an earlier run is not this run's.
+    cell.kicked.store(false, Ordering::Relaxed);
     cell.state.store(GIVEN, Ordering::Release);
     if lapic::send_ipi(target.apic_id, lapic::icr::FIXED | u32::from(lapic::WORK_VECTOR)).is_err()
         && cell.state.compare_exchange(GIVEN, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok()
@@ -127,6 +138,9 @@ pub fn collect<A: Arch>(cpu: usize) -> Option<(Box<A::Vcpu>, Ran)> {
 /// Makes the guest running on AP `cpu` exit soon (an IPI: the VMCB intercepts
 /// physical interrupts). Harmless when the AP holds no vCPU.
 pub fn kick(cpu: usize) {
+    if let Some(cell) = CELLS.get(cpu) {
+        cell.kicked.store(true, Ordering::Release);
+    }
     if let Some(target) = percpu::get(cpu) {
         let _ = lapic::send_ipi(target.apic_id, lapic::icr::FIXED | u32::from(lapic::WORK_VECTOR));
     }
@@ -186,8 +200,17 @@ pub(super) fn run_given(cpu: &percpu::PerCpu) -> bool {
         cell.state.store(DONE, Ordering::Release);
         return true;
     };
+    // IPIs that arrived while this AP was busy (the one that gave this run, when it
+    // came before the AP halted; a kick of the last run) are taken now: left pending,
+    // each would end the run the moment the guest is entered.
+    x86_64::instructions::interrupts::enable();
+    core::hint::spin_loop();
+    x86_64::instructions::interrupts::disable();
     let entered = instr::rdtsc();
-    if job.deadline != 0 {
+    if cell.kicked.swap(false, Ordering::AcqRel) {
+        // A kick for this run was among them: the run ends at once.
+        lapic::arm_oneshot_on(lapic::WORK_VECTOR, 1);
+    } else if job.deadline != 0 {
         let per_us = (tsc::cached_ticks_per_ms() / 1000).max(1);
         let micros = job.deadline.saturating_sub(entered).checked_div(per_us).unwrap_or(0).saturating_add(1);
         lapic::arm_oneshot_on(lapic::WORK_VECTOR, micros);
@@ -196,9 +219,7 @@ pub(super) fn run_given(cpu: &percpu::PerCpu) -> bool {
     // and the boot CPU does not touch the vCPU until this AP stores Done.
     let exit = unsafe { (job.enter)(job.vcpu) };
     let exited = instr::rdtsc();
-    if job.deadline != 0 {
-        lapic::disarm();
-    }
+    lapic::disarm();
     // The interrupt that made the guest exit (a kick, the deadline) is still pending:
     // take it now, or it would end the next run at once.
     x86_64::instructions::interrupts::enable();
