@@ -31,12 +31,17 @@ const NAMES: [&str; 19] = [
 /// How many MSRs' writes are counted one by one (the first ones written; the rest
 /// only in `wrmsr`).
 const TRACKED_MSRS: usize = 32;
+/// How many I/O ports' exits are counted one by one (the first ones used; the rest
+/// only in `io`).
+const TRACKED_PORTS: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExitCounters {
     counts: [u64; NAMES.len()],
     /// `wrmsr` exits by MSR, for the first [`TRACKED_MSRS`] MSRs written.
     msr_writes: [(u32, u64); TRACKED_MSRS],
+    /// `io` exits by port, for the first [`TRACKED_PORTS`] ports used.
+    io_ports: [(u16, u64); TRACKED_PORTS],
     /// Host TSC ticks spent in guest mode (from just before VMRUN to just after the
     /// exit). Under QEMU's `-icount shift=0` a tick is one instruction retired.
     guest_tsc: u64,
@@ -76,13 +81,10 @@ impl ExitCounters {
         if let Some(c) = self.counts.get_mut(index(reason)) {
             *c = c.saturating_add(1);
         }
-        if let ExitReason::MsrWrite { msr, .. } = reason {
-            let slot = (self.msr_writes.iter().position(|(m, n)| *m == *msr && *n > 0))
-                .or_else(|| self.msr_writes.iter().position(|(_, n)| *n == 0));
-            if let Some((m, n)) = slot.and_then(|i| self.msr_writes.get_mut(i)) {
-                *m = *msr;
-                *n = n.saturating_add(1);
-            }
+        match reason {
+            ExitReason::MsrWrite { msr, .. } => count_by_key(&mut self.msr_writes, *msr),
+            ExitReason::Io(io) => count_by_key(&mut self.io_ports, io.port),
+            _ => {}
         }
     }
 
@@ -105,6 +107,9 @@ impl ExitCounters {
         for ((o, &(msr, now)), &(_, before)) in out.msr_writes.iter_mut().zip(&self.msr_writes).zip(&earlier.msr_writes)
         {
             *o = (msr, now.saturating_sub(before));
+        }
+        for ((o, &(port, now)), &(_, before)) in out.io_ports.iter_mut().zip(&self.io_ports).zip(&earlier.io_ports) {
+            *o = (port, now.saturating_sub(before));
         }
         out.guest_tsc = self.guest_tsc.saturating_sub(earlier.guest_tsc);
         out
@@ -129,7 +134,19 @@ impl fmt::Display for ExitCounters {
     }
 }
 
-/// `wrmsr` exits by MSR, displayed as ` wrmsr.0x6e0=12 ...`.
+/// Counts one more for `key` in `slots` (a slot stays with the key that first used it;
+/// once all are taken, new keys go uncounted).
+fn count_by_key<K: Copy + PartialEq>(slots: &mut [(K, u64)], key: K) {
+    let slot =
+        (slots.iter().position(|(k, n)| *k == key && *n > 0)).or_else(|| slots.iter().position(|(_, n)| *n == 0));
+    if let Some((k, n)) = slot.and_then(|i| slots.get_mut(i)) {
+        *k = key;
+        *n = n.saturating_add(1);
+    }
+}
+
+/// `wrmsr` exits by MSR, displayed as ` wrmsr.0x6e0=12 ...`, then `io` exits by port,
+/// as ` io.0x3f8=5 ...`.
 #[derive(Debug)]
 pub struct MsrWrites<'a>(&'a ExitCounters);
 
@@ -144,6 +161,9 @@ impl fmt::Display for MsrWrites<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (msr, count) in self.0.msr_writes.iter().filter(|(_, n)| *n > 0) {
             write!(f, " wrmsr.{msr:#x}={count}")?;
+        }
+        for (port, count) in self.0.io_ports.iter().filter(|(_, n)| *n > 0) {
+            write!(f, " io.{port:#x}={count}")?;
         }
         Ok(())
     }
@@ -167,10 +187,22 @@ mod tests {
         for msr in [0x6e0, 0x6e0, 0x80b, 0x6e0] {
             c.record(&ExitReason::MsrWrite { msr, value: 0 });
         }
+        let io = |port| {
+            ExitReason::Io(crate::arch::exit::IoExit {
+                port,
+                size: crate::hw::AccessSize::Byte,
+                direction: crate::arch::exit::IoDirection::In,
+                string: false,
+                rep: false,
+            })
+        };
+        c.record(&io(0x3f8));
+        c.record(&io(0x608));
+        c.record(&io(0x3f8));
         let since = c.since(&before);
         assert_eq!(
             alloc::format!("{since}{}", since.msr_writes()),
-            "5 exits wrmsr=4 hlt=1 wrmsr.0x6e0=3 wrmsr.0x80b=1"
+            "8 exits wrmsr=4 io=3 hlt=1 wrmsr.0x6e0=3 wrmsr.0x80b=1 io.0x3f8=2 io.0x608=1"
         );
     }
 
