@@ -371,13 +371,19 @@ impl<A: Arch> Vm<A> {
     pub fn take_framebuffer_dirty(&mut self, bitmap: &mut [u64]) -> Option<usize> {
         let fb = self.framebuffer?;
         self.vcpus.first()?.vcpu.as_ref().map(|_| ()).or(self.vcpus.first()?.away.map(|_| ()))?;
+        let npages = (fb.len / PAGE_SIZE) as usize;
         // A vCPU running elsewhere could write through a translation cached before the
-        // clean, unseen: the pages are cleaned with every vCPU at home.
+        // clean, unseen: the pages are cleaned with every vCPU at home. Nothing to clean
+        // (a still screen) needs no recall: since the last clean's TLB flush, every
+        // write sets its page's Dirty bit again.
+        let away = (0..self.vcpus.len()).any(|v| self.is_away(v));
+        if away && !self.npt.as_mut()?.any_dirty(&mut GlobalFrames, fb.gpa, npages) {
+            return Some(0);
+        }
         if !self.recall_all() {
             return Some(0);
         }
         let npt = self.npt.as_mut()?;
-        let npages = (fb.len / PAGE_SIZE) as usize;
         let dirty = npt.take_dirty(&mut GlobalFrames, fb.gpa, npages, bitmap);
         if dirty > 0 {
             // Every vCPU may hold a writable translation of a page just cleaned.

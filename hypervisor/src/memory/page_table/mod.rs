@@ -395,6 +395,28 @@ impl<F: DirtyTracking> PageTable<F> {
         npages: usize,
         bitmap: &mut [u64],
     ) -> usize {
+        self.visit_dirty(frames, gpa, npages, true, |page| set_bit(bitmap, page))
+    }
+
+    /// Whether any of the `npages` 4 KiB pages from `gpa` has its Dirty bit set, without
+    /// clearing it. After a [`Self::take_dirty`] and the TLB flush it asks for, a page
+    /// written again always gets its Dirty bit again (no TLB entry then holds it
+    /// dirty), so "none" means nothing was written since, even by a vCPU running on
+    /// another CPU meanwhile.
+    pub fn any_dirty<M: FrameSource + ?Sized>(&mut self, frames: &mut M, gpa: GuestPhysAddr, npages: usize) -> bool {
+        self.visit_dirty(frames, gpa, npages, false, |_| {}) > 0
+    }
+
+    /// Calls `mark` with the index of each dirty page among the `npages` from `gpa`,
+    /// clearing the bits when `clear`; returns how many were dirty.
+    fn visit_dirty<M: FrameSource + ?Sized>(
+        &mut self,
+        frames: &mut M,
+        gpa: GuestPhysAddr,
+        npages: usize,
+        clear: bool,
+        mut mark: impl FnMut(usize),
+    ) -> usize {
         let mut dirty = 0usize;
         let mut page = 0usize;
         while page < npages {
@@ -408,8 +430,10 @@ impl<F: DirtyTracking> PageTable<F> {
                     for i in 0..count {
                         let Some(e) = frames.table_mut(table).get_mut(first.wrapping_add(i)) else { break };
                         if F::is_present(*e) && *e & F::DIRTY != 0 {
-                            *e &= !F::DIRTY;
-                            set_bit(bitmap, page.wrapping_add(i));
+                            if clear {
+                                *e &= !F::DIRTY;
+                            }
+                            mark(page.wrapping_add(i));
                             dirty = dirty.wrapping_add(1);
                         }
                     }
@@ -418,9 +442,11 @@ impl<F: DirtyTracking> PageTable<F> {
                     if let Some(e) = frames.table_mut(table).get_mut(index(g, 2))
                         && *e & F::DIRTY != 0
                     {
-                        *e &= !F::DIRTY;
+                        if clear {
+                            *e &= !F::DIRTY;
+                        }
                         for i in 0..count {
-                            set_bit(bitmap, page.wrapping_add(i));
+                            mark(page.wrapping_add(i));
                         }
                         dirty = dirty.wrapping_add(count);
                     }

@@ -195,10 +195,14 @@ mod tests {
         let npages = 1024;
         let mut bits = [0u64; 16];
         assert_eq!(npt.take_dirty(&mut f, fb, npages, &mut bits), 0);
+        assert!(!npt.any_dirty(&mut f, fb, npages));
         for page in [0u64, 1, 511, 512, 1023] {
             write_to(&mut f, &npt, fb.raw() + page * PAGE_SIZE + 8);
         }
+        assert!(npt.any_dirty(&mut f, fb, npages));
+        assert!(npt.any_dirty(&mut f, fb, npages), "looking clears nothing");
         assert_eq!(npt.take_dirty(&mut f, fb, npages, &mut bits), 5);
+        assert!(!npt.any_dirty(&mut f, fb, npages));
         assert_eq!(bits[0], 0b11);
         assert_eq!(bits[7], 1 << 63);
         assert_eq!(bits[8], 1);
