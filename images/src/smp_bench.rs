@@ -194,7 +194,7 @@ pub fn exit_rates(before: &str, after: &str, seconds: f64) -> Vec<(String, f64)>
         .into_iter()
         .filter_map(|(key, now)| {
             let was = then.iter().find(|(k, _)| *k == key).map_or(0, |(_, n)| *n);
-            let exit_kind = !key.ends_with("_tsc") && key != "guest_tsc";
+            let exit_kind = !key.ends_with("_tsc");
             (exit_kind && now > was && seconds > 0.0).then(|| (key, (now - was) as f64 / seconds))
         })
         .collect();

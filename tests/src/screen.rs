@@ -10,6 +10,15 @@ pub struct Screenshot {
 }
 
 impl Screenshot {
+    /// Whether character cell `col` of the first row of a desktop's Linux console has
+    /// a lit pixel, the desktop filling a 1280x800 screen: fbcon's 8x16 font, row 0
+    /// starting under the trust strip.
+    pub fn console_cell_lit(&self, col: u32) -> bool {
+        use embedded_graphics::prelude::Size;
+        let strip = ui::strip::height(ui::Scale::for_screen(Size::new(1280, 800)));
+        (0..16).any(|dy| (0..8).any(|dx| self.pixel(col * 8 + dx, strip + dy) != (0, 0, 0)))
+    }
+
     pub fn load(path: &Path) -> Result<Screenshot, String> {
         let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
         let mut decoder = png::Decoder::new(std::io::BufReader::new(file));

@@ -192,12 +192,6 @@ fn check_disk(m: &mut Machine) {
 /// virtual terminal must show up as glyphs in exactly the character cells written:
 /// fbcon draws into the VM's own framebuffer, and the hypervisor copies it to the screen.
 fn check_console_on_screen(m: &mut Machine) {
-    use embedded_graphics::prelude::Size;
-    let strip = ui::strip::height(ui::Scale::for_screen(Size::new(1280, 800)));
-    // fbcon's default font at this size is 8x16; row 0 of the console starts under the strip.
-    let cell_lit = |shot: &tests::screen::Screenshot, col: u32| {
-        (0..16).any(|dy| (0..8).any(|dx| shot.pixel(col * 8 + dx, strip + dy) != (0, 0, 0)))
-    };
     let patterns = ["#".repeat(40), "# ".repeat(20)];
     for (n, pattern) in patterns.iter().enumerate() {
         // Clear the screen, home the cursor, hide it, print the pattern.
@@ -207,11 +201,11 @@ fn check_console_on_screen(m: &mut Machine) {
         std::thread::sleep(Duration::from_secs(2));
         let shot = m.screendump(&format!("console-{n}"));
         for (col, ch) in pattern.chars().enumerate() {
-            let lit = cell_lit(&shot, col as u32);
+            let lit = shot.console_cell_lit(col as u32);
             assert_eq!(lit, ch == '#', "pattern {n}: cell {col} ({ch:?}) is {}", if lit { "lit" } else { "dark" });
         }
         for col in pattern.len() as u32..(pattern.len() as u32 + 20) {
-            assert!(!cell_lit(&shot, col), "pattern {n}: cell {col} past the text is lit");
+            assert!(!shot.console_cell_lit(col), "pattern {n}: cell {col} past the text is lit");
         }
     }
 }

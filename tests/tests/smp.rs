@@ -215,12 +215,6 @@ fn a_two_vcpu_linux_desktop_starts_its_second_cpu_and_keeps_both_busy() {
 /// other cores, is on the screen: the compositor sees the guest's writes to its
 /// framebuffer while the screen was still before, and again after a change.
 fn console_text_reaches_the_screen(m: &mut Machine) {
-    use embedded_graphics::prelude::Size;
-    let strip = ui::strip::height(ui::Scale::for_screen(Size::new(1280, 800)));
-    // fbcon's default font at this size is 8x16; row 0 of the console starts under the strip.
-    let cell_lit = |shot: &tests::screen::Screenshot, col: u32| {
-        (0..16).any(|dy| (0..8).any(|dx| shot.pixel(col * 8 + dx, strip + dy) != (0, 0, 0)))
-    };
     for (n, pattern) in ["#".repeat(40), "# ".repeat(20)].iter().enumerate() {
         m.run_in_vm("corporate", &format!("printf '\\033[2J\\033[H\\033[?25l{pattern}' > /dev/tty1; echo SHOWN={n}"));
         m.expect(&format!("[corporate] SHOWN={n}"), GUEST_STEP);
@@ -228,7 +222,7 @@ fn console_text_reaches_the_screen(m: &mut Machine) {
         std::thread::sleep(Duration::from_secs(2));
         let shot = m.screendump(&format!("busy-console-{n}"));
         for (col, ch) in pattern.chars().enumerate() {
-            let lit = cell_lit(&shot, col as u32);
+            let lit = shot.console_cell_lit(col as u32);
             assert_eq!(lit, ch == '#', "pattern {n}: cell {col} ({ch:?}) is {}", if lit { "lit" } else { "dark" });
         }
     }

@@ -139,14 +139,9 @@ impl InterruptController {
         earliest(lapics, self.pit.next_deadline())
     }
 
-    /// The earliest timer deadline that can interrupt vCPU `vcpu`: its own APIC's, or
-    /// the PIT's (routed to whichever vCPU the guest chose), in guest TSC.
-    pub fn next_deadline_of(&self, vcpu: usize) -> Option<u64> {
-        earliest(self.lapics.get(vcpu).and_then(Vlapic::next_deadline), self.pit.next_deadline())
-    }
-
     /// The earliest timer deadline that can interrupt a vCPU for which `counts` holds:
-    /// those vCPUs' APICs and the PIT, in guest TSC.
+    /// those vCPUs' APICs and the PIT (routed to whichever vCPU the guest chose), in
+    /// guest TSC.
     pub fn next_deadline_among(&self, counts: impl Fn(usize) -> bool) -> Option<u64> {
         let lapics =
             self.lapics.iter().enumerate().filter(|(i, _)| counts(*i)).filter_map(|(_, l)| l.next_deadline()).min();

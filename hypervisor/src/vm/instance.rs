@@ -370,13 +370,15 @@ impl<A: Arch> Vm<A> {
     /// change). Flushes the guest's TLB so its next write marks the page again.
     pub fn take_framebuffer_dirty(&mut self, bitmap: &mut [u64]) -> Option<usize> {
         let fb = self.framebuffer?;
-        self.vcpus.first()?.vcpu.as_ref().map(|_| ()).or(self.vcpus.first()?.away.map(|_| ()))?;
+        if !self.vcpus.first()?.is_started() {
+            return None;
+        }
         let npages = (fb.len / PAGE_SIZE) as usize;
         // A vCPU running elsewhere could write through a translation cached before the
         // clean, unseen: the pages are cleaned with every vCPU at home. Nothing to clean
         // (a still screen) needs no recall: since the last clean's TLB flush, every
         // write sets its page's Dirty bit again.
-        let away = (0..self.vcpus.len()).any(|v| self.is_away(v));
+        let away = self.vcpus.iter().any(|slot| slot.away.is_some());
         if away && !self.npt.as_mut()?.any_dirty(&mut GlobalFrames, fb.gpa, npages) {
             return Some(0);
         }
@@ -855,9 +857,7 @@ impl<A: Arch> Vm<A> {
 
     /// Runs vCPU `index` until the slice ends (host timer), it yields, halts or stops.
     pub fn run_slice(&mut self, index: usize) -> SliceEnd {
-        if matches!(self.state, VmState::Stopped(_))
-            || self.vcpus.first().is_none_or(|slot| slot.vcpu.is_none() && slot.away.is_none())
-        {
+        if matches!(self.state, VmState::Stopped(_)) || self.vcpus.first().is_none_or(|slot| !slot.is_started()) {
             return SliceEnd::Stopped(StopReason::GuestShutdown { status: 0 });
         }
         if !self.vcpu_runnable(index) {

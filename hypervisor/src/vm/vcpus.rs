@@ -45,6 +45,11 @@ pub struct VcpuSlot<V> {
 }
 
 impl<V> VcpuSlot<V> {
+    /// It has state somewhere: here, or away on another CPU (not parked).
+    pub fn is_started(&self) -> bool {
+        self.vcpu.is_some() || self.away.is_some()
+    }
+
     /// An application processor that has not been started.
     pub fn parked() -> VcpuSlot<V> {
         VcpuSlot {

@@ -316,7 +316,7 @@ fn each_vcpu_has_its_own_next_deadline() {
         assert!(ic.mmio_write(vcpu, LAPIC + 0x320, AccessSize::Dword, 0xEF, 0));
         assert!(ic.mmio_write(vcpu, LAPIC + 0x380, AccessSize::Dword, count, 0));
     }
-    let (first, second) = (ic.next_deadline_of(0).unwrap(), ic.next_deadline_of(1).unwrap());
+    let (first, second) = (ic.next_deadline_among(|v| v == 0).unwrap(), ic.next_deadline_among(|v| v == 1).unwrap());
     assert!(first < second, "{first} {second}");
     assert_eq!(ic.next_deadline(), Some(first));
     assert_eq!(ic.next_deadline_among(|v| v == 1), Some(second), "vCPU 0 is away");

@@ -122,7 +122,8 @@ impl<F: PteFormat> Domains<F> {
     }
 
     /// Maps the pages of `ranges` (host page ranges, in order) at consecutive slots of
-    /// domain `id`'s window from its start, with `perms`: the device sees them as one
+    /// domain `id`'s window from its start, readable and, when `writable`, writable by
+    /// the device: it sees them as one
     /// run of I/O addresses. Refused (nothing mapped) when the window is in use or too
     /// small. Returns the window's I/O address and the entries written (leaf table,
     /// first index, count).
@@ -131,8 +132,9 @@ impl<F: PteFormat> Domains<F> {
         frames: &mut M,
         id: DomainId,
         ranges: &[(HostPhysAddr, u64)],
-        perms: Perms,
+        writable: bool,
     ) -> Result<(u64, WindowEntries), IommuError> {
+        let perms = if writable { Perms::RW } else { Perms::R };
         let d = self.domains.get_mut(&id.0).ok_or(IommuError::UnknownDomain(id))?;
         let w = d.window.as_mut().ok_or(IommuError::UnknownDomain(id))?;
         let busy = IommuError::BadMapping { gpa: w.iova };

@@ -32,7 +32,7 @@ use crate::host::acpi::ivrs::{Ivhd, IvhdEntry, Ivrs};
 use crate::hw::Bdf;
 use crate::hw::MsiMessage;
 use crate::memory::addr::HostPhysAddr;
-use crate::memory::guest::{GuestMemoryMap, Perms};
+use crate::memory::guest::GuestMemoryMap;
 use crate::memory::page_table::{Geometry, PageTable};
 
 /// Page-table depth Bulkhead uses: 4 levels, a 48-bit DMA address space (every
@@ -302,8 +302,7 @@ impl<H: IommuHw> Iommu for AmdViIommu<H> {
         ranges: &[(HostPhysAddr, u64)],
         writable: bool,
     ) -> Result<u64, IommuError> {
-        let perms = if writable { Perms::RW } else { Perms::R };
-        let (iova, _) = self.domains.map_window(&mut self.hw, domain, ranges, perms)?;
+        let (iova, _) = self.domains.map_window(&mut self.hw, domain, ranges, writable)?;
         self.invalidate_domain(domain)?;
         Ok(iova)
     }

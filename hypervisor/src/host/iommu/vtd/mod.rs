@@ -35,7 +35,7 @@ use crate::host::acpi::dmar::Dmar;
 use crate::host::pci::PciInventory;
 use crate::hw::MsiMessage;
 use crate::memory::addr::{HostPhysAddr, PAGE_SIZE};
-use crate::memory::guest::{GuestMemoryMap, Perms};
+use crate::memory::guest::GuestMemoryMap;
 use crate::memory::page_table::{Geometry, PageTable};
 
 /// Interrupt remapping table entries per unit (2^(S+1) with S = 9: four pages).
@@ -504,8 +504,7 @@ impl<H: IommuHw> Iommu for VtdIommu<H> {
         ranges: &[(HostPhysAddr, u64)],
         writable: bool,
     ) -> Result<u64, IommuError> {
-        let perms = if writable { Perms::RW } else { Perms::R };
-        let (iova, written) = self.domains.map_window(&mut self.hw, domain, ranges, perms)?;
+        let (iova, written) = self.domains.map_window(&mut self.hw, domain, ranges, writable)?;
         self.write_back(written);
         for u in 0..self.units.len() {
             self.write_buffer_flush(u)?;
