@@ -157,7 +157,12 @@ enum BenchCmd {
     /// through to it; reports MiB/s in guest time, exits per MiB and the instructions per
     /// MiB in the desktop and in the hypervisor, and the ratio of each virtio-blk path to
     /// the passed-through one (several minutes).
-    Disk,
+    Disk {
+        /// Only these paths (repeat or separate with commas); the passed-through drive
+        /// is measured too whenever a ratio is wanted.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<DiskPart>,
+    },
     /// Several vCPUs per VM, on a 4-CPU machine with a 2-vCPU and a 1-vCPU Linux
     /// desktop: under -icount, the guest's AP bring-up time (its dmesg), the latency of
     /// IPIs between its vCPUs (sender's ICR write to the receiver's injection and EOI)
@@ -182,6 +187,19 @@ enum BenchCmd {
 enum SmpPart {
     Icount,
     Wall,
+}
+
+/// One path of `bench disk`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiskPart {
+    /// virtio-blk on a disk in host RAM.
+    Ram,
+    /// virtio-blk on an unencrypted NVMe volume.
+    Plain,
+    /// virtio-blk on an AES-256-XTS NVMe volume.
+    Xts,
+    /// The NVMe controller passed through.
+    Direct,
 }
 
 #[derive(clap::Args)]
@@ -292,7 +310,7 @@ fn main() -> ExitCode {
         Cmd::Bench(BenchCmd::Exits { no_build, stages, bochs, cpus }) => bench_exits(no_build, stages, bochs, cpus),
         Cmd::Bench(BenchCmd::Net) => bench_net(),
         Cmd::Bench(BenchCmd::Xts) => bench_xts(),
-        Cmd::Bench(BenchCmd::Disk) => bench_disk(),
+        Cmd::Bench(BenchCmd::Disk { only }) => bench_disk(&only),
         Cmd::Bench(BenchCmd::Smp { no_build, runs, only }) => bench_smp(no_build, runs, only),
         Cmd::Mgmt(cmd) => images::mgmt::cli::run(cmd),
         Cmd::Policy(cmd) => policy(cmd),
@@ -796,7 +814,7 @@ fn bench_net() -> Result<(), String> {
     Ok(())
 }
 
-fn bench_disk() -> Result<(), String> {
+fn bench_disk(only: &[DiskPart]) -> Result<(), String> {
     use bulkhead_policy::model::{Disk, DiskMode, Restart, Vm};
     use images::disk_bench::{self, DiskBackend, DiskPath, DiskTable};
     let (qemu, ovmf) = host_tools::ensure_qemu_and_ovmf().map_err(|e| e.to_string())?;
@@ -862,8 +880,16 @@ fn bench_disk() -> Result<(), String> {
         Ok(config.command(&qemu))
     };
     let mut table = DiskTable::default();
+    let part = |path: DiskPath| match path {
+        DiskPath::Virtio(DiskBackend::Ram) => DiskPart::Ram,
+        DiskPath::Virtio(DiskBackend::NvmePlain) => DiskPart::Plain,
+        DiskPath::Virtio(DiskBackend::NvmeEncrypted) => DiskPart::Xts,
+        DiskPath::PassthroughNvme => DiskPart::Direct,
+    };
+    // The ratios need the passed-through drive: it is measured whatever `only` says.
+    let wanted = |path: DiskPath| only.is_empty() || path == DiskPath::PassthroughNvme || only.contains(&part(path));
     let paths = DiskBackend::ALL.into_iter().map(DiskPath::Virtio).chain([DiskPath::PassthroughNvme]);
-    for path in paths {
+    for path in paths.filter(|p| wanted(*p)) {
         let result = boot(path).and_then(|command| {
             eprintln!("     {}, under -icount (a few minutes)", path.name());
             disk_bench::run_path(command, "bench", path)

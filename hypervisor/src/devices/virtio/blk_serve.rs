@@ -19,7 +19,7 @@ use super::blk_request::{
 };
 use super::virtqueue::{DescChain, DescSegment};
 use crate::memory::addr::GuestPhysAddr;
-use crate::memory::guest::{GuestMemory, GuestMemoryAccess, HostMemory, write_obj};
+use crate::memory::guest::{GuestMemory, GuestMemoryAccess, GuestMemoryMap, GuestRegion, HostMemory, write_obj};
 
 /// Requests one call takes at most.
 pub const REQUESTS_PER_POLL: u32 = 64;
@@ -38,13 +38,29 @@ pub struct Served {
     pub more: bool,
 }
 
+/// The region of `map` that holds all of `seg`, trying `last` (the previous
+/// segment's) before a lookup: a request's buffers mostly share one region.
+fn region_holding<'m>(
+    map: &'m GuestMemoryMap,
+    last: &mut Option<&'m GuestRegion>,
+    seg: &DescSegment,
+) -> Option<&'m GuestRegion> {
+    let end = seg.addr.checked_add(u64::from(seg.len))?;
+    let holds = |r: &GuestRegion| seg.addr >= r.gpa().raw() && end <= r.end();
+    if let Some(r) = *last
+        && holds(r)
+    {
+        return Some(r);
+    }
+    let r = map.region(GuestPhysAddr::new(seg.addr)).filter(|r| holds(r))?;
+    *last = Some(r);
+    Some(r)
+}
+
 /// Whether every buffer lies inside one region of the guest's RAM.
 fn in_ram<H: HostMemory>(mem: &GuestMemory<'_, H>, segments: &[DescSegment]) -> bool {
-    segments.iter().all(|seg| {
-        let region = mem.map().region(GuestPhysAddr::new(seg.addr));
-        let end = seg.addr.checked_add(u64::from(seg.len));
-        matches!((region, end), (Some(r), Some(end)) if end <= r.end())
-    })
+    let mut last = None;
+    segments.iter().all(|seg| region_holding(mem.map(), &mut last, seg).is_some())
 }
 
 /// A position in a list of buffers.
@@ -151,17 +167,25 @@ impl<H: HostMemory> Buffers for GuestBuffers<'_, '_, H> {
     /// bytes of its buffers, and nothing else.
     fn dma_segments(&mut self, device_writes: bool, out: &mut alloc::vec::Vec<DmaSegment>) -> bool {
         out.clear();
+        let map = self.mem.map();
+        let mut last = None;
         let mut total = 0usize;
         for seg in self.segments {
-            let Some(region) = self.mem.map().region(GuestPhysAddr::new(seg.addr)) else { return false };
-            let fits = seg.addr.checked_add(u64::from(seg.len)).is_some_and(|end| end <= region.end());
+            let Some(region) = region_holding(map, &mut last, seg) else { return false };
             let allowed = if device_writes { region.perms().write } else { region.perms().read };
             let Some(hpa) = region.hpa().checked_add(seg.addr.wrapping_sub(region.gpa().raw())) else { return false };
-            if !fits || !allowed || seg.len == 0 {
+            if !allowed || seg.len == 0 {
                 return false;
             }
-            out.push(DmaSegment { addr: hpa.raw(), len: seg.len as usize });
-            total = total.saturating_add(seg.len as usize);
+            let len = seg.len as usize;
+            // Buffers that follow each other in host memory make one segment.
+            match out.last_mut() {
+                Some(prev) if prev.addr.checked_add(prev.len as u64) == Some(hpa.raw()) => {
+                    prev.len = prev.len.saturating_add(len);
+                }
+                _ => out.push(DmaSegment { addr: hpa.raw(), len }),
+            }
+            total = total.saturating_add(len);
         }
         total == self.total
     }

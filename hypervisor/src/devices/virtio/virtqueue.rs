@@ -135,6 +135,54 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// Descriptors read from the table at once: drivers mostly chain neighbouring
+/// entries, so a long chain costs one guest memory read per batch, not per entry.
+const DESC_BATCH: u16 = 8;
+
+/// A copy of up to [`DESC_BATCH`] consecutive descriptor table entries. Each entry is
+/// parsed once from this copy, so a driver changing the table meanwhile changes nothing.
+struct DescBatch {
+    bytes: [u8; (DESC_SIZE * DESC_BATCH as u64) as usize],
+    first: u16,
+    count: u16,
+}
+
+impl Default for DescBatch {
+    fn default() -> Self {
+        DescBatch { bytes: [0; (DESC_SIZE * DESC_BATCH as u64) as usize], first: 0, count: 0 }
+    }
+}
+
+impl DescBatch {
+    /// Entry `index` (below `size`) of the table at `desc`, read with its neighbours
+    /// up to the table's end unless this batch holds it already.
+    fn entry(
+        &mut self,
+        mem: &(impl GuestMemoryAccess + ?Sized),
+        desc: u64,
+        index: u16,
+        size: u16,
+    ) -> Result<[u8; DESC_SIZE as usize], QueueError> {
+        if index < self.first || index >= self.first.saturating_add(self.count) {
+            let entry_at = at(desc, u64::from(index).wrapping_mul(DESC_SIZE))?;
+            let mut count = DESC_BATCH.min(size.saturating_sub(index)).max(1);
+            let len = usize::from(count).saturating_mul(DESC_SIZE as usize);
+            let bytes = self.bytes.get_mut(..len).ok_or(QueueError::BadLayout)?;
+            // A table split over two memory regions: this entry alone.
+            if mem.read_bytes(entry_at, bytes).is_err() {
+                count = 1;
+                mem.read_bytes(entry_at, self.bytes.get_mut(..DESC_SIZE as usize).ok_or(QueueError::BadLayout)?)?;
+            }
+            (self.first, self.count) = (index, count);
+        }
+        let from = usize::from(index.wrapping_sub(self.first)).saturating_mul(DESC_SIZE as usize);
+        let entry = self.bytes.get(from..from.saturating_add(DESC_SIZE as usize)).ok_or(QueueError::BadLayout)?;
+        let mut d = [0u8; DESC_SIZE as usize];
+        d.copy_from_slice(entry);
+        Ok(d)
+    }
+}
+
 fn at(base: u64, offset: u64) -> Result<GuestPhysAddr, QueueError> {
     base.checked_add(offset).map(GuestPhysAddr::new).ok_or(QueueError::BadLayout)
 }
@@ -222,6 +270,7 @@ impl SplitQueue {
         chain.head = head;
         chain.segments.clear();
         chain.total_len = 0;
+        let mut batch = DescBatch::default();
         let mut index = head;
         loop {
             if index >= self.size {
@@ -230,11 +279,7 @@ impl SplitQueue {
             if chain.segments.len() >= usize::from(self.size) {
                 return Err(QueueError::ChainTooLong);
             }
-            let entry = at(self.desc, u64::from(index).wrapping_mul(DESC_SIZE))?;
-            // The whole descriptor in one read (one address translation, not four):
-            // addr le64, len le32, flags le16, next le16 (§2.7.5).
-            let mut d = [0u8; DESC_SIZE as usize];
-            mem.read_bytes(entry, &mut d)?;
+            let d = batch.entry(mem, self.desc, index, self.size)?;
             let addr = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
             let len = u32::from_le_bytes([d[8], d[9], d[10], d[11]]);
             let flags = u16::from_le_bytes([d[12], d[13]]);

@@ -80,9 +80,9 @@ impl NvmeHw for HostNvmeHw {
         // lives. The only
         // other accesses to it from Rust go through `&mut self` (`dma_read`,
         // `dma_write`), so none can happen while the returned borrow lives. The driver
-        // asks for the bounce region only between commands, and never once the drive
-        // has failed (a timed-out command may still write there), so the device does
-        // not touch it meanwhile either.
+        // asks for a bounce buffer or a PRP list page only while no command uses it,
+        // and never once the drive has failed (a timed-out command may still read or
+        // write there), so the device does not touch it meanwhile either.
         Some(unsafe { crate::memory::direct_map::bytes_mut(pa, len) })
     }
 

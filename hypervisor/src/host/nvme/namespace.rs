@@ -83,31 +83,21 @@ impl<H: NvmeHw> NvmeNamespace<H> {
     /// waiting for it.
     fn start(&mut self, write: bool, lba: u64, bytes: usize, buffer: usize) -> Result<InFlight, NvmeError> {
         let list = self.ctrl.dma().saturating_add(prp_list(buffer));
-        let prps = prp::build(self.bounce_at(buffer), bytes as u64, list).map_err(|_| NvmeError::Dma)?;
-        self.send(write, lba, bytes, prps, list, buffer)
+        let data = self.bounce_at(buffer);
+        let page = self.ctrl.hw_mut().dma_bytes(list, PAGE as usize).ok_or(NvmeError::Dma)?;
+        let prps = prp::build(data, bytes as u64, list, page).map_err(|_| NvmeError::Dma)?;
+        self.send(write, lba, bytes, prps, buffer)
     }
 
-    /// Writes the PRP list page `list` if the command needs one, and submits it.
+    /// Submits a read or write whose PRPs (and list page) are ready.
     fn send(
         &mut self,
         write: bool,
         lba: u64,
         bytes: usize,
         prps: prp::Prps,
-        list: u64,
         buffer: usize,
     ) -> Result<InFlight, NvmeError> {
-        if !prps.list.is_empty() {
-            // Only the entries the command uses; the controller reads no further.
-            let mut page = [0u8; LIST_ENTRIES * 8];
-            let used = prps.list.len().saturating_mul(8);
-            for (slot, entry) in page.chunks_exact_mut(8).zip(prps.list.iter()) {
-                slot.copy_from_slice(&entry.to_le_bytes());
-            }
-            if !self.ctrl.hw_mut().dma_write(list, page.get(..used).ok_or(NvmeError::Dma)?) {
-                return Err(NvmeError::Dma);
-            }
-        }
         let blocks = (bytes as u64).checked_div(u64::from(self.ns.block_size)).unwrap_or(0) as u32;
         let sqe = cmd::read_write(write, self.nsid, lba, blocks, prps.prp1, prps.prp2);
         let cid = self.ctrl.submit(true, sqe)?;
@@ -139,16 +129,8 @@ impl<H: NvmeHw> NvmeNamespace<H> {
             return Some(Err(DeviceError::Timeout));
         }
         let max_blocks = self.direct_max_blocks();
-        if len == 0 || max_blocks == 0 || !prp::segments_fit(segments) {
-            return None;
-        }
         let region = (self.ctrl.dma(), self.ctrl.dma().saturating_add(super::controller::DMA_BYTES));
-        let touches_region = segments.iter().any(|s| {
-            let start = s.addr & !(PAGE - 1);
-            let end = s.addr.saturating_add(s.len as u64).saturating_add(PAGE - 1) & !(PAGE - 1);
-            start < region.1 && region.0 < end
-        });
-        if touches_region {
+        if len == 0 || max_blocks == 0 || !prp::segments_fit_outside(segments, region) {
             return None;
         }
         let mut device = core::mem::take(&mut self.device);
@@ -245,8 +227,9 @@ impl<H: NvmeHw> NvmeNamespace<H> {
         slot: usize,
     ) -> Result<InFlight, NvmeError> {
         let list = self.ctrl.dma().saturating_add(prp_list(slot));
-        let prps = prp::build_segments(segments, cursor, bytes, list).map_err(|_| NvmeError::Dma)?;
-        self.send(write, lba, bytes, prps, list, slot)
+        let page = self.ctrl.hw_mut().dma_bytes(list, PAGE as usize).ok_or(NvmeError::Dma)?;
+        let prps = prp::build_segments(segments, cursor, bytes, list, page).map_err(|_| NvmeError::Dma)?;
+        self.send(write, lba, bytes, prps, slot)
     }
 
     /// After a failure: waits for a command still outstanding, so that its bounce

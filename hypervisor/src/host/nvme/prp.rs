@@ -13,13 +13,13 @@ pub const PAGE: u64 = 4096;
 /// Entries in one PRP list page; the driver never chains lists.
 pub const LIST_ENTRIES: usize = (PAGE / 8) as usize;
 
-/// The data pointer of one command, and the list page's contents if it needs one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The data pointer of one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prps {
     pub prp1: u64,
     pub prp2: u64,
-    /// Entries to write to the list page (empty when PRP2 is a data page or unused).
-    pub list: heapless::Vec<u64, LIST_ENTRIES>,
+    /// Entries the command uses in its list page (0 when PRP2 is a data page or unused).
+    pub list_len: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,38 +30,77 @@ pub enum PrpError {
     TooLong,
 }
 
+/// The page entries of one command as they are found, the second and later ones
+/// written straight into the list page's bytes (little endian): no copy of the list.
+struct Entries<'a> {
+    list: &'a mut [u8],
+    count: usize,
+    first: u64,
+    second: u64,
+}
+
+impl<'a> Entries<'a> {
+    fn new(list: &'a mut [u8]) -> Self {
+        Entries { list, count: 0, first: 0, second: 0 }
+    }
+
+    fn push(&mut self, addr: u64) -> Result<(), PrpError> {
+        match self.count {
+            0 => self.first = addr,
+            n => {
+                if n == 1 {
+                    self.second = addr;
+                }
+                let at = n.saturating_sub(1).saturating_mul(8);
+                let slot = self.list.get_mut(at..at.saturating_add(8)).ok_or(PrpError::TooLong)?;
+                slot.copy_from_slice(&addr.to_le_bytes());
+            }
+        }
+        self.count = self.count.saturating_add(1);
+        Ok(())
+    }
+
+    /// PRP2 is the second page when there are exactly two, else the list.
+    fn finish(self, list_page: u64) -> Prps {
+        match self.count {
+            0 | 1 => Prps { prp1: self.first, prp2: 0, list_len: 0 },
+            2 => Prps { prp1: self.first, prp2: self.second, list_len: 0 },
+            n => Prps { prp1: self.first, prp2: list_page, list_len: n.saturating_sub(1) },
+        }
+    }
+}
+
 /// The PRPs for `len` bytes at `buffer` (device address, page aligned), with the list,
-/// if any, at `list_page`.
-pub fn build(buffer: u64, len: u64, list_page: u64) -> Result<Prps, PrpError> {
+/// if any, at device address `list_page`, whose bytes `list` are (at most
+/// [`LIST_ENTRIES`] entries; what lies past the entries used is left alone).
+pub fn build(buffer: u64, len: u64, list_page: u64, list: &mut [u8]) -> Result<Prps, PrpError> {
     if len == 0 || !buffer.is_multiple_of(PAGE) || !list_page.is_multiple_of(PAGE) {
         return Err(PrpError::Misaligned);
     }
     let pages = len.div_ceil(PAGE);
-    let page = |i: u64| i.checked_mul(PAGE).and_then(|o| buffer.checked_add(o)).ok_or(PrpError::TooLong);
-    let mut prps = Prps { prp1: buffer, prp2: 0, list: heapless::Vec::new() };
-    match pages {
-        1 => {}
-        2 => prps.prp2 = page(1)?,
-        _ => {
-            prps.prp2 = list_page;
-            for i in 1..pages {
-                prps.list.push(page(i)?).map_err(|_| PrpError::TooLong)?;
-            }
-        }
+    if pages > (LIST_ENTRIES as u64).saturating_add(1) {
+        return Err(PrpError::TooLong);
     }
-    Ok(prps)
+    let mut entries = Entries::new(list);
+    for i in 0..pages {
+        entries.push(i.checked_mul(PAGE).and_then(|o| buffer.checked_add(o)).ok_or(PrpError::TooLong)?)?;
+    }
+    Ok(entries.finish(list_page))
 }
 
 /// Whether a transfer over `segments` (in order) can be described by PRP entries
-/// (§4.1.1): the first starts on a dword, every later one on a page, and every one but
-/// the last ends on a page; none is empty.
-pub fn segments_fit(segments: &[DmaSegment]) -> bool {
+/// (§4.1.1: the first starts on a dword, every later one on a page, and every one but
+/// the last ends on a page; none is empty) and no page of it meets `[avoid.0,
+/// avoid.1)` (the driver's own DMA region), in one pass.
+pub fn segments_fit_outside(segments: &[DmaSegment], avoid: (u64, u64)) -> bool {
     let last = segments.len().saturating_sub(1);
     !segments.is_empty()
         && segments.iter().enumerate().all(|(i, s)| {
-            let end = s.addr.checked_add(s.len as u64);
+            let Some(end) = s.addr.checked_add(s.len as u64) else { return false };
             let start_ok = if i == 0 { s.addr.is_multiple_of(4) } else { s.addr.is_multiple_of(PAGE) };
-            s.len > 0 && start_ok && end.is_some_and(|e| i == last || e.is_multiple_of(PAGE))
+            let (first_page, end_page) = (s.addr & !(PAGE - 1), end.saturating_add(PAGE - 1) & !(PAGE - 1));
+            let meets = first_page < avoid.1 && avoid.0 < end_page;
+            s.len > 0 && start_ok && (i == last || end.is_multiple_of(PAGE)) && !meets
         })
 }
 
@@ -73,18 +112,19 @@ pub struct SegmentCursor {
 }
 
 /// The PRPs for the next `len` bytes of a transfer over `segments` (which
-/// [`segments_fit`]), from `cursor` on, with the list, if any, at `list_page`; the
-/// cursor moves past them.
+/// [`segments_fit_outside`]), from `cursor` on, with the list, if any, at device address
+/// `list_page`, whose bytes `list` are; the cursor moves past them.
 pub fn build_segments(
     segments: &[DmaSegment],
     cursor: &mut SegmentCursor,
     len: usize,
     list_page: u64,
+    list: &mut [u8],
 ) -> Result<Prps, PrpError> {
     if len == 0 || !list_page.is_multiple_of(PAGE) {
         return Err(PrpError::Misaligned);
     }
-    let mut entries: heapless::Vec<u64, { LIST_ENTRIES + 1 }> = heapless::Vec::new();
+    let mut entries = Entries::new(list);
     let mut need = len;
     while need > 0 {
         let seg = segments.get(cursor.index).ok_or(PrpError::TooLong)?;
@@ -98,10 +138,10 @@ pub fn build_segments(
         // The rest of this memory page, of this segment and of the command.
         let in_page = PAGE.saturating_sub(addr % PAGE) as usize;
         let n = in_page.min(left).min(need);
-        if !entries.is_empty() && !addr.is_multiple_of(PAGE) {
+        if entries.count > 0 && !addr.is_multiple_of(PAGE) {
             return Err(PrpError::Misaligned);
         }
-        entries.push(addr).map_err(|_| PrpError::TooLong)?;
+        entries.push(addr)?;
         cursor.offset = cursor.offset.saturating_add(n);
         need = need.saturating_sub(n);
         // Only the command's last piece may end inside a page.
@@ -109,43 +149,48 @@ pub fn build_segments(
             return Err(PrpError::Misaligned);
         }
     }
-    let mut prps = Prps { prp1: entries.first().copied().unwrap_or(0), prp2: 0, list: heapless::Vec::new() };
-    match entries.len() {
-        0 | 1 => {}
-        2 => prps.prp2 = entries.get(1).copied().unwrap_or(0),
-        _ => {
-            prps.prp2 = list_page;
-            for &e in entries.iter().skip(1) {
-                prps.list.push(e).map_err(|_| PrpError::TooLong)?;
-            }
-        }
-    }
-    Ok(prps)
+    Ok(entries.finish(list_page))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
+
+    fn segments_fit(segments: &[DmaSegment]) -> bool {
+        segments_fit_outside(segments, (0, 0))
+    }
+
+    /// The first `n` entries of a list page.
+    fn entries(page: &[u8], n: usize) -> Vec<u64> {
+        page.chunks_exact(8).take(n).map(|e| u64::from_le_bytes(e.try_into().unwrap())).collect()
+    }
 
     #[test]
     fn one_two_and_many_pages() {
-        let one = build(0x10_0000, 512, 0x9000).unwrap();
-        assert_eq!((one.prp1, one.prp2, one.list.len()), (0x10_0000, 0, 0));
-        let two = build(0x10_0000, 8192, 0x9000).unwrap();
-        assert_eq!((two.prp1, two.prp2, two.list.len()), (0x10_0000, 0x10_1000, 0));
-        let many = build(0x10_0000, 5 * 4096 - 512, 0x9000).unwrap();
-        assert_eq!((many.prp1, many.prp2), (0x10_0000, 0x9000));
-        assert_eq!(&many.list[..], &[0x10_1000, 0x10_2000, 0x10_3000, 0x10_4000]);
+        let mut page = [0u8; PAGE as usize];
+        let one = build(0x10_0000, 512, 0x9000, &mut page).unwrap();
+        assert_eq!((one.prp1, one.prp2, one.list_len), (0x10_0000, 0, 0));
+        let two = build(0x10_0000, 8192, 0x9000, &mut page).unwrap();
+        assert_eq!((two.prp1, two.prp2, two.list_len), (0x10_0000, 0x10_1000, 0));
+        let many = build(0x10_0000, 5 * 4096 - 512, 0x9000, &mut page).unwrap();
+        assert_eq!((many.prp1, many.prp2, many.list_len), (0x10_0000, 0x9000, 4));
+        assert_eq!(entries(&page, 4), [0x10_1000, 0x10_2000, 0x10_3000, 0x10_4000]);
+        let full = build(0x10_0000, (LIST_ENTRIES as u64 + 1) * PAGE, 0x9000, &mut page).unwrap();
+        assert_eq!(full.list_len, LIST_ENTRIES);
+        assert_eq!(entries(&page, LIST_ENTRIES).last(), Some(&(0x10_0000 + LIST_ENTRIES as u64 * PAGE)));
+        assert_eq!(build(0x10_0000, (LIST_ENTRIES as u64 + 2) * PAGE, 0x9000, &mut page), Err(PrpError::TooLong));
     }
 
     #[test]
     fn limits() {
-        assert_eq!(build(0x10_0800, 512, 0x9000), Err(PrpError::Misaligned));
-        assert_eq!(build(0x10_0000, 512, 0x9010), Err(PrpError::Misaligned));
-        assert_eq!(build(0x10_0000, 0, 0x9000), Err(PrpError::Misaligned));
-        assert!(build(0, (LIST_ENTRIES as u64 + 1) * PAGE, 0x9000).is_ok());
-        assert_eq!(build(0, (LIST_ENTRIES as u64 + 2) * PAGE, 0x9000), Err(PrpError::TooLong));
-        assert_eq!(build(!0xfff, 3 * PAGE, 0x9000), Err(PrpError::TooLong));
+        let mut page = [0u8; PAGE as usize];
+        assert_eq!(build(0x10_0800, 512, 0x9000, &mut page), Err(PrpError::Misaligned));
+        assert_eq!(build(0x10_0000, 512, 0x9010, &mut page), Err(PrpError::Misaligned));
+        assert_eq!(build(0x10_0000, 0, 0x9000, &mut page), Err(PrpError::Misaligned));
+        assert!(build(0, (LIST_ENTRIES as u64 + 1) * PAGE, 0x9000, &mut page).is_ok());
+        assert_eq!(build(0, (LIST_ENTRIES as u64 + 2) * PAGE, 0x9000, &mut page), Err(PrpError::TooLong));
+        assert_eq!(build(!0xfff, 3 * PAGE, 0x9000, &mut page), Err(PrpError::TooLong));
     }
 
     fn seg(addr: u64, len: usize) -> DmaSegment {
@@ -161,6 +206,11 @@ mod tests {
         assert!(!segments_fit(&[seg(0x1_0000, 0x1000), seg(0x5_0200, 0x800)]), "second starts inside a page");
         assert!(!segments_fit(&[seg(0x1_0000, 0x1000), seg(0x5_0000, 0)]));
         assert!(!segments_fit(&[]));
+        // The driver's own region: no page of a transfer may meet it.
+        let region = (0x5_0000, 0x5_2000);
+        assert!(segments_fit_outside(&[seg(0x1_0000, 0x1000), seg(0x5_2000, 0x800)], region));
+        assert!(!segments_fit_outside(&[seg(0x1_0000, 0x1000), seg(0x5_1000, 0x800)], region));
+        assert!(!segments_fit_outside(&[seg(0x4_f200, 0xe00), seg(0x9_0000, 0x200)], (0x4_f000, 0x4_f001)));
     }
 
     #[test]
@@ -169,15 +219,23 @@ mod tests {
         let segs = [seg(0x1_0200, 0xe00), seg(0x5_0000, 0x3000), seg(0x9_0000, 0x200)];
         let mut cursor = SegmentCursor::default();
         // First command: 0x1000 bytes: the first page's tail and 0x200 of the next.
-        let a = build_segments(&segs, &mut cursor, 0x1000, 0x7000).unwrap();
-        assert_eq!((a.prp1, a.prp2, a.list.len()), (0x1_0200, 0x5_0000, 0));
+        let mut page = [0u8; PAGE as usize];
+        let a = build_segments(&segs, &mut cursor, 0x1000, 0x7000, &mut page).unwrap();
+        assert_eq!((a.prp1, a.prp2, a.list_len), (0x1_0200, 0x5_0000, 0));
         // Second: the rest, starting inside a page (PRP1 has an offset), with a list.
-        let b = build_segments(&segs, &mut cursor, 0x3000, 0x7000).unwrap();
-        assert_eq!((b.prp1, b.prp2), (0x5_0200, 0x7000));
-        assert_eq!(&b.list[..], &[0x5_1000, 0x5_2000, 0x9_0000]);
-        assert_eq!(build_segments(&segs, &mut cursor, 0x200, 0x7000), Err(PrpError::TooLong), "past the end");
+        let b = build_segments(&segs, &mut cursor, 0x3000, 0x7000, &mut page).unwrap();
+        assert_eq!((b.prp1, b.prp2, b.list_len), (0x5_0200, 0x7000, 3));
+        assert_eq!(entries(&page, 3), [0x5_1000, 0x5_2000, 0x9_0000]);
+        assert_eq!(
+            build_segments(&segs, &mut cursor, 0x200, 0x7000, &mut page),
+            Err(PrpError::TooLong),
+            "past the end"
+        );
         // Segments that do not fit are refused even if the caller did not check.
         let bad = [seg(0x1_0000, 0x800), seg(0x5_0000, 0x800)];
-        assert_eq!(build_segments(&bad, &mut SegmentCursor::default(), 0x1000, 0x7000), Err(PrpError::Misaligned));
+        assert_eq!(
+            build_segments(&bad, &mut SegmentCursor::default(), 0x1000, 0x7000, &mut page),
+            Err(PrpError::Misaligned)
+        );
     }
 }
