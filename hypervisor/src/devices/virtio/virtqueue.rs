@@ -139,6 +139,14 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
 /// entries, so a long chain costs one guest memory read per batch, not per entry.
 const DESC_BATCH: u16 = 8;
 
+/// One descriptor table entry.
+struct Descriptor {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
 /// A copy of up to [`DESC_BATCH`] consecutive descriptor table entries. Each entry is
 /// parsed once from this copy, so a driver changing the table meanwhile changes nothing.
 struct DescBatch {
@@ -162,7 +170,7 @@ impl DescBatch {
         desc: u64,
         index: u16,
         size: u16,
-    ) -> Result<[u8; DESC_SIZE as usize], QueueError> {
+    ) -> Result<Descriptor, QueueError> {
         if index < self.first || index >= self.first.saturating_add(self.count) {
             let entry_at = at(desc, u64::from(index).wrapping_mul(DESC_SIZE))?;
             let mut count = DESC_BATCH.min(size.saturating_sub(index)).max(1);
@@ -177,9 +185,14 @@ impl DescBatch {
         }
         let from = usize::from(index.wrapping_sub(self.first)).saturating_mul(DESC_SIZE as usize);
         let entry = self.bytes.get(from..from.saturating_add(DESC_SIZE as usize)).ok_or(QueueError::BadLayout)?;
-        let mut d = [0u8; DESC_SIZE as usize];
-        d.copy_from_slice(entry);
-        Ok(d)
+        // Whole little-endian fields: (addr, len, flags, next) (§2.7.5).
+        let field = |at: usize, n: usize| entry.get(at..at.saturating_add(n)).ok_or(QueueError::BadLayout);
+        Ok(Descriptor {
+            addr: u64::from_le_bytes(field(0, 8)?.try_into().map_err(|_| QueueError::BadLayout)?),
+            len: u32::from_le_bytes(field(8, 4)?.try_into().map_err(|_| QueueError::BadLayout)?),
+            flags: u16::from_le_bytes(field(12, 2)?.try_into().map_err(|_| QueueError::BadLayout)?),
+            next: u16::from_le_bytes(field(14, 2)?.try_into().map_err(|_| QueueError::BadLayout)?),
+        })
     }
 }
 
@@ -279,11 +292,7 @@ impl SplitQueue {
             if chain.segments.len() >= usize::from(self.size) {
                 return Err(QueueError::ChainTooLong);
             }
-            let d = batch.entry(mem, self.desc, index, self.size)?;
-            let addr = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-            let len = u32::from_le_bytes([d[8], d[9], d[10], d[11]]);
-            let flags = u16::from_le_bytes([d[12], d[13]]);
-            let next = u16::from_le_bytes([d[14], d[15]]);
+            let Descriptor { addr, len, flags, next } = batch.entry(mem, self.desc, index, self.size)?;
             if flags & DESC_F_INDIRECT != 0 {
                 return Err(QueueError::Indirect);
             }

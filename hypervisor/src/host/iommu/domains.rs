@@ -146,21 +146,22 @@ impl<F: PteFormat> Domains<F> {
         if w.used != 0 || pages > w.pages || pages == 0 {
             return Err(busy);
         }
-        if F::leaf(HostPhysAddr::new(0), 1, perms).is_none() {
-            return Err(busy);
-        }
+        let Some(flags) = F::leaf(HostPhysAddr::new(0), 1, perms) else { return Err(busy) };
+        // Both formats put the frame's address next to the permission bits, so a leaf
+        // is the address ORed with the bits (checked here, or each leaf is built).
+        let additive = F::leaf(HostPhysAddr::new(PAGE_SIZE), 1, perms) == Some(flags | PAGE_SIZE);
         let table = frames.table_mut(w.leaf);
         let mut slot = 0usize;
         for &(hpa, len) in ranges {
+            // `pages` (the sum) fits the window, itself inside the table.
+            let n = (len / PAGE_SIZE) as usize;
+            let Some(entries) = table.get_mut(slot..slot.saturating_add(n)) else { return Err(busy) };
             let mut page = hpa.raw();
-            let end = hpa.raw().saturating_add(len);
-            while page < end {
-                if let Some(e) = table.get_mut(slot) {
-                    *e = F::leaf(HostPhysAddr::new(page), 1, perms).unwrap_or(0);
-                }
-                slot = slot.saturating_add(1);
-                page = page.saturating_add(PAGE_SIZE);
+            for e in entries {
+                *e = if additive { flags | page } else { F::leaf(HostPhysAddr::new(page), 1, perms).unwrap_or(0) };
+                page = page.wrapping_add(PAGE_SIZE);
             }
+            slot = slot.saturating_add(n);
         }
         w.used = slot;
         Ok((w.iova, WindowEntries { table: w.leaf, count: slot }))

@@ -60,6 +60,29 @@ impl<'a> Entries<'a> {
         Ok(())
     }
 
+    /// The pages of `[start, end)` (`start` may lie inside a page, `end` past it): the
+    /// first one from `start`, the rest whole, written in one go.
+    fn push_run(&mut self, start: u64, end: u64) -> Result<(), PrpError> {
+        self.push(start)?;
+        let mut page = (start & !(PAGE - 1)).checked_add(PAGE).ok_or(PrpError::TooLong)?;
+        if page < end && self.count == 1 {
+            self.push(page)?;
+            page = page.checked_add(PAGE).ok_or(PrpError::TooLong)?;
+        }
+        if page >= end {
+            return Ok(());
+        }
+        let n = end.saturating_sub(page).div_ceil(PAGE) as usize;
+        let at = self.count.saturating_sub(1).saturating_mul(8);
+        let slots = self.list.get_mut(at..at.saturating_add(n.saturating_mul(8))).ok_or(PrpError::TooLong)?;
+        for slot in slots.chunks_exact_mut(8) {
+            slot.copy_from_slice(&page.to_le_bytes());
+            page = page.wrapping_add(PAGE);
+        }
+        self.count = self.count.saturating_add(n);
+        Ok(())
+    }
+
     /// PRP2 is the second page when there are exactly two, else the list.
     fn finish(self, list_page: u64) -> Prps {
         match self.count {
@@ -77,14 +100,11 @@ pub fn build(buffer: u64, len: u64, list_page: u64, list: &mut [u8]) -> Result<P
     if len == 0 || !buffer.is_multiple_of(PAGE) || !list_page.is_multiple_of(PAGE) {
         return Err(PrpError::Misaligned);
     }
-    let pages = len.div_ceil(PAGE);
-    if pages > (LIST_ENTRIES as u64).saturating_add(1) {
+    if len.div_ceil(PAGE) > (LIST_ENTRIES as u64).saturating_add(1) {
         return Err(PrpError::TooLong);
     }
     let mut entries = Entries::new(list);
-    for i in 0..pages {
-        entries.push(i.checked_mul(PAGE).and_then(|o| buffer.checked_add(o)).ok_or(PrpError::TooLong)?)?;
-    }
+    entries.push_run(buffer, buffer.checked_add(len).ok_or(PrpError::TooLong)?)?;
     Ok(entries.finish(list_page))
 }
 
@@ -135,19 +155,19 @@ pub fn build_segments(
             continue;
         }
         let addr = seg.addr.checked_add(cursor.offset as u64).ok_or(PrpError::TooLong)?;
-        // The rest of this memory page, of this segment and of the command.
-        let in_page = PAGE.saturating_sub(addr % PAGE) as usize;
-        let n = in_page.min(left).min(need);
+        let take = left.min(need);
+        let end = addr.checked_add(take as u64).ok_or(PrpError::TooLong)?;
+        // Only the command's first piece may start inside a page, only its last end
+        // inside one.
         if entries.count > 0 && !addr.is_multiple_of(PAGE) {
             return Err(PrpError::Misaligned);
         }
-        entries.push(addr)?;
-        cursor.offset = cursor.offset.saturating_add(n);
-        need = need.saturating_sub(n);
-        // Only the command's last piece may end inside a page.
-        if need > 0 && !addr.saturating_add(n as u64).is_multiple_of(PAGE) {
+        if take < need && !end.is_multiple_of(PAGE) {
             return Err(PrpError::Misaligned);
         }
+        entries.push_run(addr, end)?;
+        cursor.offset = cursor.offset.saturating_add(take);
+        need = need.saturating_sub(take);
     }
     Ok(entries.finish(list_page))
 }
@@ -231,6 +251,12 @@ mod tests {
             Err(PrpError::TooLong),
             "past the end"
         );
+        // One segment of several pages from inside a page, then a second: each page
+        // once, in order, the list from the second page on.
+        let segs = [seg(0x2_0800, 0x3800), seg(0x8_0000, 0x1000)];
+        let c = build_segments(&segs, &mut SegmentCursor::default(), 0x4800, 0x7000, &mut page).unwrap();
+        assert_eq!((c.prp1, c.prp2, c.list_len), (0x2_0800, 0x7000, 4));
+        assert_eq!(entries(&page, 4), [0x2_1000, 0x2_2000, 0x2_3000, 0x8_0000]);
         // Segments that do not fit are refused even if the caller did not check.
         let bad = [seg(0x1_0000, 0x800), seg(0x5_0000, 0x800)];
         assert_eq!(

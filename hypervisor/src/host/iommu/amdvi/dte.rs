@@ -200,6 +200,18 @@ mod tests {
         conformance::check_all::<IoPte>(Geometry { levels: 3, ..FOUR_LEVELS });
     }
 
+    /// The transfer window builds 4 KiB leaves as the frame's address ORed with the
+    /// bits of a leaf at address 0 (`Domains::map_window`).
+    #[test]
+    fn small_leaves_are_the_address_with_the_permission_bits() {
+        for perms in [Perms::RW, Perms::R] {
+            let bits = IoPte::leaf(HostPhysAddr::new(0), 1, perms).unwrap();
+            for hpa in [0x1000u64, 0x1_2345_6000, 0xf_ffff_f000] {
+                assert_eq!(IoPte::leaf(HostPhysAddr::new(hpa), 1, perms), Some(bits | hpa));
+            }
+        }
+    }
+
     #[test]
     fn io_page_table_entries_are_encoded_per_spec() {
         let mut f = FakeFrames::new();
