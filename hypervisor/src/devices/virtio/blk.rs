@@ -10,7 +10,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::blk_backend::{BlockBackend, SECTOR_SIZE};
-use super::blk_request::{Reject, SEG_MAX, SIZE_MAX};
+use super::blk_request::{QUEUE_SIZE, Reject, SEG_MAX, SIZE_MAX};
 use super::feature;
 use super::pci_transport::{BAR_INDEX, TransportSpec, VirtioPciTransport};
 use super::virtqueue::{DescChain, QueueError, SplitQueue};
@@ -158,6 +158,7 @@ fn transport_for(backend: &dyn BlockBackend) -> Result<VirtioPciTransport, VpciE
         class: CLASS_MASS_STORAGE_OTHER,
         device_features: BLK_FEATURES | read_only,
         num_queues: 1,
+        queue_size: QUEUE_SIZE,
         device_config_len: CONFIG_LEN,
     };
     let mut transport = VirtioPciTransport::new(spec)?;

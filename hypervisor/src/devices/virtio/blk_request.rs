@@ -55,18 +55,24 @@ impl ReqHeader {
     }
 }
 
-/// Data buffers one request may have (offered as seg_max): with the header and the
-/// status, a chain of at most 128 descriptors, half the largest queue.
-pub const SEG_MAX: u32 = 126;
+/// Entries of the request queue the device offers.
+pub const QUEUE_SIZE: u16 = 1024;
+/// Data buffers one request may have (offered as seg_max): a 1 MiB request of
+/// scattered 4 KiB pages is one request, not two or three (Linux splits a request at
+/// seg_max buffers). With the header and the status a chain is at most 258
+/// descriptors, so three such requests fit in the queue at once.
+pub const SEG_MAX: u32 = 256;
 /// The largest data buffer (offered as size_max).
-pub const SIZE_MAX: u32 = 32 * 1024;
+pub const SIZE_MAX: u32 = 16 * 1024;
 /// The most data one request may move. A driver that keeps to seg_max and size_max
-/// stays under it (126 * 32 KiB), and Linux's default request size (1280 KiB) fits.
+/// stays within it (256 * 16 KiB), and Linux's default request size (1280 KiB) fits.
 pub const MAX_REQUEST_BYTES: u64 = 4 * 1024 * 1024;
 /// The most a GET_ID buffer may be (the device writes 20 bytes of it).
 pub const MAX_ID_BUFFER: u64 = 512;
 
 const _: () = assert!(SEG_MAX as u64 * SIZE_MAX as u64 <= MAX_REQUEST_BYTES);
+const _: () = assert!((SEG_MAX + 2) * 3 <= QUEUE_SIZE as u32);
+const _: () = assert!(QUEUE_SIZE <= super::virtqueue::LARGEST_QUEUE_SIZE && QUEUE_SIZE.is_power_of_two());
 
 /// Why a request was refused. All but `Unsupported` complete with IOERR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -74,6 +74,7 @@ impl VirtioNet {
             class: CLASS_ETHERNET,
             device_features: NET_FEATURES,
             num_queues: 2,
+            queue_size: super::virtqueue::MAX_QUEUE_SIZE,
             device_config_len: CONFIG_LEN,
         };
         let mut transport = VirtioPciTransport::new(spec)?;

@@ -80,6 +80,9 @@ pub struct TransportSpec {
     pub class: u32,
     pub device_features: u64,
     pub num_queues: u16,
+    /// Entries each queue offers at most (a power of two, up to
+    /// `virtqueue::LARGEST_QUEUE_SIZE`).
+    pub queue_size: u16,
     /// Length of the device-specific configuration.
     pub device_config_len: u16,
 }
@@ -88,6 +91,8 @@ pub struct TransportSpec {
 #[derive(Debug)]
 pub struct VirtioPciTransport {
     config: VConfigSpace,
+    /// Entries each queue offers at most (kept for resets).
+    queue_size: u16,
     msix_cap: u16,
     device_features: u64,
     driver_features: u64,
@@ -153,7 +158,8 @@ impl VirtioPciTransport {
             status: 0,
             config_generation: 0,
             queue_select: 0,
-            queues: alloc::vec![SplitQueue::default(); usize::from(num_queues)],
+            queues: alloc::vec![SplitQueue::offering(spec.queue_size); usize::from(num_queues)],
+            queue_size: spec.queue_size,
             config_msix_vector: NO_VECTOR,
             isr: 0,
             msix,
@@ -271,7 +277,7 @@ impl VirtioPciTransport {
         self.status = 0;
         self.queue_select = 0;
         for q in &mut self.queues {
-            *q = SplitQueue::default();
+            *q = SplitQueue::offering(self.queue_size);
         }
         self.config_msix_vector = NO_VECTOR;
         self.isr = 0;

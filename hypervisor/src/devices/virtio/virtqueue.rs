@@ -14,9 +14,12 @@ use alloc::vec::Vec;
 use crate::memory::addr::GuestPhysAddr;
 use crate::memory::guest::{GuestMemoryAccess, GuestMemoryError, read_obj, write_obj};
 
-/// The largest queue this device offers (queue_size reads this before the driver
-/// writes a smaller power of two).
+/// The largest queue a device offers unless it says otherwise (queue_size reads this
+/// before the driver writes a smaller power of two).
 pub const MAX_QUEUE_SIZE: u16 = 256;
+/// The most any device may offer: what a walk, a chain and the per-queue state are
+/// bounded by.
+pub const LARGEST_QUEUE_SIZE: u16 = 1024;
 
 /// Descriptor table entry (§2.7.5): addr le64, len le32, flags le16, next le16.
 const DESC_SIZE: u64 = 16;
@@ -107,12 +110,24 @@ pub struct SplitQueue {
     seen_avail: u16,
     /// VIRTQ_USED_F_NO_NOTIFY is in the used ring's flags (written once, not per chain).
     no_notify_written: bool,
+    /// The largest size the device offers for this queue.
+    max_size: u16,
 }
 
 impl Default for SplitQueue {
     fn default() -> Self {
+        SplitQueue::offering(MAX_QUEUE_SIZE)
+    }
+}
+
+impl SplitQueue {
+    /// A queue (not yet enabled) offering at most `max_size` entries, a power of two
+    /// up to [`LARGEST_QUEUE_SIZE`] (anything else gets [`MAX_QUEUE_SIZE`]).
+    pub fn offering(max_size: u16) -> Self {
+        let max_size =
+            if max_size.is_power_of_two() && max_size <= LARGEST_QUEUE_SIZE { max_size } else { MAX_QUEUE_SIZE };
         SplitQueue {
-            size: MAX_QUEUE_SIZE,
+            size: max_size,
             enabled: false,
             msix_vector: super::NO_VECTOR,
             desc: 0,
@@ -126,6 +141,7 @@ impl Default for SplitQueue {
             signalled_used: 0,
             seen_avail: 0,
             no_notify_written: false,
+            max_size,
         }
     }
 }
@@ -206,7 +222,7 @@ impl SplitQueue {
     /// 4-byte aligned).
     pub fn check_layout(&self) -> Result<(), QueueError> {
         let ok = self.size.is_power_of_two()
-            && self.size <= MAX_QUEUE_SIZE
+            && self.size <= self.max_size
             && self.desc.is_multiple_of(16)
             && self.driver.is_multiple_of(2)
             && self.device.is_multiple_of(4);

@@ -32,7 +32,7 @@ fn rig_with(sectors: u64, read_only: bool, direct: bool) -> BlkRig {
     backend.direct = direct;
     let disk = Shared::new(backend);
     let mut blk = VirtioBlk::new(Box::new(disk.clone())).unwrap();
-    let rings = DriverRings::new(0x1000, 256);
+    let rings = DriverRings::new(0x1000, QUEUE_SIZE);
     bring_up(&mut blk, &[&rings]);
     assert!(blk.is_running());
     BlkRig { disk, blk, rings }
@@ -93,6 +93,9 @@ fn configuration_holds_capacity_seg_max_and_block_size() {
     assert_eq!(r.blk.negotiated(), BLK_FEATURES);
     let ro = rig(8, true);
     assert_eq!(ro.blk.negotiated(), BLK_FEATURES | blk_feature::RO);
+    // The rig's driver enabled a queue of QUEUE_SIZE; a fresh device offers that much.
+    let fresh = VirtioBlk::new(Box::new(MemoryBackend::new(8, false, SERIAL))).unwrap();
+    assert_eq!(fresh.transport().queue(0).map(|q| q.size), Some(QUEUE_SIZE));
 }
 
 #[test]
@@ -329,7 +332,9 @@ fn one_call_takes_a_bounded_number_of_requests() {
     // Bytes: six 1 MiB writes; a call stops taking requests once 4 MiB moved.
     let mut r = rig(16 * 1024, false);
     let mib = 1024 * 1024;
-    let bufs: Vec<(u64, u32, bool)> = (0..32).map(|i| (0x10_0000 + i * u64::from(SIZE_MAX), SIZE_MAX, false)).collect();
+    let count = mib / u64::from(SIZE_MAX);
+    let bufs: Vec<(u64, u32, bool)> =
+        (0..count).map(|i| (0x10_0000 + i * u64::from(SIZE_MAX), SIZE_MAX, false)).collect();
     for _ in 0..6 {
         r.request(&mut mem, req_type::OUT, 0, &bufs);
     }

@@ -9,6 +9,7 @@ fn transport() -> VirtioPciTransport {
         class: 0x02_00_00,
         device_features: FEATURES,
         num_queues: 2,
+        queue_size: crate::devices::virtio::virtqueue::MAX_QUEUE_SIZE,
         device_config_len: 12,
     })
     .unwrap()
