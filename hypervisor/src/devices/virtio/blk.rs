@@ -135,6 +135,8 @@ pub struct VirtioBlk {
     pub(super) chain: DescChain,
     /// Bounce buffer between guest memory and the backend, [`CHUNK_BYTES`] long.
     pub(super) chunk: Vec<u8>,
+    /// The current request's data buffers in host memory, found while checking them.
+    pub(super) host: super::blk_serve::HostSegments,
     pub(super) counters: BlkCounters,
     /// The error that put the device in NEEDS_RESET, kept for one log line.
     pub(super) error: Option<QueueError>,
@@ -180,6 +182,7 @@ impl VirtioBlk {
             backend,
             chain: DescChain::default(),
             chunk: alloc::vec![0; CHUNK_BYTES],
+            host: Default::default(),
             counters: BlkCounters::default(),
             error: None,
             leftover: false,

@@ -57,10 +57,47 @@ fn region_holding<'m>(
     Some(r)
 }
 
-/// Whether every buffer lies inside one region of the guest's RAM.
-fn in_ram<H: HostMemory>(mem: &GuestMemory<'_, H>, segments: &[DescSegment]) -> bool {
-    let mut last = None;
-    segments.iter().all(|seg| region_holding(mem.map(), &mut last, seg).is_some())
+/// A request's data buffers as host memory: found while checking that every buffer of
+/// the chain lies in the guest's RAM, so handing them to a device costs no second
+/// lookup.
+#[derive(Debug, Default)]
+pub struct HostSegments {
+    /// In order, buffers that follow each other in host memory merged.
+    list: alloc::vec::Vec<DmaSegment>,
+    /// Every data buffer's region lets the guest read it (a device may read it: a
+    /// write to the disk) and write it (a device may write it: a read).
+    readable: bool,
+    writable: bool,
+}
+
+impl HostSegments {
+    /// Checks that every buffer of `chain` lies inside one region of the guest's RAM,
+    /// and notes where the data buffers (`data`, a range of `chain`) are in host memory.
+    fn resolve(&mut self, map: &GuestMemoryMap, chain: &[DescSegment], data: (usize, usize)) -> bool {
+        self.list.clear();
+        (self.readable, self.writable) = (true, true);
+        let mut last = None;
+        for (i, seg) in chain.iter().enumerate() {
+            let Some(region) = region_holding(map, &mut last, seg) else { return false };
+            if i < data.0 || i >= data.1 || seg.len == 0 {
+                continue;
+            }
+            let perms = region.perms();
+            self.readable &= perms.read;
+            self.writable &= perms.write;
+            let Some(hpa) = region.hpa().raw().checked_add(seg.addr.wrapping_sub(region.gpa().raw())) else {
+                return false;
+            };
+            let len = seg.len as usize;
+            match self.list.last_mut() {
+                Some(prev) if prev.addr.checked_add(prev.len as u64) == Some(hpa) => {
+                    prev.len = prev.len.saturating_add(len);
+                }
+                _ => self.list.push(DmaSegment { addr: hpa, len }),
+            }
+        }
+        true
+    }
 }
 
 /// A position in a list of buffers.
@@ -126,6 +163,8 @@ fn gather<H: HostMemory>(
 struct GuestBuffers<'m, 'a, H: HostMemory> {
     mem: &'m mut GuestMemory<'a, H>,
     segments: &'m [DescSegment],
+    /// The same buffers in host memory.
+    host: &'m HostSegments,
     total: usize,
     /// The segment the last piece came from, and its first byte's offset in the
     /// transfer (pieces are asked for in order).
@@ -161,33 +200,19 @@ impl<H: HostMemory> Buffers for GuestBuffers<'_, '_, H> {
     }
 
     /// The host physical address of every buffer: each lies inside one region of the
-    /// VM's memory map (checked before the request got here, and again here), and
-    /// that region grants the guest the access the device will make (write for a
-    /// read). So a device given these addresses reaches the VM's own RAM, exactly the
-    /// bytes of its buffers, and nothing else.
+    /// VM's memory map (checked, and translated through that region, before the
+    /// request got here: `HostSegments::resolve`), and that region grants the guest the
+    /// access the device will make (write for a read). So a device given these
+    /// addresses reaches the VM's own RAM, exactly the bytes of its buffers, and
+    /// nothing else.
     fn dma_segments(&mut self, device_writes: bool, out: &mut alloc::vec::Vec<DmaSegment>) -> bool {
         out.clear();
-        let map = self.mem.map();
-        let mut last = None;
-        let mut total = 0usize;
-        for seg in self.segments {
-            let Some(region) = region_holding(map, &mut last, seg) else { return false };
-            let allowed = if device_writes { region.perms().write } else { region.perms().read };
-            let Some(hpa) = region.hpa().checked_add(seg.addr.wrapping_sub(region.gpa().raw())) else { return false };
-            if !allowed || seg.len == 0 {
-                return false;
-            }
-            let len = seg.len as usize;
-            // Buffers that follow each other in host memory make one segment.
-            match out.last_mut() {
-                Some(prev) if prev.addr.checked_add(prev.len as u64) == Some(hpa.raw()) => {
-                    prev.len = prev.len.saturating_add(len);
-                }
-                _ => out.push(DmaSegment { addr: hpa.raw(), len }),
-            }
-            total = total.saturating_add(len);
+        let allowed = if device_writes { self.host.writable } else { self.host.readable };
+        if !allowed {
+            return false;
         }
-        total == self.total
+        out.extend_from_slice(&self.host.list);
+        out.iter().fold(0usize, |n, s| n.saturating_add(s.len)) == self.total
     }
 }
 
@@ -198,7 +223,7 @@ fn transfer<H: HostMemory>(
     mem: &mut GuestMemory<'_, H>,
     backend: &mut dyn BlockBackend,
     chunk: &mut [u8],
-    data: &[DescSegment],
+    (data, host): (&[DescSegment], &HostSegments),
     (sector, len): (u64, u64),
     to_guest: bool,
 ) -> Result<(), Reject> {
@@ -206,7 +231,7 @@ fn transfer<H: HostMemory>(
     if let Ok(total) = usize::try_from(len)
         && mem.bytes_mut(GuestPhysAddr::new(data.first().map_or(0, |d| d.addr)), 0).is_ok()
     {
-        let mut bufs = GuestBuffers { mem: &mut *mem, segments: data, total, seg: 0, seg_start: 0 };
+        let mut bufs = GuestBuffers { mem: &mut *mem, segments: data, host, total, seg: 0, seg_start: 0 };
         let direct = if to_guest { backend.read_to(sector, &mut bufs) } else { backend.write_from(sector, &mut bufs) };
         if let Some(result) = direct {
             return result.map_err(|_| Reject::Backend);
@@ -314,7 +339,7 @@ impl VirtioBlk {
         chain: &DescChain,
     ) -> Result<(u64, u32, u64), Reject> {
         let framed = frame(&chain.segments)?;
-        if !in_ram(mem, &chain.segments) {
+        if !self.host.resolve(mem.map(), &chain.segments, framed.data) {
             return Err(Reject::Memory);
         }
         let mut header = [0u8; HEADER_LEN];
@@ -323,18 +348,18 @@ impl VirtioBlk {
         let op = decide(&ReqHeader::parse(&header), &framed, disk)?;
         let data = chain.segments.get(framed.data.0..framed.data.1).unwrap_or(&[]);
         let len = framed.data_len;
-        let VirtioBlk { backend, chunk, counters: c, .. } = self;
+        let VirtioBlk { backend, chunk, host, counters: c, .. } = self;
         let status = framed.status_addr;
         match op {
             BlkOp::Read { sector } => {
-                transfer(mem, &mut **backend, chunk, data, (sector, len), true)?;
+                transfer(mem, &mut **backend, chunk, (data, host), (sector, len), true)?;
                 c.reads = c.reads.saturating_add(1);
                 c.bytes_read = c.bytes_read.saturating_add(len);
                 // At most MAX_REQUEST_BYTES: fits a u32.
                 Ok((status, len as u32, len))
             }
             BlkOp::Write { sector } => {
-                transfer(mem, &mut **backend, chunk, data, (sector, len), false)?;
+                transfer(mem, &mut **backend, chunk, (data, host), (sector, len), false)?;
                 c.writes = c.writes.saturating_add(1);
                 c.bytes_written = c.bytes_written.saturating_add(len);
                 Ok((status, 0, len))
