@@ -163,52 +163,46 @@ struct Descriptor {
     next: u16,
 }
 
+impl Descriptor {
+    /// addr le64, then len le32, flags le16 and next le16 (§2.7.5): two 8-byte loads.
+    fn parse(d: &[u8; DESC_SIZE as usize]) -> Descriptor {
+        let low = u64::from_le_bytes(d.first_chunk::<8>().copied().unwrap_or_default());
+        let high = u64::from_le_bytes(d.last_chunk::<8>().copied().unwrap_or_default());
+        Descriptor { addr: low, len: high as u32, flags: (high >> 32) as u16, next: (high >> 48) as u16 }
+    }
+}
+
 /// A copy of up to [`DESC_BATCH`] consecutive descriptor table entries. Each entry is
 /// parsed once from this copy, so a driver changing the table meanwhile changes nothing.
 struct DescBatch {
     bytes: [u8; (DESC_SIZE * DESC_BATCH as u64) as usize],
-    first: u16,
-    count: u16,
 }
 
 impl Default for DescBatch {
     fn default() -> Self {
-        DescBatch { bytes: [0; (DESC_SIZE * DESC_BATCH as u64) as usize], first: 0, count: 0 }
+        DescBatch { bytes: [0; (DESC_SIZE * DESC_BATCH as u64) as usize] }
     }
 }
 
 impl DescBatch {
-    /// Entry `index` (below `size`) of the table at `desc`, read with its neighbours
-    /// up to the table's end unless this batch holds it already.
-    fn entry(
+    /// Entries from `index` (below `size`) of the table at `desc` on, up to
+    /// [`DESC_BATCH`] of them and the table's end.
+    fn load(
         &mut self,
         mem: &(impl GuestMemoryAccess + ?Sized),
         desc: u64,
         index: u16,
         size: u16,
-    ) -> Result<Descriptor, QueueError> {
-        if index < self.first || index >= self.first.saturating_add(self.count) {
-            let entry_at = at(desc, u64::from(index).wrapping_mul(DESC_SIZE))?;
-            let mut count = DESC_BATCH.min(size.saturating_sub(index)).max(1);
-            let len = usize::from(count).saturating_mul(DESC_SIZE as usize);
-            let bytes = self.bytes.get_mut(..len).ok_or(QueueError::BadLayout)?;
+    ) -> Result<&[u8], QueueError> {
+        let entry_at = at(desc, u64::from(index).wrapping_mul(DESC_SIZE))?;
+        let count = DESC_BATCH.min(size.saturating_sub(index)).max(1);
+        let mut len = usize::from(count).saturating_mul(DESC_SIZE as usize);
+        if mem.read_bytes(entry_at, self.bytes.get_mut(..len).ok_or(QueueError::BadLayout)?).is_err() {
             // A table split over two memory regions: this entry alone.
-            if mem.read_bytes(entry_at, bytes).is_err() {
-                count = 1;
-                mem.read_bytes(entry_at, self.bytes.get_mut(..DESC_SIZE as usize).ok_or(QueueError::BadLayout)?)?;
-            }
-            (self.first, self.count) = (index, count);
+            len = DESC_SIZE as usize;
+            mem.read_bytes(entry_at, self.bytes.get_mut(..len).ok_or(QueueError::BadLayout)?)?;
         }
-        let from = usize::from(index.wrapping_sub(self.first)).saturating_mul(DESC_SIZE as usize);
-        let entry = self.bytes.get(from..from.saturating_add(DESC_SIZE as usize)).ok_or(QueueError::BadLayout)?;
-        // Whole little-endian fields: (addr, len, flags, next) (§2.7.5).
-        let field = |at: usize, n: usize| entry.get(at..at.saturating_add(n)).ok_or(QueueError::BadLayout);
-        Ok(Descriptor {
-            addr: u64::from_le_bytes(field(0, 8)?.try_into().map_err(|_| QueueError::BadLayout)?),
-            len: u32::from_le_bytes(field(8, 4)?.try_into().map_err(|_| QueueError::BadLayout)?),
-            flags: u16::from_le_bytes(field(12, 2)?.try_into().map_err(|_| QueueError::BadLayout)?),
-            next: u16::from_le_bytes(field(14, 2)?.try_into().map_err(|_| QueueError::BadLayout)?),
-        })
+        self.bytes.get(..len).ok_or(QueueError::BadLayout)
     }
 }
 
@@ -301,23 +295,32 @@ impl SplitQueue {
         chain.total_len = 0;
         let mut batch = DescBatch::default();
         let mut index = head;
-        loop {
+        let size = usize::from(self.size);
+        'chain: loop {
             if index >= self.size {
                 return Err(QueueError::BadIndex(index));
             }
-            if chain.segments.len() >= usize::from(self.size) {
-                return Err(QueueError::ChainTooLong);
+            // A chain through neighbouring entries is parsed straight from one batch.
+            for entry in batch.load(mem, self.desc, index, self.size)?.chunks_exact(DESC_SIZE as usize) {
+                if chain.segments.len() >= size {
+                    return Err(QueueError::ChainTooLong);
+                }
+                let entry = <&[u8; DESC_SIZE as usize]>::try_from(entry).map_err(|_| QueueError::BadLayout)?;
+                let Descriptor { addr, len, flags, next } = Descriptor::parse(entry);
+                if flags & DESC_F_INDIRECT != 0 {
+                    return Err(QueueError::Indirect);
+                }
+                chain.total_len = chain.total_len.checked_add(u64::from(len)).ok_or(QueueError::ChainLength)?;
+                chain.segments.push(DescSegment { addr, len, writable: flags & DESC_F_WRITE != 0 });
+                if flags & DESC_F_NEXT == 0 {
+                    return Ok(());
+                }
+                let neighbour = index.wrapping_add(1);
+                index = next;
+                if next != neighbour {
+                    continue 'chain;
+                }
             }
-            let Descriptor { addr, len, flags, next } = batch.entry(mem, self.desc, index, self.size)?;
-            if flags & DESC_F_INDIRECT != 0 {
-                return Err(QueueError::Indirect);
-            }
-            chain.total_len = chain.total_len.checked_add(u64::from(len)).ok_or(QueueError::ChainLength)?;
-            chain.segments.push(DescSegment { addr, len, writable: flags & DESC_F_WRITE != 0 });
-            if flags & DESC_F_NEXT == 0 {
-                return Ok(());
-            }
-            index = next;
         }
     }
 

@@ -213,3 +213,30 @@ fn a_batch_is_seen_by_the_driver_when_published() {
     assert_eq!(chain_of(&mut q, &mut mem).unwrap().unwrap().head, late);
     assert!(chain_of(&mut q, &mut mem).unwrap().is_none());
 }
+
+#[test]
+fn chains_that_jump_and_run_across_batches_come_out_whole() {
+    let map = guest_map(0x10_0000);
+    let mut mem = guest_memory(&map);
+    let mut rings = DriverRings::new(0x1000, 32);
+    let mut q = rings.queue(false);
+    // 5 -> 2 -> 3 -> 4 (neighbours) -> 14 -> 15 -> 16 -> 17 (past a batch of eight)
+    // -> 31 (the table's last entry) -> 0 (back to its first).
+    let order = [5u16, 2, 3, 4, 14, 15, 16, 17, 31, 0];
+    for (i, pair) in order.windows(2).enumerate() {
+        rings.write_desc(&mut mem, pair[0], 0x8000 + i as u64 * 0x1000, 100 + i as u32, 1, pair[1]);
+    }
+    rings.write_desc(&mut mem, 0, 0x20000, 7, 2, 0);
+    rings.publish(&mut mem, 5);
+    let chain = chain_of(&mut q, &mut mem).unwrap().unwrap();
+    let mut expected: Vec<DescSegment> = (0..9)
+        .map(|i| DescSegment { addr: 0x8000 + i as u64 * 0x1000, len: 100 + i as u32, writable: false })
+        .collect();
+    expected.push(DescSegment { addr: 0x20000, len: 7, writable: true });
+    assert_eq!((chain.head, chain.segments, chain.total_len), (5, expected, (100..109).sum::<u64>() + 7));
+    // A chain that runs off the table's end through neighbours: 30 -> 31 -> 32.
+    rings.write_desc(&mut mem, 30, 0x8000, 1, 1, 31);
+    rings.write_desc(&mut mem, 31, 0x8000, 1, 1, 32);
+    rings.publish(&mut mem, 30);
+    assert_eq!(chain_of(&mut q, &mut mem).unwrap_err(), QueueError::BadIndex(32));
+}
