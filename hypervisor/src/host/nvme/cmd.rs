@@ -166,6 +166,10 @@ impl Cqe {
         self.status & 1 == 1
     }
 
+    /// Where the status field (with the phase tag in bit 0) lies in an entry: a poll
+    /// reads these two bytes, and the whole entry only once the tag says it is new.
+    pub const STATUS_OFFSET: u64 = 14;
+
     /// Status code type (bits 10:8 of the status field) and code (7:0), as
     /// `DeviceError::Medium` carries them; 0 is success (§4.6.1).
     pub fn status_code(&self) -> u16 {

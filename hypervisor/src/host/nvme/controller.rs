@@ -320,12 +320,24 @@ impl<H: NvmeHw> Controller<H> {
         let start = self.hw.now_us();
         loop {
             let queue = if io { self.io.as_mut().ok_or(NvmeError::Dma)? } else { &mut self.admin };
-            let mut raw = [0u8; CQE_BYTES];
-            if !self.hw.dma_read(queue.completion_slot(), &mut raw) {
+            let slot = queue.completion_slot();
+            // The status field's phase tag first (as drivers poll): the entry is read
+            // whole only once it is new.
+            let mut status = [0u8; 2];
+            if !self.hw.dma_read(slot.saturating_add(Cqe::STATUS_OFFSET), &mut status) {
                 return Err(NvmeError::Dma);
             }
-            let cqe = Cqe::from_bytes(&raw);
-            if let Some(head) = queue.take_completion(&cqe) {
+            let taken = if queue.completion_ready(u16::from_le_bytes(status)) {
+                let mut raw = [0u8; CQE_BYTES];
+                if !self.hw.dma_read(slot, &mut raw) {
+                    return Err(NvmeError::Dma);
+                }
+                let cqe = Cqe::from_bytes(&raw);
+                queue.take_completion(&cqe).map(|head| (head, cqe))
+            } else {
+                None
+            };
+            if let Some((head, cqe)) = taken {
                 let qid = queue.qid;
                 self.hw.write32(self.cap.doorbell(qid, true), u32::from(head));
                 if cqe.cid == cid {

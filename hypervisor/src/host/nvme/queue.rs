@@ -56,6 +56,12 @@ impl QueuePair {
         self.cq_base.saturating_add(u64::from(self.cq_head).saturating_mul(CQE_BYTES as u64))
     }
 
+    /// Whether the entry at [`completion_slot`] whose status field is `status` is new
+    /// (its phase tag is the one this pass over the queue expects).
+    pub fn completion_ready(&self, status: u16) -> bool {
+        (status & 1 == 1) == self.phase
+    }
+
     /// Whether `cqe` (read at [`completion_slot`]) is new. If so it is consumed:
     /// returns the completion head to write to the doorbell.
     pub fn take_completion(&mut self, cqe: &Cqe) -> Option<u16> {
@@ -92,7 +98,9 @@ mod tests {
             for i in 0..3u16 {
                 let phase = round % 2 == 0;
                 assert_eq!(q.completion_slot(), 0x2000 + 16 * u64::from(i));
-                // A stale entry (last round's phase) is not new.
+                // A stale entry (last round's phase) is not new, by its status alone.
+                assert!(!q.completion_ready(u16::from(!phase) | 0x8000));
+                assert!(q.completion_ready(u16::from(phase) | 0x8000));
                 assert_eq!(q.take_completion(&done(&q, !phase)), None);
                 let (slot, tail) = q.submit_slot().unwrap();
                 assert_eq!(slot, 0x1000 + 64 * u64::from(i));
