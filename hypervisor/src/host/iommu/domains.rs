@@ -123,10 +123,9 @@ impl<F: PteFormat> Domains<F> {
 
     /// Maps the pages of `ranges` (host page ranges, in order) at consecutive slots of
     /// domain `id`'s window from its start, readable and, when `writable`, writable by
-    /// the device: it sees them as one
-    /// run of I/O addresses. Refused (nothing mapped) when the window is in use or too
-    /// small. Returns the window's I/O address and the entries written (leaf table,
-    /// first index, count).
+    /// the device: it sees them as one run of I/O addresses. Refused (nothing mapped)
+    /// when the window is in use or too small. Returns the window's I/O address and the
+    /// entries written (leaf table, first index, count).
     pub fn map_window<M: FrameSource + ?Sized>(
         &mut self,
         frames: &mut M,
